@@ -1,0 +1,126 @@
+//! The one command-code registry for every weft protocol.
+//!
+//! A code is a big-endian `u16` in the frame header. Its high byte names the protocol family
+//! (a range of 256 codes); the low byte names the message within it. Ranges are reserved for
+//! protocols that do not exist yet so that adding one never renumbers another.
+
+use serde::{Deserialize, Serialize};
+
+/// A protocol family: one range of 256 command codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Family {
+    /// 0x00xx: handshake, liveness and discovery.
+    Session,
+    /// 0x01xx: flood broadcast and its repair.
+    Mesh,
+    /// 0x02xx: the replicated sync table (reserved).
+    Table,
+    /// 0x03xx: the Chord distributed hash table (reserved).
+    Chord,
+    /// 0x04xx: folder replication, the ploppy protocol (reserved).
+    Replication,
+    /// 0x05xx: drops, owner-signed folders (reserved).
+    Drops,
+    /// 0x06xx: remote runs with live output (reserved).
+    Remote,
+}
+
+impl Family {
+    /// The family that owns codes with this high byte, if any.
+    pub const fn from_high_byte(high: u8) -> Option<Family> {
+        Some(match high {
+            0x00 => Family::Session,
+            0x01 => Family::Mesh,
+            0x02 => Family::Table,
+            0x03 => Family::Chord,
+            0x04 => Family::Replication,
+            0x05 => Family::Drops,
+            0x06 => Family::Remote,
+            _ => return None,
+        })
+    }
+}
+
+/// A command code: which message a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Code(pub u16);
+
+impl Code {
+    /// First frame on a connection: identity, nonce, incarnation, capabilities.
+    pub const HELLO: Code = Code(0x0001);
+    /// Answer to HELLO: a signature over the peer's nonce proving the sender's key.
+    pub const HELLO_ACK: Code = Code(0x0002);
+    /// Liveness probe.
+    pub const PING: Code = Code(0x0003);
+    /// Answer to PING.
+    pub const PONG: Code = Code(0x0004);
+    /// Orderly goodbye with a reason; the sender closes after it.
+    pub const BYE: Code = Code(0x0005);
+    /// Cascade: the origin's direct peers.
+    pub const ICANSEE: Code = Code(0x0010);
+    /// Cascade: peers the sender has heard of.
+    pub const IKNOWABOUT: Code = Code(0x0011);
+    /// Cascade: the origin lost its link to a peer.
+    pub const ICANTSEE: Code = Code(0x0012);
+    /// Mesh flood broadcast.
+    pub const BROADCAST: Code = Code(0x0100);
+
+    /// Every code this implementation knows, in ascending order.
+    pub const ALL: [Code; 9] = [
+        Code::HELLO,
+        Code::HELLO_ACK,
+        Code::PING,
+        Code::PONG,
+        Code::BYE,
+        Code::ICANSEE,
+        Code::IKNOWABOUT,
+        Code::ICANTSEE,
+        Code::BROADCAST,
+    ];
+
+    /// The code's protocol family (its range), known or reserved.
+    pub const fn family(self) -> Option<Family> {
+        Family::from_high_byte((self.0 >> 8) as u8)
+    }
+
+    /// Whether this code names a message this implementation can decode.
+    pub fn is_known(self) -> bool {
+        Code::ALL.contains(&self)
+    }
+
+    /// The registry name, for logs and SPEC.md.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Code::HELLO => "HELLO",
+            Code::HELLO_ACK => "HELLO_ACK",
+            Code::PING => "PING",
+            Code::PONG => "PONG",
+            Code::BYE => "BYE",
+            Code::ICANSEE => "ICANSEE",
+            Code::IKNOWABOUT => "IKNOWABOUT",
+            Code::ICANTSEE => "ICANTSEE",
+            Code::BROADCAST => "BROADCAST",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_code_has_a_family_a_name_and_is_unique() {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert!(code.family().is_some(), "{code:?}");
+            assert_ne!(code.name(), "UNKNOWN");
+            assert!(Code::ALL[i + 1..].iter().all(|c| c != code));
+        }
+        assert_eq!(Code::HELLO.family(), Some(Family::Session));
+        assert_eq!(Code::BROADCAST.family(), Some(Family::Mesh));
+        assert_eq!(Code(0x0300).family(), Some(Family::Chord));
+        assert_eq!(Code(0x0700).family(), None);
+        assert!(!Code(0x0200).is_known());
+    }
+}

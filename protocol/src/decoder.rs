@@ -1,0 +1,227 @@
+//! The incremental frame decoder: bytes in arbitrary pieces in, whole frames out.
+//!
+//! Frames that lie wholly inside one input chunk are returned as slices of that chunk (no copy).
+//! Only a frame split across chunks is assembled in the decoder's own buffer, which is sized
+//! after its header has been validated, so a hostile length prefix never causes an allocation.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::ProtocolError;
+use crate::frame::{check_header, check_length, Frame, Header, HEADER_LEN, LENGTH_PREFIX_LEN};
+
+/// Incremental decoder for one connection's byte stream.
+///
+/// Feed it with [`push`](Self::push), then call [`next_frame`](Self::next_frame) until it returns
+/// `Ok(None)`. After an error the stream is out of sync and the connection must be closed.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    /// A frame begun in an earlier chunk, being assembled.
+    partial: BytesMut,
+    /// The validated header of `partial`, once it has all eight bytes.
+    partial_header: Option<Header>,
+    /// Input not yet looked at.
+    input: Bytes,
+    /// Set after an error: the stream cannot be resynchronised.
+    failed: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder with nothing buffered.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Appends received bytes. Unconsumed input from an earlier push is kept in order.
+    pub fn push(&mut self, bytes: Bytes) {
+        if self.input.is_empty() {
+            self.input = bytes;
+        } else {
+            let mut joined = BytesMut::with_capacity(self.input.len() + bytes.len());
+            joined.extend_from_slice(&self.input);
+            joined.extend_from_slice(&bytes);
+            self.input = joined.freeze();
+        }
+    }
+
+    /// Bytes held that do not yet form a whole frame.
+    pub fn buffered_len(&self) -> usize {
+        self.partial.len() + self.input.len()
+    }
+
+    /// Whether the stream ended cleanly: no partial frame held. At end of stream a caller may
+    /// turn a `false` here into [`ProtocolError::Truncated`] with [`finish`](Self::finish).
+    pub fn finish(&self) -> Result<(), ProtocolError> {
+        let have = self.buffered_len();
+        if have == 0 {
+            return Ok(());
+        }
+        let needed = self
+            .partial_header
+            .map(|h| h.frame_len)
+            .unwrap_or(HEADER_LEN);
+        Err(ProtocolError::Truncated { needed, have })
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed, or the error that ends the
+    /// stream.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        if self.failed {
+            return Err(ProtocolError::Truncated {
+                needed: 0,
+                have: 0,
+            });
+        }
+        let result = self.next_frame_inner();
+        if result.is_err() {
+            self.failed = true;
+            self.partial = BytesMut::new();
+            self.input = Bytes::new();
+        }
+        result
+    }
+
+    fn next_frame_inner(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        if self.partial.is_empty() {
+            // Fast path: a whole frame at the front of the input is sliced out of it.
+            if let Some(header) = self.input.first_chunk::<HEADER_LEN>() {
+                let header = check_header(*header)?;
+                if self.input.len() >= header.frame_len {
+                    let bytes = self.input.split_to(header.frame_len);
+                    return Ok(Some(Frame::from_checked(bytes, header)));
+                }
+            } else if let Some(prefix) = self.input.first_chunk::<LENGTH_PREFIX_LEN>() {
+                check_length(*prefix)?;
+            }
+            if self.input.is_empty() {
+                return Ok(None);
+            }
+        }
+        self.assemble()
+    }
+
+    /// Moves input into `partial` until it holds a whole frame or the input runs out.
+    fn assemble(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        if self.partial_header.is_none() {
+            let take = (HEADER_LEN - self.partial.len()).min(self.input.len());
+            self.partial.extend_from_slice(&self.input[..take]);
+            self.input.advance(take);
+            if let Some(prefix) = self.partial.first_chunk::<LENGTH_PREFIX_LEN>() {
+                check_length(*prefix)?;
+            }
+            let Some(header) = self.partial.first_chunk::<HEADER_LEN>() else {
+                return Ok(None);
+            };
+            let header = check_header(*header)?;
+            self.partial.reserve(header.frame_len - HEADER_LEN);
+            self.partial_header = Some(header);
+        }
+        // Set just above when it was None.
+        let Some(header) = self.partial_header else {
+            return Ok(None);
+        };
+        let take = (header.frame_len - self.partial.len()).min(self.input.len());
+        self.partial.extend_from_slice(&self.input[..take]);
+        self.input.advance(take);
+        if self.partial.len() < header.frame_len {
+            return Ok(None);
+        }
+        self.partial_header = None;
+        let bytes = self.partial.split().freeze();
+        Ok(Some(Frame::from_checked(bytes, header)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::Code;
+    use crate::frame::MAX_FRAME_BODY_LEN;
+
+    fn frame(code: Code, payload: &[u8]) -> Bytes {
+        Frame::build(code, payload, false).into_bytes()
+    }
+
+    #[test]
+    fn whole_frames_in_one_chunk_are_slices_of_it() {
+        let mut stream = frame(Code::PING, &[1]).to_vec();
+        stream.extend_from_slice(&frame(Code::PONG, &[2]));
+        let input = Bytes::from(stream);
+        let base = input.as_ptr();
+        let mut dec = FrameDecoder::new();
+        dec.push(input);
+        let a = dec.next_frame().unwrap().unwrap();
+        let b = dec.next_frame().unwrap().unwrap();
+        assert_eq!(a.bytes().as_ptr(), base);
+        assert_eq!(b.bytes().as_ptr(), base.wrapping_add(a.bytes().len()));
+        assert_eq!((a.code(), b.code()), (Code::PING, Code::PONG));
+        assert!(dec.next_frame().unwrap().is_none());
+        dec.finish().unwrap();
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let wire = frame(Code::BROADCAST, b"hello world");
+        let mut dec = FrameDecoder::new();
+        for (i, b) in wire.iter().enumerate() {
+            dec.push(Bytes::copy_from_slice(&[*b]));
+            let got = dec.next_frame().unwrap();
+            assert_eq!(got.is_some(), i == wire.len() - 1);
+            if let Some(f) = got {
+                assert_eq!(f.bytes(), &wire);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused_from_four_bytes() {
+        let mut dec = FrameDecoder::new();
+        dec.push(Bytes::from(((MAX_FRAME_BODY_LEN + 1) as u32).to_be_bytes().to_vec()));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        assert_eq!(dec.buffered_len(), 0, "nothing kept after an error");
+    }
+
+    #[test]
+    fn unknown_code_and_bad_version_are_refused_from_the_header() {
+        let mut bad = frame(Code::PING, &[]).to_vec();
+        bad[6..8].copy_from_slice(&0x0777u16.to_be_bytes());
+        let mut dec = FrameDecoder::new();
+        dec.push(Bytes::from(bad[..8].to_vec()));
+        assert_eq!(dec.next_frame(), Err(ProtocolError::UnknownCommand(0x0777)));
+
+        let mut bad = frame(Code::PING, &[]).to_vec();
+        bad[4] = 9;
+        let mut dec = FrameDecoder::new();
+        dec.push(Bytes::from(bad));
+        assert_eq!(dec.next_frame(), Err(ProtocolError::UnsupportedVersion(9)));
+    }
+
+    #[test]
+    fn too_short_body_and_reserved_flags_are_refused() {
+        let mut dec = FrameDecoder::new();
+        dec.push(Bytes::from_static(&[0, 0, 0, 3]));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(ProtocolError::FrameTooShort { len: 3, .. })
+        ));
+        let mut bad = frame(Code::PING, &[]).to_vec();
+        bad[5] = 0x80;
+        let mut dec = FrameDecoder::new();
+        dec.push(Bytes::from(bad));
+        assert_eq!(dec.next_frame(), Err(ProtocolError::ReservedFlags(0x80)));
+    }
+
+    #[test]
+    fn truncated_stream_is_reported_at_finish() {
+        let wire = frame(Code::PING, &[1, 2, 3]);
+        let mut dec = FrameDecoder::new();
+        dec.push(wire.slice(..wire.len() - 1));
+        assert!(dec.next_frame().unwrap().is_none());
+        assert!(matches!(
+            dec.finish(),
+            Err(ProtocolError::Truncated { needed: 11, have: 10 })
+        ));
+    }
+}

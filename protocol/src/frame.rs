@@ -1,0 +1,204 @@
+//! The frame: a length prefix, a version, flags, a command code, then the payload.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     body length N, u32 big-endian: the bytes after this field (N >= 4)
+//! 4       1     protocol version (1)
+//! 5       1     flags (bit 0: payload compressed; other bits reserved, must be 0)
+//! 6       2     command code, u16 big-endian
+//! 8       N-4   payload: postcard bytes of the message, or, when compressed,
+//!               u32 big-endian decompressed length + one lz4 block
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::code::Code;
+use crate::compress;
+use crate::error::ProtocolError;
+
+/// The only protocol version this implementation speaks.
+pub const VERSION: u8 = 1;
+
+/// Bytes before the payload: length (4), version (1), flags (1), code (2).
+pub const HEADER_LEN: usize = 8;
+
+/// Bytes of the length prefix itself.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+
+/// Largest payload (after decompression, and on the wire): 16 MiB of data plus 64 KiB for the
+/// fields around it.
+pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// Largest value the length prefix may hold: the rest of the header plus the largest payload.
+pub const MAX_FRAME_BODY_LEN: usize = HEADER_LEN - LENGTH_PREFIX_LEN + MAX_PAYLOAD_LEN;
+
+/// The flags byte of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameFlags(pub u8);
+
+impl FrameFlags {
+    /// Bit 0: the payload is lz4-compressed.
+    pub const COMPRESSED: u8 = 0x01;
+    /// Bits no version-1 frame may set.
+    pub const RESERVED_MASK: u8 = !Self::COMPRESSED;
+
+    /// Whether the payload is compressed.
+    pub fn compressed(self) -> bool {
+        self.0 & Self::COMPRESSED != 0
+    }
+}
+
+/// What the fixed header says, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Length of the whole frame, prefix included.
+    pub frame_len: usize,
+    /// Flags byte.
+    pub flags: FrameFlags,
+    /// Command code.
+    pub code: Code,
+}
+
+/// Validates the length prefix alone: the frame's total length, or why it is refused.
+/// Called as soon as four bytes are in, before any buffer is sized for the frame.
+pub fn check_length(prefix: [u8; LENGTH_PREFIX_LEN]) -> Result<usize, ProtocolError> {
+    let body = u32::from_be_bytes(prefix);
+    if body as u64 > MAX_FRAME_BODY_LEN as u64 {
+        return Err(ProtocolError::FrameTooLarge {
+            len: body as u64,
+            max: MAX_FRAME_BODY_LEN as u64,
+        });
+    }
+    let min = (HEADER_LEN - LENGTH_PREFIX_LEN) as u32;
+    if body < min {
+        return Err(ProtocolError::FrameTooShort { len: body, min });
+    }
+    Ok(LENGTH_PREFIX_LEN + body as usize)
+}
+
+/// Validates a whole fixed header.
+pub fn check_header(header: [u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
+    let frame_len = check_length([header[0], header[1], header[2], header[3]])?;
+    if header[4] != VERSION {
+        return Err(ProtocolError::UnsupportedVersion(header[4]));
+    }
+    let flags = FrameFlags(header[5]);
+    if flags.0 & FrameFlags::RESERVED_MASK != 0 {
+        return Err(ProtocolError::ReservedFlags(flags.0));
+    }
+    let code = Code(u16::from_be_bytes([header[6], header[7]]));
+    if !code.is_known() {
+        return Err(ProtocolError::UnknownCommand(code.0));
+    }
+    Ok(Header {
+        frame_len,
+        flags,
+        code,
+    })
+}
+
+/// One whole, header-validated frame. Cloning shares the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Bytes,
+    code: Code,
+    flags: FrameFlags,
+}
+
+impl Frame {
+    /// Takes `bytes` as exactly one frame, checking the header and the length.
+    pub fn parse(bytes: Bytes) -> Result<Frame, ProtocolError> {
+        let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
+            if let Some(prefix) = bytes.first_chunk::<LENGTH_PREFIX_LEN>() {
+                check_length(*prefix)?;
+            }
+            return Err(ProtocolError::Truncated {
+                needed: HEADER_LEN,
+                have: bytes.len(),
+            });
+        };
+        let header = check_header(*header)?;
+        if bytes.len() < header.frame_len {
+            return Err(ProtocolError::Truncated {
+                needed: header.frame_len,
+                have: bytes.len(),
+            });
+        }
+        if bytes.len() > header.frame_len {
+            return Err(ProtocolError::MalformedPayload {
+                code: header.code,
+                reason: "bytes after the frame's end",
+            });
+        }
+        Ok(Frame::from_checked(bytes, header))
+    }
+
+    /// Wraps bytes whose header was validated and whose length equals `header.frame_len`.
+    pub(crate) fn from_checked(bytes: Bytes, header: Header) -> Frame {
+        Frame {
+            bytes,
+            code: header.code,
+            flags: header.flags,
+        }
+    }
+
+    /// Builds a frame around an encoded payload, compressing it when `compress` is set and
+    /// compression makes it smaller.
+    pub fn build(code: Code, payload: &[u8], compress: bool) -> Frame {
+        let packed = if compress {
+            compress::compress_if_smaller(payload)
+        } else {
+            None
+        };
+        let (flags, body) = match &packed {
+            Some(p) => (FrameFlags(FrameFlags::COMPRESSED), p.as_slice()),
+            None => (FrameFlags(0), payload),
+        };
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + body.len());
+        // Callers encode bounded messages; body.len() <= MAX_PAYLOAD_LEN fits a u32.
+        buf.put_u32((HEADER_LEN - LENGTH_PREFIX_LEN + body.len()) as u32);
+        buf.put_u8(VERSION);
+        buf.put_u8(flags.0);
+        buf.put_u16(code.0);
+        buf.put_slice(body);
+        Frame {
+            bytes: buf.freeze(),
+            code,
+            flags,
+        }
+    }
+
+    /// The command code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The flags byte.
+    pub fn flags(&self) -> FrameFlags {
+        self.flags
+    }
+
+    /// The whole frame as it travels, prefix included: what a relay forwards unchanged.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Consumes the frame, returning its bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The payload as it travels (still compressed if the flag says so).
+    pub fn wire_payload(&self) -> Bytes {
+        self.bytes.slice(HEADER_LEN..)
+    }
+
+    /// The payload, decompressed if needed. Without compression this shares the frame's bytes.
+    pub fn payload(&self) -> Result<Bytes, ProtocolError> {
+        if self.flags.compressed() {
+            compress::decompress(&self.bytes[HEADER_LEN..]).map(Bytes::from)
+        } else {
+            Ok(self.wire_payload())
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! weft's wire format: frames, the command-code registry, messages, the codec and its errors.
+//!
+//! This crate depends on nothing else of weft's. Every byte it reads or writes is described in
+//! `SPEC.md` at the repository root; `vectors.json` beside this crate holds test vectors for
+//! every message.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod code;
+pub mod compress;
+pub mod decoder;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod message;
+
+pub use code::{Code, Family};
+pub use decoder::FrameDecoder;
+pub use error::ProtocolError;
+pub use frame::{Frame, FrameFlags, HEADER_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, VERSION};
+pub use ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
+pub use message::*;

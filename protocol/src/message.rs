@@ -1,0 +1,281 @@
+//! Every message weft sends, and the codec between messages and frames.
+//!
+//! Payloads are postcard (varint integers, length-prefixed byte strings and sequences, fixed
+//! arrays raw). Field order on the wire is the declaration order below. Decoding is strict:
+//! trailing bytes after a message, or a field over its limit, make the payload malformed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::code::Code;
+use crate::error::ProtocolError;
+use crate::frame::{Frame, MAX_PAYLOAD_LEN};
+use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
+
+/// Longest address string a message may carry, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+
+/// Most peers one ICANSEE or IKNOWABOUT may list.
+pub const MAX_PEERS_PER_MESSAGE: usize = 64;
+
+/// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
+pub const CAP_LZ4: u32 = 0x1;
+
+/// First frame each side sends on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The network the sender belongs to.
+    pub network: NetworkId,
+    /// The sender's ed25519 public key; its node id is the key's hash.
+    pub public_key: PublicKey,
+    /// Fresh random bytes the receiver must sign in its HELLO_ACK.
+    pub nonce: [u8; 32],
+    /// Grows each time the sender restarts, so peers tell a new run from an old one.
+    pub incarnation: u64,
+    /// Where the sender accepts connections, if anywhere.
+    pub listen_addr: Option<String>,
+    /// Capability bits ([`CAP_LZ4`]).
+    pub capabilities: u32,
+}
+
+/// The handshake's second frame: proof of the key named in the sender's HELLO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    /// ed25519 signature over the transcript defined in SPEC.md §Handshake.
+    pub signature: Signature,
+}
+
+/// Liveness probe; the receiver answers PONG with the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in the PONG.
+    pub nonce: u64,
+}
+
+/// Answer to PING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The PING's nonce.
+    pub nonce: u64,
+}
+
+/// Why a connection is being closed, as sent in BYE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ByeReason {
+    /// The node is shutting down.
+    Shutdown,
+    /// Another link to the same peer won the tie-break.
+    DuplicateLink,
+    /// The receiver belongs to another network.
+    WrongNetwork,
+    /// The connection limit is reached.
+    TooManyConnections,
+    /// The peer could not keep up with what it was sent.
+    SlowPeer,
+    /// The peer sent bytes that broke the protocol.
+    ProtocolViolation,
+    /// The handshake's proof did not verify.
+    BadProof,
+    /// The peer was silent past the liveness timeout.
+    Timeout,
+    /// The application asked to disconnect.
+    Requested,
+}
+
+/// One peer as discovery reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub node: NodeId,
+    /// Where it can be dialed.
+    pub addr: String,
+}
+
+/// Cascade: the origin's direct peers (and the origin's own address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ICanSee {
+    /// Names the cascade; nobody handles or relays one twice.
+    pub cascade: CascadeId,
+    /// Relays left; a receiver relays with one less while this is above zero.
+    pub hops_left: u8,
+    /// Where the origin accepts connections, if anywhere.
+    pub origin_addr: Option<String>,
+    /// Peers the origin holds live links to.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Cascade: peers the origin has heard of but need not be linked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IKnowAbout {
+    /// Names the cascade.
+    pub cascade: CascadeId,
+    /// Relays left.
+    pub hops_left: u8,
+    /// Heard-of peers.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Cascade: the origin lost its link to `lost`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ICantSee {
+    /// Names the cascade.
+    pub cascade: CascadeId,
+    /// Relays left.
+    pub hops_left: u8,
+    /// The peer the origin can no longer see.
+    pub lost: NodeId,
+}
+
+/// A mesh flood broadcast. Relays forward the frame's bytes unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broadcast<'a> {
+    /// The node that originated the broadcast.
+    pub origin: NodeId,
+    /// The originator's incarnation when it sent this.
+    pub incarnation: u64,
+    /// Per-origin, per-incarnation sequence number, from 1.
+    pub seq: u64,
+    /// Application bytes.
+    #[serde(borrow)]
+    pub payload: &'a [u8],
+}
+
+/// Any message, borrowing byte strings from the payload it was decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message<'a> {
+    /// HELLO.
+    Hello(Hello),
+    /// HELLO_ACK.
+    HelloAck(HelloAck),
+    /// PING.
+    Ping(Ping),
+    /// PONG.
+    Pong(Pong),
+    /// BYE.
+    Bye(ByeReason),
+    /// ICANSEE.
+    ICanSee(ICanSee),
+    /// IKNOWABOUT.
+    IKnowAbout(IKnowAbout),
+    /// ICANTSEE.
+    ICantSee(ICantSee),
+    /// BROADCAST.
+    Broadcast(Broadcast<'a>),
+}
+
+impl<'a> Message<'a> {
+    /// The command code this message travels under.
+    pub fn code(&self) -> Code {
+        match self {
+            Message::Hello(_) => Code::HELLO,
+            Message::HelloAck(_) => Code::HELLO_ACK,
+            Message::Ping(_) => Code::PING,
+            Message::Pong(_) => Code::PONG,
+            Message::Bye(_) => Code::BYE,
+            Message::ICanSee(_) => Code::ICANSEE,
+            Message::IKnowAbout(_) => Code::IKNOWABOUT,
+            Message::ICantSee(_) => Code::ICANTSEE,
+            Message::Broadcast(_) => Code::BROADCAST,
+        }
+    }
+
+    /// The postcard payload bytes (uncompressed).
+    pub fn encode_payload(&self) -> Vec<u8> {
+        // Serializing these types into a Vec cannot fail: no map keys, no unsized sequences.
+        let encoded = match self {
+            Message::Hello(m) => postcard::to_allocvec(m),
+            Message::HelloAck(m) => postcard::to_allocvec(m),
+            Message::Ping(m) => postcard::to_allocvec(m),
+            Message::Pong(m) => postcard::to_allocvec(m),
+            Message::Bye(m) => postcard::to_allocvec(m),
+            Message::ICanSee(m) => postcard::to_allocvec(m),
+            Message::IKnowAbout(m) => postcard::to_allocvec(m),
+            Message::ICantSee(m) => postcard::to_allocvec(m),
+            Message::Broadcast(m) => postcard::to_allocvec(m),
+        };
+        encoded.unwrap_or_default()
+    }
+
+    /// The whole frame, compressed when `compress` is set and that makes it smaller.
+    pub fn to_frame(&self, compress: bool) -> Frame {
+        Frame::build(self.code(), &self.encode_payload(), compress)
+    }
+
+    /// Decodes the (decompressed) payload of a frame with code `code`.
+    pub fn decode(code: Code, payload: &'a [u8]) -> Result<Message<'a>, ProtocolError> {
+        let msg = match code {
+            Code::HELLO => Message::Hello(strict(code, payload)?),
+            Code::HELLO_ACK => Message::HelloAck(strict(code, payload)?),
+            Code::PING => Message::Ping(strict(code, payload)?),
+            Code::PONG => Message::Pong(strict(code, payload)?),
+            Code::BYE => Message::Bye(strict(code, payload)?),
+            Code::ICANSEE => Message::ICanSee(strict(code, payload)?),
+            Code::IKNOWABOUT => Message::IKnowAbout(strict(code, payload)?),
+            Code::ICANTSEE => Message::ICantSee(strict(code, payload)?),
+            Code::BROADCAST => Message::Broadcast(strict(code, payload)?),
+            other => return Err(ProtocolError::UnknownCommand(other.0)),
+        };
+        msg.check_limits()?;
+        Ok(msg)
+    }
+
+    fn check_limits(&self) -> Result<(), ProtocolError> {
+        let malformed = |reason| ProtocolError::MalformedPayload {
+            code: self.code(),
+            reason,
+        };
+        let addr_ok = |a: &str| a.len() <= MAX_ADDR_LEN;
+        let peers_ok = |peers: &[PeerInfo]| {
+            peers.len() <= MAX_PEERS_PER_MESSAGE && peers.iter().all(|p| addr_ok(&p.addr))
+        };
+        match self {
+            Message::Hello(h) if !h.listen_addr.as_deref().is_none_or(addr_ok) => {
+                Err(malformed("listen address longer than MAX_ADDR_LEN"))
+            }
+            Message::ICanSee(m)
+                if !m.origin_addr.as_deref().is_none_or(addr_ok) || !peers_ok(&m.peers) =>
+            {
+                Err(malformed("peer list or address over its limit"))
+            }
+            Message::IKnowAbout(m) if !peers_ok(&m.peers) => {
+                Err(malformed("peer list or address over its limit"))
+            }
+            Message::Broadcast(b) if b.seq == 0 => Err(malformed("broadcast sequence 0")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Decodes one postcard value that must use every byte of `payload`.
+fn strict<'a, T: Deserialize<'a>>(code: Code, payload: &'a [u8]) -> Result<T, ProtocolError> {
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(ProtocolError::DecompressedTooLarge {
+            size: payload.len() as u64,
+            max: MAX_PAYLOAD_LEN as u64,
+        });
+    }
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok(_) => Err(ProtocolError::MalformedPayload {
+            code,
+            reason: "trailing bytes after the message",
+        }),
+        Err(e) => Err(ProtocolError::MalformedPayload {
+            code,
+            reason: postcard_reason(e),
+        }),
+    }
+}
+
+fn postcard_reason(e: postcard::Error) -> &'static str {
+    match e {
+        postcard::Error::DeserializeUnexpectedEnd => "payload ends inside a field",
+        postcard::Error::DeserializeBadVarint => "bad varint",
+        postcard::Error::DeserializeBadBool => "bad bool",
+        postcard::Error::DeserializeBadUtf8 => "string is not UTF-8",
+        postcard::Error::DeserializeBadOption => "bad option tag",
+        postcard::Error::DeserializeBadEnum => "unknown enum variant",
+        _ => "payload does not decode",
+    }
+}
