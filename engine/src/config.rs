@@ -1,0 +1,131 @@
+//! A node's configuration: identity, network, limits, timers and the RNG seed.
+
+use crate::time::Duration;
+
+/// Everything a [`crate::Node`] is built from. Defaults are the values SPEC.md names.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The network's name; nodes of other networks are refused in the handshake.
+    pub network: String,
+    /// The ed25519 secret key (32 bytes). Tests and the simulator derive it from a seed.
+    pub secret_key: [u8; 32],
+    /// This run's incarnation: the driver persists it and raises it on every start.
+    pub incarnation: u64,
+    /// Seeds the node's only random number generator (nonces, dial choices).
+    pub rng_seed: u64,
+    /// Where this node accepts connections, announced in HELLO and discovery.
+    pub listen_addr: Option<String>,
+    /// Whether to send and act on discovery cascades and dial heard-of peers.
+    pub discovery: bool,
+    /// Whether to offer lz4 compression in HELLO and use it where the peer offers it too.
+    pub compression: bool,
+    /// Bounds on queues, caches and counts.
+    pub limits: Limits,
+    /// Timer periods and timeouts.
+    pub timers: Timers,
+}
+
+impl Config {
+    /// A configuration with default limits and timers.
+    pub fn new(network: impl Into<String>, secret_key: [u8; 32]) -> Config {
+        Config {
+            network: network.into(),
+            secret_key,
+            incarnation: 1,
+            rng_seed: 0,
+            listen_addr: None,
+            discovery: true,
+            compression: true,
+            limits: Limits::default(),
+            timers: Timers::default(),
+        }
+    }
+
+    /// A configuration whose key and RNG seed are derived from `seed` (tests, the simulator).
+    pub fn from_seed(network: impl Into<String>, seed: u64) -> Config {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"weft secret key from seed v1\0");
+        hasher.update(&seed.to_le_bytes());
+        let mut config = Config::new(network, *hasher.finalize().as_bytes());
+        config.rng_seed = seed;
+        config
+    }
+}
+
+/// Every bound the engine keeps. SPEC.md §Limits lists them with these defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Inbound (accepted) connections, handshaking or established.
+    pub inbound_max: usize,
+    /// Outbound (dialed) connections, pending, handshaking or established.
+    pub outbound_max: usize,
+    /// Discovery dials while fewer than this many outbound links exist.
+    pub outbound_target: usize,
+    /// Bytes queued for one connection above which relayed broadcasts are dropped and counted.
+    pub relay_queue_bytes_max: usize,
+    /// Bytes queued for one connection above which the peer is disconnected as too slow.
+    pub send_queue_bytes_max: usize,
+    /// Bytes handed to the driver for one connection before it must report `Writable`.
+    pub transmit_window_bytes: usize,
+    /// Largest broadcast payload the application may send.
+    pub broadcast_payload_max: usize,
+    /// Origins whose sequence window the mesh remembers (least recently used evicted).
+    pub seen_origins_max: usize,
+    /// Discovery cascade ids remembered (oldest evicted).
+    pub cascade_seen_max: usize,
+    /// Heard-of peers remembered (least recently seen evicted).
+    pub heard_of_max: usize,
+    /// Hops a discovery cascade travels beyond its origin's direct peers.
+    pub cascade_hops: u8,
+    /// Failed dials to a heard-of address before it is forgotten.
+    pub dial_attempts_max: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            inbound_max: 64,
+            outbound_max: 16,
+            outbound_target: 8,
+            relay_queue_bytes_max: 1024 * 1024,
+            send_queue_bytes_max: 64 * 1024 * 1024,
+            transmit_window_bytes: 256 * 1024,
+            broadcast_payload_max: 16 * 1024 * 1024,
+            seen_origins_max: 65_536,
+            cascade_seen_max: 4096,
+            heard_of_max: 1024,
+            cascade_hops: 2,
+            dial_attempts_max: 5,
+        }
+    }
+}
+
+/// Timer periods and timeouts. SPEC.md §Timers lists them with these defaults.
+#[derive(Debug, Clone)]
+pub struct Timers {
+    /// Period of the liveness tick that sends PINGs and enforces the timeouts below.
+    pub tick: Duration,
+    /// A link idle (nothing sent) this long gets a PING.
+    pub ping_interval: Duration,
+    /// A peer silent (nothing received) this long is dropped.
+    pub peer_timeout: Duration,
+    /// A connection that has not finished the handshake in this time is closed.
+    pub handshake_timeout: Duration,
+    /// At most one discovery dial per this period.
+    pub dial_interval: Duration,
+    /// First wait before redialing a heard-of peer that failed; doubles per failure.
+    pub dial_backoff: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            tick: Duration::from_millis(1000),
+            ping_interval: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+            dial_interval: Duration::from_millis(1000),
+            dial_backoff: Duration::from_secs(2),
+        }
+    }
+}

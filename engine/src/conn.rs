@@ -1,0 +1,136 @@
+//! One connection: its decoder, transport, handshake state, send queue and counters.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use weft_protocol::{FrameDecoder, NodeId};
+
+use crate::handshake::Handshake;
+use crate::io::{ConnId, Direction};
+use crate::metrics::ConnStats;
+use crate::time::Instant;
+use crate::transport::Transport;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum ConnState {
+    /// Dialed; waiting for the driver's `Connected`.
+    Dialing,
+    /// Open; HELLO and HELLO_ACK in progress.
+    Handshaking(Box<Handshake>),
+    /// Proven: the peer's identity is known.
+    Established(Peer),
+    /// The engine asked the driver to close it; waiting for `Closed`.
+    Closing,
+}
+
+/// What the handshake established about the peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) listen_addr: Option<String>,
+    pub(crate) compression: bool,
+    /// The dialer's HELLO nonce: the last tie-break between two links dialed by the same side.
+    pub(crate) dialer_nonce: [u8; 32],
+}
+
+/// The class of a queued frame, for the overflow rule (SPEC.md §Back-pressure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// A relayed broadcast: dropped and counted when the queue is over the relay bound.
+    Relay,
+    /// Everything else: queued; over the hard bound the peer is disconnected.
+    Control,
+}
+
+/// What happened to a frame offered to a send queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Queued,
+    DroppedRelay,
+    Overflow,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) addr: String,
+    pub(crate) direction: Direction,
+    pub(crate) state: ConnState,
+    pub(crate) decoder: FrameDecoder,
+    pub(crate) transport: Transport,
+    pub(crate) opened_at: Instant,
+    pub(crate) last_received_at: Instant,
+    pub(crate) last_sent_at: Instant,
+    send_queue: VecDeque<Bytes>,
+    pub(crate) stats: ConnStats,
+}
+
+impl Conn {
+    pub(crate) fn new(id: ConnId, addr: String, direction: Direction, now: Instant) -> Conn {
+        Conn {
+            id,
+            addr,
+            direction,
+            state: ConnState::Dialing,
+            decoder: FrameDecoder::new(),
+            transport: Transport::default(),
+            opened_at: now,
+            last_received_at: now,
+            last_sent_at: now,
+            send_queue: VecDeque::new(),
+            stats: ConnStats::default(),
+        }
+    }
+
+    /// The peer, once established.
+    pub(crate) fn peer(&self) -> Option<&Peer> {
+        match &self.state {
+            ConnState::Established(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Offers a frame to the send queue under the overflow rule.
+    pub(crate) fn enqueue(
+        &mut self,
+        frame: Bytes,
+        priority: Priority,
+        relay_max: usize,
+        hard_max: usize,
+    ) -> Enqueued {
+        let after = self.stats.queued_bytes + frame.len();
+        if priority == Priority::Relay && after > relay_max {
+            self.stats.relays_dropped += 1;
+            return Enqueued::DroppedRelay;
+        }
+        if after > hard_max {
+            return Enqueued::Overflow;
+        }
+        self.stats.queued_bytes = after;
+        self.send_queue.push_back(frame);
+        Enqueued::Queued
+    }
+
+    /// Takes the next frame to hand to the driver while the transmit window allows it.
+    pub(crate) fn next_transmit(&mut self, window: usize) -> Option<Bytes> {
+        if self.stats.in_flight_bytes >= window {
+            return None;
+        }
+        let frame = self.send_queue.pop_front()?;
+        self.stats.queued_bytes -= frame.len();
+        let wire = self.transport.seal(frame);
+        self.stats.in_flight_bytes += wire.len();
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += wire.len() as u64;
+        Some(wire)
+    }
+
+    /// Drops everything still queued (the connection is closing).
+    pub(crate) fn clear_queue(&mut self) {
+        self.send_queue.clear();
+        self.stats.queued_bytes = 0;
+    }
+}

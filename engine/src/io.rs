@@ -1,0 +1,240 @@
+//! What goes into a node and what comes out.
+
+use bytes::Bytes;
+use weft_protocol::{ByeReason, NodeId, ProtocolError};
+
+/// A connection handle. The engine allocates outbound ids (even numbers, in
+/// [`Output::Connect`]); the driver picks inbound ids with [`ConnId::inbound`] (odd numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// The `n`th inbound id of a driver's choosing.
+    pub const fn inbound(n: u64) -> ConnId {
+        ConnId((n << 1) | 1)
+    }
+
+    /// Whether the driver allocated this id for an accepted connection.
+    pub const fn is_inbound(self) -> bool {
+        self.0 & 1 == 1
+    }
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We dialed.
+    Outbound,
+    /// The peer dialed and we accepted.
+    Inbound,
+}
+
+/// An event or completion handed to [`crate::Node::handle_input`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Input {
+    /// The driver accepted a connection from `addr`; `conn` must be [`ConnId::inbound`].
+    Accepted {
+        /// The driver's id for it.
+        conn: ConnId,
+        /// The remote address, as the driver prints it.
+        addr: String,
+    },
+    /// An outbound connection from [`Output::Connect`] is open.
+    Connected {
+        /// The id the engine gave it.
+        conn: ConnId,
+    },
+    /// An outbound connection from [`Output::Connect`] could not be opened.
+    ConnectFailed {
+        /// The id the engine gave it.
+        conn: ConnId,
+    },
+    /// Bytes arrived on a connection, in any chunking.
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes, in order.
+        bytes: Bytes,
+    },
+    /// Everything handed out for `conn` so far has been written; more may be sent.
+    Writable {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The connection ended (EOF, reset, or after an [`Output::Close`]).
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The calendar time now, as Unix milliseconds from the driver's (or simulator's) clock.
+    WallClock {
+        /// Milliseconds since 1970-01-01T00:00:00Z.
+        unix_ms: u64,
+    },
+    /// A request from the application.
+    Command(Command),
+}
+
+/// A request from the application.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Command {
+    /// Dial `addr`.
+    Connect {
+        /// The address, in the driver's syntax.
+        addr: String,
+    },
+    /// Flood `payload` to every node of the mesh.
+    Broadcast {
+        /// Application bytes, at most `Limits::broadcast_payload_max`.
+        payload: Bytes,
+    },
+    /// Close the link to `node`.
+    Disconnect {
+        /// The peer.
+        node: NodeId,
+    },
+    /// Say BYE to every peer and close every connection.
+    Shutdown,
+}
+
+/// An action or event for the driver, from [`crate::Node::poll_output`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Output {
+    /// Write `bytes` to `conn`, in order after what came before.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes; the same buffer may go to several connections.
+        bytes: Bytes,
+    },
+    /// Open a connection to `addr`, then answer `Connected` or `ConnectFailed`.
+    Connect {
+        /// The id the engine gives it.
+        conn: ConnId,
+        /// Where to dial.
+        addr: String,
+    },
+    /// Write what was handed out for `conn`, then close it and answer `Closed`.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Something the application may want to know.
+    Event(Event),
+}
+
+/// Why the engine closed (or lost) a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer's bytes broke the wire format.
+    Protocol(ProtocolError),
+    /// The peer sent a message that is not allowed in the connection's state.
+    UnexpectedMessage(&'static str),
+    /// The peer belongs to another network.
+    WrongNetwork,
+    /// The peer's HELLO_ACK did not verify.
+    BadProof,
+    /// We dialed ourselves.
+    SelfConnection,
+    /// Another link to the same peer won the tie-break.
+    DuplicateLink,
+    /// The peer announced an incarnation older than one already seen.
+    StaleIncarnation,
+    /// The connection limit is reached.
+    TooManyConnections,
+    /// The peer's send queue went over `Limits::send_queue_bytes_max`.
+    SlowPeer,
+    /// The handshake did not finish within `Timers::handshake_timeout`.
+    HandshakeTimeout,
+    /// The peer was silent past `Timers::peer_timeout`.
+    Timeout,
+    /// The peer said BYE.
+    PeerSaidBye(ByeReason),
+    /// The application asked for it.
+    Requested,
+    /// The node is shutting down.
+    Shutdown,
+    /// The driver reported the connection closed.
+    Lost,
+    /// The driver could not open it.
+    ConnectFailed,
+}
+
+/// Something the application may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A handshake completed: `node` is linked through `conn`.
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// Its connection.
+        conn: ConnId,
+        /// Its incarnation.
+        incarnation: u64,
+        /// Whether it restarted since we last saw it (a higher incarnation).
+        restarted: bool,
+    },
+    /// The last link to `node` went away.
+    PeerDown {
+        /// The peer.
+        node: NodeId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A connection was closed because of its bytes or behaviour.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A mesh broadcast arrived for the first time.
+    Broadcast {
+        /// Its originator.
+        origin: NodeId,
+        /// The originator's sequence number.
+        seq: u64,
+        /// The application bytes (a slice of the received frame).
+        payload: Bytes,
+    },
+}
+
+/// A driver or application misuse of [`crate::Node::handle_input`]. Bytes from the network never
+/// produce one of these: they close their connection instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// No open connection has this id.
+    #[error("unknown connection {0:?}")]
+    UnknownConn(ConnId),
+    /// An accepted connection's id must come from `ConnId::inbound` and be unused.
+    #[error("connection id {0:?} is not a free inbound id")]
+    BadInboundId(ConnId),
+    /// `Connected` or `ConnectFailed` for a connection that is not a pending dial.
+    #[error("connection {0:?} is not a pending dial")]
+    NotDialing(ConnId),
+    /// The outbound connection limit is reached.
+    #[error("outbound connection limit reached")]
+    TooManyConnections,
+    /// The broadcast payload is over `Limits::broadcast_payload_max`.
+    #[error("payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No link to that node.
+    #[error("not linked to {0}")]
+    NotLinked(NodeId),
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    ShutDown,
+}

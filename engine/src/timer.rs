@@ -1,0 +1,65 @@
+//! The node's timers: a small table indexed by an enum (quinn-proto's shape).
+
+use crate::time::Instant;
+
+/// Each timer the node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// Liveness: PINGs, handshake and peer timeouts.
+    Tick = 0,
+    /// Discovery: the next dial of a heard-of peer.
+    Dial = 1,
+}
+
+impl Timer {
+    const COUNT: usize = 2;
+    const ALL: [Timer; Timer::COUNT] = [Timer::Tick, Timer::Dial];
+}
+
+/// Deadlines by timer.
+#[derive(Debug, Default)]
+pub(crate) struct TimerTable {
+    deadlines: [Option<Instant>; Timer::COUNT],
+}
+
+impl TimerTable {
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.deadlines[timer as usize] = Some(at);
+    }
+
+    /// The earliest deadline and its timer.
+    pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| self.deadlines[t as usize].map(|at| (at, t)))
+            .min_by_key(|&(at, _)| at)
+    }
+
+    /// Clears and returns a timer whose deadline is at or before `now`.
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Option<Timer> {
+        let (at, timer) = self.next()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines[timer as usize] = None;
+        Some(timer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_timers_come_out_earliest_first_and_once() {
+        let mut t = TimerTable::default();
+        t.set(Timer::Dial, Instant(5));
+        t.set(Timer::Tick, Instant(3));
+        assert_eq!(t.next(), Some((Instant(3), Timer::Tick)));
+        assert_eq!(t.take_expired(Instant(2)), None);
+        assert_eq!(t.take_expired(Instant(9)), Some(Timer::Tick));
+        assert_eq!(t.take_expired(Instant(9)), Some(Timer::Dial));
+        assert_eq!(t.take_expired(Instant(9)), None);
+        assert_eq!(t.next(), None);
+    }
+}
