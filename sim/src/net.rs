@@ -1,0 +1,315 @@
+//! A small in-process network: a few real `Node`s joined by in-memory byte pipes, driven by
+//! the contract (drain outputs after every input, sleep until the earliest timeout).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use weft_engine::protocol::{Code, FrameDecoder};
+use weft_engine::{
+    CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant, Node, NodeId, Output,
+};
+
+/// One in-memory network of nodes.
+pub struct Net {
+    /// The nodes, by index.
+    pub nodes: Vec<Node>,
+    /// Virtual time.
+    pub now: Instant,
+    /// Each connection end and the end it leads to.
+    pipes: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Listening address of each node.
+    addrs: BTreeMap<String, usize>,
+    next_inbound: u64,
+    queue: VecDeque<(usize, Input)>,
+    /// Every event, by node, in order.
+    pub events: Vec<(usize, Event)>,
+    /// Every close a node asked for.
+    pub closes: Vec<(usize, ConnId, CloseReason)>,
+    /// Frames transmitted, by command code.
+    pub sent_by_code: BTreeMap<u16, u64>,
+    /// Connections whose transmitted bytes are withheld (a peer that never reads).
+    pub stalled: Vec<(usize, ConnId)>,
+    /// Nodes that neither send nor receive (paused).
+    pub paused: Vec<usize>,
+    /// Whether to answer every Transmit with Writable (a driver whose writes always succeed).
+    pub auto_writable: bool,
+    /// Chunk size used to split deliveries (exercises the decoder).
+    pub chunk: usize,
+    decoders: BTreeMap<(usize, ConnId), FrameDecoder>,
+    /// BLAKE3 over every transmitted byte and event, in order: the run's digest.
+    pub trace: blake3::Hasher,
+}
+
+/// A default config from `seed`, on network "test-net", listening at "node{seed}".
+pub fn config(seed: u64) -> Config {
+    let mut c = Config::from_seed("test-net", seed);
+    c.listen_addr = Some(format!("node{seed}"));
+    c
+}
+
+impl Net {
+    /// `n` nodes with default configs from seeds 1..=n, listening at "node{seed}".
+    pub fn new(n: usize) -> Net {
+        Net::with_configs((1..=n as u64).map(config).collect())
+    }
+
+    /// One node per config.
+    pub fn with_configs(configs: Vec<Config>) -> Net {
+        let mut net = Net {
+            nodes: Vec::new(),
+            now: Instant(1_000_000_000),
+            pipes: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            next_inbound: 0,
+            queue: VecDeque::new(),
+            events: Vec::new(),
+            closes: Vec::new(),
+            sent_by_code: BTreeMap::new(),
+            stalled: Vec::new(),
+            paused: Vec::new(),
+            auto_writable: true,
+            chunk: usize::MAX,
+            decoders: BTreeMap::new(),
+            trace: blake3::Hasher::new(),
+        };
+        for c in configs {
+            net.add(c);
+        }
+        net
+    }
+
+    /// Adds a node; returns its index.
+    pub fn add(&mut self, config: Config) -> usize {
+        let i = self.nodes.len();
+        if let Some(a) = &config.listen_addr {
+            self.addrs.insert(a.clone(), i);
+        }
+        self.nodes.push(Node::new(config));
+        i
+    }
+
+    /// Replaces node `i` by a fresh node (a restart: memory lost, same key).
+    pub fn restart(&mut self, i: usize, config: Config) {
+        let ends: Vec<(usize, ConnId)> = self
+            .pipes
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
+        for end in ends {
+            if let Some(other) = self.pipes.remove(&end) {
+                self.pipes.remove(&other);
+                self.queue
+                    .push_back((other.0, Input::Closed { conn: other.1 }));
+            }
+        }
+        self.queue.retain(|(n, _)| *n != i);
+        self.nodes[i] = Node::new(config);
+    }
+
+    /// Node `i`'s id.
+    pub fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].node_id()
+    }
+
+    /// Feeds node `i` an input and pumps. Panics if the node refuses it: the caller misused
+    /// the network (tests only).
+    pub fn input(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        self.nodes[i]
+            .handle_input(now, input)
+            .expect("harness input is valid");
+        self.pump();
+    }
+
+    /// Hands node `i` an application command and pumps.
+    pub fn command(&mut self, i: usize, command: Command) {
+        self.input(i, Input::Command(command));
+    }
+
+    /// Node `from` dials node `to`.
+    pub fn connect(&mut self, from: usize, to: usize) {
+        let addr = self.nodes[to].config().listen_addr.clone().unwrap();
+        self.command(from, Command::Connect { addr });
+    }
+
+    /// Node `from` broadcasts `payload`.
+    pub fn broadcast(&mut self, from: usize, payload: &[u8]) {
+        self.command(
+            from,
+            Command::Broadcast {
+                payload: Bytes::copy_from_slice(payload),
+            },
+        );
+    }
+
+    /// Drains every node's outputs and delivers everything queued, until quiet.
+    pub fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].poll_output() {
+                    progressed = true;
+                    self.route(i, out);
+                }
+            }
+            if let Some((i, input)) = self.queue.pop_front() {
+                progressed = true;
+                let now = self.now;
+                // Inputs for connections a node already forgot are dropped, as a driver would.
+                let _ = self.nodes[i].handle_input(now, input);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for n in &self.nodes {
+            n.check_invariants().expect("node invariants");
+        }
+    }
+
+    fn route(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Transmit { conn, bytes } => {
+                self.count_frames(i, conn, &bytes);
+                if self.stalled.contains(&(i, conn)) {
+                    return;
+                }
+                if self.paused.contains(&i) {
+                    return;
+                }
+                if let Some(&(j, peer_conn)) = self.pipes.get(&(i, conn)) {
+                    if self.paused.contains(&j) {
+                        return;
+                    }
+                    let mut rest = bytes;
+                    while !rest.is_empty() {
+                        let piece = rest.split_to(rest.len().min(self.chunk));
+                        self.queue.push_back((
+                            j,
+                            Input::Received {
+                                conn: peer_conn,
+                                bytes: piece,
+                            },
+                        ));
+                    }
+                }
+                if self.auto_writable {
+                    self.queue.push_back((i, Input::Writable { conn }));
+                }
+            }
+            Output::Connect { conn, addr } => match self.addrs.get(&addr) {
+                Some(&j) if j != usize::MAX => {
+                    self.next_inbound += 1;
+                    let inbound = ConnId::inbound(self.next_inbound);
+                    self.pipes.insert((i, conn), (j, inbound));
+                    self.pipes.insert((j, inbound), (i, conn));
+                    self.queue.push_back((
+                        j,
+                        Input::Accepted {
+                            conn: inbound,
+                            addr: format!("peer-of-{i}"),
+                        },
+                    ));
+                    self.queue.push_back((i, Input::Connected { conn }));
+                }
+                _ => self.queue.push_back((i, Input::ConnectFailed { conn })),
+            },
+            Output::Close { conn, reason } => {
+                self.closes.push((i, conn, reason));
+                if let Some(other) = self.pipes.remove(&(i, conn)) {
+                    self.pipes.remove(&other);
+                    self.queue
+                        .push_back((other.0, Input::Closed { conn: other.1 }));
+                }
+                self.queue.push_back((i, Input::Closed { conn }));
+            }
+            Output::Event(e) => {
+                self.trace.update(format!("{i} {e:?}\n").as_bytes());
+                self.events.push((i, e));
+            }
+            _ => {}
+        }
+    }
+
+    fn count_frames(&mut self, i: usize, conn: ConnId, bytes: &Bytes) {
+        self.trace.update(&(i as u64).to_le_bytes());
+        self.trace.update(bytes);
+        let dec = self.decoders.entry((i, conn)).or_default();
+        dec.push(bytes.clone());
+        while let Ok(Some(f)) = dec.next_frame() {
+            *self.sent_by_code.entry(f.code().0).or_default() += 1;
+        }
+    }
+
+    /// Frames of `code` transmitted so far.
+    pub fn sent(&self, code: Code) -> u64 {
+        self.sent_by_code.get(&code.0).copied().unwrap_or(0)
+    }
+
+    /// Advances virtual time by `d`, firing every timeout on the way.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.paused.contains(i))
+                .filter_map(|(_, n)| n.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for i in 0..self.nodes.len() {
+                        if self.paused.contains(&i) {
+                            continue;
+                        }
+                        if self.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+                            self.nodes[i].handle_timeout(now);
+                        }
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    /// Broadcast payloads delivered to node `i`, in order.
+    pub fn delivered(&self, i: usize) -> Vec<(NodeId, u64, Bytes)> {
+        self.events
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .filter_map(|(_, e)| match e {
+                Event::Broadcast {
+                    origin,
+                    seq,
+                    payload,
+                } => Some((*origin, *seq, payload.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether node `i` has an established link to node `j`.
+    pub fn linked(&self, i: usize, j: usize) -> bool {
+        let id = self.id(j);
+        self.nodes[i].links().any(|(n, _)| n == id)
+    }
+
+    /// Connects the given edges and pumps until every handshake completes.
+    pub fn join(&mut self, edges: &[(usize, usize)]) {
+        for &(a, b) in edges {
+            self.connect(a, b);
+        }
+        for &(a, b) in edges {
+            assert!(
+                self.linked(a, b) && self.linked(b, a),
+                "edge {a}-{b} not linked"
+            );
+        }
+    }
+}
