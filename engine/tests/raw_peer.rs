@@ -1,0 +1,541 @@
+//! One real node against hand-driven fake peers: the handshake, bad input, limits, timers and
+//! back-pressure, frame by frame.
+
+use bytes::Bytes;
+use weft_engine::identity::Transcript;
+use weft_engine::protocol::{
+    Broadcast, ByeReason, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId,
+    ProtocolError, CAP_LZ4,
+};
+use weft_engine::{
+    CloseReason, Command, Config, ConnId, Duration, Event, Identity, Input, InputError, Instant,
+    Node, Output,
+};
+
+const T0: Instant = Instant(5_000_000_000);
+
+fn node_with(edit: impl FnOnce(&mut Config)) -> Node {
+    let mut c = Config::from_seed("raw", 1);
+    c.discovery = false;
+    edit(&mut c);
+    Node::new(c)
+}
+
+fn drain(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Frames a node transmitted on `conn`, decoded.
+fn frames_to(outputs: &[Output], conn: ConnId) -> Vec<Frame> {
+    let mut dec = FrameDecoder::new();
+    for o in outputs {
+        if let Output::Transmit { conn: c, bytes } = o {
+            if *c == conn {
+                dec.push(bytes.clone());
+            }
+        }
+    }
+    std::iter::from_fn(|| dec.next_frame().unwrap()).collect()
+}
+
+fn closed(outputs: &[Output], conn: ConnId) -> Option<CloseReason> {
+    outputs.iter().find_map(|o| match o {
+        Output::Close { conn: c, reason } if *c == conn => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// A fake peer that speaks the handshake by hand.
+struct Fake {
+    identity: Identity,
+    network: NetworkId,
+    nonce: [u8; 32],
+    conn: ConnId,
+}
+
+impl Fake {
+    fn new(seed: u8, conn: ConnId) -> Fake {
+        Fake {
+            identity: Identity::from_secret(&[seed; 32]),
+            network: NetworkId::from_name("raw"),
+            nonce: [seed; 32],
+            conn,
+        }
+    }
+
+    fn hello(&self) -> Bytes {
+        Message::Hello(Hello {
+            network: self.network,
+            public_key: self.identity.public_key(),
+            nonce: self.nonce,
+            incarnation: 1,
+            listen_addr: None,
+            capabilities: CAP_LZ4,
+        })
+        .to_frame(false)
+        .into_bytes()
+    }
+
+    fn ack(&self, node_nonce: [u8; 32]) -> Bytes {
+        let t = Transcript {
+            network: self.network,
+            verifier_nonce: node_nonce,
+            signer_nonce: self.nonce,
+            signer_incarnation: 1,
+        };
+        Message::HelloAck(HelloAck {
+            signature: self.identity.sign_hello_ack(&t),
+        })
+        .to_frame(false)
+        .into_bytes()
+    }
+
+    /// Accepts the fake's connection and completes the handshake; returns the node's outputs.
+    fn join(&self, node: &mut Node, now: Instant) -> Vec<Output> {
+        node.handle_input(now, accepted(self.conn)).unwrap();
+        let mut out = drain(node);
+        let node_hello = match Message::decode(
+            Code::HELLO,
+            &frames_to(&out, self.conn)[0].payload().unwrap(),
+        ) {
+            Ok(Message::Hello(h)) => h,
+            other => panic!("expected HELLO, got {other:?}"),
+        };
+        self.send(node, now, self.hello());
+        self.send(node, now, self.ack(node_hello.nonce));
+        out.extend(drain(node));
+        out
+    }
+
+    fn send(&self, node: &mut Node, now: Instant, bytes: Bytes) {
+        node.handle_input(
+            now,
+            Input::Received {
+                conn: self.conn,
+                bytes,
+            },
+        )
+        .unwrap();
+    }
+
+    fn id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+}
+
+fn accepted(conn: ConnId) -> Input {
+    Input::Accepted {
+        conn,
+        addr: "fake".into(),
+    }
+}
+
+fn broadcast_frame(origin: NodeId, seq: u64, payload: &[u8]) -> Bytes {
+    Message::Broadcast(Broadcast {
+        origin,
+        incarnation: 1,
+        seq,
+        payload,
+    })
+    .to_frame(false)
+    .into_bytes()
+}
+
+#[test]
+fn handshake_proves_the_key_and_reports_the_peer() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    let out = fake.join(&mut node, T0);
+    let frames = frames_to(&out, fake.conn);
+    assert_eq!(frames[0].code(), Code::HELLO);
+    assert_eq!(frames[1].code(), Code::HELLO_ACK);
+    // The node's proof verifies against the fake's nonce.
+    let Ok(Message::Hello(h)) = Message::decode(Code::HELLO, &frames[0].payload().unwrap()) else {
+        panic!()
+    };
+    let Ok(Message::HelloAck(ack)) =
+        Message::decode(Code::HELLO_ACK, &frames[1].payload().unwrap())
+    else {
+        panic!()
+    };
+    let t = Transcript {
+        network: fake.network,
+        verifier_nonce: fake.nonce,
+        signer_nonce: h.nonce,
+        signer_incarnation: h.incarnation,
+    };
+    assert!(t.verify(h.public_key, &ack.signature));
+    assert!(out.iter().any(|o| matches!(o,
+        Output::Event(Event::PeerUp { node: n, restarted: false, .. }) if *n == fake.id())));
+    assert_eq!(
+        node.links().collect::<Vec<_>>(),
+        vec![(fake.id(), fake.conn)]
+    );
+}
+
+#[test]
+fn a_forged_proof_is_refused() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    node.handle_input(T0, accepted(fake.conn)).unwrap();
+    drain(&mut node);
+    fake.send(&mut node, T0, fake.hello());
+    // Signs the wrong nonce: a replayed or forged proof.
+    fake.send(&mut node, T0, fake.ack([0; 32]));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, fake.conn), Some(CloseReason::BadProof));
+    let bye = frames_to(&out, fake.conn);
+    assert_eq!(bye.last().unwrap().code(), Code::BYE);
+    assert_eq!(node.links().count(), 0);
+}
+
+#[test]
+fn another_network_is_refused() {
+    let mut node = node_with(|_| {});
+    let mut fake = Fake::new(9, ConnId::inbound(1));
+    fake.network = NetworkId::from_name("elsewhere");
+    node.handle_input(T0, accepted(fake.conn)).unwrap();
+    fake.send(&mut node, T0, fake.hello());
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, fake.conn), Some(CloseReason::WrongNetwork));
+    let Some(last) = frames_to(&out, fake.conn).pop() else {
+        panic!()
+    };
+    assert_eq!(
+        Message::decode(last.code(), &last.payload().unwrap()).unwrap(),
+        Message::Bye(ByeReason::WrongNetwork)
+    );
+}
+
+#[test]
+fn messages_out_of_order_close_the_connection() {
+    for bytes in [
+        broadcast_frame(NodeId([1; 32]), 1, b"early"),
+        Fake::new(3, ConnId::inbound(1)).ack([0; 32]),
+    ] {
+        let mut node = node_with(|_| {});
+        let conn = ConnId::inbound(1);
+        node.handle_input(T0, accepted(conn)).unwrap();
+        node.handle_input(T0, Input::Received { conn, bytes })
+            .unwrap();
+        let out = drain(&mut node);
+        assert!(matches!(
+            closed(&out, conn),
+            Some(CloseReason::UnexpectedMessage(_))
+        ));
+    }
+    // A second HELLO after the handshake.
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    fake.send(&mut node, T0, fake.hello());
+    let out = drain(&mut node);
+    assert!(matches!(
+        closed(&out, fake.conn),
+        Some(CloseReason::UnexpectedMessage(_))
+    ));
+}
+
+#[test]
+fn garbage_closes_only_its_connection_and_the_node_carries_on() {
+    let mut node = node_with(|_| {});
+    let good = Fake::new(9, ConnId::inbound(1));
+    let bad = Fake::new(8, ConnId::inbound(2));
+    let other = Fake::new(7, ConnId::inbound(3));
+    good.join(&mut node, T0);
+    other.join(&mut node, T0);
+    bad.join(&mut node, T0);
+    let cases: Vec<(Bytes, fn(&CloseReason) -> bool)> = vec![
+        (
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 1]),
+            |r| {
+                matches!(
+                    r,
+                    CloseReason::Protocol(ProtocolError::FrameTooLarge { .. })
+                )
+            },
+        ),
+        (Bytes::from_static(&[0, 0, 0, 4, 1, 0, 0x77, 0x77]), |r| {
+            *r == CloseReason::Protocol(ProtocolError::UnknownCommand(0x7777))
+        }),
+        (
+            Bytes::from_static(&[0, 0, 0, 5, 1, 0, 0x01, 0x00, 0xff]),
+            |r| {
+                matches!(
+                    r,
+                    CloseReason::Protocol(ProtocolError::MalformedPayload { .. })
+                )
+            },
+        ),
+    ];
+    for (garbage, expect) in cases {
+        let mut node = node_with(|_| {});
+        good.join(&mut node, T0);
+        bad.join(&mut node, T0);
+        bad.send(&mut node, T0, garbage);
+        let out = drain(&mut node);
+        let reason = closed(&out, bad.conn).expect("bad connection closed");
+        assert!(expect(&reason), "{reason:?}");
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::ConnectionClosed { .. }))));
+        assert!(out.iter().any(|o| matches!(o,
+            Output::Event(Event::PeerDown { node: n, .. }) if *n == bad.id())));
+        // The good peer still gets service.
+        good.send(
+            &mut node,
+            T0,
+            broadcast_frame(NodeId([5; 32]), 1, b"still here"),
+        );
+        let out = drain(&mut node);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::Broadcast { .. }))));
+        node.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn relays_go_to_all_peers_but_the_sender_and_duplicates_are_dropped() {
+    let mut node = node_with(|_| {});
+    let a = Fake::new(9, ConnId::inbound(1));
+    let b = Fake::new(8, ConnId::inbound(2));
+    let c = Fake::new(7, ConnId::inbound(3));
+    for f in [&a, &b, &c] {
+        f.join(&mut node, T0);
+    }
+    let frame = broadcast_frame(NodeId([5; 32]), 1, b"flood");
+    a.send(&mut node, T0, frame.clone());
+    let out = drain(&mut node);
+    let relayed: Vec<(ConnId, Bytes)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit { conn, bytes } => Some((*conn, bytes.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relayed.len(), 2);
+    assert!(relayed
+        .iter()
+        .all(|(conn, bytes)| *conn != a.conn && *bytes == frame));
+    assert_eq!(
+        relayed[0].1.as_ptr(),
+        relayed[1].1.as_ptr(),
+        "one buffer shared"
+    );
+    // The same broadcast again, from anyone: nothing.
+    b.send(&mut node, T0, frame);
+    assert!(drain(&mut node).is_empty());
+    assert_eq!(node.metrics().broadcast_duplicates, 1);
+}
+
+#[test]
+fn connection_caps_hold() {
+    let mut node = node_with(|c| {
+        c.limits.inbound_max = 2;
+        c.limits.outbound_max = 1;
+    });
+    for n in 1..=3 {
+        node.handle_input(T0, accepted(ConnId::inbound(n))).unwrap();
+    }
+    let out = drain(&mut node);
+    assert_eq!(
+        closed(&out, ConnId::inbound(3)),
+        Some(CloseReason::TooManyConnections)
+    );
+    assert_eq!(closed(&out, ConnId::inbound(1)), None);
+    node.handle_input(T0, Input::Command(Command::Connect { addr: "x".into() }))
+        .unwrap();
+    assert_eq!(
+        node.handle_input(T0, Input::Command(Command::Connect { addr: "y".into() })),
+        Err(InputError::TooManyConnections)
+    );
+}
+
+#[test]
+fn driver_misuse_is_an_error_not_a_panic() {
+    let mut node = node_with(|_| {});
+    let ghost = ConnId::inbound(7);
+    assert_eq!(
+        node.handle_input(T0, Input::Writable { conn: ghost }),
+        Err(InputError::UnknownConn(ghost))
+    );
+    assert_eq!(
+        node.handle_input(
+            T0,
+            Input::Received {
+                conn: ghost,
+                bytes: Bytes::new()
+            }
+        ),
+        Err(InputError::UnknownConn(ghost))
+    );
+    assert_eq!(
+        node.handle_input(T0, accepted(ConnId(2))),
+        Err(InputError::BadInboundId(ConnId(2)))
+    );
+    assert_eq!(
+        node.handle_input(T0, Input::Connected { conn: ConnId(2) }),
+        Err(InputError::NotDialing(ConnId(2)))
+    );
+    let big = Bytes::from(vec![0u8; node.config().limits.broadcast_payload_max + 1]);
+    assert!(matches!(
+        node.handle_input(T0, Input::Command(Command::Broadcast { payload: big })),
+        Err(InputError::PayloadTooLarge { .. })
+    ));
+}
+
+#[test]
+fn timeouts_early_or_twice_do_nothing_and_never_lie_in_the_past() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    let deadline = node.poll_timeout().unwrap();
+    assert!(deadline > T0);
+    node.handle_timeout(deadline - Duration(1));
+    assert!(drain(&mut node).is_empty(), "early");
+    assert_eq!(node.poll_timeout(), Some(deadline));
+    node.handle_timeout(deadline);
+    drain(&mut node);
+    let next = node.poll_timeout().unwrap();
+    assert!(next > deadline);
+    node.handle_timeout(deadline);
+    assert!(drain(&mut node).is_empty(), "twice");
+    // An input far in the future runs the due timers first: no deadline is left behind.
+    let late = deadline + Duration::from_secs(3);
+    node.handle_input(
+        late,
+        Input::WallClock {
+            unix_ms: 1_700_000_000_000,
+        },
+    )
+    .unwrap();
+    assert!(node.poll_timeout().unwrap() > late);
+    assert_eq!(
+        node.wall_clock_ms(late + Duration::from_millis(250)),
+        Some(1_700_000_000_250)
+    );
+}
+
+#[test]
+fn a_silent_peer_is_pinged_then_dropped() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    let timers = node.config().timers.clone();
+    fake.join(&mut node, T0);
+    let mut now = T0;
+    let mut outputs = Vec::new();
+    while now < T0 + timers.peer_timeout + timers.tick {
+        now = node.poll_timeout().unwrap();
+        node.handle_timeout(now);
+        outputs.extend(drain(&mut node));
+        // The driver writes everything at once.
+        node.handle_input(now, Input::Writable { conn: fake.conn })
+            .ok();
+    }
+    let codes: Vec<Code> = frames_to(&outputs, fake.conn)
+        .iter()
+        .map(|f| f.code())
+        .collect();
+    assert!(codes.contains(&Code::PING), "{codes:?}");
+    assert_eq!(codes.last(), Some(&Code::BYE));
+    assert_eq!(closed(&outputs, fake.conn), Some(CloseReason::Timeout));
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::PeerDown {
+            reason: CloseReason::Timeout,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn an_unfinished_handshake_times_out() {
+    let mut node = node_with(|_| {});
+    node.handle_input(T0, accepted(ConnId::inbound(1))).unwrap();
+    let end = T0 + node.config().timers.handshake_timeout + Duration::from_secs(1);
+    let mut out = Vec::new();
+    while let Some(t) = node.poll_timeout().filter(|t| *t <= end) {
+        node.handle_timeout(t);
+        out.extend(drain(&mut node));
+    }
+    assert_eq!(
+        closed(&out, ConnId::inbound(1)),
+        Some(CloseReason::HandshakeTimeout)
+    );
+}
+
+#[test]
+fn a_peer_that_never_reads_costs_bounded_memory() {
+    let relay_max = 64 * 1024;
+    let hard_max = 256 * 1024;
+    let mut node = node_with(|c| {
+        c.limits.relay_queue_bytes_max = relay_max;
+        c.limits.send_queue_bytes_max = hard_max;
+        c.limits.transmit_window_bytes = 16 * 1024;
+    });
+    let source = Fake::new(9, ConnId::inbound(1));
+    let sink = Fake::new(8, ConnId::inbound(2));
+    let reader = Fake::new(7, ConnId::inbound(3));
+    for f in [&source, &sink, &reader] {
+        f.join(&mut node, T0);
+    }
+    let payload = vec![0x5a; 1000];
+    let mut to_reader = 0;
+    for seq in 1..=2000 {
+        source.send(
+            &mut node,
+            T0,
+            broadcast_frame(NodeId([4; 32]), seq, &payload),
+        );
+        for o in drain(&mut node) {
+            if let Output::Transmit { conn, .. } = o {
+                if conn == reader.conn {
+                    to_reader += 1;
+                    node.handle_input(T0, Input::Writable { conn }).unwrap();
+                }
+            }
+        }
+        let stats = node.conn_stats(sink.conn).unwrap();
+        assert!(stats.queued_bytes <= relay_max);
+        assert!(stats.in_flight_bytes <= 16 * 1024 + 1100);
+    }
+    assert_eq!(to_reader, 2000, "the reading peer got every relay");
+    let dropped = node.conn_stats(sink.conn).unwrap().relays_dropped;
+    assert!(
+        dropped > 1900,
+        "relays to the stalled peer dropped and counted: {dropped}"
+    );
+    assert_eq!(node.metrics().relays_dropped, dropped);
+    // Broadcasts the node originates are never dropped: past the hard bound the peer goes.
+    let mut reason = None;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..400 {
+        // Incompressible, so the queue fills at the full size.
+        let payload: Bytes = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        node.handle_input(T0, Input::Command(Command::Broadcast { payload }))
+            .unwrap();
+        for o in drain(&mut node) {
+            match o {
+                Output::Close { conn, reason: r } if conn == sink.conn => reason = Some(r),
+                Output::Transmit { conn, .. } if conn == reader.conn => {
+                    node.handle_input(T0, Input::Writable { conn }).unwrap();
+                }
+                _ => {}
+            }
+        }
+        assert!(node.conn_stats(sink.conn).unwrap().queued_bytes <= hard_max);
+    }
+    assert_eq!(reason, Some(CloseReason::SlowPeer));
+    assert!(
+        node.links().any(|(n, _)| n == reader.id()),
+        "the reader stays"
+    );
+}
