@@ -539,3 +539,66 @@ fn a_peer_that_never_reads_costs_bounded_memory() {
         "the reader stays"
     );
 }
+
+#[test]
+fn heard_of_peers_are_bounded_and_dialed_at_a_bounded_rate() {
+    use weft_engine::protocol::{CascadeId, IKnowAbout, PeerInfo};
+    let mut node = node_with(|c| {
+        c.discovery = true;
+        c.limits.heard_of_max = 16;
+    });
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    for batch in 0..3u8 {
+        let peers = (0..50u8)
+            .map(|i| PeerInfo {
+                node: NodeId([batch * 64 + i + 1; 32]),
+                addr: format!("10.0.{batch}.{i}:1"),
+            })
+            .collect();
+        let msg = Message::IKnowAbout(IKnowAbout {
+            cascade: CascadeId {
+                origin: fake.id(),
+                seq: u64::from(batch),
+            },
+            hops_left: 0,
+            peers,
+        });
+        fake.send(&mut node, T0, msg.to_frame(true).into_bytes());
+    }
+    drain(&mut node);
+    assert!(node.hosts().len() <= 16 + 1, "{} hosts", node.hosts().len());
+    let timers = node.config().timers.clone();
+    let end = T0 + Duration::from_secs(10);
+    let mut dials = 0;
+    let mut now = T0;
+    while let Some(t) = node.poll_timeout().filter(|t| *t <= end) {
+        now = t;
+        node.handle_timeout(now);
+        for o in drain(&mut node) {
+            match o {
+                Output::Connect { conn, .. } => {
+                    dials += 1;
+                    node.handle_input(now, Input::ConnectFailed { conn })
+                        .unwrap();
+                }
+                Output::Transmit { conn, .. } => {
+                    node.handle_input(now, Input::Writable { conn }).unwrap();
+                }
+                _ => {}
+            }
+        }
+        // Keep the fake peer alive.
+        fake.send(
+            &mut node,
+            now,
+            Message::Pong(weft_engine::protocol::Pong { nonce: 0 })
+                .to_frame(false)
+                .into_bytes(),
+        );
+    }
+    let max = 10_000 / timers.dial_interval.as_millis();
+    assert!(dials >= 5 && dials <= max, "{dials} dials in 10 s");
+    assert_eq!(node.metrics().discovery_dials, dials);
+    let _ = now;
+}

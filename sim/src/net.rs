@@ -112,6 +112,11 @@ impl Net {
         self.nodes[i].node_id()
     }
 
+    /// The other end of node `i`'s connection `conn`.
+    pub fn peer_end(&self, i: usize, conn: ConnId) -> Option<(usize, ConnId)> {
+        self.pipes.get(&(i, conn)).copied()
+    }
+
     /// Feeds node `i` an input and pumps. Panics if the node refuses it: the caller misused
     /// the network (tests only).
     pub fn input(&mut self, i: usize, input: Input) {
