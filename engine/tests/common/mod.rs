@@ -1,0 +1,138 @@
+//! Shared by the engine's integration tests: a node, and fake peers driven frame by frame.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use weft_engine::identity::Transcript;
+use weft_engine::protocol::{
+    Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, CAP_LZ4,
+};
+use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, Output};
+
+pub const T0: Instant = Instant(5_000_000_000);
+
+pub fn node_with(edit: impl FnOnce(&mut Config)) -> Node {
+    let mut c = Config::from_seed("raw", 1);
+    c.discovery = false;
+    edit(&mut c);
+    Node::new(c)
+}
+
+pub fn drain(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Frames a node transmitted on `conn`, decoded.
+pub fn frames_to(outputs: &[Output], conn: ConnId) -> Vec<Frame> {
+    let mut dec = FrameDecoder::new();
+    for o in outputs {
+        if let Output::Transmit { conn: c, bytes } = o {
+            if *c == conn {
+                dec.push(bytes.clone());
+            }
+        }
+    }
+    std::iter::from_fn(|| dec.next_frame().unwrap()).collect()
+}
+
+pub fn closed(outputs: &[Output], conn: ConnId) -> Option<CloseReason> {
+    outputs.iter().find_map(|o| match o {
+        Output::Close { conn: c, reason } if *c == conn => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// A fake peer that speaks the handshake by hand.
+pub struct Fake {
+    pub identity: Identity,
+    pub network: NetworkId,
+    pub nonce: [u8; 32],
+    pub conn: ConnId,
+}
+
+impl Fake {
+    pub fn new(seed: u8, conn: ConnId) -> Fake {
+        Fake {
+            identity: Identity::from_secret(&[seed; 32]),
+            network: NetworkId::from_name("raw"),
+            nonce: [seed; 32],
+            conn,
+        }
+    }
+
+    pub fn hello(&self) -> Bytes {
+        Message::Hello(Hello {
+            network: self.network,
+            public_key: self.identity.public_key(),
+            nonce: self.nonce,
+            incarnation: 1,
+            listen_addr: None,
+            capabilities: CAP_LZ4,
+        })
+        .to_frame(false)
+        .into_bytes()
+    }
+
+    pub fn ack(&self, node_nonce: [u8; 32]) -> Bytes {
+        let t = Transcript {
+            network: self.network,
+            verifier_nonce: node_nonce,
+            signer_nonce: self.nonce,
+            signer_incarnation: 1,
+        };
+        Message::HelloAck(HelloAck {
+            signature: self.identity.sign_hello_ack(&t),
+        })
+        .to_frame(false)
+        .into_bytes()
+    }
+
+    /// Accepts the fake's connection and completes the handshake; returns the node's outputs.
+    pub fn join(&self, node: &mut Node, now: Instant) -> Vec<Output> {
+        node.handle_input(now, accepted(self.conn)).unwrap();
+        let mut out = drain(node);
+        let node_hello = match Message::decode(
+            Code::HELLO,
+            &frames_to(&out, self.conn)[0].payload().unwrap(),
+        ) {
+            Ok(Message::Hello(h)) => h,
+            other => panic!("expected HELLO, got {other:?}"),
+        };
+        self.send(node, now, self.hello());
+        self.send(node, now, self.ack(node_hello.nonce));
+        out.extend(drain(node));
+        out
+    }
+
+    pub fn send(&self, node: &mut Node, now: Instant, bytes: Bytes) {
+        node.handle_input(
+            now,
+            Input::Received {
+                conn: self.conn,
+                bytes,
+            },
+        )
+        .unwrap();
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+}
+
+pub fn accepted(conn: ConnId) -> Input {
+    Input::Accepted {
+        conn,
+        addr: "fake".into(),
+    }
+}
+
+pub fn broadcast_frame(origin: NodeId, seq: u64, payload: &[u8]) -> Bytes {
+    Message::Broadcast(Broadcast {
+        origin,
+        incarnation: 1,
+        seq,
+        payload,
+    })
+    .to_frame(false)
+    .into_bytes()
+}
