@@ -113,7 +113,8 @@ fn garbage_closes_only_its_connection_and_the_node_carries_on() {
     good.join(&mut node, T0);
     other.join(&mut node, T0);
     bad.join(&mut node, T0);
-    let cases: Vec<(Bytes, fn(&CloseReason) -> bool)> = vec![
+    type Expect = fn(&CloseReason) -> bool;
+    let cases: Vec<(Bytes, Expect)> = vec![
         (
             Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 1]),
             |r| {
