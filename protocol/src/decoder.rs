@@ -66,10 +66,7 @@ impl FrameDecoder {
     /// stream.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
         if self.failed {
-            return Err(ProtocolError::Truncated {
-                needed: 0,
-                have: 0,
-            });
+            return Err(ProtocolError::Truncated { needed: 0, have: 0 });
         }
         let result = self.next_frame_inner();
         if result.is_err() {
@@ -175,7 +172,9 @@ mod tests {
     #[test]
     fn oversized_length_prefix_is_refused_from_four_bytes() {
         let mut dec = FrameDecoder::new();
-        dec.push(Bytes::from(((MAX_FRAME_BODY_LEN + 1) as u32).to_be_bytes().to_vec()));
+        dec.push(Bytes::from(
+            ((MAX_FRAME_BODY_LEN + 1) as u32).to_be_bytes().to_vec(),
+        ));
         assert!(matches!(
             dec.next_frame(),
             Err(ProtocolError::FrameTooLarge { .. })
@@ -221,7 +220,10 @@ mod tests {
         assert!(dec.next_frame().unwrap().is_none());
         assert!(matches!(
             dec.finish(),
-            Err(ProtocolError::Truncated { needed: 11, have: 10 })
+            Err(ProtocolError::Truncated {
+                needed: 11,
+                have: 10
+            })
         ));
     }
 }

@@ -1,0 +1,609 @@
+//! One test per `ProtocolError` variant. Every test writes the offending bytes out by hand (no
+//! encoder involved) and asserts the exact variant, with its fields, that the codec returns.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use bytes::Bytes;
+use common::{raw_frame, string, varint};
+use weft_protocol::compress::{compress_if_smaller, decompress};
+use weft_protocol::frame::check_length;
+use weft_protocol::{
+    ByeReason, Code, Frame, FrameDecoder, Message, ProtocolError, HEADER_LEN, MAX_ADDR_LEN,
+    MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+};
+
+/// Tracks, per thread, the largest single allocation, so that tests can show that hostile sizes
+/// are refused before anything is allocated for them.
+struct Tracking;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
+
+/// Runs `f`, returning its result and the largest single allocation made meanwhile on this thread.
+fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LARGEST.with(|l| l.set(0));
+    let out = f();
+    (out, LARGEST.with(|l| l.get()))
+}
+
+/// A well-formed version-1 uncompressed frame around `payload`.
+fn plain(code: Code, payload: &[u8]) -> Vec<u8> {
+    raw_frame(1, 0, code.0, payload)
+}
+
+/// A well-formed version-1 frame with the compressed flag around `payload` (taken as is).
+fn compressed(code: Code, payload: &[u8]) -> Vec<u8> {
+    raw_frame(1, 1, code.0, payload)
+}
+
+/// Runs bytes through the whole receive path: parse the frame, inflate, decode the message.
+fn decode_frame(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let frame = Frame::parse(Bytes::copy_from_slice(bytes))?;
+    let payload = frame.payload()?;
+    Message::decode(frame.code(), &payload).map(drop)
+}
+
+/// The same bytes pushed into a `FrameDecoder` in one piece; end of input means `finish()`.
+fn decode_stream(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::copy_from_slice(bytes));
+    match dec.next_frame()? {
+        Some(frame) => {
+            assert_eq!(dec.next_frame(), Ok(None), "one frame only");
+            let payload = frame.payload()?;
+            Message::decode(frame.code(), &payload).map(drop)
+        }
+        None => {
+            dec.finish()?;
+            panic!("input was not empty, yet the decoder holds nothing")
+        }
+    }
+}
+
+/// Both receive paths give exactly `expected`.
+#[track_caller]
+fn assert_both(bytes: &[u8], expected: ProtocolError) {
+    assert_eq!(
+        decode_frame(bytes),
+        Err(expected.clone()),
+        "Frame::parse path"
+    );
+    assert_eq!(decode_stream(bytes), Err(expected), "FrameDecoder path");
+}
+
+fn malformed(code: Code, reason: &'static str) -> ProtocolError {
+    ProtocolError::MalformedPayload { code, reason }
+}
+
+const ID_A: [u8; 32] = [0xAA; 32];
+
+/// Postcard bytes of a cascade id: 32 raw origin bytes then the varint counter.
+fn cascade(seq: u64) -> Vec<u8> {
+    let mut out = ID_A.to_vec();
+    out.extend_from_slice(&varint(seq));
+    out
+}
+
+/// Postcard bytes of a HELLO with the given listen address bytes (None: no address).
+fn hello_payload(listen_addr: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&[0x01; 32]); // network
+    out.extend_from_slice(&[0x02; 32]); // public key
+    out.extend_from_slice(&[0x03; 32]); // nonce
+    out.extend_from_slice(&varint(7)); // incarnation
+    match listen_addr {
+        None => out.push(0),
+        Some(a) => {
+            out.push(1);
+            out.extend_from_slice(&string(a));
+        }
+    }
+    out.extend_from_slice(&varint(1)); // capabilities
+    out
+}
+
+/// Postcard bytes of one `PeerInfo`.
+fn peer(addr: &[u8]) -> Vec<u8> {
+    let mut out = [0xBB; 32].to_vec();
+    out.extend_from_slice(&string(addr));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// FrameTooLarge
+
+#[test]
+fn frame_too_large() {
+    let len = MAX_FRAME_BODY_LEN as u32 + 1;
+    let expected = ProtocolError::FrameTooLarge {
+        len: len as u64,
+        max: MAX_FRAME_BODY_LEN as u64,
+    };
+    // The prefix alone is enough to refuse.
+    let prefix = len.to_be_bytes();
+    assert_both(&prefix, expected.clone());
+    // So is a whole header carrying it.
+    let mut header = prefix.to_vec();
+    header.extend_from_slice(&[1, 0, 0, 3]);
+    assert_both(&header, expected.clone());
+    assert_eq!(check_length(prefix), Err(expected));
+
+    // The largest allowed body is not refused: it is merely incomplete.
+    let max = (MAX_FRAME_BODY_LEN as u32).to_be_bytes();
+    assert_eq!(check_length(max), Ok(4 + MAX_FRAME_BODY_LEN));
+    let mut header = max.to_vec();
+    header.extend_from_slice(&[1, 0, 0x01, 0x00]);
+    assert_both(
+        &header,
+        ProtocolError::Truncated {
+            needed: 4 + MAX_FRAME_BODY_LEN,
+            have: HEADER_LEN,
+        },
+    );
+}
+
+#[test]
+fn four_gib_length_prefix_is_refused_after_four_bytes() {
+    let prefix = u32::MAX.to_be_bytes();
+    let expected = ProtocolError::FrameTooLarge {
+        len: u32::MAX as u64,
+        max: MAX_FRAME_BODY_LEN as u64,
+    };
+
+    // Byte by byte: nothing to say for three bytes, refused on the fourth, and nothing sized
+    // after the announced length is ever allocated.
+    let mut dec = FrameDecoder::new();
+    let ((), largest) = largest_allocation(|| {
+        for (i, b) in prefix.iter().enumerate() {
+            dec.push(Bytes::copy_from_slice(&[*b]));
+            let got = dec.next_frame();
+            if i < 3 {
+                assert_eq!(got, Ok(None), "after {} bytes", i + 1);
+                assert_eq!(dec.buffered_len(), i + 1);
+            } else {
+                assert_eq!(got, Err(expected.clone()));
+            }
+        }
+    });
+    assert!(largest < 1024, "allocated {largest} bytes");
+    assert_eq!(dec.buffered_len(), 0, "nothing kept after the refusal");
+    assert!(dec.next_frame().is_err(), "the stream stays failed");
+
+    // All four at once.
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::copy_from_slice(&prefix));
+    assert_eq!(dec.next_frame(), Err(expected.clone()));
+    assert_eq!(dec.buffered_len(), 0);
+
+    // Four bytes behind a good frame in the same chunk: the good frame comes out first.
+    let mut stream = plain(Code::PING, &varint(5));
+    stream.extend_from_slice(&prefix);
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::from(stream));
+    let first = dec.next_frame().unwrap().expect("the PING frame");
+    assert_eq!(first.code(), Code::PING);
+    assert_eq!(dec.next_frame(), Err(expected));
+}
+
+// ---------------------------------------------------------------------------------------------
+// FrameTooShort
+
+#[test]
+fn frame_too_short() {
+    for len in 0u32..4 {
+        assert_both(
+            &len.to_be_bytes(),
+            ProtocolError::FrameTooShort { len, min: 4 },
+        );
+        // Refused even with more bytes behind it.
+        let mut bytes = len.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 0, 0, 3, 9, 9]);
+        assert_eq!(
+            Frame::parse(Bytes::from(bytes)),
+            Err(ProtocolError::FrameTooShort { len, min: 4 })
+        );
+    }
+    // A body of exactly the header's four bytes is a frame (with an empty payload).
+    let frame = Frame::parse(Bytes::from(plain(Code::PING, &[]))).unwrap();
+    assert!(frame.wire_payload().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// UnknownCommand
+
+#[test]
+fn unknown_command() {
+    for code in [0x0000u16, 0x0006, 0x0013, 0x0101, 0x0200, 0x0700, 0xFFFF] {
+        assert_both(
+            &raw_frame(1, 0, code, &[0]),
+            ProtocolError::UnknownCommand(code),
+        );
+        assert_eq!(
+            Message::decode(Code(code), &[0]),
+            Err(ProtocolError::UnknownCommand(code))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UnsupportedVersion
+
+#[test]
+fn unsupported_version() {
+    for version in [0u8, 2, 0x7F, 0xFF] {
+        assert_both(
+            &raw_frame(version, 0, Code::PING.0, &varint(1)),
+            ProtocolError::UnsupportedVersion(version),
+        );
+    }
+    // The header alone is enough: eight bytes, no payload yet.
+    let header = &raw_frame(2, 0, Code::BROADCAST.0, &[0; 40])[..HEADER_LEN];
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::copy_from_slice(header));
+    assert_eq!(dec.next_frame(), Err(ProtocolError::UnsupportedVersion(2)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReservedFlags
+
+#[test]
+fn reserved_flags() {
+    for flags in [0x02u8, 0x04, 0x80, 0x81, 0xFE, 0xFF] {
+        assert_both(
+            &raw_frame(1, flags, Code::PING.0, &varint(1)),
+            ProtocolError::ReservedFlags(flags),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Truncated
+
+#[test]
+fn truncated_frame() {
+    let whole = plain(Code::PING, &varint(300)); // 8 + 2 bytes
+    assert_eq!(whole.len(), 10);
+    // Inside the header (but past a valid length prefix, or before it).
+    for have in 1..HEADER_LEN {
+        assert_both(
+            &whole[..have],
+            ProtocolError::Truncated {
+                needed: HEADER_LEN,
+                have,
+            },
+        );
+    }
+    // Inside the payload.
+    assert_both(
+        &whole[..9],
+        ProtocolError::Truncated {
+            needed: 10,
+            have: 9,
+        },
+    );
+    // Nothing at all: Frame::parse has no header, the stream simply ended cleanly.
+    assert_eq!(
+        Frame::parse(Bytes::new()),
+        Err(ProtocolError::Truncated {
+            needed: HEADER_LEN,
+            have: 0
+        })
+    );
+    assert_eq!(FrameDecoder::new().finish(), Ok(()));
+}
+
+#[test]
+fn truncated_compressed_payload() {
+    // A compressed payload must at least hold its 4-byte decompressed length.
+    for have in 0..4 {
+        assert_both(
+            &compressed(Code::BROADCAST, &[0u8; 3][..have]),
+            ProtocolError::Truncated { needed: 4, have },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MalformedPayload
+
+#[test]
+fn malformed_truncated_field() {
+    // PING with no nonce at all.
+    assert_both(
+        &plain(Code::PING, &[]),
+        malformed(Code::PING, "payload ends inside a field"),
+    );
+    // PING whose varint says "more bytes follow" and stops.
+    assert_both(
+        &plain(Code::PING, &[0x80]),
+        malformed(Code::PING, "payload ends inside a field"),
+    );
+    // HELLO_ACK with 63 of the signature's 64 bytes.
+    assert_both(
+        &plain(Code::HELLO_ACK, &[0x55; 63]),
+        malformed(Code::HELLO_ACK, "payload ends inside a field"),
+    );
+    // HELLO cut in the middle of its listen address.
+    let full = hello_payload(Some(b"10.0.0.1:4000"));
+    assert_both(
+        &plain(Code::HELLO, &full[..full.len() - 4]),
+        malformed(Code::HELLO, "payload ends inside a field"),
+    );
+    // BROADCAST whose byte string announces more than is there.
+    let mut b = ID_A.to_vec();
+    b.extend_from_slice(&varint(1));
+    b.extend_from_slice(&varint(1));
+    b.extend_from_slice(&varint(10));
+    b.extend_from_slice(b"short");
+    assert_both(
+        &plain(Code::BROADCAST, &b),
+        malformed(Code::BROADCAST, "payload ends inside a field"),
+    );
+    // A frame that parses fine but whose payload is cut is still that frame's code.
+    assert!(Frame::parse(Bytes::from(plain(Code::BROADCAST, &b))).is_ok());
+}
+
+#[test]
+fn malformed_bad_utf8_in_an_address() {
+    assert_both(
+        &plain(Code::HELLO, &hello_payload(Some(&[b'a', 0xFF, 0xFE, b'b']))),
+        malformed(Code::HELLO, "string is not UTF-8"),
+    );
+    // In a peer's address inside ICANSEE.
+    let mut m = cascade(1);
+    m.push(3); // hops_left
+    m.push(0); // origin_addr: None
+    m.extend_from_slice(&varint(1));
+    m.extend_from_slice(&peer(&[0xC3, 0x28])); // invalid 2-byte sequence
+    assert_both(
+        &plain(Code::ICANSEE, &m),
+        malformed(Code::ICANSEE, "string is not UTF-8"),
+    );
+}
+
+#[test]
+fn malformed_trailing_bytes() {
+    let mut p = varint(5);
+    p.push(0);
+    assert_both(
+        &plain(Code::PONG, &p),
+        malformed(Code::PONG, "trailing bytes after the message"),
+    );
+    let mut p = hello_payload(None);
+    p.extend_from_slice(b"extra");
+    assert_both(
+        &plain(Code::HELLO, &p),
+        malformed(Code::HELLO, "trailing bytes after the message"),
+    );
+    // BYE with a second reason behind the first.
+    assert_both(
+        &plain(Code::BYE, &[0, 0]),
+        malformed(Code::BYE, "trailing bytes after the message"),
+    );
+    // Bytes after the frame's announced end are refused by Frame::parse (a FrameDecoder would
+    // take them as the start of the next frame instead).
+    let mut f = plain(Code::PING, &varint(5));
+    f.push(0);
+    assert_eq!(
+        Frame::parse(Bytes::from(f)),
+        Err(malformed(Code::PING, "bytes after the frame's end"))
+    );
+}
+
+#[test]
+fn malformed_unknown_enum_variant() {
+    // ByeReason has variants 0..=8.
+    assert_eq!(
+        Message::decode(Code::BYE, &[8]),
+        Ok(Message::Bye(ByeReason::Requested))
+    );
+    for index in [9u64, 127, 128, 1 << 20] {
+        let bytes = plain(Code::BYE, &varint(index));
+        let err = decode_frame(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtocolError::MalformedPayload {
+                    code: Code::BYE,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(decode_stream(&bytes), Err(err));
+    }
+}
+
+#[test]
+fn malformed_bad_option_tag() {
+    let mut p = hello_payload(None);
+    p[32 * 3 + 1] = 2; // the listen_addr tag: neither 0 (None) nor 1 (Some)
+    assert_both(
+        &plain(Code::HELLO, &p),
+        malformed(Code::HELLO, "bad option tag"),
+    );
+}
+
+#[test]
+fn malformed_over_limit_peer_list() {
+    let list = |n: usize, addr: &[u8]| {
+        let mut m = cascade(9);
+        m.push(2); // hops_left
+        m.push(0); // origin_addr: None
+        m.extend_from_slice(&varint(n as u64));
+        for _ in 0..n {
+            m.extend_from_slice(&peer(addr));
+        }
+        m
+    };
+    // At the limit: fine.
+    assert!(decode_frame(&plain(Code::ICANSEE, &list(MAX_PEERS_PER_MESSAGE, b"a:1"))).is_ok());
+    // One over.
+    assert_both(
+        &plain(Code::ICANSEE, &list(MAX_PEERS_PER_MESSAGE + 1, b"a:1")),
+        malformed(Code::ICANSEE, "peer list or address over its limit"),
+    );
+    // IKNOWABOUT has no origin_addr field.
+    let mut m = cascade(9);
+    m.push(2);
+    m.extend_from_slice(&varint(MAX_PEERS_PER_MESSAGE as u64 + 1));
+    for _ in 0..=MAX_PEERS_PER_MESSAGE {
+        m.extend_from_slice(&peer(b"b:2"));
+    }
+    assert_both(
+        &plain(Code::IKNOWABOUT, &m),
+        malformed(Code::IKNOWABOUT, "peer list or address over its limit"),
+    );
+}
+
+#[test]
+fn malformed_over_limit_address() {
+    let long = vec![b'x'; MAX_ADDR_LEN + 1];
+    let ok = vec![b'x'; MAX_ADDR_LEN];
+    assert!(decode_frame(&plain(Code::HELLO, &hello_payload(Some(&ok)))).is_ok());
+    assert_both(
+        &plain(Code::HELLO, &hello_payload(Some(&long))),
+        malformed(Code::HELLO, "listen address longer than MAX_ADDR_LEN"),
+    );
+    // A peer address over the limit in IKNOWABOUT.
+    let mut m = cascade(1);
+    m.push(0);
+    m.extend_from_slice(&varint(1));
+    m.extend_from_slice(&peer(&long));
+    assert_both(
+        &plain(Code::IKNOWABOUT, &m),
+        malformed(Code::IKNOWABOUT, "peer list or address over its limit"),
+    );
+    // ICANSEE's own origin address over the limit.
+    let mut m = cascade(1);
+    m.push(0);
+    m.push(1);
+    m.extend_from_slice(&string(&long));
+    m.extend_from_slice(&varint(0));
+    assert_both(
+        &plain(Code::ICANSEE, &m),
+        malformed(Code::ICANSEE, "peer list or address over its limit"),
+    );
+}
+
+#[test]
+fn malformed_broadcast_seq_zero() {
+    let body = |seq: u64| {
+        let mut b = ID_A.to_vec();
+        b.extend_from_slice(&varint(3)); // incarnation
+        b.extend_from_slice(&varint(seq));
+        b.extend_from_slice(&string(b"data"));
+        b
+    };
+    assert!(decode_frame(&plain(Code::BROADCAST, &body(1))).is_ok());
+    assert_both(
+        &plain(Code::BROADCAST, &body(0)),
+        malformed(Code::BROADCAST, "broadcast sequence 0"),
+    );
+}
+
+#[test]
+fn malformed_bad_varint() {
+    // Eleven continuation bytes: longer than any u64 varint.
+    assert_both(
+        &plain(Code::PING, &[0xFF; 11]),
+        malformed(Code::PING, "bad varint"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// DecompressedTooLarge
+
+#[test]
+fn decompressed_too_large() {
+    for size in [MAX_PAYLOAD_LEN as u32 + 1, u32::MAX] {
+        let mut p = size.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0x1F, 0x00, 0x01, 0x00]); // a few block bytes, never looked at
+        let expected = ProtocolError::DecompressedTooLarge {
+            size: size as u64,
+            max: MAX_PAYLOAD_LEN as u64,
+        };
+        assert_both(&compressed(Code::BROADCAST, &p), expected.clone());
+        let (got, largest) = largest_allocation(|| decompress(&p));
+        assert_eq!(got, Err(expected));
+        assert!(largest < 1024, "allocated {largest} bytes");
+    }
+    // An uncompressed payload over the cap handed straight to the message decoder.
+    let big = vec![0u8; MAX_PAYLOAD_LEN + 1];
+    assert_eq!(
+        Message::decode(Code::BROADCAST, &big),
+        Err(ProtocolError::DecompressedTooLarge {
+            size: big.len() as u64,
+            max: MAX_PAYLOAD_LEN as u64,
+        })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// BadCompression
+
+#[test]
+fn bad_compression() {
+    // Announces 100 bytes; the block is a token promising 15+ literals then nothing.
+    let mut p = 100u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0xF0, 0xFF]);
+    assert_both(
+        &compressed(Code::BROADCAST, &p),
+        ProtocolError::BadCompression,
+    );
+
+    // A valid block, but it inflates to fewer bytes than announced.
+    let payload = [0x42u8; 200];
+    let packed = compress_if_smaller(&payload).expect("compressible");
+    assert_eq!(&packed[..4], &200u32.to_be_bytes());
+    let mut lying = packed.clone();
+    lying[..4].copy_from_slice(&201u32.to_be_bytes());
+    assert_both(
+        &compressed(Code::BROADCAST, &lying),
+        ProtocolError::BadCompression,
+    );
+    // ... or to more bytes than announced.
+    let mut lying = packed.clone();
+    lying[..4].copy_from_slice(&199u32.to_be_bytes());
+    assert_both(
+        &compressed(Code::BROADCAST, &lying),
+        ProtocolError::BadCompression,
+    );
+
+    // A bomb: the maximum size announced with an 8-byte block, refused before allocating.
+    let mut bomb = (MAX_PAYLOAD_LEN as u32).to_be_bytes().to_vec();
+    bomb.extend_from_slice(&[0u8; 8]);
+    assert_both(
+        &compressed(Code::BROADCAST, &bomb),
+        ProtocolError::BadCompression,
+    );
+    let (got, largest) = largest_allocation(|| decompress(&bomb));
+    assert_eq!(got, Err(ProtocolError::BadCompression));
+    assert!(largest < 1024, "allocated {largest} bytes for the bomb");
+
+    // The untouched packing inflates fine (so the failures above come from the edits).
+    assert_eq!(decompress(&packed).unwrap(), payload);
+    // An lz4 match whose offset points before the start of the output.
+    let mut p = 20u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0x1F, b'a', 0x10, 0x00, 0x00]);
+    assert_both(&compressed(Code::PING, &p), ProtocolError::BadCompression);
+}

@@ -1,0 +1,854 @@
+//! Property tests (quickcheck) for the wire format:
+//!
+//! * every message variant survives message -> frame (compressed or not) -> parse -> payload ->
+//!   decode unchanged, and compression really happens for some generated frames;
+//! * a stream of valid frames decodes identically through `FrameDecoder` however it is cut: in
+//!   two pieces at every byte boundary, one byte at a time, or in random chunks;
+//! * arbitrary bytes never make `FrameDecoder`, `Frame::parse` or `Message::decode` panic, and the
+//!   two receive paths agree on what they make of them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+use weft_protocol::compress::{compress_if_smaller, COMPRESS_MIN_LEN};
+use weft_protocol::{
+    Broadcast, ByeReason, CascadeId, Code, Frame, FrameDecoder, Hello, HelloAck, ICanSee, ICantSee,
+    IKnowAbout, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, ProtocolError, PublicKey,
+    Signature, HEADER_LEN, MAX_ADDR_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN,
+    MAX_PEERS_PER_MESSAGE,
+};
+
+/// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
+const ALL_REASONS: [ByeReason; 9] = [
+    ByeReason::Shutdown,
+    ByeReason::DuplicateLink,
+    ByeReason::WrongNetwork,
+    ByeReason::TooManyConnections,
+    ByeReason::SlowPeer,
+    ByeReason::ProtocolViolation,
+    ByeReason::BadProof,
+    ByeReason::Timeout,
+    ByeReason::Requested,
+];
+
+// =============================================================================================
+// Generators
+
+/// A uniform-ish number in `0..n` (`n > 0`).
+fn below(g: &mut Gen, n: usize) -> usize {
+    (u64::arbitrary(g) % n as u64) as usize
+}
+
+/// True with probability about `1/n`.
+fn one_in(g: &mut Gen, n: usize) -> bool {
+    below(g, n) == 0
+}
+
+/// 32 bytes: random, one byte repeated, or a short cycle (the last two compress well).
+fn bytes32(g: &mut Gen) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    match below(g, 3) {
+        0 => out.iter_mut().for_each(|b| *b = u8::arbitrary(g)),
+        1 => out = [u8::arbitrary(g); 32],
+        _ => {
+            let cycle = [u8::arbitrary(g), u8::arbitrary(g), u8::arbitrary(g)];
+            out.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = cycle[i % 3]);
+        }
+    }
+    out
+}
+
+fn bytes64(g: &mut Gen) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&bytes32(g));
+    if one_in(g, 2) {
+        out[32..].copy_from_slice(&bytes32(g));
+    } else {
+        out.copy_within(..32, 32);
+    }
+    out
+}
+
+/// A string cut to at most `max` bytes on a char boundary.
+fn cut_to(mut s: String, max: usize) -> String {
+    while s.len() > max {
+        s.pop();
+    }
+    s
+}
+
+/// An address within `MAX_ADDR_LEN` bytes: realistic, random unicode, or right at the limit.
+fn addr(g: &mut Gen) -> String {
+    match below(g, 5) {
+        0 => format!(
+            "{}.{}.{}.{}:{}",
+            u8::arbitrary(g),
+            u8::arbitrary(g),
+            u8::arbitrary(g),
+            u8::arbitrary(g),
+            u16::arbitrary(g)
+        ),
+        1 => cut_to(String::arbitrary(g), MAX_ADDR_LEN),
+        // Exactly at the limit, in one-byte chars.
+        2 => "a".repeat(MAX_ADDR_LEN),
+        // At the limit in multi-byte chars (256 = 64 * 4 bytes).
+        3 => "\u{1F600}".repeat(MAX_ADDR_LEN / 4),
+        _ => String::new(),
+    }
+}
+
+fn opt_addr(g: &mut Gen) -> Option<String> {
+    if one_in(g, 3) {
+        None
+    } else {
+        Some(addr(g))
+    }
+}
+
+fn node(g: &mut Gen) -> NodeId {
+    NodeId(bytes32(g))
+}
+
+/// Up to `MAX_PEERS_PER_MESSAGE` peers (`big`; else up to 6), sometimes exactly the limit,
+/// sometimes all alike.
+fn peers(g: &mut Gen, big: bool) -> Vec<PeerInfo> {
+    let max = if big { MAX_PEERS_PER_MESSAGE } else { 6 };
+    let n = match below(g, 4) {
+        0 => max,
+        1 => 0,
+        _ => below(g, max + 1),
+    };
+    let alike = one_in(g, 2);
+    let first = PeerInfo {
+        node: node(g),
+        addr: addr(g),
+    };
+    (0..n)
+        .map(|_| {
+            if alike {
+                first.clone()
+            } else {
+                PeerInfo {
+                    node: node(g),
+                    addr: addr(g),
+                }
+            }
+        })
+        .collect()
+}
+
+fn cascade(g: &mut Gen) -> CascadeId {
+    CascadeId {
+        origin: node(g),
+        seq: u64::arbitrary(g),
+    }
+}
+
+/// Application bytes for a broadcast. `big` allows repetitive payloads up to 256 KiB.
+fn blob(g: &mut Gen, big: bool) -> Vec<u8> {
+    let max_rep = if big { 256 * 1024 } else { 1200 };
+    match below(g, 6) {
+        0 => Vec::new(),
+        1 => Vec::<u8>::arbitrary(g),
+        // Right around the compression threshold.
+        2 => {
+            let len = COMPRESS_MIN_LEN - 2 + below(g, 4);
+            vec![u8::arbitrary(g); len]
+        }
+        // Random noise long enough to be worth trying to compress (it will not shrink).
+        3 => (0..COMPRESS_MIN_LEN + below(g, 512))
+            .map(|_| u8::arbitrary(g))
+            .collect(),
+        // A short random pattern repeated: compresses.
+        _ => {
+            let pattern: Vec<u8> = (0..1 + below(g, 16)).map(|_| u8::arbitrary(g)).collect();
+            let len = COMPRESS_MIN_LEN + below(g, max_rep - COMPRESS_MIN_LEN);
+            pattern.iter().copied().cycle().take(len).collect()
+        }
+    }
+}
+
+fn gen_hello(g: &mut Gen) -> Hello {
+    Hello {
+        network: NetworkId(bytes32(g)),
+        public_key: PublicKey(bytes32(g)),
+        nonce: bytes32(g),
+        incarnation: u64::arbitrary(g),
+        listen_addr: opt_addr(g),
+        capabilities: u32::arbitrary(g),
+    }
+}
+
+fn gen_icansee(g: &mut Gen, big: bool) -> ICanSee {
+    ICanSee {
+        cascade: cascade(g),
+        hops_left: u8::arbitrary(g),
+        origin_addr: opt_addr(g),
+        peers: peers(g, big),
+    }
+}
+
+fn gen_iknowabout(g: &mut Gen, big: bool) -> IKnowAbout {
+    IKnowAbout {
+        cascade: cascade(g),
+        hops_left: u8::arbitrary(g),
+        peers: peers(g, big),
+    }
+}
+
+fn gen_icantsee(g: &mut Gen) -> ICantSee {
+    ICantSee {
+        cascade: cascade(g),
+        hops_left: u8::arbitrary(g),
+        lost: node(g),
+    }
+}
+
+/// A broadcast owning its payload (`Broadcast` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedBroadcast {
+    origin: NodeId,
+    incarnation: u64,
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+impl OwnedBroadcast {
+    fn gen(g: &mut Gen, big: bool) -> OwnedBroadcast {
+        OwnedBroadcast {
+            origin: node(g),
+            incarnation: u64::arbitrary(g),
+            seq: u64::arbitrary(g).max(1),
+            payload: blob(g, big),
+        }
+    }
+
+    fn as_message(&self) -> Message<'_> {
+        Message::Broadcast(Broadcast {
+            origin: self.origin,
+            incarnation: self.incarnation,
+            seq: self.seq,
+            payload: &self.payload,
+        })
+    }
+}
+
+/// Any message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owned {
+    /// Every variant but BROADCAST borrows nothing.
+    Plain(Message<'static>),
+    Broadcast(OwnedBroadcast),
+}
+
+impl Owned {
+    fn as_message(&self) -> Message<'_> {
+        match self {
+            Owned::Plain(m) => m.clone(),
+            Owned::Broadcast(b) => b.as_message(),
+        }
+    }
+
+    /// One of the nine variants, chosen uniformly.
+    fn gen(g: &mut Gen, big: bool) -> Owned {
+        Owned::Plain(match below(g, 9) {
+            0 => Message::Hello(gen_hello(g)),
+            1 => Message::HelloAck(HelloAck {
+                signature: Signature(bytes64(g)),
+            }),
+            2 => Message::Ping(Ping {
+                nonce: u64::arbitrary(g),
+            }),
+            3 => Message::Pong(Pong {
+                nonce: u64::arbitrary(g),
+            }),
+            4 => Message::Bye(*g.choose(&ALL_REASONS).unwrap()),
+            5 => Message::ICanSee(gen_icansee(g, big)),
+            6 => Message::IKnowAbout(gen_iknowabout(g, big)),
+            7 => Message::ICantSee(gen_icantsee(g)),
+            _ => return Owned::Broadcast(OwnedBroadcast::gen(g, big)),
+        })
+    }
+}
+
+/// Newtypes so that quickcheck can generate each variant on its own.
+macro_rules! arbitrary_newtype {
+    ($name:ident($ty:ty), |$g:ident| $body:expr) => {
+        #[derive(Debug, Clone)]
+        struct $name($ty);
+        impl Arbitrary for $name {
+            fn arbitrary($g: &mut Gen) -> Self {
+                $name($body)
+            }
+        }
+    };
+}
+
+arbitrary_newtype!(ArbHello(Hello), |g| gen_hello(g));
+arbitrary_newtype!(ArbHelloAck(HelloAck), |g| HelloAck {
+    signature: Signature(bytes64(g))
+});
+arbitrary_newtype!(ArbPing(Ping), |g| Ping {
+    nonce: u64::arbitrary(g)
+});
+arbitrary_newtype!(ArbPong(Pong), |g| Pong {
+    nonce: u64::arbitrary(g)
+});
+arbitrary_newtype!(ArbBye(ByeReason), |g| *g.choose(&ALL_REASONS).unwrap());
+arbitrary_newtype!(ArbICanSee(ICanSee), |g| gen_icansee(g, true));
+arbitrary_newtype!(ArbIKnowAbout(IKnowAbout), |g| gen_iknowabout(g, true));
+arbitrary_newtype!(ArbICantSee(ICantSee), |g| gen_icantsee(g));
+arbitrary_newtype!(ArbBroadcast(OwnedBroadcast), |g| OwnedBroadcast::gen(
+    g, true
+));
+arbitrary_newtype!(ArbMessage(Owned), |g| Owned::gen(g, true));
+// A message small enough (at most a few KiB) to be cut at every byte boundary.
+arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
+// One to four small messages, each with its own choice of compression.
+arbitrary_newtype!(SmallStream(Vec<(Owned, bool)>), |g| {
+    let n = 1 + below(g, 4);
+    (0..n)
+        .map(|_| (Owned::gen(g, false), bool::arbitrary(g)))
+        .collect()
+});
+
+// =============================================================================================
+// Round trips
+
+/// message -> frame -> parse -> payload -> decode, uncompressed and with compression allowed.
+/// Returns whether the compressed attempt actually compressed.
+fn round_trip(msg: &Message<'_>) -> bool {
+    let encoded = msg.encode_payload();
+    let mut compressed = false;
+    for compress in [false, true] {
+        let frame = msg.to_frame(compress);
+        assert_eq!(frame.code(), msg.code());
+        let expect_packed = compress && compress_if_smaller(&encoded).is_some();
+        assert_eq!(
+            frame.flags().compressed(),
+            expect_packed,
+            "compress={compress}"
+        );
+        assert_eq!(
+            frame.bytes().len(),
+            HEADER_LEN + frame.wire_payload().len(),
+            "length prefix covers the whole frame"
+        );
+        if expect_packed {
+            assert!(
+                frame.wire_payload().len() < encoded.len(),
+                "compression shrinks"
+            );
+            compressed = true;
+        } else {
+            assert_eq!(frame.wire_payload(), encoded);
+        }
+
+        let parsed = Frame::parse(frame.bytes().clone()).expect("own frame parses");
+        assert_eq!(parsed, frame);
+        let payload = parsed.payload().expect("own payload inflates");
+        assert_eq!(payload, encoded);
+        let decoded = Message::decode(parsed.code(), &payload).expect("own payload decodes");
+        assert_eq!(&decoded, msg);
+    }
+    compressed
+}
+
+/// Runs `prop` `tests` times and returns how many generated frames were compressed.
+fn check<A: Arbitrary + std::fmt::Debug>(
+    tests: u64,
+    counter: &'static AtomicUsize,
+    prop: fn(A),
+) -> usize {
+    QuickCheck::new()
+        .tests(tests)
+        .max_tests(tests * 10)
+        .quickcheck(prop);
+    counter.load(Ordering::Relaxed)
+}
+
+fn count_if(counter: &AtomicUsize, yes: bool) {
+    if yes {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn hello_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbHello) {
+        count_if(&PACKED, round_trip(&Message::Hello(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no HELLO frame was compressed"
+    );
+}
+
+#[test]
+fn hello_ack_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbHelloAck) {
+        count_if(&PACKED, round_trip(&Message::HelloAck(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no HELLO_ACK frame was compressed"
+    );
+}
+
+#[test]
+fn ping_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbPing) {
+        count_if(&PACKED, round_trip(&Message::Ping(m.0)));
+    }
+    // At most 10 bytes of payload: below the compression threshold, never compressed.
+    assert_eq!(check(300, &PACKED, prop), 0);
+}
+
+#[test]
+fn pong_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbPong) {
+        count_if(&PACKED, round_trip(&Message::Pong(m.0)));
+    }
+    assert_eq!(check(300, &PACKED, prop), 0);
+}
+
+#[test]
+fn bye_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbBye) {
+        count_if(&PACKED, round_trip(&Message::Bye(m.0)));
+    }
+    assert_eq!(check(100, &PACKED, prop), 0);
+}
+
+#[test]
+fn every_bye_reason_round_trips() {
+    for (index, reason) in ALL_REASONS.into_iter().enumerate() {
+        let msg = Message::Bye(reason);
+        assert_eq!(msg.encode_payload(), [index as u8], "{reason:?}");
+        assert!(!round_trip(&msg));
+    }
+}
+
+#[test]
+fn bye_reason_list_is_complete() {
+    // Every one-byte varint (0..128) and a few longer ones: exactly ALL_REASONS decode.
+    let mut decoded = Vec::new();
+    for index in (0u32..128).chain([128, 300, 1 << 20, u32::MAX]) {
+        let mut payload = Vec::new();
+        let mut v = index;
+        while v >= 0x80 {
+            payload.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        payload.push(v as u8);
+        match Message::decode(Code::BYE, &payload) {
+            Ok(Message::Bye(r)) => decoded.push((index, r)),
+            Ok(other) => panic!("BYE decoded as {other:?}"),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    ProtocolError::MalformedPayload {
+                        code: Code::BYE,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            ),
+        }
+    }
+    let expected: Vec<_> = ALL_REASONS
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as u32, r))
+        .collect();
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn icansee_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbICanSee) {
+        count_if(&PACKED, round_trip(&Message::ICanSee(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no ICANSEE frame was compressed"
+    );
+}
+
+#[test]
+fn iknowabout_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbIKnowAbout) {
+        count_if(&PACKED, round_trip(&Message::IKnowAbout(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no IKNOWABOUT frame was compressed"
+    );
+}
+
+#[test]
+fn icantsee_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbICantSee) {
+        count_if(&PACKED, round_trip(&Message::ICantSee(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no ICANTSEE frame was compressed"
+    );
+}
+
+#[test]
+fn broadcast_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbBroadcast) {
+        assert!(m.0.seq >= 1);
+        count_if(&PACKED, round_trip(&m.0.as_message()));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no BROADCAST frame was compressed"
+    );
+}
+
+#[test]
+fn any_message_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbMessage) {
+        count_if(&PACKED, round_trip(&m.0.as_message()));
+    }
+    assert!(check(500, &PACKED, prop) > 0, "no frame was compressed");
+}
+
+#[test]
+fn the_mixed_generator_covers_every_code() {
+    let mut g = Gen::new(100);
+    let mut seen: Vec<Code> = (0..2000)
+        .map(|_| Owned::gen(&mut g, false).as_message().code())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, Code::ALL.to_vec());
+}
+
+#[test]
+fn largest_broadcast_round_trips() {
+    // origin 32 + incarnation 1 + seq 1 + length varint 4 + data: exactly MAX_PAYLOAD_LEN.
+    let data: Vec<u8> = (0..MAX_PAYLOAD_LEN - 38).map(|i| (i % 251) as u8).collect();
+    let b = OwnedBroadcast {
+        origin: NodeId([7; 32]),
+        incarnation: 1,
+        seq: 1,
+        payload: data,
+    };
+    let msg = b.as_message();
+    assert_eq!(msg.encode_payload().len(), MAX_PAYLOAD_LEN);
+    assert!(round_trip(&msg), "a cycle of 251 bytes compresses");
+    let frame = msg.to_frame(false);
+    assert_eq!(frame.bytes().len(), 4 + MAX_FRAME_BODY_LEN);
+    let mut dec = FrameDecoder::new();
+    for chunk in frame.bytes().chunks(1 << 20) {
+        dec.push(Bytes::copy_from_slice(chunk));
+    }
+    assert_eq!(dec.next_frame().unwrap().as_ref(), Some(&frame));
+    assert_eq!(dec.finish(), Ok(()));
+}
+
+// =============================================================================================
+// FrameDecoder: any cutting of a valid stream gives the same frames
+
+/// Frames for the stream and their concatenation.
+fn wire_of(stream: &[(Owned, bool)]) -> (Vec<Frame>, Bytes) {
+    let frames: Vec<Frame> = stream
+        .iter()
+        .map(|(m, compress)| m.as_message().to_frame(*compress))
+        .collect();
+    let mut wire = Vec::new();
+    for f in &frames {
+        wire.extend_from_slice(f.bytes());
+    }
+    (frames, Bytes::from(wire))
+}
+
+/// Pulls every frame the decoder can give right now.
+fn drain(dec: &mut FrameDecoder, out: &mut Vec<Frame>) {
+    while let Some(f) = dec.next_frame().expect("valid stream") {
+        out.push(f);
+    }
+}
+
+/// The frames came out whole, in order, and still decode to the messages sent.
+fn assert_same(got: &[Frame], frames: &[Frame], stream: &[(Owned, bool)]) {
+    assert_eq!(got, frames);
+    for (f, (m, _)) in got.iter().zip(stream) {
+        let payload = f.payload().unwrap();
+        assert_eq!(Message::decode(f.code(), &payload).unwrap(), m.as_message());
+    }
+}
+
+/// Decodes `wire` pushed in the given pieces, checking after each push that exactly the frames
+/// that end within the bytes pushed so far have come out.
+fn decode_in_pieces(wire: &Bytes, frames: &[Frame], cuts: &[usize]) -> Vec<Frame> {
+    let ends: Vec<usize> = frames
+        .iter()
+        .scan(0, |end, f| {
+            *end += f.bytes().len();
+            Some(*end)
+        })
+        .collect();
+    let mut dec = FrameDecoder::new();
+    let mut got = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain([&wire.len()]) {
+        dec.push(wire.slice(start..cut));
+        start = cut;
+        drain(&mut dec, &mut got);
+        let complete = ends.iter().filter(|&&e| e <= cut).count();
+        assert_eq!(got.len(), complete, "frames out after {cut} bytes");
+        let consumed = if complete == 0 { 0 } else { ends[complete - 1] };
+        assert_eq!(dec.buffered_len(), cut - consumed, "bytes held after {cut}");
+    }
+    assert_eq!(dec.finish(), Ok(()));
+    assert_eq!(dec.buffered_len(), 0);
+    got
+}
+
+fn split_everywhere(stream: &[(Owned, bool)]) {
+    let (frames, wire) = wire_of(stream);
+    for split in 0..=wire.len() {
+        let got = decode_in_pieces(&wire, &frames, &[split]);
+        assert_same(&got, &frames, stream);
+    }
+    // One byte at a time.
+    let cuts: Vec<usize> = (1..wire.len()).collect();
+    let got = decode_in_pieces(&wire, &frames, &cuts);
+    assert_same(&got, &frames, stream);
+}
+
+#[test]
+fn single_frame_decodes_the_same_however_it_is_split() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: SmallMessage, compress: bool) {
+        let frame = m.0.as_message().to_frame(compress);
+        count_if(&PACKED, frame.flags().compressed());
+        split_everywhere(&[(m.0, compress)]);
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(prop as fn(SmallMessage, bool));
+    assert!(
+        PACKED.load(Ordering::Relaxed) > 0,
+        "no compressed frame was split"
+    );
+}
+
+#[test]
+fn stream_decodes_the_same_however_it_is_split() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(s: SmallStream) {
+        for (m, compress) in &s.0 {
+            count_if(
+                &PACKED,
+                m.as_message().to_frame(*compress).flags().compressed(),
+            );
+        }
+        split_everywhere(&s.0);
+    }
+    assert!(
+        check(150, &PACKED, prop) > 0,
+        "no compressed frame in any stream"
+    );
+}
+
+#[test]
+fn stream_decodes_the_same_in_random_chunks() {
+    fn prop(s: SmallStream, sizes: Vec<u16>) {
+        let (frames, wire) = wire_of(&s.0);
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        for size in sizes {
+            at += 1 + size as usize % 700;
+            if at >= wire.len() {
+                break;
+            }
+            cuts.push(at);
+        }
+        let got = decode_in_pieces(&wire, &frames, &cuts);
+        assert_same(&got, &frames, &s.0);
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(SmallStream, Vec<u16>));
+}
+
+// =============================================================================================
+// Arbitrary bytes never panic
+
+/// Everything `Frame::parse` and a payload decode make of `bytes`.
+fn parse_path(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let frame = Frame::parse(Bytes::copy_from_slice(bytes))?;
+    let payload = frame.payload()?;
+    Message::decode(frame.code(), &payload).map(drop)
+}
+
+/// Everything a `FrameDecoder` makes of `bytes` pushed in pieces at `cuts`: the first error, or
+/// the count of frames that decoded.
+fn stream_path(bytes: &[u8], cuts: &[usize]) -> Result<usize, ProtocolError> {
+    let mut dec = FrameDecoder::new();
+    let mut frames = 0;
+    let mut start = 0;
+    let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    ends.push(bytes.len());
+    ends.sort();
+    for end in ends {
+        dec.push(Bytes::copy_from_slice(&bytes[start..end]));
+        start = end;
+        while let Some(frame) = dec.next_frame()? {
+            let payload = frame.payload()?;
+            Message::decode(frame.code(), &payload)?;
+            frames += 1;
+        }
+    }
+    dec.finish()?;
+    Ok(frames)
+}
+
+/// Decodes `payload` as every known and some unknown codes; whatever decodes re-encodes to a
+/// payload that decodes to the same message.
+fn decode_as_everything(payload: &[u8]) {
+    for code in Code::ALL {
+        if let Ok(msg) = Message::decode(code, payload) {
+            assert_eq!(msg.code(), code);
+            let again = msg.encode_payload();
+            assert!(
+                again.len() <= payload.len(),
+                "canonical form is never longer"
+            );
+            assert_eq!(Message::decode(code, &again), Ok(msg));
+        }
+    }
+    for code in [0x0000, 0x0006, 0x0200, 0xFFFF] {
+        assert_eq!(
+            Message::decode(Code(code), payload),
+            Err(ProtocolError::UnknownCommand(code))
+        );
+    }
+}
+
+/// The two receive paths agree on a single frame (or on the first error).
+fn agree(bytes: &[u8], cuts: &[usize]) {
+    let parsed = parse_path(bytes);
+    let streamed = stream_path(bytes, cuts);
+    match (&parsed, &streamed) {
+        // Frame::parse refuses bytes past the frame's end; a stream reads them as the next frame.
+        (
+            Err(ProtocolError::MalformedPayload {
+                reason: "bytes after the frame's end",
+                ..
+            }),
+            _,
+        ) => {}
+        // No bytes: no frame to parse, but a stream that ended cleanly.
+        (Err(ProtocolError::Truncated { have: 0, .. }), s) if bytes.is_empty() => {
+            assert_eq!(s, &Ok(0))
+        }
+        (Ok(()), s) => assert_eq!(s, &Ok(1), "{bytes:02x?}"),
+        (Err(e), s) => assert_eq!(s.as_ref().map_err(|e| e.clone()), Err(e.clone())),
+    }
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    fn prop(bytes: Vec<u8>, cuts: Vec<usize>) {
+        agree(&bytes, &cuts);
+        decode_as_everything(&bytes);
+    }
+    QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Vec<u8>, Vec<usize>));
+}
+
+/// Random payload bytes behind a valid header, so they reach decompression and postcard.
+#[derive(Debug, Clone)]
+struct GarbageFrame(Vec<u8>);
+
+impl Arbitrary for GarbageFrame {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let code = *g.choose(&Code::ALL).unwrap();
+        let mut payload = Vec::<u8>::arbitrary(g);
+        let compressed = bool::arbitrary(g);
+        if compressed && one_in(g, 2) {
+            // A plausible decompressed size in front of a random block.
+            let size = below(g, 4096) as u32;
+            let mut p = size.to_be_bytes().to_vec();
+            p.append(&mut payload);
+            payload = p;
+        }
+        let frame = Frame::build(code, &payload, false);
+        let mut bytes = frame.into_bytes().to_vec();
+        if compressed {
+            bytes[5] = 1;
+        }
+        GarbageFrame(bytes)
+    }
+}
+
+#[test]
+fn random_payloads_behind_valid_headers_never_panic() {
+    fn prop(f: GarbageFrame, cuts: Vec<usize>) {
+        agree(&f.0, &cuts);
+        decode_as_everything(&f.0[HEADER_LEN..]);
+    }
+    QuickCheck::new()
+        .tests(3000)
+        .quickcheck(prop as fn(GarbageFrame, Vec<usize>));
+}
+
+#[test]
+fn mutated_valid_frames_never_panic() {
+    fn prop(m: SmallMessage, compress: bool, flips: Vec<(u16, u8)>, cut: Option<u16>) {
+        let frame = m.0.as_message().to_frame(compress);
+        let mut bytes = frame.bytes().to_vec();
+        if !bytes.is_empty() {
+            for (at, xor) in &flips {
+                let i = *at as usize % bytes.len();
+                bytes[i] ^= xor;
+            }
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c as usize % (bytes.len() + 1));
+        }
+        agree(&bytes, &[bytes.len() / 2]);
+        if bytes.len() > HEADER_LEN {
+            decode_as_everything(&bytes[HEADER_LEN..]);
+        }
+        if compress && bytes.len() > HEADER_LEN {
+            // Also try the (possibly damaged) wire payload as a compressed payload.
+            let _ = weft_protocol::compress::decompress(&bytes[HEADER_LEN..]);
+        }
+    }
+    QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(SmallMessage, bool, Vec<(u16, u8)>, Option<u16>));
+}
+
+#[test]
+fn payloads_over_the_cap_are_refused_without_decoding() {
+    let big = vec![0u8; MAX_PAYLOAD_LEN + 1];
+    for code in Code::ALL {
+        assert!(matches!(
+            Message::decode(code, &big),
+            Err(ProtocolError::DecompressedTooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,956 @@
+//! Generator and checker for `protocol/vectors.json`, the wire-format test vectors.
+//!
+//! `WEFT_WRITE_VECTORS=1 cargo test -p weft-protocol --test vectors` rewrites the file from the
+//! definitions below. Without it the tests check that the committed file is byte-for-byte what
+//! the code produces, then read it back as another implementation would: every `frame_hex`
+//! decodes to its `fields`, re-encoding the `fields` gives `frame_hex` again, and every
+//! `invalid` entry fails with the named error.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use common::{hex, raw_frame, string, unhex, varint};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use weft_protocol::{
+    Broadcast, ByeReason, CascadeId, Code, Frame, FrameDecoder, Hello, HelloAck, ICanSee, ICantSee,
+    IKnowAbout, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, ProtocolError, PublicKey,
+    Signature, CAP_LZ4, MAX_ADDR_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+    VERSION,
+};
+
+const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
+`vectors` is one whole frame, `frame_hex`, length prefix included, with the uncompressed postcard \
+payload it carries (`payload_hex`) and that payload's message (`fields`): fixed-size byte \
+strings and byte payloads as lowercase hex, integers as JSON numbers (u64 values may exceed \
+2^53), strings as JSON strings, an absent optional value as null, a BYE reason by name with \
+its wire index. Compressed frames were made by lz4_flex's block compressor: another \
+implementation must decode them to the same fields but may compress differently. Each entry of \
+`invalid` is a byte string that, taken as exactly one frame (check the length prefix, then the \
+header, then inflate if the compressed flag is set, then decode the payload as the message its \
+code names), fails with the named error, a variant of weft_protocol::ProtocolError; pushed into \
+a stream decoder which then reaches the end of its input, it fails the same way.";
+
+/// Every `ByeReason`, in wire order.
+const ALL_REASONS: [ByeReason; 9] = [
+    ByeReason::Shutdown,
+    ByeReason::DuplicateLink,
+    ByeReason::WrongNetwork,
+    ByeReason::TooManyConnections,
+    ByeReason::SlowPeer,
+    ByeReason::ProtocolViolation,
+    ByeReason::BadProof,
+    ByeReason::Timeout,
+    ByeReason::Requested,
+];
+
+/// The name of every `ProtocolError` variant.
+const ALL_ERRORS: [&str; 9] = [
+    "FrameTooLarge",
+    "FrameTooShort",
+    "UnknownCommand",
+    "UnsupportedVersion",
+    "ReservedFlags",
+    "Truncated",
+    "MalformedPayload",
+    "DecompressedTooLarge",
+    "BadCompression",
+];
+
+fn error_name(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::FrameTooLarge { .. } => "FrameTooLarge",
+        ProtocolError::FrameTooShort { .. } => "FrameTooShort",
+        ProtocolError::UnknownCommand(_) => "UnknownCommand",
+        ProtocolError::UnsupportedVersion(_) => "UnsupportedVersion",
+        ProtocolError::ReservedFlags(_) => "ReservedFlags",
+        ProtocolError::Truncated { .. } => "Truncated",
+        ProtocolError::MalformedPayload { .. } => "MalformedPayload",
+        ProtocolError::DecompressedTooLarge { .. } => "DecompressedTooLarge",
+        ProtocolError::BadCompression => "BadCompression",
+        _ => panic!("a ProtocolError variant this test does not know: {e:?}"),
+    }
+}
+
+// =============================================================================================
+// The file's shape
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VectorFile {
+    version: u8,
+    description: String,
+    vectors: Vec<Vector>,
+    invalid: Vec<Invalid>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Vector {
+    name: String,
+    code: u16,
+    code_name: String,
+    compressed: bool,
+    fields: Value,
+    payload_hex: String,
+    frame_hex: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invalid {
+    name: String,
+    error: String,
+    description: String,
+    frame_hex: String,
+}
+
+// =============================================================================================
+// Messages as JSON and back
+
+/// A message owning everything (`Broadcast` borrows its payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owned {
+    Plain(Message<'static>),
+    Broadcast {
+        origin: NodeId,
+        incarnation: u64,
+        seq: u64,
+        payload: Vec<u8>,
+    },
+}
+
+impl Owned {
+    fn as_message(&self) -> Message<'_> {
+        match self {
+            Owned::Plain(m) => m.clone(),
+            Owned::Broadcast {
+                origin,
+                incarnation,
+                seq,
+                payload,
+            } => Message::Broadcast(Broadcast {
+                origin: *origin,
+                incarnation: *incarnation,
+                seq: *seq,
+                payload,
+            }),
+        }
+    }
+}
+
+/// A JSON object whose keys are inserted in sorted order, so that the text is the same whether
+/// or not serde_json's `preserve_order` feature is on.
+fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    let mut pairs = pairs.to_vec();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut map = Map::new();
+    for (k, v) in pairs {
+        assert!(map.insert(k.to_string(), v).is_none(), "duplicate key {k}");
+    }
+    Value::Object(map)
+}
+
+fn hexv(bytes: &[u8]) -> Value {
+    Value::String(hex(bytes))
+}
+
+fn opt_str(s: &Option<String>) -> Value {
+    s.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+}
+
+fn cascade_json(c: &CascadeId) -> Value {
+    obj([("origin", hexv(&c.origin.0)), ("seq", c.seq.into())])
+}
+
+fn peers_json(peers: &[PeerInfo]) -> Value {
+    Value::Array(
+        peers
+            .iter()
+            .map(|p| obj([("node", hexv(&p.node.0)), ("addr", p.addr.clone().into())]))
+            .collect(),
+    )
+}
+
+fn reason_index(r: ByeReason) -> usize {
+    ALL_REASONS
+        .iter()
+        .position(|x| *x == r)
+        .expect("listed reason")
+}
+
+/// The message's fields as JSON.
+fn fields_of(msg: &Message<'_>) -> Value {
+    match msg {
+        Message::Hello(h) => obj([
+            ("network", hexv(&h.network.0)),
+            ("public_key", hexv(&h.public_key.0)),
+            ("nonce", hexv(&h.nonce)),
+            ("incarnation", h.incarnation.into()),
+            ("listen_addr", opt_str(&h.listen_addr)),
+            ("capabilities", h.capabilities.into()),
+        ]),
+        Message::HelloAck(a) => obj([("signature", hexv(&a.signature.0))]),
+        Message::Ping(p) => obj([("nonce", p.nonce.into())]),
+        Message::Pong(p) => obj([("nonce", p.nonce.into())]),
+        Message::Bye(r) => obj([
+            ("reason", format!("{r:?}").into()),
+            ("reason_index", reason_index(*r).into()),
+        ]),
+        Message::ICanSee(m) => obj([
+            ("cascade", cascade_json(&m.cascade)),
+            ("hops_left", m.hops_left.into()),
+            ("origin_addr", opt_str(&m.origin_addr)),
+            ("peers", peers_json(&m.peers)),
+        ]),
+        Message::IKnowAbout(m) => obj([
+            ("cascade", cascade_json(&m.cascade)),
+            ("hops_left", m.hops_left.into()),
+            ("peers", peers_json(&m.peers)),
+        ]),
+        Message::ICantSee(m) => obj([
+            ("cascade", cascade_json(&m.cascade)),
+            ("hops_left", m.hops_left.into()),
+            ("lost", hexv(&m.lost.0)),
+        ]),
+        Message::Broadcast(b) => obj([
+            ("origin", hexv(&b.origin.0)),
+            ("incarnation", b.incarnation.into()),
+            ("seq", b.seq.into()),
+            ("payload", hexv(b.payload)),
+        ]),
+        other => panic!("a message this test does not know: {other:?}"),
+    }
+}
+
+fn get<'v>(fields: &'v Value, key: &str) -> &'v Value {
+    fields
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {fields}"))
+}
+
+fn get_u64(fields: &Value, key: &str) -> u64 {
+    get(fields, key)
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key:?} is not a u64 in {fields}"))
+}
+
+fn get_bytes(fields: &Value, key: &str) -> Vec<u8> {
+    unhex(
+        get(fields, key)
+            .as_str()
+            .unwrap_or_else(|| panic!("{key:?} is not a hex string in {fields}")),
+    )
+}
+
+fn get_32(fields: &Value, key: &str) -> [u8; 32] {
+    get_bytes(fields, key)
+        .try_into()
+        .unwrap_or_else(|_| panic!("{key:?} is not 32 bytes in {fields}"))
+}
+
+fn get_opt_str(fields: &Value, key: &str) -> Option<String> {
+    match get(fields, key) {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => panic!("{key:?} is neither null nor a string: {other}"),
+    }
+}
+
+fn get_cascade(fields: &Value) -> CascadeId {
+    let c = get(fields, "cascade");
+    CascadeId {
+        origin: NodeId(get_32(c, "origin")),
+        seq: get_u64(c, "seq"),
+    }
+}
+
+fn get_hops(fields: &Value) -> u8 {
+    get_u64(fields, "hops_left")
+        .try_into()
+        .expect("hops_left fits a u8")
+}
+
+fn get_peers(fields: &Value) -> Vec<PeerInfo> {
+    get(fields, "peers")
+        .as_array()
+        .expect("peers is an array")
+        .iter()
+        .map(|p| PeerInfo {
+            node: NodeId(get_32(p, "node")),
+            addr: get(p, "addr")
+                .as_str()
+                .expect("addr is a string")
+                .to_string(),
+        })
+        .collect()
+}
+
+/// The message a vector's `fields` describe, for the code named `code_name`.
+fn from_fields(code_name: &str, f: &Value) -> Owned {
+    Owned::Plain(match code_name {
+        "HELLO" => Message::Hello(Hello {
+            network: NetworkId(get_32(f, "network")),
+            public_key: PublicKey(get_32(f, "public_key")),
+            nonce: get_32(f, "nonce"),
+            incarnation: get_u64(f, "incarnation"),
+            listen_addr: get_opt_str(f, "listen_addr"),
+            capabilities: get_u64(f, "capabilities").try_into().expect("u32"),
+        }),
+        "HELLO_ACK" => Message::HelloAck(HelloAck {
+            signature: Signature(get_bytes(f, "signature").try_into().expect("64 bytes")),
+        }),
+        "PING" => Message::Ping(Ping {
+            nonce: get_u64(f, "nonce"),
+        }),
+        "PONG" => Message::Pong(Pong {
+            nonce: get_u64(f, "nonce"),
+        }),
+        "BYE" => {
+            let name = get(f, "reason").as_str().expect("reason is a string");
+            let reason = *ALL_REASONS
+                .iter()
+                .find(|r| format!("{r:?}") == name)
+                .unwrap_or_else(|| panic!("unknown reason {name}"));
+            assert_eq!(get_u64(f, "reason_index"), reason_index(reason) as u64);
+            Message::Bye(reason)
+        }
+        "ICANSEE" => Message::ICanSee(ICanSee {
+            cascade: get_cascade(f),
+            hops_left: get_hops(f),
+            origin_addr: get_opt_str(f, "origin_addr"),
+            peers: get_peers(f),
+        }),
+        "IKNOWABOUT" => Message::IKnowAbout(IKnowAbout {
+            cascade: get_cascade(f),
+            hops_left: get_hops(f),
+            peers: get_peers(f),
+        }),
+        "ICANTSEE" => Message::ICantSee(ICantSee {
+            cascade: get_cascade(f),
+            hops_left: get_hops(f),
+            lost: NodeId(get_32(f, "lost")),
+        }),
+        "BROADCAST" => {
+            return Owned::Broadcast {
+                origin: NodeId(get_32(f, "origin")),
+                incarnation: get_u64(f, "incarnation"),
+                seq: get_u64(f, "seq"),
+                payload: get_bytes(f, "payload"),
+            }
+        }
+        other => panic!("unknown code name {other}"),
+    })
+}
+
+// =============================================================================================
+// The vectors
+
+/// `start, start+1, ...` (wrapping): recognisable in a hex dump.
+fn pat<const N: usize>(start: u8) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = start.wrapping_add(i as u8);
+    }
+    out
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// (name, message, compressed) for every valid vector.
+fn valid_cases() -> Vec<(String, Owned, bool)> {
+    let plain = |name: &str, m: Message<'static>| (name.to_string(), Owned::Plain(m), false);
+    let cascade = |seq| CascadeId {
+        origin: NodeId(pat(0xA0)),
+        seq,
+    };
+    let peer = |start: u8, addr: &str| PeerInfo {
+        node: NodeId(pat(start)),
+        addr: addr.to_string(),
+    };
+    let mut v = vec![
+        plain(
+            "hello",
+            Message::Hello(Hello {
+                network: NetworkId(pat(0x00)),
+                public_key: PublicKey(pat(0x20)),
+                nonce: pat(0x40),
+                incarnation: 1,
+                listen_addr: Some("192.0.2.1:7946".into()),
+                capabilities: CAP_LZ4,
+            }),
+        ),
+        plain(
+            "hello_without_listen_addr",
+            Message::Hello(Hello {
+                network: NetworkId(pat(0x00)),
+                public_key: PublicKey(pat(0x20)),
+                nonce: pat(0x40),
+                incarnation: 0,
+                listen_addr: None,
+                capabilities: 0,
+            }),
+        ),
+        plain(
+            "hello_largest_integers_and_address",
+            Message::Hello(Hello {
+                network: NetworkId([0xFF; 32]),
+                public_key: PublicKey(pat(0x60)),
+                nonce: [0; 32],
+                incarnation: u64::MAX,
+                listen_addr: Some(format!("[2001:db8::1]:{}", "9".repeat(MAX_ADDR_LEN - 14))),
+                capabilities: u32::MAX,
+            }),
+        ),
+        plain(
+            "hello_ack",
+            Message::HelloAck(HelloAck {
+                signature: Signature(pat(0x80)),
+            }),
+        ),
+        plain("ping", Message::Ping(Ping { nonce: 0 })),
+        plain(
+            "ping_large_nonce",
+            Message::Ping(Ping {
+                nonce: 0x0123_4567_89AB_CDEF,
+            }),
+        ),
+        plain("pong", Message::Pong(Pong { nonce: 300 })),
+        plain("pong_max_nonce", Message::Pong(Pong { nonce: u64::MAX })),
+    ];
+    for r in ALL_REASONS {
+        v.push(plain(
+            &format!("bye_{}", snake(&format!("{r:?}"))),
+            Message::Bye(r),
+        ));
+    }
+    v.extend([
+        plain(
+            "icansee_empty",
+            Message::ICanSee(ICanSee {
+                cascade: cascade(0),
+                hops_left: 0,
+                origin_addr: None,
+                peers: vec![],
+            }),
+        ),
+        plain(
+            "icansee",
+            Message::ICanSee(ICanSee {
+                cascade: cascade((5 << 32) | 17),
+                hops_left: 3,
+                origin_addr: Some("198.51.100.7:7946".into()),
+                peers: vec![
+                    peer(0x10, "198.51.100.8:7946"),
+                    peer(0x30, "peer.example:443"),
+                    peer(0x50, "\u{fc}n\u{ef}code.example:1"),
+                ],
+            }),
+        ),
+        plain(
+            "iknowabout_empty",
+            Message::IKnowAbout(IKnowAbout {
+                cascade: cascade(1),
+                hops_left: 255,
+                peers: vec![],
+            }),
+        ),
+        plain(
+            "iknowabout",
+            Message::IKnowAbout(IKnowAbout {
+                cascade: cascade(2),
+                hops_left: 2,
+                peers: vec![peer(0x70, "203.0.113.5:7946"), peer(0x90, "")],
+            }),
+        ),
+        plain(
+            "icantsee",
+            Message::ICantSee(ICantSee {
+                cascade: cascade(3),
+                hops_left: 1,
+                lost: NodeId(pat(0xC0)),
+            }),
+        ),
+    ]);
+    v.push((
+        "broadcast".into(),
+        Owned::Broadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 1,
+            payload: b"hello, weft".to_vec(),
+        },
+        false,
+    ));
+    v.push((
+        "broadcast_empty_payload_max_seq".into(),
+        Owned::Broadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: u64::MAX,
+            payload: vec![],
+        },
+        false,
+    ));
+    v.push((
+        "broadcast_compressed".into(),
+        Owned::Broadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 2,
+            payload: b"0123456789abcdef".repeat(16),
+        },
+        true,
+    ));
+    v.push((
+        "iknowabout_compressed".into(),
+        Owned::Plain(Message::IKnowAbout(IKnowAbout {
+            cascade: cascade(4),
+            hops_left: 4,
+            peers: (1..=8)
+                .map(|i| PeerInfo {
+                    node: NodeId([i; 32]),
+                    addr: format!("10.0.0.{i}:7946"),
+                })
+                .collect(),
+        })),
+        true,
+    ));
+    v
+}
+
+/// A varint-prefixed peer entry written by hand.
+fn raw_peer(node: u8, addr: &[u8]) -> Vec<u8> {
+    let mut out = vec![node; 32];
+    out.extend_from_slice(&string(addr));
+    out
+}
+
+/// A HELLO payload written by hand around the given listen address bytes.
+fn raw_hello(addr: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&pat::<32>(0x00));
+    p.extend_from_slice(&pat::<32>(0x20));
+    p.extend_from_slice(&pat::<32>(0x40));
+    p.extend_from_slice(&varint(1));
+    p.push(1);
+    p.extend_from_slice(&string(addr));
+    p.extend_from_slice(&varint(1));
+    p
+}
+
+/// (name, error, description, bytes) for every invalid vector, written byte by byte.
+fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let ping = Code::PING.0;
+    let mut over_max = (MAX_FRAME_BODY_LEN as u32 + 1).to_be_bytes().to_vec();
+    over_max.extend_from_slice(&[1, 0, 0, 3]);
+    let mut too_many_peers = vec![0xA0; 32];
+    too_many_peers.extend_from_slice(&varint(1)); // cascade seq
+    too_many_peers.push(2); // hops_left
+    too_many_peers.extend_from_slice(&varint(MAX_PEERS_PER_MESSAGE as u64 + 1));
+    for i in 0..=MAX_PEERS_PER_MESSAGE {
+        too_many_peers.extend_from_slice(&raw_peer(i as u8, b"p:1"));
+    }
+    let broadcast_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
+    let mut bad_option = raw_hello(b"");
+    bad_option[32 * 3 + 1] = 2;
+    let mut too_big = (MAX_PAYLOAD_LEN as u32 + 1).to_be_bytes().to_vec();
+    too_big.extend_from_slice(&[0x10, 0x00]);
+    let mut bomb = (MAX_PAYLOAD_LEN as u32).to_be_bytes().to_vec();
+    bomb.extend_from_slice(&[0; 8]);
+    let bad_block = [&100u32.to_be_bytes()[..], &[0xF0, 0xFF]].concat();
+    // One literal 'a', then a 4-byte match at offset 1 (a valid block of "aaaaa" plus the
+    // five final literals) announcing one byte too many.
+    let short_block = [
+        &11u32.to_be_bytes()[..],
+        &[0x10, b'a', 0x01, 0x00, 0x50],
+        b"bbbbb",
+    ]
+    .concat();
+
+    vec![
+        (
+            "frame_too_large",
+            "FrameTooLarge",
+            "length prefix one above the largest allowed body (MAX_FRAME_BODY_LEN + 1)",
+            over_max,
+        ),
+        (
+            "frame_too_large_4gib",
+            "FrameTooLarge",
+            "length prefix 0xffffffff alone: refuse after these four bytes",
+            vec![0xFF; 4],
+        ),
+        (
+            "frame_too_short",
+            "FrameTooShort",
+            "length prefix 3: shorter than version, flags and code",
+            vec![0, 0, 0, 3, 1, 0, 0],
+        ),
+        (
+            "unknown_command",
+            "UnknownCommand",
+            "code 0x0006 is not in the registry",
+            raw_frame(1, 0, 0x0006, &[0]),
+        ),
+        (
+            "unknown_command_reserved_family",
+            "UnknownCommand",
+            "code 0x0200 lies in the reserved Table family",
+            raw_frame(1, 0, 0x0200, &[0]),
+        ),
+        (
+            "unsupported_version",
+            "UnsupportedVersion",
+            "version byte 2",
+            raw_frame(2, 0, ping, &[1]),
+        ),
+        (
+            "reserved_flags",
+            "ReservedFlags",
+            "flags bit 1 set",
+            raw_frame(1, 0x02, ping, &[1]),
+        ),
+        (
+            "truncated_header",
+            "Truncated",
+            "six bytes of a PING frame's header",
+            raw_frame(1, 0, ping, &[1])[..6].to_vec(),
+        ),
+        (
+            "truncated_payload",
+            "Truncated",
+            "PING frame announcing a 2-byte payload, 1 byte present",
+            raw_frame(1, 0, ping, &varint(300))[..9].to_vec(),
+        ),
+        (
+            "truncated_compressed_payload",
+            "Truncated",
+            "compressed flag set, payload shorter than its 4-byte decompressed length",
+            raw_frame(1, 1, Code::BROADCAST.0, &[0, 0]),
+        ),
+        (
+            "malformed_payload_missing_field",
+            "MalformedPayload",
+            "PING with an empty payload",
+            raw_frame(1, 0, ping, &[]),
+        ),
+        (
+            "malformed_payload_trailing_bytes",
+            "MalformedPayload",
+            "PONG with a byte after its nonce",
+            raw_frame(1, 0, Code::PONG.0, &[5, 0]),
+        ),
+        (
+            "malformed_payload_bad_utf8",
+            "MalformedPayload",
+            "HELLO whose listen address is not UTF-8",
+            raw_frame(1, 0, Code::HELLO.0, &raw_hello(&[b'a', 0xFF, b'b'])),
+        ),
+        (
+            "malformed_payload_address_too_long",
+            "MalformedPayload",
+            "HELLO whose listen address is MAX_ADDR_LEN + 1 bytes",
+            raw_frame(1, 0, Code::HELLO.0, &raw_hello(&[b'x'; MAX_ADDR_LEN + 1])),
+        ),
+        (
+            "malformed_payload_bad_option_tag",
+            "MalformedPayload",
+            "HELLO whose listen address option tag is 2",
+            raw_frame(1, 0, Code::HELLO.0, &bad_option),
+        ),
+        (
+            "malformed_payload_unknown_bye_reason",
+            "MalformedPayload",
+            "BYE with reason index 9",
+            raw_frame(1, 0, Code::BYE.0, &[9]),
+        ),
+        (
+            "malformed_payload_too_many_peers",
+            "MalformedPayload",
+            "IKNOWABOUT listing MAX_PEERS_PER_MESSAGE + 1 peers",
+            raw_frame(1, 0, Code::IKNOWABOUT.0, &too_many_peers),
+        ),
+        (
+            "malformed_payload_broadcast_seq_zero",
+            "MalformedPayload",
+            "BROADCAST with sequence number 0",
+            raw_frame(1, 0, Code::BROADCAST.0, &broadcast_seq0),
+        ),
+        (
+            "decompressed_too_large",
+            "DecompressedTooLarge",
+            "compressed payload announcing MAX_PAYLOAD_LEN + 1 bytes",
+            raw_frame(1, 1, Code::BROADCAST.0, &too_big),
+        ),
+        (
+            "bad_compression",
+            "BadCompression",
+            "announces 100 bytes; the lz4 block ends inside its literal run",
+            raw_frame(1, 1, Code::BROADCAST.0, &bad_block),
+        ),
+        (
+            "bad_compression_size_mismatch",
+            "BadCompression",
+            "a valid lz4 block of 10 bytes announced as 11",
+            raw_frame(1, 1, Code::BROADCAST.0, &short_block),
+        ),
+        (
+            "bad_compression_bomb",
+            "BadCompression",
+            "announces MAX_PAYLOAD_LEN bytes from an 8-byte block: more than lz4 can expand to",
+            raw_frame(1, 1, Code::BROADCAST.0, &bomb),
+        ),
+    ]
+}
+
+fn build() -> VectorFile {
+    let vectors = valid_cases()
+        .into_iter()
+        .map(|(name, owned, compressed)| {
+            let msg = owned.as_message();
+            let frame = msg.to_frame(compressed);
+            assert_eq!(frame.flags().compressed(), compressed, "{name}");
+            Vector {
+                name,
+                code: msg.code().0,
+                code_name: msg.code().name().to_string(),
+                compressed,
+                fields: fields_of(&msg),
+                payload_hex: hex(&msg.encode_payload()),
+                frame_hex: hex(frame.bytes()),
+            }
+        })
+        .collect();
+    let invalid = invalid_cases()
+        .into_iter()
+        .map(|(name, error, description, bytes)| Invalid {
+            name: name.into(),
+            error: error.into(),
+            description: description.into(),
+            frame_hex: hex(&bytes),
+        })
+        .collect();
+    VectorFile {
+        version: VERSION,
+        description: DESCRIPTION.into(),
+        vectors,
+        invalid,
+    }
+}
+
+fn render(file: &VectorFile) -> String {
+    let mut text = serde_json::to_string_pretty(file).expect("serializable");
+    text.push('\n');
+    text
+}
+
+fn path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors.json")
+}
+
+/// The committed file's text; with `WEFT_WRITE_VECTORS=1`, first rewritten from the code.
+fn committed() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        if std::env::var("WEFT_WRITE_VECTORS").as_deref() == Ok("1") {
+            std::fs::write(path(), render(&build())).expect("write vectors.json");
+        }
+        std::fs::read_to_string(path()).expect("read protocol/vectors.json")
+    })
+}
+
+fn committed_file() -> VectorFile {
+    serde_json::from_str(committed()).expect("vectors.json parses")
+}
+
+// =============================================================================================
+// The checks
+
+#[test]
+fn committed_file_matches_the_code() {
+    let expected = render(&build());
+    let actual = committed();
+    if actual != expected {
+        let line = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .map_or(actual.lines().count().min(expected.lines().count()), |i| i);
+        panic!(
+            "protocol/vectors.json differs from what the code produces (first at line {}); \
+             rerun with WEFT_WRITE_VECTORS=1 if the change is intended",
+            line + 1
+        );
+    }
+}
+
+#[test]
+fn every_vector_decodes_to_its_fields_and_back() {
+    let file = committed_file();
+    assert_eq!(file.version, VERSION);
+    for v in &file.vectors {
+        let bytes = Bytes::from(unhex(&v.frame_hex));
+        let frame = Frame::parse(bytes.clone()).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+        assert_eq!(frame.code(), Code(v.code), "{}", v.name);
+        assert_eq!(frame.code().name(), v.code_name, "{}", v.name);
+        assert_eq!(frame.flags().compressed(), v.compressed, "{}", v.name);
+        let payload = frame.payload().unwrap();
+        assert_eq!(hex(&payload), v.payload_hex, "{}", v.name);
+        if !v.compressed {
+            assert_eq!(frame.wire_payload(), payload, "{}", v.name);
+        }
+        let msg = Message::decode(frame.code(), &payload).unwrap();
+        assert_eq!(fields_of(&msg), v.fields, "{}", v.name);
+
+        // And back: the fields alone give the same payload and frame.
+        let owned = from_fields(&v.code_name, &v.fields);
+        assert_eq!(owned.as_message(), msg, "{}", v.name);
+        assert_eq!(hex(&msg.encode_payload()), v.payload_hex, "{}", v.name);
+        assert_eq!(
+            hex(owned.as_message().to_frame(v.compressed).bytes()),
+            v.frame_hex
+        );
+
+        // A stream decoder fed one byte at a time yields the same frame.
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        for i in 0..bytes.len() {
+            dec.push(bytes.slice(i..i + 1));
+            got.extend(dec.next_frame().unwrap());
+        }
+        assert_eq!(got, vec![frame], "{}", v.name);
+        assert_eq!(dec.finish(), Ok(()));
+    }
+}
+
+#[test]
+fn all_vectors_as_one_stream() {
+    let file = committed_file();
+    let wire: Vec<u8> = file
+        .vectors
+        .iter()
+        .flat_map(|v| unhex(&v.frame_hex))
+        .collect();
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::from(wire));
+    let mut names = Vec::new();
+    while let Some(frame) = dec.next_frame().unwrap() {
+        names.push(hex(frame.bytes()));
+    }
+    dec.finish().unwrap();
+    let expected: Vec<_> = file.vectors.iter().map(|v| v.frame_hex.clone()).collect();
+    assert_eq!(names, expected);
+}
+
+/// Parse as one frame, inflate, decode.
+fn parse_path(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let frame = Frame::parse(Bytes::copy_from_slice(bytes))?;
+    let payload = frame.payload()?;
+    Message::decode(frame.code(), &payload).map(drop)
+}
+
+/// Push into a stream decoder, take every frame, then end the stream.
+fn stream_path(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::copy_from_slice(bytes));
+    while let Some(frame) = dec.next_frame()? {
+        let payload = frame.payload()?;
+        Message::decode(frame.code(), &payload)?;
+    }
+    dec.finish()
+}
+
+#[test]
+fn every_invalid_frame_fails_with_the_named_error() {
+    let file = committed_file();
+    for inv in &file.invalid {
+        let bytes = unhex(&inv.frame_hex);
+        let err = parse_path(&bytes).expect_err(&inv.name);
+        assert_eq!(error_name(&err), inv.error, "{}: {err:?}", inv.name);
+        assert_eq!(stream_path(&bytes), Err(err), "{}", inv.name);
+    }
+}
+
+#[test]
+fn the_4gib_prefix_vector_is_refused_from_its_four_bytes() {
+    let file = committed_file();
+    let inv = file
+        .invalid
+        .iter()
+        .find(|i| i.name == "frame_too_large_4gib")
+        .expect("present");
+    let mut dec = FrameDecoder::new();
+    dec.push(Bytes::from(unhex(&inv.frame_hex)));
+    assert!(matches!(
+        dec.next_frame(),
+        Err(ProtocolError::FrameTooLarge {
+            len: 0xFFFF_FFFF,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_vectors_cover_every_message_reason_and_error() {
+    let file = committed_file();
+    let mut codes: Vec<u16> = file.vectors.iter().map(|v| v.code).collect();
+    codes.sort();
+    codes.dedup();
+    assert_eq!(codes, Code::ALL.map(|c| c.0).to_vec());
+
+    for r in ALL_REASONS {
+        assert!(
+            file.vectors
+                .iter()
+                .any(|v| v.code == Code::BYE.0 && v.fields["reason"] == format!("{r:?}")),
+            "no vector for {r:?}"
+        );
+    }
+    assert!(file.vectors.iter().any(|v| v.compressed));
+
+    let mut errors: Vec<&str> = file.invalid.iter().map(|i| i.error.as_str()).collect();
+    errors.sort();
+    errors.dedup();
+    let mut all = ALL_ERRORS.to_vec();
+    all.sort();
+    assert_eq!(errors, all);
+
+    let mut names: Vec<&str> = file
+        .vectors
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(file.invalid.iter().map(|i| i.name.as_str()))
+        .collect();
+    let count = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), count, "vector names are unique");
+}
+
+#[test]
+fn the_size_mismatch_block_is_otherwise_valid() {
+    // The `bad_compression_size_mismatch` block, announced with its true size, inflates.
+    let block = [
+        &10u32.to_be_bytes()[..],
+        &[0x10, b'a', 0x01, 0x00, 0x50],
+        b"bbbbb",
+    ]
+    .concat();
+    assert_eq!(
+        weft_protocol::compress::decompress(&block).unwrap(),
+        b"aaaaabbbbb"
+    );
+}
