@@ -1,8 +1,9 @@
 //! The incremental frame decoder: bytes in arbitrary pieces in, whole frames out.
 //!
 //! Frames that lie wholly inside one input chunk are returned as slices of that chunk (no copy).
-//! Only a frame split across chunks is assembled in the decoder's own buffer, which is sized
-//! after its header has been validated, so a hostile length prefix never causes an allocation.
+//! Only a frame split across chunks is assembled in the decoder's own buffer, which grows with
+//! the bytes that actually arrive (never with what a length prefix announces), and only after
+//! the header has been validated: a hostile length prefix never causes an allocation.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -109,7 +110,6 @@ impl FrameDecoder {
                 return Ok(None);
             };
             let header = check_header(*header)?;
-            self.partial.reserve(header.frame_len - HEADER_LEN);
             self.partial_header = Some(header);
         }
         // Set just above when it was None.

@@ -275,7 +275,10 @@ fn postcard_reason(e: postcard::Error) -> &'static str {
         postcard::Error::DeserializeBadBool => "bad bool",
         postcard::Error::DeserializeBadUtf8 => "string is not UTF-8",
         postcard::Error::DeserializeBadOption => "bad option tag",
-        postcard::Error::DeserializeBadEnum => "unknown enum variant",
+        // serde reports an unknown variant index as a custom error.
+        postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom => {
+            "unknown enum variant or out-of-range value"
+        }
         _ => "payload does not decode",
     }
 }

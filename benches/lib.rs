@@ -1,0 +1,1 @@
+//! criterion benches over weft's protocol, engine and simulator; see `benches/`.
