@@ -13,23 +13,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a small in-process network of real nodes and report on it.
-    Demo {
-        /// Nodes in the network (2 to 64).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=64))]
-        nodes: u16,
-        /// Broadcasts each node sends.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        rounds: u64,
-    },
+    /// Run the deterministic simulator and report on it.
+    Sim(weft_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            let first = e.to_string();
-            eprintln!("{}", first.lines().next().unwrap_or("bad arguments"));
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("bad arguments"));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -38,33 +31,6 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Demo { nodes, rounds } => {
-            let r = weft_sim::demo::run(usize::from(nodes), rounds);
-            println!(
-                "weft demo: {} nodes joined in a line, discovery on, {} rounds",
-                r.nodes, rounds
-            );
-            println!("{:<28}{:>12}", "links after discovery", r.links);
-            println!("{:<28}{:>12}", "broadcasts", r.broadcasts);
-            println!(
-                "{:<28}{:>12}",
-                "deliveries",
-                format!("{}/{}", r.delivered, r.expected)
-            );
-            println!("{:<28}{:>12}", "BROADCAST transmissions", r.transmissions);
-            println!("{:<28}{:>12}", "duplicate receptions", r.duplicates);
-            println!("{:<28}{:>12}", "frames of all kinds", r.frames);
-            println!("{:<28}{:>12}", "trace digest", r.digest);
-            println!(
-                "{:<28}{:>12}",
-                "result",
-                if r.ok() { "ok" } else { "FAILED" }
-            );
-            if r.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        Cmd::Sim(args) => weft_sim::cli::run(args),
     }
 }
