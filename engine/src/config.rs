@@ -79,6 +79,10 @@ pub struct Limits {
     pub cascade_hops: u8,
     /// Failed dials to a heard-of address before it is forgotten.
     pub dial_attempts_max: u8,
+    /// Broadcasts held for repair (the recent window), oldest dropped first.
+    pub repair_store_max: usize,
+    /// Payload bytes held for repair, oldest dropped first.
+    pub repair_store_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +100,8 @@ impl Default for Limits {
             heard_of_max: 1024,
             cascade_hops: 2,
             dial_attempts_max: 5,
+            repair_store_max: 4096,
+            repair_store_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -115,6 +121,10 @@ pub struct Timers {
     pub dial_interval: Duration,
     /// First wait before redialing a heard-of peer that failed; doubles per failure.
     pub dial_backoff: Duration,
+    /// Broadcasts older than this leave the repair window.
+    pub repair_window: Duration,
+    /// Period of the anti-entropy digest sent to one random link.
+    pub repair_interval: Duration,
 }
 
 impl Default for Timers {
@@ -126,6 +136,8 @@ impl Default for Timers {
             handshake_timeout: Duration::from_secs(10),
             dial_interval: Duration::from_millis(1000),
             dial_backoff: Duration::from_secs(2),
+            repair_window: Duration::from_secs(120),
+            repair_interval: Duration::from_secs(10),
         }
     }
 }

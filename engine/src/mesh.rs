@@ -1,13 +1,21 @@
-//! Mesh flood broadcast: sequence numbers for what this node originates, and the seen windows
-//! that make every node relay and deliver each broadcast at most once.
+//! Mesh flood broadcast and its repair.
 //!
 //! The three rules (SPEC.md §Mesh): the originator sends to all its mesh links; a receiver of a
 //! new broadcast relays the received frame, unchanged, to all its mesh links except the one it
 //! came on; nobody relays or delivers a broadcast twice.
+//!
+//! Repair (SPEC.md §Mesh repair): every node holds the broadcasts it delivered or originated in
+//! a bounded recent window. When a link comes up, and periodically, a node sends a digest of
+//! that window; the receiver asks for what it has not seen and floods what it gets back.
 
-use weft_protocol::NodeId;
+use std::collections::VecDeque;
 
-use crate::seen::SeenWindows;
+use bytes::Bytes;
+use weft_protocol::{DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, MAX_DIGEST_ENTRIES};
+use weft_protocol::{MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES};
+
+use crate::seen::{LruMap, SeenWindows};
+use crate::time::{Duration, Instant};
 
 /// A peer's incarnation compared with the one last recorded for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,22 +24,47 @@ pub(crate) enum IncarnationCheck {
     Current,
     /// Higher than before: the peer restarted.
     Restarted,
-    /// Lower than before: a message from a past run.
-    Stale,
+}
+
+/// One broadcast held for repair.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) origin: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) seq: u64,
+    /// The BROADCAST payload bytes (postcard, uncompressed), shared with the received frame.
+    pub(crate) payload: Bytes,
+    at: Instant,
+}
+
+/// Bounds of the repair window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreLimits {
+    pub(crate) count_max: usize,
+    pub(crate) bytes_max: usize,
+    pub(crate) age_max: Duration,
 }
 
 /// The mesh sub-machine's state.
 #[derive(Debug)]
 pub(crate) struct Mesh {
     seen: SeenWindows,
+    incarnations: LruMap<NodeId, u64>,
     last_seq: u64,
+    store: VecDeque<Held>,
+    store_bytes: usize,
+    limits: StoreLimits,
 }
 
 impl Mesh {
-    pub(crate) fn new(seen_origins_max: usize) -> Mesh {
+    pub(crate) fn new(seen_origins_max: usize, limits: StoreLimits) -> Mesh {
         Mesh {
             seen: SeenWindows::new(seen_origins_max),
+            incarnations: LruMap::new(seen_origins_max),
             last_seq: 0,
+            store: VecDeque::new(),
+            store_bytes: 0,
+            limits,
         }
     }
 
@@ -46,32 +79,264 @@ impl Mesh {
         self.seen.insert(origin, incarnation, seq)
     }
 
-    /// Whether `incarnation` is older than the one recorded for `node`.
-    pub(crate) fn is_stale(&self, node: NodeId, incarnation: u64) -> bool {
-        self.seen
-            .high(&node)
-            .is_some_and(|(known, _)| incarnation < known)
-    }
-
-    /// Compares a handshake's incarnation with what is known of the node, recording it.
-    pub(crate) fn check_incarnation(&mut self, node: NodeId, incarnation: u64) -> IncarnationCheck {
-        match self.seen.high(&node) {
-            Some((known, _)) if incarnation < known => IncarnationCheck::Stale,
-            Some((known, _)) if incarnation > known => {
-                // Seq 0 is never sent, so this only opens the new incarnation's window.
-                self.seen.insert(node, incarnation, 0);
-                IncarnationCheck::Restarted
-            }
-            Some(_) => IncarnationCheck::Current,
-            None => {
-                self.seen.insert(node, incarnation, 0);
-                IncarnationCheck::Current
-            }
+    /// Keeps a delivered or originated broadcast for repair, within the window's bounds.
+    pub(crate) fn hold(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        incarnation: u64,
+        seq: u64,
+        payload: Bytes,
+    ) {
+        if self.limits.count_max == 0 || payload.len() > self.limits.bytes_max {
+            return;
+        }
+        self.store_bytes += payload.len();
+        self.store.push_back(Held {
+            origin,
+            incarnation,
+            seq,
+            payload,
+            at: now,
+        });
+        while self.store.len() > self.limits.count_max || self.store_bytes > self.limits.bytes_max {
+            self.pop_oldest();
         }
     }
 
-    /// Origins remembered now.
+    /// Drops held broadcasts older than the window's age.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while self
+            .store
+            .front()
+            .is_some_and(|h| now.saturating_since(h.at) > self.limits.age_max)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.store.pop_front() {
+            self.store_bytes -= old.payload.len();
+        }
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn store_is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Broadcasts held now.
+    pub(crate) fn store_len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Bytes of payload held now.
+    pub(crate) fn store_bytes(&self) -> usize {
+        self.store_bytes
+    }
+
+    /// A digest of the held broadcasts: per (origin, incarnation), ascending disjoint ranges,
+    /// within the message limits (the most recent origins and ranges win).
+    pub(crate) fn digest(&self) -> MeshDigest {
+        let mut held: Vec<(NodeId, u64, u64)> = self
+            .store
+            .iter()
+            .map(|h| (h.origin, h.incarnation, h.seq))
+            .collect();
+        held.sort_unstable();
+        let mut entries: Vec<DigestEntry> = Vec::new();
+        for (origin, incarnation, seq) in held {
+            let same = entries
+                .last()
+                .is_some_and(|e| e.origin == origin && e.incarnation == incarnation);
+            if !same {
+                entries.push(DigestEntry {
+                    origin,
+                    incarnation,
+                    ranges: Vec::new(),
+                });
+            }
+            // Just pushed if it was not there.
+            let Some(entry) = entries.last_mut() else {
+                continue;
+            };
+            match entry.ranges.last_mut() {
+                Some(r) if r.last + 1 >= seq => r.last = r.last.max(seq),
+                _ => entry.ranges.push(SeqRange {
+                    first: seq,
+                    last: seq,
+                }),
+            }
+        }
+        for e in &mut entries {
+            let excess = e.ranges.len().saturating_sub(MAX_RANGES_PER_ENTRY);
+            e.ranges.drain(..excess);
+        }
+        let excess = entries.len().saturating_sub(MAX_DIGEST_ENTRIES);
+        entries.drain(..excess);
+        MeshDigest { entries }
+    }
+
+    /// What of a peer's digest this node has not seen (and did not originate), as ranges,
+    /// considering at most `budget` sequence numbers.
+    pub(crate) fn wants(&self, me: NodeId, digest: &MeshDigest, budget: usize) -> Vec<WantRange> {
+        let mut wants: Vec<WantRange> = Vec::new();
+        let mut budget = budget;
+        'entries: for e in digest.entries.iter().filter(|e| e.origin != me) {
+            for r in &e.ranges {
+                let mut seq = r.first;
+                while seq <= r.last {
+                    if budget == 0 || wants.len() >= MAX_WANT_RANGES {
+                        break 'entries;
+                    }
+                    budget -= 1;
+                    if !self.seen.contains(e.origin, e.incarnation, seq) {
+                        match wants.last_mut() {
+                            Some(w)
+                                if w.origin == e.origin
+                                    && w.incarnation == e.incarnation
+                                    && w.range.last + 1 == seq =>
+                            {
+                                w.range.last = seq
+                            }
+                            _ => wants.push(WantRange {
+                                origin: e.origin,
+                                incarnation: e.incarnation,
+                                range: SeqRange {
+                                    first: seq,
+                                    last: seq,
+                                },
+                            }),
+                        }
+                    }
+                    if seq == u64::MAX {
+                        break;
+                    }
+                    seq += 1;
+                }
+            }
+        }
+        wants
+    }
+
+    /// Held broadcasts a peer asked for, oldest first.
+    pub(crate) fn wanted<'a>(
+        &'a self,
+        wants: &'a [WantRange],
+    ) -> impl Iterator<Item = &'a Held> + 'a {
+        self.store.iter().filter(move |h| {
+            wants.iter().any(|w| {
+                w.origin == h.origin
+                    && w.incarnation == h.incarnation
+                    && (w.range.first..=w.range.last).contains(&h.seq)
+            })
+        })
+    }
+
+    /// Records a handshake's incarnation for `node`; says whether it restarted.
+    pub(crate) fn check_incarnation(&mut self, node: NodeId, incarnation: u64) -> IncarnationCheck {
+        let known = self.incarnations.get_or_insert_with(node, || incarnation);
+        if incarnation > *known {
+            *known = incarnation;
+            IncarnationCheck::Restarted
+        } else {
+            IncarnationCheck::Current
+        }
+    }
+
+    /// Whether `incarnation` is older than the one recorded for `node`.
+    pub(crate) fn is_stale(&self, node: NodeId, incarnation: u64) -> bool {
+        self.incarnations
+            .get(&node)
+            .is_some_and(|known| incarnation < *known)
+    }
+
+    /// Origin incarnations remembered now.
     pub(crate) fn origins_len(&self) -> usize {
         self.seen.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId([b; 32])
+    }
+
+    fn mesh(count_max: usize) -> Mesh {
+        Mesh::new(
+            64,
+            StoreLimits {
+                count_max,
+                bytes_max: 1000,
+                age_max: Duration(100),
+            },
+        )
+    }
+
+    #[test]
+    fn store_is_bounded_by_count_bytes_and_age() {
+        let mut m = mesh(3);
+        for seq in 1..=5 {
+            m.hold(
+                Instant(seq),
+                node(1),
+                1,
+                seq,
+                Bytes::from_static(b"0123456789"),
+            );
+        }
+        assert_eq!((m.store_len(), m.store_bytes()), (3, 30));
+        m.hold(Instant(6), node(1), 1, 6, Bytes::from(vec![0; 995]));
+        assert!(m.store_bytes() <= 1000);
+        m.expire(Instant(200));
+        assert!(m.store_is_empty());
+    }
+
+    #[test]
+    fn digest_and_wants_name_exactly_what_is_missing() {
+        let mut a = mesh(100);
+        for seq in [1, 2, 3, 5, 6, 9] {
+            a.hold(Instant(0), node(1), 1, seq, Bytes::new());
+        }
+        a.hold(Instant(0), node(2), 4, 1, Bytes::new());
+        let d = a.digest();
+        assert_eq!(d.entries.len(), 2);
+        let r: Vec<(u64, u64)> = d.entries[0]
+            .ranges
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect();
+        assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
+
+        let mut b = mesh(100);
+        for seq in [2, 5, 6] {
+            b.accept(node(1), 1, seq);
+        }
+        let wants = b.wants(node(2), &d, 1000);
+        let w: Vec<(u64, u64)> = wants
+            .iter()
+            .map(|w| (w.range.first, w.range.last))
+            .collect();
+        assert_eq!(
+            w,
+            vec![(1, 1), (3, 3), (9, 9)],
+            "node 2's own broadcasts are not wanted"
+        );
+        let sent: Vec<u64> = a.wanted(&wants).map(|h| h.seq).collect();
+        assert_eq!(sent, vec![1, 3, 9]);
+        assert_eq!(b.wants(node(9), &d, 2).len(), 1, "budget bounds the work");
+    }
+
+    #[test]
+    fn incarnations_are_tracked_per_node() {
+        let mut m = mesh(1);
+        assert_eq!(m.check_incarnation(node(1), 3), IncarnationCheck::Current);
+        assert!(m.is_stale(node(1), 2));
+        assert_eq!(m.check_incarnation(node(1), 4), IncarnationCheck::Restarted);
+        assert_eq!(m.check_incarnation(node(1), 4), IncarnationCheck::Current);
     }
 }

@@ -29,6 +29,10 @@ pub struct NodeMetrics {
     pub handshakes_completed: u64,
     /// Discovery dials started.
     pub discovery_dials: u64,
+    /// Repair frames queued to peers: MESH_DIGEST, MESH_WANT and MESH_REPAIR.
+    pub repair_messages: u64,
+    /// Broadcasts first obtained through MESH_REPAIR.
+    pub repairs_received: u64,
 }
 
 /// Counters and queue state for one connection.

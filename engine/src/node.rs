@@ -7,8 +7,8 @@ use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
-    Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, Message, NetworkId,
-    NodeId, PeerInfo, Ping, Pong, CAP_LZ4,
+    Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant,
+    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, CAP_LZ4,
 };
 
 use crate::config::Config;
@@ -17,7 +17,7 @@ use crate::discovery::Discovery;
 use crate::handshake::{offers_lz4, Handshake, Proven};
 use crate::identity::Identity;
 use crate::io::{CloseReason, Command, ConnId, Direction, Event, Input, InputError, Output};
-use crate::mesh::{IncarnationCheck, Mesh};
+use crate::mesh::{IncarnationCheck, Mesh, StoreLimits};
 use crate::metrics::{ConnStats, NodeMetrics};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
@@ -67,7 +67,14 @@ impl Node {
         let identity = Identity::from_secret(&config.secret_key);
         let network = NetworkId::from_name(&config.network);
         let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
-        let mesh = Mesh::new(config.limits.seen_origins_max);
+        let mesh = Mesh::new(
+            config.limits.seen_origins_max,
+            StoreLimits {
+                count_max: config.limits.repair_store_max,
+                bytes_max: config.limits.repair_store_bytes_max,
+                age_max: config.timers.repair_window,
+            },
+        );
         let discovery = Discovery::new(
             config.limits.heard_of_max,
             config.limits.cascade_seen_max,
@@ -245,6 +252,8 @@ impl Node {
         if self.discovery.heard_of_len() > limits.heard_of_max
             || self.discovery.cascades_len() > limits.cascade_seen_max
             || self.mesh.origins_len() > limits.seen_origins_max
+            || self.mesh.store_len() > limits.repair_store_max
+            || self.mesh.store_bytes() > limits.repair_store_bytes_max
         {
             return Err("a table is over its bound".into());
         }
@@ -279,6 +288,11 @@ impl Node {
                     self.timers
                         .set(Timer::Dial, now + self.config.timers.dial_interval);
                 }
+                Timer::Repair => {
+                    self.on_repair_timer(now);
+                    self.timers
+                        .set(Timer::Repair, now + self.config.timers.repair_interval);
+                }
             }
         }
     }
@@ -307,6 +321,18 @@ impl Node {
                 }
                 ConnState::Closing => {}
             }
+        }
+    }
+
+    /// Mesh repair: drop expired broadcasts, then send a digest to one random link.
+    fn on_repair_timer(&mut self, now: Instant) {
+        self.mesh.expire(now);
+        if self.mesh.store_is_empty() || self.links.is_empty() {
+            return;
+        }
+        let pick = (self.rng.next_u64() % self.links.len() as u64) as usize;
+        if let Some(&conn) = self.links.values().nth(pick) {
+            self.send_digest(conn);
         }
     }
 
@@ -519,6 +545,25 @@ impl Node {
         self.send_frame(conn, frame, priority);
     }
 
+    /// Sends an encoded payload under `code` to every established link, framing it at most
+    /// twice (compressed and not). Returns how many links it was queued for.
+    fn send_payload_to_links(&mut self, code: Code, payload: &[u8], priority: Priority) -> u64 {
+        let mut frames = FramePair::default();
+        let mut targets = core::mem::take(&mut self.scratch_conns);
+        targets.extend(self.links.values().copied());
+        let mut sent = 0;
+        for &conn in &targets {
+            let compress = self.compress_to(conn);
+            let frame = frames.get(compress, || {
+                Frame::build(code, payload, compress).into_bytes()
+            });
+            sent += u64::from(self.send_frame(conn, frame, priority));
+        }
+        targets.clear();
+        self.scratch_conns = targets;
+        sent
+    }
+
     /// Sends `msg` to every established link but `except`, encoding it at most twice
     /// (compressed and not). Returns how many links it was queued for.
     fn send_to_links(
@@ -656,7 +701,16 @@ impl Node {
             (Message::ICanSee(m), true) => self.on_icansee(now, conn, m),
             (Message::IKnowAbout(m), true) => self.on_iknowabout(now, conn, m),
             (Message::ICantSee(m), true) => self.on_icantsee(conn, m),
-            (Message::Broadcast(b), true) => self.on_broadcast(conn, &frame, &payload, &b),
+            (Message::Broadcast(b), true) => {
+                self.on_broadcast(now, conn, Some(&frame), &payload, &b);
+            }
+            (Message::MeshRepair(b), true) => {
+                if self.on_broadcast(now, conn, None, &payload, &b) {
+                    self.metrics.repairs_received += 1;
+                }
+            }
+            (Message::MeshDigest(d), true) => self.on_digest(conn, &d),
+            (Message::MeshWant(w), true) => self.on_want(conn, w),
             (_, _) => {
                 let what = if established {
                     "handshake message after the handshake"
@@ -770,6 +824,7 @@ impl Node {
         if self.config.discovery {
             self.announce(conn);
         }
+        self.send_digest(conn);
     }
 
     /// The tie-break between two links to one peer: true if `old` stays. Both ends reach the
@@ -880,24 +935,34 @@ impl Node {
 
     // ----- mesh ---------------------------------------------------------------------------
 
-    fn on_broadcast(&mut self, from: ConnId, frame: &Frame, payload: &Bytes, b: &Broadcast<'_>) {
+    /// A broadcast arrived (as BROADCAST, with its frame, or as MESH_REPAIR, without): if it
+    /// is new, relay it to every other link, hold it for repair and deliver it. True if new.
+    fn on_broadcast(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        frame: Option<&Frame>,
+        payload: &Bytes,
+        b: &Broadcast<'_>,
+    ) -> bool {
         self.metrics.broadcasts_received += 1;
         if b.origin == self.identity.node_id() || !self.mesh.accept(b.origin, b.incarnation, b.seq)
         {
             self.metrics.broadcast_duplicates += 1;
-            return;
+            return false;
         }
-        // Relay the received bytes unchanged; only a peer that cannot take lz4 gets a
-        // decompressed copy, built once.
+        // Relay the received bytes unchanged; a peer that cannot take lz4 (or a repaired
+        // broadcast) gets a plain BROADCAST frame, built once.
         let mut plain: Option<Bytes> = None;
         let mut targets = core::mem::take(&mut self.scratch_conns);
         targets.extend(self.links.values().copied().filter(|c| *c != from));
         for &conn in &targets {
-            let bytes = if frame.flags().compressed() && !self.compress_to(conn) {
-                let build = || Frame::build(Code::BROADCAST, payload, false).into_bytes();
-                plain.get_or_insert_with(build).clone()
-            } else {
-                frame.bytes().clone()
+            let bytes = match frame {
+                Some(f) if !f.flags().compressed() || self.compress_to(conn) => f.bytes().clone(),
+                _ => {
+                    let build = || Frame::build(Code::BROADCAST, payload, false).into_bytes();
+                    plain.get_or_insert_with(build).clone()
+                }
             };
             if self.send_frame(conn, bytes, Priority::Relay) {
                 self.metrics.broadcast_transmissions += 1;
@@ -905,12 +970,58 @@ impl Node {
         }
         targets.clear();
         self.scratch_conns = targets;
+        self.mesh
+            .hold(now, b.origin, b.incarnation, b.seq, payload.clone());
         self.metrics.broadcasts_delivered += 1;
         self.outputs.push_back(Output::Event(Event::Broadcast {
             origin: b.origin,
             seq: b.seq,
             payload: payload.slice_ref(b.payload),
         }));
+        true
+    }
+
+    /// Sends a digest of the repair window to `conn`.
+    fn send_digest(&mut self, conn: ConnId) {
+        let digest = self.mesh.digest();
+        if digest.entries.is_empty() {
+            return;
+        }
+        self.metrics.repair_messages += 1;
+        self.send_message(conn, &Message::MeshDigest(digest), Priority::Control);
+    }
+
+    /// A peer's digest: ask for what we have not seen.
+    fn on_digest(&mut self, conn: ConnId, digest: &MeshDigest) {
+        let budget = self.config.limits.repair_store_max;
+        let wants = self.mesh.wants(self.identity.node_id(), digest, budget);
+        if wants.is_empty() {
+            return;
+        }
+        self.metrics.repair_messages += 1;
+        self.send_message(
+            conn,
+            &Message::MeshWant(MeshWant { wants }),
+            Priority::Control,
+        );
+    }
+
+    /// A peer asks for held broadcasts: send each as MESH_REPAIR.
+    fn on_want(&mut self, conn: ConnId, mut want: MeshWant) {
+        want.wants.sort_unstable();
+        let frames: Vec<Bytes> = self
+            .mesh
+            .wanted(&want.wants)
+            .map(|h| {
+                Frame::build(Code::MESH_REPAIR, &h.payload, self.compress_to(conn)).into_bytes()
+            })
+            .collect();
+        for frame in frames {
+            self.metrics.repair_messages += 1;
+            if !self.send_frame(conn, frame, Priority::Control) {
+                break;
+            }
+        }
     }
 
     fn on_command(&mut self, now: Instant, command: Command) -> Result<(), InputError> {
@@ -932,14 +1043,19 @@ impl Node {
                         max,
                     });
                 }
+                let (origin, incarnation) = (self.identity.node_id(), self.config.incarnation);
+                let seq = self.mesh.next_seq();
                 let msg = Message::Broadcast(Broadcast {
-                    origin: self.identity.node_id(),
-                    incarnation: self.config.incarnation,
-                    seq: self.mesh.next_seq(),
+                    origin,
+                    incarnation,
+                    seq,
                     payload: &payload,
                 });
+                let encoded = Bytes::from(msg.encode_payload());
+                self.mesh
+                    .hold(now, origin, incarnation, seq, encoded.clone());
                 self.metrics.broadcasts_originated += 1;
-                let sent = self.send_to_links(&msg, None, Priority::Control);
+                let sent = self.send_payload_to_links(Code::BROADCAST, &encoded, Priority::Control);
                 self.metrics.broadcast_transmissions += sent;
             }
             Command::Disconnect { node } => {

@@ -11,25 +11,25 @@ use crate::hasher::FixedMap;
 pub const SEQ_WINDOW: u64 = 1024;
 const WORDS: usize = (SEQ_WINDOW / 64) as usize;
 
-/// One origin's seen-set: everything at or below `high - SEQ_WINDOW` counts as seen, and a
-/// bitmap records the window above it. A copy held up past any cache lifetime is therefore
-/// still recognised: it is either in the bitmap or below the window.
-#[derive(Debug, Clone)]
+/// One origin incarnation's seen-set: everything at or below `high - SEQ_WINDOW` counts as
+/// seen, and a bitmap records the window above it. A copy held up past any cache lifetime is
+/// therefore still recognised: it is either in the bitmap or below the window.
+#[derive(Debug, Clone, Default)]
 struct OriginWindow {
-    incarnation: u64,
     high: u64,
     bits: [u64; WORDS],
-    last_used: u64,
 }
 
 impl OriginWindow {
-    fn new(incarnation: u64, last_used: u64) -> OriginWindow {
-        OriginWindow {
-            incarnation,
-            high: 0,
-            bits: [0; WORDS],
-            last_used,
+    fn contains(&self, seq: u64) -> bool {
+        if seq > self.high {
+            return false;
         }
+        if self.high - seq >= SEQ_WINDOW {
+            return true;
+        }
+        let (w, m) = Self::bit(seq);
+        self.bits[w] & m != 0
     }
 
     fn bit(seq: u64) -> (usize, u64) {
@@ -63,60 +63,80 @@ impl OriginWindow {
     }
 }
 
-/// What the mesh remembers of every origin's broadcasts.
+/// A hash map bounded by dropping its least recently used eighth when full.
 #[derive(Debug)]
-pub(crate) struct SeenWindows {
-    origins: FixedMap<NodeId, OriginWindow>,
+pub(crate) struct LruMap<K, V> {
+    map: FixedMap<K, (V, u64)>,
     capacity: usize,
     clock: u64,
 }
 
-impl SeenWindows {
-    pub(crate) fn new(capacity: usize) -> SeenWindows {
-        SeenWindows {
-            origins: FixedMap::default(),
+impl<K: core::hash::Hash + Eq + Copy, V> LruMap<K, V> {
+    pub(crate) fn new(capacity: usize) -> LruMap<K, V> {
+        LruMap {
+            map: FixedMap::default(),
             capacity: capacity.max(1),
             clock: 0,
         }
     }
 
-    /// Records (origin, incarnation, seq); true if it is new. A lower incarnation than the one
-    /// recorded is old; a higher one starts a fresh window.
-    pub(crate) fn insert(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+    /// The value for `key`, made with `make` if absent (evicting first if full); marks it used.
+    pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         self.clock += 1;
-        let clock = self.clock;
-        if !self.origins.contains_key(&origin) && self.origins.len() >= self.capacity {
+        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
             self.evict();
         }
-        let window = self
-            .origins
-            .entry(origin)
-            .or_insert_with(|| OriginWindow::new(incarnation, clock));
-        window.last_used = clock;
-        if incarnation < window.incarnation {
-            return false;
-        }
-        if incarnation > window.incarnation {
-            *window = OriginWindow::new(incarnation, clock);
-        }
-        window.insert(seq)
+        let entry = self.map.entry(key).or_insert_with(|| (make(), 0));
+        entry.1 = self.clock;
+        &mut entry.0
     }
 
-    /// Highest sequence seen from `origin` in its current incarnation.
-    pub(crate) fn high(&self, origin: &NodeId) -> Option<(u64, u64)> {
-        self.origins.get(origin).map(|w| (w.incarnation, w.high))
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key).map(|(v, _)| v)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.origins.len()
+        self.map.len()
     }
 
-    /// Drops the least recently used eighth (at least one) of the origins.
+    /// Drops the least recently used eighth (at least one) of the entries.
     fn evict(&mut self) {
-        let mut ages: Vec<u64> = self.origins.values().map(|w| w.last_used).collect();
+        let mut ages: Vec<u64> = self.map.values().map(|(_, used)| *used).collect();
         ages.sort_unstable();
         let cut = ages[(ages.len() / 8).min(ages.len() - 1)];
-        self.origins.retain(|_, w| w.last_used > cut);
+        self.map.retain(|_, (_, used)| *used > cut);
+    }
+}
+
+/// What the mesh remembers of every (origin, incarnation)'s broadcasts.
+#[derive(Debug)]
+pub(crate) struct SeenWindows {
+    windows: LruMap<(NodeId, u64), OriginWindow>,
+}
+
+impl SeenWindows {
+    pub(crate) fn new(capacity: usize) -> SeenWindows {
+        SeenWindows {
+            windows: LruMap::new(capacity),
+        }
+    }
+
+    /// Records (origin, incarnation, seq); true if it is new.
+    pub(crate) fn insert(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        self.windows
+            .get_or_insert_with((origin, incarnation), OriginWindow::default)
+            .insert(seq)
+    }
+
+    /// Whether (origin, incarnation, seq) counts as seen, without recording anything.
+    pub(crate) fn contains(&self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        self.windows
+            .get(&(origin, incarnation))
+            .is_some_and(|w| w.contains(seq))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.windows.len()
     }
 }
 
@@ -179,9 +199,14 @@ mod tests {
             "far below the window counts as seen"
         );
         assert!(s.insert(node(1), 1, 5000 - SEQ_WINDOW + 1));
-        assert!(!s.insert(node(1), 0, 9999), "older incarnation");
-        assert!(s.insert(node(1), 2, 1), "newer incarnation starts afresh");
-        assert_eq!(s.high(&node(1)), Some((2, 1)));
+        assert!(s.contains(node(1), 1, 5000) && s.contains(node(1), 1, 3));
+        assert!(!s.contains(node(1), 1, 4999) && !s.contains(node(1), 1, 5001));
+        assert!(
+            s.insert(node(1), 2, 1),
+            "each incarnation has its own window"
+        );
+        assert!(s.insert(node(1), 0, 1), "an older incarnation too");
+        assert!(!s.insert(node(1), 1, 5000));
     }
 
     #[test]
@@ -219,8 +244,12 @@ mod tests {
             let mut set = BTreeSet::new();
             let mut high = 0u64;
             seqs.into_iter().map(|x| u64::from(x % 3000) + 1).all(|seq| {
+                let before = s.contains(node(9), 1, seq);
                 let fresh = s.insert(node(9), 1, seq);
                 let expect = if seq + SEQ_WINDOW <= high { false } else { !set.contains(&seq) };
+                if before == expect {
+                    return false;
+                }
                 set.insert(seq);
                 high = high.max(seq);
                 fresh == expect

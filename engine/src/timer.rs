@@ -9,11 +9,13 @@ pub(crate) enum Timer {
     Tick = 0,
     /// Discovery: the next dial of a heard-of peer.
     Dial = 1,
+    /// Mesh repair: the next anti-entropy digest.
+    Repair = 2,
 }
 
 impl Timer {
-    const COUNT: usize = 2;
-    const ALL: [Timer; Timer::COUNT] = [Timer::Tick, Timer::Dial];
+    const COUNT: usize = 3;
+    const ALL: [Timer; Timer::COUNT] = [Timer::Tick, Timer::Dial, Timer::Repair];
 }
 
 /// Deadlines by timer.

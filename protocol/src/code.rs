@@ -65,9 +65,15 @@ impl Code {
     pub const ICANTSEE: Code = Code(0x0012);
     /// Mesh flood broadcast.
     pub const BROADCAST: Code = Code(0x0100);
+    /// Mesh repair: a digest of the broadcasts the sender holds in its recent window.
+    pub const MESH_DIGEST: Code = Code(0x0101);
+    /// Mesh repair: ranges of broadcasts the sender misses and asks for.
+    pub const MESH_WANT: Code = Code(0x0102);
+    /// Mesh repair: one held broadcast, sent in answer to MESH_WANT.
+    pub const MESH_REPAIR: Code = Code(0x0103);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 9] = [
+    pub const ALL: [Code; 12] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -77,6 +83,9 @@ impl Code {
         Code::IKNOWABOUT,
         Code::ICANTSEE,
         Code::BROADCAST,
+        Code::MESH_DIGEST,
+        Code::MESH_WANT,
+        Code::MESH_REPAIR,
     ];
 
     /// The code's protocol family (its range), known or reserved.
@@ -101,6 +110,9 @@ impl Code {
             Code::IKNOWABOUT => "IKNOWABOUT",
             Code::ICANTSEE => "ICANTSEE",
             Code::BROADCAST => "BROADCAST",
+            Code::MESH_DIGEST => "MESH_DIGEST",
+            Code::MESH_WANT => "MESH_WANT",
+            Code::MESH_REPAIR => "MESH_REPAIR",
             _ => "UNKNOWN",
         }
     }

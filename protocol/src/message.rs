@@ -17,6 +17,15 @@ pub const MAX_ADDR_LEN: usize = 256;
 /// Most peers one ICANSEE or IKNOWABOUT may list.
 pub const MAX_PEERS_PER_MESSAGE: usize = 64;
 
+/// Most origin entries one MESH_DIGEST may carry.
+pub const MAX_DIGEST_ENTRIES: usize = 1024;
+
+/// Most sequence ranges one MESH_DIGEST entry may carry.
+pub const MAX_RANGES_PER_ENTRY: usize = 64;
+
+/// Most ranges one MESH_WANT may carry.
+pub const MAX_WANT_RANGES: usize = 1024;
+
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
 
@@ -140,6 +149,57 @@ pub struct Broadcast<'a> {
     pub payload: &'a [u8],
 }
 
+/// An inclusive range of sequence numbers, `first <= last`, both at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeqRange {
+    /// Lowest sequence number in the range.
+    pub first: u64,
+    /// Highest sequence number in the range.
+    pub last: u64,
+}
+
+impl SeqRange {
+    fn is_valid(self) -> bool {
+        1 <= self.first && self.first <= self.last
+    }
+}
+
+/// The broadcasts of one origin's incarnation that the sender of a digest holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// The originator.
+    pub origin: NodeId,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Held sequence numbers, as ascending, disjoint ranges.
+    pub ranges: Vec<SeqRange>,
+}
+
+/// Repair: the broadcasts the sender holds in its recent window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshDigest {
+    /// One entry per (origin, incarnation).
+    pub entries: Vec<DigestEntry>,
+}
+
+/// One range of broadcasts asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WantRange {
+    /// The originator.
+    pub origin: NodeId,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// The sequence numbers.
+    pub range: SeqRange,
+}
+
+/// Repair: the broadcasts the sender misses from the receiver's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshWant {
+    /// What is missing.
+    pub wants: Vec<WantRange>,
+}
+
 /// Any message, borrowing byte strings from the payload it was decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -162,6 +222,12 @@ pub enum Message<'a> {
     ICantSee(ICantSee),
     /// BROADCAST.
     Broadcast(Broadcast<'a>),
+    /// MESH_DIGEST.
+    MeshDigest(MeshDigest),
+    /// MESH_WANT.
+    MeshWant(MeshWant),
+    /// MESH_REPAIR: the same fields as BROADCAST.
+    MeshRepair(Broadcast<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -177,6 +243,9 @@ impl<'a> Message<'a> {
             Message::IKnowAbout(_) => Code::IKNOWABOUT,
             Message::ICantSee(_) => Code::ICANTSEE,
             Message::Broadcast(_) => Code::BROADCAST,
+            Message::MeshDigest(_) => Code::MESH_DIGEST,
+            Message::MeshWant(_) => Code::MESH_WANT,
+            Message::MeshRepair(_) => Code::MESH_REPAIR,
         }
     }
 
@@ -193,6 +262,9 @@ impl<'a> Message<'a> {
             Message::IKnowAbout(m) => postcard::to_allocvec(m),
             Message::ICantSee(m) => postcard::to_allocvec(m),
             Message::Broadcast(m) => postcard::to_allocvec(m),
+            Message::MeshDigest(m) => postcard::to_allocvec(m),
+            Message::MeshWant(m) => postcard::to_allocvec(m),
+            Message::MeshRepair(m) => postcard::to_allocvec(m),
         };
         encoded.unwrap_or_default()
     }
@@ -214,6 +286,9 @@ impl<'a> Message<'a> {
             Code::IKNOWABOUT => Message::IKnowAbout(strict(code, payload)?),
             Code::ICANTSEE => Message::ICantSee(strict(code, payload)?),
             Code::BROADCAST => Message::Broadcast(strict(code, payload)?),
+            Code::MESH_DIGEST => Message::MeshDigest(strict(code, payload)?),
+            Code::MESH_WANT => Message::MeshWant(strict(code, payload)?),
+            Code::MESH_REPAIR => Message::MeshRepair(strict(code, payload)?),
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
         msg.check_limits()?;
@@ -241,7 +316,26 @@ impl<'a> Message<'a> {
             Message::IKnowAbout(m) if !peers_ok(&m.peers) => {
                 Err(malformed("peer list or address over its limit"))
             }
-            Message::Broadcast(b) if b.seq == 0 => Err(malformed("broadcast sequence 0")),
+            Message::Broadcast(b) | Message::MeshRepair(b) if b.seq == 0 => {
+                Err(malformed("broadcast sequence 0"))
+            }
+            Message::MeshDigest(d)
+                if d.entries.len() > MAX_DIGEST_ENTRIES
+                    || d.entries.iter().any(|e| {
+                        e.ranges.len() > MAX_RANGES_PER_ENTRY
+                            || !e.ranges.iter().all(|r| r.is_valid())
+                    }) =>
+            {
+                Err(malformed("digest over its limits or with an invalid range"))
+            }
+            Message::MeshWant(w)
+                if w.wants.len() > MAX_WANT_RANGES
+                    || !w.wants.iter().all(|r| r.range.is_valid()) =>
+            {
+                Err(malformed(
+                    "want list over its limit or with an invalid range",
+                ))
+            }
             _ => Ok(()),
         }
     }
