@@ -12,7 +12,8 @@ use weft_protocol::compress::{compress_if_smaller, decompress};
 use weft_protocol::frame::check_length;
 use weft_protocol::{
     ByeReason, Code, Frame, FrameDecoder, Message, ProtocolError, HEADER_LEN, MAX_ADDR_LEN,
-    MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
 };
 
 /// Tracks, per thread, the largest single allocation, so that tests can show that hostile sizes
@@ -128,6 +129,55 @@ fn peer(addr: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Postcard bytes of a `SeqRange`: two varints, written as given (valid or not).
+fn range(first: u64, last: u64) -> Vec<u8> {
+    [varint(first), varint(last)].concat()
+}
+
+/// Postcard bytes of one `DigestEntry` for origin `ID_A`, incarnation 4, with these ranges.
+fn digest_entry(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = ID_A.to_vec();
+    out.extend_from_slice(&varint(4));
+    out.extend_from_slice(&varint(ranges.len() as u64));
+    for &(first, last) in ranges {
+        out.extend_from_slice(&range(first, last));
+    }
+    out
+}
+
+/// Postcard bytes of a MESH_DIGEST: the entry count, then the entries as written.
+fn digest(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = varint(entries.len() as u64);
+    for e in entries {
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// Postcard bytes of a MESH_WANT: the count, then per want origin `ID_A`, incarnation 4 and
+/// the range as written.
+fn want(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = varint(ranges.len() as u64);
+    for &(first, last) in ranges {
+        out.extend_from_slice(&ID_A);
+        out.extend_from_slice(&varint(4));
+        out.extend_from_slice(&range(first, last));
+    }
+    out
+}
+
+/// Postcard bytes of a BROADCAST or MESH_REPAIR (the same fields) with sequence `seq`.
+fn broadcast(seq: u64) -> Vec<u8> {
+    let mut b = ID_A.to_vec();
+    b.extend_from_slice(&varint(3)); // incarnation
+    b.extend_from_slice(&varint(seq));
+    b.extend_from_slice(&string(b"data"));
+    b
+}
+
+const DIGEST_INVALID: &str = "digest over its limits or with an invalid range";
+const WANT_INVALID: &str = "want list over its limit or with an invalid range";
+
 // ---------------------------------------------------------------------------------------------
 // FrameTooLarge
 
@@ -232,7 +282,8 @@ fn frame_too_short() {
 
 #[test]
 fn unknown_command() {
-    for code in [0x0000u16, 0x0006, 0x0013, 0x0101, 0x0200, 0x0700, 0xFFFF] {
+    // 0x01FF: unassigned in the Mesh family; 0x0200: a reserved family; 0x0700: no family.
+    for code in [0x0000u16, 0x0006, 0x0013, 0x01FF, 0x0200, 0x0700, 0xFFFF] {
         assert_both(
             &raw_frame(1, 0, code, &[0]),
             ProtocolError::UnknownCommand(code),
@@ -507,18 +558,193 @@ fn malformed_over_limit_address() {
 
 #[test]
 fn malformed_broadcast_seq_zero() {
-    let body = |seq: u64| {
-        let mut b = ID_A.to_vec();
-        b.extend_from_slice(&varint(3)); // incarnation
-        b.extend_from_slice(&varint(seq));
-        b.extend_from_slice(&string(b"data"));
-        b
-    };
-    assert!(decode_frame(&plain(Code::BROADCAST, &body(1))).is_ok());
+    assert!(decode_frame(&plain(Code::BROADCAST, &broadcast(1))).is_ok());
     assert_both(
-        &plain(Code::BROADCAST, &body(0)),
+        &plain(Code::BROADCAST, &broadcast(0)),
         malformed(Code::BROADCAST, "broadcast sequence 0"),
     );
+}
+
+#[test]
+fn malformed_mesh_repair_seq_zero() {
+    assert!(decode_frame(&plain(Code::MESH_REPAIR, &broadcast(1))).is_ok());
+    assert_both(
+        &plain(Code::MESH_REPAIR, &broadcast(0)),
+        malformed(Code::MESH_REPAIR, "broadcast sequence 0"),
+    );
+}
+
+#[test]
+fn malformed_over_limit_digest_entries() {
+    let entries = |n: usize| vec![digest_entry(&[(1, 1)]); n];
+    // At the limit: fine.
+    let ok = digest(&entries(MAX_DIGEST_ENTRIES));
+    assert!(decode_frame(&plain(Code::MESH_DIGEST, &ok)).is_ok());
+    // One over.
+    assert_both(
+        &plain(Code::MESH_DIGEST, &digest(&entries(MAX_DIGEST_ENTRIES + 1))),
+        malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+    );
+    // Also when every entry is empty.
+    assert_both(
+        &plain(
+            Code::MESH_DIGEST,
+            &digest(&vec![digest_entry(&[]); MAX_DIGEST_ENTRIES + 1]),
+        ),
+        malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+    );
+}
+
+#[test]
+fn malformed_over_limit_ranges_per_entry() {
+    let ranges = |n: u64| (0..n).map(|i| (2 * i + 1, 2 * i + 1)).collect::<Vec<_>>();
+    let at_limit = digest_entry(&ranges(MAX_RANGES_PER_ENTRY as u64));
+    let over = digest_entry(&ranges(MAX_RANGES_PER_ENTRY as u64 + 1));
+    let ok = digest(std::slice::from_ref(&at_limit));
+    assert!(decode_frame(&plain(Code::MESH_DIGEST, &ok)).is_ok());
+    // Alone, or behind an entry at the limit.
+    assert_both(
+        &plain(Code::MESH_DIGEST, &digest(std::slice::from_ref(&over))),
+        malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+    );
+    assert_both(
+        &plain(Code::MESH_DIGEST, &digest(&[at_limit, over])),
+        malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+    );
+}
+
+#[test]
+fn malformed_digest_range_first_after_last() {
+    // The edges that are fine: a single number, and the whole space.
+    let ok = digest(&[digest_entry(&[(1, 1), (5, 5), (7, u64::MAX)])]);
+    assert!(decode_frame(&plain(Code::MESH_DIGEST, &ok)).is_ok());
+    for bad in [(5, 4), (2, 1), (u64::MAX, u64::MAX - 1), (u64::MAX, 1)] {
+        // As the only range, and as the last range of a second entry.
+        assert_both(
+            &plain(Code::MESH_DIGEST, &digest(&[digest_entry(&[bad])])),
+            malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+        );
+        assert_both(
+            &plain(
+                Code::MESH_DIGEST,
+                &digest(&[digest_entry(&[(1, 3)]), digest_entry(&[(1, 2), bad])]),
+            ),
+            malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+        );
+    }
+}
+
+#[test]
+fn malformed_digest_range_first_zero() {
+    for bad in [(0, 0), (0, 1), (0, u64::MAX)] {
+        assert_both(
+            &plain(Code::MESH_DIGEST, &digest(&[digest_entry(&[bad])])),
+            malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+        );
+        assert_both(
+            &plain(
+                Code::MESH_DIGEST,
+                &digest(&[digest_entry(&[bad, (1, 2)]), digest_entry(&[(3, 4)])]),
+            ),
+            malformed(Code::MESH_DIGEST, DIGEST_INVALID),
+        );
+    }
+}
+
+#[test]
+fn malformed_over_limit_want_list() {
+    let ranges = |n: u64| (1..=n).map(|i| (i, i)).collect::<Vec<_>>();
+    // At the limit: fine.
+    let ok = want(&ranges(MAX_WANT_RANGES as u64));
+    assert!(decode_frame(&plain(Code::MESH_WANT, &ok)).is_ok());
+    assert_both(
+        &plain(Code::MESH_WANT, &want(&ranges(MAX_WANT_RANGES as u64 + 1))),
+        malformed(Code::MESH_WANT, WANT_INVALID),
+    );
+}
+
+#[test]
+fn malformed_want_invalid_range() {
+    let ok = want(&[(1, 1), (2, u64::MAX)]);
+    assert!(decode_frame(&plain(Code::MESH_WANT, &ok)).is_ok());
+    for bad in [(5, 4), (u64::MAX, 1), (0, 0), (0, 7)] {
+        assert_both(
+            &plain(Code::MESH_WANT, &want(&[bad])),
+            malformed(Code::MESH_WANT, WANT_INVALID),
+        );
+        assert_both(
+            &plain(Code::MESH_WANT, &want(&[(1, 2), (3, 3), bad])),
+            malformed(Code::MESH_WANT, WANT_INVALID),
+        );
+    }
+}
+
+#[test]
+fn malformed_mesh_messages_truncated_or_trailing() {
+    let ok = plain(Code::MESH_WANT, &want(&[(1, 2)]));
+    let whole = want(&[(1, 2)]);
+    assert!(decode_frame(&ok).is_ok());
+    // Cut inside the range.
+    assert_both(
+        &plain(Code::MESH_WANT, &whole[..whole.len() - 1]),
+        malformed(Code::MESH_WANT, "payload ends inside a field"),
+    );
+    // A digest announcing more entries than are there.
+    let mut short = digest(&[digest_entry(&[(1, 2)])]);
+    short[0] = 2;
+    assert_both(
+        &plain(Code::MESH_DIGEST, &short),
+        malformed(Code::MESH_DIGEST, "payload ends inside a field"),
+    );
+    // A range count that says more follow, then nothing.
+    let mut short = digest(&[digest_entry(&[(1, 2)])]);
+    short.truncate(short.len() - 2);
+    assert_both(
+        &plain(Code::MESH_DIGEST, &short),
+        malformed(Code::MESH_DIGEST, "payload ends inside a field"),
+    );
+    // Trailing bytes after each.
+    for (code, mut p) in [
+        (Code::MESH_DIGEST, digest(&[digest_entry(&[(1, 2)])])),
+        (Code::MESH_WANT, whole.clone()),
+        (Code::MESH_REPAIR, broadcast(1)),
+    ] {
+        p.push(0);
+        assert_both(
+            &plain(code, &p),
+            malformed(code, "trailing bytes after the message"),
+        );
+    }
+    // A repair whose payload announces more bytes than are there.
+    let mut b = broadcast(1);
+    b.truncate(b.len() - 1);
+    assert_both(
+        &plain(Code::MESH_REPAIR, &b),
+        malformed(Code::MESH_REPAIR, "payload ends inside a field"),
+    );
+}
+
+#[test]
+fn huge_announced_counts_fail_without_huge_allocations() {
+    // A few bytes announcing 2^62 digest entries, want ranges, or ranges in one entry.
+    let mut entry_count = varint(1);
+    entry_count.extend_from_slice(&ID_A);
+    entry_count.extend_from_slice(&varint(4));
+    entry_count.extend_from_slice(&varint(1 << 62));
+    for (code, p) in [
+        (Code::MESH_DIGEST, varint(1 << 62)),
+        (Code::MESH_WANT, varint(1 << 62)),
+        (Code::MESH_DIGEST, entry_count),
+    ] {
+        let bytes = plain(code, &p);
+        let (got, largest) = largest_allocation(|| decode_frame(&bytes));
+        assert_eq!(got, Err(malformed(code, "payload ends inside a field")));
+        assert!(largest < 1024, "{code:?}: allocated {largest} bytes");
+        assert_eq!(
+            decode_stream(&bytes),
+            Err(malformed(code, "payload ends inside a field"))
+        );
+    }
 }
 
 #[test]

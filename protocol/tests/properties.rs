@@ -2,6 +2,8 @@
 //!
 //! * every message variant survives message -> frame (compressed or not) -> parse -> payload ->
 //!   decode unchanged, and compression really happens for some generated frames;
+//! * the mesh-repair generators reach their limits and only make valid ranges, and breaking any
+//!   one range, or a repair's sequence number, makes the payload malformed;
 //! * a stream of valid frames decodes identically through `FrameDecoder` however it is cut: in
 //!   two pieces at every byte boundary, one byte at a time, or in random chunks;
 //! * arbitrary bytes never make `FrameDecoder`, `Frame::parse` or `Message::decode` panic, and the
@@ -13,10 +15,11 @@ use bytes::Bytes;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 use weft_protocol::compress::{compress_if_smaller, COMPRESS_MIN_LEN};
 use weft_protocol::{
-    Broadcast, ByeReason, CascadeId, Code, Frame, FrameDecoder, Hello, HelloAck, ICanSee, ICantSee,
-    IKnowAbout, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, ProtocolError, PublicKey,
-    Signature, HEADER_LEN, MAX_ADDR_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN,
-    MAX_PEERS_PER_MESSAGE,
+    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
+    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
+    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, HEADER_LEN, MAX_ADDR_LEN,
+    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
 };
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
@@ -207,7 +210,148 @@ fn gen_icantsee(g: &mut Gen) -> ICantSee {
     }
 }
 
-/// A broadcast owning its payload (`Broadcast` borrows it).
+/// A sequence number for a range end: small, huge, at either extreme, or anywhere.
+fn seq_value(g: &mut Gen) -> u64 {
+    match below(g, 5) {
+        0 => 1,
+        1 => u64::MAX,
+        2 => 1 + below(g, 1000) as u64,
+        3 => u64::MAX - below(g, 1000) as u64,
+        _ => u64::arbitrary(g).max(1),
+    }
+}
+
+/// A valid range (`1 <= first <= last`): a single number, a short run, or any two numbers.
+fn seq_range(g: &mut Gen) -> SeqRange {
+    match below(g, 3) {
+        0 => {
+            let s = seq_value(g);
+            SeqRange { first: s, last: s }
+        }
+        1 => {
+            let first = seq_value(g);
+            let last = first.saturating_add(below(g, 64) as u64);
+            SeqRange { first, last }
+        }
+        _ => {
+            let (a, b) = (seq_value(g), seq_value(g));
+            SeqRange {
+                first: a.min(b),
+                last: a.max(b),
+            }
+        }
+    }
+}
+
+/// A count for a list limited to `max`: zero, exactly the limit, or anything in between.
+fn count_up_to(g: &mut Gen, max: usize) -> usize {
+    match below(g, 6) {
+        0 => 0,
+        1 => max,
+        _ => below(g, max + 1),
+    }
+}
+
+/// Up to `max` valid ranges: ascending and disjoint as a digest sends them, or (the codec does
+/// not check the order) any valid ranges in any order.
+fn seq_ranges(g: &mut Gen, max: usize) -> Vec<SeqRange> {
+    let n = count_up_to(g, max);
+    if one_in(g, 3) {
+        return (0..n).map(|_| seq_range(g)).collect();
+    }
+    let mut next = if one_in(g, 4) {
+        1
+    } else {
+        1 + below(g, 1 << 20) as u64
+    };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // Each range and the gap after it take under 2000: leave room for those still to come.
+        let room = u64::MAX - next - (n - i) as u64 * 2000;
+        let first = next + if one_in(g, 8) { room / 2 } else { 0 };
+        let last = first + below(g, 1000) as u64;
+        out.push(SeqRange { first, last });
+        next = last + 2 + below(g, 1000) as u64;
+    }
+    out
+}
+
+/// A digest within its limits. `big` allows up to `MAX_DIGEST_ENTRIES` entries of up to
+/// `MAX_RANGES_PER_ENTRY` ranges; past 16 entries, only the (repeated) first entry may have
+/// many ranges and the rest at most two, to keep the size reasonable. Without `big`, a few
+/// entries of a few ranges.
+fn gen_digest(g: &mut Gen, big: bool) -> MeshDigest {
+    let (max_entries, max_ranges) = if big {
+        (MAX_DIGEST_ENTRIES, MAX_RANGES_PER_ENTRY)
+    } else {
+        (4, 4)
+    };
+    let n = count_up_to(g, max_entries);
+    // Many entries: mostly copies of one (compresses well), or small distinct ones.
+    let alike = n > 16 || one_in(g, 3);
+    let entry = |g: &mut Gen, ranges: usize| DigestEntry {
+        origin: node(g),
+        incarnation: if one_in(g, 2) {
+            below(g, 8) as u64
+        } else {
+            u64::arbitrary(g)
+        },
+        ranges: seq_ranges(g, ranges),
+    };
+    let first = entry(g, max_ranges);
+    let rest = if n > 16 { 2 } else { max_ranges };
+    let entries = (0..n)
+        .map(|i| {
+            if i == 0 || (alike && !one_in(g, 16)) {
+                first.clone()
+            } else {
+                entry(g, rest)
+            }
+        })
+        .collect();
+    MeshDigest { entries }
+}
+
+/// A want list within `MAX_WANT_RANGES` (`big`; else up to 6), often for a few origins.
+fn gen_want(g: &mut Gen, big: bool) -> MeshWant {
+    let max = if big { MAX_WANT_RANGES } else { 6 };
+    let n = count_up_to(g, max);
+    let origins: Vec<(NodeId, u64)> = (0..1 + below(g, 4))
+        .map(|_| (node(g), u64::arbitrary(g)))
+        .collect();
+    let wants = (0..n)
+        .map(|_| {
+            let (origin, incarnation) = *g.choose(&origins).unwrap();
+            WantRange {
+                origin,
+                incarnation,
+                range: seq_range(g),
+            }
+        })
+        .collect();
+    MeshWant { wants }
+}
+
+/// Every range of a digest is valid and every list within its limit.
+fn assert_digest_valid(d: &MeshDigest) {
+    assert!(d.entries.len() <= MAX_DIGEST_ENTRIES);
+    for e in &d.entries {
+        assert!(e.ranges.len() <= MAX_RANGES_PER_ENTRY);
+        for r in &e.ranges {
+            assert!(1 <= r.first && r.first <= r.last, "{r:?}");
+        }
+    }
+}
+
+/// Every range of a want list is valid and the list within its limit.
+fn assert_want_valid(w: &MeshWant) {
+    assert!(w.wants.len() <= MAX_WANT_RANGES);
+    for r in &w.wants {
+        assert!(1 <= r.range.first && r.range.first <= r.range.last, "{r:?}");
+    }
+}
+
+/// A broadcast (or repair) owning its payload (`Broadcast` borrows it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OwnedBroadcast {
     origin: NodeId,
@@ -226,22 +370,31 @@ impl OwnedBroadcast {
         }
     }
 
-    fn as_message(&self) -> Message<'_> {
-        Message::Broadcast(Broadcast {
+    fn borrow(&self) -> Broadcast<'_> {
+        Broadcast {
             origin: self.origin,
             incarnation: self.incarnation,
             seq: self.seq,
             payload: &self.payload,
-        })
+        }
+    }
+
+    fn as_message(&self) -> Message<'_> {
+        Message::Broadcast(self.borrow())
+    }
+
+    fn as_repair(&self) -> Message<'_> {
+        Message::MeshRepair(self.borrow())
     }
 }
 
 /// Any message, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owned {
-    /// Every variant but BROADCAST borrows nothing.
+    /// Every variant but BROADCAST and MESH_REPAIR borrows nothing.
     Plain(Message<'static>),
     Broadcast(OwnedBroadcast),
+    Repair(OwnedBroadcast),
 }
 
 impl Owned {
@@ -249,12 +402,13 @@ impl Owned {
         match self {
             Owned::Plain(m) => m.clone(),
             Owned::Broadcast(b) => b.as_message(),
+            Owned::Repair(b) => b.as_repair(),
         }
     }
 
-    /// One of the nine variants, chosen uniformly.
+    /// One of the twelve variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 9) {
+        Owned::Plain(match below(g, 12) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -269,7 +423,10 @@ impl Owned {
             5 => Message::ICanSee(gen_icansee(g, big)),
             6 => Message::IKnowAbout(gen_iknowabout(g, big)),
             7 => Message::ICantSee(gen_icantsee(g)),
-            _ => return Owned::Broadcast(OwnedBroadcast::gen(g, big)),
+            8 => return Owned::Broadcast(OwnedBroadcast::gen(g, big)),
+            9 => Message::MeshDigest(gen_digest(g, big)),
+            10 => Message::MeshWant(gen_want(g, big)),
+            _ => return Owned::Repair(OwnedBroadcast::gen(g, big)),
         })
     }
 }
@@ -304,6 +461,8 @@ arbitrary_newtype!(ArbICantSee(ICantSee), |g| gen_icantsee(g));
 arbitrary_newtype!(ArbBroadcast(OwnedBroadcast), |g| OwnedBroadcast::gen(
     g, true
 ));
+arbitrary_newtype!(ArbMeshDigest(MeshDigest), |g| gen_digest(g, true));
+arbitrary_newtype!(ArbMeshWant(MeshWant), |g| gen_want(g, true));
 arbitrary_newtype!(ArbMessage(Owned), |g| Owned::gen(g, true));
 // A message small enough (at most a few KiB) to be cut at every byte boundary.
 arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
@@ -522,6 +681,212 @@ fn broadcast_round_trips() {
 }
 
 #[test]
+fn mesh_digest_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbMeshDigest) {
+        assert_digest_valid(&m.0);
+        count_if(&PACKED, round_trip(&Message::MeshDigest(m.0)));
+    }
+    assert!(
+        check(200, &PACKED, prop) > 0,
+        "no MESH_DIGEST frame was compressed"
+    );
+}
+
+#[test]
+fn mesh_want_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbMeshWant) {
+        assert_want_valid(&m.0);
+        count_if(&PACKED, round_trip(&Message::MeshWant(m.0)));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no MESH_WANT frame was compressed"
+    );
+}
+
+#[test]
+fn mesh_repair_round_trips() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbBroadcast) {
+        assert!(m.0.seq >= 1);
+        count_if(&PACKED, round_trip(&m.0.as_repair()));
+    }
+    assert!(
+        check(300, &PACKED, prop) > 0,
+        "no MESH_REPAIR frame was compressed"
+    );
+}
+
+#[test]
+fn mesh_repair_payload_is_the_broadcast_payload() {
+    // A node answers MESH_WANT by sending a held BROADCAST's payload under MESH_REPAIR.
+    fn prop(m: ArbBroadcast) {
+        let payload = m.0.as_message().encode_payload();
+        assert_eq!(m.0.as_repair().encode_payload(), payload);
+        assert_eq!(
+            Message::decode(Code::MESH_REPAIR, &payload),
+            Ok(m.0.as_repair())
+        );
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(prop as fn(ArbBroadcast));
+}
+
+#[test]
+fn the_mesh_generators_reach_their_limits() {
+    let mut g = Gen::new(100);
+    let (mut full_digest, mut full_entry, mut empty_digest, mut empty_entry) =
+        (false, false, false, false);
+    let (mut point, mut from_one, mut to_max, mut unordered) = (false, false, false, false);
+    for _ in 0..300 {
+        let d = gen_digest(&mut g, true);
+        assert_digest_valid(&d);
+        full_digest |= d.entries.len() == MAX_DIGEST_ENTRIES;
+        empty_digest |= d.entries.is_empty();
+        for e in &d.entries {
+            full_entry |= e.ranges.len() == MAX_RANGES_PER_ENTRY;
+            empty_entry |= e.ranges.is_empty();
+            unordered |= e.ranges.windows(2).any(|w| w[0].last >= w[1].first);
+            for r in &e.ranges {
+                point |= r.first == r.last;
+                from_one |= r.first == 1;
+                to_max |= r.last == u64::MAX;
+            }
+        }
+    }
+    assert!(full_digest && full_entry && empty_digest && empty_entry);
+    assert!(point && from_one && to_max && unordered);
+
+    let (mut full_want, mut empty_want, mut point, mut from_one, mut to_max) =
+        (false, false, false, false, false);
+    for _ in 0..300 {
+        let w = gen_want(&mut g, true);
+        assert_want_valid(&w);
+        full_want |= w.wants.len() == MAX_WANT_RANGES;
+        empty_want |= w.wants.is_empty();
+        for r in &w.wants {
+            point |= r.range.first == r.range.last;
+            from_one |= r.range.first == 1;
+            to_max |= r.range.last == u64::MAX;
+        }
+    }
+    assert!(full_want && empty_want && point && from_one && to_max);
+}
+
+#[test]
+fn largest_mesh_digest_and_want_round_trip() {
+    // Every list at its limit, every number at its widest varint: well within MAX_PAYLOAD_LEN.
+    let wide = SeqRange {
+        first: u64::MAX - 1,
+        last: u64::MAX,
+    };
+    let digest = Message::MeshDigest(MeshDigest {
+        entries: (0..MAX_DIGEST_ENTRIES)
+            .map(|i| DigestEntry {
+                origin: NodeId([i as u8; 32]),
+                incarnation: u64::MAX - i as u64,
+                ranges: vec![wide; MAX_RANGES_PER_ENTRY],
+            })
+            .collect(),
+    });
+    let len = digest.encode_payload().len();
+    // Entry count varint 2, then per entry: origin 32, incarnation 10, range count 1, and
+    // 20 per range.
+    assert_eq!(
+        len,
+        2 + MAX_DIGEST_ENTRIES * (32 + 10 + 1 + MAX_RANGES_PER_ENTRY * 20)
+    );
+    assert!(len <= MAX_PAYLOAD_LEN);
+    assert!(round_trip(&digest));
+
+    let want = Message::MeshWant(MeshWant {
+        wants: (0..MAX_WANT_RANGES)
+            .map(|i| WantRange {
+                origin: NodeId([i as u8; 32]),
+                incarnation: u64::MAX,
+                range: wide,
+            })
+            .collect(),
+    });
+    assert_eq!(
+        want.encode_payload().len(),
+        2 + MAX_WANT_RANGES * (32 + 10 + 20)
+    );
+    assert!(round_trip(&want));
+}
+
+/// Makes one range invalid: `first` 0, or `first` above `last`.
+fn break_range(g: &mut Gen, r: &mut SeqRange) {
+    match below(g, 3) {
+        0 => r.first = 0,
+        1 => {
+            r.first = 0;
+            r.last = 0;
+        }
+        _ => {
+            let s = seq_value(g).max(2);
+            r.first = s;
+            r.last = s - 1 - (below(g, 1000) as u64).min(s - 2);
+        }
+    }
+}
+
+#[test]
+fn any_invalid_range_or_repair_seq_zero_is_malformed() {
+    fn prop(d: ArbMeshDigest, w: ArbMeshWant, b: ArbBroadcast, at: usize) {
+        let mut g = Gen::new(10);
+        let mut d = d.0;
+        let mut ranges: Vec<&mut SeqRange> =
+            d.entries.iter_mut().flat_map(|e| &mut e.ranges).collect();
+        if !ranges.is_empty() {
+            let i = at % ranges.len();
+            break_range(&mut g, ranges[i]);
+            let payload = Message::MeshDigest(d).encode_payload();
+            assert_eq!(
+                Message::decode(Code::MESH_DIGEST, &payload),
+                Err(ProtocolError::MalformedPayload {
+                    code: Code::MESH_DIGEST,
+                    reason: "digest over its limits or with an invalid range",
+                })
+            );
+        }
+        let mut w = w.0;
+        if !w.wants.is_empty() {
+            let i = at % w.wants.len();
+            break_range(&mut g, &mut w.wants[i].range);
+            let payload = Message::MeshWant(w).encode_payload();
+            assert_eq!(
+                Message::decode(Code::MESH_WANT, &payload),
+                Err(ProtocolError::MalformedPayload {
+                    code: Code::MESH_WANT,
+                    reason: "want list over its limit or with an invalid range",
+                })
+            );
+        }
+        let mut b = b.0;
+        b.seq = 0;
+        for (code, msg) in [
+            (Code::BROADCAST, b.as_message()),
+            (Code::MESH_REPAIR, b.as_repair()),
+        ] {
+            assert_eq!(
+                Message::decode(code, &msg.encode_payload()),
+                Err(ProtocolError::MalformedPayload {
+                    code,
+                    reason: "broadcast sequence 0",
+                })
+            );
+        }
+    }
+    QuickCheck::new()
+        .tests(150)
+        .quickcheck(prop as fn(ArbMeshDigest, ArbMeshWant, ArbBroadcast, usize));
+}
+
+#[test]
 fn any_message_round_trips() {
     static PACKED: AtomicUsize = AtomicUsize::new(0);
     fn prop(m: ArbMessage) {
@@ -737,7 +1102,7 @@ fn decode_as_everything(payload: &[u8]) {
             assert_eq!(Message::decode(code, &again), Ok(msg));
         }
     }
-    for code in [0x0000, 0x0006, 0x0200, 0xFFFF] {
+    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0200, 0xFFFF] {
         assert_eq!(
             Message::decode(Code(code), payload),
             Err(ProtocolError::UnknownCommand(code))

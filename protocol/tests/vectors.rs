@@ -15,11 +15,13 @@ use bytes::Bytes;
 use common::{hex, raw_frame, string, unhex, varint};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use weft_protocol::compress::compress_if_smaller;
 use weft_protocol::{
-    Broadcast, ByeReason, CascadeId, Code, Frame, FrameDecoder, Hello, HelloAck, ICanSee, ICantSee,
-    IKnowAbout, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, ProtocolError, PublicKey,
-    Signature, CAP_LZ4, MAX_ADDR_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
-    VERSION,
+    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
+    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
+    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, CAP_LZ4, MAX_ADDR_LEN,
+    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
+    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES, VERSION,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
@@ -27,12 +29,15 @@ const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). 
 payload it carries (`payload_hex`) and that payload's message (`fields`): fixed-size byte \
 strings and byte payloads as lowercase hex, integers as JSON numbers (u64 values may exceed \
 2^53), strings as JSON strings, an absent optional value as null, a BYE reason by name with \
-its wire index. Compressed frames were made by lz4_flex's block compressor: another \
+its wire index, a list as a JSON array and a nested struct (cascade id, peer, digest entry, \
+want, sequence range) as a JSON object. MESH_REPAIR carries BROADCAST's fields. Compressed frames were made by lz4_flex's block compressor: another \
 implementation must decode them to the same fields but may compress differently. Each entry of \
 `invalid` is a byte string that, taken as exactly one frame (check the length prefix, then the \
 header, then inflate if the compressed flag is set, then decode the payload as the message its \
 code names), fails with the named error, a variant of weft_protocol::ProtocolError; pushed into \
-a stream decoder which then reaches the end of its input, it fails the same way.";
+a stream decoder which then reaches the end of its input, it fails the same way. The invalid \
+entries with a list over its limit of 1024 are compressed to keep this file small: they inflate \
+fine and fail in the decode.";
 
 /// Every `ByeReason`, in wire order.
 const ALL_REASONS: [ByeReason; 9] = [
@@ -111,33 +116,40 @@ struct Invalid {
 // =============================================================================================
 // Messages as JSON and back
 
-/// A message owning everything (`Broadcast` borrows its payload).
+/// A broadcast's (or a repair's) fields, owning the payload (`Broadcast` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedBroadcast {
+    origin: NodeId,
+    incarnation: u64,
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+impl OwnedBroadcast {
+    fn borrow(&self) -> Broadcast<'_> {
+        Broadcast {
+            origin: self.origin,
+            incarnation: self.incarnation,
+            seq: self.seq,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A message owning everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owned {
     Plain(Message<'static>),
-    Broadcast {
-        origin: NodeId,
-        incarnation: u64,
-        seq: u64,
-        payload: Vec<u8>,
-    },
+    Broadcast(OwnedBroadcast),
+    Repair(OwnedBroadcast),
 }
 
 impl Owned {
     fn as_message(&self) -> Message<'_> {
         match self {
             Owned::Plain(m) => m.clone(),
-            Owned::Broadcast {
-                origin,
-                incarnation,
-                seq,
-                payload,
-            } => Message::Broadcast(Broadcast {
-                origin: *origin,
-                incarnation: *incarnation,
-                seq: *seq,
-                payload,
-            }),
+            Owned::Broadcast(b) => Message::Broadcast(b.borrow()),
+            Owned::Repair(b) => Message::MeshRepair(b.borrow()),
         }
     }
 }
@@ -173,6 +185,19 @@ fn peers_json(peers: &[PeerInfo]) -> Value {
             .map(|p| obj([("node", hexv(&p.node.0)), ("addr", p.addr.clone().into())]))
             .collect(),
     )
+}
+
+fn range_json(r: &SeqRange) -> Value {
+    obj([("first", r.first.into()), ("last", r.last.into())])
+}
+
+fn broadcast_json(b: &Broadcast<'_>) -> Value {
+    obj([
+        ("origin", hexv(&b.origin.0)),
+        ("incarnation", b.incarnation.into()),
+        ("seq", b.seq.into()),
+        ("payload", hexv(b.payload)),
+    ])
 }
 
 fn reason_index(r: ByeReason) -> usize {
@@ -216,12 +241,40 @@ fn fields_of(msg: &Message<'_>) -> Value {
             ("hops_left", m.hops_left.into()),
             ("lost", hexv(&m.lost.0)),
         ]),
-        Message::Broadcast(b) => obj([
-            ("origin", hexv(&b.origin.0)),
-            ("incarnation", b.incarnation.into()),
-            ("seq", b.seq.into()),
-            ("payload", hexv(b.payload)),
-        ]),
+        Message::Broadcast(b) | Message::MeshRepair(b) => broadcast_json(b),
+        Message::MeshDigest(d) => obj([(
+            "entries",
+            Value::Array(
+                d.entries
+                    .iter()
+                    .map(|e| {
+                        obj([
+                            ("origin", hexv(&e.origin.0)),
+                            ("incarnation", e.incarnation.into()),
+                            (
+                                "ranges",
+                                Value::Array(e.ranges.iter().map(range_json).collect()),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        )]),
+        Message::MeshWant(w) => obj([(
+            "wants",
+            Value::Array(
+                w.wants
+                    .iter()
+                    .map(|w| {
+                        obj([
+                            ("origin", hexv(&w.origin.0)),
+                            ("incarnation", w.incarnation.into()),
+                            ("range", range_json(&w.range)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        )]),
         other => panic!("a message this test does not know: {other:?}"),
     }
 }
@@ -289,6 +342,28 @@ fn get_peers(fields: &Value) -> Vec<PeerInfo> {
         .collect()
 }
 
+fn get_array<'v>(fields: &'v Value, key: &str) -> &'v [Value] {
+    get(fields, key)
+        .as_array()
+        .unwrap_or_else(|| panic!("{key:?} is not an array in {fields}"))
+}
+
+fn get_range(range: &Value) -> SeqRange {
+    SeqRange {
+        first: get_u64(range, "first"),
+        last: get_u64(range, "last"),
+    }
+}
+
+fn get_broadcast(f: &Value) -> OwnedBroadcast {
+    OwnedBroadcast {
+        origin: NodeId(get_32(f, "origin")),
+        incarnation: get_u64(f, "incarnation"),
+        seq: get_u64(f, "seq"),
+        payload: get_bytes(f, "payload"),
+    }
+}
+
 /// The message a vector's `fields` describe, for the code named `code_name`.
 fn from_fields(code_name: &str, f: &Value) -> Owned {
     Owned::Plain(match code_name {
@@ -334,14 +409,28 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
             hops_left: get_hops(f),
             lost: NodeId(get_32(f, "lost")),
         }),
-        "BROADCAST" => {
-            return Owned::Broadcast {
-                origin: NodeId(get_32(f, "origin")),
-                incarnation: get_u64(f, "incarnation"),
-                seq: get_u64(f, "seq"),
-                payload: get_bytes(f, "payload"),
-            }
-        }
+        "BROADCAST" => return Owned::Broadcast(get_broadcast(f)),
+        "MESH_REPAIR" => return Owned::Repair(get_broadcast(f)),
+        "MESH_DIGEST" => Message::MeshDigest(MeshDigest {
+            entries: get_array(f, "entries")
+                .iter()
+                .map(|e| DigestEntry {
+                    origin: NodeId(get_32(e, "origin")),
+                    incarnation: get_u64(e, "incarnation"),
+                    ranges: get_array(e, "ranges").iter().map(get_range).collect(),
+                })
+                .collect(),
+        }),
+        "MESH_WANT" => Message::MeshWant(MeshWant {
+            wants: get_array(f, "wants")
+                .iter()
+                .map(|w| WantRange {
+                    origin: NodeId(get_32(w, "origin")),
+                    incarnation: get_u64(w, "incarnation"),
+                    range: get_range(get(w, "range")),
+                })
+                .collect(),
+        }),
         other => panic!("unknown code name {other}"),
     })
 }
@@ -486,32 +575,32 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
     ]);
     v.push((
         "broadcast".into(),
-        Owned::Broadcast {
+        Owned::Broadcast(OwnedBroadcast {
             origin: NodeId(pat(0xE0)),
             incarnation: 2,
             seq: 1,
             payload: b"hello, weft".to_vec(),
-        },
+        }),
         false,
     ));
     v.push((
         "broadcast_empty_payload_max_seq".into(),
-        Owned::Broadcast {
+        Owned::Broadcast(OwnedBroadcast {
             origin: NodeId(pat(0xE0)),
             incarnation: 2,
             seq: u64::MAX,
             payload: vec![],
-        },
+        }),
         false,
     ));
     v.push((
         "broadcast_compressed".into(),
-        Owned::Broadcast {
+        Owned::Broadcast(OwnedBroadcast {
             origin: NodeId(pat(0xE0)),
             incarnation: 2,
             seq: 2,
             payload: b"0123456789abcdef".repeat(16),
-        },
+        }),
         true,
     ));
     v.push((
@@ -523,6 +612,119 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
                 .map(|i| PeerInfo {
                     node: NodeId([i; 32]),
                     addr: format!("10.0.0.{i}:7946"),
+                })
+                .collect(),
+        })),
+        true,
+    ));
+
+    // Mesh repair.
+    let range = |first, last| SeqRange { first, last };
+    let entry = |start: u8, incarnation, ranges: Vec<SeqRange>| DigestEntry {
+        origin: NodeId(pat(start)),
+        incarnation,
+        ranges,
+    };
+    let want = |start: u8, incarnation, first, last| WantRange {
+        origin: NodeId(pat(start)),
+        incarnation,
+        range: range(first, last),
+    };
+    v.extend([
+        plain(
+            "mesh_digest_empty",
+            Message::MeshDigest(MeshDigest { entries: vec![] }),
+        ),
+        plain(
+            "mesh_digest",
+            Message::MeshDigest(MeshDigest {
+                entries: vec![
+                    entry(0xE0, 2, vec![range(1, 1), range(3, 7), range(10, 300)]),
+                    entry(0x10, 0, vec![range(1, u64::MAX)]),
+                    // An entry without ranges: pointless, but within the rules.
+                    entry(0x30, u64::MAX, vec![]),
+                ],
+            }),
+        ),
+        plain(
+            "mesh_digest_ranges_at_limit",
+            Message::MeshDigest(MeshDigest {
+                entries: vec![entry(
+                    0xE0,
+                    3,
+                    (0..MAX_RANGES_PER_ENTRY as u64)
+                        .map(|i| range(2 * i + 1, 2 * i + 1))
+                        .collect(),
+                )],
+            }),
+        ),
+        plain(
+            "mesh_want_empty",
+            Message::MeshWant(MeshWant { wants: vec![] }),
+        ),
+        plain(
+            "mesh_want",
+            Message::MeshWant(MeshWant {
+                wants: vec![
+                    want(0xE0, 2, 2, 2),
+                    want(0xE0, 2, 8, 9),
+                    want(0x10, 0, 1, u64::MAX),
+                ],
+            }),
+        ),
+    ]);
+    // The same fields as the BROADCAST vectors: a repair resends a broadcast's payload.
+    v.push((
+        "mesh_repair".into(),
+        Owned::Repair(OwnedBroadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 1,
+            payload: b"hello, weft".to_vec(),
+        }),
+        false,
+    ));
+    v.push((
+        "mesh_repair_empty_payload_max_seq".into(),
+        Owned::Repair(OwnedBroadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: u64::MAX,
+            payload: vec![],
+        }),
+        false,
+    ));
+    v.push((
+        "mesh_repair_compressed".into(),
+        Owned::Repair(OwnedBroadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 2,
+            payload: b"0123456789abcdef".repeat(16),
+        }),
+        true,
+    ));
+    v.push((
+        "mesh_digest_compressed".into(),
+        Owned::Plain(Message::MeshDigest(MeshDigest {
+            entries: (1..=8)
+                .map(|i| DigestEntry {
+                    origin: NodeId([i; 32]),
+                    incarnation: 1,
+                    ranges: vec![range(1, 100), range(102, 200)],
+                })
+                .collect(),
+        })),
+        true,
+    ));
+    v.push((
+        "mesh_want_compressed".into(),
+        Owned::Plain(Message::MeshWant(MeshWant {
+            wants: (0..8)
+                .map(|i| WantRange {
+                    origin: NodeId([0x42; 32]),
+                    incarnation: 5,
+                    range: range(10 * i + 1, 10 * i + 5),
                 })
                 .collect(),
         })),
@@ -549,6 +751,47 @@ fn raw_hello(addr: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&string(addr));
     p.extend_from_slice(&varint(1));
     p
+}
+
+/// A hand-written `SeqRange`: two varints, valid or not.
+fn raw_range(first: u64, last: u64) -> Vec<u8> {
+    [varint(first), varint(last)].concat()
+}
+
+/// A hand-written MESH_DIGEST with one entry (origin `pat(0xE0)`, incarnation 2) per element
+/// of `entries`, each listing its ranges.
+fn raw_digest(entries: &[Vec<(u64, u64)>]) -> Vec<u8> {
+    let mut p = varint(entries.len() as u64);
+    for ranges in entries {
+        p.extend_from_slice(&pat::<32>(0xE0));
+        p.extend_from_slice(&varint(2));
+        p.extend_from_slice(&varint(ranges.len() as u64));
+        for &(first, last) in ranges {
+            p.extend_from_slice(&raw_range(first, last));
+        }
+    }
+    p
+}
+
+/// A hand-written MESH_WANT with one want (origin `pat(0xE0)`, incarnation 2) per range.
+fn raw_want(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut p = varint(ranges.len() as u64);
+    for &(first, last) in ranges {
+        p.extend_from_slice(&pat::<32>(0xE0));
+        p.extend_from_slice(&varint(2));
+        p.extend_from_slice(&raw_range(first, last));
+    }
+    p
+}
+
+/// A compressed frame around a payload written by hand.
+fn raw_compressed(code: Code, payload: &[u8]) -> Vec<u8> {
+    raw_frame(
+        1,
+        1,
+        code.0,
+        &compress_if_smaller(payload).expect("compressible"),
+    )
 }
 
 /// (name, error, description, bytes) for every invalid vector, written byte by byte.
@@ -579,6 +822,16 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         b"bbbbb",
     ]
     .concat();
+    let too_many_entries = raw_digest(&vec![vec![(1, 1)]; MAX_DIGEST_ENTRIES + 1]);
+    let too_many_ranges = raw_digest(&[(0..MAX_RANGES_PER_ENTRY as u64 + 1)
+        .map(|i| (2 * i + 1, 2 * i + 1))
+        .collect()]);
+    let too_many_wants = raw_want(
+        &(1..=MAX_WANT_RANGES as u64 + 1)
+            .map(|i| (i, i))
+            .collect::<Vec<_>>(),
+    );
+    let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
 
     vec![
         (
@@ -610,6 +863,12 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             "UnknownCommand",
             "code 0x0200 lies in the reserved Table family",
             raw_frame(1, 0, 0x0200, &[0]),
+        ),
+        (
+            "unknown_command_unassigned_mesh",
+            "UnknownCommand",
+            "code 0x01ff lies in the Mesh family but is not assigned",
+            raw_frame(1, 0, 0x01FF, &[0]),
         ),
         (
             "unsupported_version",
@@ -688,6 +947,59 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             "MalformedPayload",
             "BROADCAST with sequence number 0",
             raw_frame(1, 0, Code::BROADCAST.0, &broadcast_seq0),
+        ),
+        (
+            "malformed_payload_mesh_repair_seq_zero",
+            "MalformedPayload",
+            "MESH_REPAIR with sequence number 0",
+            raw_frame(1, 0, Code::MESH_REPAIR.0, &repair_seq0),
+        ),
+        (
+            "malformed_payload_too_many_digest_entries",
+            "MalformedPayload",
+            "MESH_DIGEST with MAX_DIGEST_ENTRIES + 1 entries (compressed; it inflates fine)",
+            raw_compressed(Code::MESH_DIGEST, &too_many_entries),
+        ),
+        (
+            "malformed_payload_too_many_ranges_in_entry",
+            "MalformedPayload",
+            "MESH_DIGEST whose one entry lists MAX_RANGES_PER_ENTRY + 1 ranges",
+            raw_frame(1, 0, Code::MESH_DIGEST.0, &too_many_ranges),
+        ),
+        (
+            "malformed_payload_digest_range_first_after_last",
+            "MalformedPayload",
+            "MESH_DIGEST whose entry's second range is 5..=4",
+            raw_frame(
+                1,
+                0,
+                Code::MESH_DIGEST.0,
+                &raw_digest(&[vec![(1, 1), (5, 4)]]),
+            ),
+        ),
+        (
+            "malformed_payload_digest_range_first_zero",
+            "MalformedPayload",
+            "MESH_DIGEST with a range 0..=3",
+            raw_frame(1, 0, Code::MESH_DIGEST.0, &raw_digest(&[vec![(0, 3)]])),
+        ),
+        (
+            "malformed_payload_too_many_wants",
+            "MalformedPayload",
+            "MESH_WANT with MAX_WANT_RANGES + 1 ranges (compressed; it inflates fine)",
+            raw_compressed(Code::MESH_WANT, &too_many_wants),
+        ),
+        (
+            "malformed_payload_want_range_first_after_last",
+            "MalformedPayload",
+            "MESH_WANT whose second range is 9..=8",
+            raw_frame(1, 0, Code::MESH_WANT.0, &raw_want(&[(1, 2), (9, 8)])),
+        ),
+        (
+            "malformed_payload_want_range_first_zero",
+            "MalformedPayload",
+            "MESH_WANT with a range 0..=2",
+            raw_frame(1, 0, Code::MESH_WANT.0, &raw_want(&[(0, 2)])),
         ),
         (
             "decompressed_too_large",
@@ -873,6 +1185,11 @@ fn stream_path(bytes: &[u8]) -> Result<(), ProtocolError> {
     dec.finish()
 }
 
+/// The command code in a frame's header, if it has one.
+fn header_code(bytes: &[u8]) -> Option<Code> {
+    Some(Code(u16::from_be_bytes([*bytes.get(6)?, *bytes.get(7)?])))
+}
+
 #[test]
 fn every_invalid_frame_fails_with_the_named_error() {
     let file = committed_file();
@@ -880,6 +1197,9 @@ fn every_invalid_frame_fails_with_the_named_error() {
         let bytes = unhex(&inv.frame_hex);
         let err = parse_path(&bytes).expect_err(&inv.name);
         assert_eq!(error_name(&err), inv.error, "{}: {err:?}", inv.name);
+        if let ProtocolError::MalformedPayload { code, .. } = err {
+            assert_eq!(Some(code), header_code(&bytes), "{}", inv.name);
+        }
         assert_eq!(stream_path(&bytes), Err(err), "{}", inv.name);
     }
 }
@@ -921,6 +1241,34 @@ fn the_vectors_cover_every_message_reason_and_error() {
     }
     assert!(file.vectors.iter().any(|v| v.compressed));
 
+    // Every code with checks beyond postcard's has a payload that fails them.
+    for code in [
+        Code::HELLO,
+        Code::IKNOWABOUT,
+        Code::BROADCAST,
+        Code::MESH_DIGEST,
+        Code::MESH_WANT,
+        Code::MESH_REPAIR,
+    ] {
+        assert!(
+            file.invalid.iter().any(|i| i.error == "MalformedPayload"
+                && header_code(&unhex(&i.frame_hex)) == Some(code)),
+            "no MalformedPayload vector for {code:?}"
+        );
+    }
+    for name in [
+        "malformed_payload_too_many_digest_entries",
+        "malformed_payload_too_many_ranges_in_entry",
+        "malformed_payload_digest_range_first_after_last",
+        "malformed_payload_digest_range_first_zero",
+        "malformed_payload_too_many_wants",
+        "malformed_payload_want_range_first_after_last",
+        "malformed_payload_want_range_first_zero",
+        "malformed_payload_mesh_repair_seq_zero",
+    ] {
+        assert!(file.invalid.iter().any(|i| i.name == name), "no {name}");
+    }
+
     let mut errors: Vec<&str> = file.invalid.iter().map(|i| i.error.as_str()).collect();
     errors.sort();
     errors.dedup();
@@ -938,6 +1286,36 @@ fn the_vectors_cover_every_message_reason_and_error() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "vector names are unique");
+}
+
+#[test]
+fn mesh_repair_vectors_carry_the_broadcast_payload() {
+    // A node answers MESH_WANT by resending a held BROADCAST's payload under MESH_REPAIR.
+    let file = committed_file();
+    let mut pairs = 0;
+    for r in file
+        .vectors
+        .iter()
+        .filter(|v| v.code == Code::MESH_REPAIR.0)
+    {
+        let b = file
+            .vectors
+            .iter()
+            .find(|b| b.code == Code::BROADCAST.0 && b.fields == r.fields)
+            .unwrap_or_else(|| panic!("{}: no BROADCAST vector with its fields", r.name));
+        assert_eq!(r.payload_hex, b.payload_hex, "{}", r.name);
+        assert_eq!(r.compressed, b.compressed, "{}", r.name);
+        let (rf, bf) = (unhex(&r.frame_hex), unhex(&b.frame_hex));
+        assert_eq!(
+            rf[..6],
+            bf[..6],
+            "{}: same length, version and flags",
+            r.name
+        );
+        assert_eq!(rf[8..], bf[8..], "{}: same wire payload", r.name);
+        pairs += 1;
+    }
+    assert!(pairs > 0);
 }
 
 #[test]
