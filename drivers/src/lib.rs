@@ -1,4 +1,34 @@
-//! Drivers that run weft nodes and the `weft` command-line program.
+//! Drivers that run weft nodes over real sockets, and the `weft` command-line program.
 //!
-//! Today the binary runs the in-process demo; the mio and tokio drivers come next.
+//! A driver owns one [`weft_engine::Node`] and does its I/O: it listens, dials, reads into the
+//! node, writes what the node emits under the back-pressure contract, keeps time, and shuts
+//! down cleanly. Two drivers share everything but the I/O library:
+//!
+//! - [`mio_driver`] (feature `mio`): a hand-run poll loop whose timeout is the node's deadline;
+//! - [`tokio_driver`] (feature `tokio`): one task per node, sleeping until the deadline.
+//!
+//! The application talks to a running driver through a [`Handle`]; the `weft` binary also
+//! serves it on a Unix socket in the node's state folder ([`control`]).
 #![warn(missing_docs)]
+
+#[cfg(not(any(feature = "mio", feature = "tokio")))]
+compile_error!("enable at least one driver feature: `mio` or `tokio`");
+
+pub mod cli;
+pub mod clock;
+mod conns;
+pub mod control;
+pub mod handle;
+mod host;
+#[cfg(feature = "mio")]
+pub mod mio_driver;
+pub mod outbox;
+pub mod report;
+pub mod setup;
+pub mod state;
+#[cfg(feature = "tokio")]
+pub mod tokio_driver;
+
+pub use handle::{Delivery, Handle, HandleError};
+pub use host::Exit;
+pub use setup::Setup;

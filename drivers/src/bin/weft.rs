@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weft_drivers::cli;
 
 #[derive(Parser)]
 #[command(name = "weft", version, about = "weft: a sans-IO peer-to-peer engine")]
@@ -15,6 +16,16 @@ struct Cli {
 enum Cmd {
     /// Run the deterministic simulator and report on it.
     Sim(weft_sim::cli::SimArgs),
+    /// Run a node until SIGINT/SIGTERM.
+    Node(cli::NodeArgs),
+    /// Broadcast a message through the running node.
+    Send(cli::SendArgs),
+    /// Print each broadcast the running node delivers, one line each.
+    Listen(cli::ListenArgs),
+    /// List the hosts the running node links to or has heard of.
+    Network(cli::NetworkArgs),
+    /// Print the running node's counters and queue depths.
+    Stats(cli::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +43,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Sim(args) => weft_sim::cli::run(args),
+        Cmd::Node(args) => cli::node(args),
+        Cmd::Send(args) => cli::send(args),
+        Cmd::Listen(args) => cli::listen(args),
+        Cmd::Network(args) => cli::network(args),
+        Cmd::Stats(args) => cli::stats(args),
     }
 }

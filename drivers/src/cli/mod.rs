@@ -1,0 +1,105 @@
+//! The `weft` subcommands this crate owns: `node` runs a node; `send`, `listen`, `network`
+//! and `stats` talk to a running one over its control socket. Each prints a one-line error and
+//! exits non-zero when something is wrong.
+
+mod messages;
+mod node;
+mod query;
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use messages::{listen, send, ListenArgs, SendArgs};
+pub use node::{node, Driver, NodeArgs};
+pub use query::{network, stats, NetworkArgs, StatsArgs};
+
+use crate::state;
+
+/// Which node a command is about.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// The network's name (letters, digits, `.`, `_`, `-`).
+    #[arg(long, value_parser = network_name)]
+    pub name: String,
+    /// The node's state folder [default: $WEFT_HOME/NAME, else ~/.weft/NAME].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+impl NetArgs {
+    /// The state folder this command uses.
+    pub fn state_path(&self) -> Result<PathBuf, String> {
+        match &self.state {
+            Some(dir) => Ok(dir.clone()),
+            None => state::default_path(&self.name).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Where the node's control socket is.
+    pub fn socket_path(&self) -> Result<PathBuf, String> {
+        Ok(state::socket_path(&self.state_path()?))
+    }
+}
+
+/// Checks a network name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.` (it also
+/// names the default state folder).
+pub fn network_name(name: &str) -> Result<String, String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(ok_char) {
+        return Err("1 to 64 of A-Z a-z 0-9 . _ - and not starting with '.'".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// Resolves `HOST:PORT` to its first address.
+pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("not a HOST:PORT address: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| "the host has no address".to_owned())
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (else `default`).
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints `weft: <error>` (its first line) and returns exit code 1.
+pub fn fail(error: impl std::fmt::Display) -> ExitCode {
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or("error");
+    let _ = writeln!(std::io::stderr(), "weft: {line}");
+    ExitCode::from(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_are_safe_folder_names() {
+        assert!(network_name("my-net_1.0").is_ok());
+        for bad in ["", ".hidden", "a/b", "..", "sp ace", &"x".repeat(65)] {
+            assert!(network_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_resolve_or_fail_plainly() {
+        assert_eq!(
+            socket_addr("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse::<SocketAddr>().unwrap()
+        );
+        assert!(socket_addr("127.0.0.1").is_err());
+        assert!(socket_addr("127.0.0.1:99999").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use rand_core::{OsRng, RngCore};
+use weft_engine::{Config, Identity};
+
+use super::{fail, init_logging, socket_addr, NetArgs};
+use crate::control::ControlServer;
+use crate::host::Exit;
+use crate::setup::Setup;
+use crate::state::StateDir;
+
+/// Which driver runs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Driver {
+    /// The hand-run mio poll loop.
+    #[cfg(feature = "mio")]
+    Mio,
+    /// One Tokio task.
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        #[cfg(feature = "mio")]
+        return Driver::Mio;
+        #[cfg(not(feature = "mio"))]
+        return Driver::Tokio;
+    }
+}
+
+/// Arguments of `weft node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Where to accept connections (`IP:PORT`; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    listen: SocketAddr,
+    /// A peer to dial at start (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
+    peers: Vec<SocketAddr>,
+    /// The driver.
+    #[arg(long, value_enum, default_value_t)]
+    driver: Driver,
+}
+
+/// Runs `weft node`: exit 130 after SIGINT/SIGTERM, 1 on an error.
+pub fn node(args: NodeArgs) -> ExitCode {
+    init_logging("info");
+    match run(args) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => fail(e),
+    }
+}
+
+fn run(args: NodeArgs) -> Result<Exit, String> {
+    let state = StateDir::open(&args.net.state_path()?).map_err(|e| e.to_string())?;
+    if std::os::unix::net::UnixStream::connect(state.socket_path()).is_ok() {
+        return Err(format!(
+            "a node is already running with state folder {}",
+            state.path().display()
+        ));
+    }
+    let key = state.load_or_create_key().map_err(|e| e.to_string())?;
+    let mut config = Config::new(args.net.name.clone(), key);
+    config.incarnation = state.next_incarnation().map_err(|e| e.to_string())?;
+    let mut seed = [0u8; 8];
+    OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(|e| format!("no OS randomness: {e}"))?;
+    config.rng_seed = u64::from_le_bytes(seed);
+    let mut setup = Setup::bind(config, args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();
+    setup.signals = true;
+    match args.driver {
+        #[cfg(feature = "mio")]
+        Driver::Mio => run_mio(setup, &state),
+        #[cfg(feature = "tokio")]
+        Driver::Tokio => run_tokio(setup, &state),
+    }
+}
+
+/// The line a node prints once its control socket answers (scripts and tests read the
+/// address from it).
+fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
+    let config = &setup.config;
+    let id = Identity::from_secret(&config.secret_key).node_id();
+    let addr = config.listen_addr.as_deref().unwrap_or("?");
+    format!(
+        "weft node {id} of {}: listening on {addr} (incarnation {}, {driver} driver, state {})",
+        config.network,
+        config.incarnation,
+        state.display()
+    )
+}
+
+fn serve(state: &StateDir, handle: crate::Handle) -> Result<ControlServer, String> {
+    let path = state.socket_path();
+    ControlServer::serve(&path, handle)
+        .map_err(|e| format!("control socket {}: {e}", path.display()))
+}
+
+#[cfg(feature = "mio")]
+fn run_mio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
+    use crate::mio_driver::MioDriver;
+    let announcement = announcement(&setup, state.path(), "mio");
+    let (driver, handle) = MioDriver::new(setup).map_err(|e| format!("mio driver: {e}"))?;
+    let _server = serve(state, handle)?;
+    let _ = writeln!(std::io::stdout(), "{announcement}");
+    driver.run().map_err(|e| format!("mio driver: {e}"))
+}
+
+#[cfg(feature = "tokio")]
+fn run_tokio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
+    use crate::tokio_driver::TokioDriver;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let _entered = runtime.enter();
+    let announcement = announcement(&setup, state.path(), "tokio");
+    let (driver, handle) = TokioDriver::new(setup).map_err(|e| format!("tokio driver: {e}"))?;
+    let _server = serve(state, handle)?;
+    let _ = writeln!(std::io::stdout(), "{announcement}");
+    runtime
+        .block_on(tokio::spawn(driver.run()))
+        .map_err(|e| format!("tokio driver: {e}"))
+}

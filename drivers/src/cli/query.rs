@@ -1,0 +1,158 @@
+//! `weft network` and `weft stats`: what a running node knows and counts.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{fail, init_logging, NetArgs};
+use crate::control::{self, ControlReply, ControlRequest};
+use crate::report::{HostReport, StatsReport};
+
+/// Arguments of `weft network`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Print the hosts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `weft stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Print the counters as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> {
+    let path = net.socket_path()?;
+    control::request(&path, request).map_err(|e| e.to_string())
+}
+
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn json_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default() + "\n"
+}
+
+/// Runs `weft network`: one line per host (direct or heard-of, address, last seen).
+pub fn network(args: NetworkArgs) -> ExitCode {
+    init_logging("warn");
+    match ask(&args.net, &ControlRequest::Network) {
+        Ok(ControlReply::Hosts(hosts)) if args.json => print(&json_line(&hosts)),
+        Ok(ControlReply::Hosts(hosts)) => print(&hosts_table(&hosts)),
+        Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs `weft stats`: node counters, then one line per connection.
+pub fn stats(args: StatsArgs) -> ExitCode {
+    init_logging("warn");
+    match ask(&args.net, &ControlRequest::Stats) {
+        Ok(ControlReply::Stats(stats)) if args.json => print(&json_line(&stats)),
+        Ok(ControlReply::Stats(stats)) => print(&stats_text(&stats)),
+        Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
+        Err(e) => fail(e),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+fn hosts_table(hosts: &[HostReport]) -> String {
+    let mut text = format!(
+        "{:<18}{:<24}{:<10}{}\n",
+        "NODE", "ADDRESS", "LINK", "LAST SEEN"
+    );
+    for h in hosts {
+        let _ = writeln!(
+            text,
+            "{:<18}{:<24}{:<10}{:.1} s ago",
+            short(&h.node),
+            h.addr.as_deref().unwrap_or("-"),
+            if h.direct { "direct" } else { "heard-of" },
+            h.last_seen_ms_ago as f64 / 1000.0
+        );
+    }
+    text
+}
+
+fn stats_text(s: &StatsReport) -> String {
+    let c = &s.counters;
+    let mut text = format!(
+        "node {} of {}, incarnation {}, {} driver, listening on {}, up {:.1} s\n",
+        short(&s.node),
+        s.network,
+        s.incarnation,
+        s.driver,
+        s.listen_addr.as_deref().unwrap_or("-"),
+        s.uptime_ms as f64 / 1000.0
+    );
+    let rows = [
+        ("frames received", c.frames_received),
+        ("frames sent", c.frames_sent),
+        ("bytes received", c.bytes_received),
+        ("bytes sent", c.bytes_sent),
+        ("broadcasts originated", c.broadcasts_originated),
+        ("broadcasts received", c.broadcasts_received),
+        ("broadcasts delivered", c.broadcasts_delivered),
+        ("broadcast duplicates", c.broadcast_duplicates),
+        ("broadcast transmissions", c.broadcast_transmissions),
+        ("relays dropped", c.relays_dropped),
+        ("connections failed", c.connections_failed),
+        ("handshakes completed", c.handshakes_completed),
+        ("discovery dials", c.discovery_dials),
+        ("listeners", s.listeners),
+        ("listener drops", s.listener_drops),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(text, "  {name:<26}{value:>14}");
+    }
+    let _ = writeln!(
+        text,
+        "{:<6}{:<22}{:<18}{:>9}{:>9}{:>11}{:>11}{:>8}{:>10}{:>10}{:>10}",
+        "CONN",
+        "ADDRESS",
+        "PEER",
+        "FR IN",
+        "FR OUT",
+        "BYTES IN",
+        "BYTES OUT",
+        "DROPS",
+        "QUEUED",
+        "IN FLIGHT",
+        "UNWRITTEN"
+    );
+    for k in &s.connections {
+        let _ = writeln!(
+            text,
+            "{:<6}{:<22}{:<18}{:>9}{:>9}{:>11}{:>11}{:>8}{:>10}{:>10}{:>10}",
+            k.conn,
+            k.addr,
+            k.peer.as_deref().map_or("-", short),
+            k.frames_in,
+            k.frames_out,
+            k.bytes_in,
+            k.bytes_out,
+            k.relays_dropped,
+            k.queued_bytes,
+            k.in_flight_bytes,
+            k.unwritten_bytes
+        );
+    }
+    text
+}

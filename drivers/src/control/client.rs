@@ -1,0 +1,107 @@
+//! The commands' side of the control socket.
+
+use std::io::{self, BufRead, BufReader, Lines, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{ControlReply, ControlRequest};
+use crate::report::DeliveryReport;
+
+/// How long a command waits for the node's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a command could not get its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing answers at the socket.
+    #[error("no node is running there (nothing answers at {0})")]
+    NotRunning(PathBuf),
+    /// The conversation broke off.
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    /// The node answered something this command does not understand.
+    #[error("unexpected answer from the node: {0}")]
+    Protocol(String),
+    /// The node refused the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn connect(path: &Path, request: &ControlRequest) -> Result<UnixStream, ControlError> {
+    let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning(path.to_path_buf())
+        }
+        _ => ControlError::Io(e),
+    })?;
+    let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    Ok(stream)
+}
+
+fn parse(line: &str) -> Result<ControlReply, ControlError> {
+    match serde_json::from_str(line) {
+        Ok(ControlReply::Error(e)) => Err(ControlError::Refused(e)),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(ControlError::Protocol(e.to_string())),
+    }
+}
+
+/// Sends one request to the node at `path` and returns its answer.
+pub fn request(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
+    let stream = connect(path, request)?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(ControlError::Protocol(
+            "the node closed the connection".into(),
+        ));
+    }
+    parse(&line)
+}
+
+/// The deliveries of a `listen` session, as they arrive; ends when the node stops.
+pub struct Deliveries {
+    lines: Lines<BufReader<UnixStream>>,
+}
+
+impl Iterator for Deliveries {
+    type Item = Result<DeliveryReport, ControlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = match self.lines.next()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(match parse(&line) {
+            Ok(ControlReply::Broadcast(d)) => Ok(d),
+            Ok(other) => Err(ControlError::Protocol(format!("{other:?}"))),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Starts a `listen` session with the node at `path`.
+pub fn listen(path: &Path) -> Result<Deliveries, ControlError> {
+    let stream = connect(path, &ControlRequest::Listen)?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(ControlError::Protocol(
+            "the node closed the connection".into(),
+        ));
+    }
+    match parse(&line)? {
+        ControlReply::Listening => {}
+        other => return Err(ControlError::Protocol(format!("{other:?}"))),
+    }
+    reader.get_ref().set_read_timeout(None)?;
+    Ok(Deliveries {
+        lines: reader.lines(),
+    })
+}

@@ -1,0 +1,91 @@
+//! The control socket: how `weft send`, `listen`, `network` and `stats` reach a running node.
+//!
+//! A Unix stream socket at `<state>/control.sock` (reachable by the folder's owner only). A
+//! client writes one request as a JSON line and reads JSON-line replies:
+//!
+//! ```text
+//! {"op":"send","message":"hello"}   ->  {"reply":"sent"}
+//! {"op":"network"}                  ->  {"reply":"hosts","data":[HostReport, ...]}
+//! {"op":"stats"}                    ->  {"reply":"stats","data":StatsReport}
+//! {"op":"listen"}                   ->  {"reply":"listening"}, then one
+//!                                       {"reply":"broadcast","data":DeliveryReport} per delivery
+//! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
+//! ```
+//! One request per connection; the node closes it after the reply (`listen`: when the node
+//! stops or the client goes away).
+
+mod client;
+mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{DeliveryReport, HostReport, StatsReport};
+
+pub use client::{listen, request, ControlError, Deliveries};
+pub use server::ControlServer;
+
+/// The longest request line the node reads.
+pub const REQUEST_BYTES_MAX: u64 = 1024 * 1024;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Broadcast `message` (as UTF-8 bytes) to the mesh.
+    Send {
+        /// The text.
+        message: String,
+    },
+    /// Stream every broadcast delivered from now on.
+    Listen,
+    /// List direct and heard-of hosts.
+    Network,
+    /// The node's counters.
+    Stats,
+}
+
+/// What the node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", content = "data", rename_all = "snake_case")]
+pub enum ControlReply {
+    /// The broadcast was accepted.
+    Sent,
+    /// Deliveries follow.
+    Listening,
+    /// The answer to `network`.
+    Hosts(Vec<HostReport>),
+    /// The answer to `stats`.
+    Stats(StatsReport),
+    /// One delivered broadcast (after `listening`).
+    Broadcast(DeliveryReport),
+    /// The request failed.
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_look_as_documented() {
+        let send = ControlRequest::Send {
+            message: "hello".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&send).unwrap(),
+            r#"{"op":"send","message":"hello"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Listen).unwrap(),
+            r#"{"op":"listen"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlReply::Sent).unwrap(),
+            r#"{"reply":"sent"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlReply::Error("no".into())).unwrap(),
+            r#"{"reply":"error","data":"no"}"#
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! What `weft network`, `weft stats` and `weft listen` show, as serializable snapshots. The
+//! control socket carries them as JSON; `--json` prints them as they are.
+
+use serde::{Deserialize, Serialize};
+use weft_engine::{ConnStats, NodeId, NodeMetrics};
+
+use crate::handle::Delivery;
+
+/// A node id in full, as 64 lowercase hex digits.
+pub fn hex_id(node: &NodeId) -> String {
+    node.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One host the node links to or has heard of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Its node id (64 hex digits).
+    pub node: String,
+    /// Where it can be dialed, if known.
+    pub addr: Option<String>,
+    /// Whether this node holds a live link to it.
+    pub direct: bool,
+    /// Milliseconds since it was last heard from (direct) or of (heard-of).
+    pub last_seen_ms_ago: u64,
+    /// The same moment in Unix milliseconds.
+    pub last_seen_unix_ms: Option<u64>,
+}
+
+/// Node-wide counters (the engine's `NodeMetrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Frames decoded from any connection.
+    pub frames_received: u64,
+    /// Frames handed to the driver.
+    pub frames_sent: u64,
+    /// Bytes received from any connection.
+    pub bytes_received: u64,
+    /// Bytes handed to the driver.
+    pub bytes_sent: u64,
+    /// Broadcasts this node originated.
+    pub broadcasts_originated: u64,
+    /// BROADCAST frames received (first copies and duplicates).
+    pub broadcasts_received: u64,
+    /// Broadcasts delivered to the application (first copies).
+    pub broadcasts_delivered: u64,
+    /// BROADCAST frames received that were already seen.
+    pub broadcast_duplicates: u64,
+    /// BROADCAST frames queued to peers (originated and relayed).
+    pub broadcast_transmissions: u64,
+    /// Relayed frames dropped because a peer's queue was full.
+    pub relays_dropped: u64,
+    /// Connections closed because of their bytes or behaviour.
+    pub connections_failed: u64,
+    /// Handshakes completed.
+    pub handshakes_completed: u64,
+    /// Discovery dials started.
+    pub discovery_dials: u64,
+}
+
+impl From<&NodeMetrics> for NodeCounters {
+    fn from(m: &NodeMetrics) -> Self {
+        NodeCounters {
+            frames_received: m.frames_received,
+            frames_sent: m.frames_sent,
+            bytes_received: m.bytes_received,
+            bytes_sent: m.bytes_sent,
+            broadcasts_originated: m.broadcasts_originated,
+            broadcasts_received: m.broadcasts_received,
+            broadcasts_delivered: m.broadcasts_delivered,
+            broadcast_duplicates: m.broadcast_duplicates,
+            broadcast_transmissions: m.broadcast_transmissions,
+            relays_dropped: m.relays_dropped,
+            connections_failed: m.connections_failed,
+            handshakes_completed: m.handshakes_completed,
+            discovery_dials: m.discovery_dials,
+        }
+    }
+}
+
+/// One connection's counters and queue depths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnReport {
+    /// The connection id (even: dialed, odd: accepted).
+    pub conn: u64,
+    /// The remote address.
+    pub addr: String,
+    /// The linked peer's node id, once the handshake is done.
+    pub peer: Option<String>,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames handed to the driver.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes handed to the driver.
+    pub bytes_out: u64,
+    /// Relayed broadcasts dropped because this peer's queue was full.
+    pub relays_dropped: u64,
+    /// Bytes waiting in the engine's send queue.
+    pub queued_bytes: u64,
+    /// Bytes handed to the driver and not yet reported written.
+    pub in_flight_bytes: u64,
+    /// Bytes the driver holds and has not yet written to the socket.
+    pub unwritten_bytes: u64,
+}
+
+impl ConnReport {
+    /// A row from the engine's counters and the driver's unwritten bytes.
+    pub fn new(
+        conn: u64,
+        addr: String,
+        peer: Option<&NodeId>,
+        s: &ConnStats,
+        unwritten: usize,
+    ) -> ConnReport {
+        ConnReport {
+            conn,
+            addr,
+            peer: peer.map(hex_id),
+            frames_in: s.frames_in,
+            frames_out: s.frames_out,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            relays_dropped: s.relays_dropped,
+            queued_bytes: s.queued_bytes as u64,
+            in_flight_bytes: s.in_flight_bytes as u64,
+            unwritten_bytes: unwritten as u64,
+        }
+    }
+}
+
+/// Everything `weft stats` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// This node's id (64 hex digits).
+    pub node: String,
+    /// The network's name.
+    pub network: String,
+    /// This run's incarnation.
+    pub incarnation: u64,
+    /// The announced listening address.
+    pub listen_addr: Option<String>,
+    /// `mio` or `tokio`.
+    pub driver: String,
+    /// Milliseconds since the driver started.
+    pub uptime_ms: u64,
+    /// Node-wide counters.
+    pub counters: NodeCounters,
+    /// Open connections, by id.
+    pub connections: Vec<ConnReport>,
+    /// Subscribers to broadcasts (`weft listen` sessions and in-process ones).
+    pub listeners: u64,
+    /// Deliveries dropped because a subscriber did not keep up.
+    pub listener_drops: u64,
+}
+
+/// One delivered broadcast, as `weft listen --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// The origin's node id (64 hex digits).
+    pub origin: String,
+    /// The origin's incarnation when it sent it.
+    pub incarnation: u64,
+    /// The origin's sequence number (per incarnation).
+    pub seq: u64,
+    /// The payload, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The payload in hex, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hex: Option<String>,
+}
+
+impl From<&Delivery> for DeliveryReport {
+    fn from(d: &Delivery) -> Self {
+        let text = std::str::from_utf8(&d.payload).ok().map(str::to_owned);
+        let hex = match text {
+            Some(_) => None,
+            None => Some(d.payload.iter().map(|b| format!("{b:02x}")).collect()),
+        };
+        DeliveryReport {
+            origin: hex_id(&d.origin),
+            incarnation: d.incarnation,
+            seq: d.seq,
+            payload: text,
+            payload_hex: hex,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn deliveries_carry_text_or_hex() {
+        let d = |p: &'static [u8]| Delivery {
+            origin: NodeId([0xab; 32]),
+            incarnation: 2,
+            seq: 7,
+            payload: Bytes::from_static(p),
+        };
+        let text = DeliveryReport::from(&d(b"hi"));
+        assert_eq!(text.payload.as_deref(), Some("hi"));
+        assert_eq!(text.payload_hex, None);
+        assert_eq!(text.origin.len(), 64);
+        let bin = DeliveryReport::from(&d(&[0xff, 0x00]));
+        assert_eq!(bin.payload, None);
+        assert_eq!(bin.payload_hex.as_deref(), Some("ff00"));
+        let json = serde_json::to_string(&bin).unwrap();
+        assert_eq!(serde_json::from_str::<DeliveryReport>(&json).unwrap(), bin);
+    }
+}

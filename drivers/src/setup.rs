@@ -1,0 +1,41 @@
+//! What a driver starts from: the node's configuration, its bound listener, the peers to dial,
+//! and whether it handles SIGINT/SIGTERM.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use weft_engine::Config;
+
+/// Everything a driver needs to run one node.
+#[derive(Debug)]
+pub struct Setup {
+    /// The node's configuration; `listen_addr` is the listener's actual address.
+    pub config: Config,
+    /// The bound, non-blocking listener.
+    pub listener: TcpListener,
+    /// Addresses (`IP:PORT`) to dial at start.
+    pub peers: Vec<String>,
+    /// Whether the driver shuts down on SIGINT/SIGTERM (only one driver per process should).
+    pub signals: bool,
+}
+
+impl Setup {
+    /// Binds `addr` and announces the bound address (with the port the OS picked for port 0)
+    /// as the node's `listen_addr`.
+    pub fn bind(mut config: Config, addr: SocketAddr) -> io::Result<Setup> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        config.listen_addr = Some(listener.local_addr()?.to_string());
+        Ok(Setup {
+            config,
+            listener,
+            peers: Vec::new(),
+            signals: false,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}

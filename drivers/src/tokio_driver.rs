@@ -1,0 +1,259 @@
+//! The tokio driver: one task per node. The task polls its listener, sockets, dials, mailbox
+//! and signals itself, and sleeps (`Sleep` reset to the node's next deadline) in between.
+
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Sleep;
+use weft_engine::{ConnId, Instant};
+
+use crate::conns::{Conns, ReadTurn, Socket};
+use crate::handle::{self, Handle, Mailbox, Wake};
+use crate::host::{Exit, Host};
+use crate::outbox::TryWrite;
+use crate::setup::Setup;
+
+/// Requests taken from the mailbox per pass.
+const REQUESTS_PER_PASS: usize = 1024;
+/// Passes per poll before the task yields to the runtime.
+const PASSES_PER_POLL: usize = 64;
+
+type Dial = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+impl TryWrite for TcpStream {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+}
+
+impl Socket for TcpStream {
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+
+    fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(Shutdown::Write);
+    }
+}
+
+/// A node and its task state, ready to [`run`](TokioDriver::run).
+pub struct TokioDriver {
+    host: Host,
+    conns: Conns<TcpStream>,
+    listener: Option<TcpListener>,
+    dials: Vec<(ConnId, Dial)>,
+    mailbox: Mailbox,
+    sleep: Pin<Box<Sleep>>,
+    signals: Vec<Signal>,
+    peers: Vec<String>,
+    next_inbound: u64,
+}
+
+impl TokioDriver {
+    /// Sets up the node's task state for `setup`. Call it inside a Tokio runtime (the
+    /// listener and signals register with its reactor).
+    pub fn new(setup: Setup) -> io::Result<(TokioDriver, Handle)> {
+        let listener = TcpListener::from_std(setup.listener)?;
+        let (handle, mailbox) = handle::channel(Wake::Task(std::sync::Mutex::new(None)));
+        let signals = if setup.signals {
+            vec![
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ]
+        } else {
+            Vec::new()
+        };
+        let driver = TokioDriver {
+            host: Host::new(setup.config, "tokio"),
+            conns: Conns::new(),
+            listener: Some(listener),
+            dials: Vec::new(),
+            mailbox,
+            sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            signals,
+            peers: setup.peers,
+            next_inbound: 0,
+        };
+        Ok((driver, handle))
+    }
+
+    /// Runs the node until a shutdown completes.
+    pub async fn run(mut self) -> Exit {
+        let peers = std::mem::take(&mut self.peers);
+        self.host.start(&peers);
+        self.settle();
+        std::future::poll_fn(|cx| self.poll_passes(cx)).await
+    }
+
+    fn poll_passes(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+        for _ in 0..PASSES_PER_POLL {
+            if let Some(exit) = self.host.exit_due(self.conns.len()) {
+                return Poll::Ready(exit);
+            }
+            match self.pass(cx) {
+                Some(Ok(())) => {}
+                Some(Err(exit)) => return Poll::Ready(exit),
+                None => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One look at every source. `None` when nothing was ready and every source has the
+    /// task's waker; `Some(Err)` to end at once.
+    fn pass(&mut self, cx: &mut Context<'_>) -> Option<Result<(), Exit>> {
+        let mut progress = false;
+        for i in 0..self.signals.len() {
+            while let Poll::Ready(Some(())) = self.signals[i].poll_recv(cx) {
+                if self.host.is_stopping() {
+                    return Some(Err(Exit::Interrupted));
+                }
+                self.begin_stop(Exit::Signalled);
+                progress = true;
+            }
+        }
+        progress |= self.take_requests(cx);
+        progress |= self.accept(cx);
+        progress |= self.poll_dials(cx);
+        progress |= self.read(cx);
+        if self.host.now() >= self.deadline() {
+            self.host.on_timer();
+            self.conns.expire(&mut self.host);
+            progress = true;
+        }
+        self.settle();
+        progress |= self.poll_writable(cx);
+        if progress {
+            return Some(Ok(()));
+        }
+        let at = tokio::time::Instant::from_std(self.host.clock.to_std(self.deadline()));
+        if self.sleep.deadline() != at {
+            self.sleep.as_mut().reset(at);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Some(Ok(())),
+            Poll::Pending => None,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let at = self.host.deadline();
+        self.conns.next_expiry().map_or(at, |e| at.min(e))
+    }
+
+    fn begin_stop(&mut self, exit: Exit) {
+        self.listener = None;
+        self.host.begin_stop(exit);
+    }
+
+    fn take_requests(&mut self, cx: &mut Context<'_>) -> bool {
+        self.mailbox.register(cx.waker());
+        let requests = self.mailbox.take(REQUESTS_PER_PASS);
+        let progress = !requests.is_empty();
+        for request in requests {
+            let conns = &self.conns;
+            self.host.on_request(request, &|conn| conns.unwritten(conn));
+            self.conns.drain(&mut self.host);
+        }
+        if self.host.is_stopping() {
+            self.listener = None;
+        }
+        progress
+    }
+
+    fn accept(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Some(listener) = self.listener.as_ref() {
+            match listener.poll_accept(cx) {
+                Poll::Ready(Ok((socket, addr))) => {
+                    self.next_inbound += 1;
+                    let conn = ConnId::inbound(self.next_inbound);
+                    let _ = socket.set_nodelay(true);
+                    self.conns
+                        .accepted(&mut self.host, conn, socket, addr.to_string());
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    // Out of descriptors or similar: try again on the next pass.
+                    tracing::warn!("accept failed: {e}");
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_dials(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut done = Vec::new();
+        let conns = &self.conns;
+        self.dials.retain_mut(|(conn, dial)| {
+            if !conns.is_dialing(*conn) {
+                return false; // abandoned by the engine
+            }
+            match dial.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    done.push((*conn, result));
+                    false
+                }
+                Poll::Pending => true,
+            }
+        });
+        let progress = !done.is_empty();
+        for (conn, result) in done {
+            if let Ok(socket) = &result {
+                let _ = socket.set_nodelay(true);
+            }
+            self.conns.dial_done(&mut self.host, conn, result);
+        }
+        progress
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        let ready: Vec<ConnId> = self
+            .conns
+            .sockets()
+            .filter(|(_, socket, _)| socket.poll_read_ready(cx).is_ready())
+            .map(|(conn, _, _)| conn)
+            .collect();
+        for &conn in &ready {
+            // Budget or not, a ready socket is polled again next pass, which re-arms it.
+            let _: ReadTurn = self.conns.read(&mut self.host, conn);
+        }
+        !ready.is_empty()
+    }
+
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> bool {
+        let ready: Vec<ConnId> = self
+            .conns
+            .sockets()
+            .filter(|(_, socket, waiting)| *waiting && socket.poll_write_ready(cx).is_ready())
+            .map(|(conn, _, _)| conn)
+            .collect();
+        for &conn in &ready {
+            self.conns.mark_writable(conn);
+        }
+        !ready.is_empty()
+    }
+
+    /// Writes what can be written and starts the dials the engine asked for.
+    fn settle(&mut self) {
+        self.conns.flush(&mut self.host);
+        for (conn, addr) in self.conns.take_dials() {
+            match addr.parse::<SocketAddr>() {
+                Ok(addr) => self.dials.push((conn, Box::pin(TcpStream::connect(addr)))),
+                Err(_) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidInput, "not an IP:PORT address");
+                    self.conns.dial_done(&mut self.host, conn, Err(e));
+                }
+            }
+        }
+        self.conns.flush(&mut self.host);
+    }
+}
