@@ -199,7 +199,9 @@ pub enum Event {
     Broadcast {
         /// Its originator.
         origin: NodeId,
-        /// The originator's sequence number.
+        /// The originator's incarnation when it sent it.
+        incarnation: u64,
+        /// The originator's sequence number (per incarnation).
         seq: u64,
         /// The application bytes (a slice of the received frame).
         payload: Bytes,

@@ -162,7 +162,7 @@ impl Mesh {
                 continue;
             };
             match entry.ranges.last_mut() {
-                Some(r) if r.last + 1 >= seq => r.last = r.last.max(seq),
+                Some(r) if r.last.saturating_add(1) >= seq => r.last = r.last.max(seq),
                 _ => entry.ranges.push(SeqRange {
                     first: seq,
                     last: seq,
@@ -196,7 +196,7 @@ impl Mesh {
                             Some(w)
                                 if w.origin == e.origin
                                     && w.incarnation == e.incarnation
-                                    && w.range.last + 1 == seq =>
+                                    && w.range.last.checked_add(1) == Some(seq) =>
                             {
                                 w.range.last = seq
                             }

@@ -975,6 +975,7 @@ impl Node {
         self.metrics.broadcasts_delivered += 1;
         self.outputs.push_back(Output::Event(Event::Broadcast {
             origin: b.origin,
+            incarnation: b.incarnation,
             seq: b.seq,
             payload: payload.slice_ref(b.payload),
         }));

@@ -1,44 +1,241 @@
 //! `weft sim`: the simulator's command line, embedded in the `weft` binary by drivers/.
+//!
+//! Exit codes: 0 when every invariant held, 1 on a violation, 2 on bad arguments.
 
 use std::process::ExitCode;
+
+use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::Report;
+use crate::sweep::{self, Shard};
 
 /// Arguments of `weft sim`.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
-    /// Nodes in the demo network.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=64))]
-    pub nodes: u16,
-    /// Broadcasts each node sends.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub rounds: u64,
+    /// The scenario; without one, the default scenario of every protocol runs, as a table.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
 }
 
-/// Runs `weft sim`; exit 0 when every invariant held, 1 on a violation.
-pub fn run(args: SimArgs) -> ExitCode {
-    let r = crate::demo::run(usize::from(args.nodes), args.rounds);
-    println!(
-        "weft sim: {} nodes joined in a line, discovery on, {} rounds",
-        r.nodes, args.rounds
-    );
-    println!("{:<28}{:>12}", "links after discovery", r.links);
-    println!("{:<28}{:>12}", "broadcasts", r.broadcasts);
-    println!(
-        "{:<28}{:>12}",
-        "deliveries",
-        format!("{}/{}", r.delivered, r.expected)
-    );
-    println!("{:<28}{:>12}", "BROADCAST transmissions", r.transmissions);
-    println!("{:<28}{:>12}", "duplicate receptions", r.duplicates);
-    println!("{:<28}{:>12}", "frames of all kinds", r.frames);
-    println!("{:<28}{:>12}", "trace digest", r.digest);
-    println!(
-        "{:<28}{:>12}",
-        "result",
-        if r.ok() { "ok" } else { "FAILED" }
-    );
-    if r.ok() {
+/// `weft sim` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SimCommand {
+    /// Mesh flood broadcast on a random regular network, with or without faults.
+    Mesh(MeshArgs),
+    /// Many seeds of small networks under swarm faults.
+    Sweep {
+        /// The protocol to sweep.
+        #[command(subcommand)]
+        protocol: SweepProtocol,
+    },
+}
+
+/// `weft sim mesh` arguments.
+#[derive(Debug, clap::Args)]
+pub struct MeshArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub nodes: u32,
+    /// Links per node (a random regular graph; must be below --nodes).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub degree: u32,
+    /// Root seed: every choice of the run derives from it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Broadcasts sent.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub broadcasts: u32,
+    /// `none`, `swarm` (every fault parameter from the seed), or a comma-separated list of
+    /// latency, bandwidth, connect, resets, clogs, partitions, crashes, pauses, slow, chunks.
+    #[arg(long, default_value = "none")]
+    pub faults: String,
+    /// Length of the safety phase under faults, simulated ms.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub safety_ms: u64,
+    /// Deadline for convergence, simulated ms.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Record one delivery twice: shows what a violation and its replay line look like.
+    #[arg(long, hide = true)]
+    pub sabotage: bool,
+}
+
+/// `weft sim sweep` protocols.
+#[derive(Debug, clap::Subcommand)]
+pub enum SweepProtocol {
+    /// Sweep the mesh scenario.
+    Mesh(SweepArgs),
+}
+
+/// `weft sim sweep` arguments.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Seeds 1..=K.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub seeds: u64,
+    /// Run only shard I of N (seeds whose position is I modulo N).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Threads (default: the machine's cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bad_args(message: &str) -> ExitCode {
+    eprintln!("weft sim: {message}");
+    ExitCode::from(2)
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Runs `weft sim`.
+pub fn run(args: SimArgs) -> ExitCode {
+    match args.command {
+        None => default_table(),
+        Some(SimCommand::Mesh(a)) => {
+            if a.degree >= a.nodes {
+                return bad_args("--degree must be below --nodes");
+            }
+            let faults = match FaultMode::parse(&a.faults) {
+                Ok(f) => f,
+                Err(e) => return bad_args(&e),
+            };
+            let mut p = MeshParams::new(a.nodes, a.degree, a.seed, a.broadcasts, faults);
+            p.safety_ms = a.safety_ms;
+            p.liveness_ms = a.liveness_ms;
+            p.sabotage = a.sabotage;
+            let r = mesh::run(&p);
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            exit(r.ok)
+        }
+        Some(SimCommand::Sweep {
+            protocol: SweepProtocol::Mesh(a),
+        }) => {
+            let shard = match a.shard.as_deref().map(Shard::parse).transpose() {
+                Ok(s) => s.unwrap_or(Shard::ALL),
+                Err(e) => return bad_args(&e),
+            };
+            let threads = a
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let wall = std::time::Instant::now();
+            let reports = sweep::mesh(a.seeds, shard, threads);
+            let failed: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
+            let wall_ms = wall.elapsed().as_millis() as u64;
+            if a.json {
+                let value = serde_json::json!({
+                    "protocol": "mesh",
+                    "seeds": reports.len(),
+                    "failed": failed.len(),
+                    "failures": failed.iter().map(|r| serde_json::json!({
+                        "seed": r.seed, "violation": r.violation, "replay": r.replay,
+                    })).collect::<Vec<_>>(),
+                    "events": reports.iter().map(|r| r.events).sum::<u64>(),
+                    "wall_ms": wall_ms,
+                    "ok": failed.is_empty(),
+                });
+                println!("{value}");
+            } else {
+                for r in &failed {
+                    println!(
+                        "FAILED seed {}: {}\n  replay: {}",
+                        r.seed,
+                        r.violation.as_deref().unwrap_or("?"),
+                        r.replay
+                    );
+                }
+                println!(
+                    "sweep mesh: {} seeds, {} failed, {} events, {wall_ms} ms wall",
+                    reports.len(),
+                    failed.len(),
+                    reports.iter().map(|r| r.events).sum::<u64>()
+                );
+            }
+            exit(failed.is_empty())
+        }
+    }
+}
+
+/// The README's main job: the default scenario of every protocol, as a table.
+fn default_table() -> ExitCode {
+    let scenarios = [
+        (
+            "mesh, no faults",
+            MeshParams::new(1000, 8, 1, 20, FaultMode::None),
+        ),
+        (
+            "mesh, swarm faults",
+            MeshParams::new(24, 4, 1, 30, FaultMode::Swarm),
+        ),
+        (
+            "mesh, partitions+crashes",
+            MeshParams::new(
+                32,
+                4,
+                2,
+                30,
+                FaultMode::List("latency,partitions,crashes".into()),
+            ),
+        ),
+    ];
+    println!(
+        "{:<26}{:>6}{:>7}{:>6}{:>10}{:>9}{:>9}{:>8}{:>11}{:>9}{:>11}  {:<6}",
+        "scenario",
+        "nodes",
+        "edges",
+        "bcast",
+        "delivered",
+        "tx",
+        "dups",
+        "repair",
+        "converged",
+        "events",
+        "events/s",
+        "result"
+    );
+    let mut all_ok = true;
+    let mut replays = Vec::new();
+    for (name, p) in scenarios {
+        let r = mesh::run(&p);
+        all_ok &= r.ok;
+        println!(
+            "{:<26}{:>6}{:>7}{:>6}{:>10.4}{:>9}{:>9}{:>8}{:>11}{:>9}{:>11}  {:<6}",
+            name,
+            r.nodes,
+            r.edges,
+            r.broadcasts,
+            r.delivered_fraction,
+            r.transmissions,
+            r.duplicates,
+            r.repair_messages,
+            r.converged_ms
+                .map_or("never".into(), |ms| format!("{ms} ms")),
+            r.events,
+            r.events_per_sec,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        if let Some(v) = &r.violation {
+            replays.push(format!("  {name}: {v}\n  replay: {}", r.replay));
+        }
+    }
+    for line in replays {
+        println!("{line}");
+    }
+    println!("(times are simulated; each row replays with `weft sim mesh ...`; see --help)");
+    exit(all_ok)
 }

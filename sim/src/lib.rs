@@ -1,13 +1,22 @@
-//! weft's deterministic in-process network: real [`weft_engine::Node`]s joined by in-memory
-//! byte pipes, driven by the engine's contract. One set of seeds gives one byte-identical run.
+//! weft's deterministic network simulator: real [`weft_engine::Node`]s, virtual time,
+//! simulated byte streams and injected faults. One root seed gives one byte-identical run.
 //!
-//! This is the seed of the full simulator (virtual latency, faults, phases and checkers come
-//! with it); today it runs small networks for tests and the demo.
+//! - [`world`]: the event loop, links and faults; [`faults`]: what can go wrong and how often;
+//!   [`topology`]: network shapes; [`tracker`]: the invariant checkers; [`trace`]: the digest.
+//! - [`scenario`]: what a run does and reports; [`cli`]: `weft sim`.
+//! - [`net`]: a smaller zero-latency harness for focused tests of a few nodes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod demo;
+pub mod faults;
 pub mod net;
+pub mod rng;
+pub mod scenario;
+pub mod sweep;
+pub mod topology;
+pub mod trace;
+pub mod tracker;
+pub mod world;
 
 pub use net::Net;

@@ -293,6 +293,7 @@ impl Net {
                     origin,
                     seq,
                     payload,
+                    ..
                 } => Some((*origin, *seq, payload.clone())),
                 _ => None,
             })

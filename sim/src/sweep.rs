@@ -1,0 +1,85 @@
+//! Seed sweeps: many small runs with swarm faults, each derived from its seed, spread over
+//! the machine's cores; a shard option splits a sweep across machines.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::rng::SimRng;
+use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::Report;
+
+/// Which part of a sweep this process runs: seeds whose position `k` has `k % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0.
+    pub index: u64,
+    /// Shards in all.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole sweep.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N` with `I < N`.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard takes I/N with 0 <= I < N, got '{s}'");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The mesh parameters a sweep derives from `seed`: a small network, swarm faults.
+pub fn mesh_params(seed: u64) -> MeshParams {
+    let mut r = SimRng::child(seed, "sweep", 0);
+    let nodes = r.between(5, 16) as u32;
+    let degree = r.between(2, 4).min(u64::from(nodes) - 1) as u32;
+    let broadcasts = r.between(5, 25) as u32;
+    let mut p = MeshParams::new(nodes, degree, seed, broadcasts, FaultMode::Swarm);
+    p.safety_ms = 15_000;
+    p
+}
+
+/// Runs seeds `1..=seeds` (this shard's part) on `threads` threads; reports in seed order.
+pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
+    let mine: Vec<u64> = (1..=seeds)
+        .filter(|s| (s - 1) % shard.count == shard.index)
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(mine.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = mine.get(k) else { break };
+                let report = mesh::run(&mesh_params(seed));
+                // A poisoned lock means another run panicked: that panic is reported anyway.
+                if let Ok(mut r) = results.lock() {
+                    r.push(report);
+                }
+            });
+        }
+    });
+    let mut reports = results.into_inner().unwrap_or_default();
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_partition_the_seeds() {
+        assert_eq!(Shard::parse("1/3"), Ok(Shard { index: 1, count: 3 }));
+        for bad in ["3/3", "x/2", "1", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let p = mesh_params(7);
+        assert!(p.degree < p.nodes && p.broadcasts >= 5);
+    }
+}

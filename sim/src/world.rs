@@ -1,0 +1,1072 @@
+//! The simulated world: real nodes, virtual time, in-memory byte streams and injected faults.
+//!
+//! One event queue ordered by (time, insertion sequence) drives everything; the clock jumps to
+//! the next event, and each node's `poll_timeout()` is an event. Every random choice comes from
+//! a child of the root seed, so one seed gives one byte-identical run.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use bytes::Bytes;
+use weft_engine::protocol::{Code, NodeId};
+use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
+
+use crate::faults::{FaultConfig, Occurrence};
+use crate::rng::{child_seed, SimRng};
+use crate::trace::Trace;
+use crate::tracker::{MeshTracker, Violation};
+
+/// Nanoseconds per millisecond.
+pub const MS: u64 = 1_000_000;
+
+/// How often each node's driver checks its intended links, invariants and wall clock.
+const MAINTAIN_INTERVAL: u64 = 1_000 * MS;
+
+/// The phase a run is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Faults strike (if any are configured).
+    Safety,
+    /// Faults healed; everything must converge.
+    Liveness,
+}
+
+/// What may happen at a point in time.
+#[derive(Debug)]
+enum Ev {
+    /// Bytes arrive at `links[link]`'s end `1 - side`, sent from end `side`.
+    Deliver { link: u32, side: u8, bytes: Bytes },
+    /// A node's `poll_timeout()` deadline (stale if the node has since moved it).
+    Timer { node: u32, at: u64 },
+    /// `node`'s driver accepts a connection (held while the node is paused).
+    Accept { node: u32, conn: ConnId, from: u32 },
+    /// A dial from `node` (its `conn`) to `target` completes or fails.
+    Dialed {
+        node: u32,
+        conn: ConnId,
+        target: u32,
+        incarnations: (u64, u64),
+    },
+    /// The remote end of a link learns it was closed or reset.
+    RemoteClosed { link: u32, side: u8 },
+    /// The application on `node` broadcasts.
+    Broadcast { node: u32 },
+    /// The driver's periodic housekeeping on `node`.
+    Maintain { node: u32 },
+    /// A fault process strikes.
+    Fault(FaultKind),
+    /// A fault's effect ends.
+    Recover(Recovery),
+}
+
+/// The fault processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A random open link resets.
+    Reset,
+    /// A random link direction is held.
+    Clog,
+    /// The network splits in two.
+    Partition,
+    /// A random live node crashes.
+    Crash,
+    /// A random live node pauses.
+    Pause,
+    /// A random node reads slowly.
+    SlowReader,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    Partition,
+    Restart { node: u32 },
+    Resume { node: u32 },
+}
+
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// Reversed, so the max-heap pops the earliest (time, sequence) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One direction of a link.
+#[derive(Debug, Default, Clone)]
+struct Direction {
+    last_arrival: u64,
+    busy_until: u64,
+    buffered_bytes: usize,
+    clogged_until: u64,
+    writable_pending: bool,
+}
+
+/// One end of a link.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    node: u32,
+    conn: ConnId,
+    incarnation: u64,
+    open: bool,
+}
+
+/// A simulated TCP connection: two ends and a direction each way (`dirs[k]` carries bytes from
+/// `ends[k]` to the other end).
+#[derive(Debug)]
+struct Link {
+    ends: [End; 2],
+    dirs: [Direction; 2],
+}
+
+/// A partition in force.
+#[derive(Debug, Clone)]
+struct Partition {
+    /// Which side each node is on.
+    side_a: Vec<bool>,
+    /// Whether traffic from side B to side A is blocked too.
+    symmetric: bool,
+    until: u64,
+}
+
+/// One simulated machine.
+struct SimNode {
+    node: Option<Node>,
+    id: NodeId,
+    config: Config,
+    incarnation: u64,
+    conns: BTreeMap<ConnId, (u32, u8)>,
+    timer_at: Option<u64>,
+    paused: bool,
+    deferred: VecDeque<Ev>,
+    slow_until: u64,
+    next_inbound: u64,
+    dialing: BTreeMap<ConnId, u32>,
+    wall_offset_ms: i64,
+    drift_ppm: i64,
+    /// Broadcasts originated in the current incarnation (mirrors the engine's sequence).
+    sent: u64,
+    neighbours: Vec<u32>,
+}
+
+/// Counters the world keeps for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorldStats {
+    /// Events processed.
+    pub events: u64,
+    /// BROADCAST frames transmitted.
+    pub broadcast_transmissions: u64,
+    /// BROADCAST frames received (decoded by a node).
+    pub frame_receptions: u64,
+    /// Repair frames transmitted (MESH_DIGEST, MESH_WANT, MESH_REPAIR).
+    pub repair_messages: u64,
+    /// Bytes transmitted.
+    pub bytes: u64,
+    /// Duplicate BROADCAST receptions, from node counters (crashed incarnations included).
+    pub duplicates: u64,
+    /// Faults that struck.
+    pub faults: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Driver-contract errors (the engine refused an input): always a bug.
+    pub driver_errors: u64,
+}
+
+/// Everything a world is built from.
+#[derive(Debug, Clone)]
+pub struct WorldConfig {
+    /// The root seed.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: u32,
+    /// Intended links (low, high).
+    pub edges: Vec<(u32, u32)>,
+    /// Faults.
+    pub faults: FaultConfig,
+    /// Whether nodes run discovery.
+    pub discovery: bool,
+    /// Deliberately record one delivery twice (tests the checker and the replay line).
+    pub sabotage: bool,
+}
+
+/// The simulated world.
+pub struct World {
+    /// Virtual time, ns.
+    pub now: u64,
+    /// The phase.
+    pub phase: Phase,
+    /// Counters.
+    pub stats: WorldStats,
+    /// The mesh checker.
+    pub tracker: MeshTracker,
+    /// The run's digest.
+    pub trace: Trace,
+    config: WorldConfig,
+    nodes: Vec<SimNode>,
+    ids: BTreeMap<NodeId, u32>,
+    links: Vec<Link>,
+    queue: BinaryHeap<Entry>,
+    seq: u64,
+    link_rng: SimRng,
+    fault_rng: SimRng,
+    app_rng: SimRng,
+    partition: Option<Partition>,
+    safety_end: u64,
+    window_half: usize,
+    violation: Option<Violation>,
+    sabotaged: bool,
+}
+
+impl World {
+    /// Builds the world at time 0: every node created, every intended link about to be dialed.
+    pub fn new(config: WorldConfig) -> World {
+        let n = config.nodes;
+        let seed = config.seed;
+        let mut neighbours = vec![Vec::new(); n as usize];
+        for &(a, b) in &config.edges {
+            neighbours[a as usize].push(b);
+            neighbours[b as usize].push(a);
+        }
+        let mut clock_rng = SimRng::child(seed, "clock", 0);
+        let mut nodes = Vec::with_capacity(n as usize);
+        let mut ids = BTreeMap::new();
+        for (i, neighbours) in neighbours.into_iter().enumerate() {
+            let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
+            c.listen_addr = Some(addr(i as u32));
+            c.discovery = config.discovery;
+            let node = Node::new(c.clone());
+            let id = node.node_id();
+            ids.insert(id, i as u32);
+            nodes.push(SimNode {
+                node: Some(node),
+                id,
+                incarnation: c.incarnation,
+                config: c,
+                conns: BTreeMap::new(),
+                timer_at: None,
+                paused: false,
+                deferred: VecDeque::new(),
+                slow_until: 0,
+                next_inbound: 0,
+                dialing: BTreeMap::new(),
+                wall_offset_ms: clock_rng.between(0, 20_000) as i64 - 10_000,
+                drift_ppm: clock_rng.between(0, 200) as i64 - 100,
+                sent: 0,
+                neighbours,
+            });
+        }
+        let window_half = Config::from_seed("sim", 0).limits.transmit_window_bytes / 2;
+        let mut world = World {
+            now: 0,
+            phase: Phase::Safety,
+            stats: WorldStats::default(),
+            tracker: MeshTracker::new(n),
+            trace: Trace::default(),
+            link_rng: SimRng::child(seed, "links", 0),
+            fault_rng: SimRng::child(seed, "faults-run", 0),
+            app_rng: SimRng::child(seed, "app", 0),
+            config,
+            nodes,
+            ids,
+            links: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            partition: None,
+            safety_end: 0,
+            window_half,
+            violation: None,
+            sabotaged: false,
+        };
+        for i in 0..n {
+            world.start_node(i);
+            let stagger = world.app_rng.below(MAINTAIN_INTERVAL);
+            world.push(stagger, Ev::Maintain { node: i });
+        }
+        world
+    }
+
+    /// Node `i`'s id.
+    pub fn node_id(&self, i: u32) -> NodeId {
+        self.nodes[i as usize].id
+    }
+
+    /// Node `i`'s engine, if it is up.
+    pub fn node(&self, i: u32) -> Option<&Node> {
+        self.nodes[i as usize].node.as_ref()
+    }
+
+    /// Intended links.
+    pub fn edges(&self) -> &[(u32, u32)] {
+        &self.config.edges
+    }
+
+    /// Whether every intended link is established at both ends.
+    pub fn all_linked(&self) -> bool {
+        self.config
+            .edges
+            .iter()
+            .all(|&(a, b)| self.linked(a, b) && self.linked(b, a))
+    }
+
+    fn linked(&self, a: u32, b: u32) -> bool {
+        let id = self.nodes[b as usize].id;
+        self.nodes[a as usize]
+            .node
+            .as_ref()
+            .is_some_and(|n| n.links().any(|(p, _)| p == id))
+    }
+
+    /// The first violation, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Starts the fault processes until `until` (ns); at `until` everything heals.
+    pub fn start_faults(&mut self, until: u64) {
+        self.safety_end = until;
+        let f = self.config.faults.clone();
+        let processes = [
+            (FaultKind::Reset, f.resets),
+            (FaultKind::Clog, f.clogs),
+            (FaultKind::Partition, f.partitions),
+            (FaultKind::Crash, f.crashes),
+            (FaultKind::Pause, f.pauses),
+            (FaultKind::SlowReader, f.slow_readers),
+        ];
+        for (kind, occurrence) in processes {
+            if let Some(o) = occurrence {
+                let at = self.now + self.fault_rng.exp(o.mean_interval_ms) * MS;
+                self.push(at, Ev::Fault(kind));
+            }
+        }
+    }
+
+    /// Schedules a broadcast by `node` at `at`.
+    pub fn schedule_broadcast(&mut self, at: u64, node: u32) {
+        self.push(at, Ev::Broadcast { node });
+    }
+
+    /// Runs events until time `until` (inclusive) or a violation.
+    pub fn run_until(&mut self, until: u64) {
+        while self.violation.is_none() {
+            match self.queue.peek() {
+                Some(e) if e.at <= until => {}
+                _ => break,
+            }
+            // Peeked just above.
+            let Some(entry) = self.queue.pop() else { break };
+            self.now = entry.at;
+            if self.phase == Phase::Safety && self.safety_end > 0 && self.now >= self.safety_end {
+                self.heal();
+            }
+            self.stats.events += 1;
+            self.dispatch(entry.ev);
+        }
+        if self.violation.is_none() {
+            self.now = self.now.max(until);
+        }
+    }
+
+    /// Ends every fault now: partitions and clogs lift, slow readers recover, paused nodes
+    /// resume and crashed nodes restart. Fault processes stop.
+    pub fn heal(&mut self) {
+        self.phase = Phase::Liveness;
+        self.partition = None;
+        self.config.faults.connect_fail_probability = 0.0;
+        for link in &mut self.links {
+            for d in &mut link.dirs {
+                d.clogged_until = 0;
+            }
+        }
+        for i in 0..self.nodes.len() as u32 {
+            self.nodes[i as usize].slow_until = 0;
+            if self.nodes[i as usize].node.is_none() {
+                self.restart(i);
+            }
+            if self.nodes[i as usize].paused {
+                self.resume(i);
+            }
+        }
+    }
+
+    // ----- the queue ------------------------------------------------------------------
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        // A paused node processes nothing: its events wait, in order, for it to resume.
+        if let Some(node) = ev_node(&ev, &self.links) {
+            let sn = &mut self.nodes[node as usize];
+            if sn.paused && !matches!(ev, Ev::Timer { .. } | Ev::Maintain { .. }) {
+                sn.deferred.push_back(ev);
+                return;
+            }
+        }
+        match ev {
+            Ev::Deliver { link, side, bytes } => self.deliver(link, side, bytes),
+            Ev::Timer { node, at } => {
+                let sn = &mut self.nodes[node as usize];
+                if sn.timer_at != Some(at) || sn.paused {
+                    return;
+                }
+                sn.timer_at = None;
+                if let Some(n) = sn.node.as_mut() {
+                    n.handle_timeout(Instant(self.now));
+                }
+                self.drain(node);
+            }
+            Ev::Dialed {
+                node,
+                conn,
+                target,
+                incarnations,
+            } => self.dialed(node, conn, target, incarnations),
+            Ev::RemoteClosed { link, side } => self.remote_closed(link, side),
+            Ev::Accept { node, conn, from } => {
+                let live = self.nodes[node as usize].conns.contains_key(&conn);
+                if live {
+                    self.input(
+                        node,
+                        Input::Accepted {
+                            conn,
+                            addr: addr(from),
+                        },
+                    );
+                }
+            }
+            Ev::Broadcast { node } => self.broadcast(node),
+            Ev::Maintain { node } => {
+                self.maintain(node);
+                self.push(self.now + MAINTAIN_INTERVAL, Ev::Maintain { node });
+            }
+            Ev::Fault(kind) => self.fault(kind),
+            Ev::Recover(r) => match r {
+                Recovery::Partition => {
+                    if self.partition.as_ref().is_some_and(|p| p.until <= self.now) {
+                        self.partition = None;
+                    }
+                }
+                Recovery::Restart { node } => self.restart(node),
+                Recovery::Resume { node } => self.resume(node),
+            },
+        }
+    }
+
+    // ----- nodes ----------------------------------------------------------------------
+
+    fn start_node(&mut self, i: u32) {
+        let unix_ms = self.wall_clock_ms(i);
+        self.input(i, Input::WallClock { unix_ms });
+    }
+
+    /// Node `i`'s calendar clock: a shared epoch, its own offset, its own drift.
+    fn wall_clock_ms(&self, i: u32) -> u64 {
+        let sn = &self.nodes[i as usize];
+        let elapsed_ms = (self.now / MS) as i64;
+        let drift_ms = elapsed_ms * sn.drift_ppm / 1_000_000;
+        (1_800_000_000_000i64 + sn.wall_offset_ms + elapsed_ms + drift_ms) as u64
+    }
+
+    /// Feeds node `i` an input at `now`, then drains it.
+    fn input(&mut self, i: u32, input: Input) {
+        let now = Instant(self.now);
+        let Some(n) = self.nodes[i as usize].node.as_mut() else {
+            return;
+        };
+        let closed = matches!(input, Input::Closed { .. });
+        if n.handle_input(now, input).is_err() && !closed {
+            self.stats.driver_errors += 1;
+            self.fail(format!("node {i} refused a driver input"));
+        }
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: u32) {
+        loop {
+            let Some(out) = self.nodes[i as usize]
+                .node
+                .as_mut()
+                .and_then(|n| n.poll_output())
+            else {
+                break;
+            };
+            self.route(i, out);
+        }
+        let sn = &mut self.nodes[i as usize];
+        let next = sn.node.as_ref().and_then(|n| n.poll_timeout());
+        if let Some(t) = next {
+            if sn.timer_at != Some(t.0) {
+                sn.timer_at = Some(t.0);
+                self.push(t.0, Ev::Timer { node: i, at: t.0 });
+            }
+        }
+    }
+
+    fn route(&mut self, i: u32, out: Output) {
+        match out {
+            Output::Transmit { conn, bytes } => self.transmit(i, conn, bytes),
+            Output::Connect { conn, addr } => self.connect(i, conn, &addr),
+            Output::Close { conn, .. } => self.close(i, conn),
+            Output::Event(e) => self.event(i, e),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, i: u32, e: Event) {
+        let incarnation = self.nodes[i as usize].incarnation;
+        self.trace.event(self.now, i, &e);
+        match &e {
+            Event::PeerUp { conn, .. } => {
+                self.nodes[i as usize].dialing.remove(conn);
+            }
+            Event::Broadcast {
+                origin,
+                incarnation: origin_incarnation,
+                seq,
+                payload,
+            } => {
+                let Some(&o) = self.ids.get(origin) else {
+                    return self.fail(format!("node {i} delivered a broadcast from a stranger"));
+                };
+                let key = (o, *origin_incarnation, *seq);
+                let times = if self.config.sabotage && !self.sabotaged {
+                    self.sabotaged = true;
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..times {
+                    if let Err(v) = self
+                        .tracker
+                        .delivered(self.now, i, incarnation, key, payload)
+                    {
+                        self.violation.get_or_insert(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn broadcast(&mut self, node: u32) {
+        // The chosen node may be down: the next live one (in index order) sends instead.
+        let n = self.nodes.len() as u32;
+        let Some(origin) = (0..n)
+            .map(|k| (node + k) % n)
+            .find(|&k| self.nodes[k as usize].node.is_some() && !self.nodes[k as usize].paused)
+        else {
+            return;
+        };
+        let sn = &mut self.nodes[origin as usize];
+        sn.sent += 1;
+        let key = (origin, sn.incarnation, sn.sent);
+        let payload = self.tracker.originate(self.now, key);
+        self.input(origin, Input::Command(Command::Broadcast { payload }));
+    }
+
+    fn maintain(&mut self, i: u32) {
+        if self.nodes[i as usize].paused || self.nodes[i as usize].node.is_none() {
+            return;
+        }
+        if let Some(n) = self.nodes[i as usize].node.as_ref() {
+            if let Err(e) = n.check_invariants() {
+                return self.fail(format!("node {i}: {e}"));
+            }
+        }
+        let unix_ms = self.wall_clock_ms(i);
+        self.input(i, Input::WallClock { unix_ms });
+        // The lower-indexed end of an intended link (re)dials it when it is down.
+        let targets: Vec<u32> = self.nodes[i as usize]
+            .neighbours
+            .iter()
+            .copied()
+            .filter(|&j| j > i && !self.linked(i, j))
+            .filter(|j| !self.nodes[i as usize].dialing.values().any(|t| t == j))
+            .collect();
+        for j in targets {
+            self.input(i, Input::Command(Command::Connect { addr: addr(j) }));
+        }
+    }
+
+    fn crash(&mut self, i: u32, down_ms: u64) {
+        let sn = &mut self.nodes[i as usize];
+        let Some(old) = sn.node.take() else { return };
+        self.stats.crashes += 1;
+        self.stats.duplicates += old.metrics().broadcast_duplicates;
+        self.stats.frame_receptions += old.metrics().broadcasts_received;
+        sn.timer_at = None;
+        sn.paused = false;
+        sn.deferred.clear();
+        sn.dialing.clear();
+        let conns: Vec<(u32, u8)> = std::mem::take(&mut sn.conns).into_values().collect();
+        for (link, side) in conns {
+            self.links[link as usize].ends[side as usize].open = false;
+            let lat = self.latency();
+            self.push(
+                self.now + lat,
+                Ev::RemoteClosed {
+                    link,
+                    side: 1 - side,
+                },
+            );
+        }
+        self.tracker.crashed(i);
+        self.push(
+            self.now + down_ms * MS,
+            Ev::Recover(Recovery::Restart { node: i }),
+        );
+    }
+
+    fn restart(&mut self, i: u32) {
+        let sn = &mut self.nodes[i as usize];
+        if sn.node.is_some() {
+            return;
+        }
+        // What survives a crash: the key (in the config) and the incarnation, raised.
+        sn.incarnation += 1;
+        sn.config.incarnation = sn.incarnation;
+        sn.node = Some(Node::new(sn.config.clone()));
+        sn.sent = 0;
+        self.start_node(i);
+        self.maintain(i);
+    }
+
+    fn resume(&mut self, i: u32) {
+        let sn = &mut self.nodes[i as usize];
+        if !sn.paused {
+            return;
+        }
+        sn.paused = false;
+        let deferred = std::mem::take(&mut sn.deferred);
+        for ev in deferred {
+            self.dispatch(ev);
+        }
+        if let Some(n) = self.nodes[i as usize].node.as_mut() {
+            n.handle_timeout(Instant(self.now));
+        }
+        self.drain(i);
+    }
+
+    // ----- links ----------------------------------------------------------------------
+
+    fn latency(&mut self) -> u64 {
+        let l = self.config.faults.latency;
+        (l.min_us + self.link_rng.exp(l.mean_extra_us)) * 1_000
+    }
+
+    fn blocked(&self, from: u32, to: u32) -> Option<u64> {
+        let p = self.partition.as_ref()?;
+        let (a, b) = (p.side_a[from as usize], p.side_a[to as usize]);
+        (a && !b || p.symmetric && !a && b).then_some(p.until)
+    }
+
+    fn connect(&mut self, i: u32, conn: ConnId, address: &str) {
+        let target = address
+            .strip_prefix('n')
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|&t| (t as usize) < self.nodes.len());
+        self.nodes[i as usize]
+            .dialing
+            .insert(conn, target.unwrap_or(u32::MAX));
+        let lat = 2 * self.latency();
+        let incarnations = (
+            self.nodes[i as usize].incarnation,
+            target.map_or(0, |t| self.nodes[t as usize].incarnation),
+        );
+        self.push(
+            self.now + lat,
+            Ev::Dialed {
+                node: i,
+                conn,
+                target: target.unwrap_or(u32::MAX),
+                incarnations,
+            },
+        );
+    }
+
+    fn dialed(&mut self, i: u32, conn: ConnId, target: u32, incarnations: (u64, u64)) {
+        if self.nodes[i as usize].node.is_none()
+            || self.nodes[i as usize].incarnation != incarnations.0
+        {
+            return;
+        }
+        let reachable = (target as usize) < self.nodes.len()
+            && self.nodes[target as usize].node.is_some()
+            && self.nodes[target as usize].incarnation == incarnations.1
+            && self.blocked(i, target).is_none()
+            && self.blocked(target, i).is_none();
+        let p = self.config.faults.connect_fail_probability;
+        if !reachable || (p > 0.0 && self.fault_rng.chance(p)) {
+            self.nodes[i as usize].dialing.remove(&conn);
+            return self.input(i, Input::ConnectFailed { conn });
+        }
+        let t = &mut self.nodes[target as usize];
+        t.next_inbound += 1;
+        let inbound = ConnId::inbound(t.next_inbound);
+        let link = self.links.len() as u32;
+        let ends = [
+            End {
+                node: i,
+                conn,
+                incarnation: incarnations.0,
+                open: true,
+            },
+            End {
+                node: target,
+                conn: inbound,
+                incarnation: incarnations.1,
+                open: true,
+            },
+        ];
+        self.links.push(Link {
+            ends,
+            dirs: [Direction::default(), Direction::default()],
+        });
+        self.nodes[i as usize].conns.insert(conn, (link, 0));
+        self.nodes[target as usize].conns.insert(inbound, (link, 1));
+        // The target's driver accepts (when it resumes, if paused); the dialer learns at once.
+        self.dispatch(Ev::Accept {
+            node: target,
+            conn: inbound,
+            from: i,
+        });
+        self.input(i, Input::Connected { conn });
+    }
+
+    fn transmit(&mut self, i: u32, conn: ConnId, bytes: Bytes) {
+        let Some(&(link_id, side)) = self.nodes[i as usize].conns.get(&conn) else {
+            return;
+        };
+        let len = bytes.len();
+        self.stats.bytes += len as u64;
+        if len >= 8 {
+            match Code(u16::from_be_bytes([bytes[6], bytes[7]])) {
+                Code::BROADCAST => self.stats.broadcast_transmissions += 1,
+                Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => {
+                    self.stats.repair_messages += 1
+                }
+                _ => {}
+            }
+        }
+        let lat = self.latency();
+        let link = &self.links[link_id as usize];
+        if !link.ends[side as usize].open {
+            return;
+        }
+        let to = link.ends[1 - side as usize].node;
+        let slow = self.nodes[to as usize].slow_until > self.now;
+        let blocked = self.blocked(i, to);
+        let rate = match (self.config.faults.bandwidth, slow) {
+            (_, true) => Some(self.config.faults.slow_reader_bytes_per_sec.max(1)),
+            (Some(b), false) => Some(b.bytes_per_sec.max(1)),
+            (None, false) => None,
+        };
+        let buffer_cap = self
+            .config
+            .faults
+            .bandwidth
+            .map_or(usize::MAX, |b| b.buffer_bytes);
+        let now = self.now;
+        let d = &mut self.links[link_id as usize].dirs[side as usize];
+        let mut depart = now;
+        if let Some(rate) = rate {
+            let start = now.max(d.busy_until);
+            d.busy_until = start + (len as u64).saturating_mul(1_000_000_000) / rate;
+            depart = d.busy_until;
+        }
+        let mut arrival = depart + lat;
+        if let Some(until) = blocked {
+            arrival = arrival.max(until + lat);
+        }
+        if d.clogged_until > now {
+            arrival = arrival.max(d.clogged_until + lat);
+        }
+        arrival = arrival.max(d.last_arrival);
+        d.last_arrival = arrival;
+        d.buffered_bytes += len;
+        let in_flight = self.nodes[i as usize]
+            .node
+            .as_ref()
+            .and_then(|n| n.conn_stats(conn))
+            .map_or(0, |s| s.in_flight_bytes);
+        let d = &mut self.links[link_id as usize].dirs[side as usize];
+        let mut writable = false;
+        if in_flight >= self.window_half {
+            if d.buffered_bytes <= buffer_cap {
+                writable = true;
+            } else {
+                d.writable_pending = true;
+            }
+        }
+        if self.config.faults.random_chunks && len > 1 {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let take = (self.link_rng.between(1, 2 * len as u64) as usize).min(rest.len());
+                let piece = rest.split_to(take);
+                self.push(
+                    arrival,
+                    Ev::Deliver {
+                        link: link_id,
+                        side,
+                        bytes: piece,
+                    },
+                );
+            }
+        } else {
+            self.push(
+                arrival,
+                Ev::Deliver {
+                    link: link_id,
+                    side,
+                    bytes,
+                },
+            );
+        }
+        if writable {
+            self.input(i, Input::Writable { conn });
+        }
+    }
+
+    fn deliver(&mut self, link_id: u32, side: u8, bytes: Bytes) {
+        let link = &mut self.links[link_id as usize];
+        let d = &mut link.dirs[side as usize];
+        d.buffered_bytes = d.buffered_bytes.saturating_sub(bytes.len());
+        let buffer_cap = self
+            .config
+            .faults
+            .bandwidth
+            .map_or(usize::MAX, |b| b.buffer_bytes);
+        let sender = link.ends[side as usize];
+        let receiver = link.ends[1 - side as usize];
+        if d.writable_pending && d.buffered_bytes <= buffer_cap {
+            d.writable_pending = false;
+            if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
+                self.input(sender.node, Input::Writable { conn: sender.conn });
+            }
+        }
+        let rn = &self.nodes[receiver.node as usize];
+        if !receiver.open || rn.node.is_none() || rn.incarnation != receiver.incarnation {
+            return;
+        }
+        self.trace.delivery(self.now, receiver.node, &bytes);
+        self.input(
+            receiver.node,
+            Input::Received {
+                conn: receiver.conn,
+                bytes,
+            },
+        );
+    }
+
+    /// Node `i` asked to close `conn`: its end closes now (after the bytes handed out, which
+    /// are already scheduled); the other end learns after them.
+    fn close(&mut self, i: u32, conn: ConnId) {
+        self.nodes[i as usize].dialing.remove(&conn);
+        let Some((link, side)) = self.nodes[i as usize].conns.remove(&conn) else {
+            // A dial that never connected.
+            return self.input(i, Input::Closed { conn });
+        };
+        let l = &mut self.links[link as usize];
+        l.ends[side as usize].open = false;
+        let after = l.dirs[side as usize].last_arrival;
+        let lat = self.latency();
+        self.push(
+            (self.now + lat).max(after),
+            Ev::RemoteClosed {
+                link,
+                side: 1 - side,
+            },
+        );
+        self.input(i, Input::Closed { conn });
+    }
+
+    fn remote_closed(&mut self, link: u32, side: u8) {
+        let end = self.links[link as usize].ends[side as usize];
+        if !end.open {
+            return;
+        }
+        self.links[link as usize].ends[side as usize].open = false;
+        let sn = &mut self.nodes[end.node as usize];
+        if sn.node.is_none() || sn.incarnation != end.incarnation {
+            return;
+        }
+        sn.conns.remove(&end.conn);
+        sn.dialing.remove(&end.conn);
+        self.input(end.node, Input::Closed { conn: end.conn });
+    }
+
+    /// Resets a link: both ends see `Closed`, nothing in flight arrives.
+    fn reset(&mut self, link: u32) {
+        for side in 0..2u8 {
+            self.remote_closed(link, side);
+        }
+    }
+
+    // ----- faults ---------------------------------------------------------------------
+
+    fn occurrence(&self, kind: FaultKind) -> Option<Occurrence> {
+        let f = &self.config.faults;
+        match kind {
+            FaultKind::Reset => f.resets,
+            FaultKind::Clog => f.clogs,
+            FaultKind::Partition => f.partitions,
+            FaultKind::Crash => f.crashes,
+            FaultKind::Pause => f.pauses,
+            FaultKind::SlowReader => f.slow_readers,
+        }
+    }
+
+    fn fault(&mut self, kind: FaultKind) {
+        if self.phase != Phase::Safety || self.now >= self.safety_end {
+            return;
+        }
+        let Some(o) = self.occurrence(kind) else {
+            return;
+        };
+        let next = self.now + self.fault_rng.exp(o.mean_interval_ms).max(1) * MS;
+        self.push(next, Ev::Fault(kind));
+        self.stats.faults += 1;
+        let duration_ms = self
+            .fault_rng
+            .between(o.duration_min_ms, 2 * o.duration_min_ms);
+        let n = self.nodes.len() as u64;
+        let live: Vec<u32> = (0..n as u32)
+            .filter(|&i| self.nodes[i as usize].node.is_some() && !self.nodes[i as usize].paused)
+            .collect();
+        match kind {
+            FaultKind::Reset => {
+                let open: Vec<u32> = (0..self.links.len() as u32)
+                    .filter(|&l| self.links[l as usize].ends.iter().all(|e| e.open))
+                    .collect();
+                if !open.is_empty() {
+                    let l = open[self.fault_rng.below(open.len() as u64) as usize];
+                    self.reset(l);
+                }
+            }
+            FaultKind::Clog => {
+                if !self.links.is_empty() {
+                    let l = self.fault_rng.below(self.links.len() as u64) as usize;
+                    let side = self.fault_rng.below(2) as usize;
+                    self.links[l].dirs[side].clogged_until = self.now + duration_ms * MS;
+                }
+            }
+            FaultKind::Partition => {
+                if self.partition.is_some() {
+                    return;
+                }
+                let until = self.now + duration_ms * MS;
+                let style = self.fault_rng.below(3);
+                let side_a: Vec<bool> = if style == 2 {
+                    // One-way: one node's traffic out is lost; traffic to it flows.
+                    let x = self.fault_rng.below(n);
+                    (0..n).map(|i| i == x).collect()
+                } else {
+                    (0..n).map(|_| self.fault_rng.chance(0.5)).collect()
+                };
+                self.partition = Some(Partition {
+                    side_a,
+                    symmetric: style == 0,
+                    until,
+                });
+                self.push(until, Ev::Recover(Recovery::Partition));
+            }
+            FaultKind::Crash => {
+                // Keep at least half the nodes up.
+                if live.len() as u64 * 2 > n {
+                    let i = live[self.fault_rng.below(live.len() as u64) as usize];
+                    self.crash(i, duration_ms);
+                }
+            }
+            FaultKind::Pause => {
+                if live.len() as u64 * 2 > n {
+                    let i = live[self.fault_rng.below(live.len() as u64) as usize];
+                    self.nodes[i as usize].paused = true;
+                    self.push(
+                        self.now + duration_ms * MS,
+                        Ev::Recover(Recovery::Resume { node: i }),
+                    );
+                }
+            }
+            FaultKind::SlowReader => {
+                let i = self.fault_rng.below(n) as usize;
+                self.nodes[i].slow_until = self.now + duration_ms * MS;
+            }
+        }
+    }
+
+    /// Records a violation (the first one stops the run).
+    pub fn fail(&mut self, what: String) {
+        self.violation
+            .get_or_insert(Violation { at: self.now, what });
+    }
+
+    /// Live nodes (up and not crashed), by index.
+    pub fn live(&self) -> Vec<bool> {
+        self.nodes.iter().map(|s| s.node.is_some()).collect()
+    }
+
+    /// Each node's current incarnation.
+    pub fn incarnations(&self) -> Vec<u64> {
+        self.nodes.iter().map(|s| s.incarnation).collect()
+    }
+
+    /// Sums node counters into the stats (call once, at the end).
+    pub fn finish_stats(&mut self) {
+        for sn in &self.nodes {
+            if let Some(n) = &sn.node {
+                self.stats.duplicates += n.metrics().broadcast_duplicates;
+                self.stats.frame_receptions += n.metrics().broadcasts_received;
+            }
+        }
+    }
+
+    /// Events still queued.
+    pub fn pending_events(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Draws from the application's stream (scenario choices).
+    pub fn app_rng(&mut self) -> &mut SimRng {
+        &mut self.app_rng
+    }
+}
+
+/// The address of node `i`.
+pub fn addr(i: u32) -> String {
+    format!("n{i}")
+}
+
+/// The node an event is for, if it is for one node (so a paused node can hold it).
+fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
+    match ev {
+        Ev::Deliver { link, side, .. } => Some(links[*link as usize].ends[1 - *side as usize].node),
+        Ev::RemoteClosed { link, side } => links
+            .get(*link as usize)
+            .map(|l| l.ends[*side as usize].node),
+        Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
+        Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
+        Ev::Fault(_) | Ev::Recover(_) => None,
+    }
+}
