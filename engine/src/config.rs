@@ -11,7 +11,8 @@ pub struct Config {
     pub secret_key: [u8; 32],
     /// This run's incarnation: the driver persists it and raises it on every start.
     pub incarnation: u64,
-    /// Seeds the node's only random number generator (nonces, dial choices).
+    /// Mixed with the secret key and incarnation to seed the node's only random number
+    /// generator (nonces, dial choices).
     pub rng_seed: u64,
     /// Where this node accepts connections, announced in HELLO and discovery.
     pub listen_addr: Option<String>,
@@ -119,7 +120,7 @@ pub struct Timers {
     pub handshake_timeout: Duration,
     /// At most one discovery dial per this period.
     pub dial_interval: Duration,
-    /// First wait before redialing a heard-of peer that failed; doubles per failure.
+    /// Base wait before redialing a heard-of peer: `dial_backoff · 2^failures`.
     pub dial_backoff: Duration,
     /// Broadcasts older than this leave the repair window.
     pub repair_window: Duration,

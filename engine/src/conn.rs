@@ -16,6 +16,8 @@ use crate::transport::Transport;
 pub(crate) enum ConnState {
     /// Dialed; waiting for the driver's `Connected`.
     Dialing,
+    /// Accepted by the driver; the handshake has not started.
+    Accepted,
     /// Open; HELLO and HELLO_ACK in progress.
     Handshaking(Box<Handshake>),
     /// Proven: the peer's identity is known.
@@ -74,7 +76,10 @@ impl Conn {
             id,
             addr,
             direction,
-            state: ConnState::Dialing,
+            state: match direction {
+                Direction::Outbound => ConnState::Dialing,
+                Direction::Inbound => ConnState::Accepted,
+            },
             decoder: FrameDecoder::new(),
             transport: Transport::default(),
             opened_at: now,
@@ -102,7 +107,9 @@ impl Conn {
         hard_max: usize,
     ) -> Enqueued {
         let after = self.stats.queued_bytes + frame.len();
-        if priority == Priority::Relay && after > relay_max {
+        // An empty queue always takes one relay, so a broadcast larger than the relay bound
+        // still travels.
+        if priority == Priority::Relay && after > relay_max && self.stats.queued_bytes > 0 {
             self.stats.relays_dropped += 1;
             return Enqueued::DroppedRelay;
         }

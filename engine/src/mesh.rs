@@ -137,7 +137,8 @@ impl Mesh {
     }
 
     /// A digest of the held broadcasts: per (origin, incarnation), ascending disjoint ranges,
-    /// within the message limits (the most recent origins and ranges win).
+    /// within the message limits (past them, the entries with the highest (origin, incarnation)
+    /// and, within an entry, the highest ranges are kept).
     pub(crate) fn digest(&self) -> MeshDigest {
         let mut held: Vec<(NodeId, u64, u64)> = self
             .store

@@ -66,7 +66,7 @@ impl Node {
     pub fn new(config: Config) -> Node {
         let identity = Identity::from_secret(&config.secret_key);
         let network = NetworkId::from_name(&config.network);
-        let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let rng = ChaCha8Rng::from_seed(rng_seed(&config));
         let mesh = Mesh::new(
             config.limits.seen_origins_max,
             StoreLimits {
@@ -106,7 +106,8 @@ impl Node {
 
     /// Feeds one input at time `now`. Bytes from the network never make this fail: a fault
     /// in them closes their connection. An `Err` means the driver or application misused the
-    /// node (an unknown connection id, an oversized payload, ...), and nothing changed.
+    /// node (an unknown connection id, an oversized payload, ...): the input was ignored (the
+    /// timers due at `now` have still run).
     pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
         self.advance(now);
         let now = self.now;
@@ -273,6 +274,8 @@ impl Node {
                 self.timers
                     .set(Timer::Dial, now + self.config.timers.dial_interval);
             }
+            self.timers
+                .set(Timer::Repair, now + self.config.timers.repair_interval);
         }
         if self.shut_down {
             return;
@@ -306,7 +309,7 @@ impl Node {
                 continue;
             };
             match &c.state {
-                ConnState::Dialing | ConnState::Handshaking(_) => {
+                ConnState::Dialing | ConnState::Accepted | ConnState::Handshaking(_) => {
                     if now.saturating_since(c.opened_at) >= timers.handshake_timeout {
                         self.close(id, CloseReason::HandshakeTimeout, None);
                     }
@@ -903,7 +906,7 @@ impl Node {
         }
         self.learn_all(now, &m.peers);
         if m.hops_left > 0 {
-            m.hops_left -= 1;
+            m.hops_left = (m.hops_left - 1).min(self.config.limits.cascade_hops);
             self.send_to_links(&Message::ICanSee(m), Some(conn), Priority::Relay);
         }
     }
@@ -914,7 +917,7 @@ impl Node {
         }
         self.learn_all(now, &m.peers);
         if m.hops_left > 0 {
-            m.hops_left -= 1;
+            m.hops_left = (m.hops_left - 1).min(self.config.limits.cascade_hops);
             self.send_to_links(&Message::IKnowAbout(m), Some(conn), Priority::Relay);
         }
     }
@@ -928,7 +931,7 @@ impl Node {
             self.discovery.forget(&m.lost);
         }
         if m.hops_left > 0 {
-            m.hops_left -= 1;
+            m.hops_left = (m.hops_left - 1).min(self.config.limits.cascade_hops);
             self.send_to_links(&Message::ICantSee(m), Some(conn), Priority::Relay);
         }
     }
@@ -1017,11 +1020,13 @@ impl Node {
                 Frame::build(Code::MESH_REPAIR, &h.payload, self.compress_to(conn)).into_bytes()
             })
             .collect();
+        // Relay class: a reply larger than the peer's queue allows is cut short rather than
+        // disconnecting it; the next digest asks again for the rest.
         for frame in frames {
-            self.metrics.repair_messages += 1;
-            if !self.send_frame(conn, frame, Priority::Control) {
+            if !self.send_frame(conn, frame, Priority::Relay) {
                 break;
             }
+            self.metrics.repair_messages += 1;
         }
     }
 
@@ -1069,10 +1074,23 @@ impl Node {
                     self.close(id, CloseReason::Shutdown, Some(ByeReason::Shutdown));
                 }
                 self.shut_down = true;
+                self.timers = TimerTable::default();
             }
         }
         Ok(())
     }
+}
+
+/// The node's RNG seed: BLAKE3 of the secret key, the incarnation and `Config::rng_seed`, so
+/// nonces are unpredictable to anyone without the key, differ on every run (the incarnation
+/// grows), and are still a pure function of the config (the simulator replays them).
+fn rng_seed(config: &Config) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"weft node rng v1\0");
+    h.update(&config.secret_key);
+    h.update(&config.incarnation.to_le_bytes());
+    h.update(&config.rng_seed.to_le_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// Lazily built frames of one message, with and without compression.

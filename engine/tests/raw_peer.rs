@@ -212,6 +212,12 @@ fn connection_caps_hold() {
         closed(&out, ConnId::inbound(3)),
         Some(CloseReason::TooManyConnections)
     );
+    let bye = frames_to(&out, ConnId::inbound(3));
+    assert_eq!(
+        Message::decode(Code::BYE, &bye[0].payload().unwrap()).unwrap(),
+        Message::Bye(ByeReason::TooManyConnections),
+        "the refused peer is told why"
+    );
     assert_eq!(closed(&out, ConnId::inbound(1)), None);
     node.handle_input(T0, Input::Command(Command::Connect { addr: "x".into() }))
         .unwrap();
@@ -470,4 +476,47 @@ fn heard_of_peers_are_bounded_and_dialed_at_a_bounded_rate() {
     assert!(dials >= 5 && dials <= max, "{dials} dials in 10 s");
     assert_eq!(node.metrics().discovery_dials, dials);
     let _ = now;
+}
+
+#[test]
+fn a_relay_larger_than_the_relay_bound_still_travels_on_an_idle_link() {
+    let mut node = node_with(|c| c.limits.relay_queue_bytes_max = 64 * 1024);
+    let a = Fake::new(9, ConnId::inbound(1));
+    let b = Fake::new(8, ConnId::inbound(2));
+    a.join(&mut node, T0);
+    b.join(&mut node, T0);
+    let mut x = 7u64;
+    let big: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    a.send(&mut node, T0, broadcast_frame(NodeId([3; 32]), 1, &big));
+    let out = drain(&mut node);
+    assert_eq!(frames_to(&out, b.conn).len(), 1, "relayed whole");
+    assert_eq!(node.metrics().relays_dropped, 0);
+}
+
+#[test]
+fn after_shutdown_there_is_no_deadline_and_commands_are_refused() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    node.handle_input(T0, Input::Command(Command::Shutdown))
+        .unwrap();
+    let out = drain(&mut node);
+    assert_eq!(frames_to(&out, fake.conn).last().unwrap().code(), Code::BYE);
+    assert_eq!(closed(&out, fake.conn), Some(CloseReason::Shutdown));
+    assert_eq!(
+        node.poll_timeout(),
+        None,
+        "a driver following the contract must not spin"
+    );
+    assert_eq!(
+        node.handle_input(T0, Input::Command(Command::Connect { addr: "x".into() })),
+        Err(InputError::ShutDown)
+    );
 }

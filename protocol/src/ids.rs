@@ -116,8 +116,8 @@ impl<'de> Deserialize<'de> for Signature {
 pub struct CascadeId {
     /// The node that started the cascade.
     pub origin: NodeId,
-    /// The origin's cascade counter (starts at 0 per incarnation; with the incarnation in the
-    /// high 32 bits, see SPEC.md §Discovery).
+    /// The origin's cascade counter in the low 32 bits (from 1, per incarnation) and the low
+    /// 32 bits of its incarnation in the high 32 bits (SPEC.md §Discovery).
     pub seq: u64,
 }
 
