@@ -179,12 +179,18 @@ impl Mesh {
         MeshDigest { entries }
     }
 
-    /// What of a peer's digest this node has not seen (and did not originate), as ranges,
-    /// considering at most `budget` sequence numbers.
-    pub(crate) fn wants(&self, me: NodeId, digest: &MeshDigest, budget: usize) -> Vec<WantRange> {
+    /// What of a peer's digest this node has not seen (and did not originate in its current
+    /// incarnation `me`), as ranges, considering at most `budget` sequence numbers.
+    pub(crate) fn wants(
+        &self,
+        me: (NodeId, u64),
+        digest: &MeshDigest,
+        budget: usize,
+    ) -> Vec<WantRange> {
         let mut wants: Vec<WantRange> = Vec::new();
         let mut budget = budget;
-        'entries: for e in digest.entries.iter().filter(|e| e.origin != me) {
+        let mine = |e: &&DigestEntry| e.origin == me.0 && e.incarnation >= me.1;
+        'entries: for e in digest.entries.iter().filter(|e| !mine(e)) {
             for r in &e.ranges {
                 let mut seq = r.first;
                 while seq <= r.last {
@@ -317,7 +323,7 @@ mod tests {
         for seq in [2, 5, 6] {
             b.accept(node(1), 1, seq);
         }
-        let wants = b.wants(node(2), &d, 1000);
+        let wants = b.wants((node(2), 4), &d, 1000);
         let w: Vec<(u64, u64)> = wants
             .iter()
             .map(|w| (w.range.first, w.range.last))
@@ -329,7 +335,17 @@ mod tests {
         );
         let sent: Vec<u64> = a.wanted(&wants).map(|h| h.seq).collect();
         assert_eq!(sent, vec![1, 3, 9]);
-        assert_eq!(b.wants(node(9), &d, 2).len(), 1, "budget bounds the work");
+        assert_eq!(
+            b.wants((node(9), 1), &d, 2).len(),
+            1,
+            "budget bounds the work"
+        );
+        let all = b.wants((node(2), 5), &d, 1000);
+        assert_eq!(
+            all.len(),
+            4,
+            "an earlier incarnation's broadcasts are wanted"
+        );
     }
 
     #[test]

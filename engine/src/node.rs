@@ -408,6 +408,9 @@ impl Node {
                 self.start_handshake(conn);
                 Ok(())
             }
+            // The dial timed out (a timer run at the top of this very call may have closed
+            // it): the driver's Close is on its way.
+            Some(ConnState::Closing) => Ok(()),
             _ => Err(InputError::NotDialing(conn)),
         }
     }
@@ -949,7 +952,11 @@ impl Node {
         b: &Broadcast<'_>,
     ) -> bool {
         self.metrics.broadcasts_received += 1;
-        if b.origin == self.identity.node_id() || !self.mesh.accept(b.origin, b.incarnation, b.seq)
+        // Our own broadcasts of this run are held already; those of an earlier run (before a
+        // restart) are carried like anyone's, but not delivered: this node sent them.
+        let own = b.origin == self.identity.node_id();
+        if own && b.incarnation >= self.config.incarnation
+            || !self.mesh.accept(b.origin, b.incarnation, b.seq)
         {
             self.metrics.broadcast_duplicates += 1;
             return false;
@@ -975,6 +982,9 @@ impl Node {
         self.scratch_conns = targets;
         self.mesh
             .hold(now, b.origin, b.incarnation, b.seq, payload.clone());
+        if own {
+            return true;
+        }
         self.metrics.broadcasts_delivered += 1;
         self.outputs.push_back(Output::Event(Event::Broadcast {
             origin: b.origin,
@@ -998,7 +1008,8 @@ impl Node {
     /// A peer's digest: ask for what we have not seen.
     fn on_digest(&mut self, conn: ConnId, digest: &MeshDigest) {
         let budget = self.config.limits.repair_store_max;
-        let wants = self.mesh.wants(self.identity.node_id(), digest, budget);
+        let me = (self.identity.node_id(), self.config.incarnation);
+        let wants = self.mesh.wants(me, digest, budget);
         if wants.is_empty() {
             return;
         }

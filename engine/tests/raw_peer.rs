@@ -520,3 +520,28 @@ fn after_shutdown_there_is_no_deadline_and_commands_are_refused() {
         Err(InputError::ShutDown)
     );
 }
+
+#[test]
+fn connected_for_a_dial_the_node_already_gave_up_on_is_not_an_error() {
+    let mut node = node_with(|_| {});
+    node.handle_input(
+        T0,
+        Input::Command(Command::Connect {
+            addr: "slow".into(),
+        }),
+    )
+    .unwrap();
+    let conn = drain(&mut node)
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    // The driver reports success only after the handshake timeout: the timers run first in
+    // this very call and close the dial; the late Connected is then ignored, not refused.
+    let late = T0 + node.config().timers.handshake_timeout + Duration::from_secs(2);
+    assert_eq!(node.handle_input(late, Input::Connected { conn }), Ok(()));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, conn), Some(CloseReason::HandshakeTimeout));
+}

@@ -117,6 +117,32 @@ impl MeshTracker {
         }
     }
 
+    /// Up to `max` (node, broadcast) pairs owed but not delivered (see [`Self::coverage`]).
+    pub fn missing(
+        &self,
+        live: &[bool],
+        incarnations: &[u64],
+        max: usize,
+    ) -> Vec<(u32, BroadcastKey)> {
+        let mut out = Vec::new();
+        for s in &self.sent {
+            let (origin, origin_inc, _) = s.key;
+            let has = |i: usize| s.delivered[i / 64] & (1u64 << (i % 64)) != 0;
+            let held = (0..live.len()).any(|i| live[i] && has(i));
+            let origin_live = live[origin as usize] && incarnations[origin as usize] == origin_inc;
+            if !held && !origin_live {
+                continue;
+            }
+            for i in (0..live.len()).filter(|&i| live[i] && i != origin as usize && !has(i)) {
+                if out.len() == max {
+                    return out;
+                }
+                out.push((i as u32, s.key));
+            }
+        }
+        out
+    }
+
     /// Liveness: for every broadcast still held by a live node (or whose originator is live in
     /// the incarnation that sent it), how many live nodes other than its originator have it,
     /// against how many should. Returns (have, want).

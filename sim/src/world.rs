@@ -496,9 +496,11 @@ impl World {
             return;
         };
         let closed = matches!(input, Input::Closed { .. });
-        if n.handle_input(now, input).is_err() && !closed {
-            self.stats.driver_errors += 1;
-            self.fail(format!("node {i} refused a driver input"));
+        if let Err(e) = n.handle_input(now, input) {
+            if !closed {
+                self.stats.driver_errors += 1;
+                self.fail(format!("node {i} refused a driver input: {e}"));
+            }
         }
         self.drain(i);
     }
@@ -707,8 +709,9 @@ impl World {
     }
 
     fn dialed(&mut self, i: u32, conn: ConnId, target: u32, incarnations: (u64, u64)) {
-        if self.nodes[i as usize].node.is_none()
-            || self.nodes[i as usize].incarnation != incarnations.0
+        let sn = &self.nodes[i as usize];
+        // The dialer may have crashed, or given up on the dial (closed it), meanwhile.
+        if sn.node.is_none() || sn.incarnation != incarnations.0 || !sn.dialing.contains_key(&conn)
         {
             return;
         }

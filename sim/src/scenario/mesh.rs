@@ -172,9 +172,15 @@ pub fn run(p: &MeshParams) -> Report {
     w.finish_stats();
     let (have, want) = w.tracker.coverage(&w.live(), &w.incarnations());
     if converged_ms.is_none() && w.violation().is_none() {
+        let missing = w.tracker.missing(&w.live(), &w.incarnations(), 3);
+        let missing: Vec<String> = missing
+            .iter()
+            .map(|(n, (o, i, s))| format!("node {n} lacks {o}/{i}/{s}"))
+            .collect();
         w.fail(format!(
-            "did not converge within {} ms: {have} of {want} deliveries owed were made",
-            p.liveness_ms
+            "did not converge within {} ms: {have} of {want} deliveries owed were made ({})",
+            p.liveness_ms,
+            missing.join(", ")
         ));
     }
     let n = u64::from(p.nodes);
