@@ -38,6 +38,9 @@ pub struct MeshArgs {
     /// Links per node (a random regular graph; must be below --nodes).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub degree: u32,
+    /// regular (random d-regular), random (Erdős–Rényi), ring, line or star.
+    #[arg(long, default_value = "regular")]
+    pub topology: String,
     /// Root seed: every choice of the run derives from it.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -107,11 +110,16 @@ pub fn run(args: SimArgs) -> ExitCode {
             if a.degree >= a.nodes {
                 return bad_args("--degree must be below --nodes");
             }
+            let shape = match mesh::Shape::parse(&a.topology) {
+                Ok(s) => s,
+                Err(e) => return bad_args(&e),
+            };
             let faults = match FaultMode::parse(&a.faults) {
                 Ok(f) => f,
                 Err(e) => return bad_args(&e),
             };
             let mut p = MeshParams::new(a.nodes, a.degree, a.seed, a.broadcasts, faults);
+            p.shape = shape;
             p.safety_ms = a.safety_ms;
             p.liveness_ms = a.liveness_ms;
             p.sabotage = a.sabotage;

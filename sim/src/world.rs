@@ -249,6 +249,9 @@ impl World {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
             c.discovery = config.discovery;
+            // A hub (a star's centre) dials or accepts more links than the defaults allow.
+            c.limits.outbound_max = c.limits.outbound_max.max(neighbours.len());
+            c.limits.inbound_max = c.limits.inbound_max.max(neighbours.len());
             let node = Node::new(c.clone());
             let id = node.node_id();
             ids.insert(id, i as u32);

@@ -38,13 +38,70 @@ impl FaultMode {
     }
 }
 
+/// The network shapes `--topology` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Random regular graph of `--degree`.
+    Regular,
+    /// Erdős–Rényi G(n, m) with mean degree `--degree`.
+    Random,
+    /// A cycle.
+    Ring,
+    /// A path.
+    Line,
+    /// Node 0 linked to all.
+    Star,
+}
+
+impl Shape {
+    /// Parses a shape name.
+    pub fn parse(s: &str) -> Result<Shape, String> {
+        Ok(match s {
+            "regular" => Shape::Regular,
+            "random" => Shape::Random,
+            "ring" => Shape::Ring,
+            "line" => Shape::Line,
+            "star" => Shape::Star,
+            other => {
+                return Err(format!(
+                    "unknown topology '{other}' (known: regular, random, ring, line, star)"
+                ))
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Regular => "regular",
+            Shape::Random => "random",
+            Shape::Ring => "ring",
+            Shape::Line => "line",
+            Shape::Star => "star",
+        }
+    }
+
+    fn topology(self, degree: u32) -> Topology {
+        match self {
+            Shape::Regular => Topology::Regular { degree },
+            Shape::Random => Topology::Random {
+                mean_degree: degree,
+            },
+            Shape::Ring => Topology::Ring,
+            Shape::Line => Topology::Line,
+            Shape::Star => Topology::Star,
+        }
+    }
+}
+
 /// A mesh run's parameters.
 #[derive(Debug, Clone)]
 pub struct MeshParams {
     /// Nodes.
     pub nodes: u32,
-    /// Links per node (random regular graph).
+    /// Links per node (random regular graph) or mean degree (random graph).
     pub degree: u32,
+    /// The network's shape.
+    pub shape: Shape,
     /// Root seed.
     pub seed: u64,
     /// Broadcasts.
@@ -65,6 +122,7 @@ impl MeshParams {
         MeshParams {
             nodes,
             degree,
+            shape: Shape::Regular,
             seed,
             broadcasts,
             faults,
@@ -84,6 +142,9 @@ impl MeshParams {
             self.broadcasts,
             self.faults.as_arg()
         );
+        if self.shape != Shape::Regular {
+            s.push_str(&format!(" --topology {}", self.shape.name()));
+        }
         if self.safety_ms != 20_000 {
             s.push_str(&format!(" --safety-ms {}", self.safety_ms));
         }
@@ -113,7 +174,7 @@ pub fn run(p: &MeshParams) -> Report {
     };
     let with_faults = faults.any();
     let edges = topology::edges(
-        &Topology::Regular { degree: p.degree },
+        &p.shape.topology(p.degree),
         p.nodes,
         &mut SimRng::child(p.seed, "topology", 0),
     );

@@ -1,0 +1,47 @@
+use weft_sim::faults::FaultConfig;
+use weft_sim::rng::SimRng;
+use weft_sim::topology::{edges, Topology};
+use weft_sim::world::{World, WorldConfig, MS};
+fn main() {
+    let n: u32 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let edges = edges(
+        &Topology::Regular { degree: 8 },
+        n,
+        &mut SimRng::child(1, "topology", 0),
+    );
+    let mut w = World::new(WorldConfig {
+        seed: 1,
+        nodes: n,
+        edges,
+        faults: FaultConfig::none(),
+        discovery: false,
+        sabotage: false,
+    });
+    while !w.all_linked() {
+        w.run_until(w.now + 100 * MS);
+    }
+    eprintln!("joined at {} ms", w.now / MS);
+    if std::env::var("WAIT").is_ok() {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    let t = std::time::Instant::now();
+    let before = w.stats.broadcast_transmissions;
+    let b: u32 = std::env::var("B")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    for k in 0..b {
+        w.schedule_broadcast(w.now, (k * 7919) % n);
+        w.run_until(w.now + 30 * MS);
+    }
+    let rx = w.stats.broadcast_transmissions - before;
+    eprintln!(
+        "{} receptions in {:?}: {:.0}/s",
+        rx,
+        t.elapsed(),
+        rx as f64 / t.elapsed().as_secs_f64()
+    );
+}

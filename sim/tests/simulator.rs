@@ -1,0 +1,123 @@
+//! The simulator's promises: determinism, exact flood counts without faults, convergence under
+//! swarm faults over a seed sweep, and violations that stop a run with a replay line.
+
+use std::time::Instant;
+
+use weft_sim::scenario::mesh::{self, FaultMode, MeshParams, Shape};
+use weft_sim::sweep::{self, Shard};
+
+/// Seeds in the sweep: `WEFT_SIM_SEEDS` (default 400).
+fn sweep_seeds() -> u64 {
+    std::env::var("WEFT_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+#[test]
+fn seed_sweep_of_small_networks_under_swarm_faults() {
+    let seeds = sweep_seeds();
+    let started = Instant::now();
+    let reports = sweep::mesh(seeds, Shard::ALL, 2);
+    let failures: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| {
+            format!(
+                "{}\n  replay: {}",
+                r.violation.as_deref().unwrap_or("?"),
+                r.replay
+            )
+        })
+        .collect();
+    println!(
+        "swept {} seeds in {:?}: {} events, {} faults struck, {} failures",
+        reports.len(),
+        started.elapsed(),
+        reports.iter().map(|r| r.events).sum::<u64>(),
+        reports.iter().map(|r| r.faults_struck).sum::<u64>(),
+        failures.len()
+    );
+    assert_eq!(reports.len() as u64, seeds);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The sweep really injected faults and really needed repair.
+    assert!(reports.iter().map(|r| r.faults_struck).sum::<u64>() > seeds);
+    assert!(reports.iter().any(|r| r.repair_messages > 0));
+}
+
+#[test]
+fn one_seed_twice_gives_one_digest_and_other_seeds_others() {
+    let run = |seed| mesh::run(&MeshParams::new(12, 3, seed, 10, FaultMode::Swarm));
+    let (a, b, c) = (run(5), run(5), run(6));
+    assert!(a.ok && c.ok, "{:?} {:?}", a.violation, c.violation);
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(a.events, b.events);
+    assert_ne!(a.digest, c.digest);
+    let quiet = |seed| mesh::run(&MeshParams::new(30, 4, seed, 5, FaultMode::None)).digest;
+    assert_eq!(quiet(1), quiet(1));
+    assert_ne!(quiet(1), quiet(2));
+}
+
+#[test]
+fn without_faults_every_shape_floods_at_exactly_2e_minus_n_plus_1() {
+    for shape in [
+        Shape::Regular,
+        Shape::Random,
+        Shape::Ring,
+        Shape::Line,
+        Shape::Star,
+    ] {
+        let mut p = MeshParams::new(40, 4, 3, 7, FaultMode::None);
+        p.shape = shape;
+        let r = mesh::run(&p);
+        assert!(r.ok, "{shape:?}: {:?}", r.violation);
+        let (n, e, b) = (u64::from(r.nodes), r.edges, r.broadcasts);
+        assert_eq!(r.transmissions, b * (2 * e - n + 1), "{shape:?}");
+        assert_eq!(r.duplicates, 2 * b * (e + 1 - n), "{shape:?}");
+        assert_eq!(r.delivered_fraction, 1.0);
+        assert_eq!(r.repair_messages, 0, "nothing to repair");
+    }
+}
+
+#[test]
+fn each_fault_alone_still_converges() {
+    for fault in [
+        "latency",
+        "bandwidth",
+        "connect",
+        "resets",
+        "clogs",
+        "partitions",
+        "crashes",
+        "pauses",
+        "slow",
+        "chunks",
+    ] {
+        let r = mesh::run(&MeshParams::new(
+            16,
+            3,
+            11,
+            20,
+            FaultMode::List(fault.into()),
+        ));
+        assert!(r.ok, "{fault}: {:?}\n  replay: {}", r.violation, r.replay);
+        assert_eq!(r.delivered_fraction, 1.0, "{fault}");
+    }
+}
+
+#[test]
+fn a_broken_invariant_stops_the_run_with_the_seed_and_a_replay_line() {
+    let mut p = MeshParams::new(10, 3, 42, 5, FaultMode::Swarm);
+    p.sabotage = true;
+    let r = mesh::run(&p);
+    assert!(!r.ok);
+    let violation = r.violation.as_deref().unwrap_or_default();
+    assert!(violation.contains("twice"), "{violation}");
+    assert_eq!(
+        r.replay,
+        "weft sim mesh --nodes 10 --degree 3 --seed 42 --broadcasts 5 --faults swarm --sabotage"
+    );
+    println!("violation: {violation}\nreplay: {}", r.replay);
+    // The replay reproduces it exactly.
+    assert_eq!(mesh::run(&p).digest, r.digest);
+}
