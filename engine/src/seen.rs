@@ -83,7 +83,8 @@ impl<K: core::hash::Hash + Eq + Copy, V> LruMap<K, V> {
     /// The value for `key`, made with `make` if absent (evicting first if full); marks it used.
     pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         self.clock += 1;
-        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
+        // Only a full map pays for the second lookup.
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
             self.evict();
         }
         let entry = self.map.entry(key).or_insert_with(|| (make(), 0));

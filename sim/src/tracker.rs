@@ -25,6 +25,7 @@ pub const PAYLOAD_LEN: usize = 64;
 
 struct Sent {
     key: BroadcastKey,
+    payload: Bytes,
     /// Which nodes delivered it in their current incarnation: a bitset over node indices.
     delivered: Vec<u64>,
 }
@@ -70,11 +71,13 @@ impl MeshTracker {
     pub fn originate(&mut self, _now: u64, key: BroadcastKey) -> Bytes {
         let index = self.sent.len() as u32;
         self.index.insert(key, index);
+        let bytes = payload(index);
         self.sent.push(Sent {
             key,
+            payload: bytes.clone(),
             delivered: vec![0; (self.nodes as usize).div_ceil(64)],
         });
-        payload(index)
+        bytes
     }
 
     /// Broadcasts sent so far.
@@ -95,7 +98,7 @@ impl MeshTracker {
         let Some(&index) = self.index.get(&key) else {
             return fail(format!("node {node} delivered {key:?}, which nobody sent"));
         };
-        if *bytes != payload(index) {
+        if *bytes != self.sent[index as usize].payload {
             return fail(format!("node {node} delivered {key:?} with corrupt bytes"));
         }
         let sent = &mut self.sent[index as usize];

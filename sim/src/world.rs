@@ -5,7 +5,7 @@
 //! a child of the root seed, so one seed gives one byte-identical run.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use weft_engine::protocol::{Code, NodeId};
@@ -218,7 +218,8 @@ pub struct World {
     pub trace: Trace,
     config: WorldConfig,
     nodes: Vec<SimNode>,
-    ids: BTreeMap<NodeId, u32>,
+    /// Looked up, never iterated: a std hash map is fine for determinism here.
+    ids: HashMap<NodeId, u32>,
     links: Vec<Link>,
     queue: BinaryHeap<Entry>,
     seq: u64,
@@ -244,7 +245,7 @@ impl World {
         }
         let mut clock_rng = SimRng::child(seed, "clock", 0);
         let mut nodes = Vec::with_capacity(n as usize);
-        let mut ids = BTreeMap::new();
+        let mut ids = HashMap::with_capacity(n as usize);
         for (i, neighbours) in neighbours.into_iter().enumerate() {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
