@@ -1,0 +1,225 @@
+//! Writes the hand-made seeds of `corpus/frame_decoder/` and `corpus/node/`.
+//!
+//! Run from `fuzz/`. Frame-decoder seeds are valid streams of every message, plain and
+//! compressed, in several chunkings, and a few broken ones. Node seeds are
+//! found by a seeded random search for op sequences that reach what a fuzzer otherwise takes
+//! a while to find: completed handshakes (inbound and outbound), delivered and relayed
+//! broadcasts, discovery. Files are named by content, so reruns add nothing twice. The search
+//! is deterministic and takes about a quarter of an hour in release mode
+//! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it).
+
+use std::path::Path;
+
+use weft_engine::identity::Identity;
+use weft_engine::protocol::{
+    Broadcast, ByeReason, CascadeId, DigestEntry, Hello, HelloAck, ICanSee, ICantSee, IKnowAbout,
+    MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, SeqRange, Signature,
+    WantRange, CAP_LZ4,
+};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    frame_seeds(&root.join("frame_decoder"));
+    if std::env::args().any(|a| a == "--frames-only") {
+        return;
+    }
+    node_seeds(&root.join("node"));
+}
+
+fn save(dir: &Path, data: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let name = content_name(data);
+    std::fs::write(dir.join(name), data).unwrap();
+}
+
+/// A content name without another dependency: FNV-1a, twice, as 32 hex digits.
+fn content_name(data: &[u8]) -> String {
+    let fnv = |seed: u64| {
+        data.iter().fold(seed, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "seed-{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x1234_5678_9abc_def0)
+    )
+}
+
+fn messages() -> Vec<Message<'static>> {
+    let peer = Identity::from_secret(&[1; 32]);
+    let node = peer.node_id();
+    let cascade = CascadeId {
+        origin: node,
+        seq: 7,
+    };
+    let peers: Vec<PeerInfo> = (0..20u8)
+        .map(|i| PeerInfo {
+            node: NodeId([i; 32]),
+            addr: format!("10.0.0.{i}:7000"),
+        })
+        .collect();
+    vec![
+        Message::Hello(Hello {
+            network: NetworkId::from_name("fuzz"),
+            public_key: peer.public_key(),
+            nonce: [3; 32],
+            incarnation: 2,
+            listen_addr: Some("10.0.0.1:7000".into()),
+            capabilities: CAP_LZ4,
+        }),
+        Message::HelloAck(HelloAck {
+            signature: Signature([9; 64]),
+        }),
+        Message::Ping(Ping { nonce: 1 }),
+        Message::Pong(Pong { nonce: u64::MAX }),
+        Message::Bye(ByeReason::Shutdown),
+        Message::ICanSee(ICanSee {
+            cascade,
+            hops_left: 2,
+            origin_addr: Some("10.0.0.1:7000".into()),
+            peers: peers.clone(),
+        }),
+        Message::IKnowAbout(IKnowAbout {
+            cascade,
+            hops_left: 0,
+            peers,
+        }),
+        Message::ICantSee(ICantSee {
+            cascade,
+            hops_left: 1,
+            lost: NodeId([5; 32]),
+        }),
+        Message::Broadcast(Broadcast {
+            origin: node,
+            incarnation: 2,
+            seq: 1,
+            payload: b"hello, mesh",
+        }),
+        Message::Broadcast(Broadcast {
+            origin: node,
+            incarnation: 2,
+            seq: 2,
+            payload: &[0x42; 600],
+        }),
+        Message::MeshDigest(MeshDigest {
+            entries: vec![DigestEntry {
+                origin: node,
+                incarnation: 2,
+                ranges: vec![
+                    SeqRange { first: 1, last: 4 },
+                    SeqRange { first: 9, last: 9 },
+                ],
+            }],
+        }),
+        Message::MeshWant(MeshWant {
+            wants: vec![WantRange {
+                origin: node,
+                incarnation: 2,
+                range: SeqRange { first: 2, last: 3 },
+            }],
+        }),
+        Message::MeshRepair(Broadcast {
+            origin: node,
+            incarnation: 2,
+            seq: 3,
+            payload: b"repaired",
+        }),
+    ]
+}
+
+fn frame_seeds(dir: &Path) {
+    let msgs = messages();
+    let stream = |compress: bool| -> Vec<u8> {
+        msgs.iter()
+            .flat_map(|m| m.to_frame(compress).into_bytes().to_vec())
+            .collect()
+    };
+    let with_sizes = |sizes: &[u8], stream: &[u8]| -> Vec<u8> {
+        let mut out = vec![sizes.len() as u8];
+        out.extend_from_slice(sizes);
+        out.extend_from_slice(stream);
+        out
+    };
+    let plain = stream(false);
+    let packed = stream(true);
+    save(dir, &with_sizes(&[], &plain));
+    save(dir, &with_sizes(&[1], &plain));
+    save(dir, &with_sizes(&[3, 5, 8, 13], &packed));
+    save(dir, &with_sizes(&[7, 200], &packed));
+    for m in &msgs {
+        // A whole frame as the whole input: Frame::parse succeeds on it.
+        save(dir, m.to_frame(true).bytes());
+        save(dir, &with_sizes(&[2], m.to_frame(false).bytes()));
+    }
+    // Truncated, bad version, unknown code, oversized length, corrupt lz4.
+    save(dir, &with_sizes(&[4], &plain[..plain.len() - 3]));
+    let mut bad = msgs[2].to_frame(false).into_bytes().to_vec();
+    bad[4] = 2;
+    save(dir, &with_sizes(&[], &bad));
+    bad[4] = 1;
+    bad[6..8].copy_from_slice(&0x0777u16.to_be_bytes());
+    save(dir, &with_sizes(&[], &bad));
+    save(
+        dir,
+        &with_sizes(&[1], &[0x7f, 0xff, 0xff, 0xff, 1, 0, 0, 3]),
+    );
+    let mut corrupt = msgs[9].to_frame(true).into_bytes().to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x55;
+    corrupt[12] ^= 0x10;
+    save(dir, &with_sizes(&[], &corrupt));
+}
+
+/// xorshift64*: a reproducible byte source without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn node_seeds(dir: &Path) {
+    type Goal = (&'static str, fn(&weft_engine::NodeMetrics) -> bool);
+    let goals: [Goal; 5] = [
+        ("one handshake", |m| m.handshakes_completed >= 1),
+        ("two handshakes", |m| m.handshakes_completed >= 2),
+        ("broadcast delivered", |m| m.broadcasts_delivered >= 1),
+        ("broadcast relayed", |m| {
+            m.broadcasts_delivered >= 1 && m.broadcast_transmissions >= 1
+        }),
+        ("discovery dial", |m| m.discovery_dials >= 1),
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (name, goal) in goals {
+        let mut found = 0;
+        for attempt in 0..2_000_000u64 {
+            let len = 16 + (rng.next() % 240) as usize;
+            let data = rng.bytes(len);
+            let metrics = weft_fuzz::run_node_metrics(&data);
+            if goal(&metrics) {
+                save(dir, &data);
+                found += 1;
+                if found == 3 {
+                    println!("{name}: found after {attempt} tries");
+                    break;
+                }
+            }
+        }
+        if found < 3 {
+            println!("{name}: {found} found");
+        }
+    }
+    // A few plain random ones of assorted lengths.
+    for len in [1, 8, 64, 512, 2048] {
+        save(dir, &rng.bytes(len));
+    }
+}

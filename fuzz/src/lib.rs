@@ -1,0 +1,11 @@
+//! weft's fuzz targets' logic. The targets in `fuzz_targets/` are one-line wrappers around
+//! these functions; the corpus replay tests (`protocol/tests/fuzz_corpus.rs`,
+//! `engine/tests/fuzz_corpus.rs`) include the same modules by path, so they run the very same
+//! code without libfuzzer.
+#![forbid(unsafe_code)]
+
+mod decoder_drive;
+mod node_drive;
+
+pub use decoder_drive::run_frame_decoder;
+pub use node_drive::{run_node, run_node_metrics};

@@ -1,0 +1,756 @@
+//! The node fuzz logic, shared by `fuzz_targets/node.rs` and the corpus replay test in
+//! `engine/tests/fuzz_corpus.rs`.
+//!
+//! Depends only on `weft-engine`, `weft-protocol`, `bytes` and `arbitrary`, so the engine's
+//! tests can include it with `#[path = ...] mod` without pulling in libfuzzer.
+//!
+//! The input is read as a sequence of [`Op`]s that drive one [`Node`] as a driver and its
+//! peers would, including wrong ones (unknown connection ids, answers to dials that were
+//! never made): the node must refuse those with an `InputError`, never panic. Besides raw
+//! bytes, peers can send well-formed frames built from arbitrary message fields, and complete
+//! a real handshake (a signed HELLO_ACK over the nonce the node sent) so that the fuzzer gets
+//! past the handshake into discovery, liveness and the mesh.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use weft_engine::identity::{Identity, Transcript};
+use weft_engine::protocol::{
+    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
+    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
+    Ping, Pong, SeqRange, Signature, WantRange, CAP_LZ4, MAX_ADDR_LEN,
+};
+use weft_engine::{Command, Config, ConnId, Duration, Input, Instant, Node, NodeMetrics, Output};
+
+/// The network every well-behaved peer claims.
+const NETWORK: &str = "fuzz";
+/// The node's seed: `Config::from_seed(NETWORK, SEED)`.
+const SEED: u64 = 1;
+/// Peers with real keys, able to complete a handshake.
+const PEERS: usize = 4;
+/// Most ops one input may run.
+const MAX_OPS: usize = 512;
+
+/// One driver step.
+#[derive(Debug, Arbitrary)]
+enum Op {
+    /// The driver accepted `ConnId::inbound(n % 16)`.
+    Accept { n: u8, addr: AddrSel },
+    /// An outbound dial (one of the ids seen in `Output::Connect`) opened.
+    Connected { dial: u8 },
+    /// An outbound dial failed.
+    ConnectFailed { dial: u8 },
+    /// Bytes arrived.
+    Received { conn: ConnSel, data: Data },
+    /// A peer with a real key sends HELLO and a HELLO_ACK signing the node's nonce.
+    Handshake(HandshakeOp),
+    /// The driver wrote everything handed out.
+    Writable { conn: ConnSel },
+    /// The connection ended.
+    Closed { conn: ConnSel },
+    /// Calendar time.
+    WallClock { unix_ms: u64 },
+    /// Application: dial.
+    Connect { addr: AddrSel },
+    /// Application: broadcast a payload.
+    Broadcast { payload: Vec<u8> },
+    /// Application: broadcast a large payload, `(chunks % 16 + 1) * 16 KiB` (up to the
+    /// transmit window), cut from a fixed pattern at offset `fill`.
+    BigBroadcast { chunks: u8, fill: u8 },
+    /// Application: close the link to a peer.
+    Disconnect { node: NodeSel },
+    /// Application: shut down.
+    Shutdown,
+    /// Time passes; the driver calls `handle_timeout`.
+    Advance { ms: u16 },
+    /// The driver sleeps until `poll_timeout` and calls `handle_timeout`.
+    AdvanceToTimeout,
+    /// `handle_timeout` with a time earlier than one already given (must be harmless).
+    LateTimeout { ms: u16 },
+}
+
+/// Picks a connection: mostly one the node has open, sometimes any id.
+#[derive(Debug, Arbitrary)]
+enum ConnSel {
+    Open(u8),
+    Raw(u8),
+}
+
+/// Picks a node id: a keyed peer, the node itself, or arbitrary.
+#[derive(Debug, Arbitrary)]
+enum NodeSel {
+    Peer(u8),
+    Me,
+    Other(u8),
+}
+
+/// Picks an address: a handful of short ones, the empty one, one over `MAX_ADDR_LEN`.
+#[derive(Debug, Arbitrary)]
+enum AddrSel {
+    Short(u8),
+    Empty,
+    TooLong,
+}
+
+/// Picks a sequence number: small ones collide, large ones test the window arithmetic.
+#[derive(Debug, Arbitrary)]
+enum Seq {
+    Small(u8),
+    Any(u64),
+}
+
+/// What a `Received` carries.
+#[derive(Debug, Arbitrary)]
+enum Data {
+    /// Any bytes.
+    Raw(Vec<u8>),
+    /// Well-formed frames, compressed where that helps if `compress`, delivered in two pieces
+    /// cut at `split % len` (in one piece if that is 0).
+    Frames {
+        msgs: Vec<Msg>,
+        compress: bool,
+        split: u16,
+    },
+}
+
+/// A message with arbitrary fields.
+#[derive(Debug, Arbitrary)]
+enum Msg {
+    Hello {
+        peer: NodeKey,
+        wrong_network: bool,
+        nonce: u8,
+        incarnation: u8,
+        listen: Option<AddrSel>,
+        capabilities: u32,
+    },
+    HelloAck {
+        signature: u8,
+    },
+    Ping(u64),
+    Pong(u64),
+    Bye(u8),
+    ICanSee {
+        cascade: CascadeSel,
+        hops_left: u8,
+        origin_addr: Option<AddrSel>,
+        peers: Vec<(NodeSel, AddrSel)>,
+    },
+    IKnowAbout {
+        cascade: CascadeSel,
+        hops_left: u8,
+        peers: Vec<(NodeSel, AddrSel)>,
+    },
+    ICantSee {
+        cascade: CascadeSel,
+        hops_left: u8,
+        lost: NodeSel,
+    },
+    Broadcast {
+        origin: NodeSel,
+        incarnation: u8,
+        seq: Seq,
+        payload: Vec<u8>,
+    },
+    MeshDigest {
+        entries: Vec<(NodeSel, u8, Vec<RangeSel>)>,
+    },
+    MeshWant {
+        wants: Vec<(NodeSel, u8, RangeSel)>,
+    },
+    MeshRepair {
+        origin: NodeSel,
+        incarnation: u8,
+        seq: Seq,
+        payload: Vec<u8>,
+    },
+    /// A valid header (known or unknown code) around an arbitrary payload.
+    Frame {
+        code: u8,
+        payload: Vec<u8>,
+    },
+}
+
+/// Whose public key a HELLO carries.
+#[derive(Debug, Arbitrary)]
+enum NodeKey {
+    Peer(u8),
+    Me,
+    Raw(u8),
+}
+
+/// A range of sequence numbers: `first ..= first + extra` (invalid if `first` is 0).
+#[derive(Debug, Arbitrary)]
+struct RangeSel {
+    first: Seq,
+    extra: u8,
+}
+
+impl RangeSel {
+    fn to_range(&self) -> SeqRange {
+        let first = self.first.value();
+        SeqRange {
+            first,
+            last: first.saturating_add(u64::from(self.extra)),
+        }
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+struct CascadeSel {
+    origin: NodeSel,
+    seq: Seq,
+}
+
+/// A keyed peer's handshake on a connection.
+#[derive(Debug, Arbitrary)]
+struct HandshakeOp {
+    conn: ConnSel,
+    peer: u8,
+    nonce: u8,
+    incarnation: u8,
+    listen: Option<AddrSel>,
+    lz4: bool,
+    /// Flip a bit of the signature.
+    bad_proof: bool,
+    /// Send the HELLO_ACK only (the HELLO went in an earlier op) or the HELLO only.
+    part: Part,
+    split: u16,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Part {
+    Both,
+    HelloOnly,
+    AckOnly,
+}
+
+/// Keys fixed for every run.
+struct Keys {
+    me: Identity,
+    peers: Vec<Identity>,
+    network: NetworkId,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        me: Identity::from_secret(&Config::from_seed(NETWORK, SEED).secret_key),
+        peers: (0..PEERS)
+            .map(|i| Identity::from_secret(&[i as u8 + 1; 32]))
+            .collect(),
+        network: NetworkId::from_name(NETWORK),
+    })
+}
+
+/// The pattern big broadcasts are cut from: 256 KiB and a little, compressible but not
+/// trivially.
+fn big_payload() -> &'static [u8] {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..256 * 1024 + 256)
+            .map(|i: usize| (i / 64) as u8 ^ (i % 7) as u8)
+            .collect()
+    })
+}
+
+/// Decodes `data` into ops and drives one node with them, checking after every step that
+/// the node keeps its promises. Panics if it does not.
+pub fn run_node(data: &[u8]) {
+    run_node_metrics(data);
+}
+
+/// [`run_node`], returning the node's counters at the end (how deep the input got).
+pub fn run_node_metrics(data: &[u8]) -> NodeMetrics {
+    let mut u = Unstructured::new(data);
+    let mut driver = Driver::new();
+    for _ in 0..MAX_OPS {
+        if u.is_empty() {
+            break;
+        }
+        let Ok(op) = Op::arbitrary(&mut u) else {
+            break;
+        };
+        driver.step(op);
+    }
+    driver.node.metrics().clone()
+}
+
+/// The driver around the node, and what it has seen the node say.
+struct Driver {
+    node: Node,
+    now: Instant,
+    /// The latest time handed to the node.
+    max_now: Instant,
+    /// Every id from `Output::Connect`, in order.
+    dials: Vec<ConnId>,
+    /// Per connection: a decoder over what the node transmitted on it.
+    sent: BTreeMap<ConnId, FrameDecoder>,
+    /// Per connection: the nonce of the HELLO the node sent on it.
+    hello_nonce: BTreeMap<ConnId, [u8; 32]>,
+    /// Connections the node asked to close (no more bytes may go out on them).
+    closing: BTreeSet<ConnId>,
+}
+
+impl Driver {
+    fn new() -> Driver {
+        Driver {
+            node: Node::new(Config::from_seed(NETWORK, SEED)),
+            now: Instant::ZERO,
+            max_now: Instant::ZERO,
+            dials: Vec::new(),
+            sent: BTreeMap::new(),
+            hello_nonce: BTreeMap::new(),
+            closing: BTreeSet::new(),
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Accept { n, addr } => {
+                let conn = ConnId::inbound(u64::from(n % 16));
+                let addr = addr.to_addr();
+                if self.input(Input::Accepted { conn, addr }) {
+                    // A fresh connection under a reused id.
+                    self.sent.remove(&conn);
+                    self.hello_nonce.remove(&conn);
+                    self.closing.remove(&conn);
+                }
+                self.check();
+            }
+            Op::Connected { dial } => {
+                let conn = self.dial(dial);
+                self.input(Input::Connected { conn });
+                self.check();
+            }
+            Op::ConnectFailed { dial } => {
+                let conn = self.dial(dial);
+                self.input(Input::ConnectFailed { conn });
+                self.check();
+            }
+            Op::Received { conn, data } => {
+                let conn = self.conn(&conn);
+                let (bytes, split) = match data {
+                    Data::Raw(bytes) => (bytes, 0),
+                    Data::Frames {
+                        msgs,
+                        compress,
+                        split,
+                    } => {
+                        let mut bytes = Vec::new();
+                        for msg in &msgs {
+                            bytes.extend_from_slice(msg.frame(compress).bytes());
+                        }
+                        (bytes, split)
+                    }
+                };
+                self.receive(conn, bytes, split);
+            }
+            Op::Handshake(h) => self.handshake(h),
+            Op::Writable { conn } => {
+                let conn = self.conn(&conn);
+                self.input(Input::Writable { conn });
+                self.check();
+            }
+            Op::Closed { conn } => {
+                let conn = self.conn(&conn);
+                self.input(Input::Closed { conn });
+                self.check();
+            }
+            Op::WallClock { unix_ms } => {
+                self.input(Input::WallClock { unix_ms });
+                self.check();
+            }
+            Op::Connect { addr } => {
+                let addr = addr.to_addr();
+                self.input(Input::Command(Command::Connect { addr }));
+                self.check();
+            }
+            Op::Broadcast { payload } => {
+                let payload = Bytes::from(payload);
+                self.input(Input::Command(Command::Broadcast { payload }));
+                self.check();
+            }
+            Op::BigBroadcast { chunks, fill } => {
+                let len = (usize::from(chunks) % 16 + 1) * 16 * 1024;
+                let start = usize::from(fill);
+                let payload = Bytes::from_static(&big_payload()[start..start + len]);
+                self.input(Input::Command(Command::Broadcast { payload }));
+                self.check();
+            }
+            Op::Disconnect { node } => {
+                let node = node.to_node_id();
+                self.input(Input::Command(Command::Disconnect { node }));
+                self.check();
+            }
+            Op::Shutdown => {
+                self.input(Input::Command(Command::Shutdown));
+                self.check();
+            }
+            Op::Advance { ms } => {
+                self.now = self.now + Duration::from_millis(u64::from(ms));
+                self.timeout(self.now);
+            }
+            Op::AdvanceToTimeout => {
+                if let Some(at) = self.node.poll_timeout() {
+                    self.now = self.now.max(at);
+                }
+                self.timeout(self.now);
+            }
+            Op::LateTimeout { ms } => {
+                let late = self.now - Duration::from_millis(u64::from(ms));
+                self.timeout(late);
+            }
+        }
+    }
+
+    /// Hands `input` to the node at the current time. Whether it was accepted: an
+    /// `InputError` is driver misuse, which random ops commit on purpose.
+    fn input(&mut self, input: Input) -> bool {
+        self.max_now = self.max_now.max(self.now);
+        self.node.handle_input(self.now, input).is_ok()
+    }
+
+    fn timeout(&mut self, at: Instant) {
+        self.max_now = self.max_now.max(at);
+        self.node.handle_timeout(at);
+        self.check();
+    }
+
+    /// Delivers `bytes` on `conn`, in two pieces if `split % len` is inside them.
+    fn receive(&mut self, conn: ConnId, bytes: Vec<u8>, split: u16) {
+        let bytes = Bytes::from(bytes);
+        let cut = match bytes.len() {
+            0 => 0,
+            len => usize::from(split) % len,
+        };
+        if cut > 0 {
+            self.input(Input::Received {
+                conn,
+                bytes: bytes.slice(..cut),
+            });
+            self.check();
+        }
+        self.input(Input::Received {
+            conn,
+            bytes: bytes.slice(cut..),
+        });
+        self.check();
+    }
+
+    fn handshake(&mut self, h: HandshakeOp) {
+        let keys = keys();
+        let conn = self.conn(&h.conn);
+        let peer = &keys.peers[usize::from(h.peer) % PEERS];
+        let hello = Hello {
+            network: keys.network,
+            public_key: peer.public_key(),
+            nonce: [h.nonce; 32],
+            incarnation: u64::from(h.incarnation % 4) + 1,
+            listen_addr: h.listen.map(|a| a.to_addr()),
+            capabilities: if h.lz4 { CAP_LZ4 } else { 0 },
+        };
+        // Without a HELLO from the node on this connection the proof cannot verify; send one
+        // anyway over a zero nonce.
+        let node_nonce = self.hello_nonce.get(&conn).copied().unwrap_or([0; 32]);
+        let mut signature = peer.sign_hello_ack(&Transcript {
+            network: keys.network,
+            verifier_nonce: node_nonce,
+            signer_nonce: hello.nonce,
+            signer_incarnation: hello.incarnation,
+        });
+        if h.bad_proof {
+            signature.0[0] ^= 1;
+        }
+        let mut bytes = Vec::new();
+        if !matches!(h.part, Part::AckOnly) {
+            bytes.extend_from_slice(Message::Hello(hello).to_frame(false).bytes());
+        }
+        if !matches!(h.part, Part::HelloOnly) {
+            let ack = Message::HelloAck(HelloAck { signature });
+            bytes.extend_from_slice(ack.to_frame(false).bytes());
+        }
+        self.receive(conn, bytes, h.split);
+    }
+
+    /// An id from `Output::Connect`, the latest first; a never-allocated one if none.
+    fn dial(&self, i: u8) -> ConnId {
+        match self.dials.len() {
+            0 => ConnId(2),
+            len => self.dials[len - 1 - usize::from(i) % len],
+        }
+    }
+
+    fn conn(&self, sel: &ConnSel) -> ConnId {
+        match *sel {
+            ConnSel::Open(i) => {
+                let open: Vec<ConnId> = self.node.conn_ids().collect();
+                match open.len() {
+                    0 => ConnId::inbound(0),
+                    len => open[usize::from(i) % len],
+                }
+            }
+            ConnSel::Raw(i) => ConnId(u64::from(i % 40)),
+        }
+    }
+
+    /// Drains the node's outputs and checks its promises.
+    fn check(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            self.observe(output);
+        }
+        if let Err(e) = self.node.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+        if let Some(at) = self.node.poll_timeout() {
+            assert!(
+                at >= self.max_now,
+                "poll_timeout {at:?} is before the latest now {:?}",
+                self.max_now
+            );
+        }
+        let max = self.node.config().limits.send_queue_bytes_max;
+        for conn in self.node.conn_ids() {
+            let stats = self
+                .node
+                .conn_stats(conn)
+                .expect("an open connection has stats");
+            assert!(
+                stats.queued_bytes <= max,
+                "{conn:?} queues {} bytes, over {max}",
+                stats.queued_bytes
+            );
+        }
+    }
+
+    fn observe(&mut self, output: Output) {
+        match output {
+            Output::Connect { conn, .. } => {
+                assert!(!conn.is_inbound(), "outbound id {conn:?} is odd");
+                if let Some(last) = self.dials.last() {
+                    assert!(conn > *last, "outbound id {conn:?} reused");
+                }
+                self.dials.push(conn);
+            }
+            Output::Transmit { conn, bytes } => {
+                assert!(
+                    !self.closing.contains(&conn),
+                    "bytes for {conn:?} after its Close"
+                );
+                let decoder = self.sent.entry(conn).or_default();
+                decoder.push(bytes);
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => panic!("the node sent a malformed stream on {conn:?}: {e}"),
+                    };
+                    let payload = frame
+                        .payload()
+                        .unwrap_or_else(|e| panic!("the node sent a bad payload on {conn:?}: {e}"));
+                    let msg = Message::decode(frame.code(), &payload).unwrap_or_else(|e| {
+                        panic!("the node sent an undecodable message on {conn:?}: {e}")
+                    });
+                    if let Message::Hello(hello) = msg {
+                        assert_eq!(hello.public_key, keys().me.public_key());
+                        self.hello_nonce.insert(conn, hello.nonce);
+                    }
+                }
+            }
+            Output::Close { conn, .. } => {
+                self.closing.insert(conn);
+            }
+            // Events, and outputs this driver does not know yet.
+            _ => {}
+        }
+    }
+}
+
+impl AddrSel {
+    fn to_addr(&self) -> String {
+        match self {
+            AddrSel::Short(n) => format!("10.0.0.{}:7000", n % 8),
+            AddrSel::Empty => String::new(),
+            AddrSel::TooLong => "a".repeat(MAX_ADDR_LEN + 1),
+        }
+    }
+}
+
+impl NodeSel {
+    fn to_node_id(&self) -> NodeId {
+        let keys = keys();
+        match self {
+            NodeSel::Peer(i) => keys.peers[usize::from(*i) % PEERS].node_id(),
+            NodeSel::Me => keys.me.node_id(),
+            NodeSel::Other(b) => NodeId([*b; 32]),
+        }
+    }
+}
+
+impl Seq {
+    fn value(&self) -> u64 {
+        match self {
+            Seq::Small(n) => u64::from(*n),
+            Seq::Any(n) => *n,
+        }
+    }
+}
+
+impl CascadeSel {
+    fn to_cascade(&self) -> CascadeId {
+        CascadeId {
+            origin: self.origin.to_node_id(),
+            seq: self.seq.value(),
+        }
+    }
+}
+
+fn peer_list(peers: &[(NodeSel, AddrSel)]) -> Vec<PeerInfo> {
+    peers
+        .iter()
+        .map(|(node, addr)| PeerInfo {
+            node: node.to_node_id(),
+            addr: addr.to_addr(),
+        })
+        .collect()
+}
+
+const BYE_REASONS: [ByeReason; 9] = [
+    ByeReason::Shutdown,
+    ByeReason::DuplicateLink,
+    ByeReason::WrongNetwork,
+    ByeReason::TooManyConnections,
+    ByeReason::SlowPeer,
+    ByeReason::ProtocolViolation,
+    ByeReason::BadProof,
+    ByeReason::Timeout,
+    ByeReason::Requested,
+];
+
+impl Msg {
+    fn frame(&self, compress: bool) -> Frame {
+        let keys = keys();
+        let msg = match self {
+            Msg::Hello {
+                peer,
+                wrong_network,
+                nonce,
+                incarnation,
+                listen,
+                capabilities,
+            } => {
+                let public_key = match peer {
+                    NodeKey::Peer(i) => keys.peers[usize::from(*i) % PEERS].public_key(),
+                    NodeKey::Me => keys.me.public_key(),
+                    NodeKey::Raw(b) => weft_engine::protocol::PublicKey([*b; 32]),
+                };
+                let network = if *wrong_network {
+                    NetworkId::from_name("not fuzz")
+                } else {
+                    keys.network
+                };
+                Message::Hello(Hello {
+                    network,
+                    public_key,
+                    nonce: [*nonce; 32],
+                    incarnation: u64::from(*incarnation),
+                    listen_addr: listen.as_ref().map(AddrSel::to_addr),
+                    capabilities: *capabilities,
+                })
+            }
+            Msg::HelloAck { signature } => Message::HelloAck(HelloAck {
+                signature: Signature([*signature; 64]),
+            }),
+            Msg::Ping(nonce) => Message::Ping(Ping { nonce: *nonce }),
+            Msg::Pong(nonce) => Message::Pong(Pong { nonce: *nonce }),
+            Msg::Bye(r) => Message::Bye(BYE_REASONS[usize::from(*r) % BYE_REASONS.len()]),
+            Msg::ICanSee {
+                cascade,
+                hops_left,
+                origin_addr,
+                peers,
+            } => Message::ICanSee(ICanSee {
+                cascade: cascade.to_cascade(),
+                hops_left: *hops_left,
+                origin_addr: origin_addr.as_ref().map(AddrSel::to_addr),
+                peers: peer_list(peers),
+            }),
+            Msg::IKnowAbout {
+                cascade,
+                hops_left,
+                peers,
+            } => Message::IKnowAbout(IKnowAbout {
+                cascade: cascade.to_cascade(),
+                hops_left: *hops_left,
+                peers: peer_list(peers),
+            }),
+            Msg::ICantSee {
+                cascade,
+                hops_left,
+                lost,
+            } => Message::ICantSee(ICantSee {
+                cascade: cascade.to_cascade(),
+                hops_left: *hops_left,
+                lost: lost.to_node_id(),
+            }),
+            Msg::Broadcast {
+                origin,
+                incarnation,
+                seq,
+                payload,
+            } => {
+                return Message::Broadcast(Broadcast {
+                    origin: origin.to_node_id(),
+                    incarnation: u64::from(*incarnation),
+                    seq: seq.value(),
+                    payload,
+                })
+                .to_frame(compress);
+            }
+            Msg::MeshDigest { entries } => Message::MeshDigest(MeshDigest {
+                entries: entries
+                    .iter()
+                    .map(|(origin, incarnation, ranges)| DigestEntry {
+                        origin: origin.to_node_id(),
+                        incarnation: u64::from(*incarnation),
+                        ranges: ranges.iter().map(RangeSel::to_range).collect(),
+                    })
+                    .collect(),
+            }),
+            Msg::MeshWant { wants } => Message::MeshWant(MeshWant {
+                wants: wants
+                    .iter()
+                    .map(|(origin, incarnation, range)| WantRange {
+                        origin: origin.to_node_id(),
+                        incarnation: u64::from(*incarnation),
+                        range: range.to_range(),
+                    })
+                    .collect(),
+            }),
+            Msg::MeshRepair {
+                origin,
+                incarnation,
+                seq,
+                payload,
+            } => {
+                return Message::MeshRepair(Broadcast {
+                    origin: origin.to_node_id(),
+                    incarnation: u64::from(*incarnation),
+                    seq: seq.value(),
+                    payload,
+                })
+                .to_frame(compress);
+            }
+            Msg::Frame { code, payload } => {
+                let code = match Code::ALL.get(usize::from(*code)) {
+                    Some(code) => *code,
+                    None => Code(u16::from(*code)),
+                };
+                return Frame::build(code, payload, compress);
+            }
+        };
+        msg.to_frame(compress)
+    }
+}
