@@ -1,9 +1,8 @@
 //! The application's side of a running driver: a [`Handle`] queues requests for the node's
 //! event loop and wakes it; the loop drains them from its [`Mailbox`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use weft_engine::{InputError, NodeId};
@@ -60,69 +59,96 @@ pub(crate) enum Wake {
     /// The mio loop's poll waker.
     #[cfg(feature = "mio")]
     Mio(mio::Waker),
-    /// The waker of the task that runs the node, once it has polled.
+    /// The waker of the task that runs the node, registered by its mailbox.
     #[cfg(feature = "tokio")]
-    Task(std::sync::Mutex<Option<std::task::Waker>>),
+    Task,
+}
+
+/// Requests waiting for the loop. The loop takes them all at once, so a sender only wakes the
+/// loop when it finds the queue empty.
+struct Queue {
+    requests: Vec<Request>,
+    /// False once the loop has ended: requests are refused.
+    open: bool,
+    /// The task waker, for [`Wake::Task`].
+    task: Option<std::task::Waker>,
 }
 
 struct Shared {
-    /// Set by the first request after the loop last looked: later senders need not wake it.
-    pending: AtomicBool,
+    queue: Mutex<Queue>,
+    /// Signalled when the loop takes the queue (senders wait for room on it).
+    room: Condvar,
     wake: Wake,
+}
+
+impl Shared {
+    /// The queue, even if a thread panicked while holding it (the queue stays consistent:
+    /// every change is a single push or swap).
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A cloneable, thread-safe way to talk to a running node.
 #[derive(Clone)]
 pub struct Handle {
-    requests: SyncSender<Request>,
     shared: Arc<Shared>,
 }
 
-/// The event loop's end of the request queue.
+/// The event loop's end of the request queue; dropping it refuses further requests.
 pub(crate) struct Mailbox {
-    requests: Receiver<Request>,
     shared: Arc<Shared>,
 }
 
 /// A connected handle and mailbox.
 pub(crate) fn channel(wake: Wake) -> (Handle, Mailbox) {
-    let (tx, rx) = mpsc::sync_channel(REQUESTS_MAX);
     let shared = Arc::new(Shared {
-        pending: AtomicBool::new(false),
+        queue: Mutex::new(Queue {
+            requests: Vec::new(),
+            open: true,
+            task: None,
+        }),
+        room: Condvar::new(),
         wake,
     });
     let handle = Handle {
-        requests: tx,
         shared: Arc::clone(&shared),
     };
-    (
-        handle,
-        Mailbox {
-            requests: rx,
-            shared,
-        },
-    )
+    (handle, Mailbox { shared })
 }
 
 impl Handle {
     fn send(&self, request: Request) -> Result<(), HandleError> {
-        self.requests
-            .send(request)
-            .map_err(|_| HandleError::Stopped)?;
-        if !self.shared.pending.swap(true, Ordering::SeqCst) {
-            match &self.shared.wake {
-                #[cfg(feature = "mio")]
-                Wake::Mio(waker) => waker.wake().map_err(|_| HandleError::Stopped)?,
-                #[cfg(feature = "tokio")]
-                Wake::Task(slot) => {
-                    let waker = slot.lock().ok().and_then(|w| w.clone());
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+        let mut queue = self.shared.lock();
+        while queue.open && queue.requests.len() >= REQUESTS_MAX {
+            queue = self
+                .shared
+                .room
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if !queue.open {
+            return Err(HandleError::Stopped);
+        }
+        let was_empty = queue.requests.is_empty();
+        queue.requests.push(request);
+        #[cfg(feature = "tokio")]
+        let task = queue.task.clone().filter(|_| was_empty);
+        drop(queue);
+        if !was_empty {
+            return Ok(());
+        }
+        match &self.shared.wake {
+            #[cfg(feature = "mio")]
+            Wake::Mio(waker) => waker.wake().map_err(|_| HandleError::Stopped),
+            #[cfg(feature = "tokio")]
+            Wake::Task => {
+                if let Some(task) = task {
+                    task.wake();
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Floods `payload` to the mesh and waits for the node to accept it.
@@ -179,27 +205,33 @@ impl Mailbox {
     /// Registers the waker of the task that drains this mailbox.
     #[cfg(feature = "tokio")]
     pub(crate) fn register(&self, waker: &std::task::Waker) {
-        #[allow(irrefutable_let_patterns)]
-        if let Wake::Task(slot) = &self.shared.wake {
-            if let Ok(mut w) = slot.lock() {
-                if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                    *w = Some(waker.clone());
-                }
-            }
+        let mut queue = self.shared.lock();
+        if !queue.task.as_ref().is_some_and(|old| old.will_wake(waker)) {
+            queue.task = Some(waker.clone());
         }
     }
 
-    /// Up to `max` waiting requests; the loop must look again (without sleeping) if it got
-    /// `max`.
-    pub(crate) fn take(&self, max: usize) -> Vec<Request> {
-        self.shared.pending.store(false, Ordering::SeqCst);
-        let mut out = Vec::new();
-        while out.len() < max {
-            match self.requests.try_recv() {
-                Ok(r) => out.push(r),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+    /// Moves every waiting request into `into` (which should be empty).
+    pub(crate) fn take(&self, into: &mut Vec<Request>) {
+        let mut queue = self.shared.lock();
+        let was_full = queue.requests.len() >= REQUESTS_MAX;
+        std::mem::swap(&mut queue.requests, into);
+        drop(queue);
+        if was_full {
+            self.shared.room.notify_all();
         }
-        out
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.open = false;
+        // Dropping waiting requests drops their reply senders: their callers see `Stopped`.
+        let waiting = std::mem::take(&mut queue.requests);
+        queue.task = None;
+        drop(queue);
+        self.shared.room.notify_all();
+        drop(waiting);
     }
 }

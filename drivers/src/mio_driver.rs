@@ -11,7 +11,7 @@ use signal_hook_mio::v1_0::Signals;
 use weft_engine::ConnId;
 
 use crate::conns::{Conns, ReadTurn, Socket};
-use crate::handle::{self, Handle, Mailbox, Wake};
+use crate::handle::{self, Handle, Mailbox, Request, Wake};
 use crate::host::{Exit, Host};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
@@ -19,8 +19,6 @@ use crate::setup::Setup;
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-/// Requests taken from the mailbox per loop turn.
-const REQUESTS_PER_TURN: usize = 1024;
 
 impl TryWrite for TcpStream {
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -56,7 +54,10 @@ pub struct MioDriver {
     readable: Vec<ConnId>,
     /// Whether the listener may have more connections waiting.
     acceptable: bool,
-    more_requests: bool,
+    /// The waker fired: the mailbox has requests.
+    requests_waiting: bool,
+    /// Reused buffer for a batch of requests.
+    batch: Vec<Request>,
 }
 
 impl MioDriver {
@@ -87,7 +88,8 @@ impl MioDriver {
             next_inbound: 0,
             readable: Vec::new(),
             acceptable: true,
-            more_requests: false,
+            requests_waiting: false,
+            batch: Vec::new(),
         };
         Ok((driver, handle))
     }
@@ -103,7 +105,7 @@ impl MioDriver {
             if let Some(exit) = self.host.exit_due(self.conns.len()) {
                 return Ok(exit);
             }
-            let busy = !self.readable.is_empty() || self.more_requests;
+            let busy = !self.readable.is_empty();
             let timeout = if busy {
                 std::time::Duration::ZERO
             } else {
@@ -123,7 +125,7 @@ impl MioDriver {
             for &(token, readable, writable) in &ready {
                 match token {
                     LISTENER => self.acceptable = true,
-                    WAKER => self.more_requests = true,
+                    WAKER => self.requests_waiting = true,
                     SIGNALS => {
                         if self.on_signals() {
                             return Ok(Exit::Interrupted);
@@ -240,16 +242,17 @@ impl MioDriver {
     }
 
     fn take_requests(&mut self) {
-        if !self.more_requests {
+        if !std::mem::take(&mut self.requests_waiting) {
             return;
         }
-        let requests = self.mailbox.take(REQUESTS_PER_TURN);
-        self.more_requests = requests.len() == REQUESTS_PER_TURN;
-        for request in requests {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.mailbox.take(&mut batch);
+        for request in batch.drain(..) {
             let conns = &self.conns;
             self.host.on_request(request, &|conn| conns.unwritten(conn));
             self.conns.drain(&mut self.host);
         }
+        self.batch = batch;
         if self.host.is_stopping() && self.listener.is_some() {
             self.begin_stop(Exit::Requested);
         }

@@ -13,13 +13,11 @@ use tokio::time::Sleep;
 use weft_engine::{ConnId, Instant};
 
 use crate::conns::{Conns, ReadTurn, Socket};
-use crate::handle::{self, Handle, Mailbox, Wake};
+use crate::handle::{self, Handle, Mailbox, Request, Wake};
 use crate::host::{Exit, Host};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
-/// Requests taken from the mailbox per pass.
-const REQUESTS_PER_PASS: usize = 1024;
 /// Passes per poll before the task yields to the runtime.
 const PASSES_PER_POLL: usize = 64;
 
@@ -52,6 +50,8 @@ pub struct TokioDriver {
     signals: Vec<Signal>,
     peers: Vec<String>,
     next_inbound: u64,
+    /// Reused buffer for a batch of requests.
+    batch: Vec<Request>,
 }
 
 impl TokioDriver {
@@ -59,7 +59,7 @@ impl TokioDriver {
     /// listener and signals register with its reactor).
     pub fn new(setup: Setup) -> io::Result<(TokioDriver, Handle)> {
         let listener = TcpListener::from_std(setup.listener)?;
-        let (handle, mailbox) = handle::channel(Wake::Task(std::sync::Mutex::new(None)));
+        let (handle, mailbox) = handle::channel(Wake::Task);
         let signals = if setup.signals {
             vec![
                 signal(SignalKind::interrupt())?,
@@ -78,6 +78,7 @@ impl TokioDriver {
             signals,
             peers: setup.peers,
             next_inbound: 0,
+            batch: Vec::new(),
         };
         Ok((driver, handle))
     }
@@ -154,13 +155,15 @@ impl TokioDriver {
 
     fn take_requests(&mut self, cx: &mut Context<'_>) -> bool {
         self.mailbox.register(cx.waker());
-        let requests = self.mailbox.take(REQUESTS_PER_PASS);
-        let progress = !requests.is_empty();
-        for request in requests {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.mailbox.take(&mut batch);
+        let progress = !batch.is_empty();
+        for request in batch.drain(..) {
             let conns = &self.conns;
             self.host.on_request(request, &|conn| conns.unwritten(conn));
             self.conns.drain(&mut self.host);
         }
+        self.batch = batch;
         if self.host.is_stopping() {
             self.listener = None;
         }

@@ -1,0 +1,146 @@
+//! Broadcast throughput between two nodes over loopback TCP, for each driver: node A floods
+//! 64-byte payloads to node B, which delivers them to a subscriber. One element is one message,
+//! timed from A's first broadcast to B's last delivery; at most `WINDOW` messages are
+//! outstanding, as an application pacing itself on deliveries would.
+//!
+//! Two configurations: the engine's defaults (lz4 offered, so every frame over 64 bytes is
+//! tried), and compression off. The payload is pseudo-random, as hashes or ids would be.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weft_drivers::{Delivery, Handle, Setup};
+use weft_engine::Config;
+
+const WINDOW: u64 = 16 * 1024;
+/// How often the application looks for deliveries while the window is full.
+const POLL: Duration = Duration::from_micros(200);
+
+/// 64 pseudo-random bytes (xorshift), fixed across runs.
+fn payload() -> Bytes {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..64)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    Bytes::from(bytes)
+}
+
+#[derive(Clone, Copy)]
+enum Driver {
+    Mio,
+    Tokio,
+}
+
+fn setup(seed: u64, compression: bool, peers: Vec<String>) -> Setup {
+    let mut config = Config::from_seed("bench", seed);
+    config.discovery = false;
+    config.compression = compression;
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut setup = Setup::bind(config, addr).unwrap();
+    setup.peers = peers;
+    setup
+}
+
+/// Runs a node on its own thread and returns its handle.
+fn spawn(driver: Driver, setup: Setup) -> Handle {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || match driver {
+        Driver::Mio => {
+            let (node, handle) = weft_drivers::mio_driver::MioDriver::new(setup).unwrap();
+            tx.send(handle).unwrap();
+            node.run().unwrap();
+        }
+        Driver::Tokio => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _entered = rt.enter();
+            let (node, handle) = weft_drivers::tokio_driver::TokioDriver::new(setup).unwrap();
+            tx.send(handle).unwrap();
+            rt.block_on(node.run());
+        }
+    });
+    rx.recv().unwrap()
+}
+
+struct Pair {
+    a: Handle,
+    b: Handle,
+    deliveries: Receiver<Delivery>,
+}
+
+impl Pair {
+    fn new(driver: Driver, compression: bool) -> Pair {
+        let b_setup = setup(2, compression, Vec::new());
+        let b_addr = b_setup.local_addr().unwrap().to_string();
+        let b = spawn(driver, b_setup);
+        let a = spawn(driver, setup(1, compression, vec![b_addr]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !a.hosts().unwrap().iter().any(|h| h.direct) {
+            assert!(Instant::now() < deadline, "the nodes did not link");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let deliveries = b.subscribe(2 * WINDOW as usize).unwrap();
+        Pair { a, b, deliveries }
+    }
+
+    /// Sends `n` broadcasts from A and waits until B delivered them all. The application
+    /// refills the window once half of it has been delivered, and polls for deliveries rather
+    /// than have B wake it for each.
+    fn run(&self, n: u64) -> Duration {
+        let payload = payload();
+        let start = Instant::now();
+        let (mut sent, mut delivered) = (0u64, 0u64);
+        while delivered < n {
+            while sent < n && sent - delivered < WINDOW {
+                self.a.broadcast_nowait(payload.clone()).unwrap();
+                sent += 1;
+            }
+            let stalled_at = Instant::now();
+            while delivered < n && (sent - delivered > WINDOW / 2 || sent == n) {
+                std::thread::sleep(POLL);
+                delivered += self.deliveries.try_iter().count() as u64;
+                assert!(
+                    stalled_at.elapsed() < Duration::from_secs(10),
+                    "B stopped delivering"
+                );
+            }
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = self.a.shutdown();
+        let _ = self.b.shutdown();
+    }
+}
+
+fn loopback(c: &mut Criterion) {
+    let mut group = c.benchmark_group("loopback_broadcast_64B");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+    for (name, driver) in [("mio", Driver::Mio), ("tokio", Driver::Tokio)] {
+        for (variant, compression) in [("defaults", true), ("no_lz4", false)] {
+            let pair = Pair::new(driver, compression);
+            group.bench_function(format!("{name}/{variant}"), |b| {
+                b.iter_custom(|n| pair.run(n))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, loopback);
+criterion_main!(benches);
