@@ -145,8 +145,14 @@ pub struct Broadcast<'a> {
     /// Per-origin, per-incarnation sequence number, from 1.
     pub seq: u64,
     /// Application bytes.
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "bytes_at_once")]
     pub payload: &'a [u8],
+}
+
+/// Writes a byte string as one length-prefixed run (the same bytes serde's default writes one
+/// element at a time).
+fn bytes_at_once<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
 }
 
 /// An inclusive range of sequence numbers, `first <= last`, both at least 1.
