@@ -227,17 +227,20 @@ impl Mesh {
         wants
     }
 
-    /// Held broadcasts a peer asked for, oldest first.
+    /// Held broadcasts a peer asked for, oldest first. `wants` must be sorted; of overlapping
+    /// ranges only the last starting at or before a held broadcast is looked at (a well-formed
+    /// want list has no overlaps).
     pub(crate) fn wanted<'a>(
         &'a self,
         wants: &'a [WantRange],
     ) -> impl Iterator<Item = &'a Held> + 'a {
         self.store.iter().filter(move |h| {
-            wants.iter().any(|w| {
-                w.origin == h.origin
-                    && w.incarnation == h.incarnation
-                    && (w.range.first..=w.range.last).contains(&h.seq)
-            })
+            let key = (h.origin, h.incarnation, h.seq);
+            let after = wants.partition_point(|w| (w.origin, w.incarnation, w.range.first) <= key);
+            after > 0 && {
+                let w = &wants[after - 1];
+                w.origin == h.origin && w.incarnation == h.incarnation && h.seq <= w.range.last
+            }
         })
     }
 
