@@ -32,8 +32,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("bad arguments"));
+            eprintln!("{}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -48,5 +47,19 @@ fn main() -> ExitCode {
         Cmd::Listen(args) => cli::listen(args),
         Cmd::Network(args) => cli::network(args),
         Cmd::Stats(args) => cli::stats(args),
+    }
+}
+
+/// clap's message up to its usage hint, on one line.
+fn one_line(text: &str) -> String {
+    let lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"));
+    let joined = lines.collect::<Vec<_>>().join(" ");
+    if joined.is_empty() {
+        "bad arguments".into()
+    } else {
+        joined
     }
 }

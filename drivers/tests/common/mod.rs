@@ -1,0 +1,284 @@
+//! Helpers for the end-to-end tests: `weft` processes on 127.0.0.1 that are killed when
+//! dropped, commands with a time limit, and in-process peers that speak the protocol.
+#![allow(dead_code)]
+
+pub mod peer;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weft_drivers::report::{DeliveryReport, HostReport, StatsReport};
+
+/// Every wait in these tests ends by this time at the latest.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `weft` binary.
+pub fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// Runs `weft args`, killing it if it takes longer than `WAIT`.
+pub fn run(args: &[&str]) -> Output {
+    let mut child = weft()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait weft").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weft {args:?} did not finish in {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("weft output")
+}
+
+/// Polls `done` every 20 ms until it holds; panics after `WAIT` naming `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `weft node`.
+pub struct NodeProc {
+    child: Child,
+    pub net: String,
+    pub state: PathBuf,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl NodeProc {
+    /// Starts `weft node` listening on `listen` (use `127.0.0.1:0` for a free port) and waits
+    /// for the line that says where it listens.
+    pub fn start(
+        dir: &Path,
+        net: &str,
+        name: &str,
+        driver: &str,
+        listen: &str,
+        peers: &[&str],
+    ) -> NodeProc {
+        let state = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = weft();
+        cmd.args([
+            "node", "--name", net, "--listen", listen, "--driver", driver,
+        ])
+        .arg("--state")
+        .arg(&state);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn weft node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "{name} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        NodeProc {
+            child,
+            net: net.to_owned(),
+            state,
+            addr,
+            log,
+        }
+    }
+
+    fn net_args(&self) -> Vec<String> {
+        vec![
+            "--name".into(),
+            self.net.clone(),
+            "--state".into(),
+            self.state.display().to_string(),
+        ]
+    }
+
+    /// `weft <command> --name NET --state DIR <extra...>` against this node.
+    pub fn command(&self, command: &str, extra: &[&str]) -> Output {
+        let mut args = vec![command.to_owned()];
+        args.extend(self.net_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    }
+
+    pub fn stats(&self) -> StatsReport {
+        let out = self.command("stats", &["--json"]);
+        assert!(
+            out.status.success(),
+            "stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    pub fn hosts(&self) -> Vec<HostReport> {
+        let out = self.command("network", &["--json"]);
+        assert!(
+            out.status.success(),
+            "network: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("network JSON")
+    }
+
+    /// This node's id (64 hex digits).
+    pub fn id(&self) -> String {
+        self.stats().node
+    }
+
+    /// Whether this node holds a live link to `node`.
+    pub fn links_to(&self, node: &str) -> bool {
+        self.hosts().iter().any(|h| h.direct && h.node == node)
+    }
+
+    pub fn send(&self, message: &str) {
+        let out = self.command("send", &[message]);
+        assert!(
+            out.status.success(),
+            "send: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `weft listen --json` and waits until the node counts the subscriber.
+    pub fn listen(&self) -> ListenProc {
+        let before = self.stats().listeners;
+        let mut args = vec!["listen".to_owned()];
+        args.extend(self.net_args());
+        args.push("--json".into());
+        let mut child = weft()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn weft listen");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        wait_until("the listener subscribed", || {
+            self.stats().listeners > before
+        });
+        ListenProc { child, lines }
+    }
+
+    /// Sends SIGINT (or another signal name) to the node.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the node to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait node") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the node did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the node at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `weft listen --json`, collecting its lines.
+pub struct ListenProc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ListenProc {
+    pub fn deliveries(&self) -> Vec<DeliveryReport> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    pub fn wait_for(&self, count: usize) -> Vec<DeliveryReport> {
+        wait_until(&format!("{count} deliveries"), || {
+            self.lines.lock().unwrap().len() >= count
+        });
+        self.deliveries()
+    }
+}
+
+impl Drop for ListenProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh temporary folder and a network name unique to the test.
+pub fn scratch(test: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("weft-e2e")
+        .tempdir()
+        .expect("tempdir");
+    (dir, format!("{test}-{}", std::process::id()))
+}
