@@ -183,9 +183,10 @@ impl TokioDriver {
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
-                    // Out of descriptors or similar: try again on the next pass.
+                    // Out of descriptors or similar: try again when something else wakes the
+                    // task (at the latest the node's next timer), rather than spin.
                     tracing::warn!("accept failed: {e}");
-                    return true;
+                    return progress;
                 }
                 Poll::Pending => break,
             }
