@@ -102,6 +102,23 @@ pub struct ConnReport {
     pub in_flight_bytes: u64,
     /// Bytes the driver holds and has not yet written to the socket.
     pub unwritten_bytes: u64,
+    /// Frames and bytes by protocol (session, discovery, mesh, repair).
+    pub by_protocol: Vec<ProtocolReport>,
+}
+
+/// One protocol's traffic on one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolReport {
+    /// session, discovery, mesh or repair.
+    pub protocol: String,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames handed to the driver.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes handed to the driver.
+    pub bytes_out: u64,
 }
 
 impl ConnReport {
@@ -125,6 +142,18 @@ impl ConnReport {
             queued_bytes: s.queued_bytes as u64,
             in_flight_bytes: s.in_flight_bytes as u64,
             unwritten_bytes: unwritten as u64,
+            by_protocol: s
+                .by_protocol
+                .named()
+                .into_iter()
+                .map(|(name, t)| ProtocolReport {
+                    protocol: name.to_string(),
+                    frames_in: t.frames_in,
+                    frames_out: t.frames_out,
+                    bytes_in: t.bytes_in,
+                    bytes_out: t.bytes_out,
+                })
+                .collect(),
         }
     }
 }

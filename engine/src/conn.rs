@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use weft_protocol::{FrameDecoder, NodeId};
+use weft_protocol::{Code, FrameDecoder, NodeId};
 
 use crate::handshake::Handshake;
 use crate::io::{ConnId, Direction};
@@ -128,6 +128,14 @@ impl Conn {
         }
         let frame = self.send_queue.pop_front()?;
         self.stats.queued_bytes -= frame.len();
+        if let Some(code) = frame.get(6..8) {
+            let t = self
+                .stats
+                .by_protocol
+                .of(Code(u16::from_be_bytes([code[0], code[1]])));
+            t.frames_out += 1;
+            t.bytes_out += frame.len() as u64;
+        }
         let wire = self.transport.seal(frame);
         self.stats.in_flight_bytes += wire.len();
         self.stats.frames_out += 1;

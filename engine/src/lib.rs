@@ -29,7 +29,7 @@ mod transport;
 pub use config::{Config, Limits, Timers};
 pub use identity::Identity;
 pub use io::{CloseReason, Command, ConnId, Direction, Event, Input, InputError, Output};
-pub use metrics::{ConnStats, NodeMetrics};
+pub use metrics::{ByProtocol, ConnStats, NodeMetrics, Traffic};
 pub use node::{HostInfo, Node};
 pub use time::{Duration, Instant};
 pub use weft_protocol as protocol;

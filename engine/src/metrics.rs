@@ -35,6 +35,55 @@ pub struct NodeMetrics {
     pub repairs_received: u64,
 }
 
+/// Frames and bytes of one protocol on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames handed to the driver.
+    pub frames_out: u64,
+    /// Bytes received (whole frames).
+    pub bytes_in: u64,
+    /// Bytes handed to the driver (whole frames).
+    pub bytes_out: u64,
+}
+
+/// Traffic on one connection by protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByProtocol {
+    /// HELLO, HELLO_ACK, PING, PONG, BYE.
+    pub session: Traffic,
+    /// ICANSEE, IKNOWABOUT, ICANTSEE.
+    pub discovery: Traffic,
+    /// BROADCAST.
+    pub mesh: Traffic,
+    /// MESH_DIGEST, MESH_WANT, MESH_REPAIR.
+    pub repair: Traffic,
+}
+
+impl ByProtocol {
+    /// The counters of the protocol that owns `code`.
+    pub(crate) fn of(&mut self, code: weft_protocol::Code) -> &mut Traffic {
+        use weft_protocol::Code;
+        match code {
+            Code::ICANSEE | Code::IKNOWABOUT | Code::ICANTSEE => &mut self.discovery,
+            Code::BROADCAST => &mut self.mesh,
+            Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => &mut self.repair,
+            _ => &mut self.session,
+        }
+    }
+
+    /// Each protocol's name and counters, in a fixed order.
+    pub fn named(&self) -> [(&'static str, Traffic); 4] {
+        [
+            ("session", self.session),
+            ("discovery", self.discovery),
+            ("mesh", self.mesh),
+            ("repair", self.repair),
+        ]
+    }
+}
+
 /// Counters and queue state for one connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnStats {
@@ -52,4 +101,6 @@ pub struct ConnStats {
     pub queued_bytes: usize,
     /// Bytes handed to the driver and not yet reported written.
     pub in_flight_bytes: usize,
+    /// Frames and bytes by protocol.
+    pub by_protocol: ByProtocol,
 }

@@ -663,6 +663,9 @@ impl Node {
             match c.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     c.stats.frames_in += 1;
+                    let t = c.stats.by_protocol.of(frame.code());
+                    t.frames_in += 1;
+                    t.bytes_in += frame.bytes().len() as u64;
                     c.last_received_at = now;
                     self.metrics.frames_received += 1;
                     self.on_frame(now, conn, frame);

@@ -69,9 +69,64 @@ fn node_corpus_replays() {
 }
 
 #[test]
+fn node_small_limits_corpus_replays() {
+    let config = node_drive::small_limits_config();
+    let limits = config.limits.clone();
+    let mut total = node_drive::NodeSummary::default();
+    let (mut slow, mut dropped, mut evicting, mut capped) = (0, 0, 0, 0);
+    let n = replay("node_small_limits", |path, data| {
+        eprintln!("{}", path.display());
+        let s = node_drive::run_node_with(data, config.clone());
+        slow += usize::from(s.slow_peer_closes > 0);
+        dropped += usize::from(s.metrics.relays_dropped > 0);
+        evicting += usize::from(s.store_evictions > 0);
+        capped += usize::from(
+            s.too_many_closes + s.too_many_refusals > 0
+                || s.inbound_peak == limits.inbound_max
+                || s.outbound_peak == limits.outbound_max,
+        );
+        total.metrics.handshakes_completed += s.metrics.handshakes_completed;
+        total.metrics.broadcasts_delivered += s.metrics.broadcasts_delivered;
+        total.metrics.relays_dropped += s.metrics.relays_dropped;
+        total.slow_peer_closes += s.slow_peer_closes;
+        total.too_many_closes += s.too_many_closes;
+        total.too_many_refusals += s.too_many_refusals;
+        total.store_evictions += s.store_evictions;
+        total.inbound_peak = total.inbound_peak.max(s.inbound_peak);
+        total.outbound_peak = total.outbound_peak.max(s.outbound_peak);
+    });
+    eprintln!(
+        "replayed {n} node_small_limits inputs: {} handshakes, {} broadcasts delivered; \
+         slow-peer closes {} (in {slow} inputs), relays dropped {} (in {dropped}), \
+         repair-store evictions >= {} (in {evicting}), connection-cap closes {} and refusals {} \
+         (caps reached in {capped}), peak {} inbound / {} outbound",
+        total.metrics.handshakes_completed,
+        total.metrics.broadcasts_delivered,
+        total.slow_peer_closes,
+        total.metrics.relays_dropped,
+        total.store_evictions,
+        total.too_many_closes,
+        total.too_many_refusals,
+        total.inbound_peak,
+        total.outbound_peak,
+    );
+    // The point of this target: the bounded paths the default limits never reach.
+    assert!(
+        slow + dropped > 0,
+        "no corpus input reaches a slow-peer disconnect or a relay drop"
+    );
+    assert!(
+        total.metrics.handshakes_completed > 0,
+        "no corpus input completes a handshake"
+    );
+}
+
+#[test]
 fn node_driver_survives_empty_and_tiny_inputs() {
     for data in [&[][..], &[0], &[0xff; 3], &[7; 64]] {
         node_drive::run_node(data);
+        node_drive::run_node_small_limits(data);
+        assert!(node_drive::default_config().limits.send_queue_bytes_max > 8 * 1024);
         decoder_drive::run_frame_decoder(data);
     }
 }

@@ -39,6 +39,14 @@ fn handshake_proves_the_key_and_reports_the_peer() {
         node.links().collect::<Vec<_>>(),
         vec![(fake.id(), fake.conn)]
     );
+    let by = node.conn_stats(fake.conn).unwrap().by_protocol;
+    assert_eq!((by.session.frames_in, by.session.frames_out), (2, 2));
+    let handshake_bytes = fake.hello().len() + fake.ack(h.nonce).len();
+    assert_eq!(by.session.bytes_in, handshake_bytes as u64);
+    assert_eq!(
+        by.mesh.frames_in + by.discovery.frames_out + by.repair.frames_out,
+        0
+    );
 }
 
 #[test]
@@ -192,6 +200,9 @@ fn relays_go_to_all_peers_but_the_sender_and_duplicates_are_dropped() {
         relayed[1].1.as_ptr(),
         "one buffer shared"
     );
+    let mesh = |conn| node.conn_stats(conn).unwrap().by_protocol.mesh;
+    assert_eq!((mesh(a.conn).frames_in, mesh(b.conn).frames_out), (1, 1));
+    assert_eq!(mesh(b.conn).bytes_out, frame.len() as u64);
     // The same broadcast again, from anyone: nothing.
     b.send(&mut node, T0, frame);
     assert!(drain(&mut node).is_empty());

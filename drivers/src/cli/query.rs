@@ -153,6 +153,22 @@ fn stats_text(s: &StatsReport) -> String {
             k.in_flight_bytes,
             k.unwritten_bytes
         );
+        for t in k
+            .by_protocol
+            .iter()
+            .filter(|t| t.frames_in + t.frames_out > 0)
+        {
+            let _ = writeln!(
+                text,
+                "{:<6}{:<40}{:>9}{:>9}{:>11}{:>11}",
+                "",
+                format!("  {}", t.protocol),
+                t.frames_in,
+                t.frames_out,
+                t.bytes_in,
+                t.bytes_out
+            );
+        }
     }
     text
 }
