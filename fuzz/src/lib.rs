@@ -8,4 +8,7 @@ mod decoder_drive;
 mod node_drive;
 
 pub use decoder_drive::run_frame_decoder;
-pub use node_drive::{run_node, run_node_metrics};
+pub use node_drive::{
+    default_config, run_node, run_node_metrics, run_node_small_limits, run_node_with,
+    small_limits_config, NodeSummary,
+};

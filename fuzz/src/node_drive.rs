@@ -11,7 +11,7 @@
 //! a real handshake (a signed HELLO_ACK over the nonce the node sent) so that the fuzzer gets
 //! past the handshake into discovery, liveness and the mesh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -22,7 +22,10 @@ use weft_engine::protocol::{
     ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
     Ping, Pong, SeqRange, Signature, WantRange, CAP_LZ4, MAX_ADDR_LEN,
 };
-use weft_engine::{Command, Config, ConnId, Duration, Input, Instant, Node, NodeMetrics, Output};
+use weft_engine::{
+    CloseReason, Command, Config, ConnId, Duration, Event, Input, InputError, Instant, Limits,
+    Node, NodeMetrics, Output,
+};
 
 /// The network every well-behaved peer claims.
 const NETWORK: &str = "fuzz";
@@ -256,16 +259,75 @@ fn big_payload() -> &'static [u8] {
     })
 }
 
+/// The configuration of the `node` target: `Config::from_seed`, default limits.
+pub fn default_config() -> Config {
+    Config::from_seed(NETWORK, SEED)
+}
+
+/// The configuration of the `node_small_limits` target: the same node with bounds so small
+/// that a few ops reach them (slow-peer disconnects, relay drops, repair-store eviction,
+/// connection caps, table evictions).
+pub fn small_limits_config() -> Config {
+    let mut config = default_config();
+    config.limits = Limits {
+        send_queue_bytes_max: 8 * 1024,
+        relay_queue_bytes_max: 2 * 1024,
+        transmit_window_bytes: 1024,
+        inbound_max: 3,
+        outbound_max: 2,
+        repair_store_max: 8,
+        repair_store_bytes_max: 4 * 1024,
+        heard_of_max: 4,
+        cascade_seen_max: 8,
+        seen_origins_max: 4,
+        ..Limits::default()
+    };
+    config
+}
+
 /// Decodes `data` into ops and drives one node with them, checking after every step that
 /// the node keeps its promises. Panics if it does not.
 pub fn run_node(data: &[u8]) {
-    run_node_metrics(data);
+    run_node_with(data, default_config());
+}
+
+/// [`run_node`] under [`small_limits_config`].
+pub fn run_node_small_limits(data: &[u8]) {
+    run_node_with(data, small_limits_config());
 }
 
 /// [`run_node`], returning the node's counters at the end (how deep the input got).
 pub fn run_node_metrics(data: &[u8]) -> NodeMetrics {
+    run_node_with(data, default_config()).metrics
+}
+
+/// How far one input got: the node's counters and the bounded paths it reached.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSummary {
+    /// The node's counters at the end.
+    pub metrics: NodeMetrics,
+    /// `Output::Close` with `CloseReason::SlowPeer`.
+    pub slow_peer_closes: u64,
+    /// `Output::Close` with `CloseReason::TooManyConnections` (an accept over `inbound_max`).
+    pub too_many_closes: u64,
+    /// `Command::Connect` refused with `InputError::TooManyConnections` (`outbound_max`).
+    pub too_many_refusals: u64,
+    /// Repair-store evictions by its count or byte bound, a lower bound: the driver mirrors
+    /// the broadcasts the node must hold (originated, delivered) that are younger than the
+    /// repair window; whenever that mirror is over a bound the node must have evicted.
+    pub store_evictions: u64,
+    /// Most inbound connections open at once, not counting those the node is closing.
+    pub inbound_peak: usize,
+    /// Most outbound connections open (pending included) at once, not counting those the
+    /// node is closing.
+    pub outbound_peak: usize,
+}
+
+/// Drives one node built from `config` with the ops decoded from `data`, checking after every
+/// step that the node keeps its promises (panics if not); returns what the input reached.
+pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
     let mut u = Unstructured::new(data);
-    let mut driver = Driver::new();
+    let mut driver = Driver::new(config);
     for _ in 0..MAX_OPS {
         if u.is_empty() {
             break;
@@ -275,7 +337,8 @@ pub fn run_node_metrics(data: &[u8]) -> NodeMetrics {
         };
         driver.step(op);
     }
-    driver.node.metrics().clone()
+    driver.summary.metrics = driver.node.metrics().clone();
+    driver.summary
 }
 
 /// The driver around the node, and what it has seen the node say.
@@ -292,18 +355,24 @@ struct Driver {
     hello_nonce: BTreeMap<ConnId, [u8; 32]>,
     /// Connections the node asked to close (no more bytes may go out on them).
     closing: BTreeSet<ConnId>,
+    /// Broadcasts the node certainly holds for repair, unless it evicted them by a bound:
+    /// when each was held, and its held (encoded) length.
+    held: VecDeque<(Instant, usize)>,
+    summary: NodeSummary,
 }
 
 impl Driver {
-    fn new() -> Driver {
+    fn new(config: Config) -> Driver {
         Driver {
-            node: Node::new(Config::from_seed(NETWORK, SEED)),
+            node: Node::new(config),
             now: Instant::ZERO,
             max_now: Instant::ZERO,
             dials: Vec::new(),
             sent: BTreeMap::new(),
             hello_nonce: BTreeMap::new(),
             closing: BTreeSet::new(),
+            held: VecDeque::new(),
+            summary: NodeSummary::default(),
         }
     }
 
@@ -365,20 +434,24 @@ impl Driver {
             }
             Op::Connect { addr } => {
                 let addr = addr.to_addr();
-                self.input(Input::Command(Command::Connect { addr }));
+                self.max_now = self.max_now.max(self.now);
+                let result = self
+                    .node
+                    .handle_input(self.now, Input::Command(Command::Connect { addr }));
+                if let Err(InputError::TooManyConnections) = result {
+                    self.summary.too_many_refusals += 1;
+                }
                 self.check();
             }
             Op::Broadcast { payload } => {
                 let payload = Bytes::from(payload);
-                self.input(Input::Command(Command::Broadcast { payload }));
-                self.check();
+                self.broadcast(payload);
             }
             Op::BigBroadcast { chunks, fill } => {
                 let len = (usize::from(chunks) % 16 + 1) * 16 * 1024;
                 let start = usize::from(fill);
                 let payload = Bytes::from_static(&big_payload()[start..start + len]);
-                self.input(Input::Command(Command::Broadcast { payload }));
-                self.check();
+                self.broadcast(payload);
             }
             Op::Disconnect { node } => {
                 let node = node.to_node_id();
@@ -403,6 +476,50 @@ impl Driver {
                 let late = self.now - Duration::from_millis(u64::from(ms));
                 self.timeout(late);
             }
+        }
+    }
+
+    /// The application broadcasts `payload`; if the node took it, it holds it for repair.
+    fn broadcast(&mut self, payload: Bytes) {
+        let before = self.node.metrics().broadcasts_originated;
+        let len = payload.len();
+        self.input(Input::Command(Command::Broadcast { payload }));
+        if self.node.metrics().broadcasts_originated > before {
+            let held = encoded_broadcast_len(
+                self.node.node_id(),
+                self.node.config().incarnation,
+                before + 1,
+                len,
+            );
+            self.hold(held);
+        }
+        self.check();
+    }
+
+    /// Mirrors the node's repair store: the node held `len` bytes now. Drops what the node
+    /// may have aged out first, so that the mirror never holds more than the node would have
+    /// without evicting by a bound.
+    fn hold(&mut self, len: usize) {
+        let limits = &self.node.config().limits;
+        let (count_max, bytes_max) = (limits.repair_store_max, limits.repair_store_bytes_max);
+        let age_max = self.node.config().timers.repair_window;
+        if count_max == 0 || len > bytes_max {
+            return;
+        }
+        let now = self.max_now;
+        while self
+            .held
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_since(at) >= age_max)
+        {
+            self.held.pop_front();
+        }
+        self.held.push_back((self.now, len));
+        let mut bytes: usize = self.held.iter().map(|&(_, len)| len).sum();
+        while self.held.len() > count_max || bytes > bytes_max {
+            let (_, old) = self.held.pop_front().expect("over a bound, so not empty");
+            bytes -= old;
+            self.summary.store_evictions += 1;
         }
     }
 
@@ -512,7 +629,15 @@ impl Driver {
             );
         }
         let max = self.node.config().limits.send_queue_bytes_max;
+        let (mut inbound, mut outbound) = (0, 0);
         for conn in self.node.conn_ids() {
+            if self.closing.contains(&conn) {
+                // Closing connections do not count against the caps.
+            } else if conn.is_inbound() {
+                inbound += 1;
+            } else {
+                outbound += 1;
+            }
             let stats = self
                 .node
                 .conn_stats(conn)
@@ -523,6 +648,8 @@ impl Driver {
                 stats.queued_bytes
             );
         }
+        self.summary.inbound_peak = self.summary.inbound_peak.max(inbound);
+        self.summary.outbound_peak = self.summary.outbound_peak.max(outbound);
     }
 
     fn observe(&mut self, output: Output) {
@@ -559,13 +686,51 @@ impl Driver {
                     }
                 }
             }
-            Output::Close { conn, .. } => {
+            Output::Close { conn, reason } => {
+                match reason {
+                    CloseReason::SlowPeer => self.summary.slow_peer_closes += 1,
+                    CloseReason::TooManyConnections => self.summary.too_many_closes += 1,
+                    _ => {}
+                }
                 self.closing.insert(conn);
+            }
+            Output::Event(Event::Broadcast {
+                origin,
+                incarnation,
+                seq,
+                payload,
+            }) => {
+                self.hold(encoded_broadcast_len(
+                    origin,
+                    incarnation,
+                    seq,
+                    payload.len(),
+                ));
             }
             // Events, and outputs this driver does not know yet.
             _ => {}
         }
     }
+}
+
+/// The length of a BROADCAST payload (what the repair store holds) carrying `len` bytes.
+fn encoded_broadcast_len(origin: NodeId, incarnation: u64, seq: u64, len: usize) -> usize {
+    let payload = &big_payload()[..len.min(big_payload().len())];
+    let zeros;
+    let payload = if payload.len() == len {
+        payload
+    } else {
+        zeros = vec![0; len];
+        &zeros
+    };
+    Message::Broadcast(Broadcast {
+        origin,
+        incarnation,
+        seq,
+        payload,
+    })
+    .encode_payload()
+    .len()
 }
 
 impl AddrSel {
