@@ -81,18 +81,7 @@ fn without_faults_every_shape_floods_at_exactly_2e_minus_n_plus_1() {
 
 #[test]
 fn each_fault_alone_still_converges() {
-    for fault in [
-        "latency",
-        "bandwidth",
-        "connect",
-        "resets",
-        "clogs",
-        "partitions",
-        "crashes",
-        "pauses",
-        "slow",
-        "chunks",
-    ] {
+    for fault in weft_sim::faults::FAULT_NAMES {
         let r = mesh::run(&MeshParams::new(
             16,
             3,
