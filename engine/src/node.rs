@@ -816,6 +816,9 @@ impl Node {
                 Some(ByeReason::DuplicateLink),
             );
             if !restarted {
+                // The same run of the peer on a new link: no new PeerUp, but the link it
+                // replaces may have died with broadcasts in flight, so repair over the new one.
+                self.send_digest(conn);
                 return;
             }
         }

@@ -556,3 +556,34 @@ fn connected_for_a_dial_the_node_already_gave_up_on_is_not_an_error() {
     let out = drain(&mut node);
     assert_eq!(closed(&out, conn), Some(CloseReason::HandshakeTimeout));
 }
+
+#[test]
+fn a_link_that_replaces_a_dead_one_to_the_same_peer_repairs_over_the_new_one() {
+    let mut node = node_with(|_| {});
+    let first = Fake::new(9, ConnId::inbound(1));
+    first.join(&mut node, T0);
+    node.handle_input(
+        T0,
+        Input::Command(Command::Broadcast {
+            payload: Bytes::from_static(b"held for repair"),
+        }),
+    )
+    .unwrap();
+    drain(&mut node);
+    // The same peer (same key, same run) reconnects: its new link wins the tie-break
+    // (higher dialer nonce) and replaces the old one, which may have died with data in flight.
+    let mut again = Fake::new(9, ConnId::inbound(2));
+    again.nonce = [0xff; 32];
+    let out = again.join(&mut node, T0);
+    assert_eq!(closed(&out, first.conn), Some(CloseReason::DuplicateLink));
+    let codes: Vec<Code> = frames_to(&out, again.conn)
+        .iter()
+        .map(|f| f.code())
+        .collect();
+    assert!(codes.contains(&Code::MESH_DIGEST), "{codes:?}");
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PeerUp { .. }))),
+        "same run of the peer: no second PeerUp"
+    );
+}
