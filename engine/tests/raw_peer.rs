@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, Fake, T0};
+use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, T0};
 use weft_engine::identity::Transcript;
 use weft_engine::protocol::{ByeReason, Code, Message, NetworkId, NodeId, ProtocolError};
 use weft_engine::{CloseReason, Command, ConnId, Duration, Event, Input, InputError, Output};
@@ -395,17 +395,9 @@ fn a_peer_that_never_reads_costs_bounded_memory() {
     assert_eq!(node.metrics().relays_dropped, dropped);
     // Broadcasts the node originates are never dropped: past the hard bound the peer goes.
     let mut reason = None;
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..400 {
+    for round in 0..400 {
         // Incompressible, so the queue fills at the full size.
-        let payload: Bytes = (0..1000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let payload = Bytes::from(noise(1000, round + 1));
         node.handle_input(T0, Input::Command(Command::Broadcast { payload }))
             .unwrap();
         for o in drain(&mut node) {
@@ -496,15 +488,7 @@ fn a_relay_larger_than_the_relay_bound_still_travels_on_an_idle_link() {
     let b = Fake::new(8, ConnId::inbound(2));
     a.join(&mut node, T0);
     b.join(&mut node, T0);
-    let mut x = 7u64;
-    let big: Vec<u8> = (0..200_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = noise(200_000, 7);
     a.send(&mut node, T0, broadcast_frame(NodeId([3; 32]), 1, &big));
     let out = drain(&mut node);
     assert_eq!(frames_to(&out, b.conn).len(), 1, "relayed whole");

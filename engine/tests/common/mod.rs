@@ -136,3 +136,16 @@ pub fn broadcast_frame(origin: NodeId, seq: u64, payload: &[u8]) -> Bytes {
     .to_frame(false)
     .into_bytes()
 }
+
+/// `len` incompressible bytes (xorshift from `seed`, which must not be 0).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
