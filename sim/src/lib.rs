@@ -4,6 +4,7 @@
 //! - [`world`]: the event loop, links and faults; [`faults`]: what can go wrong and how often;
 //!   [`topology`]: network shapes; [`tracker`]: the invariant checkers; [`trace`]: the digest.
 //! - [`scenario`]: what a run does and reports; [`cli`]: `weft sim`.
+//! - [`queue`]: the event queue, one FIFO per distinct time.
 //! - [`net`]: a smaller zero-latency harness for focused tests of a few nodes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@
 pub mod cli;
 pub mod faults;
 pub mod net;
+pub mod queue;
 pub mod rng;
 pub mod scenario;
 pub mod sweep;

@@ -4,14 +4,14 @@
 //! the next event, and each node's `poll_timeout()` is an event. Every random choice comes from
 //! a child of the root seed, so one seed gives one byte-identical run.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use weft_engine::protocol::{Code, NodeId};
 use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
 
 use crate::faults::{FaultConfig, Occurrence};
+use crate::queue::EventQueue;
 use crate::rng::{child_seed, SimRng};
 use crate::trace::Trace;
 use crate::tracker::{MeshTracker, Violation};
@@ -83,30 +83,6 @@ enum Recovery {
     Resume { node: u32 },
 }
 
-struct Entry {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    /// Reversed, so the max-heap pops the earliest (time, sequence) first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// One direction of a link.
 #[derive(Debug, Default, Clone)]
 struct Direction {
@@ -146,9 +122,10 @@ struct Partition {
 
 /// One simulated machine.
 struct SimNode {
-    node: Option<Node>,
+    /// Boxed, like the config, so the simulator's own per-node fields stay a few cache lines.
+    node: Option<Box<Node>>,
     id: NodeId,
-    config: Config,
+    config: Box<Config>,
     incarnation: u64,
     conns: BTreeMap<ConnId, (u32, u8)>,
     timer_at: Option<u64>,
@@ -221,8 +198,7 @@ pub struct World {
     /// Looked up, never iterated: a std hash map is fine for determinism here.
     ids: HashMap<NodeId, u32>,
     links: Vec<Link>,
-    queue: BinaryHeap<Entry>,
-    seq: u64,
+    queue: EventQueue<Ev>,
     link_rng: SimRng,
     fault_rng: SimRng,
     app_rng: SimRng,
@@ -253,14 +229,14 @@ impl World {
             // A hub (a star's centre) dials or accepts more links than the defaults allow.
             c.limits.outbound_max = c.limits.outbound_max.max(neighbours.len());
             c.limits.inbound_max = c.limits.inbound_max.max(neighbours.len());
-            let node = Node::new(c.clone());
+            let node = Box::new(Node::new(c.clone()));
             let id = node.node_id();
             ids.insert(id, i as u32);
             nodes.push(SimNode {
                 node: Some(node),
                 id,
                 incarnation: c.incarnation,
-                config: c,
+                config: Box::new(c),
                 conns: BTreeMap::new(),
                 timer_at: None,
                 paused: false,
@@ -288,8 +264,7 @@ impl World {
             nodes,
             ids,
             links: Vec::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::default(),
             partition: None,
             safety_end: 0,
             window_half,
@@ -311,7 +286,7 @@ impl World {
 
     /// Node `i`'s engine, if it is up.
     pub fn node(&self, i: u32) -> Option<&Node> {
-        self.nodes[i as usize].node.as_ref()
+        self.nodes[i as usize].node.as_deref()
     }
 
     /// Intended links.
@@ -368,18 +343,20 @@ impl World {
     /// Runs events until time `until` (inclusive) or a violation.
     pub fn run_until(&mut self, until: u64) {
         while self.violation.is_none() {
-            match self.queue.peek() {
-                Some(e) if e.at <= until => {}
+            match self.queue.next_time() {
+                Some(at) if at <= until => {}
                 _ => break,
             }
             // Peeked just above.
-            let Some(entry) = self.queue.pop() else { break };
-            self.now = entry.at;
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
             if self.phase == Phase::Safety && self.safety_end > 0 && self.now >= self.safety_end {
                 self.heal();
             }
             self.stats.events += 1;
-            self.dispatch(entry.ev);
+            self.dispatch(ev);
         }
         if self.violation.is_none() {
             self.now = self.now.max(until);
@@ -411,12 +388,7 @@ impl World {
     // ----- the queue ------------------------------------------------------------------
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at, ev);
     }
 
     fn dispatch(&mut self, ev: Ev) {
@@ -653,7 +625,7 @@ impl World {
         // What survives a crash: the key (in the config) and the incarnation, raised.
         sn.incarnation += 1;
         sn.config.incarnation = sn.incarnation;
-        sn.node = Some(Node::new(sn.config.clone()));
+        sn.node = Some(Box::new(Node::new((*sn.config).clone())));
         sn.sent = 0;
         self.start_node(i);
         self.maintain(i);
