@@ -8,8 +8,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant,
-    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant,
-    TableWrite, CAP_LZ4,
+    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant, TableWrite, CAP_LZ4,
 };
 
 use crate::config::Config;
@@ -1145,9 +1144,7 @@ impl Node {
         for &conn in &targets {
             // The received frame's bytes unchanged where the peer can take them.
             let bytes = match &relay {
-                Some((bytes, compressed)) if !compressed || self.compress_to(conn) => {
-                    bytes.clone()
-                }
+                Some((bytes, compressed)) if !compressed || self.compress_to(conn) => bytes.clone(),
                 _ => {
                     let build = || Frame::build(Code::TABLE_WRITE, &payload, false).into_bytes();
                     plain.get_or_insert_with(build).clone()

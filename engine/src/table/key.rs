@@ -94,9 +94,8 @@ impl KeyState {
     fn judge(&mut self, from: usize) {
         let mut lease = self.lease_before(from);
         for j in &mut self.log[from..] {
-            j.refused_by = lease.filter(|&(owner, until)| {
-                owner != j.write.node && j.write.hlc.ms < until
-            });
+            j.refused_by =
+                lease.filter(|&(owner, until)| owner != j.write.node && j.write.hlc.ms < until);
             if j.refused_by.is_none() {
                 lease = j.write.lease_until_ms.map(|until| (j.write.node, until));
             }
@@ -192,7 +191,12 @@ impl KeyState {
 mod tests {
     use super::*;
 
-    pub(crate) fn w(ms: u64, node: u8, value: Option<&str>, lease_until: Option<u64>) -> TableWrite {
+    pub(crate) fn w(
+        ms: u64,
+        node: u8,
+        value: Option<&str>,
+        lease_until: Option<u64>,
+    ) -> TableWrite {
         TableWrite {
             hlc: Hlc { ms, logical: 0 },
             node: NodeId([node; 32]),
@@ -209,7 +213,11 @@ mod tests {
 
     #[test]
     fn last_writer_wins_whatever_the_order() {
-        let writes = [w(10, 1, Some("a"), None), w(20, 2, Some("b"), None), w(20, 3, None, None)];
+        let writes = [
+            w(10, 1, Some("a"), None),
+            w(20, 2, Some("b"), None),
+            w(20, 3, None, None),
+        ];
         for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
             let mut k = KeyState::new(0);
             for i in order {

@@ -10,6 +10,9 @@ mod hlc;
 mod key;
 mod sync;
 
+#[cfg(test)]
+mod props;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use weft_protocol::{NodeId, TableWrite, MAX_TABLE_KEY_LEN, MAX_TABLE_VALUE_LEN};
@@ -359,7 +362,11 @@ mod tests {
         assert_eq!(a.entries_len(), 1, "the tombstone is within the horizon");
         a.expire(102_001);
         assert_eq!(a.entries_len(), 0, "reclaimed");
-        assert_eq!(a.receive(set), Received::TooOld, "the deleted key stays deleted");
+        assert_eq!(
+            a.receive(set),
+            Received::TooOld,
+            "the deleted key stays deleted"
+        );
         assert_eq!(a.get(b"k"), None);
     }
 }
