@@ -1184,7 +1184,8 @@ impl Node {
     fn on_table_digest(&mut self, conn: ConnId, digest: &TableDigest) {
         let buckets = self.table.wants(digest);
         if !buckets.is_empty() {
-            let msg = Message::TableWant(TableWant { buckets });
+            let bits = digest.bits;
+            let msg = Message::TableWant(TableWant { bits, buckets });
             self.send_table_message(conn, &msg, Priority::Control);
         }
     }
@@ -1192,7 +1193,7 @@ impl Node {
     /// A peer wants buckets: send their writes. Relay class: a reply over the peer's queue is
     /// cut short, and the next digest asks again.
     fn on_table_want(&mut self, conn: ConnId, want: &TableWant) {
-        for entries in self.table.entries(&want.buckets) {
+        for entries in self.table.entries(want.bits, &want.buckets) {
             let msg = Message::TableEntries(entries);
             if !self.send_table_message(conn, &msg, Priority::Relay) {
                 break;

@@ -364,18 +364,18 @@ impl<'a> Message<'a> {
                     "want list over its limit or with an invalid range",
                 ))
             }
-            Message::TableWrite(w) if !w.is_valid() => Err(malformed(
-                "table key, value or lease breaks its rules",
-            )),
+            Message::TableWrite(w) if !w.is_valid() => {
+                Err(malformed("table key, value or lease breaks its rules"))
+            }
             Message::TableDigest(d)
                 if d.buckets.len() > usize::from(TABLE_BUCKETS)
-                    || !buckets_ok(d.buckets.iter().map(|b| b.bucket)) =>
+                    || !buckets_ok(d.bits, d.buckets.iter().map(|b| b.bucket)) =>
             {
                 Err(malformed("digest buckets not ascending or out of range"))
             }
             Message::TableWant(w)
                 if w.buckets.len() > usize::from(TABLE_BUCKETS)
-                    || !buckets_ok(w.buckets.iter().copied()) =>
+                    || !buckets_ok(w.bits, w.buckets.iter().copied()) =>
             {
                 Err(malformed("wanted buckets not ascending or out of range"))
             }

@@ -11,8 +11,11 @@ pub const MAX_TABLE_KEY_LEN: usize = 1024;
 /// Longest value a table write may carry, in bytes.
 pub const MAX_TABLE_VALUE_LEN: usize = 1024 * 1024;
 
-/// Hash buckets the key space is cut into for anti-entropy digests.
+/// Most hash buckets a digest may cut the key space into: `2^bits`, `bits` at most 8.
 pub const TABLE_BUCKETS: u16 = 256;
+
+/// Most bits of a key's hash that name its bucket.
+pub const MAX_TABLE_BUCKET_BITS: u8 = 8;
 
 /// Most writes one TABLE_ENTRIES may carry.
 pub const MAX_TABLE_OPS_PER_MESSAGE: usize = 1024;
@@ -54,11 +57,33 @@ impl TableWrite {
         (self.hlc, self.node, self.incarnation)
     }
 
-    /// The anti-entropy bucket of a key: the first two bytes of BLAKE3(key), modulo
-    /// [`TABLE_BUCKETS`].
-    pub fn bucket_of(key: &[u8]) -> u16 {
+    /// A key's 16-bit hash: the first two bytes of BLAKE3(key), big-endian. Its top `bits`
+    /// bits name the key's bucket in a digest of `bits` bits.
+    pub fn key_hash(key: &[u8]) -> u16 {
         let h = blake3::hash(key);
-        u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]]) % TABLE_BUCKETS
+        u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
+    }
+
+    /// The bucket of a key hash in a digest of `bits` bits (0 to [`MAX_TABLE_BUCKET_BITS`]).
+    pub fn bucket_of(key_hash: u16, bits: u8) -> u16 {
+        match bits {
+            0 => 0,
+            b => key_hash >> (16 - u32::from(b.min(MAX_TABLE_BUCKET_BITS))),
+        }
+    }
+
+    /// The length of the write's postcard encoding, without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        let bytes = |len: usize| varint_len(len as u64) + len;
+        varint_len(self.hlc.ms)
+            + varint_len(u64::from(self.hlc.logical))
+            + 32
+            + varint_len(self.incarnation)
+            + bytes(self.key.len())
+            + 1
+            + self.value.as_ref().map_or(0, |v| bytes(v.len()))
+            + 1
+            + self.lease_until_ms.map_or(0, varint_len)
     }
 
     /// Whether the fields keep the rules beyond postcard's.
@@ -88,14 +113,18 @@ pub struct BucketHash {
 /// Anti-entropy: the hash of every non-empty bucket, ascending by bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDigest {
-    /// The buckets, ascending, each once.
+    /// Bits of the key hash naming a bucket: the key space is cut into `2^bits` buckets.
+    pub bits: u8,
+    /// The buckets, ascending, each once, each below `2^bits`.
     pub buckets: Vec<BucketHash>,
 }
 
 /// Anti-entropy: the buckets whose entries the sender asks for, ascending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableWant {
-    /// The buckets, ascending, each once, each below [`TABLE_BUCKETS`].
+    /// The digest's bits the buckets refer to.
+    pub bits: u8,
+    /// The buckets, ascending, each once, each below `2^bits`.
     pub buckets: Vec<u16>,
 }
 
@@ -106,11 +135,21 @@ pub struct TableEntries {
     pub writes: Vec<TableWrite>,
 }
 
-/// Whether bucket numbers are ascending, unique and in range.
-pub(crate) fn buckets_ok(buckets: impl Iterator<Item = u16>) -> bool {
+/// Bytes of a postcard varint.
+pub fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Whether `bits` is at most [`MAX_TABLE_BUCKET_BITS`] and the bucket numbers are ascending,
+/// unique and below `2^bits`.
+pub(crate) fn buckets_ok(bits: u8, buckets: impl Iterator<Item = u16>) -> bool {
+    if bits > MAX_TABLE_BUCKET_BITS {
+        return false;
+    }
+    let count = 1u16 << bits;
     let mut last: Option<u16> = None;
     for b in buckets {
-        if b >= TABLE_BUCKETS || last.is_some_and(|l| l >= b) {
+        if b >= count || last.is_some_and(|l| l >= b) {
             return false;
         }
         last = Some(b);
@@ -124,18 +163,46 @@ mod tests {
 
     #[test]
     fn bucket_order_rule() {
-        assert!(buckets_ok([0, 1, 255].into_iter()));
-        assert!(buckets_ok([].into_iter()));
-        assert!(!buckets_ok([3, 3].into_iter()));
-        assert!(!buckets_ok([4, 3].into_iter()));
-        assert!(!buckets_ok([256].into_iter()));
+        assert!(buckets_ok(8, [0, 1, 255].into_iter()));
+        assert!(buckets_ok(0, [0].into_iter()));
+        assert!(buckets_ok(3, [].into_iter()));
+        assert!(!buckets_ok(8, [3, 3].into_iter()));
+        assert!(!buckets_ok(8, [4, 3].into_iter()));
+        assert!(!buckets_ok(8, [256].into_iter()));
+        assert!(!buckets_ok(2, [4].into_iter()));
+        assert!(!buckets_ok(9, [].into_iter()));
+    }
+
+    #[test]
+    fn encoded_len_is_the_postcard_length() {
+        for (value, lease, ms) in [
+            (None, None, 0),
+            (Some(vec![7; 200]), Some(u64::MAX), 1_800_000_000_000),
+            (Some(vec![]), Some(128), 127),
+        ] {
+            let w = TableWrite {
+                hlc: Hlc { ms, logical: 300 },
+                node: NodeId([1; 32]),
+                incarnation: 1 << 40,
+                key: vec![b'k'; 130],
+                value,
+                lease_until_ms: lease,
+            };
+            let encoded = postcard::to_allocvec(&w).expect("encodes");
+            assert_eq!(w.encoded_len(), encoded.len());
+        }
+        assert_eq!((varint_len(0), varint_len(127), varint_len(128)), (1, 1, 2));
+        assert_eq!(varint_len(u64::MAX), 10);
     }
 
     #[test]
     fn buckets_spread_keys() {
         let mut seen = [false; TABLE_BUCKETS as usize];
         for i in 0..4096u32 {
-            seen[TableWrite::bucket_of(&i.to_le_bytes()) as usize] = true;
+            let h = TableWrite::key_hash(&i.to_le_bytes());
+            seen[TableWrite::bucket_of(h, 8) as usize] = true;
+            assert_eq!(TableWrite::bucket_of(h, 1), h >> 15);
+            assert_eq!(TableWrite::bucket_of(h, 0), 0);
         }
         assert!(seen.iter().all(|s| *s));
     }

@@ -373,17 +373,22 @@ fn gen_table_write(g: &mut Gen, big: bool) -> TableWrite {
     }
 }
 
-/// Ascending distinct buckets, sometimes all of them.
-fn gen_buckets(g: &mut Gen) -> Vec<u16> {
+/// A bucket width and ascending distinct buckets, sometimes all of them.
+fn gen_buckets(g: &mut Gen) -> (u8, Vec<u16>) {
+    let bits = below(g, 9) as u8;
+    let count = 1u16 << bits;
+    assert!(count <= TABLE_BUCKETS);
     if one_in(g, 6) {
-        return (0..TABLE_BUCKETS).collect();
+        return (bits, (0..count).collect());
     }
-    (0..TABLE_BUCKETS).filter(|_| one_in(g, 8)).collect()
+    (bits, (0..count).filter(|_| one_in(g, 3)).collect())
 }
 
 fn gen_table_digest(g: &mut Gen) -> TableDigest {
+    let (bits, buckets) = gen_buckets(g);
     TableDigest {
-        buckets: gen_buckets(g)
+        bits,
+        buckets: buckets
             .into_iter()
             .map(|bucket| BucketHash {
                 bucket,
@@ -501,9 +506,10 @@ impl Owned {
             10 => Message::MeshWant(gen_want(g, big)),
             11 => Message::TableWrite(gen_table_write(g, big)),
             12 => Message::TableDigest(gen_table_digest(g)),
-            13 => Message::TableWant(TableWant {
-                buckets: gen_buckets(g),
-            }),
+            13 => {
+                let (bits, buckets) = gen_buckets(g);
+                Message::TableWant(TableWant { bits, buckets })
+            }
             14 => Message::TableEntries(gen_table_entries(g, big)),
             _ => return Owned::Repair(OwnedBroadcast::gen(g, big)),
         })
@@ -975,6 +981,7 @@ fn table_messages_round_trip() {
     static PACKED: AtomicUsize = AtomicUsize::new(0);
     fn prop((w, d, e): (ArbTableWrite, ArbTableDigest, ArbTableEntries)) {
         let want = TableWant {
+            bits: d.0.bits,
             buckets: d.0.buckets.iter().map(|b| b.bucket).collect(),
         };
         for msg in [
@@ -1023,12 +1030,15 @@ fn breaking_a_table_rule_makes_the_payload_malformed() {
             d.buckets.swap(0, 1);
         } else {
             d.buckets.push(BucketHash {
-                bucket: TABLE_BUCKETS,
+                bucket: 1 << d.bits,
                 hash: [0; 8],
             });
         }
         assert!(matches!(
-            Message::decode(Code::TABLE_DIGEST, &Message::TableDigest(d).encode_payload()),
+            Message::decode(
+                Code::TABLE_DIGEST,
+                &Message::TableDigest(d).encode_payload()
+            ),
             Err(ProtocolError::MalformedPayload { .. })
         ));
     }

@@ -317,19 +317,25 @@ fn fields_of(msg: &Message<'_>) -> Value {
             ),
         )]),
         Message::TableWrite(w) => write_json(w),
-        Message::TableDigest(d) => obj([(
-            "buckets",
-            Value::Array(
-                d.buckets
-                    .iter()
-                    .map(|b| obj([("bucket", b.bucket.into()), ("hash", hexv(&b.hash))]))
-                    .collect(),
+        Message::TableDigest(d) => obj([
+            ("bits", d.bits.into()),
+            (
+                "buckets",
+                Value::Array(
+                    d.buckets
+                        .iter()
+                        .map(|b| obj([("bucket", b.bucket.into()), ("hash", hexv(&b.hash))]))
+                        .collect(),
+                ),
             ),
-        )]),
-        Message::TableWant(w) => obj([(
-            "buckets",
-            Value::Array(w.buckets.iter().map(|b| (*b).into()).collect()),
-        )]),
+        ]),
+        Message::TableWant(w) => obj([
+            ("bits", w.bits.into()),
+            (
+                "buckets",
+                Value::Array(w.buckets.iter().map(|b| (*b).into()).collect()),
+            ),
+        ]),
         Message::TableEntries(e) => obj([(
             "writes",
             Value::Array(e.writes.iter().map(write_json).collect()),
@@ -492,6 +498,7 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
         }),
         "TABLE_WRITE" => Message::TableWrite(get_write(f)),
         "TABLE_DIGEST" => Message::TableDigest(TableDigest {
+            bits: get_u64(f, "bits").try_into().expect("u8"),
             buckets: get_array(f, "buckets")
                 .iter()
                 .map(|b| BucketHash {
@@ -501,6 +508,7 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
                 .collect(),
         }),
         "TABLE_WANT" => Message::TableWant(TableWant {
+            bits: get_u64(f, "bits").try_into().expect("u8"),
             buckets: get_array(f, "buckets")
                 .iter()
                 .map(|b| b.as_u64().and_then(|b| b.try_into().ok()).expect("u16"))
@@ -792,6 +800,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
         plain(
             "table_digest",
             Message::TableDigest(TableDigest {
+                bits: 8,
                 buckets: vec![
                     BucketHash {
                         bucket: 0,
@@ -810,12 +819,23 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
         ),
         plain(
             "table_digest_empty",
-            Message::TableDigest(TableDigest { buckets: vec![] }),
+            Message::TableDigest(TableDigest {
+                bits: 0,
+                buckets: vec![],
+            }),
         ),
         plain(
             "table_want",
             Message::TableWant(TableWant {
+                bits: 8,
                 buckets: vec![0, 7, 255],
+            }),
+        ),
+        plain(
+            "table_want_two_buckets",
+            Message::TableWant(TableWant {
+                bits: 1,
+                buckets: vec![0, 1],
             }),
         ),
         plain(
@@ -997,7 +1017,13 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
     );
     let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
     let raw_write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
-        let mut p = [varint(1_800_000_000_000), varint(0), vec![0xE0; 32], varint(2)].concat();
+        let mut p = [
+            varint(1_800_000_000_000),
+            varint(0),
+            vec![0xE0; 32],
+            varint(2),
+        ]
+        .concat();
         p.extend_from_slice(&string(key));
         match value {
             None => p.push(0),
@@ -1233,24 +1259,25 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_table_digest_buckets_unordered",
             "MalformedPayload",
-            "TABLE_DIGEST listing bucket 5 before bucket 4",
+            "TABLE_DIGEST (8 bits) listing bucket 5 before bucket 4",
             raw_frame(
                 1,
                 0,
                 Code::TABLE_DIGEST.0,
-                &[&varint(2)[..], &varint(5), &[1; 8], &varint(4), &[2; 8]].concat(),
+                &[&[8][..], &varint(2), &varint(5), &[1; 8], &varint(4), &[2; 8]].concat(),
             ),
+        ),
+        (
+            "malformed_payload_table_digest_too_many_bits",
+            "MalformedPayload",
+            "TABLE_DIGEST of 9 bits (MAX_TABLE_BUCKET_BITS + 1)",
+            raw_frame(1, 0, Code::TABLE_DIGEST.0, &[9, 0]),
         ),
         (
             "malformed_payload_table_want_bucket_out_of_range",
             "MalformedPayload",
-            "TABLE_WANT naming bucket TABLE_BUCKETS (256)",
-            raw_frame(
-                1,
-                0,
-                Code::TABLE_WANT.0,
-                &[&varint(1)[..], &varint(u64::from(TABLE_BUCKETS))].concat(),
-            ),
+            "TABLE_WANT of 2 bits naming bucket 4",
+            raw_frame(1, 0, Code::TABLE_WANT.0, &[&[2][..], &varint(1), &varint(4)].concat()),
         ),
         (
             "malformed_payload_too_many_table_writes",

@@ -36,8 +36,8 @@ pub(crate) enum Offer {
 /// One key's state.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyState {
-    /// The anti-entropy bucket of the key.
-    pub(crate) bucket: u16,
+    /// The key's 16-bit hash; its top bits name its anti-entropy bucket.
+    pub(crate) key_hash: u16,
     /// The last accepted write among those folded away, if any.
     base: Option<TableWrite>,
     /// The id of the newest folded write: writes at or below it are late.
@@ -47,9 +47,9 @@ pub(crate) struct KeyState {
 }
 
 impl KeyState {
-    pub(crate) fn new(bucket: u16) -> KeyState {
+    pub(crate) fn new(key_hash: u16) -> KeyState {
         KeyState {
-            bucket,
+            key_hash,
             base: None,
             folded_to: None,
             log: Vec::new(),

@@ -225,11 +225,11 @@ impl Table {
     /// Holds and judges a write, and queues the events it causes.
     fn apply(&mut self, write: TableWrite) -> Received {
         let me = self.me;
-        let bucket = TableWrite::bucket_of(&write.key);
+        let key_hash = TableWrite::key_hash(&write.key);
         let state = self
             .keys
             .entry(write.key.clone())
-            .or_insert_with(|| KeyState::new(bucket));
+            .or_insert_with(|| KeyState::new(key_hash));
         let old = state.value().map(<[u8]>::to_vec);
         let verdicts = state.own_verdicts(me);
         let key = write.key.clone();

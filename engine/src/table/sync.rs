@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use weft_protocol::{
     varint_len, BucketHash, TableDigest, TableEntries, TableWrite, HEADER_LEN,
-    MAX_TABLE_OPS_PER_MESSAGE,
+    MAX_TABLE_BUCKET_BITS, MAX_TABLE_OPS_PER_MESSAGE,
 };
 
 use super::Table;
@@ -13,12 +13,26 @@ use super::Table;
 /// A TABLE_ENTRIES message is closed once its writes pass this many bytes.
 const ENTRIES_BYTES_TARGET: usize = 1024 * 1024;
 
+/// A digest cuts the key space into the fewest buckets (up to 2^8) that hold at most this
+/// many keys each on average.
+const KEYS_PER_BUCKET: usize = 16;
+
 impl Table {
-    /// The hash of every non-empty bucket, ascending.
+    /// The digest this node sends: as many bits as its key count calls for.
     pub(crate) fn digest(&self) -> TableDigest {
+        let mut bits = 0;
+        while bits < MAX_TABLE_BUCKET_BITS && self.keys.len() >> bits > KEYS_PER_BUCKET {
+            bits += 1;
+        }
+        self.digest_at(bits)
+    }
+
+    /// The hash of every non-empty bucket of `bits` bits, ascending.
+    pub(crate) fn digest_at(&self, bits: u8) -> TableDigest {
         let mut hashers: BTreeMap<u16, blake3::Hasher> = BTreeMap::new();
         for (key, state) in &self.keys {
-            let h = hashers.entry(state.bucket).or_insert_with(|| {
+            let bucket = TableWrite::bucket_of(state.key_hash, bits);
+            let h = hashers.entry(bucket).or_insert_with(|| {
                 let mut h = blake3::Hasher::new();
                 h.update(b"weft table bucket v1\0");
                 h
@@ -33,7 +47,7 @@ impl Table {
                 BucketHash { bucket, hash }
             })
             .collect();
-        TableDigest { buckets }
+        TableDigest { bits, buckets }
     }
 
     /// Whether no key is held.
@@ -43,7 +57,7 @@ impl Table {
 
     /// The buckets of a peer's digest whose hash differs from ours (or that we lack).
     pub(crate) fn wants(&self, theirs: &TableDigest) -> Vec<u16> {
-        let ours = self.digest();
+        let ours = self.digest_at(theirs.bits);
         theirs
             .buckets
             .iter()
@@ -56,12 +70,16 @@ impl Table {
             .collect()
     }
 
-    /// Every held write of the wanted buckets, cut into TABLE_ENTRIES messages.
-    pub(crate) fn entries(&self, buckets: &[u16]) -> Vec<TableEntries> {
+    /// Every held write of the wanted buckets (of `bits` bits), cut into TABLE_ENTRIES
+    /// messages.
+    pub(crate) fn entries(&self, bits: u8, buckets: &[u16]) -> Vec<TableEntries> {
         let writes = self
             .keys
             .values()
-            .filter(|k| buckets.binary_search(&k.bucket).is_ok())
+            .filter(|k| {
+                let bucket = TableWrite::bucket_of(k.key_hash, bits);
+                buckets.binary_search(&bucket).is_ok()
+            })
             .flat_map(|k| k.writes().map(|(w, _)| w));
         chunks(writes)
             .into_iter()
@@ -131,8 +149,11 @@ mod tests {
             .expect("valid")
             .expect("no lease");
         let want = a.wants(&b.digest());
-        assert_eq!(want, vec![TableWrite::bucket_of(b"key7")]);
-        let entries = b.entries(&want);
+        let d = b.digest();
+        assert_eq!(d.bits, 2, "50 keys: 4 buckets of about 12");
+        let bucket = TableWrite::bucket_of(TableWrite::key_hash(b"key7"), 2);
+        assert_eq!(want, vec![bucket]);
+        let entries = b.entries(d.bits, &want);
         let got: Vec<&TableWrite> = entries.iter().flat_map(|e| &e.writes).collect();
         assert!(got.contains(&&w));
         for e in entries {
