@@ -372,6 +372,17 @@ impl World {
         }
     }
 
+    /// Splits the network now until `until` (ns): nothing passes between the nodes with
+    /// `side_a[i]` set and the others, either way, and no dial across succeeds.
+    pub fn split(&mut self, side_a: Vec<bool>, until: u64) {
+        self.partition = Some(Partition {
+            side_a,
+            symmetric: true,
+            until,
+        });
+        self.push(until, Ev::Recover(Recovery::Partition));
+    }
+
     /// Schedules an application command on `node` at `at`.
     pub fn schedule_command(&mut self, at: u64, node: u32, command: Command) {
         self.push(at, Ev::Command { node, command });
