@@ -47,9 +47,7 @@ pub fn mesh_params(seed: u64) -> MeshParams {
 
 /// Runs seeds `1..=seeds` (this shard's part) on `threads` threads; reports in seed order.
 pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
-    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| {
-        mesh::run(&mesh_params(seed))
-    });
+    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| mesh::run(&mesh_params(seed)));
     reports.sort_by_key(|r| r.seed);
     reports
 }

@@ -50,7 +50,9 @@ fn seed_sweep_of_small_networks_under_swarm_faults_converges_without_lease_viola
     );
     assert_eq!(reports.len() as u64, seeds);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(reports.iter().all(|r| r.identical && r.lease_violations == 0));
+    assert!(reports
+        .iter()
+        .all(|r| r.identical && r.lease_violations == 0));
     // Faults struck, leases refused writes, and catch-up happened.
     assert!(reports.iter().map(|r| r.faults_struck).sum::<u64>() > seeds);
     assert!(reports.iter().any(|r| r.refusals > 0));
@@ -217,7 +219,11 @@ fn a_late_lease_refuses_an_earlier_delivered_write_everywhere() {
     );
     net.run_for(Duration::from_millis(100));
     for i in 0..3 {
-        assert_eq!(net.nodes[i].table().get(b"k"), Some(&b"zero"[..]), "node {i}");
+        assert_eq!(
+            net.nodes[i].table().get(b"k"),
+            Some(&b"zero"[..]),
+            "node {i}"
+        );
     }
     assert!(net
         .events

@@ -117,7 +117,8 @@ pub struct TableReport {
     pub faults_struck: u64,
     /// The broken invariant, if any.
     pub violation: Option<String>,
-    /// Simulated ms from the heal until every live node held the same table.
+    /// Simulated ms from the heal until every live node held the same table (the run then
+    /// goes on until they also hold the same writes, which the lease check judges).
     pub converged_ms: Option<u64>,
     /// Writes scheduled.
     pub writes: u32,
@@ -177,7 +178,11 @@ const PROBE_MS: u64 = 100;
 const JOIN_MS: u64 = 30_000;
 
 /// One node's table as comparable data: every held key, its current write's id, its lease.
-type Snapshot = Vec<(Vec<u8>, Option<(u64, u32, NodeId, u64)>, Option<(NodeId, u64)>)>;
+type Snapshot = Vec<(
+    Vec<u8>,
+    Option<(u64, u32, NodeId, u64)>,
+    Option<(NodeId, u64)>,
+)>;
 
 fn snapshot(w: &World, i: u32) -> Option<Snapshot> {
     let t = w.node(i)?.table();
@@ -202,11 +207,41 @@ fn identical(w: &World, nodes: u32) -> bool {
     live.all(|s| s == first)
 }
 
+/// One node's held writes: per key, every write's id and verdict (whether accepted).
+type Held = Vec<(Vec<u8>, Vec<((u64, u32, NodeId, u64), bool)>)>;
+
+fn held(w: &World, i: u32) -> Option<Held> {
+    let t = w.node(i)?.table();
+    Some(
+        t.keys()
+            .map(|k| {
+                let writes = t
+                    .writes(k)
+                    .map(|(wr, refused_by)| {
+                        let id = (wr.hlc.ms, wr.hlc.logical, wr.node, wr.incarnation);
+                        (id, refused_by.is_none())
+                    })
+                    .collect();
+                (k.to_vec(), writes)
+            })
+            .collect(),
+    )
+}
+
+/// Whether every live node holds the same writes with the same verdicts: the table is the
+/// same and so is everything that could re-decide it.
+fn settled(w: &World, nodes: u32) -> bool {
+    let mut live = (0..nodes).filter_map(|i| held(w, i));
+    let Some(first) = live.next() else {
+        return true;
+    };
+    live.all(|s| s == first)
+}
+
 /// Counts accepted writes, on any live node, that the global judgement refuses.
 fn lease_violations(w: &World, nodes: u32) -> u64 {
     // Every write any live node holds, per key, by id.
-    let mut all: BTreeMap<Vec<u8>, BTreeMap<(u64, u32, NodeId, u64), TableWrite>> =
-        BTreeMap::new();
+    let mut all: BTreeMap<Vec<u8>, BTreeMap<(u64, u32, NodeId, u64), TableWrite>> = BTreeMap::new();
     for i in 0..nodes {
         let Some(n) = w.node(i) else { continue };
         let t = n.table();
@@ -318,8 +353,10 @@ pub fn run(p: &TableParams) -> TableReport {
     let mut converged_ms = None;
     while w.violation().is_none() && w.now < deadline {
         w.run_until(w.now + PROBE_MS * MS);
-        if identical(&w, p.nodes) {
+        if converged_ms.is_none() && identical(&w, p.nodes) {
             converged_ms = Some((w.now - from) / MS);
+        }
+        if converged_ms.is_some() && settled(&w, p.nodes) {
             break;
         }
     }
@@ -331,13 +368,18 @@ pub fn run(p: &TableParams) -> TableReport {
     let same = identical(&w, p.nodes);
     let violations = lease_violations(&w, p.nodes);
     if w.violation().is_none() && !same {
+        w.fail(format!("tables differ {} ms after the heal", p.liveness_ms));
+    }
+    if w.violation().is_none() && !settled(&w, p.nodes) {
         w.fail(format!(
-            "tables differ {} ms after the heal",
+            "held writes differ {} ms after the heal",
             p.liveness_ms
         ));
     }
     if w.violation().is_none() && violations > 0 {
-        w.fail(format!("{violations} accepted writes break another node's lease"));
+        w.fail(format!(
+            "{violations} accepted writes break another node's lease"
+        ));
     }
     let wall_ms = wall.elapsed().as_millis() as u64;
     let violation = w
