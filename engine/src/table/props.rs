@@ -100,7 +100,9 @@ fn reference(writes: &[TableWrite], key: &[u8]) -> Option<TableWrite> {
 }
 
 /// Table state as comparable data: per key, the current write and the lease.
-fn state(t: &Table) -> Vec<(Vec<u8>, Option<TableWrite>, Option<(NodeId, u64)>)> {
+type State = Vec<(Vec<u8>, Option<TableWrite>, Option<(NodeId, u64)>)>;
+
+fn state(t: &Table) -> State {
     t.keys()
         .map(|k| (k.to_vec(), t.current(k).cloned(), t.lease(k)))
         .collect()

@@ -8,7 +8,7 @@
 //! accepted unless an accepted earlier write by another node leased the key past its
 //! timestamp: the rule of SPEC.md §19.4, re-implemented here), another node's lease covers it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use weft_engine::protocol::{NodeId, TableWrite};
@@ -177,23 +177,21 @@ const PROBE_MS: u64 = 100;
 /// Longest the initial join may take, simulated ms.
 const JOIN_MS: u64 = 30_000;
 
+/// A write's id as plain data: (hlc ms, hlc logical, node, incarnation).
+type Id = (u64, u32, NodeId, u64);
+
+fn id_of(w: &TableWrite) -> Id {
+    (w.hlc.ms, w.hlc.logical, w.node, w.incarnation)
+}
+
 /// One node's table as comparable data: every held key, its current write's id, its lease.
-type Snapshot = Vec<(
-    Vec<u8>,
-    Option<(u64, u32, NodeId, u64)>,
-    Option<(NodeId, u64)>,
-)>;
+type Snapshot = Vec<(Vec<u8>, Option<Id>, Option<(NodeId, u64)>)>;
 
 fn snapshot(w: &World, i: u32) -> Option<Snapshot> {
     let t = w.node(i)?.table();
     Some(
         t.keys()
-            .map(|k| {
-                let id = t
-                    .current(k)
-                    .map(|c| (c.hlc.ms, c.hlc.logical, c.node, c.incarnation));
-                (k.to_vec(), id, t.lease(k))
-            })
+            .map(|k| (k.to_vec(), t.current(k).map(id_of), t.lease(k)))
             .collect(),
     )
 }
@@ -208,7 +206,7 @@ fn identical(w: &World, nodes: u32) -> bool {
 }
 
 /// One node's held writes: per key, every write's id and verdict (whether accepted).
-type Held = Vec<(Vec<u8>, Vec<((u64, u32, NodeId, u64), bool)>)>;
+type Held = Vec<(Vec<u8>, Vec<(Id, bool)>)>;
 
 fn held(w: &World, i: u32) -> Option<Held> {
     let t = w.node(i)?.table();
@@ -217,10 +215,7 @@ fn held(w: &World, i: u32) -> Option<Held> {
             .map(|k| {
                 let writes = t
                     .writes(k)
-                    .map(|(wr, refused_by)| {
-                        let id = (wr.hlc.ms, wr.hlc.logical, wr.node, wr.incarnation);
-                        (id, refused_by.is_none())
-                    })
+                    .map(|(wr, refused_by)| (id_of(wr), refused_by.is_none()))
                     .collect();
                 (k.to_vec(), writes)
             })
@@ -241,24 +236,25 @@ fn settled(w: &World, nodes: u32) -> bool {
 /// Counts accepted writes, on any live node, that the global judgement refuses.
 fn lease_violations(w: &World, nodes: u32) -> u64 {
     // Every write any live node holds, per key, by id.
-    let mut all: BTreeMap<Vec<u8>, BTreeMap<(u64, u32, NodeId, u64), TableWrite>> = BTreeMap::new();
+    let mut all: BTreeMap<Vec<u8>, BTreeMap<Id, TableWrite>> = BTreeMap::new();
     for i in 0..nodes {
         let Some(n) = w.node(i) else { continue };
         let t = n.table();
         for k in t.keys() {
             for (wr, _) in t.writes(k) {
-                let id = (wr.hlc.ms, wr.hlc.logical, wr.node, wr.incarnation);
-                all.entry(k.to_vec()).or_default().insert(id, wr.clone());
+                all.entry(k.to_vec())
+                    .or_default()
+                    .insert(id_of(wr), wr.clone());
             }
         }
     }
     // The global verdicts.
-    let mut refused: BTreeMap<(Vec<u8>, (u64, u32, NodeId, u64)), ()> = BTreeMap::new();
+    let mut refused: BTreeSet<(Vec<u8>, Id)> = BTreeSet::new();
     for (key, writes) in &all {
         let mut lease: Option<(NodeId, u64)> = None;
         for (id, wr) in writes {
             if lease.is_some_and(|(owner, until)| owner != wr.node && wr.hlc.ms < until) {
-                refused.insert((key.clone(), *id), ());
+                refused.insert((key.clone(), *id));
             } else {
                 lease = wr.lease_until_ms.map(|u| (wr.node, u));
             }
@@ -270,8 +266,7 @@ fn lease_violations(w: &World, nodes: u32) -> u64 {
         let t = n.table();
         for k in t.keys() {
             for (wr, refused_by) in t.writes(k) {
-                let id = (wr.hlc.ms, wr.hlc.logical, wr.node, wr.incarnation);
-                if refused_by.is_none() && refused.contains_key(&(k.to_vec(), id)) {
+                if refused_by.is_none() && refused.contains(&(k.to_vec(), id_of(wr))) {
                     violations += 1;
                 }
             }
