@@ -93,6 +93,9 @@ pub struct Limits {
     pub table_entries_max: usize,
     /// Writes held per key to re-judge late arrivals; older ones are folded.
     pub table_key_writes_max: usize,
+    /// Encoded bytes of every table write held; peers' writes may take it to twice this, past
+    /// which they are dropped and counted.
+    pub table_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             table_value_bytes_max: 64 * 1024,
             table_entries_max: 100_000,
             table_key_writes_max: 32,
+            table_bytes_max: 64 * 1024 * 1024,
         }
     }
 }

@@ -305,6 +305,12 @@ pub enum InputError {
         /// The limit.
         max: usize,
     },
+    /// The table's writes would take more than `Limits::table_bytes_max` bytes.
+    #[error("the table is full: {max} bytes")]
+    TableTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// A lease of zero, over `Timers::table_lease_max`, or on a delete.
     #[error("lease of {ms} ms refused: a set may take a lease of 1 to {max_ms} ms")]
     TableLease {

@@ -85,6 +85,7 @@ impl Node {
                 value_bytes_max: config.limits.table_value_bytes_max,
                 entries_max: config.limits.table_entries_max,
                 key_writes_max: config.limits.table_key_writes_max,
+                bytes_max: config.limits.table_bytes_max,
                 lease_max: config.timers.table_lease_max,
                 reclaim_horizon: config.timers.table_reclaim_horizon,
             },
@@ -276,6 +277,7 @@ impl Node {
             || self.mesh.store_len() > limits.repair_store_max
             || self.mesh.store_bytes() > limits.repair_store_bytes_max
             || self.table.entries_len() > limits.table_entries_max.saturating_mul(2)
+            || self.table.bytes() > limits.table_bytes_max.saturating_mul(2)
         {
             return Err("a table is over its bound".into());
         }

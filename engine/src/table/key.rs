@@ -44,6 +44,8 @@ pub(crate) struct KeyState {
     folded_to: Option<WriteId>,
     /// Writes above the fold point, ascending by id, with their verdicts.
     log: Vec<Judged>,
+    /// Encoded bytes of the held writes (base included).
+    bytes: usize,
 }
 
 impl KeyState {
@@ -53,6 +55,7 @@ impl KeyState {
             base: None,
             folded_to: None,
             log: Vec::new(),
+            bytes: 0,
         }
     }
 
@@ -65,6 +68,7 @@ impl KeyState {
         match self.log.binary_search_by(|j| j.write.id().cmp(&id)) {
             Ok(_) => Offer::Duplicate,
             Err(at) => {
+                self.bytes += write.encoded_len();
                 self.log.insert(
                     at,
                     Judged {
@@ -146,9 +150,12 @@ impl KeyState {
         let n = old.max(self.log.len().saturating_sub(keep));
         for j in self.log.drain(..n) {
             self.folded_to = Some(j.write.id());
-            if j.refused_by.is_none() {
-                self.base = Some(j.write);
-            }
+            let dropped = if j.refused_by.is_none() {
+                self.base.replace(j.write)
+            } else {
+                Some(j.write)
+            };
+            self.bytes -= dropped.map_or(0, |w| w.encoded_len());
         }
         n
     }
@@ -161,6 +168,11 @@ impl KeyState {
                 .base
                 .as_ref()
                 .is_none_or(|b| b.value.is_none() && b.hlc.ms < floor_ms)
+    }
+
+    /// Encoded bytes of the writes held (base included).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Writes held (base included).
@@ -263,6 +275,10 @@ mod tests {
         assert_eq!(k.lease(), Some((NodeId([1; 32]), 100)));
         assert_eq!(k.offer(w(12, 3, Some("x"), None)), Offer::Late);
         assert_eq!(k.held(), 4);
+        assert_eq!(
+            k.bytes(),
+            k.writes().map(|(w, _)| w.encoded_len()).sum::<usize>()
+        );
         k.offer(w(200, 2, None, None));
         assert_eq!(k.fold(0, 300), 4);
         assert!(!k.reclaimable(200));

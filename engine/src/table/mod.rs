@@ -31,6 +31,7 @@ pub(crate) struct TableLimits {
     pub(crate) value_bytes_max: usize,
     pub(crate) entries_max: usize,
     pub(crate) key_writes_max: usize,
+    pub(crate) bytes_max: usize,
     pub(crate) lease_max: Duration,
     pub(crate) reclaim_horizon: Duration,
 }
@@ -44,7 +45,8 @@ pub(crate) enum Received {
     Duplicate,
     /// Older than the reclaim floor, or below the key's fold point: refused, not relayed.
     TooOld,
-    /// A new key past the hard entry bound: dropped.
+    /// Past this node's limits (a new key past twice `table_entries_max`, the table past
+    /// twice `table_bytes_max`, or a key or value longer than this node allows): dropped.
     Dropped,
 }
 
@@ -58,6 +60,8 @@ pub struct Table {
     /// Writes with `hlc.ms` below this are refused; tombstones below it are reclaimed.
     floor_ms: u64,
     limits: TableLimits,
+    /// Encoded bytes of every held write.
+    bytes: usize,
     events: VecDeque<Event>,
 }
 
@@ -70,6 +74,7 @@ impl Table {
             clock: HlcClock::default(),
             floor_ms: 0,
             limits,
+            bytes: 0,
             events: VecDeque::new(),
         }
     }
@@ -122,6 +127,11 @@ impl Table {
         self.keys.values().map(KeyState::held).sum()
     }
 
+    /// Encoded bytes of every held write.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The reclaim floor: writes stamped before this Unix ms are refused.
     pub fn floor_ms(&self) -> u64 {
         self.floor_ms
@@ -140,14 +150,14 @@ impl Table {
         lease: Option<Duration>,
     ) -> Result<Option<TableWrite>, InputError> {
         let wall_ms = wall_ms.ok_or(InputError::NoWallClock)?;
-        let key_max = self.limits.key_bytes_max.min(MAX_TABLE_KEY_LEN);
+        let key_max = self.key_max();
         if key.is_empty() || key.len() > key_max {
             return Err(InputError::TableKeyLength {
                 len: key.len(),
                 max: key_max,
             });
         }
-        let value_max = self.limits.value_bytes_max.min(MAX_TABLE_VALUE_LEN);
+        let value_max = self.value_max();
         if let Some(v) = value.as_ref().filter(|v| v.len() > value_max) {
             return Err(InputError::TableValueTooLarge {
                 len: v.len(),
@@ -168,6 +178,20 @@ impl Table {
             });
         }
         let hlc = self.clock.tick(wall_ms);
+        let write = TableWrite {
+            hlc,
+            node: self.me,
+            incarnation: self.incarnation,
+            key,
+            value,
+            lease_until_ms: lease.map(|l| hlc.ms.saturating_add(l.as_millis())),
+        };
+        if self.bytes + write.encoded_len() > self.limits.bytes_max {
+            return Err(InputError::TableTooLarge {
+                max: self.limits.bytes_max,
+            });
+        }
+        let key = write.key.clone();
         let in_force = self.lease(&key);
         if let Some((owner, until_ms)) = in_force.filter(|&(o, u)| o != self.me && hlc.ms < u) {
             self.events.push_back(Event::TableRefused {
@@ -177,14 +201,6 @@ impl Table {
             });
             return Ok(None);
         }
-        let write = TableWrite {
-            hlc,
-            node: self.me,
-            incarnation: self.incarnation,
-            key,
-            value,
-            lease_until_ms: lease.map(|l| hlc.ms.saturating_add(l.as_millis())),
-        };
         self.apply(write.clone());
         Ok(Some(write))
     }
@@ -213,13 +229,27 @@ impl Table {
         if write.hlc.ms < self.floor_ms {
             return Received::TooOld;
         }
-        if !self.keys.contains_key(&write.key)
-            && self.keys.len() >= self.limits.entries_max.saturating_mul(2)
-        {
+        let new_key_over = !self.keys.contains_key(&write.key)
+            && self.keys.len() >= self.limits.entries_max.saturating_mul(2);
+        let bytes_over = self.bytes + write.encoded_len() > self.limits.bytes_max.saturating_mul(2);
+        let too_long = write.key.len() > self.key_max()
+            || write
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() > self.value_max());
+        if new_key_over || bytes_over || too_long {
             return Received::Dropped;
         }
         self.clock.observe(write.hlc);
         self.apply(write)
+    }
+
+    fn key_max(&self) -> usize {
+        self.limits.key_bytes_max.min(MAX_TABLE_KEY_LEN)
+    }
+
+    fn value_max(&self) -> usize {
+        self.limits.value_bytes_max.min(MAX_TABLE_VALUE_LEN)
     }
 
     /// Holds and judges a write, and queues the events it causes.
@@ -233,6 +263,7 @@ impl Table {
         let old = state.value().map(<[u8]>::to_vec);
         let verdicts = state.own_verdicts(me);
         let key = write.key.clone();
+        let bytes_before = state.bytes();
         match state.offer(write) {
             Offer::New => {}
             Offer::Duplicate => return Received::Duplicate,
@@ -256,6 +287,7 @@ impl Table {
         let new = state.value().map(<[u8]>::to_vec);
         let by = state.current().map_or(me, |w| w.node);
         state.fold(self.limits.key_writes_max, self.floor_ms);
+        self.bytes = self.bytes - bytes_before + state.bytes();
         if new != old {
             self.events
                 .push_back(Event::TableChanged { key, old, new, by });
@@ -278,6 +310,7 @@ impl Table {
             k.fold(keep, floor);
             !k.reclaimable(floor)
         });
+        self.bytes = self.keys.values().map(KeyState::bytes).sum();
     }
 
     /// The next event for the application.
@@ -302,6 +335,7 @@ mod tests {
             value_bytes_max: 8,
             entries_max: 64,
             key_writes_max: 4,
+            bytes_max: 1 << 20,
             lease_max: Duration::from_secs(60),
             reclaim_horizon: Duration::from_secs(100),
         }
@@ -351,6 +385,48 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_bound_refuses_local_writes_and_drops_received_ones_past_twice() {
+        let mut l = limits();
+        l.bytes_max = 200;
+        let mut a = Table::new(NodeId([1; 32]), 1, l);
+        let mut b = Table::new(
+            NodeId([2; 32]),
+            1,
+            TableLimits {
+                bytes_max: 1 << 20,
+                ..l
+            },
+        );
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            match b.write(Some(1000), vec![b'k', i], Some(vec![i; 8]), None) {
+                Ok(Some(w)) => sent.push(w),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut dropped = 0;
+        for w in sent {
+            if a.receive(w) == Received::Dropped {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0 && a.bytes() <= 400, "{dropped} {}", a.bytes());
+        assert_eq!(
+            a.write(Some(1000), b"x".to_vec(), Some(vec![1]), None),
+            Err(InputError::TableTooLarge { max: 200 })
+        );
+        let long = TableWrite {
+            key: vec![b'k'; 9],
+            ..b.current(&[b'k', 0]).expect("held").clone()
+        };
+        assert_eq!(
+            b.receive(long),
+            Received::Dropped,
+            "key over this node's limit"
+        );
+    }
+
+    #[test]
     fn horizon_reclaims_tombstones_and_refuses_older_writes() {
         let mut a = Table::new(NodeId([1; 32]), 1, limits());
         let set = a
@@ -362,6 +438,7 @@ mod tests {
         assert_eq!(a.entries_len(), 1, "the tombstone is within the horizon");
         a.expire(102_001);
         assert_eq!(a.entries_len(), 0, "reclaimed");
+        assert_eq!(a.bytes(), 0);
         assert_eq!(
             a.receive(set),
             Received::TooOld,

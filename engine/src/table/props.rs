@@ -77,6 +77,7 @@ fn limits() -> TableLimits {
         value_bytes_max: 8,
         entries_max: 16,
         key_writes_max: 64,
+        bytes_max: 1 << 20,
         lease_max: Duration::from_secs(60),
         reclaim_horizon: Duration::from_secs(10),
     }
