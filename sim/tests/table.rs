@@ -11,12 +11,12 @@ use weft_sim::scenario::table::{self, TableParams};
 use weft_sim::sweep::{self, Shard};
 use weft_sim::Net;
 
-/// Seeds in the sweep: `WEFT_TABLE_SEEDS` (default 60).
+/// Seeds in the sweep: `WEFT_TABLE_SEEDS` (default 300).
 fn sweep_seeds() -> u64 {
     std::env::var("WEFT_TABLE_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(300)
 }
 
 #[test]
