@@ -67,6 +67,7 @@ fn partitioned_halves_writing_the_same_keys_converge_after_the_heal() {
         let r = table::run(&p);
         assert!(r.ok, "{:?}\n  replay: {}", r.violation, r.replay);
         assert!(r.identical && r.lease_violations == 0);
+        assert!(!r.identical_at_heal, "the halves diverged while apart");
         assert!(r.keys > 0);
         assert!(r.catchup_bytes > 0, "the heal needed anti-entropy");
     }

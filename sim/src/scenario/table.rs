@@ -126,6 +126,9 @@ pub struct TableReport {
     pub keys: u64,
     /// Whether every live node ended with an identical table.
     pub identical: bool,
+    /// Whether the live nodes' tables were already identical at the heal (a partition that
+    /// mattered leaves them different).
+    pub identical_at_heal: bool,
     /// Accepted writes that another node's lease covers, judged globally (see the module).
     pub lease_violations: u64,
     /// `TableRefused` events (writes refused by a lease) over all nodes.
@@ -340,6 +343,7 @@ pub fn run(p: &TableParams) -> TableReport {
         w.schedule_command(at, node, command);
     }
     w.run_until(heal_at);
+    let identical_at_heal = identical(&w, p.nodes);
     if w.violation().is_none() {
         w.heal();
     }
@@ -398,6 +402,7 @@ pub fn run(p: &TableParams) -> TableReport {
         writes: p.writes,
         keys: w.node(0).map_or(0, |n| n.table().iter().count() as u64),
         identical: same,
+        identical_at_heal,
         lease_violations: violations,
         refusals: w.stats.table_refusals,
         catchup_bytes: w.stats.table_catchup_bytes,
