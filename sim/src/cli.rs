@@ -366,7 +366,7 @@ fn default_table() -> ExitCode {
         }),
     ];
     println!(
-        "\n{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>11}{:>11}{:>9}  {:<6}",
+        "\n{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
         "scenario",
         "nodes",
         "writes",
@@ -384,7 +384,7 @@ fn default_table() -> ExitCode {
         let r = table::run(&p);
         all_ok &= r.ok;
         println!(
-            "{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>11}{:>11}{:>9}  {:<6}",
+            "{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
             name,
             r.nodes,
             r.writes,
@@ -406,6 +406,6 @@ fn default_table() -> ExitCode {
     for line in replays {
         println!("{line}");
     }
-    println!("(times are simulated; each row replays with `weft sim mesh ...`; see --help)");
+    println!("(times are simulated; each row replays with `weft sim mesh ...` or `weft sim table ...`; see --help)");
     exit(all_ok)
 }
