@@ -55,6 +55,15 @@ pub struct NodeCounters {
     pub handshakes_completed: u64,
     /// Discovery dials started.
     pub discovery_dials: u64,
+    /// Sync-table writes this node originated.
+    #[serde(default)]
+    pub table_writes_originated: u64,
+    /// Sync-table writes received (flooded or from anti-entropy), new or not.
+    #[serde(default)]
+    pub table_writes_received: u64,
+    /// Bytes of sync-table anti-entropy frames queued.
+    #[serde(default)]
+    pub table_catchup_bytes: u64,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
@@ -73,6 +82,9 @@ impl From<&NodeMetrics> for NodeCounters {
             connections_failed: m.connections_failed,
             handshakes_completed: m.handshakes_completed,
             discovery_dials: m.discovery_dials,
+            table_writes_originated: m.table_writes_originated,
+            table_writes_received: m.table_writes_received,
+            table_catchup_bytes: m.table_catchup_bytes,
         }
     }
 }
