@@ -5,9 +5,9 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use weft_engine::{InputError, NodeId};
+use weft_engine::{Duration, InputError, NodeId};
 
-use crate::report::{HostReport, StatsReport};
+use crate::report::{HostReport, StatsReport, TableEntryReport};
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
 const REQUESTS_MAX: usize = 1024;
@@ -34,6 +34,30 @@ pub enum HandleError {
     /// The node refused the request.
     #[error("{0}")]
     Refused(InputError),
+    /// Another node's lease covers the key.
+    #[error("refused: the key is leased by {owner} until Unix ms {until_ms}")]
+    Leased {
+        /// The lease's owner.
+        owner: NodeId,
+        /// When the lease ends.
+        until_ms: u64,
+    },
+}
+
+/// A sync-table write through a [`Handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableOp {
+    /// Set the key, optionally leasing it.
+    Set {
+        /// The value.
+        value: Vec<u8>,
+        /// The lease's length.
+        lease: Option<Duration>,
+    },
+    /// Delete the key.
+    Delete,
+    /// End this node's lease on the key.
+    Release,
 }
 
 /// What the event loop is asked to do.
@@ -50,6 +74,16 @@ pub(crate) enum Request {
     },
     Stats {
         reply: Sender<StatsReport>,
+    },
+    TableWrite {
+        key: Vec<u8>,
+        op: TableOp,
+        reply: Sender<Result<(), HandleError>>,
+    },
+    /// One key (`Some`) or every key (`None`).
+    TableRead {
+        key: Option<Vec<u8>>,
+        reply: Sender<Vec<TableEntryReport>>,
     },
     Shutdown,
 }
@@ -192,6 +226,21 @@ impl Handle {
     pub fn stats(&self) -> Result<StatsReport, HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::Stats { reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// A sync-table write; waits for the node to accept it (or refuse it, e.g. under another
+    /// node's lease).
+    pub fn table_write(&self, key: Vec<u8>, op: TableOp) -> Result<(), HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::TableWrite { key, op, reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)?
+    }
+
+    /// The set table keys, all (`None`) or one.
+    pub fn table_read(&self, key: Option<Vec<u8>>) -> Result<Vec<TableEntryReport>, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::TableRead { key, reply })?;
         answer.recv().map_err(|_| HandleError::Stopped)
     }
 

@@ -9,7 +9,8 @@ use weft_engine::{
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
 use crate::handle::{Delivery, Request};
-use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport};
+use crate::handle::{HandleError, TableOp};
+use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport, TableEntryReport};
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -189,7 +190,44 @@ impl Host {
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats(unwritten));
             }
+            Request::TableWrite { key, op, reply } => {
+                let _ = reply.send(self.table_write(key, op));
+            }
+            Request::TableRead { key, reply } => {
+                let table = self.node.table();
+                let entries = match key {
+                    Some(k) => TableEntryReport::of(table, &k).into_iter().collect(),
+                    None => table
+                        .iter()
+                        .filter_map(|(k, _)| TableEntryReport::of(table, k))
+                        .collect(),
+                };
+                let _ = reply.send(entries);
+            }
             Request::Shutdown => self.begin_stop(Exit::Requested),
+        }
+    }
+
+    /// A table write; a write the node accepts without sending was refused by a lease.
+    fn table_write(&mut self, key: Vec<u8>, op: TableOp) -> Result<(), HandleError> {
+        let command = match op {
+            TableOp::Set { value, lease } => Command::TableSet {
+                key: key.clone(),
+                value,
+                lease,
+            },
+            TableOp::Delete => Command::TableDelete { key: key.clone() },
+            TableOp::Release => Command::TableRelease { key: key.clone() },
+        };
+        let before = self.node.metrics().table_writes_originated;
+        self.input(Input::Command(command))
+            .map_err(HandleError::Refused)?;
+        if self.node.metrics().table_writes_originated > before {
+            return Ok(());
+        }
+        match self.node.table().lease(&key) {
+            Some((owner, until_ms)) => Err(HandleError::Leased { owner, until_ms }),
+            None => Err(HandleError::Refused(InputError::NotLeaseOwner)),
         }
     }
 

@@ -29,6 +29,6 @@ pub mod state;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
 
-pub use handle::{Delivery, Handle, HandleError};
+pub use handle::{Delivery, Handle, HandleError, TableOp};
 pub use host::Exit;
 pub use setup::Setup;

@@ -55,6 +55,15 @@ pub struct NodeCounters {
     pub handshakes_completed: u64,
     /// Discovery dials started.
     pub discovery_dials: u64,
+    /// Sync-table writes this node originated.
+    #[serde(default)]
+    pub table_writes_originated: u64,
+    /// Sync-table writes received (flooded or from anti-entropy), new or not.
+    #[serde(default)]
+    pub table_writes_received: u64,
+    /// Bytes of sync-table anti-entropy frames queued.
+    #[serde(default)]
+    pub table_catchup_bytes: u64,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
@@ -73,6 +82,9 @@ impl From<&NodeMetrics> for NodeCounters {
             connections_failed: m.connections_failed,
             handshakes_completed: m.handshakes_completed,
             discovery_dials: m.discovery_dials,
+            table_writes_originated: m.table_writes_originated,
+            table_writes_received: m.table_writes_received,
+            table_catchup_bytes: m.table_catchup_bytes,
         }
     }
 }
@@ -181,6 +193,51 @@ pub struct StatsReport {
     pub listeners: u64,
     /// Deliveries dropped because a subscriber did not keep up.
     pub listener_drops: u64,
+}
+
+/// One set table key, as `weft table get/list --json` print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntryReport {
+    /// The key (non-UTF-8 bytes replaced).
+    pub key: String,
+    /// The value, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value in hex, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hex: Option<String>,
+    /// The node whose write set it (64 hex digits).
+    pub by: String,
+    /// The lease's owner, if a lease is in force (64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
+    /// When that lease ends, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_unix_ms: Option<u64>,
+}
+
+impl TableEntryReport {
+    /// The report of one key of `table`, if it is set.
+    pub fn of(table: &weft_engine::Table, key: &[u8]) -> Option<TableEntryReport> {
+        let value = table.get(key)?;
+        let text = std::str::from_utf8(value).ok().map(str::to_owned);
+        let hex = match text {
+            Some(_) => None,
+            None => Some(value.iter().map(|b| format!("{b:02x}")).collect()),
+        };
+        let lease = table.lease(key);
+        Some(TableEntryReport {
+            key: String::from_utf8_lossy(key).into_owned(),
+            value: text,
+            value_hex: hex,
+            by: table
+                .current(key)
+                .map(|w| hex_id(&w.node))
+                .unwrap_or_default(),
+            lease_owner: lease.map(|(owner, _)| hex_id(&owner)),
+            lease_until_unix_ms: lease.map(|(_, until)| until),
+        })
+    }
 }
 
 /// One delivered broadcast, as `weft listen --json` prints it.

@@ -84,6 +84,18 @@ pub struct Limits {
     pub repair_store_max: usize,
     /// Payload bytes held for repair, oldest dropped first.
     pub repair_store_bytes_max: usize,
+    /// Longest sync-table key, bytes.
+    pub table_key_bytes_max: usize,
+    /// Longest sync-table value, bytes.
+    pub table_value_bytes_max: usize,
+    /// Keys (tombstones included) the application may create; peers' writes may take the
+    /// table to twice this, past which writes for new keys are dropped and counted.
+    pub table_entries_max: usize,
+    /// Writes held per key to re-judge late arrivals; older ones are folded.
+    pub table_key_writes_max: usize,
+    /// Encoded bytes of every table write held; peers' writes may take it to twice this, past
+    /// which they are dropped and counted.
+    pub table_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +115,11 @@ impl Default for Limits {
             dial_attempts_max: 5,
             repair_store_max: 4096,
             repair_store_bytes_max: 64 * 1024 * 1024,
+            table_key_bytes_max: 256,
+            table_value_bytes_max: 64 * 1024,
+            table_entries_max: 100_000,
+            table_key_writes_max: 32,
+            table_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -126,6 +143,11 @@ pub struct Timers {
     pub repair_window: Duration,
     /// Period of the anti-entropy digest sent to one random link.
     pub repair_interval: Duration,
+    /// Longest lease a table write may take.
+    pub table_lease_max: Duration,
+    /// Table writes older than this (by their stamp against the wall clock) are refused, and
+    /// tombstones older than it reclaimed.
+    pub table_reclaim_horizon: Duration,
 }
 
 impl Default for Timers {
@@ -139,6 +161,8 @@ impl Default for Timers {
             dial_backoff: Duration::from_secs(2),
             repair_window: Duration::from_secs(120),
             repair_interval: Duration::from_secs(10),
+            table_lease_max: Duration::from_secs(3600),
+            table_reclaim_horizon: Duration::from_secs(24 * 3600),
         }
     }
 }

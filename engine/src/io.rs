@@ -97,6 +97,26 @@ pub enum Command {
     },
     /// Say BYE to every peer and close every connection.
     Shutdown,
+    /// Set a sync-table key, optionally taking a lease on it (SPEC.md §19).
+    TableSet {
+        /// The key, 1 to `Limits::table_key_bytes_max` bytes.
+        key: Vec<u8>,
+        /// The value, at most `Limits::table_value_bytes_max` bytes.
+        value: Vec<u8>,
+        /// Own the key for this long (at most `Timers::table_lease_max`); `None` takes no
+        /// lease and, from the owner, ends one.
+        lease: Option<crate::time::Duration>,
+    },
+    /// Delete a sync-table key (a tombstone; ends the writer's own lease).
+    TableDelete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// End this node's lease on a sync-table key early, keeping its value.
+    TableRelease {
+        /// The key.
+        key: Vec<u8>,
+    },
 }
 
 /// An action or event for the driver, from [`crate::Node::poll_output`].
@@ -206,6 +226,27 @@ pub enum Event {
         /// The application bytes (a slice of the received frame).
         payload: Bytes,
     },
+    /// A sync-table key's visible value changed (set, deleted, or a late write re-decided it).
+    TableChanged {
+        /// The key.
+        key: Vec<u8>,
+        /// The value before (`None`: unset).
+        old: Option<Vec<u8>>,
+        /// The value now (`None`: deleted).
+        new: Option<Vec<u8>>,
+        /// The node whose write decides the value now.
+        by: NodeId,
+    },
+    /// One of this node's table writes was refused: another node's lease covers it. Either
+    /// at once (nothing was sent) or later, when the lease's write arrived.
+    TableRefused {
+        /// The key.
+        key: Vec<u8>,
+        /// The lease's owner.
+        owner: NodeId,
+        /// When its lease ends, Unix ms.
+        until_ms: u64,
+    },
 }
 
 /// A driver or application misuse of [`crate::Node::handle_input`]. Bytes from the network never
@@ -239,4 +280,46 @@ pub enum InputError {
     /// The node has shut down.
     #[error("the node has shut down")]
     ShutDown,
+    /// A table write needs calendar time, and no `Input::WallClock` has come yet.
+    #[error("no wall clock yet: table writes need Input::WallClock")]
+    NoWallClock,
+    /// A table key is empty or over `Limits::table_key_bytes_max`.
+    #[error("table key of {len} bytes: keys must be 1 to {max} bytes")]
+    TableKeyLength {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A table value is over `Limits::table_value_bytes_max`.
+    #[error("table value of {len} bytes exceeds the maximum of {max}")]
+    TableValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The table holds `Limits::table_entries_max` keys (tombstones included).
+    #[error("the table is full: {max} keys")]
+    TableFull {
+        /// The limit.
+        max: usize,
+    },
+    /// The table's writes would take more than `Limits::table_bytes_max` bytes.
+    #[error("the table is full: {max} bytes")]
+    TableTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// A lease of zero, over `Timers::table_lease_max`, or on a delete.
+    #[error("lease of {ms} ms refused: a set may take a lease of 1 to {max_ms} ms")]
+    TableLease {
+        /// The lease asked for, ms.
+        ms: u64,
+        /// The limit, ms.
+        max_ms: u64,
+    },
+    /// A release of a lease this node does not hold.
+    #[error("this node holds no lease on that key")]
+    NotLeaseOwner,
 }

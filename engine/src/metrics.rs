@@ -33,6 +33,23 @@ pub struct NodeMetrics {
     pub repair_messages: u64,
     /// Broadcasts first obtained through MESH_REPAIR.
     pub repairs_received: u64,
+    /// Table writes this node originated (sent).
+    pub table_writes_originated: u64,
+    /// Table writes received (TABLE_WRITE and inside TABLE_ENTRIES), new or not.
+    pub table_writes_received: u64,
+    /// Table writes received that were held already.
+    pub table_write_duplicates: u64,
+    /// Table writes refused as older than the reclaim floor or a key's fold point.
+    pub table_writes_too_old: u64,
+    /// Table writes for new keys dropped past twice `table_entries_max`.
+    pub table_writes_dropped: u64,
+    /// TABLE_WRITE frames queued to peers (originated and relayed).
+    pub table_write_transmissions: u64,
+    /// Bytes of anti-entropy frames queued: TABLE_DIGEST, TABLE_WANT and TABLE_ENTRIES.
+    pub table_catchup_bytes: u64,
+    /// What a full resend would have cost instead: at every TABLE_DIGEST sent, the bytes of
+    /// every key's current write as TABLE_ENTRIES frames.
+    pub table_full_resend_bytes: u64,
 }
 
 /// Frames and bytes of one protocol on one connection.
@@ -59,6 +76,8 @@ pub struct ByProtocol {
     pub mesh: Traffic,
     /// MESH_DIGEST, MESH_WANT, MESH_REPAIR.
     pub repair: Traffic,
+    /// TABLE_WRITE, TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES.
+    pub table: Traffic,
 }
 
 impl ByProtocol {
@@ -69,17 +88,19 @@ impl ByProtocol {
             Code::ICANSEE | Code::IKNOWABOUT | Code::ICANTSEE => &mut self.discovery,
             Code::BROADCAST => &mut self.mesh,
             Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => &mut self.repair,
+            c if c.family() == Some(weft_protocol::Family::Table) => &mut self.table,
             _ => &mut self.session,
         }
     }
 
     /// Each protocol's name and counters, in a fixed order.
-    pub fn named(&self) -> [(&'static str, Traffic); 4] {
+    pub fn named(&self) -> [(&'static str, Traffic); 5] {
         [
             ("session", self.session),
             ("discovery", self.discovery),
             ("mesh", self.mesh),
             ("repair", self.repair),
+            ("table", self.table),
         ]
     }
 }

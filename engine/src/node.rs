@@ -8,7 +8,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant,
-    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, CAP_LZ4,
+    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant, TableWrite, CAP_LZ4,
 };
 
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::identity::Identity;
 use crate::io::{CloseReason, Command, ConnId, Direction, Event, Input, InputError, Output};
 use crate::mesh::{IncarnationCheck, Mesh, StoreLimits};
 use crate::metrics::{ConnStats, NodeMetrics};
+use crate::table::{Received, Table, TableLimits};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
 
@@ -53,6 +54,7 @@ pub struct Node {
     outputs: VecDeque<Output>,
     timers: TimerTable,
     mesh: Mesh,
+    table: Table,
     discovery: Discovery,
     metrics: NodeMetrics,
     wall_clock: Option<(u64, Instant)>,
@@ -75,6 +77,19 @@ impl Node {
                 age_max: config.timers.repair_window,
             },
         );
+        let table = Table::new(
+            identity.node_id(),
+            config.incarnation,
+            TableLimits {
+                key_bytes_max: config.limits.table_key_bytes_max,
+                value_bytes_max: config.limits.table_value_bytes_max,
+                entries_max: config.limits.table_entries_max,
+                key_writes_max: config.limits.table_key_writes_max,
+                bytes_max: config.limits.table_bytes_max,
+                lease_max: config.timers.table_lease_max,
+                reclaim_horizon: config.timers.table_reclaim_horizon,
+            },
+        );
         let discovery = Discovery::new(
             config.limits.heard_of_max,
             config.limits.cascade_seen_max,
@@ -93,6 +108,7 @@ impl Node {
             outputs: VecDeque::new(),
             timers: TimerTable::default(),
             mesh,
+            table,
             discovery,
             metrics: NodeMetrics::default(),
             wall_clock: None,
@@ -162,6 +178,11 @@ impl Node {
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The sync table, as this node holds it now (SPEC.md §19).
+    pub fn table(&self) -> &Table {
+        &self.table
     }
 
     /// Node-wide counters.
@@ -255,6 +276,8 @@ impl Node {
             || self.mesh.origins_len() > limits.seen_origins_max
             || self.mesh.store_len() > limits.repair_store_max
             || self.mesh.store_bytes() > limits.repair_store_bytes_max
+            || self.table.entries_len() > limits.table_entries_max.saturating_mul(2)
+            || self.table.bytes() > limits.table_bytes_max.saturating_mul(2)
         {
             return Err("a table is over its bound".into());
         }
@@ -327,15 +350,23 @@ impl Node {
         }
     }
 
-    /// Mesh repair: drop expired broadcasts, then send a digest to one random link.
+    /// Mesh and table repair: drop expired broadcasts, raise the table's reclaim floor, then
+    /// send digests to one random link.
     fn on_repair_timer(&mut self, now: Instant) {
         self.mesh.expire(now);
-        if self.mesh.store_is_empty() || self.links.is_empty() {
+        if let Some(wall_ms) = self.wall_clock_ms(now) {
+            self.table.expire(wall_ms);
+        }
+        let (mesh, table) = (!self.mesh.store_is_empty(), !self.table.is_empty());
+        if !(mesh || table) || self.links.is_empty() {
             return;
         }
         let pick = (self.rng.next_u64() % self.links.len() as u64) as usize;
         if let Some(&conn) = self.links.values().nth(pick) {
-            self.send_digest(conn);
+            if mesh {
+                self.send_digest(conn);
+            }
+            self.send_table_digest(conn);
         }
     }
 
@@ -720,6 +751,14 @@ impl Node {
             }
             (Message::MeshDigest(d), true) => self.on_digest(conn, &d),
             (Message::MeshWant(w), true) => self.on_want(conn, w),
+            (Message::TableWrite(w), true) => self.on_table_write(conn, Some(&frame), w),
+            (Message::TableDigest(d), true) => self.on_table_digest(conn, &d),
+            (Message::TableWant(w), true) => self.on_table_want(conn, &w),
+            (Message::TableEntries(e), true) => {
+                for w in e.writes {
+                    self.on_table_write(conn, None, w);
+                }
+            }
             (_, _) => {
                 let what = if established {
                     "handshake message after the handshake"
@@ -819,6 +858,7 @@ impl Node {
                 // The same run of the peer on a new link: no new PeerUp, but the link it
                 // replaces may have died with broadcasts in flight, so repair over the new one.
                 self.send_digest(conn);
+                self.send_table_digest(conn);
                 return;
             }
         }
@@ -837,6 +877,7 @@ impl Node {
             self.announce(conn);
         }
         self.send_digest(conn);
+        self.send_table_digest(conn);
     }
 
     /// The tie-break between two links to one peer: true if `old` stays. Both ends reach the
@@ -1047,6 +1088,140 @@ impl Node {
         }
     }
 
+    // ----- sync table -----------------------------------------------------------------------
+
+    /// Moves the table's events to the outputs.
+    fn drain_table_events(&mut self) {
+        while let Some(e) = self.table.poll_event() {
+            self.outputs.push_back(Output::Event(e));
+        }
+    }
+
+    /// Floods a local write the table accepted (or reports the refusal it queued).
+    fn originate_table_write(
+        &mut self,
+        write: Result<Option<TableWrite>, InputError>,
+    ) -> Result<(), InputError> {
+        let write = write?;
+        self.drain_table_events();
+        if let Some(w) = write {
+            self.metrics.table_writes_originated += 1;
+            let payload = Message::TableWrite(w).encode_payload();
+            let sent = self.send_payload_except(Code::TABLE_WRITE, &payload, None);
+            self.metrics.table_write_transmissions += sent;
+        }
+        Ok(())
+    }
+
+    /// A write from `from` (a TABLE_WRITE, with its frame, or one of TABLE_ENTRIES): if new,
+    /// relay it to every other link.
+    fn on_table_write(&mut self, from: ConnId, frame: Option<&Frame>, write: TableWrite) {
+        self.metrics.table_writes_received += 1;
+        let relay = frame.map(|f| (f.bytes().clone(), f.flags().compressed()));
+        // A plain frame may be needed (no frame, or a compressed one for a peer without lz4):
+        // encode the payload before the table takes the write.
+        let payload = match relay {
+            Some((_, false)) => Vec::new(),
+            _ => Message::TableWrite(write.clone()).encode_payload(),
+        };
+        match self.table.receive(write) {
+            Received::New => {}
+            Received::Duplicate => {
+                self.metrics.table_write_duplicates += 1;
+                return;
+            }
+            Received::TooOld => {
+                self.metrics.table_writes_too_old += 1;
+                return;
+            }
+            Received::Dropped => {
+                self.metrics.table_writes_dropped += 1;
+                return;
+            }
+        }
+        self.drain_table_events();
+        let mut targets = core::mem::take(&mut self.scratch_conns);
+        targets.extend(self.links.values().copied().filter(|c| *c != from));
+        let mut plain: Option<Bytes> = None;
+        for &conn in &targets {
+            // The received frame's bytes unchanged where the peer can take them.
+            let bytes = match &relay {
+                Some((bytes, compressed)) if !compressed || self.compress_to(conn) => bytes.clone(),
+                _ => {
+                    let build = || Frame::build(Code::TABLE_WRITE, &payload, false).into_bytes();
+                    plain.get_or_insert_with(build).clone()
+                }
+            };
+            if self.send_frame(conn, bytes, Priority::Relay) {
+                self.metrics.table_write_transmissions += 1;
+            }
+        }
+        targets.clear();
+        self.scratch_conns = targets;
+    }
+
+    /// Sends a table anti-entropy message and counts its bytes as catch-up.
+    fn send_table_message(&mut self, conn: ConnId, msg: &Message<'_>, priority: Priority) -> bool {
+        let frame = msg.to_frame(self.compress_to(conn)).into_bytes();
+        let len = frame.len() as u64;
+        let sent = self.send_frame(conn, frame, priority);
+        if sent {
+            self.metrics.table_catchup_bytes += len;
+        }
+        sent
+    }
+
+    /// Sends the table's bucket digest to `conn`, if the table holds anything.
+    fn send_table_digest(&mut self, conn: ConnId) {
+        if self.table.is_empty() {
+            return;
+        }
+        let digest = self.table.digest();
+        if self.send_table_message(conn, &Message::TableDigest(digest), Priority::Control) {
+            self.metrics.table_full_resend_bytes += self.table.full_resend_bytes();
+        }
+    }
+
+    /// A peer's table digest: ask for the buckets that differ.
+    fn on_table_digest(&mut self, conn: ConnId, digest: &TableDigest) {
+        let buckets = self.table.wants(digest);
+        if !buckets.is_empty() {
+            let bits = digest.bits;
+            let msg = Message::TableWant(TableWant { bits, buckets });
+            self.send_table_message(conn, &msg, Priority::Control);
+        }
+    }
+
+    /// A peer wants buckets: send their writes. Relay class: a reply over the peer's queue is
+    /// cut short, and the next digest asks again.
+    fn on_table_want(&mut self, conn: ConnId, want: &TableWant) {
+        for entries in self.table.entries(want.bits, &want.buckets) {
+            let msg = Message::TableEntries(entries);
+            if !self.send_table_message(conn, &msg, Priority::Relay) {
+                break;
+            }
+        }
+    }
+
+    /// Sends an encoded payload under `code` to every established link but `except`, framing
+    /// it at most twice. Returns how many links it was queued for.
+    fn send_payload_except(&mut self, code: Code, payload: &[u8], except: Option<ConnId>) -> u64 {
+        let mut frames = FramePair::default();
+        let mut targets = core::mem::take(&mut self.scratch_conns);
+        targets.extend(self.links.values().copied().filter(|c| Some(*c) != except));
+        let mut sent = 0;
+        for &conn in &targets {
+            let compress = self.compress_to(conn);
+            let frame = frames.get(compress, || {
+                Frame::build(code, payload, compress).into_bytes()
+            });
+            sent += u64::from(self.send_frame(conn, frame, Priority::Control));
+        }
+        targets.clear();
+        self.scratch_conns = targets;
+        sent
+    }
+
     fn on_command(&mut self, now: Instant, command: Command) -> Result<(), InputError> {
         if self.shut_down {
             return Err(InputError::ShutDown);
@@ -1080,6 +1255,21 @@ impl Node {
                 self.metrics.broadcasts_originated += 1;
                 let sent = self.send_payload_to_links(Code::BROADCAST, &encoded, Priority::Control);
                 self.metrics.broadcast_transmissions += sent;
+            }
+            Command::TableSet { key, value, lease } => {
+                let wall_ms = self.wall_clock_ms(now);
+                let write = self.table.write(wall_ms, key, Some(value), lease);
+                self.originate_table_write(write)?;
+            }
+            Command::TableDelete { key } => {
+                let wall_ms = self.wall_clock_ms(now);
+                let write = self.table.write(wall_ms, key, None, None);
+                self.originate_table_write(write)?;
+            }
+            Command::TableRelease { key } => {
+                let wall_ms = self.wall_clock_ms(now);
+                let write = self.table.release(wall_ms, key);
+                self.originate_table_write(write)?;
             }
             Command::Disconnect { node } => {
                 let conn = *self.links.get(&node).ok_or(InputError::NotLinked(node))?;

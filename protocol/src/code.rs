@@ -14,7 +14,7 @@ pub enum Family {
     Session,
     /// 0x01xx: flood broadcast and its repair.
     Mesh,
-    /// 0x02xx: the replicated sync table (reserved).
+    /// 0x02xx: the replicated sync table.
     Table,
     /// 0x03xx: the Chord distributed hash table (reserved).
     Chord,
@@ -71,9 +71,17 @@ impl Code {
     pub const MESH_WANT: Code = Code(0x0102);
     /// Mesh repair: one held broadcast, sent in answer to MESH_WANT.
     pub const MESH_REPAIR: Code = Code(0x0103);
+    /// Sync table: one write (set or delete), flooded to every node.
+    pub const TABLE_WRITE: Code = Code(0x0200);
+    /// Sync table anti-entropy: a hash per non-empty key bucket.
+    pub const TABLE_DIGEST: Code = Code(0x0201);
+    /// Sync table anti-entropy: the buckets whose entries the sender asks for.
+    pub const TABLE_WANT: Code = Code(0x0202);
+    /// Sync table anti-entropy: held writes of the wanted buckets.
+    pub const TABLE_ENTRIES: Code = Code(0x0203);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 16] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -86,6 +94,10 @@ impl Code {
         Code::MESH_DIGEST,
         Code::MESH_WANT,
         Code::MESH_REPAIR,
+        Code::TABLE_WRITE,
+        Code::TABLE_DIGEST,
+        Code::TABLE_WANT,
+        Code::TABLE_ENTRIES,
     ];
 
     /// The code's protocol family (its range), known or reserved.
@@ -113,6 +125,10 @@ impl Code {
             Code::MESH_DIGEST => "MESH_DIGEST",
             Code::MESH_WANT => "MESH_WANT",
             Code::MESH_REPAIR => "MESH_REPAIR",
+            Code::TABLE_WRITE => "TABLE_WRITE",
+            Code::TABLE_DIGEST => "TABLE_DIGEST",
+            Code::TABLE_WANT => "TABLE_WANT",
+            Code::TABLE_ENTRIES => "TABLE_ENTRIES",
             _ => "UNKNOWN",
         }
     }
@@ -133,6 +149,7 @@ mod tests {
         assert_eq!(Code::BROADCAST.family(), Some(Family::Mesh));
         assert_eq!(Code(0x0300).family(), Some(Family::Chord));
         assert_eq!(Code(0x0700).family(), None);
-        assert!(!Code(0x0200).is_known());
+        assert!(!Code(0x02ff).is_known());
+        assert_eq!(Code::TABLE_WRITE.family(), Some(Family::Table));
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod table;
 
 pub use code::{Code, Family};
 pub use decoder::FrameDecoder;
@@ -20,3 +21,4 @@ pub use error::ProtocolError;
 pub use frame::{Frame, FrameFlags, HEADER_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, VERSION};
 pub use ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 pub use message::*;
+pub use table::*;

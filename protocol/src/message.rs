@@ -10,6 +10,8 @@ use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, MAX_PAYLOAD_LEN};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
+use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
+use crate::table::{MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS};
 
 /// Longest address string a message may carry, in bytes.
 pub const MAX_ADDR_LEN: usize = 256;
@@ -234,6 +236,14 @@ pub enum Message<'a> {
     MeshWant(MeshWant),
     /// MESH_REPAIR: the same fields as BROADCAST.
     MeshRepair(Broadcast<'a>),
+    /// TABLE_WRITE.
+    TableWrite(TableWrite),
+    /// TABLE_DIGEST.
+    TableDigest(TableDigest),
+    /// TABLE_WANT.
+    TableWant(TableWant),
+    /// TABLE_ENTRIES.
+    TableEntries(TableEntries),
 }
 
 impl<'a> Message<'a> {
@@ -252,6 +262,10 @@ impl<'a> Message<'a> {
             Message::MeshDigest(_) => Code::MESH_DIGEST,
             Message::MeshWant(_) => Code::MESH_WANT,
             Message::MeshRepair(_) => Code::MESH_REPAIR,
+            Message::TableWrite(_) => Code::TABLE_WRITE,
+            Message::TableDigest(_) => Code::TABLE_DIGEST,
+            Message::TableWant(_) => Code::TABLE_WANT,
+            Message::TableEntries(_) => Code::TABLE_ENTRIES,
         }
     }
 
@@ -271,6 +285,10 @@ impl<'a> Message<'a> {
             Message::MeshDigest(m) => postcard::to_allocvec(m),
             Message::MeshWant(m) => postcard::to_allocvec(m),
             Message::MeshRepair(m) => postcard::to_allocvec(m),
+            Message::TableWrite(m) => postcard::to_allocvec(m),
+            Message::TableDigest(m) => postcard::to_allocvec(m),
+            Message::TableWant(m) => postcard::to_allocvec(m),
+            Message::TableEntries(m) => postcard::to_allocvec(m),
         };
         encoded.unwrap_or_default()
     }
@@ -295,6 +313,10 @@ impl<'a> Message<'a> {
             Code::MESH_DIGEST => Message::MeshDigest(strict(code, payload)?),
             Code::MESH_WANT => Message::MeshWant(strict(code, payload)?),
             Code::MESH_REPAIR => Message::MeshRepair(strict(code, payload)?),
+            Code::TABLE_WRITE => Message::TableWrite(strict(code, payload)?),
+            Code::TABLE_DIGEST => Message::TableDigest(strict(code, payload)?),
+            Code::TABLE_WANT => Message::TableWant(strict(code, payload)?),
+            Code::TABLE_ENTRIES => Message::TableEntries(strict(code, payload)?),
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
         msg.check_limits()?;
@@ -340,6 +362,29 @@ impl<'a> Message<'a> {
             {
                 Err(malformed(
                     "want list over its limit or with an invalid range",
+                ))
+            }
+            Message::TableWrite(w) if !w.is_valid() => {
+                Err(malformed("table key, value or lease breaks its rules"))
+            }
+            Message::TableDigest(d)
+                if d.buckets.len() > usize::from(TABLE_BUCKETS)
+                    || !buckets_ok(d.bits, d.buckets.iter().map(|b| b.bucket)) =>
+            {
+                Err(malformed("digest buckets not ascending or out of range"))
+            }
+            Message::TableWant(w)
+                if w.buckets.len() > usize::from(TABLE_BUCKETS)
+                    || !buckets_ok(w.bits, w.buckets.iter().copied()) =>
+            {
+                Err(malformed("wanted buckets not ascending or out of range"))
+            }
+            Message::TableEntries(e)
+                if e.writes.len() > MAX_TABLE_OPS_PER_MESSAGE
+                    || !e.writes.iter().all(TableWrite::is_valid) =>
+            {
+                Err(malformed(
+                    "entries over their limit or with an invalid write",
                 ))
             }
             _ => Ok(()),

@@ -21,6 +21,10 @@ use weft_protocol::{
     MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
     MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
 };
+use weft_protocol::{
+    BucketHash, Hlc, TableDigest, TableEntries, TableWant, TableWrite, MAX_TABLE_KEY_LEN,
+    MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS,
+};
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
 const ALL_REASONS: [ByeReason; 9] = [
@@ -332,6 +336,80 @@ fn gen_want(g: &mut Gen, big: bool) -> MeshWant {
     MeshWant { wants }
 }
 
+/// Bytes of length `0..=max`, sometimes exactly `max`, sometimes compressible.
+fn byte_string(g: &mut Gen, max: usize) -> Vec<u8> {
+    let n = count_up_to(g, max);
+    if one_in(g, 2) {
+        vec![u8::arbitrary(g); n]
+    } else {
+        (0..n).map(|_| u8::arbitrary(g)).collect()
+    }
+}
+
+/// A valid table write: key 1..=limit bytes (`big`; else up to 16), a value or a delete, a
+/// lease only on a set and always after the write's own time.
+fn gen_table_write(g: &mut Gen, big: bool) -> TableWrite {
+    let key_max = if big { MAX_TABLE_KEY_LEN } else { 16 };
+    let mut key = byte_string(g, key_max);
+    if key.is_empty() {
+        key.push(u8::arbitrary(g));
+    }
+    let value = (!one_in(g, 4)).then(|| byte_string(g, if big { 4096 } else { 32 }));
+    let ms = u64::arbitrary(g) % (u64::MAX - 1);
+    let lease_until_ms = match value {
+        Some(_) if one_in(g, 3) => Some(ms + 1 + u64::arbitrary(g) % (u64::MAX - ms - 1)),
+        _ => None,
+    };
+    TableWrite {
+        hlc: Hlc {
+            ms,
+            logical: u32::arbitrary(g),
+        },
+        node: node(g),
+        incarnation: u64::arbitrary(g),
+        key,
+        value,
+        lease_until_ms,
+    }
+}
+
+/// A bucket width and ascending distinct buckets, sometimes all of them.
+fn gen_buckets(g: &mut Gen) -> (u8, Vec<u16>) {
+    let bits = below(g, 9) as u8;
+    let count = 1u16 << bits;
+    assert!(count <= TABLE_BUCKETS);
+    if one_in(g, 6) {
+        return (bits, (0..count).collect());
+    }
+    (bits, (0..count).filter(|_| one_in(g, 3)).collect())
+}
+
+fn gen_table_digest(g: &mut Gen) -> TableDigest {
+    let (bits, buckets) = gen_buckets(g);
+    TableDigest {
+        bits,
+        buckets: buckets
+            .into_iter()
+            .map(|bucket| BucketHash {
+                bucket,
+                hash: bytes32(g)[..8].try_into().unwrap(),
+            })
+            .collect(),
+    }
+}
+
+fn gen_table_entries(g: &mut Gen, big: bool) -> TableEntries {
+    let max = if big { MAX_TABLE_OPS_PER_MESSAGE } else { 4 };
+    let n = if big && one_in(g, 4) {
+        max
+    } else {
+        below(g, 5.min(max) + 1)
+    };
+    TableEntries {
+        writes: (0..n).map(|_| gen_table_write(g, false)).collect(),
+    }
+}
+
 /// Every range of a digest is valid and every list within its limit.
 fn assert_digest_valid(d: &MeshDigest) {
     assert!(d.entries.len() <= MAX_DIGEST_ENTRIES);
@@ -406,9 +484,9 @@ impl Owned {
         }
     }
 
-    /// One of the twelve variants, chosen uniformly.
+    /// One of the sixteen variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 12) {
+        Owned::Plain(match below(g, 16) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -426,6 +504,13 @@ impl Owned {
             8 => return Owned::Broadcast(OwnedBroadcast::gen(g, big)),
             9 => Message::MeshDigest(gen_digest(g, big)),
             10 => Message::MeshWant(gen_want(g, big)),
+            11 => Message::TableWrite(gen_table_write(g, big)),
+            12 => Message::TableDigest(gen_table_digest(g)),
+            13 => {
+                let (bits, buckets) = gen_buckets(g);
+                Message::TableWant(TableWant { bits, buckets })
+            }
+            14 => Message::TableEntries(gen_table_entries(g, big)),
             _ => return Owned::Repair(OwnedBroadcast::gen(g, big)),
         })
     }
@@ -464,6 +549,11 @@ arbitrary_newtype!(ArbBroadcast(OwnedBroadcast), |g| OwnedBroadcast::gen(
 arbitrary_newtype!(ArbMeshDigest(MeshDigest), |g| gen_digest(g, true));
 arbitrary_newtype!(ArbMeshWant(MeshWant), |g| gen_want(g, true));
 arbitrary_newtype!(ArbMessage(Owned), |g| Owned::gen(g, true));
+arbitrary_newtype!(ArbTableWrite(TableWrite), |g| gen_table_write(g, true));
+arbitrary_newtype!(ArbTableDigest(TableDigest), |g| gen_table_digest(g));
+arbitrary_newtype!(ArbTableEntries(TableEntries), |g| gen_table_entries(
+    g, true
+));
 // A message small enough (at most a few KiB) to be cut at every byte boundary.
 arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
 // One to four small messages, each with its own choice of compression.
@@ -887,6 +977,77 @@ fn any_invalid_range_or_repair_seq_zero_is_malformed() {
 }
 
 #[test]
+fn table_messages_round_trip() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop((w, d, e): (ArbTableWrite, ArbTableDigest, ArbTableEntries)) {
+        let want = TableWant {
+            bits: d.0.bits,
+            buckets: d.0.buckets.iter().map(|b| b.bucket).collect(),
+        };
+        for msg in [
+            Message::TableWrite(w.0),
+            Message::TableDigest(d.0),
+            Message::TableWant(want),
+            Message::TableEntries(e.0),
+        ] {
+            count_if(&PACKED, round_trip(&msg));
+        }
+    }
+    assert!(
+        check(200, &PACKED, prop) > 0,
+        "no table frame was compressed"
+    );
+}
+
+#[test]
+fn breaking_a_table_rule_makes_the_payload_malformed() {
+    fn prop(w: ArbTableWrite, d: ArbTableDigest, how: u8) {
+        let mut w = w.0;
+        match how % 4 {
+            0 => w.key.clear(),
+            1 => w.key = vec![b'k'; MAX_TABLE_KEY_LEN + 1],
+            2 => {
+                w.value = Some(vec![1]);
+                w.lease_until_ms = Some(w.hlc.ms);
+            }
+            _ => {
+                w.value = None;
+                w.lease_until_ms = Some(w.hlc.ms.saturating_add(1));
+            }
+        }
+        let code = Code::TABLE_WRITE;
+        assert!(matches!(
+            Message::decode(code, &Message::TableWrite(w.clone()).encode_payload()),
+            Err(ProtocolError::MalformedPayload { code: c, .. }) if c == code
+        ));
+        let entries = Message::TableEntries(TableEntries { writes: vec![w] });
+        assert!(matches!(
+            Message::decode(Code::TABLE_ENTRIES, &entries.encode_payload()),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+        let mut d = d.0;
+        if d.buckets.len() >= 2 {
+            d.buckets.swap(0, 1);
+        } else {
+            d.buckets.push(BucketHash {
+                bucket: 1 << d.bits,
+                hash: [0; 8],
+            });
+        }
+        assert!(matches!(
+            Message::decode(
+                Code::TABLE_DIGEST,
+                &Message::TableDigest(d).encode_payload()
+            ),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(prop as fn(ArbTableWrite, ArbTableDigest, u8));
+}
+
+#[test]
 fn any_message_round_trips() {
     static PACKED: AtomicUsize = AtomicUsize::new(0);
     fn prop(m: ArbMessage) {
@@ -1102,7 +1263,7 @@ fn decode_as_everything(payload: &[u8]) {
             assert_eq!(Message::decode(code, &again), Ok(msg));
         }
     }
-    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0200, 0xFFFF] {
+    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0204, 0x0600, 0xFFFF] {
         assert_eq!(
             Message::decode(Code(code), payload),
             Err(ProtocolError::UnknownCommand(code))

@@ -23,6 +23,10 @@ use weft_protocol::{
     MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
     MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES, VERSION,
 };
+use weft_protocol::{
+    BucketHash, Hlc, TableDigest, TableEntries, TableWant, TableWrite, MAX_TABLE_KEY_LEN,
+    MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS,
+};
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
 `vectors` is one whole frame, `frame_hex`, length prefix included, with the uncompressed postcard \
@@ -30,7 +34,8 @@ payload it carries (`payload_hex`) and that payload's message (`fields`): fixed-
 strings and byte payloads as lowercase hex, integers as JSON numbers (u64 values may exceed \
 2^53), strings as JSON strings, an absent optional value as null, a BYE reason by name with \
 its wire index, a list as a JSON array and a nested struct (cascade id, peer, digest entry, \
-want, sequence range) as a JSON object. MESH_REPAIR carries BROADCAST's fields. Compressed frames were made by lz4_flex's block compressor: another \
+want, sequence range, table write, hlc, bucket hash) as a JSON object; a table write's key and \
+value are hex, an absent value (a delete) null. MESH_REPAIR carries BROADCAST's fields. Compressed frames were made by lz4_flex's block compressor: another \
 implementation must decode them to the same fields but may compress differently. Each entry of \
 `invalid` is a byte string that, taken as exactly one frame (check the length prefix, then the \
 header, then inflate if the compressed flag is set, then decode the payload as the message its \
@@ -200,6 +205,42 @@ fn broadcast_json(b: &Broadcast<'_>) -> Value {
     ])
 }
 
+fn hlc_json(h: &Hlc) -> Value {
+    obj([("ms", h.ms.into()), ("logical", h.logical.into())])
+}
+
+fn write_json(w: &TableWrite) -> Value {
+    obj([
+        ("hlc", hlc_json(&w.hlc)),
+        ("node", hexv(&w.node.0)),
+        ("incarnation", w.incarnation.into()),
+        ("key", hexv(&w.key)),
+        ("value", w.value.as_ref().map_or(Value::Null, |v| hexv(v))),
+        (
+            "lease_until_ms",
+            w.lease_until_ms.map_or(Value::Null, Value::from),
+        ),
+    ])
+}
+
+fn get_write(f: &Value) -> TableWrite {
+    let h = get(f, "hlc");
+    TableWrite {
+        hlc: Hlc {
+            ms: get_u64(h, "ms"),
+            logical: get_u64(h, "logical").try_into().expect("u32"),
+        },
+        node: NodeId(get_32(f, "node")),
+        incarnation: get_u64(f, "incarnation"),
+        key: get_bytes(f, "key"),
+        value: match get(f, "value") {
+            Value::Null => None,
+            _ => Some(get_bytes(f, "value")),
+        },
+        lease_until_ms: get(f, "lease_until_ms").as_u64(),
+    }
+}
+
 fn reason_index(r: ByeReason) -> usize {
     ALL_REASONS
         .iter()
@@ -274,6 +315,30 @@ fn fields_of(msg: &Message<'_>) -> Value {
                     })
                     .collect(),
             ),
+        )]),
+        Message::TableWrite(w) => write_json(w),
+        Message::TableDigest(d) => obj([
+            ("bits", d.bits.into()),
+            (
+                "buckets",
+                Value::Array(
+                    d.buckets
+                        .iter()
+                        .map(|b| obj([("bucket", b.bucket.into()), ("hash", hexv(&b.hash))]))
+                        .collect(),
+                ),
+            ),
+        ]),
+        Message::TableWant(w) => obj([
+            ("bits", w.bits.into()),
+            (
+                "buckets",
+                Value::Array(w.buckets.iter().map(|b| (*b).into()).collect()),
+            ),
+        ]),
+        Message::TableEntries(e) => obj([(
+            "writes",
+            Value::Array(e.writes.iter().map(write_json).collect()),
         )]),
         other => panic!("a message this test does not know: {other:?}"),
     }
@@ -430,6 +495,27 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
                     range: get_range(get(w, "range")),
                 })
                 .collect(),
+        }),
+        "TABLE_WRITE" => Message::TableWrite(get_write(f)),
+        "TABLE_DIGEST" => Message::TableDigest(TableDigest {
+            bits: get_u64(f, "bits").try_into().expect("u8"),
+            buckets: get_array(f, "buckets")
+                .iter()
+                .map(|b| BucketHash {
+                    bucket: get_u64(b, "bucket").try_into().expect("u16"),
+                    hash: get_bytes(b, "hash").try_into().expect("8 bytes"),
+                })
+                .collect(),
+        }),
+        "TABLE_WANT" => Message::TableWant(TableWant {
+            bits: get_u64(f, "bits").try_into().expect("u8"),
+            buckets: get_array(f, "buckets")
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| b.try_into().ok()).expect("u16"))
+                .collect(),
+        }),
+        "TABLE_ENTRIES" => Message::TableEntries(TableEntries {
+            writes: get_array(f, "writes").iter().map(get_write).collect(),
         }),
         other => panic!("unknown code name {other}"),
     })
@@ -673,6 +759,104 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             }),
         ),
     ]);
+    let write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| TableWrite {
+        hlc: Hlc {
+            ms: 1_800_000_000_000,
+            logical: 3,
+        },
+        node: NodeId(pat(0xE0)),
+        incarnation: 2,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+        lease_until_ms: lease,
+    };
+    v.extend([
+        plain(
+            "table_write_set",
+            Message::TableWrite(write(b"colour", Some(b"blue"), None)),
+        ),
+        plain(
+            "table_write_set_with_lease",
+            Message::TableWrite(write(b"leader", Some(b"n7"), Some(1_800_000_030_000))),
+        ),
+        plain(
+            "table_write_delete",
+            Message::TableWrite(write(b"colour", None, None)),
+        ),
+        plain(
+            "table_write_empty_value_largest_integers",
+            Message::TableWrite(TableWrite {
+                hlc: Hlc {
+                    ms: u64::MAX - 1,
+                    logical: u32::MAX,
+                },
+                node: NodeId([0xFF; 32]),
+                incarnation: u64::MAX,
+                key: vec![0],
+                value: Some(vec![]),
+                lease_until_ms: Some(u64::MAX),
+            }),
+        ),
+        plain(
+            "table_digest",
+            Message::TableDigest(TableDigest {
+                bits: 8,
+                buckets: vec![
+                    BucketHash {
+                        bucket: 0,
+                        hash: pat(0x10),
+                    },
+                    BucketHash {
+                        bucket: 200,
+                        hash: pat(0x80),
+                    },
+                    BucketHash {
+                        bucket: TABLE_BUCKETS - 1,
+                        hash: [0xFF; 8],
+                    },
+                ],
+            }),
+        ),
+        plain(
+            "table_digest_empty",
+            Message::TableDigest(TableDigest {
+                bits: 0,
+                buckets: vec![],
+            }),
+        ),
+        plain(
+            "table_want",
+            Message::TableWant(TableWant {
+                bits: 8,
+                buckets: vec![0, 7, 255],
+            }),
+        ),
+        plain(
+            "table_want_two_buckets",
+            Message::TableWant(TableWant {
+                bits: 1,
+                buckets: vec![0, 1],
+            }),
+        ),
+        plain(
+            "table_entries",
+            Message::TableEntries(TableEntries {
+                writes: vec![
+                    write(b"colour", Some(b"blue"), None),
+                    write(b"gone", None, None),
+                ],
+            }),
+        ),
+    ]);
+    v.push((
+        "table_entries_compressed".into(),
+        Owned::Plain(Message::TableEntries(TableEntries {
+            writes: (0..8u8)
+                .map(|i| write(&[b'k', i], Some(&b"0123456789abcdef".repeat(4)), None))
+                .collect(),
+        })),
+        true,
+    ));
     // The same fields as the BROADCAST vectors: a repair resends a broadcast's payload.
     v.push((
         "mesh_repair".into(),
@@ -832,6 +1016,38 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             .collect::<Vec<_>>(),
     );
     let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
+    let raw_write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
+        let mut p = [
+            varint(1_800_000_000_000),
+            varint(0),
+            vec![0xE0; 32],
+            varint(2),
+        ]
+        .concat();
+        p.extend_from_slice(&string(key));
+        match value {
+            None => p.push(0),
+            Some(v) => {
+                p.push(1);
+                p.extend_from_slice(&string(v));
+            }
+        }
+        match lease {
+            None => p.push(0),
+            Some(l) => {
+                p.push(1);
+                p.extend_from_slice(&varint(l));
+            }
+        }
+        p
+    };
+    let too_many_writes = {
+        let mut p = varint(MAX_TABLE_OPS_PER_MESSAGE as u64 + 1);
+        for _ in 0..=MAX_TABLE_OPS_PER_MESSAGE {
+            p.extend_from_slice(&raw_write(b"k", Some(b"v"), None));
+        }
+        p
+    };
 
     vec![
         (
@@ -861,8 +1077,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "unknown_command_reserved_family",
             "UnknownCommand",
-            "code 0x0200 lies in the reserved Table family",
-            raw_frame(1, 0, 0x0200, &[0]),
+            "code 0x0600 lies in the reserved Remote family",
+            raw_frame(1, 0, 0x0600, &[0]),
         ),
         (
             "unknown_command_unassigned_mesh",
@@ -1000,6 +1216,74 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             "MalformedPayload",
             "MESH_WANT with a range 0..=2",
             raw_frame(1, 0, Code::MESH_WANT.0, &raw_want(&[(0, 2)])),
+        ),
+        (
+            "malformed_payload_table_write_empty_key",
+            "MalformedPayload",
+            "TABLE_WRITE with an empty key",
+            raw_frame(1, 0, Code::TABLE_WRITE.0, &raw_write(b"", Some(b"v"), None)),
+        ),
+        (
+            "malformed_payload_table_write_key_too_long",
+            "MalformedPayload",
+            "TABLE_WRITE whose key is MAX_TABLE_KEY_LEN + 1 bytes",
+            raw_frame(
+                1,
+                0,
+                Code::TABLE_WRITE.0,
+                &raw_write(&[b'k'; MAX_TABLE_KEY_LEN + 1], Some(b"v"), None),
+            ),
+        ),
+        (
+            "malformed_payload_table_write_lease_not_after_write",
+            "MalformedPayload",
+            "TABLE_WRITE whose lease ends at its own hlc.ms",
+            raw_frame(
+                1,
+                0,
+                Code::TABLE_WRITE.0,
+                &raw_write(b"k", Some(b"v"), Some(1_800_000_000_000)),
+            ),
+        ),
+        (
+            "malformed_payload_table_delete_with_lease",
+            "MalformedPayload",
+            "TABLE_WRITE deleting (no value) yet taking a lease",
+            raw_frame(
+                1,
+                0,
+                Code::TABLE_WRITE.0,
+                &raw_write(b"k", None, Some(1_800_000_009_000)),
+            ),
+        ),
+        (
+            "malformed_payload_table_digest_buckets_unordered",
+            "MalformedPayload",
+            "TABLE_DIGEST (8 bits) listing bucket 5 before bucket 4",
+            raw_frame(
+                1,
+                0,
+                Code::TABLE_DIGEST.0,
+                &[&[8][..], &varint(2), &varint(5), &[1; 8], &varint(4), &[2; 8]].concat(),
+            ),
+        ),
+        (
+            "malformed_payload_table_digest_too_many_bits",
+            "MalformedPayload",
+            "TABLE_DIGEST of 9 bits (MAX_TABLE_BUCKET_BITS + 1)",
+            raw_frame(1, 0, Code::TABLE_DIGEST.0, &[9, 0]),
+        ),
+        (
+            "malformed_payload_table_want_bucket_out_of_range",
+            "MalformedPayload",
+            "TABLE_WANT of 2 bits naming bucket 4",
+            raw_frame(1, 0, Code::TABLE_WANT.0, &[&[2][..], &varint(1), &varint(4)].concat()),
+        ),
+        (
+            "malformed_payload_too_many_table_writes",
+            "MalformedPayload",
+            "TABLE_ENTRIES with MAX_TABLE_OPS_PER_MESSAGE + 1 writes (compressed; it inflates fine)",
+            raw_compressed(Code::TABLE_ENTRIES, &too_many_writes),
         ),
         (
             "decompressed_too_large",
@@ -1249,6 +1533,10 @@ fn the_vectors_cover_every_message_reason_and_error() {
         Code::MESH_DIGEST,
         Code::MESH_WANT,
         Code::MESH_REPAIR,
+        Code::TABLE_WRITE,
+        Code::TABLE_DIGEST,
+        Code::TABLE_WANT,
+        Code::TABLE_ENTRIES,
     ] {
         assert!(
             file.invalid.iter().any(|i| i.error == "MalformedPayload"

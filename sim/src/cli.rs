@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::table::{self, TableParams};
 use crate::scenario::Report;
 use crate::sweep::{self, Shard};
 
@@ -21,6 +22,8 @@ pub struct SimArgs {
 pub enum SimCommand {
     /// Mesh flood broadcast on a random regular network, with or without faults.
     Mesh(MeshArgs),
+    /// The sync table: random writers and leases under faults and skewed clocks.
+    Table(TableArgs),
     /// Many seeds of small networks under swarm faults.
     Sweep {
         /// The protocol to sweep.
@@ -65,11 +68,45 @@ pub struct MeshArgs {
     pub sabotage: bool,
 }
 
+/// `weft sim table` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TableArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub nodes: u32,
+    /// Links per node (a random regular graph; must be below --nodes).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub degree: u32,
+    /// Root seed: every choice of the run derives from it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Writes scheduled (sets, leased sets, deletes, releases) at random nodes and times.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub writes: u32,
+    /// `none`, `swarm`, or a comma-separated list of fault names (as for `weft sim mesh`).
+    #[arg(long, default_value = "none")]
+    pub faults: String,
+    /// Split the network into two halves for the whole write phase.
+    #[arg(long)]
+    pub halves: bool,
+    /// Length of the write phase, simulated ms.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub safety_ms: u64,
+    /// Deadline for convergence after the heal, simulated ms.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `weft sim sweep` protocols.
 #[derive(Debug, clap::Subcommand)]
 pub enum SweepProtocol {
     /// Sweep the mesh scenario.
     Mesh(SweepArgs),
+    /// Sweep the table scenario.
+    Table(SweepArgs),
 }
 
 /// `weft sim sweep` arguments.
@@ -131,6 +168,30 @@ pub fn run(args: SimArgs) -> ExitCode {
             }
             exit(r.ok)
         }
+        Some(SimCommand::Table(a)) => {
+            if a.degree >= a.nodes {
+                return bad_args("--degree must be below --nodes");
+            }
+            let faults = match FaultMode::parse(&a.faults) {
+                Ok(f) => f,
+                Err(e) => return bad_args(&e),
+            };
+            let mut p = TableParams::new(a.nodes, a.seed, a.writes, faults);
+            p.degree = a.degree;
+            p.halves = a.halves;
+            p.safety_ms = a.safety_ms;
+            p.liveness_ms = a.liveness_ms;
+            let r = table::run(&p);
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            exit(r.ok)
+        }
+        Some(SimCommand::Sweep {
+            protocol: SweepProtocol::Table(a),
+        }) => sweep_table(a),
         Some(SimCommand::Sweep {
             protocol: SweepProtocol::Mesh(a),
         }) => {
@@ -177,6 +238,58 @@ pub fn run(args: SimArgs) -> ExitCode {
             exit(failed.is_empty())
         }
     }
+}
+
+/// `weft sim sweep table`.
+fn sweep_table(a: SweepArgs) -> ExitCode {
+    let shard = match a.shard.as_deref().map(Shard::parse).transpose() {
+        Ok(s) => s.unwrap_or(Shard::ALL),
+        Err(e) => return bad_args(&e),
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wall = std::time::Instant::now();
+    let reports = sweep::table(a.seeds, shard, threads);
+    let failed: Vec<&table::TableReport> = reports.iter().filter(|r| !r.ok).collect();
+    let wall_ms = wall.elapsed().as_millis() as u64;
+    let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
+    let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
+    let events: u64 = reports.iter().map(|r| r.events).sum();
+    if a.json {
+        let value = serde_json::json!({
+            "protocol": "table",
+            "seeds": reports.len(),
+            "failed": failed.len(),
+            "failures": failed.iter().map(|r| serde_json::json!({
+                "seed": r.seed, "violation": r.violation, "replay": r.replay,
+            })).collect::<Vec<_>>(),
+            "identical": reports.iter().all(|r| r.identical),
+            "lease_violations": reports.iter().map(|r| r.lease_violations).sum::<u64>(),
+            "catchup_bytes": catchup,
+            "full_resend_bytes": full,
+            "events": events,
+            "wall_ms": wall_ms,
+            "ok": failed.is_empty(),
+        });
+        println!("{value}");
+    } else {
+        for r in &failed {
+            println!(
+                "FAILED seed {}: {}\n  replay: {}",
+                r.seed,
+                r.violation.as_deref().unwrap_or("?"),
+                r.replay
+            );
+        }
+        println!(
+            "sweep table: {} seeds, {} failed, catch-up {catchup} bytes vs full resend {full} \
+             bytes, {events} events, {wall_ms} ms wall",
+            reports.len(),
+            failed.len(),
+        );
+    }
+    exit(failed.is_empty())
 }
 
 /// The README's main job: the default scenario of every protocol, as a table.
@@ -241,9 +354,58 @@ fn default_table() -> ExitCode {
             replays.push(format!("  {name}: {v}\n  replay: {}", r.replay));
         }
     }
+    let table_scenarios = [
+        (
+            "table, swarm faults",
+            TableParams::new(16, 1, 200, FaultMode::Swarm),
+        ),
+        ("table, halves", {
+            let mut p = TableParams::new(16, 2, 200, FaultMode::None);
+            p.halves = true;
+            p
+        }),
+    ];
+    println!(
+        "\n{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
+        "scenario",
+        "nodes",
+        "writes",
+        "keys",
+        "identical",
+        "lease!",
+        "refused",
+        "catch-up",
+        "full-resend",
+        "converged",
+        "events",
+        "result"
+    );
+    for (name, p) in table_scenarios {
+        let r = table::run(&p);
+        all_ok &= r.ok;
+        println!(
+            "{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
+            name,
+            r.nodes,
+            r.writes,
+            r.keys,
+            r.identical,
+            r.lease_violations,
+            r.refusals,
+            r.catchup_bytes,
+            r.full_resend_bytes,
+            r.converged_ms
+                .map_or("never".into(), |ms| format!("{ms} ms")),
+            r.events,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        if let Some(v) = &r.violation {
+            replays.push(format!("  {name}: {v}\n  replay: {}", r.replay));
+        }
+    }
     for line in replays {
         println!("{line}");
     }
-    println!("(times are simulated; each row replays with `weft sim mesh ...`; see --help)");
+    println!("(times are simulated; each row replays with `weft sim mesh ...` or `weft sim table ...`; see --help)");
     exit(all_ok)
 }

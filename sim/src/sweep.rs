@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use crate::rng::SimRng;
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::table::{self, TableReport};
 use crate::scenario::Report;
 
 /// Which part of a sweep this process runs: seeds whose position `k` has `k % count == index`.
@@ -46,6 +47,28 @@ pub fn mesh_params(seed: u64) -> MeshParams {
 
 /// Runs seeds `1..=seeds` (this shard's part) on `threads` threads; reports in seed order.
 pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
+    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| mesh::run(&mesh_params(seed)));
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+/// The table scenario over seeds `1..=seeds` (this shard's part), with the parameters
+/// [`table::sweep_params`] derives; reports in seed order.
+pub fn table(seeds: u64, shard: Shard, threads: usize) -> Vec<TableReport> {
+    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| {
+        table::run(&table::sweep_params(seed))
+    });
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+/// Runs `run` for this shard's seeds of `1..=seeds` on `threads` threads, in any order.
+fn seeds_on_threads<R: Send>(
+    seeds: u64,
+    shard: Shard,
+    threads: usize,
+    run: impl Fn(u64) -> R + Sync,
+) -> Vec<R> {
     let mine: Vec<u64> = (1..=seeds)
         .filter(|s| (s - 1) % shard.count == shard.index)
         .collect();
@@ -56,7 +79,7 @@ pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&seed) = mine.get(k) else { break };
-                let report = mesh::run(&mesh_params(seed));
+                let report = run(seed);
                 // A poisoned lock means another run panicked: that panic is reported anyway.
                 if let Ok(mut r) = results.lock() {
                     r.push(report);
@@ -64,9 +87,7 @@ pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
             });
         }
     });
-    let mut reports = results.into_inner().unwrap_or_default();
-    reports.sort_by_key(|r| r.seed);
-    reports
+    results.into_inner().unwrap_or_default()
 }
 
 #[cfg(test)]

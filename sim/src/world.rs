@@ -51,6 +51,8 @@ enum Ev {
     RemoteClosed { link: u32, side: u8 },
     /// The application on `node` broadcasts.
     Broadcast { node: u32 },
+    /// The application on `node` issues a command (dropped if the node is down then).
+    Command { node: u32, command: Command },
     /// The driver's periodic housekeeping on `node`.
     Maintain { node: u32 },
     /// A fault process strikes.
@@ -162,6 +164,16 @@ pub struct WorldStats {
     pub crashes: u64,
     /// Driver-contract errors (the engine refused an input): always a bug.
     pub driver_errors: u64,
+    /// Scheduled application commands the engine refused (e.g. a release without a lease).
+    pub command_errors: u64,
+    /// `TableChanged` events, over all nodes.
+    pub table_changes: u64,
+    /// `TableRefused` events, over all nodes.
+    pub table_refusals: u64,
+    /// Table anti-entropy bytes queued (node counters, crashed incarnations included).
+    pub table_catchup_bytes: u64,
+    /// What full resends would have cost instead (node counters, likewise).
+    pub table_full_resend_bytes: u64,
 }
 
 /// Everything a world is built from.
@@ -335,6 +347,22 @@ impl World {
         }
     }
 
+    /// Splits the network now until `until` (ns): nothing passes between the nodes with
+    /// `side_a[i]` set and the others, either way, and no dial across succeeds.
+    pub fn split(&mut self, side_a: Vec<bool>, until: u64) {
+        self.partition = Some(Partition {
+            side_a,
+            symmetric: true,
+            until,
+        });
+        self.push(until, Ev::Recover(Recovery::Partition));
+    }
+
+    /// Schedules an application command on `node` at `at`.
+    pub fn schedule_command(&mut self, at: u64, node: u32, command: Command) {
+        self.push(at, Ev::Command { node, command });
+    }
+
     /// Schedules a broadcast by `node` at `at`.
     pub fn schedule_broadcast(&mut self, at: u64, node: u32) {
         self.push(at, Ev::Broadcast { node });
@@ -433,6 +461,16 @@ impl World {
                 }
             }
             Ev::Broadcast { node } => self.broadcast(node),
+            Ev::Command { node, command } => {
+                let now = Instant(self.now);
+                let Some(n) = self.nodes[node as usize].node.as_mut() else {
+                    return;
+                };
+                if n.handle_input(now, Input::Command(command)).is_err() {
+                    self.stats.command_errors += 1;
+                }
+                self.drain(node);
+            }
             Ev::Maintain { node } => {
                 self.maintain(node);
                 self.push(self.now + MAINTAIN_INTERVAL, Ev::Maintain { node });
@@ -519,6 +557,8 @@ impl World {
             Event::PeerUp { conn, .. } => {
                 self.nodes[i as usize].dialing.remove(conn);
             }
+            Event::TableChanged { .. } => self.stats.table_changes += 1,
+            Event::TableRefused { .. } => self.stats.table_refusals += 1,
             Event::Broadcast {
                 origin,
                 incarnation: origin_incarnation,
@@ -594,6 +634,8 @@ impl World {
         self.stats.crashes += 1;
         self.stats.duplicates += old.metrics().broadcast_duplicates;
         self.stats.frame_receptions += old.metrics().broadcasts_received;
+        self.stats.table_catchup_bytes += old.metrics().table_catchup_bytes;
+        self.stats.table_full_resend_bytes += old.metrics().table_full_resend_bytes;
         sn.timer_at = None;
         sn.paused = false;
         sn.deferred.clear();
@@ -1017,6 +1059,8 @@ impl World {
             if let Some(n) = &sn.node {
                 self.stats.duplicates += n.metrics().broadcast_duplicates;
                 self.stats.frame_receptions += n.metrics().broadcasts_received;
+                self.stats.table_catchup_bytes += n.metrics().table_catchup_bytes;
+                self.stats.table_full_resend_bytes += n.metrics().table_full_resend_bytes;
             }
         }
     }
@@ -1045,6 +1089,7 @@ fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
             .get(*link as usize)
             .map(|l| l.ends[*side as usize].node),
         Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
+        Ev::Command { node, .. } => Some(*node),
         Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
         Ev::Fault(_) | Ev::Recover(_) => None,
     }

@@ -26,6 +26,8 @@ enum Cmd {
     Network(cli::NetworkArgs),
     /// Print the running node's counters and queue depths.
     Stats(cli::StatsArgs),
+    /// Read and write the running node's sync table.
+    Table(cli::TableArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Cmd::Listen(args) => cli::listen(args),
         Cmd::Network(args) => cli::network(args),
         Cmd::Stats(args) => cli::stats(args),
+        Cmd::Table(args) => cli::table(args),
     }
 }
 

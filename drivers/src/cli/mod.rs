@@ -5,6 +5,7 @@
 mod messages;
 mod node;
 mod query;
+mod table;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
+pub use table::{table, TableArgs};
 
 use crate::state;
 

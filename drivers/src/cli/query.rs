@@ -116,6 +116,9 @@ fn stats_text(s: &StatsReport) -> String {
         ("connections failed", c.connections_failed),
         ("handshakes completed", c.handshakes_completed),
         ("discovery dials", c.discovery_dials),
+        ("table writes originated", c.table_writes_originated),
+        ("table writes received", c.table_writes_received),
+        ("table catch-up bytes", c.table_catchup_bytes),
         ("listeners", s.listeners),
         ("listener drops", s.listener_drops),
     ];

@@ -9,6 +9,12 @@
 //! {"op":"stats"}                    ->  {"reply":"stats","data":StatsReport}
 //! {"op":"listen"}                   ->  {"reply":"listening"}, then one
 //!                                       {"reply":"broadcast","data":DeliveryReport} per delivery
+//! {"op":"table_set","key":"k","value":"v","lease_ms":null}
+//!                                   ->  {"reply":"written"}
+//! {"op":"table_delete","key":"k"}   ->  {"reply":"written"}
+//! {"op":"table_release","key":"k"}  ->  {"reply":"written"}
+//! {"op":"table_get","key":"k"}      ->  {"reply":"table","data":[TableEntryReport]} (0 or 1)
+//! {"op":"table_list"}               ->  {"reply":"table","data":[TableEntryReport, ...]}
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -19,7 +25,7 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{DeliveryReport, HostReport, StatsReport};
+use crate::report::{DeliveryReport, HostReport, StatsReport, TableEntryReport};
 
 pub use client::{listen, request, ControlError, Deliveries};
 pub use server::ControlServer;
@@ -42,6 +48,33 @@ pub enum ControlRequest {
     Network,
     /// The node's counters.
     Stats,
+    /// Set a table key (UTF-8), optionally leasing it for `lease_ms`.
+    TableSet {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The lease, ms.
+        #[serde(default)]
+        lease_ms: Option<u64>,
+    },
+    /// Delete a table key.
+    TableDelete {
+        /// The key.
+        key: String,
+    },
+    /// End this node's lease on a table key.
+    TableRelease {
+        /// The key.
+        key: String,
+    },
+    /// One table key.
+    TableGet {
+        /// The key.
+        key: String,
+    },
+    /// Every set table key.
+    TableList,
 }
 
 /// What the node answers.
@@ -58,6 +91,10 @@ pub enum ControlReply {
     Stats(StatsReport),
     /// One delivered broadcast (after `listening`).
     Broadcast(DeliveryReport),
+    /// The table write was accepted and flooded.
+    Written,
+    /// The answer to `table_get` and `table_list`.
+    Table(Vec<TableEntryReport>),
     /// The request failed.
     Error(String),
 }

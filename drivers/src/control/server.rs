@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{ControlReply, ControlRequest, REQUEST_BYTES_MAX};
-use crate::handle::{Handle, HandleError};
+use crate::handle::{Handle, HandleError, TableOp};
 use crate::report::DeliveryReport;
 
 /// Clients served at once; more are refused.
@@ -120,6 +120,7 @@ fn refused(e: HandleError) -> ControlReply {
     ControlReply::Error(match e {
         HandleError::Stopped => "the node is shutting down".into(),
         HandleError::Refused(e) => e.to_string(),
+        leased @ HandleError::Leased { .. } => leased.to_string(),
     })
 }
 
@@ -137,8 +138,35 @@ fn serve_client(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
         ControlRequest::Network => handle.hosts().map_or_else(refused, ControlReply::Hosts),
         ControlRequest::Stats => handle.stats().map_or_else(refused, ControlReply::Stats),
         ControlRequest::Listen => return stream_deliveries(stream, handle),
+        ControlRequest::TableSet {
+            key,
+            value,
+            lease_ms,
+        } => {
+            let op = TableOp::Set {
+                value: value.into_bytes(),
+                lease: lease_ms.map(weft_engine::Duration::from_millis),
+            };
+            written(handle.table_write(key.into_bytes(), op))
+        }
+        ControlRequest::TableDelete { key } => {
+            written(handle.table_write(key.into_bytes(), TableOp::Delete))
+        }
+        ControlRequest::TableRelease { key } => {
+            written(handle.table_write(key.into_bytes(), TableOp::Release))
+        }
+        ControlRequest::TableGet { key } => handle
+            .table_read(Some(key.into_bytes()))
+            .map_or_else(refused, ControlReply::Table),
+        ControlRequest::TableList => handle
+            .table_read(None)
+            .map_or_else(refused, ControlReply::Table),
     };
     write_reply(&mut stream, &reply)
+}
+
+fn written(result: Result<(), HandleError>) -> ControlReply {
+    result.map_or_else(refused, |()| ControlReply::Written)
 }
 
 /// A `listen` session: deliveries until the node stops or the client leaves.

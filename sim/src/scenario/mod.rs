@@ -1,6 +1,7 @@
 //! Scenarios: what a `weft sim` run does with a world, and the report it prints.
 
 pub mod mesh;
+pub mod table;
 
 use serde::Serialize;
 

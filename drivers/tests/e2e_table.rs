@@ -1,0 +1,139 @@
+//! `weft table set/get/delete/release/list` against real `weft node` processes: writes reach
+//! every node, a write to a key another node leases is refused with one line and exit 1, and
+//! a node that joins later catches up through anti-entropy.
+
+mod common;
+
+use std::process::Output;
+
+use common::{run, scratch, wait_until, NodeProc};
+use weft_drivers::report::TableEntryReport;
+
+fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
+    let state = node.state.display().to_string();
+    let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn get(node: &NodeProc, key: &str) -> Option<String> {
+    let out = table(node, "get", &[key]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+fn list(node: &NodeProc) -> Vec<TableEntryReport> {
+    serde_json::from_str(&ok(&table(node, "list", &["--json"]))).expect("list JSON")
+}
+
+#[test]
+fn table_commands_against_running_nodes() {
+    let (dir, net) = scratch("table");
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for (i, driver) in ["mio", "tokio", "mio"].iter().enumerate() {
+        let peers: Vec<&str> = nodes.last().map(|n| n.addr.as_str()).into_iter().collect();
+        nodes.push(NodeProc::start(
+            dir.path(),
+            &net,
+            &format!("n{i}"),
+            driver,
+            "127.0.0.1:0",
+            &peers,
+        ));
+    }
+    let ids: Vec<String> = nodes.iter().map(NodeProc::id).collect();
+    for i in 1..3 {
+        wait_until("the line links", || nodes[i].links_to(&ids[i - 1]));
+    }
+
+    ok(&table(&nodes[0], "set", &["colour", "blue"]));
+    wait_until("n2 sees colour", || {
+        get(&nodes[2], "colour").as_deref() == Some("blue")
+    });
+
+    // n1 leases "leader"; n2's write is refused at once, with one line and exit 1.
+    ok(&table(
+        &nodes[1],
+        "set",
+        &["leader", "n1", "--lease-ms", "60000"],
+    ));
+    wait_until("n2 sees the lease", || {
+        list(&nodes[2])
+            .iter()
+            .any(|e| e.key == "leader" && e.lease_owner.as_deref() == Some(&ids[1]))
+    });
+    let refused = table(&nodes[2], "set", &["leader", "n2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.starts_with("weft: refused: the key is leased by"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    assert_eq!(
+        table(&nodes[2], "delete", &["leader"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(get(&nodes[0], "leader").as_deref(), Some("n1"));
+    // The owner releases it; then n2 may write.
+    ok(&table(&nodes[1], "release", &["leader"]));
+    wait_until("n2 sees the release", || {
+        list(&nodes[2])
+            .iter()
+            .any(|e| e.key == "leader" && e.lease_owner.is_none())
+    });
+    ok(&table(&nodes[2], "set", &["leader", "n2"]));
+    wait_until("n0 sees n2's write", || {
+        get(&nodes[0], "leader").as_deref() == Some("n2")
+    });
+
+    // Deletes reach every node; a missing key is one line and exit 1.
+    ok(&table(&nodes[2], "delete", &["colour"]));
+    wait_until("n0 loses colour", || get(&nodes[0], "colour").is_none());
+    let missing = table(&nodes[0], "get", &["colour"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim_end(),
+        "weft: no such key"
+    );
+
+    // A node joining later catches up through anti-entropy, not the flood.
+    for k in 0..20 {
+        ok(&table(
+            &nodes[0],
+            "set",
+            &[&format!("k{k}"), &format!("v{k}")],
+        ));
+    }
+    wait_until("n2 holds all", || list(&nodes[2]).len() == 21);
+    let late = NodeProc::start(
+        dir.path(),
+        &net,
+        "n3",
+        "tokio",
+        "127.0.0.1:0",
+        &[&nodes[2].addr],
+    );
+    wait_until("n3 catches up", || list(&late).len() == 21);
+    let text = ok(&table(&late, "list", &[]));
+    assert!(text.contains("k7=v7\n"), "{text}");
+    assert!(text.contains("leader=n2\n"), "{text}");
+
+    // Bad arguments: one line, exit 2 (clap) or 1 (the node's limits).
+    let bad = run(&["table", "set", "--name", &net, "k"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let long_key = "x".repeat(300);
+    let too_long = table(&nodes[0], "set", &[&long_key, "v"]);
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("table key of 300 bytes"));
+}

@@ -1,0 +1,449 @@
+//! The sync table: a dictionary kept alike on every node of a mesh (SPEC.md §19).
+//!
+//! Writes are stamped by a hybrid logical clock ([`hlc`]), flooded as TABLE_WRITE, and judged
+//! per key in id order ([`key`]): last writer wins, and a write inside another node's lease is
+//! refused, everywhere alike. Deletes leave tombstones, reclaimed past the reclaim horizon,
+//! below which writes are refused. A link coming up, and the repair timer, run an
+//! anti-entropy exchange ([`sync`]): bucket digests, then the writes of differing buckets.
+
+mod hlc;
+mod key;
+mod sync;
+
+#[cfg(test)]
+mod props;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use weft_protocol::{NodeId, TableWrite, MAX_TABLE_KEY_LEN, MAX_TABLE_VALUE_LEN};
+
+use crate::io::{Event, InputError};
+use crate::time::Duration;
+
+use hlc::HlcClock;
+pub use key::Lease;
+use key::{KeyState, Offer};
+
+/// The table's bounds (from [`crate::Limits`] and [`crate::Timers`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableLimits {
+    pub(crate) key_bytes_max: usize,
+    pub(crate) value_bytes_max: usize,
+    pub(crate) entries_max: usize,
+    pub(crate) key_writes_max: usize,
+    pub(crate) bytes_max: usize,
+    pub(crate) lease_max: Duration,
+    pub(crate) reclaim_horizon: Duration,
+}
+
+/// What became of a write received from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// New: held, judged, and to be relayed.
+    New,
+    /// Held already (or folded away): nothing to do.
+    Duplicate,
+    /// Older than the reclaim floor, or below the key's fold point: refused, not relayed.
+    TooOld,
+    /// Past this node's limits (a new key past twice `table_entries_max`, the table past
+    /// twice `table_bytes_max`, or a key or value longer than this node allows): dropped.
+    Dropped,
+}
+
+/// The table sub-machine and its read-only view for the application ([`crate::Node::table`]).
+#[derive(Debug)]
+pub struct Table {
+    me: NodeId,
+    incarnation: u64,
+    keys: BTreeMap<Vec<u8>, KeyState>,
+    clock: HlcClock,
+    /// Writes with `hlc.ms` below this are refused; tombstones below it are reclaimed.
+    floor_ms: u64,
+    limits: TableLimits,
+    /// Encoded bytes of every held write.
+    bytes: usize,
+    events: VecDeque<Event>,
+}
+
+impl Table {
+    pub(crate) fn new(me: NodeId, incarnation: u64, limits: TableLimits) -> Table {
+        Table {
+            me,
+            incarnation,
+            keys: BTreeMap::new(),
+            clock: HlcClock::default(),
+            floor_ms: 0,
+            limits,
+            bytes: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    // ----- reads --------------------------------------------------------------------------
+
+    /// The value of `key`, if it is set.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.keys.get(key).and_then(|k| k.value())
+    }
+
+    /// Every set key and its value, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.keys
+            .iter()
+            .filter_map(|(k, s)| s.value().map(|v| (k.as_slice(), v)))
+    }
+
+    /// The lease in force on `key` after every write held: its owner and end (Unix ms).
+    pub fn lease(&self, key: &[u8]) -> Option<Lease> {
+        self.keys.get(key).and_then(|k| k.lease())
+    }
+
+    /// The write that set (or deleted) `key` last, if any is held.
+    pub fn current(&self, key: &[u8]) -> Option<&TableWrite> {
+        self.keys.get(key).and_then(|k| k.current())
+    }
+
+    /// Every held write of `key`, oldest first, each with the lease that refused it (`None`
+    /// if accepted). The first may stand for writes folded away before it.
+    pub fn writes<'a>(
+        &'a self,
+        key: &[u8],
+    ) -> impl Iterator<Item = (&'a TableWrite, Option<Lease>)> + 'a {
+        self.keys.get(key).into_iter().flat_map(|k| k.writes())
+    }
+
+    /// Keys held, tombstones included, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.keys.keys().map(Vec::as_slice)
+    }
+
+    /// Keys held, tombstones included.
+    pub fn entries_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Writes held over all keys.
+    pub fn writes_len(&self) -> usize {
+        self.keys.values().map(KeyState::held).sum()
+    }
+
+    /// Encoded bytes of every held write.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The reclaim floor: writes stamped before this Unix ms are refused.
+    pub fn floor_ms(&self) -> u64 {
+        self.floor_ms
+    }
+
+    // ----- local writes -------------------------------------------------------------------
+
+    /// A local set (`value`) or delete (`None`) at wall-clock `wall_ms`. Returns the write to
+    /// flood, or `None` if a lease held by another node refused it (a `TableRefused` event
+    /// says so).
+    pub(crate) fn write(
+        &mut self,
+        wall_ms: Option<u64>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        lease: Option<Duration>,
+    ) -> Result<Option<TableWrite>, InputError> {
+        let wall_ms = wall_ms.ok_or(InputError::NoWallClock)?;
+        let key_max = self.key_max();
+        if key.is_empty() || key.len() > key_max {
+            return Err(InputError::TableKeyLength {
+                len: key.len(),
+                max: key_max,
+            });
+        }
+        let value_max = self.value_max();
+        if let Some(v) = value.as_ref().filter(|v| v.len() > value_max) {
+            return Err(InputError::TableValueTooLarge {
+                len: v.len(),
+                max: value_max,
+            });
+        }
+        if let Some(l) = lease {
+            if l.as_millis() == 0 || l > self.limits.lease_max || value.is_none() {
+                return Err(InputError::TableLease {
+                    ms: l.as_millis(),
+                    max_ms: self.limits.lease_max.as_millis(),
+                });
+            }
+        }
+        if !self.keys.contains_key(&key) && self.keys.len() >= self.limits.entries_max {
+            return Err(InputError::TableFull {
+                max: self.limits.entries_max,
+            });
+        }
+        let hlc = self.clock.tick(wall_ms);
+        let write = TableWrite {
+            hlc,
+            node: self.me,
+            incarnation: self.incarnation,
+            key,
+            value,
+            lease_until_ms: lease.map(|l| hlc.ms.saturating_add(l.as_millis())),
+        };
+        if self.bytes + write.encoded_len() > self.limits.bytes_max {
+            return Err(InputError::TableTooLarge {
+                max: self.limits.bytes_max,
+            });
+        }
+        let key = write.key.clone();
+        let in_force = self.lease(&key);
+        if let Some((owner, until_ms)) = in_force.filter(|&(o, u)| o != self.me && hlc.ms < u) {
+            self.events.push_back(Event::TableRefused {
+                key,
+                owner,
+                until_ms,
+            });
+            return Ok(None);
+        }
+        self.apply(write.clone());
+        Ok(Some(write))
+    }
+
+    /// Ends this node's lease on `key` early: writes the current value again without one.
+    pub(crate) fn release(
+        &mut self,
+        wall_ms: Option<u64>,
+        key: Vec<u8>,
+    ) -> Result<Option<TableWrite>, InputError> {
+        let wall = wall_ms.ok_or(InputError::NoWallClock)?;
+        let owned = self
+            .lease(&key)
+            .is_some_and(|(owner, until)| owner == self.me && wall < until);
+        let value = self.get(&key).map(<[u8]>::to_vec);
+        if !owned || value.is_none() {
+            return Err(InputError::NotLeaseOwner);
+        }
+        self.write(wall_ms, key, value, None)
+    }
+
+    // ----- remote writes ------------------------------------------------------------------
+
+    /// A write from a peer (flooded or from anti-entropy).
+    pub(crate) fn receive(&mut self, write: TableWrite) -> Received {
+        if write.hlc.ms < self.floor_ms {
+            return Received::TooOld;
+        }
+        let new_key_over = !self.keys.contains_key(&write.key)
+            && self.keys.len() >= self.limits.entries_max.saturating_mul(2);
+        let bytes_over = self.bytes + write.encoded_len() > self.limits.bytes_max.saturating_mul(2);
+        let too_long = write.key.len() > self.key_max()
+            || write
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() > self.value_max());
+        if new_key_over || bytes_over || too_long {
+            return Received::Dropped;
+        }
+        self.clock.observe(write.hlc);
+        self.apply(write)
+    }
+
+    fn key_max(&self) -> usize {
+        self.limits.key_bytes_max.min(MAX_TABLE_KEY_LEN)
+    }
+
+    fn value_max(&self) -> usize {
+        self.limits.value_bytes_max.min(MAX_TABLE_VALUE_LEN)
+    }
+
+    /// Holds and judges a write, and queues the events it causes.
+    fn apply(&mut self, write: TableWrite) -> Received {
+        let me = self.me;
+        let key_hash = TableWrite::key_hash(&write.key);
+        let state = self
+            .keys
+            .entry(write.key.clone())
+            .or_insert_with(|| KeyState::new(key_hash));
+        let old = state.value().map(<[u8]>::to_vec);
+        let verdicts = state.own_verdicts(me);
+        let key = write.key.clone();
+        let bytes_before = state.bytes();
+        match state.offer(write) {
+            Offer::New => {}
+            Offer::Duplicate => return Received::Duplicate,
+            Offer::Late => {
+                if state.held() == 0 {
+                    self.keys.remove(&key);
+                }
+                return Received::TooOld;
+            }
+        }
+        for (id, refused_by) in state.own_verdicts(me) {
+            let was = verdicts.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
+            if let (Some(None), Some((owner, until_ms))) = (was, refused_by) {
+                self.events.push_back(Event::TableRefused {
+                    key: key.clone(),
+                    owner,
+                    until_ms,
+                });
+            }
+        }
+        let new = state.value().map(<[u8]>::to_vec);
+        let by = state.current().map_or(me, |w| w.node);
+        state.fold(self.limits.key_writes_max, self.floor_ms);
+        self.bytes = self.bytes - bytes_before + state.bytes();
+        if new != old {
+            self.events
+                .push_back(Event::TableChanged { key, old, new, by });
+        }
+        Received::New
+    }
+
+    // ----- time ---------------------------------------------------------------------------
+
+    /// Raises the reclaim floor to `wall_ms - reclaim_horizon`, folds writes below it and
+    /// forgets keys whose last write is a delete below it.
+    pub(crate) fn expire(&mut self, wall_ms: u64) {
+        let floor = wall_ms.saturating_sub(self.limits.reclaim_horizon.as_millis());
+        if floor <= self.floor_ms {
+            return;
+        }
+        self.floor_ms = floor;
+        let keep = self.limits.key_writes_max;
+        self.keys.retain(|_, k| {
+            k.fold(keep, floor);
+            !k.reclaimable(floor)
+        });
+        self.bytes = self.keys.values().map(KeyState::bytes).sum();
+    }
+
+    /// The next event for the application.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+/// A table with small limits, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_table(node: u8) -> Table {
+    Table::new(NodeId([node; 32]), 1, tests::limits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn limits() -> TableLimits {
+        TableLimits {
+            key_bytes_max: 8,
+            value_bytes_max: 8,
+            entries_max: 64,
+            key_writes_max: 4,
+            bytes_max: 1 << 20,
+            lease_max: Duration::from_secs(60),
+            reclaim_horizon: Duration::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn limits_are_refused_with_their_error() {
+        let mut t = Table::new(NodeId([1; 32]), 1, limits());
+        let w = |t: &mut Table, k: &[u8], v: Option<&[u8]>, l: Option<Duration>| {
+            t.write(Some(1000), k.to_vec(), v.map(<[u8]>::to_vec), l)
+        };
+        assert_eq!(
+            t.write(None, b"k".to_vec(), None, None),
+            Err(InputError::NoWallClock)
+        );
+        assert_eq!(
+            w(&mut t, b"", None, None),
+            Err(InputError::TableKeyLength { len: 0, max: 8 })
+        );
+        assert_eq!(
+            w(&mut t, b"123456789", None, None),
+            Err(InputError::TableKeyLength { len: 9, max: 8 })
+        );
+        assert_eq!(
+            w(&mut t, b"k", Some(b"123456789"), None),
+            Err(InputError::TableValueTooLarge { len: 9, max: 8 })
+        );
+        assert_eq!(
+            w(&mut t, b"k", Some(b"v"), Some(Duration::from_secs(61))),
+            Err(InputError::TableLease {
+                ms: 61_000,
+                max_ms: 60_000
+            })
+        );
+        for i in 0..64u8 {
+            assert!(w(&mut t, &[b'a', i], Some(b"v"), None).unwrap().is_some());
+        }
+        assert_eq!(
+            w(&mut t, b"c", Some(b"v"), None),
+            Err(InputError::TableFull { max: 64 })
+        );
+        assert!(w(&mut t, &[b'a', 0], Some(b"w"), None).unwrap().is_some());
+        assert_eq!(
+            t.release(Some(1000), vec![b'a', 0]),
+            Err(InputError::NotLeaseOwner)
+        );
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_local_writes_and_drops_received_ones_past_twice() {
+        let mut l = limits();
+        l.bytes_max = 200;
+        let mut a = Table::new(NodeId([1; 32]), 1, l);
+        let mut b = Table::new(
+            NodeId([2; 32]),
+            1,
+            TableLimits {
+                bytes_max: 1 << 20,
+                ..l
+            },
+        );
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            match b.write(Some(1000), vec![b'k', i], Some(vec![i; 8]), None) {
+                Ok(Some(w)) => sent.push(w),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut dropped = 0;
+        for w in sent {
+            if a.receive(w) == Received::Dropped {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0 && a.bytes() <= 400, "{dropped} {}", a.bytes());
+        assert_eq!(
+            a.write(Some(1000), b"x".to_vec(), Some(vec![1]), None),
+            Err(InputError::TableTooLarge { max: 200 })
+        );
+        let long = TableWrite {
+            key: vec![b'k'; 9],
+            ..b.current(&[b'k', 0]).expect("held").clone()
+        };
+        assert_eq!(
+            b.receive(long),
+            Received::Dropped,
+            "key over this node's limit"
+        );
+    }
+
+    #[test]
+    fn horizon_reclaims_tombstones_and_refuses_older_writes() {
+        let mut a = Table::new(NodeId([1; 32]), 1, limits());
+        let set = a
+            .write(Some(1_000), b"k".to_vec(), Some(b"v".to_vec()), None)
+            .unwrap()
+            .unwrap();
+        a.write(Some(2_000), b"k".to_vec(), None, None).unwrap();
+        a.expire(50_000);
+        assert_eq!(a.entries_len(), 1, "the tombstone is within the horizon");
+        a.expire(102_001);
+        assert_eq!(a.entries_len(), 0, "reclaimed");
+        assert_eq!(a.bytes(), 0);
+        assert_eq!(
+            a.receive(set),
+            Received::TooOld,
+            "the deleted key stays deleted"
+        );
+        assert_eq!(a.get(b"k"), None);
+    }
+}

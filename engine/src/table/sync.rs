@@ -1,0 +1,169 @@
+//! Anti-entropy for the table (SPEC.md §19.6): a digest of bucket hashes, the buckets that
+//! differ, then every held write of those buckets.
+
+use std::collections::BTreeMap;
+
+use weft_protocol::{
+    varint_len, BucketHash, TableDigest, TableEntries, TableWrite, HEADER_LEN,
+    MAX_TABLE_BUCKET_BITS, MAX_TABLE_OPS_PER_MESSAGE,
+};
+
+use super::Table;
+
+/// A TABLE_ENTRIES message is closed once its writes pass this many bytes.
+const ENTRIES_BYTES_TARGET: usize = 1024 * 1024;
+
+/// A digest cuts the key space into the fewest buckets (up to 2^8) that hold at most this
+/// many keys each on average.
+const KEYS_PER_BUCKET: usize = 16;
+
+impl Table {
+    /// The digest this node sends: as many bits as its key count calls for.
+    pub(crate) fn digest(&self) -> TableDigest {
+        let mut bits = 0;
+        while bits < MAX_TABLE_BUCKET_BITS && self.keys.len() >> bits > KEYS_PER_BUCKET {
+            bits += 1;
+        }
+        self.digest_at(bits)
+    }
+
+    /// The hash of every non-empty bucket of `bits` bits, ascending.
+    pub(crate) fn digest_at(&self, bits: u8) -> TableDigest {
+        let mut hashers: BTreeMap<u16, blake3::Hasher> = BTreeMap::new();
+        for (key, state) in &self.keys {
+            let bucket = TableWrite::bucket_of(state.key_hash, bits);
+            let h = hashers.entry(bucket).or_insert_with(|| {
+                let mut h = blake3::Hasher::new();
+                h.update(b"weft table bucket v1\0");
+                h
+            });
+            state.digest_into(key, h);
+        }
+        let buckets = hashers
+            .into_iter()
+            .map(|(bucket, h)| {
+                let mut hash = [0u8; 8];
+                hash.copy_from_slice(&h.finalize().as_bytes()[..8]);
+                BucketHash { bucket, hash }
+            })
+            .collect();
+        TableDigest { bits, buckets }
+    }
+
+    /// Whether no key is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The buckets of a peer's digest whose hash differs from ours (or that we lack).
+    pub(crate) fn wants(&self, theirs: &TableDigest) -> Vec<u16> {
+        let ours = self.digest_at(theirs.bits);
+        theirs
+            .buckets
+            .iter()
+            .filter(|t| {
+                ours.buckets
+                    .binary_search_by_key(&t.bucket, |b| b.bucket)
+                    .map_or(true, |i| ours.buckets[i].hash != t.hash)
+            })
+            .map(|t| t.bucket)
+            .collect()
+    }
+
+    /// Every held write of the wanted buckets (of `bits` bits), cut into TABLE_ENTRIES
+    /// messages.
+    pub(crate) fn entries(&self, bits: u8, buckets: &[u16]) -> Vec<TableEntries> {
+        let writes = self
+            .keys
+            .values()
+            .filter(|k| {
+                let bucket = TableWrite::bucket_of(k.key_hash, bits);
+                buckets.binary_search(&bucket).is_ok()
+            })
+            .flat_map(|k| k.writes().map(|(w, _)| w));
+        chunks(writes)
+            .into_iter()
+            .map(|c| TableEntries {
+                writes: c.into_iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// Bytes on the wire of a full resend: every key's current write, as TABLE_ENTRIES
+    /// frames (the baseline catch-up is measured against).
+    pub(crate) fn full_resend_bytes(&self) -> u64 {
+        let current = self.keys.values().filter_map(|k| k.current());
+        chunks(current)
+            .iter()
+            .map(|c| {
+                let body: usize = c.iter().map(|w| w.encoded_len()).sum();
+                (HEADER_LEN + varint_len(c.len() as u64) + body) as u64
+            })
+            .sum()
+    }
+}
+
+/// Cuts writes into runs of at most [`MAX_TABLE_OPS_PER_MESSAGE`] writes, each closed once it
+/// passes [`ENTRIES_BYTES_TARGET`] bytes.
+fn chunks<'a>(writes: impl Iterator<Item = &'a TableWrite>) -> Vec<Vec<&'a TableWrite>> {
+    let mut out: Vec<Vec<&TableWrite>> = Vec::new();
+    let mut bytes = 0;
+    let mut current: Vec<&TableWrite> = Vec::new();
+    for w in writes {
+        if current.len() == MAX_TABLE_OPS_PER_MESSAGE || bytes >= ENTRIES_BYTES_TARGET {
+            out.push(core::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += w.encoded_len();
+        current.push(w);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_protocol::NodeId;
+
+    use super::super::test_table as table;
+    use super::*;
+
+    #[test]
+    fn digests_name_exactly_the_differing_buckets() {
+        let mut a = table(1);
+        let mut b = table(2);
+        for i in 0..50u32 {
+            let key = format!("key{i}").into_bytes();
+            let w = a
+                .write(Some(1000), key, Some(vec![1]), None)
+                .expect("valid")
+                .expect("no lease");
+            b.receive(w);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(a.wants(&b.digest()).is_empty());
+        let w = b
+            .write(Some(2000), b"key7".to_vec(), Some(vec![2]), None)
+            .expect("valid")
+            .expect("no lease");
+        let want = a.wants(&b.digest());
+        let d = b.digest();
+        assert_eq!(d.bits, 2, "50 keys: 4 buckets of about 12");
+        let bucket = TableWrite::bucket_of(TableWrite::key_hash(b"key7"), 2);
+        assert_eq!(want, vec![bucket]);
+        let entries = b.entries(d.bits, &want);
+        let got: Vec<&TableWrite> = entries.iter().flat_map(|e| &e.writes).collect();
+        assert!(got.contains(&&w));
+        for e in entries {
+            for w in e.writes {
+                a.receive(w);
+            }
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.get(b"key7"), Some(&[2][..]));
+        assert!(a.full_resend_bytes() > 50 * 40);
+        assert_eq!(NodeId([1; 32]), a.me);
+    }
+}

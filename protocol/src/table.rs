@@ -1,0 +1,209 @@
+//! The sync table's messages (family 0x02, SPEC.md §19): a flooded write, and the
+//! anti-entropy exchange (bucket digests, wanted buckets, the entries of those buckets).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NodeId;
+
+/// Longest key a table write may carry, in bytes (nodes may set a lower limit of their own).
+pub const MAX_TABLE_KEY_LEN: usize = 1024;
+
+/// Longest value a table write may carry, in bytes.
+pub const MAX_TABLE_VALUE_LEN: usize = 1024 * 1024;
+
+/// Most hash buckets a digest may cut the key space into: `2^bits`, `bits` at most 8.
+pub const TABLE_BUCKETS: u16 = 256;
+
+/// Most bits of a key's hash that name its bucket.
+pub const MAX_TABLE_BUCKET_BITS: u8 = 8;
+
+/// Most writes one TABLE_ENTRIES may carry.
+pub const MAX_TABLE_OPS_PER_MESSAGE: usize = 1024;
+
+/// A hybrid logical clock reading: wall-clock milliseconds and a counter that orders events
+/// within one millisecond. Ordered by `ms`, then `logical`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub struct Hlc {
+    /// Unix milliseconds, as the writer's clock (merged with every clock it heard) read them.
+    pub ms: u64,
+    /// Counter within `ms`.
+    pub logical: u32,
+}
+
+/// One write to the table: a set (`value` present) or a delete (`value` absent, a tombstone).
+/// Its id, `(hlc, node, incarnation)`, is unique and orders every write of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TableWrite {
+    /// When it was written.
+    pub hlc: Hlc,
+    /// Who wrote it.
+    pub node: NodeId,
+    /// The writer's incarnation (keeps ids unique across the writer's restarts).
+    pub incarnation: u64,
+    /// The key, 1 to [`MAX_TABLE_KEY_LEN`] bytes.
+    pub key: Vec<u8>,
+    /// The new value, or `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// The lease the writer takes: it alone may write the key until this Unix ms (exclusive).
+    /// Must be above `hlc.ms`; a delete carries none.
+    pub lease_until_ms: Option<u64>,
+}
+
+impl TableWrite {
+    /// The write's id: the order in which a key's writes are judged.
+    pub fn id(&self) -> (Hlc, NodeId, u64) {
+        (self.hlc, self.node, self.incarnation)
+    }
+
+    /// A key's 16-bit hash: the first two bytes of BLAKE3(key), big-endian. Its top `bits`
+    /// bits name the key's bucket in a digest of `bits` bits.
+    pub fn key_hash(key: &[u8]) -> u16 {
+        let h = blake3::hash(key);
+        u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
+    }
+
+    /// The bucket of a key hash in a digest of `bits` bits (0 to [`MAX_TABLE_BUCKET_BITS`]).
+    pub fn bucket_of(key_hash: u16, bits: u8) -> u16 {
+        match bits {
+            0 => 0,
+            b => key_hash >> (16 - u32::from(b.min(MAX_TABLE_BUCKET_BITS))),
+        }
+    }
+
+    /// The length of the write's postcard encoding, without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        let bytes = |len: usize| varint_len(len as u64) + len;
+        varint_len(self.hlc.ms)
+            + varint_len(u64::from(self.hlc.logical))
+            + 32
+            + varint_len(self.incarnation)
+            + bytes(self.key.len())
+            + 1
+            + self.value.as_ref().map_or(0, |v| bytes(v.len()))
+            + 1
+            + self.lease_until_ms.map_or(0, varint_len)
+    }
+
+    /// Whether the fields keep the rules beyond postcard's.
+    pub(crate) fn is_valid(&self) -> bool {
+        !self.key.is_empty()
+            && self.key.len() <= MAX_TABLE_KEY_LEN
+            && self
+                .value
+                .as_ref()
+                .is_none_or(|v| v.len() <= MAX_TABLE_VALUE_LEN)
+            && match self.lease_until_ms {
+                None => true,
+                Some(until) => self.value.is_some() && until > self.hlc.ms,
+            }
+    }
+}
+
+/// The hash of one non-empty bucket of the sender's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BucketHash {
+    /// The bucket, below [`TABLE_BUCKETS`].
+    pub bucket: u16,
+    /// The first 8 bytes of the bucket's hash (SPEC.md §19.6).
+    pub hash: [u8; 8],
+}
+
+/// Anti-entropy: the hash of every non-empty bucket, ascending by bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDigest {
+    /// Bits of the key hash naming a bucket: the key space is cut into `2^bits` buckets.
+    pub bits: u8,
+    /// The buckets, ascending, each once, each below `2^bits`.
+    pub buckets: Vec<BucketHash>,
+}
+
+/// Anti-entropy: the buckets whose entries the sender asks for, ascending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableWant {
+    /// The digest's bits the buckets refer to.
+    pub bits: u8,
+    /// The buckets, ascending, each once, each below `2^bits`.
+    pub buckets: Vec<u16>,
+}
+
+/// Anti-entropy: held writes, sent in answer to TABLE_WANT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntries {
+    /// At most [`MAX_TABLE_OPS_PER_MESSAGE`] writes.
+    pub writes: Vec<TableWrite>,
+}
+
+/// Bytes of a postcard varint.
+pub fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Whether `bits` is at most [`MAX_TABLE_BUCKET_BITS`] and the bucket numbers are ascending,
+/// unique and below `2^bits`.
+pub(crate) fn buckets_ok(bits: u8, buckets: impl Iterator<Item = u16>) -> bool {
+    if bits > MAX_TABLE_BUCKET_BITS {
+        return false;
+    }
+    let count = 1u16 << bits;
+    let mut last: Option<u16> = None;
+    for b in buckets {
+        if b >= count || last.is_some_and(|l| l >= b) {
+            return false;
+        }
+        last = Some(b);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_order_rule() {
+        assert!(buckets_ok(8, [0, 1, 255].into_iter()));
+        assert!(buckets_ok(0, [0].into_iter()));
+        assert!(buckets_ok(3, [].into_iter()));
+        assert!(!buckets_ok(8, [3, 3].into_iter()));
+        assert!(!buckets_ok(8, [4, 3].into_iter()));
+        assert!(!buckets_ok(8, [256].into_iter()));
+        assert!(!buckets_ok(2, [4].into_iter()));
+        assert!(!buckets_ok(9, [].into_iter()));
+    }
+
+    #[test]
+    fn encoded_len_is_the_postcard_length() {
+        for (value, lease, ms) in [
+            (None, None, 0),
+            (Some(vec![7; 200]), Some(u64::MAX), 1_800_000_000_000),
+            (Some(vec![]), Some(128), 127),
+        ] {
+            let w = TableWrite {
+                hlc: Hlc { ms, logical: 300 },
+                node: NodeId([1; 32]),
+                incarnation: 1 << 40,
+                key: vec![b'k'; 130],
+                value,
+                lease_until_ms: lease,
+            };
+            let encoded = postcard::to_allocvec(&w).expect("encodes");
+            assert_eq!(w.encoded_len(), encoded.len());
+        }
+        assert_eq!((varint_len(0), varint_len(127), varint_len(128)), (1, 1, 2));
+        assert_eq!(varint_len(u64::MAX), 10);
+    }
+
+    #[test]
+    fn buckets_spread_keys() {
+        let mut seen = [false; TABLE_BUCKETS as usize];
+        for i in 0..4096u32 {
+            let h = TableWrite::key_hash(&i.to_le_bytes());
+            seen[TableWrite::bucket_of(h, 8) as usize] = true;
+            assert_eq!(TableWrite::bucket_of(h, 1), h >> 15);
+            assert_eq!(TableWrite::bucket_of(h, 0), 0);
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}
