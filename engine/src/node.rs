@@ -1184,18 +1184,16 @@ impl Node {
 
     /// A peer's table digest: ask for the buckets that differ.
     fn on_table_digest(&mut self, conn: ConnId, digest: &TableDigest) {
-        let buckets = self.table.wants(digest);
-        if !buckets.is_empty() {
-            let bits = digest.bits;
-            let msg = Message::TableWant(TableWant { bits, buckets });
-            self.send_table_message(conn, &msg, Priority::Control);
+        let salt = self.rng.next_u64();
+        if let Some(want) = self.table.want(digest, salt) {
+            self.send_table_message(conn, &Message::TableWant(want), Priority::Control);
         }
     }
 
     /// A peer wants buckets: send their writes. Relay class: a reply over the peer's queue is
     /// cut short, and the next digest asks again.
     fn on_table_want(&mut self, conn: ConnId, want: &TableWant) {
-        for entries in self.table.entries(want.bits, &want.buckets) {
+        for entries in self.table.entries(want) {
             let msg = Message::TableEntries(entries);
             if !self.send_table_message(conn, &msg, Priority::Relay) {
                 break;

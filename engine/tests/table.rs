@@ -135,10 +135,15 @@ fn a_local_write_is_flooded_and_a_leased_key_refuses_it() {
 #[test]
 fn anti_entropy_answers_digests_and_wants() {
     let (mut node, a, _b) = linked();
+    let mut sent = Vec::new();
     for i in 0..40 {
         let w = write(a.id(), WALL_MS + i, &format!("key{i}"), Some("v"), None);
-        a.send(&mut node, T0, frame(Message::TableWrite(w)));
+        a.send(&mut node, T0, frame(Message::TableWrite(w.clone())));
+        sent.push(w);
     }
+    let in_buckets = |w: &TableWrite, buckets: &[u16]| {
+        buckets.contains(&TableWrite::bucket_of(TableWrite::key_hash(&w.key), 2))
+    };
     drain(&mut node);
     // A peer with an empty table sends no digest of its own; it gets the node's on link-up.
     let c = Fake::new(9, ConnId::inbound(3));
@@ -148,10 +153,18 @@ fn anti_entropy_answers_digests_and_wants() {
         panic!("{digests:?}")
     };
     assert_eq!(d.bits, 2, "40 keys: 4 buckets");
-    // It wants two buckets and gets exactly the writes of the keys in them.
+    // It wants two buckets, holding one write of them already, and gets exactly the other
+    // writes of the keys in them.
+    let held = sent
+        .iter()
+        .find(|w| in_buckets(w, &[0, 3]))
+        .expect("40 keys fill every bucket")
+        .clone();
     let want = TableWant {
         bits: 2,
         buckets: vec![0, 3],
+        salt: 77,
+        held: vec![held.fingerprint(77), [0xee; 8]],
     };
     c.send(&mut node, T0, frame(Message::TableWant(want)));
     let out = drain(&mut node);
@@ -163,9 +176,10 @@ fn anti_entropy_answers_digests_and_wants() {
             _ => Vec::new(),
         })
         .collect();
-    let expect: Vec<Vec<u8>> = (0..40)
-        .map(|i| format!("key{i}").into_bytes())
-        .filter(|k| [0, 3].contains(&TableWrite::bucket_of(TableWrite::key_hash(k), 2)))
+    let expect: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|w| in_buckets(w, &[0, 3]) && **w != held)
+        .map(|w| w.key.clone())
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
@@ -178,8 +192,21 @@ fn anti_entropy_answers_digests_and_wants() {
     c.send(&mut node, T0, frame(Message::TableDigest(theirs.clone())));
     let out = drain(&mut node);
     let wants = decoded(&out, c.conn, Code::TABLE_WANT);
-    assert!(matches!(&wants[..], [Message::TableWant(w)]
-        if w.bits == 2 && w.buckets == vec![theirs.buckets[1].bucket]));
+    let bucket = theirs.buckets[1].bucket;
+    let [Message::TableWant(w)] = &wants[..] else {
+        panic!("{wants:?}")
+    };
+    assert_eq!((w.bits, &w.buckets), (2, &vec![bucket]));
+    // It lists the fingerprints of the writes it holds in that bucket.
+    let mut listed = w.held.clone();
+    listed.sort_unstable();
+    let mut expect: Vec<[u8; 8]> = sent
+        .iter()
+        .filter(|x| in_buckets(x, &[bucket]))
+        .map(|x| x.fingerprint(w.salt))
+        .collect();
+    expect.sort_unstable();
+    assert_eq!(listed, expect);
     // TABLE_ENTRIES in: new writes are applied and flooded onward.
     let fresh = write(c.id(), WALL_MS + 100, "fresh", Some("x"), None);
     c.send(
@@ -223,6 +250,8 @@ fn a_bad_table_frame_closes_the_connection_and_one_before_the_handshake_too() {
         frame(Message::TableWant(TableWant {
             bits: 0,
             buckets: vec![0],
+            salt: 0,
+            held: vec![],
         })),
     );
     let out = drain(&mut node);

@@ -11,7 +11,7 @@ use crate::error::ProtocolError;
 use crate::frame::{Frame, MAX_PAYLOAD_LEN};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
-use crate::table::{MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS};
+use crate::table::{MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD, TABLE_BUCKETS};
 
 /// Longest address string a message may carry, in bytes.
 pub const MAX_ADDR_LEN: usize = 256;
@@ -375,9 +375,12 @@ impl<'a> Message<'a> {
             }
             Message::TableWant(w)
                 if w.buckets.len() > usize::from(TABLE_BUCKETS)
+                    || w.held.len() > MAX_TABLE_WANT_HELD
                     || !buckets_ok(w.bits, w.buckets.iter().copied()) =>
             {
-                Err(malformed("wanted buckets not ascending or out of range"))
+                Err(malformed(
+                    "wanted buckets not ascending or out of range, or too many held",
+                ))
             }
             Message::TableEntries(e)
                 if e.writes.len() > MAX_TABLE_OPS_PER_MESSAGE

@@ -20,6 +20,9 @@ pub const MAX_TABLE_BUCKET_BITS: u8 = 8;
 /// Most writes one TABLE_ENTRIES may carry.
 pub const MAX_TABLE_OPS_PER_MESSAGE: usize = 1024;
 
+/// Most write fingerprints one TABLE_WANT may list (512 KiB of them).
+pub const MAX_TABLE_WANT_HELD: usize = 65_536;
+
 /// A hybrid logical clock reading: wall-clock milliseconds and a counter that orders events
 /// within one millisecond. Ordered by `ms`, then `logical`.
 #[derive(
@@ -72,6 +75,23 @@ impl TableWrite {
         }
     }
 
+    /// The write's fingerprint under `salt` (SPEC.md §19.7): the first 8 bytes of
+    /// BLAKE3("weft table write fp v1\0" ‖ salt ‖ hlc.ms ‖ hlc.logical ‖ node ‖
+    /// incarnation), integers little-endian. A TABLE_WANT lists the fingerprints of the writes
+    /// its sender holds; a fresh salt per TABLE_WANT keeps a collision from recurring.
+    pub fn fingerprint(&self, salt: u64) -> [u8; 8] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"weft table write fp v1\0");
+        h.update(&salt.to_le_bytes());
+        h.update(&self.hlc.ms.to_le_bytes());
+        h.update(&self.hlc.logical.to_le_bytes());
+        h.update(&self.node.0);
+        h.update(&self.incarnation.to_le_bytes());
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        fp
+    }
+
     /// The length of the write's postcard encoding, without encoding it.
     pub fn encoded_len(&self) -> usize {
         let bytes = |len: usize| varint_len(len as u64) + len;
@@ -119,13 +139,19 @@ pub struct TableDigest {
     pub buckets: Vec<BucketHash>,
 }
 
-/// Anti-entropy: the buckets whose entries the sender asks for, ascending.
+/// Anti-entropy: the buckets whose entries the sender asks for, ascending, and the writes of
+/// those buckets it already holds (so only the others come back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableWant {
     /// The digest's bits the buckets refer to.
     pub bits: u8,
     /// The buckets, ascending, each once, each below `2^bits`.
     pub buckets: Vec<u16>,
+    /// The salt of the fingerprints in `held`.
+    pub salt: u64,
+    /// Fingerprints ([`TableWrite::fingerprint`]) of writes the sender holds in those buckets,
+    /// at most [`MAX_TABLE_WANT_HELD`], in any order; it may list fewer than it holds.
+    pub held: Vec<[u8; 8]>,
 }
 
 /// Anti-entropy: held writes, sent in answer to TABLE_WANT.

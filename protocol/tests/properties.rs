@@ -508,7 +508,16 @@ impl Owned {
             12 => Message::TableDigest(gen_table_digest(g)),
             13 => {
                 let (bits, buckets) = gen_buckets(g);
-                Message::TableWant(TableWant { bits, buckets })
+                let held = (0..usize::arbitrary(g) % 40)
+                    .map(|_| u64::arbitrary(g).to_le_bytes())
+                    .collect();
+                let salt = u64::arbitrary(g);
+                Message::TableWant(TableWant {
+                    bits,
+                    buckets,
+                    salt,
+                    held,
+                })
             }
             14 => Message::TableEntries(gen_table_entries(g, big)),
             _ => return Owned::Repair(OwnedBroadcast::gen(g, big)),
@@ -983,6 +992,8 @@ fn table_messages_round_trip() {
         let want = TableWant {
             bits: d.0.bits,
             buckets: d.0.buckets.iter().map(|b| b.bucket).collect(),
+            salt: u64::from(w.0.hlc.logical),
+            held: d.0.buckets.iter().map(|b| b.hash).collect(),
         };
         for msg in [
             Message::TableWrite(w.0),

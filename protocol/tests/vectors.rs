@@ -25,7 +25,7 @@ use weft_protocol::{
 };
 use weft_protocol::{
     BucketHash, Hlc, TableDigest, TableEntries, TableWant, TableWrite, MAX_TABLE_KEY_LEN,
-    MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS,
+    MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD, TABLE_BUCKETS,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
@@ -335,6 +335,11 @@ fn fields_of(msg: &Message<'_>) -> Value {
                 "buckets",
                 Value::Array(w.buckets.iter().map(|b| (*b).into()).collect()),
             ),
+            ("salt", w.salt.into()),
+            (
+                "held",
+                Value::Array(w.held.iter().map(|h| hexv(h)).collect()),
+            ),
         ]),
         Message::TableEntries(e) => obj([(
             "writes",
@@ -512,6 +517,14 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
             buckets: get_array(f, "buckets")
                 .iter()
                 .map(|b| b.as_u64().and_then(|b| b.try_into().ok()).expect("u16"))
+                .collect(),
+            salt: get_u64(f, "salt"),
+            held: get_array(f, "held")
+                .iter()
+                .map(|h| {
+                    let h = h.as_str().map(unhex).expect("hex");
+                    h.try_into().expect("8 bytes")
+                })
                 .collect(),
         }),
         "TABLE_ENTRIES" => Message::TableEntries(TableEntries {
@@ -829,6 +842,8 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             Message::TableWant(TableWant {
                 bits: 8,
                 buckets: vec![0, 7, 255],
+                salt: 0,
+                held: vec![],
             }),
         ),
         plain(
@@ -836,6 +851,11 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             Message::TableWant(TableWant {
                 bits: 1,
                 buckets: vec![0, 1],
+                salt: 0x0123_4567_89ab_cdef,
+                held: vec![
+                    write(b"colour", Some(b"blue"), None).fingerprint(0x0123_4567_89ab_cdef),
+                    [0xff; 8],
+                ],
             }),
         ),
         plain(
@@ -1046,6 +1066,13 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         for _ in 0..=MAX_TABLE_OPS_PER_MESSAGE {
             p.extend_from_slice(&raw_write(b"k", Some(b"v"), None));
         }
+        p
+    };
+    let too_many_held = {
+        // bits 0, one bucket (0), salt 0, then MAX_TABLE_WANT_HELD + 1 fingerprints.
+        let mut p = [&[0u8][..], &varint(1), &varint(0), &varint(0)].concat();
+        p.extend_from_slice(&varint(MAX_TABLE_WANT_HELD as u64 + 1));
+        p.resize(p.len() + 8 * (MAX_TABLE_WANT_HELD + 1), 0xab);
         p
     };
 
@@ -1277,7 +1304,13 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             "malformed_payload_table_want_bucket_out_of_range",
             "MalformedPayload",
             "TABLE_WANT of 2 bits naming bucket 4",
-            raw_frame(1, 0, Code::TABLE_WANT.0, &[&[2][..], &varint(1), &varint(4)].concat()),
+            raw_frame(1, 0, Code::TABLE_WANT.0, &[&[2][..], &varint(1), &varint(4), &[0, 0]].concat()),
+        ),
+        (
+            "malformed_payload_table_want_too_many_held",
+            "MalformedPayload",
+            "TABLE_WANT listing MAX_TABLE_WANT_HELD + 1 fingerprints (compressed; it inflates fine)",
+            raw_compressed(Code::TABLE_WANT, &too_many_held),
         ),
         (
             "malformed_payload_too_many_table_writes",

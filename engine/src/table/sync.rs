@@ -1,11 +1,12 @@
-//! Anti-entropy for the table (SPEC.md §19.6): a digest of bucket hashes, the buckets that
-//! differ, then every held write of those buckets.
+//! Anti-entropy for the table (SPEC.md §19.7): a digest of bucket hashes, the buckets that
+//! differ with the fingerprints of the writes held in them, then the writes of those buckets
+//! the asker does not hold.
 
 use std::collections::BTreeMap;
 
 use weft_protocol::{
-    varint_len, BucketHash, TableDigest, TableEntries, TableWrite, HEADER_LEN,
-    MAX_TABLE_BUCKET_BITS, MAX_TABLE_OPS_PER_MESSAGE,
+    varint_len, BucketHash, TableDigest, TableEntries, TableWant, TableWrite, HEADER_LEN,
+    MAX_TABLE_BUCKET_BITS, MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD,
 };
 
 use super::Table;
@@ -55,10 +56,13 @@ impl Table {
         self.keys.is_empty()
     }
 
-    /// The buckets of a peer's digest whose hash differs from ours (or that we lack).
-    pub(crate) fn wants(&self, theirs: &TableDigest) -> Vec<u16> {
+    /// What to ask of a peer's digest: the buckets whose hash differs from ours (or that we
+    /// lack), with the fingerprints under `salt` of the writes we hold in them (at most
+    /// [`MAX_TABLE_WANT_HELD`]: past it, the peer sends some writes we hold). `None` if no
+    /// bucket differs.
+    pub(crate) fn want(&self, theirs: &TableDigest, salt: u64) -> Option<TableWant> {
         let ours = self.digest_at(theirs.bits);
-        theirs
+        let buckets: Vec<u16> = theirs
             .buckets
             .iter()
             .filter(|t| {
@@ -67,20 +71,46 @@ impl Table {
                     .map_or(true, |i| ours.buckets[i].hash != t.hash)
             })
             .map(|t| t.bucket)
-            .collect()
+            .collect();
+        if buckets.is_empty() {
+            return None;
+        }
+        let held = self
+            .writes_in(theirs.bits, &buckets)
+            .take(MAX_TABLE_WANT_HELD)
+            .map(|w| w.fingerprint(salt))
+            .collect();
+        Some(TableWant {
+            bits: theirs.bits,
+            buckets,
+            salt,
+            held,
+        })
     }
 
-    /// Every held write of the wanted buckets (of `bits` bits), cut into TABLE_ENTRIES
-    /// messages.
-    pub(crate) fn entries(&self, bits: u8, buckets: &[u16]) -> Vec<TableEntries> {
-        let writes = self
-            .keys
+    /// Every held write (base included) of the keys in `buckets` (of `bits` bits).
+    fn writes_in<'a>(
+        &'a self,
+        bits: u8,
+        buckets: &'a [u16],
+    ) -> impl Iterator<Item = &'a TableWrite> + 'a {
+        self.keys
             .values()
-            .filter(|k| {
+            .filter(move |k| {
                 let bucket = TableWrite::bucket_of(k.key_hash, bits);
                 buckets.binary_search(&bucket).is_ok()
             })
-            .flat_map(|k| k.writes().map(|(w, _)| w));
+            .flat_map(|k| k.writes().map(|(w, _)| w))
+    }
+
+    /// The held writes of the wanted buckets that the asker does not list as held, cut into
+    /// TABLE_ENTRIES messages.
+    pub(crate) fn entries(&self, want: &TableWant) -> Vec<TableEntries> {
+        let mut held = want.held.clone();
+        held.sort_unstable();
+        let writes = self
+            .writes_in(want.bits, &want.buckets)
+            .filter(|w| held.binary_search(&w.fingerprint(want.salt)).is_err());
         chunks(writes)
             .into_iter()
             .map(|c| TableEntries {
@@ -143,19 +173,20 @@ mod tests {
             b.receive(w);
         }
         assert_eq!(a.digest(), b.digest());
-        assert!(a.wants(&b.digest()).is_empty());
+        assert!(a.want(&b.digest(), 9).is_none());
         let w = b
             .write(Some(2000), b"key7".to_vec(), Some(vec![2]), None)
             .expect("valid")
             .expect("no lease");
-        let want = a.wants(&b.digest());
+        let want = a.want(&b.digest(), 9).expect("one bucket differs");
         let d = b.digest();
         assert_eq!(d.bits, 2, "50 keys: 4 buckets of about 12");
         let bucket = TableWrite::bucket_of(TableWrite::key_hash(b"key7"), 2);
-        assert_eq!(want, vec![bucket]);
-        let entries = b.entries(d.bits, &want);
+        assert_eq!(want.buckets, vec![bucket]);
+        assert!(want.held.len() >= 5, "a holds the bucket's other writes");
+        let entries = b.entries(&want);
         let got: Vec<&TableWrite> = entries.iter().flat_map(|e| &e.writes).collect();
-        assert!(got.contains(&&w));
+        assert_eq!(got, vec![&w], "only the write a lacks comes back");
         for e in entries {
             for w in e.writes {
                 a.receive(w);
