@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chord;
 pub mod code;
 pub mod compress;
 pub mod decoder;
@@ -14,6 +15,7 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 
+pub use chord::*;
 pub use code::{Code, Family};
 pub use decoder::FrameDecoder;
 pub use error::ProtocolError;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chord::ChordMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, MAX_PAYLOAD_LEN};
@@ -234,6 +235,8 @@ pub enum Message<'a> {
     MeshWant(MeshWant),
     /// MESH_REPAIR: the same fields as BROADCAST.
     MeshRepair(Broadcast<'a>),
+    /// A Chord message (family 0x03, SPEC.md §20).
+    Chord(ChordMessage),
 }
 
 impl<'a> Message<'a> {
@@ -252,6 +255,7 @@ impl<'a> Message<'a> {
             Message::MeshDigest(_) => Code::MESH_DIGEST,
             Message::MeshWant(_) => Code::MESH_WANT,
             Message::MeshRepair(_) => Code::MESH_REPAIR,
+            Message::Chord(m) => m.code(),
         }
     }
 
@@ -271,6 +275,7 @@ impl<'a> Message<'a> {
             Message::MeshDigest(m) => postcard::to_allocvec(m),
             Message::MeshWant(m) => postcard::to_allocvec(m),
             Message::MeshRepair(m) => postcard::to_allocvec(m),
+            Message::Chord(m) => m.encode_payload(),
         };
         encoded.unwrap_or_default()
     }
@@ -295,6 +300,9 @@ impl<'a> Message<'a> {
             Code::MESH_DIGEST => Message::MeshDigest(strict(code, payload)?),
             Code::MESH_WANT => Message::MeshWant(strict(code, payload)?),
             Code::MESH_REPAIR => Message::MeshRepair(strict(code, payload)?),
+            c if c.is_known() && c.family() == Some(crate::Family::Chord) => {
+                Message::Chord(ChordMessage::decode(code, payload)?)
+            }
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
         msg.check_limits()?;
@@ -342,13 +350,17 @@ impl<'a> Message<'a> {
                     "want list over its limit or with an invalid range",
                 ))
             }
+            Message::Chord(m) => match m.limit_error() {
+                Some(reason) => Err(malformed(reason)),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
 }
 
 /// Decodes one postcard value that must use every byte of `payload`.
-fn strict<'a, T: Deserialize<'a>>(code: Code, payload: &'a [u8]) -> Result<T, ProtocolError> {
+pub(crate) fn strict<'a, T: Deserialize<'a>>(code: Code, payload: &'a [u8]) -> Result<T, ProtocolError> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(ProtocolError::DecompressedTooLarge {
             size: payload.len() as u64,
