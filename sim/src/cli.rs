@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::Report;
 use crate::sweep::{self, Shard};
@@ -21,6 +22,8 @@ pub struct SimArgs {
 pub enum SimCommand {
     /// Mesh flood broadcast on a random regular network, with or without faults.
     Mesh(MeshArgs),
+    /// Chord DHT: joins, ring correctness, lookup hops, failures or churn.
+    Chord(ChordArgs),
     /// Many seeds of small networks under swarm faults.
     Sweep {
         /// The protocol to sweep.
@@ -63,6 +66,35 @@ pub struct MeshArgs {
     /// Record one delivery twice: shows what a violation and its replay line look like.
     #[arg(long, hide = true)]
     pub sabotage: bool,
+}
+
+/// `weft sim chord` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ChordArgs {
+    /// Nodes (before churn).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub nodes: u32,
+    /// Root seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Lookups measured (with --churn: one per simulated second).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub lookups: u32,
+    /// Keys put and read back.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub keys: u32,
+    /// Fraction of nodes crashing at once once the keys are stored (0 to 0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_fraction: f64,
+    /// Joins and crashes per simulated second each (Poisson), stabilization every 30 s.
+    #[arg(long)]
+    pub churn: Option<f64>,
+    /// Probability each message is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `weft sim sweep` protocols.
@@ -124,6 +156,31 @@ pub fn run(args: SimArgs) -> ExitCode {
             p.liveness_ms = a.liveness_ms;
             p.sabotage = a.sabotage;
             let r = mesh::run(&p);
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            exit(r.ok)
+        }
+        Some(SimCommand::Chord(a)) => {
+            if !(0.0..=0.9).contains(&a.fail_fraction) {
+                return bad_args("--fail-fraction must be between 0 and 0.9");
+            }
+            if !(0.0..=0.5).contains(&a.loss) {
+                return bad_args("--loss must be between 0 and 0.5");
+            }
+            if a.churn.is_some_and(|r| !(r > 0.0 && r <= 10.0)) {
+                return bad_args("--churn must be above 0 and at most 10 per second");
+            }
+            let p = ChordParams {
+                keys: a.keys,
+                fail_fraction: a.fail_fraction,
+                churn: a.churn,
+                loss: a.loss,
+                ..ChordParams::new(a.nodes, a.seed, a.lookups)
+            };
+            let r = chord::run(&p);
             if a.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {

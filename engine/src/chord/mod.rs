@@ -274,6 +274,9 @@ pub struct Chord {
     next_finger: usize,
     finger_lookup: bool,
     joined: bool,
+    /// The member a join goes through, retried every stabilize period until it succeeds.
+    join_via: Option<ChordPeer>,
+    join_lookup: bool,
     failed: BTreeMap<NodeId, Instant>,
     store: Store,
     next_request: u64,
@@ -306,6 +309,8 @@ impl Chord {
             next_finger: 0,
             finger_lookup: false,
             joined: true,
+            join_via: None,
+            join_lookup: false,
             failed: BTreeMap::new(),
             store,
             next_request: 0,
@@ -379,6 +384,11 @@ impl Chord {
         }
     }
 
+    /// Replaces the configuration; timers pick up new periods when they next fire.
+    pub fn set_config(&mut self, config: ChordConfig) {
+        self.config = config;
+    }
+
     /// Starts the periodic timers (idempotent).
     pub fn start(&mut self, now: Instant) {
         for t in TIMERS {
@@ -397,6 +407,13 @@ impl Chord {
         }
         self.joined = false;
         self.predecessor = None;
+        self.join_via = Some(via.clone());
+        self.start_join(now, via);
+        self.pump(now);
+    }
+
+    fn start_join(&mut self, now: Instant, via: ChordPeer) {
+        self.join_lookup = true;
         let lookup = Lookup {
             target: self.id,
             purpose: LookupFor::Join,
@@ -409,7 +426,6 @@ impl Chord {
         let lid = self.new_request();
         self.lookups.insert(lid, lookup);
         self.lookup_step(now, lid);
-        self.pump(now);
     }
 
     /// Starts an application request; its end comes as [`ChordOutput::Event`].
@@ -584,32 +600,40 @@ impl Chord {
         }
     }
 
-    /// Up to `n` known live peers in (me, target), closest to `target` first.
+    /// Up to `n` known live peers in (me, target): fingers closest to `target` first (the
+    /// paper's closest preceding finger), then the other successors and the predecessor as
+    /// fallbacks.
     fn closest_preceding(&self, target: u64, n: usize) -> Vec<ChordPeer> {
-        let mut seen: Vec<&ChordPeer> = Vec::new();
-        let known = self
-            .fingers
-            .iter()
-            .flatten()
-            .chain(self.successors.iter())
-            .chain(self.predecessor.iter());
-        for p in known {
-            let pid = p.ring_id();
-            if p.node != self.me.node
-                && between(self.id, pid, target)
+        let mut fingers: Vec<&ChordPeer> = Vec::new();
+        let mut others: Vec<&ChordPeer> = Vec::new();
+        let usable = |p: &ChordPeer, seen: &[&ChordPeer], more: &[&ChordPeer]| {
+            p.node != self.me.node
+                && between(self.id, p.ring_id(), target)
                 && !self.is_failed(&p.node)
-                && !seen.iter().any(|s| s.node == p.node)
-            {
-                seen.push(p);
+                && !seen.iter().chain(more).any(|s| s.node == p.node)
+        };
+        for p in self.fingers.iter().flatten() {
+            if usable(p, &fingers, &[]) {
+                fingers.push(p);
             }
         }
-        seen.sort_by_key(|p| distance(p.ring_id(), target));
-        seen.into_iter().take(n).cloned().collect()
+        for p in self.successors.iter().chain(self.predecessor.iter()) {
+            if usable(p, &fingers, &others) {
+                others.push(p);
+            }
+        }
+        fingers.sort_by_key(|p| distance(p.ring_id(), target));
+        others.sort_by_key(|p| distance(p.ring_id(), target));
+        fingers.into_iter().chain(others).take(n).cloned().collect()
     }
 
     /// This node's answer to "who follows `target`": `Ok(successors)` when its successor owns
     /// it, else `Err(closer nodes)`.
     fn route(&self, target: u64) -> Result<Vec<ChordPeer>, Vec<ChordPeer>> {
+        if !self.joined {
+            // Not on the ring yet: it knows nothing worth routing by.
+            return Err(Vec::new());
+        }
         let succ = &self.successors[0];
         if in_half_open(self.id, target, succ.ring_id()) {
             return Ok(self.successors.clone());
@@ -711,10 +735,8 @@ impl Chord {
         };
         self.metrics.lookups_failed += 1;
         match l.purpose {
-            LookupFor::Join => {
-                // Stay alone on our own ring; the owner may join again.
-                self.joined = true;
-            }
+            // The next stabilize round tries again through the same member.
+            LookupFor::Join => self.join_lookup = false,
             LookupFor::Finger(_) => self.finger_lookup = false,
             LookupFor::Op { op, slot } => self.slot_failed(now, op, slot),
         }
@@ -729,6 +751,7 @@ impl Chord {
             LookupFor::Join => {
                 self.successors = self.clean_successors(owners);
                 self.joined = true;
+                self.join_lookup = false;
                 self.stabilize(now);
             }
             LookupFor::Finger(i) => {
@@ -773,6 +796,9 @@ impl Chord {
 
     fn stabilize(&mut self, now: Instant) {
         if !self.joined {
+            if let (false, Some(via)) = (self.join_lookup, self.join_via.clone()) {
+                self.start_join(now, via);
+            }
             return;
         }
         if self.rpcs.values().any(|r| r.purpose == Purpose::Stabilize) {
@@ -782,11 +808,12 @@ impl Chord {
         self.call(now, &succ, Purpose::Stabilize, ChordMessage::GetState);
     }
 
-    fn on_state(&mut self, from: &ChordPeer, state: ChordState) {
+    fn on_state(&mut self, now: Instant, from: &ChordPeer, state: ChordState) {
         if from.node != self.successors[0].node {
             return;
         }
         let mut list = Vec::with_capacity(state.successors.len() + 2);
+        let mut adopted = false;
         if let Some(p) = state.predecessor {
             let succ_id = from.ring_id();
             let adopt = if from.node == self.me.node {
@@ -796,6 +823,7 @@ impl Chord {
             };
             if adopt && !self.is_failed(&p.node) {
                 list.push(p);
+                adopted = true;
             }
         }
         if from.node != self.me.node {
@@ -805,6 +833,11 @@ impl Chord {
         self.successors = self.clean_successors(list);
         let succ = self.successors[0].clone();
         self.send(&succ, ChordMessage::Notify);
+        if adopted && succ.node != self.me.node {
+            // A closer successor: ask it at once rather than a period later, so a successor
+            // that is many nodes off walks back at the speed of round trips.
+            self.stabilize(now);
+        }
     }
 
     fn on_notify(&mut self, now: Instant, from: &ChordPeer) {
@@ -918,7 +951,7 @@ impl Chord {
                 self.send(from, ChordMessage::State(state));
             }
             ChordMessage::State(s) => match self.answered(from, s.request) {
-                Some(Purpose::Stabilize) => self.on_state(from, s),
+                Some(Purpose::Stabilize) => self.on_state(now, from, s),
                 Some(_) | None => {}
             },
             ChordMessage::Notify => self.on_notify(now, from),
@@ -933,7 +966,7 @@ impl Chord {
             ChordMessage::Stored(s) => {
                 if let Some(Purpose::Store { op, slot }) = self.answered(from, s.request) {
                     if s.stored {
-                        self.slot_done(now, op, slot, from.clone(), Vec::new());
+                        self.slot_done(op, slot, from.clone(), Vec::new());
                     } else {
                         self.slot_failed(now, op, slot);
                     }
@@ -949,7 +982,7 @@ impl Chord {
             }
             ChordMessage::Values(v) => {
                 if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
-                    self.slot_done(now, op, slot, from.clone(), v.values);
+                    self.slot_done(op, slot, from.clone(), v.values);
                 }
             }
             ChordMessage::Handover(h) => {
@@ -1035,7 +1068,7 @@ impl Chord {
         }
     }
 
-    fn slot_done(&mut self, now: Instant, op_id: u64, slot: usize, owner: ChordPeer, values: Vec<ChordValue>) {
+    fn slot_done(&mut self, op_id: u64, slot: usize, owner: ChordPeer, values: Vec<ChordValue>) {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
