@@ -857,7 +857,16 @@ impl Chord {
         if !take {
             return;
         }
-        self.predecessor = Some(from.clone());
+        let old = self.predecessor.replace(from.clone());
+        if let Some(old) = old.filter(|o| o.node != self.me.node && !self.is_failed(&o.node)) {
+            // Tell the old predecessor at once that a node joined between us (rectify).
+            let state = ChordState {
+                request: 0,
+                predecessor: Some(from.clone()),
+                successors: self.successors.clone(),
+            };
+            self.send(&old, ChordMessage::State(state));
+        }
         if self.successors[0].node == self.me.node {
             self.successors = vec![from.clone()];
         }
@@ -954,6 +963,8 @@ impl Chord {
             }
             ChordMessage::State(s) => match self.answered(from, s.request) {
                 Some(Purpose::Stabilize) => self.on_state(now, from, s),
+                // Pushed unasked by our successor when its predecessor changed.
+                None if s.request == 0 => self.on_state(now, from, s),
                 Some(_) | None => {}
             },
             ChordMessage::Notify => self.on_notify(now, from),
