@@ -263,9 +263,7 @@ impl ChordMessage {
         let key_ok = |k: &[u8]| k.len() <= MAX_CHORD_KEY_LEN;
         let ok = match self {
             ChordMessage::Found(m) => peers_ok(&m.peers),
-            ChordMessage::State(m) => {
-                peers_ok(&m.successors) && peers_ok(m.predecessor.as_slice())
-            }
+            ChordMessage::State(m) => peers_ok(&m.successors) && peers_ok(m.predecessor.as_slice()),
             ChordMessage::Store(m) => {
                 key_ok(&m.key)
                     && match &m.op {

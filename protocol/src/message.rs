@@ -360,7 +360,10 @@ impl<'a> Message<'a> {
 }
 
 /// Decodes one postcard value that must use every byte of `payload`.
-pub(crate) fn strict<'a, T: Deserialize<'a>>(code: Code, payload: &'a [u8]) -> Result<T, ProtocolError> {
+pub(crate) fn strict<'a, T: Deserialize<'a>>(
+    code: Code,
+    payload: &'a [u8],
+) -> Result<T, ProtocolError> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(ProtocolError::DecompressedTooLarge {
             size: payload.len() as u64,

@@ -29,7 +29,11 @@ pub struct ChordNetConfig {
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Deliver { to: usize, from: usize, frame: Vec<u8> },
+    Deliver {
+        to: usize,
+        from: usize,
+        frame: Vec<u8>,
+    },
     Wake(usize),
 }
 
@@ -106,7 +110,9 @@ impl ChordNet {
 
     /// Indices of running nodes.
     pub fn live(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect()
     }
 
     /// Nodes in total (running or not).
@@ -315,7 +321,8 @@ impl ChordNet {
             for f in 0..64 {
                 all += 1;
                 let owner = self.true_owner(&ring, finger_start(id, f));
-                right += u64::from(c.finger(f).map(|p| p.node) == owner.map(|o| self.peers[o].node));
+                right +=
+                    u64::from(c.finger(f).map(|p| p.node) == owner.map(|o| self.peers[o].node));
             }
         }
         if all == 0 {

@@ -18,8 +18,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     key_position, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
-    ChordState, ChordStore, ChordStored, ChordValue, ChordValues, NodeId, StoreOp,
-    CHORD_REPLICAS, MAX_CHORD_PEERS, MAX_HANDOVER_RECORDS,
+    ChordState, ChordStore, ChordStored, ChordValue, ChordValues, NodeId, StoreOp, CHORD_REPLICAS,
+    MAX_CHORD_PEERS, MAX_HANDOVER_RECORDS,
 };
 
 pub use ring::{between, distance, finger_start, in_half_open};
@@ -245,9 +245,14 @@ struct Lookup {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Slot {
-    Pending { attempts: u32 },
+    Pending {
+        attempts: u32,
+    },
     /// Answered by `owner`; `had_values` for a get.
-    Done { owner: ChordPeer, had_values: bool },
+    Done {
+        owner: ChordPeer,
+        had_values: bool,
+    },
     Failed,
 }
 
@@ -548,7 +553,13 @@ impl Chord {
         }
     }
 
-    fn call(&mut self, now: Instant, to: &ChordPeer, purpose: Purpose, msg: impl FnOnce(u64) -> ChordMessage) {
+    fn call(
+        &mut self,
+        now: Instant,
+        to: &ChordPeer,
+        purpose: Purpose,
+        msg: impl FnOnce(u64) -> ChordMessage,
+    ) {
         let request = self.new_request();
         let deadline = now + self.config.rpc_timeout;
         self.rpcs.insert(
@@ -569,7 +580,8 @@ impl Chord {
             return None;
         }
         let rpc = self.rpcs.remove(&request)?;
-        self.deadlines.remove(&(rpc.deadline, Deadline::Rpc(request)));
+        self.deadlines
+            .remove(&(rpc.deadline, Deadline::Rpc(request)));
         Some(rpc.purpose)
     }
 
@@ -598,7 +610,10 @@ impl Chord {
         self.successors.retain(|s| s.node != *peer);
         if self.successors.is_empty() {
             let fallback = self.closest_preceding(self.id.wrapping_sub(1), 1);
-            self.successors = vec![fallback.into_iter().next().unwrap_or_else(|| self.me.clone())];
+            self.successors = vec![fallback
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| self.me.clone())];
         }
     }
 
@@ -1023,7 +1038,14 @@ impl Chord {
         self.start_lookup(now, target, LookupFor::Op { op: op_id, slot });
     }
 
-    fn slot_owner_found(&mut self, now: Instant, op_id: u64, slot: usize, owners: Vec<ChordPeer>, hops: u32) {
+    fn slot_owner_found(
+        &mut self,
+        now: Instant,
+        op_id: u64,
+        slot: usize,
+        owners: Vec<ChordPeer>,
+        hops: u32,
+    ) {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
@@ -1156,7 +1178,11 @@ impl Chord {
                 ChordRequest::Get { key } => {
                     self.read_repair(key, &op.slots, &op.values);
                     ChordResult::Get {
-                        values: op.values.iter().map(|v| Bytes::from(v.value.clone())).collect(),
+                        values: op
+                            .values
+                            .iter()
+                            .map(|v| Bytes::from(v.value.clone()))
+                            .collect(),
                     }
                 }
             })

@@ -46,7 +46,11 @@ impl Net {
         while let Some(out) = self.nodes[i].as_mut().and_then(|c| c.poll_output()) {
             match out {
                 ChordOutput::Send { to, msg } => {
-                    let j = self.peers.iter().position(|p| p.node == to.node).expect("known");
+                    let j = self
+                        .peers
+                        .iter()
+                        .position(|p| p.node == to.node)
+                        .expect("known");
                     self.queue.push_back((j, i, msg));
                 }
                 ChordOutput::Event(e) => self.events.push((i, e)),
@@ -68,7 +72,12 @@ impl Net {
                     self.drain(to);
                 }
             }
-            let next = self.nodes.iter().flatten().filter_map(|c| c.poll_timeout()).min();
+            let next = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(|c| c.poll_timeout())
+                .min();
             match next {
                 Some(t) if t <= end => {
                     self.now = self.now.max(t);
@@ -162,7 +171,10 @@ fn joins_settle_into_the_true_ring_and_lookups_find_owners() {
     assert!(net.ring_ok());
     let mut sorted: Vec<ChordPeer> = net.peers.clone();
     sorted.sort_by_key(|p| p.ring_id());
-    for (k, target) in [0u64, 1 << 40, u64::MAX / 3, u64::MAX].into_iter().enumerate() {
+    for (k, target) in [0u64, 1 << 40, u64::MAX / 3, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
         let owner = sorted
             .iter()
             .find(|p| p.ring_id() >= target)
@@ -188,12 +200,11 @@ fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     ));
     // Crash every holder but the one holding replica 0.
     let holder_of = |net: &Net, r: u8| {
-        (0..8)
-            .find(|&i| {
-                net.nodes[i]
-                    .as_ref()
-                    .is_some_and(|c| c.holds(key_position(b"drop", r), b"drop"))
-            })
+        (0..8).find(|&i| {
+            net.nodes[i]
+                .as_ref()
+                .is_some_and(|c| c.holds(key_position(b"drop", r), b"drop"))
+        })
     };
     let keep = holder_of(&net, 0).expect("a holder");
     for r in 1..5 {
@@ -204,11 +215,16 @@ fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     }
     net.run(20_000);
     assert!(net.ring_ok());
-    let asker = (0..8).find(|&i| net.nodes[i].is_some()).expect("a live node");
+    let asker = (0..8)
+        .find(|&i| net.nodes[i].is_some())
+        .expect("a live node");
     match net.request(asker, 3, get(b"drop")) {
         Ok(ChordResult::Get { mut values }) => {
             values.sort();
-            assert_eq!(values, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+            assert_eq!(
+                values,
+                vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -216,7 +232,12 @@ fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     for r in 0..5 {
         assert!(holder_of(&net, r).is_some(), "replica {r} not repaired");
     }
-    let repairs: u64 = net.nodes.iter().flatten().map(|c| c.metrics().read_repairs).sum();
+    let repairs: u64 = net
+        .nodes
+        .iter()
+        .flatten()
+        .map(|c| c.metrics().read_repairs)
+        .sum();
     assert!(repairs > 0);
 }
 
@@ -277,7 +298,11 @@ fn a_request_with_no_reachable_peer_ends_in_an_error_event() {
 fn a_dead_successor_is_replaced_from_the_successor_list() {
     let mut net = joined(6);
     let succ = net.node(0).successors()[0].node;
-    let i = net.peers.iter().position(|p| p.node == succ).expect("known");
+    let i = net
+        .peers
+        .iter()
+        .position(|p| p.node == succ)
+        .expect("known");
     net.nodes[i] = None;
     net.run(10_000);
     assert!(net.ring_ok());

@@ -178,8 +178,12 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let n = p.nodes.max(1) as usize;
     let mut chord = ChordConfig::default();
     // Room for the whole network's joins to queue lookups at one node.
-    chord.ops_max = chord.ops_max.max(4 * p.lookups as usize + 4 * p.keys as usize);
-    let churn_extra = p.churn.map_or(0, |r| (r * p.lookups as f64 * 2.0) as usize + 16);
+    chord.ops_max = chord
+        .ops_max
+        .max(4 * p.lookups as usize + 4 * p.keys as usize);
+    let churn_extra = p
+        .churn
+        .map_or(0, |r| (r * p.lookups as f64 * 2.0) as usize + 16);
     let mut net = ChordNet::new(
         n + churn_extra,
         ChordNetConfig {
@@ -204,7 +208,10 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let ring_correct_ms = wait_ring(&mut net, 600 * S);
     if ring_correct_ms.is_none() {
         violation.get_or_insert_with(|| {
-            format!("ring not correct: {}", net.check_ring().err().unwrap_or_default())
+            format!(
+                "ring not correct: {}",
+                net.check_ring().err().unwrap_or_default()
+            )
         });
     }
     let ring_correct_ms = ring_correct_ms.map(|t| (t - last_join) / MS);
@@ -217,7 +224,9 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let fingers_correct_fraction = net.fingers_correct_fraction();
 
     // Keys.
-    let keys: Vec<Vec<u8>> = (0..p.keys).map(|k| format!("key-{k}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..p.keys)
+        .map(|k| format!("key-{k}").into_bytes())
+        .collect();
     let mut next_request = 1u64;
     for k in &keys {
         let at = pick_live(&net, &mut rng);
