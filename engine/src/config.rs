@@ -24,6 +24,8 @@ pub struct Config {
     pub limits: Limits,
     /// Timer periods and timeouts.
     pub timers: Timers,
+    /// Chord (SPEC.md §20): `Some` makes the node a ring member (it needs `listen_addr`).
+    pub chord: Option<crate::chord::ChordConfig>,
 }
 
 impl Config {
@@ -39,6 +41,7 @@ impl Config {
             compression: true,
             limits: Limits::default(),
             timers: Timers::default(),
+            chord: None,
         }
     }
 
@@ -84,6 +87,8 @@ pub struct Limits {
     pub repair_store_max: usize,
     /// Payload bytes held for repair, oldest dropped first.
     pub repair_store_bytes_max: usize,
+    /// Chord-only connections open at once; at the bound the idlest is closed.
+    pub chord_conns_max: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +108,7 @@ impl Default for Limits {
             dial_attempts_max: 5,
             repair_store_max: 4096,
             repair_store_bytes_max: 64 * 1024 * 1024,
+            chord_conns_max: 64,
         }
     }
 }

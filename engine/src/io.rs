@@ -95,8 +95,16 @@ pub enum Command {
         /// The peer.
         node: NodeId,
     },
-    /// Say BYE to every peer and close every connection.
+    /// Say BYE to every peer and close every connection (a Chord member first hands its
+    /// records to its successor).
     Shutdown,
+    /// A Chord put, get, delete or lookup; its end comes as [`Event::Chord`] with `request`.
+    Chord {
+        /// The application's id for it, echoed in the event.
+        request: u64,
+        /// What to do.
+        op: crate::chord::ChordRequest,
+    },
 }
 
 /// An action or event for the driver, from [`crate::Node::poll_output`].
@@ -206,6 +214,8 @@ pub enum Event {
         /// The application bytes (a slice of the received frame).
         payload: Bytes,
     },
+    /// A Chord request ended.
+    Chord(crate::chord::ChordEvent),
 }
 
 /// A driver or application misuse of [`crate::Node::handle_input`]. Bytes from the network never
@@ -239,4 +249,7 @@ pub enum InputError {
     /// The node has shut down.
     #[error("the node has shut down")]
     ShutDown,
+    /// A Chord command to a node that is no ring member (no `Config::chord` or listen address).
+    #[error("chord is not enabled on this node")]
+    ChordDisabled,
 }

@@ -30,6 +30,9 @@ pub const MAX_WANT_RANGES: usize = 1024;
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
 
+/// Capability bit in HELLO: the connection carries Chord only and is no mesh link (SPEC.md §20.4).
+pub const CAP_CHORD_ONLY: u32 = 0x2;
+
 /// First frame each side sends on a new connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {

@@ -156,6 +156,11 @@ impl ChordNet {
         self.config.chord = chord;
     }
 
+    /// Sets the probability that a message is lost.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.config.loss = loss;
+    }
+
     /// Crashes node `i`: it stops and loses its memory.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i] = None;
@@ -295,10 +300,36 @@ impl ChordNet {
                 .collect();
             let got: Vec<NodeId> = c.successors().iter().map(|p| p.node).collect();
             if got != want {
+                let name = |id: &NodeId| match self.index.get(id) {
+                    Some(&j) if self.nodes[j].is_some() => format!("{j}"),
+                    Some(&j) => format!("{j}(down)"),
+                    None => "?".into(),
+                };
+                let missing: Vec<String> = want
+                    .iter()
+                    .filter(|w| !got.contains(w))
+                    .filter_map(|w| {
+                        let j = *self.index.get(w)?;
+                        let c = self.nodes[j].as_ref()?;
+                        Some(format!(
+                            "{j}: joined {} successors [{}] predecessor {}",
+                            c.is_joined(),
+                            c.successors()
+                                .iter()
+                                .map(|p| name(&p.node))
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            c.predecessor().map_or("none".into(), |p| name(&p.node))
+                        ))
+                    })
+                    .collect();
+                let got: Vec<String> = got.iter().map(name).collect();
+                let want: Vec<String> = want.iter().map(name).collect();
                 return Err(format!(
-                    "node {i}: successor list of {} entries, {} right",
-                    got.len(),
-                    got.iter().zip(&want).take_while(|(a, b)| a == b).count()
+                    "node {i}: successor list [{}], true ring [{}]; missing {}",
+                    got.join(" "),
+                    want.join(" "),
+                    missing.join("; ")
                 ));
             }
             let pred = self.peers[ring[(k + n - 1) % n]].node;

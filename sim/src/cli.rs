@@ -92,6 +92,9 @@ pub struct ChordArgs {
     /// Probability each message is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// Swarm faults (loss, crashes, leaves, joins from the seed) for a minute after the puts.
+    #[arg(long)]
+    pub swarm: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -178,6 +181,7 @@ pub fn run(args: SimArgs) -> ExitCode {
                 fail_fraction: a.fail_fraction,
                 churn: a.churn,
                 loss: a.loss,
+                swarm: a.swarm,
                 ..ChordParams::new(a.nodes, a.seed, a.lookups)
             };
             let r = chord::run(&p);

@@ -284,6 +284,9 @@ pub struct Chord {
     /// The member a join goes through, retried every stabilize period until it succeeds.
     join_via: Option<ChordPeer>,
     join_lookup: bool,
+    /// The last successor list that named another node: where to join again if every
+    /// successor fails.
+    backup: Vec<ChordPeer>,
     failed: BTreeMap<NodeId, Instant>,
     store: Store,
     next_request: u64,
@@ -318,6 +321,7 @@ impl Chord {
             joined: true,
             join_via: None,
             join_lookup: false,
+            backup: Vec::new(),
             failed: BTreeMap::new(),
             store,
             next_request: 0,
@@ -617,16 +621,15 @@ impl Chord {
         }
     }
 
-    /// Up to `n` known live peers in (me, target): fingers closest to `target` first (the
-    /// paper's closest preceding finger), then the other successors and the predecessor as
-    /// fallbacks.
+    /// Up to `n` known peers in (me, target): fingers closest to `target` first (the paper's
+    /// closest preceding finger), then the other successors and the predecessor as fallbacks;
+    /// in each group peers suspected of failure come last.
     fn closest_preceding(&self, target: u64, n: usize) -> Vec<ChordPeer> {
         let mut fingers: Vec<&ChordPeer> = Vec::new();
         let mut others: Vec<&ChordPeer> = Vec::new();
         let usable = |p: &ChordPeer, seen: &[&ChordPeer], more: &[&ChordPeer]| {
             p.node != self.me.node
                 && between(self.id, p.ring_id(), target)
-                && !self.is_failed(&p.node)
                 && !seen.iter().chain(more).any(|s| s.node == p.node)
         };
         for p in self.fingers.iter().flatten() {
@@ -639,8 +642,10 @@ impl Chord {
                 others.push(p);
             }
         }
-        fingers.sort_by_key(|p| distance(p.ring_id(), target));
-        others.sort_by_key(|p| distance(p.ring_id(), target));
+        // Suspected peers last: a lost message is no proof of death.
+        let key = |p: &&ChordPeer| (self.is_failed(&p.node), distance(p.ring_id(), target));
+        fingers.sort_by_key(key);
+        others.sort_by_key(key);
         fingers.into_iter().chain(others).take(n).cloned().collect()
     }
 
@@ -671,8 +676,8 @@ impl Chord {
             return;
         };
         let failed = &self.failed;
-        l.candidates
-            .retain(|c| c.node != self.me.node && !failed.contains_key(&c.node));
+        l.candidates.retain(|c| c.node != self.me.node);
+        l.candidates.sort_by_key(|c| failed.contains_key(&c.node));
         if l.candidates.is_empty() || l.attempt_hops >= self.config.lookup_hops_max {
             if l.attempts >= self.config.lookup_attempts_max || l.purpose == LookupFor::Join {
                 return self.lookup_failed(now, lid);
@@ -731,17 +736,13 @@ impl Chord {
             return;
         };
         l.asking = None;
-        let failed = &self.failed;
-        let peers: Vec<ChordPeer> = found
-            .peers
-            .into_iter()
-            .filter(|p| !failed.contains_key(&p.node))
-            .collect();
-        if found.done && !peers.is_empty() {
-            return self.lookup_done(now, lid, peers);
+        // A finished answer names the owner even if this node suspects it (a lost message is
+        // no proof of death): a dead owner shows when it is asked.
+        if found.done && !found.peers.is_empty() {
+            return self.lookup_done(now, lid, found.peers);
         }
         if !found.done {
-            l.candidates = peers;
+            l.candidates = found.peers;
         }
         self.lookup_step(now, lid);
     }
@@ -793,15 +794,16 @@ impl Chord {
 
     // ----- ring maintenance ---------------------------------------------------------------
 
-    /// `[list]` without this node (and what follows it), failed peers and repeats, cut to r;
-    /// `[me]` if nothing is left.
+    /// `[list]` without this node (and what follows it) and repeats, cut to r; `[me]` if
+    /// nothing is left. Peers this node counts as failed stay: the list is fresh from the
+    /// successor, and a peer wrongly suspected (a lost message) must come back.
     fn clean_successors(&self, list: Vec<ChordPeer>) -> Vec<ChordPeer> {
         let mut out: Vec<ChordPeer> = Vec::with_capacity(self.config.successor_list_len);
         for p in list {
             if p.node == self.me.node || out.len() == self.config.successor_list_len {
                 break;
             }
-            if !self.is_failed(&p.node) && !out.iter().any(|o| o.node == p.node) {
+            if !out.iter().any(|o| o.node == p.node) {
                 out.push(p);
             }
         }
@@ -819,6 +821,14 @@ impl Chord {
             return;
         }
         if self.rpcs.values().any(|r| r.purpose == Purpose::Stabilize) {
+            return;
+        }
+        if self.successors[0].node == self.me.node && !self.join_lookup && !self.backup.is_empty() {
+            // Every successor failed (or was suspected): join again through the peers the
+            // list last held, one per period in turn, rather than stay a ring of one.
+            self.backup.rotate_left(1);
+            let via = self.backup[self.backup.len() - 1].clone();
+            self.start_join(now, via);
             return;
         }
         let succ = self.successors[0].clone();
@@ -848,6 +858,9 @@ impl Chord {
         }
         list.extend(state.successors);
         self.successors = self.clean_successors(list);
+        if self.successors[0].node != self.me.node {
+            self.backup.clone_from(&self.successors);
+        }
         let succ = self.successors[0].clone();
         self.send(&succ, ChordMessage::Notify);
         if adopted && succ.node != self.me.node {

@@ -35,6 +35,9 @@ pub struct ChordParams {
     pub churn: Option<f64>,
     /// Probability a message is lost (faults).
     pub loss: f64,
+    /// Swarm faults after the keys are put: message loss, crashes, graceful leaves and
+    /// (re)joins drawn from the seed for a minute, then a heal; the checks run after it.
+    pub swarm: bool,
 }
 
 impl ChordParams {
@@ -48,6 +51,7 @@ impl ChordParams {
             fail_fraction: 0.0,
             churn: None,
             loss: 0.0,
+            swarm: false,
         }
     }
 
@@ -65,6 +69,9 @@ impl ChordParams {
         }
         if self.loss > 0.0 {
             s.push_str(&format!(" --loss {}", self.loss));
+        }
+        if self.swarm {
+            s.push_str(" --swarm");
         }
         s
     }
@@ -183,7 +190,8 @@ pub fn run(p: &ChordParams) -> ChordReport {
         .max(4 * p.lookups as usize + 4 * p.keys as usize);
     let churn_extra = p
         .churn
-        .map_or(0, |r| (r * p.lookups as f64 * 2.0) as usize + 16);
+        .map_or(0, |r| (r * p.lookups as f64 * 2.0) as usize + 16)
+        + if p.swarm { n / 4 + 2 } else { 0 };
     let mut net = ChordNet::new(
         n + churn_extra,
         ChordNetConfig {
@@ -250,6 +258,17 @@ pub fn run(p: &ChordParams) -> ChordReport {
     }
 
     let mut failed_nodes = 0u64;
+    if p.swarm {
+        failed_nodes += swarm(&mut net, &mut rng, n);
+        if wait_ring(&mut net, 600 * S).is_none() {
+            violation.get_or_insert_with(|| {
+                format!(
+                    "ring not correct after the heal: {}",
+                    net.check_ring().err().unwrap_or_default()
+                )
+            });
+        }
+    }
     let stats;
     if let Some(rate) = p.churn {
         stats = churn(&mut net, &mut rng, p, rate, n, &mut next_request);
@@ -424,6 +443,19 @@ fn lookups(net: &mut ChordNet, rng: &mut SimRng, count: u32, next: &mut u64) -> 
                     stats.hops.push(hops);
                 } else {
                     stats.failed += 1;
+                    if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
+                        eprintln!(
+                            "lookup for {target:x}: owner {:?} want {:?}",
+                            net.index_of(&owner),
+                            net.true_owner(&ring, target)
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                stats.failed += 1;
+                if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
+                    eprintln!("lookup for {target:x}: {e}");
                 }
             }
             _ => stats.failed += 1,
@@ -431,6 +463,43 @@ fn lookups(net: &mut ChordNet, rng: &mut SimRng, count: u32, next: &mut u64) -> 
     }
     stats.failed += targets.len() as u64 - answered;
     stats
+}
+
+/// One simulated minute of faults drawn from the seed, then a heal. Returns the nodes that
+/// crashed or left.
+fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize) -> u64 {
+    let loss = rng.unit() * 0.05;
+    net.set_loss(loss);
+    let events = rng.below(n as u64 / 4 + 2) as usize;
+    let end = net.now_ns() + 60 * S;
+    let mut gone = 0u64;
+    let mut fresh = n;
+    for _ in 0..events {
+        let t = net.now_ns() + rng.below(60 * S / (events as u64 + 1)).max(MS);
+        net.run_until(t);
+        let live = net.live();
+        match rng.below(3) {
+            // A crash or a graceful leave, keeping more than half the nodes.
+            0 | 1 if live.len() > n / 2 + 1 => {
+                let i = live[rng.below(live.len() as u64) as usize];
+                if rng.chance(0.5) {
+                    net.crash(i);
+                } else {
+                    net.leave(i);
+                }
+                gone += 1;
+            }
+            _ if fresh < net.len() => {
+                let via = live[rng.below(live.len() as u64) as usize];
+                net.start(fresh, Some(via));
+                fresh += 1;
+            }
+            _ => {}
+        }
+    }
+    net.run_until(end);
+    net.set_loss(0.0);
+    gone
 }
 
 /// Paper §6.5: joins and crashes as Poisson processes at `rate` per second each, stabilization
