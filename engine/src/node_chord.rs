@@ -171,20 +171,11 @@ impl Node {
         let (Some(chord), Some(addr)) = (self.chord.as_mut(), addr) else {
             return;
         };
-        let alone = chord.successors()[0].node == chord.me().node && chord.is_joined();
-        if alone
-            && chord
-                .predecessor()
-                .is_none_or(|p| p.node == chord.me().node)
-        {
-            chord.join(
-                now,
-                ChordPeer {
-                    node,
-                    addr: addr.to_string(),
-                },
-            );
-        }
+        let via = ChordPeer {
+            node,
+            addr: addr.to_string(),
+        };
+        chord.join_if_alone(now, via);
         self.pump_chord(now);
     }
 }

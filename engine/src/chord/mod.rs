@@ -45,8 +45,11 @@ pub struct ChordConfig {
     pub fix_fingers_interval: Duration,
     /// Mean period of check-predecessor.
     pub check_predecessor_interval: Duration,
-    /// A request unanswered this long counts its peer as failed.
+    /// A request unanswered this long is sent again, up to `rpc_sends_max` times in all;
+    /// then its peer counts as failed.
     pub rpc_timeout: Duration,
+    /// Sends of one request before its peer counts as failed.
+    pub rpc_sends_max: u32,
     /// A put, get, delete or lookup not finished this long ends with an error event.
     pub op_timeout: Duration,
     /// Times one lookup may restart from the local table after running out of candidates.
@@ -73,6 +76,7 @@ impl Default for ChordConfig {
             fix_fingers_interval: Duration::from_millis(1000),
             check_predecessor_interval: Duration::from_millis(1000),
             rpc_timeout: Duration::from_millis(1000),
+            rpc_sends_max: 2,
             op_timeout: Duration::from_secs(10),
             lookup_attempts_max: 3,
             lookup_hops_max: 64,
@@ -221,6 +225,10 @@ struct Rpc {
     to: ChordPeer,
     purpose: Purpose,
     deadline: Instant,
+    /// The request, kept to send again.
+    msg: ChordMessage,
+    /// Times it was sent.
+    sends: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,6 +431,21 @@ impl Chord {
         self.pump(now);
     }
 
+    /// Joins through `via` if this node is a ring of one, while still answering for the whole
+    /// ring (two lone nodes joining through each other at once then form one ring). For a node
+    /// that starts alone and meets members later (the [`crate::Node`] on a new mesh link).
+    pub fn join_if_alone(&mut self, now: Instant, via: ChordPeer) {
+        self.start(now);
+        if self.successors[0].node == self.me.node
+            && self.joined
+            && !self.join_lookup
+            && via.node != self.me.node
+        {
+            self.start_join(now, via);
+        }
+        self.pump(now);
+    }
+
     fn start_join(&mut self, now: Instant, via: ChordPeer) {
         self.join_lookup = true;
         let lookup = Lookup {
@@ -566,16 +589,19 @@ impl Chord {
     ) {
         let request = self.new_request();
         let deadline = now + self.config.rpc_timeout;
+        let msg = msg(request);
         self.rpcs.insert(
             request,
             Rpc {
                 to: to.clone(),
                 purpose,
                 deadline,
+                msg: msg.clone(),
+                sends: 1,
             },
         );
         self.deadlines.insert((deadline, Deadline::Rpc(request)));
-        self.send(to, msg(request));
+        self.send(to, msg);
     }
 
     /// The pending request `request` if `from` is the peer it went to.
@@ -593,8 +619,10 @@ impl Chord {
         self.failed.contains_key(node)
     }
 
-    /// `peer` did not answer: leave it out of routing for a while.
-    fn mark_failed(&mut self, now: Instant, peer: &NodeId) {
+    /// `peer` did not answer: route around it for a while. Only stabilize's own request
+    /// removes a successor, and only check-predecessor's the predecessor (`drop_neighbour`):
+    /// a lookup's timeout is weaker evidence than the ring's own probes.
+    fn mark_failed(&mut self, now: Instant, peer: &NodeId, drop_neighbour: bool) {
         if *peer == self.me.node {
             return;
         }
@@ -608,16 +636,25 @@ impl Chord {
                 *f = None;
             }
         }
+        if !drop_neighbour {
+            return;
+        }
         if self.predecessor.as_ref().is_some_and(|p| p.node == *peer) {
             self.predecessor = None;
         }
         self.successors.retain(|s| s.node != *peer);
         if self.successors.is_empty() {
-            let fallback = self.closest_preceding(self.id.wrapping_sub(1), 1);
-            self.successors = vec![fallback
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| self.me.clone())];
+            // The nearest known node clockwise (unsuspected first): stabilize walks back from
+            // it to the true successor. Never the predecessor side: that would close a
+            // smaller ring.
+            let fallback = self
+                .fingers
+                .iter()
+                .flatten()
+                .filter(|p| p.node != self.me.node)
+                .min_by_key(|p| (self.is_failed(&p.node), distance(self.id, p.ring_id())))
+                .cloned();
+            self.successors = vec![fallback.unwrap_or_else(|| self.me.clone())];
         }
     }
 
@@ -848,7 +885,8 @@ impl Chord {
             } else {
                 between(self.id, p.ring_id(), succ_id)
             };
-            if adopt && !self.is_failed(&p.node) {
+            // The successor heard from `p` lately, whatever this node suspects.
+            if adopt {
                 list.push(p);
                 adopted = true;
             }
@@ -939,11 +977,25 @@ impl Chord {
     }
 
     fn on_rpc_timeout(&mut self, now: Instant, request: u64) {
+        let Some(rpc) = self.rpcs.get_mut(&request) else {
+            return;
+        };
+        if rpc.sends < self.config.rpc_sends_max {
+            // A lost message is no failure: send the same request again.
+            rpc.sends += 1;
+            rpc.deadline = now + self.config.rpc_timeout;
+            self.deadlines
+                .insert((rpc.deadline, Deadline::Rpc(request)));
+            let (to, msg) = (rpc.to.clone(), rpc.msg.clone());
+            self.send(&to, msg);
+            return;
+        }
         let Some(rpc) = self.rpcs.remove(&request) else {
             return;
         };
         self.metrics.rpc_timeouts += 1;
-        self.mark_failed(now, &rpc.to.node);
+        let neighbour = matches!(rpc.purpose, Purpose::Stabilize | Purpose::CheckPredecessor);
+        self.mark_failed(now, &rpc.to.node, neighbour);
         match rpc.purpose {
             Purpose::Lookup(lid) => self.lookup_step(now, lid),
             Purpose::Stabilize => self.stabilize(now),

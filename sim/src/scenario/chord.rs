@@ -487,11 +487,17 @@ fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize) -> u64 {
                 } else {
                     net.leave(i);
                 }
+                if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
+                    eprintln!("{} ms: node {i} down", net.now_ns() / MS);
+                }
                 gone += 1;
             }
             _ if fresh < net.len() => {
                 let via = live[rng.below(live.len() as u64) as usize];
                 net.start(fresh, Some(via));
+                if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
+                    eprintln!("{} ms: node {fresh} joins via {via}", net.now_ns() / MS);
+                }
                 fresh += 1;
             }
             _ => {}
