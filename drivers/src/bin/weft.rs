@@ -26,6 +26,12 @@ enum Cmd {
     Network(cli::NetworkArgs),
     /// Print the running node's counters and queue depths.
     Stats(cli::StatsArgs),
+    /// Store a value under a key in the Chord ring (the node runs with --chord).
+    Put(cli::PutArgs),
+    /// Print a key's values from the Chord ring, one per line.
+    Get(cli::GetArgs),
+    /// Remove a key's value (or all its values) from the Chord ring.
+    Delete(cli::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +53,9 @@ fn main() -> ExitCode {
         Cmd::Listen(args) => cli::listen(args),
         Cmd::Network(args) => cli::network(args),
         Cmd::Stats(args) => cli::stats(args),
+        Cmd::Put(args) => cli::put(args),
+        Cmd::Get(args) => cli::get(args),
+        Cmd::Delete(args) => cli::delete(args),
     }
 }
 

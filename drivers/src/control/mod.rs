@@ -9,6 +9,9 @@
 //! {"op":"stats"}                    ->  {"reply":"stats","data":StatsReport}
 //! {"op":"listen"}                   ->  {"reply":"listening"}, then one
 //!                                       {"reply":"broadcast","data":DeliveryReport} per delivery
+//! {"op":"put","key":"k","value":"v"} ->  {"reply":"stored","data":5}  (replicas reached)
+//! {"op":"get","key":"k"}            ->  {"reply":"values","data":["v", ...]}
+//! {"op":"delete","key":"k"}         ->  {"reply":"deleted","data":5}  (optional "value")
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -42,6 +45,29 @@ pub enum ControlRequest {
     Network,
     /// The node's counters.
     Stats,
+    /// Chord: add `value` to the key's values (UTF-8 text), for `lifetime_ms` if given.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// How long the value lives, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifetime_ms: Option<u64>,
+    },
+    /// Chord: every value of the key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Chord: remove one value of the key, or all of them.
+    Delete {
+        /// The key.
+        key: String,
+        /// The value, or every value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
 }
 
 /// What the node answers.
@@ -58,6 +84,12 @@ pub enum ControlReply {
     Stats(StatsReport),
     /// One delivered broadcast (after `listening`).
     Broadcast(DeliveryReport),
+    /// The put reached this many of the key's 5 replicas.
+    Stored(u8),
+    /// The key's values (UTF-8, invalid bytes replaced).
+    Values(Vec<String>),
+    /// The delete reached this many of the key's 5 replicas.
+    Deleted(u8),
     /// The request failed.
     Error(String),
 }

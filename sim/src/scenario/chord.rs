@@ -120,7 +120,7 @@ pub struct ChordReport {
     pub ring_correct_ms: Option<u64>,
     /// Fraction of fingers pointing at their true owner when lookups began.
     pub fingers_correct_fraction: f64,
-    /// Nodes crashed at once.
+    /// Nodes that crashed or left (at once, under churn, or in the swarm).
     pub failed_nodes: u64,
     /// Chord messages delivered.
     pub messages: u64,
@@ -271,7 +271,15 @@ pub fn run(p: &ChordParams) -> ChordReport {
     }
     let stats;
     if let Some(rate) = p.churn {
-        stats = churn(&mut net, &mut rng, p, rate, n, &mut next_request);
+        stats = churn(
+            &mut net,
+            &mut rng,
+            p,
+            rate,
+            n,
+            &mut next_request,
+            &mut failed_nodes,
+        );
         if wait_ring(&mut net, 600 * S).is_none() {
             violation.get_or_insert_with(|| {
                 format!(
@@ -518,6 +526,7 @@ fn churn(
     rate: f64,
     n: usize,
     next: &mut u64,
+    crashed: &mut u64,
 ) -> LookupStats {
     let slow = ChordConfig {
         stabilize_interval: Duration::from_secs(30),
@@ -560,6 +569,7 @@ fn churn(
             let live = net.live();
             if live.len() > 2 {
                 net.crash(live[rng.below(live.len() as u64) as usize]);
+                *crashed += 1;
             }
         }
     }
