@@ -282,7 +282,9 @@ pub struct Chord {
     id: u64,
     config: ChordConfig,
     rng: ChaCha8Rng,
-    /// Nearest first; `[me]` when alone. Never empty.
+    /// Nearest first; `[me]` when alone. Never empty: every assignment goes through
+    /// `clean_successors` or puts one peer in, and `mark_failed` refills it; so indexing
+    /// `successors[0]` cannot fail.
     successors: Vec<ChordPeer>,
     predecessor: Option<ChordPeer>,
     fingers: Vec<Option<ChordPeer>>,
@@ -734,6 +736,10 @@ impl Chord {
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
+        if l.candidates.is_empty() {
+            // Restarted with nobody to ask (this node is between rings, joining again).
+            return self.lookup_failed(now, lid);
+        }
         let next = l.candidates.remove(0);
         l.hops += 1;
         l.attempt_hops += 1;

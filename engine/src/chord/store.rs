@@ -70,7 +70,7 @@ impl Store {
         let expires = v.lifetime_ms.map(|ms| now + Duration::from_millis(ms));
         let values = self.records.entry(k).or_default();
         values.retain(|h| h.value != v.value);
-        if values.len() >= self.values_per_key_max {
+        if !values.is_empty() && values.len() >= self.values_per_key_max {
             values.remove(0);
         }
         values.push(Held {

@@ -330,3 +330,19 @@ fn values_expire_after_their_lifetime() {
         Ok(ChordResult::Get { values: vec![] })
     );
 }
+
+#[test]
+fn a_request_while_joining_fails_cleanly() {
+    // Joining through a member that never answers: the node routes nothing until it joins,
+    // and a request meanwhile ends in an error event (this once indexed an empty list).
+    let mut net = Net::new(2);
+    net.nodes[1] = None;
+    let (now, via) = (net.now, net.peers[1].clone());
+    net.node(0).join(now, via);
+    assert!(!net.node(0).is_joined());
+    assert_eq!(
+        net.request(0, 1, ChordRequest::Lookup { target: 7 }),
+        Err(ChordError::Timeout)
+    );
+    assert_eq!(net.request(0, 2, get(b"k")), Err(ChordError::Timeout));
+}
