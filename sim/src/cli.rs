@@ -305,6 +305,68 @@ fn default_table() -> ExitCode {
     for line in replays {
         println!("{line}");
     }
-    println!("(times are simulated; each row replays with `weft sim mesh ...`; see --help)");
+    all_ok &= chord_table();
+    println!("(times are simulated; each row replays with `weft sim mesh ...` or `weft sim chord ...`; see --help)");
     exit(all_ok)
+}
+
+/// The Chord rows of the default table; true if every run was ok.
+fn chord_table() -> bool {
+    let scenarios = [
+        ("chord, joins", ChordParams::new(256, 1, 1000)),
+        (
+            "chord, 20% fail at once",
+            ChordParams {
+                fail_fraction: 0.2,
+                ..ChordParams::new(128, 1, 500)
+            },
+        ),
+        (
+            "chord, swarm faults",
+            ChordParams {
+                swarm: true,
+                ..ChordParams::new(32, 1, 300)
+            },
+        ),
+    ];
+    println!(
+        "\n{:<26}{:>6}{:>9}{:>10}{:>6}{:>6}{:>9}{:>6}{:>12}{:>9}{:>11}  {:<6}",
+        "scenario",
+        "nodes",
+        "lookups",
+        "mean hops",
+        "p50",
+        "p99",
+        "failed",
+        "lost",
+        "ring ok",
+        "events",
+        "events/s",
+        "result"
+    );
+    let mut all_ok = true;
+    for (name, p) in scenarios {
+        let r = chord::run(&p);
+        all_ok &= r.ok;
+        println!(
+            "{:<26}{:>6}{:>9}{:>10.3}{:>6}{:>6}{:>9.4}{:>6}{:>12}{:>9}{:>11}  {:<6}",
+            name,
+            r.nodes,
+            r.lookups,
+            r.mean_hops,
+            r.p50_hops,
+            r.p99_hops,
+            r.failed_lookup_fraction,
+            r.keys_lost,
+            r.ring_correct_ms
+                .map_or("never".into(), |ms| format!("{ms} ms")),
+            r.events,
+            r.events_per_sec,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        if let Some(v) = &r.violation {
+            println!("  {name}: {v}\n  replay: {}", r.replay);
+        }
+    }
+    all_ok
 }
