@@ -152,7 +152,7 @@ fn simultaneous_failures_lose_nothing_that_still_has_a_holder() {
         assert!(r.ok, "{}", r.to_text());
         assert_eq!(r.failed_lookup_fraction, 0.0);
         assert_eq!(r.keys_lost, 0);
-        assert_eq!(r.failed_nodes, (128.0 * fraction as f64).round() as u64);
+        assert_eq!(r.failed_nodes, (128.0 * fraction).round() as u64);
     }
 }
 
