@@ -122,7 +122,7 @@ impl Node {
     pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
         self.advance(now);
         let now = self.now;
-        match input {
+        let result = match input {
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
             Input::Connected { conn } => self.on_connected(now, conn),
             Input::ConnectFailed { conn } => self.on_connect_failed(now, conn),
@@ -142,8 +142,9 @@ impl Node {
                 Ok(())
             }
             Input::Command(command) => self.on_command(now, command),
-        }
-        .inspect(|_| self.pump_chord(now))
+        };
+        self.pump_chord(now);
+        result
     }
 
     /// Runs every timer due at `now`. Calling it early, or twice, does nothing.
