@@ -260,6 +260,10 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let mut failed_nodes = 0u64;
     if p.swarm {
         failed_nodes += swarm(&mut net, &mut rng, n);
+        // Requests sent before the heal may still time out after it (every send lost) and
+        // briefly drop a live neighbour: let them run out, then wait for the ring.
+        let t = net.now_ns() + 5 * S;
+        net.run_until(t);
         if wait_ring(&mut net, 600 * S).is_none() {
             violation.get_or_insert_with(|| {
                 format!(
