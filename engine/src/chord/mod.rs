@@ -48,7 +48,8 @@ pub struct ChordConfig {
     /// A request unanswered this long is sent again, up to `rpc_sends_max` times in all;
     /// then its peer counts as failed.
     pub rpc_timeout: Duration,
-    /// Sends of one request before its peer counts as failed.
+    /// Sends of one request before its peer counts as failed (a lookup's CHORD_FIND is sent
+    /// once: the lookup has other candidates).
     pub rpc_sends_max: u32,
     /// A put, get, delete or lookup not finished this long ends with an error event.
     pub op_timeout: Duration,
@@ -986,7 +987,12 @@ impl Chord {
         let Some(rpc) = self.rpcs.get_mut(&request) else {
             return;
         };
-        if rpc.sends < self.config.rpc_sends_max {
+        // A lookup hop has other candidates to try: it moves on after one send.
+        let sends_max = match rpc.purpose {
+            Purpose::Lookup(_) => 1,
+            _ => self.config.rpc_sends_max,
+        };
+        if rpc.sends < sends_max {
             // A lost message is no failure: send the same request again.
             rpc.sends += 1;
             rpc.deadline = now + self.config.rpc_timeout;

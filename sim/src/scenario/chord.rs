@@ -223,12 +223,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
         });
     }
     let ring_correct_ms = ring_correct_ms.map(|t| (t - last_join) / MS);
-    // Fingers: until every one is right (the ring is stable), at most 10 minutes.
-    let deadline = net.now_ns() + 600 * S;
-    while net.fingers_correct_fraction() < 1.0 && net.now_ns() < deadline {
-        let t = net.now_ns() + 5 * S;
-        net.run_until(t);
-    }
+    wait_fingers(&mut net, 600 * S);
     let fingers_correct_fraction = net.fingers_correct_fraction();
 
     // Keys.
@@ -311,6 +306,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
                     )
                 });
             }
+            wait_fingers(&mut net, 600 * S);
             stats = lookups(&mut net, &mut rng, p.lookups, &mut next_request);
         } else {
             stats = first;
@@ -422,6 +418,15 @@ fn wait_ring(net: &mut ChordNet, limit_ns: u64) -> Option<u64> {
             return None;
         }
         let t = net.now_ns() + S;
+        net.run_until(t);
+    }
+}
+
+/// Runs until every finger is right (checked every 5 simulated seconds), at most `limit_ns`.
+fn wait_fingers(net: &mut ChordNet, limit_ns: u64) {
+    let deadline = net.now_ns() + limit_ns;
+    while net.fingers_correct_fraction() < 1.0 && net.now_ns() < deadline {
+        let t = net.now_ns() + 5 * S;
         net.run_until(t);
     }
 }
