@@ -46,12 +46,10 @@ impl Net {
         while let Some(out) = self.nodes[i].as_mut().and_then(|c| c.poll_output()) {
             match out {
                 ChordOutput::Send { to, msg } => {
-                    let j = self
-                        .peers
-                        .iter()
-                        .position(|p| p.node == to.node)
-                        .expect("known");
-                    self.queue.push_back((j, i, msg));
+                    // A peer outside this network: the message is lost.
+                    if let Some(j) = self.peers.iter().position(|p| p.node == to.node) {
+                        self.queue.push_back((j, i, msg));
+                    }
                 }
                 ChordOutput::Event(e) => self.events.push((i, e)),
             }
@@ -345,4 +343,88 @@ fn a_request_while_joining_fails_cleanly() {
         Err(ChordError::Timeout)
     );
     assert_eq!(net.request(0, 2, get(b"k")), Err(ChordError::Timeout));
+}
+
+/// Arbitrary messages from arbitrary peers, answers to nothing, at arbitrary times: the
+/// machine never panics, its successor list never empties, and every request still ends.
+#[test]
+fn arbitrary_messages_never_break_the_machine() {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed([7; 32]);
+    let mut net = joined(4);
+    let peers: Vec<ChordPeer> = (0..12).map(peer).collect();
+    let pick = |rng: &mut rand_chacha::ChaCha8Rng| peers[(rng.next_u64() % 12) as usize].clone();
+    let mut app = 100;
+    for step in 0..20_000u64 {
+        let r = rng.next_u64();
+        let target = rng.next_u64();
+        let from = pick(&mut rng);
+        let list: Vec<ChordPeer> = (0..r % 6).map(|_| pick(&mut rng)).collect();
+        let request = rng.next_u64() % 64;
+        let value = weft_protocol::ChordValue {
+            value: vec![(r % 7) as u8; (r % 5) as usize],
+            lifetime_ms: (r % 3 == 0).then_some(r % 5000),
+        };
+        let msg = match r % 10 {
+            0 => ChordMessage::Find(weft_protocol::ChordFind { request, target }),
+            1 => ChordMessage::Found(weft_protocol::ChordFound {
+                request,
+                done: r % 4 == 0,
+                peers: list,
+            }),
+            2 => ChordMessage::GetState(request),
+            3 => ChordMessage::State(weft_protocol::ChordState {
+                request: request % 2,
+                predecessor: list.first().cloned(),
+                successors: list,
+            }),
+            4 => ChordMessage::Notify,
+            5 => ChordMessage::Store(weft_protocol::ChordStore {
+                request,
+                position: target,
+                key: vec![(r % 3) as u8],
+                op: if r % 2 == 0 {
+                    weft_protocol::StoreOp::Put(value)
+                } else {
+                    weft_protocol::StoreOp::Delete(None)
+                },
+            }),
+            6 => ChordMessage::Stored(weft_protocol::ChordStored {
+                request,
+                stored: r % 2 == 0,
+            }),
+            7 => ChordMessage::Fetch(weft_protocol::ChordFetch {
+                request,
+                position: target,
+                key: vec![1],
+            }),
+            8 => ChordMessage::Values(weft_protocol::ChordValues {
+                request,
+                values: vec![value],
+            }),
+            _ => ChordMessage::Handover(weft_protocol::ChordHandover {
+                records: vec![weft_protocol::ChordRecord {
+                    position: target,
+                    key: vec![2],
+                    values: vec![value],
+                }],
+            }),
+        };
+        let i = (step % 4) as usize;
+        let now = net.now;
+        net.node(i).handle_message(now, &from, msg);
+        if step % 97 == 0 {
+            app += 1;
+            net.node(i).request(now, app, get(b"k"));
+        }
+        if step % 50 == 0 {
+            net.run(100);
+        }
+        assert!(!net.node(i).successors().is_empty());
+    }
+    net.run(15_000);
+    let ended: Vec<u64> = net.events.iter().map(|(_, e)| e.request).collect();
+    for id in 101..=app {
+        assert!(ended.contains(&id), "request {id} never ended");
+    }
 }
