@@ -5,6 +5,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::{Duration, InputError, NodeId};
 
 use crate::report::{HostReport, StatsReport, TableEntryReport};
@@ -84,6 +85,10 @@ pub(crate) enum Request {
     TableRead {
         key: Option<Vec<u8>>,
         reply: Sender<Vec<TableEntryReport>>,
+    },
+    Chord {
+        op: ChordRequest,
+        reply: Sender<Result<ChordResult, String>>,
     },
     Shutdown,
 }
@@ -242,6 +247,17 @@ impl Handle {
         let (reply, answer) = mpsc::channel();
         self.send(Request::TableRead { key, reply })?;
         answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// Runs a Chord put, get, delete or lookup and waits for its end (at most the node's
+    /// `op_timeout`). The error is one line.
+    pub fn chord(&self, op: ChordRequest) -> Result<ChordResult, String> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Chord { op, reply })
+            .map_err(|e| e.to_string())?;
+        answer
+            .recv()
+            .map_err(|_| HandleError::Stopped.to_string())?
     }
 
     /// Says BYE to every peer, flushes and ends the event loop (`Exit::Requested`).

@@ -1,7 +1,9 @@
 //! The part of a driver that does not depend on its I/O library: the node, its clocks, the
 //! application's requests and subscribers, and the shutdown sequence.
 
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Sender, SyncSender, TrySendError};
+
+use weft_engine::chord::ChordResult;
 
 use weft_engine::{
     Command, Config, ConnId, Duration, Event, Input, InputError, Instant, Node, Output,
@@ -52,6 +54,9 @@ pub(crate) struct Host {
     listener_drops: u64,
     next_wall_clock: Instant,
     stopping: Option<Stopping>,
+    /// Chord requests waiting for their event, by request id.
+    chord_waiting: std::collections::BTreeMap<u64, Sender<Result<ChordResult, String>>>,
+    last_chord_request: u64,
 }
 
 impl Host {
@@ -64,6 +69,8 @@ impl Host {
             listener_drops: 0,
             next_wall_clock: Instant::ZERO,
             stopping: None,
+            chord_waiting: std::collections::BTreeMap::new(),
+            last_chord_request: 0,
         }
     }
 
@@ -162,6 +169,11 @@ impl Host {
             Event::ConnectionClosed { conn, reason } => {
                 tracing::info!("closed {conn:?}: {reason:?}")
             }
+            Event::Chord(e) => {
+                if let Some(reply) = self.chord_waiting.remove(&e.request) {
+                    let _ = reply.send(e.result.map_err(|e| e.to_string()));
+                }
+            }
             other => tracing::debug!("{other:?}"),
         }
     }
@@ -203,6 +215,18 @@ impl Host {
                         .collect(),
                 };
                 let _ = reply.send(entries);
+            }
+            Request::Chord { op, reply } => {
+                self.last_chord_request += 1;
+                let request = self.last_chord_request;
+                match self.input(Input::Command(Command::Chord { request, op })) {
+                    Ok(()) => {
+                        self.chord_waiting.insert(request, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
             }
             Request::Shutdown => self.begin_stop(Exit::Requested),
         }

@@ -24,6 +24,8 @@ pub struct Config {
     pub limits: Limits,
     /// Timer periods and timeouts.
     pub timers: Timers,
+    /// Chord (SPEC.md §20): `Some` makes the node a ring member (it needs `listen_addr`).
+    pub chord: Option<crate::chord::ChordConfig>,
 }
 
 impl Config {
@@ -39,6 +41,7 @@ impl Config {
             compression: true,
             limits: Limits::default(),
             timers: Timers::default(),
+            chord: None,
         }
     }
 
@@ -96,6 +99,8 @@ pub struct Limits {
     /// Encoded bytes of every table write held; peers' writes may take it to twice this, past
     /// which they are dropped and counted.
     pub table_bytes_max: usize,
+    /// Chord-only connections open at once; at the bound the idlest is closed.
+    pub chord_conns_max: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +125,7 @@ impl Default for Limits {
             table_entries_max: 100_000,
             table_key_writes_max: 32,
             table_bytes_max: 64 * 1024 * 1024,
+            chord_conns_max: 64,
         }
     }
 }

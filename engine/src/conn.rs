@@ -68,6 +68,8 @@ pub(crate) struct Conn {
     pub(crate) last_sent_at: Instant,
     send_queue: VecDeque<Bytes>,
     pub(crate) stats: ConnStats,
+    /// A chord-only connection (SPEC.md §20.4): never a mesh link.
+    pub(crate) chord_only: bool,
 }
 
 impl Conn {
@@ -87,6 +89,7 @@ impl Conn {
             last_sent_at: now,
             send_queue: VecDeque::new(),
             stats: ConnStats::default(),
+            chord_only: false,
         }
     }
 

@@ -95,7 +95,8 @@ pub enum Command {
         /// The peer.
         node: NodeId,
     },
-    /// Say BYE to every peer and close every connection.
+    /// Say BYE to every peer and close every connection (a Chord member first hands its
+    /// records to its successor).
     Shutdown,
     /// Set a sync-table key, optionally taking a lease on it (SPEC.md §19).
     TableSet {
@@ -116,6 +117,13 @@ pub enum Command {
     TableRelease {
         /// The key.
         key: Vec<u8>,
+    },
+    /// A Chord put, get, delete or lookup; its end comes as [`Event::Chord`] with `request`.
+    Chord {
+        /// The application's id for it, echoed in the event.
+        request: u64,
+        /// What to do.
+        op: crate::chord::ChordRequest,
     },
 }
 
@@ -247,6 +255,8 @@ pub enum Event {
         /// When its lease ends, Unix ms.
         until_ms: u64,
     },
+    /// A Chord request ended.
+    Chord(crate::chord::ChordEvent),
 }
 
 /// A driver or application misuse of [`crate::Node::handle_input`]. Bytes from the network never
@@ -322,4 +332,7 @@ pub enum InputError {
     /// A release of a lease this node does not hold.
     #[error("this node holds no lease on that key")]
     NotLeaseOwner,
+    /// A Chord command to a node that is no ring member (no `Config::chord` or listen address).
+    #[error("chord is not enabled on this node")]
+    ChordDisabled,
 }

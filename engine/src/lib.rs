@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chord;
 pub mod config;
 mod conn;
 mod discovery;

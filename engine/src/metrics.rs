@@ -78,6 +78,8 @@ pub struct ByProtocol {
     pub repair: Traffic,
     /// TABLE_WRITE, TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES.
     pub table: Traffic,
+    /// The Chord family (0x03).
+    pub chord: Traffic,
 }
 
 impl ByProtocol {
@@ -89,18 +91,20 @@ impl ByProtocol {
             Code::BROADCAST => &mut self.mesh,
             Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => &mut self.repair,
             c if c.family() == Some(weft_protocol::Family::Table) => &mut self.table,
+            c if c.family() == Some(weft_protocol::Family::Chord) => &mut self.chord,
             _ => &mut self.session,
         }
     }
 
     /// Each protocol's name and counters, in a fixed order.
-    pub fn named(&self) -> [(&'static str, Traffic); 5] {
+    pub fn named(&self) -> [(&'static str, Traffic); 6] {
         [
             ("session", self.session),
             ("discovery", self.discovery),
             ("mesh", self.mesh),
             ("repair", self.repair),
             ("table", self.table),
+            ("chord", self.chord),
         ]
     }
 }

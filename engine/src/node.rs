@@ -8,9 +8,11 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant,
-    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant, TableWrite, CAP_LZ4,
+    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant, TableWrite,
+    CAP_CHORD_ONLY, CAP_LZ4,
 };
 
+use crate::chord::Chord;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Enqueued, Peer, Priority};
 use crate::discovery::Discovery;
@@ -22,6 +24,10 @@ use crate::metrics::{ConnStats, NodeMetrics};
 use crate::table::{Received, Table, TableLimits};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
+
+#[path = "node_chord.rs"]
+mod node_chord;
+use node_chord::ChordConns;
 
 /// A host as `weft network` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +63,9 @@ pub struct Node {
     table: Table,
     discovery: Discovery,
     metrics: NodeMetrics,
+    /// The Chord machine, when this node is a ring member.
+    chord: Option<Chord>,
+    chord_conns: ChordConns,
     wall_clock: Option<(u64, Instant)>,
     now: Instant,
     started: bool,
@@ -95,7 +104,10 @@ impl Node {
             config.limits.cascade_seen_max,
             config.incarnation,
         );
+        let chord = Node::new_chord(&config, identity.node_id());
         Node {
+            chord,
+            chord_conns: ChordConns::default(),
             config,
             identity,
             network,
@@ -127,7 +139,7 @@ impl Node {
     pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
         self.advance(now);
         let now = self.now;
-        match input {
+        let result = match input {
             Input::Accepted { conn, addr } => self.on_accepted(now, conn, addr),
             Input::Connected { conn } => self.on_connected(now, conn),
             Input::ConnectFailed { conn } => self.on_connect_failed(now, conn),
@@ -147,7 +159,9 @@ impl Node {
                 Ok(())
             }
             Input::Command(command) => self.on_command(now, command),
-        }
+        };
+        self.pump_chord(now);
+        result
     }
 
     /// Runs every timer due at `now`. Calling it early, or twice, does nothing.
@@ -165,7 +179,18 @@ impl Node {
     /// the latest `now` it was given.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(at, _)| at.max(self.now))
+        let node = self.timers.next().map(|(at, _)| at);
+        let chord = self.chord.as_ref().and_then(|c| c.poll_timeout());
+        let next = match (node, chord) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.max(self.now))
+    }
+
+    /// The Chord machine, when this node is a ring member.
+    pub fn chord(&self) -> Option<&Chord> {
+        self.chord.as_ref()
     }
 
     // ----- inspection ---------------------------------------------------------------------
@@ -321,6 +346,13 @@ impl Node {
                 }
             }
         }
+        if let Some(chord) = self.chord.as_mut() {
+            chord.start(now);
+            if chord.poll_timeout().is_some_and(|at| at <= now) {
+                chord.handle_timeout(now);
+            }
+            self.pump_chord(now);
+        }
     }
 
     /// Liveness: handshake timeouts, peer timeouts, PINGs.
@@ -397,7 +429,9 @@ impl Node {
     fn count(&self, direction: Direction) -> usize {
         self.conns
             .values()
-            .filter(|c| c.direction == direction && !matches!(c.state, ConnState::Closing))
+            .filter(|c| {
+                c.direction == direction && !c.chord_only && !matches!(c.state, ConnState::Closing)
+            })
             .count()
     }
 
@@ -451,12 +485,14 @@ impl Node {
             Some(ConnState::Dialing) => {
                 self.conns.remove(&conn);
                 self.dial_failed(now, conn);
+                self.chord_closed(conn);
                 Ok(())
             }
             // A Close we asked for may cross the driver's failure report.
             Some(ConnState::Closing) => {
                 self.conns.remove(&conn);
                 self.dial_targets.remove(&conn);
+                self.chord_closed(conn);
                 Ok(())
             }
             _ => Err(InputError::NotDialing(conn)),
@@ -481,6 +517,7 @@ impl Node {
         }
         self.close(conn, CloseReason::Lost, None);
         self.conns.remove(&conn);
+        self.chord_closed(conn);
         self.dial_failed(now, conn);
         Ok(())
     }
@@ -494,7 +531,12 @@ impl Node {
             nonce,
             incarnation: self.config.incarnation,
             listen_addr: self.config.listen_addr.clone(),
-            capabilities: if self.config.compression { CAP_LZ4 } else { 0 },
+            capabilities: if self.config.compression { CAP_LZ4 } else { 0 }
+                | if self.chord_conns.dialing.contains_key(&conn) {
+                    CAP_CHORD_ONLY
+                } else {
+                    0
+                },
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Handshaking(Box::new(Handshake::new(nonce)));
@@ -730,6 +772,11 @@ impl Node {
             }
         };
         let established = self.conns.get(&conn).and_then(|c| c.peer()).is_some();
+        if established && self.is_chord_conn(conn) && !Node::allowed_on_chord_conn(&msg) {
+            let what = "mesh or discovery message on a chord-only connection";
+            let bye = Some(ByeReason::ProtocolViolation);
+            return self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+        }
         match (msg, established) {
             (Message::Bye(reason), _) => self.close(conn, CloseReason::PeerSaidBye(reason), None),
             (Message::Hello(hello), false) => self.on_hello(conn, hello),
@@ -759,6 +806,7 @@ impl Node {
                     self.on_table_write(conn, None, w);
                 }
             }
+            (Message::Chord(m), true) => self.on_chord_message(now, conn, m),
             (_, _) => {
                 let what = if established {
                     "handshake message after the handshake"
@@ -838,6 +886,9 @@ impl Node {
         c.state = ConnState::Established(peer);
         self.dial_targets.remove(&conn);
         self.metrics.handshakes_completed += 1;
+        if self.chord_only(conn, hello.capabilities) {
+            return self.chord_established(now, conn, node);
+        }
         let restarted =
             self.mesh.check_incarnation(node, hello.incarnation) == IncarnationCheck::Restarted;
         if let Some(&old) = self.links.get(&node) {
@@ -878,6 +929,7 @@ impl Node {
         }
         self.send_digest(conn);
         self.send_table_digest(conn);
+        self.chord_maybe_join(now, node, hello.listen_addr.as_deref());
     }
 
     /// The tie-break between two links to one peer: true if `old` stays. Both ends reach the
@@ -1273,7 +1325,16 @@ impl Node {
                 let conn = *self.links.get(&node).ok_or(InputError::NotLinked(node))?;
                 self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));
             }
+            Command::Chord { request, op } => {
+                let chord = self.chord.as_mut().ok_or(InputError::ChordDisabled)?;
+                chord.request(now, request, op);
+            }
             Command::Shutdown => {
+                if let Some(chord) = self.chord.as_mut() {
+                    chord.leave(now);
+                }
+                self.pump_chord(now);
+                self.chord = None;
                 let ids: Vec<ConnId> = self.conns.keys().copied().collect();
                 for id in ids {
                     self.close(id, CloseReason::Shutdown, Some(ByeReason::Shutdown));

@@ -16,7 +16,7 @@ pub enum Family {
     Mesh,
     /// 0x02xx: the replicated sync table.
     Table,
-    /// 0x03xx: the Chord distributed hash table (reserved).
+    /// 0x03xx: the Chord distributed hash table.
     Chord,
     /// 0x04xx: folder replication, the ploppy protocol (reserved).
     Replication,
@@ -79,9 +79,29 @@ impl Code {
     pub const TABLE_WANT: Code = Code(0x0202);
     /// Sync table anti-entropy: held writes of the wanted buckets.
     pub const TABLE_ENTRIES: Code = Code(0x0203);
+    /// Chord: which node follows a ring position, or who is closer to it.
+    pub const CHORD_FIND: Code = Code(0x0300);
+    /// Chord: the answer to CHORD_FIND.
+    pub const CHORD_FOUND: Code = Code(0x0301);
+    /// Chord: asks for the receiver's predecessor and successor list.
+    pub const CHORD_GET_STATE: Code = Code(0x0302);
+    /// Chord: the answer to CHORD_GET_STATE.
+    pub const CHORD_STATE: Code = Code(0x0303);
+    /// Chord: the sender believes it is the receiver's predecessor.
+    pub const CHORD_NOTIFY: Code = Code(0x0304);
+    /// Chord: puts or deletes values of a key under one ring position.
+    pub const CHORD_STORE: Code = Code(0x0305);
+    /// Chord: the answer to CHORD_STORE.
+    pub const CHORD_STORED: Code = Code(0x0306);
+    /// Chord: asks for the values of a key under one ring position.
+    pub const CHORD_FETCH: Code = Code(0x0307);
+    /// Chord: the answer to CHORD_FETCH.
+    pub const CHORD_VALUES: Code = Code(0x0308);
+    /// Chord: records the receiver now owns.
+    pub const CHORD_HANDOVER: Code = Code(0x0309);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 26] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -98,6 +118,16 @@ impl Code {
         Code::TABLE_DIGEST,
         Code::TABLE_WANT,
         Code::TABLE_ENTRIES,
+        Code::CHORD_FIND,
+        Code::CHORD_FOUND,
+        Code::CHORD_GET_STATE,
+        Code::CHORD_STATE,
+        Code::CHORD_NOTIFY,
+        Code::CHORD_STORE,
+        Code::CHORD_STORED,
+        Code::CHORD_FETCH,
+        Code::CHORD_VALUES,
+        Code::CHORD_HANDOVER,
     ];
 
     /// The code's protocol family (its range), known or reserved.
@@ -129,6 +159,16 @@ impl Code {
             Code::TABLE_DIGEST => "TABLE_DIGEST",
             Code::TABLE_WANT => "TABLE_WANT",
             Code::TABLE_ENTRIES => "TABLE_ENTRIES",
+            Code::CHORD_FIND => "CHORD_FIND",
+            Code::CHORD_FOUND => "CHORD_FOUND",
+            Code::CHORD_GET_STATE => "CHORD_GET_STATE",
+            Code::CHORD_STATE => "CHORD_STATE",
+            Code::CHORD_NOTIFY => "CHORD_NOTIFY",
+            Code::CHORD_STORE => "CHORD_STORE",
+            Code::CHORD_STORED => "CHORD_STORED",
+            Code::CHORD_FETCH => "CHORD_FETCH",
+            Code::CHORD_VALUES => "CHORD_VALUES",
+            Code::CHORD_HANDOVER => "CHORD_HANDOVER",
             _ => "UNKNOWN",
         }
     }
@@ -151,5 +191,7 @@ mod tests {
         assert_eq!(Code(0x0700).family(), None);
         assert!(!Code(0x02ff).is_known());
         assert_eq!(Code::TABLE_WRITE.family(), Some(Family::Table));
+        assert!(!Code(0x030a).is_known());
+        assert_eq!(Code::CHORD_FIND.family(), Some(Family::Chord));
     }
 }

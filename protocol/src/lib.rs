@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chord;
 pub mod code;
 pub mod compress;
 pub mod decoder;
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod message;
 pub mod table;
 
+pub use chord::*;
 pub use code::{Code, Family};
 pub use decoder::FrameDecoder;
 pub use error::ProtocolError;

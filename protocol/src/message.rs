@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chord::ChordMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, MAX_PAYLOAD_LEN};
@@ -30,6 +31,9 @@ pub const MAX_WANT_RANGES: usize = 1024;
 
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
+
+/// Capability bit in HELLO: the connection carries Chord only and is no mesh link (SPEC.md §20.4).
+pub const CAP_CHORD_ONLY: u32 = 0x2;
 
 /// First frame each side sends on a new connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +248,8 @@ pub enum Message<'a> {
     TableWant(TableWant),
     /// TABLE_ENTRIES.
     TableEntries(TableEntries),
+    /// A Chord message (family 0x03, SPEC.md §20).
+    Chord(ChordMessage),
 }
 
 impl<'a> Message<'a> {
@@ -266,6 +272,7 @@ impl<'a> Message<'a> {
             Message::TableDigest(_) => Code::TABLE_DIGEST,
             Message::TableWant(_) => Code::TABLE_WANT,
             Message::TableEntries(_) => Code::TABLE_ENTRIES,
+            Message::Chord(m) => m.code(),
         }
     }
 
@@ -289,6 +296,7 @@ impl<'a> Message<'a> {
             Message::TableDigest(m) => postcard::to_allocvec(m),
             Message::TableWant(m) => postcard::to_allocvec(m),
             Message::TableEntries(m) => postcard::to_allocvec(m),
+            Message::Chord(m) => m.encode_payload(),
         };
         encoded.unwrap_or_default()
     }
@@ -317,6 +325,9 @@ impl<'a> Message<'a> {
             Code::TABLE_DIGEST => Message::TableDigest(strict(code, payload)?),
             Code::TABLE_WANT => Message::TableWant(strict(code, payload)?),
             Code::TABLE_ENTRIES => Message::TableEntries(strict(code, payload)?),
+            c if c.is_known() && c.family() == Some(crate::Family::Chord) => {
+                Message::Chord(ChordMessage::decode(code, payload)?)
+            }
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
         msg.check_limits()?;
@@ -390,13 +401,20 @@ impl<'a> Message<'a> {
                     "entries over their limit or with an invalid write",
                 ))
             }
+            Message::Chord(m) => match m.limit_error() {
+                Some(reason) => Err(malformed(reason)),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
 }
 
 /// Decodes one postcard value that must use every byte of `payload`.
-fn strict<'a, T: Deserialize<'a>>(code: Code, payload: &'a [u8]) -> Result<T, ProtocolError> {
+pub(crate) fn strict<'a, T: Deserialize<'a>>(
+    code: Code,
+    payload: &'a [u8],
+) -> Result<T, ProtocolError> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(ProtocolError::DecompressedTooLarge {
             size: payload.len() as u64,

@@ -22,7 +22,10 @@ use weft_protocol::{
     MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
 };
 use weft_protocol::{
-    BucketHash, Hlc, TableDigest, TableEntries, TableWant, TableWrite, MAX_TABLE_KEY_LEN,
+    BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
+    ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
+    TableDigest, TableEntries, TableWant, TableWrite, MAX_CHORD_KEY_LEN, MAX_CHORD_PEERS,
+    MAX_CHORD_VALUES, MAX_CHORD_VALUE_LEN, MAX_HANDOVER_RECORDS, MAX_TABLE_KEY_LEN,
     MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS,
 };
 
@@ -484,9 +487,9 @@ impl Owned {
         }
     }
 
-    /// One of the sixteen variants, chosen uniformly.
+    /// One of the twenty-six variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 16) {
+        Owned::Plain(match below(g, 26) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -520,8 +523,111 @@ impl Owned {
                 })
             }
             14 => Message::TableEntries(gen_table_entries(g, big)),
-            _ => return Owned::Repair(OwnedBroadcast::gen(g, big)),
+            15 => return Owned::Repair(OwnedBroadcast::gen(g, big)),
+            chord => Message::Chord(gen_chord(g, chord - 16, big)),
         })
+    }
+}
+
+fn chord_peers(g: &mut Gen, big: bool) -> Vec<ChordPeer> {
+    let n = if big && one_in(g, 8) {
+        MAX_CHORD_PEERS
+    } else {
+        below(g, 5)
+    };
+    (0..n)
+        .map(|_| ChordPeer {
+            node: node(g),
+            addr: addr(g),
+        })
+        .collect()
+}
+
+fn chord_bytes(g: &mut Gen, max: usize, big: bool) -> Vec<u8> {
+    let n = if big && one_in(g, 8) {
+        max
+    } else {
+        below(g, 24)
+    };
+    (0..n).map(|_| u8::arbitrary(g)).collect()
+}
+
+fn chord_value(g: &mut Gen, big: bool) -> ChordValue {
+    ChordValue {
+        value: chord_bytes(g, MAX_CHORD_VALUE_LEN, big),
+        lifetime_ms: Option::<u64>::arbitrary(g),
+    }
+}
+
+fn chord_values(g: &mut Gen, big: bool) -> Vec<ChordValue> {
+    let n = if big && one_in(g, 8) {
+        MAX_CHORD_VALUES
+    } else {
+        below(g, 4)
+    };
+    // Values at their limit only while the count is small, to keep payloads bounded.
+    (0..n).map(|_| chord_value(g, big && n < 4)).collect()
+}
+
+/// Chord message number `variant` (0..10, code order), within every limit.
+fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
+    let request = u64::arbitrary(g);
+    let position = u64::arbitrary(g);
+    match variant {
+        0 => ChordMessage::Find(ChordFind {
+            request,
+            target: position,
+        }),
+        1 => ChordMessage::Found(ChordFound {
+            request,
+            done: bool::arbitrary(g),
+            peers: chord_peers(g, big),
+        }),
+        2 => ChordMessage::GetState(request),
+        3 => ChordMessage::State(ChordState {
+            request,
+            predecessor: chord_peers(g, false).into_iter().next(),
+            successors: chord_peers(g, big),
+        }),
+        4 => ChordMessage::Notify,
+        5 => ChordMessage::Store(ChordStore {
+            request,
+            position,
+            key: chord_bytes(g, MAX_CHORD_KEY_LEN, big),
+            op: if bool::arbitrary(g) {
+                StoreOp::Put(chord_value(g, big))
+            } else {
+                StoreOp::Delete(
+                    bool::arbitrary(g).then(|| chord_bytes(g, MAX_CHORD_VALUE_LEN, big)),
+                )
+            },
+        }),
+        6 => ChordMessage::Stored(ChordStored {
+            request,
+            stored: bool::arbitrary(g),
+        }),
+        7 => ChordMessage::Fetch(ChordFetch {
+            request,
+            position,
+            key: chord_bytes(g, MAX_CHORD_KEY_LEN, big),
+        }),
+        8 => ChordMessage::Values(ChordValues {
+            request,
+            values: chord_values(g, big),
+        }),
+        _ => ChordMessage::Handover(ChordHandover {
+            records: (0..if big && one_in(g, 16) {
+                MAX_HANDOVER_RECORDS
+            } else {
+                below(g, 4)
+            })
+                .map(|_| ChordRecord {
+                    position: u64::arbitrary(g),
+                    key: chord_bytes(g, 16, false),
+                    values: chord_values(g, false),
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -563,6 +669,10 @@ arbitrary_newtype!(ArbTableDigest(TableDigest), |g| gen_table_digest(g));
 arbitrary_newtype!(ArbTableEntries(TableEntries), |g| gen_table_entries(
     g, true
 ));
+arbitrary_newtype!(ArbChord(ChordMessage), |g| {
+    let variant = below(g, 10);
+    gen_chord(g, variant, true)
+});
 // A message small enough (at most a few KiB) to be cut at every byte boundary.
 arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
 // One to four small messages, each with its own choice of compression.
@@ -1065,6 +1175,87 @@ fn any_message_round_trips() {
         count_if(&PACKED, round_trip(&m.0.as_message()));
     }
     assert!(check(500, &PACKED, prop) > 0, "no frame was compressed");
+}
+
+#[test]
+fn chord_messages_round_trip() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbChord) {
+        count_if(&PACKED, round_trip(&Message::Chord(m.0)));
+    }
+    check(300, &PACKED, prop);
+}
+
+#[test]
+fn a_chord_message_over_any_limit_is_malformed() {
+    fn prop(m: ArbChord, pick: usize) {
+        let over = |n: usize| vec![7u8; n + 1];
+        let extra_peer = ChordPeer {
+            node: NodeId([1; 32]),
+            addr: "x".repeat(MAX_ADDR_LEN + 1),
+        };
+        let broken = match m.0 {
+            ChordMessage::Found(mut f) => {
+                if pick % 2 == 0 {
+                    f.peers = vec![
+                        f.peers.first().cloned().unwrap_or(extra_peer.clone());
+                        MAX_CHORD_PEERS + 1
+                    ];
+                } else {
+                    f.peers.push(extra_peer);
+                }
+                ChordMessage::Found(f)
+            }
+            ChordMessage::State(mut st) => {
+                st.predecessor = Some(extra_peer);
+                ChordMessage::State(st)
+            }
+            ChordMessage::Store(mut st) => {
+                if pick % 2 == 0 {
+                    st.key = over(MAX_CHORD_KEY_LEN);
+                } else {
+                    st.op = StoreOp::Put(ChordValue {
+                        value: over(MAX_CHORD_VALUE_LEN),
+                        lifetime_ms: None,
+                    });
+                }
+                ChordMessage::Store(st)
+            }
+            ChordMessage::Fetch(mut f) => {
+                f.key = over(MAX_CHORD_KEY_LEN);
+                ChordMessage::Fetch(f)
+            }
+            ChordMessage::Values(mut v) => {
+                v.values = vec![
+                    ChordValue {
+                        value: vec![],
+                        lifetime_ms: None
+                    };
+                    MAX_CHORD_VALUES + 1
+                ];
+                ChordMessage::Values(v)
+            }
+            ChordMessage::Handover(mut h) => {
+                h.records.push(ChordRecord {
+                    position: 0,
+                    key: over(MAX_CHORD_KEY_LEN),
+                    values: vec![],
+                });
+                ChordMessage::Handover(h)
+            }
+            // No limits beyond postcard's.
+            _ => return,
+        };
+        let msg = Message::Chord(broken);
+        let payload = msg.encode_payload();
+        assert!(matches!(
+            Message::decode(msg.code(), &payload),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(prop as fn(ArbChord, usize));
 }
 
 #[test]

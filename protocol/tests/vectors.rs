@@ -24,8 +24,11 @@ use weft_protocol::{
     MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES, VERSION,
 };
 use weft_protocol::{
-    BucketHash, Hlc, TableDigest, TableEntries, TableWant, TableWrite, MAX_TABLE_KEY_LEN,
-    MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD, TABLE_BUCKETS,
+    BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
+    ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
+    TableDigest, TableEntries, TableWant, TableWrite, MAX_CHORD_KEY_LEN, MAX_CHORD_PEERS,
+    MAX_CHORD_VALUES, MAX_CHORD_VALUE_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_OPS_PER_MESSAGE,
+    MAX_TABLE_WANT_HELD, TABLE_BUCKETS,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
@@ -345,6 +348,7 @@ fn fields_of(msg: &Message<'_>) -> Value {
             "writes",
             Value::Array(e.writes.iter().map(write_json).collect()),
         )]),
+        Message::Chord(m) => chord_fields(m),
         other => panic!("a message this test does not know: {other:?}"),
     }
 }
@@ -530,6 +534,7 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
         "TABLE_ENTRIES" => Message::TableEntries(TableEntries {
             writes: get_array(f, "writes").iter().map(get_write).collect(),
         }),
+        chord if chord.starts_with("CHORD_") => Message::Chord(chord_from_fields(chord, f)),
         other => panic!("unknown code name {other}"),
     })
 }
@@ -934,6 +939,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
         })),
         true,
     ));
+    v.extend(chord_cases());
     v
 }
 
@@ -1365,6 +1371,7 @@ fn build() -> VectorFile {
         .collect();
     let invalid = invalid_cases()
         .into_iter()
+        .chain(chord_invalid_cases())
         .map(|(name, error, description, bytes)| Invalid {
             name: name.into(),
             error: error.into(),
@@ -1570,6 +1577,11 @@ fn the_vectors_cover_every_message_reason_and_error() {
         Code::TABLE_DIGEST,
         Code::TABLE_WANT,
         Code::TABLE_ENTRIES,
+        Code::CHORD_FOUND,
+        Code::CHORD_FETCH,
+        Code::CHORD_STORE,
+        Code::CHORD_VALUES,
+        Code::CHORD_NOTIFY,
     ] {
         assert!(
             file.invalid.iter().any(|i| i.error == "MalformedPayload"
@@ -1652,4 +1664,390 @@ fn the_size_mismatch_block_is_otherwise_valid() {
         weft_protocol::compress::decompress(&block).unwrap(),
         b"aaaaabbbbb"
     );
+}
+
+// =============================================================================================
+// Chord (SPEC.md §20)
+
+fn chord_peer_json(p: &ChordPeer) -> Value {
+    obj([("node", hexv(&p.node.0)), ("addr", p.addr.clone().into())])
+}
+
+fn chord_peers_json(peers: &[ChordPeer]) -> Value {
+    Value::Array(peers.iter().map(chord_peer_json).collect())
+}
+
+fn chord_value_json(v: &ChordValue) -> Value {
+    obj([
+        ("value", hexv(&v.value)),
+        (
+            "lifetime_ms",
+            v.lifetime_ms.map_or(Value::Null, Value::from),
+        ),
+    ])
+}
+
+fn chord_values_json(values: &[ChordValue]) -> Value {
+    Value::Array(values.iter().map(chord_value_json).collect())
+}
+
+/// A chord message's fields as JSON: peers as {node, addr}, values as {value, lifetime_ms},
+/// a store op as {"put": value} or {"delete": hex or null}.
+fn chord_fields(m: &ChordMessage) -> Value {
+    match m {
+        ChordMessage::Find(f) => obj([("request", f.request.into()), ("target", f.target.into())]),
+        ChordMessage::Found(f) => obj([
+            ("request", f.request.into()),
+            ("done", f.done.into()),
+            ("peers", chord_peers_json(&f.peers)),
+        ]),
+        ChordMessage::GetState(r) => obj([("request", (*r).into())]),
+        ChordMessage::State(s) => obj([
+            ("request", s.request.into()),
+            (
+                "predecessor",
+                s.predecessor.as_ref().map_or(Value::Null, chord_peer_json),
+            ),
+            ("successors", chord_peers_json(&s.successors)),
+        ]),
+        ChordMessage::Notify => obj([]),
+        ChordMessage::Store(s) => obj([
+            ("request", s.request.into()),
+            ("position", s.position.into()),
+            ("key", hexv(&s.key)),
+            (
+                "op",
+                match &s.op {
+                    StoreOp::Put(v) => obj([("put", chord_value_json(v))]),
+                    StoreOp::Delete(v) => obj([("delete", v.as_deref().map_or(Value::Null, hexv))]),
+                },
+            ),
+        ]),
+        ChordMessage::Stored(s) => {
+            obj([("request", s.request.into()), ("stored", s.stored.into())])
+        }
+        ChordMessage::Fetch(f) => obj([
+            ("request", f.request.into()),
+            ("position", f.position.into()),
+            ("key", hexv(&f.key)),
+        ]),
+        ChordMessage::Values(v) => obj([
+            ("request", v.request.into()),
+            ("values", chord_values_json(&v.values)),
+        ]),
+        ChordMessage::Handover(h) => obj([(
+            "records",
+            Value::Array(
+                h.records
+                    .iter()
+                    .map(|r| {
+                        obj([
+                            ("position", r.position.into()),
+                            ("key", hexv(&r.key)),
+                            ("values", chord_values_json(&r.values)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        )]),
+    }
+}
+
+fn get_chord_peer(p: &Value) -> ChordPeer {
+    ChordPeer {
+        node: NodeId(get_32(p, "node")),
+        addr: get(p, "addr")
+            .as_str()
+            .expect("addr is a string")
+            .to_string(),
+    }
+}
+
+fn get_chord_value(v: &Value) -> ChordValue {
+    ChordValue {
+        value: get_bytes(v, "value"),
+        lifetime_ms: get(v, "lifetime_ms").as_u64(),
+    }
+}
+
+fn get_bool(f: &Value, key: &str) -> bool {
+    get(f, key).as_bool().expect("a bool")
+}
+
+/// The chord message a vector's `fields` describe.
+fn chord_from_fields(code_name: &str, f: &Value) -> ChordMessage {
+    let values = |f: &Value| get_array(f, "values").iter().map(get_chord_value).collect();
+    match code_name {
+        "CHORD_FIND" => ChordMessage::Find(ChordFind {
+            request: get_u64(f, "request"),
+            target: get_u64(f, "target"),
+        }),
+        "CHORD_FOUND" => ChordMessage::Found(ChordFound {
+            request: get_u64(f, "request"),
+            done: get_bool(f, "done"),
+            peers: get_array(f, "peers").iter().map(get_chord_peer).collect(),
+        }),
+        "CHORD_GET_STATE" => ChordMessage::GetState(get_u64(f, "request")),
+        "CHORD_STATE" => ChordMessage::State(ChordState {
+            request: get_u64(f, "request"),
+            predecessor: match get(f, "predecessor") {
+                Value::Null => None,
+                p => Some(get_chord_peer(p)),
+            },
+            successors: get_array(f, "successors")
+                .iter()
+                .map(get_chord_peer)
+                .collect(),
+        }),
+        "CHORD_NOTIFY" => ChordMessage::Notify,
+        "CHORD_STORE" => {
+            let op = get(f, "op");
+            ChordMessage::Store(ChordStore {
+                request: get_u64(f, "request"),
+                position: get_u64(f, "position"),
+                key: get_bytes(f, "key"),
+                op: match op.get("put") {
+                    Some(v) => StoreOp::Put(get_chord_value(v)),
+                    None => StoreOp::Delete(match get(op, "delete") {
+                        Value::Null => None,
+                        _ => Some(get_bytes(op, "delete")),
+                    }),
+                },
+            })
+        }
+        "CHORD_STORED" => ChordMessage::Stored(ChordStored {
+            request: get_u64(f, "request"),
+            stored: get_bool(f, "stored"),
+        }),
+        "CHORD_FETCH" => ChordMessage::Fetch(ChordFetch {
+            request: get_u64(f, "request"),
+            position: get_u64(f, "position"),
+            key: get_bytes(f, "key"),
+        }),
+        "CHORD_VALUES" => ChordMessage::Values(ChordValues {
+            request: get_u64(f, "request"),
+            values: values(f),
+        }),
+        "CHORD_HANDOVER" => ChordMessage::Handover(ChordHandover {
+            records: get_array(f, "records")
+                .iter()
+                .map(|r| ChordRecord {
+                    position: get_u64(r, "position"),
+                    key: get_bytes(r, "key"),
+                    values: values(r),
+                })
+                .collect(),
+        }),
+        other => panic!("unknown code name {other}"),
+    }
+}
+
+/// (name, message, compressed) for every chord vector.
+fn chord_cases() -> Vec<(String, Owned, bool)> {
+    let plain =
+        |name: &str, m: ChordMessage| (name.to_string(), Owned::Plain(Message::Chord(m)), false);
+    let peer = |start: u8, addr: &str| ChordPeer {
+        node: NodeId(pat(start)),
+        addr: addr.to_string(),
+    };
+    let value = |v: &[u8], lifetime_ms| ChordValue {
+        value: v.to_vec(),
+        lifetime_ms,
+    };
+    vec![
+        plain(
+            "chord_find",
+            ChordMessage::Find(ChordFind {
+                request: 1,
+                target: 0x0123_4567_89AB_CDEF,
+            }),
+        ),
+        plain(
+            "chord_found_done",
+            ChordMessage::Found(ChordFound {
+                request: 1,
+                done: true,
+                peers: vec![peer(0x10, "192.0.2.1:7946"), peer(0x30, "192.0.2.2:7946")],
+            }),
+        ),
+        plain(
+            "chord_found_next_hops",
+            ChordMessage::Found(ChordFound {
+                request: u64::MAX,
+                done: false,
+                peers: vec![peer(0x50, "198.51.100.9:1")],
+            }),
+        ),
+        plain("chord_get_state", ChordMessage::GetState(300)),
+        plain(
+            "chord_state",
+            ChordMessage::State(ChordState {
+                request: 300,
+                predecessor: Some(peer(0x70, "203.0.113.1:7946")),
+                successors: vec![peer(0x10, "192.0.2.1:7946")],
+            }),
+        ),
+        plain(
+            "chord_state_pushed_without_predecessor",
+            ChordMessage::State(ChordState {
+                request: 0,
+                predecessor: None,
+                successors: vec![],
+            }),
+        ),
+        plain("chord_notify", ChordMessage::Notify),
+        plain(
+            "chord_store_put",
+            ChordMessage::Store(ChordStore {
+                request: 7,
+                position: 42,
+                key: b"drop/1".to_vec(),
+                op: StoreOp::Put(value(b"node-a", Some(60_000))),
+            }),
+        ),
+        plain(
+            "chord_store_delete_one",
+            ChordMessage::Store(ChordStore {
+                request: 8,
+                position: u64::MAX,
+                key: b"drop/1".to_vec(),
+                op: StoreOp::Delete(Some(b"node-a".to_vec())),
+            }),
+        ),
+        plain(
+            "chord_store_delete_all",
+            ChordMessage::Store(ChordStore {
+                request: 9,
+                position: 0,
+                key: vec![],
+                op: StoreOp::Delete(None),
+            }),
+        ),
+        plain(
+            "chord_stored",
+            ChordMessage::Stored(ChordStored {
+                request: 7,
+                stored: true,
+            }),
+        ),
+        plain(
+            "chord_fetch",
+            ChordMessage::Fetch(ChordFetch {
+                request: 10,
+                position: 42,
+                key: b"drop/1".to_vec(),
+            }),
+        ),
+        plain(
+            "chord_values",
+            ChordMessage::Values(ChordValues {
+                request: 10,
+                values: vec![value(b"node-a", Some(59_000)), value(b"node-b", None)],
+            }),
+        ),
+        plain(
+            "chord_handover",
+            ChordMessage::Handover(ChordHandover {
+                records: vec![ChordRecord {
+                    position: 42,
+                    key: b"drop/1".to_vec(),
+                    values: vec![value(b"node-a", None)],
+                }],
+            }),
+        ),
+        (
+            "chord_handover_compressed".into(),
+            Owned::Plain(Message::Chord(ChordMessage::Handover(ChordHandover {
+                records: (0..8)
+                    .map(|i| ChordRecord {
+                        position: i,
+                        key: b"drop/0123456789".to_vec(),
+                        values: vec![value(b"node-0123456789", None)],
+                    })
+                    .collect(),
+            }))),
+            true,
+        ),
+    ]
+}
+
+/// Invalid chord frames: every chord limit broken once, and a NOTIFY with a payload.
+fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let peer = |n: u8| [vec![n; 32], string(b"a:1")].concat();
+    let peers = |count: usize| {
+        let mut p = varint(count as u64);
+        for i in 0..count {
+            p.extend_from_slice(&peer(i as u8));
+        }
+        p
+    };
+    let found = [varint(1), vec![1], peers(MAX_CHORD_PEERS + 1)].concat();
+    let long_key = vec![b'k'; MAX_CHORD_KEY_LEN + 1];
+    let fetch = [varint(1), varint(2), string(&long_key)].concat();
+    let big_value = vec![0u8; MAX_CHORD_VALUE_LEN + 1];
+    // request, position, key, op = Put (0) { value, lifetime None (0) }
+    let store = [
+        varint(1),
+        varint(2),
+        string(b"k"),
+        vec![0],
+        string(&big_value),
+        vec![0],
+    ]
+    .concat();
+    let mut values = varint(1);
+    values.extend_from_slice(&varint(MAX_CHORD_VALUES as u64 + 1));
+    for i in 0..=MAX_CHORD_VALUES {
+        values.extend_from_slice(&string(&[i as u8]));
+        values.push(0);
+    }
+    vec![
+        (
+            "malformed_payload_chord_found_too_many_peers",
+            "MalformedPayload",
+            "CHORD_FOUND listing MAX_CHORD_PEERS + 1 peers",
+            raw_frame(1, 0, Code::CHORD_FOUND.0, &found),
+        ),
+        (
+            "malformed_payload_chord_fetch_key_too_long",
+            "MalformedPayload",
+            "CHORD_FETCH with a key of MAX_CHORD_KEY_LEN + 1 bytes",
+            raw_frame(1, 0, Code::CHORD_FETCH.0, &fetch),
+        ),
+        (
+            "malformed_payload_chord_store_value_too_long",
+            "MalformedPayload",
+            "CHORD_STORE putting a value of MAX_CHORD_VALUE_LEN + 1 bytes",
+            raw_compressed(Code::CHORD_STORE, &store),
+        ),
+        (
+            "malformed_payload_chord_values_too_many",
+            "MalformedPayload",
+            "CHORD_VALUES carrying MAX_CHORD_VALUES + 1 values",
+            raw_frame(1, 0, Code::CHORD_VALUES.0, &values),
+        ),
+        (
+            "malformed_payload_chord_notify_with_payload",
+            "MalformedPayload",
+            "CHORD_NOTIFY has no fields: one byte is a trailing byte",
+            raw_frame(1, 0, Code::CHORD_NOTIFY.0, &[0]),
+        ),
+        (
+            "malformed_payload_chord_store_unknown_op",
+            "MalformedPayload",
+            "CHORD_STORE whose op has variant index 2",
+            raw_frame(
+                1,
+                0,
+                Code::CHORD_STORE.0,
+                &[varint(1), varint(2), string(b"k"), vec![2]].concat(),
+            ),
+        ),
+        (
+            "unknown_command_chord_0x030a",
+            "UnknownCommand",
+            "0x030A is in the chord family but names no message",
+            raw_frame(1, 0, 0x030A, &[]),
+        ),
+    ]
 }

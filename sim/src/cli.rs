@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::table::{self, TableParams};
 use crate::scenario::Report;
@@ -24,6 +25,8 @@ pub enum SimCommand {
     Mesh(MeshArgs),
     /// The sync table: random writers and leases under faults and skewed clocks.
     Table(TableArgs),
+    /// Chord DHT: joins, ring correctness, lookup hops, failures or churn.
+    Chord(ChordArgs),
     /// Many seeds of small networks under swarm faults.
     Sweep {
         /// The protocol to sweep.
@@ -95,6 +98,38 @@ pub struct TableArgs {
     /// Deadline for convergence after the heal, simulated ms.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `weft sim chord` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ChordArgs {
+    /// Nodes (before churn).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub nodes: u32,
+    /// Root seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Lookups measured (with --churn: one per simulated second).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub lookups: u32,
+    /// Keys put and read back.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub keys: u32,
+    /// Fraction of nodes crashing at once once the keys are stored (0 to 0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_fraction: f64,
+    /// Joins and crashes per simulated second each (Poisson), stabilization every 30 s.
+    #[arg(long)]
+    pub churn: Option<f64>,
+    /// Probability each message is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Swarm faults (loss, crashes, leaves, joins from the seed) for a minute after the puts.
+    #[arg(long)]
+    pub swarm: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -182,6 +217,32 @@ pub fn run(args: SimArgs) -> ExitCode {
             p.safety_ms = a.safety_ms;
             p.liveness_ms = a.liveness_ms;
             let r = table::run(&p);
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_text());
+            }
+            exit(r.ok)
+        }
+        Some(SimCommand::Chord(a)) => {
+            if !(0.0..=0.9).contains(&a.fail_fraction) {
+                return bad_args("--fail-fraction must be between 0 and 0.9");
+            }
+            if !(0.0..=0.5).contains(&a.loss) {
+                return bad_args("--loss must be between 0 and 0.5");
+            }
+            if a.churn.is_some_and(|r| !(r > 0.0 && r <= 10.0)) {
+                return bad_args("--churn must be above 0 and at most 10 per second");
+            }
+            let p = ChordParams {
+                keys: a.keys,
+                fail_fraction: a.fail_fraction,
+                churn: a.churn,
+                loss: a.loss,
+                swarm: a.swarm,
+                ..ChordParams::new(a.nodes, a.seed, a.lookups)
+            };
+            let r = chord::run(&p);
             if a.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
@@ -406,6 +467,68 @@ fn default_table() -> ExitCode {
     for line in replays {
         println!("{line}");
     }
-    println!("(times are simulated; each row replays with `weft sim mesh ...` or `weft sim table ...`; see --help)");
+    all_ok &= chord_table();
+    println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; see --help)");
     exit(all_ok)
+}
+
+/// The Chord rows of the default table; true if every run was ok.
+fn chord_table() -> bool {
+    let scenarios = [
+        ("chord, joins", ChordParams::new(256, 1, 1000)),
+        (
+            "chord, 20% fail at once",
+            ChordParams {
+                fail_fraction: 0.2,
+                ..ChordParams::new(128, 1, 500)
+            },
+        ),
+        (
+            "chord, swarm faults",
+            ChordParams {
+                swarm: true,
+                ..ChordParams::new(32, 1, 300)
+            },
+        ),
+    ];
+    println!(
+        "\n{:<26}{:>6}{:>9}{:>10}{:>6}{:>6}{:>9}{:>6}{:>12}{:>9}{:>11}  {:<6}",
+        "scenario",
+        "nodes",
+        "lookups",
+        "mean hops",
+        "p50",
+        "p99",
+        "failed",
+        "lost",
+        "ring ok",
+        "events",
+        "events/s",
+        "result"
+    );
+    let mut all_ok = true;
+    for (name, p) in scenarios {
+        let r = chord::run(&p);
+        all_ok &= r.ok;
+        println!(
+            "{:<26}{:>6}{:>9}{:>10.3}{:>6}{:>6}{:>9.4}{:>6}{:>12}{:>9}{:>11}  {:<6}",
+            name,
+            r.nodes,
+            r.lookups,
+            r.mean_hops,
+            r.p50_hops,
+            r.p99_hops,
+            r.failed_lookup_fraction,
+            r.keys_lost,
+            r.ring_correct_ms
+                .map_or("never".into(), |ms| format!("{ms} ms")),
+            r.events,
+            r.events_per_sec,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        if let Some(v) = &r.violation {
+            println!("  {name}: {v}\n  replay: {}", r.replay);
+        }
+    }
+    all_ok
 }

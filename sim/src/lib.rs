@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chord_net;
 pub mod cli;
 pub mod faults;
 pub mod net;

@@ -28,6 +28,12 @@ enum Cmd {
     Stats(cli::StatsArgs),
     /// Read and write the running node's sync table.
     Table(cli::TableArgs),
+    /// Store a value under a key in the Chord ring (the node runs with --chord).
+    Put(cli::PutArgs),
+    /// Print a key's values from the Chord ring, one per line.
+    Get(cli::GetArgs),
+    /// Remove a key's value (or all its values) from the Chord ring.
+    Delete(cli::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,9 @@ fn main() -> ExitCode {
         Cmd::Network(args) => cli::network(args),
         Cmd::Stats(args) => cli::stats(args),
         Cmd::Table(args) => cli::table(args),
+        Cmd::Put(args) => cli::put(args),
+        Cmd::Get(args) => cli::get(args),
+        Cmd::Delete(args) => cli::delete(args),
     }
 }
 

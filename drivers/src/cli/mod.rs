@@ -1,7 +1,8 @@
-//! The `weft` subcommands this crate owns: `node` runs a node; `send`, `listen`, `network`
-//! and `stats` talk to a running one over its control socket. Each prints a one-line error and
+//! The `weft` subcommands this crate owns: `node` runs a node; `send`, `listen`, `network`,
+//! `stats`, `put`, `get` and `delete` talk to a running one over its control socket. Each prints a one-line error and
 //! exits non-zero when something is wrong.
 
+mod chord;
 mod messages;
 mod node;
 mod query;
@@ -12,6 +13,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};

@@ -48,6 +48,9 @@ pub struct NodeArgs {
     /// The driver.
     #[arg(long, value_enum, default_value_t)]
     driver: Driver,
+    /// Join the Chord ring (through the first linked peer) and serve `weft put/get/delete`.
+    #[arg(long)]
+    chord: bool,
 }
 
 /// Runs `weft node`: exit 130 after SIGINT/SIGTERM, 1 on an error.
@@ -75,6 +78,9 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
         .try_fill_bytes(&mut seed)
         .map_err(|e| format!("no OS randomness: {e}"))?;
     config.rng_seed = u64::from_le_bytes(seed);
+    if args.chord {
+        config.chord = Some(weft_engine::chord::ChordConfig::default());
+    }
     let mut setup = Setup::bind(config, args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();

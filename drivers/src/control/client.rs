@@ -9,7 +9,8 @@ use super::{ControlReply, ControlRequest};
 use crate::report::DeliveryReport;
 
 /// How long a command waits for the node's answer.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// (Longer than a Chord request's own timeout, so `get` hears the node's answer.)
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a command could not get its answer.
 #[derive(Debug, thiserror::Error)]

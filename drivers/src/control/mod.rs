@@ -15,6 +15,9 @@
 //! {"op":"table_release","key":"k"}  ->  {"reply":"written"}
 //! {"op":"table_get","key":"k"}      ->  {"reply":"table","data":[TableEntryReport]} (0 or 1)
 //! {"op":"table_list"}               ->  {"reply":"table","data":[TableEntryReport, ...]}
+//! {"op":"put","key":"k","value":"v"} ->  {"reply":"stored","data":5}  (replicas reached)
+//! {"op":"get","key":"k"}            ->  {"reply":"values","data":["v", ...]}
+//! {"op":"delete","key":"k"}         ->  {"reply":"deleted","data":5}  (optional "value")
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -75,6 +78,29 @@ pub enum ControlRequest {
     },
     /// Every set table key.
     TableList,
+    /// Chord: add `value` to the key's values (UTF-8 text), for `lifetime_ms` if given.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// How long the value lives, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifetime_ms: Option<u64>,
+    },
+    /// Chord: every value of the key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Chord: remove one value of the key, or all of them.
+    Delete {
+        /// The key.
+        key: String,
+        /// The value, or every value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
 }
 
 /// What the node answers.
@@ -95,6 +121,12 @@ pub enum ControlReply {
     Written,
     /// The answer to `table_get` and `table_list`.
     Table(Vec<TableEntryReport>),
+    /// The put reached this many of the key's 5 replicas.
+    Stored(u8),
+    /// The key's values (UTF-8, invalid bytes replaced).
+    Values(Vec<String>),
+    /// The delete reached this many of the key's 5 replicas.
+    Deleted(u8),
     /// The request failed.
     Error(String),
 }

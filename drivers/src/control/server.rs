@@ -13,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{ControlReply, ControlRequest, REQUEST_BYTES_MAX};
+use weft_engine::chord::{ChordRequest, ChordResult};
+
 use crate::handle::{Handle, HandleError, TableOp};
 use crate::report::DeliveryReport;
 
@@ -161,12 +163,43 @@ fn serve_client(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
         ControlRequest::TableList => handle
             .table_read(None)
             .map_or_else(refused, ControlReply::Table),
+        ControlRequest::Put {
+            key,
+            value,
+            lifetime_ms,
+        } => chord_reply(handle.chord(ChordRequest::Put {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            lifetime_ms,
+        })),
+        ControlRequest::Get { key } => chord_reply(handle.chord(ChordRequest::Get {
+            key: key.into_bytes(),
+        })),
+        ControlRequest::Delete { key, value } => chord_reply(handle.chord(ChordRequest::Delete {
+            key: key.into_bytes(),
+            value: value.map(String::into_bytes),
+        })),
     };
     write_reply(&mut stream, &reply)
 }
 
 fn written(result: Result<(), HandleError>) -> ControlReply {
     result.map_or_else(refused, |()| ControlReply::Written)
+}
+
+fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
+    match result {
+        Ok(ChordResult::Put { replicas }) => ControlReply::Stored(replicas),
+        Ok(ChordResult::Delete { replicas }) => ControlReply::Deleted(replicas),
+        Ok(ChordResult::Get { values }) => ControlReply::Values(
+            values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+        ),
+        Ok(other) => ControlReply::Error(format!("unexpected chord result {other:?}")),
+        Err(e) => ControlReply::Error(e),
+    }
 }
 
 /// A `listen` session: deliveries until the node stops or the client leaves.

@@ -70,6 +70,19 @@ impl NodeProc {
         listen: &str,
         peers: &[&str],
     ) -> NodeProc {
+        NodeProc::start_with(dir, net, name, driver, listen, peers, &[])
+    }
+
+    /// [`NodeProc::start`] with extra `weft node` arguments.
+    pub fn start_with(
+        dir: &Path,
+        net: &str,
+        name: &str,
+        driver: &str,
+        listen: &str,
+        peers: &[&str],
+        extra: &[&str],
+    ) -> NodeProc {
         let state = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut cmd = weft();
@@ -81,6 +94,7 @@ impl NodeProc {
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

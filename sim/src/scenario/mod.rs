@@ -1,5 +1,6 @@
 //! Scenarios: what a `weft sim` run does with a world, and the report it prints.
 
+pub mod chord;
 pub mod mesh;
 pub mod table;
 

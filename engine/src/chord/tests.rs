@@ -1,0 +1,430 @@
+//! Chord on a tiny zero-latency network of machines.
+
+use std::collections::VecDeque;
+
+use weft_protocol::{key_position, ChordPeer, NodeId};
+
+use super::*;
+
+fn peer(i: u8) -> ChordPeer {
+    ChordPeer {
+        node: NodeId(*blake3::hash(&[i]).as_bytes()),
+        addr: format!("n{i}"),
+    }
+}
+
+/// Machines by index; `None` is crashed. Messages arrive instantly, in order.
+struct Net {
+    nodes: Vec<Option<Chord>>,
+    peers: Vec<ChordPeer>,
+    now: Instant,
+    queue: VecDeque<(usize, usize, ChordMessage)>,
+    events: Vec<(usize, ChordEvent)>,
+}
+
+impl Net {
+    fn new(n: u8) -> Net {
+        let peers: Vec<ChordPeer> = (0..n).map(peer).collect();
+        Net {
+            nodes: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Some(Chord::new(p.clone(), ChordConfig::default(), i as u64)))
+                .collect(),
+            peers,
+            now: Instant::ZERO,
+            queue: VecDeque::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, i: usize) -> &mut Chord {
+        self.nodes[i].as_mut().expect("a live node")
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(out) = self.nodes[i].as_mut().and_then(|c| c.poll_output()) {
+            match out {
+                ChordOutput::Send { to, msg } => {
+                    // A peer outside this network: the message is lost.
+                    if let Some(j) = self.peers.iter().position(|p| p.node == to.node) {
+                        self.queue.push_back((j, i, msg));
+                    }
+                }
+                ChordOutput::Event(e) => self.events.push((i, e)),
+            }
+        }
+    }
+
+    /// Runs for `ms` simulated milliseconds.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        loop {
+            for i in 0..self.nodes.len() {
+                self.drain(i);
+            }
+            while let Some((to, from, msg)) = self.queue.pop_front() {
+                let from = self.peers[from].clone();
+                if let Some(c) = self.nodes[to].as_mut() {
+                    c.handle_message(self.now, &from, msg);
+                    self.drain(to);
+                }
+            }
+            let next = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(|c| c.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for i in 0..self.nodes.len() {
+                        if let Some(c) = self.nodes[i].as_mut() {
+                            c.handle_timeout(self.now);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn ring_ok(&self) -> bool {
+        let mut live: Vec<&Chord> = self.nodes.iter().flatten().collect();
+        live.sort_by_key(|c| c.me().ring_id());
+        let n = live.len();
+        (0..n).all(|k| {
+            let succ = &live[(k + 1) % n].me().node;
+            let pred = &live[(k + n - 1) % n].me().node;
+            live[k].successors()[0].node == *succ
+                && live[k].predecessor().map(|p| p.node) == Some(*pred)
+        })
+    }
+
+    fn request(&mut self, i: usize, id: u64, r: ChordRequest) -> Result<ChordResult, ChordError> {
+        let now = self.now;
+        self.node(i).request(now, id, r);
+        for _ in 0..150 {
+            if let Some(at) = self.events.iter().position(|(_, e)| e.request == id) {
+                return self.events.remove(at).1.result;
+            }
+            self.run(100);
+        }
+        panic!("no answer to request {id}");
+    }
+}
+
+fn put(key: &[u8], value: &[u8]) -> ChordRequest {
+    ChordRequest::Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        lifetime_ms: None,
+    }
+}
+
+fn get(key: &[u8]) -> ChordRequest {
+    ChordRequest::Get { key: key.to_vec() }
+}
+
+fn joined(n: u8) -> Net {
+    let mut net = Net::new(n);
+    let now = net.now;
+    net.node(0).start(now);
+    for i in 1..n as usize {
+        let via = net.peers[0].clone();
+        net.node(i).join(now, via);
+        net.run(500);
+    }
+    net.run(20_000);
+    net
+}
+
+#[test]
+fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    net.node(0).start(now);
+    assert_eq!(
+        net.request(0, 1, put(b"k", b"v")),
+        Ok(ChordResult::Put { replicas: 5 })
+    );
+    assert_eq!(
+        net.request(0, 2, get(b"k")),
+        Ok(ChordResult::Get {
+            values: vec![Bytes::from_static(b"v")]
+        })
+    );
+    let me = net.peers[0].node;
+    assert_eq!(
+        net.request(0, 3, ChordRequest::Lookup { target: 42 }),
+        Ok(ChordResult::Lookup { owner: me, hops: 0 })
+    );
+}
+
+#[test]
+fn joins_settle_into_the_true_ring_and_lookups_find_owners() {
+    let mut net = joined(8);
+    assert!(net.ring_ok());
+    let mut sorted: Vec<ChordPeer> = net.peers.clone();
+    sorted.sort_by_key(|p| p.ring_id());
+    for (k, target) in [0u64, 1 << 40, u64::MAX / 3, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let owner = sorted
+            .iter()
+            .find(|p| p.ring_id() >= target)
+            .unwrap_or(&sorted[0])
+            .node;
+        match net.request(k % 8, k as u64 + 1, ChordRequest::Lookup { target }) {
+            Ok(ChordResult::Lookup { owner: got, .. }) => assert_eq!(got, owner),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
+    let mut net = joined(8);
+    assert_eq!(
+        net.request(1, 1, put(b"drop", b"a")),
+        Ok(ChordResult::Put { replicas: 5 })
+    );
+    assert!(matches!(
+        net.request(2, 2, put(b"drop", b"b")),
+        Ok(ChordResult::Put { replicas: 5 })
+    ));
+    // Crash every holder but the one holding replica 0.
+    let holder_of = |net: &Net, r: u8| {
+        (0..8).find(|&i| {
+            net.nodes[i]
+                .as_ref()
+                .is_some_and(|c| c.holds(key_position(b"drop", r), b"drop"))
+        })
+    };
+    let keep = holder_of(&net, 0).expect("a holder");
+    for r in 1..5 {
+        match holder_of(&net, r) {
+            Some(h) if h != keep => net.nodes[h] = None,
+            _ => {}
+        }
+    }
+    net.run(20_000);
+    assert!(net.ring_ok());
+    let asker = (0..8)
+        .find(|&i| net.nodes[i].is_some())
+        .expect("a live node");
+    match net.request(asker, 3, get(b"drop")) {
+        Ok(ChordResult::Get { mut values }) => {
+            values.sort();
+            assert_eq!(
+                values,
+                vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    net.run(1000);
+    for r in 0..5 {
+        assert!(holder_of(&net, r).is_some(), "replica {r} not repaired");
+    }
+    let repairs: u64 = net
+        .nodes
+        .iter()
+        .flatten()
+        .map(|c| c.metrics().read_repairs)
+        .sum();
+    assert!(repairs > 0);
+}
+
+#[test]
+fn keys_move_to_a_joiner_and_to_the_successor_on_leave() {
+    let mut net = Net::new(3);
+    let now = net.now;
+    net.node(0).start(now);
+    for k in 0..40u8 {
+        assert!(net.request(0, u64::from(k) + 1, put(&[k], b"v")).is_ok());
+    }
+    assert_eq!(net.node(0).records_len(), 200);
+    for i in 1..3 {
+        let (now, via) = (net.now, net.peers[0].clone());
+        net.node(i).join(now, via);
+        net.run(10_000);
+    }
+    assert!(net.ring_ok());
+    let held: Vec<usize> = (0..3).map(|i| net.node(i).records_len()).collect();
+    assert_eq!(held.iter().sum::<usize>(), 200);
+    assert!(held.iter().all(|&h| h > 0), "{held:?}");
+    let now = net.now;
+    net.node(1).leave(now);
+    net.drain(1);
+    let queued = net.queue.len();
+    net.nodes[1] = None;
+    // The handover is already on its way; delivering it puts every record on the others.
+    while let Some((to, from, msg)) = net.queue.pop_front() {
+        let from = net.peers[from].clone();
+        if let Some(c) = net.nodes[to].as_mut() {
+            c.handle_message(now, &from, msg);
+        }
+    }
+    assert!(queued > 0);
+    assert_eq!(net.node(0).records_len() + net.node(2).records_len(), 200);
+}
+
+#[test]
+fn a_request_with_no_reachable_peer_ends_in_an_error_event() {
+    let mut net = joined(2);
+    net.nodes[1] = None;
+    let now = net.now;
+    net.node(0).request(now, 7, get(b"k"));
+    net.run(11_000);
+    let answers: Vec<&ChordEvent> = net.events.iter().map(|(_, e)| e).collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].request, 7);
+    // Either every replica's owner timed out, or the ring healed to node 0 alone and it
+    // answered (empty) itself; never silence.
+    match &answers[0].result {
+        Err(ChordError::Timeout) => {}
+        Ok(ChordResult::Get { values }) => assert!(values.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_successor_is_replaced_from_the_successor_list() {
+    let mut net = joined(6);
+    let succ = net.node(0).successors()[0].node;
+    let i = net
+        .peers
+        .iter()
+        .position(|p| p.node == succ)
+        .expect("known");
+    net.nodes[i] = None;
+    net.run(10_000);
+    assert!(net.ring_ok());
+    assert_ne!(net.node(0).successors()[0].node, succ);
+}
+
+#[test]
+fn values_expire_after_their_lifetime() {
+    let mut net = joined(3);
+    let r = ChordRequest::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        lifetime_ms: Some(2000),
+    };
+    assert!(net.request(0, 1, r).is_ok());
+    assert_eq!(
+        net.request(1, 2, get(b"k")),
+        Ok(ChordResult::Get {
+            values: vec![Bytes::from_static(b"v")]
+        })
+    );
+    net.run(3000);
+    assert_eq!(
+        net.request(1, 3, get(b"k")),
+        Ok(ChordResult::Get { values: vec![] })
+    );
+}
+
+#[test]
+fn a_request_while_joining_fails_cleanly() {
+    // Joining through a member that never answers: the node routes nothing until it joins,
+    // and a request meanwhile ends in an error event (this once indexed an empty list).
+    let mut net = Net::new(2);
+    net.nodes[1] = None;
+    let (now, via) = (net.now, net.peers[1].clone());
+    net.node(0).join(now, via);
+    assert!(!net.node(0).is_joined());
+    assert_eq!(
+        net.request(0, 1, ChordRequest::Lookup { target: 7 }),
+        Err(ChordError::Timeout)
+    );
+    assert_eq!(net.request(0, 2, get(b"k")), Err(ChordError::Timeout));
+}
+
+/// Arbitrary messages from arbitrary peers, answers to nothing, at arbitrary times: the
+/// machine never panics, its successor list never empties, and every request still ends.
+#[test]
+fn arbitrary_messages_never_break_the_machine() {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed([7; 32]);
+    let mut net = joined(4);
+    let peers: Vec<ChordPeer> = (0..12).map(peer).collect();
+    let pick = |rng: &mut rand_chacha::ChaCha8Rng| peers[(rng.next_u64() % 12) as usize].clone();
+    let mut app = 100;
+    for step in 0..20_000u64 {
+        let r = rng.next_u64();
+        let target = rng.next_u64();
+        let from = pick(&mut rng);
+        let list: Vec<ChordPeer> = (0..r % 6).map(|_| pick(&mut rng)).collect();
+        let request = rng.next_u64() % 64;
+        let value = weft_protocol::ChordValue {
+            value: vec![(r % 7) as u8; (r % 5) as usize],
+            lifetime_ms: (r % 3 == 0).then_some(r % 5000),
+        };
+        let msg = match r % 10 {
+            0 => ChordMessage::Find(weft_protocol::ChordFind { request, target }),
+            1 => ChordMessage::Found(weft_protocol::ChordFound {
+                request,
+                done: r % 4 == 0,
+                peers: list,
+            }),
+            2 => ChordMessage::GetState(request),
+            3 => ChordMessage::State(weft_protocol::ChordState {
+                request: request % 2,
+                predecessor: list.first().cloned(),
+                successors: list,
+            }),
+            4 => ChordMessage::Notify,
+            5 => ChordMessage::Store(weft_protocol::ChordStore {
+                request,
+                position: target,
+                key: vec![(r % 3) as u8],
+                op: if r % 2 == 0 {
+                    weft_protocol::StoreOp::Put(value)
+                } else {
+                    weft_protocol::StoreOp::Delete(None)
+                },
+            }),
+            6 => ChordMessage::Stored(weft_protocol::ChordStored {
+                request,
+                stored: r % 2 == 0,
+            }),
+            7 => ChordMessage::Fetch(weft_protocol::ChordFetch {
+                request,
+                position: target,
+                key: vec![1],
+            }),
+            8 => ChordMessage::Values(weft_protocol::ChordValues {
+                request,
+                values: vec![value],
+            }),
+            _ => ChordMessage::Handover(weft_protocol::ChordHandover {
+                records: vec![weft_protocol::ChordRecord {
+                    position: target,
+                    key: vec![2],
+                    values: vec![value],
+                }],
+            }),
+        };
+        let i = (step % 4) as usize;
+        let now = net.now;
+        net.node(i).handle_message(now, &from, msg);
+        if step % 97 == 0 {
+            app += 1;
+            net.node(i).request(now, app, get(b"k"));
+        }
+        if step % 50 == 0 {
+            net.run(100);
+        }
+        assert!(!net.node(i).successors().is_empty());
+    }
+    net.run(15_000);
+    let ended: Vec<u64> = net.events.iter().map(|(_, e)| e.request).collect();
+    for id in 101..=app {
+        assert!(ended.contains(&id), "request {id} never ended");
+    }
+}
