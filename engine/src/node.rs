@@ -360,6 +360,7 @@ impl Node {
 
     /// Mesh repair: drop expired broadcasts, then send a digest to one random link.
     fn on_repair_timer(&mut self, now: Instant) {
+        self.chord_probe(now);
         self.mesh.expire(now);
         if self.mesh.store_is_empty() || self.links.is_empty() {
             return;
