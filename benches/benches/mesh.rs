@@ -26,6 +26,7 @@ fn joined_world() -> World {
         edges,
         faults: FaultConfig::none(),
         discovery: false,
+        chord: false,
         sabotage: false,
     });
     while !w.all_linked() {

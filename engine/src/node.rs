@@ -385,6 +385,7 @@ impl Node {
     /// Mesh and table repair: drop expired broadcasts, raise the table's reclaim floor, then
     /// send digests to one random link.
     fn on_repair_timer(&mut self, now: Instant) {
+        self.chord_probe(now);
         self.mesh.expire(now);
         if let Some(wall_ms) = self.wall_clock_ms(now) {
             self.table.expire(wall_ms);

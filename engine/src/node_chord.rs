@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use rand_chacha::rand_core::RngCore;
+
 use weft_protocol::{ChordMessage, ChordPeer, Message, NodeId, CAP_CHORD_ONLY};
 
 use crate::chord::{Chord, ChordOutput};
@@ -43,8 +45,9 @@ impl Node {
         ))
     }
 
-    /// Whether `conn` is a chord-only connection (dialed as one, or announced as one).
-    pub(super) fn is_chord_conn(&self, conn: ConnId) -> bool {
+    /// Whether `conn` is a chord-only connection (dialed as one, or announced as one): never
+    /// a mesh link (SPEC.md §20.4).
+    pub fn is_chord_conn(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| c.chord_only)
     }
 
@@ -164,6 +167,26 @@ impl Node {
             msg,
             Message::Chord(_) | Message::Ping(_) | Message::Pong(_) | Message::Bye(_)
         )
+    }
+
+    /// Every repair period: ask one random mesh peer who follows this node on the ring, so
+    /// rings that formed apart (a partition) merge once the mesh joins them (SPEC.md §20.3).
+    pub(super) fn chord_probe(&mut self, now: Instant) {
+        if self.chord.is_none() || self.links.is_empty() {
+            return;
+        }
+        let pick = (self.rng.next_u64() % self.links.len() as u64) as usize;
+        let Some((&node, &conn)) = self.links.iter().nth(pick) else {
+            return;
+        };
+        let addr = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer()?.listen_addr.clone());
+        if let (Some(chord), Some(addr)) = (self.chord.as_mut(), addr) {
+            chord.probe_via(now, ChordPeer { node, addr });
+        }
+        self.pump_chord(now);
     }
 
     /// Joins the ring through a newly linked mesh peer if this node is still alone.

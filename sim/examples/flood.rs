@@ -21,6 +21,7 @@ fn main() {
         edges,
         faults: FaultConfig::none(),
         discovery: false,
+        chord: false,
         sabotage: false,
     });
     while !w.all_linked() {

@@ -63,6 +63,9 @@ pub struct MeshArgs {
     /// Deadline for convergence, simulated ms.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub liveness_ms: u64,
+    /// Make every node a Chord ring member too (the mesh must be unaffected).
+    #[arg(long)]
+    pub chord: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -195,6 +198,7 @@ pub fn run(args: SimArgs) -> ExitCode {
             p.safety_ms = a.safety_ms;
             p.liveness_ms = a.liveness_ms;
             p.sabotage = a.sabotage;
+            p.chord = a.chord;
             let r = mesh::run(&p);
             if a.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());

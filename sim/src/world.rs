@@ -189,6 +189,9 @@ pub struct WorldConfig {
     pub faults: FaultConfig,
     /// Whether nodes run discovery.
     pub discovery: bool,
+    /// Whether nodes are Chord ring members too (SPEC.md §20): chord-only connections must
+    /// leave the mesh exactly as it is.
+    pub chord: bool,
     /// Deliberately record one delivery twice (tests the checker and the replay line).
     pub sabotage: bool,
 }
@@ -238,6 +241,9 @@ impl World {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
             c.discovery = config.discovery;
+            if config.chord {
+                c.chord = Some(weft_engine::chord::ChordConfig::default());
+            }
             // A hub (a star's centre) dials or accepts more links than the defaults allow.
             c.limits.outbound_max = c.limits.outbound_max.max(neighbours.len());
             c.limits.inbound_max = c.limits.inbound_max.max(neighbours.len());
@@ -621,7 +627,12 @@ impl World {
             .iter()
             .copied()
             .filter(|&j| j > i && !self.linked(i, j))
-            .filter(|j| !self.nodes[i as usize].dialing.values().any(|t| t == j))
+            .filter(|j| {
+                let sn = &self.nodes[i as usize];
+                // A chord-only connection to `j` is no dial of the intended link.
+                let chord = |c: &ConnId| sn.node.as_ref().is_some_and(|n| n.is_chord_conn(*c));
+                !sn.dialing.iter().any(|(c, t)| t == j && !chord(c))
+            })
             .collect();
         for j in targets {
             self.input(i, Input::Command(Command::Connect { addr: addr(j) }));

@@ -198,3 +198,107 @@ fn a_run_replays_to_the_same_digest() {
     let c = chord::run(&ChordParams { seed: 10, ..p });
     assert_ne!(a.digest, c.digest);
 }
+
+/// The mesh scenario with every node a Chord member: exact flood counts without faults (chord
+/// traffic never becomes a flood), and safety and liveness under swarm faults.
+#[test]
+fn the_mesh_is_unaffected_by_chord() {
+    use weft_sim::scenario::mesh::{self, FaultMode, MeshParams};
+    let mut p = MeshParams::new(48, 4, 1, 20, FaultMode::None);
+    p.chord = true;
+    let r = mesh::run(&p);
+    assert!(r.ok, "{}", r.to_text());
+    for seed in 1..=3 {
+        let mut p = MeshParams::new(24, 4, seed, 30, FaultMode::Swarm);
+        p.chord = true;
+        let r = mesh::run(&p);
+        assert!(r.ok, "{}", r.to_text());
+    }
+}
+
+/// Real nodes in the full simulator (byte streams, handshakes, the world's swarm faults:
+/// partitions, crashes and restarts, resets, clogs, ...), seeds 1..=WEFT_CHORD_SEEDS (default
+/// 6): after the heal every live node's Chord successor and predecessor match the true ring.
+#[test]
+fn real_nodes_rebuild_the_ring_after_swarm_faults() {
+    use weft_sim::faults::FaultConfig;
+    use weft_sim::rng::SimRng;
+    use weft_sim::topology::{edges, Topology};
+    use weft_sim::world::{World, WorldConfig, MS};
+    let seeds: u64 = std::env::var("WEFT_CHORD_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for seed in 1..=seeds {
+        let n = 16;
+        let edges = edges(
+            &Topology::Regular { degree: 3 },
+            n,
+            &mut SimRng::child(seed, "topology", 0),
+        );
+        let mut w = World::new(WorldConfig {
+            seed,
+            nodes: n,
+            edges,
+            faults: FaultConfig::swarm(&mut SimRng::child(seed, "swarm", 0)),
+            discovery: false,
+            chord: true,
+            sabotage: false,
+        });
+        w.run_until(10_000 * MS);
+        w.start_faults(40_000 * MS);
+        w.run_until(40_000 * MS);
+        w.heal();
+        let mut verdict = Err(String::from("never checked"));
+        for _ in 0..120 {
+            w.run_until(w.now + 1_000 * MS);
+            verdict = ring_of_world(&w, n);
+            if verdict.is_ok() {
+                break;
+            }
+        }
+        assert!(w.violation().is_none(), "{:?}", w.violation());
+        let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
+        let states: Vec<String> = (0..n)
+            .filter_map(|i| {
+                let c = w.node(i)?.chord()?;
+                Some(format!(
+                    "{i}: successors {:?} predecessor {:?}",
+                    c.successors()
+                        .iter()
+                        .map(|p| name(&p.node))
+                        .collect::<Vec<_>>(),
+                    c.predecessor().map(|p| name(&p.node))
+                ))
+            })
+            .collect();
+        assert_eq!(verdict, Ok(()), "seed {seed}:\n{}", states.join("\n"));
+    }
+}
+
+fn ring_of_world(w: &weft_sim::world::World, n: u32) -> Result<(), String> {
+    let live = w.live();
+    let mut ring: Vec<u32> = (0..n).filter(|&i| live[i as usize]).collect();
+    ring.sort_by_key(|&i| weft_engine::protocol::ring_id(&w.node_id(i)));
+    let k = ring.len();
+    for (x, &i) in ring.iter().enumerate() {
+        let c = w
+            .node(i)
+            .and_then(|node| node.chord())
+            .ok_or(format!("node {i} has no chord"))?;
+        let succ = w.node_id(ring[(x + 1) % k]);
+        let pred = w.node_id(ring[(x + k - 1) % k]);
+        if c.successors()[0].node != succ || c.predecessor().map(|p| p.node) != Some(pred) {
+            let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
+            return Err(format!(
+                "node {i}: successors {:?} predecessor {:?}, true ring {ring:?}",
+                c.successors()
+                    .iter()
+                    .map(|p| name(&p.node))
+                    .collect::<Vec<_>>(),
+                c.predecessor().map(|p| name(&p.node)),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -235,8 +235,13 @@ struct Rpc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LookupFor {
     Join,
+    /// This node's own successor as another member sees it (ring merging).
+    Probe,
     Finger(usize),
-    Op { op: u64, slot: usize },
+    Op {
+        op: u64,
+        slot: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -421,7 +426,8 @@ impl Chord {
         }
     }
 
-    /// Joins the ring through `via`, any member: looks up this node's own successor there.
+    /// Joins the ring through `via`, any member: looks up the owner of `id + 1` there (not
+    /// `id`: a ring that still knows this node would name the node itself).
     pub fn join(&mut self, now: Instant, via: ChordPeer) {
         self.start(now);
         if via.node == self.me.node {
@@ -449,10 +455,36 @@ impl Chord {
         self.pump(now);
     }
 
+    /// Asks `via` (a member reached another way, e.g. a mesh peer) who follows this node, and
+    /// adopts the answer if it is closer than the current successor. Two rings that formed
+    /// apart (a partition, concurrent first joins) merge this way. A node alone uses it to
+    /// join.
+    pub fn probe_via(&mut self, now: Instant, via: ChordPeer) {
+        self.start(now);
+        if !self.joined || via.node == self.me.node {
+            return;
+        }
+        let lid = self.new_request();
+        self.lookups.insert(
+            lid,
+            Lookup {
+                target: self.id.wrapping_add(1),
+                purpose: LookupFor::Probe,
+                hops: 0,
+                attempt_hops: 0,
+                attempts: self.config.lookup_attempts_max,
+                asking: None,
+                candidates: vec![via],
+            },
+        );
+        self.lookup_step(now, lid);
+        self.pump(now);
+    }
+
     fn start_join(&mut self, now: Instant, via: ChordPeer) {
         self.join_lookup = true;
         let lookup = Lookup {
-            target: self.id,
+            target: self.id.wrapping_add(1),
             purpose: LookupFor::Join,
             hops: 0,
             attempt_hops: 0,
@@ -799,6 +831,7 @@ impl Chord {
         match l.purpose {
             // The next stabilize round tries again through the same member.
             LookupFor::Join => self.join_lookup = false,
+            LookupFor::Probe => {}
             LookupFor::Finger(_) => self.finger_lookup = false,
             LookupFor::Op { op, slot } => self.slot_failed(now, op, slot),
         }
@@ -810,6 +843,24 @@ impl Chord {
         };
         self.metrics.lookups_done += 1;
         match l.purpose {
+            LookupFor::Probe => {
+                // The owner of the position after ours, as another member sees it: tell it we
+                // may be its predecessor (it takes us if we are closer, and pushes the news to
+                // its old predecessor), and take it as successor if it is closer than ours.
+                // Two rings that formed apart zip together this way.
+                let o = owners[0].clone();
+                if o.node != self.me.node {
+                    self.send(&o, ChordMessage::Notify);
+                }
+                if o.node != self.me.node
+                    && between(self.id, o.ring_id(), self.successors[0].ring_id())
+                {
+                    let mut list = owners;
+                    list.extend(self.successors.iter().cloned());
+                    self.successors = self.clean_successors(list);
+                    self.stabilize(now);
+                }
+            }
             LookupFor::Join => {
                 self.successors = self.clean_successors(owners);
                 self.joined = true;

@@ -114,6 +114,8 @@ pub struct MeshParams {
     pub liveness_ms: u64,
     /// Record one delivery twice, to prove the checker and the replay line work.
     pub sabotage: bool,
+    /// Make every node a Chord ring member too: the mesh must be unaffected.
+    pub chord: bool,
 }
 
 impl MeshParams {
@@ -129,6 +131,7 @@ impl MeshParams {
             safety_ms: 20_000,
             liveness_ms: 60_000,
             sabotage: false,
+            chord: false,
         }
     }
 
@@ -153,6 +156,9 @@ impl MeshParams {
         }
         if self.sabotage {
             s.push_str(" --sabotage");
+        }
+        if self.chord {
+            s.push_str(" --chord");
         }
         s
     }
@@ -184,6 +190,7 @@ pub fn run(p: &MeshParams) -> Report {
         edges: edges.clone(),
         faults: faults.clone(),
         discovery: false,
+        chord: p.chord,
         sabotage: p.sabotage,
     });
 
