@@ -300,6 +300,7 @@ pub fn run(p: &TableParams) -> TableReport {
         edges: edges.clone(),
         faults: faults.clone(),
         discovery: false,
+        chord: false,
         sabotage: false,
     });
 
