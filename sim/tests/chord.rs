@@ -236,11 +236,12 @@ fn real_nodes_rebuild_the_ring_after_swarm_faults() {
             .collect(),
     };
     let mut failed = Vec::new();
-    let (mut keys_read, mut keys_without_live_holder) = (0u64, 0u64);
+    let (mut keys_read, mut keys_without_live_holder, mut first_ring_ms) = (0u64, 0u64, 0u64);
     for &seed in &seeds {
         match real_node_run(seed) {
             Ok(survival) => {
                 keys_read += survival.read;
+                first_ring_ms = first_ring_ms.max(survival.first_ring_ms);
                 keys_without_live_holder += survival.without_live_holder;
             }
             Err(why) => failed.push(format!(
@@ -251,7 +252,7 @@ fn real_nodes_rebuild_the_ring_after_swarm_faults() {
     }
     eprintln!(
         "real nodes: {} seeds, {} failed, {keys_read} keys read back, {keys_without_live_holder} \
-         keys without a live holder",
+         keys without a live holder, first ring correct by {first_ring_ms} ms at the latest",
         seeds.len(),
         failed.len()
     );
@@ -263,6 +264,8 @@ const REAL_KEYS: u64 = 20;
 
 /// What became of the keys in one real-node run.
 struct Survival {
+    /// When the ring first became correct (simulated ms).
+    first_ring_ms: u64,
     /// Keys with a live holder, each read back with its value.
     read: u64,
     /// Keys no live node held any more (every holder crashed): not a failure.
@@ -295,9 +298,17 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
     let key = |k: u64| format!("key-{k}").into_bytes();
     let value = |k: u64| format!("value-{k}-of-seed-{seed}").into_bytes();
 
-    // The ring forms, then every key is put from a random node.
+    // The ring forms within 120 s (concurrent first joins can make separate rings, which
+    // merge through the mesh probes of §20.3, one per repair period, in up to a minute), then
+    // every key is put from a random node.
     w.run_until(10_000 * MS);
-    wait_world_ring(&mut w, n, 30).map_err(|e| format!("no ring before the faults: {e}"))?;
+    wait_world_ring(&mut w, n, 110).map_err(|e| {
+        format!(
+            "no ring before the faults: {e}\n{}",
+            world_chord_states(&w, n)
+        )
+    })?;
+    let first_ring_ms = w.now / MS;
     let mut puts = Vec::new();
     for k in 0..REAL_KEYS {
         let at = rng.below(u64::from(n)) as u32;
@@ -326,23 +337,9 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         return Err(format!("violation: {v:?}"));
     }
     if let Err(e) = ring {
-        let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
-        let states: Vec<String> = (0..n)
-            .filter_map(|i| {
-                let c = w.node(i)?.chord()?;
-                Some(format!(
-                    "{i}: successors {:?} predecessor {:?}",
-                    c.successors()
-                        .iter()
-                        .map(|p| name(&p.node))
-                        .collect::<Vec<_>>(),
-                    c.predecessor().map(|p| name(&p.node))
-                ))
-            })
-            .collect();
         return Err(format!(
             "ring not correct after the heal: {e}\n{}",
-            states.join("\n")
+            world_chord_states(&w, n)
         ));
     }
 
@@ -379,9 +376,33 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         return Err(format!("keys_lost {}: {}", lost.len(), lost.join(", ")));
     }
     Ok(Survival {
+        first_ring_ms,
         read: gets.len() as u64,
         without_live_holder,
     })
+}
+
+/// Every live node's Chord state, one line each, for a failure report.
+fn world_chord_states(w: &weft_sim::world::World, n: u32) -> String {
+    let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
+    let states: Vec<String> = (0..n)
+        .filter_map(|i| {
+            let node = w.node(i)?;
+            let c = node.chord()?;
+            Some(format!(
+                "{i}: joined {} successors {:?} predecessor {:?} links {:?} conns {}",
+                c.is_joined(),
+                c.successors()
+                    .iter()
+                    .map(|p| name(&p.node))
+                    .collect::<Vec<_>>(),
+                c.predecessor().map(|p| name(&p.node)),
+                node.links().map(|(p, _)| name(&p)).collect::<Vec<_>>(),
+                node.conn_ids().count(),
+            ))
+        })
+        .collect();
+    states.join("\n")
 }
 
 /// Runs `w` a second at a time, at most `max_s` seconds, until the ring is correct.
