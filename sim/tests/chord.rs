@@ -218,10 +218,10 @@ fn the_mesh_is_unaffected_by_chord() {
 
 /// Real nodes in the full simulator (byte streams, handshakes, the world's swarm faults:
 /// partitions, crashes and restarts, resets, clogs, ...), seeds 1..=WEFT_CHORD_SEEDS (default
-/// 100; `WEFT_CHORD_SEED=S` runs seed S alone). Once the ring has formed, nodes put
-/// `REAL_KEYS` keys (every put must reach 5 replicas); after 30 s of faults and the heal every
-/// live node's Chord successor and predecessor must match the true ring, and a get from a
-/// random node must return every key that some live node still holds (no key lost).
+/// 100; `WEFT_CHORD_SEED=S` runs seed S alone). Once the ring has formed (within 120 s),
+/// nodes put `REAL_KEYS` keys (every put must reach 5 replicas); after 30 s of faults and the
+/// heal every live node's Chord successor and predecessor must match the true ring, and a get
+/// from a random node must return every key that some live node still holds (no key lost).
 #[test]
 fn real_nodes_rebuild_the_ring_after_swarm_faults() {
     let seeds: Vec<u64> = match std::env::var("WEFT_CHORD_SEED")
