@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
-use weft_engine::protocol::{Code, NodeId};
+use weft_engine::chord::{ChordError, ChordResult};
+use weft_engine::protocol::{key_position, Code, NodeId, CHORD_REPLICAS};
 use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
 
 use crate::faults::{FaultConfig, Occurrence};
@@ -222,6 +223,8 @@ pub struct World {
     window_half: usize,
     violation: Option<Violation>,
     sabotaged: bool,
+    /// The result of every `Event::Chord`, by (node, request id); the first one kept.
+    chord_results: BTreeMap<(u32, u64), Result<ChordResult, ChordError>>,
 }
 
 impl World {
@@ -288,6 +291,7 @@ impl World {
             window_half,
             violation: None,
             sabotaged: false,
+            chord_results: BTreeMap::new(),
         };
         for i in 0..n {
             world.start_node(i);
@@ -564,6 +568,11 @@ impl World {
                 self.nodes[i as usize].dialing.remove(conn);
             }
             Event::TableChanged { .. } => self.stats.table_changes += 1,
+            Event::Chord(c) => {
+                self.chord_results
+                    .entry((i, c.request))
+                    .or_insert_with(|| c.result.clone());
+            }
             Event::TableRefused { .. } => self.stats.table_refusals += 1,
             Event::Broadcast {
                 origin,
@@ -1074,6 +1083,24 @@ impl World {
                 self.stats.table_full_resend_bytes += n.metrics().table_full_resend_bytes;
             }
         }
+    }
+
+    /// The result of Chord request `request` issued on node `i` (a scheduled
+    /// `Command::Chord`), once its `Event::Chord` has come out; kept across crashes.
+    pub fn chord_result(&self, i: u32, request: u64) -> Option<&Result<ChordResult, ChordError>> {
+        self.chord_results.get(&(i, request))
+    }
+
+    /// Live nodes whose Chord store holds `key` under any of its `CHORD_REPLICAS` positions
+    /// (the simulator's global view: a crashed node's memory is gone), by index.
+    pub fn chord_holders(&self, key: &[u8]) -> Vec<u32> {
+        (0..self.nodes.len() as u32)
+            .filter(|&i| {
+                self.node(i).and_then(|n| n.chord()).is_some_and(|c| {
+                    (0..CHORD_REPLICAS as u8).any(|r| c.holds(key_position(key, r), key))
+                })
+            })
+            .collect()
     }
 
     /// Events still queued.

@@ -218,61 +218,223 @@ fn the_mesh_is_unaffected_by_chord() {
 
 /// Real nodes in the full simulator (byte streams, handshakes, the world's swarm faults:
 /// partitions, crashes and restarts, resets, clogs, ...), seeds 1..=WEFT_CHORD_SEEDS (default
-/// 100): after the heal every live node's Chord successor and predecessor match the true ring.
+/// 100; `WEFT_CHORD_SEED=S` runs seed S alone). Once the ring has formed (within 120 s),
+/// nodes put `REAL_KEYS` keys (every put must reach 5 replicas); after 30 s of faults and the
+/// heal every live node's Chord successor and predecessor must match the true ring, and a get
+/// from a random node must return every key that some live node still holds (no key lost).
 #[test]
 fn real_nodes_rebuild_the_ring_after_swarm_faults() {
+    let seeds: Vec<u64> = match std::env::var("WEFT_CHORD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (1..=std::env::var("WEFT_CHORD_SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100))
+            .collect(),
+    };
+    let mut failed = Vec::new();
+    let (mut keys_read, mut keys_without_live_holder, mut first_ring_ms) = (0u64, 0u64, 0u64);
+    for &seed in &seeds {
+        match real_node_run(seed) {
+            Ok(survival) => {
+                keys_read += survival.read;
+                first_ring_ms = first_ring_ms.max(survival.first_ring_ms);
+                keys_without_live_holder += survival.without_live_holder;
+            }
+            Err(why) => failed.push(format!(
+                "seed {seed}: {why}\n  replay: WEFT_CHORD_SEED={seed} cargo test -p weft-sim \
+                 --test chord -- real_nodes"
+            )),
+        }
+    }
+    eprintln!(
+        "real nodes: {} seeds, {} failed, {keys_read} keys read back, {keys_without_live_holder} \
+         keys without a live holder, first ring correct by {first_ring_ms} ms at the latest",
+        seeds.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Keys put on the real nodes before the faults.
+const REAL_KEYS: u64 = 20;
+
+/// What became of the keys in one real-node run.
+struct Survival {
+    /// When the ring first became correct (simulated ms).
+    first_ring_ms: u64,
+    /// Keys with a live holder, each read back with its value.
+    read: u64,
+    /// Keys no live node held any more (every holder crashed): not a failure.
+    without_live_holder: u64,
+}
+
+/// One real-node run: join, puts, 30 s of swarm faults, heal, the ring, then every key read
+/// back. An error says what went wrong.
+fn real_node_run(seed: u64) -> Result<Survival, String> {
     use weft_sim::faults::FaultConfig;
     use weft_sim::rng::SimRng;
     use weft_sim::topology::{edges, Topology};
     use weft_sim::world::{World, WorldConfig, MS};
-    let seeds: u64 = std::env::var("WEFT_CHORD_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    for seed in 1..=seeds {
-        let n = 16;
-        let edges = edges(
-            &Topology::Regular { degree: 3 },
-            n,
-            &mut SimRng::child(seed, "topology", 0),
-        );
-        let mut w = World::new(WorldConfig {
-            seed,
-            nodes: n,
-            edges,
-            faults: FaultConfig::swarm(&mut SimRng::child(seed, "swarm", 0)),
-            discovery: false,
-            chord: true,
-            sabotage: false,
-        });
-        w.run_until(10_000 * MS);
-        w.start_faults(40_000 * MS);
-        w.run_until(40_000 * MS);
-        w.heal();
-        let mut verdict = Err(String::from("never checked"));
-        for _ in 0..120 {
-            w.run_until(w.now + 1_000 * MS);
-            verdict = ring_of_world(&w, n);
-            if verdict.is_ok() {
-                break;
-            }
+    let n = 16;
+    let edges = edges(
+        &Topology::Regular { degree: 3 },
+        n,
+        &mut SimRng::child(seed, "topology", 0),
+    );
+    let mut w = World::new(WorldConfig {
+        seed,
+        nodes: n,
+        edges,
+        faults: FaultConfig::swarm(&mut SimRng::child(seed, "swarm", 0)),
+        discovery: false,
+        chord: true,
+        sabotage: false,
+    });
+    let mut rng = SimRng::child(seed, "chord-keys", 0);
+    let key = |k: u64| format!("key-{k}").into_bytes();
+    let value = |k: u64| format!("value-{k}-of-seed-{seed}").into_bytes();
+
+    // The ring forms within 120 s (concurrent first joins can make separate rings, which
+    // merge through the mesh probes of §20.3, one per repair period, in up to a minute), then
+    // every key is put from a random node.
+    w.run_until(10_000 * MS);
+    wait_world_ring(&mut w, n, 110).map_err(|e| {
+        format!(
+            "no ring before the faults: {e}\n{}",
+            world_chord_states(&w, n)
+        )
+    })?;
+    let first_ring_ms = w.now / MS;
+    let mut puts = Vec::new();
+    for k in 0..REAL_KEYS {
+        let at = rng.below(u64::from(n)) as u32;
+        let op = ChordRequest::Put {
+            key: key(k),
+            value: value(k),
+            lifetime_ms: None,
+        };
+        w.schedule_command(w.now, at, Command::Chord { request: k, op });
+        puts.push(at);
+    }
+    wait_world_results(&mut w, puts.iter().copied().zip(0..), 15);
+    for (k, &at) in puts.iter().enumerate() {
+        let result = w.chord_result(at, k as u64);
+        if result != Some(&Ok(ChordResult::Put { replicas: 5 })) {
+            return Err(format!("put of key {k} on node {at}: {result:?}"));
         }
-        assert!(w.violation().is_none(), "{:?}", w.violation());
-        let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
-        let states: Vec<String> = (0..n)
-            .filter_map(|i| {
-                let c = w.node(i)?.chord()?;
-                Some(format!(
-                    "{i}: successors {:?} predecessor {:?}",
-                    c.successors()
-                        .iter()
-                        .map(|p| name(&p.node))
-                        .collect::<Vec<_>>(),
-                    c.predecessor().map(|p| name(&p.node))
-                ))
-            })
-            .collect();
-        assert_eq!(verdict, Ok(()), "seed {seed}:\n{}", states.join("\n"));
+    }
+
+    // 30 s of faults, the heal, the ring.
+    w.start_faults(w.now + 30_000 * MS);
+    w.run_until(w.now + 30_000 * MS);
+    w.heal();
+    let ring = wait_world_ring(&mut w, n, 120);
+    if let Some(v) = w.violation() {
+        return Err(format!("violation: {v:?}"));
+    }
+    if let Err(e) = ring {
+        return Err(format!(
+            "ring not correct after the heal: {e}\n{}",
+            world_chord_states(&w, n)
+        ));
+    }
+
+    // Every key some live node still holds is read back from a random live node.
+    let live = w.live();
+    let live: Vec<u32> = (0..n).filter(|&i| live[i as usize]).collect();
+    let mut gets = Vec::new();
+    let mut without_live_holder = 0;
+    for k in 0..REAL_KEYS {
+        if w.chord_holders(&key(k)).is_empty() {
+            without_live_holder += 1;
+            continue;
+        }
+        let at = live[rng.below(live.len() as u64) as usize];
+        let op = ChordRequest::Get { key: key(k) };
+        let request = REAL_KEYS + k;
+        w.schedule_command(w.now, at, Command::Chord { request, op });
+        gets.push((at, request, k));
+    }
+    wait_world_results(&mut w, gets.iter().map(|&(at, r, _)| (at, r)), 15);
+    let mut lost = Vec::new();
+    for &(at, request, k) in &gets {
+        let result = w.chord_result(at, request);
+        let found = matches!(result, Some(Ok(ChordResult::Get { values }))
+            if values.iter().any(|v| v[..] == value(k)[..]));
+        if !found {
+            lost.push(format!(
+                "key {k} (get on node {at}: {result:?}; held by nodes {:?})",
+                w.chord_holders(&key(k))
+            ));
+        }
+    }
+    if !lost.is_empty() {
+        return Err(format!("keys_lost {}: {}", lost.len(), lost.join(", ")));
+    }
+    Ok(Survival {
+        first_ring_ms,
+        read: gets.len() as u64,
+        without_live_holder,
+    })
+}
+
+/// Every live node's Chord state, one line each, for a failure report.
+fn world_chord_states(w: &weft_sim::world::World, n: u32) -> String {
+    let name = |id: &weft_engine::NodeId| (0..n).find(|&j| w.node_id(j) == *id);
+    let states: Vec<String> = (0..n)
+        .filter_map(|i| {
+            let node = w.node(i)?;
+            let c = node.chord()?;
+            Some(format!(
+                "{i}: joined {} successors {:?} predecessor {:?} links {:?} conns {}",
+                c.is_joined(),
+                c.successors()
+                    .iter()
+                    .map(|p| name(&p.node))
+                    .collect::<Vec<_>>(),
+                c.predecessor().map(|p| name(&p.node)),
+                node.links().map(|(p, _)| name(&p)).collect::<Vec<_>>(),
+                node.conn_ids().count(),
+            ))
+        })
+        .collect();
+    states.join("\n")
+}
+
+/// Runs `w` a second at a time, at most `max_s` seconds, until the ring is correct.
+fn wait_world_ring(w: &mut weft_sim::world::World, n: u32, max_s: u64) -> Result<(), String> {
+    use weft_sim::world::MS;
+    let mut verdict = ring_of_world(w, n);
+    for _ in 0..max_s {
+        if verdict.is_ok() {
+            break;
+        }
+        w.run_until(w.now + 1_000 * MS);
+        verdict = ring_of_world(w, n);
+    }
+    verdict
+}
+
+/// Runs `w` 100 ms at a time, at most `max_s` seconds, until every (node, request) has its
+/// Chord result.
+fn wait_world_results(
+    w: &mut weft_sim::world::World,
+    requests: impl Iterator<Item = (u32, u64)> + Clone,
+    max_s: u64,
+) {
+    use weft_sim::world::MS;
+    for _ in 0..max_s * 10 {
+        w.run_until(w.now + 100 * MS);
+        if requests
+            .clone()
+            .all(|(i, r)| w.chord_result(i, r).is_some())
+        {
+            break;
+        }
     }
 }
 
