@@ -6,6 +6,7 @@ use weft_protocol::{ChordFind, ChordFound, ChordMessage, ChordPeer, NodeId};
 use super::{between, distance, finger_start, in_half_open, Chord, Purpose, FINGERS, NEXT_HOPS};
 use crate::time::Instant;
 
+/// What a lookup's result is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LookupFor {
     Join,
@@ -18,6 +19,7 @@ pub(super) enum LookupFor {
     },
 }
 
+/// An iterative lookup under way.
 #[derive(Debug)]
 pub(super) struct Lookup {
     pub(super) target: u64,

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::time::Instant;
 
+/// One replica position of an application request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Slot {
     Pending {
@@ -27,6 +28,7 @@ pub(super) enum Slot {
     Failed,
 }
 
+/// An application request under way.
 #[derive(Debug)]
 pub(super) struct Op {
     pub(super) request: ChordRequest,

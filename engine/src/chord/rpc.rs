@@ -6,6 +6,7 @@ use weft_protocol::{ChordMessage, ChordPeer};
 use super::{Chord, ChordOutput, Deadline};
 use crate::time::Instant;
 
+/// What the answer to a pending request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
     Lookup(u64),
@@ -15,6 +16,7 @@ pub(super) enum Purpose {
     Fetch { op: u64, slot: usize },
 }
 
+/// A request sent to a peer and not yet answered.
 #[derive(Debug)]
 pub(super) struct Rpc {
     pub(super) to: ChordPeer,

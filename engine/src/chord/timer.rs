@@ -6,6 +6,7 @@ use rand_chacha::rand_core::RngCore;
 use super::Chord;
 use crate::time::Duration;
 
+/// The periodic timers, each an index into `Chord::timers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
     Stabilize = 0,
@@ -13,9 +14,11 @@ pub(super) enum Timer {
     CheckPredecessor = 2,
 }
 
+/// Every timer, in the order they fire when due together.
 pub(super) const TIMERS: [Timer; 3] =
     [Timer::Stabilize, Timer::FixFingers, Timer::CheckPredecessor];
 
+/// What a deadline in `Chord::deadlines` ends: a request to a peer or an application request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Deadline {
     Rpc(u64),
@@ -23,6 +26,7 @@ pub(super) enum Deadline {
 }
 
 impl Chord {
+    /// The mean period of timer `t`.
     pub(super) fn interval(&self, t: Timer) -> Duration {
         match t {
             Timer::Stabilize => self.config.stabilize_interval,
