@@ -7,9 +7,8 @@ use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
-    Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant,
-    Message, NetworkId, NodeId, PeerInfo, Ping, Pong, TableDigest, TableWant, TableWrite,
-    CAP_CHORD_ONLY, CAP_LZ4,
+    Broadcast, ByeReason, Code, Frame, Hello, ICanSee, ICantSee, IKnowAbout, Message, NetworkId,
+    NodeId, PeerInfo, Ping, Pong, CAP_CHORD_ONLY, CAP_LZ4,
 };
 
 use crate::chord::Chord;
@@ -21,12 +20,16 @@ use crate::identity::Identity;
 use crate::io::{CloseReason, Command, ConnId, Direction, Event, Input, InputError, Output};
 use crate::mesh::{IncarnationCheck, Mesh, StoreLimits};
 use crate::metrics::{ConnStats, NodeMetrics};
-use crate::table::{Received, Table, TableLimits};
+use crate::table::{Table, TableLimits};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
 
 #[path = "node_chord.rs"]
 mod node_chord;
+#[path = "node_mesh.rs"]
+mod node_mesh;
+#[path = "node_table.rs"]
+mod node_table;
 use node_chord::ChordConns;
 
 /// A host as `weft network` lists it.
@@ -1039,221 +1042,6 @@ impl Node {
         }
     }
 
-    // ----- mesh ---------------------------------------------------------------------------
-
-    /// A broadcast arrived (as BROADCAST, with its frame, or as MESH_REPAIR, without): if it
-    /// is new, relay it to every other link, hold it for repair and deliver it. True if new.
-    fn on_broadcast(
-        &mut self,
-        now: Instant,
-        from: ConnId,
-        frame: Option<&Frame>,
-        payload: &Bytes,
-        b: &Broadcast<'_>,
-    ) -> bool {
-        self.metrics.broadcasts_received += 1;
-        // Our own broadcasts of this run are held already; those of an earlier run (before a
-        // restart) are carried like anyone's, but not delivered: this node sent them.
-        let own = b.origin == self.identity.node_id();
-        if own && b.incarnation >= self.config.incarnation
-            || !self.mesh.accept(b.origin, b.incarnation, b.seq)
-        {
-            self.metrics.broadcast_duplicates += 1;
-            return false;
-        }
-        // Relay the received bytes unchanged; a peer that cannot take lz4 (or a repaired
-        // broadcast) gets a plain BROADCAST frame, built once.
-        let mut plain: Option<Bytes> = None;
-        let mut targets = core::mem::take(&mut self.scratch_conns);
-        targets.extend(self.links.values().copied().filter(|c| *c != from));
-        for &conn in &targets {
-            let bytes = match frame {
-                Some(f) if !f.flags().compressed() || self.compress_to(conn) => f.bytes().clone(),
-                _ => {
-                    let build = || Frame::build(Code::BROADCAST, payload, false).into_bytes();
-                    plain.get_or_insert_with(build).clone()
-                }
-            };
-            if self.send_frame(conn, bytes, Priority::Relay) {
-                self.metrics.broadcast_transmissions += 1;
-            }
-        }
-        targets.clear();
-        self.scratch_conns = targets;
-        self.mesh
-            .hold(now, b.origin, b.incarnation, b.seq, payload.clone());
-        if own {
-            return true;
-        }
-        self.metrics.broadcasts_delivered += 1;
-        self.outputs.push_back(Output::Event(Event::Broadcast {
-            origin: b.origin,
-            incarnation: b.incarnation,
-            seq: b.seq,
-            payload: payload.slice_ref(b.payload),
-        }));
-        true
-    }
-
-    /// Sends a digest of the repair window to `conn`.
-    fn send_digest(&mut self, conn: ConnId) {
-        let digest = self.mesh.digest();
-        if digest.entries.is_empty() {
-            return;
-        }
-        self.metrics.repair_messages += 1;
-        self.send_message(conn, &Message::MeshDigest(digest), Priority::Control);
-    }
-
-    /// A peer's digest: ask for what we have not seen.
-    fn on_digest(&mut self, conn: ConnId, digest: &MeshDigest) {
-        let budget = self.config.limits.repair_store_max;
-        let me = (self.identity.node_id(), self.config.incarnation);
-        let wants = self.mesh.wants(me, digest, budget);
-        if wants.is_empty() {
-            return;
-        }
-        self.metrics.repair_messages += 1;
-        self.send_message(
-            conn,
-            &Message::MeshWant(MeshWant { wants }),
-            Priority::Control,
-        );
-    }
-
-    /// A peer asks for held broadcasts: send each as MESH_REPAIR.
-    fn on_want(&mut self, conn: ConnId, mut want: MeshWant) {
-        want.wants.sort_unstable();
-        let frames: Vec<Bytes> = self
-            .mesh
-            .wanted(&want.wants)
-            .map(|h| {
-                Frame::build(Code::MESH_REPAIR, &h.payload, self.compress_to(conn)).into_bytes()
-            })
-            .collect();
-        // Relay class: a reply larger than the peer's queue allows is cut short rather than
-        // disconnecting it; the next digest asks again for the rest.
-        for frame in frames {
-            if !self.send_frame(conn, frame, Priority::Relay) {
-                break;
-            }
-            self.metrics.repair_messages += 1;
-        }
-    }
-
-    // ----- sync table -----------------------------------------------------------------------
-
-    /// Moves the table's events to the outputs.
-    fn drain_table_events(&mut self) {
-        while let Some(e) = self.table.poll_event() {
-            self.outputs.push_back(Output::Event(e));
-        }
-    }
-
-    /// Floods a local write the table accepted (or reports the refusal it queued).
-    fn originate_table_write(
-        &mut self,
-        write: Result<Option<TableWrite>, InputError>,
-    ) -> Result<(), InputError> {
-        let write = write?;
-        self.drain_table_events();
-        if let Some(w) = write {
-            self.metrics.table_writes_originated += 1;
-            let payload = Message::TableWrite(w).encode_payload();
-            let sent = self.send_payload_except(Code::TABLE_WRITE, &payload, None);
-            self.metrics.table_write_transmissions += sent;
-        }
-        Ok(())
-    }
-
-    /// A write from `from` (a TABLE_WRITE, with its frame, or one of TABLE_ENTRIES): if new,
-    /// relay it to every other link.
-    fn on_table_write(&mut self, from: ConnId, frame: Option<&Frame>, write: TableWrite) {
-        self.metrics.table_writes_received += 1;
-        let relay = frame.map(|f| (f.bytes().clone(), f.flags().compressed()));
-        // A plain frame may be needed (no frame, or a compressed one for a peer without lz4):
-        // encode the payload before the table takes the write.
-        let payload = match relay {
-            Some((_, false)) => Vec::new(),
-            _ => Message::TableWrite(write.clone()).encode_payload(),
-        };
-        match self.table.receive(write) {
-            Received::New => {}
-            Received::Duplicate => {
-                self.metrics.table_write_duplicates += 1;
-                return;
-            }
-            Received::TooOld => {
-                self.metrics.table_writes_too_old += 1;
-                return;
-            }
-            Received::Dropped => {
-                self.metrics.table_writes_dropped += 1;
-                return;
-            }
-        }
-        self.drain_table_events();
-        let mut targets = core::mem::take(&mut self.scratch_conns);
-        targets.extend(self.links.values().copied().filter(|c| *c != from));
-        let mut plain: Option<Bytes> = None;
-        for &conn in &targets {
-            // The received frame's bytes unchanged where the peer can take them.
-            let bytes = match &relay {
-                Some((bytes, compressed)) if !compressed || self.compress_to(conn) => bytes.clone(),
-                _ => {
-                    let build = || Frame::build(Code::TABLE_WRITE, &payload, false).into_bytes();
-                    plain.get_or_insert_with(build).clone()
-                }
-            };
-            if self.send_frame(conn, bytes, Priority::Relay) {
-                self.metrics.table_write_transmissions += 1;
-            }
-        }
-        targets.clear();
-        self.scratch_conns = targets;
-    }
-
-    /// Sends a table anti-entropy message and counts its bytes as catch-up.
-    fn send_table_message(&mut self, conn: ConnId, msg: &Message<'_>, priority: Priority) -> bool {
-        let frame = msg.to_frame(self.compress_to(conn)).into_bytes();
-        let len = frame.len() as u64;
-        let sent = self.send_frame(conn, frame, priority);
-        if sent {
-            self.metrics.table_catchup_bytes += len;
-        }
-        sent
-    }
-
-    /// Sends the table's bucket digest to `conn`, if the table holds anything.
-    fn send_table_digest(&mut self, conn: ConnId) {
-        if self.table.is_empty() {
-            return;
-        }
-        let digest = self.table.digest();
-        if self.send_table_message(conn, &Message::TableDigest(digest), Priority::Control) {
-            self.metrics.table_full_resend_bytes += self.table.full_resend_bytes();
-        }
-    }
-
-    /// A peer's table digest: ask for the buckets that differ.
-    fn on_table_digest(&mut self, conn: ConnId, digest: &TableDigest) {
-        let salt = self.rng.next_u64();
-        if let Some(want) = self.table.want(digest, salt) {
-            self.send_table_message(conn, &Message::TableWant(want), Priority::Control);
-        }
-    }
-
-    /// A peer wants buckets: send their writes. Relay class: a reply over the peer's queue is
-    /// cut short, and the next digest asks again.
-    fn on_table_want(&mut self, conn: ConnId, want: &TableWant) {
-        for entries in self.table.entries(want) {
-            let msg = Message::TableEntries(entries);
-            if !self.send_table_message(conn, &msg, Priority::Relay) {
-                break;
-            }
-        }
-    }
-
     /// Sends an encoded payload under `code` to every established link but `except`, framing
     /// it at most twice. Returns how many links it was queued for.
     fn send_payload_except(&mut self, code: Code, payload: &[u8], except: Option<ConnId>) -> u64 {
@@ -1307,21 +1095,9 @@ impl Node {
                 let sent = self.send_payload_to_links(Code::BROADCAST, &encoded, Priority::Control);
                 self.metrics.broadcast_transmissions += sent;
             }
-            Command::TableSet { key, value, lease } => {
-                let wall_ms = self.wall_clock_ms(now);
-                let write = self.table.write(wall_ms, key, Some(value), lease);
-                self.originate_table_write(write)?;
-            }
-            Command::TableDelete { key } => {
-                let wall_ms = self.wall_clock_ms(now);
-                let write = self.table.write(wall_ms, key, None, None);
-                self.originate_table_write(write)?;
-            }
-            Command::TableRelease { key } => {
-                let wall_ms = self.wall_clock_ms(now);
-                let write = self.table.release(wall_ms, key);
-                self.originate_table_write(write)?;
-            }
+            Command::TableSet { key, value, lease } => self.on_table_set(now, key, value, lease)?,
+            Command::TableDelete { key } => self.on_table_delete(now, key)?,
+            Command::TableRelease { key } => self.on_table_release(now, key)?,
             Command::Disconnect { node } => {
                 let conn = *self.links.get(&node).ok_or(InputError::NotLinked(node))?;
                 self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));

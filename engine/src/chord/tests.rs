@@ -2,9 +2,11 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use weft_protocol::{key_position, ChordPeer, NodeId};
 
 use super::*;
+use crate::time::Duration;
 
 fn peer(i: u8) -> ChordPeer {
     ChordPeer {

@@ -1,0 +1,271 @@
+//! Ring maintenance: joining and probing, stabilize, notify, fix fingers, check predecessor,
+//! the successor list, suspicion of failed peers, and record handover.
+
+use weft_protocol::{
+    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, MAX_HANDOVER_RECORDS,
+};
+
+use super::lookup::{Lookup, LookupFor};
+use super::{between, distance, finger_start, Chord, Purpose};
+use crate::time::Instant;
+
+impl Chord {
+    /// Joins the ring through `via`, any member: looks up the owner of `id + 1` there (not
+    /// `id`: a ring that still knows this node would name the node itself).
+    pub fn join(&mut self, now: Instant, via: ChordPeer) {
+        self.start(now);
+        if via.node == self.me.node {
+            return;
+        }
+        self.joined = false;
+        self.predecessor = None;
+        self.join_via = Some(via.clone());
+        self.start_join(now, via);
+        self.pump(now);
+    }
+
+    /// Joins through `via` if this node is a ring of one, while still answering for the whole
+    /// ring (two lone nodes joining through each other at once then form one ring). For a node
+    /// that starts alone and meets members later (the [`crate::Node`] on a new mesh link).
+    pub fn join_if_alone(&mut self, now: Instant, via: ChordPeer) {
+        self.start(now);
+        if self.successors[0].node == self.me.node
+            && self.joined
+            && !self.join_lookup
+            && via.node != self.me.node
+        {
+            self.start_join(now, via);
+        }
+        self.pump(now);
+    }
+
+    /// Asks `via` (a member reached another way, e.g. a mesh peer) who follows this node, and
+    /// adopts the answer if it is closer than the current successor. Two rings that formed
+    /// apart (a partition, concurrent first joins) merge this way. A node alone uses it to
+    /// join.
+    pub fn probe_via(&mut self, now: Instant, via: ChordPeer) {
+        self.start(now);
+        if !self.joined || via.node == self.me.node {
+            return;
+        }
+        let lid = self.new_request();
+        self.lookups.insert(
+            lid,
+            Lookup {
+                target: self.id.wrapping_add(1),
+                purpose: LookupFor::Probe,
+                hops: 0,
+                attempt_hops: 0,
+                attempts: self.config.lookup_attempts_max,
+                asking: None,
+                candidates: vec![via],
+            },
+        );
+        self.lookup_step(now, lid);
+        self.pump(now);
+    }
+
+    pub(super) fn start_join(&mut self, now: Instant, via: ChordPeer) {
+        self.join_lookup = true;
+        let lookup = Lookup {
+            target: self.id.wrapping_add(1),
+            purpose: LookupFor::Join,
+            hops: 0,
+            attempt_hops: 0,
+            attempts: 0,
+            asking: None,
+            candidates: vec![via],
+        };
+        let lid = self.new_request();
+        self.lookups.insert(lid, lookup);
+        self.lookup_step(now, lid);
+    }
+
+    pub(super) fn is_failed(&self, node: &NodeId) -> bool {
+        self.failed.contains_key(node)
+    }
+
+    /// `peer` did not answer: route around it for a while. Only stabilize's own request
+    /// removes a successor, and only check-predecessor's the predecessor (`drop_neighbour`):
+    /// a lookup's timeout is weaker evidence than the ring's own probes.
+    pub(super) fn mark_failed(&mut self, now: Instant, peer: &NodeId, drop_neighbour: bool) {
+        if *peer == self.me.node {
+            return;
+        }
+        self.failed.retain(|_, until| *until > now);
+        while self.failed.len() >= self.config.failed_max {
+            self.failed.pop_first();
+        }
+        self.failed.insert(*peer, now + self.config.failed_for);
+        for f in self.fingers.iter_mut() {
+            if f.as_ref().is_some_and(|f| f.node == *peer) {
+                *f = None;
+            }
+        }
+        if !drop_neighbour {
+            return;
+        }
+        if self.predecessor.as_ref().is_some_and(|p| p.node == *peer) {
+            self.predecessor = None;
+        }
+        self.successors.retain(|s| s.node != *peer);
+        if self.successors.is_empty() {
+            // The nearest known node clockwise (unsuspected first): stabilize walks back from
+            // it to the true successor. Never the predecessor side: that would close a
+            // smaller ring.
+            let fallback = self
+                .fingers
+                .iter()
+                .flatten()
+                .filter(|p| p.node != self.me.node)
+                .min_by_key(|p| (self.is_failed(&p.node), distance(self.id, p.ring_id())))
+                .cloned();
+            self.successors = vec![fallback.unwrap_or_else(|| self.me.clone())];
+        }
+    }
+
+    /// `[list]` without this node (and what follows it) and repeats, cut to r; `[me]` if
+    /// nothing is left. Peers this node counts as failed stay: the list is fresh from the
+    /// successor, and a peer wrongly suspected (a lost message) must come back.
+    pub(super) fn clean_successors(&self, list: Vec<ChordPeer>) -> Vec<ChordPeer> {
+        let mut out: Vec<ChordPeer> = Vec::with_capacity(self.config.successor_list_len);
+        for p in list {
+            if p.node == self.me.node || out.len() == self.config.successor_list_len {
+                break;
+            }
+            if !out.iter().any(|o| o.node == p.node) {
+                out.push(p);
+            }
+        }
+        if out.is_empty() {
+            out.push(self.me.clone());
+        }
+        out
+    }
+
+    pub(super) fn stabilize(&mut self, now: Instant) {
+        if !self.joined {
+            if let (false, Some(via)) = (self.join_lookup, self.join_via.clone()) {
+                self.start_join(now, via);
+            }
+            return;
+        }
+        if self.rpcs.values().any(|r| r.purpose == Purpose::Stabilize) {
+            return;
+        }
+        if self.successors[0].node == self.me.node && !self.join_lookup && !self.backup.is_empty() {
+            // Every successor failed (or was suspected): join again through the peers the
+            // list last held, one per period in turn, rather than stay a ring of one.
+            self.backup.rotate_left(1);
+            let via = self.backup[self.backup.len() - 1].clone();
+            self.start_join(now, via);
+            return;
+        }
+        let succ = self.successors[0].clone();
+        self.call(now, &succ, Purpose::Stabilize, ChordMessage::GetState);
+    }
+
+    pub(super) fn on_state(&mut self, now: Instant, from: &ChordPeer, state: ChordState) {
+        if from.node != self.successors[0].node {
+            return;
+        }
+        let mut list = Vec::with_capacity(state.successors.len() + 2);
+        let mut adopted = false;
+        if let Some(p) = state.predecessor {
+            let succ_id = from.ring_id();
+            let adopt = if from.node == self.me.node {
+                p.node != self.me.node
+            } else {
+                between(self.id, p.ring_id(), succ_id)
+            };
+            // The successor heard from `p` lately, whatever this node suspects.
+            if adopt {
+                list.push(p);
+                adopted = true;
+            }
+        }
+        if from.node != self.me.node {
+            list.push(from.clone());
+        }
+        list.extend(state.successors);
+        self.successors = self.clean_successors(list);
+        if self.successors[0].node != self.me.node {
+            self.backup.clone_from(&self.successors);
+        }
+        let succ = self.successors[0].clone();
+        self.send(&succ, ChordMessage::Notify);
+        if adopted && succ.node != self.me.node {
+            // A closer successor: ask it at once rather than a period later, so a successor
+            // that is many nodes off walks back at the speed of round trips.
+            self.stabilize(now);
+        }
+    }
+
+    pub(super) fn on_notify(&mut self, now: Instant, from: &ChordPeer) {
+        if from.node == self.me.node {
+            if self.predecessor.is_none() && self.successors[0].node == self.me.node {
+                self.predecessor = Some(self.me.clone());
+            }
+            return;
+        }
+        let take = match &self.predecessor {
+            None => true,
+            Some(p) if p.node == self.me.node => true,
+            Some(p) => between(p.ring_id(), from.ring_id(), self.id),
+        };
+        if !take {
+            return;
+        }
+        let old = self.predecessor.replace(from.clone());
+        if let Some(old) = old.filter(|o| o.node != self.me.node && !self.is_failed(&o.node)) {
+            // Tell the old predecessor at once that a node joined between us (rectify).
+            let state = ChordState {
+                request: 0,
+                predecessor: Some(from.clone()),
+                successors: self.successors.clone(),
+            };
+            self.send(&old, ChordMessage::State(state));
+        }
+        if self.successors[0].node == self.me.node {
+            self.successors = vec![from.clone()];
+        }
+        // Keys move to a new owner on join: whatever is not in (new predecessor, me] is its.
+        let records = self.store.take_outside(now, from.ring_id(), self.id);
+        self.hand_over(from, records);
+    }
+
+    pub(super) fn hand_over(&mut self, to: &ChordPeer, records: Vec<weft_protocol::ChordRecord>) {
+        self.metrics.records_handed_over += records.len() as u64;
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let chunk: Vec<_> = records.by_ref().take(MAX_HANDOVER_RECORDS).collect();
+            self.send(to, ChordMessage::Handover(ChordHandover { records: chunk }));
+        }
+    }
+
+    pub(super) fn fix_fingers(&mut self, now: Instant) {
+        if !self.joined || self.finger_lookup {
+            return;
+        }
+        self.finger_lookup = true;
+        let i = self.next_finger;
+        self.start_lookup(now, finger_start(self.id, i), LookupFor::Finger(i));
+    }
+
+    pub(super) fn check_predecessor(&mut self, now: Instant) {
+        self.store.expire(now);
+        self.failed.retain(|_, until| *until > now);
+        let Some(p) = self.predecessor.clone() else {
+            return;
+        };
+        if p.node == self.me.node
+            || self
+                .rpcs
+                .values()
+                .any(|r| r.purpose == Purpose::CheckPredecessor)
+        {
+            return;
+        }
+        self.call(now, &p, Purpose::CheckPredecessor, ChordMessage::GetState);
+    }
+}
