@@ -373,7 +373,12 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         }
     }
     if !lost.is_empty() {
-        return Err(format!("keys_lost {}: {}", lost.len(), lost.join(", ")));
+        return Err(format!(
+            "keys_lost {}: {}\n{}",
+            lost.len(),
+            lost.join(", "),
+            world_chord_states(&w, n)
+        ));
     }
     Ok(Survival {
         first_ring_ms,
