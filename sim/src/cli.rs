@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::table::{self, TableParams};
-use crate::scenario::Report;
 use crate::sweep::{self, Shard};
 
 /// Arguments of `weft sim`.
@@ -259,64 +258,99 @@ pub fn run(args: SimArgs) -> ExitCode {
         }) => sweep_table(a),
         Some(SimCommand::Sweep {
             protocol: SweepProtocol::Mesh(a),
-        }) => {
-            let shard = match a.shard.as_deref().map(Shard::parse).transpose() {
-                Ok(s) => s.unwrap_or(Shard::ALL),
-                Err(e) => return bad_args(&e),
-            };
-            let threads = a
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let wall = std::time::Instant::now();
-            let reports = sweep::mesh(a.seeds, shard, threads);
-            let failed: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
-            let wall_ms = wall.elapsed().as_millis() as u64;
-            if a.json {
-                let value = serde_json::json!({
-                    "protocol": "mesh",
-                    "seeds": reports.len(),
-                    "failed": failed.len(),
-                    "failures": failed.iter().map(|r| serde_json::json!({
-                        "seed": r.seed, "violation": r.violation, "replay": r.replay,
-                    })).collect::<Vec<_>>(),
-                    "events": reports.iter().map(|r| r.events).sum::<u64>(),
-                    "wall_ms": wall_ms,
-                    "ok": failed.is_empty(),
-                });
-                println!("{value}");
-            } else {
-                for r in &failed {
-                    println!(
-                        "FAILED seed {}: {}\n  replay: {}",
-                        r.seed,
-                        r.violation.as_deref().unwrap_or("?"),
-                        r.replay
-                    );
-                }
-                println!(
-                    "sweep mesh: {} seeds, {} failed, {} events, {wall_ms} ms wall",
-                    reports.len(),
-                    failed.len(),
-                    reports.iter().map(|r| r.events).sum::<u64>()
-                );
-            }
-            exit(failed.is_empty())
-        }
+        }) => sweep_mesh(a),
     }
+}
+
+/// A sweep's shard and worker threads, from its arguments.
+fn sweep_plan(a: &SweepArgs) -> Result<(Shard, usize), String> {
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok((shard.unwrap_or(Shard::ALL), threads))
+}
+
+/// One failed seed of a sweep: its violation and replay line.
+struct Failure<'a> {
+    seed: u64,
+    violation: Option<&'a str>,
+    replay: &'a str,
+}
+
+impl Failure<'_> {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "seed": self.seed, "violation": self.violation, "replay": self.replay })
+    }
+
+    fn print(&self) {
+        println!(
+            "FAILED seed {}: {}\n  replay: {}",
+            self.seed,
+            self.violation.unwrap_or("?"),
+            self.replay
+        );
+    }
+}
+
+/// `weft sim sweep mesh`.
+fn sweep_mesh(a: SweepArgs) -> ExitCode {
+    let (shard, threads) = match sweep_plan(&a) {
+        Ok(plan) => plan,
+        Err(e) => return bad_args(&e),
+    };
+    let wall = std::time::Instant::now();
+    let reports = sweep::mesh(a.seeds, shard, threads);
+    let failed: Vec<Failure> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| Failure {
+            seed: r.seed,
+            violation: r.violation.as_deref(),
+            replay: &r.replay,
+        })
+        .collect();
+    let wall_ms = wall.elapsed().as_millis() as u64;
+    let events: u64 = reports.iter().map(|r| r.events).sum();
+    if a.json {
+        let value = serde_json::json!({
+            "protocol": "mesh",
+            "seeds": reports.len(),
+            "failed": failed.len(),
+            "failures": failed.iter().map(Failure::json).collect::<Vec<_>>(),
+            "events": events,
+            "wall_ms": wall_ms,
+            "ok": failed.is_empty(),
+        });
+        println!("{value}");
+    } else {
+        failed.iter().for_each(Failure::print);
+        println!(
+            "sweep mesh: {} seeds, {} failed, {events} events, {wall_ms} ms wall",
+            reports.len(),
+            failed.len(),
+        );
+    }
+    exit(failed.is_empty())
 }
 
 /// `weft sim sweep table`.
 fn sweep_table(a: SweepArgs) -> ExitCode {
-    let shard = match a.shard.as_deref().map(Shard::parse).transpose() {
-        Ok(s) => s.unwrap_or(Shard::ALL),
+    let (shard, threads) = match sweep_plan(&a) {
+        Ok(plan) => plan,
         Err(e) => return bad_args(&e),
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let wall = std::time::Instant::now();
     let reports = sweep::table(a.seeds, shard, threads);
-    let failed: Vec<&table::TableReport> = reports.iter().filter(|r| !r.ok).collect();
+    let failed: Vec<Failure> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| Failure {
+            seed: r.seed,
+            violation: r.violation.as_deref(),
+            replay: &r.replay,
+        })
+        .collect();
     let wall_ms = wall.elapsed().as_millis() as u64;
     let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
     let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
@@ -326,9 +360,7 @@ fn sweep_table(a: SweepArgs) -> ExitCode {
             "protocol": "table",
             "seeds": reports.len(),
             "failed": failed.len(),
-            "failures": failed.iter().map(|r| serde_json::json!({
-                "seed": r.seed, "violation": r.violation, "replay": r.replay,
-            })).collect::<Vec<_>>(),
+            "failures": failed.iter().map(Failure::json).collect::<Vec<_>>(),
             "identical": reports.iter().all(|r| r.identical),
             "lease_violations": reports.iter().map(|r| r.lease_violations).sum::<u64>(),
             "catchup_bytes": catchup,
@@ -339,14 +371,7 @@ fn sweep_table(a: SweepArgs) -> ExitCode {
         });
         println!("{value}");
     } else {
-        for r in &failed {
-            println!(
-                "FAILED seed {}: {}\n  replay: {}",
-                r.seed,
-                r.violation.as_deref().unwrap_or("?"),
-                r.replay
-            );
-        }
+        failed.iter().for_each(Failure::print);
         println!(
             "sweep table: {} seeds, {} failed, catch-up {catchup} bytes vs full resend {full} \
              bytes, {events} events, {wall_ms} ms wall",

@@ -34,6 +34,15 @@ impl Shard {
     }
 }
 
+/// A number from the environment variable `var` (a sweep's size, a bound), or `default` when
+/// it is unset or not a number: how tests let `WEFT_*_SEEDS=K` enlarge their sweeps.
+pub fn env_or(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The mesh parameters a sweep derives from `seed`: a small network, swarm faults.
 pub fn mesh_params(seed: u64) -> MeshParams {
     let mut r = SimRng::child(seed, "sweep", 0);

@@ -117,13 +117,10 @@ fn a_chord_command_without_chord_is_refused() {
 /// lowers the largest N checked).
 #[test]
 fn hops_match_the_paper() {
-    let max: u32 = std::env::var("WEFT_CHORD_HOPS_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let max = weft_sim::sweep::env_or("WEFT_CHORD_HOPS_MAX", 1024);
     for log_n in [6u32, 8, 10] {
         let n = 1u32 << log_n;
-        if n > max {
+        if u64::from(n) > max {
             continue;
         }
         let r = chord::run(&ChordParams::new(n, 1, 1000));
@@ -161,10 +158,7 @@ fn simultaneous_failures_lose_nothing_that_still_has_a_holder() {
 /// owner, and every key with a live holder is read back.
 #[test]
 fn swarm_seed_sweep() {
-    let seeds: u64 = std::env::var("WEFT_CHORD_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let seeds = weft_sim::sweep::env_or("WEFT_CHORD_SEEDS", 100);
     let mut failed = Vec::new();
     for seed in 1..=seeds {
         let p = ChordParams {
@@ -229,11 +223,7 @@ fn real_nodes_rebuild_the_ring_after_swarm_faults() {
         .and_then(|v| v.parse().ok())
     {
         Some(seed) => vec![seed],
-        None => (1..=std::env::var("WEFT_CHORD_SEEDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100))
-            .collect(),
+        None => (1..=weft_sim::sweep::env_or("WEFT_CHORD_SEEDS", 100)).collect(),
     };
     let mut failed = Vec::new();
     let (mut keys_read, mut keys_without_live_holder, mut first_ring_ms) = (0u64, 0u64, 0u64);

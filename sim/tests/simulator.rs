@@ -8,10 +8,7 @@ use weft_sim::sweep::{self, Shard};
 
 /// Seeds in the sweep: `WEFT_SIM_SEEDS` (default 400).
 fn sweep_seeds() -> u64 {
-    std::env::var("WEFT_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+    weft_sim::sweep::env_or("WEFT_SIM_SEEDS", 400)
 }
 
 #[test]

@@ -13,10 +13,7 @@ use weft_sim::Net;
 
 /// Seeds in the sweep: `WEFT_TABLE_SEEDS` (default 300).
 fn sweep_seeds() -> u64 {
-    std::env::var("WEFT_TABLE_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+    sweep::env_or("WEFT_TABLE_SEEDS", 300)
 }
 
 #[test]
