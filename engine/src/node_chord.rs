@@ -18,6 +18,9 @@ use crate::time::Instant;
 
 use super::Node;
 
+/// Mesh peers a node probes through each repair period (SPEC.md §20.3).
+pub(crate) const CHORD_PROBES_PER_PERIOD: usize = 4;
+
 /// Chord-only connections and the messages waiting for one to open.
 #[derive(Debug, Default)]
 pub(crate) struct ChordConns {
@@ -169,22 +172,32 @@ impl Node {
         )
     }
 
-    /// Every repair period: ask one random mesh peer who follows this node on the ring, so
-    /// rings that formed apart (a partition) merge once the mesh joins them (SPEC.md §20.3).
+    /// Every repair period: ask up to [`CHORD_PROBES_PER_PERIOD`] mesh peers (consecutive in
+    /// node-id order from a random one) who follows this node on the ring, so rings that
+    /// formed apart (a partition, concurrent first joins) merge once the mesh joins them
+    /// (SPEC.md §20.3).
     pub(super) fn chord_probe(&mut self, now: Instant) {
         if self.chord.is_none() || self.links.is_empty() {
             return;
         }
-        let pick = (self.rng.next_u64() % self.links.len() as u64) as usize;
-        let Some((&node, &conn)) = self.links.iter().nth(pick) else {
-            return;
-        };
-        let addr = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.peer()?.listen_addr.clone());
-        if let (Some(chord), Some(addr)) = (self.chord.as_mut(), addr) {
-            chord.probe_via(now, ChordPeer { node, addr });
+        let count = self.links.len();
+        let first = (self.rng.next_u64() % count as u64) as usize;
+        let picks: Vec<(NodeId, ConnId)> = self
+            .links
+            .iter()
+            .cycle()
+            .skip(first)
+            .take(count.min(CHORD_PROBES_PER_PERIOD))
+            .map(|(&node, &conn)| (node, conn))
+            .collect();
+        for (node, conn) in picks {
+            let addr = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.peer()?.listen_addr.clone());
+            if let (Some(chord), Some(addr)) = (self.chord.as_mut(), addr) {
+                chord.probe_via(now, ChordPeer { node, addr });
+            }
         }
         self.pump_chord(now);
     }

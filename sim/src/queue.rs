@@ -63,6 +63,15 @@ impl<T> EventQueue<T> {
         Some((at, event))
     }
 
+    /// Removes every event, in queue order.
+    pub fn take_all(&mut self) -> Vec<(u64, T)> {
+        let mut all = Vec::with_capacity(self.len);
+        while let Some(event) = self.pop() {
+            all.push(event);
+        }
+        all
+    }
+
     /// Events queued.
     pub fn len(&self) -> usize {
         self.len

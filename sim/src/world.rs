@@ -412,6 +412,7 @@ impl World {
                 d.clogged_until = 0;
             }
         }
+        self.release_held_frames();
         for i in 0..self.nodes.len() as u32 {
             self.nodes[i as usize].slow_until = 0;
             if self.nodes[i as usize].node.is_none() {
@@ -420,6 +421,33 @@ impl World {
             if self.nodes[i as usize].paused {
                 self.resume(i);
             }
+        }
+    }
+
+    /// Frames a partition or a clog holds arrive with the heal, not at the fault's planned
+    /// end: each queued delivery on a direction without a bandwidth backlog arrives at most
+    /// one latency from now, each direction still in order.
+    fn release_held_frames(&mut self) {
+        let now = self.now;
+        let mut last: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+        for (at, ev) in self.queue.take_all() {
+            let at = match &ev {
+                Ev::Deliver { link, side, .. }
+                    if at > now
+                        && self.links[*link as usize].dirs[*side as usize].busy_until <= now =>
+                {
+                    let earliest = now + self.latency();
+                    let previous = last.get(&(*link, *side)).copied().unwrap_or(now);
+                    let released = at.min(earliest.max(previous));
+                    last.insert((*link, *side), released);
+                    released
+                }
+                _ => at,
+            };
+            self.queue.push(at, ev);
+        }
+        for ((link, side), at) in last {
+            self.links[link as usize].dirs[side as usize].last_arrival = at;
         }
     }
 

@@ -289,7 +289,7 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
     let value = |k: u64| format!("value-{k}-of-seed-{seed}").into_bytes();
 
     // The ring forms within 120 s (concurrent first joins can make separate rings, which
-    // merge through the mesh probes of §20.3, one per repair period, in up to a minute), then
+    // merge through the mesh probes of §20.3, up to 4 per repair period, in up to 30 s), then
     // every key is put from a random node.
     w.run_until(10_000 * MS);
     wait_world_ring(&mut w, n, 110).map_err(|e| {
