@@ -176,7 +176,13 @@ impl Chord {
         }
     }
 
+    /// A lookup found its owners (`owners[0]` first). Callers pass a peer's non-empty
+    /// CHORD_FOUND list or this node's own successor list (never empty); an empty list would
+    /// fail the lookup rather than index it, so every `owners[0]` below is safe.
     pub(super) fn lookup_done(&mut self, now: Instant, lid: u64, owners: Vec<ChordPeer>) {
+        if owners.is_empty() {
+            return self.lookup_failed(now, lid);
+        }
         let Some(l) = self.lookups.remove(&lid) else {
             return;
         };

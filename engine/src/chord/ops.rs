@@ -104,6 +104,7 @@ impl Chord {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
+        // Only `lookup_done` calls this, with a non-empty list (it fails empty ones).
         let owner = owners[0].clone();
         let position = Self::op_key_position(op, slot);
         match &op.request {
