@@ -636,11 +636,12 @@ impl Node {
         targets.extend(self.links.values().copied());
         let mut sent = 0;
         for &conn in &targets {
-            let compress = self.compress_to(conn);
-            let frame = frames.get(compress, || {
-                Frame::build(code, payload, compress).into_bytes()
-            });
-            sent += u64::from(self.send_frame(conn, frame, priority));
+            let build = |compress| {
+                frames.get(compress, || {
+                    Frame::build(code, payload, compress).into_bytes()
+                })
+            };
+            sent += u64::from(self.send_built(conn, priority, build));
         }
         targets.clear();
         self.scratch_conns = targets;
@@ -660,9 +661,8 @@ impl Node {
         targets.extend(self.links.values().copied().filter(|c| Some(*c) != except));
         let mut sent = 0;
         for &conn in &targets {
-            let compress = self.compress_to(conn);
-            let frame = frames.get(compress, || msg.to_frame(compress).into_bytes());
-            sent += u64::from(self.send_frame(conn, frame, priority));
+            let build = |compress| frames.get(compress, || msg.to_frame(compress).into_bytes());
+            sent += u64::from(self.send_built(conn, priority, build));
         }
         targets.clear();
         self.scratch_conns = targets;
@@ -672,6 +672,17 @@ impl Node {
     /// Queues a frame under the overflow rule and hands the driver what the window allows.
     /// Returns false if it was dropped or the peer was disconnected as too slow.
     fn send_frame(&mut self, conn: ConnId, frame: Bytes, priority: Priority) -> bool {
+        self.send_built(conn, priority, |_| frame)
+    }
+
+    /// [`send_frame`](Self::send_frame) of the frame `build` makes, told whether the peer
+    /// takes compressed frames: one connection lookup for the whole send.
+    fn send_built(
+        &mut self,
+        conn: ConnId,
+        priority: Priority,
+        build: impl FnOnce(bool) -> Bytes,
+    ) -> bool {
         let limits = &self.config.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
@@ -679,14 +690,16 @@ impl Node {
         if matches!(c.state, ConnState::Closing) {
             return false;
         }
+        let compress = self.config.compression && c.peer().is_some_and(|p| p.compression);
         match c.enqueue(
-            frame,
+            build(compress),
             priority,
             limits.relay_queue_bytes_max,
             limits.send_queue_bytes_max,
         ) {
             Enqueued::Queued => {
-                self.flush(conn);
+                let window = limits.transmit_window_bytes;
+                flush_conn(c, self.now, window, &mut self.metrics, &mut self.outputs);
                 true
             }
             Enqueued::DroppedRelay => {
@@ -702,15 +715,8 @@ impl Node {
 
     fn flush(&mut self, conn: ConnId) {
         let window = self.config.limits.transmit_window_bytes;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        while let Some(wire) = c.next_transmit(window) {
-            c.last_sent_at = self.now;
-            self.metrics.frames_sent += 1;
-            self.metrics.bytes_sent += wire.len() as u64;
-            self.outputs
-                .push_back(Output::Transmit { conn, bytes: wire });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            flush_conn(c, self.now, window, &mut self.metrics, &mut self.outputs);
         }
     }
 
@@ -730,10 +736,8 @@ impl Node {
         self.metrics.bytes_received += bytes.len() as u64;
         let plain = c.transport.open(bytes);
         c.decoder.push(plain);
+        let mut c = c;
         loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return Ok(());
-            };
             if matches!(c.state, ConnState::Closing) {
                 return Ok(());
             }
@@ -745,7 +749,22 @@ impl Node {
                     t.bytes_in += frame.bytes().len() as u64;
                     c.last_received_at = now;
                     self.metrics.frames_received += 1;
-                    self.on_frame(now, conn, frame);
+                    let from = Sender {
+                        conn,
+                        established: c.peer().is_some(),
+                        chord_only: c.chord_only,
+                    };
+                    // Most deliveries carry one whole frame: then there is nothing to look
+                    // the connection up again for.
+                    let last = c.decoder.buffered_len() == 0;
+                    self.on_frame(now, from, frame);
+                    if last {
+                        return Ok(());
+                    }
+                    c = match self.conns.get_mut(&conn) {
+                        Some(c) => c,
+                        None => return Ok(()),
+                    };
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -760,7 +779,8 @@ impl Node {
         }
     }
 
-    fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+    fn on_frame(&mut self, now: Instant, from: Sender, frame: Frame) {
+        let conn = from.conn;
         let payload = match frame.payload() {
             Ok(p) => p,
             Err(e) => {
@@ -775,8 +795,8 @@ impl Node {
                 return self.close(conn, CloseReason::Protocol(e), bye);
             }
         };
-        let established = self.conns.get(&conn).and_then(|c| c.peer()).is_some();
-        if established && self.is_chord_conn(conn) && !Node::allowed_on_chord_conn(&msg) {
+        let established = from.established;
+        if established && from.chord_only && !Node::allowed_on_chord_conn(&msg) {
             let what = "mesh or discovery message on a chord-only connection";
             let bye = Some(ByeReason::ProtocolViolation);
             return self.close(conn, CloseReason::UnexpectedMessage(what), bye);
@@ -1050,11 +1070,12 @@ impl Node {
         targets.extend(self.links.values().copied().filter(|c| Some(*c) != except));
         let mut sent = 0;
         for &conn in &targets {
-            let compress = self.compress_to(conn);
-            let frame = frames.get(compress, || {
-                Frame::build(code, payload, compress).into_bytes()
-            });
-            sent += u64::from(self.send_frame(conn, frame, Priority::Control));
+            let build = |compress| {
+                frames.get(compress, || {
+                    Frame::build(code, payload, compress).into_bytes()
+                })
+            };
+            sent += u64::from(self.send_built(conn, Priority::Control, build));
         }
         targets.clear();
         self.scratch_conns = targets;
@@ -1134,6 +1155,35 @@ fn rng_seed(config: &Config) -> [u8; 32] {
     h.update(&config.incarnation.to_le_bytes());
     h.update(&config.rng_seed.to_le_bytes());
     *h.finalize().as_bytes()
+}
+
+/// Hands the driver what `c`'s transmit window allows of its send queue.
+fn flush_conn(
+    c: &mut Conn,
+    now: Instant,
+    window: usize,
+    metrics: &mut NodeMetrics,
+    outputs: &mut VecDeque<Output>,
+) {
+    while let Some(wire) = c.next_transmit(window) {
+        c.last_sent_at = now;
+        metrics.frames_sent += 1;
+        metrics.bytes_sent += wire.len() as u64;
+        outputs.push_back(Output::Transmit {
+            conn: c.id,
+            bytes: wire,
+        });
+    }
+}
+
+/// The connection a frame came on, as the receive loop found it.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    conn: ConnId,
+    /// The handshake is done.
+    established: bool,
+    /// A chord-only connection (SPEC.md §20.4).
+    chord_only: bool,
 }
 
 /// Lazily built frames of one message, with and without compression.

@@ -37,14 +37,14 @@ impl Node {
         let mut targets = core::mem::take(&mut self.scratch_conns);
         targets.extend(self.links.values().copied().filter(|c| *c != from));
         for &conn in &targets {
-            let bytes = match frame {
-                Some(f) if !f.flags().compressed() || self.compress_to(conn) => f.bytes().clone(),
+            let bytes = |compress| match frame {
+                Some(f) if !f.flags().compressed() || compress => f.bytes().clone(),
                 _ => {
                     let build = || Frame::build(Code::BROADCAST, payload, false).into_bytes();
                     plain.get_or_insert_with(build).clone()
                 }
             };
-            if self.send_frame(conn, bytes, Priority::Relay) {
+            if self.send_built(conn, Priority::Relay, bytes) {
                 self.metrics.broadcast_transmissions += 1;
             }
         }

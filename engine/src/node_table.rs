@@ -73,14 +73,14 @@ impl Node {
         let mut plain: Option<Bytes> = None;
         for &conn in &targets {
             // The received frame's bytes unchanged where the peer can take them.
-            let bytes = match &relay {
-                Some((bytes, compressed)) if !compressed || self.compress_to(conn) => bytes.clone(),
+            let bytes = |compress| match &relay {
+                Some((bytes, compressed)) if !compressed || compress => bytes.clone(),
                 _ => {
                     let build = || Frame::build(Code::TABLE_WRITE, &payload, false).into_bytes();
                     plain.get_or_insert_with(build).clone()
                 }
             };
-            if self.send_frame(conn, bytes, Priority::Relay) {
+            if self.send_built(conn, Priority::Relay, bytes) {
                 self.metrics.table_write_transmissions += 1;
             }
         }
