@@ -109,10 +109,27 @@ impl<K: core::hash::Hash + Eq + Copy, V> LruMap<K, V> {
     }
 }
 
+/// An (origin, incarnation), as the seen windows are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OriginKey {
+    origin: NodeId,
+    incarnation: u64,
+}
+
+impl core::hash::Hash for OriginKey {
+    /// Node ids are BLAKE3 outputs, already uniform: eight of their bytes with the
+    /// incarnation spread the keys as well as all 32 would, in one hashing step (every
+    /// reception looks its origin up).
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        let (prefix, _) = self.origin.0.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+        state.write_u64(u64::from_le_bytes(*prefix) ^ self.incarnation.rotate_left(32));
+    }
+}
+
 /// What the mesh remembers of every (origin, incarnation)'s broadcasts.
 #[derive(Debug)]
 pub(crate) struct SeenWindows {
-    windows: LruMap<(NodeId, u64), OriginWindow>,
+    windows: LruMap<OriginKey, OriginWindow>,
 }
 
 impl SeenWindows {
@@ -124,16 +141,22 @@ impl SeenWindows {
 
     /// Records (origin, incarnation, seq); true if it is new.
     pub(crate) fn insert(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        let key = OriginKey {
+            origin,
+            incarnation,
+        };
         self.windows
-            .get_or_insert_with((origin, incarnation), OriginWindow::default)
+            .get_or_insert_with(key, OriginWindow::default)
             .insert(seq)
     }
 
     /// Whether (origin, incarnation, seq) counts as seen, without recording anything.
     pub(crate) fn contains(&self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
-        self.windows
-            .get(&(origin, incarnation))
-            .is_some_and(|w| w.contains(seq))
+        let key = OriginKey {
+            origin,
+            incarnation,
+        };
+        self.windows.get(&key).is_some_and(|w| w.contains(seq))
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -22,29 +22,38 @@ impl Timer {
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
     deadlines: [Option<Instant>; Timer::COUNT],
+    /// The earliest deadline and its timer, kept on every change: every input reads it.
+    earliest: Option<(Instant, Timer)>,
 }
 
 impl TimerTable {
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
         self.deadlines[timer as usize] = Some(at);
+        self.earliest = self.find_earliest();
     }
 
     /// The earliest deadline and its timer.
     pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
-        Timer::ALL
-            .iter()
-            .filter_map(|&t| self.deadlines[t as usize].map(|at| (at, t)))
-            .min_by_key(|&(at, _)| at)
+        self.earliest
     }
 
     /// Clears and returns a timer whose deadline is at or before `now`.
     pub(crate) fn take_expired(&mut self, now: Instant) -> Option<Timer> {
-        let (at, timer) = self.next()?;
+        let (at, timer) = self.earliest?;
         if at > now {
             return None;
         }
         self.deadlines[timer as usize] = None;
+        self.earliest = self.find_earliest();
         Some(timer)
+    }
+
+    /// The earliest deadline, the first timer in `Timer::ALL` order on a tie.
+    fn find_earliest(&self) -> Option<(Instant, Timer)> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| self.deadlines[t as usize].map(|at| (at, t)))
+            .min_by_key(|&(at, _)| at)
     }
 }
 
