@@ -51,7 +51,9 @@ pub struct Node {
     config: Config,
     identity: Identity,
     network: NetworkId,
-    rng: ChaCha8Rng,
+    /// Boxed, like the other sub-machines a reception does not touch, so the node's own
+    /// fields stay a few cache lines.
+    rng: Box<ChaCha8Rng>,
     conns: BTreeMap<ConnId, Conn>,
     /// The one established link per peer; iteration in node-id order keeps runs deterministic.
     links: BTreeMap<NodeId, ConnId>,
@@ -63,11 +65,11 @@ pub struct Node {
     outputs: VecDeque<Output>,
     timers: TimerTable,
     mesh: Mesh,
-    table: Table,
-    discovery: Discovery,
+    table: Box<Table>,
+    discovery: Box<Discovery>,
     metrics: NodeMetrics,
     /// The Chord machine, when this node is a ring member.
-    chord: Option<Chord>,
+    chord: Option<Box<Chord>>,
     chord_conns: ChordConns,
     wall_clock: Option<(u64, Instant)>,
     now: Instant,
@@ -107,14 +109,14 @@ impl Node {
             config.limits.cascade_seen_max,
             config.incarnation,
         );
-        let chord = Node::new_chord(&config, identity.node_id());
+        let chord = Node::new_chord(&config, identity.node_id()).map(Box::new);
         Node {
             chord,
             chord_conns: ChordConns::default(),
             config,
             identity,
             network,
-            rng,
+            rng: Box::new(rng),
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
             dial_targets: BTreeMap::new(),
@@ -123,8 +125,8 @@ impl Node {
             outputs: VecDeque::new(),
             timers: TimerTable::default(),
             mesh,
-            table,
-            discovery,
+            table: Box::new(table),
+            discovery: Box::new(discovery),
             metrics: NodeMetrics::default(),
             wall_clock: None,
             now: Instant::ZERO,
@@ -193,7 +195,7 @@ impl Node {
 
     /// The Chord machine, when this node is a ring member.
     pub fn chord(&self) -> Option<&Chord> {
-        self.chord.as_ref()
+        self.chord.as_deref()
     }
 
     // ----- inspection ---------------------------------------------------------------------
@@ -418,7 +420,7 @@ impl Node {
         let me = self.identity.node_id();
         let picked =
             self.discovery
-                .pick_dial(now, &mut self.rng, self.config.timers.dial_backoff, |n| {
+                .pick_dial(now, &mut *self.rng, self.config.timers.dial_backoff, |n| {
                     *n != me && !links.contains_key(n) && !dialing.contains(n)
                 });
         if let Some((node, addr)) = picked {
