@@ -54,6 +54,40 @@ pub(crate) enum Enqueued {
     Overflow,
 }
 
+/// A connection's queue of frames not yet handed to the driver. The oldest frame sits in a
+/// slot of its own: most frames are queued into an empty queue and taken out at once, and then
+/// only the slot is touched, never the ring buffer's memory.
+#[derive(Debug, Default)]
+struct SendQueue {
+    /// The oldest frame; empty only when `rest` is empty too.
+    first: Option<Bytes>,
+    /// The frames after it, in order.
+    rest: VecDeque<Bytes>,
+}
+
+impl SendQueue {
+    fn push_back(&mut self, frame: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let first = self.first.take()?;
+        if !self.rest.is_empty() {
+            self.first = self.rest.pop_front();
+        }
+        Some(first)
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+}
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -66,7 +100,7 @@ pub(crate) struct Conn {
     pub(crate) opened_at: Instant,
     pub(crate) last_received_at: Instant,
     pub(crate) last_sent_at: Instant,
-    send_queue: VecDeque<Bytes>,
+    send_queue: SendQueue,
     pub(crate) stats: ConnStats,
     /// A chord-only connection (SPEC.md §20.4): never a mesh link.
     pub(crate) chord_only: bool,
@@ -87,7 +121,7 @@ impl Conn {
             opened_at: now,
             last_received_at: now,
             last_sent_at: now,
-            send_queue: VecDeque::new(),
+            send_queue: SendQueue::default(),
             stats: ConnStats::default(),
             chord_only: false,
         }
@@ -150,5 +184,42 @@ impl Conn {
     pub(crate) fn clear_queue(&mut self) {
         self.send_queue.clear();
         self.stats.queued_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::quickcheck;
+
+    quickcheck! {
+        /// Any pushes, pops and clears: the same frames in the same order as a plain deque.
+        fn send_queue_is_a_fifo(ops: Vec<Option<u8>>) -> bool {
+            let mut q = SendQueue::default();
+            let mut model = VecDeque::new();
+            for op in ops {
+                match op {
+                    Some(0) => {
+                        q.clear();
+                        model.clear();
+                    }
+                    Some(b) => {
+                        q.push_back(Bytes::from(vec![b]));
+                        model.push_back(Bytes::from(vec![b]));
+                    }
+                    None => {
+                        if q.pop_front() != model.pop_front() {
+                            return false;
+                        }
+                    }
+                }
+            }
+            while let Some(b) = model.pop_front() {
+                if q.pop_front() != Some(b) {
+                    return false;
+                }
+            }
+            q.pop_front().is_none()
+        }
     }
 }

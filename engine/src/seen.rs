@@ -121,7 +121,11 @@ impl core::hash::Hash for OriginKey {
     /// incarnation spread the keys as well as all 32 would, in one hashing step (every
     /// reception looks its origin up).
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        let (prefix, _) = self.origin.0.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+        let (prefix, _) = self
+            .origin
+            .0
+            .split_first_chunk::<8>()
+            .unwrap_or((&[0; 8], &[]));
         state.write_u64(u64::from_le_bytes(*prefix) ^ self.incarnation.rotate_left(32));
     }
 }
