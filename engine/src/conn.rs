@@ -20,8 +20,9 @@ pub(crate) enum ConnState {
     Accepted,
     /// Open; HELLO and HELLO_ACK in progress.
     Handshaking(Box<Handshake>),
-    /// Proven: the peer's identity is known.
-    Established(Peer),
+    /// Proven: the peer's identity is known. Boxed: a frame's way through reads only whether
+    /// the connection is established, never who the peer is.
+    Established(Box<Peer>),
     /// The engine asked the driver to close it; waiting for `Closed`.
     Closing,
 }
@@ -32,7 +33,6 @@ pub(crate) struct Peer {
     pub(crate) node: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) listen_addr: Option<String>,
-    pub(crate) compression: bool,
     /// The dialer's HELLO nonce: the last tie-break between two links dialed by the same side.
     pub(crate) dialer_nonce: [u8; 32],
 }
@@ -89,21 +89,28 @@ impl SendQueue {
 }
 
 /// One connection.
+///
+/// `repr(C)` keeps the fields in this order: a frame received touches the first lines (the
+/// decoder, the state, the time and counters), a frame sent the send queue and the counters.
+/// In a simulation of many nodes each of those lines is a cache miss.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Conn {
-    pub(crate) id: ConnId,
-    pub(crate) addr: String,
-    pub(crate) direction: Direction,
-    pub(crate) state: ConnState,
     pub(crate) decoder: FrameDecoder,
-    pub(crate) transport: Transport,
-    pub(crate) opened_at: Instant,
+    pub(crate) state: ConnState,
     pub(crate) last_received_at: Instant,
     pub(crate) last_sent_at: Instant,
-    send_queue: SendQueue,
-    pub(crate) stats: ConnStats,
+    pub(crate) id: ConnId,
+    /// Frames to the peer may be lz4-compressed: both ends offered it (set when established).
+    pub(crate) send_compressed: bool,
     /// A chord-only connection (SPEC.md §20.4): never a mesh link.
     pub(crate) chord_only: bool,
+    pub(crate) direction: Direction,
+    pub(crate) transport: Transport,
+    pub(crate) stats: ConnStats,
+    send_queue: SendQueue,
+    pub(crate) addr: String,
+    pub(crate) opened_at: Instant,
 }
 
 impl Conn {
@@ -123,6 +130,7 @@ impl Conn {
             last_sent_at: now,
             send_queue: SendQueue::default(),
             stats: ConnStats::default(),
+            send_compressed: false,
             chord_only: false,
         }
     }

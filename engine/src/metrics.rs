@@ -65,15 +65,16 @@ pub struct Traffic {
     pub bytes_out: u64,
 }
 
-/// Traffic on one connection by protocol.
+/// Traffic on one connection by protocol. `repr(C)`, the mesh first: it is the busiest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct ByProtocol {
+    /// BROADCAST.
+    pub mesh: Traffic,
     /// HELLO, HELLO_ACK, PING, PONG, BYE.
     pub session: Traffic,
     /// ICANSEE, IKNOWABOUT, ICANTSEE.
     pub discovery: Traffic,
-    /// BROADCAST.
-    pub mesh: Traffic,
     /// MESH_DIGEST, MESH_WANT, MESH_REPAIR.
     pub repair: Traffic,
     /// TABLE_WRITE, TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES.
@@ -109,23 +110,25 @@ impl ByProtocol {
     }
 }
 
-/// Counters and queue state for one connection.
+/// Counters and queue state for one connection. `repr(C)`: every frame updates the first
+/// fields, so they share cache lines (see `Conn`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct ConnStats {
     /// Frames received.
     pub frames_in: u64,
-    /// Frames handed to the driver.
-    pub frames_out: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// Frames handed to the driver.
+    pub frames_out: u64,
     /// Bytes handed to the driver.
     pub bytes_out: u64,
-    /// Relays dropped for this connection.
-    pub relays_dropped: u64,
     /// Bytes waiting in the engine's send queue now.
     pub queued_bytes: usize,
     /// Bytes handed to the driver and not yet reported written.
     pub in_flight_bytes: usize,
     /// Frames and bytes by protocol.
     pub by_protocol: ByProtocol,
+    /// Relays dropped for this connection.
+    pub relays_dropped: u64,
 }

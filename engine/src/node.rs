@@ -617,12 +617,9 @@ impl Node {
     // ----- sending ------------------------------------------------------------------------
 
     fn compress_to(&self, conn: ConnId) -> bool {
-        self.config.compression
-            && self
-                .conns
-                .get(&conn)
-                .and_then(|c| c.peer())
-                .is_some_and(|p| p.compression)
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.send_compressed && c.peer().is_some())
     }
 
     fn send_message(&mut self, conn: ConnId, msg: &Message<'_>, priority: Priority) {
@@ -692,7 +689,7 @@ impl Node {
         if matches!(c.state, ConnState::Closing) {
             return false;
         }
-        let compress = self.config.compression && c.peer().is_some_and(|p| p.compression);
+        let compress = c.send_compressed && c.peer().is_some();
         match c.enqueue(
             build(compress),
             priority,
@@ -906,10 +903,10 @@ impl Node {
             node,
             incarnation: hello.incarnation,
             listen_addr: hello.listen_addr.clone(),
-            compression: offers_lz4(&hello),
             dialer_nonce,
         };
-        c.state = ConnState::Established(peer);
+        c.state = ConnState::Established(Box::new(peer));
+        c.send_compressed = self.config.compression && offers_lz4(&hello);
         self.dial_targets.remove(&conn);
         self.metrics.handshakes_completed += 1;
         if self.chord_only(conn, hello.capabilities) {

@@ -15,13 +15,14 @@ use crate::frame::{check_header, check_length, Frame, Header, HEADER_LEN, LENGTH
 /// Feed it with [`push`](Self::push), then call [`next_frame`](Self::next_frame) until it returns
 /// `Ok(None)`. After an error the stream is out of sync and the connection must be closed.
 #[derive(Debug, Default)]
+#[repr(C)] // What a whole frame in one chunk touches comes first.
 pub struct FrameDecoder {
+    /// Input not yet looked at.
+    input: Bytes,
     /// A frame begun in an earlier chunk, being assembled.
     partial: BytesMut,
     /// The validated header of `partial`, once it has all eight bytes.
     partial_header: Option<Header>,
-    /// Input not yet looked at.
-    input: Bytes,
     /// Set after an error: the stream cannot be resynchronised.
     failed: bool,
 }
