@@ -8,10 +8,11 @@ pub const HELLO_ACK_DOMAIN: &[u8] = b"weft hello-ack v1\0";
 
 /// A key pair and the node id derived from it.
 #[derive(Clone)]
+#[repr(C)] // The id first: every broadcast received is checked against it.
 pub struct Identity {
+    node_id: NodeId,
     signing_key: SigningKey,
     public_key: PublicKey,
-    node_id: NodeId,
 }
 
 impl core::fmt::Debug for Identity {

@@ -45,15 +45,16 @@ pub(crate) struct StoreLimits {
     pub(crate) age_max: Duration,
 }
 
-/// The mesh sub-machine's state.
+/// The mesh sub-machine's state. `repr(C)`: what every received broadcast reads first.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Mesh {
     seen: SeenWindows,
-    incarnations: LruMap<NodeId, u64>,
-    last_seq: u64,
     store: VecDeque<Held>,
     store_bytes: usize,
     limits: StoreLimits,
+    incarnations: LruMap<NodeId, u64>,
+    last_seq: u64,
 }
 
 impl Mesh {

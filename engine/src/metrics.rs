@@ -1,26 +1,28 @@
 //! Counters the node keeps for drivers, `weft stats` and tests.
 
-/// Node-wide counters. All only grow.
+/// Node-wide counters. All only grow. `repr(C)`: the eight a broadcast's way through
+/// updates come first and share one cache line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct NodeMetrics {
     /// Frames decoded from any connection.
     pub frames_received: u64,
-    /// Frames handed to the driver.
-    pub frames_sent: u64,
     /// Bytes received from any connection.
     pub bytes_received: u64,
-    /// Bytes handed to the driver.
-    pub bytes_sent: u64,
-    /// Broadcasts this node originated.
-    pub broadcasts_originated: u64,
     /// BROADCAST frames received (first copies and duplicates).
     pub broadcasts_received: u64,
-    /// Broadcasts delivered to the application (first copies).
-    pub broadcasts_delivered: u64,
     /// BROADCAST frames received that were already seen.
     pub broadcast_duplicates: u64,
+    /// Frames handed to the driver.
+    pub frames_sent: u64,
+    /// Bytes handed to the driver.
+    pub bytes_sent: u64,
+    /// Broadcasts delivered to the application (first copies).
+    pub broadcasts_delivered: u64,
     /// BROADCAST frames queued to peers (originated and relayed).
     pub broadcast_transmissions: u64,
+    /// Broadcasts this node originated.
+    pub broadcasts_originated: u64,
     /// Relayed frames dropped because a peer's queue was over `relay_queue_bytes_max`.
     pub relays_dropped: u64,
     /// Connections closed because of their bytes or behaviour.
