@@ -19,6 +19,7 @@ mod handshake;
 mod hasher;
 pub mod identity;
 pub mod io;
+mod links;
 mod mesh;
 pub mod metrics;
 mod node;

@@ -18,6 +18,7 @@ use crate::discovery::Discovery;
 use crate::handshake::{offers_lz4, Handshake, Proven};
 use crate::identity::Identity;
 use crate::io::{CloseReason, Command, ConnId, Direction, Event, Input, InputError, Output};
+use crate::links::Links;
 use crate::mesh::{IncarnationCheck, Mesh, StoreLimits};
 use crate::metrics::{ConnStats, NodeMetrics};
 use crate::table::{Table, TableLimits};
@@ -64,7 +65,7 @@ pub struct Node {
     metrics: NodeMetrics,
     mesh: Mesh,
     /// The one established link per peer; iteration in node-id order keeps runs deterministic.
-    links: BTreeMap<NodeId, ConnId>,
+    links: Links,
     /// Reused list of send targets, so a relay allocates nothing.
     scratch_conns: Vec<ConnId>,
     identity: Identity,
@@ -121,7 +122,7 @@ impl Node {
             network,
             rng: Box::new(rng),
             conns: BTreeMap::new(),
-            links: BTreeMap::new(),
+            links: Links::default(),
             dial_targets: BTreeMap::new(),
             scratch_conns: Vec::new(),
             last_outbound: 0,
