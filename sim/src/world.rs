@@ -5,6 +5,7 @@
 //! a child of the root seed, so one seed gives one byte-identical run.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use weft_engine::chord::{ChordError, ChordResult};
@@ -52,8 +53,9 @@ enum Ev {
     RemoteClosed { link: u32, side: u8 },
     /// The application on `node` broadcasts.
     Broadcast { node: u32 },
-    /// The application on `node` issues a command (dropped if the node is down then).
-    Command { node: u32, command: Command },
+    /// The application on `node` issues a command (dropped if the node is down then). Boxed:
+    /// a command is large and rare, and every queued event is as large as the largest.
+    Command { node: u32, command: Box<Command> },
     /// The driver's periodic housekeeping on `node`.
     Maintain { node: u32 },
     /// A fault process strikes.
@@ -275,8 +277,8 @@ pub struct World {
     /// The latest `slow_until` of any node (0 after a heal): while it is past, no transmit
     /// needs its receiver's.
     slow_until_max: u64,
-    /// Looked up, never iterated: a std hash map is fine for determinism here.
-    ids: HashMap<NodeId, u32>,
+    /// Looked up, never iterated: a hash map is fine for determinism here.
+    ids: HashMap<NodeId, u32, BuildHasherDefault<IdHasher>>,
     links: Vec<Link>,
     queue: EventQueue<Ev>,
     /// Outputs taken from the node being drained, not yet carried out (see `drain`).
@@ -306,7 +308,7 @@ impl World {
         let mut clock_rng = SimRng::child(seed, "clock", 0);
         let mut nodes = Vec::with_capacity(n as usize);
         let mut cold = Vec::with_capacity(n as usize);
-        let mut ids = HashMap::with_capacity(n as usize);
+        let mut ids = HashMap::with_capacity_and_hasher(n as usize, Default::default());
         for (i, neighbours) in neighbours.into_iter().enumerate() {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
@@ -443,7 +445,13 @@ impl World {
 
     /// Schedules an application command on `node` at `at`.
     pub fn schedule_command(&mut self, at: u64, node: u32, command: Command) {
-        self.push(at, Ev::Command { node, command });
+        self.push(
+            at,
+            Ev::Command {
+                node,
+                command: Box::new(command),
+            },
+        );
     }
 
     /// Schedules a broadcast by `node` at `at`.
@@ -581,7 +589,7 @@ impl World {
                 let Some(n) = self.nodes[node as usize].node.as_mut() else {
                     return;
                 };
-                if n.handle_input(now, Input::Command(command)).is_err() {
+                if n.handle_input(now, Input::Command(*command)).is_err() {
                     self.stats.command_errors += 1;
                 }
                 self.drain(node);
@@ -1255,6 +1263,30 @@ impl World {
     /// Draws from the application's stream (scenario choices).
     pub fn app_rng(&mut self) -> &mut SimRng {
         &mut self.app_rng
+    }
+}
+
+/// Hashes a node id (itself a BLAKE3 digest, so uniform) to its first eight bytes: a lookup
+/// by id costs a load instead of SipHash over 32 bytes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // The length prefix arrives through `write_usize`; the id's bytes through here.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
