@@ -88,9 +88,18 @@ enum Recovery {
     Resume { node: u32 },
 }
 
-/// One direction of a link.
-#[derive(Debug, Default, Clone)]
+/// One direction of a link, with the end it delivers to: everything a transmit or a delivery
+/// on it reads, in one cache line.
+#[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Direction {
+    /// The receiving end (see [`End`]).
+    to_node: u32,
+    to_conn: ConnId,
+    to_incarnation: u64,
+    to_open: bool,
+    /// Whether the sending end is open (a copy of the other direction's `to_open`).
+    from_open: bool,
     last_arrival: u64,
     busy_until: u64,
     buffered_bytes: usize,
@@ -111,12 +120,55 @@ struct End {
     open: bool,
 }
 
-/// A simulated TCP connection: two ends and a direction each way (`dirs[k]` carries bytes from
-/// `ends[k]` to the other end).
+/// A simulated TCP connection: a direction each way (`dirs[k]` carries bytes from end `k` to
+/// end `1 - k`, and holds end `1 - k`).
 #[derive(Debug)]
 struct Link {
-    ends: [End; 2],
     dirs: [Direction; 2],
+}
+
+impl Link {
+    /// A link between `ends`, both open, nothing sent yet.
+    fn new(ends: [End; 2]) -> Link {
+        let direction = |from: End, to: End| Direction {
+            to_node: to.node,
+            to_conn: to.conn,
+            to_incarnation: to.incarnation,
+            to_open: to.open,
+            from_open: from.open,
+            last_arrival: 0,
+            busy_until: 0,
+            buffered_bytes: 0,
+            clogged_until: 0,
+            writable_pending: false,
+            in_flight_bytes: 0,
+        };
+        Link {
+            dirs: [direction(ends[0], ends[1]), direction(ends[1], ends[0])],
+        }
+    }
+
+    /// End `side`.
+    fn end(&self, side: u8) -> End {
+        let d = &self.dirs[1 - side as usize];
+        End {
+            node: d.to_node,
+            conn: d.to_conn,
+            incarnation: d.to_incarnation,
+            open: d.to_open,
+        }
+    }
+
+    /// Whether end `side` is open.
+    fn is_open(&self, side: u8) -> bool {
+        self.dirs[side as usize].from_open
+    }
+
+    /// Closes end `side`.
+    fn close_end(&mut self, side: u8) {
+        self.dirs[side as usize].from_open = false;
+        self.dirs[1 - side as usize].to_open = false;
+    }
 }
 
 /// An output of a node, taken from it but not yet carried out.
@@ -804,7 +856,7 @@ impl World {
         cold.deferred.clear();
         cold.dialing.clear();
         for ConnLink { link, side, .. } in conns {
-            self.links[link as usize].ends[side as usize].open = false;
+            self.links[link as usize].close_end(side);
             let lat = self.latency();
             self.push(
                 self.now + lat,
@@ -927,10 +979,7 @@ impl World {
                 open: true,
             },
         ];
-        self.links.push(Link {
-            ends,
-            dirs: [Direction::default(), Direction::default()],
-        });
+        self.links.push(Link::new(ends));
         self.nodes[i as usize].insert_conn(conn, link, 0);
         self.nodes[target as usize].insert_conn(inbound, link, 1);
         // The target's driver accepts (when it resumes, if paused); the dialer learns at once.
@@ -946,7 +995,7 @@ impl World {
     /// open when the frame was taken from the node; if it has closed since (an earlier output
     /// closed it), the frame is dropped.
     fn transmit(&mut self, i: u32, conn: ConnId, link_id: u32, side: u8, bytes: Bytes) {
-        if !self.links[link_id as usize].ends[side as usize].open {
+        if !self.links[link_id as usize].is_open(side) {
             return;
         }
         let len = bytes.len();
@@ -961,7 +1010,7 @@ impl World {
             }
         }
         let lat = self.latency();
-        let to = self.links[link_id as usize].ends[1 - side as usize].node;
+        let to = self.links[link_id as usize].dirs[side as usize].to_node;
         let slow = self.slow_until_max > self.now && self.cold[to as usize].slow_until > self.now;
         let blocked = self.blocked(i, to);
         let rate = match (self.config.faults.bandwidth, slow) {
@@ -1048,12 +1097,17 @@ impl World {
             .faults
             .bandwidth
             .map_or(usize::MAX, |b| b.buffer_bytes);
-        let sender = link.ends[side as usize];
-        let receiver = link.ends[1 - side as usize];
+        let receiver = End {
+            node: d.to_node,
+            conn: d.to_conn,
+            incarnation: d.to_incarnation,
+            open: d.to_open,
+        };
         if d.writable_pending && d.buffered_bytes <= buffer_cap {
             d.writable_pending = false;
+            let sender = link.end(side);
             if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
-                d.in_flight_bytes = 0;
+                link.dirs[side as usize].in_flight_bytes = 0;
                 self.input(sender.node, Input::Writable { conn: sender.conn });
             }
         }
@@ -1080,7 +1134,7 @@ impl World {
             return self.input(i, Input::Closed { conn });
         };
         let l = &mut self.links[link as usize];
-        l.ends[side as usize].open = false;
+        l.close_end(side);
         let after = l.dirs[side as usize].last_arrival;
         let lat = self.latency();
         self.push(
@@ -1094,11 +1148,11 @@ impl World {
     }
 
     fn remote_closed(&mut self, link: u32, side: u8) {
-        let end = self.links[link as usize].ends[side as usize];
+        let end = self.links[link as usize].end(side);
         if !end.open {
             return;
         }
-        self.links[link as usize].ends[side as usize].open = false;
+        self.links[link as usize].close_end(side);
         let sn = &mut self.nodes[end.node as usize];
         if sn.node.is_none() || sn.incarnation != end.incarnation {
             return;
@@ -1149,7 +1203,7 @@ impl World {
         match kind {
             FaultKind::Reset => {
                 let open: Vec<u32> = (0..self.links.len() as u32)
-                    .filter(|&l| self.links[l as usize].ends.iter().all(|e| e.open))
+                    .filter(|&l| self.links[l as usize].dirs.iter().all(|d| d.to_open))
                     .collect();
                 if !open.is_empty() {
                     let l = open[self.fault_rng.below(open.len() as u64) as usize];
@@ -1298,10 +1352,8 @@ pub fn addr(i: u32) -> String {
 /// The node an event is for, if it is for one node (so a paused node can hold it).
 fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
     match ev {
-        Ev::Deliver { link, side, .. } => Some(links[*link as usize].ends[1 - *side as usize].node),
-        Ev::RemoteClosed { link, side } => links
-            .get(*link as usize)
-            .map(|l| l.ends[*side as usize].node),
+        Ev::Deliver { link, side, .. } => Some(links[*link as usize].dirs[*side as usize].to_node),
+        Ev::RemoteClosed { link, side } => links.get(*link as usize).map(|l| l.end(*side).node),
         Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
         Ev::Command { node, .. } => Some(*node),
         Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
