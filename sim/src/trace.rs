@@ -19,11 +19,12 @@ impl Default for Trace {
 
 impl Trace {
     fn record(&mut self, tag: u8, now: u64, node: u32, body: &[u8]) {
-        self.buffer.push(tag);
-        self.buffer.extend_from_slice(&now.to_le_bytes());
-        self.buffer.extend_from_slice(&node.to_le_bytes());
-        self.buffer
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let mut head = [0u8; 17];
+        head[0] = tag;
+        head[1..9].copy_from_slice(&now.to_le_bytes());
+        head[9..13].copy_from_slice(&node.to_le_bytes());
+        head[13..].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buffer.extend_from_slice(&head);
         self.buffer.extend_from_slice(body);
         if self.buffer.len() >= 1 << 16 {
             self.hasher.update(&self.buffer);

@@ -5,6 +5,7 @@
 //! a child of the root seed, so one seed gives one byte-identical run.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use weft_engine::chord::{ChordError, ChordResult};
@@ -52,8 +53,9 @@ enum Ev {
     RemoteClosed { link: u32, side: u8 },
     /// The application on `node` broadcasts.
     Broadcast { node: u32 },
-    /// The application on `node` issues a command (dropped if the node is down then).
-    Command { node: u32, command: Command },
+    /// The application on `node` issues a command (dropped if the node is down then). Boxed:
+    /// a command is large and rare, and every queued event is as large as the largest.
+    Command { node: u32, command: Box<Command> },
     /// The driver's periodic housekeeping on `node`.
     Maintain { node: u32 },
     /// A fault process strikes.
@@ -86,14 +88,27 @@ enum Recovery {
     Resume { node: u32 },
 }
 
-/// One direction of a link.
-#[derive(Debug, Default, Clone)]
+/// One direction of a link, with the end it delivers to: everything a transmit or a delivery
+/// on it reads, in one cache line.
+#[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Direction {
+    /// The receiving end (see [`End`]).
+    to_node: u32,
+    to_conn: ConnId,
+    to_incarnation: u64,
+    to_open: bool,
+    /// Whether the sending end is open (a copy of the other direction's `to_open`).
+    from_open: bool,
     last_arrival: u64,
     busy_until: u64,
     buffered_bytes: usize,
     clogged_until: u64,
     writable_pending: bool,
+    /// Bytes the sender's engine handed out on this direction since it was last told
+    /// `Writable`: the engine's `ConnStats::in_flight_bytes`, mirrored (it grows by each
+    /// transmitted frame's length and restarts at 0 with each `Writable` or connection).
+    in_flight_bytes: usize,
 }
 
 /// One end of a link.
@@ -105,12 +120,62 @@ struct End {
     open: bool,
 }
 
-/// A simulated TCP connection: two ends and a direction each way (`dirs[k]` carries bytes from
-/// `ends[k]` to the other end).
+/// A simulated TCP connection: a direction each way (`dirs[k]` carries bytes from end `k` to
+/// end `1 - k`, and holds end `1 - k`).
 #[derive(Debug)]
 struct Link {
-    ends: [End; 2],
     dirs: [Direction; 2],
+}
+
+impl Link {
+    /// A link between `ends`, both open, nothing sent yet.
+    fn new(ends: [End; 2]) -> Link {
+        let direction = |from: End, to: End| Direction {
+            to_node: to.node,
+            to_conn: to.conn,
+            to_incarnation: to.incarnation,
+            to_open: to.open,
+            from_open: from.open,
+            last_arrival: 0,
+            busy_until: 0,
+            buffered_bytes: 0,
+            clogged_until: 0,
+            writable_pending: false,
+            in_flight_bytes: 0,
+        };
+        Link {
+            dirs: [direction(ends[0], ends[1]), direction(ends[1], ends[0])],
+        }
+    }
+
+    /// End `side`.
+    fn end(&self, side: u8) -> End {
+        let d = &self.dirs[1 - side as usize];
+        End {
+            node: d.to_node,
+            conn: d.to_conn,
+            incarnation: d.to_incarnation,
+            open: d.to_open,
+        }
+    }
+
+    /// Whether end `side` is open.
+    fn is_open(&self, side: u8) -> bool {
+        self.dirs[side as usize].from_open
+    }
+
+    /// Closes end `side`.
+    fn close_end(&mut self, side: u8) {
+        self.dirs[side as usize].from_open = false;
+        self.dirs[1 - side as usize].to_open = false;
+    }
+}
+
+/// An output of a node, taken from it but not yet carried out.
+struct Pending {
+    out: Output,
+    /// For a transmit on a connection with a link: the link and the sending end's side.
+    link: Option<(u32, u8)>,
 }
 
 /// A partition in force.
@@ -123,16 +188,62 @@ struct Partition {
     until: u64,
 }
 
-/// One simulated machine.
+/// The part of one simulated machine that every reception touches: one cache line.
+#[repr(align(64))]
 struct SimNode {
-    /// Boxed, like the config, so the simulator's own per-node fields stay a few cache lines.
+    /// Boxed, so this part stays one cache line.
     node: Option<Box<Node>>,
+    incarnation: u64,
+    timer_at: Option<u64>,
+    /// Connections with a link. Few (a node's links), so searched linearly; unordered.
+    conns: Vec<ConnLink>,
+    paused: bool,
+}
+
+/// A connection of a node and the end of a link it is.
+#[derive(Debug, Clone, Copy)]
+struct ConnLink {
+    conn: ConnId,
+    link: u32,
+    side: u8,
+}
+
+impl SimNode {
+    /// The link and side of connection `conn`, if it has a link.
+    fn conn(&self, conn: ConnId) -> Option<(u32, u8)> {
+        conn_link(&self.conns, conn)
+    }
+
+    /// Records that `conn` is end `side` of `link`.
+    fn insert_conn(&mut self, conn: ConnId, link: u32, side: u8) {
+        let entry = ConnLink { conn, link, side };
+        match self.conns.iter_mut().find(|c| c.conn == conn) {
+            Some(c) => *c = entry,
+            None => self.conns.push(entry),
+        }
+    }
+
+    /// Forgets connection `conn`'s link, returning it.
+    fn remove_conn(&mut self, conn: ConnId) -> Option<(u32, u8)> {
+        let k = self.conns.iter().position(|c| c.conn == conn)?;
+        let c = self.conns.swap_remove(k);
+        Some((c.link, c.side))
+    }
+}
+
+/// The link and side of connection `conn` among `conns`.
+fn conn_link(conns: &[ConnLink], conn: ConnId) -> Option<(u32, u8)> {
+    conns
+        .iter()
+        .find(|c| c.conn == conn)
+        .map(|c| (c.link, c.side))
+}
+
+/// The rest of a simulated machine: touched by dials, faults and housekeeping.
+struct SimNodeCold {
     id: NodeId,
     config: Box<Config>,
-    incarnation: u64,
-    conns: BTreeMap<ConnId, (u32, u8)>,
-    timer_at: Option<u64>,
-    paused: bool,
+    /// Events held while the node is paused, in order.
     deferred: VecDeque<Ev>,
     slow_until: u64,
     next_inbound: u64,
@@ -211,10 +322,19 @@ pub struct World {
     pub trace: Trace,
     config: WorldConfig,
     nodes: Vec<SimNode>,
-    /// Looked up, never iterated: a std hash map is fine for determinism here.
-    ids: HashMap<NodeId, u32>,
+    /// `nodes[i]`'s rarely touched part is `cold[i]`.
+    cold: Vec<SimNodeCold>,
+    /// Nodes paused now: while none is, no event needs its node looked up before dispatch.
+    paused_nodes: u32,
+    /// The latest `slow_until` of any node (0 after a heal): while it is past, no transmit
+    /// needs its receiver's.
+    slow_until_max: u64,
+    /// Looked up, never iterated: a hash map is fine for determinism here.
+    ids: HashMap<NodeId, u32, BuildHasherDefault<IdHasher>>,
     links: Vec<Link>,
     queue: EventQueue<Ev>,
+    /// Outputs taken from the node being drained, not yet carried out (see `drain`).
+    outbox: VecDeque<Pending>,
     link_rng: SimRng,
     fault_rng: SimRng,
     app_rng: SimRng,
@@ -239,7 +359,8 @@ impl World {
         }
         let mut clock_rng = SimRng::child(seed, "clock", 0);
         let mut nodes = Vec::with_capacity(n as usize);
-        let mut ids = HashMap::with_capacity(n as usize);
+        let mut cold = Vec::with_capacity(n as usize);
+        let mut ids = HashMap::with_capacity_and_hasher(n as usize, Default::default());
         for (i, neighbours) in neighbours.into_iter().enumerate() {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
@@ -255,12 +376,14 @@ impl World {
             ids.insert(id, i as u32);
             nodes.push(SimNode {
                 node: Some(node),
-                id,
                 incarnation: c.incarnation,
-                config: Box::new(c),
-                conns: BTreeMap::new(),
                 timer_at: None,
+                conns: Vec::new(),
                 paused: false,
+            });
+            cold.push(SimNodeCold {
+                id,
+                config: Box::new(c),
                 deferred: VecDeque::new(),
                 slow_until: 0,
                 next_inbound: 0,
@@ -283,9 +406,13 @@ impl World {
             app_rng: SimRng::child(seed, "app", 0),
             config,
             nodes,
+            cold,
+            paused_nodes: 0,
+            slow_until_max: 0,
             ids,
             links: Vec::new(),
             queue: EventQueue::default(),
+            outbox: VecDeque::new(),
             partition: None,
             safety_end: 0,
             window_half,
@@ -303,7 +430,7 @@ impl World {
 
     /// Node `i`'s id.
     pub fn node_id(&self, i: u32) -> NodeId {
-        self.nodes[i as usize].id
+        self.cold[i as usize].id
     }
 
     /// Node `i`'s engine, if it is up.
@@ -325,7 +452,7 @@ impl World {
     }
 
     fn linked(&self, a: u32, b: u32) -> bool {
-        let id = self.nodes[b as usize].id;
+        let id = self.cold[b as usize].id;
         self.nodes[a as usize]
             .node
             .as_ref()
@@ -370,7 +497,13 @@ impl World {
 
     /// Schedules an application command on `node` at `at`.
     pub fn schedule_command(&mut self, at: u64, node: u32, command: Command) {
-        self.push(at, Ev::Command { node, command });
+        self.push(
+            at,
+            Ev::Command {
+                node,
+                command: Box::new(command),
+            },
+        );
     }
 
     /// Schedules a broadcast by `node` at `at`.
@@ -413,8 +546,9 @@ impl World {
             }
         }
         self.release_held_frames();
+        self.slow_until_max = 0;
         for i in 0..self.nodes.len() as u32 {
-            self.nodes[i as usize].slow_until = 0;
+            self.cold[i as usize].slow_until = 0;
             if self.nodes[i as usize].node.is_none() {
                 self.restart(i);
             }
@@ -459,11 +593,14 @@ impl World {
 
     fn dispatch(&mut self, ev: Ev) {
         // A paused node processes nothing: its events wait, in order, for it to resume.
-        if let Some(node) = ev_node(&ev, &self.links) {
-            let sn = &mut self.nodes[node as usize];
-            if sn.paused && !matches!(ev, Ev::Timer { .. } | Ev::Maintain { .. }) {
-                sn.deferred.push_back(ev);
-                return;
+        if self.paused_nodes > 0 {
+            if let Some(node) = ev_node(&ev, &self.links) {
+                if self.nodes[node as usize].paused
+                    && !matches!(ev, Ev::Timer { .. } | Ev::Maintain { .. })
+                {
+                    self.cold[node as usize].deferred.push_back(ev);
+                    return;
+                }
             }
         }
         match ev {
@@ -487,7 +624,7 @@ impl World {
             } => self.dialed(node, conn, target, incarnations),
             Ev::RemoteClosed { link, side } => self.remote_closed(link, side),
             Ev::Accept { node, conn, from } => {
-                let live = self.nodes[node as usize].conns.contains_key(&conn);
+                let live = self.nodes[node as usize].conn(conn).is_some();
                 if live {
                     self.input(
                         node,
@@ -504,7 +641,7 @@ impl World {
                 let Some(n) = self.nodes[node as usize].node.as_mut() else {
                     return;
                 };
-                if n.handle_input(now, Input::Command(command)).is_err() {
+                if n.handle_input(now, Input::Command(*command)).is_err() {
                     self.stats.command_errors += 1;
                 }
                 self.drain(node);
@@ -535,7 +672,7 @@ impl World {
 
     /// Node `i`'s calendar clock: a shared epoch, its own offset, its own drift.
     fn wall_clock_ms(&self, i: u32) -> u64 {
-        let sn = &self.nodes[i as usize];
+        let sn = &self.cold[i as usize];
         let elapsed_ms = (self.now / MS) as i64;
         let drift_ms = elapsed_ms * sn.drift_ppm / 1_000_000;
         (1_800_000_000_000i64 + sn.wall_offset_ms + elapsed_ms + drift_ms) as u64
@@ -557,16 +694,32 @@ impl World {
         self.drain(i);
     }
 
+    /// Carries out node `i`'s outputs, then schedules its next timer.
+    ///
+    /// Every output is first moved to the outbox (counting each transmitted frame into its
+    /// direction's `in_flight_bytes`, as the engine counted it when it emitted the frame), then
+    /// the outbox is worked off in order. An output may hand node `i` an input (`Writable`,
+    /// `Closed`), whose nested drain appends the new outputs behind the ones still waiting and
+    /// works them all off: the order of the engine's own output queue.
     fn drain(&mut self, i: u32) {
-        loop {
-            let Some(out) = self.nodes[i as usize]
-                .node
-                .as_mut()
-                .and_then(|n| n.poll_output())
-            else {
-                break;
-            };
-            self.route(i, out);
+        let SimNode { node, conns, .. } = &mut self.nodes[i as usize];
+        if let Some(n) = node.as_mut() {
+            while let Some(out) = n.poll_output() {
+                let link = match &out {
+                    Output::Transmit { conn, bytes } => {
+                        conn_link(conns, *conn).map(|(link, side)| {
+                            self.links[link as usize].dirs[side as usize].in_flight_bytes +=
+                                bytes.len();
+                            (link, side)
+                        })
+                    }
+                    _ => None,
+                };
+                self.outbox.push_back(Pending { out, link });
+            }
+        }
+        while let Some(p) = self.outbox.pop_front() {
+            self.route(i, p);
         }
         let sn = &mut self.nodes[i as usize];
         let next = sn.node.as_ref().and_then(|n| n.poll_timeout());
@@ -578,9 +731,13 @@ impl World {
         }
     }
 
-    fn route(&mut self, i: u32, out: Output) {
-        match out {
-            Output::Transmit { conn, bytes } => self.transmit(i, conn, bytes),
+    fn route(&mut self, i: u32, p: Pending) {
+        match p.out {
+            Output::Transmit { conn, bytes } => {
+                if let Some((link, side)) = p.link {
+                    self.transmit(i, conn, link, side, bytes);
+                }
+            }
             Output::Connect { conn, addr } => self.connect(i, conn, &addr),
             Output::Close { conn, .. } => self.close(i, conn),
             Output::Event(e) => self.event(i, e),
@@ -593,7 +750,7 @@ impl World {
         self.trace.event(self.now, i, &e);
         match &e {
             Event::PeerUp { conn, .. } => {
-                self.nodes[i as usize].dialing.remove(conn);
+                self.cold[i as usize].dialing.remove(conn);
             }
             Event::TableChanged { .. } => self.stats.table_changes += 1,
             Event::Chord(c) => {
@@ -640,9 +797,9 @@ impl World {
         else {
             return;
         };
-        let sn = &mut self.nodes[origin as usize];
-        sn.sent += 1;
-        let key = (origin, sn.incarnation, sn.sent);
+        let cold = &mut self.cold[origin as usize];
+        cold.sent += 1;
+        let key = (origin, self.nodes[origin as usize].incarnation, cold.sent);
         let payload = self.tracker.originate(self.now, key);
         self.input(origin, Input::Command(Command::Broadcast { payload }));
     }
@@ -659,7 +816,7 @@ impl World {
         let unix_ms = self.wall_clock_ms(i);
         self.input(i, Input::WallClock { unix_ms });
         // The lower-indexed end of an intended link (re)dials it when it is down.
-        let targets: Vec<u32> = self.nodes[i as usize]
+        let targets: Vec<u32> = self.cold[i as usize]
             .neighbours
             .iter()
             .copied()
@@ -668,7 +825,10 @@ impl World {
                 let sn = &self.nodes[i as usize];
                 // A chord-only connection to `j` is no dial of the intended link.
                 let chord = |c: &ConnId| sn.node.as_ref().is_some_and(|n| n.is_chord_conn(*c));
-                !sn.dialing.iter().any(|(c, t)| t == j && !chord(c))
+                !self.cold[i as usize]
+                    .dialing
+                    .iter()
+                    .any(|(c, t)| t == j && !chord(c))
             })
             .collect();
         for j in targets {
@@ -685,12 +845,18 @@ impl World {
         self.stats.table_catchup_bytes += old.metrics().table_catchup_bytes;
         self.stats.table_full_resend_bytes += old.metrics().table_full_resend_bytes;
         sn.timer_at = None;
-        sn.paused = false;
-        sn.deferred.clear();
-        sn.dialing.clear();
-        let conns: Vec<(u32, u8)> = std::mem::take(&mut sn.conns).into_values().collect();
-        for (link, side) in conns {
-            self.links[link as usize].ends[side as usize].open = false;
+        if sn.paused {
+            sn.paused = false;
+            self.paused_nodes -= 1;
+        }
+        // In connection order, as the latency draws below have always been made.
+        let mut conns = std::mem::take(&mut sn.conns);
+        conns.sort_unstable_by_key(|c| c.conn);
+        let cold = &mut self.cold[i as usize];
+        cold.deferred.clear();
+        cold.dialing.clear();
+        for ConnLink { link, side, .. } in conns {
+            self.links[link as usize].close_end(side);
             let lat = self.latency();
             self.push(
                 self.now + lat,
@@ -714,9 +880,10 @@ impl World {
         }
         // What survives a crash: the key (in the config) and the incarnation, raised.
         sn.incarnation += 1;
-        sn.config.incarnation = sn.incarnation;
-        sn.node = Some(Box::new(Node::new((*sn.config).clone())));
-        sn.sent = 0;
+        let cold = &mut self.cold[i as usize];
+        cold.config.incarnation = sn.incarnation;
+        sn.node = Some(Box::new(Node::new((*cold.config).clone())));
+        cold.sent = 0;
         self.start_node(i);
         self.maintain(i);
     }
@@ -727,7 +894,8 @@ impl World {
             return;
         }
         sn.paused = false;
-        let deferred = std::mem::take(&mut sn.deferred);
+        self.paused_nodes -= 1;
+        let deferred = std::mem::take(&mut self.cold[i as usize].deferred);
         for ev in deferred {
             self.dispatch(ev);
         }
@@ -755,7 +923,7 @@ impl World {
             .strip_prefix('n')
             .and_then(|s| s.parse::<u32>().ok())
             .filter(|&t| (t as usize) < self.nodes.len());
-        self.nodes[i as usize]
+        self.cold[i as usize]
             .dialing
             .insert(conn, target.unwrap_or(u32::MAX));
         let lat = 2 * self.latency();
@@ -777,7 +945,9 @@ impl World {
     fn dialed(&mut self, i: u32, conn: ConnId, target: u32, incarnations: (u64, u64)) {
         let sn = &self.nodes[i as usize];
         // The dialer may have crashed, or given up on the dial (closed it), meanwhile.
-        if sn.node.is_none() || sn.incarnation != incarnations.0 || !sn.dialing.contains_key(&conn)
+        if sn.node.is_none()
+            || sn.incarnation != incarnations.0
+            || !self.cold[i as usize].dialing.contains_key(&conn)
         {
             return;
         }
@@ -788,10 +958,10 @@ impl World {
             && self.blocked(target, i).is_none();
         let p = self.config.faults.connect_fail_probability;
         if !reachable || (p > 0.0 && self.fault_rng.chance(p)) {
-            self.nodes[i as usize].dialing.remove(&conn);
+            self.cold[i as usize].dialing.remove(&conn);
             return self.input(i, Input::ConnectFailed { conn });
         }
-        let t = &mut self.nodes[target as usize];
+        let t = &mut self.cold[target as usize];
         t.next_inbound += 1;
         let inbound = ConnId::inbound(t.next_inbound);
         let link = self.links.len() as u32;
@@ -809,12 +979,9 @@ impl World {
                 open: true,
             },
         ];
-        self.links.push(Link {
-            ends,
-            dirs: [Direction::default(), Direction::default()],
-        });
-        self.nodes[i as usize].conns.insert(conn, (link, 0));
-        self.nodes[target as usize].conns.insert(inbound, (link, 1));
+        self.links.push(Link::new(ends));
+        self.nodes[i as usize].insert_conn(conn, link, 0);
+        self.nodes[target as usize].insert_conn(inbound, link, 1);
         // The target's driver accepts (when it resumes, if paused); the dialer learns at once.
         self.dispatch(Ev::Accept {
             node: target,
@@ -824,10 +991,13 @@ impl World {
         self.input(i, Input::Connected { conn });
     }
 
-    fn transmit(&mut self, i: u32, conn: ConnId, bytes: Bytes) {
-        let Some(&(link_id, side)) = self.nodes[i as usize].conns.get(&conn) else {
+    /// Node `i` writes `bytes` on `conn`, its end `side` of `link_id`. The connection was
+    /// open when the frame was taken from the node; if it has closed since (an earlier output
+    /// closed it), the frame is dropped.
+    fn transmit(&mut self, i: u32, conn: ConnId, link_id: u32, side: u8, bytes: Bytes) {
+        if !self.links[link_id as usize].is_open(side) {
             return;
-        };
+        }
         let len = bytes.len();
         self.stats.bytes += len as u64;
         if len >= 8 {
@@ -840,12 +1010,8 @@ impl World {
             }
         }
         let lat = self.latency();
-        let link = &self.links[link_id as usize];
-        if !link.ends[side as usize].open {
-            return;
-        }
-        let to = link.ends[1 - side as usize].node;
-        let slow = self.nodes[to as usize].slow_until > self.now;
+        let to = self.links[link_id as usize].dirs[side as usize].to_node;
+        let slow = self.slow_until_max > self.now && self.cold[to as usize].slow_until > self.now;
         let blocked = self.blocked(i, to);
         let rate = match (self.config.faults.bandwidth, slow) {
             (_, true) => Some(self.config.faults.slow_reader_bytes_per_sec.max(1)),
@@ -875,16 +1041,20 @@ impl World {
         arrival = arrival.max(d.last_arrival);
         d.last_arrival = arrival;
         d.buffered_bytes += len;
-        let in_flight = self.nodes[i as usize]
-            .node
-            .as_ref()
-            .and_then(|n| n.conn_stats(conn))
-            .map_or(0, |s| s.in_flight_bytes);
-        let d = &mut self.links[link_id as usize].dirs[side as usize];
+        debug_assert_eq!(
+            d.in_flight_bytes,
+            self.nodes[i as usize]
+                .node
+                .as_ref()
+                .and_then(|n| n.conn_stats(conn))
+                .map_or(0, |s| s.in_flight_bytes),
+            "the mirrored in-flight count of node {i}'s {conn:?}"
+        );
         let mut writable = false;
-        if in_flight >= self.window_half {
+        if d.in_flight_bytes >= self.window_half {
             if d.buffered_bytes <= buffer_cap {
                 writable = true;
+                d.in_flight_bytes = 0;
             } else {
                 d.writable_pending = true;
             }
@@ -927,11 +1097,17 @@ impl World {
             .faults
             .bandwidth
             .map_or(usize::MAX, |b| b.buffer_bytes);
-        let sender = link.ends[side as usize];
-        let receiver = link.ends[1 - side as usize];
+        let receiver = End {
+            node: d.to_node,
+            conn: d.to_conn,
+            incarnation: d.to_incarnation,
+            open: d.to_open,
+        };
         if d.writable_pending && d.buffered_bytes <= buffer_cap {
             d.writable_pending = false;
+            let sender = link.end(side);
             if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
+                link.dirs[side as usize].in_flight_bytes = 0;
                 self.input(sender.node, Input::Writable { conn: sender.conn });
             }
         }
@@ -952,13 +1128,13 @@ impl World {
     /// Node `i` asked to close `conn`: its end closes now (after the bytes handed out, which
     /// are already scheduled); the other end learns after them.
     fn close(&mut self, i: u32, conn: ConnId) {
-        self.nodes[i as usize].dialing.remove(&conn);
-        let Some((link, side)) = self.nodes[i as usize].conns.remove(&conn) else {
+        self.cold[i as usize].dialing.remove(&conn);
+        let Some((link, side)) = self.nodes[i as usize].remove_conn(conn) else {
             // A dial that never connected.
             return self.input(i, Input::Closed { conn });
         };
         let l = &mut self.links[link as usize];
-        l.ends[side as usize].open = false;
+        l.close_end(side);
         let after = l.dirs[side as usize].last_arrival;
         let lat = self.latency();
         self.push(
@@ -972,17 +1148,17 @@ impl World {
     }
 
     fn remote_closed(&mut self, link: u32, side: u8) {
-        let end = self.links[link as usize].ends[side as usize];
+        let end = self.links[link as usize].end(side);
         if !end.open {
             return;
         }
-        self.links[link as usize].ends[side as usize].open = false;
+        self.links[link as usize].close_end(side);
         let sn = &mut self.nodes[end.node as usize];
         if sn.node.is_none() || sn.incarnation != end.incarnation {
             return;
         }
-        sn.conns.remove(&end.conn);
-        sn.dialing.remove(&end.conn);
+        sn.remove_conn(end.conn);
+        self.cold[end.node as usize].dialing.remove(&end.conn);
         self.input(end.node, Input::Closed { conn: end.conn });
     }
 
@@ -1027,7 +1203,7 @@ impl World {
         match kind {
             FaultKind::Reset => {
                 let open: Vec<u32> = (0..self.links.len() as u32)
-                    .filter(|&l| self.links[l as usize].ends.iter().all(|e| e.open))
+                    .filter(|&l| self.links[l as usize].dirs.iter().all(|d| d.to_open))
                     .collect();
                 if !open.is_empty() {
                     let l = open[self.fault_rng.below(open.len() as u64) as usize];
@@ -1072,6 +1248,7 @@ impl World {
                 if live.len() as u64 * 2 > n {
                     let i = live[self.fault_rng.below(live.len() as u64) as usize];
                     self.nodes[i as usize].paused = true;
+                    self.paused_nodes += 1;
                     self.push(
                         self.now + duration_ms * MS,
                         Ev::Recover(Recovery::Resume { node: i }),
@@ -1080,7 +1257,8 @@ impl World {
             }
             FaultKind::SlowReader => {
                 let i = self.fault_rng.below(n) as usize;
-                self.nodes[i].slow_until = self.now + duration_ms * MS;
+                self.cold[i].slow_until = self.now + duration_ms * MS;
+                self.slow_until_max = self.slow_until_max.max(self.cold[i].slow_until);
             }
         }
     }
@@ -1142,6 +1320,30 @@ impl World {
     }
 }
 
+/// Hashes a node id (itself a BLAKE3 digest, so uniform) to its first eight bytes: a lookup
+/// by id costs a load instead of SipHash over 32 bytes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // The length prefix arrives through `write_usize`; the id's bytes through here.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The address of node `i`.
 pub fn addr(i: u32) -> String {
     format!("n{i}")
@@ -1150,10 +1352,8 @@ pub fn addr(i: u32) -> String {
 /// The node an event is for, if it is for one node (so a paused node can hold it).
 fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
     match ev {
-        Ev::Deliver { link, side, .. } => Some(links[*link as usize].ends[1 - *side as usize].node),
-        Ev::RemoteClosed { link, side } => links
-            .get(*link as usize)
-            .map(|l| l.ends[*side as usize].node),
+        Ev::Deliver { link, side, .. } => Some(links[*link as usize].dirs[*side as usize].to_node),
+        Ev::RemoteClosed { link, side } => links.get(*link as usize).map(|l| l.end(*side).node),
         Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
         Ev::Command { node, .. } => Some(*node),
         Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
