@@ -15,16 +15,23 @@ use crate::frame::{check_header, check_length, Frame, Header, HEADER_LEN, LENGTH
 /// Feed it with [`push`](Self::push), then call [`next_frame`](Self::next_frame) until it returns
 /// `Ok(None)`. After an error the stream is out of sync and the connection must be closed.
 #[derive(Debug, Default)]
-#[repr(C)] // What a whole frame in one chunk touches comes first.
 pub struct FrameDecoder {
     /// Input not yet looked at.
     input: Bytes,
-    /// A frame begun in an earlier chunk, being assembled.
-    partial: BytesMut,
-    /// The validated header of `partial`, once it has all eight bytes.
-    partial_header: Option<Header>,
+    /// A frame begun in an earlier chunk, being assembled. Boxed and dropped when done: a
+    /// frame that arrives whole in one chunk (the usual case) never touches it, and a
+    /// connection's decoder stays one cache line.
+    partial: Option<Box<Partial>>,
     /// Set after an error: the stream cannot be resynchronised.
     failed: bool,
+}
+
+/// A frame being assembled across chunks.
+#[derive(Debug, Default)]
+struct Partial {
+    bytes: BytesMut,
+    /// The validated header of `bytes`, once it has all eight bytes.
+    header: Option<Header>,
 }
 
 impl FrameDecoder {
@@ -47,7 +54,7 @@ impl FrameDecoder {
 
     /// Bytes held that do not yet form a whole frame.
     pub fn buffered_len(&self) -> usize {
-        self.partial.len() + self.input.len()
+        self.partial.as_ref().map_or(0, |p| p.bytes.len()) + self.input.len()
     }
 
     /// Whether the stream ended cleanly: no partial frame held. At end of stream a caller may
@@ -58,9 +65,10 @@ impl FrameDecoder {
             return Ok(());
         }
         let needed = self
-            .partial_header
-            .map(|h| h.frame_len)
-            .unwrap_or(HEADER_LEN);
+            .partial
+            .as_ref()
+            .and_then(|p| p.header)
+            .map_or(HEADER_LEN, |h| h.frame_len);
         Err(ProtocolError::Truncated { needed, have })
     }
 
@@ -73,14 +81,14 @@ impl FrameDecoder {
         let result = self.next_frame_inner();
         if result.is_err() {
             self.failed = true;
-            self.partial = BytesMut::new();
+            self.partial = None;
             self.input = Bytes::new();
         }
         result
     }
 
     fn next_frame_inner(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        if self.partial.is_empty() {
+        if self.partial.is_none() {
             // Fast path: a whole frame at the front of the input is sliced out of it.
             if let Some(header) = self.input.first_chunk::<HEADER_LEN>() {
                 let header = check_header(*header)?;
@@ -100,31 +108,31 @@ impl FrameDecoder {
 
     /// Moves input into `partial` until it holds a whole frame or the input runs out.
     fn assemble(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        if self.partial_header.is_none() {
-            let take = (HEADER_LEN - self.partial.len()).min(self.input.len());
-            self.partial.extend_from_slice(&self.input[..take]);
+        let partial = self.partial.get_or_insert_with(Box::default);
+        if partial.header.is_none() {
+            let take = (HEADER_LEN - partial.bytes.len()).min(self.input.len());
+            partial.bytes.extend_from_slice(&self.input[..take]);
             self.input.advance(take);
-            if let Some(prefix) = self.partial.first_chunk::<LENGTH_PREFIX_LEN>() {
+            if let Some(prefix) = partial.bytes.first_chunk::<LENGTH_PREFIX_LEN>() {
                 check_length(*prefix)?;
             }
-            let Some(header) = self.partial.first_chunk::<HEADER_LEN>() else {
+            let Some(header) = partial.bytes.first_chunk::<HEADER_LEN>() else {
                 return Ok(None);
             };
-            let header = check_header(*header)?;
-            self.partial_header = Some(header);
+            partial.header = Some(check_header(*header)?);
         }
         // Set just above when it was None.
-        let Some(header) = self.partial_header else {
+        let Some(header) = partial.header else {
             return Ok(None);
         };
-        let take = (header.frame_len - self.partial.len()).min(self.input.len());
-        self.partial.extend_from_slice(&self.input[..take]);
+        let take = (header.frame_len - partial.bytes.len()).min(self.input.len());
+        partial.bytes.extend_from_slice(&self.input[..take]);
         self.input.advance(take);
-        if self.partial.len() < header.frame_len {
+        if partial.bytes.len() < header.frame_len {
             return Ok(None);
         }
-        self.partial_header = None;
-        let bytes = self.partial.split().freeze();
+        let bytes = core::mem::take(&mut partial.bytes).freeze();
+        self.partial = None;
         Ok(Some(Frame::from_checked(bytes, header)))
     }
 }
