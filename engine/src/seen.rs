@@ -15,7 +15,6 @@ const WORDS: usize = (SEQ_WINDOW / 64) as usize;
 /// seen, and a bitmap records the window above it. A copy held up past any cache lifetime is
 /// therefore still recognised: it is either in the bitmap or below the window.
 #[derive(Debug, Clone, Default)]
-#[repr(C)]
 struct OriginWindow {
     high: u64,
     bits: [u64; WORDS],
@@ -110,11 +109,8 @@ impl<K: core::hash::Hash + Eq + Copy, V> LruMap<K, V> {
     }
 }
 
-/// An (origin, incarnation), as the seen windows are keyed. Aligned to a cache line, so each
-/// map slot (key, last use, highest sequence, bitmap: 192 bytes) starts on one: a reception
-/// reads the key, the last use and the highest sequence from one line, and one bitmap word.
+/// An (origin, incarnation), as the seen windows are keyed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(64))]
 struct OriginKey {
     origin: NodeId,
     incarnation: u64,
