@@ -702,7 +702,14 @@ impl Node {
         ) {
             Enqueued::Queued => {
                 let window = limits.transmit_window_bytes;
-                flush_conn(c, self.now, window, &mut self.metrics, &mut self.outputs);
+                flush_conn(
+                    conn,
+                    c,
+                    self.now,
+                    window,
+                    &mut self.metrics,
+                    &mut self.outputs,
+                );
                 true
             }
             Enqueued::DroppedRelay => {
@@ -719,7 +726,14 @@ impl Node {
     fn flush(&mut self, conn: ConnId) {
         let window = self.config.limits.transmit_window_bytes;
         if let Some(c) = self.conns.get_mut(&conn) {
-            flush_conn(c, self.now, window, &mut self.metrics, &mut self.outputs);
+            flush_conn(
+                conn,
+                c,
+                self.now,
+                window,
+                &mut self.metrics,
+                &mut self.outputs,
+            );
         }
     }
 
@@ -1162,6 +1176,7 @@ fn rng_seed(config: &Config) -> [u8; 32] {
 
 /// Hands the driver what `c`'s transmit window allows of its send queue.
 fn flush_conn(
+    conn: ConnId,
     c: &mut Conn,
     now: Instant,
     window: usize,
@@ -1172,10 +1187,7 @@ fn flush_conn(
         c.last_sent_at = now;
         metrics.frames_sent += 1;
         metrics.bytes_sent += wire.len() as u64;
-        outputs.push_back(Output::Transmit {
-            conn: c.id,
-            bytes: wire,
-        });
+        outputs.push_back(Output::Transmit { conn, bytes: wire });
     }
 }
 
