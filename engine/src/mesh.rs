@@ -45,9 +45,10 @@ pub(crate) struct StoreLimits {
     pub(crate) age_max: Duration,
 }
 
-/// The mesh sub-machine's state. `repr(C)`: what every received broadcast reads first.
+/// The mesh sub-machine's state. `repr(C)`, line-aligned: every received broadcast reads the
+/// seen windows' header, the first 48 bytes, and nothing else here.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Mesh {
     seen: SeenWindows,
     store: VecDeque<Held>,
