@@ -94,8 +94,9 @@ impl SendQueue {
 /// a send); the decoder and receive time (line 1, read by a receive); the state, send time,
 /// flags and frame counters (line 2, both); the queue counters and the mesh's traffic (line 3,
 /// both); then what neither reads. In a simulation of many nodes each line is a cache miss.
+/// Aligned to a line, so these are the machine's lines wherever a connection is stored.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Conn {
     send_queue: SendQueue,
     pub(crate) decoder: FrameDecoder,
