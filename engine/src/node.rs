@@ -801,6 +801,13 @@ impl Node {
 
     fn on_frame(&mut self, now: Instant, from: Sender, frame: Frame) {
         let conn = from.conn;
+        if frame.code() == Code::BROADCAST
+            && from.established
+            && !from.chord_only
+            && !frame.flags().compressed()
+        {
+            return self.on_broadcast_frame(now, conn, &frame);
+        }
         let payload = match frame.payload() {
             Ok(p) => p,
             Err(e) => {

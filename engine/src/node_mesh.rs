@@ -2,15 +2,33 @@
 //! delivering broadcasts, and repair by digest and want.
 
 use bytes::Bytes;
-use weft_protocol::{Broadcast, Code, Frame, MeshDigest, MeshWant, Message};
+use weft_protocol::{Broadcast, ByeReason, Code, Frame, MeshDigest, MeshWant, Message, HEADER_LEN};
 
 use crate::conn::Priority;
-use crate::io::{ConnId, Event, Output};
+use crate::io::{CloseReason, ConnId, Event, Output};
 use crate::time::Instant;
 
 use super::Node;
 
 impl Node {
+    /// An uncompressed BROADCAST frame on an established mesh link, decoded in place from
+    /// the frame's bytes: a duplicate, most receptions, needs no payload handle of its own.
+    /// The same outcome as `on_frame`'s general path (decode, then `on_broadcast`).
+    pub(super) fn on_broadcast_frame(&mut self, now: Instant, from: ConnId, frame: &Frame) {
+        let wire = frame.bytes().get(HEADER_LEN..).unwrap_or_default();
+        let b = match Broadcast::decode(Code::BROADCAST, wire) {
+            Ok(b) => b,
+            Err(e) => {
+                let bye = Some(ByeReason::ProtocolViolation);
+                return self.close(from, CloseReason::Protocol(e), bye);
+            }
+        };
+        if self.accept_broadcast(&b) {
+            let payload = frame.wire_payload();
+            self.relay_and_deliver(now, from, Some(frame), &payload, &b);
+        }
+    }
+
     /// A broadcast arrived (as BROADCAST, with its frame, or as MESH_REPAIR, without): if it
     /// is new, relay it to every other link, hold it for repair and deliver it. True if new.
     pub(super) fn on_broadcast(
@@ -21,6 +39,15 @@ impl Node {
         payload: &Bytes,
         b: &Broadcast<'_>,
     ) -> bool {
+        if !self.accept_broadcast(b) {
+            return false;
+        }
+        self.relay_and_deliver(now, from, frame, payload, b);
+        true
+    }
+
+    /// Counts a received broadcast and records it as seen; true if it is new.
+    fn accept_broadcast(&mut self, b: &Broadcast<'_>) -> bool {
         self.metrics.broadcasts_received += 1;
         // Our own broadcasts of this run are held already; those of an earlier run (before a
         // restart) are carried like anyone's, but not delivered: this node sent them.
@@ -31,6 +58,20 @@ impl Node {
             self.metrics.broadcast_duplicates += 1;
             return false;
         }
+        true
+    }
+
+    /// A new broadcast: relays it to every link but `from`, holds it for repair and, unless
+    /// this node sent it, delivers it.
+    fn relay_and_deliver(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        frame: Option<&Frame>,
+        payload: &Bytes,
+        b: &Broadcast<'_>,
+    ) {
+        let own = b.origin == self.identity.node_id();
         // Relay the received bytes unchanged; a peer that cannot take lz4 (or a repaired
         // broadcast) gets a plain BROADCAST frame, built once.
         let mut plain: Option<Bytes> = None;
@@ -53,7 +94,7 @@ impl Node {
         self.mesh
             .hold(now, b.origin, b.incarnation, b.seq, payload.clone());
         if own {
-            return true;
+            return;
         }
         self.metrics.broadcasts_delivered += 1;
         self.outputs.push_back(Output::Event(Event::Broadcast {
@@ -62,7 +103,6 @@ impl Node {
             seq: b.seq,
             payload: payload.slice_ref(b.payload),
         }));
-        true
     }
 
     /// Sends a digest of the repair window to `conn`.
