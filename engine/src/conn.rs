@@ -104,7 +104,8 @@ pub(crate) struct Conn {
     pub(crate) id: ConnId,
     pub(crate) state: ConnState,
     pub(crate) last_sent_at: Instant,
-    /// Frames to the peer may be lz4-compressed: both ends offered it (set when established).
+    /// Frames to the peer may be lz4-compressed: both ends offered it. Set when established;
+    /// a closing connection takes no more frames, so it is never read before that.
     pub(crate) send_compressed: bool,
     /// A chord-only connection (SPEC.md §20.4): never a mesh link.
     pub(crate) chord_only: bool,

@@ -624,9 +624,7 @@ impl Node {
     // ----- sending ------------------------------------------------------------------------
 
     fn compress_to(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(&conn)
-            .is_some_and(|c| c.send_compressed && c.peer().is_some())
+        self.conns.get(&conn).is_some_and(|c| c.send_compressed)
     }
 
     fn send_message(&mut self, conn: ConnId, msg: &Message<'_>, priority: Priority) {
@@ -696,7 +694,7 @@ impl Node {
         if matches!(c.state, ConnState::Closing) {
             return false;
         }
-        let compress = c.send_compressed && c.peer().is_some();
+        let compress = c.send_compressed;
         match c.enqueue(
             build(compress),
             priority,
