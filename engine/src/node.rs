@@ -49,9 +49,10 @@ pub struct HostInfo {
 /// One weft node: a pure state machine. See the crate documentation for the contract.
 ///
 /// `repr(C)` keeps the fields in this order, in 64-byte lines: the timers, clock and Chord
-/// handle (line 0, read by every input); the connections and outputs (line 1); the counters a
-/// frame updates (line 2); then what a relay reads, the seen windows and the node's id, each
-/// aligned to a line of its own (see `Mesh` and `Identity`); then the rest. Sub-machines a
+/// handle (line 0, read by every input); the connections, outputs and the first bytes of the
+/// node's id (line 1); the counters a frame updates (line 2); then what a relay reads, the
+/// seen windows and the node's id, each aligned to a line of its own (see `Mesh` and
+/// `Identity`); then the rest. Sub-machines a
 /// reception never touches are boxed. In a simulation of many nodes every line a frame touches
 /// is a cache miss.
 #[derive(Debug)]
@@ -65,6 +66,9 @@ pub struct Node {
     outputs: VecDeque<Output>,
     started: bool,
     shut_down: bool,
+    /// The node id's first four bytes: a received broadcast is told apart from this node's
+    /// own without reading the identity's line (`Node::is_own`).
+    id_prefix: [u8; 4],
     metrics: NodeMetrics,
     /// The one established link per peer; iteration in node-id order keeps runs deterministic.
     links: Links,
@@ -117,6 +121,8 @@ impl Node {
             config.incarnation,
         );
         let chord = Node::new_chord(&config, identity.node_id()).map(Box::new);
+        let [a, b, c, d, ..] = identity.node_id().0;
+        let id_prefix = [a, b, c, d];
         Node {
             chord,
             chord_conns: ChordConns::default(),
@@ -139,6 +145,7 @@ impl Node {
             now: Instant::ZERO,
             started: false,
             shut_down: false,
+            id_prefix,
         }
     }
 
@@ -1173,6 +1180,14 @@ impl Node {
 /// The node's RNG seed: BLAKE3 of the secret key, the incarnation and `Config::rng_seed`, so
 /// nonces are unpredictable to anyone without the key, differ on every run (the incarnation
 /// grows), and are still a pure function of the config (the simulator replays them).
+impl Node {
+    /// Whether `origin` is this node's id; a differing first four bytes, the usual case,
+    /// answers from the node's hot line.
+    fn is_own(&self, origin: &NodeId) -> bool {
+        origin.0[..4] == self.id_prefix && *origin == self.identity.node_id()
+    }
+}
+
 fn rng_seed(config: &Config) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"weft node rng v1\0");
@@ -1265,7 +1280,7 @@ mod layout {
         let last = |offset: usize, size: usize| line(offset + size - 1);
         assert_eq!(last(offset_of!(Node, chord), 8), 0);
         assert_eq!(line(offset_of!(Node, conns)), 1);
-        assert_eq!(last(offset_of!(Node, shut_down), 1), 1);
+        assert_eq!(last(offset_of!(Node, id_prefix), 4), 1);
         let metrics = offset_of!(Node, metrics);
         assert_eq!(line(metrics), 2);
         assert_eq!(

@@ -51,7 +51,7 @@ impl Node {
         self.metrics.broadcasts_received += 1;
         // Our own broadcasts of this run are held already; those of an earlier run (before a
         // restart) are carried like anyone's, but not delivered: this node sent them.
-        let own = b.origin == self.identity.node_id();
+        let own = self.is_own(&b.origin);
         if own && b.incarnation >= self.config.incarnation
             || !self.mesh.accept(b.origin, b.incarnation, b.seq)
         {
@@ -71,7 +71,7 @@ impl Node {
         payload: &Bytes,
         b: &Broadcast<'_>,
     ) {
-        let own = b.origin == self.identity.node_id();
+        let own = self.is_own(&b.origin);
         // Relay the received bytes unchanged; a peer that cannot take lz4 (or a repaired
         // broadcast) gets a plain BROADCAST frame, built once.
         let mut plain: Option<Bytes> = None;
