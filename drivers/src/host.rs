@@ -326,7 +326,7 @@ impl Host {
             listen_addr: config.listen_addr.clone(),
             driver: self.driver.to_owned(),
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
-            counters: NodeCounters::from(node.metrics()),
+            counters: NodeCounters::from(&node.metrics()),
             connections,
             listeners: self.subscribers.len() as u64,
             listener_drops: self.listener_drops,

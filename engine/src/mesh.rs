@@ -45,11 +45,16 @@ pub(crate) struct StoreLimits {
     pub(crate) age_max: Duration,
 }
 
-/// The mesh sub-machine's state. `repr(C)`, line-aligned: every received broadcast reads the
-/// seen windows' header, the first 48 bytes, and nothing else here.
+/// The mesh sub-machine's state. `repr(C)`, line-aligned: every received broadcast updates
+/// the two counters and reads the seen windows' header, together the first line, and nothing
+/// else here.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Mesh {
+    /// BROADCAST frames received (first copies and duplicates).
+    broadcasts_received: u64,
+    /// Of those, the ones already seen (or this node's own).
+    broadcast_duplicates: u64,
     seen: SeenWindows,
     store: VecDeque<Held>,
     store_bytes: usize,
@@ -61,6 +66,8 @@ pub(crate) struct Mesh {
 impl Mesh {
     pub(crate) fn new(seen_origins_max: usize, limits: StoreLimits) -> Mesh {
         Mesh {
+            broadcasts_received: 0,
+            broadcast_duplicates: 0,
             seen: SeenWindows::new(seen_origins_max),
             incarnations: LruMap::new(seen_origins_max),
             last_seq: 0,
@@ -76,9 +83,25 @@ impl Mesh {
         self.last_seq
     }
 
-    /// Records a received broadcast; true if it is new and must be relayed and delivered.
-    pub(crate) fn accept(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
-        self.seen.insert(origin, incarnation, seq)
+    /// Counts and records a received broadcast; true if it is new and must be relayed and
+    /// delivered. `own_current`: this node's own, of its current run, counted as a duplicate
+    /// and not recorded.
+    pub(crate) fn accept(
+        &mut self,
+        origin: NodeId,
+        incarnation: u64,
+        seq: u64,
+        own_current: bool,
+    ) -> bool {
+        self.broadcasts_received += 1;
+        let new = !own_current && self.seen.insert(origin, incarnation, seq);
+        self.broadcast_duplicates += u64::from(!new);
+        new
+    }
+
+    /// (BROADCAST frames received, of which duplicates).
+    pub(crate) fn reception_counts(&self) -> (u64, u64) {
+        (self.broadcasts_received, self.broadcast_duplicates)
     }
 
     /// Keeps a delivered or originated broadcast for repair, within the window's bounds.
@@ -326,7 +349,7 @@ mod tests {
 
         let mut b = mesh(100);
         for seq in [2, 5, 6] {
-            b.accept(node(1), 1, seq);
+            b.accept(node(1), 1, seq, false);
         }
         let wants = b.wants((node(2), 4), &d, 1000);
         let w: Vec<(u64, u64)> = wants

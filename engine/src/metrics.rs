@@ -1,7 +1,8 @@
 //! Counters the node keeps for drivers, `weft stats` and tests.
 
-/// Node-wide counters. All only grow. `repr(C)`: the eight a broadcast's way through
-/// updates come first and share one cache line.
+/// Node-wide counters. All only grow. `repr(C)`: the eight of a broadcast's way through come
+/// first and share one cache line. (A node counts the first four elsewhere while it works,
+/// where a reception touches memory anyway, and adds them up in `Node::metrics`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct NodeMetrics {

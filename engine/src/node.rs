@@ -50,7 +50,7 @@ pub struct HostInfo {
 ///
 /// `repr(C)` keeps the fields in this order, in 64-byte lines: the timers, clock and Chord
 /// handle (line 0, read by every input); the connections, outputs and the first bytes of the
-/// node's id (line 1); the counters a frame updates (line 2); then what a relay reads, the
+/// node's id (line 1); the counters a relay updates (line 2); then what a relay reads, the
 /// seen windows and the node's id, each aligned to a line of its own (see `Mesh` and
 /// `Identity`); then the rest. Sub-machines a
 /// reception never touches are boxed. In a simulation of many nodes every line a frame touches
@@ -69,6 +69,9 @@ pub struct Node {
     /// The node id's first four bytes: a received broadcast is told apart from this node's
     /// own without reading the identity's line (`Node::is_own`).
     id_prefix: [u8; 4],
+    /// The counters, except the ones a reception would touch: frames and bytes received
+    /// here count closed connections only (live ones count in their `ConnStats`), and the
+    /// broadcasts received are counted by the mesh, on its hot line. `metrics()` adds them.
     metrics: NodeMetrics,
     /// The one established link per peer; iteration in node-id order keeps runs deterministic.
     links: Links,
@@ -230,8 +233,14 @@ impl Node {
     }
 
     /// Node-wide counters.
-    pub fn metrics(&self) -> &NodeMetrics {
-        &self.metrics
+    pub fn metrics(&self) -> NodeMetrics {
+        let mut m = self.metrics.clone();
+        for c in self.conns.values() {
+            m.frames_received += c.stats.frames_in;
+            m.bytes_received += c.stats.bytes_in;
+        }
+        (m.broadcasts_received, m.broadcast_duplicates) = self.mesh.reception_counts();
+        m
     }
 
     /// One connection's counters and queue state.
@@ -503,19 +512,27 @@ impl Node {
     fn on_connect_failed(&mut self, now: Instant, conn: ConnId) -> Result<(), InputError> {
         match self.conns.get(&conn).map(|c| &c.state) {
             Some(ConnState::Dialing) => {
-                self.conns.remove(&conn);
+                self.remove_conn(conn);
                 self.dial_failed(now, conn);
                 self.chord_closed(conn);
                 Ok(())
             }
             // A Close we asked for may cross the driver's failure report.
             Some(ConnState::Closing) => {
-                self.conns.remove(&conn);
+                self.remove_conn(conn);
                 self.dial_targets.remove(&conn);
                 self.chord_closed(conn);
                 Ok(())
             }
             _ => Err(InputError::NotDialing(conn)),
+        }
+    }
+
+    /// Forgets a connection, keeping what it received in the node's counters.
+    fn remove_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.metrics.frames_received += c.stats.frames_in;
+            self.metrics.bytes_received += c.stats.bytes_in;
         }
     }
 
@@ -536,7 +553,7 @@ impl Node {
             return Err(InputError::UnknownConn(conn));
         }
         self.close(conn, CloseReason::Lost, None);
-        self.conns.remove(&conn);
+        self.remove_conn(conn);
         self.chord_closed(conn);
         self.dial_failed(now, conn);
         Ok(())
@@ -758,7 +775,6 @@ impl Node {
             _ => {}
         }
         c.stats.bytes_in += bytes.len() as u64;
-        self.metrics.bytes_received += bytes.len() as u64;
         let plain = c.transport.open(bytes);
         c.decoder.push(plain);
         let mut c = c;
@@ -773,7 +789,6 @@ impl Node {
                     t.frames_in += 1;
                     t.bytes_in += frame.bytes().len() as u64;
                     c.last_received_at = now;
-                    self.metrics.frames_received += 1;
                     let from = Sender {
                         conn,
                         established: c.peer().is_some(),

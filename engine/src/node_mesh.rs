@@ -48,17 +48,11 @@ impl Node {
 
     /// Counts a received broadcast and records it as seen; true if it is new.
     fn accept_broadcast(&mut self, b: &Broadcast<'_>) -> bool {
-        self.metrics.broadcasts_received += 1;
         // Our own broadcasts of this run are held already; those of an earlier run (before a
         // restart) are carried like anyone's, but not delivered: this node sent them.
-        let own = self.is_own(&b.origin);
-        if own && b.incarnation >= self.config.incarnation
-            || !self.mesh.accept(b.origin, b.incarnation, b.seq)
-        {
-            self.metrics.broadcast_duplicates += 1;
-            return false;
-        }
-        true
+        let own_current = self.is_own(&b.origin) && b.incarnation >= self.config.incarnation;
+        self.mesh
+            .accept(b.origin, b.incarnation, b.seq, own_current)
     }
 
     /// A new broadcast: relays it to every link but `from`, holds it for repair and, unless

@@ -521,7 +521,7 @@ mod tests {
         }
         quickcheck::QuickCheck::new()
             .tests(2000)
-            .gen(quickcheck::Gen::new(400))
+            .rng(quickcheck::Gen::new(400))
             .quickcheck(prop as fn(Vec<Step>) -> bool);
     }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, T0};
 use weft_engine::identity::Transcript;
 use weft_engine::protocol::{ByeReason, Code, Message, NetworkId, NodeId, ProtocolError};
-use weft_engine::{CloseReason, Command, ConnId, Duration, Event, Input, InputError, Output};
+use weft_engine::{CloseReason, Command, ConnId, Duration, Event, Input, InputError, Node, Output};
 
 #[test]
 fn handshake_proves_the_key_and_reports_the_peer() {
@@ -207,6 +207,40 @@ fn relays_go_to_all_peers_but_the_sender_and_duplicates_are_dropped() {
     b.send(&mut node, T0, frame);
     assert!(drain(&mut node).is_empty());
     assert_eq!(node.metrics().broadcast_duplicates, 1);
+    assert_eq!(node.metrics().broadcasts_received, 2);
+}
+
+#[test]
+fn received_counters_keep_a_closed_connections_share() {
+    let mut node = node_with(|_| {});
+    let a = Fake::new(9, ConnId::inbound(1));
+    let b = Fake::new(8, ConnId::inbound(2));
+    for f in [&a, &b] {
+        f.join(&mut node, T0);
+    }
+    let frame = broadcast_frame(NodeId([5; 32]), 1, b"flood");
+    a.send(&mut node, T0, frame.clone());
+    drain(&mut node);
+    let live = |node: &Node| {
+        [a.conn, b.conn]
+            .iter()
+            .filter_map(|c| node.conn_stats(*c))
+            .map(|s| (s.frames_in, s.bytes_in))
+            .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1))
+    };
+    let before = node.metrics();
+    assert_eq!((before.frames_received, before.bytes_received), live(&node));
+    assert!(before.bytes_received >= frame.len() as u64);
+    node.handle_input(T0, Input::Closed { conn: a.conn })
+        .unwrap();
+    drain(&mut node);
+    assert!(node.conn_stats(a.conn).is_none());
+    let after = node.metrics();
+    assert_eq!(
+        (after.frames_received, after.bytes_received),
+        (before.frames_received, before.bytes_received),
+        "a closed connection's frames and bytes still count"
+    );
 }
 
 #[test]
