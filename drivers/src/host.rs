@@ -313,7 +313,7 @@ impl Host {
                     conn.0,
                     addr,
                     peers.get(&conn),
-                    stats,
+                    &stats,
                     unwritten(conn),
                 ))
             })

@@ -7,7 +7,7 @@ use weft_protocol::{Code, FrameDecoder, NodeId};
 
 use crate::handshake::Handshake;
 use crate::io::{ConnId, Direction};
-use crate::metrics::ConnStats;
+use crate::metrics::{ByProtocol, ConnStats, Traffic};
 use crate::time::Instant;
 use crate::transport::Transport;
 
@@ -56,13 +56,14 @@ pub(crate) enum Enqueued {
 
 /// A connection's queue of frames not yet handed to the driver. The oldest frame sits in a
 /// slot of its own: most frames are queued into an empty queue and taken out at once, and then
-/// only the slot is touched, never the ring buffer's memory.
+/// only the slot is touched, never the ring buffer. The ring buffer is boxed (made at the
+/// first backlog and kept), so the queue takes 40 bytes of the connection's send line.
 #[derive(Debug, Default)]
 struct SendQueue {
     /// The oldest frame; empty only when `rest` is empty too.
     first: Option<Bytes>,
     /// The frames after it, in order.
-    rest: VecDeque<Bytes>,
+    rest: Option<Box<VecDeque<Bytes>>>,
 }
 
 impl SendQueue {
@@ -70,48 +71,71 @@ impl SendQueue {
         if self.first.is_none() {
             self.first = Some(frame);
         } else {
-            self.rest.push_back(frame);
+            self.rest.get_or_insert_with(Box::default).push_back(frame);
         }
     }
 
     fn pop_front(&mut self) -> Option<Bytes> {
         let first = self.first.take()?;
-        if !self.rest.is_empty() {
-            self.first = self.rest.pop_front();
+        if let Some(rest) = self.rest.as_mut() {
+            self.first = rest.pop_front();
         }
         Some(first)
     }
 
     fn clear(&mut self) {
         self.first = None;
-        self.rest.clear();
+        if let Some(rest) = self.rest.as_mut() {
+            rest.clear();
+        }
     }
+}
+
+/// Frames and bytes one way: the mesh's counters, kept on the lines a frame touches anyway.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    frames: u64,
+    bytes: u64,
 }
 
 /// One connection.
 ///
-/// `repr(C)` keeps the fields in this order, in 64-byte lines: the send queue (line 0, read by
-/// a send); the decoder and receive time (line 1, read by a receive); the state, send time,
-/// flags and frame counters (line 2, both); the queue counters and the mesh's traffic (line 3,
-/// both); then what neither reads. In a simulation of many nodes each line is a cache miss.
-/// Aligned to a line, so these are the machine's lines wherever a connection is stored.
+/// `repr(C)` keeps the fields in this order, in 64-byte lines: what a send updates (line 0:
+/// the queue and its byte counts); what a receive updates (line 1: the decoder, bytes in and
+/// the mesh's frames in); what both read or update (line 2: the state, flags, times, bytes
+/// out and the mesh's frames out); then what neither touches. A send and a receive each touch
+/// two lines; in a simulation of many nodes each is a cache miss. Aligned to a line, so these
+/// are the machine's lines wherever a connection is stored. The public `ConnStats` is put
+/// together from these on request (`Conn::stats`).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Conn {
     send_queue: SendQueue,
-    pub(crate) decoder: FrameDecoder,
-    pub(crate) last_received_at: Instant,
+    /// Bytes waiting in `send_queue`.
+    queued_bytes: usize,
+    /// Bytes handed to the driver and not yet reported written.
+    in_flight_bytes: usize,
     pub(crate) id: ConnId,
+    pub(crate) decoder: FrameDecoder,
+    bytes_in: u64,
+    /// BROADCAST frames received.
+    mesh_in: Tally,
     pub(crate) state: ConnState,
-    pub(crate) last_sent_at: Instant,
     /// Frames to the peer may be lz4-compressed: both ends offered it. Set when established;
     /// a closing connection takes no more frames, so it is never read before that.
     pub(crate) send_compressed: bool,
     /// A chord-only connection (SPEC.md §20.4): never a mesh link.
     pub(crate) chord_only: bool,
     pub(crate) direction: Direction,
+    pub(crate) last_sent_at: Instant,
+    pub(crate) last_received_at: Instant,
+    bytes_out: u64,
+    /// BROADCAST frames handed to the driver.
+    mesh_out: Tally,
+    /// Every other protocol's frames (the `mesh` entry stays zero: see `mesh_in`/`mesh_out`).
+    traffic: ByProtocol,
+    relays_dropped: u64,
     pub(crate) transport: Transport,
-    pub(crate) stats: ConnStats,
     pub(crate) addr: String,
     pub(crate) opened_at: Instant,
 }
@@ -132,7 +156,14 @@ impl Conn {
             last_received_at: now,
             last_sent_at: now,
             send_queue: SendQueue::default(),
-            stats: ConnStats::default(),
+            queued_bytes: 0,
+            in_flight_bytes: 0,
+            bytes_in: 0,
+            mesh_in: Tally::default(),
+            bytes_out: 0,
+            mesh_out: Tally::default(),
+            traffic: ByProtocol::default(),
+            relays_dropped: 0,
             send_compressed: false,
             chord_only: false,
         }
@@ -146,6 +177,55 @@ impl Conn {
         }
     }
 
+    /// The counters and queue state, as the public `ConnStats`.
+    pub(crate) fn stats(&self) -> ConnStats {
+        let mut by_protocol = self.traffic;
+        by_protocol.mesh = Traffic {
+            frames_in: self.mesh_in.frames,
+            frames_out: self.mesh_out.frames,
+            bytes_in: self.mesh_in.bytes,
+            bytes_out: self.mesh_out.bytes,
+        };
+        let named = by_protocol.named();
+        ConnStats {
+            frames_in: named.iter().map(|(_, t)| t.frames_in).sum(),
+            bytes_in: self.bytes_in,
+            frames_out: named.iter().map(|(_, t)| t.frames_out).sum(),
+            bytes_out: self.bytes_out,
+            queued_bytes: self.queued_bytes,
+            in_flight_bytes: self.in_flight_bytes,
+            by_protocol,
+            relays_dropped: self.relays_dropped,
+        }
+    }
+
+    /// Bytes waiting in the send queue.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// The driver reported everything handed to it written.
+    pub(crate) fn written(&mut self) {
+        self.in_flight_bytes = 0;
+    }
+
+    /// Counts bytes received, before framing.
+    pub(crate) fn count_bytes_in(&mut self, len: usize) {
+        self.bytes_in += len as u64;
+    }
+
+    /// Counts a whole frame received.
+    pub(crate) fn count_frame_in(&mut self, code: Code, len: usize) {
+        if code == Code::BROADCAST {
+            self.mesh_in.frames += 1;
+            self.mesh_in.bytes += len as u64;
+        } else {
+            let t = self.traffic.of(code);
+            t.frames_in += 1;
+            t.bytes_in += len as u64;
+        }
+    }
+
     /// Offers a frame to the send queue under the overflow rule.
     pub(crate) fn enqueue(
         &mut self,
@@ -154,47 +234,50 @@ impl Conn {
         relay_max: usize,
         hard_max: usize,
     ) -> Enqueued {
-        let after = self.stats.queued_bytes + frame.len();
+        let after = self.queued_bytes + frame.len();
         // An empty queue always takes one relay, so a broadcast larger than the relay bound
         // still travels.
-        if priority == Priority::Relay && after > relay_max && self.stats.queued_bytes > 0 {
-            self.stats.relays_dropped += 1;
+        if priority == Priority::Relay && after > relay_max && self.queued_bytes > 0 {
+            self.relays_dropped += 1;
             return Enqueued::DroppedRelay;
         }
         if after > hard_max {
             return Enqueued::Overflow;
         }
-        self.stats.queued_bytes = after;
+        self.queued_bytes = after;
         self.send_queue.push_back(frame);
         Enqueued::Queued
     }
 
     /// Takes the next frame to hand to the driver while the transmit window allows it.
     pub(crate) fn next_transmit(&mut self, window: usize) -> Option<Bytes> {
-        if self.stats.in_flight_bytes >= window {
+        if self.in_flight_bytes >= window {
             return None;
         }
         let frame = self.send_queue.pop_front()?;
-        self.stats.queued_bytes -= frame.len();
-        if let Some(code) = frame.get(6..8) {
-            let t = self
-                .stats
-                .by_protocol
-                .of(Code(u16::from_be_bytes([code[0], code[1]])));
+        self.queued_bytes -= frame.len();
+        // Every queued frame has a whole header; were one short, it would count as session.
+        let code = frame
+            .get(6..8)
+            .map_or(Code(0), |c| Code(u16::from_be_bytes([c[0], c[1]])));
+        if code == Code::BROADCAST {
+            self.mesh_out.frames += 1;
+            self.mesh_out.bytes += frame.len() as u64;
+        } else {
+            let t = self.traffic.of(code);
             t.frames_out += 1;
             t.bytes_out += frame.len() as u64;
         }
         let wire = self.transport.seal(frame);
-        self.stats.in_flight_bytes += wire.len();
-        self.stats.frames_out += 1;
-        self.stats.bytes_out += wire.len() as u64;
+        self.in_flight_bytes += wire.len();
+        self.bytes_out += wire.len() as u64;
         Some(wire)
     }
 
     /// Drops everything still queued (the connection is closing).
     pub(crate) fn clear_queue(&mut self) {
         self.send_queue.clear();
-        self.stats.queued_bytes = 0;
+        self.queued_bytes = 0;
     }
 }
 
@@ -209,26 +292,51 @@ mod tests {
     fn hot_fields_sit_in_the_lines_the_layout_names() {
         use core::mem::offset_of;
         let line = |offset: usize| offset / 64;
+        let last = |offset: usize, size: usize| line(offset + size - 1);
         assert_eq!(line(offset_of!(Conn, send_queue)), 0);
-        assert_eq!(
-            line(offset_of!(Conn, send_queue) + size_of::<SendQueue>() - 1),
-            0
-        );
+        assert_eq!(last(offset_of!(Conn, in_flight_bytes), 8), 0);
         assert_eq!(line(offset_of!(Conn, decoder)), 1);
-        assert_eq!(line(offset_of!(Conn, id) + 7), 1);
+        assert_eq!(last(offset_of!(Conn, mesh_in), 16), 1);
         assert_eq!(line(offset_of!(Conn, state)), 2);
-        assert_eq!(
-            line(offset_of!(Conn, stats) + offset_of!(ConnStats, bytes_out) + 7),
-            2
+        assert_eq!(last(offset_of!(Conn, mesh_out), 16), 2);
+        assert_eq!(last(offset_of!(Conn, last_received_at), 8), 2);
+    }
+
+    #[test]
+    fn stats_add_up_every_protocol_and_the_mesh() {
+        let mut c = Conn::new(
+            ConnId::inbound(1),
+            "a".into(),
+            Direction::Inbound,
+            Instant(0),
         );
-        let mesh = offset_of!(Conn, stats)
-            + offset_of!(ConnStats, by_protocol)
-            + offset_of!(crate::metrics::ByProtocol, mesh);
+        c.count_bytes_in(100);
+        c.count_frame_in(Code::BROADCAST, 40);
+        c.count_frame_in(Code::PING, 9);
+        let broadcast = weft_protocol::Frame::build(Code::BROADCAST, &[1, 2], false).into_bytes();
+        let ping = weft_protocol::Frame::build(Code::PING, &[], false).into_bytes();
+        for f in [broadcast.clone(), ping.clone(), broadcast.clone()] {
+            assert_eq!(
+                c.enqueue(f, Priority::Control, 1 << 20, 1 << 20),
+                Enqueued::Queued
+            );
+        }
+        assert_eq!(c.stats().queued_bytes, 2 * broadcast.len() + ping.len());
+        while c.next_transmit(usize::MAX).is_some() {}
+        let s = c.stats();
+        assert_eq!((s.frames_in, s.bytes_in, s.frames_out), (2, 100, 3));
+        assert_eq!(s.bytes_out, (2 * broadcast.len() + ping.len()) as u64);
+        assert_eq!((s.queued_bytes, s.in_flight_bytes as u64), (0, s.bytes_out));
+        let mesh = s.by_protocol.mesh;
+        assert_eq!((mesh.frames_in, mesh.bytes_in), (1, 40));
         assert_eq!(
-            line(offset_of!(Conn, stats) + offset_of!(ConnStats, queued_bytes)),
-            3
+            (mesh.frames_out, mesh.bytes_out),
+            (2, 2 * broadcast.len() as u64)
         );
-        assert_eq!(line(mesh + size_of::<crate::metrics::Traffic>() - 1), 3);
+        let session = s.by_protocol.session;
+        assert_eq!((session.frames_in, session.frames_out), (1, 1));
+        c.written();
+        assert_eq!(c.stats().in_flight_bytes, 0);
     }
 
     quickcheck! {

@@ -171,7 +171,7 @@ impl Node {
                     .conns
                     .get_mut(&conn)
                     .ok_or(InputError::UnknownConn(conn))?;
-                c.stats.in_flight_bytes = 0;
+                c.written();
                 self.flush(conn);
                 Ok(())
             }
@@ -235,17 +235,17 @@ impl Node {
     /// Node-wide counters.
     pub fn metrics(&self) -> NodeMetrics {
         let mut m = self.metrics.clone();
-        for c in self.conns.values() {
-            m.frames_received += c.stats.frames_in;
-            m.bytes_received += c.stats.bytes_in;
+        for s in self.conns.values().map(Conn::stats) {
+            m.frames_received += s.frames_in;
+            m.bytes_received += s.bytes_in;
         }
         (m.broadcasts_received, m.broadcast_duplicates) = self.mesh.reception_counts();
         m
     }
 
     /// One connection's counters and queue state.
-    pub fn conn_stats(&self, conn: ConnId) -> Option<&ConnStats> {
-        self.conns.get(&conn).map(|c| &c.stats)
+    pub fn conn_stats(&self, conn: ConnId) -> Option<ConnStats> {
+        self.conns.get(&conn).map(Conn::stats)
     }
 
     /// The address a connection was dialed at or accepted from.
@@ -307,8 +307,8 @@ impl Node {
     pub fn check_invariants(&self) -> Result<(), String> {
         let limits = &self.config.limits;
         for c in self.conns.values() {
-            if c.stats.queued_bytes > limits.send_queue_bytes_max {
-                return Err(format!("{:?}: queue {} bytes", c.id, c.stats.queued_bytes));
+            if c.queued_bytes() > limits.send_queue_bytes_max {
+                return Err(format!("{:?}: queue {} bytes", c.id, c.queued_bytes()));
             }
         }
         for (node, conn) in &self.links {
@@ -530,9 +530,9 @@ impl Node {
 
     /// Forgets a connection, keeping what it received in the node's counters.
     fn remove_conn(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            self.metrics.frames_received += c.stats.frames_in;
-            self.metrics.bytes_received += c.stats.bytes_in;
+        if let Some(s) = self.conns.remove(&conn).as_ref().map(Conn::stats) {
+            self.metrics.frames_received += s.frames_in;
+            self.metrics.bytes_received += s.bytes_in;
         }
     }
 
@@ -774,7 +774,7 @@ impl Node {
             ConnState::Dialing => return Err(InputError::NotDialing(conn)),
             _ => {}
         }
-        c.stats.bytes_in += bytes.len() as u64;
+        c.count_bytes_in(bytes.len());
         let plain = c.transport.open(bytes);
         c.decoder.push(plain);
         let mut c = c;
@@ -784,10 +784,7 @@ impl Node {
             }
             match c.decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    c.stats.frames_in += 1;
-                    let t = c.stats.by_protocol.of(frame.code());
-                    t.frames_in += 1;
-                    t.bytes_in += frame.bytes().len() as u64;
+                    c.count_frame_in(frame.code(), frame.bytes().len());
                     c.last_received_at = now;
                     let from = Sender {
                         conn,

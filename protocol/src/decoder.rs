@@ -18,12 +18,10 @@ use crate::frame::{check_header, check_length, Frame, Header, HEADER_LEN, LENGTH
 pub struct FrameDecoder {
     /// Input not yet looked at.
     input: Bytes,
-    /// A frame begun in an earlier chunk, being assembled. Boxed and dropped when done: a
-    /// frame that arrives whole in one chunk (the usual case) never touches it, and a
-    /// connection's decoder stays one cache line.
+    /// A frame begun in an earlier chunk, being assembled, or the mark of a failed stream.
+    /// Boxed and dropped when done: a frame that arrives whole in one chunk (the usual case)
+    /// never touches it, and the decoder is 40 bytes.
     partial: Option<Box<Partial>>,
-    /// Set after an error: the stream cannot be resynchronised.
-    failed: bool,
 }
 
 /// A frame being assembled across chunks.
@@ -32,6 +30,8 @@ struct Partial {
     bytes: BytesMut,
     /// The validated header of `bytes`, once it has all eight bytes.
     header: Option<Header>,
+    /// Set after an error: the stream cannot be resynchronised (and nothing is held).
+    failed: bool,
 }
 
 impl FrameDecoder {
@@ -75,13 +75,15 @@ impl FrameDecoder {
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the error that ends the
     /// stream.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        if self.failed {
+        if self.partial.as_ref().is_some_and(|p| p.failed) {
             return Err(ProtocolError::Truncated { needed: 0, have: 0 });
         }
         let result = self.next_frame_inner();
         if result.is_err() {
-            self.failed = true;
-            self.partial = None;
+            self.partial = Some(Box::new(Partial {
+                failed: true,
+                ..Partial::default()
+            }));
             self.input = Bytes::new();
         }
         result
@@ -145,6 +147,12 @@ mod tests {
 
     fn frame(code: Code, payload: &[u8]) -> Bytes {
         Frame::build(code, payload, false).into_bytes()
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_decoder_is_forty_bytes() {
+        assert_eq!(core::mem::size_of::<FrameDecoder>(), 40);
     }
 
     #[test]
