@@ -1,10 +1,16 @@
 //! Mesh flooding in the simulator at N = 10,000, degree 8: frame receptions per wall second.
 //! Each reception is a delivery through the simulated link, a frame decode, a duplicate
-//! check and a relay decision in a real `Node`.
+//! check and a relay decision in a real `Node` (`receptions`). Beside it, the same flood with
+//! no engine at all (`floor`, see `mesh/floor.rs`): what this machine allows for the flood's
+//! memory-access pattern, so the first figure can be read against it.
+
+#[path = "mesh/floor.rs"]
+mod floor;
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use weft_sim::faults::FaultConfig;
 use weft_sim::rng::SimRng;
 use weft_sim::topology::{edges, Topology};
@@ -36,6 +42,30 @@ fn joined_world() -> World {
     w
 }
 
+/// Times one flood per iteration, each from a new origin; `flood` returns its receptions,
+/// which must be `per_broadcast`.
+fn floods(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    per_broadcast: u64,
+    mut flood: impl FnMut(u32) -> u64,
+) {
+    let mut origin = 0u32;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                origin = (origin + 7919) % NODES;
+                let start = Instant::now();
+                let receptions = flood(origin);
+                spent += start.elapsed();
+                assert_eq!(receptions, per_broadcast);
+            }
+            spent
+        })
+    });
+}
+
 fn mesh(c: &mut Criterion) {
     let mut w = joined_world();
     let e = w.edges().len() as u64;
@@ -43,22 +73,17 @@ fn mesh(c: &mut Criterion) {
     let mut group = c.benchmark_group("mesh_flood_10k_nodes_degree_8");
     group.sample_size(10);
     group.throughput(Throughput::Elements(per_broadcast));
-    let mut origin = 0u32;
-    group.bench_function("receptions", |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                origin = (origin + 7919) % NODES;
-                let before = w.stats.broadcast_transmissions;
-                w.schedule_broadcast(w.now, origin);
-                let start = Instant::now();
-                // The flood crosses the network in a few ms of simulated time.
-                w.run_until(w.now + 30 * MS);
-                spent += start.elapsed();
-                assert_eq!(w.stats.broadcast_transmissions - before, per_broadcast);
-            }
-            spent
-        })
+    floods(&mut group, "receptions", per_broadcast, |origin| {
+        let before = w.stats.broadcast_transmissions;
+        w.schedule_broadcast(w.now, origin);
+        // The flood crosses the network in a few ms of simulated time.
+        w.run_until(w.now + 30 * MS);
+        w.stats.broadcast_transmissions - before
+    });
+    drop(w);
+    let mut bare = floor::Flood::new();
+    floods(&mut group, "floor", per_broadcast, |origin| {
+        bare.broadcast(origin)
     });
     group.finish();
 }
