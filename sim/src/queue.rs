@@ -82,6 +82,12 @@ impl<T> EventQueue<T> {
         self.front.map(|(at, _)| at)
     }
 
+    /// The event `n` places behind the earliest, if it shares the earliest event's time.
+    pub fn peek_at_front_time(&self, n: usize) -> Option<&T> {
+        let (_, slot) = self.front?;
+        self.slots.get(slot as usize)?.get(n)
+    }
+
     /// Removes and returns the earliest event (the first queued among the earliest).
     pub fn pop(&mut self) -> Option<(u64, T)> {
         let (at, slot) = self.front?;
@@ -128,6 +134,22 @@ mod tests {
     use quickcheck::quickcheck;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
+
+    #[test]
+    fn peeking_sees_only_the_earliest_time() {
+        let mut q = EventQueue::default();
+        for (at, e) in [(5, 'a'), (9, 'x'), (5, 'b'), (5, 'c')] {
+            q.push(at, e);
+        }
+        assert_eq!(q.pop(), Some((5, 'a')));
+        let peeked: Vec<_> = (0..3).map(|n| q.peek_at_front_time(n).copied()).collect();
+        assert_eq!(peeked, [Some('b'), Some('c'), None]);
+        q.pop();
+        q.pop();
+        assert_eq!(q.peek_at_front_time(0), Some(&'x'));
+        q.pop();
+        assert_eq!(q.peek_at_front_time(0), None);
+    }
 
     /// Runs `ops` (a push at a time, or a pop) on the queue and on a heap keyed by (time,
     /// insertion sequence), times taken modulo `times`; whether they agree throughout.

@@ -13,6 +13,7 @@ use weft_engine::protocol::{key_position, Code, NodeId, CHORD_REPLICAS};
 use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
 
 use crate::faults::{FaultConfig, Occurrence};
+use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
 use crate::rng::{child_seed, SimRng};
 use crate::trace::Trace;
@@ -527,10 +528,43 @@ impl World {
                 self.heal();
             }
             self.stats.events += 1;
+            self.prefetch_ahead();
             self.dispatch(ev);
         }
         if self.violation.is_none() {
             self.now = self.now.max(until);
+        }
+    }
+
+    /// Asks for the memory the next deliveries will touch, a stage per event ahead, each
+    /// stage reading only what the stage before asked for one event earlier: the third's
+    /// link, the second's receiving node, the first's engine node.
+    fn prefetch_ahead(&self) {
+        let deliver = |n| match self.queue.peek_at_front_time(n) {
+            Some(Ev::Deliver { link, side, .. }) => self
+                .links
+                .get(*link as usize)
+                .map(|l| &l.dirs[usize::from(*side & 1)]),
+            _ => None,
+        };
+        if let Some(d) = deliver(2) {
+            prefetch(d);
+        }
+        if let Some(d) = deliver(1) {
+            if let Some(n) = self.nodes.get(d.to_node as usize) {
+                prefetch(n);
+            }
+        }
+        if let Some(d) = deliver(0) {
+            if let Some(node) = self
+                .nodes
+                .get(d.to_node as usize)
+                .and_then(|n| n.node.as_deref())
+            {
+                let p: *const Node = node;
+                prefetch(p);
+                prefetch(p.cast::<u8>().wrapping_add(64));
+            }
         }
     }
 
