@@ -93,6 +93,8 @@ fn node_small_limits_corpus_replays() {
         total.too_many_refusals += s.too_many_refusals;
         total.store_evictions += s.store_evictions;
         total.inbound_peak = total.inbound_peak.max(s.inbound_peak);
+        total.table_events += s.table_events;
+        total.chord_events += s.chord_events;
         total.outbound_peak = total.outbound_peak.max(s.outbound_peak);
     });
     eprintln!(
@@ -118,6 +120,12 @@ fn node_small_limits_corpus_replays() {
     assert!(
         total.metrics.handshakes_completed > 0,
         "no corpus input completes a handshake"
+    );
+    assert!(
+        total.table_events > 0 && total.chord_events > 0,
+        "no corpus input reaches the sync table ({}) or Chord ({}) events",
+        total.table_events,
+        total.chord_events
     );
 }
 

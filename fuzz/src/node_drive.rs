@@ -9,13 +9,22 @@
 //! never made): the node must refuse those with an `InputError`, never panic. Besides raw
 //! bytes, peers can send well-formed frames built from arbitrary message fields, and complete
 //! a real handshake (a signed HELLO_ACK over the nonce the node sent) so that the fuzzer gets
-//! past the handshake into discovery, liveness and the mesh.
+//! past the handshake into discovery, liveness, the mesh, the sync table and Chord (the
+//! table and Chord ops and frames are in `node_app.rs`).
+//!
+//! Inputs come in two formats. The first (any input not starting with [`FORMAT_2`]) is a
+//! plain sequence of [`Op`]s against a node that is no Chord member, as the committed corpus
+//! was grown with, so that it keeps decoding to the same ops. The second is [`FORMAT_2`],
+//! one byte of setup flags (bit 0: the node is a Chord ring member, with a listen address;
+//! bit 1: it gets a wall clock before the first op, which table writes need), then
+//! [`Step`]s: an [`Op`] or a table / Chord [`AppOp`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
+use weft_engine::chord::ChordConfig;
 use weft_engine::identity::{Identity, Transcript};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
@@ -27,6 +36,11 @@ use weft_engine::{
     Node, NodeMetrics, Output,
 };
 
+#[path = "node_app.rs"]
+mod app;
+
+use app::{AppOp, Heard};
+
 /// The network every well-behaved peer claims.
 const NETWORK: &str = "fuzz";
 /// The node's seed: `Config::from_seed(NETWORK, SEED)`.
@@ -35,8 +49,23 @@ const SEED: u64 = 1;
 const PEERS: usize = 4;
 /// Most ops one input may run.
 const MAX_OPS: usize = 512;
+/// The node's listen address when it is a Chord member: one of `AddrSel::Short`'s.
+const LISTEN_ADDR: &str = "10.0.0.7:7000";
+/// The wall clock a setup gives the node (Unix ms, in 2027), and what peers' timestamps are
+/// relative to while the node has none.
+const WALL_CLOCK_MS: u64 = 1_800_000_000_000;
 
-/// One driver step.
+/// The prefix of the second input format.
+const FORMAT_2: &[u8; 2] = b"w2";
+
+/// One driver step of the second input format.
+#[derive(Debug, Arbitrary)]
+enum Step {
+    Op(Op),
+    App(AppOp),
+}
+
+/// One driver step (of both formats).
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// The driver accepted `ConnId::inbound(n % 16)`.
@@ -259,14 +288,18 @@ fn big_payload() -> &'static [u8] {
     })
 }
 
-/// The configuration of the `node` target: `Config::from_seed`, default limits.
+/// The configuration of the `node` target: `Config::from_seed`, default limits, and the
+/// default Chord configuration for inputs that make the node a ring member.
 pub fn default_config() -> Config {
-    Config::from_seed(NETWORK, SEED)
+    let mut config = Config::from_seed(NETWORK, SEED);
+    config.chord = Some(ChordConfig::default());
+    config
 }
 
 /// The configuration of the `node_small_limits` target: the same node with bounds so small
 /// that a few ops reach them (slow-peer disconnects, relay drops, repair-store eviction,
-/// connection caps, table evictions).
+/// connection caps, discovery and sync-table bounds, Chord's store, request and connection
+/// bounds).
 pub fn small_limits_config() -> Config {
     let mut config = default_config();
     config.limits = Limits {
@@ -280,9 +313,37 @@ pub fn small_limits_config() -> Config {
         heard_of_max: 4,
         cascade_seen_max: 8,
         seen_origins_max: 4,
+        table_key_bytes_max: 16,
+        table_value_bytes_max: 64,
+        table_entries_max: 8,
+        table_key_writes_max: 4,
+        table_bytes_max: 2 * 1024,
+        chord_conns_max: 2,
         ..Limits::default()
     };
+    config.chord = Some(ChordConfig {
+        successor_list_len: 2,
+        lookup_attempts_max: 1,
+        lookup_hops_max: 4,
+        records_max: 8,
+        values_per_key_max: 2,
+        ops_max: 4,
+        failed_max: 4,
+        ..ChordConfig::default()
+    });
     config
+}
+
+/// What an input of the second format's flags set up: bit 0 keeps `config.chord` (and gives
+/// the node a listen address, which Chord needs), else the node is no ring member; bit 1 hands
+/// the node a wall clock before the first op.
+fn set_up(flags: u8, mut config: Config) -> (Config, bool) {
+    if flags & 1 == 0 {
+        config.chord = None;
+    } else if config.chord.is_some() {
+        config.listen_addr.get_or_insert_with(|| LISTEN_ADDR.into());
+    }
+    (config, flags & 2 != 0)
 }
 
 /// Decodes `data` into ops and drives one node with them, checking after every step that
@@ -321,21 +382,43 @@ pub struct NodeSummary {
     /// Most outbound connections open (pending included) at once, not counting those the
     /// node is closing.
     pub outbound_peak: usize,
+    /// `Event::TableChanged` and `Event::TableRefused`.
+    pub table_events: u64,
+    /// `Event::Chord`.
+    pub chord_events: u64,
 }
 
-/// Drives one node built from `config` with the ops decoded from `data`, checking after every
-/// step that the node keeps its promises (panics if not); returns what the input reached.
+/// Drives one node built from `config` (as the input's format sets it up) with the steps
+/// decoded from `data`, checking after every step that the node keeps its promises (panics
+/// if not); returns what the input reached.
 pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
+    let format_2 = data.strip_prefix(FORMAT_2);
+    let (flags, data) = match format_2 {
+        Some(rest) => rest.split_first().map_or((0, rest), |(f, rest)| (*f, rest)),
+        None => (0, data),
+    };
+    let (config, wall_clock) = set_up(flags, config);
     let mut u = Unstructured::new(data);
     let mut driver = Driver::new(config);
+    if wall_clock {
+        driver.input(Input::WallClock {
+            unix_ms: WALL_CLOCK_MS,
+        });
+        driver.check();
+    }
     for _ in 0..MAX_OPS {
         if u.is_empty() {
             break;
         }
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
+        let step = match format_2 {
+            Some(_) => Step::arbitrary(&mut u),
+            None => Op::arbitrary(&mut u).map(Step::Op),
         };
-        driver.step(op);
+        match step {
+            Ok(Step::Op(op)) => driver.step(op),
+            Ok(Step::App(op)) => driver.app_step(op),
+            Err(_) => break,
+        }
     }
     driver.summary.metrics = driver.node.metrics().clone();
     driver.summary
@@ -358,6 +441,10 @@ struct Driver {
     /// Broadcasts the node certainly holds for repair, unless it evicted them by a bound:
     /// when each was held, and its held (encoded) length.
     held: VecDeque<(Instant, usize)>,
+    /// What the node sent that peers may echo.
+    heard: Heard,
+    /// Per application Chord request id: requests accepted less events that ended one.
+    chord_open: BTreeMap<u64, u64>,
     summary: NodeSummary,
 }
 
@@ -372,6 +459,8 @@ impl Driver {
             hello_nonce: BTreeMap::new(),
             closing: BTreeSet::new(),
             held: VecDeque::new(),
+            heard: Heard::default(),
+            chord_open: BTreeMap::new(),
             summary: NodeSummary::default(),
         }
     }
@@ -650,6 +739,14 @@ impl Driver {
         }
         self.summary.inbound_peak = self.summary.inbound_peak.max(inbound);
         self.summary.outbound_peak = self.summary.outbound_peak.max(outbound);
+        if let (Some(chord), Some(config)) = (self.node.chord(), &self.node.config().chord) {
+            assert!(
+                chord.records_len() <= config.records_max,
+                "Chord holds {} records, over {}",
+                chord.records_len(),
+                config.records_max
+            );
+        }
     }
 
     fn observe(&mut self, output: Output) {
@@ -680,10 +777,11 @@ impl Driver {
                     let msg = Message::decode(frame.code(), &payload).unwrap_or_else(|e| {
                         panic!("the node sent an undecodable message on {conn:?}: {e}")
                     });
-                    if let Message::Hello(hello) = msg {
+                    if let Message::Hello(hello) = &msg {
                         assert_eq!(hello.public_key, keys().me.public_key());
                         self.hello_nonce.insert(conn, hello.nonce);
                     }
+                    self.heard.observe(&msg);
                 }
             }
             Output::Close { conn, reason } => {
@@ -706,6 +804,22 @@ impl Driver {
                     seq,
                     payload.len(),
                 ));
+            }
+            Output::Event(Event::TableChanged { .. } | Event::TableRefused { .. }) => {
+                self.summary.table_events += 1;
+            }
+            Output::Event(Event::Chord(e)) => {
+                self.summary.chord_events += 1;
+                // Every event ends a request the application made, once.
+                let open = self.chord_open.get_mut(&e.request);
+                assert!(
+                    open.as_ref().is_some_and(|n| **n > 0),
+                    "a Chord event for request {} that is not in progress: {e:?}",
+                    e.request
+                );
+                if let Some(n) = open {
+                    *n -= 1;
+                }
             }
             // Events, and outputs this driver does not know yet.
             _ => {}
