@@ -52,9 +52,8 @@ pub struct HostInfo {
 /// handle (line 0, read by every input); the connections, outputs and the first bytes of the
 /// node's id (line 1); the counters a relay updates (line 2); then what a relay reads, the
 /// seen windows and the node's id, each aligned to a line of its own (see `Mesh` and
-/// `Identity`); then the rest. Sub-machines a
-/// reception never touches are boxed. In a simulation of many nodes every line a frame touches
-/// is a cache miss.
+/// `Identity`); then the rest. Sub-machines a reception never touches are boxed. In a
+/// simulation of many nodes every line a frame touches is a cache miss.
 #[derive(Debug)]
 #[repr(C)]
 pub struct Node {
@@ -1189,9 +1188,6 @@ impl Node {
     }
 }
 
-/// The node's RNG seed: BLAKE3 of the secret key, the incarnation and `Config::rng_seed`, so
-/// nonces are unpredictable to anyone without the key, differ on every run (the incarnation
-/// grows), and are still a pure function of the config (the simulator replays them).
 impl Node {
     /// Whether `origin` is this node's id; a differing first four bytes, the usual case,
     /// answers from the node's hot line.
@@ -1200,6 +1196,9 @@ impl Node {
     }
 }
 
+/// The node's RNG seed: BLAKE3 of the secret key, the incarnation and `Config::rng_seed`, so
+/// nonces are unpredictable to anyone without the key, differ on every run (the incarnation
+/// grows), and are still a pure function of the config (the simulator replays them).
 fn rng_seed(config: &Config) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"weft node rng v1\0");
