@@ -68,9 +68,8 @@ pub struct Traffic {
     pub bytes_out: u64,
 }
 
-/// Traffic on one connection by protocol. `repr(C)`, the mesh first: it is the busiest.
+/// Traffic on one connection by protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct ByProtocol {
     /// BROADCAST.
     pub mesh: Traffic,
@@ -113,10 +112,9 @@ impl ByProtocol {
     }
 }
 
-/// Counters and queue state for one connection. `repr(C)`: every frame updates the first
-/// fields, so they share cache lines (see `Conn`).
+/// Counters and queue state for one connection, as `Node::conn_stats` puts them together
+/// (a connection keeps them where its frames touch memory anyway; see `Conn`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct ConnStats {
     /// Frames received.
     pub frames_in: u64,
