@@ -537,8 +537,9 @@ impl World {
     }
 
     /// Asks for the memory the next deliveries will touch, a stage per event ahead, each
-    /// stage reading only what the stage before asked for one event earlier: the third's
-    /// link, the second's receiving node, the first's engine node.
+    /// stage reading only what the stage before asked for one event earlier: the fourth's
+    /// link, the third's receiving node, the second's engine node (one event nearer measured
+    /// about 5 % slower, over eight alternated runs).
     fn prefetch_ahead(&self) {
         let deliver = |n| match self.queue.peek_at_front_time(n) {
             Some(Ev::Deliver { link, side, .. }) => self
@@ -547,15 +548,15 @@ impl World {
                 .map(|l| &l.dirs[usize::from(*side & 1)]),
             _ => None,
         };
-        if let Some(d) = deliver(2) {
+        if let Some(d) = deliver(3) {
             prefetch(d);
         }
-        if let Some(d) = deliver(1) {
+        if let Some(d) = deliver(2) {
             if let Some(n) = self.nodes.get(d.to_node as usize) {
                 prefetch(n);
             }
         }
-        if let Some(d) = deliver(0) {
+        if let Some(d) = deliver(1) {
             if let Some(node) = self
                 .nodes
                 .get(d.to_node as usize)
