@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use rand_core::RngCore;
-use weft_protocol::{CascadeId, NodeId, PeerInfo, MAX_PEERS_PER_MESSAGE};
+use weft_protocol::{CascadeId, NodeId, PeerInfo, PEERS_PER_MESSAGE_MAX};
 
 use crate::seen::CascadeSeen;
 use crate::time::{Duration, Instant};
@@ -92,7 +92,7 @@ impl Discovery {
         self.heard_of.remove(node);
     }
 
-    /// Up to [`MAX_PEERS_PER_MESSAGE`] heard-of peers, most recently seen first.
+    /// Up to [`PEERS_PER_MESSAGE_MAX`] heard-of peers, most recently seen first.
     pub(crate) fn known_peers(&self, exclude: NodeId) -> Vec<PeerInfo> {
         let mut all: Vec<(&NodeId, &HeardOf)> = self
             .heard_of
@@ -101,7 +101,7 @@ impl Discovery {
             .collect();
         all.sort_by_key(|(id, e)| (core::cmp::Reverse(e.last_seen), **id));
         all.into_iter()
-            .take(MAX_PEERS_PER_MESSAGE)
+            .take(PEERS_PER_MESSAGE_MAX)
             .map(|(id, e)| PeerInfo {
                 node: *id,
                 addr: e.addr.clone(),

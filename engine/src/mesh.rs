@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use weft_protocol::{DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, MAX_DIGEST_ENTRIES};
-use weft_protocol::{MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES};
+use weft_protocol::{DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, DIGEST_ENTRIES_MAX};
+use weft_protocol::{RANGES_PER_ENTRY_MAX, WANT_RANGES_MAX};
 
 use crate::seen::{LruMap, SeenWindows};
 use crate::time::{Duration, Instant};
@@ -196,10 +196,10 @@ impl Mesh {
             }
         }
         for e in &mut entries {
-            let excess = e.ranges.len().saturating_sub(MAX_RANGES_PER_ENTRY);
+            let excess = e.ranges.len().saturating_sub(RANGES_PER_ENTRY_MAX);
             e.ranges.drain(..excess);
         }
-        let excess = entries.len().saturating_sub(MAX_DIGEST_ENTRIES);
+        let excess = entries.len().saturating_sub(DIGEST_ENTRIES_MAX);
         entries.drain(..excess);
         MeshDigest { entries }
     }
@@ -219,7 +219,7 @@ impl Mesh {
             for r in &e.ranges {
                 let mut seq = r.first;
                 while seq <= r.last {
-                    if budget == 0 || wants.len() >= MAX_WANT_RANGES {
+                    if budget == 0 || wants.len() >= WANT_RANGES_MAX {
                         break 'entries;
                     }
                     budget -= 1;

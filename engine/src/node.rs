@@ -1040,7 +1040,7 @@ impl Node {
             if let Some(addr) = addr {
                 peers.push(PeerInfo { node: *node, addr });
             }
-            if peers.len() == weft_protocol::MAX_PEERS_PER_MESSAGE {
+            if peers.len() == weft_protocol::PEERS_PER_MESSAGE_MAX {
                 break;
             }
         }

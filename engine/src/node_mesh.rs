@@ -2,7 +2,9 @@
 //! delivering broadcasts, and repair by digest and want.
 
 use bytes::Bytes;
-use weft_protocol::{Broadcast, ByeReason, Code, Frame, MeshDigest, MeshWant, Message, HEADER_LEN};
+use weft_protocol::{
+    Broadcast, ByeReason, Code, Frame, MeshDigest, MeshWant, Message, HEADER_BYTES,
+};
 
 use crate::conn::Priority;
 use crate::io::{CloseReason, ConnId, Event, Output};
@@ -15,7 +17,7 @@ impl Node {
     /// the frame's bytes: a duplicate, most receptions, needs no payload handle of its own.
     /// The same outcome as `on_frame`'s general path (decode, then `on_broadcast`).
     pub(super) fn on_broadcast_frame(&mut self, now: Instant, from: ConnId, frame: &Frame) {
-        let wire = frame.bytes().get(HEADER_LEN..).unwrap_or_default();
+        let wire = frame.bytes().get(HEADER_BYTES..).unwrap_or_default();
         let b = match Broadcast::decode(Code::BROADCAST, wire) {
             Ok(b) => b,
             Err(e) => {

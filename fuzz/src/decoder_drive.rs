@@ -8,7 +8,7 @@ use bytes::Bytes;
 use weft_protocol::{Frame, FrameDecoder, Message, ProtocolError};
 
 /// Most piece sizes the input may name before its stream starts.
-const MAX_SIZES: usize = 8;
+const SIZES_MAX: usize = 8;
 
 /// Splits `data` into pieces, pushes them into a [`FrameDecoder`] and pulls frames until it
 /// needs more bytes or fails; decodes every frame's payload and message. Also
@@ -27,7 +27,7 @@ pub fn run_frame_decoder(data: &[u8]) {
     let Some((&count, rest)) = data.split_first() else {
         return;
     };
-    let count = usize::from(count) % (MAX_SIZES + 1);
+    let count = usize::from(count) % (SIZES_MAX + 1);
     let (sizes, stream) = rest.split_at(count.min(rest.len()));
     let stream = Bytes::copy_from_slice(stream);
 

@@ -16,7 +16,7 @@ use weft_engine::protocol::{
     key_position, ring_id, BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover,
     ChordMessage, ChordPeer, ChordRecord, ChordState, ChordStore, ChordStored, ChordValue,
     ChordValues, Frame, Hlc, Message, StoreOp, TableDigest, TableEntries, TableWant, TableWrite,
-    CHORD_REPLICAS, MAX_CHORD_KEY_LEN, MAX_CHORD_VALUE_LEN,
+    CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
 };
 use weft_engine::{Command, Duration, Input, Limits, Timers};
 
@@ -319,9 +319,10 @@ impl TargetSel {
             TargetSel::Node(node, d) => {
                 ring_id(&node.to_node_id()).wrapping_add_signed((*d).into())
             }
-            TargetSel::Key(key, replica) => {
-                key_position(&key.key(MAX_CHORD_KEY_LEN), replica % CHORD_REPLICAS as u8)
-            }
+            TargetSel::Key(key, replica) => key_position(
+                &key.key(CHORD_KEY_BYTES_MAX),
+                replica % CHORD_REPLICAS as u8,
+            ),
             TargetSel::Heard(i) => pick(&heard.positions, *i).copied().unwrap_or(0),
         }
     }
@@ -349,7 +350,7 @@ pub(super) enum ChordOp {
 
 impl ChordOp {
     pub(super) fn request(&self, heard: &Heard) -> ChordRequest {
-        let key = |k: &KeySel| k.key(MAX_CHORD_KEY_LEN);
+        let key = |k: &KeySel| k.key(CHORD_KEY_BYTES_MAX);
         match self {
             ChordOp::Put {
                 key: k,
@@ -357,13 +358,13 @@ impl ChordOp {
                 lifetime,
             } => ChordRequest::Put {
                 key: key(k),
-                value: value.value(MAX_CHORD_VALUE_LEN),
+                value: value.value(CHORD_VALUE_BYTES_MAX),
                 lifetime_ms: LifetimeSel::ms(lifetime),
             },
             ChordOp::Get { key: k } => ChordRequest::Get { key: key(k) },
             ChordOp::Delete { key: k, value } => ChordRequest::Delete {
                 key: key(k),
-                value: value.as_ref().map(|v| v.value(MAX_CHORD_VALUE_LEN)),
+                value: value.as_ref().map(|v| v.value(CHORD_VALUE_BYTES_MAX)),
             },
             ChordOp::Lookup { target } => ChordRequest::Lookup {
                 target: target.position(heard),
@@ -546,7 +547,7 @@ pub(super) struct ChordValueSel {
 impl ChordValueSel {
     fn value(&self) -> ChordValue {
         ChordValue {
-            value: self.value.value(MAX_CHORD_VALUE_LEN),
+            value: self.value.value(CHORD_VALUE_BYTES_MAX),
             lifetime_ms: LifetimeSel::ms(&self.lifetime),
         }
     }
@@ -612,7 +613,7 @@ pub(super) enum ChordMsg {
 
 impl ChordMsg {
     fn message(&self, heard: &Heard) -> ChordMessage {
-        let key = |k: &KeySel| k.key(MAX_CHORD_KEY_LEN);
+        let key = |k: &KeySel| k.key(CHORD_KEY_BYTES_MAX);
         match self {
             ChordMsg::Find { request, target } => ChordMessage::Find(ChordFind {
                 request: request.request(heard),
@@ -651,7 +652,7 @@ impl ChordMsg {
                 op: match put {
                     Some(v) => StoreOp::Put(v.value()),
                     None => {
-                        StoreOp::Delete(delete_one.as_ref().map(|v| v.value(MAX_CHORD_VALUE_LEN)))
+                        StoreOp::Delete(delete_one.as_ref().map(|v| v.value(CHORD_VALUE_BYTES_MAX)))
                     }
                 },
             }),

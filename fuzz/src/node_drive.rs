@@ -29,7 +29,7 @@ use weft_engine::identity::{Identity, Transcript};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
     ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
-    Ping, Pong, SeqRange, Signature, WantRange, CAP_LZ4, MAX_ADDR_LEN,
+    Ping, Pong, SeqRange, Signature, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
 };
 use weft_engine::{
     CloseReason, Command, Config, ConnId, Duration, Event, Input, InputError, Instant, Limits,
@@ -48,7 +48,7 @@ const SEED: u64 = 1;
 /// Peers with real keys, able to complete a handshake.
 const PEERS: usize = 4;
 /// Most ops one input may run.
-const MAX_OPS: usize = 512;
+const OPS_MAX: usize = 512;
 /// The node's listen address when it is a Chord member: one of `AddrSel::Short`'s.
 const LISTEN_ADDR: &str = "10.0.0.7:7000";
 /// The wall clock a setup gives the node (Unix ms, in 2027), and what peers' timestamps are
@@ -118,7 +118,7 @@ enum NodeSel {
     Other(u8),
 }
 
-/// Picks an address: a handful of short ones, the empty one, one over `MAX_ADDR_LEN`.
+/// Picks an address: a handful of short ones, the empty one, one over `ADDR_BYTES_MAX`.
 #[derive(Debug, Arbitrary)]
 enum AddrSel {
     Short(u8),
@@ -406,7 +406,7 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
         });
         driver.check();
     }
-    for _ in 0..MAX_OPS {
+    for _ in 0..OPS_MAX {
         if u.is_empty() {
             break;
         }
@@ -852,7 +852,7 @@ impl AddrSel {
         match self {
             AddrSel::Short(n) => format!("10.0.0.{}:7000", n % 8),
             AddrSel::Empty => String::new(),
-            AddrSel::TooLong => "a".repeat(MAX_ADDR_LEN + 1),
+            AddrSel::TooLong => "a".repeat(ADDR_BYTES_MAX + 1),
         }
     }
 }

@@ -13,19 +13,19 @@ use crate::ids::NodeId;
 use crate::message::strict;
 
 /// Most peers one CHORD_FOUND or CHORD_STATE may list.
-pub const MAX_CHORD_PEERS: usize = 32;
+pub const CHORD_PEERS_MAX: usize = 32;
 
 /// Longest key a chord record may have, in bytes.
-pub const MAX_CHORD_KEY_LEN: usize = 1024;
+pub const CHORD_KEY_BYTES_MAX: usize = 1024;
 
 /// Longest value a chord record may hold, in bytes.
-pub const MAX_CHORD_VALUE_LEN: usize = 64 * 1024;
+pub const CHORD_VALUE_BYTES_MAX: usize = 64 * 1024;
 
 /// Most values one key may hold, and one CHORD_VALUES may carry.
-pub const MAX_CHORD_VALUES: usize = 64;
+pub const CHORD_VALUES_MAX: usize = 64;
 
 /// Most records one CHORD_HANDOVER may carry.
-pub const MAX_HANDOVER_RECORDS: usize = 256;
+pub const HANDOVER_RECORDS_MAX: usize = 256;
 
 /// A ring member: its node id and where it accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ pub struct ChordFound {
     /// True: `peers` is the owner of the target (the sender's successor) followed by the
     /// sender's further successors. False: `peers` are nodes closer to the target, best first.
     pub done: bool,
-    /// At most [`MAX_CHORD_PEERS`].
+    /// At most [`CHORD_PEERS_MAX`].
     pub peers: Vec<ChordPeer>,
 }
 
@@ -93,14 +93,14 @@ pub struct ChordState {
     pub request: u64,
     /// The sender's predecessor, if it has one.
     pub predecessor: Option<ChordPeer>,
-    /// The sender's successor list, nearest first (at most [`MAX_CHORD_PEERS`]).
+    /// The sender's successor list, nearest first (at most [`CHORD_PEERS_MAX`]).
     pub successors: Vec<ChordPeer>,
 }
 
 /// One value of a key, with the time it has left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordValue {
-    /// The value's bytes (at most [`MAX_CHORD_VALUE_LEN`]).
+    /// The value's bytes (at most [`CHORD_VALUE_BYTES_MAX`]).
     pub value: Vec<u8>,
     /// Milliseconds it has left to live; `None` lives until deleted.
     pub lifetime_ms: Option<u64>,
@@ -122,7 +122,7 @@ pub struct ChordStore {
     pub request: u64,
     /// The replica's ring position.
     pub position: u64,
-    /// The key (at most [`MAX_CHORD_KEY_LEN`]).
+    /// The key (at most [`CHORD_KEY_BYTES_MAX`]).
     pub key: Vec<u8>,
     /// What to do.
     pub op: StoreOp,
@@ -164,14 +164,14 @@ pub struct ChordRecord {
     pub position: u64,
     /// The key.
     pub key: Vec<u8>,
-    /// Its values (at most [`MAX_CHORD_VALUES`]).
+    /// Its values (at most [`CHORD_VALUES_MAX`]).
     pub values: Vec<ChordValue>,
 }
 
 /// CHORD_HANDOVER: records the receiver now owns (a joiner's share, or a leaver's store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordHandover {
-    /// At most [`MAX_HANDOVER_RECORDS`].
+    /// At most [`HANDOVER_RECORDS_MAX`].
     pub records: Vec<ChordRecord>,
 }
 
@@ -256,11 +256,11 @@ impl ChordMessage {
     /// Why the message breaks a limit of SPEC.md §20.2, if it does.
     pub(crate) fn limit_error(&self) -> Option<&'static str> {
         let peers_ok = |p: &[ChordPeer]| {
-            p.len() <= MAX_CHORD_PEERS && p.iter().all(|p| p.addr.len() <= crate::MAX_ADDR_LEN)
+            p.len() <= CHORD_PEERS_MAX && p.iter().all(|p| p.addr.len() <= crate::ADDR_BYTES_MAX)
         };
-        let value_ok = |v: &ChordValue| v.value.len() <= MAX_CHORD_VALUE_LEN;
-        let values_ok = |v: &[ChordValue]| v.len() <= MAX_CHORD_VALUES && v.iter().all(value_ok);
-        let key_ok = |k: &[u8]| k.len() <= MAX_CHORD_KEY_LEN;
+        let value_ok = |v: &ChordValue| v.value.len() <= CHORD_VALUE_BYTES_MAX;
+        let values_ok = |v: &[ChordValue]| v.len() <= CHORD_VALUES_MAX && v.iter().all(value_ok);
+        let key_ok = |k: &[u8]| k.len() <= CHORD_KEY_BYTES_MAX;
         let ok = match self {
             ChordMessage::Found(m) => peers_ok(&m.peers),
             ChordMessage::State(m) => peers_ok(&m.successors) && peers_ok(m.predecessor.as_slice()),
@@ -269,14 +269,14 @@ impl ChordMessage {
                     && match &m.op {
                         StoreOp::Put(v) => value_ok(v),
                         StoreOp::Delete(v) => {
-                            v.as_ref().is_none_or(|v| v.len() <= MAX_CHORD_VALUE_LEN)
+                            v.as_ref().is_none_or(|v| v.len() <= CHORD_VALUE_BYTES_MAX)
                         }
                     }
             }
             ChordMessage::Fetch(m) => key_ok(&m.key),
             ChordMessage::Values(m) => values_ok(&m.values),
             ChordMessage::Handover(m) => {
-                m.records.len() <= MAX_HANDOVER_RECORDS
+                m.records.len() <= HANDOVER_RECORDS_MAX
                     && m.records
                         .iter()
                         .all(|r| key_ok(&r.key) && values_ok(&r.values))

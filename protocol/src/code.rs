@@ -42,6 +42,50 @@ impl Family {
     }
 }
 
+impl Family {
+    /// Every family, known or reserved, in code order.
+    pub const ALL: [Family; 7] = [
+        Family::Session,
+        Family::Mesh,
+        Family::Table,
+        Family::Chord,
+        Family::Replication,
+        Family::Drops,
+        Family::Remote,
+    ];
+
+    /// The high byte of this family's codes.
+    pub const fn high_byte(self) -> u8 {
+        match self {
+            Family::Session => 0x00,
+            Family::Mesh => 0x01,
+            Family::Table => 0x02,
+            Family::Chord => 0x03,
+            Family::Replication => 0x04,
+            Family::Drops => 0x05,
+            Family::Remote => 0x06,
+        }
+    }
+
+    /// This family's bit in HELLO's `families` field: `1 << high_byte`.
+    pub const fn bit(self) -> u32 {
+        1 << self.high_byte()
+    }
+
+    /// The family's name, for logs and SPEC.md.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Session => "session",
+            Family::Mesh => "mesh",
+            Family::Table => "table",
+            Family::Chord => "chord",
+            Family::Replication => "replication",
+            Family::Drops => "drops",
+            Family::Remote => "remote",
+        }
+    }
+}
+
 /// A command code: which message a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Code(pub u16);
@@ -193,5 +237,9 @@ mod tests {
         assert_eq!(Code::TABLE_WRITE.family(), Some(Family::Table));
         assert!(!Code(0x030a).is_known());
         assert_eq!(Code::CHORD_FIND.family(), Some(Family::Chord));
+        for f in Family::ALL {
+            assert_eq!(Family::from_high_byte(f.high_byte()), Some(f));
+            assert_eq!(f.bit(), 1 << f.high_byte());
+        }
     }
 }

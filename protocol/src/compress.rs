@@ -1,30 +1,30 @@
 //! Opportunistic lz4 compression of payloads, with a hard cap on decompressed size.
 //!
 //! A compressed payload is a `u32` big-endian decompressed length followed by one lz4 block.
-//! The length is checked against [`MAX_PAYLOAD_LEN`] before anything is allocated, and the
+//! The length is checked against [`PAYLOAD_BYTES_MAX`] before anything is allocated, and the
 //! block must inflate to exactly that length.
 
 use crate::error::ProtocolError;
-use crate::frame::MAX_PAYLOAD_LEN;
+use crate::frame::PAYLOAD_BYTES_MAX;
 
 /// Payloads shorter than this are never compressed: lz4 cannot win on them.
-pub const COMPRESS_MIN_LEN: usize = 64;
+pub const COMPRESS_PAYLOAD_BYTES_MIN: usize = 64;
 
 /// Bytes in front of the lz4 block: the decompressed length.
-pub const COMPRESSED_PREFIX_LEN: usize = 4;
+pub const COMPRESSED_PREFIX_BYTES: usize = 4;
 
 /// Compresses `payload` if, and only if, the result (prefix included) is strictly smaller.
 pub fn compress_if_smaller(payload: &[u8]) -> Option<Vec<u8>> {
-    if payload.len() < COMPRESS_MIN_LEN || payload.len() > MAX_PAYLOAD_LEN {
+    if payload.len() < COMPRESS_PAYLOAD_BYTES_MIN || payload.len() > PAYLOAD_BYTES_MAX {
         return None;
     }
     let bound = lz4_flex::block::get_maximum_output_size(payload.len());
-    let mut out = vec![0u8; COMPRESSED_PREFIX_LEN + bound];
-    // payload.len() <= MAX_PAYLOAD_LEN < u32::MAX, checked above.
-    out[..COMPRESSED_PREFIX_LEN].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    let mut out = vec![0u8; COMPRESSED_PREFIX_BYTES + bound];
+    // payload.len() <= PAYLOAD_BYTES_MAX < u32::MAX, checked above.
+    out[..COMPRESSED_PREFIX_BYTES].copy_from_slice(&(payload.len() as u32).to_be_bytes());
     let written =
-        lz4_flex::block::compress_into(payload, &mut out[COMPRESSED_PREFIX_LEN..]).ok()?;
-    let total = COMPRESSED_PREFIX_LEN + written;
+        lz4_flex::block::compress_into(payload, &mut out[COMPRESSED_PREFIX_BYTES..]).ok()?;
+    let total = COMPRESSED_PREFIX_BYTES + written;
     if total >= payload.len() {
         return None;
     }
@@ -32,19 +32,19 @@ pub fn compress_if_smaller(payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Inflates a compressed payload, refusing anything that would exceed [`MAX_PAYLOAD_LEN`].
+/// Inflates a compressed payload, refusing anything that would exceed [`PAYLOAD_BYTES_MAX`].
 pub fn decompress(compressed: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    let Some((prefix, block)) = compressed.split_first_chunk::<COMPRESSED_PREFIX_LEN>() else {
+    let Some((prefix, block)) = compressed.split_first_chunk::<COMPRESSED_PREFIX_BYTES>() else {
         return Err(ProtocolError::Truncated {
-            needed: COMPRESSED_PREFIX_LEN,
+            needed: COMPRESSED_PREFIX_BYTES,
             have: compressed.len(),
         });
     };
     let size = u32::from_be_bytes(*prefix) as usize;
-    if size > MAX_PAYLOAD_LEN {
+    if size > PAYLOAD_BYTES_MAX {
         return Err(ProtocolError::DecompressedTooLarge {
             size: size as u64,
-            max: MAX_PAYLOAD_LEN as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
         });
     }
     // lz4 expands at most 255:1; a block that small cannot honestly inflate to `size`, so refuse
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn announced_size_over_the_cap_is_refused_before_allocating() {
-        let mut bomb = ((MAX_PAYLOAD_LEN + 1) as u32).to_be_bytes().to_vec();
+        let mut bomb = ((PAYLOAD_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
         bomb.extend_from_slice(&[0u8; 8]);
         assert!(matches!(
             decompress(&bomb),

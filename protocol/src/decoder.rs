@@ -8,7 +8,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::ProtocolError;
-use crate::frame::{check_header, check_length, Frame, Header, HEADER_LEN, LENGTH_PREFIX_LEN};
+use crate::frame::{check_header, check_length, Frame, Header, HEADER_BYTES, LENGTH_PREFIX_BYTES};
 
 /// Incremental decoder for one connection's byte stream.
 ///
@@ -68,7 +68,7 @@ impl FrameDecoder {
             .partial
             .as_ref()
             .and_then(|p| p.header)
-            .map_or(HEADER_LEN, |h| h.frame_len);
+            .map_or(HEADER_BYTES, |h| h.frame_len);
         Err(ProtocolError::Truncated { needed, have })
     }
 
@@ -92,13 +92,13 @@ impl FrameDecoder {
     fn next_frame_inner(&mut self) -> Result<Option<Frame>, ProtocolError> {
         if self.partial.is_none() {
             // Fast path: a whole frame at the front of the input is sliced out of it.
-            if let Some(header) = self.input.first_chunk::<HEADER_LEN>() {
+            if let Some(header) = self.input.first_chunk::<HEADER_BYTES>() {
                 let header = check_header(*header)?;
                 if self.input.len() >= header.frame_len {
                     let bytes = self.input.split_to(header.frame_len);
                     return Ok(Some(Frame::from_checked(bytes, header)));
                 }
-            } else if let Some(prefix) = self.input.first_chunk::<LENGTH_PREFIX_LEN>() {
+            } else if let Some(prefix) = self.input.first_chunk::<LENGTH_PREFIX_BYTES>() {
                 check_length(*prefix)?;
             }
             if self.input.is_empty() {
@@ -112,13 +112,13 @@ impl FrameDecoder {
     fn assemble(&mut self) -> Result<Option<Frame>, ProtocolError> {
         let partial = self.partial.get_or_insert_with(Box::default);
         if partial.header.is_none() {
-            let take = (HEADER_LEN - partial.bytes.len()).min(self.input.len());
+            let take = (HEADER_BYTES - partial.bytes.len()).min(self.input.len());
             partial.bytes.extend_from_slice(&self.input[..take]);
             self.input.advance(take);
-            if let Some(prefix) = partial.bytes.first_chunk::<LENGTH_PREFIX_LEN>() {
+            if let Some(prefix) = partial.bytes.first_chunk::<LENGTH_PREFIX_BYTES>() {
                 check_length(*prefix)?;
             }
-            let Some(header) = partial.bytes.first_chunk::<HEADER_LEN>() else {
+            let Some(header) = partial.bytes.first_chunk::<HEADER_BYTES>() else {
                 return Ok(None);
             };
             partial.header = Some(check_header(*header)?);
@@ -143,7 +143,7 @@ impl FrameDecoder {
 mod tests {
     use super::*;
     use crate::code::Code;
-    use crate::frame::MAX_FRAME_BODY_LEN;
+    use crate::frame::FRAME_BODY_BYTES_MAX;
 
     fn frame(code: Code, payload: &[u8]) -> Bytes {
         Frame::build(code, payload, false).into_bytes()
@@ -190,7 +190,7 @@ mod tests {
     fn oversized_length_prefix_is_refused_from_four_bytes() {
         let mut dec = FrameDecoder::new();
         dec.push(Bytes::from(
-            ((MAX_FRAME_BODY_LEN + 1) as u32).to_be_bytes().to_vec(),
+            ((FRAME_BODY_BYTES_MAX + 1) as u32).to_be_bytes().to_vec(),
         ));
         assert!(matches!(
             dec.next_frame(),

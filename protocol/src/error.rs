@@ -6,7 +6,7 @@ use crate::code::Code;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The length prefix announces a frame body larger than [`crate::MAX_FRAME_BODY_LEN`].
+    /// The length prefix announces a frame body larger than [`crate::FRAME_BODY_BYTES_MAX`].
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
     FrameTooLarge {
         /// The announced body length.
@@ -47,7 +47,7 @@ pub enum ProtocolError {
         /// What postcard or a field check said.
         reason: &'static str,
     },
-    /// A compressed payload announces, or inflates to, more than [`crate::MAX_PAYLOAD_LEN`].
+    /// A compressed payload announces, or inflates to, more than [`crate::PAYLOAD_BYTES_MAX`].
     #[error("decompressed size {size} exceeds the maximum of {max}")]
     DecompressedTooLarge {
         /// The announced decompressed size.

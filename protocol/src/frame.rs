@@ -20,17 +20,17 @@ use crate::error::ProtocolError;
 pub const VERSION: u8 = 1;
 
 /// Bytes before the payload: length (4), version (1), flags (1), code (2).
-pub const HEADER_LEN: usize = 8;
+pub const HEADER_BYTES: usize = 8;
 
 /// Bytes of the length prefix itself.
-pub const LENGTH_PREFIX_LEN: usize = 4;
+pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// Largest payload (after decompression, and on the wire): 16 MiB of data plus 64 KiB for the
 /// fields around it.
-pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024 + 64 * 1024;
+pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// Largest value the length prefix may hold: the rest of the header plus the largest payload.
-pub const MAX_FRAME_BODY_LEN: usize = HEADER_LEN - LENGTH_PREFIX_LEN + MAX_PAYLOAD_LEN;
+pub const FRAME_BODY_BYTES_MAX: usize = HEADER_BYTES - LENGTH_PREFIX_BYTES + PAYLOAD_BYTES_MAX;
 
 /// The flags byte of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,23 +61,23 @@ pub struct Header {
 
 /// Validates the length prefix alone: the frame's total length, or why it is refused.
 /// Called as soon as four bytes are in, before any buffer is sized for the frame.
-pub fn check_length(prefix: [u8; LENGTH_PREFIX_LEN]) -> Result<usize, ProtocolError> {
+pub fn check_length(prefix: [u8; LENGTH_PREFIX_BYTES]) -> Result<usize, ProtocolError> {
     let body = u32::from_be_bytes(prefix);
-    if body as u64 > MAX_FRAME_BODY_LEN as u64 {
+    if body as u64 > FRAME_BODY_BYTES_MAX as u64 {
         return Err(ProtocolError::FrameTooLarge {
             len: body as u64,
-            max: MAX_FRAME_BODY_LEN as u64,
+            max: FRAME_BODY_BYTES_MAX as u64,
         });
     }
-    let min = (HEADER_LEN - LENGTH_PREFIX_LEN) as u32;
+    let min = (HEADER_BYTES - LENGTH_PREFIX_BYTES) as u32;
     if body < min {
         return Err(ProtocolError::FrameTooShort { len: body, min });
     }
-    Ok(LENGTH_PREFIX_LEN + body as usize)
+    Ok(LENGTH_PREFIX_BYTES + body as usize)
 }
 
 /// Validates a whole fixed header.
-pub fn check_header(header: [u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
+pub fn check_header(header: [u8; HEADER_BYTES]) -> Result<Header, ProtocolError> {
     let frame_len = check_length([header[0], header[1], header[2], header[3]])?;
     if header[4] != VERSION {
         return Err(ProtocolError::UnsupportedVersion(header[4]));
@@ -108,12 +108,12 @@ pub struct Frame {
 impl Frame {
     /// Takes `bytes` as exactly one frame, checking the header and the length.
     pub fn parse(bytes: Bytes) -> Result<Frame, ProtocolError> {
-        let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
-            if let Some(prefix) = bytes.first_chunk::<LENGTH_PREFIX_LEN>() {
+        let Some(header) = bytes.first_chunk::<HEADER_BYTES>() else {
+            if let Some(prefix) = bytes.first_chunk::<LENGTH_PREFIX_BYTES>() {
                 check_length(*prefix)?;
             }
             return Err(ProtocolError::Truncated {
-                needed: HEADER_LEN,
+                needed: HEADER_BYTES,
                 have: bytes.len(),
             });
         };
@@ -154,9 +154,9 @@ impl Frame {
             Some(p) => (FrameFlags(FrameFlags::COMPRESSED), p.as_slice()),
             None => (FrameFlags(0), payload),
         };
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + body.len());
-        // Callers encode bounded messages; body.len() <= MAX_PAYLOAD_LEN fits a u32.
-        buf.put_u32((HEADER_LEN - LENGTH_PREFIX_LEN + body.len()) as u32);
+        let mut buf = BytesMut::with_capacity(HEADER_BYTES + body.len());
+        // Callers encode bounded messages; body.len() <= PAYLOAD_BYTES_MAX fits a u32.
+        buf.put_u32((HEADER_BYTES - LENGTH_PREFIX_BYTES + body.len()) as u32);
         buf.put_u8(VERSION);
         buf.put_u8(flags.0);
         buf.put_u16(code.0);
@@ -166,6 +166,14 @@ impl Frame {
             code,
             flags,
         }
+    }
+
+    /// The command code in the header of the encoded frame `bytes`, or `None` if it is
+    /// shorter than a header. Nothing else is checked: for frames this implementation built or
+    /// already validated (a send queue's frames, counted by protocol as they leave).
+    pub fn peek_code(bytes: &[u8]) -> Option<Code> {
+        let header = bytes.first_chunk::<HEADER_BYTES>()?;
+        Some(Code(u16::from_be_bytes([header[6], header[7]])))
     }
 
     /// The command code.
@@ -190,15 +198,31 @@ impl Frame {
 
     /// The payload as it travels (still compressed if the flag says so).
     pub fn wire_payload(&self) -> Bytes {
-        self.bytes.slice(HEADER_LEN..)
+        self.bytes.slice(HEADER_BYTES..)
     }
 
     /// The payload, decompressed if needed. Without compression this shares the frame's bytes.
     pub fn payload(&self) -> Result<Bytes, ProtocolError> {
         if self.flags.compressed() {
-            compress::decompress(&self.bytes[HEADER_LEN..]).map(Bytes::from)
+            compress::decompress(&self.bytes[HEADER_BYTES..]).map(Bytes::from)
         } else {
             Ok(self.wire_payload())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_code_reads_the_header_of_any_built_frame() {
+        for code in Code::ALL {
+            for compress in [false, true] {
+                let frame = Frame::build(code, &[7u8; 300], compress);
+                assert_eq!(Frame::peek_code(frame.bytes()), Some(code));
+            }
+        }
+        assert_eq!(Frame::peek_code(&[0, 0, 0, 4, 1, 0, 1]), None, "short of a header");
     }
 }

@@ -20,7 +20,9 @@ pub use chord::*;
 pub use code::{Code, Family};
 pub use decoder::FrameDecoder;
 pub use error::ProtocolError;
-pub use frame::{Frame, FrameFlags, HEADER_LEN, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, VERSION};
+pub use frame::{
+    Frame, FrameFlags, FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX, VERSION,
+};
 pub use ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 pub use message::*;
 pub use table::*;

@@ -9,31 +9,28 @@ use serde::{Deserialize, Serialize};
 use crate::chord::ChordMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
-use crate::frame::{Frame, MAX_PAYLOAD_LEN};
+use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
-use crate::table::{MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD, TABLE_BUCKETS};
+use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 
 /// Longest address string a message may carry, in bytes.
-pub const MAX_ADDR_LEN: usize = 256;
+pub const ADDR_BYTES_MAX: usize = 256;
 
 /// Most peers one ICANSEE or IKNOWABOUT may list.
-pub const MAX_PEERS_PER_MESSAGE: usize = 64;
+pub const PEERS_PER_MESSAGE_MAX: usize = 64;
 
 /// Most origin entries one MESH_DIGEST may carry.
-pub const MAX_DIGEST_ENTRIES: usize = 1024;
+pub const DIGEST_ENTRIES_MAX: usize = 1024;
 
 /// Most sequence ranges one MESH_DIGEST entry may carry.
-pub const MAX_RANGES_PER_ENTRY: usize = 64;
+pub const RANGES_PER_ENTRY_MAX: usize = 64;
 
 /// Most ranges one MESH_WANT may carry.
-pub const MAX_WANT_RANGES: usize = 1024;
+pub const WANT_RANGES_MAX: usize = 1024;
 
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
-
-/// Capability bit in HELLO: the connection carries Chord only and is no mesh link (SPEC.md §20.4).
-pub const CAP_CHORD_ONLY: u32 = 0x2;
 
 /// First frame each side sends on a new connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +47,12 @@ pub struct Hello {
     pub listen_addr: Option<String>,
     /// Capability bits ([`CAP_LZ4`]).
     pub capabilities: u32,
+    /// The protocol families the sender runs: bit `n` for the family whose codes have high
+    /// byte `n` ([`crate::Family::bit`]). Session is always set.
+    pub families: u32,
+    /// `Some(n)`: this connection is a dedicated one carrying only the family with high byte
+    /// `n` (and session frames); it is never a link. `None`: a link.
+    pub dedicated: Option<u8>,
 }
 
 /// The handshake's second frame: proof of the key named in the sender's HELLO.
@@ -163,10 +166,10 @@ impl<'a> Broadcast<'a> {
     pub fn decode(code: Code, payload: &'a [u8]) -> Result<Broadcast<'a>, ProtocolError> {
         let malformed = |reason| ProtocolError::MalformedPayload { code, reason };
         let postcard_err = |e| malformed(postcard_reason(e));
-        if payload.len() > MAX_PAYLOAD_LEN {
+        if payload.len() > PAYLOAD_BYTES_MAX {
             return Err(ProtocolError::DecompressedTooLarge {
                 size: payload.len() as u64,
-                max: MAX_PAYLOAD_LEN as u64,
+                max: PAYLOAD_BYTES_MAX as u64,
             });
         }
         // A fixed-size array is its bytes in order, with no length prefix.
@@ -376,13 +379,13 @@ impl<'a> Message<'a> {
             code: self.code(),
             reason,
         };
-        let addr_ok = |a: &str| a.len() <= MAX_ADDR_LEN;
+        let addr_ok = |a: &str| a.len() <= ADDR_BYTES_MAX;
         let peers_ok = |peers: &[PeerInfo]| {
-            peers.len() <= MAX_PEERS_PER_MESSAGE && peers.iter().all(|p| addr_ok(&p.addr))
+            peers.len() <= PEERS_PER_MESSAGE_MAX && peers.iter().all(|p| addr_ok(&p.addr))
         };
         match self {
             Message::Hello(h) if !h.listen_addr.as_deref().is_none_or(addr_ok) => {
-                Err(malformed("listen address longer than MAX_ADDR_LEN"))
+                Err(malformed("listen address longer than ADDR_BYTES_MAX"))
             }
             Message::ICanSee(m)
                 if !m.origin_addr.as_deref().is_none_or(addr_ok) || !peers_ok(&m.peers) =>
@@ -396,16 +399,16 @@ impl<'a> Message<'a> {
                 Err(malformed("broadcast sequence 0"))
             }
             Message::MeshDigest(d)
-                if d.entries.len() > MAX_DIGEST_ENTRIES
+                if d.entries.len() > DIGEST_ENTRIES_MAX
                     || d.entries.iter().any(|e| {
-                        e.ranges.len() > MAX_RANGES_PER_ENTRY
+                        e.ranges.len() > RANGES_PER_ENTRY_MAX
                             || !e.ranges.iter().all(|r| r.is_valid())
                     }) =>
             {
                 Err(malformed("digest over its limits or with an invalid range"))
             }
             Message::MeshWant(w)
-                if w.wants.len() > MAX_WANT_RANGES
+                if w.wants.len() > WANT_RANGES_MAX
                     || !w.wants.iter().all(|r| r.range.is_valid()) =>
             {
                 Err(malformed(
@@ -423,7 +426,7 @@ impl<'a> Message<'a> {
             }
             Message::TableWant(w)
                 if w.buckets.len() > usize::from(TABLE_BUCKETS)
-                    || w.held.len() > MAX_TABLE_WANT_HELD
+                    || w.held.len() > TABLE_WANT_HELD_MAX
                     || !buckets_ok(w.bits, w.buckets.iter().copied()) =>
             {
                 Err(malformed(
@@ -431,7 +434,7 @@ impl<'a> Message<'a> {
                 ))
             }
             Message::TableEntries(e)
-                if e.writes.len() > MAX_TABLE_OPS_PER_MESSAGE
+                if e.writes.len() > TABLE_OPS_PER_MESSAGE_MAX
                     || !e.writes.iter().all(TableWrite::is_valid) =>
             {
                 Err(malformed(
@@ -452,10 +455,10 @@ pub(crate) fn strict<'a, T: Deserialize<'a>>(
     code: Code,
     payload: &'a [u8],
 ) -> Result<T, ProtocolError> {
-    if payload.len() > MAX_PAYLOAD_LEN {
+    if payload.len() > PAYLOAD_BYTES_MAX {
         return Err(ProtocolError::DecompressedTooLarge {
             size: payload.len() as u64,
-            max: MAX_PAYLOAD_LEN as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
         });
     }
     match postcard::take_from_bytes::<T>(payload) {

@@ -6,22 +6,22 @@ use serde::{Deserialize, Serialize};
 use crate::ids::NodeId;
 
 /// Longest key a table write may carry, in bytes (nodes may set a lower limit of their own).
-pub const MAX_TABLE_KEY_LEN: usize = 1024;
+pub const TABLE_KEY_BYTES_MAX: usize = 1024;
 
 /// Longest value a table write may carry, in bytes.
-pub const MAX_TABLE_VALUE_LEN: usize = 1024 * 1024;
+pub const TABLE_VALUE_BYTES_MAX: usize = 1024 * 1024;
 
 /// Most hash buckets a digest may cut the key space into: `2^bits`, `bits` at most 8.
 pub const TABLE_BUCKETS: u16 = 256;
 
 /// Most bits of a key's hash that name its bucket.
-pub const MAX_TABLE_BUCKET_BITS: u8 = 8;
+pub const TABLE_BUCKET_BITS_MAX: u8 = 8;
 
 /// Most writes one TABLE_ENTRIES may carry.
-pub const MAX_TABLE_OPS_PER_MESSAGE: usize = 1024;
+pub const TABLE_OPS_PER_MESSAGE_MAX: usize = 1024;
 
 /// Most write fingerprints one TABLE_WANT may list (512 KiB of them).
-pub const MAX_TABLE_WANT_HELD: usize = 65_536;
+pub const TABLE_WANT_HELD_MAX: usize = 65_536;
 
 /// A hybrid logical clock reading: wall-clock milliseconds and a counter that orders events
 /// within one millisecond. Ordered by `ms`, then `logical`.
@@ -45,7 +45,7 @@ pub struct TableWrite {
     pub node: NodeId,
     /// The writer's incarnation (keeps ids unique across the writer's restarts).
     pub incarnation: u64,
-    /// The key, 1 to [`MAX_TABLE_KEY_LEN`] bytes.
+    /// The key, 1 to [`TABLE_KEY_BYTES_MAX`] bytes.
     pub key: Vec<u8>,
     /// The new value, or `None` for a delete.
     pub value: Option<Vec<u8>>,
@@ -67,11 +67,11 @@ impl TableWrite {
         u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
     }
 
-    /// The bucket of a key hash in a digest of `bits` bits (0 to [`MAX_TABLE_BUCKET_BITS`]).
+    /// The bucket of a key hash in a digest of `bits` bits (0 to [`TABLE_BUCKET_BITS_MAX`]).
     pub fn bucket_of(key_hash: u16, bits: u8) -> u16 {
         match bits {
             0 => 0,
-            b => key_hash >> (16 - u32::from(b.min(MAX_TABLE_BUCKET_BITS))),
+            b => key_hash >> (16 - u32::from(b.min(TABLE_BUCKET_BITS_MAX))),
         }
     }
 
@@ -109,11 +109,11 @@ impl TableWrite {
     /// Whether the fields keep the rules beyond postcard's.
     pub(crate) fn is_valid(&self) -> bool {
         !self.key.is_empty()
-            && self.key.len() <= MAX_TABLE_KEY_LEN
+            && self.key.len() <= TABLE_KEY_BYTES_MAX
             && self
                 .value
                 .as_ref()
-                .is_none_or(|v| v.len() <= MAX_TABLE_VALUE_LEN)
+                .is_none_or(|v| v.len() <= TABLE_VALUE_BYTES_MAX)
             && match self.lease_until_ms {
                 None => true,
                 Some(until) => self.value.is_some() && until > self.hlc.ms,
@@ -150,14 +150,14 @@ pub struct TableWant {
     /// The salt of the fingerprints in `held`.
     pub salt: u64,
     /// Fingerprints ([`TableWrite::fingerprint`]) of writes the sender holds in those buckets,
-    /// at most [`MAX_TABLE_WANT_HELD`], in any order; it may list fewer than it holds.
+    /// at most [`TABLE_WANT_HELD_MAX`], in any order; it may list fewer than it holds.
     pub held: Vec<[u8; 8]>,
 }
 
 /// Anti-entropy: held writes, sent in answer to TABLE_WANT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntries {
-    /// At most [`MAX_TABLE_OPS_PER_MESSAGE`] writes.
+    /// At most [`TABLE_OPS_PER_MESSAGE_MAX`] writes.
     pub writes: Vec<TableWrite>,
 }
 
@@ -166,10 +166,10 @@ pub fn varint_len(v: u64) -> usize {
     (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// Whether `bits` is at most [`MAX_TABLE_BUCKET_BITS`] and the bucket numbers are ascending,
+/// Whether `bits` is at most [`TABLE_BUCKET_BITS_MAX`] and the bucket numbers are ascending,
 /// unique and below `2^bits`.
 pub(crate) fn buckets_ok(bits: u8, buckets: impl Iterator<Item = u16>) -> bool {
-    if bits > MAX_TABLE_BUCKET_BITS {
+    if bits > TABLE_BUCKET_BITS_MAX {
         return false;
     }
     let count = 1u16 << bits;

@@ -11,9 +11,9 @@ use common::{raw_frame, string, varint};
 use weft_protocol::compress::{compress_if_smaller, decompress};
 use weft_protocol::frame::check_length;
 use weft_protocol::{
-    ByeReason, Code, Frame, FrameDecoder, Message, ProtocolError, HEADER_LEN, MAX_ADDR_LEN,
-    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
-    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
+    ByeReason, Code, Frame, FrameDecoder, Message, ProtocolError, ADDR_BYTES_MAX,
+    DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
+    PEERS_PER_MESSAGE_MAX, RANGES_PER_ENTRY_MAX, WANT_RANGES_MAX,
 };
 
 /// Tracks, per thread, the largest single allocation, so that tests can show that hostile sizes
@@ -119,6 +119,8 @@ fn hello_payload(listen_addr: Option<&[u8]>) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&varint(1)); // capabilities
+    out.extend_from_slice(&varint(0b1111)); // families
+    out.push(0); // dedicated: none
     out
 }
 
@@ -183,10 +185,10 @@ const WANT_INVALID: &str = "want list over its limit or with an invalid range";
 
 #[test]
 fn frame_too_large() {
-    let len = MAX_FRAME_BODY_LEN as u32 + 1;
+    let len = FRAME_BODY_BYTES_MAX as u32 + 1;
     let expected = ProtocolError::FrameTooLarge {
         len: len as u64,
-        max: MAX_FRAME_BODY_LEN as u64,
+        max: FRAME_BODY_BYTES_MAX as u64,
     };
     // The prefix alone is enough to refuse.
     let prefix = len.to_be_bytes();
@@ -198,15 +200,15 @@ fn frame_too_large() {
     assert_eq!(check_length(prefix), Err(expected));
 
     // The largest allowed body is not refused: it is merely incomplete.
-    let max = (MAX_FRAME_BODY_LEN as u32).to_be_bytes();
-    assert_eq!(check_length(max), Ok(4 + MAX_FRAME_BODY_LEN));
+    let max = (FRAME_BODY_BYTES_MAX as u32).to_be_bytes();
+    assert_eq!(check_length(max), Ok(4 + FRAME_BODY_BYTES_MAX));
     let mut header = max.to_vec();
     header.extend_from_slice(&[1, 0, 0x01, 0x00]);
     assert_both(
         &header,
         ProtocolError::Truncated {
-            needed: 4 + MAX_FRAME_BODY_LEN,
-            have: HEADER_LEN,
+            needed: 4 + FRAME_BODY_BYTES_MAX,
+            have: HEADER_BYTES,
         },
     );
 }
@@ -216,7 +218,7 @@ fn four_gib_length_prefix_is_refused_after_four_bytes() {
     let prefix = u32::MAX.to_be_bytes();
     let expected = ProtocolError::FrameTooLarge {
         len: u32::MAX as u64,
-        max: MAX_FRAME_BODY_LEN as u64,
+        max: FRAME_BODY_BYTES_MAX as u64,
     };
 
     // Byte by byte: nothing to say for three bytes, refused on the fourth, and nothing sized
@@ -309,7 +311,7 @@ fn unsupported_version() {
         );
     }
     // The header alone is enough: eight bytes, no payload yet.
-    let header = &raw_frame(2, 0, Code::BROADCAST.0, &[0; 40])[..HEADER_LEN];
+    let header = &raw_frame(2, 0, Code::BROADCAST.0, &[0; 40])[..HEADER_BYTES];
     let mut dec = FrameDecoder::new();
     dec.push(Bytes::copy_from_slice(header));
     assert_eq!(dec.next_frame(), Err(ProtocolError::UnsupportedVersion(2)));
@@ -336,11 +338,11 @@ fn truncated_frame() {
     let whole = plain(Code::PING, &varint(300)); // 8 + 2 bytes
     assert_eq!(whole.len(), 10);
     // Inside the header (but past a valid length prefix, or before it).
-    for have in 1..HEADER_LEN {
+    for have in 1..HEADER_BYTES {
         assert_both(
             &whole[..have],
             ProtocolError::Truncated {
-                needed: HEADER_LEN,
+                needed: HEADER_BYTES,
                 have,
             },
         );
@@ -357,7 +359,7 @@ fn truncated_frame() {
     assert_eq!(
         Frame::parse(Bytes::new()),
         Err(ProtocolError::Truncated {
-            needed: HEADER_LEN,
+            needed: HEADER_BYTES,
             have: 0
         })
     );
@@ -509,17 +511,17 @@ fn malformed_over_limit_peer_list() {
         m
     };
     // At the limit: fine.
-    assert!(decode_frame(&plain(Code::ICANSEE, &list(MAX_PEERS_PER_MESSAGE, b"a:1"))).is_ok());
+    assert!(decode_frame(&plain(Code::ICANSEE, &list(PEERS_PER_MESSAGE_MAX, b"a:1"))).is_ok());
     // One over.
     assert_both(
-        &plain(Code::ICANSEE, &list(MAX_PEERS_PER_MESSAGE + 1, b"a:1")),
+        &plain(Code::ICANSEE, &list(PEERS_PER_MESSAGE_MAX + 1, b"a:1")),
         malformed(Code::ICANSEE, "peer list or address over its limit"),
     );
     // IKNOWABOUT has no origin_addr field.
     let mut m = cascade(9);
     m.push(2);
-    m.extend_from_slice(&varint(MAX_PEERS_PER_MESSAGE as u64 + 1));
-    for _ in 0..=MAX_PEERS_PER_MESSAGE {
+    m.extend_from_slice(&varint(PEERS_PER_MESSAGE_MAX as u64 + 1));
+    for _ in 0..=PEERS_PER_MESSAGE_MAX {
         m.extend_from_slice(&peer(b"b:2"));
     }
     assert_both(
@@ -530,12 +532,12 @@ fn malformed_over_limit_peer_list() {
 
 #[test]
 fn malformed_over_limit_address() {
-    let long = vec![b'x'; MAX_ADDR_LEN + 1];
-    let ok = vec![b'x'; MAX_ADDR_LEN];
+    let long = vec![b'x'; ADDR_BYTES_MAX + 1];
+    let ok = vec![b'x'; ADDR_BYTES_MAX];
     assert!(decode_frame(&plain(Code::HELLO, &hello_payload(Some(&ok)))).is_ok());
     assert_both(
         &plain(Code::HELLO, &hello_payload(Some(&long))),
-        malformed(Code::HELLO, "listen address longer than MAX_ADDR_LEN"),
+        malformed(Code::HELLO, "listen address longer than ADDR_BYTES_MAX"),
     );
     // A peer address over the limit in IKNOWABOUT.
     let mut m = cascade(1);
@@ -580,18 +582,18 @@ fn malformed_mesh_repair_seq_zero() {
 fn malformed_over_limit_digest_entries() {
     let entries = |n: usize| vec![digest_entry(&[(1, 1)]); n];
     // At the limit: fine.
-    let ok = digest(&entries(MAX_DIGEST_ENTRIES));
+    let ok = digest(&entries(DIGEST_ENTRIES_MAX));
     assert!(decode_frame(&plain(Code::MESH_DIGEST, &ok)).is_ok());
     // One over.
     assert_both(
-        &plain(Code::MESH_DIGEST, &digest(&entries(MAX_DIGEST_ENTRIES + 1))),
+        &plain(Code::MESH_DIGEST, &digest(&entries(DIGEST_ENTRIES_MAX + 1))),
         malformed(Code::MESH_DIGEST, DIGEST_INVALID),
     );
     // Also when every entry is empty.
     assert_both(
         &plain(
             Code::MESH_DIGEST,
-            &digest(&vec![digest_entry(&[]); MAX_DIGEST_ENTRIES + 1]),
+            &digest(&vec![digest_entry(&[]); DIGEST_ENTRIES_MAX + 1]),
         ),
         malformed(Code::MESH_DIGEST, DIGEST_INVALID),
     );
@@ -600,8 +602,8 @@ fn malformed_over_limit_digest_entries() {
 #[test]
 fn malformed_over_limit_ranges_per_entry() {
     let ranges = |n: u64| (0..n).map(|i| (2 * i + 1, 2 * i + 1)).collect::<Vec<_>>();
-    let at_limit = digest_entry(&ranges(MAX_RANGES_PER_ENTRY as u64));
-    let over = digest_entry(&ranges(MAX_RANGES_PER_ENTRY as u64 + 1));
+    let at_limit = digest_entry(&ranges(RANGES_PER_ENTRY_MAX as u64));
+    let over = digest_entry(&ranges(RANGES_PER_ENTRY_MAX as u64 + 1));
     let ok = digest(std::slice::from_ref(&at_limit));
     assert!(decode_frame(&plain(Code::MESH_DIGEST, &ok)).is_ok());
     // Alone, or behind an entry at the limit.
@@ -657,10 +659,10 @@ fn malformed_digest_range_first_zero() {
 fn malformed_over_limit_want_list() {
     let ranges = |n: u64| (1..=n).map(|i| (i, i)).collect::<Vec<_>>();
     // At the limit: fine.
-    let ok = want(&ranges(MAX_WANT_RANGES as u64));
+    let ok = want(&ranges(WANT_RANGES_MAX as u64));
     assert!(decode_frame(&plain(Code::MESH_WANT, &ok)).is_ok());
     assert_both(
-        &plain(Code::MESH_WANT, &want(&ranges(MAX_WANT_RANGES as u64 + 1))),
+        &plain(Code::MESH_WANT, &want(&ranges(WANT_RANGES_MAX as u64 + 1))),
         malformed(Code::MESH_WANT, WANT_INVALID),
     );
 }
@@ -763,12 +765,12 @@ fn malformed_bad_varint() {
 
 #[test]
 fn decompressed_too_large() {
-    for size in [MAX_PAYLOAD_LEN as u32 + 1, u32::MAX] {
+    for size in [PAYLOAD_BYTES_MAX as u32 + 1, u32::MAX] {
         let mut p = size.to_be_bytes().to_vec();
         p.extend_from_slice(&[0x1F, 0x00, 0x01, 0x00]); // a few block bytes, never looked at
         let expected = ProtocolError::DecompressedTooLarge {
             size: size as u64,
-            max: MAX_PAYLOAD_LEN as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
         };
         assert_both(&compressed(Code::BROADCAST, &p), expected.clone());
         let (got, largest) = largest_allocation(|| decompress(&p));
@@ -776,12 +778,12 @@ fn decompressed_too_large() {
         assert!(largest < 1024, "allocated {largest} bytes");
     }
     // An uncompressed payload over the cap handed straight to the message decoder.
-    let big = vec![0u8; MAX_PAYLOAD_LEN + 1];
+    let big = vec![0u8; PAYLOAD_BYTES_MAX + 1];
     assert_eq!(
         Message::decode(Code::BROADCAST, &big),
         Err(ProtocolError::DecompressedTooLarge {
             size: big.len() as u64,
-            max: MAX_PAYLOAD_LEN as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
         })
     );
 }
@@ -818,7 +820,7 @@ fn bad_compression() {
     );
 
     // A bomb: the maximum size announced with an 8-byte block, refused before allocating.
-    let mut bomb = (MAX_PAYLOAD_LEN as u32).to_be_bytes().to_vec();
+    let mut bomb = (PAYLOAD_BYTES_MAX as u32).to_be_bytes().to_vec();
     bomb.extend_from_slice(&[0u8; 8]);
     assert_both(
         &compressed(Code::BROADCAST, &bomb),

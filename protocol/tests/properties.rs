@@ -13,20 +13,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
-use weft_protocol::compress::{compress_if_smaller, COMPRESS_MIN_LEN};
+use weft_protocol::compress::{compress_if_smaller, COMPRESS_PAYLOAD_BYTES_MIN};
 use weft_protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
     ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
-    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, HEADER_LEN, MAX_ADDR_LEN,
-    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
-    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES,
+    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, ADDR_BYTES_MAX,
+    DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
+    PEERS_PER_MESSAGE_MAX, RANGES_PER_ENTRY_MAX, WANT_RANGES_MAX,
 };
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
     ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
-    TableDigest, TableEntries, TableWant, TableWrite, MAX_CHORD_KEY_LEN, MAX_CHORD_PEERS,
-    MAX_CHORD_VALUES, MAX_CHORD_VALUE_LEN, MAX_HANDOVER_RECORDS, MAX_TABLE_KEY_LEN,
-    MAX_TABLE_OPS_PER_MESSAGE, TABLE_BUCKETS,
+    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
+    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
+    TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
@@ -90,7 +90,7 @@ fn cut_to(mut s: String, max: usize) -> String {
     s
 }
 
-/// An address within `MAX_ADDR_LEN` bytes: realistic, random unicode, or right at the limit.
+/// An address within `ADDR_BYTES_MAX` bytes: realistic, random unicode, or right at the limit.
 fn addr(g: &mut Gen) -> String {
     match below(g, 5) {
         0 => format!(
@@ -101,11 +101,11 @@ fn addr(g: &mut Gen) -> String {
             u8::arbitrary(g),
             u16::arbitrary(g)
         ),
-        1 => cut_to(String::arbitrary(g), MAX_ADDR_LEN),
+        1 => cut_to(String::arbitrary(g), ADDR_BYTES_MAX),
         // Exactly at the limit, in one-byte chars.
-        2 => "a".repeat(MAX_ADDR_LEN),
+        2 => "a".repeat(ADDR_BYTES_MAX),
         // At the limit in multi-byte chars (256 = 64 * 4 bytes).
-        3 => "\u{1F600}".repeat(MAX_ADDR_LEN / 4),
+        3 => "\u{1F600}".repeat(ADDR_BYTES_MAX / 4),
         _ => String::new(),
     }
 }
@@ -122,10 +122,10 @@ fn node(g: &mut Gen) -> NodeId {
     NodeId(bytes32(g))
 }
 
-/// Up to `MAX_PEERS_PER_MESSAGE` peers (`big`; else up to 6), sometimes exactly the limit,
+/// Up to `PEERS_PER_MESSAGE_MAX` peers (`big`; else up to 6), sometimes exactly the limit,
 /// sometimes all alike.
 fn peers(g: &mut Gen, big: bool) -> Vec<PeerInfo> {
-    let max = if big { MAX_PEERS_PER_MESSAGE } else { 6 };
+    let max = if big { PEERS_PER_MESSAGE_MAX } else { 6 };
     let n = match below(g, 4) {
         0 => max,
         1 => 0,
@@ -165,17 +165,17 @@ fn blob(g: &mut Gen, big: bool) -> Vec<u8> {
         1 => Vec::<u8>::arbitrary(g),
         // Right around the compression threshold.
         2 => {
-            let len = COMPRESS_MIN_LEN - 2 + below(g, 4);
+            let len = COMPRESS_PAYLOAD_BYTES_MIN - 2 + below(g, 4);
             vec![u8::arbitrary(g); len]
         }
         // Random noise long enough to be worth trying to compress (it will not shrink).
-        3 => (0..COMPRESS_MIN_LEN + below(g, 512))
+        3 => (0..COMPRESS_PAYLOAD_BYTES_MIN + below(g, 512))
             .map(|_| u8::arbitrary(g))
             .collect(),
         // A short random pattern repeated: compresses.
         _ => {
             let pattern: Vec<u8> = (0..1 + below(g, 16)).map(|_| u8::arbitrary(g)).collect();
-            let len = COMPRESS_MIN_LEN + below(g, max_rep - COMPRESS_MIN_LEN);
+            let len = COMPRESS_PAYLOAD_BYTES_MIN + below(g, max_rep - COMPRESS_PAYLOAD_BYTES_MIN);
             pattern.iter().copied().cycle().take(len).collect()
         }
     }
@@ -189,6 +189,8 @@ fn gen_hello(g: &mut Gen) -> Hello {
         incarnation: u64::arbitrary(g),
         listen_addr: opt_addr(g),
         capabilities: u32::arbitrary(g),
+        families: u32::arbitrary(g),
+        dedicated: Option::<u8>::arbitrary(g),
     }
 }
 
@@ -283,13 +285,13 @@ fn seq_ranges(g: &mut Gen, max: usize) -> Vec<SeqRange> {
     out
 }
 
-/// A digest within its limits. `big` allows up to `MAX_DIGEST_ENTRIES` entries of up to
-/// `MAX_RANGES_PER_ENTRY` ranges; past 16 entries, only the (repeated) first entry may have
+/// A digest within its limits. `big` allows up to `DIGEST_ENTRIES_MAX` entries of up to
+/// `RANGES_PER_ENTRY_MAX` ranges; past 16 entries, only the (repeated) first entry may have
 /// many ranges and the rest at most two, to keep the size reasonable. Without `big`, a few
 /// entries of a few ranges.
 fn gen_digest(g: &mut Gen, big: bool) -> MeshDigest {
     let (max_entries, max_ranges) = if big {
-        (MAX_DIGEST_ENTRIES, MAX_RANGES_PER_ENTRY)
+        (DIGEST_ENTRIES_MAX, RANGES_PER_ENTRY_MAX)
     } else {
         (4, 4)
     };
@@ -319,9 +321,9 @@ fn gen_digest(g: &mut Gen, big: bool) -> MeshDigest {
     MeshDigest { entries }
 }
 
-/// A want list within `MAX_WANT_RANGES` (`big`; else up to 6), often for a few origins.
+/// A want list within `WANT_RANGES_MAX` (`big`; else up to 6), often for a few origins.
 fn gen_want(g: &mut Gen, big: bool) -> MeshWant {
-    let max = if big { MAX_WANT_RANGES } else { 6 };
+    let max = if big { WANT_RANGES_MAX } else { 6 };
     let n = count_up_to(g, max);
     let origins: Vec<(NodeId, u64)> = (0..1 + below(g, 4))
         .map(|_| (node(g), u64::arbitrary(g)))
@@ -352,7 +354,7 @@ fn byte_string(g: &mut Gen, max: usize) -> Vec<u8> {
 /// A valid table write: key 1..=limit bytes (`big`; else up to 16), a value or a delete, a
 /// lease only on a set and always after the write's own time.
 fn gen_table_write(g: &mut Gen, big: bool) -> TableWrite {
-    let key_max = if big { MAX_TABLE_KEY_LEN } else { 16 };
+    let key_max = if big { TABLE_KEY_BYTES_MAX } else { 16 };
     let mut key = byte_string(g, key_max);
     if key.is_empty() {
         key.push(u8::arbitrary(g));
@@ -402,7 +404,7 @@ fn gen_table_digest(g: &mut Gen) -> TableDigest {
 }
 
 fn gen_table_entries(g: &mut Gen, big: bool) -> TableEntries {
-    let max = if big { MAX_TABLE_OPS_PER_MESSAGE } else { 4 };
+    let max = if big { TABLE_OPS_PER_MESSAGE_MAX } else { 4 };
     let n = if big && one_in(g, 4) {
         max
     } else {
@@ -415,9 +417,9 @@ fn gen_table_entries(g: &mut Gen, big: bool) -> TableEntries {
 
 /// Every range of a digest is valid and every list within its limit.
 fn assert_digest_valid(d: &MeshDigest) {
-    assert!(d.entries.len() <= MAX_DIGEST_ENTRIES);
+    assert!(d.entries.len() <= DIGEST_ENTRIES_MAX);
     for e in &d.entries {
-        assert!(e.ranges.len() <= MAX_RANGES_PER_ENTRY);
+        assert!(e.ranges.len() <= RANGES_PER_ENTRY_MAX);
         for r in &e.ranges {
             assert!(1 <= r.first && r.first <= r.last, "{r:?}");
         }
@@ -426,7 +428,7 @@ fn assert_digest_valid(d: &MeshDigest) {
 
 /// Every range of a want list is valid and the list within its limit.
 fn assert_want_valid(w: &MeshWant) {
-    assert!(w.wants.len() <= MAX_WANT_RANGES);
+    assert!(w.wants.len() <= WANT_RANGES_MAX);
     for r in &w.wants {
         assert!(1 <= r.range.first && r.range.first <= r.range.last, "{r:?}");
     }
@@ -531,7 +533,7 @@ impl Owned {
 
 fn chord_peers(g: &mut Gen, big: bool) -> Vec<ChordPeer> {
     let n = if big && one_in(g, 8) {
-        MAX_CHORD_PEERS
+        CHORD_PEERS_MAX
     } else {
         below(g, 5)
     };
@@ -554,14 +556,14 @@ fn chord_bytes(g: &mut Gen, max: usize, big: bool) -> Vec<u8> {
 
 fn chord_value(g: &mut Gen, big: bool) -> ChordValue {
     ChordValue {
-        value: chord_bytes(g, MAX_CHORD_VALUE_LEN, big),
+        value: chord_bytes(g, CHORD_VALUE_BYTES_MAX, big),
         lifetime_ms: Option::<u64>::arbitrary(g),
     }
 }
 
 fn chord_values(g: &mut Gen, big: bool) -> Vec<ChordValue> {
     let n = if big && one_in(g, 8) {
-        MAX_CHORD_VALUES
+        CHORD_VALUES_MAX
     } else {
         below(g, 4)
     };
@@ -593,12 +595,12 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
         5 => ChordMessage::Store(ChordStore {
             request,
             position,
-            key: chord_bytes(g, MAX_CHORD_KEY_LEN, big),
+            key: chord_bytes(g, CHORD_KEY_BYTES_MAX, big),
             op: if bool::arbitrary(g) {
                 StoreOp::Put(chord_value(g, big))
             } else {
                 StoreOp::Delete(
-                    bool::arbitrary(g).then(|| chord_bytes(g, MAX_CHORD_VALUE_LEN, big)),
+                    bool::arbitrary(g).then(|| chord_bytes(g, CHORD_VALUE_BYTES_MAX, big)),
                 )
             },
         }),
@@ -609,7 +611,7 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
         7 => ChordMessage::Fetch(ChordFetch {
             request,
             position,
-            key: chord_bytes(g, MAX_CHORD_KEY_LEN, big),
+            key: chord_bytes(g, CHORD_KEY_BYTES_MAX, big),
         }),
         8 => ChordMessage::Values(ChordValues {
             request,
@@ -617,7 +619,7 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
         }),
         _ => ChordMessage::Handover(ChordHandover {
             records: (0..if big && one_in(g, 16) {
-                MAX_HANDOVER_RECORDS
+                HANDOVER_RECORDS_MAX
             } else {
                 below(g, 4)
             })
@@ -702,7 +704,7 @@ fn round_trip(msg: &Message<'_>) -> bool {
         );
         assert_eq!(
             frame.bytes().len(),
-            HEADER_LEN + frame.wire_payload().len(),
+            HEADER_BYTES + frame.wire_payload().len(),
             "length prefix covers the whole frame"
         );
         if expect_packed {
@@ -953,10 +955,10 @@ fn the_mesh_generators_reach_their_limits() {
     for _ in 0..300 {
         let d = gen_digest(&mut g, true);
         assert_digest_valid(&d);
-        full_digest |= d.entries.len() == MAX_DIGEST_ENTRIES;
+        full_digest |= d.entries.len() == DIGEST_ENTRIES_MAX;
         empty_digest |= d.entries.is_empty();
         for e in &d.entries {
-            full_entry |= e.ranges.len() == MAX_RANGES_PER_ENTRY;
+            full_entry |= e.ranges.len() == RANGES_PER_ENTRY_MAX;
             empty_entry |= e.ranges.is_empty();
             unordered |= e.ranges.windows(2).any(|w| w[0].last >= w[1].first);
             for r in &e.ranges {
@@ -974,7 +976,7 @@ fn the_mesh_generators_reach_their_limits() {
     for _ in 0..300 {
         let w = gen_want(&mut g, true);
         assert_want_valid(&w);
-        full_want |= w.wants.len() == MAX_WANT_RANGES;
+        full_want |= w.wants.len() == WANT_RANGES_MAX;
         empty_want |= w.wants.is_empty();
         for r in &w.wants {
             point |= r.range.first == r.range.last;
@@ -987,17 +989,17 @@ fn the_mesh_generators_reach_their_limits() {
 
 #[test]
 fn largest_mesh_digest_and_want_round_trip() {
-    // Every list at its limit, every number at its widest varint: well within MAX_PAYLOAD_LEN.
+    // Every list at its limit, every number at its widest varint: well within PAYLOAD_BYTES_MAX.
     let wide = SeqRange {
         first: u64::MAX - 1,
         last: u64::MAX,
     };
     let digest = Message::MeshDigest(MeshDigest {
-        entries: (0..MAX_DIGEST_ENTRIES)
+        entries: (0..DIGEST_ENTRIES_MAX)
             .map(|i| DigestEntry {
                 origin: NodeId([i as u8; 32]),
                 incarnation: u64::MAX - i as u64,
-                ranges: vec![wide; MAX_RANGES_PER_ENTRY],
+                ranges: vec![wide; RANGES_PER_ENTRY_MAX],
             })
             .collect(),
     });
@@ -1006,13 +1008,13 @@ fn largest_mesh_digest_and_want_round_trip() {
     // 20 per range.
     assert_eq!(
         len,
-        2 + MAX_DIGEST_ENTRIES * (32 + 10 + 1 + MAX_RANGES_PER_ENTRY * 20)
+        2 + DIGEST_ENTRIES_MAX * (32 + 10 + 1 + RANGES_PER_ENTRY_MAX * 20)
     );
-    assert!(len <= MAX_PAYLOAD_LEN);
+    assert!(len <= PAYLOAD_BYTES_MAX);
     assert!(round_trip(&digest));
 
     let want = Message::MeshWant(MeshWant {
-        wants: (0..MAX_WANT_RANGES)
+        wants: (0..WANT_RANGES_MAX)
             .map(|i| WantRange {
                 origin: NodeId([i as u8; 32]),
                 incarnation: u64::MAX,
@@ -1022,7 +1024,7 @@ fn largest_mesh_digest_and_want_round_trip() {
     });
     assert_eq!(
         want.encode_payload().len(),
-        2 + MAX_WANT_RANGES * (32 + 10 + 20)
+        2 + WANT_RANGES_MAX * (32 + 10 + 20)
     );
     assert!(round_trip(&want));
 }
@@ -1126,7 +1128,7 @@ fn breaking_a_table_rule_makes_the_payload_malformed() {
         let mut w = w.0;
         match how % 4 {
             0 => w.key.clear(),
-            1 => w.key = vec![b'k'; MAX_TABLE_KEY_LEN + 1],
+            1 => w.key = vec![b'k'; TABLE_KEY_BYTES_MAX + 1],
             2 => {
                 w.value = Some(vec![1]);
                 w.lease_until_ms = Some(w.hlc.ms);
@@ -1192,14 +1194,14 @@ fn a_chord_message_over_any_limit_is_malformed() {
         let over = |n: usize| vec![7u8; n + 1];
         let extra_peer = ChordPeer {
             node: NodeId([1; 32]),
-            addr: "x".repeat(MAX_ADDR_LEN + 1),
+            addr: "x".repeat(ADDR_BYTES_MAX + 1),
         };
         let broken = match m.0 {
             ChordMessage::Found(mut f) => {
                 if pick % 2 == 0 {
                     f.peers = vec![
                         f.peers.first().cloned().unwrap_or(extra_peer.clone());
-                        MAX_CHORD_PEERS + 1
+                        CHORD_PEERS_MAX + 1
                     ];
                 } else {
                     f.peers.push(extra_peer);
@@ -1212,17 +1214,17 @@ fn a_chord_message_over_any_limit_is_malformed() {
             }
             ChordMessage::Store(mut st) => {
                 if pick % 2 == 0 {
-                    st.key = over(MAX_CHORD_KEY_LEN);
+                    st.key = over(CHORD_KEY_BYTES_MAX);
                 } else {
                     st.op = StoreOp::Put(ChordValue {
-                        value: over(MAX_CHORD_VALUE_LEN),
+                        value: over(CHORD_VALUE_BYTES_MAX),
                         lifetime_ms: None,
                     });
                 }
                 ChordMessage::Store(st)
             }
             ChordMessage::Fetch(mut f) => {
-                f.key = over(MAX_CHORD_KEY_LEN);
+                f.key = over(CHORD_KEY_BYTES_MAX);
                 ChordMessage::Fetch(f)
             }
             ChordMessage::Values(mut v) => {
@@ -1231,14 +1233,14 @@ fn a_chord_message_over_any_limit_is_malformed() {
                         value: vec![],
                         lifetime_ms: None
                     };
-                    MAX_CHORD_VALUES + 1
+                    CHORD_VALUES_MAX + 1
                 ];
                 ChordMessage::Values(v)
             }
             ChordMessage::Handover(mut h) => {
                 h.records.push(ChordRecord {
                     position: 0,
-                    key: over(MAX_CHORD_KEY_LEN),
+                    key: over(CHORD_KEY_BYTES_MAX),
                     values: vec![],
                 });
                 ChordMessage::Handover(h)
@@ -1271,8 +1273,10 @@ fn the_mixed_generator_covers_every_code() {
 
 #[test]
 fn largest_broadcast_round_trips() {
-    // origin 32 + incarnation 1 + seq 1 + length varint 4 + data: exactly MAX_PAYLOAD_LEN.
-    let data: Vec<u8> = (0..MAX_PAYLOAD_LEN - 38).map(|i| (i % 251) as u8).collect();
+    // origin 32 + incarnation 1 + seq 1 + length varint 4 + data: exactly PAYLOAD_BYTES_MAX.
+    let data: Vec<u8> = (0..PAYLOAD_BYTES_MAX - 38)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let b = OwnedBroadcast {
         origin: NodeId([7; 32]),
         incarnation: 1,
@@ -1280,10 +1284,10 @@ fn largest_broadcast_round_trips() {
         payload: data,
     };
     let msg = b.as_message();
-    assert_eq!(msg.encode_payload().len(), MAX_PAYLOAD_LEN);
+    assert_eq!(msg.encode_payload().len(), PAYLOAD_BYTES_MAX);
     assert!(round_trip(&msg), "a cycle of 251 bytes compresses");
     let frame = msg.to_frame(false);
-    assert_eq!(frame.bytes().len(), 4 + MAX_FRAME_BODY_LEN);
+    assert_eq!(frame.bytes().len(), 4 + FRAME_BODY_BYTES_MAX);
     let mut dec = FrameDecoder::new();
     for chunk in frame.bytes().chunks(1 << 20) {
         dec.push(Bytes::copy_from_slice(chunk));
@@ -1535,7 +1539,7 @@ impl Arbitrary for GarbageFrame {
 fn random_payloads_behind_valid_headers_never_panic() {
     fn prop(f: GarbageFrame, cuts: Vec<usize>) {
         agree(&f.0, &cuts);
-        decode_as_everything(&f.0[HEADER_LEN..]);
+        decode_as_everything(&f.0[HEADER_BYTES..]);
     }
     QuickCheck::new()
         .tests(3000)
@@ -1557,12 +1561,12 @@ fn mutated_valid_frames_never_panic() {
             bytes.truncate(c as usize % (bytes.len() + 1));
         }
         agree(&bytes, &[bytes.len() / 2]);
-        if bytes.len() > HEADER_LEN {
-            decode_as_everything(&bytes[HEADER_LEN..]);
+        if bytes.len() > HEADER_BYTES {
+            decode_as_everything(&bytes[HEADER_BYTES..]);
         }
-        if compress && bytes.len() > HEADER_LEN {
+        if compress && bytes.len() > HEADER_BYTES {
             // Also try the (possibly damaged) wire payload as a compressed payload.
-            let _ = weft_protocol::compress::decompress(&bytes[HEADER_LEN..]);
+            let _ = weft_protocol::compress::decompress(&bytes[HEADER_BYTES..]);
         }
     }
     QuickCheck::new()
@@ -1572,7 +1576,7 @@ fn mutated_valid_frames_never_panic() {
 
 #[test]
 fn payloads_over_the_cap_are_refused_without_decoding() {
-    let big = vec![0u8; MAX_PAYLOAD_LEN + 1];
+    let big = vec![0u8; PAYLOAD_BYTES_MAX + 1];
     for code in Code::ALL {
         assert!(matches!(
             Message::decode(code, &big),

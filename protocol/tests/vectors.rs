@@ -17,18 +17,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use weft_protocol::compress::compress_if_smaller;
 use weft_protocol::{
-    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
-    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
-    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, CAP_LZ4, MAX_ADDR_LEN,
-    MAX_DIGEST_ENTRIES, MAX_FRAME_BODY_LEN, MAX_PAYLOAD_LEN, MAX_PEERS_PER_MESSAGE,
-    MAX_RANGES_PER_ENTRY, MAX_WANT_RANGES, VERSION,
+    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
+    HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
+    PeerInfo, Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, ADDR_BYTES_MAX,
+    CAP_LZ4, DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, PAYLOAD_BYTES_MAX, PEERS_PER_MESSAGE_MAX,
+    RANGES_PER_ENTRY_MAX, VERSION, WANT_RANGES_MAX,
 };
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
     ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
-    TableDigest, TableEntries, TableWant, TableWrite, MAX_CHORD_KEY_LEN, MAX_CHORD_PEERS,
-    MAX_CHORD_VALUES, MAX_CHORD_VALUE_LEN, MAX_TABLE_KEY_LEN, MAX_TABLE_OPS_PER_MESSAGE,
-    MAX_TABLE_WANT_HELD, TABLE_BUCKETS,
+    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
+    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
+    TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
@@ -261,6 +261,11 @@ fn fields_of(msg: &Message<'_>) -> Value {
             ("incarnation", h.incarnation.into()),
             ("listen_addr", opt_str(&h.listen_addr)),
             ("capabilities", h.capabilities.into()),
+            ("families", h.families.into()),
+            (
+                "dedicated",
+                h.dedicated.map_or(Value::Null, |d| u64::from(d).into()),
+            ),
         ]),
         Message::HelloAck(a) => obj([("signature", hexv(&a.signature.0))]),
         Message::Ping(p) => obj([("nonce", p.nonce.into())]),
@@ -448,6 +453,10 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
             incarnation: get_u64(f, "incarnation"),
             listen_addr: get_opt_str(f, "listen_addr"),
             capabilities: get_u64(f, "capabilities").try_into().expect("u32"),
+            families: get_u64(f, "families").try_into().expect("u32"),
+            dedicated: get(f, "dedicated")
+                .as_u64()
+                .map(|d| d.try_into().expect("u8")),
         }),
         "HELLO_ACK" => Message::HelloAck(HelloAck {
             signature: Signature(get_bytes(f, "signature").try_into().expect("64 bytes")),
@@ -583,6 +592,11 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
                 incarnation: 1,
                 listen_addr: Some("192.0.2.1:7946".into()),
                 capabilities: CAP_LZ4,
+                families: Family::Session.bit()
+                    | Family::Mesh.bit()
+                    | Family::Table.bit()
+                    | Family::Chord.bit(),
+                dedicated: None,
             }),
         ),
         plain(
@@ -594,6 +608,8 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
                 incarnation: 0,
                 listen_addr: None,
                 capabilities: 0,
+                families: Family::Session.bit() | Family::Chord.bit(),
+                dedicated: Some(Family::Chord.high_byte()),
             }),
         ),
         plain(
@@ -603,8 +619,10 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
                 public_key: PublicKey(pat(0x60)),
                 nonce: [0; 32],
                 incarnation: u64::MAX,
-                listen_addr: Some(format!("[2001:db8::1]:{}", "9".repeat(MAX_ADDR_LEN - 14))),
+                listen_addr: Some(format!("[2001:db8::1]:{}", "9".repeat(ADDR_BYTES_MAX - 14))),
                 capabilities: u32::MAX,
+                families: u32::MAX,
+                dedicated: Some(u8::MAX),
             }),
         ),
         plain(
@@ -756,7 +774,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
                 entries: vec![entry(
                     0xE0,
                     3,
-                    (0..MAX_RANGES_PER_ENTRY as u64)
+                    (0..RANGES_PER_ENTRY_MAX as u64)
                         .map(|i| range(2 * i + 1, 2 * i + 1))
                         .collect(),
                 )],
@@ -960,6 +978,8 @@ fn raw_hello(addr: &[u8]) -> Vec<u8> {
     p.push(1);
     p.extend_from_slice(&string(addr));
     p.extend_from_slice(&varint(1));
+    p.extend_from_slice(&varint(0b1111));
+    p.push(0);
     p
 }
 
@@ -1007,21 +1027,21 @@ fn raw_compressed(code: Code, payload: &[u8]) -> Vec<u8> {
 /// (name, error, description, bytes) for every invalid vector, written byte by byte.
 fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
     let ping = Code::PING.0;
-    let mut over_max = (MAX_FRAME_BODY_LEN as u32 + 1).to_be_bytes().to_vec();
+    let mut over_max = (FRAME_BODY_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
     over_max.extend_from_slice(&[1, 0, 0, 3]);
     let mut too_many_peers = vec![0xA0; 32];
     too_many_peers.extend_from_slice(&varint(1)); // cascade seq
     too_many_peers.push(2); // hops_left
-    too_many_peers.extend_from_slice(&varint(MAX_PEERS_PER_MESSAGE as u64 + 1));
-    for i in 0..=MAX_PEERS_PER_MESSAGE {
+    too_many_peers.extend_from_slice(&varint(PEERS_PER_MESSAGE_MAX as u64 + 1));
+    for i in 0..=PEERS_PER_MESSAGE_MAX {
         too_many_peers.extend_from_slice(&raw_peer(i as u8, b"p:1"));
     }
     let broadcast_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
     let mut bad_option = raw_hello(b"");
     bad_option[32 * 3 + 1] = 2;
-    let mut too_big = (MAX_PAYLOAD_LEN as u32 + 1).to_be_bytes().to_vec();
+    let mut too_big = (PAYLOAD_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
     too_big.extend_from_slice(&[0x10, 0x00]);
-    let mut bomb = (MAX_PAYLOAD_LEN as u32).to_be_bytes().to_vec();
+    let mut bomb = (PAYLOAD_BYTES_MAX as u32).to_be_bytes().to_vec();
     bomb.extend_from_slice(&[0; 8]);
     let bad_block = [&100u32.to_be_bytes()[..], &[0xF0, 0xFF]].concat();
     // One literal 'a', then a 4-byte match at offset 1 (a valid block of "aaaaa" plus the
@@ -1032,12 +1052,12 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         b"bbbbb",
     ]
     .concat();
-    let too_many_entries = raw_digest(&vec![vec![(1, 1)]; MAX_DIGEST_ENTRIES + 1]);
-    let too_many_ranges = raw_digest(&[(0..MAX_RANGES_PER_ENTRY as u64 + 1)
+    let too_many_entries = raw_digest(&vec![vec![(1, 1)]; DIGEST_ENTRIES_MAX + 1]);
+    let too_many_ranges = raw_digest(&[(0..RANGES_PER_ENTRY_MAX as u64 + 1)
         .map(|i| (2 * i + 1, 2 * i + 1))
         .collect()]);
     let too_many_wants = raw_want(
-        &(1..=MAX_WANT_RANGES as u64 + 1)
+        &(1..=WANT_RANGES_MAX as u64 + 1)
             .map(|i| (i, i))
             .collect::<Vec<_>>(),
     );
@@ -1068,17 +1088,17 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         p
     };
     let too_many_writes = {
-        let mut p = varint(MAX_TABLE_OPS_PER_MESSAGE as u64 + 1);
-        for _ in 0..=MAX_TABLE_OPS_PER_MESSAGE {
+        let mut p = varint(TABLE_OPS_PER_MESSAGE_MAX as u64 + 1);
+        for _ in 0..=TABLE_OPS_PER_MESSAGE_MAX {
             p.extend_from_slice(&raw_write(b"k", Some(b"v"), None));
         }
         p
     };
     let too_many_held = {
-        // bits 0, one bucket (0), salt 0, then MAX_TABLE_WANT_HELD + 1 fingerprints.
+        // bits 0, one bucket (0), salt 0, then TABLE_WANT_HELD_MAX + 1 fingerprints.
         let mut p = [&[0u8][..], &varint(1), &varint(0), &varint(0)].concat();
-        p.extend_from_slice(&varint(MAX_TABLE_WANT_HELD as u64 + 1));
-        p.resize(p.len() + 8 * (MAX_TABLE_WANT_HELD + 1), 0xab);
+        p.extend_from_slice(&varint(TABLE_WANT_HELD_MAX as u64 + 1));
+        p.resize(p.len() + 8 * (TABLE_WANT_HELD_MAX + 1), 0xab);
         p
     };
 
@@ -1086,7 +1106,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "frame_too_large",
             "FrameTooLarge",
-            "length prefix one above the largest allowed body (MAX_FRAME_BODY_LEN + 1)",
+            "length prefix one above the largest allowed body (FRAME_BODY_BYTES_MAX + 1)",
             over_max,
         ),
         (
@@ -1170,8 +1190,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_address_too_long",
             "MalformedPayload",
-            "HELLO whose listen address is MAX_ADDR_LEN + 1 bytes",
-            raw_frame(1, 0, Code::HELLO.0, &raw_hello(&[b'x'; MAX_ADDR_LEN + 1])),
+            "HELLO whose listen address is ADDR_BYTES_MAX + 1 bytes",
+            raw_frame(1, 0, Code::HELLO.0, &raw_hello(&[b'x'; ADDR_BYTES_MAX + 1])),
         ),
         (
             "malformed_payload_bad_option_tag",
@@ -1188,7 +1208,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_too_many_peers",
             "MalformedPayload",
-            "IKNOWABOUT listing MAX_PEERS_PER_MESSAGE + 1 peers",
+            "IKNOWABOUT listing PEERS_PER_MESSAGE_MAX + 1 peers",
             raw_frame(1, 0, Code::IKNOWABOUT.0, &too_many_peers),
         ),
         (
@@ -1206,13 +1226,13 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_too_many_digest_entries",
             "MalformedPayload",
-            "MESH_DIGEST with MAX_DIGEST_ENTRIES + 1 entries (compressed; it inflates fine)",
+            "MESH_DIGEST with DIGEST_ENTRIES_MAX + 1 entries (compressed; it inflates fine)",
             raw_compressed(Code::MESH_DIGEST, &too_many_entries),
         ),
         (
             "malformed_payload_too_many_ranges_in_entry",
             "MalformedPayload",
-            "MESH_DIGEST whose one entry lists MAX_RANGES_PER_ENTRY + 1 ranges",
+            "MESH_DIGEST whose one entry lists RANGES_PER_ENTRY_MAX + 1 ranges",
             raw_frame(1, 0, Code::MESH_DIGEST.0, &too_many_ranges),
         ),
         (
@@ -1235,7 +1255,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_too_many_wants",
             "MalformedPayload",
-            "MESH_WANT with MAX_WANT_RANGES + 1 ranges (compressed; it inflates fine)",
+            "MESH_WANT with WANT_RANGES_MAX + 1 ranges (compressed; it inflates fine)",
             raw_compressed(Code::MESH_WANT, &too_many_wants),
         ),
         (
@@ -1259,12 +1279,12 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_table_write_key_too_long",
             "MalformedPayload",
-            "TABLE_WRITE whose key is MAX_TABLE_KEY_LEN + 1 bytes",
+            "TABLE_WRITE whose key is TABLE_KEY_BYTES_MAX + 1 bytes",
             raw_frame(
                 1,
                 0,
                 Code::TABLE_WRITE.0,
-                &raw_write(&[b'k'; MAX_TABLE_KEY_LEN + 1], Some(b"v"), None),
+                &raw_write(&[b'k'; TABLE_KEY_BYTES_MAX + 1], Some(b"v"), None),
             ),
         ),
         (
@@ -1303,7 +1323,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_table_digest_too_many_bits",
             "MalformedPayload",
-            "TABLE_DIGEST of 9 bits (MAX_TABLE_BUCKET_BITS + 1)",
+            "TABLE_DIGEST of 9 bits (TABLE_BUCKET_BITS_MAX + 1)",
             raw_frame(1, 0, Code::TABLE_DIGEST.0, &[9, 0]),
         ),
         (
@@ -1315,19 +1335,19 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_table_want_too_many_held",
             "MalformedPayload",
-            "TABLE_WANT listing MAX_TABLE_WANT_HELD + 1 fingerprints (compressed; it inflates fine)",
+            "TABLE_WANT listing TABLE_WANT_HELD_MAX + 1 fingerprints (compressed; it inflates fine)",
             raw_compressed(Code::TABLE_WANT, &too_many_held),
         ),
         (
             "malformed_payload_too_many_table_writes",
             "MalformedPayload",
-            "TABLE_ENTRIES with MAX_TABLE_OPS_PER_MESSAGE + 1 writes (compressed; it inflates fine)",
+            "TABLE_ENTRIES with TABLE_OPS_PER_MESSAGE_MAX + 1 writes (compressed; it inflates fine)",
             raw_compressed(Code::TABLE_ENTRIES, &too_many_writes),
         ),
         (
             "decompressed_too_large",
             "DecompressedTooLarge",
-            "compressed payload announcing MAX_PAYLOAD_LEN + 1 bytes",
+            "compressed payload announcing PAYLOAD_BYTES_MAX + 1 bytes",
             raw_frame(1, 1, Code::BROADCAST.0, &too_big),
         ),
         (
@@ -1345,7 +1365,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "bad_compression_bomb",
             "BadCompression",
-            "announces MAX_PAYLOAD_LEN bytes from an 8-byte block: more than lz4 can expand to",
+            "announces PAYLOAD_BYTES_MAX bytes from an 8-byte block: more than lz4 can expand to",
             raw_frame(1, 1, Code::BROADCAST.0, &bomb),
         ),
     ]
@@ -1981,10 +2001,10 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
         }
         p
     };
-    let found = [varint(1), vec![1], peers(MAX_CHORD_PEERS + 1)].concat();
-    let long_key = vec![b'k'; MAX_CHORD_KEY_LEN + 1];
+    let found = [varint(1), vec![1], peers(CHORD_PEERS_MAX + 1)].concat();
+    let long_key = vec![b'k'; CHORD_KEY_BYTES_MAX + 1];
     let fetch = [varint(1), varint(2), string(&long_key)].concat();
-    let big_value = vec![0u8; MAX_CHORD_VALUE_LEN + 1];
+    let big_value = vec![0u8; CHORD_VALUE_BYTES_MAX + 1];
     // request, position, key, op = Put (0) { value, lifetime None (0) }
     let store = [
         varint(1),
@@ -1996,8 +2016,8 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
     ]
     .concat();
     let mut values = varint(1);
-    values.extend_from_slice(&varint(MAX_CHORD_VALUES as u64 + 1));
-    for i in 0..=MAX_CHORD_VALUES {
+    values.extend_from_slice(&varint(CHORD_VALUES_MAX as u64 + 1));
+    for i in 0..=CHORD_VALUES_MAX {
         values.extend_from_slice(&string(&[i as u8]));
         values.push(0);
     }
@@ -2005,25 +2025,25 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
         (
             "malformed_payload_chord_found_too_many_peers",
             "MalformedPayload",
-            "CHORD_FOUND listing MAX_CHORD_PEERS + 1 peers",
+            "CHORD_FOUND listing CHORD_PEERS_MAX + 1 peers",
             raw_frame(1, 0, Code::CHORD_FOUND.0, &found),
         ),
         (
             "malformed_payload_chord_fetch_key_too_long",
             "MalformedPayload",
-            "CHORD_FETCH with a key of MAX_CHORD_KEY_LEN + 1 bytes",
+            "CHORD_FETCH with a key of CHORD_KEY_BYTES_MAX + 1 bytes",
             raw_frame(1, 0, Code::CHORD_FETCH.0, &fetch),
         ),
         (
             "malformed_payload_chord_store_value_too_long",
             "MalformedPayload",
-            "CHORD_STORE putting a value of MAX_CHORD_VALUE_LEN + 1 bytes",
+            "CHORD_STORE putting a value of CHORD_VALUE_BYTES_MAX + 1 bytes",
             raw_compressed(Code::CHORD_STORE, &store),
         ),
         (
             "malformed_payload_chord_values_too_many",
             "MalformedPayload",
-            "CHORD_VALUES carrying MAX_CHORD_VALUES + 1 values",
+            "CHORD_VALUES carrying CHORD_VALUES_MAX + 1 values",
             raw_frame(1, 0, Code::CHORD_VALUES.0, &values),
         ),
         (

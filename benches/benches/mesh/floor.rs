@@ -16,7 +16,7 @@ use weft_sim::topology::{edges, Topology};
 use super::{DEGREE, NODES};
 
 /// Frame header before the body: u32 length, version, flags, u16 code.
-const HEADER_LEN: usize = 8;
+const HEADER_BYTES: usize = 8;
 /// Frame length: header, origin, incarnation, seq and a short payload.
 const FRAME_LEN: usize = 60;
 
@@ -187,9 +187,9 @@ impl Flood {
             incarnation: 1,
         };
         let mut frame = [0u8; FRAME_LEN];
-        frame[HEADER_LEN..HEADER_LEN + 32].copy_from_slice(&key.origin);
-        frame[HEADER_LEN + 32..HEADER_LEN + 40].copy_from_slice(&key.incarnation.to_be_bytes());
-        frame[HEADER_LEN + 40..HEADER_LEN + 48].copy_from_slice(&seq.to_be_bytes());
+        frame[HEADER_BYTES..HEADER_BYTES + 32].copy_from_slice(&key.origin);
+        frame[HEADER_BYTES + 32..HEADER_BYTES + 40].copy_from_slice(&key.incarnation.to_be_bytes());
+        frame[HEADER_BYTES + 40..HEADER_BYTES + 48].copy_from_slice(&seq.to_be_bytes());
         let seq = *seq;
         let frame = Bytes::copy_from_slice(&frame);
         self.nodes[origin as usize].see(key, seq);
@@ -214,7 +214,7 @@ impl Flood {
 
 /// Origin, incarnation and seq read from a frame's body.
 fn decode(frame: &[u8]) -> Option<(OriginKey, u64)> {
-    let (origin, rest) = frame.get(HEADER_LEN..)?.split_first_chunk::<32>()?;
+    let (origin, rest) = frame.get(HEADER_BYTES..)?.split_first_chunk::<32>()?;
     let (incarnation, rest) = rest.split_first_chunk::<8>()?;
     let (seq, _) = rest.split_first_chunk::<8>()?;
     let key = OriginKey {

@@ -2,7 +2,7 @@
 //! the successor list, suspicion of failed peers, and record handover.
 
 use weft_protocol::{
-    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, MAX_HANDOVER_RECORDS,
+    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, HANDOVER_RECORDS_MAX,
 };
 
 use super::lookup::{Lookup, LookupFor};
@@ -238,7 +238,7 @@ impl Chord {
         self.metrics.records_handed_over += records.len() as u64;
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let chunk: Vec<_> = records.by_ref().take(MAX_HANDOVER_RECORDS).collect();
+            let chunk: Vec<_> = records.by_ref().take(HANDOVER_RECORDS_MAX).collect();
             self.send(to, ChordMessage::Handover(ChordHandover { records: chunk }));
         }
     }

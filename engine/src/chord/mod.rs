@@ -23,7 +23,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     ChordFound, ChordMessage, ChordPeer, ChordState, ChordStored, ChordValues, NodeId,
-    MAX_CHORD_PEERS,
+    CHORD_PEERS_MAX,
 };
 
 use lookup::Lookup;
@@ -243,7 +243,7 @@ impl Chord {
                     Ok(p) => (true, p),
                     Err(p) => (false, p),
                 };
-                peers.truncate(MAX_CHORD_PEERS);
+                peers.truncate(CHORD_PEERS_MAX);
                 let found = ChordFound {
                     request: f.request,
                     done,
@@ -258,7 +258,7 @@ impl Chord {
             }
             ChordMessage::GetState(request) => {
                 let mut successors = self.successors.clone();
-                successors.truncate(MAX_CHORD_PEERS);
+                successors.truncate(CHORD_PEERS_MAX);
                 let state = ChordState {
                     request,
                     predecessor: self.predecessor.clone(),

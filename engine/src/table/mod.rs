@@ -15,7 +15,7 @@ mod props;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use weft_protocol::{NodeId, TableWrite, MAX_TABLE_KEY_LEN, MAX_TABLE_VALUE_LEN};
+use weft_protocol::{NodeId, TableWrite, TABLE_KEY_BYTES_MAX, TABLE_VALUE_BYTES_MAX};
 
 use crate::io::{Event, InputError};
 use crate::time::Duration;
@@ -245,11 +245,11 @@ impl Table {
     }
 
     fn key_max(&self) -> usize {
-        self.limits.key_bytes_max.min(MAX_TABLE_KEY_LEN)
+        self.limits.key_bytes_max.min(TABLE_KEY_BYTES_MAX)
     }
 
     fn value_max(&self) -> usize {
-        self.limits.value_bytes_max.min(MAX_TABLE_VALUE_LEN)
+        self.limits.value_bytes_max.min(TABLE_VALUE_BYTES_MAX)
     }
 
     /// Holds and judges a write, and queues the events it causes.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use weft_protocol::{
-    varint_len, BucketHash, TableDigest, TableEntries, TableWant, TableWrite, HEADER_LEN,
-    MAX_TABLE_BUCKET_BITS, MAX_TABLE_OPS_PER_MESSAGE, MAX_TABLE_WANT_HELD,
+    varint_len, BucketHash, TableDigest, TableEntries, TableWant, TableWrite, HEADER_BYTES,
+    TABLE_BUCKET_BITS_MAX, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 
 use super::Table;
@@ -22,7 +22,7 @@ impl Table {
     /// The digest this node sends: as many bits as its key count calls for.
     pub(crate) fn digest(&self) -> TableDigest {
         let mut bits = 0;
-        while bits < MAX_TABLE_BUCKET_BITS && self.keys.len() >> bits > KEYS_PER_BUCKET {
+        while bits < TABLE_BUCKET_BITS_MAX && self.keys.len() >> bits > KEYS_PER_BUCKET {
             bits += 1;
         }
         self.digest_at(bits)
@@ -58,7 +58,7 @@ impl Table {
 
     /// What to ask of a peer's digest: the buckets whose hash differs from ours (or that we
     /// lack), with the fingerprints under `salt` of the writes we hold in them (at most
-    /// [`MAX_TABLE_WANT_HELD`]: past it, the peer sends some writes we hold). `None` if no
+    /// [`TABLE_WANT_HELD_MAX`]: past it, the peer sends some writes we hold). `None` if no
     /// bucket differs.
     pub(crate) fn want(&self, theirs: &TableDigest, salt: u64) -> Option<TableWant> {
         let ours = self.digest_at(theirs.bits);
@@ -77,7 +77,7 @@ impl Table {
         }
         let held = self
             .writes_in(theirs.bits, &buckets)
-            .take(MAX_TABLE_WANT_HELD)
+            .take(TABLE_WANT_HELD_MAX)
             .map(|w| w.fingerprint(salt))
             .collect();
         Some(TableWant {
@@ -127,20 +127,20 @@ impl Table {
             .iter()
             .map(|c| {
                 let body: usize = c.iter().map(|w| w.encoded_len()).sum();
-                (HEADER_LEN + varint_len(c.len() as u64) + body) as u64
+                (HEADER_BYTES + varint_len(c.len() as u64) + body) as u64
             })
             .sum()
     }
 }
 
-/// Cuts writes into runs of at most [`MAX_TABLE_OPS_PER_MESSAGE`] writes, each closed once it
+/// Cuts writes into runs of at most [`TABLE_OPS_PER_MESSAGE_MAX`] writes, each closed once it
 /// passes [`ENTRIES_BYTES_TARGET`] bytes.
 fn chunks<'a>(writes: impl Iterator<Item = &'a TableWrite>) -> Vec<Vec<&'a TableWrite>> {
     let mut out: Vec<Vec<&TableWrite>> = Vec::new();
     let mut bytes = 0;
     let mut current: Vec<&TableWrite> = Vec::new();
     for w in writes {
-        if current.len() == MAX_TABLE_OPS_PER_MESSAGE || bytes >= ENTRIES_BYTES_TARGET {
+        if current.len() == TABLE_OPS_PER_MESSAGE_MAX || bytes >= ENTRIES_BYTES_TARGET {
             out.push(core::mem::take(&mut current));
             bytes = 0;
         }
