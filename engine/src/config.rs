@@ -99,8 +99,8 @@ pub struct Limits {
     /// Encoded bytes of every table write held; peers' writes may take it to twice this, past
     /// which they are dropped and counted.
     pub table_bytes_max: usize,
-    /// Chord-only connections open at once; at the bound the idlest is closed.
-    pub chord_conns_max: usize,
+    /// Dedicated connections (SPEC.md §8.9) open at once; at the bound the idlest is closed.
+    pub dedicated_conns_max: usize,
 }
 
 impl Default for Limits {
@@ -125,7 +125,7 @@ impl Default for Limits {
             table_entries_max: 100_000,
             table_key_writes_max: 32,
             table_bytes_max: 64 * 1024 * 1024,
-            chord_conns_max: 64,
+            dedicated_conns_max: 64,
         }
     }
 }

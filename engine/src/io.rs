@@ -1,7 +1,11 @@
-//! What goes into a node and what comes out.
+//! What goes into a node and what comes out: the driver's and the application's vocabulary.
 
 use bytes::Bytes;
 use weft_protocol::{ByeReason, NodeId, ProtocolError};
+
+use crate::chord::{ChordCommand, ChordEvent, ChordRefusal};
+use crate::mesh::{MeshCommand, MeshEvent, MeshRefusal};
+use crate::table::{TableCommand, TableEvent, TableRefusal};
 
 /// A connection handle. The engine allocates outbound ids (even numbers, in
 /// [`Output::Connect`]); the driver picks inbound ids with [`ConnId::inbound`] (odd numbers).
@@ -18,6 +22,46 @@ impl ConnId {
     pub const fn is_inbound(self) -> bool {
         self.0 & 1 == 1
     }
+}
+
+/// A request to the host, named by the engine (as it names outbound connections) and answered
+/// with [`Input::Completed`] carrying the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Work the engine asks the host to do for it: storage, which the engine never touches itself.
+/// A host answers every request, once, with [`Input::Completed`]; one it cannot carry out is
+/// answered with an error, never left unanswered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostRequest {
+    /// Read the state blob called `name` (a short `[a-z0-9-]` name the engine chooses).
+    /// Answered with [`HostResult::Loaded`] (`None` if no such blob was ever stored).
+    LoadState {
+        /// The blob's name.
+        name: String,
+    },
+    /// Store `bytes` as the state blob called `name`, durably and atomically: written to a
+    /// temporary name, flushed to the disk, then renamed over the old one, so a crash leaves
+    /// either the old blob or the new. Answered with [`HostResult::Stored`].
+    StoreState {
+        /// The blob's name.
+        name: String,
+        /// Its new contents.
+        bytes: Bytes,
+    },
+}
+
+/// What became of a [`HostRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostResult {
+    /// A `LoadState`'s blob, or `None` if it was never stored.
+    Loaded(Option<Bytes>),
+    /// A `StoreState` is durable.
+    Stored,
+    /// The host could not carry the request out (one line, for logs).
+    Failed(String),
 }
 
 /// Who opened a connection.
@@ -72,11 +116,18 @@ pub enum Input {
         /// Milliseconds since 1970-01-01T00:00:00Z.
         unix_ms: u64,
     },
+    /// The host finished an [`Output::Request`].
+    Completed {
+        /// The request's id.
+        id: RequestId,
+        /// What came of it.
+        result: HostResult,
+    },
     /// A request from the application.
     Command(Command),
 }
 
-/// A request from the application.
+/// A request from the application: the session's own, or one for a protocol.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Command {
@@ -85,49 +136,24 @@ pub enum Command {
         /// The address, in the driver's syntax.
         addr: String,
     },
-    /// Flood `payload` to every node of the mesh.
-    Broadcast {
-        /// Application bytes, at most `Limits::broadcast_payload_max`.
-        payload: Bytes,
-    },
     /// Close the link to `node`.
     Disconnect {
         /// The peer.
         node: NodeId,
     },
-    /// Say BYE to every peer and close every connection (a Chord member first hands its
-    /// records to its successor).
+    /// Say BYE to every peer and close every connection (each protocol first finishes what it
+    /// must: a Chord member hands its records to its successor).
     Shutdown,
-    /// Set a sync-table key, optionally taking a lease on it (SPEC.md §19).
-    TableSet {
-        /// The key, 1 to `Limits::table_key_bytes_max` bytes.
-        key: Vec<u8>,
-        /// The value, at most `Limits::table_value_bytes_max` bytes.
-        value: Vec<u8>,
-        /// Own the key for this long (at most `Timers::table_lease_max`); `None` takes no
-        /// lease and, from the owner, ends one.
-        lease: Option<crate::time::Duration>,
-    },
-    /// Delete a sync-table key (a tombstone; ends the writer's own lease).
-    TableDelete {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// End this node's lease on a sync-table key early, keeping its value.
-    TableRelease {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// A Chord put, get, delete or lookup; its end comes as [`Event::Chord`] with `request`.
-    Chord {
-        /// The application's id for it, echoed in the event.
-        request: u64,
-        /// What to do.
-        op: crate::chord::ChordRequest,
-    },
+    /// For the mesh (SPEC.md §11).
+    Mesh(MeshCommand),
+    /// For the sync table (SPEC.md §19).
+    Table(TableCommand),
+    /// For Chord (SPEC.md §20).
+    Chord(ChordCommand),
 }
 
-/// An action or event for the driver, from [`crate::Node::poll_output`].
+/// An action or event for the driver, from [`crate::Node::poll_output`]. A driver that meets
+/// an output it does not carry out must stop with an error, never drop it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Output {
@@ -151,6 +177,13 @@ pub enum Output {
         conn: ConnId,
         /// Why.
         reason: CloseReason,
+    },
+    /// Do `request`, then answer [`Input::Completed`] with `id`.
+    Request {
+        /// The engine's id for it.
+        id: RequestId,
+        /// What to do.
+        request: HostRequest,
     },
     /// Something the application may want to know.
     Event(Event),
@@ -184,7 +217,7 @@ pub enum CloseReason {
     Timeout,
     /// The peer said BYE.
     PeerSaidBye(ByeReason),
-    /// The application asked for it.
+    /// The application, or a protocol, asked for it.
     Requested,
     /// The node is shutting down.
     Shutdown,
@@ -194,7 +227,24 @@ pub enum CloseReason {
     ConnectFailed,
 }
 
-/// Something the application may want to know.
+impl CloseReason {
+    /// Whether the peer is at fault (counted, and reported as an event).
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Protocol(_)
+                | CloseReason::UnexpectedMessage(_)
+                | CloseReason::WrongNetwork
+                | CloseReason::BadProof
+                | CloseReason::StaleIncarnation
+                | CloseReason::SlowPeer
+                | CloseReason::HandshakeTimeout
+                | CloseReason::Timeout
+        )
+    }
+}
+
+/// Something the application may want to know: the session's own events, or a protocol's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -223,116 +273,129 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// A mesh broadcast arrived for the first time.
-    Broadcast {
-        /// Its originator.
-        origin: NodeId,
-        /// The originator's incarnation when it sent it.
-        incarnation: u64,
-        /// The originator's sequence number (per incarnation).
-        seq: u64,
-        /// The application bytes (a slice of the received frame).
-        payload: Bytes,
-    },
-    /// A sync-table key's visible value changed (set, deleted, or a late write re-decided it).
-    TableChanged {
-        /// The key.
-        key: Vec<u8>,
-        /// The value before (`None`: unset).
-        old: Option<Vec<u8>>,
-        /// The value now (`None`: deleted).
-        new: Option<Vec<u8>>,
-        /// The node whose write decides the value now.
-        by: NodeId,
-    },
-    /// One of this node's table writes was refused: another node's lease covers it. Either
-    /// at once (nothing was sent) or later, when the lease's write arrived.
-    TableRefused {
-        /// The key.
-        key: Vec<u8>,
-        /// The lease's owner.
-        owner: NodeId,
-        /// When its lease ends, Unix ms.
-        until_ms: u64,
-    },
-    /// A Chord request ended.
-    Chord(crate::chord::ChordEvent),
+    /// From the mesh.
+    Mesh(MeshEvent),
+    /// From the sync table.
+    Table(TableEvent),
+    /// From Chord: a request ended.
+    Chord(ChordEvent),
 }
 
-/// A driver or application misuse of [`crate::Node::handle_input`]. Bytes from the network never
+impl From<core::convert::Infallible> for Event {
+    fn from(never: core::convert::Infallible) -> Event {
+        match never {}
+    }
+}
+
+impl From<MeshEvent> for Event {
+    fn from(e: MeshEvent) -> Event {
+        Event::Mesh(e)
+    }
+}
+
+impl From<TableEvent> for Event {
+    fn from(e: TableEvent) -> Event {
+        Event::Table(e)
+    }
+}
+
+impl From<ChordEvent> for Event {
+    fn from(e: ChordEvent) -> Event {
+        Event::Chord(e)
+    }
+}
+
+/// Why [`crate::Node::handle_input`] did not take an input: the driver misused the node, or
+/// the session or a protocol refused the application's command. Bytes from the network never
 /// produce one of these: they close their connection instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
+    /// The driver broke the contract: a bug in the driver.
+    #[error(transparent)]
+    Misuse(#[from] Misuse),
+    /// The command was refused; the application may try something else.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// A driver's misuse of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misuse {
     /// No open connection has this id.
     #[error("unknown connection {0:?}")]
     UnknownConn(ConnId),
     /// An accepted connection's id must come from `ConnId::inbound` and be unused.
     #[error("connection id {0:?} is not a free inbound id")]
     BadInboundId(ConnId),
-    /// `Connected` or `ConnectFailed` for a connection that is not a pending dial.
+    /// `Connected`, `ConnectFailed` or bytes for a connection that is not past its dial.
     #[error("connection {0:?} is not a pending dial")]
     NotDialing(ConnId),
+    /// `Completed` for no request the engine has outstanding.
+    #[error("no outstanding request {0:?}")]
+    UnknownRequest(RequestId),
+}
+
+/// A command refused by the session or by the protocol it was for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// By the session.
+    #[error(transparent)]
+    Session(#[from] SessionRefusal),
+    /// By the mesh.
+    #[error(transparent)]
+    Mesh(#[from] MeshRefusal),
+    /// By the sync table.
+    #[error(transparent)]
+    Table(#[from] TableRefusal),
+    /// By Chord.
+    #[error(transparent)]
+    Chord(#[from] ChordRefusal),
+}
+
+/// The session's refusals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionRefusal {
     /// The outbound connection limit is reached.
     #[error("outbound connection limit reached")]
     TooManyConnections,
-    /// The broadcast payload is over `Limits::broadcast_payload_max`.
-    #[error("payload of {len} bytes exceeds the maximum of {max}")]
-    PayloadTooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
     /// No link to that node.
     #[error("not linked to {0}")]
     NotLinked(NodeId),
     /// The node has shut down.
     #[error("the node has shut down")]
     ShutDown,
-    /// A table write needs calendar time, and no `Input::WallClock` has come yet.
-    #[error("no wall clock yet: table writes need Input::WallClock")]
-    NoWallClock,
-    /// A table key is empty or over `Limits::table_key_bytes_max`.
-    #[error("table key of {len} bytes: keys must be 1 to {max} bytes")]
-    TableKeyLength {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A table value is over `Limits::table_value_bytes_max`.
-    #[error("table value of {len} bytes exceeds the maximum of {max}")]
-    TableValueTooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The table holds `Limits::table_entries_max` keys (tombstones included).
-    #[error("the table is full: {max} keys")]
-    TableFull {
-        /// The limit.
-        max: usize,
-    },
-    /// The table's writes would take more than `Limits::table_bytes_max` bytes.
-    #[error("the table is full: {max} bytes")]
-    TableTooLarge {
-        /// The limit.
-        max: usize,
-    },
-    /// A lease of zero, over `Timers::table_lease_max`, or on a delete.
-    #[error("lease of {ms} ms refused: a set may take a lease of 1 to {max_ms} ms")]
-    TableLease {
-        /// The lease asked for, ms.
-        ms: u64,
-        /// The limit, ms.
-        max_ms: u64,
-    },
-    /// A release of a lease this node does not hold.
-    #[error("this node holds no lease on that key")]
-    NotLeaseOwner,
-    /// A Chord command to a node that is no ring member (no `Config::chord` or listen address).
-    #[error("chord is not enabled on this node")]
-    ChordDisabled,
+}
+
+impl From<core::convert::Infallible> for Refusal {
+    fn from(never: core::convert::Infallible) -> Refusal {
+        match never {}
+    }
+}
+
+impl From<SessionRefusal> for InputError {
+    fn from(r: SessionRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
+}
+
+impl From<MeshRefusal> for InputError {
+    fn from(r: MeshRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
+}
+
+impl From<TableRefusal> for InputError {
+    fn from(r: TableRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
+}
+
+impl From<ChordRefusal> for InputError {
+    fn from(r: ChordRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
 }

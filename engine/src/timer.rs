@@ -1,65 +1,59 @@
-//! The node's timers: a small table indexed by an enum (quinn-proto's shape).
+//! A timer table indexed by an enum (quinn-proto's shape): each sub-machine names its timers
+//! in an enum and keeps one of these.
 
 use crate::time::Instant;
 
-/// Each timer the node runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timer {
-    /// Liveness: PINGs, handshake and peer timeouts.
-    Tick = 0,
-    /// Discovery: the next dial of a heard-of peer.
-    Dial = 1,
-    /// Mesh repair: the next anti-entropy digest.
-    Repair = 2,
+/// A sub-machine's timer names: a small enum whose variants index the table.
+pub(crate) trait TimerName: Copy + Eq + core::fmt::Debug + 'static {
+    /// Every timer, in the order ties are broken.
+    const ALL: &'static [Self];
+    /// The timer's index in `ALL`.
+    fn index(self) -> usize;
 }
 
-impl Timer {
-    const COUNT: usize = 3;
-    const ALL: [Timer; Timer::COUNT] = [Timer::Tick, Timer::Dial, Timer::Repair];
+/// Deadlines by timer; `N` is the number of timers.
+#[derive(Debug, Clone)]
+pub(crate) struct TimerTable<T, const N: usize> {
+    deadlines: [Option<Instant>; N],
+    _names: core::marker::PhantomData<T>,
 }
 
-/// Deadlines by timer. Compact (48 bytes): it shares the node's first cache line with the
-/// clock, which every input reads.
-#[derive(Debug, Default)]
-pub(crate) struct TimerTable {
-    /// Each timer's deadline, where `armed` has its bit.
-    deadlines: [Instant; Timer::COUNT],
-    /// The earliest deadline and its timer, kept on every change: every input reads it.
-    earliest: Option<(Instant, Timer)>,
-    /// Bit `t` set: timer `t` is armed.
-    armed: u8,
+impl<T: TimerName, const N: usize> Default for TimerTable<T, N> {
+    fn default() -> Self {
+        TimerTable {
+            deadlines: [None; N],
+            _names: core::marker::PhantomData,
+        }
+    }
 }
 
-impl TimerTable {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer as usize] = at;
-        self.armed |= 1 << timer as u8;
-        self.earliest = self.find_earliest();
+impl<T: TimerName, const N: usize> TimerTable<T, N> {
+    /// Arms `timer` for `at`.
+    pub(crate) fn set(&mut self, timer: T, at: Instant) {
+        self.deadlines[timer.index()] = Some(at);
     }
 
-    /// The earliest deadline and its timer.
-    pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
-        self.earliest
+    /// Disarms every timer.
+    pub(crate) fn clear(&mut self) {
+        self.deadlines = [None; N];
     }
 
-    /// Clears and returns a timer whose deadline is at or before `now`.
-    pub(crate) fn take_expired(&mut self, now: Instant) -> Option<Timer> {
-        let (at, timer) = self.earliest?;
+    /// The earliest deadline and its timer (the first in `ALL` on a tie).
+    pub(crate) fn next(&self) -> Option<(Instant, T)> {
+        T::ALL
+            .iter()
+            .filter_map(|&t| Some((self.deadlines[t.index()]?, t)))
+            .min_by_key(|&(at, _)| at)
+    }
+
+    /// Disarms and returns a timer whose deadline is at or before `now`, earliest first.
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Option<T> {
+        let (at, timer) = self.next()?;
         if at > now {
             return None;
         }
-        self.armed &= !(1 << timer as u8);
-        self.earliest = self.find_earliest();
+        self.deadlines[timer.index()] = None;
         Some(timer)
-    }
-
-    /// The earliest deadline, the first timer in `Timer::ALL` order on a tie.
-    fn find_earliest(&self) -> Option<(Instant, Timer)> {
-        Timer::ALL
-            .iter()
-            .filter(|&&t| self.armed & (1 << t as u8) != 0)
-            .map(|&t| (self.deadlines[t as usize], t))
-            .min_by_key(|&(at, _)| at)
     }
 }
 
@@ -67,16 +61,32 @@ impl TimerTable {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum T {
+        A,
+        B,
+    }
+
+    impl TimerName for T {
+        const ALL: &'static [T] = &[T::A, T::B];
+        fn index(self) -> usize {
+            self as usize
+        }
+    }
+
     #[test]
     fn expired_timers_come_out_earliest_first_and_once() {
-        let mut t = TimerTable::default();
-        t.set(Timer::Dial, Instant(5));
-        t.set(Timer::Tick, Instant(3));
-        assert_eq!(t.next(), Some((Instant(3), Timer::Tick)));
+        let mut t: TimerTable<T, 2> = TimerTable::default();
+        t.set(T::B, Instant(5));
+        t.set(T::A, Instant(3));
+        assert_eq!(t.next(), Some((Instant(3), T::A)));
         assert_eq!(t.take_expired(Instant(2)), None);
-        assert_eq!(t.take_expired(Instant(9)), Some(Timer::Tick));
-        assert_eq!(t.take_expired(Instant(9)), Some(Timer::Dial));
+        assert_eq!(t.take_expired(Instant(9)), Some(T::A));
+        assert_eq!(t.take_expired(Instant(9)), Some(T::B));
         assert_eq!(t.take_expired(Instant(9)), None);
         assert_eq!(t.next(), None);
+        t.set(T::B, Instant(1));
+        t.set(T::A, Instant(1));
+        assert_eq!(t.next(), Some((Instant(1), T::A)), "ties go to the first in ALL");
     }
 }

@@ -9,6 +9,7 @@
 mod lookup;
 mod maintenance;
 mod ops;
+mod protocol;
 mod ring;
 mod rpc;
 mod store;
@@ -28,6 +29,8 @@ use weft_protocol::{
 
 use lookup::Lookup;
 use ops::Op;
+pub(crate) use protocol::ChordProtocol;
+pub use protocol::{ChordCommand, ChordRefusal};
 pub use ring::{between, distance, finger_start, in_half_open};
 use rpc::{Purpose, Rpc};
 use store::Store;

@@ -8,6 +8,7 @@
 
 mod hlc;
 mod key;
+mod protocol;
 mod sync;
 
 #[cfg(test)]
@@ -17,11 +18,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use weft_protocol::{NodeId, TableWrite, TABLE_KEY_BYTES_MAX, TABLE_VALUE_BYTES_MAX};
 
-use crate::io::{Event, InputError};
 use crate::time::Duration;
 
 use hlc::HlcClock;
 pub use key::Lease;
+pub(crate) use protocol::TableProtocol;
+pub use protocol::{TableCommand, TableEvent, TableMetrics, TableRefusal};
 use key::{KeyState, Offer};
 
 /// The table's bounds (from [`crate::Limits`] and [`crate::Timers`]).
@@ -62,7 +64,7 @@ pub struct Table {
     limits: TableLimits,
     /// Encoded bytes of every held write.
     bytes: usize,
-    events: VecDeque<Event>,
+    events: VecDeque<TableEvent>,
 }
 
 impl Table {
@@ -148,32 +150,32 @@ impl Table {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         lease: Option<Duration>,
-    ) -> Result<Option<TableWrite>, InputError> {
-        let wall_ms = wall_ms.ok_or(InputError::NoWallClock)?;
+    ) -> Result<Option<TableWrite>, TableRefusal> {
+        let wall_ms = wall_ms.ok_or(TableRefusal::NoWallClock)?;
         let key_max = self.key_max();
         if key.is_empty() || key.len() > key_max {
-            return Err(InputError::TableKeyLength {
+            return Err(TableRefusal::KeyLength {
                 len: key.len(),
                 max: key_max,
             });
         }
         let value_max = self.value_max();
         if let Some(v) = value.as_ref().filter(|v| v.len() > value_max) {
-            return Err(InputError::TableValueTooLarge {
+            return Err(TableRefusal::ValueTooLarge {
                 len: v.len(),
                 max: value_max,
             });
         }
         if let Some(l) = lease {
             if l.as_millis() == 0 || l > self.limits.lease_max || value.is_none() {
-                return Err(InputError::TableLease {
+                return Err(TableRefusal::Lease {
                     ms: l.as_millis(),
                     max_ms: self.limits.lease_max.as_millis(),
                 });
             }
         }
         if !self.keys.contains_key(&key) && self.keys.len() >= self.limits.entries_max {
-            return Err(InputError::TableFull {
+            return Err(TableRefusal::Full {
                 max: self.limits.entries_max,
             });
         }
@@ -187,14 +189,14 @@ impl Table {
             lease_until_ms: lease.map(|l| hlc.ms.saturating_add(l.as_millis())),
         };
         if self.bytes + write.encoded_len() > self.limits.bytes_max {
-            return Err(InputError::TableTooLarge {
+            return Err(TableRefusal::TooLarge {
                 max: self.limits.bytes_max,
             });
         }
         let key = write.key.clone();
         let in_force = self.lease(&key);
         if let Some((owner, until_ms)) = in_force.filter(|&(o, u)| o != self.me && hlc.ms < u) {
-            self.events.push_back(Event::TableRefused {
+            self.events.push_back(TableEvent::Refused {
                 key,
                 owner,
                 until_ms,
@@ -210,14 +212,14 @@ impl Table {
         &mut self,
         wall_ms: Option<u64>,
         key: Vec<u8>,
-    ) -> Result<Option<TableWrite>, InputError> {
-        let wall = wall_ms.ok_or(InputError::NoWallClock)?;
+    ) -> Result<Option<TableWrite>, TableRefusal> {
+        let wall = wall_ms.ok_or(TableRefusal::NoWallClock)?;
         let owned = self
             .lease(&key)
             .is_some_and(|(owner, until)| owner == self.me && wall < until);
         let value = self.get(&key).map(<[u8]>::to_vec);
         if !owned || value.is_none() {
-            return Err(InputError::NotLeaseOwner);
+            return Err(TableRefusal::NotLeaseOwner);
         }
         self.write(wall_ms, key, value, None)
     }
@@ -277,7 +279,7 @@ impl Table {
         for (id, refused_by) in state.own_verdicts(me) {
             let was = verdicts.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
             if let (Some(None), Some((owner, until_ms))) = (was, refused_by) {
-                self.events.push_back(Event::TableRefused {
+                self.events.push_back(TableEvent::Refused {
                     key: key.clone(),
                     owner,
                     until_ms,
@@ -290,7 +292,7 @@ impl Table {
         self.bytes = self.bytes - bytes_before + state.bytes();
         if new != old {
             self.events
-                .push_back(Event::TableChanged { key, old, new, by });
+                .push_back(TableEvent::Changed { key, old, new, by });
         }
         Received::New
     }
@@ -314,7 +316,7 @@ impl Table {
     }
 
     /// The next event for the application.
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+    pub(crate) fn poll_event(&mut self) -> Option<TableEvent> {
         self.events.pop_front()
     }
 }
@@ -349,23 +351,23 @@ mod tests {
         };
         assert_eq!(
             t.write(None, b"k".to_vec(), None, None),
-            Err(InputError::NoWallClock)
+            Err(TableRefusal::NoWallClock)
         );
         assert_eq!(
             w(&mut t, b"", None, None),
-            Err(InputError::TableKeyLength { len: 0, max: 8 })
+            Err(TableRefusal::KeyLength { len: 0, max: 8 })
         );
         assert_eq!(
             w(&mut t, b"123456789", None, None),
-            Err(InputError::TableKeyLength { len: 9, max: 8 })
+            Err(TableRefusal::KeyLength { len: 9, max: 8 })
         );
         assert_eq!(
             w(&mut t, b"k", Some(b"123456789"), None),
-            Err(InputError::TableValueTooLarge { len: 9, max: 8 })
+            Err(TableRefusal::ValueTooLarge { len: 9, max: 8 })
         );
         assert_eq!(
             w(&mut t, b"k", Some(b"v"), Some(Duration::from_secs(61))),
-            Err(InputError::TableLease {
+            Err(TableRefusal::Lease {
                 ms: 61_000,
                 max_ms: 60_000
             })
@@ -375,12 +377,12 @@ mod tests {
         }
         assert_eq!(
             w(&mut t, b"c", Some(b"v"), None),
-            Err(InputError::TableFull { max: 64 })
+            Err(TableRefusal::Full { max: 64 })
         );
         assert!(w(&mut t, &[b'a', 0], Some(b"w"), None).unwrap().is_some());
         assert_eq!(
             t.release(Some(1000), vec![b'a', 0]),
-            Err(InputError::NotLeaseOwner)
+            Err(TableRefusal::NotLeaseOwner)
         );
     }
 
@@ -413,7 +415,7 @@ mod tests {
         assert!(dropped > 0 && a.bytes() <= 400, "{dropped} {}", a.bytes());
         assert_eq!(
             a.write(Some(1000), b"x".to_vec(), Some(vec![1]), None),
-            Err(InputError::TableTooLarge { max: 200 })
+            Err(TableRefusal::TooLarge { max: 200 })
         );
         let long = TableWrite {
             key: vec![b'k'; 9],

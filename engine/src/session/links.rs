@@ -47,11 +47,6 @@ impl Links {
         self.conns.len()
     }
 
-    /// Whether no link is held.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// (peer, connection), in node-id order.
     pub(crate) fn iter(&self) -> std::collections::btree_map::Iter<'_, NodeId, ConnId> {
         self.by_node.iter()

@@ -1,0 +1,250 @@
+//! Chord as a protocol the node hosts: carrying [`ChordOutput::Send`] to peers by node id
+//! (over the peer's link, else a dedicated connection the session dials), joining the ring
+//! through the first chord-running peer a lone node links to, and asking mesh peers who
+//! follows it every repair period so rings that formed apart merge (SPEC.md §20.3, §20.4).
+
+use std::collections::VecDeque;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_protocol::{ChordPeer, Code, Family, Frame, Message};
+
+use super::{Chord, ChordEvent, ChordOutput, ChordRequest};
+use crate::config::Config;
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::session::Peer;
+use crate::time::{Duration, Instant};
+
+/// Mesh peers a node probes through each repair period (SPEC.md §20.3).
+pub(crate) const CHORD_PROBES_PER_PERIOD: usize = 4;
+
+/// A Chord put, get, delete or lookup; its end comes as [`crate::Event::Chord`] with
+/// `request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChordCommand {
+    /// The application's id for it, echoed in the event.
+    pub request: u64,
+    /// What to do.
+    pub op: ChordRequest,
+}
+
+/// Why Chord refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChordRefusal {
+    /// This node is no ring member (no `Config::chord`, or no listen address).
+    #[error("chord is not enabled on this node")]
+    Disabled,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct ChordProtocol {
+    /// The machine, when this node is a ring member.
+    chord: Option<Box<Chord>>,
+    probe_interval: Duration,
+    probe_at: Option<Instant>,
+    rng: ChaCha8Rng,
+    outputs: VecDeque<ProtocolOutput<ChordEvent>>,
+}
+
+impl ChordProtocol {
+    pub(crate) fn new(config: &Config, me: weft_protocol::NodeId, seed: [u8; 32]) -> Self {
+        let chord = match (config.chord.clone(), config.listen_addr.clone()) {
+            (Some(chord), Some(addr)) => Some(Box::new(Chord::new(
+                ChordPeer { node: me, addr },
+                chord,
+                config.rng_seed ^ config.incarnation,
+            ))),
+            _ => None,
+        };
+        ChordProtocol {
+            chord,
+            probe_interval: config.timers.repair_interval,
+            probe_at: None,
+            rng: ChaCha8Rng::from_seed(seed),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The machine, when this node is a ring member.
+    pub(crate) fn chord(&self) -> Option<&Chord> {
+        self.chord.as_deref()
+    }
+
+    /// Moves the machine's outputs to ours: messages to their peers (by node id, with the
+    /// address for the session's book), results to the application.
+    fn pump(&mut self) {
+        let Some(chord) = self.chord.as_mut() else {
+            return;
+        };
+        while let Some(out) = chord.poll_output() {
+            match out {
+                ChordOutput::Send { to, msg } => {
+                    if to.node == chord.me().node {
+                        continue;
+                    }
+                    if !to.addr.is_empty() {
+                        self.outputs.push_back(ProtocolOutput::Learned {
+                            node: to.node,
+                            addr: to.addr,
+                        });
+                    }
+                    self.outputs.push_back(ProtocolOutput::Send {
+                        to: Recipients::PeerOrDial(to.node),
+                        message: Outgoing::message(&Message::Chord(msg)),
+                        class: Class::Control,
+                    });
+                }
+                ChordOutput::Event(e) => self.outputs.push_back(ProtocolOutput::Event(e)),
+            }
+        }
+    }
+
+    /// Asks up to [`CHORD_PROBES_PER_PERIOD`] chord-running links (consecutive in node-id
+    /// order from a random one) who follows this node on the ring.
+    fn probe(&mut self, now: Instant, cx: &Context<'_>) {
+        let Some(chord) = self.chord.as_mut() else {
+            return;
+        };
+        let members: Vec<ChordPeer> = cx
+            .links()
+            .filter(|p| p.runs(Family::Chord))
+            .filter_map(|p| {
+                Some(ChordPeer {
+                    node: p.node,
+                    addr: p.listen_addr.clone()?,
+                })
+            })
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let count = members.len();
+        let first = (self.rng.next_u64() % count as u64) as usize;
+        for via in members
+            .into_iter()
+            .cycle()
+            .skip(first)
+            .take(count.min(CHORD_PROBES_PER_PERIOD))
+        {
+            chord.probe_via(now, via);
+        }
+    }
+}
+
+impl Protocol for ChordProtocol {
+    type Event = ChordEvent;
+    type Command = ChordCommand;
+    type Refusal = ChordRefusal;
+
+    const FAMILY: Family = Family::Chord;
+
+    fn owns(code: Code) -> bool {
+        code.family() == Some(Family::Chord)
+    }
+
+    fn runs(&self) -> bool {
+        self.chord.is_some()
+    }
+
+    /// A lone node joins the ring through the first chord-running peer it links to.
+    fn handle_link(&mut self, now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+        let LinkNotice::Up {
+            peer,
+            replaced: false,
+        } = notice
+        else {
+            return;
+        };
+        let (Some(chord), true, Some(addr)) = (
+            self.chord.as_mut(),
+            peer.runs(Family::Chord),
+            peer.listen_addr.as_ref(),
+        ) else {
+            return;
+        };
+        let via = ChordPeer {
+            node: peer.node,
+            addr: addr.clone(),
+        };
+        chord.join_if_alone(now, via);
+        self.pump();
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        _cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        let payload = frame.payload()?;
+        let Message::Chord(msg) = Message::decode(frame.code(), &payload)? else {
+            return Err(PeerFault::Unexpected("not a chord message"));
+        };
+        let from = ChordPeer {
+            node: from.node,
+            addr: from.listen_addr.clone().unwrap_or_default(),
+        };
+        if let Some(chord) = self.chord.as_mut() {
+            chord.handle_message(now, &from, msg);
+        }
+        self.pump();
+        Ok(())
+    }
+
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        _cx: &Context<'_>,
+        command: ChordCommand,
+    ) -> Result<(), ChordRefusal> {
+        let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
+        chord.request(now, command.request, command.op);
+        self.pump();
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        let Some(chord) = self.chord.as_mut() else {
+            return;
+        };
+        chord.start(now);
+        if chord.poll_timeout().is_some_and(|at| at <= now) {
+            chord.handle_timeout(now);
+        }
+        match self.probe_at {
+            None => self.probe_at = Some(now + self.probe_interval),
+            Some(at) if at <= now => {
+                self.probe_at = Some(now + self.probe_interval);
+                self.probe(now, cx);
+            }
+            Some(_) => {}
+        }
+        self.pump();
+    }
+
+    /// Hands every record to the successor, then leaves the ring.
+    fn handle_shutdown(&mut self, now: Instant, _cx: &Context<'_>) {
+        if let Some(chord) = self.chord.as_mut() {
+            chord.leave(now);
+        }
+        self.pump();
+        self.chord = None;
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<ChordEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let chord = self.chord.as_ref()?.poll_timeout();
+        match (chord, self.probe_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

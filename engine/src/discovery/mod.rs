@@ -1,0 +1,254 @@
+//! Discovery (ploppy, SPEC.md §10): cascades that spread who can see whom. ICANSEE when a link
+//! comes up (the origin's links), IKNOWABOUT to the new peer (the address book), ICANTSEE when
+//! a link goes down. Every address a cascade names goes into the session's address book, which
+//! dials from it; this protocol only carries the news.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use weft_protocol::{
+    CascadeId, Code, Family, Frame, ICanSee, ICantSee, IKnowAbout, Message, NodeId, PeerInfo,
+    PEERS_PER_MESSAGE_MAX,
+};
+
+use crate::config::Config;
+use crate::io::CloseReason;
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::seen::CascadeSeen;
+use crate::session::Peer;
+use crate::time::Instant;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct DiscoveryProtocol {
+    /// `Config::discovery`: off, cascades are neither sent nor acted on.
+    enabled: bool,
+    /// `Limits::cascade_hops`.
+    hops: u8,
+    incarnation: u64,
+    cascades: CascadeSeen,
+    last_cascade: u64,
+    outputs: VecDeque<ProtocolOutput<Infallible>>,
+}
+
+impl DiscoveryProtocol {
+    pub(crate) fn new(config: &Config) -> DiscoveryProtocol {
+        DiscoveryProtocol {
+            enabled: config.discovery,
+            hops: config.limits.cascade_hops,
+            incarnation: config.incarnation,
+            cascades: CascadeSeen::new(config.limits.cascade_seen_max),
+            last_cascade: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// A fresh id for a cascade this node starts: incarnation in the high 32 bits.
+    fn new_cascade(&mut self, origin: NodeId) -> CascadeId {
+        self.last_cascade = self.last_cascade.wrapping_add(1) & 0xffff_ffff;
+        let id = CascadeId {
+            origin,
+            seq: (self.incarnation << 32) | self.last_cascade,
+        };
+        self.cascades.insert(id);
+        id
+    }
+
+    fn send(&mut self, to: Recipients, msg: &Message<'_>, class: Class) {
+        self.outputs.push_back(ProtocolOutput::Send {
+            to,
+            message: Outgoing::message(msg),
+            class,
+        });
+    }
+
+    fn learn(&mut self, me: NodeId, peers: &[PeerInfo]) {
+        for p in peers.iter().filter(|p| p.node != me) {
+            self.outputs.push_back(ProtocolOutput::Learned {
+                node: p.node,
+                addr: p.addr.clone(),
+            });
+        }
+    }
+
+    /// A new link: tell the new peer what we have heard of, and cascade to every link what
+    /// we can now see.
+    fn announce(&mut self, cx: &Context<'_>, peer: &Peer) {
+        let me = cx.me();
+        let known = cx.known_peers(peer.node, PEERS_PER_MESSAGE_MAX);
+        if !known.is_empty() {
+            let msg = Message::IKnowAbout(IKnowAbout {
+                cascade: self.new_cascade(me),
+                hops_left: 0,
+                peers: known,
+            });
+            self.send(Recipients::Peer(peer.node), &msg, Class::Control);
+        }
+        let peers: Vec<PeerInfo> = cx
+            .links()
+            .filter_map(|p| {
+                Some(PeerInfo {
+                    node: p.node,
+                    addr: p.listen_addr.clone()?,
+                })
+            })
+            .take(PEERS_PER_MESSAGE_MAX)
+            .collect();
+        let msg = Message::ICanSee(ICanSee {
+            cascade: self.new_cascade(me),
+            hops_left: self.hops,
+            origin_addr: cx.listen_addr().map(str::to_owned),
+            peers,
+        });
+        self.send(Recipients::Links { except: None }, &msg, Class::Control);
+    }
+
+    /// A cascade's relay: one hop less, capped at our own hop limit, to every other link.
+    fn relay(&mut self, from: NodeId, hops_left: u8, msg: impl FnOnce(u8) -> Message<'static>) {
+        if hops_left > 0 {
+            let hops = (hops_left - 1).min(self.hops);
+            let to = Recipients::Links { except: Some(from) };
+            self.send(to, &msg(hops), Class::Relay);
+        }
+    }
+}
+
+impl Protocol for DiscoveryProtocol {
+    type Event = Infallible;
+    type Command = Infallible;
+    type Refusal = Infallible;
+
+    const FAMILY: Family = Family::Session;
+
+    fn owns(code: Code) -> bool {
+        matches!(code, Code::ICANSEE | Code::IKNOWABOUT | Code::ICANTSEE)
+    }
+
+    fn handle_link(&mut self, _now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {
+        if !self.enabled {
+            return;
+        }
+        match notice {
+            LinkNotice::Up {
+                peer,
+                replaced: false,
+            } => self.announce(cx, peer),
+            LinkNotice::Down { node, reason } => {
+                if matches!(reason, CloseReason::Shutdown | CloseReason::DuplicateLink) {
+                    return;
+                }
+                let msg = Message::ICantSee(ICantSee {
+                    cascade: self.new_cascade(cx.me()),
+                    hops_left: self.hops,
+                    lost: node,
+                });
+                self.send(Recipients::Links { except: None }, &msg, Class::Control);
+            }
+            LinkNotice::Up { .. } | LinkNotice::Room { .. } => {}
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        _now: Instant,
+        cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        let payload = frame.payload()?;
+        let msg = Message::decode(frame.code(), &payload)?;
+        let me = cx.me();
+        match msg {
+            Message::ICanSee(m) => {
+                if !self.enabled || !self.cascades.insert(m.cascade) {
+                    return Ok(());
+                }
+                if let Some(addr) = &m.origin_addr {
+                    if m.cascade.origin != me {
+                        self.outputs.push_back(ProtocolOutput::Learned {
+                            node: m.cascade.origin,
+                            addr: addr.clone(),
+                        });
+                    }
+                }
+                self.learn(me, &m.peers);
+                self.relay(from.node, m.hops_left, |hops_left| {
+                    Message::ICanSee(ICanSee { hops_left, ..m })
+                });
+            }
+            Message::IKnowAbout(m) => {
+                if !self.enabled || !self.cascades.insert(m.cascade) {
+                    return Ok(());
+                }
+                self.learn(me, &m.peers);
+                self.relay(from.node, m.hops_left, |hops_left| {
+                    Message::IKnowAbout(IKnowAbout { hops_left, ..m })
+                });
+            }
+            Message::ICantSee(m) => {
+                if !self.enabled || !self.cascades.insert(m.cascade) {
+                    return Ok(());
+                }
+                // A peer we hold a live link to stays, whatever others say about it (the
+                // session keeps linked entries).
+                self.outputs
+                    .push_back(ProtocolOutput::Forget { node: m.lost });
+                self.relay(from.node, m.hops_left, |hops_left| {
+                    Message::ICantSee(ICantSee { hops_left, ..m })
+                });
+            }
+            _ => return Err(PeerFault::Unexpected("not a discovery message")),
+        }
+        Ok(())
+    }
+
+    fn handle_command(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        command: Infallible,
+    ) -> Result<(), Infallible> {
+        match command {}
+    }
+
+    fn handle_timeout(&mut self, _now: Instant, _cx: &Context<'_>) {}
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<Infallible>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn check_invariants(&self, config: &Config) -> Result<(), String> {
+        if self.cascades.len() > config.limits.cascade_seen_max.max(1) {
+            return Err("the cascade-id set is over its bound".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cascade_ids_carry_the_incarnation_and_are_seen_once() {
+        let mut config = Config::from_seed("t", 1);
+        config.incarnation = 7;
+        let mut d = DiscoveryProtocol::new(&config);
+        let node = |b| NodeId([b; 32]);
+        let id = d.new_cascade(node(1));
+        assert_eq!(id.seq >> 32, 7);
+        assert!(!d.cascades.insert(id), "own cascades are pre-marked");
+        let other = CascadeId {
+            origin: node(2),
+            seq: 1,
+        };
+        assert!(d.cascades.insert(other));
+        assert!(!d.cascades.insert(other));
+    }
+}

@@ -1,0 +1,374 @@
+//! Mesh flood broadcast and its repair (SPEC.md §11).
+//!
+//! The three rules: the originator sends to all its links; a receiver of a new broadcast
+//! relays the received frame, unchanged, to all its links but the one it came on; nobody
+//! relays or delivers a broadcast twice (the seen windows, `crate::seen`).
+//!
+//! Repair: every node holds the broadcasts it delivered or originated in a bounded recent
+//! window ([`store`]). When a link comes up, and every repair period to one random link, a
+//! node sends a digest of that window; the receiver asks for what it has not seen and floods
+//! what it gets back.
+
+mod store;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_protocol::{
+    Broadcast, Code, Family, Frame, MeshDigest, MeshWant, Message, NodeId, HEADER_BYTES,
+};
+
+use crate::config::Config;
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::seen::SeenWindows;
+use crate::session::Peer;
+use crate::time::{Duration, Instant};
+use store::{RepairStore, StoreLimits};
+
+/// What the application asks of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeshCommand {
+    /// Flood `payload` to every node of the mesh.
+    Broadcast {
+        /// Application bytes, at most `Limits::broadcast_payload_max`.
+        payload: Bytes,
+    },
+}
+
+/// What the mesh tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeshEvent {
+    /// A broadcast arrived for the first time.
+    Broadcast {
+        /// Its originator.
+        origin: NodeId,
+        /// The originator's incarnation when it sent it.
+        incarnation: u64,
+        /// The originator's sequence number (per incarnation).
+        seq: u64,
+        /// The application bytes (a slice of the received frame).
+        payload: Bytes,
+    },
+}
+
+/// Why the mesh refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshRefusal {
+    /// The broadcast payload is over `Limits::broadcast_payload_max`.
+    #[error("payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The mesh's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshMetrics {
+    /// Broadcasts this node originated.
+    pub broadcasts_originated: u64,
+    /// BROADCAST frames received (first copies and duplicates).
+    pub broadcasts_received: u64,
+    /// BROADCAST frames received that were already seen (or this node's own).
+    pub broadcast_duplicates: u64,
+    /// Broadcasts delivered to the application (first copies).
+    pub broadcasts_delivered: u64,
+    /// Repair messages sent: MESH_DIGEST, MESH_WANT and MESH_REPAIR.
+    pub repair_messages: u64,
+    /// Broadcasts first obtained through MESH_REPAIR.
+    pub repairs_received: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct MeshProtocol {
+    me: NodeId,
+    incarnation: u64,
+    seen: SeenWindows,
+    store: RepairStore,
+    last_seq: u64,
+    broadcast_payload_max: usize,
+    /// Sequence numbers a received digest is examined for (`Limits::repair_store_max`).
+    wants_budget: usize,
+    repair_interval: Duration,
+    repair_at: Option<Instant>,
+    rng: ChaCha8Rng,
+    metrics: MeshMetrics,
+    outputs: VecDeque<ProtocolOutput<MeshEvent>>,
+}
+
+impl MeshProtocol {
+    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32]) -> MeshProtocol {
+        let limits = &config.limits;
+        MeshProtocol {
+            me,
+            incarnation: config.incarnation,
+            seen: SeenWindows::new(limits.seen_origins_max),
+            store: RepairStore::new(StoreLimits {
+                count_max: limits.repair_store_max,
+                bytes_max: limits.repair_store_bytes_max,
+                age_max: config.timers.repair_window,
+            }),
+            last_seq: 0,
+            broadcast_payload_max: limits.broadcast_payload_max,
+            wants_budget: limits.repair_store_max,
+            repair_interval: config.timers.repair_interval,
+            repair_at: None,
+            rng: ChaCha8Rng::from_seed(seed),
+            metrics: MeshMetrics::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &MeshMetrics {
+        &self.metrics
+    }
+
+    /// Counts a received broadcast and records it as seen; true if it is new. This node's
+    /// own broadcasts of its current run are held already; those of an earlier run (before a
+    /// restart) are carried like anyone's, and not delivered: this node sent them.
+    fn accept(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+        self.metrics.broadcasts_received += 1;
+        let own_current = origin == self.me && incarnation >= self.incarnation;
+        let new = !own_current && self.seen.insert(origin, incarnation, seq);
+        self.metrics.broadcast_duplicates += u64::from(!new);
+        new
+    }
+
+    /// A new broadcast from `from`: relays it to every other link (the received frame when
+    /// there is one), holds it for repair and, unless this node sent it, delivers it.
+    /// `payload` is the whole BROADCAST payload, `body` the application bytes within it.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_and_deliver(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        frame: Option<Frame>,
+        payload: Bytes,
+        origin: NodeId,
+        incarnation: u64,
+        seq: u64,
+        body: Bytes,
+    ) {
+        let message = match frame {
+            Some(f) => Outgoing::relay(f, payload.clone()),
+            None => Outgoing::encoded(Code::BROADCAST, payload.clone()),
+        };
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Links { except: Some(from) },
+            message,
+            class: Class::Relay,
+        });
+        self.store.hold(now, origin, incarnation, seq, payload);
+        if origin == self.me {
+            return;
+        }
+        self.metrics.broadcasts_delivered += 1;
+        self.outputs
+            .push_back(ProtocolOutput::Event(MeshEvent::Broadcast {
+                origin,
+                incarnation,
+                seq,
+                payload: body,
+            }));
+    }
+
+    /// A BROADCAST or MESH_REPAIR: accepted, relayed and delivered if new. An uncompressed
+    /// BROADCAST is decoded in place from its frame: a duplicate, most receptions, takes no
+    /// payload handle of its own.
+    fn on_broadcast(&mut self, now: Instant, from: NodeId, frame: Frame) -> Result<(), PeerFault> {
+        let code = frame.code();
+        if code == Code::BROADCAST && !frame.flags().compressed() {
+            let wire = frame.bytes().get(HEADER_BYTES..).unwrap_or_default();
+            let b = Broadcast::decode(code, wire)?;
+            if self.accept(b.origin, b.incarnation, b.seq) {
+                let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
+                let payload = frame.wire_payload();
+                let body = payload.slice_ref(b.payload);
+                self.relay_and_deliver(now, from, Some(frame), payload, origin, incarnation, seq, body);
+            }
+            return Ok(());
+        }
+        let payload = frame.payload()?;
+        let b = Broadcast::decode(code, &payload)?;
+        if !self.accept(b.origin, b.incarnation, b.seq) {
+            return Ok(());
+        }
+        let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
+        let body = payload.slice_ref(b.payload);
+        let relayed = if code == Code::BROADCAST {
+            Some(frame)
+        } else {
+            self.metrics.repairs_received += 1;
+            None
+        };
+        self.relay_and_deliver(now, from, relayed, payload, origin, incarnation, seq, body);
+        Ok(())
+    }
+
+    fn send(&mut self, to: NodeId, msg: &Message<'_>) {
+        self.metrics.repair_messages += 1;
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Peer(to),
+            message: Outgoing::message(msg),
+            class: Class::Control,
+        });
+    }
+
+    /// Sends a digest of the repair window to `to`.
+    fn send_digest(&mut self, to: NodeId) {
+        let digest = self.store.digest();
+        if !digest.entries.is_empty() {
+            self.send(to, &Message::MeshDigest(digest));
+        }
+    }
+
+    /// A peer's digest: ask for what we have not seen.
+    fn on_digest(&mut self, from: NodeId, digest: &MeshDigest) {
+        let me = (self.me, self.incarnation);
+        let wants = store::wants(&self.seen, me, digest, self.wants_budget);
+        if !wants.is_empty() {
+            self.send(from, &Message::MeshWant(MeshWant { wants }));
+        }
+    }
+
+    /// A peer asks for held broadcasts: each as MESH_REPAIR, relay class (a reply larger than
+    /// the peer's queue allows is cut short; the next digest asks again for the rest).
+    fn on_want(&mut self, from: NodeId, mut want: MeshWant) {
+        want.wants.sort_unstable();
+        let replies: Vec<Bytes> = self
+            .store
+            .wanted(&want.wants)
+            .map(|h| h.payload.clone())
+            .collect();
+        for payload in replies {
+            self.metrics.repair_messages += 1;
+            self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Peer(from),
+                message: Outgoing::encoded(Code::MESH_REPAIR, payload),
+                class: Class::Relay,
+            });
+        }
+    }
+}
+
+impl Protocol for MeshProtocol {
+    type Event = MeshEvent;
+    type Command = MeshCommand;
+    type Refusal = MeshRefusal;
+
+    const FAMILY: Family = Family::Mesh;
+
+    fn owns(code: Code) -> bool {
+        code.family() == Some(Family::Mesh)
+    }
+
+    fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+        if let LinkNotice::Up { peer, .. } = notice {
+            self.send_digest(peer.node);
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        _cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        match frame.code() {
+            Code::BROADCAST | Code::MESH_REPAIR => self.on_broadcast(now, from.node, frame),
+            code => {
+                let payload = frame.payload()?;
+                match Message::decode(code, &payload)? {
+                    Message::MeshDigest(d) => self.on_digest(from.node, &d),
+                    Message::MeshWant(w) => self.on_want(from.node, w),
+                    _ => return Err(PeerFault::Unexpected("not a mesh message")),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        _cx: &Context<'_>,
+        command: MeshCommand,
+    ) -> Result<(), MeshRefusal> {
+        let MeshCommand::Broadcast { payload } = command;
+        let max = self.broadcast_payload_max;
+        if payload.len() > max {
+            return Err(MeshRefusal::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        self.last_seq += 1;
+        let (origin, incarnation, seq) = (self.me, self.incarnation, self.last_seq);
+        let msg = Message::Broadcast(Broadcast {
+            origin,
+            incarnation,
+            seq,
+            payload: &payload,
+        });
+        let encoded = Bytes::from(msg.encode_payload());
+        self.store.hold(now, origin, incarnation, seq, encoded.clone());
+        self.metrics.broadcasts_originated += 1;
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Links { except: None },
+            message: Outgoing::encoded(Code::BROADCAST, encoded),
+            class: Class::Control,
+        });
+        Ok(())
+    }
+
+    /// The repair timer: drop expired broadcasts, then send a digest to one random link.
+    fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        let Some(at) = self.repair_at else {
+            self.repair_at = Some(now + self.repair_interval);
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.repair_at = Some(now + self.repair_interval);
+        self.store.expire(now);
+        let count = cx.link_count();
+        if self.store.is_empty() || count == 0 {
+            return;
+        }
+        let pick = (self.rng.next_u64() % count as u64) as usize;
+        if let Some(peer) = cx.links().nth(pick) {
+            self.send_digest(peer.node);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<MeshEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.repair_at
+    }
+
+    fn check_invariants(&self, config: &Config) -> Result<(), String> {
+        let limits = &config.limits;
+        if self.seen.len() > limits.seen_origins_max.max(1)
+            || self.store.len() > limits.repair_store_max
+            || self.store.bytes() > limits.repair_store_bytes_max
+        {
+            return Err("a mesh table is over its bound".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! The node: the protocol host. It feeds inputs to the session layer, hands the protocols
+//! their frames, link notices, commands and timeouts, carries their outputs back to the
+//! session, and keeps the one deadline.
+//!
+//! Methods, in the order a driver uses them: [`Node::new`]; `handle_input` and
+//! `handle_timeout` (in); `poll_output` until `None`, then `poll_timeout` (out); the rest
+//! only read. After every input the host runs [`Node::pump`] until neither the session nor
+//! any protocol has anything left to say (str0m's single-mutation rule).
+
+mod protocols;
+
+use std::collections::BTreeMap;
+
+use weft_protocol::{ByeReason, Frame, NodeId};
+
+use crate::chord::Chord;
+use crate::config::Config;
+use crate::io::{
+    Command, ConnId, HostResult, Input, InputError, Misuse, Output, RequestId, SessionRefusal,
+};
+use crate::machine::{Context, LinkNotice, PeerFault, ProtocolOutput};
+use crate::metrics::{ConnStats, NodeMetrics};
+use crate::session::{HostInfo, Notice, Session};
+use crate::table::Table;
+use crate::time::Instant;
+use protocols::{Protocols, COUNT};
+
+/// One weft node: a pure state machine. See the crate documentation for the contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    session: Session,
+    protocols: Protocols,
+    /// Requests to the host not yet completed: which protocol sent each, and its token.
+    requests: BTreeMap<RequestId, (usize, u64)>,
+    last_request: u64,
+    now: Instant,
+    started: bool,
+}
+
+impl Node {
+    /// A node from its configuration. It does nothing until its first `handle_*` call.
+    pub fn new(config: Config) -> Node {
+        let seed = rng_seed(&config);
+        let child = |name: &str| {
+            let mut h = blake3::Hasher::new_derive_key("weft node rng streams v1");
+            h.update(&seed);
+            h.update(name.as_bytes());
+            *h.finalize().as_bytes()
+        };
+        let me = crate::identity::Identity::from_secret(&config.secret_key).node_id();
+        let protocols = Protocols::new(&config, me, child);
+        let session = Session::new(&config, protocols.families(), child("session"));
+        Node {
+            config,
+            session,
+            protocols,
+            requests: BTreeMap::new(),
+            last_request: 0,
+            now: Instant::ZERO,
+            started: false,
+        }
+    }
+
+    // ----- the contract -------------------------------------------------------------------
+
+    /// Feeds one input at time `now`. Bytes from the network never make this fail: a fault
+    /// in them closes their connection. An `Err` is the driver's misuse (an unknown
+    /// connection id, ...) or a refused command (an oversized payload, ...): the input was
+    /// ignored (the timers due at `now` have still run).
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
+        self.advance(now);
+        let now = self.now;
+        let result = match input {
+            Input::Accepted { conn, addr } => self.session.accepted(now, conn, addr).map_err(Into::into),
+            Input::Connected { conn } => self.session.connected(conn).map_err(Into::into),
+            Input::ConnectFailed { conn } => {
+                self.session.connect_failed(now, conn).map_err(Into::into)
+            }
+            Input::Received { conn, bytes } => {
+                self.session.received(conn, bytes).map_err(InputError::from)?;
+                self.receive(now, conn);
+                Ok(())
+            }
+            Input::Writable { conn } => self.session.writable(conn).map_err(Into::into),
+            Input::Closed { conn } => self.session.closed(now, conn).map_err(Into::into),
+            Input::WallClock { unix_ms } => {
+                self.session.set_wall_clock(unix_ms, now);
+                Ok(())
+            }
+            Input::Completed { id, result } => self.completed(now, id, result),
+            Input::Command(command) => self.command(now, command),
+        };
+        self.pump(now);
+        result
+    }
+
+    /// Runs every timer due at `now`. Calling it early, or twice, does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The next output, or `None` when the node has nothing more to say for now.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.session.poll_output()
+    }
+
+    /// When the node next wants [`handle_timeout`](Self::handle_timeout): the soonest of the
+    /// session's and every protocol's deadlines, never earlier than the latest `now` given.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.session.is_shut_down() {
+            return None;
+        }
+        let protocols = self.protocols.all().map(|p| p.poll_timeout());
+        core::iter::once(self.session.poll_timeout())
+            .chain(protocols)
+            .flatten()
+            .min()
+            .map(|at| at.max(self.now))
+    }
+
+    // ----- inspection ---------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.session.node_id()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The sync table, as this node holds it now (SPEC.md §19).
+    pub fn table(&self) -> &Table {
+        self.protocols.table.table()
+    }
+
+    /// The Chord machine, when this node is a ring member.
+    pub fn chord(&self) -> Option<&Chord> {
+        self.protocols.chord.chord()
+    }
+
+    /// Every node-wide counter.
+    pub fn metrics(&self) -> NodeMetrics {
+        NodeMetrics {
+            session: self.session.metrics().clone(),
+            mesh: self.protocols.mesh.metrics().clone(),
+            table: self.protocols.table.metrics().clone(),
+        }
+    }
+
+    /// One connection's counters and queue state.
+    pub fn conn_stats(&self, conn: ConnId) -> Option<ConnStats> {
+        self.session.conn_stats(conn)
+    }
+
+    /// The address a connection was dialed at or accepted from.
+    pub fn conn_addr(&self, conn: ConnId) -> Option<&str> {
+        self.session.conn_addr(conn)
+    }
+
+    /// Open connections' ids, in order.
+    pub fn conn_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.session.conn_ids()
+    }
+
+    /// The family a connection is dedicated to, if it is a dedicated connection (never a
+    /// link: SPEC.md §8.9).
+    pub fn dedicated_family(&self, conn: ConnId) -> Option<weft_protocol::Family> {
+        self.session.dedicated_family(conn)
+    }
+
+    /// Peers with an established link, in node-id order, with their connection.
+    pub fn links(&self) -> impl Iterator<Item = (NodeId, ConnId)> + '_ {
+        self.session.links()
+    }
+
+    /// Direct and heard-of hosts, in node-id order.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        self.session.hosts()
+    }
+
+    /// Calendar time at `now` (Unix milliseconds), from the driver's last `WallClock` input.
+    pub fn wall_clock_ms(&self, now: Instant) -> Option<u64> {
+        self.session.wall_clock_ms(now)
+    }
+
+    /// Checks every bound the engine promises (queues, caches, tables) and the consistency of
+    /// its link table. Used by tests, the fuzzer and the simulator's invariant checkers.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.session.check_invariants()?;
+        for p in self.protocols.all() {
+            p.check_invariants(&self.config)?;
+        }
+        if self.requests.len() > REQUESTS_OUTSTANDING_MAX {
+            return Err(format!("{} requests outstanding", self.requests.len()));
+        }
+        Ok(())
+    }
+
+    // ----- the host -----------------------------------------------------------------------
+
+    /// Moves the clock to `now` (never backwards) and runs every due timer.
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.session.set_now(now);
+        if self.session.is_shut_down() {
+            return;
+        }
+        self.session.handle_timeout(now);
+        let cx = Context {
+            session: &self.session,
+        };
+        let start = !self.started;
+        self.started = true;
+        for p in self.protocols.all_mut() {
+            // At the start every protocol arms its timers.
+            if start || p.poll_timeout().is_some_and(|at| at <= now) {
+                p.handle_timeout(now, &cx);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Hands the protocols their frames from `conn`, pumping after each.
+    fn receive(&mut self, now: Instant, conn: ConnId) {
+        while let Some((frame, more)) = self.session.next_frame(now, conn) {
+            self.dispatch(now, conn, frame);
+            self.pump(now);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// One frame to the protocol that owns its code; a fault closes the connection.
+    fn dispatch(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        let Some(peer) = self.session.peer(conn) else {
+            return;
+        };
+        let cx = Context {
+            session: &self.session,
+        };
+        let code = frame.code();
+        let owner = self.protocols.all_mut().into_iter().find(|p| p.owns(code));
+        let result = match owner {
+            Some(p) => p.handle_message(now, &cx, peer, frame),
+            None => Err(PeerFault::Unexpected("a message no protocol here owns")),
+        };
+        if let Err(fault) = result {
+            let bye = Some(ByeReason::ProtocolViolation);
+            self.session.close(conn, fault.into(), bye);
+        }
+    }
+
+    fn command(&mut self, now: Instant, command: Command) -> Result<(), InputError> {
+        if self.session.is_shut_down() {
+            return Err(SessionRefusal::ShutDown.into());
+        }
+        match command {
+            Command::Connect { addr } => self.session.connect(now, addr)?,
+            Command::Disconnect { node } => self.session.disconnect(node)?,
+            Command::Shutdown => {
+                let cx = Context {
+                    session: &self.session,
+                };
+                for p in self.protocols.all_mut() {
+                    p.handle_shutdown(now, &cx);
+                }
+                self.pump(now);
+                self.session.shutdown();
+            }
+            command => {
+                let cx = Context {
+                    session: &self.session,
+                };
+                self.protocols.command(now, &cx, command)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn completed(&mut self, now: Instant, id: RequestId, result: HostResult) -> Result<(), InputError> {
+        let (index, token) = self
+            .requests
+            .remove(&id)
+            .ok_or(Misuse::UnknownRequest(id))?;
+        let cx = Context {
+            session: &self.session,
+        };
+        if let Some(p) = self.protocols.all_mut().into_iter().nth(index) {
+            p.handle_completed(now, &cx, token, result);
+        }
+        Ok(())
+    }
+
+    /// The single-mutation rule: carries the session's notices to the protocols and the
+    /// protocols' outputs to the session until neither has anything left.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(notice) = self.session.poll_notice() {
+                busy = true;
+                self.notify(now, notice);
+            }
+            for index in 0..COUNT {
+                while let Some(out) = self.protocols.all_mut()[index].poll_output() {
+                    busy = true;
+                    self.carry(now, index, out);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// A session notice to the protocols it concerns.
+    fn notify(&mut self, now: Instant, notice: Notice) {
+        let cx = Context {
+            session: &self.session,
+        };
+        match notice {
+            Notice::LinkUp { node, replaced } => {
+                // The link may have gone again before its notice was carried.
+                let Some(peer) = self.session.link_peer(&node) else {
+                    return;
+                };
+                for p in self.protocols.all_mut() {
+                    if p.runs() && peer.runs(p.family()) {
+                        p.handle_link(now, &cx, LinkNotice::Up { peer, replaced });
+                    }
+                }
+            }
+            Notice::LinkDown { node, reason } => {
+                for p in self.protocols.all_mut() {
+                    let down = LinkNotice::Down {
+                        node,
+                        reason: &reason,
+                    };
+                    p.handle_link(now, &cx, down);
+                }
+            }
+            Notice::Room { node, family } => {
+                for p in self.protocols.all_mut() {
+                    if p.family() == family {
+                        p.handle_link(now, &cx, LinkNotice::Room { node });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One protocol output, carried out.
+    fn carry(&mut self, now: Instant, index: usize, out: ProtocolOutput<crate::io::Event>) {
+        match out {
+            ProtocolOutput::Send { to, message, class } => {
+                let family = self.protocols.all()[index].family();
+                self.session.send(now, family, to, &message, class);
+            }
+            ProtocolOutput::Event(e) => self.session.push_output(Output::Event(e)),
+            ProtocolOutput::Request { token, request } => {
+                self.last_request += 1;
+                let id = RequestId(self.last_request);
+                self.requests.insert(id, (index, token));
+                self.session.push_output(Output::Request { id, request });
+            }
+            ProtocolOutput::Learned { node, addr } => self.session.learn(now, node, &addr),
+            ProtocolOutput::Forget { node } => self.session.forget(&node),
+        }
+    }
+}
+
+/// Requests to the host a node may have outstanding; a protocol keeps its own well below.
+const REQUESTS_OUTSTANDING_MAX: usize = 4096;
+
+/// The node's RNG seed: BLAKE3 of the secret key, the incarnation and `Config::rng_seed`, so
+/// nonces are unpredictable to anyone without the key, differ on every run (the incarnation
+/// grows), and are still a pure function of the config (the simulator replays them). The
+/// session and each protocol draw their own stream from it, by name.
+fn rng_seed(config: &Config) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"weft node rng v1\0");
+    h.update(&config.secret_key);
+    h.update(&config.incarnation.to_le_bytes());
+    h.update(&config.rng_seed.to_le_bytes());
+    *h.finalize().as_bytes()
+}

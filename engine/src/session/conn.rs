@@ -1,0 +1,185 @@
+//! One connection: where it is in its life, its byte layer, its send queue and its counters.
+
+use bytes::Bytes;
+use weft_protocol::{Code, Family, Frame, NodeId};
+
+use crate::io::{ConnId, Direction};
+use crate::metrics::{ByProtocol, ConnStats};
+use crate::time::Instant;
+
+use super::handshake::Handshake;
+use super::send_queue::{SendQueue, Transmit};
+use super::wire::{PlainWire, Wire};
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum ConnState {
+    /// Dialed; waiting for the driver's `Connected`.
+    Dialing,
+    /// Accepted by the driver; the handshake has not started.
+    Accepted,
+    /// Open; HELLO and HELLO_ACK in progress.
+    Handshaking(Box<Handshake>),
+    /// Proven: the peer's identity is known.
+    Established(Box<Peer>),
+    /// The engine asked the driver to close it; waiting for `Closed`.
+    Closing,
+}
+
+/// An established peer, as the handshake proved it and its HELLO described it.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// Its id.
+    pub(crate) node: NodeId,
+    /// Its run.
+    pub(crate) incarnation: u64,
+    /// Where it accepts connections, if anywhere.
+    pub(crate) listen_addr: Option<String>,
+    /// The families it runs (HELLO `families`).
+    pub(crate) families: u32,
+    /// The dialer's HELLO nonce: the last tie-break between two links dialed by the same side.
+    pub(crate) dialer_nonce: [u8; 32],
+}
+
+impl Peer {
+    /// Whether it runs `family`.
+    pub(crate) fn runs(&self, family: Family) -> bool {
+        self.families & family.bit() != 0
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) addr: String,
+    pub(crate) direction: Direction,
+    pub(crate) state: ConnState,
+    /// `Some`: a dedicated connection carrying this family only, never a link (SPEC.md §8.9).
+    pub(crate) dedicated: Option<Family>,
+    /// Frames to the peer may be lz4-compressed: both ends offered it.
+    pub(crate) send_compressed: bool,
+    wire: Box<dyn Wire>,
+    queue: SendQueue,
+    pub(crate) opened_at: Instant,
+    pub(crate) last_sent_at: Instant,
+    pub(crate) last_received_at: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    traffic: ByProtocol,
+    relays_dropped: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(id: ConnId, addr: String, direction: Direction, now: Instant) -> Conn {
+        Conn {
+            id,
+            addr,
+            direction,
+            state: match direction {
+                Direction::Outbound => ConnState::Dialing,
+                Direction::Inbound => ConnState::Accepted,
+            },
+            dedicated: None,
+            send_compressed: false,
+            wire: Box::new(PlainWire::default()),
+            queue: SendQueue::default(),
+            opened_at: now,
+            last_sent_at: now,
+            last_received_at: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            traffic: ByProtocol::default(),
+            relays_dropped: 0,
+        }
+    }
+
+    /// The peer, once established.
+    pub(crate) fn peer(&self) -> Option<&Peer> {
+        match &self.state {
+            ConnState::Established(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether it is closing.
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.state, ConnState::Closing)
+    }
+
+    /// Its counters and queue state.
+    pub(crate) fn stats(&self) -> ConnStats {
+        let named = self.traffic.named();
+        ConnStats {
+            frames_in: named.iter().map(|(_, t)| t.frames_in).sum(),
+            bytes_in: self.bytes_in,
+            frames_out: named.iter().map(|(_, t)| t.frames_out).sum(),
+            bytes_out: self.bytes_out,
+            queued_bytes: self.queue.queued_bytes(),
+            in_flight_bytes: self.queue.in_flight_bytes(),
+            bulk_queued: self.queue.bulk_queued(),
+            by_protocol: self.traffic,
+            relays_dropped: self.relays_dropped,
+        }
+    }
+
+    /// The send queue.
+    pub(crate) fn queue(&self) -> &SendQueue {
+        &self.queue
+    }
+
+    /// The send queue, to offer it a frame.
+    pub(crate) fn queue_mut(&mut self) -> &mut SendQueue {
+        &mut self.queue
+    }
+
+    /// Counts a relay dropped for this connection.
+    pub(crate) fn count_relay_dropped(&mut self) {
+        self.relays_dropped += 1;
+    }
+
+    /// Takes bytes that arrived.
+    pub(crate) fn push_bytes(&mut self, bytes: Bytes) {
+        self.bytes_in += bytes.len() as u64;
+        self.wire.push(bytes);
+    }
+
+    /// The next whole frame received, counted.
+    pub(crate) fn next_frame(
+        &mut self,
+        now: Instant,
+        traffic: &mut ByProtocol,
+    ) -> Result<Option<Frame>, weft_protocol::ProtocolError> {
+        let frame = self.wire.next_frame()?;
+        if let Some(f) = &frame {
+            self.traffic.count_in(f.code(), f.bytes().len());
+            traffic.count_in(f.code(), f.bytes().len());
+            self.last_received_at = now;
+        }
+        Ok(frame)
+    }
+
+    /// Whether bytes that do not make a whole frame are held.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.wire.buffered_len() > 0
+    }
+
+    /// The next frame the transmit window allows, sealed for the wire and counted.
+    pub(crate) fn next_transmit(
+        &mut self,
+        now: Instant,
+        window: usize,
+        traffic: &mut ByProtocol,
+    ) -> Option<(Bytes, bool)> {
+        let Transmit { frame, bulk } = self.queue.next_transmit(window)?;
+        // Every queued frame was built with a whole header.
+        let code = Frame::peek_code(&frame).unwrap_or(Code(0));
+        self.traffic.count_out(code, frame.len());
+        traffic.count_out(code, frame.len());
+        let wire = self.wire.seal(frame);
+        self.queue.handed_out(wire.len());
+        self.bytes_out += wire.len() as u64;
+        self.last_sent_at = now;
+        Some((wire, bulk))
+    }
+}

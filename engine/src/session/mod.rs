@@ -1,0 +1,1138 @@
+//! The session layer, kept apart from the protocols as quinn-proto keeps its Endpoint apart
+//! from its Connections: connections and their handshake, liveness, send queues and flushing,
+//! the one link per peer, dedicated connections, the address book and its dials, and the
+//! incarnations seen. Protocols never see a connection: they send to a [`NodeId`] through
+//! [`Session::send`], and hear of links through [`Notice`]s.
+//!
+//! Below it sits the [`wire::Wire`] seam (framing and transport); above it, the host
+//! (`crate::node`) hands it the protocols' sends and hands them its notices and frames.
+
+mod address_book;
+mod conn;
+mod dedicated;
+mod handshake;
+mod incarnations;
+mod links;
+mod send_queue;
+mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_protocol::{
+    ByeReason, Code, Family, Frame, Hello, Message, NetworkId, NodeId, PeerInfo, Pong, CAP_LZ4,
+};
+
+use crate::config::{Config, Limits, Timers};
+use crate::identity::Identity;
+use crate::io::{CloseReason, ConnId, Direction, Event, Misuse, Output, SessionRefusal};
+use crate::machine::{Class, Outgoing, Recipients};
+use crate::metrics::{ConnStats, SessionMetrics};
+use crate::time::Instant;
+use crate::timer::{TimerName, TimerTable};
+
+use address_book::AddressBook;
+pub(crate) use conn::Peer;
+use conn::{Conn, ConnState};
+use dedicated::Dedicated;
+use handshake::{offers_lz4, Handshake, Proven};
+use incarnations::{IncarnationCheck, Incarnations};
+use links::Links;
+use send_queue::Enqueued;
+
+/// A host as `weft network` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Its id.
+    pub node: NodeId,
+    /// Where it can be dialed, if known.
+    pub addr: Option<String>,
+    /// Whether this node holds a live link to it.
+    pub direct: bool,
+    /// When it was last heard from or of.
+    pub last_seen: Instant,
+}
+
+/// What the session tells the host, for the protocols.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A link to `node` is established; `replaced`: it replaced a link to the same run.
+    LinkUp { node: NodeId, replaced: bool },
+    /// The link to `node` went away.
+    LinkDown { node: NodeId, reason: CloseReason },
+    /// `node` has room for the next bulk frame of `family`.
+    Room { node: NodeId, family: Family },
+}
+
+/// The session's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionTimer {
+    /// Liveness: PINGs, handshake and peer timeouts.
+    Tick,
+    /// The next dial of an address-book entry.
+    Dial,
+}
+
+impl TimerName for SessionTimer {
+    const ALL: &'static [SessionTimer] = &[SessionTimer::Tick, SessionTimer::Dial];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Session {
+    identity: Identity,
+    network: NetworkId,
+    incarnation: u64,
+    listen_addr: Option<String>,
+    compression: bool,
+    /// Dial address-book entries to keep `outbound_target` links.
+    dials_book: bool,
+    /// The families this node runs (HELLO `families`).
+    families: u32,
+    limits: Limits,
+    timer_periods: Timers,
+    rng: ChaCha8Rng,
+    now: Instant,
+    wall_clock: Option<(u64, Instant)>,
+    conns: BTreeMap<ConnId, Conn>,
+    links: Links,
+    dedicated: Dedicated,
+    book: AddressBook,
+    incarnations: Incarnations,
+    /// Address-book dials under way, by connection.
+    dial_targets: BTreeMap<ConnId, NodeId>,
+    timers: TimerTable<SessionTimer, 2>,
+    last_outbound: u64,
+    outputs: VecDeque<Output>,
+    notices: VecDeque<Notice>,
+    metrics: SessionMetrics,
+    /// Reused list of send targets, so a relay allocates nothing.
+    scratch: Vec<ConnId>,
+    started: bool,
+    shut_down: bool,
+}
+
+impl Session {
+    /// A session for `config`, announcing `families` in its HELLOs, with its RNG seeded from
+    /// `seed`.
+    pub(crate) fn new(config: &Config, families: u32, seed: [u8; 32]) -> Session {
+        let identity = Identity::from_secret(&config.secret_key);
+        Session {
+            network: NetworkId::from_name(&config.network),
+            identity,
+            incarnation: config.incarnation,
+            listen_addr: config.listen_addr.clone(),
+            compression: config.compression,
+            dials_book: config.discovery,
+            families: families | Family::Session.bit(),
+            limits: config.limits.clone(),
+            timer_periods: config.timers.clone(),
+            rng: ChaCha8Rng::from_seed(seed),
+            now: Instant::ZERO,
+            wall_clock: None,
+            conns: BTreeMap::new(),
+            links: Links::default(),
+            dedicated: Dedicated::default(),
+            book: AddressBook::new(config.limits.heard_of_max),
+            incarnations: Incarnations::new(config.limits.seen_origins_max),
+            dial_targets: BTreeMap::new(),
+            timers: TimerTable::default(),
+            last_outbound: 0,
+            outputs: VecDeque::new(),
+            notices: VecDeque::new(),
+            metrics: SessionMetrics::default(),
+            scratch: Vec::new(),
+            started: false,
+            shut_down: false,
+        }
+    }
+
+    // ----- reading ------------------------------------------------------------------------
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    pub(crate) fn listen_addr(&self) -> Option<&str> {
+        self.listen_addr.as_deref()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    pub(crate) fn metrics(&self) -> &SessionMetrics {
+        &self.metrics
+    }
+
+    /// Established links' peers, in node-id order.
+    pub(crate) fn link_peers(&self) -> impl Iterator<Item = &Peer> + '_ {
+        self.links
+            .values()
+            .filter_map(|c| self.conns.get(c).and_then(Conn::peer))
+    }
+
+    pub(crate) fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The linked peer `node`.
+    pub(crate) fn link_peer(&self, node: &NodeId) -> Option<&Peer> {
+        let conn = self.links.get(node)?;
+        self.conns.get(conn).and_then(Conn::peer)
+    }
+
+    /// The established peer on `conn`.
+    pub(crate) fn peer(&self, conn: ConnId) -> Option<&Peer> {
+        self.conns.get(&conn).and_then(Conn::peer)
+    }
+
+    /// Peers with an established link, in node-id order, with their connection.
+    pub(crate) fn links(&self) -> impl Iterator<Item = (NodeId, ConnId)> + '_ {
+        self.links.iter().map(|(n, c)| (*n, *c))
+    }
+
+    pub(crate) fn known_peers(&self, exclude: NodeId, max: usize) -> Vec<PeerInfo> {
+        self.book.known_peers(exclude, max)
+    }
+
+    pub(crate) fn wall_clock_ms(&self, now: Instant) -> Option<u64> {
+        self.wall_clock
+            .map(|(ms, at)| ms.saturating_add(now.saturating_since(at).as_millis()))
+    }
+
+    /// Whether `node`'s route for `family` takes a bulk frame now.
+    pub(crate) fn has_room(&self, node: &NodeId, family: Family) -> bool {
+        self.route(node, family)
+            .and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| c.queue().has_bulk_room())
+    }
+
+    pub(crate) fn conn_stats(&self, conn: ConnId) -> Option<ConnStats> {
+        self.conns.get(&conn).map(Conn::stats)
+    }
+
+    pub(crate) fn conn_addr(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn).map(|c| c.addr.as_str())
+    }
+
+    pub(crate) fn conn_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// The family `conn` is dedicated to, if it is a dedicated connection.
+    pub(crate) fn dedicated_family(&self, conn: ConnId) -> Option<Family> {
+        self.conns.get(&conn).and_then(|c| c.dedicated)
+    }
+
+    /// Direct and heard-of hosts, in node-id order.
+    pub(crate) fn hosts(&self) -> Vec<HostInfo> {
+        let mut hosts: BTreeMap<NodeId, HostInfo> = BTreeMap::new();
+        for (node, e) in self.book.iter() {
+            hosts.insert(
+                *node,
+                HostInfo {
+                    node: *node,
+                    addr: Some(e.addr.clone()),
+                    direct: false,
+                    last_seen: e.last_seen,
+                },
+            );
+        }
+        for (node, conn) in &self.links {
+            let Some(c) = self.conns.get(conn) else {
+                continue;
+            };
+            let host = hosts.entry(*node).or_insert_with(|| HostInfo {
+                node: *node,
+                addr: None,
+                direct: true,
+                last_seen: c.last_received_at,
+            });
+            host.direct = true;
+            host.last_seen = c.last_received_at;
+            if let Some(addr) = c.peer().and_then(|p| p.listen_addr.clone()) {
+                host.addr = Some(addr);
+            }
+        }
+        hosts.into_values().collect()
+    }
+
+    /// The session's bounds and the consistency of its link table.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        for c in self.conns.values() {
+            if c.queue().queued_bytes() > limits.send_queue_bytes_max {
+                return Err(format!("{:?}: queue {} bytes", c.id, c.queue().queued_bytes()));
+            }
+        }
+        for (node, conn) in &self.links {
+            match self.conns.get(conn).and_then(|c| c.peer()) {
+                Some(p) if p.node == *node => {}
+                _ => return Err(format!("link to {node} points at {conn:?}")),
+            }
+        }
+        let inbound = self.count(Direction::Inbound);
+        let outbound = self.count(Direction::Outbound);
+        if inbound > limits.inbound_max || outbound > limits.outbound_max {
+            return Err(format!(
+                "{inbound} inbound, {outbound} outbound connections"
+            ));
+        }
+        if self.dedicated.by_peer.len() > limits.dedicated_conns_max {
+            return Err(format!(
+                "{} dedicated connections",
+                self.dedicated.by_peer.len()
+            ));
+        }
+        if self.book.len() > limits.heard_of_max.max(1) {
+            return Err("the address book is over its bound".into());
+        }
+        Ok(())
+    }
+
+    // ----- what the host drains -----------------------------------------------------------
+
+    /// The next output for the driver.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Queues an output for the driver (a protocol's event, a host request).
+    pub(crate) fn push_output(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
+    /// The next notice for the protocols.
+    pub(crate) fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next().map(|(at, _)| at)
+    }
+
+    // ----- time ---------------------------------------------------------------------------
+
+    /// Moves the clock to `now`, arming the timers on the first call.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        if !self.started {
+            self.started = true;
+            self.timers
+                .set(SessionTimer::Tick, now + self.timer_periods.tick);
+            if self.dials_book {
+                self.timers
+                    .set(SessionTimer::Dial, now + self.timer_periods.dial_interval);
+            }
+        }
+        self.now = self.now.max(now);
+    }
+
+    pub(crate) fn set_wall_clock(&mut self, unix_ms: u64, now: Instant) {
+        self.wall_clock = Some((unix_ms, now));
+    }
+
+    /// Runs the timers due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.shut_down {
+            return;
+        }
+        while let Some(timer) = self.timers.take_expired(now) {
+            match timer {
+                SessionTimer::Tick => {
+                    self.on_tick(now);
+                    self.timers
+                        .set(SessionTimer::Tick, now + self.timer_periods.tick);
+                }
+                SessionTimer::Dial => {
+                    self.on_dial_timer(now);
+                    self.timers
+                        .set(SessionTimer::Dial, now + self.timer_periods.dial_interval);
+                }
+            }
+        }
+    }
+
+    /// Liveness: handshake timeouts, peer timeouts, PINGs.
+    fn on_tick(&mut self, now: Instant) {
+        let timers = self.timer_periods.clone();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            match &c.state {
+                ConnState::Dialing | ConnState::Accepted | ConnState::Handshaking(_) => {
+                    if now.saturating_since(c.opened_at) >= timers.handshake_timeout {
+                        self.close(id, CloseReason::HandshakeTimeout, None);
+                    }
+                }
+                ConnState::Established(_) => {
+                    if now.saturating_since(c.last_received_at) >= timers.peer_timeout {
+                        self.close(id, CloseReason::Timeout, Some(ByeReason::Timeout));
+                    } else if now.saturating_since(c.last_sent_at) >= timers.ping_interval {
+                        let nonce = self.rng.next_u64();
+                        let ping = Message::Ping(weft_protocol::Ping { nonce });
+                        self.send_session(id, &ping);
+                    }
+                }
+                ConnState::Closing => {}
+            }
+        }
+    }
+
+    /// Dials one due address-book entry if outbound links are below target (SPEC.md §10.7).
+    fn on_dial_timer(&mut self, now: Instant) {
+        let limits = &self.limits;
+        if self.count(Direction::Outbound) >= limits.outbound_target.min(limits.outbound_max) {
+            return;
+        }
+        let links = &self.links;
+        let dialing: Vec<NodeId> = self.dial_targets.values().copied().collect();
+        let me = self.identity.node_id();
+        let backoff = self.timer_periods.dial_backoff;
+        let picked = self.book.pick_dial(now, &mut self.rng, backoff, |n| {
+            *n != me && !links.contains_key(n) && !dialing.contains(n)
+        });
+        if let Some((node, addr)) = picked {
+            let conn = self.dial(now, addr);
+            self.dial_targets.insert(conn, node);
+            self.metrics.discovery_dials += 1;
+        }
+    }
+
+    // ----- connections --------------------------------------------------------------------
+
+    /// Connections of `direction` that count against the caps: not closing, not dedicated.
+    fn count(&self, direction: Direction) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.direction == direction && c.dedicated.is_none() && !c.is_closing())
+            .count()
+    }
+
+    /// `Command::Connect`.
+    pub(crate) fn connect(&mut self, now: Instant, addr: String) -> Result<(), SessionRefusal> {
+        if self.shut_down {
+            return Err(SessionRefusal::ShutDown);
+        }
+        if self.count(Direction::Outbound) >= self.limits.outbound_max {
+            return Err(SessionRefusal::TooManyConnections);
+        }
+        self.dial(now, addr);
+        Ok(())
+    }
+
+    /// `Command::Disconnect`.
+    pub(crate) fn disconnect(&mut self, node: NodeId) -> Result<(), SessionRefusal> {
+        if self.shut_down {
+            return Err(SessionRefusal::ShutDown);
+        }
+        let conn = *self
+            .links
+            .get(&node)
+            .ok_or(SessionRefusal::NotLinked(node))?;
+        self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));
+        Ok(())
+    }
+
+    /// `Command::Shutdown`: BYE to every peer, every connection closed, timers stopped.
+    pub(crate) fn shutdown(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id, CloseReason::Shutdown, Some(ByeReason::Shutdown));
+        }
+        self.shut_down = true;
+        self.timers.clear();
+    }
+
+    fn dial(&mut self, now: Instant, addr: String) -> ConnId {
+        self.last_outbound += 1;
+        let conn = ConnId(self.last_outbound << 1);
+        self.conns.insert(
+            conn,
+            Conn::new(conn, addr.clone(), Direction::Outbound, now),
+        );
+        self.outputs.push_back(Output::Connect { conn, addr });
+        conn
+    }
+
+    pub(crate) fn accepted(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        addr: String,
+    ) -> Result<(), Misuse> {
+        if !conn.is_inbound() || self.conns.contains_key(&conn) {
+            return Err(Misuse::BadInboundId(conn));
+        }
+        let full = self.count(Direction::Inbound) >= self.limits.inbound_max;
+        self.conns
+            .insert(conn, Conn::new(conn, addr, Direction::Inbound, now));
+        if self.shut_down {
+            self.close(conn, CloseReason::Shutdown, Some(ByeReason::Shutdown));
+        } else if full {
+            self.close(
+                conn,
+                CloseReason::TooManyConnections,
+                Some(ByeReason::TooManyConnections),
+            );
+        } else {
+            self.start_handshake(conn);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn connected(&mut self, conn: ConnId) -> Result<(), Misuse> {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Dialing) => {
+                self.start_handshake(conn);
+                Ok(())
+            }
+            // The dial timed out (a timer run at the top of this very call may have closed
+            // it): the driver's Close is on its way.
+            Some(ConnState::Closing) => Ok(()),
+            _ => Err(Misuse::NotDialing(conn)),
+        }
+    }
+
+    pub(crate) fn connect_failed(&mut self, now: Instant, conn: ConnId) -> Result<(), Misuse> {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Dialing) => {
+                self.conns.remove(&conn);
+                self.dial_failed(now, conn);
+                self.dedicated.closed(conn);
+                Ok(())
+            }
+            // A Close we asked for may cross the driver's failure report.
+            Some(ConnState::Closing) => {
+                self.conns.remove(&conn);
+                self.dial_targets.remove(&conn);
+                self.dedicated.closed(conn);
+                Ok(())
+            }
+            _ => Err(Misuse::NotDialing(conn)),
+        }
+    }
+
+    fn dial_failed(&mut self, now: Instant, conn: ConnId) {
+        if let Some(node) = self.dial_targets.remove(&conn) {
+            self.book.dial_failed(
+                now,
+                &node,
+                self.timer_periods.dial_backoff,
+                self.limits.dial_attempts_max,
+            );
+        }
+    }
+
+    pub(crate) fn writable(&mut self, conn: ConnId) -> Result<(), Misuse> {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Misuse::UnknownConn(conn))?;
+        c.queue_mut().written();
+        self.flush(conn);
+        Ok(())
+    }
+
+    pub(crate) fn closed(&mut self, now: Instant, conn: ConnId) -> Result<(), Misuse> {
+        if !self.conns.contains_key(&conn) {
+            return Err(Misuse::UnknownConn(conn));
+        }
+        self.close(conn, CloseReason::Lost, None);
+        self.conns.remove(&conn);
+        self.dedicated.closed(conn);
+        self.dial_failed(now, conn);
+        Ok(())
+    }
+
+    fn start_handshake(&mut self, conn: ConnId) {
+        let mut nonce = [0u8; 32];
+        self.rng.fill_bytes(&mut nonce);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let hello = Hello {
+            network: self.network,
+            public_key: self.identity.public_key(),
+            nonce,
+            incarnation: self.incarnation,
+            listen_addr: self.listen_addr.clone(),
+            capabilities: if self.compression { CAP_LZ4 } else { 0 },
+            families: self.families,
+            dedicated: c.dedicated.map(Family::high_byte),
+        };
+        c.state = ConnState::Handshaking(Box::new(Handshake::new(nonce)));
+        self.send_session(conn, &Message::Hello(hello));
+    }
+
+    /// Closes `conn`: sends BYE first if given, asks the driver to close, and tells the
+    /// application and the protocols what was lost. The connection stays known (as closing)
+    /// until `Closed`.
+    pub(crate) fn close(&mut self, conn: ConnId, reason: CloseReason, bye: Option<ByeReason>) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.is_closing() {
+            return;
+        }
+        let was_dialing = matches!(c.state, ConnState::Dialing);
+        let peer = c.peer().map(|p| p.node);
+        c.queue_mut().clear();
+        if let (Some(bye), false) = (bye, was_dialing) {
+            // BYE goes out ahead of the close whatever the window: the driver writes what it
+            // was handed before closing.
+            let frame = Message::Bye(bye).to_frame(false).into_bytes();
+            c.queue_mut()
+                .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
+            if let Some((wire, _)) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic)
+            {
+                self.metrics.frames_sent += 1;
+                self.metrics.bytes_sent += wire.len() as u64;
+                self.outputs
+                    .push_back(Output::Transmit { conn, bytes: wire });
+            }
+        }
+        c.state = ConnState::Closing;
+        if reason != CloseReason::Lost {
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: reason.clone(),
+            });
+        }
+        if reason.is_fault() {
+            self.metrics.connections_failed += 1;
+            self.outputs
+                .push_back(Output::Event(Event::ConnectionClosed {
+                    conn,
+                    reason: reason.clone(),
+                }));
+        }
+        let Some(node) = peer else {
+            return;
+        };
+        if self.links.get(&node) != Some(&conn) {
+            return;
+        }
+        self.links.remove(&node);
+        self.outputs.push_back(Output::Event(Event::PeerDown {
+            node,
+            reason: reason.clone(),
+        }));
+        self.notices.push_back(Notice::LinkDown { node, reason });
+    }
+
+    // ----- receiving ----------------------------------------------------------------------
+
+    /// Takes bytes that arrived on `conn`; [`next_frame`](Self::next_frame) then gives the
+    /// protocols' frames among them.
+    pub(crate) fn received(&mut self, conn: ConnId, bytes: Bytes) -> Result<(), Misuse> {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Misuse::UnknownConn(conn))?;
+        match c.state {
+            ConnState::Closing => return Ok(()),
+            ConnState::Dialing => return Err(Misuse::NotDialing(conn)),
+            _ => {}
+        }
+        self.metrics.bytes_received += bytes.len() as u64;
+        c.push_bytes(bytes);
+        Ok(())
+    }
+
+    /// The next frame received on `conn` for a protocol, from an established peer, and
+    /// whether more bytes are buffered after it. Session frames (the handshake, PING, PONG,
+    /// BYE) are handled here on the way; a frame not allowed on the connection closes it.
+    pub(crate) fn next_frame(&mut self, now: Instant, conn: ConnId) -> Option<(Frame, bool)> {
+        loop {
+            let c = self.conns.get_mut(&conn)?;
+            if c.is_closing() {
+                return None;
+            }
+            let frame = match c.next_frame(now, &mut self.metrics.traffic) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(e) => {
+                    let bye = Some(ByeReason::ProtocolViolation);
+                    self.close(conn, CloseReason::Protocol(e), bye);
+                    return None;
+                }
+            };
+            self.metrics.frames_received += 1;
+            let code = frame.code();
+            let established = c.peer().is_some();
+            if is_session_code(code) {
+                self.on_session_frame(now, conn, established, &frame);
+                continue;
+            }
+            let family = code.family();
+            let refusal = if !established {
+                Some("message before the handshake finished")
+            } else if c.dedicated.is_some() && family != c.dedicated {
+                Some("a message of another family on a dedicated connection")
+            } else if !family.is_some_and(|f| self.families & f.bit() != 0) {
+                Some("a message of a family this node does not run")
+            } else {
+                None
+            };
+            if let Some(what) = refusal {
+                let bye = Some(ByeReason::ProtocolViolation);
+                self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+                return None;
+            }
+            return Some((frame, c.has_buffered()));
+        }
+    }
+
+    fn on_session_frame(&mut self, now: Instant, conn: ConnId, established: bool, frame: &Frame) {
+        let payload = match frame.payload() {
+            Ok(p) => p,
+            Err(e) => {
+                let bye = Some(ByeReason::ProtocolViolation);
+                return self.close(conn, CloseReason::Protocol(e), bye);
+            }
+        };
+        let msg = match Message::decode(frame.code(), &payload) {
+            Ok(m) => m,
+            Err(e) => {
+                let bye = Some(ByeReason::ProtocolViolation);
+                return self.close(conn, CloseReason::Protocol(e), bye);
+            }
+        };
+        match (msg, established) {
+            (Message::Bye(reason), _) => self.close(conn, CloseReason::PeerSaidBye(reason), None),
+            (Message::Hello(hello), false) => self.on_hello(conn, hello),
+            (Message::HelloAck(ack), false) => self.on_hello_ack(now, conn, &ack),
+            (Message::Ping(p), true) => {
+                self.send_session(conn, &Message::Pong(Pong { nonce: p.nonce }))
+            }
+            (Message::Pong(_), true) => {}
+            (_, established) => {
+                let what = if established {
+                    "handshake message after the handshake"
+                } else {
+                    "message before the handshake finished"
+                };
+                let bye = Some(ByeReason::ProtocolViolation);
+                self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+            }
+        }
+    }
+
+    // ----- handshake ----------------------------------------------------------------------
+
+    fn on_hello(&mut self, conn: ConnId, hello: Hello) {
+        let node = NodeId::from_public_key(&hello.public_key);
+        if hello.network == self.network && self.incarnations.is_stale(node, hello.incarnation) {
+            return self.close(conn, CloseReason::StaleIncarnation, None);
+        }
+        let dedicated = hello.dedicated.map(|d| {
+            Family::from_high_byte(d).filter(|f| *f != Family::Session && self.runs(*f))
+        });
+        if let Some(None) = dedicated {
+            let what = "a dedicated connection for a family this node does not run";
+            let bye = Some(ByeReason::ProtocolViolation);
+            return self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+        }
+        let (identity, network, incarnation) = (&self.identity, self.network, self.incarnation);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(Some(f)) = dedicated {
+            c.dedicated.get_or_insert(f);
+        }
+        let ConnState::Handshaking(handshake) = &mut c.state else {
+            return;
+        };
+        match handshake.on_hello(hello, identity, network, incarnation) {
+            Ok(ack) => self.send_session(conn, &Message::HelloAck(ack)),
+            Err(reason) => {
+                let bye = bye_for(&reason);
+                self.close(conn, reason, bye);
+            }
+        }
+    }
+
+    fn on_hello_ack(&mut self, now: Instant, conn: ConnId, ack: &weft_protocol::HelloAck) {
+        let network = self.network;
+        let Some(ConnState::Handshaking(handshake)) =
+            self.conns.get_mut(&conn).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        let our_nonce = handshake.our_nonce;
+        match handshake.on_hello_ack(ack, network) {
+            Ok(proven) => self.establish(now, conn, proven, our_nonce),
+            Err(reason) => {
+                let bye = bye_for(&reason);
+                self.close(conn, reason, bye);
+            }
+        }
+    }
+
+    fn runs(&self, family: Family) -> bool {
+        self.families & family.bit() != 0
+    }
+
+    fn establish(&mut self, now: Instant, conn: ConnId, proven: Proven, our_nonce: [u8; 32]) {
+        let compression = self.compression;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Proven { node, hello } = proven;
+        let dialer_nonce = match c.direction {
+            Direction::Outbound => our_nonce,
+            Direction::Inbound => hello.nonce,
+        };
+        let peer = Peer {
+            node,
+            incarnation: hello.incarnation,
+            listen_addr: hello.listen_addr.clone(),
+            families: hello.families | Family::Session.bit(),
+            dialer_nonce,
+        };
+        c.state = ConnState::Established(Box::new(peer));
+        c.send_compressed = compression && offers_lz4(&hello);
+        let dedicated = c.dedicated;
+        self.dial_targets.remove(&conn);
+        self.metrics.handshakes_completed += 1;
+        if let Some(family) = dedicated {
+            return self.dedicated_established(conn, node, family);
+        }
+        let restarted =
+            self.incarnations.check(node, hello.incarnation) == IncarnationCheck::Restarted;
+        if let Some(&old) = self.links.get(&node) {
+            if self.keeps(old, conn) {
+                return self.close(
+                    conn,
+                    CloseReason::DuplicateLink,
+                    Some(ByeReason::DuplicateLink),
+                );
+            }
+            self.links.insert(node, conn);
+            self.close(
+                old,
+                CloseReason::DuplicateLink,
+                Some(ByeReason::DuplicateLink),
+            );
+            if !restarted {
+                // The same run of the peer on a new link: no new PeerUp, but the link it
+                // replaces may have died with messages in flight, so catch up over the new one.
+                self.notices.push_back(Notice::LinkUp {
+                    node,
+                    replaced: true,
+                });
+                return;
+            }
+        }
+        self.links.insert(node, conn);
+        self.outputs.push_back(Output::Event(Event::PeerUp {
+            node,
+            conn,
+            incarnation: hello.incarnation,
+            restarted,
+        }));
+        if let Some(addr) = &hello.listen_addr {
+            self.book.learn(now, node, addr);
+        }
+        self.book.linked(&node);
+        self.notices.push_back(Notice::LinkUp {
+            node,
+            replaced: false,
+        });
+    }
+
+    /// The tie-break between two links to one peer: true if `old` stays. Both ends reach the
+    /// same verdict (SPEC.md §8.6): the higher incarnation wins; then the link dialed by the
+    /// higher node id; then, for two links dialed by the same side, the higher dialer nonce.
+    fn keeps(&self, old: ConnId, new: ConnId) -> bool {
+        let key = |conn: ConnId| {
+            let c = self.conns.get(&conn)?;
+            let p = c.peer()?;
+            let dialer = match c.direction {
+                Direction::Outbound => self.identity.node_id(),
+                Direction::Inbound => p.node,
+            };
+            Some((p.incarnation, dialer, p.dialer_nonce))
+        };
+        key(old) >= key(new)
+    }
+
+    /// A dedicated connection's handshake finished: record it and send what waited for it.
+    fn dedicated_established(&mut self, conn: ConnId, node: NodeId, family: Family) {
+        if let Some(wanted) = self.dedicated.dialing.remove(&conn) {
+            if wanted != (node, family) {
+                self.dedicated.pending.remove(&wanted);
+                return self.close(conn, CloseReason::Requested, None);
+            }
+        } else if self.dedicated.len() >= self.limits.dedicated_conns_max {
+            self.evict_dedicated(Some(conn));
+        }
+        if let Some(old) = self.dedicated.by_peer.insert((node, family), conn) {
+            if old != conn {
+                self.close(old, CloseReason::DuplicateLink, None);
+            }
+        }
+        let waiting = self
+            .dedicated
+            .pending
+            .remove(&(node, family))
+            .unwrap_or_default();
+        for (message, class) in waiting {
+            self.send_on(conn, &message, class);
+        }
+    }
+
+    /// At `dedicated_conns_max`, closes the dedicated connection idle the longest (not `keep`).
+    fn evict_dedicated(&mut self, keep: Option<ConnId>) {
+        if self.dedicated.len() < self.limits.dedicated_conns_max {
+            return;
+        }
+        let idlest = self
+            .dedicated
+            .by_peer
+            .values()
+            .filter(|c| Some(**c) != keep)
+            .filter_map(|c| {
+                self.conns
+                    .get(c)
+                    .map(|x| (x.last_sent_at.max(x.last_received_at), *c))
+            })
+            .min();
+        if let Some((_, conn)) = idlest {
+            self.dedicated.by_peer.retain(|_, c| *c != conn);
+            self.close(conn, CloseReason::Requested, None);
+        }
+    }
+
+    // ----- sending ------------------------------------------------------------------------
+
+    /// Learns an address for `node` (from a protocol, a cascade or a HELLO).
+    pub(crate) fn learn(&mut self, now: Instant, node: NodeId, addr: &str) {
+        if node != self.identity.node_id() {
+            self.book.learn(now, node, addr);
+        }
+    }
+
+    /// Forgets `node`'s address, unless it is linked (a link outweighs hearsay).
+    pub(crate) fn forget(&mut self, node: &NodeId) {
+        if !self.links.contains_key(node) {
+            self.book.forget(node);
+        }
+    }
+
+    /// The connection that carries `family`'s messages to `node`: its link if the peer runs
+    /// the family, else an open dedicated connection.
+    fn route(&self, node: &NodeId, family: Family) -> Option<ConnId> {
+        let linked = self
+            .links
+            .get(node)
+            .filter(|c| self.conns.get(c).and_then(Conn::peer).is_some_and(|p| p.runs(family)));
+        linked
+            .or_else(|| self.dedicated.by_peer.get(&(*node, family)))
+            .copied()
+    }
+
+    /// Sends a protocol's message to its recipients.
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        family: Family,
+        to: Recipients,
+        message: &Outgoing,
+        class: Class,
+    ) {
+        match to {
+            Recipients::Links { except } => self.send_to_links(family, except, message, class),
+            Recipients::Peer(node) | Recipients::PeerOrDial(node) => {
+                if let Some(conn) = self.route(&node, family) {
+                    return self.send_on(conn, message, class);
+                }
+                let dial = matches!(to, Recipients::PeerOrDial(_));
+                if !dial || self.shut_down {
+                    self.metrics.unroutable += 1;
+                    return;
+                }
+                self.dial_dedicated(now, node, family, message, class);
+            }
+        }
+    }
+
+    /// Every link whose peer runs `family`, but `except`: framing the message at most twice.
+    fn send_to_links(
+        &mut self,
+        family: Family,
+        except: Option<NodeId>,
+        message: &Outgoing,
+        class: Class,
+    ) {
+        let mut targets = core::mem::take(&mut self.scratch);
+        targets.extend(
+            self.links
+                .iter()
+                .filter(|(node, _)| Some(**node) != except)
+                .map(|(_, conn)| *conn),
+        );
+        let mut frames = Frames::default();
+        for &conn in &targets {
+            let runs = self
+                .conns
+                .get(&conn)
+                .and_then(Conn::peer)
+                .is_some_and(|p| p.runs(family));
+            if runs {
+                self.send_built(conn, class, |compress| frames.get(message, compress));
+            }
+        }
+        targets.clear();
+        self.scratch = targets;
+    }
+
+    /// Opens a dedicated connection of `family` to `node` for `message`, or holds it for one
+    /// already opening.
+    fn dial_dedicated(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        family: Family,
+        message: &Outgoing,
+        class: Class,
+    ) {
+        if self.dedicated.hold((node, family), message, class) {
+            return;
+        }
+        let addr = match self.book.addr(&node) {
+            Some(addr) if node != self.identity.node_id() => addr.to_owned(),
+            _ => {
+                self.metrics.unroutable += 1;
+                return;
+            }
+        };
+        self.evict_dedicated(None);
+        let conn = self.dial(now, addr);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.dedicated = Some(family);
+        }
+        self.metrics.dedicated_dials += 1;
+        self.dedicated.dialing.insert(conn, (node, family));
+        self.dedicated
+            .pending
+            .insert((node, family), vec![(message.clone(), class)]);
+    }
+
+    fn send_on(&mut self, conn: ConnId, message: &Outgoing, class: Class) {
+        self.send_built(conn, class, |compress| Frames::build(message, compress));
+    }
+
+    /// A session message to `conn`.
+    fn send_session(&mut self, conn: ConnId, msg: &Message<'_>) {
+        let compress = self.conns.get(&conn).is_some_and(|c| c.send_compressed);
+        let frame = msg.to_frame(compress).into_bytes();
+        self.send_built(conn, Class::Control, |_| frame);
+    }
+
+    /// Queues the frame `build` makes (told whether the peer takes compressed frames) under
+    /// the overflow rule and hands the driver what the window allows.
+    fn send_built(&mut self, conn: ConnId, class: Class, build: impl FnOnce(bool) -> Bytes) {
+        let limits = &self.limits;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.is_closing() {
+            return;
+        }
+        let frame = build(c.send_compressed);
+        let (relay_max, hard_max) = (limits.relay_queue_bytes_max, limits.send_queue_bytes_max);
+        match c.queue_mut().enqueue(frame, class, relay_max, hard_max) {
+            Enqueued::Queued => self.flush(conn),
+            Enqueued::DroppedRelay => {
+                c.count_relay_dropped();
+                self.metrics.relays_dropped += 1;
+            }
+            Enqueued::NoRoom => self.metrics.bulk_refused += 1,
+            Enqueued::Overflow => {
+                self.close(conn, CloseReason::SlowPeer, Some(ByeReason::SlowPeer));
+            }
+        }
+    }
+
+    /// Hands the driver what `conn`'s transmit window allows of its send queue.
+    fn flush(&mut self, conn: ConnId) {
+        let window = self.limits.transmit_window_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        while let Some((wire, bulk)) = c.next_transmit(self.now, window, &mut self.metrics.traffic)
+        {
+            if bulk {
+                let family = Frame::peek_code(&wire).and_then(Code::family);
+                if let (Some(peer), Some(family)) = (c.peer(), family) {
+                    self.notices.push_back(Notice::Room {
+                        node: peer.node,
+                        family,
+                    });
+                }
+            }
+            self.metrics.frames_sent += 1;
+            self.metrics.bytes_sent += wire.len() as u64;
+            self.outputs.push_back(Output::Transmit { conn, bytes: wire });
+        }
+    }
+}
+
+/// Whether the session itself handles `code` (the handshake, liveness and goodbye).
+fn is_session_code(code: Code) -> bool {
+    matches!(
+        code,
+        Code::HELLO | Code::HELLO_ACK | Code::PING | Code::PONG | Code::BYE
+    )
+}
+
+/// The BYE that goes with a handshake failure.
+fn bye_for(reason: &CloseReason) -> Option<ByeReason> {
+    match reason {
+        CloseReason::WrongNetwork => Some(ByeReason::WrongNetwork),
+        CloseReason::BadProof => Some(ByeReason::BadProof),
+        CloseReason::UnexpectedMessage(_) => Some(ByeReason::ProtocolViolation),
+        _ => None,
+    }
+}
+
+/// One message's frames, built lazily: plain and compressed, each at most once.
+#[derive(Default)]
+struct Frames {
+    plain: Option<Bytes>,
+    packed: Option<Bytes>,
+}
+
+impl Frames {
+    /// The frame for a peer that does (`compress`) or does not take lz4.
+    fn get(&mut self, message: &Outgoing, compress: bool) -> Bytes {
+        let slot = if compress {
+            &mut self.packed
+        } else {
+            &mut self.plain
+        };
+        slot.get_or_insert_with(|| Frames::build(message, compress))
+            .clone()
+    }
+
+    /// A received frame forwarded unchanged where the peer can take it; else framed anew.
+    fn build(message: &Outgoing, compress: bool) -> Bytes {
+        match &message.received {
+            Some(f) if !f.flags().compressed() || compress => f.bytes().clone(),
+            _ => Frame::build(message.code, &message.payload, compress).into_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,382 @@
+//! The sync table as a protocol: local writes from commands flooded to every link, received
+//! writes judged and relayed, and bucket-digest anti-entropy when a link comes up and every
+//! repair period (SPEC.md §19.6, §19.7).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_protocol::{Code, Family, Frame, Message, NodeId, TableWrite, HEADER_BYTES};
+
+use super::{Received, Table, TableLimits};
+use crate::config::Config;
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::session::Peer;
+use crate::time::{Duration, Instant};
+
+/// What the application asks of the sync table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TableCommand {
+    /// Set a key, optionally taking a lease on it.
+    Set {
+        /// The key, 1 to `Limits::table_key_bytes_max` bytes.
+        key: Vec<u8>,
+        /// The value, at most `Limits::table_value_bytes_max` bytes.
+        value: Vec<u8>,
+        /// Own the key for this long (at most `Timers::table_lease_max`); `None` takes no
+        /// lease and, from the owner, ends one.
+        lease: Option<Duration>,
+    },
+    /// Delete a key (a tombstone; ends the writer's own lease).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// End this node's lease on a key early, keeping its value.
+    Release {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// What the sync table tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TableEvent {
+    /// A key's visible value changed (set, deleted, or a late write re-decided it).
+    Changed {
+        /// The key.
+        key: Vec<u8>,
+        /// The value before (`None`: unset).
+        old: Option<Vec<u8>>,
+        /// The value now (`None`: deleted).
+        new: Option<Vec<u8>>,
+        /// The node whose write decides the value now.
+        by: NodeId,
+    },
+    /// One of this node's writes was refused: another node's lease covers it. Either at once
+    /// (nothing was sent) or later, when the lease's write arrived.
+    Refused {
+        /// The key.
+        key: Vec<u8>,
+        /// The lease's owner.
+        owner: NodeId,
+        /// When its lease ends, Unix ms.
+        until_ms: u64,
+    },
+}
+
+/// Why the sync table refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableRefusal {
+    /// A write needs calendar time, and no `Input::WallClock` has come yet.
+    #[error("no wall clock yet: table writes need Input::WallClock")]
+    NoWallClock,
+    /// A key is empty or over `Limits::table_key_bytes_max`.
+    #[error("table key of {len} bytes: keys must be 1 to {max} bytes")]
+    KeyLength {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is over `Limits::table_value_bytes_max`.
+    #[error("table value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The table holds `Limits::table_entries_max` keys (tombstones included).
+    #[error("the table is full: {max} keys")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// The table's writes would take more than `Limits::table_bytes_max` bytes.
+    #[error("the table is full: {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// A lease of zero, over `Timers::table_lease_max`, or on a delete.
+    #[error("lease of {ms} ms refused: a set may take a lease of 1 to {max_ms} ms")]
+    Lease {
+        /// The lease asked for, ms.
+        ms: u64,
+        /// The limit, ms.
+        max_ms: u64,
+    },
+    /// A release of a lease this node does not hold.
+    #[error("this node holds no lease on that key")]
+    NotLeaseOwner,
+}
+
+/// The sync table's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableMetrics {
+    /// Writes this node originated (sent).
+    pub writes_originated: u64,
+    /// Writes received (TABLE_WRITE and inside TABLE_ENTRIES), new or not.
+    pub writes_received: u64,
+    /// Writes received that were held already.
+    pub write_duplicates: u64,
+    /// Writes refused as older than the reclaim floor or a key's fold point.
+    pub writes_too_old: u64,
+    /// Writes for new keys dropped past twice `table_entries_max`, or past twice
+    /// `table_bytes_max`.
+    pub writes_dropped: u64,
+    /// Bytes of anti-entropy messages sent (TABLE_DIGEST, TABLE_WANT and TABLE_ENTRIES), as
+    /// uncompressed frames.
+    pub catchup_bytes: u64,
+    /// What a full resend would have cost instead: at every TABLE_DIGEST sent, the bytes of
+    /// every key's current write as TABLE_ENTRIES frames.
+    pub full_resend_bytes: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct TableProtocol {
+    table: Table,
+    repair_interval: Duration,
+    repair_at: Option<Instant>,
+    rng: ChaCha8Rng,
+    metrics: TableMetrics,
+    outputs: VecDeque<ProtocolOutput<TableEvent>>,
+}
+
+impl TableProtocol {
+    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32]) -> TableProtocol {
+        let limits = &config.limits;
+        let timers = &config.timers;
+        let table = Table::new(
+            me,
+            config.incarnation,
+            TableLimits {
+                key_bytes_max: limits.table_key_bytes_max,
+                value_bytes_max: limits.table_value_bytes_max,
+                entries_max: limits.table_entries_max,
+                key_writes_max: limits.table_key_writes_max,
+                bytes_max: limits.table_bytes_max,
+                lease_max: timers.table_lease_max,
+                reclaim_horizon: timers.table_reclaim_horizon,
+            },
+        );
+        TableProtocol {
+            table,
+            repair_interval: timers.repair_interval,
+            repair_at: None,
+            rng: ChaCha8Rng::from_seed(seed),
+            metrics: TableMetrics::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The table, as this node holds it now.
+    pub(crate) fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub(crate) fn metrics(&self) -> &TableMetrics {
+        &self.metrics
+    }
+
+    /// Moves the table's events to the outputs.
+    fn drain_events(&mut self) {
+        while let Some(e) = self.table.poll_event() {
+            self.outputs.push_back(ProtocolOutput::Event(e));
+        }
+    }
+
+    /// Floods a local write the table accepted (or reports the refusal it queued).
+    fn originate(
+        &mut self,
+        write: Result<Option<TableWrite>, TableRefusal>,
+    ) -> Result<(), TableRefusal> {
+        let write = write?;
+        self.drain_events();
+        if let Some(w) = write {
+            self.metrics.writes_originated += 1;
+            self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Links { except: None },
+                message: Outgoing::message(&Message::TableWrite(w)),
+                class: Class::Control,
+            });
+        }
+        Ok(())
+    }
+
+    /// A write from `from` (a TABLE_WRITE, with its frame, or one of TABLE_ENTRIES): if new,
+    /// relay it to every other link.
+    fn on_write(&mut self, from: NodeId, frame: Option<Frame>, write: TableWrite) {
+        self.metrics.writes_received += 1;
+        // A plain frame may be needed (no frame, or a compressed one for a peer without lz4):
+        // encode the payload before the table takes the write.
+        let message = match frame {
+            Some(f) if !f.flags().compressed() => Outgoing::relay(f, Bytes::new()),
+            Some(f) => {
+                let payload = Message::TableWrite(write.clone()).encode_payload();
+                Outgoing::relay(f, Bytes::from(payload))
+            }
+            None => Outgoing::message(&Message::TableWrite(write.clone())),
+        };
+        match self.table.receive(write) {
+            Received::New => {}
+            Received::Duplicate => {
+                self.metrics.write_duplicates += 1;
+                return;
+            }
+            Received::TooOld => {
+                self.metrics.writes_too_old += 1;
+                return;
+            }
+            Received::Dropped => {
+                self.metrics.writes_dropped += 1;
+                return;
+            }
+        }
+        self.drain_events();
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Links { except: Some(from) },
+            message,
+            class: Class::Relay,
+        });
+    }
+
+    /// Sends an anti-entropy message and counts its bytes as catch-up.
+    fn send_catchup(&mut self, to: NodeId, msg: &Message<'_>, class: Class) {
+        let message = Outgoing::message(msg);
+        self.metrics.catchup_bytes += (HEADER_BYTES + message.payload.len()) as u64;
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Peer(to),
+            message,
+            class,
+        });
+    }
+
+    /// Sends the table's bucket digest to `to`, if the table holds anything.
+    fn send_digest(&mut self, to: NodeId) {
+        if self.table.is_empty() {
+            return;
+        }
+        let digest = self.table.digest();
+        self.send_catchup(to, &Message::TableDigest(digest), Class::Control);
+        self.metrics.full_resend_bytes += self.table.full_resend_bytes();
+    }
+}
+
+impl Protocol for TableProtocol {
+    type Event = TableEvent;
+    type Command = TableCommand;
+    type Refusal = TableRefusal;
+
+    const FAMILY: Family = Family::Table;
+
+    fn owns(code: Code) -> bool {
+        code.family() == Some(Family::Table)
+    }
+
+    fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+        if let LinkNotice::Up { peer, .. } = notice {
+            self.send_digest(peer.node);
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        let payload = frame.payload()?;
+        match Message::decode(frame.code(), &payload)? {
+            Message::TableWrite(w) => self.on_write(from.node, Some(frame), w),
+            Message::TableDigest(d) => {
+                let salt = self.rng.next_u64();
+                if let Some(want) = self.table.want(&d, salt) {
+                    self.send_catchup(from.node, &Message::TableWant(want), Class::Control);
+                }
+            }
+            Message::TableWant(w) => {
+                // Relay class: a reply over the peer's queue is cut short, and the next
+                // digest asks again.
+                for entries in self.table.entries(&w) {
+                    let msg = Message::TableEntries(entries);
+                    self.send_catchup(from.node, &msg, Class::Relay);
+                }
+            }
+            Message::TableEntries(e) => {
+                for w in e.writes {
+                    self.on_write(from.node, None, w);
+                }
+            }
+            _ => return Err(PeerFault::Unexpected("not a table message")),
+        }
+        Ok(())
+    }
+
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        command: TableCommand,
+    ) -> Result<(), TableRefusal> {
+        let wall_ms = cx.wall_clock_ms(now);
+        let write = match command {
+            TableCommand::Set { key, value, lease } => {
+                self.table.write(wall_ms, key, Some(value), lease)
+            }
+            TableCommand::Delete { key } => self.table.write(wall_ms, key, None, None),
+            TableCommand::Release { key } => self.table.release(wall_ms, key),
+        };
+        self.originate(write)
+    }
+
+    /// The repair timer: raise the reclaim floor, then send a digest to one random link.
+    fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        let Some(at) = self.repair_at else {
+            self.repair_at = Some(now + self.repair_interval);
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.repair_at = Some(now + self.repair_interval);
+        if let Some(wall_ms) = cx.wall_clock_ms(now) {
+            self.table.expire(wall_ms);
+        }
+        let count = cx.link_count();
+        if self.table.is_empty() || count == 0 {
+            return;
+        }
+        let pick = (self.rng.next_u64() % count as u64) as usize;
+        if let Some(peer) = cx.links().nth(pick) {
+            self.send_digest(peer.node);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<TableEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.repair_at
+    }
+
+    fn check_invariants(&self, config: &Config) -> Result<(), String> {
+        let limits = &config.limits;
+        if self.table.entries_len() > limits.table_entries_max.saturating_mul(2)
+            || self.table.bytes() > limits.table_bytes_max.saturating_mul(2)
+        {
+            return Err("the table is over its bound".into());
+        }
+        Ok(())
+    }
+}
