@@ -154,6 +154,8 @@ pub struct Timers {
     /// Table writes older than this (by their stamp against the wall clock) are refused, and
     /// tombstones older than it reclaimed.
     pub table_reclaim_horizon: Duration,
+    /// A changed table is handed to the host to store at most this often (and at shutdown).
+    pub table_persist_interval: Duration,
 }
 
 impl Default for Timers {
@@ -169,6 +171,7 @@ impl Default for Timers {
             repair_interval: Duration::from_secs(10),
             table_lease_max: Duration::from_secs(3600),
             table_reclaim_horizon: Duration::from_secs(24 * 3600),
+            table_persist_interval: Duration::from_secs(5),
         }
     }
 }

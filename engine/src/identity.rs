@@ -8,7 +8,6 @@ pub const HELLO_ACK_DOMAIN: &[u8] = b"weft hello-ack v1\0";
 
 /// A key pair and the node id derived from it.
 #[derive(Clone)]
-#[repr(C, align(64))] // The id first, on a line of its own: every broadcast received is checked against it.
 pub struct Identity {
     node_id: NodeId,
     signing_key: SigningKey,

@@ -94,9 +94,13 @@ impl<E> ProtocolOutput<E> {
     /// The same output with its event turned into `F`.
     pub(crate) fn map_event<F>(self, f: impl FnOnce(E) -> F) -> ProtocolOutput<F> {
         match self {
-            ProtocolOutput::Send { to, message, class } => ProtocolOutput::Send { to, message, class },
+            ProtocolOutput::Send { to, message, class } => {
+                ProtocolOutput::Send { to, message, class }
+            }
             ProtocolOutput::Event(e) => ProtocolOutput::Event(f(e)),
-            ProtocolOutput::Request { token, request } => ProtocolOutput::Request { token, request },
+            ProtocolOutput::Request { token, request } => {
+                ProtocolOutput::Request { token, request }
+            }
             ProtocolOutput::Learned { node, addr } => ProtocolOutput::Learned { node, addr },
             ProtocolOutput::Forget { node } => ProtocolOutput::Forget { node },
         }
@@ -190,6 +194,9 @@ impl Outgoing {
         }
     }
 }
+
+/// Largest bulk frame, bytes (SPEC.md §12).
+pub(crate) const BULK_FRAME_BYTES_MAX: usize = 256 * 1024;
 
 /// A frame's class in its connection's send queue (SPEC.md §12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

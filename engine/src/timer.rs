@@ -87,6 +87,10 @@ mod tests {
         assert_eq!(t.next(), None);
         t.set(T::B, Instant(1));
         t.set(T::A, Instant(1));
-        assert_eq!(t.next(), Some((Instant(1), T::A)), "ties go to the first in ALL");
+        assert_eq!(
+            t.next(),
+            Some((Instant(1), T::A)),
+            "ties go to the first in ALL"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use common::{broadcast_frame, drain, node_with, Fake, T0};
 use weft_engine::protocol::NodeId;
-use weft_engine::{Event, Input, Node, Output};
+use weft_engine::{Event, Input, MeshEvent, Node, Output};
 
 struct Counting;
 
@@ -67,7 +67,7 @@ fn relay(node: &mut Node, source: &Fake, stream: &Bytes) -> u64 {
                     drop(bytes);
                     node.handle_input(T0, Input::Writable { conn }).unwrap();
                 }
-                Output::Event(Event::Broadcast { .. }) => delivered += 1,
+                Output::Event(Event::Mesh(MeshEvent::Broadcast { .. })) => delivered += 1,
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -111,7 +111,7 @@ fn relaying_10k_broadcasts_makes_fewer_than_100_allocations() {
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
 
     assert_eq!(delivered, 10_000);
-    assert_eq!(node.metrics().broadcast_transmissions, 24_000);
+    assert_eq!(node.metrics().session.traffic.mesh.frames_out, 24_000);
     println!("allocations while relaying 10,000 broadcasts: {allocations}");
     assert!(allocations < 100, "{allocations} allocations");
 }

@@ -6,8 +6,13 @@ mod common;
 use bytes::Bytes;
 use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, T0};
 use weft_engine::identity::Transcript;
-use weft_engine::protocol::{ByeReason, Code, Message, NetworkId, NodeId, ProtocolError};
-use weft_engine::{CloseReason, Command, ConnId, Duration, Event, Input, InputError, Node, Output};
+use weft_engine::protocol::{
+    ByeReason, ChordMessage, Code, Family, Message, NetworkId, NodeId, ProtocolError,
+};
+use weft_engine::{
+    CloseReason, Command, ConnId, Duration, Event, Input, InputError, MeshCommand, MeshEvent,
+    MeshRefusal, Misuse, Node, Output, Refusal, SessionRefusal,
+};
 
 #[test]
 fn handshake_proves_the_key_and_reports_the_peer() {
@@ -167,7 +172,7 @@ fn garbage_closes_only_its_connection_and_the_node_carries_on() {
         let out = drain(&mut node);
         assert!(out
             .iter()
-            .any(|o| matches!(o, Output::Event(Event::Broadcast { .. }))));
+            .any(|o| matches!(o, Output::Event(Event::Mesh(MeshEvent::Broadcast { .. })))));
         node.check_invariants().unwrap();
     }
 }
@@ -206,8 +211,8 @@ fn relays_go_to_all_peers_but_the_sender_and_duplicates_are_dropped() {
     // The same broadcast again, from anyone: nothing.
     b.send(&mut node, T0, frame);
     assert!(drain(&mut node).is_empty());
-    assert_eq!(node.metrics().broadcast_duplicates, 1);
-    assert_eq!(node.metrics().broadcasts_received, 2);
+    assert_eq!(node.metrics().mesh.broadcast_duplicates, 1);
+    assert_eq!(node.metrics().mesh.broadcasts_received, 2);
 }
 
 #[test]
@@ -229,16 +234,25 @@ fn received_counters_keep_a_closed_connections_share() {
             .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1))
     };
     let before = node.metrics();
-    assert_eq!((before.frames_received, before.bytes_received), live(&node));
-    assert!(before.bytes_received >= frame.len() as u64);
+    assert_eq!(
+        (
+            before.session.frames_received,
+            before.session.bytes_received
+        ),
+        live(&node)
+    );
+    assert!(before.session.bytes_received >= frame.len() as u64);
     node.handle_input(T0, Input::Closed { conn: a.conn })
         .unwrap();
     drain(&mut node);
     assert!(node.conn_stats(a.conn).is_none());
     let after = node.metrics();
     assert_eq!(
-        (after.frames_received, after.bytes_received),
-        (before.frames_received, before.bytes_received),
+        (after.session.frames_received, after.session.bytes_received),
+        (
+            before.session.frames_received,
+            before.session.bytes_received
+        ),
         "a closed connection's frames and bytes still count"
     );
 }
@@ -268,7 +282,9 @@ fn connection_caps_hold() {
         .unwrap();
     assert_eq!(
         node.handle_input(T0, Input::Command(Command::Connect { addr: "y".into() })),
-        Err(InputError::TooManyConnections)
+        Err(InputError::Refused(Refusal::Session(
+            SessionRefusal::TooManyConnections
+        )))
     );
 }
 
@@ -278,7 +294,7 @@ fn driver_misuse_is_an_error_not_a_panic() {
     let ghost = ConnId::inbound(7);
     assert_eq!(
         node.handle_input(T0, Input::Writable { conn: ghost }),
-        Err(InputError::UnknownConn(ghost))
+        Err(InputError::Misuse(Misuse::UnknownConn(ghost)))
     );
     assert_eq!(
         node.handle_input(
@@ -288,20 +304,25 @@ fn driver_misuse_is_an_error_not_a_panic() {
                 bytes: Bytes::new()
             }
         ),
-        Err(InputError::UnknownConn(ghost))
+        Err(InputError::Misuse(Misuse::UnknownConn(ghost)))
     );
     assert_eq!(
         node.handle_input(T0, accepted(ConnId(2))),
-        Err(InputError::BadInboundId(ConnId(2)))
+        Err(InputError::Misuse(Misuse::BadInboundId(ConnId(2))))
     );
     assert_eq!(
         node.handle_input(T0, Input::Connected { conn: ConnId(2) }),
-        Err(InputError::NotDialing(ConnId(2)))
+        Err(InputError::Misuse(Misuse::NotDialing(ConnId(2))))
     );
     let big = Bytes::from(vec![0u8; node.config().limits.broadcast_payload_max + 1]);
     assert!(matches!(
-        node.handle_input(T0, Input::Command(Command::Broadcast { payload: big })),
-        Err(InputError::PayloadTooLarge { .. })
+        node.handle_input(
+            T0,
+            Input::Command(Command::Mesh(MeshCommand::Broadcast { payload: big }))
+        ),
+        Err(InputError::Refused(Refusal::Mesh(
+            MeshRefusal::PayloadTooLarge { .. }
+        )))
     ));
 }
 
@@ -426,14 +447,17 @@ fn a_peer_that_never_reads_costs_bounded_memory() {
         dropped > 1900,
         "relays to the stalled peer dropped and counted: {dropped}"
     );
-    assert_eq!(node.metrics().relays_dropped, dropped);
+    assert_eq!(node.metrics().session.relays_dropped, dropped);
     // Broadcasts the node originates are never dropped: past the hard bound the peer goes.
     let mut reason = None;
     for round in 0..400 {
         // Incompressible, so the queue fills at the full size.
         let payload = Bytes::from(noise(1000, round + 1));
-        node.handle_input(T0, Input::Command(Command::Broadcast { payload }))
-            .unwrap();
+        node.handle_input(
+            T0,
+            Input::Command(Command::Mesh(MeshCommand::Broadcast { payload })),
+        )
+        .unwrap();
         for o in drain(&mut node) {
             match o {
                 Output::Close { conn, reason: r } if conn == sink.conn => reason = Some(r),
@@ -511,7 +535,7 @@ fn heard_of_peers_are_bounded_and_dialed_at_a_bounded_rate() {
     }
     let max = 10_000 / timers.dial_interval.as_millis();
     assert!(dials >= 5 && dials <= max, "{dials} dials in 10 s");
-    assert_eq!(node.metrics().discovery_dials, dials);
+    assert_eq!(node.metrics().session.discovery_dials, dials);
     let _ = now;
 }
 
@@ -526,7 +550,7 @@ fn a_relay_larger_than_the_relay_bound_still_travels_on_an_idle_link() {
     a.send(&mut node, T0, broadcast_frame(NodeId([3; 32]), 1, &big));
     let out = drain(&mut node);
     assert_eq!(frames_to(&out, b.conn).len(), 1, "relayed whole");
-    assert_eq!(node.metrics().relays_dropped, 0);
+    assert_eq!(node.metrics().session.relays_dropped, 0);
 }
 
 #[test]
@@ -546,7 +570,9 @@ fn after_shutdown_there_is_no_deadline_and_commands_are_refused() {
     );
     assert_eq!(
         node.handle_input(T0, Input::Command(Command::Connect { addr: "x".into() })),
-        Err(InputError::ShutDown)
+        Err(InputError::Refused(Refusal::Session(
+            SessionRefusal::ShutDown
+        )))
     );
 }
 
@@ -582,9 +608,9 @@ fn a_link_that_replaces_a_dead_one_to_the_same_peer_repairs_over_the_new_one() {
     first.join(&mut node, T0);
     node.handle_input(
         T0,
-        Input::Command(Command::Broadcast {
+        Input::Command(Command::Mesh(MeshCommand::Broadcast {
             payload: Bytes::from_static(b"held for repair"),
-        }),
+        })),
     )
     .unwrap();
     drain(&mut node);
@@ -604,4 +630,52 @@ fn a_link_that_replaces_a_dead_one_to_the_same_peer_repairs_over_the_new_one() {
             .any(|o| matches!(o, Output::Event(Event::PeerUp { .. }))),
         "same run of the peer: no second PeerUp"
     );
+}
+
+#[test]
+fn a_node_announces_its_families_and_refuses_frames_of_any_other() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    let out = fake.join(&mut node, T0);
+    let hello = &frames_to(&out, fake.conn)[0];
+    match Message::decode(Code::HELLO, &hello.payload().unwrap()) {
+        Ok(Message::Hello(h)) => {
+            let run = Family::Session.bit() | Family::Mesh.bit() | Family::Table.bit();
+            assert_eq!(h.families, run, "no Chord without Config::chord");
+            assert_eq!(h.dedicated, None);
+        }
+        other => panic!("expected HELLO, got {other:?}"),
+    }
+    let find = Message::Chord(ChordMessage::GetState(1)).to_frame(false);
+    fake.send(&mut node, T0, find.into_bytes());
+    assert_eq!(
+        closed(&drain(&mut node), fake.conn),
+        Some(CloseReason::UnexpectedMessage(
+            "a message of a family this node does not run"
+        ))
+    );
+}
+
+#[test]
+fn a_dedicated_connection_for_a_family_the_node_does_not_run_is_refused() {
+    let mut node = node_with(|_| {});
+    let fake = Fake::new(9, ConnId::inbound(1));
+    node.handle_input(T0, accepted(fake.conn)).unwrap();
+    drain(&mut node);
+    let chord = Some(Family::Chord.high_byte());
+    fake.send(&mut node, T0, fake.hello_with(0b1001, chord));
+    assert!(matches!(
+        closed(&drain(&mut node), fake.conn),
+        Some(CloseReason::UnexpectedMessage(_))
+    ));
+}
+
+#[test]
+fn a_node_that_shut_down_wants_no_more_timeouts() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    assert!(node.poll_timeout().is_some());
+    node.handle_input(T0, Input::Command(Command::Shutdown))
+        .unwrap();
+    assert_eq!(node.poll_timeout(), None);
 }

@@ -9,7 +9,10 @@ use common::{accepted, closed, drain, frames_to, node_with, Fake, T0};
 use weft_engine::protocol::{
     Code, Hlc, Message, NodeId, ProtocolError, TableEntries, TableWant, TableWrite,
 };
-use weft_engine::{CloseReason, Command, ConnId, Duration, Event, Input, InputError, Output};
+use weft_engine::{
+    CloseReason, Command, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError,
+    Misuse, Output, Refusal, RequestId, TableCommand, TableEvent, TableRefusal,
+};
 
 const WALL_MS: u64 = 1_800_000_000_000;
 
@@ -65,7 +68,7 @@ fn a_received_write_is_applied_relayed_once_and_reported() {
     let out = drain(&mut node);
     assert_eq!(node.table().get(b"colour"), Some(&b"blue"[..]));
     assert!(out.iter().any(|o| matches!(o,
-        Output::Event(Event::TableChanged { key, old: None, new: Some(v), by })
+        Output::Event(Event::Table(TableEvent::Changed { key, old: None, new: Some(v), by }))
             if key == b"colour" && v == b"blue" && *by == a.id())));
     // Relayed to b, byte for byte; not back to a.
     let to_b: Vec<_> = frames_to(&out, b.conn);
@@ -78,7 +81,7 @@ fn a_received_write_is_applied_relayed_once_and_reported() {
     assert!(out
         .iter()
         .all(|o| !matches!(o, Output::Event(_) | Output::Transmit { .. })));
-    assert_eq!(node.metrics().table_write_duplicates, 1);
+    assert_eq!(node.metrics().table.write_duplicates, 1);
 }
 
 #[test]
@@ -86,11 +89,11 @@ fn a_local_write_is_flooded_and_a_leased_key_refuses_it() {
     let (mut node, a, b) = linked();
     node.handle_input(
         T0,
-        Input::Command(Command::TableSet {
+        Input::Command(Command::Table(TableCommand::Set {
             key: b"k".to_vec(),
             value: b"mine".to_vec(),
             lease: None,
-        }),
+        })),
     )
     .unwrap();
     let out = drain(&mut node);
@@ -110,25 +113,27 @@ fn a_local_write_is_flooded_and_a_leased_key_refuses_it() {
     a.send(&mut node, T0, frame(Message::TableWrite(lease)));
     drain(&mut node);
     assert_eq!(node.table().lease(b"k"), Some((a.id(), WALL_MS + 60_000)));
-    let sent = node.metrics().table_writes_originated;
+    let sent = node.metrics().table.writes_originated;
     node.handle_input(
         T0 + Duration::from_millis(1),
-        Input::Command(Command::TableDelete { key: b"k".to_vec() }),
+        Input::Command(Command::Table(TableCommand::Delete { key: b"k".to_vec() })),
     )
     .unwrap();
     let out = drain(&mut node);
     assert!(out.iter().any(|o| matches!(o,
-        Output::Event(Event::TableRefused { owner, until_ms, .. })
+        Output::Event(Event::Table(TableEvent::Refused { owner, until_ms, .. }))
             if *owner == a.id() && *until_ms == WALL_MS + 60_000)));
     assert!(frames_to(&out, a.conn).is_empty() && frames_to(&out, b.conn).is_empty());
-    assert_eq!(node.metrics().table_writes_originated, sent);
+    assert_eq!(node.metrics().table.writes_originated, sent);
     assert_eq!(node.table().get(b"k"), Some(&b"a's"[..]));
     assert_eq!(
         node.handle_input(
             T0,
-            Input::Command(Command::TableRelease { key: b"k".to_vec() })
+            Input::Command(Command::Table(TableCommand::Release { key: b"k".to_vec() }))
         ),
-        Err(InputError::NotLeaseOwner)
+        Err(InputError::Refused(Refusal::Table(
+            TableRefusal::NotLeaseOwner
+        )))
     );
 }
 
@@ -219,8 +224,8 @@ fn anti_entropy_answers_digests_and_wants() {
     let out = drain(&mut node);
     assert_eq!(node.table().get(b"fresh"), Some(&b"x"[..]));
     assert_eq!(decoded(&out, a.conn, Code::TABLE_WRITE).len(), 1);
-    assert!(node.metrics().table_catchup_bytes > 0);
-    assert!(node.metrics().table_full_resend_bytes > 0);
+    assert!(node.metrics().table.catchup_bytes > 0);
+    assert!(node.metrics().table.full_resend_bytes > 0);
 }
 
 #[test]
@@ -259,4 +264,128 @@ fn a_bad_table_frame_closes_the_connection_and_one_before_the_handshake_too() {
         closed(&out, early.conn),
         Some(CloseReason::UnexpectedMessage(_))
     ));
+}
+
+/// The request of `outputs`, if exactly one.
+fn request(outputs: &[Output]) -> Option<(RequestId, HostRequest)> {
+    let mut found = outputs.iter().filter_map(|o| match o {
+        Output::Request { id, request } => Some((*id, request.clone())),
+        _ => None,
+    });
+    let first = found.next();
+    assert!(found.next().is_none(), "one request at a time");
+    first
+}
+
+#[test]
+fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
+    let mut node = node_with(|_| {});
+    let out = drain(&mut node);
+    assert!(out.is_empty(), "nothing before the first input");
+    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, asked) = request(&drain(&mut node)).expect("a load at start");
+    assert_eq!(
+        asked,
+        HostRequest::LoadState {
+            name: "table".into()
+        }
+    );
+    node.handle_input(
+        T0,
+        Input::Completed {
+            id: load,
+            result: HostResult::Loaded(None),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        node.handle_input(
+            T0,
+            Input::Completed {
+                id: load,
+                result: HostResult::Loaded(None)
+            }
+        ),
+        Err(InputError::Misuse(Misuse::UnknownRequest(load))),
+        "each request is answered once"
+    );
+    let set = |key: &str| {
+        Input::Command(Command::Table(TableCommand::Set {
+            key: key.as_bytes().to_vec(),
+            value: b"kept".to_vec(),
+            lease: None,
+        }))
+    };
+    node.handle_input(T0, set("a")).unwrap();
+    node.handle_input(T0, set("b")).unwrap();
+    drain(&mut node);
+    let persist = node.config().timers.table_persist_interval;
+    node.handle_timeout(T0 + persist);
+    let (store, stored) = request(&drain(&mut node)).expect("a changed table is stored");
+    let HostRequest::StoreState { name, bytes } = stored else {
+        panic!("expected a store, got {stored:?}");
+    };
+    assert_eq!(name, "table");
+    node.handle_input(
+        T0 + persist,
+        Input::Completed {
+            id: store,
+            result: HostResult::Stored,
+        },
+    )
+    .unwrap();
+    node.handle_timeout(T0 + persist + persist);
+    assert_eq!(
+        request(&drain(&mut node)),
+        None,
+        "unchanged: nothing to store"
+    );
+    assert_eq!(node.metrics().table.stores, 1);
+
+    // The next run of the same node, alone: its table comes back from the host.
+    let mut again = node_with(|c| c.incarnation = 2);
+    again
+        .handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, _) = request(&drain(&mut again)).expect("a load at start");
+    let damaged = {
+        let mut b = bytes.to_vec();
+        b[20] ^= 1;
+        Bytes::from(b)
+    };
+    again
+        .handle_input(
+            T0,
+            Input::Completed {
+                id: load,
+                result: HostResult::Loaded(Some(damaged)),
+            },
+        )
+        .unwrap();
+    assert_eq!(again.table().entries_len(), 0, "a damaged blob is ignored");
+    assert_eq!(again.metrics().table.state_failures, 1);
+
+    let mut third = node_with(|c| c.incarnation = 3);
+    third
+        .handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, _) = request(&drain(&mut third)).expect("a load at start");
+    third
+        .handle_input(
+            T0,
+            Input::Completed {
+                id: load,
+                result: HostResult::Loaded(Some(bytes)),
+            },
+        )
+        .unwrap();
+    assert_eq!(third.table().get(b"a"), Some(&b"kept"[..]));
+    assert_eq!(third.table().get(b"b"), Some(&b"kept"[..]));
+    assert_eq!(third.metrics().table.writes_loaded, 2);
+    let changed = drain(&mut third)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Event(Event::Table(TableEvent::Changed { .. }))))
+        .count();
+    assert_eq!(changed, 2, "the application hears its keys come back");
 }

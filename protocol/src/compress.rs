@@ -7,8 +7,10 @@
 use crate::error::ProtocolError;
 use crate::frame::PAYLOAD_BYTES_MAX;
 
-/// Payloads shorter than this are never compressed: lz4 cannot win on them.
-pub const COMPRESS_PAYLOAD_BYTES_MIN: usize = 64;
+/// Payloads shorter than this are never compressed. Measured on the payloads weft sends
+/// (`cargo bench --bench compress`): below 256 bytes lz4 almost never shrinks them by more
+/// than a few bytes, and every failed try costs about half a microsecond.
+pub const COMPRESS_PAYLOAD_BYTES_MIN: usize = 256;
 
 /// Bytes in front of the lz4 block: the decompressed length.
 pub const COMPRESSED_PREFIX_BYTES: usize = 4;

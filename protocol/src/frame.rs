@@ -223,6 +223,10 @@ mod tests {
                 assert_eq!(Frame::peek_code(frame.bytes()), Some(code));
             }
         }
-        assert_eq!(Frame::peek_code(&[0, 0, 0, 4, 1, 0, 1]), None, "short of a header");
+        assert_eq!(
+            Frame::peek_code(&[0, 0, 0, 4, 1, 0, 1]),
+            None,
+            "short of a header"
+        );
     }
 }

@@ -802,11 +802,11 @@ fn bad_compression() {
     );
 
     // A valid block, but it inflates to fewer bytes than announced.
-    let payload = [0x42u8; 200];
+    let payload = [0x42u8; 300];
     let packed = compress_if_smaller(&payload).expect("compressible");
-    assert_eq!(&packed[..4], &200u32.to_be_bytes());
+    assert_eq!(&packed[..4], &300u32.to_be_bytes());
     let mut lying = packed.clone();
-    lying[..4].copy_from_slice(&201u32.to_be_bytes());
+    lying[..4].copy_from_slice(&301u32.to_be_bytes());
     assert_both(
         &compressed(Code::BROADCAST, &lying),
         ProtocolError::BadCompression,

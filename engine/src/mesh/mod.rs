@@ -194,7 +194,16 @@ impl MeshProtocol {
                 let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
                 let payload = frame.wire_payload();
                 let body = payload.slice_ref(b.payload);
-                self.relay_and_deliver(now, from, Some(frame), payload, origin, incarnation, seq, body);
+                self.relay_and_deliver(
+                    now,
+                    from,
+                    Some(frame),
+                    payload,
+                    origin,
+                    incarnation,
+                    seq,
+                    body,
+                );
             }
             return Ok(());
         }
@@ -322,7 +331,8 @@ impl Protocol for MeshProtocol {
             payload: &payload,
         });
         let encoded = Bytes::from(msg.encode_payload());
-        self.store.hold(now, origin, incarnation, seq, encoded.clone());
+        self.store
+            .hold(now, origin, incarnation, seq, encoded.clone());
         self.metrics.broadcasts_originated += 1;
         self.outputs.push_back(ProtocolOutput::Send {
             to: Recipients::Links { except: None },

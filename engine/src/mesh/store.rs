@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use weft_protocol::{
-    DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, DIGEST_ENTRIES_MAX,
-    RANGES_PER_ENTRY_MAX, WANT_RANGES_MAX,
+    DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, DIGEST_ENTRIES_MAX, RANGES_PER_ENTRY_MAX,
+    WANT_RANGES_MAX,
 };
 
 use crate::seen::SeenWindows;

@@ -72,13 +72,17 @@ impl Node {
         self.advance(now);
         let now = self.now;
         let result = match input {
-            Input::Accepted { conn, addr } => self.session.accepted(now, conn, addr).map_err(Into::into),
+            Input::Accepted { conn, addr } => {
+                self.session.accepted(now, conn, addr).map_err(Into::into)
+            }
             Input::Connected { conn } => self.session.connected(conn).map_err(Into::into),
             Input::ConnectFailed { conn } => {
                 self.session.connect_failed(now, conn).map_err(Into::into)
             }
             Input::Received { conn, bytes } => {
-                self.session.received(conn, bytes).map_err(InputError::from)?;
+                self.session
+                    .received(conn, bytes)
+                    .map_err(InputError::from)?;
                 self.receive(now, conn);
                 Ok(())
             }
@@ -284,7 +288,12 @@ impl Node {
         Ok(())
     }
 
-    fn completed(&mut self, now: Instant, id: RequestId, result: HostResult) -> Result<(), InputError> {
+    fn completed(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: HostResult,
+    ) -> Result<(), InputError> {
         let (index, token) = self
             .requests
             .remove(&id)

@@ -41,6 +41,8 @@ use handshake::{offers_lz4, Handshake, Proven};
 use incarnations::{IncarnationCheck, Incarnations};
 use links::Links;
 use send_queue::Enqueued;
+#[cfg(test)]
+use send_queue::BULK_FRAME_BYTES_MAX;
 
 /// A host as `weft network` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +270,11 @@ impl Session {
         let limits = &self.limits;
         for c in self.conns.values() {
             if c.queue().queued_bytes() > limits.send_queue_bytes_max {
-                return Err(format!("{:?}: queue {} bytes", c.id, c.queue().queued_bytes()));
+                return Err(format!(
+                    "{:?}: queue {} bytes",
+                    c.id,
+                    c.queue().queued_bytes()
+                ));
             }
         }
         for (node, conn) in &self.links {
@@ -532,10 +538,7 @@ impl Session {
     }
 
     pub(crate) fn writable(&mut self, conn: ConnId) -> Result<(), Misuse> {
-        let c = self
-            .conns
-            .get_mut(&conn)
-            .ok_or(Misuse::UnknownConn(conn))?;
+        let c = self.conns.get_mut(&conn).ok_or(Misuse::UnknownConn(conn))?;
         c.queue_mut().written();
         self.flush(conn);
         Ok(())
@@ -592,8 +595,7 @@ impl Session {
             let frame = Message::Bye(bye).to_frame(false).into_bytes();
             c.queue_mut()
                 .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
-            if let Some((wire, _)) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic)
-            {
+            if let Some((wire, _)) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
                 self.metrics.frames_sent += 1;
                 self.metrics.bytes_sent += wire.len() as u64;
                 self.outputs
@@ -634,10 +636,7 @@ impl Session {
     /// Takes bytes that arrived on `conn`; [`next_frame`](Self::next_frame) then gives the
     /// protocols' frames among them.
     pub(crate) fn received(&mut self, conn: ConnId, bytes: Bytes) -> Result<(), Misuse> {
-        let c = self
-            .conns
-            .get_mut(&conn)
-            .ok_or(Misuse::UnknownConn(conn))?;
+        let c = self.conns.get_mut(&conn).ok_or(Misuse::UnknownConn(conn))?;
         match c.state {
             ConnState::Closing => return Ok(()),
             ConnState::Dialing => return Err(Misuse::NotDialing(conn)),
@@ -734,9 +733,9 @@ impl Session {
         if hello.network == self.network && self.incarnations.is_stale(node, hello.incarnation) {
             return self.close(conn, CloseReason::StaleIncarnation, None);
         }
-        let dedicated = hello.dedicated.map(|d| {
-            Family::from_high_byte(d).filter(|f| *f != Family::Session && self.runs(*f))
-        });
+        let dedicated = hello
+            .dedicated
+            .map(|d| Family::from_high_byte(d).filter(|f| *f != Family::Session && self.runs(*f)));
         if let Some(None) = dedicated {
             let what = "a dedicated connection for a family this node does not run";
             let bye = Some(ByeReason::ProtocolViolation);
@@ -932,10 +931,12 @@ impl Session {
     /// The connection that carries `family`'s messages to `node`: its link if the peer runs
     /// the family, else an open dedicated connection.
     fn route(&self, node: &NodeId, family: Family) -> Option<ConnId> {
-        let linked = self
-            .links
-            .get(node)
-            .filter(|c| self.conns.get(c).and_then(Conn::peer).is_some_and(|p| p.runs(family)));
+        let linked = self.links.get(node).filter(|c| {
+            self.conns
+                .get(c)
+                .and_then(Conn::peer)
+                .is_some_and(|p| p.runs(family))
+        });
         linked
             .or_else(|| self.dedicated.by_peer.get(&(*node, family)))
             .copied()
@@ -1083,7 +1084,8 @@ impl Session {
             }
             self.metrics.frames_sent += 1;
             self.metrics.bytes_sent += wire.len() as u64;
-            self.outputs.push_back(Output::Transmit { conn, bytes: wire });
+            self.outputs
+                .push_back(Output::Transmit { conn, bytes: wire });
         }
     }
 }

@@ -10,9 +10,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::machine::Class;
-
-/// Largest bulk frame, bytes (SPEC.md §12).
-pub(crate) const BULK_FRAME_BYTES_MAX: usize = 256 * 1024;
+pub(crate) use crate::machine::BULK_FRAME_BYTES_MAX;
 
 /// Bulk frames a connection holds that are not yet handed to the driver.
 pub(crate) const BULK_QUEUED_MAX: usize = 1;
@@ -182,15 +180,29 @@ mod tests {
     fn a_control_frame_waits_behind_at_most_one_bulk_frame() {
         let mut q = SendQueue::default();
         let window = 1000;
-        assert_eq!(q.enqueue(frame(900), Class::Bulk, 10, 100), Enqueued::Queued);
-        assert_eq!(q.enqueue(frame(900), Class::Bulk, 10, 100), Enqueued::NoRoom);
+        assert_eq!(
+            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            Enqueued::NoRoom
+        );
         let t = q.next_transmit(window).expect("the bulk frame goes out");
         assert!(t.bulk);
         q.handed_out(t.frame.len());
         assert!(q.has_bulk_room(), "handed out: room for the next");
-        assert_eq!(q.enqueue(frame(900), Class::Bulk, 10, 100), Enqueued::Queued);
-        assert_eq!(q.enqueue(frame(50), Class::Control, 10, 100), Enqueued::Queued);
-        let t = q.next_transmit(window).expect("control goes before the queued bulk frame");
+        assert_eq!(
+            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            q.enqueue(frame(50), Class::Control, 10, 100),
+            Enqueued::Queued
+        );
+        let t = q
+            .next_transmit(window)
+            .expect("control goes before the queued bulk frame");
         assert!(!t.bulk);
         q.handed_out(t.frame.len());
         assert!(
@@ -199,7 +211,11 @@ mod tests {
         );
         q.written();
         assert!(q.next_transmit(window).is_some_and(|t| t.bulk));
-        assert_eq!(q.queued_bytes(), 0, "bulk frames never count toward the slow bound");
+        assert_eq!(
+            q.queued_bytes(),
+            0,
+            "bulk frames never count toward the slow bound"
+        );
     }
 
     #[test]
@@ -212,10 +228,22 @@ mod tests {
     #[test]
     fn relays_drop_over_the_relay_bound_and_control_overflows_the_hard_bound() {
         let mut q = SendQueue::default();
-        assert_eq!(q.enqueue(frame(50), Class::Relay, 10, 100), Enqueued::Queued);
-        assert_eq!(q.enqueue(frame(5), Class::Relay, 10, 100), Enqueued::DroppedRelay);
-        assert_eq!(q.enqueue(frame(40), Class::Control, 10, 100), Enqueued::Queued);
-        assert_eq!(q.enqueue(frame(11), Class::Control, 10, 100), Enqueued::Overflow);
+        assert_eq!(
+            q.enqueue(frame(50), Class::Relay, 10, 100),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            q.enqueue(frame(5), Class::Relay, 10, 100),
+            Enqueued::DroppedRelay
+        );
+        assert_eq!(
+            q.enqueue(frame(40), Class::Control, 10, 100),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            q.enqueue(frame(11), Class::Control, 10, 100),
+            Enqueued::Overflow
+        );
         assert_eq!(q.queued_bytes(), 90);
     }
 

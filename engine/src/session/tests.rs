@@ -1,0 +1,280 @@
+//! Two sessions back to back, their bytes carried by hand: bulk frames and room, dedicated
+//! connections, and the families a session runs.
+
+use bytes::Bytes;
+use weft_protocol::{ChordMessage, Code, Family, Frame, FrameDecoder, Message};
+
+use super::*;
+use crate::machine::{Class, Outgoing, Recipients};
+
+const T0: Instant = Instant(1_000_000_000);
+
+fn config(seed: u64, addr: &str) -> Config {
+    let mut c = Config::from_seed("s", seed);
+    c.discovery = false;
+    c.listen_addr = Some(addr.into());
+    c
+}
+
+fn session(seed: u64, addr: &str, families: u32, edit: impl FnOnce(&mut Config)) -> Session {
+    let mut c = config(seed, addr);
+    edit(&mut c);
+    let mut s = Session::new(&c, families, [seed as u8; 32]);
+    s.set_now(T0);
+    s
+}
+
+const MESH_TABLE: u32 = 0b0110;
+
+/// The outputs `s` has queued.
+fn drain(s: &mut Session) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+/// Carries every `Transmit` of `from` on `from_conn` to `to` on `to_conn`; returns the
+/// protocol frames `to` got and the other outputs of `from`.
+fn carry(
+    from: &mut Session,
+    from_conn: ConnId,
+    to: &mut Session,
+    to_conn: ConnId,
+) -> (Vec<Frame>, Vec<Output>) {
+    let mut frames = Vec::new();
+    let mut rest = Vec::new();
+    for out in drain(from) {
+        match out {
+            Output::Transmit { conn, bytes } if conn == from_conn => {
+                to.received(to_conn, bytes).unwrap();
+                while let Some((f, _)) = to.next_frame(T0, to_conn) {
+                    frames.push(f);
+                }
+            }
+            other => rest.push(other),
+        }
+    }
+    (frames, rest)
+}
+
+/// `a` dials `b` and both finish the handshake: (a's conn, b's conn).
+fn link(a: &mut Session, b: &mut Session) -> (ConnId, ConnId) {
+    a.connect(T0, "b".into()).unwrap();
+    let ca = match drain(a).as_slice() {
+        [Output::Connect { conn, .. }] => *conn,
+        other => panic!("expected a dial, got {other:?}"),
+    };
+    let cb = ConnId::inbound(1);
+    b.accepted(T0, cb, "a".into()).unwrap();
+    a.connected(ca).unwrap();
+    for _ in 0..4 {
+        carry(a, ca, b, cb);
+        carry(b, cb, a, ca);
+    }
+    assert!(a.link_peer(&b.node_id()).is_some() && b.link_peer(&a.node_id()).is_some());
+    (ca, cb)
+}
+
+/// A bulk message of `len` incompressible bytes.
+fn bulk(len: usize) -> Outgoing {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise = (0..len).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    });
+    Outgoing::encoded(Code::TABLE_ENTRIES, noise.collect())
+}
+
+fn transmits(outputs: &[Output], conn: ConnId) -> Vec<Bytes> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit { conn: c, bytes } if *c == conn => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_frames_wait_for_room_and_never_make_a_peer_slow() {
+    // A send queue of 64 KiB: far below the bulk frames in it.
+    let small = |c: &mut Config| c.limits.send_queue_bytes_max = 64 * 1024;
+    let mut a = session(1, "a", MESH_TABLE, small);
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (ca, _) = link(&mut a, &mut b);
+    drain(&mut a);
+    while a.poll_notice().is_some() {}
+    let to = Recipients::Peer(b.node_id());
+    let size = 200 * 1024;
+    assert!(a.has_room(&b.node_id(), Family::Table));
+    a.send(T0, Family::Table, to, &bulk(size), Class::Bulk);
+    assert_eq!(
+        transmits(&drain(&mut a), ca).len(),
+        1,
+        "the first goes out at once"
+    );
+    assert!(a.has_room(&b.node_id(), Family::Table));
+    let room = Some(Notice::Room {
+        node: b.node_id(),
+        family: Family::Table,
+    });
+    assert_eq!(a.poll_notice(), room, "handed out: room for the next");
+    a.send(T0, Family::Table, to, &bulk(size), Class::Bulk);
+    assert!(
+        !a.has_room(&b.node_id(), Family::Table),
+        "one waits: no room"
+    );
+    a.send(T0, Family::Table, to, &bulk(size), Class::Bulk);
+    assert_eq!(
+        a.metrics().bulk_refused,
+        1,
+        "a third is refused, not queued"
+    );
+    assert!(transmits(&drain(&mut a), ca).is_empty());
+    let ping = Outgoing::message(&Message::TableWant(weft_protocol::TableWant {
+        bits: 0,
+        buckets: vec![],
+        salt: 0,
+        held: vec![],
+    }));
+    a.send(T0, Family::Table, to, &ping, Class::Control);
+    let out = drain(&mut a);
+    assert_eq!(
+        transmits(&out, ca).len(),
+        1,
+        "a control frame waits behind only the bulk frame already handed out"
+    );
+    assert!(
+        a.peer(ca).is_some(),
+        "still linked: bulk data never makes a peer slow"
+    );
+    assert_eq!(a.poll_notice(), None);
+    a.writable(ca).unwrap();
+    let out = drain(&mut a);
+    let sent = transmits(&out, ca);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the waiting bulk frame goes once the first is written"
+    );
+    assert_eq!(sent[0].len(), 8 + size);
+    assert_eq!(
+        a.poll_notice(),
+        room,
+        "and the sender hears it has room again"
+    );
+    let too_big = bulk(BULK_FRAME_BYTES_MAX);
+    a.send(T0, Family::Table, to, &too_big, Class::Bulk);
+    assert_eq!(
+        a.metrics().bulk_refused,
+        2,
+        "a frame over 256 KiB is refused"
+    );
+}
+
+#[test]
+fn a_message_to_an_unlinked_peer_opens_a_dedicated_connection_of_its_family() {
+    let chord = MESH_TABLE | Family::Chord.bit();
+    let mut a = session(1, "a", chord, |_| {});
+    let mut c = session(3, "c", chord, |_| {});
+    let c_id = c.node_id();
+    a.learn(T0, c_id, "c");
+    let msg = Outgoing::message(&Message::Chord(ChordMessage::Notify));
+    a.send(
+        T0,
+        Family::Chord,
+        Recipients::Peer(c_id),
+        &msg,
+        Class::Control,
+    );
+    assert_eq!(a.metrics().unroutable, 1, "Peer alone never dials");
+    a.send(
+        T0,
+        Family::Chord,
+        Recipients::PeerOrDial(c_id),
+        &msg,
+        Class::Control,
+    );
+    a.send(
+        T0,
+        Family::Chord,
+        Recipients::PeerOrDial(c_id),
+        &msg,
+        Class::Control,
+    );
+    let ca = match drain(&mut a).as_slice() {
+        [Output::Connect { conn, addr }] if addr == "c" => *conn,
+        other => panic!("expected one dial of c, got {other:?}"),
+    };
+    let cc = ConnId::inbound(1);
+    c.accepted(T0, cc, "a".into()).unwrap();
+    a.connected(ca).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(carry(&mut a, ca, &mut c, cc).0);
+        carry(&mut c, cc, &mut a, ca);
+    }
+    assert_eq!(
+        got.iter().map(Frame::code).collect::<Vec<_>>(),
+        vec![Code::CHORD_NOTIFY, Code::CHORD_NOTIFY],
+        "both waiting messages arrive once it is open"
+    );
+    assert_eq!(a.dedicated_family(ca), Some(Family::Chord));
+    assert_eq!(c.dedicated_family(cc), Some(Family::Chord));
+    assert_eq!((a.link_count(), c.link_count()), (0, 0), "never a link");
+    assert_eq!(a.poll_notice(), None, "no link notices for it");
+    assert_eq!(a.metrics().dedicated_dials, 1);
+    // A frame of another family on it closes it.
+    let write = Frame::build(Code::MESH_WANT, &[0], false).into_bytes();
+    c.received(cc, write).unwrap();
+    assert!(c.next_frame(T0, cc).is_none());
+    assert!(matches!(
+        drain(&mut c).as_slice(),
+        [
+            ..,
+            Output::Close {
+                reason: CloseReason::UnexpectedMessage(_),
+                ..
+            },
+            _
+        ]
+    ));
+}
+
+#[test]
+fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    a.connect(T0, "b".into()).unwrap();
+    let ca = match drain(&mut a).as_slice() {
+        [Output::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    a.connected(ca).unwrap();
+    let mut dec = FrameDecoder::new();
+    for bytes in transmits(&drain(&mut a), ca) {
+        dec.push(bytes);
+    }
+    let hello = dec.next_frame().unwrap().unwrap();
+    match Message::decode(Code::HELLO, &hello.payload().unwrap()) {
+        Ok(Message::Hello(h)) => {
+            assert_eq!(h.families, MESH_TABLE | Family::Session.bit());
+            assert_eq!(h.dedicated, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, cb) = {
+        let mut a = session(4, "a2", MESH_TABLE, |_| {});
+        link(&mut a, &mut b)
+    };
+    let find = Message::Chord(ChordMessage::GetState(1)).to_frame(false);
+    b.received(cb, find.into_bytes()).unwrap();
+    assert!(b.next_frame(T0, cb).is_none());
+    assert!(drain(&mut b).iter().any(|o| matches!(
+        o,
+        Output::Close {
+            reason: CloseReason::UnexpectedMessage("a message of a family this node does not run"),
+            ..
+        }
+    )));
+}

@@ -8,6 +8,7 @@
 
 mod hlc;
 mod key;
+mod persist;
 mod protocol;
 mod sync;
 
@@ -22,9 +23,9 @@ use crate::time::Duration;
 
 use hlc::HlcClock;
 pub use key::Lease;
+use key::{KeyState, Offer};
 pub(crate) use protocol::TableProtocol;
 pub use protocol::{TableCommand, TableEvent, TableMetrics, TableRefusal};
-use key::{KeyState, Offer};
 
 /// The table's bounds (from [`crate::Limits`] and [`crate::Timers`]).
 #[derive(Debug, Clone, Copy)]

@@ -9,10 +9,16 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{Code, Family, Frame, Message, NodeId, TableWrite, HEADER_BYTES};
 
+use std::collections::BTreeMap;
+
+use super::persist::{self, STATE_NAME};
+use super::sync::Reply;
 use super::{Received, Table, TableLimits};
 use crate::config::Config;
+use crate::io::{HostRequest, HostResult};
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+    BULK_FRAME_BYTES_MAX,
 };
 use crate::session::Peer;
 use crate::time::{Duration, Instant};
@@ -138,6 +144,30 @@ pub struct TableMetrics {
     /// What a full resend would have cost instead: at every TABLE_DIGEST sent, the bytes of
     /// every key's current write as TABLE_ENTRIES frames.
     pub full_resend_bytes: u64,
+    /// Writes taken back from the host's stored table at start.
+    pub writes_loaded: u64,
+    /// Times the table was handed to the host to store, and stored.
+    pub stores: u64,
+    /// Loads and stores the host could not carry out, and stored tables that failed their
+    /// hash.
+    pub state_failures: u64,
+}
+
+/// Tokens of the table's requests to the host.
+const LOAD: u64 = 1;
+const STORE: u64 = 2;
+
+/// Where the table stands with the host's copy of it.
+#[derive(Debug, Default)]
+struct Persist {
+    /// The stored table was asked for (at start).
+    load_sent: bool,
+    /// The table changed since it was last handed to the host.
+    dirty: bool,
+    /// A store is under way.
+    storing: bool,
+    /// When a changed table is next handed over.
+    at: Option<Instant>,
 }
 
 /// See the module documentation.
@@ -146,6 +176,10 @@ pub(crate) struct TableProtocol {
     table: Table,
     repair_interval: Duration,
     repair_at: Option<Instant>,
+    persist_interval: Duration,
+    persist: Persist,
+    /// Replies to peers' TABLE_WANTs still being sent, a message each time the peer has room.
+    replies: BTreeMap<NodeId, Reply>,
     rng: ChaCha8Rng,
     metrics: TableMetrics,
     outputs: VecDeque<ProtocolOutput<TableEvent>>,
@@ -172,6 +206,9 @@ impl TableProtocol {
             table,
             repair_interval: timers.repair_interval,
             repair_at: None,
+            persist_interval: timers.table_persist_interval,
+            persist: Persist::default(),
+            replies: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(seed),
             metrics: TableMetrics::default(),
             outputs: VecDeque::new(),
@@ -187,8 +224,25 @@ impl TableProtocol {
         &self.metrics
     }
 
-    /// Moves the table's events to the outputs.
+    /// Hands the whole table to the host to store, if it changed and no store is under way.
+    fn store(&mut self) {
+        if !self.persist.dirty || self.persist.storing {
+            return;
+        }
+        self.persist.dirty = false;
+        self.persist.storing = true;
+        self.outputs.push_back(ProtocolOutput::Request {
+            token: STORE,
+            request: HostRequest::StoreState {
+                name: STATE_NAME.into(),
+                bytes: persist::encode(&self.table),
+            },
+        });
+    }
+
+    /// Moves the table's events to the outputs; the table changed.
     fn drain_events(&mut self) {
+        self.persist.dirty = true;
         while let Some(e) = self.table.poll_event() {
             self.outputs.push_back(ProtocolOutput::Event(e));
         }
@@ -260,6 +314,37 @@ impl TableProtocol {
         });
     }
 
+    /// The next message of the reply to `to`'s want, if `to` has room for it: bulk frames, one
+    /// at a time (a single write too long for one goes as a relay-class frame).
+    fn continue_reply(&mut self, cx: &Context<'_>, to: NodeId) {
+        while cx.has_room(&to, Family::Table) {
+            let Some(reply) = self.replies.get_mut(&to) else {
+                return;
+            };
+            let Some(entries) = self.table.next_entries(reply) else {
+                self.replies.remove(&to);
+                return;
+            };
+            let message = Outgoing::message(&Message::TableEntries(entries));
+            let len = HEADER_BYTES + message.payload.len();
+            self.metrics.catchup_bytes += len as u64;
+            let class = if len <= BULK_FRAME_BYTES_MAX {
+                Class::Bulk
+            } else {
+                Class::Relay
+            };
+            self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Peer(to),
+                message,
+                class,
+            });
+            if class == Class::Bulk {
+                // The next goes when the peer has room again (`LinkNotice::Room`).
+                return;
+            }
+        }
+    }
+
     /// Sends the table's bucket digest to `to`, if the table holds anything.
     fn send_digest(&mut self, to: NodeId) {
         if self.table.is_empty() {
@@ -282,16 +367,20 @@ impl Protocol for TableProtocol {
         code.family() == Some(Family::Table)
     }
 
-    fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
-        if let LinkNotice::Up { peer, .. } = notice {
-            self.send_digest(peer.node);
+    fn handle_link(&mut self, _now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {
+        match notice {
+            LinkNotice::Up { peer, .. } => self.send_digest(peer.node),
+            LinkNotice::Down { node, .. } => {
+                self.replies.remove(&node);
+            }
+            LinkNotice::Room { node } => self.continue_reply(cx, node),
         }
     }
 
     fn handle_message(
         &mut self,
         _now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
@@ -305,12 +394,9 @@ impl Protocol for TableProtocol {
                 }
             }
             Message::TableWant(w) => {
-                // Relay class: a reply over the peer's queue is cut short, and the next
-                // digest asks again.
-                for entries in self.table.entries(&w) {
-                    let msg = Message::TableEntries(entries);
-                    self.send_catchup(from.node, &msg, Class::Relay);
-                }
+                // A newer want replaces a reply still being sent.
+                self.replies.insert(from.node, Reply::new(w));
+                self.continue_reply(cx, from.node);
             }
             Message::TableEntries(e) => {
                 for w in e.writes {
@@ -339,8 +425,27 @@ impl Protocol for TableProtocol {
         self.originate(write)
     }
 
-    /// The repair timer: raise the reclaim floor, then send a digest to one random link.
+    /// At the start, asks the host for the stored table. The persist timer hands a changed
+    /// table to the host. The repair timer raises the reclaim floor, then sends a digest to
+    /// one random link.
     fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        if !self.persist.load_sent {
+            self.persist.load_sent = true;
+            self.outputs.push_back(ProtocolOutput::Request {
+                token: LOAD,
+                request: HostRequest::LoadState {
+                    name: STATE_NAME.into(),
+                },
+            });
+        }
+        match self.persist.at {
+            Some(at) if at <= now => {
+                self.persist.at = Some(now + self.persist_interval);
+                self.store();
+            }
+            Some(_) => {}
+            None => self.persist.at = Some(now + self.persist_interval),
+        }
         let Some(at) = self.repair_at else {
             self.repair_at = Some(now + self.repair_interval);
             return;
@@ -362,12 +467,55 @@ impl Protocol for TableProtocol {
         }
     }
 
+    fn handle_completed(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        token: u64,
+        result: HostResult,
+    ) {
+        match (token, result) {
+            (LOAD, HostResult::Loaded(Some(blob))) => {
+                let Some(writes) = persist::decode(&blob) else {
+                    self.metrics.state_failures += 1;
+                    return;
+                };
+                for write in writes {
+                    if self.table.receive(write) == Received::New {
+                        self.metrics.writes_loaded += 1;
+                    }
+                }
+                self.drain_events();
+            }
+            (LOAD, HostResult::Loaded(None)) => {}
+            (STORE, HostResult::Stored) => {
+                self.persist.storing = false;
+                self.metrics.stores += 1;
+            }
+            (STORE, _) => {
+                self.persist.storing = false;
+                self.persist.dirty = true;
+                self.metrics.state_failures += 1;
+            }
+            _ => self.metrics.state_failures += 1,
+        }
+    }
+
+    /// Last words: a changed table goes to the host.
+    fn handle_shutdown(&mut self, _now: Instant, _cx: &Context<'_>) {
+        self.persist.storing = false;
+        self.store();
+    }
+
     fn poll_output(&mut self) -> Option<ProtocolOutput<TableEvent>> {
         self.outputs.pop_front()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.repair_at
+        match (self.repair_at, self.persist.at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn check_invariants(&self, config: &Config) -> Result<(), String> {

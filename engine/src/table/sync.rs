@@ -3,6 +3,7 @@
 //! the asker does not hold.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use weft_protocol::{
     varint_len, BucketHash, TableDigest, TableEntries, TableWant, TableWrite, HEADER_BYTES,
@@ -10,9 +11,39 @@ use weft_protocol::{
 };
 
 use super::Table;
+use crate::machine::BULK_FRAME_BYTES_MAX;
 
-/// A TABLE_ENTRIES message is closed once its writes pass this many bytes.
-const ENTRIES_BYTES_TARGET: usize = 1024 * 1024;
+/// A TABLE_ENTRIES message takes no write that would bring its writes past this many bytes,
+/// so the frame fits a bulk frame (header and count included); a single longer write travels
+/// alone.
+const ENTRIES_BYTES_TARGET: usize = BULK_FRAME_BYTES_MAX - 16;
+
+/// Whether a TABLE_ENTRIES holding `count` writes of `bytes` is closed before a write of
+/// `len` bytes.
+fn closes(count: usize, bytes: usize, len: usize) -> bool {
+    count > 0 && (count == TABLE_OPS_PER_MESSAGE_MAX || bytes + len > ENTRIES_BYTES_TARGET)
+}
+
+/// A TABLE_WANT's reply, sent one TABLE_ENTRIES at a time as the peer has room: the want and
+/// where the next message starts. Keys written or dropped between messages are met as they
+/// are then; a write missed that way is caught by the next digest.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// The want, its `held` fingerprints sorted.
+    want: TableWant,
+    /// The key the next message starts at, and how many of its writes to pass over.
+    next: Option<(Vec<u8>, usize)>,
+}
+
+impl Reply {
+    pub(crate) fn new(mut want: TableWant) -> Reply {
+        want.held.sort_unstable();
+        Reply {
+            want,
+            next: Some((Vec::new(), 0)),
+        }
+    }
+}
 
 /// A digest cuts the key space into the fewest buckets (up to 2^8) that hold at most this
 /// many keys each on average.
@@ -103,20 +134,34 @@ impl Table {
             .flat_map(|k| k.writes().map(|(w, _)| w))
     }
 
-    /// The held writes of the wanted buckets that the asker does not list as held, cut into
-    /// TABLE_ENTRIES messages.
-    pub(crate) fn entries(&self, want: &TableWant) -> Vec<TableEntries> {
-        let mut held = want.held.clone();
-        held.sort_unstable();
-        let writes = self
-            .writes_in(want.bits, &want.buckets)
-            .filter(|w| held.binary_search(&w.fingerprint(want.salt)).is_err());
-        chunks(writes)
-            .into_iter()
-            .map(|c| TableEntries {
-                writes: c.into_iter().cloned().collect(),
-            })
-            .collect()
+    /// The next message of `reply`: held writes of the wanted buckets that the asker does not
+    /// list as held, in key order. `None` once the reply is done.
+    pub(crate) fn next_entries(&self, reply: &mut Reply) -> Option<TableEntries> {
+        let (start, skip) = reply.next.take()?;
+        let want = &reply.want;
+        let mut writes: Vec<TableWrite> = Vec::new();
+        let mut bytes = 0;
+        let from = (Bound::Included(start.as_slice()), Bound::Unbounded);
+        for (key, state) in self.keys.range::<[u8], _>(from) {
+            let bucket = TableWrite::bucket_of(state.key_hash, want.bits);
+            if want.buckets.binary_search(&bucket).is_err() {
+                continue;
+            }
+            let passed = if *key == start { skip } else { 0 };
+            for (i, (w, _)) in state.writes().enumerate().skip(passed) {
+                if want.held.binary_search(&w.fingerprint(want.salt)).is_ok() {
+                    continue;
+                }
+                let len = w.encoded_len();
+                if closes(writes.len(), bytes, len) {
+                    reply.next = Some((key.clone(), i));
+                    return Some(TableEntries { writes });
+                }
+                bytes += len;
+                writes.push(w.clone());
+            }
+        }
+        (!writes.is_empty()).then_some(TableEntries { writes })
     }
 
     /// Bytes on the wire of a full resend: every key's current write, as TABLE_ENTRIES
@@ -133,18 +178,18 @@ impl Table {
     }
 }
 
-/// Cuts writes into runs of at most [`TABLE_OPS_PER_MESSAGE_MAX`] writes, each closed once it
-/// passes [`ENTRIES_BYTES_TARGET`] bytes.
+/// Cuts writes into TABLE_ENTRIES-sized runs, as replies are cut ([`closes`]).
 fn chunks<'a>(writes: impl Iterator<Item = &'a TableWrite>) -> Vec<Vec<&'a TableWrite>> {
     let mut out: Vec<Vec<&TableWrite>> = Vec::new();
     let mut bytes = 0;
     let mut current: Vec<&TableWrite> = Vec::new();
     for w in writes {
-        if current.len() == TABLE_OPS_PER_MESSAGE_MAX || bytes >= ENTRIES_BYTES_TARGET {
+        let len = w.encoded_len();
+        if closes(current.len(), bytes, len) {
             out.push(core::mem::take(&mut current));
             bytes = 0;
         }
-        bytes += w.encoded_len();
+        bytes += len;
         current.push(w);
     }
     if !current.is_empty() {
@@ -184,7 +229,9 @@ mod tests {
         let bucket = TableWrite::bucket_of(TableWrite::key_hash(b"key7"), 2);
         assert_eq!(want.buckets, vec![bucket]);
         assert!(want.held.len() >= 5, "a holds the bucket's other writes");
-        let entries = b.entries(&want);
+        let mut reply = Reply::new(want);
+        let entries: Vec<TableEntries> =
+            std::iter::from_fn(|| b.next_entries(&mut reply)).collect();
         let got: Vec<&TableWrite> = entries.iter().flat_map(|e| &e.writes).collect();
         assert_eq!(got, vec![&w], "only the write a lacks comes back");
         for e in entries {
@@ -196,5 +243,40 @@ mod tests {
         assert_eq!(a.get(b"key7"), Some(&[2][..]));
         assert!(a.full_resend_bytes() > 50 * 40);
         assert_eq!(NodeId([1; 32]), a.me);
+    }
+
+    #[test]
+    fn a_reply_comes_in_bulk_sized_messages_that_together_hold_every_wanted_write() {
+        let mut limits = crate::table::tests::limits();
+        limits.value_bytes_max = 40_000;
+        limits.entries_max = 1000;
+        limits.bytes_max = 1 << 30;
+        let mut b = Table::new(NodeId([2; 32]), 1, limits);
+        let a = Table::new(NodeId([1; 32]), 1, limits);
+        for i in 0..60u32 {
+            let key = format!("k{i:02}").into_bytes();
+            let len = 1000 + (i as usize * 997) % 39_000;
+            b.write(
+                Some(1000 + u64::from(i)),
+                key,
+                Some(vec![i as u8; len]),
+                None,
+            )
+            .unwrap();
+        }
+        let want = a.want(&b.digest_at(0), 3).expect("everything differs");
+        let mut reply = Reply::new(want);
+        let mut sent = 0;
+        while let Some(e) = b.next_entries(&mut reply) {
+            let bytes: usize = e.writes.iter().map(TableWrite::encoded_len).sum();
+            assert!(
+                bytes <= ENTRIES_BYTES_TARGET,
+                "{bytes} bytes in one message"
+            );
+            assert!(!e.writes.is_empty());
+            sent += e.writes.len();
+        }
+        assert_eq!(sent, b.writes_len(), "every write, once");
+        assert!(b.next_entries(&mut reply).is_none(), "done stays done");
     }
 }

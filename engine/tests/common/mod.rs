@@ -10,6 +10,9 @@ use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, O
 
 pub const T0: Instant = Instant(5_000_000_000);
 
+/// HELLO `families` of a fake that runs session, mesh, table and Chord.
+pub const ALL_FAMILIES: u32 = 0b1111;
+
 pub fn node_with(edit: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::from_seed("raw", 1);
     c.discovery = false;
@@ -60,6 +63,11 @@ impl Fake {
     }
 
     pub fn hello(&self) -> Bytes {
+        self.hello_with(ALL_FAMILIES, None)
+    }
+
+    /// A HELLO naming `families`, and `dedicated` for a dedicated connection.
+    pub fn hello_with(&self, families: u32, dedicated: Option<u8>) -> Bytes {
         Message::Hello(Hello {
             network: self.network,
             public_key: self.identity.public_key(),
@@ -67,6 +75,8 @@ impl Fake {
             incarnation: 1,
             listen_addr: None,
             capabilities: CAP_LZ4,
+            families,
+            dedicated,
         })
         .to_frame(false)
         .into_bytes()

@@ -1,0 +1,86 @@
+//! The table as the host stores it (SPEC.md §19.11): every held write, so a node that restarts
+//! alone still has its table. One blob, named [`STATE_NAME`]: a magic line, the postcard
+//! encoding of the writes, and the BLAKE3 hash of both; a blob that fails its hash or does
+//! not decode is ignored (the table starts empty and peers fill it).
+
+use bytes::Bytes;
+use weft_protocol::TableWrite;
+
+use super::Table;
+
+/// The host's name for the blob.
+pub(crate) const STATE_NAME: &str = "table";
+
+/// The blob's first bytes (format version 1).
+const MAGIC: &[u8] = b"weft table v1\n";
+
+/// Bytes of the hash at the end.
+const HASH_BYTES: usize = 32;
+
+/// Every write `table` holds, as a blob.
+pub(crate) fn encode(table: &Table) -> Bytes {
+    let writes: Vec<&TableWrite> = table
+        .keys()
+        .flat_map(|k| table.writes(k).map(|(w, _)| w))
+        .collect();
+    let mut blob = MAGIC.to_vec();
+    // Serializing writes into a Vec cannot fail: no maps, every sequence sized.
+    blob.extend(postcard::to_allocvec(&writes).unwrap_or_default());
+    let hash = blake3::hash(&blob);
+    blob.extend_from_slice(hash.as_bytes());
+    Bytes::from(blob)
+}
+
+/// The writes in a blob, or `None` if it is not a whole, intact version-1 blob.
+pub(crate) fn decode(blob: &[u8]) -> Option<Vec<TableWrite>> {
+    let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
+    if blake3::hash(body).as_bytes() != hash {
+        return None;
+    }
+    let encoded = body.strip_prefix(MAGIC)?;
+    match postcard::take_from_bytes::<Vec<TableWrite>>(encoded) {
+        Ok((writes, [])) => Some(writes),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::test_table;
+
+    #[test]
+    fn a_blob_round_trips_and_a_damaged_one_is_refused() {
+        let mut t = test_table(1);
+        for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
+            t.write(
+                Some(1_000 + i as u64),
+                k.to_vec(),
+                Some(vec![i as u8]),
+                None,
+            )
+            .unwrap();
+        }
+        t.write(Some(2_000), b"b".to_vec(), None, None).unwrap();
+        let blob = encode(&t);
+        let writes = decode(&blob).expect("intact");
+        assert_eq!(writes.len(), t.writes_len());
+        let mut back = test_table(2);
+        for w in writes {
+            back.receive(w);
+        }
+        let all = |t: &Table| {
+            t.iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(&back), all(&t));
+        assert_eq!(back.get(b"b"), None, "the delete came back too");
+        for cut in [0, 1, MAGIC.len(), blob.len() - 1] {
+            assert_eq!(decode(&blob[..cut]), None, "cut at {cut}");
+        }
+        let mut flipped = blob.to_vec();
+        flipped[MAGIC.len() + 3] ^= 1;
+        assert_eq!(decode(&flipped), None, "a flipped bit fails the hash");
+    }
+}
