@@ -278,3 +278,40 @@ fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
         }
     )));
 }
+
+/// SPEC.md §15's worked value: the key of RFC 8032's first test, incarnation 1, `rng_seed` 0;
+/// the first draw of the session's stream is the HELLO nonce of the node's first connection.
+#[test]
+fn the_first_hello_nonce_is_specs_worked_value() {
+    let secret: [u8; 32] = hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    let mut config = Config::new("n", secret);
+    config.discovery = false;
+    let mut node = crate::Node::new(config);
+    node.handle_input(T0, crate::Input::Command(crate::Command::Connect { addr: "x".into() }))
+        .unwrap();
+    let conn = ConnId(2);
+    node.handle_input(T0, crate::Input::Connected { conn }).unwrap();
+    let mut dec = FrameDecoder::new();
+    while let Some(out) = node.poll_output() {
+        if let Output::Transmit { bytes, .. } = out {
+            dec.push(bytes);
+        }
+    }
+    let hello = dec.next_frame().unwrap().unwrap();
+    let Ok(Message::Hello(h)) = Message::decode(Code::HELLO, &hello.payload().unwrap()) else {
+        panic!("expected a HELLO");
+    };
+    let hex: String = h.nonce.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "9be16db708bd2d4a6334dcf8537cd7e196271700cbeb9f3553ef8933af46fe44"
+    );
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
