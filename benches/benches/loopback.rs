@@ -66,7 +66,7 @@ fn spawn(driver: Driver, setup: Setup) -> Handle {
             let _entered = rt.enter();
             let (node, handle) = weft_drivers::tokio_driver::TokioDriver::new(setup).unwrap();
             tx.send(handle).unwrap();
-            rt.block_on(node.run());
+            rt.block_on(node.run()).unwrap();
         }
     });
     rx.recv().unwrap()

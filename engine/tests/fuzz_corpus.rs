@@ -57,8 +57,8 @@ fn node_corpus_replays() {
     let n = replay("node", |path, data| {
         eprintln!("{}", path.display());
         let metrics = node_drive::run_node_metrics(data);
-        handshakes += metrics.handshakes_completed;
-        delivered += metrics.broadcasts_delivered;
+        handshakes += metrics.session.handshakes_completed;
+        delivered += metrics.mesh.broadcasts_delivered;
     });
     eprintln!(
         "replayed {n} node inputs: {handshakes} handshakes, {delivered} broadcasts delivered"
@@ -78,16 +78,16 @@ fn node_small_limits_corpus_replays() {
         eprintln!("{}", path.display());
         let s = node_drive::run_node_with(data, config.clone());
         slow += usize::from(s.slow_peer_closes > 0);
-        dropped += usize::from(s.metrics.relays_dropped > 0);
+        dropped += usize::from(s.metrics.session.relays_dropped > 0);
         evicting += usize::from(s.store_evictions > 0);
         capped += usize::from(
             s.too_many_closes + s.too_many_refusals > 0
                 || s.inbound_peak == limits.inbound_max
                 || s.outbound_peak == limits.outbound_max,
         );
-        total.metrics.handshakes_completed += s.metrics.handshakes_completed;
-        total.metrics.broadcasts_delivered += s.metrics.broadcasts_delivered;
-        total.metrics.relays_dropped += s.metrics.relays_dropped;
+        total.metrics.session.handshakes_completed += s.metrics.session.handshakes_completed;
+        total.metrics.mesh.broadcasts_delivered += s.metrics.mesh.broadcasts_delivered;
+        total.metrics.session.relays_dropped += s.metrics.session.relays_dropped;
         total.slow_peer_closes += s.slow_peer_closes;
         total.too_many_closes += s.too_many_closes;
         total.too_many_refusals += s.too_many_refusals;
@@ -102,10 +102,10 @@ fn node_small_limits_corpus_replays() {
          slow-peer closes {} (in {slow} inputs), relays dropped {} (in {dropped}), \
          repair-store evictions >= {} (in {evicting}), connection-cap closes {} and refusals {} \
          (caps reached in {capped}), peak {} inbound / {} outbound",
-        total.metrics.handshakes_completed,
-        total.metrics.broadcasts_delivered,
+        total.metrics.session.handshakes_completed,
+        total.metrics.mesh.broadcasts_delivered,
         total.slow_peer_closes,
-        total.metrics.relays_dropped,
+        total.metrics.session.relays_dropped,
         total.store_evictions,
         total.too_many_closes,
         total.too_many_refusals,
@@ -118,7 +118,7 @@ fn node_small_limits_corpus_replays() {
         "no corpus input reaches a slow-peer disconnect or a relay drop"
     );
     assert!(
-        total.metrics.handshakes_completed > 0,
+        total.metrics.session.handshakes_completed > 0,
         "no corpus input completes a handshake"
     );
     assert!(

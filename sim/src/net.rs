@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use weft_engine::protocol::{Code, FrameDecoder};
 use weft_engine::{
-    CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant, Node, NodeId, Output,
+    CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, Instant,
+    MeshCommand, MeshEvent, Node, NodeId, Output,
 };
 
 /// One in-memory network of nodes.
@@ -36,6 +37,8 @@ pub struct Net {
     /// Chunk size used to split deliveries (exercises the decoder).
     pub chunk: usize,
     decoders: BTreeMap<(usize, ConnId), FrameDecoder>,
+    /// Each node's disk: its stored state blobs, by name (kept across [`Net::restart`]).
+    pub disks: Vec<BTreeMap<String, Bytes>>,
     /// BLAKE3 over every transmitted byte and event, in order: the run's digest.
     pub trace: blake3::Hasher,
 }
@@ -70,6 +73,7 @@ impl Net {
             auto_writable: true,
             chunk: usize::MAX,
             decoders: BTreeMap::new(),
+            disks: Vec::new(),
             trace: blake3::Hasher::new(),
         };
         for c in configs {
@@ -85,10 +89,12 @@ impl Net {
             self.addrs.insert(a.clone(), i);
         }
         self.nodes.push(Node::new(config));
+        self.disks.push(BTreeMap::new());
         i
     }
 
-    /// Replaces node `i` by a fresh node (a restart: memory lost, same key).
+    /// Replaces node `i` by a fresh node (a restart: memory lost, same key, same disk;
+    /// completions of the old node's requests are dropped with its other inputs).
     pub fn restart(&mut self, i: usize, config: Config) {
         let ends: Vec<(usize, ConnId)> = self
             .pipes
@@ -142,9 +148,9 @@ impl Net {
     pub fn broadcast(&mut self, from: usize, payload: &[u8]) {
         self.command(
             from,
-            Command::Broadcast {
+            Command::Mesh(MeshCommand::Broadcast {
                 payload: Bytes::copy_from_slice(payload),
-            },
+            }),
         );
     }
 
@@ -229,11 +235,39 @@ impl Net {
                 }
                 self.queue.push_back((i, Input::Closed { conn }));
             }
+            Output::Request { id, request } => {
+                let result = self.disk(i, request);
+                self.queue.push_back((i, Input::Completed { id, result }));
+            }
             Output::Event(e) => {
                 self.trace.update(format!("{i} {e:?}\n").as_bytes());
                 self.events.push((i, e));
             }
-            _ => {}
+            other => panic!("node {i} emitted an output the harness does not carry out: {other:?}"),
+        }
+    }
+
+    /// Node `i`'s disk carries out `request` (at once: the answer waits in the queue).
+    fn disk(&mut self, i: usize, request: HostRequest) -> HostResult {
+        let disk = &mut self.disks[i];
+        let valid = |name: &str| {
+            (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        match request {
+            HostRequest::LoadState { name } | HostRequest::StoreState { name, .. }
+                if !valid(&name) =>
+            {
+                HostResult::Failed(format!("bad state name {name:?}"))
+            }
+            HostRequest::LoadState { name } => HostResult::Loaded(disk.get(&name).cloned()),
+            HostRequest::StoreState { name, bytes } => {
+                disk.insert(name, bytes);
+                HostResult::Stored
+            }
+            other => HostResult::Failed(format!("the harness cannot carry out {other:?}")),
         }
     }
 
@@ -289,12 +323,12 @@ impl Net {
             .iter()
             .filter(|(n, _)| *n == i)
             .filter_map(|(_, e)| match e {
-                Event::Broadcast {
+                Event::Mesh(MeshEvent::Broadcast {
                     origin,
                     seq,
                     payload,
                     ..
-                } => Some((*origin, *seq, payload.clone())),
+                }) => Some((*origin, *seq, payload.clone())),
                 _ => None,
             })
             .collect()

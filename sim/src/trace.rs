@@ -1,6 +1,6 @@
 //! The trace digest: BLAKE3 over every delivery and application event, in order.
 
-use weft_engine::Event;
+use weft_engine::{Event, MeshEvent};
 
 /// Buffered BLAKE3 over the run's deliveries and events.
 pub struct Trace {
@@ -40,12 +40,12 @@ impl Trace {
     /// An application event at `node`.
     pub fn event(&mut self, now: u64, node: u32, event: &Event) {
         match event {
-            Event::Broadcast {
+            Event::Mesh(MeshEvent::Broadcast {
                 origin,
                 incarnation,
                 seq,
                 ..
-            } => {
+            }) => {
                 let mut body = [0u8; 48];
                 body[..32].copy_from_slice(&origin.0);
                 body[32..40].copy_from_slice(&incarnation.to_le_bytes());

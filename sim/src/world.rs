@@ -9,8 +9,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use weft_engine::chord::{ChordError, ChordResult};
-use weft_engine::protocol::{key_position, Code, NodeId, CHORD_REPLICAS};
-use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
+use weft_engine::protocol::{key_position, NodeId, CHORD_REPLICAS};
+use weft_engine::{
+    Command, Config, ConnId, Event, HostRequest, HostResult, Input, Instant, MeshCommand,
+    MeshEvent, Node, Output, RequestId, TableEvent,
+};
 
 use crate::faults::{FaultConfig, Occurrence};
 use crate::prefetch::prefetch;
@@ -24,6 +27,12 @@ pub const MS: u64 = 1_000_000;
 
 /// How often each node's driver checks its intended links, invariants and wall clock.
 const MAINTAIN_INTERVAL: u64 = 1_000 * MS;
+
+/// How long the simulated disk takes to carry out a host request (`Output::Request`).
+pub const DISK_LATENCY: u64 = MS;
+
+/// The longest state blob name a node's disk takes.
+const STATE_NAME_MAX: usize = 64;
 
 /// The phase a run is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +68,21 @@ enum Ev {
     Command { node: u32, command: Box<Command> },
     /// The driver's periodic housekeeping on `node`.
     Maintain { node: u32 },
+    /// The simulated disk finishes a host request of `node` (boxed, as a command is).
+    Disk { node: u32, job: Box<DiskJob> },
     /// A fault process strikes.
     Fault(FaultKind),
     /// A fault's effect ends.
     Recover(Recovery),
+}
+
+/// A host request on its way through a node's disk.
+#[derive(Debug)]
+struct DiskJob {
+    /// The incarnation that asked: a crash drops its requests still in flight.
+    incarnation: u64,
+    id: RequestId,
+    request: HostRequest,
 }
 
 /// The fault processes.
@@ -254,6 +274,9 @@ struct SimNodeCold {
     /// Broadcasts originated in the current incarnation (mirrors the engine's sequence).
     sent: u64,
     neighbours: Vec<u32>,
+    /// The node's disk: its stored state blobs, by name. Unlike the engine's memory, it
+    /// survives a crash and a restart.
+    disk: BTreeMap<String, Bytes>,
 }
 
 /// Counters the world keeps for reports.
@@ -261,11 +284,14 @@ struct SimNodeCold {
 pub struct WorldStats {
     /// Events processed.
     pub events: u64,
-    /// BROADCAST frames transmitted.
+    /// BROADCAST frames the nodes handed out (node counters, crashed incarnations included;
+    /// set by [`World::finish_stats`], read [`World::broadcast_transmissions`] before).
     pub broadcast_transmissions: u64,
     /// BROADCAST frames received (decoded by a node).
     pub frame_receptions: u64,
-    /// Repair frames transmitted (MESH_DIGEST, MESH_WANT, MESH_REPAIR).
+    /// Repair frames the nodes handed out (MESH_DIGEST, MESH_WANT, MESH_REPAIR; node counters,
+    /// crashed incarnations included; set by [`World::finish_stats`], read
+    /// [`World::repair_messages`] before).
     pub repair_messages: u64,
     /// Bytes transmitted.
     pub bytes: u64,
@@ -346,6 +372,30 @@ pub struct World {
     sabotaged: bool,
     /// The result of every `Event::Chord`, by (node, request id); the first one kept.
     chord_results: BTreeMap<(u32, u64), Result<ChordResult, ChordError>>,
+    /// Crashed incarnations' share of the flood counters (see [`World::broadcast_transmissions`]).
+    crashed: FloodCounters,
+    /// Requests fed in by the unit tests (`inject_request`) and what came of them: their
+    /// completions are recorded here instead of handed to a node that never asked.
+    #[cfg(test)]
+    synthetic: BTreeMap<(u32, RequestId), Option<HostResult>>,
+}
+
+/// Frames of the mesh handed out, summed over node counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct FloodCounters {
+    /// BROADCAST frames.
+    broadcasts: u64,
+    /// MESH_DIGEST, MESH_WANT and MESH_REPAIR frames.
+    repairs: u64,
+}
+
+impl FloodCounters {
+    /// Adds `node`'s counters.
+    fn add(&mut self, node: &Node) {
+        let traffic = node.metrics().session.traffic;
+        self.broadcasts += traffic.mesh.frames_out;
+        self.repairs += traffic.repair.frames_out;
+    }
 }
 
 impl World {
@@ -393,6 +443,7 @@ impl World {
                 drift_ppm: clock_rng.between(0, 200) as i64 - 100,
                 sent: 0,
                 neighbours,
+                disk: BTreeMap::new(),
             });
         }
         let window_half = Config::from_seed("sim", 0).limits.transmit_window_bytes / 2;
@@ -420,6 +471,9 @@ impl World {
             violation: None,
             sabotaged: false,
             chord_results: BTreeMap::new(),
+            crashed: FloodCounters::default(),
+            #[cfg(test)]
+            synthetic: BTreeMap::new(),
         };
         for i in 0..n {
             world.start_node(i);
@@ -536,10 +590,10 @@ impl World {
         }
     }
 
-    /// Asks for the memory the next deliveries will touch, a stage per event ahead, each
-    /// stage reading only what the stage before asked for one event earlier: the fourth's
-    /// link, the third's receiving node, the second's engine node (one event nearer measured
-    /// about 5 % slower, over eight alternated runs).
+    /// Asks for the simulator's own memory the next deliveries will touch, a stage per event
+    /// ahead, the second stage reading only what the first asked for one event earlier: the
+    /// fourth event's link direction, the third's receiving node. The engine's memory is its
+    /// own business: nothing of a `Node` is asked for.
     fn prefetch_ahead(&self) {
         let deliver = |n| match self.queue.peek_at_front_time(n) {
             Some(Ev::Deliver { link, side, .. }) => self
@@ -554,17 +608,6 @@ impl World {
         if let Some(d) = deliver(2) {
             if let Some(n) = self.nodes.get(d.to_node as usize) {
                 prefetch(n);
-            }
-        }
-        if let Some(d) = deliver(1) {
-            if let Some(node) = self
-                .nodes
-                .get(d.to_node as usize)
-                .and_then(|n| n.node.as_deref())
-            {
-                let p: *const Node = node;
-                prefetch(p);
-                prefetch(p.cast::<u8>().wrapping_add(64));
             }
         }
     }
@@ -685,6 +728,7 @@ impl World {
                 self.maintain(node);
                 self.push(self.now + MAINTAIN_INTERVAL, Ev::Maintain { node });
             }
+            Ev::Disk { node, job } => self.disk(node, *job),
             Ev::Fault(kind) => self.fault(kind),
             Ev::Recover(r) => match r {
                 Recovery::Partition => {
@@ -775,9 +819,58 @@ impl World {
             }
             Output::Connect { conn, addr } => self.connect(i, conn, &addr),
             Output::Close { conn, .. } => self.close(i, conn),
+            Output::Request { id, request } => self.request(i, id, request),
             Output::Event(e) => self.event(i, e),
-            _ => {}
+            other => self.fail(format!(
+                "node {i} emitted an output the simulator does not carry out: {other:?}"
+            )),
         }
+    }
+
+    /// Node `i` asked its host for `request`: its disk answers after [`DISK_LATENCY`].
+    fn request(&mut self, i: u32, id: RequestId, request: HostRequest) {
+        let job = DiskJob {
+            incarnation: self.nodes[i as usize].incarnation,
+            id,
+            request,
+        };
+        self.push(
+            self.now + DISK_LATENCY,
+            Ev::Disk {
+                node: i,
+                job: Box::new(job),
+            },
+        );
+    }
+
+    /// Node `i`'s disk carries out `job`, if the incarnation that asked is still up (a crash
+    /// loses the requests it had in flight: a store the disk had not finished leaves the
+    /// old blob), and hands it the result.
+    fn disk(&mut self, i: u32, job: DiskJob) {
+        let sn = &self.nodes[i as usize];
+        if sn.node.is_none() || sn.incarnation != job.incarnation {
+            return;
+        }
+        let disk = &mut self.cold[i as usize].disk;
+        let result = match job.request {
+            HostRequest::LoadState { name } | HostRequest::StoreState { name, .. }
+                if !valid_state_name(&name) =>
+            {
+                HostResult::Failed(format!("bad state name {name:?}"))
+            }
+            HostRequest::LoadState { name } => HostResult::Loaded(disk.get(&name).cloned()),
+            HostRequest::StoreState { name, bytes } => {
+                disk.insert(name, bytes);
+                HostResult::Stored
+            }
+            other => HostResult::Failed(format!("the simulator cannot carry out {other:?}")),
+        };
+        #[cfg(test)]
+        if let Some(slot) = self.synthetic.get_mut(&(i, job.id)) {
+            *slot = Some(result);
+            return;
+        }
+        self.input(i, Input::Completed { id: job.id, result });
     }
 
     fn event(&mut self, i: u32, e: Event) {
@@ -787,19 +880,19 @@ impl World {
             Event::PeerUp { conn, .. } => {
                 self.cold[i as usize].dialing.remove(conn);
             }
-            Event::TableChanged { .. } => self.stats.table_changes += 1,
+            Event::Table(TableEvent::Changed { .. }) => self.stats.table_changes += 1,
             Event::Chord(c) => {
                 self.chord_results
                     .entry((i, c.request))
                     .or_insert_with(|| c.result.clone());
             }
-            Event::TableRefused { .. } => self.stats.table_refusals += 1,
-            Event::Broadcast {
+            Event::Table(TableEvent::Refused { .. }) => self.stats.table_refusals += 1,
+            Event::Mesh(MeshEvent::Broadcast {
                 origin,
                 incarnation: origin_incarnation,
                 seq,
                 payload,
-            } => {
+            }) => {
                 let Some(&o) = self.ids.get(origin) else {
                     return self.fail(format!("node {i} delivered a broadcast from a stranger"));
                 };
@@ -836,7 +929,8 @@ impl World {
         cold.sent += 1;
         let key = (origin, self.nodes[origin as usize].incarnation, cold.sent);
         let payload = self.tracker.originate(self.now, key);
-        self.input(origin, Input::Command(Command::Broadcast { payload }));
+        let command = Command::Mesh(MeshCommand::Broadcast { payload });
+        self.input(origin, Input::Command(command));
     }
 
     fn maintain(&mut self, i: u32) {
@@ -858,12 +952,16 @@ impl World {
             .filter(|&j| j > i && !self.linked(i, j))
             .filter(|j| {
                 let sn = &self.nodes[i as usize];
-                // A chord-only connection to `j` is no dial of the intended link.
-                let chord = |c: &ConnId| sn.node.as_ref().is_some_and(|n| n.is_chord_conn(*c));
+                // A dedicated connection to `j` (Chord's) is no dial of the intended link.
+                let dedicated = |c: &ConnId| {
+                    sn.node
+                        .as_ref()
+                        .is_some_and(|n| n.dedicated_family(*c).is_some())
+                };
                 !self.cold[i as usize]
                     .dialing
                     .iter()
-                    .any(|(c, t)| t == j && !chord(c))
+                    .any(|(c, t)| t == j && !dedicated(c))
             })
             .collect();
         for j in targets {
@@ -875,10 +973,12 @@ impl World {
         let sn = &mut self.nodes[i as usize];
         let Some(old) = sn.node.take() else { return };
         self.stats.crashes += 1;
-        self.stats.duplicates += old.metrics().broadcast_duplicates;
-        self.stats.frame_receptions += old.metrics().broadcasts_received;
-        self.stats.table_catchup_bytes += old.metrics().table_catchup_bytes;
-        self.stats.table_full_resend_bytes += old.metrics().table_full_resend_bytes;
+        let m = old.metrics();
+        self.stats.duplicates += m.mesh.broadcast_duplicates;
+        self.stats.frame_receptions += m.mesh.broadcasts_received;
+        self.stats.table_catchup_bytes += m.table.catchup_bytes;
+        self.stats.table_full_resend_bytes += m.table.full_resend_bytes;
+        self.crashed.add(&old);
         sn.timer_at = None;
         if sn.paused {
             sn.paused = false;
@@ -1035,15 +1135,6 @@ impl World {
         }
         let len = bytes.len();
         self.stats.bytes += len as u64;
-        if len >= 8 {
-            match Code(u16::from_be_bytes([bytes[6], bytes[7]])) {
-                Code::BROADCAST => self.stats.broadcast_transmissions += 1,
-                Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => {
-                    self.stats.repair_messages += 1
-                }
-                _ => {}
-            }
-        }
         let lat = self.latency();
         let to = self.links[link_id as usize].dirs[side as usize].to_node;
         let slow = self.slow_until_max > self.now && self.cold[to as usize].slow_until > self.now;
@@ -1316,14 +1407,38 @@ impl World {
 
     /// Sums node counters into the stats (call once, at the end).
     pub fn finish_stats(&mut self) {
+        let flood = self.flood_counters();
+        self.stats.broadcast_transmissions = flood.broadcasts;
+        self.stats.repair_messages = flood.repairs;
         for sn in &self.nodes {
             if let Some(n) = &sn.node {
-                self.stats.duplicates += n.metrics().broadcast_duplicates;
-                self.stats.frame_receptions += n.metrics().broadcasts_received;
-                self.stats.table_catchup_bytes += n.metrics().table_catchup_bytes;
-                self.stats.table_full_resend_bytes += n.metrics().table_full_resend_bytes;
+                let m = n.metrics();
+                self.stats.duplicates += m.mesh.broadcast_duplicates;
+                self.stats.frame_receptions += m.mesh.broadcasts_received;
+                self.stats.table_catchup_bytes += m.table.catchup_bytes;
+                self.stats.table_full_resend_bytes += m.table.full_resend_bytes;
             }
         }
+    }
+
+    /// BROADCAST frames handed out so far, over every node and every incarnation (crashed
+    /// ones included): the engines' own counters, never the bytes on a link.
+    pub fn broadcast_transmissions(&self) -> u64 {
+        self.flood_counters().broadcasts
+    }
+
+    /// Repair frames (MESH_DIGEST, MESH_WANT, MESH_REPAIR) handed out so far, likewise.
+    pub fn repair_messages(&self) -> u64 {
+        self.flood_counters().repairs
+    }
+
+    /// The crashed incarnations' share plus every live node's counters now.
+    fn flood_counters(&self) -> FloodCounters {
+        let mut sum = self.crashed;
+        for n in self.nodes.iter().filter_map(|sn| sn.node.as_deref()) {
+            sum.add(n);
+        }
+        sum
     }
 
     /// The result of Chord request `request` issued on node `i` (a scheduled
@@ -1379,6 +1494,14 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Whether `name` may name a state blob on a simulated disk: 1 to 64 of `[a-z0-9-]`.
+fn valid_state_name(name: &str) -> bool {
+    (1..=STATE_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The address of node `i`.
 pub fn addr(i: u32) -> String {
     format!("n{i}")
@@ -1390,8 +1513,139 @@ fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
         Ev::Deliver { link, side, .. } => Some(links[*link as usize].dirs[*side as usize].to_node),
         Ev::RemoteClosed { link, side } => links.get(*link as usize).map(|l| l.end(*side).node),
         Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
-        Ev::Command { node, .. } => Some(*node),
+        Ev::Command { node, .. } | Ev::Disk { node, .. } => Some(*node),
         Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
         Ev::Fault(_) | Ev::Recover(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::FaultConfig;
+
+    /// Two linked nodes, no faults.
+    fn world() -> World {
+        World::new(WorldConfig {
+            seed: 7,
+            nodes: 2,
+            edges: vec![(0, 1)],
+            faults: FaultConfig::none(),
+            discovery: false,
+            chord: false,
+            sabotage: false,
+        })
+    }
+
+    impl World {
+        /// Node `i` asks its host for `request`, as if `poll_output` had handed it out: it
+        /// goes through `route`, as every output of a drain does. Its completion is kept for
+        /// [`World::synthetic_result`] instead of handed to a node that never asked.
+        fn inject_request(&mut self, i: u32, id: u64, request: HostRequest) {
+            self.synthetic.insert((i, RequestId(id)), None);
+            let out = Output::Request {
+                id: RequestId(id),
+                request,
+            };
+            self.route(i, Pending { out, link: None });
+        }
+
+        /// What came of an injected request, once the disk has answered.
+        fn synthetic_result(&self, i: u32, id: u64) -> Option<&HostResult> {
+            self.synthetic.get(&(i, RequestId(id)))?.as_ref()
+        }
+    }
+
+    fn load(name: &str) -> HostRequest {
+        HostRequest::LoadState { name: name.into() }
+    }
+
+    fn store(name: &str, bytes: &'static [u8]) -> HostRequest {
+        HostRequest::StoreState {
+            name: name.into(),
+            bytes: Bytes::from_static(bytes),
+        }
+    }
+
+    #[test]
+    fn the_disk_answers_requests_and_survives_a_crash() {
+        let mut w = world();
+        w.run_until(500 * MS);
+        assert!(w.violation().is_none(), "{:?}", w.violation());
+
+        w.inject_request(0, 1, load("never-stored"));
+        assert_eq!(w.synthetic_result(0, 1), None, "answered asynchronously");
+        w.run_until(w.now + DISK_LATENCY - 1);
+        assert_eq!(
+            w.synthetic_result(0, 1),
+            None,
+            "not before the disk latency"
+        );
+        w.run_until(w.now + 1);
+        assert_eq!(w.synthetic_result(0, 1), Some(&HostResult::Loaded(None)));
+
+        w.inject_request(0, 2, store("mesh-state-1", b"blob"));
+        w.inject_request(0, 3, load("mesh-state-1"));
+        w.run_until(w.now + DISK_LATENCY);
+        assert_eq!(w.synthetic_result(0, 2), Some(&HostResult::Stored));
+        let blob = HostResult::Loaded(Some(Bytes::from_static(b"blob")));
+        assert_eq!(w.synthetic_result(0, 3), Some(&blob), "a store then a load");
+        w.inject_request(1, 4, load("mesh-state-1"));
+        w.run_until(w.now + DISK_LATENCY);
+        assert_eq!(
+            w.synthetic_result(1, 4),
+            Some(&HostResult::Loaded(None)),
+            "each node has its own disk"
+        );
+
+        // A crash: a request in flight is lost with the incarnation that asked (the node is
+        // back before the disk would have answered: the new incarnation must not hear of it),
+        // the disk stays.
+        let before = w.incarnations()[0];
+        w.inject_request(0, 5, store("mesh-state-1", b"lost"));
+        w.crash(0, 0);
+        w.run_until(w.now + 10 * MS);
+        assert!(w.node(0).is_some(), "restarted");
+        assert_eq!(w.incarnations()[0], before + 1, "a new incarnation");
+        assert_eq!(
+            w.synthetic_result(0, 5),
+            None,
+            "the crashed incarnation's completion"
+        );
+        w.inject_request(0, 13, load("mesh-state-1"));
+        w.crash(0, 100);
+        w.run_until(w.now + 200 * MS);
+        assert_eq!(
+            w.synthetic_result(0, 13),
+            None,
+            "a completion for a node that is down"
+        );
+        assert!(w.node(0).is_some(), "restarted again");
+        w.inject_request(0, 6, load("mesh-state-1"));
+        w.run_until(w.now + DISK_LATENCY);
+        assert_eq!(w.synthetic_result(0, 6), Some(&blob), "the blob survived");
+
+        for (id, name) in [
+            (7, ""),
+            (8, "Mesh"),
+            (9, "a/b"),
+            (10, "état"),
+            (11, &"x".repeat(65)[..]),
+        ] {
+            w.inject_request(0, id, load(name));
+            w.inject_request(0, id + 100, store(name, b"x"));
+        }
+        w.inject_request(0, 12, load(&"x".repeat(64)));
+        w.run_until(w.now + DISK_LATENCY);
+        for id in (7..=11).chain(107..=111) {
+            assert!(
+                matches!(w.synthetic_result(0, id), Some(HostResult::Failed(_))),
+                "request {id}: {:?}",
+                w.synthetic_result(0, id)
+            );
+        }
+        assert_eq!(w.synthetic_result(0, 12), Some(&HostResult::Loaded(None)));
+        assert_eq!(w.cold[0].disk.len(), 1, "a refused name stores nothing");
+        assert!(w.violation().is_none(), "{:?}", w.violation());
     }
 }

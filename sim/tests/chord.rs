@@ -3,7 +3,9 @@
 //! sweep under swarm faults sized by `WEFT_CHORD_SEEDS`).
 
 use bytes::Bytes;
-use weft_engine::chord::{ChordConfig, ChordError, ChordRequest, ChordResult};
+use weft_engine::chord::{
+    ChordCommand, ChordConfig, ChordError, ChordRefusal, ChordRequest, ChordResult,
+};
 use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event};
 use weft_sim::net::{self as harness, Net};
@@ -64,10 +66,10 @@ fn nodes_form_a_ring_over_chord_only_connections_that_floods_never_use() {
     };
     net.command(
         0,
-        Command::Chord {
+        Command::Chord(ChordCommand {
             request: 1,
             op: put,
-        },
+        }),
     );
     net.run_for(Duration::from_secs(5));
     assert_eq!(
@@ -79,10 +81,10 @@ fn nodes_form_a_ring_over_chord_only_connections_that_floods_never_use() {
     };
     net.command(
         n - 1,
-        Command::Chord {
+        Command::Chord(ChordCommand {
             request: 2,
             op: get,
-        },
+        }),
     );
     net.run_for(Duration::from_secs(5));
     assert_eq!(
@@ -107,9 +109,9 @@ fn a_chord_command_without_chord_is_refused() {
     let op = ChordRequest::Get { key: b"k".to_vec() };
     let refused = net.nodes[0].handle_input(
         now,
-        weft_engine::Input::Command(Command::Chord { request: 1, op }),
+        weft_engine::Input::Command(Command::Chord(ChordCommand { request: 1, op })),
     );
-    assert_eq!(refused, Err(weft_engine::InputError::ChordDisabled));
+    assert_eq!(refused, Err(ChordRefusal::Disabled.into()));
 }
 
 /// Mean hops within 0.2 of ½·log2 N (the paper's figure), every lookup answered by the true
@@ -307,7 +309,7 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
             value: value(k),
             lifetime_ms: None,
         };
-        w.schedule_command(w.now, at, Command::Chord { request: k, op });
+        w.schedule_command(w.now, at, Command::Chord(ChordCommand { request: k, op }));
         puts.push(at);
     }
     wait_world_results(&mut w, puts.iter().copied().zip(0..), 15);
@@ -346,7 +348,7 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         let at = live[rng.below(live.len() as u64) as usize];
         let op = ChordRequest::Get { key: key(k) };
         let request = REAL_KEYS + k;
-        w.schedule_command(w.now, at, Command::Chord { request, op });
+        w.schedule_command(w.now, at, Command::Chord(ChordCommand { request, op }));
         gets.push((at, request, k));
     }
     wait_world_results(&mut w, gets.iter().map(|&(at, r, _)| (at, r)), 15);

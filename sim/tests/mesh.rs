@@ -46,7 +46,7 @@ fn check_flood(n: usize, edges: &[(usize, usize)]) {
     let dups: u64 = net
         .nodes
         .iter()
-        .map(|n| n.metrics().broadcast_duplicates)
+        .map(|n| n.metrics().mesh.broadcast_duplicates)
         .sum();
     assert_eq!(
         dups,
@@ -97,7 +97,7 @@ fn large_repetitive_broadcast_travels_compressed_and_arrives_intact() {
     let payload = vec![b'w'; 100_000];
     net.broadcast(0, &payload);
     assert_eq!(net.delivered(2)[0].2.as_ref(), payload.as_slice());
-    let sent = net.nodes[0].metrics().bytes_sent;
+    let sent = net.nodes[0].metrics().session.bytes_sent;
     assert!(sent < 10_000, "compressed on the wire: {sent} bytes");
 }
 
@@ -113,7 +113,7 @@ fn relay_to_a_peer_without_compression_gets_a_plain_copy() {
     let payload = vec![7u8; 50_000];
     net.broadcast(0, &payload);
     assert_eq!(net.delivered(2)[0].2.as_ref(), payload.as_slice());
-    let into_2: u64 = net.nodes[2].metrics().bytes_received;
+    let into_2: u64 = net.nodes[2].metrics().session.bytes_received;
     assert!(into_2 > 50_000, "node 2 received the plain frame: {into_2}");
 }
 

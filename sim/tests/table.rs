@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use weft_engine::protocol::Code;
-use weft_engine::{Command, Duration, Event, Input};
+use weft_engine::{Command, Duration, Event, Input, TableCommand, TableEvent};
 use weft_sim::scenario::mesh::FaultMode;
 use weft_sim::scenario::table::{self, TableParams};
 use weft_sim::sweep::{self, Shard};
@@ -111,11 +111,11 @@ fn a_write_to_a_key_leased_by_another_node_is_refused() {
     net.join(&[(0, 1)]);
     net.command(
         0,
-        Command::TableSet {
+        Command::Table(TableCommand::Set {
             key: b"leader".to_vec(),
             value: b"n0".to_vec(),
             lease: Some(Duration::from_secs(30)),
-        },
+        }),
     );
     net.run_for(Duration::from_millis(100));
     let owner = net.id(0);
@@ -128,17 +128,17 @@ fn a_write_to_a_key_leased_by_another_node_is_refused() {
     let events_before = net.events.len();
     net.command(
         1,
-        Command::TableSet {
+        Command::Table(TableCommand::Set {
             key: b"leader".to_vec(),
             value: b"n1".to_vec(),
             lease: None,
-        },
+        }),
     );
     net.command(
         1,
-        Command::TableDelete {
+        Command::Table(TableCommand::Delete {
             key: b"leader".to_vec(),
-        },
+        }),
     );
     net.run_for(Duration::from_millis(100));
     assert_eq!(net.sent(Code::TABLE_WRITE), writes_before, "nothing sent");
@@ -150,7 +150,7 @@ fn a_write_to_a_key_leased_by_another_node_is_refused() {
     assert_eq!(refused.len(), 2, "{refused:?}");
     for e in refused {
         assert!(
-            matches!(e, Event::TableRefused { owner: o, key, .. } if *o == owner && key == b"leader")
+            matches!(e, Event::Table(TableEvent::Refused { owner: o, key, .. }) if *o == owner && key == b"leader")
         );
     }
     for i in 0..2 {
@@ -159,19 +159,19 @@ fn a_write_to_a_key_leased_by_another_node_is_refused() {
     // The owner releases; then node 1 may write.
     net.command(
         0,
-        Command::TableRelease {
+        Command::Table(TableCommand::Release {
             key: b"leader".to_vec(),
-        },
+        }),
     );
     net.run_for(Duration::from_millis(100));
     assert_eq!(net.nodes[1].table().lease(b"leader"), None);
     net.command(
         1,
-        Command::TableSet {
+        Command::Table(TableCommand::Set {
             key: b"leader".to_vec(),
             value: b"n1".to_vec(),
             lease: None,
-        },
+        }),
     );
     net.run_for(Duration::from_millis(100));
     for i in 0..2 {
@@ -198,22 +198,22 @@ fn a_late_lease_refuses_an_earlier_delivered_write_everywhere() {
     net.paused.push(0);
     net.command(
         2,
-        Command::TableSet {
+        Command::Table(TableCommand::Set {
             key: b"k".to_vec(),
             value: b"two".to_vec(),
             lease: None,
-        },
+        }),
     );
     net.run_for(Duration::from_millis(10));
     assert_eq!(net.nodes[1].table().get(b"k"), Some(&b"two"[..]));
     net.paused.clear();
     net.command(
         0,
-        Command::TableSet {
+        Command::Table(TableCommand::Set {
             key: b"k".to_vec(),
             value: b"zero".to_vec(),
             lease: Some(Duration::from_secs(60)),
-        },
+        }),
     );
     net.run_for(Duration::from_millis(100));
     for i in 0..3 {
@@ -223,8 +223,6 @@ fn a_late_lease_refuses_an_earlier_delivered_write_everywhere() {
             "node {i}"
         );
     }
-    assert!(net
-        .events
-        .iter()
-        .any(|(i, e)| *i == 2 && matches!(e, Event::TableRefused { key, .. } if key == b"k")));
+    assert!(net.events.iter().any(|(i, e)| *i == 2
+        && matches!(e, Event::Table(TableEvent::Refused { key, .. }) if key == b"k")));
 }

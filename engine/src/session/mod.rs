@@ -677,7 +677,7 @@ impl Session {
                 Some("message before the handshake finished")
             } else if c.dedicated.is_some() && family != c.dedicated {
                 Some("a message of another family on a dedicated connection")
-            } else if !family.is_some_and(|f| self.families & f.bit() != 0) {
+            } else if family.is_none_or(|f| self.families & f.bit() == 0) {
                 Some("a message of a family this node does not run")
             } else {
                 None

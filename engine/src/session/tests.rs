@@ -283,14 +283,19 @@ fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
 /// the first draw of the session's stream is the HELLO nonce of the node's first connection.
 #[test]
 fn the_first_hello_nonce_is_specs_worked_value() {
-    let secret: [u8; 32] = hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    let secret: [u8; 32] =
+        hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
     let mut config = Config::new("n", secret);
     config.discovery = false;
     let mut node = crate::Node::new(config);
-    node.handle_input(T0, crate::Input::Command(crate::Command::Connect { addr: "x".into() }))
-        .unwrap();
+    node.handle_input(
+        T0,
+        crate::Input::Command(crate::Command::Connect { addr: "x".into() }),
+    )
+    .unwrap();
     let conn = ConnId(2);
-    node.handle_input(T0, crate::Input::Connected { conn }).unwrap();
+    node.handle_input(T0, crate::Input::Connected { conn })
+        .unwrap();
     let mut dec = FrameDecoder::new();
     while let Some(out) = node.poll_output() {
         if let Output::Transmit { bytes, .. } = out {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use weft_engine::protocol::{NodeId, TableWrite};
-use weft_engine::{Command, Duration};
+use weft_engine::{Command, Duration, TableCommand};
 
 use crate::faults::FaultConfig;
 use crate::rng::SimRng;
@@ -328,20 +328,20 @@ pub fn run(p: &TableParams) -> TableReport {
         let key = format!("k{}", rng.below(keys)).into_bytes();
         let value = format!("n{node}w{k}").into_bytes();
         let command = match rng.below(10) {
-            0..=5 => Command::TableSet {
+            0..=5 => TableCommand::Set {
                 key,
                 value,
                 lease: None,
             },
-            6 | 7 => Command::TableSet {
+            6 | 7 => TableCommand::Set {
                 key,
                 value,
                 lease: Some(Duration::from_millis(rng.between(1_000, 8_000))),
             },
-            8 => Command::TableDelete { key },
-            _ => Command::TableRelease { key },
+            8 => TableCommand::Delete { key },
+            _ => TableCommand::Release { key },
         };
-        w.schedule_command(at, node, command);
+        w.schedule_command(at, node, Command::Table(command));
     }
     w.run_until(heal_at);
     let identical_at_heal = identical(&w, p.nodes);
