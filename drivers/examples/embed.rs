@@ -7,7 +7,10 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
+use weft_engine::{
+    Command, Config, ConnId, Event, HostResult, Input, Instant, MeshCommand, MeshEvent, Node,
+    Output,
+};
 
 /// What a connection owes its socket: bytes handed out and not yet written.
 #[derive(Default)]
@@ -69,12 +72,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             next_greeting += Duration::from_secs(2);
             greetings += 1;
             let payload = format!("hello #{greetings} from {id}").into();
-            inputs.push_back(Input::Command(Command::Broadcast { payload }));
+            inputs.push_back(Input::Command(Command::Mesh(MeshCommand::Broadcast {
+                payload,
+            })));
             inputs.push_back(Input::WallClock { unix_ms: unix_ms() });
         }
         if node.poll_timeout().is_some_and(|at| at <= now()) {
             node.handle_timeout(now());
-            drain(&mut node, &mut links, &mut inputs);
+            drain(&mut node, &mut links, &mut inputs)?;
         }
         // The contract: hand over one input, then drain every output before the next.
         while let Some(input) = inputs.pop_front() {
@@ -84,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Err(e) = node.handle_input(now(), input) {
                 eprintln!("refused: {e}");
             }
-            drain(&mut node, &mut links, &mut inputs);
+            drain(&mut node, &mut links, &mut inputs)?;
         }
         // Write in order; once all that was handed out is written, the node is owed `Writable`.
         for (&conn, (socket, out)) in &mut links {
@@ -109,8 +114,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// Drains the node's outputs: bytes to write, dials, closes and events.
-fn drain(node: &mut Node, links: &mut Links, inputs: &mut VecDeque<Input>) {
+/// Drains the node's outputs: bytes to write, dials, closes, requests and events. An output
+/// this loop does not know ends it: dropping one would break the node's contract.
+fn drain(node: &mut Node, links: &mut Links, inputs: &mut VecDeque<Input>) -> Result<(), String> {
     while let Some(output) = node.poll_output() {
         match output {
             Output::Transmit { conn, bytes } => {
@@ -135,13 +141,19 @@ fn drain(node: &mut Node, links: &mut Links, inputs: &mut VecDeque<Input>) {
                     out.closing = true;
                 }
             }
-            Output::Event(Event::Broadcast {
+            // This node keeps no state folder: it cannot load or store the node's state.
+            Output::Request { id, .. } => {
+                let result = HostResult::Failed("no state folder".into());
+                inputs.push_back(Input::Completed { id, result });
+            }
+            Output::Event(Event::Mesh(MeshEvent::Broadcast {
                 origin, payload, ..
-            }) => {
+            })) => {
                 println!("{origin}: {}", String::from_utf8_lossy(&payload));
             }
             Output::Event(event) => eprintln!("{event:?}"),
-            _ => {}
+            other => return Err(format!("an output this loop does not handle: {other:?}")),
         }
     }
+    Ok(())
 }

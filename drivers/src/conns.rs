@@ -1,6 +1,13 @@
 //! The connection table every driver keeps, whatever its I/O library: the output pump (after
-//! every input, drain `poll_output` into outboxes, dials, closes and events), writing with the
-//! `Writable` handshake, reading into `Received`, and closing with `Closed`.
+//! every input, drain `poll_output` into outboxes, dials, closes, requests to the host and
+//! events), writing with the `Writable` handshake, reading into `Received`, and closing with
+//! `Closed`.
+//!
+//! One rule keeps the table and the engine's view the same: a link is only dropped (and the
+//! engine told `Closed` or `ConnectFailed`) once every output already emitted has been
+//! drained. So every `Transmit` or `Close` the pump meets names a connection the engine
+//! announced (with `Connect`) or was told of (`Accepted`) and has not yet been told is gone,
+//! and one naming an unknown connection is a driver bug that ends the run.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -8,7 +15,7 @@ use std::io;
 use bytes::Bytes;
 use weft_engine::{ConnId, Duration, Input, Instant, Output};
 
-use crate::host::{log_unknown, Host};
+use crate::host::{Host, RunError};
 use crate::outbox::{Flushed, Outbox, TryWrite};
 
 /// How long a closing connection may take to flush before it is dropped.
@@ -102,41 +109,75 @@ impl<S: Socket> Conns<S> {
         std::mem::take(&mut self.dials)
     }
 
-    /// Drains the node's outputs after an input.
+    /// Drains the node's outputs after an input, carries out its requests to the host and
+    /// feeds back the answers, until it has nothing more to say. An output this driver does
+    /// not handle, or one naming a connection it does not know, ends the run (see
+    /// [`Host::fail`]): the rest is left undrained.
     pub(crate) fn drain(&mut self, host: &mut Host) {
-        while let Some(output) = host.node.poll_output() {
-            match output {
-                Output::Transmit { conn, bytes } => match self.links.get_mut(&conn) {
-                    Some(link) => {
-                        link.outbox.push(&bytes);
-                        self.dirty.push(conn);
-                    }
-                    None => tracing::error!("transmit to unknown {conn:?}"),
-                },
-                Output::Connect { conn, addr } => {
-                    self.links.insert(
-                        conn,
-                        Link {
-                            socket: None,
-                            open: false,
-                            outbox: Outbox::default(),
-                            closing_by: None,
-                            draining: false,
-                        },
-                    );
-                    self.dials.push((conn, addr));
+        if host.has_failed() {
+            return;
+        }
+        loop {
+            while let Some(output) = host.node.poll_output() {
+                if let Err(e) = self.carry_out(host, output) {
+                    return host.fail(e);
                 }
-                Output::Close { conn, reason } => {
-                    tracing::debug!("closing {conn:?}: {reason:?}");
-                    if let Some(link) = self.links.get_mut(&conn) {
-                        link.closing_by.get_or_insert(host.now() + LINGER);
-                        self.dirty.push(conn);
-                    }
-                }
-                Output::Event(event) => host.on_event(event),
-                other => log_unknown(&other),
+            }
+            if host.has_failed() || !host.answer_requests() {
+                return;
             }
         }
+    }
+
+    /// Carries out one output.
+    fn carry_out(&mut self, host: &mut Host, output: Output) -> Result<(), RunError> {
+        match output {
+            // Not a race: the engine emits bytes only for a connection it announced or was
+            // told of, and keeps it until told `Closed`; the driver drops a link only after
+            // draining what was emitted before (see `forget`). So an unknown id here means
+            // the table and the engine disagree: a driver bug.
+            Output::Transmit { conn, bytes } => match self.links.get_mut(&conn) {
+                Some(link) => {
+                    link.outbox.push(&bytes);
+                    self.dirty.push(conn);
+                }
+                None => {
+                    return Err(RunError::DriverBug(format!(
+                        "the engine transmits on {conn:?}, which the driver does not know"
+                    )))
+                }
+            },
+            Output::Connect { conn, addr } => {
+                let link = Link {
+                    socket: None,
+                    open: false,
+                    outbox: Outbox::default(),
+                    closing_by: None,
+                    draining: false,
+                };
+                if self.links.insert(conn, link).is_some() {
+                    return Err(RunError::DriverBug(format!(
+                        "the engine dials {conn:?}, which the driver still holds"
+                    )));
+                }
+                self.dials.push((conn, addr));
+            }
+            // As for `Transmit`: the engine closes only a connection it still has.
+            Output::Close { conn, reason } => {
+                tracing::debug!("closing {conn:?}: {reason:?}");
+                let Some(link) = self.links.get_mut(&conn) else {
+                    return Err(RunError::DriverBug(format!(
+                        "the engine closes {conn:?}, which the driver does not know"
+                    )));
+                };
+                link.closing_by.get_or_insert(host.now() + LINGER);
+                self.dirty.push(conn);
+            }
+            Output::Request { id, request } => host.on_host_request(id, request),
+            Output::Event(event) => host.on_event(event),
+            other => return Err(RunError::unhandled(&other)),
+        }
+        Ok(())
     }
 
     /// Marks `conn` as having room to write (its socket reported writable).
@@ -194,10 +235,25 @@ impl<S: Socket> Conns<S> {
         }
     }
 
-    /// Drops `conn` and tells the engine it is closed.
+    /// Drops `conn` and tells the engine it is closed. What the engine emitted before it
+    /// hears of the close may still name `conn`: that is drained first, while the link is
+    /// known (its bytes are dropped with it).
     fn forget(&mut self, host: &mut Host, conn: ConnId) {
+        self.drain(host);
         if self.links.remove(&conn).is_some() {
             host.feed(Input::Closed { conn });
+            self.drain(host);
+        }
+    }
+
+    /// Drops a dial that did not open and tells the engine, draining first as
+    /// [`Conns::forget`] does.
+    fn dial_gone(&mut self, host: &mut Host, conn: ConnId, error: &io::Error) {
+        self.drain(host);
+        if self.links.remove(&conn).is_some() {
+            tracing::debug!("dial {conn:?} failed: {error}");
+            host.feed(Input::ConnectFailed { conn });
+            self.drain(host);
         }
     }
 
@@ -213,7 +269,6 @@ impl<S: Socket> Conns<S> {
             match socket.try_read(&mut self.read_buf) {
                 Ok(0) => {
                     self.forget(host, conn);
-                    self.drain(host);
                     return ReadTurn::Gone;
                 }
                 Ok(n) if link.closing_by.is_none() => {
@@ -227,7 +282,6 @@ impl<S: Socket> Conns<S> {
                 Err(e) => {
                     tracing::debug!("read from {conn:?} failed: {e}");
                     self.forget(host, conn);
-                    self.drain(host);
                     return ReadTurn::Gone;
                 }
             }
@@ -270,14 +324,10 @@ impl<S: Socket> Conns<S> {
                     link.open = true;
                 }
                 host.feed(Input::Connected { conn });
+                self.drain(host);
             }
-            Err(e) => {
-                tracing::debug!("dial {conn:?} failed: {e}");
-                self.links.remove(&conn);
-                host.feed(Input::ConnectFailed { conn });
-            }
+            Err(e) => self.dial_gone(host, conn, &e),
         }
-        self.drain(host);
     }
 
     /// A dial (started with [`Conns::dial_started`]) completed.
@@ -294,10 +344,7 @@ impl<S: Socket> Conns<S> {
     /// A dial (started with [`Conns::dial_started`]) failed.
     pub(crate) fn dial_failed(&mut self, host: &mut Host, conn: ConnId, error: &io::Error) {
         if self.is_dialing(conn) {
-            tracing::debug!("dial {conn:?} failed: {error}");
-            self.links.remove(&conn);
-            host.feed(Input::ConnectFailed { conn });
-            self.drain(host);
+            self.dial_gone(host, conn, error);
         }
     }
 
@@ -319,5 +366,114 @@ impl<S: Socket> Conns<S> {
     /// The earliest linger deadline.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.links.values().filter_map(|l| l.closing_by).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::{Command, Config, TableCommand};
+
+    /// A socket that is never used.
+    struct NoSocket;
+
+    impl TryWrite for NoSocket {
+        fn try_write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Socket for NoSocket {
+        fn try_read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+
+        fn shutdown_write(&self) {}
+    }
+
+    fn host(state: Option<&std::path::Path>) -> Host {
+        Host::new(Config::from_seed("conns", 1), "test", state)
+    }
+
+    fn driver_bug(exit: Option<Result<crate::Exit, RunError>>) -> String {
+        match exit {
+            Some(Err(RunError::DriverBug(why))) => why,
+            other => panic!("expected a driver bug, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bytes_or_a_close_for_an_unknown_connection_end_the_run() {
+        let mut conns = Conns::<NoSocket>::new();
+        let mut host = host(None);
+        let transmit = Output::Transmit {
+            conn: ConnId(4),
+            bytes: Bytes::from_static(b"x"),
+        };
+        let e = conns.carry_out(&mut host, transmit).unwrap_err();
+        host.fail(e);
+        assert!(driver_bug(host.exit_due(0)).contains("ConnId(4)"));
+        let close = Output::Close {
+            conn: ConnId(6),
+            reason: weft_engine::CloseReason::Requested,
+        };
+        assert!(matches!(
+            conns.carry_out(&mut host, close),
+            Err(RunError::DriverBug(_))
+        ));
+    }
+
+    #[test]
+    fn an_input_the_engine_calls_a_misuse_ends_the_run() {
+        let mut host = host(None);
+        host.feed(Input::Writable { conn: ConnId(9) });
+        assert!(host.has_failed());
+        assert!(driver_bug(host.exit_due(0)).contains("unknown connection"));
+        // Reported once; the run is over.
+        assert!(host.exit_due(0).is_none());
+    }
+
+    #[test]
+    fn an_unhandled_output_is_named_by_its_variant_in_one_line() {
+        let output = Output::Connect {
+            conn: ConnId(2),
+            addr: "x\n".repeat(1000),
+        };
+        let text = RunError::unhandled(&output).to_string();
+        assert!(text.contains("(Output::Connect)"), "{text}");
+        assert!(!text.contains('\n') && text.len() < 200, "{text}");
+    }
+
+    #[test]
+    fn the_engines_requests_are_answered_during_the_drain() {
+        let folder = tempfile::tempdir().unwrap();
+        let set = Command::Table(TableCommand::Set {
+            key: b"colour".to_vec(),
+            value: b"blue".to_vec(),
+            lease: None,
+        });
+        // Without a state folder every request fails, and the node carries on.
+        let mut conns = Conns::<NoSocket>::new();
+        let mut host = host(None);
+        host.on_timer();
+        conns.drain(&mut host);
+        host.input(Input::Command(set.clone())).unwrap();
+        host.begin_stop(crate::Exit::Requested);
+        conns.drain(&mut host);
+        assert!(matches!(host.exit_due(0), Some(Ok(crate::Exit::Requested))));
+        // With one, the table stored at shutdown is loaded by the next run.
+        let mut host = self::host(Some(folder.path()));
+        host.on_timer();
+        conns.drain(&mut host);
+        host.input(Input::Command(set)).unwrap();
+        host.begin_stop(crate::Exit::Requested);
+        conns.drain(&mut host);
+        assert!(matches!(host.exit_due(0), Some(Ok(crate::Exit::Requested))));
+        assert!(folder.path().join("state/table").is_file());
+        let mut host = self::host(Some(folder.path()));
+        host.on_timer();
+        conns.drain(&mut host);
+        assert!(host.exit_due(0).is_none());
+        assert_eq!(host.node.table().get(b"colour"), Some(&b"blue"[..]));
     }
 }

@@ -1,18 +1,21 @@
 //! The part of a driver that does not depend on its I/O library: the node, its clocks, the
 //! application's requests and subscribers, and the shutdown sequence.
 
+use std::path::Path;
 use std::sync::mpsc::{Sender, SyncSender, TrySendError};
 
-use weft_engine::chord::ChordResult;
+use weft_engine::chord::{ChordCommand, ChordResult};
 
 use weft_engine::{
-    Command, Config, ConnId, Duration, Event, Input, InputError, Instant, Node, Output,
+    Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError, Instant,
+    MeshCommand, MeshEvent, Node, Output, RequestId, TableCommand, TableRefusal,
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
 use crate::handle::{Delivery, Request};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport, TableEntryReport};
+use crate::storage::Storage;
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -38,6 +41,34 @@ impl Exit {
     }
 }
 
+/// Why a driver's event loop ended in an error (the node stops at once: no BYE, no flush).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Polling the sockets failed.
+    #[error("polling failed: {0}")]
+    Poll(#[from] std::io::Error),
+    /// The engine emitted an output this driver does not carry out (the engine is newer
+    /// than the driver): dropping it would break the engine's contract.
+    #[error("the engine emitted an output this driver does not handle ({0}); the driver is older than its engine")]
+    UnhandledOutput(String),
+    /// The driver broke the engine's contract (a bug in the driver).
+    #[error("driver bug: {0}")]
+    DriverBug(String),
+}
+
+impl RunError {
+    /// The error for `output`, named by its variant only (its fields may be large).
+    pub(crate) fn unhandled(output: &Output) -> RunError {
+        let text = format!("{output:?}");
+        let name = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or_default();
+        RunError::UnhandledOutput(format!("Output::{name}"))
+    }
+}
+
 /// A shutdown under way.
 #[derive(Debug, Clone, Copy)]
 struct Stopping {
@@ -57,10 +88,18 @@ pub(crate) struct Host {
     /// Chord requests waiting for their event, by request id.
     chord_waiting: std::collections::BTreeMap<u64, Sender<Result<ChordResult, String>>>,
     last_chord_request: u64,
+    /// Where the engine's state blobs go.
+    storage: Storage,
+    /// Answers to the engine's requests, fed back once its outputs are drained.
+    answers: Vec<(RequestId, HostResult)>,
+    /// Set when the run must end in an error; the loop returns it at its next turn.
+    failure: Option<RunError>,
 }
 
 impl Host {
-    pub(crate) fn new(config: Config, driver: &'static str) -> Host {
+    /// A host for a node of `config`, keeping its state blobs under `state` (if it has a
+    /// state folder).
+    pub(crate) fn new(config: Config, driver: &'static str, state: Option<&Path>) -> Host {
         Host {
             node: Node::new(config),
             clock: Clock::start(),
@@ -71,6 +110,9 @@ impl Host {
             stopping: None,
             chord_waiting: std::collections::BTreeMap::new(),
             last_chord_request: 0,
+            storage: Storage::new(state),
+            answers: Vec::new(),
+            failure: None,
         }
     }
 
@@ -95,11 +137,63 @@ impl Host {
         self.node.handle_input(now, input)
     }
 
-    /// Feeds an input the driver produced; a refusal is a driver bug, logged, never fatal.
+    /// Feeds an input the driver produced. The engine calling it a misuse is a driver bug,
+    /// which ends the run; a refused command (the driver's `Shutdown`) is only logged.
     pub(crate) fn feed(&mut self, input: Input) {
-        if let Err(e) = self.input(input) {
-            tracing::error!("engine refused a driver input: {e}");
+        match self.input(input) {
+            Ok(()) => {}
+            Err(InputError::Misuse(e)) => self.fail(RunError::DriverBug(format!(
+                "the engine refused a driver input: {e}"
+            ))),
+            Err(e) => tracing::warn!("the engine refused a driver input: {e}"),
         }
+    }
+
+    /// Ends the run in `error` at the loop's next turn (the first error wins).
+    pub(crate) fn fail(&mut self, error: RunError) {
+        if self.failure.is_none() {
+            tracing::debug!("stopping: {error}");
+            self.failure = Some(error);
+        }
+    }
+
+    /// Whether the run is ending in an error.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Carries out the engine's request (the file I/O is small: at once); the answer is fed
+    /// back by [`Host::answer_requests`] once the outputs are drained.
+    pub(crate) fn on_host_request(&mut self, id: RequestId, request: HostRequest) {
+        let what = match &request {
+            HostRequest::LoadState { name } => format!("loading state {name}"),
+            HostRequest::StoreState { name, bytes } => {
+                format!("storing state {name} ({} bytes)", bytes.len())
+            }
+            other => format!("{other:?}"),
+        };
+        let result = self.storage.carry_out(request);
+        match &result {
+            // A node without a state folder (embedded, benchmarked) keeps no state, by choice.
+            HostResult::Failed(why) if self.storage.dir().is_none() => {
+                tracing::debug!("{what} failed: {why}")
+            }
+            HostResult::Failed(why) => tracing::warn!("{what} failed: {why}"),
+            _ => tracing::debug!("{what}: done"),
+        }
+        self.answers.push((id, result));
+    }
+
+    /// Feeds the answers to the engine's requests; whether there were any (then the caller
+    /// drains again).
+    pub(crate) fn answer_requests(&mut self) -> bool {
+        if self.answers.is_empty() {
+            return false;
+        }
+        for (id, result) in std::mem::take(&mut self.answers) {
+            self.feed(Input::Completed { id, result });
+        }
+        true
     }
 
     /// Runs due timers, and hands the node the wall clock when it is due.
@@ -129,12 +223,12 @@ impl Host {
     /// Reports an event: broadcasts go to the subscribers, the rest to the log.
     pub(crate) fn on_event(&mut self, event: Event) {
         match event {
-            Event::Broadcast {
+            Event::Mesh(MeshEvent::Broadcast {
                 origin,
                 incarnation,
                 seq,
                 payload,
-            } => {
+            }) => {
                 tracing::debug!(
                     "broadcast {origin}/{incarnation}#{seq}: {} bytes",
                     payload.len()
@@ -183,7 +277,8 @@ impl Host {
     pub(crate) fn on_request(&mut self, request: Request, unwritten: &dyn Fn(ConnId) -> usize) {
         match request {
             Request::Broadcast { payload, reply } => {
-                let result = self.input(Input::Command(Command::Broadcast { payload }));
+                let broadcast = Command::Mesh(MeshCommand::Broadcast { payload });
+                let result = self.input(Input::Command(broadcast));
                 match reply {
                     Some(reply) => {
                         let _ = reply.send(result);
@@ -219,7 +314,7 @@ impl Host {
             Request::Chord { op, reply } => {
                 self.last_chord_request += 1;
                 let request = self.last_chord_request;
-                match self.input(Input::Command(Command::Chord { request, op })) {
+                match self.input(Input::Command(Command::Chord(ChordCommand { request, op }))) {
                     Ok(()) => {
                         self.chord_waiting.insert(request, reply);
                     }
@@ -235,23 +330,23 @@ impl Host {
     /// A table write; a write the node accepts without sending was refused by a lease.
     fn table_write(&mut self, key: Vec<u8>, op: TableOp) -> Result<(), HandleError> {
         let command = match op {
-            TableOp::Set { value, lease } => Command::TableSet {
+            TableOp::Set { value, lease } => TableCommand::Set {
                 key: key.clone(),
                 value,
                 lease,
             },
-            TableOp::Delete => Command::TableDelete { key: key.clone() },
-            TableOp::Release => Command::TableRelease { key: key.clone() },
+            TableOp::Delete => TableCommand::Delete { key: key.clone() },
+            TableOp::Release => TableCommand::Release { key: key.clone() },
         };
-        let before = self.node.metrics().table_writes_originated;
-        self.input(Input::Command(command))
+        let before = self.node.metrics().table.writes_originated;
+        self.input(Input::Command(Command::Table(command)))
             .map_err(HandleError::Refused)?;
-        if self.node.metrics().table_writes_originated > before {
+        if self.node.metrics().table.writes_originated > before {
             return Ok(());
         }
         match self.node.table().lease(&key) {
             Some((owner, until_ms)) => Err(HandleError::Leased { owner, until_ms }),
-            None => Err(HandleError::Refused(InputError::NotLeaseOwner)),
+            None => Err(HandleError::Refused(TableRefusal::NotLeaseOwner.into())),
         }
     }
 
@@ -274,11 +369,14 @@ impl Host {
         self.stopping.is_some()
     }
 
-    /// How the loop ends now, if it does: a shutdown whose connections are all closed, or
-    /// whose grace period is over.
-    pub(crate) fn exit_due(&self, conns_left: usize) -> Option<Exit> {
+    /// How the loop ends now, if it does: in an error (see [`Host::fail`]), or a shutdown
+    /// whose connections are all closed, or whose grace period is over.
+    pub(crate) fn exit_due(&mut self, conns_left: usize) -> Option<Result<Exit, RunError>> {
+        if let Some(error) = self.failure.take() {
+            return Some(Err(error));
+        }
         let s = self.stopping?;
-        (conns_left == 0 || self.clock.now() >= s.by).then_some(s.exit)
+        (conns_left == 0 || self.clock.now() >= s.by).then_some(Ok(s.exit))
     }
 
     fn hosts(&self) -> Vec<HostReport> {
@@ -309,13 +407,10 @@ impl Host {
             .filter_map(|conn| {
                 let stats = node.conn_stats(conn)?;
                 let addr = node.conn_addr(conn).unwrap_or_default().to_owned();
-                Some(ConnReport::new(
-                    conn.0,
-                    addr,
-                    peers.get(&conn),
-                    &stats,
-                    unwritten(conn),
-                ))
+                let mut report =
+                    ConnReport::new(conn.0, addr, peers.get(&conn), &stats, unwritten(conn));
+                report.dedicated = node.dedicated_family(conn).map(|f| f.name().to_owned());
+                Some(report)
             })
             .collect();
         let config = node.config();
@@ -332,9 +427,4 @@ impl Host {
             listener_drops: self.listener_drops,
         }
     }
-}
-
-/// Logs an output this driver does not know (the engine's enums are non-exhaustive).
-pub(crate) fn log_unknown(output: &Output) {
-    tracing::warn!("ignoring an output this driver does not know: {output:?}");
 }

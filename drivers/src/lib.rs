@@ -8,7 +8,11 @@
 //! - [`tokio_driver`] (feature `tokio`): one task per node, sleeping until the deadline.
 //!
 //! The application talks to a running driver through a [`Handle`]; the `weft` binary also
-//! serves it on a Unix socket in the node's state folder ([`control`]).
+//! serves it on a Unix socket in the node's state folder ([`control`]). The engine's requests
+//! to load and store its state are carried out in that folder ([`storage`]).
+//!
+//! Both drivers fail loudly: an output they do not handle, or a sign that their connection
+//! table and the engine disagree, ends the run with a [`RunError`] rather than a log line.
 #![warn(missing_docs)]
 
 #[cfg(not(any(feature = "mio", feature = "tokio")))]
@@ -26,9 +30,10 @@ pub mod outbox;
 pub mod report;
 pub mod setup;
 pub mod state;
+pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
 
 pub use handle::{Delivery, Handle, HandleError, TableOp};
-pub use host::Exit;
+pub use host::{Exit, RunError};
 pub use setup::Setup;

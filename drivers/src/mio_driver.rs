@@ -12,7 +12,7 @@ use weft_engine::ConnId;
 
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host};
+use crate::host::{Exit, Host, RunError};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -79,7 +79,7 @@ impl MioDriver {
         };
         let driver = MioDriver {
             poll,
-            host: Host::new(setup.config, "mio"),
+            host: Host::new(setup.config, "mio", setup.state.as_deref()),
             conns: Conns::new(),
             listener: Some(listener),
             mailbox,
@@ -94,8 +94,10 @@ impl MioDriver {
         Ok((driver, handle))
     }
 
-    /// Runs the node until a shutdown completes. Errors only if polling itself fails.
-    pub fn run(mut self) -> io::Result<Exit> {
+    /// Runs the node until a shutdown completes. Errors if polling itself fails, if the
+    /// engine emits an output this driver does not handle, or on a driver bug; then the node
+    /// stops at once.
+    pub fn run(mut self) -> Result<Exit, RunError> {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<(Token, bool, bool)> = Vec::new();
         let peers = std::mem::take(&mut self.peers);
@@ -103,7 +105,7 @@ impl MioDriver {
         self.settle();
         loop {
             if let Some(exit) = self.host.exit_due(self.conns.len()) {
-                return Ok(exit);
+                return exit;
             }
             let busy = !self.readable.is_empty();
             let timeout = if busy {
@@ -115,7 +117,7 @@ impl MioDriver {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                return Err(RunError::Poll(e));
             }
             ready.clear();
             ready.extend(events.iter().map(|e| {

@@ -2,7 +2,7 @@
 //! control socket carries them as JSON; `--json` prints them as they are.
 
 use serde::{Deserialize, Serialize};
-use weft_engine::{ConnStats, NodeId, NodeMetrics};
+use weft_engine::{ByProtocol, ConnStats, NodeId, NodeMetrics};
 
 use crate::handle::Delivery;
 
@@ -26,7 +26,8 @@ pub struct HostReport {
     pub last_seen_unix_ms: Option<u64>,
 }
 
-/// Node-wide counters (the engine's `NodeMetrics`).
+/// Node-wide counters (from the engine's `NodeMetrics`: its session's, mesh's and table's).
+/// Counters added since the first release default to 0 when read from an older node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCounters {
     /// Frames decoded from any connection.
@@ -45,7 +46,8 @@ pub struct NodeCounters {
     pub broadcasts_delivered: u64,
     /// BROADCAST frames received that were already seen.
     pub broadcast_duplicates: u64,
-    /// BROADCAST frames queued to peers (originated and relayed).
+    /// BROADCAST frames handed to the driver (originated and relayed), over every
+    /// connection the node has had (the mesh's `frames_out` in `traffic`).
     pub broadcast_transmissions: u64,
     /// Relayed frames dropped because a peer's queue was full.
     pub relays_dropped: u64,
@@ -55,6 +57,15 @@ pub struct NodeCounters {
     pub handshakes_completed: u64,
     /// Discovery dials started.
     pub discovery_dials: u64,
+    /// Dedicated connections dialed for a protocol (Chord's, for one).
+    #[serde(default)]
+    pub dedicated_dials: u64,
+    /// Bulk frames refused because the peer had no room.
+    #[serde(default)]
+    pub bulk_refused: u64,
+    /// Messages dropped because no connection led to their peer.
+    #[serde(default)]
+    pub unroutable: u64,
     /// Sync-table writes this node originated.
     #[serde(default)]
     pub table_writes_originated: u64,
@@ -64,27 +75,35 @@ pub struct NodeCounters {
     /// Bytes of sync-table anti-entropy frames queued.
     #[serde(default)]
     pub table_catchup_bytes: u64,
+    /// Frames and bytes by protocol, over every connection the node has had.
+    #[serde(default)]
+    pub traffic: Vec<ProtocolReport>,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
     fn from(m: &NodeMetrics) -> Self {
+        let (session, mesh, table) = (&m.session, &m.mesh, &m.table);
         NodeCounters {
-            frames_received: m.frames_received,
-            frames_sent: m.frames_sent,
-            bytes_received: m.bytes_received,
-            bytes_sent: m.bytes_sent,
-            broadcasts_originated: m.broadcasts_originated,
-            broadcasts_received: m.broadcasts_received,
-            broadcasts_delivered: m.broadcasts_delivered,
-            broadcast_duplicates: m.broadcast_duplicates,
-            broadcast_transmissions: m.broadcast_transmissions,
-            relays_dropped: m.relays_dropped,
-            connections_failed: m.connections_failed,
-            handshakes_completed: m.handshakes_completed,
-            discovery_dials: m.discovery_dials,
-            table_writes_originated: m.table_writes_originated,
-            table_writes_received: m.table_writes_received,
-            table_catchup_bytes: m.table_catchup_bytes,
+            frames_received: session.frames_received,
+            frames_sent: session.frames_sent,
+            bytes_received: session.bytes_received,
+            bytes_sent: session.bytes_sent,
+            broadcasts_originated: mesh.broadcasts_originated,
+            broadcasts_received: mesh.broadcasts_received,
+            broadcasts_delivered: mesh.broadcasts_delivered,
+            broadcast_duplicates: mesh.broadcast_duplicates,
+            broadcast_transmissions: session.traffic.mesh.frames_out,
+            relays_dropped: session.relays_dropped,
+            connections_failed: session.connections_failed,
+            handshakes_completed: session.handshakes_completed,
+            discovery_dials: session.discovery_dials,
+            dedicated_dials: session.dedicated_dials,
+            bulk_refused: session.bulk_refused,
+            unroutable: session.unroutable,
+            table_writes_originated: table.writes_originated,
+            table_writes_received: table.writes_received,
+            table_catchup_bytes: table.catchup_bytes,
+            traffic: ProtocolReport::all(&session.traffic),
         }
     }
 }
@@ -112,16 +131,22 @@ pub struct ConnReport {
     pub queued_bytes: u64,
     /// Bytes handed to the driver and not yet reported written.
     pub in_flight_bytes: u64,
+    /// Bulk frames waiting in the engine's send queue.
+    #[serde(default)]
+    pub bulk_queued: u64,
     /// Bytes the driver holds and has not yet written to the socket.
     pub unwritten_bytes: u64,
-    /// Frames and bytes by protocol (session, discovery, mesh, repair).
+    /// The protocol family a dedicated connection carries (`chord`); none for a link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated: Option<String>,
+    /// Frames and bytes by protocol (session, discovery, mesh, repair, table, chord).
     pub by_protocol: Vec<ProtocolReport>,
 }
 
-/// One protocol's traffic on one connection.
+/// One protocol's traffic on one connection, or over all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtocolReport {
-    /// session, discovery, mesh or repair.
+    /// session, discovery, mesh, repair, table or chord.
     pub protocol: String,
     /// Frames received.
     pub frames_in: u64,
@@ -131,6 +156,23 @@ pub struct ProtocolReport {
     pub bytes_in: u64,
     /// Bytes handed to the driver.
     pub bytes_out: u64,
+}
+
+impl ProtocolReport {
+    /// Every protocol's row, in the engine's fixed order.
+    pub fn all(traffic: &ByProtocol) -> Vec<ProtocolReport> {
+        traffic
+            .named()
+            .into_iter()
+            .map(|(name, t)| ProtocolReport {
+                protocol: name.to_string(),
+                frames_in: t.frames_in,
+                frames_out: t.frames_out,
+                bytes_in: t.bytes_in,
+                bytes_out: t.bytes_out,
+            })
+            .collect()
+    }
 }
 
 impl ConnReport {
@@ -153,19 +195,10 @@ impl ConnReport {
             relays_dropped: s.relays_dropped,
             queued_bytes: s.queued_bytes as u64,
             in_flight_bytes: s.in_flight_bytes as u64,
+            bulk_queued: s.bulk_queued as u64,
             unwritten_bytes: unwritten as u64,
-            by_protocol: s
-                .by_protocol
-                .named()
-                .into_iter()
-                .map(|(name, t)| ProtocolReport {
-                    protocol: name.to_string(),
-                    frames_in: t.frames_in,
-                    frames_out: t.frames_out,
-                    bytes_in: t.bytes_in,
-                    bytes_out: t.bytes_out,
-                })
-                .collect(),
+            dedicated: None,
+            by_protocol: ProtocolReport::all(&s.by_protocol),
         }
     }
 }

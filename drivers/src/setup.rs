@@ -1,8 +1,9 @@
 //! What a driver starts from: the node's configuration, its bound listener, the peers to dial,
-//! and whether it handles SIGINT/SIGTERM.
+//! its state folder if it has one, and whether it handles SIGINT/SIGTERM.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 
 use weft_engine::Config;
 
@@ -17,11 +18,15 @@ pub struct Setup {
     pub peers: Vec<String>,
     /// Whether the driver shuts down on SIGINT/SIGTERM (only one driver per process should).
     pub signals: bool,
+    /// The node's state folder: the engine's state blobs go in its `state/` folder (see
+    /// [`crate::storage`]). `None` (an embedded node, a benchmark): the node keeps no state,
+    /// and its requests to load or store any are answered `Failed("no state folder")`.
+    pub state: Option<PathBuf>,
 }
 
 impl Setup {
     /// Binds `addr` and announces the bound address (with the port the OS picked for port 0)
-    /// as the node's `listen_addr`.
+    /// as the node's `listen_addr`. No peers, no signals, no state folder.
     pub fn bind(mut config: Config, addr: SocketAddr) -> io::Result<Setup> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -31,6 +36,7 @@ impl Setup {
             listener,
             peers: Vec::new(),
             signals: false,
+            state: None,
         })
     }
 

@@ -5,6 +5,7 @@
 //! <state>/key           the ed25519 secret key: 64 lowercase hex digits and a newline
 //! <state>/incarnation   the last incarnation started, in decimal and a newline
 //! <state>/control.sock  the running node's control socket (see `control`)
+//! <state>/state/        the engine's state blobs (see `storage`)
 //! ```
 
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};

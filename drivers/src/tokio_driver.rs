@@ -14,7 +14,7 @@ use weft_engine::{ConnId, Instant};
 
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host};
+use crate::host::{Exit, Host, RunError};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -69,7 +69,7 @@ impl TokioDriver {
             Vec::new()
         };
         let driver = TokioDriver {
-            host: Host::new(setup.config, "tokio"),
+            host: Host::new(setup.config, "tokio", setup.state.as_deref()),
             conns: Conns::new(),
             listener: Some(listener),
             dials: Vec::new(),
@@ -83,22 +83,25 @@ impl TokioDriver {
         Ok((driver, handle))
     }
 
-    /// Runs the node until a shutdown completes.
-    pub async fn run(mut self) -> Exit {
+    /// Runs the node until a shutdown completes. Errors if the engine emits an output this
+    /// driver does not handle, or on a driver bug; then the node stops at once.
+    pub async fn run(mut self) -> Result<Exit, RunError> {
         let peers = std::mem::take(&mut self.peers);
         self.host.start(&peers);
         self.settle();
         std::future::poll_fn(|cx| self.poll_passes(cx)).await
     }
 
-    fn poll_passes(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+    fn poll_passes(&mut self, cx: &mut Context<'_>) -> Poll<Result<Exit, RunError>> {
         for _ in 0..PASSES_PER_POLL {
             if let Some(exit) = self.host.exit_due(self.conns.len()) {
                 return Poll::Ready(exit);
             }
             match self.pass(cx) {
                 Some(Ok(())) => {}
-                Some(Err(exit)) => return Poll::Ready(exit),
+                Some(Err(exit)) => return Poll::Ready(Ok(exit)),
+                // The run failed during the pass: the next turn returns the error.
+                None if self.host.has_failed() => {}
                 None => return Poll::Pending,
             }
         }

@@ -8,7 +8,7 @@ use common::{scratch, wait_until, NodeProc};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use weft_engine::{Event, Limits};
+use weft_engine::{Event, Limits, MeshEvent};
 
 #[test]
 fn a_killed_node_restarts_with_a_new_incarnation_and_rejoins() {
@@ -180,7 +180,11 @@ fn a_peer_that_never_reads_stays_within_bounds_and_stops_no_one() {
     far.send("after the flood");
     wait_until("the source hears far", || {
         source.pump_in().iter().any(|e| {
-            matches!(e, Event::Broadcast { payload, .. } if payload.as_ref() == b"after the flood")
+            matches!(
+                e,
+                Event::Mesh(MeshEvent::Broadcast { payload, .. })
+                    if payload.as_ref() == b"after the flood"
+            )
         })
     });
     drop(stalled);

@@ -12,9 +12,9 @@ use std::path::Path;
 
 use weft_engine::identity::Identity;
 use weft_engine::protocol::{
-    Broadcast, ByeReason, CascadeId, DigestEntry, Hello, HelloAck, ICanSee, ICantSee, IKnowAbout,
-    MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, SeqRange, Signature,
-    WantRange, CAP_LZ4,
+    Broadcast, ByeReason, CascadeId, DigestEntry, Family, Hello, HelloAck, ICanSee, ICantSee,
+    IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, SeqRange,
+    Signature, WantRange, CAP_LZ4,
 };
 
 fn main() {
@@ -67,6 +67,11 @@ fn messages() -> Vec<Message<'static>> {
             incarnation: 2,
             listen_addr: Some("10.0.0.1:7000".into()),
             capabilities: CAP_LZ4,
+            families: Family::Session.bit()
+                | Family::Mesh.bit()
+                | Family::Table.bit()
+                | Family::Chord.bit(),
+            dedicated: None,
         }),
         Message::HelloAck(HelloAck {
             signature: Signature([9; 64]),
@@ -124,6 +129,17 @@ fn messages() -> Vec<Message<'static>> {
             incarnation: 2,
             seq: 3,
             payload: b"repaired",
+        }),
+        // Last, so that the indices above stay: a connection dedicated to Chord (what CAP_CHORD_ONLY was).
+        Message::Hello(Hello {
+            network: NetworkId::from_name("fuzz"),
+            public_key: peer.public_key(),
+            nonce: [4; 32],
+            incarnation: 2,
+            listen_addr: None,
+            capabilities: 0,
+            families: Family::Session.bit() | Family::Chord.bit(),
+            dedicated: Some(Family::Chord.high_byte()),
         }),
     ]
 }
@@ -190,13 +206,13 @@ impl Rng {
 fn node_seeds(dir: &Path) {
     type Goal = (&'static str, fn(&weft_engine::NodeMetrics) -> bool);
     let goals: [Goal; 5] = [
-        ("one handshake", |m| m.handshakes_completed >= 1),
-        ("two handshakes", |m| m.handshakes_completed >= 2),
-        ("broadcast delivered", |m| m.broadcasts_delivered >= 1),
+        ("one handshake", |m| m.session.handshakes_completed >= 1),
+        ("two handshakes", |m| m.session.handshakes_completed >= 2),
+        ("broadcast delivered", |m| m.mesh.broadcasts_delivered >= 1),
         ("broadcast relayed", |m| {
-            m.broadcasts_delivered >= 1 && m.broadcast_transmissions >= 1
+            m.mesh.broadcasts_delivered >= 1 && m.session.traffic.mesh.frames_out >= 1
         }),
-        ("discovery dial", |m| m.discovery_dials >= 1),
+        ("discovery dial", |m| m.session.discovery_dials >= 1),
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (name, goal) in goals {

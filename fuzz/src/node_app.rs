@@ -1,5 +1,5 @@
 //! The node driver's sync-table and Chord traffic: the application's commands
-//! (`Command::TableSet`, `TableDelete`, `TableRelease`, `Command::Chord`) and peers'
+//! (`TableCommand::Set`, `Delete`, `Release`, `ChordCommand`) and peers'
 //! TABLE_* and CHORD_* frames built from arbitrary fields.
 //!
 //! Keys and values come mostly from a small set, so that writes and records collide, and
@@ -11,14 +11,14 @@
 use std::collections::VecDeque;
 
 use arbitrary::Arbitrary;
-use weft_engine::chord::ChordRequest;
+use weft_engine::chord::{ChordCommand, ChordRequest};
 use weft_engine::protocol::{
     key_position, ring_id, BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover,
     ChordMessage, ChordPeer, ChordRecord, ChordState, ChordStore, ChordStored, ChordValue,
     ChordValues, Frame, Hlc, Message, StoreOp, TableDigest, TableEntries, TableWant, TableWrite,
     CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
 };
-use weft_engine::{Command, Duration, Input, Limits, Timers};
+use weft_engine::{Command, Duration, Input, Limits, TableCommand, Timers};
 
 use super::{AddrSel, ConnSel, Driver, Msg, NodeSel, Seq, WALL_CLOCK_MS};
 
@@ -94,21 +94,22 @@ impl Driver {
         let config = self.node.config();
         let limits = &config.limits;
         let command = match op {
-            AppOp::TableSet { key, value, lease } => Command::TableSet {
+            AppOp::TableSet { key, value, lease } => TableCommand::Set {
                 key: key.key(limits.table_key_bytes_max),
                 value: value.value(limits.table_value_bytes_max),
                 lease: lease.lease(&config.timers),
             },
-            AppOp::TableDelete { key } => Command::TableDelete {
+            AppOp::TableDelete { key } => TableCommand::Delete {
                 key: key.key(limits.table_key_bytes_max),
             },
-            AppOp::TableRelease { key } => Command::TableRelease {
+            AppOp::TableRelease { key } => TableCommand::Release {
                 key: key.key(limits.table_key_bytes_max),
             },
             AppOp::Chord { request, op } => {
                 let request = u64::from(request);
                 let op = op.request(&self.heard);
-                if self.input(Input::Command(Command::Chord { request, op })) {
+                let command = Command::Chord(ChordCommand { request, op });
+                if self.input(Input::Command(command)) {
                     *self.chord_open.entry(request).or_default() += 1;
                 }
                 return self.check();
@@ -132,7 +133,7 @@ impl Driver {
                 return self.receive(conn, bytes, split);
             }
         };
-        self.input(Input::Command(command));
+        self.input(Input::Command(Command::Table(command)));
         self.check();
     }
 }
@@ -256,7 +257,7 @@ impl ValueSel {
     }
 }
 
-/// The lease of a `Command::TableSet`.
+/// The lease of a `TableCommand::Set`.
 #[derive(Debug, Arbitrary)]
 pub(super) enum LeaseSel {
     None,

@@ -27,13 +27,14 @@ use bytes::Bytes;
 use weft_engine::chord::ChordConfig;
 use weft_engine::identity::{Identity, Transcript};
 use weft_engine::protocol::{
-    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
-    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
-    Ping, Pong, SeqRange, Signature, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
+    Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
+    HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
+    PeerInfo, Ping, Pong, SeqRange, Signature, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
 };
 use weft_engine::{
-    CloseReason, Command, Config, ConnId, Duration, Event, Input, InputError, Instant, Limits,
-    Node, NodeMetrics, Output,
+    CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input,
+    InputError, Instant, Limits, MeshCommand, MeshEvent, Node, NodeMetrics, Output, Refusal,
+    RequestId, SessionRefusal, TableEvent,
 };
 
 #[path = "node_app.rs"]
@@ -54,6 +55,16 @@ const LISTEN_ADDR: &str = "10.0.0.7:7000";
 /// The wall clock a setup gives the node (Unix ms, in 2027), and what peers' timestamps are
 /// relative to while the node has none.
 const WALL_CLOCK_MS: u64 = 1_800_000_000_000;
+
+/// The families every fuzzed peer's HELLO names: all those the protocol had before HELLO
+/// named them (every peer then ran the mesh, the sync table and Chord), so that the corpus
+/// keeps reaching the same paths.
+const PEER_FAMILIES: u32 =
+    Family::Session.bit() | Family::Mesh.bit() | Family::Table.bit() | Family::Chord.bit();
+
+/// The HELLO capability bit that meant "this connection carries Chord only" before dedicated
+/// connections (`Hello::dedicated`) replaced it; arbitrary HELLOs keep the meaning.
+const OLD_CAP_CHORD_ONLY: u32 = 0x2;
 
 /// The prefix of the second input format.
 const FORMAT_2: &[u8; 2] = b"w2";
@@ -318,7 +329,7 @@ pub fn small_limits_config() -> Config {
         table_entries_max: 8,
         table_key_writes_max: 4,
         table_bytes_max: 2 * 1024,
-        chord_conns_max: 2,
+        dedicated_conns_max: 2,
         ..Limits::default()
     };
     config.chord = Some(ChordConfig {
@@ -371,7 +382,7 @@ pub struct NodeSummary {
     pub slow_peer_closes: u64,
     /// `Output::Close` with `CloseReason::TooManyConnections` (an accept over `inbound_max`).
     pub too_many_closes: u64,
-    /// `Command::Connect` refused with `InputError::TooManyConnections` (`outbound_max`).
+    /// `Command::Connect` refused with `SessionRefusal::TooManyConnections` (`outbound_max`).
     pub too_many_refusals: u64,
     /// Repair-store evictions by its count or byte bound, a lower bound: the driver mirrors
     /// the broadcasts the node must hold (originated, delivered) that are younger than the
@@ -382,7 +393,7 @@ pub struct NodeSummary {
     /// Most outbound connections open (pending included) at once, not counting those the
     /// node is closing.
     pub outbound_peak: usize,
-    /// `Event::TableChanged` and `Event::TableRefused`.
+    /// `TableEvent::Changed` and `TableEvent::Refused`.
     pub table_events: u64,
     /// `Event::Chord`.
     pub chord_events: u64,
@@ -420,7 +431,7 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
             Err(_) => break,
         }
     }
-    driver.summary.metrics = driver.node.metrics().clone();
+    driver.summary.metrics = driver.node.metrics();
     driver.summary
 }
 
@@ -445,7 +456,42 @@ struct Driver {
     heard: Heard,
     /// Per application Chord request id: requests accepted less events that ended one.
     chord_open: BTreeMap<u64, u64>,
+    /// The host's state blobs, as a driver keeps them in its state folder.
+    state: StateBlobs,
+    /// Answers to the node's requests, fed back once the outputs are drained.
+    answers: Vec<(RequestId, HostResult)>,
     summary: NodeSummary,
+}
+
+/// The state blobs a driver stores for the node (`HostRequest::LoadState`, `StoreState`), in
+/// memory.
+#[derive(Debug, Default)]
+struct StateBlobs(BTreeMap<String, Bytes>);
+
+impl StateBlobs {
+    /// Carries out one request; panics on a name the engine promises never to use, and on a
+    /// request this driver does not know.
+    fn carry_out(&mut self, request: HostRequest) -> HostResult {
+        let check = |name: &str| {
+            let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+            assert!(
+                (1..=64).contains(&name.len()) && name.bytes().all(ok),
+                "the node asked for state blob {name:?}, not a short [a-z0-9-] name"
+            );
+        };
+        match request {
+            HostRequest::LoadState { name } => {
+                check(&name);
+                HostResult::Loaded(self.0.get(&name).cloned())
+            }
+            HostRequest::StoreState { name, bytes } => {
+                check(&name);
+                self.0.insert(name, bytes);
+                HostResult::Stored
+            }
+            other => panic!("a host request this driver does not handle: {other:?}"),
+        }
+    }
 }
 
 impl Driver {
@@ -461,6 +507,8 @@ impl Driver {
             held: VecDeque::new(),
             heard: Heard::default(),
             chord_open: BTreeMap::new(),
+            state: StateBlobs::default(),
+            answers: Vec::new(),
             summary: NodeSummary::default(),
         }
     }
@@ -527,7 +575,10 @@ impl Driver {
                 let result = self
                     .node
                     .handle_input(self.now, Input::Command(Command::Connect { addr }));
-                if let Err(InputError::TooManyConnections) = result {
+                if let Err(InputError::Refused(Refusal::Session(
+                    SessionRefusal::TooManyConnections,
+                ))) = result
+                {
                     self.summary.too_many_refusals += 1;
                 }
                 self.check();
@@ -570,10 +621,12 @@ impl Driver {
 
     /// The application broadcasts `payload`; if the node took it, it holds it for repair.
     fn broadcast(&mut self, payload: Bytes) {
-        let before = self.node.metrics().broadcasts_originated;
+        let before = self.node.metrics().mesh.broadcasts_originated;
         let len = payload.len();
-        self.input(Input::Command(Command::Broadcast { payload }));
-        if self.node.metrics().broadcasts_originated > before {
+        self.input(Input::Command(Command::Mesh(MeshCommand::Broadcast {
+            payload,
+        })));
+        if self.node.metrics().mesh.broadcasts_originated > before {
             let held = encoded_broadcast_len(
                 self.node.node_id(),
                 self.node.config().incarnation,
@@ -657,6 +710,8 @@ impl Driver {
             incarnation: u64::from(h.incarnation % 4) + 1,
             listen_addr: h.listen.map(|a| a.to_addr()),
             capabilities: if h.lz4 { CAP_LZ4 } else { 0 },
+            families: PEER_FAMILIES,
+            dedicated: None,
         };
         // Without a HELLO from the node on this connection the proof cannot verify; send one
         // anyway over a zero nonce.
@@ -704,8 +759,20 @@ impl Driver {
 
     /// Drains the node's outputs and checks its promises.
     fn check(&mut self) {
-        while let Some(output) = self.node.poll_output() {
-            self.observe(output);
+        loop {
+            while let Some(output) = self.node.poll_output() {
+                self.observe(output);
+            }
+            if self.answers.is_empty() {
+                break;
+            }
+            for (id, result) in std::mem::take(&mut self.answers) {
+                let answered = self.input(Input::Completed { id, result });
+                assert!(
+                    answered,
+                    "the node refused the answer to its request {id:?}"
+                );
+            }
         }
         if let Err(e) = self.node.check_invariants() {
             panic!("invariant broken: {e}");
@@ -792,12 +859,12 @@ impl Driver {
                 }
                 self.closing.insert(conn);
             }
-            Output::Event(Event::Broadcast {
+            Output::Event(Event::Mesh(MeshEvent::Broadcast {
                 origin,
                 incarnation,
                 seq,
                 payload,
-            }) => {
+            })) => {
                 self.hold(encoded_broadcast_len(
                     origin,
                     incarnation,
@@ -805,7 +872,9 @@ impl Driver {
                     payload.len(),
                 ));
             }
-            Output::Event(Event::TableChanged { .. } | Event::TableRefused { .. }) => {
+            Output::Event(Event::Table(
+                TableEvent::Changed { .. } | TableEvent::Refused { .. },
+            )) => {
                 self.summary.table_events += 1;
             }
             Output::Event(Event::Chord(e)) => {
@@ -821,8 +890,12 @@ impl Driver {
                     *n -= 1;
                 }
             }
-            // Events, and outputs this driver does not know yet.
-            _ => {}
+            Output::Request { id, request } => {
+                self.answers.push((id, self.state.carry_out(request)))
+            }
+            Output::Event(_) => {}
+            // A driver must carry out every output or stop: here, the run fails.
+            other => panic!("an output this driver does not handle: {other:?}"),
         }
     }
 }
@@ -930,13 +1003,18 @@ impl Msg {
                 } else {
                     keys.network
                 };
+                // Bit 1 of the capabilities was CAP_CHORD_ONLY when the corpus was grown: a
+                // Chord-only connection is now one dedicated to the Chord family.
+                let chord_only = capabilities & OLD_CAP_CHORD_ONLY != 0;
                 Message::Hello(Hello {
                     network,
                     public_key,
                     nonce: [*nonce; 32],
                     incarnation: u64::from(*incarnation),
                     listen_addr: listen.as_ref().map(AddrSel::to_addr),
-                    capabilities: *capabilities,
+                    capabilities: capabilities & !OLD_CAP_CHORD_ONLY,
+                    families: PEER_FAMILIES,
+                    dedicated: chord_only.then_some(Family::Chord.high_byte()),
                 })
             }
             Msg::HelloAck { signature } => Message::HelloAck(HelloAck {

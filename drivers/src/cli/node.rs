@@ -85,6 +85,7 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();
     setup.signals = true;
+    setup.state = Some(state.path().to_owned());
     match args.driver {
         #[cfg(feature = "mio")]
         Driver::Mio => run_mio(setup, &state),
@@ -135,7 +136,8 @@ fn run_tokio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
     let (driver, handle) = TokioDriver::new(setup).map_err(|e| format!("tokio driver: {e}"))?;
     let _server = serve(state, handle)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
+    // The node is the runtime's only task: run it on this thread.
     runtime
-        .block_on(tokio::spawn(driver.run()))
+        .block_on(driver.run())
         .map_err(|e| format!("tokio driver: {e}"))
 }

@@ -116,6 +116,9 @@ fn stats_text(s: &StatsReport) -> String {
         ("connections failed", c.connections_failed),
         ("handshakes completed", c.handshakes_completed),
         ("discovery dials", c.discovery_dials),
+        ("dedicated dials", c.dedicated_dials),
+        ("bulk refused", c.bulk_refused),
+        ("unroutable", c.unroutable),
         ("table writes originated", c.table_writes_originated),
         ("table writes received", c.table_writes_received),
         ("table catch-up bytes", c.table_catchup_bytes),
@@ -124,6 +127,29 @@ fn stats_text(s: &StatsReport) -> String {
     ];
     for (name, value) in rows {
         let _ = writeln!(text, "  {name:<26}{value:>14}");
+    }
+    let active: Vec<_> = c
+        .traffic
+        .iter()
+        .filter(|t| t.frames_in + t.frames_out > 0)
+        .collect();
+    if !active.is_empty() {
+        let _ = writeln!(
+            text,
+            "{:<46}{:>9}{:>9}{:>11}{:>11}",
+            "TRAFFIC", "FR IN", "FR OUT", "BYTES IN", "BYTES OUT"
+        );
+        for t in active {
+            let _ = writeln!(
+                text,
+                "{:<46}{:>9}{:>9}{:>11}{:>11}",
+                format!("  {}", t.protocol),
+                t.frames_in,
+                t.frames_out,
+                t.bytes_in,
+                t.bytes_out
+            );
+        }
     }
     let _ = writeln!(
         text,
@@ -146,7 +172,11 @@ fn stats_text(s: &StatsReport) -> String {
             "{:<6}{:<22}{:<18}{:>9}{:>9}{:>11}{:>11}{:>8}{:>10}{:>10}{:>10}",
             k.conn,
             k.addr,
-            k.peer.as_deref().map_or("-", short),
+            match (&k.peer, &k.dedicated) {
+                (Some(peer), _) => short(peer).to_owned(),
+                (None, Some(family)) => format!("({family} only)"),
+                (None, None) => "-".to_owned(),
+            },
             k.frames_in,
             k.frames_out,
             k.bytes_in,

@@ -114,7 +114,7 @@ pub enum ControlReply {
     /// The answer to `network`.
     Hosts(Vec<HostReport>),
     /// The answer to `stats`.
-    Stats(StatsReport),
+    Stats(Box<StatsReport>),
     /// One delivered broadcast (after `listening`).
     Broadcast(DeliveryReport),
     /// The table write was accepted and flooded.

@@ -138,7 +138,9 @@ fn serve_client(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
             Err(e) => refused(e),
         },
         ControlRequest::Network => handle.hosts().map_or_else(refused, ControlReply::Hosts),
-        ControlRequest::Stats => handle.stats().map_or_else(refused, ControlReply::Stats),
+        ControlRequest::Stats => handle
+            .stats()
+            .map_or_else(refused, |s| ControlReply::Stats(Box::new(s))),
         ControlRequest::Listen => return stream_deliveries(stream, handle),
         ControlRequest::TableSet {
             key,

@@ -6,9 +6,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
-use weft_engine::{Command, Config, ConnId, Event, Input, Instant, Node, Output};
+use weft_engine::{
+    Command, Config, ConnId, Event, HostResult, Input, Instant, MeshCommand, Node, Output,
+};
 
 use super::WAIT;
+
+/// The answer to the node's requests to load or store its state: this peer keeps none.
+const NO_STATE: &str = "no state folder";
 
 pub struct Peer {
     pub node: Node,
@@ -29,10 +34,28 @@ impl Peer {
             Input::Command(Command::Connect { addr: addr.into() }),
         )
         .unwrap();
-        let conn = match node.poll_output() {
-            Some(Output::Connect { conn, .. }) => conn,
-            other => panic!("expected a dial, got {other:?}"),
-        };
+        // The dial, and the node's requests for its state (this peer keeps none).
+        let mut dial = None;
+        loop {
+            let mut requests = Vec::new();
+            while let Some(out) = node.poll_output() {
+                match out {
+                    Output::Connect { conn, .. } => dial = Some(conn),
+                    Output::Request { id, .. } => requests.push(id),
+                    Output::Event(_) => {}
+                    other => panic!("expected a dial, got {other:?}"),
+                }
+            }
+            if requests.is_empty() {
+                break;
+            }
+            for id in requests {
+                let result = HostResult::Failed(NO_STATE.into());
+                node.handle_input(Instant(1), Input::Completed { id, result })
+                    .unwrap();
+            }
+        }
+        let conn = dial.expect("a dial");
         let socket = TcpStream::connect(addr).expect("dial the node");
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
@@ -64,6 +87,7 @@ impl Peer {
         let now = self.now();
         self.node.handle_input(now, input).unwrap();
         let mut events = Vec::new();
+        let mut requests = Vec::new();
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Transmit { bytes, .. } => {
@@ -74,8 +98,16 @@ impl Peer {
                         .unwrap();
                 }
                 Output::Event(e) => events.push(e),
-                _ => {}
+                // This peer keeps no state.
+                Output::Request { id, .. } => requests.push(id),
+                // One connection, kept open: no dials, and a close shows as end of stream.
+                Output::Connect { .. } | Output::Close { .. } => {}
+                other => panic!("the test peer does not handle {other:?}"),
             }
+        }
+        for id in requests {
+            let result = HostResult::Failed(NO_STATE.into());
+            events.extend(self.input(Input::Completed { id, result }));
         }
         events
     }
@@ -98,7 +130,9 @@ impl Peer {
 
     /// Broadcasts `payload` (blocking until the socket took it).
     pub fn broadcast(&mut self, payload: Bytes) {
-        self.input(Input::Command(Command::Broadcast { payload }));
+        self.input(Input::Command(Command::Mesh(MeshCommand::Broadcast {
+            payload,
+        })));
     }
 
     /// This peer's node id (64 hex digits).

@@ -399,3 +399,13 @@ fn rng_seed(config: &Config) -> [u8; 32] {
     h.update(&config.rng_seed.to_le_bytes());
     *h.finalize().as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    /// A driver may run a node on any thread (tokio's multi-threaded runtime moves tasks).
+    #[test]
+    fn a_node_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Node>();
+    }
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use weft_protocol::{Frame, FrameDecoder, ProtocolError};
 
 /// One connection's byte layer.
-pub(crate) trait Wire: core::fmt::Debug {
+pub(crate) trait Wire: core::fmt::Debug + Send {
     /// Takes bytes that arrived, in any chunking.
     fn push(&mut self, bytes: Bytes);
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the error that ends the
