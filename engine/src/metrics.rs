@@ -81,12 +81,14 @@ impl ByProtocol {
     /// The counters of the protocol that owns `code`.
     pub(crate) fn of(&mut self, code: Code) -> &mut Traffic {
         match code {
-            Code::ICANSEE | Code::IKNOWABOUT | Code::ICANTSEE => &mut self.discovery,
             Code::BROADCAST => &mut self.mesh,
-            Code::MESH_DIGEST | Code::MESH_WANT | Code::MESH_REPAIR => &mut self.repair,
-            c if c.family() == Some(Family::Table) => &mut self.table,
-            c if c.family() == Some(Family::Chord) => &mut self.chord,
-            _ => &mut self.session,
+            Code::ICANSEE | Code::IKNOWABOUT | Code::ICANTSEE => &mut self.discovery,
+            c => match Family::from_high_byte((c.0 >> 8) as u8) {
+                Some(Family::Mesh) => &mut self.repair,
+                Some(Family::Table) => &mut self.table,
+                Some(Family::Chord) => &mut self.chord,
+                _ => &mut self.session,
+            },
         }
     }
 

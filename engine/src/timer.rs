@@ -11,18 +11,19 @@ pub(crate) trait TimerName: Copy + Eq + core::fmt::Debug + 'static {
     fn index(self) -> usize;
 }
 
-/// Deadlines by timer; `N` is the number of timers.
+/// Deadlines by timer; `N` is the number of timers. The earliest is kept on every change:
+/// every input asks for it.
 #[derive(Debug, Clone)]
 pub(crate) struct TimerTable<T, const N: usize> {
     deadlines: [Option<Instant>; N],
-    _names: core::marker::PhantomData<T>,
+    earliest: Option<(Instant, T)>,
 }
 
 impl<T: TimerName, const N: usize> Default for TimerTable<T, N> {
     fn default() -> Self {
         TimerTable {
             deadlines: [None; N],
-            _names: core::marker::PhantomData,
+            earliest: None,
         }
     }
 }
@@ -31,15 +32,21 @@ impl<T: TimerName, const N: usize> TimerTable<T, N> {
     /// Arms `timer` for `at`.
     pub(crate) fn set(&mut self, timer: T, at: Instant) {
         self.deadlines[timer.index()] = Some(at);
+        self.earliest = self.find_earliest();
     }
 
     /// Disarms every timer.
     pub(crate) fn clear(&mut self) {
         self.deadlines = [None; N];
+        self.earliest = None;
     }
 
     /// The earliest deadline and its timer (the first in `ALL` on a tie).
     pub(crate) fn next(&self) -> Option<(Instant, T)> {
+        self.earliest
+    }
+
+    fn find_earliest(&self) -> Option<(Instant, T)> {
         T::ALL
             .iter()
             .filter_map(|&t| Some((self.deadlines[t.index()]?, t)))
@@ -53,6 +60,7 @@ impl<T: TimerName, const N: usize> TimerTable<T, N> {
             return None;
         }
         self.deadlines[timer.index()] = None;
+        self.earliest = self.find_earliest();
         Some(timer)
     }
 }

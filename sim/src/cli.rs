@@ -3,10 +3,12 @@
 //! Exit codes: 0 when every invariant held, 1 on a violation, 2 on bad arguments.
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::table::{self, TableParams};
+use crate::scenario::{RunHeader, Scenario};
 use crate::sweep::{self, Shard};
 
 /// Arguments of `weft sim`.
@@ -144,6 +146,8 @@ pub enum SweepProtocol {
     Mesh(SweepArgs),
     /// Sweep the table scenario.
     Table(SweepArgs),
+    /// Sweep the chord scenario (16 to 40 nodes, swarm faults).
+    Chord(SweepArgs),
 }
 
 /// `weft sim sweep` arguments.
@@ -163,9 +167,62 @@ pub struct SweepArgs {
     pub json: bool,
 }
 
-fn bad_args(message: &str) -> ExitCode {
-    eprintln!("weft sim: {message}");
-    ExitCode::from(2)
+impl MeshArgs {
+    fn params(&self) -> Result<MeshParams, String> {
+        if self.degree >= self.nodes {
+            return Err("--degree must be below --nodes".into());
+        }
+        let mut p = MeshParams::new(
+            self.nodes,
+            self.degree,
+            self.seed,
+            self.broadcasts,
+            FaultMode::parse(&self.faults)?,
+        );
+        p.shape = mesh::Shape::parse(&self.topology)?;
+        p.safety_ms = self.safety_ms;
+        p.liveness_ms = self.liveness_ms;
+        p.sabotage = self.sabotage;
+        p.chord = self.chord;
+        Ok(p)
+    }
+}
+
+impl TableArgs {
+    fn params(&self) -> Result<TableParams, String> {
+        if self.degree >= self.nodes {
+            return Err("--degree must be below --nodes".into());
+        }
+        let faults = FaultMode::parse(&self.faults)?;
+        let mut p = TableParams::new(self.nodes, self.seed, self.writes, faults);
+        p.degree = self.degree;
+        p.halves = self.halves;
+        p.safety_ms = self.safety_ms;
+        p.liveness_ms = self.liveness_ms;
+        Ok(p)
+    }
+}
+
+impl ChordArgs {
+    fn params(&self) -> Result<ChordParams, String> {
+        if !(0.0..=0.9).contains(&self.fail_fraction) {
+            return Err("--fail-fraction must be between 0 and 0.9".into());
+        }
+        if !(0.0..=0.5).contains(&self.loss) {
+            return Err("--loss must be between 0 and 0.5".into());
+        }
+        if self.churn.is_some_and(|r| !(r > 0.0 && r <= 10.0)) {
+            return Err("--churn must be above 0 and at most 10 per second".into());
+        }
+        Ok(ChordParams {
+            keys: self.keys,
+            fail_fraction: self.fail_fraction,
+            churn: self.churn,
+            loss: self.loss,
+            swarm: self.swarm,
+            ..ChordParams::new(self.nodes, self.seed, self.lookups)
+        })
+    }
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -178,213 +235,90 @@ fn exit(ok: bool) -> ExitCode {
 
 /// Runs `weft sim`.
 pub fn run(args: SimArgs) -> ExitCode {
-    match args.command {
-        None => default_table(),
-        Some(SimCommand::Mesh(a)) => {
-            if a.degree >= a.nodes {
-                return bad_args("--degree must be below --nodes");
-            }
-            let shape = match mesh::Shape::parse(&a.topology) {
-                Ok(s) => s,
-                Err(e) => return bad_args(&e),
-            };
-            let faults = match FaultMode::parse(&a.faults) {
-                Ok(f) => f,
-                Err(e) => return bad_args(&e),
-            };
-            let mut p = MeshParams::new(a.nodes, a.degree, a.seed, a.broadcasts, faults);
-            p.shape = shape;
-            p.safety_ms = a.safety_ms;
-            p.liveness_ms = a.liveness_ms;
-            p.sabotage = a.sabotage;
-            p.chord = a.chord;
-            let r = mesh::run(&p);
-            if a.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                print!("{}", r.to_text());
-            }
-            exit(r.ok)
-        }
-        Some(SimCommand::Table(a)) => {
-            if a.degree >= a.nodes {
-                return bad_args("--degree must be below --nodes");
-            }
-            let faults = match FaultMode::parse(&a.faults) {
-                Ok(f) => f,
-                Err(e) => return bad_args(&e),
-            };
-            let mut p = TableParams::new(a.nodes, a.seed, a.writes, faults);
-            p.degree = a.degree;
-            p.halves = a.halves;
-            p.safety_ms = a.safety_ms;
-            p.liveness_ms = a.liveness_ms;
-            let r = table::run(&p);
-            if a.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                print!("{}", r.to_text());
-            }
-            exit(r.ok)
-        }
-        Some(SimCommand::Chord(a)) => {
-            if !(0.0..=0.9).contains(&a.fail_fraction) {
-                return bad_args("--fail-fraction must be between 0 and 0.9");
-            }
-            if !(0.0..=0.5).contains(&a.loss) {
-                return bad_args("--loss must be between 0 and 0.5");
-            }
-            if a.churn.is_some_and(|r| !(r > 0.0 && r <= 10.0)) {
-                return bad_args("--churn must be above 0 and at most 10 per second");
-            }
-            let p = ChordParams {
-                keys: a.keys,
-                fail_fraction: a.fail_fraction,
-                churn: a.churn,
-                loss: a.loss,
-                swarm: a.swarm,
-                ..ChordParams::new(a.nodes, a.seed, a.lookups)
-            };
-            let r = chord::run(&p);
-            if a.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                print!("{}", r.to_text());
-            }
-            exit(r.ok)
-        }
-        Some(SimCommand::Sweep {
-            protocol: SweepProtocol::Table(a),
-        }) => sweep_table(a),
-        Some(SimCommand::Sweep {
-            protocol: SweepProtocol::Mesh(a),
-        }) => sweep_mesh(a),
-    }
+    use SweepProtocol as P;
+    let done = match args.command {
+        None => Ok(default_table()),
+        Some(SimCommand::Mesh(a)) => a.params().map(|p| show(&mesh::run(&p), a.json)),
+        Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
+        Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
+        Some(SimCommand::Sweep { protocol }) => match protocol {
+            P::Mesh(a) => sweep(a, "mesh", |s| mesh::run(&mesh::sweep_params(s))),
+            P::Table(a) => sweep(a, "table", |s| table::run(&table::sweep_params(s))),
+            P::Chord(a) => sweep(a, "chord", |s| chord::run(&chord::sweep_params(s))),
+        },
+    };
+    done.unwrap_or_else(|message| {
+        eprintln!("weft sim: {message}");
+        ExitCode::from(2)
+    })
 }
 
-/// A sweep's shard and worker threads, from its arguments.
-fn sweep_plan(a: &SweepArgs) -> Result<(Shard, usize), String> {
+/// Prints one run's report, as text or JSON; its exit status.
+fn show(r: &impl Scenario, json: bool) -> ExitCode {
+    if json {
+        println!("{}", r.to_json());
+    } else {
+        print!("{}", r.to_text());
+    }
+    exit(r.header().ok)
+}
+
+/// `weft sim sweep PROTOCOL`: `run` over the seeds, then each failure with its replay line and
+/// the totals, as text or JSON.
+fn sweep<R: Scenario + Send>(
+    a: SweepArgs,
+    protocol: &str,
+    run: impl Fn(u64) -> R + Sync,
+) -> Result<ExitCode, String> {
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Ok((shard.unwrap_or(Shard::ALL), threads))
-}
-
-/// One failed seed of a sweep: its violation and replay line.
-struct Failure<'a> {
-    seed: u64,
-    violation: Option<&'a str>,
-    replay: &'a str,
-}
-
-impl Failure<'_> {
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "seed": self.seed, "violation": self.violation, "replay": self.replay })
-    }
-
-    fn print(&self) {
-        println!(
-            "FAILED seed {}: {}\n  replay: {}",
-            self.seed,
-            self.violation.unwrap_or("?"),
-            self.replay
-        );
-    }
-}
-
-/// `weft sim sweep mesh`.
-fn sweep_mesh(a: SweepArgs) -> ExitCode {
-    let (shard, threads) = match sweep_plan(&a) {
-        Ok(plan) => plan,
-        Err(e) => return bad_args(&e),
-    };
-    let wall = std::time::Instant::now();
-    let reports = sweep::mesh(a.seeds, shard, threads);
-    let failed: Vec<Failure> = reports
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| Failure {
-            seed: r.seed,
-            violation: r.violation.as_deref(),
-            replay: &r.replay,
-        })
-        .collect();
+    let wall = Instant::now();
+    let reports = sweep::run(a.seeds, shard.unwrap_or(Shard::ALL), threads, run);
     let wall_ms = wall.elapsed().as_millis() as u64;
-    let events: u64 = reports.iter().map(|r| r.events).sum();
+    let failed: Vec<&RunHeader> = reports
+        .iter()
+        .map(Scenario::header)
+        .filter(|h| !h.ok)
+        .collect();
+    let events: u64 = reports.iter().map(|r| r.header().events).sum();
+    let (sums, sums_text) = R::sweep_sums(&reports);
     if a.json {
-        let value = serde_json::json!({
-            "protocol": "mesh",
+        let failure = |h: &&RunHeader| serde_json::json!({ "seed": h.seed, "violation": h.violation, "replay": h.replay });
+        let failures: Vec<_> = failed.iter().map(failure).collect();
+        let mut value = serde_json::json!({
+            "protocol": protocol,
             "seeds": reports.len(),
             "failed": failed.len(),
-            "failures": failed.iter().map(Failure::json).collect::<Vec<_>>(),
+            "failures": failures,
             "events": events,
             "wall_ms": wall_ms,
             "ok": failed.is_empty(),
         });
+        if let Some(map) = value.as_object_mut() {
+            map.extend(sums.into_iter().map(|(k, v)| (k.to_string(), v)));
+        }
         println!("{value}");
     } else {
-        failed.iter().for_each(Failure::print);
+        for h in &failed {
+            println!(
+                "FAILED seed {}",
+                h.failure(&h.seed.to_string()).unwrap_or_default()
+            );
+        }
         println!(
-            "sweep mesh: {} seeds, {} failed, {events} events, {wall_ms} ms wall",
+            "sweep {protocol}: {} seeds, {} failed, {sums_text}{events} events, {wall_ms} ms wall",
             reports.len(),
             failed.len(),
         );
     }
-    exit(failed.is_empty())
-}
-
-/// `weft sim sweep table`.
-fn sweep_table(a: SweepArgs) -> ExitCode {
-    let (shard, threads) = match sweep_plan(&a) {
-        Ok(plan) => plan,
-        Err(e) => return bad_args(&e),
-    };
-    let wall = std::time::Instant::now();
-    let reports = sweep::table(a.seeds, shard, threads);
-    let failed: Vec<Failure> = reports
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| Failure {
-            seed: r.seed,
-            violation: r.violation.as_deref(),
-            replay: &r.replay,
-        })
-        .collect();
-    let wall_ms = wall.elapsed().as_millis() as u64;
-    let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
-    let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
-    let events: u64 = reports.iter().map(|r| r.events).sum();
-    if a.json {
-        let value = serde_json::json!({
-            "protocol": "table",
-            "seeds": reports.len(),
-            "failed": failed.len(),
-            "failures": failed.iter().map(Failure::json).collect::<Vec<_>>(),
-            "identical": reports.iter().all(|r| r.identical),
-            "lease_violations": reports.iter().map(|r| r.lease_violations).sum::<u64>(),
-            "catchup_bytes": catchup,
-            "full_resend_bytes": full,
-            "events": events,
-            "wall_ms": wall_ms,
-            "ok": failed.is_empty(),
-        });
-        println!("{value}");
-    } else {
-        failed.iter().for_each(Failure::print);
-        println!(
-            "sweep table: {} seeds, {} failed, catch-up {catchup} bytes vs full resend {full} \
-             bytes, {events} events, {wall_ms} ms wall",
-            reports.len(),
-            failed.len(),
-        );
-    }
-    exit(failed.is_empty())
+    Ok(exit(failed.is_empty()))
 }
 
 /// The README's main job: the default scenario of every protocol, as a table.
 fn default_table() -> ExitCode {
-    let scenarios = [
+    let mesh = [
         (
             "mesh, no faults",
             MeshParams::new(1000, 8, 1, 20, FaultMode::None),
@@ -404,47 +338,7 @@ fn default_table() -> ExitCode {
             ),
         ),
     ];
-    println!(
-        "{:<26}{:>6}{:>7}{:>6}{:>10}{:>9}{:>9}{:>8}{:>11}{:>9}{:>11}  {:<6}",
-        "scenario",
-        "nodes",
-        "edges",
-        "bcast",
-        "delivered",
-        "tx",
-        "dups",
-        "repair",
-        "converged",
-        "events",
-        "events/s",
-        "result"
-    );
-    let mut all_ok = true;
-    let mut replays = Vec::new();
-    for (name, p) in scenarios {
-        let r = mesh::run(&p);
-        all_ok &= r.ok;
-        println!(
-            "{:<26}{:>6}{:>7}{:>6}{:>10.4}{:>9}{:>9}{:>8}{:>11}{:>9}{:>11}  {:<6}",
-            name,
-            r.nodes,
-            r.edges,
-            r.broadcasts,
-            r.delivered_fraction,
-            r.transmissions,
-            r.duplicates,
-            r.repair_messages,
-            r.converged_ms
-                .map_or("never".into(), |ms| format!("{ms} ms")),
-            r.events,
-            r.events_per_sec,
-            if r.ok { "ok" } else { "FAILED" }
-        );
-        if let Some(v) = &r.violation {
-            replays.push(format!("  {name}: {v}\n  replay: {}", r.replay));
-        }
-    }
-    let table_scenarios = [
+    let table = [
         (
             "table, swarm faults",
             TableParams::new(16, 1, 200, FaultMode::Swarm),
@@ -455,55 +349,7 @@ fn default_table() -> ExitCode {
             p
         }),
     ];
-    println!(
-        "\n{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
-        "scenario",
-        "nodes",
-        "writes",
-        "keys",
-        "identical",
-        "lease!",
-        "refused",
-        "catch-up",
-        "full-resend",
-        "converged",
-        "events",
-        "result"
-    );
-    for (name, p) in table_scenarios {
-        let r = table::run(&p);
-        all_ok &= r.ok;
-        println!(
-            "{:<26}{:>6}{:>7}{:>7}{:>10}{:>7}{:>9}{:>10}{:>13}{:>11}{:>9}  {:<6}",
-            name,
-            r.nodes,
-            r.writes,
-            r.keys,
-            r.identical,
-            r.lease_violations,
-            r.refusals,
-            r.catchup_bytes,
-            r.full_resend_bytes,
-            r.converged_ms
-                .map_or("never".into(), |ms| format!("{ms} ms")),
-            r.events,
-            if r.ok { "ok" } else { "FAILED" }
-        );
-        if let Some(v) = &r.violation {
-            replays.push(format!("  {name}: {v}\n  replay: {}", r.replay));
-        }
-    }
-    for line in replays {
-        println!("{line}");
-    }
-    all_ok &= chord_table();
-    println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; see --help)");
-    exit(all_ok)
-}
-
-/// The Chord rows of the default table; true if every run was ok.
-fn chord_table() -> bool {
-    let scenarios = [
+    let chord = [
         ("chord, joins", ChordParams::new(256, 1, 1000)),
         (
             "chord, 20% fail at once",
@@ -520,44 +366,28 @@ fn chord_table() -> bool {
             },
         ),
     ];
-    println!(
-        "\n{:<26}{:>6}{:>9}{:>10}{:>6}{:>6}{:>9}{:>6}{:>12}{:>9}{:>11}  {:<6}",
-        "scenario",
-        "nodes",
-        "lookups",
-        "mean hops",
-        "p50",
-        "p99",
-        "failed",
-        "lost",
-        "ring ok",
-        "events",
-        "events/s",
-        "result"
-    );
-    let mut all_ok = true;
-    for (name, p) in scenarios {
-        let r = chord::run(&p);
-        all_ok &= r.ok;
-        println!(
-            "{:<26}{:>6}{:>9}{:>10.3}{:>6}{:>6}{:>9.4}{:>6}{:>12}{:>9}{:>11}  {:<6}",
-            name,
-            r.nodes,
-            r.lookups,
-            r.mean_hops,
-            r.p50_hops,
-            r.p99_hops,
-            r.failed_lookup_fraction,
-            r.keys_lost,
-            r.ring_correct_ms
-                .map_or("never".into(), |ms| format!("{ms} ms")),
-            r.events,
-            r.events_per_sec,
-            if r.ok { "ok" } else { "FAILED" }
-        );
-        if let Some(v) = &r.violation {
-            println!("  {name}: {v}\n  replay: {}", r.replay);
+    let mesh_ok = section("", &mesh, mesh::run);
+    let table_ok = section("\n", &table, table::run);
+    let chord_ok = section("\n", &chord, chord::run);
+    println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; see --help)");
+    exit(mesh_ok && table_ok && chord_ok)
+}
+
+/// One protocol's part of the default table, after `gap`: a title line, a row per scenario as
+/// it finishes, then each failure with its replay line. True if every run held.
+fn section<P, R: Scenario>(gap: &str, scenarios: &[(&str, P)], run: fn(&P) -> R) -> bool {
+    let mut failures = Vec::new();
+    for (k, (name, p)) in scenarios.iter().enumerate() {
+        let r = run(p);
+        let cells = r.cells();
+        if k == 0 {
+            let titles: String = cells.iter().map(|(t, w, _)| format!("{t:>w$}")).collect();
+            println!("{gap}{:<26}{titles}  {:<6}", "scenario", "result");
         }
+        let values: String = cells.iter().map(|(_, w, v)| format!("{v:>w$}")).collect();
+        println!("{name:<26}{values}  {:<6}", r.header().result());
+        failures.extend(r.header().failure(&format!("  {name}")));
     }
-    all_ok
+    failures.iter().for_each(|f| println!("{f}"));
+    failures.is_empty()
 }

@@ -1,13 +1,9 @@
-//! Seed sweeps: many small runs with swarm faults, each derived from its seed, spread over
-//! the machine's cores; a shard option splits a sweep across machines.
+//! Seed sweeps: many small runs with swarm faults, each derived from its seed (each scenario's
+//! `sweep_params`), spread over the machine's cores; a shard option splits a sweep across
+//! machines.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use crate::rng::SimRng;
-use crate::scenario::mesh::{self, FaultMode, MeshParams};
-use crate::scenario::table::{self, TableReport};
-use crate::scenario::Report;
 
 /// Which part of a sweep this process runs: seeds whose position `k` has `k % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,36 +39,9 @@ pub fn env_or(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The mesh parameters a sweep derives from `seed`: a small network, swarm faults.
-pub fn mesh_params(seed: u64) -> MeshParams {
-    let mut r = SimRng::child(seed, "sweep", 0);
-    let nodes = r.between(5, 16) as u32;
-    let degree = r.between(2, 4).min(u64::from(nodes) - 1) as u32;
-    let broadcasts = r.between(5, 25) as u32;
-    let mut p = MeshParams::new(nodes, degree, seed, broadcasts, FaultMode::Swarm);
-    p.safety_ms = 15_000;
-    p
-}
-
-/// Runs seeds `1..=seeds` (this shard's part) on `threads` threads; reports in seed order.
-pub fn mesh(seeds: u64, shard: Shard, threads: usize) -> Vec<Report> {
-    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| mesh::run(&mesh_params(seed)));
-    reports.sort_by_key(|r| r.seed);
-    reports
-}
-
-/// The table scenario over seeds `1..=seeds` (this shard's part), with the parameters
-/// [`table::sweep_params`] derives; reports in seed order.
-pub fn table(seeds: u64, shard: Shard, threads: usize) -> Vec<TableReport> {
-    let mut reports = seeds_on_threads(seeds, shard, threads, |seed| {
-        table::run(&table::sweep_params(seed))
-    });
-    reports.sort_by_key(|r| r.seed);
-    reports
-}
-
-/// Runs `run` for this shard's seeds of `1..=seeds` on `threads` threads, in any order.
-fn seeds_on_threads<R: Send>(
+/// Runs `run` for this shard's seeds of `1..=seeds` on `threads` threads; the results in seed
+/// order.
+pub fn run<R: Send>(
     seeds: u64,
     shard: Shard,
     threads: usize,
@@ -88,15 +57,17 @@ fn seeds_on_threads<R: Send>(
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&seed) = mine.get(k) else { break };
-                let report = run(seed);
+                let result = run(seed);
                 // A poisoned lock means another run panicked: that panic is reported anyway.
                 if let Ok(mut r) = results.lock() {
-                    r.push(report);
+                    r.push((seed, result));
                 }
             });
         }
     });
-    results.into_inner().unwrap_or_default()
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(seed, _)| *seed);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -109,7 +80,9 @@ mod tests {
         for bad in ["3/3", "x/2", "1", "0/0"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
-        let p = mesh_params(7);
+        let p = crate::scenario::mesh::sweep_params(7);
         assert!(p.degree < p.nodes && p.broadcasts >= 5);
+        let mine = run(10, Shard { index: 1, count: 3 }, 3, |seed| seed);
+        assert_eq!(mine, [2, 5, 8]);
     }
 }

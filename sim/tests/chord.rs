@@ -10,6 +10,8 @@ use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event};
 use weft_sim::net::{self as harness, Net};
 use weft_sim::scenario::chord::{self, ChordParams};
+use weft_sim::scenario::Scenario;
+use weft_sim::sweep::{self, Shard};
 
 fn chord_nodes(n: usize) -> Net {
     Net::with_configs(
@@ -119,14 +121,14 @@ fn a_chord_command_without_chord_is_refused() {
 /// lowers the largest N checked).
 #[test]
 fn hops_match_the_paper() {
-    let max = weft_sim::sweep::env_or("WEFT_CHORD_HOPS_MAX", 1024);
+    let max = sweep::env_or("WEFT_CHORD_HOPS_MAX", 1024);
     for log_n in [6u32, 8, 10] {
         let n = 1u32 << log_n;
         if u64::from(n) > max {
             continue;
         }
         let r = chord::run(&ChordParams::new(n, 1, 1000));
-        assert!(r.ok, "{}", r.to_text());
+        assert!(r.header.ok, "{}", r.to_text());
         assert_eq!(r.failed_lookup_fraction, 0.0);
         let paper = f64::from(log_n) / 2.0;
         assert!(
@@ -148,7 +150,7 @@ fn simultaneous_failures_lose_nothing_that_still_has_a_holder() {
             ..ChordParams::new(128, 3, 500)
         };
         let r = chord::run(&p);
-        assert!(r.ok, "{}", r.to_text());
+        assert!(r.header.ok, "{}", r.to_text());
         assert_eq!(r.failed_lookup_fraction, 0.0);
         assert_eq!(r.keys_lost, 0);
         assert_eq!(r.failed_nodes, (128.0 * fraction).round() as u64);
@@ -160,23 +162,14 @@ fn simultaneous_failures_lose_nothing_that_still_has_a_holder() {
 /// owner, and every key with a live holder is read back.
 #[test]
 fn swarm_seed_sweep() {
-    let seeds = weft_sim::sweep::env_or("WEFT_CHORD_SEEDS", 100);
-    let mut failed = Vec::new();
-    for seed in 1..=seeds {
-        let p = ChordParams {
-            swarm: true,
-            keys: 40,
-            ..ChordParams::new(16 + (seed % 25) as u32, seed, 200)
-        };
-        let r = chord::run(&p);
-        if !r.ok {
-            failed.push(format!(
-                "seed {seed}: {}\n  replay: {}",
-                r.violation.unwrap_or_default(),
-                r.replay
-            ));
-        }
-    }
+    let seeds = sweep::env_or("WEFT_CHORD_SEEDS", 100);
+    let reports = sweep::run(seeds, Shard::ALL, 2, |s| {
+        chord::run(&chord::sweep_params(s))
+    });
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.header.failure(&format!("seed {}", r.header.seed)))
+        .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
@@ -189,10 +182,10 @@ fn a_run_replays_to_the_same_digest() {
     };
     let a = chord::run(&p);
     let b = chord::run(&p);
-    assert_eq!(a.digest, b.digest);
-    assert_eq!(a.events, b.events);
+    assert_eq!(a.header.digest, b.header.digest);
+    assert_eq!(a.header.events, b.header.events);
     let c = chord::run(&ChordParams { seed: 10, ..p });
-    assert_ne!(a.digest, c.digest);
+    assert_ne!(a.header.digest, c.header.digest);
 }
 
 /// The mesh scenario with every node a Chord member: exact flood counts without faults (chord
@@ -203,12 +196,12 @@ fn the_mesh_is_unaffected_by_chord() {
     let mut p = MeshParams::new(48, 4, 1, 20, FaultMode::None);
     p.chord = true;
     let r = mesh::run(&p);
-    assert!(r.ok, "{}", r.to_text());
+    assert!(r.header.ok, "{}", r.to_text());
     for seed in 1..=3 {
         let mut p = MeshParams::new(24, 4, seed, 30, FaultMode::Swarm);
         p.chord = true;
         let r = mesh::run(&p);
-        assert!(r.ok, "{}", r.to_text());
+        assert!(r.header.ok, "{}", r.to_text());
     }
 }
 
@@ -225,7 +218,7 @@ fn real_nodes_rebuild_the_ring_after_swarm_faults() {
         .and_then(|v| v.parse().ok())
     {
         Some(seed) => vec![seed],
-        None => (1..=weft_sim::sweep::env_or("WEFT_CHORD_SEEDS", 100)).collect(),
+        None => (1..=sweep::env_or("WEFT_CHORD_SEEDS", 100)).collect(),
     };
     let mut failed = Vec::new();
     let (mut keys_read, mut keys_without_live_holder, mut first_ring_ms) = (0u64, 0u64, 0u64);

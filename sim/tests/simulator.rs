@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use weft_sim::scenario::mesh::{self, FaultMode, MeshParams, Shape};
+use weft_sim::scenario::Scenario;
 use weft_sim::sweep::{self, Shard};
 
 /// Seeds in the sweep: `WEFT_SIM_SEEDS` (default 400).
@@ -15,23 +16,16 @@ fn sweep_seeds() -> u64 {
 fn seed_sweep_of_small_networks_under_swarm_faults() {
     let seeds = sweep_seeds();
     let started = Instant::now();
-    let reports = sweep::mesh(seeds, Shard::ALL, 2);
+    let reports = sweep::run(seeds, Shard::ALL, 2, |s| mesh::run(&mesh::sweep_params(s)));
     let failures: Vec<String> = reports
         .iter()
-        .filter(|r| !r.ok)
-        .map(|r| {
-            format!(
-                "{}\n  replay: {}",
-                r.violation.as_deref().unwrap_or("?"),
-                r.replay
-            )
-        })
+        .filter_map(|r| r.header.failure(&format!("seed {}", r.header.seed)))
         .collect();
     println!(
         "swept {} seeds in {:?}: {} events, {} faults struck, {} failures",
         reports.len(),
         started.elapsed(),
-        reports.iter().map(|r| r.events).sum::<u64>(),
+        reports.iter().map(|r| r.header.events).sum::<u64>(),
         reports.iter().map(|r| r.faults_struck).sum::<u64>(),
         failures.len()
     );
@@ -46,11 +40,20 @@ fn seed_sweep_of_small_networks_under_swarm_faults() {
 fn one_seed_twice_gives_one_digest_and_other_seeds_others() {
     let run = |seed| mesh::run(&MeshParams::new(12, 3, seed, 10, FaultMode::Swarm));
     let (a, b, c) = (run(5), run(5), run(6));
-    assert!(a.ok && c.ok, "{:?} {:?}", a.violation, c.violation);
-    assert_eq!(a.digest, b.digest);
-    assert_eq!(a.events, b.events);
-    assert_ne!(a.digest, c.digest);
-    let quiet = |seed| mesh::run(&MeshParams::new(30, 4, seed, 5, FaultMode::None)).digest;
+    assert!(
+        a.header.ok && c.header.ok,
+        "{:?} {:?}",
+        a.header.violation,
+        c.header.violation
+    );
+    assert_eq!(a.header.digest, b.header.digest);
+    assert_eq!(a.header.events, b.header.events);
+    assert_ne!(a.header.digest, c.header.digest);
+    let quiet = |seed| {
+        mesh::run(&MeshParams::new(30, 4, seed, 5, FaultMode::None))
+            .header
+            .digest
+    };
     assert_eq!(quiet(1), quiet(1));
     assert_ne!(quiet(1), quiet(2));
 }
@@ -67,8 +70,8 @@ fn without_faults_every_shape_floods_at_exactly_2e_minus_n_plus_1() {
         let mut p = MeshParams::new(40, 4, 3, 7, FaultMode::None);
         p.shape = shape;
         let r = mesh::run(&p);
-        assert!(r.ok, "{shape:?}: {:?}", r.violation);
-        let (n, e, b) = (u64::from(r.nodes), r.edges, r.broadcasts);
+        assert!(r.header.ok, "{shape:?}: {:?}", r.header.violation);
+        let (n, e, b) = (u64::from(r.header.nodes), r.edges, r.broadcasts);
         assert_eq!(r.transmissions, b * (2 * e - n + 1), "{shape:?}");
         assert_eq!(r.duplicates, 2 * b * (e + 1 - n), "{shape:?}");
         assert_eq!(r.delivered_fraction, 1.0);
@@ -86,7 +89,7 @@ fn each_fault_alone_still_converges() {
             20,
             FaultMode::List(fault.into()),
         ));
-        assert!(r.ok, "{fault}: {:?}\n  replay: {}", r.violation, r.replay);
+        assert!(r.header.ok, "{fault}: {}", r.to_text());
         assert_eq!(r.delivered_fraction, 1.0, "{fault}");
     }
 }
@@ -96,14 +99,32 @@ fn a_broken_invariant_stops_the_run_with_the_seed_and_a_replay_line() {
     let mut p = MeshParams::new(10, 3, 42, 5, FaultMode::Swarm);
     p.sabotage = true;
     let r = mesh::run(&p);
-    assert!(!r.ok);
-    let violation = r.violation.as_deref().unwrap_or_default();
+    assert!(!r.header.ok);
+    let violation = r.header.violation.as_deref().unwrap_or_default();
     assert!(violation.contains("twice"), "{violation}");
     assert_eq!(
-        r.replay,
+        r.header.replay,
         "weft sim mesh --nodes 10 --degree 3 --seed 42 --broadcasts 5 --faults swarm --sabotage"
     );
-    println!("violation: {violation}\nreplay: {}", r.replay);
+    println!("violation: {violation}\nreplay: {}", r.header.replay);
+    // The one replay line, the text block and the flat JSON object all show it.
+    assert_eq!(
+        r.header.failure("seed 42"),
+        Some(format!(
+            "seed 42: {violation}\n  replay: {}",
+            r.header.replay
+        ))
+    );
+    let text = r.to_text();
+    assert!(text.starts_with("protocol              mesh\nseed                  42\n"));
+    assert!(text.ends_with(&format!(
+        "VIOLATION             {violation}\nresult                FAILED\n"
+    )));
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["protocol"], "mesh");
+    assert_eq!(json["violation"], violation);
+    assert_eq!(json["edges"], r.edges);
+    assert_eq!(json["faults_struck"], r.faults_struck);
     // The replay reproduces it exactly.
-    assert_eq!(mesh::run(&p).digest, r.digest);
+    assert_eq!(mesh::run(&p).header.digest, r.header.digest);
 }

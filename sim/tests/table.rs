@@ -8,6 +8,7 @@ use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event, Input, TableCommand, TableEvent};
 use weft_sim::scenario::mesh::FaultMode;
 use weft_sim::scenario::table::{self, TableParams};
+use weft_sim::scenario::Scenario;
 use weft_sim::sweep::{self, Shard};
 use weft_sim::Net;
 
@@ -20,17 +21,12 @@ fn sweep_seeds() -> u64 {
 fn seed_sweep_of_small_networks_under_swarm_faults_converges_without_lease_violations() {
     let seeds = sweep_seeds();
     let started = Instant::now();
-    let reports = sweep::table(seeds, Shard::ALL, 2);
+    let reports = sweep::run(seeds, Shard::ALL, 2, |s| {
+        table::run(&table::sweep_params(s))
+    });
     let failures: Vec<String> = reports
         .iter()
-        .filter(|r| !r.ok)
-        .map(|r| {
-            format!(
-                "{}\n  replay: {}",
-                r.violation.as_deref().unwrap_or("?"),
-                r.replay
-            )
-        })
+        .filter_map(|r| r.header.failure(&format!("seed {}", r.header.seed)))
         .collect();
     let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
     let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
@@ -62,7 +58,7 @@ fn partitioned_halves_writing_the_same_keys_converge_after_the_heal() {
         let mut p = TableParams::new(10, seed, 80, FaultMode::None);
         p.halves = true;
         let r = table::run(&p);
-        assert!(r.ok, "{:?}\n  replay: {}", r.violation, r.replay);
+        assert!(r.header.ok, "{}", r.to_text());
         assert!(r.identical && r.lease_violations == 0);
         assert!(!r.identical_at_heal, "the halves diverged while apart");
         assert!(r.keys > 0);
@@ -74,9 +70,14 @@ fn partitioned_halves_writing_the_same_keys_converge_after_the_heal() {
 fn one_seed_twice_gives_one_digest() {
     let run = |seed| table::run(&TableParams::new(8, seed, 30, FaultMode::Swarm));
     let (a, b, c) = (run(3), run(3), run(4));
-    assert!(a.ok && c.ok, "{:?} {:?}", a.violation, c.violation);
-    assert_eq!(a.digest, b.digest);
-    assert_ne!(a.digest, c.digest);
+    assert!(
+        a.header.ok && c.header.ok,
+        "{:?} {:?}",
+        a.header.violation,
+        c.header.violation
+    );
+    assert_eq!(a.header.digest, b.header.digest);
+    assert_ne!(a.header.digest, c.header.digest);
 }
 
 #[test]
@@ -85,7 +86,7 @@ fn catchup_after_a_reset_costs_less_than_a_full_resend() {
     let mut p = TableParams::new(6, 7, 400, FaultMode::List("resets".into()));
     p.safety_ms = 30_000;
     let r = table::run(&p);
-    assert!(r.ok, "{:?}\n  replay: {}", r.violation, r.replay);
+    assert!(r.header.ok, "{}", r.to_text());
     assert!(r.faults_struck > 0);
     assert!(
         r.catchup_bytes < r.full_resend_bytes,

@@ -20,10 +20,10 @@ use crate::io::{
 };
 use crate::machine::{Context, LinkNotice, PeerFault, ProtocolOutput};
 use crate::metrics::{ConnStats, NodeMetrics};
-use crate::session::{HostInfo, Notice, Session};
+use crate::session::{HostInfo, Incoming, Notice, Peer, Session};
 use crate::table::Table;
 use crate::time::Instant;
-use protocols::{Protocols, COUNT};
+use protocols::{Protocols, COUNT, FAMILIES};
 
 /// One weft node: a pure state machine. See the crate documentation for the contract.
 #[derive(Debug)]
@@ -79,13 +79,13 @@ impl Node {
             Input::ConnectFailed { conn } => {
                 self.session.connect_failed(now, conn).map_err(Into::into)
             }
-            Input::Received { conn, bytes } => {
-                self.session
-                    .received(conn, bytes)
-                    .map_err(InputError::from)?;
-                self.receive(now, conn);
-                Ok(())
-            }
+            Input::Received { conn, bytes } => match self.session.received(now, conn, bytes) {
+                Ok(first) => {
+                    self.receive(now, conn, first);
+                    Ok(())
+                }
+                Err(misuse) => Err(misuse.into()),
+            },
             Input::Writable { conn } => self.session.writable(conn).map_err(Into::into),
             Input::Closed { conn } => self.session.closed(now, conn).map_err(Into::into),
             Input::WallClock { unix_ms } => {
@@ -117,12 +117,7 @@ impl Node {
         if self.session.is_shut_down() {
             return None;
         }
-        let protocols = self.protocols.all().map(|p| p.poll_timeout());
-        core::iter::once(self.session.poll_timeout())
-            .chain(protocols)
-            .flatten()
-            .min()
-            .map(|at| at.max(self.now))
+        self.soonest().map(|at| at.max(self.now))
     }
 
     // ----- inspection ---------------------------------------------------------------------
@@ -207,6 +202,14 @@ impl Node {
 
     // ----- the host -----------------------------------------------------------------------
 
+    /// The soonest of the session's and the protocols' deadlines.
+    fn soonest(&self) -> Option<Instant> {
+        match (self.session.poll_timeout(), self.protocols.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Moves the clock to `now` (never backwards) and runs every due timer.
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
@@ -215,44 +218,49 @@ impl Node {
         if self.session.is_shut_down() {
             return;
         }
-        self.session.handle_timeout(now);
-        let cx = Context {
-            session: &self.session,
-        };
+        // Most inputs come between deadlines.
+        if self.started && self.soonest().is_none_or(|at| at > now) {
+            return;
+        }
+        if self.session.poll_timeout().is_some_and(|at| at <= now) {
+            self.session.handle_timeout(now);
+        }
+        // At the start every protocol arms its timers.
         let start = !self.started;
         self.started = true;
-        for p in self.protocols.all_mut() {
-            // At the start every protocol arms its timers.
-            if start || p.poll_timeout().is_some_and(|at| at <= now) {
-                p.handle_timeout(now, &cx);
+        for i in 0..COUNT {
+            if start || self.protocols.deadline_of(i).is_some_and(|at| at <= now) {
+                let cx = Context {
+                    session: &self.session,
+                };
+                self.protocols.call(i, |p| p.handle_timeout(now, &cx));
             }
         }
         self.pump(now);
     }
 
-    /// Hands the protocols their frames from `conn`, pumping after each.
-    fn receive(&mut self, now: Instant, conn: ConnId) {
-        while let Some((frame, more)) = self.session.next_frame(now, conn) {
-            self.dispatch(now, conn, frame);
-            self.pump(now);
+    /// Hands the protocols their frames from `conn`, `next` first, pumping between them (the
+    /// caller pumps after the last).
+    fn receive(&mut self, now: Instant, conn: ConnId, mut next: Option<Incoming>) {
+        while let Some(Incoming { frame, peer, more }) = next {
+            self.dispatch(now, conn, &peer, frame);
             if !more {
                 return;
             }
+            self.pump(now);
+            next = self.session.next_frame(now, conn);
         }
     }
 
     /// One frame to the protocol that owns its code; a fault closes the connection.
-    fn dispatch(&mut self, now: Instant, conn: ConnId, frame: Frame) {
-        let Some(peer) = self.session.peer(conn) else {
-            return;
-        };
+    fn dispatch(&mut self, now: Instant, conn: ConnId, peer: &Peer, frame: Frame) {
         let cx = Context {
             session: &self.session,
         };
-        let code = frame.code();
-        let owner = self.protocols.all_mut().into_iter().find(|p| p.owns(code));
-        let result = match owner {
-            Some(p) => p.handle_message(now, &cx, peer, frame),
+        let result = match Protocols::owner(frame.code()) {
+            Some(i) => self
+                .protocols
+                .call(i, |p| p.handle_message(now, &cx, peer, frame)),
             None => Err(PeerFault::Unexpected("a message no protocol here owns")),
         };
         if let Err(fault) = result {
@@ -265,25 +273,20 @@ impl Node {
         if self.session.is_shut_down() {
             return Err(SessionRefusal::ShutDown.into());
         }
+        let cx = Context {
+            session: &self.session,
+        };
         match command {
             Command::Connect { addr } => self.session.connect(now, addr)?,
             Command::Disconnect { node } => self.session.disconnect(node)?,
             Command::Shutdown => {
-                let cx = Context {
-                    session: &self.session,
-                };
-                for p in self.protocols.all_mut() {
-                    p.handle_shutdown(now, &cx);
+                for i in 0..COUNT {
+                    self.protocols.call(i, |p| p.handle_shutdown(now, &cx));
                 }
                 self.pump(now);
                 self.session.shutdown();
             }
-            command => {
-                let cx = Context {
-                    session: &self.session,
-                };
-                self.protocols.command(now, &cx, command)?;
-            }
+            command => self.protocols.command(now, &cx, command)?,
         }
         Ok(())
     }
@@ -294,36 +297,34 @@ impl Node {
         id: RequestId,
         result: HostResult,
     ) -> Result<(), InputError> {
-        let (index, token) = self
+        let (i, token) = self
             .requests
             .remove(&id)
             .ok_or(Misuse::UnknownRequest(id))?;
         let cx = Context {
             session: &self.session,
         };
-        if let Some(p) = self.protocols.all_mut().into_iter().nth(index) {
-            p.handle_completed(now, &cx, token, result);
-        }
+        self.protocols
+            .call(i, |p| p.handle_completed(now, &cx, token, result));
         Ok(())
     }
 
     /// The single-mutation rule: carries the session's notices to the protocols and the
-    /// protocols' outputs to the session until neither has anything left.
+    /// protocols' outputs to the session until neither has anything left. Only protocols
+    /// called since they were last drained are asked for outputs.
     fn pump(&mut self, now: Instant) {
         loop {
-            let mut busy = false;
             while let Some(notice) = self.session.poll_notice() {
-                busy = true;
                 self.notify(now, notice);
             }
-            for index in 0..COUNT {
-                while let Some(out) = self.protocols.all_mut()[index].poll_output() {
-                    busy = true;
-                    self.carry(now, index, out);
-                }
-            }
-            if !busy {
+            let touched = self.protocols.take_touched();
+            if touched == 0 {
                 return;
+            }
+            for i in (0..COUNT).filter(|i| touched & (1 << i) != 0) {
+                while let Some(out) = self.protocols.get_mut(i).poll_output() {
+                    self.carry(now, i, out);
+                }
             }
         }
     }
@@ -339,26 +340,27 @@ impl Node {
                 let Some(peer) = self.session.link_peer(&node) else {
                     return;
                 };
-                for p in self.protocols.all_mut() {
+                for i in 0..COUNT {
+                    let p = &self.protocols.all()[i];
                     if p.runs() && peer.runs(p.family()) {
-                        p.handle_link(now, &cx, LinkNotice::Up { peer, replaced });
+                        let up = LinkNotice::Up { peer, replaced };
+                        self.protocols.call(i, |p| p.handle_link(now, &cx, up));
                     }
                 }
             }
             Notice::LinkDown { node, reason } => {
-                for p in self.protocols.all_mut() {
+                for i in 0..COUNT {
                     let down = LinkNotice::Down {
                         node,
                         reason: &reason,
                     };
-                    p.handle_link(now, &cx, down);
+                    self.protocols.call(i, |p| p.handle_link(now, &cx, down));
                 }
             }
             Notice::Room { node, family } => {
-                for p in self.protocols.all_mut() {
-                    if p.family() == family {
-                        p.handle_link(now, &cx, LinkNotice::Room { node });
-                    }
+                if let Some(i) = FAMILIES.iter().position(|f| *f == family) {
+                    let room = LinkNotice::Room { node };
+                    self.protocols.call(i, |p| p.handle_link(now, &cx, room));
                 }
             }
         }
@@ -368,7 +370,7 @@ impl Node {
     fn carry(&mut self, now: Instant, index: usize, out: ProtocolOutput<crate::io::Event>) {
         match out {
             ProtocolOutput::Send { to, message, class } => {
-                let family = self.protocols.all()[index].family();
+                let family = FAMILIES[index];
                 self.session.send(now, family, to, &message, class);
             }
             ProtocolOutput::Event(e) => self.session.push_output(Output::Event(e)),

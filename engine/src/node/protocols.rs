@@ -1,8 +1,9 @@
 //! The protocols this node hosts: the one registration a new protocol adds.
 //!
-//! A protocol is a field of [`Protocols`], made in [`Protocols::new`], listed in
-//! [`Protocols::all_mut`] (which fixes the order they are pumped and told of links), and, if
-//! the application can command it, given a `Command` variant routed in `command`. Everything
+//! A protocol is a field of [`Protocols`], made in [`Protocols::new`], given an index in
+//! [`Protocols::all`], [`Protocols::get_mut`] and `OWNS` (which fixes the order they are
+//! pumped and told of links), and, if the application can command it, a `Command` variant
+//! routed in `command`. Everything
 //! else the host does for it (dispatching its frames, folding its deadline, carrying its
 //! outputs, telling it of links) goes through the erased [`Hosted`] view and needs no edit.
 
@@ -26,10 +27,34 @@ pub(crate) struct Protocols {
     pub(crate) mesh: MeshProtocol,
     pub(crate) table: TableProtocol,
     pub(crate) chord: ChordProtocol,
+    /// Each protocol's deadline as it last said, asked again after every call into it (a
+    /// protocol's deadline changes only when it is called).
+    deadlines: [Option<Instant>; COUNT],
+    /// The soonest of `deadlines`.
+    soonest: Option<Instant>,
+    /// Bit `i`: protocol `i` was called since its outputs were last drained, so it may have
+    /// some.
+    touched: u8,
 }
 
 /// How many protocols are hosted: the length of [`Protocols::all_mut`].
 pub(crate) const COUNT: usize = 4;
+
+/// Each protocol's family, by index.
+pub(crate) const FAMILIES: [Family; COUNT] = [
+    DiscoveryProtocol::FAMILY,
+    MeshProtocol::FAMILY,
+    TableProtocol::FAMILY,
+    ChordProtocol::FAMILY,
+];
+
+/// Whether each protocol, by index, owns a code: dispatch without a call through `Hosted`.
+const OWNS: [fn(Code) -> bool; COUNT] = [
+    DiscoveryProtocol::owns,
+    MeshProtocol::owns,
+    TableProtocol::owns,
+    ChordProtocol::owns,
+];
 
 impl Protocols {
     /// Each protocol with its own RNG stream, drawn from the node's seed by its name.
@@ -39,20 +64,60 @@ impl Protocols {
             mesh: MeshProtocol::new(config, me, seed("mesh")),
             table: TableProtocol::new(config, me, seed("table")),
             chord: ChordProtocol::new(config, me, seed("chord")),
+            deadlines: [None; COUNT],
+            soonest: None,
+            touched: 0,
         }
     }
 
-    /// Every protocol, in the order they are told of links and pumped.
-    pub(crate) fn all_mut(&mut self) -> [&mut dyn Hosted; COUNT] {
-        [
-            &mut self.discovery,
-            &mut self.mesh,
-            &mut self.table,
-            &mut self.chord,
-        ]
+    /// Protocol `i` (its index in `all`).
+    pub(crate) fn get_mut(&mut self, i: usize) -> &mut dyn Hosted {
+        match i {
+            0 => &mut self.discovery,
+            1 => &mut self.mesh,
+            2 => &mut self.table,
+            _ => &mut self.chord,
+        }
     }
 
-    /// Every protocol, in the same order.
+    /// Calls protocol `i`, then records that it may have outputs and asks its deadline.
+    pub(crate) fn call<R>(&mut self, i: usize, f: impl FnOnce(&mut dyn Hosted) -> R) -> R {
+        let p = self.get_mut(i);
+        let r = f(p);
+        let deadline = p.poll_timeout();
+        if self.deadlines[i] != deadline {
+            self.deadlines[i] = deadline;
+            self.soonest = self.deadlines.iter().flatten().min().copied();
+        }
+        self.touched |= 1 << i;
+        r
+    }
+
+    /// The protocol that owns `code`: the one of its family (each family has one protocol),
+    /// if that protocol owns it.
+    pub(crate) fn owner(code: Code) -> Option<usize> {
+        let family = code.family()?;
+        let i = FAMILIES.iter().position(|f| *f == family)?;
+        OWNS[i](code).then_some(i)
+    }
+
+    /// The protocols called since their outputs were last drained; forgets them.
+    pub(crate) fn take_touched(&mut self) -> u8 {
+        core::mem::take(&mut self.touched)
+    }
+
+    /// Protocol `i`'s deadline, as it last said.
+    pub(crate) fn deadline_of(&self, i: usize) -> Option<Instant> {
+        self.deadlines[i]
+    }
+
+    /// The soonest protocol deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.soonest
+    }
+
+    /// Every protocol, in the order they are told of links and pumped; the index of each
+    /// is its `i` in [`get_mut`](Self::get_mut) and [`call`](Self::call).
     pub(crate) fn all(&self) -> [&dyn Hosted; COUNT] {
         [&self.discovery, &self.mesh, &self.table, &self.chord]
     }
@@ -65,12 +130,16 @@ impl Protocols {
         cx: &Context<'_>,
         command: Command,
     ) -> Result<(), InputError> {
-        match command {
-            Command::Mesh(c) => self.mesh.handle_command(now, cx, c).map_err(err),
-            Command::Table(c) => self.table.handle_command(now, cx, c).map_err(err),
-            Command::Chord(c) => self.chord.handle_command(now, cx, c).map_err(err),
-            Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => Ok(()),
-        }
+        let (i, result) = match command {
+            Command::Mesh(c) => (1, self.mesh.handle_command(now, cx, c).map_err(err)),
+            Command::Table(c) => (2, self.table.handle_command(now, cx, c).map_err(err)),
+            Command::Chord(c) => (3, self.chord.handle_command(now, cx, c).map_err(err)),
+            Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => {
+                return Ok(());
+            }
+        };
+        self.call(i, |_| ());
+        result
     }
 
     /// The HELLO `families` bits of the protocols that run.
@@ -91,7 +160,6 @@ fn err<R: Into<crate::io::Refusal>>(r: R) -> InputError {
 pub(crate) trait Hosted {
     fn family(&self) -> Family;
     fn runs(&self) -> bool;
-    fn owns(&self, code: Code) -> bool;
     fn handle_link(&mut self, now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>);
     fn handle_message(
         &mut self,
@@ -115,10 +183,6 @@ impl<P: Protocol> Hosted for P {
 
     fn runs(&self) -> bool {
         Protocol::runs(self)
-    }
-
-    fn owns(&self, code: Code) -> bool {
-        P::owns(code)
     }
 
     fn handle_link(&mut self, now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {

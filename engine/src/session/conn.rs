@@ -1,5 +1,7 @@
 //! One connection: where it is in its life, its byte layer, its send queue and its counters.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use weft_protocol::{Code, Family, Frame, NodeId};
 
@@ -9,7 +11,7 @@ use crate::time::Instant;
 
 use super::handshake::Handshake;
 use super::send_queue::{SendQueue, Transmit};
-use super::wire::{PlainWire, Wire};
+use super::wire::{AnyWire, Wire};
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -20,8 +22,9 @@ pub(crate) enum ConnState {
     Accepted,
     /// Open; HELLO and HELLO_ACK in progress.
     Handshaking(Box<Handshake>),
-    /// Proven: the peer's identity is known.
-    Established(Box<Peer>),
+    /// Proven: the peer's identity is known. Shared: each frame received is handed on with
+    /// its peer.
+    Established(Arc<Peer>),
     /// The engine asked the driver to close it; waiting for `Closed`.
     Closing,
 }
@@ -59,7 +62,7 @@ pub(crate) struct Conn {
     pub(crate) dedicated: Option<Family>,
     /// Frames to the peer may be lz4-compressed: both ends offered it.
     pub(crate) send_compressed: bool,
-    wire: Box<dyn Wire>,
+    wire: AnyWire,
     queue: SendQueue,
     pub(crate) opened_at: Instant,
     pub(crate) last_sent_at: Instant,
@@ -82,7 +85,7 @@ impl Conn {
             },
             dedicated: None,
             send_compressed: false,
-            wire: Box::new(PlainWire::default()),
+            wire: AnyWire::default(),
             queue: SendQueue::default(),
             opened_at: now,
             last_sent_at: now,
@@ -96,6 +99,14 @@ impl Conn {
 
     /// The peer, once established.
     pub(crate) fn peer(&self) -> Option<&Peer> {
+        match &self.state {
+            ConnState::Established(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The peer, shared, once established.
+    pub(crate) fn peer_shared(&self) -> Option<&Arc<Peer>> {
         match &self.state {
             ConnState::Established(p) => Some(p),
             _ => None,

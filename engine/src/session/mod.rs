@@ -17,6 +17,7 @@ mod send_queue;
 mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -187,11 +188,6 @@ impl Session {
     pub(crate) fn link_peer(&self, node: &NodeId) -> Option<&Peer> {
         let conn = self.links.get(node)?;
         self.conns.get(conn).and_then(Conn::peer)
-    }
-
-    /// The established peer on `conn`.
-    pub(crate) fn peer(&self, conn: ConnId) -> Option<&Peer> {
-        self.conns.get(&conn).and_then(Conn::peer)
     }
 
     /// Peers with an established link, in node-id order, with their connection.
@@ -633,24 +629,51 @@ impl Session {
 
     // ----- receiving ----------------------------------------------------------------------
 
-    /// Takes bytes that arrived on `conn`; [`next_frame`](Self::next_frame) then gives the
-    /// protocols' frames among them.
-    pub(crate) fn received(&mut self, conn: ConnId, bytes: Bytes) -> Result<(), Misuse> {
+    /// Takes bytes that arrived on `conn`: the first frame among them for a protocol, if any;
+    /// [`next_frame`](Self::next_frame) gives the rest.
+    pub(crate) fn received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: Bytes,
+    ) -> Result<Option<Incoming>, Misuse> {
         let c = self.conns.get_mut(&conn).ok_or(Misuse::UnknownConn(conn))?;
         match c.state {
-            ConnState::Closing => return Ok(()),
+            ConnState::Closing => return Ok(None),
             ConnState::Dialing => return Err(Misuse::NotDialing(conn)),
             _ => {}
         }
         self.metrics.bytes_received += bytes.len() as u64;
         c.push_bytes(bytes);
-        Ok(())
+        // The usual case, one whole frame for a protocol, takes one lookup of the connection.
+        let frame = match c.next_frame(now, &mut self.metrics.traffic) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let bye = Some(ByeReason::ProtocolViolation);
+                self.close(conn, CloseReason::Protocol(e), bye);
+                return Ok(None);
+            }
+        };
+        self.metrics.frames_received += 1;
+        match admit(c, self.families, frame) {
+            Admit::Protocol(incoming) => Ok(Some(incoming)),
+            Admit::Session(frame, established) => {
+                self.on_session_frame(now, conn, established, &frame);
+                Ok(self.next_frame(now, conn))
+            }
+            Admit::Refused(what) => {
+                let bye = Some(ByeReason::ProtocolViolation);
+                self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+                Ok(None)
+            }
+        }
     }
 
-    /// The next frame received on `conn` for a protocol, from an established peer, and
-    /// whether more bytes are buffered after it. Session frames (the handshake, PING, PONG,
-    /// BYE) are handled here on the way; a frame not allowed on the connection closes it.
-    pub(crate) fn next_frame(&mut self, now: Instant, conn: ConnId) -> Option<(Frame, bool)> {
+    /// The next frame received on `conn` for a protocol, from an established peer. Session
+    /// frames (the handshake, PING, PONG, BYE) are handled here on the way; a frame not
+    /// allowed on the connection closes it.
+    pub(crate) fn next_frame(&mut self, now: Instant, conn: ConnId) -> Option<Incoming> {
         loop {
             let c = self.conns.get_mut(&conn)?;
             if c.is_closing() {
@@ -666,28 +689,17 @@ impl Session {
                 }
             };
             self.metrics.frames_received += 1;
-            let code = frame.code();
-            let established = c.peer().is_some();
-            if is_session_code(code) {
-                self.on_session_frame(now, conn, established, &frame);
-                continue;
+            match admit(c, self.families, frame) {
+                Admit::Protocol(incoming) => return Some(incoming),
+                Admit::Session(frame, established) => {
+                    self.on_session_frame(now, conn, established, &frame);
+                }
+                Admit::Refused(what) => {
+                    let bye = Some(ByeReason::ProtocolViolation);
+                    self.close(conn, CloseReason::UnexpectedMessage(what), bye);
+                    return None;
+                }
             }
-            let family = code.family();
-            let refusal = if !established {
-                Some("message before the handshake finished")
-            } else if c.dedicated.is_some() && family != c.dedicated {
-                Some("a message of another family on a dedicated connection")
-            } else if family.is_none_or(|f| self.families & f.bit() == 0) {
-                Some("a message of a family this node does not run")
-            } else {
-                None
-            };
-            if let Some(what) = refusal {
-                let bye = Some(ByeReason::ProtocolViolation);
-                self.close(conn, CloseReason::UnexpectedMessage(what), bye);
-                return None;
-            }
-            return Some((frame, c.has_buffered()));
         }
     }
 
@@ -798,7 +810,7 @@ impl Session {
             families: hello.families | Family::Session.bit(),
             dialer_nonce,
         };
-        c.state = ConnState::Established(Box::new(peer));
+        c.state = ConnState::Established(Arc::new(peer));
         c.send_compressed = compression && offers_lz4(&hello);
         let dedicated = c.dedicated;
         self.dial_targets.remove(&conn);
@@ -975,23 +987,14 @@ impl Session {
         message: &Outgoing,
         class: Class,
     ) {
+        let except = except.and_then(|node| self.links.get(&node).copied());
         let mut targets = core::mem::take(&mut self.scratch);
-        targets.extend(
-            self.links
-                .iter()
-                .filter(|(node, _)| Some(**node) != except)
-                .map(|(_, conn)| *conn),
-        );
+        targets.extend(self.links.values().filter(|c| Some(**c) != except));
         let mut frames = Frames::default();
         for &conn in &targets {
-            let runs = self
-                .conns
-                .get(&conn)
-                .and_then(Conn::peer)
-                .is_some_and(|p| p.runs(family));
-            if runs {
-                self.send_built(conn, class, |compress| frames.get(message, compress));
-            }
+            self.send_built(conn, Some(family), class, |compress| {
+                frames.get(message, compress)
+            });
         }
         targets.clear();
         self.scratch = targets;
@@ -1030,19 +1033,28 @@ impl Session {
     }
 
     fn send_on(&mut self, conn: ConnId, message: &Outgoing, class: Class) {
-        self.send_built(conn, class, |compress| Frames::build(message, compress));
+        self.send_built(conn, None, class, |compress| {
+            Frames::build(message, compress)
+        });
     }
 
     /// A session message to `conn`.
     fn send_session(&mut self, conn: ConnId, msg: &Message<'_>) {
         let compress = self.conns.get(&conn).is_some_and(|c| c.send_compressed);
         let frame = msg.to_frame(compress).into_bytes();
-        self.send_built(conn, Class::Control, |_| frame);
+        self.send_built(conn, None, Class::Control, |_| frame);
     }
 
     /// Queues the frame `build` makes (told whether the peer takes compressed frames) under
-    /// the overflow rule and hands the driver what the window allows.
-    fn send_built(&mut self, conn: ConnId, class: Class, build: impl FnOnce(bool) -> Bytes) {
+    /// the overflow rule and hands the driver what the window allows; with `family`, only if
+    /// the peer runs it.
+    fn send_built(
+        &mut self,
+        conn: ConnId,
+        family: Option<Family>,
+        class: Class,
+        build: impl FnOnce(bool) -> Bytes,
+    ) {
         let limits = &self.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -1050,10 +1062,20 @@ impl Session {
         if c.is_closing() {
             return;
         }
+        if let Some(family) = family {
+            if !c.peer().is_some_and(|p| p.runs(family)) {
+                return;
+            }
+        }
         let frame = build(c.send_compressed);
         let (relay_max, hard_max) = (limits.relay_queue_bytes_max, limits.send_queue_bytes_max);
         match c.queue_mut().enqueue(frame, class, relay_max, hard_max) {
-            Enqueued::Queued => self.flush(conn),
+            Enqueued::Queued => {
+                let window = limits.transmit_window_bytes;
+                let (metrics, outputs, notices) =
+                    (&mut self.metrics, &mut self.outputs, &mut self.notices);
+                flush_conn(c, self.now, window, metrics, outputs, notices);
+            }
             Enqueued::DroppedRelay => {
                 c.count_relay_dropped();
                 self.metrics.relays_dropped += 1;
@@ -1067,27 +1089,93 @@ impl Session {
 
     /// Hands the driver what `conn`'s transmit window allows of its send queue.
     fn flush(&mut self, conn: ConnId) {
-        let window = self.limits.transmit_window_bytes;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        while let Some((wire, bulk)) = c.next_transmit(self.now, window, &mut self.metrics.traffic)
-        {
-            if bulk {
-                let family = Frame::peek_code(&wire).and_then(Code::family);
-                if let (Some(peer), Some(family)) = (c.peer(), family) {
-                    self.notices.push_back(Notice::Room {
-                        node: peer.node,
-                        family,
-                    });
-                }
-            }
-            self.metrics.frames_sent += 1;
-            self.metrics.bytes_sent += wire.len() as u64;
-            self.outputs
-                .push_back(Output::Transmit { conn, bytes: wire });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let window = self.limits.transmit_window_bytes;
+            flush_conn(
+                c,
+                self.now,
+                window,
+                &mut self.metrics,
+                &mut self.outputs,
+                &mut self.notices,
+            );
         }
     }
+}
+
+/// Hands the driver what `c`'s transmit window allows of its send queue; a protocol whose
+/// bulk frame leaves hears that the peer has room again.
+fn flush_conn(
+    c: &mut Conn,
+    now: Instant,
+    window: usize,
+    metrics: &mut SessionMetrics,
+    outputs: &mut VecDeque<Output>,
+    notices: &mut VecDeque<Notice>,
+) {
+    while let Some((wire, bulk)) = c.next_transmit(now, window, &mut metrics.traffic) {
+        if bulk {
+            let family = Frame::peek_code(&wire).and_then(Code::family);
+            if let (Some(peer), Some(family)) = (c.peer(), family) {
+                notices.push_back(Notice::Room {
+                    node: peer.node,
+                    family,
+                });
+            }
+        }
+        metrics.frames_sent += 1;
+        metrics.bytes_sent += wire.len() as u64;
+        outputs.push_back(Output::Transmit {
+            conn: c.id,
+            bytes: wire,
+        });
+        if c.queue().is_empty() {
+            return;
+        }
+    }
+}
+
+/// A frame received for a protocol, with its peer, and whether more bytes are buffered.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) frame: Frame,
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) more: bool,
+}
+
+/// Where a received frame goes.
+enum Admit {
+    /// To a protocol.
+    Protocol(Incoming),
+    /// To the session itself (and whether the connection is established).
+    Session(Frame, bool),
+    /// Nowhere: it is not allowed on this connection.
+    Refused(&'static str),
+}
+
+/// Sorts a frame received on `c` (SPEC.md §6.13, §8.9); `families` are the ones this node
+/// runs.
+fn admit(c: &Conn, families: u32, frame: Frame) -> Admit {
+    let code = frame.code();
+    let peer = c.peer_shared();
+    if is_session_code(code) {
+        return Admit::Session(frame, peer.is_some());
+    }
+    let Some(peer) = peer else {
+        return Admit::Refused("message before the handshake finished");
+    };
+    let family = code.family();
+    if c.dedicated.is_some() && family != c.dedicated {
+        return Admit::Refused("a message of another family on a dedicated connection");
+    }
+    if family.is_none_or(|f| families & f.bit() == 0) {
+        return Admit::Refused("a message of a family this node does not run");
+    }
+    Admit::Protocol(Incoming {
+        frame,
+        peer: Arc::clone(peer),
+        more: c.has_buffered(),
+    })
 }
 
 /// Whether the session itself handles `code` (the handshake, liveness and goodbye).

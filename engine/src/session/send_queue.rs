@@ -78,6 +78,12 @@ impl SendQueue {
         Enqueued::Queued
     }
 
+    /// Whether nothing waits to be handed out.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lane.first.is_none() && self.bulk.is_empty()
+    }
+
     /// Whether the bulk lane takes another frame.
     pub(crate) fn has_bulk_room(&self) -> bool {
         self.bulk.len() < BULK_QUEUED_MAX
@@ -85,6 +91,7 @@ impl SendQueue {
 
     /// The next frame to hand to the driver, if the transmit window allows one. The caller
     /// reports the bytes it hands out for it with [`handed_out`](Self::handed_out).
+    #[inline]
     pub(crate) fn next_transmit(&mut self, window: usize) -> Option<Transmit> {
         if self.in_flight_bytes >= window {
             return None;

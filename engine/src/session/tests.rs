@@ -44,9 +44,10 @@ fn carry(
     for out in drain(from) {
         match out {
             Output::Transmit { conn, bytes } if conn == from_conn => {
-                to.received(to_conn, bytes).unwrap();
-                while let Some((f, _)) = to.next_frame(T0, to_conn) {
-                    frames.push(f);
+                let mut next = to.received(T0, to_conn, bytes).unwrap();
+                while let Some(incoming) = next {
+                    frames.push(incoming.frame);
+                    next = to.next_frame(T0, to_conn);
                 }
             }
             other => rest.push(other),
@@ -145,7 +146,7 @@ fn bulk_frames_wait_for_room_and_never_make_a_peer_slow() {
         "a control frame waits behind only the bulk frame already handed out"
     );
     assert!(
-        a.peer(ca).is_some(),
+        a.link_peer(&b.node_id()).is_some(),
         "still linked: bulk data never makes a peer slow"
     );
     assert_eq!(a.poll_notice(), None);
@@ -226,8 +227,7 @@ fn a_message_to_an_unlinked_peer_opens_a_dedicated_connection_of_its_family() {
     assert_eq!(a.metrics().dedicated_dials, 1);
     // A frame of another family on it closes it.
     let write = Frame::build(Code::MESH_WANT, &[0], false).into_bytes();
-    c.received(cc, write).unwrap();
-    assert!(c.next_frame(T0, cc).is_none());
+    assert!(c.received(T0, cc, write).unwrap().is_none());
     assert!(matches!(
         drain(&mut c).as_slice(),
         [
@@ -268,8 +268,7 @@ fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
         link(&mut a, &mut b)
     };
     let find = Message::Chord(ChordMessage::GetState(1)).to_frame(false);
-    b.received(cb, find.into_bytes()).unwrap();
-    assert!(b.next_frame(T0, cb).is_none());
+    assert!(b.received(T0, cb, find.into_bytes()).unwrap().is_none());
     assert!(drain(&mut b).iter().any(|o| matches!(
         o,
         Output::Close {

@@ -6,6 +6,7 @@
 //! (paper §6.5).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::Serialize;
 use weft_engine::chord::{ChordConfig, ChordResult};
@@ -14,6 +15,7 @@ use weft_engine::Duration;
 
 use crate::chord_net::{ChordNet, ChordNetConfig};
 use crate::rng::SimRng;
+use crate::scenario::{ms_or_never, Cell, Row, RunHeader, Scenario};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000 * MS;
@@ -77,29 +79,13 @@ impl ChordParams {
     }
 }
 
-/// What a chord run measured. The keys shared by every protocol come first.
+/// What a chord run measured: the shared header (nodes: at the start; digest: over every
+/// delivered frame), then Chord's own keys.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChordReport {
-    /// "chord".
-    pub protocol: &'static str,
-    /// The root seed.
-    pub seed: u64,
-    /// Nodes at the start.
-    pub nodes: u32,
-    /// Events processed (message deliveries and timer wakes).
-    pub events: u64,
-    /// Wall-clock ms the run took.
-    pub wall_ms: u64,
-    /// Events per wall-clock second.
-    pub events_per_sec: u64,
-    /// BLAKE3 trace digest (hex) over every delivered frame.
-    pub digest: String,
-    /// The one-line command that replays this run.
-    pub replay: String,
-    /// Whether every check held.
-    pub ok: bool,
-    /// The broken check, if any.
-    pub violation: Option<String>,
+    /// What every report shares.
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// Lookups measured.
     pub lookups: u64,
     /// Mean nodes contacted per lookup.
@@ -126,49 +112,54 @@ pub struct ChordReport {
     pub messages: u64,
 }
 
-impl ChordReport {
-    /// The report as a human-readable block.
-    pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let mut row = |k: &str, v: String| s.push_str(&format!("{k:<26}{v}\n"));
-        row("protocol", self.protocol.into());
-        row("seed", self.seed.to_string());
-        row("nodes", self.nodes.to_string());
-        row("lookups", self.lookups.to_string());
-        row("mean hops", format!("{:.3}", self.mean_hops));
-        row("p50 hops", self.p50_hops.to_string());
-        row("p99 hops", self.p99_hops.to_string());
-        row(
-            "failed lookup fraction",
-            format!("{:.5}", self.failed_lookup_fraction),
-        );
-        row("keys", self.keys.to_string());
-        row("keys lost", self.keys_lost.to_string());
-        row(
-            "keys without live holder",
-            self.keys_without_live_holder.to_string(),
-        );
-        row(
-            "ring correct",
-            self.ring_correct_ms
-                .map_or("never".into(), |ms| format!("{ms} ms after last join")),
-        );
-        row(
-            "fingers correct",
-            format!("{:.4}", self.fingers_correct_fraction),
-        );
-        row("failed nodes", self.failed_nodes.to_string());
-        row("messages", self.messages.to_string());
-        row("events", self.events.to_string());
-        row("wall time", format!("{} ms", self.wall_ms));
-        row("events per second", self.events_per_sec.to_string());
-        row("trace digest", self.digest.clone());
-        row("replay", self.replay.clone());
-        if let Some(v) = &self.violation {
-            row("VIOLATION", v.clone());
-        }
-        row("result", if self.ok { "ok" } else { "FAILED" }.into());
-        s
+impl Scenario for ChordReport {
+    fn header(&self) -> &RunHeader {
+        &self.header
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        vec![
+            ("lookups", self.lookups.to_string()),
+            ("mean hops", format!("{:.3}", self.mean_hops)),
+            ("p50 hops", self.p50_hops.to_string()),
+            ("p99 hops", self.p99_hops.to_string()),
+            (
+                "failed lookup fraction",
+                format!("{:.5}", self.failed_lookup_fraction),
+            ),
+            ("keys", self.keys.to_string()),
+            ("keys lost", self.keys_lost.to_string()),
+            (
+                "keys without live holder",
+                self.keys_without_live_holder.to_string(),
+            ),
+            (
+                "ring correct",
+                ms_or_never(self.ring_correct_ms, " after last join"),
+            ),
+            (
+                "fingers correct",
+                format!("{:.4}", self.fingers_correct_fraction),
+            ),
+            ("failed nodes", self.failed_nodes.to_string()),
+            ("messages", self.messages.to_string()),
+        ]
+    }
+
+    fn cells(&self) -> Vec<Cell> {
+        let h = &self.header;
+        vec![
+            ("nodes", 6, h.nodes.to_string()),
+            ("lookups", 9, self.lookups.to_string()),
+            ("mean hops", 10, format!("{:.3}", self.mean_hops)),
+            ("p50", 6, self.p50_hops.to_string()),
+            ("p99", 6, self.p99_hops.to_string()),
+            ("failed", 9, format!("{:.4}", self.failed_lookup_fraction)),
+            ("lost", 6, self.keys_lost.to_string()),
+            ("ring ok", 12, ms_or_never(self.ring_correct_ms, "")),
+            ("events", 9, h.events.to_string()),
+            ("events/s", 11, h.events_per_sec.to_string()),
+        ]
     }
 }
 
@@ -181,7 +172,7 @@ struct LookupStats {
 
 /// Runs one scenario.
 pub fn run(p: &ChordParams) -> ChordReport {
-    let wall = std::time::Instant::now();
+    let wall = Instant::now();
     let n = p.nodes.max(1) as usize;
     let mut chord = ChordConfig::default();
     // Room for the whole network's joins to queue lookups at one node.
@@ -360,18 +351,13 @@ pub fn run(p: &ChordParams) -> ChordReport {
             hops[((hops.len() as f64 * q).ceil() as usize).clamp(1, hops.len()) - 1]
         }
     };
-    let wall_ms = wall.elapsed().as_millis() as u64;
     ChordReport {
-        protocol: "chord",
-        seed: p.seed,
-        nodes: p.nodes,
-        events: net.events,
-        wall_ms,
-        events_per_sec: net.events * 1000 / wall_ms.max(1),
-        digest: net.digest(),
-        replay: p.replay(),
-        ok: violation.is_none(),
-        violation,
+        header: RunHeader::new("chord", p.seed, p.nodes, p.replay()).finish(
+            wall,
+            net.events,
+            net.digest(),
+            violation,
+        ),
         lookups: measured,
         mean_hops: if hops.is_empty() {
             0.0
@@ -392,6 +378,16 @@ pub fn run(p: &ChordParams) -> ChordReport {
         fingers_correct_fraction,
         failed_nodes,
         messages: net.messages,
+    }
+}
+
+/// The chord parameters a sweep derives from `seed`: 16 to 40 nodes, 40 keys, 200 lookups,
+/// swarm faults.
+pub fn sweep_params(seed: u64) -> ChordParams {
+    ChordParams {
+        swarm: true,
+        keys: 40,
+        ..ChordParams::new(16 + (seed % 25) as u32, seed, 200)
     }
 }
 

@@ -2,9 +2,13 @@
 //! must deliver each exactly once at the exact flood cost, with faults nothing may be delivered
 //! twice and, after the heal, everything still held must reach every live node.
 
+use std::time::Instant;
+
+use serde::Serialize;
+
 use crate::faults::FaultConfig;
 use crate::rng::SimRng;
-use crate::scenario::Report;
+use crate::scenario::{join, ms_or_never, settle, Cell, Row, RunHeader, Scenario, PROBE_MS};
 use crate::topology::{self, Topology};
 use crate::world::{World, WorldConfig, MS};
 
@@ -29,11 +33,22 @@ impl FaultMode {
         }
     }
 
-    fn as_arg(&self) -> &str {
+    /// The name or list `--faults` takes for this mode.
+    pub fn as_arg(&self) -> &str {
         match self {
             FaultMode::None => "none",
             FaultMode::Swarm => "swarm",
             FaultMode::List(l) => l,
+        }
+    }
+
+    /// The faults a run of `seed` injects in this mode.
+    pub fn config(&self, seed: u64) -> FaultConfig {
+        match self {
+            FaultMode::None => FaultConfig::none(),
+            FaultMode::Swarm => FaultConfig::swarm(&mut SimRng::child(seed, "swarm", 0)),
+            // Validated by FaultMode::parse; an unparsable list runs without faults.
+            FaultMode::List(l) => FaultConfig::from_list(l).unwrap_or_else(|_| FaultConfig::none()),
         }
     }
 }
@@ -164,20 +179,78 @@ impl MeshParams {
     }
 }
 
-/// How often convergence is probed, simulated ms.
-const PROBE_MS: u64 = 100;
-/// Longest the initial join may take, simulated ms.
-const JOIN_MS: u64 = 30_000;
+/// What one mesh run measured: the shared header, then the mesh's own keys.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MeshReport {
+    /// What every report shares.
+    #[serde(flatten)]
+    pub header: RunHeader,
+    /// Intended links.
+    pub edges: u64,
+    /// Broadcasts sent.
+    pub broadcasts: u64,
+    /// Of the deliveries owed at the end, the fraction made.
+    pub delivered_fraction: f64,
+    /// BROADCAST frames transmitted.
+    pub transmissions: u64,
+    /// Duplicate BROADCAST receptions.
+    pub duplicates: u64,
+    /// Repair frames (MESH_DIGEST, MESH_WANT, MESH_REPAIR) transmitted.
+    pub repair_messages: u64,
+    /// Simulated ms from the last broadcast's send (no faults) or the heal (faults) until
+    /// every node held everything owed; `None` if that never happened.
+    pub converged_ms: Option<u64>,
+    /// The faults in force, as derived from the seed or named.
+    pub faults: String,
+    /// Faults that struck.
+    pub faults_struck: u64,
+}
+
+impl Scenario for MeshReport {
+    fn header(&self) -> &RunHeader {
+        &self.header
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        vec![
+            ("edges", self.edges.to_string()),
+            ("broadcasts", self.broadcasts.to_string()),
+            (
+                "delivered fraction",
+                format!("{:.6}", self.delivered_fraction),
+            ),
+            ("transmissions", self.transmissions.to_string()),
+            ("duplicates", self.duplicates.to_string()),
+            ("repair messages", self.repair_messages.to_string()),
+            ("converged", ms_or_never(self.converged_ms, " (simulated)")),
+        ]
+    }
+
+    fn faults(&self) -> Option<(&str, u64)> {
+        Some((&self.faults, self.faults_struck))
+    }
+
+    fn cells(&self) -> Vec<Cell> {
+        let h = &self.header;
+        vec![
+            ("nodes", 6, h.nodes.to_string()),
+            ("edges", 7, self.edges.to_string()),
+            ("bcast", 6, self.broadcasts.to_string()),
+            ("delivered", 10, format!("{:.4}", self.delivered_fraction)),
+            ("tx", 9, self.transmissions.to_string()),
+            ("dups", 9, self.duplicates.to_string()),
+            ("repair", 8, self.repair_messages.to_string()),
+            ("converged", 11, ms_or_never(self.converged_ms, "")),
+            ("events", 9, h.events.to_string()),
+            ("events/s", 11, h.events_per_sec.to_string()),
+        ]
+    }
+}
 
 /// Runs the mesh scenario.
-pub fn run(p: &MeshParams) -> Report {
-    let wall = std::time::Instant::now();
-    let faults = match &p.faults {
-        FaultMode::None => FaultConfig::none(),
-        FaultMode::Swarm => FaultConfig::swarm(&mut SimRng::child(p.seed, "swarm", 0)),
-        // Validated by FaultMode::parse; an unparsable list runs without faults.
-        FaultMode::List(l) => FaultConfig::from_list(l).unwrap_or_else(|_| FaultConfig::none()),
-    };
+pub fn run(p: &MeshParams) -> MeshReport {
+    let wall = Instant::now();
+    let faults = p.faults.config(p.seed);
     let with_faults = faults.any();
     let edges = topology::edges(
         &p.shape.topology(p.degree),
@@ -195,13 +268,7 @@ pub fn run(p: &MeshParams) -> Report {
     });
 
     // Join: every intended link up (or, under faults, as many as come up in time).
-    let join_deadline = JOIN_MS * MS;
-    while !w.all_linked() && w.now < join_deadline && w.violation().is_none() {
-        w.run_until(w.now + PROBE_MS * MS);
-    }
-    if !with_faults && !w.all_linked() {
-        w.fail("not every link came up in the join phase".into());
-    }
+    join(&mut w, with_faults);
     let start = w.now;
     if with_faults {
         let safety_end = start + p.safety_ms * MS;
@@ -233,11 +300,7 @@ pub fn run(p: &MeshParams) -> Report {
         }
     }
     // Let duplicates in flight land before counting.
-    if w.violation().is_none() {
-        let settle = w.now + 2_000 * MS;
-        w.run_until(settle);
-    }
-    w.finish_stats();
+    settle(&mut w);
     let (have, want) = w.tracker.coverage(&w.live(), &w.incarnations());
     if converged_ms.is_none() && w.violation().is_none() {
         let missing = w.tracker.missing(&w.live(), &w.incarnations(), 3);
@@ -265,14 +328,8 @@ pub fn run(p: &MeshParams) -> Report {
             ));
         }
     }
-    let wall_ms = wall.elapsed().as_millis() as u64;
-    let violation = w
-        .violation()
-        .map(|v| format!("at {} ms: {}", v.at / MS, v.what));
-    Report {
-        protocol: "mesh",
-        seed: p.seed,
-        nodes: p.nodes,
+    MeshReport {
+        header: RunHeader::new("mesh", p.seed, p.nodes, p.replay()).finish_world(wall, &w),
         edges: e,
         broadcasts: b,
         delivered_fraction: if want == 0 {
@@ -284,14 +341,18 @@ pub fn run(p: &MeshParams) -> Report {
         duplicates: w.stats.duplicates,
         repair_messages: w.stats.repair_messages,
         converged_ms,
-        events: w.stats.events,
-        wall_ms,
-        events_per_sec: w.stats.events * 1000 / wall_ms.max(1),
-        digest: w.trace.digest(),
-        replay: p.replay(),
-        ok: violation.is_none(),
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
-        violation,
     }
+}
+
+/// The mesh parameters a sweep derives from `seed`: a small network, swarm faults.
+pub fn sweep_params(seed: u64) -> MeshParams {
+    let mut r = SimRng::child(seed, "sweep", 0);
+    let nodes = r.between(5, 16) as u32;
+    let degree = r.between(2, 4).min(u64::from(nodes) - 1) as u32;
+    let broadcasts = r.between(5, 25) as u32;
+    let mut p = MeshParams::new(nodes, degree, seed, broadcasts, FaultMode::Swarm);
+    p.safety_ms = 15_000;
+    p
 }

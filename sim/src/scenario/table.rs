@@ -9,14 +9,15 @@
 //! timestamp: the rule of SPEC.md §19.4, re-implemented here), another node's lease covers it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use serde::Serialize;
 use weft_engine::protocol::{NodeId, TableWrite};
 use weft_engine::{Command, Duration, TableCommand};
 
-use crate::faults::FaultConfig;
 use crate::rng::SimRng;
 use crate::scenario::mesh::FaultMode;
+use crate::scenario::{join, ms_or_never, settle, Cell, Row, RunHeader, Scenario, PROBE_MS};
 use crate::topology::{self, Topology};
 use crate::world::{World, WorldConfig, MS};
 
@@ -64,11 +65,7 @@ impl TableParams {
             self.degree,
             self.seed,
             self.writes,
-            match &self.faults {
-                FaultMode::None => "none",
-                FaultMode::Swarm => "swarm",
-                FaultMode::List(l) => l,
-            }
+            self.faults.as_arg()
         );
         if self.halves {
             s.push_str(" --halves");
@@ -88,35 +85,18 @@ impl TableParams {
     }
 }
 
-/// What one table run measured. The keys every protocol's report shares come first.
+/// What one table run measured: the shared header, then the table's own keys.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TableReport {
-    /// `"table"`.
-    pub protocol: &'static str,
-    /// The root seed.
-    pub seed: u64,
-    /// Nodes.
-    pub nodes: u32,
+    /// What every report shares.
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// Intended links.
     pub edges: u64,
-    /// Events processed.
-    pub events: u64,
-    /// Wall-clock ms the run took.
-    pub wall_ms: u64,
-    /// Events per wall-clock second.
-    pub events_per_sec: u64,
-    /// BLAKE3 trace digest (hex).
-    pub digest: String,
-    /// The one-line command that replays this run.
-    pub replay: String,
-    /// Whether every invariant held.
-    pub ok: bool,
     /// The faults in force.
     pub faults: String,
     /// Faults that struck.
     pub faults_struck: u64,
-    /// The broken invariant, if any.
-    pub violation: Option<String>,
     /// Simulated ms from the heal until every live node held the same table (the run then
     /// goes on until they also hold the same writes, which the lease check judges).
     pub converged_ms: Option<u64>,
@@ -139,46 +119,58 @@ pub struct TableReport {
     pub full_resend_bytes: u64,
 }
 
-impl TableReport {
-    /// The report as a human-readable block.
-    pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let mut row = |k: &str, v: String| s.push_str(&format!("{k:<22}{v}\n"));
-        row("protocol", self.protocol.to_string());
-        row("seed", self.seed.to_string());
-        row("nodes", self.nodes.to_string());
-        row("edges", self.edges.to_string());
-        row("writes", self.writes.to_string());
-        row("keys set", self.keys.to_string());
-        row("identical", self.identical.to_string());
-        row("lease violations", self.lease_violations.to_string());
-        row("refusals", self.refusals.to_string());
-        row("catch-up bytes", self.catchup_bytes.to_string());
-        row("full resend bytes", self.full_resend_bytes.to_string());
-        row(
-            "converged",
-            self.converged_ms
-                .map_or("never".into(), |ms| format!("{ms} ms (simulated)")),
-        );
-        row("events", self.events.to_string());
-        row("wall time", format!("{} ms", self.wall_ms));
-        row("events per second", self.events_per_sec.to_string());
-        row("faults", self.faults.clone());
-        row("faults struck", self.faults_struck.to_string());
-        row("trace digest", self.digest.clone());
-        row("replay", self.replay.clone());
-        if let Some(v) = &self.violation {
-            row("VIOLATION", v.clone());
-        }
-        row("result", if self.ok { "ok" } else { "FAILED" }.into());
-        s
+impl Scenario for TableReport {
+    fn header(&self) -> &RunHeader {
+        &self.header
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        vec![
+            ("edges", self.edges.to_string()),
+            ("writes", self.writes.to_string()),
+            ("keys set", self.keys.to_string()),
+            ("identical", self.identical.to_string()),
+            ("lease violations", self.lease_violations.to_string()),
+            ("refusals", self.refusals.to_string()),
+            ("catch-up bytes", self.catchup_bytes.to_string()),
+            ("full resend bytes", self.full_resend_bytes.to_string()),
+            ("converged", ms_or_never(self.converged_ms, " (simulated)")),
+        ]
+    }
+
+    fn faults(&self) -> Option<(&str, u64)> {
+        Some((&self.faults, self.faults_struck))
+    }
+
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            ("nodes", 6, self.header.nodes.to_string()),
+            ("writes", 7, self.writes.to_string()),
+            ("keys", 7, self.keys.to_string()),
+            ("identical", 10, self.identical.to_string()),
+            ("lease!", 7, self.lease_violations.to_string()),
+            ("refused", 9, self.refusals.to_string()),
+            ("catch-up", 10, self.catchup_bytes.to_string()),
+            ("full-resend", 13, self.full_resend_bytes.to_string()),
+            ("converged", 11, ms_or_never(self.converged_ms, "")),
+            ("events", 9, self.header.events.to_string()),
+        ]
+    }
+
+    fn sweep_sums(reports: &[Self]) -> (Vec<(&'static str, serde_json::Value)>, String) {
+        let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
+        let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
+        let lease_violations: u64 = reports.iter().map(|r| r.lease_violations).sum();
+        let keys = vec![
+            ("identical", reports.iter().all(|r| r.identical).into()),
+            ("lease_violations", lease_violations.into()),
+            ("catchup_bytes", catchup.into()),
+            ("full_resend_bytes", full.into()),
+        ];
+        let text = format!("catch-up {catchup} bytes vs full resend {full} bytes, ");
+        (keys, text)
     }
 }
-
-/// How often convergence is probed, simulated ms.
-const PROBE_MS: u64 = 100;
-/// Longest the initial join may take, simulated ms.
-const JOIN_MS: u64 = 30_000;
 
 /// A write's id as plain data: (hlc ms, hlc logical, node, incarnation).
 type Id = (u64, u32, NodeId, u64);
@@ -280,13 +272,8 @@ fn lease_violations(w: &World, nodes: u32) -> u64 {
 
 /// Runs the table scenario.
 pub fn run(p: &TableParams) -> TableReport {
-    let wall = std::time::Instant::now();
-    let faults = match &p.faults {
-        FaultMode::None => FaultConfig::none(),
-        FaultMode::Swarm => FaultConfig::swarm(&mut SimRng::child(p.seed, "swarm", 0)),
-        // Validated by FaultMode::parse; an unparsable list runs without faults.
-        FaultMode::List(l) => FaultConfig::from_list(l).unwrap_or_else(|_| FaultConfig::none()),
-    };
+    let wall = Instant::now();
+    let faults = p.faults.config(p.seed);
     let with_faults = faults.any();
     let degree = p.degree.min(p.nodes.saturating_sub(1)).max(1);
     let edges = topology::edges(
@@ -304,13 +291,7 @@ pub fn run(p: &TableParams) -> TableReport {
         sabotage: false,
     });
 
-    let join_deadline = JOIN_MS * MS;
-    while !w.all_linked() && w.now < join_deadline && w.violation().is_none() {
-        w.run_until(w.now + PROBE_MS * MS);
-    }
-    if !with_faults && !w.all_linked() {
-        w.fail("not every link came up in the join phase".into());
-    }
+    join(&mut w, with_faults);
     let start = w.now;
     let heal_at = start + p.safety_ms * MS;
     if with_faults {
@@ -360,11 +341,7 @@ pub fn run(p: &TableParams) -> TableReport {
             break;
         }
     }
-    if w.violation().is_none() {
-        let settle = w.now + 2_000 * MS;
-        w.run_until(settle);
-    }
-    w.finish_stats();
+    settle(&mut w);
     let same = identical(&w, p.nodes);
     let violations = lease_violations(&w, p.nodes);
     if w.violation().is_none() && !same {
@@ -381,24 +358,11 @@ pub fn run(p: &TableParams) -> TableReport {
             "{violations} accepted writes break another node's lease"
         ));
     }
-    let wall_ms = wall.elapsed().as_millis() as u64;
-    let violation = w
-        .violation()
-        .map(|v| format!("at {} ms: {}", v.at / MS, v.what));
     TableReport {
-        protocol: "table",
-        seed: p.seed,
-        nodes: p.nodes,
+        header: RunHeader::new("table", p.seed, p.nodes, p.replay()).finish_world(wall, &w),
         edges: edges.len() as u64,
-        events: w.stats.events,
-        wall_ms,
-        events_per_sec: w.stats.events * 1000 / wall_ms.max(1),
-        digest: w.trace.digest(),
-        replay: p.replay(),
-        ok: violation.is_none(),
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
-        violation,
         converged_ms,
         writes: p.writes,
         keys: w.node(0).map_or(0, |n| n.table().iter().count() as u64),
