@@ -25,8 +25,6 @@ use weft_engine::{HostRequest, HostResult};
 
 /// The folder under the state folder that holds the blobs.
 const BLOBS_DIR: &str = "state";
-/// The longest blob name.
-const NAME_BYTES_MAX: usize = 64;
 
 /// Where a node's state blobs go, if anywhere.
 #[derive(Debug, Clone)]
@@ -101,7 +99,8 @@ impl Storage {
     fn path_of(&self, name: &str) -> Result<PathBuf, String> {
         if !name_ok(name) {
             return Err(format!(
-                "bad state blob name {name:?}: not 1 to {NAME_BYTES_MAX} of [a-z0-9-]"
+                "bad state blob name {name:?}: not 1 to {} of [a-z0-9-]",
+                HostRequest::STATE_NAME_BYTES_MAX
             ));
         }
         let dir = self.dir.as_ref().ok_or("no state folder")?;
@@ -109,11 +108,10 @@ impl Storage {
     }
 }
 
-/// Whether `name` may name a blob: 1 to 64 of `[a-z0-9-]` (so never a path, `.` or `..`,
-/// and never a `.tmp` file).
+/// Whether `name` may name a blob (`HostRequest::is_valid_state_name`: never a path, `.`
+/// or `..`, and never a `.tmp` file).
 fn name_ok(name: &str) -> bool {
-    let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
-    (1..=NAME_BYTES_MAX).contains(&name.len()) && name.bytes().all(ok)
+    HostRequest::is_valid_state_name(name)
 }
 
 /// Creates the blob folder owner-only if it is missing.

@@ -52,6 +52,18 @@ pub enum HostRequest {
     },
 }
 
+impl HostRequest {
+    /// Longest state blob name, bytes.
+    pub const STATE_NAME_BYTES_MAX: usize = 64;
+
+    /// Whether `name` may name a state blob: 1 to [`Self::STATE_NAME_BYTES_MAX`] of
+    /// `[a-z0-9-]` (so never a path, `.` or `..`). A host refuses any other name.
+    pub fn is_valid_state_name(name: &str) -> bool {
+        let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+        (1..=Self::STATE_NAME_BYTES_MAX).contains(&name.len()) && name.bytes().all(ok)
+    }
+}
+
 /// What became of a [`HostRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -14,6 +14,7 @@
 
 pub mod chord_net;
 pub mod cli;
+pub mod disk;
 pub mod faults;
 pub mod net;
 mod prefetch;

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::disk::Disk;
 use bytes::Bytes;
 use weft_engine::protocol::{Code, FrameDecoder};
 use weft_engine::{
-    CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, Instant,
-    MeshCommand, MeshEvent, Node, NodeId, Output,
+    CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant, MeshCommand, MeshEvent,
+    Node, NodeId, Output,
 };
 
 /// One in-memory network of nodes.
@@ -37,8 +38,8 @@ pub struct Net {
     /// Chunk size used to split deliveries (exercises the decoder).
     pub chunk: usize,
     decoders: BTreeMap<(usize, ConnId), FrameDecoder>,
-    /// Each node's disk: its stored state blobs, by name (kept across [`Net::restart`]).
-    pub disks: Vec<BTreeMap<String, Bytes>>,
+    /// Each node's disk (kept across [`Net::restart`]).
+    pub disks: Vec<Disk>,
     /// BLAKE3 over every transmitted byte and event, in order: the run's digest.
     pub trace: blake3::Hasher,
 }
@@ -89,7 +90,7 @@ impl Net {
             self.addrs.insert(a.clone(), i);
         }
         self.nodes.push(Node::new(config));
-        self.disks.push(BTreeMap::new());
+        self.disks.push(Disk::default());
         i
     }
 
@@ -236,7 +237,7 @@ impl Net {
                 self.queue.push_back((i, Input::Closed { conn }));
             }
             Output::Request { id, request } => {
-                let result = self.disk(i, request);
+                let result = self.disks[i].carry_out(request);
                 self.queue.push_back((i, Input::Completed { id, result }));
             }
             Output::Event(e) => {
@@ -244,30 +245,6 @@ impl Net {
                 self.events.push((i, e));
             }
             other => panic!("node {i} emitted an output the harness does not carry out: {other:?}"),
-        }
-    }
-
-    /// Node `i`'s disk carries out `request` (at once: the answer waits in the queue).
-    fn disk(&mut self, i: usize, request: HostRequest) -> HostResult {
-        let disk = &mut self.disks[i];
-        let valid = |name: &str| {
-            (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
-        match request {
-            HostRequest::LoadState { name } | HostRequest::StoreState { name, .. }
-                if !valid(&name) =>
-            {
-                HostResult::Failed(format!("bad state name {name:?}"))
-            }
-            HostRequest::LoadState { name } => HostResult::Loaded(disk.get(&name).cloned()),
-            HostRequest::StoreState { name, bytes } => {
-                disk.insert(name, bytes);
-                HostResult::Stored
-            }
-            other => HostResult::Failed(format!("the harness cannot carry out {other:?}")),
         }
     }
 

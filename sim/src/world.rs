@@ -11,10 +11,13 @@ use bytes::Bytes;
 use weft_engine::chord::{ChordError, ChordResult};
 use weft_engine::protocol::{key_position, NodeId, CHORD_REPLICAS};
 use weft_engine::{
-    Command, Config, ConnId, Event, HostRequest, HostResult, Input, Instant, MeshCommand,
-    MeshEvent, Node, Output, RequestId, TableEvent,
+    Command, Config, ConnId, Event, HostRequest, Input, Instant, MeshCommand, MeshEvent, Node,
+    Output, RequestId, TableEvent,
 };
+#[cfg(test)]
+use weft_engine::HostResult;
 
+use crate::disk::Disk;
 use crate::faults::{FaultConfig, Occurrence};
 use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
@@ -30,9 +33,6 @@ const MAINTAIN_INTERVAL: u64 = 1_000 * MS;
 
 /// How long the simulated disk takes to carry out a host request (`Output::Request`).
 pub const DISK_LATENCY: u64 = MS;
-
-/// The longest state blob name a node's disk takes.
-const STATE_NAME_MAX: usize = 64;
 
 /// The phase a run is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,9 +274,8 @@ struct SimNodeCold {
     /// Broadcasts originated in the current incarnation (mirrors the engine's sequence).
     sent: u64,
     neighbours: Vec<u32>,
-    /// The node's disk: its stored state blobs, by name. Unlike the engine's memory, it
-    /// survives a crash and a restart.
-    disk: BTreeMap<String, Bytes>,
+    /// The node's disk. Unlike the engine's memory, it survives a crash and a restart.
+    disk: Disk,
 }
 
 /// Counters the world keeps for reports.
@@ -443,7 +442,7 @@ impl World {
                 drift_ppm: clock_rng.between(0, 200) as i64 - 100,
                 sent: 0,
                 neighbours,
-                disk: BTreeMap::new(),
+                disk: Disk::default(),
             });
         }
         let window_half = Config::from_seed("sim", 0).limits.transmit_window_bytes / 2;
@@ -851,20 +850,7 @@ impl World {
         if sn.node.is_none() || sn.incarnation != job.incarnation {
             return;
         }
-        let disk = &mut self.cold[i as usize].disk;
-        let result = match job.request {
-            HostRequest::LoadState { name } | HostRequest::StoreState { name, .. }
-                if !valid_state_name(&name) =>
-            {
-                HostResult::Failed(format!("bad state name {name:?}"))
-            }
-            HostRequest::LoadState { name } => HostResult::Loaded(disk.get(&name).cloned()),
-            HostRequest::StoreState { name, bytes } => {
-                disk.insert(name, bytes);
-                HostResult::Stored
-            }
-            other => HostResult::Failed(format!("the simulator cannot carry out {other:?}")),
-        };
+        let result = self.cold[i as usize].disk.carry_out(job.request);
         #[cfg(test)]
         if let Some(slot) = self.synthetic.get_mut(&(i, job.id)) {
             *slot = Some(result);
@@ -1492,14 +1478,6 @@ impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
-}
-
-/// Whether `name` may name a state blob on a simulated disk: 1 to 64 of `[a-z0-9-]`.
-fn valid_state_name(name: &str) -> bool {
-    (1..=STATE_NAME_MAX).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The address of node `i`.
