@@ -153,7 +153,14 @@ impl Chord {
         if self.rpcs.values().any(|r| r.purpose == Purpose::Stabilize) {
             return;
         }
-        if self.successors[0].node == self.me.node && !self.join_lookup && !self.backup.is_empty() {
+        let alone = self.successors[0].node == self.me.node;
+        if let Some(p) = self.predecessor.clone().filter(|p| alone && p.node != self.me.node) {
+            // A ring of one that a node names as its successor: take that node as successor
+            // and walk round to the true one (each stabilize adopts the successor's
+            // predecessor while it lies between). Rejoining through the old list is no way
+            // out when every route to the position after ours leads back here.
+            self.successors = vec![p];
+        } else if alone && !self.join_lookup && !self.backup.is_empty() {
             // Every successor failed (or was suspected): join again through the peers the
             // list last held, one per period in turn, rather than stay a ring of one.
             self.backup.rotate_left(1);
