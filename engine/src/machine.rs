@@ -80,6 +80,10 @@ pub(crate) trait Protocol {
     /// The next thing it wants done, or `None`.
     fn poll_output(&mut self) -> Option<ProtocolOutput<Self::Event>>;
 
+    /// Whether [`poll_output`](Self::poll_output) has something: the host asks a protocol
+    /// for outputs only after a call that left it some (most frames leave none).
+    fn has_output(&self) -> bool;
+
     /// When it next wants `handle_timeout`.
     fn poll_timeout(&self) -> Option<Instant>;
 

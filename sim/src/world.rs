@@ -10,12 +10,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::Bytes;
 use weft_engine::chord::{ChordError, ChordResult};
 use weft_engine::protocol::{key_position, NodeId, CHORD_REPLICAS};
+#[cfg(test)]
+use weft_engine::HostResult;
 use weft_engine::{
     Command, Config, ConnId, Event, HostRequest, Input, Instant, MeshCommand, MeshEvent, Node,
     Output, RequestId, TableEvent,
 };
-#[cfg(test)]
-use weft_engine::HostResult;
 
 use crate::disk::Disk;
 use crate::faults::{FaultConfig, Occurrence};

@@ -154,7 +154,11 @@ impl Chord {
             return;
         }
         let alone = self.successors[0].node == self.me.node;
-        if let Some(p) = self.predecessor.clone().filter(|p| alone && p.node != self.me.node) {
+        if let Some(p) = self
+            .predecessor
+            .clone()
+            .filter(|p| alone && p.node != self.me.node)
+        {
             // A ring of one that a node names as its successor: take that node as successor
             // and walk round to the true one (each stabilize adopts the successor's
             // predecessor while it lies between). Rejoining through the old list is no way

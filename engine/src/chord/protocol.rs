@@ -240,6 +240,10 @@ impl Protocol for ChordProtocol {
         self.outputs.pop_front()
     }
 
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let chord = self.chord.as_ref()?.poll_timeout();
         match (chord, self.probe_at) {

@@ -219,6 +219,10 @@ impl Protocol for DiscoveryProtocol {
         self.outputs.pop_front()
     }
 
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         None
     }

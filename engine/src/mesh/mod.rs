@@ -367,6 +367,10 @@ impl Protocol for MeshProtocol {
         self.outputs.pop_front()
     }
 
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         self.repair_at
     }

@@ -317,11 +317,11 @@ impl Node {
             while let Some(notice) = self.session.poll_notice() {
                 self.notify(now, notice);
             }
-            let touched = self.protocols.take_touched();
-            if touched == 0 {
+            let pending = self.protocols.take_pending();
+            if pending == 0 {
                 return;
             }
-            for i in (0..COUNT).filter(|i| touched & (1 << i) != 0) {
+            for i in (0..COUNT).filter(|i| pending & (1 << i) != 0) {
                 while let Some(out) = self.protocols.get_mut(i).poll_output() {
                     self.carry(now, i, out);
                 }

@@ -32,9 +32,8 @@ pub(crate) struct Protocols {
     deadlines: [Option<Instant>; COUNT],
     /// The soonest of `deadlines`.
     soonest: Option<Instant>,
-    /// Bit `i`: protocol `i` was called since its outputs were last drained, so it may have
-    /// some.
-    touched: u8,
+    /// Bit `i`: protocol `i` has outputs not yet drained (as it said after the last call).
+    pending: u8,
 }
 
 /// How many protocols are hosted: the length of [`Protocols::all_mut`].
@@ -66,7 +65,7 @@ impl Protocols {
             chord: ChordProtocol::new(config, me, seed("chord")),
             deadlines: [None; COUNT],
             soonest: None,
-            touched: 0,
+            pending: 0,
         }
     }
 
@@ -80,16 +79,17 @@ impl Protocols {
         }
     }
 
-    /// Calls protocol `i`, then records that it may have outputs and asks its deadline.
+    /// Calls protocol `i`, then records its deadline and whether it has outputs.
     pub(crate) fn call<R>(&mut self, i: usize, f: impl FnOnce(&mut dyn Hosted) -> R) -> R {
         let p = self.get_mut(i);
         let r = f(p);
         let deadline = p.poll_timeout();
+        let has_output = p.has_output();
         if self.deadlines[i] != deadline {
             self.deadlines[i] = deadline;
             self.soonest = self.deadlines.iter().flatten().min().copied();
         }
-        self.touched |= 1 << i;
+        self.pending |= u8::from(has_output) << i;
         r
     }
 
@@ -101,9 +101,9 @@ impl Protocols {
         OWNS[i](code).then_some(i)
     }
 
-    /// The protocols called since their outputs were last drained; forgets them.
-    pub(crate) fn take_touched(&mut self) -> u8 {
-        core::mem::take(&mut self.touched)
+    /// The protocols with outputs not yet drained; forgets them.
+    pub(crate) fn take_pending(&mut self) -> u8 {
+        core::mem::take(&mut self.pending)
     }
 
     /// Protocol `i`'s deadline, as it last said.
@@ -172,6 +172,7 @@ pub(crate) trait Hosted {
     fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult);
     fn handle_shutdown(&mut self, now: Instant, cx: &Context<'_>);
     fn poll_output(&mut self) -> Option<ProtocolOutput<Event>>;
+    fn has_output(&self) -> bool;
     fn poll_timeout(&self) -> Option<Instant>;
     fn check_invariants(&self, config: &Config) -> Result<(), String>;
 }
@@ -213,6 +214,10 @@ impl<P: Protocol> Hosted for P {
 
     fn poll_output(&mut self) -> Option<ProtocolOutput<Event>> {
         Protocol::poll_output(self).map(|o| o.map_event(Into::into))
+    }
+
+    fn has_output(&self) -> bool {
+        Protocol::has_output(self)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

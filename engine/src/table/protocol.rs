@@ -511,6 +511,10 @@ impl Protocol for TableProtocol {
         self.outputs.pop_front()
     }
 
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         match (self.repair_at, self.persist.at) {
             (Some(a), Some(b)) => Some(a.min(b)),
