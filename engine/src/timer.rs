@@ -1,7 +1,7 @@
 //! A timer table indexed by an enum (quinn-proto's shape): each sub-machine names its timers
 //! in an enum and keeps one of these.
 
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// A sub-machine's timer names: a small enum whose variants index the table.
 pub(crate) trait TimerName: Copy + Eq + core::fmt::Debug + 'static {
@@ -65,6 +65,37 @@ impl<T: TimerName, const N: usize> TimerTable<T, N> {
     }
 }
 
+/// A timer that fires every `period`: the protocols' repair, persist and probe timers. It is
+/// armed by the first [`fire`](Self::fire), at `now + period`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Periodic {
+    period: Duration,
+    at: Option<Instant>,
+}
+
+impl Periodic {
+    pub(crate) fn new(period: Duration) -> Periodic {
+        Periodic { period, at: None }
+    }
+
+    /// Whether the timer fires at `now` (then it is armed again at `now + period`, so periods
+    /// missed by a late caller are not replayed). The first call arms it and does not fire.
+    pub(crate) fn fire(&mut self, now: Instant) -> bool {
+        match self.at {
+            Some(at) if at > now => false,
+            armed => {
+                self.at = Some(now + self.period);
+                armed.is_some()
+            }
+        }
+    }
+
+    /// When it next fires, once armed.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.at
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +130,21 @@ mod tests {
             t.next(),
             Some((Instant(1), T::A)),
             "ties go to the first in ALL"
+        );
+    }
+
+    #[test]
+    fn a_periodic_timer_arms_first_then_fires_each_period() {
+        let mut p = Periodic::new(Duration(10));
+        assert_eq!(p.deadline(), None);
+        assert!(!p.fire(Instant(5)), "the first call arms");
+        assert_eq!(p.deadline(), Some(Instant(15)));
+        assert!(!p.fire(Instant(14)));
+        assert!(p.fire(Instant(40)), "late: fires once");
+        assert_eq!(
+            p.deadline(),
+            Some(Instant(50)),
+            "missed periods are not replayed"
         );
     }
 }

@@ -171,10 +171,7 @@ impl Chord {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.iter().flatten().min().copied();
         let deadline = self.deadlines.first().map(|(at, _)| *at);
-        match (timer, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::time::earliest(timer, deadline)
     }
 
     /// Replaces the configuration; timers pick up new periods when they next fire.

@@ -15,7 +15,8 @@ use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };
 use crate::session::Peer;
-use crate::time::{Duration, Instant};
+use crate::time::{earliest, Instant};
+use crate::timer::Periodic;
 
 /// Mesh peers a node probes through each repair period (SPEC.md §20.3).
 pub(crate) const CHORD_PROBES_PER_PERIOD: usize = 4;
@@ -44,8 +45,7 @@ pub enum ChordRefusal {
 pub(crate) struct ChordProtocol {
     /// The machine, when this node is a ring member.
     chord: Option<Box<Chord>>,
-    probe_interval: Duration,
-    probe_at: Option<Instant>,
+    probe: Periodic,
     rng: ChaCha8Rng,
     outputs: VecDeque<ProtocolOutput<ChordEvent>>,
 }
@@ -62,8 +62,7 @@ impl ChordProtocol {
         };
         ChordProtocol {
             chord,
-            probe_interval: config.timers.repair_interval,
-            probe_at: None,
+            probe: Periodic::new(config.timers.repair_interval),
             rng: ChaCha8Rng::from_seed(seed),
             outputs: VecDeque::new(),
         }
@@ -216,13 +215,8 @@ impl Protocol for ChordProtocol {
         if chord.poll_timeout().is_some_and(|at| at <= now) {
             chord.handle_timeout(now);
         }
-        match self.probe_at {
-            None => self.probe_at = Some(now + self.probe_interval),
-            Some(at) if at <= now => {
-                self.probe_at = Some(now + self.probe_interval);
-                self.probe(now, cx);
-            }
-            Some(_) => {}
+        if self.probe.fire(now) {
+            self.probe(now, cx);
         }
         self.pump();
     }
@@ -246,9 +240,6 @@ impl Protocol for ChordProtocol {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let chord = self.chord.as_ref()?.poll_timeout();
-        match (chord, self.probe_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(chord, self.probe.deadline())
     }
 }

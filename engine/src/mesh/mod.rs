@@ -26,7 +26,8 @@ use crate::machine::{
 };
 use crate::seen::SeenWindows;
 use crate::session::Peer;
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
+use crate::timer::Periodic;
 use store::{RepairStore, StoreLimits};
 
 /// What the application asks of the mesh.
@@ -99,8 +100,7 @@ pub(crate) struct MeshProtocol {
     broadcast_payload_max: usize,
     /// Sequence numbers a received digest is examined for (`Limits::repair_store_max`).
     wants_budget: usize,
-    repair_interval: Duration,
-    repair_at: Option<Instant>,
+    repair: Periodic,
     rng: ChaCha8Rng,
     metrics: MeshMetrics,
     outputs: VecDeque<ProtocolOutput<MeshEvent>>,
@@ -121,8 +121,7 @@ impl MeshProtocol {
             last_seq: 0,
             broadcast_payload_max: limits.broadcast_payload_max,
             wants_budget: limits.repair_store_max,
-            repair_interval: config.timers.repair_interval,
-            repair_at: None,
+            repair: Periodic::new(config.timers.repair_interval),
             rng: ChaCha8Rng::from_seed(seed),
             metrics: MeshMetrics::default(),
             outputs: VecDeque::new(),
@@ -344,14 +343,9 @@ impl Protocol for MeshProtocol {
 
     /// The repair timer: drop expired broadcasts, then send a digest to one random link.
     fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
-        let Some(at) = self.repair_at else {
-            self.repair_at = Some(now + self.repair_interval);
-            return;
-        };
-        if at > now {
+        if !self.repair.fire(now) {
             return;
         }
-        self.repair_at = Some(now + self.repair_interval);
         self.store.expire(now);
         let count = cx.link_count();
         if self.store.is_empty() || count == 0 {
@@ -372,7 +366,7 @@ impl Protocol for MeshProtocol {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.repair_at
+        self.repair.deadline()
     }
 
     fn check_invariants(&self, config: &Config) -> Result<(), String> {

@@ -22,7 +22,7 @@ use crate::machine::{Context, LinkNotice, PeerFault, ProtocolOutput};
 use crate::metrics::{ConnStats, NodeMetrics};
 use crate::session::{HostInfo, Incoming, Notice, Peer, Session};
 use crate::table::Table;
-use crate::time::Instant;
+use crate::time::{earliest, Instant};
 use protocols::{Protocols, COUNT, FAMILIES};
 
 /// One weft node: a pure state machine. See the crate documentation for the contract.
@@ -204,10 +204,7 @@ impl Node {
 
     /// The soonest of the session's and the protocols' deadlines.
     fn soonest(&self) -> Option<Instant> {
-        match (self.session.poll_timeout(), self.protocols.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.session.poll_timeout(), self.protocols.deadline())
     }
 
     /// Moves the clock to `now` (never backwards) and runs every due timer.

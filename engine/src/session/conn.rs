@@ -99,10 +99,7 @@ impl Conn {
 
     /// The peer, once established.
     pub(crate) fn peer(&self) -> Option<&Peer> {
-        match &self.state {
-            ConnState::Established(p) => Some(p),
-            _ => None,
-        }
+        self.peer_shared().map(|p| &**p)
     }
 
     /// The peer, shared, once established.

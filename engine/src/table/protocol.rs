@@ -21,7 +21,8 @@ use crate::machine::{
     BULK_FRAME_BYTES_MAX,
 };
 use crate::session::Peer;
-use crate::time::{Duration, Instant};
+use crate::time::{earliest, Duration, Instant};
+use crate::timer::Periodic;
 
 /// What the application asks of the sync table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,17 +167,15 @@ struct Persist {
     dirty: bool,
     /// A store is under way.
     storing: bool,
-    /// When a changed table is next handed over.
-    at: Option<Instant>,
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct TableProtocol {
     table: Table,
-    repair_interval: Duration,
-    repair_at: Option<Instant>,
-    persist_interval: Duration,
+    repair: Periodic,
+    /// When a changed table is next handed to the host.
+    persist_timer: Periodic,
     persist: Persist,
     /// Replies to peers' TABLE_WANTs still being sent, a message each time the peer has room.
     replies: BTreeMap<NodeId, Reply>,
@@ -204,9 +203,8 @@ impl TableProtocol {
         );
         TableProtocol {
             table,
-            repair_interval: timers.repair_interval,
-            repair_at: None,
-            persist_interval: timers.table_persist_interval,
+            repair: Periodic::new(timers.repair_interval),
+            persist_timer: Periodic::new(timers.table_persist_interval),
             persist: Persist::default(),
             replies: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(seed),
@@ -438,22 +436,12 @@ impl Protocol for TableProtocol {
                 },
             });
         }
-        match self.persist.at {
-            Some(at) if at <= now => {
-                self.persist.at = Some(now + self.persist_interval);
-                self.store();
-            }
-            Some(_) => {}
-            None => self.persist.at = Some(now + self.persist_interval),
+        if self.persist_timer.fire(now) {
+            self.store();
         }
-        let Some(at) = self.repair_at else {
-            self.repair_at = Some(now + self.repair_interval);
-            return;
-        };
-        if at > now {
+        if !self.repair.fire(now) {
             return;
         }
-        self.repair_at = Some(now + self.repair_interval);
         if let Some(wall_ms) = cx.wall_clock_ms(now) {
             self.table.expire(wall_ms);
         }
@@ -516,10 +504,7 @@ impl Protocol for TableProtocol {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match (self.repair_at, self.persist.at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.repair.deadline(), self.persist_timer.deadline())
     }
 
     fn check_invariants(&self, config: &Config) -> Result<(), String> {
