@@ -20,6 +20,10 @@ pub struct Config {
     pub discovery: bool,
     /// Whether to offer lz4 compression in HELLO and use it where the peer offers it too.
     pub compression: bool,
+    /// Whether broadcasts carry their origin's signature, checked by every receiver (SPEC.md
+    /// §11). Every node of a network must agree; HELLO carries the setting. Off only in a
+    /// network whose members trust each other, for raw speed.
+    pub broadcast_signatures: bool,
     /// Bounds on queues, caches and counts.
     pub limits: Limits,
     /// Timer periods and timeouts.
@@ -39,6 +43,7 @@ impl Config {
             listen_addr: None,
             discovery: true,
             compression: true,
+            broadcast_signatures: true,
             limits: Limits::default(),
             timers: Timers::default(),
             chord: None,

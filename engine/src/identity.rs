@@ -43,6 +43,11 @@ impl Identity {
         self.public_key
     }
 
+    /// Signs `message` (the caller puts its own domain-separation prefix first).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.signing_key.sign(message).to_bytes())
+    }
+
     /// Signs the HELLO_ACK transcript proving this key to the peer that sent `peer_nonce`.
     pub fn sign_hello_ack(&self, t: &Transcript) -> Signature {
         Signature(self.signing_key.sign(&t.bytes(self.public_key)).to_bytes())
@@ -78,12 +83,18 @@ impl Transcript {
 
     /// Whether `signature` by `signer` over this transcript verifies.
     pub fn verify(&self, signer: PublicKey, signature: &Signature) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
-            return false;
-        };
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify(&self.bytes(signer), &sig).is_ok()
+        verify_signature(&signer, &self.bytes(signer), signature)
     }
+}
+
+/// Whether `signature` by `public_key` over `message` verifies (false for a key that is not a
+/// curve point).
+pub fn verify_signature(public_key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(&public_key.0) else {
+        return false;
+    };
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify(message, &sig).is_ok()
 }
 
 #[cfg(test)]

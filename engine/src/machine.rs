@@ -276,6 +276,11 @@ impl<'a> Context<'a> {
         self.session.node_id()
     }
 
+    /// This node's key pair, to sign what it originates.
+    pub(crate) fn identity(&self) -> &'a crate::identity::Identity {
+        self.session.identity()
+    }
+
     /// Where this node accepts connections, if anywhere.
     pub(crate) fn listen_addr(&self) -> Option<&'a str> {
         self.session.listen_addr()

@@ -157,6 +157,11 @@ impl Session {
 
     // ----- reading ------------------------------------------------------------------------
 
+    /// This node's key pair.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub(crate) fn node_id(&self) -> NodeId {
         self.identity.node_id()
     }
