@@ -26,6 +26,7 @@ mod machine;
 pub mod mesh;
 pub mod metrics;
 mod node;
+pub mod rate;
 mod seen;
 mod session;
 pub mod table;
