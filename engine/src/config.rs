@@ -106,6 +106,18 @@ pub struct Limits {
     pub table_bytes_max: usize,
     /// Dedicated connections (SPEC.md §8.9) open at once; at the bound the idlest is closed.
     pub dedicated_conns_max: usize,
+    /// Bytes held, all connections still in their handshake together, past which the
+    /// connection whose bytes went over is closed (SPEC.md §8.4).
+    pub handshake_buffered_bytes_max: usize,
+    /// Inbound connections (handshaking, established or dedicated) from one remote address,
+    /// its port ignored; more are refused (SPEC.md §8.4).
+    pub inbound_per_address_max: usize,
+    /// Discovery dials of one address not answered by the node they were for, after which
+    /// the address is not dialed again while it is remembered (SPEC.md §10.7).
+    pub dial_address_attempts_max: u8,
+    /// Discovery dials of heard-of addresses in any 60 seconds, all addresses together
+    /// (SPEC.md §10.7).
+    pub discovery_dials_per_minute: usize,
 }
 
 impl Default for Limits {
@@ -131,6 +143,10 @@ impl Default for Limits {
             table_key_writes_max: 32,
             table_bytes_max: 64 * 1024 * 1024,
             dedicated_conns_max: 64,
+            handshake_buffered_bytes_max: 32 * 1024,
+            inbound_per_address_max: 8,
+            dial_address_attempts_max: 8,
+            discovery_dials_per_minute: 20,
         }
     }
 }

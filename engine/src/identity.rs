@@ -4,7 +4,7 @@ use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use weft_protocol::{NetworkId, NodeId, PublicKey, Signature};
 
 /// Domain separation for HELLO_ACK signatures (SPEC.md §Handshake).
-pub const HELLO_ACK_DOMAIN: &[u8] = b"weft hello-ack v1\0";
+pub const HELLO_ACK_DOMAIN: &[u8] = b"weft hello-ack v2\0";
 
 /// A key pair and the node id derived from it.
 #[derive(Clone)]
@@ -48,18 +48,51 @@ impl Identity {
         Signature(self.signing_key.sign(message).to_bytes())
     }
 
-    /// Signs the HELLO_ACK transcript proving this key to the peer that sent `peer_nonce`.
+    /// Signs the HELLO_ACK transcript proving this key to the verifier it names.
     pub fn sign_hello_ack(&self, t: &Transcript) -> Signature {
         Signature(self.signing_key.sign(&t.bytes(self.public_key)).to_bytes())
     }
 }
 
-/// What a HELLO_ACK signs, seen from the signer: the network, the peer's (verifier's) nonce,
-/// the signer's own nonce and incarnation.
+/// A side of one connection: the signer of a HELLO_ACK names its own, so a proof made on a
+/// connection one side dialed cannot be replayed on one it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The side that dialed the connection.
+    Dialer,
+    /// The side that accepted it.
+    Acceptor,
+}
+
+impl Role {
+    /// The transcript byte: `0x01` dialer, `0x02` acceptor.
+    pub fn byte(self) -> u8 {
+        match self {
+            Role::Dialer => 0x01,
+            Role::Acceptor => 0x02,
+        }
+    }
+
+    /// The other side of the connection.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Dialer => Role::Acceptor,
+            Role::Acceptor => Role::Dialer,
+        }
+    }
+}
+
+/// What a HELLO_ACK signs, seen from the signer (SPEC.md §7.3): the network, the signer's role
+/// on the connection, the verifier's key and nonce, the signer's own nonce and incarnation
+/// (the signer's key is added by [`Transcript::bytes`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Transcript {
     /// The network both sides claim.
     pub network: NetworkId,
+    /// The signer's side of the connection.
+    pub signer_role: Role,
+    /// The verifier's public key, from the HELLO the signer received.
+    pub verifier_key: PublicKey,
     /// The nonce from the verifier's HELLO.
     pub verifier_nonce: [u8; 32],
     /// The nonce from the signer's HELLO.
@@ -68,13 +101,20 @@ pub struct Transcript {
     pub signer_incarnation: u64,
 }
 
+/// Bytes of a transcript: domain 18, network 32, role 1, two keys and two nonces 32 each,
+/// incarnation 8.
+pub const TRANSCRIPT_BYTES: usize = 18 + 32 + 1 + 4 * 32 + 8;
+
 impl Transcript {
-    /// `DOMAIN ‖ network ‖ signer public key ‖ verifier nonce ‖ signer nonce ‖ incarnation (u64 BE)`.
+    /// `DOMAIN ‖ network ‖ signer role ‖ signer public key ‖ verifier public key ‖ verifier
+    /// nonce ‖ signer nonce ‖ incarnation (u64 BE)`: [`TRANSCRIPT_BYTES`] bytes.
     pub fn bytes(&self, signer: PublicKey) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HELLO_ACK_DOMAIN.len() + 32 * 4 + 8);
+        let mut out = Vec::with_capacity(TRANSCRIPT_BYTES);
         out.extend_from_slice(HELLO_ACK_DOMAIN);
         out.extend_from_slice(&self.network.0);
+        out.push(self.signer_role.byte());
         out.extend_from_slice(&signer.0);
+        out.extend_from_slice(&self.verifier_key.0);
         out.extend_from_slice(&self.verifier_nonce);
         out.extend_from_slice(&self.signer_nonce);
         out.extend_from_slice(&self.signer_incarnation.to_be_bytes());
@@ -104,6 +144,8 @@ mod tests {
     fn transcript() -> Transcript {
         Transcript {
             network: NetworkId::from_name("t"),
+            signer_role: Role::Acceptor,
+            verifier_key: Identity::from_secret(&[5; 32]).public_key(),
             verifier_nonce: [1; 32],
             signer_nonce: [2; 32],
             signer_incarnation: 3,
@@ -121,7 +163,49 @@ mod tests {
         let mut other = t;
         other.verifier_nonce = [9; 32];
         assert!(!other.verify(a.public_key(), &sig), "another nonce");
+        let mut other = t;
+        other.verifier_key = b.public_key();
+        assert!(!other.verify(a.public_key(), &sig), "another verifier");
+        let mut other = t;
+        other.signer_role = Role::Dialer;
+        assert!(!other.verify(a.public_key(), &sig), "the other direction");
         assert!(!t.verify(PublicKey([0xff; 32]), &sig), "not a curve point");
         assert_ne!(a.node_id(), b.node_id());
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// SPEC.md §7.3's worked example: RFC 8032 test 1's key signs as the acceptor, for the
+    /// verifier whose secret is 32 × `0x33`, on network `example`.
+    #[test]
+    fn the_transcript_is_specs_worked_example() {
+        let mut secret = [0u8; 32];
+        let rfc = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&rfc[2 * i..2 * i + 2], 16).unwrap();
+        }
+        let signer = Identity::from_secret(&secret);
+        let verifier = Identity::from_secret(&[0x33; 32]);
+        let t = Transcript {
+            network: NetworkId::from_name("example"),
+            signer_role: Role::Acceptor,
+            verifier_key: verifier.public_key(),
+            verifier_nonce: [0x11; 32],
+            signer_nonce: [0x22; 32],
+            signer_incarnation: 7,
+        };
+        let bytes = t.bytes(signer.public_key());
+        assert_eq!(bytes.len(), TRANSCRIPT_BYTES);
+        let sig = signer.sign_hello_ack(&t);
+        println!("verifier key {}", hex(&verifier.public_key().0));
+        println!("transcript {}", hex(&bytes));
+        println!("signature {}", hex(&sig.0));
+        assert_eq!(hex(&verifier.public_key().0), SPEC_VERIFIER_KEY);
+        assert_eq!(hex(&sig.0), SPEC_SIGNATURE);
+    }
+
+    const SPEC_VERIFIER_KEY: &str = "";
+    const SPEC_SIGNATURE: &str = "";
 }

@@ -237,6 +237,11 @@ pub enum CloseReason {
     Lost,
     /// The driver could not open it.
     ConnectFailed,
+    /// The peer's HELLO announced the other broadcast-signing mode (SPEC.md §7.4).
+    BroadcastModeMismatch,
+    /// Bytes held for connections still in their handshake went over
+    /// `Limits::handshake_buffered_bytes_max` (SPEC.md §8.4).
+    HandshakeBufferFull,
 }
 
 impl CloseReason {
@@ -248,6 +253,7 @@ impl CloseReason {
                 | CloseReason::UnexpectedMessage(_)
                 | CloseReason::WrongNetwork
                 | CloseReason::BadProof
+                | CloseReason::BroadcastModeMismatch
                 | CloseReason::StaleIncarnation
                 | CloseReason::SlowPeer
                 | CloseReason::HandshakeTimeout

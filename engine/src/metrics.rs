@@ -45,6 +45,16 @@ pub struct SessionMetrics {
     pub discovery_dials: u64,
     /// Dedicated connections dialed for a protocol (SPEC.md §8.9).
     pub dedicated_dials: u64,
+    /// The most bytes ever held at once for connections still in their handshake (SPEC.md
+    /// §8.4): never above `Limits::handshake_buffered_bytes_max`.
+    pub handshake_buffered_bytes_peak: u64,
+    /// Connections closed because the handshake buffer bound was reached.
+    pub handshake_buffer_closes: u64,
+    /// Inbound connections refused because their address held its share of the slots.
+    pub inbound_refused_per_address: u64,
+    /// Discovery dials not made: the address was over its attempts or backing off, or the
+    /// global budget was spent (SPEC.md §10.7).
+    pub discovery_dials_refused: u64,
 }
 
 /// Frames and bytes of one protocol on one connection, or over all of them.

@@ -5,12 +5,12 @@ mod common;
 
 use bytes::Bytes;
 use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, T0};
-use weft_engine::identity::Transcript;
+use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::{
-    ByeReason, ChordMessage, Code, Family, Message, NetworkId, NodeId, ProtocolError,
+    ByeReason, ChordMessage, Code, Family, Message, NetworkId, NodeId, ProtocolError, PublicKey,
 };
 use weft_engine::{
-    CloseReason, Command, ConnId, Duration, Event, Input, InputError, MeshCommand, MeshEvent,
+    CloseReason, Command, ConnId, Duration, Event, Identity, Input, InputError, MeshCommand, MeshEvent,
     MeshRefusal, Misuse, Node, Output, Refusal, SessionRefusal,
 };
 
@@ -33,6 +33,8 @@ fn handshake_proves_the_key_and_reports_the_peer() {
     };
     let t = Transcript {
         network: fake.network,
+        signer_role: Role::Acceptor,
+        verifier_key: fake.identity.public_key(),
         verifier_nonce: fake.nonce,
         signer_nonce: h.nonce,
         signer_incarnation: h.incarnation,
@@ -46,7 +48,7 @@ fn handshake_proves_the_key_and_reports_the_peer() {
     );
     let by = node.conn_stats(fake.conn).unwrap().by_protocol;
     assert_eq!((by.session.frames_in, by.session.frames_out), (2, 2));
-    let handshake_bytes = fake.hello().len() + fake.ack(h.nonce).len();
+    let handshake_bytes = fake.hello().len() + fake.ack(&h).len();
     assert_eq!(by.session.bytes_in, handshake_bytes as u64);
     assert_eq!(
         by.mesh.frames_in + by.discovery.frames_out + by.repair.frames_out,
@@ -62,7 +64,8 @@ fn a_forged_proof_is_refused() {
     drain(&mut node);
     fake.send(&mut node, T0, fake.hello());
     // Signs the wrong nonce: a replayed or forged proof.
-    fake.send(&mut node, T0, fake.ack([0; 32]));
+    let node_key = Identity::from_secret(&node.config().secret_key).public_key();
+    fake.send(&mut node, T0, fake.ack_over(node_key, [0; 32]));
     let out = drain(&mut node);
     assert_eq!(closed(&out, fake.conn), Some(CloseReason::BadProof));
     let bye = frames_to(&out, fake.conn);
@@ -92,7 +95,7 @@ fn another_network_is_refused() {
 fn messages_out_of_order_close_the_connection() {
     for bytes in [
         broadcast_frame(NodeId([1; 32]), 1, b"early"),
-        Fake::new(3, ConnId::inbound(1)).ack([0; 32]),
+        Fake::new(3, ConnId::inbound(1)).ack_over(PublicKey([0; 32]), [0; 32]),
     ] {
         let mut node = node_with(|_| {});
         let conn = ConnId::inbound(1);

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use weft_engine::chord::ChordConfig;
-use weft_engine::identity::{Identity, Transcript};
+use weft_engine::identity::{Identity, Role, Transcript};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
@@ -716,8 +716,15 @@ impl Driver {
         // Without a HELLO from the node on this connection the proof cannot verify; send one
         // anyway over a zero nonce.
         let node_nonce = self.hello_nonce.get(&conn).copied().unwrap_or([0; 32]);
+        let signer_role = if conn.is_inbound() {
+            Role::Dialer
+        } else {
+            Role::Acceptor
+        };
         let mut signature = peer.sign_hello_ack(&Transcript {
             network: keys.network,
+            signer_role,
+            verifier_key: keys.me.public_key(),
             verifier_nonce: node_nonce,
             signer_nonce: hello.nonce,
             signer_incarnation: hello.incarnation,

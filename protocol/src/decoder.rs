@@ -57,6 +57,24 @@ impl FrameDecoder {
         self.partial.as_ref().map_or(0, |p| p.bytes.len()) + self.input.len()
     }
 
+    /// The whole length (prefix included) the next frame's length prefix declares, once its
+    /// four bytes are in, whether or not the frame has arrived: lets a caller refuse a frame
+    /// by its size before its payload is buffered.
+    pub fn next_frame_len(&self) -> Option<u64> {
+        if let Some(header) = self.partial.as_ref().and_then(|p| p.header) {
+            return Some(header.frame_len as u64);
+        }
+        let held = self.partial.as_ref().map_or(&[][..], |p| &p.bytes[..]);
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        let mut have = 0;
+        for (slot, byte) in prefix.iter_mut().zip(held.iter().chain(self.input.iter())) {
+            *slot = *byte;
+            have += 1;
+        }
+        (have == LENGTH_PREFIX_BYTES)
+            .then(|| u64::from(u32::from_be_bytes(prefix)) + LENGTH_PREFIX_BYTES as u64)
+    }
+
     /// Whether the stream ended cleanly: no partial frame held. At end of stream a caller may
     /// turn a `false` here into [`ProtocolError::Truncated`] with [`finish`](Self::finish).
     pub fn finish(&self) -> Result<(), ProtocolError> {
@@ -153,6 +171,23 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn the_decoder_is_forty_bytes() {
         assert_eq!(core::mem::size_of::<FrameDecoder>(), 40);
+    }
+
+    #[test]
+    fn the_next_frames_length_is_known_from_its_prefix_in_any_chunking() {
+        let wire = frame(Code::BROADCAST, &[7; 100]);
+        let mut dec = FrameDecoder::new();
+        assert_eq!(dec.next_frame_len(), None);
+        for (i, b) in wire.iter().enumerate() {
+            dec.push(Bytes::copy_from_slice(&[*b]));
+            let expect = (i >= LENGTH_PREFIX_BYTES - 1).then_some(wire.len() as u64);
+            assert_eq!(dec.next_frame_len(), expect, "after {} bytes", i + 1);
+            if i < wire.len() - 1 {
+                assert!(dec.next_frame().unwrap().is_none());
+            }
+        }
+        assert!(dec.next_frame().unwrap().is_some());
+        assert_eq!(dec.next_frame_len(), None);
     }
 
     #[test]

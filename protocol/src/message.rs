@@ -32,6 +32,19 @@ pub const WANT_RANGES_MAX: usize = 1024;
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
 
+/// Capability bit in HELLO: the sender's network sends broadcasts without origin signatures
+/// (SPEC.md §7.4). Both ends of a connection must agree on it.
+pub const CAP_BROADCASTS_UNSIGNED: u32 = 0x2;
+
+/// Largest HELLO payload postcard can encode within the limits: three 32-byte arrays, a
+/// 10-byte `u64` varint, `Some` + a 2-byte length + `ADDR_BYTES_MAX` address bytes, two 5-byte
+/// `u32` varints and `Some` + one byte (SPEC.md §6.2).
+pub const HELLO_PAYLOAD_BYTES_MAX: usize = 3 * 32 + 10 + (1 + 2 + ADDR_BYTES_MAX) + 5 + 5 + 2;
+
+/// Largest frame a peer may send before its handshake is done: a HELLO of
+/// [`HELLO_PAYLOAD_BYTES_MAX`] behind the 8-byte header; HELLO_ACK and BYE are smaller.
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = crate::frame::HEADER_BYTES + HELLO_PAYLOAD_BYTES_MAX;
+
 /// First frame each side sends on a new connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -45,7 +58,7 @@ pub struct Hello {
     pub incarnation: u64,
     /// Where the sender accepts connections, if anywhere.
     pub listen_addr: Option<String>,
-    /// Capability bits ([`CAP_LZ4`]).
+    /// Capability bits ([`CAP_LZ4`], [`CAP_BROADCASTS_UNSIGNED`]).
     pub capabilities: u32,
     /// The protocol families the sender runs: bit `n` for the family whose codes have high
     /// byte `n` ([`crate::Family::bit`]). Session is always set.
@@ -58,7 +71,7 @@ pub struct Hello {
 /// The handshake's second frame: proof of the key named in the sender's HELLO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloAck {
-    /// ed25519 signature over the transcript defined in SPEC.md §Handshake.
+    /// ed25519 signature over the transcript defined in SPEC.md §7.3.
     pub signature: Signature,
 }
 

@@ -100,12 +100,12 @@ impl AddressBook {
         now: Instant,
         rng: &mut impl RngCore,
         backoff: Duration,
-        eligible: impl Fn(&NodeId) -> bool,
+        mut eligible: impl FnMut(&NodeId, &str) -> bool,
     ) -> Option<(NodeId, String)> {
         let due: Vec<NodeId> = self
             .entries
             .iter()
-            .filter(|(id, e)| e.next_dial_at <= now && eligible(id))
+            .filter(|(id, e)| e.next_dial_at <= now && eligible(id, &e.addr))
             .map(|(id, _)| *id)
             .collect();
         if due.is_empty() {
@@ -183,14 +183,14 @@ mod tests {
         d.learn(Instant(0), node(1), "x");
         let backoff = Duration(10);
         assert_eq!(
-            d.pick_dial(Instant(0), &mut rng, backoff, |_| true),
+            d.pick_dial(Instant(0), &mut rng, backoff, |_, _| true),
             Some((node(1), "x".into()))
         );
-        assert_eq!(d.pick_dial(Instant(1), &mut rng, backoff, |_| true), None);
+        assert_eq!(d.pick_dial(Instant(1), &mut rng, backoff, |_, _| true), None);
         d.dial_failed(Instant(1), &node(1), backoff, 2);
-        assert_eq!(d.pick_dial(Instant(20), &mut rng, backoff, |_| true), None);
+        assert_eq!(d.pick_dial(Instant(20), &mut rng, backoff, |_, _| true), None);
         assert!(d
-            .pick_dial(Instant(21), &mut rng, backoff, |_| true)
+            .pick_dial(Instant(21), &mut rng, backoff, |_, _| true)
             .is_some());
         d.dial_failed(Instant(21), &node(1), backoff, 2);
         assert_eq!(d.len(), 0);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weft_protocol::{Code, Family, Frame, NodeId};
+use weft_protocol::{Code, Family, Frame, NodeId, ProtocolError, HANDSHAKE_FRAME_BYTES_MAX};
 
 use crate::io::{ConnId, Direction};
 use crate::metrics::{ByProtocol, ConnStats};
@@ -152,12 +152,32 @@ impl Conn {
         self.wire.push(bytes);
     }
 
-    /// The next whole frame received, counted.
+    /// Whether the peer has not proven its key yet (nor been closed).
+    pub(crate) fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self.state,
+            ConnState::Dialing | ConnState::Accepted | ConnState::Handshaking(_)
+        )
+    }
+
+    /// The next whole frame received, counted. Before the handshake is done, a frame whose
+    /// header declares more than [`HANDSHAKE_FRAME_BYTES_MAX`] is refused on its length
+    /// prefix, before its payload is buffered (SPEC.md §8.4).
     pub(crate) fn next_frame(
         &mut self,
         now: Instant,
         traffic: &mut ByProtocol,
-    ) -> Result<Option<Frame>, weft_protocol::ProtocolError> {
+    ) -> Result<Option<Frame>, ProtocolError> {
+        if self.is_unauthenticated() {
+            let max = HANDSHAKE_FRAME_BYTES_MAX as u64;
+            if let Some(len) = self.wire.next_frame_len().filter(|len| *len > max) {
+                // Body lengths, as the frame layer reports them (SPEC.md §2.2).
+                return Err(ProtocolError::FrameTooLarge {
+                    len: len - 4,
+                    max: max - 4,
+                });
+            }
+        }
         let frame = self.wire.next_frame()?;
         if let Some(f) = &frame {
             self.traffic.count_in(f.code(), f.bytes().len());
@@ -165,6 +185,11 @@ impl Conn {
             self.last_received_at = now;
         }
         Ok(frame)
+    }
+
+    /// Bytes held that do not make a whole frame.
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.wire.buffered_len()
     }
 
     /// Whether bytes that do not make a whole frame are held.

@@ -1,10 +1,10 @@
 //! The handshake layer: HELLO both ways, then HELLO_ACK both ways, each signing the other's
-//! nonce (SPEC.md §Handshake). Kept apart from the protocols above it so that an encrypted
+//! nonce, both keys and its own side of the connection (SPEC.md §7). Kept apart from the protocols above it so that an encrypted
 //! transport (Noise) can later replace it without touching them.
 
-use weft_protocol::{Hello, HelloAck, NetworkId, NodeId, CAP_LZ4};
+use weft_protocol::{Hello, HelloAck, NetworkId, NodeId, CAP_BROADCASTS_UNSIGNED, CAP_LZ4};
 
-use crate::identity::{Identity, Transcript};
+use crate::identity::{Identity, Role, Transcript};
 use crate::io::CloseReason;
 
 /// One connection's handshake in progress.
@@ -12,6 +12,8 @@ use crate::io::CloseReason;
 pub(crate) struct Handshake {
     /// The nonce in the HELLO we sent.
     pub(crate) our_nonce: [u8; 32],
+    /// Our side of the connection.
+    role: Role,
     /// The peer's HELLO, once received.
     pub(crate) peer_hello: Option<Hello>,
 }
@@ -24,9 +26,10 @@ pub(crate) struct Proven {
 }
 
 impl Handshake {
-    pub(crate) fn new(our_nonce: [u8; 32]) -> Handshake {
+    pub(crate) fn new(our_nonce: [u8; 32], role: Role) -> Handshake {
         Handshake {
             our_nonce,
+            role,
             peer_hello: None,
         }
     }
@@ -38,6 +41,7 @@ impl Handshake {
         identity: &Identity,
         network: NetworkId,
         incarnation: u64,
+        broadcasts_signed: bool,
     ) -> Result<HelloAck, CloseReason> {
         if self.peer_hello.is_some() {
             return Err(CloseReason::UnexpectedMessage("second HELLO"));
@@ -48,8 +52,13 @@ impl Handshake {
         if NodeId::from_public_key(&hello.public_key) == identity.node_id() {
             return Err(CloseReason::SelfConnection);
         }
+        if signs_broadcasts(&hello) != broadcasts_signed {
+            return Err(CloseReason::BroadcastModeMismatch);
+        }
         let transcript = Transcript {
             network,
+            signer_role: self.role,
+            verifier_key: hello.public_key,
             verifier_nonce: hello.nonce,
             signer_nonce: self.our_nonce,
             signer_incarnation: incarnation,
@@ -64,6 +73,7 @@ impl Handshake {
     pub(crate) fn on_hello_ack(
         &mut self,
         ack: &HelloAck,
+        identity: &Identity,
         network: NetworkId,
     ) -> Result<Proven, CloseReason> {
         let Some(hello) = self.peer_hello.take() else {
@@ -71,6 +81,8 @@ impl Handshake {
         };
         let transcript = Transcript {
             network,
+            signer_role: self.role.peer(),
+            verifier_key: identity.public_key(),
             verifier_nonce: self.our_nonce,
             signer_nonce: hello.nonce,
             signer_incarnation: hello.incarnation,
@@ -88,4 +100,9 @@ impl Handshake {
 /// Whether a HELLO offers lz4.
 pub(crate) fn offers_lz4(hello: &Hello) -> bool {
     hello.capabilities & CAP_LZ4 != 0
+}
+
+/// Whether a HELLO says its network signs broadcasts (`CAP_BROADCASTS_UNSIGNED` clear).
+pub(crate) fn signs_broadcasts(hello: &Hello) -> bool {
+    hello.capabilities & CAP_BROADCASTS_UNSIGNED == 0
 }

@@ -7,9 +7,11 @@
 //! Below it sits the [`wire::Wire`] seam (framing and transport); above it, the host
 //! (`crate::node`) hands it the protocols' sends and hands them its notices and frames.
 
+mod address;
 mod address_book;
 mod conn;
 mod dedicated;
+mod dial_guard;
 mod handshake;
 mod incarnations;
 mod links;
@@ -23,11 +25,12 @@ use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
-    ByeReason, Code, Family, Frame, Hello, Message, NetworkId, NodeId, PeerInfo, Pong, CAP_LZ4,
+    ByeReason, Code, Family, Frame, Hello, Message, NetworkId, NodeId, PeerInfo, Pong,
+    CAP_BROADCASTS_UNSIGNED, CAP_LZ4,
 };
 
 use crate::config::{Config, Limits, Timers};
-use crate::identity::Identity;
+use crate::identity::{Identity, Role};
 use crate::io::{CloseReason, ConnId, Direction, Event, Misuse, Output, SessionRefusal};
 use crate::machine::{Class, Outgoing, Recipients};
 use crate::metrics::{ConnStats, SessionMetrics};
@@ -38,6 +41,7 @@ use address_book::AddressBook;
 pub(crate) use conn::Peer;
 use conn::{Conn, ConnState};
 use dedicated::Dedicated;
+use dial_guard::DialGuard;
 use handshake::{offers_lz4, Handshake, Proven};
 use incarnations::{IncarnationCheck, Incarnations};
 use links::Links;
@@ -93,6 +97,8 @@ pub(crate) struct Session {
     incarnation: u64,
     listen_addr: Option<String>,
     compression: bool,
+    /// Broadcasts carry origin signatures (`Config::broadcast_signatures`), announced in HELLO.
+    broadcasts_signed: bool,
     /// Dial address-book entries to keep `outbound_target` links.
     dials_book: bool,
     /// The families this node runs (HELLO `families`).
@@ -109,6 +115,8 @@ pub(crate) struct Session {
     incarnations: Incarnations,
     /// Address-book dials under way, by connection.
     dial_targets: BTreeMap<ConnId, NodeId>,
+    /// Bounds on those dials, per address and overall.
+    dial_guard: DialGuard,
     timers: TimerTable<SessionTimer, 2>,
     last_outbound: u64,
     outputs: VecDeque<Output>,
@@ -131,6 +139,7 @@ impl Session {
             incarnation: config.incarnation,
             listen_addr: config.listen_addr.clone(),
             compression: config.compression,
+            broadcasts_signed: config.broadcast_signatures,
             dials_book: config.discovery,
             families: families | Family::Session.bit(),
             limits: config.limits.clone(),
@@ -144,6 +153,7 @@ impl Session {
             book: AddressBook::new(config.limits.heard_of_max),
             incarnations: Incarnations::new(config.limits.seen_origins_max),
             dial_targets: BTreeMap::new(),
+            dial_guard: DialGuard::new(config.limits.heard_of_max),
             timers: TimerTable::default(),
             last_outbound: 0,
             outputs: VecDeque::new(),
@@ -403,23 +413,54 @@ impl Session {
         let dialing: Vec<NodeId> = self.dial_targets.values().copied().collect();
         let me = self.identity.node_id();
         let backoff = self.timer_periods.dial_backoff;
-        let picked = self.book.pick_dial(now, &mut self.rng, backoff, |n| {
-            *n != me && !links.contains_key(n) && !dialing.contains(n)
+        let (guard, attempts_max) = (&self.dial_guard, limits.dial_address_attempts_max);
+        let mut refused = false;
+        let picked = self.book.pick_dial(now, &mut self.rng, backoff, |n, addr| {
+            let wanted = *n != me && !links.contains_key(n) && !dialing.contains(n);
+            let allowed = guard.allows(addr, now, attempts_max);
+            refused |= wanted && !allowed;
+            wanted && allowed
         });
-        if let Some((node, addr)) = picked {
-            let conn = self.dial(now, addr);
-            self.dial_targets.insert(conn, node);
-            self.metrics.discovery_dials += 1;
+        if refused {
+            self.metrics.discovery_dials_refused += 1;
         }
+        let Some((node, addr)) = picked else {
+            return;
+        };
+        if !self
+            .dial_guard
+            .budget_allows(now, self.limits.discovery_dials_per_minute)
+        {
+            self.metrics.discovery_dials_refused += 1;
+            return;
+        }
+        self.dial_guard.dialed(&addr, now, backoff);
+        let conn = self.dial(now, addr);
+        self.dial_targets.insert(conn, node);
+        self.metrics.discovery_dials += 1;
     }
 
     // ----- connections --------------------------------------------------------------------
 
-    /// Connections of `direction` that count against the caps: not closing, not dedicated.
+    /// Connections of `direction` that count against the caps: not closing, not dedicated,
+    /// except that an inbound dedicated connection counts until its peer is proven.
     fn count(&self, direction: Direction) -> usize {
         self.conns
             .values()
-            .filter(|c| c.direction == direction && c.dedicated.is_none() && !c.is_closing())
+            .filter(|c| c.direction == direction && !c.is_closing())
+            .filter(|c| {
+                c.dedicated.is_none() || (direction == Direction::Inbound && c.is_unauthenticated())
+            })
+            .count()
+    }
+
+    /// Inbound connections, not closing, from the host of `addr`.
+    fn count_from(&self, addr: &str) -> usize {
+        let host = address::host_of(addr);
+        self.conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && !c.is_closing())
+            .filter(|c| address::host_of(&c.addr) == host)
             .count()
     }
 
@@ -479,11 +520,15 @@ impl Session {
             return Err(Misuse::BadInboundId(conn));
         }
         let full = self.count(Direction::Inbound) >= self.limits.inbound_max;
+        let share_full = self.count_from(&addr) >= self.limits.inbound_per_address_max;
         self.conns
             .insert(conn, Conn::new(conn, addr, Direction::Inbound, now));
         if self.shut_down {
             self.close(conn, CloseReason::Shutdown, Some(ByeReason::Shutdown));
-        } else if full {
+        } else if full || share_full {
+            if share_full && !full {
+                self.metrics.inbound_refused_per_address += 1;
+            }
             self.close(
                 conn,
                 CloseReason::TooManyConnections,
@@ -562,17 +607,25 @@ impl Session {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let role = match c.direction {
+            Direction::Outbound => Role::Dialer,
+            Direction::Inbound => Role::Acceptor,
+        };
+        let mut capabilities = if self.compression { CAP_LZ4 } else { 0 };
+        if !self.broadcasts_signed {
+            capabilities |= CAP_BROADCASTS_UNSIGNED;
+        }
         let hello = Hello {
             network: self.network,
             public_key: self.identity.public_key(),
             nonce,
             incarnation: self.incarnation,
             listen_addr: self.listen_addr.clone(),
-            capabilities: if self.compression { CAP_LZ4 } else { 0 },
+            capabilities,
             families: self.families,
             dedicated: c.dedicated.map(Family::high_byte),
         };
-        c.state = ConnState::Handshaking(Box::new(Handshake::new(nonce)));
+        c.state = ConnState::Handshaking(Box::new(Handshake::new(nonce, role)));
         self.send_session(conn, &Message::Hello(hello));
     }
 
@@ -637,6 +690,42 @@ impl Session {
     /// Takes bytes that arrived on `conn`: the first frame among them for a protocol, if any;
     /// [`next_frame`](Self::next_frame) gives the rest.
     pub(crate) fn received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: Bytes,
+    ) -> Result<Option<Incoming>, Misuse> {
+        let incoming = self.received_frames(now, conn, bytes)?;
+        if incoming.is_none() {
+            self.check_handshake_buffer(conn);
+        }
+        Ok(incoming)
+    }
+
+    /// Bounds the bytes held for connections still in their handshake (SPEC.md §8.4): if the
+    /// total is over `Limits::handshake_buffered_bytes_max`, `conn` (whose bytes just came)
+    /// is closed.
+    fn check_handshake_buffer(&mut self, conn: ConnId) {
+        if !self.conns.get(&conn).is_some_and(Conn::is_unauthenticated) {
+            return;
+        }
+        let held: usize = self
+            .conns
+            .values()
+            .filter(|c| c.is_unauthenticated())
+            .map(Conn::buffered_len)
+            .sum();
+        if held > self.limits.handshake_buffered_bytes_max {
+            self.metrics.handshake_buffer_closes += 1;
+            let bye = Some(ByeReason::TooManyConnections);
+            return self.close(conn, CloseReason::HandshakeBufferFull, bye);
+        }
+        let peak = &mut self.metrics.handshake_buffered_bytes_peak;
+        *peak = (*peak).max(held as u64);
+    }
+
+    /// [`received`](Self::received) before the handshake buffer's bound is checked.
+    fn received_frames(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -759,6 +848,7 @@ impl Session {
             return self.close(conn, CloseReason::UnexpectedMessage(what), bye);
         }
         let (identity, network, incarnation) = (&self.identity, self.network, self.incarnation);
+        let broadcasts_signed = self.broadcasts_signed;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -768,7 +858,7 @@ impl Session {
         let ConnState::Handshaking(handshake) = &mut c.state else {
             return;
         };
-        match handshake.on_hello(hello, identity, network, incarnation) {
+        match handshake.on_hello(hello, identity, network, incarnation, broadcasts_signed) {
             Ok(ack) => self.send_session(conn, &Message::HelloAck(ack)),
             Err(reason) => {
                 let bye = bye_for(&reason);
@@ -778,14 +868,14 @@ impl Session {
     }
 
     fn on_hello_ack(&mut self, now: Instant, conn: ConnId, ack: &weft_protocol::HelloAck) {
-        let network = self.network;
+        let (identity, network) = (&self.identity, self.network);
         let Some(ConnState::Handshaking(handshake)) =
             self.conns.get_mut(&conn).map(|c| &mut c.state)
         else {
             return;
         };
         let our_nonce = handshake.our_nonce;
-        match handshake.on_hello_ack(ack, network) {
+        match handshake.on_hello_ack(ack, identity, network) {
             Ok(proven) => self.establish(now, conn, proven, our_nonce),
             Err(reason) => {
                 let bye = bye_for(&reason);
@@ -818,7 +908,9 @@ impl Session {
         c.state = ConnState::Established(Arc::new(peer));
         c.send_compressed = compression && offers_lz4(&hello);
         let dedicated = c.dedicated;
-        self.dial_targets.remove(&conn);
+        if self.dial_targets.remove(&conn) == Some(node) {
+            self.dial_guard.answered(&c.addr);
+        }
         self.metrics.handshakes_completed += 1;
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
@@ -1194,7 +1286,9 @@ fn is_session_code(code: Code) -> bool {
 /// The BYE that goes with a handshake failure.
 fn bye_for(reason: &CloseReason) -> Option<ByeReason> {
     match reason {
-        CloseReason::WrongNetwork => Some(ByeReason::WrongNetwork),
+        CloseReason::WrongNetwork | CloseReason::BroadcastModeMismatch => {
+            Some(ByeReason::WrongNetwork)
+        }
         CloseReason::BadProof => Some(ByeReason::BadProof),
         CloseReason::UnexpectedMessage(_) => Some(ByeReason::ProtocolViolation),
         _ => None,

@@ -16,6 +16,8 @@ pub(crate) trait Wire: core::fmt::Debug {
     fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError>;
     /// Bytes held that do not yet make a whole frame.
     fn buffered_len(&self) -> usize;
+    /// The whole length the next frame declares, once its length prefix is in.
+    fn next_frame_len(&self) -> Option<u64>;
     /// Turns one encoded frame into the bytes to write.
     fn seal(&mut self, frame: Bytes) -> Bytes;
 }
@@ -57,6 +59,13 @@ impl Wire for AnyWire {
     }
 
     #[inline]
+    fn next_frame_len(&self) -> Option<u64> {
+        match self {
+            AnyWire::Plain(w) => w.next_frame_len(),
+        }
+    }
+
+    #[inline]
     fn seal(&mut self, frame: Bytes) -> Bytes {
         match self {
             AnyWire::Plain(w) => w.seal(frame),
@@ -84,6 +93,11 @@ impl Wire for PlainWire {
     #[inline]
     fn buffered_len(&self) -> usize {
         self.decoder.buffered_len()
+    }
+
+    #[inline]
+    fn next_frame_len(&self) -> Option<u64> {
+        self.decoder.next_frame_len()
     }
 
     #[inline]

@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use weft_engine::identity::Transcript;
+use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::{
-    Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, CAP_LZ4,
+    Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, PublicKey,
+    CAP_LZ4,
 };
 use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, Output};
 
@@ -82,9 +83,23 @@ impl Fake {
         .into_bytes()
     }
 
-    pub fn ack(&self, node_nonce: [u8; 32]) -> Bytes {
+    /// The fake's HELLO_ACK to the node whose HELLO is `node_hello`.
+    pub fn ack(&self, node_hello: &Hello) -> Bytes {
+        self.ack_over(node_hello.public_key, node_hello.nonce)
+    }
+
+    /// A HELLO_ACK naming `node_key` and `node_nonce` as the verifier's (the fake dialed the
+    /// node if its connection is inbound to the node).
+    pub fn ack_over(&self, node_key: PublicKey, node_nonce: [u8; 32]) -> Bytes {
+        let signer_role = if self.conn.is_inbound() {
+            Role::Dialer
+        } else {
+            Role::Acceptor
+        };
         let t = Transcript {
             network: self.network,
+            signer_role,
+            verifier_key: node_key,
             verifier_nonce: node_nonce,
             signer_nonce: self.nonce,
             signer_incarnation: 1,
@@ -108,7 +123,7 @@ impl Fake {
             other => panic!("expected HELLO, got {other:?}"),
         };
         self.send(node, now, self.hello());
-        self.send(node, now, self.ack(node_hello.nonce));
+        self.send(node, now, self.ack(&node_hello));
         out.extend(drain(node));
         out
     }

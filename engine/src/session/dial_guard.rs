@@ -1,0 +1,131 @@
+//! Bounds on discovery's dials of addresses it was told about (SPEC.md §10.7): per address,
+//! a count of unanswered dials with exponential backoff that no announcement resets; for all
+//! addresses together, at most so many dials in any 60 seconds.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::time::{Duration, Instant};
+
+/// The window of the global dial budget.
+const BUDGET_WINDOW: Duration = Duration::from_secs(60);
+
+/// One address's record.
+#[derive(Debug, Clone)]
+struct Record {
+    /// Dials not answered by the node they were for.
+    unanswered: u8,
+    /// No dial before this.
+    next_dial_at: Instant,
+    /// When it was last dialed (the least recent record is forgotten first).
+    last_dialed: Instant,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct DialGuard {
+    by_addr: BTreeMap<String, Record>,
+    records_max: usize,
+    /// When each dial in the current window was made, oldest first.
+    recent: VecDeque<Instant>,
+}
+
+impl DialGuard {
+    /// A guard remembering at most `records_max` addresses.
+    pub(crate) fn new(records_max: usize) -> DialGuard {
+        DialGuard {
+            by_addr: BTreeMap::new(),
+            records_max: records_max.max(1),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Whether `addr` may be dialed at `now`, by its own record.
+    pub(crate) fn allows(&self, addr: &str, now: Instant, attempts_max: u8) -> bool {
+        self.by_addr
+            .get(addr)
+            .is_none_or(|r| r.unanswered < attempts_max && r.next_dial_at <= now)
+    }
+
+    /// Whether the global budget has room for a dial at `now` (at most `per_minute` in any
+    /// 60 seconds).
+    pub(crate) fn budget_allows(&mut self, now: Instant, per_minute: usize) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_since(*t) >= BUDGET_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.len() < per_minute
+    }
+
+    /// `addr` is dialed at `now`: counted as unanswered until [`answered`](Self::answered),
+    /// next allowed `backoff · 2^unanswered` later.
+    pub(crate) fn dialed(&mut self, addr: &str, now: Instant, backoff: Duration) {
+        self.recent.push_back(now);
+        if !self.by_addr.contains_key(addr) && self.by_addr.len() >= self.records_max {
+            let oldest = self
+                .by_addr
+                .iter()
+                .min_by_key(|(a, r)| (r.last_dialed, a.as_str()))
+                .map(|(a, _)| a.clone());
+            if let Some(oldest) = oldest {
+                self.by_addr.remove(&oldest);
+            }
+        }
+        let record = self.by_addr.entry(addr.to_owned()).or_insert(Record {
+            unanswered: 0,
+            next_dial_at: now,
+            last_dialed: now,
+        });
+        record.unanswered = record.unanswered.saturating_add(1);
+        record.last_dialed = now;
+        let factor = 1u64 << record.unanswered.min(16);
+        record.next_dial_at = now + Duration(backoff.0.saturating_mul(factor));
+    }
+
+    /// A dial of `addr` reached the node it was for: the address is forgiven.
+    pub(crate) fn answered(&mut self, addr: &str) {
+        self.by_addr.remove(addr);
+    }
+
+    /// Addresses remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_backs_off_and_stops_after_its_attempts() {
+        let mut g = DialGuard::new(4);
+        let backoff = Duration::from_secs(2);
+        let mut now = Instant::ZERO;
+        for attempt in 1..=3u32 {
+            assert!(g.allows("a", now, 3), "attempt {attempt}");
+            g.dialed("a", now, backoff);
+            assert!(!g.allows("a", now + Duration::from_secs(1), 3));
+            now = now + Duration::from_secs(2 << attempt);
+        }
+        assert!(!g.allows("a", now + Duration::from_secs(1_000_000), 3));
+        g.answered("a");
+        assert!(g.allows("a", now, 3));
+    }
+
+    #[test]
+    fn the_budget_counts_dials_in_any_minute_and_records_are_bounded() {
+        let mut g = DialGuard::new(2);
+        let t = Instant::ZERO;
+        for i in 0..3 {
+            assert!(g.budget_allows(t, 3));
+            g.dialed(&format!("a{i}"), t, Duration::from_secs(1));
+        }
+        assert_eq!(g.len(), 2);
+        assert!(!g.budget_allows(t + Duration::from_secs(59), 3));
+        assert!(g.budget_allows(t + BUDGET_WINDOW, 3));
+    }
+}

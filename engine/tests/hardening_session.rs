@@ -1,0 +1,212 @@
+//! Issue 14, the session's part: the handshake relay attack, the broadcast-signing mode in
+//! HELLO, the bounds on connections before the handshake, and discovery's dialing bounds.
+
+mod common;
+
+use bytes::Bytes;
+use common::{accepted, closed, drain, frames_to, node_with, Fake, ALL_FAMILIES, T0};
+use weft_engine::protocol::{Code, Family, Frame, Hello, Message, NodeId, ProtocolError};
+use weft_engine::{CloseReason, Command, Config, ConnId, Event, Input, Node, Output};
+
+/// The HELLO a node sent on `conn`.
+fn hello_sent(out: &[Output], conn: ConnId) -> (Bytes, Hello) {
+    let frame = frames_to(out, conn)
+        .into_iter()
+        .find(|f| f.code() == Code::HELLO)
+        .expect("a HELLO");
+    let Ok(Message::Hello(h)) = Message::decode(Code::HELLO, &frame.payload().unwrap()) else {
+        panic!("not a HELLO");
+    };
+    (frame.bytes().clone(), h)
+}
+
+/// The HELLO_ACK frame a node sent on `conn`.
+fn ack_sent(out: &[Output], conn: ConnId) -> Option<Bytes> {
+    frames_to(out, conn)
+        .into_iter()
+        .find(|f| f.code() == Code::HELLO_ACK)
+        .map(|f| f.bytes().clone())
+}
+
+fn receive(node: &mut Node, conn: ConnId, bytes: Bytes) {
+    node.handle_input(T0, Input::Received { conn, bytes })
+        .unwrap();
+}
+
+fn peer_up_for(out: &[Output], who: NodeId) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::Event(Event::PeerUp { node, .. }) if *node == who))
+}
+
+/// Issue 14 point 1, scripted as the attack run did it. M (its own key) reads A's HELLO nonce
+/// `a`, sends B a HELLO with nonce `a`, gets B's HELLO (nonce `b`) and B's HELLO_ACK over `a`
+/// and `b`, then sends A a HELLO with B's key, nonce `b` (and an address of its choosing) and
+/// B's HELLO_ACK. `a_dials`: A dialed M (else M dialed A); B always accepts M.
+fn relay_attack(a_dials: bool) -> (Vec<Output>, NodeId, Node) {
+    let mut a = node_with(|c| *c = Config::from_seed("raw", 1));
+    let mut b = node_with(|c| *c = Config::from_seed("raw", 2));
+    for n in [&mut a, &mut b] {
+        drain(n);
+    }
+    let m = Fake::new(77, ConnId::inbound(1));
+    // A's side: A's HELLO to M, nonce `a`.
+    let a_conn = if a_dials {
+        a.handle_input(T0, Input::Command(Command::Connect { addr: "m:1".into() }))
+            .unwrap();
+        a.handle_input(T0, Input::Connected { conn: ConnId(2) })
+            .unwrap();
+        ConnId(2)
+    } else {
+        a.handle_input(T0, accepted(ConnId::inbound(1))).unwrap();
+        ConnId::inbound(1)
+    };
+    let (_, a_hello) = hello_sent(&drain(&mut a), a_conn);
+    // B's side: M connects with its own key but A's nonce.
+    b.handle_input(T0, accepted(m.conn)).unwrap();
+    let mut m_to_b = m.hello();
+    let Ok(Message::Hello(mut h)) = Message::decode(Code::HELLO, &m_to_b[8..]) else {
+        panic!()
+    };
+    h.nonce = a_hello.nonce;
+    m_to_b = Message::Hello(h).to_frame(false).into_bytes();
+    receive(&mut b, m.conn, m_to_b);
+    let b_out = drain(&mut b);
+    let (_, b_hello) = hello_sent(&b_out, m.conn);
+    let b_ack = ack_sent(&b_out, m.conn).expect("B answers M's HELLO with its proof");
+    // Back to A: B's key and nonce, an address of M's choosing, then B's proof.
+    let mut forged = b_hello.clone();
+    forged.listen_addr = Some("m:1".into());
+    receive(&mut a, a_conn, Message::Hello(forged).to_frame(false).into_bytes());
+    receive(&mut a, a_conn, b_ack);
+    let out = drain(&mut a);
+    (out, b.node_id(), a)
+}
+
+#[test]
+fn a_relayed_hello_ack_does_not_pass_as_its_signer() {
+    for a_dials in [false, true] {
+        let (out, b_id, a) = relay_attack(a_dials);
+        let a_conn = if a_dials {
+            ConnId(2)
+        } else {
+            ConnId::inbound(1)
+        };
+        assert!(
+            !peer_up_for(&out, b_id),
+            "A linked to B through M (A dialed: {a_dials})"
+        );
+        assert_eq!(
+            closed(&out, a_conn),
+            Some(CloseReason::BadProof),
+            "A dialed: {a_dials}"
+        );
+        assert_eq!(a.links().count(), 0);
+        assert!(a.hosts().iter().all(|h| h.node != b_id), "no address for B");
+    }
+}
+
+/// A real HELLO frame of a fake with a long address, a valid frame of at most the HELLO bound.
+fn long_hello(fake: &Fake) -> Bytes {
+    Message::Hello(Hello {
+        network: fake.network,
+        public_key: fake.identity.public_key(),
+        nonce: fake.nonce,
+        incarnation: 1,
+        listen_addr: Some("x".repeat(250)),
+        capabilities: 0,
+        families: ALL_FAMILIES,
+        dedicated: None,
+    })
+    .to_frame(false)
+    .into_bytes()
+}
+
+#[test]
+fn a_frame_larger_than_a_hello_closes_an_unauthenticated_connection_at_once() {
+    let mut node = node_with(|_| {});
+    let conn = ConnId::inbound(1);
+    node.handle_input(T0, accepted(conn)).unwrap();
+    drain(&mut node);
+    // The header of a 16 MiB BROADCAST and its first kilobyte: refused on the header.
+    let payload = vec![0u8; 16 * 1024 * 1024];
+    let big = Frame::build(Code::BROADCAST, &payload, false).into_bytes();
+    receive(&mut node, conn, big.slice(..1024));
+    let out = drain(&mut node);
+    assert!(
+        matches!(
+            closed(&out, conn),
+            Some(CloseReason::Protocol(ProtocolError::FrameTooLarge { .. }))
+        ),
+        "{:?}",
+        closed(&out, conn)
+    );
+    // And a HELLO-coded frame that claims more than the largest HELLO.
+    let conn = ConnId::inbound(2);
+    node.handle_input(T0, accepted(conn)).unwrap();
+    let mut header = Frame::build(Code::HELLO, &[0u8; 4096], false).into_bytes();
+    receive(&mut node, conn, header.split_to(16));
+    let out = drain(&mut node);
+    assert!(matches!(
+        closed(&out, conn),
+        Some(CloseReason::Protocol(ProtocolError::FrameTooLarge { .. }))
+    ));
+    assert_eq!(node.metrics().session.handshake_buffered_bytes_peak, 0);
+}
+
+#[test]
+fn an_honest_peer_gets_in_past_70_connections_from_one_address() {
+    let mut node = node_with(|_| {});
+    for n in 1..=70 {
+        node.handle_input(
+            T0,
+            Input::Accepted {
+                conn: ConnId::inbound(n),
+                addr: format!("192.0.2.66:{}", 40_000 + n),
+            },
+        )
+        .unwrap();
+    }
+    drain(&mut node);
+    let honest = Fake::new(9, ConnId::inbound(100));
+    node.handle_input(
+        T0,
+        Input::Accepted {
+            conn: honest.conn,
+            addr: "198.51.100.7:5000".into(),
+        },
+    )
+    .unwrap();
+    let (_, h) = hello_sent(&drain(&mut node), honest.conn);
+    honest.send(&mut node, T0, honest.hello());
+    honest.send(&mut node, T0, honest.ack(&h));
+    let out = drain(&mut node);
+    assert!(peer_up_for(&out, honest.id()), "the honest peer is linked");
+    let share = node.config().limits.inbound_per_address_max as u64;
+    assert_eq!(node.metrics().session.inbound_refused_per_address, 70 - share);
+}
+
+#[test]
+fn unauthenticated_dedicated_connections_count_against_the_inbound_cap() {
+    let mut node = node_with(|c| c.limits.inbound_max = 8);
+    let mesh = Family::Mesh.high_byte();
+    let mut refused = 0;
+    for n in 1..=600u64 {
+        let conn = ConnId::inbound(n);
+        node.handle_input(
+            T0,
+            Input::Accepted {
+                conn,
+                addr: format!("10.0.{}.{}:1", n / 256, n % 256),
+            },
+        )
+        .unwrap();
+        // A dedicated connection of a family the node runs, that never proves its key.
+        let fake = Fake::new((n % 250) as u8 + 1, conn);
+        fake.send(&mut node, T0, fake.hello_with(ALL_FAMILIES, Some(mesh)));
+        if closed(&drain(&mut node), conn) == Some(CloseReason::TooManyConnections) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 600 - 8, "only inbound_max stay open");
+    node.check_invariants().unwrap();
+}
