@@ -199,13 +199,25 @@ mod tests {
         let bytes = t.bytes(signer.public_key());
         assert_eq!(bytes.len(), TRANSCRIPT_BYTES);
         let sig = signer.sign_hello_ack(&t);
-        println!("verifier key {}", hex(&verifier.public_key().0));
-        println!("transcript {}", hex(&bytes));
-        println!("signature {}", hex(&sig.0));
+        assert_eq!(hex(&bytes), SPEC_TRANSCRIPT);
         assert_eq!(hex(&verifier.public_key().0), SPEC_VERIFIER_KEY);
         assert_eq!(hex(&sig.0), SPEC_SIGNATURE);
     }
 
-    const SPEC_VERIFIER_KEY: &str = "";
-    const SPEC_SIGNATURE: &str = "";
+    const SPEC_VERIFIER_KEY: &str =
+        "17cb79fb2b4120f2b1ec65e4198d6e08b28e813feb01e4a400839b85e18080ce";
+    const SPEC_TRANSCRIPT: &str = concat!(
+        "776566742068656c6c6f2d61636b20763200",
+        "89b1d1aee47e8061fee57de8e58208dca919058d8dfbbe96d31304a8ff61cee2",
+        "02",
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "17cb79fb2b4120f2b1ec65e4198d6e08b28e813feb01e4a400839b85e18080ce",
+        "1111111111111111111111111111111111111111111111111111111111111111",
+        "2222222222222222222222222222222222222222222222222222222222222222",
+        "0000000000000007",
+    );
+    const SPEC_SIGNATURE: &str = concat!(
+        "92a910eda29245d73954b8dfbd45cc0e2ccffd035b6f29dc50d142273356e71a",
+        "af02c68f25dd71ace2ccc2301493f98723983ee323f3d79d0e74684a5f435d0d",
+    );
 }

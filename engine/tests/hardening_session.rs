@@ -5,8 +5,13 @@ mod common;
 
 use bytes::Bytes;
 use common::{accepted, closed, drain, frames_to, node_with, Fake, ALL_FAMILIES, T0};
-use weft_engine::protocol::{Code, Family, Frame, Hello, Message, NodeId, ProtocolError};
-use weft_engine::{CloseReason, Command, Config, ConnId, Event, Input, Node, Output};
+use weft_engine::protocol::{
+    ByeReason, CascadeId, Code, Family, Frame, Hello, IKnowAbout, Message, NodeId, PeerInfo,
+    ProtocolError, CAP_BROADCASTS_UNSIGNED, HANDSHAKE_FRAME_BYTES_MAX,
+};
+use weft_engine::{
+    CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant, Node, Output,
+};
 
 /// The HELLO a node sent on `conn`.
 fn hello_sent(out: &[Output], conn: ConnId) -> (Bytes, Hello) {
@@ -209,4 +214,178 @@ fn unauthenticated_dedicated_connections_count_against_the_inbound_cap() {
     }
     assert_eq!(refused, 600 - 8, "only inbound_max stay open");
     node.check_invariants().unwrap();
+}
+
+/// A fake's HELLO with `capabilities`.
+fn hello_with_capabilities(fake: &Fake, capabilities: u32) -> Bytes {
+    Message::Hello(Hello {
+        network: fake.network,
+        public_key: fake.identity.public_key(),
+        nonce: fake.nonce,
+        incarnation: 1,
+        listen_addr: None,
+        capabilities,
+        families: ALL_FAMILIES,
+        dedicated: None,
+    })
+    .to_frame(false)
+    .into_bytes()
+}
+
+#[test]
+fn nodes_of_the_other_broadcast_signing_mode_are_refused() {
+    for signed in [true, false] {
+        let mut node = node_with(|c| c.broadcast_signatures = signed);
+        // The node announces its own mode.
+        let fake = Fake::new(9, ConnId::inbound(1));
+        node.handle_input(T0, accepted(fake.conn)).unwrap();
+        let (_, h) = hello_sent(&drain(&mut node), fake.conn);
+        assert_eq!(h.capabilities & CAP_BROADCASTS_UNSIGNED == 0, signed);
+        // A peer of the other mode is refused, with a proof that would verify.
+        let other = if signed { CAP_BROADCASTS_UNSIGNED } else { 0 };
+        fake.send(&mut node, T0, hello_with_capabilities(&fake, other));
+        fake.send(&mut node, T0, fake.ack(&h));
+        let out = drain(&mut node);
+        assert_eq!(
+            closed(&out, fake.conn),
+            Some(CloseReason::BroadcastModeMismatch)
+        );
+        let last = frames_to(&out, fake.conn).pop().unwrap();
+        assert_eq!(
+            Message::decode(last.code(), &last.payload().unwrap()).unwrap(),
+            Message::Bye(ByeReason::WrongNetwork)
+        );
+        assert!(!peer_up_for(&out, fake.id()));
+        // A peer of the same mode is linked.
+        let same = Fake::new(10, ConnId::inbound(2));
+        node.handle_input(T0, accepted(same.conn)).unwrap();
+        let (_, h) = hello_sent(&drain(&mut node), same.conn);
+        let mine = if signed { 0 } else { CAP_BROADCASTS_UNSIGNED };
+        same.send(&mut node, T0, hello_with_capabilities(&same, mine));
+        same.send(&mut node, T0, same.ack(&h));
+        assert!(peer_up_for(&drain(&mut node), same.id()), "signed: {signed}");
+    }
+}
+
+#[test]
+fn bytes_held_before_the_handshake_are_bounded_in_total() {
+    let held_max = 1000;
+    let mut node = node_with(|c| c.limits.handshake_buffered_bytes_max = held_max);
+    let mut refused = Vec::new();
+    for n in 1..=6u64 {
+        let fake = Fake::new(n as u8, ConnId::inbound(n));
+        node.handle_input(T0, accepted(fake.conn)).unwrap();
+        // 300 bytes of a HELLO that is valid and within the frame bound, never finished.
+        let hello = long_hello(&fake);
+        assert!(hello.len() <= HANDSHAKE_FRAME_BYTES_MAX);
+        fake.send(&mut node, T0, hello.slice(..300));
+        if closed(&drain(&mut node), fake.conn) == Some(CloseReason::HandshakeBufferFull) {
+            refused.push(n);
+        }
+    }
+    assert_eq!(refused, vec![4, 5, 6], "three partial HELLOs fit, the rest do not");
+    let session = node.metrics().session;
+    assert_eq!(session.handshake_buffered_bytes_peak, 900);
+    assert_eq!(session.handshake_buffer_closes, 3);
+    // An honest peer still gets in: its HELLO arrives whole and leaves nothing held.
+    let honest = Fake::new(42, ConnId::inbound(42));
+    let out = honest.join(&mut node, T0);
+    assert!(peer_up_for(&out, honest.id()));
+}
+
+/// An IKNOWABOUT from `from` naming `peers`.
+fn iknowabout(from: &Fake, seq: u64, peers: Vec<PeerInfo>) -> Bytes {
+    Message::IKnowAbout(IKnowAbout {
+        cascade: CascadeId {
+            origin: from.id(),
+            seq,
+        },
+        hops_left: 0,
+        peers,
+    })
+    .to_frame(false)
+    .into_bytes()
+}
+
+/// Runs `node` for `secs` seconds, failing every dial at once; the addresses it dialed.
+fn run_failing_dials(node: &mut Node, from: Instant, secs: u64, mut each_second: impl FnMut(&mut Node, Instant, u64)) -> Vec<String> {
+    let mut dialed = Vec::new();
+    for s in 1..=secs {
+        let now = from + Duration::from_secs(s);
+        each_second(node, now, s);
+        node.handle_timeout(now);
+        while let Some(o) = node.poll_output() {
+            if let Output::Connect { conn, addr } = o {
+                dialed.push(addr);
+                node.handle_input(now, Input::ConnectFailed { conn }).unwrap();
+            }
+        }
+    }
+    dialed
+}
+
+#[test]
+fn discovery_dials_one_named_address_a_bounded_number_of_times() {
+    let mut node = node_with(|c| c.discovery = true);
+    let liar = Fake::new(5, ConnId::inbound(1));
+    liar.join(&mut node, T0);
+    drain(&mut node);
+    // 64 made-up nodes at one victim's address, announced afresh every 10 s for 10 minutes.
+    let victim = "203.0.113.9:7946";
+    let named = |round: u64| {
+        (0..64u8)
+            .map(|i| PeerInfo {
+                node: NodeId([i.wrapping_add(round as u8); 32]),
+                addr: victim.into(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut seq = 0;
+    let dialed = run_failing_dials(&mut node, T0, 600, |node, now, s| {
+        if s % 10 == 1 {
+            seq += 1;
+            let frame = iknowabout(&liar, seq, named(seq));
+            node.handle_input(now, Input::Received { conn: liar.conn, bytes: frame })
+                .unwrap();
+        }
+    });
+    let attempts = node.config().limits.dial_attempts_max;
+    let at_victim = dialed.iter().filter(|a| *a == victim).count();
+    assert!(at_victim >= 1, "the address is tried");
+    assert!(
+        at_victim <= usize::from(node.config().limits.dial_address_attempts_max),
+        "{at_victim} dials of one address in 10 minutes (attempts per node {attempts})"
+    );
+    assert!(node.metrics().session.discovery_dials_refused > 0);
+}
+
+#[test]
+fn discovery_dials_of_heard_of_addresses_are_bounded_per_minute() {
+    let mut node = node_with(|c| c.discovery = true);
+    let liar = Fake::new(5, ConnId::inbound(1));
+    liar.join(&mut node, T0);
+    drain(&mut node);
+    // 64 nodes at 64 addresses, and 64 more every 10 s.
+    let mut seq = 0;
+    let dialed = run_failing_dials(&mut node, T0, 120, |node, now, s| {
+        if s % 10 == 1 {
+            seq += 1;
+            let peers = (0..64u64)
+                .map(|i| PeerInfo {
+                    node: NodeId([(seq * 64 + i) as u8 ^ 0x5a; 32]),
+                    addr: format!("198.51.100.{}:{}", i, seq),
+                })
+                .collect();
+            let frame = iknowabout(&liar, seq, peers);
+            node.handle_input(now, Input::Received { conn: liar.conn, bytes: frame })
+                .unwrap();
+        }
+    });
+    let per_minute = node.config().limits.discovery_dials_per_minute;
+    assert!(
+        dialed.len() <= 2 * per_minute,
+        "{} dials in two minutes",
+        dialed.len()
+    );
+    assert!(dialed.len() >= per_minute, "the budget is used");
 }

@@ -507,6 +507,27 @@ mod tests {
     use super::*;
     use quickcheck::{quickcheck, TestResult};
 
+    #[test]
+    fn the_largest_hello_is_exactly_the_handshake_frame_bound() {
+        let largest = Message::Hello(Hello {
+            network: NetworkId([0xFF; 32]),
+            public_key: PublicKey([0xFF; 32]),
+            nonce: [0xFF; 32],
+            incarnation: u64::MAX,
+            listen_addr: Some("9".repeat(ADDR_BYTES_MAX)),
+            capabilities: u32::MAX,
+            families: u32::MAX,
+            dedicated: Some(u8::MAX),
+        });
+        assert_eq!(largest.encode_payload().len(), HELLO_PAYLOAD_BYTES_MAX);
+        assert_eq!(largest.to_frame(false).bytes().len(), HANDSHAKE_FRAME_BYTES_MAX);
+        let ack = Message::HelloAck(HelloAck {
+            signature: Signature([0xFF; 64]),
+        });
+        assert!(ack.to_frame(false).bytes().len() < HANDSHAKE_FRAME_BYTES_MAX);
+        assert_eq!(HANDSHAKE_FRAME_BYTES_MAX, 385);
+    }
+
     /// The derived decoding [`Broadcast::decode`] stands in for.
     fn derived(code: Code, payload: &[u8]) -> Result<Broadcast<'_>, ProtocolError> {
         let b: Broadcast<'_> = strict(code, payload)?;
