@@ -81,7 +81,11 @@ fn relay_attack(a_dials: bool) -> (Vec<Output>, NodeId, Node) {
     // Back to A: B's key and nonce, an address of M's choosing, then B's proof.
     let mut forged = b_hello.clone();
     forged.listen_addr = Some("m:1".into());
-    receive(&mut a, a_conn, Message::Hello(forged).to_frame(false).into_bytes());
+    receive(
+        &mut a,
+        a_conn,
+        Message::Hello(forged).to_frame(false).into_bytes(),
+    );
     receive(&mut a, a_conn, b_ack);
     let out = drain(&mut a);
     (out, b.node_id(), a)
@@ -187,7 +191,10 @@ fn an_honest_peer_gets_in_past_70_connections_from_one_address() {
     let out = drain(&mut node);
     assert!(peer_up_for(&out, honest.id()), "the honest peer is linked");
     let share = node.config().limits.inbound_per_address_max as u64;
-    assert_eq!(node.metrics().session.inbound_refused_per_address, 70 - share);
+    assert_eq!(
+        node.metrics().session.inbound_refused_per_address,
+        70 - share
+    );
 }
 
 #[test]
@@ -263,7 +270,10 @@ fn nodes_of_the_other_broadcast_signing_mode_are_refused() {
         let mine = if signed { 0 } else { CAP_BROADCASTS_UNSIGNED };
         same.send(&mut node, T0, hello_with_capabilities(&same, mine));
         same.send(&mut node, T0, same.ack(&h));
-        assert!(peer_up_for(&drain(&mut node), same.id()), "signed: {signed}");
+        assert!(
+            peer_up_for(&drain(&mut node), same.id()),
+            "signed: {signed}"
+        );
     }
 }
 
@@ -283,7 +293,11 @@ fn bytes_held_before_the_handshake_are_bounded_in_total() {
             refused.push(n);
         }
     }
-    assert_eq!(refused, vec![4, 5, 6], "three partial HELLOs fit, the rest do not");
+    assert_eq!(
+        refused,
+        vec![4, 5, 6],
+        "three partial HELLOs fit, the rest do not"
+    );
     let session = node.metrics().session;
     assert_eq!(session.handshake_buffered_bytes_peak, 900);
     assert_eq!(session.handshake_buffer_closes, 3);
@@ -308,7 +322,12 @@ fn iknowabout(from: &Fake, seq: u64, peers: Vec<PeerInfo>) -> Bytes {
 }
 
 /// Runs `node` for `secs` seconds, failing every dial at once; the addresses it dialed.
-fn run_failing_dials(node: &mut Node, from: Instant, secs: u64, mut each_second: impl FnMut(&mut Node, Instant, u64)) -> Vec<String> {
+fn run_failing_dials(
+    node: &mut Node,
+    from: Instant,
+    secs: u64,
+    mut each_second: impl FnMut(&mut Node, Instant, u64),
+) -> Vec<String> {
     let mut dialed = Vec::new();
     for s in 1..=secs {
         let now = from + Duration::from_secs(s);
@@ -317,7 +336,8 @@ fn run_failing_dials(node: &mut Node, from: Instant, secs: u64, mut each_second:
         while let Some(o) = node.poll_output() {
             if let Output::Connect { conn, addr } = o {
                 dialed.push(addr);
-                node.handle_input(now, Input::ConnectFailed { conn }).unwrap();
+                node.handle_input(now, Input::ConnectFailed { conn })
+                    .unwrap();
             }
         }
     }
@@ -345,8 +365,14 @@ fn discovery_dials_one_named_address_a_bounded_number_of_times() {
         if s % 10 == 1 {
             seq += 1;
             let frame = iknowabout(&liar, seq, named(seq));
-            node.handle_input(now, Input::Received { conn: liar.conn, bytes: frame })
-                .unwrap();
+            node.handle_input(
+                now,
+                Input::Received {
+                    conn: liar.conn,
+                    bytes: frame,
+                },
+            )
+            .unwrap();
         }
     });
     let attempts = node.config().limits.dial_attempts_max;
@@ -382,8 +408,14 @@ fn discovery_dials_of_heard_of_addresses_are_bounded_per_minute() {
                 })
                 .collect();
             let frame = iknowabout(&liar, seq, peers);
-            node.handle_input(now, Input::Received { conn: liar.conn, bytes: frame })
-                .unwrap();
+            node.handle_input(
+                now,
+                Input::Received {
+                    conn: liar.conn,
+                    bytes: frame,
+                },
+            )
+            .unwrap();
         }
     });
     let per_minute = 10;

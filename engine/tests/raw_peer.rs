@@ -10,8 +10,8 @@ use weft_engine::protocol::{
     ByeReason, ChordMessage, Code, Family, Message, NetworkId, NodeId, ProtocolError, PublicKey,
 };
 use weft_engine::{
-    CloseReason, Command, ConnId, Duration, Event, Identity, Input, InputError, MeshCommand, MeshEvent,
-    MeshRefusal, Misuse, Node, Output, Refusal, SessionRefusal,
+    CloseReason, Command, ConnId, Duration, Event, Identity, Input, InputError, MeshCommand,
+    MeshEvent, MeshRefusal, Misuse, Node, Output, Refusal, SessionRefusal,
 };
 
 #[test]

@@ -520,7 +520,10 @@ mod tests {
             dedicated: Some(u8::MAX),
         });
         assert_eq!(largest.encode_payload().len(), HELLO_PAYLOAD_BYTES_MAX);
-        assert_eq!(largest.to_frame(false).bytes().len(), HANDSHAKE_FRAME_BYTES_MAX);
+        assert_eq!(
+            largest.to_frame(false).bytes().len(),
+            HANDSHAKE_FRAME_BYTES_MAX
+        );
         let ack = Message::HelloAck(HelloAck {
             signature: Signature([0xFF; 64]),
         });

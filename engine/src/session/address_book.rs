@@ -186,9 +186,15 @@ mod tests {
             d.pick_dial(Instant(0), &mut rng, backoff, |_, _| true),
             Some((node(1), "x".into()))
         );
-        assert_eq!(d.pick_dial(Instant(1), &mut rng, backoff, |_, _| true), None);
+        assert_eq!(
+            d.pick_dial(Instant(1), &mut rng, backoff, |_, _| true),
+            None
+        );
         d.dial_failed(Instant(1), &node(1), backoff, 2);
-        assert_eq!(d.pick_dial(Instant(20), &mut rng, backoff, |_, _| true), None);
+        assert_eq!(
+            d.pick_dial(Instant(20), &mut rng, backoff, |_, _| true),
+            None
+        );
         assert!(d
             .pick_dial(Instant(21), &mut rng, backoff, |_, _| true)
             .is_some());

@@ -278,6 +278,44 @@ fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
     )));
 }
 
+/// Two real sessions whose networks differ only in the broadcast-signing mode refuse each
+/// other on both ends (SPEC.md §7.4); two of the same mode link, either way round.
+#[test]
+fn sessions_of_different_broadcast_signing_modes_refuse_each_other() {
+    for (a_signs, b_signs) in [(true, false), (false, true), (false, false), (true, true)] {
+        let mut a = session(1, "a", MESH_TABLE, |c| c.broadcast_signatures = a_signs);
+        let mut b = session(2, "b", MESH_TABLE, |c| c.broadcast_signatures = b_signs);
+        a.connect(T0, "b".into()).unwrap();
+        let ca = ConnId(2);
+        drain(&mut a);
+        let cb = ConnId::inbound(1);
+        b.accepted(T0, cb, "a".into()).unwrap();
+        a.connected(ca).unwrap();
+        let (_, a_rest) = carry(&mut a, ca, &mut b, cb);
+        let (_, b_rest) = carry(&mut b, cb, &mut a, ca);
+        let (_, a_more) = carry(&mut a, ca, &mut b, cb);
+        let mut outputs = [a_rest, b_rest, a_more].concat();
+        outputs.extend(drain(&mut a));
+        outputs.extend(drain(&mut b));
+        let mismatched = outputs.iter().filter(|o| {
+            matches!(
+                o,
+                Output::Close {
+                    reason: CloseReason::BroadcastModeMismatch,
+                    ..
+                }
+            )
+        });
+        if a_signs == b_signs {
+            assert_eq!(mismatched.count(), 0);
+            assert!(a.link_peer(&b.node_id()).is_some() && b.link_peer(&a.node_id()).is_some());
+        } else {
+            assert_eq!(mismatched.count(), 2, "both ends refuse");
+            assert_eq!((a.link_count(), b.link_count()), (0, 0));
+        }
+    }
+}
+
 /// SPEC.md §15's worked value: the key of RFC 8032's first test, incarnation 1, `rng_seed` 0;
 /// the first draw of the session's stream is the HELLO nonce of the node's first connection.
 #[test]
