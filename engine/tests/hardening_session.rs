@@ -426,3 +426,32 @@ fn discovery_dials_of_heard_of_addresses_are_bounded_per_minute() {
     );
     assert!(dialed.len() >= per_minute, "the budget is used");
 }
+
+#[test]
+fn chord_only_connections_to_a_node_without_chord_are_refused() {
+    let mut node = node_with(|_| {});
+    assert!(node.chord().is_none());
+    let mut refused = 0;
+    for n in 1..=100u64 {
+        let fake = Fake::new(n as u8, ConnId::inbound(n));
+        node.handle_input(
+            T0,
+            Input::Accepted {
+                conn: fake.conn,
+                addr: format!("10.1.0.{n}:1"),
+            },
+        )
+        .unwrap();
+        let chord = Some(Family::Chord.high_byte());
+        fake.send(&mut node, T0, fake.hello_with(ALL_FAMILIES, chord));
+        let out = drain(&mut node);
+        if matches!(
+            closed(&out, fake.conn),
+            Some(CloseReason::UnexpectedMessage(_))
+        ) {
+            refused += 1;
+        }
+        assert!(ack_sent(&out, fake.conn).is_none(), "no proof for it");
+    }
+    assert_eq!(refused, 100);
+}
