@@ -237,6 +237,10 @@ pub enum CloseReason {
     Lost,
     /// The driver could not open it.
     ConnectFailed,
+    /// The peer sent a signed message (a table write) whose signature did not verify.
+    BadSignature,
+    /// The peer kept sending past a per-peer rate limit (discovery cascades).
+    RateLimited,
 }
 
 impl CloseReason {
@@ -252,6 +256,8 @@ impl CloseReason {
                 | CloseReason::SlowPeer
                 | CloseReason::HandshakeTimeout
                 | CloseReason::Timeout
+                | CloseReason::BadSignature
+                | CloseReason::RateLimited
         )
     }
 }
