@@ -276,3 +276,142 @@ fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
     assert!(m.cascades_dropped > 0, "{m:?}");
     assert_eq!(m.peers_rate_limited, 1);
 }
+
+/// Two real nodes over an in-memory wire (x dialed y), and the closes either asked for.
+struct Pair {
+    x: Node,
+    y: Node,
+    x_conn: ConnId,
+    y_conn: ConnId,
+    closes: Vec<CloseReason>,
+}
+
+impl Pair {
+    /// x and y linked, x's wall clock `x_ahead_ms` ahead of y's.
+    fn new(x_ahead_ms: u64) -> Pair {
+        let mut x = node_with(|c| c.listen_addr = Some("x".into()));
+        let mut y = Node::new({
+            let mut c = weft_engine::Config::from_seed("raw", 2);
+            c.discovery = false;
+            c.listen_addr = Some("y".into());
+            c
+        });
+        x.handle_input(
+            T0,
+            Input::WallClock {
+                unix_ms: WALL_MS + x_ahead_ms,
+            },
+        )
+        .unwrap();
+        y.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+            .unwrap();
+        x.handle_input(T0, Input::Command(Command::Connect { addr: "y".into() }))
+            .unwrap();
+        let x_conn = drain(&mut x)
+            .iter()
+            .find_map(|o| match o {
+                Output::Connect { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .expect("x dials");
+        let y_conn = ConnId::inbound(1);
+        x.handle_input(T0, Input::Connected { conn: x_conn })
+            .unwrap();
+        y.handle_input(T0, common::accepted(y_conn)).unwrap();
+        let mut pair = Pair {
+            x,
+            y,
+            x_conn,
+            y_conn,
+            closes: Vec::new(),
+        };
+        pair.pump(T0);
+        assert_eq!(pair.x.metrics().session.handshakes_completed, 1);
+        pair
+    }
+
+    /// Carries bytes both ways until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            for (from_x, outputs) in [(true, drain(&mut self.x)), (false, drain(&mut self.y))] {
+                for o in outputs {
+                    match o {
+                        Output::Transmit { bytes, .. } => {
+                            moved = true;
+                            let (to, conn) = if from_x {
+                                (&mut self.y, self.y_conn)
+                            } else {
+                                (&mut self.x, self.x_conn)
+                            };
+                            let _ = to.handle_input(now, Input::Received { conn, bytes });
+                            let (back, own) = if from_x {
+                                (&mut self.x, self.x_conn)
+                            } else {
+                                (&mut self.y, self.y_conn)
+                            };
+                            let _ = back.handle_input(now, Input::Writable { conn: own });
+                        }
+                        Output::Close { reason, .. } => self.closes.push(reason),
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Runs both nodes' timers second by second for `secs` seconds after `from`.
+    fn run(&mut self, from: Instant, secs: u64) -> Instant {
+        let mut now = from;
+        for _ in 0..secs {
+            now = Instant(now.0 + 1_000_000_000);
+            self.x.handle_timeout(now);
+            self.y.handle_timeout(now);
+            self.pump(now);
+        }
+        now
+    }
+}
+
+#[test]
+fn a_refused_write_never_costs_a_link_between_two_real_nodes() {
+    // The reproduction: a peer of x stamps a write at the end of time. Today it
+    // poisoned x's and y's clocks, and x's next leased write (lease end = stamp) made y
+    // drop the link as malformed, again at each write.
+    let mut p = Pair::new(0);
+    let f = Fake::new(9, ConnId::inbound(9));
+    f.join(&mut p.x, T0);
+    let poison = write(&f, u64::MAX, "k", Some("poison"), None);
+    f.send(&mut p.x, T0, frame(Message::TableWrite(poison)));
+    p.pump(T0);
+    for i in 0..3 {
+        set(
+            &mut p.x,
+            T0,
+            "k",
+            &format!("x{i}"),
+            Some(Duration::from_secs(10)),
+        );
+        p.pump(T0);
+    }
+    assert_eq!(p.closes, vec![], "no link dropped");
+    assert_eq!(p.y.table().get(b"k"), Some(&b"x2"[..]));
+    assert_eq!(
+        p.y.table().lease(b"k").map(|(owner, _)| owner),
+        Some(p.x.node_id())
+    );
+
+    // Honest clocks five minutes apart: y refuses x's writes as too new and keeps the link;
+    // anti-entropy brings them once y's clock is within the skew.
+    let mut p = Pair::new(5 * 60_000);
+    set(&mut p.x, T0, "later", "v", None);
+    p.pump(T0);
+    assert_eq!(p.y.table().get(b"later"), None);
+    assert_eq!(p.y.metrics().table.writes_too_new, 1);
+    let end = p.run(T0, 5 * 60);
+    assert_eq!(p.closes, vec![], "no link dropped");
+    assert_eq!(p.y.table().get(b"later"), Some(&b"v"[..]), "{end:?}");
+}

@@ -96,7 +96,8 @@ impl DiscoveryProtocol {
             return Ok(true);
         }
         self.metrics.cascades_dropped += 1;
-        if now.saturating_since(budget.window_start) >= self.drop_window {
+        // A window starts at the first drop after the last one ended.
+        if budget.drops == 0 || now.saturating_since(budget.window_start) >= self.drop_window {
             budget.window_start = now;
             budget.drops = 0;
         }
