@@ -330,4 +330,47 @@ mod tests {
         assert!(d.cascades.insert(other));
         assert!(!d.cascades.insert(other));
     }
+
+    #[test]
+    fn a_peer_past_its_rate_is_dropped_then_disconnected_past_the_drops_in_a_window() {
+        let mut config = Config::from_seed("t", 1);
+        config.limits.cascade_rate = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        config.limits.cascade_drops_max = 3;
+        config.timers.cascade_drop_window = Duration::from_secs(10);
+        let mut d = DiscoveryProtocol::new(&config);
+        let peer = NodeId([2; 32]);
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        assert_eq!(d.admit(at(0), peer), Ok(true));
+        assert_eq!(d.admit(at(0), peer), Ok(true));
+        for _ in 0..3 {
+            assert_eq!(d.admit(at(0), peer), Ok(false));
+        }
+        // A token a second; the window's drops stay counted.
+        assert_eq!(d.admit(at(1_000), peer), Ok(true));
+        assert_eq!(
+            d.admit(at(9_999), peer),
+            Ok(true),
+            "the bucket refilled to its burst"
+        );
+        assert_eq!(d.admit(at(9_999), peer), Ok(true));
+        assert_eq!(d.admit(at(9_999), peer), Err(PeerFault::RateLimited));
+        assert_eq!(d.metrics().cascades_dropped, 4);
+        assert_eq!(d.metrics().peers_rate_limited, 1);
+        // Once a window has passed since its first drop, drops count afresh.
+        let other = NodeId([3; 32]);
+        d.admit(at(0), other).unwrap();
+        d.admit(at(0), other).unwrap();
+        for ms in [0, 0, 0] {
+            assert_eq!(d.admit(at(ms), other), Ok(false));
+        }
+        for _ in 0..2 {
+            assert_eq!(d.admit(at(10_000), other), Ok(true));
+        }
+        for _ in 0..3 {
+            assert_eq!(d.admit(at(10_000), other), Ok(false), "a new window");
+        }
+    }
 }
