@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use weft_protocol::compress::{compress_if_smaller, decompress};
 use weft_protocol::{
     Broadcast, ChordFound, ChordMessage, ChordPeer, DigestEntry, Hlc, MeshDigest, Message, NodeId,
-    SeqRange, TableWrite, CHORD_PEERS_MAX, DIGEST_ENTRIES_MAX,
+    PublicKey, SeqRange, Signature, TableWrite, CHORD_PEERS_MAX, DIGEST_ENTRIES_MAX,
 };
 
 const SIZES: [usize; 9] = [64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536];
@@ -207,7 +207,11 @@ fn payload_seeded(kind: &str, size: usize, seed: u64) -> Option<Vec<u8>> {
         "table_write" => {
             let key = format!("services/checkout-{}/config/endpoints", rng.below(100));
             let value = json(&mut rng, size);
-            let node = rng.node();
+            // A key and signature are incompressible: random-looking bytes.
+            let public_key = PublicKey(rng.node().0);
+            let node = NodeId::from_public_key(&public_key);
+            let mut signature = Signature([0; 64]);
+            signature.0.copy_from_slice(&rng.bytes(64));
             fit(size, |k| {
                 Message::TableWrite(TableWrite {
                     hlc: Hlc {
@@ -219,6 +223,8 @@ fn payload_seeded(kind: &str, size: usize, seed: u64) -> Option<Vec<u8>> {
                     key: key.as_bytes().to_vec(),
                     value: Some(value[..k.min(size)].to_vec()),
                     lease_until_ms: Some(1_732_400_153_456),
+                    public_key,
+                    signature,
                 })
                 .encode_payload()
             })

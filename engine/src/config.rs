@@ -118,6 +118,12 @@ pub struct Limits {
     /// Discovery dials of heard-of addresses in any 60 seconds, all addresses together
     /// (SPEC.md §10.7).
     pub discovery_dials_per_minute: usize,
+    /// Discovery cascades one peer may make this node handle and relay (new ones; SPEC.md
+    /// §10.8); the excess is dropped and counted.
+    pub cascade_rate: crate::rate::RateLimit,
+    /// Cascades dropped past `cascade_rate` within `Timers::cascade_drop_window` above which
+    /// the peer is disconnected.
+    pub cascade_drops_max: u32,
 }
 
 impl Default for Limits {
@@ -147,6 +153,11 @@ impl Default for Limits {
             inbound_per_address_max: 8,
             dial_address_attempts_max: 8,
             discovery_dials_per_minute: 20,
+            cascade_rate: crate::rate::RateLimit {
+                per_second: 100,
+                burst: 1000,
+            },
+            cascade_drops_max: 1000,
         }
     }
 }
@@ -177,6 +188,12 @@ pub struct Timers {
     pub table_reclaim_horizon: Duration,
     /// A changed table is handed to the host to store at most this often (and at shutdown).
     pub table_persist_interval: Duration,
+    /// Table writes stamped more than this ahead of the receiver's wall clock are refused (not
+    /// observed by its clock); a local write the clock would stamp past it is refused too.
+    pub table_clock_skew_max: Duration,
+    /// A peer whose cascades are dropped past its rate more than
+    /// `Limits::cascade_drops_max` times within this window is disconnected.
+    pub cascade_drop_window: Duration,
 }
 
 impl Default for Timers {
@@ -193,6 +210,8 @@ impl Default for Timers {
             table_lease_max: Duration::from_secs(3600),
             table_reclaim_horizon: Duration::from_secs(24 * 3600),
             table_persist_interval: Duration::from_secs(5),
+            table_clock_skew_max: Duration::from_secs(60),
+            cascade_drop_window: Duration::from_secs(10),
         }
     }
 }

@@ -242,6 +242,10 @@ pub enum CloseReason {
     /// Bytes held for connections still in their handshake went over
     /// `Limits::handshake_buffered_bytes_max` (SPEC.md §8.4).
     HandshakeBufferFull,
+    /// The peer sent a signed message (a table write) whose signature did not verify.
+    BadSignature,
+    /// The peer kept sending past a per-peer rate limit (discovery cascades).
+    RateLimited,
 }
 
 impl CloseReason {
@@ -258,6 +262,8 @@ impl CloseReason {
                 | CloseReason::SlowPeer
                 | CloseReason::HandshakeTimeout
                 | CloseReason::Timeout
+                | CloseReason::BadSignature
+                | CloseReason::RateLimited
         )
     }
 }

@@ -246,6 +246,10 @@ pub(crate) enum PeerFault {
     Malformed(ProtocolError),
     /// The message is not allowed here.
     Unexpected(&'static str),
+    /// A signed message (a table write) whose signature does not verify.
+    BadSignature,
+    /// The peer kept sending past its rate limit (discovery cascades).
+    RateLimited,
 }
 
 impl From<ProtocolError> for PeerFault {
@@ -259,6 +263,8 @@ impl From<PeerFault> for CloseReason {
         match f {
             PeerFault::Malformed(e) => CloseReason::Protocol(e),
             PeerFault::Unexpected(what) => CloseReason::UnexpectedMessage(what),
+            PeerFault::BadSignature => CloseReason::BadSignature,
+            PeerFault::RateLimited => CloseReason::RateLimited,
         }
     }
 }

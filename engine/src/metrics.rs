@@ -4,6 +4,7 @@
 
 use weft_protocol::{Code, Family};
 
+pub use crate::discovery::DiscoveryMetrics;
 pub use crate::mesh::MeshMetrics;
 pub use crate::table::TableMetrics;
 
@@ -16,6 +17,8 @@ pub struct NodeMetrics {
     pub mesh: MeshMetrics,
     /// The sync table.
     pub table: TableMetrics,
+    /// Discovery cascades.
+    pub discovery: DiscoveryMetrics,
 }
 
 /// The session layer's counters.

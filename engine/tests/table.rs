@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::{accepted, closed, drain, frames_to, node_with, Fake, T0};
 use weft_engine::protocol::{
-    Code, Hlc, Message, NodeId, ProtocolError, TableEntries, TableWant, TableWrite,
+    Code, Hlc, Message, ProtocolError, TableEntries, TableWant, TableWrite,
 };
 use weft_engine::{
     CloseReason, Command, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError,
@@ -16,15 +16,18 @@ use weft_engine::{
 
 const WALL_MS: u64 = 1_800_000_000_000;
 
-fn write(node: NodeId, ms: u64, key: &str, value: Option<&str>, lease: Option<u64>) -> TableWrite {
-    TableWrite {
+/// A write by `by`, signed by it.
+fn write(by: &Fake, ms: u64, key: &str, value: Option<&str>, lease: Option<u64>) -> TableWrite {
+    by.sign_write(TableWrite {
         hlc: Hlc { ms, logical: 0 },
-        node,
+        node: by.id(),
         incarnation: 1,
         key: key.as_bytes().to_vec(),
         value: value.map(|v| v.as_bytes().to_vec()),
         lease_until_ms: lease,
-    }
+        public_key: Default::default(),
+        signature: Default::default(),
+    })
 }
 
 fn frame(msg: Message<'_>) -> Bytes {
@@ -62,7 +65,7 @@ fn linked() -> (weft_engine::Node, Fake, Fake) {
 #[test]
 fn a_received_write_is_applied_relayed_once_and_reported() {
     let (mut node, a, b) = linked();
-    let w = write(a.id(), WALL_MS + 5, "colour", Some("blue"), None);
+    let w = write(&a, WALL_MS + 5, "colour", Some("blue"), None);
     let bytes = frame(Message::TableWrite(w.clone()));
     a.send(&mut node, T0, bytes.clone());
     let out = drain(&mut node);
@@ -103,13 +106,7 @@ fn a_local_write_is_flooded_and_a_leased_key_refuses_it() {
             if w.node == node.node_id() && w.hlc.ms == WALL_MS && w.value.as_deref() == Some(&b"mine"[..])));
     }
     // a leases "k" for a minute (stamped after the node's write).
-    let lease = write(
-        a.id(),
-        WALL_MS + 10,
-        "k",
-        Some("a's"),
-        Some(WALL_MS + 60_000),
-    );
+    let lease = write(&a, WALL_MS + 10, "k", Some("a's"), Some(WALL_MS + 60_000));
     a.send(&mut node, T0, frame(Message::TableWrite(lease)));
     drain(&mut node);
     assert_eq!(node.table().lease(b"k"), Some((a.id(), WALL_MS + 60_000)));
@@ -142,7 +139,7 @@ fn anti_entropy_answers_digests_and_wants() {
     let (mut node, a, _b) = linked();
     let mut sent = Vec::new();
     for i in 0..40 {
-        let w = write(a.id(), WALL_MS + i, &format!("key{i}"), Some("v"), None);
+        let w = write(&a, WALL_MS + i, &format!("key{i}"), Some("v"), None);
         a.send(&mut node, T0, frame(Message::TableWrite(w.clone())));
         sent.push(w);
     }
@@ -213,7 +210,7 @@ fn anti_entropy_answers_digests_and_wants() {
     expect.sort_unstable();
     assert_eq!(listed, expect);
     // TABLE_ENTRIES in: new writes are applied and flooded onward.
-    let fresh = write(c.id(), WALL_MS + 100, "fresh", Some("x"), None);
+    let fresh = write(&c, WALL_MS + 100, "fresh", Some("x"), None);
     c.send(
         &mut node,
         T0,
@@ -231,7 +228,7 @@ fn anti_entropy_answers_digests_and_wants() {
 #[test]
 fn a_bad_table_frame_closes_the_connection_and_one_before_the_handshake_too() {
     let (mut node, a, _b) = linked();
-    let mut bad = write(a.id(), WALL_MS, "k", None, Some(WALL_MS + 1));
+    let mut bad = write(&a, WALL_MS, "k", None, Some(WALL_MS + 1));
     bad.value = None;
     // Encoded by hand: the codec would refuse to decode it, so the node must too.
     let payload = Message::TableWrite(bad).encode_payload();

@@ -453,7 +453,7 @@ impl WriteSel {
                     WireLease::Huge => Some(u64::MAX),
                     WireLease::NotAfter(d) => Some(ms.saturating_sub(u64::from(*d))),
                 };
-                TableWrite {
+                writer.sign_write(TableWrite {
                     hlc: Hlc {
                         ms,
                         logical: if *logical == u8::MAX {
@@ -467,20 +467,27 @@ impl WriteSel {
                     key: key.key(limits.table_key_bytes_max),
                     value,
                     lease_until_ms,
-                }
+                    public_key: Default::default(),
+                    signature: Default::default(),
+                })
             }
             WriteSel::Heard { i, value } => {
-                let mut write = pick(&ctx.heard.writes, *i).cloned().unwrap_or(TableWrite {
-                    hlc: Hlc {
-                        ms: ctx.wall_ms,
-                        logical: 0,
-                    },
-                    node: NodeSel::Peer(0).to_node_id(),
-                    incarnation: 1,
-                    key: b"k0".to_vec(),
-                    value: None,
-                    lease_until_ms: None,
+                let mut write = pick(&ctx.heard.writes, *i).cloned().unwrap_or_else(|| {
+                    NodeSel::Peer(0).sign_write(TableWrite {
+                        hlc: Hlc {
+                            ms: ctx.wall_ms,
+                            logical: 0,
+                        },
+                        node: NodeSel::Peer(0).to_node_id(),
+                        incarnation: 1,
+                        key: b"k0".to_vec(),
+                        value: None,
+                        lease_until_ms: None,
+                        public_key: Default::default(),
+                        signature: Default::default(),
+                    })
                 });
+                // Another value under the same id: its signature no longer verifies.
                 if let Some(v) = value {
                     write.value = Some(v.value(limits.table_value_bytes_max));
                 }

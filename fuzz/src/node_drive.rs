@@ -29,7 +29,7 @@ use weft_engine::identity::{Identity, Role, Transcript};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
-    PeerInfo, Ping, Pong, SeqRange, Signature, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
+    PeerInfo, Ping, Pong, SeqRange, Signature, TableWrite, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
 };
 use weft_engine::{
     CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input,
@@ -938,6 +938,26 @@ impl AddrSel {
 }
 
 impl NodeSel {
+    /// The node's key pair, if the run knows it (not for `Other`).
+    fn identity(&self) -> Option<&'static Identity> {
+        let keys = keys();
+        match self {
+            NodeSel::Peer(i) => Some(&keys.peers[usize::from(*i) % PEERS]),
+            NodeSel::Me => Some(&keys.me),
+            NodeSel::Other(_) => None,
+        }
+    }
+
+    /// `write` signed by this node as its writer, if the run knows its key (else unsigned:
+    /// its node is not its key's hash, and it is malformed).
+    fn sign_write(&self, mut write: TableWrite) -> TableWrite {
+        if let Some(identity) = self.identity() {
+            write.public_key = identity.public_key();
+            write.signature = identity.sign(&write.signed_bytes(&keys().network));
+        }
+        write
+    }
+
     fn to_node_id(&self) -> NodeId {
         let keys = keys();
         match self {

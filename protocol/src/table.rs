@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::NodeId;
+use crate::ids::{NetworkId, NodeId, PublicKey, Signature};
 
 /// Longest key a table write may carry, in bytes (nodes may set a lower limit of their own).
 pub const TABLE_KEY_BYTES_MAX: usize = 1024;
@@ -23,6 +23,9 @@ pub const TABLE_OPS_PER_MESSAGE_MAX: usize = 1024;
 /// Most write fingerprints one TABLE_WANT may list (512 KiB of them).
 pub const TABLE_WANT_HELD_MAX: usize = 65_536;
 
+/// Domain separation for a table write's signature (SPEC.md §19.9).
+pub const TABLE_WRITE_DOMAIN: &[u8] = b"weft table write v1\0";
+
 /// A hybrid logical clock reading: wall-clock milliseconds and a counter that orders events
 /// within one millisecond. Ordered by `ms`, then `logical`.
 #[derive(
@@ -36,7 +39,9 @@ pub struct Hlc {
 }
 
 /// One write to the table: a set (`value` present) or a delete (`value` absent, a tombstone).
-/// Its id, `(hlc, node, incarnation)`, is unique and orders every write of a key.
+/// Its id, `(hlc, node, incarnation)`, is unique and orders every write of a key. It carries
+/// its writer's public key (`node` must be its hash) and signature over the other fields
+/// ([`TableWrite::signed_bytes`]), so every receiver can check who wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TableWrite {
     /// When it was written.
@@ -52,6 +57,10 @@ pub struct TableWrite {
     /// The lease the writer takes: it alone may write the key until this Unix ms (exclusive).
     /// Must be above `hlc.ms`; a delete carries none.
     pub lease_until_ms: Option<u64>,
+    /// The writer's public key: `node` is its BLAKE3 hash.
+    pub public_key: PublicKey,
+    /// The writer's ed25519 signature over [`TableWrite::signed_bytes`].
+    pub signature: Signature,
 }
 
 impl TableWrite {
@@ -92,6 +101,40 @@ impl TableWrite {
         fp
     }
 
+    /// What the writer signs (SPEC.md §19.9): [`TABLE_WRITE_DOMAIN`] ‖ network ‖ hlc.ms ‖
+    /// hlc.logical ‖ node ‖ incarnation ‖ key length ‖ key ‖ value (0, or 1 ‖ length ‖
+    /// bytes) ‖ lease (0, or 1 ‖ lease_until_ms); integers little-endian, lengths u64.
+    pub fn signed_bytes(&self, network: &NetworkId) -> Vec<u8> {
+        let value_len = self.value.as_ref().map_or(0, |v| 8 + v.len());
+        let mut out = Vec::with_capacity(
+            TABLE_WRITE_DOMAIN.len() + 32 + 12 + 32 + 8 + 8 + self.key.len() + 1 + value_len + 9,
+        );
+        out.extend_from_slice(TABLE_WRITE_DOMAIN);
+        out.extend_from_slice(&network.0);
+        out.extend_from_slice(&self.hlc.ms.to_le_bytes());
+        out.extend_from_slice(&self.hlc.logical.to_le_bytes());
+        out.extend_from_slice(&self.node.0);
+        out.extend_from_slice(&self.incarnation.to_le_bytes());
+        out.extend_from_slice(&(self.key.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.key);
+        match &self.value {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+        match self.lease_until_ms {
+            None => out.push(0),
+            Some(until) => {
+                out.push(1);
+                out.extend_from_slice(&until.to_le_bytes());
+            }
+        }
+        out
+    }
+
     /// The length of the write's postcard encoding, without encoding it.
     pub fn encoded_len(&self) -> usize {
         let bytes = |len: usize| varint_len(len as u64) + len;
@@ -104,11 +147,15 @@ impl TableWrite {
             + self.value.as_ref().map_or(0, |v| bytes(v.len()))
             + 1
             + self.lease_until_ms.map_or(0, varint_len)
+            + 32
+            + 64
     }
 
-    /// Whether the fields keep the rules beyond postcard's.
-    pub(crate) fn is_valid(&self) -> bool {
-        !self.key.is_empty()
+    /// Whether the fields keep the rules beyond postcard's (the signature is the engine's to
+    /// check).
+    pub fn is_valid(&self) -> bool {
+        self.node == NodeId::from_public_key(&self.public_key)
+            && !self.key.is_empty()
             && self.key.len() <= TABLE_KEY_BYTES_MAX
             && self
                 .value
@@ -213,6 +260,8 @@ mod tests {
                 key: vec![b'k'; 130],
                 value,
                 lease_until_ms: lease,
+                public_key: PublicKey([2; 32]),
+                signature: Signature([3; 64]),
             };
             let encoded = postcard::to_allocvec(&w).expect("encodes");
             assert_eq!(w.encoded_len(), encoded.len());

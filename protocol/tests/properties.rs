@@ -352,7 +352,8 @@ fn byte_string(g: &mut Gen, max: usize) -> Vec<u8> {
 }
 
 /// A valid table write: key 1..=limit bytes (`big`; else up to 16), a value or a delete, a
-/// lease only on a set and always after the write's own time.
+/// lease only on a set and always after the write's own time, a node that is its public key's
+/// hash (the signature is random: the codec does not check it).
 fn gen_table_write(g: &mut Gen, big: bool) -> TableWrite {
     let key_max = if big { TABLE_KEY_BYTES_MAX } else { 16 };
     let mut key = byte_string(g, key_max);
@@ -365,16 +366,21 @@ fn gen_table_write(g: &mut Gen, big: bool) -> TableWrite {
         Some(_) if one_in(g, 3) => Some(ms + 1 + u64::arbitrary(g) % (u64::MAX - ms - 1)),
         _ => None,
     };
+    let public_key = PublicKey(node(g).0);
+    let mut signature = [0u8; 64];
+    signature.iter_mut().for_each(|b| *b = u8::arbitrary(g));
     TableWrite {
         hlc: Hlc {
             ms,
             logical: u32::arbitrary(g),
         },
-        node: node(g),
+        node: NodeId::from_public_key(&public_key),
         incarnation: u64::arbitrary(g),
         key,
         value,
         lease_until_ms,
+        public_key,
+        signature: Signature(signature),
     }
 }
 

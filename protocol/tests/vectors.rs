@@ -223,6 +223,8 @@ fn write_json(w: &TableWrite) -> Value {
             "lease_until_ms",
             w.lease_until_ms.map_or(Value::Null, Value::from),
         ),
+        ("public_key", hexv(&w.public_key.0)),
+        ("signature", hexv(&w.signature.0)),
     ])
 }
 
@@ -241,7 +243,32 @@ fn get_write(f: &Value) -> TableWrite {
             _ => Some(get_bytes(f, "value")),
         },
         lease_until_ms: get(f, "lease_until_ms").as_u64(),
+        public_key: PublicKey(get_32(f, "public_key")),
+        signature: Signature(
+            get_bytes(f, "signature")
+                .try_into()
+                .expect("64 signature bytes"),
+        ),
     }
+}
+
+/// The network the table-write vectors are signed for.
+const VECTOR_NETWORK: &str = "weft vectors";
+
+/// The key pair whose secret key is [`pat`]`(0xA0)`: the writer of the table-write vectors.
+fn vector_writer() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&pat(0xA0))
+}
+
+/// `w` as the vector writer signs it: its node, public key and signature.
+fn signed(mut w: TableWrite) -> TableWrite {
+    use ed25519_dalek::Signer as _;
+    let key = vector_writer();
+    w.public_key = PublicKey(key.verifying_key().to_bytes());
+    w.node = NodeId::from_public_key(&w.public_key);
+    let message = w.signed_bytes(&NetworkId::from_name(VECTOR_NETWORK));
+    w.signature = Signature(key.sign(&message).to_bytes());
+    w
 }
 
 fn reason_index(r: ByeReason) -> usize {
@@ -795,16 +822,20 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             }),
         ),
     ]);
-    let write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| TableWrite {
-        hlc: Hlc {
-            ms: 1_800_000_000_000,
-            logical: 3,
-        },
-        node: NodeId(pat(0xE0)),
-        incarnation: 2,
-        key: key.to_vec(),
-        value: value.map(<[u8]>::to_vec),
-        lease_until_ms: lease,
+    let write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
+        signed(TableWrite {
+            hlc: Hlc {
+                ms: 1_800_000_000_000,
+                logical: 3,
+            },
+            node: NodeId::default(),
+            incarnation: 2,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            lease_until_ms: lease,
+            public_key: PublicKey::default(),
+            signature: Signature::default(),
+        })
     };
     v.extend([
         plain(
@@ -821,17 +852,19 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
         ),
         plain(
             "table_write_empty_value_largest_integers",
-            Message::TableWrite(TableWrite {
+            Message::TableWrite(signed(TableWrite {
                 hlc: Hlc {
                     ms: u64::MAX - 1,
                     logical: u32::MAX,
                 },
-                node: NodeId([0xFF; 32]),
+                node: NodeId::default(),
                 incarnation: u64::MAX,
                 key: vec![0],
                 value: Some(vec![]),
                 lease_until_ms: Some(u64::MAX),
-            }),
+                public_key: PublicKey::default(),
+                signature: Signature::default(),
+            })),
         ),
         plain(
             "table_digest",
@@ -1062,11 +1095,14 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             .collect::<Vec<_>>(),
     );
     let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
-    let raw_write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
+    // The vector writer's key, and its node id: only the fault named is wrong.
+    let writer_key = vector_writer().verifying_key().to_bytes();
+    let writer = NodeId::from_public_key(&PublicKey(writer_key));
+    let raw_write_by = |node: [u8; 32], key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
         let mut p = [
             varint(1_800_000_000_000),
             varint(0),
-            vec![0xE0; 32],
+            node.to_vec(),
             varint(2),
         ]
         .concat();
@@ -1085,7 +1121,12 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
                 p.extend_from_slice(&varint(l));
             }
         }
+        p.extend_from_slice(&writer_key);
+        p.extend_from_slice(&[0x5A; 64]);
         p
+    };
+    let raw_write = |key: &[u8], value: Option<&[u8]>, lease: Option<u64>| {
+        raw_write_by(writer.0, key, value, lease)
     };
     let too_many_writes = {
         let mut p = varint(TABLE_OPS_PER_MESSAGE_MAX as u64 + 1);
@@ -1296,6 +1337,17 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
                 0,
                 Code::TABLE_WRITE.0,
                 &raw_write(b"k", Some(b"v"), Some(1_800_000_000_000)),
+            ),
+        ),
+        (
+            "malformed_payload_table_write_node_not_key_hash",
+            "MalformedPayload",
+            "TABLE_WRITE whose node is not BLAKE3 of its public key",
+            raw_frame(
+                1,
+                0,
+                Code::TABLE_WRITE.0,
+                &raw_write_by([0xE0; 32], b"k", Some(b"v"), None),
             ),
         ),
         (
@@ -2070,4 +2122,31 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
             raw_frame(1, 0, 0x030A, &[]),
         ),
     ]
+}
+
+#[test]
+fn table_write_vectors_carry_their_writers_signature() {
+    use ed25519_dalek::Verifier as _;
+    let network = NetworkId::from_name(VECTOR_NETWORK);
+    let mut checked = 0;
+    for v in &committed_file().vectors {
+        let bytes = Bytes::from(unhex(&v.frame_hex));
+        let frame = Frame::parse(bytes).expect("parses");
+        let writes = match Message::decode(frame.code(), &frame.payload().expect("inflates")) {
+            Ok(Message::TableWrite(w)) => vec![w],
+            Ok(Message::TableEntries(e)) => e.writes,
+            _ => continue,
+        };
+        for w in writes {
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&w.public_key.0).expect("a point");
+            let sig = ed25519_dalek::Signature::from_bytes(&w.signature.0);
+            assert!(
+                key.verify(&w.signed_bytes(&network), &sig).is_ok(),
+                "{}",
+                v.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "{checked} writes checked");
 }

@@ -1,9 +1,11 @@
 //! Discovery (ploppy, SPEC.md §10): cascades that spread who can see whom. ICANSEE when a link
 //! comes up (the origin's links), IKNOWABOUT to the new peer (the address book), ICANTSEE when
 //! a link goes down. Every address a cascade names goes into the session's address book, which
-//! dials from it; this protocol only carries the news.
+//! dials from it; this protocol only carries the news. Each peer may make this node handle
+//! and relay cascades at a bounded rate (SPEC.md §10.8): the excess is dropped, and a peer
+//! that keeps sending past it is disconnected.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 
 use weft_protocol::{
@@ -16,9 +18,29 @@ use crate::io::CloseReason;
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };
+use crate::rate::{RateLimit, TokenBucket};
 use crate::seen::CascadeSeen;
 use crate::session::Peer;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
+
+/// Discovery's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoveryMetrics {
+    /// Cascades received past their sender's `cascade_rate`: dropped, neither acted on nor
+    /// relayed.
+    pub cascades_dropped: u64,
+    /// Peers disconnected for more than `cascade_drops_max` drops within
+    /// `cascade_drop_window`.
+    pub peers_rate_limited: u64,
+}
+
+/// One peer's cascade budget: its token bucket, and its drops in the current window.
+#[derive(Debug)]
+struct Budget {
+    bucket: TokenBucket,
+    window_start: Instant,
+    drops: u32,
+}
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -30,6 +52,13 @@ pub(crate) struct DiscoveryProtocol {
     incarnation: u64,
     cascades: CascadeSeen,
     last_cascade: u64,
+    /// `Limits::cascade_rate`, `Limits::cascade_drops_max`, `Timers::cascade_drop_window`.
+    rate: RateLimit,
+    drops_max: u32,
+    drop_window: Duration,
+    /// Budgets of linked peers that sent cascades (removed when the link goes).
+    budgets: BTreeMap<NodeId, Budget>,
+    metrics: DiscoveryMetrics,
     outputs: VecDeque<ProtocolOutput<Infallible>>,
 }
 
@@ -41,8 +70,44 @@ impl DiscoveryProtocol {
             incarnation: config.incarnation,
             cascades: CascadeSeen::new(config.limits.cascade_seen_max),
             last_cascade: 0,
+            rate: config.limits.cascade_rate,
+            drops_max: config.limits.cascade_drops_max,
+            drop_window: config.timers.cascade_drop_window,
+            budgets: BTreeMap::new(),
+            metrics: DiscoveryMetrics::default(),
             outputs: VecDeque::new(),
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &DiscoveryMetrics {
+        &self.metrics
+    }
+
+    /// Whether `from` may make this node handle one more cascade now. `Ok(false)`: dropped
+    /// (counted); `Err`: dropped past `drops_max` in one window, the peer is disconnected.
+    fn admit(&mut self, now: Instant, from: NodeId) -> Result<bool, PeerFault> {
+        let rate = self.rate;
+        let budget = self.budgets.entry(from).or_insert_with(|| Budget {
+            bucket: TokenBucket::new(rate, now),
+            window_start: now,
+            drops: 0,
+        });
+        if budget.bucket.take(rate, now) {
+            return Ok(true);
+        }
+        self.metrics.cascades_dropped += 1;
+        // A window starts at the first drop after the last one ended.
+        if budget.drops == 0 || now.saturating_since(budget.window_start) >= self.drop_window {
+            budget.window_start = now;
+            budget.drops = 0;
+        }
+        budget.drops += 1;
+        if budget.drops > self.drops_max {
+            self.metrics.peers_rate_limited += 1;
+            self.budgets.remove(&from);
+            return Err(PeerFault::RateLimited);
+        }
+        Ok(false)
     }
 
     /// A fresh id for a cascade this node starts: incarnation in the high 32 bits.
@@ -127,6 +192,9 @@ impl Protocol for DiscoveryProtocol {
     }
 
     fn handle_link(&mut self, _now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {
+        if let LinkNotice::Down { node, .. } = notice {
+            self.budgets.remove(&node);
+        }
         if !self.enabled {
             return;
         }
@@ -152,7 +220,7 @@ impl Protocol for DiscoveryProtocol {
 
     fn handle_message(
         &mut self,
-        _now: Instant,
+        now: Instant,
         cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
@@ -160,6 +228,13 @@ impl Protocol for DiscoveryProtocol {
         let payload = frame.payload()?;
         let msg = Message::decode(frame.code(), &payload)?;
         let me = cx.me();
+        let cascade = matches!(
+            msg,
+            Message::ICanSee(_) | Message::IKnowAbout(_) | Message::ICantSee(_)
+        );
+        if cascade && self.enabled && !self.admit(now, from.node)? {
+            return Ok(());
+        }
         match msg {
             Message::ICanSee(m) => {
                 if !self.enabled || !self.cascades.insert(m.cascade) {
@@ -254,5 +329,48 @@ mod tests {
         };
         assert!(d.cascades.insert(other));
         assert!(!d.cascades.insert(other));
+    }
+
+    #[test]
+    fn a_peer_past_its_rate_is_dropped_then_disconnected_past_the_drops_in_a_window() {
+        let mut config = Config::from_seed("t", 1);
+        config.limits.cascade_rate = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        config.limits.cascade_drops_max = 3;
+        config.timers.cascade_drop_window = Duration::from_secs(10);
+        let mut d = DiscoveryProtocol::new(&config);
+        let peer = NodeId([2; 32]);
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        assert_eq!(d.admit(at(0), peer), Ok(true));
+        assert_eq!(d.admit(at(0), peer), Ok(true));
+        for _ in 0..3 {
+            assert_eq!(d.admit(at(0), peer), Ok(false));
+        }
+        // A token a second; the window's drops stay counted.
+        assert_eq!(d.admit(at(1_000), peer), Ok(true));
+        assert_eq!(
+            d.admit(at(9_999), peer),
+            Ok(true),
+            "the bucket refilled to its burst"
+        );
+        assert_eq!(d.admit(at(9_999), peer), Ok(true));
+        assert_eq!(d.admit(at(9_999), peer), Err(PeerFault::RateLimited));
+        assert_eq!(d.metrics().cascades_dropped, 4);
+        assert_eq!(d.metrics().peers_rate_limited, 1);
+        // Once a window has passed since its first drop, drops count afresh.
+        let other = NodeId([3; 32]);
+        d.admit(at(0), other).unwrap();
+        d.admit(at(0), other).unwrap();
+        for ms in [0, 0, 0] {
+            assert_eq!(d.admit(at(ms), other), Ok(false));
+        }
+        for _ in 0..2 {
+            assert_eq!(d.admit(at(10_000), other), Ok(true));
+        }
+        for _ in 0..3 {
+            assert_eq!(d.admit(at(10_000), other), Ok(false), "a new window");
+        }
     }
 }

@@ -148,6 +148,7 @@ impl Node {
             session: self.session.metrics().clone(),
             mesh: self.protocols.mesh.metrics().clone(),
             table: self.protocols.table.metrics().clone(),
+            discovery: self.protocols.discovery.metrics().clone(),
         }
     }
 

@@ -61,7 +61,7 @@ impl Protocols {
         Protocols {
             discovery: DiscoveryProtocol::new(config),
             mesh: MeshProtocol::new(config, me, seed("mesh")),
-            table: TableProtocol::new(config, me, seed("table")),
+            table: TableProtocol::new(config, seed("table")),
             chord: ChordProtocol::new(config, me, seed("chord")),
             deadlines: [None; COUNT],
             soonest: None,

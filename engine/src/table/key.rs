@@ -59,11 +59,23 @@ impl KeyState {
         }
     }
 
+    /// What `offer` would make of a write with id `id`: `Late` or `Duplicate`, or `None` if
+    /// it would be held.
+    pub(crate) fn classify(&self, id: WriteId) -> Option<Offer> {
+        if self.folded_to.is_some_and(|f| id <= f) {
+            return Some(Offer::Late);
+        }
+        self.log
+            .binary_search_by(|j| j.write.id().cmp(&id))
+            .is_ok()
+            .then_some(Offer::Duplicate)
+    }
+
     /// Holds `write` if it is new and not late, and judges the key's writes again.
     pub(crate) fn offer(&mut self, write: TableWrite) -> Offer {
         let id = write.id();
-        if self.folded_to.is_some_and(|f| id <= f) {
-            return Offer::Late;
+        if let Some(offer) = self.classify(id) {
+            return offer;
         }
         match self.log.binary_search_by(|j| j.write.id().cmp(&id)) {
             Ok(_) => Offer::Duplicate,
@@ -216,6 +228,8 @@ mod tests {
             key: b"k".to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
             lease_until_ms: lease_until,
+            public_key: Default::default(),
+            signature: Default::default(),
         }
     }
 

@@ -5,11 +5,14 @@
 //! refused, everywhere alike. Deletes leave tombstones, reclaimed past the reclaim horizon,
 //! below which writes are refused. A link coming up, and the repair timer, run an
 //! anti-entropy exchange ([`sync`]): bucket digests, then the writes of differing buckets.
+//! Every write is signed by its writer ([`sign`]); a received write is checked against this
+//! node's policy ([`Table::admit`]) and its signature before it is held.
 
 mod hlc;
 mod key;
 mod persist;
 mod protocol;
+mod sign;
 mod sync;
 
 #[cfg(test)]
@@ -26,6 +29,7 @@ pub use key::Lease;
 use key::{KeyState, Offer};
 pub(crate) use protocol::TableProtocol;
 pub use protocol::{TableCommand, TableEvent, TableMetrics, TableRefusal};
+pub(crate) use sign::Signer;
 
 /// The table's bounds (from [`crate::Limits`] and [`crate::Timers`]).
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +41,7 @@ pub(crate) struct TableLimits {
     pub(crate) bytes_max: usize,
     pub(crate) lease_max: Duration,
     pub(crate) reclaim_horizon: Duration,
+    pub(crate) clock_skew_max: Duration,
 }
 
 /// What became of a write received from a peer.
@@ -48,6 +53,11 @@ pub(crate) enum Received {
     Duplicate,
     /// Older than the reclaim floor, or below the key's fold point: refused, not relayed.
     TooOld,
+    /// Stamped more than `table_clock_skew_max` ahead of this node's wall clock (or received
+    /// before it has one): refused, not observed by the clock, not relayed.
+    TooNew,
+    /// A lease longer than this node's `table_lease_max`: refused, not relayed.
+    LeaseTooLong,
     /// Past this node's limits (a new key past twice `table_entries_max`, the table past
     /// twice `table_bytes_max`, or a key or value longer than this node allows): dropped.
     Dropped,
@@ -57,6 +67,7 @@ pub(crate) enum Received {
 #[derive(Debug)]
 pub struct Table {
     me: NodeId,
+    signer: Signer,
     incarnation: u64,
     keys: BTreeMap<Vec<u8>, KeyState>,
     clock: HlcClock,
@@ -69,9 +80,10 @@ pub struct Table {
 }
 
 impl Table {
-    pub(crate) fn new(me: NodeId, incarnation: u64, limits: TableLimits) -> Table {
+    pub(crate) fn new(signer: Signer, incarnation: u64, limits: TableLimits) -> Table {
         Table {
-            me,
+            me: signer.node(),
+            signer,
             incarnation,
             keys: BTreeMap::new(),
             clock: HlcClock::default(),
@@ -143,8 +155,10 @@ impl Table {
     // ----- local writes -------------------------------------------------------------------
 
     /// A local set (`value`) or delete (`None`) at wall-clock `wall_ms`. Returns the write to
-    /// flood, or `None` if a lease held by another node refused it (a `TableRefused` event
-    /// says so).
+    /// flood, signed, or `None` if a lease held by another node refused it (a `TableRefused`
+    /// event says so). A write the clock cannot stamp later than every write held, within
+    /// `table_clock_skew_max` of the wall clock, is refused (`ClockAhead`): peers would
+    /// refuse it, or it would lose to what is held.
     pub(crate) fn write(
         &mut self,
         wall_ms: Option<u64>,
@@ -180,20 +194,39 @@ impl Table {
                 max: self.limits.entries_max,
             });
         }
-        let hlc = self.clock.tick(wall_ms);
-        let write = TableWrite {
+        let latest_ms = wall_ms.saturating_add(self.limits.clock_skew_max.as_millis());
+        let clock_ahead = TableRefusal::ClockAhead {
+            latest_ms: self.clock.last().ms,
+        };
+        let hlc = self
+            .clock
+            .peek(wall_ms)
+            .filter(|hlc| hlc.ms <= latest_ms)
+            .ok_or_else(|| clock_ahead.clone())?;
+        let lease_until_ms = match lease {
+            None => None,
+            Some(l) => Some(
+                hlc.ms
+                    .checked_add(l.as_millis())
+                    .ok_or_else(|| clock_ahead.clone())?,
+            ),
+        };
+        let mut write = TableWrite {
             hlc,
             node: self.me,
             incarnation: self.incarnation,
             key,
             value,
-            lease_until_ms: lease.map(|l| hlc.ms.saturating_add(l.as_millis())),
+            lease_until_ms,
+            public_key: Default::default(),
+            signature: Default::default(),
         };
         if self.bytes + write.encoded_len() > self.limits.bytes_max {
             return Err(TableRefusal::TooLarge {
                 max: self.limits.bytes_max,
             });
         }
+        self.clock.take(hlc);
         let key = write.key.clone();
         let in_force = self.lease(&key);
         if let Some((owner, until_ms)) = in_force.filter(|&(o, u)| o != self.me && hlc.ms < u) {
@@ -204,6 +237,7 @@ impl Table {
             });
             return Ok(None);
         }
+        self.signer.sign(&mut write);
         self.apply(write.clone());
         Ok(Some(write))
     }
@@ -227,10 +261,34 @@ impl Table {
 
     // ----- remote writes ------------------------------------------------------------------
 
-    /// A write from a peer (flooded or from anti-entropy).
-    pub(crate) fn receive(&mut self, write: TableWrite) -> Received {
+    /// What becomes of a received write under this node's policy, without its signature:
+    /// `None` if it is to be held (once its signature verifies), else why not. Cheap, so only
+    /// writes to be held are verified. With `wall_ms` (the receiver's wall clock) a stamp
+    /// more than `table_clock_skew_max` ahead of it is refused; `None` skips that check (a
+    /// write loaded from the host, checked when it was first received).
+    pub(crate) fn admit(&self, write: &TableWrite, wall_ms: Option<u64>) -> Option<Received> {
         if write.hlc.ms < self.floor_ms {
-            return Received::TooOld;
+            return Some(Received::TooOld);
+        }
+        match self
+            .keys
+            .get(&write.key)
+            .and_then(|k| k.classify(write.id()))
+        {
+            Some(Offer::Duplicate) => return Some(Received::Duplicate),
+            Some(_) => return Some(Received::TooOld),
+            None => {}
+        }
+        let skew = self.limits.clock_skew_max.as_millis();
+        if wall_ms.is_some_and(|wall| write.hlc.ms > wall.saturating_add(skew)) {
+            return Some(Received::TooNew);
+        }
+        let lease_max = self.limits.lease_max.as_millis();
+        if write
+            .lease_until_ms
+            .is_some_and(|until| until.saturating_sub(write.hlc.ms) > lease_max)
+        {
+            return Some(Received::LeaseTooLong);
         }
         let new_key_over = !self.keys.contains_key(&write.key)
             && self.keys.len() >= self.limits.entries_max.saturating_mul(2);
@@ -240,11 +298,23 @@ impl Table {
                 .value
                 .as_ref()
                 .is_some_and(|v| v.len() > self.value_max());
-        if new_key_over || bytes_over || too_long {
-            return Received::Dropped;
+        (new_key_over || bytes_over || too_long).then_some(Received::Dropped)
+    }
+
+    /// A write from a peer (flooded, from anti-entropy, or loaded from the host), its
+    /// signature already verified: held, judged and observed by the clock if [`Self::admit`]
+    /// lets it in.
+    pub(crate) fn receive(&mut self, write: TableWrite, wall_ms: Option<u64>) -> Received {
+        if let Some(refused) = self.admit(&write, wall_ms) {
+            return refused;
         }
         self.clock.observe(write.hlc);
         self.apply(write)
+    }
+
+    /// This node's signer, which verifies received writes.
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     fn key_max(&self) -> usize {
@@ -325,11 +395,22 @@ impl Table {
 /// A table with small limits, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_table(node: u8) -> Table {
-    Table::new(NodeId([node; 32]), 1, tests::limits())
+    Table::new(test_signer(node), 1, tests::limits())
+}
+
+/// The signer of node `node` (its secret key all `node` bytes) on the test network.
+#[cfg(test)]
+pub(crate) fn test_signer(node: u8) -> Signer {
+    Signer::new(
+        crate::identity::Identity::from_secret(&[node; 32]),
+        weft_protocol::NetworkId::from_name("t"),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use weft_protocol::Hlc;
+
     use super::*;
 
     pub(super) fn limits() -> TableLimits {
@@ -341,12 +422,13 @@ mod tests {
             bytes_max: 1 << 20,
             lease_max: Duration::from_secs(60),
             reclaim_horizon: Duration::from_secs(100),
+            clock_skew_max: Duration::from_secs(60),
         }
     }
 
     #[test]
     fn limits_are_refused_with_their_error() {
-        let mut t = Table::new(NodeId([1; 32]), 1, limits());
+        let mut t = test_table(1);
         let w = |t: &mut Table, k: &[u8], v: Option<&[u8]>, l: Option<Duration>| {
             t.write(Some(1000), k.to_vec(), v.map(<[u8]>::to_vec), l)
         };
@@ -391,9 +473,9 @@ mod tests {
     fn the_byte_bound_refuses_local_writes_and_drops_received_ones_past_twice() {
         let mut l = limits();
         l.bytes_max = 200;
-        let mut a = Table::new(NodeId([1; 32]), 1, l);
+        let mut a = Table::new(test_signer(1), 1, l);
         let mut b = Table::new(
-            NodeId([2; 32]),
+            test_signer(2),
             1,
             TableLimits {
                 bytes_max: 1 << 20,
@@ -409,7 +491,7 @@ mod tests {
         }
         let mut dropped = 0;
         for w in sent {
-            if a.receive(w) == Received::Dropped {
+            if a.receive(w, None) == Received::Dropped {
                 dropped += 1;
             }
         }
@@ -423,7 +505,7 @@ mod tests {
             ..b.current(&[b'k', 0]).expect("held").clone()
         };
         assert_eq!(
-            b.receive(long),
+            b.receive(long, None),
             Received::Dropped,
             "key over this node's limit"
         );
@@ -431,7 +513,7 @@ mod tests {
 
     #[test]
     fn horizon_reclaims_tombstones_and_refuses_older_writes() {
-        let mut a = Table::new(NodeId([1; 32]), 1, limits());
+        let mut a = test_table(1);
         let set = a
             .write(Some(1_000), b"k".to_vec(), Some(b"v".to_vec()), None)
             .unwrap()
@@ -443,10 +525,100 @@ mod tests {
         assert_eq!(a.entries_len(), 0, "reclaimed");
         assert_eq!(a.bytes(), 0);
         assert_eq!(
-            a.receive(set),
+            a.receive(set, None),
             Received::TooOld,
             "the deleted key stays deleted"
         );
         assert_eq!(a.get(b"k"), None);
+    }
+
+    #[test]
+    fn received_writes_past_the_lease_cap_or_the_skew_are_refused_and_not_observed() {
+        let mut writer = test_table(2);
+        let mut a = test_table(1);
+        let wall = 1_000_000;
+        let mut at = |ms: u64, lease_ms: Option<u64>| {
+            let mut w = writer
+                .write(
+                    Some(ms),
+                    b"k".to_vec(),
+                    Some(b"v".to_vec()),
+                    lease_ms.map(Duration::from_millis),
+                )
+                .unwrap()
+                .unwrap();
+            // As a peer with other limits might write it.
+            w.lease_until_ms = lease_ms.map(|l| w.hlc.ms + l);
+            writer.signer.sign(&mut w);
+            w
+        };
+        let skew = 60_000;
+        let too_new = at(wall + skew + 1, None);
+        assert_eq!(a.receive(too_new, Some(wall)), Received::TooNew);
+        assert_eq!(a.clock.last(), Hlc::default(), "not observed");
+        assert_eq!(a.entries_len(), 0);
+        let within = at(wall + skew + 2, None);
+        assert_eq!(a.receive(within, Some(wall + 2)), Received::New);
+        let mut long = at(wall + skew + 3, Some(1));
+        long.lease_until_ms = Some(long.hlc.ms + 60_001);
+        assert_eq!(a.receive(long, Some(wall + 3)), Received::LeaseTooLong);
+        let longest = at(wall + skew + 4, Some(60_000));
+        assert_eq!(a.receive(longest, Some(wall + 4)), Received::New);
+    }
+
+    #[test]
+    fn a_local_write_the_clock_cannot_stamp_is_refused_not_lost() {
+        let mut a = test_table(1);
+        let end = Hlc {
+            ms: u64::MAX,
+            logical: u32::MAX,
+        };
+        // Only a wall clock at the end of time, or a write loaded without a wall clock, can
+        // take the clock this far.
+        let mut b = test_table(2);
+        b.clock.observe(Hlc {
+            ms: u64::MAX,
+            logical: u32::MAX - 1,
+        });
+        let last = b
+            .write(Some(u64::MAX), b"k".to_vec(), Some(b"b".to_vec()), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.hlc, end);
+        assert_eq!(a.receive(last, None), Received::New);
+        assert_eq!(
+            a.write(Some(1_000), b"k".to_vec(), Some(b"a".to_vec()), None),
+            Err(TableRefusal::ClockAhead {
+                latest_ms: u64::MAX
+            })
+        );
+        assert_eq!(
+            a.get(b"k"),
+            Some(&b"b"[..]),
+            "nothing claimed, nothing changed"
+        );
+        // A clock ahead of the wall clock by more than the skew refuses too; a lease whose
+        // end would pass the largest u64 is refused, not cut short.
+        let mut c = test_table(3);
+        c.clock.observe(Hlc {
+            ms: 200_000,
+            logical: 0,
+        });
+        assert!(matches!(
+            c.write(Some(100_000), b"k".to_vec(), None, None),
+            Err(TableRefusal::ClockAhead { .. })
+        ));
+        assert!(c.write(Some(140_000), b"k".to_vec(), None, None).is_ok());
+        let mut d = test_table(4);
+        assert!(matches!(
+            d.write(
+                Some(u64::MAX - 10),
+                b"k".to_vec(),
+                Some(vec![1]),
+                Some(Duration::from_millis(11))
+            ),
+            Err(TableRefusal::ClockAhead { .. })
+        ));
+        assert_eq!(d.entries_len(), 0);
     }
 }

@@ -11,8 +11,8 @@ use super::Table;
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "table";
 
-/// The blob's first bytes (format version 1).
-const MAGIC: &[u8] = b"weft table v1\n";
+/// The blob's first bytes (format version 2: writes carry their signatures).
+const MAGIC: &[u8] = b"weft table v2\n";
 
 /// Bytes of the hash at the end.
 const HASH_BYTES: usize = 32;
@@ -31,7 +31,7 @@ pub(crate) fn encode(table: &Table) -> Bytes {
     Bytes::from(blob)
 }
 
-/// The writes in a blob, or `None` if it is not a whole, intact version-1 blob.
+/// The writes in a blob, or `None` if it is not a whole, intact version-2 blob.
 pub(crate) fn decode(blob: &[u8]) -> Option<Vec<TableWrite>> {
     let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
     if blake3::hash(body).as_bytes() != hash {
@@ -65,9 +65,14 @@ mod tests {
         let blob = encode(&t);
         let writes = decode(&blob).expect("intact");
         assert_eq!(writes.len(), t.writes_len());
+        let verifier = crate::table::test_signer(2);
+        assert!(
+            writes.iter().all(|w| verifier.verify(w)),
+            "stored writes keep their signatures"
+        );
         let mut back = test_table(2);
         for w in writes {
-            back.receive(w);
+            back.receive(w, None);
         }
         let all = |t: &Table| {
             t.iter()

@@ -53,6 +53,8 @@ impl Arbitrary for Scenario {
                 key: g.choose(&KEYS).expect("non-empty").to_vec(),
                 value,
                 lease_until_ms,
+                public_key: Default::default(),
+                signature: Default::default(),
             };
             // Ids are unique: one writer never stamps two writes alike.
             if writes.iter().all(|x| x.id() != w.id()) {
@@ -84,6 +86,7 @@ fn limits() -> TableLimits {
         bytes_max: 1 << 20,
         lease_max: Duration::from_secs(60),
         reclaim_horizon: Duration::from_secs(10),
+        clock_skew_max: Duration::from_secs(60),
     }
 }
 
@@ -115,11 +118,11 @@ fn state(t: &Table) -> State {
 
 fn converges(s: Scenario) -> bool {
     let mut replicas: Vec<Table> = (0..REPLICAS)
-        .map(|i| Table::new(NodeId([100 + i as u8; 32]), 1, limits()))
+        .map(|i| Table::new(crate::table::test_signer(100 + i as u8), 1, limits()))
         .collect();
     for (t, order) in replicas.iter_mut().zip(&s.orders) {
         for &i in order {
-            let r = t.receive(s.writes[i].clone());
+            let r = t.receive(s.writes[i].clone(), None);
             assert!(matches!(r, Received::New | Received::Duplicate), "{r:?}");
         }
     }
@@ -157,7 +160,7 @@ fn converges(s: Scenario) -> bool {
     let before: Vec<(Vec<u8>, Vec<u8>)> = t.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
     t.expire(1_000 + 200 + 10_000 + 1);
     for w in &s.writes {
-        assert_eq!(t.receive(w.clone()), Received::TooOld);
+        assert_eq!(t.receive(w.clone(), None), Received::TooOld);
     }
     let after: Vec<(Vec<u8>, Vec<u8>)> = t.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
     assert_eq!(
@@ -227,7 +230,7 @@ impl Arbitrary for Run {
 
 fn writers_converge(run: Run) -> bool {
     let mut nodes: Vec<Table> = (0..REPLICAS)
-        .map(|i| Table::new(NodeId([100 + i as u8; 32]), 1, limits()))
+        .map(|i| Table::new(crate::table::test_signer(100 + i as u8), 1, limits()))
         .collect();
     let mut sent: Vec<TableWrite> = Vec::new();
     let mut elapsed = 0;
@@ -264,7 +267,7 @@ fn writers_converge(run: Run) -> bool {
             }
             Step::Deliver { write, to } => {
                 if let Some(w) = sent.get(write) {
-                    nodes[to].receive(w.clone());
+                    nodes[to].receive(w.clone(), None);
                 }
             }
         }
@@ -272,7 +275,7 @@ fn writers_converge(run: Run) -> bool {
     // Everything reaches everyone in the end.
     for t in &mut nodes {
         for w in &sent {
-            t.receive(w.clone());
+            t.receive(w.clone(), None);
         }
     }
     let first = state(&nodes[0]);

@@ -7,14 +7,15 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use weft_protocol::{Code, Family, Frame, Message, NodeId, TableWrite, HEADER_BYTES};
+use weft_protocol::{Code, Family, Frame, Message, NetworkId, NodeId, TableWrite, HEADER_BYTES};
 
 use std::collections::BTreeMap;
 
 use super::persist::{self, STATE_NAME};
 use super::sync::Reply;
-use super::{Received, Table, TableLimits};
+use super::{Received, Signer, Table, TableLimits};
 use crate::config::Config;
+use crate::identity::Identity;
 use crate::io::{HostRequest, HostResult};
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
@@ -123,6 +124,14 @@ pub enum TableRefusal {
     /// A release of a lease this node does not hold.
     #[error("this node holds no lease on that key")]
     NotLeaseOwner,
+    /// The table's clock cannot stamp the write later than every write held and within
+    /// `Timers::table_clock_skew_max` of the wall clock (the wall clock went back, or the
+    /// stamp or lease end would pass the largest u64): peers would refuse it.
+    #[error("the table's clock is at {latest_ms} ms, too far ahead of the wall clock to write")]
+    ClockAhead {
+        /// The clock's latest stamp, Unix ms.
+        latest_ms: u64,
+    },
 }
 
 /// The sync table's counters.
@@ -139,6 +148,14 @@ pub struct TableMetrics {
     /// Writes for new keys dropped past twice `table_entries_max`, or past twice
     /// `table_bytes_max`.
     pub writes_dropped: u64,
+    /// Writes refused as stamped more than `table_clock_skew_max` ahead of the wall clock (or
+    /// received before the node had one).
+    pub writes_too_new: u64,
+    /// Writes refused for a lease longer than `table_lease_max`.
+    pub writes_lease_too_long: u64,
+    /// Writes whose signature did not verify: refused, and their sender disconnected (or,
+    /// loaded from the host, dropped).
+    pub writes_bad_signature: u64,
     /// Bytes of anti-entropy messages sent (TABLE_DIGEST, TABLE_WANT and TABLE_ENTRIES), as
     /// uncompressed frames.
     pub catchup_bytes: u64,
@@ -185,11 +202,15 @@ pub(crate) struct TableProtocol {
 }
 
 impl TableProtocol {
-    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32]) -> TableProtocol {
+    pub(crate) fn new(config: &Config, seed: [u8; 32]) -> TableProtocol {
         let limits = &config.limits;
         let timers = &config.timers;
+        let signer = Signer::new(
+            Identity::from_secret(&config.secret_key),
+            NetworkId::from_name(&config.network),
+        );
         let table = Table::new(
-            me,
+            signer,
             config.incarnation,
             TableLimits {
                 key_bytes_max: limits.table_key_bytes_max,
@@ -199,6 +220,7 @@ impl TableProtocol {
                 bytes_max: limits.table_bytes_max,
                 lease_max: timers.table_lease_max,
                 reclaim_horizon: timers.table_reclaim_horizon,
+                clock_skew_max: timers.table_clock_skew_max,
             },
         );
         TableProtocol {
@@ -264,10 +286,45 @@ impl TableProtocol {
         Ok(())
     }
 
-    /// A write from `from` (a TABLE_WRITE, with its frame, or one of TABLE_ENTRIES): if new,
-    /// relay it to every other link.
-    fn on_write(&mut self, from: NodeId, frame: Option<Frame>, write: TableWrite) {
+    /// Counts a received write the table did not take.
+    fn count_refused(&mut self, received: Received) {
+        let counter = match received {
+            Received::New => return,
+            Received::Duplicate => &mut self.metrics.write_duplicates,
+            Received::TooOld => &mut self.metrics.writes_too_old,
+            Received::TooNew => &mut self.metrics.writes_too_new,
+            Received::LeaseTooLong => &mut self.metrics.writes_lease_too_long,
+            Received::Dropped => &mut self.metrics.writes_dropped,
+        };
+        *counter += 1;
+    }
+
+    /// A write from `from` (a TABLE_WRITE, with its frame, or one of TABLE_ENTRIES): judged
+    /// by this node's policy (refused: counted, dropped, the link kept), then its signature
+    /// verified (a bad one is the sender's fault: honest nodes relay only verified writes);
+    /// if new, held and relayed to every other link (SPEC.md §19.8).
+    fn on_write(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        from: NodeId,
+        frame: Option<Frame>,
+        write: TableWrite,
+    ) -> Result<(), PeerFault> {
         self.metrics.writes_received += 1;
+        // No wall clock yet: no stamp can be judged against it.
+        let refused = match cx.wall_clock_ms(now) {
+            None => Some(Received::TooNew),
+            wall => self.table.admit(&write, wall),
+        };
+        if let Some(refused) = refused {
+            self.count_refused(refused);
+            return Ok(());
+        }
+        if !self.table.signer().verify(&write) {
+            self.metrics.writes_bad_signature += 1;
+            return Err(PeerFault::BadSignature);
+        }
         // A plain frame may be needed (no frame, or a compressed one for a peer without lz4):
         // encode the payload before the table takes the write.
         let message = match frame {
@@ -278,19 +335,11 @@ impl TableProtocol {
             }
             None => Outgoing::message(&Message::TableWrite(write.clone())),
         };
-        match self.table.receive(write) {
+        match self.table.receive(write, cx.wall_clock_ms(now)) {
             Received::New => {}
-            Received::Duplicate => {
-                self.metrics.write_duplicates += 1;
-                return;
-            }
-            Received::TooOld => {
-                self.metrics.writes_too_old += 1;
-                return;
-            }
-            Received::Dropped => {
-                self.metrics.writes_dropped += 1;
-                return;
+            refused => {
+                self.count_refused(refused);
+                return Ok(());
             }
         }
         self.drain_events();
@@ -299,6 +348,7 @@ impl TableProtocol {
             message,
             class: Class::Relay,
         });
+        Ok(())
     }
 
     /// Sends an anti-entropy message and counts its bytes as catch-up.
@@ -377,14 +427,14 @@ impl Protocol for TableProtocol {
 
     fn handle_message(
         &mut self,
-        _now: Instant,
+        now: Instant,
         cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
         let payload = frame.payload()?;
         match Message::decode(frame.code(), &payload)? {
-            Message::TableWrite(w) => self.on_write(from.node, Some(frame), w),
+            Message::TableWrite(w) => self.on_write(now, cx, from.node, Some(frame), w)?,
             Message::TableDigest(d) => {
                 let salt = self.rng.next_u64();
                 if let Some(want) = self.table.want(&d, salt) {
@@ -398,7 +448,7 @@ impl Protocol for TableProtocol {
             }
             Message::TableEntries(e) => {
                 for w in e.writes {
-                    self.on_write(from.node, None, w);
+                    self.on_write(now, cx, from.node, None, w)?;
                 }
             }
             _ => return Err(PeerFault::Unexpected("not a table message")),
@@ -455,22 +505,25 @@ impl Protocol for TableProtocol {
         }
     }
 
-    fn handle_completed(
-        &mut self,
-        _now: Instant,
-        _cx: &Context<'_>,
-        token: u64,
-        result: HostResult,
-    ) {
+    fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
         match (token, result) {
             (LOAD, HostResult::Loaded(Some(blob))) => {
                 let Some(writes) = persist::decode(&blob) else {
                     self.metrics.state_failures += 1;
                     return;
                 };
+                // Checked as received (skew against the wall clock only if there is one:
+                // each was checked when it first arrived), each signature verified.
+                let wall = cx.wall_clock_ms(now);
                 for write in writes {
-                    if self.table.receive(write) == Received::New {
-                        self.metrics.writes_loaded += 1;
+                    let refused = self.table.admit(&write, wall);
+                    if refused.is_none() && !self.table.signer().verify(&write) {
+                        self.metrics.writes_bad_signature += 1;
+                        continue;
+                    }
+                    match self.table.receive(write, wall) {
+                        Received::New => self.metrics.writes_loaded += 1,
+                        refused => self.count_refused(refused),
                     }
                 }
                 self.drain_events();

@@ -200,7 +200,6 @@ fn chunks<'a>(writes: impl Iterator<Item = &'a TableWrite>) -> Vec<Vec<&'a Table
 
 #[cfg(test)]
 mod tests {
-    use weft_protocol::NodeId;
 
     use super::super::test_table as table;
     use super::*;
@@ -215,7 +214,7 @@ mod tests {
                 .write(Some(1000), key, Some(vec![1]), None)
                 .expect("valid")
                 .expect("no lease");
-            b.receive(w);
+            b.receive(w, None);
         }
         assert_eq!(a.digest(), b.digest());
         assert!(a.want(&b.digest(), 9).is_none());
@@ -236,13 +235,12 @@ mod tests {
         assert_eq!(got, vec![&w], "only the write a lacks comes back");
         for e in entries {
             for w in e.writes {
-                a.receive(w);
+                a.receive(w, None);
             }
         }
         assert_eq!(a.digest(), b.digest());
         assert_eq!(a.get(b"key7"), Some(&[2][..]));
         assert!(a.full_resend_bytes() > 50 * 40);
-        assert_eq!(NodeId([1; 32]), a.me);
     }
 
     #[test]
@@ -251,8 +249,8 @@ mod tests {
         limits.value_bytes_max = 40_000;
         limits.entries_max = 1000;
         limits.bytes_max = 1 << 30;
-        let mut b = Table::new(NodeId([2; 32]), 1, limits);
-        let a = Table::new(NodeId([1; 32]), 1, limits);
+        let mut b = Table::new(crate::table::test_signer(2), 1, limits);
+        let a = Table::new(crate::table::test_signer(1), 1, limits);
         for i in 0..60u32 {
             let key = format!("k{i:02}").into_bytes();
             let len = 1000 + (i as usize * 997) % 39_000;

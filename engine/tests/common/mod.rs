@@ -5,6 +5,7 @@ use bytes::Bytes;
 use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::{
     Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, PublicKey,
+    TableWrite,
     CAP_LZ4,
 };
 use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, Output};
@@ -141,6 +142,13 @@ impl Fake {
 
     pub fn id(&self) -> NodeId {
         self.identity.node_id()
+    }
+
+    /// `write` signed by this fake as its writer (its `node` should be the fake's id).
+    pub fn sign_write(&self, mut write: TableWrite) -> TableWrite {
+        write.public_key = self.identity.public_key();
+        write.signature = self.identity.sign(&write.signed_bytes(&self.network));
+        write
     }
 }
 
