@@ -1,5 +1,6 @@
 //! A node's configuration: identity, network, limits, timers and the RNG seed.
 
+use crate::rate::RateLimit;
 use crate::time::Duration;
 
 /// Everything a [`crate::Node`] is built from. Defaults are the values SPEC.md names.
@@ -106,6 +107,12 @@ pub struct Limits {
     pub table_bytes_max: usize,
     /// Dedicated connections (SPEC.md §8.9) open at once; at the bound the idlest is closed.
     pub dedicated_conns_max: usize,
+    /// New broadcasts (BROADCAST or MESH_REPAIR, not yet seen) one peer may make this node
+    /// handle; the excess is dropped and counted (SPEC.md §11.9).
+    pub broadcast_rate_per_peer: RateLimit,
+    /// Broadcasts over `broadcast_rate_per_peer` one peer may send before it is disconnected
+    /// as a repeat offender: each dropped one takes a token (SPEC.md §11.9).
+    pub broadcast_excess_per_peer: RateLimit,
 }
 
 impl Default for Limits {
@@ -131,6 +138,14 @@ impl Default for Limits {
             table_key_writes_max: 32,
             table_bytes_max: 64 * 1024 * 1024,
             dedicated_conns_max: 64,
+            broadcast_rate_per_peer: RateLimit {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            broadcast_excess_per_peer: RateLimit {
+                per_second: 1_000,
+                burst: 10_000,
+            },
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use weft_engine::identity::Transcript;
+use weft_engine::protocol::OriginProof;
 use weft_engine::protocol::{
     Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, CAP_LZ4,
 };
@@ -136,15 +137,28 @@ pub fn accepted(conn: ConnId) -> Input {
     }
 }
 
-pub fn broadcast_frame(origin: NodeId, seq: u64, payload: &[u8]) -> Bytes {
-    Message::Broadcast(Broadcast {
-        origin,
+/// A BROADCAST (incarnation 1) from, and signed by, the identity whose secret key is
+/// `signer`'s 32 bytes: its origin is that identity's node id, not `signer` (SPEC.md §6.9).
+pub fn broadcast_frame(signer: NodeId, seq: u64, payload: &[u8]) -> Bytes {
+    signed_broadcast_frame(&Identity::from_secret(&signer.0), seq, payload)
+}
+
+/// A BROADCAST (incarnation 1) originated and signed by `origin`, in network "raw".
+pub fn signed_broadcast_frame(origin: &Identity, seq: u64, payload: &[u8]) -> Bytes {
+    let mut b = Broadcast {
+        origin: origin.node_id(),
         incarnation: 1,
         seq,
         payload,
-    })
-    .to_frame(false)
-    .into_bytes()
+        proof: None,
+    };
+    let mut signed = Vec::new();
+    b.signed_message(&NetworkId::from_name("raw"), &mut signed);
+    b.proof = Some(OriginProof {
+        public_key: origin.public_key(),
+        signature: origin.sign(&signed),
+    });
+    Message::Broadcast(b).to_frame(false).into_bytes()
 }
 
 /// `len` incompressible bytes (xorshift from `seed`, which must not be 0).
