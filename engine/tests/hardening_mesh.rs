@@ -198,7 +198,11 @@ fn a_peer_over_its_broadcast_rate_is_dropped_counted_then_disconnected() {
     flooder.send(&mut node, T0, Bytes::from(flood));
     let out = drain(&mut node);
     assert_eq!(delivered(&out).len(), 100, "the burst");
-    assert_eq!(frames_to(&out, sink.conn).len(), 100, "relayed: only the burst");
+    assert_eq!(
+        frames_to(&out, sink.conn).len(),
+        100,
+        "relayed: only the burst"
+    );
     let mesh = node.metrics().mesh;
     assert_eq!(
         mesh.broadcasts_over_rate, 51,
