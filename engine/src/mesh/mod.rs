@@ -412,6 +412,7 @@ impl Protocol for MeshProtocol {
             return;
         }
         self.store.expire(now);
+        self.metrics.repair_store_bytes = self.store.bytes() as u64;
         let count = cx.link_count();
         if self.store.is_empty() || count == 0 {
             return;
