@@ -1,5 +1,5 @@
-//! Relaying is allocation-free after warm-up: a counting global allocator watches a node relay
-//! 10,000 broadcasts from one peer to two others.
+//! Relaying allocates nothing per broadcast after warm-up: a counting global allocator watches a
+//! node relay 10,000 broadcasts from one peer to two others.
 
 mod common;
 
