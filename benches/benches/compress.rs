@@ -176,6 +176,7 @@ fn broadcast(origin: NodeId, app: &[u8]) -> Vec<u8> {
         incarnation: 1_732_398_112_345,
         seq: 4711,
         payload: app,
+        proof: None,
     })
     .encode_payload()
 }

@@ -16,6 +16,7 @@ fn stream(payload_len: usize) -> Bytes {
             incarnation: 1,
             seq,
             payload: &payload,
+            proof: None,
         });
         all.extend_from_slice(msg.to_frame(false).bytes());
     }

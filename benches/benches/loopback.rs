@@ -5,6 +5,11 @@
 //!
 //! Two configurations: the engine's defaults (lz4 offered, so every frame over 64 bytes is
 //! tried), and compression off. The payload is pseudo-random, as hashes or ids would be.
+//!
+//! Each runs with broadcast origin signatures on (the default: A signs, B verifies every
+//! broadcast) and off; `WEFT_BENCH_SIGNATURES=on` or `off` runs only one, and the bench id
+//! names the mode. The per-peer broadcast rate limit (SPEC.md §11.9) is raised out of the way:
+//! the bench measures throughput, not the limit.
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver};
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_drivers::{Delivery, Handle, Setup};
+use weft_engine::rate::RateLimit;
 use weft_engine::Config;
 
 const WINDOW: u64 = 16 * 1024;
@@ -39,10 +45,26 @@ enum Driver {
     Tokio,
 }
 
-fn setup(seed: u64, compression: bool, peers: Vec<String>) -> Setup {
+/// The signature modes to run: `WEFT_BENCH_SIGNATURES` = `on`, `off`, or unset for both.
+fn signature_modes() -> Vec<bool> {
+    match std::env::var("WEFT_BENCH_SIGNATURES").as_deref() {
+        Ok("on") => vec![true],
+        Ok("off") => vec![false],
+        _ => vec![true, false],
+    }
+}
+
+fn setup(seed: u64, compression: bool, signatures: bool, peers: Vec<String>) -> Setup {
     let mut config = Config::from_seed("bench", seed);
     config.discovery = false;
     config.compression = compression;
+    config.broadcast_signatures = signatures;
+    let unlimited = RateLimit {
+        per_second: u32::MAX,
+        burst: u32::MAX,
+    };
+    config.limits.broadcast_rate_per_peer = unlimited;
+    config.limits.broadcast_excess_per_peer = unlimited;
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut setup = Setup::bind(config, addr).unwrap();
     setup.peers = peers;
@@ -79,11 +101,11 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(driver: Driver, compression: bool) -> Pair {
-        let b_setup = setup(2, compression, Vec::new());
+    fn new(driver: Driver, compression: bool, signatures: bool) -> Pair {
+        let b_setup = setup(2, compression, signatures, Vec::new());
         let b_addr = b_setup.local_addr().unwrap().to_string();
         let b = spawn(driver, b_setup);
-        let a = spawn(driver, setup(1, compression, vec![b_addr]));
+        let a = spawn(driver, setup(1, compression, signatures, vec![b_addr]));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !a.hosts().unwrap().iter().any(|h| h.direct) {
             assert!(Instant::now() < deadline, "the nodes did not link");
@@ -131,12 +153,16 @@ fn loopback(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
-    for (name, driver) in [("mio", Driver::Mio), ("tokio", Driver::Tokio)] {
-        for (variant, compression) in [("defaults", true), ("no_lz4", false)] {
-            let pair = Pair::new(driver, compression);
-            group.bench_function(format!("{name}/{variant}"), |b| {
-                b.iter_custom(|n| pair.run(n))
-            });
+    for signatures in signature_modes() {
+        let mode = if signatures { "on" } else { "off" };
+        eprintln!("loopback bench: broadcast origin signatures {mode}");
+        for (name, driver) in [("mio", Driver::Mio), ("tokio", Driver::Tokio)] {
+            for (variant, compression) in [("defaults", true), ("no_lz4", false)] {
+                let pair = Pair::new(driver, compression, signatures);
+                group.bench_function(format!("{name}/{variant}/signatures_{mode}"), |b| {
+                    b.iter_custom(|n| pair.run(n))
+                });
+            }
         }
     }
     group.finish();

@@ -3,6 +3,10 @@
 //! check and a relay decision in a real `Node` (`receptions`). Beside it, the same flood with
 //! no engine at all (`floor`, see `mesh/floor.rs`): what this machine allows for the flood's
 //! memory-access pattern, so the first figure can be read against it.
+//!
+//! `receptions` runs with broadcast origin signatures on (the default: every first reception
+//! verifies an ed25519 signature) and off; `WEFT_BENCH_SIGNATURES=on` or `off` runs only one.
+//! The bench id names the mode.
 
 #[path = "mesh/floor.rs"]
 mod floor;
@@ -19,22 +23,34 @@ use weft_sim::world::{World, WorldConfig, MS};
 const NODES: u32 = 10_000;
 const DEGREE: u32 = 8;
 
-fn joined_world() -> World {
+/// The signature modes to run: `WEFT_BENCH_SIGNATURES` = `on`, `off`, or unset for both.
+pub fn signature_modes() -> Vec<bool> {
+    match std::env::var("WEFT_BENCH_SIGNATURES").as_deref() {
+        Ok("on") => vec![true],
+        Ok("off") => vec![false],
+        _ => vec![true, false],
+    }
+}
+
+fn joined_world(signatures: bool) -> World {
     let seed = 1;
     let edges = edges(
         &Topology::Regular { degree: DEGREE },
         NODES,
         &mut SimRng::child(seed, "topology", 0),
     );
-    let mut w = World::new(WorldConfig {
-        seed,
-        nodes: NODES,
-        edges,
-        faults: FaultConfig::none(),
-        discovery: false,
-        chord: false,
-        sabotage: false,
-    });
+    let mut w = World::with_node_config(
+        WorldConfig {
+            seed,
+            nodes: NODES,
+            edges,
+            faults: FaultConfig::none(),
+            discovery: false,
+            chord: false,
+            sabotage: false,
+        },
+        |c| c.broadcast_signatures = signatures,
+    );
     while !w.all_linked() {
         w.run_until(w.now + 100 * MS);
         assert!(w.now < 60_000 * MS, "join took too long");
@@ -67,23 +83,28 @@ fn floods(
 }
 
 fn mesh(c: &mut Criterion) {
-    let mut w = joined_world();
-    let e = w.edges().len() as u64;
-    let per_broadcast = 2 * e - u64::from(NODES) + 1;
     let mut group = c.benchmark_group("mesh_flood_10k_nodes_degree_8");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(per_broadcast));
-    floods(&mut group, "receptions", per_broadcast, |origin| {
-        // The engines' counters, summed over 10,000 nodes: outside the timed part.
-        let before = w.broadcast_transmissions();
-        let start = Instant::now();
-        w.schedule_broadcast(w.now, origin);
-        // The flood crosses the network in a few ms of simulated time.
-        w.run_until(w.now + 30 * MS);
-        let took = start.elapsed();
-        (w.broadcast_transmissions() - before, took)
-    });
-    drop(w);
+    let mut per_broadcast = 0;
+    for signatures in signature_modes() {
+        let mode = if signatures { "on" } else { "off" };
+        eprintln!("mesh bench: broadcast origin signatures {mode}");
+        let mut w = joined_world(signatures);
+        let e = w.edges().len() as u64;
+        per_broadcast = 2 * e - u64::from(NODES) + 1;
+        group.throughput(Throughput::Elements(per_broadcast));
+        let name = format!("receptions/signatures_{mode}");
+        floods(&mut group, &name, per_broadcast, |origin| {
+            // The engines' counters, summed over 10,000 nodes: outside the timed part.
+            let before = w.broadcast_transmissions();
+            let start = Instant::now();
+            w.schedule_broadcast(w.now, origin);
+            // The flood crosses the network in a few ms of simulated time.
+            w.run_until(w.now + 30 * MS);
+            let took = start.elapsed();
+            (w.broadcast_transmissions() - before, took)
+        });
+    }
     let mut bare = floor::Flood::new();
     floods(&mut group, "floor", per_broadcast, |origin| {
         let start = Instant::now();

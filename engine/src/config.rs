@@ -1,5 +1,6 @@
 //! A node's configuration: identity, network, limits, timers and the RNG seed.
 
+use crate::rate::RateLimit;
 use crate::time::Duration;
 
 /// Everything a [`crate::Node`] is built from. Defaults are the values SPEC.md names.
@@ -120,10 +121,16 @@ pub struct Limits {
     pub discovery_dials_per_minute: usize,
     /// Discovery cascades one peer may make this node handle and relay (new ones; SPEC.md
     /// §10.8); the excess is dropped and counted.
-    pub cascade_rate: crate::rate::RateLimit,
+    pub cascade_rate: RateLimit,
     /// Cascades dropped past `cascade_rate` within `Timers::cascade_drop_window` above which
     /// the peer is disconnected.
     pub cascade_drops_max: u32,
+    /// New broadcasts (BROADCAST or MESH_REPAIR, not yet seen) one peer may make this node
+    /// handle; the excess is dropped and counted (SPEC.md §11.9).
+    pub broadcast_rate_per_peer: RateLimit,
+    /// Broadcasts over `broadcast_rate_per_peer` one peer may send before it is disconnected
+    /// as a repeat offender: each dropped one takes a token (SPEC.md §11.9).
+    pub broadcast_excess_per_peer: RateLimit,
 }
 
 impl Default for Limits {
@@ -153,11 +160,19 @@ impl Default for Limits {
             inbound_per_address_max: 8,
             dial_address_attempts_max: 8,
             discovery_dials_per_minute: 20,
-            cascade_rate: crate::rate::RateLimit {
+            cascade_rate: RateLimit {
                 per_second: 100,
                 burst: 1000,
             },
             cascade_drops_max: 1000,
+            broadcast_rate_per_peer: RateLimit {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            broadcast_excess_per_peer: RateLimit {
+                per_second: 1_000,
+                burst: 10_000,
+            },
         }
     }
 }

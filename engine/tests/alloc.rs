@@ -1,5 +1,5 @@
-//! Relaying is allocation-free after warm-up: a counting global allocator watches a node relay
-//! 10,000 broadcasts from one peer to two others.
+//! Relaying allocates nothing per broadcast after warm-up: a counting global allocator watches a
+//! node relay 10,000 broadcasts from one peer to two others.
 
 mod common;
 
@@ -113,5 +113,8 @@ fn relaying_10k_broadcasts_makes_fewer_than_100_allocations() {
     assert_eq!(delivered, 10_000);
     assert_eq!(node.metrics().session.traffic.mesh.frames_out, 24_000);
     println!("allocations while relaying 10,000 broadcasts: {allocations}");
-    assert!(allocations < 100, "{allocations} allocations");
+    // Not one per broadcast: a few per 64 KiB read (frames split across reads are
+    // assembled), about 33 reads of signed ~210-byte frames, and two per 256 KiB chunk the
+    // repair store copies held broadcasts into (SPEC.md §11.7).
+    assert!(allocations < 250, "{allocations} allocations");
 }

@@ -13,8 +13,8 @@ use std::path::Path;
 use weft_engine::identity::Identity;
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, DigestEntry, Family, Hello, HelloAck, ICanSee, ICantSee,
-    IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo, Ping, Pong, SeqRange,
-    Signature, WantRange, CAP_LZ4,
+    IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, OriginProof, PeerInfo, Ping, Pong, SeqRange,
+    PublicKey, Signature, WantRange, CAP_LZ4,
 };
 
 fn main() {
@@ -100,12 +100,17 @@ fn messages() -> Vec<Message<'static>> {
             incarnation: 2,
             seq: 1,
             payload: b"hello, mesh",
+            proof: None,
         }),
         Message::Broadcast(Broadcast {
             origin: node,
             incarnation: 2,
             seq: 2,
             payload: &[0x42; 600],
+            proof: Some(OriginProof {
+                public_key: PublicKey([3; 32]),
+                signature: Signature([4; 64]),
+            }),
         }),
         Message::MeshDigest(MeshDigest {
             entries: vec![DigestEntry {
@@ -129,6 +134,7 @@ fn messages() -> Vec<Message<'static>> {
             incarnation: 2,
             seq: 3,
             payload: b"repaired",
+            proof: None,
         }),
         // Last, so that the indices above stay: a connection dedicated to Chord (what CAP_CHORD_ONLY was).
         Message::Hello(Hello {

@@ -29,7 +29,8 @@ use weft_engine::identity::{Identity, Role, Transcript};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
-    PeerInfo, Ping, Pong, SeqRange, Signature, TableWrite, WantRange, ADDR_BYTES_MAX, CAP_LZ4,
+    OriginProof, PeerInfo, Ping, Pong, SeqRange, Signature, TableWrite, WantRange, ADDR_BYTES_MAX,
+    CAP_LZ4,
 };
 use weft_engine::{
     CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input,
@@ -922,6 +923,7 @@ fn encoded_broadcast_len(origin: NodeId, incarnation: u64, seq: u64, len: usize)
         incarnation,
         seq,
         payload,
+        proof: None,
     })
     .encode_payload()
     .len()
@@ -965,6 +967,24 @@ impl NodeSel {
             NodeSel::Me => keys.me.node_id(),
             NodeSel::Other(b) => NodeId([*b; 32]),
         }
+    }
+
+    /// `b` with its origin's proof (SPEC.md §6.9) where the fuzzer holds the origin's key
+    /// (a fake peer, or the node itself); an `Other` origin's broadcast goes without one.
+    fn sign<'a>(&self, mut b: Broadcast<'a>) -> Broadcast<'a> {
+        let keys = keys();
+        let signer = match self {
+            NodeSel::Peer(i) => &keys.peers[usize::from(*i) % PEERS],
+            NodeSel::Me => &keys.me,
+            NodeSel::Other(_) => return b,
+        };
+        let mut signed = Vec::new();
+        b.signed_message(&keys.network, &mut signed);
+        b.proof = Some(OriginProof {
+            public_key: signer.public_key(),
+            signature: signer.sign(&signed),
+        });
+        b
     }
 }
 
@@ -1085,13 +1105,14 @@ impl Msg {
                 seq,
                 payload,
             } => {
-                return Message::Broadcast(Broadcast {
+                let b = Broadcast {
                     origin: origin.to_node_id(),
                     incarnation: u64::from(*incarnation),
                     seq: seq.value(),
                     payload,
-                })
-                .to_frame(compress);
+                    proof: None,
+                };
+                return Message::Broadcast(origin.sign(b)).to_frame(compress);
             }
             Msg::MeshDigest { entries } => Message::MeshDigest(MeshDigest {
                 entries: entries
@@ -1119,13 +1140,14 @@ impl Msg {
                 seq,
                 payload,
             } => {
-                return Message::MeshRepair(Broadcast {
+                let b = Broadcast {
                     origin: origin.to_node_id(),
                     incarnation: u64::from(*incarnation),
                     seq: seq.value(),
                     payload,
-                })
-                .to_frame(compress);
+                    proof: None,
+                };
+                return Message::MeshRepair(origin.sign(b)).to_frame(compress);
             }
             Msg::Frame { code, payload } => {
                 let code = match Code::ALL.get(usize::from(*code)) {

@@ -157,6 +157,19 @@ pub struct ICantSee {
     pub lost: NodeId,
 }
 
+/// Domain separation for a broadcast's origin signature (SPEC.md §6.9).
+pub const BROADCAST_SIGNATURE_DOMAIN: &[u8] = b"weft broadcast v1\0";
+
+/// A broadcast origin's proof (SPEC.md §6.9): its public key, whose BLAKE3 hash must be the
+/// broadcast's `origin`, and its signature over [`Broadcast::signed_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginProof {
+    /// The origin's ed25519 public key.
+    pub public_key: PublicKey,
+    /// The origin's signature.
+    pub signature: Signature,
+}
+
 /// A mesh flood broadcast. Relays forward the frame's bytes unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Broadcast<'a> {
@@ -169,6 +182,8 @@ pub struct Broadcast<'a> {
     /// Application bytes.
     #[serde(borrow, serialize_with = "bytes_at_once")]
     pub payload: &'a [u8],
+    /// The origin's signature and key (a network with `broadcast_signatures` on), or `None`.
+    pub proof: Option<OriginProof>,
 }
 
 impl<'a> Broadcast<'a> {
@@ -193,6 +208,7 @@ impl<'a> Broadcast<'a> {
         let (incarnation, rest) = postcard::take_from_bytes::<u64>(rest).map_err(postcard_err)?;
         let (seq, rest) = postcard::take_from_bytes::<u64>(rest).map_err(postcard_err)?;
         let (body, rest) = postcard::take_from_bytes::<&[u8]>(rest).map_err(postcard_err)?;
+        let (proof, rest) = take_proof(rest).map_err(postcard_err)?;
         if !rest.is_empty() {
             return Err(malformed("trailing bytes after the message"));
         }
@@ -204,7 +220,46 @@ impl<'a> Broadcast<'a> {
             incarnation,
             seq,
             payload: body,
+            proof,
         })
+    }
+
+    /// Writes into `out` (cleared first) the bytes the origin signs: `DOMAIN ‖ network ‖
+    /// origin ‖ incarnation (u64 BE) ‖ seq (u64 BE) ‖ payload` (SPEC.md §6.9).
+    pub fn signed_message(&self, network: &NetworkId, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(BROADCAST_SIGNATURE_DOMAIN.len() + 32 * 2 + 16 + self.payload.len());
+        out.extend_from_slice(BROADCAST_SIGNATURE_DOMAIN);
+        out.extend_from_slice(&network.0);
+        out.extend_from_slice(&self.origin.0);
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(self.payload);
+    }
+}
+
+/// Takes an `Option<OriginProof>` (tag `00`, or `01` ‖ key ‖ signature) field by field, with
+/// postcard's errors.
+fn take_proof(bytes: &[u8]) -> Result<(Option<OriginProof>, &[u8]), postcard::Error> {
+    let (tag, rest) = bytes
+        .split_first()
+        .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+    match tag {
+        0 => Ok((None, rest)),
+        1 => {
+            let (key, rest) = rest
+                .split_first_chunk::<32>()
+                .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+            let (signature, rest) = rest
+                .split_first_chunk::<64>()
+                .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+            let proof = OriginProof {
+                public_key: PublicKey(*key),
+                signature: Signature(*signature),
+            };
+            Ok((Some(proof), rest))
+        }
+        _ => Err(postcard::Error::DeserializeBadOption),
     }
 }
 
@@ -558,7 +613,11 @@ mod tests {
             for (d, s) in id.iter_mut().zip(&origin) {
                 *d = *s;
             }
-            let b = Broadcast { origin: NodeId(id), incarnation, seq, payload: &body };
+            let proof = (at % 2 == 1).then_some(OriginProof {
+                public_key: PublicKey(id),
+                signature: Signature([byte; 64]),
+            });
+            let b = Broadcast { origin: NodeId(id), incarnation, seq, payload: &body, proof };
             let valid = Message::Broadcast(b).encode_payload();
             let same = |p: &[u8]| {
                 Broadcast::decode(Code::MESH_REPAIR, p) == derived(Code::MESH_REPAIR, p)

@@ -174,6 +174,7 @@ fn broadcast(seq: u64) -> Vec<u8> {
     b.extend_from_slice(&varint(3)); // incarnation
     b.extend_from_slice(&varint(seq));
     b.extend_from_slice(&string(b"data"));
+    b.push(0); // no origin proof
     b
 }
 
@@ -721,11 +722,26 @@ fn malformed_mesh_messages_truncated_or_trailing() {
     }
     // A repair whose payload announces more bytes than are there.
     let mut b = broadcast(1);
-    b.truncate(b.len() - 1);
+    b.truncate(b.len() - 2);
     assert_both(
         &plain(Code::MESH_REPAIR, &b),
         malformed(Code::MESH_REPAIR, "payload ends inside a field"),
     );
+    // An origin proof tag other than 0 or 1, and a proof cut short.
+    let mut b = broadcast(1);
+    *b.last_mut().unwrap() = 2;
+    assert_both(
+        &plain(Code::BROADCAST, &b),
+        malformed(Code::BROADCAST, "bad option tag"),
+    );
+    *b.last_mut().unwrap() = 1;
+    b.extend_from_slice(&[7; 95]);
+    assert_both(
+        &plain(Code::BROADCAST, &b),
+        malformed(Code::BROADCAST, "payload ends inside a field"),
+    );
+    b.push(7);
+    assert!(decode_frame(&plain(Code::BROADCAST, &b)).is_ok());
 }
 
 #[test]

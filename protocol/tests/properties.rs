@@ -16,8 +16,8 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 use weft_protocol::compress::{compress_if_smaller, COMPRESS_PAYLOAD_BYTES_MIN};
 use weft_protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
-    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, PeerInfo,
-    Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, ADDR_BYTES_MAX,
+    ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, OriginProof,
+    PeerInfo, Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, ADDR_BYTES_MAX,
     DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX,
     PEERS_PER_MESSAGE_MAX, RANGES_PER_ENTRY_MAX, WANT_RANGES_MAX,
 };
@@ -447,6 +447,7 @@ struct OwnedBroadcast {
     incarnation: u64,
     seq: u64,
     payload: Vec<u8>,
+    proof: Option<OriginProof>,
 }
 
 impl OwnedBroadcast {
@@ -456,6 +457,10 @@ impl OwnedBroadcast {
             incarnation: u64::arbitrary(g),
             seq: u64::arbitrary(g).max(1),
             payload: blob(g, big),
+            proof: bool::arbitrary(g).then(|| OriginProof {
+                public_key: PublicKey(node(g).0),
+                signature: Signature([u8::arbitrary(g); 64]),
+            }),
         }
     }
 
@@ -465,6 +470,7 @@ impl OwnedBroadcast {
             incarnation: self.incarnation,
             seq: self.seq,
             payload: &self.payload,
+            proof: self.proof,
         }
     }
 
@@ -1281,8 +1287,9 @@ fn the_mixed_generator_covers_every_code() {
 
 #[test]
 fn largest_broadcast_round_trips() {
-    // origin 32 + incarnation 1 + seq 1 + length varint 4 + data: exactly PAYLOAD_BYTES_MAX.
-    let data: Vec<u8> = (0..PAYLOAD_BYTES_MAX - 38)
+    // origin 32 + incarnation 1 + seq 1 + length varint 4 + data + proof tag 1: exactly
+    // PAYLOAD_BYTES_MAX.
+    let data: Vec<u8> = (0..PAYLOAD_BYTES_MAX - 39)
         .map(|i| (i % 251) as u8)
         .collect();
     let b = OwnedBroadcast {
@@ -1290,6 +1297,7 @@ fn largest_broadcast_round_trips() {
         incarnation: 1,
         seq: 1,
         payload: data,
+        proof: None,
     };
     let msg = b.as_message();
     assert_eq!(msg.encode_payload().len(), PAYLOAD_BYTES_MAX);

@@ -19,9 +19,9 @@ use weft_protocol::compress::compress_if_smaller;
 use weft_protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
-    PeerInfo, Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange, ADDR_BYTES_MAX,
-    CAP_LZ4, DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, PAYLOAD_BYTES_MAX, PEERS_PER_MESSAGE_MAX,
-    RANGES_PER_ENTRY_MAX, VERSION, WANT_RANGES_MAX,
+    OriginProof, PeerInfo, Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange,
+    ADDR_BYTES_MAX, CAP_LZ4, DIGEST_ENTRIES_MAX, FRAME_BODY_BYTES_MAX, PAYLOAD_BYTES_MAX,
+    PEERS_PER_MESSAGE_MAX, RANGES_PER_ENTRY_MAX, VERSION, WANT_RANGES_MAX,
 };
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
@@ -131,6 +131,7 @@ struct OwnedBroadcast {
     incarnation: u64,
     seq: u64,
     payload: Vec<u8>,
+    proof: Option<OriginProof>,
 }
 
 impl OwnedBroadcast {
@@ -140,6 +141,7 @@ impl OwnedBroadcast {
             incarnation: self.incarnation,
             seq: self.seq,
             payload: &self.payload,
+            proof: self.proof,
         }
     }
 }
@@ -205,6 +207,16 @@ fn broadcast_json(b: &Broadcast<'_>) -> Value {
         ("incarnation", b.incarnation.into()),
         ("seq", b.seq.into()),
         ("payload", hexv(b.payload)),
+        (
+            "proof",
+            match &b.proof {
+                None => Value::Null,
+                Some(p) => obj([
+                    ("public_key", hexv(&p.public_key.0)),
+                    ("signature", hexv(&p.signature.0)),
+                ]),
+            },
+        ),
     ])
 }
 
@@ -467,6 +479,13 @@ fn get_broadcast(f: &Value) -> OwnedBroadcast {
         incarnation: get_u64(f, "incarnation"),
         seq: get_u64(f, "seq"),
         payload: get_bytes(f, "payload"),
+        proof: match get(f, "proof") {
+            Value::Null => None,
+            p => Some(OriginProof {
+                public_key: PublicKey(get_32(p, "public_key")),
+                signature: Signature(get_bytes(p, "signature").try_into().expect("64 bytes")),
+            }),
+        },
     }
 }
 
@@ -729,6 +748,21 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: 1,
             payload: b"hello, weft".to_vec(),
+            proof: None,
+        }),
+        false,
+    ));
+    v.push((
+        "broadcast_signed".into(),
+        Owned::Broadcast(OwnedBroadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 1,
+            payload: b"hello, weft".to_vec(),
+            proof: Some(OriginProof {
+                public_key: PublicKey(pat(0x40)),
+                signature: Signature(pat(0x80)),
+            }),
         }),
         false,
     ));
@@ -739,6 +773,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: u64::MAX,
             payload: vec![],
+            proof: None,
         }),
         false,
     ));
@@ -749,6 +784,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: 2,
             payload: b"0123456789abcdef".repeat(16),
+            proof: None,
         }),
         true,
     ));
@@ -941,6 +977,21 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: 1,
             payload: b"hello, weft".to_vec(),
+            proof: None,
+        }),
+        false,
+    ));
+    v.push((
+        "mesh_repair_signed".into(),
+        Owned::Repair(OwnedBroadcast {
+            origin: NodeId(pat(0xE0)),
+            incarnation: 2,
+            seq: 1,
+            payload: b"hello, weft".to_vec(),
+            proof: Some(OriginProof {
+                public_key: PublicKey(pat(0x40)),
+                signature: Signature(pat(0x80)),
+            }),
         }),
         false,
     ));
@@ -951,6 +1002,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: u64::MAX,
             payload: vec![],
+            proof: None,
         }),
         false,
     ));
@@ -961,6 +1013,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
             incarnation: 2,
             seq: 2,
             payload: b"0123456789abcdef".repeat(16),
+            proof: None,
         }),
         true,
     ));
@@ -1069,7 +1122,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
     for i in 0..=PEERS_PER_MESSAGE_MAX {
         too_many_peers.extend_from_slice(&raw_peer(i as u8, b"p:1"));
     }
-    let broadcast_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
+    let broadcast_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x"), &[0]].concat();
     let mut bad_option = raw_hello(b"");
     bad_option[32 * 3 + 1] = 2;
     let mut too_big = (PAYLOAD_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
@@ -1094,7 +1147,7 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             .map(|i| (i, i))
             .collect::<Vec<_>>(),
     );
-    let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x")].concat();
+    let repair_seq0 = [&[0xE0; 32][..], &varint(2), &varint(0), &string(b"x"), &[0]].concat();
     // The vector writer's key, and its node id: only the fault named is wrong.
     let writer_key = vector_writer().verifying_key().to_bytes();
     let writer = NodeId::from_public_key(&PublicKey(writer_key));

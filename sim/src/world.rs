@@ -400,6 +400,12 @@ impl FloodCounters {
 impl World {
     /// Builds the world at time 0: every node created, every intended link about to be dialed.
     pub fn new(config: WorldConfig) -> World {
+        World::with_node_config(config, |_| {})
+    }
+
+    /// [`World::new`], with `edit` applied to each node's configuration before the node is
+    /// made (the benches use it to switch broadcast signatures).
+    pub fn with_node_config(config: WorldConfig, mut edit: impl FnMut(&mut Config)) -> World {
         let n = config.nodes;
         let seed = config.seed;
         let mut neighbours = vec![Vec::new(); n as usize];
@@ -421,6 +427,7 @@ impl World {
             // A hub (a star's centre) dials or accepts more links than the defaults allow.
             c.limits.outbound_max = c.limits.outbound_max.max(neighbours.len());
             c.limits.inbound_max = c.limits.inbound_max.max(neighbours.len());
+            edit(&mut c);
             let node = Box::new(Node::new(c.clone()));
             let id = node.node_id();
             ids.insert(id, i as u32);

@@ -8,7 +8,13 @@
 //! window ([`store`]). When a link comes up, and every repair period to one random link, a
 //! node sends a digest of that window; the receiver asks for what it has not seen and floods
 //! what it gets back.
+//!
+//! Admission (SPEC.md §11.8, §11.9): a broadcast not yet seen must be within its sender's
+//! rate ([`peer_rate`]) and, in a network with origin signatures, carry its origin's valid
+//! proof ([`origin`]); both are checked once, before it is recorded, relayed or delivered.
 
+mod origin;
+mod peer_rate;
 mod store;
 
 use std::collections::VecDeque;
@@ -17,7 +23,7 @@ use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
-    Broadcast, Code, Family, Frame, MeshDigest, MeshWant, Message, NodeId, HEADER_BYTES,
+    Broadcast, Code, Family, Frame, MeshDigest, MeshWant, Message, NetworkId, NodeId, HEADER_BYTES,
 };
 
 use crate::config::Config;
@@ -28,6 +34,8 @@ use crate::seen::SeenWindows;
 use crate::session::Peer;
 use crate::time::Instant;
 use crate::timer::Periodic;
+use origin::OriginProofs;
+use peer_rate::{Admission, PeerRates};
 use store::{RepairStore, StoreLimits};
 
 /// What the application asks of the mesh.
@@ -87,6 +95,15 @@ pub struct MeshMetrics {
     pub repair_messages: u64,
     /// Broadcasts first obtained through MESH_REPAIR.
     pub repairs_received: u64,
+    /// New broadcasts dropped because their origin proof was missing, named another key or
+    /// did not verify (signatures on); the peer that sent each was disconnected.
+    pub broadcasts_forged: u64,
+    /// New broadcasts dropped because their sender was over `broadcast_rate_per_peer`.
+    pub broadcasts_over_rate: u64,
+    /// Peers disconnected for sending over `broadcast_excess_per_peer` past their rate.
+    pub peers_over_rate: u64,
+    /// Bytes the repair store has allocated for the broadcasts it holds (a gauge).
+    pub repair_store_bytes: u64,
 }
 
 /// See the module documentation.
@@ -94,6 +111,10 @@ pub struct MeshMetrics {
 pub(crate) struct MeshProtocol {
     me: NodeId,
     incarnation: u64,
+    /// Whether broadcasts carry and need origin proofs (`Config::broadcast_signatures`).
+    signatures: bool,
+    proofs: OriginProofs,
+    rates: PeerRates,
     seen: SeenWindows,
     store: RepairStore,
     last_seq: u64,
@@ -112,6 +133,13 @@ impl MeshProtocol {
         MeshProtocol {
             me,
             incarnation: config.incarnation,
+            signatures: config.broadcast_signatures,
+            proofs: OriginProofs::new(NetworkId::from_name(&config.network)),
+            rates: PeerRates::new(
+                limits.broadcast_rate_per_peer,
+                limits.broadcast_excess_per_peer,
+                limits.inbound_max + limits.outbound_max + limits.dedicated_conns_max,
+            ),
             seen: SeenWindows::new(limits.seen_origins_max),
             store: RepairStore::new(StoreLimits {
                 count_max: limits.repair_store_max,
@@ -132,15 +160,47 @@ impl MeshProtocol {
         &self.metrics
     }
 
-    /// Counts a received broadcast and records it as seen; true if it is new. This node's
-    /// own broadcasts of its current run are held already; those of an earlier run (before a
-    /// restart) are carried like anyone's, and not delivered: this node sent them.
-    fn accept(&mut self, origin: NodeId, incarnation: u64, seq: u64) -> bool {
+    /// Counts a broadcast received from `from` and judges it (SPEC.md §11.8, §11.9): true if
+    /// it is new and admitted, and then records it as seen. This node's own broadcasts of its
+    /// current run are held already; those of an earlier run (before a restart) are carried
+    /// like anyone's, and not delivered: this node sent them. A new broadcast over `from`'s
+    /// rate is dropped (not recorded, so another peer's copy is still taken); a repeat
+    /// offender, or a missing or invalid origin proof, is the sender's fault.
+    fn admit(&mut self, now: Instant, from: NodeId, b: &Broadcast<'_>) -> Result<bool, PeerFault> {
         self.metrics.broadcasts_received += 1;
-        let own_current = origin == self.me && incarnation >= self.incarnation;
-        let new = !own_current && self.seen.insert(origin, incarnation, seq);
-        self.metrics.broadcast_duplicates += u64::from(!new);
-        new
+        let own_current = b.origin == self.me && b.incarnation >= self.incarnation;
+        if own_current || self.seen.contains(b.origin, b.incarnation, b.seq) {
+            self.metrics.broadcast_duplicates += 1;
+            return Ok(false);
+        }
+        match self.rates.admit(from, now) {
+            Admission::Allowed => {}
+            Admission::Dropped => {
+                self.metrics.broadcasts_over_rate += 1;
+                return Ok(false);
+            }
+            Admission::Offender => {
+                self.metrics.broadcasts_over_rate += 1;
+                self.metrics.peers_over_rate += 1;
+                return Err(PeerFault::Unexpected(
+                    "broadcasts over the peer's rate limit",
+                ));
+            }
+        }
+        if self.signatures && !self.proofs.verify(b) {
+            self.metrics.broadcasts_forged += 1;
+            return Err(PeerFault::Unexpected(
+                "broadcast without its origin's valid proof",
+            ));
+        }
+        self.seen.insert(b.origin, b.incarnation, b.seq);
+        Ok(true)
+    }
+
+    /// Holds an encoded broadcast for repair and updates the store's gauge.
+    fn hold(&mut self, now: Instant, origin: NodeId, incarnation: u64, seq: u64, payload: &[u8]) {
+        self.store.hold(now, origin, incarnation, seq, payload);
+        self.metrics.repair_store_bytes = self.store.bytes() as u64;
     }
 
     /// A new broadcast from `from`: relays it to every other link (the received frame when
@@ -167,7 +227,7 @@ impl MeshProtocol {
             message,
             class: Class::Relay,
         });
-        self.store.hold(now, origin, incarnation, seq, payload);
+        self.hold(now, origin, incarnation, seq, &payload);
         if origin == self.me {
             return;
         }
@@ -189,7 +249,7 @@ impl MeshProtocol {
         if code == Code::BROADCAST && !frame.flags().compressed() {
             let wire = frame.bytes().get(HEADER_BYTES..).unwrap_or_default();
             let b = Broadcast::decode(code, wire)?;
-            if self.accept(b.origin, b.incarnation, b.seq) {
+            if self.admit(now, from, &b)? {
                 let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
                 let payload = frame.wire_payload();
                 let body = payload.slice_ref(b.payload);
@@ -208,7 +268,7 @@ impl MeshProtocol {
         }
         let payload = frame.payload()?;
         let b = Broadcast::decode(code, &payload)?;
-        if !self.accept(b.origin, b.incarnation, b.seq) {
+        if !self.admit(now, from, &b)? {
             return Ok(());
         }
         let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
@@ -281,8 +341,10 @@ impl Protocol for MeshProtocol {
     }
 
     fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
-        if let LinkNotice::Up { peer, .. } = notice {
-            self.send_digest(peer.node);
+        match notice {
+            LinkNotice::Up { peer, .. } => self.send_digest(peer.node),
+            LinkNotice::Down { node, .. } => self.rates.forget(node),
+            LinkNotice::Room { .. } => {}
         }
     }
 
@@ -310,7 +372,7 @@ impl Protocol for MeshProtocol {
     fn handle_command(
         &mut self,
         now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         command: MeshCommand,
     ) -> Result<(), MeshRefusal> {
         let MeshCommand::Broadcast { payload } = command;
@@ -323,15 +385,18 @@ impl Protocol for MeshProtocol {
         }
         self.last_seq += 1;
         let (origin, incarnation, seq) = (self.me, self.incarnation, self.last_seq);
-        let msg = Message::Broadcast(Broadcast {
+        let mut broadcast = Broadcast {
             origin,
             incarnation,
             seq,
             payload: &payload,
-        });
-        let encoded = Bytes::from(msg.encode_payload());
-        self.store
-            .hold(now, origin, incarnation, seq, encoded.clone());
+            proof: None,
+        };
+        if self.signatures {
+            broadcast.proof = Some(self.proofs.sign(cx.identity(), &broadcast));
+        }
+        let encoded = Bytes::from(Message::Broadcast(broadcast).encode_payload());
+        self.hold(now, origin, incarnation, seq, &encoded);
         self.metrics.broadcasts_originated += 1;
         self.outputs.push_back(ProtocolOutput::Send {
             to: Recipients::Links { except: None },
@@ -347,6 +412,7 @@ impl Protocol for MeshProtocol {
             return;
         }
         self.store.expire(now);
+        self.metrics.repair_store_bytes = self.store.bytes() as u64;
         let count = cx.link_count();
         if self.store.is_empty() || count == 0 {
             return;
@@ -374,6 +440,8 @@ impl Protocol for MeshProtocol {
         if self.seen.len() > limits.seen_origins_max.max(1)
             || self.store.len() > limits.repair_store_max
             || self.store.bytes() > limits.repair_store_bytes_max
+            || self.rates.len()
+                > (limits.inbound_max + limits.outbound_max + limits.dedicated_conns_max).max(1)
         {
             return Err("a mesh table is over its bound".into());
         }

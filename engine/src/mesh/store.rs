@@ -1,10 +1,13 @@
 //! The repair store (SPEC.md §11.7): the broadcasts a node delivered or originated, in a
 //! bounded recent window, the digest that describes them, and what a peer's digest or want
 //! names of them.
+//!
+//! A held payload is a copy in memory the store allocated ([`Chunks`]), never a slice of the
+//! buffer it arrived in, so the store's byte bound is a bound on the memory it keeps alive.
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use weft_protocol::{
     DigestEntry, MeshDigest, NodeId, SeqRange, WantRange, DIGEST_ENTRIES_MAX, RANGES_PER_ENTRY_MAX,
     WANT_RANGES_MAX,
@@ -19,9 +22,10 @@ pub(crate) struct Held {
     pub(crate) origin: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) seq: u64,
-    /// The BROADCAST payload bytes (postcard, uncompressed), shared with the received frame.
+    /// The BROADCAST payload bytes (postcard, uncompressed), in one of the store's chunks.
     pub(crate) payload: Bytes,
     at: Instant,
+    chunk: u64,
 }
 
 /// Bounds of the window.
@@ -32,11 +36,104 @@ pub(crate) struct StoreLimits {
     pub(crate) age_max: Duration,
 }
 
+/// Small payloads are copied into shared chunks of this many bytes (at most the store's byte
+/// bound); a payload of a quarter of a chunk or more gets an allocation of its exact size.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// One allocation of the store and how many held payloads live in it.
+#[derive(Debug)]
+struct Chunk {
+    id: u64,
+    capacity: usize,
+    held: usize,
+}
+
+/// The memory held payloads are copied into: chunks filled in order, each freed when its last
+/// payload leaves (and it is no longer the one being filled). `allocated` is the sum of the
+/// live chunks' capacities: the bytes the store keeps alive.
+#[derive(Debug)]
+struct Chunks {
+    chunk_bytes: usize,
+    /// The chunk being filled: its free tail (`capacity()`), with id `current_id`.
+    current: BytesMut,
+    current_id: u64,
+    next_id: u64,
+    live: VecDeque<Chunk>,
+    allocated: usize,
+}
+
+impl Chunks {
+    fn new(bytes_max: usize) -> Chunks {
+        Chunks {
+            chunk_bytes: CHUNK_BYTES.min(bytes_max).max(1),
+            current: BytesMut::new(),
+            current_id: 0,
+            next_id: 1,
+            live: VecDeque::new(),
+            allocated: 0,
+        }
+    }
+
+    /// A copy of `bytes` in the store's memory, and the id of the chunk it is in.
+    fn copy(&mut self, bytes: &[u8]) -> (Bytes, u64) {
+        let id = self.next_id;
+        if bytes.len() >= self.chunk_bytes / 4 {
+            self.next_id += 1;
+            self.live.push_back(Chunk {
+                id,
+                capacity: bytes.len(),
+                held: 1,
+            });
+            self.allocated += bytes.len();
+            return (Bytes::copy_from_slice(bytes), id);
+        }
+        if self.current.capacity() < bytes.len() {
+            self.next_id += 1;
+            let old = std::mem::replace(&mut self.current_id, id);
+            self.current = BytesMut::with_capacity(self.chunk_bytes);
+            self.live.push_back(Chunk {
+                id,
+                capacity: self.chunk_bytes,
+                held: 0,
+            });
+            self.allocated += self.chunk_bytes;
+            self.free_if_empty(old);
+        }
+        self.current.extend_from_slice(bytes);
+        let copy = self.current.split().freeze();
+        let current = self.current_id;
+        if let Some(c) = self.live.iter_mut().rev().find(|c| c.id == current) {
+            c.held += 1;
+        }
+        (copy, current)
+    }
+
+    /// A payload in chunk `id` left the store.
+    fn release(&mut self, id: u64) {
+        if let Some(c) = self.live.iter_mut().find(|c| c.id == id) {
+            c.held -= 1;
+        }
+        self.free_if_empty(id);
+    }
+
+    /// Forgets chunk `id` if nothing is held in it and it is not being filled.
+    fn free_if_empty(&mut self, id: u64) {
+        if id == self.current_id {
+            return;
+        }
+        if let Some(at) = self.live.iter().position(|c| c.id == id && c.held == 0) {
+            if let Some(c) = self.live.remove(at) {
+                self.allocated -= c.capacity;
+            }
+        }
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct RepairStore {
     held: VecDeque<Held>,
-    bytes: usize,
+    chunks: Chunks,
     limits: StoreLimits,
 }
 
@@ -44,7 +141,7 @@ impl RepairStore {
     pub(crate) fn new(limits: StoreLimits) -> RepairStore {
         RepairStore {
             held: VecDeque::new(),
-            bytes: 0,
+            chunks: Chunks::new(limits.bytes_max),
             limits,
         }
     }
@@ -56,20 +153,24 @@ impl RepairStore {
         origin: NodeId,
         incarnation: u64,
         seq: u64,
-        payload: Bytes,
+        payload: &[u8],
     ) {
         if self.limits.count_max == 0 || payload.len() > self.limits.bytes_max {
             return;
         }
-        self.bytes += payload.len();
+        let (payload, chunk) = self.chunks.copy(payload);
         self.held.push_back(Held {
             origin,
             incarnation,
             seq,
             payload,
             at: now,
+            chunk,
         });
-        while self.held.len() > self.limits.count_max || self.bytes > self.limits.bytes_max {
+        while !self.held.is_empty()
+            && (self.held.len() > self.limits.count_max
+                || self.chunks.allocated > self.limits.bytes_max)
+        {
             self.pop_oldest();
         }
     }
@@ -87,7 +188,7 @@ impl RepairStore {
 
     fn pop_oldest(&mut self) {
         if let Some(old) = self.held.pop_front() {
-            self.bytes -= old.payload.len();
+            self.chunks.release(old.chunk);
         }
     }
 
@@ -99,9 +200,9 @@ impl RepairStore {
         self.held.len()
     }
 
-    /// Bytes of payload held.
+    /// Bytes the store has allocated for what it holds (whole chunks, not just payloads).
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.chunks.allocated
     }
 
     /// A digest of the held broadcasts: per (origin, incarnation), ascending disjoint ranges,
@@ -233,28 +334,52 @@ mod tests {
     fn store_is_bounded_by_count_bytes_and_age() {
         let mut m = store(3);
         for seq in 1..=5 {
-            m.hold(
-                Instant(seq),
-                node(1),
-                1,
-                seq,
-                Bytes::from_static(b"0123456789"),
-            );
+            m.hold(Instant(seq), node(1), 1, seq, b"0123456789");
         }
-        assert_eq!((m.len(), m.bytes()), (3, 30));
-        m.hold(Instant(6), node(1), 1, 6, Bytes::from(vec![0; 995]));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.bytes(), 1000, "one chunk of the bound's size");
+        m.hold(Instant(6), node(1), 1, 6, &[0; 995]);
         assert!(m.bytes() <= 1000);
         m.expire(Instant(200));
         assert!(m.is_empty());
     }
 
     #[test]
+    fn held_payloads_are_copies_and_the_bound_counts_allocated_bytes() {
+        let mut m = RepairStore::new(StoreLimits {
+            count_max: 100_000,
+            bytes_max: 2 * CHUNK_BYTES,
+            age_max: Duration(100),
+        });
+        // 10,000 small broadcasts, slices of one 1 MB read buffer.
+        let read = Bytes::from(vec![7; 10_000 * 100]);
+        for seq in 1..=10_000u64 {
+            let at = (seq as usize - 1) * 100;
+            m.hold(Instant(0), node(1), 1, seq, &read[at..at + 100]);
+        }
+        assert!(read.is_unique(), "the read buffer is not pinned");
+        assert!(m.bytes() <= 2 * CHUNK_BYTES, "{}", m.bytes());
+        assert!(m.len() >= CHUNK_BYTES / 100, "{}", m.len());
+        // Large payloads get their own exact allocations, freed as they leave.
+        for seq in 10_001..=10_010u64 {
+            m.hold(Instant(0), node(1), 1, seq, &[1; CHUNK_BYTES / 2]);
+        }
+        assert!(m.bytes() <= 2 * CHUNK_BYTES, "{}", m.bytes());
+        m.expire(Instant(200));
+        assert!(m.is_empty());
+        assert!(
+            m.bytes() <= CHUNK_BYTES,
+            "only the chunk being filled is left"
+        );
+    }
+
+    #[test]
     fn digest_and_wants_name_exactly_what_is_missing() {
         let mut a = store(100);
         for seq in [1, 2, 3, 5, 6, 9] {
-            a.hold(Instant(0), node(1), 1, seq, Bytes::new());
+            a.hold(Instant(0), node(1), 1, seq, &[]);
         }
-        a.hold(Instant(0), node(2), 4, 1, Bytes::new());
+        a.hold(Instant(0), node(2), 4, 1, &[]);
         let d = a.digest();
         assert_eq!(d.entries.len(), 2);
         let r: Vec<(u64, u64)> = d.entries[0]

@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 use weft_engine::identity::{Role, Transcript};
+use weft_engine::protocol::OriginProof;
 use weft_engine::protocol::{
     Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, PublicKey,
     TableWrite,
-    CAP_LZ4,
+    CAP_BROADCASTS_UNSIGNED, CAP_LZ4,
 };
 use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, Output};
 
@@ -70,13 +71,19 @@ impl Fake {
 
     /// A HELLO naming `families`, and `dedicated` for a dedicated connection.
     pub fn hello_with(&self, families: u32, dedicated: Option<u8>) -> Bytes {
+        self.hello_full(CAP_LZ4, families, dedicated)
+    }
+
+    /// A HELLO with `capabilities`, naming `families`, and `dedicated` for a dedicated
+    /// connection.
+    pub fn hello_full(&self, capabilities: u32, families: u32, dedicated: Option<u8>) -> Bytes {
         Message::Hello(Hello {
             network: self.network,
             public_key: self.identity.public_key(),
             nonce: self.nonce,
             incarnation: 1,
             listen_addr: None,
-            capabilities: CAP_LZ4,
+            capabilities,
             families,
             dedicated,
         })
@@ -112,7 +119,8 @@ impl Fake {
         .into_bytes()
     }
 
-    /// Accepts the fake's connection and completes the handshake; returns the node's outputs.
+    /// Accepts the fake's connection and completes the handshake, announcing the node's own
+    /// broadcast-signing mode; returns the node's outputs.
     pub fn join(&self, node: &mut Node, now: Instant) -> Vec<Output> {
         node.handle_input(now, accepted(self.conn)).unwrap();
         let mut out = drain(node);
@@ -123,7 +131,8 @@ impl Fake {
             Ok(Message::Hello(h)) => h,
             other => panic!("expected HELLO, got {other:?}"),
         };
-        self.send(node, now, self.hello());
+        let capabilities = CAP_LZ4 | (node_hello.capabilities & CAP_BROADCASTS_UNSIGNED);
+        self.send(node, now, self.hello_full(capabilities, ALL_FAMILIES, None));
         self.send(node, now, self.ack(&node_hello));
         out.extend(drain(node));
         out
@@ -159,15 +168,28 @@ pub fn accepted(conn: ConnId) -> Input {
     }
 }
 
-pub fn broadcast_frame(origin: NodeId, seq: u64, payload: &[u8]) -> Bytes {
-    Message::Broadcast(Broadcast {
-        origin,
+/// A BROADCAST (incarnation 1) from, and signed by, the identity whose secret key is
+/// `signer`'s 32 bytes: its origin is that identity's node id, not `signer` (SPEC.md §6.9).
+pub fn broadcast_frame(signer: NodeId, seq: u64, payload: &[u8]) -> Bytes {
+    signed_broadcast_frame(&Identity::from_secret(&signer.0), seq, payload)
+}
+
+/// A BROADCAST (incarnation 1) originated and signed by `origin`, in network "raw".
+pub fn signed_broadcast_frame(origin: &Identity, seq: u64, payload: &[u8]) -> Bytes {
+    let mut b = Broadcast {
+        origin: origin.node_id(),
         incarnation: 1,
         seq,
         payload,
-    })
-    .to_frame(false)
-    .into_bytes()
+        proof: None,
+    };
+    let mut signed = Vec::new();
+    b.signed_message(&NetworkId::from_name("raw"), &mut signed);
+    b.proof = Some(OriginProof {
+        public_key: origin.public_key(),
+        signature: origin.sign(&signed),
+    });
+    Message::Broadcast(b).to_frame(false).into_bytes()
 }
 
 /// `len` incompressible bytes (xorshift from `seed`, which must not be 0).
