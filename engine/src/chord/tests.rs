@@ -15,6 +15,19 @@ fn peer(i: u8) -> ChordPeer {
     }
 }
 
+/// Node `i`'s key pair.
+fn identity(i: u8) -> crate::identity::Identity {
+    crate::identity::Identity::from_secret(&[i + 1; 32])
+}
+
+/// A get's values without their writers.
+fn values(r: Result<ChordResult, ChordError>) -> Option<Vec<Bytes>> {
+    match r {
+        Ok(ChordResult::Get { values }) => Some(values.into_iter().map(|v| v.value).collect()),
+        _ => None,
+    }
+}
+
 /// Machines by index; `None` is crashed. Messages arrive instantly, in order.
 struct Net {
     nodes: Vec<Option<Chord>>,
@@ -31,7 +44,14 @@ impl Net {
             nodes: peers
                 .iter()
                 .enumerate()
-                .map(|(i, p)| Some(Chord::new(p.clone(), ChordConfig::default(), i as u64)))
+                .map(|(i, p)| {
+                    Some(Chord::new(
+                        p.clone(),
+                        identity(i as u8),
+                        ChordConfig::default(),
+                        i as u64,
+                    ))
+                })
                 .collect(),
             peers,
             now: Instant::ZERO,
@@ -153,10 +173,8 @@ fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
         Ok(ChordResult::Put { replicas: 5 })
     );
     assert_eq!(
-        net.request(0, 2, get(b"k")),
-        Ok(ChordResult::Get {
-            values: vec![Bytes::from_static(b"v")]
-        })
+        values(net.request(0, 2, get(b"k"))),
+        Some(vec![Bytes::from_static(b"v")])
     );
     let me = net.peers[0].node;
     assert_eq!(
@@ -218,8 +236,8 @@ fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     let asker = (0..8)
         .find(|&i| net.nodes[i].is_some())
         .expect("a live node");
-    match net.request(asker, 3, get(b"drop")) {
-        Ok(ChordResult::Get { mut values }) => {
+    match values(net.request(asker, 3, get(b"drop"))) {
+        Some(mut values) => {
             values.sort();
             assert_eq!(
                 values,
@@ -319,16 +337,11 @@ fn values_expire_after_their_lifetime() {
     };
     assert!(net.request(0, 1, r).is_ok());
     assert_eq!(
-        net.request(1, 2, get(b"k")),
-        Ok(ChordResult::Get {
-            values: vec![Bytes::from_static(b"v")]
-        })
+        values(net.request(1, 2, get(b"k"))),
+        Some(vec![Bytes::from_static(b"v")])
     );
     net.run(3000);
-    assert_eq!(
-        net.request(1, 3, get(b"k")),
-        Ok(ChordResult::Get { values: vec![] })
-    );
+    assert_eq!(values(net.request(1, 3, get(b"k"))), Some(vec![]));
 }
 
 #[test]
@@ -363,9 +376,33 @@ fn arbitrary_messages_never_break_the_machine() {
         let from = pick(&mut rng);
         let list: Vec<ChordPeer> = (0..r % 6).map(|_| pick(&mut rng)).collect();
         let request = rng.next_u64() % 64;
-        let value = weft_protocol::ChordValue {
-            value: vec![(r % 7) as u8; (r % 5) as usize],
+        let writer = identity((r % 3) as u8);
+        let key = vec![(r % 3) as u8];
+        let op = if r % 2 == 0 {
+            weft_protocol::StoreOp::Put(vec![(r % 7) as u8; (r % 5) as usize])
+        } else {
+            weft_protocol::StoreOp::Delete(None)
+        };
+        let seq = r % 11;
+        let mut value = weft_protocol::ChordValue {
+            writer: writer.public_key(),
+            seq,
+            signature: writer.sign(&weft_protocol::ChordValue::signed_bytes(
+                &key,
+                &writer.public_key(),
+                seq,
+                &op,
+            )),
+            op,
             lifetime_ms: (r % 3 == 0).then_some(r % 5000),
+        };
+        if r % 5 == 0 {
+            value.seq += 1;
+        }
+        let position = if r % 4 == 0 {
+            target
+        } else {
+            key_position(&key, (r % 5) as u8)
         };
         let msg = match r % 10 {
             0 => ChordMessage::Find(weft_protocol::ChordFind { request, target }),
@@ -383,17 +420,17 @@ fn arbitrary_messages_never_break_the_machine() {
             4 => ChordMessage::Notify,
             5 => ChordMessage::Store(weft_protocol::ChordStore {
                 request,
-                position: target,
-                key: vec![(r % 3) as u8],
-                op: if r % 2 == 0 {
-                    weft_protocol::StoreOp::Put(value)
-                } else {
-                    weft_protocol::StoreOp::Delete(None)
-                },
+                position,
+                key,
+                value,
             }),
             6 => ChordMessage::Stored(weft_protocol::ChordStored {
                 request,
-                stored: r % 2 == 0,
+                outcome: if r % 2 == 0 {
+                    weft_protocol::StoreOutcome::Stored
+                } else {
+                    weft_protocol::StoreOutcome::StoreFull
+                },
             }),
             7 => ChordMessage::Fetch(weft_protocol::ChordFetch {
                 request,
@@ -405,9 +442,10 @@ fn arbitrary_messages_never_break_the_machine() {
                 values: vec![value],
             }),
             _ => ChordMessage::Handover(weft_protocol::ChordHandover {
+                request,
                 records: vec![weft_protocol::ChordRecord {
-                    position: target,
-                    key: vec![2],
+                    position,
+                    key,
                     values: vec![value],
                 }],
             }),
