@@ -136,8 +136,9 @@ impl ChordValue {
             StoreOp::Put(v) | StoreOp::Delete(Some(v)) => v.as_slice(),
             StoreOp::Delete(None) => &[],
         };
-        let mut out =
-            Vec::with_capacity(CHORD_RECORD_DOMAIN.len() + 32 + 4 + key.len() + 5 + value.len() + 8);
+        let mut out = Vec::with_capacity(
+            CHORD_RECORD_DOMAIN.len() + 32 + 4 + key.len() + 5 + value.len() + 8,
+        );
         out.extend_from_slice(CHORD_RECORD_DOMAIN);
         out.extend_from_slice(&writer.0);
         out.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -340,9 +341,7 @@ impl ChordMessage {
         let ok = match self {
             ChordMessage::Found(m) => peers_ok(&m.peers),
             ChordMessage::State(m) => peers_ok(&m.successors) && peers_ok(m.predecessor.as_slice()),
-            ChordMessage::Store(m) => {
-                key_ok(&m.key) && value_ok(&m.value)
-            }
+            ChordMessage::Store(m) => key_ok(&m.key) && value_ok(&m.value),
             ChordMessage::Fetch(m) => key_ok(&m.key),
             ChordMessage::Values(m) => values_ok(&m.values),
             ChordMessage::Handover(m) => {

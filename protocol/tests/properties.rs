@@ -23,9 +23,9 @@ use weft_protocol::{
 };
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
-    ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp, StoreOutcome,
-    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
-    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
+    ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
+    StoreOutcome, TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX,
+    CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 

@@ -26,9 +26,8 @@ use weft_protocol::{
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
     ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
-    StoreOutcome,
-    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
-    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
+    StoreOutcome, TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX,
+    CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
     TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 
@@ -2067,7 +2066,9 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
     values.extend_from_slice(&varint(CHORD_VALUES_MAX as u64 + 1));
     for i in 0..=CHORD_VALUES_MAX {
         // writer, seq, op = Delete (1) None (0), lifetime None, signature
-        values.extend_from_slice(&[vec![i as u8; 32], varint(1), vec![1, 0, 0], vec![9; 64]].concat());
+        values.extend_from_slice(
+            &[vec![i as u8; 32], varint(1), vec![1, 0, 0], vec![9; 64]].concat(),
+        );
     }
     vec![
         (
@@ -2108,7 +2109,15 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
                 1,
                 0,
                 Code::CHORD_STORE.0,
-                &[varint(1), varint(2), string(b"k"), vec![7; 32], varint(1), vec![2]].concat(),
+                &[
+                    varint(1),
+                    varint(2),
+                    string(b"k"),
+                    vec![7; 32],
+                    varint(1),
+                    vec![2],
+                ]
+                .concat(),
             ),
         ),
         (

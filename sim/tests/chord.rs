@@ -189,12 +189,20 @@ fn a_malicious_member_cannot_forge_delete_or_hide_records() {
             ..chord::ChordParams::new(16 + (s % 9) as u32, s, 50)
         };
         let r = chord::run(&p);
-        assert!(r.header.ok, "seed {s}: {:?}\n  replay: {}", r.header.violation, p.replay());
+        assert!(
+            r.header.ok,
+            "seed {s}: {:?}\n  replay: {}",
+            r.header.violation,
+            p.replay()
+        );
         assert_eq!(r.keys_deleted, 4);
         invalid += r.entries_invalid;
         taken += r.adversary_records;
     }
-    assert!(invalid > 0, "forged entries reached honest nodes and were dropped");
+    assert!(
+        invalid > 0,
+        "forged entries reached honest nodes and were dropped"
+    );
     assert!(taken > 0, "the ground id took records over");
 }
 

@@ -2,8 +2,7 @@
 //! the successor list, suspicion of failed peers, and record handover.
 
 use weft_protocol::{
-    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, StoreOutcome,
-    HANDOVER_RECORDS_MAX,
+    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, StoreOutcome, HANDOVER_RECORDS_MAX,
 };
 
 use super::lookup::{Lookup, LookupFor};
@@ -249,11 +248,7 @@ impl Chord {
     /// by its own view (not in (predecessor, self]), unless a handover is still unanswered.
     /// The copies stay here until the predecessor confirms them (SPEC.md §20.3).
     pub(super) fn hand_over_outside(&mut self, now: Instant) {
-        let Some(pred) = self
-            .predecessor
-            .clone()
-            .filter(|p| p.node != self.me.node)
-        else {
+        let Some(pred) = self.predecessor.clone().filter(|p| p.node != self.me.node) else {
             return;
         };
         if !self.handovers.is_empty() {

@@ -228,7 +228,13 @@ impl Chord {
     }
 
     /// Verifies and stores one entry, counting a refusal.
-    fn store_entry(&mut self, now: Instant, position: u64, key: &[u8], e: &ChordValue) -> StoreOutcome {
+    fn store_entry(
+        &mut self,
+        now: Instant,
+        position: u64,
+        key: &[u8],
+        e: &ChordValue,
+    ) -> StoreOutcome {
         let outcome = if Self::entry_valid(position, key, e) {
             self.store.apply(now, position, key, e)
         } else {
@@ -373,7 +379,9 @@ impl Chord {
                         let o = self.store_entry(now, r.position, &r.key, e);
                         if matches!(
                             o,
-                            StoreOutcome::KeyFull | StoreOutcome::WriterFull | StoreOutcome::StoreFull
+                            StoreOutcome::KeyFull
+                                | StoreOutcome::WriterFull
+                                | StoreOutcome::StoreFull
                         ) {
                             outcome = o;
                         }

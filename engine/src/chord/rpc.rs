@@ -12,8 +12,14 @@ pub(super) enum Purpose {
     Lookup(u64),
     Stabilize,
     CheckPredecessor,
-    Store { op: u64, slot: usize },
-    Fetch { op: u64, slot: usize },
+    Store {
+        op: u64,
+        slot: usize,
+    },
+    Fetch {
+        op: u64,
+        slot: usize,
+    },
     /// A CHORD_HANDOVER; its records are in `Chord::handovers` under the request number.
     Handover,
 }

@@ -105,7 +105,13 @@ impl Store {
     /// number of the same writer and value replaces the held entry; an equal one with the same
     /// op only refreshes its lifetime; a writer's delete of every value removes that writer's
     /// older entries of the key.
-    pub fn apply(&mut self, now: Instant, position: u64, key: &[u8], e: &ChordValue) -> StoreOutcome {
+    pub fn apply(
+        &mut self,
+        now: Instant,
+        position: u64,
+        key: &[u8],
+        e: &ChordValue,
+    ) -> StoreOutcome {
         let k = (position, key.to_vec());
         let tombstone = !e.is_put();
         let lifetime = match (tombstone, e.lifetime_ms) {
@@ -302,8 +308,14 @@ mod tests {
         let mut s = Store::new(limits());
         let t0 = Instant::ZERO;
         let put = |w, seq, v: &[u8], l| entry(w, seq, StoreOp::Put(v.to_vec()), l);
-        assert_eq!(s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)), StoreOutcome::Stored);
-        assert_eq!(s.apply(t0, 1, b"k", &put(&b, 1, b"x", Some(10))), StoreOutcome::Stored);
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            StoreOutcome::Stored
+        );
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&b, 1, b"x", Some(10))),
+            StoreOutcome::Stored
+        );
         assert_eq!(s.get(t0, 1, b"k").len(), 2, "one entry per writer");
         assert_eq!(
             s.apply(t0, 1, b"k", &put(&a, 9, b"y", None)),
@@ -314,15 +326,23 @@ mod tests {
         assert_eq!(s.apply(t0, 1, b"k", &del_b), StoreOutcome::Stored);
         let got = s.get(t0, 1, b"k");
         assert!(got.iter().any(|e| e.writer == a.public_key() && e.is_put()));
-        assert!(got.iter().all(|e| e.writer != b.public_key() || !e.is_put()));
+        assert!(got
+            .iter()
+            .all(|e| e.writer != b.public_key() || !e.is_put()));
         // An older put of b cannot come back; a delete of a's value needs a higher seq.
-        assert_eq!(s.apply(t0, 1, b"k", &put(&b, 1, b"x", None)), StoreOutcome::Stale);
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&b, 1, b"x", None)),
+            StoreOutcome::Stale
+        );
         let old_del = entry(&a, 4, StoreOp::Delete(Some(b"x".to_vec())), None);
         assert_eq!(s.apply(t0, 1, b"k", &old_del), StoreOutcome::Stale);
         let del = entry(&a, 6, StoreOp::Delete(Some(b"x".to_vec())), None);
         assert_eq!(s.apply(t0, 1, b"k", &del), StoreOutcome::Stored);
         assert!(s.get(t0, 1, b"k").iter().all(|e| !e.is_put()));
-        assert_eq!(s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)), StoreOutcome::Stale);
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            StoreOutcome::Stale
+        );
         // Tombstones expire.
         let later = t0 + Duration::from_secs(3600);
         s.expire(later);

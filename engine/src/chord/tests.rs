@@ -524,7 +524,8 @@ fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
             let mut forged_del = signed(&attacker, b"k", u64::MAX, StoreOp::Delete(None));
             forged_del.writer = owner;
             for m in [del, forged, forged_del] {
-                net.node(i).handle_message(now, &from, store_msg(p, b"k", m));
+                net.node(i)
+                    .handle_message(now, &from, store_msg(p, b"k", m));
             }
         }
     }
@@ -539,7 +540,9 @@ fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
                         .any(|e| e.writer == owner && e.op == StoreOp::Put(b"mine".to_vec())),
                     "node {i} replica {r}: {held:?}"
                 );
-                assert!(held.iter().all(|e| e.writer == owner || e.writer == attacker.public_key()));
+                assert!(held
+                    .iter()
+                    .all(|e| e.writer == owner || e.writer == attacker.public_key()));
             }
         }
     }
@@ -559,10 +562,14 @@ fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
     }
     // The owner itself can delete, and the delete sticks against a replay of the put.
     assert!(matches!(
-        net.request(0, 3, ChordRequest::Delete {
-            key: b"k".to_vec(),
-            value: None
-        }),
+        net.request(
+            0,
+            3,
+            ChordRequest::Delete {
+                key: b"k".to_vec(),
+                value: None
+            }
+        ),
         Ok(ChordResult::Delete { replicas: 5 })
     ));
     assert_eq!(values(net.request(3, 4, get(b"k"))), Some(vec![]));
@@ -612,8 +619,15 @@ fn storage_is_bounded_per_writer_and_in_total() {
     assert_eq!(count(StoreOutcome::WriterFull), 20);
     assert_eq!(c.metrics().entries_writer_full, 20);
     assert!(count(StoreOutcome::StoreFull) > 0);
-    assert_eq!(c.metrics().entries_store_full, count(StoreOutcome::StoreFull));
-    assert!(c.stored_bytes() <= config.stored_bytes_max, "{}", c.stored_bytes());
+    assert_eq!(
+        c.metrics().entries_store_full,
+        count(StoreOutcome::StoreFull)
+    );
+    assert!(
+        c.stored_bytes() <= config.stored_bytes_max,
+        "{}",
+        c.stored_bytes()
+    );
     assert!(c.stored_bytes() > config.stored_bytes_max - 5000);
 }
 

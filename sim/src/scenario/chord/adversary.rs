@@ -66,7 +66,13 @@ pub(super) fn attack(
                 // Its own delete of every value: touches only its own entries.
                 entry(&me, &me, key, u64::MAX, StoreOp::Delete(None)),
                 // A put and a delete in the writer's name, signed by itself.
-                entry(&me, &writer, key, u64::MAX, StoreOp::Put(b"forged".to_vec())),
+                entry(
+                    &me,
+                    &writer,
+                    key,
+                    u64::MAX,
+                    StoreOp::Put(b"forged".to_vec()),
+                ),
                 entry(&me, &writer, key, u64::MAX, StoreOp::Delete(None)),
                 // A value of its own (legitimate: a get returns it under its key).
                 entry(&me, &me, key, 1, StoreOp::Put(b"evil".to_vec())),
