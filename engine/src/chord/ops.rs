@@ -14,6 +14,7 @@ use super::{
     Chord, ChordError, ChordEvent, ChordItem, ChordOutput, ChordRequest, ChordResult, Deadline,
     Purpose,
 };
+use crate::identity::Identity;
 use crate::time::Instant;
 
 /// One replica position of an application request.
@@ -46,8 +47,22 @@ pub(super) struct Op {
 }
 
 impl Chord {
-    /// Starts an application request; its end comes as [`ChordOutput::Event`].
+    /// Starts an application request, a put or delete signed with this machine's identity;
+    /// its end comes as [`ChordOutput::Event`].
     pub fn request(&mut self, now: Instant, app_request: u64, request: ChordRequest) {
+        let signer = self.identity.clone();
+        self.request_signed_by(now, &signer, app_request, request);
+    }
+
+    /// Starts an application request whose put or delete `signer` signs (the node passes its
+    /// `Context::identity`).
+    pub fn request_signed_by(
+        &mut self,
+        now: Instant,
+        signer: &Identity,
+        app_request: u64,
+        request: ChordRequest,
+    ) {
         self.start(now);
         if self.ops.len() >= self.config.ops_max {
             self.outputs.push_back(ChordOutput::Event(ChordEvent {
@@ -60,7 +75,7 @@ impl Chord {
             ChordRequest::Lookup { .. } => 1,
             _ => CHORD_REPLICAS,
         };
-        let entry = self.sign(&request);
+        let entry = self.sign(signer, &request);
         let op_id = self.new_request();
         let deadline = now + self.config.op_timeout;
         self.ops.insert(
@@ -85,7 +100,7 @@ impl Chord {
 
     /// The signed entry a put or delete stores: sequence number one above the last, and at
     /// least the wall clock in ms when it is known. A delete lives `tombstone_lifetime`.
-    fn sign(&mut self, request: &ChordRequest) -> Option<ChordValue> {
+    fn sign(&mut self, signer: &Identity, request: &ChordRequest) -> Option<ChordValue> {
         let (key, op, lifetime_ms) = match request {
             ChordRequest::Put {
                 key,
@@ -101,10 +116,8 @@ impl Chord {
         };
         let seq = (self.last_seq + 1).max(self.wall_clock_ms.unwrap_or(0));
         self.last_seq = seq;
-        let writer = self.identity.public_key();
-        let signature = self
-            .identity
-            .sign(&ChordValue::signed_bytes(key, &writer, seq, &op));
+        let writer = signer.public_key();
+        let signature = signer.sign(&ChordValue::signed_bytes(key, &writer, seq, &op));
         Some(ChordValue {
             writer,
             seq,

@@ -205,7 +205,7 @@ impl Protocol for ChordProtocol {
     ) -> Result<(), ChordRefusal> {
         let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
         chord.observe_wall_clock(cx.wall_clock_ms(now));
-        chord.request(now, command.request, command.op);
+        chord.request_signed_by(now, cx.identity(), command.request, command.op);
         self.pump();
         Ok(())
     }
