@@ -46,7 +46,15 @@ fn put_get_delete_across_the_ring() {
     values.sort();
     assert_eq!(values, ["held-by-n0", "held-by-n2"]);
 
+    // A node deletes only its own values (they are signed by their writer): n1's delete
+    // leaves n0's value, n0's removes it.
     let out = nodes[1].command("delete", &["drop/42", "held-by-n0"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = nodes[0].command("get", &["drop/42"]);
+    let mut values: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    values.sort();
+    assert_eq!(values, ["held-by-n0", "held-by-n2"]);
+    let out = nodes[0].command("delete", &["drop/42", "held-by-n0"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out).trim(), "deleted on 5 of 5 replicas");
     let out = nodes[0].command("get", &["drop/42"]);

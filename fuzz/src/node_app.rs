@@ -15,10 +15,10 @@ use weft_engine::chord::{ChordCommand, ChordRequest};
 use weft_engine::protocol::{
     key_position, ring_id, BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover,
     ChordMessage, ChordPeer, ChordRecord, ChordState, ChordStore, ChordStored, ChordValue,
-    ChordValues, Frame, Hlc, Message, StoreOp, TableDigest, TableEntries, TableWant, TableWrite,
-    CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
+    ChordValues, Frame, Hlc, Message, Signature, StoreOp, StoreOutcome, TableDigest, TableEntries,
+    TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
 };
-use weft_engine::{Command, Duration, Input, Limits, TableCommand, Timers};
+use weft_engine::{Command, Duration, Identity, Input, Limits, TableCommand, Timers};
 
 use super::{AddrSel, ConnSel, Driver, Msg, NodeSel, Seq, WALL_CLOCK_MS};
 
@@ -545,24 +545,47 @@ impl RequestSel {
     }
 }
 
-/// A value with its lifetime.
+/// A signed entry (a put, a delete of one value or of every value) with its lifetime: signed
+/// for its key by one of two fuzz writers, or carrying a forged signature.
 #[derive(Debug, Arbitrary)]
 pub(super) struct ChordValueSel {
     value: ValueSel,
+    /// 0: put, 1: delete one, else delete all.
+    op: u8,
+    seq: u8,
+    writer: bool,
+    forged: bool,
     lifetime: Option<LifetimeSel>,
 }
 
 impl ChordValueSel {
-    fn value(&self) -> ChordValue {
+    fn value(&self, key: &[u8]) -> ChordValue {
+        let bytes = self.value.value(CHORD_VALUE_BYTES_MAX);
+        let op = match self.op % 3 {
+            0 => StoreOp::Put(bytes),
+            1 => StoreOp::Delete(Some(bytes)),
+            _ => StoreOp::Delete(None),
+        };
+        let signer = Identity::from_secret(&[1 + u8::from(self.writer); 32]);
+        let writer = signer.public_key();
+        let seq = u64::from(self.seq);
+        let signature = if self.forged {
+            Signature([self.seq; 64])
+        } else {
+            signer.sign(&ChordValue::signed_bytes(key, &writer, seq, &op))
+        };
         ChordValue {
-            value: self.value.value(CHORD_VALUE_BYTES_MAX),
+            writer,
+            seq,
+            op,
             lifetime_ms: LifetimeSel::ms(&self.lifetime),
+            signature,
         }
     }
 }
 
-fn values(sel: &[ChordValueSel]) -> Vec<ChordValue> {
-    sel.iter().map(ChordValueSel::value).collect()
+fn values(sel: &[ChordValueSel], key: &[u8]) -> Vec<ChordValue> {
+    sel.iter().map(|v| v.value(key)).collect()
 }
 
 /// A handed-over record.
@@ -596,14 +619,12 @@ pub(super) enum ChordMsg {
         request: RequestSel,
         position: TargetSel,
         key: KeySel,
-        /// `None`: delete every value.
-        put: Option<ChordValueSel>,
-        /// For a delete: the one value to remove.
-        delete_one: Option<ValueSel>,
+        value: ChordValueSel,
     },
     Stored {
         request: RequestSel,
-        stored: bool,
+        /// Indexes the six outcomes.
+        outcome: u8,
     },
     Fetch {
         request: RequestSel,
@@ -612,9 +633,12 @@ pub(super) enum ChordMsg {
     },
     Values {
         request: RequestSel,
+        /// The key the entries are signed for.
+        key: KeySel,
         values: Vec<ChordValueSel>,
     },
     Handover {
+        request: RequestSel,
         records: Vec<RecordSel>,
     },
 }
@@ -651,22 +675,23 @@ impl ChordMsg {
                 request,
                 position,
                 key: k,
-                put,
-                delete_one,
+                value,
             } => ChordMessage::Store(ChordStore {
                 request: request.request(heard),
                 position: position.position(heard),
+                value: value.value(&key(k)),
                 key: key(k),
-                op: match put {
-                    Some(v) => StoreOp::Put(v.value()),
-                    None => {
-                        StoreOp::Delete(delete_one.as_ref().map(|v| v.value(CHORD_VALUE_BYTES_MAX)))
-                    }
-                },
             }),
-            ChordMsg::Stored { request, stored } => ChordMessage::Stored(ChordStored {
+            ChordMsg::Stored { request, outcome } => ChordMessage::Stored(ChordStored {
                 request: request.request(heard),
-                stored: *stored,
+                outcome: [
+                    StoreOutcome::Stored,
+                    StoreOutcome::Stale,
+                    StoreOutcome::Invalid,
+                    StoreOutcome::KeyFull,
+                    StoreOutcome::WriterFull,
+                    StoreOutcome::StoreFull,
+                ][usize::from(*outcome % 6)],
             }),
             ChordMsg::Fetch {
                 request,
@@ -677,17 +702,22 @@ impl ChordMsg {
                 position: position.position(heard),
                 key: key(k),
             }),
-            ChordMsg::Values { request, values: v } => ChordMessage::Values(ChordValues {
+            ChordMsg::Values {
+                request,
+                key: k,
+                values: v,
+            } => ChordMessage::Values(ChordValues {
                 request: request.request(heard),
-                values: values(v),
+                values: values(v, &key(k)),
             }),
-            ChordMsg::Handover { records } => ChordMessage::Handover(ChordHandover {
+            ChordMsg::Handover { request, records } => ChordMessage::Handover(ChordHandover {
+                request: request.request(heard),
                 records: records
                     .iter()
                     .map(|r| ChordRecord {
                         position: r.position.position(heard),
                         key: key(&r.key),
-                        values: values(&r.values),
+                        values: values(&r.values, &key(&r.key)),
                     })
                     .collect(),
             }),

@@ -339,6 +339,8 @@ pub fn small_limits_config() -> Config {
         lookup_hops_max: 4,
         records_max: 8,
         values_per_key_max: 2,
+        writer_values_max: 6,
+        stored_bytes_max: 16 * 1024,
         ops_max: 4,
         failed_max: 4,
         ..ChordConfig::default()
@@ -820,6 +822,12 @@ impl Driver {
                 "Chord holds {} records, over {}",
                 chord.records_len(),
                 config.records_max
+            );
+            assert!(
+                chord.stored_bytes() <= config.stored_bytes_max,
+                "Chord holds {} bytes, over {}",
+                chord.stored_bytes(),
+                config.stored_bytes_max
             );
         }
     }

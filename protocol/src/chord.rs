@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
 use crate::error::ProtocolError;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, PublicKey, Signature};
 use crate::message::strict;
 
 /// Most peers one CHORD_FOUND or CHORD_STATE may list.
@@ -97,25 +97,81 @@ pub struct ChordState {
     pub successors: Vec<ChordPeer>,
 }
 
-/// One value of a key, with the time it has left.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChordValue {
-    /// The value's bytes (at most [`CHORD_VALUE_BYTES_MAX`]).
-    pub value: Vec<u8>,
-    /// Milliseconds it has left to live; `None` lives until deleted.
-    pub lifetime_ms: Option<u64>,
-}
+/// Domain separation for a chord record's signature (SPEC.md §20.1).
+pub const CHORD_RECORD_DOMAIN: &[u8] = b"weft chord record v1\0";
 
-/// What a CHORD_STORE does to the key's set of values.
+/// What a signed entry says about its writer's values of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreOp {
-    /// Adds the value to the set (or refreshes its lifetime if it is there).
-    Put(ChordValue),
-    /// Removes one value (`Some`) or every value (`None`).
+    /// The writer's value (at most [`CHORD_VALUE_BYTES_MAX`] bytes) is in the key's set.
+    Put(Vec<u8>),
+    /// The writer's value (`Some`), or every value of the writer (`None`), is deleted: a
+    /// tombstone, kept by holders so an older put cannot come back.
     Delete(Option<Vec<u8>>),
 }
 
-/// CHORD_STORE: changes the values of `key` held under ring position `position`.
+/// One signed entry of a key: a writer's value, or a writer's delete (a tombstone), with the
+/// time it has left. Only `lifetime_ms` is outside the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChordValue {
+    /// The writer's ed25519 key.
+    pub writer: PublicKey,
+    /// The writer's sequence number: an entry replaces the writer's entry for the same value
+    /// only with a higher one.
+    pub seq: u64,
+    /// A value or a delete.
+    pub op: StoreOp,
+    /// Milliseconds it has left to live; `None` lives until deleted. Not signed.
+    pub lifetime_ms: Option<u64>,
+    /// The writer's signature over [`ChordValue::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl ChordValue {
+    /// What the writer signs for an entry of `key`: [`CHORD_RECORD_DOMAIN`] ‖ writer (32) ‖
+    /// key length (u32 BE) ‖ key ‖ op tag (0 put, 1 delete one, 2 delete all) ‖ for tags 0
+    /// and 1 the value length (u32 BE) ‖ value ‖ seq (u64 BE).
+    pub fn signed_bytes(key: &[u8], writer: &PublicKey, seq: u64, op: &StoreOp) -> Vec<u8> {
+        let value = match op {
+            StoreOp::Put(v) | StoreOp::Delete(Some(v)) => v.as_slice(),
+            StoreOp::Delete(None) => &[],
+        };
+        let mut out = Vec::with_capacity(
+            CHORD_RECORD_DOMAIN.len() + 32 + 4 + key.len() + 5 + value.len() + 8,
+        );
+        out.extend_from_slice(CHORD_RECORD_DOMAIN);
+        out.extend_from_slice(&writer.0);
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+        match op {
+            StoreOp::Put(_) => out.push(0),
+            StoreOp::Delete(Some(_)) => out.push(1),
+            StoreOp::Delete(None) => out.push(2),
+        }
+        if !matches!(op, StoreOp::Delete(None)) {
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(&seq.to_be_bytes());
+        out
+    }
+
+    /// The value bytes a put or a delete of one value names.
+    pub fn value(&self) -> Option<&[u8]> {
+        match &self.op {
+            StoreOp::Put(v) | StoreOp::Delete(Some(v)) => Some(v),
+            StoreOp::Delete(None) => None,
+        }
+    }
+
+    /// Whether this entry is a put (not a tombstone).
+    pub fn is_put(&self) -> bool {
+        matches!(self.op, StoreOp::Put(_))
+    }
+}
+
+/// CHORD_STORE: offers one signed entry of `key` to the record held under ring position
+/// `position`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordStore {
     /// Echoed in CHORD_STORED.
@@ -124,17 +180,35 @@ pub struct ChordStore {
     pub position: u64,
     /// The key (at most [`CHORD_KEY_BYTES_MAX`]).
     pub key: Vec<u8>,
-    /// What to do.
-    pub op: StoreOp,
+    /// The entry.
+    pub value: ChordValue,
 }
 
-/// CHORD_STORED: the answer to CHORD_STORE.
+/// What came of a CHORD_STORE or a CHORD_HANDOVER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOutcome {
+    /// Stored (or already held).
+    Stored,
+    /// The holder has an entry of the same writer and value with a higher sequence number
+    /// (or the writer's delete of every value at a higher one): the entry is out of date.
+    Stale,
+    /// The signature does not verify, or `position` is none of the key's positions.
+    Invalid,
+    /// The key holds `values_per_key_max` entries already.
+    KeyFull,
+    /// The writer holds its limit of entries or bytes at this node already.
+    WriterFull,
+    /// The node holds its limit of records or bytes already.
+    StoreFull,
+}
+
+/// CHORD_STORED: the answer to CHORD_STORE and CHORD_HANDOVER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordStored {
-    /// The CHORD_STORE's request number.
+    /// The request number answered.
     pub request: u64,
-    /// False if the receiver's store is full.
-    pub stored: bool,
+    /// What came of it; for a handover, `Stored` when no entry was refused for space.
+    pub outcome: StoreOutcome,
 }
 
 /// CHORD_FETCH: asks for the values of `key` held under `position`.
@@ -153,7 +227,7 @@ pub struct ChordFetch {
 pub struct ChordValues {
     /// The CHORD_FETCH's request number.
     pub request: u64,
-    /// The live values held (empty: none).
+    /// The live entries held, tombstones included (empty: none).
     pub values: Vec<ChordValue>,
 }
 
@@ -168,9 +242,12 @@ pub struct ChordRecord {
     pub values: Vec<ChordValue>,
 }
 
-/// CHORD_HANDOVER: records the receiver now owns (a joiner's share, or a leaver's store).
+/// CHORD_HANDOVER: records the receiver now owns (a joiner's share, or a leaver's store),
+/// answered by CHORD_STORED.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordHandover {
+    /// Echoed in CHORD_STORED; the sender keeps its copies until then.
+    pub request: u64,
     /// At most [`HANDOVER_RECORDS_MAX`].
     pub records: Vec<ChordRecord>,
 }
@@ -258,21 +335,13 @@ impl ChordMessage {
         let peers_ok = |p: &[ChordPeer]| {
             p.len() <= CHORD_PEERS_MAX && p.iter().all(|p| p.addr.len() <= crate::ADDR_BYTES_MAX)
         };
-        let value_ok = |v: &ChordValue| v.value.len() <= CHORD_VALUE_BYTES_MAX;
+        let value_ok = |v: &ChordValue| v.value().is_none_or(|v| v.len() <= CHORD_VALUE_BYTES_MAX);
         let values_ok = |v: &[ChordValue]| v.len() <= CHORD_VALUES_MAX && v.iter().all(value_ok);
         let key_ok = |k: &[u8]| k.len() <= CHORD_KEY_BYTES_MAX;
         let ok = match self {
             ChordMessage::Found(m) => peers_ok(&m.peers),
             ChordMessage::State(m) => peers_ok(&m.successors) && peers_ok(m.predecessor.as_slice()),
-            ChordMessage::Store(m) => {
-                key_ok(&m.key)
-                    && match &m.op {
-                        StoreOp::Put(v) => value_ok(v),
-                        StoreOp::Delete(v) => {
-                            v.as_ref().is_none_or(|v| v.len() <= CHORD_VALUE_BYTES_MAX)
-                        }
-                    }
-            }
+            ChordMessage::Store(m) => key_ok(&m.key) && value_ok(&m.value),
             ChordMessage::Fetch(m) => key_ok(&m.key),
             ChordMessage::Values(m) => values_ok(&m.values),
             ChordMessage::Handover(m) => {

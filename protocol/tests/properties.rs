@@ -24,8 +24,8 @@ use weft_protocol::{
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
     ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
-    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
-    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
+    StoreOutcome, TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX,
+    CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 
@@ -567,9 +567,18 @@ fn chord_bytes(g: &mut Gen, max: usize, big: bool) -> Vec<u8> {
 }
 
 fn chord_value(g: &mut Gen, big: bool) -> ChordValue {
+    let mut signature = [0u8; 64];
+    signature.iter_mut().for_each(|b| *b = u8::arbitrary(g));
     ChordValue {
-        value: chord_bytes(g, CHORD_VALUE_BYTES_MAX, big),
+        writer: PublicKey(signature[..32].try_into().expect("32 of 64 bytes")),
+        seq: u64::arbitrary(g),
+        op: match below(g, 3) {
+            0 => StoreOp::Put(chord_bytes(g, CHORD_VALUE_BYTES_MAX, big)),
+            1 => StoreOp::Delete(Some(chord_bytes(g, CHORD_VALUE_BYTES_MAX, big))),
+            _ => StoreOp::Delete(None),
+        },
         lifetime_ms: Option::<u64>::arbitrary(g),
+        signature: Signature(signature),
     }
 }
 
@@ -608,17 +617,18 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
             request,
             position,
             key: chord_bytes(g, CHORD_KEY_BYTES_MAX, big),
-            op: if bool::arbitrary(g) {
-                StoreOp::Put(chord_value(g, big))
-            } else {
-                StoreOp::Delete(
-                    bool::arbitrary(g).then(|| chord_bytes(g, CHORD_VALUE_BYTES_MAX, big)),
-                )
-            },
+            value: chord_value(g, big),
         }),
         6 => ChordMessage::Stored(ChordStored {
             request,
-            stored: bool::arbitrary(g),
+            outcome: [
+                StoreOutcome::Stored,
+                StoreOutcome::Stale,
+                StoreOutcome::Invalid,
+                StoreOutcome::KeyFull,
+                StoreOutcome::WriterFull,
+                StoreOutcome::StoreFull,
+            ][below(g, 6)],
         }),
         7 => ChordMessage::Fetch(ChordFetch {
             request,
@@ -630,6 +640,7 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
             values: chord_values(g, big),
         }),
         _ => ChordMessage::Handover(ChordHandover {
+            request,
             records: (0..if big && one_in(g, 16) {
                 HANDOVER_RECORDS_MAX
             } else {
@@ -1230,10 +1241,7 @@ fn a_chord_message_over_any_limit_is_malformed() {
                 if pick % 2 == 0 {
                     st.key = over(CHORD_KEY_BYTES_MAX);
                 } else {
-                    st.op = StoreOp::Put(ChordValue {
-                        value: over(CHORD_VALUE_BYTES_MAX),
-                        lifetime_ms: None,
-                    });
+                    st.value.op = StoreOp::Put(over(CHORD_VALUE_BYTES_MAX));
                 }
                 ChordMessage::Store(st)
             }
@@ -1244,8 +1252,11 @@ fn a_chord_message_over_any_limit_is_malformed() {
             ChordMessage::Values(mut v) => {
                 v.values = vec![
                     ChordValue {
-                        value: vec![],
-                        lifetime_ms: None
+                        writer: PublicKey([0; 32]),
+                        seq: 0,
+                        op: StoreOp::Delete(None),
+                        lifetime_ms: None,
+                        signature: Signature([0; 64]),
                     };
                     CHORD_VALUES_MAX + 1
                 ];

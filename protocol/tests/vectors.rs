@@ -26,8 +26,8 @@ use weft_protocol::{
 use weft_protocol::{
     BucketHash, ChordFetch, ChordFind, ChordFound, ChordHandover, ChordMessage, ChordPeer,
     ChordRecord, ChordState, ChordStore, ChordStored, ChordValue, ChordValues, Hlc, StoreOp,
-    TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX, CHORD_PEERS_MAX,
-    CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
+    StoreOutcome, TableDigest, TableEntries, TableWant, TableWrite, CHORD_KEY_BYTES_MAX,
+    CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
     TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 
@@ -1802,13 +1802,23 @@ fn chord_peers_json(peers: &[ChordPeer]) -> Value {
     Value::Array(peers.iter().map(chord_peer_json).collect())
 }
 
+fn store_op_json(op: &StoreOp) -> Value {
+    match op {
+        StoreOp::Put(v) => obj([("put", hexv(v))]),
+        StoreOp::Delete(v) => obj([("delete", v.as_deref().map_or(Value::Null, hexv))]),
+    }
+}
+
 fn chord_value_json(v: &ChordValue) -> Value {
     obj([
-        ("value", hexv(&v.value)),
+        ("writer", hexv(&v.writer.0)),
+        ("seq", v.seq.into()),
+        ("op", store_op_json(&v.op)),
         (
             "lifetime_ms",
             v.lifetime_ms.map_or(Value::Null, Value::from),
         ),
+        ("signature", hexv(&v.signature.0)),
     ])
 }
 
@@ -1840,17 +1850,12 @@ fn chord_fields(m: &ChordMessage) -> Value {
             ("request", s.request.into()),
             ("position", s.position.into()),
             ("key", hexv(&s.key)),
-            (
-                "op",
-                match &s.op {
-                    StoreOp::Put(v) => obj([("put", chord_value_json(v))]),
-                    StoreOp::Delete(v) => obj([("delete", v.as_deref().map_or(Value::Null, hexv))]),
-                },
-            ),
+            ("value", chord_value_json(&s.value)),
         ]),
-        ChordMessage::Stored(s) => {
-            obj([("request", s.request.into()), ("stored", s.stored.into())])
-        }
+        ChordMessage::Stored(s) => obj([
+            ("request", s.request.into()),
+            ("outcome", format!("{:?}", s.outcome).into()),
+        ]),
         ChordMessage::Fetch(f) => obj([
             ("request", f.request.into()),
             ("position", f.position.into()),
@@ -1860,21 +1865,24 @@ fn chord_fields(m: &ChordMessage) -> Value {
             ("request", v.request.into()),
             ("values", chord_values_json(&v.values)),
         ]),
-        ChordMessage::Handover(h) => obj([(
-            "records",
-            Value::Array(
-                h.records
-                    .iter()
-                    .map(|r| {
-                        obj([
-                            ("position", r.position.into()),
-                            ("key", hexv(&r.key)),
-                            ("values", chord_values_json(&r.values)),
-                        ])
-                    })
-                    .collect(),
+        ChordMessage::Handover(h) => obj([
+            ("request", h.request.into()),
+            (
+                "records",
+                Value::Array(
+                    h.records
+                        .iter()
+                        .map(|r| {
+                            obj([
+                                ("position", r.position.into()),
+                                ("key", hexv(&r.key)),
+                                ("values", chord_values_json(&r.values)),
+                            ])
+                        })
+                        .collect(),
+                ),
             ),
-        )]),
+        ]),
     }
 }
 
@@ -1888,10 +1896,35 @@ fn get_chord_peer(p: &Value) -> ChordPeer {
     }
 }
 
+fn get_store_op(op: &Value) -> StoreOp {
+    match op.get("put") {
+        Some(_) => StoreOp::Put(get_bytes(op, "put")),
+        None => StoreOp::Delete(match get(op, "delete") {
+            Value::Null => None,
+            _ => Some(get_bytes(op, "delete")),
+        }),
+    }
+}
+
 fn get_chord_value(v: &Value) -> ChordValue {
     ChordValue {
-        value: get_bytes(v, "value"),
+        writer: PublicKey(get_bytes(v, "writer").try_into().expect("32 bytes")),
+        seq: get_u64(v, "seq"),
+        op: get_store_op(get(v, "op")),
         lifetime_ms: get(v, "lifetime_ms").as_u64(),
+        signature: Signature(get_bytes(v, "signature").try_into().expect("64 bytes")),
+    }
+}
+
+fn get_store_outcome(f: &Value) -> StoreOutcome {
+    match get(f, "outcome").as_str().expect("an outcome name") {
+        "Stored" => StoreOutcome::Stored,
+        "Stale" => StoreOutcome::Stale,
+        "Invalid" => StoreOutcome::Invalid,
+        "KeyFull" => StoreOutcome::KeyFull,
+        "WriterFull" => StoreOutcome::WriterFull,
+        "StoreFull" => StoreOutcome::StoreFull,
+        other => panic!("unknown outcome {other}"),
     }
 }
 
@@ -1925,24 +1958,15 @@ fn chord_from_fields(code_name: &str, f: &Value) -> ChordMessage {
                 .collect(),
         }),
         "CHORD_NOTIFY" => ChordMessage::Notify,
-        "CHORD_STORE" => {
-            let op = get(f, "op");
-            ChordMessage::Store(ChordStore {
-                request: get_u64(f, "request"),
-                position: get_u64(f, "position"),
-                key: get_bytes(f, "key"),
-                op: match op.get("put") {
-                    Some(v) => StoreOp::Put(get_chord_value(v)),
-                    None => StoreOp::Delete(match get(op, "delete") {
-                        Value::Null => None,
-                        _ => Some(get_bytes(op, "delete")),
-                    }),
-                },
-            })
-        }
+        "CHORD_STORE" => ChordMessage::Store(ChordStore {
+            request: get_u64(f, "request"),
+            position: get_u64(f, "position"),
+            key: get_bytes(f, "key"),
+            value: get_chord_value(get(f, "value")),
+        }),
         "CHORD_STORED" => ChordMessage::Stored(ChordStored {
             request: get_u64(f, "request"),
-            stored: get_bool(f, "stored"),
+            outcome: get_store_outcome(f),
         }),
         "CHORD_FETCH" => ChordMessage::Fetch(ChordFetch {
             request: get_u64(f, "request"),
@@ -1954,6 +1978,7 @@ fn chord_from_fields(code_name: &str, f: &Value) -> ChordMessage {
             values: values(f),
         }),
         "CHORD_HANDOVER" => ChordMessage::Handover(ChordHandover {
+            request: get_u64(f, "request"),
             records: get_array(f, "records")
                 .iter()
                 .map(|r| ChordRecord {
@@ -1975,10 +2000,15 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
         node: NodeId(pat(start)),
         addr: addr.to_string(),
     };
-    let value = |v: &[u8], lifetime_ms| ChordValue {
-        value: v.to_vec(),
+    // Signatures here are patterns: the wire format does not check them (§20.1).
+    let entry = |seq: u64, op: StoreOp, lifetime_ms| ChordValue {
+        writer: PublicKey(pat(0xA0)),
+        seq,
+        op,
         lifetime_ms,
+        signature: Signature(pat(0x40)),
     };
+    let value = |v: &[u8], lifetime_ms| entry(1, StoreOp::Put(v.to_vec()), lifetime_ms);
     vec![
         plain(
             "chord_find",
@@ -2027,7 +2057,7 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
                 request: 7,
                 position: 42,
                 key: b"drop/1".to_vec(),
-                op: StoreOp::Put(value(b"node-a", Some(60_000))),
+                value: value(b"node-a", Some(60_000)),
             }),
         ),
         plain(
@@ -2036,7 +2066,11 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
                 request: 8,
                 position: u64::MAX,
                 key: b"drop/1".to_vec(),
-                op: StoreOp::Delete(Some(b"node-a".to_vec())),
+                value: entry(
+                    2,
+                    StoreOp::Delete(Some(b"node-a".to_vec())),
+                    Some(86_400_000),
+                ),
             }),
         ),
         plain(
@@ -2045,14 +2079,21 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
                 request: 9,
                 position: 0,
                 key: vec![],
-                op: StoreOp::Delete(None),
+                value: entry(u64::MAX, StoreOp::Delete(None), None),
             }),
         ),
         plain(
             "chord_stored",
             ChordMessage::Stored(ChordStored {
                 request: 7,
-                stored: true,
+                outcome: StoreOutcome::Stored,
+            }),
+        ),
+        plain(
+            "chord_stored_writer_full",
+            ChordMessage::Stored(ChordStored {
+                request: 8,
+                outcome: StoreOutcome::WriterFull,
             }),
         ),
         plain(
@@ -2073,6 +2114,7 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
         plain(
             "chord_handover",
             ChordMessage::Handover(ChordHandover {
+                request: 11,
                 records: vec![ChordRecord {
                     position: 42,
                     key: b"drop/1".to_vec(),
@@ -2083,6 +2125,7 @@ fn chord_cases() -> Vec<(String, Owned, bool)> {
         (
             "chord_handover_compressed".into(),
             Owned::Plain(Message::Chord(ChordMessage::Handover(ChordHandover {
+                request: 12,
                 records: (0..8)
                     .map(|i| ChordRecord {
                         position: i,
@@ -2110,21 +2153,27 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
     let long_key = vec![b'k'; CHORD_KEY_BYTES_MAX + 1];
     let fetch = [varint(1), varint(2), string(&long_key)].concat();
     let big_value = vec![0u8; CHORD_VALUE_BYTES_MAX + 1];
-    // request, position, key, op = Put (0) { value, lifetime None (0) }
+    // request, position, key, value = { writer, seq, op = Put (0) bytes, lifetime None (0),
+    // signature }
     let store = [
         varint(1),
         varint(2),
         string(b"k"),
+        vec![7; 32],
+        varint(1),
         vec![0],
         string(&big_value),
         vec![0],
+        vec![9; 64],
     ]
     .concat();
     let mut values = varint(1);
     values.extend_from_slice(&varint(CHORD_VALUES_MAX as u64 + 1));
     for i in 0..=CHORD_VALUES_MAX {
-        values.extend_from_slice(&string(&[i as u8]));
-        values.push(0);
+        // writer, seq, op = Delete (1) None (0), lifetime None, signature
+        values.extend_from_slice(
+            &[vec![i as u8; 32], varint(1), vec![1, 0, 0], vec![9; 64]].concat(),
+        );
     }
     vec![
         (
@@ -2160,13 +2209,27 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
         (
             "malformed_payload_chord_store_unknown_op",
             "MalformedPayload",
-            "CHORD_STORE whose op has variant index 2",
+            "CHORD_STORE whose value's op has variant index 2",
             raw_frame(
                 1,
                 0,
                 Code::CHORD_STORE.0,
-                &[varint(1), varint(2), string(b"k"), vec![2]].concat(),
+                &[
+                    varint(1),
+                    varint(2),
+                    string(b"k"),
+                    vec![7; 32],
+                    varint(1),
+                    vec![2],
+                ]
+                .concat(),
             ),
+        ),
+        (
+            "malformed_payload_chord_stored_unknown_outcome",
+            "MalformedPayload",
+            "CHORD_STORED whose outcome has variant index 6",
+            raw_frame(1, 0, Code::CHORD_STORED.0, &[varint(1), vec![6]].concat()),
         ),
         (
             "unknown_command_chord_0x030a",

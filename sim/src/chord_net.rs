@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use weft_engine::chord::{
     finger_start, in_half_open, Chord, ChordConfig, ChordEvent, ChordOutput, ChordRequest,
 };
-use weft_engine::protocol::{ChordPeer, Message, NodeId};
-use weft_engine::Instant;
+use weft_engine::protocol::{ChordMessage, ChordPeer, ChordValue, Message, NodeId, StoreOp};
+use weft_engine::{Identity, Instant};
 
 use crate::rng::SimRng;
 
@@ -56,6 +56,24 @@ pub struct ChordNet {
     /// Application events, by node, in order.
     pub app_events: Vec<(usize, ChordEvent)>,
     digest: blake3::Hasher,
+    /// The malicious member, if any: its answers to CHORD_FETCH are rewritten (forged,
+    /// replayed or empty), and it sees every CHORD_STORE put delivered anywhere.
+    malicious: Option<usize>,
+    /// Signed puts (position, key, entry) seen in CHORD_STORE deliveries, for the malicious
+    /// member to replay (at most `CAPTURED_MAX`).
+    pub captured: Vec<(u64, Vec<u8>, ChordValue)>,
+}
+
+/// Puts the malicious member remembers.
+const CAPTURED_MAX: usize = 4096;
+
+/// Node `i`'s key pair from `seed`.
+pub fn identity(seed: u64, i: usize) -> Identity {
+    let mut h = blake3::Hasher::new();
+    h.update(b"weft sim chord key\0");
+    h.update(&seed.to_le_bytes());
+    h.update(&(i as u64).to_le_bytes());
+    Identity::from_secret(h.finalize().as_bytes())
 }
 
 /// `n` nodes' identities from `seed`.
@@ -90,7 +108,81 @@ impl ChordNet {
             messages: 0,
             app_events: Vec::new(),
             digest: blake3::Hasher::new(),
+            malicious: None,
+            captured: Vec::new(),
         }
+    }
+
+    /// Makes node `i` the malicious member, at ring position `ring_id` (an id ground to sit
+    /// where it wants: e.g. just below a victim). Call before it starts.
+    pub fn set_malicious(&mut self, i: usize, ring_id: u64) {
+        self.index.remove(&self.peers[i].node);
+        self.peers[i].node.0[..8].copy_from_slice(&ring_id.to_be_bytes());
+        self.index.insert(self.peers[i].node, i);
+        self.malicious = Some(i);
+    }
+
+    /// The malicious member, if any.
+    pub fn malicious(&self) -> Option<usize> {
+        self.malicious
+    }
+
+    /// Node `i`'s signing key.
+    pub fn identity(&self, i: usize) -> Identity {
+        identity(self.config.seed, i)
+    }
+
+    /// Sends `msg` from node `from` to node `to` as if `from`'s machine had (the malicious
+    /// member's own messages).
+    pub fn inject(&mut self, from: usize, to: usize, msg: ChordMessage) {
+        let (lo, hi) = self.config.latency_ms;
+        let delay = self.rng.between(lo * 1_000_000, hi * 1_000_000 + 1);
+        let frame = Message::Chord(msg).to_frame(false).into_bytes().to_vec();
+        self.push(self.now + delay, Ev::Deliver { to, from, frame });
+    }
+
+    /// The malicious member's rewrite of an answer to CHORD_FETCH: empty, its values with
+    /// their bytes changed under the writer's signature, or every captured put of the key
+    /// (replayed, perhaps deleted since) plus a forged delete in the writer's name.
+    fn tamper(&mut self, msg: ChordMessage) -> ChordMessage {
+        let ChordMessage::Values(mut v) = msg else {
+            return msg;
+        };
+        match self.rng.below(3) {
+            0 => v.values.clear(),
+            1 => {
+                for e in v.values.iter_mut() {
+                    if let StoreOp::Put(bytes) = &mut e.op {
+                        bytes.push(b'!');
+                    }
+                    e.seq = e.seq.wrapping_add(1);
+                }
+            }
+            _ => {
+                let replay: Vec<ChordValue> = v
+                    .values
+                    .iter()
+                    .flat_map(|e| {
+                        self.captured
+                            .iter()
+                            .filter(|(_, _, c)| c.writer == e.writer)
+                            .map(|(_, _, c)| c.clone())
+                            .take(2)
+                    })
+                    .collect();
+                let forged: Vec<ChordValue> = v
+                    .values
+                    .iter()
+                    .map(|e| ChordValue {
+                        op: StoreOp::Delete(None),
+                        seq: u64::MAX,
+                        ..e.clone()
+                    })
+                    .collect();
+                v.values = replay.into_iter().chain(forged).take(16).collect();
+            }
+        }
+        ChordMessage::Values(v)
     }
 
     /// Simulated time, ns.
@@ -138,7 +230,12 @@ impl ChordNet {
     /// Starts node `i` (fresh memory); it joins through `via` (or starts a ring alone).
     pub fn start(&mut self, i: usize, via: Option<usize>) {
         let seed = crate::rng::child_seed(self.config.seed, "chord node", i as u64 ^ self.now);
-        let mut c = Chord::new(self.peers[i].clone(), self.config.chord.clone(), seed);
+        let mut c = Chord::new(
+            self.peers[i].clone(),
+            self.identity(i),
+            self.config.chord.clone(),
+            seed,
+        );
         let now = Instant(self.now);
         match via {
             Some(v) => c.join(now, self.peers[v].clone()),
@@ -200,6 +297,11 @@ impl ChordNet {
                     let Some(&j) = self.index.get(&to.node) else {
                         continue;
                     };
+                    let msg = if self.malicious == Some(i) {
+                        self.tamper(msg)
+                    } else {
+                        msg
+                    };
                     if self.rng.chance(self.config.loss) {
                         continue;
                     }
@@ -254,14 +356,23 @@ impl ChordNet {
                     }
                 }
                 Ev::Deliver { to, from, frame } => {
-                    let Some(c) = self.nodes[to].as_mut() else {
+                    if self.nodes[to].is_none() {
                         continue;
-                    };
+                    }
                     self.messages += 1;
                     self.digest.update(&self.now.to_le_bytes());
                     self.digest.update(&(to as u64).to_le_bytes());
                     self.digest.update(&frame);
                     let msg = decode(&frame);
+                    if let (Some(ChordMessage::Store(st)), Some(_)) = (&msg, self.malicious) {
+                        if st.value.is_put() && self.captured.len() < CAPTURED_MAX {
+                            self.captured
+                                .push((st.position, st.key.clone(), st.value.clone()));
+                        }
+                    }
+                    let Some(c) = self.nodes[to].as_mut() else {
+                        continue;
+                    };
                     if let Some(msg) = msg {
                         c.handle_message(now, &self.peers[from], msg);
                         self.after(to);

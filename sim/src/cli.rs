@@ -134,6 +134,10 @@ pub struct ChordArgs {
     /// Swarm faults (loss, crashes, leaves, joins from the seed) for a minute after the puts.
     #[arg(long)]
     pub swarm: bool,
+    /// One malicious member (SPEC.md §20.7): a ground id below a holder, forged stores and
+    /// deletes, forged, replayed or empty answers to gets.
+    #[arg(long)]
+    pub adversary: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -220,6 +224,7 @@ impl ChordArgs {
             churn: self.churn,
             loss: self.loss,
             swarm: self.swarm,
+            adversary: self.adversary,
             ..ChordParams::new(self.nodes, self.seed, self.lookups)
         })
     }

@@ -89,12 +89,13 @@ fn nodes_form_a_ring_over_chord_only_connections_that_floods_never_use() {
         }),
     );
     net.run_for(Duration::from_secs(5));
-    assert_eq!(
-        chord_result(&net, n - 1, 2),
-        Some(Ok(ChordResult::Get {
-            values: vec![Bytes::from_static(b"node-0")]
-        }))
-    );
+    match chord_result(&net, n - 1, 2) {
+        Some(Ok(ChordResult::Get { values })) => {
+            let got: Vec<&Bytes> = values.iter().map(|v| &v.value).collect();
+            assert_eq!(got, vec![&Bytes::from_static(b"node-0")]);
+        }
+        other => panic!("{other:?}"),
+    }
 
     let before = net.sent(Code::BROADCAST);
     net.broadcast(0, b"one flood");
@@ -171,6 +172,38 @@ fn swarm_seed_sweep() {
         .filter_map(|r| r.header.failure(&format!("seed {}", r.header.seed)))
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Issue 14 point 4: one malicious member (a ground id just below the node holding the most
+/// records, forged and replayed stores and deletes, forged, replayed or empty answers to
+/// gets) forges, deletes and hides nothing that has an honest replica: every key with an
+/// honest holder reads back its writer's value, every deleted key stays deleted.
+#[test]
+fn a_malicious_member_cannot_forge_delete_or_hide_records() {
+    let seeds = sweep::env_or("WEFT_CHORD_ADVERSARY_SEEDS", 4);
+    let (mut invalid, mut taken) = (0, 0);
+    for s in 1..=seeds {
+        let p = chord::ChordParams {
+            keys: 40,
+            adversary: true,
+            ..chord::ChordParams::new(16 + (s % 9) as u32, s, 50)
+        };
+        let r = chord::run(&p);
+        assert!(
+            r.header.ok,
+            "seed {s}: {:?}\n  replay: {}",
+            r.header.violation,
+            p.replay()
+        );
+        assert_eq!(r.keys_deleted, 4);
+        invalid += r.entries_invalid;
+        taken += r.adversary_records;
+    }
+    assert!(
+        invalid > 0,
+        "forged entries reached honest nodes and were dropped"
+    );
+    assert!(taken > 0, "the ground id took records over");
 }
 
 #[test]
@@ -349,7 +382,7 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
     for &(at, request, k) in &gets {
         let result = w.chord_result(at, request);
         let found = matches!(result, Some(Ok(ChordResult::Get { values }))
-            if values.iter().any(|v| v[..] == value(k)[..]));
+            if values.iter().any(|v| v.value[..] == value(k)[..]));
         if !found {
             lost.push(format!(
                 "key {k} (get on node {at}: {result:?}; held by nodes {:?})",

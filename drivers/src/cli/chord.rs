@@ -36,7 +36,8 @@ pub struct DeleteArgs {
     net: NetArgs,
     /// The key.
     key: String,
-    /// The value to remove (default: every value of the key).
+    /// The value to remove (default: every value of the key). Only this node's own values:
+    /// every value is signed by the node that put it, and only it can delete it.
     value: Option<String>,
 }
 

@@ -196,7 +196,7 @@ fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
         Ok(ChordResult::Get { values }) => ControlReply::Values(
             values
                 .iter()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .map(|v| String::from_utf8_lossy(&v.value).into_owned())
                 .collect(),
         ),
         Ok(other) => ControlReply::Error(format!("unexpected chord result {other:?}")),

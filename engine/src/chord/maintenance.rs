@@ -2,11 +2,11 @@
 //! the successor list, suspicion of failed peers, and record handover.
 
 use weft_protocol::{
-    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, HANDOVER_RECORDS_MAX,
+    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, StoreOutcome, HANDOVER_RECORDS_MAX,
 };
 
 use super::lookup::{Lookup, LookupFor};
-use super::{between, distance, finger_start, Chord, Purpose};
+use super::{between, distance, finger_start, in_half_open, Chord, Purpose};
 use crate::time::Instant;
 
 impl Chord {
@@ -241,16 +241,70 @@ impl Chord {
             self.successors = vec![from.clone()];
         }
         // Keys move to a new owner on join: whatever is not in (new predecessor, me] is its.
-        let records = self.store.take_outside(now, from.ring_id(), self.id);
-        self.hand_over(from, records);
+        self.hand_over_outside(now);
     }
 
-    pub(super) fn hand_over(&mut self, to: &ChordPeer, records: Vec<weft_protocol::ChordRecord>) {
+    /// Sends the predecessor copies of every record whose position this node does not cover
+    /// by its own view (not in (predecessor, self]), unless a handover is still unanswered.
+    /// The copies stay here until the predecessor confirms them (SPEC.md §20.3).
+    pub(super) fn hand_over_outside(&mut self, now: Instant) {
+        let Some(pred) = self.predecessor.clone().filter(|p| p.node != self.me.node) else {
+            return;
+        };
+        if !self.handovers.is_empty() {
+            return;
+        }
+        let records = self.store.outside(now, pred.ring_id(), self.id);
         self.metrics.records_handed_over += records.len() as u64;
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
             let chunk: Vec<_> = records.by_ref().take(HANDOVER_RECORDS_MAX).collect();
-            self.send(to, ChordMessage::Handover(ChordHandover { records: chunk }));
+            let keys = chunk.iter().map(|r| (r.position, r.key.clone())).collect();
+            let request = self.call(now, &pred, Purpose::Handover, |request| {
+                ChordMessage::Handover(ChordHandover {
+                    request,
+                    records: chunk,
+                })
+            });
+            self.handovers.insert(request, keys);
+        }
+    }
+
+    /// The answer to a handover: on `Stored`, drops the records it carried that this node
+    /// still does not cover by its own view; otherwise keeps them for a later handover.
+    pub(super) fn handover_answered(&mut self, request: u64, outcome: StoreOutcome) {
+        let Some(keys) = self.handovers.remove(&request) else {
+            return;
+        };
+        let Some(pred) = self.predecessor.as_ref().map(ChordPeer::ring_id) else {
+            return;
+        };
+        if outcome != StoreOutcome::Stored {
+            return;
+        }
+        for (position, key) in keys {
+            if !in_half_open(pred, position, self.id) {
+                self.store.remove(position, &key);
+                self.metrics.records_handover_confirmed += 1;
+            }
+        }
+    }
+
+    /// Sends every record to `to` (a graceful leave: no confirmation is awaited).
+    pub(super) fn hand_over_all(&mut self, now: Instant, to: &ChordPeer) {
+        let records = self.store.take_all(now);
+        self.metrics.records_handed_over += records.len() as u64;
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let chunk: Vec<_> = records.by_ref().take(HANDOVER_RECORDS_MAX).collect();
+            let request = self.new_request();
+            self.send(
+                to,
+                ChordMessage::Handover(ChordHandover {
+                    request,
+                    records: chunk,
+                }),
+            );
         }
     }
 
@@ -266,6 +320,7 @@ impl Chord {
     pub(super) fn check_predecessor(&mut self, now: Instant) {
         self.store.expire(now);
         self.failed.retain(|_, until| *until > now);
+        self.hand_over_outside(now);
         let Some(p) = self.predecessor.clone() else {
             return;
         };

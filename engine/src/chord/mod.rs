@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
-    ChordFound, ChordMessage, ChordPeer, ChordState, ChordStored, ChordValues, NodeId,
-    CHORD_PEERS_MAX,
+    key_position, ChordFound, ChordMessage, ChordPeer, ChordState, ChordStored, ChordValue,
+    ChordValues, NodeId, StoreOutcome, CHORD_PEERS_MAX, CHORD_REPLICAS,
 };
 
 use lookup::Lookup;
@@ -33,12 +33,14 @@ pub(crate) use protocol::ChordProtocol;
 pub use protocol::{ChordCommand, ChordRefusal};
 pub use ring::{between, distance, finger_start, in_half_open};
 use rpc::{Purpose, Rpc};
-use store::Store;
+use store::{Store, StoreLimits};
 use timer::{Deadline, Timer, TIMERS};
 pub use types::{
-    ChordConfig, ChordError, ChordEvent, ChordMetrics, ChordOutput, ChordRequest, ChordResult,
+    ChordConfig, ChordError, ChordEvent, ChordItem, ChordMetrics, ChordOutput, ChordRequest,
+    ChordResult,
 };
 
+use crate::identity::{verify_signature, Identity};
 use crate::time::Instant;
 
 /// Ring fingers: one per bit of the identifier.
@@ -52,6 +54,14 @@ const NEXT_HOPS: usize = 4;
 pub struct Chord {
     me: ChordPeer,
     id: u64,
+    /// Signs this node's puts and deletes.
+    identity: Identity,
+    /// The sequence number of this node's last signed entry.
+    last_seq: u64,
+    /// Calendar time (Unix ms) at the last request, if the owner knows it.
+    wall_clock_ms: Option<u64>,
+    /// Records handed over and not yet confirmed, by the handover's request number.
+    handovers: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     config: ChordConfig,
     rng: ChaCha8Rng,
     /// Nearest first; `[me]` when alone. Never empty: every assignment goes through
@@ -83,17 +93,22 @@ pub struct Chord {
 }
 
 impl Chord {
-    /// A node alone on its own ring (it is its own successor) until [`Chord::join`].
-    pub fn new(me: ChordPeer, config: ChordConfig, seed: u64) -> Chord {
+    /// A node alone on its own ring (it is its own successor) until [`Chord::join`]; it
+    /// signs its puts and deletes with `identity`.
+    pub fn new(me: ChordPeer, identity: Identity, config: ChordConfig, seed: u64) -> Chord {
         let id = me.ring_id();
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());
         s[8..16].copy_from_slice(&id.to_le_bytes());
-        let store = Store::new(config.records_max, config.values_per_key_max);
+        let store = Store::new(store_limits(&config));
         Chord {
             successors: vec![me.clone()],
             me,
             id,
+            identity,
+            last_seq: 0,
+            wall_clock_ms: None,
+            handovers: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(s),
             config,
             predecessor: None,
@@ -155,6 +170,21 @@ impl Chord {
         self.store.holds(position, key)
     }
 
+    /// Bytes the held entries are counted for (bounded by `stored_bytes_max`).
+    pub fn stored_bytes(&self) -> usize {
+        self.store.bytes()
+    }
+
+    /// The live entries (tombstones included) held for `key` under `position`.
+    pub fn entries(&self, now: Instant, position: u64, key: &[u8]) -> Vec<ChordValue> {
+        self.store.get(now, position, key)
+    }
+
+    /// The key this node signs with.
+    pub fn writer(&self) -> weft_protocol::PublicKey {
+        self.identity.public_key()
+    }
+
     /// Counters.
     pub fn metrics(&self) -> &ChordMetrics {
         &self.metrics
@@ -174,9 +204,44 @@ impl Chord {
         crate::time::earliest(timer, deadline)
     }
 
-    /// Replaces the configuration; timers pick up new periods when they next fire.
+    /// Replaces the configuration; timers pick up new periods when they next fire. The store's
+    /// bounds are fixed at [`Chord::new`].
     pub fn set_config(&mut self, config: ChordConfig) {
         self.config = config;
+    }
+
+    /// Calendar time (Unix ms) now, when the owner knows it: a signed entry's sequence number
+    /// is at least this, so a writer that restarted with its memory lost still writes newer
+    /// entries than before.
+    pub fn observe_wall_clock(&mut self, wall_clock_ms: Option<u64>) {
+        self.wall_clock_ms = wall_clock_ms;
+    }
+
+    /// Whether `entry` is signed by its writer for `key` and `position` is one of the key's.
+    pub(super) fn entry_valid(position: u64, key: &[u8], entry: &ChordValue) -> bool {
+        (0..CHORD_REPLICAS as u8).any(|r| key_position(key, r) == position)
+            && verify_signature(
+                &entry.writer,
+                &ChordValue::signed_bytes(key, &entry.writer, entry.seq, &entry.op),
+                &entry.signature,
+            )
+    }
+
+    /// Verifies and stores one entry, counting a refusal.
+    fn store_entry(
+        &mut self,
+        now: Instant,
+        position: u64,
+        key: &[u8],
+        e: &ChordValue,
+    ) -> StoreOutcome {
+        let outcome = if Self::entry_valid(position, key, e) {
+            self.store.apply(now, position, key, e)
+        } else {
+            StoreOutcome::Invalid
+        };
+        self.metrics.count(outcome);
+        outcome
     }
 
     /// Starts the periodic timers (idempotent).
@@ -194,8 +259,7 @@ impl Chord {
     pub fn leave(&mut self, now: Instant) {
         let succ = self.successors[0].clone();
         if succ.node != self.me.node {
-            let records = self.store.take_all(now);
-            self.hand_over(&succ, records);
+            self.hand_over_all(now, &succ);
         }
     }
 
@@ -274,22 +338,24 @@ impl Chord {
             },
             ChordMessage::Notify => self.on_notify(now, from),
             ChordMessage::Store(s) => {
-                let stored = self.store.apply(now, s.position, &s.key, &s.op);
+                let outcome = self.store_entry(now, s.position, &s.key, &s.value);
                 let reply = ChordStored {
                     request: s.request,
-                    stored,
+                    outcome,
                 };
                 self.send(from, ChordMessage::Stored(reply));
             }
-            ChordMessage::Stored(s) => {
-                if let Some(Purpose::Store { op, slot }) = self.answered(from, s.request) {
-                    if s.stored {
+            ChordMessage::Stored(s) => match self.answered(from, s.request) {
+                Some(Purpose::Store { op, slot }) => {
+                    if s.outcome == StoreOutcome::Stored {
                         self.slot_done(op, slot, from.clone(), Vec::new());
                     } else {
-                        self.slot_failed(now, op, slot);
+                        self.slot_refused(op, slot);
                     }
                 }
-            }
+                Some(Purpose::Handover) => self.handover_answered(s.request, s.outcome),
+                _ => {}
+            },
             ChordMessage::Fetch(f) => {
                 let values = self.store.get(now, f.position, &f.key);
                 let reply = ChordValues {
@@ -300,12 +366,45 @@ impl Chord {
             }
             ChordMessage::Values(v) => {
                 if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
-                    self.slot_done(op, slot, from.clone(), v.values);
+                    let values = self.verified_values(op, slot, v.values);
+                    self.slot_done(op, slot, from.clone(), values);
                 }
             }
             ChordMessage::Handover(h) => {
-                self.store.merge(now, &h.records);
+                // Every entry is judged alone; the answer says whether any was refused for
+                // space (then the sender keeps its copies).
+                let mut outcome = StoreOutcome::Stored;
+                for r in &h.records {
+                    for e in &r.values {
+                        let o = self.store_entry(now, r.position, &r.key, e);
+                        if matches!(
+                            o,
+                            StoreOutcome::KeyFull
+                                | StoreOutcome::WriterFull
+                                | StoreOutcome::StoreFull
+                        ) {
+                            outcome = o;
+                        }
+                    }
+                }
+                let reply = ChordStored {
+                    request: h.request,
+                    outcome,
+                };
+                self.send(from, ChordMessage::Stored(reply));
             }
         }
+    }
+}
+
+/// The store's bounds from the configuration.
+fn store_limits(config: &ChordConfig) -> StoreLimits {
+    StoreLimits {
+        records_max: config.records_max,
+        values_per_key_max: config.values_per_key_max,
+        writer_values_max: config.writer_values_max,
+        writer_bytes_max: config.writer_bytes_max,
+        bytes_max: config.stored_bytes_max,
+        tombstone_lifetime: config.tombstone_lifetime,
     }
 }

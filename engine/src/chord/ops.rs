@@ -9,9 +9,12 @@ use weft_protocol::{
 use bytes::Bytes;
 
 use super::lookup::LookupFor;
+use super::store::same_slot;
 use super::{
-    Chord, ChordError, ChordEvent, ChordOutput, ChordRequest, ChordResult, Deadline, Purpose,
+    Chord, ChordError, ChordEvent, ChordItem, ChordOutput, ChordRequest, ChordResult, Deadline,
+    Purpose,
 };
+use crate::identity::Identity;
 use crate::time::Instant;
 
 /// One replica position of an application request.
@@ -20,10 +23,10 @@ pub(super) enum Slot {
     Pending {
         attempts: u32,
     },
-    /// Answered by `owner`; `had_values` for a get.
+    /// Answered by `owner`; for a get, the verified entries it had.
     Done {
         owner: ChordPeer,
-        had_values: bool,
+        had: Vec<ChordValue>,
     },
     Failed,
 }
@@ -36,13 +39,30 @@ pub(super) struct Op {
     pub(super) slots: Vec<Slot>,
     pub(super) hops: u32,
     pub(super) owner: Option<NodeId>,
+    /// The signed entry a put or delete stores.
+    pub(super) entry: Option<ChordValue>,
+    /// A get's verified entries, merged.
     pub(super) values: Vec<ChordValue>,
     pub(super) deadline: Instant,
 }
 
 impl Chord {
-    /// Starts an application request; its end comes as [`ChordOutput::Event`].
+    /// Starts an application request, a put or delete signed with this machine's identity;
+    /// its end comes as [`ChordOutput::Event`].
     pub fn request(&mut self, now: Instant, app_request: u64, request: ChordRequest) {
+        let signer = self.identity.clone();
+        self.request_signed_by(now, &signer, app_request, request);
+    }
+
+    /// Starts an application request whose put or delete `signer` signs (the node passes its
+    /// `Context::identity`).
+    pub fn request_signed_by(
+        &mut self,
+        now: Instant,
+        signer: &Identity,
+        app_request: u64,
+        request: ChordRequest,
+    ) {
         self.start(now);
         if self.ops.len() >= self.config.ops_max {
             self.outputs.push_back(ChordOutput::Event(ChordEvent {
@@ -55,6 +75,7 @@ impl Chord {
             ChordRequest::Lookup { .. } => 1,
             _ => CHORD_REPLICAS,
         };
+        let entry = self.sign(signer, &request);
         let op_id = self.new_request();
         let deadline = now + self.config.op_timeout;
         self.ops.insert(
@@ -65,6 +86,7 @@ impl Chord {
                 slots: vec![Slot::Pending { attempts: 0 }; slots],
                 hops: 0,
                 owner: None,
+                entry,
                 values: Vec::new(),
                 deadline,
             },
@@ -74,6 +96,57 @@ impl Chord {
             self.start_slot(now, op_id, slot);
         }
         self.pump(now);
+    }
+
+    /// The signed entry a put or delete stores: sequence number one above the last, and at
+    /// least the wall clock in ms when it is known. A delete lives `tombstone_lifetime`.
+    fn sign(&mut self, signer: &Identity, request: &ChordRequest) -> Option<ChordValue> {
+        let (key, op, lifetime_ms) = match request {
+            ChordRequest::Put {
+                key,
+                value,
+                lifetime_ms,
+            } => (key, StoreOp::Put(value.clone()), *lifetime_ms),
+            ChordRequest::Delete { key, value } => (
+                key,
+                StoreOp::Delete(value.clone()),
+                Some(self.config.tombstone_lifetime.as_millis()),
+            ),
+            ChordRequest::Get { .. } | ChordRequest::Lookup { .. } => return None,
+        };
+        let seq = (self.last_seq + 1).max(self.wall_clock_ms.unwrap_or(0));
+        self.last_seq = seq;
+        let writer = signer.public_key();
+        let signature = signer.sign(&ChordValue::signed_bytes(key, &writer, seq, &op));
+        Some(ChordValue {
+            writer,
+            seq,
+            op,
+            lifetime_ms,
+            signature,
+        })
+    }
+
+    /// The entries of a CHORD_VALUES for slot `slot` of `op_id` whose signature and key
+    /// verify; the others are dropped and counted.
+    pub(super) fn verified_values(
+        &mut self,
+        op_id: u64,
+        slot: usize,
+        values: Vec<ChordValue>,
+    ) -> Vec<ChordValue> {
+        let Some(op) = self.ops.get(&op_id) else {
+            return Vec::new();
+        };
+        let ChordRequest::Get { key } = &op.request else {
+            return Vec::new();
+        };
+        let position = Self::op_key_position(op, slot);
+        let (good, bad): (Vec<ChordValue>, Vec<ChordValue>) = values
+            .into_iter()
+            .partition(|e| Self::entry_valid(position, key, e));
+        self.metrics.entries_invalid += bad.len() as u64;
+        good
     }
 
     pub(super) fn op_key_position(op: &Op, slot: usize) -> u64 {
@@ -107,46 +180,30 @@ impl Chord {
         // Only `lookup_done` calls this, with a non-empty list (it fails empty ones).
         let owner = owners[0].clone();
         let position = Self::op_key_position(op, slot);
-        match &op.request {
-            ChordRequest::Lookup { .. } => {
+        match (&op.request, &op.entry) {
+            (ChordRequest::Lookup { .. }, _) => {
                 op.hops = hops;
                 op.owner = Some(owner.node);
                 op.slots[slot] = Slot::Done {
                     owner,
-                    had_values: false,
+                    had: Vec::new(),
                 };
                 self.maybe_finish(op_id);
             }
-            ChordRequest::Put {
-                key,
-                value,
-                lifetime_ms,
-            } => {
+            (ChordRequest::Put { key, .. } | ChordRequest::Delete { key, .. }, Some(entry)) => {
                 let msg = ChordStore {
                     request: 0,
                     position,
                     key: key.clone(),
-                    op: StoreOp::Put(ChordValue {
-                        value: value.clone(),
-                        lifetime_ms: *lifetime_ms,
-                    }),
+                    value: entry.clone(),
                 };
                 self.call(now, &owner, Purpose::Store { op: op_id, slot }, |request| {
                     ChordMessage::Store(ChordStore { request, ..msg })
                 });
             }
-            ChordRequest::Delete { key, value } => {
-                let msg = ChordStore {
-                    request: 0,
-                    position,
-                    key: key.clone(),
-                    op: StoreOp::Delete(value.clone()),
-                };
-                self.call(now, &owner, Purpose::Store { op: op_id, slot }, |request| {
-                    ChordMessage::Store(ChordStore { request, ..msg })
-                });
-            }
-            ChordRequest::Get { key } => {
+            // `request` signs every put and delete.
+            (ChordRequest::Put { .. } | ChordRequest::Delete { .. }, None) => {}
+            (ChordRequest::Get { key }, _) => {
                 let key = key.clone();
                 self.call(now, &owner, Purpose::Fetch { op: op_id, slot }, |request| {
                     ChordMessage::Fetch(ChordFetch {
@@ -169,20 +226,19 @@ impl Chord {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
-        let had_values = !values.is_empty();
-        for v in values {
-            match op.values.iter_mut().find(|h| h.value == v.value) {
-                Some(h) => {
-                    h.lifetime_ms = match (h.lifetime_ms, v.lifetime_ms) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        _ => None,
-                    }
-                }
-                None => op.values.push(v),
-            }
+        for v in &values {
+            merge_entry(&mut op.values, v.clone());
         }
-        op.slots[slot] = Slot::Done { owner, had_values };
+        op.slots[slot] = Slot::Done { owner, had: values };
         self.maybe_finish(op_id);
+    }
+
+    /// A slot's owner refused the entry (stale, full or invalid): no retry.
+    pub(super) fn slot_refused(&mut self, op_id: u64, slot: usize) {
+        if let Some(op) = self.ops.get_mut(&op_id) {
+            op.slots[slot] = Slot::Failed;
+            self.maybe_finish(op_id);
+        }
     }
 
     /// A slot's owner failed or could not be found: look it up again while attempts remain.
@@ -243,7 +299,13 @@ impl Chord {
                         values: op
                             .values
                             .iter()
-                            .map(|v| Bytes::from(v.value.clone()))
+                            .filter_map(|e| match &e.op {
+                                StoreOp::Put(v) => Some(ChordItem {
+                                    writer: e.writer,
+                                    value: Bytes::from(v.clone()),
+                                }),
+                                StoreOp::Delete(_) => None,
+                            })
                             .collect(),
                     }
                 }
@@ -255,20 +317,17 @@ impl Chord {
         }));
     }
 
-    /// Writes the values a get found back to every replica that answered without them.
+    /// Writes the entries a get found (tombstones included) back to every replica that
+    /// answered without them.
     pub(super) fn read_repair(&mut self, key: &[u8], slots: &[Slot], values: &[ChordValue]) {
-        if values.is_empty() {
-            return;
-        }
         for (slot, s) in slots.iter().enumerate() {
-            let Slot::Done {
-                owner,
-                had_values: false,
-            } = s
-            else {
+            let Slot::Done { owner, had } = s else {
                 continue;
             };
-            for v in values {
+            let same = |a: &ChordValue, b: &ChordValue| {
+                a.writer == b.writer && a.seq == b.seq && a.op == b.op
+            };
+            for v in values.iter().filter(|v| !had.iter().any(|h| same(h, v))) {
                 self.metrics.read_repairs += 1;
                 // Unacknowledged: a lost write-back is repaired by the next get.
                 let request = self.new_request();
@@ -276,10 +335,37 @@ impl Chord {
                     request,
                     position: key_position(key, slot as u8),
                     key: key.to_vec(),
-                    op: StoreOp::Put(v.clone()),
+                    value: v.clone(),
                 };
                 self.send(owner, ChordMessage::Store(msg));
             }
         }
     }
+}
+
+/// Adds a verified entry to a get's merged set by the store's rules: a writer's higher
+/// sequence number for the same value wins, and its delete of every value removes its older
+/// entries.
+fn merge_entry(set: &mut Vec<ChordValue>, e: ChordValue) {
+    let stale = set.iter().any(|h| {
+        h.writer == e.writer
+            && ((matches!(h.op, StoreOp::Delete(None)) && !same_slot(h, &e) && h.seq >= e.seq)
+                || (same_slot(h, &e) && (h.seq > e.seq || (h.seq == e.seq && h.op != e.op))))
+    });
+    if stale {
+        return;
+    }
+    if let Some(h) = set.iter_mut().find(|h| same_slot(h, &e) && h.seq == e.seq) {
+        h.lifetime_ms = match (h.lifetime_ms, e.lifetime_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        return;
+    }
+    if matches!(e.op, StoreOp::Delete(None)) {
+        set.retain(|h| !(h.writer == e.writer && h.seq < e.seq));
+    } else {
+        set.retain(|h| !same_slot(h, &e));
+    }
+    set.push(e);
 }

@@ -55,6 +55,8 @@ impl ChordProtocol {
         let chord = match (config.chord.clone(), config.listen_addr.clone()) {
             (Some(chord), Some(addr)) => Some(Box::new(Chord::new(
                 ChordPeer { node: me, addr },
+                // The node's own key pair (the one `Context::identity` gives).
+                crate::identity::Identity::from_secret(&config.secret_key),
                 chord,
                 config.rng_seed ^ config.incarnation,
             ))),
@@ -198,11 +200,12 @@ impl Protocol for ChordProtocol {
     fn handle_command(
         &mut self,
         now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         command: ChordCommand,
     ) -> Result<(), ChordRefusal> {
         let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
-        chord.request(now, command.request, command.op);
+        chord.observe_wall_clock(cx.wall_clock_ms(now));
+        chord.request_signed_by(now, cx.identity(), command.request, command.op);
         self.pump();
         Ok(())
     }

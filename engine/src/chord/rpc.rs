@@ -12,8 +12,16 @@ pub(super) enum Purpose {
     Lookup(u64),
     Stabilize,
     CheckPredecessor,
-    Store { op: u64, slot: usize },
-    Fetch { op: u64, slot: usize },
+    Store {
+        op: u64,
+        slot: usize,
+    },
+    Fetch {
+        op: u64,
+        slot: usize,
+    },
+    /// A CHORD_HANDOVER; its records are in `Chord::handovers` under the request number.
+    Handover,
 }
 
 /// A request sent to a peer and not yet answered.
@@ -59,7 +67,7 @@ impl Chord {
         to: &ChordPeer,
         purpose: Purpose,
         msg: impl FnOnce(u64) -> ChordMessage,
-    ) {
+    ) -> u64 {
         let request = self.new_request();
         let deadline = now + self.config.rpc_timeout;
         let msg = msg(request);
@@ -75,6 +83,7 @@ impl Chord {
         );
         self.deadlines.insert((deadline, Deadline::Rpc(request)));
         self.send(to, msg);
+        request
     }
 
     /// The pending request `request` if `from` is the peer it went to.
@@ -117,6 +126,10 @@ impl Chord {
             Purpose::Lookup(lid) => self.lookup_step(now, lid),
             Purpose::Stabilize => self.stabilize(now),
             Purpose::CheckPredecessor => {}
+            // Unconfirmed: the records stay here and go again at a later check.
+            Purpose::Handover => {
+                self.handovers.remove(&request);
+            }
             Purpose::Store { op, slot } | Purpose::Fetch { op, slot } => {
                 self.slot_failed(now, op, slot)
             }

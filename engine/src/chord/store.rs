@@ -1,34 +1,72 @@
-//! The records a node holds: values of keys under ring positions, with lifetimes.
+//! The records a node holds: signed entries of keys under ring positions, with lifetimes,
+//! bounded per key, per writer and in total (SPEC.md §20.1, §20.6).
 
 use std::collections::BTreeMap;
 
-use weft_protocol::{ChordRecord, ChordValue, StoreOp};
+use weft_protocol::{ChordRecord, ChordValue, PublicKey, StoreOp, StoreOutcome};
 
 use crate::chord::ring::in_half_open;
 use crate::time::{Duration, Instant};
 
-/// One held value.
+/// Bytes an entry is counted for beyond its key and value: writer, seq, signature, lifetime
+/// and bookkeeping.
+pub const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// The bounds a store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Records (position, key).
+    pub records_max: usize,
+    /// Entries (values and tombstones) one record holds.
+    pub values_per_key_max: usize,
+    /// Entries one writer holds here.
+    pub writer_values_max: usize,
+    /// Bytes one writer's entries take here.
+    pub writer_bytes_max: usize,
+    /// Bytes every entry takes.
+    pub bytes_max: usize,
+    /// Longest a tombstone is kept.
+    pub tombstone_lifetime: Duration,
+}
+
+/// One held entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
-    value: Vec<u8>,
+    entry: ChordValue,
     expires: Option<Instant>,
 }
 
-/// Records by (ring position, key); each key holds a bounded set of values, oldest first.
+/// Records by (ring position, key); each holds a bounded set of signed entries, oldest first.
 #[derive(Debug)]
 pub struct Store {
     records: BTreeMap<(u64, Vec<u8>), Vec<Held>>,
-    records_max: usize,
-    values_per_key_max: usize,
+    limits: StoreLimits,
+    bytes: usize,
+    /// Entries and bytes per writer.
+    writers: BTreeMap<PublicKey, (usize, usize)>,
+}
+
+/// The bytes an entry of `key` is counted for.
+fn entry_bytes(key: &[u8], e: &ChordValue) -> usize {
+    key.len() + e.value().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD_BYTES
+}
+
+/// Whether `a` and `b` are about the same value of the same writer (a put or a delete of it;
+/// a writer's delete of every value is its own slot).
+pub(super) fn same_slot(a: &ChordValue, b: &ChordValue) -> bool {
+    a.writer == b.writer
+        && matches!(a.op, StoreOp::Delete(None)) == matches!(b.op, StoreOp::Delete(None))
+        && a.value() == b.value()
 }
 
 impl Store {
     /// An empty store with these bounds.
-    pub fn new(records_max: usize, values_per_key_max: usize) -> Store {
+    pub fn new(limits: StoreLimits) -> Store {
         Store {
             records: BTreeMap::new(),
-            records_max,
-            values_per_key_max,
+            limits,
+            bytes: 0,
+            writers: BTreeMap::new(),
         }
     }
 
@@ -37,50 +75,139 @@ impl Store {
         self.records.len()
     }
 
+    /// Bytes the held entries are counted for.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Whether `key` has a record under `position`.
     pub fn holds(&self, position: u64, key: &[u8]) -> bool {
         self.records.contains_key(&(position, key.to_vec()))
     }
 
-    /// Applies a CHORD_STORE. False if a new record would go over `records_max`.
-    pub fn apply(&mut self, now: Instant, position: u64, key: &[u8], op: &StoreOp) -> bool {
-        match op {
-            StoreOp::Put(v) => self.put(now, position, key, v),
-            StoreOp::Delete(which) => {
-                let k = (position, key.to_vec());
-                if let Some(values) = self.records.get_mut(&k) {
-                    match which {
-                        Some(value) => values.retain(|h| &h.value != value),
-                        None => values.clear(),
-                    }
-                    if values.is_empty() {
-                        self.records.remove(&k);
-                    }
-                }
-                true
+    fn account(&mut self, writer: PublicKey, bytes: usize, add: bool) {
+        let w = self.writers.entry(writer).or_default();
+        if add {
+            w.0 += 1;
+            w.1 += bytes;
+            self.bytes += bytes;
+        } else {
+            w.0 = w.0.saturating_sub(1);
+            w.1 = w.1.saturating_sub(bytes);
+            self.bytes = self.bytes.saturating_sub(bytes);
+            if w.0 == 0 {
+                self.writers.remove(&writer);
             }
         }
     }
 
-    fn put(&mut self, now: Instant, position: u64, key: &[u8], v: &ChordValue) -> bool {
+    /// Applies one entry whose signature and position the caller verified. A higher sequence
+    /// number of the same writer and value replaces the held entry; an equal one with the same
+    /// op only refreshes its lifetime; a writer's delete of every value removes that writer's
+    /// older entries of the key.
+    pub fn apply(
+        &mut self,
+        now: Instant,
+        position: u64,
+        key: &[u8],
+        e: &ChordValue,
+    ) -> StoreOutcome {
         let k = (position, key.to_vec());
-        if !self.records.contains_key(&k) && self.records.len() >= self.records_max {
-            return false;
+        let tombstone = !e.is_put();
+        let lifetime = match (tombstone, e.lifetime_ms) {
+            (false, l) => l.map(Duration::from_millis),
+            (true, l) => Some(
+                l.map(Duration::from_millis)
+                    .unwrap_or(self.limits.tombstone_lifetime)
+                    .min(self.limits.tombstone_lifetime),
+            ),
+        };
+        let expires = lifetime.map(|d| now + d);
+        let held = self.records.get(&k).map(Vec::as_slice).unwrap_or_default();
+        // The writer's delete of every value is a floor under its other entries.
+        if let Some(floor) = held
+            .iter()
+            .find(|h| h.entry.writer == e.writer && matches!(h.entry.op, StoreOp::Delete(None)))
+        {
+            let same = matches!(e.op, StoreOp::Delete(None));
+            if e.seq < floor.entry.seq || (e.seq == floor.entry.seq && !same) {
+                return StoreOutcome::Stale;
+            }
         }
-        let expires = v.lifetime_ms.map(|ms| now + Duration::from_millis(ms));
-        let values = self.records.entry(k).or_default();
-        values.retain(|h| h.value != v.value);
-        if !values.is_empty() && values.len() >= self.values_per_key_max {
-            values.remove(0);
+        if let Some(i) = held.iter().position(|h| same_slot(&h.entry, e)) {
+            let old = &held[i];
+            if old.entry.seq > e.seq || (old.entry.seq == e.seq && old.entry.op != e.op) {
+                return StoreOutcome::Stale;
+            }
+            if old.entry.seq == e.seq {
+                // The same entry again (a repair, a handover, a resend): keep the longer life.
+                let expires = match (old.expires, expires) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ if tombstone => old.expires,
+                    _ => None,
+                };
+                if let Some(values) = self.records.get_mut(&k) {
+                    values[i].expires = expires;
+                }
+                return StoreOutcome::Stored;
+            }
         }
-        values.push(Held {
-            value: v.value.clone(),
-            expires,
-        });
-        true
+        if matches!(e.op, StoreOp::Delete(None)) {
+            self.remove_where(&k, |h| h.entry.writer == e.writer && h.entry.seq < e.seq);
+        } else {
+            self.remove_where(&k, |h| same_slot(&h.entry, e));
+        }
+        let bytes = entry_bytes(key, e);
+        let count = self.records.get(&k).map_or(0, Vec::len);
+        let (w_count, w_bytes) = self.writers.get(&e.writer).copied().unwrap_or_default();
+        let outcome = if count == 0 && self.records.len() >= self.limits.records_max {
+            StoreOutcome::StoreFull
+        } else if count >= self.limits.values_per_key_max {
+            StoreOutcome::KeyFull
+        } else if w_count >= self.limits.writer_values_max
+            || w_bytes + bytes > self.limits.writer_bytes_max
+        {
+            StoreOutcome::WriterFull
+        } else if self.bytes + bytes > self.limits.bytes_max {
+            StoreOutcome::StoreFull
+        } else {
+            StoreOutcome::Stored
+        };
+        if outcome != StoreOutcome::Stored {
+            return outcome;
+        }
+        self.account(e.writer, bytes, true);
+        let mut entry = e.clone();
+        entry.lifetime_ms = None;
+        self.records
+            .entry(k)
+            .or_default()
+            .push(Held { entry, expires });
+        StoreOutcome::Stored
     }
 
-    /// The live values of `key` under `position`, with the time each has left.
+    fn remove_where(&mut self, k: &(u64, Vec<u8>), f: impl Fn(&Held) -> bool) {
+        let Some(values) = self.records.get_mut(k) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        values.retain(|h| {
+            let drop = f(h);
+            if drop {
+                gone.push((h.entry.writer, entry_bytes(&k.1, &h.entry)));
+            }
+            !drop
+        });
+        if values.is_empty() {
+            self.records.remove(k);
+        }
+        for (w, b) in gone {
+            self.account(w, b, false);
+        }
+    }
+
+    /// The live entries of `key` under `position` (tombstones included), with the time each
+    /// has left.
     pub fn get(&self, now: Instant, position: u64, key: &[u8]) -> Vec<ChordValue> {
         self.records
             .get(&(position, key.to_vec()))
@@ -88,59 +215,50 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Drops expired values and emptied records.
+    /// Drops expired entries and emptied records.
     pub fn expire(&mut self, now: Instant) {
-        self.records.retain(|_, values| {
-            values.retain(|h| h.expires.is_none_or(|at| at > now));
-            !values.is_empty()
-        });
+        let keys: Vec<(u64, Vec<u8>)> = self.records.keys().cloned().collect();
+        for k in keys {
+            self.remove_where(&k, |h| h.expires.is_some_and(|at| at <= now));
+        }
     }
 
-    /// Removes and returns every record whose position is not in (`from`, `to`]: what a node
-    /// owning (`from`, `to`] no longer owns.
-    pub fn take_outside(&mut self, now: Instant, from: u64, to: u64) -> Vec<ChordRecord> {
-        let keys: Vec<(u64, Vec<u8>)> = self
-            .records
-            .keys()
-            .filter(|(p, _)| !in_half_open(from, *p, to))
-            .cloned()
-            .collect();
-        self.take(now, keys)
+    /// Copies of every record whose position is not in (`from`, `to`]: what a node owning
+    /// (`from`, `to`] no longer owns. The records stay until [`Store::remove`].
+    pub fn outside(&self, now: Instant, from: u64, to: u64) -> Vec<ChordRecord> {
+        self.records
+            .iter()
+            .filter(|((p, _), _)| !in_half_open(from, *p, to))
+            .filter_map(|(k, values)| record(now, k, values))
+            .collect()
+    }
+
+    /// Removes the record (`position`, `key`).
+    pub fn remove(&mut self, position: u64, key: &[u8]) {
+        self.remove_where(&(position, key.to_vec()), |_| true);
     }
 
     /// Removes and returns every record.
     pub fn take_all(&mut self, now: Instant) -> Vec<ChordRecord> {
-        let keys: Vec<(u64, Vec<u8>)> = self.records.keys().cloned().collect();
-        self.take(now, keys)
-    }
-
-    fn take(&mut self, now: Instant, keys: Vec<(u64, Vec<u8>)>) -> Vec<ChordRecord> {
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            if let Some(values) = self.records.remove(&k) {
-                let values: Vec<ChordValue> = values.iter().filter_map(|h| live(now, h)).collect();
-                if !values.is_empty() {
-                    out.push(ChordRecord {
-                        position: k.0,
-                        key: k.1,
-                        values,
-                    });
-                }
-            }
-        }
+        let out: Vec<ChordRecord> = self
+            .records
+            .iter()
+            .filter_map(|(k, values)| record(now, k, values))
+            .collect();
+        self.records.clear();
+        self.writers.clear();
+        self.bytes = 0;
         out
     }
+}
 
-    /// Merges handed-over records. Returns how many values were refused for space.
-    pub fn merge(&mut self, now: Instant, records: &[ChordRecord]) -> usize {
-        let mut refused = 0;
-        for r in records {
-            for v in &r.values {
-                refused += usize::from(!self.put(now, r.position, &r.key, v));
-            }
-        }
-        refused
-    }
+fn record(now: Instant, k: &(u64, Vec<u8>), values: &[Held]) -> Option<ChordRecord> {
+    let values: Vec<ChordValue> = values.iter().filter_map(|h| live(now, h)).collect();
+    (!values.is_empty()).then(|| ChordRecord {
+        position: k.0,
+        key: k.1.clone(),
+        values,
+    })
 }
 
 fn live(now: Instant, h: &Held) -> Option<ChordValue> {
@@ -150,56 +268,103 @@ fn live(now: Instant, h: &Held) -> Option<ChordValue> {
         None => None,
     };
     Some(ChordValue {
-        value: h.value.clone(),
         lifetime_ms,
+        ..h.entry.clone()
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
 
-    fn put(value: &[u8], lifetime_ms: Option<u64>) -> StoreOp {
-        StoreOp::Put(ChordValue {
-            value: value.to_vec(),
-            lifetime_ms,
-        })
-    }
-
-    #[test]
-    fn values_form_a_bounded_set_with_lifetimes() {
-        let mut s = Store::new(2, 2);
-        let t0 = Instant::ZERO;
-        assert!(s.apply(t0, 1, b"k", &put(b"a", None)));
-        assert!(s.apply(t0, 1, b"k", &put(b"b", Some(1000))));
-        assert!(s.apply(t0, 1, b"k", &put(b"a", None)));
-        assert_eq!(s.get(t0, 1, b"k").len(), 2);
-        assert!(s.apply(t0, 1, b"k", &put(b"c", None)));
-        let values: Vec<Vec<u8>> = s.get(t0, 1, b"k").into_iter().map(|v| v.value).collect();
-        assert_eq!(values, vec![b"a".to_vec(), b"c".to_vec()]);
-        assert!(s.apply(t0, 2, b"k", &put(b"x", Some(10))));
-        assert!(!s.apply(t0, 3, b"k", &put(b"y", None)), "records_max is 2");
-        let later = t0 + Duration::from_millis(10);
-        assert!(s.get(later, 2, b"k").is_empty());
-        s.expire(later);
-        assert_eq!(s.len(), 1);
-        assert!(s.apply(later, 1, b"k", &StoreOp::Delete(Some(b"a".to_vec()))));
-        assert_eq!(s.get(later, 1, b"k").len(), 1);
-        assert!(s.apply(later, 1, b"k", &StoreOp::Delete(None)));
-        assert_eq!(s.len(), 0);
-    }
-
-    #[test]
-    fn take_outside_hands_over_what_a_range_no_longer_owns() {
-        let mut s = Store::new(100, 4);
-        for p in [5u64, 15, 25] {
-            s.apply(Instant::ZERO, p, b"k", &put(b"v", None));
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            records_max: 2,
+            values_per_key_max: 2,
+            writer_values_max: 100,
+            writer_bytes_max: 1 << 20,
+            bytes_max: 1 << 20,
+            tombstone_lifetime: Duration::from_secs(3600),
         }
-        let moved = s.take_outside(Instant::ZERO, 10, 20);
+    }
+
+    fn entry(w: &Identity, seq: u64, op: StoreOp, lifetime_ms: Option<u64>) -> ChordValue {
+        let writer = w.public_key();
+        let signature = w.sign(&ChordValue::signed_bytes(b"k", &writer, seq, &op));
+        ChordValue {
+            writer,
+            seq,
+            op,
+            lifetime_ms,
+            signature,
+        }
+    }
+
+    #[test]
+    fn entries_are_replaced_only_by_their_writer_with_a_higher_seq() {
+        let a = Identity::from_secret(&[1; 32]);
+        let b = Identity::from_secret(&[2; 32]);
+        let mut s = Store::new(limits());
+        let t0 = Instant::ZERO;
+        let put = |w, seq, v: &[u8], l| entry(w, seq, StoreOp::Put(v.to_vec()), l);
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            StoreOutcome::Stored
+        );
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&b, 1, b"x", Some(10))),
+            StoreOutcome::Stored
+        );
+        assert_eq!(s.get(t0, 1, b"k").len(), 2, "one entry per writer");
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&a, 9, b"y", None)),
+            StoreOutcome::KeyFull
+        );
+        // b's delete of every value takes only b's entry.
+        let del_b = entry(&b, 2, StoreOp::Delete(None), None);
+        assert_eq!(s.apply(t0, 1, b"k", &del_b), StoreOutcome::Stored);
+        let got = s.get(t0, 1, b"k");
+        assert!(got.iter().any(|e| e.writer == a.public_key() && e.is_put()));
+        assert!(got
+            .iter()
+            .all(|e| e.writer != b.public_key() || !e.is_put()));
+        // An older put of b cannot come back; a delete of a's value needs a higher seq.
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&b, 1, b"x", None)),
+            StoreOutcome::Stale
+        );
+        let old_del = entry(&a, 4, StoreOp::Delete(Some(b"x".to_vec())), None);
+        assert_eq!(s.apply(t0, 1, b"k", &old_del), StoreOutcome::Stale);
+        let del = entry(&a, 6, StoreOp::Delete(Some(b"x".to_vec())), None);
+        assert_eq!(s.apply(t0, 1, b"k", &del), StoreOutcome::Stored);
+        assert!(s.get(t0, 1, b"k").iter().all(|e| !e.is_put()));
+        assert_eq!(
+            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            StoreOutcome::Stale
+        );
+        // Tombstones expire.
+        let later = t0 + Duration::from_secs(3600);
+        s.expire(later);
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn outside_copies_what_a_range_no_longer_owns() {
+        let a = Identity::from_secret(&[1; 32]);
+        let mut s = Store::new(StoreLimits {
+            records_max: 100,
+            ..limits()
+        });
+        let e = entry(&a, 1, StoreOp::Put(b"v".to_vec()), None);
+        for p in [5u64, 15, 25] {
+            s.apply(Instant::ZERO, p, b"k", &e);
+        }
+        let moved = s.outside(Instant::ZERO, 10, 20);
         let positions: Vec<u64> = moved.iter().map(|r| r.position).collect();
         assert_eq!(positions, vec![5, 25]);
-        assert!(s.holds(15, b"k") && s.len() == 1);
-        assert_eq!(s.merge(Instant::ZERO, &moved), 0);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 3, "copies stay until removed");
+        s.remove(5, b"k");
+        assert!(!s.holds(5, b"k") && s.len() == 2);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use weft_protocol::{key_position, ChordPeer, NodeId};
+use weft_protocol::{key_position, ChordPeer, ChordValue, NodeId, StoreOp, StoreOutcome};
 
 use super::*;
 use crate::time::Duration;
@@ -12,6 +12,19 @@ fn peer(i: u8) -> ChordPeer {
     ChordPeer {
         node: NodeId(*blake3::hash(&[i]).as_bytes()),
         addr: format!("n{i}"),
+    }
+}
+
+/// Node `i`'s key pair.
+fn identity(i: u8) -> crate::identity::Identity {
+    crate::identity::Identity::from_secret(&[i + 1; 32])
+}
+
+/// A get's values without their writers.
+fn values(r: Result<ChordResult, ChordError>) -> Option<Vec<Bytes>> {
+    match r {
+        Ok(ChordResult::Get { values }) => Some(values.into_iter().map(|v| v.value).collect()),
+        _ => None,
     }
 }
 
@@ -31,7 +44,14 @@ impl Net {
             nodes: peers
                 .iter()
                 .enumerate()
-                .map(|(i, p)| Some(Chord::new(p.clone(), ChordConfig::default(), i as u64)))
+                .map(|(i, p)| {
+                    Some(Chord::new(
+                        p.clone(),
+                        identity(i as u8),
+                        ChordConfig::default(),
+                        i as u64,
+                    ))
+                })
                 .collect(),
             peers,
             now: Instant::ZERO,
@@ -153,10 +173,8 @@ fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
         Ok(ChordResult::Put { replicas: 5 })
     );
     assert_eq!(
-        net.request(0, 2, get(b"k")),
-        Ok(ChordResult::Get {
-            values: vec![Bytes::from_static(b"v")]
-        })
+        values(net.request(0, 2, get(b"k"))),
+        Some(vec![Bytes::from_static(b"v")])
     );
     let me = net.peers[0].node;
     assert_eq!(
@@ -218,8 +236,8 @@ fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     let asker = (0..8)
         .find(|&i| net.nodes[i].is_some())
         .expect("a live node");
-    match net.request(asker, 3, get(b"drop")) {
-        Ok(ChordResult::Get { mut values }) => {
+    match values(net.request(asker, 3, get(b"drop"))) {
+        Some(mut values) => {
             values.sort();
             assert_eq!(
                 values,
@@ -319,16 +337,11 @@ fn values_expire_after_their_lifetime() {
     };
     assert!(net.request(0, 1, r).is_ok());
     assert_eq!(
-        net.request(1, 2, get(b"k")),
-        Ok(ChordResult::Get {
-            values: vec![Bytes::from_static(b"v")]
-        })
+        values(net.request(1, 2, get(b"k"))),
+        Some(vec![Bytes::from_static(b"v")])
     );
     net.run(3000);
-    assert_eq!(
-        net.request(1, 3, get(b"k")),
-        Ok(ChordResult::Get { values: vec![] })
-    );
+    assert_eq!(values(net.request(1, 3, get(b"k"))), Some(vec![]));
 }
 
 #[test]
@@ -363,9 +376,33 @@ fn arbitrary_messages_never_break_the_machine() {
         let from = pick(&mut rng);
         let list: Vec<ChordPeer> = (0..r % 6).map(|_| pick(&mut rng)).collect();
         let request = rng.next_u64() % 64;
-        let value = weft_protocol::ChordValue {
-            value: vec![(r % 7) as u8; (r % 5) as usize],
+        let writer = identity((r % 3) as u8);
+        let key = vec![(r % 3) as u8];
+        let op = if r % 2 == 0 {
+            weft_protocol::StoreOp::Put(vec![(r % 7) as u8; (r % 5) as usize])
+        } else {
+            weft_protocol::StoreOp::Delete(None)
+        };
+        let seq = r % 11;
+        let mut value = weft_protocol::ChordValue {
+            writer: writer.public_key(),
+            seq,
+            signature: writer.sign(&weft_protocol::ChordValue::signed_bytes(
+                &key,
+                &writer.public_key(),
+                seq,
+                &op,
+            )),
+            op,
             lifetime_ms: (r % 3 == 0).then_some(r % 5000),
+        };
+        if r % 5 == 0 {
+            value.seq += 1;
+        }
+        let position = if r % 4 == 0 {
+            target
+        } else {
+            key_position(&key, (r % 5) as u8)
         };
         let msg = match r % 10 {
             0 => ChordMessage::Find(weft_protocol::ChordFind { request, target }),
@@ -383,17 +420,17 @@ fn arbitrary_messages_never_break_the_machine() {
             4 => ChordMessage::Notify,
             5 => ChordMessage::Store(weft_protocol::ChordStore {
                 request,
-                position: target,
-                key: vec![(r % 3) as u8],
-                op: if r % 2 == 0 {
-                    weft_protocol::StoreOp::Put(value)
-                } else {
-                    weft_protocol::StoreOp::Delete(None)
-                },
+                position,
+                key,
+                value,
             }),
             6 => ChordMessage::Stored(weft_protocol::ChordStored {
                 request,
-                stored: r % 2 == 0,
+                outcome: if r % 2 == 0 {
+                    weft_protocol::StoreOutcome::Stored
+                } else {
+                    weft_protocol::StoreOutcome::StoreFull
+                },
             }),
             7 => ChordMessage::Fetch(weft_protocol::ChordFetch {
                 request,
@@ -405,9 +442,10 @@ fn arbitrary_messages_never_break_the_machine() {
                 values: vec![value],
             }),
             _ => ChordMessage::Handover(weft_protocol::ChordHandover {
+                request,
                 records: vec![weft_protocol::ChordRecord {
-                    position: target,
-                    key: vec![2],
+                    position,
+                    key,
                     values: vec![value],
                 }],
             }),
@@ -429,4 +467,237 @@ fn arbitrary_messages_never_break_the_machine() {
     for id in 101..=app {
         assert!(ended.contains(&id), "request {id} never ended");
     }
+}
+
+// ----- issue 14: signed records, bounded storage, confirmed handover ----------------------
+
+/// An entry of `key` signed by `w`.
+fn signed(w: &crate::identity::Identity, key: &[u8], seq: u64, op: StoreOp) -> ChordValue {
+    let writer = w.public_key();
+    ChordValue {
+        signature: w.sign(&ChordValue::signed_bytes(key, &writer, seq, &op)),
+        writer,
+        seq,
+        op,
+        lifetime_ms: None,
+    }
+}
+
+fn store_msg(position: u64, key: &[u8], value: ChordValue) -> ChordMessage {
+    ChordMessage::Store(weft_protocol::ChordStore {
+        request: 99,
+        position,
+        key: key.to_vec(),
+        value,
+    })
+}
+
+/// The attack of issue 14 point 4: a non-owner's CHORD_STORE delete and then put, sent to every
+/// holder, replaced the value. Now a delete signed by another key touches only that key's
+/// entries, a put claiming the owner's key without its signature is refused, and the owner's
+/// value stays on every holder.
+#[test]
+fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
+    let mut net = joined(4);
+    assert!(matches!(
+        net.request(0, 1, put(b"k", b"mine")),
+        Ok(ChordResult::Put { replicas: 5 })
+    ));
+    let owner = net.node(0).writer();
+    let attacker = identity(200);
+    let from = peer(200);
+    let now = net.now;
+    let holders: Vec<(usize, u8)> = (0..4)
+        .flat_map(|i| (0..CHORD_REPLICAS as u8).map(move |r| (i, r)))
+        .filter(|&(i, r)| net.node(i).holds(key_position(b"k", r), b"k"))
+        .collect();
+    assert!(holders.len() >= 5);
+    for i in 0..4 {
+        for r in 0..CHORD_REPLICAS as u8 {
+            let p = key_position(b"k", r);
+            // A delete of every value, signed by the attacker; then a put naming the owner as
+            // its writer with the attacker's signature; then the owner's delete replayed with
+            // a forged higher seq.
+            let del = signed(&attacker, b"k", u64::MAX, StoreOp::Delete(None));
+            let mut forged = signed(&attacker, b"k", u64::MAX, StoreOp::Put(b"evil".to_vec()));
+            forged.writer = owner;
+            let mut forged_del = signed(&attacker, b"k", u64::MAX, StoreOp::Delete(None));
+            forged_del.writer = owner;
+            for m in [del, forged, forged_del] {
+                net.node(i)
+                    .handle_message(now, &from, store_msg(p, b"k", m));
+            }
+        }
+    }
+    net.run(100);
+    for &(i, r) in &holders {
+        {
+            let now = net.now;
+            let held = net.node(i).entries(now, key_position(b"k", r), b"k");
+            {
+                assert!(
+                    held.iter()
+                        .any(|e| e.writer == owner && e.op == StoreOp::Put(b"mine".to_vec())),
+                    "node {i} replica {r}: {held:?}"
+                );
+                assert!(held
+                    .iter()
+                    .all(|e| e.writer == owner || e.writer == attacker.public_key()));
+            }
+        }
+    }
+    let invalid: u64 = (0..4).map(|i| net.node(i).metrics().entries_invalid).sum();
+    assert!(invalid >= 10, "forged entries counted: {invalid}");
+    match net.request(2, 2, get(b"k")) {
+        Ok(ChordResult::Get { values }) => {
+            assert_eq!(
+                values,
+                vec![ChordItem {
+                    writer: owner,
+                    value: Bytes::from_static(b"mine")
+                }]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The owner itself can delete, and the delete sticks against a replay of the put.
+    assert!(matches!(
+        net.request(
+            0,
+            3,
+            ChordRequest::Delete {
+                key: b"k".to_vec(),
+                value: None
+            }
+        ),
+        Ok(ChordResult::Delete { replicas: 5 })
+    ));
+    assert_eq!(values(net.request(3, 4, get(b"k"))), Some(vec![]));
+}
+
+/// Issue 14 point 4: storage was bounded only by records (about 64 GiB). Now one writer's
+/// entries and the node's bytes are bounded, the excess refused with a typed outcome and
+/// counted.
+#[test]
+fn storage_is_bounded_per_writer_and_in_total() {
+    let config = ChordConfig {
+        writer_values_max: 10,
+        writer_bytes_max: 1 << 30,
+        stored_bytes_max: 64 * 1024,
+        ..ChordConfig::default()
+    };
+    let mut c = Chord::new(peer(0), identity(0), config.clone(), 1);
+    let now = Instant::ZERO;
+    c.start(now);
+    let from = peer(1);
+    let big = vec![7u8; 4000];
+    let mut stored = Vec::new();
+    // One writer: at most 10 entries.
+    let w = identity(1);
+    for n in 0..30u64 {
+        let key = n.to_be_bytes();
+        let e = signed(&w, &key, 1, StoreOp::Put(big.clone()));
+        c.handle_message(now, &from, store_msg(key_position(&key, 0), &key, e));
+    }
+    // Many writers: at most 64 KiB in all.
+    for n in 0..100u8 {
+        let w = identity(n.wrapping_add(10));
+        let key = [n, 1];
+        let e = signed(&w, &key, 1, StoreOp::Put(big.clone()));
+        c.handle_message(now, &from, store_msg(key_position(&key, 0), &key, e));
+    }
+    while let Some(out) = c.poll_output() {
+        if let ChordOutput::Send {
+            msg: ChordMessage::Stored(s),
+            ..
+        } = out
+        {
+            stored.push(s.outcome);
+        }
+    }
+    let count = |o| stored.iter().filter(|&&x| x == o).count() as u64;
+    assert_eq!(count(StoreOutcome::WriterFull), 20);
+    assert_eq!(c.metrics().entries_writer_full, 20);
+    assert!(count(StoreOutcome::StoreFull) > 0);
+    assert_eq!(
+        c.metrics().entries_store_full,
+        count(StoreOutcome::StoreFull)
+    );
+    assert!(
+        c.stored_bytes() <= config.stored_bytes_max,
+        "{}",
+        c.stored_bytes()
+    );
+    assert!(c.stored_bytes() > config.stored_bytes_max - 5000);
+}
+
+/// Issue 14 point 4: a CHORD_NOTIFY from an id ground to sit just below A made A hand over
+/// its keys and delete its copies at once. Now A keeps every copy until the new holder
+/// confirms the handover, and a handover never confirmed loses nothing.
+#[test]
+fn a_ground_notify_keeps_copies_until_the_new_holder_confirms() {
+    let mut net = joined(3);
+    for n in 0..20u8 {
+        assert!(net.request(0, 100 + u64::from(n), put(&[n], b"v")).is_ok());
+    }
+    // A: the node holding the most records. M: an id just below A's.
+    let a = (0..3)
+        .max_by_key(|&i| net.node(i).records_len())
+        .expect("3 nodes");
+    let held = net.node(a).records_len();
+    let a_id = net.peers[a].ring_id();
+    let mut m = peer(250);
+    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
+    let now = net.now;
+    net.node(a).handle_message(now, &m, ChordMessage::Notify);
+    let mut handover = None;
+    while let Some(out) = net.node(a).poll_output() {
+        if let ChordOutput::Send {
+            to,
+            msg: ChordMessage::Handover(h),
+        } = out
+        {
+            assert_eq!(to.node, m.node);
+            handover = Some(h);
+        }
+    }
+    let h = handover.expect("A hands its keys to the notifier");
+    assert!(!h.records.is_empty());
+    assert_eq!(
+        net.node(a).records_len(),
+        held,
+        "no copy dropped before confirmation"
+    );
+    // Unconfirmed (M never answers): the copies stay.
+    net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
+        if i != a {
+            *c = None;
+        }
+    });
+    let now = net.now + Duration::from_millis(5000);
+    net.node(a).handle_timeout(now);
+    assert_eq!(net.node(a).records_len(), held);
+    // Confirmed: the copies outside A's range by its view go.
+    let request = loop {
+        match net.node(a).poll_output() {
+            Some(ChordOutput::Send {
+                msg: ChordMessage::Handover(h),
+                ..
+            }) => break h.request,
+            Some(_) => {}
+            None => {
+                let later = net.now + Duration::from_millis(10_000);
+                net.now = later;
+                net.node(a).handle_timeout(later);
+            }
+        }
+    };
+    let now = net.now;
+    let stored = ChordMessage::Stored(weft_protocol::ChordStored {
+        request,
+        outcome: StoreOutcome::Stored,
+    });
+    net.node(a).handle_message(now, &m, stored);
+    assert!(net.node(a).records_len() < held);
+    assert!(net.node(a).metrics().records_handover_confirmed > 0);
 }

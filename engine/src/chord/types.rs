@@ -2,7 +2,7 @@
 //! results, the outputs it emits, and its counters.
 
 use bytes::Bytes;
-use weft_protocol::{ChordMessage, ChordPeer, NodeId};
+use weft_protocol::{ChordMessage, ChordPeer, NodeId, PublicKey, StoreOutcome};
 
 use crate::time::Duration;
 
@@ -32,8 +32,19 @@ pub struct ChordConfig {
     pub lookup_hops_max: u32,
     /// Records (key, position) a node holds.
     pub records_max: usize,
-    /// Values one key may hold; a put beyond it drops the oldest.
+    /// Entries (values and tombstones, of every writer) one key may hold under one position;
+    /// a new entry beyond it is refused (`KeyFull`).
     pub values_per_key_max: usize,
+    /// Entries one writer may hold at this node, over every key (`WriterFull` beyond).
+    pub writer_values_max: usize,
+    /// Bytes one writer's entries may take at this node (`WriterFull` beyond).
+    pub writer_bytes_max: usize,
+    /// Bytes every held entry may take in total (`StoreFull` beyond). Each entry counts its
+    /// key, its value and 128 bytes.
+    pub stored_bytes_max: usize,
+    /// Longest a tombstone (a signed delete) is kept; after it, an older put replayed by a
+    /// peer could come back.
+    pub tombstone_lifetime: Duration,
     /// Operations (put, get, delete, lookup) in progress at once.
     pub ops_max: usize,
     /// Peers remembered as failed, each for `failed_for`.
@@ -56,6 +67,10 @@ impl Default for ChordConfig {
             lookup_hops_max: 64,
             records_max: 65_536,
             values_per_key_max: 16,
+            writer_values_max: 4096,
+            writer_bytes_max: 8 * 1024 * 1024,
+            stored_bytes_max: 128 * 1024 * 1024,
+            tombstone_lifetime: Duration::from_secs(24 * 3600),
             ops_max: 1024,
             failed_max: 1024,
             failed_for: Duration::from_secs(30),
@@ -94,10 +109,11 @@ pub enum ChordResult {
         /// Replicas that acknowledged.
         replicas: u8,
     },
-    /// The key's values (empty: none), union of every replica that answered.
+    /// The key's values (empty: none): the verified entries of every replica that answered,
+    /// merged (a writer's newer entry or delete wins), without the tombstones.
     Get {
-        /// Distinct values.
-        values: Vec<Bytes>,
+        /// Distinct values, each with its writer.
+        values: Vec<ChordItem>,
     },
     /// The values were removed under this many positions.
     Delete {
@@ -111,6 +127,15 @@ pub enum ChordResult {
         /// Nodes sent CHORD_FIND (the paper's path length).
         hops: u32,
     },
+}
+
+/// One value of a key, as a get returns it: signed by `writer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChordItem {
+    /// The writer's ed25519 key (a node's [`crate::Identity::public_key`]).
+    pub writer: PublicKey,
+    /// The value.
+    pub value: Bytes,
 }
 
 /// Why a request failed.
@@ -168,4 +193,31 @@ pub struct ChordMetrics {
     pub read_repairs: u64,
     /// Records handed to another node.
     pub records_handed_over: u64,
+    /// Handed-over records dropped here after their new holder confirmed them.
+    pub records_handover_confirmed: u64,
+    /// Entries refused because their signature or position was wrong (in CHORD_STORE,
+    /// CHORD_HANDOVER or CHORD_VALUES).
+    pub entries_invalid: u64,
+    /// Entries refused as older than one held.
+    pub entries_stale: u64,
+    /// Entries refused because their key was full.
+    pub entries_key_full: u64,
+    /// Entries refused because their writer held its limit here.
+    pub entries_writer_full: u64,
+    /// Entries refused because the store held its limit of records or bytes.
+    pub entries_store_full: u64,
+}
+
+impl ChordMetrics {
+    /// Counts a refusal (nothing for `Stored`).
+    pub(super) fn count(&mut self, outcome: StoreOutcome) {
+        match outcome {
+            StoreOutcome::Stored => {}
+            StoreOutcome::Stale => self.entries_stale += 1,
+            StoreOutcome::Invalid => self.entries_invalid += 1,
+            StoreOutcome::KeyFull => self.entries_key_full += 1,
+            StoreOutcome::WriterFull => self.entries_writer_full += 1,
+            StoreOutcome::StoreFull => self.entries_store_full += 1,
+        }
+    }
 }

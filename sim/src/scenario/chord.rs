@@ -14,6 +14,8 @@ use weft_engine::chord::{ChordEvent, ChordRequest};
 use weft_engine::Duration;
 
 use crate::chord_net::{ChordNet, ChordNetConfig};
+
+mod adversary;
 use crate::rng::SimRng;
 use crate::scenario::{ms_or_never, Cell, Row, RunHeader, Scenario};
 
@@ -40,6 +42,8 @@ pub struct ChordParams {
     /// Swarm faults after the keys are put: message loss, crashes, graceful leaves and
     /// (re)joins drawn from the seed for a minute, then a heal; the checks run after it.
     pub swarm: bool,
+    /// One malicious member joins after the puts (SPEC.md §20.7).
+    pub adversary: bool,
 }
 
 impl ChordParams {
@@ -54,6 +58,7 @@ impl ChordParams {
             churn: None,
             loss: 0.0,
             swarm: false,
+            adversary: false,
         }
     }
 
@@ -74,6 +79,9 @@ impl ChordParams {
         }
         if self.swarm {
             s.push_str(" --swarm");
+        }
+        if self.adversary {
+            s.push_str(" --adversary");
         }
         s
     }
@@ -110,6 +118,13 @@ pub struct ChordReport {
     pub failed_nodes: u64,
     /// Chord messages delivered.
     pub messages: u64,
+    /// Keys deleted by their writer after the puts (every tenth), checked to stay deleted.
+    pub keys_deleted: u64,
+    /// Entries honest nodes refused or dropped as forged (bad signature or position).
+    pub entries_invalid: u64,
+    /// Records the malicious member held at the end (handed to it by the node its ground id
+    /// sits below, and since).
+    pub adversary_records: u64,
 }
 
 impl Scenario for ChordReport {
@@ -143,6 +158,9 @@ impl Scenario for ChordReport {
             ),
             ("failed nodes", self.failed_nodes.to_string()),
             ("messages", self.messages.to_string()),
+            ("keys deleted", self.keys_deleted.to_string()),
+            ("forged entries dropped", self.entries_invalid.to_string()),
+            ("adversary records", self.adversary_records.to_string()),
         ]
     }
 
@@ -183,8 +201,9 @@ pub fn run(p: &ChordParams) -> ChordReport {
         .churn
         .map_or(0, |r| (r * p.lookups as f64 * 2.0) as usize + 16)
         + if p.swarm { n / 4 + 2 } else { 0 };
+    let adversary_slots = usize::from(p.adversary);
     let mut net = ChordNet::new(
-        n + churn_extra,
+        n + adversary_slots + churn_extra,
         ChordNetConfig {
             seed: p.seed,
             chord,
@@ -222,8 +241,10 @@ pub fn run(p: &ChordParams) -> ChordReport {
         .map(|k| format!("key-{k}").into_bytes())
         .collect();
     let mut next_request = 1u64;
+    let mut writers = Vec::with_capacity(keys.len());
     for k in &keys {
         let at = pick_live(&net, &mut rng);
+        writers.push(at);
         let req = ChordRequest::Put {
             key: k.clone(),
             value: k.iter().rev().copied().collect(),
@@ -242,10 +263,43 @@ pub fn run(p: &ChordParams) -> ChordReport {
     if failed_puts > 0 && p.loss == 0.0 {
         violation.get_or_insert_with(|| format!("{failed_puts} puts not stored 5 times"));
     }
+    // Every tenth key is deleted by its writer.
+    let deleted: Vec<usize> = (0..keys.len()).filter(|k| k % 10 == 9).collect();
+    for &k in &deleted {
+        let at = writers[k];
+        let req = ChordRequest::Delete {
+            key: keys[k].clone(),
+            value: None,
+        };
+        net.request(at, next_request, req);
+        next_request += 1;
+    }
+    let t = net.now_ns() + 20 * S;
+    net.run_until(t);
+    let failed_deletes = net
+        .app_events
+        .drain(..)
+        .filter(|(_, e)| !matches!(e.result, Ok(ChordResult::Delete { replicas: 5 })))
+        .count();
+    if failed_deletes > 0 && p.loss == 0.0 {
+        violation.get_or_insert_with(|| format!("{failed_deletes} deletes not stored 5 times"));
+    }
+    if p.adversary {
+        adversary::attack(&mut net, &mut rng, n, &keys, &writers);
+        if wait_ring(&mut net, 600 * S).is_none() {
+            violation.get_or_insert_with(|| {
+                format!(
+                    "ring not correct after the adversary joined: {}",
+                    net.check_ring().err().unwrap_or_default()
+                )
+            });
+        }
+    }
+    let first_fresh = n + adversary_slots;
 
     let mut failed_nodes = 0u64;
     if p.swarm {
-        failed_nodes += swarm(&mut net, &mut rng, n);
+        failed_nodes += swarm(&mut net, &mut rng, n, first_fresh);
         // Requests sent before the heal may still time out after it (every send lost) and
         // briefly drop a live neighbour: let them run out, then wait for the ring.
         let t = net.now_ns() + 5 * S;
@@ -266,7 +320,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
             &mut rng,
             p,
             rate,
-            n,
+            first_fresh,
             &mut next_request,
             &mut failed_nodes,
         );
@@ -307,39 +361,65 @@ pub fn run(p: &ChordParams) -> ChordReport {
         }
     }
 
-    // Read every key back.
+    // Read every key back from an honest node; a key counts only while an honest live node
+    // holds it.
     let ring = net.true_ring();
+    let bad = net.malicious();
     let mut keys_lost = 0u64;
     let mut keys_without_live_holder = 0u64;
     let mut gets = BTreeMap::new();
-    for k in &keys {
-        if net.holders(&ring, k).is_empty() {
+    for (k, key) in keys.iter().enumerate() {
+        if net.holders(&ring, key).iter().all(|&h| Some(h) == bad) {
             keys_without_live_holder += 1;
             continue;
         }
-        let at = pick_live(&net, &mut rng);
-        net.request(at, next_request, ChordRequest::Get { key: k.clone() });
-        gets.insert(next_request, k.clone());
+        let at = pick_honest(&net, &mut rng);
+        net.request(at, next_request, ChordRequest::Get { key: key.clone() });
+        gets.insert(next_request, k);
         next_request += 1;
     }
     let t = net.now_ns() + 30 * S;
     net.run_until(t);
     let mut found = 0u64;
-    for (_, e) in net.app_events.drain(..) {
-        let Some(k) = gets.get(&e.request) else {
+    let events: Vec<_> = net.app_events.drain(..).collect();
+    for (_, e) in events {
+        let Some(&k) = gets.get(&e.request) else {
             continue;
         };
-        let want: Vec<u8> = k.iter().rev().copied().collect();
-        if let Ok(ChordResult::Get { values }) = &e.result {
-            if values.iter().any(|v| v[..] == want[..]) {
-                found += 1;
+        let want: Vec<u8> = keys[k].iter().rev().copied().collect();
+        let writer = net.identity(writers[k]).public_key();
+        let Ok(ChordResult::Get { values }) = &e.result else {
+            continue;
+        };
+        // Whatever a get returns in the writer's name is what the writer wrote.
+        if let Some(v) = values
+            .iter()
+            .find(|v| v.writer == writer && v.value[..] != want[..])
+        {
+            violation.get_or_insert_with(|| format!("key {k}: forged value {:?}", v.value));
+        }
+        let has = values
+            .iter()
+            .any(|v| v.writer == writer && v.value[..] == want[..]);
+        if deleted.contains(&k) {
+            if has && p.loss == 0.0 {
+                violation.get_or_insert_with(|| format!("deleted key {k} came back"));
             }
+            found += 1;
+        } else if has {
+            found += 1;
         }
     }
     keys_lost += gets.len() as u64 - found;
     if keys_lost > 0 && p.loss == 0.0 {
         violation.get_or_insert_with(|| format!("{keys_lost} keys lost"));
     }
+    let entries_invalid = net
+        .live()
+        .into_iter()
+        .filter(|&i| Some(i) != bad)
+        .filter_map(|i| net.node(i).map(|c| c.metrics().entries_invalid))
+        .sum();
 
     let mut hops = stats.hops.clone();
     hops.sort_unstable();
@@ -378,17 +458,33 @@ pub fn run(p: &ChordParams) -> ChordReport {
         fingers_correct_fraction,
         failed_nodes,
         messages: net.messages,
+        keys_deleted: deleted.len() as u64,
+        entries_invalid,
+        adversary_records: bad
+            .and_then(|m| net.node(m))
+            .map_or(0, |c| c.records_len() as u64),
     }
 }
 
 /// The chord parameters a sweep derives from `seed`: 16 to 40 nodes, 40 keys, 200 lookups,
-/// swarm faults.
+/// swarm faults, one malicious member.
 pub fn sweep_params(seed: u64) -> ChordParams {
     ChordParams {
         swarm: true,
+        adversary: true,
         keys: 40,
         ..ChordParams::new(16 + (seed % 25) as u32, seed, 200)
     }
+}
+
+/// A live node other than the malicious member.
+fn pick_honest(net: &ChordNet, rng: &mut SimRng) -> usize {
+    let live: Vec<usize> = net
+        .live()
+        .into_iter()
+        .filter(|&i| Some(i) != net.malicious())
+        .collect();
+    live[rng.below(live.len() as u64) as usize]
 }
 
 fn pick_live(net: &ChordNet, rng: &mut SimRng) -> usize {
@@ -480,17 +576,22 @@ fn lookups(net: &mut ChordNet, rng: &mut SimRng, count: u32, next: &mut u64) -> 
 
 /// One simulated minute of faults drawn from the seed, then a heal. Returns the nodes that
 /// crashed or left.
-fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize) -> u64 {
+fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize, first_fresh: usize) -> u64 {
     let loss = rng.unit() * 0.05;
     net.set_loss(loss);
     let events = rng.below(n as u64 / 4 + 2) as usize;
     let end = net.now_ns() + 60 * S;
     let mut gone = 0u64;
-    let mut fresh = n;
+    let mut fresh = first_fresh;
     for _ in 0..events {
         let t = net.now_ns() + rng.below(60 * S / (events as u64 + 1)).max(MS);
         net.run_until(t);
-        let live = net.live();
+        // The malicious member stays to the end.
+        let live: Vec<usize> = net
+            .live()
+            .into_iter()
+            .filter(|&i| Some(i) != net.malicious())
+            .collect();
         match rng.below(3) {
             // A crash or a graceful leave, keeping more than half the nodes.
             0 | 1 if live.len() > n / 2 + 1 => {
@@ -529,7 +630,7 @@ fn churn(
     rng: &mut SimRng,
     p: &ChordParams,
     rate: f64,
-    n: usize,
+    first_fresh: usize,
     next: &mut u64,
     crashed: &mut u64,
 ) -> LookupStats {
@@ -544,7 +645,7 @@ fn churn(
     let mut next_join = net.now_ns() + rng.exp(mean_gap_ms) * MS;
     let mut next_fail = net.now_ns() + rng.exp(mean_gap_ms) * MS;
     let mut next_lookup = net.now_ns() + rng.exp(1000) * MS;
-    let mut unused = n;
+    let mut unused = first_fresh;
     let mut stats = LookupStats::default();
     let mut pending: BTreeMap<u64, u64> = BTreeMap::new();
     let mut issued = 0u32;
