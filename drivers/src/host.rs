@@ -2,7 +2,10 @@
 //! application's requests and subscribers, and the shutdown sequence.
 
 use std::path::Path;
-use std::sync::mpsc::{Sender, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Sender, TrySendError};
+
+use bytes::Bytes;
 
 use weft_engine::chord::{ChordCommand, ChordResult};
 
@@ -12,7 +15,7 @@ use weft_engine::{
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
-use crate::handle::{Delivery, Request};
+use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport, TableEntryReport};
 use crate::storage::Storage;
@@ -69,6 +72,34 @@ impl RunError {
     }
 }
 
+/// Hands `delivery` to `subscriber` unless it is past its backlog (then counts a drop in
+/// `drops`); false once the subscriber is gone.
+fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
+    let cost = delivery.queued_bytes();
+    if let Some((queued, bytes_max)) = &subscriber.bytes {
+        // Counted before the send: the reader subtracts as soon as it takes the delivery.
+        if queued.fetch_add(cost, Ordering::SeqCst) + cost > *bytes_max {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+            *drops += 1;
+            return true;
+        }
+    }
+    let sent = subscriber.sink.try_send(delivery.clone());
+    if sent.is_err() {
+        if let Some((queued, _)) = &subscriber.bytes {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+        }
+    }
+    match sent {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            *drops += 1;
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
 /// A shutdown under way.
 #[derive(Debug, Clone, Copy)]
 struct Stopping {
@@ -81,7 +112,7 @@ pub(crate) struct Host {
     pub(crate) node: Node,
     pub(crate) clock: Clock,
     driver: &'static str,
-    subscribers: Vec<SyncSender<Delivery>>,
+    subscribers: Vec<Subscriber>,
     listener_drops: u64,
     next_wall_clock: Instant,
     stopping: Option<Stopping>,
@@ -233,22 +264,20 @@ impl Host {
                     "broadcast {origin}/{incarnation}#{seq}: {} bytes",
                     payload.len()
                 );
+                if self.subscribers.is_empty() {
+                    return;
+                }
+                // The payload may be a slice of a much larger read buffer: a copy of its own
+                // keeps a waiting delivery from pinning that buffer, and makes the bytes
+                // counted against a subscriber's bound the bytes held.
                 let delivery = Delivery {
                     origin,
                     incarnation,
                     seq,
-                    payload,
+                    payload: Bytes::copy_from_slice(&payload),
                 };
                 let drops = &mut self.listener_drops;
-                self.subscribers
-                    .retain(|s| match s.try_send(delivery.clone()) {
-                        Ok(()) => true,
-                        Err(TrySendError::Full(_)) => {
-                            *drops += 1;
-                            true
-                        }
-                        Err(TrySendError::Disconnected(_)) => false,
-                    });
+                self.subscribers.retain(|s| offer(s, &delivery, drops));
             }
             Event::PeerUp {
                 node,
@@ -290,7 +319,7 @@ impl Host {
                     }
                 }
             }
-            Request::Subscribe { sink } => self.subscribers.push(sink),
+            Request::Subscribe(subscriber) => self.subscribers.push(subscriber),
             Request::Hosts { reply } => {
                 let _ = reply.send(self.hosts());
             }

@@ -49,13 +49,16 @@ fn deaf_listener(socket: &Path) -> UnixStream {
 #[test]
 fn a_listener_that_never_reads_pins_no_more_than_its_byte_bound() {
     const BROADCASTS: usize = 160;
-    const PAYLOAD_BYTES: usize = 1024 * 1024;
+    // Under 1 MiB with its frame: the frame decoder's buffer for it is not rounded up to 2 MiB.
+    const PAYLOAD_BYTES: usize = 960 * 1024;
     const LISTEN_QUEUE_BYTES_MAX: u64 = 8 * 1024 * 1024;
     let (dir, net) = scratch("deaf-listener");
     let node = NodeProc::start(dir.path(), &net, "node", "mio", "127.0.0.1:0", &[]);
     let mut source = Peer::connect(&node.addr, &net, 11);
     let _deaf = deaf_listener(&node.state.join("control.sock"));
-    wait_until("the node counts the listener", || node.stats().listeners == 1);
+    wait_until("the node counts the listener", || {
+        node.stats().listeners == 1
+    });
     let baseline_kb = status_kb(node.pid(), "VmHWM:");
     let payload = noise(PAYLOAD_BYTES);
     for _ in 0..BROADCASTS {
@@ -80,6 +83,7 @@ fn a_listener_that_never_reads_pins_no_more_than_its_byte_bound() {
     let bound_kb =
         (limits.repair_store_bytes_max as u64 + LISTEN_QUEUE_BYTES_MAX + 48 * 1024 * 1024) / 1024;
     let grown_kb = status_kb(node.pid(), "VmHWM:").saturating_sub(baseline_kb);
+    eprintln!("the node grew by {grown_kb} kB (bound {bound_kb} kB)");
     assert!(
         grown_kb < bound_kb,
         "the node grew by {grown_kb} kB (bound {bound_kb} kB)"
@@ -172,7 +176,11 @@ fn dripping_control_clients_lock_no_one_out() {
             "stats: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            asked.elapsed()
+        );
     }
     // No dripper holds on past the request deadline (5 s), however it drips.
     std::thread::sleep(Duration::from_secs(6));
@@ -183,12 +191,17 @@ fn dripping_control_clients_lock_no_one_out() {
     let lives = lives.lock().unwrap();
     assert!(lives.len() >= DRIPPERS, "{} connections cut", lives.len());
     let longest = lives.iter().max().unwrap();
-    assert!(*longest < Duration::from_millis(5600), "one lived {longest:?}");
+    assert!(
+        *longest < Duration::from_millis(5600),
+        "one lived {longest:?}"
+    );
 }
 
 /// Open descriptors of `pid`.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// CPU time of `pid` so far (user + system), in clock ticks.
@@ -213,7 +226,14 @@ fn accept_errors_are_logged_once_per_interval(driver: &str) {
     let node = NodeProc::start(dir.path(), &net, "node", driver, "127.0.0.1:0", &[]);
     let pid = node.pid();
     let soft_before = Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), "--nofile", "-o", "SOFT", "--noheadings"])
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--nofile",
+            "-o",
+            "SOFT",
+            "--noheadings",
+        ])
         .output()
         .expect("run prlimit");
     let soft_before = String::from_utf8(soft_before.stdout).unwrap();
