@@ -262,6 +262,9 @@ fn accept_errors_are_logged_once_per_interval(driver: &str) {
     wait_until("the node answers", || {
         node.command("stats", &["--json"]).status.success()
     });
+    let peer = Peer::connect(&node.addr, &net, 13);
+    let peer_id = peer.id();
+    wait_until("the node links to a new peer", || node.links_to(&peer_id));
 }
 
 #[test]

@@ -64,10 +64,15 @@ pub struct NodeArgs {
 impl NodeArgs {
     /// The control socket's limits: the defaults, with what the flags set.
     fn control_limits(&self) -> ControlLimits {
-        let mut limits = ControlLimits::default();
-        limits.write_timeout = std::time::Duration::from_millis(self.control_write_timeout_ms);
-        limits.listen_backlog.bytes_max = self.listen_queue_bytes_max;
-        limits
+        let defaults = ControlLimits::default();
+        ControlLimits {
+            write_timeout: std::time::Duration::from_millis(self.control_write_timeout_ms),
+            listen_backlog: crate::Backlog {
+                bytes_max: self.listen_queue_bytes_max,
+                ..defaults.listen_backlog
+            },
+            ..defaults
+        }
     }
 }
 

@@ -21,7 +21,10 @@
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
-//! stops or the client goes away).
+//! stops or the client goes away). The node's limits ([`ControlLimits`]) keep slow clients
+//! from locking others out or pinning memory: the request has a total deadline, a full
+//! socket cuts off its slowest requester for a newcomer, a write without progress drops the
+//! client, and a listener's backlog is bounded in bytes.
 
 mod client;
 mod server;
