@@ -30,8 +30,9 @@ pub struct Delivery {
 /// What a waiting delivery counts for against [`Backlog::bytes_max`] on top of its payload.
 pub const DELIVERY_OVERHEAD_BYTES: usize = 128;
 
-/// How far a [`Subscription`] may fall behind: past either bound, later deliveries are
-/// dropped for it (and counted in `StatsReport::listener_drops`).
+/// How far a [`Subscription`] may fall behind: a delivery that would take it past either
+/// bound is dropped for it (and counted in `StatsReport::listener_drops`). One larger than
+/// `bytes_max` is still queued when nothing else waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
     /// Deliveries waiting unread.

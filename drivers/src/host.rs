@@ -72,13 +72,15 @@ impl RunError {
     }
 }
 
-/// Hands `delivery` to `subscriber` unless it is past its backlog (then counts a drop in
-/// `drops`); false once the subscriber is gone.
+/// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
+/// drop in `drops`); false once the subscriber is gone.
 fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
     let cost = delivery.queued_bytes();
     if let Some((queued, bytes_max)) = &subscriber.bytes {
-        // Counted before the send: the reader subtracts as soon as it takes the delivery.
-        if queued.fetch_add(cost, Ordering::SeqCst) + cost > *bytes_max {
+        // Counted before the send: the reader subtracts as soon as it takes the delivery. A
+        // delivery larger than the bound still goes to a subscriber with nothing waiting.
+        let before = queued.fetch_add(cost, Ordering::SeqCst);
+        if before > 0 && before + cost > *bytes_max {
             queued.fetch_sub(cost, Ordering::SeqCst);
             *drops += 1;
             return true;
@@ -455,5 +457,55 @@ impl Host {
             listeners: self.subscribers.len() as u64,
             listener_drops: self.listener_drops,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::handle::DELIVERY_OVERHEAD_BYTES;
+
+    fn delivery(payload_bytes: usize) -> Delivery {
+        Delivery {
+            origin: weft_engine::NodeId([7; 32]),
+            incarnation: 1,
+            seq: 1,
+            payload: Bytes::from(vec![0; payload_bytes]),
+        }
+    }
+
+    #[test]
+    fn a_bounded_subscriber_is_offered_no_more_than_its_bytes() {
+        let (sink, deliveries) = mpsc::sync_channel(100);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let subscriber = Subscriber {
+            sink,
+            bytes: Some((Arc::clone(&queued), 1000)),
+        };
+        let mut drops = 0;
+        // Alone, even one over the bound is queued; then nothing more until there is room.
+        assert!(offer(&subscriber, &delivery(2000), &mut drops));
+        assert!(offer(&subscriber, &delivery(1), &mut drops));
+        assert_eq!(drops, 1);
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            2000 + DELIVERY_OVERHEAD_BYTES
+        );
+        queued.fetch_sub(deliveries.recv().unwrap().queued_bytes(), Ordering::SeqCst);
+        for _ in 0..2 {
+            assert!(offer(&subscriber, &delivery(400), &mut drops));
+        }
+        assert_eq!(
+            drops, 2,
+            "the second 400 bytes would pass 1000 with their overhead"
+        );
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
+        drop(deliveries);
+        assert!(!offer(&subscriber, &delivery(1), &mut drops), "gone");
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
     }
 }
