@@ -64,21 +64,34 @@ fn a_listener_that_never_reads_pins_no_more_than_its_byte_bound() {
     for _ in 0..BROADCASTS {
         source.broadcast(payload.clone());
     }
+    // Every broadcast, or (should a rate limit hold some back) as many as the node delivers
+    // before it goes quiet for a second.
     let mut stats = node.stats();
-    wait_until("the node delivered every broadcast", || {
-        stats = node.stats();
-        stats.counters.broadcasts_delivered >= BROADCASTS as u64
+    let mut quiet_since = Instant::now();
+    wait_until("the node delivered the broadcasts", || {
+        let now = node.stats();
+        if now.counters.broadcasts_delivered != stats.counters.broadcasts_delivered {
+            quiet_since = Instant::now();
+        }
+        stats = now;
+        let delivered = stats.counters.broadcasts_delivered;
+        delivered >= BROADCASTS as u64 || (delivered > 0 && quiet_since.elapsed().as_secs() >= 1)
     });
-    // 160 MiB went to a listener that took only what fits in its socket: the rest of what
-    // exceeds its byte bound is dropped for it (and counted), not held.
+    let delivered = stats.counters.broadcasts_delivered;
+    assert!(
+        delivered * PAYLOAD_BYTES as u64 > 4 * LISTEN_QUEUE_BYTES_MAX,
+        "only {delivered} delivered"
+    );
+    // 150 MiB went to a listener that took only what fits in its socket: what exceeds its
+    // byte bound is dropped for it (and counted), not held.
     let held_max = (LISTEN_QUEUE_BYTES_MAX as usize / PAYLOAD_BYTES) as u64 + 8;
     assert!(
-        stats.listener_drops >= BROADCASTS as u64 - held_max,
-        "{} of {BROADCASTS} dropped",
+        stats.listener_drops >= delivered - held_max,
+        "{} of {delivered} dropped",
         stats.listener_drops
     );
     // The node may hold its repair store, the listener's bound and slack; were the
-    // listener's deliveries kept, it would grow by 160 MiB more.
+    // listener's deliveries kept, it would grow by 150 MiB more.
     let limits = Limits::default();
     let bound_kb =
         (limits.repair_store_bytes_max as u64 + LISTEN_QUEUE_BYTES_MAX + 48 * 1024 * 1024) / 1024;
@@ -182,8 +195,9 @@ fn dripping_control_clients_lock_no_one_out() {
             asked.elapsed()
         );
     }
-    // No dripper holds on past the request deadline (5 s), however it drips.
-    std::thread::sleep(Duration::from_secs(6));
+    // No dripper holds on past the request deadline (5 s, and slack for a loaded machine),
+    // however it drips.
+    std::thread::sleep(Duration::from_secs(7));
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
