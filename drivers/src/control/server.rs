@@ -97,8 +97,13 @@ impl Clients {
     /// whose request has been read. When all are taken, the client that has been sending
     /// its request the longest is cut off to make room: an honest client sends its request
     /// at once, so only slow (or dripping) ones are ever cut off.
+    /// Clients cut off still count until their thread ends (at once: their socket is shut),
+    /// and never more than `clients_max` of them: at most twice `clients_max` threads run.
     fn admit(&self, stream: &UnixStream, limits: &ControlLimits) -> Option<u64> {
         let mut state = self.lock();
+        if state.served >= 2 * limits.clients_max {
+            return None;
+        }
         if state.served >= limits.clients_max {
             let (_, oldest) = state.requesting.pop_front()?;
             let _ = oldest.shutdown(Shutdown::Both);
