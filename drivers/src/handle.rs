@@ -1,7 +1,8 @@
 //! The application's side of a running driver: a [`Handle`] queues requests for the node's
 //! event loop and wakes it; the loop drains them from its [`Mailbox`].
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -24,6 +25,52 @@ pub struct Delivery {
     pub seq: u64,
     /// The application bytes.
     pub payload: Bytes,
+}
+
+/// What a waiting delivery counts for against [`Backlog::bytes_max`] on top of its payload.
+pub const DELIVERY_OVERHEAD_BYTES: usize = 128;
+
+/// How far a [`Subscription`] may fall behind: a delivery that would take it past either
+/// bound is dropped for it (and counted in `StatsReport::listener_drops`). One larger than
+/// `bytes_max` is still queued when nothing else waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries waiting unread.
+    pub deliveries_max: usize,
+    /// Their payload bytes, plus [`DELIVERY_OVERHEAD_BYTES`] each.
+    pub bytes_max: usize,
+}
+
+/// The deliveries of a subscription bounded in bytes ([`Handle::subscribe_bounded`]).
+#[derive(Debug)]
+pub struct Subscription {
+    deliveries: Receiver<Delivery>,
+    /// Bytes waiting, as counted against the bound; shared with the node's side.
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next delivery, waiting up to `timeout`.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Delivery, RecvTimeoutError> {
+        let delivery = self.deliveries.recv_timeout(timeout)?;
+        self.queued_bytes
+            .fetch_sub(delivery.queued_bytes(), Ordering::SeqCst);
+        Ok(delivery)
+    }
+}
+
+impl Delivery {
+    /// What this delivery counts for while it waits for a bounded subscriber.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.payload.len() + DELIVERY_OVERHEAD_BYTES
+    }
+}
+
+/// A subscriber as the node's side holds it.
+pub(crate) struct Subscriber {
+    pub(crate) sink: SyncSender<Delivery>,
+    /// For a bounded subscription: its bytes waiting, and their bound.
+    pub(crate) bytes: Option<(Arc<AtomicUsize>, usize)>,
 }
 
 /// Why a request did not go through.
@@ -67,9 +114,7 @@ pub(crate) enum Request {
         payload: Bytes,
         reply: Option<Sender<Result<(), InputError>>>,
     },
-    Subscribe {
-        sink: SyncSender<Delivery>,
-    },
+    Subscribe(Subscriber),
     Hosts {
         reply: Sender<Vec<HostReport>>,
     },
@@ -214,10 +259,25 @@ impl Handle {
 
     /// Every broadcast delivered from now on. When `capacity` deliveries wait unread, later
     /// ones are dropped for this subscriber (and counted in `StatsReport::listener_drops`).
+    /// Bounded by count only: for a reader in the application's own hands; one that may
+    /// stall (a client on a socket) takes [`Handle::subscribe_bounded`].
     pub fn subscribe(&self, capacity: usize) -> Result<Receiver<Delivery>, HandleError> {
         let (sink, deliveries) = mpsc::sync_channel(capacity);
-        self.send(Request::Subscribe { sink })?;
+        self.send(Request::Subscribe(Subscriber { sink, bytes: None }))?;
         Ok(deliveries)
+    }
+
+    /// Every broadcast delivered from now on, at most `backlog` behind (in deliveries and in
+    /// bytes); later ones are dropped for this subscriber and counted.
+    pub fn subscribe_bounded(&self, backlog: Backlog) -> Result<Subscription, HandleError> {
+        let (sink, deliveries) = mpsc::sync_channel(backlog.deliveries_max);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let bytes = Some((Arc::clone(&queued_bytes), backlog.bytes_max));
+        self.send(Request::Subscribe(Subscriber { sink, bytes }))?;
+        Ok(Subscription {
+            deliveries,
+            queued_bytes,
+        })
     }
 
     /// Direct and heard-of hosts.

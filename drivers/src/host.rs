@@ -2,7 +2,10 @@
 //! application's requests and subscribers, and the shutdown sequence.
 
 use std::path::Path;
-use std::sync::mpsc::{Sender, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Sender, TrySendError};
+
+use bytes::Bytes;
 
 use weft_engine::chord::{ChordCommand, ChordResult};
 
@@ -12,7 +15,7 @@ use weft_engine::{
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
-use crate::handle::{Delivery, Request};
+use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport, TableEntryReport};
 use crate::storage::Storage;
@@ -69,6 +72,36 @@ impl RunError {
     }
 }
 
+/// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
+/// drop in `drops`); false once the subscriber is gone.
+fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
+    let cost = delivery.queued_bytes();
+    if let Some((queued, bytes_max)) = &subscriber.bytes {
+        // Counted before the send: the reader subtracts as soon as it takes the delivery. A
+        // delivery larger than the bound still goes to a subscriber with nothing waiting.
+        let before = queued.fetch_add(cost, Ordering::SeqCst);
+        if before > 0 && before + cost > *bytes_max {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+            *drops += 1;
+            return true;
+        }
+    }
+    let sent = subscriber.sink.try_send(delivery.clone());
+    if sent.is_err() {
+        if let Some((queued, _)) = &subscriber.bytes {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+        }
+    }
+    match sent {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            *drops += 1;
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
 /// A shutdown under way.
 #[derive(Debug, Clone, Copy)]
 struct Stopping {
@@ -81,7 +114,7 @@ pub(crate) struct Host {
     pub(crate) node: Node,
     pub(crate) clock: Clock,
     driver: &'static str,
-    subscribers: Vec<SyncSender<Delivery>>,
+    subscribers: Vec<Subscriber>,
     listener_drops: u64,
     next_wall_clock: Instant,
     stopping: Option<Stopping>,
@@ -233,22 +266,20 @@ impl Host {
                     "broadcast {origin}/{incarnation}#{seq}: {} bytes",
                     payload.len()
                 );
+                if self.subscribers.is_empty() {
+                    return;
+                }
+                // The payload may be a slice of a much larger read buffer: a copy of its own
+                // keeps a waiting delivery from pinning that buffer, and makes the bytes
+                // counted against a subscriber's bound the bytes held.
                 let delivery = Delivery {
                     origin,
                     incarnation,
                     seq,
-                    payload,
+                    payload: Bytes::copy_from_slice(&payload),
                 };
                 let drops = &mut self.listener_drops;
-                self.subscribers
-                    .retain(|s| match s.try_send(delivery.clone()) {
-                        Ok(()) => true,
-                        Err(TrySendError::Full(_)) => {
-                            *drops += 1;
-                            true
-                        }
-                        Err(TrySendError::Disconnected(_)) => false,
-                    });
+                self.subscribers.retain(|s| offer(s, &delivery, drops));
             }
             Event::PeerUp {
                 node,
@@ -290,7 +321,7 @@ impl Host {
                     }
                 }
             }
-            Request::Subscribe { sink } => self.subscribers.push(sink),
+            Request::Subscribe(subscriber) => self.subscribers.push(subscriber),
             Request::Hosts { reply } => {
                 let _ = reply.send(self.hosts());
             }
@@ -426,5 +457,55 @@ impl Host {
             listeners: self.subscribers.len() as u64,
             listener_drops: self.listener_drops,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::handle::DELIVERY_OVERHEAD_BYTES;
+
+    fn delivery(payload_bytes: usize) -> Delivery {
+        Delivery {
+            origin: weft_engine::NodeId([7; 32]),
+            incarnation: 1,
+            seq: 1,
+            payload: Bytes::from(vec![0; payload_bytes]),
+        }
+    }
+
+    #[test]
+    fn a_bounded_subscriber_is_offered_no_more_than_its_bytes() {
+        let (sink, deliveries) = mpsc::sync_channel(100);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let subscriber = Subscriber {
+            sink,
+            bytes: Some((Arc::clone(&queued), 1000)),
+        };
+        let mut drops = 0;
+        // Alone, even one over the bound is queued; then nothing more until there is room.
+        assert!(offer(&subscriber, &delivery(2000), &mut drops));
+        assert!(offer(&subscriber, &delivery(1), &mut drops));
+        assert_eq!(drops, 1);
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            2000 + DELIVERY_OVERHEAD_BYTES
+        );
+        queued.fetch_sub(deliveries.recv().unwrap().queued_bytes(), Ordering::SeqCst);
+        for _ in 0..2 {
+            assert!(offer(&subscriber, &delivery(400), &mut drops));
+        }
+        assert_eq!(
+            drops, 2,
+            "the second 400 bytes would pass 1000 with their overhead"
+        );
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
+        drop(deliveries);
+        assert!(!offer(&subscriber, &delivery(1), &mut drops), "gone");
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
     }
 }

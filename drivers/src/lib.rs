@@ -18,6 +18,7 @@
 #[cfg(not(any(feature = "mio", feature = "tokio")))]
 compile_error!("enable at least one driver feature: `mio` or `tokio`");
 
+pub mod accept;
 pub mod cli;
 pub mod clock;
 mod conns;
@@ -34,6 +35,6 @@ pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
 
-pub use handle::{Delivery, Handle, HandleError, TableOp};
+pub use handle::{Backlog, Delivery, Handle, HandleError, Subscription, TableOp};
 pub use host::{Exit, RunError};
 pub use setup::Setup;

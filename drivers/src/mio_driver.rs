@@ -10,6 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use weft_engine::ConnId;
 
+use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
 use crate::host::{Exit, Host, RunError};
@@ -54,6 +55,8 @@ pub struct MioDriver {
     readable: Vec<ConnId>,
     /// Whether the listener may have more connections waiting.
     acceptable: bool,
+    /// Failed accepts: the pause before the next, and their log lines.
+    accept_errors: AcceptErrors,
     /// The waker fired: the mailbox has requests.
     requests_waiting: bool,
     /// Reused buffer for a batch of requests.
@@ -88,6 +91,7 @@ impl MioDriver {
             next_inbound: 0,
             readable: Vec::new(),
             acceptable: true,
+            accept_errors: AcceptErrors::new("mio driver"),
             requests_waiting: false,
             batch: Vec::new(),
         };
@@ -111,7 +115,7 @@ impl MioDriver {
             let timeout = if busy {
                 std::time::Duration::ZERO
             } else {
-                self.host.clock.until(self.deadline())
+                self.host.clock.until(self.wake_at())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -154,6 +158,13 @@ impl MioDriver {
     fn deadline(&self) -> weft_engine::Instant {
         let at = self.host.deadline();
         self.conns.next_expiry().map_or(at, |e| at.min(e))
+    }
+
+    /// When the poll must return at the latest: the deadline, or the end of an accept pause.
+    fn wake_at(&self) -> weft_engine::Instant {
+        let at = self.deadline();
+        let paused = self.accept_errors.paused_until(self.host.now());
+        paused.map_or(at, |p| at.min(p))
     }
 
     /// Returns true if the loop must end at once (a second signal).
@@ -210,12 +221,16 @@ impl MioDriver {
     }
 
     fn accept(&mut self) {
+        if self.accept_errors.paused_until(self.host.now()).is_some() {
+            return;
+        }
         while self.acceptable {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((mut socket, addr)) => {
+                    self.accept_errors.succeeded();
                     self.next_inbound += 1;
                     let conn = ConnId::inbound(self.next_inbound);
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -235,9 +250,10 @@ impl MioDriver {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.acceptable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of descriptors or similar: try again on the next readiness event.
-                    tracing::warn!("accept failed: {e}");
-                    self.acceptable = false;
+                    // Out of descriptors or similar: pause, then try again (`acceptable`
+                    // stays set: the waiting connections raise no new readiness event).
+                    self.accept_errors.failed(self.host.now(), &e);
+                    return;
                 }
             }
         }

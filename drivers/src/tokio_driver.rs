@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Sleep;
 use weft_engine::{ConnId, Instant};
 
+use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
 use crate::host::{Exit, Host, RunError};
@@ -50,6 +51,8 @@ pub struct TokioDriver {
     signals: Vec<Signal>,
     peers: Vec<String>,
     next_inbound: u64,
+    /// Failed accepts: the pause before the next, and their log lines.
+    accept_errors: AcceptErrors,
     /// Reused buffer for a batch of requests.
     batch: Vec<Request>,
 }
@@ -78,6 +81,7 @@ impl TokioDriver {
             signals,
             peers: setup.peers,
             next_inbound: 0,
+            accept_errors: AcceptErrors::new("tokio driver"),
             batch: Vec::new(),
         };
         Ok((driver, handle))
@@ -136,7 +140,11 @@ impl TokioDriver {
         if progress {
             return Some(Ok(()));
         }
-        let at = tokio::time::Instant::from_std(self.host.clock.to_std(self.deadline()));
+        let mut at = self.deadline();
+        if let Some(paused) = self.accept_errors.paused_until(self.host.now()) {
+            at = at.min(paused);
+        }
+        let at = tokio::time::Instant::from_std(self.host.clock.to_std(at));
         if self.sleep.deadline() != at {
             self.sleep.as_mut().reset(at);
         }
@@ -175,9 +183,13 @@ impl TokioDriver {
 
     fn accept(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
+        if self.accept_errors.paused_until(self.host.now()).is_some() {
+            return false;
+        }
         while let Some(listener) = self.listener.as_ref() {
             match listener.poll_accept(cx) {
                 Poll::Ready(Ok((socket, addr))) => {
+                    self.accept_errors.succeeded();
                     self.next_inbound += 1;
                     let conn = ConnId::inbound(self.next_inbound);
                     let _ = socket.set_nodelay(true);
@@ -186,9 +198,9 @@ impl TokioDriver {
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
-                    // Out of descriptors or similar: try again when something else wakes the
-                    // task (at the latest the node's next timer), rather than spin.
-                    tracing::warn!("accept failed: {e}");
+                    // Out of descriptors or similar: pause (the task sleeps until the pause
+                    // ends at the latest), then try again.
+                    self.accept_errors.failed(self.host.now(), &e);
                     return progress;
                 }
                 Poll::Pending => break,

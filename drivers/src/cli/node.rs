@@ -9,7 +9,7 @@ use rand_core::{OsRng, RngCore};
 use weft_engine::{Config, Identity};
 
 use super::{fail, init_logging, socket_addr, NetArgs};
-use crate::control::ControlServer;
+use crate::control::{ControlLimits, ControlServer};
 use crate::host::Exit;
 use crate::setup::Setup;
 use crate::state::StateDir;
@@ -51,6 +51,29 @@ pub struct NodeArgs {
     /// Join the Chord ring (through the first linked peer) and serve `weft put/get/delete`.
     #[arg(long)]
     chord: bool,
+    /// How long a write to a control client (a `weft listen` above all) may make no progress
+    /// before the node drops that client.
+    #[arg(long, value_name = "MS", default_value_t = ControlLimits::default().write_timeout.as_millis() as u64)]
+    control_write_timeout_ms: u64,
+    /// How many bytes of broadcasts a `weft listen` client may fall behind by before the node
+    /// drops the excess for it (counted as listener drops).
+    #[arg(long, value_name = "BYTES", default_value_t = ControlLimits::default().listen_backlog.bytes_max)]
+    listen_queue_bytes_max: usize,
+}
+
+impl NodeArgs {
+    /// The control socket's limits: the defaults, with what the flags set.
+    fn control_limits(&self) -> ControlLimits {
+        let defaults = ControlLimits::default();
+        ControlLimits {
+            write_timeout: std::time::Duration::from_millis(self.control_write_timeout_ms),
+            listen_backlog: crate::Backlog {
+                bytes_max: self.listen_queue_bytes_max,
+                ..defaults.listen_backlog
+            },
+            ..defaults
+        }
+    }
 }
 
 /// Runs `weft node`: exit 130 after SIGINT/SIGTERM, 1 on an error.
@@ -86,11 +109,12 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
     setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();
     setup.signals = true;
     setup.state = Some(state.path().to_owned());
+    let limits = args.control_limits();
     match args.driver {
         #[cfg(feature = "mio")]
-        Driver::Mio => run_mio(setup, &state),
+        Driver::Mio => run_mio(setup, &state, limits),
         #[cfg(feature = "tokio")]
-        Driver::Tokio => run_tokio(setup, &state),
+        Driver::Tokio => run_tokio(setup, &state, limits),
     }
 }
 
@@ -108,24 +132,28 @@ fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     )
 }
 
-fn serve(state: &StateDir, handle: crate::Handle) -> Result<ControlServer, String> {
+fn serve(
+    state: &StateDir,
+    handle: crate::Handle,
+    limits: ControlLimits,
+) -> Result<ControlServer, String> {
     let path = state.socket_path();
-    ControlServer::serve(&path, handle)
+    ControlServer::serve(&path, handle, limits)
         .map_err(|e| format!("control socket {}: {e}", path.display()))
 }
 
 #[cfg(feature = "mio")]
-fn run_mio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
+fn run_mio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Exit, String> {
     use crate::mio_driver::MioDriver;
     let announcement = announcement(&setup, state.path(), "mio");
     let (driver, handle) = MioDriver::new(setup).map_err(|e| format!("mio driver: {e}"))?;
-    let _server = serve(state, handle)?;
+    let _server = serve(state, handle, limits)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
     driver.run().map_err(|e| format!("mio driver: {e}"))
 }
 
 #[cfg(feature = "tokio")]
-fn run_tokio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
+fn run_tokio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Exit, String> {
     use crate::tokio_driver::TokioDriver;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,7 +162,7 @@ fn run_tokio(setup: Setup, state: &StateDir) -> Result<Exit, String> {
     let _entered = runtime.enter();
     let announcement = announcement(&setup, state.path(), "tokio");
     let (driver, handle) = TokioDriver::new(setup).map_err(|e| format!("tokio driver: {e}"))?;
-    let _server = serve(state, handle)?;
+    let _server = serve(state, handle, limits)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
     // The node is the runtime's only task: run it on this thread.
     runtime

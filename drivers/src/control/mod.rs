@@ -21,13 +21,19 @@
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
-//! stops or the client goes away).
+//! stops or the client goes away). The node's limits ([`ControlLimits`]) keep slow clients
+//! from locking others out or pinning memory: the request has a total deadline, a full
+//! socket cuts off its slowest requester for a newcomer, a write without progress drops the
+//! client, and a listener's backlog is bounded in bytes.
 
 mod client;
 mod server;
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
+use crate::handle::Backlog;
 use crate::report::{DeliveryReport, HostReport, StatsReport, TableEntryReport};
 
 pub use client::{listen, request, ControlError, Deliveries};
@@ -35,6 +41,39 @@ pub use server::ControlServer;
 
 /// The longest request line the node reads.
 pub const REQUEST_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The control socket's limits, so that no client, however slow, can lock the others out or
+/// make the node hold memory for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlLimits {
+    /// Clients served at once. When all slots are taken, the client that has been sending its
+    /// request the longest is cut off to make room; if every client's request has been read,
+    /// the newcomer is refused.
+    pub clients_max: usize,
+    /// `listen` sessions at once (of `clients_max`); more are refused.
+    pub listeners_max: usize,
+    /// How long a client may take to send its whole request line (a total, not per read).
+    pub request_timeout: Duration,
+    /// How long a write to a client may make no progress before the client is dropped.
+    pub write_timeout: Duration,
+    /// How far a `listen` client may fall behind before deliveries are dropped for it.
+    pub listen_backlog: Backlog,
+}
+
+impl Default for ControlLimits {
+    fn default() -> Self {
+        ControlLimits {
+            clients_max: 64,
+            listeners_max: 16,
+            request_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            listen_backlog: Backlog {
+                deliveries_max: 4096,
+                bytes_max: 8 * 1024 * 1024,
+            },
+        }
+    }
+}
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

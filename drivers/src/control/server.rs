@@ -1,29 +1,27 @@
 //! The node's side of the control socket: an accept thread, and a thread per client that
 //! turns its request into a [`Handle`] call.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ControlReply, ControlRequest, REQUEST_BYTES_MAX};
+use super::{ControlLimits, ControlReply, ControlRequest, REQUEST_BYTES_MAX};
 use weft_engine::chord::{ChordRequest, ChordResult};
 
+use crate::accept::AcceptErrors;
+use crate::clock::Clock;
 use crate::handle::{Handle, HandleError, TableOp};
 use crate::report::DeliveryReport;
 
-/// Clients served at once; more are refused.
-const CLIENTS_MAX: usize = 64;
-/// Deliveries a `listen` client may fall behind by before it misses some.
-const LISTEN_BACKLOG: usize = 4096;
-/// How long a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle `listen` session checks whether its client left.
 const LISTEN_CHECK: Duration = Duration::from_millis(500);
 
@@ -35,9 +33,10 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds the socket at `path` and serves it on background threads. Fails with
-    /// `AddrInUse` if a node already answers there; a stale file from a dead node is replaced.
-    pub fn serve(path: &Path, handle: Handle) -> io::Result<ControlServer> {
+    /// Binds the socket at `path` and serves it on background threads within `limits`. Fails
+    /// with `AddrInUse` if a node already answers there; a stale file from a dead node is
+    /// replaced.
+    pub fn serve(path: &Path, handle: Handle, limits: ControlLimits) -> io::Result<ControlServer> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
@@ -53,7 +52,7 @@ impl ControlServer {
         let stopped = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("weft-control".into())
-            .spawn(move || accept_loop(&listener, &handle, &stopped))?;
+            .spawn(move || accept_loop(&listener, &handle, &stopped, limits))?;
         Ok(ControlServer {
             path: path.to_path_buf(),
             stop,
@@ -70,32 +69,124 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(listener: &UnixListener, handle: &Handle, stop: &AtomicBool) {
-    let clients = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
+/// The clients being served, shared by the accept thread and the client threads.
+#[derive(Default)]
+struct Clients {
+    state: Mutex<ClientsState>,
+}
+
+#[derive(Default)]
+struct ClientsState {
+    /// Client threads running (a client cut off counts until its thread ends).
+    served: usize,
+    /// Of those, `listen` sessions.
+    listening: usize,
+    next_id: u64,
+    /// Clients still sending their request, oldest first, with a handle to cut them off.
+    requesting: VecDeque<(u64, UnixStream)>,
+}
+
+impl Clients {
+    /// The state, even if a client thread panicked while holding it (every change is a
+    /// counter step or one push or removal, so it stays consistent).
+    fn lock(&self) -> MutexGuard<'_, ClientsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits `stream` and returns its id, or `None` if every slot is taken by a client
+    /// whose request has been read. When all are taken, the client that has been sending
+    /// its request the longest is cut off to make room: an honest client sends its request
+    /// at once, so only slow (or dripping) ones are ever cut off.
+    /// Clients cut off still count until their thread ends (at once: their socket is shut),
+    /// and never more than `clients_max` of them: at most twice `clients_max` threads run.
+    fn admit(&self, stream: &UnixStream, limits: &ControlLimits) -> Option<u64> {
+        let mut state = self.lock();
+        if state.served >= 2 * limits.clients_max {
+            return None;
+        }
+        if state.served >= limits.clients_max {
+            let (_, oldest) = state.requesting.pop_front()?;
+            let _ = oldest.shutdown(Shutdown::Both);
+            tracing::debug!("control socket full: cut off the client slowest to send its request");
+        }
+        state.served += 1;
+        state.next_id += 1;
+        let id = state.next_id;
+        match stream.try_clone() {
+            Ok(clone) => state.requesting.push_back((id, clone)),
+            // Out of descriptors: served without the means to cut it off (its own deadline
+            // still ends it).
+            Err(e) => tracing::debug!("control client {id} cannot be cut off: {e}"),
+        }
+        Some(id)
+    }
+
+    /// Client `id`'s request has been read (or it failed): it can no longer be cut off.
+    fn requested(&self, id: u64) {
+        self.lock().requesting.retain(|(i, _)| *i != id);
+    }
+
+    /// Client `id` is gone.
+    fn left(&self, id: u64) {
+        let mut state = self.lock();
+        state.requesting.retain(|(i, _)| *i != id);
+        state.served = state.served.saturating_sub(1);
+    }
+
+    /// Takes a `listen` slot if one is free.
+    fn start_listening(&self, limits: &ControlLimits) -> bool {
+        let mut state = self.lock();
+        let free = state.listening < limits.listeners_max;
+        state.listening += usize::from(free);
+        free
+    }
+
+    fn stop_listening(&self) {
+        let mut state = self.lock();
+        state.listening = state.listening.saturating_sub(1);
+    }
+}
+
+fn accept_loop(listener: &UnixListener, handle: &Handle, stop: &AtomicBool, limits: ControlLimits) {
+    let clients = Arc::new(Clients::default());
+    let clock = Clock::start();
+    let mut errors = AcceptErrors::new("control socket");
+    loop {
+        let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(mut stream) = stream else {
-            continue;
+        let mut stream = match accepted {
+            Ok((stream, _)) => {
+                errors.succeeded();
+                stream
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors or similar: pause rather than spin.
+                let until = errors.failed(clock.now(), &e);
+                std::thread::sleep(clock.until(until));
+                continue;
+            }
         };
-        if clients.fetch_add(1, Ordering::SeqCst) >= CLIENTS_MAX {
-            clients.fetch_sub(1, Ordering::SeqCst);
+        let Some(id) = clients.admit(&stream, &limits) else {
+            // A short line into an empty socket: never blocks, and never waits if it would.
+            let _ = stream.set_nonblocking(true);
             let _ = write_reply(&mut stream, &ControlReply::Error("too many clients".into()));
             continue;
-        }
+        };
         let handle = handle.clone();
-        let count = Arc::clone(&clients);
+        let served = Arc::clone(&clients);
         let spawned = std::thread::Builder::new()
             .name("weft-control-client".into())
             .spawn(move || {
-                if let Err(e) = serve_client(stream, &handle) {
+                if let Err(e) = serve_client(stream, &handle, &limits, &served, id) {
                     tracing::debug!("control client: {e}");
                 }
-                count.fetch_sub(1, Ordering::SeqCst);
+                served.left(id);
             });
         if spawned.is_err() {
-            clients.fetch_sub(1, Ordering::SeqCst);
+            clients.left(id);
         }
     }
 }
@@ -106,12 +197,47 @@ fn write_reply(stream: &mut UnixStream, reply: &ControlReply) -> io::Result<()> 
     stream.write_all(&line)
 }
 
-fn read_request(stream: &UnixStream) -> Result<ControlRequest, String> {
+/// Reads one request line, all of it within `timeout` (however the client spreads it out).
+fn read_request(mut stream: &UnixStream, timeout: Duration) -> Result<ControlRequest, String> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || format!("no whole request within {} ms", timeout.as_millis());
     let mut line = Vec::new();
-    let mut reader = BufReader::new(stream.take(REQUEST_BYTES_MAX + 1));
-    reader
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("reading the request: {e}"))?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| format!("reading the request: {e}"))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let got = &chunk[..n];
+                match got.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        line.extend_from_slice(&got[..=end]);
+                        break;
+                    }
+                    None => line.extend_from_slice(got),
+                }
+                if line.len() as u64 > REQUEST_BYTES_MAX {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out())
+            }
+            Err(e) => return Err(format!("reading the request: {e}")),
+        }
+    }
     if line.len() as u64 > REQUEST_BYTES_MAX {
         return Err(format!("request over {REQUEST_BYTES_MAX} bytes"));
     }
@@ -126,9 +252,17 @@ fn refused(e: HandleError) -> ControlReply {
     })
 }
 
-fn serve_client(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    let request = match read_request(&stream) {
+fn serve_client(
+    mut stream: UnixStream,
+    handle: &Handle,
+    limits: &ControlLimits,
+    clients: &Clients,
+    id: u64,
+) -> io::Result<()> {
+    stream.set_write_timeout(Some(limits.write_timeout))?;
+    let request = read_request(&stream, limits.request_timeout);
+    clients.requested(id);
+    let request = match request {
         Ok(r) => r,
         Err(e) => return write_reply(&mut stream, &ControlReply::Error(e)),
     };
@@ -141,7 +275,12 @@ fn serve_client(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
         ControlRequest::Stats => handle
             .stats()
             .map_or_else(refused, |s| ControlReply::Stats(Box::new(s))),
-        ControlRequest::Listen => return stream_deliveries(stream, handle),
+        ControlRequest::Listen if clients.start_listening(limits) => {
+            let streamed = stream_deliveries(stream, handle, limits);
+            clients.stop_listening();
+            return streamed;
+        }
+        ControlRequest::Listen => ControlReply::Error("too many listeners".into()),
         ControlRequest::TableSet {
             key,
             value,
@@ -204,9 +343,15 @@ fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
     }
 }
 
-/// A `listen` session: deliveries until the node stops or the client leaves.
-fn stream_deliveries(mut stream: UnixStream, handle: &Handle) -> io::Result<()> {
-    let deliveries = match handle.subscribe(LISTEN_BACKLOG) {
+/// A `listen` session: deliveries until the node stops or the client leaves. A client that
+/// takes no bytes for the write timeout is dropped (and logged); while it is slow, deliveries
+/// past its backlog are dropped for it.
+fn stream_deliveries(
+    mut stream: UnixStream,
+    handle: &Handle,
+    limits: &ControlLimits,
+) -> io::Result<()> {
+    let deliveries = match handle.subscribe_bounded(limits.listen_backlog) {
         Ok(d) => d,
         Err(e) => return write_reply(&mut stream, &refused(e)),
     };
@@ -216,7 +361,19 @@ fn stream_deliveries(mut stream: UnixStream, handle: &Handle) -> io::Result<()> 
         match deliveries.recv_timeout(LISTEN_CHECK) {
             Ok(d) => {
                 let reply = ControlReply::Broadcast(DeliveryReport::from(&d));
-                write_reply(&mut stream, &reply)?;
+                drop(d);
+                if let Err(e) = write_reply(&mut stream, &reply) {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        tracing::warn!(
+                            "dropped a listener: it took no bytes for {} ms",
+                            limits.write_timeout.as_millis()
+                        );
+                    }
+                    return Err(e);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 // The client sends nothing after its request: end of stream means it left.
