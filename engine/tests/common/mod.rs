@@ -6,8 +6,7 @@ use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::OriginProof;
 use weft_engine::protocol::{
     Broadcast, Code, Frame, FrameDecoder, Hello, HelloAck, Message, NetworkId, NodeId, PublicKey,
-    TableWrite,
-    CAP_BROADCASTS_UNSIGNED, CAP_LZ4,
+    TableWrite, CAP_BROADCASTS_UNSIGNED, CAP_LZ4,
 };
 use weft_engine::{CloseReason, Config, ConnId, Identity, Input, Instant, Node, Output};
 
