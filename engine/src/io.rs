@@ -242,9 +242,11 @@ pub enum CloseReason {
     /// Bytes held for connections still in their handshake went over
     /// `Limits::handshake_buffered_bytes_max` (SPEC.md §8.4).
     HandshakeBufferFull,
-    /// The peer sent a signed message (a table write) whose signature did not verify.
+    /// The peer sent a signed message (a table write, or a broadcast with its origin's proof)
+    /// that did not verify (SPEC.md §11.8, §19.8).
     BadSignature,
-    /// The peer kept sending past a per-peer rate limit (discovery cascades).
+    /// The peer kept sending past a per-peer rate limit (discovery cascades, new broadcasts;
+    /// SPEC.md §10.8, §11.9).
     RateLimited,
 }
 

@@ -246,9 +246,9 @@ pub(crate) enum PeerFault {
     Malformed(ProtocolError),
     /// The message is not allowed here.
     Unexpected(&'static str),
-    /// A signed message (a table write) whose signature does not verify.
+    /// A signed message (a table write, or a broadcast's origin proof) that does not verify.
     BadSignature,
-    /// The peer kept sending past its rate limit (discovery cascades).
+    /// The peer kept sending past its rate limit (discovery cascades, new broadcasts).
     RateLimited,
 }
 

@@ -182,16 +182,12 @@ impl MeshProtocol {
             Admission::Offender => {
                 self.metrics.broadcasts_over_rate += 1;
                 self.metrics.peers_over_rate += 1;
-                return Err(PeerFault::Unexpected(
-                    "broadcasts over the peer's rate limit",
-                ));
+                return Err(PeerFault::RateLimited);
             }
         }
         if self.signatures && !self.proofs.verify(b) {
             self.metrics.broadcasts_forged += 1;
-            return Err(PeerFault::Unexpected(
-                "broadcast without its origin's valid proof",
-            ));
+            return Err(PeerFault::BadSignature);
         }
         self.seen.insert(b.origin, b.incarnation, b.seq);
         Ok(true)
