@@ -75,9 +75,41 @@ pub struct NodeCounters {
     /// Bytes of sync-table anti-entropy frames queued.
     #[serde(default)]
     pub table_catchup_bytes: u64,
+    /// Refusals of what peers sent or asked (SPEC.md §8.4, §10.7, §10.8, §11.8, §11.9, §19.8).
+    #[serde(default)]
+    pub refused: RefusalCounters,
     /// Frames and bytes by protocol, over every connection the node has had.
     #[serde(default)]
     pub traffic: Vec<ProtocolReport>,
+}
+
+/// What the node refused of its peers: forgeries, floods and bounds reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCounters {
+    /// Broadcasts without their origin's valid proof (their relays were disconnected).
+    pub broadcasts_forged: u64,
+    /// New broadcasts dropped over their sender's rate.
+    pub broadcasts_over_rate: u64,
+    /// Peers disconnected for sending broadcasts far over their rate.
+    pub peers_over_rate: u64,
+    /// Discovery cascades dropped over their sender's rate.
+    pub cascades_dropped: u64,
+    /// Peers disconnected for sending cascades far over their rate.
+    pub peers_cascade_limited: u64,
+    /// Table writes whose writer's signature did not verify (their senders were disconnected).
+    pub table_writes_bad_signature: u64,
+    /// Table writes refused for a lease past `table_lease_max`.
+    pub table_writes_lease_too_long: u64,
+    /// Table writes refused for a stamp too far ahead of this node's clock.
+    pub table_writes_too_new: u64,
+    /// Inbound connections refused because their host held its share of the slots.
+    pub inbound_refused_per_address: u64,
+    /// Connections closed because bytes held before handshakes went over their bound.
+    pub handshake_buffer_closes: u64,
+    /// The most bytes ever held at once for connections still in their handshake.
+    pub handshake_buffered_bytes_peak: u64,
+    /// Discovery dials not made because of the per-address or per-minute bound.
+    pub discovery_dials_refused: u64,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
@@ -103,6 +135,20 @@ impl From<&NodeMetrics> for NodeCounters {
             table_writes_originated: table.writes_originated,
             table_writes_received: table.writes_received,
             table_catchup_bytes: table.catchup_bytes,
+            refused: RefusalCounters {
+                broadcasts_forged: mesh.broadcasts_forged,
+                broadcasts_over_rate: mesh.broadcasts_over_rate,
+                peers_over_rate: mesh.peers_over_rate,
+                cascades_dropped: m.discovery.cascades_dropped,
+                peers_cascade_limited: m.discovery.peers_rate_limited,
+                table_writes_bad_signature: table.writes_bad_signature,
+                table_writes_lease_too_long: table.writes_lease_too_long,
+                table_writes_too_new: table.writes_too_new,
+                inbound_refused_per_address: session.inbound_refused_per_address,
+                handshake_buffer_closes: session.handshake_buffer_closes,
+                handshake_buffered_bytes_peak: session.handshake_buffered_bytes_peak,
+                discovery_dials_refused: session.discovery_dials_refused,
+            },
             traffic: ProtocolReport::all(&session.traffic),
         }
     }

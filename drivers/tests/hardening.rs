@@ -302,3 +302,71 @@ fn accept_errors_are_logged_once_per_interval_mio() {
 fn accept_errors_are_logged_once_per_interval_tokio() {
     accept_errors_are_logged_once_per_interval("tokio");
 }
+
+/// A peer relaying a broadcast in another node's name, without that node's proof, is cut off,
+/// and `weft stats` says so: in its JSON and in a REFUSED section of its text.
+#[test]
+fn a_forged_broadcast_disconnects_its_relay_and_shows_in_stats() {
+    use weft_engine::protocol::{Broadcast, Message, NodeId};
+    let (dir, net) = scratch("forged");
+    let node = NodeProc::start(dir.path(), &net, "node", "tokio", "127.0.0.1:0", &[]);
+    let mut forger = Peer::connect(&node.addr, &net, 14);
+    let forged = Message::Broadcast(Broadcast {
+        origin: NodeId([0x55; 32]),
+        incarnation: 1,
+        seq: 1,
+        payload: b"pay me",
+        proof: None,
+    })
+    .to_frame(false)
+    .into_bytes();
+    forger.socket.write_all(&forged).unwrap();
+    wait_until("the node counts the forgery", || {
+        node.stats().counters.refused.broadcasts_forged == 1
+    });
+    assert_eq!(node.stats().counters.broadcasts_delivered, 0);
+    // The close writes the BYE, then waits (up to 2 s) for the forger's end of stream.
+    wait_until("the forger is disconnected", || {
+        node.stats().connections.is_empty()
+    });
+    let text = node.command("stats", &[]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("REFUSED"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("forged broadcasts") && l.trim_end().ends_with(" 1")),
+        "{text}"
+    );
+}
+
+/// `--unsigned-broadcasts` networks carry broadcasts without origin proofs, and a node of the
+/// other mode is refused at the handshake, never linked.
+#[test]
+fn unsigned_broadcast_nodes_link_only_with_their_own_mode() {
+    let (dir, net) = scratch("unsigned");
+    let unsigned = ["--unsigned-broadcasts"];
+    let a = NodeProc::start_with(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[], &unsigned);
+    let b = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "b",
+        "tokio",
+        "127.0.0.1:0",
+        &[&a.addr],
+        &unsigned,
+    );
+    let b_id = b.id();
+    wait_until("b links to a", || a.links_to(&b_id));
+    assert!(a.log_text().contains("broadcasts are unsigned"));
+    b.send("trusted");
+    wait_until("a delivers b's broadcast", || {
+        a.stats().counters.broadcasts_delivered == 1
+    });
+    let signed = NodeProc::start(dir.path(), &net, "signed", "mio", "127.0.0.1:0", &[&a.addr]);
+    wait_until("a refuses the signed node", || {
+        signed.stats().counters.connections_failed >= 1
+    });
+    let signed_id = signed.id();
+    assert!(!a.links_to(&signed_id));
+    assert!(!signed.links_to(&a.id()));
+}

@@ -59,6 +59,11 @@ pub struct NodeArgs {
     /// drops the excess for it (counted as listener drops).
     #[arg(long, value_name = "BYTES", default_value_t = ControlLimits::default().listen_backlog.bytes_max)]
     listen_queue_bytes_max: usize,
+    /// Send and accept broadcasts without their origin's signature: faster, but any peer can
+    /// then forge a broadcast in any node's name (SPEC.md §11.8). Every node of the network
+    /// must be started the same way; a node of the other mode is refused at the handshake.
+    #[arg(long)]
+    unsigned_broadcasts: bool,
 }
 
 impl NodeArgs {
@@ -101,6 +106,12 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
         .try_fill_bytes(&mut seed)
         .map_err(|e| format!("no OS randomness: {e}"))?;
     config.rng_seed = u64::from_le_bytes(seed);
+    config.broadcast_signatures = !args.unsigned_broadcasts;
+    if args.unsigned_broadcasts {
+        tracing::warn!(
+            "broadcasts are unsigned: any peer can forge one in any node's name (SPEC.md §11.8)"
+        );
+    }
     if args.chord {
         config.chord = Some(weft_engine::chord::ChordConfig::default());
     }

@@ -128,6 +128,27 @@ fn stats_text(s: &StatsReport) -> String {
     for (name, value) in rows {
         let _ = writeln!(text, "  {name:<26}{value:>14}");
     }
+    let r = &c.refused;
+    let refused = [
+        ("forged broadcasts", r.broadcasts_forged),
+        ("broadcasts over rate", r.broadcasts_over_rate),
+        ("peers over broadcast rate", r.peers_over_rate),
+        ("cascades dropped", r.cascades_dropped),
+        ("peers over cascade rate", r.peers_cascade_limited),
+        ("table bad signatures", r.table_writes_bad_signature),
+        ("table leases too long", r.table_writes_lease_too_long),
+        ("table writes too new", r.table_writes_too_new),
+        ("inbound over host share", r.inbound_refused_per_address),
+        ("handshake buffer closes", r.handshake_buffer_closes),
+        ("discovery dials refused", r.discovery_dials_refused),
+    ];
+    // Shown only when something was refused: a quiet network prints no section.
+    if refused.iter().any(|(_, v)| *v > 0) {
+        let _ = writeln!(text, "REFUSED");
+        for (name, value) in refused.iter().filter(|(_, v)| *v > 0) {
+            let _ = writeln!(text, "  {name:<26}{value:>14}");
+        }
+    }
     let active: Vec<_> = c
         .traffic
         .iter()
