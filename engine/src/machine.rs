@@ -54,6 +54,14 @@ pub(crate) trait Protocol {
         frame: Frame,
     ) -> Result<(), PeerFault>;
 
+    /// Every frame of one input (`Input::Received`) that went to this protocol has been
+    /// handed over: work it held back across them (the mesh verifies its broadcasts' proofs
+    /// in one batch) is done now. An `Err` closes the connection the frames came from.
+    fn handle_input_end(&mut self, now: Instant, cx: &Context<'_>) -> Result<(), PeerFault> {
+        let _ = (now, cx);
+        Ok(())
+    }
+
     /// An application command.
     fn handle_command(
         &mut self,

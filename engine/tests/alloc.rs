@@ -88,7 +88,7 @@ fn stream(origin: NodeId, seqs: std::ops::Range<u64>) -> Bytes {
 }
 
 #[test]
-fn relaying_10k_broadcasts_makes_fewer_than_100_allocations() {
+fn relaying_10k_broadcasts_allocates_per_read_not_per_broadcast() {
     let mut node = node_with(|_| {});
     let source = Fake::new(9, weft_engine::ConnId::inbound(1));
     let sinks = [
@@ -113,8 +113,9 @@ fn relaying_10k_broadcasts_makes_fewer_than_100_allocations() {
     assert_eq!(delivered, 10_000);
     assert_eq!(node.metrics().session.traffic.mesh.frames_out, 24_000);
     println!("allocations while relaying 10,000 broadcasts: {allocations}");
-    // Not one per broadcast: a few per 64 KiB read (frames split across reads are
-    // assembled), about 33 reads of signed ~210-byte frames, and two per 256 KiB chunk the
-    // repair store copies held broadcasts into (SPEC.md §11.7).
-    assert!(allocations < 250, "{allocations} allocations");
+    // Not one per broadcast: per 64 KiB read (about 33 reads of signed ~210-byte frames), a
+    // few to assemble frames split across reads and about 25 for the read's batch of origin
+    // proofs (the batch verifier's tables, SPEC.md §11.8), and two per 256 KiB chunk the
+    // repair store copies held broadcasts into (§11.7).
+    assert!(allocations < 1_500, "{allocations} allocations");
 }

@@ -277,3 +277,61 @@ fn small_broadcasts_in_large_reads_pin_no_read_buffer_and_the_store_stays_in_its
     assert!(mesh.repair_store_bytes > 0 && mesh.repair_store_bytes <= store_max as u64);
     node.check_invariants().unwrap();
 }
+
+/// The broadcasts of one read are verified in one batch: a forgery among them fails the batch,
+/// is found alone, dropped, counted and its sender disconnected, while the genuine ones on
+/// either side of it are taken, in order.
+#[test]
+fn a_forgery_in_a_batch_is_found_and_the_genuine_broadcasts_around_it_are_taken() {
+    let victim = Identity::from_secret(&[0x42; 32]);
+    let mut node = node_with(|_| {});
+    let relay = Fake::new(9, ConnId::inbound(1));
+    let watcher = Fake::new(8, ConnId::inbound(2));
+    relay.join(&mut node, T0);
+    watcher.join(&mut node, T0);
+    drain(&mut node);
+    let forged = frame_with(
+        Code::BROADCAST,
+        victim.node_id(),
+        3,
+        Some(OriginProof {
+            public_key: victim.public_key(),
+            signature: proof_by(&relay.identity, victim.node_id(), 3).signature,
+        }),
+    );
+    let read: Vec<u8> = [
+        signed_broadcast_frame(&victim, 1, b"one"),
+        signed_broadcast_frame(&victim, 2, b"two"),
+        forged,
+        signed_broadcast_frame(&victim, 4, b"four"),
+    ]
+    .concat();
+    relay.send(&mut node, T0, Bytes::from(read));
+    let out = drain(&mut node);
+    let v = victim.node_id();
+    assert_eq!(delivered(&out), [(v, 1), (v, 2), (v, 4)]);
+    assert_eq!(
+        frames_to(&out, watcher.conn).len(),
+        3,
+        "the genuine three relayed"
+    );
+    assert_eq!(closed(&out, relay.conn), Some(CloseReason::BadSignature));
+    assert_eq!(node.metrics().mesh.broadcasts_forged, 1);
+    node.check_invariants().unwrap();
+    // A batch of genuine broadcasts from one read, with a copy of one of them: each
+    // delivered once, and the link kept.
+    let honest = Fake::new(7, ConnId::inbound(3));
+    honest.join(&mut node, T0);
+    drain(&mut node);
+    let read: Vec<u8> = [5, 6, 5, 7]
+        .iter()
+        .map(|&seq| signed_broadcast_frame(&victim, seq, b"more"))
+        .collect::<Vec<_>>()
+        .concat();
+    honest.send(&mut node, T0, Bytes::from(read));
+    let out = drain(&mut node);
+    assert_eq!(delivered(&out), [(v, 5), (v, 6), (v, 7)]);
+    assert_eq!(closed(&out, honest.conn), None);
+    assert_eq!(node.metrics().mesh.broadcasts_forged, 1);
+    node.check_invariants().unwrap();
+}

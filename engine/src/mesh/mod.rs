@@ -106,6 +106,28 @@ pub struct MeshMetrics {
     pub repair_store_bytes: u64,
 }
 
+/// What [`MeshProtocol::admit`] made of a received broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    /// A duplicate, or over its sender's rate: dropped.
+    No,
+    /// New, and taken on trust (signatures off): recorded as seen.
+    New,
+    /// New, its proof queued for the input's batch: judged at the end of the input.
+    Queued,
+}
+
+/// A new broadcast whose origin proof waits for the end of its input's batch.
+#[derive(Debug)]
+struct Pending {
+    from: NodeId,
+    code: Code,
+    /// The received frame, when it is relayed as it came (an uncompressed BROADCAST or not).
+    frame: Option<Frame>,
+    /// The whole BROADCAST payload.
+    payload: Bytes,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct MeshProtocol {
@@ -114,6 +136,8 @@ pub(crate) struct MeshProtocol {
     /// Whether broadcasts carry and need origin proofs (`Config::broadcast_signatures`).
     signatures: bool,
     proofs: OriginProofs,
+    /// Broadcasts of the current input whose proofs are queued in `proofs`, in order.
+    pending: Vec<Pending>,
     rates: PeerRates,
     seen: SeenWindows,
     store: RepairStore,
@@ -134,7 +158,12 @@ impl MeshProtocol {
             me,
             incarnation: config.incarnation,
             signatures: config.broadcast_signatures,
-            proofs: OriginProofs::new(NetworkId::from_name(&config.network)),
+            proofs: OriginProofs::new(NetworkId::from_name(&config.network), {
+                let mut rng = ChaCha8Rng::from_seed(seed);
+                rng.set_stream(1);
+                rng
+            }),
+            pending: Vec::new(),
             rates: PeerRates::new(
                 limits.broadcast_rate_per_peer,
                 limits.broadcast_excess_per_peer,
@@ -160,24 +189,28 @@ impl MeshProtocol {
         &self.metrics
     }
 
-    /// Counts a broadcast received from `from` and judges it (SPEC.md §11.8, §11.9): true if
-    /// it is new and admitted, and then records it as seen. This node's own broadcasts of its
+    /// Counts a broadcast received from `from` and judges it (SPEC.md §11.8, §11.9): new and
+    /// taken (recorded as seen), new with its proof queued for the input's batch, or dropped. This node's own broadcasts of its
     /// current run are held already; those of an earlier run (before a restart) are carried
     /// like anyone's, and not delivered: this node sent them. A new broadcast over `from`'s
     /// rate is dropped (not recorded, so another peer's copy is still taken); a repeat
     /// offender, or a missing or invalid origin proof, is the sender's fault.
-    fn admit(&mut self, now: Instant, from: NodeId, b: &Broadcast<'_>) -> Result<bool, PeerFault> {
+    fn admit(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        b: &Broadcast<'_>,
+    ) -> Result<Admitted, PeerFault> {
         self.metrics.broadcasts_received += 1;
-        let own_current = b.origin == self.me && b.incarnation >= self.incarnation;
-        if own_current || self.seen.contains(b.origin, b.incarnation, b.seq) {
+        if self.is_duplicate(b) {
             self.metrics.broadcast_duplicates += 1;
-            return Ok(false);
+            return Ok(Admitted::No);
         }
         match self.rates.admit(from, now) {
             Admission::Allowed => {}
             Admission::Dropped => {
                 self.metrics.broadcasts_over_rate += 1;
-                return Ok(false);
+                return Ok(Admitted::No);
             }
             Admission::Offender => {
                 self.metrics.broadcasts_over_rate += 1;
@@ -185,12 +218,68 @@ impl MeshProtocol {
                 return Err(PeerFault::RateLimited);
             }
         }
-        if self.signatures && !self.proofs.verify(b) {
-            self.metrics.broadcasts_forged += 1;
-            return Err(PeerFault::BadSignature);
+        if self.signatures {
+            if !OriginProofs::names_its_origin(b) {
+                self.metrics.broadcasts_forged += 1;
+                return Err(PeerFault::BadSignature);
+            }
+            self.proofs.queue(b);
+            return Ok(Admitted::Queued);
         }
         self.seen.insert(b.origin, b.incarnation, b.seq);
-        Ok(true)
+        Ok(Admitted::New)
+    }
+
+    /// Whether `b` was seen already (or is this node's own, of its current run).
+    fn is_duplicate(&self, b: &Broadcast<'_>) -> bool {
+        let own_current = b.origin == self.me && b.incarnation >= self.incarnation;
+        own_current || self.seen.contains(b.origin, b.incarnation, b.seq)
+    }
+
+    /// The end of an input: the queued proofs checked in one batch (each alone only if the
+    /// batch fails), then each broadcast, in arrival order, taken unless forged or a copy of
+    /// one taken just before. A forgery is the sender's fault.
+    fn judge_pending(&mut self, now: Instant) -> Result<(), PeerFault> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let all_valid = self.proofs.verify_batch();
+        let mut fault = Ok(());
+        let mut pending = core::mem::take(&mut self.pending);
+        for p in pending.drain(..) {
+            // Decoded the same way when it was queued.
+            let Ok(b) = Broadcast::decode(p.code, &p.payload) else {
+                continue;
+            };
+            if !all_valid && !self.proofs.verify(&b) {
+                self.metrics.broadcasts_forged += 1;
+                fault = Err(PeerFault::BadSignature);
+                continue;
+            }
+            if self.is_duplicate(&b) {
+                self.metrics.broadcast_duplicates += 1;
+                continue;
+            }
+            let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
+            self.seen.insert(origin, incarnation, seq);
+            if p.code == Code::MESH_REPAIR {
+                self.metrics.repairs_received += 1;
+            }
+            let body = p.payload.slice_ref(b.payload);
+            let payload = p.payload.clone();
+            self.relay_and_deliver(
+                now,
+                p.from,
+                p.frame,
+                payload,
+                origin,
+                incarnation,
+                seq,
+                body,
+            );
+        }
+        self.pending = pending;
+        fault
     }
 
     /// Holds an encoded broadcast for repair and updates the store's gauge.
@@ -245,27 +334,47 @@ impl MeshProtocol {
         if code == Code::BROADCAST && !frame.flags().compressed() {
             let wire = frame.bytes().get(HEADER_BYTES..).unwrap_or_default();
             let b = Broadcast::decode(code, wire)?;
-            if self.admit(now, from, &b)? {
-                let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
-                let payload = frame.wire_payload();
-                let body = payload.slice_ref(b.payload);
-                self.relay_and_deliver(
-                    now,
+            match self.admit(now, from, &b)? {
+                Admitted::No => {}
+                Admitted::New => {
+                    let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
+                    let payload = frame.wire_payload();
+                    let body = payload.slice_ref(b.payload);
+                    self.relay_and_deliver(
+                        now,
+                        from,
+                        Some(frame),
+                        payload,
+                        origin,
+                        incarnation,
+                        seq,
+                        body,
+                    );
+                }
+                Admitted::Queued => self.pending.push(Pending {
                     from,
-                    Some(frame),
-                    payload,
-                    origin,
-                    incarnation,
-                    seq,
-                    body,
-                );
+                    code,
+                    payload: frame.wire_payload(),
+                    frame: Some(frame),
+                }),
             }
             return Ok(());
         }
         let payload = frame.payload()?;
         let b = Broadcast::decode(code, &payload)?;
-        if !self.admit(now, from, &b)? {
-            return Ok(());
+        match self.admit(now, from, &b)? {
+            Admitted::No => return Ok(()),
+            Admitted::New => {}
+            Admitted::Queued => {
+                let frame = (code == Code::BROADCAST).then_some(frame);
+                self.pending.push(Pending {
+                    from,
+                    code,
+                    frame,
+                    payload: payload.clone(),
+                });
+                return Ok(());
+            }
         }
         let (origin, incarnation, seq) = (b.origin, b.incarnation, b.seq);
         let body = payload.slice_ref(b.payload);
@@ -365,6 +474,10 @@ impl Protocol for MeshProtocol {
         }
     }
 
+    fn handle_input_end(&mut self, now: Instant, _cx: &Context<'_>) -> Result<(), PeerFault> {
+        self.judge_pending(now)
+    }
+
     fn handle_command(
         &mut self,
         now: Instant,
@@ -440,6 +553,9 @@ impl Protocol for MeshProtocol {
                 > (limits.inbound_max + limits.outbound_max + limits.dedicated_conns_max).max(1)
         {
             return Err("a mesh table is over its bound".into());
+        }
+        if !self.pending.is_empty() {
+            return Err("broadcasts left unjudged after their input".into());
         }
         Ok(())
     }

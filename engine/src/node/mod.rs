@@ -237,30 +237,50 @@ impl Node {
         self.pump(now);
     }
 
-    /// Hands the protocols their frames from `conn`, `next` first, pumping between them (the
-    /// caller pumps after the last).
+    /// Hands the protocols their frames from `conn`, `next` first, pumping between them, then
+    /// tells each protocol that had frames that the input is done (the caller pumps after).
     fn receive(&mut self, now: Instant, conn: ConnId, mut next: Option<Incoming>) {
+        let mut had_frames = 0u32;
         while let Some(Incoming { frame, peer, more }) = next {
-            self.dispatch(now, conn, &peer, frame);
+            had_frames |= self.dispatch(now, conn, &peer, frame);
             if !more {
-                return;
+                break;
             }
             self.pump(now);
             next = self.session.next_frame(now, conn);
         }
+        for i in (0..COUNT).filter(|i| had_frames & (1 << i) != 0) {
+            let cx = Context {
+                session: &self.session,
+            };
+            let result = self.protocols.call(i, |p| p.handle_input_end(now, &cx));
+            self.close_for(conn, result);
+        }
     }
 
-    /// One frame to the protocol that owns its code; a fault closes the connection.
-    fn dispatch(&mut self, now: Instant, conn: ConnId, peer: &Peer, frame: Frame) {
+    /// One frame to the protocol that owns its code; a fault closes the connection. Returns
+    /// the protocol's bit (0 if none owns the code).
+    fn dispatch(&mut self, now: Instant, conn: ConnId, peer: &Peer, frame: Frame) -> u32 {
         let cx = Context {
             session: &self.session,
         };
-        let result = match Protocols::owner(frame.code()) {
-            Some(i) => self
-                .protocols
-                .call(i, |p| p.handle_message(now, &cx, peer, frame)),
-            None => Err(PeerFault::Unexpected("a message no protocol here owns")),
+        let (bit, result) = match Protocols::owner(frame.code()) {
+            Some(i) => (
+                1 << i,
+                self.protocols
+                    .call(i, |p| p.handle_message(now, &cx, peer, frame)),
+            ),
+            None => (
+                0,
+                Err(PeerFault::Unexpected("a message no protocol here owns")),
+            ),
         };
+        self.close_for(conn, result);
+        bit
+    }
+
+    /// Closes `conn` if a protocol found its peer at fault.
+    fn close_for(&mut self, conn: ConnId, result: Result<(), PeerFault>) {
         if let Err(fault) = result {
             let bye = Some(ByeReason::ProtocolViolation);
             self.session.close(conn, fault.into(), bye);

@@ -168,6 +168,7 @@ pub(crate) trait Hosted {
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault>;
+    fn handle_input_end(&mut self, now: Instant, cx: &Context<'_>) -> Result<(), PeerFault>;
     fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>);
     fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult);
     fn handle_shutdown(&mut self, now: Instant, cx: &Context<'_>);
@@ -198,6 +199,10 @@ impl<P: Protocol> Hosted for P {
         frame: Frame,
     ) -> Result<(), PeerFault> {
         Protocol::handle_message(self, now, cx, from, frame)
+    }
+
+    fn handle_input_end(&mut self, now: Instant, cx: &Context<'_>) -> Result<(), PeerFault> {
+        Protocol::handle_input_end(self, now, cx)
     }
 
     fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
