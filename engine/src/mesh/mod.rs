@@ -113,11 +113,11 @@ enum Admitted {
     No,
     /// New, and taken on trust (signatures off): recorded as seen.
     New,
-    /// New, its proof queued for the input's batch: judged at the end of the input.
+    /// New, held with its proof for the input's batch: judged at the end of the input.
     Queued,
 }
 
-/// A new broadcast whose origin proof waits for the end of its input's batch.
+/// A new broadcast whose origin proof waits for the end of its input (SPEC.md §11.8).
 #[derive(Debug)]
 struct Pending {
     from: NodeId,
@@ -136,7 +136,7 @@ pub(crate) struct MeshProtocol {
     /// Whether broadcasts carry and need origin proofs (`Config::broadcast_signatures`).
     signatures: bool,
     proofs: OriginProofs,
-    /// Broadcasts of the current input whose proofs are queued in `proofs`, in order.
+    /// Broadcasts of the current input held until its end for their proofs, in order.
     pending: Vec<Pending>,
     rates: PeerRates,
     seen: SeenWindows,
@@ -223,7 +223,6 @@ impl MeshProtocol {
                 self.metrics.broadcasts_forged += 1;
                 return Err(PeerFault::BadSignature);
             }
-            self.proofs.queue(b);
             return Ok(Admitted::Queued);
         }
         self.seen.insert(b.origin, b.incarnation, b.seq);
@@ -243,9 +242,18 @@ impl MeshProtocol {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let all_valid = self.proofs.verify_batch();
-        let mut fault = Ok(());
         let mut pending = core::mem::take(&mut self.pending);
+        // One alone is checked alone (a batch of one costs more); more in one batch.
+        let all_valid = pending.len() > 1 && {
+            for p in &pending {
+                // Decoded the same way when it was held.
+                if let Ok(b) = Broadcast::decode(p.code, &p.payload) {
+                    self.proofs.queue(&b);
+                }
+            }
+            self.proofs.verify_batch()
+        };
+        let mut fault = Ok(());
         for p in pending.drain(..) {
             // Decoded the same way when it was queued.
             let Ok(b) = Broadcast::decode(p.code, &p.payload) else {
