@@ -684,14 +684,7 @@ impl ChordMsg {
             }),
             ChordMsg::Stored { request, outcome } => ChordMessage::Stored(ChordStored {
                 request: request.request(heard),
-                outcome: [
-                    StoreOutcome::Stored,
-                    StoreOutcome::Stale,
-                    StoreOutcome::Invalid,
-                    StoreOutcome::KeyFull,
-                    StoreOutcome::WriterFull,
-                    StoreOutcome::StoreFull,
-                ][usize::from(*outcome % 6)],
+                outcome: StoreOutcome::ALL[usize::from(*outcome) % StoreOutcome::ALL.len()],
             }),
             ChordMsg::Fetch {
                 request,

@@ -202,6 +202,18 @@ pub enum StoreOutcome {
     StoreFull,
 }
 
+impl StoreOutcome {
+    /// Every outcome, in wire order (variant index).
+    pub const ALL: [StoreOutcome; 6] = [
+        StoreOutcome::Stored,
+        StoreOutcome::Stale,
+        StoreOutcome::Invalid,
+        StoreOutcome::KeyFull,
+        StoreOutcome::WriterFull,
+        StoreOutcome::StoreFull,
+    ];
+}
+
 /// CHORD_STORED: the answer to CHORD_STORE and CHORD_HANDOVER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChordStored {
@@ -356,5 +368,18 @@ impl ChordMessage {
             | ChordMessage::Stored(_) => true,
         };
         (!ok).then_some("chord message over a limit of SPEC.md §20.2")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreOutcome;
+
+    #[test]
+    fn every_store_outcome_is_listed_at_its_wire_index() {
+        for (i, outcome) in StoreOutcome::ALL.iter().enumerate() {
+            let encoded = postcard::to_allocvec(outcome).expect("a unit variant encodes");
+            assert_eq!(encoded, [i as u8], "{outcome:?}");
+        }
     }
 }

@@ -621,14 +621,7 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
         }),
         6 => ChordMessage::Stored(ChordStored {
             request,
-            outcome: [
-                StoreOutcome::Stored,
-                StoreOutcome::Stale,
-                StoreOutcome::Invalid,
-                StoreOutcome::KeyFull,
-                StoreOutcome::WriterFull,
-                StoreOutcome::StoreFull,
-            ][below(g, 6)],
+            outcome: StoreOutcome::ALL[below(g, StoreOutcome::ALL.len())],
         }),
         7 => ChordMessage::Fetch(ChordFetch {
             request,
