@@ -392,7 +392,8 @@ mod tests {
     }
 
     fn host(state: Option<&std::path::Path>) -> Host {
-        Host::new(Config::from_seed("conns", 1), "test", state)
+        let store = state.map(|s| crate::storage::Store::open_or_create(s).unwrap());
+        Host::new(Config::from_seed("conns", 1), "test", store, None)
     }
 
     fn driver_bug(exit: Option<Result<crate::Exit, RunError>>) -> String {
@@ -469,7 +470,9 @@ mod tests {
         host.begin_stop(crate::Exit::Requested);
         conns.drain(&mut host);
         assert!(matches!(host.exit_due(0), Some(Ok(crate::Exit::Requested))));
-        assert!(folder.path().join("state/table").is_file());
+        drop(host);
+        let store = crate::storage::Store::open_existing(folder.path()).unwrap();
+        assert!(store.unwrap().load("table").unwrap().is_some());
         let mut host = self::host(Some(folder.path()));
         host.on_timer();
         conns.drain(&mut host);

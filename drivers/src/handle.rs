@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::{Duration, InputError, NodeId};
 
-use crate::report::{HostReport, StatsReport, TableEntryReport};
+use crate::report::{HostReport, IdReport, StatsReport, TableEntryReport};
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
 const REQUESTS_MAX: usize = 1024;
@@ -134,6 +134,17 @@ pub(crate) enum Request {
     Chord {
         op: ChordRequest,
         reply: Sender<Result<ChordResult, String>>,
+    },
+    Id {
+        reply: Sender<IdReport>,
+    },
+    Connect {
+        addr: String,
+        reply: Sender<Result<(), InputError>>,
+    },
+    Disconnect {
+        node: NodeId,
+        reply: Sender<Result<(), InputError>>,
     },
     Shutdown,
 }
@@ -318,6 +329,34 @@ impl Handle {
         answer
             .recv()
             .map_err(|_| HandleError::Stopped.to_string())?
+    }
+
+    /// Who the node is and what it holds, for `weft id`.
+    pub fn id(&self) -> Result<IdReport, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Id { reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// Dials `addr` (`IP:PORT`) and waits for the node to accept the request (not for the
+    /// link: it comes, or the dial fails, later).
+    pub fn connect(&self, addr: String) -> Result<(), HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Connect { addr, reply })?;
+        answer
+            .recv()
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(HandleError::Refused)
+    }
+
+    /// Closes the link to `node` (BYE first); refused if there is none.
+    pub fn disconnect(&self, node: NodeId) -> Result<(), HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Disconnect { node, reply })?;
+        answer
+            .recv()
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(HandleError::Refused)
     }
 
     /// Says BYE to every peer, flushes and ends the event loop (`Exit::Requested`).

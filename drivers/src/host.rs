@@ -1,7 +1,6 @@
 //! The part of a driver that does not depend on its I/O library: the node, its clocks, the
 //! application's requests and subscribers, and the shutdown sequence.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Sender, TrySendError};
 
@@ -17,8 +16,11 @@ use weft_engine::{
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
 use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
-use crate::report::{hex_id, ConnReport, HostReport, NodeCounters, StatsReport, TableEntryReport};
-use crate::storage::Storage;
+use crate::report::{
+    hex_id, ConnReport, HostReport, IdReport, NodeCounters, RingReport, StatsReport,
+    TableEntryReport,
+};
+use crate::storage::Store;
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -29,17 +31,37 @@ pub enum Exit {
     /// `Handle::shutdown` was called; peers got BYE.
     Requested,
     /// The first SIGINT/SIGTERM; peers got BYE.
-    Signalled,
+    Signalled(StopSignal),
     /// A second signal during the shutdown: the loop ended at once.
-    Interrupted,
+    Interrupted(StopSignal),
+}
+
+/// A signal that stops a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, systemd, `docker stop`).
+    Terminate,
+}
+
+impl StopSignal {
+    /// The signal's number.
+    pub fn number(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 2,
+            StopSignal::Terminate => 15,
+        }
+    }
 }
 
 impl Exit {
-    /// The process exit code for it: 0 when asked, 130 after a signal.
+    /// The process exit code for it: 0 when asked, and after a signal 128 plus its number, as
+    /// shells report a process the signal ended (130 after SIGINT, 143 after SIGTERM).
     pub fn code(self) -> u8 {
         match self {
             Exit::Requested => 0,
-            Exit::Signalled | Exit::Interrupted => 130,
+            Exit::Signalled(signal) | Exit::Interrupted(signal) => 128 + signal.number(),
         }
     }
 }
@@ -121,8 +143,10 @@ pub(crate) struct Host {
     /// Chord requests waiting for their event, by request id.
     chord_waiting: std::collections::BTreeMap<u64, Sender<Result<ChordResult, String>>>,
     last_chord_request: u64,
-    /// Where the engine's state blobs go.
-    storage: Storage,
+    /// Where the engine's state blobs go (`None`: the node keeps no state).
+    store: Option<Store>,
+    /// The address the driver's listener is bound to.
+    bound_addr: Option<String>,
     /// Answers to the engine's requests, fed back once its outputs are drained.
     answers: Vec<(RequestId, HostResult)>,
     /// Set when the run must end in an error; the loop returns it at its next turn.
@@ -130,9 +154,14 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    /// A host for a node of `config`, keeping its state blobs under `state` (if it has a
-    /// state folder).
-    pub(crate) fn new(config: Config, driver: &'static str, state: Option<&Path>) -> Host {
+    /// A host for a node of `config` whose listener is bound to `bound_addr`, keeping its
+    /// state blobs in `store` (if it has one).
+    pub(crate) fn new(
+        config: Config,
+        driver: &'static str,
+        store: Option<Store>,
+        bound_addr: Option<String>,
+    ) -> Host {
         Host {
             node: Node::new(config),
             clock: Clock::start(),
@@ -143,7 +172,8 @@ impl Host {
             stopping: None,
             chord_waiting: std::collections::BTreeMap::new(),
             last_chord_request: 0,
-            storage: Storage::new(state),
+            store,
+            bound_addr,
             answers: Vec::new(),
             failure: None,
         }
@@ -205,10 +235,13 @@ impl Host {
             }
             other => format!("{other:?}"),
         };
-        let result = self.storage.carry_out(request);
+        let result = match &self.store {
+            Some(store) => store.carry_out(request),
+            None => HostResult::Failed("no state folder".into()),
+        };
         match &result {
             // A node without a state folder (embedded, benchmarked) keeps no state, by choice.
-            HostResult::Failed(why) if self.storage.dir().is_none() => {
+            HostResult::Failed(why) if self.store.is_none() => {
                 tracing::debug!("{what} failed: {why}")
             }
             HostResult::Failed(why) => tracing::warn!("{what} failed: {why}"),
@@ -354,6 +387,15 @@ impl Host {
                     }
                 }
             }
+            Request::Id { reply } => {
+                let _ = reply.send(self.id());
+            }
+            Request::Connect { addr, reply } => {
+                let _ = reply.send(self.input(Input::Command(Command::Connect { addr })));
+            }
+            Request::Disconnect { node, reply } => {
+                let _ = reply.send(self.input(Input::Command(Command::Disconnect { node })));
+            }
             Request::Shutdown => self.begin_stop(Exit::Requested),
         }
     }
@@ -427,6 +469,41 @@ impl Host {
                 }
             })
             .collect()
+    }
+
+    fn id(&self) -> IdReport {
+        let node = &self.node;
+        let hosts = node.hosts();
+        let direct = hosts.iter().filter(|h| h.direct).count() as u64;
+        let me = node.node_id();
+        let chord = node.chord().map(|chord| {
+            let successor = chord
+                .successors()
+                .first()
+                .filter(|p| p.node != me)
+                .map(|p| hex_id(&p.node));
+            RingReport {
+                position: format!("{:016x}", chord.me().ring_id()),
+                joined: chord.is_joined(),
+                successor,
+                predecessor: chord.predecessor().map(|p| hex_id(&p.node)),
+                records: chord.records_len() as u64,
+            }
+        });
+        IdReport {
+            node: hex_id(&me),
+            network: node.config().network.clone(),
+            incarnation: node.config().incarnation,
+            pid: std::process::id(),
+            driver: self.driver.to_owned(),
+            listen_addr: self.bound_addr.clone(),
+            announce_addr: node.config().listen_addr.clone(),
+            uptime_ms: self.clock.now().as_nanos() / 1_000_000,
+            peers_direct: direct,
+            peers_heard_of: hosts.len() as u64 - direct,
+            chord,
+            table_keys: node.table().iter().count() as u64,
+        }
     }
 
     fn stats(&self, unwritten: &dyn Fn(ConnId) -> usize) -> StatsReport {

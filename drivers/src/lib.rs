@@ -36,5 +36,5 @@ pub mod storage;
 pub mod tokio_driver;
 
 pub use handle::{Backlog, Delivery, Handle, HandleError, Subscription, TableOp};
-pub use host::{Exit, RunError};
+pub use host::{Exit, RunError, StopSignal};
 pub use setup::Setup;

@@ -13,7 +13,7 @@ use weft_engine::ConnId;
 use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host, RunError};
+use crate::host::{Exit, Host, RunError, StopSignal};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -67,6 +67,7 @@ impl MioDriver {
     /// Sets up the poll loop for `setup`; the handle reaches it once it runs.
     pub fn new(setup: Setup) -> io::Result<(MioDriver, Handle)> {
         let poll = Poll::new()?;
+        let bound_addr = setup.listener.local_addr()?.to_string();
         let mut listener = TcpListener::from_std(setup.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -82,7 +83,7 @@ impl MioDriver {
         };
         let driver = MioDriver {
             poll,
-            host: Host::new(setup.config, "mio", setup.state.as_deref()),
+            host: Host::new(setup.config, "mio", setup.store, Some(bound_addr)),
             conns: Conns::new(),
             listener: Some(listener),
             mailbox,
@@ -133,8 +134,8 @@ impl MioDriver {
                     LISTENER => self.acceptable = true,
                     WAKER => self.requests_waiting = true,
                     SIGNALS => {
-                        if self.on_signals() {
-                            return Ok(Exit::Interrupted);
+                        if let Some(signal) = self.on_signals() {
+                            return Ok(Exit::Interrupted(signal));
                         }
                     }
                     Token(t) => self.on_conn_event(ConnId(t as u64), readable, writable),
@@ -167,20 +168,22 @@ impl MioDriver {
         paused.map_or(at, |p| at.min(p))
     }
 
-    /// Returns true if the loop must end at once (a second signal).
-    fn on_signals(&mut self) -> bool {
-        let Some(signals) = self.signals.as_mut() else {
-            return false;
-        };
-        let count = signals.pending().count();
-        if count == 0 {
-            return false;
+    /// Returns the last signal if the loop must end at once (a second signal).
+    fn on_signals(&mut self) -> Option<StopSignal> {
+        let signals = self.signals.as_mut()?;
+        let pending: Vec<StopSignal> = signals
+            .pending()
+            .map(|n| match n {
+                SIGTERM => StopSignal::Terminate,
+                _ => StopSignal::Interrupt,
+            })
+            .collect();
+        let (&last, first) = (pending.last()?, pending[0]);
+        if self.host.is_stopping() || pending.len() > 1 {
+            return Some(last);
         }
-        if self.host.is_stopping() || count > 1 {
-            return true;
-        }
-        self.begin_stop(Exit::Signalled);
-        false
+        self.begin_stop(Exit::Signalled(first));
+        None
     }
 
     fn begin_stop(&mut self, exit: Exit) {

@@ -353,6 +353,50 @@ impl From<&Delivery> for DeliveryReport {
     }
 }
 
+/// Everything `weft id` shows: who the node is, where, since when, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdReport {
+    /// This node's id (64 hex digits).
+    pub node: String,
+    /// The network's name.
+    pub network: String,
+    /// This run's incarnation.
+    pub incarnation: u64,
+    /// The node's process id.
+    pub pid: u32,
+    /// `mio` or `tokio`.
+    pub driver: String,
+    /// The address the listener is bound to.
+    pub listen_addr: Option<String>,
+    /// The address other nodes are told to dial.
+    pub announce_addr: Option<String>,
+    /// Milliseconds since the driver started.
+    pub uptime_ms: u64,
+    /// Peers this node holds a live link to.
+    pub peers_direct: u64,
+    /// Peers it has only heard of.
+    pub peers_heard_of: u64,
+    /// Its place in the Chord ring, if it runs Chord.
+    pub chord: Option<RingReport>,
+    /// Set sync-table keys.
+    pub table_keys: u64,
+}
+
+/// A Chord member's place in the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingReport {
+    /// Its ring position (the first eight bytes of its id), 16 hex digits.
+    pub position: String,
+    /// Whether it has joined the ring.
+    pub joined: bool,
+    /// Its first successor's id, if it has one other than itself.
+    pub successor: Option<String>,
+    /// Its predecessor's id, if known.
+    pub predecessor: Option<String>,
+    /// The Chord records it holds.
+    pub records: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

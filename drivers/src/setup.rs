@@ -1,11 +1,12 @@
 //! What a driver starts from: the node's configuration, its bound listener, the peers to dial,
-//! its state folder if it has one, and whether it handles SIGINT/SIGTERM.
+//! its store if it has one, and whether it handles SIGINT/SIGTERM.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 
 use weft_engine::Config;
+
+use crate::storage::Store;
 
 /// Everything a driver needs to run one node.
 #[derive(Debug)]
@@ -18,10 +19,10 @@ pub struct Setup {
     pub peers: Vec<String>,
     /// Whether the driver shuts down on SIGINT/SIGTERM (only one driver per process should).
     pub signals: bool,
-    /// The node's state folder: the engine's state blobs go in its `state/` folder (see
-    /// [`crate::storage`]). `None` (an embedded node, a benchmark): the node keeps no state,
-    /// and its requests to load or store any are answered `Failed("no state folder")`.
-    pub state: Option<PathBuf>,
+    /// The node's store, where the engine's state blobs go (see [`crate::storage`]). `None`
+    /// (an embedded node, a benchmark): the node keeps no state, and its requests to load or
+    /// store any are answered `Failed("no state folder")`.
+    pub store: Option<Store>,
 }
 
 impl Setup {
@@ -36,7 +37,7 @@ impl Setup {
             listener,
             peers: Vec::new(),
             signals: false,
-            state: None,
+            store: None,
         })
     }
 

@@ -1,12 +1,19 @@
-//! The state folder: where a node keeps its secret key and incarnation, and where its control
-//! socket lives. The folder is owner-only (0700), its files too (0600).
+//! The state folder: where a node keeps its secret key, incarnation, store and config, and
+//! where its control socket lives. The folder is owner-only (0700), its files too (0600).
 //!
 //! ```text
 //! <state>/key           the ed25519 secret key: 64 lowercase hex digits and a newline
 //! <state>/incarnation   the last incarnation started, in decimal and a newline
+//! <state>/store.redb    the node's store: the engine's state (see `storage`)
+//! <state>/config.toml   defaults for `weft node`'s flags, written by hand (see `cli::config`)
 //! <state>/control.sock  the running node's control socket (see `control`)
-//! <state>/state/        the engine's state blobs (see `storage`)
+//! <state>/node.log      the log of a node started with `--detach`
+//! <state>/state/        state blobs of a weft before the store (imported into it once)
 //! ```
+//!
+//! Starting a node reads everything first ([`read_key`], [`read_incarnation`]) and writes
+//! only once nothing else can fail ([`StateDir::open`], [`StateDir::write_key`],
+//! [`StateDir::write_incarnation`]), so a start that fails changes nothing.
 
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -47,6 +54,9 @@ pub enum StateError {
     /// Neither `WEFT_HOME` nor `HOME` is set, so there is no default folder.
     #[error("no state folder: set WEFT_HOME or HOME, or pass --state")]
     NoHome,
+    /// The path is there but is not a folder.
+    #[error("{0}: not a folder")]
+    NotAFolder(PathBuf),
     /// The OS random source failed.
     #[error("cannot generate a key: {0}")]
     Random(rand_core::Error),
@@ -80,10 +90,69 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     }
 }
 
+/// Whether the state folder at `path` exists (a file there is an error).
+pub fn folder_exists(path: &Path) -> Result<bool, StateError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(_) => Err(StateError::NotAFolder(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// The secret key in the state folder at `path`, if it has one (nothing is created).
+pub fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
+    let path = path.join(KEY_FILE);
+    match fs::metadata(&path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StateError::KeyExposed { path, mode });
+            }
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            parse_key(text.trim())
+                .map(Some)
+                .ok_or(StateError::BadKey(path))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::Io { path, source: e }),
+    }
+}
+
+/// A new secret key from the OS random source.
+pub fn generate_key() -> Result<[u8; 32], StateError> {
+    let mut key = [0u8; 32];
+    OsRng.try_fill_bytes(&mut key).map_err(StateError::Random)?;
+    Ok(key)
+}
+
+/// The last incarnation started from the state folder at `path` (0 if none).
+pub fn read_incarnation(path: &Path) -> Result<u64, StateError> {
+    let path = path.join(INCARNATION_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| StateError::BadIncarnation(path.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StateError::Io { path, source: e }),
+    }
+}
+
+/// The incarnation after `last`.
+pub fn next_incarnation(path: &Path, last: u64) -> Result<u64, StateError> {
+    last.checked_add(1)
+        .ok_or_else(|| StateError::BadIncarnation(path.join(INCARNATION_FILE)))
+}
+
 impl StateDir {
     /// Opens the folder at `path`, creating it (and its parents) if needed, and makes it
-    /// owner-only.
+    /// owner-only. A file at `path` is [`StateError::NotAFolder`].
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        folder_exists(path)?;
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -105,49 +174,19 @@ impl StateDir {
         socket_path(&self.path)
     }
 
-    /// The node's secret key: read from `key`, or generated from the OS random source and
-    /// written there on first use.
-    pub fn load_or_create_key(&self) -> Result<[u8; 32], StateError> {
-        let path = self.path.join(KEY_FILE);
-        match fs::metadata(&path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(StateError::KeyExposed { path, mode });
-                }
-                let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-                parse_key(text.trim()).ok_or(StateError::BadKey(path))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                OsRng.try_fill_bytes(&mut key).map_err(StateError::Random)?;
-                let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                write_new(&path, format!("{text}\n").as_bytes())?;
-                Ok(key)
-            }
-            Err(e) => Err(StateError::Io { path, source: e }),
-        }
+    /// Writes a new node's secret key (there must be none yet).
+    pub fn write_key(&self, key: &[u8; 32]) -> Result<(), StateError> {
+        let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write_new(&self.path.join(KEY_FILE), format!("{text}\n").as_bytes())
     }
 
-    /// Raises the stored incarnation by one and returns it (1 on first start).
-    pub fn next_incarnation(&self) -> Result<u64, StateError> {
+    /// Records `incarnation` as the last one started (atomically: a new file renamed over).
+    pub fn write_incarnation(&self, incarnation: u64) -> Result<(), StateError> {
         let path = self.path.join(INCARNATION_FILE);
-        let last = match fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| StateError::BadIncarnation(path.clone()))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(StateError::Io { path, source: e }),
-        };
-        let next = last
-            .checked_add(1)
-            .ok_or_else(|| StateError::BadIncarnation(path.clone()))?;
         let tmp = self.path.join(format!("{INCARNATION_FILE}.tmp"));
         let _ = fs::remove_file(&tmp);
-        write_new(&tmp, format!("{next}\n").as_bytes())?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(next)
+        write_new(&tmp, format!("{incarnation}\n").as_bytes())?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 }
 
@@ -179,44 +218,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_is_created_once_owner_only_and_read_back() {
+    fn key_is_written_owner_only_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(&dir.path().join("net")).unwrap();
-        let key = state.load_or_create_key().unwrap();
-        assert_eq!(state.load_or_create_key().unwrap(), key);
+        let path = dir.path().join("net");
+        assert_eq!(read_key(&path).unwrap(), None);
+        let state = StateDir::open(&path).unwrap();
+        let key = generate_key().unwrap();
+        state.write_key(&key).unwrap();
+        assert_eq!(read_key(&path).unwrap(), Some(key));
+        assert!(state.write_key(&key).is_err(), "a key is never replaced");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state.path().join(KEY_FILE)), 0o600);
         assert_eq!(mode(state.path()), 0o700);
     }
 
     #[test]
-    fn incarnation_rises_on_every_start() {
+    fn incarnation_is_read_and_written_back() {
         let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_incarnation(dir.path()).unwrap(), 0);
         let state = StateDir::open(dir.path()).unwrap();
-        assert_eq!(state.next_incarnation().unwrap(), 1);
-        assert_eq!(state.next_incarnation().unwrap(), 2);
-        let reopened = StateDir::open(dir.path()).unwrap();
-        assert_eq!(reopened.next_incarnation().unwrap(), 3);
+        state.write_incarnation(1).unwrap();
+        state.write_incarnation(2).unwrap();
+        assert_eq!(read_incarnation(dir.path()).unwrap(), 2);
+        assert_eq!(next_incarnation(dir.path(), 2).unwrap(), 3);
+        assert!(next_incarnation(dir.path(), u64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_file_is_not_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"").unwrap();
+        let e = StateDir::open(&file).unwrap_err();
+        assert_eq!(e.to_string(), format!("{}: not a folder", file.display()));
+        assert!(!folder_exists(&dir.path().join("none")).unwrap());
+        assert!(folder_exists(dir.path()).unwrap());
     }
 
     #[test]
     fn bad_files_are_typed_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
         let key = dir.path().join(KEY_FILE);
         write_new(&key, b"not hex\n").unwrap();
-        assert!(matches!(
-            state.load_or_create_key(),
-            Err(StateError::BadKey(_))
-        ));
+        assert!(matches!(read_key(dir.path()), Err(StateError::BadKey(_))));
         fs::set_permissions(&key, Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
-            state.load_or_create_key(),
+            read_key(dir.path()),
             Err(StateError::KeyExposed { mode: 0o644, .. })
         ));
         write_new(&dir.path().join(INCARNATION_FILE), b"-3\n").unwrap();
         assert!(matches!(
-            state.next_incarnation(),
+            read_incarnation(dir.path()),
             Err(StateError::BadIncarnation(_))
         ));
     }

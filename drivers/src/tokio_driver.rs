@@ -15,7 +15,7 @@ use weft_engine::{ConnId, Instant};
 use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host, RunError};
+use crate::host::{Exit, Host, RunError, StopSignal};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -48,7 +48,7 @@ pub struct TokioDriver {
     dials: Vec<(ConnId, Dial)>,
     mailbox: Mailbox,
     sleep: Pin<Box<Sleep>>,
-    signals: Vec<Signal>,
+    signals: Vec<(StopSignal, Signal)>,
     peers: Vec<String>,
     next_inbound: u64,
     /// Failed accepts: the pause before the next, and their log lines.
@@ -61,18 +61,19 @@ impl TokioDriver {
     /// Sets up the node's task state for `setup`. Call it inside a Tokio runtime (the
     /// listener and signals register with its reactor).
     pub fn new(setup: Setup) -> io::Result<(TokioDriver, Handle)> {
+        let bound_addr = setup.listener.local_addr()?.to_string();
         let listener = TcpListener::from_std(setup.listener)?;
         let (handle, mailbox) = handle::channel(Wake::Task);
         let signals = if setup.signals {
             vec![
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
+                (StopSignal::Interrupt, signal(SignalKind::interrupt())?),
+                (StopSignal::Terminate, signal(SignalKind::terminate())?),
             ]
         } else {
             Vec::new()
         };
         let driver = TokioDriver {
-            host: Host::new(setup.config, "tokio", setup.state.as_deref()),
+            host: Host::new(setup.config, "tokio", setup.store, Some(bound_addr)),
             conns: Conns::new(),
             listener: Some(listener),
             dials: Vec::new(),
@@ -118,11 +119,12 @@ impl TokioDriver {
     fn pass(&mut self, cx: &mut Context<'_>) -> Option<Result<(), Exit>> {
         let mut progress = false;
         for i in 0..self.signals.len() {
-            while let Poll::Ready(Some(())) = self.signals[i].poll_recv(cx) {
+            let signal = self.signals[i].0;
+            while let Poll::Ready(Some(())) = self.signals[i].1.poll_recv(cx) {
                 if self.host.is_stopping() {
-                    return Some(Err(Exit::Interrupted));
+                    return Some(Err(Exit::Interrupted(signal)));
                 }
-                self.begin_stop(Exit::Signalled);
+                self.begin_stop(Exit::Signalled(signal));
                 progress = true;
             }
         }

@@ -16,8 +16,16 @@ struct Cli {
 enum Cmd {
     /// Run the deterministic simulator and report on it.
     Sim(weft_sim::cli::SimArgs),
-    /// Run a node until SIGINT/SIGTERM.
+    /// Run a node until SIGINT/SIGTERM or `weft shutdown` (`--detach`: in the background).
     Node(cli::NodeArgs),
+    /// Stop the running node (BYE to its peers, flush) and wait until it has exited.
+    Shutdown(cli::ShutdownArgs),
+    /// Show who the running node is: id, addresses, uptime, peers, ring position, counts.
+    Id(cli::IdArgs),
+    /// Have the running node dial an address.
+    Connect(cli::ConnectArgs),
+    /// Have the running node close its link to a peer.
+    Disconnect(cli::DisconnectArgs),
     /// Broadcast a message through the running node.
     Send(cli::SendArgs),
     /// Print each broadcast the running node delivers, one line each.
@@ -51,6 +59,10 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Sim(args) => weft_sim::cli::run(args),
         Cmd::Node(args) => cli::node(args),
+        Cmd::Shutdown(args) => cli::shutdown(args),
+        Cmd::Id(args) => cli::id(args),
+        Cmd::Connect(args) => cli::connect(args),
+        Cmd::Disconnect(args) => cli::disconnect(args),
         Cmd::Send(args) => cli::send(args),
         Cmd::Listen(args) => cli::listen(args),
         Cmd::Network(args) => cli::network(args),

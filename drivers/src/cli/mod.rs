@@ -1,8 +1,13 @@
-//! The `weft` subcommands this crate owns: `node` runs a node; `send`, `listen`, `network`,
-//! `stats`, `put`, `get` and `delete` talk to a running one over its control socket. Each prints a one-line error and
-//! exits non-zero when something is wrong.
+//! The `weft` subcommands this crate owns: `node` runs a node (in the background with
+//! `--detach`); `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
+//! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
+//! socket. Each prints a one-line error and exits non-zero when something is wrong (2 for
+//! bad arguments). `WEFT_NAME` names the network when `--name` is not given.
 
+mod admin;
 mod chord;
+pub mod config;
+mod detach;
 mod messages;
 mod node;
 mod query;
@@ -13,9 +18,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use admin::{
+    connect, disconnect, id, shutdown, ConnectArgs, DisconnectArgs, IdArgs, ShutdownArgs,
+};
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use messages::{listen, send, ListenArgs, SendArgs};
-pub use node::{node, Driver, NodeArgs};
+pub use node::{node, Driver, NodeArgs, NodeSettings};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use table::{table, TableArgs};
 
@@ -25,7 +33,7 @@ use crate::state;
 #[derive(Debug, Clone, clap::Args)]
 pub struct NetArgs {
     /// The network's name (letters, digits, `.`, `_`, `-`).
-    #[arg(long, value_parser = network_name)]
+    #[arg(long, env = "WEFT_NAME", value_parser = network_name)]
     pub name: String,
     /// The node's state folder [default: $WEFT_HOME/NAME, else ~/.weft/NAME].
     #[arg(long, value_name = "DIR")]
@@ -67,6 +75,25 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the host has no address".to_owned())
 }
 
+/// Checks an address to announce: `HOST:PORT`, with a host name or IP and a port from 1
+/// (not resolved: other nodes resolve it).
+pub fn announce_addr(text: &str) -> Result<String, String> {
+    let bad = || format!("not a HOST:PORT address: {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(text.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (else `default`).
 pub fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
@@ -80,10 +107,20 @@ pub fn init_logging(default: &str) {
 
 /// Prints `weft: <error>` (its first line) and returns exit code 1.
 pub fn fail(error: impl std::fmt::Display) -> ExitCode {
-    let text = error.to_string();
+    print_error(&error.to_string());
+    ExitCode::from(1)
+}
+
+/// Prints `weft: <error>` (its first line) for bad arguments or config, and returns exit
+/// code 2.
+pub fn usage(error: impl std::fmt::Display) -> ExitCode {
+    print_error(&error.to_string());
+    ExitCode::from(2)
+}
+
+fn print_error(text: &str) {
     let line = text.lines().next().unwrap_or("error");
     let _ = writeln!(std::io::stderr(), "weft: {line}");
-    ExitCode::from(1)
 }
 
 #[cfg(test)]
@@ -106,5 +143,22 @@ mod tests {
         );
         assert!(socket_addr("127.0.0.1").is_err());
         assert!(socket_addr("127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn announced_addresses_need_a_host_and_a_port() {
+        for good in ["example.org:7000", "10.0.0.1:1", "[::1]:7000"] {
+            assert_eq!(announce_addr(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "example.org",
+            ":7000",
+            "host:0",
+            "host:65536",
+            "a b:1",
+            "host:x",
+        ] {
+            assert!(announce_addr(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,18 +1,25 @@
-//! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM.
+//! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM or `weft shutdown`
+//! (in the foreground, or in the background with `--detach`: see `cli::detach`).
+//!
+//! A start reads and checks everything that can fail (the state folder, the config file, the
+//! key, the incarnation, the store, the listen address, the control socket's path) before it
+//! writes anything, so a failed start leaves the state folder as it was.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rand_core::{OsRng, RngCore};
 use weft_engine::{Config, Identity};
 
-use super::{fail, init_logging, socket_addr, NetArgs};
+use super::config::{self, NodeDefaults};
+use super::{announce_addr, fail, init_logging, socket_addr, usage, NetArgs};
 use crate::control::{ControlLimits, ControlServer};
 use crate::host::Exit;
 use crate::setup::Setup;
-use crate::state::StateDir;
+use crate::state::{self, StateDir};
+use crate::storage::Store;
 
 /// Which driver runs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,98 +41,266 @@ impl Default for Driver {
     }
 }
 
-/// Arguments of `weft node`.
-#[derive(Debug, clap::Args)]
+/// The longest path a Unix socket can be bound at, bytes (`sun_path` less its NUL).
+const SOCKET_PATH_BYTES_MAX: usize = 107;
+
+/// Arguments of `weft node`. Every flag but `--detach` has a default in the config file
+/// (`<state folder>/config.toml`, see `cli::config`); a flag given here overrides it.
+#[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
     #[command(flatten)]
-    net: NetArgs,
-    /// Where to accept connections (`IP:PORT`; port 0 picks a free one).
+    pub(super) net: NetArgs,
+    /// Where to accept connections (`IP:PORT`; port 0 picks a free one) [config: listen].
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
-    listen: SocketAddr,
-    /// A peer to dial at start (repeatable).
+    listen: Option<SocketAddr>,
+    /// The address other nodes are told to dial (`HOST:PORT`) [config: announce; default:
+    /// the listen address].
+    #[arg(long, value_name = "HOST:PORT", value_parser = announce_addr)]
+    announce: Option<String>,
+    /// A peer to dial at start (repeatable; replaces the config's list) [config: peers].
     #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
     peers: Vec<SocketAddr>,
-    /// The driver.
-    #[arg(long, value_enum, default_value_t)]
-    driver: Driver,
-    /// Join the Chord ring (through the first linked peer) and serve `weft put/get/delete`.
-    #[arg(long)]
-    chord: bool,
+    /// The driver [config: driver; default: mio].
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+    /// Join the Chord ring (through the first linked peer) and serve `weft put/get/delete`
+    /// (`--chord=false` turns off the config's `chord = true`) [config: chord].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    chord: Option<bool>,
     /// How long a write to a control client (a `weft listen` above all) may make no progress
-    /// before the node drops that client.
-    #[arg(long, value_name = "MS", default_value_t = ControlLimits::default().write_timeout.as_millis() as u64)]
-    control_write_timeout_ms: u64,
+    /// before the node drops that client [config: control_write_timeout_ms; default: 10000].
+    #[arg(long, value_name = "MS")]
+    control_write_timeout_ms: Option<u64>,
     /// How many bytes of broadcasts a `weft listen` client may fall behind by before the node
-    /// drops the excess for it (counted as listener drops).
-    #[arg(long, value_name = "BYTES", default_value_t = ControlLimits::default().listen_backlog.bytes_max)]
-    listen_queue_bytes_max: usize,
+    /// drops the excess for it (counted as listener drops) [config: listen_queue_bytes_max;
+    /// default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    listen_queue_bytes_max: Option<usize>,
     /// Send and accept broadcasts without their origin's signature: faster, but any peer can
     /// then forge a broadcast in any node's name (SPEC.md §11.8). Every node of the network
-    /// must be started the same way; a node of the other mode is refused at the handshake.
+    /// must be started the same way; a node of the other mode is refused at the handshake
+    /// [config: unsigned_broadcasts].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    unsigned_broadcasts: Option<bool>,
+    /// Run in the background: start the node, wait until it answers, print its id and
+    /// address, and return (its log goes to `<state folder>/node.log`).
     #[arg(long)]
-    unsigned_broadcasts: bool,
+    pub(super) detach: bool,
+    /// Set by `--detach` on the node it starts: begin a new session.
+    #[arg(long, hide = true)]
+    pub(super) background_child: bool,
+}
+
+/// How a node runs: its flags over its config file's defaults over the built-in ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Where to accept connections.
+    pub listen: SocketAddr,
+    /// The address other nodes are told to dial, if not the listen address.
+    pub announce: Option<String>,
+    /// Peers to dial at start.
+    pub peers: Vec<SocketAddr>,
+    /// The driver.
+    pub driver: Driver,
+    /// Whether the node joins the Chord ring.
+    pub chord: bool,
+    /// Whether broadcasts go unsigned.
+    pub unsigned_broadcasts: bool,
+    /// The control socket's limits.
+    pub limits: ControlLimits,
 }
 
 impl NodeArgs {
-    /// The control socket's limits: the defaults, with what the flags set.
-    fn control_limits(&self) -> ControlLimits {
-        let defaults = ControlLimits::default();
-        ControlLimits {
-            write_timeout: std::time::Duration::from_millis(self.control_write_timeout_ms),
-            listen_backlog: crate::Backlog {
-                bytes_max: self.listen_queue_bytes_max,
-                ..defaults.listen_backlog
+    /// The state folder this node uses.
+    pub(super) fn state_path(&self) -> Result<PathBuf, String> {
+        self.net.state_path()
+    }
+
+    /// The settings: these flags over `defaults` (the config file at `config`) over the
+    /// built-in defaults. The error is a usage error (exit 2).
+    pub fn settle(&self, defaults: NodeDefaults, config: &Path) -> Result<NodeSettings, String> {
+        let limits = ControlLimits::default();
+        let listen = self.listen.or(defaults.listen).ok_or_else(|| {
+            format!(
+                "no listen address: pass --listen ADDR or set `listen` in {}",
+                config.display()
+            )
+        })?;
+        let write_timeout_ms = self
+            .control_write_timeout_ms
+            .or(defaults.control_write_timeout_ms);
+        Ok(NodeSettings {
+            listen,
+            announce: self.announce.clone().or(defaults.announce),
+            peers: if self.peers.is_empty() {
+                defaults.peers.unwrap_or_default()
+            } else {
+                self.peers.clone()
             },
-            ..defaults
-        }
+            driver: self.driver.or(defaults.driver).unwrap_or_default(),
+            chord: self.chord.or(defaults.chord).unwrap_or(false),
+            unsigned_broadcasts: self
+                .unsigned_broadcasts
+                .or(defaults.unsigned_broadcasts)
+                .unwrap_or(false),
+            limits: ControlLimits {
+                write_timeout: write_timeout_ms
+                    .map_or(limits.write_timeout, std::time::Duration::from_millis),
+                listen_backlog: crate::Backlog {
+                    bytes_max: self
+                        .listen_queue_bytes_max
+                        .or(defaults.listen_queue_bytes_max)
+                        .unwrap_or(limits.listen_backlog.bytes_max),
+                    ..limits.listen_backlog
+                },
+                ..limits
+            },
+        })
     }
 }
 
-/// Runs `weft node`: exit 130 after SIGINT/SIGTERM, 1 on an error.
+/// The settings of the node `args` start: its state folder (checked to be one, if it is
+/// there), and its flags over its config file. Errors are printed; the exit code is 2 for a
+/// bad config file or a missing listen address, 1 otherwise.
+pub(super) fn settings_of(args: &NodeArgs) -> Result<(PathBuf, NodeSettings), ExitCode> {
+    let path = args.state_path().map_err(fail)?;
+    state::folder_exists(&path).map_err(fail)?;
+    let defaults = config::load(&path).map_err(usage)?;
+    let settings = args
+        .settle(defaults, &config::config_path(&path))
+        .map_err(usage)?;
+    Ok((path, settings))
+}
+
+/// Runs `weft node`: exit 130 after SIGINT, 143 after SIGTERM, 0 after `weft shutdown`, 1 on
+/// an error, 2 on bad arguments or config.
 pub fn node(args: NodeArgs) -> ExitCode {
+    if args.detach {
+        return super::detach::detach(&args);
+    }
+    if args.background_child {
+        // A new session: no terminal's hang-up or Ctrl-C reaches the node.
+        let _ = rustix::process::setsid();
+    }
     init_logging("info");
-    match run(args) {
+    let (path, settings) = match settings_of(&args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match run(&args.net.name, &path, settings) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => fail(e),
     }
 }
 
-fn run(args: NodeArgs) -> Result<Exit, String> {
-    let state = StateDir::open(&args.net.state_path()?).map_err(|e| e.to_string())?;
-    if std::os::unix::net::UnixStream::connect(state.socket_path()).is_ok() {
-        return Err(format!(
-            "a node is already running with state folder {}",
-            state.path().display()
-        ));
+/// What a start read, ready to be written once nothing else can fail.
+struct Start {
+    path: PathBuf,
+    folder_existed: bool,
+    /// The key read, or a new one to write.
+    key: [u8; 32],
+    key_is_new: bool,
+    incarnation: u64,
+}
+
+impl Start {
+    /// Reads the state folder at `path` without writing anything.
+    fn read(path: &Path) -> Result<Start, String> {
+        let folder_existed = state::folder_exists(path).map_err(|e| e.to_string())?;
+        let socket = state::socket_path(path);
+        if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
+            return Err(format!(
+                "{}: too long for a Unix socket (over {SOCKET_PATH_BYTES_MAX} bytes); choose a shorter --state",
+                socket.display()
+            ));
+        }
+        if folder_existed && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(format!(
+                "a node is already running with state folder {}",
+                path.display()
+            ));
+        }
+        let read = state::read_key(path).map_err(|e| e.to_string())?;
+        let key = match read {
+            Some(key) => key,
+            None => state::generate_key().map_err(|e| e.to_string())?,
+        };
+        let last = state::read_incarnation(path).map_err(|e| e.to_string())?;
+        let incarnation = state::next_incarnation(path, last).map_err(|e| e.to_string())?;
+        Ok(Start {
+            path: path.to_owned(),
+            folder_existed,
+            key,
+            key_is_new: read.is_none(),
+            incarnation,
+        })
     }
-    let key = state.load_or_create_key().map_err(|e| e.to_string())?;
-    let mut config = Config::new(args.net.name.clone(), key);
-    config.incarnation = state.next_incarnation().map_err(|e| e.to_string())?;
+
+    /// Opens the store (checked before anything is written: a damaged or newer one stops
+    /// the start), then writes the folder, key and incarnation. A folder this start created
+    /// is removed again if a write fails.
+    fn write(&self) -> Result<(StateDir, Store), String> {
+        let existing = if self.folder_existed {
+            Store::open_existing(&self.path).map_err(|e| e.to_string())?
+        } else {
+            None
+        };
+        let written = self.write_folder(existing);
+        if written.is_err() && !self.folder_existed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+        written
+    }
+
+    fn write_folder(&self, existing: Option<Store>) -> Result<(StateDir, Store), String> {
+        let state = StateDir::open(&self.path).map_err(|e| e.to_string())?;
+        let store = match existing {
+            Some(store) => store,
+            None => Store::open_or_create(&self.path).map_err(|e| e.to_string())?,
+        };
+        if self.key_is_new {
+            state.write_key(&self.key).map_err(|e| e.to_string())?;
+        }
+        state
+            .write_incarnation(self.incarnation)
+            .map_err(|e| e.to_string())?;
+        Ok((state, store))
+    }
+}
+
+fn run(network: &str, path: &Path, settings: NodeSettings) -> Result<Exit, String> {
+    let start = Start::read(path)?;
+    let mut config = Config::new(network.to_owned(), start.key);
+    config.incarnation = start.incarnation;
     let mut seed = [0u8; 8];
     OsRng
         .try_fill_bytes(&mut seed)
         .map_err(|e| format!("no OS randomness: {e}"))?;
     config.rng_seed = u64::from_le_bytes(seed);
-    config.broadcast_signatures = !args.unsigned_broadcasts;
-    if args.unsigned_broadcasts {
+    config.broadcast_signatures = !settings.unsigned_broadcasts;
+    if settings.chord {
+        config.chord = Some(weft_engine::chord::ChordConfig::default());
+    }
+    let mut setup = Setup::bind(config, settings.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    if let Some(announce) = &settings.announce {
+        setup.config.listen_addr = Some(announce.clone());
+    }
+    // Everything that can fail has been checked: from here on the start writes.
+    let (state, store) = start.write()?;
+    if settings.unsigned_broadcasts {
         tracing::warn!(
             "broadcasts are unsigned: any peer can forge one in any node's name (SPEC.md §11.8)"
         );
     }
-    if args.chord {
-        config.chord = Some(weft_engine::chord::ChordConfig::default());
-    }
-    let mut setup = Setup::bind(config, args.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();
+    setup.peers = settings.peers.iter().map(SocketAddr::to_string).collect();
     setup.signals = true;
-    setup.state = Some(state.path().to_owned());
-    let limits = args.control_limits();
-    match args.driver {
+    setup.store = Some(store);
+    match settings.driver {
         #[cfg(feature = "mio")]
-        Driver::Mio => run_mio(setup, &state, limits),
+        Driver::Mio => run_mio(setup, &state, settings.limits),
         #[cfg(feature = "tokio")]
-        Driver::Tokio => run_tokio(setup, &state, limits),
+        Driver::Tokio => run_tokio(setup, &state, settings.limits),
     }
 }
 
@@ -134,7 +309,9 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
 fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     let config = &setup.config;
     let id = Identity::from_secret(&config.secret_key).node_id();
-    let addr = config.listen_addr.as_deref().unwrap_or("?");
+    let addr = setup
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     format!(
         "weft node {id} of {}: listening on {addr} (incarnation {}, {driver} driver, state {})",
         config.network,

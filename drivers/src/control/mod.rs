@@ -1,4 +1,5 @@
-//! The control socket: how `weft send`, `listen`, `network` and `stats` reach a running node.
+//! The control socket: how `weft send`, `listen`, `network`, `stats`, `id`, `connect`,
+//! `disconnect`, `shutdown` and the table and Chord commands reach a running node.
 //!
 //! A Unix stream socket at `<state>/control.sock` (reachable by the folder's owner only). A
 //! client writes one request as a JSON line and reads JSON-line replies:
@@ -18,6 +19,12 @@
 //! {"op":"put","key":"k","value":"v"} ->  {"reply":"stored","data":5}  (replicas reached)
 //! {"op":"get","key":"k"}            ->  {"reply":"values","data":["v", ...]}
 //! {"op":"delete","key":"k"}         ->  {"reply":"deleted","data":5}  (optional "value")
+//! {"op":"id"}                       ->  {"reply":"id","data":IdReport}
+//! {"op":"connect","addr":"IP:PORT"} ->  {"reply":"dialing"}
+//! {"op":"disconnect","node":"9f3c"} ->  {"reply":"disconnected","data":"<the node's full id>"}
+//!                                       (a unique prefix of a known node's hex id)
+//! {"op":"shutdown"}                 ->  {"reply":"stopping","data":<the node's pid>}, then the
+//!                                       node says BYE, flushes and exits
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -34,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::handle::Backlog;
-use crate::report::{DeliveryReport, HostReport, StatsReport, TableEntryReport};
+use crate::report::{DeliveryReport, HostReport, IdReport, StatsReport, TableEntryReport};
 
 pub use client::{listen, request, ControlError, Deliveries};
 pub use server::ControlServer;
@@ -140,6 +147,20 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<String>,
     },
+    /// Who the node is and what it holds.
+    Id,
+    /// Dial `addr` (`IP:PORT`).
+    Connect {
+        /// The address.
+        addr: String,
+    },
+    /// Close the link to the node whose hex id starts with `node`.
+    Disconnect {
+        /// A unique prefix of the node's id, in hex.
+        node: String,
+    },
+    /// Stop the node: BYE to every peer, flush, exit.
+    Shutdown,
 }
 
 /// What the node answers.
@@ -166,6 +187,14 @@ pub enum ControlReply {
     Values(Vec<String>),
     /// The delete reached this many of the key's 5 replicas.
     Deleted(u8),
+    /// The answer to `id`.
+    Id(Box<IdReport>),
+    /// The node is dialing the address of a `connect`.
+    Dialing,
+    /// The node closed its link to this node (full hex id).
+    Disconnected(String),
+    /// The node is stopping; its process id, to wait for.
+    Stopping(u32),
     /// The request failed.
     Error(String),
 }

@@ -320,8 +320,66 @@ fn serve_client(
             key: key.into_bytes(),
             value: value.map(String::into_bytes),
         })),
+        ControlRequest::Id => handle
+            .id()
+            .map_or_else(refused, |id| ControlReply::Id(Box::new(id))),
+        ControlRequest::Connect { addr } => match handle.connect(addr) {
+            Ok(()) => ControlReply::Dialing,
+            Err(e) => refused(e),
+        },
+        ControlRequest::Disconnect { node } => disconnect(handle, &node),
+        ControlRequest::Shutdown => match handle.shutdown() {
+            Ok(()) => ControlReply::Stopping(std::process::id()),
+            Err(e) => refused(e),
+        },
     };
     write_reply(&mut stream, &reply)
+}
+
+/// Closes the link to the one known node whose hex id starts with `prefix`.
+fn disconnect(handle: &Handle, prefix: &str) -> ControlReply {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return ControlReply::Error(format!("not a node id or its start: {prefix:?}"));
+    }
+    let hosts = match handle.hosts() {
+        Ok(hosts) => hosts,
+        Err(e) => return refused(e),
+    };
+    let matching: Vec<&str> = hosts
+        .iter()
+        .map(|h| h.node.as_str())
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    let full = match matching[..] {
+        [one] => one.to_owned(),
+        [] => return ControlReply::Error(format!("no known node's id starts with {prefix}")),
+        _ => {
+            return ControlReply::Error(format!(
+                "{} known nodes' ids start with {prefix}: give more of it",
+                matching.len()
+            ))
+        }
+    };
+    match parse_node_id(&full) {
+        Some(node) => match handle.disconnect(node) {
+            Ok(()) => ControlReply::Disconnected(full),
+            Err(e) => refused(e),
+        },
+        None => ControlReply::Error(format!("not a node id: {full}")),
+    }
+}
+
+/// A node id from its 64 hex digits.
+fn parse_node_id(hex: &str) -> Option<weft_engine::NodeId> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(weft_engine::NodeId(id))
 }
 
 fn written(result: Result<(), HandleError>) -> ControlReply {

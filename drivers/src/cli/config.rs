@@ -1,0 +1,228 @@
+//! The node's config file, `<state folder>/config.toml` (by default
+//! `$WEFT_HOME/NET/config.toml`): defaults for every long-running flag of `weft node`. A
+//! flag given on the command line overrides the file's key (`--peer` replaces the file's
+//! `peers` list). The file is optional; an unknown key or a bad value stops the node with one
+//! line naming the file and the key (exit 2).
+//!
+//! ```toml
+//! listen = "0.0.0.0:7000"
+//! announce = "node1.example.org:7000"
+//! peers = ["10.0.0.2:7000", "10.0.0.3:7000"]
+//! driver = "mio"                    # or "tokio"
+//! chord = true
+//! unsigned_broadcasts = false
+//! control_write_timeout_ms = 10000
+//! listen_queue_bytes_max = 8388608
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use super::{announce_addr, socket_addr, Driver};
+
+/// The config file's name in the state folder.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Every key the file may hold, in the order the docs list them.
+pub const KEYS: [&str; 8] = [
+    "listen",
+    "announce",
+    "peers",
+    "driver",
+    "chord",
+    "unsigned_broadcasts",
+    "control_write_timeout_ms",
+    "listen_queue_bytes_max",
+];
+
+/// What a config file sets; a key it does not hold is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeDefaults {
+    /// `listen`: where to accept connections.
+    pub listen: Option<SocketAddr>,
+    /// `announce`: the address other nodes are told to dial.
+    pub announce: Option<String>,
+    /// `peers`: peers to dial at start.
+    pub peers: Option<Vec<SocketAddr>>,
+    /// `driver`: `mio` or `tokio`.
+    pub driver: Option<Driver>,
+    /// `chord`: join the Chord ring.
+    pub chord: Option<bool>,
+    /// `unsigned_broadcasts`: see `weft node --unsigned-broadcasts`.
+    pub unsigned_broadcasts: Option<bool>,
+    /// `control_write_timeout_ms`: see `weft node --control-write-timeout-ms`.
+    pub control_write_timeout_ms: Option<u64>,
+    /// `listen_queue_bytes_max`: see `weft node --listen-queue-bytes-max`.
+    pub listen_queue_bytes_max: Option<usize>,
+}
+
+/// A config file that cannot be used: one line naming the file (and the key).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {why}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong, naming the key.
+    pub why: String,
+}
+
+/// Where the config file of the state folder `state` is.
+pub fn config_path(state: &Path) -> PathBuf {
+    state.join(CONFIG_FILE)
+}
+
+/// Reads the config file of the state folder `state`; no file is no defaults.
+pub fn load(state: &Path) -> Result<NodeDefaults, ConfigError> {
+    let path = config_path(state);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&path, &text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(NodeDefaults::default()),
+        Err(e) => Err(ConfigError {
+            path,
+            why: format!("cannot read: {e}"),
+        }),
+    }
+}
+
+/// Parses the text of the config file at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
+    let error = |why: String| ConfigError {
+        path: path.to_owned(),
+        why,
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let message = e.message().lines().next().unwrap_or("bad TOML").to_owned();
+        error(match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        })
+    })?;
+    let mut defaults = NodeDefaults::default();
+    for (key, value) in table {
+        let bad = |what: &str| error(format!("key `{key}`: {what}"));
+        let string = |value: &toml::Value| {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad("expected a string"))
+        };
+        let boolean = || value.as_bool().ok_or_else(|| bad("expected true or false"));
+        let count = || {
+            value
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| bad("expected a whole number, 0 or more"))
+        };
+        match key.as_str() {
+            "listen" => defaults.listen = Some(socket_addr(&string(&value)?).map_err(|e| bad(&e))?),
+            "announce" => {
+                defaults.announce = Some(announce_addr(&string(&value)?).map_err(|e| bad(&e))?)
+            }
+            "peers" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| bad("expected a list of HOST:PORT strings"))?;
+                let peers = list
+                    .iter()
+                    .map(|v| socket_addr(&string(v)?).map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?;
+                defaults.peers = Some(peers);
+            }
+            "driver" => {
+                let name = string(&value)?;
+                let driver = Driver::from_str(&name, false).map_err(|_| {
+                    let known: Vec<String> = Driver::value_variants()
+                        .iter()
+                        .filter_map(|d| d.to_possible_value())
+                        .map(|v| v.get_name().to_owned())
+                        .collect();
+                    bad(&format!(
+                        "no driver {name:?} (drivers: {})",
+                        known.join(", ")
+                    ))
+                })?;
+                defaults.driver = Some(driver);
+            }
+            "chord" => defaults.chord = Some(boolean()?),
+            "unsigned_broadcasts" => defaults.unsigned_broadcasts = Some(boolean()?),
+            "control_write_timeout_ms" => defaults.control_write_timeout_ms = Some(count()?),
+            "listen_queue_bytes_max" => {
+                let bytes = usize::try_from(count()?).map_err(|_| bad("too large"))?;
+                defaults.listen_queue_bytes_max = Some(bytes);
+            }
+            _ => {
+                return Err(error(format!(
+                    "unknown key `{key}` (keys: {})",
+                    KEYS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(defaults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Result<NodeDefaults, String> {
+        parse(Path::new("/s/config.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let d = parsed(
+            r#"
+            listen = "127.0.0.1:7000"
+            announce = "example.org:7001"
+            peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
+            driver = "tokio"
+            chord = true
+            unsigned_broadcasts = false
+            control_write_timeout_ms = 2500
+            listen_queue_bytes_max = 4096
+            "#,
+        )
+        .unwrap();
+        assert_eq!(d.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(d.announce.as_deref(), Some("example.org:7001"));
+        assert_eq!(d.peers.as_ref().map(Vec::len), Some(2));
+        assert_eq!(d.driver, Some(Driver::Tokio));
+        assert_eq!(d.chord, Some(true));
+        assert_eq!(d.unsigned_broadcasts, Some(false));
+        assert_eq!(d.control_write_timeout_ms, Some(2500));
+        assert_eq!(d.listen_queue_bytes_max, Some(4096));
+        assert_eq!(parsed("").unwrap(), NodeDefaults::default());
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_the_file_and_the_key() {
+        let cases = [
+            ("lisen = \"127.0.0.1:1\"", "unknown key `lisen`"),
+            ("listen = 7000", "key `listen`: expected a string"),
+            ("listen = \"nowhere\"", "key `listen`: not a HOST:PORT"),
+            ("peers = \"127.0.0.1:1\"", "key `peers`: expected a list"),
+            ("peers = [\"127.0.0.1\"]", "key `peers`: not a HOST:PORT"),
+            ("driver = \"epoll\"", "key `driver`: no driver \"epoll\""),
+            ("chord = \"yes\"", "key `chord`: expected true or false"),
+            (
+                "control_write_timeout_ms = -1",
+                "key `control_write_timeout_ms`",
+            ),
+            ("announce = \"host\"", "key `announce`"),
+            ("listen = ", "line 1:"),
+        ];
+        for (text, expected) in cases {
+            let line = parsed(text).unwrap_err();
+            assert!(line.starts_with("/s/config.toml: "), "{line}");
+            assert!(line.contains(expected), "{text}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+}

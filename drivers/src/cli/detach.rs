@@ -1,0 +1,155 @@
+//! `weft node ... --detach`: starts the node in the background and returns once it answers.
+//!
+//! The same program is started again with the same arguments less `--detach` (and with the
+//! hidden `--background-child`, on which the node begins a new session), its input from
+//! nowhere and its output appended to `<state folder>/node.log`. This process waits until
+//! the node answers on its control socket, prints its id and address, and exits 0; if the
+//! node exits first, it prints the node's error line and exits 1 (and removes the state
+//! folder if it created it only for the log).
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use super::node::{settings_of, NodeArgs};
+use super::{fail, init_logging};
+use crate::control::{self, ControlReply, ControlRequest};
+use crate::state::{self, StateDir};
+
+/// The log of a node started with `--detach`, in its state folder.
+pub const LOG_FILE: &str = "node.log";
+
+/// How long `--detach` waits for the node to answer.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// How often it looks.
+const START_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `weft node ... --detach`.
+pub(super) fn detach(args: &NodeArgs) -> ExitCode {
+    init_logging("warn");
+    // Bad flags or config are found here, before anything starts (exit 2).
+    let path = match settings_of(args) {
+        Ok((path, _)) => path,
+        Err(code) => return code,
+    };
+    match start(&path) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Starts the node of the state folder `path` in the background; the line to print.
+fn start(path: &Path) -> Result<String, String> {
+    let created = !state::folder_exists(path).map_err(|e| e.to_string())?;
+    let socket = state::socket_path(path);
+    if !created && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "a node is already running with state folder {}",
+            path.display()
+        ));
+    }
+    let started = spawn(path);
+    let outcome = started.and_then(|(child, log, offset)| wait(child, &socket, &log, offset));
+    if outcome.is_err() && created {
+        let _ = fs::remove_dir_all(path);
+    }
+    outcome
+}
+
+/// Starts the node with its output appended to the log; the child, the log's path and
+/// where this start's output begins in it.
+fn spawn(path: &Path) -> Result<(std::process::Child, PathBuf, u64), String> {
+    let state = StateDir::open(path).map_err(|e| e.to_string())?;
+    let log_path = state.path().join(LOG_FILE);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let offset = log
+        .metadata()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?
+        .len();
+    let program = std::env::current_exe().map_err(|e| format!("cannot find weft itself: {e}"))?;
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let child = Command::new(program)
+        .args(args)
+        .arg("--background-child")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start the node: {e}"))?;
+    Ok((child, log_path, offset))
+}
+
+/// Waits until the node answers (its line) or exits (its error line).
+fn wait(
+    mut child: std::process::Child,
+    socket: &Path,
+    log: &Path,
+    offset: u64,
+) -> Result<String, String> {
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Err(error_line(log, offset).unwrap_or_else(|| {
+                    format!(
+                        "the node stopped ({status}) before it answered; see {}",
+                        log.display()
+                    )
+                }))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot watch the node: {e}")),
+        }
+        if let Ok(ControlReply::Id(id)) = control::request(socket, &ControlRequest::Id) {
+            return Ok(format!(
+                "weft node {} of {}: listening on {} (pid {}, log {})",
+                id.node,
+                id.network,
+                id.listen_addr.as_deref().unwrap_or("?"),
+                id.pid,
+                log.display()
+            ));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the node did not answer within {} s; stopped it (see {})",
+                START_WAIT.as_secs(),
+                log.display()
+            ));
+        }
+        std::thread::sleep(START_POLL);
+    }
+}
+
+/// The last `weft: ...` line the node wrote to the log after `offset`, without its `weft: `.
+fn error_line(log: &Path, offset: u64) -> Option<String> {
+    let mut file = fs::File::open(log).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("weft: "))
+        .map(str::to_owned)
+}
