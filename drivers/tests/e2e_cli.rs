@@ -1,5 +1,5 @@
 //! The `weft` command line against real processes: clear one-line errors, and a clean
-//! shutdown on SIGINT/SIGTERM.
+//! shutdown on SIGINT/SIGTERM (exit 130 and 143).
 
 mod common;
 
@@ -87,14 +87,14 @@ fn wrong_arguments_fail_in_one_line() {
     drop(first);
 }
 
-fn shuts_down_cleanly(signal: &str, driver: &str, other: &str) {
+fn shuts_down_cleanly(signal: &str, code: i32, driver: &str, other: &str) {
     let (dir, net) = scratch(&format!("{signal}-{driver}"));
     let a = NodeProc::start(dir.path(), &net, "a", other, "127.0.0.1:0", &[]);
     let mut b = NodeProc::start(dir.path(), &net, "b", driver, "127.0.0.1:0", &[&a.addr]);
     let b_id = b.id();
     wait_until("a links to b", || a.links_to(&b_id));
     b.signal(signal);
-    assert_eq!(b.wait_exit().code(), Some(130));
+    assert_eq!(b.wait_exit().code(), Some(code));
     assert!(
         !b.state.join("control.sock").exists(),
         "the socket file is removed"
@@ -107,12 +107,17 @@ fn shuts_down_cleanly(signal: &str, driver: &str, other: &str) {
 
 #[test]
 fn sigint_stops_a_mio_node_with_bye_and_exit_130() {
-    shuts_down_cleanly("INT", "mio", "tokio");
+    shuts_down_cleanly("INT", 130, "mio", "tokio");
 }
 
 #[test]
-fn sigterm_stops_a_tokio_node_with_bye_and_exit_130() {
-    shuts_down_cleanly("TERM", "tokio", "mio");
+fn sigterm_stops_a_tokio_node_with_bye_and_exit_143() {
+    shuts_down_cleanly("TERM", 143, "tokio", "mio");
+}
+
+#[test]
+fn sigterm_stops_a_mio_node_with_exit_143() {
+    shuts_down_cleanly("TERM", 143, "mio", "tokio");
 }
 
 #[test]

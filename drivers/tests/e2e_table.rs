@@ -142,19 +142,18 @@ fn table_commands_against_running_nodes() {
 fn a_restarted_node_reloads_its_table_from_its_state_folder() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, net) = scratch("table-restart");
-    // Stored by one driver, loaded by the other: the files are the same.
+    // Stored by one driver, loaded by the other: the store is the same.
     for (first, second) in [("mio", "tokio"), ("tokio", "mio")] {
         let name = format!("{first}-then-{second}");
         let mut node = NodeProc::start(dir.path(), &net, &name, first, "127.0.0.1:0", &[]);
         ok(&table(&node, "set", &["colour", first]));
-        // A shutdown stores the changed table (SIGTERM: exit 130 after BYE).
+        // A shutdown stores the changed table (SIGTERM: exit 143 after BYE).
         node.signal("TERM");
-        assert_eq!(node.wait_exit().code(), Some(130), "{}", node.log_text());
-        let blobs = node.state.join("state");
+        assert_eq!(node.wait_exit().code(), Some(143), "{}", node.log_text());
+        let store = node.state.join("store.redb");
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&blobs), 0o700);
-        assert_eq!(mode(&blobs.join("table")), 0o600);
-        assert!(!blobs.join("table.tmp").exists());
+        assert_eq!(mode(&store), 0o600);
+        assert_eq!(mode(&node.state), 0o700);
         drop(node);
         let again = NodeProc::start(dir.path(), &net, &name, second, "127.0.0.1:0", &[]);
         wait_until("the table is loaded", || get(&again, "colour").is_some());

@@ -85,18 +85,33 @@ impl NodeProc {
     ) -> NodeProc {
         let state = dir.join(name);
         let log = dir.join(format!("{name}.log"));
-        let mut cmd = weft();
-        cmd.args([
+        let mut args = vec![
             "node", "--name", net, "--listen", listen, "--driver", driver,
-        ])
-        .arg("--state")
-        .arg(&state);
+        ];
+        let state_text = state.display().to_string();
+        args.extend(["--state", state_text.as_str()]);
         for p in peers {
-            cmd.args(["--peer", p]);
+            args.extend(["--peer", p]);
         }
-        cmd.args(extra);
+        args.extend(extra);
+        NodeProc::start_args(net, state, log, &args, &[("RUST_LOG", "info")])
+    }
+
+    /// Starts `weft args` (a `weft node` of network `net` with state folder `state`), its
+    /// stderr to `log`, with `envs` set, and waits for the line that says where it listens.
+    pub fn start_args(
+        net: &str,
+        state: PathBuf,
+        log: PathBuf,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> NodeProc {
+        let mut cmd = weft();
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -112,7 +127,8 @@ impl NodeProc {
         let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!(
-                "{name} did not start: {}",
+                "{} did not start: {}",
+                state.display(),
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         });

@@ -1,0 +1,484 @@
+//! A node you can leave running, over real processes on 127.0.0.1: a failed start changes
+//! nothing, `--detach` and `weft shutdown`, `weft id`, `weft connect` and `weft disconnect`,
+//! the config file, `WEFT_NAME`, and a lone node's table surviving a restart (after SIGTERM
+//! and after SIGKILL) in its redb store.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Instant;
+
+use common::{run, scratch, wait_until, weft, NodeProc, WAIT};
+use weft_drivers::report::IdReport;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a failed command printed exactly one line on stderr containing `text`.
+fn fails_with(out: &Output, code: i32, text: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    // (clap's own usage errors, exit 2, have their own prefix.)
+    assert!(
+        err.starts_with("weft: ") || err.starts_with("error: "),
+        "{err:?}"
+    );
+    assert!(err.contains(text), "{err:?} should say {text:?}");
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}{}", stdout(out), stderr(out));
+    stdout(out)
+}
+
+/// `weft table <args...> --name NET --state DIR` against `node`.
+fn table(node: &NodeProc, args: &[&str]) -> Output {
+    let state = node.state.display().to_string();
+    let mut all = vec!["table"];
+    all.extend(args);
+    all.extend(["--name", &node.net, "--state", &state]);
+    run(&all)
+}
+
+fn id_of(node: &NodeProc) -> IdReport {
+    serde_json::from_str(&ok(&node.command("id", &["--json"]))).expect("id JSON")
+}
+
+/// Every file in `dir` with its bytes, to compare before and after.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_failed_start_changes_nothing() {
+    let (dir, net) = scratch("failed-start");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _held = std::net::TcpListener::bind(&taken);
+    // A new node: no folder, no key, no incarnation left behind.
+    let fresh = dir.path().join("fresh");
+    let fresh_text = fresh.to_str().unwrap();
+    for detach in [false, true] {
+        let mut args = vec![
+            "node", "--name", &net, "--state", fresh_text, "--listen", &taken,
+        ];
+        if detach {
+            args.push("--detach");
+        }
+        fails_with(&run(&args), 1, "cannot listen on");
+        assert!(
+            !fresh.exists(),
+            "the failed start created {}",
+            fresh.display()
+        );
+    }
+    // A node that ran before: its key, incarnation and store are left as they were.
+    let mut node = NodeProc::start(dir.path(), &net, "old", "mio", "127.0.0.1:0", &[]);
+    node.signal("TERM");
+    node.wait_exit();
+    let before = snapshot(&node.state);
+    assert!(before.iter().any(|(p, _)| p.ends_with("incarnation")));
+    assert!(before.iter().any(|(p, _)| p.ends_with("store.redb")));
+    let state = node.state.display().to_string();
+    for driver in ["mio", "tokio"] {
+        fails_with(
+            &run(&[
+                "node", "--name", &net, "--state", &state, "--listen", &taken, "--driver", driver,
+            ]),
+            1,
+            "cannot listen on",
+        );
+        assert!(snapshot(&node.state) == before, "a failed start wrote");
+    }
+}
+
+#[test]
+fn a_state_path_that_is_a_file_is_not_a_folder() {
+    let (dir, net) = scratch("state-file");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let path = file.to_str().unwrap();
+    let out = run(&[
+        "node",
+        "--name",
+        &net,
+        "--state",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(stderr(&out), format!("weft: {path}: not a folder\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn a_damaged_store_stops_the_node_and_is_left_untouched() {
+    let (dir, net) = scratch("damaged");
+    let mut node = NodeProc::start(dir.path(), &net, "d", "mio", "127.0.0.1:0", &[]);
+    node.kill();
+    let store = node.state.join("store.redb");
+    let mut bytes = std::fs::read(&store).unwrap();
+    bytes[..16].copy_from_slice(b"not a redb file!");
+    std::fs::write(&store, &bytes).unwrap();
+    let state = node.state.display().to_string();
+    let out = run(&[
+        "node",
+        "--name",
+        &net,
+        "--state",
+        &state,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    fails_with(&out, 1, &format!("{}: damaged store: ", store.display()));
+    assert!(stderr(&out).trim_end().ends_with("; left untouched"));
+    assert!(
+        std::fs::read(&store).unwrap() == bytes,
+        "the store was written"
+    );
+}
+
+/// Runs `weft node ... --detach` and returns its line.
+fn detach(net: &str, state: &Path, extra: &[&str]) -> String {
+    let state = state.display().to_string();
+    let mut args = vec![
+        "node",
+        "--name",
+        net,
+        "--state",
+        &state,
+        "--listen",
+        "127.0.0.1:0",
+        "--detach",
+    ];
+    args.extend(extra);
+    let started = Instant::now();
+    let out = run(&args);
+    assert!(started.elapsed() < WAIT);
+    ok(&out)
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A detached node, shut down when dropped.
+struct Detached {
+    net: String,
+    state: PathBuf,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let state = self.state.display().to_string();
+        let _ = run(&["shutdown", "--name", &self.net, "--state", &state]);
+    }
+}
+
+#[test]
+fn detach_starts_in_the_background_and_shutdown_stops_it() {
+    let (dir, net) = scratch("detach");
+    let state = dir.path().join("bg");
+    let guard = Detached {
+        net: net.clone(),
+        state: state.clone(),
+    };
+    let line = detach(&net, &state, &["--driver", "tokio"]);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with("weft node "), "{line}");
+    assert!(
+        line.contains(&format!(" of {net}: listening on 127.0.0.1:")),
+        "{line}"
+    );
+    let state_text = state.display().to_string();
+    let net_args = ["--name", net.as_str(), "--state", state_text.as_str()];
+    let id: IdReport =
+        serde_json::from_str(&ok(&run(&[&["id", "--json"][..], &net_args].concat())))
+            .expect("id JSON");
+    assert!(line.contains(&id.node), "{line}");
+    assert!(line.contains(&format!("pid {}", id.pid)), "{line}");
+    assert_eq!(id.driver, "tokio");
+    assert!(state.join("node.log").is_file());
+    // A second start on the same folder is refused.
+    let again = run(&[
+        "node",
+        "--name",
+        &net,
+        "--state",
+        &state_text,
+        "--listen",
+        "127.0.0.1:0",
+        "--detach",
+    ]);
+    fails_with(&again, 1, "already running");
+    // `weft shutdown` returns once the node has exited.
+    let out = run(&[&["shutdown"][..], &net_args].concat());
+    assert!(ok(&out).contains(&format!("stopped (pid {})", id.pid)));
+    assert!(exited(id.pid), "pid {} still runs", id.pid);
+    assert!(!state.join("control.sock").exists());
+    let log = std::fs::read_to_string(state.join("node.log")).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    fails_with(
+        &run(&[&["id"][..], &net_args].concat()),
+        1,
+        "no node is running",
+    );
+    fails_with(
+        &run(&[&["shutdown"][..], &net_args].concat()),
+        1,
+        "no node is running",
+    );
+    // It starts again in the background, on the same folder, with a new incarnation.
+    detach(&net, &state, &[]);
+    let id2: IdReport =
+        serde_json::from_str(&ok(&run(&[&["id", "--json"][..], &net_args].concat()))).unwrap();
+    assert_eq!((id2.node, id2.incarnation), (id.node, id.incarnation + 1));
+    drop(guard);
+    wait_until("the node stopped", || exited(id2.pid));
+}
+
+#[test]
+fn id_shows_who_the_node_is_and_what_it_holds() {
+    let (dir, net) = scratch("id");
+    let a = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "a",
+        "mio",
+        "127.0.0.1:0",
+        &[],
+        &["--chord"],
+    );
+    let b = NodeProc::start(dir.path(), &net, "b", "tokio", "127.0.0.1:0", &[&a.addr]);
+    let b_id = b.id();
+    wait_until("a links to b", || a.links_to(&b_id));
+    ok(&table(&a, &["set", "colour", "blue"]));
+    ok(&table(&a, &["set", "shape", "round"]));
+    let id = id_of(&a);
+    assert_eq!(id.node, a.id());
+    assert_eq!(id.network, net);
+    assert_eq!(id.listen_addr.as_deref(), Some(a.addr.as_str()));
+    assert_eq!(id.incarnation, 1);
+    assert_eq!(id.peers_direct, 1);
+    assert_eq!(id.table_keys, 2);
+    let ring = id.chord.as_ref().expect("a runs Chord");
+    assert_eq!(ring.position, id.node[..16]);
+    assert!(id_of(&b).chord.is_none());
+    let text = ok(&a.command("id", &[]));
+    for expected in [
+        format!("node         {}", id.node),
+        format!("network      {net}"),
+        format!("listening    {}", a.addr),
+        "peers        1 direct".to_owned(),
+        format!("chord        position {}", ring.position),
+        "table        2 keys".to_owned(),
+        "Chord records held".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} in\n{text}");
+    }
+    assert!(text.lines().count() <= 24, "one screen:\n{text}");
+}
+
+#[test]
+fn connect_links_two_nodes_and_disconnect_unlinks_them() {
+    let (dir, net) = scratch("connect");
+    let a = NodeProc::start(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[]);
+    let b = NodeProc::start(dir.path(), &net, "b", "tokio", "127.0.0.1:0", &[]);
+    let (a_id, b_id) = (a.id(), b.id());
+    assert!(!a.links_to(&b_id));
+    let out = a.command("connect", &[&b.addr]);
+    assert_eq!(ok(&out), format!("dialing {}\n", b.addr));
+    wait_until("a links to b", || a.links_to(&b_id) && b.links_to(&a_id));
+    // The start of the id, as `weft network` prints it.
+    let out = a.command("disconnect", &[&b_id[..16]]);
+    assert_eq!(ok(&out), format!("disconnected {b_id}\n"));
+    wait_until("a and b unlink", || {
+        !a.links_to(&b_id) && !b.links_to(&a_id)
+    });
+    let log = a.log_text();
+    assert!(
+        log.contains(&format!("peer down {}: Requested", &b_id[..16])),
+        "{log}"
+    );
+    fails_with(&a.command("disconnect", &["ffff0000"]), 1, "no known node");
+    fails_with(&a.command("disconnect", &["xyz"]), 1, "not a node id");
+    fails_with(&a.command("connect", &["nowhere"]), 2, "HOST:PORT");
+}
+
+fn write_config(state: &Path, text: &str) {
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(state.join("config.toml"), text).unwrap();
+}
+
+#[test]
+fn the_config_file_gives_defaults_that_flags_override() {
+    let (dir, net) = scratch("config");
+    let state = dir.path().join("c");
+    let state_text = state.display().to_string();
+    write_config(
+        &state,
+        "listen = \"127.0.0.1:0\"\ndriver = \"tokio\"\nchord = true\n",
+    );
+    let log = dir.path().join("c.log");
+    let args = ["node", "--name", &net, "--state", &state_text];
+    let node = NodeProc::start_args(&net, state.clone(), log.clone(), &args, &[]);
+    let id = id_of(&node);
+    assert_eq!(id.driver, "tokio");
+    assert!(id.chord.is_some());
+    drop(node);
+    // Flags override the file.
+    let args = [
+        "node",
+        "--name",
+        &net,
+        "--state",
+        &state_text,
+        "--driver",
+        "mio",
+        "--chord=false",
+    ];
+    let node = NodeProc::start_args(&net, state.clone(), log, &args, &[]);
+    let id = id_of(&node);
+    assert_eq!(id.driver, "mio");
+    assert!(id.chord.is_none());
+    drop(node);
+    // Bad files: one line naming the file and the key, exit 2, nothing started.
+    let config = state.join("config.toml");
+    for (text, expected) in [
+        ("lisen = \"127.0.0.1:0\"\n", "unknown key `lisen`"),
+        (
+            "listen = \"127.0.0.1:0\"\ndriver = \"epoll\"\n",
+            "key `driver`",
+        ),
+        ("listen = 7\n", "key `listen`"),
+        ("listen = [\n", "line 1"),
+    ] {
+        write_config(&state, text);
+        fails_with(&run(&args), 2, &format!("{}: {expected}", config.display()));
+    }
+    // No listen address anywhere.
+    write_config(&state, "chord = true\n");
+    fails_with(
+        &run(&["node", "--name", &net, "--state", &state_text]),
+        2,
+        "no listen address",
+    );
+}
+
+#[test]
+fn weft_name_chooses_the_network() {
+    let (dir, net) = scratch("weft-name");
+    let home = dir.path().join("home");
+    let log = dir.path().join("n.log");
+    let envs = [
+        ("WEFT_NAME", net.as_str()),
+        ("WEFT_HOME", home.to_str().unwrap()),
+    ];
+    let node = NodeProc::start_args(
+        &net,
+        home.join(&net),
+        log,
+        &["node", "--listen", "127.0.0.1:0"],
+        &envs,
+    );
+    let mut id = weft();
+    let out = id
+        .args(["id", "--json"])
+        .envs(envs)
+        .output()
+        .expect("weft id");
+    let report: IdReport = serde_json::from_slice(&ok(&out).into_bytes()).unwrap();
+    assert_eq!(report.network, net);
+    assert_eq!(report.node, node.id());
+    // --name still wins.
+    let out = weft()
+        .args(["id", "--name", "other-net"])
+        .envs(envs)
+        .output()
+        .expect("weft id");
+    fails_with(&out, 1, "no node is running");
+}
+
+/// Starts a lone node on `state` whose log shows its stores.
+fn lone(dir: &Path, net: &str, name: &str, driver: &str) -> NodeProc {
+    let state = dir.join(name);
+    let state_text = state.display().to_string();
+    let args = [
+        "node",
+        "--name",
+        net,
+        "--state",
+        &state_text,
+        "--listen",
+        "127.0.0.1:0",
+        "--driver",
+        driver,
+    ];
+    let log = dir.join(format!("{name}-{}.log", std::process::id()));
+    let envs = [("RUST_LOG", "info,weft_drivers=debug")];
+    NodeProc::start_args(net, state, log, &args, &envs)
+}
+
+fn table_get(node: &NodeProc, key: &str) -> Option<String> {
+    let out = table(node, &["get", key]);
+    out.status
+        .success()
+        .then(|| stdout(&out).trim_end().to_owned())
+}
+
+#[test]
+fn a_lone_nodes_table_survives_a_restart_and_a_sigkill() {
+    let (dir, net) = scratch("lone");
+    for (driver, signal) in [("mio", "TERM"), ("tokio", "KILL")] {
+        let name = format!("{driver}-{signal}");
+        let mut node = lone(dir.path(), &net, &name, driver);
+        assert_eq!(table_get(&node, "colour"), None);
+        ok(&table(&node, &["set", "colour", driver]));
+        if signal == "KILL" {
+            // Once the node says the table is stored, a SIGKILL cannot lose it.
+            wait_until("the table is stored", || {
+                node.log_text()
+                    .lines()
+                    .any(|l| l.contains("storing state table") && l.ends_with(": done"))
+            });
+            node.kill();
+        } else {
+            node.signal(signal);
+            assert_eq!(node.wait_exit().code(), Some(143));
+        }
+        drop(node);
+        let again = lone(dir.path(), &net, &name, driver);
+        wait_until("the table is loaded", || {
+            table_get(&again, "colour").is_some()
+        });
+        assert!(table_get(&again, "colour").is_some_and(|v| v.contains(driver)));
+        assert_eq!(id_of(&again).incarnation, 2);
+    }
+}
