@@ -1216,7 +1216,7 @@ fn a_chord_message_over_any_limit_is_malformed() {
         };
         let broken = match m.0 {
             ChordMessage::Found(mut f) => {
-                if pick % 2 == 0 {
+                if pick.is_multiple_of(2) {
                     f.peers = vec![
                         f.peers.first().cloned().unwrap_or(extra_peer.clone());
                         CHORD_PEERS_MAX + 1
@@ -1231,7 +1231,7 @@ fn a_chord_message_over_any_limit_is_malformed() {
                 ChordMessage::State(st)
             }
             ChordMessage::Store(mut st) => {
-                if pick % 2 == 0 {
+                if pick.is_multiple_of(2) {
                     st.key = over(CHORD_KEY_BYTES_MAX);
                 } else {
                     st.value.op = StoreOp::Put(over(CHORD_VALUE_BYTES_MAX));
