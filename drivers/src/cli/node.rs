@@ -357,3 +357,69 @@ fn run_tokio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Ex
         .block_on(driver.run())
         .map_err(|e| format!("tokio driver: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn settle(args: &[&str], defaults: NodeDefaults) -> Result<NodeSettings, String> {
+        let mut all = vec!["weft", "--name", "n"];
+        all.extend(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        cli.node.settle(defaults, Path::new("/s/config.toml"))
+    }
+
+    #[test]
+    fn flags_override_the_config_which_overrides_the_built_in_defaults() {
+        let config = NodeDefaults {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            peers: Some(vec!["127.0.0.1:7001".parse().unwrap()]),
+            chord: Some(true),
+            control_write_timeout_ms: Some(99),
+            ..NodeDefaults::default()
+        };
+        let s = settle(&[], config.clone()).unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.peers.len(), 1);
+        assert!(s.chord && !s.unsigned_broadcasts);
+        assert_eq!(s.limits.write_timeout.as_millis(), 99);
+        assert_eq!(s.driver, Driver::default());
+        let s = settle(
+            &[
+                "--listen",
+                "127.0.0.1:8000",
+                "--peer",
+                "127.0.0.1:8001",
+                "--peer",
+                "127.0.0.1:8002",
+                "--chord=false",
+                "--unsigned-broadcasts",
+            ],
+            config,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 8000);
+        assert_eq!(s.peers.len(), 2, "--peer replaces the config's list");
+        assert!(!s.chord && s.unsigned_broadcasts);
+        let e = settle(&[], NodeDefaults::default()).unwrap_err();
+        assert!(
+            e.contains("no listen address") && e.contains("/s/config.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_help_names_the_built_in_limits() {
+        // `--help` names these numbers as the defaults; they must stay the same.
+        let limits = ControlLimits::default();
+        assert_eq!(limits.write_timeout.as_millis(), 10_000);
+        assert_eq!(limits.listen_backlog.bytes_max, 8_388_608);
+    }
+}
