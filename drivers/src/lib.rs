@@ -9,7 +9,8 @@
 //!
 //! The application talks to a running driver through a [`Handle`]; the `weft` binary also
 //! serves it on a Unix socket in the node's state folder ([`control`]). The engine's requests
-//! to load and store its state are carried out in that folder ([`storage`]).
+//! to load and store its state are carried out in the node's embedded store, a redb database
+//! in that folder ([`storage`]).
 //!
 //! Both drivers fail loudly: an output they do not handle, or a sign that their connection
 //! table and the engine disagree, ends the run with a [`RunError`] rather than a log line.

@@ -27,7 +27,7 @@ pub struct Setup {
 
 impl Setup {
     /// Binds `addr` and announces the bound address (with the port the OS picked for port 0)
-    /// as the node's `listen_addr`. No peers, no signals, no state folder.
+    /// as the node's `listen_addr`. No peers, no signals, no store.
     pub fn bind(mut config: Config, addr: SocketAddr) -> io::Result<Setup> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
