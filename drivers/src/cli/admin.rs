@@ -177,21 +177,37 @@ pub fn shutdown(args: ShutdownArgs) -> ExitCode {
         Ok(other) => return fail(format!("unexpected answer from the node: {other:?}")),
         Err(e) => return fail(e),
     };
-    // The node removes its socket as its last act, after its store is closed.
+    // The node removes its socket as its last act, after its store is closed; then its
+    // process ends.
     let deadline = Instant::now() + SHUTDOWN_WAIT;
     loop {
-        match control::request(&socket, &ControlRequest::Id) {
-            Err(ControlError::NotRunning(_)) => break,
-            _ if Instant::now() >= deadline => {
-                return fail(format!(
-                    "the node (pid {pid}) did not stop within {} s",
-                    SHUTDOWN_WAIT.as_secs()
-                ))
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
+        let answers = !matches!(
+            control::request(&socket, &ControlRequest::Id),
+            Err(ControlError::NotRunning(_))
+        );
+        if !answers && process_gone(pid) {
+            return print(&format!("stopped (pid {pid})\n"));
         }
+        if Instant::now() >= deadline {
+            return fail(format!(
+                "the node (pid {pid}) did not stop within {} s",
+                SHUTDOWN_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    print(&format!("stopped (pid {pid})\n"))
+}
+
+/// Whether process `pid` has ended: it is gone, or a zombie its parent has not reaped yet
+/// (read from `/proc`; where there is none, the socket alone tells).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]
