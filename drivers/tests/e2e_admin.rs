@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Instant;
@@ -110,6 +111,42 @@ fn a_failed_start_changes_nothing() {
         );
         assert!(snapshot(&node.state) == before, "a failed start wrote");
     }
+}
+
+#[test]
+fn the_state_files_of_an_older_weft_are_imported_into_the_store() {
+    let (dir, net) = scratch("import");
+    // A node of today's weft keeps its table...
+    let mut node = NodeProc::start(dir.path(), &net, "new", "mio", "127.0.0.1:0", &[]);
+    ok(&table(&node, &["set", "colour", "green"]));
+    node.signal("TERM");
+    node.wait_exit();
+    let store = weft_drivers::storage::Store::open_existing(&node.state)
+        .unwrap()
+        .expect("a store");
+    let blob = store.load("table").unwrap().expect("the table was stored");
+    drop(store);
+    // ...as an older weft kept it: a key, an incarnation and one file per blob in state/.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("state")).unwrap();
+    std::fs::write(old.join("state/table"), &blob).unwrap();
+    for file in ["key", "incarnation"] {
+        std::fs::copy(node.state.join(file), old.join(file)).unwrap();
+    }
+    let key_mode = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(old.join("key"), key_mode).unwrap();
+    let mut upgraded = NodeProc::start(dir.path(), &net, "old", "tokio", "127.0.0.1:0", &[]);
+    let out = table(&upgraded, &["get", "colour"]);
+    assert!(ok(&out).contains("green"), "{}", upgraded.log_text());
+    assert!(upgraded.log_text().contains("imported 1 state blob(s)"));
+    // Once: later writes are the store's, and the old file is left as it was.
+    ok(&table(&upgraded, &["set", "colour", "red"]));
+    upgraded.signal("TERM");
+    upgraded.wait_exit();
+    let again = NodeProc::start(dir.path(), &net, "old", "mio", "127.0.0.1:0", &[]);
+    assert!(ok(&table(&again, &["get", "colour"])).contains("red"));
+    assert!(!again.log_text().contains("imported"));
+    assert_eq!(std::fs::read(old.join("state/table")).unwrap(), blob);
 }
 
 #[test]
