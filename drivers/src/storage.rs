@@ -20,11 +20,13 @@
 //! file each in `<state folder>/state/`) are imported when the store is created, in the
 //! transaction that creates it; that folder is left as it was, and read no more.
 
+use std::cell::Cell;
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError};
@@ -251,6 +253,30 @@ fn builder() -> redb::Builder {
     builder
 }
 
+thread_local! {
+    /// Set while [`quietly`] runs on this thread.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a read of a file that may be damaged, catching a panic of the database library
+/// (the read-only look trusts the file's pages) without printing it: the caller turns it into
+/// one line. Other threads' panics are printed as before.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result
+}
+
 /// What a look at a store without writing it found.
 enum Peek {
     /// The store format it records.
@@ -263,18 +289,18 @@ enum Peek {
 
 /// Reads the store format of the store at `path` without writing to it.
 fn peek_format(path: &Path) -> Result<Peek, StoreError> {
-    let opened = panic::catch_unwind(AssertUnwindSafe(|| {
+    let opened = quietly(|| {
         let mut builder = Database::builder();
         builder.set_cache_size(CACHE_BYTES);
         builder.open_read_only(path)
-    }));
+    });
     let db = match opened {
         Ok(Ok(db)) => db,
         Ok(Err(redb::DatabaseError::RepairAborted)) => return Ok(Peek::NeedsRecovery),
         Ok(Err(e)) => return Err(open_error(path, e)),
         Err(_) => return Err(damaged(path, "the database library could not read it")),
     };
-    let read = panic::catch_unwind(AssertUnwindSafe(|| read_format(path, &db)))
+    let read = quietly(|| read_format(path, &db))
         .unwrap_or_else(|_| Err(damaged(path, "the database library could not read it")))?;
     Ok(read.map_or(Peek::NoFormat, Peek::Format))
 }
@@ -311,7 +337,7 @@ fn guarded(
     path: &Path,
     open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
 ) -> Result<Database, StoreError> {
-    match panic::catch_unwind(AssertUnwindSafe(open)) {
+    match quietly(open) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(open_error(path, e)),
         Err(_) => Err(damaged(path, "the database library could not read it")),
@@ -614,5 +640,42 @@ mod tests {
         let _first = Store::open_or_create(folder.path()).unwrap();
         let e = Store::open_existing(folder.path()).unwrap_err();
         assert!(e.to_string().contains("in use by another process"), "{e}");
+    }
+
+    #[test]
+    fn damage_anywhere_is_refused_untouched_or_harmless() {
+        let folder = tempfile::tempdir().unwrap();
+        filled_store(folder.path());
+        let bytes = fs::read(folder.path().join(STORE_FILE)).unwrap();
+        let (mut refused, mut harmless) = (0, 0);
+        for offset in (0..bytes.len() - 64).step_by(1024) {
+            let copy = tempfile::tempdir().unwrap();
+            let path = copy.path().join(STORE_FILE);
+            let mut damaged = bytes.clone();
+            for b in &mut damaged[offset..offset + 64] {
+                *b ^= 0x5a;
+            }
+            fs::write(&path, &damaged).unwrap();
+            match Store::open_existing(copy.path()) {
+                Err(StoreError::Damaged { why, .. }) => {
+                    assert!(!why.contains('\n'), "{why}");
+                    assert!(fs::read(&path).unwrap() == damaged, "written at {offset}");
+                    refused += 1;
+                }
+                // Damage where nothing lives: every blob reads back whole.
+                Ok(Some(store)) => {
+                    for i in 0..20u8 {
+                        let blob = store.load(&format!("blob-{i}")).unwrap();
+                        assert_eq!(blob.as_deref(), Some(&vec![i; 3000][..]), "at {offset}");
+                    }
+                    harmless += 1;
+                }
+                other => panic!("damage at {offset}: {other:?}"),
+            }
+        }
+        assert!(
+            refused > 0 && harmless > 0,
+            "{refused} refused, {harmless} harmless"
+        );
     }
 }
