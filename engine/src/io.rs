@@ -41,9 +41,9 @@ pub enum HostRequest {
         /// The blob's name.
         name: String,
     },
-    /// Store `bytes` as the state blob called `name`, durably and atomically: written to a
-    /// temporary name, flushed to the disk, then renamed over the old one, so a crash leaves
-    /// either the old blob or the new. Answered with [`HostResult::Stored`].
+    /// Store `bytes` as the state blob called `name`, durably and atomically, so a crash
+    /// leaves either the old blob or the new (the weft drivers: one committed transaction of
+    /// the node's embedded store). Answered with [`HostResult::Stored`] once it is durable.
     StoreState {
         /// The blob's name.
         name: String,
