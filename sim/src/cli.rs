@@ -2,8 +2,9 @@
 //!
 //! Exit codes: 0 when every invariant held, 1 on a violation, 2 on bad arguments.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
@@ -13,10 +14,14 @@ use crate::sweep::{self, Shard};
 
 /// Arguments of `weft sim`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, after_help = legend())]
 pub struct SimArgs {
     /// The scenario; without one, the default scenario of every protocol runs, as a table.
     #[command(subcommand)]
     pub command: Option<SimCommand>,
+    /// Print the default scenarios' reports as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `weft sim` subcommands.
@@ -29,6 +34,7 @@ pub enum SimCommand {
     /// Chord DHT: joins, ring correctness, lookup hops, failures or churn.
     Chord(ChordArgs),
     /// Many seeds of small networks under swarm faults.
+    #[command(arg_required_else_help = true)]
     Sweep {
         /// The protocol to sweep.
         #[command(subcommand)]
@@ -42,22 +48,24 @@ pub struct MeshArgs {
     /// Nodes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub nodes: u32,
-    /// Links per node (a random regular graph; must be below --nodes).
+    /// Links per node of a regular topology, mean links of a random one (must be below
+    /// --nodes; ring, line and star ignore it).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub degree: u32,
     /// regular (random d-regular), random (Erdős–Rényi), ring, line or star.
-    #[arg(long, default_value = "regular")]
-    pub topology: String,
+    #[arg(long, default_value = "regular", value_parser = mesh::Shape::parse)]
+    pub topology: mesh::Shape,
     /// Root seed: every choice of the run derives from it.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Broadcasts sent.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub broadcasts: u32,
-    /// `none`, `swarm` (every fault parameter from the seed), or a comma-separated list of
-    /// latency, bandwidth, connect, resets, clogs, partitions, crashes, pauses, slow, chunks.
-    #[arg(long, default_value = "none")]
-    pub faults: String,
+    /// `none`, `swarm` (every fault parameter drawn from the seed; not combined with others),
+    /// or a comma-separated list of latency, bandwidth, connect, resets, clogs, partitions,
+    /// crashes, pauses, slow, chunks.
+    #[arg(long, default_value = "none", value_parser = FaultMode::parse)]
+    pub faults: FaultMode,
     /// Length of the safety phase under faults, simulated ms.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub safety_ms: u64,
@@ -91,8 +99,8 @@ pub struct TableArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub writes: u32,
     /// `none`, `swarm`, or a comma-separated list of fault names (as for `weft sim mesh`).
-    #[arg(long, default_value = "none")]
-    pub faults: String,
+    #[arg(long, default_value = "none", value_parser = FaultMode::parse)]
+    pub faults: FaultMode,
     /// Split the network into two halves for the whole write phase.
     #[arg(long)]
     pub halves: bool,
@@ -173,7 +181,7 @@ pub struct SweepArgs {
 
 impl MeshArgs {
     fn params(&self) -> Result<MeshParams, String> {
-        if self.degree >= self.nodes {
+        if self.topology.uses_degree() && self.degree >= self.nodes {
             return Err("--degree must be below --nodes".into());
         }
         let mut p = MeshParams::new(
@@ -181,9 +189,9 @@ impl MeshArgs {
             self.degree,
             self.seed,
             self.broadcasts,
-            FaultMode::parse(&self.faults)?,
+            self.faults.clone(),
         );
-        p.shape = mesh::Shape::parse(&self.topology)?;
+        p.shape = self.topology;
         p.safety_ms = self.safety_ms;
         p.liveness_ms = self.liveness_ms;
         p.sabotage = self.sabotage;
@@ -197,7 +205,7 @@ impl TableArgs {
         if self.degree >= self.nodes {
             return Err("--degree must be below --nodes".into());
         }
-        let faults = FaultMode::parse(&self.faults)?;
+        let faults = self.faults.clone();
         let mut p = TableParams::new(self.nodes, self.seed, self.writes, faults);
         p.degree = self.degree;
         p.halves = self.halves;
@@ -242,7 +250,7 @@ fn exit(ok: bool) -> ExitCode {
 pub fn run(args: SimArgs) -> ExitCode {
     use SweepProtocol as P;
     let done = match args.command {
-        None => Ok(default_table()),
+        None => Ok(default_table(args.json)),
         Some(SimCommand::Mesh(a)) => a.params().map(|p| show(&mesh::run(&p), a.json)),
         Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
@@ -280,7 +288,17 @@ fn sweep<R: Scenario + Send>(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let wall = Instant::now();
-    let reports = sweep::run(a.seeds, shard.unwrap_or(Shard::ALL), threads, run);
+    let mut progress = ProgressLine::new(protocol);
+    let mut report = |p: sweep::Progress| progress.show(p, wall.elapsed());
+    let reports = sweep::run_with_progress(
+        a.seeds,
+        shard.unwrap_or(Shard::ALL),
+        threads,
+        run,
+        |r| !r.header().ok,
+        Some((PROGRESS_EVERY, &mut report)),
+    );
+    progress.end();
     let wall_ms = wall.elapsed().as_millis() as u64;
     let failed: Vec<&RunHeader> = reports
         .iter()
@@ -321,8 +339,160 @@ fn sweep<R: Scenario + Send>(
     Ok(exit(failed.is_empty()))
 }
 
-/// The README's main job: the default scenario of every protocol, as a table.
-fn default_table() -> ExitCode {
+/// How often a sweep reports its progress on stderr (and so the shortest sweep that does).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A sweep's progress on stderr: `weft sim sweep mesh: 120/200 seeds, 0 failed, 12 s`, a line
+/// each [`PROGRESS_EVERY`]; on a terminal, one line rewritten in place and erased at the end.
+struct ProgressLine<'a> {
+    protocol: &'a str,
+    terminal: bool,
+    shown: bool,
+}
+
+impl<'a> ProgressLine<'a> {
+    fn new(protocol: &'a str) -> Self {
+        ProgressLine {
+            protocol,
+            terminal: std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, p: sweep::Progress, elapsed: Duration) {
+        let line = progress_text(self.protocol, p, elapsed);
+        let mut err = std::io::stderr().lock();
+        let _ = if self.terminal {
+            write!(err, "\r\x1b[K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn end(&self) {
+        if self.terminal && self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+/// One progress report's text.
+fn progress_text(protocol: &str, p: sweep::Progress, elapsed: Duration) -> String {
+    format!(
+        "weft sim sweep {protocol}: {}/{} seeds, {} failed, {} s",
+        p.done,
+        p.total,
+        p.failed,
+        elapsed.as_secs()
+    )
+}
+
+/// What each column of the default table means, per protocol, in the order of the columns
+/// (each scenario's `Scenario::cells`).
+const COLUMNS: [(&str, &[(&str, &str)]); 3] = [
+    (
+        "mesh",
+        &[
+            ("nodes", "nodes in the network"),
+            ("edges", "links drawn between them"),
+            ("bcast", "broadcasts sent"),
+            (
+                "delivered",
+                "fraction of the deliveries owed at the end that were made (1: all)",
+            ),
+            ("tx", "BROADCAST frames sent"),
+            ("dups", "BROADCAST frames a node received again"),
+            (
+                "repair",
+                "repair frames sent (MESH_DIGEST, MESH_WANT, MESH_REPAIR)",
+            ),
+            (
+                "converged",
+                "from the last broadcast (or the heal) until every node held all owed",
+            ),
+            ("events", "simulator events processed"),
+            ("events/s", "events per second of wall-clock time"),
+        ],
+    ),
+    (
+        "table",
+        &[
+            ("nodes", "nodes in the network"),
+            (
+                "writes",
+                "writes scheduled (sets, leased sets, deletes, releases)",
+            ),
+            ("keys", "keys set at the end"),
+            (
+                "identical",
+                "whether every live node ended with the same table",
+            ),
+            (
+                "lease!",
+                "accepted writes another node's lease covered (must be 0)",
+            ),
+            ("refused", "writes refused under a lease"),
+            (
+                "catch-up",
+                "anti-entropy bytes (TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES)",
+            ),
+            (
+                "full-resend",
+                "bytes that resending whole tables would have cost instead",
+            ),
+            (
+                "converged",
+                "from the heal until every live node held the same table",
+            ),
+            ("events", "simulator events processed"),
+        ],
+    ),
+    (
+        "chord",
+        &[
+            ("nodes", "nodes at the start"),
+            ("lookups", "lookups measured"),
+            ("mean hops", "nodes contacted per lookup, on average"),
+            ("p50", "median hops"),
+            ("p99", "99th-percentile hops"),
+            (
+                "failed",
+                "fraction of lookups that failed or named a wrong owner",
+            ),
+            (
+                "lost",
+                "keys with a live holder that a get could not return",
+            ),
+            (
+                "ring ok",
+                "from the last join until every successor and predecessor was right",
+            ),
+            ("events", "simulator events processed"),
+            ("events/s", "events per second of wall-clock time"),
+        ],
+    ),
+];
+
+/// The column legend `weft sim --help` ends with.
+fn legend() -> String {
+    let mut text = String::from(
+        "Columns of the table `weft sim` prints (times are simulated ms; result: ok, or FAILED\n\
+         with the violation and its replay line below the rows):",
+    );
+    for (protocol, columns) in COLUMNS {
+        text.push_str(&format!("\n  {protocol}:"));
+        for (title, meaning) in columns {
+            text.push_str(&format!("\n    {title:<13}{meaning}"));
+        }
+    }
+    text
+}
+
+/// The README's main job: the default scenario of every protocol, as a table (or, with
+/// `json`, one JSON object: `runs`, each report with its `scenario` name, and `ok`).
+fn default_table(json: bool) -> ExitCode {
     let mesh = [
         (
             "mesh, no faults",
@@ -371,19 +541,43 @@ fn default_table() -> ExitCode {
             },
         ),
     ];
-    let mesh_ok = section("", &mesh, mesh::run);
-    let table_ok = section("\n", &table, table::run);
-    let chord_ok = section("\n", &chord, chord::run);
-    println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; see --help)");
-    exit(mesh_ok && table_ok && chord_ok)
+    let mut runs = Vec::new();
+    let mesh_ok = section("", &mesh, mesh::run, json.then_some(&mut runs));
+    let table_ok = section("\n", &table, table::run, json.then_some(&mut runs));
+    let chord_ok = section("\n", &chord, chord::run, json.then_some(&mut runs));
+    let ok = mesh_ok && table_ok && chord_ok;
+    if json {
+        println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
+    } else {
+        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; the columns are explained in `weft sim --help`)");
+    }
+    exit(ok)
 }
 
 /// One protocol's part of the default table, after `gap`: a title line, a row per scenario as
-/// it finishes, then each failure with its replay line. True if every run held.
-fn section<P, R: Scenario>(gap: &str, scenarios: &[(&str, P)], run: fn(&P) -> R) -> bool {
+/// it finishes, then each failure with its replay line; or, given `json`, each report added
+/// to it with its `scenario` name, and nothing printed. True if every run held.
+fn section<P, R: Scenario>(
+    gap: &str,
+    scenarios: &[(&str, P)],
+    run: fn(&P) -> R,
+    mut json: Option<&mut Vec<serde_json::Value>>,
+) -> bool {
+    let mut ok = true;
     let mut failures = Vec::new();
     for (k, (name, p)) in scenarios.iter().enumerate() {
         let r = run(p);
+        ok &= r.header().ok;
+        if let Some(runs) = json.as_deref_mut() {
+            let mut value = serde_json::json!({ "scenario": name });
+            if let (Some(map), Ok(serde_json::Value::Object(report))) =
+                (value.as_object_mut(), serde_json::to_value(&r))
+            {
+                map.extend(report);
+            }
+            runs.push(value);
+            continue;
+        }
         let cells = r.cells();
         if k == 0 {
             let titles: String = cells.iter().map(|(t, w, _)| format!("{t:>w$}")).collect();
@@ -394,5 +588,5 @@ fn section<P, R: Scenario>(gap: &str, scenarios: &[(&str, P)], run: fn(&P) -> R)
         failures.extend(r.header().failure(&format!("  {name}")));
     }
     failures.iter().for_each(|f| println!("{f}"));
-    failures.is_empty()
+    ok
 }

@@ -3,10 +3,12 @@
 //! exits non-zero when something is wrong.
 
 mod chord;
+mod completions;
 mod messages;
 mod node;
 mod query;
 mod table;
+mod when;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
+pub use completions::{completions, CompletionsArgs};
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
