@@ -1,5 +1,6 @@
 //! The `weft` subcommands this crate owns: `node` runs a node; `send`, `listen`, `network`,
-//! `stats`, `put`, `get` and `delete` talk to a running one over its control socket. Each prints a one-line error and
+//! `stats`, `put`, `get` and `delete` talk to a running one over its control socket;
+//! `completions` prints a shell's completion script. Each prints a one-line error and
 //! exits non-zero when something is wrong.
 
 mod chord;
