@@ -177,6 +177,9 @@ pub struct SweepArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How often progress is reported on stderr, ms (0: at every seed, as tests use it).
+    #[arg(long, hide = true, default_value_t = PROGRESS_EVERY.as_millis() as u64)]
+    pub progress_ms: u64,
 }
 
 impl MeshArgs {
@@ -296,7 +299,7 @@ fn sweep<R: Scenario + Send>(
         threads,
         run,
         |r| !r.header().ok,
-        Some((PROGRESS_EVERY, &mut report)),
+        Some((Duration::from_millis(a.progress_ms), &mut report)),
     );
     progress.end();
     let wall_ms = wall.elapsed().as_millis() as u64;
@@ -339,11 +342,12 @@ fn sweep<R: Scenario + Send>(
     Ok(exit(failed.is_empty()))
 }
 
-/// How often a sweep reports its progress on stderr (and so the shortest sweep that does).
+/// How often a sweep reports its progress on stderr (and so the shortest sweep that does),
+/// unless `--progress-ms` says otherwise.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// A sweep's progress on stderr: `weft sim sweep mesh: 120/200 seeds, 0 failed, 12 s`, a line
-/// each [`PROGRESS_EVERY`]; on a terminal, one line rewritten in place and erased at the end.
+/// each report; on a terminal, one line rewritten in place and erased at the end.
 struct ProgressLine<'a> {
     protocol: &'a str,
     terminal: bool,
