@@ -40,7 +40,7 @@ enum Cmd {
     Get(cli::GetArgs),
     /// Remove a key's value (or all its values) from the Chord ring.
     Delete(cli::DeleteArgs),
-    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
     Completions(cli::CompletionsArgs),
 }
 
