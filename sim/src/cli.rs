@@ -2,8 +2,9 @@
 //!
 //! Exit codes: 0 when every invariant held, 1 on a violation, 2 on bad arguments.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
@@ -13,10 +14,14 @@ use crate::sweep::{self, Shard};
 
 /// Arguments of `weft sim`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, after_help = legend())]
 pub struct SimArgs {
     /// The scenario; without one, the default scenario of every protocol runs, as a table.
     #[command(subcommand)]
     pub command: Option<SimCommand>,
+    /// Print the default scenarios' reports as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `weft sim` subcommands.
@@ -29,6 +34,7 @@ pub enum SimCommand {
     /// Chord DHT: joins, ring correctness, lookup hops, failures or churn.
     Chord(ChordArgs),
     /// Many seeds of small networks under swarm faults.
+    #[command(arg_required_else_help = true)]
     Sweep {
         /// The protocol to sweep.
         #[command(subcommand)]
@@ -42,22 +48,24 @@ pub struct MeshArgs {
     /// Nodes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub nodes: u32,
-    /// Links per node (a random regular graph; must be below --nodes).
+    /// Links per node of a regular topology, mean links of a random one (must be below
+    /// --nodes; ring, line and star ignore it).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub degree: u32,
     /// regular (random d-regular), random (Erdős–Rényi), ring, line or star.
-    #[arg(long, default_value = "regular")]
-    pub topology: String,
+    #[arg(long, default_value = "regular", value_parser = mesh::Shape::parse)]
+    pub topology: mesh::Shape,
     /// Root seed: every choice of the run derives from it.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Broadcasts sent.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub broadcasts: u32,
-    /// `none`, `swarm` (every fault parameter from the seed), or a comma-separated list of
-    /// latency, bandwidth, connect, resets, clogs, partitions, crashes, pauses, slow, chunks.
-    #[arg(long, default_value = "none")]
-    pub faults: String,
+    /// `none`, `swarm` (every fault parameter drawn from the seed; not combined with others),
+    /// or a comma-separated list of latency, bandwidth, connect, resets, clogs, partitions,
+    /// crashes, pauses, slow, chunks.
+    #[arg(long, default_value = "none", value_parser = FaultMode::parse)]
+    pub faults: FaultMode,
     /// Length of the safety phase under faults, simulated ms.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub safety_ms: u64,
@@ -91,8 +99,8 @@ pub struct TableArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub writes: u32,
     /// `none`, `swarm`, or a comma-separated list of fault names (as for `weft sim mesh`).
-    #[arg(long, default_value = "none")]
-    pub faults: String,
+    #[arg(long, default_value = "none", value_parser = FaultMode::parse)]
+    pub faults: FaultMode,
     /// Split the network into two halves for the whole write phase.
     #[arg(long)]
     pub halves: bool,
@@ -169,11 +177,14 @@ pub struct SweepArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How often progress is reported on stderr, ms (0: at every seed, as tests use it).
+    #[arg(long, hide = true, default_value_t = PROGRESS_EVERY.as_millis() as u64)]
+    pub progress_ms: u64,
 }
 
 impl MeshArgs {
     fn params(&self) -> Result<MeshParams, String> {
-        if self.degree >= self.nodes {
+        if self.topology.uses_degree() && self.degree >= self.nodes {
             return Err("--degree must be below --nodes".into());
         }
         let mut p = MeshParams::new(
@@ -181,9 +192,9 @@ impl MeshArgs {
             self.degree,
             self.seed,
             self.broadcasts,
-            FaultMode::parse(&self.faults)?,
+            self.faults.clone(),
         );
-        p.shape = mesh::Shape::parse(&self.topology)?;
+        p.shape = self.topology;
         p.safety_ms = self.safety_ms;
         p.liveness_ms = self.liveness_ms;
         p.sabotage = self.sabotage;
@@ -197,7 +208,7 @@ impl TableArgs {
         if self.degree >= self.nodes {
             return Err("--degree must be below --nodes".into());
         }
-        let faults = FaultMode::parse(&self.faults)?;
+        let faults = self.faults.clone();
         let mut p = TableParams::new(self.nodes, self.seed, self.writes, faults);
         p.degree = self.degree;
         p.halves = self.halves;
@@ -242,7 +253,7 @@ fn exit(ok: bool) -> ExitCode {
 pub fn run(args: SimArgs) -> ExitCode {
     use SweepProtocol as P;
     let done = match args.command {
-        None => Ok(default_table()),
+        None => Ok(default_table(args.json)),
         Some(SimCommand::Mesh(a)) => a.params().map(|p| show(&mesh::run(&p), a.json)),
         Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
@@ -280,7 +291,17 @@ fn sweep<R: Scenario + Send>(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let wall = Instant::now();
-    let reports = sweep::run(a.seeds, shard.unwrap_or(Shard::ALL), threads, run);
+    let mut progress = ProgressLine::new(protocol);
+    let mut report = |p: sweep::Progress| progress.show(p, wall.elapsed());
+    let reports = sweep::run_with_progress(
+        a.seeds,
+        shard.unwrap_or(Shard::ALL),
+        threads,
+        run,
+        |r| !r.header().ok,
+        Some((Duration::from_millis(a.progress_ms), &mut report)),
+    );
+    progress.end();
     let wall_ms = wall.elapsed().as_millis() as u64;
     let failed: Vec<&RunHeader> = reports
         .iter()
@@ -321,8 +342,167 @@ fn sweep<R: Scenario + Send>(
     Ok(exit(failed.is_empty()))
 }
 
-/// The README's main job: the default scenario of every protocol, as a table.
-fn default_table() -> ExitCode {
+/// How often a sweep reports its progress on stderr (and so the shortest sweep that does),
+/// unless `--progress-ms` says otherwise.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A sweep's progress on stderr: `weft sim sweep mesh: 120/200 seeds, 0 failed, 12 s`, a line
+/// each report; on a terminal, one line rewritten in place and erased at the end.
+struct ProgressLine<'a> {
+    protocol: &'a str,
+    terminal: bool,
+    shown: bool,
+}
+
+impl<'a> ProgressLine<'a> {
+    fn new(protocol: &'a str) -> Self {
+        ProgressLine {
+            protocol,
+            terminal: std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, p: sweep::Progress, elapsed: Duration) {
+        let line = progress_text(self.protocol, p, elapsed);
+        let mut err = std::io::stderr().lock();
+        let _ = if self.terminal {
+            write!(err, "\r\x1b[K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn end(&self) {
+        if self.terminal && self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+/// One progress report's text.
+fn progress_text(protocol: &str, p: sweep::Progress, elapsed: Duration) -> String {
+    format!(
+        "weft sim sweep {protocol}: {}/{} seeds, {} failed, {} s",
+        p.done,
+        p.total,
+        p.failed,
+        elapsed.as_secs()
+    )
+}
+
+/// What each column of the default table means, per protocol, in the order of the columns
+/// (each scenario's `Scenario::cells`).
+const COLUMNS: [(&str, &[(&str, &str)]); 3] = [
+    (
+        "mesh",
+        &[
+            ("nodes", "nodes in the network"),
+            ("edges", "links drawn between them"),
+            ("bcast", "broadcasts sent"),
+            (
+                "delivered",
+                "fraction of the deliveries owed at the end that were made (1: all)",
+            ),
+            ("tx", "BROADCAST frames sent"),
+            ("dups", "BROADCAST frames a node received again"),
+            (
+                "repair",
+                "repair frames sent (MESH_DIGEST, MESH_WANT, MESH_REPAIR)",
+            ),
+            (
+                "converged",
+                "from the last broadcast (or the heal) until every node held all owed",
+            ),
+            ("events", "simulator events processed"),
+            ("events/s", "events per second of wall-clock time"),
+        ],
+    ),
+    (
+        "table",
+        &[
+            ("nodes", "nodes in the network"),
+            (
+                "writes",
+                "writes scheduled (sets, leased sets, deletes, releases)",
+            ),
+            ("keys", "keys set at the end"),
+            (
+                "identical",
+                "whether every live node ended with the same table",
+            ),
+            (
+                "lease!",
+                "accepted writes another node's lease covered (must be 0)",
+            ),
+            ("refused", "writes refused under a lease"),
+            (
+                "catch-up",
+                "anti-entropy bytes (TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES)",
+            ),
+            (
+                "full-resend",
+                "bytes that resending whole tables would have cost instead",
+            ),
+            (
+                "converged",
+                "from the heal until every live node held the same table",
+            ),
+            ("events", "simulator events processed"),
+        ],
+    ),
+    (
+        "chord",
+        &[
+            ("nodes", "nodes at the start"),
+            ("lookups", "lookups measured"),
+            ("mean hops", "nodes contacted per lookup, on average"),
+            ("p50", "median hops"),
+            ("p99", "99th-percentile hops"),
+            (
+                "failed",
+                "fraction of lookups that failed or named a wrong owner",
+            ),
+            (
+                "lost",
+                "keys with a live holder that a get could not return",
+            ),
+            (
+                "ring ok",
+                "from the last join until every successor and predecessor was right",
+            ),
+            ("events", "simulator events processed"),
+            ("events/s", "events per second of wall-clock time"),
+        ],
+    ),
+];
+
+/// The column legend `weft sim --help` ends with.
+fn legend() -> String {
+    let mut text = String::from(
+        "Columns of the table `weft sim` prints (times are simulated ms; result: ok, or FAILED\n\
+         with the violation and its replay line below the rows):",
+    );
+    for (protocol, columns) in COLUMNS {
+        text.push_str(&format!("\n  {protocol}:"));
+        for (title, meaning) in columns {
+            text.push_str(&format!("\n    {title:<13}{meaning}"));
+        }
+    }
+    text
+}
+
+/// The default table's scenarios, by protocol: each row's name and parameters.
+type DefaultScenarios = (
+    [(&'static str, MeshParams); 3],
+    [(&'static str, TableParams); 2],
+    [(&'static str, ChordParams); 3],
+);
+
+/// The scenarios of the default table.
+fn default_scenarios() -> DefaultScenarios {
     let mesh = [
         (
             "mesh, no faults",
@@ -371,19 +551,50 @@ fn default_table() -> ExitCode {
             },
         ),
     ];
-    let mesh_ok = section("", &mesh, mesh::run);
-    let table_ok = section("\n", &table, table::run);
-    let chord_ok = section("\n", &chord, chord::run);
-    println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; see --help)");
-    exit(mesh_ok && table_ok && chord_ok)
+    (mesh, table, chord)
+}
+
+/// The README's main job: the default scenario of every protocol, as a table (or, with
+/// `json`, one JSON object: `runs`, each report with its `scenario` name, and `ok`).
+fn default_table(json: bool) -> ExitCode {
+    let (mesh, table, chord) = default_scenarios();
+    let mut runs = Vec::new();
+    let mesh_ok = section("", &mesh, mesh::run, json.then_some(&mut runs));
+    let table_ok = section("\n", &table, table::run, json.then_some(&mut runs));
+    let chord_ok = section("\n", &chord, chord::run, json.then_some(&mut runs));
+    let ok = mesh_ok && table_ok && chord_ok;
+    if json {
+        println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
+    } else {
+        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; the columns are explained in `weft sim --help`)");
+    }
+    exit(ok)
 }
 
 /// One protocol's part of the default table, after `gap`: a title line, a row per scenario as
-/// it finishes, then each failure with its replay line. True if every run held.
-fn section<P, R: Scenario>(gap: &str, scenarios: &[(&str, P)], run: fn(&P) -> R) -> bool {
+/// it finishes, then each failure with its replay line; or, given `json`, each report added
+/// to it with its `scenario` name, and nothing printed. True if every run held.
+fn section<P, R: Scenario>(
+    gap: &str,
+    scenarios: &[(&str, P)],
+    run: fn(&P) -> R,
+    mut json: Option<&mut Vec<serde_json::Value>>,
+) -> bool {
+    let mut ok = true;
     let mut failures = Vec::new();
     for (k, (name, p)) in scenarios.iter().enumerate() {
         let r = run(p);
+        ok &= r.header().ok;
+        if let Some(runs) = json.as_deref_mut() {
+            let mut value = serde_json::json!({ "scenario": name });
+            if let (Some(map), Ok(serde_json::Value::Object(report))) =
+                (value.as_object_mut(), serde_json::to_value(&r))
+            {
+                map.extend(report);
+            }
+            runs.push(value);
+            continue;
+        }
         let cells = r.cells();
         if k == 0 {
             let titles: String = cells.iter().map(|(t, w, _)| format!("{t:>w$}")).collect();
@@ -394,5 +605,170 @@ fn section<P, R: Scenario>(gap: &str, scenarios: &[(&str, P)], run: fn(&P) -> R)
         failures.extend(r.header().failure(&format!("  {name}")));
     }
     failures.iter().for_each(|f| println!("{f}"));
-    failures.is_empty()
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Cell;
+    use clap::Parser;
+
+    /// `weft` as far as `weft sim` goes.
+    #[derive(Parser)]
+    #[command(name = "weft")]
+    struct Weft {
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Top {
+        Sim(SimArgs),
+    }
+
+    /// A printed command line, split as a shell splits unquoted words, parsed as `weft` does.
+    fn parse(line: &str) -> Result<SimCommand, String> {
+        let Weft {
+            command: Top::Sim(args),
+        } = Weft::try_parse_from(line.split_whitespace()).map_err(|e| e.to_string())?;
+        args.command.ok_or_else(|| "no scenario".into())
+    }
+
+    /// The parameters a replay line runs with, shown with `Debug`.
+    fn replayed(line: &str) -> Result<String, String> {
+        Ok(match parse(line)? {
+            SimCommand::Mesh(a) => format!("{:?}", a.params()?),
+            SimCommand::Table(a) => format!("{:?}", a.params()?),
+            SimCommand::Chord(a) => format!("{:?}", a.params()?),
+            SimCommand::Sweep { .. } => return Err("a sweep is no replay".into()),
+        })
+    }
+
+    #[test]
+    fn every_replay_line_parses_back_to_the_same_run() {
+        let mut runs: Vec<(String, String)> = Vec::new();
+        let mut mesh_run = |p: MeshParams| runs.push((p.replay(), format!("{p:?}")));
+        for seed in 1..=60 {
+            mesh_run(mesh::sweep_params(seed));
+        }
+        let (mesh_rows, table_rows, chord_rows) = default_scenarios();
+        mesh_rows.into_iter().for_each(|(_, p)| mesh_run(p));
+        // A shape that ignores --degree, whatever it is; a list with spaces and empty names.
+        let mut star = MeshParams::new(5, 8, 3, 4, FaultMode::List(" latency, ,crashes ".into()));
+        star.shape = mesh::Shape::Star;
+        star.sabotage = true;
+        mesh_run(star.clone());
+        mesh_run(MeshParams::new(6, 2, 1, 3, FaultMode::List(String::new())));
+        let mut table_run = |p: TableParams| runs.push((p.replay(), format!("{p:?}")));
+        (1..=60).for_each(|seed| table_run(table::sweep_params(seed)));
+        table_rows.into_iter().for_each(|(_, p)| table_run(p));
+        let mut chord_run = |p: ChordParams| runs.push((p.replay(), format!("{p:?}")));
+        (1..=60).for_each(|seed| chord_run(chord::sweep_params(seed)));
+        chord_rows.into_iter().for_each(|(_, p)| chord_run(p));
+        chord_run(ChordParams {
+            churn: Some(0.1),
+            loss: 0.05,
+            ..ChordParams::new(50, 4, 100)
+        });
+        for (line, params) in &runs {
+            let again = replayed(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            // Lists are printed trimmed: compare the runs, not the spelling.
+            let params = params.replace(" latency, ,crashes ", "latency,crashes");
+            let params = params.replace("List(\"\")", "None");
+            assert_eq!(again, params, "{line}");
+        }
+        // The same run: the same trace.
+        let line = star.replay();
+        let Ok(SimCommand::Mesh(a)) = parse(&line) else {
+            panic!("{line}")
+        };
+        let again = mesh::run(&a.params().unwrap());
+        let first = mesh::run(&star);
+        assert!(!first.header.ok, "sabotaged");
+        assert_eq!(again.header.digest, first.header.digest);
+        assert_eq!(again.header.replay, line);
+    }
+
+    #[test]
+    fn faults_are_one_mode_or_a_list_of_names() {
+        for empty in ["", " ", ",", " , "] {
+            let e = FaultMode::parse(empty).unwrap_err();
+            assert!(e.contains("no faults named"), "{empty:?}: {e}");
+        }
+        let e = FaultMode::parse("swarm,latency").unwrap_err();
+        assert!(e.contains("cannot be combined"), "{e}");
+        assert!(FaultMode::parse("none, crashes").is_err());
+        assert!(FaultMode::parse("latency,bogus")
+            .unwrap_err()
+            .contains("unknown fault 'bogus'"));
+        assert_eq!(FaultMode::parse(" swarm "), Ok(FaultMode::Swarm));
+        assert_eq!(
+            FaultMode::parse(" latency , crashes,"),
+            Ok(FaultMode::List("latency,crashes".into()))
+        );
+    }
+
+    #[test]
+    fn ring_line_and_star_need_no_degree() {
+        for shape in ["star", "ring", "line"] {
+            let line = format!("weft sim mesh --nodes 4 --topology {shape}");
+            let Ok(SimCommand::Mesh(a)) = parse(&line) else {
+                panic!("{line}")
+            };
+            let p = a.params().unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(!p.replay().contains("--degree"), "{}", p.replay());
+        }
+        let Ok(SimCommand::Mesh(a)) = parse("weft sim mesh --nodes 4") else {
+            panic!()
+        };
+        assert!(
+            a.params().is_err(),
+            "a regular graph of degree 8 on 4 nodes"
+        );
+    }
+
+    #[test]
+    fn the_default_table_as_json_names_each_run() {
+        let scenarios = [("tiny mesh", MeshParams::new(4, 2, 1, 2, FaultMode::None))];
+        let mut runs = Vec::new();
+        assert!(section("", &scenarios, mesh::run, Some(&mut runs)));
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["scenario"], "tiny mesh");
+        assert_eq!(runs[0]["protocol"], "mesh");
+        assert_eq!(runs[0]["broadcasts"], 2);
+        assert_eq!(runs[0]["ok"], true);
+        let mut sabotaged = scenarios[0].1.clone();
+        sabotaged.sabotage = true;
+        let mut runs = Vec::new();
+        assert!(!section(
+            "",
+            &[("bad", sabotaged)],
+            mesh::run,
+            Some(&mut runs)
+        ));
+        assert!(runs[0]["replay"].as_str().unwrap().ends_with("--sabotage"));
+    }
+
+    #[test]
+    fn the_legend_names_every_column_in_order() {
+        let mesh_cells = mesh::run(&MeshParams::new(4, 2, 1, 1, FaultMode::None)).cells();
+        let table_cells = table::run(&TableParams::new(3, 1, 3, FaultMode::None)).cells();
+        let chord_params = ChordParams {
+            keys: 2,
+            ..ChordParams::new(3, 1, 5)
+        };
+        let chord_cells = chord::run(&chord_params).cells();
+        let titles = |cells: Vec<Cell>| cells.into_iter().map(|(t, _, _)| t).collect::<Vec<_>>();
+        let cells = [titles(mesh_cells), titles(table_cells), titles(chord_cells)];
+        for ((protocol, columns), cells) in COLUMNS.iter().zip(cells) {
+            let legend: Vec<&str> = columns.iter().map(|(t, _)| *t).collect();
+            assert_eq!(legend, cells, "{protocol}");
+        }
+        let help = legend();
+        assert!(
+            help.contains("\n    lease!       accepted writes"),
+            "{help}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! machines.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 /// Which part of a sweep this process runs: seeds whose position `k` has `k % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,17 @@ pub fn env_or(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// How far a sweep has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Seeds run.
+    pub done: usize,
+    /// Seeds this shard runs in all.
+    pub total: usize,
+    /// Runs of those that failed.
+    pub failed: usize,
+}
+
 /// Runs `run` for this shard's seeds of `1..=seeds` on `threads` threads; the results in seed
 /// order.
 pub fn run<R: Send>(
@@ -47,25 +59,68 @@ pub fn run<R: Send>(
     threads: usize,
     run: impl Fn(u64) -> R + Sync,
 ) -> Vec<R> {
+    run_with_progress(seeds, shard, threads, run, |_| false, None)
+}
+
+/// [`run`], telling `progress` how far it has got (counting the results that `failed`
+/// judges failed) each time `every` has passed since its last report (or the start), on a
+/// result or in between. Nothing is reported in a sweep shorter than `every`.
+pub fn run_with_progress<R: Send>(
+    seeds: u64,
+    shard: Shard,
+    threads: usize,
+    run: impl Fn(u64) -> R + Sync,
+    failed: impl Fn(&R) -> bool,
+    progress: Option<(Duration, &mut dyn FnMut(Progress))>,
+) -> Vec<R> {
     let mine: Vec<u64> = (1..=seeds)
         .filter(|s| (s - 1) % shard.count == shard.index)
         .collect();
     let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(mine.len()));
+    let (sink, finished) = mpsc::channel();
+    let mut results = Vec::with_capacity(mine.len());
+    let mut state = Progress {
+        done: 0,
+        total: mine.len(),
+        failed: 0,
+    };
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
+            let sink = sink.clone();
+            let (mine, next, run) = (&mine, &next, &run);
+            scope.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&seed) = mine.get(k) else { break };
-                let result = run(seed);
-                // A poisoned lock means another run panicked: that panic is reported anyway.
-                if let Ok(mut r) = results.lock() {
-                    r.push((seed, result));
-                }
+                // The receiver lives until every worker has ended.
+                let _ = sink.send((seed, run(seed)));
             });
         }
+        drop(sink);
+        let Some((every, report)) = progress else {
+            results.extend(finished.iter());
+            return;
+        };
+        let mut last = Instant::now();
+        loop {
+            // At least 1 ms, so that a zero `every` reports each result without spinning.
+            let wait = every
+                .saturating_sub(last.elapsed())
+                .max(Duration::from_millis(1));
+            match finished.recv_timeout(wait) {
+                Ok((seed, result)) => {
+                    state.done += 1;
+                    state.failed += usize::from(failed(&result));
+                    results.push((seed, result));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last.elapsed() >= every {
+                report(state);
+                last = Instant::now();
+            }
+        }
     });
-    let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|(seed, _)| *seed);
     results.into_iter().map(|(_, r)| r).collect()
 }
@@ -84,5 +139,37 @@ mod tests {
         assert!(p.degree < p.nodes && p.broadcasts >= 5);
         let mine = run(10, Shard { index: 1, count: 3 }, 3, |seed| seed);
         assert_eq!(mine, [2, 5, 8]);
+    }
+
+    #[test]
+    fn progress_counts_every_seed_and_each_failure() {
+        let mut reports = Vec::new();
+        let mut record = |p: Progress| reports.push(p);
+        let odd = |seed: &u64| seed % 2 == 1;
+        let every = Some((Duration::ZERO, &mut record as &mut dyn FnMut(Progress)));
+        let results = run_with_progress(9, Shard::ALL, 3, |seed| seed, odd, every);
+        assert_eq!(results, (1..=9).collect::<Vec<_>>());
+        // With no wait between reports, each result is reported as it lands.
+        let done: Vec<usize> = reports.iter().map(|p| p.done).collect();
+        assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+        assert!((1..=9).all(|k| done.contains(&k)), "{done:?}");
+        let last = reports.last().copied();
+        assert_eq!(
+            last,
+            Some(Progress {
+                done: 9,
+                total: 9,
+                failed: 5
+            })
+        );
+        // A report a minute apart never comes in a sweep this short.
+        let mut quiet = 0;
+        let mut count = |_: Progress| quiet += 1;
+        let minute = Some((
+            Duration::from_secs(60),
+            &mut count as &mut dyn FnMut(Progress),
+        ));
+        run_with_progress(9, Shard::ALL, 3, |seed| seed, odd, minute);
+        assert_eq!(quiet, 0);
     }
 }

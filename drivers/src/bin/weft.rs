@@ -2,11 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use weft_drivers::cli;
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "weft: a sans-IO peer-to-peer engine")]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: a sans-IO peer-to-peer engine",
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -42,11 +48,19 @@ enum Cmd {
     Get(cli::GetArgs),
     /// Remove a key's value (or all its values) from the Chord ring.
     Delete(cli::DeleteArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
+    Completions(cli::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // A command group given nothing to do (`weft`, `weft table`, `weft sim sweep`): its
+        // help, which lists its subcommands, on stderr.
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) if e.use_stderr() => {
             eprintln!("{}", one_line(&e.to_string()));
             return ExitCode::from(2);
@@ -71,19 +85,27 @@ fn main() -> ExitCode {
         Cmd::Put(args) => cli::put(args),
         Cmd::Get(args) => cli::get(args),
         Cmd::Delete(args) => cli::delete(args),
+        Cmd::Completions(args) => cli::completions(args, &mut Cli::command()),
     }
 }
 
-/// clap's message up to its usage hint, on one line.
+/// clap's message and its tips ("a similar subcommand exists: 'stats'") on one line, as
+/// `weft: ...`: without its usage and its pointer to `--help`.
 fn one_line(text: &str) -> String {
     let lines = text
         .lines()
         .map(str::trim)
-        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"));
-    let joined = lines.collect::<Vec<_>>().join(" ");
-    if joined.is_empty() {
-        "bad arguments".into()
-    } else {
-        joined
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty());
+    let mut joined = String::new();
+    for line in lines {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with(':') { " " } else { "; " });
+        }
+        joined.push_str(line);
+    }
+    match joined.strip_prefix("error: ").unwrap_or(&joined) {
+        "" => "weft: bad arguments".into(),
+        message => format!("weft: {message}"),
     }
 }

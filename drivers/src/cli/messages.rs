@@ -1,6 +1,6 @@
 //! `weft send` and `weft listen`: broadcasts in and out of a running node.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use super::{fail, init_logging, NetArgs};
@@ -12,7 +12,8 @@ use crate::report::DeliveryReport;
 pub struct SendArgs {
     #[command(flatten)]
     net: NetArgs,
-    /// The text to broadcast.
+    /// The text to broadcast, or `-` to read it from standard input (up to the broadcast
+    /// limit, 16 MiB; a command-line argument can hold only about 128 KiB).
     message: String,
 }
 
@@ -26,19 +27,68 @@ pub struct ListenArgs {
     json: bool,
 }
 
-/// Runs `weft send`: broadcasts the message through the running node.
+/// Runs `weft send`: broadcasts the message (`-`: standard input) through the running node and
+/// prints `sent N bytes`.
 pub fn send(args: SendArgs) -> ExitCode {
     init_logging("warn");
-    let request = ControlRequest::Send {
-        message: args.message,
+    let payload_max = weft_engine::Limits::default().broadcast_payload_max;
+    let message = if args.message == "-" {
+        read_message(std::io::stdin().lock(), payload_max)
+    } else {
+        checked(args.message, payload_max)
     };
+    let message = match message {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let bytes = message.len();
+    let request = ControlRequest::Send { message };
     let outcome = args
         .net
         .socket_path()
         .and_then(|path| control::request(&path, &request).map_err(|e| e.to_string()));
     match outcome {
-        Ok(ControlReply::Sent) => ExitCode::SUCCESS,
+        Ok(ControlReply::Sent) if bytes == 1 => print_line("sent 1 byte"),
+        Ok(ControlReply::Sent) => print_line(&format!("sent {bytes} bytes")),
         Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
+        Err(e) => fail(e),
+    }
+}
+
+/// Reads a message of at most `payload_max` bytes of UTF-8 text from `input`.
+fn read_message(input: impl Read, payload_max: usize) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    input
+        .take(payload_max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading standard input: {e}"))?;
+    if bytes.len() > payload_max {
+        return Err(too_large(payload_max));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the message is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    checked(text, payload_max)
+}
+
+/// `message` if it fits in one broadcast.
+fn checked(message: String, payload_max: usize) -> Result<String, String> {
+    if message.len() > payload_max {
+        return Err(too_large(payload_max));
+    }
+    Ok(message)
+}
+
+fn too_large(payload_max: usize) -> String {
+    format!("the message is over the largest broadcast, {payload_max} bytes")
+}
+
+fn print_line(line: &str) -> ExitCode {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
@@ -84,6 +134,19 @@ fn plain(d: &DeliveryReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_from_input_is_bounded_text() {
+        assert_eq!(read_message(&b"hi\n"[..], 3).unwrap(), "hi\n");
+        let over = read_message(&b"1234"[..], 3).unwrap_err();
+        assert!(over.contains("largest broadcast, 3 bytes"), "{over}");
+        let binary = read_message(&b"ok\xff"[..], 8).unwrap_err();
+        assert!(
+            binary.contains("not UTF-8") && binary.contains("offset 2"),
+            "{binary}"
+        );
+        assert!(checked("1234".into(), 3).is_err());
+    }
 
     #[test]
     fn a_plain_line_is_one_line() {

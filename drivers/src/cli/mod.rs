@@ -1,17 +1,20 @@
 //! The `weft` subcommands this crate owns: `node` runs a node (in the background with
 //! `--detach`); `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
 //! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
-//! socket. Each prints a one-line error and exits non-zero when something is wrong (2 for
+//! socket; `completions`
+//! prints a shell's completion script. Each prints a one-line error and exits non-zero when something is wrong (2 for
 //! bad arguments). `WEFT_NAME` names the network when `--name` is not given.
 
 mod admin;
 mod chord;
 pub mod config;
 mod detach;
+mod completions;
 mod messages;
 mod node;
 mod query;
 mod table;
+mod when;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -22,6 +25,7 @@ pub use admin::{
     connect, disconnect, id, shutdown, ConnectArgs, DisconnectArgs, IdArgs, ShutdownArgs,
 };
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
+pub use completions::{completions, CompletionsArgs};
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs, NodeSettings};
 pub use query::{network, stats, NetworkArgs, StatsArgs};

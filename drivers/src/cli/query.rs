@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{fail, init_logging, NetArgs};
+use super::{fail, init_logging, when, NetArgs};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::report::{HostReport, StatsReport};
 
@@ -81,11 +81,11 @@ fn hosts_table(hosts: &[HostReport]) -> String {
     for h in hosts {
         let _ = writeln!(
             text,
-            "{:<18}{:<24}{:<10}{:.1} s ago",
+            "{:<18}{:<24}{:<10}{} ago",
             short(&h.node),
             h.addr.as_deref().unwrap_or("-"),
             if h.direct { "direct" } else { "heard-of" },
-            h.last_seen_ms_ago as f64 / 1000.0
+            when::span(h.last_seen_ms_ago)
         );
     }
     text
@@ -94,13 +94,13 @@ fn hosts_table(hosts: &[HostReport]) -> String {
 fn stats_text(s: &StatsReport) -> String {
     let c = &s.counters;
     let mut text = format!(
-        "node {} of {}, incarnation {}, {} driver, listening on {}, up {:.1} s\n",
+        "node {} of {}, incarnation {}, {} driver, listening on {}, up {}\n",
         short(&s.node),
         s.network,
         s.incarnation,
         s.driver,
         s.listen_addr.as_deref().unwrap_or("-"),
-        s.uptime_ms as f64 / 1000.0
+        when::span(s.uptime_ms)
     );
     let rows = [
         ("frames received", c.frames_received),
@@ -225,4 +225,23 @@ fn stats_text(s: &StatsReport) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_say_how_long_ago_they_were_seen() {
+        let host = HostReport {
+            node: "ab".repeat(32),
+            addr: Some("127.0.0.1:7000".into()),
+            direct: true,
+            last_seen_ms_ago: 200_500,
+            last_seen_unix_ms: Some(1_000_000),
+        };
+        let table = hosts_table(&[host]);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.ends_with("direct    3 min 20 s ago"), "{row:?}");
+    }
 }

@@ -4,12 +4,13 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{fail, init_logging, NetArgs};
+use super::{fail, init_logging, when, NetArgs};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::report::TableEntryReport;
 
 /// Arguments of `weft table`.
 #[derive(Debug, clap::Args)]
+#[command(arg_required_else_help = true)]
 pub struct TableArgs {
     #[command(subcommand)]
     command: TableCommand,
@@ -26,8 +27,7 @@ enum TableCommand {
         key: String,
         /// The value.
         value: String,
-        /// Own the key for this many milliseconds.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "MS", help = lease_help(), value_parser = clap::value_parser!(u64).range(1..=lease_max_ms()))]
         lease_ms: Option<u64>,
     },
     /// Print a key's value (exit 1 if it is not set).
@@ -62,6 +62,19 @@ enum TableCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The longest lease a node grants (`Timers::table_lease_max`), ms.
+fn lease_max_ms() -> u64 {
+    weft_engine::Timers::default().table_lease_max.as_millis()
+}
+
+fn lease_help() -> String {
+    format!(
+        "Own the key for this many milliseconds (at most {}, {})",
+        lease_max_ms(),
+        when::span(lease_max_ms())
+    )
 }
 
 fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> {
@@ -113,9 +126,21 @@ pub fn table(args: TableArgs) -> ExitCode {
             print(&(value.unwrap_or_default() + "\n"))
         }
         Ok(ControlReply::Table(entries)) if get => print(&(value_text(&entries[0]) + "\n")),
-        Ok(ControlReply::Table(entries)) => print(&list_text(&entries)),
+        Ok(ControlReply::Table(entries)) => print(&list_text(&entries, when::now_unix_ms())),
         Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
-        Err(e) => fail(e),
+        Err(e) => fail(lease_end_relative(e, when::now_unix_ms())),
+    }
+}
+
+/// A refusal under another node's lease ("... until Unix ms T") with how far off T is;
+/// any other error as it is.
+fn lease_end_relative(error: String, now_unix_ms: u64) -> String {
+    let until = error
+        .rsplit_once("until Unix ms ")
+        .and_then(|(_, t)| t.parse::<u64>().ok());
+    match until {
+        Some(until) => format!("{error} ({})", when::relative(until, now_unix_ms)),
+        None => error,
     }
 }
 
@@ -128,16 +153,23 @@ fn value_text(e: &TableEntryReport) -> String {
     }
 }
 
-fn list_text(entries: &[TableEntryReport]) -> String {
+/// One line per entry, a lease's end relative to `now_unix_ms`.
+fn list_text(entries: &[TableEntryReport], now_unix_ms: u64) -> String {
     let mut text = String::new();
     for e in entries {
         let key: String = e.key.chars().flat_map(char::escape_default).collect();
         let _ = write!(text, "{key}={}", value_text(e));
         if let (Some(owner), Some(until)) = (&e.lease_owner, e.lease_until_unix_ms) {
+            let ends = if until >= now_unix_ms {
+                "ends"
+            } else {
+                "ended"
+            };
             let _ = write!(
                 text,
-                "  (leased by {} until {until})",
-                owner.get(..16).unwrap_or(owner)
+                "  (leased by {}, {ends} {})",
+                owner.get(..16).unwrap_or(owner),
+                when::relative(until, now_unix_ms)
             );
         }
         text.push('\n');
@@ -150,6 +182,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lease_refusal_says_when_the_lease_ends() {
+        let refusal = "refused: the key is leased by ab until Unix ms 1180000".to_owned();
+        assert_eq!(
+            lease_end_relative(refusal.clone(), 1_000_000),
+            format!("{refusal} (in 3 min)")
+        );
+        assert_eq!(lease_end_relative("no such key".into(), 5), "no such key");
+    }
+
+    #[test]
     fn list_lines_are_one_line_each() {
         let e = TableEntryReport {
             key: "a\nb".into(),
@@ -157,11 +199,11 @@ mod tests {
             value_hex: None,
             by: "ab".repeat(32),
             lease_owner: Some("cd".repeat(32)),
-            lease_until_unix_ms: Some(5),
+            lease_until_unix_ms: Some(1_014_000),
         };
         assert_eq!(
-            list_text(&[e]),
-            "a\\nb=x=y  (leased by cdcdcdcdcdcdcdcd until 5)\n"
+            list_text(&[e], 1_000_000),
+            "a\\nb=x=y  (leased by cdcdcdcdcdcdcdcd, ends in 14 s)\n"
         );
     }
 }

@@ -46,8 +46,10 @@ use crate::report::{DeliveryReport, HostReport, IdReport, StatsReport, TableEntr
 pub use client::{listen, request, ControlError, Deliveries};
 pub use server::ControlServer;
 
-/// The longest request line the node reads.
-pub const REQUEST_BYTES_MAX: u64 = 1024 * 1024;
+/// The longest request line the node reads: a `send` of the largest broadcast
+/// (`Limits::broadcast_payload_max`, 16 MiB) fits even with every byte escaped as JSON
+/// `\u00XX` (6 bytes).
+pub const REQUEST_BYTES_MAX: u64 = 6 * 16 * 1024 * 1024 + 4096;
 
 /// The control socket's limits, so that no client, however slow, can lock the others out or
 /// make the node hold memory for it.
@@ -202,6 +204,17 @@ pub enum ControlReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_broadcast_fits_in_a_request() {
+        let payload_max = weft_engine::Limits::default().broadcast_payload_max;
+        let worst = ControlRequest::Send {
+            message: "\u{1}".repeat(payload_max),
+        };
+        let line = serde_json::to_vec(&worst).unwrap();
+        // The line and its newline.
+        assert!((line.len() as u64) < REQUEST_BYTES_MAX, "{}", line.len());
+    }
 
     #[test]
     fn lines_look_as_documented() {

@@ -24,21 +24,53 @@ pub enum FaultMode {
 }
 
 impl FaultMode {
-    /// Parses `none`, `swarm` or a comma-separated list of fault names.
+    /// Parses `none`, `swarm` or a comma-separated list of fault names (spaces around a name
+    /// are allowed). An empty list is refused, and so are `none` and `swarm` in a list: swarm
+    /// draws every fault from the seed and cannot be combined with named ones.
     pub fn parse(s: &str) -> Result<FaultMode, String> {
-        match s {
-            "none" => Ok(FaultMode::None),
-            "swarm" => Ok(FaultMode::Swarm),
-            list => FaultConfig::from_list(list).map(|_| FaultMode::List(list.to_string())),
+        let names: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        match names[..] {
+            [] => Err(format!(
+                "no faults named in '{s}': give none, swarm, or a comma-separated list of {}",
+                crate::faults::FAULT_NAMES.join(", ")
+            )),
+            ["none"] => Ok(FaultMode::None),
+            ["swarm"] => Ok(FaultMode::Swarm),
+            _ if names.contains(&"swarm") => Err(
+                "swarm draws every fault from the seed and cannot be combined with named faults: \
+                 give swarm alone, or a list of fault names"
+                    .into(),
+            ),
+            _ if names.contains(&"none") => Err("none cannot be combined with named faults".into()),
+            _ => {
+                let list = names.join(",");
+                FaultConfig::from_list(&list).map(|_| FaultMode::List(list))
+            }
         }
     }
 
-    /// The name or list `--faults` takes for this mode.
-    pub fn as_arg(&self) -> &str {
+    /// The name or list `--faults` takes for this mode: one word a shell passes as it is
+    /// (a list without spaces or empty names; `none` for a list that names nothing).
+    pub fn as_arg(&self) -> String {
         match self {
-            FaultMode::None => "none",
-            FaultMode::Swarm => "swarm",
-            FaultMode::List(l) => l,
+            FaultMode::None => "none".into(),
+            FaultMode::Swarm => "swarm".into(),
+            FaultMode::List(l) => {
+                let names: Vec<&str> = l
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(",")
+                }
+            }
         }
     }
 
@@ -83,6 +115,11 @@ impl Shape {
                 ))
             }
         })
+    }
+
+    /// Whether the shape is drawn with `--degree` (the others ignore it).
+    pub fn uses_degree(self) -> bool {
+        matches!(self, Shape::Regular | Shape::Random)
     }
 
     fn name(self) -> &'static str {
@@ -150,16 +187,18 @@ impl MeshParams {
         }
     }
 
-    /// The command line that replays this run.
+    /// The command line that replays this run (`--degree` only for a shape that uses it).
     pub fn replay(&self) -> String {
-        let mut s = format!(
-            "weft sim mesh --nodes {} --degree {} --seed {} --broadcasts {} --faults {}",
-            self.nodes,
-            self.degree,
+        let mut s = format!("weft sim mesh --nodes {}", self.nodes);
+        if self.shape.uses_degree() {
+            s.push_str(&format!(" --degree {}", self.degree));
+        }
+        s.push_str(&format!(
+            " --seed {} --broadcasts {} --faults {}",
             self.seed,
             self.broadcasts,
             self.faults.as_arg()
-        );
+        ));
         if self.shape != Shape::Regular {
             s.push_str(&format!(" --topology {}", self.shape.name()));
         }
