@@ -280,12 +280,6 @@ impl Redials {
     pub(crate) fn len(&self) -> usize {
         self.targets.len()
     }
-
-    /// Whether `addr` is configured.
-    #[cfg(test)]
-    pub(crate) fn is_configured(&self, addr: &str) -> bool {
-        self.targets.get(addr).is_some_and(|t| t.configured)
-    }
 }
 
 #[cfg(test)]
