@@ -51,8 +51,14 @@ pub struct NodeCounters {
     pub broadcast_transmissions: u64,
     /// Relayed frames dropped because a peer's queue was full.
     pub relays_dropped: u64,
-    /// Connections closed because of their bytes or behaviour.
+    /// Connections closed because of their bytes or behaviour, and dials that failed.
     pub connections_failed: u64,
+    /// Dials that failed: not opened, or closed before their handshake finished.
+    #[serde(default)]
+    pub dials_failed: u64,
+    /// Dials of configured, saved and lost addresses on the redial schedule.
+    #[serde(default)]
+    pub redials: u64,
     /// Handshakes completed.
     pub handshakes_completed: u64,
     /// Discovery dials started.
@@ -127,6 +133,8 @@ impl From<&NodeMetrics> for NodeCounters {
             broadcast_transmissions: session.traffic.mesh.frames_out,
             relays_dropped: session.relays_dropped,
             connections_failed: session.connections_failed,
+            dials_failed: session.dials_failed,
+            redials: session.redials,
             handshakes_completed: session.handshakes_completed,
             discovery_dials: session.discovery_dials,
             dedicated_dials: session.dedicated_dials,

@@ -42,9 +42,14 @@ pub struct NodeArgs {
     /// Where to accept connections (`IP:PORT`; port 0 picks a free one).
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
     listen: SocketAddr,
-    /// A peer to dial at start (repeatable).
+    /// A peer to dial at start (repeatable); it is redialed, with backoff, whenever it is not
+    /// linked, for as long as the node runs.
     #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
     peers: Vec<SocketAddr>,
+    /// The address other nodes are told to dial this one at (default: the listen address;
+    /// a node listening on 0.0.0.0 or [::] without it is dialed at the IP its peers see).
+    #[arg(long, value_name = "HOST:PORT", value_parser = announce_addr)]
+    announce: Option<String>,
     /// The driver.
     #[arg(long, value_enum, default_value_t)]
     driver: Driver,
@@ -117,6 +122,9 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
     }
     let mut setup = Setup::bind(config, args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    if let Some(announce) = &args.announce {
+        setup.config.listen_addr = Some(announce.clone());
+    }
     setup.peers = args.peers.iter().map(SocketAddr::to_string).collect();
     setup.signals = true;
     setup.state = Some(state.path().to_owned());
@@ -129,14 +137,33 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
     }
 }
 
+/// Parses `--announce`: a `HOST:PORT` peers can dial (resolved like `--peer`), so not an
+/// unspecified IP and not port 0.
+fn announce_addr(text: &str) -> Result<String, String> {
+    let addr = socket_addr(text)?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!("{addr} cannot be dialed: give the IP and port peers reach"));
+    }
+    Ok(addr.to_string())
+}
+
 /// The line a node prints once its control socket answers (scripts and tests read the
 /// address from it).
 fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     let config = &setup.config;
     let id = Identity::from_secret(&config.secret_key).node_id();
-    let addr = config.listen_addr.as_deref().unwrap_or("?");
+    let addr = setup
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let told = config.listen_addr.as_deref().unwrap_or("?");
+    let announced = if told == addr {
+        String::new()
+    } else {
+        format!(", announced as {told}")
+    };
     format!(
-        "weft node {id} of {}: listening on {addr} (incarnation {}, {driver} driver, state {})",
+        "weft node {id} of {}: listening on {addr}{announced} (incarnation {}, {driver} driver, state {})",
         config.network,
         config.incarnation,
         state.display()

@@ -114,6 +114,8 @@ fn stats_text(s: &StatsReport) -> String {
         ("broadcast transmissions", c.broadcast_transmissions),
         ("relays dropped", c.relays_dropped),
         ("connections failed", c.connections_failed),
+        ("dials failed", c.dials_failed),
+        ("redials", c.redials),
         ("handshakes completed", c.handshakes_completed),
         ("discovery dials", c.discovery_dials),
         ("dedicated dials", c.dedicated_dials),
