@@ -59,6 +59,9 @@ pub struct NodeCounters {
     /// Dials of configured, saved and lost addresses on the redial schedule.
     #[serde(default)]
     pub redials: u64,
+    /// Times the list of known peers was stored, for the next start to dial.
+    #[serde(default)]
+    pub known_peers_stores: u64,
     /// Handshakes completed.
     pub handshakes_completed: u64,
     /// Discovery dials started.
@@ -135,6 +138,7 @@ impl From<&NodeMetrics> for NodeCounters {
             connections_failed: session.connections_failed,
             dials_failed: session.dials_failed,
             redials: session.redials,
+            known_peers_stores: session.known_peers_stores,
             handshakes_completed: session.handshakes_completed,
             discovery_dials: session.discovery_dials,
             dedicated_dials: session.dedicated_dials,

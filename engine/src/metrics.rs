@@ -49,6 +49,8 @@ pub struct SessionMetrics {
     pub redials: u64,
     /// Stored known-peers blobs ignored: damaged, or of an unknown version (§8.11).
     pub known_peers_refused: u64,
+    /// Stores of the known-peers blob the host completed (§8.11).
+    pub known_peers_stores: u64,
     /// Loads and stores of the known-peers blob the host could not carry out.
     pub known_peers_state_failures: u64,
     /// Handshakes completed.

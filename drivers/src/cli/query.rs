@@ -116,6 +116,7 @@ fn stats_text(s: &StatsReport) -> String {
         ("connections failed", c.connections_failed),
         ("dials failed", c.dials_failed),
         ("redials", c.redials),
+        ("known peers stores", c.known_peers_stores),
         ("handshakes completed", c.handshakes_completed),
         ("discovery dials", c.discovery_dials),
         ("dedicated dials", c.dedicated_dials),

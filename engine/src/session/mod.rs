@@ -518,7 +518,10 @@ impl Session {
                     _ => self.metrics.known_peers_state_failures += 1,
                 }
             }
-            (_, HostResult::Stored) => self.known_storing = false,
+            (_, HostResult::Stored) => {
+                self.known_storing = false;
+                self.metrics.known_peers_stores += 1;
+            }
             _ => {
                 self.known_storing = false;
                 self.known.store_failed();
