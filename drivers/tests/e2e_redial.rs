@@ -50,7 +50,13 @@ fn two_nodes_started_in_the_wrong_order_link_within_five_seconds() {
     assert!(counters.dials_failed >= 1, "{counters:?}");
     assert!(counters.connections_failed >= counters.dials_failed);
     assert!(counters.redials >= 1);
-    let text = run(&["stats", "--name", &net, "--state", o1.state.to_str().unwrap()]);
+    let text = run(&[
+        "stats",
+        "--name",
+        &net,
+        "--state",
+        o1.state.to_str().unwrap(),
+    ]);
     let shown = String::from_utf8_lossy(&text.stdout).into_owned();
     let failed_line = shown
         .lines()
@@ -88,16 +94,111 @@ fn a_killed_node_restarted_without_peers_rejoins_and_catches_up() {
     let state = n2.state.clone();
     drop(n2);
     let out = table(&n0, "set", &["colour", "set while n2 was down"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until("n1 has the key", || get(&n1, "colour").is_some());
 
     let name = state.file_name().unwrap().to_str().unwrap().to_owned();
     let again = NodeProc::start(dir.path(), &net, &name, "mio", "127.0.0.1:0", &[]);
-    assert_eq!(again.id(), ids[2], "the same node, from the same state folder");
-    wait_until("the restarted node links again", || {
-        again.links_to(&ids[1])
-    });
+    assert_eq!(
+        again.id(),
+        ids[2],
+        "the same node, from the same state folder"
+    );
+    wait_until("the restarted node links again", || again.links_to(&ids[1]));
     wait_until("it catches up on the table", || {
         get(&again, "colour").as_deref() == Some("set while n2 was down")
     });
+}
+
+#[test]
+fn a_node_whose_key_runs_elsewhere_says_so() {
+    let (dir, net) = scratch("copied-key");
+    let n0 = NodeProc::start(dir.path(), &net, "n0", "mio", "127.0.0.1:0", &[]);
+    let n1 = NodeProc::start(dir.path(), &net, "n1", "tokio", "127.0.0.1:0", &[&n0.addr]);
+    let id = n1.id();
+    wait_until("n0 links n1", || n0.links_to(&id));
+    // A copy of n1's state folder, taken while it runs: the same key, and the next start
+    // raises the copied incarnation past n1's.
+    let copy = dir.path().join("n1-copy");
+    std::fs::create_dir(&copy).unwrap();
+    for file in ["key", "incarnation"] {
+        std::fs::copy(n1.state.join(file), copy.join(file)).unwrap();
+    }
+    let twin = NodeProc::start(
+        dir.path(),
+        &net,
+        "n1-copy",
+        "mio",
+        "127.0.0.1:0",
+        &[&n0.addr],
+    );
+    assert_eq!(twin.id(), id);
+    let said = format!(
+        "peer {} refused this node: another node is running with this node's key",
+        n0.addr
+    );
+    wait_until("n1 says its key runs elsewhere", || {
+        n1.log_text()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains(&said))
+    });
+}
+
+/// The address `node`'s peer `of` is known at, as `weft network` shows it.
+fn addr_of(node: &NodeProc, of: &str) -> Option<String> {
+    node.hosts()
+        .into_iter()
+        .find(|h| h.node == of)
+        .and_then(|h| h.addr)
+}
+
+#[test]
+fn a_node_on_every_interface_is_never_announced_as_unspecified() {
+    let (dir, net) = scratch("announce");
+    let all = NodeProc::start(dir.path(), &net, "all", "mio", "0.0.0.0:0", &[]);
+    let port = all.addr.rsplit(':').next().unwrap().to_owned();
+    let local = format!("127.0.0.1:{port}");
+    let n1 = NodeProc::start(dir.path(), &net, "n1", "tokio", "127.0.0.1:0", &[&local]);
+    let all_id = all.id();
+    wait_until("n1 links the node on every interface", || {
+        n1.links_to(&all_id)
+    });
+    assert_eq!(addr_of(&n1, &all_id).as_deref(), Some(local.as_str()));
+
+    // With --announce, peers are told that address instead.
+    let told = "127.0.0.1:9";
+    let announced = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "announced",
+        "mio",
+        "127.0.0.1:0",
+        &[&n1.addr],
+        &["--announce", told],
+    );
+    let announced_id = announced.id();
+    wait_until("n1 links the announced node", || n1.links_to(&announced_id));
+    assert_eq!(addr_of(&n1, &announced_id).as_deref(), Some(told));
+    for h in n1.hosts() {
+        let addr = h.addr.unwrap_or_default();
+        assert!(!addr.starts_with("0.0.0.0"), "{addr}");
+    }
+
+    let refused = run(&[
+        "node",
+        "--name",
+        &net,
+        "--listen",
+        "127.0.0.1:0",
+        "--announce",
+        "0.0.0.0:7000",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--announce"), "{stderr}");
 }

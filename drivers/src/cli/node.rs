@@ -142,7 +142,9 @@ fn run(args: NodeArgs) -> Result<Exit, String> {
 fn announce_addr(text: &str) -> Result<String, String> {
     let addr = socket_addr(text)?;
     if addr.ip().is_unspecified() || addr.port() == 0 {
-        return Err(format!("{addr} cannot be dialed: give the IP and port peers reach"));
+        return Err(format!(
+            "{addr} cannot be dialed: give the IP and port peers reach"
+        ));
     }
     Ok(addr.to_string())
 }
@@ -160,10 +162,10 @@ fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     let announced = if told == addr {
         String::new()
     } else {
-        format!(", announced as {told}")
+        format!("announced as {told}, ")
     };
     format!(
-        "weft node {id} of {}: listening on {addr}{announced} (incarnation {}, {driver} driver, state {})",
+        "weft node {id} of {}: listening on {addr} ({announced}incarnation {}, {driver} driver, state {})",
         config.network,
         config.incarnation,
         state.display()

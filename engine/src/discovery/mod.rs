@@ -328,7 +328,6 @@ impl Protocol for DiscoveryProtocol {
     }
 }
 
-
 /// `peers` without those whose address has an unspecified IP (SPEC.md §8.12).
 fn dialable_only(mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
     peers.retain(|p| !is_unspecified(&p.addr));

@@ -60,13 +60,23 @@ mod tests {
         assert!(is_unspecified("0.0.0.0:7000") && is_unspecified("[::]:7000"));
         assert!(!is_unspecified("127.0.0.1:7000") && !is_unspecified("n7"));
         let seen = "192.0.2.9:50123";
-        assert_eq!(dialable("0.0.0.0:7000", seen).as_deref(), Some("192.0.2.9:7000"));
+        assert_eq!(
+            dialable("0.0.0.0:7000", seen).as_deref(),
+            Some("192.0.2.9:7000")
+        );
         assert_eq!(
             dialable("[::]:7000", "[2001:db8::5]:4000").as_deref(),
             Some("[2001:db8::5]:7000")
         );
-        assert_eq!(dialable("198.51.100.1:7000", seen).as_deref(), Some("198.51.100.1:7000"));
-        assert_eq!(dialable("n3", "n4").as_deref(), Some("n3"), "simulator names pass");
+        assert_eq!(
+            dialable("198.51.100.1:7000", seen).as_deref(),
+            Some("198.51.100.1:7000")
+        );
+        assert_eq!(
+            dialable("n3", "n4").as_deref(),
+            Some("n3"),
+            "simulator names pass"
+        );
         assert_eq!(dialable("0.0.0.0:7000", "n4"), None);
     }
 }

@@ -36,7 +36,11 @@ impl KnownPeers {
 
     /// `node`, listening at `addr`, linked: it goes first.
     pub(crate) fn linked(&mut self, node: NodeId, addr: &str) {
-        if self.entries.first().is_some_and(|(n, a)| *n == node && a == addr) {
+        if self
+            .entries
+            .first()
+            .is_some_and(|(n, a)| *n == node && a == addr)
+        {
             return;
         }
         self.entries.retain(|(n, _)| *n != node);
@@ -123,11 +127,18 @@ mod tests {
         k.linked(node(1), "a:1");
         k.linked(node(2), "b:1");
         k.linked(node(3), "c:1");
-        assert_eq!(k.entries(), &[(node(3), "c:1".into()), (node(2), "b:1".into())]);
+        assert_eq!(
+            k.entries(),
+            &[(node(3), "c:1".into()), (node(2), "b:1".into())]
+        );
         let blob = k.take_changed().expect("changed");
         assert_eq!(k.take_changed(), None, "stored: unchanged");
         k.linked(node(3), "c:1");
-        assert_eq!(k.take_changed(), None, "the same first entry again: unchanged");
+        assert_eq!(
+            k.take_changed(),
+            None,
+            "the same first entry again: unchanged"
+        );
         assert_eq!(decode(&blob).unwrap(), k.entries());
     }
 

@@ -34,8 +34,7 @@ use weft_protocol::{
 use crate::config::{Config, Limits, Timers};
 use crate::identity::{Identity, Role};
 use crate::io::{
-    CloseReason, ConnId, Direction, Event, HostRequest, HostResult, Misuse, Output,
-    SessionRefusal,
+    CloseReason, ConnId, Direction, Event, HostRequest, HostResult, Misuse, Output, SessionRefusal,
 };
 use crate::machine::{Class, Outgoing, Recipients};
 use crate::metrics::{ConnStats, SessionMetrics};

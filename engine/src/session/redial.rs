@@ -316,7 +316,9 @@ mod tests {
     fn jitter_is_the_same_for_the_same_seed_and_differs_across_seeds() {
         let waits = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..8).map(|f| backoff().wait(f, &mut rng)).collect::<Vec<_>>()
+            (0..8)
+                .map(|f| backoff().wait(f, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(waits(1), waits(1));
         assert_ne!(waits(1), waits(2));
@@ -332,7 +334,10 @@ mod tests {
             r.dialing("a", ConnId(2 * n));
             let f = r.failed(ConnId(2 * n), now).unwrap();
             let wait = f.retry_in.expect("configured: always retried");
-            assert!(wait.0 >= last.0 * 3 / 2 || wait.0 > 45 * SECOND, "{n}: {wait:?}");
+            assert!(
+                wait.0 >= last.0 * 3 / 2 || wait.0 > 45 * SECOND,
+                "{n}: {wait:?}"
+            );
             last = wait;
             now = r.next_dial_at().unwrap();
             assert_eq!(r.due(now), vec!["a".to_string()]);
@@ -343,7 +348,10 @@ mod tests {
         assert_eq!(r.next_dial_at(), None, "linked: nothing to dial");
         assert!(r.link_down(&NodeId([1; 32]), now));
         let again = r.next_dial_at().unwrap();
-        assert!(again.saturating_since(now) <= Duration::from_millis(500), "reset");
+        assert!(
+            again.saturating_since(now) <= Duration::from_millis(500),
+            "reset"
+        );
         assert!(r.remove_node(&NodeId([1; 32])));
         assert_eq!(r.len(), 0);
     }

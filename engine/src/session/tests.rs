@@ -411,7 +411,9 @@ fn run_until(s: &mut Session, until: Instant) -> Vec<Output> {
 
 /// Answers `s`'s load of the known peers with `blob`.
 fn answer_load(s: &mut Session, blob: Option<Bytes>) {
-    let (token, request) = s.poll_request().expect("the load is asked for at the start");
+    let (token, request) = s
+        .poll_request()
+        .expect("the load is asked for at the start");
     assert_eq!(
         request,
         HostRequest::LoadState {
@@ -445,12 +447,19 @@ fn a_configured_peer_is_redialed_with_doubling_waits_until_it_answers() {
         conn = again[0].0;
         now = a.now;
     }
-    assert!(waits[0] <= 500 && waits[0] > 375, "the first retry is short: {waits:?}");
+    assert!(
+        waits[0] <= 500 && waits[0] > 375,
+        "the first retry is short: {waits:?}"
+    );
     for w in waits.windows(2) {
         assert!(w[1] as f64 >= w[0] as f64 * 1.5, "doubling: {waits:?}");
     }
     assert_eq!(a.metrics().dials_failed, 7);
-    assert_eq!(a.metrics().connections_failed, 7, "stats count failed dials");
+    assert_eq!(
+        a.metrics().connections_failed,
+        7,
+        "stats count failed dials"
+    );
     // Past the cap, the wait stays at about a minute.
     for _ in 0..4 {
         a.connect_failed(now, conn).unwrap();
@@ -531,7 +540,10 @@ fn a_damaged_known_peers_blob_is_ignored_and_counted() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     answer_load(&mut a, Some(Bytes::from_static(b"weft peers v9\n garbage")));
     assert_eq!(a.metrics().known_peers_refused, 1);
-    assert_eq!(dials(&run_until(&mut a, T0 + Duration::from_secs(60))), vec![]);
+    assert_eq!(
+        dials(&run_until(&mut a, T0 + Duration::from_secs(60))),
+        vec![]
+    );
 }
 
 #[test]
@@ -542,7 +554,10 @@ fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
     let save = a.timer_periods.peers_save_interval;
     let (load, _) = a.poll_request().unwrap();
     run_until(&mut a, T0 + Duration(save.0 * 3));
-    assert!(a.poll_request().is_none(), "no store while the load is unanswered");
+    assert!(
+        a.poll_request().is_none(),
+        "no store while the load is unanswered"
+    );
     a.completed(a.now, load, HostResult::Loaded(None));
     let now = a.now;
     run_until(&mut a, now + save);
@@ -572,11 +587,21 @@ fn an_unspecified_listen_address_is_never_advertised() {
     a.connected(ca).unwrap();
     handshake(&mut a, ca, &mut b, cb);
     let seen = b.link_peer(&a.node_id()).unwrap().listen_addr.clone();
-    assert_eq!(seen.as_deref(), Some("192.0.2.1:7000"), "the IP it came from");
-    assert!(b.hosts().iter().all(|h| h.addr.as_deref() != Some("0.0.0.0:7000")));
+    assert_eq!(
+        seen.as_deref(),
+        Some("192.0.2.1:7000"),
+        "the IP it came from"
+    );
+    assert!(b
+        .hosts()
+        .iter()
+        .all(|h| h.addr.as_deref() != Some("0.0.0.0:7000")));
     b.learn(T0, NodeId([9; 32]), "0.0.0.0:7000");
     b.learn(T0, NodeId([10; 32]), "[::]:7000");
-    assert!(b.known_peers(NodeId([0; 32]), 100).iter().all(|p| !is_unspecified(&p.addr)));
+    assert!(b
+        .known_peers(NodeId([0; 32]), 100)
+        .iter()
+        .all(|p| !is_unspecified(&p.addr)));
 }
 
 #[test]
