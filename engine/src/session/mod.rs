@@ -112,8 +112,11 @@ enum KnownLoad {
     NotAsked,
     /// Asked for; nothing is stored until it is answered.
     Loading,
-    /// Answered (loaded, absent, refused or failed).
+    /// Answered: loaded, absent, or refused as damaged (stores may replace it).
     Done,
+    /// The host could not load it: never stored over, since it may still be there (and a
+    /// node without a state folder keeps none).
+    Failed,
 }
 
 /// The session's token for its load of the known peers.
@@ -514,7 +517,10 @@ impl Session {
                         None => self.metrics.known_peers_refused += 1,
                     },
                     HostResult::Loaded(None) => {}
-                    _ => self.metrics.known_peers_state_failures += 1,
+                    _ => {
+                        self.known_load = KnownLoad::Failed;
+                        self.metrics.known_peers_state_failures += 1;
+                    }
                 }
             }
             (_, HostResult::Stored) => {

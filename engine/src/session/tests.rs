@@ -547,6 +547,20 @@ fn a_damaged_known_peers_blob_is_ignored_and_counted() {
 }
 
 #[test]
+fn after_a_failed_load_the_known_peers_are_never_stored_over() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (load, _) = a.poll_request().unwrap();
+    a.completed(T0, load, HostResult::Failed("disk".into()));
+    link(&mut a, &mut b);
+    let save = a.timer_periods.peers_save_interval;
+    run_until(&mut a, T0 + Duration(save.0 * 3));
+    a.shutdown();
+    assert!(a.poll_request().is_none(), "nothing stored");
+    assert_eq!(a.metrics().known_peers_state_failures, 1);
+}
+
+#[test]
 fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     let mut b = session(2, "b", MESH_TABLE, |_| {});
