@@ -14,6 +14,7 @@ use weft_engine::{
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
+use crate::dial_log::DialLog;
 use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{
@@ -151,6 +152,8 @@ pub(crate) struct Host {
     answers: Vec<(RequestId, HostResult)>,
     /// Set when the run must end in an error; the loop returns it at its next turn.
     failure: Option<RunError>,
+    /// What was logged of failing dials.
+    dial_log: DialLog,
 }
 
 impl Host {
@@ -176,6 +179,7 @@ impl Host {
             bound_addr,
             answers: Vec::new(),
             failure: None,
+            dial_log: DialLog::default(),
         }
     }
 
@@ -327,6 +331,18 @@ impl Host {
             Event::ConnectionClosed { conn, reason } => {
                 tracing::info!("closed {conn:?}: {reason:?}")
             }
+            Event::DialFailed {
+                addr,
+                attempts,
+                retry_in_ms,
+                reason,
+            } => self.dial_log.failed(addr, attempts, retry_in_ms, reason),
+            Event::Redialed {
+                addr,
+                node,
+                failures,
+            } => self.dial_log.linked(&addr, &node, failures),
+            Event::RefusedAsStale { addr } => self.dial_log.refused_as_stale(addr),
             Event::Chord(e) => {
                 if let Some(reply) = self.chord_waiting.remove(&e.request) {
                     let _ = reply.send(e.result.map_err(|e| e.to_string()));

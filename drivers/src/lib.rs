@@ -24,6 +24,7 @@ pub mod cli;
 pub mod clock;
 mod conns;
 pub mod control;
+mod dial_log;
 pub mod handle;
 mod host;
 #[cfg(feature = "mio")]

@@ -51,8 +51,17 @@ pub struct NodeCounters {
     pub broadcast_transmissions: u64,
     /// Relayed frames dropped because a peer's queue was full.
     pub relays_dropped: u64,
-    /// Connections closed because of their bytes or behaviour.
+    /// Connections closed because of their bytes or behaviour, and dials that failed.
     pub connections_failed: u64,
+    /// Dials that failed: not opened, or closed before their handshake finished.
+    #[serde(default)]
+    pub dials_failed: u64,
+    /// Dials of configured, saved and lost addresses on the redial schedule.
+    #[serde(default)]
+    pub redials: u64,
+    /// Times the list of known peers was stored, for the next start to dial.
+    #[serde(default)]
+    pub known_peers_stores: u64,
     /// Handshakes completed.
     pub handshakes_completed: u64,
     /// Discovery dials started.
@@ -127,6 +136,9 @@ impl From<&NodeMetrics> for NodeCounters {
             broadcast_transmissions: session.traffic.mesh.frames_out,
             relays_dropped: session.relays_dropped,
             connections_failed: session.connections_failed,
+            dials_failed: session.dials_failed,
+            redials: session.redials,
+            known_peers_stores: session.known_peers_stores,
             handshakes_completed: session.handshakes_completed,
             discovery_dials: session.discovery_dials,
             dedicated_dials: session.dedicated_dials,

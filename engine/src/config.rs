@@ -131,6 +131,15 @@ pub struct Limits {
     /// Broadcasts over `broadcast_rate_per_peer` one peer may send before it is disconnected
     /// as a repeat offender: each dropped one takes a token (SPEC.md §11.9).
     pub broadcast_excess_per_peer: RateLimit,
+    /// Addresses `Command::Connect` may configure: each is redialed for as long as the node
+    /// runs (SPEC.md §8.10); past the bound a new one is refused.
+    pub configured_peers_max: usize,
+    /// Peers linked with that the host stores and the next start dials (SPEC.md §8.11), most
+    /// recently linked first; also the bound on saved and lost addresses redialed at once.
+    pub known_peers_saved_max: usize,
+    /// Dials of a saved peer, or of a peer whose link was lost without a BYE, before it is
+    /// given up (SPEC.md §8.10).
+    pub redial_attempts_max: u8,
 }
 
 impl Default for Limits {
@@ -173,6 +182,9 @@ impl Default for Limits {
                 per_second: 1_000,
                 burst: 10_000,
             },
+            configured_peers_max: 64,
+            known_peers_saved_max: 32,
+            redial_attempts_max: 8,
         }
     }
 }
@@ -209,6 +221,14 @@ pub struct Timers {
     /// A peer whose cascades are dropped past its rate more than
     /// `Limits::cascade_drops_max` times within this window is disconnected.
     pub cascade_drop_window: Duration,
+    /// Wait before the first redial of an address (SPEC.md §8.10); each failed dial doubles
+    /// it, up to `redial_backoff_max`, less up to a quarter of jitter.
+    pub redial_backoff_first: Duration,
+    /// Longest wait between dials of a redialed address.
+    pub redial_backoff_max: Duration,
+    /// A changed list of known peers is handed to the host to store at most this often (and
+    /// at shutdown; SPEC.md §8.11).
+    pub peers_save_interval: Duration,
 }
 
 impl Default for Timers {
@@ -227,6 +247,9 @@ impl Default for Timers {
             table_persist_interval: Duration::from_secs(5),
             table_clock_skew_max: Duration::from_secs(60),
             cascade_drop_window: Duration::from_secs(10),
+            redial_backoff_first: Duration::from_millis(500),
+            redial_backoff_max: Duration::from_secs(60),
+            peers_save_interval: Duration::from_secs(5),
         }
     }
 }

@@ -299,6 +299,34 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A dial of a redialed address (configured, saved, or a link lost without a BYE; SPEC.md
+    /// §8.10) failed: it could not be opened, or closed before its handshake finished.
+    DialFailed {
+        /// The address dialed.
+        addr: String,
+        /// Dials of it failed in a row, this one included.
+        attempts: u32,
+        /// When it is dialed again, in milliseconds; `None`: it is given up.
+        retry_in_ms: Option<u64>,
+        /// Why it failed.
+        reason: CloseReason,
+    },
+    /// A redialed address linked again after failed dials.
+    Redialed {
+        /// The address.
+        addr: String,
+        /// The node it reached.
+        node: NodeId,
+        /// Dials of it that had failed before.
+        failures: u32,
+    },
+    /// A peer at `addr` refused this node's handshake with BYE(`StaleIncarnation`): it has
+    /// seen this node's key with a higher incarnation, so another node is running with this
+    /// node's key (a copied state folder) (SPEC.md §8.7).
+    RefusedAsStale {
+        /// The peer's address, as the connection has it.
+        addr: String,
+    },
     /// From the mesh.
     Mesh(MeshEvent),
     /// From the sync table.
@@ -394,6 +422,9 @@ pub enum SessionRefusal {
     /// The node has shut down.
     #[error("the node has shut down")]
     ShutDown,
+    /// `Limits::configured_peers_max` addresses are configured already.
+    #[error("too many configured peers")]
+    TooManyConfiguredPeers,
 }
 
 impl From<core::convert::Infallible> for Refusal {

@@ -40,8 +40,19 @@ pub struct SessionMetrics {
     pub bulk_refused: u64,
     /// Messages to a peer with no route (no link, no dedicated connection) that were dropped.
     pub unroutable: u64,
-    /// Connections closed because of their bytes or behaviour.
+    /// Connections closed because of their bytes or behaviour, and dials that failed.
     pub connections_failed: u64,
+    /// Dials that failed: not opened, or closed before their handshake finished (SPEC.md
+    /// §8.10).
+    pub dials_failed: u64,
+    /// Dials of configured, saved and lost addresses made on the redial schedule (§8.10).
+    pub redials: u64,
+    /// Stored known-peers blobs ignored: damaged, or of an unknown version (§8.11).
+    pub known_peers_refused: u64,
+    /// Stores of the known-peers blob the host completed (§8.11).
+    pub known_peers_stores: u64,
+    /// Loads and stores of the known-peers blob the host could not carry out.
+    pub known_peers_state_failures: u64,
     /// Handshakes completed.
     pub handshakes_completed: u64,
     /// Dials of address-book entries to keep `outbound_target` links (SPEC.md §10.7).

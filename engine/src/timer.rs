@@ -35,6 +35,12 @@ impl<T: TimerName, const N: usize> TimerTable<T, N> {
         self.earliest = self.find_earliest();
     }
 
+    /// Disarms `timer`.
+    pub(crate) fn cancel(&mut self, timer: T) {
+        self.deadlines[timer.index()] = None;
+        self.earliest = self.find_earliest();
+    }
+
     /// Disarms every timer.
     pub(crate) fn clear(&mut self) {
         self.deadlines = [None; N];

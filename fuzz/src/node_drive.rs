@@ -1024,7 +1024,7 @@ fn peer_list(peers: &[(NodeSel, AddrSel)]) -> Vec<PeerInfo> {
         .collect()
 }
 
-const BYE_REASONS: [ByeReason; 9] = [
+const BYE_REASONS: [ByeReason; 10] = [
     ByeReason::Shutdown,
     ByeReason::DuplicateLink,
     ByeReason::WrongNetwork,
@@ -1034,6 +1034,7 @@ const BYE_REASONS: [ByeReason; 9] = [
     ByeReason::BadProof,
     ByeReason::Timeout,
     ByeReason::Requested,
+    ByeReason::StaleIncarnation,
 ];
 
 impl Msg {

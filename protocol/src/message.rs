@@ -111,6 +111,9 @@ pub enum ByeReason {
     Timeout,
     /// The application asked to disconnect.
     Requested,
+    /// The receiver has seen the sender's key with a higher incarnation: another node runs
+    /// with the sender's key (SPEC.md §8.7).
+    StaleIncarnation,
 }
 
 /// One peer as discovery reports it.

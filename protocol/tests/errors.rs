@@ -467,12 +467,12 @@ fn malformed_trailing_bytes() {
 
 #[test]
 fn malformed_unknown_enum_variant() {
-    // ByeReason has variants 0..=8.
+    // ByeReason has variants 0..=9.
     assert_eq!(
-        Message::decode(Code::BYE, &[8]),
-        Ok(Message::Bye(ByeReason::Requested))
+        Message::decode(Code::BYE, &[9]),
+        Ok(Message::Bye(ByeReason::StaleIncarnation))
     );
-    for index in [9u64, 127, 128, 1 << 20] {
+    for index in [10u64, 127, 128, 1 << 20] {
         let bytes = plain(Code::BYE, &varint(index));
         let err = decode_frame(&bytes).unwrap_err();
         assert!(

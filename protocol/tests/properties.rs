@@ -30,7 +30,7 @@ use weft_protocol::{
 };
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
-const ALL_REASONS: [ByeReason; 9] = [
+const ALL_REASONS: [ByeReason; 10] = [
     ByeReason::Shutdown,
     ByeReason::DuplicateLink,
     ByeReason::WrongNetwork,
@@ -40,6 +40,7 @@ const ALL_REASONS: [ByeReason; 9] = [
     ByeReason::BadProof,
     ByeReason::Timeout,
     ByeReason::Requested,
+    ByeReason::StaleIncarnation,
 ];
 
 // =============================================================================================

@@ -48,7 +48,7 @@ entries with a list over its limit of 1024 are compressed to keep this file smal
 fine and fail in the decode.";
 
 /// Every `ByeReason`, in wire order.
-const ALL_REASONS: [ByeReason; 9] = [
+const ALL_REASONS: [ByeReason; 10] = [
     ByeReason::Shutdown,
     ByeReason::DuplicateLink,
     ByeReason::WrongNetwork,
@@ -58,6 +58,7 @@ const ALL_REASONS: [ByeReason; 9] = [
     ByeReason::BadProof,
     ByeReason::Timeout,
     ByeReason::Requested,
+    ByeReason::StaleIncarnation,
 ];
 
 /// The name of every `ProtocolError` variant.
@@ -1296,8 +1297,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "malformed_payload_unknown_bye_reason",
             "MalformedPayload",
-            "BYE with reason index 9",
-            raw_frame(1, 0, Code::BYE.0, &[9]),
+            "BYE with reason index 10",
+            raw_frame(1, 0, Code::BYE.0, &[10]),
         ),
         (
             "malformed_payload_too_many_peers",

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:7000"
-//! announce = "node1.example.org:7000"
+//! announce = "203.0.113.7:7000"
 //! peers = ["10.0.0.2:7000", "10.0.0.3:7000"]
 //! driver = "mio"                    # or "tokio"
 //! chord = true
@@ -180,7 +180,7 @@ mod tests {
         let d = parsed(
             r#"
             listen = "127.0.0.1:7000"
-            announce = "example.org:7001"
+            announce = "192.0.2.1:7001"
             peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
             driver = "tokio"
             chord = true
@@ -191,7 +191,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.listen, Some("127.0.0.1:7000".parse().unwrap()));
-        assert_eq!(d.announce.as_deref(), Some("example.org:7001"));
+        assert_eq!(d.announce.as_deref(), Some("192.0.2.1:7001"));
         assert_eq!(d.peers.as_ref().map(Vec::len), Some(2));
         assert_eq!(d.driver, Some(Driver::Tokio));
         assert_eq!(d.chord, Some(true));

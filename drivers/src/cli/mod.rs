@@ -79,23 +79,16 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the host has no address".to_owned())
 }
 
-/// Checks an address to announce: `HOST:PORT`, with a host name or IP and a port from 1
-/// (not resolved: other nodes resolve it).
+/// Checks an address to announce: a `HOST:PORT` peers can dial, resolved like `--peer` (peers
+/// dial `IP:PORT`), so not an unspecified IP and not port 0.
 pub fn announce_addr(text: &str) -> Result<String, String> {
-    let bad = || format!("not a HOST:PORT address: {text:?}");
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 && host_ok => Ok(text.to_owned()),
-        _ => Err(bad()),
+    let addr = socket_addr(text)?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!(
+            "{addr} cannot be dialed: give the IP and port peers reach"
+        ));
     }
+    Ok(addr.to_string())
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (else `default`).
@@ -151,13 +144,15 @@ mod tests {
 
     #[test]
     fn announced_addresses_need_a_host_and_a_port() {
-        for good in ["example.org:7000", "10.0.0.1:1", "[::1]:7000"] {
+        for good in ["10.0.0.1:1", "[::1]:7000"] {
             assert_eq!(announce_addr(good).as_deref(), Ok(good));
         }
         for bad in [
             "example.org",
             ":7000",
-            "host:0",
+            "10.0.0.1:0",
+            "0.0.0.0:7000",
+            "[::]:7000",
             "host:65536",
             "a b:1",
             "host:x",

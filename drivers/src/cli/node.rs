@@ -53,11 +53,13 @@ pub struct NodeArgs {
     /// Where to accept connections (`IP:PORT`; port 0 picks a free one) [config: listen].
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
     listen: Option<SocketAddr>,
-    /// The address other nodes are told to dial (`HOST:PORT`) [config: announce; default:
-    /// the listen address].
+    /// The address other nodes are told to dial this one at [config: announce; default: the
+    /// listen address; a node listening on 0.0.0.0 or [::] without it is dialed at the IP its
+    /// peers see].
     #[arg(long, value_name = "HOST:PORT", value_parser = announce_addr)]
     announce: Option<String>,
-    /// A peer to dial at start (repeatable; replaces the config's list) [config: peers].
+    /// A peer to dial at start (repeatable; replaces the config's list); it is redialed, with
+    /// backoff, whenever it is not linked, for as long as the node runs [config: peers].
     #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
     peers: Vec<SocketAddr>,
     /// The driver [config: driver; default: mio].
@@ -311,9 +313,16 @@ fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     let id = Identity::from_secret(&config.secret_key).node_id();
     let addr = setup
         .local_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let told = config.listen_addr.as_deref().unwrap_or("?");
+    let announced = if told == addr {
+        String::new()
+    } else {
+        format!("announced as {told}, ")
+    };
     format!(
-        "weft node {id} of {}: listening on {addr} (incarnation {}, {driver} driver, state {})",
+        "weft node {id} of {}: listening on {addr} ({announced}incarnation {}, {driver} driver, state {})",
         config.network,
         config.incarnation,
         state.display()

@@ -20,7 +20,7 @@ use crate::machine::{
 };
 use crate::rate::{RateLimit, TokenBucket};
 use crate::seen::CascadeSeen;
-use crate::session::Peer;
+use crate::session::{is_unspecified, Peer};
 use crate::time::{Duration, Instant};
 
 /// Discovery's counters.
@@ -164,7 +164,12 @@ impl DiscoveryProtocol {
         let msg = Message::ICanSee(ICanSee {
             cascade: self.new_cascade(me),
             hops_left: self.hops,
-            origin_addr: cx.listen_addr().map(str::to_owned),
+            // A node listening on every interface announces no address: its peers learn one
+            // from its connections (SPEC.md §8.12).
+            origin_addr: cx
+                .listen_addr()
+                .filter(|a| !is_unspecified(a))
+                .map(str::to_owned),
             peers,
         });
         self.send(Recipients::Links { except: None }, &msg, Class::Control);
@@ -249,8 +254,16 @@ impl Protocol for DiscoveryProtocol {
                     }
                 }
                 self.learn(me, &m.peers);
+                // An unspecified address (from an older peer) is never relayed (§8.12).
+                let origin_addr = m.origin_addr.filter(|a| !is_unspecified(a));
+                let peers = dialable_only(m.peers);
                 self.relay(from.node, m.hops_left, |hops_left| {
-                    Message::ICanSee(ICanSee { hops_left, ..m })
+                    Message::ICanSee(ICanSee {
+                        hops_left,
+                        origin_addr,
+                        peers,
+                        ..m
+                    })
                 });
             }
             Message::IKnowAbout(m) => {
@@ -258,8 +271,13 @@ impl Protocol for DiscoveryProtocol {
                     return Ok(());
                 }
                 self.learn(me, &m.peers);
+                let peers = dialable_only(m.peers);
                 self.relay(from.node, m.hops_left, |hops_left| {
-                    Message::IKnowAbout(IKnowAbout { hops_left, ..m })
+                    Message::IKnowAbout(IKnowAbout {
+                        hops_left,
+                        peers,
+                        ..m
+                    })
                 });
             }
             Message::ICantSee(m) => {
@@ -308,6 +326,12 @@ impl Protocol for DiscoveryProtocol {
         }
         Ok(())
     }
+}
+
+/// `peers` without those whose address has an unspecified IP (SPEC.md §8.12).
+fn dialable_only(mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
+    peers.retain(|p| !is_unspecified(&p.addr));
+    peers
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use weft_protocol::{ByeReason, Frame, NodeId};
 use crate::chord::Chord;
 use crate::config::Config;
 use crate::io::{
-    Command, ConnId, HostResult, Input, InputError, Misuse, Output, RequestId, SessionRefusal,
+    Command, ConnId, HostRequest, HostResult, Input, InputError, Misuse, Output, RequestId,
+    SessionRefusal,
 };
 use crate::machine::{Context, LinkNotice, PeerFault, ProtocolOutput};
 use crate::metrics::{ConnStats, NodeMetrics};
@@ -25,14 +26,23 @@ use crate::table::Table;
 use crate::time::{earliest, Instant};
 use protocols::{Protocols, COUNT, FAMILIES};
 
+/// Who asked the host for something.
+#[derive(Debug, Clone, Copy)]
+enum Requester {
+    /// The session (its known peers), with its token.
+    Session(u64),
+    /// The protocol at this index, with its token.
+    Protocol(usize, u64),
+}
+
 /// One weft node: a pure state machine. See the crate documentation for the contract.
 #[derive(Debug)]
 pub struct Node {
     config: Config,
     session: Session,
     protocols: Protocols,
-    /// Requests to the host not yet completed: which protocol sent each, and its token.
-    requests: BTreeMap<RequestId, (usize, u64)>,
+    /// Requests to the host not yet completed: who sent each, and its token.
+    requests: BTreeMap<RequestId, Requester>,
     last_request: u64,
     now: Instant,
     started: bool,
@@ -303,6 +313,7 @@ impl Node {
                 }
                 self.pump(now);
                 self.session.shutdown();
+                self.carry_session_requests();
             }
             command => self.protocols.command(now, &cx, command)?,
         }
@@ -315,10 +326,17 @@ impl Node {
         id: RequestId,
         result: HostResult,
     ) -> Result<(), InputError> {
-        let (i, token) = self
+        let requester = self
             .requests
             .remove(&id)
             .ok_or(Misuse::UnknownRequest(id))?;
+        let (i, token) = match requester {
+            Requester::Session(token) => {
+                self.session.completed(now, token, result);
+                return Ok(());
+            }
+            Requester::Protocol(i, token) => (i, token),
+        };
         let cx = Context {
             session: &self.session,
         };
@@ -332,6 +350,7 @@ impl Node {
     /// called since they were last drained are asked for outputs.
     fn pump(&mut self, now: Instant) {
         loop {
+            self.carry_session_requests();
             while let Some(notice) = self.session.poll_notice() {
                 self.notify(now, notice);
             }
@@ -344,6 +363,21 @@ impl Node {
                     self.carry(now, i, out);
                 }
             }
+        }
+    }
+
+    /// Numbers a request to the host and hands it out.
+    fn request(&mut self, requester: Requester, request: HostRequest) {
+        self.last_request += 1;
+        let id = RequestId(self.last_request);
+        self.requests.insert(id, requester);
+        self.session.push_output(Output::Request { id, request });
+    }
+
+    /// The session's own requests to the host (its known peers), handed out.
+    fn carry_session_requests(&mut self) {
+        while let Some((token, request)) = self.session.poll_request() {
+            self.request(Requester::Session(token), request);
         }
     }
 
@@ -393,10 +427,7 @@ impl Node {
             }
             ProtocolOutput::Event(e) => self.session.push_output(Output::Event(e)),
             ProtocolOutput::Request { token, request } => {
-                self.last_request += 1;
-                let id = RequestId(self.last_request);
-                self.requests.insert(id, (index, token));
-                self.session.push_output(Output::Request { id, request });
+                self.request(Requester::Protocol(index, token), request);
             }
             ProtocolOutput::Learned { node, addr } => self.session.learn(now, node, &addr),
             ProtocolOutput::Forget { node } => self.session.forget(&node),

@@ -34,8 +34,12 @@ impl AddressBook {
     }
 
     /// Records that `node` can be reached at `addr`, evicting the least recently seen entry
-    /// when the book is full.
+    /// when the book is full. An address with an unspecified IP (`0.0.0.0`) is never held
+    /// (SPEC.md §8.12): no one can dial it.
     pub(crate) fn learn(&mut self, now: Instant, node: NodeId, addr: &str) {
+        if super::address::is_unspecified(addr) {
+            return;
+        }
         if let Some(entry) = self.entries.get_mut(&node) {
             entry.last_seen = now;
             if entry.addr != addr {

@@ -14,7 +14,9 @@ mod dedicated;
 mod dial_guard;
 mod handshake;
 mod incarnations;
+mod known_peers;
 mod links;
+mod redial;
 mod send_queue;
 mod wire;
 
@@ -31,12 +33,15 @@ use weft_protocol::{
 
 use crate::config::{Config, Limits, Timers};
 use crate::identity::{Identity, Role};
-use crate::io::{CloseReason, ConnId, Direction, Event, Misuse, Output, SessionRefusal};
+use crate::io::{
+    CloseReason, ConnId, Direction, Event, HostRequest, HostResult, Misuse, Output, SessionRefusal,
+};
 use crate::machine::{Class, Outgoing, Recipients};
 use crate::metrics::{ConnStats, SessionMetrics};
 use crate::time::Instant;
 use crate::timer::{TimerName, TimerTable};
 
+pub(crate) use address::is_unspecified;
 use address_book::AddressBook;
 pub(crate) use conn::Peer;
 use conn::{Conn, ConnState};
@@ -44,7 +49,9 @@ use dedicated::Dedicated;
 use dial_guard::DialGuard;
 use handshake::{offers_lz4, Handshake, Proven};
 use incarnations::{IncarnationCheck, Incarnations};
+use known_peers::KnownPeers;
 use links::Links;
+use redial::{Backoff, Redials};
 use send_queue::Enqueued;
 #[cfg(test)]
 use send_queue::BULK_FRAME_BYTES_MAX;
@@ -80,14 +87,42 @@ enum SessionTimer {
     Tick,
     /// The next dial of an address-book entry.
     Dial,
+    /// The next redial of a configured, saved or lost address (SPEC.md §8.10).
+    Redial,
+    /// Hands a changed list of known peers to the host (SPEC.md §8.11).
+    SavePeers,
 }
 
 impl TimerName for SessionTimer {
-    const ALL: &'static [SessionTimer] = &[SessionTimer::Tick, SessionTimer::Dial];
+    const ALL: &'static [SessionTimer] = &[
+        SessionTimer::Tick,
+        SessionTimer::Dial,
+        SessionTimer::Redial,
+        SessionTimer::SavePeers,
+    ];
     fn index(self) -> usize {
         self as usize
     }
 }
+
+/// Where the stored list of known peers is (SPEC.md §8.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KnownLoad {
+    /// Not asked for yet (before the first input).
+    NotAsked,
+    /// Asked for; nothing is stored until it is answered.
+    Loading,
+    /// Answered: loaded, absent, or refused as damaged (stores may replace it).
+    Done,
+    /// The host could not load it: never stored over, since it may still be there (and a
+    /// node without a state folder keeps none).
+    Failed,
+}
+
+/// The session's token for its load of the known peers.
+const LOAD_KNOWN: u64 = 0;
+/// The session's token for a store of the known peers.
+const STORE_KNOWN: u64 = 1;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -117,7 +152,17 @@ pub(crate) struct Session {
     dial_targets: BTreeMap<ConnId, NodeId>,
     /// Bounds on those dials, per address and overall.
     dial_guard: DialGuard,
-    timers: TimerTable<SessionTimer, 2>,
+    /// Addresses dialed on the session's own schedule (SPEC.md §8.10).
+    redials: Redials,
+    /// Peers linked with, stored by the host for the next start (SPEC.md §8.11).
+    known: KnownPeers,
+    /// Where the stored known peers are.
+    known_load: KnownLoad,
+    /// A store of the known peers is under way.
+    known_storing: bool,
+    /// Requests to the host, by the session's token, for the node to number and hand out.
+    requests: VecDeque<(u64, HostRequest)>,
+    timers: TimerTable<SessionTimer, 4>,
     last_outbound: u64,
     outputs: VecDeque<Output>,
     notices: VecDeque<Notice>,
@@ -133,6 +178,15 @@ impl Session {
     /// `seed`.
     pub(crate) fn new(config: &Config, families: u32, seed: [u8; 32]) -> Session {
         let identity = Identity::from_secret(&config.secret_key);
+        // Redial jitter draws from its own stream of the same seed, so the nonces and dial
+        // choices of the main stream are the same with or without redials.
+        let mut redial_rng = ChaCha8Rng::from_seed(seed);
+        redial_rng.set_stream(1);
+        let backoff = Backoff {
+            first: config.timers.redial_backoff_first,
+            max: config.timers.redial_backoff_max,
+        };
+        let limits = &config.limits;
         Session {
             network: NetworkId::from_name(&config.network),
             identity,
@@ -154,6 +208,16 @@ impl Session {
             incarnations: Incarnations::new(config.limits.seen_origins_max),
             dial_targets: BTreeMap::new(),
             dial_guard: DialGuard::new(config.limits.heard_of_max),
+            redials: Redials::new(
+                limits.configured_peers_max,
+                limits.known_peers_saved_max,
+                backoff,
+                redial_rng,
+            ),
+            known: KnownPeers::new(limits.known_peers_saved_max),
+            known_load: KnownLoad::NotAsked,
+            known_storing: false,
+            requests: VecDeque::new(),
             timers: TimerTable::default(),
             last_outbound: 0,
             outputs: VecDeque::new(),
@@ -310,6 +374,9 @@ impl Session {
         if self.book.len() > limits.heard_of_max.max(1) {
             return Err("the address book is over its bound".into());
         }
+        if self.redials.len() > limits.configured_peers_max + limits.known_peers_saved_max {
+            return Err(format!("{} redialed addresses", self.redials.len()));
+        }
         Ok(())
     }
 
@@ -323,6 +390,11 @@ impl Session {
     /// Queues an output for the driver (a protocol's event, a host request).
     pub(crate) fn push_output(&mut self, output: Output) {
         self.outputs.push_back(output);
+    }
+
+    /// The next request for the host, with the session's token for it.
+    pub(crate) fn poll_request(&mut self) -> Option<(u64, HostRequest)> {
+        self.requests.pop_front()
     }
 
     /// The next notice for the protocols.
@@ -346,6 +418,14 @@ impl Session {
                 self.timers
                     .set(SessionTimer::Dial, now + self.timer_periods.dial_interval);
             }
+            self.timers.set(
+                SessionTimer::SavePeers,
+                now + self.timer_periods.peers_save_interval,
+            );
+            self.known_load = KnownLoad::Loading;
+            let name = known_peers::STATE_NAME.into();
+            self.requests
+                .push_back((LOAD_KNOWN, HostRequest::LoadState { name }));
         }
         self.now = self.now.max(now);
     }
@@ -371,7 +451,150 @@ impl Session {
                     self.timers
                         .set(SessionTimer::Dial, now + self.timer_periods.dial_interval);
                 }
+                SessionTimer::Redial => self.on_redial_timer(now),
+                SessionTimer::SavePeers => {
+                    self.store_known();
+                    let at = now + self.timer_periods.peers_save_interval;
+                    self.timers.set(SessionTimer::SavePeers, at);
+                }
             }
+        }
+    }
+
+    // ----- redials and known peers (SPEC.md §8.10, §8.11) ---------------------------------
+
+    /// Dials every redialed address that is due and not linked, while outbound slots last.
+    fn on_redial_timer(&mut self, now: Instant) {
+        for addr in self.redials.due(now) {
+            if let Some(node) = self.redials.node_of(&addr) {
+                if self.links.contains_key(&node) {
+                    self.redials.linked(None, node);
+                    continue;
+                }
+            }
+            if self.count(Direction::Outbound) >= self.limits.outbound_max {
+                let at = now + self.redials.first_wait();
+                self.redials.postpone(&addr, Some(at));
+                continue;
+            }
+            let conn = self.dial(now, addr.clone());
+            self.redials.dialing(&addr, conn);
+            self.metrics.redials += 1;
+        }
+        self.arm_redial();
+    }
+
+    /// Arms the redial timer for the next due address, if any.
+    fn arm_redial(&mut self) {
+        match self.redials.next_dial_at() {
+            Some(at) if !self.shut_down => self.timers.set(SessionTimer::Redial, at),
+            _ => self.timers.cancel(SessionTimer::Redial),
+        }
+    }
+
+    /// Hands the known peers to the host if they changed, once their load is answered and no
+    /// store is under way.
+    fn store_known(&mut self) {
+        if self.known_load != KnownLoad::Done || self.known_storing {
+            return;
+        }
+        if let Some(bytes) = self.known.take_changed() {
+            self.known_storing = true;
+            let name = known_peers::STATE_NAME.into();
+            self.requests
+                .push_back((STORE_KNOWN, HostRequest::StoreState { name, bytes }));
+        }
+    }
+
+    /// The host answered the session's request `token`.
+    pub(crate) fn completed(&mut self, now: Instant, token: u64, result: HostResult) {
+        match (token, result) {
+            (LOAD_KNOWN, result) => {
+                self.known_load = KnownLoad::Done;
+                match result {
+                    HostResult::Loaded(Some(blob)) => match known_peers::decode(&blob) {
+                        Some(entries) => self.load_known(now, entries),
+                        None => self.metrics.known_peers_refused += 1,
+                    },
+                    HostResult::Loaded(None) => {}
+                    _ => {
+                        self.known_load = KnownLoad::Failed;
+                        self.metrics.known_peers_state_failures += 1;
+                    }
+                }
+            }
+            (_, HostResult::Stored) => {
+                self.known_storing = false;
+                self.metrics.known_peers_stores += 1;
+            }
+            _ => {
+                self.known_storing = false;
+                self.known.store_failed();
+                self.metrics.known_peers_state_failures += 1;
+            }
+        }
+    }
+
+    /// Saved peers, loaded: each not linked and not this node is dialed, a bounded number of
+    /// times, starting now.
+    fn load_known(&mut self, now: Instant, entries: Vec<(NodeId, String)>) {
+        let me = self.identity.node_id();
+        let attempts = self.limits.redial_attempts_max;
+        for (node, addr) in &entries {
+            if *node != me && !self.links.contains_key(node) && !address::is_unspecified(addr) {
+                self.redials.add_bounded(addr, *node, now, attempts);
+            }
+        }
+        self.known
+            .loaded(entries.into_iter().filter(|(n, _)| *n != me).collect());
+        self.arm_redial();
+    }
+
+    /// A dial (`conn`, outbound, not yet established) ended for `reason` before its
+    /// handshake finished: counted, and, if it was a redial, backed off and reported.
+    fn dial_ended(&mut self, now: Instant, conn: ConnId, reason: &CloseReason) {
+        if matches!(reason, CloseReason::Shutdown | CloseReason::Requested) {
+            return;
+        }
+        if *reason == CloseReason::SelfConnection {
+            // A configured address of this very node: never dialed again.
+            self.redials.drop_conn(conn);
+            return;
+        }
+        self.metrics.dials_failed += 1;
+        if !reason.is_fault() {
+            self.metrics.connections_failed += 1;
+        }
+        if let Some(failed) = self.redials.failed(conn, now) {
+            self.outputs.push_back(Output::Event(Event::DialFailed {
+                addr: failed.addr,
+                attempts: failed.failures,
+                retry_in_ms: failed.retry_in.map(|d| d.as_millis()),
+                reason: reason.clone(),
+            }));
+            self.arm_redial();
+        }
+    }
+
+    /// The link to `node` (listening at `listen_addr`) went away for `reason`: a configured
+    /// address of it is redialed soon; a link lost without a BYE is redialed a bounded number
+    /// of times.
+    fn redial_after_link_down(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        listen_addr: Option<String>,
+        reason: &CloseReason,
+    ) {
+        if self.shut_down || self.redials.link_down(&node, now) {
+            return self.arm_redial();
+        }
+        let lost = matches!(reason, CloseReason::Lost | CloseReason::Timeout);
+        if let (true, Some(addr)) = (lost, listen_addr) {
+            let at = now + self.redials.first_wait();
+            let attempts = self.limits.redial_attempts_max;
+            self.redials.add_bounded(&addr, node, at, attempts);
+            self.arm_redial();
         }
     }
 
@@ -464,7 +687,8 @@ impl Session {
             .count()
     }
 
-    /// `Command::Connect`.
+    /// `Command::Connect`: `addr` is configured (redialed for as long as the node runs,
+    /// SPEC.md §8.10) and dialed now, unless a dial of it is under way or its node is linked.
     pub(crate) fn connect(&mut self, now: Instant, addr: String) -> Result<(), SessionRefusal> {
         if self.shut_down {
             return Err(SessionRefusal::ShutDown);
@@ -472,25 +696,45 @@ impl Session {
         if self.count(Direction::Outbound) >= self.limits.outbound_max {
             return Err(SessionRefusal::TooManyConnections);
         }
-        self.dial(now, addr);
+        self.redials
+            .configure(&addr)
+            .map_err(|_| SessionRefusal::TooManyConfiguredPeers)?;
+        let linked = self
+            .redials
+            .node_of(&addr)
+            .is_some_and(|n| self.links.contains_key(&n));
+        if !linked && !self.redials.is_dialing(&addr) {
+            let conn = self.dial(now, addr.clone());
+            self.redials.dialing(&addr, conn);
+        }
+        self.arm_redial();
         Ok(())
     }
 
-    /// `Command::Disconnect`.
+    /// `Command::Disconnect`: closes the link to `node`, and forgets its redialed addresses
+    /// and its place among the known peers, so it is not dialed again.
     pub(crate) fn disconnect(&mut self, node: NodeId) -> Result<(), SessionRefusal> {
         if self.shut_down {
             return Err(SessionRefusal::ShutDown);
         }
-        let conn = *self
-            .links
-            .get(&node)
-            .ok_or(SessionRefusal::NotLinked(node))?;
+        let forgotten = self.redials.remove_node(&node);
+        self.known.forget(&node);
+        self.arm_redial();
+        let Some(&conn) = self.links.get(&node) else {
+            return match forgotten {
+                true => Ok(()),
+                false => Err(SessionRefusal::NotLinked(node)),
+            };
+        };
         self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));
         Ok(())
     }
 
-    /// `Command::Shutdown`: BYE to every peer, every connection closed, timers stopped.
+    /// `Command::Shutdown`: BYE to every peer, every connection closed, timers stopped; a
+    /// changed list of known peers goes to the host.
     pub(crate) fn shutdown(&mut self) {
+        self.known_storing = false;
+        self.store_known();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, CloseReason::Shutdown, Some(ByeReason::Shutdown));
@@ -559,6 +803,7 @@ impl Session {
                 self.conns.remove(&conn);
                 self.dial_failed(now, conn);
                 self.dedicated.closed(conn);
+                self.dial_ended(now, conn, &CloseReason::ConnectFailed);
                 Ok(())
             }
             // A Close we asked for may cross the driver's failure report.
@@ -641,7 +886,8 @@ impl Session {
             return;
         }
         let was_dialing = matches!(c.state, ConnState::Dialing);
-        let peer = c.peer().map(|p| p.node);
+        let dial_unfinished = c.direction == Direction::Outbound && c.is_unauthenticated();
+        let peer = c.peer().map(|p| (p.node, p.listen_addr.clone()));
         c.queue_mut().clear();
         if let (Some(bye), false) = (bye, was_dialing) {
             // BYE goes out ahead of the close whatever the window: the driver writes what it
@@ -671,7 +917,10 @@ impl Session {
                     reason: reason.clone(),
                 }));
         }
-        let Some(node) = peer else {
+        if dial_unfinished {
+            self.dial_ended(now, conn, &reason);
+        }
+        let Some((node, listen_addr)) = peer else {
             return;
         };
         if self.links.get(&node) != Some(&conn) {
@@ -682,6 +931,7 @@ impl Session {
             node,
             reason: reason.clone(),
         }));
+        self.redial_after_link_down(now, node, listen_addr, &reason);
         self.notices.push_back(Notice::LinkDown { node, reason });
     }
 
@@ -813,7 +1063,16 @@ impl Session {
             }
         };
         match (msg, established) {
-            (Message::Bye(reason), _) => self.close(conn, CloseReason::PeerSaidBye(reason), None),
+            (Message::Bye(reason), established) => {
+                if reason == ByeReason::StaleIncarnation && !established {
+                    let addr = self.conns.get(&conn).map(|c| c.addr.clone());
+                    if let Some(addr) = addr {
+                        self.outputs
+                            .push_back(Output::Event(Event::RefusedAsStale { addr }));
+                    }
+                }
+                self.close(conn, CloseReason::PeerSaidBye(reason), None)
+            }
             (Message::Hello(hello), false) => self.on_hello(conn, hello),
             (Message::HelloAck(ack), false) => self.on_hello_ack(now, conn, &ack),
             (Message::Ping(p), true) => {
@@ -837,7 +1096,8 @@ impl Session {
     fn on_hello(&mut self, conn: ConnId, hello: Hello) {
         let node = NodeId::from_public_key(&hello.public_key);
         if hello.network == self.network && self.incarnations.is_stale(node, hello.incarnation) {
-            return self.close(conn, CloseReason::StaleIncarnation, None);
+            let bye = Some(ByeReason::StaleIncarnation);
+            return self.close(conn, CloseReason::StaleIncarnation, bye);
         }
         let dedicated = hello
             .dedicated
@@ -898,10 +1158,14 @@ impl Session {
             Direction::Outbound => our_nonce,
             Direction::Inbound => hello.nonce,
         };
+        let listen_addr = hello
+            .listen_addr
+            .as_deref()
+            .and_then(|a| address::dialable(a, &c.addr));
         let peer = Peer {
             node,
             incarnation: hello.incarnation,
-            listen_addr: hello.listen_addr.clone(),
+            listen_addr: listen_addr.clone(),
             families: hello.families | Family::Session.bit(),
             dialer_nonce,
         };
@@ -914,6 +1178,19 @@ impl Session {
         self.metrics.handshakes_completed += 1;
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
+        }
+        if let Some((addr, failures)) = self.redials.linked(Some(conn), node) {
+            if failures > 0 {
+                self.outputs.push_back(Output::Event(Event::Redialed {
+                    addr,
+                    node,
+                    failures,
+                }));
+            }
+        }
+        self.arm_redial();
+        if let Some(addr) = &listen_addr {
+            self.known.linked(node, addr);
         }
         let restarted =
             self.incarnations.check(node, hello.incarnation) == IncarnationCheck::Restarted;
@@ -948,7 +1225,7 @@ impl Session {
             incarnation: hello.incarnation,
             restarted,
         }));
-        if let Some(addr) = &hello.listen_addr {
+        if let Some(addr) = &listen_addr {
             self.book.learn(now, node, addr);
         }
         self.book.linked(&node);

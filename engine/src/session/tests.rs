@@ -6,6 +6,7 @@ use weft_protocol::{ChordMessage, Code, Family, Frame, FrameDecoder, Message};
 
 use super::*;
 use crate::machine::{Class, Outgoing, Recipients};
+use crate::time::Duration;
 
 const T0: Instant = Instant(1_000_000_000);
 
@@ -356,4 +357,282 @@ fn hex32(s: &str) -> [u8; 32] {
         *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
     }
     out
+}
+
+// ----- redials and known peers (SPEC.md §8.10, §8.11, §8.12) ----------------------------------
+
+/// Carries bytes both ways until the handshake of `ca` (on `a`) and `cb` (on `b`) is done.
+fn handshake(a: &mut Session, ca: ConnId, b: &mut Session, cb: ConnId) -> Vec<Output> {
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.extend(carry(a, ca, b, cb).1);
+        rest.extend(carry(b, cb, a, ca).1);
+    }
+    rest
+}
+
+/// The dials among `outputs`.
+fn dials(outputs: &[Output]) -> Vec<(ConnId, String)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, addr } => Some((*conn, addr.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `DialFailed` events among `outputs`: (attempts, retry in ms).
+fn dial_failures(outputs: &[Output]) -> Vec<(u32, Option<u64>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::DialFailed {
+                attempts,
+                retry_in_ms,
+                ..
+            }) => Some((*attempts, *retry_in_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `s`'s timers until `until`, returning its outputs.
+fn run_until(s: &mut Session, until: Instant) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(at) = s.poll_timeout().filter(|at| *at <= until) {
+        s.set_now(at);
+        s.handle_timeout(at);
+        out.extend(drain(s));
+    }
+    s.set_now(until);
+    out
+}
+
+/// Answers `s`'s load of the known peers with `blob`.
+fn answer_load(s: &mut Session, blob: Option<Bytes>) {
+    let (token, request) = s
+        .poll_request()
+        .expect("the load is asked for at the start");
+    assert_eq!(
+        request,
+        HostRequest::LoadState {
+            name: "peers".into()
+        }
+    );
+    s.completed(T0, token, HostResult::Loaded(blob));
+}
+
+#[test]
+fn a_configured_peer_is_redialed_with_doubling_waits_until_it_answers() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    answer_load(&mut a, None);
+    a.connect(T0, "b".into()).unwrap();
+    let mut conn = dials(&drain(&mut a))[0].0;
+    let mut now = T0;
+    let mut waits = Vec::new();
+    for attempt in 1..=7u32 {
+        a.connect_failed(now, conn).unwrap();
+        let failures = dial_failures(&drain(&mut a));
+        let retry = match failures.as_slice() {
+            [(n, Some(ms))] if *n == attempt => *ms,
+            other => panic!("attempt {attempt}: {other:?}"),
+        };
+        waits.push(retry);
+        // The wait is reported in whole milliseconds, rounded down.
+        let out = run_until(&mut a, now + Duration::from_millis(retry + 1));
+        let again = dials(&out);
+        assert_eq!(again.len(), 1, "attempt {attempt}: dialed once more");
+        assert_eq!(again[0].1, "b");
+        conn = again[0].0;
+        now = a.now;
+    }
+    assert!(
+        waits[0] <= 500 && waits[0] > 375,
+        "the first retry is short: {waits:?}"
+    );
+    for w in waits.windows(2) {
+        assert!(w[1] as f64 >= w[0] as f64 * 1.5, "doubling: {waits:?}");
+    }
+    assert_eq!(a.metrics().dials_failed, 7);
+    assert_eq!(
+        a.metrics().connections_failed,
+        7,
+        "stats count failed dials"
+    );
+    // Past the cap, the wait stays at about a minute.
+    for _ in 0..4 {
+        a.connect_failed(now, conn).unwrap();
+        let retry = dial_failures(&drain(&mut a))[0].1.unwrap();
+        now = now + Duration::from_millis(retry + 1);
+        conn = dials(&run_until(&mut a, now))[0].0;
+    }
+    for _ in 0..4 {
+        a.connect_failed(now, conn).unwrap();
+        let retry = dial_failures(&drain(&mut a))[0].1.unwrap();
+        assert!((45_000..=60_000).contains(&retry), "{retry}");
+        now = now + Duration::from_millis(retry + 1);
+        conn = dials(&run_until(&mut a, now))[0].0;
+    }
+}
+
+#[test]
+fn a_dropped_configured_link_is_redialed_and_a_disconnect_sticks() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (ca, _) = link(&mut a, &mut b);
+    drain(&mut a);
+    a.closed(T0, ca).unwrap();
+    let out = run_until(&mut a, T0 + Duration::from_millis(500));
+    let redial = dials(&out);
+    assert_eq!(redial.len(), 1, "redialed within the first wait: {out:?}");
+    let cb = ConnId::inbound(2);
+    b.accepted(T0, cb, "a".into()).unwrap();
+    a.connected(redial[0].0).unwrap();
+    handshake(&mut a, redial[0].0, &mut b, cb);
+    assert!(a.link_peer(&b.node_id()).is_some(), "linked again");
+    drain(&mut a);
+
+    a.disconnect(b.node_id()).unwrap();
+    drain(&mut a);
+    a.closed(T0, redial[0].0).ok();
+    let later = run_until(&mut a, T0 + Duration::from_secs(600));
+    assert_eq!(dials(&later), vec![], "a disconnected peer is not redialed");
+}
+
+#[test]
+fn a_link_lost_without_a_bye_is_redialed_a_bounded_number_of_times() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |c| c.limits.redial_attempts_max = 3);
+    let (_, cb) = link(&mut a, &mut b);
+    // b accepted a: b learned a's listen address from its HELLO; the link is lost.
+    drain(&mut b);
+    b.closed(T0, cb).unwrap();
+    // Each dial stays unanswered: the handshake timeout fails it.
+    let out = run_until(&mut b, T0 + Duration::from_secs(3600));
+    let dialed = dials(&out);
+    assert!(dialed.iter().all(|(_, addr)| addr == "a"));
+    let dialed = dialed.len();
+    assert_eq!(dialed, 3, "redial_attempts_max");
+}
+
+#[test]
+fn saved_peers_are_dialed_only_once_their_load_is_answered() {
+    let mut known = KnownPeers::new(8);
+    known.linked(NodeId([7; 32]), "192.0.2.7:7000");
+    known.linked(NodeId([8; 32]), "192.0.2.8:7000");
+    let blob = known.take_changed().unwrap();
+
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let before = run_until(&mut a, T0 + Duration::from_secs(30));
+    assert_eq!(dials(&before), vec![], "nothing dialed before the load");
+    let (token, _) = a.poll_request().unwrap();
+    a.completed(a.now, token, HostResult::Loaded(Some(blob)));
+    let now = a.now;
+    let out = run_until(&mut a, now);
+    let mut addrs: Vec<String> = dials(&out).into_iter().map(|(_, a)| a).collect();
+    addrs.sort();
+    assert_eq!(addrs, vec!["192.0.2.7:7000", "192.0.2.8:7000"]);
+}
+
+#[test]
+fn a_damaged_known_peers_blob_is_ignored_and_counted() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    answer_load(&mut a, Some(Bytes::from_static(b"weft peers v9\n garbage")));
+    assert_eq!(a.metrics().known_peers_refused, 1);
+    assert_eq!(
+        dials(&run_until(&mut a, T0 + Duration::from_secs(60))),
+        vec![]
+    );
+}
+
+#[test]
+fn after_a_failed_load_the_known_peers_are_never_stored_over() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (load, _) = a.poll_request().unwrap();
+    a.completed(T0, load, HostResult::Failed("disk".into()));
+    link(&mut a, &mut b);
+    let save = a.timer_periods.peers_save_interval;
+    run_until(&mut a, T0 + Duration(save.0 * 3));
+    a.shutdown();
+    assert!(a.poll_request().is_none(), "nothing stored");
+    assert_eq!(a.metrics().known_peers_state_failures, 1);
+}
+
+#[test]
+fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    link(&mut a, &mut b);
+    let save = a.timer_periods.peers_save_interval;
+    let (load, _) = a.poll_request().unwrap();
+    run_until(&mut a, T0 + Duration(save.0 * 3));
+    assert!(
+        a.poll_request().is_none(),
+        "no store while the load is unanswered"
+    );
+    a.completed(a.now, load, HostResult::Loaded(None));
+    let now = a.now;
+    run_until(&mut a, now + save);
+    let (token, request) = a.poll_request().expect("a store");
+    let HostRequest::StoreState { name, bytes } = request else {
+        panic!("expected a store, got {request:?}");
+    };
+    assert_eq!(name, "peers");
+    assert_eq!(
+        known_peers::decode(&bytes).unwrap(),
+        vec![(b.node_id(), "b".to_string())]
+    );
+    a.completed(a.now, token, HostResult::Stored);
+    let now = a.now;
+    run_until(&mut a, now + Duration(save.0 * 3));
+    assert!(a.poll_request().is_none(), "unchanged: not stored again");
+}
+
+#[test]
+fn an_unspecified_listen_address_is_never_advertised() {
+    let mut a = session(1, "0.0.0.0:7000", MESH_TABLE, |_| {});
+    let mut b = session(2, "192.0.2.2:7000", MESH_TABLE, |_| {});
+    a.connect(T0, "192.0.2.2:7000".into()).unwrap();
+    let ca = dials(&drain(&mut a))[0].0;
+    let cb = ConnId::inbound(1);
+    b.accepted(T0, cb, "192.0.2.1:50123".into()).unwrap();
+    a.connected(ca).unwrap();
+    handshake(&mut a, ca, &mut b, cb);
+    let seen = b.link_peer(&a.node_id()).unwrap().listen_addr.clone();
+    assert_eq!(
+        seen.as_deref(),
+        Some("192.0.2.1:7000"),
+        "the IP it came from"
+    );
+    assert!(b
+        .hosts()
+        .iter()
+        .all(|h| h.addr.as_deref() != Some("0.0.0.0:7000")));
+    b.learn(T0, NodeId([9; 32]), "0.0.0.0:7000");
+    b.learn(T0, NodeId([10; 32]), "[::]:7000");
+    assert!(b
+        .known_peers(NodeId([0; 32]), 100)
+        .iter()
+        .all(|p| !is_unspecified(&p.addr)));
+}
+
+#[test]
+fn a_node_refused_as_stale_hears_why() {
+    // `a2` runs with `a`'s key at a higher incarnation (a copied state folder).
+    let mut a = session(1, "a", MESH_TABLE, |c| c.incarnation = 1);
+    let mut a2 = session(1, "a2", MESH_TABLE, |c| c.incarnation = 2);
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    link(&mut a2, &mut b);
+    a.connect(T0, "b".into()).unwrap();
+    let ca = dials(&drain(&mut a))[0].0;
+    let cb = ConnId::inbound(5);
+    b.accepted(T0, cb, "a".into()).unwrap();
+    a.connected(ca).unwrap();
+    let out = handshake(&mut a, ca, &mut b, cb);
+    let told = out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::RefusedAsStale { addr }) if addr == "b"));
+    assert!(told, "{out:?}");
 }
