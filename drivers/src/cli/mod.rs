@@ -2,7 +2,8 @@
 //! `--detach`); `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
 //! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
 //! socket; `completions` prints a shell's completion script. Each prints a one-line error
-//! and exits non-zero when something is wrong (2 for bad arguments). `WEFT_NAME` names the network when `--name` is not given.
+//! and exits non-zero when something is wrong (2 for bad arguments). `WEFT_NAME` names the
+//! network when `--name` is not given.
 
 mod admin;
 mod chord;
