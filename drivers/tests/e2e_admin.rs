@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{run, scratch, wait_until, weft, NodeProc, WAIT};
 use weft_drivers::report::IdReport;
@@ -364,6 +364,20 @@ fn connect_links_two_nodes_and_disconnect_unlinks_them() {
         log.contains(&format!("peer down {}: Requested", &b_id[..16])),
         "{log}"
     );
+    // It stays unlinked: neither a's discovery nor b's dials bring the link back.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            !a.links_to(&b_id) && !b.links_to(&a_id),
+            "relinked after disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Until a dials b on purpose.
+    ok(&a.command("connect", &[&b.addr]));
+    wait_until("a links to b again", || {
+        a.links_to(&b_id) && b.links_to(&a_id)
+    });
     fails_with(&a.command("disconnect", &["ffff0000"]), 1, "no known node");
     fails_with(&a.command("disconnect", &["xyz"]), 1, "not a node id");
     fails_with(&a.command("connect", &["nowhere"]), 2, "HOST:PORT");

@@ -134,6 +134,10 @@ pub struct Limits {
     /// Addresses `Command::Connect` may configure: each is redialed for as long as the node
     /// runs (SPEC.md §8.10); past the bound a new one is refused.
     pub configured_peers_max: usize,
+    /// Nodes `Command::Disconnect` keeps away (SPEC.md §8.10): neither dialed by discovery
+    /// nor accepted, until an outbound link to one is made on purpose; past the bound the
+    /// oldest mark is forgotten.
+    pub disconnected_nodes_max: usize,
     /// Peers linked with that the host stores and the next start dials (SPEC.md §8.11), most
     /// recently linked first; also the bound on saved and lost addresses redialed at once.
     pub known_peers_saved_max: usize,
@@ -183,6 +187,7 @@ impl Default for Limits {
                 burst: 10_000,
             },
             configured_peers_max: 64,
+            disconnected_nodes_max: 64,
             known_peers_saved_max: 32,
             redial_attempts_max: 8,
         }

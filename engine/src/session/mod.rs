@@ -154,6 +154,8 @@ pub(crate) struct Session {
     dial_guard: DialGuard,
     /// Addresses dialed on the session's own schedule (SPEC.md §8.10).
     redials: Redials,
+    /// Nodes `Command::Disconnect` closed, oldest first: kept away (SPEC.md §8.10).
+    disconnected: VecDeque<NodeId>,
     /// Peers linked with, stored by the host for the next start (SPEC.md §8.11).
     known: KnownPeers,
     /// Where the stored known peers are.
@@ -217,6 +219,7 @@ impl Session {
             known: KnownPeers::new(limits.known_peers_saved_max),
             known_load: KnownLoad::NotAsked,
             known_storing: false,
+            disconnected: VecDeque::new(),
             requests: VecDeque::new(),
             timers: TimerTable::default(),
             last_outbound: 0,
@@ -637,9 +640,13 @@ impl Session {
         let me = self.identity.node_id();
         let backoff = self.timer_periods.dial_backoff;
         let (guard, attempts_max) = (&self.dial_guard, limits.dial_address_attempts_max);
+        let disconnected = &self.disconnected;
         let mut refused = false;
         let picked = self.book.pick_dial(now, &mut self.rng, backoff, |n, addr| {
-            let wanted = *n != me && !links.contains_key(n) && !dialing.contains(n);
+            let wanted = *n != me
+                && !links.contains_key(n)
+                && !dialing.contains(n)
+                && !disconnected.contains(n);
             let allowed = guard.allows(addr, now, attempts_max);
             refused |= wanted && !allowed;
             wanted && allowed
@@ -719,6 +726,12 @@ impl Session {
         }
         let forgotten = self.redials.remove_node(&node);
         self.known.forget(&node);
+        if !self.disconnected.contains(&node) {
+            self.disconnected.push_back(node);
+            if self.disconnected.len() > self.limits.disconnected_nodes_max {
+                self.disconnected.pop_front();
+            }
+        }
         self.arm_redial();
         let Some(&conn) = self.links.get(&node) else {
             return match forgotten {
@@ -1095,6 +1108,15 @@ impl Session {
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello) {
         let node = NodeId::from_public_key(&hello.public_key);
+        let inbound = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.direction == Direction::Inbound);
+        if inbound && self.disconnected.contains(&node) {
+            // Kept away by `Command::Disconnect` until this node dials it on purpose.
+            let bye = Some(ByeReason::Requested);
+            return self.close(conn, CloseReason::Requested, bye);
+        }
         if hello.network == self.network && self.incarnations.is_stale(node, hello.incarnation) {
             let bye = Some(ByeReason::StaleIncarnation);
             return self.close(conn, CloseReason::StaleIncarnation, bye);
@@ -1176,6 +1198,10 @@ impl Session {
             self.dial_guard.answered(&c.addr);
         }
         self.metrics.handshakes_completed += 1;
+        if c.direction == Direction::Outbound {
+            // Only a deliberate dial (`Command::Connect`) reaches a disconnected node.
+            self.disconnected.retain(|n| *n != node);
+        }
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
         }

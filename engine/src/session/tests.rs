@@ -501,6 +501,44 @@ fn a_dropped_configured_link_is_redialed_and_a_disconnect_sticks() {
 }
 
 #[test]
+fn a_disconnected_node_is_refused_until_dialed_on_purpose() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (ca, cb) = link(&mut a, &mut b);
+    a.disconnect(b.node_id()).unwrap();
+    drain(&mut a);
+    a.closed(T0, ca).ok();
+    b.closed(T0, cb).ok();
+    drain(&mut b);
+
+    // b dials a again (b's own configured peer): a refuses it with BYE before any link.
+    b.connect(T0, "a".into()).unwrap();
+    let cb2 = match drain(&mut b).as_slice() {
+        [Output::Connect { conn, .. }] => *conn,
+        other => panic!("expected a dial, got {other:?}"),
+    };
+    let ca2 = ConnId::inbound(2);
+    a.accepted(T0, ca2, "b".into()).unwrap();
+    b.connected(cb2).unwrap();
+    for _ in 0..4 {
+        carry(&mut b, cb2, &mut a, ca2);
+        carry(&mut a, ca2, &mut b, cb2);
+    }
+    assert!(a.link_peer(&b.node_id()).is_none(), "a kept b away");
+    assert!(b.link_peer(&a.node_id()).is_none());
+
+    // a dials b on purpose: the link comes up, and the mark is gone.
+    a.closed(T0, ca2).ok();
+    let (_, cb3) = link(&mut a, &mut b);
+    assert!(a.link_peer(&b.node_id()).is_some());
+    assert!(
+        a.disconnected.is_empty(),
+        "an outbound link clears the mark"
+    );
+    drop(cb3);
+}
+
+#[test]
 fn a_link_lost_without_a_bye_is_redialed_a_bounded_number_of_times() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     let mut b = session(2, "b", MESH_TABLE, |c| c.limits.redial_attempts_max = 3);
