@@ -282,12 +282,21 @@ impl Chord {
             .iter()
             .filter(|s| matches!(s, Slot::Done { .. }))
             .count() as u8;
+        let (nodes, of) = self.replica_nodes(&op.slots);
         let result = if done == 0 {
             Err(ChordError::Timeout)
         } else {
             Ok(match &op.request {
-                ChordRequest::Put { .. } => ChordResult::Put { replicas: done },
-                ChordRequest::Delete { .. } => ChordResult::Delete { replicas: done },
+                ChordRequest::Put { .. } => ChordResult::Put {
+                    replicas: done,
+                    nodes,
+                    of,
+                },
+                ChordRequest::Delete { .. } => ChordResult::Delete {
+                    replicas: done,
+                    nodes,
+                    of,
+                },
                 ChordRequest::Lookup { .. } => ChordResult::Lookup {
                     // A done lookup slot always set its owner.
                     owner: op.owner.unwrap_or(self.me.node),
@@ -315,6 +324,28 @@ impl Chord {
             request: op.app_request,
             result,
         }));
+    }
+
+    /// The distinct nodes that answered a request's slots, and the distinct replica nodes
+    /// there are: as many as the key's positions, at most the nodes of the ring as this node
+    /// knows it (itself and its successors), and never fewer than answered.
+    fn replica_nodes(&self, slots: &[Slot]) -> (u8, u8) {
+        let mut answered: Vec<NodeId> = slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Done { owner, .. } => Some(owner.node),
+                _ => None,
+            })
+            .collect();
+        answered.sort();
+        answered.dedup();
+        let mut ring: Vec<NodeId> = self.successors.iter().map(|p| p.node).collect();
+        ring.push(self.me.node);
+        ring.sort();
+        ring.dedup();
+        let known = ring.len().min(CHORD_REPLICAS).max(answered.len());
+        // Both are at most CHORD_REPLICAS (5): they fit a u8.
+        (answered.len() as u8, known as u8)
     }
 
     /// Writes the entries a get found (tombstones included) back to every replica that
