@@ -51,6 +51,12 @@ impl Chord {
         (blob, Commit { answers })
     }
 
+    /// The answers held, without a snapshot: for an owner that cannot store one.
+    pub fn uncommitted(&mut self) -> Commit {
+        let answers = std::mem::take(&mut self.held_answers);
+        Commit { answers }
+    }
+
     /// The host finished storing a snapshot: its answers go out.
     pub fn committed(&mut self, now: Instant, commit: Commit) {
         for (to, msg) in commit.answers {

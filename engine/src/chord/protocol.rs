@@ -102,6 +102,12 @@ impl ChordProtocol {
             return;
         };
         let Some(wall_ms) = cx.wall_clock_ms(now) else {
+            // No calendar time yet: no snapshot could say when its entries expire. Answers
+            // go out uncommitted rather than wait (a driver gives the wall clock at start).
+            let commit = chord.uncommitted();
+            if !commit.is_empty() {
+                chord.committed(now, commit);
+            }
             return;
         };
         if let Some(blob) = self.persist.unrestored.take() {
