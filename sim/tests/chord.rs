@@ -365,6 +365,20 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         ));
     }
 
+    // Every put a replica acknowledged (after its commit) is held by a live node: crashed
+    // nodes came back with their records from their disks.
+    if w.durable.acked_puts() < REAL_KEYS as usize {
+        return Err(format!("{} puts acknowledged", w.durable.acked_puts()));
+    }
+    let lost = w.durability_violations();
+    if !lost.is_empty() {
+        return Err(format!(
+            "{} acknowledged puts lost: {}",
+            lost.len(),
+            lost.join(", ")
+        ));
+    }
+
     // Every key some live node still holds is read back from a random live node.
     let live = w.live();
     let live: Vec<u32> = (0..n).filter(|&i| live[i as usize]).collect();
