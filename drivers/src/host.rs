@@ -304,7 +304,10 @@ impl Host {
             }
             Event::Table(TableEvent::Committed { through }) => self.table_answer(through, Ok(())),
             Event::Table(TableEvent::NotCommitted { through, reason }) => {
-                tracing::warn!("table writes not stored: {reason}");
+                // A node without a state folder keeps nothing, by choice.
+                if self.storage.dir().is_some() {
+                    tracing::warn!("table writes not stored: {reason}");
+                }
                 self.table_answer(through, Err(HandleError::NotStored(reason)));
             }
             other => tracing::debug!("{other:?}"),

@@ -415,6 +415,17 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
         .unwrap();
     assert_eq!(again.table().entries_len(), 0, "a damaged blob is ignored");
     assert_eq!(again.metrics().table.state_failures, 1);
+    // ... and never overwritten: a local write is not committed, and nothing is stored.
+    again.handle_input(T0, set("x")).unwrap();
+    let out = drain_raw(&mut again);
+    assert_eq!(request(&out), None, "no store over the damaged blob");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Table(TableEvent::NotCommitted { through: 1, .. }))
+        )),
+        "{out:?}"
+    );
 
     let mut third = node_with(|c| c.incarnation = 3);
     third

@@ -57,6 +57,9 @@ struct Persist {
     unrestored: Option<bytes::Bytes>,
     /// The store under way, with the answers it commits.
     storing: Option<Commit>,
+    /// The stored records could not be read (a failed load, a damaged blob or one from a newer
+    /// version): nothing is stored over them in this run, and answers go out uncommitted.
+    blocked: bool,
 }
 
 /// See the module documentation.
@@ -101,9 +104,10 @@ impl ChordProtocol {
         let Some(chord) = self.chord.as_mut() else {
             return;
         };
-        let Some(wall_ms) = cx.wall_clock_ms(now) else {
-            // No calendar time yet: no snapshot could say when its entries expire. Answers
-            // go out uncommitted rather than wait (a driver gives the wall clock at start).
+        let wall = cx.wall_clock_ms(now).filter(|_| !self.persist.blocked);
+        let Some(wall_ms) = wall else {
+            // No calendar time yet (no snapshot could say when its entries expire), or no
+            // store allowed: answers go out uncommitted rather than wait.
             let commit = chord.uncommitted();
             if !commit.is_empty() {
                 chord.committed(now, commit);
@@ -113,6 +117,10 @@ impl ChordProtocol {
         if let Some(blob) = self.persist.unrestored.take() {
             if chord.restore(now, wall_ms, &blob).is_none() {
                 chord.count_state_failure();
+                self.persist.blocked = true;
+                let commit = chord.uncommitted();
+                chord.committed(now, commit);
+                return;
             }
         }
         if !self.persist.loaded || self.persist.storing.is_some() || !chord.needs_store() {
@@ -310,7 +318,10 @@ impl Protocol for ChordProtocol {
                 match result {
                     HostResult::Loaded(Some(blob)) => self.persist.unrestored = Some(blob),
                     HostResult::Loaded(None) => {}
-                    _ => chord.count_state_failure(),
+                    _ => {
+                        chord.count_state_failure();
+                        self.persist.blocked = true;
+                    }
                 }
             }
             (STORE, result) => {

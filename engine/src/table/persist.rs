@@ -15,6 +15,10 @@ pub(crate) const STATE_NAME: &str = "table";
 /// The blob's first bytes (format version 3: the clock, then the signed writes).
 const MAGIC: &[u8] = b"weft table v3\n";
 
+/// The first bytes of a version-2 blob (the signed writes alone), still read: its clock is
+/// the latest stamp of its writes, which loading them observes.
+const MAGIC_V2: &[u8] = b"weft table v2\n";
+
 /// What a blob holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stored {
@@ -41,11 +45,20 @@ pub(crate) fn encode(table: &Table) -> Bytes {
     Bytes::from(blob)
 }
 
-/// What a blob holds, or `None` if it is not a whole, intact version-3 blob.
+/// What a blob holds, or `None` if it is not a whole, intact version-3 (or 2) blob.
 pub(crate) fn decode(blob: &[u8]) -> Option<Stored> {
     let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
     if blake3::hash(body).as_bytes() != hash {
         return None;
+    }
+    if let Some(encoded) = body.strip_prefix(MAGIC_V2) {
+        return match postcard::take_from_bytes::<Vec<TableWrite>>(encoded) {
+            Ok((writes, [])) => Some(Stored {
+                clock: Hlc::default(),
+                writes,
+            }),
+            _ => None,
+        };
     }
     let encoded = body.strip_prefix(MAGIC)?;
     match postcard::take_from_bytes::<(Hlc, Vec<TableWrite>)>(encoded) {
@@ -99,5 +112,14 @@ mod tests {
         let mut flipped = blob.to_vec();
         flipped[MAGIC.len() + 3] ^= 1;
         assert_eq!(decode(&flipped), None, "a flipped bit fails the hash");
+
+        // A version-2 blob (the writes alone) is still read.
+        let writes: Vec<&TableWrite> = t.keys().flat_map(|k| t.writes(k).map(|(w, _)| w)).collect();
+        let mut v2 = MAGIC_V2.to_vec();
+        v2.extend(postcard::to_allocvec(&writes).unwrap());
+        let hash = blake3::hash(&v2);
+        v2.extend_from_slice(hash.as_bytes());
+        let old = decode(&v2).expect("a v2 blob");
+        assert_eq!(old.writes.len(), t.writes_len());
     }
 }

@@ -205,6 +205,9 @@ struct Persist {
     storing: Option<u64>,
     /// Local writes whose store completed (`Committed`) or failed (`NotCommitted`).
     acknowledged: u64,
+    /// Why the table is never stored in this run: the stored blob could not be read (damaged,
+    /// or from a newer version). It is never overwritten; local writes are not committed.
+    blocked: Option<String>,
 }
 
 /// See the module documentation.
@@ -268,6 +271,16 @@ impl TableProtocol {
     /// Hands the whole table to the host to store, if it changed, the stored table was loaded
     /// and no store is under way.
     fn store(&mut self) {
+        if let Some(reason) = &self.persist.blocked {
+            let through = self.metrics.writes_originated;
+            if through > self.persist.acknowledged {
+                self.persist.acknowledged = through;
+                let reason = reason.clone();
+                let event = TableEvent::NotCommitted { through, reason };
+                self.outputs.push_back(ProtocolOutput::Event(event));
+            }
+            return;
+        }
         if !self.persist.dirty || !self.persist.loaded || self.persist.storing.is_some() {
             return;
         }
@@ -349,6 +362,11 @@ impl TableProtocol {
     fn restore(&mut self, now: Instant, cx: &Context<'_>, blob: &[u8]) {
         let Some(stored) = persist::decode(blob) else {
             self.metrics.state_failures += 1;
+            self.persist.blocked = Some(format!(
+                "the stored table ({} bytes) is damaged or from a newer version; it is kept \
+                 as it is and nothing is stored over it",
+                blob.len()
+            ));
             return;
         };
         let held_before = !self.table.is_empty();
@@ -596,7 +614,15 @@ impl Protocol for TableProtocol {
                 match result {
                     HostResult::Loaded(Some(blob)) => self.restore(now, cx, &blob),
                     HostResult::Loaded(None) => {}
-                    _ => self.metrics.state_failures += 1,
+                    other => {
+                        self.metrics.state_failures += 1;
+                        let why = match other {
+                            HostResult::Failed(why) => why,
+                            other => format!("unexpected answer {other:?}"),
+                        };
+                        self.persist.blocked =
+                            Some(format!("the stored table was not read: {why}"));
+                    }
                 }
                 // Local writes made before the load answered are stored now.
                 if self.metrics.writes_originated > self.persist.acknowledged {
