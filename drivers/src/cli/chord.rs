@@ -99,8 +99,9 @@ pub fn get(args: GetArgs) -> ExitCode {
     }
 }
 
-/// Runs `weft delete`: prints on how many of the distinct replica nodes the delete was
-/// committed; a value this node never put (or a key with none of its values) exits 1.
+/// Runs `weft delete`: prints on how many of the distinct replica nodes the delete removed a
+/// value (after their commit); a value no replica held (or a key with none of this node's
+/// values) exits 1.
 pub fn delete(args: DeleteArgs) -> ExitCode {
     init_logging("warn");
     if let Some(code) = refuse_empty(&args.key) {

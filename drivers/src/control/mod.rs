@@ -170,9 +170,10 @@ pub enum ControlReply {
     },
     /// The key's values (UTF-8, invalid bytes replaced).
     Values(Vec<String>),
-    /// The delete was committed by `nodes` of the `of` distinct replica nodes there are.
+    /// The delete removed a value on `nodes` of the `of` distinct replica nodes there are,
+    /// each after its commit.
     Deleted {
-        /// Distinct nodes that stored the delete.
+        /// Distinct nodes that removed a value.
         nodes: u8,
         /// Distinct replica nodes there are.
         of: u8,

@@ -16,12 +16,11 @@ use bytes::Bytes;
 
 use super::{ControlLimits, ControlReply, ControlRequest, REQUEST_BYTES_MAX};
 use weft_engine::chord::{ChordRequest, ChordResult};
-use weft_engine::NodeId;
 
 use crate::accept::AcceptErrors;
 use crate::clock::Clock;
 use crate::handle::{Handle, HandleError, TableOp};
-use crate::report::{hex_id, DeliveryReport};
+use crate::report::DeliveryReport;
 
 /// How often an idle `listen` session checks whether its client left.
 const LISTEN_CHECK: Duration = Duration::from_millis(500);
@@ -317,7 +316,10 @@ fn serve_client(
         ControlRequest::Get { key } => chord_reply(handle.chord(ChordRequest::Get {
             key: key.into_bytes(),
         })),
-        ControlRequest::Delete { key, value } => chord_delete(handle, key, value),
+        ControlRequest::Delete { key, value } => chord_reply(handle.chord(ChordRequest::Delete {
+            key: key.into_bytes(),
+            value: value.map(String::into_bytes),
+        })),
     };
     write_reply(&mut stream, &reply)
 }
@@ -326,36 +328,12 @@ fn written(result: Result<(), HandleError>) -> ControlReply {
     result.map_or_else(refused, |()| ControlReply::Written)
 }
 
-/// A Chord delete of this node's value (or of all its values) of `key`: first a get, so a
-/// delete of nothing says so (`NoSuchValue`) instead of storing tombstones for it.
-fn chord_delete(handle: &Handle, key: String, value: Option<String>) -> ControlReply {
-    let key = key.into_bytes();
-    let me = match handle.stats() {
-        Ok(s) => s.node,
-        Err(e) => return refused(e),
-    };
-    let held = match handle.chord(ChordRequest::Get { key: key.clone() }) {
-        Ok(ChordResult::Get { values }) => values.iter().any(|v| {
-            hex_id(&NodeId::from_public_key(&v.writer)) == me
-                && value
-                    .as_ref()
-                    .is_none_or(|want| want.as_bytes() == &v.value[..])
-        }),
-        other => return chord_reply(other),
-    };
-    if !held {
-        return ControlReply::NoSuchValue;
-    }
-    chord_reply(handle.chord(ChordRequest::Delete {
-        key,
-        value: value.map(String::into_bytes),
-    }))
-}
-
 fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
     match result {
         Ok(ChordResult::Put { nodes, of, .. }) => ControlReply::Stored { nodes, of },
-        Ok(ChordResult::Delete { nodes, of, .. }) => ControlReply::Deleted { nodes, of },
+        // Nothing removed anywhere: the value (or any value of this node) was not there.
+        Ok(ChordResult::Delete { removed: 0, .. }) => ControlReply::NoSuchValue,
+        Ok(ChordResult::Delete { removed, of, .. }) => ControlReply::Deleted { nodes: removed, of },
         Ok(ChordResult::Get { values }) => ControlReply::Values(
             values
                 .iter()

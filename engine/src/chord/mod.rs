@@ -376,7 +376,7 @@ impl Chord {
             ChordMessage::Values(v) => {
                 if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
                     let values = self.verified_values(op, slot, v.values);
-                    self.slot_done(op, slot, from.clone(), values);
+                    self.slot_values(now, op, slot, from.clone(), values);
                 }
             }
             ChordMessage::Handover(h) => {

@@ -43,6 +43,9 @@ pub(super) struct Op {
     pub(super) entry: Option<ChordValue>,
     /// A get's verified entries, merged.
     pub(super) values: Vec<ChordValue>,
+    /// A delete's slots whose owner held a value the delete removes (as its CHORD_FETCH,
+    /// sent before the CHORD_STORE, answered).
+    pub(super) removes: Vec<bool>,
     pub(super) deadline: Instant,
 }
 
@@ -88,6 +91,7 @@ impl Chord {
                 owner: None,
                 entry,
                 values: Vec::new(),
+                removes: vec![false; slots],
                 deadline,
             },
         );
@@ -138,7 +142,7 @@ impl Chord {
         let Some(op) = self.ops.get(&op_id) else {
             return Vec::new();
         };
-        let ChordRequest::Get { key } = &op.request else {
+        let (ChordRequest::Get { key } | ChordRequest::Delete { key, .. }) = &op.request else {
             return Vec::new();
         };
         let position = Self::op_key_position(op, slot);
@@ -190,7 +194,18 @@ impl Chord {
                 };
                 self.maybe_finish(op_id);
             }
-            (ChordRequest::Put { key, .. } | ChordRequest::Delete { key, .. }, Some(entry)) => {
+            // A delete first asks the owner what it holds, to count what it removes.
+            (ChordRequest::Delete { key, .. }, Some(_)) => {
+                let key = key.clone();
+                self.call(now, &owner, Purpose::Fetch { op: op_id, slot }, |request| {
+                    ChordMessage::Fetch(ChordFetch {
+                        request,
+                        position,
+                        key,
+                    })
+                });
+            }
+            (ChordRequest::Put { key, .. }, Some(entry)) => {
                 let msg = ChordStore {
                     request: 0,
                     position,
@@ -214,6 +229,42 @@ impl Chord {
                 });
             }
         }
+    }
+
+    /// A CHORD_VALUES for slot `slot` of `op_id` from `owner`: a get's slot is done; a
+    /// delete notes whether the owner holds what it removes, then stores its tombstone there.
+    pub(super) fn slot_values(
+        &mut self,
+        now: Instant,
+        op_id: u64,
+        slot: usize,
+        owner: ChordPeer,
+        values: Vec<ChordValue>,
+    ) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        let (ChordRequest::Delete { key, value }, Some(entry)) = (&op.request, &op.entry) else {
+            self.slot_done(op_id, slot, owner, values);
+            return;
+        };
+        op.removes[slot] = values.iter().any(|v| {
+            v.writer == entry.writer
+                && match (&v.op, value) {
+                    (StoreOp::Put(held), Some(gone)) => held == gone,
+                    (StoreOp::Put(_), None) => true,
+                    (StoreOp::Delete(_), _) => false,
+                }
+        });
+        let msg = ChordStore {
+            request: 0,
+            position: Self::op_key_position(op, slot),
+            key: key.clone(),
+            value: entry.clone(),
+        };
+        self.call(now, &owner, Purpose::Store { op: op_id, slot }, |request| {
+            ChordMessage::Store(ChordStore { request, ..msg })
+        });
     }
 
     pub(super) fn slot_done(
@@ -282,7 +333,8 @@ impl Chord {
             .iter()
             .filter(|s| matches!(s, Slot::Done { .. }))
             .count() as u8;
-        let (nodes, of) = self.replica_nodes(&op.slots);
+        let (nodes, of) = self.replica_nodes(&op.slots, None);
+        let (removed, _) = self.replica_nodes(&op.slots, Some(&op.removes));
         let result = if done == 0 {
             Err(ChordError::Timeout)
         } else {
@@ -296,6 +348,7 @@ impl Chord {
                     replicas: done,
                     nodes,
                     of,
+                    removed,
                 },
                 ChordRequest::Lookup { .. } => ChordResult::Lookup {
                     // A done lookup slot always set its owner.
@@ -326,13 +379,16 @@ impl Chord {
         }));
     }
 
-    /// The distinct nodes that answered a request's slots, and the distinct replica nodes
-    /// there are: as many as the key's positions, at most the nodes of the ring as this node
-    /// knows it (itself and its successors), and never fewer than answered.
-    fn replica_nodes(&self, slots: &[Slot]) -> (u8, u8) {
+    /// The distinct nodes that answered a request's slots (only the slots `only` marks, if
+    /// given), and the distinct replica nodes there are: as many as the key's positions, at
+    /// most the nodes of the ring as this node knows it (itself and its successors), and
+    /// never fewer than answered.
+    fn replica_nodes(&self, slots: &[Slot], only: Option<&[bool]>) -> (u8, u8) {
         let mut answered: Vec<NodeId> = slots
             .iter()
-            .filter_map(|s| match s {
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o.get(*i).copied().unwrap_or(false)))
+            .filter_map(|(_, s)| match s {
                 Slot::Done { owner, .. } => Some(owner.node),
                 _ => None,
             })

@@ -186,6 +186,39 @@ fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
         net.request(0, 3, ChordRequest::Lookup { target: 42 }),
         Ok(ChordResult::Lookup { owner: me, hops: 0 })
     );
+    let delete = |value: &[u8]| ChordRequest::Delete {
+        key: b"k".to_vec(),
+        value: Some(value.to_vec()),
+    };
+    assert_eq!(
+        net.request(0, 4, delete(b"never put")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 0
+        }),
+        "stored, but nothing was there to remove"
+    );
+    assert_eq!(
+        net.request(0, 5, delete(b"v")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 1
+        })
+    );
+    assert_eq!(
+        net.request(0, 6, delete(b"v")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 0
+        }),
+        "deleted already"
+    );
 }
 
 #[test]

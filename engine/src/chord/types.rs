@@ -121,7 +121,8 @@ pub enum ChordResult {
         values: Vec<ChordItem>,
     },
     /// The delete (a tombstone) was stored under this many positions, on this many
-    /// distinct nodes.
+    /// distinct nodes; each owner is asked first what it holds (CHORD_FETCH), so the result
+    /// says how many removed something.
     Delete {
         /// Positions whose replica acknowledged.
         replicas: u8,
@@ -129,6 +130,9 @@ pub enum ChordResult {
         nodes: u8,
         /// Distinct replica nodes there are: min(5, the ring's size as this node knows it).
         of: u8,
+        /// Distinct nodes that acknowledged and held, before, a value the delete removes (as
+        /// their CHORD_VALUES said): 0 when there was nothing to delete.
+        removed: u8,
     },
     /// The node that owns a ring position, and how many nodes the lookup contacted.
     Lookup {
