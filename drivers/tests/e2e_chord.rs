@@ -13,6 +13,15 @@ fn table(node: &NodeProc, op: &str, extra: &[&str]) -> std::process::Output {
     run(&args)
 }
 
+/// `n` if `line` is "`verb` on n of n replicas" with 1 ≤ n ≤ 3 (three nodes).
+fn all_of(line: &str, verb: &str) -> Option<u8> {
+    let rest = line.trim().strip_prefix(verb)?.strip_prefix(" on ")?;
+    let (n, rest) = rest.split_once(" of ")?;
+    let m = rest.strip_suffix(" replicas")?;
+    let n: u8 = n.parse().ok()?;
+    (m.parse::<u8>().ok()? == n && (1..=3).contains(&n)).then_some(n)
+}
+
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -40,10 +49,11 @@ fn put_get_delete_across_the_ring() {
         });
     }
     // The ring settles within a few stabilize periods; until then a put may reach fewer
-    // replicas, so put until all three nodes answer (five positions, three distinct nodes).
-    wait_until("a put reaches all 3 replica nodes", || {
+    // replicas, so put until every replica node answers. The key's five positions fall on 2
+    // or 3 of the three nodes (rarely 1): "N of N", N the distinct nodes, never 5.
+    wait_until("a put reaches every replica node", || {
         let out = nodes[0].command("put", &["drop/42", "held-by-n0"]);
-        out.status.success() && stdout(&out).trim() == "stored on 3 of 3 replicas"
+        out.status.success() && all_of(&stdout(&out), "stored").is_some()
     });
     let out = nodes[2].command("put", &["drop/42", "held-by-n2", "--lifetime-ms", "60000"]);
     assert!(out.status.success(), "{out:?}");
@@ -68,7 +78,11 @@ fn put_get_delete_across_the_ring() {
     assert_eq!(values, ["held-by-n0", "held-by-n2"]);
     let out = nodes[0].command("delete", &["drop/42", "held-by-n0"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout(&out).trim(), "deleted on 3 of 3 replicas");
+    assert!(
+        all_of(&stdout(&out), "deleted").is_some(),
+        "{}",
+        stdout(&out)
+    );
     let out = nodes[0].command("get", &["drop/42"]);
     assert_eq!(stdout(&out).trim(), "held-by-n2");
     let out = nodes[0].command("delete", &["drop/42", "held-by-n0"]);

@@ -46,6 +46,8 @@ pub(super) struct Op {
     /// A delete's slots whose owner held a value the delete removes (as its CHORD_FETCH,
     /// sent before the CHORD_STORE, answered).
     pub(super) removes: Vec<bool>,
+    /// Each slot's owner, once a lookup found it.
+    pub(super) owners: Vec<Option<NodeId>>,
     pub(super) deadline: Instant,
 }
 
@@ -92,6 +94,7 @@ impl Chord {
                 entry,
                 values: Vec::new(),
                 removes: vec![false; slots],
+                owners: vec![None; slots],
                 deadline,
             },
         );
@@ -183,6 +186,7 @@ impl Chord {
         };
         // Only `lookup_done` calls this, with a non-empty list (it fails empty ones).
         let owner = owners[0].clone();
+        op.owners[slot] = Some(owner.node);
         let position = Self::op_key_position(op, slot);
         match (&op.request, &op.entry) {
             (ChordRequest::Lookup { .. }, _) => {
@@ -333,8 +337,8 @@ impl Chord {
             .iter()
             .filter(|s| matches!(s, Slot::Done { .. }))
             .count() as u8;
-        let (nodes, of) = self.replica_nodes(&op.slots, None);
-        let (removed, _) = self.replica_nodes(&op.slots, Some(&op.removes));
+        let (nodes, of) = self.replica_nodes(&op.slots, &op.owners, None);
+        let (removed, _) = self.replica_nodes(&op.slots, &op.owners, Some(&op.removes));
         let result = if done == 0 {
             Err(ChordError::Timeout)
         } else {
@@ -380,10 +384,15 @@ impl Chord {
     }
 
     /// The distinct nodes that answered a request's slots (only the slots `only` marks, if
-    /// given), and the distinct replica nodes there are: as many as the key's positions, at
-    /// most the nodes of the ring as this node knows it (itself and its successors), and
-    /// never fewer than answered.
-    fn replica_nodes(&self, slots: &[Slot], only: Option<&[bool]>) -> (u8, u8) {
+    /// given), and the distinct replica nodes of the key: the distinct owners its lookups
+    /// found, plus one for each slot whose owner stayed unknown, at most the nodes of the ring
+    /// as this node knows it (itself and its successors), and never fewer than answered.
+    fn replica_nodes(
+        &self,
+        slots: &[Slot],
+        owners: &[Option<NodeId>],
+        only: Option<&[bool]>,
+    ) -> (u8, u8) {
         let mut answered: Vec<NodeId> = slots
             .iter()
             .enumerate()
@@ -399,7 +408,11 @@ impl Chord {
         ring.push(self.me.node);
         ring.sort();
         ring.dedup();
-        let known = ring.len().min(CHORD_REPLICAS).max(answered.len());
+        let mut found: Vec<NodeId> = owners.iter().flatten().copied().collect();
+        found.sort();
+        found.dedup();
+        let unknown = owners.iter().filter(|o| o.is_none()).count();
+        let known = (found.len() + unknown).min(ring.len()).max(answered.len());
         // Both are at most CHORD_REPLICAS (5): they fit a u8.
         (answered.len() as u8, known as u8)
     }

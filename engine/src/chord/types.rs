@@ -111,7 +111,8 @@ pub enum ChordResult {
         replicas: u8,
         /// Distinct nodes that acknowledged.
         nodes: u8,
-        /// Distinct replica nodes there are: min(5, the ring's size as this node knows it).
+        /// Distinct replica nodes of the key: the owners of its 5 positions (several may
+        /// fall on one node), at most the ring's size as this node knows it.
         of: u8,
     },
     /// The key's values (empty: none): the verified entries of every replica that answered,
@@ -128,7 +129,8 @@ pub enum ChordResult {
         replicas: u8,
         /// Distinct nodes that acknowledged.
         nodes: u8,
-        /// Distinct replica nodes there are: min(5, the ring's size as this node knows it).
+        /// Distinct replica nodes of the key: the owners of its 5 positions (several may
+        /// fall on one node), at most the ring's size as this node knows it.
         of: u8,
         /// Distinct nodes that acknowledged and held, before, a value the delete removes (as
         /// their CHORD_VALUES said): 0 when there was nothing to delete.
