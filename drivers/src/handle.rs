@@ -82,6 +82,10 @@ pub enum HandleError {
     /// The node refused the request.
     #[error("{0}")]
     Refused(InputError),
+    /// The node took the write and flooded it, but could not store it: a restart before a
+    /// later store succeeds loses it here (SPEC.md §19.11).
+    #[error("written but not stored: {0}")]
+    NotStored(String),
     /// Another node's lease covers the key.
     #[error("refused: the key is leased by {owner} until Unix ms {until_ms}")]
     Leased {
@@ -305,8 +309,9 @@ impl Handle {
         answer.recv().map_err(|_| HandleError::Stopped)
     }
 
-    /// A sync-table write; waits for the node to accept it (or refuse it, e.g. under another
-    /// node's lease).
+    /// A sync-table write; waits for the node to store it (or refuse it, e.g. under another
+    /// node's lease). A node with no state folder keeps nothing: it answers as soon as it
+    /// accepted the write, which is then not durable.
     pub fn table_write(&self, key: Vec<u8>, op: TableOp) -> Result<(), HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::TableWrite { key, op, reply })?;

@@ -10,7 +10,7 @@ use weft_engine::chord::{ChordCommand, ChordResult};
 
 use weft_engine::{
     Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError, Instant,
-    MeshCommand, MeshEvent, Node, Output, RequestId, TableCommand, TableRefusal,
+    MeshCommand, MeshEvent, Node, Output, RequestId, TableCommand, TableEvent, TableRefusal,
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
@@ -148,6 +148,8 @@ pub(crate) struct Host {
     store: Option<Store>,
     /// The address the driver's listener is bound to.
     bound_addr: Option<String>,
+    /// Table writes waiting for their commit, by their number (`writes_originated`).
+    table_waiting: std::collections::BTreeMap<u64, Sender<Result<(), HandleError>>>,
     /// Answers to the engine's requests, fed back once its outputs are drained.
     answers: Vec<(RequestId, HostResult)>,
     /// Set when the run must end in an error; the loop returns it at its next turn.
@@ -177,6 +179,7 @@ impl Host {
             last_chord_request: 0,
             store,
             bound_addr,
+            table_waiting: std::collections::BTreeMap::new(),
             answers: Vec::new(),
             failure: None,
             dial_log: DialLog::default(),
@@ -348,6 +351,14 @@ impl Host {
                     let _ = reply.send(e.result.map_err(|e| e.to_string()));
                 }
             }
+            Event::Table(TableEvent::Committed { through }) => self.table_answer(through, Ok(())),
+            Event::Table(TableEvent::NotCommitted { through, reason }) => {
+                // A node without a state folder keeps nothing, by choice.
+                if self.store.is_some() {
+                    tracing::warn!("table writes not stored: {reason}");
+                }
+                self.table_answer(through, Err(HandleError::NotStored(reason)));
+            }
             other => tracing::debug!("{other:?}"),
         }
     }
@@ -377,9 +388,19 @@ impl Host {
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats(unwritten));
             }
-            Request::TableWrite { key, op, reply } => {
-                let _ = reply.send(self.table_write(key, op));
-            }
+            Request::TableWrite { key, op, reply } => match self.table_write(key, op) {
+                // A node with a state folder answers once the write is stored; one without
+                // keeps nothing, so it answers at once (the write is not durable).
+                Ok(number) if self.store.is_some() => {
+                    self.table_waiting.insert(number, reply);
+                }
+                Ok(_) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Request::TableRead { key, reply } => {
                 let table = self.node.table();
                 let entries = match key {
@@ -416,8 +437,17 @@ impl Host {
         }
     }
 
-    /// A table write; a write the node accepts without sending was refused by a lease.
-    fn table_write(&mut self, key: Vec<u8>, op: TableOp) -> Result<(), HandleError> {
+    /// Answers the table writes numbered up to `through`.
+    fn table_answer(&mut self, through: u64, result: Result<(), HandleError>) {
+        let later = self.table_waiting.split_off(&(through + 1));
+        for (_, reply) in std::mem::replace(&mut self.table_waiting, later) {
+            let _ = reply.send(result.clone());
+        }
+    }
+
+    /// A table write: its number (`writes_originated`), for its commit. A write the node
+    /// accepts without sending was refused by a lease.
+    fn table_write(&mut self, key: Vec<u8>, op: TableOp) -> Result<u64, HandleError> {
         let command = match op {
             TableOp::Set { value, lease } => TableCommand::Set {
                 key: key.clone(),
@@ -430,8 +460,9 @@ impl Host {
         let before = self.node.metrics().table.writes_originated;
         self.input(Input::Command(Command::Table(command)))
             .map_err(HandleError::Refused)?;
-        if self.node.metrics().table.writes_originated > before {
-            return Ok(());
+        let after = self.node.metrics().table.writes_originated;
+        if after > before {
+            return Ok(after);
         }
         match self.node.table().lease(&key) {
             Some((owner, until_ms)) => Err(HandleError::Leased { owner, until_ms }),

@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{accepted, closed, drain, frames_to, node_with, Fake, T0};
+use common::{accepted, closed, drain, drain_raw, frames_to, node_with, Fake, T0};
 use weft_engine::protocol::{
     Code, Hlc, Message, ProtocolError, TableEntries, TableWant, TableWrite,
 };
@@ -263,6 +263,17 @@ fn a_bad_table_frame_closes_the_connection_and_one_before_the_handshake_too() {
     ));
 }
 
+/// The `through` of every `Committed` event in `outputs`.
+fn committed(outputs: &[Output]) -> Vec<u64> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Table(TableEvent::Committed { through })) => Some(*through),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The table's request among `outputs`, if exactly one (the session's requests for its known
 /// peers, SPEC.md §8.11, are left unanswered).
 fn request(outputs: &[Output]) -> Option<(RequestId, HostRequest)> {
@@ -286,7 +297,7 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
     assert!(out.is_empty(), "nothing before the first input");
     node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
         .unwrap();
-    let (load, asked) = request(&drain(&mut node)).expect("a load at start");
+    let (load, asked) = request(&drain_raw(&mut node)).expect("a load at start");
     assert_eq!(
         asked,
         HostRequest::LoadState {
@@ -320,37 +331,79 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
         }))
     };
     node.handle_input(T0, set("a")).unwrap();
-    node.handle_input(T0, set("b")).unwrap();
-    drain(&mut node);
-    let persist = node.config().timers.table_persist_interval;
-    node.handle_timeout(T0 + persist);
-    let (store, stored) = request(&drain(&mut node)).expect("a changed table is stored");
-    let HostRequest::StoreState { name, bytes } = stored else {
+    let (first, stored) = request(&drain_raw(&mut node)).expect("a local write is stored at once");
+    let HostRequest::StoreState { name, .. } = stored else {
         panic!("expected a store, got {stored:?}");
     };
     assert_eq!(name, "table");
+    node.handle_input(T0, set("b")).unwrap();
+    node.handle_input(T0, set("c")).unwrap();
+    assert_eq!(
+        request(&drain_raw(&mut node)),
+        None,
+        "one store at a time: b and c wait for the next"
+    );
     node.handle_input(
-        T0 + persist,
+        T0,
         Input::Completed {
-            id: store,
+            id: first,
             result: HostResult::Stored,
         },
     )
     .unwrap();
-    node.handle_timeout(T0 + persist + persist);
+    let out = drain_raw(&mut node);
+    assert!(committed(&out).contains(&1), "a is committed: {out:?}");
+    let (second, stored) = request(&out).expect("b and c go in the next store, together");
+    let HostRequest::StoreState { bytes, .. } = stored else {
+        panic!("expected a store, got {stored:?}");
+    };
+    node.handle_input(
+        T0,
+        Input::Completed {
+            id: second,
+            result: HostResult::Stored,
+        },
+    )
+    .unwrap();
+    let out = drain_raw(&mut node);
+    assert_eq!(committed(&out), vec![3], "b and c, committed together");
+    assert_eq!(request(&out), None, "nothing left to store");
+    let persist = node.config().timers.table_persist_interval;
+    node.handle_timeout(T0 + persist);
     assert_eq!(
-        request(&drain(&mut node)),
+        request(&drain_raw(&mut node)),
         None,
         "unchanged: nothing to store"
     );
-    assert_eq!(node.metrics().table.stores, 1);
+    assert_eq!(node.metrics().table.stores, 2);
+    // A failed store is reported for the writes it held.
+    node.handle_input(T0 + persist, set("d")).unwrap();
+    let (third_store, _) = request(&drain_raw(&mut node)).expect("stored at once");
+    node.handle_input(
+        T0 + persist,
+        Input::Completed {
+            id: third_store,
+            result: HostResult::Failed("disk full".into()),
+        },
+    )
+    .unwrap();
+    let failed: Vec<_> = drain_raw(&mut node)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Table(TableEvent::NotCommitted { through, reason })) => {
+                Some((through, reason))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(4, "disk full".to_string())]);
 
     // The next run of the same node, alone: its table comes back from the host.
     let mut again = node_with(|c| c.incarnation = 2);
     again
         .handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
         .unwrap();
-    let (load, _) = request(&drain(&mut again)).expect("a load at start");
+    let (load, _) = request(&drain_raw(&mut again)).expect("a load at start");
     let damaged = {
         let mut b = bytes.to_vec();
         b[20] ^= 1;
@@ -367,12 +420,23 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
         .unwrap();
     assert_eq!(again.table().entries_len(), 0, "a damaged blob is ignored");
     assert_eq!(again.metrics().table.state_failures, 1);
+    // ... and never overwritten: a local write is not committed, and nothing is stored.
+    again.handle_input(T0, set("x")).unwrap();
+    let out = drain_raw(&mut again);
+    assert_eq!(request(&out), None, "no store over the damaged blob");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Table(TableEvent::NotCommitted { through: 1, .. }))
+        )),
+        "{out:?}"
+    );
 
     let mut third = node_with(|c| c.incarnation = 3);
     third
         .handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
         .unwrap();
-    let (load, _) = request(&drain(&mut third)).expect("a load at start");
+    let (load, _) = request(&drain_raw(&mut third)).expect("a load at start");
     third
         .handle_input(
             T0,
@@ -384,10 +448,75 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
         .unwrap();
     assert_eq!(third.table().get(b"a"), Some(&b"kept"[..]));
     assert_eq!(third.table().get(b"b"), Some(&b"kept"[..]));
-    assert_eq!(third.metrics().table.writes_loaded, 2);
+    assert_eq!(third.metrics().table.writes_loaded, 3);
     let changed = drain(&mut third)
         .into_iter()
         .filter(|o| matches!(o, Output::Event(Event::Table(TableEvent::Changed { .. }))))
         .count();
-    assert_eq!(changed, 2, "the application hears its keys come back");
+    assert_eq!(changed, 3, "the application hears its keys come back");
+}
+
+/// The table's clock resumes from its stored stamp: a node restarted with its wall clock set
+/// back stamps its next write after every write it made before (SPEC.md §19.2).
+#[test]
+fn the_clock_resumes_from_the_stored_stamp_after_a_restart() {
+    let set = |key: &str| {
+        Input::Command(Command::Table(TableCommand::Set {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            lease: None,
+        }))
+    };
+    let mut node = node_with(|_| {});
+    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
+    let loaded = HostResult::Loaded(None);
+    node.handle_input(
+        T0,
+        Input::Completed {
+            id: load,
+            result: loaded,
+        },
+    )
+    .unwrap();
+    for _ in 0..3 {
+        node.handle_input(T0, set("k")).unwrap();
+    }
+    let before = node.table().current(b"k").expect("set").hlc;
+    assert_eq!(before.ms, WALL_MS);
+    assert_eq!(before.logical, 2, "three writes in the same ms");
+    let mut blob = None;
+    for _ in 0..2 {
+        let (id, stored) = request(&drain_raw(&mut node)).expect("a store");
+        if let HostRequest::StoreState { bytes, .. } = stored {
+            blob = Some(bytes);
+        }
+        let result = HostResult::Stored;
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+    }
+    let blob = blob.expect("stored");
+
+    // Restarted with the wall clock 10 s back (within the skew the table allows).
+    let mut again = node_with(|c| c.incarnation = 2);
+    again
+        .handle_input(
+            T0,
+            Input::WallClock {
+                unix_ms: WALL_MS - 10_000,
+            },
+        )
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut again)).expect("a load at start");
+    let result = HostResult::Loaded(Some(blob));
+    again
+        .handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    again.handle_input(T0, set("other")).unwrap();
+    let after = again.table().current(b"other").expect("set").hlc;
+    assert!(
+        after > before,
+        "stamped {after:?}, after the stored {before:?}, not from the wall clock alone"
+    );
 }

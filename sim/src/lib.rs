@@ -2,7 +2,8 @@
 //! simulated byte streams and injected faults. One root seed gives one byte-identical run.
 //!
 //! - [`world`]: the event loop, links and faults; [`faults`]: what can go wrong and how often;
-//!   [`topology`]: network shapes; [`tracker`]: the invariant checkers; [`trace`]: the digest.
+//!   [`topology`]: network shapes; [`tracker`]: the invariant checkers; [`durable`]: what a
+//!   node acknowledged as committed outlives its crash; [`trace`]: the digest.
 //! - [`scenario`]: what a run does and reports; [`cli`]: `weft sim`.
 //! - [`queue`]: the event queue, one FIFO per distinct time.
 //! - [`net`]: a smaller zero-latency harness for focused tests of a few nodes.
@@ -15,6 +16,7 @@
 pub mod chord_net;
 pub mod cli;
 pub mod disk;
+pub mod durable;
 pub mod faults;
 pub mod net;
 mod prefetch;

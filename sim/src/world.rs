@@ -14,10 +14,11 @@ use weft_engine::protocol::{key_position, NodeId, CHORD_REPLICAS};
 use weft_engine::HostResult;
 use weft_engine::{
     Command, Config, ConnId, Event, HostRequest, Input, Instant, MeshCommand, MeshEvent, Node,
-    Output, RequestId, TableEvent,
+    Output, RequestId, TableCommand, TableEvent,
 };
 
 use crate::disk::Disk;
+use crate::durable::Durability;
 use crate::faults::{FaultConfig, Occurrence};
 use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
@@ -31,8 +32,13 @@ pub const MS: u64 = 1_000_000;
 /// How often each node's driver checks its intended links, invariants and wall clock.
 const MAINTAIN_INTERVAL: u64 = 1_000 * MS;
 
-/// How long the simulated disk takes to carry out a host request (`Output::Request`).
+/// How long the simulated disk takes to carry out a host request (`Output::Request`): a load
+/// takes this long; a store this long plus a seeded delay of up to [`STORE_DELAY_MAX`].
 pub const DISK_LATENCY: u64 = MS;
+
+/// The longest extra delay of a store: a crash before it completes loses it (the blob stored
+/// before stays), as a real disk loses what was not yet flushed.
+pub const STORE_DELAY_MAX: u64 = 50 * MS;
 
 /// The phase a run is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +282,9 @@ struct SimNodeCold {
     neighbours: Vec<u32>,
     /// The node's disk. Unlike the engine's memory, it survives a crash and a restart.
     disk: Disk,
+    /// When the disk finishes the last request handed to it: it carries requests out in
+    /// order.
+    disk_busy_until: u64,
 }
 
 /// Counters the world keeps for reports.
@@ -364,6 +373,10 @@ pub struct World {
     link_rng: SimRng,
     fault_rng: SimRng,
     app_rng: SimRng,
+    /// Draws how long each store takes.
+    disk_rng: SimRng,
+    /// What nodes acknowledged as committed, checked against what they hold after a crash.
+    pub durable: Durability,
     partition: Option<Partition>,
     safety_end: u64,
     window_half: usize,
@@ -450,6 +463,7 @@ impl World {
                 sent: 0,
                 neighbours,
                 disk: Disk::default(),
+                disk_busy_until: 0,
             });
         }
         let window_half = Config::from_seed("sim", 0).limits.transmit_window_bytes / 2;
@@ -462,6 +476,8 @@ impl World {
             link_rng: SimRng::child(seed, "links", 0),
             fault_rng: SimRng::child(seed, "faults-run", 0),
             app_rng: SimRng::child(seed, "app", 0),
+            disk_rng: SimRng::child(seed, "disk", 0),
+            durable: Durability::default(),
             config,
             nodes,
             cold,
@@ -720,16 +736,7 @@ impl World {
                 }
             }
             Ev::Broadcast { node } => self.broadcast(node),
-            Ev::Command { node, command } => {
-                let now = Instant(self.now);
-                let Some(n) = self.nodes[node as usize].node.as_mut() else {
-                    return;
-                };
-                if n.handle_input(now, Input::Command(*command)).is_err() {
-                    self.stats.command_errors += 1;
-                }
-                self.drain(node);
-            }
+            Ev::Command { node, command } => self.command(node, *command),
             Ev::Maintain { node } => {
                 self.maintain(node);
                 self.push(self.now + MAINTAIN_INTERVAL, Ev::Maintain { node });
@@ -833,20 +840,71 @@ impl World {
         }
     }
 
-    /// Node `i` asked its host for `request`: its disk answers after [`DISK_LATENCY`].
+    /// The application on node `i` issues `command`; its table writes and Chord puts are
+    /// recorded for the durability checker.
+    fn command(&mut self, i: u32, command: Command) {
+        let now = Instant(self.now);
+        let incarnation = self.nodes[i as usize].incarnation;
+        let id = self.cold[i as usize].id;
+        let Some(n) = self.nodes[i as usize].node.as_mut() else {
+            return;
+        };
+        let key = match &command {
+            Command::Table(
+                TableCommand::Set { key, .. }
+                | TableCommand::Delete { key }
+                | TableCommand::Release { key },
+            ) => Some(key.clone()),
+            Command::Chord(c) => {
+                self.durable.chord_asked(i, id, c.request, &c.op);
+                None
+            }
+            _ => None,
+        };
+        let before = n.metrics().table.writes_originated;
+        if n.handle_input(now, Input::Command(command)).is_err() {
+            self.stats.command_errors += 1;
+        }
+        let after = n.metrics().table.writes_originated;
+        if let Some(key) = key.filter(|_| after > before) {
+            if let Some(w) = n.table().current(&key) {
+                self.durable.wrote(i, incarnation, after, key, w.id());
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Node `i` asked its host for `request`: its disk answers after [`DISK_LATENCY`] (a
+    /// store after a seeded delay more), and after every request handed to it before.
     fn request(&mut self, i: u32, id: RequestId, request: HostRequest) {
+        let mut latency = DISK_LATENCY;
+        if matches!(request, HostRequest::StoreState { .. }) {
+            latency += self.disk_rng.below(STORE_DELAY_MAX + 1);
+        }
+        let cold = &mut self.cold[i as usize];
+        let at = (self.now + latency).max(cold.disk_busy_until);
+        cold.disk_busy_until = at;
         let job = DiskJob {
             incarnation: self.nodes[i as usize].incarnation,
             id,
             request,
         };
         self.push(
-            self.now + DISK_LATENCY,
+            at,
             Ev::Disk {
                 node: i,
                 job: Box::new(job),
             },
         );
+    }
+
+    /// What live nodes lost of what was acknowledged to them as committed (see
+    /// [`Durability`]).
+    pub fn durability_violations(&self) -> Vec<String> {
+        let live = self.nodes.iter().filter_map(|n| n.node.as_deref());
+        let mut lost = self.durable.lost_writes(live.clone());
+        lost.extend(self.durable.lost_puts(Instant(self.now), live));
+        lost
     }
 
     /// Node `i`'s disk carries out `job`, if the incarnation that asked is still up (a crash
@@ -874,7 +932,12 @@ impl World {
                 self.cold[i as usize].dialing.remove(conn);
             }
             Event::Table(TableEvent::Changed { .. }) => self.stats.table_changes += 1,
+            Event::Table(TableEvent::Committed { through }) => {
+                self.durable.committed(i, incarnation, *through);
+            }
             Event::Chord(c) => {
+                let id = self.cold[i as usize].id;
+                self.durable.chord_ended(i, id, c.request, &c.result);
                 self.chord_results
                     .entry((i, c.request))
                     .or_insert_with(|| c.result.clone());
@@ -1571,7 +1634,7 @@ mod tests {
 
         w.inject_request(0, 2, store("mesh-state-1", b"blob"));
         w.inject_request(0, 3, load("mesh-state-1"));
-        w.run_until(w.now + DISK_LATENCY);
+        w.run_until(w.now + DISK_LATENCY + STORE_DELAY_MAX);
         assert_eq!(w.synthetic_result(0, 2), Some(&HostResult::Stored));
         let blob = HostResult::Loaded(Some(Bytes::from_static(b"blob")));
         assert_eq!(w.synthetic_result(0, 3), Some(&blob), "a store then a load");
@@ -1621,7 +1684,7 @@ mod tests {
             w.inject_request(0, id + 100, store(name, b"x"));
         }
         w.inject_request(0, 12, load(&"x".repeat(64)));
-        w.run_until(w.now + DISK_LATENCY);
+        w.run_until(w.now + DISK_LATENCY + STORE_DELAY_MAX);
         for id in (7..=11).chain(107..=111) {
             assert!(
                 matches!(w.synthetic_result(0, id), Some(HostResult::Failed(_))),
@@ -1632,5 +1695,66 @@ mod tests {
         assert_eq!(w.synthetic_result(0, 12), Some(&HostResult::Loaded(None)));
         assert_eq!(w.cold[0].disk.len(), 1, "a refused name stores nothing");
         assert!(w.violation().is_none(), "{:?}", w.violation());
+    }
+
+    /// A lone node with a table: `ack_on_accept` makes the checker count writes as
+    /// acknowledged when accepted (the broken behaviour), not when committed.
+    fn lone(ack_on_accept: bool) -> World {
+        let mut w = World::new(WorldConfig {
+            seed: 3,
+            nodes: 1,
+            edges: Vec::new(),
+            faults: FaultConfig::none(),
+            discovery: false,
+            chord: false,
+            sabotage: false,
+        });
+        w.durable.ack_on_accept = ack_on_accept;
+        w.run_until(500 * MS);
+        w
+    }
+
+    fn set(key: &str) -> Command {
+        Command::Table(TableCommand::Set {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            lease: None,
+        })
+    }
+
+    /// A crash before the store completes loses the write, and the node never acknowledged
+    /// it: no violation. Counting it acknowledged at once (acknowledging before the commit) is
+    /// caught as a lost write.
+    #[test]
+    fn a_write_acknowledged_before_its_commit_and_lost_in_a_crash_is_a_violation() {
+        for broken in [false, true] {
+            let mut w = lone(broken);
+            w.command(0, set("k"));
+            // Before the store can have completed.
+            w.crash(0, 10);
+            w.run_until(w.now + 1_000 * MS);
+            assert!(w.node(0).is_some(), "restarted");
+            assert_eq!(
+                w.node(0).unwrap().table().get(b"k"),
+                None,
+                "the store was lost"
+            );
+            let lost = w.durability_violations();
+            assert_eq!(lost.len(), usize::from(broken), "{lost:?}");
+            assert_eq!(w.durable.acked_writes(), usize::from(broken));
+        }
+    }
+
+    /// A write acknowledged after its commit survives the crash that follows.
+    #[test]
+    fn a_write_acknowledged_after_its_commit_survives_a_crash() {
+        let mut w = lone(false);
+        w.command(0, set("k"));
+        w.run_until(w.now + DISK_LATENCY + STORE_DELAY_MAX);
+        assert_eq!(w.durable.acked_writes(), 1, "committed");
+        w.crash(0, 10);
+        w.run_until(w.now + 1_000 * MS);
+        assert_eq!(w.node(0).unwrap().table().get(b"k"), Some(&b"v"[..]));
+        assert!(w.durability_violations().is_empty());
     }
 }

@@ -41,22 +41,35 @@ pub struct DeleteArgs {
     value: Option<String>,
 }
 
+/// A refused key: empty (as `weft table set ""` refuses it). Exit code 2.
+fn refuse_empty(key: &str) -> Option<ExitCode> {
+    if !key.is_empty() {
+        return None;
+    }
+    let _ = writeln!(std::io::stderr(), "weft: the key must not be empty");
+    Some(ExitCode::from(2))
+}
+
 fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> {
     let path = net.socket_path()?;
     control::request(&path, request).map_err(|e| e.to_string())
 }
 
-/// Runs `weft put`: prints how many of the key's 5 replicas stored the value.
+/// Runs `weft put`: prints on how many of the distinct replica nodes (at most 5, at most the
+/// ring's size) the value was committed.
 pub fn put(args: PutArgs) -> ExitCode {
     init_logging("warn");
+    if let Some(code) = refuse_empty(&args.key) {
+        return code;
+    }
     let request = ControlRequest::Put {
         key: args.key,
         value: args.value,
         lifetime_ms: args.lifetime_ms,
     };
     match ask(&args.net, &request) {
-        Ok(ControlReply::Stored(n)) => {
-            let _ = writeln!(std::io::stdout(), "stored on {n} of 5 replicas");
+        Ok(ControlReply::Stored { nodes, of }) => {
+            let _ = writeln!(std::io::stdout(), "stored on {nodes} of {of} replicas");
             ExitCode::SUCCESS
         }
         Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
@@ -64,10 +77,15 @@ pub fn put(args: PutArgs) -> ExitCode {
     }
 }
 
-/// Runs `weft get`: prints each value on its own line (nothing if the key has none).
+/// Runs `weft get`: prints each value on its own line; a key with none exits 1 with
+/// `weft: no such key` (as `weft table get` does).
 pub fn get(args: GetArgs) -> ExitCode {
     init_logging("warn");
+    if let Some(code) = refuse_empty(&args.key) {
+        return code;
+    }
     match ask(&args.net, &ControlRequest::Get { key: args.key }) {
+        Ok(ControlReply::Values(values)) if values.is_empty() => fail("no such key"),
         Ok(ControlReply::Values(values)) => {
             let mut out = std::io::stdout().lock();
             for v in values {
@@ -81,18 +99,28 @@ pub fn get(args: GetArgs) -> ExitCode {
     }
 }
 
-/// Runs `weft delete`: prints how many replicas removed the value(s).
+/// Runs `weft delete`: prints on how many of the distinct replica nodes the delete removed a
+/// value (after their commit); a value no replica held (or a key with none of this node's
+/// values) exits 1.
 pub fn delete(args: DeleteArgs) -> ExitCode {
     init_logging("warn");
+    if let Some(code) = refuse_empty(&args.key) {
+        return code;
+    }
+    let value_named = args.value.is_some();
     let request = ControlRequest::Delete {
         key: args.key,
         value: args.value,
     };
     match ask(&args.net, &request) {
-        Ok(ControlReply::Deleted(n)) => {
-            let _ = writeln!(std::io::stdout(), "deleted on {n} of 5 replicas");
+        Ok(ControlReply::Deleted { nodes, of }) => {
+            let _ = writeln!(std::io::stdout(), "deleted on {nodes} of {of} replicas");
             ExitCode::SUCCESS
         }
+        Ok(ControlReply::NoSuchValue) => fail(match value_named {
+            true => "no such value",
+            false => "no such key",
+        }),
         Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
         Err(e) => fail(e),
     }

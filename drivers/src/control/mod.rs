@@ -183,12 +183,26 @@ pub enum ControlReply {
     Written,
     /// The answer to `table_get` and `table_list`.
     Table(Vec<TableEntryReport>),
-    /// The put reached this many of the key's 5 replicas.
-    Stored(u8),
+    /// The put was committed by `nodes` of the `of` distinct replica nodes there are
+    /// (min(5, the ring's size)).
+    Stored {
+        /// Distinct nodes that stored it, each after its commit.
+        nodes: u8,
+        /// Distinct replica nodes there are.
+        of: u8,
+    },
     /// The key's values (UTF-8, invalid bytes replaced).
     Values(Vec<String>),
-    /// The delete reached this many of the key's 5 replicas.
-    Deleted(u8),
+    /// The delete removed a value on `nodes` of the `of` distinct replica nodes there are,
+    /// each after its commit.
+    Deleted {
+        /// Distinct nodes that removed a value.
+        nodes: u8,
+        /// Distinct replica nodes there are.
+        of: u8,
+    },
+    /// A delete of a value this node did not put (or of a key with none of its values).
+    NoSuchValue,
     /// The answer to `id`.
     Id(Box<IdReport>),
     /// The node is dialing the address of a `connect`.

@@ -248,7 +248,7 @@ fn refused(e: HandleError) -> ControlReply {
     ControlReply::Error(match e {
         HandleError::Stopped => "the node is shutting down".into(),
         HandleError::Refused(e) => e.to_string(),
-        leased @ HandleError::Leased { .. } => leased.to_string(),
+        e @ (HandleError::Leased { .. } | HandleError::NotStored(_)) => e.to_string(),
     })
 }
 
@@ -388,8 +388,10 @@ fn written(result: Result<(), HandleError>) -> ControlReply {
 
 fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
     match result {
-        Ok(ChordResult::Put { replicas }) => ControlReply::Stored(replicas),
-        Ok(ChordResult::Delete { replicas }) => ControlReply::Deleted(replicas),
+        Ok(ChordResult::Put { nodes, of, .. }) => ControlReply::Stored { nodes, of },
+        // Nothing removed anywhere: the value (or any value of this node) was not there.
+        Ok(ChordResult::Delete { removed: 0, .. }) => ControlReply::NoSuchValue,
+        Ok(ChordResult::Delete { removed, of, .. }) => ControlReply::Deleted { nodes: removed, of },
         Ok(ChordResult::Get { values }) => ControlReply::Values(
             values
                 .iter()

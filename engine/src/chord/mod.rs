@@ -6,9 +6,11 @@
 //! what arrives to [`Chord::handle_message`]. Lookups are iterative: the origin asks each hop
 //! itself, so every hop has its own timeout and a dead hop is routed around. SPEC.md §20.
 
+mod durable;
 mod lookup;
 mod maintenance;
 mod ops;
+mod persist;
 mod protocol;
 mod ring;
 mod rpc;
@@ -27,6 +29,7 @@ use weft_protocol::{
     ChordValues, NodeId, StoreOutcome, CHORD_PEERS_MAX, CHORD_REPLICAS,
 };
 
+pub use durable::Commit;
 use lookup::Lookup;
 use ops::Op;
 pub(crate) use protocol::ChordProtocol;
@@ -90,6 +93,10 @@ pub struct Chord {
     outputs: VecDeque<ChordOutput>,
     loopback: VecDeque<ChordMessage>,
     metrics: ChordMetrics,
+    /// Whether an accepted store is answered only once committed ([`Chord::set_durable`]).
+    durable: bool,
+    /// CHORD_STORED answers waiting for the next snapshot.
+    held_answers: Vec<(ChordPeer, ChordMessage)>,
 }
 
 impl Chord {
@@ -130,6 +137,8 @@ impl Chord {
             outputs: VecDeque::new(),
             loopback: VecDeque::new(),
             metrics: ChordMetrics::default(),
+            durable: false,
+            held_answers: Vec::new(),
         }
     }
 
@@ -343,7 +352,7 @@ impl Chord {
                     request: s.request,
                     outcome,
                 };
-                self.send(from, ChordMessage::Stored(reply));
+                self.answer_stored(from, reply);
             }
             ChordMessage::Stored(s) => match self.answered(from, s.request) {
                 Some(Purpose::Store { op, slot }) => {
@@ -367,7 +376,7 @@ impl Chord {
             ChordMessage::Values(v) => {
                 if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
                     let values = self.verified_values(op, slot, v.values);
-                    self.slot_done(op, slot, from.clone(), values);
+                    self.slot_values(now, op, slot, from.clone(), values);
                 }
             }
             ChordMessage::Handover(h) => {
@@ -391,7 +400,7 @@ impl Chord {
                     request: h.request,
                     outcome,
                 };
-                self.send(from, ChordMessage::Stored(reply));
+                self.answer_stored(from, reply);
             }
         }
     }

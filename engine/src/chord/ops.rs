@@ -43,6 +43,11 @@ pub(super) struct Op {
     pub(super) entry: Option<ChordValue>,
     /// A get's verified entries, merged.
     pub(super) values: Vec<ChordValue>,
+    /// A delete's slots whose owner held a value the delete removes (as its CHORD_FETCH,
+    /// sent before the CHORD_STORE, answered).
+    pub(super) removes: Vec<bool>,
+    /// Each slot's owner, once a lookup found it.
+    pub(super) owners: Vec<Option<NodeId>>,
     pub(super) deadline: Instant,
 }
 
@@ -88,6 +93,8 @@ impl Chord {
                 owner: None,
                 entry,
                 values: Vec::new(),
+                removes: vec![false; slots],
+                owners: vec![None; slots],
                 deadline,
             },
         );
@@ -138,7 +145,7 @@ impl Chord {
         let Some(op) = self.ops.get(&op_id) else {
             return Vec::new();
         };
-        let ChordRequest::Get { key } = &op.request else {
+        let (ChordRequest::Get { key } | ChordRequest::Delete { key, .. }) = &op.request else {
             return Vec::new();
         };
         let position = Self::op_key_position(op, slot);
@@ -179,6 +186,7 @@ impl Chord {
         };
         // Only `lookup_done` calls this, with a non-empty list (it fails empty ones).
         let owner = owners[0].clone();
+        op.owners[slot] = Some(owner.node);
         let position = Self::op_key_position(op, slot);
         match (&op.request, &op.entry) {
             (ChordRequest::Lookup { .. }, _) => {
@@ -190,7 +198,18 @@ impl Chord {
                 };
                 self.maybe_finish(op_id);
             }
-            (ChordRequest::Put { key, .. } | ChordRequest::Delete { key, .. }, Some(entry)) => {
+            // A delete first asks the owner what it holds, to count what it removes.
+            (ChordRequest::Delete { key, .. }, Some(_)) => {
+                let key = key.clone();
+                self.call(now, &owner, Purpose::Fetch { op: op_id, slot }, |request| {
+                    ChordMessage::Fetch(ChordFetch {
+                        request,
+                        position,
+                        key,
+                    })
+                });
+            }
+            (ChordRequest::Put { key, .. }, Some(entry)) => {
                 let msg = ChordStore {
                     request: 0,
                     position,
@@ -214,6 +233,42 @@ impl Chord {
                 });
             }
         }
+    }
+
+    /// A CHORD_VALUES for slot `slot` of `op_id` from `owner`: a get's slot is done; a
+    /// delete notes whether the owner holds what it removes, then stores its tombstone there.
+    pub(super) fn slot_values(
+        &mut self,
+        now: Instant,
+        op_id: u64,
+        slot: usize,
+        owner: ChordPeer,
+        values: Vec<ChordValue>,
+    ) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        let (ChordRequest::Delete { key, value }, Some(entry)) = (&op.request, &op.entry) else {
+            self.slot_done(op_id, slot, owner, values);
+            return;
+        };
+        op.removes[slot] = values.iter().any(|v| {
+            v.writer == entry.writer
+                && match (&v.op, value) {
+                    (StoreOp::Put(held), Some(gone)) => held == gone,
+                    (StoreOp::Put(_), None) => true,
+                    (StoreOp::Delete(_), _) => false,
+                }
+        });
+        let msg = ChordStore {
+            request: 0,
+            position: Self::op_key_position(op, slot),
+            key: key.clone(),
+            value: entry.clone(),
+        };
+        self.call(now, &owner, Purpose::Store { op: op_id, slot }, |request| {
+            ChordMessage::Store(ChordStore { request, ..msg })
+        });
     }
 
     pub(super) fn slot_done(
@@ -282,12 +337,23 @@ impl Chord {
             .iter()
             .filter(|s| matches!(s, Slot::Done { .. }))
             .count() as u8;
+        let (nodes, of) = self.replica_nodes(&op.slots, &op.owners, None);
+        let (removed, _) = self.replica_nodes(&op.slots, &op.owners, Some(&op.removes));
         let result = if done == 0 {
             Err(ChordError::Timeout)
         } else {
             Ok(match &op.request {
-                ChordRequest::Put { .. } => ChordResult::Put { replicas: done },
-                ChordRequest::Delete { .. } => ChordResult::Delete { replicas: done },
+                ChordRequest::Put { .. } => ChordResult::Put {
+                    replicas: done,
+                    nodes,
+                    of,
+                },
+                ChordRequest::Delete { .. } => ChordResult::Delete {
+                    replicas: done,
+                    nodes,
+                    of,
+                    removed,
+                },
                 ChordRequest::Lookup { .. } => ChordResult::Lookup {
                     // A done lookup slot always set its owner.
                     owner: op.owner.unwrap_or(self.me.node),
@@ -315,6 +381,40 @@ impl Chord {
             request: op.app_request,
             result,
         }));
+    }
+
+    /// The distinct nodes that answered a request's slots (only the slots `only` marks, if
+    /// given), and the distinct replica nodes of the key: the distinct owners its lookups
+    /// found, plus one for each slot whose owner stayed unknown, at most the nodes of the ring
+    /// as this node knows it (itself and its successors), and never fewer than answered.
+    fn replica_nodes(
+        &self,
+        slots: &[Slot],
+        owners: &[Option<NodeId>],
+        only: Option<&[bool]>,
+    ) -> (u8, u8) {
+        let mut answered: Vec<NodeId> = slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o.get(*i).copied().unwrap_or(false)))
+            .filter_map(|(_, s)| match s {
+                Slot::Done { owner, .. } => Some(owner.node),
+                _ => None,
+            })
+            .collect();
+        answered.sort();
+        answered.dedup();
+        let mut ring: Vec<NodeId> = self.successors.iter().map(|p| p.node).collect();
+        ring.push(self.me.node);
+        ring.sort();
+        ring.dedup();
+        let mut found: Vec<NodeId> = owners.iter().flatten().copied().collect();
+        found.sort();
+        found.dedup();
+        let unknown = owners.iter().filter(|o| o.is_none()).count();
+        let known = (found.len() + unknown).min(ring.len()).max(answered.len());
+        // Both are at most CHORD_REPLICAS (5): they fit a u8.
+        (answered.len() as u8, known as u8)
     }
 
     /// Writes the entries a get found (tombstones included) back to every replica that

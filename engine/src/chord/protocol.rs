@@ -9,8 +9,10 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{ChordPeer, Code, Family, Frame, Message};
 
-use super::{Chord, ChordEvent, ChordOutput, ChordRequest};
+use super::persist::STATE_NAME;
+use super::{Chord, ChordEvent, ChordOutput, ChordRequest, Commit};
 use crate::config::Config;
+use crate::io::{HostRequest, HostResult};
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };
@@ -40,6 +42,26 @@ pub enum ChordRefusal {
     Disabled,
 }
 
+/// Tokens of Chord's requests to the host.
+const LOAD: u64 = 1;
+const STORE: u64 = 2;
+
+/// Where the records stand with the host's copy of them (SPEC.md §20.8).
+#[derive(Debug, Default)]
+struct Persist {
+    /// The stored records were asked for (at start).
+    load_sent: bool,
+    /// The host answered the load; no store goes before.
+    loaded: bool,
+    /// A stored snapshot waiting for a wall clock to be taken back (its expiries are Unix ms).
+    unrestored: Option<bytes::Bytes>,
+    /// The store under way, with the answers it commits.
+    storing: Option<Commit>,
+    /// The stored records could not be read (a failed load, a damaged blob or one from a newer
+    /// version): nothing is stored over them in this run, and answers go out uncommitted.
+    blocked: bool,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct ChordProtocol {
@@ -48,11 +70,12 @@ pub(crate) struct ChordProtocol {
     probe: Periodic,
     rng: ChaCha8Rng,
     outputs: VecDeque<ProtocolOutput<ChordEvent>>,
+    persist: Persist,
 }
 
 impl ChordProtocol {
     pub(crate) fn new(config: &Config, me: weft_protocol::NodeId, seed: [u8; 32]) -> Self {
-        let chord = match (config.chord.clone(), config.listen_addr.clone()) {
+        let mut chord = match (config.chord.clone(), config.listen_addr.clone()) {
             (Some(chord), Some(addr)) => Some(Box::new(Chord::new(
                 ChordPeer { node: me, addr },
                 // The node's own key pair (the one `Context::identity` gives).
@@ -62,12 +85,56 @@ impl ChordProtocol {
             ))),
             _ => None,
         };
+        if let Some(c) = chord.as_mut() {
+            // A replica answers CHORD_STORED only once the records are in the host's store.
+            c.set_durable(true);
+        }
         ChordProtocol {
             chord,
             probe: Periodic::new(config.timers.repair_interval),
             rng: ChaCha8Rng::from_seed(seed),
             outputs: VecDeque::new(),
+            persist: Persist::default(),
         }
+    }
+
+    /// Takes back a stored snapshot once the wall clock is known, then hands a changed store
+    /// (or answers waiting for a commit) to the host, unless a store is under way.
+    fn persist(&mut self, now: Instant, cx: &Context<'_>) {
+        let Some(chord) = self.chord.as_mut() else {
+            return;
+        };
+        let wall = cx.wall_clock_ms(now).filter(|_| !self.persist.blocked);
+        let Some(wall_ms) = wall else {
+            // No calendar time yet (no snapshot could say when its entries expire), or no
+            // store allowed: answers go out uncommitted rather than wait.
+            let commit = chord.uncommitted();
+            if !commit.is_empty() {
+                chord.committed(now, commit);
+            }
+            return;
+        };
+        if let Some(blob) = self.persist.unrestored.take() {
+            if chord.restore(now, wall_ms, &blob).is_none() {
+                chord.count_state_failure();
+                self.persist.blocked = true;
+                let commit = chord.uncommitted();
+                chord.committed(now, commit);
+                return;
+            }
+        }
+        if !self.persist.loaded || self.persist.storing.is_some() || !chord.needs_store() {
+            return;
+        }
+        let (bytes, commit) = chord.begin_store(now, wall_ms);
+        self.persist.storing = Some(commit);
+        self.outputs.push_back(ProtocolOutput::Request {
+            token: STORE,
+            request: HostRequest::StoreState {
+                name: STATE_NAME.into(),
+                bytes,
+            },
+        });
     }
 
     /// The machine, when this node is a ring member.
@@ -178,7 +245,7 @@ impl Protocol for ChordProtocol {
     fn handle_message(
         &mut self,
         now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
@@ -193,6 +260,7 @@ impl Protocol for ChordProtocol {
         if let Some(chord) = self.chord.as_mut() {
             chord.handle_message(now, &from, msg);
         }
+        self.persist(now, cx);
         self.pump();
         Ok(())
     }
@@ -206,14 +274,26 @@ impl Protocol for ChordProtocol {
         let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
         chord.observe_wall_clock(cx.wall_clock_ms(now));
         chord.request_signed_by(now, cx.identity(), command.request, command.op);
+        self.persist(now, cx);
         self.pump();
         Ok(())
     }
 
+    /// At the start, asks the host for the stored records. Runs the machine's due timers,
+    /// probes every repair period, and stores what changed.
     fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
         let Some(chord) = self.chord.as_mut() else {
             return;
         };
+        if !self.persist.load_sent {
+            self.persist.load_sent = true;
+            self.outputs.push_back(ProtocolOutput::Request {
+                token: LOAD,
+                request: HostRequest::LoadState {
+                    name: STATE_NAME.into(),
+                },
+            });
+        }
         chord.start(now);
         if chord.poll_timeout().is_some_and(|at| at <= now) {
             chord.handle_timeout(now);
@@ -221,6 +301,40 @@ impl Protocol for ChordProtocol {
         if self.probe.fire(now) {
             self.probe(now, cx);
         }
+        self.persist(now, cx);
+        self.pump();
+    }
+
+    /// The stored records come back (once there is a wall clock); a finished store releases
+    /// the answers it held, stored or not (a host that cannot store, such as one with no
+    /// state folder, keeps nothing: its answers then say the records are held in memory).
+    fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
+        let Some(chord) = self.chord.as_mut() else {
+            return;
+        };
+        match (token, result) {
+            (LOAD, result) => {
+                self.persist.loaded = true;
+                match result {
+                    HostResult::Loaded(Some(blob)) => self.persist.unrestored = Some(blob),
+                    HostResult::Loaded(None) => {}
+                    _ => {
+                        chord.count_state_failure();
+                        self.persist.blocked = true;
+                    }
+                }
+            }
+            (STORE, result) => {
+                if result != HostResult::Stored {
+                    chord.count_state_failure();
+                }
+                if let Some(commit) = self.persist.storing.take() {
+                    chord.committed(now, commit);
+                }
+            }
+            _ => chord.count_state_failure(),
+        }
+        self.persist(now, cx);
         self.pump();
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use weft_protocol::{ChordRecord, ChordValue, PublicKey, StoreOp, StoreOutcome};
 
+use crate::chord::persist::StoredEntry;
 use crate::chord::ring::in_half_open;
 use crate::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub struct Store {
     bytes: usize,
     /// Entries and bytes per writer.
     writers: BTreeMap<PublicKey, (usize, usize)>,
+    /// Something changed since [`Store::take_changed`] last said.
+    changed: bool,
 }
 
 /// The bytes an entry of `key` is counted for.
@@ -67,7 +70,35 @@ impl Store {
             limits,
             bytes: 0,
             writers: BTreeMap::new(),
+            changed: false,
         }
+    }
+
+    /// Whether anything changed since the last call; forgets it.
+    pub fn take_changed(&mut self) -> bool {
+        core::mem::take(&mut self.changed)
+    }
+
+    /// Whether anything changed since [`Store::take_changed`] last said.
+    pub fn is_changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Every held entry at `now` as the host stores it: its expiry turned into Unix ms by
+    /// `wall_ms`, the calendar time at `now` (SPEC.md §20.8).
+    pub fn stored_entries(&self, now: Instant, wall_ms: u64) -> Vec<StoredEntry> {
+        let mut out = Vec::new();
+        for ((position, key), values) in &self.records {
+            for h in values {
+                let expires_unix_ms = match h.expires {
+                    Some(at) if at <= now => continue,
+                    Some(at) => Some(wall_ms.saturating_add(at.saturating_since(now).as_millis())),
+                    None => None,
+                };
+                out.push((*position, key.clone(), h.entry.clone(), expires_unix_ms));
+            }
+        }
+        out
     }
 
     /// Records held.
@@ -147,6 +178,7 @@ impl Store {
                     _ => None,
                 };
                 if let Some(values) = self.records.get_mut(&k) {
+                    self.changed |= values[i].expires != expires;
                     values[i].expires = expires;
                 }
                 return StoreOutcome::Stored;
@@ -177,6 +209,7 @@ impl Store {
             return outcome;
         }
         self.account(e.writer, bytes, true);
+        self.changed = true;
         let mut entry = e.clone();
         entry.lifetime_ms = None;
         self.records
@@ -201,6 +234,7 @@ impl Store {
         if values.is_empty() {
             self.records.remove(k);
         }
+        self.changed |= !gone.is_empty();
         for (w, b) in gone {
             self.account(w, b, false);
         }
@@ -245,6 +279,7 @@ impl Store {
             .iter()
             .filter_map(|(k, values)| record(now, k, values))
             .collect();
+        self.changed |= !self.records.is_empty();
         self.records.clear();
         self.writers.clear();
         self.bytes = 0;

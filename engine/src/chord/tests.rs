@@ -170,7 +170,12 @@ fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
     net.node(0).start(now);
     assert_eq!(
         net.request(0, 1, put(b"k", b"v")),
-        Ok(ChordResult::Put { replicas: 5 })
+        Ok(ChordResult::Put {
+            replicas: 5,
+            nodes: 1,
+            of: 1
+        }),
+        "five positions, one node: reported as 1 of 1"
     );
     assert_eq!(
         values(net.request(0, 2, get(b"k"))),
@@ -180,6 +185,39 @@ fn a_lone_node_owns_the_whole_ring_and_stores_locally() {
     assert_eq!(
         net.request(0, 3, ChordRequest::Lookup { target: 42 }),
         Ok(ChordResult::Lookup { owner: me, hops: 0 })
+    );
+    let delete = |value: &[u8]| ChordRequest::Delete {
+        key: b"k".to_vec(),
+        value: Some(value.to_vec()),
+    };
+    assert_eq!(
+        net.request(0, 4, delete(b"never put")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 0
+        }),
+        "stored, but nothing was there to remove"
+    );
+    assert_eq!(
+        net.request(0, 5, delete(b"v")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 1
+        })
+    );
+    assert_eq!(
+        net.request(0, 6, delete(b"v")),
+        Ok(ChordResult::Delete {
+            replicas: 5,
+            nodes: 1,
+            of: 1,
+            removed: 0
+        }),
+        "deleted already"
     );
 }
 
@@ -208,13 +246,13 @@ fn joins_settle_into_the_true_ring_and_lookups_find_owners() {
 #[test]
 fn a_key_survives_while_one_holder_lives_and_a_get_repairs_the_others() {
     let mut net = joined(8);
-    assert_eq!(
+    assert!(matches!(
         net.request(1, 1, put(b"drop", b"a")),
-        Ok(ChordResult::Put { replicas: 5 })
-    );
+        Ok(ChordResult::Put { replicas: 5, .. })
+    ));
     assert!(matches!(
         net.request(2, 2, put(b"drop", b"b")),
-        Ok(ChordResult::Put { replicas: 5 })
+        Ok(ChordResult::Put { replicas: 5, .. })
     ));
     // Crash every holder but the one holding replica 0.
     let holder_of = |net: &Net, r: u8| {
@@ -501,7 +539,7 @@ fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
     let mut net = joined(4);
     assert!(matches!(
         net.request(0, 1, put(b"k", b"mine")),
-        Ok(ChordResult::Put { replicas: 5 })
+        Ok(ChordResult::Put { replicas: 5, .. })
     ));
     let owner = net.node(0).writer();
     let attacker = identity(200);
@@ -570,7 +608,7 @@ fn a_non_owner_cannot_delete_or_replace_a_value_on_any_holder() {
                 value: None
             }
         ),
-        Ok(ChordResult::Delete { replicas: 5 })
+        Ok(ChordResult::Delete { replicas: 5, .. })
     ));
     assert_eq!(values(net.request(3, 4, get(b"k"))), Some(vec![]));
 }
@@ -700,4 +738,61 @@ fn a_ground_notify_keeps_copies_until_the_new_holder_confirms() {
     net.node(a).handle_message(now, &m, stored);
     assert!(net.node(a).records_len() < held);
     assert!(net.node(a).metrics().records_handover_confirmed > 0);
+}
+
+/// A durable replica answers CHORD_STORED only once its records are committed; a snapshot
+/// keeps expiries as Unix ms, so restored at a later wall clock an expired entry is dropped and
+/// a live one keeps the time it has left (SPEC.md §20.8).
+#[test]
+fn a_durable_node_answers_after_the_commit_and_its_records_survive_a_restart() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    net.node(0).start(now);
+    net.node(0).set_durable(true);
+    net.node(0).request(now, 1, put(b"kept", b"v"));
+    let short = ChordRequest::Put {
+        key: b"short".to_vec(),
+        value: b"s".to_vec(),
+        lifetime_ms: Some(1_000),
+    };
+    net.node(0).request(now, 2, short);
+    net.run(0);
+    assert!(net.events.is_empty(), "no answer before the commit");
+    assert!(net.node(0).needs_store());
+    let wall_ms = 1_800_000_000_000;
+    let (blob, commit) = net.node(0).begin_store(now, wall_ms);
+    assert_eq!(commit.len(), 10, "five positions of two puts");
+    assert!(!net.node(0).needs_store());
+    net.node(0).committed(now, commit);
+    net.run(0);
+    assert_eq!(net.events.len(), 2, "both answered after the commit");
+    assert!(net
+        .events
+        .iter()
+        .all(|(_, e)| matches!(e.result, Ok(ChordResult::Put { replicas: 5, .. }))));
+
+    // The node restarts: its Instant clock is back at zero, its wall clock 500 ms later.
+    let fresh = |net: &Net| {
+        let mut c = Chord::new(net.peers[0].clone(), identity(0), ChordConfig::default(), 9);
+        c.start(Instant::ZERO);
+        c
+    };
+    let mut again = fresh(&net);
+    assert_eq!(again.restore(Instant::ZERO, wall_ms + 500, &blob), Some(10));
+    let short_at = key_position(b"short", 0);
+    let left = again.entries(Instant::ZERO, short_at, b"short");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].lifetime_ms, Some(500), "the time it had left");
+    assert!(!again.needs_store(), "what was restored is stored already");
+    let mut later = fresh(&net);
+    assert_eq!(
+        later.restore(Instant::ZERO, wall_ms + 1_000, &blob),
+        Some(5),
+        "the expired put is dropped at load"
+    );
+    assert!(later.holds(key_position(b"kept", 0), b"kept"));
+    assert!(!later.holds(short_at, b"short"));
+    let mut damaged = blob.to_vec();
+    damaged[20] ^= 1;
+    assert_eq!(fresh(&net).restore(Instant::ZERO, wall_ms, &damaged), None);
 }

@@ -104,10 +104,16 @@ pub struct ChordEvent {
 /// A successful request's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChordResult {
-    /// The value was stored under this many of the key's 5 positions.
+    /// The value was stored under this many of the key's 5 positions, on this many
+    /// distinct nodes, each after its commit (SPEC.md §20.8).
     Put {
-        /// Replicas that acknowledged.
+        /// Positions whose replica acknowledged.
         replicas: u8,
+        /// Distinct nodes that acknowledged.
+        nodes: u8,
+        /// Distinct replica nodes of the key: the owners of its 5 positions (several may
+        /// fall on one node), at most the ring's size as this node knows it.
+        of: u8,
     },
     /// The key's values (empty: none): the verified entries of every replica that answered,
     /// merged (a writer's newer entry or delete wins), without the tombstones.
@@ -115,10 +121,20 @@ pub enum ChordResult {
         /// Distinct values, each with its writer.
         values: Vec<ChordItem>,
     },
-    /// The values were removed under this many positions.
+    /// The delete (a tombstone) was stored under this many positions, on this many
+    /// distinct nodes; each owner is asked first what it holds (CHORD_FETCH), so the result
+    /// says how many removed something.
     Delete {
-        /// Replicas that acknowledged.
+        /// Positions whose replica acknowledged.
         replicas: u8,
+        /// Distinct nodes that acknowledged.
+        nodes: u8,
+        /// Distinct replica nodes of the key: the owners of its 5 positions (several may
+        /// fall on one node), at most the ring's size as this node knows it.
+        of: u8,
+        /// Distinct nodes that acknowledged and held, before, a value the delete removes (as
+        /// their CHORD_VALUES said): 0 when there was nothing to delete.
+        removed: u8,
     },
     /// The node that owns a ring position, and how many nodes the lookup contacted.
     Lookup {
@@ -206,6 +222,9 @@ pub struct ChordMetrics {
     pub entries_writer_full: u64,
     /// Entries refused because the store held its limit of records or bytes.
     pub entries_store_full: u64,
+    /// Loads and stores of the records the host could not carry out, and stored snapshots
+    /// that failed their hash (SPEC.md §20.8).
+    pub state_failures: u64,
 }
 
 impl ChordMetrics {

@@ -7,6 +7,7 @@
 //! only read. After every input the host runs [`Node::pump`] until neither the session nor
 //! any protocol has anything left to say (str0m's single-mutation rule).
 
+mod gate;
 mod protocols;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crate::metrics::{ConnStats, NodeMetrics};
 use crate::session::{HostInfo, Incoming, Notice, Peer, Session};
 use crate::table::Table;
 use crate::time::{earliest, Instant};
+use gate::StartGate;
 use protocols::{Protocols, COUNT, FAMILIES};
 
 /// Who asked the host for something.
@@ -46,6 +48,10 @@ pub struct Node {
     last_request: u64,
     now: Instant,
     started: bool,
+    /// True while the node starts (its first timer run): every `LoadState` asked for then is a
+    /// start-up load the gate waits for.
+    starting: bool,
+    gate: StartGate,
 }
 
 impl Node {
@@ -69,6 +75,8 @@ impl Node {
             last_request: 0,
             now: Instant::ZERO,
             started: false,
+            starting: false,
+            gate: StartGate::default(),
         }
     }
 
@@ -114,10 +122,18 @@ impl Node {
         self.advance(now);
     }
 
-    /// The next output, or `None` when the node has nothing more to say for now.
+    /// The next output, or `None` when the node has nothing more to say for now. Until the
+    /// host has answered every start-up `LoadState`, only requests and events come out: the
+    /// node restores its state before it dials or sends anything (SPEC.md §8.1).
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.session.poll_output()
+        let session = &mut self.session;
+        self.gate.poll(|| session.poll_output())
+    }
+
+    /// Whether the host has answered every start-up load (the node may dial and send).
+    pub fn is_restored(&self) -> bool {
+        self.started && self.gate.is_open()
     }
 
     /// When the node next wants [`handle_timeout`](Self::handle_timeout): the soonest of the
@@ -233,9 +249,10 @@ impl Node {
         if self.session.poll_timeout().is_some_and(|at| at <= now) {
             self.session.handle_timeout(now);
         }
-        // At the start every protocol arms its timers.
+        // At the start every protocol arms its timers (and asks for its stored state).
         let start = !self.started;
         self.started = true;
+        self.starting = start;
         for i in 0..COUNT {
             if start || self.protocols.deadline_of(i).is_some_and(|at| at <= now) {
                 let cx = Context {
@@ -245,6 +262,7 @@ impl Node {
             }
         }
         self.pump(now);
+        self.starting = false;
     }
 
     /// Hands the protocols their frames from `conn`, `next` first, pumping between them, then
@@ -330,6 +348,7 @@ impl Node {
             .requests
             .remove(&id)
             .ok_or(Misuse::UnknownRequest(id))?;
+        self.gate.answered(id);
         let (i, token) = match requester {
             Requester::Session(token) => {
                 self.session.completed(now, token, result);
@@ -371,6 +390,11 @@ impl Node {
         self.last_request += 1;
         let id = RequestId(self.last_request);
         self.requests.insert(id, requester);
+        // A load asked for while the node starts (the session's known peers, a protocol's
+        // state) holds the network outputs until it is answered (SPEC.md §8.1).
+        if self.starting && matches!(request, HostRequest::LoadState { .. }) {
+            self.gate.register(id);
+        }
         self.session.push_output(Output::Request { id, request });
     }
 

@@ -312,6 +312,12 @@ impl Table {
         self.apply(write)
     }
 
+    /// Resumes the clock from a stamp it reached before a restart (SPEC.md §19.2): later
+    /// local writes are stamped after it.
+    pub(crate) fn restore_clock(&mut self, stamp: weft_protocol::Hlc) {
+        self.clock.observe(stamp);
+    }
+
     /// This node's signer, which verifies received writes.
     pub(crate) fn signer(&self) -> &Signer {
         &self.signer

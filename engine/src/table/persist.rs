@@ -1,18 +1,32 @@
-//! The table as the host stores it (SPEC.md §19.11): every held write, so a node that restarts
-//! alone still has its table. One blob, named [`STATE_NAME`]: a magic line, the postcard
-//! encoding of the writes, and the BLAKE3 hash of both; a blob that fails its hash or does
-//! not decode is ignored (the table starts empty and peers fill it).
+//! The table as the host stores it (SPEC.md §19.11): every held write and the hybrid logical
+//! clock's latest stamp, so a node that restarts alone still has its table and never stamps a
+//! write below one it stamped or saw before. One blob, named [`STATE_NAME`]: a magic line, the
+//! postcard encoding of the clock and the writes, and the BLAKE3 hash of both; a blob that
+//! fails its hash or does not decode is ignored (the table starts empty and peers fill it).
 
 use bytes::Bytes;
-use weft_protocol::TableWrite;
+use weft_protocol::{Hlc, TableWrite};
 
 use super::Table;
 
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "table";
 
-/// The blob's first bytes (format version 2: writes carry their signatures).
-const MAGIC: &[u8] = b"weft table v2\n";
+/// The blob's first bytes (format version 3: the clock, then the signed writes).
+const MAGIC: &[u8] = b"weft table v3\n";
+
+/// The first bytes of a version-2 blob (the signed writes alone), still read: its clock is
+/// the latest stamp of its writes, which loading them observes.
+const MAGIC_V2: &[u8] = b"weft table v2\n";
+
+/// What a blob holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// The clock's latest stamp when the blob was made.
+    pub(crate) clock: Hlc,
+    /// Every held write.
+    pub(crate) writes: Vec<TableWrite>,
+}
 
 /// Bytes of the hash at the end.
 const HASH_BYTES: usize = 32;
@@ -24,22 +38,31 @@ pub(crate) fn encode(table: &Table) -> Bytes {
         .flat_map(|k| table.writes(k).map(|(w, _)| w))
         .collect();
     let mut blob = MAGIC.to_vec();
-    // Serializing writes into a Vec cannot fail: no maps, every sequence sized.
-    blob.extend(postcard::to_allocvec(&writes).unwrap_or_default());
+    // Serializing a stamp and writes into a Vec cannot fail: no maps, every sequence sized.
+    blob.extend(postcard::to_allocvec(&(table.clock.last(), &writes)).unwrap_or_default());
     let hash = blake3::hash(&blob);
     blob.extend_from_slice(hash.as_bytes());
     Bytes::from(blob)
 }
 
-/// The writes in a blob, or `None` if it is not a whole, intact version-2 blob.
-pub(crate) fn decode(blob: &[u8]) -> Option<Vec<TableWrite>> {
+/// What a blob holds, or `None` if it is not a whole, intact version-3 (or 2) blob.
+pub(crate) fn decode(blob: &[u8]) -> Option<Stored> {
     let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
     if blake3::hash(body).as_bytes() != hash {
         return None;
     }
+    if let Some(encoded) = body.strip_prefix(MAGIC_V2) {
+        return match postcard::take_from_bytes::<Vec<TableWrite>>(encoded) {
+            Ok((writes, [])) => Some(Stored {
+                clock: Hlc::default(),
+                writes,
+            }),
+            _ => None,
+        };
+    }
     let encoded = body.strip_prefix(MAGIC)?;
-    match postcard::take_from_bytes::<Vec<TableWrite>>(encoded) {
-        Ok((writes, [])) => Some(writes),
+    match postcard::take_from_bytes::<(Hlc, Vec<TableWrite>)>(encoded) {
+        Ok(((clock, writes), [])) => Some(Stored { clock, writes }),
         _ => None,
     }
 }
@@ -63,7 +86,9 @@ mod tests {
         }
         t.write(Some(2_000), b"b".to_vec(), None, None).unwrap();
         let blob = encode(&t);
-        let writes = decode(&blob).expect("intact");
+        let stored = decode(&blob).expect("intact");
+        assert_eq!(stored.clock, t.clock.last(), "the clock is kept");
+        let writes = stored.writes;
         assert_eq!(writes.len(), t.writes_len());
         let verifier = crate::table::test_signer(2);
         assert!(
@@ -87,5 +112,14 @@ mod tests {
         let mut flipped = blob.to_vec();
         flipped[MAGIC.len() + 3] ^= 1;
         assert_eq!(decode(&flipped), None, "a flipped bit fails the hash");
+
+        // A version-2 blob (the writes alone) is still read.
+        let writes: Vec<&TableWrite> = t.keys().flat_map(|k| t.writes(k).map(|(w, _)| w)).collect();
+        let mut v2 = MAGIC_V2.to_vec();
+        v2.extend(postcard::to_allocvec(&writes).unwrap());
+        let hash = blake3::hash(&v2);
+        v2.extend_from_slice(hash.as_bytes());
+        let old = decode(&v2).expect("a v2 blob");
+        assert_eq!(old.writes.len(), t.writes_len());
     }
 }

@@ -76,6 +76,22 @@ pub enum TableEvent {
         /// When its lease ends, Unix ms.
         until_ms: u64,
     },
+    /// This node's local writes up to the `through`th (as `TableMetrics::writes_originated`
+    /// counts them) are in the host's store: a restart keeps them (SPEC.md §19.11). Writes
+    /// made while a store is under way are committed together by the next one.
+    Committed {
+        /// The count of local writes the store holds.
+        through: u64,
+    },
+    /// The host could not store this node's local writes up to the `through`th (a host with
+    /// no state folder says so): they are held and flooded, but not durable here until a later
+    /// store succeeds.
+    NotCommitted {
+        /// The count of local writes the failed store held.
+        through: u64,
+        /// The host's one-line reason.
+        reason: String,
+    },
 }
 
 /// Why the sync table refuses a command.
@@ -180,10 +196,18 @@ const STORE: u64 = 2;
 struct Persist {
     /// The stored table was asked for (at start).
     load_sent: bool,
+    /// The host answered the load. No store goes before: it would replace the stored table
+    /// with less.
+    loaded: bool,
     /// The table changed since it was last handed to the host.
     dirty: bool,
-    /// A store is under way.
-    storing: bool,
+    /// The store under way, if one is: the count of local writes it holds.
+    storing: Option<u64>,
+    /// Local writes whose store completed (`Committed`) or failed (`NotCommitted`).
+    acknowledged: u64,
+    /// Why the table is never stored in this run: the stored blob could not be read (damaged,
+    /// or from a newer version). It is never overwritten; local writes are not committed.
+    blocked: Option<String>,
 }
 
 /// See the module documentation.
@@ -244,13 +268,24 @@ impl TableProtocol {
         &self.metrics
     }
 
-    /// Hands the whole table to the host to store, if it changed and no store is under way.
+    /// Hands the whole table to the host to store, if it changed, the stored table was loaded
+    /// and no store is under way.
     fn store(&mut self) {
-        if !self.persist.dirty || self.persist.storing {
+        if let Some(reason) = &self.persist.blocked {
+            let through = self.metrics.writes_originated;
+            if through > self.persist.acknowledged {
+                self.persist.acknowledged = through;
+                let reason = reason.clone();
+                let event = TableEvent::NotCommitted { through, reason };
+                self.outputs.push_back(ProtocolOutput::Event(event));
+            }
+            return;
+        }
+        if !self.persist.dirty || !self.persist.loaded || self.persist.storing.is_some() {
             return;
         }
         self.persist.dirty = false;
-        self.persist.storing = true;
+        self.persist.storing = Some(self.metrics.writes_originated);
         self.outputs.push_back(ProtocolOutput::Request {
             token: STORE,
             request: HostRequest::StoreState {
@@ -282,8 +317,75 @@ impl TableProtocol {
                 message: Outgoing::message(&Message::TableWrite(w)),
                 class: Class::Control,
             });
+            // A local write is acknowledged only once stored: store now, or (group commit)
+            // right after the store under way.
+            self.store();
         }
         Ok(())
+    }
+
+    /// The store under way completed (`Ok`) or failed: reports the local writes it held, and
+    /// starts the next store at once if local writes wait for one.
+    fn stored(&mut self, result: Result<(), String>) {
+        let through = self.persist.storing.take().unwrap_or(0);
+        let report = through > self.persist.acknowledged;
+        if report {
+            self.persist.acknowledged = through;
+        }
+        match result {
+            Ok(()) => {
+                self.metrics.stores += 1;
+                if report {
+                    let event = TableEvent::Committed { through };
+                    self.outputs.push_back(ProtocolOutput::Event(event));
+                }
+                if self.metrics.writes_originated > self.persist.acknowledged {
+                    self.store();
+                }
+            }
+            Err(reason) => {
+                // Tried again at the persist timer, not at once: a host that cannot store
+                // (no state folder) is not asked in a loop.
+                self.persist.dirty = true;
+                self.metrics.state_failures += 1;
+                if report {
+                    let event = TableEvent::NotCommitted { through, reason };
+                    self.outputs.push_back(ProtocolOutput::Event(event));
+                }
+            }
+        }
+    }
+
+    /// Takes back the stored table: the clock resumes from its stored stamp, and every write
+    /// is checked as received (skew against the wall clock only if there is one: each was
+    /// checked when it first arrived), its signature verified.
+    fn restore(&mut self, now: Instant, cx: &Context<'_>, blob: &[u8]) {
+        let Some(stored) = persist::decode(blob) else {
+            self.metrics.state_failures += 1;
+            self.persist.blocked = Some(format!(
+                "the stored table ({} bytes) is damaged or from a newer version; it is kept \
+                 as it is and nothing is stored over it",
+                blob.len()
+            ));
+            return;
+        };
+        let held_before = !self.table.is_empty();
+        self.table.restore_clock(stored.clock);
+        let wall = cx.wall_clock_ms(now);
+        for write in stored.writes {
+            let refused = self.table.admit(&write, wall);
+            if refused.is_none() && !self.table.signer().verify(&write) {
+                self.metrics.writes_bad_signature += 1;
+                continue;
+            }
+            match self.table.receive(write, wall) {
+                Received::New => self.metrics.writes_loaded += 1,
+                refused => self.count_refused(refused),
+            }
+        }
+        self.drain_events();
+        // What was loaded alone is what is stored already.
+        self.persist.dirty = held_before;
     }
 
     /// Counts a received write the table did not take.
@@ -507,44 +609,38 @@ impl Protocol for TableProtocol {
 
     fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
         match (token, result) {
-            (LOAD, HostResult::Loaded(Some(blob))) => {
-                let Some(writes) = persist::decode(&blob) else {
-                    self.metrics.state_failures += 1;
-                    return;
-                };
-                // Checked as received (skew against the wall clock only if there is one:
-                // each was checked when it first arrived), each signature verified.
-                let wall = cx.wall_clock_ms(now);
-                for write in writes {
-                    let refused = self.table.admit(&write, wall);
-                    if refused.is_none() && !self.table.signer().verify(&write) {
-                        self.metrics.writes_bad_signature += 1;
-                        continue;
-                    }
-                    match self.table.receive(write, wall) {
-                        Received::New => self.metrics.writes_loaded += 1,
-                        refused => self.count_refused(refused),
+            (LOAD, result) => {
+                self.persist.loaded = true;
+                match result {
+                    HostResult::Loaded(Some(blob)) => self.restore(now, cx, &blob),
+                    HostResult::Loaded(None) => {}
+                    other => {
+                        self.metrics.state_failures += 1;
+                        let why = match other {
+                            HostResult::Failed(why) => why,
+                            other => format!("unexpected answer {other:?}"),
+                        };
+                        self.persist.blocked =
+                            Some(format!("the stored table was not read: {why}"));
                     }
                 }
-                self.drain_events();
+                // Local writes made before the load answered are stored now.
+                if self.metrics.writes_originated > self.persist.acknowledged {
+                    self.persist.dirty = true;
+                    self.store();
+                }
             }
-            (LOAD, HostResult::Loaded(None)) => {}
-            (STORE, HostResult::Stored) => {
-                self.persist.storing = false;
-                self.metrics.stores += 1;
-            }
-            (STORE, _) => {
-                self.persist.storing = false;
-                self.persist.dirty = true;
-                self.metrics.state_failures += 1;
-            }
+            (STORE, HostResult::Stored) => self.stored(Ok(())),
+            (STORE, HostResult::Failed(why)) => self.stored(Err(why)),
+            (STORE, other) => self.stored(Err(format!("unexpected answer {other:?}"))),
             _ => self.metrics.state_failures += 1,
         }
     }
 
-    /// Last words: a changed table goes to the host.
+    /// Last words: a changed table goes to the host (even with a store under way: the host
+    /// carries requests out in order).
     fn handle_shutdown(&mut self, _now: Instant, _cx: &Context<'_>) {
-        self.persist.storing = false;
+        self.persist.storing = None;
         self.store();
     }
 

@@ -258,7 +258,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let failed_puts = net
         .app_events
         .drain(..)
-        .filter(|(_, e)| !matches!(e.result, Ok(ChordResult::Put { replicas: 5 })))
+        .filter(|(_, e)| !matches!(e.result, Ok(ChordResult::Put { replicas: 5, .. })))
         .count();
     if failed_puts > 0 && p.loss == 0.0 {
         violation.get_or_insert_with(|| format!("{failed_puts} puts not stored 5 times"));
@@ -279,7 +279,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
     let failed_deletes = net
         .app_events
         .drain(..)
-        .filter(|(_, e)| !matches!(e.result, Ok(ChordResult::Delete { replicas: 5 })))
+        .filter(|(_, e)| !matches!(e.result, Ok(ChordResult::Delete { replicas: 5, .. })))
         .count();
     if failed_deletes > 0 && p.loss == 0.0 {
         violation.get_or_insert_with(|| format!("{failed_deletes} deletes not stored 5 times"));

@@ -111,6 +111,11 @@ pub struct TableReport {
     pub identical_at_heal: bool,
     /// Accepted writes that another node's lease covers, judged globally (see the module).
     pub lease_violations: u64,
+    /// Writes acknowledged as committed (`TableEvent::Committed`) over all nodes.
+    pub committed: u64,
+    /// Committed writes some live node holds neither again nor a later write of their key
+    /// for after the heal: lost (a node acknowledged before its commit).
+    pub lost_writes: u64,
     /// `TableRefused` events (writes refused by a lease) over all nodes.
     pub refusals: u64,
     /// Anti-entropy bytes (TABLE_DIGEST, TABLE_WANT, TABLE_ENTRIES frames) over all nodes.
@@ -131,6 +136,8 @@ impl Scenario for TableReport {
             ("keys set", self.keys.to_string()),
             ("identical", self.identical.to_string()),
             ("lease violations", self.lease_violations.to_string()),
+            ("committed writes", self.committed.to_string()),
+            ("lost writes", self.lost_writes.to_string()),
             ("refusals", self.refusals.to_string()),
             ("catch-up bytes", self.catchup_bytes.to_string()),
             ("full resend bytes", self.full_resend_bytes.to_string()),
@@ -161,9 +168,11 @@ impl Scenario for TableReport {
         let catchup: u64 = reports.iter().map(|r| r.catchup_bytes).sum();
         let full: u64 = reports.iter().map(|r| r.full_resend_bytes).sum();
         let lease_violations: u64 = reports.iter().map(|r| r.lease_violations).sum();
+        let lost_writes: u64 = reports.iter().map(|r| r.lost_writes).sum();
         let keys = vec![
             ("identical", reports.iter().all(|r| r.identical).into()),
             ("lease_violations", lease_violations.into()),
+            ("lost_writes", lost_writes.into()),
             ("catchup_bytes", catchup.into()),
             ("full_resend_bytes", full.into()),
         ];
@@ -358,6 +367,11 @@ pub fn run(p: &TableParams) -> TableReport {
             "{violations} accepted writes break another node's lease"
         ));
     }
+    let lost = w.durability_violations();
+    if let (None, Some(first)) = (w.violation(), lost.first()) {
+        let what = format!("{} committed writes lost, first: {first}", lost.len());
+        w.fail(what);
+    }
     TableReport {
         header: RunHeader::new("table", p.seed, p.nodes, p.replay()).finish_world(wall, &w),
         edges: edges.len() as u64,
@@ -369,6 +383,8 @@ pub fn run(p: &TableParams) -> TableReport {
         identical: same,
         identical_at_heal,
         lease_violations: violations,
+        committed: w.durable.acked_writes() as u64,
+        lost_writes: lost.len() as u64,
         refusals: w.stats.table_refusals,
         catchup_bytes: w.stats.table_catchup_bytes,
         full_resend_bytes: w.stats.table_full_resend_bytes,

@@ -1,0 +1,109 @@
+//! Records that survive a restart (SPEC.md §20.8): a durable machine holds back every
+//! CHORD_STORED that says `Stored` until the records it answers for are in the host's store;
+//! its owner asks for a snapshot ([`Chord::begin_store`]), has the host store it, and then
+//! releases the answers it held ([`Chord::committed`]). Answers held while a store is under
+//! way go with the next one (group commit).
+
+use bytes::Bytes;
+use weft_protocol::{ChordMessage, ChordPeer, ChordStored, StoreOutcome};
+
+use super::persist;
+use super::Chord;
+use crate::time::Instant;
+
+/// The CHORD_STORED answers a snapshot holds, released when it is committed.
+#[derive(Debug, Default)]
+#[must_use = "release the answers with Chord::committed once the host has stored the snapshot"]
+pub struct Commit {
+    answers: Vec<(ChordPeer, ChordMessage)>,
+}
+
+impl Commit {
+    /// Answers held.
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// Whether it holds no answer.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+}
+
+impl Chord {
+    /// Makes this machine durable: from now on an accepted store is answered only once
+    /// committed (see the module documentation). A machine is not durable unless told.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Whether the records changed, or answers wait, since the last snapshot.
+    pub fn needs_store(&self) -> bool {
+        self.store.is_changed() || !self.held_answers.is_empty()
+    }
+
+    /// A snapshot of every held record for the host (expiries as Unix ms by `wall_ms`, the
+    /// calendar time at `now`), and the answers it commits.
+    pub fn begin_store(&mut self, now: Instant, wall_ms: u64) -> (Bytes, Commit) {
+        self.store.take_changed();
+        let blob = persist::encode(&self.store.stored_entries(now, wall_ms));
+        let answers = std::mem::take(&mut self.held_answers);
+        (blob, Commit { answers })
+    }
+
+    /// The answers held, without a snapshot: for an owner that cannot store one.
+    pub fn uncommitted(&mut self) -> Commit {
+        let answers = std::mem::take(&mut self.held_answers);
+        Commit { answers }
+    }
+
+    /// The host finished storing a snapshot: its answers go out.
+    pub fn committed(&mut self, now: Instant, commit: Commit) {
+        for (to, msg) in commit.answers {
+            self.send(&to, msg);
+        }
+        self.pump(now);
+    }
+
+    /// Takes back a stored snapshot at `now`, when the calendar time is `wall_ms`: every
+    /// entry is verified and applied as a received one would be, with the time it has left;
+    /// expired ones are dropped. Returns the entries taken back, or `None` if the blob is
+    /// damaged (it is then ignored).
+    pub fn restore(&mut self, now: Instant, wall_ms: u64, blob: &[u8]) -> Option<usize> {
+        let entries = persist::decode(blob)?;
+        let was_changed = self.store.is_changed();
+        let mut taken = 0;
+        for (position, key, mut entry, expires_unix_ms) in entries {
+            entry.lifetime_ms = match expires_unix_ms {
+                Some(at) if at <= wall_ms => continue,
+                Some(at) => Some(at - wall_ms),
+                None => None,
+            };
+            if self.store_entry(now, position, &key, &entry) == StoreOutcome::Stored {
+                taken += 1;
+            }
+        }
+        if !was_changed {
+            // What was taken back is what is stored already.
+            self.store.take_changed();
+        }
+        Some(taken)
+    }
+
+    /// Counts a load or store the host could not carry out, or a stored snapshot that failed
+    /// its hash.
+    pub(crate) fn count_state_failure(&mut self) {
+        self.metrics.state_failures += 1;
+    }
+
+    /// Answers a CHORD_STORE or CHORD_HANDOVER: at once, unless the machine is durable and
+    /// the answer is `Stored` (then it waits for the commit).
+    pub(super) fn answer_stored(&mut self, to: &ChordPeer, answer: ChordStored) {
+        let msg = ChordMessage::Stored(answer);
+        if self.durable && answer.outcome == StoreOutcome::Stored {
+            self.held_answers.push((to.clone(), msg));
+        } else {
+            self.send(to, msg);
+        }
+    }
+}

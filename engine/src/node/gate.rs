@@ -1,0 +1,102 @@
+//! The start-up gate: a node restores its state before it says anything (SPEC.md §8.1).
+//!
+//! Every `LoadState` a part of the node asks for while it starts is registered here (and any
+//! part may register one of its own with [`StartGate::register`]). Until the host has answered
+//! every one, the node hands the driver no network output: no dial, no frame, no close. They
+//! wait, in order, and go out once the last load is answered; requests to the host and events
+//! go out at once. An accepted connection therefore waits for its HELLO.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::io::{Output, RequestId};
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct StartGate {
+    /// Start-up loads not yet answered.
+    outstanding: BTreeSet<RequestId>,
+    /// Network outputs held while the gate is closed, in the order they were made.
+    held: VecDeque<Output>,
+}
+
+impl StartGate {
+    /// A start-up load the gate waits for.
+    pub(crate) fn register(&mut self, id: RequestId) {
+        self.outstanding.insert(id);
+    }
+
+    /// The host answered request `id` (a start-up load or any other).
+    pub(crate) fn answered(&mut self, id: RequestId) {
+        self.outstanding.remove(&id);
+    }
+
+    /// Whether every start-up load is answered.
+    pub(crate) fn is_open(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
+    /// The next output for the driver, drawn from `next` (the session's queue): while the gate
+    /// is closed, network outputs are held and only requests and events pass; once it is
+    /// open, what was held goes first.
+    pub(crate) fn poll(&mut self, mut next: impl FnMut() -> Option<Output>) -> Option<Output> {
+        if self.is_open() {
+            return self.held.pop_front().or_else(next);
+        }
+        loop {
+            match next()? {
+                out @ (Output::Request { .. } | Output::Event(_)) => return Some(out),
+                out => self.held.push_back(out),
+            }
+        }
+    }
+
+    /// Outputs held.
+    #[cfg(test)]
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::ConnId;
+    use bytes::Bytes;
+
+    #[test]
+    fn network_outputs_wait_for_every_startup_load_and_keep_their_order() {
+        let mut gate = StartGate::default();
+        gate.register(RequestId(1));
+        gate.register(RequestId(2));
+        let mut queue: VecDeque<Output> = VecDeque::from([
+            Output::Connect {
+                conn: ConnId(2),
+                addr: "a".into(),
+            },
+            Output::Request {
+                id: RequestId(3),
+                request: crate::HostRequest::LoadState { name: "x".into() },
+            },
+            Output::Transmit {
+                conn: ConnId(2),
+                bytes: Bytes::from_static(b"hello"),
+            },
+        ]);
+        let out = gate.poll(|| queue.pop_front());
+        assert!(matches!(out, Some(Output::Request { .. })), "{out:?}");
+        assert!(gate.poll(|| queue.pop_front()).is_none(), "held");
+        assert_eq!(gate.held_len(), 2);
+        gate.answered(RequestId(1));
+        assert!(gate.poll(|| queue.pop_front()).is_none(), "one load left");
+        gate.answered(RequestId(2));
+        assert!(matches!(
+            gate.poll(|| queue.pop_front()),
+            Some(Output::Connect { .. })
+        ));
+        assert!(matches!(
+            gate.poll(|| queue.pop_front()),
+            Some(Output::Transmit { .. })
+        ));
+        assert!(gate.poll(|| queue.pop_front()).is_none());
+    }
+}
