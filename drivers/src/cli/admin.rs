@@ -137,7 +137,8 @@ fn id_text(id: &IdReport) -> String {
             let _ = writeln!(text, "chord        not a member (start with --chord)");
         }
     }
-    let _ = writeln!(text, "table        {} keys", id.table_keys);
+    let keys = if id.table_keys == 1 { "key" } else { "keys" };
+    let _ = writeln!(text, "table        {} {keys}", id.table_keys);
     text
 }
 
