@@ -78,17 +78,7 @@ pub fn id(args: IdArgs) -> ExitCode {
     }
 }
 
-/// A duration as people read it: `42 s`, `3 min 5 s`, `2 h 10 min`, `4 d 3 h`.
-fn human_duration(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {} s", s / 60, s % 60),
-        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
+/// `weft id`'s one screen.
 fn id_text(id: &IdReport) -> String {
     let mut text = String::new();
     let listen = id.listen_addr.as_deref().unwrap_or("-");
@@ -103,7 +93,7 @@ fn id_text(id: &IdReport) -> String {
     let _ = writeln!(
         text,
         "running      up {}, incarnation {}, {} driver, pid {}",
-        human_duration(id.uptime_ms),
+        super::when::span(id.uptime_ms),
         id.incarnation,
         id.driver,
         id.pid
@@ -208,19 +198,5 @@ fn process_gone(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        assert_eq!(human_duration(999), "0 s");
-        assert_eq!(human_duration(42_000), "42 s");
-        assert_eq!(human_duration(185_000), "3 min 5 s");
-        assert_eq!(human_duration(7_800_000), "2 h 10 min");
-        assert_eq!(human_duration(356_400_000), "4 d 3 h");
     }
 }
