@@ -29,6 +29,7 @@ mod node;
 pub mod rate;
 mod seen;
 mod session;
+mod state_blob;
 pub mod table;
 pub mod time;
 mod timer;

@@ -7,14 +7,13 @@
 use bytes::Bytes;
 use weft_protocol::NodeId;
 
+use crate::state_blob;
+
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "peers";
 
 /// The blob's first bytes (format version 1).
 const MAGIC: &[u8] = b"weft peers v1\n";
-
-/// Bytes of the hash at the end.
-const HASH_BYTES: usize = 32;
 
 /// Peers linked with, most recently linked first, at most `entries_max`, each node once;
 /// `dirty` once it changed since the host last stored it.
@@ -91,30 +90,18 @@ impl KnownPeers {
 
 /// `entries` as a blob.
 fn encode(entries: &[(NodeId, String)]) -> Bytes {
-    let mut blob = MAGIC.to_vec();
-    // Serializing pairs of a fixed-size id and a string into a Vec cannot fail.
-    blob.extend(postcard::to_allocvec(entries).unwrap_or_default());
-    let hash = blake3::hash(&blob);
-    blob.extend_from_slice(hash.as_bytes());
-    Bytes::from(blob)
+    state_blob::seal(MAGIC, entries)
 }
 
 /// The entries in a blob, or `None` if it is not a whole, intact version-1 blob.
 pub(crate) fn decode(blob: &[u8]) -> Option<Vec<(NodeId, String)>> {
-    let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
-    if blake3::hash(body).as_bytes() != hash {
-        return None;
-    }
-    let encoded = body.strip_prefix(MAGIC)?;
-    match postcard::take_from_bytes::<Vec<(NodeId, String)>>(encoded) {
-        Ok((entries, [])) => Some(entries),
-        _ => None,
-    }
+    state_blob::open(blob, MAGIC)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_blob::HASH_BYTES;
 
     fn node(b: u8) -> NodeId {
         NodeId([b; 32])

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use weft_protocol::{Hlc, TableWrite};
 
 use super::Table;
+use crate::state_blob;
 
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "table";
@@ -28,43 +29,24 @@ pub(crate) struct Stored {
     pub(crate) writes: Vec<TableWrite>,
 }
 
-/// Bytes of the hash at the end.
-const HASH_BYTES: usize = 32;
-
 /// Every write `table` holds, as a blob.
 pub(crate) fn encode(table: &Table) -> Bytes {
     let writes: Vec<&TableWrite> = table
         .keys()
         .flat_map(|k| table.writes(k).map(|(w, _)| w))
         .collect();
-    let mut blob = MAGIC.to_vec();
-    // Serializing a stamp and writes into a Vec cannot fail: no maps, every sequence sized.
-    blob.extend(postcard::to_allocvec(&(table.clock.last(), &writes)).unwrap_or_default());
-    let hash = blake3::hash(&blob);
-    blob.extend_from_slice(hash.as_bytes());
-    Bytes::from(blob)
+    state_blob::seal(MAGIC, &(table.clock.last(), &writes))
 }
 
 /// What a blob holds, or `None` if it is not a whole, intact version-3 (or 2) blob.
 pub(crate) fn decode(blob: &[u8]) -> Option<Stored> {
-    let (body, hash) = blob.split_at_checked(blob.len().checked_sub(HASH_BYTES)?)?;
-    if blake3::hash(body).as_bytes() != hash {
-        return None;
+    if let Some((clock, writes)) = state_blob::open::<(Hlc, Vec<TableWrite>)>(blob, MAGIC) {
+        return Some(Stored { clock, writes });
     }
-    if let Some(encoded) = body.strip_prefix(MAGIC_V2) {
-        return match postcard::take_from_bytes::<Vec<TableWrite>>(encoded) {
-            Ok((writes, [])) => Some(Stored {
-                clock: Hlc::default(),
-                writes,
-            }),
-            _ => None,
-        };
-    }
-    let encoded = body.strip_prefix(MAGIC)?;
-    match postcard::take_from_bytes::<(Hlc, Vec<TableWrite>)>(encoded) {
-        Ok(((clock, writes), [])) => Some(Stored { clock, writes }),
-        _ => None,
-    }
+    state_blob::open(blob, MAGIC_V2).map(|writes| Stored {
+        clock: Hlc::default(),
+        writes,
+    })
 }
 
 #[cfg(test)]
