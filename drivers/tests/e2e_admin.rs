@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{run, scratch, wait_until, weft, NodeProc, WAIT};
+use common::{fails_with, ok, run, scratch, wait_until, weft, NodeProc, WAIT};
 use weft_drivers::report::IdReport;
 
 fn stderr(out: &Output) -> String {
@@ -19,24 +19,6 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts a failed command printed exactly one line on stderr containing `text`.
-fn fails_with(out: &Output, code: i32, text: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
-    // (clap's own usage errors, exit 2, have their own prefix.)
-    assert!(
-        err.starts_with("weft: ") || err.starts_with("error: "),
-        "{err:?}"
-    );
-    assert!(err.contains(text), "{err:?} should say {text:?}");
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}{}", stdout(out), stderr(out));
-    stdout(out)
 }
 
 /// `weft table <args...> --name NET --state DIR` against `node`.

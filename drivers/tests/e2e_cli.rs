@@ -3,15 +3,7 @@
 
 mod common;
 
-use common::{run, scratch, wait_until, NodeProc};
-
-/// Asserts a failed command printed exactly one line on stderr containing `text`.
-fn fails_with(out: &std::process::Output, code: i32, text: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.contains(text), "{stderr:?} should say {text:?}");
-}
+use common::{fails_with, run, scratch, wait_until, NodeProc};
 
 #[test]
 fn commands_to_a_stopped_node_fail_clearly() {

@@ -6,54 +6,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{run, scratch, wait_until, weft, NodeProc, WAIT};
-
-/// Asserts a failed command printed exactly one line on stderr containing `text`.
-fn fails_with(out: &Output, code: i32, text: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.contains(text), "{stderr:?} should say {text:?}");
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `weft args` with `input` on its standard input, killing it after `WAIT`.
-fn run_with_input(args: &[&str], input: Vec<u8>) -> Output {
-    let mut child = weft()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    // The command may stop reading (a message over the limit): a broken pipe is expected.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("wait weft").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("weft {args:?} did not finish in {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = writer.join();
-    child.wait_with_output().expect("weft output")
-}
+use common::{fails_with, ok, run, run_with_input, scratch, wait_until, NodeProc};
 
 #[test]
 fn bare_command_groups_print_their_subcommands_and_exit_2() {
@@ -92,7 +47,7 @@ fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
         2,
         &format!("1..={max}"),
     );
-    let help = stdout(&run(&["table", "set", "--help"]));
+    let help = ok(&run(&["table", "set", "--help"]));
     assert!(help.contains(&format!("at most {max}")), "{help}");
 }
 
@@ -103,7 +58,7 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
         ("zsh", "#compdef weft"),
         ("fish", "complete -c weft"),
     ] {
-        let script = stdout(&run(&["completions", shell]));
+        let script = ok(&run(&["completions", shell]));
         assert!(script.contains(marker), "{shell}: {marker} missing");
         for word in ["stats", "--lease-ms", "completions"] {
             assert!(script.contains(word), "{shell}: {word} missing");
@@ -112,7 +67,7 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     // bash loads the script and completes with it.
     let (dir, _) = scratch("completions");
     let file = dir.path().join("weft.bash");
-    std::fs::write(&file, stdout(&run(&["completions", "bash"]))).unwrap();
+    std::fs::write(&file, ok(&run(&["completions", "bash"]))).unwrap();
     // As bash calls it: the command, the word being completed and the one before it.
     let complete = |words: &str, cword: usize| {
         let list: Vec<&str> = words.split(' ').collect();
@@ -126,7 +81,7 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
             .args(["-c", &script])
             .output()
             .expect("run bash");
-        stdout(&out).trim().to_owned()
+        ok(&out).trim().to_owned()
     };
     assert_eq!(complete("weft st", 1), "stats");
     assert_eq!(complete("weft table set --le", 3), "--lease-ms");
@@ -141,7 +96,7 @@ fn human_output_gives_times_as_spans() {
     wait_until("a links to b", || a.links_to(&b_id));
 
     // LAST SEEN: "850 ms ago", "3 s ago": a whole number and a unit.
-    let network = stdout(&a.command("network", &[]));
+    let network = ok(&a.command("network", &[]));
     let row = network
         .lines()
         .find(|l| l.starts_with(&b_id[..16]))
@@ -150,7 +105,7 @@ fn human_output_gives_times_as_spans() {
     assert_eq!(seen[0], "ago", "{row}");
     assert!(["ms", "s"].contains(&seen[1]), "{row}");
     assert!(seen[2].parse::<u64>().is_ok(), "{row}");
-    let stats = stdout(&a.command("stats", &[]));
+    let stats = ok(&a.command("stats", &[]));
     let up = stats
         .lines()
         .next()
@@ -174,8 +129,8 @@ fn human_output_gives_times_as_spans() {
         run(&args)
     };
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    stdout(&table(&["set", "leader", "a", "--lease-ms", "600000"]));
-    let list = stdout(&table(&["list"]));
+    ok(&table(&["set", "leader", "a", "--lease-ms", "600000"]));
+    let list = ok(&table(&["list"]));
     assert!(
         list.starts_with(&format!(
             "leader=a  (leased by {}, ends in 9 min",
@@ -184,7 +139,7 @@ fn human_output_gives_times_as_spans() {
         "{list}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&stdout(&table(&["list", "--json"]))).expect("list JSON");
+        serde_json::from_str(&ok(&table(&["list", "--json"]))).expect("list JSON");
     let until = json[0]["lease_until_unix_ms"].as_u64().expect("Unix ms");
     assert!(until >= before.as_millis() as u64 + 600_000, "{json}");
 }
@@ -198,15 +153,15 @@ fn send_says_what_it_sent_and_reads_a_large_message_from_stdin() {
     wait_until("a links to b", || a.links_to(&b_id));
     let listener = b.listen();
 
-    assert_eq!(stdout(&a.command("send", &["hello"])), "sent 5 bytes\n");
+    assert_eq!(ok(&a.command("send", &["hello"])), "sent 5 bytes\n");
     // Past what one command-line argument may hold (128 KiB) and the control socket's old
     // 1 MiB request bound, with lines and quotes that JSON escapes.
     let line = "a \"quoted\" line\tof text\n";
     let big = line.repeat(3 * 1024 * 1024 / line.len());
     let state = a.state.display().to_string();
     let args = ["send", "--name", &net, "--state", &state, "-"];
-    let out = run_with_input(&args, big.clone().into_bytes());
-    assert_eq!(stdout(&out), format!("sent {} bytes\n", big.len()));
+    let out = run_with_input(&args, Some(big.clone().into_bytes()));
+    assert_eq!(ok(&out), format!("sent {} bytes\n", big.len()));
     let got = listener.wait_for(2);
     assert_eq!(got[0].payload.as_deref(), Some("hello"));
     assert_eq!(got[1].payload.as_deref(), Some(big.as_str()));
@@ -214,11 +169,15 @@ fn send_says_what_it_sent_and_reads_a_large_message_from_stdin() {
     // Over the largest broadcast, or not text: one line, exit 1, nothing sent.
     let max = weft_engine::Limits::default().broadcast_payload_max;
     fails_with(
-        &run_with_input(&args, vec![b'x'; max + 1]),
+        &run_with_input(&args, Some(vec![b'x'; max + 1])),
         1,
         &format!("over the largest broadcast, {max} bytes"),
     );
-    fails_with(&run_with_input(&args, b"ok\xff".to_vec()), 1, "not UTF-8");
+    fails_with(
+        &run_with_input(&args, Some(b"ok\xff".to_vec())),
+        1,
+        "not UTF-8",
+    );
     assert_eq!(a.stats().counters.broadcasts_originated, 2);
 }
 
@@ -231,7 +190,7 @@ fn sim_refuses_what_it_cannot_replay() {
         "swarm draws every fault from the seed and cannot be combined",
     );
     let star = run(&["sim", "mesh", "--topology", "star", "--nodes", "5"]);
-    assert!(stdout(&star).contains("result                ok"));
+    assert!(ok(&star).contains("result                ok"));
 }
 
 /// A text report's row `name`.
@@ -288,7 +247,7 @@ fn a_sweep_reports_progress_on_stderr_only() {
         "--progress-ms",
         "0",
     ]);
-    let summary = stdout(&out);
+    let summary = ok(&out);
     assert_eq!(summary.lines().count(), 1, "{summary}");
     assert!(
         summary.starts_with("sweep mesh: 6 seeds, 0 failed"),

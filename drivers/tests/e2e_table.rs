@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{run, scratch, wait_until, NodeProc};
+use common::{ok, run, scratch, wait_until, NodeProc};
 use weft_drivers::report::TableEntryReport;
 
 fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
@@ -14,15 +14,6 @@ fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
     let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
     args.extend_from_slice(extra);
     run(&args)
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn get(node: &NodeProc, key: &str) -> Option<String> {

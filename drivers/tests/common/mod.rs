@@ -23,13 +23,30 @@ pub fn weft() -> Command {
 
 /// Runs `weft args`, killing it if it takes longer than `WAIT`.
 pub fn run(args: &[&str]) -> Output {
+    run_with_input(args, None)
+}
+
+/// Runs `weft args` with `input` (if any) on its standard input, killing it after `WAIT`.
+pub fn run_with_input(args: &[&str], input: Option<Vec<u8>>) -> Output {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = weft()
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn weft");
+    // The command may stop reading (a message over a limit): a broken pipe is expected.
+    let writer = input.map(|input| {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        })
+    });
     let deadline = Instant::now() + WAIT;
     while child.try_wait().expect("wait weft").is_none() {
         if Instant::now() > deadline {
@@ -38,7 +55,33 @@ pub fn run(args: &[&str]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     child.wait_with_output().expect("weft output")
+}
+
+/// Asserts a command succeeded; its standard output.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a failed command exited `code` and printed exactly one line on stderr, a `weft:`
+/// line (or clap's own `error:`) containing `text`.
+pub fn fails_with(out: &Output, code: i32, text: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.starts_with("weft: ") || err.starts_with("error: "),
+        "{err:?}"
+    );
+    assert!(err.contains(text), "{err:?} should say {text:?}");
 }
 
 /// Polls `done` every 20 ms until it holds; panics after `WAIT` naming `what`.
