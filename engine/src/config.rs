@@ -1,5 +1,7 @@
 //! A node's configuration: identity, network, limits, timers and the RNG seed.
 
+use crate::link_key::{LinkEncryption, NetworkKey};
+use crate::noise::Rekey;
 use crate::rate::RateLimit;
 use crate::time::Duration;
 
@@ -31,6 +33,11 @@ pub struct Config {
     pub timers: Timers,
     /// Chord (SPEC.md §20): `Some` makes the node a ring member (it needs `listen_addr`).
     pub chord: Option<crate::chord::ChordConfig>,
+    /// The network key mixed into every Noise handshake (SPEC.md §21.7): [`NetworkKey::OPEN`]
+    /// for a network without a secret.
+    pub network_key: NetworkKey,
+    /// How links are protected: Noise, except in the simulator's plaintext speed runs.
+    pub link_encryption: LinkEncryption,
 }
 
 impl Config {
@@ -48,6 +55,8 @@ impl Config {
             limits: Limits::default(),
             timers: Timers::default(),
             chord: None,
+            network_key: NetworkKey::OPEN,
+            link_encryption: LinkEncryption::Noise,
         }
     }
 
@@ -138,6 +147,9 @@ pub struct Limits {
     /// nor accepted, until an outbound link to one is made on purpose; past the bound the
     /// oldest mark is forgotten.
     pub disconnected_nodes_max: usize,
+    /// When each direction of a Noise link rekeys (SPEC.md §21.5). Both ends must agree:
+    /// change it only in tests that configure every node.
+    pub noise_rekey: Rekey,
     /// Peers linked with that the host stores and the next start dials (SPEC.md §8.11), most
     /// recently linked first; also the bound on saved and lost addresses redialed at once.
     pub known_peers_saved_max: usize,
@@ -188,6 +200,7 @@ impl Default for Limits {
             },
             configured_peers_max: 64,
             disconnected_nodes_max: 64,
+            noise_rekey: Rekey::default(),
             known_peers_saved_max: 32,
             redial_attempts_max: 8,
         }

@@ -248,6 +248,9 @@ pub enum CloseReason {
     /// The peer kept sending past a per-peer rate limit (discovery cascades, new broadcasts;
     /// SPEC.md §10.8, §11.9).
     RateLimited,
+    /// The encrypted transport failed (SPEC.md §21): a handshake that does not verify (another
+    /// network secret), an unbound identity, or a tampered, replayed or reordered message.
+    Noise(crate::noise::NoiseError),
 }
 
 impl CloseReason {
@@ -266,6 +269,7 @@ impl CloseReason {
                 | CloseReason::Timeout
                 | CloseReason::BadSignature
                 | CloseReason::RateLimited
+                | CloseReason::Noise(_)
         )
     }
 }

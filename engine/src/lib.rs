@@ -22,10 +22,12 @@ mod discovery;
 mod hasher;
 pub mod identity;
 pub mod io;
+pub mod link_key;
 mod machine;
 pub mod mesh;
 pub mod metrics;
 mod node;
+pub mod noise;
 pub mod rate;
 mod seen;
 mod session;
@@ -40,6 +42,7 @@ pub use io::{
     CloseReason, Command, ConnId, Direction, Event, HostRequest, HostResult, Input, InputError,
     Misuse, Output, Refusal, RequestId, SessionRefusal,
 };
+pub use link_key::{LinkEncryption, NetworkKey};
 pub use mesh::{MeshCommand, MeshEvent, MeshMetrics, MeshRefusal};
 pub use metrics::{ByProtocol, ConnStats, NodeMetrics, SessionMetrics, Traffic};
 pub use node::Node;

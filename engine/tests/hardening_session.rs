@@ -48,8 +48,15 @@ fn peer_up_for(out: &[Output], who: NodeId) -> bool {
 /// and `b`, then sends A a HELLO with B's key, nonce `b` (and an address of its choosing) and
 /// B's HELLO_ACK. `a_dials`: A dialed M (else M dialed A); B always accepts M.
 fn relay_attack(a_dials: bool) -> (Vec<Output>, NodeId, Node) {
-    let mut a = node_with(|c| *c = Config::from_seed("raw", 1));
-    let mut b = node_with(|c| *c = Config::from_seed("raw", 2));
+    // Plain links: this is the frame-level attack; `noise.rs` replays it against Noise.
+    let plain = |seed| {
+        move |c: &mut Config| {
+            *c = Config::from_seed("raw", seed);
+            c.link_encryption = weft_engine::LinkEncryption::PlaintextSimulationOnly;
+        }
+    };
+    let mut a = node_with(plain(1));
+    let mut b = node_with(plain(2));
     for n in [&mut a, &mut b] {
         drain(n);
     }

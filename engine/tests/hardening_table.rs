@@ -294,6 +294,8 @@ impl Pair {
             let mut c = weft_engine::Config::from_seed("raw", 2);
             c.discovery = false;
             c.listen_addr = Some("y".into());
+            // Plain, as x is for the fake peers that join it.
+            c.link_encryption = weft_engine::LinkEncryption::PlaintextSimulationOnly;
             c
         });
         x.handle_input(

@@ -301,10 +301,13 @@ fn big_payload() -> &'static [u8] {
 }
 
 /// The configuration of the `node` target: `Config::from_seed`, default limits, and the
-/// default Chord configuration for inputs that make the node a ring member.
+/// default Chord configuration for inputs that make the node a ring member. Links are plain:
+/// the fuzzer writes weft frames itself, to reach the frame logic (the Noise layer under it
+/// has a target of its own, `noise_link`).
 pub fn default_config() -> Config {
     let mut config = Config::from_seed(NETWORK, SEED);
     config.chord = Some(ChordConfig::default());
+    config.link_encryption = weft_engine::LinkEncryption::PlaintextSimulationOnly;
     config
 }
 

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weft_protocol::{Code, Family, Frame, NodeId, ProtocolError, HANDSHAKE_FRAME_BYTES_MAX};
+use weft_protocol::{
+    Code, Family, Frame, NodeId, ProtocolError, PublicKey, HANDSHAKE_FRAME_BYTES_MAX,
+};
 
 use crate::io::{ConnId, Direction};
 use crate::metrics::{ByProtocol, ConnStats};
@@ -11,7 +13,8 @@ use crate::time::Instant;
 
 use super::handshake::Handshake;
 use super::send_queue::{SendQueue, Transmit};
-use super::wire::{AnyWire, Wire};
+use super::wire::{AnyWire, Wire, WireError};
+use crate::noise::NoiseError;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -146,6 +149,21 @@ impl Conn {
         self.relays_dropped += 1;
     }
 
+    /// Puts `wire` under the connection, before any byte has passed.
+    pub(crate) fn set_wire(&mut self, wire: AnyWire) {
+        self.wire = wire;
+    }
+
+    /// The identity key the transport proved for the peer, if it proves one.
+    pub(crate) fn transport_identity(&self) -> Option<PublicKey> {
+        self.wire.peer_identity()
+    }
+
+    /// Ends the byte stream with `error`: nothing more is read.
+    pub(crate) fn fail_wire(&mut self, error: NoiseError) {
+        self.wire.fail(error);
+    }
+
     /// Takes bytes that arrived.
     pub(crate) fn push_bytes(&mut self, bytes: Bytes) {
         self.bytes_in += bytes.len() as u64;
@@ -167,15 +185,15 @@ impl Conn {
         &mut self,
         now: Instant,
         traffic: &mut ByProtocol,
-    ) -> Result<Option<Frame>, ProtocolError> {
+    ) -> Result<Option<Frame>, WireError> {
         if self.is_unauthenticated() {
             let max = HANDSHAKE_FRAME_BYTES_MAX as u64;
             if let Some(len) = self.wire.next_frame_len().filter(|len| *len > max) {
                 // Body lengths, as the frame layer reports them (SPEC.md §2.2).
-                return Err(ProtocolError::FrameTooLarge {
+                return Err(WireError::Protocol(ProtocolError::FrameTooLarge {
                     len: len - 4,
                     max: max - 4,
-                });
+                }));
             }
         }
         let frame = self.wire.next_frame()?;
@@ -197,13 +215,22 @@ impl Conn {
         self.wire.buffered_len() > 0
     }
 
-    /// The next frame the transmit window allows, sealed for the wire and counted.
+    /// The transport's own bytes (its handshake), else the next frame the transmit window
+    /// allows, sealed for the wire and counted.
     pub(crate) fn next_transmit(
         &mut self,
         now: Instant,
         window: usize,
         traffic: &mut ByProtocol,
-    ) -> Option<(Bytes, bool)> {
+    ) -> Option<Sent> {
+        if let Some(bytes) = self.wire.poll_own() {
+            self.bytes_out += bytes.len() as u64;
+            self.last_sent_at = now;
+            return Some(Sent { bytes, frame: None });
+        }
+        if !self.wire.can_seal() {
+            return None;
+        }
         let Transmit { frame, bulk } = self.queue.next_transmit(window)?;
         // Every queued frame was built with a whole header.
         let code = Frame::peek_code(&frame).unwrap_or(Code(0));
@@ -213,6 +240,19 @@ impl Conn {
         self.queue.handed_out(wire.len());
         self.bytes_out += wire.len() as u64;
         self.last_sent_at = now;
-        Some((wire, bulk))
+        Some(Sent {
+            bytes: wire,
+            frame: Some((code, bulk)),
+        })
     }
+}
+
+/// What [`Conn::next_transmit`] hands out.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// The bytes to write.
+    pub(crate) bytes: Bytes,
+    /// The frame they carry (its code, and whether it was bulk); `None` for the transport's
+    /// own handshake bytes.
+    pub(crate) frame: Option<(Code, bool)>,
 }

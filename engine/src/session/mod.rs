@@ -36,8 +36,10 @@ use crate::identity::{Identity, Role};
 use crate::io::{
     CloseReason, ConnId, Direction, Event, HostRequest, HostResult, Misuse, Output, SessionRefusal,
 };
+use crate::link_key::LinkEncryption;
 use crate::machine::{Class, Outgoing, Recipients};
 use crate::metrics::{ConnStats, SessionMetrics};
+use crate::noise::{NoiseError, NoiseKeys, NoiseRole};
 use crate::time::Instant;
 use crate::timer::{TimerName, TimerTable};
 
@@ -55,6 +57,7 @@ use redial::{Backoff, Redials};
 use send_queue::Enqueued;
 #[cfg(test)]
 use send_queue::BULK_FRAME_BYTES_MAX;
+use wire::{AnyWire, NoiseWire};
 
 /// A host as `weft network` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +144,10 @@ pub(crate) struct Session {
     limits: Limits,
     timer_periods: Timers,
     rng: ChaCha8Rng,
+    /// The node's Noise keys; `None` in the simulator's plaintext speed runs.
+    noise: Option<Arc<NoiseKeys>>,
+    /// Noise ephemeral keys' seeds (stream 2 of the node's seed).
+    noise_rng: ChaCha8Rng,
     now: Instant,
     wall_clock: Option<(u64, Instant)>,
     conns: BTreeMap<ConnId, Conn>,
@@ -184,6 +191,17 @@ impl Session {
         // choices of the main stream are the same with or without redials.
         let mut redial_rng = ChaCha8Rng::from_seed(seed);
         redial_rng.set_stream(1);
+        // Noise ephemeral keys draw from a third stream, for the same reason.
+        let mut noise_rng = ChaCha8Rng::from_seed(seed);
+        noise_rng.set_stream(2);
+        let noise = match config.link_encryption {
+            LinkEncryption::Noise => Some(Arc::new(NoiseKeys::new(
+                &config.secret_key,
+                config.network_key,
+                config.limits.noise_rekey,
+            ))),
+            LinkEncryption::PlaintextSimulationOnly => None,
+        };
         let backoff = Backoff {
             first: config.timers.redial_backoff_first,
             max: config.timers.redial_backoff_max,
@@ -201,6 +219,8 @@ impl Session {
             limits: config.limits.clone(),
             timer_periods: config.timers.clone(),
             rng: ChaCha8Rng::from_seed(seed),
+            noise,
+            noise_rng,
             now: Instant::ZERO,
             wall_clock: None,
             conns: BTreeMap::new(),
@@ -883,6 +903,17 @@ impl Session {
             families: self.families,
             dedicated: c.dedicated.map(Family::high_byte),
         };
+        if let Some(keys) = &self.noise {
+            let noise_role = match role {
+                Role::Dialer => NoiseRole::Initiator,
+                Role::Acceptor => NoiseRole::Responder,
+            };
+            let mut seed = [0u8; 32];
+            self.noise_rng.fill_bytes(&mut seed);
+            c.set_wire(AnyWire::Noise(Box::new(NoiseWire::new(
+                keys, noise_role, seed,
+            ))));
+        }
         c.state = ConnState::Handshaking(Box::new(Handshake::new(nonce, role)));
         self.send_session(conn, &Message::Hello(hello));
     }
@@ -908,11 +939,13 @@ impl Session {
             let frame = Message::Bye(bye).to_frame(false).into_bytes();
             c.queue_mut()
                 .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
-            if let Some((wire, _)) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
-                self.metrics.frames_sent += 1;
-                self.metrics.bytes_sent += wire.len() as u64;
-                self.outputs
-                    .push_back(Output::Transmit { conn, bytes: wire });
+            if let Some(sent) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
+                self.metrics.frames_sent += u64::from(sent.frame.is_some());
+                self.metrics.bytes_sent += sent.bytes.len() as u64;
+                self.outputs.push_back(Output::Transmit {
+                    conn,
+                    bytes: sent.bytes,
+                });
             }
         }
         c.state = ConnState::Closing;
@@ -1002,13 +1035,20 @@ impl Session {
         }
         self.metrics.bytes_received += bytes.len() as u64;
         c.push_bytes(bytes);
+        if c.is_unauthenticated() {
+            // The transport's handshake may have answered, or finished and freed the HELLO.
+            let window = self.limits.transmit_window_bytes;
+            let (metrics, outputs, notices) =
+                (&mut self.metrics, &mut self.outputs, &mut self.notices);
+            flush_conn(c, self.now, window, metrics, outputs, notices);
+        }
         // The usual case, one whole frame for a protocol, takes one lookup of the connection.
         let frame = match c.next_frame(now, &mut self.metrics.traffic) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(None),
             Err(e) => {
                 let bye = Some(ByeReason::ProtocolViolation);
-                self.close(conn, CloseReason::Protocol(e), bye);
+                self.close(conn, e.into(), bye);
                 return Ok(None);
             }
         };
@@ -1041,7 +1081,7 @@ impl Session {
                 Ok(None) => return None,
                 Err(e) => {
                     let bye = Some(ByeReason::ProtocolViolation);
-                    self.close(conn, CloseReason::Protocol(e), bye);
+                    self.close(conn, e.into(), bye);
                     return None;
                 }
             };
@@ -1108,10 +1148,17 @@ impl Session {
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello) {
         let node = NodeId::from_public_key(&hello.public_key);
-        let inbound = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| c.direction == Direction::Inbound);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.transport_identity()
+            .is_some_and(|key| key != hello.public_key)
+        {
+            // The HELLO claims an identity the Noise handshake did not bind (SPEC.md §21.3).
+            c.fail_wire(NoiseError::IdentityMismatch);
+            return self.close(conn, CloseReason::Noise(NoiseError::IdentityMismatch), None);
+        }
+        let inbound = c.direction == Direction::Inbound;
         if inbound && self.disconnected.contains(&node) {
             // Kept away by `Command::Disconnect` until this node dials it on purpose.
             let bye = Some(ByeReason::Requested);
@@ -1513,25 +1560,21 @@ fn flush_conn(
     outputs: &mut VecDeque<Output>,
     notices: &mut VecDeque<Notice>,
 ) {
-    while let Some((wire, bulk)) = c.next_transmit(now, window, &mut metrics.traffic) {
-        if bulk {
-            let family = Frame::peek_code(&wire).and_then(Code::family);
-            if let (Some(peer), Some(family)) = (c.peer(), family) {
+    while let Some(sent) = c.next_transmit(now, window, &mut metrics.traffic) {
+        if let Some((code, bulk)) = sent.frame {
+            metrics.frames_sent += 1;
+            if let (true, Some(peer), Some(family)) = (bulk, c.peer(), code.family()) {
                 notices.push_back(Notice::Room {
                     node: peer.node,
                     family,
                 });
             }
         }
-        metrics.frames_sent += 1;
-        metrics.bytes_sent += wire.len() as u64;
+        metrics.bytes_sent += sent.bytes.len() as u64;
         outputs.push_back(Output::Transmit {
             conn: c.id,
-            bytes: wire,
+            bytes: sent.bytes,
         });
-        if c.queue().is_empty() {
-            return;
-        }
     }
 }
 

@@ -78,12 +78,6 @@ impl SendQueue {
         Enqueued::Queued
     }
 
-    /// Whether nothing waits to be handed out.
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lane.first.is_none() && self.bulk.is_empty()
-    }
-
     /// Whether the bulk lane takes another frame.
     pub(crate) fn has_bulk_room(&self) -> bool {
         self.bulk.len() < BULK_QUEUED_MAX

@@ -1,11 +1,32 @@
 //! The seam below the session: what turns a connection's bytes into frames and frames into
-//! bytes. Today that is weft's own framing (SPEC.md §2) over a pass-through transport; an
-//! encrypted transport (Noise) and a second wire dialect (p2p.today's, translating its packets
-//! to and from weft frames) are other implementations of [`Wire`], and nothing above this file
-//! changes for them.
+//! bytes. weft's own framing (SPEC.md §2) runs inside Noise ([`NoiseWire`], SPEC.md §21), or
+//! in the clear in the simulator's speed runs ([`PlainWire`]); a second wire dialect
+//! (p2p.today's, translating its packets to and from weft frames) is another implementation
+//! of [`Wire`], and nothing above this file changes for it.
 
 use bytes::Bytes;
-use weft_protocol::{Frame, FrameDecoder, ProtocolError};
+use weft_protocol::{Frame, FrameDecoder, ProtocolError, PublicKey};
+
+use crate::io::CloseReason;
+use crate::noise::{NoiseError, NoiseKeys, NoiseLink, NoiseRole};
+
+/// Why a connection's byte stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WireError {
+    /// The frames broke weft's wire format.
+    Protocol(ProtocolError),
+    /// The Noise layer failed.
+    Noise(NoiseError),
+}
+
+impl From<WireError> for CloseReason {
+    fn from(e: WireError) -> CloseReason {
+        match e {
+            WireError::Protocol(e) => CloseReason::Protocol(e),
+            WireError::Noise(e) => CloseReason::Noise(e),
+        }
+    }
+}
 
 /// One connection's byte layer.
 pub(crate) trait Wire: core::fmt::Debug {
@@ -13,13 +34,22 @@ pub(crate) trait Wire: core::fmt::Debug {
     fn push(&mut self, bytes: Bytes);
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the error that ends the
     /// stream (the connection must then close).
-    fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError>;
+    fn next_frame(&mut self) -> Result<Option<Frame>, WireError>;
     /// Bytes held that do not yet make a whole frame.
     fn buffered_len(&self) -> usize;
     /// The whole length the next frame declares, once its length prefix is in.
     fn next_frame_len(&self) -> Option<u64>;
-    /// Turns one encoded frame into the bytes to write.
+    /// Turns one encoded frame into the bytes to write; only once [`can_seal`](Self::can_seal).
     fn seal(&mut self, frame: Bytes) -> Bytes;
+    /// Whether frames can be sealed (the transport's own handshake is done).
+    fn can_seal(&self) -> bool;
+    /// Bytes the layer itself must send (its handshake), ahead of any frame.
+    fn poll_own(&mut self) -> Option<Bytes>;
+    /// The identity key the transport proved for the peer: `None` for a transport that proves
+    /// none (the plain wire), or before it has.
+    fn peer_identity(&self) -> Option<PublicKey>;
+    /// Ends the stream with `error` (a check above the layer failed).
+    fn fail(&mut self, error: NoiseError);
 }
 
 /// The wire a connection uses: one variant per [`Wire`] implementation, so the hot path of
@@ -28,6 +58,8 @@ pub(crate) trait Wire: core::fmt::Debug {
 pub(crate) enum AnyWire {
     /// weft's framing over plain bytes.
     Plain(PlainWire),
+    /// weft's framing inside Noise.
+    Noise(Box<NoiseWire>),
 }
 
 impl Default for AnyWire {
@@ -41,13 +73,15 @@ impl Wire for AnyWire {
     fn push(&mut self, bytes: Bytes) {
         match self {
             AnyWire::Plain(w) => w.push(bytes),
+            AnyWire::Noise(w) => w.push(bytes),
         }
     }
 
     #[inline]
-    fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
         match self {
             AnyWire::Plain(w) => w.next_frame(),
+            AnyWire::Noise(w) => w.next_frame(),
         }
     }
 
@@ -55,6 +89,7 @@ impl Wire for AnyWire {
     fn buffered_len(&self) -> usize {
         match self {
             AnyWire::Plain(w) => w.buffered_len(),
+            AnyWire::Noise(w) => w.buffered_len(),
         }
     }
 
@@ -62,6 +97,7 @@ impl Wire for AnyWire {
     fn next_frame_len(&self) -> Option<u64> {
         match self {
             AnyWire::Plain(w) => w.next_frame_len(),
+            AnyWire::Noise(w) => w.next_frame_len(),
         }
     }
 
@@ -69,6 +105,39 @@ impl Wire for AnyWire {
     fn seal(&mut self, frame: Bytes) -> Bytes {
         match self {
             AnyWire::Plain(w) => w.seal(frame),
+            AnyWire::Noise(w) => w.seal(frame),
+        }
+    }
+
+    #[inline]
+    fn can_seal(&self) -> bool {
+        match self {
+            AnyWire::Plain(w) => w.can_seal(),
+            AnyWire::Noise(w) => w.can_seal(),
+        }
+    }
+
+    #[inline]
+    fn poll_own(&mut self) -> Option<Bytes> {
+        match self {
+            AnyWire::Plain(w) => w.poll_own(),
+            AnyWire::Noise(w) => w.poll_own(),
+        }
+    }
+
+    #[inline]
+    fn peer_identity(&self) -> Option<PublicKey> {
+        match self {
+            AnyWire::Plain(w) => w.peer_identity(),
+            AnyWire::Noise(w) => w.peer_identity(),
+        }
+    }
+
+    #[inline]
+    fn fail(&mut self, error: NoiseError) {
+        match self {
+            AnyWire::Plain(w) => w.fail(error),
+            AnyWire::Noise(w) => w.fail(error),
         }
     }
 }
@@ -86,8 +155,8 @@ impl Wire for PlainWire {
     }
 
     #[inline]
-    fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        self.decoder.next_frame()
+    fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        self.decoder.next_frame().map_err(WireError::Protocol)
     }
 
     #[inline]
@@ -103,5 +172,84 @@ impl Wire for PlainWire {
     #[inline]
     fn seal(&mut self, frame: Bytes) -> Bytes {
         frame
+    }
+
+    #[inline]
+    fn can_seal(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn poll_own(&mut self) -> Option<Bytes> {
+        None
+    }
+
+    #[inline]
+    fn peer_identity(&self) -> Option<PublicKey> {
+        None
+    }
+
+    #[inline]
+    fn fail(&mut self, _: NoiseError) {}
+}
+
+/// weft's framing inside Noise: the decrypted byte stream feeds the frame decoder.
+#[derive(Debug)]
+pub(crate) struct NoiseWire {
+    link: NoiseLink,
+    decoder: FrameDecoder,
+}
+
+impl NoiseWire {
+    /// A Noise wire for `role`, its ephemeral key drawn from `seed`.
+    pub(crate) fn new(keys: &NoiseKeys, role: NoiseRole, seed: [u8; 32]) -> NoiseWire {
+        NoiseWire {
+            link: NoiseLink::new(keys, role, seed),
+            decoder: FrameDecoder::default(),
+        }
+    }
+}
+
+impl Wire for NoiseWire {
+    fn push(&mut self, bytes: Bytes) {
+        self.link.push(&bytes);
+        while let Some(plain) = self.link.poll_plaintext() {
+            self.decoder.push(plain);
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if let Some(e) = self.link.error() {
+            return Err(WireError::Noise(e));
+        }
+        self.decoder.next_frame().map_err(WireError::Protocol)
+    }
+
+    fn buffered_len(&self) -> usize {
+        self.link.buffered_len() + self.decoder.buffered_len()
+    }
+
+    fn next_frame_len(&self) -> Option<u64> {
+        self.decoder.next_frame_len()
+    }
+
+    fn seal(&mut self, frame: Bytes) -> Bytes {
+        self.link.seal(&frame)
+    }
+
+    fn can_seal(&self) -> bool {
+        self.link.is_established()
+    }
+
+    fn poll_own(&mut self) -> Option<Bytes> {
+        self.link.poll_transmit()
+    }
+
+    fn peer_identity(&self) -> Option<PublicKey> {
+        self.link.peer_identity()
+    }
+
+    fn fail(&mut self, error: NoiseError) {
+        self.link.fail(error);
     }
 }

@@ -20,6 +20,10 @@ pub const ALL_FAMILIES: u32 = 0b1111;
 pub fn node_with(edit: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::from_seed("raw", 1);
     c.discovery = false;
+    // The fake peers here write and read weft frames themselves, in the clear: these tests
+    // are about what the node does with frames. The Noise layer under them has its own tests
+    // (`engine/tests/noise.rs`); two real nodes linked to each other set it back.
+    c.link_encryption = weft_engine::LinkEncryption::PlaintextSimulationOnly;
     edit(&mut c);
     Node::new(c)
 }
