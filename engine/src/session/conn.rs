@@ -224,6 +224,8 @@ impl Conn {
         traffic: &mut ByProtocol,
     ) -> Option<Sent> {
         if let Some(bytes) = self.wire.poll_own() {
+            // In flight like any other bytes handed to the driver, until `Writable`.
+            self.queue.handed_out(bytes.len());
             self.bytes_out += bytes.len() as u64;
             self.last_sent_at = now;
             return Some(Sent { bytes, frame: None });
