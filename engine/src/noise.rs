@@ -362,10 +362,11 @@ impl NoiseLink {
             return;
         }
         self.inbound.extend_from_slice(bytes);
-        while let Err(e) = self.take_message() {
-            match e {
-                Step::NeedMore => return,
-                Step::Failed(e) => return self.fail(e),
+        loop {
+            match self.take_message() {
+                Ok(()) => {}
+                Err(Step::NeedMore) => return,
+                Err(Step::Failed(e)) => return self.fail(e),
             }
         }
     }
