@@ -6,6 +6,8 @@
 mod decoder_drive;
 #[path = "../../fuzz/src/node_drive.rs"]
 mod node_drive;
+#[path = "../../fuzz/src/noise_drive.rs"]
+mod noise_drive;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +50,15 @@ fn frame_decoder_corpus_replays() {
         decoder_drive::run_frame_decoder(data);
     });
     eprintln!("replayed {n} frame_decoder inputs");
+}
+
+#[test]
+fn noise_link_corpus_replays() {
+    let n = replay("noise_link", |path, data| {
+        eprintln!("{}", path.display());
+        noise_drive::run_noise_link(data);
+    });
+    eprintln!("replayed {n} noise_link inputs");
 }
 
 #[test]

@@ -47,7 +47,11 @@ fn vectors() -> String {
     };
     let mut out = String::new();
     out.push_str("```text\n");
-    field(&mut out, "network secret \"example secret\", argon2id key (psk)", network_key.as_bytes());
+    field(
+        &mut out,
+        "network secret \"example secret\", argon2id key (psk)",
+        network_key.as_bytes(),
+    );
     field(&mut out, "initiator ed25519 secret", &secret_i);
     field(
         &mut out,
@@ -56,7 +60,11 @@ fn vectors() -> String {
     );
     field(&mut out, "initiator static public", &keys_i.static_public());
     field(&mut out, "initiator ephemeral secret", &ephemeral(seed_i));
-    field(&mut out, "initiator identity payload", &keys_i.identity_payload());
+    field(
+        &mut out,
+        "initiator identity payload",
+        &keys_i.identity_payload(),
+    );
     field(&mut out, "responder ed25519 secret", &secret_r);
     field(
         &mut out,
@@ -65,7 +73,11 @@ fn vectors() -> String {
     );
     field(&mut out, "responder static public", &keys_r.static_public());
     field(&mut out, "responder ephemeral secret", &ephemeral(seed_r));
-    field(&mut out, "responder identity payload", &keys_r.identity_payload());
+    field(
+        &mut out,
+        "responder identity payload",
+        &keys_r.identity_payload(),
+    );
 
     let mut i = NoiseLink::new(&keys_i, NoiseRole::Initiator, seed_i);
     let mut r = NoiseLink::new(&keys_r, NoiseRole::Responder, seed_r);
@@ -76,7 +88,11 @@ fn vectors() -> String {
     let m3 = i.poll_transmit().unwrap();
     r.push(&m3);
     assert!(i.is_established() && r.is_established());
-    field(&mut out, "message 1, initiator -> responder, length prefix included", &m1);
+    field(
+        &mut out,
+        "message 1, initiator -> responder, length prefix included",
+        &m1,
+    );
     field(&mut out, "message 2, responder -> initiator", &m2);
     field(&mut out, "message 3, initiator -> responder", &m3);
     let bye = Message::Bye(ByeReason::Requested).to_frame(false);
@@ -87,15 +103,27 @@ fn vectors() -> String {
     i.push(&t2);
     assert_eq!(&i.poll_plaintext().unwrap()[..], &bye.bytes()[..]);
     field(&mut out, "plaintext: the frame BYE(Requested)", bye.bytes());
-    field(&mut out, "first transport message, initiator -> responder (nonce 0)", &t1);
-    field(&mut out, "first transport message, responder -> initiator (nonce 0)", &t2);
+    field(
+        &mut out,
+        "first transport message, initiator -> responder (nonce 0)",
+        &t1,
+    );
+    field(
+        &mut out,
+        "first transport message, responder -> initiator (nonce 0)",
+        &t2,
+    );
 
     // The same initiator on an open network: message 1 under the all-zero key.
     let open_i = NoiseKeys::new(&secret_i, NetworkKey::OPEN, Rekey::default());
     let m1_open = NoiseLink::new(&open_i, NoiseRole::Initiator, seed_i)
         .poll_transmit()
         .unwrap();
-    field(&mut out, "message 1 of the same initiator on an open network", &m1_open);
+    field(
+        &mut out,
+        "message 1 of the same initiator on an open network",
+        &m1_open,
+    );
     out.push_str("```\n");
     out
 }
@@ -104,7 +132,10 @@ fn vectors() -> String {
 fn specs_noise_vectors_are_what_the_engine_computes() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../SPEC.md");
     let spec = std::fs::read_to_string(path).unwrap();
-    let start = spec.find(BEGIN).expect("SPEC.md has the noise vectors' begin marker") + BEGIN.len();
+    let start = spec
+        .find(BEGIN)
+        .expect("SPEC.md has the noise vectors' begin marker")
+        + BEGIN.len();
     let end = spec[start..].find(END).expect("and their end marker") + start;
     let computed = vectors();
     if std::env::var_os("WEFT_WRITE_VECTORS").is_some() {
