@@ -43,11 +43,11 @@ pub struct Capture {
     /// Each forwarded message's start in `bytes` and its length, prefix included.
     messages: [Vec<(usize, usize)>; 2],
     /// Bytes read and dropped past a cut, by direction.
-    pub dropped: [usize; 2],
+    dropped: [usize; 2],
     /// When each direction's source ended (closed, reset or shut by the relay): the client
     /// for [`Dir::ToTarget`], the target for [`Dir::ToClient`].
     ended: [Option<Instant>; 2],
-    /// When the last fault (a flip or a replay) reached the wire.
+    /// When the last fault (a flip or a replay) was about to be written.
     pub faulted: Option<Instant>,
 }
 
@@ -64,6 +64,11 @@ impl Capture {
             .iter()
             .map(|&(at, len)| &bytes[at..(at + len).min(bytes.len())])
             .collect()
+    }
+
+    /// Bytes `dir` read and dropped past its cut.
+    pub fn dropped(&self, dir: Dir) -> usize {
+        self.dropped[dir.index()]
     }
 
     /// When `dir`'s source ended, if it has.
@@ -177,13 +182,13 @@ impl Relay {
         let d = dir.index();
         let (at, len) = c.capture.messages[d][k];
         let message = c.capture.bytes[d][at..at + len].to_vec();
+        c.capture.faulted = Some(Instant::now());
         c.dest[d]
             .write_all(&message)
             .expect("replay a message to its destination");
         let start = c.capture.bytes[d].len();
         c.capture.bytes[d].extend_from_slice(&message);
         c.capture.messages[d].push((start, len));
-        c.capture.faulted = Some(Instant::now());
         len
     }
 }
@@ -286,12 +291,12 @@ fn forward(shared: &Shared, conn: usize, dir: Dir, mut message: Vec<u8>, dst: &m
     if keep == 0 {
         return;
     }
+    if flipped {
+        c.capture.faulted = Some(Instant::now());
+    }
     // Under the lock, so that a replay never lands inside a message. A destination that has
     // gone is not an error: the source is still read to its end.
     let _ = dst.write_all(&message[..keep]);
     c.capture.bytes[d].extend_from_slice(&message[..keep]);
     c.capture.messages[d].push((start, keep));
-    if flipped {
-        c.capture.faulted = Some(Instant::now());
-    }
 }
