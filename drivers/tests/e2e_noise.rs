@@ -667,7 +667,14 @@ fn a_relay_that_terminates_noise_both_ways_links_no_one() {
     let (a_id, b_id) = (a.id(), b.id());
 
     // M takes A's dial, dials B, does Noise with each as itself, and forwards the plaintext.
-    let (from_a, _) = m_listener.accept().expect("a dials m");
+    m_listener.set_nonblocking(true).unwrap();
+    let mut from_a = None;
+    wait_until("a dials m", || {
+        from_a = m_listener.accept().ok().map(|(socket, _)| socket);
+        from_a.is_some()
+    });
+    let from_a = from_a.unwrap();
+    from_a.set_nonblocking(false).unwrap();
     let m_keys = keys_of(&[0x4d; 32]);
     let mut to_a = NoiseEnd::new(from_a, &m_keys, NoiseRole::Responder, 5);
     let mut to_b = NoiseEnd::dial(&b.addr, &m_keys, 6);
