@@ -10,7 +10,8 @@ use weft_engine::chord::{ChordCommand, ChordResult};
 
 use weft_engine::{
     Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError, Instant,
-    MeshCommand, MeshEvent, Node, Output, RequestId, TableCommand, TableEvent, TableRefusal,
+    MeshCommand, MeshEvent, NetworkKey, Node, Output, RequestId, TableCommand, TableEvent,
+    TableRefusal,
 };
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
@@ -18,7 +19,7 @@ use crate::dial_log::DialLog;
 use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{
-    hex_id, ConnReport, HostReport, IdReport, NodeCounters, RingReport, StatsReport,
+    hex_id, links_name, ConnReport, HostReport, IdReport, NodeCounters, RingReport, StatsReport,
     TableEntryReport,
 };
 use crate::storage::Store;
@@ -543,6 +544,8 @@ impl Host {
             incarnation: node.config().incarnation,
             pid: std::process::id(),
             driver: self.driver.to_owned(),
+            links: links_name(node.config().link_encryption).to_owned(),
+            network_secret: node.config().network_key != NetworkKey::OPEN,
             listen_addr: self.bound_addr.clone(),
             announce_addr: node.config().listen_addr.clone(),
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
@@ -575,6 +578,8 @@ impl Host {
             incarnation: config.incarnation,
             listen_addr: config.listen_addr.clone(),
             driver: self.driver.to_owned(),
+            links: links_name(config.link_encryption).to_owned(),
+            network_secret: config.network_key != NetworkKey::OPEN,
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
             counters: NodeCounters::from(&node.metrics()),
             connections,

@@ -2,13 +2,30 @@
 //! control socket carries them as JSON; `--json` prints them as they are.
 
 use serde::{Deserialize, Serialize};
-use weft_engine::{ByProtocol, ConnStats, NodeId, NodeMetrics};
+use weft_engine::{ByProtocol, ConnStats, LinkEncryption, NodeId, NodeMetrics};
 
 use crate::handle::Delivery;
 
 /// A node id in full, as 64 lowercase hex digits.
 pub fn hex_id(node: &NodeId) -> String {
     node.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The name of how a node's links are protected: `noise` (every driver's), or `plaintext`
+/// (the simulator's speed runs).
+pub fn links_name(encryption: LinkEncryption) -> &'static str {
+    match encryption {
+        LinkEncryption::Noise => "noise",
+        LinkEncryption::PlaintextSimulationOnly => "plaintext",
+    }
+}
+
+/// How a node's links are protected, as its start line, `weft stats` and `weft id` say it:
+/// `links: noise, network secret: yes`.
+pub fn links_text(links: &str, network_secret: bool) -> String {
+    let links = if links.is_empty() { "?" } else { links };
+    let secret = if network_secret { "yes" } else { "no" };
+    format!("links: {links}, network secret: {secret}")
 }
 
 /// One host the node links to or has heard of.
@@ -274,6 +291,12 @@ pub struct StatsReport {
     pub listen_addr: Option<String>,
     /// `mio` or `tokio`.
     pub driver: String,
+    /// How links are protected: `noise` (see [`links_name`]).
+    #[serde(default)]
+    pub links: String,
+    /// Whether the network is private: its handshakes mix in a key from a secret.
+    #[serde(default)]
+    pub network_secret: bool,
     /// Milliseconds since the driver started.
     pub uptime_ms: u64,
     /// Node-wide counters.
@@ -378,6 +401,12 @@ pub struct IdReport {
     pub pid: u32,
     /// `mio` or `tokio`.
     pub driver: String,
+    /// How links are protected: `noise` (see [`links_name`]).
+    #[serde(default)]
+    pub links: String,
+    /// Whether the network is private: its handshakes mix in a key from a secret.
+    #[serde(default)]
+    pub network_secret: bool,
     /// The address the listener is bound to.
     pub listen_addr: Option<String>,
     /// The address other nodes are told to dial.

@@ -70,17 +70,31 @@ fn a_peer_sending_garbage_is_dropped_and_the_others_carry_on() {
     let b_id = b.id();
     wait_until("a and b link", || a.links_to(&b_id));
     let at_b = b.listen();
+    // Garbage two ways: a length no first Noise message has, and a first message of the
+    // right length (an ephemeral key and a tag) that does not decrypt, as a node of another
+    // network or not speaking weft at all would send.
+    let mut wrong_message = vec![0x00, 48];
+    wrong_message.extend_from_slice(&[0xab; 48]);
+    let garbage: [(&[u8], &str); 2] = [
+        (&[0xff; 256], "Noise(BadLength)"),
+        (&wrong_message, "Noise(Handshake)"),
+    ];
     for target in [&a, &b] {
-        let mut garbage = TcpStream::connect(&target.addr).unwrap();
-        garbage.set_read_timeout(Some(common::WAIT)).unwrap();
-        garbage.write_all(&[0xff; 256]).unwrap();
-        // The node answers with at most a HELLO and a BYE, then closes.
-        let mut rest = Vec::new();
-        let _ = garbage.read_to_end(&mut rest);
-        assert!(rest.len() < 4096, "{} bytes before the close", rest.len());
-        wait_until("the fault is counted", || {
-            target.stats().counters.connections_failed >= 1
-        });
+        for (failures, (bytes, reason)) in (1..).zip(garbage) {
+            let mut stream = TcpStream::connect(&target.addr).unwrap();
+            stream.set_read_timeout(Some(common::WAIT)).unwrap();
+            stream.write_all(bytes).unwrap();
+            // The node, the handshake's responder, answers nothing and closes.
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{} bytes before the close", rest.len());
+            wait_until("the fault is counted", || {
+                target.stats().counters.connections_failed >= failures
+            });
+            wait_until(&format!("the close is logged as {reason}"), || {
+                target.log_text().contains(reason)
+            });
+        }
     }
     a.send("still here");
     let got = at_b.wait_for(1);

@@ -310,7 +310,8 @@ fn a_forged_broadcast_disconnects_its_relay_and_shows_in_stats() {
     use weft_engine::protocol::{Broadcast, Message, NodeId};
     let (dir, net) = scratch("forged");
     let node = NodeProc::start(dir.path(), &net, "node", "tokio", "127.0.0.1:0", &[]);
-    let mut forger = Peer::connect(&node.addr, &net, 14);
+    // The forger runs its link's Noise layer itself, to write a frame its node would not.
+    let mut forger = Peer::connect_with_own_noise(&node.addr, &net, 14);
     let forged = Message::Broadcast(Broadcast {
         origin: NodeId([0x55; 32]),
         incarnation: 1,
@@ -320,7 +321,7 @@ fn a_forged_broadcast_disconnects_its_relay_and_shows_in_stats() {
     })
     .to_frame(false)
     .into_bytes();
-    forger.socket.write_all(&forged).unwrap();
+    forger.write_frames(&forged);
     wait_until("the node counts the forgery", || {
         node.stats().counters.refused.broadcasts_forged == 1
     });

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{fail, init_logging, NetArgs};
 use crate::control::{self, ControlError, ControlReply, ControlRequest};
-use crate::report::IdReport;
+use crate::report::{links_text, IdReport};
 
 /// How long `weft shutdown` waits for the node to exit (its BYE and flush take at most the
 /// drivers' 3 s grace; a Chord member first hands its records over).
@@ -97,6 +97,12 @@ fn id_text(id: &IdReport) -> String {
         id.incarnation,
         id.driver,
         id.pid
+    );
+    let links = links_text(&id.links, id.network_secret);
+    let _ = writeln!(
+        text,
+        "links        {}",
+        links.strip_prefix("links: ").unwrap_or(&links)
     );
     let _ = writeln!(
         text,

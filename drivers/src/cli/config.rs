@@ -1,8 +1,9 @@
 //! The node's config file, `<state folder>/config.toml` (by default
 //! `$WEFT_HOME/NET/config.toml`): defaults for every long-running flag of `weft node`. A
 //! flag given on the command line overrides the file's key (`--peer` replaces the file's
-//! `peers` list). The file is optional; an unknown key or a bad value stops the node with one
-//! line naming the file and the key (exit 2).
+//! `peers` list; `--secret` and `--secret-file` replace either secret key). The file is
+//! optional; an unknown key or a bad value stops the node with one line naming the file and
+//! the key (exit 2).
 //!
 //! ```toml
 //! listen = "0.0.0.0:7000"
@@ -13,6 +14,7 @@
 //! unsigned_broadcasts = false
 //! control_write_timeout_ms = 10000
 //! listen_queue_bytes_max = 8388608
+//! secret_file = "network.secret"   # or secret = "..."; relative to the state folder
 //! ```
 
 use std::io;
@@ -21,13 +23,14 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
+use super::secret::{Secret, SecretSource};
 use super::{announce_addr, socket_addr, Driver};
 
 /// The config file's name in the state folder.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Every key the file may hold, in the order the docs list them.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 10] = [
     "listen",
     "announce",
     "peers",
@@ -36,6 +39,8 @@ pub const KEYS: [&str; 8] = [
     "unsigned_broadcasts",
     "control_write_timeout_ms",
     "listen_queue_bytes_max",
+    "secret",
+    "secret_file",
 ];
 
 /// What a config file sets; a key it does not hold is `None`.
@@ -57,6 +62,9 @@ pub struct NodeDefaults {
     pub control_write_timeout_ms: Option<u64>,
     /// `listen_queue_bytes_max`: see `weft node --listen-queue-bytes-max`.
     pub listen_queue_bytes_max: Option<usize>,
+    /// `secret` (the secret itself) or `secret_file` (a file holding it, relative to the
+    /// state folder): see `weft node --secret`. Never both.
+    pub secret: Option<SecretSource>,
 }
 
 /// A config file that cannot be used: one line naming the file (and the key).
@@ -156,6 +164,27 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                 let bytes = usize::try_from(count()?).map_err(|_| bad("too large"))?;
                 defaults.listen_queue_bytes_max = Some(bytes);
             }
+            "secret" | "secret_file" => {
+                if defaults.secret.is_some() {
+                    return Err(error(
+                        "keys `secret` and `secret_file`: set one, not both".into(),
+                    ));
+                }
+                let text = string(&value)?;
+                defaults.secret = Some(if key == "secret" {
+                    SecretSource::Config {
+                        secret: Secret::new(text.into_bytes()),
+                        file: path.to_owned(),
+                    }
+                } else {
+                    if text.is_empty() {
+                        return Err(bad("expected a file's path"));
+                    }
+                    // Relative to the state folder, the config file's own.
+                    let folder = path.parent().unwrap_or(Path::new("."));
+                    SecretSource::File(folder.join(text))
+                });
+            }
             _ => {
                 return Err(error(format!(
                     "unknown key `{key}` (keys: {})",
@@ -187,6 +216,7 @@ mod tests {
             unsigned_broadcasts = false
             control_write_timeout_ms = 2500
             listen_queue_bytes_max = 4096
+            secret_file = "net.secret"
             "#,
         )
         .unwrap();
@@ -198,7 +228,23 @@ mod tests {
         assert_eq!(d.unsigned_broadcasts, Some(false));
         assert_eq!(d.control_write_timeout_ms, Some(2500));
         assert_eq!(d.listen_queue_bytes_max, Some(4096));
+        let in_folder = SecretSource::File(PathBuf::from("/s/net.secret"));
+        assert_eq!(d.secret, Some(in_folder), "relative to the state folder");
         assert_eq!(parsed("").unwrap(), NodeDefaults::default());
+    }
+
+    #[test]
+    fn a_secret_is_given_or_read_from_a_file() {
+        let d = parsed("secret = \"hunter2\"").unwrap();
+        let expected = SecretSource::Config {
+            secret: Secret::new("hunter2"),
+            file: PathBuf::from("/s/config.toml"),
+        };
+        assert_eq!(d.secret, Some(expected));
+        assert!(!format!("{d:?}").contains("hunter2"), "{d:?}");
+        let d = parsed("secret_file = \"/etc/weft/secret\"").unwrap();
+        let absolute = SecretSource::File(PathBuf::from("/etc/weft/secret"));
+        assert_eq!(d.secret, Some(absolute));
     }
 
     #[test]
@@ -217,6 +263,15 @@ mod tests {
             ),
             ("announce = \"host\"", "key `announce`"),
             ("listen = ", "line 1:"),
+            (
+                "secret = \"a\"\nsecret_file = \"b\"",
+                "keys `secret` and `secret_file`: set one, not both",
+            ),
+            ("secret = 7", "key `secret`: expected a string"),
+            (
+                "secret_file = \"\"",
+                "key `secret_file`: expected a file's path",
+            ),
         ];
         for (text, expected) in cases {
             let line = parsed(text).unwrap_err();

@@ -34,7 +34,7 @@ pub(super) fn detach(args: &NodeArgs) -> ExitCode {
     init_logging("warn");
     // Bad flags or config are found here, before anything starts (exit 2).
     let path = match settings_of(args) {
-        Ok((path, _)) => path,
+        Ok((path, _, _)) => path,
         Err(code) => return code,
     };
     match start(&path) {

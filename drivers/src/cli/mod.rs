@@ -13,6 +13,7 @@ mod detach;
 mod messages;
 mod node;
 mod query;
+pub mod secret;
 mod table;
 mod when;
 

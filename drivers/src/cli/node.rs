@@ -10,13 +10,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser as _;
 use rand_core::{OsRng, RngCore};
-use weft_engine::{Config, Identity};
+use weft_engine::{Config, Identity, NetworkKey};
 
 use super::config::{self, NodeDefaults};
+use super::secret::{self, Secret, SecretSource};
 use super::{announce_addr, fail, init_logging, socket_addr, usage, NetArgs};
 use crate::control::{ControlLimits, ControlServer};
 use crate::host::Exit;
+use crate::report::{links_name, links_text};
 use crate::setup::Setup;
 use crate::state::{self, StateDir};
 use crate::storage::Store;
@@ -84,6 +87,23 @@ pub struct NodeArgs {
     /// [config: unsigned_broadcasts].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     unsigned_broadcasts: Option<bool>,
+    /// Make the network private (SPEC.md §21): every link's handshake mixes in a key derived
+    /// from SECRET, so a node without the same secret can neither link nor learn anything of
+    /// the network. Every node of it must be given the same one. It shows in the process
+    /// list and the shell's history: prefer --secret-file or the config's `secret_file`
+    /// [config: secret; at most 4096 bytes].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        conflicts_with = "secret_file",
+        allow_hyphen_values = true,
+        value_parser = clap::builder::OsStringValueParser::new().map(Secret::from_arg)
+    )]
+    secret: Option<Secret>,
+    /// Read the network secret (see --secret) from the file at PATH, less one trailing
+    /// newline; keep it readable by its owner only (chmod 600) [config: secret_file].
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
     /// Run in the background: start the node, wait until it answers, print its id and
     /// address, and return (its log goes to `<state folder>/node.log`).
     #[arg(long)]
@@ -108,6 +128,8 @@ pub struct NodeSettings {
     pub chord: bool,
     /// Whether broadcasts go unsigned.
     pub unsigned_broadcasts: bool,
+    /// Where the network secret comes from; `None`: an open network.
+    pub secret: Option<SecretSource>,
     /// The control socket's limits.
     pub limits: ControlLimits,
 }
@@ -131,6 +153,13 @@ impl NodeArgs {
         let write_timeout_ms = self
             .control_write_timeout_ms
             .or(defaults.control_write_timeout_ms);
+        // Either flag replaces either config key.
+        let secret = match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => return Err("give --secret or --secret-file, not both".into()),
+            (Some(secret), None) => Some(SecretSource::Flag(secret.clone())),
+            (None, Some(path)) => Some(SecretSource::File(path.clone())),
+            (None, None) => defaults.secret,
+        };
         Ok(NodeSettings {
             listen,
             announce: self.announce.clone().or(defaults.announce),
@@ -145,6 +174,7 @@ impl NodeArgs {
                 .unsigned_broadcasts
                 .or(defaults.unsigned_broadcasts)
                 .unwrap_or(false),
+            secret,
             limits: ControlLimits {
                 write_timeout: write_timeout_ms
                     .map_or(limits.write_timeout, std::time::Duration::from_millis),
@@ -162,16 +192,23 @@ impl NodeArgs {
 }
 
 /// The settings of the node `args` start: its state folder (checked to be one, if it is
-/// there), and its flags over its config file. Errors are printed; the exit code is 2 for a
-/// bad config file or a missing listen address, 1 otherwise.
-pub(super) fn settings_of(args: &NodeArgs) -> Result<(PathBuf, NodeSettings), ExitCode> {
+/// there), its flags over its config file, and the network key from its secret (a secret
+/// file others can read is warned of). Errors are printed; the exit code is 2 for a bad
+/// config file, a missing listen address or a bad secret, 1 otherwise.
+pub(super) fn settings_of(
+    args: &NodeArgs,
+) -> Result<(PathBuf, NodeSettings, NetworkKey), ExitCode> {
     let path = args.state_path().map_err(fail)?;
     state::folder_exists(&path).map_err(fail)?;
     let defaults = config::load(&path).map_err(usage)?;
     let settings = args
         .settle(defaults, &config::config_path(&path))
         .map_err(usage)?;
-    Ok((path, settings))
+    let keyed = secret::network_key(settings.secret.as_ref()).map_err(usage)?;
+    if let Some(warning) = keyed.warning {
+        tracing::warn!("{warning}");
+    }
+    Ok((path, settings, keyed.network_key))
 }
 
 /// Runs `weft node`: exit 130 after SIGINT, 143 after SIGTERM, 0 after `weft shutdown`, 1 on
@@ -185,11 +222,11 @@ pub fn node(args: NodeArgs) -> ExitCode {
         let _ = rustix::process::setsid();
     }
     init_logging("info");
-    let (path, settings) = match settings_of(&args) {
+    let (path, settings, network_key) = match settings_of(&args) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match run(&args.net.name, &path, settings) {
+    match run(&args.net.name, &path, settings, network_key) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => fail(e),
     }
@@ -270,10 +307,16 @@ impl Start {
     }
 }
 
-fn run(network: &str, path: &Path, settings: NodeSettings) -> Result<Exit, String> {
+fn run(
+    network: &str,
+    path: &Path,
+    settings: NodeSettings,
+    network_key: NetworkKey,
+) -> Result<Exit, String> {
     let start = Start::read(path)?;
     let mut config = Config::new(network.to_owned(), start.key);
     config.incarnation = start.incarnation;
+    config.network_key = network_key;
     let mut seed = [0u8; 8];
     OsRng
         .try_fill_bytes(&mut seed)
@@ -322,9 +365,13 @@ fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
         format!("announced as {told}, ")
     };
     format!(
-        "weft node {id} of {}: listening on {addr} ({announced}incarnation {}, {driver} driver, state {})",
+        "weft node {id} of {}: listening on {addr} ({announced}incarnation {}, {driver} driver, {}, state {})",
         config.network,
         config.incarnation,
+        links_text(
+            links_name(config.link_encryption),
+            config.network_key != NetworkKey::OPEN
+        ),
         state.display()
     )
 }
@@ -422,6 +469,34 @@ mod tests {
             e.contains("no listen address") && e.contains("/s/config.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_secret_flag_replaces_either_config_key() {
+        let config = NodeDefaults {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            secret: Some(SecretSource::File("/s/net.secret".into())),
+            ..NodeDefaults::default()
+        };
+        let s = settle(&[], config.clone()).unwrap();
+        assert_eq!(s.secret, config.secret);
+        let s = settle(&["--secret", "-starts-with-a-dash"], config.clone()).unwrap();
+        let given = SecretSource::Flag(Secret::new("-starts-with-a-dash"));
+        assert_eq!(s.secret, Some(given));
+        assert!(!format!("{s:?}").contains("dash"), "{s:?}");
+        let s = settle(&["--secret-file", "other"], config).unwrap();
+        assert_eq!(s.secret, Some(SecretSource::File("other".into())));
+        let open = NodeDefaults {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..NodeDefaults::default()
+        };
+        assert_eq!(settle(&[], open).unwrap().secret, None);
+        let e = settle(
+            &["--secret", "x", "--secret-file", "y"],
+            NodeDefaults::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{fail, init_logging, when, NetArgs};
 use crate::control::{self, ControlReply, ControlRequest};
-use crate::report::{HostReport, StatsReport};
+use crate::report::{links_text, HostReport, StatsReport};
 
 /// Arguments of `weft network`.
 #[derive(Debug, clap::Args)]
@@ -102,6 +102,7 @@ fn stats_text(s: &StatsReport) -> String {
         s.listen_addr.as_deref().unwrap_or("-"),
         when::span(s.uptime_ms)
     );
+    let _ = writeln!(text, "{}", links_text(&s.links, s.network_secret));
     let rows = [
         ("frames received", c.frames_received),
         ("frames sent", c.frames_sent),
