@@ -80,7 +80,13 @@ impl DialLog {
 fn describe(reason: &CloseReason) -> String {
     match reason {
         CloseReason::ConnectFailed => "connection refused or unreachable".to_owned(),
-        CloseReason::Lost => "the connection closed during the handshake".to_owned(),
+        // Under Noise a peer with another network secret closes on the first message without
+        // a byte (SPEC.md §21.7), as does one refusing a connection it has no room for.
+        CloseReason::Lost => {
+            "the connection closed during the handshake (another network secret, or no room)"
+                .to_owned()
+        }
+        CloseReason::Noise(e) => e.to_string(),
         CloseReason::HandshakeTimeout => "the handshake timed out".to_owned(),
         CloseReason::WrongNetwork => "it belongs to another network".to_owned(),
         CloseReason::PeerSaidBye(bye) => format!("it refused the connection ({bye:?})"),

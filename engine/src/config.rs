@@ -5,8 +5,9 @@ use crate::noise::Rekey;
 use crate::rate::RateLimit;
 use crate::time::Duration;
 
-/// Everything a [`crate::Node`] is built from. Defaults are the values SPEC.md names.
-#[derive(Debug, Clone)]
+/// Everything a [`crate::Node`] is built from. Defaults are the values SPEC.md names. Its
+/// `Debug` never prints the secret key.
+#[derive(Clone)]
 pub struct Config {
     /// The network's name; nodes of other networks are refused in the handshake.
     pub network: String,
@@ -38,6 +39,26 @@ pub struct Config {
     pub network_key: NetworkKey,
     /// How links are protected: Noise, except in the simulator's plaintext speed runs.
     pub link_encryption: LinkEncryption,
+}
+
+impl core::fmt::Debug for Config {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Config")
+            .field("network", &self.network)
+            .field("secret_key", &"(redacted)")
+            .field("incarnation", &self.incarnation)
+            .field("rng_seed", &self.rng_seed)
+            .field("listen_addr", &self.listen_addr)
+            .field("discovery", &self.discovery)
+            .field("compression", &self.compression)
+            .field("broadcast_signatures", &self.broadcast_signatures)
+            .field("limits", &self.limits)
+            .field("timers", &self.timers)
+            .field("chord", &self.chord)
+            .field("network_key", &self.network_key)
+            .field("link_encryption", &self.link_encryption)
+            .finish()
+    }
 }
 
 impl Config {
@@ -269,5 +290,19 @@ impl Default for Timers {
             redial_backoff_max: Duration::from_secs(60),
             peers_save_interval: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_key_bytes() {
+        let mut c = Config::new("n", [0xab; 32]);
+        c.network_key = NetworkKey::derive(b"s").unwrap();
+        let text = format!("{c:?}");
+        assert!(text.contains("(redacted)") && text.contains("NetworkKey(secret)"));
+        assert!(!text.contains("171") && !text.contains("ab, ab") && !text.contains("abab"));
     }
 }
