@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event, Input, TableCommand, TableEvent};
+use weft_sim::net::{self as harness, Net};
 use weft_sim::scenario::mesh::FaultMode;
 use weft_sim::scenario::table::{self, TableParams};
 use weft_sim::scenario::Scenario;
 use weft_sim::sweep::{self, Shard};
-use weft_sim::Net;
 
 /// Seeds in the sweep: `WEFT_TABLE_SEEDS` (default 300).
 fn sweep_seeds() -> u64 {
@@ -103,7 +103,9 @@ fn catchup_after_a_reset_costs_less_than_a_full_resend() {
 /// once with TableRefused, nothing is sent, and neither table changes.
 #[test]
 fn a_write_to_a_key_leased_by_another_node_is_refused() {
-    let mut net = Net::new(2);
+    // Plaintext links: TABLE_WRITE frames are counted off the wire (the engines count the
+    // table's frames together).
+    let mut net = Net::with_configs((1..=2).map(harness::plaintext_config).collect());
     for i in 0..2 {
         net.input(
             i,
