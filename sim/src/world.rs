@@ -302,7 +302,7 @@ pub struct WorldStats {
     /// crashed incarnations included; set by [`World::finish_stats`], read
     /// [`World::repair_messages`] before).
     pub repair_messages: u64,
-    /// Bytes transmitted.
+    /// Bytes transmitted, as on the wire (under Noise: handshakes and ciphertext).
     pub bytes: u64,
     /// Duplicate BROADCAST receptions, from node counters (crashed incarnations included).
     pub duplicates: u64,
