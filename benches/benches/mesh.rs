@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use weft_sim::faults::FaultConfig;
+use weft_sim::links::LinkSetup;
 use weft_sim::rng::SimRng;
 use weft_sim::topology::{edges, Topology};
 use weft_sim::world::{World, WorldConfig, MS};
@@ -48,6 +49,7 @@ fn joined_world(signatures: bool) -> World {
             discovery: false,
             chord: false,
             sabotage: false,
+            links: LinkSetup::OPEN,
         },
         |c| c.broadcast_signatures = signatures,
     );

@@ -191,6 +191,58 @@ fn sim_refuses_what_it_cannot_replay() {
     );
     let star = run(&["sim", "mesh", "--topology", "star", "--nodes", "5"]);
     assert!(ok(&star).contains("result                ok"));
+    // Plaintext links have no key; a secret is one word the replay line carries as it is.
+    for (args, text) in [
+        (
+            &["sim", "mesh", "--plaintext-sim-only", "--secret", "s"][..],
+            "cannot be combined with --secret",
+        ),
+        (
+            &["sim", "table", "--secret", "two words"][..],
+            "--secret takes 1 to 256 letters",
+        ),
+        (
+            &["sim", "sweep", "chord", "--plaintext-sim-only"][..],
+            "message-level Chord machines, which have no links",
+        ),
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(
+            err.starts_with("weft sim: ") && err.contains(text),
+            "{err:?}"
+        );
+    }
+}
+
+/// Links are Noise unless `--plaintext-sim-only` says otherwise, and the report says which,
+/// with the network's secret and its wrong-secret nodes; each replays from its replay line.
+#[test]
+fn the_report_names_how_links_are_protected_and_replays_it() {
+    let base = ["sim", "mesh", "--topology", "star", "--nodes", "5"];
+    for (extra, links) in [
+        (&[][..], "noise, open network"),
+        (
+            &["--secret", "s3cret", "--wrong-secret-nodes", "2"][..],
+            "noise, private network, 2 wrong-secret nodes",
+        ),
+        (&["--plaintext-sim-only"][..], "PLAINTEXT (simulation only)"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let report = ok(&run(&args));
+        assert_eq!(row(&report, "links"), links);
+        let tail: String = extra.iter().map(|w| format!(" {w}")).collect();
+        let replay = row(&report, "replay");
+        assert!(
+            replay.ends_with(&format!("--topology star{tail}")),
+            "{replay}"
+        );
+        let words: Vec<&str> = row(&report, "replay").split_whitespace().collect();
+        let again = ok(&run(&words[1..]));
+        assert_eq!(row(&again, "trace digest"), row(&report, "trace digest"));
+    }
 }
 
 /// A text report's row `name`.

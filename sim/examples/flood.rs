@@ -2,6 +2,7 @@
 //! 10,000) floods `B` broadcasts (default 40) and prints receptions per wall second. Run under
 //! `perf record` to see where a reception's time goes. Prints wall and on-CPU rates.
 use weft_sim::faults::FaultConfig;
+use weft_sim::links::LinkSetup;
 use weft_sim::rng::SimRng;
 use weft_sim::topology::{edges, Topology};
 use weft_sim::world::{World, WorldConfig, MS};
@@ -23,6 +24,7 @@ fn main() {
         discovery: false,
         chord: false,
         sabotage: false,
+        links: LinkSetup::OPEN,
     });
     while !w.all_linked() {
         w.run_until(w.now + 100 * MS);

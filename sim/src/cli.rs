@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::links::LinkSetup;
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::table::{self, TableParams};
@@ -22,6 +23,10 @@ pub struct SimArgs {
     /// Print the default scenarios' reports as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Run the default mesh and table scenarios with plaintext links (faster; the
+    /// simulator only: weft always encrypts). The wrong-secret rows are left out.
+    #[arg(long)]
+    pub plaintext_sim_only: bool,
 }
 
 /// `weft sim` subcommands.
@@ -75,6 +80,9 @@ pub struct MeshArgs {
     /// Make every node a Chord ring member too (the mesh must be unaffected).
     #[arg(long)]
     pub chord: bool,
+    /// How the links are protected.
+    #[command(flatten)]
+    pub links: LinkArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -110,9 +118,42 @@ pub struct TableArgs {
     /// Deadline for convergence after the heal, simulated ms.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub liveness_ms: u64,
+    /// How the links are protected.
+    #[command(flatten)]
+    pub links: LinkArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a mesh or table run's links are protected (Noise with an open network key by
+/// default).
+#[derive(Debug, clap::Args)]
+pub struct LinkArgs {
+    /// A private network: every node's Noise key is derived from this secret (letters,
+    /// digits and -_.:/+=,@, as the replay line carries it).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Nodes added with another secret: they dial the network and are dialed, must never
+    /// link with it, and nothing is owed to them.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub wrong_secret_nodes: u32,
+    /// Plaintext links instead of Noise: faster, for the simulator only (weft always
+    /// encrypts); the report says so.
+    #[arg(long)]
+    pub plaintext_sim_only: bool,
+}
+
+impl LinkArgs {
+    fn setup(&self) -> Result<LinkSetup, String> {
+        let setup = LinkSetup {
+            plaintext: self.plaintext_sim_only,
+            secret: self.secret.clone(),
+            wrong_secret_nodes: self.wrong_secret_nodes,
+        };
+        setup.check()?;
+        Ok(setup)
+    }
 }
 
 /// `weft sim chord` arguments.
@@ -177,6 +218,10 @@ pub struct SweepArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Plaintext links on every seed instead of Noise (open, private, or private with a
+    /// wrong-secret node, by seed): faster, for the simulator only (mesh and table).
+    #[arg(long)]
+    pub plaintext_sim_only: bool,
     /// How often progress is reported on stderr, ms (0: at every seed, as tests use it).
     #[arg(long, hide = true, default_value_t = PROGRESS_EVERY.as_millis() as u64)]
     pub progress_ms: u64,
@@ -199,6 +244,7 @@ impl MeshArgs {
         p.liveness_ms = self.liveness_ms;
         p.sabotage = self.sabotage;
         p.chord = self.chord;
+        p.links = self.links.setup()?;
         Ok(p)
     }
 }
@@ -214,6 +260,7 @@ impl TableArgs {
         p.halves = self.halves;
         p.safety_ms = self.safety_ms;
         p.liveness_ms = self.liveness_ms;
+        p.links = self.links.setup()?;
         Ok(p)
     }
 }
@@ -253,13 +300,32 @@ fn exit(ok: bool) -> ExitCode {
 pub fn run(args: SimArgs) -> ExitCode {
     use SweepProtocol as P;
     let done = match args.command {
-        None => Ok(default_table(args.json)),
+        None => Ok(default_table(args.json, args.plaintext_sim_only)),
         Some(SimCommand::Mesh(a)) => a.params().map(|p| show(&mesh::run(&p), a.json)),
         Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
         Some(SimCommand::Sweep { protocol }) => match protocol {
-            P::Mesh(a) => sweep(a, "mesh", |s| mesh::run(&mesh::sweep_params(s))),
-            P::Table(a) => sweep(a, "table", |s| table::run(&table::sweep_params(s))),
+            P::Mesh(a) => {
+                let plaintext = a.plaintext_sim_only;
+                sweep(a, "mesh", |s| {
+                    let mut p = mesh::sweep_params(s);
+                    p.links = LinkSetup::for_sweep_seed(s, plaintext);
+                    mesh::run(&p)
+                })
+            }
+            P::Table(a) => {
+                let plaintext = a.plaintext_sim_only;
+                sweep(a, "table", |s| {
+                    let mut p = table::sweep_params(s);
+                    p.links = LinkSetup::for_sweep_seed(s, plaintext);
+                    table::run(&p)
+                })
+            }
+            P::Chord(a) if a.plaintext_sim_only => Err(
+                "--plaintext-sim-only: chord sweeps run message-level Chord machines, which \
+                 have no links"
+                    .into(),
+            ),
             P::Chord(a) => sweep(a, "chord", |s| chord::run(&chord::sweep_params(s))),
         },
     };
@@ -287,6 +353,11 @@ fn sweep<R: Scenario + Send>(
     run: impl Fn(u64) -> R + Sync,
 ) -> Result<ExitCode, String> {
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    let links = match (protocol, a.plaintext_sim_only) {
+        ("chord", _) => "none (message-level Chord machines)",
+        (_, true) => "PLAINTEXT (simulation only)",
+        _ => "noise (seeds alternate open, private, private + 1 wrong-secret node)",
+    };
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -320,6 +391,7 @@ fn sweep<R: Scenario + Send>(
             "failures": failures,
             "events": events,
             "wall_ms": wall_ms,
+            "links": links,
             "ok": failed.is_empty(),
         });
         if let Some(map) = value.as_object_mut() {
@@ -334,7 +406,8 @@ fn sweep<R: Scenario + Send>(
             );
         }
         println!(
-            "sweep {protocol}: {} seeds, {} failed, {sums_text}{events} events, {wall_ms} ms wall",
+            "sweep {protocol}: {} seeds, {} failed, {sums_text}{events} events, {wall_ms} ms \
+             wall; links: {links}",
             reports.len(),
             failed.len(),
         );
@@ -496,14 +569,19 @@ fn legend() -> String {
 
 /// The default table's scenarios, by protocol: each row's name and parameters.
 type DefaultScenarios = (
-    [(&'static str, MeshParams); 3],
-    [(&'static str, TableParams); 2],
-    [(&'static str, ChordParams); 3],
+    Vec<(&'static str, MeshParams)>,
+    Vec<(&'static str, TableParams)>,
+    Vec<(&'static str, ChordParams)>,
 );
 
-/// The scenarios of the default table.
-fn default_scenarios() -> DefaultScenarios {
-    let mesh = [
+/// The secret of the default table's private networks.
+const DEFAULT_SECRET: &str = "weft-sim";
+
+/// The scenarios of the default table: with Noise links (an open network, but for the
+/// wrong-secret rows: a private one and a node of another secret), or, if `plaintext`, with
+/// plaintext links and without the wrong-secret rows.
+fn default_scenarios(plaintext: bool) -> DefaultScenarios {
+    let mut mesh = vec![
         (
             "mesh, no faults",
             MeshParams::new(1000, 8, 1, 20, FaultMode::None),
@@ -522,8 +600,13 @@ fn default_scenarios() -> DefaultScenarios {
                 FaultMode::List("latency,partitions,crashes".into()),
             ),
         ),
+        ("mesh, wrong-secret node", {
+            let mut p = MeshParams::new(24, 4, 3, 30, FaultMode::Swarm);
+            p.links = LinkSetup::private(DEFAULT_SECRET, 1);
+            p
+        }),
     ];
-    let table = [
+    let mut table = vec![
         (
             "table, swarm faults",
             TableParams::new(16, 1, 200, FaultMode::Swarm),
@@ -533,8 +616,22 @@ fn default_scenarios() -> DefaultScenarios {
             p.halves = true;
             p
         }),
+        ("table, wrong-secret node", {
+            let mut p = TableParams::new(16, 3, 200, FaultMode::Swarm);
+            p.links = LinkSetup::private(DEFAULT_SECRET, 1);
+            p
+        }),
     ];
-    let chord = [
+    if plaintext {
+        mesh.retain(|(_, p)| p.links.wrong_secret_nodes == 0);
+        table.retain(|(_, p)| p.links.wrong_secret_nodes == 0);
+        mesh.iter_mut()
+            .for_each(|(_, p)| p.links = LinkSetup::plaintext());
+        table
+            .iter_mut()
+            .for_each(|(_, p)| p.links = LinkSetup::plaintext());
+    }
+    let chord = vec![
         ("chord, joins", ChordParams::new(256, 1, 1000)),
         (
             "chord, 20% fail at once",
@@ -554,10 +651,15 @@ fn default_scenarios() -> DefaultScenarios {
     (mesh, table, chord)
 }
 
-/// The README's main job: the default scenario of every protocol, as a table (or, with
-/// `json`, one JSON object: `runs`, each report with its `scenario` name, and `ok`).
-fn default_table(json: bool) -> ExitCode {
-    let (mesh, table, chord) = default_scenarios();
+/// The README's main job: the default scenario of every protocol, as a table under a line
+/// saying how links are protected (or, with `json`, one JSON object: `runs`, each report with
+/// its `scenario` name and `links`, and `ok`); with `plaintext`, the mesh and table rows run
+/// plaintext links, simulation only.
+fn default_table(json: bool, plaintext: bool) -> ExitCode {
+    let (mesh, table, chord) = default_scenarios(plaintext);
+    if !json {
+        println!("{}", links_line(plaintext));
+    }
     let mut runs = Vec::new();
     let mesh_ok = section("", &mesh, mesh::run, json.then_some(&mut runs));
     let table_ok = section("\n", &table, table::run, json.then_some(&mut runs));
@@ -569,6 +671,20 @@ fn default_table(json: bool) -> ExitCode {
         println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; the columns are explained in `weft sim --help`)");
     }
     exit(ok)
+}
+
+/// The default table's header line: how the mesh and table rows' links are protected.
+fn links_line(plaintext: bool) -> String {
+    if plaintext {
+        "links: PLAINTEXT (--plaintext-sim-only: simulation only, weft itself always encrypts)"
+            .into()
+    } else {
+        format!(
+            "links: {} (open network; the wrong-secret rows: a private network and a node of \
+             another secret, which must never link)",
+            weft_engine::noise::NOISE_PROTOCOL
+        )
+    }
 }
 
 /// One protocol's part of the default table, after `gap`: a title line, a row per scenario as
@@ -652,7 +768,9 @@ mod tests {
         for seed in 1..=60 {
             mesh_run(mesh::sweep_params(seed));
         }
-        let (mesh_rows, table_rows, chord_rows) = default_scenarios();
+        let (mesh_rows, table_rows, chord_rows) = default_scenarios(false);
+        let (plain_mesh, plain_table, _) = default_scenarios(true);
+        plain_mesh.into_iter().for_each(|(_, p)| mesh_run(p));
         mesh_rows.into_iter().for_each(|(_, p)| mesh_run(p));
         // A shape that ignores --degree, whatever it is; a list with spaces and empty names.
         let mut star = MeshParams::new(5, 8, 3, 4, FaultMode::List(" latency, ,crashes ".into()));
@@ -663,6 +781,7 @@ mod tests {
         let mut table_run = |p: TableParams| runs.push((p.replay(), format!("{p:?}")));
         (1..=60).for_each(|seed| table_run(table::sweep_params(seed)));
         table_rows.into_iter().for_each(|(_, p)| table_run(p));
+        plain_table.into_iter().for_each(|(_, p)| table_run(p));
         let mut chord_run = |p: ChordParams| runs.push((p.replay(), format!("{p:?}")));
         (1..=60).for_each(|seed| chord_run(chord::sweep_params(seed)));
         chord_rows.into_iter().for_each(|(_, p)| chord_run(p));

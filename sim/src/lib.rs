@@ -2,6 +2,7 @@
 //! simulated byte streams and injected faults. One root seed gives one byte-identical run.
 //!
 //! - [`world`]: the event loop, links and faults; [`faults`]: what can go wrong and how often;
+//!   [`links`]: how links are protected (Noise keys, wrong-secret nodes, plaintext);
 //!   [`topology`]: network shapes; [`tracker`]: the invariant checkers; [`durable`]: what a
 //!   node acknowledged as committed outlives its crash; [`trace`]: the digest.
 //! - [`scenario`]: what a run does and reports; [`cli`]: `weft sim`.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod disk;
 pub mod durable;
 pub mod faults;
+pub mod links;
 pub mod net;
 mod prefetch;
 pub mod queue;

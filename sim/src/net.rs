@@ -1,5 +1,10 @@
 //! A small in-process network: a few real `Node`s joined by in-memory byte pipes, driven by
 //! the contract (drain outputs after every input, sleep until the earliest timeout).
+//!
+//! Links are Noise-encrypted, as the engine's default is: the pipes carry ciphertext. What the
+//! nodes send is counted by protocol from the engines' own counters ([`Net::traffic`]); frames
+//! by command code ([`Net::sent`]) can only be read off the wire of nodes made with
+//! [`plaintext_config`].
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -7,8 +12,8 @@ use crate::disk::Disk;
 use bytes::Bytes;
 use weft_engine::protocol::{Code, FrameDecoder};
 use weft_engine::{
-    CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant, MeshCommand, MeshEvent,
-    Node, NodeId, Output,
+    ByProtocol, CloseReason, Command, Config, ConnId, Duration, Event, Input, Instant,
+    LinkEncryption, MeshCommand, MeshEvent, Node, NodeId, Output, Traffic,
 };
 
 /// One in-memory network of nodes.
@@ -27,8 +32,12 @@ pub struct Net {
     pub events: Vec<(usize, Event)>,
     /// Every close a node asked for.
     pub closes: Vec<(usize, ConnId, CloseReason)>,
-    /// Frames transmitted, by command code.
+    /// Frames transmitted by plaintext nodes, by command code (see [`Net::sent`]).
     pub sent_by_code: BTreeMap<u16, u64>,
+    /// Transmits of Noise-encrypted nodes: ciphertext, whose frames cannot be counted.
+    encrypted_transmits: u64,
+    /// The traffic counters of nodes replaced by [`Net::restart`].
+    retired: ByProtocol,
     /// Connections whose transmitted bytes are withheld (a peer that never reads).
     pub stalled: Vec<(usize, ConnId)>,
     /// Nodes that neither send nor receive (paused).
@@ -44,11 +53,43 @@ pub struct Net {
     pub trace: blake3::Hasher,
 }
 
-/// A default config from `seed`, on network "test-net", listening at "node{seed}".
+/// A default config from `seed`, on network "test-net", listening at "node{seed}": Noise
+/// links with the open network key.
 pub fn config(seed: u64) -> Config {
     let mut c = Config::from_seed("test-net", seed);
     c.listen_addr = Some(format!("node{seed}"));
     c
+}
+
+/// [`config`] with plaintext links, for the tests that count frames by command code as the
+/// wire carries them ([`Net::sent`]): only a plaintext wire shows them (a Noise wire carries
+/// ciphertext, and the engines count by protocol only).
+pub fn plaintext_config(seed: u64) -> Config {
+    let mut c = config(seed);
+    c.link_encryption = LinkEncryption::PlaintextSimulationOnly;
+    c
+}
+
+/// `a` plus `b`, counter by counter.
+fn add_traffic(a: Traffic, b: Traffic) -> Traffic {
+    Traffic {
+        frames_in: a.frames_in + b.frames_in,
+        frames_out: a.frames_out + b.frames_out,
+        bytes_in: a.bytes_in + b.bytes_in,
+        bytes_out: a.bytes_out + b.bytes_out,
+    }
+}
+
+/// `a` plus `b`, protocol by protocol.
+fn add_by_protocol(a: ByProtocol, b: ByProtocol) -> ByProtocol {
+    ByProtocol {
+        mesh: add_traffic(a.mesh, b.mesh),
+        session: add_traffic(a.session, b.session),
+        discovery: add_traffic(a.discovery, b.discovery),
+        repair: add_traffic(a.repair, b.repair),
+        table: add_traffic(a.table, b.table),
+        chord: add_traffic(a.chord, b.chord),
+    }
 }
 
 impl Net {
@@ -69,6 +110,8 @@ impl Net {
             events: Vec::new(),
             closes: Vec::new(),
             sent_by_code: BTreeMap::new(),
+            encrypted_transmits: 0,
+            retired: ByProtocol::default(),
             stalled: Vec::new(),
             paused: Vec::new(),
             auto_writable: true,
@@ -111,7 +154,8 @@ impl Net {
             }
         }
         self.queue.retain(|(n, _)| *n != i);
-        self.nodes[i] = Node::new(config);
+        let old = std::mem::replace(&mut self.nodes[i], Node::new(config));
+        self.retired = add_by_protocol(self.retired, old.metrics().session.traffic);
     }
 
     /// Node `i`'s id.
@@ -248,9 +292,16 @@ impl Net {
         }
     }
 
+    /// Hashes a transmit into the trace and, from a plaintext node, counts its frames by
+    /// code. A Noise node's bytes are ciphertext: decoding them as frames would count nothing
+    /// (or garbage), so they are only noted (see [`Net::sent`]).
     fn count_frames(&mut self, i: usize, conn: ConnId, bytes: &Bytes) {
         self.trace.update(&(i as u64).to_le_bytes());
         self.trace.update(bytes);
+        if self.nodes[i].config().link_encryption != LinkEncryption::PlaintextSimulationOnly {
+            self.encrypted_transmits += 1;
+            return;
+        }
         let dec = self.decoders.entry((i, conn)).or_default();
         dec.push(bytes.clone());
         while let Ok(Some(f)) = dec.next_frame() {
@@ -258,9 +309,25 @@ impl Net {
         }
     }
 
-    /// Frames of `code` transmitted so far.
+    /// Frames of `code` transmitted so far, read off the wire. Panics once a Noise node has
+    /// transmitted (tests only): its frames are ciphertext, and a count without them would
+    /// be wrong (an assertion that nothing was sent would hold whatever was). Such tests give
+    /// their nodes [`plaintext_config`], or count by protocol with [`Net::traffic`].
     pub fn sent(&self, code: Code) -> u64 {
+        assert_eq!(
+            self.encrypted_transmits, 0,
+            "frames by code are read off the wire, and Noise nodes send ciphertext: \
+             use net::plaintext_config or Net::traffic"
+        );
         self.sent_by_code.get(&code.0).copied().unwrap_or(0)
+    }
+
+    /// Frames and bytes by protocol, sent and received, over every node (replaced ones
+    /// included): the engines' own counters, whatever the links' encryption.
+    pub fn traffic(&self) -> ByProtocol {
+        self.nodes.iter().fold(self.retired, |sum, n| {
+            add_by_protocol(sum, n.metrics().session.traffic)
+        })
     }
 
     /// Advances virtual time by `d`, firing every timeout on the way.
@@ -328,5 +395,32 @@ impl Net {
                 "edge {a}-{b} not linked"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two linked nodes of `config`, one broadcast sent.
+    fn one_broadcast(config: fn(u64) -> Config) -> Net {
+        let mut net = Net::with_configs(vec![config(1), config(2)]);
+        net.join(&[(0, 1)]);
+        net.broadcast(0, b"x");
+        net
+    }
+
+    #[test]
+    fn frames_are_counted_by_code_on_plaintext_links_and_by_protocol_on_noise() {
+        let plain = one_broadcast(plaintext_config);
+        assert_eq!(plain.sent(Code::BROADCAST), 1);
+        assert_eq!(plain.traffic().mesh.frames_out, 1);
+        let noise = one_broadcast(config);
+        assert_eq!(noise.traffic().mesh.frames_out, 1);
+        assert_eq!(noise.delivered(1).len(), 1);
+        // Only read: nothing is left half-updated by the panic.
+        let counted =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| noise.sent(Code::BROADCAST)));
+        assert!(counted.is_err(), "a count off a Noise wire is refused");
     }
 }

@@ -13,13 +13,14 @@ use weft_engine::protocol::{key_position, NodeId, CHORD_REPLICAS};
 #[cfg(test)]
 use weft_engine::HostResult;
 use weft_engine::{
-    Command, Config, ConnId, Event, HostRequest, Input, Instant, MeshCommand, MeshEvent, Node,
-    Output, RequestId, TableCommand, TableEvent,
+    CloseReason, Command, Config, ConnId, Event, HostRequest, Input, Instant, MeshCommand,
+    MeshEvent, Node, Output, RequestId, TableCommand, TableEvent,
 };
 
 use crate::disk::Disk;
 use crate::durable::Durability;
 use crate::faults::{FaultConfig, Occurrence};
+use crate::links::LinkSetup;
 use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
 use crate::rng::{child_seed, SimRng};
@@ -301,7 +302,7 @@ pub struct WorldStats {
     /// crashed incarnations included; set by [`World::finish_stats`], read
     /// [`World::repair_messages`] before).
     pub repair_messages: u64,
-    /// Bytes transmitted.
+    /// Bytes transmitted, as on the wire (under Noise: handshakes and ciphertext).
     pub bytes: u64,
     /// Duplicate BROADCAST receptions, from node counters (crashed incarnations included).
     pub duplicates: u64,
@@ -317,6 +318,9 @@ pub struct WorldStats {
     pub table_changes: u64,
     /// `TableRefused` events, over all nodes.
     pub table_refusals: u64,
+    /// Connections closed because the Noise layer failed (`CloseReason::Noise`), over all
+    /// nodes: with wrong-secret nodes, the handshakes the network refused them.
+    pub noise_closes: u64,
     /// Table anti-entropy bytes queued (node counters, crashed incarnations included).
     pub table_catchup_bytes: u64,
     /// What full resends would have cost instead (node counters, likewise).
@@ -341,6 +345,10 @@ pub struct WorldConfig {
     pub chord: bool,
     /// Deliberately record one delivery twice (tests the checker and the replay line).
     pub sabotage: bool,
+    /// How the links are protected. Wrong-secret nodes come after the `nodes` of the network
+    /// (indices `nodes..`), each with intended links to two of them (or one, in a network of
+    /// one) that both ends keep dialing; nothing of the network is owed to them.
+    pub links: LinkSetup,
 }
 
 /// The simulated world.
@@ -419,13 +427,46 @@ impl World {
     /// [`World::new`], with `edit` applied to each node's configuration before the node is
     /// made (the benches use it to switch broadcast signatures).
     pub fn with_node_config(config: WorldConfig, mut edit: impl FnMut(&mut Config)) -> World {
-        let n = config.nodes;
         let seed = config.seed;
+        let wrong = config.links.wrong_secret_nodes;
+        let n = config.nodes + wrong;
         let mut neighbours = vec![Vec::new(); n as usize];
         for &(a, b) in &config.edges {
             neighbours[a as usize].push(b);
             neighbours[b as usize].push(a);
         }
+        // Each wrong-secret node's intended links: two nodes of the network, drawn from the
+        // seed (a stream of their own: a run without them draws the same as before).
+        let mut outsider_rng = SimRng::child(seed, "wrong-secret", 0);
+        for x in config.nodes..n {
+            let mut picked = Vec::new();
+            while picked.len() < 2.min(config.nodes as usize) {
+                let j = outsider_rng.below(u64::from(config.nodes)) as u32;
+                if !picked.contains(&j) {
+                    picked.push(j);
+                }
+            }
+            for j in picked {
+                neighbours[x as usize].push(j);
+                neighbours[j as usize].push(x);
+            }
+        }
+        // Every key derived once (see `links`); a secret that cannot be used stops the run at
+        // its start, with the open key meanwhile.
+        let (keys, key_error) = match config.links.keys() {
+            Ok(k) => (k, None),
+            Err(e) => {
+                let open = weft_engine::NetworkKey::OPEN;
+                let keys = crate::links::Keys {
+                    network: open,
+                    wrong: open,
+                };
+                (
+                    keys,
+                    Some(format!("the network secret cannot be used: {e}")),
+                )
+            }
+        };
         let mut clock_rng = SimRng::child(seed, "clock", 0);
         let mut nodes = Vec::with_capacity(n as usize);
         let mut cold = Vec::with_capacity(n as usize);
@@ -434,6 +475,12 @@ impl World {
             let mut c = Config::from_seed("sim", child_seed(seed, "node", i as u64));
             c.listen_addr = Some(addr(i as u32));
             c.discovery = config.discovery;
+            c.link_encryption = config.links.encryption();
+            c.network_key = if (i as u32) < config.nodes {
+                keys.network
+            } else {
+                keys.wrong
+            };
             if config.chord {
                 c.chord = Some(weft_engine::chord::ChordConfig::default());
             }
@@ -497,12 +544,20 @@ impl World {
             #[cfg(test)]
             synthetic: BTreeMap::new(),
         };
+        if let Some(e) = key_error {
+            world.fail(e);
+        }
         for i in 0..n {
             world.start_node(i);
             let stagger = world.app_rng.below(MAINTAIN_INTERVAL);
             world.push(stagger, Ev::Maintain { node: i });
         }
         world
+    }
+
+    /// Whether node `i` is a wrong-secret node (one of those after the network's nodes).
+    pub fn is_wrong_secret_node(&self, i: u32) -> bool {
+        i >= self.config.nodes
     }
 
     /// Node `i`'s id.
@@ -898,10 +953,10 @@ impl World {
         );
     }
 
-    /// What live nodes lost of what was acknowledged to them as committed (see
-    /// [`Durability`]).
+    /// What the network's live nodes lost of what was acknowledged to them as committed (see
+    /// [`Durability`]; nothing reaches a wrong-secret node).
     pub fn durability_violations(&self) -> Vec<String> {
-        let live = self.nodes.iter().filter_map(|n| n.node.as_deref());
+        let live = self.members().iter().filter_map(|n| n.node.as_deref());
         let mut lost = self.durable.lost_writes(live.clone());
         lost.extend(self.durable.lost_puts(Instant(self.now), live));
         lost
@@ -928,9 +983,21 @@ impl World {
         let incarnation = self.nodes[i as usize].incarnation;
         self.trace.event(self.now, i, &e);
         match &e {
-            Event::PeerUp { conn, .. } => {
+            Event::PeerUp { conn, node, .. } => {
                 self.cold[i as usize].dialing.remove(conn);
+                // Nodes of different network keys never link (SPEC.md §21).
+                if let Some(&j) = self.ids.get(node) {
+                    if self.is_wrong_secret_node(i) != self.is_wrong_secret_node(j) {
+                        self.fail(format!(
+                            "node {i} linked with node {j}, whose network secret differs"
+                        ));
+                    }
+                }
             }
+            Event::ConnectionClosed {
+                reason: CloseReason::Noise(_),
+                ..
+            } => self.stats.noise_closes += 1,
             Event::Table(TableEvent::Changed { .. }) => self.stats.table_changes += 1,
             Event::Table(TableEvent::Committed { through }) => {
                 self.durable.committed(i, incarnation, *through);
@@ -973,8 +1040,9 @@ impl World {
     }
 
     fn broadcast(&mut self, node: u32) {
-        // The chosen node may be down: the next live one (in index order) sends instead.
-        let n = self.nodes.len() as u32;
+        // The chosen node may be down: the next live one of the network (in index order)
+        // sends instead.
+        let n = self.config.nodes;
         let Some(origin) = (0..n)
             .map(|k| (node + k) % n)
             .find(|&k| self.nodes[k as usize].node.is_some() && !self.nodes[k as usize].paused)
@@ -1000,12 +1068,14 @@ impl World {
         }
         let unix_ms = self.wall_clock_ms(i);
         self.input(i, Input::WallClock { unix_ms });
-        // The lower-indexed end of an intended link (re)dials it when it is down.
+        // The lower-indexed end of an intended link (re)dials it when it is down; a
+        // wrong-secret node dials its intended links too (both ends try, and must fail).
+        let outsider = self.is_wrong_secret_node(i);
         let targets: Vec<u32> = self.cold[i as usize]
             .neighbours
             .iter()
             .copied()
-            .filter(|&j| j > i && !self.linked(i, j))
+            .filter(|&j| (j > i || outsider) && !self.linked(i, j))
             .filter(|j| {
                 let sn = &self.nodes[i as usize];
                 // A dedicated connection to `j` (Chord's) is no dial of the intended link.
@@ -1378,8 +1448,11 @@ impl World {
         let duration_ms = self
             .fault_rng
             .between(o.duration_min_ms, 2 * o.duration_min_ms);
+        // Crashes and pauses strike the network's nodes (at least half of them stay up);
+        // partitions and slow readers any node.
         let n = self.nodes.len() as u64;
-        let live: Vec<u32> = (0..n as u32)
+        let members = u64::from(self.config.nodes);
+        let live: Vec<u32> = (0..members as u32)
             .filter(|&i| self.nodes[i as usize].node.is_some() && !self.nodes[i as usize].paused)
             .collect();
         match kind {
@@ -1421,13 +1494,13 @@ impl World {
             }
             FaultKind::Crash => {
                 // Keep at least half the nodes up.
-                if live.len() as u64 * 2 > n {
+                if live.len() as u64 * 2 > members {
                     let i = live[self.fault_rng.below(live.len() as u64) as usize];
                     self.crash(i, duration_ms);
                 }
             }
             FaultKind::Pause => {
-                if live.len() as u64 * 2 > n {
+                if live.len() as u64 * 2 > members {
                     let i = live[self.fault_rng.below(live.len() as u64) as usize];
                     self.nodes[i as usize].paused = true;
                     self.paused_nodes += 1;
@@ -1451,14 +1524,20 @@ impl World {
             .get_or_insert(Violation { at: self.now, what });
     }
 
-    /// Live nodes (up and not crashed), by index.
+    /// The network's live nodes (up and not crashed), by index: wrong-secret nodes are not
+    /// of the network, and nothing is owed to them.
     pub fn live(&self) -> Vec<bool> {
-        self.nodes.iter().map(|s| s.node.is_some()).collect()
+        self.members().iter().map(|s| s.node.is_some()).collect()
     }
 
-    /// Each node's current incarnation.
+    /// Each of the network's nodes' current incarnation.
     pub fn incarnations(&self) -> Vec<u64> {
-        self.nodes.iter().map(|s| s.incarnation).collect()
+        self.members().iter().map(|s| s.incarnation).collect()
+    }
+
+    /// The network's nodes: all but the wrong-secret ones.
+    fn members(&self) -> &[SimNode] {
+        &self.nodes[..self.config.nodes as usize]
     }
 
     /// Sums node counters into the stats (call once, at the end).
@@ -1474,6 +1553,31 @@ impl World {
                 self.stats.table_catchup_bytes += m.table.catchup_bytes;
                 self.stats.table_full_resend_bytes += m.table.full_resend_bytes;
             }
+        }
+    }
+
+    /// The end-of-run checks of the network keys (the check that nodes of different keys
+    /// never link runs at every `PeerUp`): with wrong-secret nodes, some handshake between
+    /// keys was refused (else they were never tried, and that check saw nothing); without
+    /// them, no connection failed in the Noise layer (one key, no byte corrupted: a failure
+    /// is a bug).
+    pub fn check_keys(&mut self) {
+        let (wrong, closes) = (
+            self.config.links.wrong_secret_nodes,
+            self.stats.noise_closes,
+        );
+        if self.config.links.plaintext {
+            return;
+        }
+        if wrong > 0 && closes == 0 {
+            self.fail(format!(
+                "no handshake of the {wrong} wrong-secret nodes was refused: they were never tried"
+            ));
+        }
+        if wrong == 0 && closes > 0 {
+            self.fail(format!(
+                "{closes} connections failed in the Noise layer between nodes of one network key"
+            ));
         }
     }
 
@@ -1503,10 +1607,11 @@ impl World {
         self.chord_results.get(&(i, request))
     }
 
-    /// Live nodes whose Chord store holds `key` under any of its `CHORD_REPLICAS` positions
-    /// (the simulator's global view: a crashed node's memory is gone), by index.
+    /// The network's live nodes whose Chord store holds `key` under any of its
+    /// `CHORD_REPLICAS` positions (the simulator's global view: a crashed node's memory is
+    /// gone), by index.
     pub fn chord_holders(&self, key: &[u8]) -> Vec<u32> {
-        (0..self.nodes.len() as u32)
+        (0..self.config.nodes)
             .filter(|&i| {
                 self.node(i).and_then(|n| n.chord()).is_some_and(|c| {
                     (0..CHORD_REPLICAS as u8).any(|r| c.holds(key_position(key, r), key))
@@ -1582,6 +1687,7 @@ mod tests {
             discovery: false,
             chord: false,
             sabotage: false,
+            links: LinkSetup::OPEN,
         })
     }
 
@@ -1697,6 +1803,69 @@ mod tests {
         assert!(w.violation().is_none(), "{:?}", w.violation());
     }
 
+    /// A line of three nodes, no faults, with `links`; `edit` applied to each node's config.
+    fn line_of_three(links: LinkSetup, edit: impl FnMut(&mut Config)) -> World {
+        let config = WorldConfig {
+            seed: 7,
+            nodes: 3,
+            edges: vec![(0, 1), (1, 2)],
+            faults: FaultConfig::none(),
+            discovery: false,
+            chord: false,
+            sabotage: false,
+            links,
+        };
+        World::with_node_config(config, edit)
+    }
+
+    #[test]
+    fn a_wrong_secret_node_is_refused_and_a_link_across_keys_is_a_violation() {
+        // As set up: the network links, the wrong-secret node (3) never does, and the
+        // handshakes between them are refused (both ways: each end dials).
+        let mut w = line_of_three(LinkSetup::private("s", 1), |_| {});
+        w.run_until(5_000 * MS);
+        assert!(w.violation().is_none(), "{:?}", w.violation());
+        assert!(w.all_linked());
+        assert_eq!(w.node(3).map(|n| n.links().count()), Some(0));
+        assert!(w.stats.noise_closes >= 4, "{}", w.stats.noise_closes);
+        assert_eq!(
+            w.live(),
+            [true; 3],
+            "the wrong-secret node is not of the network"
+        );
+        w.check_keys();
+        assert!(w.violation().is_none(), "{:?}", w.violation());
+
+        // The wrong-secret node given the network's key behind the world's back: it links,
+        // and the world's check stops the run.
+        let key = weft_engine::NetworkKey::derive(b"s").unwrap();
+        let mut w = line_of_three(LinkSetup::private("s", 1), |c| c.network_key = key);
+        w.run_until(5_000 * MS);
+        let what = w.violation().map(|v| v.what.clone()).unwrap_or_default();
+        assert!(what.contains("whose network secret differs"), "{what}");
+
+        // Wrong-secret nodes never tried: the check saw nothing, and says so.
+        let mut w = line_of_three(LinkSetup::private("s", 1), |_| {});
+        w.check_keys();
+        let what = w.violation().map(|v| v.what.clone()).unwrap_or_default();
+        assert!(what.contains("never tried"), "{what}");
+
+        // One node of an open network with another key, unknown to the world: its links
+        // fail in the Noise layer, which between nodes of one key is a violation.
+        let mut k = 0;
+        let mut w = line_of_three(LinkSetup::OPEN, |c| {
+            k += 1;
+            if k == 3 {
+                c.network_key = key;
+            }
+        });
+        w.run_until(5_000 * MS);
+        assert!(!w.all_linked());
+        w.check_keys();
+        let what = w.violation().map(|v| v.what.clone()).unwrap_or_default();
+        assert!(what.contains("failed in the Noise layer"), "{what}");
+    }
+
     /// A lone node with a table: `ack_on_accept` makes the checker count writes as
     /// acknowledged when accepted (the broken behaviour), not when committed.
     fn lone(ack_on_accept: bool) -> World {
@@ -1708,6 +1877,7 @@ mod tests {
             discovery: false,
             chord: false,
             sabotage: false,
+            links: LinkSetup::OPEN,
         });
         w.durable.ack_on_accept = ack_on_accept;
         w.run_until(500 * MS);

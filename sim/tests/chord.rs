@@ -6,8 +6,8 @@ use bytes::Bytes;
 use weft_engine::chord::{
     ChordCommand, ChordConfig, ChordError, ChordRefusal, ChordRequest, ChordResult,
 };
-use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event};
+use weft_sim::links::LinkSetup;
 use weft_sim::net::{self as harness, Net};
 use weft_sim::scenario::chord::{self, ChordParams};
 use weft_sim::scenario::Scenario;
@@ -101,9 +101,10 @@ fn nodes_form_a_ring_over_chord_only_connections_that_floods_never_use() {
         other => panic!("{other:?}"),
     }
 
-    let before = net.sent(Code::BROADCAST);
+    // BROADCAST frames, from the engines' counters (the links are Noise).
+    let before = net.traffic().mesh.frames_out;
     net.broadcast(0, b"one flood");
-    assert_eq!(net.sent(Code::BROADCAST) - before, n as u64 - 1);
+    assert_eq!(net.traffic().mesh.frames_out - before, n as u64 - 1);
     for i in 1..n {
         assert_eq!(net.delivered(i).len(), 1, "node {i}");
     }
@@ -242,9 +243,11 @@ fn the_mesh_is_unaffected_by_chord() {
     }
 }
 
-/// Real nodes in the full simulator (byte streams, handshakes, the world's swarm faults:
+/// Real nodes in the full simulator (byte streams, Noise handshakes, the world's swarm faults:
 /// partitions, crashes and restarts, resets, clogs, ...), seeds 1..=WEFT_CHORD_SEEDS (default
-/// 100; `WEFT_CHORD_SEED=S` runs seed S alone). Once the ring has formed (within 120 s),
+/// 100; `WEFT_CHORD_SEED=S` runs seed S alone); seeds alternate between an open network, a
+/// private one, and a private one with a wrong-secret node that never links and never joins
+/// the ring (`LinkSetup::for_sweep_seed`). Once the ring has formed (within 120 s),
 /// nodes put `REAL_KEYS` keys (every put must reach 5 replicas); after 30 s of faults and the
 /// heal every live node's Chord successor and predecessor must match the true ring, and a get
 /// from a random node must return every key that some live node still holds (no key lost).
@@ -302,6 +305,8 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
     use weft_sim::topology::{edges, Topology};
     use weft_sim::world::{World, WorldConfig, MS};
     let n = 16;
+    let links = LinkSetup::for_sweep_seed(seed, false);
+    let wrong_secret_nodes = links.wrong_secret_nodes;
     let edges = edges(
         &Topology::Regular { degree: 3 },
         n,
@@ -315,6 +320,7 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
         discovery: false,
         chord: true,
         sabotage: false,
+        links,
     });
     let mut rng = SimRng::child(seed, "chord-keys", 0);
     let key = |k: u64| format!("key-{k}").into_bytes();
@@ -363,6 +369,24 @@ fn real_node_run(seed: u64) -> Result<Survival, String> {
             "ring not correct after the heal: {e}\n{}",
             world_chord_states(&w, n)
         ));
+    }
+
+    // No link across network keys (checked at every link), and the wrong-secret node was
+    // refused; it holds nothing of the network's.
+    w.check_keys();
+    if let Some(v) = w.violation() {
+        return Err(format!("violation: {v:?}"));
+    }
+    for x in n..n + wrong_secret_nodes {
+        let held = w
+            .node(x)
+            .and_then(|node| node.chord())
+            .map(|c| c.records_len());
+        if held.is_some_and(|records| records > 0) {
+            return Err(format!(
+                "wrong-secret node {x} holds {held:?} Chord records"
+            ));
+        }
     }
 
     // Every put a replica acknowledged (after its commit) is held by a live node: crashed

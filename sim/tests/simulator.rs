@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use weft_sim::links::LinkSetup;
 use weft_sim::scenario::mesh::{self, FaultMode, MeshParams, Shape};
 use weft_sim::scenario::Scenario;
 use weft_sim::sweep::{self, Shard};
@@ -34,21 +35,44 @@ fn seed_sweep_of_small_networks_under_swarm_faults() {
     // The sweep really injected faults and really needed repair.
     assert!(reports.iter().map(|r| r.faults_struck).sum::<u64>() > seeds);
     assert!(reports.iter().any(|r| r.repair_messages > 0));
+    // Noise on every seed: open networks, private ones, and private ones with a wrong-secret
+    // node whose handshakes were refused (each run checked that it never linked).
+    let links = |r: &mesh::MeshReport| r.header.links.clone();
+    let kinds: std::collections::BTreeSet<String> = reports.iter().map(links).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "noise, open network",
+            "noise, private network",
+            "noise, private network, 1 wrong-secret node"
+        ]
+    );
+    let refused = |r: &&mesh::MeshReport| r.header.links.contains("wrong-secret");
+    assert!(reports.iter().filter(refused).all(|r| r.noise_closes > 0));
 }
 
+/// Same parameters, same digest, with Noise on every link (the default): an open network,
+/// and a private one with wrong-secret nodes (whose refused handshakes are in the trace too).
 #[test]
 fn one_seed_twice_gives_one_digest_and_other_seeds_others() {
-    let run = |seed| mesh::run(&MeshParams::new(12, 3, seed, 10, FaultMode::Swarm));
-    let (a, b, c) = (run(5), run(5), run(6));
-    assert!(
-        a.header.ok && c.header.ok,
-        "{:?} {:?}",
-        a.header.violation,
-        c.header.violation
-    );
-    assert_eq!(a.header.digest, b.header.digest);
-    assert_eq!(a.header.events, b.header.events);
-    assert_ne!(a.header.digest, c.header.digest);
+    for links in [LinkSetup::OPEN, LinkSetup::private("replay", 2)] {
+        let run = |seed| {
+            let mut p = MeshParams::new(12, 3, seed, 10, FaultMode::Swarm);
+            p.links = links.clone();
+            mesh::run(&p)
+        };
+        let (a, b, c) = (run(5), run(5), run(6));
+        assert!(
+            a.header.ok && c.header.ok,
+            "{:?} {:?}",
+            a.header.violation,
+            c.header.violation
+        );
+        assert!(a.header.links.starts_with("noise, "), "{}", a.header.links);
+        assert_eq!(a.header.digest, b.header.digest);
+        assert_eq!(a.header.events, b.header.events);
+        assert_ne!(a.header.digest, c.header.digest);
+    }
     let quiet = |seed| {
         mesh::run(&MeshParams::new(30, 4, seed, 5, FaultMode::None))
             .header
@@ -56,6 +80,50 @@ fn one_seed_twice_gives_one_digest_and_other_seeds_others() {
     };
     assert_eq!(quiet(1), quiet(1));
     assert_ne!(quiet(1), quiet(2));
+}
+
+/// `--plaintext-sim-only` changes the bytes on the wire, so the digest, but not what the run
+/// shows: without faults the same deliveries at the same flood cost; under swarm faults both
+/// converge (the timing differs: frames are shorter, handshakes fewer). And it replays.
+#[test]
+fn plaintext_links_change_the_digest_not_the_outcome() {
+    let run = |faults: FaultMode, links: LinkSetup| {
+        let mut p = MeshParams::new(20, 4, 3, 8, faults);
+        p.links = links;
+        mesh::run(&p)
+    };
+    let (noise, plain) = (
+        run(FaultMode::None, LinkSetup::OPEN),
+        run(FaultMode::None, LinkSetup::plaintext()),
+    );
+    assert!(noise.header.ok && plain.header.ok);
+    assert_eq!(plain.header.links, "PLAINTEXT (simulation only)");
+    assert!(plain.header.replay.ends_with(" --plaintext-sim-only"));
+    assert_ne!(noise.header.digest, plain.header.digest);
+    let outcome = |r: &mesh::MeshReport| {
+        (
+            r.broadcasts,
+            r.delivered_fraction,
+            r.transmissions,
+            r.duplicates,
+            r.repair_messages,
+        )
+    };
+    assert_eq!(outcome(&noise), outcome(&plain));
+    let plain_again = run(FaultMode::None, LinkSetup::plaintext());
+    assert_eq!(plain_again.header.digest, plain.header.digest);
+
+    let (noise, plain) = (
+        run(FaultMode::Swarm, LinkSetup::OPEN),
+        run(FaultMode::Swarm, LinkSetup::plaintext()),
+    );
+    assert!(noise.header.ok, "{}", noise.to_text());
+    assert!(plain.header.ok, "{}", plain.to_text());
+    assert_ne!(noise.header.digest, plain.header.digest);
+    assert_eq!(
+        (noise.delivered_fraction, noise.broadcasts),
+        (plain.delivered_fraction, plain.broadcasts)
+    );
 }
 
 #[test]

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use weft_engine::protocol::Code;
 use weft_engine::{Command, Duration, Event, Input, TableCommand, TableEvent};
+use weft_sim::net::{self as harness, Net};
 use weft_sim::scenario::mesh::FaultMode;
 use weft_sim::scenario::table::{self, TableParams};
 use weft_sim::scenario::Scenario;
 use weft_sim::sweep::{self, Shard};
-use weft_sim::Net;
 
 /// Seeds in the sweep: `WEFT_TABLE_SEEDS` (default 300).
 fn sweep_seeds() -> u64 {
@@ -53,6 +53,21 @@ fn seed_sweep_of_small_networks_under_swarm_faults_converges_without_lease_viola
     assert!(reports.iter().map(|r| r.faults_struck).sum::<u64>() > seeds);
     assert!(reports.iter().any(|r| r.refusals > 0));
     assert!(catchup > 0 && full > 0);
+    // Noise on every seed: open networks, private ones, and private ones with a wrong-secret
+    // node whose handshakes were refused (each run checked that it never linked, and the
+    // tables above compare the network's nodes only).
+    let links = |r: &table::TableReport| r.header.links.clone();
+    let kinds: std::collections::BTreeSet<String> = reports.iter().map(links).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "noise, open network",
+            "noise, private network",
+            "noise, private network, 1 wrong-secret node"
+        ]
+    );
+    let refused = |r: &&table::TableReport| r.header.links.contains("wrong-secret");
+    assert!(reports.iter().filter(refused).all(|r| r.noise_closes > 0));
 }
 
 #[test]
@@ -103,7 +118,9 @@ fn catchup_after_a_reset_costs_less_than_a_full_resend() {
 /// once with TableRefused, nothing is sent, and neither table changes.
 #[test]
 fn a_write_to_a_key_leased_by_another_node_is_refused() {
-    let mut net = Net::new(2);
+    // Plaintext links: TABLE_WRITE frames are counted off the wire (the engines count the
+    // table's frames together).
+    let mut net = Net::with_configs((1..=2).map(harness::plaintext_config).collect());
     for i in 0..2 {
         net.input(
             i,

@@ -20,6 +20,8 @@ use crate::rng::SimRng;
 use crate::scenario::{ms_or_never, Cell, Row, RunHeader, Scenario};
 
 const MS: u64 = 1_000_000;
+/// What the report's `links` says: Chord machines exchange messages, not bytes on links.
+const NO_LINKS: &str = "none (message-level Chord machines)";
 const S: u64 = 1_000 * MS;
 
 /// What a chord run does.
@@ -432,7 +434,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
         }
     };
     ChordReport {
-        header: RunHeader::new("chord", p.seed, p.nodes, p.replay()).finish(
+        header: RunHeader::new("chord", p.seed, p.nodes, NO_LINKS.into(), p.replay()).finish(
             wall,
             net.events,
             net.digest(),

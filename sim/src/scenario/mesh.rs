@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::faults::FaultConfig;
+use crate::links::LinkSetup;
 use crate::rng::SimRng;
 use crate::scenario::{join, ms_or_never, settle, Cell, Row, RunHeader, Scenario, PROBE_MS};
 use crate::topology::{self, Topology};
@@ -168,6 +169,8 @@ pub struct MeshParams {
     pub sabotage: bool,
     /// Make every node a Chord ring member too: the mesh must be unaffected.
     pub chord: bool,
+    /// How the links are protected (Noise, open, by default).
+    pub links: LinkSetup,
 }
 
 impl MeshParams {
@@ -184,6 +187,7 @@ impl MeshParams {
             liveness_ms: 60_000,
             sabotage: false,
             chord: false,
+            links: LinkSetup::OPEN,
         }
     }
 
@@ -214,6 +218,7 @@ impl MeshParams {
         if self.chord {
             s.push_str(" --chord");
         }
+        s.push_str(&self.links.replay_args());
         s
     }
 }
@@ -243,6 +248,9 @@ pub struct MeshReport {
     pub faults: String,
     /// Faults that struck.
     pub faults_struck: u64,
+    /// Connections closed because the Noise layer failed: the handshakes refused between
+    /// the network and its wrong-secret nodes (0 without them).
+    pub noise_closes: u64,
 }
 
 impl Scenario for MeshReport {
@@ -262,6 +270,7 @@ impl Scenario for MeshReport {
             ("duplicates", self.duplicates.to_string()),
             ("repair messages", self.repair_messages.to_string()),
             ("converged", ms_or_never(self.converged_ms, " (simulated)")),
+            ("noise closes", self.noise_closes.to_string()),
         ]
     }
 
@@ -304,6 +313,7 @@ pub fn run(p: &MeshParams) -> MeshReport {
         discovery: false,
         chord: p.chord,
         sabotage: p.sabotage,
+        links: p.links.clone(),
     });
 
     // Join: every intended link up (or, under faults, as many as come up in time).
@@ -368,7 +378,8 @@ pub fn run(p: &MeshParams) -> MeshReport {
         }
     }
     MeshReport {
-        header: RunHeader::new("mesh", p.seed, p.nodes, p.replay()).finish_world(wall, &w),
+        header: RunHeader::new("mesh", p.seed, p.nodes, p.links.describe(), p.replay())
+            .finish_world(wall, &w),
         edges: e,
         broadcasts: b,
         delivered_fraction: if want == 0 {
@@ -382,10 +393,13 @@ pub fn run(p: &MeshParams) -> MeshReport {
         converged_ms,
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
+        noise_closes: w.stats.noise_closes,
     }
 }
 
-/// The mesh parameters a sweep derives from `seed`: a small network, swarm faults.
+/// The mesh parameters a sweep derives from `seed`: a small network, swarm faults, Noise
+/// links of an open network, a private one, or a private one with a wrong-secret node, by
+/// seed ([`LinkSetup::for_sweep_seed`]).
 pub fn sweep_params(seed: u64) -> MeshParams {
     let mut r = SimRng::child(seed, "sweep", 0);
     let nodes = r.between(5, 16) as u32;
@@ -393,5 +407,6 @@ pub fn sweep_params(seed: u64) -> MeshParams {
     let broadcasts = r.between(5, 25) as u32;
     let mut p = MeshParams::new(nodes, degree, seed, broadcasts, FaultMode::Swarm);
     p.safety_ms = 15_000;
+    p.links = LinkSetup::for_sweep_seed(seed, false);
     p
 }

@@ -20,8 +20,12 @@ pub struct RunHeader {
     pub protocol: &'static str,
     /// The root seed.
     pub seed: u64,
-    /// Nodes (at the start).
+    /// Nodes (at the start; wrong-secret nodes not counted).
     pub nodes: u32,
+    /// How the links are protected: `noise, open network`, `noise, private network`, with
+    /// `, K wrong-secret node(s)`, or `PLAINTEXT (simulation only)`; Chord's message-level
+    /// network has none.
+    pub links: String,
     /// Events processed.
     pub events: u64,
     /// Wall-clock ms the run took.
@@ -39,13 +43,20 @@ pub struct RunHeader {
 }
 
 impl RunHeader {
-    /// The header of a run of `protocol` with `seed` and `nodes`, replayed by `replay`; the
-    /// run's measures come with [`RunHeader::finish`].
-    pub fn new(protocol: &'static str, seed: u64, nodes: u32, replay: String) -> RunHeader {
+    /// The header of a run of `protocol` with `seed`, `nodes` and `links`, replayed by
+    /// `replay`; the run's measures come with [`RunHeader::finish`].
+    pub fn new(
+        protocol: &'static str,
+        seed: u64,
+        nodes: u32,
+        links: String,
+        replay: String,
+    ) -> RunHeader {
         RunHeader {
             protocol,
             seed,
             nodes,
+            links,
             events: 0,
             wall_ms: 0,
             events_per_sec: 0,
@@ -138,6 +149,7 @@ pub trait Scenario: Serialize {
             ("protocol", h.protocol.to_string()),
             ("seed", h.seed.to_string()),
             ("nodes", h.nodes.to_string()),
+            ("links", h.links.clone()),
         ];
         rows.extend(self.rows());
         rows.push(("events", h.events.to_string()));
@@ -185,11 +197,13 @@ fn join(w: &mut World, with_faults: bool) {
 }
 
 /// The end of a world scenario: unless it already failed, 2 simulated seconds more for what is
-/// in flight (duplicates included) to land; then the totals.
+/// in flight (duplicates included) to land; then the totals and the network keys' checks
+/// ([`World::check_keys`]).
 fn settle(w: &mut World) {
     if w.violation().is_none() {
         let settle = w.now + 2_000 * MS;
         w.run_until(settle);
     }
     w.finish_stats();
+    w.check_keys();
 }

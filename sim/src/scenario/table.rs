@@ -15,6 +15,7 @@ use serde::Serialize;
 use weft_engine::protocol::{NodeId, TableWrite};
 use weft_engine::{Command, Duration, TableCommand};
 
+use crate::links::LinkSetup;
 use crate::rng::SimRng;
 use crate::scenario::mesh::FaultMode;
 use crate::scenario::{join, ms_or_never, settle, Cell, Row, RunHeader, Scenario, PROBE_MS};
@@ -40,6 +41,8 @@ pub struct TableParams {
     pub safety_ms: u64,
     /// Deadline for convergence after the heal, simulated ms.
     pub liveness_ms: u64,
+    /// How the links are protected (Noise, open, by default).
+    pub links: LinkSetup,
 }
 
 impl TableParams {
@@ -54,6 +57,7 @@ impl TableParams {
             halves: false,
             safety_ms: 20_000,
             liveness_ms: 60_000,
+            links: LinkSetup::OPEN,
         }
     }
 
@@ -76,6 +80,7 @@ impl TableParams {
         if self.liveness_ms != 60_000 {
             s.push_str(&format!(" --liveness-ms {}", self.liveness_ms));
         }
+        s.push_str(&self.links.replay_args());
         s
     }
 
@@ -122,6 +127,9 @@ pub struct TableReport {
     pub catchup_bytes: u64,
     /// What full resends of the table would have cost at the same moments.
     pub full_resend_bytes: u64,
+    /// Connections closed because the Noise layer failed: the handshakes refused between
+    /// the network and its wrong-secret nodes (0 without them).
+    pub noise_closes: u64,
 }
 
 impl Scenario for TableReport {
@@ -142,6 +150,7 @@ impl Scenario for TableReport {
             ("catch-up bytes", self.catchup_bytes.to_string()),
             ("full resend bytes", self.full_resend_bytes.to_string()),
             ("converged", ms_or_never(self.converged_ms, " (simulated)")),
+            ("noise closes", self.noise_closes.to_string()),
         ]
     }
 
@@ -298,6 +307,7 @@ pub fn run(p: &TableParams) -> TableReport {
         discovery: false,
         chord: false,
         sabotage: false,
+        links: p.links.clone(),
     });
 
     join(&mut w, with_faults);
@@ -373,7 +383,8 @@ pub fn run(p: &TableParams) -> TableReport {
         w.fail(what);
     }
     TableReport {
-        header: RunHeader::new("table", p.seed, p.nodes, p.replay()).finish_world(wall, &w),
+        header: RunHeader::new("table", p.seed, p.nodes, p.links.describe(), p.replay())
+            .finish_world(wall, &w),
         edges: edges.len() as u64,
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
@@ -388,10 +399,13 @@ pub fn run(p: &TableParams) -> TableReport {
         refusals: w.stats.table_refusals,
         catchup_bytes: w.stats.table_catchup_bytes,
         full_resend_bytes: w.stats.table_full_resend_bytes,
+        noise_closes: w.stats.noise_closes,
     }
 }
 
-/// The table parameters a sweep derives from `seed`: a small network, swarm faults.
+/// The table parameters a sweep derives from `seed`: a small network, swarm faults, Noise
+/// links of an open network, a private one, or a private one with a wrong-secret node, by
+/// seed ([`LinkSetup::for_sweep_seed`]).
 pub fn sweep_params(seed: u64) -> TableParams {
     let mut r = SimRng::child(seed, "table-sweep", 0);
     let nodes = r.between(4, 12) as u32;
@@ -399,5 +413,6 @@ pub fn sweep_params(seed: u64) -> TableParams {
     let mut p = TableParams::new(nodes, seed, writes, FaultMode::Swarm);
     p.degree = r.between(2, 4).min(u64::from(nodes) - 1) as u32;
     p.safety_ms = 15_000;
+    p.links = LinkSetup::for_sweep_seed(seed, false);
     p
 }
