@@ -10,6 +10,14 @@
 //! broadcast) and off; `WEFT_BENCH_SIGNATURES=on` or `off` runs only one, and the bench id
 //! names the mode. The per-peer broadcast rate limit (SPEC.md §11.9) is raised out of the way:
 //! the bench measures throughput, not the limit.
+//!
+//! Each runs with the links encrypted (`noise`: `LinkEncryption::Noise`, the default and the
+//! only mode a deployed node has) and, as the baseline to read it against, with weft frames
+//! in the clear (`plaintext_baseline`: `LinkEncryption::PlaintextSimulationOnly`, which only
+//! the simulator and this bench set); `WEFT_BENCH_ENCRYPTION=noise` or `plaintext` runs only
+//! one.
+//!
+//! `cargo bench -p weft-benches --bench loopback`
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver};
@@ -19,7 +27,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_drivers::{Delivery, Handle, Setup};
 use weft_engine::rate::RateLimit;
-use weft_engine::Config;
+use weft_engine::{Config, LinkEncryption};
 
 const WINDOW: u64 = 16 * 1024;
 /// How often the application looks for deliveries while the window is full.
@@ -54,11 +62,35 @@ fn signature_modes() -> Vec<bool> {
     }
 }
 
-fn setup(seed: u64, compression: bool, signatures: bool, peers: Vec<String>) -> Setup {
+/// The link encryptions to run, each with the name its bench id carries:
+/// `WEFT_BENCH_ENCRYPTION` = `noise`, `plaintext`, or unset for both.
+fn encryptions() -> Vec<(&'static str, LinkEncryption)> {
+    let noise = ("noise", LinkEncryption::Noise);
+    let plaintext = (
+        "plaintext_baseline",
+        LinkEncryption::PlaintextSimulationOnly,
+    );
+    match std::env::var("WEFT_BENCH_ENCRYPTION").as_deref() {
+        Ok("noise") => vec![noise],
+        Ok("plaintext") => vec![plaintext],
+        _ => vec![noise, plaintext],
+    }
+}
+
+/// How a pair of nodes is configured.
+#[derive(Clone, Copy)]
+struct Mode {
+    compression: bool,
+    signatures: bool,
+    encryption: LinkEncryption,
+}
+
+fn setup(seed: u64, mode: Mode, peers: Vec<String>) -> Setup {
     let mut config = Config::from_seed("bench", seed);
     config.discovery = false;
-    config.compression = compression;
-    config.broadcast_signatures = signatures;
+    config.link_encryption = mode.encryption;
+    config.compression = mode.compression;
+    config.broadcast_signatures = mode.signatures;
     let unlimited = RateLimit {
         per_second: u32::MAX,
         burst: u32::MAX,
@@ -101,11 +133,11 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(driver: Driver, compression: bool, signatures: bool) -> Pair {
-        let b_setup = setup(2, compression, signatures, Vec::new());
+    fn new(driver: Driver, mode: Mode) -> Pair {
+        let b_setup = setup(2, mode, Vec::new());
         let b_addr = b_setup.local_addr().unwrap().to_string();
         let b = spawn(driver, b_setup);
-        let a = spawn(driver, setup(1, compression, signatures, vec![b_addr]));
+        let a = spawn(driver, setup(1, mode, vec![b_addr]));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !a.hosts().unwrap().iter().any(|h| h.direct) {
             assert!(Instant::now() < deadline, "the nodes did not link");
@@ -158,10 +190,18 @@ fn loopback(c: &mut Criterion) {
         eprintln!("loopback bench: broadcast origin signatures {mode}");
         for (name, driver) in [("mio", Driver::Mio), ("tokio", Driver::Tokio)] {
             for (variant, compression) in [("defaults", true), ("no_lz4", false)] {
-                let pair = Pair::new(driver, compression, signatures);
-                group.bench_function(format!("{name}/{variant}/signatures_{mode}"), |b| {
-                    b.iter_custom(|n| pair.run(n))
-                });
+                for (links, encryption) in encryptions() {
+                    let pair = Pair::new(
+                        driver,
+                        Mode {
+                            compression,
+                            signatures,
+                            encryption,
+                        },
+                    );
+                    let id = format!("{name}/{variant}/signatures_{mode}/{links}");
+                    group.bench_function(id, |b| b.iter_custom(|n| pair.run(n)));
+                }
             }
         }
     }

@@ -272,7 +272,10 @@ pub struct NoiseLink {
     inbound: BytesMut,
     /// Handshake messages to send, length-prefixed.
     outbound: VecDeque<Bytes>,
-    /// Decrypted transport payloads not yet taken.
+    /// What the transport messages of the current [`push`](Self::push) decrypted to, one
+    /// after the other; handed out whole when the push ends.
+    opened: BytesMut,
+    /// Decrypted stretches of the stream not yet taken: one per push that opened a message.
     plaintext: VecDeque<Bytes>,
     peer_identity: Option<PublicKey>,
     sent: Since,
@@ -303,6 +306,7 @@ impl NoiseLink {
             rekey: keys.rekey,
             inbound: BytesMut::new(),
             outbound: VecDeque::new(),
+            opened: BytesMut::new(),
             plaintext: VecDeque::new(),
             peer_identity: None,
             sent: Since::default(),
@@ -336,6 +340,7 @@ impl NoiseLink {
     pub fn fail(&mut self, error: NoiseError) {
         self.phase = Phase::Failed(error);
         self.inbound.clear();
+        self.opened.clear();
         self.plaintext.clear();
     }
 
@@ -344,7 +349,9 @@ impl NoiseLink {
         self.outbound.pop_front()
     }
 
-    /// The next decrypted stretch of the peer's byte stream.
+    /// The next decrypted stretch of the peer's byte stream: everything one
+    /// [`push`](Self::push) opened, in one piece however many messages it held (a frame
+    /// decoder fed one piece per push joins no pieces).
     pub fn poll_plaintext(&mut self) -> Option<Bytes> {
         self.plaintext.pop_front()
     }
@@ -365,9 +372,12 @@ impl NoiseLink {
         loop {
             match self.take_message() {
                 Ok(()) => {}
-                Err(Step::NeedMore) => return,
+                Err(Step::NeedMore) => break,
                 Err(Step::Failed(e)) => return self.fail(e),
             }
+        }
+        if !self.opened.is_empty() {
+            self.plaintext.push_back(self.opened.split().freeze());
         }
     }
 
@@ -384,21 +394,28 @@ impl NoiseLink {
         if self.inbound.len() < 2 + len {
             return Err(Step::NeedMore);
         }
-        self.inbound.advance(2);
-        let message = self.inbound.split_to(len);
         match &mut self.phase {
-            Phase::Handshake(_) => self.read_handshake(&message),
+            Phase::Handshake(_) => {
+                self.inbound.advance(2);
+                let message = self.inbound.split_to(len);
+                self.read_handshake(&message)
+            }
             Phase::Transport(t) => {
-                let mut plain = BytesMut::zeroed(len.saturating_sub(TAG_BYTES));
+                if self.opened.is_empty() {
+                    // Room for every message buffered: one allocation for the whole push.
+                    self.opened.reserve(self.inbound.len());
+                }
+                // Room for the tag too: the cipher then opens the message in place there,
+                // rather than in a copy of its own.
+                let at = self.opened.len();
+                self.opened.resize(at + len, 0);
                 let n = t
-                    .read_message(&message, &mut plain)
+                    .read_message(&self.inbound[2..2 + len], &mut self.opened[at..])
                     .map_err(|_| Step::Failed(NoiseError::Decrypt))?;
-                plain.truncate(n);
+                self.opened.truncate(at + n);
+                self.inbound.advance(2 + len);
                 if self.received.count(len, &self.rekey) {
                     t.rekey_incoming();
-                }
-                if n > 0 {
-                    self.plaintext.push_back(plain.freeze());
                 }
                 Ok(())
             }
@@ -501,4 +518,66 @@ impl NoiseLink {
 enum Step {
     NeedMore,
     Failed(NoiseError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two links of the open network with their handshake done: (initiator, responder).
+    fn pair() -> (NoiseLink, NoiseLink) {
+        let keys = |n| NoiseKeys::new(&[n; 32], NetworkKey::OPEN, Rekey::default());
+        let mut a = NoiseLink::new(&keys(1), NoiseRole::Initiator, [1; 32]);
+        let mut b = NoiseLink::new(&keys(2), NoiseRole::Responder, [2; 32]);
+        while let Some(m) = a.poll_transmit() {
+            b.push(&m);
+            while let Some(m) = b.poll_transmit() {
+                a.push(&m);
+            }
+        }
+        assert!(a.is_established() && b.is_established());
+        (a, b)
+    }
+
+    #[test]
+    fn the_messages_one_push_opens_come_out_in_one_piece() {
+        let (mut a, mut b) = pair();
+        // 300 frames of 200 bytes, each sealed as its own message, as the session sends them.
+        let frames: Vec<Vec<u8>> = (0..300u16).map(|n| vec![n as u8; 200]).collect();
+        let wire: Vec<u8> = frames.iter().flat_map(|f| a.seal(f)).collect();
+        assert_eq!(wire.len(), 300 * (2 + 200 + TAG_BYTES));
+        // Two reads, the first ending inside a message: one piece each, the cut message in
+        // the second.
+        let cut = wire.len() / 2 + 7;
+        b.push(&wire[..cut]);
+        let first = b.poll_plaintext().expect("the first read's whole messages");
+        assert_eq!(b.poll_plaintext(), None, "one piece for the first read");
+        assert_eq!(first.len(), cut / (2 + 200 + TAG_BYTES) * 200);
+        b.push(&wire[cut..]);
+        let second = b.poll_plaintext().expect("the second read's messages");
+        assert_eq!(b.poll_plaintext(), None, "one piece for the second read");
+        assert_eq!(b.error(), None);
+        assert!(
+            [first, second].concat() == frames.concat(),
+            "the stream in order"
+        );
+        // A read that completes no message hands out nothing; the next completes it.
+        let m = a.seal(b"late");
+        b.push(&m[..5]);
+        assert_eq!(b.poll_plaintext(), None);
+        b.push(&m[5..]);
+        assert_eq!(b.poll_plaintext().as_deref(), Some(&b"late"[..]));
+    }
+
+    #[test]
+    fn a_bad_message_after_good_ones_in_one_push_hands_out_none_of_them() {
+        let (mut a, mut b) = pair();
+        let mut wire = a.seal(b"good").to_vec();
+        let mut bad = a.seal(b"tampered").to_vec();
+        bad[5] ^= 1;
+        wire.extend_from_slice(&bad);
+        b.push(&wire);
+        assert_eq!(b.error(), Some(NoiseError::Decrypt));
+        assert_eq!(b.poll_plaintext(), None, "the link failed: nothing is read");
+    }
 }
