@@ -497,3 +497,58 @@ fn a_hello_claiming_another_identity_than_the_handshake_bound_is_refused() {
     )));
     assert_eq!(n.links().count(), 0);
 }
+
+/// Frames queued behind a full transmit window go out sealed together (one Noise message for
+/// many frames), and arrive whole and in order, as frames sealed one by one do.
+#[test]
+fn frames_queued_behind_the_window_are_sealed_together_and_arrive_in_order() {
+    let mut w = Wire::new(node(1, NetworkKey::OPEN), node(2, NetworkKey::OPEN));
+    w.pump(|_, b| Some(b));
+    assert!(w.linked());
+    // Far more than the 256 KiB window: the pump never reports Writable, so the rest waits.
+    let count: u32 = 4000;
+    for i in 0..count {
+        let mut payload = vec![0u8; 200];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        w.a.handle_input(
+            T0,
+            Input::Command(Command::Mesh(weft_engine::MeshCommand::Broadcast {
+                payload: payload.into(),
+            })),
+        )
+        .unwrap();
+    }
+    let before = w.a_to_b.len();
+    w.pump(|_, b| Some(b));
+    let one_by_one = w.a_to_b.len() - before;
+    let mut rounds = 0;
+    loop {
+        let sent = w.a_to_b.len();
+        let conn = w.a_conn;
+        w.a.handle_input(T0, Input::Writable { conn }).unwrap();
+        w.pump(|_, b| Some(b));
+        rounds += 1;
+        if w.a_to_b.len() == sent || rounds > 100 {
+            break;
+        }
+    }
+    let batched = w.a_to_b.len() - before - one_by_one;
+    let got: Vec<u32> = w
+        .other
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Mesh(weft_engine::MeshEvent::Broadcast { payload, .. })) => {
+                Some(u32::from_be_bytes(payload[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), count as usize, "every broadcast arrives");
+    assert!(got.windows(2).all(|p| p[0] < p[1]), "in order");
+    let after_window = count as usize - one_by_one;
+    assert!(
+        batched * 20 < after_window,
+        "{after_window} frames after the window went in {batched} transmits"
+    );
+    assert!(w.linked());
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use weft_protocol::{
     Code, Family, Frame, NodeId, ProtocolError, PublicKey, HANDSHAKE_FRAME_BYTES_MAX,
 };
@@ -14,7 +14,7 @@ use crate::time::Instant;
 use super::handshake::Handshake;
 use super::send_queue::{SendQueue, Transmit};
 use super::wire::{AnyWire, Wire, WireError};
-use crate::noise::NoiseError;
+use crate::noise::{NoiseError, PLAINTEXT_BYTES_MAX};
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -216,7 +216,10 @@ impl Conn {
     }
 
     /// The transport's own bytes (its handshake), else the next frame the transmit window
-    /// allows, sealed for the wire and counted.
+    /// allows, sealed for the wire and counted. Under Noise, the control and relay frames
+    /// queued behind a control or relay frame go in the same seal, up to one Noise message of
+    /// plaintext and within the window: one AEAD call, one length and one tag for many small
+    /// frames (SPEC.md §21.4).
     pub(crate) fn next_transmit(
         &mut self,
         now: Instant,
@@ -228,24 +231,73 @@ impl Conn {
             self.queue.handed_out(bytes.len());
             self.bytes_out += bytes.len() as u64;
             self.last_sent_at = now;
-            return Some(Sent { bytes, frame: None });
+            return Some(Sent {
+                bytes,
+                frames: 0,
+                bulk: None,
+            });
         }
         if !self.wire.can_seal() {
             return None;
         }
         let Transmit { frame, bulk } = self.queue.next_transmit(window)?;
-        // Every queued frame was built with a whole header.
-        let code = Frame::peek_code(&frame).unwrap_or(Code(0));
-        self.traffic.count_out(code, frame.len());
-        traffic.count_out(code, frame.len());
-        let wire = self.wire.seal(frame);
+        let code = self.count_out(&frame, traffic);
+        let coalesces = matches!(self.wire, AnyWire::Noise(_)) && !bulk;
+        let (plain, frames) = if coalesces && frame.len() < PLAINTEXT_BYTES_MAX {
+            self.coalesce(frame, window, traffic)
+        } else {
+            (frame, 1)
+        };
+        let wire = self.wire.seal(plain);
         self.queue.handed_out(wire.len());
         self.bytes_out += wire.len() as u64;
         self.last_sent_at = now;
         Some(Sent {
             bytes: wire,
-            frame: Some((code, bulk)),
+            frames,
+            bulk: bulk.then_some(code),
         })
+    }
+
+    /// `first` and the control and relay frames queued behind it that fit one Noise message
+    /// and the window, as one plaintext; and how many frames that is.
+    fn coalesce(&mut self, first: Bytes, window: usize, traffic: &mut ByProtocol) -> (Bytes, u32) {
+        let room = |batch: usize, in_flight: usize| {
+            PLAINTEXT_BYTES_MAX
+                .saturating_sub(batch)
+                .min(window.saturating_sub(in_flight + batch))
+        };
+        let Some(next) = self
+            .queue
+            .next_lane_frame_within(room(first.len(), self.queue.in_flight()))
+        else {
+            return (first, 1);
+        };
+        let mut batch = BytesMut::with_capacity(PLAINTEXT_BYTES_MAX.min(window));
+        batch.extend_from_slice(&first);
+        let mut frame = next;
+        let mut frames = 1;
+        loop {
+            self.count_out(&frame, traffic);
+            batch.extend_from_slice(&frame);
+            frames += 1;
+            match self
+                .queue
+                .next_lane_frame_within(room(batch.len(), self.queue.in_flight()))
+            {
+                Some(next) => frame = next,
+                None => return (batch.freeze(), frames),
+            }
+        }
+    }
+
+    /// Counts a frame handed out; its code.
+    fn count_out(&mut self, frame: &Bytes, traffic: &mut ByProtocol) -> Code {
+        // Every queued frame was built with a whole header.
+        let code = Frame::peek_code(frame).unwrap_or(Code(0));
+        self.traffic.count_out(code, frame.len());
+        traffic.count_out(code, frame.len());
+        code
     }
 }
 
@@ -254,7 +306,8 @@ impl Conn {
 pub(crate) struct Sent {
     /// The bytes to write.
     pub(crate) bytes: Bytes,
-    /// The frame they carry (its code, and whether it was bulk); `None` for the transport's
-    /// own handshake bytes.
-    pub(crate) frame: Option<(Code, bool)>,
+    /// The frames they carry (0 for the transport's own handshake bytes).
+    pub(crate) frames: u32,
+    /// The code of the bulk frame they carry, if they carry one (a bulk frame goes alone).
+    pub(crate) bulk: Option<Code>,
 }

@@ -940,7 +940,7 @@ impl Session {
             c.queue_mut()
                 .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
             if let Some(sent) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
-                self.metrics.frames_sent += u64::from(sent.frame.is_some());
+                self.metrics.frames_sent += u64::from(sent.frames);
                 self.metrics.bytes_sent += sent.bytes.len() as u64;
                 self.outputs.push_back(Output::Transmit {
                     conn,
@@ -1561,9 +1561,9 @@ fn flush_conn(
     notices: &mut VecDeque<Notice>,
 ) {
     while let Some(sent) = c.next_transmit(now, window, &mut metrics.traffic) {
-        if let Some((code, bulk)) = sent.frame {
-            metrics.frames_sent += 1;
-            if let (true, Some(peer), Some(family)) = (bulk, c.peer(), code.family()) {
+        metrics.frames_sent += u64::from(sent.frames);
+        if let (Some(code), Some(peer)) = (sent.bulk, c.peer()) {
+            if let Some(family) = code.family() {
                 notices.push_back(Notice::Room {
                     node: peer.node,
                     family,

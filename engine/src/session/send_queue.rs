@@ -102,6 +102,24 @@ impl SendQueue {
         Some(Transmit { frame, bulk: true })
     }
 
+    /// The next control or relay frame, if it is at most `len_max` bytes: a frame to hand out
+    /// with the one [`next_transmit`](Self::next_transmit) just gave, in the same seal.
+    #[inline]
+    pub(crate) fn next_lane_frame_within(&mut self, len_max: usize) -> Option<Bytes> {
+        if self.lane.first.as_ref()?.len() > len_max {
+            return None;
+        }
+        let frame = self.lane.pop_front()?;
+        self.queued_bytes -= frame.len();
+        Some(frame)
+    }
+
+    /// Bytes handed to the driver and not yet reported written.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight_bytes
+    }
+
     /// Counts `len` bytes handed to the driver (a frame as the transport sealed it).
     pub(crate) fn handed_out(&mut self, len: usize) {
         self.in_flight_bytes += len;
