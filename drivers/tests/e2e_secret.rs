@@ -46,18 +46,7 @@ fn assert_never_shown(node: &NodeProc, secret: &str) {
 fn nodes_with_the_same_secret_link_and_deliver() {
     let (dir, net) = scratch("secret-same");
     let secret = ["--secret", SECRET];
-    let a = NodeProc::start_with(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[], &secret);
-    let b = NodeProc::start_with(
-        dir.path(),
-        &net,
-        "b",
-        "tokio",
-        "127.0.0.1:0",
-        &[&a.addr],
-        &secret,
-    );
-    let b_id = b.id();
-    wait_until("a and b link", || a.links_to(&b_id));
+    let (a, b) = NodeProc::linked_pair(dir.path(), &net, &secret);
     let at_a = a.listen();
     b.send("members only");
     assert_eq!(at_a.wait_for(1)[0].payload.as_deref(), Some("members only"));
@@ -149,18 +138,8 @@ fn a_secret_file_and_a_config_secret_make_one_network() {
 fn nodes_with_another_secret_or_none_never_link_to_members() {
     let (dir, net) = scratch("secret-other");
     let secret = ["--secret", SECRET];
-    let a = NodeProc::start_with(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[], &secret);
-    let b = NodeProc::start_with(
-        dir.path(),
-        &net,
-        "b",
-        "tokio",
-        "127.0.0.1:0",
-        &[&a.addr],
-        &secret,
-    );
+    let (a, b) = NodeProc::linked_pair(dir.path(), &net, &secret);
     let b_id = b.id();
-    wait_until("the members link", || a.links_to(&b_id));
     let other = NodeProc::start_with(
         dir.path(),
         &net,

@@ -346,18 +346,7 @@ fn a_forged_broadcast_disconnects_its_relay_and_shows_in_stats() {
 fn unsigned_broadcast_nodes_link_only_with_their_own_mode() {
     let (dir, net) = scratch("unsigned");
     let unsigned = ["--unsigned-broadcasts"];
-    let a = NodeProc::start_with(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[], &unsigned);
-    let b = NodeProc::start_with(
-        dir.path(),
-        &net,
-        "b",
-        "tokio",
-        "127.0.0.1:0",
-        &[&a.addr],
-        &unsigned,
-    );
-    let b_id = b.id();
-    wait_until("b links to a", || a.links_to(&b_id));
+    let (a, b) = NodeProc::linked_pair(dir.path(), &net, &unsigned);
     assert!(a.log_text().contains("broadcasts are unsigned"));
     b.send("trusted");
     wait_until("a delivers b's broadcast", || {

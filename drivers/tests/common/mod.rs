@@ -141,6 +141,16 @@ impl NodeProc {
         NodeProc::start_args(net, state, log, &args, &[("RUST_LOG", "info")])
     }
 
+    /// Two nodes started with `extra` arguments, `a` on mio and `b` on tokio dialing it,
+    /// linked.
+    pub fn linked_pair(dir: &Path, net: &str, extra: &[&str]) -> (NodeProc, NodeProc) {
+        let a = NodeProc::start_with(dir, net, "a", "mio", "127.0.0.1:0", &[], extra);
+        let b = NodeProc::start_with(dir, net, "b", "tokio", "127.0.0.1:0", &[&a.addr], extra);
+        let b_id = b.id();
+        wait_until("a and b link", || a.links_to(&b_id));
+        (a, b)
+    }
+
     /// Starts `weft args` (a `weft node` of network `net` with state folder `state`), its
     /// stderr to `log`, with `envs` set, and waits for the line that says where it listens.
     pub fn start_args(
