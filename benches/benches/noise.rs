@@ -33,7 +33,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, TransportState};
 use weft_engine::identity::{Identity, Role, Transcript};
-use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
+use weft_engine::noise::{handshake_in_memory, NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::NetworkKey;
 use weft_protocol::{Broadcast, FrameDecoder, Message, NetworkId, OriginProof};
 
@@ -173,20 +173,7 @@ fn noise_keys(secret: u8) -> NoiseKeys {
 fn noise_pair(initiator: &NoiseKeys, responder: &NoiseKeys) -> (NoiseLink, NoiseLink) {
     let mut i = NoiseLink::new(initiator, NoiseRole::Initiator, [1; 32]);
     let mut r = NoiseLink::new(responder, NoiseRole::Responder, [2; 32]);
-    loop {
-        let mut moved = false;
-        while let Some(m) = i.poll_transmit() {
-            r.push(&m);
-            moved = true;
-        }
-        while let Some(m) = r.poll_transmit() {
-            i.push(&m);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    handshake_in_memory(&mut i, &mut r);
     assert!(i.is_established() && r.is_established(), "handshake done");
     assert!(i.peer_identity().is_some() && r.peer_identity().is_some());
     (i, r)

@@ -7,7 +7,8 @@ mod common;
 use bytes::Bytes;
 use common::{drain, T0};
 use weft_engine::noise::{
-    NoiseError, NoiseKeys, NoiseLink, NoiseRole, Rekey, IDENTITY_PAYLOAD_BYTES, PLAINTEXT_BYTES_MAX,
+    handshake_in_memory, NoiseError, NoiseKeys, NoiseLink, NoiseRole, Rekey,
+    IDENTITY_PAYLOAD_BYTES, PLAINTEXT_BYTES_MAX,
 };
 use weft_engine::protocol::{Code, Frame, FrameDecoder, Hello, Message, NetworkId};
 use weft_engine::{
@@ -22,28 +23,10 @@ fn keys(n: u8, network: NetworkKey) -> NoiseKeys {
     NoiseKeys::new(&secret(n), network, Rekey::default())
 }
 
-/// Moves every pending handshake message between `i` and `r` until neither has one.
-fn shake(i: &mut NoiseLink, r: &mut NoiseLink) {
-    loop {
-        let mut moved = false;
-        while let Some(m) = i.poll_transmit() {
-            r.push(&m);
-            moved = true;
-        }
-        while let Some(m) = r.poll_transmit() {
-            i.push(&m);
-            moved = true;
-        }
-        if !moved {
-            return;
-        }
-    }
-}
-
 fn pair(i: &NoiseKeys, r: &NoiseKeys) -> (NoiseLink, NoiseLink) {
     let mut a = NoiseLink::new(i, NoiseRole::Initiator, [1; 32]);
     let mut b = NoiseLink::new(r, NoiseRole::Responder, [2; 32]);
-    shake(&mut a, &mut b);
+    handshake_in_memory(&mut a, &mut b);
     (a, b)
 }
 

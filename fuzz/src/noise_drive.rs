@@ -12,7 +12,7 @@
 //! more handshake messages; in mode 2 the plaintext received is always a prefix of what was
 //! sent, and all of it when nothing was flipped.
 
-use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
+use weft_engine::noise::{handshake_in_memory, NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::NetworkKey;
 
 fn keys(n: u8) -> NoiseKeys {
@@ -68,20 +68,7 @@ fn run_established(data: &[u8]) {
     let flip = byte(3);
     let mut a = NoiseLink::new(&keys(1), NoiseRole::Initiator, [1; 32]);
     let mut b = NoiseLink::new(&keys(2), NoiseRole::Responder, [2; 32]);
-    loop {
-        let mut moved = false;
-        while let Some(m) = a.poll_transmit() {
-            b.push(&m);
-            moved = true;
-        }
-        while let Some(m) = b.poll_transmit() {
-            a.push(&m);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    handshake_in_memory(&mut a, &mut b);
     assert!(a.is_established() && b.is_established());
     let mut sent = Vec::new();
     let mut wire = Vec::new();
