@@ -29,6 +29,7 @@ pub mod metrics;
 mod node;
 pub mod noise;
 pub mod rate;
+pub mod replicate;
 mod seen;
 mod session;
 mod state_blob;
