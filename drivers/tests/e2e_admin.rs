@@ -17,10 +17,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `weft table <args...> --name NET --state DIR` against `node`.
 fn table(node: &NodeProc, args: &[&str]) -> Output {
     let state = node.state.display().to_string();
@@ -479,20 +475,13 @@ fn lone(dir: &Path, net: &str, name: &str, driver: &str) -> NodeProc {
     NodeProc::start_args(net, state, log, &args, &envs)
 }
 
-fn table_get(node: &NodeProc, key: &str) -> Option<String> {
-    let out = table(node, &["get", key]);
-    out.status
-        .success()
-        .then(|| stdout(&out).trim_end().to_owned())
-}
-
 #[test]
 fn a_lone_nodes_table_survives_a_restart_and_a_sigkill() {
     let (dir, net) = scratch("lone");
     for (driver, signal) in [("mio", "TERM"), ("tokio", "KILL")] {
         let name = format!("{driver}-{signal}");
         let mut node = lone(dir.path(), &net, &name, driver);
-        assert_eq!(table_get(&node, "colour"), None);
+        assert_eq!(node.table_get("colour"), None);
         ok(&table(&node, &["set", "colour", driver]));
         if signal == "KILL" {
             // Once the node says the table is stored, a SIGKILL cannot lose it.
@@ -509,9 +498,11 @@ fn a_lone_nodes_table_survives_a_restart_and_a_sigkill() {
         drop(node);
         let again = lone(dir.path(), &net, &name, driver);
         wait_until("the table is loaded", || {
-            table_get(&again, "colour").is_some()
+            again.table_get("colour").is_some()
         });
-        assert!(table_get(&again, "colour").is_some_and(|v| v.contains(driver)));
+        assert!(again
+            .table_get("colour")
+            .is_some_and(|v| v.contains(driver)));
         assert_eq!(id_of(&again).incarnation, 2);
     }
 }

@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::{run, scratch, wait_until, NodeProc};
+use common::{scratch, wait_until, NodeProc};
 
 /// `weft table OP --name NET --state DIR EXTRA...` against `node`.
-fn table(node: &NodeProc, op: &str, extra: &[&str]) -> std::process::Output {
-    let state = node.state.display().to_string();
-    let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
 /// `n` if `line` is "`verb` on n of n replicas" with 1 ≤ n ≤ 3 (three nodes).
 fn all_of(line: &str, verb: &str) -> Option<u8> {
     let rest = line.trim().strip_prefix(verb)?.strip_prefix(" on ")?;
@@ -128,7 +121,7 @@ fn a_lone_node_reports_one_replica_and_keeps_its_records_across_a_kill() {
     assert_eq!(stdout(&out).trim(), "stored on 1 of 1 replicas");
     let out = node.command("put", &["drop/2", "short", "--lifetime-ms", "600000"]);
     assert!(out.status.success(), "{out:?}");
-    let out = table(&node, "set", &["colour", "blue"]);
+    let out = node.table("set", &["colour", "blue"]);
     assert!(out.status.success(), "{out:?}");
     let out = node.command("delete", &["drop/1", "never-put"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -152,7 +145,7 @@ fn a_lone_node_reports_one_replica_and_keeps_its_records_across_a_kill() {
     assert_eq!(stdout(&out).trim(), "kept");
     let out = again.command("get", &["drop/2"]);
     assert_eq!(stdout(&out).trim(), "short", "its lifetime is not over");
-    let out = table(&again, "get", &["colour"]);
+    let out = again.table("get", &["colour"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out).trim(), "blue");
 }

@@ -7,12 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::relay::{Capture, Dir, Relay};
-use common::{ok, run, scratch, wait_until, NodeProc, WAIT};
+use common::{ok, scratch, wait_until, NodeProc, WAIT};
 use weft_engine::identity::{Role, Transcript};
 use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey, IDENTITY_PAYLOAD_BYTES};
 use weft_engine::protocol::{
@@ -70,13 +69,6 @@ fn closes_logged(node: &NodeProc, reason: &str) -> usize {
 }
 
 /// `weft table OP --name NET --state DIR EXTRA...` against `node`.
-fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
-    let state = node.state.display().to_string();
-    let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
 /// The ids of the connections `node` holds to `peer` (64 hex digits).
 fn conns_to(node: &NodeProc, peer: &str) -> Vec<u64> {
     node.stats()
@@ -128,9 +120,9 @@ fn the_wire_carries_no_broadcast_table_value_name_or_id_in_the_clear() {
     at_a.wait_for(4);
     at_b.wait_for(4);
     for ((key, value), from, to) in [(TABLE_AT_A, &a, &b), (TABLE_AT_B, &b, &a)] {
-        ok(&table(from, "set", &[key, value]));
+        ok(&from.table("set", &[key, value]));
         wait_until("the other node has the table value", || {
-            let out = table(to, "get", &[key]);
+            let out = to.table("get", &[key]);
             out.status.success() && String::from_utf8_lossy(&out.stdout).trim_end() == value
         });
     }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{run, scratch, wait_until, NodeProc};
@@ -14,20 +13,6 @@ use common::{run, scratch, wait_until, NodeProc};
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("local addr").port()
-}
-
-fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
-    let state = node.state.display().to_string();
-    let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn get(node: &NodeProc, key: &str) -> Option<String> {
-    let out = table(node, "get", &[key]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
 }
 
 #[test]
@@ -93,13 +78,13 @@ fn a_killed_node_restarted_without_peers_rejoins_and_catches_up() {
     n2.kill();
     let state = n2.state.clone();
     drop(n2);
-    let out = table(&n0, "set", &["colour", "set while n2 was down"]);
+    let out = n0.table("set", &["colour", "set while n2 was down"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_until("n1 has the key", || get(&n1, "colour").is_some());
+    wait_until("n1 has the key", || n1.table_get("colour").is_some());
 
     let name = state.file_name().unwrap().to_str().unwrap().to_owned();
     let again = NodeProc::start(dir.path(), &net, &name, "mio", "127.0.0.1:0", &[]);
@@ -110,7 +95,7 @@ fn a_killed_node_restarted_without_peers_rejoins_and_catches_up() {
     );
     wait_until("the restarted node links again", || again.links_to(&ids[1]));
     wait_until("it catches up on the table", || {
-        get(&again, "colour").as_deref() == Some("set while n2 was down")
+        again.table_get("colour").as_deref() == Some("set while n2 was down")
     });
 }
 

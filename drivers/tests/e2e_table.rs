@@ -4,27 +4,11 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::{ok, run, scratch, wait_until, NodeProc};
 use weft_drivers::report::TableEntryReport;
 
-fn table(node: &NodeProc, op: &str, extra: &[&str]) -> Output {
-    let state = node.state.display().to_string();
-    let mut args = vec!["table", op, "--name", &node.net, "--state", &state];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn get(node: &NodeProc, key: &str) -> Option<String> {
-    let out = table(node, "get", &[key]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
-}
-
 fn list(node: &NodeProc) -> Vec<TableEntryReport> {
-    serde_json::from_str(&ok(&table(node, "list", &["--json"]))).expect("list JSON")
+    serde_json::from_str(&ok(&node.table("list", &["--json"]))).expect("list JSON")
 }
 
 #[test]
@@ -47,23 +31,19 @@ fn table_commands_against_running_nodes() {
         wait_until("the line links", || nodes[i].links_to(&ids[i - 1]));
     }
 
-    ok(&table(&nodes[0], "set", &["colour", "blue"]));
+    ok(&nodes[0].table("set", &["colour", "blue"]));
     wait_until("n2 sees colour", || {
-        get(&nodes[2], "colour").as_deref() == Some("blue")
+        nodes[2].table_get("colour").as_deref() == Some("blue")
     });
 
     // n1 leases "leader"; n2's write is refused at once, with one line and exit 1.
-    ok(&table(
-        &nodes[1],
-        "set",
-        &["leader", "n1", "--lease-ms", "60000"],
-    ));
+    ok(&nodes[1].table("set", &["leader", "n1", "--lease-ms", "60000"]));
     wait_until("n2 sees the lease", || {
         list(&nodes[2])
             .iter()
             .any(|e| e.key == "leader" && e.lease_owner.as_deref() == Some(&ids[1]))
     });
-    let refused = table(&nodes[2], "set", &["leader", "n2"]);
+    let refused = nodes[2].table("set", &["leader", "n2"]);
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -71,27 +51,24 @@ fn table_commands_against_running_nodes() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1);
-    assert_eq!(
-        table(&nodes[2], "delete", &["leader"]).status.code(),
-        Some(1)
-    );
-    assert_eq!(get(&nodes[0], "leader").as_deref(), Some("n1"));
+    assert_eq!(nodes[2].table("delete", &["leader"]).status.code(), Some(1));
+    assert_eq!(nodes[0].table_get("leader").as_deref(), Some("n1"));
     // The owner releases it; then n2 may write.
-    ok(&table(&nodes[1], "release", &["leader"]));
+    ok(&nodes[1].table("release", &["leader"]));
     wait_until("n2 sees the release", || {
         list(&nodes[2])
             .iter()
             .any(|e| e.key == "leader" && e.lease_owner.is_none())
     });
-    ok(&table(&nodes[2], "set", &["leader", "n2"]));
+    ok(&nodes[2].table("set", &["leader", "n2"]));
     wait_until("n0 sees n2's write", || {
-        get(&nodes[0], "leader").as_deref() == Some("n2")
+        nodes[0].table_get("leader").as_deref() == Some("n2")
     });
 
     // Deletes reach every node; a missing key is one line and exit 1.
-    ok(&table(&nodes[2], "delete", &["colour"]));
-    wait_until("n0 loses colour", || get(&nodes[0], "colour").is_none());
-    let missing = table(&nodes[0], "get", &["colour"]);
+    ok(&nodes[2].table("delete", &["colour"]));
+    wait_until("n0 loses colour", || nodes[0].table_get("colour").is_none());
+    let missing = nodes[0].table("get", &["colour"]);
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&missing.stderr).trim_end(),
@@ -100,11 +77,7 @@ fn table_commands_against_running_nodes() {
 
     // A node joining later catches up through anti-entropy, not the flood.
     for k in 0..20 {
-        ok(&table(
-            &nodes[0],
-            "set",
-            &[&format!("k{k}"), &format!("v{k}")],
-        ));
+        ok(&nodes[0].table("set", &[&format!("k{k}"), &format!("v{k}")]));
     }
     wait_until("n2 holds all", || list(&nodes[2]).len() == 21);
     let late = NodeProc::start(
@@ -116,7 +89,7 @@ fn table_commands_against_running_nodes() {
         &[&nodes[2].addr],
     );
     wait_until("n3 catches up", || list(&late).len() == 21);
-    let text = ok(&table(&late, "list", &[]));
+    let text = ok(&late.table("list", &[]));
     assert!(text.contains("k7=v7\n"), "{text}");
     assert!(text.contains("leader=n2\n"), "{text}");
 
@@ -124,7 +97,7 @@ fn table_commands_against_running_nodes() {
     let bad = run(&["table", "set", "--name", &net, "k"]);
     assert_eq!(bad.status.code(), Some(2));
     let long_key = "x".repeat(300);
-    let too_long = table(&nodes[0], "set", &[&long_key, "v"]);
+    let too_long = nodes[0].table("set", &[&long_key, "v"]);
     assert_eq!(too_long.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&too_long.stderr).contains("table key of 300 bytes"));
 }
@@ -137,7 +110,7 @@ fn a_restarted_node_reloads_its_table_from_its_state_folder() {
     for (first, second) in [("mio", "tokio"), ("tokio", "mio")] {
         let name = format!("{first}-then-{second}");
         let mut node = NodeProc::start(dir.path(), &net, &name, first, "127.0.0.1:0", &[]);
-        ok(&table(&node, "set", &["colour", first]));
+        ok(&node.table("set", &["colour", first]));
         // A shutdown stores the changed table (SIGTERM: exit 143 after BYE).
         node.signal("TERM");
         assert_eq!(node.wait_exit().code(), Some(143), "{}", node.log_text());
@@ -147,7 +120,9 @@ fn a_restarted_node_reloads_its_table_from_its_state_folder() {
         assert_eq!(mode(&node.state), 0o700);
         drop(node);
         let again = NodeProc::start(dir.path(), &net, &name, second, "127.0.0.1:0", &[]);
-        wait_until("the table is loaded", || get(&again, "colour").is_some());
-        assert_eq!(get(&again, "colour").as_deref(), Some(first));
+        wait_until("the table is loaded", || {
+            again.table_get("colour").is_some()
+        });
+        assert_eq!(again.table_get("colour").as_deref(), Some(first));
     }
 }

@@ -219,6 +219,23 @@ impl NodeProc {
         run(&refs)
     }
 
+    /// `weft table OP --name NET --state DIR <extra...>` against this node.
+    pub fn table(&self, op: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["table".to_owned(), op.to_owned()];
+        args.extend(self.net_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    }
+
+    /// The value `weft table get KEY` prints, if it succeeds.
+    pub fn table_get(&self, key: &str) -> Option<String> {
+        let out = self.table("get", &[key]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    }
+
     pub fn stats(&self) -> StatsReport {
         let out = self.command("stats", &["--json"]);
         assert!(
