@@ -18,7 +18,7 @@ pub enum Family {
     Table,
     /// 0x03xx: the Chord distributed hash table.
     Chord,
-    /// 0x04xx: folder replication, the ploppy protocol (reserved).
+    /// 0x04xx: folder replication, the ploppy protocol.
     Replication,
     /// 0x05xx: drops, owner-signed folders (reserved).
     Drops,
@@ -143,9 +143,25 @@ impl Code {
     pub const CHORD_VALUES: Code = Code(0x0308);
     /// Chord: records the receiver now owns.
     pub const CHORD_HANDOVER: Code = Code(0x0309);
+    /// Replication: asks for the receiver's index of a folder, or the changes since a sequence.
+    pub const LIST: Code = Code(0x0400);
+    /// Replication: files of the sender's index, in a batch.
+    pub const IHAVE: Code = Code(0x0401);
+    /// Replication: renames the sender made.
+    pub const IMOVED: Code = Code(0x0402);
+    /// Replication: deletions the sender knows of.
+    pub const IDELETED: Code = Code(0x0403);
+    /// Replication: blocks the sender asks for, by hash.
+    pub const IWANT: Code = Code(0x0404);
+    /// Replication: a piece of a block, in binary.
+    pub const HEREIS: Code = Code(0x0405);
+    /// Replication: blocks the sender was asked for and no longer has.
+    pub const NOTFOUND: Code = Code(0x0406);
+    /// Replication: a path the sender will not take from the receiver, and why.
+    pub const IREFUSE: Code = Code(0x0407);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 26] = [
+    pub const ALL: [Code; 34] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -172,6 +188,14 @@ impl Code {
         Code::CHORD_FETCH,
         Code::CHORD_VALUES,
         Code::CHORD_HANDOVER,
+        Code::LIST,
+        Code::IHAVE,
+        Code::IMOVED,
+        Code::IDELETED,
+        Code::IWANT,
+        Code::HEREIS,
+        Code::NOTFOUND,
+        Code::IREFUSE,
     ];
 
     /// The code's protocol family (its range), known or reserved.
@@ -213,6 +237,14 @@ impl Code {
             Code::CHORD_FETCH => "CHORD_FETCH",
             Code::CHORD_VALUES => "CHORD_VALUES",
             Code::CHORD_HANDOVER => "CHORD_HANDOVER",
+            Code::LIST => "LIST",
+            Code::IHAVE => "IHAVE",
+            Code::IMOVED => "IMOVED",
+            Code::IDELETED => "IDELETED",
+            Code::IWANT => "IWANT",
+            Code::HEREIS => "HEREIS",
+            Code::NOTFOUND => "NOTFOUND",
+            Code::IREFUSE => "IREFUSE",
             _ => "UNKNOWN",
         }
     }

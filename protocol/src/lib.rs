@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod replica;
 pub mod table;
 
 pub use chord::*;
@@ -25,4 +26,5 @@ pub use frame::{
 };
 pub use ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 pub use message::*;
+pub use replica::*;
 pub use table::*;

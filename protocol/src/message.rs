@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chord::ChordMessage;
+use crate::replica::ReplicaMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
@@ -361,6 +362,8 @@ pub enum Message<'a> {
     TableEntries(TableEntries),
     /// A Chord message (family 0x03, SPEC.md §20).
     Chord(ChordMessage),
+    /// A replication message (family 0x04, SPEC.md §22).
+    Replica(ReplicaMessage<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -384,6 +387,7 @@ impl<'a> Message<'a> {
             Message::TableWant(_) => Code::TABLE_WANT,
             Message::TableEntries(_) => Code::TABLE_ENTRIES,
             Message::Chord(m) => m.code(),
+            Message::Replica(m) => m.code(),
         }
     }
 
@@ -408,6 +412,7 @@ impl<'a> Message<'a> {
             Message::TableWant(m) => postcard::to_allocvec(m),
             Message::TableEntries(m) => postcard::to_allocvec(m),
             Message::Chord(m) => m.encode_payload(),
+            Message::Replica(m) => m.encode_payload(),
         };
         encoded.unwrap_or_default()
     }
@@ -438,6 +443,9 @@ impl<'a> Message<'a> {
             Code::TABLE_ENTRIES => Message::TableEntries(strict(code, payload)?),
             c if c.is_known() && c.family() == Some(crate::Family::Chord) => {
                 Message::Chord(ChordMessage::decode(code, payload)?)
+            }
+            c if c.is_known() && c.family() == Some(crate::Family::Replication) => {
+                Message::Replica(ReplicaMessage::decode(code, payload)?)
             }
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
@@ -513,6 +521,10 @@ impl<'a> Message<'a> {
                 ))
             }
             Message::Chord(m) => match m.limit_error() {
+                Some(reason) => Err(malformed(reason)),
+                None => Ok(()),
+            },
+            Message::Replica(m) => match m.limit_error() {
                 Some(reason) => Err(malformed(reason)),
                 None => Ok(()),
             },

@@ -1,3 +1,19 @@
-//! Folder replication (issue 17); today its block function.
+//! Folder replication: the ploppy protocol as a sans-IO sub-machine (SPEC.md §22).
+//!
+//! A [`Replica`] is one node's copy of one folder. It announces its index (IHAVE, IMOVED,
+//! IDELETED), asks peers for theirs (LIST), fetches the blocks it lacks (IWANT, HEREIS) and
+//! asks the host to carry out every storage step ([`StorageRequest`]); it never touches a
+//! file. [`blocks`] is the chunk-and-hash function the hosts' scanners share; [`paths`] holds
+//! the path rules.
 
 pub mod blocks;
+pub mod paths;
+mod replica;
+mod types;
+
+pub use replica::Replica;
+pub use types::{
+    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig,
+    ReplicaEvent, ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError,
+    StorageRequest, StorageResult, TempId,
+};
