@@ -5,6 +5,9 @@ use weft_protocol::{ByeReason, NodeId, ProtocolError};
 
 use crate::chord::{ChordCommand, ChordEvent, ChordRefusal};
 use crate::mesh::{MeshCommand, MeshEvent, MeshRefusal};
+use crate::replicate::{
+    ReplicateCommand, ReplicateEvent, ReplicateRefusal, StorageRequest, StorageResult,
+};
 use crate::table::{TableCommand, TableEvent, TableRefusal};
 
 /// A connection handle. The engine allocates outbound ids (even numbers, in
@@ -50,6 +53,14 @@ pub enum HostRequest {
         /// Its new contents.
         bytes: Bytes,
     },
+    /// A storage step of folder replication in the shared folder `folder` (SPEC.md §22).
+    /// Answered with [`HostResult::Storage`] (or `Failed`).
+    Storage {
+        /// The folder.
+        folder: weft_protocol::FolderId,
+        /// The step.
+        request: StorageRequest,
+    },
 }
 
 impl HostRequest {
@@ -72,6 +83,8 @@ pub enum HostResult {
     Loaded(Option<Bytes>),
     /// A `StoreState` is durable.
     Stored,
+    /// What became of a `Storage` step.
+    Storage(StorageResult),
     /// The host could not carry the request out (one line, for logs).
     Failed(String),
 }
@@ -162,6 +175,8 @@ pub enum Command {
     Table(TableCommand),
     /// For Chord (SPEC.md §20).
     Chord(ChordCommand),
+    /// For folder replication (SPEC.md §22).
+    Replicate(ReplicateCommand),
 }
 
 /// An action or event for the driver, from [`crate::Node::poll_output`]. A driver that meets
@@ -251,6 +266,9 @@ pub enum CloseReason {
     /// The encrypted transport failed (SPEC.md §21): a handshake that does not verify (another
     /// network secret), an unbound identity, or a tampered, replayed or reordered message.
     Noise(crate::noise::NoiseError),
+    /// The peer served replication blocks that failed their hash
+    /// (`ReplicaConfig::mismatches_before_disconnect` of them; SPEC.md §22).
+    CorruptBlocks,
 }
 
 impl CloseReason {
@@ -270,6 +288,7 @@ impl CloseReason {
                 | CloseReason::BadSignature
                 | CloseReason::RateLimited
                 | CloseReason::Noise(_)
+                | CloseReason::CorruptBlocks
         )
     }
 }
@@ -337,6 +356,8 @@ pub enum Event {
     Table(TableEvent),
     /// From Chord: a request ended.
     Chord(ChordEvent),
+    /// From folder replication.
+    Replicate(ReplicateEvent),
 }
 
 impl From<core::convert::Infallible> for Event {
@@ -354,6 +375,12 @@ impl From<MeshEvent> for Event {
 impl From<TableEvent> for Event {
     fn from(e: TableEvent) -> Event {
         Event::Table(e)
+    }
+}
+
+impl From<ReplicateEvent> for Event {
+    fn from(e: ReplicateEvent) -> Event {
+        Event::Replicate(e)
     }
 }
 
@@ -411,6 +438,9 @@ pub enum Refusal {
     /// By Chord.
     #[error(transparent)]
     Chord(#[from] ChordRefusal),
+    /// By folder replication.
+    #[error(transparent)]
+    Replicate(#[from] ReplicateRefusal),
 }
 
 /// The session's refusals.
@@ -451,6 +481,12 @@ impl From<MeshRefusal> for InputError {
 
 impl From<TableRefusal> for InputError {
     fn from(r: TableRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
+}
+
+impl From<ReplicateRefusal> for InputError {
+    fn from(r: ReplicateRefusal) -> InputError {
         InputError::Refused(r.into())
     }
 }

@@ -47,6 +47,7 @@ pub use link_key::{LinkEncryption, NetworkKey};
 pub use mesh::{MeshCommand, MeshEvent, MeshMetrics, MeshRefusal};
 pub use metrics::{ByProtocol, ConnStats, NodeMetrics, SessionMetrics, Traffic};
 pub use node::Node;
+pub use replicate::{ReplicateCommand, ReplicateEvent, ReplicateRefusal};
 pub use session::HostInfo;
 pub use table::{Lease, Table, TableCommand, TableEvent, TableMetrics, TableRefusal};
 pub use time::{Duration, Instant};

@@ -258,6 +258,8 @@ pub(crate) enum PeerFault {
     BadSignature,
     /// The peer kept sending past its rate limit (discovery cascades, new broadcasts).
     RateLimited,
+    /// The peer served replication blocks that failed their hash, again and again.
+    CorruptBlocks,
 }
 
 impl From<ProtocolError> for PeerFault {
@@ -273,6 +275,7 @@ impl From<PeerFault> for CloseReason {
             PeerFault::Unexpected(what) => CloseReason::UnexpectedMessage(what),
             PeerFault::BadSignature => CloseReason::BadSignature,
             PeerFault::RateLimited => CloseReason::RateLimited,
+            PeerFault::CorruptBlocks => CloseReason::CorruptBlocks,
         }
     }
 }

@@ -643,7 +643,10 @@ fn a_node_announces_its_families_and_refuses_frames_of_any_other() {
     let hello = &frames_to(&out, fake.conn)[0];
     match Message::decode(Code::HELLO, &hello.payload().unwrap()) {
         Ok(Message::Hello(h)) => {
-            let run = Family::Session.bit() | Family::Mesh.bit() | Family::Table.bit();
+            let run = Family::Session.bit()
+                | Family::Mesh.bit()
+                | Family::Table.bit()
+                | Family::Replication.bit();
             assert_eq!(h.families, run, "no Chord without Config::chord");
             assert_eq!(h.dedicated, None);
         }

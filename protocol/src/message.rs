@@ -7,11 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chord::ChordMessage;
-use crate::replica::ReplicaMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
+use crate::replica::ReplicaMessage;
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
 use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 

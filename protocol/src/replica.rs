@@ -145,7 +145,10 @@ impl Version {
 
     /// The least version that descends from both: each node's larger counter.
     pub fn merged(&self, other: &Version) -> Version {
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         let mut out = Vec::with_capacity(self.counters.len().max(other.counters.len()));
         loop {
             let next = match (a.peek().copied(), b.peek().copied()) {
@@ -185,7 +188,10 @@ impl Version {
     /// How this version relates to `other`.
     pub fn compare(&self, other: &Version) -> VersionOrder {
         let (mut newer, mut older) = (false, false);
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         loop {
             let (x, y) = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -500,7 +506,10 @@ impl<'a> ReplicaMessage<'a> {
     }
 
     /// Decodes the payload of a frame with a replication code.
-    pub(crate) fn decode(code: Code, payload: &'a [u8]) -> Result<ReplicaMessage<'a>, ProtocolError> {
+    pub(crate) fn decode(
+        code: Code,
+        payload: &'a [u8],
+    ) -> Result<ReplicaMessage<'a>, ProtocolError> {
         Ok(match code {
             Code::LIST => ReplicaMessage::List(strict(code, payload)?),
             Code::IHAVE => ReplicaMessage::IHave(strict(code, payload)?),
@@ -532,9 +541,9 @@ impl<'a> ReplicaMessage<'a> {
             }
             ReplicaMessage::IMoved(m) => {
                 m.entries.len() <= INDEX_ENTRIES_MAX
-                    && m.entries.iter().all(|e| {
-                        text_ok(&e.from) && version_ok(&e.from_version) && entry_ok(&e.to)
-                    })
+                    && m.entries
+                        .iter()
+                        .all(|e| text_ok(&e.from) && version_ok(&e.from_version) && entry_ok(&e.to))
             }
             ReplicaMessage::IDeleted(m) => {
                 m.entries.len() <= INDEX_ENTRIES_MAX

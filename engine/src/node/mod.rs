@@ -168,6 +168,12 @@ impl Node {
         self.protocols.chord.chord()
     }
 
+    /// The replication machine of `folder`, if it was added
+    /// ([`crate::ReplicateCommand::AddFolder`]).
+    pub fn replica(&self, folder: &weft_protocol::FolderId) -> Option<&crate::replicate::Replica> {
+        self.protocols.replicate.folder(folder)
+    }
+
     /// Every node-wide counter.
     pub fn metrics(&self) -> NodeMetrics {
         NodeMetrics {

@@ -15,6 +15,7 @@ use crate::discovery::DiscoveryProtocol;
 use crate::io::{Command, Event, HostResult, InputError};
 use crate::machine::{Context, LinkNotice, PeerFault, Protocol, ProtocolOutput};
 use crate::mesh::MeshProtocol;
+use crate::replicate::ReplicateProtocol;
 use crate::session::Peer;
 use crate::table::TableProtocol;
 use crate::time::Instant;
@@ -27,6 +28,7 @@ pub(crate) struct Protocols {
     pub(crate) mesh: MeshProtocol,
     pub(crate) table: TableProtocol,
     pub(crate) chord: ChordProtocol,
+    pub(crate) replicate: ReplicateProtocol,
     /// Each protocol's deadline as it last said, asked again after every call into it (a
     /// protocol's deadline changes only when it is called).
     deadlines: [Option<Instant>; COUNT],
@@ -37,7 +39,7 @@ pub(crate) struct Protocols {
 }
 
 /// How many protocols are hosted: the length of [`Protocols::all_mut`].
-pub(crate) const COUNT: usize = 4;
+pub(crate) const COUNT: usize = 5;
 
 /// Each protocol's family, by index.
 pub(crate) const FAMILIES: [Family; COUNT] = [
@@ -45,6 +47,7 @@ pub(crate) const FAMILIES: [Family; COUNT] = [
     MeshProtocol::FAMILY,
     TableProtocol::FAMILY,
     ChordProtocol::FAMILY,
+    ReplicateProtocol::FAMILY,
 ];
 
 /// Whether each protocol, by index, owns a code: dispatch without a call through `Hosted`.
@@ -53,6 +56,7 @@ const OWNS: [fn(Code) -> bool; COUNT] = [
     MeshProtocol::owns,
     TableProtocol::owns,
     ChordProtocol::owns,
+    ReplicateProtocol::owns,
 ];
 
 impl Protocols {
@@ -63,6 +67,7 @@ impl Protocols {
             mesh: MeshProtocol::new(config, me, seed("mesh")),
             table: TableProtocol::new(config, seed("table")),
             chord: ChordProtocol::new(config, me, seed("chord")),
+            replicate: ReplicateProtocol::new(seed("replicate")),
             deadlines: [None; COUNT],
             soonest: None,
             pending: 0,
@@ -75,7 +80,8 @@ impl Protocols {
             0 => &mut self.discovery,
             1 => &mut self.mesh,
             2 => &mut self.table,
-            _ => &mut self.chord,
+            3 => &mut self.chord,
+            _ => &mut self.replicate,
         }
     }
 
@@ -119,7 +125,13 @@ impl Protocols {
     /// Every protocol, in the order they are told of links and pumped; the index of each
     /// is its `i` in [`get_mut`](Self::get_mut) and [`call`](Self::call).
     pub(crate) fn all(&self) -> [&dyn Hosted; COUNT] {
-        [&self.discovery, &self.mesh, &self.table, &self.chord]
+        [
+            &self.discovery,
+            &self.mesh,
+            &self.table,
+            &self.chord,
+            &self.replicate,
+        ]
     }
 
     /// Routes an application command to its protocol. The session's own commands never
@@ -134,6 +146,7 @@ impl Protocols {
             Command::Mesh(c) => (1, self.mesh.handle_command(now, cx, c).map_err(err)),
             Command::Table(c) => (2, self.table.handle_command(now, cx, c).map_err(err)),
             Command::Chord(c) => (3, self.chord.handle_command(now, cx, c).map_err(err)),
+            Command::Replicate(c) => (4, self.replicate.handle_command(now, cx, c).map_err(err)),
             Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => {
                 return Ok(());
             }

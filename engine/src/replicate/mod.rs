@@ -8,12 +8,17 @@
 
 pub mod blocks;
 pub mod paths;
+mod protocol;
 mod replica;
 mod types;
 
+pub(crate) use protocol::ReplicateProtocol;
+pub use protocol::{
+    ReplicateCommand, ReplicateEvent, ReplicateRefusal, BULK_QUEUE_BYTES_MAX, FOLDERS_MAX,
+};
 pub use replica::Replica;
 pub use types::{
-    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig,
-    ReplicaEvent, ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError,
-    StorageRequest, StorageResult, TempId,
+    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
+    ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError, StorageRequest,
+    StorageResult, TempId,
 };

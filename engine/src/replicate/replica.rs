@@ -5,8 +5,8 @@ use bytes::Bytes;
 use weft_protocol::{NodeId, ReplicaMessage};
 
 use super::types::{
-    LocalChange, ReplicaCommand, ReplicaConfig, ReplicaFault, ReplicaMetrics, ReplicaOutput,
-    ReplicaRefusal, Record, StorageResult,
+    LocalChange, Record, ReplicaCommand, ReplicaConfig, ReplicaFault, ReplicaMetrics,
+    ReplicaOutput, ReplicaRefusal, StorageResult,
 };
 use crate::time::Instant;
 

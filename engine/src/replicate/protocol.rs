@@ -1,0 +1,397 @@
+//! Folder replication as a protocol the node hosts: one [`Replica`] per folder the application
+//! adds, its messages carried by peer id, its storage steps turned into host requests, and its
+//! bulk data (HEREIS) held per peer until the peer's connection has room (SPEC.md §22).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use weft_protocol::{Code, Family, FolderId, Frame, Message, NodeId, HEADER_BYTES};
+
+use super::{
+    Recipient, Replica, ReplicaCommand, ReplicaConfig, ReplicaEvent, ReplicaFault, ReplicaOutput,
+    ReplicaRefusal, StorageError, StorageRequest, StorageResult,
+};
+use crate::config::Config;
+use crate::io::{HostRequest, HostResult};
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::session::Peer;
+use crate::time::Instant;
+
+/// Most folders one node replicates.
+pub const FOLDERS_MAX: usize = 64;
+
+/// Most bulk bytes (HEREIS) held for one peer waiting for room; a folder serves no more to a
+/// peer that is this far behind (SPEC.md §22).
+pub const BULK_QUEUE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// What the application asks of folder replication.
+#[derive(Debug, Clone)]
+pub enum ReplicateCommand {
+    /// Start replicating a folder (`config.me` is set to this node's id). Its state is
+    /// loaded first; links are asked for their index once it is.
+    AddFolder(ReplicaConfig),
+    /// The host's scanner found a change in `folder`.
+    Local {
+        /// The folder.
+        folder: FolderId,
+        /// The change.
+        change: super::LocalChange,
+    },
+    /// A command for one folder.
+    Folder {
+        /// The folder.
+        folder: FolderId,
+        /// The command.
+        command: ReplicaCommand,
+    },
+}
+
+/// Why folder replication refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicateRefusal {
+    /// No such folder was added.
+    #[error("no folder {0}")]
+    UnknownFolder(FolderId),
+    /// The folder was added already.
+    #[error("folder {0} is replicated already")]
+    FolderExists(FolderId),
+    /// [`FOLDERS_MAX`] folders are replicated already.
+    #[error("too many folders")]
+    TooManyFolders,
+    /// The folder refused it.
+    #[error(transparent)]
+    Folder(#[from] ReplicaRefusal),
+}
+
+/// Something about one folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateEvent {
+    /// The folder.
+    pub folder: FolderId,
+    /// What happened.
+    pub event: ReplicaEvent,
+}
+
+/// How a host request maps back to its folder's storage step.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    folder: FolderId,
+    token: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct ReplicateProtocol {
+    seed: [u8; 32],
+    folders: BTreeMap<FolderId, Box<Replica>>,
+    /// Folders whose state was loaded and whose links were told (`handle_link_up`).
+    started: BTreeMap<FolderId, bool>,
+    /// HEREIS messages waiting for their peer's room, and their bytes.
+    bulk: BTreeMap<NodeId, (VecDeque<Outgoing>, usize)>,
+    pending: BTreeMap<u64, Pending>,
+    next_token: u64,
+    outputs: VecDeque<ProtocolOutput<ReplicateEvent>>,
+}
+
+impl ReplicateProtocol {
+    pub(crate) fn new(seed: [u8; 32]) -> Self {
+        ReplicateProtocol {
+            seed,
+            folders: BTreeMap::new(),
+            started: BTreeMap::new(),
+            bulk: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_token: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The folder `folder`'s machine, if it was added.
+    pub(crate) fn folder(&self, folder: &FolderId) -> Option<&Replica> {
+        self.folders.get(folder).map(|r| &**r)
+    }
+
+    /// Drains every folder's outputs; a folder whose state just loaded asks its links.
+    fn pump(&mut self, now: Instant, cx: &Context<'_>) {
+        let ids: Vec<FolderId> = self.folders.keys().copied().collect();
+        for id in ids {
+            self.pump_folder(now, cx, id);
+        }
+    }
+
+    fn pump_folder(&mut self, now: Instant, cx: &Context<'_>, id: FolderId) {
+        loop {
+            let Some(replica) = self.folders.get_mut(&id) else {
+                return;
+            };
+            if replica.is_ready() && !self.started.get(&id).copied().unwrap_or(false) {
+                self.started.insert(id, true);
+                for peer in cx.links() {
+                    replica.handle_link_up(now, peer.node);
+                }
+            }
+            let Some(out) = replica.poll_output() else {
+                return;
+            };
+            match out {
+                ReplicaOutput::Send {
+                    to,
+                    code,
+                    payload,
+                    bulk,
+                } => self.send(cx, to, code, payload, bulk),
+                ReplicaOutput::Request { token, request } => {
+                    let state_name = replica.config().state_name.clone();
+                    self.request(id, token, state_name, request);
+                }
+                ReplicaOutput::Event(event) => {
+                    self.outputs
+                        .push_back(ProtocolOutput::Event(ReplicateEvent { folder: id, event }));
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, cx: &Context<'_>, to: Recipient, code: Code, payload: Bytes, bulk: bool) {
+        let message = Outgoing::encoded(code, payload);
+        match (to, bulk) {
+            (Recipient::Peer(node), true) => {
+                let (queue, bytes) = self.bulk.entry(node).or_default();
+                let len = HEADER_BYTES + message.payload.len();
+                if *bytes + len > BULK_QUEUE_BYTES_MAX {
+                    // The requester times the block out and asks elsewhere (SPEC.md §22).
+                    return;
+                }
+                *bytes += len;
+                queue.push_back(message);
+                self.release_bulk(cx, node);
+            }
+            (Recipient::Peer(node), false) => self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Peer(node),
+                message,
+                class: Class::Control,
+            }),
+            (Recipient::Links, _) => self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Links { except: None },
+                message,
+                class: Class::Control,
+            }),
+        }
+    }
+
+    /// Hands `node`'s held bulk messages to the session while its connection has room.
+    /// Returns whether its queue is empty.
+    fn release_bulk(&mut self, cx: &Context<'_>, node: NodeId) -> bool {
+        let Some((queue, bytes)) = self.bulk.get_mut(&node) else {
+            return true;
+        };
+        while cx.has_room(&node, Family::Replication) {
+            let Some(message) = queue.pop_front() else {
+                break;
+            };
+            *bytes -= HEADER_BYTES + message.payload.len();
+            self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Peer(node),
+                message,
+                class: Class::Bulk,
+            });
+            // The session takes one bulk frame at a time: the next goes on `Room`.
+        }
+        if queue.is_empty() {
+            self.bulk.remove(&node);
+            return true;
+        }
+        false
+    }
+
+    fn request(&mut self, folder: FolderId, token: u64, state_name: String, step: StorageRequest) {
+        let request = match step {
+            StorageRequest::LoadState => HostRequest::LoadState { name: state_name },
+            StorageRequest::PersistState { bytes } => HostRequest::StoreState {
+                name: state_name,
+                bytes,
+            },
+            request => HostRequest::Storage { folder, request },
+        };
+        self.next_token += 1;
+        self.pending
+            .insert(self.next_token, Pending { folder, token });
+        self.outputs.push_back(ProtocolOutput::Request {
+            token: self.next_token,
+            request,
+        });
+    }
+}
+
+/// A host's answer as the folder's storage result.
+fn storage_result(result: HostResult) -> StorageResult {
+    match result {
+        HostResult::Loaded(bytes) => StorageResult::Loaded(bytes),
+        HostResult::Stored => StorageResult::Done,
+        HostResult::Storage(result) => result,
+        HostResult::Failed(why) => StorageResult::Failed(StorageError::Io(why)),
+    }
+}
+
+impl From<ReplicaFault> for PeerFault {
+    fn from(f: ReplicaFault) -> PeerFault {
+        match f {
+            ReplicaFault::CorruptBlocks => PeerFault::CorruptBlocks,
+            ReplicaFault::Unexpected(what) => PeerFault::Unexpected(what),
+        }
+    }
+}
+
+impl Protocol for ReplicateProtocol {
+    type Event = ReplicateEvent;
+    type Command = ReplicateCommand;
+    type Refusal = ReplicateRefusal;
+
+    const FAMILY: Family = Family::Replication;
+
+    fn owns(code: Code) -> bool {
+        code.family() == Some(Family::Replication) && code.is_known()
+    }
+
+    fn handle_link(&mut self, now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {
+        match notice {
+            LinkNotice::Up { peer, .. } => {
+                for (id, replica) in &mut self.folders {
+                    if self.started.get(id).copied().unwrap_or(false) {
+                        replica.handle_link_up(now, peer.node);
+                    }
+                }
+            }
+            LinkNotice::Down { node, .. } => {
+                self.bulk.remove(&node);
+                for replica in self.folders.values_mut() {
+                    replica.handle_link_down(now, node);
+                }
+            }
+            LinkNotice::Room { node } => {
+                if self.release_bulk(cx, node) {
+                    for replica in self.folders.values_mut() {
+                        replica.handle_room(now, node);
+                    }
+                }
+            }
+        }
+        self.pump(now, cx);
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        let payload = frame.payload()?;
+        let Message::Replica(message) = Message::decode(frame.code(), &payload)? else {
+            return Err(PeerFault::Unexpected("not a replication message"));
+        };
+        let folder = message.folder();
+        // A folder this node does not hold: the peer's business, not a fault.
+        let Some(replica) = self.folders.get_mut(&folder) else {
+            return Ok(());
+        };
+        let result = replica.handle_message(now, from.node, message, &payload);
+        self.pump_folder(now, cx, folder);
+        result.map_err(PeerFault::from)
+    }
+
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        command: ReplicateCommand,
+    ) -> Result<(), ReplicateRefusal> {
+        let folder = match command {
+            ReplicateCommand::AddFolder(mut config) => {
+                let folder = config.folder;
+                if self.folders.contains_key(&folder) {
+                    return Err(ReplicateRefusal::FolderExists(folder));
+                }
+                if self.folders.len() >= FOLDERS_MAX {
+                    return Err(ReplicateRefusal::TooManyFolders);
+                }
+                config.me = cx.me();
+                let mut seed = blake3::Hasher::new_derive_key("weft replica seed v1");
+                seed.update(&self.seed);
+                seed.update(&folder.0);
+                let seed = *seed.finalize().as_bytes();
+                self.folders
+                    .insert(folder, Box::new(Replica::new(config, seed)));
+                self.started.insert(folder, false);
+                folder
+            }
+            ReplicateCommand::Local { folder, change } => {
+                let replica = self
+                    .folders
+                    .get_mut(&folder)
+                    .ok_or(ReplicateRefusal::UnknownFolder(folder))?;
+                replica.handle_local(now, change);
+                folder
+            }
+            ReplicateCommand::Folder { folder, command } => {
+                let replica = self
+                    .folders
+                    .get_mut(&folder)
+                    .ok_or(ReplicateRefusal::UnknownFolder(folder))?;
+                replica.handle_command(now, command)?;
+                folder
+            }
+        };
+        self.pump_folder(now, cx, folder);
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        for replica in self.folders.values_mut() {
+            if replica.poll_timeout().is_some_and(|t| t <= now) {
+                replica.handle_timeout(now);
+            }
+        }
+        self.pump(now, cx);
+    }
+
+    fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
+        let Some(Pending { folder, token }) = self.pending.remove(&token) else {
+            return;
+        };
+        if let Some(replica) = self.folders.get_mut(&folder) {
+            replica.handle_completed(now, token, storage_result(result));
+            self.pump_folder(now, cx, folder);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<ReplicateEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.folders.values().filter_map(|r| r.poll_timeout()).min()
+    }
+
+    fn check_invariants(&self, _config: &Config) -> Result<(), String> {
+        for (id, replica) in &self.folders {
+            replica
+                .check_invariants()
+                .map_err(|e| format!("folder {id}: {e}"))?;
+        }
+        for (node, (queue, bytes)) in &self.bulk {
+            let sum: usize = queue.iter().map(|m| HEADER_BYTES + m.payload.len()).sum();
+            if sum != *bytes || *bytes > BULK_QUEUE_BYTES_MAX {
+                return Err(format!("bulk queue of {node}: {bytes} counted, {sum} held"));
+            }
+        }
+        Ok(())
+    }
+}
