@@ -7,11 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chord::ChordMessage;
-use crate::replica::ReplicaMessage;
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
+use crate::replica::ReplicaMessage;
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
 use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 
@@ -557,7 +557,7 @@ pub(crate) fn strict<'a, T: Deserialize<'a>>(
     }
 }
 
-fn postcard_reason(e: postcard::Error) -> &'static str {
+pub(crate) fn postcard_reason(e: postcard::Error) -> &'static str {
     match e {
         postcard::Error::DeserializeUnexpectedEnd => "payload ends inside a field",
         postcard::Error::DeserializeBadVarint => "bad varint",

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
 use crate::error::ProtocolError;
-use crate::message::strict;
+use crate::frame::PAYLOAD_BYTES_MAX;
+use crate::message::{postcard_reason, strict};
 
 /// Most entries one IHAVE, IMOVED or IDELETED carries.
 pub const INDEX_ENTRIES_MAX: usize = 256;
@@ -145,7 +146,10 @@ impl Version {
 
     /// The least version that descends from both: each node's larger counter.
     pub fn merged(&self, other: &Version) -> Version {
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         let mut out = Vec::with_capacity(self.counters.len().max(other.counters.len()));
         loop {
             let next = match (a.peek().copied(), b.peek().copied()) {
@@ -185,7 +189,10 @@ impl Version {
     /// How this version relates to `other`.
     pub fn compare(&self, other: &Version) -> VersionOrder {
         let (mut newer, mut older) = (false, false);
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         loop {
             let (x, y) = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -500,7 +507,10 @@ impl<'a> ReplicaMessage<'a> {
     }
 
     /// Decodes the payload of a frame with a replication code.
-    pub(crate) fn decode(code: Code, payload: &'a [u8]) -> Result<ReplicaMessage<'a>, ProtocolError> {
+    pub(crate) fn decode(
+        code: Code,
+        payload: &'a [u8],
+    ) -> Result<ReplicaMessage<'a>, ProtocolError> {
         Ok(match code {
             Code::LIST => ReplicaMessage::List(strict(code, payload)?),
             Code::IHAVE => ReplicaMessage::IHave(strict(code, payload)?),
@@ -532,9 +542,9 @@ impl<'a> ReplicaMessage<'a> {
             }
             ReplicaMessage::IMoved(m) => {
                 m.entries.len() <= INDEX_ENTRIES_MAX
-                    && m.entries.iter().all(|e| {
-                        text_ok(&e.from) && version_ok(&e.from_version) && entry_ok(&e.to)
-                    })
+                    && m.entries
+                        .iter()
+                        .all(|e| text_ok(&e.from) && version_ok(&e.from_version) && entry_ok(&e.to))
             }
             ReplicaMessage::IDeleted(m) => {
                 m.entries.len() <= INDEX_ENTRIES_MAX
@@ -555,12 +565,15 @@ impl<'a> ReplicaMessage<'a> {
     }
 }
 
-/// HEREIS: the header fields by postcard, then every remaining byte is the piece.
+/// HEREIS: the header fields by postcard, then every remaining byte is the piece. A payload
+/// over `PAYLOAD_BYTES_MAX` is refused before decoding, as [`strict`] refuses it.
 fn decode_here_is(payload: &[u8]) -> Result<HereIs<'_>, ProtocolError> {
-    let malformed = |reason| ProtocolError::MalformedPayload {
-        code: Code::HEREIS,
-        reason,
-    };
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        return Err(ProtocolError::DecompressedTooLarge {
+            size: payload.len() as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
+        });
+    }
     match postcard::take_from_bytes::<HereIsHeader>(payload) {
         Ok((h, data)) => Ok(HereIs {
             folder: h.folder,
@@ -568,10 +581,10 @@ fn decode_here_is(payload: &[u8]) -> Result<HereIs<'_>, ProtocolError> {
             offset: h.offset,
             data,
         }),
-        Err(postcard::Error::DeserializeUnexpectedEnd) => {
-            Err(malformed("payload ends inside a field"))
-        }
-        Err(_) => Err(malformed("bad varint")),
+        Err(e) => Err(ProtocolError::MalformedPayload {
+            code: Code::HEREIS,
+            reason: postcard_reason(e),
+        }),
     }
 }
 
