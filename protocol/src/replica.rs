@@ -393,8 +393,9 @@ pub enum PathRefusal {
     SymlinkEscapes,
     /// A component of the path is a symlink at the receiver.
     ThroughSymlink,
-    /// Fields that do not fit together: blocks that do not tile the size, a directory with
-    /// blocks, a mode over 7, a malformed version.
+    /// Fields that do not fit together: blocks that do not tile the size (or one longer than
+    /// [`BLOCK_BYTES_MAX`]), a directory with blocks, a mode over 7. (A malformed version never
+    /// reaches the receiver's checks: the whole message fails to decode.)
     BadEntry,
 }
 
