@@ -1,7 +1,9 @@
-//! Writes the hand-made seeds of `corpus/frame_decoder/` and `corpus/node/`.
+//! Writes the hand-made seeds of `corpus/frame_decoder/`, `corpus/replica_message/` and
+//! `corpus/node/`.
 //!
 //! Run from `fuzz/`. Frame-decoder seeds are valid streams of every message, plain and
-//! compressed, in several chunkings, and a few broken ones. Node seeds are
+//! compressed, in several chunkings, and a few broken ones; replica-message seeds are the
+//! payloads of valid replication messages, a few of each code. Node seeds are
 //! found by a seeded random search for op sequences that reach what a fuzzer otherwise takes
 //! a while to find: completed handshakes (inbound and outbound), delivered and relayed
 //! broadcasts, discovery. Files are named by content, so reruns add nothing twice. The search
@@ -12,14 +14,19 @@ use std::path::Path;
 
 use weft_engine::identity::Identity;
 use weft_engine::protocol::{
+    Block, Counter, Deleted, FileEntry, FileKind, FolderId, HereIs, IDeleted, IHave, IMoved,
+    IRefuse, IWant, List, Moved, NotFound, PathRefusal, ReplicaMessage, Version,
+};
+use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, DigestEntry, Family, Hello, HelloAck, ICanSee, ICantSee,
-    IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, OriginProof, PeerInfo, Ping, Pong, SeqRange,
-    PublicKey, Signature, WantRange, CAP_LZ4,
+    IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, OriginProof, PeerInfo, Ping,
+    Pong, PublicKey, SeqRange, Signature, WantRange, CAP_LZ4,
 };
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     frame_seeds(&root.join("frame_decoder"));
+    replica_seeds(&root.join("replica_message"));
     if std::env::args().any(|a| a == "--frames-only") {
         return;
     }
@@ -150,8 +157,182 @@ fn messages() -> Vec<Message<'static>> {
     ]
 }
 
+/// A few valid messages of every replication code (SPEC.md §22.2).
+fn replica_messages() -> Vec<Message<'static>> {
+    let folder = FolderId::from_name("photos");
+    let version = |pairs: &[(u64, u64)]| Version {
+        counters: pairs
+            .iter()
+            .map(|&(node, value)| Counter { node, value })
+            .collect(),
+    };
+    let file = FileEntry {
+        path: "a/notes.txt".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 40_000,
+        mtime_ms: 1_700_000_000_123,
+        modified_by: 0x1a2b_3c4d_5e6f_7081,
+        version: version(&[(0x1a2b_3c4d_5e6f_7081, 3), (0xf000_0000_0000_0001, 1)]),
+        sequence: 17,
+        blocks: vec![
+            Block {
+                offset: 0,
+                len: 16_384,
+                hash: [0x10; 32],
+            },
+            Block {
+                offset: 16_384,
+                len: 23_616,
+                hash: [0x30; 32],
+            },
+        ],
+    };
+    let dir = FileEntry {
+        path: "a".into(),
+        kind: FileKind::Directory,
+        size: 0,
+        blocks: vec![],
+        version: version(&[(5, 1)]),
+        ..file.clone()
+    };
+    let link = FileEntry {
+        path: "a/latest".into(),
+        kind: FileKind::Symlink,
+        target: "notes.txt".into(),
+        ..dir.clone()
+    };
+    let deleted = |path: &str, kind| Deleted {
+        path: path.into(),
+        kind,
+        modified_by: 5,
+        version: version(&[(5, 2), (9, 1)]),
+        sequence: 30,
+    };
+    let r = Message::Replica;
+    let mut out = vec![
+        r(ReplicaMessage::List(List {
+            folder,
+            index_id: 0,
+            since: 0,
+        })),
+        r(ReplicaMessage::List(List {
+            folder,
+            index_id: 0x0123_4567_89ab_cdef,
+            since: 300,
+        })),
+        r(ReplicaMessage::IHave(IHave {
+            folder,
+            index_id: 7,
+            entries: vec![file.clone()],
+        })),
+        r(ReplicaMessage::IHave(IHave {
+            folder,
+            index_id: 7,
+            entries: vec![file.clone(), dir.clone(), link],
+        })),
+        r(ReplicaMessage::IHave(IHave {
+            folder,
+            index_id: 7,
+            entries: vec![],
+        })),
+        r(ReplicaMessage::IMoved(IMoved {
+            folder,
+            index_id: 7,
+            entries: vec![Moved {
+                from: "a/notes.txt".into(),
+                from_version: version(&[(0x1a2b_3c4d_5e6f_7081, 4)]),
+                to: FileEntry {
+                    path: "b/notes.txt".into(),
+                    ..file.clone()
+                },
+            }],
+        })),
+        r(ReplicaMessage::IMoved(IMoved {
+            folder,
+            index_id: 7,
+            entries: vec![Moved {
+                from: "old".into(),
+                from_version: version(&[(5, 2)]),
+                to: FileEntry {
+                    path: "new".into(),
+                    ..dir
+                },
+            }],
+        })),
+        r(ReplicaMessage::IDeleted(IDeleted {
+            folder,
+            index_id: 7,
+            entries: vec![deleted("a/old.txt", FileKind::File)],
+        })),
+        r(ReplicaMessage::IDeleted(IDeleted {
+            folder,
+            index_id: 7,
+            entries: vec![
+                deleted("tmp", FileKind::Directory),
+                deleted("tmp/link", FileKind::Symlink),
+            ],
+        })),
+        r(ReplicaMessage::IWant(IWant {
+            folder,
+            hashes: vec![[0x10; 32]],
+        })),
+        r(ReplicaMessage::IWant(IWant {
+            folder,
+            hashes: vec![[0x10; 32], [0x30; 32], [0x50; 32]],
+        })),
+        r(ReplicaMessage::HereIs(HereIs {
+            folder,
+            hash: [0x50; 32],
+            offset: 0,
+            data: &[0x00, 0xff, 0x7f, 0x80],
+        })),
+        r(ReplicaMessage::HereIs(HereIs {
+            folder,
+            hash: [0x30; 32],
+            offset: 261_120,
+            data: b"the rest of a block, after its first piece",
+        })),
+        r(ReplicaMessage::NotFound(NotFound {
+            folder,
+            hashes: vec![[0x30; 32]],
+        })),
+        r(ReplicaMessage::NotFound(NotFound {
+            folder,
+            hashes: vec![[0x30; 32], [0x10; 32]],
+        })),
+    ];
+    for (i, reason) in PathRefusal::ALL.iter().enumerate() {
+        out.push(r(ReplicaMessage::IRefuse(IRefuse {
+            folder,
+            path: format!("refused/{i}"),
+            reason: *reason,
+        })));
+    }
+    out
+}
+
+/// The payload of every replication message: what `run_replica_message` decodes.
+fn replica_seeds(dir: &Path) {
+    for m in replica_messages() {
+        save(dir, &m.encode_payload());
+    }
+}
+
 fn frame_seeds(dir: &Path) {
     let msgs = messages();
+    // Replication frames go in seeds of their own, so the older stream seeds stay as they are.
+    let replica = replica_messages();
+    for m in &replica {
+        save(dir, m.to_frame(true).bytes());
+        save(dir, &[&[1u8, 7][..], m.to_frame(false).bytes()].concat());
+    }
+    let replica_stream: Vec<u8> = replica
+        .iter()
+        .flat_map(|m| m.to_frame(false).into_bytes().to_vec())
+        .collect();
+    save(dir, &[&[1u8, 13][..], &replica_stream].concat());
     let stream = |compress: bool| -> Vec<u8> {
         msgs.iter()
             .flat_map(|m| m.to_frame(compress).into_bytes().to_vec())

@@ -7,10 +7,12 @@
 mod decoder_drive;
 mod node_drive;
 mod noise_drive;
+mod replica_drive;
 
 pub use decoder_drive::run_frame_decoder;
-pub use noise_drive::run_noise_link;
 pub use node_drive::{
     default_config, run_node, run_node_metrics, run_node_small_limits, run_node_with,
     small_limits_config, NodeSummary,
 };
+pub use noise_drive::run_noise_link;
+pub use replica_drive::run_replica_message;

@@ -557,7 +557,7 @@ pub(crate) fn strict<'a, T: Deserialize<'a>>(
     }
 }
 
-fn postcard_reason(e: postcard::Error) -> &'static str {
+pub(crate) fn postcard_reason(e: postcard::Error) -> &'static str {
     match e {
         postcard::Error::DeserializeUnexpectedEnd => "payload ends inside a field",
         postcard::Error::DeserializeBadVarint => "bad varint",

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
 use crate::error::ProtocolError;
-use crate::message::strict;
+use crate::frame::PAYLOAD_BYTES_MAX;
+use crate::message::{postcard_reason, strict};
 
 /// Most entries one IHAVE, IMOVED or IDELETED carries.
 pub const INDEX_ENTRIES_MAX: usize = 256;
@@ -392,8 +393,9 @@ pub enum PathRefusal {
     SymlinkEscapes,
     /// A component of the path is a symlink at the receiver.
     ThroughSymlink,
-    /// Fields that do not fit together: blocks that do not tile the size, a directory with
-    /// blocks, a mode over 7, a malformed version.
+    /// Fields that do not fit together: blocks that do not tile the size (or one longer than
+    /// [`BLOCK_BYTES_MAX`]), a directory with blocks, a mode over 7. (A malformed version never
+    /// reaches the receiver's checks: the whole message fails to decode.)
     BadEntry,
 }
 
@@ -564,12 +566,15 @@ impl<'a> ReplicaMessage<'a> {
     }
 }
 
-/// HEREIS: the header fields by postcard, then every remaining byte is the piece.
+/// HEREIS: the header fields by postcard, then every remaining byte is the piece. A payload
+/// over `PAYLOAD_BYTES_MAX` is refused before decoding, as [`strict`] refuses it.
 fn decode_here_is(payload: &[u8]) -> Result<HereIs<'_>, ProtocolError> {
-    let malformed = |reason| ProtocolError::MalformedPayload {
-        code: Code::HEREIS,
-        reason,
-    };
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        return Err(ProtocolError::DecompressedTooLarge {
+            size: payload.len() as u64,
+            max: PAYLOAD_BYTES_MAX as u64,
+        });
+    }
     match postcard::take_from_bytes::<HereIsHeader>(payload) {
         Ok((h, data)) => Ok(HereIs {
             folder: h.folder,
@@ -577,10 +582,10 @@ fn decode_here_is(payload: &[u8]) -> Result<HereIs<'_>, ProtocolError> {
             offset: h.offset,
             data,
         }),
-        Err(postcard::Error::DeserializeUnexpectedEnd) => {
-            Err(malformed("payload ends inside a field"))
-        }
-        Err(_) => Err(malformed("bad varint")),
+        Err(e) => Err(ProtocolError::MalformedPayload {
+            code: Code::HEREIS,
+            reason: postcard_reason(e),
+        }),
     }
 }
 

@@ -2,6 +2,11 @@
 //!
 //! * every message variant survives message -> frame (compressed or not) -> parse -> payload ->
 //!   decode unchanged, and compression really happens for some generated frames;
+//! * every replication message over any of its limits (§22.2) is malformed;
+//! * version vectors: `compare` is antisymmetric and is the counters' pointwise order, `merged`
+//!   is the least version descending from both (commutative, associative, idempotent), `bumped`
+//!   is newer by one counter, and both keep a version well formed within
+//!   `VERSION_COUNTERS_MAX` counters;
 //! * the mesh-repair generators reach their limits and only make valid ranges, and breaking any
 //!   one range, or a repair's sequence number, makes the payload malformed;
 //! * a stream of valid frames decodes identically through `FrameDecoder` however it is cut: in
@@ -14,6 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 use weft_protocol::compress::{compress_if_smaller, COMPRESS_PAYLOAD_BYTES_MIN};
+use weft_protocol::{
+    Block, BlockHash, Counter, Deleted, FileEntry, FileKind, FolderId, HereIs, IDeleted, IHave,
+    IMoved, IRefuse, IWant, List, Moved, NotFound, PathRefusal, ReplicaMessage, Version,
+    VersionOrder, BLOCK_BYTES_MAX, HEREIS_DATA_BYTES_MAX, INDEX_ENTRIES_MAX, PATH_BYTES_MAX,
+    VERSION_COUNTERS_MAX, WANT_HASHES_MAX,
+};
 use weft_protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Frame, FrameDecoder, Hello, HelloAck,
     ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId, OriginProof,
@@ -487,10 +498,11 @@ impl OwnedBroadcast {
 /// Any message, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owned {
-    /// Every variant but BROADCAST and MESH_REPAIR borrows nothing.
+    /// Every variant but BROADCAST, MESH_REPAIR and HEREIS borrows nothing.
     Plain(Message<'static>),
     Broadcast(OwnedBroadcast),
     Repair(OwnedBroadcast),
+    HereIs(OwnedHereIs),
 }
 
 impl Owned {
@@ -499,12 +511,13 @@ impl Owned {
             Owned::Plain(m) => m.clone(),
             Owned::Broadcast(b) => b.as_message(),
             Owned::Repair(b) => b.as_repair(),
+            Owned::HereIs(h) => h.as_message(),
         }
     }
 
-    /// One of the twenty-six variants, chosen uniformly.
+    /// One of the thirty-four variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 26) {
+        Owned::Plain(match below(g, 34) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -539,7 +552,8 @@ impl Owned {
             }
             14 => Message::TableEntries(gen_table_entries(g, big)),
             15 => return Owned::Repair(OwnedBroadcast::gen(g, big)),
-            chord => Message::Chord(gen_chord(g, chord - 16, big)),
+            chord @ 16..26 => Message::Chord(gen_chord(g, chord - 16, big)),
+            replica => return gen_replica(g, replica - 26, big),
         })
     }
 }
@@ -650,6 +664,225 @@ fn gen_chord(g: &mut Gen, variant: usize, big: bool) -> ChordMessage {
     }
 }
 
+/// A HEREIS owning its data (`HereIs` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedHereIs {
+    folder: FolderId,
+    hash: BlockHash,
+    offset: u32,
+    data: Vec<u8>,
+}
+
+impl OwnedHereIs {
+    fn as_message(&self) -> Message<'_> {
+        Message::Replica(ReplicaMessage::HereIs(HereIs {
+            folder: self.folder,
+            hash: self.hash,
+            offset: self.offset,
+            data: &self.data,
+        }))
+    }
+}
+
+fn folder(g: &mut Gen) -> FolderId {
+    FolderId(bytes32(g)[..16].try_into().expect("16 of 32 bytes"))
+}
+
+/// A node's short id: mostly from a small pool (so that versions share nodes), else anything.
+fn short_id(g: &mut Gen) -> u64 {
+    if one_in(g, 3) {
+        u64::arbitrary(g)
+    } else {
+        1 + below(g, 6) as u64
+    }
+}
+
+/// A well-formed version: nodes ascending and distinct, counters 1.., usually a few counters of
+/// small values, sometimes huge values (`u64::MAX` included) or up to `VERSION_COUNTERS_MAX`
+/// counters (`big`).
+fn gen_version(g: &mut Gen, big: bool) -> Version {
+    let (n, many) = if big && one_in(g, 16) {
+        (count_up_to(g, VERSION_COUNTERS_MAX), true)
+    } else {
+        (below(g, 5), false)
+    };
+    // Many counters take mostly nodes from anywhere, so that they stay many once deduplicated.
+    let mut nodes: Vec<u64> = (0..n)
+        .map(|_| {
+            if many && !one_in(g, 8) {
+                u64::arbitrary(g)
+            } else {
+                short_id(g)
+            }
+        })
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Version {
+        counters: nodes
+            .into_iter()
+            .map(|node| Counter {
+                node,
+                value: match below(g, 8) {
+                    0 => u64::arbitrary(g).max(1),
+                    1 => u64::MAX,
+                    _ => 1 + below(g, 3) as u64,
+                },
+            })
+            .collect(),
+    }
+}
+
+/// A path or target within `PATH_BYTES_MAX` bytes: short, random unicode, or at the limit.
+/// The codec does not check what a path says (the receiver does, §22.3).
+fn path(g: &mut Gen, big: bool) -> String {
+    match below(g, 4) {
+        0 if big => "p".repeat(PATH_BYTES_MAX),
+        1 => cut_to(String::arbitrary(g), PATH_BYTES_MAX),
+        _ => format!("dir{}/file{}.txt", below(g, 4), below(g, 100)),
+    }
+}
+
+fn file_kind(g: &mut Gen) -> FileKind {
+    *g.choose(&[FileKind::File, FileKind::Directory, FileKind::Symlink])
+        .expect("three kinds")
+}
+
+/// A file entry within the codec's limits. The codec checks neither the mode, nor that the
+/// blocks tile the size, nor the kind against the blocks: any values round-trip.
+fn gen_entry(g: &mut Gen, big: bool) -> FileEntry {
+    let blocks = if big && one_in(g, 16) {
+        64
+    } else {
+        below(g, 4)
+    };
+    FileEntry {
+        path: path(g, big),
+        kind: file_kind(g),
+        target: if one_in(g, 2) {
+            String::new()
+        } else {
+            path(g, false)
+        },
+        mode: u8::arbitrary(g),
+        size: u64::arbitrary(g),
+        mtime_ms: i64::arbitrary(g),
+        modified_by: short_id(g),
+        version: gen_version(g, big),
+        sequence: u64::arbitrary(g),
+        blocks: (0..blocks)
+            .map(|_| Block {
+                offset: u64::arbitrary(g),
+                len: u32::arbitrary(g),
+                hash: bytes32(g),
+            })
+            .collect(),
+    }
+}
+
+/// How many entries a batch gets: up to `INDEX_ENTRIES_MAX` (`big`, rarely), else a few.
+fn batch_len(g: &mut Gen, big: bool) -> usize {
+    if big && one_in(g, 16) {
+        INDEX_ENTRIES_MAX
+    } else {
+        below(g, 4)
+    }
+}
+
+fn hashes(g: &mut Gen, big: bool) -> Vec<BlockHash> {
+    let n = if big && one_in(g, 8) {
+        count_up_to(g, WANT_HASHES_MAX)
+    } else {
+        below(g, 5)
+    };
+    (0..n).map(|_| bytes32(g)).collect()
+}
+
+/// HEREIS: 1 to `HEREIS_DATA_BYTES_MAX` data bytes (`big`; else up to 64), at an offset that
+/// keeps the piece inside `BLOCK_BYTES_MAX`.
+fn gen_here_is(g: &mut Gen, big: bool) -> OwnedHereIs {
+    let len = if big && one_in(g, 4) {
+        1 + count_up_to(g, HEREIS_DATA_BYTES_MAX - 1)
+    } else {
+        1 + below(g, 64)
+    };
+    let room = BLOCK_BYTES_MAX as u64 - len as u64;
+    let offset = match below(g, 3) {
+        0 => 0,
+        1 => room,
+        _ => u64::arbitrary(g) % (room + 1),
+    };
+    OwnedHereIs {
+        folder: folder(g),
+        hash: bytes32(g),
+        offset: offset.try_into().expect("below BLOCK_BYTES_MAX"),
+        data: if one_in(g, 2) {
+            vec![u8::arbitrary(g); len]
+        } else {
+            (0..len).map(|_| u8::arbitrary(g)).collect()
+        },
+    }
+}
+
+/// Replication message number `variant` (0..8, code order), within every limit; HEREIS is
+/// the one that borrows.
+fn gen_replica(g: &mut Gen, variant: usize, big: bool) -> Owned {
+    let folder = folder(g);
+    let index_id = u64::arbitrary(g);
+    Owned::Plain(Message::Replica(match variant {
+        0 => ReplicaMessage::List(List {
+            folder,
+            index_id,
+            since: u64::arbitrary(g),
+        }),
+        1 => ReplicaMessage::IHave(IHave {
+            folder,
+            index_id,
+            entries: (0..batch_len(g, big))
+                .map(|_| gen_entry(g, false))
+                .collect(),
+        }),
+        2 => ReplicaMessage::IMoved(IMoved {
+            folder,
+            index_id,
+            entries: (0..batch_len(g, big))
+                .map(|_| Moved {
+                    from: path(g, false),
+                    from_version: gen_version(g, false),
+                    to: gen_entry(g, false),
+                })
+                .collect(),
+        }),
+        3 => ReplicaMessage::IDeleted(IDeleted {
+            folder,
+            index_id,
+            entries: (0..batch_len(g, big))
+                .map(|_| Deleted {
+                    path: path(g, false),
+                    kind: file_kind(g),
+                    modified_by: short_id(g),
+                    version: gen_version(g, false),
+                    sequence: u64::arbitrary(g),
+                })
+                .collect(),
+        }),
+        4 => ReplicaMessage::IWant(IWant {
+            folder,
+            hashes: hashes(g, big),
+        }),
+        5 => return Owned::HereIs(gen_here_is(g, big)),
+        6 => ReplicaMessage::NotFound(NotFound {
+            folder,
+            hashes: hashes(g, big),
+        }),
+        _ => ReplicaMessage::IRefuse(IRefuse {
+            folder,
+            path: path(g, big),
+            reason: *g.choose(&PathRefusal::ALL).expect("ten reasons"),
+        }),
+    }))
+}
+
 /// Newtypes so that quickcheck can generate each variant on its own.
 macro_rules! arbitrary_newtype {
     ($name:ident($ty:ty), |$g:ident| $body:expr) => {
@@ -692,6 +925,11 @@ arbitrary_newtype!(ArbChord(ChordMessage), |g| {
     let variant = below(g, 10);
     gen_chord(g, variant, true)
 });
+arbitrary_newtype!(ArbReplica(Owned), |g| {
+    let variant = below(g, 8);
+    gen_replica(g, variant, true)
+});
+arbitrary_newtype!(ArbVersion(Version), |g| gen_version(g, true));
 // A message small enough (at most a few KiB) to be cut at every byte boundary.
 arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
 // One to four small messages, each with its own choice of compression.
@@ -1277,6 +1515,368 @@ fn a_chord_message_over_any_limit_is_malformed() {
     QuickCheck::new()
         .tests(200)
         .quickcheck(prop as fn(ArbChord, usize));
+}
+
+#[test]
+fn replica_messages_round_trip() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbReplica) {
+        count_if(&PACKED, round_trip(&m.0.as_message()));
+    }
+    assert!(check(400, &PACKED, prop) > 0, "no frame was compressed");
+}
+
+#[test]
+fn the_replica_generator_reaches_its_limits() {
+    let mut g = Gen::new(100);
+    let (mut full_batch, mut full_want, mut full_piece, mut long_path) = (0, 0, 0, 0);
+    for _ in 0..3000 {
+        let m = ArbReplica::arbitrary(&mut g).0;
+        match m.as_message() {
+            Message::Replica(ReplicaMessage::IHave(h)) => {
+                full_batch += usize::from(h.entries.len() == INDEX_ENTRIES_MAX);
+            }
+            Message::Replica(ReplicaMessage::IWant(w)) => {
+                full_want += usize::from(w.hashes.len() == WANT_HASHES_MAX);
+            }
+            Message::Replica(ReplicaMessage::HereIs(h)) => {
+                full_piece += usize::from(h.data.len() == HEREIS_DATA_BYTES_MAX);
+                assert!(!h.data.is_empty());
+                assert!(u64::from(h.offset) + h.data.len() as u64 <= u64::from(BLOCK_BYTES_MAX));
+            }
+            Message::Replica(ReplicaMessage::IRefuse(r)) => {
+                long_path += usize::from(r.path.len() == PATH_BYTES_MAX);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        full_batch > 0 && full_want > 0 && full_piece > 0 && long_path > 0,
+        "limits reached: {full_batch} full IHAVEs, {full_want} full IWANTs, \
+         {full_piece} full HEREIS pieces, {long_path} IREFUSEs at PATH_BYTES_MAX"
+    );
+    let mut g = Gen::new(100);
+    assert!(
+        (0..3000).any(|_| gen_version(&mut g, true).counters.len() > VERSION_COUNTERS_MAX / 2),
+        "no large version generated"
+    );
+}
+
+#[test]
+fn a_replica_message_over_any_limit_is_malformed() {
+    fn prop(m: ArbReplica, pick: usize) {
+        let bad_version = |pick: usize| match pick % 3 {
+            // Descending nodes.
+            0 => Version {
+                counters: vec![Counter { node: 5, value: 1 }, Counter { node: 3, value: 1 }],
+            },
+            // A zero counter.
+            1 => Version {
+                counters: vec![Counter { node: 5, value: 0 }],
+            },
+            // One counter too many.
+            _ => Version {
+                counters: (1..=VERSION_COUNTERS_MAX as u64 + 1)
+                    .map(|node| Counter { node, value: 1 })
+                    .collect(),
+            },
+        };
+        let long = "x".repeat(PATH_BYTES_MAX + 1);
+        let entry = FileEntry {
+            path: "a".into(),
+            kind: FileKind::File,
+            target: String::new(),
+            mode: 6,
+            size: 0,
+            mtime_ms: 0,
+            modified_by: 1,
+            version: Version {
+                counters: vec![Counter { node: 1, value: 1 }],
+            },
+            sequence: 1,
+            blocks: vec![],
+        };
+        let broken = match m.0 {
+            Owned::HereIs(mut h) => {
+                match pick % 3 {
+                    0 => h.data.clear(),
+                    1 => h.data = vec![1; HEREIS_DATA_BYTES_MAX + 1],
+                    _ => h.offset = BLOCK_BYTES_MAX - h.data.len() as u32 + 1,
+                }
+                let payload = h.as_message().encode_payload();
+                assert!(matches!(
+                    Message::decode(Code::HEREIS, &payload),
+                    Err(ProtocolError::MalformedPayload { .. })
+                ));
+                return;
+            }
+            Owned::Plain(Message::Replica(r)) => r,
+            other => panic!("not a replication message: {other:?}"),
+        };
+        let broken = match broken {
+            ReplicaMessage::IHave(mut h) => {
+                match pick % 4 {
+                    0 => h.entries = vec![entry; INDEX_ENTRIES_MAX + 1],
+                    1 => h.entries.push(FileEntry {
+                        path: long,
+                        ..entry
+                    }),
+                    2 => h.entries.push(FileEntry {
+                        target: long,
+                        ..entry
+                    }),
+                    _ => h.entries.push(FileEntry {
+                        version: bad_version(pick / 4),
+                        ..entry
+                    }),
+                }
+                ReplicaMessage::IHave(h)
+            }
+            ReplicaMessage::IMoved(mut mv) => {
+                let moved = Moved {
+                    from: "b".into(),
+                    from_version: entry.version.clone(),
+                    to: entry.clone(),
+                };
+                match pick % 4 {
+                    0 => mv.entries = vec![moved; INDEX_ENTRIES_MAX + 1],
+                    1 => mv.entries.push(Moved {
+                        from: long,
+                        ..moved
+                    }),
+                    2 => mv.entries.push(Moved {
+                        from_version: bad_version(pick / 4),
+                        ..moved
+                    }),
+                    _ => mv.entries.push(Moved {
+                        to: FileEntry {
+                            version: bad_version(pick / 4),
+                            ..entry
+                        },
+                        ..moved
+                    }),
+                }
+                ReplicaMessage::IMoved(mv)
+            }
+            ReplicaMessage::IDeleted(mut d) => {
+                let deleted = Deleted {
+                    path: "a".into(),
+                    kind: FileKind::Directory,
+                    modified_by: 1,
+                    version: entry.version.clone(),
+                    sequence: 1,
+                };
+                match pick % 3 {
+                    0 => d.entries = vec![deleted; INDEX_ENTRIES_MAX + 1],
+                    1 => d.entries.push(Deleted {
+                        path: long,
+                        ..deleted
+                    }),
+                    _ => d.entries.push(Deleted {
+                        version: bad_version(pick / 3),
+                        ..deleted
+                    }),
+                }
+                ReplicaMessage::IDeleted(d)
+            }
+            ReplicaMessage::IWant(mut w) => {
+                w.hashes = vec![[0; 32]; WANT_HASHES_MAX + 1];
+                ReplicaMessage::IWant(w)
+            }
+            ReplicaMessage::NotFound(mut n) => {
+                n.hashes = vec![[0; 32]; WANT_HASHES_MAX + 1];
+                ReplicaMessage::NotFound(n)
+            }
+            ReplicaMessage::IRefuse(mut r) => {
+                r.path = long;
+                ReplicaMessage::IRefuse(r)
+            }
+            // LIST has no limit beyond postcard's.
+            _ => return,
+        };
+        let msg = Message::Replica(broken);
+        let payload = msg.encode_payload();
+        assert!(matches!(
+            Message::decode(msg.code(), &payload),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(ArbReplica, usize));
+}
+
+// =============================================================================================
+// Version vectors
+
+/// The order seen from the other side.
+fn flipped(o: VersionOrder) -> VersionOrder {
+    match o {
+        VersionOrder::Newer => VersionOrder::Older,
+        VersionOrder::Older => VersionOrder::Newer,
+        same => same,
+    }
+}
+
+/// Every node either version names, ascending, once.
+fn nodes_of(versions: &[&Version]) -> Vec<u64> {
+    let mut nodes: Vec<u64> = versions
+        .iter()
+        .flat_map(|v| v.counters.iter().map(|c| c.node))
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
+}
+
+#[test]
+fn the_version_generator_makes_well_formed_overlapping_versions() {
+    let mut g = Gen::new(100);
+    let (mut concurrent, mut newer, mut equal) = (0, 0, 0);
+    for _ in 0..2000 {
+        let (a, b) = (gen_version(&mut g, true), gen_version(&mut g, true));
+        assert!(a.is_well_formed() && b.is_well_formed(), "{a:?} {b:?}");
+        match a.compare(&b) {
+            VersionOrder::Concurrent => concurrent += 1,
+            VersionOrder::Newer | VersionOrder::Older => newer += 1,
+            VersionOrder::Equal => equal += 1,
+        }
+    }
+    // Every order is reached, so the properties below are not vacuous.
+    assert!(
+        concurrent > 0 && newer > 0 && equal > 0,
+        "{concurrent} {newer} {equal}"
+    );
+}
+
+#[test]
+fn compare_is_antisymmetric_and_equal_means_the_same_counters() {
+    fn prop(a: ArbVersion, b: ArbVersion) {
+        let (a, b) = (a.0, b.0);
+        assert_eq!(a.compare(&b), flipped(b.compare(&a)), "{a:?} {b:?}");
+        assert_eq!(a.compare(&a), VersionOrder::Equal);
+        assert_eq!(a.compare(&b) == VersionOrder::Equal, a == b, "{a:?} {b:?}");
+        // The order is the counters' pointwise order.
+        let nodes = nodes_of(&[&a, &b]);
+        let ge = nodes.iter().all(|&n| a.get(n) >= b.get(n));
+        let le = nodes.iter().all(|&n| a.get(n) <= b.get(n));
+        let expected = match (ge, le) {
+            (true, true) => VersionOrder::Equal,
+            (true, false) => VersionOrder::Newer,
+            (false, true) => VersionOrder::Older,
+            (false, false) => VersionOrder::Concurrent,
+        };
+        assert_eq!(a.compare(&b), expected, "{a:?} {b:?}");
+    }
+    QuickCheck::new()
+        .tests(1000)
+        .quickcheck(prop as fn(ArbVersion, ArbVersion));
+}
+
+#[test]
+fn merged_descends_from_both_and_is_the_least_such() {
+    fn prop(a: ArbVersion, b: ArbVersion) {
+        let (a, b) = (a.0, b.0);
+        let m = a.merged(&b);
+        for side in [&a, &b] {
+            assert!(
+                matches!(m.compare(side), VersionOrder::Newer | VersionOrder::Equal),
+                "{m:?} vs {side:?}"
+            );
+        }
+        for n in nodes_of(&[&a, &b]) {
+            assert_eq!(m.get(n), a.get(n).max(b.get(n)));
+        }
+        assert_eq!(nodes_of(&[&m]), nodes_of(&[&a, &b]));
+        match a.compare(&b) {
+            VersionOrder::Newer | VersionOrder::Equal => assert_eq!(m, a),
+            VersionOrder::Older => assert_eq!(m, b),
+            VersionOrder::Concurrent => {
+                assert_eq!(m.compare(&a), VersionOrder::Newer);
+                assert_eq!(m.compare(&b), VersionOrder::Newer);
+            }
+        }
+    }
+    QuickCheck::new()
+        .tests(1000)
+        .quickcheck(prop as fn(ArbVersion, ArbVersion));
+}
+
+#[test]
+fn merge_is_commutative_associative_and_idempotent() {
+    fn prop(a: ArbVersion, b: ArbVersion, c: ArbVersion) {
+        let (a, b, c) = (a.0, b.0, c.0);
+        assert_eq!(a.merged(&b), b.merged(&a));
+        assert_eq!(a.merged(&b).merged(&c), a.merged(&b.merged(&c)));
+        assert_eq!(a.merged(&a), a);
+        assert_eq!(a.merged(&Version::default()), a);
+    }
+    QuickCheck::new()
+        .tests(1000)
+        .quickcheck(prop as fn(ArbVersion, ArbVersion, ArbVersion));
+}
+
+#[test]
+fn bumped_is_newer_by_one_counter() {
+    fn prop(a: ArbVersion, pick: usize, fresh: u64) {
+        let a = a.0;
+        // A node of the version, or (half the time) any node.
+        let node = match a.counters.get(pick % (2 * a.counters.len()).max(1)) {
+            Some(c) => c.node,
+            None => fresh,
+        };
+        let b = a.bumped(node);
+        if a.get(node) == u64::MAX {
+            // A saturated counter cannot grow: the "new" version equals the old one.
+            assert_eq!(b, a);
+            return;
+        }
+        assert_eq!(b.compare(&a), VersionOrder::Newer, "{a:?} bumped at {node}");
+        assert_eq!(a.compare(&b), VersionOrder::Older);
+        assert_eq!(b.get(node), a.get(node) + 1);
+        for n in nodes_of(&[&a]) {
+            if n != node {
+                assert_eq!(b.get(n), a.get(n));
+            }
+        }
+        // A change made after adopting a concurrent version descends from both.
+        let other = a.bumped(node.wrapping_add(1));
+        let joined = b.merged(&other).bumped(node);
+        assert_eq!(joined.compare(&b), VersionOrder::Newer);
+        assert_eq!(joined.compare(&other), VersionOrder::Newer);
+    }
+    QuickCheck::new()
+        .tests(1000)
+        .quickcheck(prop as fn(ArbVersion, usize, u64));
+}
+
+#[test]
+fn bumped_and_merged_keep_versions_well_formed_within_the_counter_limit() {
+    fn prop(a: ArbVersion, b: ArbVersion, node: u64) {
+        let (a, b) = (a.0, b.0);
+        // Order and nonzero counters are always kept; only the count can pass the limit.
+        for v in [a.bumped(node), a.merged(&b)] {
+            assert_eq!(
+                v.is_well_formed(),
+                v.counters.len() <= VERSION_COUNTERS_MAX,
+                "{v:?}"
+            );
+        }
+    }
+    QuickCheck::new()
+        .tests(1000)
+        .quickcheck(prop as fn(ArbVersion, ArbVersion, u64));
+    // At the limit, a change by one more node makes a version no peer accepts (§22.2).
+    let full = Version {
+        counters: (1..=VERSION_COUNTERS_MAX as u64)
+            .map(|node| Counter { node, value: 1 })
+            .collect(),
+    };
+    assert!(full.is_well_formed());
+    assert!(full.bumped(1).is_well_formed());
+    assert!(!full
+        .bumped(VERSION_COUNTERS_MAX as u64 + 1)
+        .is_well_formed());
 }
 
 #[test]

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use weft_protocol::compress::compress_if_smaller;
 use weft_protocol::{
+    Block, BlockHash, Counter, Deleted, FileEntry, FileKind, FolderId, HereIs, IDeleted, IHave,
+    IMoved, IRefuse, IWant, List, Moved, NotFound, PathRefusal, ReplicaMessage, Version,
+    BLOCK_BYTES_MAX, HEREIS_DATA_BYTES_MAX, INDEX_ENTRIES_MAX, PATH_BYTES_MAX, WANT_HASHES_MAX,
+};
+use weft_protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
     OriginProof, PeerInfo, Ping, Pong, ProtocolError, PublicKey, SeqRange, Signature, WantRange,
@@ -37,15 +42,17 @@ payload it carries (`payload_hex`) and that payload's message (`fields`): fixed-
 strings and byte payloads as lowercase hex, integers as JSON numbers (u64 values may exceed \
 2^53), strings as JSON strings, an absent optional value as null, a BYE reason by name with \
 its wire index, a list as a JSON array and a nested struct (cascade id, peer, digest entry, \
-want, sequence range, table write, hlc, bucket hash) as a JSON object; a table write's key and \
-value are hex, an absent value (a delete) null. MESH_REPAIR carries BROADCAST's fields. Compressed frames were made by lz4_flex's block compressor: another \
+want, sequence range, table write, hlc, bucket hash, file entry, block, version counter, move, \
+deletion) as a JSON object; a table write's key and value are hex, an absent value (a delete) \
+null; a Chord store outcome, a file kind and a path refusal by name; mtime_ms is signed. \
+MESH_REPAIR carries BROADCAST's fields; HEREIS's `data` is the raw tail of its payload. Compressed frames were made by lz4_flex's block compressor: another \
 implementation must decode them to the same fields but may compress differently. Each entry of \
 `invalid` is a byte string that, taken as exactly one frame (check the length prefix, then the \
 header, then inflate if the compressed flag is set, then decode the payload as the message its \
 code names), fails with the named error, a variant of weft_protocol::ProtocolError; pushed into \
 a stream decoder which then reaches the end of its input, it fails the same way. The invalid \
-entries with a list over its limit of 1024 are compressed to keep this file small: they inflate \
-fine and fail in the decode.";
+entries marked compressed in their description are compressed to keep this file small: they \
+inflate fine and fail in the decode.";
 
 /// Every `ByeReason`, in wire order.
 const ALL_REASONS: [ByeReason; 10] = [
@@ -153,6 +160,7 @@ enum Owned {
     Plain(Message<'static>),
     Broadcast(OwnedBroadcast),
     Repair(OwnedBroadcast),
+    HereIs(OwnedHereIs),
 }
 
 impl Owned {
@@ -161,6 +169,7 @@ impl Owned {
             Owned::Plain(m) => m.clone(),
             Owned::Broadcast(b) => Message::Broadcast(b.borrow()),
             Owned::Repair(b) => Message::MeshRepair(b.borrow()),
+            Owned::HereIs(h) => Message::Replica(ReplicaMessage::HereIs(h.borrow())),
         }
     }
 }
@@ -394,6 +403,7 @@ fn fields_of(msg: &Message<'_>) -> Value {
             Value::Array(e.writes.iter().map(write_json).collect()),
         )]),
         Message::Chord(m) => chord_fields(m),
+        Message::Replica(m) => replica_fields(m),
         other => panic!("a message this test does not know: {other:?}"),
     }
 }
@@ -591,6 +601,9 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
             writes: get_array(f, "writes").iter().map(get_write).collect(),
         }),
         chord if chord.starts_with("CHORD_") => Message::Chord(chord_from_fields(chord, f)),
+        "LIST" | "IHAVE" | "IMOVED" | "IDELETED" | "IWANT" | "HEREIS" | "NOTFOUND" | "IREFUSE" => {
+            return replica_from_fields(code_name, f)
+        }
         other => panic!("unknown code name {other}"),
     })
 }
@@ -1045,6 +1058,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
         true,
     ));
     v.extend(chord_cases());
+    v.extend(replica_cases());
     v
 }
 
@@ -1498,6 +1512,7 @@ fn build() -> VectorFile {
     let invalid = invalid_cases()
         .into_iter()
         .chain(chord_invalid_cases())
+        .chain(replica_invalid_cases())
         .map(|(name, error, description, bytes)| Invalid {
             name: name.into(),
             error: error.into(),
@@ -1708,6 +1723,14 @@ fn the_vectors_cover_every_message_reason_and_error() {
         Code::CHORD_STORE,
         Code::CHORD_VALUES,
         Code::CHORD_NOTIFY,
+        Code::LIST,
+        Code::IHAVE,
+        Code::IMOVED,
+        Code::IDELETED,
+        Code::IWANT,
+        Code::HEREIS,
+        Code::NOTFOUND,
+        Code::IREFUSE,
     ] {
         assert!(
             file.invalid.iter().any(|i| i.error == "MalformedPayload"
@@ -2266,4 +2289,811 @@ fn table_write_vectors_carry_their_writers_signature() {
         }
     }
     assert!(checked >= 4, "{checked} writes checked");
+}
+
+// =============================================================================================
+// Replication (SPEC.md §22.2)
+
+/// A HEREIS owning its data (`HereIs` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedHereIs {
+    folder: FolderId,
+    hash: BlockHash,
+    offset: u32,
+    data: Vec<u8>,
+}
+
+impl OwnedHereIs {
+    fn borrow(&self) -> HereIs<'_> {
+        HereIs {
+            folder: self.folder,
+            hash: self.hash,
+            offset: self.offset,
+            data: &self.data,
+        }
+    }
+}
+
+/// The folder of the replication vectors: `FolderId::from_name("photos")`.
+const VECTOR_FOLDER: &str = "photos";
+
+fn version_json(v: &Version) -> Value {
+    Value::Array(
+        v.counters
+            .iter()
+            .map(|c| obj([("node", c.node.into()), ("value", c.value.into())]))
+            .collect(),
+    )
+}
+
+fn entry_json(e: &FileEntry) -> Value {
+    obj([
+        ("path", e.path.clone().into()),
+        ("kind", format!("{:?}", e.kind).into()),
+        ("target", e.target.clone().into()),
+        ("mode", e.mode.into()),
+        ("size", e.size.into()),
+        ("mtime_ms", e.mtime_ms.into()),
+        ("modified_by", e.modified_by.into()),
+        ("version", version_json(&e.version)),
+        ("sequence", e.sequence.into()),
+        (
+            "blocks",
+            Value::Array(
+                e.blocks
+                    .iter()
+                    .map(|b| {
+                        obj([
+                            ("offset", b.offset.into()),
+                            ("len", b.len.into()),
+                            ("hash", hexv(&b.hash)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+fn hashes_json(hashes: &[BlockHash]) -> Value {
+    Value::Array(hashes.iter().map(|h| hexv(h)).collect())
+}
+
+/// A replication message's fields as JSON: the folder as hex, a file kind and a refusal
+/// reason by name, a version as an array of {node, value}, HEREIS's data as hex.
+fn replica_fields(m: &ReplicaMessage<'_>) -> Value {
+    let folder = hexv(&m.folder().0);
+    match m {
+        ReplicaMessage::List(l) => obj([
+            ("folder", folder),
+            ("index_id", l.index_id.into()),
+            ("since", l.since.into()),
+        ]),
+        ReplicaMessage::IHave(h) => obj([
+            ("folder", folder),
+            ("index_id", h.index_id.into()),
+            (
+                "entries",
+                Value::Array(h.entries.iter().map(entry_json).collect()),
+            ),
+        ]),
+        ReplicaMessage::IMoved(mv) => obj([
+            ("folder", folder),
+            ("index_id", mv.index_id.into()),
+            (
+                "entries",
+                Value::Array(
+                    mv.entries
+                        .iter()
+                        .map(|e| {
+                            obj([
+                                ("from", e.from.clone().into()),
+                                ("from_version", version_json(&e.from_version)),
+                                ("to", entry_json(&e.to)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]),
+        ReplicaMessage::IDeleted(d) => obj([
+            ("folder", folder),
+            ("index_id", d.index_id.into()),
+            (
+                "entries",
+                Value::Array(
+                    d.entries
+                        .iter()
+                        .map(|e| {
+                            obj([
+                                ("path", e.path.clone().into()),
+                                ("kind", format!("{:?}", e.kind).into()),
+                                ("modified_by", e.modified_by.into()),
+                                ("version", version_json(&e.version)),
+                                ("sequence", e.sequence.into()),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]),
+        ReplicaMessage::IWant(w) => obj([("folder", folder), ("hashes", hashes_json(&w.hashes))]),
+        ReplicaMessage::HereIs(h) => obj([
+            ("folder", folder),
+            ("hash", hexv(&h.hash)),
+            ("offset", h.offset.into()),
+            ("data", hexv(h.data)),
+        ]),
+        ReplicaMessage::NotFound(n) => {
+            obj([("folder", folder), ("hashes", hashes_json(&n.hashes))])
+        }
+        ReplicaMessage::IRefuse(r) => obj([
+            ("folder", folder),
+            ("path", r.path.clone().into()),
+            ("reason", format!("{:?}", r.reason).into()),
+        ]),
+    }
+}
+
+fn get_str(f: &Value, key: &str) -> String {
+    get(f, key)
+        .as_str()
+        .unwrap_or_else(|| panic!("{key:?} is not a string in {f}"))
+        .to_string()
+}
+
+fn get_folder(f: &Value) -> FolderId {
+    FolderId(get_bytes(f, "folder").try_into().expect("16 folder bytes"))
+}
+
+fn get_version(f: &Value, key: &str) -> Version {
+    Version {
+        counters: get_array(f, key)
+            .iter()
+            .map(|c| Counter {
+                node: get_u64(c, "node"),
+                value: get_u64(c, "value"),
+            })
+            .collect(),
+    }
+}
+
+fn get_kind(f: &Value) -> FileKind {
+    match get_str(f, "kind").as_str() {
+        "File" => FileKind::File,
+        "Directory" => FileKind::Directory,
+        "Symlink" => FileKind::Symlink,
+        other => panic!("unknown file kind {other}"),
+    }
+}
+
+fn get_entry(e: &Value) -> FileEntry {
+    FileEntry {
+        path: get_str(e, "path"),
+        kind: get_kind(e),
+        target: get_str(e, "target"),
+        mode: get_u64(e, "mode").try_into().expect("mode fits a u8"),
+        size: get_u64(e, "size"),
+        mtime_ms: get(e, "mtime_ms").as_i64().expect("mtime_ms is an i64"),
+        modified_by: get_u64(e, "modified_by"),
+        version: get_version(e, "version"),
+        sequence: get_u64(e, "sequence"),
+        blocks: get_array(e, "blocks")
+            .iter()
+            .map(|b| Block {
+                offset: get_u64(b, "offset"),
+                len: get_u64(b, "len").try_into().expect("len fits a u32"),
+                hash: get_32(b, "hash"),
+            })
+            .collect(),
+    }
+}
+
+fn get_hashes(f: &Value) -> Vec<BlockHash> {
+    get_array(f, "hashes")
+        .iter()
+        .map(|h| {
+            unhex(h.as_str().expect("a hex hash"))
+                .try_into()
+                .expect("32 hash bytes")
+        })
+        .collect()
+}
+
+/// The replication message a vector's `fields` describe.
+fn replica_from_fields(code_name: &str, f: &Value) -> Owned {
+    let folder = get_folder(f);
+    Owned::Plain(Message::Replica(match code_name {
+        "LIST" => ReplicaMessage::List(List {
+            folder,
+            index_id: get_u64(f, "index_id"),
+            since: get_u64(f, "since"),
+        }),
+        "IHAVE" => ReplicaMessage::IHave(IHave {
+            folder,
+            index_id: get_u64(f, "index_id"),
+            entries: get_array(f, "entries").iter().map(get_entry).collect(),
+        }),
+        "IMOVED" => ReplicaMessage::IMoved(IMoved {
+            folder,
+            index_id: get_u64(f, "index_id"),
+            entries: get_array(f, "entries")
+                .iter()
+                .map(|e| Moved {
+                    from: get_str(e, "from"),
+                    from_version: get_version(e, "from_version"),
+                    to: get_entry(get(e, "to")),
+                })
+                .collect(),
+        }),
+        "IDELETED" => ReplicaMessage::IDeleted(IDeleted {
+            folder,
+            index_id: get_u64(f, "index_id"),
+            entries: get_array(f, "entries")
+                .iter()
+                .map(|e| Deleted {
+                    path: get_str(e, "path"),
+                    kind: get_kind(e),
+                    modified_by: get_u64(e, "modified_by"),
+                    version: get_version(e, "version"),
+                    sequence: get_u64(e, "sequence"),
+                })
+                .collect(),
+        }),
+        "IWANT" => ReplicaMessage::IWant(IWant {
+            folder,
+            hashes: get_hashes(f),
+        }),
+        "HEREIS" => {
+            return Owned::HereIs(OwnedHereIs {
+                folder,
+                hash: get_32(f, "hash"),
+                offset: get_u64(f, "offset").try_into().expect("offset fits a u32"),
+                data: get_bytes(f, "data"),
+            })
+        }
+        "NOTFOUND" => ReplicaMessage::NotFound(NotFound {
+            folder,
+            hashes: get_hashes(f),
+        }),
+        "IREFUSE" => {
+            let name = get_str(f, "reason");
+            ReplicaMessage::IRefuse(IRefuse {
+                folder,
+                path: get_str(f, "path"),
+                reason: *PathRefusal::ALL
+                    .iter()
+                    .find(|r| format!("{r:?}") == name)
+                    .unwrap_or_else(|| panic!("unknown refusal {name}")),
+            })
+        }
+        other => panic!("unknown code name {other}"),
+    }))
+}
+
+/// A version vector from (node, value) pairs.
+fn version(pairs: &[(u64, u64)]) -> Version {
+    Version {
+        counters: pairs
+            .iter()
+            .map(|&(node, value)| Counter { node, value })
+            .collect(),
+    }
+}
+
+/// The file entry of the replication vectors: `a/notes.txt`, 3 blocks (40 000 bytes),
+/// changed by two nodes.
+fn vector_file() -> FileEntry {
+    FileEntry {
+        path: "a/notes.txt".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 40_000,
+        mtime_ms: 1_700_000_000_123,
+        modified_by: 0x1A2B_3C4D_5E6F_7081,
+        version: version(&[(0x1A2B_3C4D_5E6F_7081, 3), (0xF000_0000_0000_0001, 1)]),
+        sequence: 17,
+        blocks: vec![
+            Block {
+                offset: 0,
+                len: 16_384,
+                hash: pat(0x10),
+            },
+            Block {
+                offset: 16_384,
+                len: 20_000,
+                hash: pat(0x30),
+            },
+            Block {
+                offset: 36_384,
+                len: 3_616,
+                hash: pat(0x50),
+            },
+        ],
+    }
+}
+
+/// (name, message, compressed) for every replication vector.
+fn replica_cases() -> Vec<(String, Owned, bool)> {
+    let folder = FolderId::from_name(VECTOR_FOLDER);
+    let plain = |name: &str, m: ReplicaMessage<'static>| {
+        (name.to_string(), Owned::Plain(Message::Replica(m)), false)
+    };
+    let directory = FileEntry {
+        path: "a".into(),
+        kind: FileKind::Directory,
+        target: String::new(),
+        mode: 7,
+        size: 0,
+        mtime_ms: -1_000,
+        modified_by: 0x1A2B_3C4D_5E6F_7081,
+        version: version(&[(0x1A2B_3C4D_5E6F_7081, 1)]),
+        sequence: 18,
+        blocks: vec![],
+    };
+    let symlink = FileEntry {
+        path: "a/latest".into(),
+        kind: FileKind::Symlink,
+        target: "notes.txt".into(),
+        mode: 7,
+        size: 0,
+        mtime_ms: 0,
+        modified_by: 5,
+        version: version(&[(5, 1)]),
+        sequence: 19,
+        blocks: vec![],
+    };
+    let empty_file = FileEntry {
+        path: "ünïcode/empty".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 4,
+        size: 0,
+        mtime_ms: i64::MIN,
+        modified_by: u64::MAX,
+        version: version(&[(1, u64::MAX), (u64::MAX, 1)]),
+        sequence: u64::MAX,
+        blocks: vec![],
+    };
+    let mut moved_to = vector_file();
+    moved_to.path = "b/notes.txt".into();
+    moved_to.version = moved_to.version.bumped(0x1A2B_3C4D_5E6F_7081);
+    moved_to.sequence = 20;
+    let mut v = vec![
+        plain(
+            "list_everything",
+            ReplicaMessage::List(List {
+                folder,
+                index_id: 0,
+                since: 0,
+            }),
+        ),
+        plain(
+            "list_since",
+            ReplicaMessage::List(List {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                since: 300,
+            }),
+        ),
+        plain(
+            "ihave_empty",
+            ReplicaMessage::IHave(IHave {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                entries: vec![],
+            }),
+        ),
+        plain(
+            "ihave_file",
+            ReplicaMessage::IHave(IHave {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                entries: vec![vector_file()],
+            }),
+        ),
+        plain(
+            "ihave_file_directory_symlink",
+            ReplicaMessage::IHave(IHave {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                entries: vec![vector_file(), directory.clone(), symlink, empty_file],
+            }),
+        ),
+        (
+            "ihave_compressed".into(),
+            Owned::Plain(Message::Replica(ReplicaMessage::IHave(IHave {
+                folder,
+                index_id: 1,
+                entries: (0..16)
+                    .map(|i| FileEntry {
+                        path: format!("photos/2024/img_{i:04}.jpg"),
+                        sequence: i,
+                        ..directory.clone()
+                    })
+                    .collect(),
+            }))),
+            true,
+        ),
+        plain(
+            "imoved",
+            ReplicaMessage::IMoved(IMoved {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                entries: vec![Moved {
+                    from: "a/notes.txt".into(),
+                    from_version: version(&[
+                        (0x1A2B_3C4D_5E6F_7081, 4),
+                        (0xF000_0000_0000_0001, 1),
+                    ]),
+                    to: moved_to,
+                }],
+            }),
+        ),
+        plain(
+            "ideleted",
+            ReplicaMessage::IDeleted(IDeleted {
+                folder,
+                index_id: 0x0123_4567_89AB_CDEF,
+                entries: vec![
+                    Deleted {
+                        path: "a/old.txt".into(),
+                        kind: FileKind::File,
+                        modified_by: 5,
+                        version: version(&[(5, 2), (0x1A2B_3C4D_5E6F_7081, 1)]),
+                        sequence: 21,
+                    },
+                    Deleted {
+                        path: "tmp".into(),
+                        kind: FileKind::Directory,
+                        modified_by: 5,
+                        version: version(&[(5, 1)]),
+                        sequence: 22,
+                    },
+                ],
+            }),
+        ),
+        plain(
+            "iwant",
+            ReplicaMessage::IWant(IWant {
+                folder,
+                hashes: vec![pat(0x10), pat(0x30)],
+            }),
+        ),
+        (
+            "hereis".into(),
+            Owned::HereIs(OwnedHereIs {
+                folder,
+                hash: pat(0x50),
+                offset: 0,
+                data: vec![0x00, 0xFF, 0x7F, 0x80, 0x0A, 0x00],
+            }),
+            false,
+        ),
+        (
+            "hereis_second_piece".into(),
+            Owned::HereIs(OwnedHereIs {
+                folder,
+                hash: pat(0x30),
+                offset: HEREIS_DATA_BYTES_MAX as u32,
+                data: b"rest of the block".to_vec(),
+            }),
+            false,
+        ),
+        (
+            "hereis_compressed".into(),
+            Owned::HereIs(OwnedHereIs {
+                folder,
+                hash: pat(0x10),
+                offset: 16,
+                data: b"weft ".repeat(100),
+            }),
+            true,
+        ),
+        plain(
+            "notfound",
+            ReplicaMessage::NotFound(NotFound {
+                folder,
+                hashes: vec![pat(0x30)],
+            }),
+        ),
+    ];
+    let refused_paths = [
+        "/etc/passwd",
+        "a/../b",
+        "a\\b",
+        "cafe\u{301}",
+        "a/very/long/path",
+        ".weft/state",
+        "A/Notes.txt",
+        "a/link",
+        "a/link/file",
+        "a/notes.txt",
+    ];
+    for (reason, path) in PathRefusal::ALL.iter().zip(refused_paths) {
+        v.push(plain(
+            &format!("irefuse_{}", snake(&format!("{reason:?}"))),
+            ReplicaMessage::IRefuse(IRefuse {
+                folder,
+                path: path.into(),
+                reason: *reason,
+            }),
+        ));
+    }
+    v
+}
+
+/// A hand-written version vector: count, then (node, value) varints.
+fn raw_version(pairs: &[(u64, u64)]) -> Vec<u8> {
+    let mut p = varint(pairs.len() as u64);
+    for &(node, value) in pairs {
+        p.extend_from_slice(&varint(node));
+        p.extend_from_slice(&varint(value));
+    }
+    p
+}
+
+/// A hand-written file entry without blocks: path, kind index, target "", mode 7, size 0,
+/// mtime 0 (zigzag 0), modified_by 1, the version, sequence 1, no blocks.
+fn raw_entry(path: &[u8], kind: u64, version: &[(u64, u64)]) -> Vec<u8> {
+    [
+        string(path),
+        varint(kind),
+        string(b""),
+        vec![7],
+        varint(0),
+        varint(0),
+        varint(1),
+        raw_version(version),
+        varint(1),
+        varint(0),
+    ]
+    .concat()
+}
+
+/// A hand-written deletion record: path, kind index, modified_by 1, the version, sequence 1.
+fn raw_deleted(path: &[u8], kind: u64, version: &[(u64, u64)]) -> Vec<u8> {
+    [
+        string(path),
+        varint(kind),
+        varint(1),
+        raw_version(version),
+        varint(1),
+    ]
+    .concat()
+}
+
+/// Invalid replication frames: every limit and enum of §22.2 broken once.
+fn replica_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let folder = FolderId::from_name(VECTOR_FOLDER).0.to_vec();
+    let index_id = varint(9);
+    let plain = |code: Code, payload: &[u8]| raw_frame(1, 0, code.0, payload);
+    let batch = |entries: &[Vec<u8>]| {
+        let mut p = [folder.clone(), index_id.clone()].concat();
+        p.extend_from_slice(&varint(entries.len() as u64));
+        for e in entries {
+            p.extend_from_slice(e);
+        }
+        p
+    };
+    let hashes = |n: usize| {
+        let mut p = folder.clone();
+        p.extend_from_slice(&varint(n as u64));
+        for i in 0..n {
+            p.extend_from_slice(&[i as u8; 32]);
+        }
+        p
+    };
+    let here_is = |offset: u32, data: &[u8]| {
+        [
+            folder.clone(),
+            vec![0x50; 32],
+            varint(offset.into()),
+            data.to_vec(),
+        ]
+        .concat()
+    };
+    let list = [folder.clone(), varint(1), varint(2)].concat();
+    let too_many_entries: Vec<Vec<u8>> = (0..=INDEX_ENTRIES_MAX)
+        .map(|i| raw_entry(format!("d{i}").as_bytes(), 1, &[(1, 1)]))
+        .collect();
+    vec![
+        (
+            "malformed_payload_list_trailing_bytes",
+            "MalformedPayload",
+            "LIST (folder, index_id 1, since 2) followed by one more byte",
+            plain(Code::LIST, &[list, vec![0]].concat()),
+        ),
+        (
+            "malformed_payload_ihave_too_many_entries",
+            "MalformedPayload",
+            "IHAVE with INDEX_ENTRIES_MAX + 1 entries (directories d0 … d256)",
+            plain(Code::IHAVE, &batch(&too_many_entries)),
+        ),
+        (
+            "malformed_payload_ihave_version_descending",
+            "MalformedPayload",
+            "IHAVE whose entry's version lists node 5 before node 3",
+            plain(
+                Code::IHAVE,
+                &batch(&[raw_entry(b"a", 1, &[(5, 1), (3, 1)])]),
+            ),
+        ),
+        (
+            "malformed_payload_ihave_version_repeated_node",
+            "MalformedPayload",
+            "IHAVE whose entry's version lists node 3 twice",
+            plain(
+                Code::IHAVE,
+                &batch(&[raw_entry(b"a", 1, &[(3, 1), (3, 2)])]),
+            ),
+        ),
+        (
+            "malformed_payload_ihave_unknown_file_kind",
+            "MalformedPayload",
+            "IHAVE whose entry has file kind index 3 (its mode, 7, is valid)",
+            plain(Code::IHAVE, &batch(&[raw_entry(b"a", 3, &[(1, 1)])])),
+        ),
+        (
+            "malformed_payload_imoved_from_version_zero_counter",
+            "MalformedPayload",
+            "IMOVED whose from_version has a counter of 0",
+            plain(
+                Code::IMOVED,
+                &batch(&[[
+                    string(b"a"),
+                    raw_version(&[(1, 0)]),
+                    raw_entry(b"b", 0, &[(1, 1)]),
+                ]
+                .concat()]),
+            ),
+        ),
+        (
+            "malformed_payload_ideleted_version_zero_counter",
+            "MalformedPayload",
+            "IDELETED whose record's version has a counter of 0",
+            plain(
+                Code::IDELETED,
+                &batch(&[raw_deleted(b"a", 0, &[(1, 1), (2, 0)])]),
+            ),
+        ),
+        (
+            "malformed_payload_ideleted_unknown_file_kind",
+            "MalformedPayload",
+            "IDELETED whose record has file kind index 3",
+            plain(Code::IDELETED, &batch(&[raw_deleted(b"a", 3, &[(1, 1)])])),
+        ),
+        (
+            "malformed_payload_iwant_too_many_hashes",
+            "MalformedPayload",
+            "IWANT listing WANT_HASHES_MAX + 1 hashes (compressed; it inflates fine)",
+            raw_compressed(Code::IWANT, &hashes(WANT_HASHES_MAX + 1)),
+        ),
+        (
+            "malformed_payload_notfound_too_many_hashes",
+            "MalformedPayload",
+            "NOTFOUND listing WANT_HASHES_MAX + 1 hashes (compressed; it inflates fine)",
+            raw_compressed(Code::NOTFOUND, &hashes(WANT_HASHES_MAX + 1)),
+        ),
+        (
+            "malformed_payload_hereis_cut_in_header",
+            "MalformedPayload",
+            "HEREIS whose payload ends inside the hash (40 of the header's 49+ bytes)",
+            plain(Code::HEREIS, &here_is(0, b"")[..40]),
+        ),
+        (
+            "malformed_payload_hereis_no_data",
+            "MalformedPayload",
+            "HEREIS with its header and no data byte",
+            plain(Code::HEREIS, &here_is(0, b"")),
+        ),
+        (
+            "malformed_payload_hereis_data_too_long",
+            "MalformedPayload",
+            "HEREIS carrying HEREIS_DATA_BYTES_MAX + 1 data bytes (compressed; it inflates fine)",
+            raw_compressed(
+                Code::HEREIS,
+                &here_is(0, &vec![7; HEREIS_DATA_BYTES_MAX + 1]),
+            ),
+        ),
+        (
+            "malformed_payload_hereis_past_block_end",
+            "MalformedPayload",
+            "HEREIS at offset BLOCK_BYTES_MAX - 1 carrying 2 bytes: past the largest block",
+            plain(Code::HEREIS, &here_is(BLOCK_BYTES_MAX - 1, b"ab")),
+        ),
+        (
+            "malformed_payload_irefuse_unknown_reason",
+            "MalformedPayload",
+            "IREFUSE whose reason has variant index 10",
+            plain(
+                Code::IREFUSE,
+                &[folder.clone(), string(b"a"), vec![10]].concat(),
+            ),
+        ),
+        (
+            "malformed_payload_irefuse_path_too_long",
+            "MalformedPayload",
+            "IREFUSE naming a path of PATH_BYTES_MAX + 1 bytes (compressed; it inflates fine)",
+            raw_compressed(
+                Code::IREFUSE,
+                &[folder.clone(), string(&[b'a'; PATH_BYTES_MAX + 1]), vec![0]].concat(),
+            ),
+        ),
+        (
+            "unknown_command_replica_0x0408",
+            "UnknownCommand",
+            "0x0408 is in the replication family but names no message",
+            raw_frame(1, 0, 0x0408, &[]),
+        ),
+    ]
+}
+
+#[test]
+fn replica_vectors_cover_every_kind_and_refusal() {
+    let file = committed_file();
+    let fields = |code: Code| {
+        file.vectors
+            .iter()
+            .filter(move |v| v.code == code.0)
+            .map(|v| &v.fields)
+    };
+    for kind in ["File", "Directory", "Symlink"] {
+        assert!(
+            fields(Code::IHAVE).any(|f| get_array(f, "entries").iter().any(|e| e["kind"] == kind)),
+            "no IHAVE entry of kind {kind}"
+        );
+    }
+    assert!(fields(Code::IHAVE).any(|f| get_array(f, "entries")
+        .iter()
+        .any(|e| { get_array(e, "blocks").len() > 1 && get_array(e, "version").len() == 2 })));
+    for r in PathRefusal::ALL {
+        assert!(
+            fields(Code::IREFUSE).any(|f| f["reason"] == format!("{r:?}")),
+            "no IREFUSE vector for {r:?}"
+        );
+    }
+    // Every replication vector is about the folder named "photos".
+    let folder = FolderId::from_name(VECTOR_FOLDER);
+    let mut expected = [0u8; 16];
+    expected.copy_from_slice(&blake3::hash(b"weft folder v1\0photos").as_bytes()[..16]);
+    assert_eq!(folder.0, expected);
+    let replica = file
+        .vectors
+        .iter()
+        .filter(|v| Code(v.code).family() == Some(Family::Replication));
+    let mut n = 0;
+    for v in replica {
+        assert_eq!(get_bytes(&v.fields, "folder"), folder.0, "{}", v.name);
+        n += 1;
+    }
+    assert!(n >= 8, "{n} replication vectors");
+}
+
+#[test]
+fn hereis_vectors_carry_their_data_raw_after_the_header() {
+    let file = committed_file();
+    let mut checked = 0;
+    for v in file.vectors.iter().filter(|v| v.code == Code::HEREIS.0) {
+        let payload = unhex(&v.payload_hex);
+        let data = get_bytes(&v.fields, "data");
+        let offset = get_u64(&v.fields, "offset");
+        // folder 16 + hash 32 + the offset's varint, then the data with no length.
+        assert_eq!(
+            payload.len(),
+            48 + varint(offset).len() + data.len(),
+            "{}",
+            v.name
+        );
+        assert!(payload.ends_with(&data), "{}", v.name);
+        assert_eq!(
+            payload[..16],
+            get_bytes(&v.fields, "folder")[..],
+            "{}",
+            v.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2);
 }
