@@ -321,6 +321,10 @@ impl Net {
         for i in 0..self.nodes.len() {
             while let Some(o) = self.nodes[i].replica.poll_output() {
                 active = true;
+                if std::env::var("TRACE").is_ok() {
+                    let r: String = format!("{o:?}").chars().take(160).collect();
+                    eprintln!("{i} {r}");
+                }
                 match o {
                     ReplicaOutput::Request { token, request } => {
                         let node = &mut self.nodes[i];
