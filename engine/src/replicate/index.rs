@@ -180,15 +180,16 @@ impl Index {
                     .map(|x| x.hash)
             };
             let h = hash_block(&hash);
-            if self
-                .locator
-                .find(h, |e| block_of(e) == Some(hash))
-                .is_none()
-            {
-                // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
-                let n = u32::try_from(i).unwrap_or(u32::MAX);
-                self.locator
-                    .insert_unique(h, (slot, n), |e| block_of(e).map_or(0, |x| hash_block(&x)));
+            // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
+            let n = u32::try_from(i).unwrap_or(u32::MAX);
+            // The newest record holding a hash is its location (an older holder may be
+            // about to change).
+            match self.locator.find_mut(h, |e| block_of(e) == Some(hash)) {
+                Some(e) => *e = (slot, n),
+                None => {
+                    self.locator
+                        .insert_unique(h, (slot, n), |e| block_of(e).map_or(0, |x| hash_block(&x)));
+                }
             }
         }
     }
