@@ -6,10 +6,18 @@
 //! file. [`blocks`] is the chunk-and-hash function the hosts' scanners share; [`paths`] holds
 //! the path rules.
 
+mod announce;
 pub mod blocks;
+mod conflict;
+mod fetch;
+mod index;
 pub mod paths;
+mod plan;
 mod protocol;
 mod replica;
+mod state;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub(crate) use protocol::ReplicateProtocol;
