@@ -50,6 +50,9 @@ pub struct ReplicaNetConfig {
     pub redial_ms: u64,
     /// The folder replicated.
     pub folder: FolderId,
+    /// Changes each node's replication configuration from the defaults (tests use it to
+    /// shrink windows and delays).
+    pub tune: Option<fn(&mut ReplicaConfig)>,
 }
 
 impl ReplicaNetConfig {
@@ -64,6 +67,7 @@ impl ReplicaNetConfig {
             corrupt_peer: None,
             redial_ms: 1_000,
             folder: FolderId::from_name("sim"),
+            tune: None,
         }
     }
 }
@@ -306,7 +310,10 @@ impl ReplicaNet {
         if self.nodes[i].replica.is_some() {
             return;
         }
-        let config = ReplicaConfig::new(self.config.folder, self.nodes[i].id);
+        let mut config = ReplicaConfig::new(self.config.folder, self.nodes[i].id);
+        if let Some(tune) = self.config.tune {
+            tune(&mut config);
+        }
         let replica = Replica::new(config, self.replica_seed(i));
         self.nodes[i].replica = Some(replica);
         self.nodes[i].ready = false;

@@ -637,7 +637,9 @@ pub fn sweep_params(seed: u64) -> ReplicateParams {
         &[Shape::Regular, Shape::Ring, Shape::Line, Shape::Star]
     };
     p.shape = shapes[r.below(shapes.len() as u64) as usize];
-    p.degree = 2.min(nodes - 1);
+    if p.shape.uses_degree() {
+        p.degree = 2.min(nodes - 1);
+    }
     p.faults = ReplicateFaults::Swarm;
     p.safety_ms = 10_000;
     p
