@@ -6,14 +6,22 @@
 //! file. [`blocks`] is the chunk-and-hash function the hosts' scanners share; [`paths`] holds
 //! the path rules.
 
+mod announce;
 pub mod blocks;
+mod conflict;
+mod fetch;
+mod index;
 pub mod paths;
+mod plan;
 mod replica;
+mod state;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use replica::Replica;
 pub use types::{
-    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig,
-    ReplicaEvent, ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError,
-    StorageRequest, StorageResult, TempId,
+    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
+    ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError, StorageRequest,
+    StorageResult, TempId,
 };

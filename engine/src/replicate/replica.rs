@@ -1,27 +1,232 @@
-//! One node's copy of one folder: the replication sub-machine (SPEC.md §22). Stub: the API
-//! the simulator and the node adapter code against; the machine fills it in.
+//! One node's copy of one folder: the replication sub-machine (SPEC.md §22).
+//!
+//! The index ([`super::index`]) holds a record per path. Remote records are compared by
+//! version: older or equal ones are ignored, newer ones adopted through an [`Apply`] (storage
+//! steps, then the record installed and announced again), concurrent ones settled by the
+//! conflict rule ([`super::conflict`]). Fetching is in [`super::fetch`], announcing in
+//! [`super::announce`], the persisted blob in [`super::state`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use weft_protocol::{NodeId, ReplicaMessage};
-
-use super::types::{
-    LocalChange, ReplicaCommand, ReplicaConfig, ReplicaFault, ReplicaMetrics, ReplicaOutput,
-    ReplicaRefusal, Record, StorageResult,
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use weft_protocol::{
+    Code, FileEntry, FileKind, IRefuse, List, Message, NodeId, NotFound, PathRefusal,
+    ReplicaMessage, Version, VersionOrder,
 };
-use crate::time::Instant;
+
+use super::conflict;
+use super::fetch::InFlight;
+use super::index::Index;
+use super::paths::{self, IgnoreRules};
+use super::plan::{Apply, BlockSlot, BlockState, Fetch, Install, Step};
+use super::state::{PersistedState, STATE_FORMAT};
+use super::types::{
+    Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
+    ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageRequest, StorageResult,
+    TempId,
+};
+use crate::hasher::FixedMap;
+use crate::time::{Duration, Instant};
+
+/// Remote records held back per busy path, at most (older ones are dropped first).
+pub(super) const DEFERRED_PER_PATH_MAX: usize = 8;
+
+/// Local changes held until the state is loaded, at most (the scanner reports again after
+/// a `ScanDone` it never saw acknowledged; beyond this they are dropped).
+pub(super) const EARLY_LOCAL_MAX: usize = 65_536;
+
+/// Longest backoff of a failed storage step, ms.
+const BACKOFF_MAX_MS: u64 = 30_000;
+
+/// What a storage request was for.
+#[derive(Debug)]
+pub(super) enum Purpose {
+    Load,
+    Persist,
+    /// The front step of the apply at this path.
+    Step(String),
+    /// A piece of block `block` of `temp` (`u32::MAX`: creating an empty temp).
+    Write {
+        temp: TempId,
+        block: u32,
+    },
+    /// A local block copied into these temps' blocks.
+    ReadLocal {
+        hash: [u8; 32],
+        len: u32,
+        waiters: Vec<(TempId, u32)>,
+    },
+    /// A block asked for by `peer`.
+    Serve {
+        peer: NodeId,
+        hash: [u8; 32],
+        len: u32,
+    },
+    Discard,
+}
+
+/// What the folder knows of one peer.
+#[derive(Debug, Default)]
+pub(super) struct Peer {
+    pub(super) linked: bool,
+    /// Its index id as last seen, and the highest sequence seen under it.
+    pub(super) index_id: u64,
+    pub(super) seen: u64,
+    /// It sent LIST: the last sequence sent to it.
+    pub(super) cursor: Option<u64>,
+    pub(super) bytes_in_flight: u64,
+    pub(super) mismatches: u32,
+    /// Blocks it was asked for that timed out (late pieces are ignored), at most
+    /// [`super::fetch::EXPIRED_MAX`].
+    pub(super) expired: VecDeque<[u8; 32]>,
+    /// `ReadBlock` steps serving it, outstanding.
+    pub(super) serving: usize,
+}
 
 /// One node's copy of one folder. See the module documentation.
-#[derive(Debug)]
 pub struct Replica {
-    config: ReplicaConfig,
+    pub(super) config: ReplicaConfig,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) me: u64,
+    pub(super) now: Instant,
+    pub(super) ready: bool,
+    pub(super) index_id: u64,
+    pub(super) index: Index,
+    pub(super) peers: BTreeMap<NodeId, Peer>,
+    pub(super) applies: BTreeMap<String, Apply>,
+    /// Paths held by an apply at another path -> that path.
+    pub(super) locks: BTreeMap<String, String>,
+    pub(super) temps: BTreeMap<TempId, String>,
+    pub(super) next_temp: u64,
+    pub(super) deferred: BTreeMap<String, Vec<(BTreeSet<NodeId>, Record)>>,
+    pub(super) inflight: FixedMap<[u8; 32], InFlight>,
+    /// Peers not to ask for a block until then (it failed them).
+    pub(super) excluded: BTreeMap<[u8; 32], Vec<(NodeId, Instant)>>,
+    /// Blocks whose local copy did not read back (cleared when the index changes).
+    pub(super) local_misses: BTreeSet<[u8; 32]>,
+    pub(super) pending: BTreeMap<u64, Purpose>,
+    pub(super) next_token: u64,
+    /// Requests waiting for room under `requests_outstanding_max` (their tokens are in
+    /// `pending`): bounded by the blocks in flight and the applies.
+    pub(super) queued: VecDeque<(u64, StorageRequest)>,
+    pub(super) out: VecDeque<ReplicaOutput>,
+    pub(super) early_local: Vec<LocalChange>,
+    pub(super) persist_at: Option<Instant>,
+    pub(super) persist_dirty: bool,
+    pub(super) persist_outstanding: bool,
+    pub(super) load_retry_at: Option<Instant>,
+    pub(super) fetch_dirty: bool,
+    pub(super) fetch_wake: Option<Instant>,
+    pub(super) metrics: ReplicaMetrics,
+    pub(super) ignore: IgnoreRules,
+}
+
+impl core::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Replica")
+            .field("folder", &self.config.folder)
+            .field("ready", &self.ready)
+            .field("index", &self.index)
+            .field("applies", &self.applies.len())
+            .finish()
+    }
+}
+
+/// What a record says is at its path.
+pub(super) fn expect_of(r: Option<&Record>) -> Expect {
+    match r {
+        Some(r) if !r.deleted => Expect::Present {
+            kind: r.entry.kind,
+            size: r.entry.size,
+            mtime_ms: r.entry.mtime_ms,
+        },
+        _ => Expect::Nothing,
+    }
+}
+
+/// The deletion record of `path` (`kind`) made by `by` with `version`.
+pub(super) fn tombstone(path: &str, kind: FileKind, by: u64, version: Version) -> Record {
+    Record {
+        entry: FileEntry {
+            path: path.to_string(),
+            kind,
+            target: String::new(),
+            mode: 0,
+            size: 0,
+            mtime_ms: 0,
+            modified_by: by,
+            version,
+            sequence: 0,
+            blocks: Vec::new(),
+        },
+        deleted: true,
+    }
+}
+
+/// Why an entry from a peer is refused, if it is.
+fn entry_refusal(e: &FileEntry) -> Option<PathRefusal> {
+    if let Err(r) = paths::check_path(&e.path) {
+        return Some(r);
+    }
+    if e.kind == FileKind::Symlink {
+        if let Err(r) = paths::check_symlink_target(&e.path, &e.target) {
+            return Some(r);
+        }
+    }
+    let mut at = 0u64;
+    let tiles = e.blocks.iter().all(|b| {
+        let ok = b.offset == at && b.len > 0 && b.len <= weft_protocol::BLOCK_BYTES_MAX;
+        at = at.saturating_add(u64::from(b.len));
+        ok
+    }) && at == e.size;
+    let fits = match e.kind {
+        FileKind::File => tiles,
+        FileKind::Directory | FileKind::Symlink => e.blocks.is_empty(),
+    };
+    (!fits || e.mode > 7 || e.version.counters.is_empty() || !e.version.is_well_formed())
+        .then_some(PathRefusal::BadEntry)
 }
 
 impl Replica {
     /// A folder that first loads its state ([`super::StorageRequest::LoadState`]); `seed`
     /// drives every choice it makes (its index id, tie-breaks among peers).
     pub fn new(config: ReplicaConfig, seed: [u8; 32]) -> Replica {
-        let _ = seed;
-        Replica { config }
+        let me = super::types::short_id(&config.me);
+        let mut r = Replica {
+            config,
+            rng: ChaCha8Rng::from_seed(seed),
+            me,
+            now: Instant::ZERO,
+            ready: false,
+            index_id: 0,
+            index: Index::default(),
+            peers: BTreeMap::new(),
+            applies: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            temps: BTreeMap::new(),
+            next_temp: 1,
+            deferred: BTreeMap::new(),
+            inflight: FixedMap::default(),
+            excluded: BTreeMap::new(),
+            local_misses: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            next_token: 1,
+            queued: VecDeque::new(),
+            out: VecDeque::new(),
+            early_local: Vec::new(),
+            persist_at: None,
+            persist_dirty: false,
+            persist_outstanding: false,
+            load_retry_at: None,
+            fetch_dirty: false,
+            fetch_wake: None,
+            metrics: ReplicaMetrics::default(),
+            ignore: IgnoreRules::default(),
+        };
+        r.request(Purpose::Load, StorageRequest::LoadState);
+        r
     }
 
     /// The configuration.
@@ -29,22 +234,52 @@ impl Replica {
         &self.config
     }
 
+    /// Sets the `.weftignore` rules (the host reads the file): ignored paths are neither
+    /// announced nor written from now on.
+    pub fn set_ignore_rules(&mut self, rules: IgnoreRules) {
+        self.ignore = rules;
+    }
+
     /// A link to `peer` (which holds this folder) is up: the folder asks for its index.
     pub fn handle_link_up(&mut self, now: Instant, peer: NodeId) {
-        let _ = (now, peer);
-        todo!()
+        self.now = now;
+        let p = self.peers.entry(peer).or_default();
+        p.linked = true;
+        p.cursor = None;
+        if self.ready {
+            self.send_list(peer);
+        }
+        self.fetch_dirty = true;
+    }
+
+    fn send_list(&mut self, peer: NodeId) {
+        let (index_id, since) = self
+            .peers
+            .get(&peer)
+            .map_or((0, 0), |p| (p.index_id, p.seen));
+        let m = ReplicaMessage::List(List {
+            folder: self.config.folder,
+            index_id,
+            since,
+        });
+        self.send(Recipient::Peer(peer), m, false);
     }
 
     /// The link to `peer` went away: what was asked of it is asked of others.
     pub fn handle_link_down(&mut self, now: Instant, peer: NodeId) {
-        let _ = (now, peer);
-        todo!()
+        self.now = now;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.linked = false;
+            p.cursor = None;
+        }
+        self.release_peer(peer);
     }
 
     /// `peer` has room for more bulk data.
     pub fn handle_room(&mut self, now: Instant, peer: NodeId) {
-        let _ = (now, peer);
-        todo!()
+        self.now = now;
+        let _ = peer;
+        self.fetch_dirty = true;
     }
 
     /// A message about this folder from `from`. `payload` is the frame's payload `message`
@@ -57,20 +292,944 @@ impl Replica {
         message: ReplicaMessage<'_>,
         payload: &Bytes,
     ) -> Result<(), ReplicaFault> {
-        let _ = (now, from, message, payload);
-        todo!()
+        self.now = now;
+        if message.folder() != self.config.folder {
+            return Err(ReplicaFault::Unexpected("a message about another folder"));
+        }
+        match message {
+            ReplicaMessage::HereIs(m) => return self.on_here_is(from, m, payload),
+            ReplicaMessage::IWant(m) => self.on_want(from, m.hashes),
+            ReplicaMessage::NotFound(m) => self.on_not_found(from, &m.hashes),
+            ReplicaMessage::IRefuse(m) => self.event(ReplicaEvent::RefusedByPeer {
+                peer: from,
+                path: m.path,
+                reason: m.reason,
+            }),
+            _ if !self.ready => {}
+            ReplicaMessage::List(m) => {
+                let since = if m.index_id == self.index_id {
+                    m.since
+                } else {
+                    0
+                };
+                self.peers.entry(from).or_default().cursor = Some(since);
+            }
+            ReplicaMessage::IHave(m) => {
+                self.peer_index(from, m.index_id);
+                for e in m.entries {
+                    let seq = e.sequence;
+                    self.on_remote(
+                        from,
+                        Record {
+                            entry: e,
+                            deleted: false,
+                        },
+                        None,
+                    );
+                    self.seen(from, seq);
+                }
+            }
+            ReplicaMessage::IDeleted(m) => {
+                self.peer_index(from, m.index_id);
+                for d in m.entries {
+                    let seq = d.sequence;
+                    let mut t = tombstone(&d.path, d.kind, d.modified_by, d.version);
+                    t.entry.sequence = seq;
+                    self.on_remote(from, t, None);
+                    self.seen(from, seq);
+                }
+            }
+            ReplicaMessage::IMoved(m) => {
+                self.peer_index(from, m.index_id);
+                for mv in m.entries {
+                    let seq = mv.to.sequence;
+                    let to = Record {
+                        entry: mv.to,
+                        deleted: false,
+                    };
+                    self.on_remote(from, to, Some((mv.from, mv.from_version)));
+                    self.seen(from, seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_index(&mut self, peer: NodeId, index_id: u64) {
+        let p = self.peers.entry(peer).or_default();
+        if p.index_id != index_id {
+            p.index_id = index_id;
+            p.seen = 0;
+            self.mark_dirty();
+        }
+    }
+
+    fn seen(&mut self, peer: NodeId, seq: u64) {
+        let p = self.peers.entry(peer).or_default();
+        if seq > p.seen {
+            p.seen = seq;
+            self.mark_dirty();
+        }
+    }
+
+    /// A record from `peer`: checked, then applied.
+    fn on_remote(&mut self, peer: NodeId, r: Record, moved_from: Option<(String, Version)>) {
+        let refusal = entry_refusal(&r.entry).or_else(|| {
+            moved_from.as_ref().and_then(|(from, v)| {
+                paths::check_path(from)
+                    .err()
+                    .or((v.counters.is_empty() || !v.is_well_formed())
+                        .then_some(PathRefusal::BadEntry))
+            })
+        });
+        let clash = match refusal {
+            None => self.index.case_clash(&r.entry.path).map(str::to_string),
+            Some(_) => None,
+        };
+        let refusal = refusal.or_else(|| {
+            clash.map(|held| {
+                self.event(ReplicaEvent::CaseClash {
+                    held,
+                    incoming: r.entry.path.clone(),
+                });
+                PathRefusal::CaseClash
+            })
+        });
+        if let Some(reason) = refusal {
+            self.metrics.paths_refused += 1;
+            let mut path = r.entry.path.clone();
+            let mut cut = path.len().min(weft_protocol::PATH_BYTES_MAX);
+            while !path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            path.truncate(cut);
+            let m = ReplicaMessage::IRefuse(IRefuse {
+                folder: self.config.folder,
+                path: path.clone(),
+                reason,
+            });
+            self.send(Recipient::Peer(peer), m, false);
+            self.event(ReplicaEvent::Refused { peer, path, reason });
+            return;
+        }
+        let is_dir = r.entry.kind == FileKind::Directory;
+        if self.ignore.is_ignored(&r.entry.path, is_dir) {
+            return;
+        }
+        let sources = BTreeSet::from([peer]);
+        self.apply_remote(sources, r, moved_from);
+    }
+
+    /// Whether an apply holds `path`.
+    pub(super) fn is_busy(&self, path: &str) -> bool {
+        self.applies.contains_key(path) || self.locks.contains_key(path)
+    }
+
+    fn defer(&mut self, sources: BTreeSet<NodeId>, r: Record) {
+        let list = self.deferred.entry(r.entry.path.clone()).or_default();
+        for (s, held) in list.iter_mut() {
+            match r.entry.version.compare(&held.entry.version) {
+                VersionOrder::Equal => {
+                    s.extend(sources);
+                    return;
+                }
+                VersionOrder::Older => return,
+                _ => {}
+            }
+        }
+        list.retain(|(_, held)| {
+            held.entry.version.compare(&r.entry.version) != VersionOrder::Older
+        });
+        if list.len() >= DEFERRED_PER_PATH_MAX {
+            list.remove(0);
+        }
+        list.push((sources, r));
+    }
+
+    /// Applies a remote record (from `sources`).
+    pub(super) fn apply_remote(
+        &mut self,
+        sources: BTreeSet<NodeId>,
+        r: Record,
+        moved_from: Option<(String, Version)>,
+    ) {
+        let path = r.entry.path.clone();
+        if self.is_busy(&path) {
+            if let Some(a) = self.applies.get_mut(&path) {
+                if a.target_version(&path) == Some(&r.entry.version) {
+                    a.sources.extend(sources);
+                    self.fetch_dirty = true;
+                    return;
+                }
+            }
+            self.defer(sources.clone(), r);
+            if let Some((from, v)) = moved_from {
+                let t = tombstone(&from, FileKind::File, 0, v);
+                self.apply_remote(sources, t, None);
+            }
+            return;
+        }
+        if let Some((from, from_version)) = moved_from {
+            if self.try_move(&sources, &r, &from, &from_version) {
+                return;
+            }
+            let kind = self.index.get(&from).map_or(r.entry.kind, |l| l.entry.kind);
+            let by = r.entry.modified_by;
+            self.apply_remote(sources.clone(), r, None);
+            self.apply_remote(sources, tombstone(&from, kind, by, from_version), None);
+            return;
+        }
+        let local = self.index.get(&path).cloned();
+        match local {
+            None => self.adopt(sources, r, None),
+            Some(l) => match r.entry.version.compare(&l.entry.version) {
+                VersionOrder::Older | VersionOrder::Equal => {}
+                VersionOrder::Newer => self.adopt(sources, r, Some(l)),
+                VersionOrder::Concurrent => self.conflict(sources, l, r),
+            },
+        }
+    }
+
+    /// A rename instead of a fetch, if `from` holds `to`'s content.
+    fn try_move(
+        &mut self,
+        sources: &BTreeSet<NodeId>,
+        r: &Record,
+        from: &str,
+        from_version: &Version,
+    ) -> bool {
+        let to = r.entry.path.as_str();
+        if from == to || self.is_busy(from) {
+            return false;
+        }
+        let Some(lf) = self.index.get(from) else {
+            return false;
+        };
+        let content_there = !lf.deleted
+            && lf.entry.kind == r.entry.kind
+            && lf.entry.blocks == r.entry.blocks
+            && lf.entry.target == r.entry.target
+            && from_version.compare(&lf.entry.version) == VersionOrder::Newer;
+        let to_free = match self.index.get(to) {
+            None => true,
+            Some(lt) => {
+                lt.deleted && r.entry.version.compare(&lt.entry.version) == VersionOrder::Newer
+            }
+        };
+        if !content_there || !to_free {
+            return false;
+        }
+        let expect = expect_of(Some(lf));
+        let kind = lf.entry.kind;
+        let steps = vec![Step::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            expect,
+            install: None,
+        }];
+        let gone = tombstone(from, kind, r.entry.modified_by, from_version.clone());
+        let installs = vec![
+            Install {
+                entry: r.entry.clone(),
+                deleted: false,
+                moved_from: Some((from.to_string(), from_version.clone())),
+                remote: true,
+            },
+            Install {
+                entry: gone.entry.clone(),
+                deleted: true,
+                moved_from: None,
+                remote: false,
+            },
+        ];
+        let mut a = Apply::new(steps, installs, vec![r.clone(), gone]);
+        a.sources = sources.clone();
+        a.locks.push(from.to_string());
+        self.start(to.to_string(), a);
+        true
+    }
+
+    /// Takes `r` (newer than `local`, or a conflict's winner) at its path.
+    fn adopt(&mut self, sources: BTreeSet<NodeId>, r: Record, local: Option<Record>) {
+        let path = r.entry.path.clone();
+        let present = local.as_ref().filter(|l| !l.deleted);
+        let expect = expect_of(local.as_ref());
+        let same = local
+            .as_ref()
+            .is_some_and(|l| conflict::same_content(l, &r));
+        if same || (r.deleted && present.is_none()) {
+            let remote = !r.deleted;
+            self.install(Install {
+                entry: r.entry,
+                deleted: r.deleted,
+                moved_from: None,
+                remote,
+            });
+            return;
+        }
+        let mut steps = Vec::new();
+        if r.deleted {
+            steps.push(Step::Remove { expect });
+        } else {
+            let lkind = present.map(|l| l.entry.kind);
+            match r.entry.kind {
+                FileKind::Directory => match lkind {
+                    Some(FileKind::Directory) => steps.push(Step::SetMode {
+                        mode: r.entry.mode,
+                        expect,
+                    }),
+                    Some(_) => {
+                        steps.push(Step::Remove { expect });
+                        steps.push(Step::MakeDir { mode: r.entry.mode });
+                    }
+                    None => steps.push(Step::MakeDir { mode: r.entry.mode }),
+                },
+                FileKind::Symlink => {
+                    if lkind.is_some() {
+                        steps.push(Step::Remove { expect });
+                    }
+                    steps.push(Step::MakeSymlink {
+                        target: r.entry.target.clone(),
+                    });
+                }
+                FileKind::File => match present {
+                    Some(l)
+                        if l.entry.kind == FileKind::File
+                            && l.entry.blocks == r.entry.blocks
+                            && l.entry.size == r.entry.size =>
+                    {
+                        steps.push(Step::SetMode {
+                            mode: r.entry.mode,
+                            expect,
+                        })
+                    }
+                    Some(l) if l.entry.kind != FileKind::File => {
+                        steps.push(Step::Remove { expect });
+                        steps.push(Step::Fetch {
+                            expect: Expect::Nothing,
+                        });
+                    }
+                    _ => steps.push(Step::Fetch { expect }),
+                },
+            }
+        }
+        let installs = vec![Install {
+            entry: r.entry.clone(),
+            deleted: r.deleted,
+            moved_from: None,
+            remote: !r.deleted,
+        }];
+        let mut a = Apply::new(steps, installs, vec![r]);
+        a.sources = sources;
+        self.start(path, a);
+    }
+
+    /// Concurrent versions `l` (local) and `r` (remote) of one path.
+    fn conflict(&mut self, sources: BTreeSet<NodeId>, l: Record, r: Record) {
+        let path = l.entry.path.clone();
+        let merged = l.entry.version.merged(&r.entry.version);
+        if conflict::same_content(&l, &r) {
+            let mut keep = if conflict::order(&r, &l).is_gt() {
+                r
+            } else {
+                l
+            };
+            keep.entry.version = merged;
+            self.install(Install {
+                entry: keep.entry,
+                deleted: keep.deleted,
+                moved_from: None,
+                remote: false,
+            });
+            return;
+        }
+        if conflict::order(&r, &l).is_lt() {
+            // The local version wins: it takes the merged version; a present loser is
+            // fetched into its conflict copy.
+            let mut keep = l;
+            keep.entry.version = merged;
+            self.install(Install {
+                entry: keep.entry,
+                deleted: keep.deleted,
+                moved_from: None,
+                remote: false,
+            });
+            if !r.deleted {
+                let copy = conflict::conflict_copy_path(&path, &r);
+                self.note_conflict(&path, &copy);
+                let mut c = r;
+                c.entry.path = copy;
+                self.apply_remote(sources, c, None);
+            }
+            return;
+        }
+        let mut w = r;
+        w.entry.version = merged;
+        let copy = conflict::conflict_copy_path(&path, &l);
+        if l.deleted || self.is_busy(&copy) || self.index.get(&copy).is_some_and(|c| !c.deleted) {
+            self.adopt(sources, w, Some(l));
+            return;
+        }
+        // The remote version wins: the local content moves to its conflict copy first.
+        self.note_conflict(&path, &copy);
+        let mut c = l.clone();
+        c.entry.path = copy.clone();
+        let mut steps = vec![Step::Rename {
+            from: path.clone(),
+            to: copy.clone(),
+            expect: expect_of(Some(&l)),
+            install: Some(Install {
+                entry: c.entry,
+                deleted: false,
+                moved_from: None,
+                remote: false,
+            }),
+        }];
+        match w.entry.kind {
+            FileKind::File => steps.push(Step::Fetch {
+                expect: Expect::Nothing,
+            }),
+            FileKind::Directory => steps.push(Step::MakeDir { mode: w.entry.mode }),
+            FileKind::Symlink => steps.push(Step::MakeSymlink {
+                target: w.entry.target.clone(),
+            }),
+        }
+        let installs = vec![Install {
+            entry: w.entry.clone(),
+            deleted: false,
+            moved_from: None,
+            remote: true,
+        }];
+        let mut a = Apply::new(steps, installs, vec![w]);
+        a.sources = sources;
+        a.locks.push(copy);
+        self.start(path, a);
+    }
+
+    fn note_conflict(&mut self, path: &str, copy: &str) {
+        self.metrics.conflicts += 1;
+        self.event(ReplicaEvent::Conflict {
+            path: path.to_string(),
+            copy: copy.to_string(),
+        });
+    }
+
+    /// Starts `a` at `path` (which is not busy).
+    fn start(&mut self, path: String, mut a: Apply) {
+        if a.steps.iter().any(|s| matches!(s, Step::Fetch { .. })) && a.fetch.is_none() {
+            if let Some(i) = a.installs.iter().find(|i| i.entry.path == path) {
+                let temp = TempId(self.next_temp);
+                self.next_temp += 1;
+                a.fetch = Some(Fetch {
+                    entry: i.entry.clone(),
+                    temp,
+                    blocks: vec![
+                        BlockSlot {
+                            state: BlockState::Missing,
+                            writes: 0,
+                        };
+                        i.entry.blocks.len()
+                    ],
+                    created: !i.entry.blocks.is_empty(),
+                });
+            }
+        }
+        if let Some(f) = &a.fetch {
+            self.temps.insert(f.temp, path.clone());
+        }
+        for l in &a.locks {
+            self.locks.insert(l.clone(), path.clone());
+        }
+        self.applies.insert(path.clone(), a);
+        self.mark_dirty();
+        self.fetch_dirty = true;
+        self.advance(&path);
+    }
+
+    /// Puts a record into the index and announces it.
+    pub(super) fn install(&mut self, i: Install) {
+        let remote = i.remote && !i.deleted;
+        let path = i.entry.path.clone();
+        let version = i.entry.version.clone();
+        let record = i.record();
+        self.index.put(record, i.moved_from);
+        self.local_misses.clear();
+        self.mark_dirty();
+        if remote {
+            self.event(ReplicaEvent::Updated { path, version });
+        }
+    }
+
+    /// Carries the apply at `path` on as far as it can go now.
+    pub(super) fn advance(&mut self, path: &str) {
+        let now = self.now;
+        let Some(a) = self.applies.get_mut(path) else {
+            return;
+        };
+        if a.outstanding {
+            return;
+        }
+        if a.stale {
+            self.cancel(path);
+            return;
+        }
+        if a.retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        a.retry_at = None;
+        let request = match a.steps.front().cloned() {
+            None => {
+                self.finish(path);
+                return;
+            }
+            Some(Step::Fetch { expect }) => {
+                let Some(f) = a.fetch.as_mut() else {
+                    // A fetch step always has its fetch (made in `start` or loaded).
+                    a.steps.pop_front();
+                    return self.advance(path);
+                };
+                if !f.created {
+                    if f.blocks.iter().all(|b| b.writes == 0) {
+                        f.blocks.iter_mut().for_each(|b| b.writes = 0);
+                        let temp = f.temp;
+                        let req = StorageRequest::WriteTemp {
+                            temp,
+                            offset: 0,
+                            data: Bytes::new(),
+                        };
+                        if let Some(b) = f.blocks.first_mut() {
+                            b.writes += 1;
+                        }
+                        f.created = true;
+                        self.request(
+                            Purpose::Write {
+                                temp,
+                                block: u32::MAX,
+                            },
+                            req,
+                        );
+                    }
+                    return;
+                }
+                if !f.is_complete() {
+                    self.fetch_dirty = true;
+                    return;
+                }
+                StorageRequest::Commit {
+                    temp: f.temp,
+                    path: path.to_string(),
+                    size: f.entry.size,
+                    blocks: f.entry.blocks.clone(),
+                    mode: f.entry.mode,
+                    mtime_ms: f.entry.mtime_ms,
+                    expect,
+                }
+            }
+            Some(Step::Remove { expect }) => StorageRequest::Remove {
+                path: path.to_string(),
+                expect,
+            },
+            Some(Step::Rename {
+                from, to, expect, ..
+            }) => StorageRequest::Rename { from, to, expect },
+            Some(Step::MakeDir { mode }) => StorageRequest::MakeDir {
+                path: path.to_string(),
+                mode,
+            },
+            Some(Step::MakeSymlink { target }) => StorageRequest::MakeSymlink {
+                path: path.to_string(),
+                target,
+            },
+            Some(Step::SetMode { mode, expect }) => StorageRequest::SetMode {
+                path: path.to_string(),
+                mode,
+                expect,
+            },
+        };
+        a.outstanding = true;
+        self.request(Purpose::Step(path.to_string()), request);
+    }
+
+    /// The apply at `path` is done: its records go in, its paths are free.
+    fn finish(&mut self, path: &str) {
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        for i in a.installs {
+            self.install(i);
+        }
+        self.release(path, a.fetch.map(|f| f.temp), &a.locks);
+    }
+
+    fn release(&mut self, path: &str, temp: Option<TempId>, locks: &[String]) {
+        if let Some(t) = temp {
+            self.temps.remove(&t);
+        }
+        for l in locks {
+            self.locks.remove(l);
+        }
+        self.mark_dirty();
+        self.redo_deferred(path);
+        for l in locks {
+            self.redo_deferred(l);
+        }
+    }
+
+    fn redo_deferred(&mut self, path: &str) {
+        if self.is_busy(path) {
+            return;
+        }
+        if let Some(list) = self.deferred.remove(path) {
+            for (sources, r) in list {
+                self.apply_remote(sources, r, None);
+            }
+        }
+    }
+
+    /// Drops the apply at `path` (a local change overtook it) and applies its origin again.
+    fn cancel(&mut self, path: &str) {
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        let temp = a.fetch.as_ref().map(|f| f.temp);
+        if let Some(t) = temp {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+        }
+        for l in &a.locks {
+            self.locks.remove(l);
+        }
+        if let Some(t) = temp {
+            self.temps.remove(&t);
+        }
+        self.mark_dirty();
+        for r in a.origin {
+            self.apply_remote(a.sources.clone(), r, None);
+        }
+        self.redo_deferred(path);
+        for l in &a.locks {
+            self.redo_deferred(l);
+        }
+    }
+
+    /// A local change at `path` overtakes any apply holding it.
+    fn overtake(&mut self, path: &str) {
+        let owner = if self.applies.contains_key(path) {
+            Some(path.to_string())
+        } else {
+            self.locks.get(path).cloned()
+        };
+        if let Some(owner) = owner {
+            if let Some(a) = self.applies.get_mut(&owner) {
+                a.stale = true;
+            }
+            self.advance(&owner);
+        }
     }
 
     /// The host's scanner found a change.
     pub fn handle_local(&mut self, now: Instant, change: LocalChange) {
-        let _ = (now, change);
-        todo!()
+        self.now = now;
+        if !self.ready {
+            if self.early_local.len() < EARLY_LOCAL_MAX {
+                self.early_local.push(change);
+            }
+            return;
+        }
+        match change {
+            LocalChange::Changed(mut e) => {
+                e.path = paths::normalize(&e.path).into_owned();
+                if self
+                    .ignore
+                    .is_ignored(&e.path, e.kind == FileKind::Directory)
+                {
+                    return;
+                }
+                let local = self.index.get(&e.path);
+                let candidate = Record {
+                    entry: e,
+                    deleted: false,
+                };
+                if local.is_some_and(|l| conflict::same_content(l, &candidate)) {
+                    return;
+                }
+                let version = local.map_or_else(Version::default, |l| l.entry.version.clone());
+                let mut e = candidate.entry;
+                e.version = version.bumped(self.me);
+                e.modified_by = self.me;
+                let path = e.path.clone();
+                self.install(Install {
+                    entry: e,
+                    deleted: false,
+                    moved_from: None,
+                    remote: false,
+                });
+                self.overtake(&path);
+            }
+            LocalChange::Removed { path } => {
+                let path = paths::normalize(&path).into_owned();
+                let Some(l) = self.index.get(&path).filter(|l| !l.deleted) else {
+                    return;
+                };
+                let t = tombstone(
+                    &path,
+                    l.entry.kind,
+                    self.me,
+                    l.entry.version.bumped(self.me),
+                );
+                self.install(Install {
+                    entry: t.entry,
+                    deleted: true,
+                    moved_from: None,
+                    remote: false,
+                });
+                self.overtake(&path);
+            }
+            LocalChange::Moved { from, mut to } => {
+                let from = paths::normalize(&from).into_owned();
+                to.path = paths::normalize(&to.path).into_owned();
+                let Some(lf) = self.index.get(&from).filter(|l| !l.deleted).cloned() else {
+                    return self.handle_local(now, LocalChange::Changed(to));
+                };
+                if self
+                    .ignore
+                    .is_ignored(&to.path, to.kind == FileKind::Directory)
+                {
+                    self.handle_local(now, LocalChange::Changed(to));
+                    return self.handle_local(now, LocalChange::Removed { path: from });
+                }
+                let from_version = lf.entry.version.bumped(self.me);
+                let to_version = self
+                    .index
+                    .get(&to.path)
+                    .map_or_else(Version::default, |l| l.entry.version.clone())
+                    .bumped(self.me);
+                to.version = to_version;
+                to.modified_by = self.me;
+                let to_path = to.path.clone();
+                self.install(Install {
+                    entry: to,
+                    deleted: false,
+                    moved_from: Some((from.clone(), from_version.clone())),
+                    remote: false,
+                });
+                let t = tombstone(&from, lf.entry.kind, self.me, from_version);
+                self.install(Install {
+                    entry: t.entry,
+                    deleted: true,
+                    moved_from: None,
+                    remote: false,
+                });
+                self.overtake(&to_path);
+                self.overtake(&from);
+            }
+            LocalChange::ScanDone => {}
+        }
+        self.fetch_dirty = true;
     }
 
     /// The host finished the storage step sent with `token`.
     pub fn handle_completed(&mut self, now: Instant, token: u64, result: StorageResult) {
-        let _ = (now, token, result);
-        todo!()
+        self.now = now;
+        let Some(purpose) = self.pending.remove(&token) else {
+            return;
+        };
+        self.queued.retain(|(t, _)| *t != token);
+        self.drain_queue();
+        if let StorageResult::Failed(e) = &result {
+            self.metrics.storage_failures += 1;
+            let path = match &purpose {
+                Purpose::Step(p) => Some(p.clone()),
+                Purpose::Write { temp, .. } => self.temps.get(temp).cloned(),
+                _ => None,
+            };
+            self.event(ReplicaEvent::StorageFailed {
+                path,
+                error: e.clone(),
+            });
+        }
+        match purpose {
+            Purpose::Load => self.on_loaded(result),
+            Purpose::Persist => {
+                self.persist_outstanding = false;
+                if result != StorageResult::Done {
+                    self.persist_dirty = true;
+                }
+                if self.persist_dirty && self.persist_at.is_none() {
+                    self.persist_at = Some(now + self.config.persist_delay);
+                }
+            }
+            Purpose::Step(path) => self.on_step_done(&path, result),
+            Purpose::Write { temp, block } => self.on_written(temp, block, result),
+            Purpose::ReadLocal { hash, len, waiters } => {
+                self.on_read_local(hash, len, waiters, result)
+            }
+            Purpose::Serve { peer, hash, len } => self.on_served(peer, hash, len, result),
+            Purpose::Discard => {}
+        }
+    }
+
+    fn on_loaded(&mut self, result: StorageResult) {
+        let state = match result {
+            StorageResult::Loaded(Some(b)) => PersistedState::decode(&b),
+            StorageResult::Loaded(None) => None,
+            _ => {
+                self.load_retry_at = Some(self.now + Duration::from_secs(1));
+                return;
+            }
+        };
+        match state {
+            Some(s) => {
+                self.index_id = s.index_id;
+                self.next_temp = s.next_temp.max(1);
+                for (entry, deleted, moved) in s.records {
+                    self.index.restore(Record { entry, deleted }, moved);
+                }
+                for (id, index_id, seen) in s.peers {
+                    let p = self.peers.entry(id).or_default();
+                    p.index_id = index_id;
+                    p.seen = seen;
+                }
+                for (path, mut a) in s.applies {
+                    if let Some(f) = a.fetch.as_mut() {
+                        f.settle();
+                        self.next_temp = self.next_temp.max(f.temp.0 + 1);
+                        self.temps.insert(f.temp, path.clone());
+                    }
+                    for l in &a.locks {
+                        self.locks.insert(l.clone(), path.clone());
+                    }
+                    self.applies.insert(path, a);
+                }
+                let _ = s.sequence;
+            }
+            None => {
+                self.index_id = self.rng.next_u64().max(1);
+                self.mark_dirty();
+            }
+        }
+        self.ready = true;
+        self.event(ReplicaEvent::Ready);
+        let linked: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.linked)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in linked {
+            self.send_list(peer);
+        }
+        for change in core::mem::take(&mut self.early_local) {
+            self.handle_local(self.now, change);
+        }
+        let paths: Vec<String> = self.applies.keys().cloned().collect();
+        for p in paths {
+            self.advance(&p);
+        }
+        self.fetch_dirty = true;
+    }
+
+    fn backoff(&mut self, path: &str) {
+        let now = self.now;
+        if let Some(a) = self.applies.get_mut(path) {
+            a.backoff_ms = (a.backoff_ms * 2).clamp(100, BACKOFF_MAX_MS);
+            a.retry_at = Some(now + Duration::from_millis(a.backoff_ms));
+        }
+    }
+
+    fn on_step_done(&mut self, path: &str, result: StorageResult) {
+        let Some(a) = self.applies.get_mut(path) else {
+            return;
+        };
+        a.outstanding = false;
+        let Some(step) = a.steps.front().cloned() else {
+            return self.advance(path);
+        };
+        let ok = matches!(result, StorageResult::Done)
+            || (matches!(step, Step::Remove { .. }) && result == StorageResult::NotFound);
+        if ok {
+            a.steps.pop_front();
+            a.backoff_ms = 0;
+            match step {
+                Step::Rename { install, .. } => {
+                    if let Some(i) = install {
+                        self.install(i);
+                    } else {
+                        self.metrics.renames_applied += 1;
+                    }
+                }
+                Step::Fetch { .. } => {
+                    self.metrics.files_committed += 1;
+                    if let Some(f) = a.fetch.take() {
+                        self.temps.remove(&f.temp);
+                    }
+                }
+                _ => {}
+            }
+            return self.advance(path);
+        }
+        match (&step, result) {
+            (
+                Step::Rename {
+                    install: None,
+                    from,
+                    ..
+                },
+                StorageResult::NotFound | StorageResult::Changed,
+            ) => {
+                // A move whose old path no longer holds the content: fetch instead, and
+                // apply the old path's deletion on its own.
+                let from = from.clone();
+                let expect = expect_of(self.index.get(path));
+                let Some(mut a) = self.applies.remove(path) else {
+                    return;
+                };
+                let gone: Vec<Record> = a.origin.iter().filter(|r| r.deleted).cloned().collect();
+                a.steps = VecDeque::from([Step::Fetch { expect }]);
+                a.installs.retain(|i| !i.deleted);
+                for i in &mut a.installs {
+                    i.moved_from = None;
+                }
+                a.origin.retain(|r| !r.deleted);
+                a.locks.clear();
+                self.locks.remove(&from);
+                let sources = a.sources.clone();
+                self.start(path.to_string(), a);
+                for g in gone {
+                    self.apply_remote(sources.clone(), g, None);
+                }
+                self.redo_deferred(&from);
+            }
+            (Step::Rename { .. }, StorageResult::NotFound) => {
+                // The losing local content is gone already: nothing to keep.
+                a.steps.pop_front();
+                self.advance(path);
+            }
+            (Step::Fetch { .. }, StorageResult::Corrupt(offsets)) => {
+                if let Some(f) = a.fetch.as_mut() {
+                    for (b, slot) in f.entry.blocks.iter().zip(f.blocks.iter_mut()) {
+                        if offsets.contains(&b.offset) {
+                            slot.state = BlockState::Missing;
+                        }
+                    }
+                }
+                self.fetch_dirty = true;
+                self.advance(path);
+            }
+            (Step::Fetch { .. }, StorageResult::NotFound) => {
+                if let Some(f) = a.fetch.as_mut() {
+                    for slot in &mut f.blocks {
+                        slot.state = BlockState::Missing;
+                    }
+                    f.created = !f.entry.blocks.is_empty();
+                }
+                self.fetch_dirty = true;
+                self.advance(path);
+            }
+            _ => {
+                // Changed (the scanner will report what is there) or Failed: later.
+                self.backoff(path);
+            }
+        }
     }
 
     /// An application command.
@@ -79,49 +1238,420 @@ impl Replica {
         now: Instant,
         command: ReplicaCommand,
     ) -> Result<(), ReplicaRefusal> {
-        let _ = (now, command);
-        todo!()
+        self.now = now;
+        if !self.ready {
+            return Err(ReplicaRefusal::Loading);
+        }
+        let ReplicaCommand::Resolve { path, keep } = command;
+        let copies: Vec<Record> = self
+            .index
+            .iter()
+            .filter(|r| !r.deleted && conflict::is_conflict_copy_of(&path, &r.entry.path))
+            .cloned()
+            .collect();
+        if copies.is_empty() {
+            return Err(ReplicaRefusal::NotConflicted(path));
+        }
+        if keep != path && !copies.iter().any(|c| c.entry.path == keep) {
+            return Err(ReplicaRefusal::NotAVersion(keep));
+        }
+        let current = self.index.get(&path).cloned();
+        if keep != path {
+            let Some(k) = copies.iter().find(|c| c.entry.path == keep).cloned() else {
+                return Err(ReplicaRefusal::NotAVersion(keep));
+            };
+            if self.is_busy(&path) || self.is_busy(&keep) {
+                return Err(ReplicaRefusal::NotConflicted(path));
+            }
+            // The kept copy's content moves to the path, with a version that descends from
+            // both.
+            let base = current
+                .as_ref()
+                .map_or_else(Version::default, |c| c.entry.version.clone());
+            let mut e = k.entry.clone();
+            e.path = path.clone();
+            e.version = base.merged(&k.entry.version).bumped(self.me);
+            e.modified_by = self.me;
+            let mut steps = Vec::new();
+            if current.as_ref().is_some_and(|c| !c.deleted) {
+                steps.push(Step::Remove {
+                    expect: expect_of(current.as_ref()),
+                });
+            }
+            steps.push(Step::Rename {
+                from: keep.clone(),
+                to: path.clone(),
+                expect: expect_of(Some(&k)),
+                install: None,
+            });
+            let gone = tombstone(
+                &keep,
+                k.entry.kind,
+                self.me,
+                k.entry.version.bumped(self.me),
+            );
+            let installs = vec![
+                Install {
+                    entry: e,
+                    deleted: false,
+                    moved_from: None,
+                    remote: false,
+                },
+                Install {
+                    entry: gone.entry,
+                    deleted: true,
+                    moved_from: None,
+                    remote: false,
+                },
+            ];
+            let mut a = Apply::new(steps, installs, Vec::new());
+            a.locks.push(keep.clone());
+            self.start(path.clone(), a);
+        }
+        for c in copies.into_iter().filter(|c| c.entry.path != keep) {
+            if self.is_busy(&c.entry.path) {
+                continue;
+            }
+            let gone = tombstone(
+                &c.entry.path,
+                c.entry.kind,
+                self.me,
+                c.entry.version.bumped(self.me),
+            );
+            let steps = vec![Step::Remove {
+                expect: expect_of(Some(&c)),
+            }];
+            let installs = vec![Install {
+                entry: gone.entry,
+                deleted: true,
+                moved_from: None,
+                remote: false,
+            }];
+            self.start(
+                c.entry.path.clone(),
+                Apply::new(steps, installs, Vec::new()),
+            );
+        }
+        Ok(())
     }
 
     /// Runs what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.now = now;
+        if self.load_retry_at.is_some_and(|t| t <= now) {
+            self.load_retry_at = None;
+            self.request(Purpose::Load, StorageRequest::LoadState);
+        }
+        if self.persist_at.is_some_and(|t| t <= now) && !self.persist_outstanding {
+            self.persist_at = None;
+            self.persist();
+        }
+        self.expire_requests();
+        if self.fetch_wake.is_some_and(|t| t <= now) {
+            self.fetch_wake = None;
+            self.fetch_dirty = true;
+        }
+        let due: Vec<String> = self
+            .applies
+            .iter()
+            .filter(|(_, a)| a.retry_at.is_some_and(|t| t <= now))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            self.advance(&p);
+        }
+    }
+
+    fn persist(&mut self) {
+        self.persist_dirty = false;
+        let state = PersistedState {
+            format: STATE_FORMAT,
+            index_id: self.index_id,
+            sequence: self.index.sequence(),
+            next_temp: self.next_temp,
+            records: self
+                .index
+                .since(0)
+                .map(|(r, m)| (r.entry.clone(), r.deleted, m.cloned()))
+                .collect(),
+            peers: self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.index_id != 0)
+                .map(|(id, p)| (*id, p.index_id, p.seen))
+                .collect(),
+            applies: self
+                .applies
+                .iter()
+                .map(|(p, a)| (p.clone(), a.clone()))
+                .collect(),
+        };
+        self.persist_outstanding = true;
+        let bytes = Bytes::from(state.encode());
+        self.request(Purpose::Persist, StorageRequest::PersistState { bytes });
+    }
+
+    /// The state changed: persist it after `persist_delay`.
+    pub(super) fn mark_dirty(&mut self) {
+        if !self.ready {
+            return;
+        }
+        self.persist_dirty = true;
+        if self.persist_at.is_none() && !self.persist_outstanding {
+            self.persist_at = Some(self.now + self.config.persist_delay);
+        }
     }
 
     /// The next thing to do, or `None`.
     pub fn poll_output(&mut self) -> Option<ReplicaOutput> {
-        todo!()
+        if self.out.is_empty() && self.ready {
+            self.pump();
+        }
+        self.out.pop_front()
+    }
+
+    /// Announces and schedules fetches.
+    fn pump(&mut self) {
+        if self.fetch_dirty {
+            self.fetch_dirty = false;
+            self.schedule();
+        }
+        self.announce();
+    }
+
+    fn announce(&mut self) {
+        let listeners: Vec<(NodeId, u64)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.linked)
+            .filter_map(|(id, p)| p.cursor.map(|c| (*id, c)))
+            .collect();
+        for (peer, mut cursor) in listeners {
+            for _ in 0..ANNOUNCE_BATCHES_PER_PUMP {
+                let Some((code, payload, last)) = super::announce::next_batch(
+                    &self.index,
+                    self.config.folder,
+                    self.index_id,
+                    cursor,
+                ) else {
+                    break;
+                };
+                cursor = last;
+                self.metrics.index_bytes_sent += payload.len() as u64;
+                self.out.push_back(ReplicaOutput::Send {
+                    to: Recipient::Peer(peer),
+                    code,
+                    payload: Bytes::from(payload),
+                    bulk: false,
+                });
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.cursor = Some(cursor);
+            }
+        }
     }
 
     /// When it next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let mut t = [self.persist_at, self.fetch_wake, self.load_retry_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let mut take = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        for f in self.inflight.values() {
+            take(f.deadline);
+        }
+        for a in self.applies.values() {
+            if let Some(r) = a.retry_at {
+                take(r);
+            }
+        }
+        t
     }
 
     /// Whether the state is loaded.
     pub fn is_ready(&self) -> bool {
-        todo!()
+        self.ready
     }
 
     /// Whether nothing is left to do: every version known from a peer that is newer than
     /// the local one is in place, and no storage step or block request is outstanding.
     pub fn is_idle(&self) -> bool {
-        todo!()
+        let announced = self
+            .peers
+            .values()
+            .all(|p| !p.linked || p.cursor.is_none_or(|c| c >= self.index.sequence()));
+        self.ready
+            && self.applies.is_empty()
+            && self.deferred.is_empty()
+            && self.inflight.is_empty()
+            && self.pending.values().all(|p| matches!(p, Purpose::Persist))
+            && self.out.is_empty()
+            && announced
     }
 
     /// The index, by path (deletion records included).
     pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
-        core::iter::empty()
+        let mut all: Vec<&Record> = self.index.iter().collect();
+        all.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        all.into_iter()
+    }
+
+    /// The record at `path`, if any.
+    pub fn record(&self, path: &str) -> Option<&Record> {
+        self.index.get(path)
+    }
+
+    /// This folder's index id (drawn when its state was first created).
+    pub fn index_id(&self) -> u64 {
+        self.index_id
     }
 
     /// The counters.
     pub fn metrics(&self) -> ReplicaMetrics {
-        todo!()
+        self.metrics
     }
 
     /// Checks every bound it promises.
     pub fn check_invariants(&self) -> Result<(), String> {
-        todo!()
+        let outstanding = self.outstanding();
+        if outstanding > self.config.requests_outstanding_max {
+            return Err(format!(
+                "{outstanding} storage requests outstanding, over {}",
+                self.config.requests_outstanding_max
+            ));
+        }
+        for (id, p) in &self.peers {
+            let sum: u64 = self
+                .inflight
+                .values()
+                .filter(|f| f.peer == *id)
+                .map(|f| u64::from(f.len))
+                .sum();
+            if sum != p.bytes_in_flight {
+                return Err(format!(
+                    "peer {id}: {} bytes in flight counted, {sum} asked",
+                    p.bytes_in_flight
+                ));
+            }
+            let single = self.inflight.values().filter(|f| f.peer == *id).count() <= 1;
+            if p.bytes_in_flight > self.config.bytes_in_flight_per_peer_max && !single {
+                return Err(format!(
+                    "peer {id}: {} bytes in flight, over the bound",
+                    p.bytes_in_flight
+                ));
+            }
+            if p.expired.len() > super::fetch::EXPIRED_MAX {
+                return Err(format!(
+                    "peer {id}: {} expired blocks kept",
+                    p.expired.len()
+                ));
+            }
+        }
+        if let Some(f) = self
+            .inflight
+            .values()
+            .find(|f| !self.peers.get(&f.peer).is_some_and(|p| p.linked))
+        {
+            return Err(format!(
+                "a block is asked of {}, which is not linked",
+                f.peer
+            ));
+        }
+        self.index.check()?;
+        for (temp, path) in &self.temps {
+            if self
+                .applies
+                .get(path)
+                .and_then(|a| a.fetch.as_ref())
+                .map(|f| f.temp)
+                != Some(*temp)
+            {
+                return Err(format!(
+                    "temp {temp:?} names {path}, which is not fetching it"
+                ));
+            }
+        }
+        for (l, owner) in &self.locks {
+            if !self.applies.get(owner).is_some_and(|a| a.locks.contains(l)) {
+                return Err(format!("{l} is locked by {owner}, which does not hold it"));
+            }
+        }
+        if self
+            .deferred
+            .values()
+            .any(|d| d.len() > DEFERRED_PER_PATH_MAX)
+        {
+            return Err("more remote records deferred for a path than the bound".into());
+        }
+        Ok(())
+    }
+
+    /// Storage requests handed out and not answered.
+    pub(super) fn outstanding(&self) -> usize {
+        self.pending.len() - self.queued.len()
+    }
+
+    /// Asks the host for `request` (queued while `requests_outstanding_max` are out).
+    pub(super) fn request(&mut self, purpose: Purpose, request: StorageRequest) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(token, purpose);
+        if self.outstanding() - 1 < self.config.requests_outstanding_max && self.queued.is_empty() {
+            self.out
+                .push_back(ReplicaOutput::Request { token, request });
+        } else {
+            self.queued.push_back((token, request));
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        while self.outstanding() < self.config.requests_outstanding_max {
+            let Some((token, request)) = self.queued.pop_front() else {
+                break;
+            };
+            self.out
+                .push_back(ReplicaOutput::Request { token, request });
+        }
+    }
+
+    /// Sends `m` (counted by kind).
+    pub(super) fn send(&mut self, to: Recipient, m: ReplicaMessage<'_>, bulk: bool) {
+        let code = m.code();
+        let payload = Message::Replica(m).encode_payload();
+        let n = payload.len() as u64;
+        match code {
+            Code::LIST | Code::IHAVE | Code::IMOVED | Code::IDELETED => {
+                self.metrics.index_bytes_sent += n
+            }
+            Code::HEREIS => {}
+            _ => self.metrics.other_bytes_sent += n,
+        }
+        self.out.push_back(ReplicaOutput::Send {
+            to,
+            code,
+            payload: Bytes::from(payload),
+            bulk,
+        });
+    }
+
+    /// Tells the application.
+    pub(super) fn event(&mut self, e: ReplicaEvent) {
+        self.out.push_back(ReplicaOutput::Event(e));
+    }
+
+    /// Answers `hashes` with NOTFOUND.
+    pub(super) fn not_found(&mut self, peer: NodeId, hashes: Vec<[u8; 32]>) {
+        for chunk in hashes.chunks(weft_protocol::WANT_HASHES_MAX) {
+            let m = ReplicaMessage::NotFound(NotFound {
+                folder: self.config.folder,
+                hashes: chunk.to_vec(),
+            });
+            self.send(Recipient::Peer(peer), m, false);
+        }
     }
 }
+
+/// Index batches sent to one peer per `poll_output` round, at most (the rest follow on the
+/// next rounds), so the output queue stays bounded.
+pub(super) const ANNOUNCE_BATCHES_PER_PUMP: usize = 8;

@@ -53,12 +53,14 @@ pub fn short_id(node: &NodeId) -> u64 {
 
 /// A temporary file the host keeps for a file being fetched, named by the engine. Its name on
 /// disk is the host's business (the drivers: `.weft/tmp/<16 hex digits>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TempId(pub u64);
 
 /// What the engine believes is at a path; a host refuses a step whose path holds anything
 /// else with [`StorageResult::Changed`] (a local change the scanner has not reported yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Expect {
     /// Nothing.
     Nothing,
@@ -385,7 +387,7 @@ pub struct ReplicaMetrics {
 
 /// One path of the index as the engine holds it: a present file, directory or symlink, or a
 /// deletion record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// The entry (for a deletion: path, kind, version, modified_by, sequence; the rest empty).
     pub entry: FileEntry,

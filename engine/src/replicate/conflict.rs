@@ -1,0 +1,132 @@
+//! The conflict rule of SPEC.md §22 (folder replication): which of two concurrent versions of
+//! a path wins, and where the loser's content is kept. Every node applies the same rule in any
+//! order and ends with the same records.
+
+use core::cmp::Ordering;
+
+use super::types::Record;
+
+/// Whether two records hold the same content (same kind, blocks, target and mode; or both
+/// deletions): concurrent versions of the same content are no conflict, they merge.
+pub(crate) fn same_content(a: &Record, b: &Record) -> bool {
+    match (a.deleted, b.deleted) {
+        (true, true) => true,
+        (false, false) => {
+            a.entry.kind == b.entry.kind
+                && a.entry.mode == b.entry.mode
+                && a.entry.target == b.entry.target
+                && a.entry.size == b.entry.size
+                && a.entry.blocks == b.entry.blocks
+        }
+        _ => false,
+    }
+}
+
+/// The total order of concurrent versions: a present entry beats a deletion; else the larger
+/// `mtime_ms`; else the larger `modified_by`; else (never between two honest nodes) the
+/// larger version vector, compared counter by counter. `Greater`: `a` wins.
+pub(crate) fn order(a: &Record, b: &Record) -> Ordering {
+    (!a.deleted)
+        .cmp(&!b.deleted)
+        .then(a.entry.mtime_ms.cmp(&b.entry.mtime_ms))
+        .then(a.entry.modified_by.cmp(&b.entry.modified_by))
+        .then_with(|| a.entry.version.counters.cmp(&b.entry.version.counters))
+}
+
+/// Where the content of `loser` (a present entry that lost a conflict at `path`) is kept:
+/// `NAME.conflict-<first 8 hex digits of modified_by>-<its counter of modified_by>`, the
+/// extension kept after (`a/b.txt` -> `a/b.conflict-1a2b3c4d-3.txt`; a name whose only dot
+/// leads it, `.bashrc`, has no extension).
+pub(crate) fn conflict_copy_path(path: &str, loser: &Record) -> String {
+    let by = loser.entry.modified_by;
+    let counter = loser.entry.version.get(by);
+    let tag = format!(".conflict-{:08x}-{counter}", by >> 32);
+    let name_start = path.rfind('/').map_or(0, |i| i + 1);
+    match path[name_start..].rfind('.') {
+        Some(dot) if dot > 0 => {
+            let at = name_start + dot;
+            format!("{}{tag}{}", &path[..at], &path[at..])
+        }
+        _ => format!("{path}{tag}"),
+    }
+}
+
+/// Whether `candidate` is a conflict copy of `path` (named by [`conflict_copy_path`]).
+pub(crate) fn is_conflict_copy_of(path: &str, candidate: &str) -> bool {
+    let name_start = path.rfind('/').map_or(0, |i| i + 1);
+    let (stem, ext) = match path[name_start..].rfind('.') {
+        Some(dot) if dot > 0 => path.split_at(name_start + dot),
+        _ => (path, ""),
+    };
+    let Some(rest) = candidate
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix(".conflict-"))
+        .and_then(|r| r.strip_suffix(ext))
+    else {
+        return false;
+    };
+    let Some((hex, counter)) = rest.split_once('-') else {
+        return false;
+    };
+    hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && !counter.is_empty()
+        && counter.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_protocol::{FileEntry, FileKind, Version};
+
+    fn rec(path: &str, by: u64, mtime_ms: i64, deleted: bool) -> Record {
+        Record {
+            entry: FileEntry {
+                path: path.into(),
+                kind: FileKind::File,
+                target: String::new(),
+                mode: 6,
+                size: 0,
+                mtime_ms,
+                modified_by: by,
+                version: Version::default().bumped(by).bumped(by).bumped(by),
+                sequence: 1,
+                blocks: Vec::new(),
+            },
+            deleted,
+        }
+    }
+
+    #[test]
+    fn the_copy_name_keeps_the_extension_and_names_the_loser() {
+        let loser = rec("a/b.txt", 0x1a2b_3c4d_5e6f_7081, 1, false);
+        let copy = conflict_copy_path("a/b.txt", &loser);
+        assert_eq!(copy, "a/b.conflict-1a2b3c4d-3.txt");
+        assert!(is_conflict_copy_of("a/b.txt", &copy));
+        assert!(!is_conflict_copy_of("a/b.txt", "a/b.txt"));
+        assert_eq!(
+            conflict_copy_path(".bashrc", &loser),
+            ".bashrc.conflict-1a2b3c4d-3"
+        );
+        assert_eq!(
+            conflict_copy_path("d.x/file", &loser),
+            "d.x/file.conflict-1a2b3c4d-3"
+        );
+    }
+
+    #[test]
+    fn a_present_entry_beats_a_deletion_then_mtime_then_node() {
+        assert_eq!(
+            order(&rec("p", 1, 0, false), &rec("p", 2, 9, true)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            order(&rec("p", 1, 5, false), &rec("p", 2, 4, false)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            order(&rec("p", 1, 5, false), &rec("p", 2, 5, false)),
+            Ordering::Less
+        );
+    }
+}

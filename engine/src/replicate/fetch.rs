@@ -1,0 +1,552 @@
+//! Fetching and serving blocks: the blocks files being fetched lack, asked rarest first of
+//! the peers that hold them (IWANT), bounded in bytes in flight per peer; HEREIS pieces
+//! hashed as they come and handed out as `WriteTemp` at once; a block present in the local
+//! folder copied locally instead; IWANT answered from a local file whose bytes still match.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DATA_BYTES_MAX};
+
+use super::plan::BlockState;
+use super::replica::{Purpose, Replica};
+use super::types::{Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId};
+use crate::time::Instant;
+
+/// Timed-out blocks remembered per peer (their late pieces are ignored), at most.
+pub(crate) const EXPIRED_MAX: usize = 4096;
+
+/// `ReadBlock` steps serving one peer, at most; beyond it a peer's IWANT is answered
+/// NOTFOUND.
+pub(crate) const SERVING_PER_PEER_MAX: usize = 1024;
+
+/// A block asked of a peer.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// Who was asked.
+    pub(crate) peer: NodeId,
+    /// Its length.
+    pub(crate) len: u32,
+    /// Bytes received so far (pieces come in order).
+    pub(crate) received: u32,
+    /// The hash of what was received so far.
+    pub(crate) hasher: blake3::Hasher,
+    /// The blocks of files being fetched that it fills: (temp, block number).
+    pub(crate) waiters: Vec<(TempId, u32)>,
+    /// Asked of another peer if not complete by then.
+    pub(crate) deadline: Instant,
+}
+
+/// A block some files lack.
+struct Wanted {
+    len: u32,
+    waiters: Vec<(TempId, u32)>,
+    sources: BTreeSet<NodeId>,
+}
+
+impl Replica {
+    /// Sets the state of the waiters' blocks.
+    fn set_blocks(&mut self, waiters: &[(TempId, u32)], from: BlockState, to: BlockState) {
+        for (temp, i) in waiters {
+            let Some(path) = self.temps.get(temp) else {
+                continue;
+            };
+            let Some(f) = self.applies.get_mut(path).and_then(|a| a.fetch.as_mut()) else {
+                continue;
+            };
+            if f.temp != *temp {
+                continue;
+            }
+            if let Some(b) = f.blocks.get_mut(*i as usize) {
+                if b.state == from {
+                    b.state = to;
+                }
+            }
+        }
+        self.fetch_dirty = true;
+    }
+
+    /// Asks for the blocks files lack: locally where the folder holds them, else of peers,
+    /// rarest first.
+    pub(super) fn schedule(&mut self) {
+        let now = self.now;
+        let mut wanted: BTreeMap<BlockHash, Wanted> = BTreeMap::new();
+        for (temp, path) in &self.temps {
+            let Some(a) = self.applies.get(path) else {
+                continue;
+            };
+            if !a.is_fetching() || a.stale || a.outstanding {
+                continue;
+            }
+            let Some(f) = a.fetch.as_ref().filter(|f| f.temp == *temp) else {
+                continue;
+            };
+            for (i, (b, slot)) in f.entry.blocks.iter().zip(&f.blocks).enumerate() {
+                if slot.state != BlockState::Missing || self.inflight.contains_key(&b.hash) {
+                    continue;
+                }
+                let w = wanted.entry(b.hash).or_insert_with(|| Wanted {
+                    len: b.len,
+                    waiters: Vec::new(),
+                    sources: BTreeSet::new(),
+                });
+                // At most FILE_BLOCKS_MAX blocks a file.
+                w.waiters
+                    .push((*temp, u32::try_from(i).unwrap_or(u32::MAX)));
+                w.sources.extend(a.sources.iter().copied());
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        // Local copies first.
+        let mut remote: Vec<(usize, BlockHash, Wanted)> = Vec::new();
+        let mut wake: Option<Instant> = None;
+        for (hash, mut w) in wanted {
+            if !self.local_misses.contains(&hash) {
+                if let Some((path, block)) = self.index.locate(&hash) {
+                    let req = StorageRequest::ReadBlock {
+                        path: path.to_string(),
+                        offset: block.offset,
+                        len: block.len,
+                    };
+                    let waiters = w.waiters;
+                    self.set_blocks(&waiters, BlockState::Missing, BlockState::Busy);
+                    self.request(
+                        Purpose::ReadLocal {
+                            hash,
+                            len: w.len,
+                            waiters,
+                        },
+                        req,
+                    );
+                    continue;
+                }
+            }
+            let excluded = self.excluded.get(&hash);
+            w.sources.retain(|s| {
+                self.peers.get(s).is_some_and(|p| p.linked)
+                    && !excluded.is_some_and(|e| {
+                        e.iter().any(|(p, until)| {
+                            let out = p == s && *until > now;
+                            if out {
+                                wake = Some(wake.map_or(*until, |x: Instant| x.min(*until)));
+                            }
+                            out
+                        })
+                    })
+            });
+            if !w.sources.is_empty() {
+                remote.push((w.sources.len(), hash, w));
+            }
+        }
+        if wake.is_some() {
+            self.fetch_wake = wake;
+        }
+        remote.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let salt = self.rng_salt();
+        let max = self.config.bytes_in_flight_per_peer_max;
+        let mut batches: BTreeMap<NodeId, Vec<BlockHash>> = BTreeMap::new();
+        for (_, hash, w) in remote {
+            let pick = w
+                .sources
+                .iter()
+                .filter_map(|s| self.peers.get(s).map(|p| (s, p.bytes_in_flight)))
+                .filter(|(_, b)| *b == 0 || b.saturating_add(u64::from(w.len)) <= max)
+                .min_by_key(|(s, b)| (*b, u64::from_le_bytes(salt_of(s)) ^ salt))
+                .map(|(s, _)| *s);
+            let Some(peer) = pick else {
+                continue;
+            };
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.bytes_in_flight += u64::from(w.len);
+            }
+            self.set_blocks(&w.waiters, BlockState::Missing, BlockState::Busy);
+            self.inflight.insert(
+                hash,
+                InFlight {
+                    peer,
+                    len: w.len,
+                    received: 0,
+                    hasher: blake3::Hasher::new(),
+                    waiters: w.waiters,
+                    deadline: now + self.config.block_request_timeout,
+                },
+            );
+            let batch = batches.entry(peer).or_default();
+            batch.push(hash);
+            if batch.len() == weft_protocol::WANT_HASHES_MAX {
+                let hashes = core::mem::take(batch);
+                self.send_want(peer, hashes);
+            }
+        }
+        for (peer, hashes) in batches {
+            if !hashes.is_empty() {
+                self.send_want(peer, hashes);
+            }
+        }
+        self.fetch_dirty = false;
+    }
+
+    fn rng_salt(&mut self) -> u64 {
+        use rand_chacha::rand_core::RngCore;
+        self.rng.next_u64()
+    }
+
+    fn send_want(&mut self, peer: NodeId, hashes: Vec<BlockHash>) {
+        let m = ReplicaMessage::IWant(IWant {
+            folder: self.config.folder,
+            hashes,
+        });
+        self.send(Recipient::Peer(peer), m, false);
+    }
+
+    /// Stops asking `peer` for `hash` (for a while, if `exclude`): its waiters are missing
+    /// again.
+    fn drop_request(&mut self, hash: &BlockHash, exclude: bool) {
+        let Some(f) = self.inflight.remove(hash) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&f.peer) {
+            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
+        }
+        if exclude {
+            let until = self.now + self.config.block_request_timeout;
+            let list = self.excluded.entry(*hash).or_default();
+            list.retain(|(p, _)| *p != f.peer);
+            list.push((f.peer, until));
+        }
+        self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Missing);
+    }
+
+    /// The link to `peer` is down: what was asked of it is missing again.
+    pub(super) fn release_peer(&mut self, peer: NodeId) {
+        let mut asked: Vec<BlockHash> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.peer == peer)
+            .map(|(h, _)| *h)
+            .collect();
+        asked.sort_unstable();
+        for h in asked {
+            self.drop_request(&h, false);
+        }
+        self.fetch_dirty = true;
+    }
+
+    /// Requests past their deadline move to other peers.
+    pub(super) fn expire_requests(&mut self) {
+        let now = self.now;
+        let mut late: Vec<(BlockHash, NodeId)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(h, f)| (*h, f.peer))
+            .collect();
+        late.sort_unstable();
+        for (h, peer) in late {
+            self.drop_request(&h, true);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.expired.len() >= EXPIRED_MAX {
+                    p.expired.pop_front();
+                }
+                p.expired.push_back(h);
+            }
+        }
+    }
+
+    /// A piece of a block.
+    pub(super) fn on_here_is(
+        &mut self,
+        from: NodeId,
+        m: HereIs<'_>,
+        payload: &Bytes,
+    ) -> Result<(), ReplicaFault> {
+        let n = m.data.len() as u64;
+        let asked = self.inflight.get(&m.hash).is_some_and(|f| f.peer == from);
+        if !asked {
+            let expired = self
+                .peers
+                .get(&from)
+                .is_some_and(|p| p.expired.contains(&m.hash));
+            if expired {
+                self.metrics.block_bytes_received += n;
+                return Ok(());
+            }
+            return Err(ReplicaFault::Unexpected(
+                "HEREIS for a block not asked of this peer",
+            ));
+        }
+        let Some(f) = self.inflight.get_mut(&m.hash) else {
+            return Ok(());
+        };
+        if m.offset != f.received {
+            return Err(ReplicaFault::Unexpected("HEREIS piece out of order"));
+        }
+        if u64::from(m.offset) + n > u64::from(f.len) {
+            return Err(ReplicaFault::Unexpected("HEREIS past the block's end"));
+        }
+        self.metrics.block_bytes_received += n;
+        f.hasher.update(m.data);
+        // n <= HEREIS_DATA_BYTES_MAX, and offset + n <= len (a u32), checked above.
+        f.received += n as u32;
+        let done = f.received == f.len;
+        let data = slice_of(payload, m.data);
+        let waiters = f.waiters.clone();
+        for (temp, i) in &waiters {
+            let Some(path) = self.temps.get(temp) else {
+                continue;
+            };
+            let Some(fe) = self.applies.get_mut(path).and_then(|a| a.fetch.as_mut()) else {
+                continue;
+            };
+            let (Some(b), Some(slot)) = (
+                fe.entry.blocks.get(*i as usize),
+                fe.blocks.get_mut(*i as usize),
+            ) else {
+                continue;
+            };
+            if slot.state != BlockState::Busy {
+                continue;
+            }
+            slot.writes += 1;
+            let req = StorageRequest::WriteTemp {
+                temp: *temp,
+                offset: b.offset + u64::from(m.offset),
+                data: data.clone(),
+            };
+            self.request(
+                Purpose::Write {
+                    temp: *temp,
+                    block: *i,
+                },
+                req,
+            );
+        }
+        if !done {
+            return Ok(());
+        }
+        let Some(f) = self.inflight.remove(&m.hash) else {
+            return Ok(());
+        };
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
+        }
+        self.fetch_dirty = true;
+        if *f.hasher.finalize().as_bytes() == m.hash {
+            self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Verified);
+            self.excluded.remove(&m.hash);
+            self.advance_waiters(&f.waiters);
+            return Ok(());
+        }
+        self.metrics.blocks_corrupt += 1;
+        self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Missing);
+        let until = self.now + self.config.block_request_timeout;
+        self.excluded.entry(m.hash).or_default().push((from, until));
+        self.event(ReplicaEvent::CorruptBlock {
+            peer: from,
+            hash: m.hash,
+        });
+        let p = self.peers.entry(from).or_default();
+        p.mismatches += 1;
+        if p.mismatches >= self.config.mismatches_before_disconnect {
+            return Err(ReplicaFault::CorruptBlocks);
+        }
+        Ok(())
+    }
+
+    fn advance_waiters(&mut self, waiters: &[(TempId, u32)]) {
+        let mut paths: Vec<String> = waiters
+            .iter()
+            .filter_map(|(t, _)| self.temps.get(t).cloned())
+            .collect();
+        paths.dedup();
+        for p in paths {
+            self.advance(&p);
+        }
+    }
+
+    /// A peer no longer has these blocks: asked elsewhere, not held against it.
+    pub(super) fn on_not_found(&mut self, from: NodeId, hashes: &[BlockHash]) {
+        for h in hashes {
+            if self.inflight.get(h).is_some_and(|f| f.peer == from) {
+                self.drop_request(h, true);
+            }
+        }
+    }
+
+    /// A peer asks for blocks.
+    pub(super) fn on_want(&mut self, from: NodeId, hashes: Vec<BlockHash>) {
+        let mut missing = Vec::new();
+        for hash in hashes {
+            let serving = self.peers.get(&from).map_or(0, |p| p.serving);
+            let found = self
+                .index
+                .locate(&hash)
+                .map(|(path, b)| (path.to_string(), b));
+            match found {
+                Some((path, b)) if self.ready && serving < SERVING_PER_PEER_MAX => {
+                    self.peers.entry(from).or_default().serving += 1;
+                    let req = StorageRequest::ReadBlock {
+                        path,
+                        offset: b.offset,
+                        len: b.len,
+                    };
+                    self.request(
+                        Purpose::Serve {
+                            peer: from,
+                            hash,
+                            len: b.len,
+                        },
+                        req,
+                    );
+                }
+                _ => missing.push(hash),
+            }
+        }
+        if !missing.is_empty() {
+            self.not_found(from, missing);
+        }
+    }
+
+    /// A block read to serve `peer`.
+    pub(super) fn on_served(&mut self, peer: NodeId, hash: BlockHash, len: u32, r: StorageResult) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.serving = p.serving.saturating_sub(1);
+        }
+        let linked = self.peers.get(&peer).is_some_and(|p| p.linked);
+        let bytes = match r {
+            StorageResult::Block(b)
+                if b.len() == len as usize && *blake3::hash(&b).as_bytes() == hash =>
+            {
+                b
+            }
+            _ => {
+                if linked {
+                    self.not_found(peer, vec![hash]);
+                }
+                return;
+            }
+        };
+        if !linked {
+            return;
+        }
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let end = (offset + HEREIS_DATA_BYTES_MAX).min(bytes.len());
+            let m = ReplicaMessage::HereIs(HereIs {
+                folder: self.config.folder,
+                hash,
+                // offset < len <= BLOCK_BYTES_MAX, a u32.
+                offset: offset as u32,
+                data: &bytes[offset..end],
+            });
+            self.metrics.block_bytes_sent += (end - offset) as u64;
+            self.send(Recipient::Peer(peer), m, true);
+            offset = end;
+        }
+    }
+
+    /// A local block read to copy into files being fetched.
+    pub(super) fn on_read_local(
+        &mut self,
+        hash: BlockHash,
+        len: u32,
+        waiters: Vec<(TempId, u32)>,
+        r: StorageResult,
+    ) {
+        let bytes = match r {
+            StorageResult::Block(b)
+                if b.len() == len as usize && *blake3::hash(&b).as_bytes() == hash =>
+            {
+                b
+            }
+            _ => {
+                self.local_misses.insert(hash);
+                self.set_blocks(&waiters, BlockState::Busy, BlockState::Missing);
+                return;
+            }
+        };
+        for (temp, i) in &waiters {
+            let Some(path) = self.temps.get(temp) else {
+                continue;
+            };
+            let Some(f) = self.applies.get_mut(path).and_then(|a| a.fetch.as_mut()) else {
+                continue;
+            };
+            let (Some(b), Some(slot)) = (
+                f.entry.blocks.get(*i as usize),
+                f.blocks.get_mut(*i as usize),
+            ) else {
+                continue;
+            };
+            if slot.state != BlockState::Busy {
+                continue;
+            }
+            slot.state = BlockState::Verified;
+            slot.writes += 1;
+            let req = StorageRequest::WriteTemp {
+                temp: *temp,
+                offset: b.offset,
+                data: bytes.clone(),
+            };
+            self.metrics.blocks_copied_locally += 1;
+            self.request(
+                Purpose::Write {
+                    temp: *temp,
+                    block: *i,
+                },
+                req,
+            );
+        }
+    }
+
+    /// A `WriteTemp` answered.
+    pub(super) fn on_written(&mut self, temp: TempId, block: u32, r: StorageResult) {
+        let Some(path) = self.temps.get(&temp).cloned() else {
+            return;
+        };
+        let Some(f) = self.applies.get_mut(&path).and_then(|a| a.fetch.as_mut()) else {
+            return;
+        };
+        if f.temp != temp {
+            return;
+        }
+        let i = if block == u32::MAX { 0 } else { block as usize };
+        if let Some(slot) = f.blocks.get_mut(i) {
+            slot.writes = slot.writes.saturating_sub(1);
+            if r != StorageResult::Done {
+                slot.state = BlockState::Missing;
+            }
+        }
+        if block == u32::MAX && r != StorageResult::Done {
+            f.created = false;
+        }
+        if r != StorageResult::Done {
+            self.fetch_dirty = true;
+        }
+        if f.is_complete() {
+            self.mark_dirty();
+            self.advance(&path);
+        } else if f.blocks.get(i).is_some_and(|b| b.is_written()) {
+            self.mark_dirty();
+        }
+    }
+}
+
+/// `data` as a slice of `payload` without a copy if it lies inside it, else copied.
+fn slice_of(payload: &Bytes, data: &[u8]) -> Bytes {
+    let p = payload.as_ptr() as usize;
+    let d = data.as_ptr() as usize;
+    if d >= p && d + data.len() <= p + payload.len() {
+        payload.slice_ref(data)
+    } else {
+        Bytes::copy_from_slice(data)
+    }
+}
+
+fn salt_of(peer: &NodeId) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&peer.0[..8]);
+    b
+}

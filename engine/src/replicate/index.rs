@@ -1,0 +1,266 @@
+//! A folder's index: its records by path (present entries and deletion records), ordered by
+//! the local sequence number each change got, with a block locator (hash -> a local file and
+//! offset) and a case-key map. Compact: records live in a slab; the maps hold slot numbers,
+//! and the locator is keyed by the first eight bytes of a hash, checked against the record on
+//! every use.
+
+use core::hash::BuildHasher;
+use std::collections::BTreeMap;
+
+use hashbrown::HashTable;
+use weft_protocol::{Block, BlockHash, Version};
+
+use super::paths;
+use super::types::Record;
+use crate::hasher::FixedHasher;
+
+/// A record's place in the slab.
+type Slot = u32;
+
+/// The index of one folder.
+#[derive(Default)]
+pub(crate) struct Index {
+    /// The records; `None` is a free slot.
+    slots: Vec<Option<Record>>,
+    /// Free slots, reused first.
+    free: Vec<Slot>,
+    /// Slot by path (hashed with [`FixedHasher`]).
+    by_path: HashTable<Slot>,
+    /// Slot by [`paths::case_key`] of the path.
+    by_case: HashTable<Slot>,
+    /// Slot by local sequence number.
+    by_seq: BTreeMap<u64, Slot>,
+    /// (slot, block number) by the first eight bytes of the block's hash: one present local
+    /// file holding it.
+    locator: HashTable<(Slot, u32)>,
+    /// Records that are a local rename: their sequence -> (old path, the old path's deletion
+    /// version), announced as IMOVED.
+    moves: BTreeMap<u64, (String, Version)>,
+    /// The highest sequence number given.
+    sequence: u64,
+}
+
+impl core::fmt::Debug for Index {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Index")
+            .field("records", &self.by_seq.len())
+            .field("sequence", &self.sequence)
+            .finish()
+    }
+}
+
+fn hash_str(s: &str) -> u64 {
+    core::hash::BuildHasherDefault::<FixedHasher>::default().hash_one(s)
+}
+
+fn hash_block(h: &BlockHash) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}
+
+impl Index {
+    /// The highest local sequence number given.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn slot_of(&self, path: &str) -> Option<Slot> {
+        let slots = &self.slots;
+        self.by_path
+            .find(hash_str(path), |&s| {
+                slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|r| r.entry.path == path)
+            })
+            .copied()
+    }
+
+    /// The record at `path`.
+    pub(crate) fn get(&self, path: &str) -> Option<&Record> {
+        self.slot_of(path)
+            .and_then(|s| self.slots[s as usize].as_ref())
+    }
+
+    /// Puts `record` at its path with the next local sequence number (`moved_from`: it is a
+    /// local rename of that path, whose deletion has that version). Returns the sequence.
+    pub(crate) fn put(&mut self, mut record: Record, moved_from: Option<(String, Version)>) -> u64 {
+        self.sequence += 1;
+        record.entry.sequence = self.sequence;
+        let seq = self.sequence;
+        self.insert(record);
+        if let Some(m) = moved_from {
+            self.moves.insert(seq, m);
+        }
+        seq
+    }
+
+    /// Puts `record` keeping its sequence number (loading persisted state).
+    pub(crate) fn restore(&mut self, record: Record, moved_from: Option<(String, Version)>) {
+        let seq = record.entry.sequence;
+        self.sequence = self.sequence.max(seq);
+        self.insert(record);
+        if let Some(m) = moved_from {
+            self.moves.insert(seq, m);
+        }
+    }
+
+    fn insert(&mut self, record: Record) {
+        if let Some(slot) = self.slot_of(&record.entry.path) {
+            self.unlink(slot);
+            self.link(slot, record);
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                // The slab holds at most u32::MAX records: far beyond any folder it serves.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let path_hash = hash_str(&record.entry.path);
+        let case_hash = hash_str(&paths::case_key(&record.entry.path));
+        self.link(slot, record);
+        let slots = &self.slots;
+        let rehash_path = |&s: &Slot| {
+            slots[s as usize]
+                .as_ref()
+                .map_or(0, |r| hash_str(&r.entry.path))
+        };
+        self.by_path.insert_unique(path_hash, slot, rehash_path);
+        let rehash_case = |&s: &Slot| {
+            slots[s as usize]
+                .as_ref()
+                .map_or(0, |r| hash_str(&paths::case_key(&r.entry.path)))
+        };
+        self.by_case.insert_unique(case_hash, slot, rehash_case);
+    }
+
+    /// Removes the sequence and locator entries of the record in `slot` (it stays in the
+    /// path maps).
+    fn unlink(&mut self, slot: Slot) {
+        let Some(old) = self.slots[slot as usize].take() else {
+            return;
+        };
+        self.by_seq.remove(&old.entry.sequence);
+        self.moves.remove(&old.entry.sequence);
+        for b in &old.entry.blocks {
+            if let Ok(e) = self
+                .locator
+                .find_entry(hash_block(&b.hash), |&(s, _)| s == slot)
+            {
+                e.remove();
+            }
+        }
+    }
+
+    fn link(&mut self, slot: Slot, record: Record) {
+        self.by_seq.insert(record.entry.sequence, slot);
+        if !record.deleted {
+            for (i, b) in record.entry.blocks.iter().enumerate() {
+                let h = hash_block(&b.hash);
+                let slots = &self.slots;
+                let present = self.locator.find(h, |&(s, n)| {
+                    slots[s as usize]
+                        .as_ref()
+                        .and_then(|r| r.entry.blocks.get(n as usize))
+                        .is_some_and(|x| x.hash == b.hash)
+                });
+                if present.is_none() {
+                    let rehash = |&(s, n): &(Slot, u32)| {
+                        slots[s as usize]
+                            .as_ref()
+                            .and_then(|r| r.entry.blocks.get(n as usize))
+                            .map_or(0, |x| hash_block(&x.hash))
+                    };
+                    // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
+                    let n = u32::try_from(i).unwrap_or(u32::MAX);
+                    self.locator.insert_unique(h, (slot, n), rehash);
+                }
+            }
+        }
+        self.slots[slot as usize] = Some(record);
+    }
+
+    /// A present local file holding a block with `hash`: its path and the block.
+    pub(crate) fn locate(&self, hash: &BlockHash) -> Option<(&str, Block)> {
+        let slots = &self.slots;
+        let &(s, n) = self.locator.find(hash_block(hash), |&(s, n)| {
+            slots[s as usize]
+                .as_ref()
+                .and_then(|r| r.entry.blocks.get(n as usize))
+                .is_some_and(|x| x.hash == *hash)
+        })?;
+        let r = self.slots[s as usize].as_ref()?;
+        let b = r.entry.blocks.get(n as usize)?;
+        (!r.deleted).then_some((r.entry.path.as_str(), *b))
+    }
+
+    /// A present record whose path differs from `path` only in case.
+    pub(crate) fn case_clash(&self, path: &str) -> Option<&str> {
+        let key = paths::case_key(path);
+        let slots = &self.slots;
+        let s = self.by_case.find(hash_str(&key), |&s| {
+            slots[s as usize].as_ref().is_some_and(|r| {
+                !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
+            })
+        })?;
+        self.slots[*s as usize]
+            .as_ref()
+            .map(|r| r.entry.path.as_str())
+    }
+
+    /// The records with a sequence number above `since`, in sequence order, each with its
+    /// rename annotation.
+    pub(crate) fn since(
+        &self,
+        since: u64,
+    ) -> impl Iterator<Item = (&Record, Option<&(String, Version)>)> + '_ {
+        self.by_seq
+            .range(since.saturating_add(1)..)
+            .filter_map(move |(seq, &s)| {
+                self.slots[s as usize]
+                    .as_ref()
+                    .map(|r| (r, self.moves.get(seq)))
+            })
+    }
+
+    /// Every record, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.slots.iter().flatten()
+    }
+
+    /// Checks the maps against the slab.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let live = self.slots.iter().flatten().count();
+        if live != self.by_seq.len() || live != self.by_path.len() || live != self.by_case.len() {
+            return Err(format!(
+                "index: {live} records, {} by sequence, {} by path, {} by case",
+                self.by_seq.len(),
+                self.by_path.len(),
+                self.by_case.len()
+            ));
+        }
+        for (&seq, &s) in &self.by_seq {
+            let r = self.slots[s as usize]
+                .as_ref()
+                .ok_or_else(|| format!("index: sequence {seq} names a free slot"))?;
+            if r.entry.sequence != seq || seq > self.sequence {
+                return Err(format!(
+                    "index: {} has sequence {} under {seq}",
+                    r.entry.path, r.entry.sequence
+                ));
+            }
+            if self.slot_of(&r.entry.path) != Some(s) {
+                return Err(format!("index: {} is not found by its path", r.entry.path));
+            }
+        }
+        if let Some(seq) = self.moves.keys().find(|s| !self.by_seq.contains_key(s)) {
+            return Err(format!(
+                "index: a rename annotation for the gone sequence {seq}"
+            ));
+        }
+        Ok(())
+    }
+}
