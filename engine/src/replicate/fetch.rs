@@ -143,7 +143,7 @@ impl Replica {
         if wake.is_some() {
             self.fetch_wake = wake;
         }
-        remote.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        remote.sort_by_key(|a| (a.0, a.1));
         let salt = self.rng_salt();
         let max = self.config.bytes_in_flight_per_peer_max;
         let mut batches: BTreeMap<NodeId, Vec<BlockHash>> = BTreeMap::new();

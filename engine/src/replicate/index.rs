@@ -157,30 +157,41 @@ impl Index {
 
     fn link(&mut self, slot: Slot, record: Record) {
         self.by_seq.insert(record.entry.sequence, slot);
-        if !record.deleted {
-            for (i, b) in record.entry.blocks.iter().enumerate() {
-                let h = hash_block(&b.hash);
-                let slots = &self.slots;
-                let present = self.locator.find(h, |&(s, n)| {
-                    slots[s as usize]
-                        .as_ref()
-                        .and_then(|r| r.entry.blocks.get(n as usize))
-                        .is_some_and(|x| x.hash == b.hash)
-                });
-                if present.is_none() {
-                    let rehash = |&(s, n): &(Slot, u32)| {
-                        slots[s as usize]
-                            .as_ref()
-                            .and_then(|r| r.entry.blocks.get(n as usize))
-                            .map_or(0, |x| hash_block(&x.hash))
-                    };
-                    // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
-                    let n = u32::try_from(i).unwrap_or(u32::MAX);
-                    self.locator.insert_unique(h, (slot, n), rehash);
+        let deleted = record.deleted;
+        let blocks = record.entry.blocks.len();
+        // The record goes in first: rehashing on growth reads every entry's hash from it.
+        self.slots[slot as usize] = Some(record);
+        if deleted {
+            return;
+        }
+        for i in 0..blocks {
+            let slots = &self.slots;
+            let Some(hash) = slots[slot as usize]
+                .as_ref()
+                .and_then(|r| r.entry.blocks.get(i))
+                .map(|b| b.hash)
+            else {
+                continue;
+            };
+            let block_of = |&(s, n): &(Slot, u32)| {
+                slots[s as usize]
+                    .as_ref()
+                    .and_then(|r| r.entry.blocks.get(n as usize))
+                    .map(|x| x.hash)
+            };
+            let h = hash_block(&hash);
+            // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
+            let n = u32::try_from(i).unwrap_or(u32::MAX);
+            // The newest record holding a hash is its location (an older holder may be
+            // about to change).
+            match self.locator.find_mut(h, |e| block_of(e) == Some(hash)) {
+                Some(e) => *e = (slot, n),
+                None => {
+                    self.locator
+                        .insert_unique(h, (slot, n), |e| block_of(e).map_or(0, |x| hash_block(&x)));
                 }
             }
         }
-        self.slots[slot as usize] = Some(record);
     }
 
     /// A present local file holding a block with `hash`: its path and the block.

@@ -26,7 +26,7 @@ pub(crate) enum Step {
         /// What must be at `from`.
         expect: Expect,
         /// The record of `to` once renamed.
-        install: Option<Install>,
+        install: Option<Box<Install>>,
     },
     /// Make the apply's path a directory.
     MakeDir {

@@ -678,12 +678,12 @@ impl Replica {
             from: path.clone(),
             to: copy.clone(),
             expect: expect_of(Some(&l)),
-            install: Some(Install {
+            install: Some(Box::new(Install {
                 entry: c.entry,
                 deleted: false,
                 moved_from: None,
                 remote: false,
-            }),
+            })),
         }];
         match w.entry.kind {
             FileKind::File => steps.push(Step::Fetch {
@@ -1152,7 +1152,7 @@ impl Replica {
             match step {
                 Step::Rename { install, .. } => {
                     if let Some(i) = install {
-                        self.install(i);
+                        self.install(*i);
                     } else {
                         self.metrics.renames_applied += 1;
                     }

@@ -10,6 +10,9 @@ use super::plan::Apply;
 /// The blob's format version.
 pub(crate) const STATE_FORMAT: u8 = 1;
 
+/// One persisted record: its entry, whether it is a deletion, its rename annotation.
+pub(crate) type PersistedRecord = (FileEntry, bool, Option<(String, Version)>);
+
 /// Everything a restart needs.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PersistedState {
@@ -22,7 +25,7 @@ pub(crate) struct PersistedState {
     /// The next temp number.
     pub(crate) next_temp: u64,
     /// Records: entry, deleted, rename annotation.
-    pub(crate) records: Vec<(FileEntry, bool, Option<(String, Version)>)>,
+    pub(crate) records: Vec<PersistedRecord>,
     /// Peers: id, their index id, the highest sequence seen under it.
     pub(crate) peers: Vec<(NodeId, u64, u64)>,
     /// Applies in progress, by path.

@@ -1,1 +1,741 @@
+//! The replication machine driven directly: two or three `Replica`s wired through a tiny
+//! in-memory host (a map of path -> bytes answering every storage request) and a message
+//! queue that encodes and decodes every message.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use weft_protocol::{
+    Code, FileEntry, FileKind, FolderId, Message, NodeId, ReplicaMessage, Version,
+};
+
+use super::blocks::{chunk, Tier};
+use super::*;
+use crate::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Item {
+    kind: FileKind,
+    data: Vec<u8>,
+    target: String,
+    mode: u8,
+    mtime_ms: i64,
+}
+
+#[derive(Default)]
+struct Host {
+    items: BTreeMap<String, Item>,
+    temps: BTreeMap<TempId, Vec<u8>>,
+    state: Option<Bytes>,
+}
+
+fn holds(item: Option<&Item>, expect: Expect) -> bool {
+    match (item, expect) {
+        (None, Expect::Nothing) => true,
+        (
+            Some(i),
+            Expect::Present {
+                kind,
+                size,
+                mtime_ms,
+            },
+        ) => i.kind == kind && i.data.len() as u64 == size && i.mtime_ms == mtime_ms,
+        _ => false,
+    }
+}
+
+impl Host {
+    fn answer(&mut self, request: &StorageRequest) -> StorageResult {
+        match request {
+            StorageRequest::LoadState => StorageResult::Loaded(self.state.clone()),
+            StorageRequest::PersistState { bytes } => {
+                self.state = Some(bytes.clone());
+                StorageResult::Done
+            }
+            StorageRequest::ReadBlock { path, offset, len } => match self.items.get(path) {
+                Some(i) if (*offset + u64::from(*len)) as usize <= i.data.len() => {
+                    let at = *offset as usize;
+                    StorageResult::Block(Bytes::copy_from_slice(&i.data[at..at + *len as usize]))
+                }
+                _ => StorageResult::NotFound,
+            },
+            StorageRequest::WriteTemp { temp, offset, data } => {
+                let t = self.temps.entry(*temp).or_default();
+                let end = *offset as usize + data.len();
+                if t.len() < end {
+                    t.resize(end, 0);
+                }
+                t[*offset as usize..end].copy_from_slice(data);
+                StorageResult::Done
+            }
+            StorageRequest::Commit {
+                temp,
+                path,
+                size,
+                blocks,
+                mode,
+                mtime_ms,
+                expect,
+            } => {
+                let Some(mut t) = self.temps.get(temp).cloned() else {
+                    return StorageResult::NotFound;
+                };
+                t.resize(*size as usize, 0);
+                let bad: Vec<u64> = blocks
+                    .iter()
+                    .filter(|b| {
+                        let r = b.offset as usize..(b.offset + u64::from(b.len)) as usize;
+                        *blake3::hash(&t[r]).as_bytes() != b.hash
+                    })
+                    .map(|b| b.offset)
+                    .collect();
+                if !bad.is_empty() {
+                    return StorageResult::Corrupt(bad);
+                }
+                if !holds(self.items.get(path), *expect) {
+                    return StorageResult::Changed;
+                }
+                self.temps.remove(temp);
+                let item = Item {
+                    kind: FileKind::File,
+                    data: t,
+                    target: String::new(),
+                    mode: *mode,
+                    mtime_ms: *mtime_ms,
+                };
+                self.items.insert(path.clone(), item);
+                StorageResult::Done
+            }
+            StorageRequest::DiscardTemp { temp } => {
+                self.temps.remove(temp);
+                StorageResult::Done
+            }
+            StorageRequest::Remove { path, expect } => {
+                if !self.items.contains_key(path) {
+                    return StorageResult::NotFound;
+                }
+                if !holds(self.items.get(path), *expect) {
+                    return StorageResult::Changed;
+                }
+                self.items.remove(path);
+                StorageResult::Done
+            }
+            StorageRequest::Rename { from, to, expect } => {
+                if !self.items.contains_key(from) {
+                    return StorageResult::NotFound;
+                }
+                if !holds(self.items.get(from), *expect) || self.items.contains_key(to) {
+                    return StorageResult::Changed;
+                }
+                let i = self.items.remove(from).expect("checked above");
+                self.items.insert(to.clone(), i);
+                StorageResult::Done
+            }
+            StorageRequest::MakeDir { path, mode } => {
+                let item = Item {
+                    kind: FileKind::Directory,
+                    data: Vec::new(),
+                    target: String::new(),
+                    mode: *mode,
+                    mtime_ms: 0,
+                };
+                self.items.insert(path.clone(), item);
+                StorageResult::Done
+            }
+            StorageRequest::MakeSymlink { path, target } => {
+                if self.items.contains_key(path) {
+                    return StorageResult::Changed;
+                }
+                let item = Item {
+                    kind: FileKind::Symlink,
+                    data: Vec::new(),
+                    target: target.clone(),
+                    mode: 7,
+                    mtime_ms: 0,
+                };
+                self.items.insert(path.clone(), item);
+                StorageResult::Done
+            }
+            StorageRequest::SetMode { path, mode, expect } => {
+                if !holds(self.items.get(path), *expect) {
+                    return StorageResult::Changed;
+                }
+                if let Some(i) = self.items.get_mut(path) {
+                    i.mode = *mode;
+                }
+                StorageResult::Done
+            }
+        }
+    }
+
+    /// The scanner: writes a file and reports it.
+    fn put(&mut self, path: &str, data: Vec<u8>, mtime_ms: i64) -> LocalChange {
+        let blocks = chunk(&data, Tier::MIN)
+            .into_iter()
+            .map(|b| weft_protocol::Block {
+                offset: b.offset,
+                len: b.len,
+                hash: b.hash,
+            })
+            .collect();
+        let entry = FileEntry {
+            path: path.into(),
+            kind: FileKind::File,
+            target: String::new(),
+            mode: 6,
+            size: data.len() as u64,
+            mtime_ms,
+            modified_by: 0,
+            version: Version::default(),
+            sequence: 0,
+            blocks,
+        };
+        let item = Item {
+            kind: FileKind::File,
+            data,
+            target: String::new(),
+            mode: 6,
+            mtime_ms,
+        };
+        self.items.insert(path.into(), item);
+        LocalChange::Changed(entry)
+    }
+
+    fn data(&self, path: &str) -> Option<&[u8]> {
+        self.items.get(path).map(|i| i.data.as_slice())
+    }
+}
+
+/// Deterministic bytes (no repeats worth chunking on).
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Node {
+    id: NodeId,
+    replica: Replica,
+    host: Host,
+    events: Vec<ReplicaEvent>,
+    requests: Vec<StorageRequest>,
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    links: BTreeSet<(usize, usize)>,
+    wire: VecDeque<(usize, usize, Code, Bytes)>,
+    now: Instant,
+    corrupt: Option<usize>,
+    /// HEREIS messages still delivered (then dropped), if limited.
+    hereis_budget: Option<usize>,
+    hereis_bytes: u64,
+    faults: Vec<(usize, usize, ReplicaFault)>,
+    /// (from, to, entries) of every index message delivered.
+    index_sent: Vec<(usize, usize, usize)>,
+    /// (from, to, hashes) of every IWANT delivered.
+    wants: Vec<(usize, usize, Vec<[u8; 32]>)>,
+    lists: Vec<(usize, usize, weft_protocol::List)>,
+}
+
+fn folder() -> FolderId {
+    FolderId::from_name("test")
+}
+
+fn replica(id: NodeId, seed: u8) -> Replica {
+    let mut config = ReplicaConfig::new(folder(), id);
+    config.requests_outstanding_max = 8;
+    config.bytes_in_flight_per_peer_max = 64 * 1024;
+    Replica::new(config, [seed; 32])
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        let nodes = (0..n)
+            .map(|i| {
+                let mut raw = [0u8; 32];
+                raw[0] = 0x10 * (i as u8 + 1);
+                raw[1] = 0xab;
+                let id = NodeId(raw);
+                Node {
+                    id,
+                    replica: replica(id, i as u8),
+                    host: Host::default(),
+                    events: Vec::new(),
+                    requests: Vec::new(),
+                }
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            links: BTreeSet::new(),
+            wire: VecDeque::new(),
+            now: Instant(1_000_000_000),
+            corrupt: None,
+            hereis_budget: None,
+            hereis_bytes: 0,
+            faults: Vec::new(),
+            index_sent: Vec::new(),
+            wants: Vec::new(),
+            lists: Vec::new(),
+        };
+        net.settle();
+        net
+    }
+
+    fn link(&mut self, a: usize, b: usize) {
+        self.links.insert((a, b));
+        self.links.insert((b, a));
+        let (ida, idb) = (self.nodes[a].id, self.nodes[b].id);
+        self.nodes[a].replica.handle_link_up(self.now, idb);
+        self.nodes[b].replica.handle_link_up(self.now, ida);
+    }
+
+    fn unlink(&mut self, a: usize, b: usize) {
+        self.links.remove(&(a, b));
+        self.links.remove(&(b, a));
+        let (ida, idb) = (self.nodes[a].id, self.nodes[b].id);
+        self.nodes[a].replica.handle_link_down(self.now, idb);
+        self.nodes[b].replica.handle_link_down(self.now, ida);
+    }
+
+    fn local(&mut self, i: usize, change: LocalChange) {
+        self.nodes[i].replica.handle_local(self.now, change);
+    }
+
+    fn put(&mut self, i: usize, path: &str, data: Vec<u8>, mtime_ms: i64) {
+        let c = self.nodes[i].host.put(path, data, mtime_ms);
+        self.local(i, c);
+    }
+
+    /// One round: every output handled, every message delivered. Whether anything happened.
+    fn round(&mut self) -> bool {
+        let mut active = false;
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            while let Some(o) = self.nodes[i].replica.poll_output() {
+                active = true;
+                match o {
+                    ReplicaOutput::Request { token, request } => {
+                        let node = &mut self.nodes[i];
+                        let result = node.host.answer(&request);
+                        node.requests.push(request);
+                        node.replica.handle_completed(now, token, result);
+                    }
+                    ReplicaOutput::Send {
+                        to,
+                        code,
+                        mut payload,
+                        ..
+                    } => {
+                        if Some(i) == self.corrupt && code == Code::HEREIS {
+                            let mut v = payload.to_vec();
+                            if let Some(last) = v.last_mut() {
+                                *last ^= 0xff;
+                            }
+                            payload = Bytes::from(v);
+                        }
+                        let targets: Vec<usize> = match to {
+                            Recipient::Peer(p) => self
+                                .nodes
+                                .iter()
+                                .position(|n| n.id == p)
+                                .into_iter()
+                                .collect(),
+                            Recipient::Links => self
+                                .links
+                                .iter()
+                                .filter(|l| l.0 == i)
+                                .map(|l| l.1)
+                                .collect(),
+                        };
+                        for j in targets {
+                            if self.links.contains(&(i, j)) {
+                                self.wire.push_back((i, j, code, payload.clone()));
+                            }
+                        }
+                    }
+                    ReplicaOutput::Event(e) => self.nodes[i].events.push(e),
+                }
+            }
+            assert_eq!(self.nodes[i].replica.check_invariants(), Ok(()), "node {i}");
+        }
+        while let Some((i, j, code, payload)) = self.wire.pop_front() {
+            if !self.links.contains(&(i, j)) {
+                continue;
+            }
+            active = true;
+            if code == Code::HEREIS {
+                if let Some(b) = self.hereis_budget.as_mut() {
+                    if *b == 0 {
+                        continue;
+                    }
+                    *b -= 1;
+                }
+            }
+            let Ok(Message::Replica(m)) = Message::decode(code, &payload) else {
+                panic!("a replication message that does not decode: {code:?}");
+            };
+            match &m {
+                ReplicaMessage::IHave(x) => self.index_sent.push((i, j, x.entries.len())),
+                ReplicaMessage::IDeleted(x) => self.index_sent.push((i, j, x.entries.len())),
+                ReplicaMessage::IMoved(x) => self.index_sent.push((i, j, x.entries.len())),
+                ReplicaMessage::IWant(x) => self.wants.push((i, j, x.hashes.clone())),
+                ReplicaMessage::List(x) => self.lists.push((i, j, *x)),
+                ReplicaMessage::HereIs(x) => self.hereis_bytes += x.data.len() as u64,
+                _ => {}
+            }
+            let from = self.nodes[i].id;
+            if let Err(f) = self.nodes[j].replica.handle_message(now, from, m, &payload) {
+                self.faults.push((i, j, f));
+                self.unlink(i, j);
+            }
+        }
+        self.now = self.now + Duration::from_millis(1);
+        for n in &mut self.nodes {
+            if n.replica.poll_timeout().is_some_and(|t| t <= self.now) {
+                n.replica.handle_timeout(self.now);
+            }
+        }
+        active
+    }
+
+    /// Runs until nothing is left to do, timers included.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if self.round() {
+                continue;
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.poll_timeout())
+                .min();
+            let Some(next) = next else {
+                return;
+            };
+            self.now = self.now.max(next);
+            for n in &mut self.nodes {
+                if n.replica.poll_timeout().is_some_and(|t| t <= self.now) {
+                    n.replica.handle_timeout(self.now);
+                }
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn restart(&mut self, i: usize, seed: u8) {
+        let id = self.nodes[i].id;
+        self.nodes[i].replica = replica(id, seed);
+        self.nodes[i].requests.clear();
+    }
+
+    fn records(&self, i: usize) -> Vec<(String, bool, Version)> {
+        self.nodes[i]
+            .replica
+            .records()
+            .map(|r| (r.entry.path.clone(), r.deleted, r.entry.version.clone()))
+            .collect()
+    }
+
+    fn count_requests(&self, i: usize, f: impl Fn(&StorageRequest) -> bool) -> usize {
+        self.nodes[i].requests.iter().filter(|r| f(r)).count()
+    }
+}
+
+fn pair() -> Net {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    net.settle();
+    net
+}
+
+#[test]
+fn a_file_created_at_one_node_arrives_byte_identical() {
+    let mut net = pair();
+    let data = bytes(300_000, 1);
+    net.put(0, "dir/a.bin", data.clone(), 100);
+    net.put(0, "empty", Vec::new(), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("dir/a.bin"), Some(data.as_slice()));
+    assert_eq!(net.nodes[1].host.data("empty"), Some(&[][..]));
+    assert_eq!(net.records(0), net.records(1));
+    assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
+    assert_eq!(net.hereis_bytes, data.len() as u64);
+    assert_eq!(net.nodes[1].replica.metrics().files_committed, 2);
+}
+
+#[test]
+fn an_edit_resends_only_the_changed_blocks() {
+    let mut net = pair();
+    let mut data = bytes(400_000, 2);
+    net.put(0, "f", data.clone(), 100);
+    net.settle();
+    let before: BTreeSet<[u8; 32]> = chunk(&data, Tier::MIN).iter().map(|b| b.hash).collect();
+    for b in &mut data[200_000..200_100] {
+        *b ^= 0x55;
+    }
+    let changed: u64 = chunk(&data, Tier::MIN)
+        .iter()
+        .filter(|b| !before.contains(&b.hash))
+        .map(|b| u64::from(b.len))
+        .sum();
+    net.hereis_bytes = 0;
+    net.put(0, "f", data.clone(), 200);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("f"), Some(data.as_slice()));
+    assert!(changed > 0 && changed < 100_000, "{changed}");
+    assert_eq!(net.hereis_bytes, changed);
+    assert!(net.nodes[1].replica.metrics().blocks_copied_locally > 0);
+}
+
+#[test]
+fn a_delete_propagates() {
+    let mut net = pair();
+    net.put(0, "gone", bytes(1000, 3), 100);
+    net.settle();
+    assert!(net.nodes[1].host.data("gone").is_some());
+    net.nodes[0].host.items.remove("gone");
+    net.local(
+        0,
+        LocalChange::Removed {
+            path: "gone".into(),
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("gone"), None);
+    let r = net.nodes[1]
+        .replica
+        .record("gone")
+        .expect("a deletion record");
+    assert!(r.deleted);
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn a_rename_is_applied_as_a_rename() {
+    let mut net = pair();
+    let data = bytes(100_000, 4);
+    net.put(0, "old", data.clone(), 100);
+    net.settle();
+    net.hereis_bytes = 0;
+    let item = net.nodes[0].host.items.remove("old").expect("there");
+    net.nodes[0].host.items.insert("new".into(), item);
+    let LocalChange::Changed(to) = net.nodes[0].host.put("new", data.clone(), 100) else {
+        unreachable!()
+    };
+    net.local(
+        0,
+        LocalChange::Moved {
+            from: "old".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.hereis_bytes, 0);
+    assert_eq!(net.nodes[1].host.data("new"), Some(data.as_slice()));
+    assert_eq!(net.nodes[1].host.data("old"), None);
+    assert_eq!(
+        net.count_requests(1, |r| matches!(r, StorageRequest::Rename { .. })),
+        1
+    );
+    assert_eq!(net.nodes[1].replica.metrics().renames_applied, 1);
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
+    let mut net = pair();
+    net.put(0, "doc.txt", bytes(50_000, 5), 100);
+    net.settle();
+    net.unlink(0, 1);
+    let (a, b) = (bytes(50_000, 6), bytes(50_000, 7));
+    net.put(0, "doc.txt", a.clone(), 200);
+    net.put(1, "doc.txt", b.clone(), 300);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    // Node 1's edit is later: it wins; node 0's is kept as its conflict copy.
+    let by = short_id(&net.nodes[0].id);
+    let copy = format!("doc.conflict-{:08x}-2.txt", by >> 32);
+    for n in &net.nodes {
+        assert_eq!(n.host.data("doc.txt"), Some(b.as_slice()));
+        assert_eq!(
+            n.host.data(&copy),
+            Some(a.as_slice()),
+            "{:?}",
+            n.host.items.keys()
+        );
+    }
+    assert_eq!(net.records(0), net.records(1));
+    assert!(net.nodes.iter().all(|n| n
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::Conflict { .. }))));
+}
+
+#[test]
+fn an_edit_beats_a_concurrent_delete_everywhere() {
+    let mut net = pair();
+    net.put(0, "f", bytes(30_000, 8), 100);
+    net.settle();
+    net.unlink(0, 1);
+    let edit = bytes(30_000, 9);
+    net.put(0, "f", edit.clone(), 50);
+    net.nodes[1].host.items.remove("f");
+    net.local(1, LocalChange::Removed { path: "f".into() });
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for n in &net.nodes {
+        assert_eq!(n.host.data("f"), Some(edit.as_slice()));
+        assert_eq!(n.host.items.len(), 1, "no conflict copy");
+    }
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn corrupt_blocks_are_refetched_and_the_peer_is_cut_off_after_three() {
+    let mut net = Net::new(3);
+    let data = bytes(600_000, 10);
+    net.put(0, "f", data.clone(), 100);
+    net.link(0, 2);
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("f"), Some(data.as_slice()));
+    net.corrupt = Some(0);
+    net.link(1, 0);
+    net.link(1, 2);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("f"), Some(data.as_slice()));
+    let corrupt = net.nodes[1]
+        .events
+        .iter()
+        .filter(
+            |e| matches!(e, ReplicaEvent::CorruptBlock { peer, .. } if *peer == net.nodes[0].id),
+        )
+        .count();
+    assert_eq!(corrupt, 3);
+    assert_eq!(net.faults, vec![(0, 1, ReplicaFault::CorruptBlocks)]);
+    assert!(!net.links.contains(&(0, 1)));
+}
+
+#[test]
+fn a_restart_resumes_a_half_fetched_file_asking_only_for_missing_blocks() {
+    let mut net = pair();
+    let data = bytes(500_000, 11);
+    net.put(0, "big", data.clone(), 100);
+    net.hereis_budget = Some(10);
+    for _ in 0..10_000 {
+        net.round();
+        if net.hereis_budget == Some(0) {
+            break;
+        }
+    }
+    net.round();
+    net.unlink(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("big"), None);
+    let blocks = chunk(&data, Tier::MIN);
+    let written: BTreeSet<[u8; 32]> = net.wants.iter().flat_map(|w| w.2.iter().copied()).collect();
+    assert!(written.len() < blocks.len());
+    // The temp holds the first blocks; the state names them written.
+    net.restart(1, 42);
+    net.hereis_budget = None;
+    net.wants.clear();
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("big"), Some(data.as_slice()));
+    let asked: usize = net
+        .wants
+        .iter()
+        .filter(|w| w.1 == 0)
+        .map(|w| w.2.len())
+        .sum();
+    assert!(asked > 0);
+    assert_eq!(
+        asked + 10,
+        blocks.len(),
+        "10 blocks arrived before the restart"
+    );
+}
+
+#[test]
+fn list_since_after_a_reconnect_sends_only_newer_records() {
+    let mut net = pair();
+    for k in 0..5 {
+        net.put(0, &format!("f{k}"), bytes(1000, 20 + k), 100);
+    }
+    net.settle();
+    net.unlink(0, 1);
+    net.put(0, "late", bytes(1000, 30), 100);
+    net.settle();
+    net.index_sent.clear();
+    net.link(0, 1);
+    net.settle();
+    let sent: usize = net
+        .index_sent
+        .iter()
+        .filter(|s| s.0 == 0 && s.1 == 1)
+        .map(|s| s.2)
+        .sum();
+    assert_eq!(sent, 1);
+    assert!(net.nodes[1].host.data("late").is_some());
+}
+
+#[test]
+fn a_store_reset_makes_the_peer_ask_for_everything() {
+    let mut net = pair();
+    for k in 0..3 {
+        net.put(0, &format!("f{k}"), bytes(1000, 40 + k), 100);
+    }
+    net.settle();
+    let old_id = net.nodes[1].replica.index_id();
+    net.unlink(0, 1);
+    net.nodes[1].host = Host::default();
+    net.restart(1, 99);
+    net.settle();
+    assert_ne!(net.nodes[1].replica.index_id(), old_id);
+    net.index_sent.clear();
+    net.lists.clear();
+    net.link(0, 1);
+    net.settle();
+    let from_1 = net.lists.iter().find(|l| l.0 == 1).expect("a LIST").2;
+    assert_eq!((from_1.index_id, from_1.since), (0, 0));
+    let sent: usize = net
+        .index_sent
+        .iter()
+        .filter(|s| s.0 == 0 && s.1 == 1)
+        .map(|s| s.2)
+        .sum();
+    assert_eq!(sent, 3);
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn a_bad_path_from_a_peer_is_refused_and_the_rest_applies() {
+    let mut net = pair();
+    net.nodes[0].host.put("../evil", bytes(10, 1), 1);
+    let LocalChange::Changed(bad) = net.nodes[0].host.put("../evil", bytes(10, 1), 1) else {
+        unreachable!()
+    };
+    net.local(0, LocalChange::Changed(bad));
+    net.put(0, "good", bytes(10, 2), 1);
+    net.settle();
+    assert!(net.nodes[1].host.data("good").is_some());
+    assert!(net.nodes[1].host.data("../evil").is_none());
+    assert!(net.nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::RefusedByPeer { .. })));
+    assert!(net.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::Refused { .. })));
+}
