@@ -124,6 +124,8 @@ pub struct Folder {
     held_hashes: BTreeSet<BlockHash>,
     /// Bytes of blocks committed that the folder never held before, summed.
     pub bytes_needed: u64,
+    /// Bytes written into temporary files, summed over every `WriteTemp`.
+    pub temp_bytes_written: u64,
 }
 
 fn io(why: &str) -> StorageResult {
@@ -164,6 +166,7 @@ impl Folder {
             faults_struck: 0,
             held_hashes: BTreeSet::new(),
             bytes_needed: 0,
+            temp_bytes_written: 0,
         }
     }
 
@@ -347,6 +350,7 @@ impl Folder {
                     t.resize(end as usize, 0);
                 }
                 t[*offset as usize..end as usize].copy_from_slice(data);
+                self.temp_bytes_written += data.len() as u64;
                 S::Done
             }
             R::Commit {
