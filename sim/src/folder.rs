@@ -272,7 +272,14 @@ impl Folder {
                     mtime_ms,
                 },
                 Some(node),
-            ) => node.kind() == *kind && node.size() == *size && node.mtime_ms() == *mtime_ms,
+            ) => {
+                // A directory's or symlink's mtime is not compared: `MakeDir` and
+                // `MakeSymlink` carry none (the host stamps its own), and a directory's
+                // changes with its children.
+                node.kind() == *kind
+                    && node.size() == *size
+                    && (node.kind() != FileKind::File || node.mtime_ms() == *mtime_ms)
+            }
             _ => false,
         }
     }
