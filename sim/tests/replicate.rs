@@ -57,7 +57,10 @@ fn a_seed_sweep_under_swarm_faults_and_a_corrupt_peer_loses_nothing() {
         .iter()
         .filter_map(|r| r.header().failure(&format!("seed {}", r.header.seed)))
         .collect();
-    let corrupt_runs = reports.iter().filter(|r| r.header.seed % 2 == 0).count();
+    let corrupt_runs = reports
+        .iter()
+        .filter(|r| r.header.seed.is_multiple_of(2))
+        .count();
     let disconnects: u64 = reports.iter().map(|r| r.peers_disconnected).sum();
     let struck: u64 = reports.iter().map(|r| r.faults_struck).sum();
     let ops: u64 = reports.iter().map(|r| r.ops).sum();

@@ -628,7 +628,7 @@ pub fn sweep_params(seed: u64) -> ReplicateParams {
     let nodes = r.between(3, 7) as u32;
     let ops = r.between(20, 60) as u32;
     let mut p = ReplicateParams::new(nodes, seed, ops);
-    p.corrupt_peer = seed % 2 == 0;
+    p.corrupt_peer = seed.is_multiple_of(2);
     // The corrupt peer (the last node) is never a cut vertex: honest data must not have to
     // pass through it.
     let shapes: &[Shape] = if p.corrupt_peer {
