@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::links::LinkSetup;
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::replicate::{self, ReplicateFaults, ReplicateParams};
 use crate::scenario::table::{self, TableParams};
 use crate::scenario::{RunHeader, Scenario};
 use crate::sweep::{self, Shard};
@@ -38,6 +39,9 @@ pub enum SimCommand {
     Table(TableArgs),
     /// Chord DHT: joins, ring correctness, lookup hops, failures or churn.
     Chord(ChordArgs),
+    /// Folder replication: random file operations under network and storage faults, then
+    /// every folder identical and nothing lost.
+    Replicate(ReplicateArgs),
     /// Many seeds of small networks under swarm faults.
     #[command(arg_required_else_help = true)]
     Sweep {
@@ -192,6 +196,65 @@ pub struct ChordArgs {
     pub json: bool,
 }
 
+/// `weft sim replicate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplicateArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub nodes: u32,
+    /// Root seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Local operations (creates, edits, inserts, truncations, renames, deletes, mode
+    /// changes, directories, symlinks) at random nodes.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub ops: u32,
+    /// regular, random, ring, line or star.
+    #[arg(long, default_value = "regular", value_parser = mesh::Shape::parse)]
+    pub topology: mesh::Shape,
+    /// Links per node of a regular topology, mean links of a random one (below --nodes).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub degree: u32,
+    /// `none`, `swarm`, or a comma-separated list of latency, drops, partitions, crashes,
+    /// writes, disk.
+    #[arg(long, default_value = "none", value_parser = ReplicateFaults::parse)]
+    pub faults: ReplicateFaults,
+    /// The last node flips a byte in every HEREIS it sends (and makes no operations).
+    #[arg(long)]
+    pub corrupt_peer: bool,
+    /// Length of the operation phase, simulated ms.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub safety_ms: u64,
+    /// Deadline for convergence after the heal, simulated ms.
+    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReplicateArgs {
+    fn params(&self) -> Result<ReplicateParams, String> {
+        let degree = if self.topology.uses_degree() {
+            if self.degree >= self.nodes {
+                return Err("--degree must be below --nodes".into());
+            }
+            self.degree
+        } else {
+            ReplicateParams::new(self.nodes, self.seed, self.ops).degree
+        };
+        Ok(ReplicateParams {
+            shape: self.topology,
+            degree,
+            faults: self.faults.clone(),
+            corrupt_peer: self.corrupt_peer,
+            safety_ms: self.safety_ms,
+            liveness_ms: self.liveness_ms,
+            ..ReplicateParams::new(self.nodes, self.seed, self.ops)
+        })
+    }
+}
+
 /// `weft sim sweep` protocols.
 #[derive(Debug, clap::Subcommand)]
 pub enum SweepProtocol {
@@ -201,6 +264,9 @@ pub enum SweepProtocol {
     Table(SweepArgs),
     /// Sweep the chord scenario (16 to 40 nodes, swarm faults).
     Chord(SweepArgs),
+    /// Sweep the replicate scenario (3 to 7 nodes, swarm faults, a corrupt peer on every
+    /// other seed).
+    Replicate(SweepArgs),
 }
 
 /// `weft sim sweep` arguments.
@@ -304,6 +370,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         Some(SimCommand::Mesh(a)) => a.params().map(|p| show(&mesh::run(&p), a.json)),
         Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
+        Some(SimCommand::Replicate(a)) => a.params().map(|p| show(&replicate::run(&p), a.json)),
         Some(SimCommand::Sweep { protocol }) => match protocol {
             P::Mesh(a) => {
                 let plaintext = a.plaintext_sim_only;
@@ -327,6 +394,14 @@ pub fn run(args: SimArgs) -> ExitCode {
                     .into(),
             ),
             P::Chord(a) => sweep(a, "chord", |s| chord::run(&chord::sweep_params(s))),
+            P::Replicate(a) if a.plaintext_sim_only => Err(
+                "--plaintext-sim-only: replicate sweeps run message-level machines, which have \
+                 no links"
+                    .into(),
+            ),
+            P::Replicate(a) => sweep(a, "replicate", |s| {
+                replicate::run(&replicate::sweep_params(s))
+            }),
         },
     };
     done.unwrap_or_else(|message| {
@@ -355,6 +430,7 @@ fn sweep<R: Scenario + Send>(
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let links = match (protocol, a.plaintext_sim_only) {
         ("chord", _) => "none (message-level Chord machines)",
+        ("replicate", _) => "none (message-level replication machines)",
         (_, true) => "PLAINTEXT (simulation only)",
         _ => "noise (seeds alternate open, private, private + 1 wrong-secret node)",
     };
@@ -468,7 +544,7 @@ fn progress_text(protocol: &str, p: sweep::Progress, elapsed: Duration) -> Strin
 
 /// What each column of the default table means, per protocol, in the order of the columns
 /// (each scenario's `Scenario::cells`).
-const COLUMNS: [(&str, &[(&str, &str)]); 3] = [
+const COLUMNS: [(&str, &[(&str, &str)]); 4] = [
     (
         "mesh",
         &[
@@ -550,6 +626,39 @@ const COLUMNS: [(&str, &[(&str, &str)]); 3] = [
             ("events/s", "events per second of wall-clock time"),
         ],
     ),
+    (
+        "replicate",
+        &[
+            ("nodes", "nodes in the network"),
+            ("ops", "local file operations carried out at random nodes"),
+            (
+                "identical",
+                "whether every node ended with the same folder (digest)",
+            ),
+            (
+                "lost",
+                "versions written and never superseded that a node lacks (must be 0)",
+            ),
+            (
+                "corrupt",
+                "files anywhere with content no operation wrote (must be 0)",
+            ),
+            ("conflicts", "conflict copies made"),
+            (
+                "sent/need",
+                "HEREIS bytes sent over the bytes of blocks receivers lacked",
+            ),
+            (
+                "index",
+                "index message bytes (LIST, IHAVE, IMOVED, IDELETED)",
+            ),
+            (
+                "converged",
+                "from the heal until every node was idle with nothing in flight",
+            ),
+            ("events", "simulator events processed"),
+        ],
+    ),
 ];
 
 /// The column legend `weft sim --help` ends with.
@@ -572,6 +681,7 @@ type DefaultScenarios = (
     Vec<(&'static str, MeshParams)>,
     Vec<(&'static str, TableParams)>,
     Vec<(&'static str, ChordParams)>,
+    Vec<(&'static str, ReplicateParams)>,
 );
 
 /// The secret of the default table's private networks.
@@ -648,7 +758,21 @@ fn default_scenarios(plaintext: bool) -> DefaultScenarios {
             },
         ),
     ];
-    (mesh, table, chord)
+    let replicate = vec![
+        ("replicate, 5 nodes", ReplicateParams::new(5, 1, 60)),
+        ("replicate, line of 5", {
+            let mut p = ReplicateParams::new(5, 2, 60);
+            p.shape = mesh::Shape::Line;
+            p
+        }),
+        ("replicate, corrupt peer", {
+            let mut p = ReplicateParams::new(5, 3, 60);
+            p.shape = mesh::Shape::Ring;
+            p.corrupt_peer = true;
+            p
+        }),
+    ];
+    (mesh, table, chord, replicate)
 }
 
 /// The README's main job: the default scenario of every protocol, as a table under a line
@@ -656,7 +780,7 @@ fn default_scenarios(plaintext: bool) -> DefaultScenarios {
 /// its `scenario` name and `links`, and `ok`); with `plaintext`, the mesh and table rows run
 /// plaintext links, simulation only.
 fn default_table(json: bool, plaintext: bool) -> ExitCode {
-    let (mesh, table, chord) = default_scenarios(plaintext);
+    let (mesh, table, chord, replicate) = default_scenarios(plaintext);
     if !json {
         println!("{}", links_line(plaintext));
     }
@@ -664,11 +788,12 @@ fn default_table(json: bool, plaintext: bool) -> ExitCode {
     let mesh_ok = section("", &mesh, mesh::run, json.then_some(&mut runs));
     let table_ok = section("\n", &table, table::run, json.then_some(&mut runs));
     let chord_ok = section("\n", &chord, chord::run, json.then_some(&mut runs));
-    let ok = mesh_ok && table_ok && chord_ok;
+    let replicate_ok = section("\n", &replicate, replicate::run, json.then_some(&mut runs));
+    let ok = mesh_ok && table_ok && chord_ok && replicate_ok;
     if json {
         println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
     } else {
-        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...` or `weft sim chord ...`; the columns are explained in `weft sim --help`)");
+        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...` or `weft sim replicate ...`; the columns are explained in `weft sim --help`)");
     }
     exit(ok)
 }
@@ -757,6 +882,7 @@ mod tests {
             SimCommand::Mesh(a) => format!("{:?}", a.params()?),
             SimCommand::Table(a) => format!("{:?}", a.params()?),
             SimCommand::Chord(a) => format!("{:?}", a.params()?),
+            SimCommand::Replicate(a) => format!("{:?}", a.params()?),
             SimCommand::Sweep { .. } => return Err("a sweep is no replay".into()),
         })
     }
@@ -768,8 +894,8 @@ mod tests {
         for seed in 1..=60 {
             mesh_run(mesh::sweep_params(seed));
         }
-        let (mesh_rows, table_rows, chord_rows) = default_scenarios(false);
-        let (plain_mesh, plain_table, _) = default_scenarios(true);
+        let (mesh_rows, table_rows, chord_rows, replicate_rows) = default_scenarios(false);
+        let (plain_mesh, plain_table, _, _) = default_scenarios(true);
         plain_mesh.into_iter().for_each(|(_, p)| mesh_run(p));
         mesh_rows.into_iter().for_each(|(_, p)| mesh_run(p));
         // A shape that ignores --degree, whatever it is; a list with spaces and empty names.
@@ -790,6 +916,16 @@ mod tests {
             loss: 0.05,
             ..ChordParams::new(50, 4, 100)
         });
+        let mut replicate_run = |p: ReplicateParams| runs.push((p.replay(), format!("{p:?}")));
+        (1..=60).for_each(|seed| replicate_run(replicate::sweep_params(seed)));
+        replicate_rows
+            .into_iter()
+            .for_each(|(_, p)| replicate_run(p));
+        let mut listed = ReplicateParams::new(4, 9, 7);
+        listed.faults = ReplicateFaults::List("drops,writes".into());
+        listed.shape = mesh::Shape::Star;
+        listed.safety_ms = 5_000;
+        replicate_run(listed);
         for (line, params) in &runs {
             let again = replayed(line).unwrap_or_else(|e| panic!("{line}: {e}"));
             // Lists are printed trimmed: compare the runs, not the spelling.
@@ -879,7 +1015,13 @@ mod tests {
         };
         let chord_cells = chord::run(&chord_params).cells();
         let titles = |cells: Vec<Cell>| cells.into_iter().map(|(t, _, _)| t).collect::<Vec<_>>();
-        let cells = [titles(mesh_cells), titles(table_cells), titles(chord_cells)];
+        let replicate_cells = replicate::run(&ReplicateParams::new(2, 1, 2)).cells();
+        let cells = [
+            titles(mesh_cells),
+            titles(table_cells),
+            titles(chord_cells),
+            titles(replicate_cells),
+        ];
         for ((protocol, columns), cells) in COLUMNS.iter().zip(cells) {
             let legend: Vec<&str> = columns.iter().map(|(t, _)| *t).collect();
             assert_eq!(legend, cells, "{protocol}");

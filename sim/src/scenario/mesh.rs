@@ -123,7 +123,7 @@ impl Shape {
         matches!(self, Shape::Regular | Shape::Random)
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Shape::Regular => "regular",
             Shape::Random => "random",
@@ -133,7 +133,7 @@ impl Shape {
         }
     }
 
-    fn topology(self, degree: u32) -> Topology {
+    pub(crate) fn topology(self, degree: u32) -> Topology {
         match self {
             Shape::Regular => Topology::Regular { degree },
             Shape::Random => Topology::Random {

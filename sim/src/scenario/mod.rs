@@ -4,6 +4,7 @@
 
 pub mod chord;
 pub mod mesh;
+pub mod replicate;
 pub mod table;
 
 use std::time::Instant;
