@@ -166,11 +166,12 @@ pub(super) fn tombstone(path: &str, kind: FileKind, by: u64, version: Version) -
 }
 
 /// Why an entry from a peer is refused, if it is.
-fn entry_refusal(e: &FileEntry) -> Option<PathRefusal> {
+fn entry_refusal(e: &FileEntry, deleted: bool) -> Option<PathRefusal> {
     if let Err(r) = paths::check_path(&e.path) {
         return Some(r);
     }
-    if e.kind == FileKind::Symlink {
+    // A deletion record of a symlink carries no target.
+    if e.kind == FileKind::Symlink && !deleted {
         if let Err(r) = paths::check_symlink_target(&e.path, &e.target) {
             return Some(r);
         }
@@ -374,14 +375,16 @@ impl Replica {
 
     /// A record from `peer`: checked, then applied.
     fn on_remote(&mut self, peer: NodeId, r: Record, moved_from: Option<(String, Version)>) {
-        let refusal = entry_refusal(&r.entry).or_else(|| {
-            moved_from.as_ref().and_then(|(from, v)| {
-                paths::check_path(from)
-                    .err()
-                    .or((v.counters.is_empty() || !v.is_well_formed())
-                        .then_some(PathRefusal::BadEntry))
-            })
-        });
+        let refusal = entry_refusal(&r.entry, r.deleted)
+            .or_else(|| self.through_symlink(&r.entry.path))
+            .or_else(|| {
+                moved_from.as_ref().and_then(|(from, v)| {
+                    paths::check_path(from)
+                        .err()
+                        .or((v.counters.is_empty() || !v.is_well_formed())
+                            .then_some(PathRefusal::BadEntry))
+                })
+            });
         let clash = match refusal {
             None => self.index.case_clash(&r.entry.path).map(str::to_string),
             Some(_) => None,
@@ -418,6 +421,17 @@ impl Replica {
         }
         let sources = BTreeSet::from([peer]);
         self.apply_remote(sources, r, moved_from);
+    }
+
+    /// `ThroughSymlink` if a directory on `path`'s way is a symlink here: nothing is ever
+    /// written through one.
+    fn through_symlink(&self, path: &str) -> Option<PathRefusal> {
+        path.match_indices('/').find_map(|(i, _)| {
+            self.index
+                .get(&path[..i])
+                .filter(|r| !r.deleted && r.entry.kind == FileKind::Symlink)
+                .map(|_| PathRefusal::ThroughSymlink)
+        })
     }
 
     /// Whether an apply holds `path`.
@@ -462,7 +476,19 @@ impl Replica {
                     return;
                 }
             }
+            // A fetch still gathering blocks is overtaken by a newer version: its source
+            // may have moved on and no longer serve the blocks it wants.
+            let overtaken = self.applies.get(&path).is_some_and(|a| {
+                a.is_fetching()
+                    && !a.outstanding
+                    && a.target_version(&path)
+                        .is_some_and(|v| r.entry.version.compare(v) == VersionOrder::Newer)
+            });
+            let newer = r.entry.version.clone();
             self.defer(sources.clone(), r);
+            if overtaken {
+                self.supersede(&path, &newer);
+            }
             if let Some((from, v)) = moved_from {
                 let t = tombstone(&from, FileKind::File, 0, v);
                 self.apply_remote(sources, t, None);
@@ -904,6 +930,36 @@ impl Replica {
         self.mark_dirty();
         for r in a.origin {
             self.apply_remote(a.sources.clone(), r, None);
+        }
+        self.redo_deferred(path);
+        for l in &a.locks {
+            self.redo_deferred(l);
+        }
+    }
+
+    /// Drops the fetch at `path` for `newer` (deferred for it): its origin records that
+    /// `newer` descends from are dropped, the others applied again, and the deferred records
+    /// of its paths applied.
+    fn supersede(&mut self, path: &str, newer: &Version) {
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        let temp = a.fetch.as_ref().map(|f| f.temp);
+        if let Some(t) = temp {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+            self.temps.remove(&t);
+        }
+        for l in &a.locks {
+            self.locks.remove(l);
+        }
+        self.mark_dirty();
+        self.fetch_dirty = true;
+        for r in a.origin {
+            let dominated =
+                r.entry.path == path && newer.compare(&r.entry.version) == VersionOrder::Newer;
+            if !dominated {
+                self.apply_remote(a.sources.clone(), r, None);
+            }
         }
         self.redo_deferred(path);
         for l in &a.locks {
@@ -1488,6 +1544,48 @@ impl Replica {
             && self.pending.values().all(|p| matches!(p, Purpose::Persist))
             && self.out.is_empty()
             && announced
+    }
+
+    /// What keeps the folder busy, in one line (for a simulator's report when it does not
+    /// settle): each apply's path, front step and retry time, deferred records, blocks in
+    /// flight, outstanding storage steps, peers not yet told of every record.
+    pub fn busy(&self) -> String {
+        let mut out = Vec::new();
+        for (path, a) in &self.applies {
+            let step = a.steps.front().map_or("-".to_string(), |s| match s {
+                Step::Remove { .. } => "Remove".into(),
+                Step::Rename { from, to, .. } => format!("Rename {from} -> {to}"),
+                Step::MakeDir { .. } => "MakeDir".into(),
+                Step::MakeSymlink { target } => format!("MakeSymlink -> {target}"),
+                Step::SetMode { .. } => "SetMode".into(),
+                Step::Fetch { .. } => "Fetch".into(),
+            });
+            out.push(format!(
+                "apply {path}: {step} (outstanding {}, retry {:?}, stale {})",
+                a.outstanding, a.retry_at, a.stale
+            ));
+        }
+        for (path, d) in &self.deferred {
+            out.push(format!("deferred {path}: {}", d.len()));
+        }
+        if !self.inflight.is_empty() {
+            out.push(format!("{} blocks in flight", self.inflight.len()));
+        }
+        for p in self.pending.values() {
+            if !matches!(p, Purpose::Persist) {
+                out.push(format!("pending {p:?}"));
+            }
+        }
+        for (node, p) in &self.peers {
+            if p.linked && p.cursor.is_some_and(|c| c < self.index.sequence()) {
+                out.push(format!(
+                    "peer {node} at {:?} of {}",
+                    p.cursor,
+                    self.index.sequence()
+                ));
+            }
+        }
+        out.join("; ")
     }
 
     /// The index, by path (deletion records included).

@@ -433,8 +433,32 @@ pub fn check(net: &ReplicaNet, versions: &ops::Versions) -> Checked {
             .filter(|p| !first.contains(p))
             .take(5)
             .collect();
+        // Each node's record of the first path that differs, to say why.
+        let why = only0.first().or(onlyk.first()).map(|path| {
+            let records: Vec<String> = net
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let r = n.replica.as_ref().and_then(|r| r.record(path));
+                    let r = r.map(|r| {
+                        format!(
+                            "{:?}{} {:?} by {:x}",
+                            r.entry.kind,
+                            if r.deleted { " deleted" } else { "" },
+                            r.entry.version.counters,
+                            r.entry.modified_by
+                        )
+                    });
+                    format!("node {i}: {}", r.unwrap_or_else(|| "none".into()))
+                })
+                .collect();
+            format!("; records of {path}: {}", records.join(", "))
+        });
         c.violation.get_or_insert(format!(
-            "folders differ: node 0 and node {k} (only at 0: {only0:?}; only at {k}: {onlyk:?})"
+            "folders differ: node 0 and node {k} (only at 0: {only0:?}; only at {k}: \
+             {onlyk:?}){}",
+            why.unwrap_or_default()
         ));
     }
     for i in 0..net.len() {
@@ -571,12 +595,11 @@ pub fn run(p: &ReplicateParams) -> ReplicateReport {
     let converged_ms = converge(&mut net, p.liveness_ms);
     let mut checked = check(&net, &ops.versions);
     if converged_ms.is_none() {
-        let busy: Vec<usize> = (0..n)
-            .filter(|&i| {
-                !net.nodes[i]
-                    .replica
-                    .as_ref()
-                    .is_some_and(|r| r.is_ready() && r.is_idle())
+        let busy: Vec<String> = (0..n)
+            .filter_map(|i| match net.nodes[i].replica.as_ref() {
+                Some(r) if r.is_ready() && r.is_idle() => None,
+                Some(r) => Some(format!("{i} ({})", r.busy())),
+                None => Some(format!("{i} (down)")),
             })
             .collect();
         checked.violation = Some(format!(
