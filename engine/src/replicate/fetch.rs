@@ -124,8 +124,10 @@ impl Replica {
                 }
             }
             let excluded = self.excluded.get(&hash);
+            let not_found = self.not_found.get(&hash);
             w.sources.retain(|s| {
                 self.peers.get(s).is_some_and(|p| p.linked)
+                    && !not_found.is_some_and(|n| n.contains(s))
                     && !excluded.is_some_and(|e| {
                         e.iter().any(|(p, until)| {
                             let out = p == s && *until > now;
@@ -370,7 +372,11 @@ impl Replica {
     pub(super) fn on_not_found(&mut self, from: NodeId, hashes: &[BlockHash]) {
         for h in hashes {
             if self.inflight.get(h).is_some_and(|f| f.peer == from) {
-                self.drop_request(h, true);
+                self.drop_request(h, false);
+                if self.not_found.len() >= super::replica::NOT_FOUND_MAX {
+                    self.not_found.clear();
+                }
+                self.not_found.entry(*h).or_default().insert(from);
             }
         }
     }

@@ -17,6 +17,10 @@ use crate::hasher::FixedHasher;
 /// A record's place in the slab.
 type Slot = u32;
 
+/// Local files the locator names per block hash, at most. A hash held by more files is found
+/// through these; when the last of them goes, the records are searched for other holders.
+pub(crate) const HOLDERS_MAX: usize = 4;
+
 /// The index of one folder.
 #[derive(Default)]
 pub(crate) struct Index {
@@ -30,9 +34,11 @@ pub(crate) struct Index {
     by_case: HashTable<Slot>,
     /// Slot by local sequence number.
     by_seq: BTreeMap<u64, Slot>,
-    /// (slot, block number) by the first eight bytes of the block's hash: one present local
-    /// file holding it.
+    /// (slot, block number) by the first eight bytes of the block's hash: up to
+    /// [`HOLDERS_MAX`] present local files holding it, one entry each.
     locator: HashTable<(Slot, u32)>,
+    /// Hashes held by more files than the locator names.
+    saturated: std::collections::BTreeSet<BlockHash>,
     /// Records that are a local rename: their sequence -> (old path, the old path's deletion
     /// version), announced as IMOVED.
     moves: BTreeMap<u64, (String, Version)>,
@@ -145,14 +151,59 @@ impl Index {
         };
         self.by_seq.remove(&old.entry.sequence);
         self.moves.remove(&old.entry.sequence);
+        let mut orphaned = Vec::new();
         for b in &old.entry.blocks {
-            if let Ok(e) = self
-                .locator
-                .find_entry(hash_block(&b.hash), |&(s, _)| s == slot)
-            {
+            let h = hash_block(&b.hash);
+            // `old` is out of the slab: its entries are the ones naming `slot`.
+            while let Ok(e) = self.locator.find_entry(h, |&(s, _)| s == slot) {
                 e.remove();
             }
+            if self.saturated.contains(&b.hash) && self.locate(&b.hash).is_none() {
+                orphaned.push(b.hash);
+            }
         }
+        for hash in orphaned {
+            self.relocate(hash);
+        }
+    }
+
+    /// Names up to [`HOLDERS_MAX`] present records holding `hash` (its named holders all
+    /// went, and more files held it).
+    fn relocate(&mut self, hash: BlockHash) {
+        self.saturated.remove(&hash);
+        let mut found = Vec::new();
+        for (s, r) in self.slots.iter().enumerate() {
+            let Some(r) = r.as_ref().filter(|r| !r.deleted) else {
+                continue;
+            };
+            if let Some(n) = r.entry.blocks.iter().position(|b| b.hash == hash) {
+                if found.len() == HOLDERS_MAX {
+                    self.saturated.insert(hash);
+                    break;
+                }
+                // Slots and block numbers fit u32 (see `insert` and FILE_BLOCKS_MAX).
+                found.push((
+                    u32::try_from(s).unwrap_or(u32::MAX),
+                    u32::try_from(n).unwrap_or(u32::MAX),
+                ));
+            }
+        }
+        for e in found {
+            self.insert_location(hash, e);
+        }
+    }
+
+    fn insert_location(&mut self, hash: BlockHash, entry: (Slot, u32)) {
+        let slots = &self.slots;
+        let block_of = |&(s, n): &(Slot, u32)| {
+            slots[s as usize]
+                .as_ref()
+                .and_then(|r| r.entry.blocks.get(n as usize))
+                .map(|x| x.hash)
+        };
+        self.locator.insert_unique(hash_block(&hash), entry, |e| {
+            block_of(e).map_or(0, |x| hash_block(&x))
+        });
     }
 
     fn link(&mut self, slot: Slot, record: Record) {
@@ -182,15 +233,22 @@ impl Index {
             let h = hash_block(&hash);
             // At most FILE_BLOCKS_MAX blocks a file, far below u32::MAX.
             let n = u32::try_from(i).unwrap_or(u32::MAX);
-            // The newest record holding a hash is its location (an older holder may be
-            // about to change).
-            match self.locator.find_mut(h, |e| block_of(e) == Some(hash)) {
-                Some(e) => *e = (slot, n),
-                None => {
-                    self.locator
-                        .insert_unique(h, (slot, n), |e| block_of(e).map_or(0, |x| hash_block(&x)));
+            let mut holders = 0;
+            let mut here = false;
+            for e in self.locator.iter_hash(h) {
+                if block_of(e) == Some(hash) {
+                    holders += 1;
+                    here |= e.0 == slot;
                 }
             }
+            if here {
+                continue;
+            }
+            if holders >= HOLDERS_MAX {
+                self.saturated.insert(hash);
+                continue;
+            }
+            self.insert_location(hash, (slot, n));
         }
     }
 
@@ -273,5 +331,68 @@ impl Index {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck::quickcheck;
+    use weft_protocol::{FileEntry, FileKind};
+
+    use super::*;
+
+    fn record(path: &str, hashes: &[u8], deleted: bool) -> Record {
+        let blocks: Vec<Block> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| Block {
+                offset: i as u64,
+                len: 1,
+                hash: [h; 32],
+            })
+            .collect();
+        Record {
+            entry: FileEntry {
+                path: path.into(),
+                kind: FileKind::File,
+                target: String::new(),
+                mode: 6,
+                size: blocks.len() as u64,
+                mtime_ms: 0,
+                modified_by: 1,
+                version: Version::default(),
+                sequence: 0,
+                blocks: if deleted { Vec::new() } else { blocks },
+            },
+            deleted,
+        }
+    }
+
+    quickcheck! {
+        /// The locator (at most HOLDERS_MAX holders a hash, searched again when they go)
+        /// against the plain answer: a block is located exactly when a present record holds
+        /// it, and where it says.
+        fn the_locator_finds_every_held_block(ops: Vec<(u8, Vec<u8>, bool)>) -> bool {
+            let mut index = Index::default();
+            for (path, hashes, deleted) in &ops {
+                let hashes: Vec<u8> = hashes.iter().map(|h| h % 6).take(8).collect();
+                index.put(record(&format!("f{}", path % 12), &hashes, *deleted), None);
+                for h in 0..6u8 {
+                    let hash = [h; 32];
+                    let held = index
+                        .iter()
+                        .any(|r| !r.deleted && r.entry.blocks.iter().any(|b| b.hash == hash));
+                    let located = index.locate(&hash);
+                    let right = located.is_none_or(|(p, b)| {
+                        b.hash == hash
+                            && index.get(p).is_some_and(|r| !r.deleted && r.entry.blocks.contains(&b))
+                    });
+                    if held != located.is_some() || !right {
+                        return false;
+                    }
+                }
+            }
+            index.check().is_ok()
+        }
     }
 }

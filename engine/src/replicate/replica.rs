@@ -37,6 +37,9 @@ pub(super) const DEFERRED_PER_PATH_MAX: usize = 8;
 /// a `ScanDone` it never saw acknowledged; beyond this they are dropped).
 pub(super) const EARLY_LOCAL_MAX: usize = 65_536;
 
+/// Blocks remembered as NOTFOUND at some peer, at most.
+pub(super) const NOT_FOUND_MAX: usize = 65_536;
+
 /// Longest backoff of a failed storage step, ms.
 const BACKOFF_MAX_MS: u64 = 30_000;
 
@@ -104,6 +107,14 @@ pub struct Replica {
     pub(super) inflight: FixedMap<[u8; 32], InFlight>,
     /// Peers not to ask for a block until then (it failed them).
     pub(super) excluded: BTreeMap<[u8; 32], Vec<(NodeId, Instant)>>,
+    /// What the host last reported at a path, where it differs from the path's record (the
+    /// record took a peer's metadata for identical content, or the scanner reported a change
+    /// of mtime alone): what a storage step at the path expects to find. Not persisted: the
+    /// scanner reports every path again after a restart.
+    pub(super) disk: BTreeMap<String, Expect>,
+    /// Peers that answered NOTFOUND for a block: not asked for it again until they announce
+    /// a change (at most [`NOT_FOUND_MAX`] blocks; past it, forgotten and asked again).
+    pub(super) not_found: BTreeMap<[u8; 32], BTreeSet<NodeId>>,
     /// Blocks whose local copy did not read back (cleared when the index changes).
     pub(super) local_misses: BTreeSet<[u8; 32]>,
     pub(super) pending: BTreeMap<u64, Purpose>,
@@ -211,6 +222,8 @@ impl Replica {
             deferred: BTreeMap::new(),
             inflight: FixedMap::default(),
             excluded: BTreeMap::new(),
+            not_found: BTreeMap::new(),
+            disk: BTreeMap::new(),
             local_misses: BTreeSet::new(),
             pending: BTreeMap::new(),
             next_token: 1,
@@ -306,16 +319,21 @@ impl Replica {
                 path: m.path,
                 reason: m.reason,
             }),
-            _ if !self.ready => {}
+            // A LIST before the state is loaded is kept: the index id is not known yet, so
+            // everything is sent once it is.
             ReplicaMessage::List(m) => {
-                let since = if m.index_id == self.index_id {
+                let since = if self.ready && m.index_id == self.index_id {
                     m.since
                 } else {
                     0
                 };
                 self.peers.entry(from).or_default().cursor = Some(since);
             }
+            // Records before the state is loaded are dropped: once loaded, the folder asks
+            // every link for its index again (LIST).
+            _ if !self.ready => {}
             ReplicaMessage::IHave(m) => {
+                self.peer_changed(from);
                 self.peer_index(from, m.index_id);
                 for e in m.entries {
                     let seq = e.sequence;
@@ -341,6 +359,7 @@ impl Replica {
                 }
             }
             ReplicaMessage::IMoved(m) => {
+                self.peer_changed(from);
                 self.peer_index(from, m.index_id);
                 for mv in m.entries {
                     let seq = mv.to.sequence;
@@ -363,6 +382,68 @@ impl Replica {
             p.seen = 0;
             self.mark_dirty();
         }
+    }
+
+    /// What a storage step at `r`'s path expects to find there: what the host last reported,
+    /// else what the record says.
+    pub(super) fn expect_for(&self, r: Option<&Record>) -> Expect {
+        match r {
+            Some(r) if !r.deleted => self
+                .disk
+                .get(&r.entry.path)
+                .copied()
+                .unwrap_or_else(|| expect_of(Some(r))),
+            other => expect_of(other),
+        }
+    }
+
+    /// Installs `record` for content already at its path, remembering what is on disk there
+    /// if the record says otherwise.
+    fn install_in_place(&mut self, install: Install) {
+        let path = install.entry.path.clone();
+        let on_disk = self.expect_for(self.index.get(&path));
+        self.install(install);
+        let record = expect_of(self.index.get(&path));
+        if on_disk != record && on_disk != Expect::Nothing {
+            self.disk.insert(path, on_disk);
+        } else {
+            self.disk.remove(&path);
+        }
+    }
+
+    /// `peer` announced files: it may hold blocks it answered NOTFOUND for before.
+    fn peer_changed(&mut self, peer: NodeId) {
+        self.not_found.retain(|_, peers| {
+            peers.remove(&peer);
+            !peers.is_empty()
+        });
+        self.fetch_dirty = true;
+    }
+
+    /// Whether the apply at `path` can do nothing until a peer announces something: it
+    /// fetches, and no block it lacks has a linked source that did not answer NOTFOUND.
+    fn is_stalled(&self, a: &Apply) -> bool {
+        let Some(f) = a.fetch.as_ref() else {
+            return false;
+        };
+        if !a.is_fetching() || a.outstanding || a.retry_at.is_some() || !f.created {
+            return false;
+        }
+        f.entry
+            .blocks
+            .iter()
+            .zip(&f.blocks)
+            .all(|(b, slot)| match slot.state {
+                BlockState::Verified => true,
+                BlockState::Busy => false,
+                BlockState::Missing => {
+                    self.index.locate(&b.hash).is_none()
+                        && a.sources.iter().all(|s| {
+                            !self.peers.get(s).is_some_and(|p| p.linked)
+                                || self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
+                        })
+                }
+            })
     }
 
     fn seen(&mut self, peer: NodeId, seq: u64) {
@@ -545,7 +626,7 @@ impl Replica {
         if !content_there || !to_free {
             return false;
         }
-        let expect = expect_of(Some(lf));
+        let expect = self.expect_for(Some(lf));
         let kind = lf.entry.kind;
         let steps = vec![Step::Rename {
             from: from.to_string(),
@@ -579,13 +660,13 @@ impl Replica {
     fn adopt(&mut self, sources: BTreeSet<NodeId>, r: Record, local: Option<Record>) {
         let path = r.entry.path.clone();
         let present = local.as_ref().filter(|l| !l.deleted);
-        let expect = expect_of(local.as_ref());
+        let expect = self.expect_for(local.as_ref());
         let same = local
             .as_ref()
             .is_some_and(|l| conflict::same_content(l, &r));
         if same || (r.deleted && present.is_none()) {
             let remote = !r.deleted;
-            self.install(Install {
+            self.install_in_place(Install {
                 entry: r.entry,
                 deleted: r.deleted,
                 moved_from: None,
@@ -661,7 +742,7 @@ impl Replica {
                 l
             };
             keep.entry.version = merged;
-            self.install(Install {
+            self.install_in_place(Install {
                 entry: keep.entry,
                 deleted: keep.deleted,
                 moved_from: None,
@@ -703,7 +784,7 @@ impl Replica {
         let mut steps = vec![Step::Rename {
             from: path.clone(),
             to: copy.clone(),
-            expect: expect_of(Some(&l)),
+            expect: self.expect_for(Some(&l)),
             install: Some(Box::new(Install {
                 entry: c.entry,
                 deleted: false,
@@ -1006,8 +1087,18 @@ impl Replica {
                     deleted: false,
                 };
                 if local.is_some_and(|l| conflict::same_content(l, &candidate)) {
+                    // Only the metadata a version does not cover changed (mtime): what a
+                    // step at the path must expect now.
+                    let reported = expect_of(Some(&candidate));
+                    let path = candidate.entry.path;
+                    if local.is_some_and(|l| expect_of(Some(l)) == reported) {
+                        self.disk.remove(&path);
+                    } else {
+                        self.disk.insert(path, reported);
+                    }
                     return;
                 }
+                self.disk.remove(&candidate.entry.path);
                 let version = local.map_or_else(Version::default, |l| l.entry.version.clone());
                 let mut e = candidate.entry;
                 e.version = version.bumped(self.me);
@@ -1023,6 +1114,7 @@ impl Replica {
             }
             LocalChange::Removed { path } => {
                 let path = paths::normalize(&path).into_owned();
+                self.disk.remove(&path);
                 let Some(l) = self.index.get(&path).filter(|l| !l.deleted) else {
                     return;
                 };
@@ -1203,6 +1295,22 @@ impl Replica {
         let ok = matches!(result, StorageResult::Done)
             || (matches!(step, Step::Remove { .. }) && result == StorageResult::NotFound);
         if ok {
+            // The step made the disk what the records say.
+            match &step {
+                Step::Rename { from, to, .. } => {
+                    let moved = self.disk.remove(from);
+                    self.disk.remove(to);
+                    if let Some(d) = moved {
+                        self.disk.insert(to.clone(), d);
+                    }
+                }
+                _ => {
+                    self.disk.remove(path);
+                }
+            }
+            let Some(a) = self.applies.get_mut(path) else {
+                return;
+            };
             a.steps.pop_front();
             a.backoff_ms = 0;
             match step {
@@ -1235,7 +1343,7 @@ impl Replica {
                 // A move whose old path no longer holds the content: fetch instead, and
                 // apply the old path's deletion on its own.
                 let from = from.clone();
-                let expect = expect_of(self.index.get(path));
+                let expect = self.expect_for(self.index.get(path));
                 let Some(mut a) = self.applies.remove(path) else {
                     return;
                 };
@@ -1331,13 +1439,13 @@ impl Replica {
             let mut steps = Vec::new();
             if current.as_ref().is_some_and(|c| !c.deleted) {
                 steps.push(Step::Remove {
-                    expect: expect_of(current.as_ref()),
+                    expect: self.expect_for(current.as_ref()),
                 });
             }
             steps.push(Step::Rename {
                 from: keep.clone(),
                 to: path.clone(),
-                expect: expect_of(Some(&k)),
+                expect: self.expect_for(Some(&k)),
                 install: None,
             });
             let gone = tombstone(
@@ -1375,7 +1483,7 @@ impl Replica {
                 c.entry.version.bumped(self.me),
             );
             let steps = vec![Step::Remove {
-                expect: expect_of(Some(&c)),
+                expect: self.expect_for(Some(&c)),
             }];
             let installs = vec![Install {
                 entry: gone.entry,
@@ -1538,7 +1646,7 @@ impl Replica {
             .values()
             .all(|p| !p.linked || p.cursor.is_none_or(|c| c >= self.index.sequence()));
         self.ready
-            && self.applies.is_empty()
+            && self.applies.values().all(|a| self.is_stalled(a))
             && self.deferred.is_empty()
             && self.inflight.is_empty()
             && self.pending.values().all(|p| matches!(p, Purpose::Persist))
@@ -1560,8 +1668,28 @@ impl Replica {
                 Step::SetMode { .. } => "SetMode".into(),
                 Step::Fetch { .. } => "Fetch".into(),
             });
+            let blocks = a.fetch.as_ref().map_or(String::new(), |f| {
+                let count = |st| f.blocks.iter().filter(|b| b.state == st).count();
+                format!(
+                    ", blocks missing {} busy {} verified {}",
+                    count(BlockState::Missing),
+                    count(BlockState::Busy),
+                    count(BlockState::Verified)
+                )
+            });
+            let sources: Vec<String> = a
+                .sources
+                .iter()
+                .map(|s| {
+                    let linked = self.peers.get(s).is_some_and(|p| p.linked);
+                    format!("{s}{}", if linked { "" } else { " (unlinked)" })
+                })
+                .collect();
+            if self.is_stalled(a) {
+                continue;
+            }
             out.push(format!(
-                "apply {path}: {step} (outstanding {}, retry {:?}, stale {})",
+                "apply {path}: {step} (outstanding {}, retry {:?}, stale {}, sources {sources:?}{blocks})",
                 a.outstanding, a.retry_at, a.stale
             ));
         }
@@ -1612,6 +1740,12 @@ impl Replica {
 
     /// Checks every bound it promises.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.not_found.len() > NOT_FOUND_MAX {
+            return Err(format!(
+                "{} blocks remembered as not found",
+                self.not_found.len()
+            ));
+        }
         let outstanding = self.outstanding();
         if outstanding > self.config.requests_outstanding_max {
             return Err(format!(

@@ -418,8 +418,15 @@ pub fn check(net: &ReplicaNet, versions: &ops::Versions) -> Checked {
         identical: true,
         ..Checked::default()
     };
-    let digests: Vec<String> = net.nodes.iter().map(|n| n.folder.digest()).collect();
-    if let Some(k) = digests.iter().position(|d| *d != digests[0]) {
+    // The corrupt peer is left out: what only it holds, nobody can fetch from it.
+    let corrupt = net.config().corrupt_peer;
+    let digests: Vec<Option<String>> = net
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (Some(i) != corrupt).then(|| n.folder.digest()))
+        .collect();
+    if let Some(k) = digests.iter().position(|d| d.is_some() && *d != digests[0]) {
         c.identical = false;
         let first: Vec<String> = net.nodes[0].folder.iter().map(|(p, _)| p.clone()).collect();
         let other: Vec<String> = net.nodes[k].folder.iter().map(|(p, _)| p.clone()).collect();
