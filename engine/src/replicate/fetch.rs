@@ -1,7 +1,8 @@
 //! Fetching and serving blocks: the blocks files being fetched lack, asked rarest first of
 //! the peers that hold them (IWANT), bounded in bytes in flight per peer; HEREIS pieces
 //! hashed as they come and handed out as `WriteTemp` at once; a block present in the local
-//! folder copied locally instead; IWANT answered from a local file whose bytes still match.
+//! folder copied locally instead; IWANT answered from a local file whose bytes still match,
+//! in HEREIS pieces of at most [`HEREIS_PIECE_BYTES`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,13 @@ pub(crate) const EXPIRED_MAX: usize = 4096;
 /// `ReadBlock` steps serving one peer, at most; beyond it a peer's IWANT is answered
 /// NOTFOUND.
 pub(crate) const SERVING_PER_PEER_MAX: usize = 1024;
+
+/// The data of one HEREIS served, at most: a power of two, so each piece is whole blake3
+/// subtrees and the receiver hashes it at full SIMD width (benches/replicate: 4.28 GiB/s
+/// with 128 KiB pieces, 3.81 with 255 KiB ones). Within the wire's `HEREIS_DATA_BYTES_MAX`.
+pub(crate) const HEREIS_PIECE_BYTES: usize = 128 * 1024;
+
+const _: () = assert!(HEREIS_PIECE_BYTES <= HEREIS_DATA_BYTES_MAX);
 
 /// A block asked of a peer.
 #[derive(Debug)]
@@ -439,7 +447,7 @@ impl Replica {
         }
         let mut offset = 0usize;
         while offset < bytes.len() {
-            let end = (offset + HEREIS_DATA_BYTES_MAX).min(bytes.len());
+            let end = (offset + HEREIS_PIECE_BYTES).min(bytes.len());
             let m = ReplicaMessage::HereIs(HereIs {
                 folder: self.config.folder,
                 hash,

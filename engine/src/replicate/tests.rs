@@ -178,6 +178,27 @@ impl Host {
                 hash: b.hash,
             })
             .collect();
+        self.put_blocks(path, data, mtime_ms, blocks)
+    }
+
+    /// The scanner, reporting a file as one block (a block larger than chunking makes).
+    fn put_one_block(&mut self, path: &str, data: Vec<u8>, mtime_ms: i64) -> LocalChange {
+        let block = weft_protocol::Block {
+            offset: 0,
+            len: u32::try_from(data.len()).expect("a test block"),
+            hash: *blake3::hash(&data).as_bytes(),
+        };
+        self.put_blocks(path, data, mtime_ms, vec![block])
+    }
+
+    /// The scanner: writes a file of `blocks` and reports it.
+    fn put_blocks(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        mtime_ms: i64,
+        blocks: Vec<weft_protocol::Block>,
+    ) -> LocalChange {
         let entry = FileEntry {
             path: path.into(),
             kind: FileKind::File,
@@ -242,6 +263,10 @@ struct Net {
     /// (from, to, hashes) of every IWANT delivered.
     wants: Vec<(usize, usize, Vec<[u8; 32]>)>,
     lists: Vec<(usize, usize, weft_protocol::List)>,
+    /// (from, to, code, payload bytes) of every message delivered.
+    sent: Vec<(usize, usize, Code, usize)>,
+    /// (from, to, offset, data bytes) of every HEREIS delivered.
+    pieces: Vec<(usize, usize, u32, usize)>,
 }
 
 fn folder() -> FolderId {
@@ -284,6 +309,8 @@ impl Net {
             index_sent: Vec::new(),
             wants: Vec::new(),
             lists: Vec::new(),
+            sent: Vec::new(),
+            pieces: Vec::new(),
         };
         net.settle();
         net
@@ -382,13 +409,17 @@ impl Net {
             let Ok(Message::Replica(m)) = Message::decode(code, &payload) else {
                 panic!("a replication message that does not decode: {code:?}");
             };
+            self.sent.push((i, j, code, payload.len()));
             match &m {
                 ReplicaMessage::IHave(x) => self.index_sent.push((i, j, x.entries.len())),
                 ReplicaMessage::IDeleted(x) => self.index_sent.push((i, j, x.entries.len())),
                 ReplicaMessage::IMoved(x) => self.index_sent.push((i, j, x.entries.len())),
                 ReplicaMessage::IWant(x) => self.wants.push((i, j, x.hashes.clone())),
                 ReplicaMessage::List(x) => self.lists.push((i, j, *x)),
-                ReplicaMessage::HereIs(x) => self.hereis_bytes += x.data.len() as u64,
+                ReplicaMessage::HereIs(x) => {
+                    self.hereis_bytes += x.data.len() as u64;
+                    self.pieces.push((i, j, x.offset, x.data.len()));
+                }
                 _ => {}
             }
             let from = self.nodes[i].id;
@@ -738,4 +769,28 @@ fn a_bad_path_from_a_peer_is_refused_and_the_rest_applies() {
         .events
         .iter()
         .any(|e| matches!(e, ReplicaEvent::Refused { .. })));
+}
+
+#[test]
+fn a_block_is_served_in_pieces_of_128_kib() {
+    let mut net = pair();
+    let data = bytes(300_000, 12);
+    let c = net.nodes[0].host.put_one_block("one", data.clone(), 100);
+    net.local(0, c);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("one"), Some(data.as_slice()));
+    let pieces: Vec<(u32, usize)> = net
+        .pieces
+        .iter()
+        .filter(|p| p.0 == 0 && p.1 == 1)
+        .map(|p| (p.2, p.3))
+        .collect();
+    assert_eq!(
+        pieces,
+        vec![
+            (0, 131_072),
+            (131_072, 131_072),
+            (262_144, 300_000 - 262_144)
+        ]
+    );
 }
