@@ -1,16 +1,44 @@
 //! Announcing the index: every peer that sent LIST gets the records after its cursor, in
 //! sequence order, as IHAVE / IDELETED / IMOVED batches of at most `INDEX_ENTRIES_MAX`
-//! entries (and about [`BATCH_BLOCKS_MAX`] blocks), then every later change the same way.
+//! entries and [`BATCH_BYTES_MAX`] bytes (by each entry's [`entry_bytes_max`]; an entry
+//! larger than that goes alone), then every later change the same way.
 
 use weft_protocol::{
     Code, Deleted, FileEntry, FolderId, IDeleted, IHave, IMoved, Message, Moved, ReplicaMessage,
-    INDEX_ENTRIES_MAX,
+    Version, INDEX_ENTRIES_MAX,
 };
 
 use super::index::Index;
+use super::types::Record;
 
-/// Blocks listed in one batch, about at most (a batch always holds at least one entry).
-pub(crate) const BATCH_BLOCKS_MAX: usize = 16_384;
+/// The entries of one batch, bytes at most, as [`entry_bytes_max`] counts them (a batch
+/// always holds at least one entry: a file of `FILE_BLOCKS_MAX` blocks, about 12 MiB, still
+/// fits in one frame's `PAYLOAD_BYTES_MAX`).
+pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// An entry's bytes on the wire besides its strings, counters and blocks, at most (postcard:
+/// ten varints of at most 10 bytes, the mode, the kind).
+const ENTRY_FIXED_BYTES_MAX: usize = 128;
+
+/// One version counter on the wire, bytes at most (two u64 varints).
+const COUNTER_BYTES_MAX: usize = 20;
+
+/// One block on the wire, bytes at most (a u64 and a u32 varint, the 32-byte hash).
+const BLOCK_ENTRY_BYTES_MAX: usize = 10 + 5 + 32;
+
+/// The bytes `r` takes in an IHAVE, IDELETED or IMOVED (with `moved_from`), at most.
+pub(crate) fn entry_bytes_max(r: &Record, moved_from: Option<&(String, Version)>) -> usize {
+    let e = &r.entry;
+    let moved = moved_from.map_or(0, |(from, v)| {
+        ENTRY_FIXED_BYTES_MAX + from.len() + v.counters.len() * COUNTER_BYTES_MAX
+    });
+    ENTRY_FIXED_BYTES_MAX
+        + e.path.len()
+        + e.target.len()
+        + e.version.counters.len() * COUNTER_BYTES_MAX
+        + e.blocks.len() * BLOCK_ENTRY_BYTES_MAX
+        + moved
+}
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Class {
@@ -31,7 +59,7 @@ pub(crate) fn next_batch(
     let mut have: Vec<FileEntry> = Vec::new();
     let mut deleted: Vec<Deleted> = Vec::new();
     let mut moved: Vec<Moved> = Vec::new();
-    let mut blocks = 0usize;
+    let mut bytes = 0usize;
     let mut last = cursor;
     for (r, moved_from) in index.since(cursor) {
         let c = match (r.deleted, moved_from) {
@@ -43,13 +71,12 @@ pub(crate) fn next_batch(
             break;
         }
         let count = have.len() + deleted.len() + moved.len();
-        if count >= INDEX_ENTRIES_MAX
-            || (count > 0 && blocks + r.entry.blocks.len() > BATCH_BLOCKS_MAX)
-        {
+        let size = entry_bytes_max(r, moved_from);
+        if count >= INDEX_ENTRIES_MAX || (count > 0 && bytes + size > BATCH_BYTES_MAX) {
             break;
         }
         class = Some(c);
-        blocks += r.entry.blocks.len();
+        bytes += size;
         last = r.entry.sequence;
         match (c, moved_from) {
             (Class::Deleted, _) => deleted.push(Deleted {

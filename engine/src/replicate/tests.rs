@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use weft_protocol::{
-    Code, FileEntry, FileKind, FolderId, Message, NodeId, ReplicaMessage, Version,
+    Code, FileEntry, FileKind, FolderId, Message, NodeId, PathRefusal, ReplicaMessage, Version,
 };
 
 use super::blocks::{chunk, Tier};
@@ -27,6 +27,8 @@ struct Host {
     items: BTreeMap<String, Item>,
     temps: BTreeMap<TempId, Vec<u8>>,
     state: Option<Bytes>,
+    /// The next this many `WriteTemp` steps fail with a full disk.
+    disk_full_writes: usize,
 }
 
 fn holds(item: Option<&Item>, expect: Expect) -> bool {
@@ -59,6 +61,10 @@ impl Host {
                 }
                 _ => StorageResult::NotFound,
             },
+            StorageRequest::WriteTemp { .. } if self.disk_full_writes > 0 => {
+                self.disk_full_writes -= 1;
+                StorageResult::Failed(StorageError::DiskFull)
+            }
             StorageRequest::WriteTemp { temp, offset, data } => {
                 let t = self.temps.entry(*temp).or_default();
                 let end = *offset as usize + data.len();
@@ -217,6 +223,31 @@ impl Host {
             target: String::new(),
             mode: 6,
             mtime_ms,
+        };
+        self.items.insert(path.into(), item);
+        LocalChange::Changed(entry)
+    }
+
+    /// The scanner: makes a directory or a symlink and reports it.
+    fn put_item(&mut self, path: &str, kind: FileKind, target: &str, mode: u8) -> LocalChange {
+        let entry = FileEntry {
+            path: path.into(),
+            kind,
+            target: target.into(),
+            mode,
+            size: 0,
+            mtime_ms: 0,
+            modified_by: 0,
+            version: Version::default(),
+            sequence: 0,
+            blocks: Vec::new(),
+        };
+        let item = Item {
+            kind,
+            data: Vec::new(),
+            target: target.into(),
+            mode,
+            mtime_ms: 0,
         };
         self.items.insert(path.into(), item);
         LocalChange::Changed(entry)
@@ -792,5 +823,341 @@ fn a_block_is_served_in_pieces_of_128_kib() {
             (131_072, 131_072),
             (262_144, 300_000 - 262_144)
         ]
+    );
+}
+
+/// Two nodes in conflict over `doc.txt` as in the edit/edit case: node 1's later edit won,
+/// node 0's content (returned) is kept at the conflict copy (returned).
+fn conflicted_pair() -> (Net, Vec<u8>, String) {
+    let mut net = pair();
+    net.put(0, "doc.txt", bytes(50_000, 5), 100);
+    net.settle();
+    net.unlink(0, 1);
+    let (a, b) = (bytes(50_000, 6), bytes(50_000, 7));
+    net.put(0, "doc.txt", a.clone(), 200);
+    net.put(1, "doc.txt", b, 300);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    let by = short_id(&net.nodes[0].id);
+    let copy = format!("doc.conflict-{:08x}-2.txt", by >> 32);
+    assert!(net
+        .nodes
+        .iter()
+        .all(|n| n.host.data(&copy) == Some(a.as_slice())));
+    (net, a, copy)
+}
+
+#[test]
+fn resolve_keeps_the_chosen_copy_everywhere_and_removes_the_others() {
+    let (mut net, a, copy) = conflicted_pair();
+    let now = net.now;
+    let refused = net.nodes[0].replica.handle_command(
+        now,
+        ReplicaCommand::Resolve {
+            path: "other.txt".into(),
+            keep: "other.txt".into(),
+        },
+    );
+    assert_eq!(
+        refused,
+        Err(ReplicaRefusal::NotConflicted("other.txt".into()))
+    );
+    let not_a_version = net.nodes[0].replica.handle_command(
+        now,
+        ReplicaCommand::Resolve {
+            path: "doc.txt".into(),
+            keep: "notes.txt".into(),
+        },
+    );
+    assert_eq!(
+        not_a_version,
+        Err(ReplicaRefusal::NotAVersion("notes.txt".into()))
+    );
+    net.nodes[1]
+        .replica
+        .handle_command(
+            now,
+            ReplicaCommand::Resolve {
+                path: "doc.txt".into(),
+                keep: copy.clone(),
+            },
+        )
+        .expect("doc.txt is conflicted");
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("doc.txt"), Some(a.as_slice()), "node {i}");
+        assert_eq!(n.host.data(&copy), None, "node {i}");
+        assert_eq!(
+            n.host.items.keys().collect::<Vec<_>>(),
+            vec!["doc.txt"],
+            "node {i}"
+        );
+        let kept = n.replica.record("doc.txt").expect("a record");
+        assert!(!kept.deleted);
+        assert!(n.replica.record(&copy).is_some_and(|r| r.deleted));
+    }
+    assert_eq!(net.records(0), net.records(1));
+    // Resolved: no longer conflicted.
+    let again = net.nodes[0].replica.handle_command(
+        net.now,
+        ReplicaCommand::Resolve {
+            path: "doc.txt".into(),
+            keep: "doc.txt".into(),
+        },
+    );
+    assert_eq!(again, Err(ReplicaRefusal::NotConflicted("doc.txt".into())));
+}
+
+#[test]
+fn a_case_only_clash_overwrites_neither_name() {
+    let mut net = Net::new(2);
+    let (a, b) = (bytes(20_000, 13), bytes(20_000, 14));
+    net.put(0, "Readme.md", a.clone(), 100);
+    net.put(1, "README.md", b.clone(), 200);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[0].host.data("Readme.md"), Some(a.as_slice()));
+    assert_eq!(net.nodes[0].host.data("README.md"), None);
+    assert_eq!(net.nodes[1].host.data("README.md"), Some(b.as_slice()));
+    assert_eq!(net.nodes[1].host.data("Readme.md"), None);
+    assert!(net.nodes[0].replica.record("README.md").is_none());
+    assert!(net.nodes[1].replica.record("Readme.md").is_none());
+    let clash = |i: usize, held: &str, incoming: &str| {
+        net.nodes[i].events.contains(&ReplicaEvent::CaseClash {
+            held: held.into(),
+            incoming: incoming.into(),
+        })
+    };
+    assert!(clash(0, "Readme.md", "README.md"));
+    assert!(clash(1, "README.md", "Readme.md"));
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        ReplicaEvent::RefusedByPeer { path, reason: PathRefusal::CaseClash, .. } if path == "Readme.md"
+    )));
+    assert_eq!(net.hereis_bytes, 0);
+}
+
+#[test]
+fn directories_and_symlinks_are_made_and_an_escaping_symlink_is_refused() {
+    let mut net = pair();
+    for (path, kind, target, mode) in [
+        ("d", FileKind::Directory, "", 5),
+        ("d/link", FileKind::Symlink, "../f", 7),
+        ("out", FileKind::Symlink, "../outside", 7),
+    ] {
+        let c = net.nodes[0].host.put_item(path, kind, target, mode);
+        net.local(0, c);
+    }
+    net.settle();
+    let host = &net.nodes[1].host;
+    let d = host.items.get("d").expect("the directory");
+    assert_eq!((d.kind, d.mode), (FileKind::Directory, 5));
+    let l = host.items.get("d/link").expect("the symlink");
+    assert_eq!((l.kind, l.target.as_str()), (FileKind::Symlink, "../f"));
+    assert!(!host.items.contains_key("out"));
+    assert!(net.nodes[1].replica.record("out").is_none());
+    assert_eq!(
+        net.count_requests(
+            1,
+            |r| matches!(r, StorageRequest::MakeDir { path, mode: 5 } if path == "d")
+        ),
+        1
+    );
+    assert_eq!(
+        net.count_requests(1, |r| matches!(r, StorageRequest::MakeSymlink { path, target } if path == "d/link" && target == "../f")),
+        1
+    );
+    assert_eq!(
+        net.count_requests(
+            1,
+            |r| matches!(r, StorageRequest::MakeSymlink { path, .. } if path == "out")
+        ),
+        0
+    );
+    let id0 = net.nodes[0].id;
+    assert!(net.nodes[1].events.contains(&ReplicaEvent::Refused {
+        peer: id0,
+        path: "out".into(),
+        reason: PathRefusal::SymlinkEscapes,
+    }));
+    let id1 = net.nodes[1].id;
+    assert!(net.nodes[0].events.contains(&ReplicaEvent::RefusedByPeer {
+        peer: id1,
+        path: "out".into(),
+        reason: PathRefusal::SymlinkEscapes,
+    }));
+    assert_eq!(net.nodes[1].replica.metrics().paths_refused, 1);
+}
+
+#[test]
+fn a_full_disk_is_reported_and_the_file_lands_after_the_retry() {
+    let mut net = pair();
+    net.nodes[1].host.disk_full_writes = 1;
+    let data = bytes(200_000, 15);
+    net.put(0, "f", data.clone(), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.disk_full_writes, 0, "a write failed");
+    assert_eq!(
+        net.nodes[1]
+            .events
+            .iter()
+            .filter(|e| matches!(
+                e,
+                ReplicaEvent::StorageFailed { path: Some(p), error: StorageError::DiskFull } if p == "f"
+            ))
+            .count(),
+        1
+    );
+    assert_eq!(net.nodes[1].replica.metrics().storage_failures, 1);
+    assert_eq!(net.nodes[1].host.data("f"), Some(data.as_slice()));
+    assert!(net.nodes[1].host.temps.is_empty());
+    assert_eq!(net.records(0), net.records(1));
+}
+
+/// A file of `n` synthetic blocks of 16 KiB (never fetched: only announced).
+fn synthetic(path: &str, n: usize, tag: u64) -> FileEntry {
+    let blocks: Vec<weft_protocol::Block> = (0..n as u64)
+        .map(|i| {
+            // Distinct hashes, uniform in their first eight bytes as blake3's are (the
+            // locator is keyed by them).
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&tag.to_le_bytes());
+            key[8..].copy_from_slice(&i.to_le_bytes());
+            let hash = *blake3::hash(&key).as_bytes();
+            weft_protocol::Block {
+                offset: i * 16_384,
+                len: 16_384,
+                hash,
+            }
+        })
+        .collect();
+    FileEntry {
+        path: path.into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: n as u64 * 16_384,
+        mtime_ms: 100,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks,
+    }
+}
+
+#[test]
+fn index_batches_are_cut_by_bytes_and_by_entries_and_filled_to_the_cut() {
+    use super::announce::{entry_bytes_max, BATCH_BYTES_MAX};
+    use weft_protocol::{FILE_BLOCKS_MAX, INDEX_ENTRIES_MAX, PAYLOAD_BYTES_MAX};
+
+    let (me, peer) = (NodeId([0x10; 32]), NodeId([0x20; 32]));
+    let now = Instant(1_000);
+    let mut r = replica(me, 1);
+    let answer = |r: &mut Replica| {
+        let mut sent = Vec::new();
+        while let Some(o) = r.poll_output() {
+            match o {
+                ReplicaOutput::Request { token, request } => {
+                    let result = match request {
+                        StorageRequest::LoadState => StorageResult::Loaded(None),
+                        _ => StorageResult::Done,
+                    };
+                    r.handle_completed(now, token, result);
+                }
+                ReplicaOutput::Send { code, payload, .. } => sent.push((code, payload)),
+                ReplicaOutput::Event(_) => {}
+            }
+        }
+        sent
+    };
+    answer(&mut r);
+    assert!(r.is_ready());
+    // Large files (one over the cut alone, one of the most blocks a file may have), then
+    // small ones (cut by entries).
+    let large = [
+        5_000,
+        9_000,
+        12_000,
+        30_000,
+        3_000,
+        FILE_BLOCKS_MAX,
+        7_000,
+        4_000,
+        4_000,
+    ];
+    let mut paths = Vec::new();
+    for (k, n) in large.into_iter().enumerate() {
+        let path = format!("large{k}");
+        r.handle_local(now, LocalChange::Changed(synthetic(&path, n, k as u64)));
+        paths.push(path);
+    }
+    for k in 0..600u64 {
+        let path = format!("small{k:03}");
+        r.handle_local(now, LocalChange::Changed(synthetic(&path, 1, 1_000 + k)));
+        paths.push(path);
+    }
+    r.handle_link_up(now, peer);
+    let list = weft_protocol::List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    r.handle_message(now, peer, ReplicaMessage::List(list), &Bytes::new())
+        .expect("a LIST is welcome");
+    let batches: Vec<(usize, Vec<FileEntry>)> = answer(&mut r)
+        .into_iter()
+        .filter(|(code, _)| *code == Code::IHAVE)
+        .map(|(code, payload)| {
+            let Ok(Message::Replica(ReplicaMessage::IHave(m))) = Message::decode(code, &payload)
+            else {
+                panic!("an IHAVE that does not decode");
+            };
+            (payload.len(), m.entries)
+        })
+        .collect();
+    let announced: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.1.iter().map(|e| e.path.as_str()))
+        .collect();
+    assert_eq!(announced, paths);
+    let bound = |e: &FileEntry| {
+        entry_bytes_max(
+            &Record {
+                entry: e.clone(),
+                deleted: false,
+            },
+            None,
+        )
+    };
+    for (k, (payload_bytes, entries)) in batches.iter().enumerate() {
+        let total: usize = entries.iter().map(bound).sum();
+        assert!(*payload_bytes <= PAYLOAD_BYTES_MAX, "batch {k}");
+        assert!(
+            *payload_bytes <= total,
+            "batch {k}: the bound is an upper bound"
+        );
+        assert!(entries.len() <= INDEX_ENTRIES_MAX, "batch {k}");
+        assert!(entries.len() == 1 || total <= BATCH_BYTES_MAX, "batch {k}");
+        if let Some((_, next)) = batches.get(k + 1) {
+            let full =
+                entries.len() == INDEX_ENTRIES_MAX || total + bound(&next[0]) > BATCH_BYTES_MAX;
+            assert!(full, "batch {k} could have taken the next entry");
+        }
+    }
+    // Cut by bytes (the large files) and by entries (the small ones).
+    assert!(batches.iter().any(|b| b.1.len() == INDEX_ENTRIES_MAX));
+    assert!(batches
+        .iter()
+        .any(|b| b.1.len() > 1 && b.1.iter().map(bound).sum::<usize>() > BATCH_BYTES_MAX / 2));
+    let alone: Vec<usize> = batches
+        .iter()
+        .filter(|b| b.1.len() == 1)
+        .map(|b| b.1[0].blocks.len())
+        .collect();
+    assert!(
+        alone.contains(&FILE_BLOCKS_MAX) && alone.contains(&30_000),
+        "{alone:?}"
     );
 }
