@@ -1161,3 +1161,52 @@ fn index_batches_are_cut_by_bytes_and_by_entries_and_filled_to_the_cut() {
         "{alone:?}"
     );
 }
+
+#[test]
+fn a_message_about_another_folder_is_ignored_not_a_fault() {
+    let mut net = pair();
+    let data = bytes(40_000, 16);
+    let c = net.nodes[0].host.put("f", data, 100);
+    let LocalChange::Changed(mut entry) = c else {
+        unreachable!()
+    };
+    entry.version = Version::default().bumped(short_id(&net.nodes[0].id));
+    entry.modified_by = short_id(&net.nodes[0].id);
+    entry.sequence = 1;
+    let other = FolderId::from_name("other");
+    let from = net.nodes[0].id;
+    let now = net.now;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: other,
+        index_id: 7,
+        entries: vec![entry],
+    });
+    let here_is = ReplicaMessage::HereIs(weft_protocol::HereIs {
+        folder: other,
+        hash: [9; 32],
+        offset: 0,
+        data: b"not asked",
+    });
+    let replica = &mut net.nodes[1].replica;
+    assert_eq!(
+        replica.handle_message(now, from, have, &Bytes::new()),
+        Ok(())
+    );
+    assert_eq!(
+        replica.handle_message(now, from, here_is, &Bytes::new()),
+        Ok(())
+    );
+    assert_eq!(replica.poll_output(), None);
+    assert!(replica.record("f").is_none());
+    assert!(replica.is_idle());
+    // The same HEREIS about this folder is a fault: the block was never asked for.
+    let here_is = ReplicaMessage::HereIs(weft_protocol::HereIs {
+        folder: folder(),
+        hash: [9; 32],
+        offset: 0,
+        data: b"not asked",
+    });
+    assert!(replica
+        .handle_message(now, from, here_is, &Bytes::new())
+        .is_err());
+}
