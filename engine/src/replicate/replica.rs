@@ -1300,7 +1300,9 @@ impl Replica {
             // The step made the disk what the records say.
             match &step {
                 Step::Rename { from, to, .. } => {
-                    let moved = self.disk.remove(from);
+                    // Nothing is at `from` now, whatever its record says until the apply
+                    // installs its records (a re-planned apply must expect that).
+                    let moved = self.disk.insert(from.clone(), Expect::Nothing);
                     self.disk.remove(to);
                     if let Some(d) = moved {
                         self.disk.insert(to.clone(), d);
