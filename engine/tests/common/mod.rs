@@ -14,8 +14,8 @@ use weft_engine::{
 
 pub const T0: Instant = Instant(5_000_000_000);
 
-/// HELLO `families` of a fake that runs session, mesh, table and Chord.
-pub const ALL_FAMILIES: u32 = 0b1111;
+/// HELLO `families` of a fake that runs session, mesh, table, Chord and replication.
+pub const ALL_FAMILIES: u32 = 0b1_1111;
 
 pub fn node_with(edit: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::from_seed("raw", 1);

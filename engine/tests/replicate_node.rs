@@ -1,0 +1,171 @@
+//! Folder replication hosted by a node: a folder added by command loads its state, asks a
+//! new link for its index, answers LIST with its records, serves a block through the host's
+//! storage as a bulk HEREIS, ignores messages about folders it does not hold, and closes the
+//! connection of a peer that sends a block nobody asked for.
+
+mod common;
+
+use bytes::Bytes;
+use common::{closed, drain, frames_to, node_with, Fake, T0};
+use weft_engine::protocol::{
+    Block, Code, FileEntry, FileKind, FolderId, HereIs, IWant, List, Message, ReplicaMessage,
+    Version,
+};
+use weft_engine::replicate::{LocalChange, ReplicaConfig, StorageRequest, StorageResult};
+use weft_engine::{
+    CloseReason, Command, ConnId, HostRequest, HostResult, Input, NodeId, Output, ReplicateCommand,
+};
+
+fn folder() -> FolderId {
+    FolderId::from_name("photos")
+}
+
+fn frame(m: ReplicaMessage<'_>) -> Bytes {
+    Message::Replica(m).to_frame(false).into_bytes()
+}
+
+fn replica_messages(out: &[Output], conn: ConnId) -> Vec<(Code, Bytes)> {
+    frames_to(out, conn)
+        .iter()
+        .filter(|f| f.code().family() == Some(weft_engine::protocol::Family::Replication))
+        .map(|f| (f.code(), f.payload().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_node_hosts_a_folder_end_to_end_with_a_raw_peer() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    // `drain` answers the folder's LoadState with "nothing stored": a fresh folder.
+    drain(&mut node);
+    assert!(node.replica(&folder()).is_some_and(|r| r.is_ready()));
+
+    // A local file, as the host's scanner reports it.
+    let data = Bytes::from(vec![7u8; 3000]);
+    let hash = *blake3::hash(&data).as_bytes();
+    let entry = FileEntry {
+        path: "a.txt".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 3000,
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: vec![Block {
+            offset: 0,
+            len: 3000,
+            hash,
+        }],
+    };
+    let change = ReplicateCommand::Local {
+        folder: folder(),
+        change: LocalChange::Changed(entry),
+    };
+    node.handle_input(T0, Input::Command(Command::Replicate(change)))
+        .unwrap();
+    drain(&mut node);
+
+    // A peer links: the node asks it for its index.
+    let fake = Fake::new(9, ConnId::inbound(1));
+    let out = fake.join(&mut node, T0);
+    let sent = replica_messages(&out, fake.conn);
+    assert!(
+        sent.iter().any(|(c, p)| *c == Code::LIST
+            && matches!(Message::decode(*c, p), Ok(Message::Replica(ReplicaMessage::List(l))) if l.folder == folder())),
+        "{sent:?}"
+    );
+
+    // It asks for the node's index: the file is announced.
+    let list = List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::List(list)));
+    let out = drain(&mut node);
+    let ihave = replica_messages(&out, fake.conn)
+        .into_iter()
+        .find(|(c, _)| *c == Code::IHAVE)
+        .expect("an IHAVE");
+    match Message::decode(ihave.0, &ihave.1) {
+        Ok(Message::Replica(ReplicaMessage::IHave(h))) => {
+            assert_eq!(h.entries.len(), 1);
+            assert_eq!(h.entries[0].path, "a.txt");
+            assert_eq!(h.entries[0].blocks[0].hash, hash);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // It asks for the block: the node reads it through its host and sends it as HEREIS.
+    let want = IWant {
+        folder: folder(),
+        hashes: vec![hash],
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+    let out = drain(&mut node);
+    let (id, request) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request { id, request } => Some((*id, request.clone())),
+            _ => None,
+        })
+        .expect("a storage request");
+    assert!(matches!(
+        request,
+        HostRequest::Storage { folder: f, request: StorageRequest::ReadBlock { ref path, offset: 0, len: 3000 } }
+            if f == folder() && path == "a.txt"
+    ));
+    let result = HostResult::Storage(StorageResult::Block(data.clone()));
+    node.handle_input(T0, Input::Completed { id, result })
+        .unwrap();
+    let out = drain(&mut node);
+    let hereis = replica_messages(&out, fake.conn)
+        .into_iter()
+        .find(|(c, _)| *c == Code::HEREIS)
+        .expect("a HEREIS");
+    match Message::decode(hereis.0, &hereis.1) {
+        Ok(Message::Replica(ReplicaMessage::HereIs(h))) => {
+            assert_eq!((h.hash, h.offset, h.data), (hash, 0, &data[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A message about a folder the node does not hold changes nothing.
+    let other = List {
+        folder: FolderId::from_name("other"),
+        index_id: 0,
+        since: 0,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::List(other)));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, fake.conn), None);
+    assert!(replica_messages(&out, fake.conn).is_empty());
+
+    // A block nobody asked for closes the connection.
+    let unasked = HereIs {
+        folder: folder(),
+        hash: [1; 32],
+        offset: 0,
+        data: b"junk",
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::HereIs(unasked)));
+    let out = drain(&mut node);
+    assert!(
+        matches!(
+            closed(&out, fake.conn),
+            Some(CloseReason::UnexpectedMessage(_))
+        ),
+        "{:?}",
+        closed(&out, fake.conn)
+    );
+    node.check_invariants().unwrap();
+}
