@@ -252,3 +252,42 @@ mod tests {
             .contains("meteor"));
     }
 }
+
+/// What a `--faults` argument names: nothing, swarm, or a list of fault names (not yet
+/// checked against a scenario's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultArg<'a> {
+    /// `none`.
+    None,
+    /// `swarm`.
+    Swarm,
+    /// Fault names, spaces trimmed, empty ones dropped.
+    List(Vec<&'a str>),
+}
+
+/// Splits a `--faults` argument: `none`, `swarm`, or a comma-separated list of names (spaces
+/// around a name are allowed). An empty list is refused, and so are `none` and `swarm` in a
+/// list: swarm draws every fault from the seed and cannot be combined with named ones.
+/// `known` names the scenario's faults, for the message.
+pub fn parse_fault_arg<'a>(s: &'a str, known: &[&str]) -> Result<FaultArg<'a>, String> {
+    let names: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    match names[..] {
+        [] => Err(format!(
+            "no faults named in '{s}': give none, swarm, or a comma-separated list of {}",
+            known.join(", ")
+        )),
+        ["none"] => Ok(FaultArg::None),
+        ["swarm"] => Ok(FaultArg::Swarm),
+        _ if names.contains(&"swarm") => Err(
+            "swarm draws every fault from the seed and cannot be combined with named faults: \
+             give swarm alone, or a list of fault names"
+                .into(),
+        ),
+        _ if names.contains(&"none") => Err("none cannot be combined with named faults".into()),
+        _ => Ok(FaultArg::List(names)),
+    }
+}

@@ -29,25 +29,11 @@ impl FaultMode {
     /// are allowed). An empty list is refused, and so are `none` and `swarm` in a list: swarm
     /// draws every fault from the seed and cannot be combined with named ones.
     pub fn parse(s: &str) -> Result<FaultMode, String> {
-        let names: Vec<&str> = s
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
-        match names[..] {
-            [] => Err(format!(
-                "no faults named in '{s}': give none, swarm, or a comma-separated list of {}",
-                crate::faults::FAULT_NAMES.join(", ")
-            )),
-            ["none"] => Ok(FaultMode::None),
-            ["swarm"] => Ok(FaultMode::Swarm),
-            _ if names.contains(&"swarm") => Err(
-                "swarm draws every fault from the seed and cannot be combined with named faults: \
-                 give swarm alone, or a list of fault names"
-                    .into(),
-            ),
-            _ if names.contains(&"none") => Err("none cannot be combined with named faults".into()),
-            _ => {
+        use crate::faults::{parse_fault_arg, FaultArg, FAULT_NAMES};
+        match parse_fault_arg(s, &FAULT_NAMES)? {
+            FaultArg::None => Ok(FaultMode::None),
+            FaultArg::Swarm => Ok(FaultMode::Swarm),
+            FaultArg::List(names) => {
                 let list = names.join(",");
                 FaultConfig::from_list(&list).map(|_| FaultMode::List(list))
             }

@@ -48,19 +48,11 @@ pub enum ReplicateFaults {
 impl ReplicateFaults {
     /// Parses `none`, `swarm` or a comma-separated list of fault names.
     pub fn parse(s: &str) -> Result<ReplicateFaults, String> {
-        let names: Vec<&str> = s
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
-        match names[..] {
-            [] => Err(format!(
-                "no faults named in '{s}': give none, swarm, or a list of {}",
-                REPLICATE_FAULT_NAMES.join(", ")
-            )),
-            ["none"] => Ok(ReplicateFaults::None),
-            ["swarm"] => Ok(ReplicateFaults::Swarm),
-            _ => {
+        use crate::faults::{parse_fault_arg, FaultArg};
+        match parse_fault_arg(s, &REPLICATE_FAULT_NAMES)? {
+            FaultArg::None => Ok(ReplicateFaults::None),
+            FaultArg::Swarm => Ok(ReplicateFaults::Swarm),
+            FaultArg::List(names) => {
                 if let Some(bad) = names.iter().find(|n| !REPLICATE_FAULT_NAMES.contains(n)) {
                     return Err(format!(
                         "unknown fault '{bad}' (known: {}; or none, or swarm alone)",
@@ -501,6 +493,18 @@ pub fn check(net: &ReplicaNet, versions: &ops::Versions) -> Checked {
     c
 }
 
+/// One random operation at one of the `honest` nodes that is up, if any is.
+fn random_op(net: &mut ReplicaNet, ops: &mut Ops, honest: &[usize]) {
+    let ready: Vec<usize> = honest
+        .iter()
+        .copied()
+        .filter(|&i| net.is_ready(i))
+        .collect();
+    if let Some(i) = ops.pick(&ready) {
+        ops.random(net, i);
+    }
+}
+
 /// Runs one scenario.
 pub fn run(p: &ReplicateParams) -> ReplicateReport {
     let wall = Instant::now();
@@ -546,14 +550,7 @@ pub fn run(p: &ReplicateParams) -> ReplicateReport {
             next_op += rng.exp(op_gap_ms).max(1) * MS;
             if issued < p.ops {
                 issued += 1;
-                let ready: Vec<usize> = honest
-                    .iter()
-                    .copied()
-                    .filter(|&i| net.is_ready(i))
-                    .collect();
-                if let Some(i) = ops.pick(&ready) {
-                    ops.random(&mut net, i);
-                }
+                random_op(&mut net, &mut ops, &honest);
             } else {
                 next_op = u64::MAX;
             }
@@ -584,14 +581,7 @@ pub fn run(p: &ReplicateParams) -> ReplicateReport {
     // Operations left over (a phase cut short by faults' timing) run at its end.
     while issued < p.ops {
         issued += 1;
-        let ready: Vec<usize> = honest
-            .iter()
-            .copied()
-            .filter(|&i| net.is_ready(i))
-            .collect();
-        if let Some(i) = ops.pick(&ready) {
-            ops.random(&mut net, i);
-        }
+        random_op(&mut net, &mut ops, &honest);
         let t = net.now_ns() + op_gap_ms * MS;
         net.run_until(t);
     }
