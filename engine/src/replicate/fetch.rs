@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DATA_BYTES_MAX};
 
+use super::index::HOLDERS_MAX;
 use super::plan::BlockState;
 use super::replica::{Purpose, Replica};
 use super::types::{Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId};
@@ -394,28 +395,9 @@ impl Replica {
         let mut missing = Vec::new();
         for hash in hashes {
             let serving = self.peers.get(&from).map_or(0, |p| p.serving);
-            let found = self
-                .index
-                .locate(&hash)
-                .map(|(path, b)| (path.to_string(), b));
-            match found {
-                Some((path, b)) if self.ready && serving < SERVING_PER_PEER_MAX => {
-                    self.peers.entry(from).or_default().serving += 1;
-                    let req = StorageRequest::ReadBlock {
-                        path,
-                        offset: b.offset,
-                        len: b.len,
-                    };
-                    self.request(
-                        Purpose::Serve {
-                            peer: from,
-                            hash,
-                            len: b.len,
-                        },
-                        req,
-                    );
-                }
-                _ => missing.push(hash),
+            if !(self.ready && serving < SERVING_PER_PEER_MAX && self.serve(from, hash, Vec::new()))
+            {
+                missing.push(hash);
             }
         }
         if !missing.is_empty() {
@@ -423,8 +405,48 @@ impl Replica {
         }
     }
 
-    /// A block read to serve `peer`.
-    pub(super) fn on_served(&mut self, peer: NodeId, hash: BlockHash, len: u32, r: StorageResult) {
+    /// Reads a local copy of `hash` to serve `peer`, from a file not in `tried` (one no
+    /// apply holds first: an apply may have moved its file's content away). False if there
+    /// is none.
+    fn serve(&mut self, peer: NodeId, hash: BlockHash, tried: Vec<String>) -> bool {
+        let was_tried = |p: &str| tried.iter().any(|t| t == p);
+        let found = self
+            .index
+            .locate_except(&hash, |p| was_tried(p) || self.is_busy(p))
+            .or_else(|| self.index.locate_except(&hash, was_tried))
+            .map(|(path, b)| (path.to_string(), b));
+        let Some((path, b)) = found else {
+            return false;
+        };
+        self.peers.entry(peer).or_default().serving += 1;
+        let req = StorageRequest::ReadBlock {
+            path: path.clone(),
+            offset: b.offset,
+            len: b.len,
+        };
+        let mut tried = tried;
+        tried.push(path);
+        self.request(
+            Purpose::Serve {
+                peer,
+                hash,
+                len: b.len,
+                tried,
+            },
+            req,
+        );
+        true
+    }
+
+    /// A block read to serve `peer` (from the files `tried`, the last one this read).
+    pub(super) fn on_served(
+        &mut self,
+        peer: NodeId,
+        hash: BlockHash,
+        len: u32,
+        tried: Vec<String>,
+        r: StorageResult,
+    ) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.serving = p.serving.saturating_sub(1);
         }
@@ -436,6 +458,11 @@ impl Replica {
                 b
             }
             _ => {
+                // The file changed under the reader: another local copy, if any, else
+                // NOTFOUND (a block in no file is never held against the asker).
+                if linked && tried.len() <= HOLDERS_MAX && self.serve(peer, hash, tried) {
+                    return;
+                }
                 if linked {
                     self.not_found(peer, vec![hash]);
                 }

@@ -266,6 +266,39 @@ impl Index {
         (!r.deleted).then_some((r.entry.path.as_str(), *b))
     }
 
+    /// A present local file holding a block with `hash` whose path `skip` does not reject:
+    /// its path and the block (the named holders first; past them, for a hash more files
+    /// hold than the locator names, the records are searched).
+    pub(crate) fn locate_except(
+        &self,
+        hash: &BlockHash,
+        skip: impl Fn(&str) -> bool,
+    ) -> Option<(&str, Block)> {
+        let holding = |r: &'_ Record| -> Option<Block> {
+            if r.deleted || skip(&r.entry.path) {
+                return None;
+            }
+            r.entry.blocks.iter().find(|b| b.hash == *hash).copied()
+        };
+        let slots = &self.slots;
+        let named = self
+            .locator
+            .iter_hash(hash_block(hash))
+            .find_map(|&(s, n)| {
+                let r = slots[s as usize].as_ref()?;
+                let b = r.entry.blocks.get(n as usize)?;
+                (b.hash == *hash && !r.deleted && !skip(&r.entry.path))
+                    .then_some((r.entry.path.as_str(), *b))
+            });
+        if named.is_some() || !self.saturated.contains(hash) {
+            return named;
+        }
+        self.slots
+            .iter()
+            .flatten()
+            .find_map(|r| holding(r).map(|b| (r.entry.path.as_str(), b)))
+    }
+
     /// A present record whose path differs from `path` only in case.
     pub(crate) fn case_clash(&self, path: &str) -> Option<&str> {
         let key = paths::case_key(path);
@@ -366,6 +399,30 @@ mod tests {
             },
             deleted,
         }
+    }
+
+    /// A block is located past a rejected holder, also among holders the locator does not
+    /// name (serving tries another copy when the first one no longer reads back).
+    #[test]
+    fn locate_except_skips_rejected_holders_and_searches_past_the_named_ones() {
+        let mut index = Index::default();
+        let count = HOLDERS_MAX + 2;
+        for i in 0..count {
+            index.put(record(&format!("f{i}"), &[7, i as u8 + 10], false), None);
+        }
+        let hash = [7u8; 32];
+        let mut seen = Vec::new();
+        while let Some((path, b)) = index.locate_except(&hash, |p| seen.iter().any(|s| s == p)) {
+            assert_eq!(b.hash, hash);
+            seen.push(path.to_string());
+        }
+        seen.sort();
+        let mut all: Vec<String> = (0..count).map(|i| format!("f{i}")).collect();
+        all.sort();
+        assert_eq!(seen, all);
+        assert!(index.locate_except(&[9u8; 32], |_| false).is_none());
+        index.put(record("f0", &[], true), None);
+        assert!(index.locate_except(&hash, |p| p != "f0").is_none());
     }
 
     quickcheck! {

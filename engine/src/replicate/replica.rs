@@ -61,11 +61,12 @@ pub(super) enum Purpose {
         len: u32,
         waiters: Vec<(TempId, u32)>,
     },
-    /// A block asked for by `peer`.
+    /// A block asked for by `peer`, read from the last of the files `tried`.
     Serve {
         peer: NodeId,
         hash: [u8; 32],
         len: u32,
+        tried: Vec<String>,
     },
     Discard,
 }
@@ -1213,7 +1214,12 @@ impl Replica {
             Purpose::ReadLocal { hash, len, waiters } => {
                 self.on_read_local(hash, len, waiters, result)
             }
-            Purpose::Serve { peer, hash, len } => self.on_served(peer, hash, len, result),
+            Purpose::Serve {
+                peer,
+                hash,
+                len,
+                tried,
+            } => self.on_served(peer, hash, len, tried, result),
             Purpose::Discard => {}
         }
     }
