@@ -101,6 +101,12 @@ impl Index {
         seq
     }
 
+    /// The next change gets a sequence number above `sequence` (a restart: see
+    /// `SEQUENCE_RESTART_GAP`).
+    pub(crate) fn skip_to(&mut self, sequence: u64) {
+        self.sequence = self.sequence.max(sequence);
+    }
+
     /// Puts `record` keeping its sequence number (loading persisted state).
     pub(crate) fn restore(&mut self, record: Record, moved_from: Option<(String, Version)>) {
         let seq = record.entry.sequence;

@@ -37,6 +37,10 @@ pub(super) const DEFERRED_PER_PATH_MAX: usize = 8;
 /// a `ScanDone` it never saw acknowledged; beyond this they are dropped).
 pub(super) const EARLY_LOCAL_MAX: usize = 65_536;
 
+/// How far a restored index's sequence numbers jump at a restart: more than a persist
+/// window could ever hand out (2^32 changes), with room for 2^32 restarts.
+pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
+
 /// Blocks remembered as NOTFOUND at some peer, at most.
 pub(super) const NOT_FOUND_MAX: usize = 65_536;
 
@@ -260,7 +264,8 @@ impl Replica {
         self.now = now;
         let p = self.peers.entry(peer).or_default();
         p.linked = true;
-        p.cursor = None;
+        // The cursor is kept: `handle_link_down` cleared it, so it is from a LIST that came
+        // on this link before it was reported (a folder told of its links once loaded).
         if self.ready {
             self.send_list(peer);
         }
@@ -1256,7 +1261,13 @@ impl Replica {
                     }
                     self.applies.insert(path, a);
                 }
-                let _ = s.sequence;
+                // Changes made after the last persist may have been announced with sequence
+                // numbers the restored index would give again; peers that saw them would
+                // skip the new changes. New changes start far above anything given before.
+                let restored = s.sequence.max(self.index.sequence());
+                self.index
+                    .skip_to(restored.saturating_add(SEQUENCE_RESTART_GAP));
+                self.mark_dirty();
             }
             None => {
                 self.index_id = self.rng.next_u64().max(1);
