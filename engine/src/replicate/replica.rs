@@ -1619,6 +1619,9 @@ impl Replica {
                     self.index_id,
                     cursor,
                 ) else {
+                    // Nothing after it: the peer has every record (the numbers above the
+                    // last record, skipped at a restart, name none).
+                    cursor = cursor.max(self.index.sequence());
                     break;
                 };
                 cursor = last;
