@@ -559,7 +559,11 @@ impl Replica {
         let path = r.entry.path.clone();
         if self.is_busy(&path) {
             if let Some(a) = self.applies.get_mut(&path) {
-                if a.target_version(&path) == Some(&r.entry.version) {
+                let known = a.target_version(&path) == Some(&r.entry.version)
+                    || a.origin
+                        .iter()
+                        .any(|o| o.entry.path == path && o.entry.version == r.entry.version);
+                if known {
                     a.sources.extend(sources);
                     self.fetch_dirty = true;
                     return;
@@ -568,10 +572,16 @@ impl Replica {
             // A fetch still gathering blocks is overtaken by a newer version: its source
             // may have moved on and no longer serve the blocks it wants.
             let overtaken = self.applies.get(&path).is_some_and(|a| {
+                let newer = |v: &Version| r.entry.version.compare(v) == VersionOrder::Newer;
+                // Newer than what it installs, or than every peer record it carries out at
+                // the path (a merged target keeps the local loser's counters, which a later
+                // change by the winner's author does not have).
+                let mut origins = a.origin.iter().filter(|o| o.entry.path == path).peekable();
+                let all_origins =
+                    origins.peek().is_some() && origins.all(|o| newer(&o.entry.version));
                 a.is_fetching()
                     && !a.outstanding
-                    && a.target_version(&path)
-                        .is_some_and(|v| r.entry.version.compare(v) == VersionOrder::Newer)
+                    && (a.target_version(&path).is_some_and(newer) || all_origins)
             });
             let newer = r.entry.version.clone();
             self.defer(sources.clone(), r);
@@ -664,8 +674,22 @@ impl Replica {
         true
     }
 
-    /// Takes `r` (newer than `local`, or a conflict's winner) at its path.
+    /// Takes `r` (newer than `local`) at its path.
     fn adopt(&mut self, sources: BTreeSet<NodeId>, r: Record, local: Option<Record>) {
+        let received = r.clone();
+        self.adopt_as(sources, r, local, received);
+    }
+
+    /// Takes `r` (newer than `local`, or a conflict's winner under its merged version) at
+    /// its path, for the record `received` as it came in: the apply's origin, which a
+    /// newer record from the same author overtakes.
+    fn adopt_as(
+        &mut self,
+        sources: BTreeSet<NodeId>,
+        r: Record,
+        local: Option<Record>,
+        received: Record,
+    ) {
         let path = r.entry.path.clone();
         let present = local.as_ref().filter(|l| !l.deleted);
         let expect = self.expect_for(local.as_ref());
@@ -734,7 +758,7 @@ impl Replica {
             moved_from: None,
             remote: !r.deleted,
         }];
-        let mut a = Apply::new(steps, installs, vec![r]);
+        let mut a = Apply::new(steps, installs, vec![received]);
         a.sources = sources;
         self.start(path, a);
     }
@@ -759,17 +783,22 @@ impl Replica {
             return;
         }
         if conflict::order(&r, &l).is_lt() {
-            // The local version wins: it takes the merged version; a present loser is
-            // fetched into its conflict copy.
-            let mut keep = l;
-            keep.entry.version = merged;
-            self.install(Install {
-                entry: keep.entry,
-                deleted: keep.deleted,
-                moved_from: None,
-                remote: false,
-            });
-            if !r.deleted {
+            // The local version wins. A deleted loser: the local record takes the merged
+            // version. A present loser is fetched into its conflict copy, and the local
+            // record keeps its own version: a merged one would supersede the loser at the
+            // nodes holding it, which could drop its content before any copy of it exists.
+            // A node holding the loser makes the copy and the merged record itself, when
+            // the local version reaches it (the remote-wins case below).
+            if r.deleted {
+                let mut keep = l;
+                keep.entry.version = merged;
+                self.install(Install {
+                    entry: keep.entry,
+                    deleted: keep.deleted,
+                    moved_from: None,
+                    remote: false,
+                });
+            } else {
                 let copy = conflict::conflict_copy_path(&path, &r);
                 self.note_conflict(&path, &copy);
                 let mut c = r;
@@ -778,11 +807,11 @@ impl Replica {
             }
             return;
         }
-        let mut w = r;
+        let mut w = r.clone();
         w.entry.version = merged;
         let copy = conflict::conflict_copy_path(&path, &l);
         if l.deleted || self.is_busy(&copy) || self.index.get(&copy).is_some_and(|c| !c.deleted) {
-            self.adopt(sources, w, Some(l));
+            self.adopt_as(sources, w, Some(l), r);
             return;
         }
         // The remote version wins: the local content moves to its conflict copy first.
@@ -815,7 +844,7 @@ impl Replica {
             moved_from: None,
             remote: true,
         }];
-        let mut a = Apply::new(steps, installs, vec![w]);
+        let mut a = Apply::new(steps, installs, vec![r]);
         a.sources = sources;
         a.locks.push(copy);
         self.start(path, a);
