@@ -12,7 +12,9 @@ use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DAT
 use super::index::HOLDERS_MAX;
 use super::plan::BlockState;
 use super::replica::{Purpose, Replica};
-use super::types::{Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId};
+use super::types::{
+    Expect, Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId,
+};
 use crate::time::Instant;
 
 /// Timed-out blocks remembered per peer (their late pieces are ignored), at most.
@@ -113,7 +115,14 @@ impl Replica {
         let mut wake: Option<Instant> = None;
         for (hash, mut w) in wanted {
             if !self.local_misses.contains(&hash) {
-                if let Some((path, block)) = self.index.locate(&hash) {
+                // Not from a path a rename step has emptied (its record stays until its
+                // apply installs): the content is at the rename's target.
+                let emptied = |p: &str| self.disk.get(p) == Some(&Expect::Nothing);
+                let holder = self
+                    .index
+                    .locate_except(&hash, emptied)
+                    .or_else(|| self.index.locate(&hash));
+                if let Some((path, block)) = holder {
                     let req = StorageRequest::ReadBlock {
                         path: path.to_string(),
                         offset: block.offset,

@@ -405,6 +405,13 @@ impl Replica {
         }
     }
 
+    /// Whether a rename step left nothing at `path` while its record says otherwise (the
+    /// apply that renamed was overtaken before installing its records).
+    fn emptied(&self, path: &str) -> bool {
+        self.disk.get(path) == Some(&Expect::Nothing)
+            && self.index.get(path).is_some_and(|r| !r.deleted)
+    }
+
     /// Installs `record` for content already at its path, remembering what is on disk there
     /// if the record says otherwise.
     fn install_in_place(&mut self, install: Install) {
@@ -429,7 +436,8 @@ impl Replica {
     }
 
     /// Whether the apply at `path` can do nothing until a peer announces something: it
-    /// fetches, and no block it lacks has a linked source that did not answer NOTFOUND.
+    /// fetches, and no block it lacks has a linked source that did not answer NOTFOUND
+    /// (nor served corrupt blocks enough to be disconnected).
     fn is_stalled(&self, a: &Apply) -> bool {
         let Some(f) = a.fetch.as_ref() else {
             return false;
@@ -445,13 +453,23 @@ impl Replica {
                 BlockState::Verified => true,
                 BlockState::Busy => false,
                 BlockState::Missing => {
-                    self.index.locate(&b.hash).is_none()
+                    // A source that was disconnected for serving corrupt blocks counts as
+                    // none: it is still asked, but nothing is expected of it.
+                    (self.index.locate(&b.hash).is_none() || self.local_misses.contains(&b.hash))
                         && a.sources.iter().all(|s| {
-                            !self.peers.get(s).is_some_and(|p| p.linked)
-                                || self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
+                            !self.peers.get(s).is_some_and(|p| {
+                                p.linked && p.mismatches < self.config.mismatches_before_disconnect
+                            }) || self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
                         })
                 }
             })
+    }
+
+    /// Whether `path` is held (as its path or a lock) by a stalled apply: records deferred
+    /// for it wait for a source to come back, like the apply.
+    fn held_by_stalled(&self, path: &str) -> bool {
+        let owner = self.locks.get(path).map_or(path, String::as_str);
+        self.applies.get(owner).is_some_and(|a| self.is_stalled(a))
     }
 
     fn seen(&mut self, peer: NodeId, seq: u64) {
@@ -646,12 +664,19 @@ impl Replica {
         }
         let expect = self.expect_for(Some(lf));
         let kind = lf.entry.kind;
-        let steps = vec![Step::Rename {
+        let mut steps = vec![Step::Rename {
             from: from.to_string(),
             to: to.to_string(),
             expect,
             install: None,
         }];
+        if lf.entry.mode != r.entry.mode && kind != FileKind::Symlink {
+            // Moved with a mode change: the renamed file keeps what it had.
+            steps.push(Step::SetMode {
+                mode: r.entry.mode,
+                expect,
+            });
+        }
         let gone = tombstone(from, kind, r.entry.modified_by, from_version.clone());
         let installs = vec![
             Install {
@@ -691,6 +716,9 @@ impl Replica {
         received: Record,
     ) {
         let path = r.entry.path.clone();
+        // A present record whose content a rename step moved away holds nothing.
+        let emptied = self.emptied(&path);
+        let local = local.filter(|l| l.deleted || !emptied);
         let present = local.as_ref().filter(|l| !l.deleted);
         let expect = self.expect_for(local.as_ref());
         let same = local
@@ -769,11 +797,16 @@ impl Replica {
         let merged = l.entry.version.merged(&r.entry.version);
         if conflict::same_content(&l, &r) {
             let mut keep = if conflict::order(&r, &l).is_gt() {
-                r
+                r.clone()
             } else {
                 l
             };
             keep.entry.version = merged;
+            if !keep.deleted && self.emptied(&path) {
+                // The content left the path (an overtaken conflict's rename): put it back.
+                self.adopt_as(sources, keep, None, r);
+                return;
+            }
             self.install_in_place(Install {
                 entry: keep.entry,
                 deleted: keep.deleted,
@@ -792,6 +825,12 @@ impl Replica {
             if r.deleted {
                 let mut keep = l;
                 keep.entry.version = merged;
+                if self.emptied(&path) {
+                    // The content left the path (an overtaken conflict's rename): put it
+                    // back.
+                    self.adopt_as(sources, keep, None, r);
+                    return;
+                }
                 self.install(Install {
                     entry: keep.entry,
                     deleted: keep.deleted,
@@ -1700,7 +1739,7 @@ impl Replica {
             .all(|p| !p.linked || p.cursor.is_none_or(|c| c >= self.index.sequence()));
         self.ready
             && self.applies.values().all(|a| self.is_stalled(a))
-            && self.deferred.is_empty()
+            && self.deferred.keys().all(|p| self.held_by_stalled(p))
             && self.inflight.is_empty()
             && self.pending.values().all(|p| matches!(p, Purpose::Persist))
             && self.out.is_empty()
@@ -1747,6 +1786,9 @@ impl Replica {
             ));
         }
         for (path, d) in &self.deferred {
+            if self.held_by_stalled(path) {
+                continue;
+            }
             out.push(format!("deferred {path}: {}", d.len()));
         }
         if !self.inflight.is_empty() {

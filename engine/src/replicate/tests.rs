@@ -612,6 +612,34 @@ fn a_rename_is_applied_as_a_rename() {
 }
 
 #[test]
+fn a_rename_with_a_mode_change_lands_with_the_new_mode() {
+    let mut net = pair();
+    let data = bytes(50_000, 5);
+    net.put(0, "old", data.clone(), 100);
+    net.settle();
+    let mut item = net.nodes[0].host.items.remove("old").expect("there");
+    item.mode = 4;
+    net.nodes[0].host.items.insert("new".into(), item);
+    let LocalChange::Changed(mut to) = net.nodes[0].host.put("new", data.clone(), 100) else {
+        unreachable!()
+    };
+    net.nodes[0].host.items.get_mut("new").expect("put").mode = 4;
+    to.mode = 4;
+    net.local(
+        0,
+        LocalChange::Moved {
+            from: "old".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].replica.metrics().renames_applied, 1);
+    assert_eq!(net.nodes[1].host.data("new"), Some(data.as_slice()));
+    assert_eq!(net.nodes[1].host.items.get("new").map(|i| i.mode), Some(4));
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
 fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
     let mut net = pair();
     net.put(0, "doc.txt", bytes(50_000, 5), 100);

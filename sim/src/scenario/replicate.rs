@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::folder::StorageFaults;
+use crate::folder::{FsNode, StorageFaults};
 use crate::replica_net::{ReplicaNet, ReplicaNetConfig, MS};
 use crate::rng::SimRng;
 use crate::scenario::mesh::Shape;
@@ -432,28 +432,50 @@ pub fn check(net: &ReplicaNet, versions: &ops::Versions) -> Checked {
             .filter(|p| !first.contains(p))
             .take(5)
             .collect();
-        // Each node's record of the first path that differs, to say why.
-        let why = only0.first().or(onlyk.first()).map(|path| {
-            let records: Vec<String> = net
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    let r = n.replica.as_ref().and_then(|r| r.record(path));
-                    let r = r.map(|r| {
-                        format!(
-                            "{:?}{} {:?} by {:x}",
-                            r.entry.kind,
-                            if r.deleted { " deleted" } else { "" },
-                            r.entry.version.counters,
-                            r.entry.modified_by
-                        )
-                    });
-                    format!("node {i}: {}", r.unwrap_or_else(|| "none".into()))
-                })
-                .collect();
-            format!("; records of {path}: {}", records.join(", "))
+        // A path both hold with other content (what the digest covers).
+        let changed = net.nodes[0].folder.iter().find_map(|(p, a)| {
+            let b = net.nodes[k].folder.iter().find(|(q, _)| *q == p)?.1;
+            let same = match (a, b) {
+                (
+                    FsNode::File {
+                        data: x, mode: m, ..
+                    },
+                    FsNode::File {
+                        data: y, mode: n, ..
+                    },
+                ) => x == y && m == n,
+                (FsNode::Dir { mode: m, .. }, FsNode::Dir { mode: n, .. }) => m == n,
+                (FsNode::Symlink { target: x, .. }, FsNode::Symlink { target: y, .. }) => x == y,
+                _ => false,
+            };
+            (!same).then_some(p)
         });
+        // Each node's record of the first path that differs, to say why.
+        let why = only0
+            .first()
+            .or(onlyk.first())
+            .or(changed.as_ref())
+            .map(|path| {
+                let records: Vec<String> = net
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let r = n.replica.as_ref().and_then(|r| r.record(path));
+                        let r = r.map(|r| {
+                            format!(
+                                "{:?}{} {:?} by {:x}",
+                                r.entry.kind,
+                                if r.deleted { " deleted" } else { "" },
+                                r.entry.version.counters,
+                                r.entry.modified_by
+                            )
+                        });
+                        format!("node {i}: {}", r.unwrap_or_else(|| "none".into()))
+                    })
+                    .collect();
+                format!("; records of {path}: {}", records.join(", "))
+            });
         c.violation.get_or_insert(format!(
             "folders differ: node 0 and node {k} (only at 0: {only0:?}; only at {k}: \
              {onlyk:?}){}",
