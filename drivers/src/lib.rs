@@ -25,6 +25,7 @@ pub mod clock;
 mod conns;
 pub mod control;
 mod dial_log;
+pub mod folder;
 pub mod handle;
 mod host;
 #[cfg(feature = "mio")]

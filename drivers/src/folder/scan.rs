@@ -1,0 +1,1 @@
+//! The scanner: finds what changed in a shared folder since it last looked.
