@@ -1,1 +1,937 @@
+//! Every rule of `disk.rs` on a real disk (a temporary directory).
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+use weft_engine::replicate::blocks::chunk;
+
 use super::*;
+
+use StorageRequest as R;
+use StorageResult as S;
+
+const NOW: i64 = 1_700_000_000_000;
+
+struct Folder {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    disk: Disk,
+}
+
+impl Folder {
+    fn new() -> Folder {
+        let tmp = tempfile::tempdir().expect("a temporary directory for the test");
+        let root = tmp.path().join("shared");
+        Disk::init(&root, "00ff00ff").expect("init a fresh folder");
+        let disk = Disk::new(root.clone(), SharedCache::default());
+        Folder {
+            _tmp: tmp,
+            root,
+            disk,
+        }
+    }
+
+    fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    fn run(&self, request: R) -> S {
+        self.disk.carry_out(&request, NOW)
+    }
+
+    fn expect(&self, path: &str) -> Expect {
+        let m = fs::symlink_metadata(self.at(path)).expect("the path is there");
+        let kind = if m.file_type().is_symlink() {
+            FileKind::Symlink
+        } else if m.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::File
+        };
+        Expect::Present {
+            kind,
+            size: if kind == FileKind::File { m.len() } else { 0 },
+            mtime_ms: m.mtime() * 1000 + m.mtime_nsec() / 1_000_000,
+        }
+    }
+
+    /// Writes `data` into temp `t` (one WriteTemp per block) and commits it at `path`.
+    fn put(&self, t: u64, path: &str, data: &[u8], mode: u8, mtime_ms: i64, expect: Expect) -> S {
+        let blocks = blocks_of(data);
+        assert_eq!(self.write(t, 0, b""), S::Done);
+        for b in &blocks {
+            let at = b.offset as usize;
+            assert_eq!(self.write(t, b.offset, &data[at..at + b.len as usize]), S::Done);
+        }
+        self.run(R::Commit {
+            temp: TempId(t),
+            path: path.into(),
+            size: data.len() as u64,
+            blocks,
+            mode,
+            mtime_ms,
+            expect,
+        })
+    }
+
+    fn write(&self, t: u64, offset: u64, data: &[u8]) -> S {
+        self.run(R::WriteTemp {
+            temp: TempId(t),
+            offset,
+            data: Bytes::copy_from_slice(data),
+        })
+    }
+
+    fn temp_path(&self, t: u64) -> PathBuf {
+        self.root
+            .join(RESERVED_DIR)
+            .join(TEMP_DIR)
+            .join(temp_file_name(TempId(t)))
+    }
+
+    fn trash(&self) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(self.root.join(RESERVED_DIR).join(TRASH_DIR))
+            .expect("the trash is there")
+            .map(|e| {
+                let e = e.expect("a trash entry");
+                let name = e.file_name().to_string_lossy().into_owned();
+                let data = fs::read(e.path()).unwrap_or_default();
+                (name, data)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn blocks_of(data: &[u8]) -> Vec<Block> {
+    chunk(data, Tier::fresh(data.len() as u64))
+        .into_iter()
+        .map(|b| Block {
+            offset: b.offset,
+            len: b.len,
+            hash: b.hash,
+        })
+        .collect()
+}
+
+fn failed(why: &str) -> S {
+    S::Failed(StorageError::Io(why.into()))
+}
+
+fn is_failed(s: &S) -> bool {
+    matches!(s, S::Failed(_))
+}
+
+#[test]
+fn disk_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Disk>();
+}
+
+// Rule 1: the folder first.
+
+#[test]
+fn missing_marker_or_root_is_refused_and_nothing_is_touched() {
+    let f = Folder::new();
+    assert_eq!(f.disk.check(), Ok(()));
+    fs::remove_file(f.root.join(RESERVED_DIR).join(MARKER_FILE)).unwrap();
+    assert_eq!(f.disk.check(), Err(FolderMissing::Marker));
+    for request in [
+        R::MakeDir {
+            path: "d".into(),
+            mode: 7,
+        },
+        R::WriteTemp {
+            temp: TempId(1),
+            offset: 0,
+            data: Bytes::from_static(b"x"),
+        },
+        R::MakeSymlink {
+            path: "l".into(),
+            target: "x".into(),
+        },
+    ] {
+        assert_eq!(f.disk.carry_out(&request, NOW), failed(FOLDER_MISSING));
+    }
+    assert!(!f.at("d").exists());
+    assert!(!f.temp_path(1).exists());
+    assert!(fs::symlink_metadata(f.at("l")).is_err());
+    assert!(f.disk.prune_trash(NOW).is_err());
+
+    // The root gone: refused too.
+    let gone = Disk::new(f.root.join("nowhere"), SharedCache::default());
+    assert_eq!(gone.check(), Err(FolderMissing::Root));
+    assert_eq!(
+        gone.carry_out(
+            &R::MakeDir {
+                path: "d".into(),
+                mode: 7
+            },
+            NOW
+        ),
+        failed(FOLDER_MISSING)
+    );
+    assert!(!f.root.join("nowhere").exists());
+}
+
+#[test]
+fn state_steps_are_not_disk_steps() {
+    let f = Folder::new();
+    assert_eq!(f.run(R::LoadState), failed("not a disk step"));
+    assert_eq!(
+        f.run(R::PersistState {
+            bytes: Bytes::new()
+        }),
+        failed("not a disk step")
+    );
+}
+
+#[test]
+fn init_is_idempotent_and_keeps_its_folder_id() {
+    let f = Folder::new();
+    Disk::init(&f.root, "00ff00ff").unwrap();
+    assert!(Disk::init(&f.root, "1234").is_err());
+    let marker = fs::read_to_string(f.root.join(RESERVED_DIR).join(MARKER_FILE)).unwrap();
+    assert_eq!(marker, "00ff00ff\n");
+    assert!(f.root.join(RESERVED_DIR).join(TEMP_DIR).is_dir());
+    assert!(f.root.join(RESERVED_DIR).join(TRASH_DIR).is_dir());
+}
+
+// Rule 2: no symlink followed; invalid paths refused.
+
+#[test]
+fn a_symlinked_parent_is_refused_and_nothing_is_written_through_it() {
+    let f = Folder::new();
+    let outside = f._tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), b"secret").unwrap();
+    symlink(&outside, f.at("link")).unwrap();
+
+    let r = f.put(1, "link/new", b"hello", 6, NOW, Expect::Nothing);
+    assert_eq!(r, failed(SYMLINK_IN_PATH));
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "link/d".into(),
+            mode: 7
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    assert_eq!(
+        f.run(R::MakeSymlink {
+            path: "link/s".into(),
+            target: "x".into()
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    assert_eq!(
+        f.run(R::ReadBlock {
+            path: "link/secret".into(),
+            offset: 0,
+            len: 6
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    let secret = Expect::Present {
+        kind: FileKind::File,
+        size: 6,
+        mtime_ms: 0,
+    };
+    assert_eq!(
+        f.run(R::Remove {
+            path: "link/secret".into(),
+            expect: secret
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    assert_eq!(
+        f.run(R::SetMode {
+            path: "link/secret".into(),
+            mode: 0,
+            expect: secret
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    assert_eq!(
+        f.run(R::Rename {
+            from: "link/secret".into(),
+            to: "stolen".into(),
+            expect: secret
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    let mut names: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("secret")]);
+    assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
+    assert!(!f.at("stolen").exists());
+
+    // A symlink deeper down too.
+    fs::create_dir(f.at("a")).unwrap();
+    symlink(&outside, f.at("a/b")).unwrap();
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "a/b/c".into(),
+            mode: 7
+        }),
+        failed(SYMLINK_IN_PATH)
+    );
+    assert!(!outside.join("c").exists());
+}
+
+#[test]
+fn a_symlinked_reserved_folder_is_not_written_through() {
+    let f = Folder::new();
+    let outside = f._tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let tmp = f.root.join(RESERVED_DIR).join(TEMP_DIR);
+    fs::remove_dir(&tmp).unwrap();
+    symlink(&outside, &tmp).unwrap();
+    assert!(is_failed(&f.write(1, 0, b"data")));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn a_missing_parent_and_invalid_paths_are_refused() {
+    let f = Folder::new();
+    assert_eq!(
+        f.put(1, "no/file", b"x", 6, NOW, Expect::Nothing),
+        failed(NO_PARENT)
+    );
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "no/d".into(),
+            mode: 7
+        }),
+        failed(NO_PARENT)
+    );
+    // A file as a parent is no directory either.
+    fs::write(f.at("file"), b"x").unwrap();
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "file/d".into(),
+            mode: 7
+        }),
+        failed(NO_PARENT)
+    );
+    // Where a missing path has its own answer, a missing parent gives it.
+    assert_eq!(
+        f.run(R::ReadBlock {
+            path: "no/file".into(),
+            offset: 0,
+            len: 1
+        }),
+        S::NotFound
+    );
+    assert_eq!(
+        f.run(R::Remove {
+            path: "no/file".into(),
+            expect: Expect::Nothing
+        }),
+        S::NotFound
+    );
+    for bad in ["", ".", "..", "a/../b", "a//b", "/abs", "a/", ".weft", ".weft/folder", "a\0b"] {
+        let r = f.run(R::MakeDir {
+            path: bad.into(),
+            mode: 7,
+        });
+        assert!(is_failed(&r), "{bad:?}: {r:?}");
+        let r = f.run(R::Remove {
+            path: bad.into(),
+            expect: Expect::Nothing,
+        });
+        assert!(is_failed(&r), "{bad:?}: {r:?}");
+    }
+    assert!(f.root.join(RESERVED_DIR).join(MARKER_FILE).is_file());
+}
+
+// Rule 3: expect.
+
+#[test]
+fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtime() {
+    let f = Folder::new();
+    symlink("nowhere", f.at("dangling")).unwrap();
+    assert_eq!(
+        f.put(1, "dangling", b"data", 6, NOW, Expect::Nothing),
+        S::Changed
+    );
+    // The temp is kept for a retry, and the link is untouched.
+    assert!(f.temp_path(1).exists());
+    assert_eq!(fs::read_link(f.at("dangling")).unwrap(), Path::new("nowhere"));
+
+    fs::write(f.at("f"), b"abc").unwrap();
+    let Expect::Present { mtime_ms, .. } = f.expect("f") else {
+        unreachable!()
+    };
+    for wrong in [
+        Expect::Nothing,
+        Expect::Present {
+            kind: FileKind::File,
+            size: 4,
+            mtime_ms,
+        },
+        Expect::Present {
+            kind: FileKind::File,
+            size: 3,
+            mtime_ms: mtime_ms + 1,
+        },
+        Expect::Present {
+            kind: FileKind::Directory,
+            size: 0,
+            mtime_ms,
+        },
+    ] {
+        let r = f.run(R::Remove {
+            path: "f".into(),
+            expect: wrong,
+        });
+        assert_eq!(r, S::Changed, "{wrong:?}");
+    }
+    // A directory's size and mtime are not compared.
+    fs::create_dir(f.at("d")).unwrap();
+    let r = f.run(R::SetMode {
+        path: "d".into(),
+        mode: 5,
+        expect: Expect::Present {
+            kind: FileKind::Directory,
+            size: 0,
+            mtime_ms: 1,
+        },
+    });
+    assert_eq!(r, S::Done);
+    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o777, 0o500);
+    fs::set_permissions(f.at("d"), fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+// Rule 4: ReadBlock.
+
+#[test]
+fn read_block_reads_exactly_and_answers_not_found() {
+    let f = Folder::new();
+    fs::write(f.at("f"), b"0123456789").unwrap();
+    let read = |path: &str, offset, len| {
+        f.run(R::ReadBlock {
+            path: path.into(),
+            offset,
+            len,
+        })
+    };
+    assert_eq!(read("f", 2, 3), S::Block(Bytes::from_static(b"234")));
+    assert_eq!(read("f", 0, 10), S::Block(Bytes::from_static(b"0123456789")));
+    assert_eq!(read("f", 8, 3), S::NotFound);
+    assert_eq!(read("f", u64::MAX, 3), S::NotFound);
+    assert_eq!(read("f", 0, u32::MAX), S::NotFound);
+    assert_eq!(read("missing", 0, 1), S::NotFound);
+    fs::create_dir(f.at("d")).unwrap();
+    assert_eq!(read("d", 0, 1), S::NotFound);
+    symlink("f", f.at("l")).unwrap();
+    assert_eq!(read("l", 0, 1), S::NotFound);
+}
+
+// Rule 5: WriteTemp.
+
+#[test]
+fn write_temp_creates_a_private_temp_and_writes_at_offsets() {
+    let f = Folder::new();
+    assert_eq!(f.write(7, 0, b""), S::Done);
+    let m = fs::metadata(f.temp_path(7)).unwrap();
+    assert_eq!(m.len(), 0);
+    assert_eq!(m.mode() & 0o777, 0o600);
+    assert_eq!(f.write(7, 4, b"tail"), S::Done);
+    assert_eq!(f.write(7, 0, b"head"), S::Done);
+    assert_eq!(fs::read(f.temp_path(7)).unwrap(), b"headtail");
+    // Zeros inside the file are written (they replace what is there).
+    assert_eq!(f.write(7, 0, &[0, 0]), S::Done);
+    assert_eq!(fs::read(f.temp_path(7)).unwrap(), b"\0\0adtail");
+
+    assert_eq!(f.run(R::DiscardTemp { temp: TempId(7) }), S::Done);
+    assert!(!f.temp_path(7).exists());
+    assert_eq!(f.run(R::DiscardTemp { temp: TempId(7) }), S::Done);
+}
+
+#[test]
+fn a_zero_block_leaves_a_hole() {
+    let f = Folder::new();
+    const MB: usize = 1 << 20;
+    let mut data = vec![0u8; 8 * MB];
+    data[8 * MB - 5..].copy_from_slice(b"tail!");
+    let r = f.put(1, "sparse", &data, 6, NOW, Expect::Nothing);
+    assert_eq!(r, S::Done);
+    let m = fs::metadata(f.at("sparse")).unwrap();
+    assert_eq!(m.len(), data.len() as u64);
+    assert!(
+        m.blocks() * 512 < data.len() as u64 / 2,
+        "{} bytes allocated for a file of {}",
+        m.blocks() * 512,
+        data.len()
+    );
+    assert_eq!(fs::read(f.at("sparse")).unwrap(), data);
+}
+
+// Rule 6: Commit.
+
+#[test]
+fn commit_verifies_sets_mode_and_mtime_and_keeps_the_replaced_version_in_the_trash() {
+    let f = Folder::new();
+    let mtime = 1_600_000_000_123;
+    assert_eq!(f.put(1, "f", b"old content", 6, mtime, Expect::Nothing), S::Done);
+    assert!(!f.temp_path(1).exists());
+    let m = fs::metadata(f.at("f")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o600);
+    assert_eq!(m.mtime() * 1000 + m.mtime_nsec() / 1_000_000, mtime);
+    assert!(f.trash().is_empty());
+
+    // Replacing it: the old version goes to the trash.
+    let expect = f.expect("f");
+    assert_eq!(f.put(2, "f", b"new!", 5, mtime + 1000, expect), S::Done);
+    assert_eq!(fs::read(f.at("f")).unwrap(), b"new!");
+    let m = fs::metadata(f.at("f")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o500);
+    assert_eq!(m.mtime() * 1000 + m.mtime_nsec() / 1_000_000, mtime + 1000);
+    let trash = f.trash();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(trash[0].0, format!("{NOW}-0-f"));
+    assert_eq!(trash[0].1, b"old content");
+
+    // A stale expect: Changed, nothing replaced, the temp kept.
+    let r = f.put(3, "f", b"newer", 6, mtime, expect);
+    assert_eq!(r, S::Changed);
+    assert_eq!(fs::read(f.at("f")).unwrap(), b"new!");
+    assert!(f.temp_path(3).exists());
+
+    // An empty file, and a nested path.
+    fs::create_dir(f.at("d")).unwrap();
+    assert_eq!(f.put(4, "d/empty", b"", 7, mtime, Expect::Nothing), S::Done);
+    assert_eq!(fs::read(f.at("d/empty")).unwrap(), b"");
+    assert_eq!(fs::metadata(f.at("d/empty")).unwrap().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn commit_reports_corrupt_blocks_and_a_missing_temp() {
+    let f = Folder::new();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let blocks = blocks_of(&data);
+    assert!(blocks.len() >= 2, "{} blocks", blocks.len());
+    for b in &blocks {
+        let at = b.offset as usize;
+        assert_eq!(f.write(1, b.offset, &data[at..at + b.len as usize]), S::Done);
+    }
+    // Spoil the second block.
+    let bad = blocks[1].offset;
+    assert_eq!(f.write(1, bad + 1, b"\xff\xfe"), S::Done);
+    let commit = R::Commit {
+        temp: TempId(1),
+        path: "f".into(),
+        size: data.len() as u64,
+        blocks: blocks.clone(),
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    };
+    assert_eq!(f.run(commit.clone()), S::Corrupt(vec![bad]));
+    assert!(f.temp_path(1).exists());
+    assert!(!f.at("f").exists());
+    // Refetched: done.
+    let at = bad as usize;
+    assert_eq!(f.write(1, bad, &data[at..at + blocks[1].len as usize]), S::Done);
+    assert_eq!(f.run(commit.clone()), S::Done);
+    assert_eq!(fs::read(f.at("f")).unwrap(), data);
+    // Again (a commit sent twice across a crash): the temp is gone.
+    assert_eq!(f.run(commit), S::NotFound);
+
+    // A temp longer than the file is cut; one shorter is extended and fails its hashes.
+    assert_eq!(f.write(2, 0, b"abcdefgh"), S::Done);
+    let r = f.run(R::Commit {
+        temp: TempId(2),
+        path: "g".into(),
+        size: 4,
+        blocks: blocks_of(b"abcd"),
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    });
+    assert_eq!(r, S::Done);
+    assert_eq!(fs::read(f.at("g")).unwrap(), b"abcd");
+    assert_eq!(f.write(3, 0, b"ab"), S::Done);
+    let r = f.run(R::Commit {
+        temp: TempId(3),
+        path: "h".into(),
+        size: 4,
+        blocks: blocks_of(b"abcd"),
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    });
+    assert_eq!(r, S::Corrupt(vec![0]));
+
+    // Blocks that do not tile the size: refused.
+    assert_eq!(f.write(4, 0, b"abcd"), S::Done);
+    let r = f.run(R::Commit {
+        temp: TempId(4),
+        path: "i".into(),
+        size: 4,
+        blocks: Vec::new(),
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    });
+    assert!(is_failed(&r), "{r:?}");
+    // A block past the end is corrupt.
+    let mut past = blocks_of(b"abcd");
+    past[0].offset = 10;
+    let r = f.run(R::Commit {
+        temp: TempId(4),
+        path: "i".into(),
+        size: 4,
+        blocks: past,
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    });
+    assert_eq!(r, S::Corrupt(vec![10]));
+    assert!(!f.at("i").exists());
+}
+
+// Rule 8: Remove and the trash.
+
+#[test]
+fn remove_moves_files_to_the_trash_and_removes_empty_directories() {
+    let f = Folder::new();
+    fs::create_dir_all(f.at("d/sub")).unwrap();
+    fs::write(f.at("d/sub/f"), b"content").unwrap();
+    symlink("f", f.at("d/sub/l")).unwrap();
+
+    assert_eq!(
+        f.run(R::Remove {
+            path: "d/sub/missing".into(),
+            expect: Expect::Nothing
+        }),
+        S::NotFound
+    );
+    let dir = f.expect("d/sub");
+    assert_eq!(
+        f.run(R::Remove {
+            path: "d/sub".into(),
+            expect: dir
+        }),
+        failed(DIR_NOT_EMPTY)
+    );
+    let e = f.expect("d/sub/f");
+    assert_eq!(
+        f.run(R::Remove {
+            path: "d/sub/f".into(),
+            expect: e
+        }),
+        S::Done
+    );
+    let e = f.expect("d/sub/l");
+    assert_eq!(
+        f.run(R::Remove {
+            path: "d/sub/l".into(),
+            expect: e
+        }),
+        S::Done
+    );
+    assert_eq!(
+        f.run(R::Remove {
+            path: "d/sub".into(),
+            expect: dir
+        }),
+        S::Done
+    );
+    assert!(!f.at("d/sub").exists());
+    let trash = f.trash();
+    assert_eq!(trash.len(), 2);
+    assert_eq!(trash[0], (format!("{NOW}-0-d%sub%f"), b"content".to_vec()));
+    let link = f.root.join(RESERVED_DIR).join(TRASH_DIR).join(format!("{NOW}-1-d%sub%l"));
+    assert_eq!(fs::read_link(link).unwrap(), Path::new("f"));
+}
+
+#[test]
+fn a_long_path_gets_a_trash_name_that_fits() {
+    let f = Folder::new();
+    let mut path = String::new();
+    for i in 0..3 {
+        let c = format!("{}{i}", "x".repeat(200));
+        fs::create_dir(f.root.join(&path).join(&c)).unwrap();
+        path = if path.is_empty() { c } else { format!("{path}/{c}") };
+    }
+    let file = format!("{path}/é{}", "y".repeat(150));
+    fs::write(f.at(&file), b"deep").unwrap();
+    let e = f.expect(&file);
+    assert_eq!(
+        f.run(R::Remove {
+            path: file.clone(),
+            expect: e
+        }),
+        S::Done
+    );
+    let trash = f.trash();
+    assert_eq!(trash.len(), 1);
+    assert!(trash[0].0.len() <= 255);
+    assert!(trash[0].0.ends_with(&"y".repeat(150)));
+    assert_eq!(trash[0].1, b"deep");
+}
+
+#[test]
+fn prune_trash_drops_old_entries_then_the_oldest_beyond_the_size() {
+    let f = Folder::new();
+    let day = 24 * 3600 * 1000;
+    let trash = f.root.join(RESERVED_DIR).join(TRASH_DIR);
+    let entries = [
+        (NOW - 8 * day, 0, 10),  // too old
+        (NOW - 3 * day, 1, 400), // oldest kept by age, dropped for size
+        (NOW - 2 * day, 2, 400),
+        (NOW - day, 3, 300),
+    ];
+    for (ms, n, size) in entries {
+        fs::write(trash.join(format!("{ms}-{n}-f")), vec![1u8; size]).unwrap();
+    }
+    fs::write(trash.join("stray"), b"?").unwrap();
+    let disk = Disk::new(f.root.clone(), SharedCache::default()).with_trash_policy(TrashPolicy {
+        keep_ms: TRASH_KEEP_MS,
+        bytes_max: 800,
+    });
+    disk.prune_trash(NOW).unwrap();
+    let left: Vec<String> = f.trash().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        left,
+        vec![
+            format!("{}-2-f", NOW - 2 * day),
+            format!("{}-3-f", NOW - day)
+        ]
+    );
+    // Everything is old a month later.
+    f.disk.prune_trash(NOW + 30 * day).unwrap();
+    assert!(f.trash().is_empty());
+}
+
+// Rule 9: Rename, MakeDir, MakeSymlink, SetMode.
+
+#[test]
+fn rename_never_replaces() {
+    let f = Folder::new();
+    fs::write(f.at("a"), b"a").unwrap();
+    fs::write(f.at("b"), b"b").unwrap();
+    let a = f.expect("a");
+    let rename = |from: &str, to: &str, expect| {
+        f.run(R::Rename {
+            from: from.into(),
+            to: to.into(),
+            expect,
+        })
+    };
+    assert_eq!(rename("a", "b", a), S::Changed);
+    assert_eq!(fs::read(f.at("b")).unwrap(), b"b");
+    symlink("nowhere", f.at("dangling")).unwrap();
+    assert_eq!(rename("a", "dangling", a), S::Changed);
+    assert_eq!(rename("missing", "c", a), S::NotFound);
+    assert_eq!(rename("a", "c", Expect::Nothing), S::Changed);
+    assert_eq!(rename("a", "no/c", a), failed(NO_PARENT));
+    assert_eq!(rename("a", "c", a), S::Done);
+    assert!(!f.at("a").exists());
+    assert_eq!(fs::read(f.at("c")).unwrap(), b"a");
+    // A directory with what is inside it.
+    fs::create_dir(f.at("d")).unwrap();
+    fs::write(f.at("d/x"), b"x").unwrap();
+    let d = f.expect("d");
+    assert_eq!(rename("d", "e", d), S::Done);
+    assert_eq!(fs::read(f.at("e/x")).unwrap(), b"x");
+}
+
+#[test]
+fn make_dir_creates_or_sets_the_mode_and_make_symlink_never_follows() {
+    let f = Folder::new();
+    let mk = |path: &str, mode| {
+        f.run(R::MakeDir {
+            path: path.into(),
+            mode,
+        })
+    };
+    assert_eq!(mk("d", 5), S::Done);
+    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o7777, 0o500);
+    assert_eq!(mk("d", 7), S::Done);
+    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(mk("d/e", 7), S::Done);
+    fs::write(f.at("file"), b"x").unwrap();
+    assert_eq!(mk("file", 7), S::Changed);
+    // A symlink to a directory is not a directory.
+    symlink("d", f.at("ld")).unwrap();
+    assert_eq!(mk("ld", 7), S::Changed);
+
+    let sl = |path: &str, target: &str| {
+        f.run(R::MakeSymlink {
+            path: path.into(),
+            target: target.into(),
+        })
+    };
+    assert_eq!(sl("l", "../outside/target"), S::Done);
+    assert_eq!(
+        fs::read_link(f.at("l")).unwrap(),
+        Path::new("../outside/target")
+    );
+    assert_eq!(sl("l", "other"), S::Changed);
+    assert_eq!(sl("file", "other"), S::Changed);
+    assert_eq!(sl("d/e/l", "x"), S::Done);
+    assert_eq!(fs::read(f.at("file")).unwrap(), b"x");
+}
+
+#[test]
+fn set_mode_sets_owner_bits_and_leaves_symlinks_alone() {
+    let f = Folder::new();
+    fs::write(f.at("f"), b"x").unwrap();
+    fs::set_permissions(f.at("f"), fs::Permissions::from_mode(0o644)).unwrap();
+    let e = f.expect("f");
+    let set = |path: &str, mode, expect| {
+        f.run(R::SetMode {
+            path: path.into(),
+            mode,
+            expect,
+        })
+    };
+    assert_eq!(set("f", 7, e), S::Done);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    // Only the three owner bits are taken.
+    assert_eq!(set("f", 0xff, e), S::Done);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(set("f", 4, Expect::Nothing), S::Changed);
+    assert_eq!(set("missing", 4, Expect::Nothing), S::Changed);
+
+    symlink("f", f.at("l")).unwrap();
+    let l = f.expect("l");
+    assert_eq!(set("l", 4, l), S::Done);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+}
+
+// Rule 10: the cache.
+
+#[test]
+fn the_cache_follows_every_step() {
+    let f = Folder::new();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(f.put(1, "f", &data, 6, NOW, Expect::Nothing), S::Done);
+    let m = fs::symlink_metadata(f.at("f")).unwrap();
+    {
+        let cache = f.disk.cache().lock();
+        let e = cache.entries.get("f").expect("the committed file is cached");
+        assert_eq!(e.kind, FileKind::File);
+        assert_eq!(e.size, data.len() as u64);
+        assert_eq!(e.inode, m.ino());
+        assert_eq!(e.mtime_ns, i128::from(NOW) * 1_000_000);
+        assert_eq!(e.ctime_ns, i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()));
+        assert_eq!(e.mode, 6);
+        assert_eq!(e.blocks, blocks_of(&data));
+        assert_eq!(e.tier, Tier::fresh(data.len() as u64).index());
+    }
+
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "d".into(),
+            mode: 7
+        }),
+        S::Done
+    );
+    assert_eq!(
+        f.run(R::MakeSymlink {
+            path: "d/l".into(),
+            target: "../f".into()
+        }),
+        S::Done
+    );
+    let fe = f.expect("f");
+    assert_eq!(
+        f.run(R::Rename {
+            from: "f".into(),
+            to: "d/g".into(),
+            expect: fe
+        }),
+        S::Done
+    );
+    let de = f.expect("d");
+    assert_eq!(
+        f.run(R::Rename {
+            from: "d".into(),
+            to: "e".into(),
+            expect: de
+        }),
+        S::Done
+    );
+    let ge = f.expect("e/g");
+    assert_eq!(
+        f.run(R::SetMode {
+            path: "e/g".into(),
+            mode: 4,
+            expect: ge
+        }),
+        S::Done
+    );
+    {
+        let cache = f.disk.cache().lock();
+        let keys: Vec<&str> = cache.entries.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["e", "e/g", "e/l"]);
+        assert_eq!(cache.entries["e"].kind, FileKind::Directory);
+        assert_eq!(cache.entries["e/l"].target, "../f");
+        let g = &cache.entries["e/g"];
+        assert_eq!(g.blocks, blocks_of(&data));
+        assert_eq!(g.mode, 4);
+        let m = fs::symlink_metadata(f.at("e/g")).unwrap();
+        assert_eq!(g.ctime_ns, i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()));
+    }
+    let le = f.expect("e/l");
+    assert_eq!(
+        f.run(R::Remove {
+            path: "e/l".into(),
+            expect: le
+        }),
+        S::Done
+    );
+    assert!(!f.disk.cache().lock().entries.contains_key("e/l"));
+}
+
+// Rule 11: errors.
+
+#[test]
+fn errno_maps_a_full_disk_and_names_the_step() {
+    assert_eq!(
+        errno_fail("write", "p", Errno::NOSPC),
+        S::Failed(StorageError::DiskFull)
+    );
+    assert_eq!(
+        errno_fail("write", "p", Errno::DQUOT),
+        S::Failed(StorageError::DiskFull)
+    );
+    let S::Failed(StorageError::Io(line)) = errno_fail("remove", "a/b", Errno::IO) else {
+        panic!("an I/O error is Io");
+    };
+    assert!(line.starts_with("remove \"a/b\""), "{line}");
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn steps_run_from_several_threads_at_once() {
+    let f = Folder::new();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let f = &f;
+            s.spawn(move || {
+                for i in 0..20u64 {
+                    let n = t * 100 + i;
+                    let data = format!("file {n}");
+                    let r = f.put(n, &format!("f{n}"), data.as_bytes(), 6, NOW, Expect::Nothing);
+                    assert_eq!(r, S::Done);
+                    let e = f.expect(&format!("f{n}"));
+                    let r = f.run(R::Remove {
+                        path: format!("f{n}"),
+                        expect: e,
+                    });
+                    assert_eq!(r, S::Done);
+                }
+            });
+        }
+    });
+    assert_eq!(f.trash().len(), 80);
+    assert!(f.disk.cache().lock().entries.is_empty());
+}
