@@ -284,7 +284,12 @@ fn lstat(dir: impl AsFd, name: &str, step: &str, path: &str) -> Step<Option<Stat
 
 /// Renames without replacing anything (`EEXIST` if `new` is taken). A file system without
 /// `RENAME_NOREPLACE` (`EINVAL`) gets a check and a plain rename.
-fn rename_noreplace(old_dir: impl AsFd, old: &str, new_dir: impl AsFd, new: &str) -> Result<(), Errno> {
+fn rename_noreplace(
+    old_dir: impl AsFd,
+    old: &str,
+    new_dir: impl AsFd,
+    new: &str,
+) -> Result<(), Errno> {
     match rfs::renameat_with(
         old_dir.as_fd(),
         old,
@@ -313,7 +318,11 @@ fn entry_of(st: &Stat, target: String, tier: u8, blocks: Vec<Block>) -> Option<C
     let kind = kind_of(st)?;
     Some(CachedEntry {
         kind,
-        size: if kind == FileKind::File { size_of(st) } else { 0 },
+        size: if kind == FileKind::File {
+            size_of(st)
+        } else {
+            0
+        },
         mtime_ns: mtime_ns(st),
         ctime_ns: ctime_ns(st),
         inode: inode(st),
@@ -461,11 +470,7 @@ impl Disk {
                 } else {
                     Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
-                        format!(
-                            "{} is the folder {} already",
-                            root.display(),
-                            held.trim()
-                        ),
+                        format!("{} is the folder {} already", root.display(), held.trim()),
                     ))
                 }
             }
@@ -654,7 +659,10 @@ impl Disk {
             return name;
         }
         let hash = blake3::hash(path.as_bytes()).to_hex();
-        let head = format!("{now_unix_ms}-{n}-{}-", hash.as_str().get(..16).unwrap_or(""));
+        let head = format!(
+            "{now_unix_ms}-{n}-{}-",
+            hash.as_str().get(..16).unwrap_or("")
+        );
         let room = NAME_MAX.saturating_sub(head.len());
         let mut start = flat.len().saturating_sub(room);
         while !flat.is_char_boundary(start) {
@@ -787,7 +795,9 @@ impl Disk {
         let file = File::from(fd);
         let meta = file.metadata().map_err(|e| ioerr_fail(STEP, path, &e))?;
         if !meta.is_file() {
-            return Err(io_fail(format!("{STEP} {path:?}: the temporary file is not a file")));
+            return Err(io_fail(format!(
+                "{STEP} {path:?}: the temporary file is not a file"
+            )));
         }
         file.set_len(size).map_err(|e| ioerr_fail(STEP, path, &e))?;
 
@@ -822,7 +832,9 @@ impl Disk {
         if !tiles {
             // Every block is sound, so no refetch could help: a failure, retried with backoff
             // (the engine's entries always tile; the simulator answers an empty `Corrupt`).
-            return Err(io_fail(format!("{STEP} {path:?}: the blocks do not tile the file")));
+            return Err(io_fail(format!(
+                "{STEP} {path:?}: the blocks do not tile the file"
+            )));
         }
 
         let (dir, name) = self.parent_for(path, STEP)?;

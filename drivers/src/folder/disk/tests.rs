@@ -61,7 +61,10 @@ impl Folder {
         assert_eq!(self.write(t, 0, b""), S::Done);
         for b in &blocks {
             let at = b.offset as usize;
-            assert_eq!(self.write(t, b.offset, &data[at..at + b.len as usize]), S::Done);
+            assert_eq!(
+                self.write(t, b.offset, &data[at..at + b.len as usize]),
+                S::Done
+            );
         }
         self.run(R::Commit {
             temp: TempId(t),
@@ -90,15 +93,16 @@ impl Folder {
     }
 
     fn trash(&self) -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(self.root.join(RESERVED_DIR).join(TRASH_DIR))
-            .expect("the trash is there")
-            .map(|e| {
-                let e = e.expect("a trash entry");
-                let name = e.file_name().to_string_lossy().into_owned();
-                let data = fs::read(e.path()).unwrap_or_default();
-                (name, data)
-            })
-            .collect();
+        let mut v: Vec<(String, Vec<u8>)> =
+            fs::read_dir(self.root.join(RESERVED_DIR).join(TRASH_DIR))
+                .expect("the trash is there")
+                .map(|e| {
+                    let e = e.expect("a trash entry");
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let data = fs::read(e.path()).unwrap_or_default();
+                    (name, data)
+                })
+                .collect();
         v.sort();
         v
     }
@@ -333,7 +337,18 @@ fn a_missing_parent_and_invalid_paths_are_refused() {
         }),
         S::NotFound
     );
-    for bad in ["", ".", "..", "a/../b", "a//b", "/abs", "a/", ".weft", ".weft/folder", "a\0b"] {
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/../b",
+        "a//b",
+        "/abs",
+        "a/",
+        ".weft",
+        ".weft/folder",
+        "a\0b",
+    ] {
         let r = f.run(R::MakeDir {
             path: bad.into(),
             mode: 7,
@@ -360,7 +375,10 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtim
     );
     // The temp is kept for a retry, and the link is untouched.
     assert!(f.temp_path(1).exists());
-    assert_eq!(fs::read_link(f.at("dangling")).unwrap(), Path::new("nowhere"));
+    assert_eq!(
+        fs::read_link(f.at("dangling")).unwrap(),
+        Path::new("nowhere")
+    );
 
     fs::write(f.at("f"), b"abc").unwrap();
     let Expect::Present { mtime_ms, .. } = f.expect("f") else {
@@ -420,7 +438,10 @@ fn read_block_reads_exactly_and_answers_not_found() {
         })
     };
     assert_eq!(read("f", 2, 3), S::Block(Bytes::from_static(b"234")));
-    assert_eq!(read("f", 0, 10), S::Block(Bytes::from_static(b"0123456789")));
+    assert_eq!(
+        read("f", 0, 10),
+        S::Block(Bytes::from_static(b"0123456789"))
+    );
     assert_eq!(read("f", 8, 3), S::NotFound);
     assert_eq!(read("f", u64::MAX, 3), S::NotFound);
     assert_eq!(read("f", 0, u32::MAX), S::NotFound);
@@ -477,7 +498,10 @@ fn a_zero_block_leaves_a_hole() {
 fn commit_verifies_sets_mode_and_mtime_and_keeps_the_replaced_version_in_the_trash() {
     let f = Folder::new();
     let mtime = 1_600_000_000_123;
-    assert_eq!(f.put(1, "f", b"old content", 6, mtime, Expect::Nothing), S::Done);
+    assert_eq!(
+        f.put(1, "f", b"old content", 6, mtime, Expect::Nothing),
+        S::Done
+    );
     assert!(!f.temp_path(1).exists());
     let m = fs::metadata(f.at("f")).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o600);
@@ -517,7 +541,10 @@ fn commit_reports_corrupt_blocks_and_a_missing_temp() {
     assert!(blocks.len() >= 2, "{} blocks", blocks.len());
     for b in &blocks {
         let at = b.offset as usize;
-        assert_eq!(f.write(1, b.offset, &data[at..at + b.len as usize]), S::Done);
+        assert_eq!(
+            f.write(1, b.offset, &data[at..at + b.len as usize]),
+            S::Done
+        );
     }
     // Spoil the second block.
     let bad = blocks[1].offset;
@@ -536,7 +563,10 @@ fn commit_reports_corrupt_blocks_and_a_missing_temp() {
     assert!(!f.at("f").exists());
     // Refetched: done.
     let at = bad as usize;
-    assert_eq!(f.write(1, bad, &data[at..at + blocks[1].len as usize]), S::Done);
+    assert_eq!(
+        f.write(1, bad, &data[at..at + blocks[1].len as usize]),
+        S::Done
+    );
     assert_eq!(f.run(commit.clone()), S::Done);
     assert_eq!(fs::read(f.at("f")).unwrap(), data);
     // Again (a commit sent twice across a crash): the temp is gone.
@@ -646,7 +676,11 @@ fn remove_moves_files_to_the_trash_and_removes_empty_directories() {
     let trash = f.trash();
     assert_eq!(trash.len(), 2);
     assert_eq!(trash[0], (format!("{NOW}-0-d%sub%f"), b"content".to_vec()));
-    let link = f.root.join(RESERVED_DIR).join(TRASH_DIR).join(format!("{NOW}-1-d%sub%l"));
+    let link = f
+        .root
+        .join(RESERVED_DIR)
+        .join(TRASH_DIR)
+        .join(format!("{NOW}-1-d%sub%l"));
     assert_eq!(fs::read_link(link).unwrap(), Path::new("f"));
 }
 
@@ -657,7 +691,11 @@ fn a_long_path_gets_a_trash_name_that_fits() {
     for i in 0..3 {
         let c = format!("{}{i}", "x".repeat(200));
         fs::create_dir(f.root.join(&path).join(&c)).unwrap();
-        path = if path.is_empty() { c } else { format!("{path}/{c}") };
+        path = if path.is_empty() {
+            c
+        } else {
+            format!("{path}/{c}")
+        };
     }
     let file = format!("{path}/é{}", "y".repeat(150));
     fs::write(f.at(&file), b"deep").unwrap();
@@ -816,12 +854,18 @@ fn the_cache_follows_every_step() {
     let m = fs::symlink_metadata(f.at("f")).unwrap();
     {
         let cache = f.disk.cache().lock();
-        let e = cache.entries.get("f").expect("the committed file is cached");
+        let e = cache
+            .entries
+            .get("f")
+            .expect("the committed file is cached");
         assert_eq!(e.kind, FileKind::File);
         assert_eq!(e.size, data.len() as u64);
         assert_eq!(e.inode, m.ino());
         assert_eq!(e.mtime_ns, i128::from(NOW) * 1_000_000);
-        assert_eq!(e.ctime_ns, i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()));
+        assert_eq!(
+            e.ctime_ns,
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+        );
         assert_eq!(e.mode, 6);
         assert_eq!(e.blocks, blocks_of(&data));
         assert_eq!(e.tier, Tier::fresh(data.len() as u64).index());
@@ -878,7 +922,10 @@ fn the_cache_follows_every_step() {
         assert_eq!(g.blocks, blocks_of(&data));
         assert_eq!(g.mode, 4);
         let m = fs::symlink_metadata(f.at("e/g")).unwrap();
-        assert_eq!(g.ctime_ns, i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()));
+        assert_eq!(
+            g.ctime_ns,
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+        );
     }
     let le = f.expect("e/l");
     assert_eq!(
@@ -920,7 +967,14 @@ fn steps_run_from_several_threads_at_once() {
                 for i in 0..20u64 {
                     let n = t * 100 + i;
                     let data = format!("file {n}");
-                    let r = f.put(n, &format!("f{n}"), data.as_bytes(), 6, NOW, Expect::Nothing);
+                    let r = f.put(
+                        n,
+                        &format!("f{n}"),
+                        data.as_bytes(),
+                        6,
+                        NOW,
+                        Expect::Nothing,
+                    );
                     assert_eq!(r, S::Done);
                     let e = f.expect(&format!("f{n}"));
                     let r = f.run(R::Remove {
