@@ -782,12 +782,19 @@ fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
     if !same(file.metadata()) {
         return changed();
     }
+    // The whole file is read into memory: one that does not fit is skipped, not a crash.
     let mut data = Vec::new();
-    if let Ok(size) = usize::try_from(expect.size) {
-        // A hint only: a file that grows is caught below.
-        let _ = data.try_reserve_exact(size);
+    let reserved = usize::try_from(expect.size)
+        .ok()
+        .is_some_and(|size| data.try_reserve_exact(size).is_ok());
+    if !reserved {
+        return (Hashed::Failed("too large to read into memory".into()), 0);
     }
-    if let Err(e) = file.read_to_end(&mut data) {
+    // One byte more than expected at most: a file that grows is caught below.
+    if let Err(e) = (&mut file)
+        .take(expect.size.saturating_add(1))
+        .read_to_end(&mut data)
+    {
         return (Hashed::Failed(io_line(&e)), 0);
     }
     if data.len() as u64 != expect.size || !same(file.metadata()) {
@@ -1156,6 +1163,22 @@ mod tests {
                 LocalChange::ScanDone
             ]
         );
+    }
+
+    /// The marker vanishing after the post-walk check (while changes are recorded): no
+    /// removal is recorded or reported.
+    #[test]
+    fn a_removal_is_not_recorded_once_the_marker_is_gone() {
+        let f = Folder::new();
+        populate(&f);
+        let s = f.scanner();
+        later(&s);
+        fs::remove_file(f.p("top.txt")).expect("rm");
+        fs::remove_file(f.p(".weft/folder")).expect("rm marker");
+        let mut out = ScanOutcome::default();
+        assert!(s.remove("top.txt", &mut out).is_err());
+        assert!(out.changes.is_empty());
+        assert!(s.cache().lock().entries.contains_key("top.txt"));
     }
 
     fn later_err(s: &Scanner) -> ScanError {
