@@ -7,9 +7,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use weft_engine::chord::{ChordRequest, ChordResult};
-use weft_engine::{Duration, InputError, NodeId};
+use weft_engine::protocol::FolderId;
+use weft_engine::replicate::LocalChange;
+use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
 
-use crate::report::{HostReport, IdReport, StatsReport, TableEntryReport};
+use crate::report::{FolderReport, HostReport, IdReport, StatsReport, TableEntryReport};
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
 const REQUESTS_MAX: usize = 1024;
@@ -151,6 +153,31 @@ pub(crate) enum Request {
         reply: Sender<Result<(), InputError>>,
     },
     Shutdown,
+    /// A storage worker finished the engine's request `id`.
+    StorageDone {
+        id: RequestId,
+        result: HostResult,
+    },
+    /// A folder's scanner found `changes`; `cache` (if not empty) is its scan cache to keep
+    /// in the store.
+    FolderChanges {
+        folder: FolderId,
+        changes: Vec<LocalChange>,
+        cache: Vec<u8>,
+    },
+    /// A folder's root or marker is missing: the folder stops.
+    FolderStopped {
+        folder: FolderId,
+        why: String,
+    },
+    FolderStatus {
+        reply: Sender<Vec<FolderReport>>,
+    },
+    Resolve {
+        path: String,
+        keep: String,
+        reply: Sender<Result<(), InputError>>,
+    },
 }
 
 /// How a sender wakes the event loop.
@@ -248,6 +275,52 @@ impl Handle {
                 Ok(())
             }
         }
+    }
+
+    /// A storage worker's answer to the engine's request `id`.
+    pub(crate) fn storage_done(
+        &self,
+        id: RequestId,
+        result: HostResult,
+    ) -> Result<(), HandleError> {
+        self.send(Request::StorageDone { id, result })
+    }
+
+    /// A folder scanner's findings (and its cache to persist, if not empty).
+    pub(crate) fn folder_changes(
+        &self,
+        folder: FolderId,
+        changes: Vec<LocalChange>,
+        cache: Vec<u8>,
+    ) -> Result<(), HandleError> {
+        self.send(Request::FolderChanges {
+            folder,
+            changes,
+            cache,
+        })
+    }
+
+    /// A folder can no longer be used (its root or marker is missing).
+    pub(crate) fn folder_stopped(&self, folder: FolderId, why: String) -> Result<(), HandleError> {
+        self.send(Request::FolderStopped { folder, why })
+    }
+
+    /// The shared folders and every file's state.
+    pub fn folder_status(&self) -> Result<Vec<FolderReport>, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::FolderStatus { reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// Keeps `keep` as the conflicted `path`'s content everywhere (in the node's shared
+    /// folder), removing the other versions.
+    pub fn resolve(&self, path: String, keep: String) -> Result<(), HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Resolve { path, keep, reply })?;
+        answer
+            .recv()
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(HandleError::Refused)
     }
 
     /// Floods `payload` to the mesh and waits for the node to accept it.

@@ -16,13 +16,21 @@ use weft_engine::{
 
 use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
 use crate::dial_log::DialLog;
+use crate::folder::cache::Cache;
+use crate::folder::run::{cache_blob_name, FolderSpec, Folders};
 use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
 use crate::report::{
-    hex_id, links_name, ConnReport, HostReport, IdReport, NodeCounters, RingReport, StatsReport,
-    TableEntryReport,
+    hex_id, links_name, ConnReport, FileReport, FolderReport, HostReport, IdReport, NodeCounters,
+    RingReport, StatsReport, TableEntryReport,
 };
 use crate::storage::Store;
+use weft_engine::protocol::FileKind;
+use weft_engine::protocol::FolderId;
+use weft_engine::replicate::{
+    conflict_origin, LocalChange, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
+    ReplicateCommand, ReplicateEvent, ReplicateRefusal, StorageError,
+};
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -157,6 +165,10 @@ pub(crate) struct Host {
     failure: Option<RunError>,
     /// What was logged of failing dials.
     dial_log: DialLog,
+    /// The shared folders: their storage workers and scanners.
+    folders: Folders,
+    /// The last storage error at each path of each folder, until the path is updated.
+    folder_errors: std::collections::BTreeMap<(FolderId, String), String>,
 }
 
 impl Host {
@@ -184,12 +196,34 @@ impl Host {
             answers: Vec::new(),
             failure: None,
             dial_log: DialLog::default(),
+            folders: Folders::default(),
+            folder_errors: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Starts the shared folders `specs` (their workers and scanners reach the loop through
+    /// `handle`), each with its scan cache from the store; [`Host::start`] adds them to the
+    /// node.
+    pub(crate) fn start_folders(&mut self, specs: Vec<FolderSpec>, handle: &crate::Handle) {
+        let store = self.store.as_ref();
+        let caches = |id: &FolderId| {
+            let name = cache_blob_name(id);
+            match store?.carry_out(HostRequest::LoadState { name }) {
+                HostResult::Loaded(Some(bytes)) => Cache::decode(&bytes),
+                _ => None,
+            }
+        };
+        self.folders = Folders::start(specs, caches, handle);
     }
 
     /// Gives the node the wall clock and dials the configured peers. The caller drains.
     pub(crate) fn start(&mut self, peers: &[String]) {
         self.on_timer();
+        let me = self.node.node_id();
+        for folder in self.folders.ids() {
+            let add = ReplicateCommand::AddFolder(ReplicaConfig::new(folder, me));
+            self.feed(Input::Command(Command::Replicate(add)));
+        }
         for addr in peers {
             let connect = Command::Connect { addr: addr.clone() };
             if let Err(e) = self.input(Input::Command(connect)) {
@@ -243,9 +277,16 @@ impl Host {
             }
             other => format!("{other:?}"),
         };
-        let result = match &self.store {
-            Some(store) => store.carry_out(request),
-            None => HostResult::Failed("no state folder".into()),
+        let result = match (request, &self.store) {
+            (HostRequest::Storage { folder, request }, _) => {
+                match self.folders.submit(id, folder, request) {
+                    // A worker answers it.
+                    Ok(()) => return,
+                    Err(refused) => refused,
+                }
+            }
+            (request, Some(store)) => store.carry_out(request),
+            (_, None) => HostResult::Failed("no state folder".into()),
         };
         match &result {
             // A node without a state folder (embedded, benchmarked) keeps no state, by choice.
@@ -360,7 +401,41 @@ impl Host {
                 }
                 self.table_answer(through, Err(HandleError::NotStored(reason)));
             }
+            Event::Replicate(ReplicateEvent { folder, event }) => {
+                self.on_folder_event(folder, event)
+            }
             other => tracing::debug!("{other:?}"),
+        }
+    }
+
+    fn on_folder_event(&mut self, folder: FolderId, event: ReplicaEvent) {
+        match event {
+            ReplicaEvent::Ready => {
+                tracing::info!("folder {folder}: ready");
+                let due = self.folders.on_ready(&folder);
+                self.feed_local(folder, due);
+            }
+            ReplicaEvent::Updated { path, .. } => {
+                tracing::info!("folder {folder}: updated {path}");
+                self.folder_errors.remove(&(folder, path));
+            }
+            ReplicaEvent::StorageFailed { path, error } => {
+                let error = match error {
+                    StorageError::DiskFull => "the disk is full".to_string(),
+                    StorageError::Io(why) => why,
+                };
+                tracing::warn!(
+                    "folder {folder}: {}: {error}",
+                    path.as_deref().unwrap_or("-")
+                );
+                if let Some(path) = path {
+                    self.folder_errors.insert((folder, path), error);
+                }
+            }
+            ReplicaEvent::Conflict { path, copy } => {
+                tracing::warn!("folder {folder}: conflict at {path}: the other version is {copy}")
+            }
+            other => tracing::debug!("folder {folder}: {other:?}"),
         }
     }
 
@@ -435,6 +510,123 @@ impl Host {
                 let _ = reply.send(self.input(Input::Command(Command::Disconnect { node })));
             }
             Request::Shutdown => self.begin_stop(Exit::Requested),
+            Request::StorageDone { id, result } => self.answers.push((id, result)),
+            Request::FolderChanges {
+                folder,
+                changes,
+                cache,
+            } => {
+                if !cache.is_empty() {
+                    if let Some(store) = &self.store {
+                        let name = cache_blob_name(&folder);
+                        let bytes = Bytes::from(cache);
+                        if let HostResult::Failed(why) =
+                            store.carry_out(HostRequest::StoreState { name, bytes })
+                        {
+                            tracing::warn!("folder {folder}: scan cache not stored: {why}");
+                        }
+                    }
+                }
+                let due = self.folders.on_changes(&folder, changes);
+                self.feed_local(folder, due);
+            }
+            Request::FolderStopped { folder, why } => self.folders.stop(&folder, why),
+            Request::FolderStatus { reply } => {
+                let _ = reply.send(self.folder_reports());
+            }
+            Request::Resolve { path, keep, reply } => {
+                let result = match self.folders.list().first() {
+                    Some((folder, ..)) => {
+                        let folder = *folder;
+                        let command = ReplicaCommand::Resolve { path, keep };
+                        let resolve = ReplicateCommand::Folder { folder, command };
+                        self.input(Input::Command(Command::Replicate(resolve)))
+                    }
+                    None => Err(InputError::from(ReplicateRefusal::UnknownFolder(
+                        FolderId::default(),
+                    ))),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Every shared folder and each of its paths' state.
+    fn folder_reports(&self) -> Vec<FolderReport> {
+        self.folders
+            .list()
+            .into_iter()
+            .map(|(folder, root, stopped, ready)| {
+                let replica = self.node.replica(&folder);
+                let transfers: std::collections::BTreeMap<String, u64> = replica
+                    .map(|r| r.transfers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| (t.path, t.bytes_done))
+                    .collect();
+                let records: Vec<&Record> = replica
+                    .map(|r| r.records().filter(|r| !r.deleted).collect())
+                    .unwrap_or_default();
+                let conflicted: std::collections::BTreeSet<String> = records
+                    .iter()
+                    .filter_map(|r| conflict_origin(&r.entry.path))
+                    .collect();
+                let mut files: Vec<FileReport> = records
+                    .iter()
+                    .map(|r| {
+                        let path = r.entry.path.clone();
+                        let error = self.folder_errors.get(&(folder, path.clone())).cloned();
+                        let state = if error.is_some() {
+                            "error"
+                        } else if transfers.contains_key(&path) {
+                            "fetching"
+                        } else if conflicted.contains(&path) {
+                            "conflict"
+                        } else {
+                            "synced"
+                        };
+                        FileReport {
+                            bytes_done: transfers.get(&path).copied().unwrap_or(r.entry.size),
+                            kind: kind_name(r.entry.kind).into(),
+                            size: r.entry.size,
+                            state: state.into(),
+                            error,
+                            path,
+                        }
+                    })
+                    .collect();
+                // Files being fetched for the first time have no record yet.
+                for t in replica.map(|r| r.transfers()).unwrap_or_default() {
+                    if !files.iter().any(|f| f.path == t.path) {
+                        files.push(FileReport {
+                            path: t.path,
+                            kind: "file".into(),
+                            size: t.bytes_total,
+                            state: "fetching".into(),
+                            bytes_done: t.bytes_done,
+                            error: None,
+                        });
+                    }
+                }
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                FolderReport {
+                    folder: folder.to_string(),
+                    root: root.display().to_string(),
+                    stopped: stopped.map(str::to_owned),
+                    ready,
+                    files,
+                }
+            })
+            .collect()
+    }
+
+    /// Hands the scanner's changes in `folder` to the engine.
+    fn feed_local(&mut self, folder: FolderId, changes: Vec<LocalChange>) {
+        for change in changes {
+            let local = ReplicateCommand::Local { folder, change };
+            if let Err(e) = self.input(Input::Command(Command::Replicate(local))) {
+                tracing::warn!("folder {folder}: a local change was refused: {e}");
+            }
         }
     }
 
@@ -586,6 +778,15 @@ impl Host {
             listeners: self.subscribers.len() as u64,
             listener_drops: self.listener_drops,
         }
+    }
+}
+
+/// A kind's name in `weft status`.
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "file",
+        FileKind::Directory => "dir",
+        FileKind::Symlink => "symlink",
     }
 }
 

@@ -73,6 +73,8 @@ impl MioDriver {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (handle, mailbox) = handle::channel(Wake::Mio(waker));
+        let mut host = Host::new(setup.config, "mio", setup.store, Some(bound_addr));
+        host.start_folders(setup.folders, &handle);
         let signals = if setup.signals {
             let mut signals = Signals::new([SIGINT, SIGTERM])?;
             poll.registry()
@@ -83,7 +85,7 @@ impl MioDriver {
         };
         let driver = MioDriver {
             poll,
-            host: Host::new(setup.config, "mio", setup.store, Some(bound_addr)),
+            host,
             conns: Conns::new(),
             listener: Some(listener),
             mailbox,

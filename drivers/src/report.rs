@@ -462,3 +462,35 @@ mod tests {
         assert_eq!(serde_json::from_str::<DeliveryReport>(&json).unwrap(), bin);
     }
 }
+
+/// A shared folder, as `weft status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderReport {
+    /// The folder's id, hex.
+    pub folder: String,
+    /// Its root on this node.
+    pub root: String,
+    /// Why it stopped (its root or marker went missing), if it did.
+    pub stopped: Option<String>,
+    /// Whether its state is loaded.
+    pub ready: bool,
+    /// Every file, directory and symlink it holds or is fetching, by path.
+    pub files: Vec<FileReport>,
+}
+
+/// One path of a shared folder, as `weft status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReport {
+    /// The path, relative to the folder's root.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    /// Its size, bytes.
+    pub size: u64,
+    /// `synced`, `fetching`, `conflict` (it has conflict copies) or `error`.
+    pub state: String,
+    /// For `fetching`: bytes written so far.
+    pub bytes_done: u64,
+    /// For `error`: the last storage error at this path.
+    pub error: Option<String>,
+}

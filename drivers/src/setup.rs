@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use weft_engine::Config;
 
+use crate::folder::run::FolderSpec;
 use crate::storage::Store;
 
 /// Everything a driver needs to run one node.
@@ -23,6 +24,8 @@ pub struct Setup {
     /// (an embedded node, a benchmark): the node keeps no state, and its requests to load or
     /// store any are answered `Failed("no state folder")`.
     pub store: Option<Store>,
+    /// The shared folders the node replicates (see [`crate::folder`]).
+    pub folders: Vec<FolderSpec>,
 }
 
 impl Setup {
@@ -38,6 +41,7 @@ impl Setup {
             peers: Vec::new(),
             signals: false,
             store: None,
+            folders: Vec::new(),
         })
     }
 

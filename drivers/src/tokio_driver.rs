@@ -64,6 +64,8 @@ impl TokioDriver {
         let bound_addr = setup.listener.local_addr()?.to_string();
         let listener = TcpListener::from_std(setup.listener)?;
         let (handle, mailbox) = handle::channel(Wake::Task);
+        let mut host = Host::new(setup.config, "tokio", setup.store, Some(bound_addr));
+        host.start_folders(setup.folders, &handle);
         let signals = if setup.signals {
             vec![
                 (StopSignal::Interrupt, signal(SignalKind::interrupt())?),
@@ -73,7 +75,7 @@ impl TokioDriver {
             Vec::new()
         };
         let driver = TokioDriver {
-            host: Host::new(setup.config, "tokio", setup.store, Some(bound_addr)),
+            host,
             conns: Conns::new(),
             listener: Some(listener),
             dials: Vec::new(),

@@ -24,6 +24,21 @@ enum Cmd {
     Sim(weft_sim::cli::SimArgs),
     /// Run a node until SIGINT/SIGTERM or `weft shutdown` (`--detach`: in the background).
     Node(cli::NodeArgs),
+    /// Start a network sharing a folder, and run its node (`--detach`: in the background).
+    Create(cli::CreateArgs),
+    /// Join a network through one of its nodes into an empty folder, and run the node.
+    Join(cli::JoinArgs),
+    /// Run again the node of a network this machine belongs to (after a stop, a crash, a
+    /// reboot); half-fetched files are finished.
+    Start(cli::StartArgs),
+    /// Leave a network: stop its node, forget it, keep the shared folder's files (or delete
+    /// them with --delete).
+    Leave(cli::LeaveArgs),
+    /// List every file of the network's shared folder and its state (transfers with their
+    /// progress, rate and time left).
+    Status(cli::StatusArgs),
+    /// Keep one version of a conflicted path and remove the others everywhere.
+    Resolve(cli::ResolveArgs),
     /// Stop the running node (BYE to its peers, flush) and wait until it has exited.
     Shutdown(cli::ShutdownArgs),
     /// Show who the running node is: id, addresses, uptime, peers, ring position, counts.
@@ -73,6 +88,12 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Sim(args) => weft_sim::cli::run(args),
         Cmd::Node(args) => cli::node(args),
+        Cmd::Create(args) => cli::create(args),
+        Cmd::Join(args) => cli::join(args),
+        Cmd::Start(args) => cli::start(args),
+        Cmd::Leave(args) => cli::leave(args),
+        Cmd::Status(args) => cli::status(args),
+        Cmd::Resolve(args) => cli::resolve(args),
         Cmd::Shutdown(args) => cli::shutdown(args),
         Cmd::Id(args) => cli::id(args),
         Cmd::Connect(args) => cli::connect(args),

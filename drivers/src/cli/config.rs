@@ -15,6 +15,7 @@
 //! control_write_timeout_ms = 10000
 //! listen_queue_bytes_max = 8388608
 //! secret_file = "network.secret"   # or secret = "..."; relative to the state folder
+//! folder = "/home/me/shared"        # the network's shared folder (`weft create`/`join`)
 //! ```
 
 use std::io;
@@ -30,7 +31,7 @@ use super::{announce_addr, socket_addr, Driver};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Every key the file may hold, in the order the docs list them.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "listen",
     "announce",
     "peers",
@@ -41,6 +42,7 @@ pub const KEYS: [&str; 10] = [
     "listen_queue_bytes_max",
     "secret",
     "secret_file",
+    "folder",
 ];
 
 /// What a config file sets; a key it does not hold is `None`.
@@ -65,6 +67,9 @@ pub struct NodeDefaults {
     /// `secret` (the secret itself) or `secret_file` (a file holding it, relative to the
     /// state folder): see `weft node --secret`. Never both.
     pub secret: Option<SecretSource>,
+    /// `folder`: the shared folder's root (an absolute path), written by `weft create` and
+    /// `weft join`.
+    pub folder: Option<PathBuf>,
 }
 
 /// A config file that cannot be used: one line naming the file (and the key).
@@ -163,6 +168,13 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
             "listen_queue_bytes_max" => {
                 let bytes = usize::try_from(count()?).map_err(|_| bad("too large"))?;
                 defaults.listen_queue_bytes_max = Some(bytes);
+            }
+            "folder" => {
+                let dir = PathBuf::from(string(&value)?);
+                if !dir.is_absolute() {
+                    return Err(bad("expected an absolute path"));
+                }
+                defaults.folder = Some(dir);
             }
             "secret" | "secret_file" => {
                 if defaults.secret.is_some() {

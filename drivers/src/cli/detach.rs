@@ -31,13 +31,34 @@ const START_POLL: Duration = Duration::from_millis(50);
 
 /// Runs `weft node ... --detach`.
 pub(super) fn detach(args: &NodeArgs) -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    detach_with(args, argv)
+}
+
+/// Starts `weft node --name NET --state DIR` in the background for a command that set the
+/// node up first (`weft create`, `weft join`): every setting comes from the config file.
+pub(super) fn detach_node(args: &NodeArgs, network: &str, state: &Path) -> ExitCode {
+    let argv = vec![
+        OsString::from("node"),
+        OsString::from("--name"),
+        OsString::from(network),
+        OsString::from("--state"),
+        state.as_os_str().to_owned(),
+    ];
+    detach_with(args, argv)
+}
+
+fn detach_with(args: &NodeArgs, argv: Vec<OsString>) -> ExitCode {
     init_logging("warn");
     // Bad flags or config are found here, before anything starts (exit 2).
     let path = match settings_of(args) {
         Ok((path, _, _)) => path,
         Err(code) => return code,
     };
-    match start(&path) {
+    match start(&path, argv) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -47,7 +68,7 @@ pub(super) fn detach(args: &NodeArgs) -> ExitCode {
 }
 
 /// Starts the node of the state folder `path` in the background; the line to print.
-fn start(path: &Path) -> Result<String, String> {
+fn start(path: &Path, argv: Vec<OsString>) -> Result<String, String> {
     let created = !state::folder_exists(path).map_err(|e| e.to_string())?;
     let socket = state::socket_path(path);
     if !created && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -56,7 +77,7 @@ fn start(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let started = spawn(path);
+    let started = spawn(path, argv);
     let outcome = started.and_then(|(child, log, offset)| wait(child, &socket, &log, offset));
     if outcome.is_err() && created {
         let _ = fs::remove_dir_all(path);
@@ -66,7 +87,7 @@ fn start(path: &Path) -> Result<String, String> {
 
 /// Starts the node with its output appended to the log; the child, the log's path and
 /// where this start's output begins in it.
-fn spawn(path: &Path) -> Result<(std::process::Child, PathBuf, u64), String> {
+fn spawn(path: &Path, args: Vec<OsString>) -> Result<(std::process::Child, PathBuf, u64), String> {
     let state = StateDir::open(path).map_err(|e| e.to_string())?;
     let log_path = state.path().join(LOG_FILE);
     let log = OpenOptions::new()
@@ -80,10 +101,6 @@ fn spawn(path: &Path) -> Result<(std::process::Child, PathBuf, u64), String> {
         .map_err(|e| format!("{}: {e}", log_path.display()))?
         .len();
     let program = std::env::current_exe().map_err(|e| format!("cannot find weft itself: {e}"))?;
-    let args: Vec<OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--detach")
-        .collect();
     let err = log
         .try_clone()
         .map_err(|e| format!("{}: {e}", log_path.display()))?;

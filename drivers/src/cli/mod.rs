@@ -10,6 +10,7 @@ mod chord;
 mod completions;
 pub mod config;
 mod detach;
+mod folders;
 mod messages;
 mod node;
 mod query;
@@ -27,6 +28,10 @@ pub use admin::{
 };
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use completions::{completions, CompletionsArgs};
+pub use folders::{
+    create, join, leave, resolve, start, status, CreateArgs, JoinArgs, LeaveArgs, ResolveArgs,
+    StartArgs, StatusArgs,
+};
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs, NodeSettings};
 pub use query::{network, stats, NetworkArgs, StatsArgs};

@@ -18,11 +18,13 @@ use super::config::{self, NodeDefaults};
 use super::secret::{self, Secret, SecretSource};
 use super::{announce_addr, fail, init_logging, socket_addr, usage, NetArgs};
 use crate::control::{ControlLimits, ControlServer};
+use crate::folder::run::FolderSpec;
 use crate::host::Exit;
 use crate::report::{links_name, links_text};
 use crate::setup::Setup;
 use crate::state::{self, StateDir};
 use crate::storage::Store;
+use weft_engine::protocol::FolderId;
 
 /// Which driver runs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,9 +134,31 @@ pub struct NodeSettings {
     pub secret: Option<SecretSource>,
     /// The control socket's limits.
     pub limits: ControlLimits,
+    /// The network's shared folder, if it has one (config: folder).
+    pub folder: Option<PathBuf>,
 }
 
 impl NodeArgs {
+    /// The arguments of `weft node --name NET` (every setting from the config file), in
+    /// the background if `detach`.
+    pub(super) fn of(net: NetArgs, detach: bool) -> NodeArgs {
+        NodeArgs {
+            net,
+            listen: None,
+            announce: None,
+            peers: Vec::new(),
+            driver: None,
+            chord: None,
+            control_write_timeout_ms: None,
+            listen_queue_bytes_max: None,
+            unsigned_broadcasts: None,
+            secret: None,
+            secret_file: None,
+            detach,
+            background_child: false,
+        }
+    }
+
     /// The state folder this node uses.
     pub(super) fn state_path(&self) -> Result<PathBuf, String> {
         self.net.state_path()
@@ -175,6 +199,7 @@ impl NodeArgs {
                 .or(defaults.unsigned_broadcasts)
                 .unwrap_or(false),
             secret,
+            folder: defaults.folder,
             limits: ControlLimits {
                 write_timeout: write_timeout_ms
                     .map_or(limits.write_timeout, std::time::Duration::from_millis),
@@ -341,6 +366,12 @@ fn run(
     setup.peers = settings.peers.iter().map(SocketAddr::to_string).collect();
     setup.signals = true;
     setup.store = Some(store);
+    if let Some(root) = &settings.folder {
+        setup.folders.push(FolderSpec {
+            id: FolderId::from_name(network),
+            root: root.clone(),
+        });
+    }
     match settings.driver {
         #[cfg(feature = "mio")]
         Driver::Mio => run_mio(setup, &state, settings.limits),

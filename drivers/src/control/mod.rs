@@ -41,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::handle::Backlog;
-use crate::report::{DeliveryReport, HostReport, IdReport, StatsReport, TableEntryReport};
+use crate::report::{
+    DeliveryReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
+};
 
 pub use client::{listen, request, ControlError, Deliveries};
 pub use server::ControlServer;
@@ -163,6 +165,16 @@ pub enum ControlRequest {
     },
     /// Stop the node: BYE to every peer, flush, exit.
     Shutdown,
+    /// The shared folders and every file's state.
+    Status,
+    /// Keep `keep` (the conflicted path or one of its conflict copies) as `path`'s content
+    /// everywhere and remove the other versions.
+    Resolve {
+        /// The conflicted path.
+        path: String,
+        /// The version to keep.
+        keep: String,
+    },
 }
 
 /// What the node answers.
@@ -211,6 +223,10 @@ pub enum ControlReply {
     Disconnected(String),
     /// The node is stopping; its process id, to wait for.
     Stopping(u32),
+    /// The answer to `status`.
+    Folders(Vec<FolderReport>),
+    /// The resolve was accepted: the other versions are being removed everywhere.
+    Resolved,
     /// The request failed.
     Error(String),
 }

@@ -332,6 +332,13 @@ fn serve_client(
             Ok(()) => ControlReply::Stopping(std::process::id()),
             Err(e) => refused(e),
         },
+        ControlRequest::Status => handle
+            .folder_status()
+            .map_or_else(refused, ControlReply::Folders),
+        ControlRequest::Resolve { path, keep } => match handle.resolve(path, keep) {
+            Ok(()) => ControlReply::Resolved,
+            Err(e) => refused(e),
+        },
     };
     write_reply(&mut stream, &reply)
 }

@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod disk;
+pub mod run;
 pub mod scan;
 
 /// The reserved folder's name (the engine's `RESERVED_DIR`).

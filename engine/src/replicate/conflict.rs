@@ -74,6 +74,23 @@ pub(crate) fn is_conflict_copy_of(path: &str, candidate: &str) -> bool {
         && counter.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The path whose conflict copy `candidate` is (`a/b.conflict-1a2b3c4d-3.txt` → `a/b.txt`),
+/// if its name has the form [`conflict_copy_path`] gives.
+pub fn conflict_origin(candidate: &str) -> Option<String> {
+    let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
+    let name = &candidate[name_start..];
+    let at = name.rfind(".conflict-")?;
+    let rest = &name[at + ".conflict-".len()..];
+    let (hex, after) = rest.split_once('-')?;
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    let ext = &after[digits..];
+    let ok = hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && digits > 0
+        && (ext.is_empty() || ext.starts_with('.'));
+    ok.then(|| format!("{}{}{ext}", &candidate[..name_start], &name[..at]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +145,29 @@ mod tests {
             order(&rec("p", 1, 5, false), &rec("p", 2, 5, false)),
             Ordering::Less
         );
+    }
+
+    #[test]
+    fn conflict_origin_undoes_conflict_copy_path() {
+        for path in [
+            "a/b.txt",
+            "archive.tar.gz",
+            ".bashrc",
+            "Makefile",
+            "d.x/file",
+            "x",
+        ] {
+            let copy = conflict_copy_path(path, &rec(path, 0x1a2b_3c4d_5e6f_7081, 1, false));
+            assert_eq!(conflict_origin(&copy).as_deref(), Some(path), "{copy}");
+            assert!(is_conflict_copy_of(path, &copy));
+        }
+        for plain in [
+            "a/b.txt",
+            "x.conflict-zz-1",
+            "x.conflict-1a2b3c4d-",
+            "x.conflict-1a2b3c4d-3x",
+        ] {
+            assert_eq!(conflict_origin(plain), None, "{plain}");
+        }
     }
 }

@@ -20,6 +20,7 @@ mod state;
 mod tests;
 mod types;
 
+pub use conflict::conflict_origin;
 pub(crate) use protocol::ReplicateProtocol;
 pub use protocol::{
     ReplicateCommand, ReplicateEvent, ReplicateRefusal, BULK_QUEUE_BYTES_MAX, FOLDERS_MAX,
@@ -28,5 +29,5 @@ pub use replica::Replica;
 pub use types::{
     short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
     ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError, StorageRequest,
-    StorageResult, TempId,
+    StorageResult, TempId, Transfer,
 };

@@ -188,17 +188,25 @@ impl ReplicateProtocol {
         let Some((queue, bytes)) = self.bulk.get_mut(&node) else {
             return true;
         };
-        while cx.has_room(&node, Family::Replication) {
-            let Some(message) = queue.pop_front() else {
-                break;
-            };
-            *bytes -= HEADER_BYTES + message.payload.len();
-            self.outputs.push_back(ProtocolOutput::Send {
-                to: Recipients::Peer(node),
-                message,
+        // The session takes one bulk frame at a time, and `has_room` cannot see a frame
+        // still in this protocol's outputs (not yet handed to the session): one at a time,
+        // the next on `Room`. More would be refused by the session and lost.
+        let handed = self.outputs.iter().any(|o| {
+            matches!(o, ProtocolOutput::Send {
+                to: Recipients::Peer(n),
                 class: Class::Bulk,
-            });
-            // The session takes one bulk frame at a time: the next goes on `Room`.
+                ..
+            } if *n == node)
+        });
+        if !handed && cx.has_room(&node, Family::Replication) {
+            if let Some(message) = queue.pop_front() {
+                *bytes -= HEADER_BYTES + message.payload.len();
+                self.outputs.push_back(ProtocolOutput::Send {
+                    to: Recipients::Peer(node),
+                    message,
+                    class: Class::Bulk,
+                });
+            }
         }
         if queue.is_empty() {
             self.bulk.remove(&node);

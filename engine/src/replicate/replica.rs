@@ -25,7 +25,7 @@ use super::state::{PersistedState, STATE_FORMAT};
 use super::types::{
     Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
     ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageRequest, StorageResult,
-    TempId,
+    TempId, Transfer,
 };
 use crate::hasher::FixedMap;
 use crate::time::{Duration, Instant};
@@ -1816,6 +1816,29 @@ impl Replica {
         let mut all: Vec<&Record> = self.index.iter().collect();
         all.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
         all.into_iter()
+    }
+
+    /// The files being fetched, by path: bytes written so far of each one's size.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.applies
+            .iter()
+            .filter_map(|(path, a)| {
+                let f = a.fetch.as_ref()?;
+                let done = f
+                    .entry
+                    .blocks
+                    .iter()
+                    .zip(&f.blocks)
+                    .filter(|(_, slot)| slot.is_written())
+                    .map(|(b, _)| u64::from(b.len))
+                    .sum();
+                Some(Transfer {
+                    path: path.clone(),
+                    bytes_done: done,
+                    bytes_total: f.entry.size,
+                })
+            })
+            .collect()
     }
 
     /// The record at `path`, if any.

@@ -394,3 +394,14 @@ pub struct Record {
     /// Whether this is a deletion record.
     pub deleted: bool,
 }
+
+/// A file being fetched ([`crate::replicate::Replica::transfers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// Its path.
+    pub path: String,
+    /// Bytes of its blocks written to its temporary file so far.
+    pub bytes_done: u64,
+    /// Its size.
+    pub bytes_total: u64,
+}

@@ -1,0 +1,490 @@
+//! ploppy's command set: `weft create` starts a network sharing a folder, `weft join` joins
+//! one through a peer, `weft start` runs again a network this machine belongs to. Each sets
+//! the node up (its config file names the shared folder) and then runs it as `weft node`
+//! does: in the foreground until SIGINT/SIGTERM, or in the background with `--detach`.
+//!
+//! The folder's id is derived from the network's name (`FolderId::from_name`), so every
+//! node of a network shares the same one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use weft_engine::protocol::FolderId;
+
+use super::config::{self, CONFIG_FILE};
+use super::node::{node, NodeArgs};
+use super::{fail, socket_addr, usage, Driver, NetArgs};
+use crate::control::{self, ControlReply, ControlRequest};
+use crate::folder::disk::Disk;
+use crate::report::FolderReport;
+use crate::state::StateDir;
+
+/// Arguments of `weft create`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// The driver, saved for `weft start` [default: mio].
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+    /// The folder to share: everything in it if it exists, a new empty one if not.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to accept connections (`IP:PORT`) [default: 0.0.0.0 on a free port, which is
+    /// saved for `weft start`].
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    listen: Option<SocketAddr>,
+    /// Run in the background (see `weft node --detach`).
+    #[arg(long)]
+    detach: bool,
+}
+
+/// Arguments of `weft join`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// The driver, saved for `weft start` [default: mio].
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+    /// A node of the network to join through.
+    #[arg(long, value_name = "HOST:PORT", value_parser = socket_addr)]
+    peer: SocketAddr,
+    /// Where the shared folder goes: it must be empty or absent.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to accept connections (`IP:PORT`) [default: a free port on the interface that
+    /// reaches the peer, saved for `weft start`].
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    listen: Option<SocketAddr>,
+    /// Run in the background (see `weft node --detach`).
+    #[arg(long)]
+    detach: bool,
+}
+
+/// Arguments of `weft start`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Run in the background (see `weft node --detach`).
+    #[arg(long)]
+    detach: bool,
+}
+
+/// Runs `weft create`.
+pub fn create(args: CreateArgs) -> ExitCode {
+    let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let set_up = || -> Result<(PathBuf, PathBuf), (bool, String)> {
+        let state = args.net.state_path().map_err(|e| (false, e))?;
+        refuse_member(&state).map_err(|e| (false, e))?;
+        let dir = absolute(&args.dir).map_err(|e| (false, e))?;
+        if dir.exists() && !dir.is_dir() {
+            return Err((true, format!("{}: not a directory", dir.display())));
+        }
+        let listen = fix_port(listen).map_err(|e| (false, e))?;
+        init_folder(&dir, &args.net.name).map_err(|e| (false, e))?;
+        write_config(&state, listen, None, &dir, args.driver).map_err(|e| (false, e))?;
+        Ok((state, dir))
+    };
+    match set_up() {
+        Ok((state, _)) => run(args.net, &state, args.detach),
+        Err((true, e)) => usage(e),
+        Err((false, e)) => fail(e),
+    }
+}
+
+/// Runs `weft join`.
+pub fn join(args: JoinArgs) -> ExitCode {
+    let set_up = || -> Result<PathBuf, String> {
+        let state = args.net.state_path()?;
+        refuse_member(&state)?;
+        let dir = absolute(&args.dir)?;
+        check_empty(&dir)?;
+        let listen = match args.listen {
+            Some(addr) => addr,
+            None => SocketAddr::new(interface_towards(args.peer)?, 0),
+        };
+        let listen = fix_port(listen)?;
+        init_folder(&dir, &args.net.name)?;
+        write_config(&state, listen, Some(args.peer), &dir, args.driver)?;
+        Ok(state)
+    };
+    match set_up() {
+        Ok(state) => run(args.net, &state, args.detach),
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs `weft start`.
+pub fn start(args: StartArgs) -> ExitCode {
+    let state = match args.net.state_path() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match config::load(&state) {
+        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach),
+        Ok(_) => fail(format!(
+            "this machine does not belong to network {} (no shared folder in {}): use weft create or weft join",
+            args.net.name,
+            config::config_path(&state).display()
+        )),
+        Err(e) => usage(e),
+    }
+}
+
+/// Runs the node of `net` as `weft node` would.
+fn run(net: NetArgs, state: &Path, detach: bool) -> ExitCode {
+    let name = net.name.clone();
+    let mut net = net;
+    net.state = Some(state.to_owned());
+    let args = NodeArgs::of(net, detach);
+    if detach {
+        return super::detach::detach_node(&args, &name, state);
+    }
+    node(args)
+}
+
+/// Refuses a state folder that already belongs to a network with a shared folder.
+fn refuse_member(state: &Path) -> Result<(), String> {
+    match config::load(state) {
+        Ok(d) if d.folder.is_some() => Err(format!(
+            "this machine already belongs to this network (state {}): use weft start",
+            state.display()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `dir` made absolute against the working directory.
+fn absolute(dir: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// A folder to join into must be empty or absent.
+fn check_empty(dir: &Path) -> Result<(), String> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(format!(
+                "{}: not empty; weft join needs an empty or absent folder (weft create shares one that has files)",
+                dir.display()
+            )),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(format!("{}: not a directory", dir.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// Creates the folder (if absent), its reserved folder and its marker.
+fn init_folder(dir: &Path, network: &str) -> Result<(), String> {
+    let id = FolderId::from_name(network).to_string();
+    Disk::init(dir, &id).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The local address of the interface that routes to `peer` (no packet is sent).
+fn interface_towards(peer: SocketAddr) -> Result<std::net::IpAddr, String> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let probe = UdpSocket::bind(any).map_err(|e| format!("cannot probe the route: {e}"))?;
+    probe
+        .connect(peer)
+        .map_err(|e| format!("no route to {peer}: {e}"))?;
+    probe
+        .local_addr()
+        .map(|a| a.ip())
+        .map_err(|e| format!("no route to {peer}: {e}"))
+}
+
+/// Port 0 replaced by a free port (so the one saved for `weft start` is the one used).
+fn fix_port(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    probe
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Writes the node's config file: where it listens, whom it dials, its shared folder.
+fn write_config(
+    state: &Path,
+    listen: SocketAddr,
+    peer: Option<SocketAddr>,
+    dir: &Path,
+    driver: Option<Driver>,
+) -> Result<(), String> {
+    let path = state.join(CONFIG_FILE);
+    let existing = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut table: toml::Table = existing
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    table.insert("listen".into(), listen.to_string().into());
+    if let Some(peer) = peer {
+        table.insert(
+            "peers".into(),
+            vec![toml::Value::from(peer.to_string())].into(),
+        );
+    }
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| format!("{}: the path is not UTF-8", dir.display()))?;
+    table.insert("folder".into(), dir.into());
+    if let Some(driver) = driver.and_then(|d| clap::ValueEnum::to_possible_value(&d)) {
+        table.insert("driver".into(), driver.get_name().into());
+    }
+    StateDir::open(state).map_err(|e| e.to_string())?;
+    let mut file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(table.to_string().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Arguments of `weft status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Print the folders as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `weft resolve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// The conflicted path, relative to the shared folder.
+    path: String,
+    /// The version to keep: the path itself or one of its conflict copies
+    /// (`NAME.conflict-<id>-<n>`), as `weft status` lists them.
+    #[arg(long, value_name = "VERSION")]
+    keep: String,
+}
+
+fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> {
+    let path = net.socket_path()?;
+    control::request(&path, request).map_err(|e| e.to_string())
+}
+
+fn folders(net: &NetArgs) -> Result<Vec<FolderReport>, String> {
+    match ask(net, &ControlRequest::Status)? {
+        ControlReply::Folders(f) => Ok(f),
+        ControlReply::Error(e) => Err(e),
+        other => Err(format!("unexpected answer from the node: {other:?}")),
+    }
+}
+
+/// How long `weft status` watches transfers in flight to tell their rate.
+const RATE_SAMPLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs `weft status`: every file and its state; transfers in flight as progress bars
+/// with their rate and time left.
+pub fn status(args: StatusArgs) -> ExitCode {
+    super::init_logging("warn");
+    let first = match folders(&args.net) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        let line = serde_json::to_string(&first).unwrap_or_default();
+        return print(&(line + "\n"));
+    }
+    let fetching = |f: &[FolderReport]| -> BTreeMap<String, u64> {
+        f.iter()
+            .flat_map(|f| f.files.iter())
+            .filter(|x| x.state == "fetching")
+            .map(|x| (x.path.clone(), x.bytes_done))
+            .collect()
+    };
+    let before = fetching(&first);
+    let (now, rates) = if before.is_empty() {
+        (first, BTreeMap::new())
+    } else {
+        std::thread::sleep(RATE_SAMPLE);
+        let now = folders(&args.net).unwrap_or(first);
+        let after = fetching(&now);
+        let secs = RATE_SAMPLE.as_secs_f64();
+        let rates: BTreeMap<String, f64> = after
+            .iter()
+            .map(|(p, done)| {
+                let was = before.get(p).copied().unwrap_or(*done);
+                (p.clone(), done.saturating_sub(was) as f64 / secs)
+            })
+            .collect();
+        (now, rates)
+    };
+    print(&status_text(&now, &rates))
+}
+
+/// `weft status`'s text: a line per folder, then one per path (state, size, path); a
+/// path being fetched gets a progress bar with its rate and time left.
+fn status_text(folders: &[FolderReport], rates: &BTreeMap<String, f64>) -> String {
+    use indicatif::{HumanBytes, HumanDuration};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for f in folders {
+        let state = match (&f.stopped, f.ready) {
+            (Some(why), _) => format!("stopped: {why}"),
+            (None, false) => "loading".into(),
+            (None, true) => "running".into(),
+        };
+        let _ = writeln!(out, "folder {} at {} ({state})", f.folder, f.root);
+        for x in &f.files {
+            let size = HumanBytes(x.size).to_string();
+            match x.state.as_str() {
+                "fetching" => {
+                    let width = 20usize;
+                    let filled = if x.size == 0 {
+                        width
+                    } else {
+                        (x.bytes_done.min(x.size) as u128 * width as u128 / x.size as u128) as usize
+                    };
+                    let rate = rates.get(&x.path).copied().unwrap_or(0.0);
+                    let left = if rate > 0.0 {
+                        let secs = x.size.saturating_sub(x.bytes_done) as f64 / rate;
+                        format!(
+                            "{} left",
+                            HumanDuration(std::time::Duration::from_secs_f64(secs))
+                        )
+                    } else {
+                        "waiting".into()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  fetching  [{}{}] {}/{} {}/s {left}  {}",
+                        "#".repeat(filled),
+                        "-".repeat(width - filled),
+                        HumanBytes(x.bytes_done),
+                        size,
+                        HumanBytes(rate as u64),
+                        x.path
+                    );
+                }
+                "error" => {
+                    let why = x.error.as_deref().unwrap_or("failed");
+                    let _ = writeln!(out, "  error     {size:>10}  {}: {why}", x.path);
+                }
+                state => {
+                    let _ = writeln!(out, "  {state:<9} {size:>10}  {}", x.path);
+                }
+            }
+        }
+    }
+    if folders.is_empty() {
+        out.push_str("no shared folder on this node\n");
+    }
+    out
+}
+
+/// Runs `weft resolve`.
+pub fn resolve(args: ResolveArgs) -> ExitCode {
+    super::init_logging("warn");
+    let request = ControlRequest::Resolve {
+        path: args.path.clone(),
+        keep: args.keep.clone(),
+    };
+    match ask(&args.net, &request) {
+        Ok(ControlReply::Resolved) => print(&format!(
+            "{}: keeping {}; the other versions are being removed everywhere\n",
+            args.path, args.keep
+        )),
+        Ok(ControlReply::Error(e)) => fail(e),
+        Ok(other) => fail(format!("unexpected answer from the node: {other:?}")),
+        Err(e) => fail(e),
+    }
+}
+
+fn print(text: &str) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Arguments of `weft leave`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Also delete the shared folder and everything in it (without it, the files stay and
+    /// only weft's own `.weft` folder inside it goes).
+    #[arg(long)]
+    delete: bool,
+}
+
+/// How long `weft leave` waits for a running node to stop.
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `weft leave`: stops the node if it runs, then forgets the network (its state
+/// folder) and the shared folder's `.weft` (or, with `--delete`, the whole folder).
+pub fn leave(args: LeaveArgs) -> ExitCode {
+    super::init_logging("warn");
+    let state = match args.net.state_path() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let folder = match config::load(&state) {
+        Ok(d) => match d.folder {
+            Some(f) => f,
+            None => {
+                return fail(format!(
+                    "this machine does not belong to network {} (no shared folder in {})",
+                    args.net.name,
+                    config::config_path(&state).display()
+                ))
+            }
+        },
+        Err(e) => return usage(e),
+    };
+    let socket = crate::state::socket_path(&state);
+    if let Ok(ControlReply::Stopping(_)) = control::request(&socket, &ControlRequest::Shutdown) {
+        let deadline = std::time::Instant::now() + LEAVE_WAIT;
+        while std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            if std::time::Instant::now() > deadline {
+                return fail(format!(
+                    "the node did not stop within {} s",
+                    LEAVE_WAIT.as_secs()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let removed = if args.delete {
+        fs::remove_dir_all(&folder)
+    } else {
+        fs::remove_dir_all(folder.join(crate::folder::RESERVED_DIR))
+    };
+    match removed {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return fail(format!("{}: {e}", folder.display())),
+    }
+    if let Err(e) = fs::remove_dir_all(&state) {
+        return fail(format!("{}: {e}", state.display()));
+    }
+    let kept = if args.delete { "deleted" } else { "kept" };
+    print(&format!(
+        "left {}; the shared folder {} is {kept}\n",
+        args.net.name,
+        folder.display()
+    ))
+}

@@ -1,0 +1,408 @@
+//! A node's shared folders while it runs: a small pool of worker threads carries out the
+//! engine's storage steps off the event loop, and one scanner thread per folder finds local
+//! changes (woken by the `notify` watcher, with a full rescan every [`RESCAN_PERIOD`] as a
+//! fallback). Both talk to the loop through the node's [`Handle`], so neither ever blocks it.
+//!
+//! A folder whose root or marker goes missing is stopped with an error: its steps are
+//! refused, and the scanner reports nothing (never "everything was deleted").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weft_engine::protocol::FolderId;
+use weft_engine::replicate::{LocalChange, StorageError, StorageRequest, StorageResult};
+use weft_engine::{HostResult, RequestId};
+
+use super::cache::{Cache, SharedCache};
+use super::disk::Disk;
+use super::scan::{Scanner, STABLE_MS};
+use crate::clock;
+use crate::handle::Handle;
+
+/// Worker threads carrying out storage steps, for all of a node's folders.
+pub const WORKERS: usize = 4;
+
+/// A full rescan runs at least this often, whatever the watcher says.
+pub const RESCAN_PERIOD: Duration = Duration::from_secs(60);
+
+/// How long the scanner waits after a watcher event for more before it scans (a burst of
+/// writes is scanned once).
+pub const SETTLE_WAIT: Duration = Duration::from_millis(50);
+
+/// A folder a node shares: its id and its root on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderSpec {
+    /// The folder's id, the same on every node sharing it.
+    pub id: FolderId,
+    /// Its root directory.
+    pub root: PathBuf,
+}
+
+/// The name of a folder's scan cache blob in the node's store.
+pub fn cache_blob_name(id: &FolderId) -> String {
+    format!("scan-{id}")
+}
+
+/// One storage step for a worker.
+struct Job {
+    id: RequestId,
+    disk: Arc<Disk>,
+    request: StorageRequest,
+}
+
+/// One running folder, as the loop sees it.
+struct Running {
+    root: PathBuf,
+    disk: Arc<Disk>,
+    /// Local changes found before the engine loaded the folder's state, fed once it has.
+    early: Vec<LocalChange>,
+    ready: bool,
+    /// Why the folder stopped, if it did.
+    stopped: Option<String>,
+    scanner: Option<ScannerThread>,
+}
+
+/// The loop's side of a node's folders.
+#[derive(Default)]
+pub(crate) struct Folders {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    running: BTreeMap<FolderId, Running>,
+}
+
+impl Folders {
+    /// Starts `specs`: the worker pool (if there is a folder) and a scanner per folder,
+    /// each with the scan cache `caches` holds for it (else an empty one: every file is
+    /// hashed once).
+    pub(crate) fn start(
+        specs: Vec<FolderSpec>,
+        mut caches: impl FnMut(&FolderId) -> Option<Cache>,
+        handle: &Handle,
+    ) -> Folders {
+        let mut folders = Folders::default();
+        if specs.is_empty() {
+            return folders;
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..WORKERS {
+            let queue = Arc::clone(&queue);
+            let handle = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("weft-disk-{n}"))
+                .spawn(move || work(&queue, &handle));
+            match spawned {
+                Ok(t) => folders.workers.push(t),
+                Err(e) => tracing::warn!("cannot start a storage worker: {e}"),
+            }
+        }
+        folders.jobs = Some(jobs);
+        for spec in specs {
+            let cache = SharedCache::new(caches(&spec.id).unwrap_or_default());
+            let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
+            let scanner = ScannerThread::spawn(&spec, cache, handle.clone());
+            folders.running.insert(
+                spec.id,
+                Running {
+                    root: spec.root.clone(),
+                    disk,
+                    early: Vec::new(),
+                    ready: false,
+                    stopped: None,
+                    scanner,
+                },
+            );
+        }
+        folders
+    }
+
+    /// The folders' ids.
+    pub(crate) fn ids(&self) -> Vec<FolderId> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Hands a storage step to the workers; `Err` with the answer if it cannot be.
+    pub(crate) fn submit(
+        &mut self,
+        id: RequestId,
+        folder: FolderId,
+        request: StorageRequest,
+    ) -> Result<(), HostResult> {
+        let refuse = |why: &str| {
+            Err(HostResult::Storage(StorageResult::Failed(
+                StorageError::Io(why.to_string()),
+            )))
+        };
+        let Some(running) = self.running.get(&folder) else {
+            return refuse("no such folder on this node");
+        };
+        if let Some(why) = &running.stopped {
+            return refuse(why);
+        }
+        let Some(jobs) = &self.jobs else {
+            return refuse("no storage workers");
+        };
+        let job = Job {
+            id,
+            disk: Arc::clone(&running.disk),
+            request,
+        };
+        jobs.send(job)
+            .or_else(|_| refuse("the storage workers stopped"))
+    }
+
+    /// The engine loaded `folder`'s state: the changes found before are due.
+    pub(crate) fn on_ready(&mut self, folder: &FolderId) -> Vec<LocalChange> {
+        match self.running.get_mut(folder) {
+            Some(r) => {
+                r.ready = true;
+                std::mem::take(&mut r.early)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Local changes the scanner found: those due now (the rest wait for the folder's state).
+    pub(crate) fn on_changes(
+        &mut self,
+        folder: &FolderId,
+        changes: Vec<LocalChange>,
+    ) -> Vec<LocalChange> {
+        match self.running.get_mut(folder) {
+            Some(r) if r.stopped.is_some() => Vec::new(),
+            Some(r) if r.ready => changes,
+            Some(r) => {
+                r.early.extend(changes);
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The folder's root or marker went missing: it stops (until the node is started again).
+    pub(crate) fn stop(&mut self, folder: &FolderId, why: String) {
+        if let Some(r) = self.running.get_mut(folder) {
+            if r.stopped.is_none() {
+                tracing::error!("folder {folder} stopped: {why}");
+                r.stopped = Some(why);
+                r.early.clear();
+            }
+        }
+    }
+
+    /// Each folder: its id, its root, why it stopped (if it did), whether it is ready.
+    pub(crate) fn list(&self) -> Vec<(FolderId, &Path, Option<&str>, bool)> {
+        self.running
+            .iter()
+            .map(|(id, r)| (*id, r.root.as_path(), r.stopped.as_deref(), r.ready))
+            .collect()
+    }
+
+    /// Ends the scanners and the workers (steps in progress finish first).
+    pub(crate) fn shut_down(&mut self) {
+        for r in self.running.values_mut() {
+            if let Some(s) = r.scanner.take() {
+                s.stop();
+            }
+        }
+        self.jobs = None;
+        for t in self.workers.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Folders {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// A storage worker: takes steps until the queue closes.
+fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle) {
+    loop {
+        // The lock is only held to take one job; a panic elsewhere cannot leave the
+        // receiver inconsistent.
+        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let result = job.disk.carry_out(&job.request, now_ms);
+        tracing::trace!(
+            "storage {} → {}",
+            step_name(&job.request),
+            result_name(&result)
+        );
+        if handle
+            .storage_done(job.id, HostResult::Storage(result))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A folder's scanner thread and its watcher.
+struct ScannerThread {
+    stop: Arc<AtomicBool>,
+    wake: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+    /// Kept alive for as long as the scanner runs.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl ScannerThread {
+    fn spawn(spec: &FolderSpec, cache: SharedCache, handle: Handle) -> Option<ScannerThread> {
+        let (wake, woken) = mpsc::channel::<()>();
+        let watcher = watch(spec, wake.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let scanner = Scanner::new(spec.root.clone(), cache.clone());
+        let folder = spec.id;
+        let stopping = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name(format!("weft-scan-{folder}"))
+            .spawn(move || scan_loop(folder, &scanner, &cache, &handle, &woken, &stopping));
+        match spawned {
+            Ok(thread) => Some(ScannerThread {
+                stop,
+                wake,
+                thread: Some(thread),
+                _watcher: watcher,
+            }),
+            Err(e) => {
+                tracing::warn!("folder {folder}: cannot start its scanner: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Watches the folder recursively; every event wakes the scanner. `None` (logged) if the
+/// watcher cannot start: the periodic rescan still finds every change.
+fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let mut watcher = match notify::recommended_watcher(move |_event| {
+        let _ = wake.send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(
+                "folder {}: no watcher ({e}); rescanning every {RESCAN_PERIOD:?}",
+                spec.id
+            );
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&spec.root, notify::RecursiveMode::Recursive) {
+        tracing::warn!(
+            "folder {}: cannot watch {} ({e}); rescanning every {RESCAN_PERIOD:?}",
+            spec.id,
+            spec.root.display()
+        );
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Scans at once, then whenever the watcher wakes it (after [`SETTLE_WAIT`]), when a file
+/// that was still being written may have settled, and every [`RESCAN_PERIOD`].
+fn scan_loop(
+    folder: FolderId,
+    scanner: &Scanner,
+    cache: &SharedCache,
+    handle: &Handle,
+    woken: &Receiver<()>,
+    stop: &AtomicBool,
+) {
+    let mut wait = Duration::ZERO;
+    loop {
+        match woken.recv_timeout(wait) {
+            Ok(()) => {
+                // Let a burst of events settle, then take them all.
+                std::thread::sleep(SETTLE_WAIT);
+                while woken.try_recv().is_ok() {}
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        match scanner.scan(now_ms) {
+            Ok(outcome) => {
+                for (path, why) in &outcome.skipped {
+                    tracing::debug!("folder {folder}: skipped {path}: {why:?}");
+                }
+                let changed = outcome.changes.len() > 1;
+                if changed {
+                    let blob = cache.lock().encode();
+                    if handle
+                        .folder_changes(folder, outcome.changes, blob)
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if handle
+                    .folder_changes(folder, outcome.changes, Vec::new())
+                    .is_err()
+                {
+                    return;
+                }
+                wait = if outcome.unstable > 0 {
+                    // Files still being written: look again once they may have settled.
+                    Duration::from_millis(u64::try_from(STABLE_MS).unwrap_or(1_000))
+                } else {
+                    RESCAN_PERIOD
+                };
+            }
+            Err(e) => {
+                let _ = handle.folder_stopped(folder, e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// A step's name and path, for the log.
+fn step_name(request: &StorageRequest) -> String {
+    use StorageRequest as R;
+    match request {
+        R::LoadState => "LoadState".into(),
+        R::PersistState { .. } => "PersistState".into(),
+        R::ReadBlock { path, offset, len } => format!("ReadBlock {path} @{offset}+{len}"),
+        R::WriteTemp { temp, offset, data } => {
+            format!("WriteTemp {temp:?} @{offset}+{}", data.len())
+        }
+        R::Commit { path, .. } => format!("Commit {path}"),
+        R::DiscardTemp { temp } => format!("DiscardTemp {temp:?}"),
+        R::Remove { path, .. } => format!("Remove {path}"),
+        R::Rename { from, to, .. } => format!("Rename {from} -> {to}"),
+        R::MakeDir { path, .. } => format!("MakeDir {path}"),
+        R::MakeSymlink { path, .. } => format!("MakeSymlink {path}"),
+        R::SetMode { path, .. } => format!("SetMode {path}"),
+    }
+}
+
+/// An answer's name, for the log.
+fn result_name(result: &StorageResult) -> String {
+    match result {
+        StorageResult::Block(b) => format!("Block ({} bytes)", b.len()),
+        StorageResult::Loaded(b) => format!("Loaded ({:?} bytes)", b.as_ref().map(|b| b.len())),
+        other => format!("{other:?}"),
+    }
+}

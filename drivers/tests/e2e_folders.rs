@@ -1,0 +1,229 @@
+//! Shared folders end to end: `weft create`, `weft join` and `weft start` as real processes on
+//! 127.0.0.1, replicating real folders (SPEC.md §22), bounded in time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{fails_with, run, scratch, NodeProc};
+
+/// How long a folder may take to converge.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Deterministic bytes that do not repeat (so no block is shared by accident).
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 32);
+    let mut counter = 0u64;
+    while out.len() < n {
+        let mut h = blake3::Hasher::new();
+        h.update(&seed.to_le_bytes());
+        h.update(&counter.to_le_bytes());
+        out.extend_from_slice(h.finalize().as_bytes());
+        counter += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// Every file, directory and symlink under `root` but the reserved `.weft`: path → what it
+/// holds (a file's blake3 and mode, `dir`, or a link's target).
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if rel == ".weft" {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            use std::os::unix::fs::PermissionsExt;
+            let mode = (meta.permissions().mode() >> 6) & 7;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).unwrap_or_default();
+                out.insert(rel, format!("-> {}", target.display()));
+            } else if meta.is_dir() {
+                out.insert(rel, format!("dir {mode}"));
+                walk(root, &path, out);
+            } else {
+                let data = fs::read(&path).unwrap_or_default();
+                out.insert(rel, format!("{} {mode}", blake3::hash(&data).to_hex()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Waits until every folder in `dirs` holds what `dirs[0]` holds, and that is `expect` (if
+/// given).
+fn converge(dirs: &[&Path], what: &str, nodes: &[&NodeProc]) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let first = tree(dirs[0]);
+        if dirs[1..].iter().all(|d| tree(d) == first) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.log_text()).collect();
+            let trees: Vec<_> = dirs.iter().map(|d| tree(d)).collect();
+            panic!(
+                "{what}: the folders did not converge in {CONVERGE:?}:\n{trees:#?}\nlogs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `weft create|join ...` as a node process (it prints the node's line, like `weft
+/// node`).
+fn folder_node(command: &[&str], net: &str, state: PathBuf, log: PathBuf) -> NodeProc {
+    NodeProc::start_args(net, state, log, command, &[("RUST_LOG", "info")])
+}
+
+fn create(dir: &Path, net: &str, name: &str, shared: &Path, driver: &str) -> NodeProc {
+    let state = dir.join(name);
+    let (s, d) = (state.display().to_string(), shared.display().to_string());
+    let args = [
+        "create",
+        "--name",
+        net,
+        "--state",
+        &s,
+        "--dir",
+        &d,
+        "--listen",
+        "127.0.0.1:0",
+        "--driver",
+        driver,
+    ];
+    folder_node(&args, net, state.clone(), dir.join(format!("{name}.log")))
+}
+
+fn join(dir: &Path, net: &str, name: &str, shared: &Path, peer: &str, driver: &str) -> NodeProc {
+    let state = dir.join(name);
+    let (s, d) = (state.display().to_string(), shared.display().to_string());
+    let args = [
+        "join",
+        "--name",
+        net,
+        "--state",
+        &s,
+        "--dir",
+        &d,
+        "--peer",
+        peer,
+        "--listen",
+        "127.0.0.1:0",
+        "--driver",
+        driver,
+    ];
+    folder_node(&args, net, state.clone(), dir.join(format!("{name}.log")))
+}
+
+/// Puts `data` at `path` with an mtime in the past (so the scanner takes it as settled).
+fn put(path: &Path, data: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("parent");
+    }
+    fs::write(path, data).expect("write");
+}
+
+fn three_nodes_replicate(drivers: [&str; 3], tag: &str) {
+    let (dir, net) = scratch(tag);
+    let dir = dir.path();
+    let (da, db, dc) = (dir.join("A"), dir.join("B"), dir.join("C"));
+    // A shares what it has: a nested tree, a 20 MiB file, a symlink.
+    put(&da.join("readme.txt"), b"hello\n");
+    put(&da.join("src/lib/one.rs"), &bytes(3_000, 1));
+    put(&da.join("src/lib/two.rs"), &bytes(70_000, 2));
+    put(&da.join("big.bin"), &bytes(20 << 20, 3));
+    std::os::unix::fs::symlink("readme.txt", da.join("link")).expect("symlink");
+    let a = create(dir, &net, "a", &da, drivers[0]);
+    let b = join(dir, &net, "b", &db, &a.addr, drivers[1]);
+    let c = join(dir, &net, "c", &dc, &b.addr, drivers[2]);
+    let nodes = [&a, &b, &c];
+    converge(&[&da, &db, &dc], "the first sync", &nodes);
+    assert_eq!(tree(&db).len(), 7, "{:#?}", tree(&db));
+
+    // Changes at B and C: an edit, a new file, a rename, a delete.
+    put(&db.join("readme.txt"), b"hello, edited at B\n");
+    put(&dc.join("src/new.txt"), &bytes(5_000, 4));
+    fs::rename(db.join("src/lib/two.rs"), db.join("src/two-renamed.rs")).expect("rename");
+    fs::remove_file(dc.join("src/lib/one.rs")).expect("remove");
+    converge(&[&da, &db, &dc], "the changes", &nodes);
+    let t = tree(&da);
+    assert!(
+        t.contains_key("src/new.txt") && t.contains_key("src/two-renamed.rs"),
+        "{t:#?}"
+    );
+    assert!(
+        !t.contains_key("src/lib/one.rs") && !t.contains_key("src/lib/two.rs"),
+        "{t:#?}"
+    );
+    assert_eq!(
+        fs::read(da.join("readme.txt")).expect("read"),
+        b"hello, edited at B\n"
+    );
+    // No temporary file is left behind.
+    for d in [&da, &db, &dc] {
+        let temps = fs::read_dir(d.join(".weft/tmp"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert_eq!(temps, 0, "temporary files left in {}", d.display());
+    }
+}
+
+#[test]
+fn three_mio_nodes_replicate_a_folder() {
+    three_nodes_replicate(["mio", "mio", "mio"], "folders-mio");
+}
+
+#[test]
+fn three_tokio_nodes_replicate_a_folder() {
+    three_nodes_replicate(["tokio", "tokio", "tokio"], "folders-tokio");
+}
+
+#[test]
+fn mixed_drivers_replicate_a_folder() {
+    three_nodes_replicate(["mio", "tokio", "mio"], "folders-mixed");
+}
+
+#[test]
+fn join_into_a_folder_with_files_fails_at_once() {
+    let (dir, net) = scratch("folders-join-nonempty");
+    let dir = dir.path();
+    let shared = dir.join("has-files");
+    put(&shared.join("mine.txt"), b"keep me");
+    let state = dir.join("s").display().to_string();
+    let d = shared.display().to_string();
+    let out = run(&[
+        "join",
+        "--name",
+        &net,
+        "--state",
+        &state,
+        "--dir",
+        &d,
+        "--peer",
+        "127.0.0.1:9",
+    ]);
+    fails_with(&out, 1, "not empty");
+    assert_eq!(fs::read(shared.join("mine.txt")).expect("kept"), b"keep me");
+    assert!(
+        !shared.join(".weft").exists(),
+        "nothing written into the folder"
+    );
+}
