@@ -412,7 +412,12 @@ impl Host {
         match event {
             ReplicaEvent::Ready => {
                 tracing::info!("folder {folder}: ready");
-                let due = self.folders.on_ready(&folder);
+                let temps = self
+                    .node
+                    .replica(&folder)
+                    .map(|r| r.temps_in_use())
+                    .unwrap_or_default();
+                let due = self.folders.on_ready(&folder, &temps);
                 self.feed_local(folder, due);
             }
             ReplicaEvent::Updated { path, .. } => {

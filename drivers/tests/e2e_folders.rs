@@ -227,3 +227,70 @@ fn join_into_a_folder_with_files_fails_at_once() {
         "nothing written into the folder"
     );
 }
+
+/// Runs `weft start` for the node whose state is `state`.
+fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
+    let state = dir.join(name);
+    let s = state.display().to_string();
+    let args = ["start", "--name", net, "--state", &s];
+    folder_node(&args, net, state.clone(), dir.join(format!("{name}-again.log")))
+}
+
+/// Bytes in the temporary files of the folder at `root`.
+fn temp_bytes(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(root.join(".weft/tmp"))
+        .map(|r| {
+            r.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_node_killed_mid_transfer_finishes_after_weft_start() {
+    let (dir, net) = scratch("folders-kill");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("huge.bin"), &bytes(96 << 20, 7));
+    put(&da.join("small.txt"), b"small");
+    let a = create(dir, &net, "a", &da, "mio");
+    let mut b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    // Kill B once part of the big file is written, and before it is all there.
+    let deadline = Instant::now() + CONVERGE;
+    while temp_bytes(&db) < (8 << 20) {
+        assert!(Instant::now() < deadline, "B never started fetching: {}", b.log_text());
+        assert!(!db.join("huge.bin").exists(), "the transfer ended before the kill");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    b.kill();
+    assert!(!db.join("huge.bin").exists(), "killed mid-transfer");
+    let b = start(dir, &net, "b");
+    converge(&[&da, &db], "after weft start", &[&a, &b]);
+    assert_eq!(temp_bytes(&db), 0, "no stray temporary file");
+    let left = fs::read_dir(db.join(".weft/tmp")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(left, 0, "no temporary file left");
+}
+
+#[test]
+fn a_peer_sending_garbage_is_dropped_and_the_folder_carries_on() {
+    use std::io::{Read, Write};
+    let (dir, net) = scratch("folders-garbage");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("before.txt"), b"before");
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "mio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    let mut stream = std::net::TcpStream::connect(&a.addr).expect("connect");
+    stream.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    stream.write_all(&[0xff; 300]).expect("garbage");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the node closes without answering");
+    put(&da.join("after.txt"), b"after");
+    converge(&[&da, &db], "after the garbage", &[&a, &b]);
+    assert_eq!(fs::read(db.join("after.txt")).expect("arrived"), b"after");
+}

@@ -179,6 +179,28 @@ pub fn temp_file_name(temp: TempId) -> String {
     format!("{}.part", temp.0)
 }
 
+impl Disk {
+    /// Removes the temporary files whose ids are not in `keep` (left over from before a
+    /// crash: the engine's state no longer names them); returns how many went.
+    pub fn remove_stray_temps(&self, keep: &[TempId]) -> io::Result<usize> {
+        let dir = self.root().join(RESERVED_DIR).join(TEMP_DIR);
+        let keep: Vec<String> = keep.iter().map(|t| temp_file_name(*t)).collect();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if keep.iter().any(|k| name.as_os_str() == k.as_str()) {
+                continue;
+            }
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 /// The permission bits a file or directory gets for the engine's owner `mode` (bits 0–7).
 pub fn mode_bits(mode: u8) -> u32 {
     u32::from(mode & 7) << 6

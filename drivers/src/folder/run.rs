@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_engine::protocol::FolderId;
-use weft_engine::replicate::{LocalChange, StorageError, StorageRequest, StorageResult};
+use weft_engine::replicate::{
+    LocalChange, StorageError, StorageRequest, StorageResult, TempId,
+};
 use weft_engine::{HostResult, RequestId};
 
 use super::cache::{Cache, SharedCache};
@@ -156,11 +158,18 @@ impl Folders {
             .or_else(|_| refuse("the storage workers stopped"))
     }
 
-    /// The engine loaded `folder`'s state: the changes found before are due.
-    pub(crate) fn on_ready(&mut self, folder: &FolderId) -> Vec<LocalChange> {
+    /// The engine loaded `folder`'s state, whose applies use the temporary files `temps`:
+    /// any other temporary file is left over from before a crash and goes; the changes
+    /// found before are due.
+    pub(crate) fn on_ready(&mut self, folder: &FolderId, temps: &[TempId]) -> Vec<LocalChange> {
         match self.running.get_mut(folder) {
             Some(r) => {
                 r.ready = true;
+                match r.disk.remove_stray_temps(temps) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("folder {folder}: removed {n} stray temporary files"),
+                    Err(e) => tracing::warn!("folder {folder}: stray temporary files: {e}"),
+                }
                 std::mem::take(&mut r.early)
             }
             None => Vec::new(),

@@ -1818,6 +1818,12 @@ impl Replica {
         all.into_iter()
     }
 
+    /// The temporary files the folder's applies use (any other in the host's temporary
+    /// folder is left over from before a crash, and may go).
+    pub fn temps_in_use(&self) -> Vec<TempId> {
+        self.temps.keys().copied().collect()
+    }
+
     /// The files being fetched, by path: bytes written so far of each one's size.
     pub fn transfers(&self) -> Vec<Transfer> {
         self.applies
