@@ -294,3 +294,28 @@ fn a_peer_sending_garbage_is_dropped_and_the_folder_carries_on() {
     converge(&[&da, &db], "after the garbage", &[&a, &b]);
     assert_eq!(fs::read(db.join("after.txt")).expect("arrived"), b"after");
 }
+
+#[test]
+fn a_vanished_folder_stops_with_an_error_and_deletes_nothing_elsewhere() {
+    let (dir, net) = scratch("folders-vanish");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("keep/one.txt"), b"one");
+    put(&da.join("two.txt"), b"two");
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    let before = tree(&da);
+    // B's folder goes away whole (an unmounted disk looks like this).
+    fs::remove_dir_all(&db).expect("remove B's folder");
+    common::wait_until("B reports its folder stopped", || {
+        let out = b.command("status", &["--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("\"stopped\":\"")
+    });
+    // Give a wrongly sent delete time to arrive: none may.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tree(&da), before, "A lost files");
+    let out = b.command("status", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stopped: "), "{text}");
+}

@@ -34,7 +34,7 @@
 //! - **Errors.** `ENOSPC` and `EDQUOT` are `Failed(DiskFull)`; any other failure is
 //!   `Failed(Io(one line naming the step and the path))`. No input panics.
 //!
-//! Temporary files are `.weft/tmp/<temp id in decimal>.part` ([`temp_file_name`]).
+//! Temporary files are `.weft/tmp/<16 hex digits of the temp id>` ([`temp_file_name`], SPEC.md §22.8).
 //!
 //! A [`Disk`] is `Send + Sync`: several worker threads may carry out steps at once (the engine
 //! never has two steps outstanding on one path).
@@ -176,7 +176,7 @@ fn ioerr_fail(step: &str, path: &str, e: &io::Error) -> StorageResult {
 
 /// The name of temporary file `temp` inside `.weft/tmp`.
 pub fn temp_file_name(temp: TempId) -> String {
-    format!("{}.part", temp.0)
+    format!("{:016x}", temp.0)
 }
 
 impl Disk {

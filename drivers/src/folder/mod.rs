@@ -7,7 +7,7 @@
 //! DIR/.weft/folder          the marker: the folder id in hex, one line. A folder whose root
 //!                           or marker is missing is stopped with an error, never taken as
 //!                           "everything was deleted"
-//! DIR/.weft/tmp/            temporary files being fetched (`<temp id>.part`)
+//! DIR/.weft/tmp/            temporary files being fetched (`<16 hex digits of the temp id>`)
 //! DIR/.weft/trash/          what a remote change replaced or deleted, kept for a while
 //! ```
 //!
