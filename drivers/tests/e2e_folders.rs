@@ -233,7 +233,12 @@ fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     let state = dir.join(name);
     let s = state.display().to_string();
     let args = ["start", "--name", net, "--state", &s];
-    folder_node(&args, net, state.clone(), dir.join(format!("{name}-again.log")))
+    folder_node(
+        &args,
+        net,
+        state.clone(),
+        dir.join(format!("{name}-again.log")),
+    )
 }
 
 /// Bytes in the temporary files of the folder at `root`.
@@ -261,8 +266,15 @@ fn a_node_killed_mid_transfer_finishes_after_weft_start() {
     // Kill B once part of the big file is written, and before it is all there.
     let deadline = Instant::now() + CONVERGE;
     while temp_bytes(&db) < (8 << 20) {
-        assert!(Instant::now() < deadline, "B never started fetching: {}", b.log_text());
-        assert!(!db.join("huge.bin").exists(), "the transfer ended before the kill");
+        assert!(
+            Instant::now() < deadline,
+            "B never started fetching: {}",
+            b.log_text()
+        );
+        assert!(
+            !db.join("huge.bin").exists(),
+            "the transfer ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     b.kill();
@@ -270,7 +282,9 @@ fn a_node_killed_mid_transfer_finishes_after_weft_start() {
     let b = start(dir, &net, "b");
     converge(&[&da, &db], "after weft start", &[&a, &b]);
     assert_eq!(temp_bytes(&db), 0, "no stray temporary file");
-    let left = fs::read_dir(db.join(".weft/tmp")).map(|r| r.count()).unwrap_or(0);
+    let left = fs::read_dir(db.join(".weft/tmp"))
+        .map(|r| r.count())
+        .unwrap_or(0);
     assert_eq!(left, 0, "no temporary file left");
 }
 
@@ -285,7 +299,9 @@ fn a_peer_sending_garbage_is_dropped_and_the_folder_carries_on() {
     let b = join(dir, &net, "b", &db, &a.addr, "mio");
     converge(&[&da, &db], "the first sync", &[&a, &b]);
     let mut stream = std::net::TcpStream::connect(&a.addr).expect("connect");
-    stream.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    stream
+        .set_read_timeout(Some(common::WAIT))
+        .expect("timeout");
     stream.write_all(&[0xff; 300]).expect("garbage");
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);

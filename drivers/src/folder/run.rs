@@ -15,9 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_engine::protocol::FolderId;
-use weft_engine::replicate::{
-    LocalChange, StorageError, StorageRequest, StorageResult, TempId,
-};
+use weft_engine::replicate::{LocalChange, StorageError, StorageRequest, StorageResult, TempId};
 use weft_engine::{HostResult, RequestId};
 
 use super::cache::{Cache, SharedCache};
@@ -338,6 +336,7 @@ fn scan_loop(
     stop: &AtomicBool,
 ) {
     let mut wait = Duration::ZERO;
+    let mut first = true;
     loop {
         match woken.recv_timeout(wait) {
             Ok(()) => {
@@ -352,8 +351,25 @@ fn scan_loop(
             return;
         }
         let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let started = std::time::Instant::now();
         match scanner.scan(now_ms) {
             Ok(outcome) => {
+                let level_info = first || outcome.changes.len() > 1;
+                first = false;
+                let line = format!(
+                    "folder {folder}: scanned {} files in {} ms ({} hashed, {} bytes; {} changes; {} still being written)",
+                    outcome.files,
+                    started.elapsed().as_millis(),
+                    outcome.hashed_files,
+                    outcome.hashed_bytes,
+                    outcome.changes.len().saturating_sub(1),
+                    outcome.unstable
+                );
+                if level_info {
+                    tracing::info!("{line}");
+                } else {
+                    tracing::debug!("{line}");
+                }
                 for (path, why) in &outcome.skipped {
                     tracing::debug!("folder {folder}: skipped {path}: {why:?}");
                 }
