@@ -169,3 +169,97 @@ fn a_node_hosts_a_folder_end_to_end_with_a_raw_peer() {
     );
     node.check_invariants().unwrap();
 }
+
+/// A node serving many blocks at once hands the session one bulk frame at a time, the next
+/// when the connection is written: none is refused (and lost until the requester's timeout).
+#[test]
+fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    drain(&mut node);
+    let blocks: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let entry = FileEntry {
+        path: "many.bin".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 30_000,
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: (0..6u64)
+            .map(|i| Block {
+                offset: i * 5000,
+                len: 5000,
+                hash: *blake3::hash(&blocks[i as usize]).as_bytes(),
+            })
+            .collect(),
+    };
+    let hashes: Vec<[u8; 32]> = entry.blocks.iter().map(|b| b.hash).collect();
+    let change = ReplicateCommand::Local {
+        folder: folder(),
+        change: LocalChange::Changed(entry),
+    };
+    node.handle_input(T0, Input::Command(Command::Replicate(change)))
+        .unwrap();
+    drain(&mut node);
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    drain(&mut node);
+    let want = IWant {
+        folder: folder(),
+        hashes: hashes.clone(),
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+    // Every read is answered before the node runs again: six HEREIS wait at once.
+    let reads: Vec<(weft_engine::RequestId, u64)> = drain(&mut node)
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                id,
+                request:
+                    HostRequest::Storage {
+                        request: StorageRequest::ReadBlock { offset, .. },
+                        ..
+                    },
+            } => Some((*id, *offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads.len(), 6);
+    let mut out = Vec::new();
+    for (id, offset) in reads {
+        let block = blocks[(offset / 5000) as usize].clone();
+        let result = HostResult::Storage(StorageResult::Block(block));
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+    }
+    out.extend(drain(&mut node));
+    // The driver writes each handed-out frame and says so.
+    for _ in 0..20 {
+        node.handle_input(T0, Input::Writable { conn: fake.conn })
+            .unwrap();
+        out.extend(drain(&mut node));
+    }
+    let mut got: Vec<[u8; 32]> = replica_messages(&out, fake.conn)
+        .into_iter()
+        .filter(|(c, _)| *c == Code::HEREIS)
+        .filter_map(|(c, p)| match Message::decode(c, &p) {
+            Ok(Message::Replica(ReplicaMessage::HereIs(h))) => Some(h.hash),
+            _ => None,
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want = hashes;
+    want.sort_unstable();
+    assert_eq!(got, want, "every block goes out");
+    assert_eq!(node.metrics().session.bulk_refused, 0);
+}
