@@ -246,6 +246,7 @@ run_weft() {
     if ! poll_until 0.05 "$TIMEOUT" weft_done; then
         add_note "$T_WEFT" "run $RUN: $REASON; have $(tree_stats "$W_DST") of $EXPECT; $(log_tail "$W_DIR/join.log")"
         weft_down
+        rm -rf "$W_DST"
         clean_src
         return
     fi
@@ -453,6 +454,7 @@ run_syncthing() {
         say "  syncthing: failed: $REASON"
     fi
     st_down
+    rm -rf "$RUNS_DIR/syncthing-$RUN/dst"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -526,6 +528,7 @@ run_edits() {
     if ! poll_until 0.05 "$TIMEOUT" weft_done; then
         EDIT_NOTE="initial copy: $REASON"
         weft_down
+        rm -rf "$W_DST"
         clean_src
         return
     fi
