@@ -335,3 +335,48 @@ fn a_vanished_folder_stops_with_an_error_and_deletes_nothing_elsewhere() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stopped: "), "{text}");
 }
+
+/// `chattr` on `dir` (`+i`: nothing in it may be created, renamed or removed, not even by
+/// root).
+fn chattr(flag: &str, dir: &Path) {
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(dir)
+        .status()
+        .expect("run chattr (e2fsprogs)");
+    assert!(status.success(), "chattr {flag} {}", dir.display());
+}
+
+#[test]
+fn a_file_that_cannot_be_written_is_an_error_in_status_and_the_others_carry_on() {
+    let (dir, net) = scratch("folders-eperm");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("locked/one.txt"), b"one");
+    put(&da.join("free/two.txt"), b"two");
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    // Nothing may be written into B's `locked` any more: the next version of one.txt cannot
+    // land there.
+    chattr("+i", &db.join("locked"));
+    put(&da.join("locked/one.txt"), b"one, edited");
+    put(&da.join("free/three.txt"), b"three");
+    let status = || String::from_utf8_lossy(&b.command("status", &["--json"]).stdout).into_owned();
+    let waited = std::panic::catch_unwind(|| {
+        common::wait_until("three.txt arrives at B", || db.join("free/three.txt").exists());
+        common::wait_until("B reports the error", || {
+            let s = status();
+            s.contains("\"path\":\"locked/one.txt\"") && s.contains("\"state\":\"error\"")
+        });
+    });
+    let text = String::from_utf8_lossy(&b.command("status", &[]).stdout).into_owned();
+    chattr("-i", &db.join("locked"));
+    if let Err(e) = waited {
+        panic!("{e:?}: {}\n{}", status(), b.log_text());
+    }
+    assert!(text.contains("error") && text.contains("locked/one.txt"), "{text}");
+    assert_eq!(fs::read(db.join("free/three.txt")).expect("arrived"), b"three");
+    // Once it can be written, it lands.
+    converge(&[&da, &db], "after the unlock", &[&a, &b]);
+}
