@@ -35,7 +35,11 @@ fn bare_command_groups_print_their_subcommands_and_exit_2() {
 
 #[test]
 fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
-    fails_with(&run(&["stat"]), 2, "a similar subcommand exists: 'stats'");
+    fails_with(
+        &run(&["shutdwn"]),
+        2,
+        "a similar subcommand exists: 'shutdown'",
+    );
     fails_with(&run(&["table", "lst"]), 2, "'list'");
     fails_with(&run(&["completions", "tcsh"]), 2, "possible values");
     fails_with(&run(&["sim", "--json", "mesh"]), 2, "--json");
@@ -83,7 +87,8 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
             .expect("run bash");
         ok(&out).trim().to_owned()
     };
-    assert_eq!(complete("weft st", 1), "stats");
+    assert_eq!(complete("weft st", 1), "start status stats");
+    assert_eq!(complete("weft stats", 1), "stats");
     assert_eq!(complete("weft table set --le", 3), "--lease-ms");
 }
 

@@ -364,7 +364,9 @@ fn a_file_that_cannot_be_written_is_an_error_in_status_and_the_others_carry_on()
     put(&da.join("free/three.txt"), b"three");
     let status = || String::from_utf8_lossy(&b.command("status", &["--json"]).stdout).into_owned();
     let waited = std::panic::catch_unwind(|| {
-        common::wait_until("three.txt arrives at B", || db.join("free/three.txt").exists());
+        common::wait_until("three.txt arrives at B", || {
+            db.join("free/three.txt").exists()
+        });
         common::wait_until("B reports the error", || {
             let s = status();
             s.contains("\"path\":\"locked/one.txt\"") && s.contains("\"state\":\"error\"")
@@ -375,8 +377,14 @@ fn a_file_that_cannot_be_written_is_an_error_in_status_and_the_others_carry_on()
     if let Err(e) = waited {
         panic!("{e:?}: {}\n{}", status(), b.log_text());
     }
-    assert!(text.contains("error") && text.contains("locked/one.txt"), "{text}");
-    assert_eq!(fs::read(db.join("free/three.txt")).expect("arrived"), b"three");
+    assert!(
+        text.contains("error") && text.contains("locked/one.txt"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read(db.join("free/three.txt")).expect("arrived"),
+        b"three"
+    );
     // Once it can be written, it lands.
     converge(&[&da, &db], "after the unlock", &[&a, &b]);
 }

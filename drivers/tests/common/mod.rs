@@ -48,18 +48,48 @@ pub fn run_with_input(args: &[&str], input: Option<Vec<u8>>) -> Output {
             let _ = std::io::Write::write_all(&mut stdin, &input);
         })
     });
+    // Read both pipes while the command runs: one that writes more than a pipe holds
+    // (64 KiB) would otherwise block for ever.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("wait weft").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait weft") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("weft {args:?} did not finish in {WAIT:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     if let Some(writer) = writer {
         let _ = writer.join();
     }
-    child.wait_with_output().expect("weft output")
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 /// Asserts a command succeeded; its standard output.
