@@ -270,6 +270,21 @@ impl Host {
     /// Carries out the engine's request (the file I/O is small: at once); the answer is fed
     /// back by [`Host::answer_requests`] once the outputs are drained.
     pub(crate) fn on_host_request(&mut self, id: RequestId, request: HostRequest) {
+        // A storage step goes to the workers as it is (never formatted: a WriteTemp holds
+        // up to a block of data).
+        let request = match request {
+            HostRequest::Storage { folder, request } => {
+                let result = match self.folders.submit(id, folder, request) {
+                    // A worker answers it.
+                    Ok(()) => return,
+                    Err(refused) => refused,
+                };
+                tracing::warn!("folder {folder}: a storage step was refused: {result:?}");
+                self.answers.push((id, result));
+                return;
+            }
+            other => other,
+        };
         let what = match &request {
             HostRequest::LoadState { name } => format!("loading state {name}"),
             HostRequest::StoreState { name, bytes } => {
@@ -278,13 +293,6 @@ impl Host {
             other => format!("{other:?}"),
         };
         let result = match (request, &self.store) {
-            (HostRequest::Storage { folder, request }, _) => {
-                match self.folders.submit(id, folder, request) {
-                    // A worker answers it.
-                    Ok(()) => return,
-                    Err(refused) => refused,
-                }
-            }
             (request, Some(store)) => store.carry_out(request),
             (_, None) => HostResult::Failed("no state folder".into()),
         };
