@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use weft_engine::protocol::{Block, BlockHash, FileEntry, FileKind, Version};
-use weft_engine::replicate::blocks::{chunk, tier_for, Tier};
+use weft_engine::replicate::blocks::{chunk, tier_for, tier_of, Tier};
 use weft_engine::replicate::paths::RESERVED_DIR;
 use weft_engine::replicate::{Expect, LocalChange, StorageError, StorageRequest, StorageResult};
 use weft_engine::replicate::{Record, TempId};
@@ -290,27 +290,6 @@ impl Folder {
         fail
     }
 
-    /// The tier a committed file was cut at: the candidate near its fresh tier whose first
-    /// block matches (FastCDC's first cut depends only on the first `max_bytes`).
-    fn infer_tier(data: &[u8], blocks: &[Block]) -> Tier {
-        let fresh = Tier::fresh(data.len() as u64);
-        let near = [
-            Some(fresh),
-            fresh.index().checked_sub(1).and_then(Tier::from_index),
-            Tier::from_index(fresh.index() + 1),
-        ];
-        let Some(first) = blocks.first() else {
-            return fresh;
-        };
-        for tier in near.into_iter().flatten() {
-            let end = data.len().min(tier.max_bytes() as usize + 1);
-            if chunk(&data[..end], tier).first().map(|b| b.len) == Some(first.len) {
-                return tier;
-            }
-        }
-        fresh
-    }
-
     /// Carries out `request` (faults included).
     pub fn answer(&mut self, request: &StorageRequest) -> Answer {
         use StorageRequest as R;
@@ -494,7 +473,7 @@ impl Folder {
             }
         }
         self.hold(blocks);
-        let tier = Folder::infer_tier(&data, blocks);
+        let tier = tier_of(&data, data.len() as u64, blocks.first().map(|b| b.len));
         self.tiers.insert(path.to_string(), tier);
         self.entries.insert(
             path.to_string(),

@@ -50,7 +50,7 @@ use bytes::Bytes;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 use weft_engine::protocol::{Block, FileKind};
-use weft_engine::replicate::blocks::{chunk, Tier};
+use weft_engine::replicate::blocks::{tier_of, tier_prefix_len, Tier};
 use weft_engine::replicate::{Expect, StorageError, StorageRequest, StorageResult, TempId};
 
 use super::cache::{Cache, CachedEntry, SharedCache};
@@ -408,38 +408,18 @@ fn move_tree(cache: &mut Cache, from: &str, to: &str) {
     }
 }
 
-/// The tier the blocks of a verified file were cut at: the candidate near its fresh tier whose
-/// first block matches (FastCDC's first cut depends only on the first `max_bytes`), as the
-/// simulator infers it; the fresh tier if none does or the file cannot be read.
+/// The tier the blocks of a verified file were cut at (`tier_of` on its first bytes); the
+/// fresh tier if the file cannot be read.
 fn infer_tier(file: &File, size: u64, blocks: &[Block]) -> u8 {
-    let fresh = Tier::fresh(size);
-    let Some(first) = blocks.first() else {
-        return fresh.index();
+    let fresh = Tier::fresh(size).index();
+    let Ok(len) = usize::try_from(tier_prefix_len(size)) else {
+        return fresh;
     };
-    let near: Vec<Tier> = [
-        Some(fresh),
-        fresh.index().checked_sub(1).and_then(Tier::from_index),
-        Tier::from_index(fresh.index() + 1),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let want = |t: &Tier| size.min(u64::from(t.max_bytes()) + 1);
-    let longest = near.iter().map(want).max().unwrap_or(0);
-    let Ok(longest) = usize::try_from(longest) else {
-        return fresh.index();
-    };
-    let mut prefix = vec![0u8; longest];
+    let mut prefix = vec![0u8; len];
     if file.read_exact_at(&mut prefix, 0).is_err() {
-        return fresh.index();
+        return fresh;
     }
-    for tier in near {
-        let end = usize::try_from(want(&tier)).unwrap_or(longest).min(longest);
-        if chunk(&prefix[..end], tier).first().map(|b| b.len) == Some(first.len) {
-            return tier.index();
-        }
-    }
-    fresh.index()
+    tier_of(&prefix, size, blocks.first().map(|b| b.len)).index()
 }
 
 impl Disk {

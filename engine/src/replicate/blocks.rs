@@ -111,6 +111,48 @@ pub fn tier_for(size: u64, previous: Option<Tier>) -> Tier {
     }
 }
 
+/// The fresh tier of a file of `size` bytes and its neighbours: the tiers its blocks may have
+/// been cut at (hysteresis keeps a tier within one of the fresh one).
+fn near_tiers(size: u64) -> impl Iterator<Item = Tier> {
+    let fresh = Tier::fresh(size);
+    [
+        Some(fresh),
+        fresh.index().checked_sub(1).and_then(Tier::from_index),
+        Tier::from_index(fresh.index() + 1),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// How many of a file's first bytes [`tier_of`] needs: FastCDC's first cut depends only on
+/// the first `max_bytes` (+ 1) of a tier.
+pub fn tier_prefix_len(size: u64) -> u64 {
+    near_tiers(size)
+        .map(|t| size.min(u64::from(t.max_bytes()) + 1))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The tier a file of `size` bytes, whose first block is `first_len` long, was cut at: the
+/// fresh tier or a neighbour whose first cut of `prefix` (the file's first
+/// [`tier_prefix_len`] bytes) has that length; the fresh tier if none has.
+pub fn tier_of(prefix: &[u8], size: u64, first_len: Option<u32>) -> Tier {
+    let fresh = Tier::fresh(size);
+    let Some(first_len) = first_len else {
+        return fresh;
+    };
+    for tier in near_tiers(size) {
+        let want = size.min(u64::from(tier.max_bytes()) + 1);
+        let end = usize::try_from(want)
+            .unwrap_or(usize::MAX)
+            .min(prefix.len());
+        if chunk(&prefix[..end], tier).first().map(|b| b.len) == Some(first_len) {
+            return tier;
+        }
+    }
+    fresh
+}
+
 /// Cuts `data` into content-defined blocks at `tier` and hashes each with blake3. The blocks
 /// tile `data` in order; empty data has none. Pure and deterministic.
 pub fn chunk(data: &[u8], tier: Tier) -> Vec<BlockRef> {
@@ -254,6 +296,18 @@ mod tests {
             assert_tiles(&data, tier, &blocks);
             blocks.len() == usize::from(!data.is_empty())
         }
+    }
+
+    #[test]
+    fn tier_of_finds_the_neighbouring_tier_a_file_was_cut_at() {
+        let data = random_bytes(11, 3 << 20);
+        let size = data.len() as u64;
+        let prefix = &data[..tier_prefix_len(size) as usize];
+        for tier in [Tier::MIN, Tier::from_index(1).unwrap()] {
+            let first = chunk(&data, tier).first().map(|b| b.len);
+            assert_eq!(tier_of(prefix, size, first), tier);
+        }
+        assert_eq!(tier_of(prefix, size, None), Tier::fresh(size));
     }
 
     #[test]
