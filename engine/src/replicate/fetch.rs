@@ -4,18 +4,24 @@
 //! folder copied locally instead; IWANT answered from a local file whose bytes still match,
 //! in HEREIS pieces of at most [`HEREIS_PIECE_BYTES`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DATA_BYTES_MAX};
 
 use super::index::HOLDERS_MAX;
 use super::plan::BlockState;
-use super::replica::{Purpose, Replica};
+use super::replica::{Peer, Purpose, Replica};
 use super::types::{
     Expect, Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId,
 };
 use crate::time::Instant;
+
+/// Files whose blocks one scheduling pass considers, at most (the oldest fetches first, as
+/// a file completes the next one joins): many small files go out in parallel, and a pass
+/// costs the blocks of these files, not of every file still to come. Only files with a
+/// linked source count.
+pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
 /// Timed-out blocks remembered per peer (their late pieces are ignored), at most.
 pub(crate) const EXPIRED_MAX: usize = 4096;
@@ -55,8 +61,64 @@ struct Wanted {
     sources: BTreeSet<NodeId>,
 }
 
+/// A block asked of no peer yet, in the queue the scheduler keeps between two full passes
+/// (rarest first): what the last full pass found and could not place for want of room.
+#[derive(Debug)]
+pub(crate) struct Candidate {
+    hash: BlockHash,
+    len: u32,
+    waiters: Vec<(TempId, u32)>,
+    sources: Vec<NodeId>,
+}
+
+/// The candidates left by the last full pass, in order, and how many of them each peer is
+/// a source of. Between two full passes only room is freed (a block arrived, a peer's bulk
+/// queue drained): nothing is added, so the queue's valid entries are exactly what a full
+/// pass would find, in the same order. Every change that can add a wanted block or a source
+/// (`fetch_dirty`) asks for a full pass instead.
+#[derive(Debug, Default)]
+pub(crate) struct FetchQueue {
+    candidates: VecDeque<Candidate>,
+    per_source: BTreeMap<NodeId, usize>,
+    /// Blocks the last full pass passed over because they were in flight for other files:
+    /// when such a request ends, they are wanted again, so a full pass is due. At most the
+    /// blocks in flight.
+    shadowed: BTreeSet<BlockHash>,
+}
+
+impl FetchQueue {
+    fn forget(&mut self, c: &Candidate) {
+        for s in &c.sources {
+            if let Some(n) = self.per_source.get_mut(s) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(s);
+                }
+            }
+        }
+    }
+
+    fn keep(&mut self, c: &Candidate) {
+        for s in &c.sources {
+            *self.per_source.entry(*s).or_default() += 1;
+        }
+    }
+
+    /// Whether no source of a queued candidate may still take one: each is unlinked, out of
+    /// room, or `full` (a candidate in this pass did not fit it).
+    fn blocked(&self, peers: &BTreeMap<NodeId, Peer>, max: u64, full: &[NodeId]) -> bool {
+        !self.per_source.keys().any(|s| {
+            !full.contains(s)
+                && peers
+                    .get(s)
+                    .is_some_and(|p| p.linked && p.bytes_in_flight < max)
+        })
+    }
+}
+
 impl Replica {
-    /// Sets the state of the waiters' blocks.
+    /// Sets the state of the waiters' blocks. A block missing again asks for a full
+    /// scheduling pass.
     fn set_blocks(&mut self, waiters: &[(TempId, u32)], from: BlockState, to: BlockState) {
         for (temp, i) in waiters {
             let Some(path) = self.temps.get(temp) else {
@@ -74,14 +136,36 @@ impl Replica {
                 }
             }
         }
-        self.fetch_dirty = true;
+        if to == BlockState::Missing {
+            self.fetch_dirty = true;
+        }
+    }
+
+    /// Whether the block `i` of `temp` is one the scheduler may ask for: missing, in a file
+    /// being fetched that no storage step holds.
+    fn block_wanted(&self, temp: TempId, i: u32) -> bool {
+        let Some(a) = self.temps.get(&temp).and_then(|p| self.applies.get(p)) else {
+            return false;
+        };
+        if !a.is_fetching() || a.stale || a.outstanding {
+            return false;
+        }
+        a.fetch.as_ref().is_some_and(|f| {
+            f.temp == temp
+                && f.blocks
+                    .get(i as usize)
+                    .is_some_and(|b| b.state == BlockState::Missing)
+        })
     }
 
     /// Asks for the blocks files lack: locally where the folder holds them, else of peers,
-    /// rarest first.
+    /// rarest first. A full pass over every file being fetched; what finds no room is kept
+    /// in the queue for [`Self::schedule_room`].
     pub(super) fn schedule(&mut self) {
         let now = self.now;
         let mut wanted: BTreeMap<BlockHash, Wanted> = BTreeMap::new();
+        let mut shadowed = BTreeSet::new();
+        let mut files = 0usize;
         for (temp, path) in &self.temps {
             let Some(a) = self.applies.get(path) else {
                 continue;
@@ -92,8 +176,21 @@ impl Replica {
             let Some(f) = a.fetch.as_ref().filter(|f| f.temp == *temp) else {
                 continue;
             };
+            if a.sources
+                .iter()
+                .any(|s| self.peers.get(s).is_some_and(|p| p.linked))
+            {
+                if files == FETCHING_FILES_MAX {
+                    break;
+                }
+                files += 1;
+            }
             for (i, (b, slot)) in f.entry.blocks.iter().zip(&f.blocks).enumerate() {
-                if slot.state != BlockState::Missing || self.inflight.contains_key(&b.hash) {
+                if slot.state != BlockState::Missing {
+                    continue;
+                }
+                if self.inflight.contains_key(&b.hash) {
+                    shadowed.insert(b.hash);
                     continue;
                 }
                 let w = wanted.entry(b.hash).or_insert_with(|| Wanted {
@@ -107,11 +204,15 @@ impl Replica {
                 w.sources.extend(a.sources.iter().copied());
             }
         }
+        self.fetch_queue = FetchQueue {
+            shadowed,
+            ..FetchQueue::default()
+        };
         if wanted.is_empty() {
             return;
         }
         // Local copies first.
-        let mut remote: Vec<(usize, BlockHash, Wanted)> = Vec::new();
+        let mut remote: Vec<(usize, Candidate)> = Vec::new();
         let mut wake: Option<Instant> = None;
         for (hash, mut w) in wanted {
             if !self.local_misses.contains(&hash) {
@@ -157,55 +258,112 @@ impl Replica {
                     })
             });
             if !w.sources.is_empty() {
-                remote.push((w.sources.len(), hash, w));
+                let c = Candidate {
+                    hash,
+                    len: w.len,
+                    waiters: w.waiters,
+                    sources: w.sources.into_iter().collect(),
+                };
+                remote.push((c.sources.len(), c));
             }
         }
         if wake.is_some() {
             self.fetch_wake = wake;
         }
-        remote.sort_by_key(|a| (a.0, a.1));
-        let salt = self.rng_salt();
+        remote.sort_by_key(|(n, c)| (*n, c.hash));
+        for (_, c) in remote {
+            self.fetch_queue.keep(&c);
+            self.fetch_queue.candidates.push_back(c);
+        }
+        self.place();
+    }
+
+    /// Room was freed and nothing else changed since the last full pass: the queued
+    /// candidates that are still wanted are asked for, in order, until no source has room.
+    pub(super) fn schedule_room(&mut self) {
+        self.place();
+    }
+
+    /// Asks each queued candidate, in order, of its least loaded source with room for it;
+    /// drops candidates no longer wanted. A source that a candidate does not fit takes no
+    /// later candidate in this pass (each peer's requests go in queue order, at the cost of
+    /// less than one block of its room), and the pass ends when no source may take more.
+    fn place(&mut self) {
+        let now = self.now;
         let max = self.config.bytes_in_flight_per_peer_max;
+        let mut salt: Option<u64> = None;
+        let mut kept: Vec<Candidate> = Vec::new();
+        let mut full: Vec<NodeId> = Vec::new();
         let mut batches: BTreeMap<NodeId, Vec<BlockHash>> = BTreeMap::new();
-        for (_, hash, w) in remote {
-            let pick = w
+        while let Some(mut c) = self.fetch_queue.candidates.pop_front() {
+            if self.fetch_queue.blocked(&self.peers, max, &full) {
+                self.fetch_queue.candidates.push_front(c);
+                break;
+            }
+            let linked = |s: &NodeId| self.peers.get(s).is_some_and(|p| p.linked);
+            let wanted = !self.inflight.contains_key(&c.hash) && c.sources.iter().any(linked) && {
+                c.waiters.retain(|(t, i)| self.block_wanted(*t, *i));
+                !c.waiters.is_empty()
+            };
+            if !wanted {
+                if self.inflight.contains_key(&c.hash) {
+                    self.fetch_queue.shadowed.insert(c.hash);
+                }
+                self.fetch_queue.forget(&c);
+                continue;
+            }
+            let salt = *salt.get_or_insert_with(|| self.rng_salt());
+            let pick = c
                 .sources
                 .iter()
-                .filter_map(|s| self.peers.get(s).map(|p| (s, p.bytes_in_flight)))
-                .filter(|(_, b)| *b == 0 || b.saturating_add(u64::from(w.len)) <= max)
-                .min_by_key(|(s, b)| (*b, u64::from_le_bytes(salt_of(s)) ^ salt))
+                .filter(|s| !full.contains(s))
+                .filter_map(|s| self.peers.get(s).filter(|p| p.linked).map(|p| (s, p)))
+                .filter(|(_, p)| {
+                    p.bytes_in_flight == 0
+                        || p.bytes_in_flight.saturating_add(u64::from(c.len)) <= max
+                })
+                .min_by_key(|(s, p)| (p.bytes_in_flight, u64::from_le_bytes(salt_of(s)) ^ salt))
                 .map(|(s, _)| *s);
             let Some(peer) = pick else {
+                for s in &c.sources {
+                    if !full.contains(s) {
+                        full.push(*s);
+                    }
+                }
+                kept.push(c);
                 continue;
             };
+            self.fetch_queue.forget(&c);
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.bytes_in_flight += u64::from(w.len);
+                p.bytes_in_flight += u64::from(c.len);
             }
-            self.set_blocks(&w.waiters, BlockState::Missing, BlockState::Busy);
+            self.set_blocks(&c.waiters, BlockState::Missing, BlockState::Busy);
             self.inflight.insert(
-                hash,
+                c.hash,
                 InFlight {
                     peer,
-                    len: w.len,
+                    len: c.len,
                     received: 0,
                     hasher: blake3::Hasher::new(),
-                    waiters: w.waiters,
+                    waiters: c.waiters,
                     deadline: now + self.config.block_request_timeout,
                 },
             );
             let batch = batches.entry(peer).or_default();
-            batch.push(hash);
+            batch.push(c.hash);
             if batch.len() == weft_protocol::WANT_HASHES_MAX {
                 let hashes = core::mem::take(batch);
                 self.send_want(peer, hashes);
             }
+        }
+        for c in kept.into_iter().rev() {
+            self.fetch_queue.candidates.push_front(c);
         }
         for (peer, hashes) in batches {
             if !hashes.is_empty() {
                 self.send_want(peer, hashes);
             }
         }
-        self.fetch_dirty = false;
     }
 
     fn rng_salt(&mut self) -> u64 {
@@ -352,7 +510,11 @@ impl Replica {
         if let Some(p) = self.peers.get_mut(&from) {
             p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
         }
-        self.fetch_dirty = true;
+        if self.fetch_queue.shadowed.remove(&m.hash) {
+            self.fetch_dirty = true;
+        } else {
+            self.fetch_room = true;
+        }
         if *f.hasher.finalize().as_bytes() == m.hash {
             self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Verified);
             self.excluded.remove(&m.hash);
@@ -382,7 +544,20 @@ impl Replica {
             .collect();
         paths.dedup();
         for p in paths {
-            self.advance(&p);
+            // A file still being fetched has nothing more to do for a block that arrived
+            // (`advance` would only ask for a full scheduling pass, and nothing was added).
+            let fetching = self.applies.get(&p).is_some_and(|a| {
+                a.outstanding
+                    || (!a.stale
+                        && a.retry_at.is_none()
+                        && a.is_fetching()
+                        && a.fetch
+                            .as_ref()
+                            .is_some_and(|f| f.created && !f.is_complete()))
+            });
+            if !fetching {
+                self.advance(&p);
+            }
         }
     }
 

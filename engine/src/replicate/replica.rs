@@ -133,7 +133,14 @@ pub struct Replica {
     pub(super) persist_dirty: bool,
     pub(super) persist_outstanding: bool,
     pub(super) load_retry_at: Option<Instant>,
+    /// Something may have added a wanted block or a source: a full scheduling pass is due.
     pub(super) fetch_dirty: bool,
+    /// Only room was freed since the last pass: the queued candidates are placed.
+    pub(super) fetch_room: bool,
+    pub(super) fetch_queue: super::fetch::FetchQueue,
+    /// Every room event makes a full pass (the plain scheduler the queue is tested against).
+    #[cfg(test)]
+    pub(super) fetch_plain: bool,
     pub(super) fetch_wake: Option<Instant>,
     pub(super) metrics: ReplicaMetrics,
     pub(super) ignore: IgnoreRules,
@@ -240,6 +247,10 @@ impl Replica {
             persist_outstanding: false,
             load_retry_at: None,
             fetch_dirty: false,
+            fetch_room: false,
+            fetch_queue: super::fetch::FetchQueue::default(),
+            #[cfg(test)]
+            fetch_plain: false,
             fetch_wake: None,
             metrics: ReplicaMetrics::default(),
             ignore: IgnoreRules::default(),
@@ -299,7 +310,7 @@ impl Replica {
     pub fn handle_room(&mut self, now: Instant, peer: NodeId) {
         self.now = now;
         let _ = peer;
-        self.fetch_dirty = true;
+        self.fetch_room = true;
     }
 
     /// A message about this folder from `from`. `payload` is the frame's payload `message`
@@ -402,6 +413,33 @@ impl Replica {
                 .copied()
                 .unwrap_or_else(|| expect_of(Some(r))),
             other => expect_of(other),
+        }
+    }
+
+    /// The host reported `now` at `path` where the steps planned for it expect `was` (only
+    /// the mtime changed, the content did not): the steps expect what is there now, else
+    /// their storage checks would fail forever.
+    fn re_expect(&mut self, path: &str, was: Expect, now: Expect) {
+        if was == now {
+            return;
+        }
+        for (at, a) in self.applies.iter_mut() {
+            for step in a.steps.iter_mut() {
+                let expect = match step {
+                    Step::Rename { from, expect, .. } if from == path => expect,
+                    Step::Remove { expect }
+                    | Step::SetMode { expect, .. }
+                    | Step::Fetch { expect }
+                        if at == path =>
+                    {
+                        expect
+                    }
+                    _ => continue,
+                };
+                if *expect == was {
+                    *expect = now;
+                }
+            }
         }
     }
 
@@ -936,7 +974,9 @@ impl Replica {
         let version = i.entry.version.clone();
         let record = i.record();
         self.index.put(record, i.moved_from);
+        // A block it holds may now be copied locally rather than fetched.
         self.local_misses.clear();
+        self.fetch_dirty = true;
         self.mark_dirty();
         if remote {
             self.event(ReplicaEvent::Updated { path, version });
@@ -1166,12 +1206,14 @@ impl Replica {
                     // Only the metadata a version does not cover changed (mtime): what a
                     // step at the path must expect now.
                     let reported = expect_of(Some(&candidate));
+                    let was = self.expect_for(local);
                     let path = candidate.entry.path;
                     if local.is_some_and(|l| expect_of(Some(l)) == reported) {
                         self.disk.remove(&path);
                     } else {
-                        self.disk.insert(path, reported);
+                        self.disk.insert(path.clone(), reported);
                     }
+                    self.re_expect(&path, was, reported);
                     return;
                 }
                 self.disk.remove(&candidate.entry.path);
@@ -1376,6 +1418,8 @@ impl Replica {
             return;
         };
         a.outstanding = false;
+        // Its blocks may be wanted again (or for the first time, if a fetch comes next).
+        self.fetch_dirty = true;
         let Some(step) = a.steps.front().cloned() else {
             return self.advance(path);
         };
@@ -1665,9 +1709,16 @@ impl Replica {
 
     /// Announces and schedules fetches.
     fn pump(&mut self) {
+        let room = core::mem::take(&mut self.fetch_room);
+        #[cfg(test)]
+        if room && self.fetch_plain {
+            self.fetch_dirty = true;
+        }
         if self.fetch_dirty {
             self.fetch_dirty = false;
             self.schedule();
+        } else if room {
+            self.schedule_room();
         }
         self.announce();
     }
