@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use smallvec::{smallvec, SmallVec};
 use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DATA_BYTES_MAX};
 
 use super::index::HOLDERS_MAX;
@@ -54,12 +55,11 @@ pub(crate) struct InFlight {
     pub(crate) deadline: Instant,
 }
 
-/// A block some files lack.
-struct Wanted {
-    len: u32,
-    waiters: Vec<(TempId, u32)>,
-    sources: BTreeSet<NodeId>,
-}
+/// The blocks of files a candidate fills: (temp, block number); mostly one.
+type Waiters = SmallVec<[(TempId, u32); 2]>;
+
+/// The peers a candidate may be asked of, ascending; mostly one or two.
+type Sources = SmallVec<[NodeId; 2]>;
 
 /// A block asked of no peer yet, in the queue the scheduler keeps between two full passes
 /// (rarest first): what the last full pass found and could not place for want of room.
@@ -67,8 +67,8 @@ struct Wanted {
 pub(crate) struct Candidate {
     hash: BlockHash,
     len: u32,
-    waiters: Vec<(TempId, u32)>,
-    sources: Vec<NodeId>,
+    waiters: Waiters,
+    sources: Sources,
 }
 
 /// The candidates left by the last full pass, in order, and how many of them each peer is
@@ -163,7 +163,10 @@ impl Replica {
     /// in the queue for [`Self::schedule_room`].
     pub(super) fn schedule(&mut self) {
         let now = self.now;
-        let mut wanted: BTreeMap<BlockHash, Wanted> = BTreeMap::new();
+        // (hash, length, temp, block number, file) of every missing block of the files
+        // looked at, and each file's sources.
+        let mut blocks: Vec<(BlockHash, u32, TempId, u32, usize)> = Vec::new();
+        let mut file_sources: Vec<Sources> = Vec::new();
         let mut shadowed = BTreeSet::new();
         let mut files = 0usize;
         for (temp, path) in &self.temps {
@@ -185,6 +188,8 @@ impl Replica {
                 }
                 files += 1;
             }
+            let file = file_sources.len();
+            file_sources.push(a.sources.iter().copied().collect());
             for (i, (b, slot)) in f.entry.blocks.iter().zip(&f.blocks).enumerate() {
                 if slot.state != BlockState::Missing {
                     continue;
@@ -193,15 +198,31 @@ impl Replica {
                     shadowed.insert(b.hash);
                     continue;
                 }
-                let w = wanted.entry(b.hash).or_insert_with(|| Wanted {
-                    len: b.len,
-                    waiters: Vec::new(),
-                    sources: BTreeSet::new(),
-                });
                 // At most FILE_BLOCKS_MAX blocks a file.
-                w.waiters
-                    .push((*temp, u32::try_from(i).unwrap_or(u32::MAX)));
-                w.sources.extend(a.sources.iter().copied());
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                blocks.push((b.hash, b.len, *temp, i, file));
+            }
+        }
+        // Equal hashes gathered, their waiters in file order.
+        blocks.sort_unstable_by(|x, y| (x.0, x.2, x.3).cmp(&(y.0, y.2, y.3)));
+        let mut wanted: Vec<Candidate> = Vec::new();
+        for (hash, len, temp, i, file) in blocks {
+            let sources = &file_sources[file];
+            match wanted.last_mut() {
+                Some(c) if c.hash == hash => {
+                    c.waiters.push((temp, i));
+                    for s in sources {
+                        if let Err(at) = c.sources.binary_search(s) {
+                            c.sources.insert(at, *s);
+                        }
+                    }
+                }
+                _ => wanted.push(Candidate {
+                    hash,
+                    len,
+                    waiters: smallvec![(temp, i)],
+                    sources: sources.clone(),
+                }),
             }
         }
         self.fetch_queue = FetchQueue {
@@ -214,7 +235,8 @@ impl Replica {
         // Local copies first.
         let mut remote: Vec<(usize, Candidate)> = Vec::new();
         let mut wake: Option<Instant> = None;
-        for (hash, mut w) in wanted {
+        for mut w in wanted {
+            let hash = w.hash;
             if !self.local_misses.contains(&hash) {
                 // Not from a path a rename step has emptied (its record stays until its
                 // apply installs): the content is at the rename's target.
@@ -229,7 +251,7 @@ impl Replica {
                         offset: block.offset,
                         len: block.len,
                     };
-                    let waiters = w.waiters;
+                    let waiters = w.waiters.into_vec();
                     self.set_blocks(&waiters, BlockState::Missing, BlockState::Busy);
                     self.request(
                         Purpose::ReadLocal {
@@ -258,13 +280,7 @@ impl Replica {
                     })
             });
             if !w.sources.is_empty() {
-                let c = Candidate {
-                    hash,
-                    len: w.len,
-                    waiters: w.waiters,
-                    sources: w.sources.into_iter().collect(),
-                };
-                remote.push((c.sources.len(), c));
+                remote.push((w.sources.len(), w));
             }
         }
         if wake.is_some() {
@@ -345,7 +361,7 @@ impl Replica {
                     len: c.len,
                     received: 0,
                     hasher: blake3::Hasher::new(),
-                    waiters: c.waiters,
+                    waiters: c.waiters.into_vec(),
                     deadline: now + self.config.block_request_timeout,
                 },
             );
