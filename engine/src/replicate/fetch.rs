@@ -204,7 +204,7 @@ impl Replica {
             }
         }
         // Equal hashes gathered, their waiters in file order.
-        blocks.sort_unstable_by(|x, y| (x.0, x.2, x.3).cmp(&(y.0, y.2, y.3)));
+        blocks.sort_unstable_by_key(|b| (b.0, b.2, b.3));
         let mut wanted: Vec<Candidate> = Vec::new();
         for (hash, len, temp, i, file) in blocks {
             let sources = &file_sources[file];
