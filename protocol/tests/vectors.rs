@@ -2256,6 +2256,17 @@ fn chord_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u
             raw_frame(1, 0, Code::CHORD_STORED.0, &[varint(1), vec![6]].concat()),
         ),
         (
+            "malformed_payload_chord_found_bool_2",
+            "MalformedPayload",
+            "CHORD_FOUND whose done byte is 02: a bool is 00 or 01",
+            raw_frame(
+                1,
+                0,
+                Code::CHORD_FOUND.0,
+                &[varint(1), vec![2], varint(0)].concat(),
+            ),
+        ),
+        (
             "unknown_command_chord_0x030a",
             "UnknownCommand",
             "0x030A is in the chord family but names no message",

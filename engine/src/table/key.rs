@@ -233,6 +233,39 @@ mod tests {
         }
     }
 
+    /// SPEC.md §19.5's vector: the bucket hash of one folded key (`k`, writes at ms 1000 to
+    /// 1034 by node [01; 32], incarnation 1, folded to 32: the base is the write at 1002).
+    #[test]
+    fn a_folded_key_hashes_its_base_then_its_writes() {
+        let mut k = KeyState::new(0);
+        for i in 0..35 {
+            assert_eq!(k.offer(w(1000 + i, 1, Some("v"), None)), Offer::New);
+        }
+        assert_eq!(k.fold(32, 0), 3, "three folded");
+        assert_eq!(k.held(), 33, "the base and 32 writes");
+        let mut h = blake3::Hasher::new();
+        h.update(b"weft table bucket v1\0");
+        k.digest_into(b"k", &mut h);
+        let hash = h.finalize();
+        // The same bytes from the SPEC's words alone.
+        let mut plain = Vec::new();
+        plain.extend_from_slice(b"weft table bucket v1\0");
+        plain.extend_from_slice(&1u64.to_le_bytes());
+        plain.extend_from_slice(b"k");
+        for ms in 1002..1035u64 {
+            plain.extend_from_slice(&ms.to_le_bytes());
+            plain.extend_from_slice(&0u32.to_le_bytes());
+            plain.extend_from_slice(&[1u8; 32]);
+            plain.extend_from_slice(&1u64.to_le_bytes());
+        }
+        assert_eq!(hash, blake3::hash(&plain));
+        let hex: String = hash.as_bytes()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, "0bfd4eea68dd6354");
+    }
+
     fn value(k: &KeyState) -> Option<&str> {
         k.value().map(|v| std::str::from_utf8(v).expect("utf8"))
     }
