@@ -935,6 +935,12 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
+        // What the host reported at the path no longer differs from the record: forget it
+        // (a rename step's "nothing at the old path" once its deletion record is in, say),
+        // or a later record there would be planned against a stale report.
+        if self.disk.get(&path) == Some(&expect_of(Some(&record))) {
+            self.disk.remove(&path);
+        }
         self.index.put(record, i.moved_from);
         self.local_misses.clear();
         self.mark_dirty();
@@ -1230,6 +1236,9 @@ impl Replica {
                 to.version = to_version;
                 to.modified_by = self.me;
                 let to_path = to.path.clone();
+                // The scanner reported both paths: what it found is what the records say.
+                self.disk.remove(&to_path);
+                self.disk.remove(&from);
                 self.install(Install {
                     entry: to,
                     deleted: false,

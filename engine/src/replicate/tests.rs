@@ -639,6 +639,56 @@ fn a_rename_with_a_mode_change_lands_with_the_new_mode() {
     assert_eq!(net.records(0), net.records(1));
 }
 
+/// Seed 365 of the sweep: a rename applied from a peer left "nothing at the old path" in
+/// the replica's memory of the disk after its deletion record was in; a local move onto the
+/// old path later did not clear it, and the next peer version of that path was committed
+/// expecting nothing there, answered `Changed` forever.
+#[test]
+fn a_peer_version_lands_at_a_path_a_rename_emptied_and_a_local_move_refilled() {
+    let mut net = pair();
+    let data = bytes(20_000, 40);
+    net.put(0, "old", data.clone(), 100);
+    net.put(1, "other", bytes(3_000, 41), 100);
+    net.settle();
+    // Node 0 renames old -> new; node 1 applies it as a rename.
+    let item = net.nodes[0].host.items.remove("old").expect("there");
+    net.nodes[0].host.items.insert("new".into(), item);
+    let LocalChange::Changed(to) = net.nodes[0].host.put("new", data.clone(), 100) else {
+        unreachable!()
+    };
+    net.local(
+        0,
+        LocalChange::Moved {
+            from: "old".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].replica.metrics().renames_applied, 1);
+    // Node 1 moves `other` onto the old path; node 0 takes it the same way.
+    let moved = bytes(3_000, 41);
+    net.nodes[1].host.items.remove("other");
+    let LocalChange::Changed(to) = net.nodes[1].host.put("old", moved.clone(), 100) else {
+        unreachable!()
+    };
+    net.local(
+        1,
+        LocalChange::Moved {
+            from: "other".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[0].host.data("old"), Some(moved.as_slice()));
+    // Node 0 edits it: node 1 must replace what it holds there.
+    let edited = bytes(4_000, 42);
+    net.put(0, "old", edited.clone(), 300);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("old"), Some(edited.as_slice()));
+    assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
+    assert_eq!(net.records(0), net.records(1));
+}
+
 #[test]
 fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
     let mut net = pair();
