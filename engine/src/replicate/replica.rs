@@ -586,6 +586,18 @@ impl Replica {
                     self.fetch_dirty = true;
                     return;
                 }
+                // A peer announcing the very content being fetched holds its blocks, whatever
+                // the version (a conflict copy made from a merged record and from its loser,
+                // say): it is a source too, and its record is deferred like any other.
+                let same_content = !r.deleted
+                    && r.entry.kind == FileKind::File
+                    && a.fetch.as_ref().is_some_and(|f| {
+                        f.entry.size == r.entry.size && f.entry.blocks == r.entry.blocks
+                    });
+                if same_content {
+                    a.sources.extend(sources.iter().copied());
+                    self.fetch_dirty = true;
+                }
             }
             // A fetch still gathering blocks is overtaken by a newer version: its source
             // may have moved on and no longer serve the blocks it wants.

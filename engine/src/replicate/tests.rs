@@ -689,6 +689,49 @@ fn a_peer_version_lands_at_a_path_a_rename_emptied_and_a_local_move_refilled() {
     assert_eq!(net.records(0), net.records(1));
 }
 
+/// Seed 362 of the sweep: a conflict copy was being fetched from the one peer that sent it
+/// (the corrupt one, cut off), while an honest peer announced the same content at the copy
+/// path under another version (the copy made from the merged record and from the loser
+/// itself). That record was deferred and its sender never asked: the fetch stalled for good.
+#[test]
+fn a_peer_announcing_the_content_being_fetched_under_another_version_is_a_source() {
+    let mut net = Net::new(3);
+    net.link(0, 2);
+    net.link(1, 2);
+    net.settle();
+    let data = bytes(30_000, 50);
+    // Node 0 announces `x` to node 2 but holds none of its blocks.
+    let LocalChange::Changed(mut entry) = Host::default().put("x", data.clone(), 100) else {
+        unreachable!()
+    };
+    let by = short_id(&net.nodes[0].id);
+    entry.version = Version::default().bumped(by);
+    entry.modified_by = by;
+    entry.sequence = 1;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![entry],
+    });
+    let (from, now) = (net.nodes[0].id, net.now);
+    assert_eq!(
+        net.nodes[2]
+            .replica
+            .handle_message(now, from, have, &Bytes::new()),
+        Ok(())
+    );
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("x"), None);
+    // Node 1 writes the same bytes at `x`: a concurrent version of the same content.
+    net.put(1, "x", data.clone(), 200);
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("x"), Some(data.as_slice()));
+    let r = net.nodes[2].replica.record("x").expect("a record");
+    let n1 = short_id(&net.nodes[1].id);
+    assert!(r.entry.version.get(by) == 1 && r.entry.version.get(n1) == 1);
+    assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
+}
+
 #[test]
 fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
     let mut net = pair();
