@@ -550,7 +550,7 @@ impl Replica {
         let list = self.deferred.entry(r.entry.path.clone()).or_default();
         for (s, held) in list.iter_mut() {
             match r.entry.version.compare(&held.entry.version) {
-                VersionOrder::Equal => {
+                VersionOrder::Equal if conflict::same_content(&r, held) => {
                     s.extend(sources);
                     return;
                 }
@@ -577,10 +577,15 @@ impl Replica {
         let path = r.entry.path.clone();
         if self.is_busy(&path) {
             if let Some(a) = self.applies.get_mut(&path) {
-                let known = a.target_version(&path) == Some(&r.entry.version)
-                    || a.origin
-                        .iter()
-                        .any(|o| o.entry.path == path && o.entry.version == r.entry.version);
+                // The same version of the same content (an equal version of other content is
+                // another record: it is settled once the apply is done).
+                let same = |o: &Record| {
+                    o.entry.path == path
+                        && o.entry.version == r.entry.version
+                        && conflict::same_content(o, &r)
+                };
+                let known =
+                    a.installs.iter().any(|i| same(&i.record())) || a.origin.iter().any(same);
                 if known {
                     a.sources.extend(sources);
                     self.fetch_dirty = true;
@@ -638,9 +643,14 @@ impl Replica {
         match local {
             None => self.adopt(sources, r, None),
             Some(l) => match r.entry.version.compare(&l.entry.version) {
-                VersionOrder::Older | VersionOrder::Equal => {}
+                VersionOrder::Older => {}
+                VersionOrder::Equal if conflict::same_content(&r, &l) => {}
                 VersionOrder::Newer => self.adopt(sources, r, Some(l)),
-                VersionOrder::Concurrent => self.conflict(sources, l, r),
+                // An equal version of other content: two nodes settled different pairs into
+                // the same merged version (a present record that beat a deletion, against
+                // two deletions merged). Neither descends from the other: settle it as a
+                // conflict, the same way at both.
+                VersionOrder::Equal | VersionOrder::Concurrent => self.conflict(sources, l, r),
             },
         }
     }

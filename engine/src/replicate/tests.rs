@@ -732,6 +732,68 @@ fn a_peer_announcing_the_content_being_fetched_under_another_version_is_a_source
     assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
 }
 
+/// A deletion record from a peer outside the test network (`from`, the id of node 2, never
+/// linked), made by `by` with `version`.
+fn inject_deletion(net: &mut Net, to: usize, path: &str, by: u64, version: Version, seq: u64) {
+    let m = ReplicaMessage::IDeleted(weft_protocol::IDeleted {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![weft_protocol::Deleted {
+            path: path.into(),
+            kind: FileKind::File,
+            modified_by: by,
+            version,
+            sequence: seq,
+        }],
+    });
+    let (from, now) = (net.nodes[2].id, net.now);
+    assert_eq!(
+        net.nodes[to]
+            .replica
+            .handle_message(now, from, m, &Bytes::new()),
+        Ok(())
+    );
+    net.settle();
+}
+
+/// Seed 362 of the sweep (after the restart fix changed its course): a file P, a deletion D1
+/// concurrent with it and a deletion D2 made after seeing it. One node settled P against D1
+/// (P stays, merged version) and then against D2 (P stays again), another D2 against D1 (two
+/// deletions merge): both ended with the same merged version, one present and one deleted,
+/// and each ignored the other's record as equal. An equal version of other content is now
+/// settled as a conflict, the same way at both.
+#[test]
+fn equal_versions_of_different_content_are_settled_like_a_conflict() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    let data = bytes(2_000, 70);
+    net.put(0, "p", data.clone(), 100);
+    net.settle();
+    net.unlink(0, 1);
+    let n0 = short_id(&net.nodes[0].id);
+    let (b, c) = (0x0b00_0000_0000_0000_u64, 0x0c00_0000_0000_0000_u64);
+    let p = Version::default().bumped(n0);
+    let d1 = Version::default().bumped(b);
+    let d2 = p.bumped(c);
+    // Node 0: P beats D1, then P (merged) beats D2.
+    inject_deletion(&mut net, 0, "p", b, d1.clone(), 1);
+    inject_deletion(&mut net, 0, "p", c, d2.clone(), 2);
+    // Node 1: D2 replaces P, then D1 merges into it.
+    inject_deletion(&mut net, 1, "p", c, d2, 2);
+    inject_deletion(&mut net, 1, "p", b, d1, 1);
+    let (r0, r1) = (
+        net.nodes[0].replica.record("p").expect("a record").clone(),
+        net.nodes[1].replica.record("p").expect("a record").clone(),
+    );
+    assert_eq!(r0.entry.version, r1.entry.version);
+    assert!(!r0.deleted && r1.deleted);
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.records(0), net.records(1));
+    assert_eq!(net.nodes[1].host.data("p"), Some(data.as_slice()));
+    assert!(net.nodes[..2].iter().all(|n| n.replica.is_idle()));
+}
+
 #[test]
 fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
     let mut net = pair();
