@@ -132,6 +132,9 @@ pub struct Replica {
     pub(super) persist_at: Option<Instant>,
     pub(super) persist_dirty: bool,
     pub(super) persist_outstanding: bool,
+    /// A persist since the state was loaded is done: the numbering it restored and jumped
+    /// (or the index id it drew) survives a crash, so records may be announced.
+    pub(super) durable: bool,
     pub(super) load_retry_at: Option<Instant>,
     pub(super) fetch_dirty: bool,
     pub(super) fetch_wake: Option<Instant>,
@@ -238,6 +241,7 @@ impl Replica {
             persist_at: None,
             persist_dirty: false,
             persist_outstanding: false,
+            durable: false,
             load_retry_at: None,
             fetch_dirty: false,
             fetch_wake: None,
@@ -1306,7 +1310,9 @@ impl Replica {
             Purpose::Load => self.on_loaded(result),
             Purpose::Persist => {
                 self.persist_outstanding = false;
-                if result != StorageResult::Done {
+                if result == StorageResult::Done {
+                    self.durable = true;
+                } else {
                     self.persist_dirty = true;
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
@@ -1390,6 +1396,13 @@ impl Replica {
         let paths: Vec<String> = self.applies.keys().cloned().collect();
         for p in paths {
             self.advance(&p);
+        }
+        // Nothing is announced until the state is persisted with the numbering jumped: a
+        // crash before that would restore the same numbering and jump to the same numbers
+        // again, and peers that saw this life's changes would skip the next life's.
+        self.persist_at = None;
+        if !self.persist_outstanding {
+            self.persist();
         }
         self.fetch_dirty = true;
     }
@@ -1704,6 +1717,9 @@ impl Replica {
     }
 
     fn announce(&mut self) {
+        if !self.durable {
+            return;
+        }
         let listeners: Vec<(NodeId, u64)> = self
             .peers
             .iter()

@@ -911,6 +911,45 @@ fn a_restart_resumes_a_half_fetched_file_asking_only_for_missing_blocks() {
     );
 }
 
+/// Seed 402 of the sweep: a node crashed twice, the second time before it had persisted
+/// anything since the first restart. Both restarts restored the same persisted sequence and
+/// jumped to the same numbers, so the changes of the second life were announced under
+/// numbers a peer had already seen from the first, and that peer skipped them for good.
+#[test]
+fn two_restarts_without_a_persist_between_hand_out_no_sequence_number_twice() {
+    let mut net = pair();
+    net.put(0, "a", bytes(1_000, 60), 100);
+    net.settle();
+    // First restart: a change is made and announced well within the persist delay.
+    net.restart(0, 60);
+    net.link(0, 1);
+    for _ in 0..20 {
+        net.round();
+    }
+    for i in 0..5 {
+        net.put(0, "b", bytes(1_000, 61 + i), 200 + i as i64);
+        for _ in 0..10 {
+            net.round();
+        }
+    }
+    assert!(net.nodes[1].replica.record("b").is_some());
+    // A crash before the state was persisted again, and a second restart (whose scan finds
+    // `b`, which the restored index lacks).
+    net.restart(0, 61);
+    net.link(0, 1);
+    for _ in 0..20 {
+        net.round();
+    }
+    net.put(0, "b", bytes(1_000, 65), 204);
+    net.put(0, "c", bytes(1_000, 62), 300);
+    net.settle();
+    let c = bytes(1_000, 62);
+    assert!(
+        net.nodes[1].host.data("c") == Some(c.as_slice()),
+        "node 1 skipped a change it took for one seen"
+    );
+}
+
 #[test]
 fn list_since_after_a_reconnect_sends_only_newer_records() {
     let mut net = pair();
