@@ -43,9 +43,24 @@ fn a_node_hosts_a_folder_end_to_end_with_a_raw_peer() {
         Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
     )
     .unwrap();
-    // `drain` answers the folder's LoadState with "nothing stored": a fresh folder.
-    drain(&mut node);
+    // `drain` answers the folder's LoadState with "nothing stored": a fresh folder, which
+    // writes its state at once and announces nothing until that write is durable.
+    let out = drain(&mut node);
     assert!(node.replica(&folder()).is_some_and(|r| r.is_ready()));
+    let store = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::StoreState { .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the folder's state written once loaded");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id: store, result })
+        .unwrap();
+    drain(&mut node);
 
     // A local file, as the host's scanner reports it.
     let data = Bytes::from(vec![7u8; 3000]);

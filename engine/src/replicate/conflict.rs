@@ -24,13 +24,20 @@ pub(crate) fn same_content(a: &Record, b: &Record) -> bool {
 
 /// The total order of concurrent versions: a present entry beats a deletion; else the larger
 /// `mtime_ms`; else the larger `modified_by`; else (never between two honest nodes) the
-/// larger version vector, compared counter by counter. `Greater`: `a` wins.
+/// larger version vector, compared counter by counter; else (equal versions of other
+/// content) the content: kind, size, blocks, target, mode. `Greater`: `a` wins.
 pub(crate) fn order(a: &Record, b: &Record) -> Ordering {
+    let hashes = |r: &Record| r.entry.blocks.iter().map(|x| x.hash).collect::<Vec<_>>();
     (!a.deleted)
         .cmp(&!b.deleted)
         .then(a.entry.mtime_ms.cmp(&b.entry.mtime_ms))
         .then(a.entry.modified_by.cmp(&b.entry.modified_by))
         .then_with(|| a.entry.version.counters.cmp(&b.entry.version.counters))
+        .then(a.entry.kind.cmp(&b.entry.kind))
+        .then(a.entry.size.cmp(&b.entry.size))
+        .then_with(|| hashes(a).cmp(&hashes(b)))
+        .then_with(|| a.entry.target.cmp(&b.entry.target))
+        .then(a.entry.mode.cmp(&b.entry.mode))
 }
 
 /// Where the content of `loser` (a present entry that lost a conflict at `path`) is kept:

@@ -132,6 +132,9 @@ pub struct Replica {
     pub(super) persist_at: Option<Instant>,
     pub(super) persist_dirty: bool,
     pub(super) persist_outstanding: bool,
+    /// A persist since the state was loaded is done: the numbering it restored and jumped
+    /// (or the index id it drew) survives a crash, so records may be announced.
+    pub(super) durable: bool,
     pub(super) load_retry_at: Option<Instant>,
     /// Something may have added a wanted block or a source: a full scheduling pass is due.
     pub(super) fetch_dirty: bool,
@@ -245,6 +248,7 @@ impl Replica {
             persist_at: None,
             persist_dirty: false,
             persist_outstanding: false,
+            durable: false,
             load_retry_at: None,
             fetch_dirty: false,
             fetch_room: false,
@@ -588,7 +592,7 @@ impl Replica {
         let list = self.deferred.entry(r.entry.path.clone()).or_default();
         for (s, held) in list.iter_mut() {
             match r.entry.version.compare(&held.entry.version) {
-                VersionOrder::Equal => {
+                VersionOrder::Equal if conflict::same_content(&r, held) => {
                     s.extend(sources);
                     return;
                 }
@@ -615,14 +619,31 @@ impl Replica {
         let path = r.entry.path.clone();
         if self.is_busy(&path) {
             if let Some(a) = self.applies.get_mut(&path) {
-                let known = a.target_version(&path) == Some(&r.entry.version)
-                    || a.origin
-                        .iter()
-                        .any(|o| o.entry.path == path && o.entry.version == r.entry.version);
+                // The same version of the same content (an equal version of other content is
+                // another record: it is settled once the apply is done).
+                let same = |o: &Record| {
+                    o.entry.path == path
+                        && o.entry.version == r.entry.version
+                        && conflict::same_content(o, &r)
+                };
+                let known =
+                    a.installs.iter().any(|i| same(&i.record())) || a.origin.iter().any(same);
                 if known {
                     a.sources.extend(sources);
                     self.fetch_dirty = true;
                     return;
+                }
+                // A peer announcing the very content being fetched holds its blocks, whatever
+                // the version (a conflict copy made from a merged record and from its loser,
+                // say): it is a source too, and its record is deferred like any other.
+                let same_content = !r.deleted
+                    && r.entry.kind == FileKind::File
+                    && a.fetch.as_ref().is_some_and(|f| {
+                        f.entry.size == r.entry.size && f.entry.blocks == r.entry.blocks
+                    });
+                if same_content {
+                    a.sources.extend(sources.iter().copied());
+                    self.fetch_dirty = true;
                 }
             }
             // A fetch still gathering blocks is overtaken by a newer version: its source
@@ -664,9 +685,14 @@ impl Replica {
         match local {
             None => self.adopt(sources, r, None),
             Some(l) => match r.entry.version.compare(&l.entry.version) {
-                VersionOrder::Older | VersionOrder::Equal => {}
+                VersionOrder::Older => {}
+                VersionOrder::Equal if conflict::same_content(&r, &l) => {}
                 VersionOrder::Newer => self.adopt(sources, r, Some(l)),
-                VersionOrder::Concurrent => self.conflict(sources, l, r),
+                // An equal version of other content: two nodes settled different pairs into
+                // the same merged version (a present record that beat a deletion, against
+                // two deletions merged). Neither descends from the other: settle it as a
+                // conflict, the same way at both.
+                VersionOrder::Equal | VersionOrder::Concurrent => self.conflict(sources, l, r),
             },
         }
     }
@@ -973,6 +999,12 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
+        // What the host reported at the path no longer differs from the record: forget it
+        // (a rename step's "nothing at the old path" once its deletion record is in, say),
+        // or a later record there would be planned against a stale report.
+        if self.disk.get(&path) == Some(&expect_of(Some(&record))) {
+            self.disk.remove(&path);
+        }
         self.index.put(record, i.moved_from);
         // A block it holds may now be copied locally rather than fetched.
         self.local_misses.clear();
@@ -1272,6 +1304,9 @@ impl Replica {
                 to.version = to_version;
                 to.modified_by = self.me;
                 let to_path = to.path.clone();
+                // The scanner reported both paths: what it found is what the records say.
+                self.disk.remove(&to_path);
+                self.disk.remove(&from);
                 self.install(Install {
                     entry: to,
                     deleted: false,
@@ -1317,7 +1352,9 @@ impl Replica {
             Purpose::Load => self.on_loaded(result),
             Purpose::Persist => {
                 self.persist_outstanding = false;
-                if result != StorageResult::Done {
+                if result == StorageResult::Done {
+                    self.durable = true;
+                } else {
                     self.persist_dirty = true;
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
@@ -1401,6 +1438,13 @@ impl Replica {
         let paths: Vec<String> = self.applies.keys().cloned().collect();
         for p in paths {
             self.advance(&p);
+        }
+        // Nothing is announced until the state is persisted with the numbering jumped: a
+        // crash before that would restore the same numbering and jump to the same numbers
+        // again, and peers that saw this life's changes would skip the next life's.
+        self.persist_at = None;
+        if !self.persist_outstanding {
+            self.persist();
         }
         self.fetch_dirty = true;
     }
@@ -1724,6 +1768,9 @@ impl Replica {
     }
 
     fn announce(&mut self) {
+        if !self.durable {
+            return;
+        }
         let listeners: Vec<(NodeId, u64)> = self
             .peers
             .iter()

@@ -639,6 +639,161 @@ fn a_rename_with_a_mode_change_lands_with_the_new_mode() {
     assert_eq!(net.records(0), net.records(1));
 }
 
+/// Seed 365 of the sweep: a rename applied from a peer left "nothing at the old path" in
+/// the replica's memory of the disk after its deletion record was in; a local move onto the
+/// old path later did not clear it, and the next peer version of that path was committed
+/// expecting nothing there, answered `Changed` forever.
+#[test]
+fn a_peer_version_lands_at_a_path_a_rename_emptied_and_a_local_move_refilled() {
+    let mut net = pair();
+    let data = bytes(20_000, 40);
+    net.put(0, "old", data.clone(), 100);
+    net.put(1, "other", bytes(3_000, 41), 100);
+    net.settle();
+    // Node 0 renames old -> new; node 1 applies it as a rename.
+    let item = net.nodes[0].host.items.remove("old").expect("there");
+    net.nodes[0].host.items.insert("new".into(), item);
+    let LocalChange::Changed(to) = net.nodes[0].host.put("new", data.clone(), 100) else {
+        unreachable!()
+    };
+    net.local(
+        0,
+        LocalChange::Moved {
+            from: "old".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].replica.metrics().renames_applied, 1);
+    // Node 1 moves `other` onto the old path; node 0 takes it the same way.
+    let moved = bytes(3_000, 41);
+    net.nodes[1].host.items.remove("other");
+    let LocalChange::Changed(to) = net.nodes[1].host.put("old", moved.clone(), 100) else {
+        unreachable!()
+    };
+    net.local(
+        1,
+        LocalChange::Moved {
+            from: "other".into(),
+            to,
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[0].host.data("old"), Some(moved.as_slice()));
+    // Node 0 edits it: node 1 must replace what it holds there.
+    let edited = bytes(4_000, 42);
+    net.put(0, "old", edited.clone(), 300);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("old"), Some(edited.as_slice()));
+    assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
+    assert_eq!(net.records(0), net.records(1));
+}
+
+/// Seed 362 of the sweep: a conflict copy was being fetched from the one peer that sent it
+/// (the corrupt one, cut off), while an honest peer announced the same content at the copy
+/// path under another version (the copy made from the merged record and from the loser
+/// itself). That record was deferred and its sender never asked: the fetch stalled for good.
+#[test]
+fn a_peer_announcing_the_content_being_fetched_under_another_version_is_a_source() {
+    let mut net = Net::new(3);
+    net.link(0, 2);
+    net.link(1, 2);
+    net.settle();
+    let data = bytes(30_000, 50);
+    // Node 0 announces `x` to node 2 but holds none of its blocks.
+    let LocalChange::Changed(mut entry) = Host::default().put("x", data.clone(), 100) else {
+        unreachable!()
+    };
+    let by = short_id(&net.nodes[0].id);
+    entry.version = Version::default().bumped(by);
+    entry.modified_by = by;
+    entry.sequence = 1;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![entry],
+    });
+    let (from, now) = (net.nodes[0].id, net.now);
+    assert_eq!(
+        net.nodes[2]
+            .replica
+            .handle_message(now, from, have, &Bytes::new()),
+        Ok(())
+    );
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("x"), None);
+    // Node 1 writes the same bytes at `x`: a concurrent version of the same content.
+    net.put(1, "x", data.clone(), 200);
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("x"), Some(data.as_slice()));
+    let r = net.nodes[2].replica.record("x").expect("a record");
+    let n1 = short_id(&net.nodes[1].id);
+    assert!(r.entry.version.get(by) == 1 && r.entry.version.get(n1) == 1);
+    assert!(net.nodes.iter().all(|n| n.replica.is_idle()));
+}
+
+/// A deletion record from a peer outside the test network (`from`, the id of node 2, never
+/// linked), made by `by` with `version`.
+fn inject_deletion(net: &mut Net, to: usize, path: &str, by: u64, version: Version, seq: u64) {
+    let m = ReplicaMessage::IDeleted(weft_protocol::IDeleted {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![weft_protocol::Deleted {
+            path: path.into(),
+            kind: FileKind::File,
+            modified_by: by,
+            version,
+            sequence: seq,
+        }],
+    });
+    let (from, now) = (net.nodes[2].id, net.now);
+    assert_eq!(
+        net.nodes[to]
+            .replica
+            .handle_message(now, from, m, &Bytes::new()),
+        Ok(())
+    );
+    net.settle();
+}
+
+/// Seed 362 of the sweep (after the restart fix changed its course): a file P, a deletion D1
+/// concurrent with it and a deletion D2 made after seeing it. One node settled P against D1
+/// (P stays, merged version) and then against D2 (P stays again), another D2 against D1 (two
+/// deletions merge): both ended with the same merged version, one present and one deleted,
+/// and each ignored the other's record as equal. An equal version of other content is now
+/// settled as a conflict, the same way at both.
+#[test]
+fn equal_versions_of_different_content_are_settled_like_a_conflict() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    let data = bytes(2_000, 70);
+    net.put(0, "p", data.clone(), 100);
+    net.settle();
+    net.unlink(0, 1);
+    let n0 = short_id(&net.nodes[0].id);
+    let (b, c) = (0x0b00_0000_0000_0000_u64, 0x0c00_0000_0000_0000_u64);
+    let p = Version::default().bumped(n0);
+    let d1 = Version::default().bumped(b);
+    let d2 = p.bumped(c);
+    // Node 0: P beats D1, then P (merged) beats D2.
+    inject_deletion(&mut net, 0, "p", b, d1.clone(), 1);
+    inject_deletion(&mut net, 0, "p", c, d2.clone(), 2);
+    // Node 1: D2 replaces P, then D1 merges into it.
+    inject_deletion(&mut net, 1, "p", c, d2, 2);
+    inject_deletion(&mut net, 1, "p", b, d1, 1);
+    let (r0, r1) = (
+        net.nodes[0].replica.record("p").expect("a record").clone(),
+        net.nodes[1].replica.record("p").expect("a record").clone(),
+    );
+    assert_eq!(r0.entry.version, r1.entry.version);
+    assert!(!r0.deleted && r1.deleted);
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.records(0), net.records(1));
+    assert_eq!(net.nodes[1].host.data("p"), Some(data.as_slice()));
+    assert!(net.nodes[..2].iter().all(|n| n.replica.is_idle()));
+}
+
 #[test]
 fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
     let mut net = pair();
@@ -753,6 +908,45 @@ fn a_restart_resumes_a_half_fetched_file_asking_only_for_missing_blocks() {
         asked + 10,
         blocks.len(),
         "10 blocks arrived before the restart"
+    );
+}
+
+/// Seed 402 of the sweep: a node crashed twice, the second time before it had persisted
+/// anything since the first restart. Both restarts restored the same persisted sequence and
+/// jumped to the same numbers, so the changes of the second life were announced under
+/// numbers a peer had already seen from the first, and that peer skipped them for good.
+#[test]
+fn two_restarts_without_a_persist_between_hand_out_no_sequence_number_twice() {
+    let mut net = pair();
+    net.put(0, "a", bytes(1_000, 60), 100);
+    net.settle();
+    // First restart: a change is made and announced well within the persist delay.
+    net.restart(0, 60);
+    net.link(0, 1);
+    for _ in 0..20 {
+        net.round();
+    }
+    for i in 0..5 {
+        net.put(0, "b", bytes(1_000, 61 + i), 200 + i as i64);
+        for _ in 0..10 {
+            net.round();
+        }
+    }
+    assert!(net.nodes[1].replica.record("b").is_some());
+    // A crash before the state was persisted again, and a second restart (whose scan finds
+    // `b`, which the restored index lacks).
+    net.restart(0, 61);
+    net.link(0, 1);
+    for _ in 0..20 {
+        net.round();
+    }
+    net.put(0, "b", bytes(1_000, 65), 204);
+    net.put(0, "c", bytes(1_000, 62), 300);
+    net.settle();
+    let c = bytes(1_000, 62);
+    assert!(
+        net.nodes[1].host.data("c") == Some(c.as_slice()),
+        "node 1 skipped a change it took for one seen"
     );
 }
 
