@@ -879,6 +879,26 @@ impl Replica {
             });
             return;
         }
+        let directories = |x: &Record| !x.deleted && x.entry.kind == FileKind::Directory;
+        if directories(&l) && directories(&r) {
+            // Two directories that differ in mode alone: no copy (a directory holds nothing
+            // but its children, each a record of its own; renaming it would carry them off
+            // unrecorded). The winner's mode, under the merged version.
+            let remote_wins = conflict::order(&r, &l).is_gt();
+            let mut w = if remote_wins { r.clone() } else { l.clone() };
+            w.entry.version = merged;
+            if remote_wins || self.emptied(&path) {
+                self.adopt_as(sources, w, Some(l), r);
+            } else {
+                self.install(Install {
+                    entry: w.entry,
+                    deleted: false,
+                    moved_from: None,
+                    remote: false,
+                });
+            }
+            return;
+        }
         if conflict::order(&r, &l).is_lt() {
             // The local version wins. A deleted loser: the local record takes the merged
             // version. A present loser is fetched into its conflict copy, and the local

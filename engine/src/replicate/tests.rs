@@ -1522,3 +1522,38 @@ fn a_touch_during_a_fetch_does_not_stall_the_commit() {
     assert_eq!(net.nodes[0].host.data("f"), Some(new.as_slice()));
     assert_eq!(net.records(0), net.records(1));
 }
+
+#[test]
+fn a_directory_made_at_two_nodes_with_two_modes_gets_one_mode_and_no_copy() {
+    let mut net = Net::new(2);
+    for (node, mode) in [(0, 5), (1, 7)] {
+        let c = net.nodes[node]
+            .host
+            .put_item("d", FileKind::Directory, "", mode);
+        net.local(node, c);
+    }
+    let data = bytes(5_000, 40);
+    net.put(0, "d/f", data.clone(), 100);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.records(0), net.records(1));
+    let paths: Vec<String> = net.records(0).into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        paths,
+        vec!["d".to_string(), "d/f".to_string()],
+        "no conflict copy"
+    );
+    let modes: Vec<u8> = (0..2)
+        .map(|i| {
+            net.nodes[i]
+                .host
+                .items
+                .get("d")
+                .expect("the directory")
+                .mode
+        })
+        .collect();
+    assert_eq!(modes[0], modes[1], "one mode everywhere");
+    assert_eq!(net.nodes[1].host.data("d/f"), Some(data.as_slice()));
+}
