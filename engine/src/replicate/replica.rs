@@ -645,6 +645,20 @@ impl Replica {
                     a.sources.extend(sources.iter().copied());
                     self.fetch_dirty = true;
                 }
+                // A source that now announces another version of the path, neither the one
+                // fetched nor a newer one (it lost that version in a crash, say), no longer
+                // serves it. A fetch left with no source is dropped, its version with it.
+                let fetched = a.target_version(&path).cloned();
+                let moved_on = !same_content
+                    && a.is_fetching()
+                    && fetched.as_ref().is_some_and(|t| {
+                        *t != r.entry.version && r.entry.version.compare(t) != VersionOrder::Newer
+                    });
+                if moved_on && sources.iter().any(|s| a.sources.remove(s)) && a.sources.is_empty() {
+                    self.defer(sources, r);
+                    self.abandon(&path);
+                    return;
+                }
             }
             // A fetch still gathering blocks is overtaken by a newer version: its source
             // may have moved on and no longer serve the blocks it wants.
@@ -1186,10 +1200,26 @@ impl Replica {
         }
     }
 
+    /// Drops the fetch at `path`, which no source serves any more: its origin records at
+    /// `path` are dropped, the others applied again, and the deferred records of its paths
+    /// applied.
+    fn abandon(&mut self, path: &str) {
+        self.drop_fetch(path, |r| r.entry.path == path);
+    }
+
     /// Drops the fetch at `path` for `newer` (deferred for it): its origin records that
     /// `newer` descends from are dropped, the others applied again, and the deferred records
     /// of its paths applied.
     fn supersede(&mut self, path: &str, newer: &Version) {
+        self.drop_fetch(path, |r| {
+            r.entry.path == path && newer.compare(&r.entry.version) == VersionOrder::Newer
+        });
+    }
+
+    /// Drops the apply at `path`: its temp is discarded, its origin records that `dropped`
+    /// names are forgotten, the others applied again, then the deferred records of its
+    /// paths.
+    fn drop_fetch(&mut self, path: &str, dropped: impl Fn(&Record) -> bool) {
         let Some(a) = self.applies.remove(path) else {
             return;
         };
@@ -1204,9 +1234,7 @@ impl Replica {
         self.mark_dirty();
         self.fetch_dirty = true;
         for r in a.origin {
-            let dominated =
-                r.entry.path == path && newer.compare(&r.entry.version) == VersionOrder::Newer;
-            if !dominated {
+            if !dropped(&r) {
                 self.apply_remote(a.sources.clone(), r, None);
             }
         }

@@ -1557,3 +1557,34 @@ fn a_directory_made_at_two_nodes_with_two_modes_gets_one_mode_and_no_copy() {
     assert_eq!(modes[0], modes[1], "one mode everywhere");
     assert_eq!(net.nodes[1].host.data("d/f"), Some(data.as_slice()));
 }
+
+#[test]
+fn a_fetch_whose_only_source_lost_that_version_is_dropped_and_settled() {
+    let mut net = pair();
+    net.put(1, "f", bytes(50_000, 50), 100);
+    net.settle();
+    net.put(1, "f", bytes(50_000, 51), 200);
+    net.hereis_budget = Some(0);
+    for _ in 0..200 {
+        net.round();
+    }
+    assert!(
+        net.nodes[0].replica.applies.contains_key("f"),
+        "node 0 fetches the second version, whose blocks never come"
+    );
+    // Node 1 loses its state (a crash before it was stored) and finds other content.
+    net.unlink(0, 1);
+    net.nodes[1].host.state = None;
+    net.restart(1, 77);
+    net.settle();
+    net.put(1, "f", bytes(50_000, 52), 300);
+    net.hereis_budget = None;
+    net.link(0, 1);
+    net.settle();
+    assert!(
+        !net.nodes[0].replica.applies.contains_key("f"),
+        "the stalled fetch is gone"
+    );
+    assert_eq!(net.records(0), net.records(1));
+    assert_eq!(net.nodes[0].host.data("f"), net.nodes[1].host.data("f"));
+}
