@@ -31,24 +31,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-stamp() { printf -v "$1" '%s' "${EPOCHREALTIME/[.,]/}"; }
-secs() { local d=$(($2 - $1)); printf '%d.%03d' $((d / 1000000)) $(((d % 1000000) / 1000)); }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alloc_port() {
-    while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 stop_pid() {
     local p=$1 i
     kill -TERM "$p" 2>/dev/null || true
     for ((i = 0; i < 200; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
-}
-drop_caches() {
-    sync
-    if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CACHE_DROPS=yes; else CACHE_DROPS=no; fi
 }
 # Runs CMD every 20 ms until it succeeds, at most 600 s.
 wait_for() {

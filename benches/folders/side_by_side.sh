@@ -32,6 +32,9 @@ BENCH=$(cd "$BENCH" && pwd)
 # ---------------------------------------------------------------------------------------
 # Helpers
 
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+
 PIDS=()
 cleanup() {
     local p
@@ -42,11 +45,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Microseconds since the epoch, into the variable named $1 (no subshell).
-stamp() { printf -v "$1" '%s' "${EPOCHREALTIME/[.,]/}"; }
-# Seconds between two stamps, 3 decimals.
-secs() { local d=$(($2 - $1)); printf '%d.%03d' $((d / 1000000)) $(((d % 1000000) / 1000)); }
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
@@ -62,13 +60,6 @@ stop_pid() {
     PIDS=("${keep[@]}")
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Next port nothing listens on, into PORT.
-alloc_port() {
-    while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
 
 # poll_until INTERVAL TIMEOUT_S CMD...: runs CMD every INTERVAL seconds until it succeeds.
 # Fails (REASON set) on timeout or when a pid of WATCH_PIDS has exited.
@@ -96,11 +87,6 @@ tree_stats() {
         awk '{ n++; s += $1 } END { printf "%d %.0f\n", n, s }'
 }
 complete_copy() { [[ $(tree_stats "$1") == "$EXPECT" ]]; }
-
-drop_caches() {
-    sync
-    if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CACHE_DROPS=yes; else CACHE_DROPS=no; fi
-}
 
 clean_src() { rm -rf "$SRC/.weft" "$SRC/.stfolder"; }
 

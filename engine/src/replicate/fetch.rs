@@ -160,7 +160,7 @@ impl Replica {
 
     /// Asks for the blocks files lack: locally where the folder holds them, else of peers,
     /// rarest first. A full pass over every file being fetched; what finds no room is kept
-    /// in the queue for [`Self::schedule_room`].
+    /// in the queue for [`Self::place`].
     pub(super) fn schedule(&mut self) {
         let now = self.now;
         // (hash, length, temp, block number, file) of every missing block of the files
@@ -294,17 +294,12 @@ impl Replica {
         self.place();
     }
 
-    /// Room was freed and nothing else changed since the last full pass: the queued
-    /// candidates that are still wanted are asked for, in order, until no source has room.
-    pub(super) fn schedule_room(&mut self) {
-        self.place();
-    }
-
     /// Asks each queued candidate, in order, of its least loaded source with room for it;
-    /// drops candidates no longer wanted. A source that a candidate does not fit takes no
+    /// drops candidates no longer wanted. After a full pass, and alone when only room was
+    /// freed since (nothing can have been added: the queue is what a full pass would find). A source that a candidate does not fit takes no
     /// later candidate in this pass (each peer's requests go in queue order, at the cost of
     /// less than one block of its room), and the pass ends when no source may take more.
-    fn place(&mut self) {
+    pub(super) fn place(&mut self) {
         let now = self.now;
         let max = self.config.bytes_in_flight_per_peer_max;
         let mut salt: Option<u64> = None;

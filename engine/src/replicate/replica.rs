@@ -1810,7 +1810,7 @@ impl Replica {
             self.fetch_dirty = false;
             self.schedule();
         } else if room {
-            self.schedule_room();
+            self.place();
         }
         self.announce();
     }

@@ -372,6 +372,20 @@ impl Net {
         self.local(i, c);
     }
 
+    /// Node `i`'s scanner: the file at `from` was renamed to `to`, content and mtime kept.
+    fn mv(&mut self, i: usize, from: &str, to: &str) {
+        let item = self.nodes[i]
+            .host
+            .items
+            .remove(from)
+            .expect("a file to move");
+        let LocalChange::Changed(to) = self.nodes[i].host.put(to, item.data, item.mtime_ms) else {
+            unreachable!("put reports a change")
+        };
+        let from = from.into();
+        self.local(i, LocalChange::Moved { from, to });
+    }
+
     /// One round: every output handled, every message delivered. Whether anything happened.
     fn round(&mut self) -> bool {
         let mut active = false;
@@ -587,18 +601,7 @@ fn a_rename_is_applied_as_a_rename() {
     net.put(0, "old", data.clone(), 100);
     net.settle();
     net.hereis_bytes = 0;
-    let item = net.nodes[0].host.items.remove("old").expect("there");
-    net.nodes[0].host.items.insert("new".into(), item);
-    let LocalChange::Changed(to) = net.nodes[0].host.put("new", data.clone(), 100) else {
-        unreachable!()
-    };
-    net.local(
-        0,
-        LocalChange::Moved {
-            from: "old".into(),
-            to,
-        },
-    );
+    net.mv(0, "old", "new");
     net.settle();
     assert_eq!(net.hereis_bytes, 0);
     assert_eq!(net.nodes[1].host.data("new"), Some(data.as_slice()));
@@ -651,33 +654,12 @@ fn a_peer_version_lands_at_a_path_a_rename_emptied_and_a_local_move_refilled() {
     net.put(1, "other", bytes(3_000, 41), 100);
     net.settle();
     // Node 0 renames old -> new; node 1 applies it as a rename.
-    let item = net.nodes[0].host.items.remove("old").expect("there");
-    net.nodes[0].host.items.insert("new".into(), item);
-    let LocalChange::Changed(to) = net.nodes[0].host.put("new", data.clone(), 100) else {
-        unreachable!()
-    };
-    net.local(
-        0,
-        LocalChange::Moved {
-            from: "old".into(),
-            to,
-        },
-    );
+    net.mv(0, "old", "new");
     net.settle();
     assert_eq!(net.nodes[1].replica.metrics().renames_applied, 1);
     // Node 1 moves `other` onto the old path; node 0 takes it the same way.
     let moved = bytes(3_000, 41);
-    net.nodes[1].host.items.remove("other");
-    let LocalChange::Changed(to) = net.nodes[1].host.put("old", moved.clone(), 100) else {
-        unreachable!()
-    };
-    net.local(
-        1,
-        LocalChange::Moved {
-            from: "other".into(),
-            to,
-        },
-    );
+    net.mv(1, "other", "old");
     net.settle();
     assert_eq!(net.nodes[0].host.data("old"), Some(moved.as_slice()));
     // Node 0 edits it: node 1 must replace what it holds there.
