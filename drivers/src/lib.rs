@@ -22,6 +22,7 @@ compile_error!("enable at least one driver feature: `mio` or `tokio`");
 pub mod accept;
 pub mod cli;
 pub mod clock;
+pub mod conform;
 mod conns;
 pub mod control;
 mod dial_log;

@@ -63,6 +63,8 @@ enum Cmd {
     Get(cli::GetArgs),
     /// Remove a key's value (or all its values) from the Chord ring.
     Delete(cli::DeleteArgs),
+    /// Test another implementation (or a weft node) against SPEC.md: one line per section.
+    Conform(weft_drivers::conform::ConformArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
     Completions(cli::CompletionsArgs),
 }
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Put(args) => cli::put(args),
         Cmd::Get(args) => cli::get(args),
         Cmd::Delete(args) => cli::delete(args),
+        Cmd::Conform(args) => weft_drivers::conform::conform(args),
         Cmd::Completions(args) => cli::completions(args, &mut Cli::command()),
     }
 }
