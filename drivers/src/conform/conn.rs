@@ -418,7 +418,7 @@ fn byes(frames: &[Frame]) -> Vec<ByeReason> {
 
 /// A duration as a person says it: `2 s`, `500 ms`.
 pub fn span(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())

@@ -179,10 +179,6 @@ pub fn read_ack(conn: &mut Conn, wait: std::time::Duration) -> Result<HelloAck, 
             }
             match with_msg(&f, |m| match m {
                 Message::HelloAck(a) => Some(a),
-                Message::Bye(r) => {
-                    let _ = r;
-                    None
-                }
                 _ => None,
             }) {
                 Some(Some(a)) => Ok(a),

@@ -2,6 +2,7 @@
 //! dropped, commands with a time limit, and in-process peers that speak the protocol.
 #![allow(dead_code)]
 
+pub mod broken;
 pub mod peer;
 pub mod relay;
 

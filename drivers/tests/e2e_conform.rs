@@ -1,0 +1,195 @@
+//! The conformance kit (`weft conform`, SPEC.md §18.1) against weft's own nodes on both
+//! drivers, as initiator and as acceptor, and against deliberately broken peers
+//! (`common::broken`): it must pass the first and fail each broken peer on the SPEC.md
+//! section of the rule it breaks.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::broken::{Broken, BrokenPeer};
+use common::{scratch, weft, NodeProc, WAIT};
+use weft_drivers::conform::report::Verdict;
+use weft_drivers::conform::run_initiator;
+use weft_engine::protocol::NetworkId;
+use weft_engine::NetworkKey;
+
+/// `weft conform --peer ADDR --name NET`: its exit code and its lines.
+fn conform(addr: &str, net: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["conform", "--peer", addr, "--name", net];
+    args.extend(extra);
+    let out = common::run(&args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
+    let (dir, net) = scratch("conform-pass");
+    let mio = NodeProc::start(dir.path(), &net, "mio", "mio", "127.0.0.1:0", &[]);
+    let tokio = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "tokio",
+        "tokio",
+        "127.0.0.1:0",
+        &[],
+        &["--chord"],
+    );
+    let runs: Vec<_> = [&mio, &tokio]
+        .iter()
+        .map(|n| {
+            let (addr, net) = (n.addr.clone(), net.clone());
+            std::thread::spawn(move || conform(&addr, &net, &[]))
+        })
+        .collect();
+    for (run, node) in runs.into_iter().zip(["mio", "tokio --chord"]) {
+        let (code, text) = run.join().expect("kit thread");
+        eprintln!("weft conform against a {node} node:\n{text}");
+        assert_eq!(code, Some(0), "{node}: {text}");
+        assert!(!text.contains("FAIL"), "{node}: {text}");
+        for section in [
+            "§2 ", "§3 ", "§4 ", "§6.13 ", "§7 ", "§8 ", "§9 ", "§10 ", "§11 ", "§19 ", "§21 ",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("PASS {section}"))),
+                "{node}: {section}passes: {text}"
+            );
+        }
+    }
+    // JSON says the same.
+    let (code, json) = conform(&mio.addr, &net, &["--json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+    assert_eq!(v["pass"], true);
+    assert_eq!(v["role"], "initiator");
+    drop(dir);
+}
+
+#[test]
+fn weft_nodes_on_both_drivers_pass_when_they_dial_the_kit() {
+    let (dir, net) = scratch("conform-listen");
+    for driver in ["mio", "tokio"] {
+        let node = NodeProc::start(dir.path(), &net, driver, driver, "127.0.0.1:0", &[]);
+        let mut kit = weft()
+            .args(["conform", "--listen", "127.0.0.1:0", "--name", &net])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft conform");
+        let mut stderr = BufReader::new(kit.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("the kit's first line");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("an address")
+            .to_owned();
+        let out = node.command("connect", &[&addr]);
+        assert!(out.status.success(), "weft connect");
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = kit.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the kit did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut kit.stdout.take().expect("stdout"), &mut text)
+            .expect("stdout");
+        eprintln!("weft conform --listen, dialed by a {driver} node:\n{text}");
+        assert_eq!(status.code(), Some(0), "{driver}: {text}");
+        for section in ["§7 ", "§8 ", "§9 ", "§21 "] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("PASS {section}"))),
+                "{driver}: {section}passes: {text}"
+            );
+        }
+        assert!(text.contains("(2 checks)"), "the redial was tested: {text}");
+    }
+    drop(dir);
+}
+
+#[test]
+fn the_kit_fails_each_broken_peer_on_its_section() {
+    let cases: &[(Broken, &str)] = &[
+        (Broken::BadHelloAck, "§7"),
+        (Broken::CompressedHello, "§7"),
+        (Broken::AcceptsWrongNetwork, "§7"),
+        (Broken::BadProofWrongReason, "§7"),
+        (Broken::IgnoresSecondHello, "§7"),
+        (Broken::NoIdentityCheck, "§21"),
+        (Broken::HelloKeyMismatch, "§21"),
+        (Broken::IgnoresEarlyFrames, "§6.13"),
+        (Broken::IgnoresUnknownFamily, "§8"),
+        (Broken::PongWrongNonce, "§9"),
+        (Broken::NoByeOnBadFrame, "§2"),
+        (Broken::CompressesToAll, "§3"),
+        (Broken::CascadeHopsKept, "§10"),
+        (Broken::DuplicateRelay, "§11"),
+        (Broken::NoRelay, "§11"),
+        (Broken::NoRepair, "§11"),
+        (Broken::NoTableRelay, "§19"),
+    ];
+    let net = format!("conform-broken-{}", std::process::id());
+    // The wrapper alone, breaking nothing, passes: what fails below is the broken rule.
+    let all: Vec<(Broken, &str)> = std::iter::once((Broken::None, ""))
+        .chain(cases.iter().copied())
+        .collect();
+    let runs: Vec<_> = all
+        .iter()
+        .enumerate()
+        .map(|(i, &(broken, section))| {
+            let net = net.clone();
+            std::thread::spawn(move || {
+                let peer = BrokenPeer::start(&net, broken, 100 + i as u64);
+                let addr: SocketAddr = peer.addr.parse().expect("an address");
+                let report = run_initiator(
+                    addr,
+                    Some(NetworkId::from_name(&net)),
+                    NetworkKey::OPEN,
+                    Duration::from_millis(700),
+                )
+                .expect("the broken peer is reachable");
+                (broken, section, report)
+            })
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for run in runs {
+        let (broken, section, report) = run.join().expect("kit thread");
+        let lines = report.lines();
+        let text: Vec<String> = lines.iter().map(|l| l.text()).collect();
+        eprintln!(
+            "broken peer {broken:?} (expected to fail {section}):\n{}",
+            text.join("\n")
+        );
+        let failed: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.result == Verdict::Fail)
+            .map(|l| l.section)
+            .collect();
+        let ok = if broken == Broken::None {
+            failed.is_empty()
+        } else {
+            failed.contains(&section)
+        };
+        if !ok {
+            wrong.push(format!("{broken:?}: failed {failed:?}, expected {section}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
