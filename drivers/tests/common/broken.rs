@@ -14,7 +14,8 @@ use std::time::{Duration, Instant as StdInstant};
 use bytes::Bytes;
 use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole};
 use weft_engine::protocol::{
-    ByeReason, Code, Frame, FrameDecoder, Hello, ICanSee, Message, NetworkId, Pong, CAP_LZ4,
+    ByeReason, ChordMessage, Code, Frame, FrameDecoder, Hello, ICanSee, Message, NetworkId, Pong,
+    CAP_LZ4,
 };
 use weft_engine::{Config, ConnId, HostResult, Input, Instant, LinkEncryption, Node, Output};
 
@@ -57,6 +58,8 @@ pub enum Broken {
     NoRepair,
     /// §19: table writes are never relayed.
     NoTableRelay,
+    /// §20: (a Chord member) its answers carry another request id than the request's.
+    ChordWrongRequest,
 }
 
 /// A broken peer listening on 127.0.0.1; stopped when dropped.
@@ -137,6 +140,10 @@ impl Host {
             config.limits.noise_rekey,
         );
         config.link_encryption = LinkEncryption::PlaintextSimulationOnly;
+        if broken == Broken::ChordWrongRequest {
+            config.chord = Some(weft_engine::chord::ChordConfig::default());
+            config.listen_addr = listener.local_addr().ok().map(|a| a.to_string());
+        }
         config.limits.inbound_per_address_max = 64;
         Host {
             node: Node::new(config),
@@ -392,6 +399,16 @@ impl Host {
             (Broken::NoRelay, Code::BROADCAST, _) => Vec::new(),
             (Broken::NoRepair, Code::MESH_REPAIR, _) => Vec::new(),
             (Broken::NoTableRelay, Code::TABLE_WRITE, _) => Vec::new(),
+            (Broken::ChordWrongRequest, _, Some(Message::Chord(mut c))) => {
+                match &mut c {
+                    ChordMessage::Found(x) => x.request ^= 1,
+                    ChordMessage::State(x) => x.request ^= 1,
+                    ChordMessage::Stored(x) => x.request ^= 1,
+                    ChordMessage::Values(x) => x.request ^= 1,
+                    _ => {}
+                }
+                vec![frame_bytes(&Message::Chord(c))]
+            }
             _ => vec![bytes],
         }
     }
@@ -471,7 +488,7 @@ impl Host {
 }
 
 /// The message a frame carries, owned where it matters (HELLO, HELLO_ACK, PONG, BYE,
-/// ICANSEE).
+/// ICANSEE, Chord).
 fn message(frame: &Frame) -> Option<Message<'static>> {
     let payload = frame.payload().ok()?;
     let m = Message::decode(frame.code(), &payload).ok()?;
@@ -481,6 +498,7 @@ fn message(frame: &Frame) -> Option<Message<'static>> {
         Message::Pong(p) => Message::Pong(p),
         Message::Bye(r) => Message::Bye(r),
         Message::ICanSee(c) => Message::ICanSee(c),
+        Message::Chord(c) => Message::Chord(c),
         _ => return None,
     })
 }
