@@ -41,14 +41,44 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
         &[],
         &["--chord"],
     );
-    let runs: Vec<_> = [&mio, &tokio]
+    // A node sharing a folder of two files, for §22.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("folder");
+    std::fs::write(shared.join("a.bin"), vec![7u8; 100_000]).expect("a file");
+    std::fs::write(shared.join("b.txt"), b"hello").expect("a file");
+    let folder_net = format!("{net}-folder");
+    let state = dir.path().join("folder-state");
+    let shared_text = shared.display().to_string();
+    let folder = NodeProc::start_args(
+        &folder_net,
+        state.join(&folder_net),
+        dir.path().join("folder.log"),
+        &[
+            "create",
+            "--name",
+            &folder_net,
+            "--dir",
+            &shared_text,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("WEFT_HOME", &state.display().to_string()),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let targets = [(&mio, &net), (&tokio, &net), (&folder, &folder_net)];
+    let runs: Vec<_> = targets
         .iter()
-        .map(|n| {
-            let (addr, net) = (n.addr.clone(), net.clone());
+        .map(|(n, net)| {
+            let (addr, net) = (n.addr.clone(), (*net).clone());
             std::thread::spawn(move || conform(&addr, &net, &[]))
         })
         .collect();
-    for (run, node) in runs.into_iter().zip(["mio", "tokio --chord"]) {
+    for (run, node) in runs
+        .into_iter()
+        .zip(["mio", "tokio --chord", "mio sharing a folder"])
+    {
         let (code, text) = run.join().expect("kit thread");
         eprintln!("weft conform against a {node} node:\n{text}");
         assert_eq!(code, Some(0), "{node}: {text}");

@@ -256,6 +256,19 @@ impl Conn {
         frames
     }
 
+    /// The frames that arrive until `quiet` passes with none, or `wait` in all.
+    pub fn collect_until_quiet(&mut self, wait: Duration, quiet: Duration) -> Vec<Frame> {
+        let end = Instant::now() + wait;
+        let mut frames = Vec::new();
+        loop {
+            let deadline = end.min(Instant::now() + quiet);
+            match self.next(deadline) {
+                Got::Frame(f) => frames.push(f),
+                _ => return frames,
+            }
+        }
+    }
+
     /// A note on why the stream ended, for failure reasons: `" (its Noise messages ...)"`.
     fn why_closed(&self) -> String {
         match &self.garbage {

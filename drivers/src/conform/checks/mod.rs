@@ -4,6 +4,7 @@ pub mod acceptor;
 pub mod chord;
 pub mod frames;
 pub mod mesh;
+pub mod replicate;
 pub mod session;
 pub mod states;
 pub mod table;
@@ -12,7 +13,7 @@ use weft_engine::protocol::{Broadcast, Code, Frame, Message, OriginProof};
 
 use super::hello::Me;
 use super::report::Section;
-use super::{Check, Ctx, Stop};
+use super::{Check, Ctx};
 
 /// Every check of the initiator script, in the order they run.
 pub fn all() -> Vec<Check> {
@@ -187,9 +188,21 @@ pub fn all() -> Vec<Check> {
         ),
         c(Chord, "state and a lookup", chord::state_and_lookup),
         c(Chord, "store, fetch and refusals", chord::store_and_fetch),
-        c(Replication, "not built", |_| {
-            Err(Stop::Skip("the kit has no replication checks yet".into()))
-        }),
+        c(
+            Replication,
+            "LIST answered by IHAVE batches",
+            replicate::list_answered,
+        ),
+        c(
+            Replication,
+            "IWANT, HEREIS and NOTFOUND",
+            replicate::blocks_served,
+        ),
+        c(
+            Replication,
+            "blocks with wrong hashes",
+            replicate::corrupt_blocks_close,
+        ),
     ]
 }
 
