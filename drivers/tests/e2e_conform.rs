@@ -174,6 +174,7 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
         (Broken::NoRepair, "§11"),
         (Broken::NoTableRelay, "§19"),
         (Broken::ChordWrongRequest, "§20"),
+        (Broken::NoNotFound, "§22"),
     ];
     let net = format!("conform-broken-{}", std::process::id());
     // The wrapper alone, breaking nothing, passes: what fails below is the broken rule.

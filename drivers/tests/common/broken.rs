@@ -14,8 +14,9 @@ use std::time::{Duration, Instant as StdInstant};
 use bytes::Bytes;
 use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole};
 use weft_engine::protocol::{
-    ByeReason, ChordMessage, Code, Frame, FrameDecoder, Hello, ICanSee, Message, NetworkId, Pong,
-    CAP_LZ4,
+    Block, BlockHash, ByeReason, ChordMessage, Code, Counter, Family, FileEntry, FileKind,
+    FolderId, Frame, FrameDecoder, Hello, HereIs, ICanSee, IHave, IWant, List, Message, NetworkId,
+    NotFound, Pong, ReplicaMessage, Version, CAP_LZ4,
 };
 use weft_engine::{Config, ConnId, HostResult, Input, Instant, LinkEncryption, Node, Output};
 
@@ -60,6 +61,8 @@ pub enum Broken {
     NoTableRelay,
     /// §20: (a Chord member) its answers carry another request id than the request's.
     ChordWrongRequest,
+    /// §22: an IWANT of a block it does not hold gets no NOTFOUND.
+    NoNotFound,
 }
 
 /// A broken peer listening on 127.0.0.1; stopped when dropped.
@@ -117,15 +120,65 @@ struct Wire {
     acked: bool,
     /// The inbound stream failed: nothing more goes to the node.
     dead_in: bool,
+    /// Blocks with a wrong hash this peer served the fake folder.
+    mismatches: usize,
+}
+
+/// A folder the wrapper serves itself (its node has no storage): one file of one block. It
+/// answers LIST with that file, IWANT with the block or NOTFOUND, asks for every block a
+/// peer announces, and closes a peer at its third block with a wrong hash (SPEC.md §22).
+struct FakeFolder {
+    id: FolderId,
+    data: Vec<u8>,
+    hash: BlockHash,
+    index_id: u64,
+}
+
+impl FakeFolder {
+    fn new(net: &str) -> FakeFolder {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 251) as u8).collect();
+        FakeFolder {
+            id: FolderId::from_name(net),
+            hash: *blake3::hash(&data).as_bytes(),
+            data,
+            index_id: 0x5eed,
+        }
+    }
+
+    fn entry(&self) -> FileEntry {
+        FileEntry {
+            path: "fake.bin".into(),
+            kind: FileKind::File,
+            target: String::new(),
+            mode: 6,
+            size: self.data.len() as u64,
+            mtime_ms: 1_700_000_000_000,
+            modified_by: 7,
+            version: Version {
+                counters: vec![Counter { node: 7, value: 1 }],
+            },
+            sequence: 1,
+            blocks: vec![Block {
+                offset: 0,
+                len: self.data.len() as u32,
+                hash: self.hash,
+            }],
+        }
+    }
 }
 
 struct Host {
+    folder: FakeFolder,
     node: Node,
     broken: Broken,
     network: NetworkId,
     keys: NoiseKeys,
     listener: TcpListener,
     wires: BTreeMap<ConnId, Wire>,
+    /// Frames the wrapper itself sends, after the node's outputs of the current input.
+    pending_out: Vec<(ConnId, Vec<u8>)>,
+    /// Connections to close once the frames above are out.
+    closing_after: Vec<ConnId>,
     accepted: u64,
     origin: StdInstant,
     inputs: Vec<Input>,
@@ -146,12 +199,15 @@ impl Host {
         }
         config.limits.inbound_per_address_max = 64;
         Host {
+            folder: FakeFolder::new(net),
             node: Node::new(config),
             broken,
             network: NetworkId::from_name(net),
             keys,
             listener,
             wires: BTreeMap::new(),
+            pending_out: Vec::new(),
+            closing_after: Vec::new(),
             accepted: 0,
             origin: StdInstant::now(),
             inputs: Vec::new(),
@@ -194,6 +250,7 @@ impl Host {
                         hello: None,
                         acked: false,
                         dead_in: false,
+                        mismatches: 0,
                     },
                 );
                 self.inputs.push(Input::Accepted {
@@ -218,6 +275,15 @@ impl Host {
                 let now = self.now();
                 let _ = self.node.handle_input(now, input);
                 self.drain();
+            }
+            for (conn, bytes) in std::mem::take(&mut self.pending_out) {
+                self.inject(conn, &bytes);
+            }
+            for conn in std::mem::take(&mut self.closing_after) {
+                if let Some(w) = self.wires.get_mut(&conn) {
+                    w.closing = true;
+                    w.dead_in = true;
+                }
             }
             self.write();
             if self.inputs.is_empty() {
@@ -295,6 +361,89 @@ impl Host {
         }
     }
 
+    /// Sends `bytes` to `conn`'s peer as the wrapper's own frames.
+    fn inject(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(w) = self.wires.get_mut(&conn) {
+            if w.noise.is_established() && !w.closing {
+                let sealed = w.noise.seal(bytes);
+                w.out.extend_from_slice(&sealed);
+            }
+        }
+    }
+
+    /// Handles a replication frame about the fake folder; false if it is not one (the node
+    /// gets it).
+    fn fake_folder(&mut self, conn: ConnId, frame: &Frame) -> bool {
+        let Ok(payload) = frame.payload() else {
+            return false;
+        };
+        let Ok(Message::Replica(m)) = Message::decode(frame.code(), &payload) else {
+            return false;
+        };
+        if m.folder() != self.folder.id {
+            return false;
+        }
+        let f = &self.folder;
+        let mut replies = Vec::new();
+        match m {
+            ReplicaMessage::List(_) => replies.push(ReplicaMessage::IHave(IHave {
+                folder: f.id,
+                index_id: f.index_id,
+                entries: vec![f.entry()],
+            })),
+            ReplicaMessage::IWant(w) => {
+                let (held, unknown): (Vec<BlockHash>, Vec<BlockHash>) =
+                    w.hashes.iter().partition(|h| **h == f.hash);
+                for _ in held {
+                    let bytes = frame_bytes(&Message::Replica(ReplicaMessage::HereIs(HereIs {
+                        folder: f.id,
+                        hash: f.hash,
+                        offset: 0,
+                        data: &f.data,
+                    })));
+                    self.pending_out.push((conn, bytes));
+                }
+                if !unknown.is_empty() && self.broken != Broken::NoNotFound {
+                    replies.push(ReplicaMessage::NotFound(NotFound {
+                        folder: f.id,
+                        hashes: unknown,
+                    }));
+                }
+            }
+            ReplicaMessage::IHave(h) => {
+                let hashes: Vec<BlockHash> = h
+                    .entries
+                    .iter()
+                    .flat_map(|e| e.blocks.iter().map(|b| b.hash))
+                    .collect();
+                if !hashes.is_empty() {
+                    replies.push(ReplicaMessage::IWant(IWant {
+                        folder: f.id,
+                        hashes,
+                    }));
+                }
+            }
+            ReplicaMessage::HereIs(h) => {
+                if *blake3::hash(h.data).as_bytes() != h.hash {
+                    if let Some(w) = self.wires.get_mut(&conn) {
+                        w.mismatches += 1;
+                        if w.mismatches >= 3 {
+                            let bye = frame_bytes(&Message::Bye(ByeReason::ProtocolViolation));
+                            self.pending_out.push((conn, bye));
+                            self.closing_after.push(conn);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for r in replies {
+            let bytes = frame_bytes(&Message::Replica(r));
+            self.pending_out.push((conn, bytes));
+        }
+        true
+    }
+
     /// Closes `conn` at once, without a byte more.
     fn kill(&mut self, conn: ConnId) {
         if let Some(w) = self.wires.get_mut(&conn) {
@@ -338,7 +487,27 @@ impl Host {
                     }
                 }
             }
-            Code::HELLO_ACK => w.acked = w.hello.is_some(),
+            Code::HELLO_ACK => {
+                w.acked = w.hello.is_some();
+                let on_link = w.hello.as_ref().is_some_and(|h| {
+                    h.dedicated.is_none() && h.families & Family::Replication.bit() != 0
+                });
+                if w.acked && on_link {
+                    let list = ReplicaMessage::List(List {
+                        folder: self.folder.id,
+                        index_id: 0,
+                        since: 0,
+                    });
+                    let bytes = frame_bytes(&Message::Replica(list));
+                    // After the node has seen the HELLO_ACK: queued behind its own frames.
+                    self.pending_out.push((conn, bytes));
+                }
+            }
+            _ if established && code.family() == Some(Family::Replication) => {
+                if self.fake_folder(conn, &frame) {
+                    return None;
+                }
+            }
             Code::BYE => {}
             _ if !established && broken == Broken::IgnoresEarlyFrames => return None,
             _ => {}
