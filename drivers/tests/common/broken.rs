@@ -423,15 +423,13 @@ impl Host {
                     }));
                 }
             }
-            ReplicaMessage::HereIs(h) => {
-                if *blake3::hash(h.data).as_bytes() != h.hash {
-                    if let Some(w) = self.wires.get_mut(&conn) {
-                        w.mismatches += 1;
-                        if w.mismatches >= 3 {
-                            let bye = frame_bytes(&Message::Bye(ByeReason::ProtocolViolation));
-                            self.pending_out.push((conn, bye));
-                            self.closing_after.push(conn);
-                        }
+            ReplicaMessage::HereIs(h) if *blake3::hash(h.data).as_bytes() != h.hash => {
+                if let Some(w) = self.wires.get_mut(&conn) {
+                    w.mismatches += 1;
+                    if w.mismatches >= 3 {
+                        let bye = frame_bytes(&Message::Bye(ByeReason::ProtocolViolation));
+                        self.pending_out.push((conn, bye));
+                        self.closing_after.push(conn);
                     }
                 }
             }
@@ -503,10 +501,11 @@ impl Host {
                     self.pending_out.push((conn, bytes));
                 }
             }
-            _ if established && code.family() == Some(Family::Replication) => {
-                if self.fake_folder(conn, &frame) {
-                    return None;
-                }
+            _ if established
+                && code.family() == Some(Family::Replication)
+                && self.fake_folder(conn, &frame) =>
+            {
+                return None;
             }
             Code::BYE => {}
             _ if !established && broken == Broken::IgnoresEarlyFrames => return None,
