@@ -225,3 +225,26 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+#[test]
+fn an_unreachable_peer_and_bad_arguments_say_so_in_one_line() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = common::run(&["conform", "--peer", &format!("127.0.0.1:{port}")]);
+    common::fails_with(&out, 1, "cannot connect");
+    let out = common::run(&["conform"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = common::run(&[
+        "conform",
+        "--peer",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = common::run(&["conform", "--peer", "no-port"]);
+    common::fails_with(&out, 2, "not a HOST:PORT");
+}

@@ -258,3 +258,46 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(section: Section, name: &'static str, outcome: Outcome) -> CheckResult {
+        CheckResult {
+            section,
+            name,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn one_line_per_section_first_failure_first() {
+        let report = Report {
+            peer: "127.0.0.1:1".into(),
+            role: "initiator",
+            results: vec![
+                result(Section::Handshake, "a", Outcome::Pass),
+                result(Section::Frame, "b", Outcome::Fail("no BYE".into())),
+                result(Section::Frame, "c", Outcome::Fail("late".into())),
+                result(Section::Frame, "d", Outcome::Pass),
+                result(Section::Chord, "e", Outcome::Skip("no Chord".into())),
+                result(Section::Handshake, "f", Outcome::Skip("n/a".into())),
+            ],
+        };
+        let lines: Vec<String> = report.lines().iter().map(SectionLine::text).collect();
+        assert_eq!(
+            lines,
+            [
+                "FAIL §2 frame: b: no BYE (and 1 more failing check)",
+                "PASS §7 identity and handshake (1 check, 1 skipped)",
+                "SKIP §20 Chord: e: no Chord",
+            ]
+        );
+        assert!(!report.pass());
+        let json = serde_json::to_value(report.json()).expect("JSON");
+        assert_eq!(json["pass"], false);
+        assert_eq!(json["sections"][0]["result"], "fail");
+        assert_eq!(json["sections"][0]["failures"][1], "c: late");
+    }
+}
