@@ -70,6 +70,9 @@ pub struct Ctx {
     pub wait: Duration,
     /// The peer's HELLO on the first link: its signing mode and families.
     pub peer: Hello,
+    /// Whether the peer sends LIST on a new link (it holds a folder, SPEC.md §22): learnt by
+    /// the first check that waits for one, so the others need not wait again.
+    pub sends_list: std::sync::OnceLock<bool>,
 }
 
 /// Why a check stopped early.
@@ -287,6 +290,7 @@ pub fn run_initiator(
         network_key,
         wait,
         peer,
+        sends_list: std::sync::OnceLock::new(),
     };
     let timed = std::env::var_os("WEFT_CONFORM_TIMES").is_some();
     for check in checks::all() {
@@ -322,7 +326,14 @@ fn first_link(
     network: Option<NetworkId>,
     wait: Duration,
 ) -> Result<(Hello, NetworkId), (Section, String)> {
-    conn.finish_noise(wait).map_err(|e| (Section::Noise, e))?;
+    conn.finish_noise(wait).map_err(|e| {
+        let hint = if e.contains("closed") {
+            " (a private network? give its --secret)"
+        } else {
+            ""
+        };
+        (Section::Noise, format!("{e}{hint}"))
+    })?;
     let peer = hello::read_hello(conn, wait).map_err(|e| (Section::Handshake, e))?;
     let network = network.unwrap_or(peer.network);
     if conn.peer_identity() != Some(peer.public_key) {

@@ -22,6 +22,11 @@ fn folder_link(ctx: &Ctx) -> Result<(Link, FolderId), Stop> {
     if !ctx.runs(Family::Replication) {
         return Err(Stop::Skip("the peer does not run replication".into()));
     }
+    if ctx.sends_list.get() == Some(&false) {
+        return Err(Stop::Skip(
+            "the peer holds no folder (no LIST on a new link)".into(),
+        ));
+    }
     let mut link = ctx.link()?;
     let deadline = Instant::now() + ctx.wait;
     loop {
@@ -33,15 +38,17 @@ fn folder_link(ctx: &Ctx) -> Result<(Link, FolderId), Stop> {
                 })
                 .flatten()
                 .ok_or_else(|| "its LIST does not decode".to_string())?;
+                let _ = ctx.sends_list.set(true);
                 return Ok((link, folder));
             }
             Got::Frame(_) => {}
             Got::Closed => return Err("it closed a new link".to_string().into()),
             Got::Timeout => {
+                let _ = ctx.sends_list.set(false);
                 return Err(Stop::Skip(format!(
                     "the peer holds no folder (no LIST on a new link within {})",
                     span(ctx.wait)
-                )))
+                )));
             }
         }
     }
