@@ -161,7 +161,10 @@ fn weft_nodes_on_both_drivers_pass_when_they_dial_the_kit() {
                 "{driver}: {section}passes: {text}"
             );
         }
-        assert!(text.contains("(2 checks)"), "the redial was tested: {text}");
+        assert!(
+            text.contains("PASS §7 identity and handshake (3 checks)"),
+            "both redials were tested: {text}"
+        );
     }
     drop(dir);
 }

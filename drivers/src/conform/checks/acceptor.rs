@@ -1,7 +1,8 @@
 //! `weft conform --listen`: the kit as acceptor. It waits for the first peer that dials in,
 //! checks its Noise handshake as initiator (SPEC.md §21), its HELLO and its HELLO_ACK as the
 //! dialer (§7), a PING (§9) and a BYE (§8.5); then, if the peer dials again within a few
-//! seconds (weft redials a configured address, §8.10), that it refuses a bad proof (§7.5).
+//! seconds (weft redials a configured address, §8.10), that it refuses a bad proof (§7.5),
+//! and on the dial after that, a HELLO of another network (§7.4).
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -91,11 +92,29 @@ pub fn run(
             Err(e) => Outcome::Fail(e),
         },
     };
+    let dialed_again = matches!(outcome, Outcome::Pass | Outcome::Fail(_));
     push(
         Section::Handshake,
         "a bad signature from the acceptor",
         outcome,
     );
+    if dialed_again {
+        let outcome = match accept_within(listener, REDIAL_WAIT) {
+            None => Outcome::Skip(format!(
+                "the peer did not dial a third time within {} s",
+                REDIAL_WAIT.as_secs()
+            )),
+            Some(socket) => match wrong_network(socket, network_key, wait) {
+                Ok(()) => Outcome::Pass,
+                Err(e) => Outcome::Fail(e),
+            },
+        };
+        push(
+            Section::Handshake,
+            "another network from the acceptor",
+            outcome,
+        );
+    }
     Ok(report)
 }
 
@@ -178,4 +197,19 @@ fn bad_proof(
         false,
     );
     conn.expect_bye(ByeReason::BadProof, wait)
+}
+
+/// On a redial: a HELLO of another network from the acceptor must get BYE(WrongNetwork).
+fn wrong_network(socket: TcpStream, network_key: NetworkKey, wait: Duration) -> Result<(), String> {
+    let me = Me::fresh();
+    let mut conn = Conn::start(socket, &me.keys(network_key), NoiseRole::Responder);
+    conn.finish_noise(wait)?;
+    let peer = read_hello(&mut conn, wait)?;
+    let unsigned = peer.capabilities & weft_engine::protocol::CAP_BROADCASTS_UNSIGNED != 0;
+    let other = NetworkId::from_name("weft-conform-another-network");
+    conn.send_msg(
+        &Message::Hello(me.hello(other, &LinkOpts::link(unsigned))),
+        false,
+    );
+    conn.expect_bye(ByeReason::WrongNetwork, wait)
 }

@@ -143,8 +143,15 @@ pub fn anti_entropy(ctx: &Ctx) -> Step {
                 .into(),
         );
     }
+    let bits = want.bits;
     c.conn.send_msg(&Message::TableWant(want), false);
     let deadline = std::time::Instant::now() + ctx.wait;
+    let carries = |f: &weft_engine::protocol::Frame| {
+        with_msg(f, |m| match m {
+            Message::TableEntries(e) => e.writes.contains(&w),
+            _ => false,
+        }) == Some(true)
+    };
     loop {
         let f = c
             .conn
@@ -153,12 +160,28 @@ pub fn anti_entropy(ctx: &Ctx) -> Step {
                 deadline.saturating_duration_since(std::time::Instant::now()),
             )
             .map_err(|e| format!("a TABLE_WANT of its buckets: {e}"))?;
-        let found = with_msg(&f, |m| match m {
-            Message::TableEntries(e) => e.writes.contains(&w),
-            _ => false,
-        });
-        if found == Some(true) {
-            return Ok(());
+        if carries(&f) {
+            break;
         }
     }
+    // The same bucket again, holding the write's fingerprint: it must not come back.
+    let salt = OsRng.next_u64();
+    let again = TableWant {
+        bits,
+        buckets: vec![bucket],
+        salt,
+        held: vec![w.fingerprint(salt)],
+    };
+    let before = c.conn.log.len();
+    c.conn.send_msg(&Message::TableWant(again), false);
+    c.conn.expect_alive(ctx.wait)?;
+    c.conn.drain(std::time::Duration::from_millis(300));
+    if c.conn.log[before..].iter().any(carries) {
+        return Err(
+            "a TABLE_WANT holding a write's fingerprint got the write back (§19.7)"
+                .to_string()
+                .into(),
+        );
+    }
+    Ok(())
 }
