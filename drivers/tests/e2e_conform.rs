@@ -39,7 +39,7 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
         "tokio",
         "127.0.0.1:0",
         &[],
-        &["--chord"],
+        &["--chord", "--secret", "conform-secret"],
     );
     // A node sharing a folder of two files, for §22.
     let shared = dir.path().join("shared");
@@ -70,7 +70,7 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
     // The three text runs, and the mio node again as JSON, at once.
     let targets = [
         (&mio, &net, "mio", ""),
-        (&tokio, &net, "tokio --chord", "§20 "),
+        (&tokio, &net, "tokio --chord --secret", "§20 "),
         (&folder, &folder_net, "mio sharing a folder", "§22 "),
         (&mio, &net, "mio (--json)", ""),
     ];
@@ -80,6 +80,8 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
             let (addr, net) = (n.addr.clone(), (*net).clone());
             let extra: &[&str] = if label.contains("json") {
                 &["--json"]
+            } else if label.contains("secret") {
+                &["--secret", "conform-secret"]
             } else {
                 &[]
             };
