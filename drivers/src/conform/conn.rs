@@ -15,6 +15,10 @@ use weft_engine::protocol::{ByeReason, Code, Frame, FrameDecoder, Message, Ping}
 /// How long one socket read waits before the deadline is looked at again.
 const READ_SLICE: Duration = Duration::from_millis(10);
 
+/// How long a write may block on a peer that does not read before the kit gives up on the
+/// connection (it counts as closed).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What [`Conn::next`] found.
 #[derive(Debug)]
 pub enum Got {
@@ -51,6 +55,7 @@ impl Conn {
     /// handshake is finished by [`Conn::finish_noise`].
     pub fn start(socket: TcpStream, keys: &NoiseKeys, role: NoiseRole) -> Conn {
         let _ = socket.set_read_timeout(Some(READ_SLICE));
+        let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
         let _ = socket.set_nodelay(true);
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);

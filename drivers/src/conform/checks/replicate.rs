@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rand_core::{OsRng, RngCore};
 use weft_engine::protocol::{
     Block, BlockHash, ByeReason, Code, Counter, Family, FileEntry, FileKind, FolderId, HereIs,
-    IHave, IWant, List, Message, ReplicaMessage, Version, INDEX_ENTRIES_MAX,
+    IHave, IWant, List, Message, ReplicaMessage, Version, BLOCK_BYTES_MAX, INDEX_ENTRIES_MAX,
 };
 
 use super::super::conn::{span, with_msg, Got};
@@ -128,6 +128,13 @@ pub fn blocks_served(ctx: &Ctx) -> Step {
     else {
         return Err(Stop::Skip("its index has no block".into()));
     };
+    if block.len == 0 || block.len > BLOCK_BYTES_MAX {
+        return Err(format!(
+            "its index lists a block of {} bytes (§22.2: 1 to {BLOCK_BYTES_MAX})",
+            block.len
+        )
+        .into());
+    }
     let want = IWant {
         folder,
         hashes: vec![block.hash],
