@@ -50,10 +50,10 @@ fn ask(
                 if request_of(&m) == Some(id) {
                     return Ok(m);
                 }
+                let got = request_of(&m).map_or("none".to_string(), |r| r.to_string());
                 return Err(format!(
-                    "its {} answers request {:?}, not {id} (§20.2: the answer echoes it)",
-                    code.name(),
-                    request_of(&m)
+                    "its {} answers request {got}, not {id} (§20.2: the answer echoes it)",
+                    code.name()
                 ));
             }
             Got::Frame(f) => {
