@@ -35,6 +35,12 @@ pub enum Broken {
     BadProofWrongReason,
     /// §7.4 rule 2: a second HELLO is ignored.
     IgnoresSecondHello,
+    /// §7.4 rule 1: a stale incarnation gets BYE(ProtocolViolation), not StaleIncarnation.
+    StaleWrongReason,
+    /// §7.4 rule 5: a HELLO of the other broadcast-signing mode is taken as one of its own.
+    AcceptsOtherSigningMode,
+    /// §7.5 rule 1: a HELLO_ACK before any HELLO is ignored.
+    IgnoresEarlyAck,
     /// §21.2: a HELLO naming another key than its Noise handshake bound is taken.
     NoIdentityCheck,
     /// §21.2: its HELLO names another key than its Noise handshake bound.
@@ -483,7 +489,15 @@ impl Host {
                         h.network = network;
                         return Some(Message::Hello(h).to_frame(false).into_bytes().to_vec());
                     }
+                    let unsigned = weft_engine::protocol::CAP_BROADCASTS_UNSIGNED;
+                    if broken == Broken::AcceptsOtherSigningMode && h.capabilities & unsigned != 0 {
+                        h.capabilities &= !unsigned;
+                        return Some(Message::Hello(h).to_frame(false).into_bytes().to_vec());
+                    }
                 }
+            }
+            Code::HELLO_ACK if w.hello.is_none() && broken == Broken::IgnoresEarlyAck => {
+                return None;
             }
             Code::HELLO_ACK => {
                 w.acked = w.hello.is_some();
@@ -544,6 +558,11 @@ impl Host {
             (Broken::BadProofWrongReason, Code::BYE, Some(Message::Bye(ByeReason::BadProof))) => {
                 vec![frame_bytes(&Message::Bye(ByeReason::ProtocolViolation))]
             }
+            (
+                Broken::StaleWrongReason,
+                Code::BYE,
+                Some(Message::Bye(ByeReason::StaleIncarnation)),
+            ) => vec![frame_bytes(&Message::Bye(ByeReason::ProtocolViolation))],
             (Broken::PongWrongNonce, Code::PONG, Some(Message::Pong(p))) => {
                 vec![frame_bytes(&Message::Pong(Pong {
                     nonce: p.nonce.wrapping_add(1),
