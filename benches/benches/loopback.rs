@@ -17,10 +17,20 @@
 //! the simulator and this bench set); `WEFT_BENCH_ENCRYPTION=noise` or `plaintext` runs only
 //! one.
 //!
+//! Beside them, in the same group and run, the floor: `raw_tcp_floor`, the same 64-byte
+//! payloads as raw length-prefixed messages (a u32 length, then the bytes) over a loopback TCP
+//! connection of std's sockets, written in batches of up to 64 KiB and read in 64 KiB reads
+//! by a thread that parses every prefix and counts; one element is one message, timed from the
+//! first write to the last message counted. It is what the sockets allow for this message size
+//! with no engine, no driver and no application hand-off.
+//!
 //! `cargo bench -p weft-benches --bench loopback`
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -180,6 +190,89 @@ impl Drop for Pair {
     }
 }
 
+/// The floor: a loopback TCP connection carrying raw length-prefixed messages to a thread
+/// that counts them.
+struct RawTcp {
+    sender: TcpStream,
+    counted: Arc<AtomicU64>,
+    /// 64 KiB of whole messages, written as many times as a run needs.
+    batch: Vec<u8>,
+    per_batch: u64,
+    record_len: usize,
+}
+
+impl RawTcp {
+    fn new() -> RawTcp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        sender.set_nodelay(true).unwrap();
+        let (mut receiver, _) = listener.accept().unwrap();
+        let counted = Arc::new(AtomicU64::new(0));
+        let count = counted.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut filled = 0;
+            loop {
+                let n = match receiver.read(&mut buf[filled..]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                filled += n;
+                let (mut at, mut messages) = (0, 0);
+                while let Some(prefix) = buf[at..filled].first_chunk::<4>() {
+                    let len = u32::from_be_bytes(*prefix) as usize;
+                    if filled - at < 4 + len {
+                        break;
+                    }
+                    at += 4 + len;
+                    messages += 1;
+                }
+                buf.copy_within(at..filled, 0);
+                filled -= at;
+                count.fetch_add(messages, Ordering::Release);
+            }
+        });
+        let payload = payload();
+        let record_len = 4 + payload.len();
+        let per_batch = (64 * 1024 / record_len) as u64;
+        let mut batch = Vec::with_capacity(64 * 1024);
+        for _ in 0..per_batch {
+            batch.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            batch.extend_from_slice(&payload);
+        }
+        RawTcp {
+            sender,
+            counted,
+            batch,
+            per_batch,
+            record_len,
+        }
+    }
+
+    /// Sends `n` messages and waits until the reader counted them all.
+    fn run(&mut self, n: u64) -> Duration {
+        let target = self.counted.load(Ordering::Acquire) + n;
+        let start = Instant::now();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(self.per_batch);
+            self.sender
+                .write_all(&self.batch[..k as usize * self.record_len])
+                .unwrap();
+            left -= k;
+        }
+        let stalled_at = Instant::now();
+        while self.counted.load(Ordering::Acquire) < target {
+            std::thread::sleep(Duration::from_micros(50));
+            assert!(
+                stalled_at.elapsed() < Duration::from_secs(10),
+                "the reader stopped counting"
+            );
+        }
+        start.elapsed()
+    }
+}
+
 fn loopback(c: &mut Criterion) {
     let mut group = c.benchmark_group("loopback_broadcast_64B");
     group.throughput(Throughput::Elements(1));
@@ -205,6 +298,8 @@ fn loopback(c: &mut Criterion) {
             }
         }
     }
+    let mut raw = RawTcp::new();
+    group.bench_function("raw_tcp_floor", |b| b.iter_custom(|n| raw.run(n)));
     group.finish();
 }
 
