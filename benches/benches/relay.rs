@@ -16,6 +16,17 @@
 //! Issue 19's targets: `signatures_off` at least 2,000,000 per second on one core;
 //! `signatures_on` at least 80 % of `ed25519_batch_verify`.
 //!
+//! Before the signed benches, unless `WEFT_BENCH_PAIRED=off`, the signed relay and the
+//! verification alone run alternated on the same broadcasts, and the two rates and their
+//! ratio are printed (and written as JSON to `WEFT_BENCH_PAIRED_OUT`): criterion's figures
+//! of two benches come from different moments, and on this VM the load of the other
+//! hyperthread moves even on-CPU time by half.
+//!
+//! Times are the bench thread's time on a CPU (`CLOCK_THREAD_CPUTIME_ID`; wall time where that
+//! fails): what one core does, even on a machine other work shares. Every timed stretch is
+//! thousands of messages or one whole batch (milliseconds), so reading the clock costs nothing
+//! measurable.
+//!
 //! `taskset -c 1 cargo bench -p weft-benches --bench relay`
 
 use std::time::{Duration, Instant as WallInstant};
@@ -305,7 +316,7 @@ impl Relay {
     fn feed(&mut self, reads: Vec<(ConnId, Bytes)>) -> (Duration, u64) {
         let mut delivered = 0;
         let mut written = Vec::with_capacity(self.peers.len());
-        let start = WallInstant::now();
+        let start = Stopwatch::start();
         for (conn, bytes) in reads {
             self.node
                 .handle_input(T0, Input::Received { conn, bytes })
@@ -333,6 +344,38 @@ impl Relay {
             }
         }
         (start.elapsed(), delivered)
+    }
+}
+
+/// The bench thread's time on a CPU, else wall time.
+struct Stopwatch {
+    wall: WallInstant,
+    cpu_ns: Option<u64>,
+}
+
+impl Stopwatch {
+    fn cpu_ns() -> Option<u64> {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid, writable timespec; the call only writes it.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+        ok.then(|| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+    }
+
+    fn start() -> Stopwatch {
+        Stopwatch {
+            wall: WallInstant::now(),
+            cpu_ns: Stopwatch::cpu_ns(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match (self.cpu_ns, Stopwatch::cpu_ns()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => self.wall.elapsed(),
+        }
     }
 }
 
@@ -376,12 +419,12 @@ struct Batches {
 }
 
 impl Batches {
-    fn new(pool: &Pool) -> Batches {
+    fn new(frames: &[Bytes]) -> Batches {
         let network = NetworkId::from_name(NETWORK);
         let mut batches = Vec::new();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for frame in &pool.frames {
+        for frame in frames {
             if bytes + frame.len() > READ_BYTES {
                 batches.push(std::mem::take(&mut batch));
                 bytes = 0;
@@ -399,6 +442,62 @@ impl Batches {
         }
         batches.push(batch);
         Batches { batches }
+    }
+
+    /// Verifies every batch; the time it took.
+    fn verify(&self, rng: &mut ChaCha8Rng) -> Duration {
+        let start = Stopwatch::start();
+        for batch in &self.batches {
+            let mut verifier = batch::Verifier::new();
+            for (key, sig, msg) in batch {
+                verifier.queue((*key, *sig, &msg[..]));
+            }
+            assert!(verifier.verify(&mut *rng).is_ok(), "valid proofs");
+        }
+        start.elapsed()
+    }
+}
+
+/// Rounds of the paired measurement, each of `STRETCH_FRAMES` / 2 broadcasts.
+const PAIRED_ROUNDS: usize = 4;
+
+/// The signed relay and verification alone, alternated on the same broadcasts in stretches
+/// of a few hundred milliseconds: a ratio that holds on a machine whose load changes between
+/// criterion's benches (on a VM, a busy sibling hyperthread slows even the on-CPU time).
+/// Printed, and written as JSON to `WEFT_BENCH_PAIRED_OUT` if set.
+fn paired(pool: &Pool) {
+    let mut out = Vec::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (links, encryption) in [
+        ("plaintext", LinkEncryption::PlaintextSimulationOnly),
+        ("noise", LinkEncryption::Noise),
+    ] {
+        let mut relay = Relay::new(encryption, true);
+        let (mut relay_time, mut verify_time, mut n) = (Duration::ZERO, Duration::ZERO, 0);
+        for round in 0..PAIRED_ROUNDS {
+            let len = STRETCH_FRAMES / 2;
+            let frames = &pool.frames[round * len..(round + 1) * len];
+            let batches = Batches::new(frames);
+            let reads = relay.reads(frames);
+            let (took, delivered) = relay.feed(reads);
+            assert_eq!(delivered, len as u64, "every broadcast delivered");
+            relay_time += took;
+            verify_time += batches.verify(&mut rng);
+            n += len;
+        }
+        let relay_rate = n as f64 / relay_time.as_secs_f64();
+        let verify_rate = n as f64 / verify_time.as_secs_f64();
+        eprintln!(
+            "relay bench, paired: {links} links, signatures on: {relay_rate:.0}/s; ed25519 batch \
+             verification alone of the same proofs: {verify_rate:.0}/s; {:.0} %",
+            100.0 * relay_rate / verify_rate
+        );
+        out.push(format!(
+            "\"{links}\": {{\"relay_per_s\": {relay_rate:.0}, \"verify_per_s\": {verify_rate:.0}, \"messages\": {n}}}"
+        ));
+    }
+    if let Ok(path) = std::env::var("WEFT_BENCH_PAIRED_OUT") {
+        std::fs::write(&path, format!("{{{}}}\n", out.join(", "))).expect("paired output written");
     }
 }
 
@@ -427,6 +526,9 @@ fn relay(c: &mut Criterion) {
             });
         }
         if signatures {
+            if std::env::var("WEFT_BENCH_PAIRED").as_deref() != Ok("off") {
+                paired(pool());
+            }
             let batches = std::cell::OnceCell::new();
             let mut rng = ChaCha8Rng::seed_from_u64(7);
             let (mut at, mut in_batch) = (0usize, 0usize);
@@ -437,9 +539,9 @@ fn relay(c: &mut Criterion) {
                     while left > 0 {
                         // Whole batches, as the node verifies them; `in_batch` carries the
                         // part of a batch counted towards the iterations before.
-                        let batches = batches.get_or_init(|| Batches::new(pool()));
+                        let batches = batches.get_or_init(|| Batches::new(&pool().frames));
                         let batch = &batches.batches[at];
-                        let start = WallInstant::now();
+                        let start = Stopwatch::start();
                         let mut verifier = batch::Verifier::new();
                         for (key, sig, msg) in batch {
                             verifier.queue((*key, *sig, &msg[..]));
