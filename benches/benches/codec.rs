@@ -4,7 +4,8 @@
 //!
 //! - `codec_broadcast_64B`: a BROADCAST of a 64-byte payload as the mesh sends it by default
 //!   (origin proof included: 205 bytes a frame); messages per second. Issue 19's target:
-//!   `frame_encode_decode` at most 100 ns.
+//!   `frame_encode_decode` at most 100 ns. `codec_broadcast_64B_unsigned`: the same without
+//!   the proof (a network with `--unsigned-broadcasts`; 109 bytes a frame).
 //! - `codec_table_write_1KiB`: a TABLE_WRITE whose payload is 1 KiB (a 16-byte key, a JSON-ish
 //!   value, lease, key and signature); bytes of payload per second. This one takes the
 //!   serde-derived `strict` path and its limit checks (one BLAKE3 of the writer's key).
@@ -121,34 +122,40 @@ fn bytes_at_once<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S
 
 fn broadcast_64(c: &mut Criterion) {
     let payload = pseudo_random(64);
-    let broadcast = Broadcast {
-        origin: NodeId([7; 32]),
-        incarnation: 3,
-        seq: 123_456,
-        payload: &payload,
-        proof: Some(OriginProof {
-            public_key: PublicKey([8; 32]),
-            signature: Signature([9; 64]),
-        }),
+    let proof = OriginProof {
+        public_key: PublicKey([8; 32]),
+        signature: Signature([9; 64]),
     };
-    let message = Message::Broadcast(broadcast.clone());
-    let mut g = c.benchmark_group("codec_broadcast_64B");
-    g.throughput(Throughput::Elements(1));
-    group(
-        &mut g,
-        &message,
-        &broadcast,
-        |m| match m {
-            Message::Broadcast(b) => b.seq,
-            _ => 0,
-        },
-        |bytes| {
-            postcard::from_bytes::<Broadcast>(bytes)
-                .expect("a valid broadcast")
-                .seq
-        },
-    );
-    g.finish();
+    for (name, proof) in [
+        ("codec_broadcast_64B", Some(proof)),
+        ("codec_broadcast_64B_unsigned", None),
+    ] {
+        let broadcast = Broadcast {
+            origin: NodeId([7; 32]),
+            incarnation: 3,
+            seq: 123_456,
+            payload: &payload,
+            proof,
+        };
+        let message = Message::Broadcast(broadcast.clone());
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(1));
+        group(
+            &mut g,
+            &message,
+            &broadcast,
+            |m| match m {
+                Message::Broadcast(b) => b.seq,
+                _ => 0,
+            },
+            |bytes| {
+                postcard::from_bytes::<Broadcast>(bytes)
+                    .expect("a valid broadcast")
+                    .seq
+            },
+        );
+        g.finish();
+    }
 }
 
 fn table_write_1k(c: &mut Criterion) {
