@@ -185,10 +185,16 @@ const S: u64 = 1_000 * MS;
 /// A simulated network of `SIM_NODES`, joined as `weft sim chord` joins it, its ring correct
 /// and its fingers right.
 fn joined_net() -> ChordNet {
+    // `cargo test --benches` runs each bench once (no `--bench`): a small network will do.
+    let nodes = if std::env::args().any(|a| a == "--bench") {
+        SIM_NODES
+    } else {
+        64
+    };
     let mut chord = ChordConfig::default();
     chord.ops_max = chord.ops_max.max(4 * SIM_LOOKUPS as usize);
     let mut net = ChordNet::new(
-        SIM_NODES,
+        nodes,
         ChordNetConfig {
             seed: 1,
             chord,
@@ -197,9 +203,9 @@ fn joined_net() -> ChordNet {
         },
     );
     let mut rng = SimRng::child(1, "chord bench joins", 0);
-    let spacing = (20 * S / SIM_NODES as u64).clamp(MS, 50 * MS);
+    let spacing = (20 * S / nodes as u64).clamp(MS, 50 * MS);
     net.start(0, None);
-    for i in 1..SIM_NODES {
+    for i in 1..nodes {
         net.run_until(net.now_ns() + spacing);
         let via = rng.below(i as u64) as usize;
         net.start(i, Some(via));
@@ -229,7 +235,7 @@ fn sim_lookups(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
                 for _ in 0..SIM_LOOKUPS {
-                    let at = rng.below(SIM_NODES as u64) as usize;
+                    let at = rng.below(net.len() as u64) as usize;
                     let target = rng.next_u64();
                     net.request(at, next, ChordRequest::Lookup { target });
                     next += 1;
