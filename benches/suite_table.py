@@ -63,7 +63,7 @@ def rate(result):
 
 def human(per_s, unit):
     if unit == "B/s":
-        for scale, name in ((1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")):
+        for scale, name in ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")):
             if per_s >= scale:
                 return f"{per_s / scale:.3g} {name}"
         return f"{per_s:.3g} B/s"

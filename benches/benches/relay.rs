@@ -8,7 +8,8 @@
 //! as a weft sender seals it. The broadcasts come from 1,024 origins in turn, so the origin
 //! proofs of one read (the node checks them in one batch per read) are all of distinct keys.
 //! Building, signing and sealing the input is not timed; the node's outputs are taken as a
-//! driver takes them (every transmit answered with `Writable` at once, bytes dropped).
+//! driver takes them: after each read every output is drained, then each connection that was
+//! handed bytes hears `Writable` once (its socket took them all; the bytes are dropped).
 //!
 //! Ids: `relay_8_peers/{plaintext,noise}/signatures_{off,on}`, and beside them the limit of the
 //! signed ones, `ed25519_batch_verify`: the same proofs in the same batches (one per read)
