@@ -1,5 +1,5 @@
-//! Writes the hand-made seeds of `corpus/frame_decoder/`, `corpus/replica_message/` and
-//! `corpus/node/`.
+//! Writes the hand-made seeds of `corpus/frame_decoder/`, `corpus/replica_message/`,
+//! `corpus/{session,mesh,table,chord}_message/` and `corpus/node/`.
 //!
 //! Run from `fuzz/`. Frame-decoder seeds are valid streams of every message, plain and
 //! compressed, in several chunkings, and a few broken ones; replica-message seeds are the
@@ -27,6 +27,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     frame_seeds(&root.join("frame_decoder"));
     replica_seeds(&root.join("replica_message"));
+    family_seeds(&root);
     if std::env::args().any(|a| a == "--frames-only") {
         return;
     }
@@ -155,6 +156,46 @@ fn messages() -> Vec<Message<'static>> {
             dedicated: Some(Family::Chord.high_byte()),
         }),
     ]
+}
+
+/// The seeds of `corpus/{session,mesh,table,chord}_message/`: the payload of every test vector
+/// of `protocol/vectors.json` (every code has at least one), by its code's family, and of every
+/// message of [`messages`].
+fn family_seeds(root: &Path) {
+    let dir = |code: u16| {
+        let family = match code >> 8 {
+            0x00 => "session",
+            0x01 => "mesh",
+            0x02 => "table",
+            0x03 => "chord",
+            _ => return None,
+        };
+        Some(root.join(format!("{family}_message")))
+    };
+    for m in messages() {
+        if let Some(d) = dir(m.code().0) {
+            save(&d, &m.encode_payload());
+        }
+    }
+    // Not a JSON parser: each vector has a `"code": N,` line before its `"payload_hex"` one.
+    let vectors = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/vectors.json"),
+    )
+    .unwrap();
+    let mut code = None;
+    for line in vectors.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("\"code\": ") {
+            code = n.trim_end_matches(',').parse::<u16>().ok();
+        } else if let Some(hex) = line.strip_prefix("\"payload_hex\": \"") {
+            let hex = hex.trim_end_matches(',').trim_end_matches('"');
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            if let Some(d) = code.take().and_then(dir) {
+                save(&d, &bytes);
+            }
+        }
+    }
 }
 
 /// A few valid messages of every replication code (SPEC.md §22.2).
