@@ -313,10 +313,8 @@ impl Relay {
             loop {
                 while let Some(out) = self.node.poll_output() {
                     match out {
-                        Output::Transmit { conn, .. } => {
-                            if !written.contains(&conn) {
-                                written.push(conn);
-                            }
+                        Output::Transmit { conn, .. } if !written.contains(&conn) => {
+                            written.push(conn);
                         }
                         Output::Event(Event::Mesh(MeshEvent::Broadcast { .. })) => delivered += 1,
                         _ => {}
