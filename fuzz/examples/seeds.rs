@@ -8,7 +8,9 @@
 //! a while to find: completed handshakes (inbound and outbound), delivered and relayed
 //! broadcasts, discovery. Files are named by content, so reruns add nothing twice. The search
 //! is deterministic and takes about a quarter of an hour in release mode
-//! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it).
+//! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it, or
+//! `-- --replica-only` to run only the search for third-format node inputs, which reach
+//! folder replication: a minute).
 
 use std::path::Path;
 
@@ -29,6 +31,10 @@ fn main() {
     replica_seeds(&root.join("replica_message"));
     family_seeds(&root);
     if std::env::args().any(|a| a == "--frames-only") {
+        return;
+    }
+    replica_node_seeds(&root.join("node"));
+    if std::env::args().any(|a| a == "--replica-only") {
         return;
     }
     node_seeds(&root.join("node"));
@@ -465,5 +471,40 @@ fn node_seeds(dir: &Path) {
     // A few plain random ones of assorted lengths.
     for len in [1, 8, 64, 512, 2048] {
         save(dir, &rng.bytes(len));
+    }
+}
+
+/// Node inputs of the third format (`w3`, folder replication): random steps after the prefix
+/// and a flags byte that adds folder `photos`, kept when they reach a goal.
+fn replica_node_seeds(dir: &Path) {
+    type Goal = (&'static str, fn(&weft_fuzz::NodeSummary) -> bool);
+    let goals: [Goal; 3] = [
+        ("a replication frame sent", |s| s.replica_frames_sent >= 1),
+        ("two replication frames sent", |s| {
+            s.replica_frames_sent >= 2
+        }),
+        ("a storage step", |s| s.storage_requests >= 1),
+    ];
+    let mut rng = Rng(0x5eed_0ff0_1de7);
+    for (name, goal) in goals {
+        let mut found = 0;
+        for attempt in 0..200_000u64 {
+            let len = 16 + (rng.next() % 400) as usize;
+            let mut data = b"w3".to_vec();
+            data.push((rng.next() as u8 % 16) | 4);
+            data.extend(rng.bytes(len));
+            let summary = weft_fuzz::run_node_with(&data, weft_fuzz::default_config());
+            if goal(&summary) {
+                save(dir, &data);
+                found += 1;
+                if found == 3 {
+                    println!("{name}: found after {attempt} tries");
+                    break;
+                }
+            }
+        }
+        if found < 3 {
+            println!("{name}: {found} found");
+        }
     }
 }
