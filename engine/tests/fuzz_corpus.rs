@@ -95,10 +95,14 @@ fn node_corpus_replays() {
         total.metrics.mesh.broadcasts_delivered > 0,
         "no corpus input delivers a broadcast"
     );
-    // And into folder replication.
+    // And into folder replication: frames to a linked peer, storage steps for the host.
     assert!(
         total.replica_frames_sent > 0,
         "no corpus input makes the node send a replication frame"
+    );
+    assert!(
+        total.storage_requests > 0,
+        "no corpus input makes the node ask for a storage step"
     );
 }
 
