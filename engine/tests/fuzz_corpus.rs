@@ -63,20 +63,47 @@ fn noise_link_corpus_replays() {
 
 #[test]
 fn node_corpus_replays() {
-    let mut handshakes = 0;
-    let mut delivered = 0;
+    let mut total = node_drive::NodeSummary::default();
     let n = replay("node", |path, data| {
         eprintln!("{}", path.display());
-        let metrics = node_drive::run_node_metrics(data);
-        handshakes += metrics.session.handshakes_completed;
-        delivered += metrics.mesh.broadcasts_delivered;
+        let s = node_drive::run_node_with(data, node_drive::default_config());
+        total.metrics.session.handshakes_completed += s.metrics.session.handshakes_completed;
+        total.metrics.mesh.broadcasts_delivered += s.metrics.mesh.broadcasts_delivered;
+        total.table_events += s.table_events;
+        total.chord_events += s.chord_events;
+        total.replica_frames_sent += s.replica_frames_sent;
+        total.storage_requests += s.storage_requests;
+        total.replicate_events += s.replicate_events;
     });
     eprintln!(
-        "replayed {n} node inputs: {handshakes} handshakes, {delivered} broadcasts delivered"
+        "replayed {n} node inputs: {} handshakes, {} broadcasts delivered, {} table and {} \
+         Chord events, {} replication frames sent, {} storage steps, {} replication events",
+        total.metrics.session.handshakes_completed,
+        total.metrics.mesh.broadcasts_delivered,
+        total.table_events,
+        total.chord_events,
+        total.replica_frames_sent,
+        total.storage_requests,
+        total.replicate_events,
     );
     // The corpus must keep reaching past the handshake, or it has lost most of its value.
-    assert!(handshakes > 0, "no corpus input completes a handshake");
-    assert!(delivered > 0, "no corpus input delivers a broadcast");
+    assert!(
+        total.metrics.session.handshakes_completed > 0,
+        "no corpus input completes a handshake"
+    );
+    assert!(
+        total.metrics.mesh.broadcasts_delivered > 0,
+        "no corpus input delivers a broadcast"
+    );
+    // And into folder replication: frames to a linked peer, storage steps for the host.
+    assert!(
+        total.replica_frames_sent > 0,
+        "no corpus input makes the node send a replication frame"
+    );
+    assert!(
+        total.storage_requests > 0,
+        "no corpus input makes the node ask for a storage step"
+    );
 }
 
 #[test]
@@ -144,6 +171,7 @@ fn node_small_limits_corpus_replays() {
 fn node_driver_survives_empty_and_tiny_inputs() {
     for data in [&[][..], &[0], &[0xff; 3], &[7; 64]] {
         node_drive::run_node(data);
+        node_drive::run_node_metrics(data);
         node_drive::run_node_small_limits(data);
         assert!(node_drive::default_config().limits.send_queue_bytes_max > 8 * 1024);
         decoder_drive::run_frame_decoder(data);

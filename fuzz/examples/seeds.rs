@@ -1,5 +1,5 @@
-//! Writes the hand-made seeds of `corpus/frame_decoder/`, `corpus/replica_message/` and
-//! `corpus/node/`.
+//! Writes the hand-made seeds of `corpus/frame_decoder/`, `corpus/replica_message/`,
+//! `corpus/{session,mesh,table,chord}_message/` and `corpus/node/`.
 //!
 //! Run from `fuzz/`. Frame-decoder seeds are valid streams of every message, plain and
 //! compressed, in several chunkings, and a few broken ones; replica-message seeds are the
@@ -8,7 +8,9 @@
 //! a while to find: completed handshakes (inbound and outbound), delivered and relayed
 //! broadcasts, discovery. Files are named by content, so reruns add nothing twice. The search
 //! is deterministic and takes about a quarter of an hour in release mode
-//! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it).
+//! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it, or
+//! `-- --replica-only` to run only the search for third-format node inputs, which reach
+//! folder replication: a minute).
 
 use std::path::Path;
 
@@ -27,7 +29,13 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     frame_seeds(&root.join("frame_decoder"));
     replica_seeds(&root.join("replica_message"));
+    family_seeds(&root);
     if std::env::args().any(|a| a == "--frames-only") {
+        return;
+    }
+    replica_node_seeds(&root.join("node"));
+    replica_script_seeds(&root.join("node"));
+    if std::env::args().any(|a| a == "--replica-only") {
         return;
     }
     node_seeds(&root.join("node"));
@@ -155,6 +163,46 @@ fn messages() -> Vec<Message<'static>> {
             dedicated: Some(Family::Chord.high_byte()),
         }),
     ]
+}
+
+/// The seeds of `corpus/{session,mesh,table,chord}_message/`: the payload of every test vector
+/// of `protocol/vectors.json` (every code has at least one), by its code's family, and of every
+/// message of [`messages`].
+fn family_seeds(root: &Path) {
+    let dir = |code: u16| {
+        let family = match code >> 8 {
+            0x00 => "session",
+            0x01 => "mesh",
+            0x02 => "table",
+            0x03 => "chord",
+            _ => return None,
+        };
+        Some(root.join(format!("{family}_message")))
+    };
+    for m in messages() {
+        if let Some(d) = dir(m.code().0) {
+            save(&d, &m.encode_payload());
+        }
+    }
+    // Not a JSON parser: each vector has a `"code": N,` line before its `"payload_hex"` one.
+    let vectors = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/vectors.json"),
+    )
+    .unwrap();
+    let mut code = None;
+    for line in vectors.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("\"code\": ") {
+            code = n.trim_end_matches(',').parse::<u16>().ok();
+        } else if let Some(hex) = line.strip_prefix("\"payload_hex\": \"") {
+            let hex = hex.trim_end_matches(',').trim_end_matches('"');
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            if let Some(d) = code.take().and_then(dir) {
+                save(&d, &bytes);
+            }
+        }
+    }
 }
 
 /// A few valid messages of every replication code (SPEC.md §22.2).
@@ -424,5 +472,205 @@ fn node_seeds(dir: &Path) {
     // A few plain random ones of assorted lengths.
     for len in [1, 8, 64, 512, 2048] {
         save(dir, &rng.bytes(len));
+    }
+}
+
+/// Node inputs of the third format (`w3`, folder replication): random steps after the prefix
+/// and a flags byte that adds folder `photos`, kept when they reach a goal.
+fn replica_node_seeds(dir: &Path) {
+    type Goal = (&'static str, fn(&weft_fuzz::NodeSummary) -> bool);
+    // (A storage step takes more than random steps: `replica_script_seeds` writes those.)
+    let goals: [Goal; 2] = [
+        ("a replication frame sent", |s| s.replica_frames_sent >= 1),
+        ("two replication frames sent", |s| {
+            s.replica_frames_sent >= 2
+        }),
+    ];
+    let mut rng = Rng(0x5eed_0ff0_1de7);
+    for (name, goal) in goals {
+        let mut found = 0;
+        for attempt in 0..200_000u64 {
+            let len = 16 + (rng.next() % 400) as usize;
+            let mut data = b"w3".to_vec();
+            data.push((rng.next() as u8 % 16) | 4);
+            data.extend(rng.bytes(len));
+            let summary = weft_fuzz::run_node_with(&data, weft_fuzz::default_config());
+            if goal(&summary) {
+                save(dir, &data);
+                found += 1;
+                if found == 3 {
+                    println!("{name}: found after {attempt} tries");
+                    break;
+                }
+            }
+        }
+        if found < 3 {
+            println!("{name}: {found} found");
+        }
+    }
+}
+
+/// Writes bytes that `arbitrary` 1.x decodes to chosen values: integers little-endian, a bool
+/// as one byte, an `Option` as a bool then the value, a `Vec` as a `true` byte before each
+/// element and a `false` one after the last, an enum's variant `k` of `n` as a `u32` tag in
+/// the `k`th of `n` equal ranges. (No strings: their lengths come from the input's end.)
+#[derive(Default)]
+struct Script(Vec<u8>);
+
+impl Script {
+    fn variant(&mut self, k: u32, n: u32) -> &mut Self {
+        let tag = ((2 * u64::from(k) + 1) << 32) / (2 * u64::from(n));
+        self.0.extend_from_slice(&(tag as u32).to_le_bytes());
+        self
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(u8::from(v))
+    }
+
+    // The node target's steps (`src/node_drive.rs`, `src/node_replica.rs`): the variant
+    // counts below are those enums' (Step3 3, Op 16, ReplicaOp 7, ReplicaMsg 8, ...).
+    fn op(&mut self, k: u32) -> &mut Self {
+        self.variant(0, 3).variant(k, 16)
+    }
+    fn replica(&mut self, k: u32) -> &mut Self {
+        self.variant(2, 3).variant(k, 7)
+    }
+    /// `Op::Accept` of inbound connection `n`.
+    fn accept(&mut self, n: u8) -> &mut Self {
+        self.op(0).u8(n).variant(0, 3).u8(1)
+    }
+    /// `Op::Handshake` of keyed peer `peer` on the `conn`th open connection.
+    fn handshake(&mut self, conn: u8, peer: u8) -> &mut Self {
+        self.op(4).variant(0, 2).u8(conn); // ConnSel::Open
+        self.u8(peer).u8(1).u8(0); // peer, nonce, incarnation
+        self.bool(false).bool(false).bool(false); // no listen address, no lz4, good proof
+        self.variant(0, 3).u16(0) // Part::Both, one piece
+    }
+    fn advance(&mut self, ms: u16) -> &mut Self {
+        self.op(13).u16(ms)
+    }
+    /// `ReplicaOp::Frames` on the `conn`th open connection, the messages written by `msgs`.
+    fn frames(&mut self, conn: u8, msgs: &[&dyn Fn(&mut Script)]) -> &mut Self {
+        self.replica(3).variant(0, 2).u8(conn);
+        for m in msgs {
+            self.bool(true);
+            m(self);
+        }
+        self.bool(false).bool(false).u16(0)
+    }
+    /// A `FileSel`: path `PATHS[path]`, kind (0 file, 1 directory, 2 symlink), catalogue
+    /// content, version `{peer 0: value}`.
+    fn file(&mut self, path: u8, kind: u8, content: u8, value: u8) -> &mut Self {
+        self.variant(0, 3).u8(path); // PathSel::Small
+        self.u8(kind).u8(content).u8(6).u16(0); // kind, content, mode, mtime
+        self.bool(true).u8(0).u8(value).bool(false).bool(false); // version, not raw
+        self.u8(1).u8(0).u8(0) // sequence, by, tamper
+    }
+}
+
+/// Node inputs of the third format written step by step (see [`Script`]): a peer links and
+/// announces a directory and files (the node makes the directory and fetches the files'
+/// blocks, which the peer serves whole or in pieces, and commits them); the scanner reports
+/// a file and the peer asks for its block (the node reads it and serves it); a faulty disk;
+/// steps held and released late.
+fn replica_script_seeds(dir: &Path) {
+    let link = |s: &mut Script| {
+        s.accept(0).handshake(0, 0);
+    };
+    let ihave = |entries: &'static [(u8, u8, u8)]| {
+        move |s: &mut Script| {
+            s.variant(1, 8).u8(0).variant(0, 2).u8(1); // IHAVE, photos, index id 1
+            for &(path, kind, content) in entries {
+                s.bool(true).variant(0, 2).file(path, kind, content, 1); // EntrySel::New
+            }
+            s.bool(false);
+        }
+    };
+    // HEREIS of the `i`th latest hash the node asked for, as `piece`s.
+    let hereis = |i: u8, pieces: Option<u8>| {
+        move |s: &mut Script| {
+            s.variant(5, 8).u8(0).variant(0, 3).u8(i); // HEREIS, photos, HashSel::Heard
+            match pieces {
+                None => s.variant(0, 5),
+                Some(n) => s.variant(1, 5).u8(n),
+            };
+        }
+    };
+    let mut scripts = Vec::new();
+
+    // A directory, a one-block file and a three-block file from a peer, served.
+    let mut s = Script(b"w3\x04".to_vec());
+    link(&mut s);
+    s.frames(0, &[&ihave(&[(2, 1, 0), (0, 0, 3), (3, 0, 6)])]);
+    s.advance(10);
+    s.frames(
+        0,
+        &[
+            &hereis(0, None),
+            &hereis(1, Some(2)),
+            &hereis(2, None),
+            &hereis(3, None),
+        ],
+    );
+    s.advance(600).advance(600);
+    scripts.push(s.0.clone());
+
+    // The same under a faulty disk (every step of the first four fails once).
+    let mut s = Script(b"w3\x04".to_vec());
+    link(&mut s);
+    s.replica(4).variant(0, 7).u8(3); // Faults: Io, 4 steps
+    s.frames(0, &[&ihave(&[(2, 1, 0), (0, 0, 3)])]);
+    s.frames(0, &[&hereis(0, None)]);
+    s.advance(2000).advance(2000);
+    scripts.push(s.0.clone());
+
+    // Steps held, then released one by one.
+    let mut s = Script(b"w3\x04".to_vec());
+    link(&mut s);
+    s.replica(5).u8(7); // Hold 8
+    s.frames(0, &[&ihave(&[(2, 1, 0), (0, 0, 3), (5, 1, 0)])]);
+    s.frames(0, &[&hereis(0, None)]);
+    for i in 0..6 {
+        s.replica(6).u8(i).bool(false); // Release the ith
+    }
+    s.advance(700);
+    scripts.push(s.0.clone());
+
+    // The scanner reports a file; the peer asks for its block; the node reads and serves it.
+    let mut s = Script(b"w3\x04".to_vec());
+    s.replica(1).u8(0).variant(0, 4).file(1, 0, 4, 1); // Local: Changed b.bin, 5000 bytes
+    link(&mut s);
+    s.frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(4, 8)
+                .u8(0)
+                .bool(true)
+                .variant(1, 3)
+                .u8(4)
+                .u8(0)
+                .bool(false); // IWANT
+        }],
+    );
+    s.advance(10);
+    scripts.push(s.0.clone());
+
+    for data in scripts {
+        let summary = weft_fuzz::run_node_with(&data, weft_fuzz::default_config());
+        println!(
+            "script seed: {} handshakes, {} replication frames sent, {} storage steps",
+            summary.metrics.session.handshakes_completed,
+            summary.replica_frames_sent,
+            summary.storage_requests
+        );
+        save(dir, &data);
     }
 }

@@ -5,11 +5,15 @@
 #![forbid(unsafe_code)]
 
 mod decoder_drive;
+mod message_drive;
 mod node_drive;
 mod noise_drive;
 mod replica_drive;
 
 pub use decoder_drive::run_frame_decoder;
+pub use message_drive::{
+    run_chord_message, run_mesh_message, run_session_message, run_table_message,
+};
 pub use node_drive::{
     default_config, run_node, run_node_metrics, run_node_small_limits, run_node_with,
     small_limits_config, NodeSummary,

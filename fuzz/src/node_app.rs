@@ -72,7 +72,7 @@ pub(super) enum AnyMsg {
 impl AnyMsg {
     fn frame(&self, compress: bool, ctx: &Ctx<'_>) -> Frame {
         let msg = match self {
-            AnyMsg::Mesh(msg) => return msg.frame(compress),
+            AnyMsg::Mesh(msg) => return msg.frame(compress, ctx.families),
             AnyMsg::TableWrite(w) => Message::TableWrite(w.write(ctx)),
             AnyMsg::TableDigest { bits, buckets } => table_digest(*bits, buckets),
             AnyMsg::TableWant {
@@ -124,6 +124,7 @@ impl Driver {
                     heard: &self.heard,
                     wall_ms: self.node.wall_clock_ms(self.now).unwrap_or(WALL_CLOCK_MS),
                     limits,
+                    families: self.peer_families,
                 };
                 let mut bytes = Vec::new();
                 for msg in &msgs {
@@ -202,6 +203,8 @@ struct Ctx<'a> {
     /// The node's wall clock now (Unix ms), or a plausible one if it has none.
     wall_ms: u64,
     limits: &'a Limits,
+    /// The HELLO `families` of fuzzed peers.
+    families: u32,
 }
 
 /// A length at or around `limit`: at it, one over, one under, or far over (past the wire's

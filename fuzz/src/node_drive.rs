@@ -17,7 +17,11 @@
 //! was grown with, so that it keeps decoding to the same ops. The second is [`FORMAT_2`],
 //! one byte of setup flags (bit 0: the node is a Chord ring member, with a listen address;
 //! bit 1: it gets a wall clock before the first op, which table writes need), then
-//! [`Step`]s: an [`Op`] or a table / Chord [`AppOp`].
+//! [`Step`]s: an [`Op`] or a table / Chord [`AppOp`]. The third is [`FORMAT_3`], the same
+//! flags (and bit 2: the node replicates folder `photos` from the start; bit 3: also `docs`,
+//! with tiny limits), then [`Step3`]s: an [`Op`], an [`AppOp`] or a folder replication
+//! [`ReplicaOp`] (`node_replica.rs`); its peers' HELLOs name the replication family too, and
+//! the node's storage steps go to an in-memory disk.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
@@ -40,8 +44,11 @@ use weft_engine::{
 
 #[path = "node_app.rs"]
 mod app;
+#[path = "node_replica.rs"]
+mod replica;
 
 use app::{AppOp, Heard};
+use replica::{Disk, ReplicaHeard, ReplicaOp};
 
 /// The network every well-behaved peer claims.
 const NETWORK: &str = "fuzz";
@@ -70,6 +77,12 @@ const OLD_CAP_CHORD_ONLY: u32 = 0x2;
 /// The prefix of the second input format.
 const FORMAT_2: &[u8; 2] = b"w2";
 
+/// The prefix of the third input format (folder replication too).
+const FORMAT_3: &[u8; 2] = b"w3";
+
+/// The families a fuzzed peer's HELLO names in the third format: replication too.
+const PEER_FAMILIES_3: u32 = PEER_FAMILIES | Family::Replication.bit();
+
 /// One driver step of the second input format.
 #[derive(Debug, Arbitrary)]
 enum Step {
@@ -77,7 +90,15 @@ enum Step {
     App(AppOp),
 }
 
-/// One driver step (of both formats).
+/// One driver step of the third input format.
+#[derive(Debug, Arbitrary)]
+enum Step3 {
+    Op(Op),
+    App(AppOp),
+    Replica(ReplicaOp),
+}
+
+/// One driver step (of every format).
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// The driver accepted `ConnId::inbound(n % 16)`.
@@ -403,37 +424,65 @@ pub struct NodeSummary {
     pub table_events: u64,
     /// `Event::Chord`.
     pub chord_events: u64,
+    /// `Event::Replicate`.
+    pub replicate_events: u64,
+    /// Storage steps the node asked of the host (`HostRequest::Storage`).
+    pub storage_requests: u64,
+    /// Replication frames the node sent.
+    pub replica_frames_sent: u64,
 }
 
 /// Drives one node built from `config` (as the input's format sets it up) with the steps
 /// decoded from `data`, checking after every step that the node keeps its promises (panics
 /// if not); returns what the input reached.
 pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
-    let format_2 = data.strip_prefix(FORMAT_2);
-    let (flags, data) = match format_2 {
-        Some(rest) => rest.split_first().map_or((0, rest), |(f, rest)| (*f, rest)),
-        None => (0, data),
+    let format = if data.starts_with(FORMAT_3) {
+        3
+    } else if data.starts_with(FORMAT_2) {
+        2
+    } else {
+        1
+    };
+    let (flags, data) = match format {
+        1 => (0, data),
+        _ => data[2..]
+            .split_first()
+            .map_or((0, &data[2..]), |(f, rest)| (*f, rest)),
     };
     let (config, wall_clock) = set_up(flags, config);
     let mut u = Unstructured::new(data);
     let mut driver = Driver::new(config);
+    if format == 3 {
+        driver.peer_families = PEER_FAMILIES_3;
+    }
     if wall_clock {
         driver.input(Input::WallClock {
             unix_ms: WALL_CLOCK_MS,
         });
         driver.check();
     }
+    if format == 3 && flags & 4 != 0 {
+        driver.add_folder(0, false);
+    }
+    if format == 3 && flags & 8 != 0 {
+        driver.add_folder(1, true);
+    }
     for _ in 0..OPS_MAX {
         if u.is_empty() {
             break;
         }
-        let step = match format_2 {
-            Some(_) => Step::arbitrary(&mut u),
-            None => Op::arbitrary(&mut u).map(Step::Op),
+        let step = match format {
+            3 => Step3::arbitrary(&mut u),
+            2 => Step::arbitrary(&mut u).map(|s| match s {
+                Step::Op(op) => Step3::Op(op),
+                Step::App(op) => Step3::App(op),
+            }),
+            _ => Op::arbitrary(&mut u).map(Step3::Op),
         };
         match step {
-            Ok(Step::Op(op)) => driver.step(op),
-            Ok(Step::App(op)) => driver.app_step(op),
+            Ok(Step3::Op(op)) => driver.step(op),
+            Ok(Step3::App(op)) => driver.app_step(op),
+            Ok(Step3::Replica(op)) => driver.replica_step(op),
             Err(_) => break,
         }
     }
@@ -466,6 +515,12 @@ struct Driver {
     state: StateBlobs,
     /// Answers to the node's requests, fed back once the outputs are drained.
     answers: Vec<(RequestId, HostResult)>,
+    /// The HELLO `families` of fuzzed peers.
+    peer_families: u32,
+    /// The host's shared folders, in memory.
+    disk: Disk,
+    /// What the node sent about its folders that peers may echo.
+    replica_heard: ReplicaHeard,
     summary: NodeSummary,
 }
 
@@ -515,6 +570,9 @@ impl Driver {
             chord_open: BTreeMap::new(),
             state: StateBlobs::default(),
             answers: Vec::new(),
+            peer_families: PEER_FAMILIES,
+            disk: Disk::default(),
+            replica_heard: ReplicaHeard::default(),
             summary: NodeSummary::default(),
         }
     }
@@ -553,7 +611,8 @@ impl Driver {
                     } => {
                         let mut bytes = Vec::new();
                         for msg in &msgs {
-                            bytes.extend_from_slice(msg.frame(compress).bytes());
+                            bytes
+                                .extend_from_slice(msg.frame(compress, self.peer_families).bytes());
                         }
                         (bytes, split)
                     }
@@ -716,7 +775,7 @@ impl Driver {
             incarnation: u64::from(h.incarnation % 4) + 1,
             listen_addr: h.listen.map(|a| a.to_addr()),
             capabilities: if h.lz4 { CAP_LZ4 } else { 0 },
-            families: PEER_FAMILIES,
+            families: self.peer_families,
             dedicated: None,
         };
         // Without a HELLO from the node on this connection the proof cannot verify; send one
@@ -790,6 +849,7 @@ impl Driver {
         if let Err(e) = self.node.check_invariants() {
             panic!("invariant broken: {e}");
         }
+        self.check_replicas();
         if let Some(at) = self.node.poll_timeout() {
             assert!(
                 at >= self.max_now,
@@ -868,6 +928,10 @@ impl Driver {
                         self.hello_nonce.insert(conn, hello.nonce);
                     }
                     self.heard.observe(&msg);
+                    if msg.code().family() == Some(Family::Replication) {
+                        self.summary.replica_frames_sent += 1;
+                        self.replica_heard.observe(&msg);
+                    }
                 }
             }
             Output::Close { conn, reason } => {
@@ -907,6 +971,19 @@ impl Driver {
                 );
                 if let Some(n) = open {
                     *n -= 1;
+                }
+            }
+            Output::Event(Event::Replicate(e)) => {
+                self.summary.replicate_events += 1;
+                self.replica_heard.observe_event(&e);
+            }
+            Output::Request {
+                id,
+                request: HostRequest::Storage { folder, request },
+            } => {
+                self.summary.storage_requests += 1;
+                if let Some(result) = self.disk.request(id, folder, request) {
+                    self.answers.push((id, result));
                 }
             }
             Output::Request { id, request } => {
@@ -1041,7 +1118,8 @@ const BYE_REASONS: [ByeReason; 10] = [
 ];
 
 impl Msg {
-    fn frame(&self, compress: bool) -> Frame {
+    /// The frame, a HELLO naming `families`.
+    fn frame(&self, compress: bool, families: u32) -> Frame {
         let keys = keys();
         let msg = match self {
             Msg::Hello {
@@ -1072,7 +1150,7 @@ impl Msg {
                     incarnation: u64::from(*incarnation),
                     listen_addr: listen.as_ref().map(AddrSel::to_addr),
                     capabilities: capabilities & !OLD_CAP_CHORD_ONLY,
-                    families: PEER_FAMILIES,
+                    families,
                     dedicated: chord_only.then_some(Family::Chord.high_byte()),
                 })
             }

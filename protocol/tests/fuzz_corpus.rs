@@ -1,9 +1,12 @@
-//! Replays the committed frame-decoder and replica-message fuzz corpora
-//! (`fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`) through the fuzz targets' own
-//! logic, without libfuzzer.
+//! Replays the committed corpora of the decoder fuzz targets (`frame_decoder`,
+//! `session_message`, `mesh_message`, `table_message`, `chord_message`, `replica_message`;
+//! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`) through the fuzz targets' own
+//! logic, without libfuzzer. The node and Noise targets replay in `engine/tests/fuzz_corpus.rs`.
 
 #[path = "../../fuzz/src/decoder_drive.rs"]
 mod decoder_drive;
+#[path = "../../fuzz/src/message_drive.rs"]
+mod message_drive;
 #[path = "../../fuzz/src/replica_drive.rs"]
 mod replica_drive;
 
@@ -59,6 +62,82 @@ fn replica_message_corpus_replays() {
         decoded.iter().all(|&n| n > 0),
         "a replication code no corpus input decodes: {decoded:?}"
     );
+}
+
+/// Replays `target`'s corpus through its target's `run` (`message_drive::run_family` for
+/// `family`) and asserts that the corpus still decodes under every known code of the family.
+fn replay_family(target: &str, family: weft_protocol::Family, run: fn(&[u8])) {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let corpus = files(&fuzz.join("corpus").join(target));
+    assert!(!corpus.is_empty(), "fuzz/corpus/{target}/ is empty");
+    let regressions = files(&fuzz.join("regressions").join(target));
+    let codes: Vec<weft_protocol::Code> = message_drive::family_codes(family)
+        .into_iter()
+        .filter(|c| c.is_known())
+        .collect();
+    let mut decoded = vec![0usize; codes.len()];
+    for path in corpus.iter().chain(&regressions) {
+        eprintln!("{}", path.display());
+        let data = std::fs::read(path).expect("a readable corpus file");
+        run(&data);
+        for (n, code) in decoded.iter_mut().zip(&codes) {
+            *n += usize::from(weft_protocol::Message::decode(*code, &data).is_ok());
+        }
+    }
+    eprintln!(
+        "replayed {} {target} inputs; decoded per code: {decoded:?}",
+        corpus.len() + regressions.len()
+    );
+    assert!(
+        decoded.iter().all(|&n| n > 0),
+        "a {target} code no corpus input decodes: {:?}",
+        codes.iter().zip(&decoded).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn session_message_corpus_replays() {
+    replay_family(
+        "session_message",
+        weft_protocol::Family::Session,
+        message_drive::run_session_message,
+    );
+}
+
+#[test]
+fn mesh_message_corpus_replays() {
+    replay_family(
+        "mesh_message",
+        weft_protocol::Family::Mesh,
+        message_drive::run_mesh_message,
+    );
+}
+
+#[test]
+fn table_message_corpus_replays() {
+    replay_family(
+        "table_message",
+        weft_protocol::Family::Table,
+        message_drive::run_table_message,
+    );
+}
+
+#[test]
+fn chord_message_corpus_replays() {
+    replay_family(
+        "chord_message",
+        weft_protocol::Family::Chord,
+        message_drive::run_chord_message,
+    );
+}
+
+#[test]
+fn family_drivers_survive_empty_and_tiny_inputs() {
+    for family in weft_protocol::Family::ALL.into_iter().take(4) {
+        for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 49], &[1; 200]] {
+            message_drive::run_family(family, data);
+        }
+    }
 }
 
 #[test]
