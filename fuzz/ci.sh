@@ -28,7 +28,7 @@ declare -A RUNS=(
     [chord_message]=800000
     [replica_message]=500000
     [noise_link]=6000
-    [node]=5000
+    [node]=4000
     [node_small_limits]=6000
 )
 
