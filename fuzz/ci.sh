@@ -21,11 +21,15 @@ fi
 
 # target -> executions (about 15 s each without a sanitizer, measured on 2 cores).
 declare -A RUNS=(
-    [frame_decoder]=500000
-    [replica_message]=600000
+    [frame_decoder]=750000
+    [session_message]=850000
+    [mesh_message]=900000
+    [table_message]=650000
+    [chord_message]=800000
+    [replica_message]=500000
     [noise_link]=6000
     [node]=4000
-    [node_small_limits]=4500
+    [node_small_limits]=6000
 )
 
 # weft's crates forbid unsafe code: no sanitizer (3-10 times faster; panics are what it finds).
@@ -35,7 +39,8 @@ cargo fuzz build -s none
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
-for target in frame_decoder replica_message noise_link node node_small_limits; do
+for target in frame_decoder session_message mesh_message table_message chord_message \
+    replica_message noise_link node node_small_limits; do
     runs=$(awk -v r="${RUNS[$target]}" -v s="$SCALE" 'BEGIN { printf "%d", r * s }')
     mkdir -p "$scratch/$target" "artifacts/$target"
     echo "== fuzz $target: -seed=$SEED -runs=$runs"

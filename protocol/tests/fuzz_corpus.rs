@@ -76,9 +76,13 @@ fn replay_family(target: &str, family: weft_protocol::Family, run: fn(&[u8])) {
         .filter(|c| c.is_known())
         .collect();
     let mut decoded = vec![0usize; codes.len()];
-    for path in corpus.iter().chain(&regressions) {
+    // libFuzzer runs the empty input first and never keeps it in a corpus (CHORD_NOTIFY's
+    // only valid payload): it is replayed here too.
+    let inputs = corpus.iter().chain(&regressions).map(|path| {
         eprintln!("{}", path.display());
-        let data = std::fs::read(path).expect("a readable corpus file");
+        std::fs::read(path).expect("a readable corpus file")
+    });
+    for data in inputs.chain(std::iter::once(Vec::new())) {
         run(&data);
         for (n, code) in decoded.iter_mut().zip(&codes) {
             *n += usize::from(weft_protocol::Message::decode(*code, &data).is_ok());
