@@ -25,23 +25,11 @@ use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,
 };
 use serde::{Deserialize, Serialize};
+use weft_benches::pseudo_random;
 use weft_protocol::{
     BlockHash, Broadcast, Code, FolderId, FrameDecoder, HereIs, Hlc, Message, NodeId, OriginProof,
     PublicKey, ReplicaMessage, Signature, TableWrite,
 };
-
-/// `len` pseudo-random bytes (xorshift): the same every run.
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// The engine's reception path for one frame: decoder, payload, message; returns a value
 /// read from the message so nothing is optimised away.

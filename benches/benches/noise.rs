@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, TransportState};
+use weft_benches::pseudo_random;
 use weft_engine::identity::{Identity, Role, Transcript};
 use weft_engine::noise::{handshake_in_memory, NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::NetworkKey;
@@ -129,19 +130,6 @@ fn transport(c: &mut Criterion) {
 const READ_BYTES: usize = 64 * 1024;
 /// Broadcast frames per iteration of `weft_broadcasts_64B`.
 const BROADCASTS: usize = 1024;
-
-/// `len` pseudo-random bytes (xorshift): incompressible, as hashes or ids would be.
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A BROADCAST frame as the mesh originates it: `payload`, sequence `seq`, signed by
 /// `origin` (broadcast origin signatures are on by default), uncompressed.

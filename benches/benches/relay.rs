@@ -37,6 +37,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_zebra::{batch, Signature as ZebraSignature, VerificationKeyBytes};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use weft_benches::pseudo_random;
 use weft_engine::identity::{Role, Transcript};
 use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::protocol::{
@@ -99,19 +100,6 @@ impl Pool {
             .collect();
         Pool { frames }
     }
-}
-
-/// `len` pseudo-random bytes (xorshift): the same every run.
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A fake peer: it dialed the node, so its connection is inbound to the node.
