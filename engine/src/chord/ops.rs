@@ -3,7 +3,7 @@
 
 use weft_protocol::{
     key_position, ChordFetch, ChordMessage, ChordPeer, ChordStore, ChordValue, NodeId, StoreOp,
-    CHORD_REPLICAS,
+    CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
 };
 
 use bytes::Bytes;
@@ -69,10 +69,15 @@ impl Chord {
         request: ChordRequest,
     ) {
         self.start(now);
-        if self.ops.len() >= self.config.ops_max {
+        let refusal = if self.ops.len() >= self.config.ops_max {
+            Some(ChordError::Busy)
+        } else {
+            over_limit(&request)
+        };
+        if let Some(error) = refusal {
             self.outputs.push_back(ChordOutput::Event(ChordEvent {
                 request: app_request,
-                result: Err(ChordError::Busy),
+                result: Err(error),
             }));
             return;
         }
@@ -468,4 +473,17 @@ fn merge_entry(set: &mut Vec<ChordValue>, e: ChordValue) {
         set.retain(|h| !same_slot(h, &e));
     }
     set.push(e);
+}
+
+/// Why no message could carry `request`: a key or value over its wire limit (SPEC.md §20.2).
+fn over_limit(request: &ChordRequest) -> Option<ChordError> {
+    let (key, value) = match request {
+        ChordRequest::Put { key, value, .. } => (key, Some(value)),
+        ChordRequest::Get { key } => (key, None),
+        ChordRequest::Delete { key, value } => (key, value.as_ref()),
+        ChordRequest::Lookup { .. } => return None,
+    };
+    let too_large = |what, len, max| (len > max).then_some(ChordError::TooLarge { what, len, max });
+    too_large("key", key.len(), CHORD_KEY_BYTES_MAX)
+        .or_else(|| too_large("value", value.map_or(0, Vec::len), CHORD_VALUE_BYTES_MAX))
 }

@@ -3,7 +3,10 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use weft_protocol::{key_position, ChordPeer, ChordValue, NodeId, StoreOp, StoreOutcome};
+use weft_protocol::{
+    key_position, ChordPeer, ChordValue, NodeId, StoreOp, StoreOutcome, CHORD_KEY_BYTES_MAX,
+    CHORD_VALUE_BYTES_MAX,
+};
 
 use super::*;
 use crate::time::Duration;
@@ -795,4 +798,40 @@ fn a_durable_node_answers_after_the_commit_and_its_records_survive_a_restart() {
     let mut damaged = blob.to_vec();
     damaged[20] ^= 1;
     assert_eq!(fresh(&net).restore(Instant::ZERO, wall_ms, &damaged), None);
+}
+
+#[test]
+fn a_key_or_value_over_its_wire_limit_is_refused_and_one_at_the_limit_is_stored() {
+    // No CHORD_FETCH, CHORD_STORE or CHORD_HANDOVER may carry a key over
+    // CHORD_KEY_BYTES_MAX or a value over CHORD_VALUE_BYTES_MAX (SPEC.md §20.2), so the
+    // request ends at once in an error instead (the node fuzz target once sent them).
+    let mut net = joined(3);
+    let long_key = vec![7; CHORD_KEY_BYTES_MAX + 1];
+    let key_error = Err(ChordError::TooLarge {
+        what: "key",
+        len: CHORD_KEY_BYTES_MAX + 1,
+        max: CHORD_KEY_BYTES_MAX,
+    });
+    assert_eq!(net.request(0, 1, put(&long_key, b"v")), key_error);
+    assert_eq!(net.request(1, 2, get(&long_key)), key_error);
+    let delete = ChordRequest::Delete {
+        key: long_key,
+        value: None,
+    };
+    assert_eq!(net.request(2, 3, delete), key_error);
+    let long_value = vec![1; CHORD_VALUE_BYTES_MAX + 1];
+    assert_eq!(
+        net.request(0, 4, put(b"k", &long_value)),
+        Err(ChordError::TooLarge {
+            what: "value",
+            len: CHORD_VALUE_BYTES_MAX + 1,
+            max: CHORD_VALUE_BYTES_MAX,
+        })
+    );
+    let (key, value) = (vec![7; CHORD_KEY_BYTES_MAX], vec![1; CHORD_VALUE_BYTES_MAX]);
+    assert!(net.request(0, 5, put(&key, &value)).is_ok());
+    assert_eq!(
+        values(net.request(1, 6, get(&key))),
+        Some(vec![Bytes::from(value)])
+    );
 }

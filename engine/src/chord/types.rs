@@ -163,6 +163,17 @@ pub enum ChordError {
     /// Too many requests are in progress.
     #[error("too many chord requests in progress")]
     Busy,
+    /// The key is longer than `CHORD_KEY_BYTES_MAX` or the value longer than
+    /// `CHORD_VALUE_BYTES_MAX`: no message may carry it (SPEC.md §20.2).
+    #[error("chord {what} of {len} bytes is over the limit of {max}")]
+    TooLarge {
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
 
 /// What the application asks of Chord.
