@@ -487,6 +487,10 @@ impl Replica {
         if !a.is_fetching() || a.outstanding || a.retry_at.is_some() || !f.created {
             return false;
         }
+        // Every block verified: it waits for its writes, then commits.
+        if f.blocks.iter().all(|slot| slot.state == BlockState::Verified) {
+            return false;
+        }
         f.entry
             .blocks
             .iter()
@@ -1220,19 +1224,9 @@ impl Replica {
     /// names are forgotten, the others applied again, then the deferred records of its
     /// paths.
     fn drop_fetch(&mut self, path: &str, dropped: impl Fn(&Record) -> bool) {
-        let Some(a) = self.applies.remove(path) else {
+        let Some(a) = self.remove_fetch(path) else {
             return;
         };
-        let temp = a.fetch.as_ref().map(|f| f.temp);
-        if let Some(t) = temp {
-            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
-            self.temps.remove(&t);
-        }
-        for l in &a.locks {
-            self.locks.remove(l);
-        }
-        self.mark_dirty();
-        self.fetch_dirty = true;
         for r in a.origin {
             if !dropped(&r) {
                 self.apply_remote(a.sources.clone(), r, None);
@@ -1242,6 +1236,65 @@ impl Replica {
         for l in &a.locks {
             self.redo_deferred(l);
         }
+    }
+
+    /// Takes the apply at `path` out: its temp is discarded and its paths are free.
+    fn remove_fetch(&mut self, path: &str) -> Option<Apply> {
+        let a = self.applies.remove(path)?;
+        if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+            self.temps.remove(&t);
+        }
+        for l in &a.locks {
+            self.locks.remove(l);
+        }
+        self.mark_dirty();
+        self.fetch_dirty = true;
+        Some(a)
+    }
+
+    /// A stalled fetch gives way to the records deferred behind it that a linked source can
+    /// serve (its own source lost the version, or serves it corrupt): they are applied
+    /// first, then its origin records again, which wait behind them in turn.
+    fn give_way(&mut self) {
+        let stuck: Vec<String> = self
+            .deferred
+            .iter()
+            .filter(|(p, list)| {
+                self.held_by_stalled(p) && list.iter().any(|(s, r)| self.can_serve(s, r))
+            })
+            .map(|(p, _)| self.locks.get(p).cloned().unwrap_or_else(|| p.clone()))
+            .collect();
+        for owner in stuck {
+            // An earlier owner in this pass may have freed or retaken it.
+            if !self.applies.get(&owner).is_some_and(|a| self.is_stalled(a)) {
+                continue;
+            }
+            let Some(a) = self.remove_fetch(&owner) else {
+                continue;
+            };
+            self.redo_deferred(&owner);
+            for l in &a.locks {
+                self.redo_deferred(l);
+            }
+            for r in a.origin {
+                self.apply_remote(a.sources.clone(), r, None);
+            }
+        }
+    }
+
+    /// Whether one of `sources` can serve `r`: linked, not disconnected for corrupt blocks,
+    /// and no NOTFOUND from it for a block of `r` (a record without content needs none).
+    fn can_serve(&self, sources: &BTreeSet<NodeId>, r: &Record) -> bool {
+        let has_content = !r.deleted && r.entry.kind == FileKind::File;
+        !has_content
+            || sources.iter().any(|s| {
+                self.peers.get(s).is_some_and(|p| {
+                    p.linked && p.mismatches < self.config.mismatches_before_disconnect
+                }) && r.entry.blocks.iter().all(|b| {
+                    !self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
+                })
+            })
     }
 
     /// A local change at `path` overtakes any apply holding it.
@@ -1805,6 +1858,9 @@ impl Replica {
         #[cfg(test)]
         if room && self.fetch_plain {
             self.fetch_dirty = true;
+        }
+        if !self.deferred.is_empty() {
+            self.give_way();
         }
         if self.fetch_dirty {
             self.fetch_dirty = false;
