@@ -144,6 +144,23 @@ impl Version {
         v
     }
 
+    /// This version with `node`'s counter set one above the larger of its own and `floor`:
+    /// the version of a change made by `node` whose counters elsewhere reached `floor`.
+    pub fn bumped_past(&self, node: u64, floor: u64) -> Version {
+        let mut v = self.clone();
+        match v.counters.binary_search_by_key(&node, |c| c.node) {
+            Ok(i) => v.counters[i].value = v.counters[i].value.max(floor).saturating_add(1),
+            Err(i) => v.counters.insert(
+                i,
+                Counter {
+                    node,
+                    value: floor.saturating_add(1),
+                },
+            ),
+        }
+        v
+    }
+
     /// The least version that descends from both: each node's larger counter.
     pub fn merged(&self, other: &Version) -> Version {
         let (mut a, mut b) = (
@@ -607,6 +624,10 @@ mod tests {
         let a = v(&[(1, 2), (5, 1)]);
         assert_eq!(a.compare(&a), VersionOrder::Equal);
         assert_eq!(a.bumped(1).compare(&a), VersionOrder::Newer);
+        let past = a.bumped_past(1, 7);
+        assert_eq!((past.get(1), past.compare(&a)), (8, VersionOrder::Newer));
+        assert_eq!(a.bumped_past(1, 0), a.bumped(1));
+        assert_eq!(Version::default().bumped_past(9, 4).get(9), 5);
         assert_eq!(a.compare(&a.bumped(9)), VersionOrder::Older);
         let b = a.bumped(3);
         let c = a.bumped(7);

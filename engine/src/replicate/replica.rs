@@ -98,6 +98,10 @@ pub struct Replica {
     pub(super) config: ReplicaConfig,
     pub(super) rng: ChaCha8Rng,
     pub(super) me: u64,
+    /// The highest counter of `me` in any record installed here: a change of any path takes
+    /// one above it, so no counter of `me` is used twice at a path (a version of `me` that
+    /// lost a conflict keeps its counter in its copy, not at the path).
+    pub(super) counter_high: u64,
     pub(super) now: Instant,
     pub(super) ready: bool,
     pub(super) index_id: u64,
@@ -225,6 +229,7 @@ impl Replica {
             config,
             rng: ChaCha8Rng::from_seed(seed),
             me,
+            counter_high: 0,
             now: Instant::ZERO,
             ready: false,
             index_id: 0,
@@ -488,7 +493,10 @@ impl Replica {
             return false;
         }
         // Every block verified: it waits for its writes, then commits.
-        if f.blocks.iter().all(|slot| slot.state == BlockState::Verified) {
+        if f.blocks
+            .iter()
+            .all(|slot| slot.state == BlockState::Verified)
+        {
             return false;
         }
         f.entry
@@ -948,10 +956,26 @@ impl Replica {
             }
             return;
         }
+        // The peer's version wins. Over a deletion it takes the merged version; over present
+        // content it keeps its own, as the local version does when it wins: a merged version
+        // would be `Newer` than L at the other nodes holding L, which would drop L there
+        // before any of them had copied it (and this node's copy may never be served). Each
+        // holder of L settles the conflict itself and makes the same copy.
         let mut w = r.clone();
-        w.entry.version = merged;
+        if l.deleted {
+            w.entry.version = merged;
+        }
         let copy = conflict::conflict_copy_path(&path, &l);
-        if l.deleted || self.is_busy(&copy) || self.index.get(&copy).is_some_and(|c| !c.deleted) {
+        // A copy path holding content already, or a deletion of L's copy made after seeing
+        // it (a user removed or resolved the copy elsewhere): no copy, L goes.
+        let copy_taken = self.index.get(&copy).is_some_and(|c| {
+            !c.deleted
+                || matches!(
+                    c.entry.version.compare(&l.entry.version),
+                    VersionOrder::Newer | VersionOrder::Equal
+                )
+        });
+        if l.deleted || self.is_busy(&copy) || copy_taken {
             self.adopt_as(sources, w, Some(l), r);
             return;
         }
@@ -1037,6 +1061,7 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
+        self.counter_high = self.counter_high.max(version.get(self.me));
         // What the host reported at the path no longer differs from the record: forget it
         // (a rename step's "nothing at the old path" once its deletion record is in, say),
         // or a later record there would be planned against a stale report.
@@ -1291,9 +1316,11 @@ impl Replica {
             || sources.iter().any(|s| {
                 self.peers.get(s).is_some_and(|p| {
                     p.linked && p.mismatches < self.config.mismatches_before_disconnect
-                }) && r.entry.blocks.iter().all(|b| {
-                    !self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
-                })
+                }) && r
+                    .entry
+                    .blocks
+                    .iter()
+                    .all(|b| !self.not_found.get(&b.hash).is_some_and(|n| n.contains(s)))
             })
     }
 
@@ -1352,7 +1379,7 @@ impl Replica {
                 self.disk.remove(&candidate.entry.path);
                 let version = local.map_or_else(Version::default, |l| l.entry.version.clone());
                 let mut e = candidate.entry;
-                e.version = version.bumped(self.me);
+                e.version = version.bumped_past(self.me, self.counter_high);
                 e.modified_by = self.me;
                 let path = e.path.clone();
                 self.install(Install {
@@ -1373,7 +1400,7 @@ impl Replica {
                     &path,
                     l.entry.kind,
                     self.me,
-                    l.entry.version.bumped(self.me),
+                    l.entry.version.bumped_past(self.me, self.counter_high),
                 );
                 self.install(Install {
                     entry: t.entry,
@@ -1396,12 +1423,12 @@ impl Replica {
                     self.handle_local(now, LocalChange::Changed(to));
                     return self.handle_local(now, LocalChange::Removed { path: from });
                 }
-                let from_version = lf.entry.version.bumped(self.me);
+                let from_version = lf.entry.version.bumped_past(self.me, self.counter_high);
                 let to_version = self
                     .index
                     .get(&to.path)
                     .map_or_else(Version::default, |l| l.entry.version.clone())
-                    .bumped(self.me);
+                    .bumped_past(self.me, self.counter_high);
                 to.version = to_version;
                 to.modified_by = self.me;
                 let to_path = to.path.clone();
@@ -1491,6 +1518,7 @@ impl Replica {
                 self.index_id = s.index_id;
                 self.next_temp = s.next_temp.max(1);
                 for (entry, deleted, moved) in s.records {
+                    self.counter_high = self.counter_high.max(entry.version.get(self.me));
                     self.index.restore(Record { entry, deleted }, moved);
                 }
                 for (id, index_id, seen) in s.peers {
@@ -1712,7 +1740,9 @@ impl Replica {
                 .map_or_else(Version::default, |c| c.entry.version.clone());
             let mut e = k.entry.clone();
             e.path = path.clone();
-            e.version = base.merged(&k.entry.version).bumped(self.me);
+            e.version = base
+                .merged(&k.entry.version)
+                .bumped_past(self.me, self.counter_high);
             e.modified_by = self.me;
             let mut steps = Vec::new();
             if current.as_ref().is_some_and(|c| !c.deleted) {
@@ -1730,7 +1760,7 @@ impl Replica {
                 &keep,
                 k.entry.kind,
                 self.me,
-                k.entry.version.bumped(self.me),
+                k.entry.version.bumped_past(self.me, self.counter_high),
             );
             let installs = vec![
                 Install {
@@ -1758,7 +1788,7 @@ impl Replica {
                 &c.entry.path,
                 c.entry.kind,
                 self.me,
-                c.entry.version.bumped(self.me),
+                c.entry.version.bumped_past(self.me, self.counter_high),
             );
             let steps = vec![Step::Remove {
                 expect: self.expect_for(Some(&c)),

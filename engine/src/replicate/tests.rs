@@ -808,6 +808,89 @@ fn an_edit_edit_conflict_keeps_both_the_same_way_everywhere() {
 }
 
 #[test]
+fn a_loser_holder_makes_its_own_copy_when_only_a_corrupt_node_settled_the_conflict() {
+    // Nodes 1 and 2 hold node 0's version A; node 3's concurrent B wins. Node 2 settles the
+    // conflict with node 3 (A to its copy, B installed), then nodes 0 and 3 leave and node 2
+    // turns corrupt, so node 4 (which had B from node 3) never gets the copy; node 1 then
+    // hears of B through node 4 alone. Node 1 must move A to the copy itself: a winner
+    // installed under a merged version would be newer than A there, and A's only copy left
+    // would be node 2's.
+    let mut net = Net::new(5);
+    let (a, b) = (bytes(50_000, 21), bytes(50_000, 22));
+    net.put(0, "doc.txt", a.clone(), 200);
+    net.link(0, 1);
+    net.link(0, 2);
+    net.settle();
+    net.unlink(0, 1);
+    net.unlink(0, 2);
+    net.put(3, "doc.txt", b.clone(), 300);
+    net.link(3, 4);
+    net.settle();
+    net.unlink(3, 4);
+    net.link(3, 2);
+    net.settle();
+    net.unlink(3, 2);
+    let copy = format!(
+        "doc.conflict-{:08x}-1.txt",
+        short_id(&net.nodes[0].id) >> 32
+    );
+    let holds =
+        |net: &Net, i: usize, path: &str, data: &[u8]| net.nodes[i].host.data(path) == Some(data);
+    assert!(holds(&net, 2, &copy, &a));
+    assert!(holds(&net, 2, "doc.txt", &b));
+    net.corrupt = Some(2);
+    net.link(4, 2);
+    net.settle();
+    assert!(!holds(&net, 4, &copy, &a), "node 4 has no honest source");
+    net.unlink(4, 2);
+    net.link(4, 1);
+    net.settle();
+    assert!(holds(&net, 1, "doc.txt", &b));
+    assert!(holds(&net, 1, &copy, &a), "node 1 lost A");
+    assert!(net.nodes[1]
+        .requests
+        .iter()
+        .any(|r| matches!(r, StorageRequest::Rename { to, .. } if *to == copy)));
+    // Node 4 then fetches the copy from node 1.
+    assert!(holds(&net, 4, &copy, &a));
+}
+
+#[test]
+fn a_change_after_a_lost_conflict_takes_a_counter_never_used_at_the_path() {
+    // Node 0's edit (its counter 2) loses to node 1's and moves to the copy; the path keeps
+    // node 1's own version, whose counter for node 0 is 1. Node 0's next edit there must
+    // take 3: a second "2" would name other content with a version already used.
+    let mut net = pair();
+    net.put(0, "doc.txt", bytes(20_000, 30), 100);
+    net.settle();
+    net.unlink(0, 1);
+    net.put(0, "doc.txt", bytes(20_000, 31), 200);
+    net.put(1, "doc.txt", bytes(20_000, 32), 300);
+    net.link(0, 1);
+    net.settle();
+    let me = short_id(&net.nodes[0].id);
+    let version_at = |net: &Net, i: usize, path: &str| {
+        net.records(i)
+            .into_iter()
+            .find(|(p, ..)| p == path)
+            .map(|(_, _, v)| v)
+            .expect("a record")
+    };
+    let copy = format!("doc.conflict-{:08x}-2.txt", me >> 32);
+    assert_eq!(version_at(&net, 0, &copy).get(me), 2);
+    assert_eq!(version_at(&net, 0, "doc.txt").get(me), 1);
+    let edit = bytes(20_000, 33);
+    net.put(0, "doc.txt", edit.clone(), 400);
+    net.settle();
+    assert_eq!(version_at(&net, 0, "doc.txt").get(me), 3);
+    for n in &net.nodes {
+        assert!(n.host.data("doc.txt") == Some(edit.as_slice()));
+        assert!(n.host.data(&copy) == Some(bytes(20_000, 31).as_slice()));
+    }
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
 fn an_edit_beats_a_concurrent_delete_everywhere() {
     let mut net = pair();
     net.put(0, "f", bytes(30_000, 8), 100);
