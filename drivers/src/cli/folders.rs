@@ -295,9 +295,21 @@ fn folders(net: &NetArgs) -> Result<Vec<FolderReport>, String> {
 /// How long `weft status` watches transfers in flight to tell their rate.
 const RATE_SAMPLE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Runs `weft status`: every file and its state; transfers in flight as progress bars
-/// with their rate and time left.
+/// The paths being fetched and the bytes each has so far.
+fn fetching(folders: &[FolderReport]) -> BTreeMap<String, (u64, u64)> {
+    folders
+        .iter()
+        .flat_map(|f| f.files.iter())
+        .filter(|x| x.state == "fetching")
+        .map(|x| (x.path.clone(), (x.bytes_done, x.size)))
+        .collect()
+}
+
+/// Runs `weft status`: every file and its state. On a terminal, transfers in flight are
+/// live progress bars (indicatif) with their rate and time left, until they end; otherwise
+/// (a pipe, a script) one line each, with the rate sampled over [`RATE_SAMPLE`].
 pub fn status(args: StatusArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
     super::init_logging("warn");
     let first = match folders(&args.net) {
         Ok(f) => f,
@@ -307,36 +319,78 @@ pub fn status(args: StatusArgs) -> ExitCode {
         let line = serde_json::to_string(&first).unwrap_or_default();
         return print(&(line + "\n"));
     }
-    let fetching = |f: &[FolderReport]| -> BTreeMap<String, u64> {
-        f.iter()
-            .flat_map(|f| f.files.iter())
-            .filter(|x| x.state == "fetching")
-            .map(|x| (x.path.clone(), x.bytes_done))
-            .collect()
-    };
     let before = fetching(&first);
+    if !before.is_empty() && io::stdout().is_terminal() {
+        let code = print(&status_text(&first, None));
+        live_bars(&args.net, before);
+        return code;
+    }
     let (now, rates) = if before.is_empty() {
         (first, BTreeMap::new())
     } else {
         std::thread::sleep(RATE_SAMPLE);
         let now = folders(&args.net).unwrap_or(first);
-        let after = fetching(&now);
         let secs = RATE_SAMPLE.as_secs_f64();
-        let rates: BTreeMap<String, f64> = after
+        let rates: BTreeMap<String, f64> = fetching(&now)
             .iter()
-            .map(|(p, done)| {
-                let was = before.get(p).copied().unwrap_or(*done);
+            .map(|(p, (done, _))| {
+                let was = before.get(p).map_or(*done, |b| b.0);
                 (p.clone(), done.saturating_sub(was) as f64 / secs)
             })
             .collect();
         (now, rates)
     };
-    print(&status_text(&now, &rates))
+    print(&status_text(&now, Some(&rates)))
 }
 
-/// `weft status`'s text: a line per folder, then one per path (state, size, path); a
-/// path being fetched gets a progress bar with its rate and time left.
-fn status_text(folders: &[FolderReport], rates: &BTreeMap<String, f64>) -> String {
+/// Live indicatif bars for the transfers in flight, polled from the node every
+/// [`RATE_SAMPLE`] until none is left (a finished one says so) or the node stops answering.
+fn live_bars(net: &NetArgs, first: BTreeMap<String, (u64, u64)>) {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    let style = ProgressStyle::with_template(
+        "  fetching  [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} {eta} left  {msg}",
+    )
+    .map(|s| s.progress_chars("#>-"))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let multi = MultiProgress::new();
+    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let mut now = first;
+    loop {
+        for (path, (done, size)) in &now {
+            let bar = bars.entry(path.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(*size));
+                bar.set_style(style.clone());
+                bar.set_message(path.clone());
+                bar
+            });
+            bar.set_length(*size);
+            bar.set_position(*done);
+        }
+        bars.retain(|path, bar| {
+            let going = now.contains_key(path);
+            if !going {
+                bar.finish_with_message(format!("{path}: done"));
+            }
+            going
+        });
+        if bars.is_empty() {
+            return;
+        }
+        std::thread::sleep(RATE_SAMPLE);
+        match folders(net) {
+            Ok(f) => now = fetching(&f),
+            Err(e) => {
+                let _ = multi.println(format!("status: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// `weft status`'s text: a line per folder, then one per path (state, size, path). A path
+/// being fetched gets its bytes so far, and with `rates`, its rate and time left; without,
+/// it is left to the live bars.
+fn status_text(folders: &[FolderReport], rates: Option<&BTreeMap<String, f64>>) -> String {
     use indicatif::{HumanBytes, HumanDuration};
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -351,12 +405,7 @@ fn status_text(folders: &[FolderReport], rates: &BTreeMap<String, f64>) -> Strin
             let size = HumanBytes(x.size).to_string();
             match x.state.as_str() {
                 "fetching" => {
-                    let width = 20usize;
-                    let filled = if x.size == 0 {
-                        width
-                    } else {
-                        (x.bytes_done.min(x.size) as u128 * width as u128 / x.size as u128) as usize
-                    };
+                    let Some(rates) = rates else { continue };
                     let rate = rates.get(&x.path).copied().unwrap_or(0.0);
                     let left = if rate > 0.0 {
                         let secs = x.size.saturating_sub(x.bytes_done) as f64 / rate;
@@ -369,9 +418,7 @@ fn status_text(folders: &[FolderReport], rates: &BTreeMap<String, f64>) -> Strin
                     };
                     let _ = writeln!(
                         out,
-                        "  fetching  [{}{}] {}/{} {}/s {left}  {}",
-                        "#".repeat(filled),
-                        "-".repeat(width - filled),
+                        "  fetching  {}/{} {}/s {left}  {}",
                         HumanBytes(x.bytes_done),
                         size,
                         HumanBytes(rate as u64),
