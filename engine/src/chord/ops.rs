@@ -126,7 +126,11 @@ impl Chord {
             ),
             ChordRequest::Get { .. } | ChordRequest::Lookup { .. } => return None,
         };
-        let seq = (self.last_seq + 1).max(self.wall_clock_ms.unwrap_or(0));
+        // Saturating: a wall clock given as u64::MAX (the host's input) pins it there.
+        let seq = self
+            .last_seq
+            .saturating_add(1)
+            .max(self.wall_clock_ms.unwrap_or(0));
         self.last_seq = seq;
         let writer = signer.public_key();
         let signature = signer.sign(&ChordValue::signed_bytes(key, &writer, seq, &op));
