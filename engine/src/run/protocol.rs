@@ -147,7 +147,10 @@ impl RunProtocol {
         if !self.config.allow_from.contains(&from) {
             return Err((
                 RunRefusalReason::NotOnAllowList,
-                format!("node {from} is not on this node's run allow list"),
+                format!(
+                    "node {} is not on this node's run allow list",
+                    full_hex(&from)
+                ),
             ));
         }
         if self.by_run.contains_key(&(from, r.run)) {
@@ -457,6 +460,11 @@ impl RunProtocol {
         }
         Ok(())
     }
+}
+
+/// All 64 hex digits of a node id (what `--allow-run-from` takes).
+fn full_hex(node: &NodeId) -> String {
+    node.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
