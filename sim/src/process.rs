@@ -3,7 +3,8 @@
 //!
 //! The program names a script:
 //! - `out N BYTES`: N pieces of BYTES bytes each to standard output (`o` repeated), then
-//!   exit 0; `err` likewise to standard error;
+//!   exit 0; `err` likewise to standard error; `noise N BYTES` likewise to standard output
+//!   with pseudo-random bytes (which do not compress);
 //! - `exit CODE`: exit with CODE;
 //! - `lines N`: "1\n" to "N\n", one piece each, odd ones to stdout and even ones to stderr,
 //!   then exit 0;
@@ -137,6 +138,21 @@ fn script(program: &str, args: &[String]) -> Option<Fake> {
             let piece = Bytes::from(vec![b'o'; num(1) as usize]);
             for _ in 0..num(0) {
                 fake.output.push_back((stream, piece.clone()));
+            }
+        }
+        "noise" => {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let piece: Vec<u8> = (0..num(1))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let piece = Bytes::from(piece);
+            for _ in 0..num(0) {
+                fake.output.push_back((OutputStream::Stdout, piece.clone()));
             }
         }
         "exit" => fake.exit = Some(ExitStatus::Code(num(0) as u8)),
