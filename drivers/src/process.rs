@@ -316,27 +316,36 @@ fn answer_reads(
 ) {
     let mut open_pipes = 2;
     let mut exited: Option<(ExitStatus, Instant)> = None;
+    // A piece taken while joining pieces that did not fit: the next answer's first.
+    let mut held: Option<Piece> = None;
     while let Ok(id) = reads.recv() {
         let result = loop {
-            let piece = match exited {
-                Some((status, _)) if open_pipes == 0 => break ProcessResult::Exited(status),
-                Some((status, by)) => {
-                    match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
-                        Ok(piece) => piece,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                            break ProcessResult::Exited(status)
+            let piece = match (held.take(), exited) {
+                (Some(piece), _) => piece,
+                (None, exited) => match exited {
+                    Some((status, _)) if open_pipes == 0 => break ProcessResult::Exited(status),
+                    Some((status, by)) => {
+                        match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
+                            Ok(piece) => piece,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break ProcessResult::Exited(status)
+                            }
                         }
                     }
-                }
-                None => match pieces.recv() {
-                    Ok(piece) => piece,
-                    // Every thread is gone without an exit: cannot happen (the waiter always
-                    // reports one), but never hang on it.
-                    Err(_) => break ProcessResult::Exited(ExitStatus::Signal(9)),
+                    None => match pieces.recv() {
+                        Ok(piece) => piece,
+                        // Every thread is gone without an exit: cannot happen (the waiter always
+                        // reports one), but never hang on it.
+                        Err(_) => break ProcessResult::Exited(ExitStatus::Signal(9)),
+                    },
                 },
             };
             match piece {
-                Piece::Output(stream, bytes) => break ProcessResult::Output { stream, bytes },
+                Piece::Output(stream, bytes) => {
+                    let (bytes, next) = join_waiting(stream, bytes, pieces);
+                    held = next;
+                    break ProcessResult::Output { stream, bytes };
+                }
                 Piece::Closed => open_pipes -= 1,
                 Piece::Exited(status) => exited = Some((status, Instant::now() + RUN_DRAIN)),
             }
@@ -346,4 +355,30 @@ fn answer_reads(
             return;
         }
     }
+}
+
+/// `first` and the pieces of the same stream already waiting behind it, joined up to
+/// `RUN_OUTPUT_BYTES_MAX` bytes (a fast writer's small writes travel as few messages, and
+/// the engine asks for fewer reads); the first waiting piece that does not join, if any.
+fn join_waiting(
+    stream: OutputStream,
+    first: Bytes,
+    pieces: &Receiver<Piece>,
+) -> (Bytes, Option<Piece>) {
+    let mut joined: Option<Vec<u8>> = None;
+    loop {
+        let len = joined.as_ref().map_or(first.len(), Vec::len);
+        let next = match pieces.try_recv() {
+            Ok(Piece::Output(s, b)) if s == stream && len + b.len() <= RUN_OUTPUT_BYTES_MAX => b,
+            Ok(other) => return (finish(first, joined), Some(other)),
+            Err(_) => return (finish(first, joined), None),
+        };
+        joined
+            .get_or_insert_with(|| first.to_vec())
+            .extend_from_slice(&next);
+    }
+}
+
+fn finish(first: Bytes, joined: Option<Vec<u8>>) -> Bytes {
+    joined.map_or(first, Bytes::from)
 }
