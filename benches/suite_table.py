@@ -32,6 +32,7 @@ GROUPS = {
     "loopback": ["loopback_broadcast_64B"],
     "blocks": ["blocks_64MiB"],
     "replicate": ["replicate_64MiB", "replicate_64MiB_on_cpu"],
+    "run_output": ["run_output_16MiB"],
 }
 
 
@@ -51,6 +52,8 @@ def limit_of(group, fid):
         return "blake3"
     if group.startswith("replicate_64MiB") and fid.startswith("pipeline"):
         return "blake3_whole"
+    if group == "run_output_16MiB" and fid.startswith("engines"):
+        return "noise_floor"
     return None
 
 

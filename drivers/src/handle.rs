@@ -8,7 +8,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use bytes::Bytes;
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::protocol::FolderId;
+use weft_engine::protocol::RunSignalKind;
 use weft_engine::replicate::LocalChange;
+use weft_engine::run::{ProcessResult, RunEventKind};
 use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
 
 use crate::report::{FolderReport, HostReport, IdReport, StatsReport, TableEntryReport};
@@ -73,6 +75,16 @@ pub(crate) struct Subscriber {
     pub(crate) sink: SyncSender<Delivery>,
     /// For a bounded subscription: its bytes waiting, and their bound.
     pub(crate) bytes: Option<(Arc<AtomicUsize>, usize)>,
+}
+
+/// A run asked of a peer through a [`Handle`].
+#[derive(Debug)]
+pub struct RunSession {
+    /// The node's number for it.
+    pub run: u64,
+    /// What becomes of it, in order; the last is `Refused`, `Exited` or `Lost`. Output waits
+    /// here until it is taken (the requester acknowledges output as it arrives, SPEC.md §23.4).
+    pub events: Receiver<RunEventKind>,
 }
 
 /// Why a request did not go through.
@@ -153,6 +165,25 @@ pub(crate) enum Request {
         reply: Sender<Result<(), InputError>>,
     },
     Shutdown,
+    /// Ask `peer` to run a program; the run's number, and its events, go to `reply`.
+    Run {
+        peer: NodeId,
+        program: String,
+        args: Vec<String>,
+        shell: bool,
+        reply: Sender<Result<RunSession, HandleError>>,
+    },
+    /// Ask the peer to signal a run's process group.
+    RunSignal {
+        run: u64,
+        signal: RunSignalKind,
+    },
+    /// A run's process thread answered the engine's request `id` for `process`.
+    ProcessDone {
+        process: u64,
+        id: RequestId,
+        result: ProcessResult,
+    },
     /// A storage worker finished the engine's request `id`.
     StorageDone {
         id: RequestId,
@@ -275,6 +306,46 @@ impl Handle {
                 Ok(())
             }
         }
+    }
+
+    /// A run process's answer to the engine's request `id`.
+    pub(crate) fn process_done(
+        &self,
+        process: u64,
+        id: RequestId,
+        result: ProcessResult,
+    ) -> Result<(), HandleError> {
+        self.send(Request::ProcessDone {
+            process,
+            id,
+            result,
+        })
+    }
+
+    /// Asks `peer` (linked) to run `program` with `args` (through `/bin/sh -c` with `shell`)
+    /// and returns the run: its number and its events, which end with `Refused`, `Exited`
+    /// or `Lost`.
+    pub fn run(
+        &self,
+        peer: NodeId,
+        program: String,
+        args: Vec<String>,
+        shell: bool,
+    ) -> Result<RunSession, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Run {
+            peer,
+            program,
+            args,
+            shell,
+            reply,
+        })?;
+        answer.recv().map_err(|_| HandleError::Stopped)?
+    }
+
+    /// Asks the peer running run `run` to signal its process group.
+    pub fn run_signal(&self, run: u64, signal: RunSignalKind) -> Result<(), HandleError> {
+        self.send(Request::RunSignal { run, signal })
     }
 
     /// A storage worker's answer to the engine's request `id`.

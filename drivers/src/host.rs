@@ -20,6 +20,7 @@ use crate::folder::cache::Cache;
 use crate::folder::run::{cache_blob_name, FolderSpec, Folders};
 use crate::handle::{Delivery, Request, Subscriber};
 use crate::handle::{HandleError, TableOp};
+use crate::process::Processes;
 use crate::report::{
     hex_id, links_name, ConnReport, FileReport, FolderReport, HostReport, IdReport, NodeCounters,
     RingReport, StatsReport, TableEntryReport,
@@ -27,10 +28,12 @@ use crate::report::{
 use crate::storage::Store;
 use weft_engine::protocol::FileKind;
 use weft_engine::protocol::FolderId;
+use weft_engine::protocol::RunSignalKind;
 use weft_engine::replicate::{
     conflict_origin, LocalChange, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
     ReplicateCommand, ReplicateEvent, ReplicateRefusal, StorageError,
 };
+use weft_engine::run::{ProcessResult, RunCommand, RunEvent, RunEventKind};
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -169,6 +172,13 @@ pub(crate) struct Host {
     folders: Folders,
     /// The last storage error at each path of each folder, until the path is updated.
     folder_errors: std::collections::BTreeMap<(FolderId, String), String>,
+    /// The processes of runs carried out for peers.
+    processes: Processes,
+    /// The loop's own handle, for the threads that answer run processes' reads.
+    handle: Option<crate::Handle>,
+    /// Runs asked of peers, waiting for their events, by run number.
+    runs_waiting: std::collections::BTreeMap<u64, Sender<RunEventKind>>,
+    last_run: u64,
 }
 
 impl Host {
@@ -180,6 +190,11 @@ impl Host {
         store: Option<Store>,
         bound_addr: Option<String>,
     ) -> Host {
+        // Runs without a folder run in the state folder's `run/` (SPEC.md §23.2).
+        let run_dir = store
+            .as_ref()
+            .and_then(|s| s.state_folder())
+            .map(|dir| dir.join("run"));
         Host {
             node: Node::new(config),
             clock: Clock::start(),
@@ -198,6 +213,10 @@ impl Host {
             dial_log: DialLog::default(),
             folders: Folders::default(),
             folder_errors: std::collections::BTreeMap::new(),
+            processes: Processes::new(run_dir),
+            handle: None,
+            runs_waiting: std::collections::BTreeMap::new(),
+            last_run: 0,
         }
     }
 
@@ -205,6 +224,7 @@ impl Host {
     /// `handle`), each with its scan cache from the store; [`Host::start`] adds them to the
     /// node.
     pub(crate) fn start_folders(&mut self, specs: Vec<FolderSpec>, handle: &crate::Handle) {
+        self.handle = Some(handle.clone());
         let store = self.store.as_ref();
         let caches = |id: &FolderId| {
             let name = cache_blob_name(id);
@@ -281,6 +301,21 @@ impl Host {
                 };
                 tracing::warn!("folder {folder}: a storage step was refused: {result:?}");
                 self.answers.push((id, result));
+                return;
+            }
+            HostRequest::Process { process, request } => {
+                let folders = &self.folders;
+                let root = |folder: &FolderId| {
+                    folders
+                        .list()
+                        .into_iter()
+                        .find(|(id, ..)| id == folder)
+                        .map(|(_, root, ..)| root.to_path_buf())
+                };
+                let handle = self.handle.as_ref();
+                if let Some(result) = self.processes.carry_out(handle, id, process, request, root) {
+                    self.answers.push((id, result));
+                }
                 return;
             }
             other => other,
@@ -412,6 +447,27 @@ impl Host {
             Event::Replicate(ReplicateEvent { folder, event }) => {
                 self.on_folder_event(folder, event)
             }
+            Event::Run(RunEvent { run, kind }) => {
+                let last = matches!(
+                    kind,
+                    RunEventKind::Refused { .. } | RunEventKind::Exited(_) | RunEventKind::Lost
+                );
+                let sent = self
+                    .runs_waiting
+                    .get(&run)
+                    .is_some_and(|w| w.send(kind).is_ok());
+                if last || !sent {
+                    self.runs_waiting.remove(&run);
+                }
+                // Its asker went away: the process has no one to write to.
+                if !sent && !last {
+                    let kill = RunCommand::Signal {
+                        run,
+                        signal: RunSignalKind::Kill,
+                    };
+                    let _ = self.input(Input::Command(Command::Run(kill)));
+                }
+            }
             other => tracing::debug!("{other:?}"),
         }
     }
@@ -524,6 +580,53 @@ impl Host {
             }
             Request::Shutdown => self.begin_stop(Exit::Requested),
             Request::StorageDone { id, result } => self.answers.push((id, result)),
+            Request::ProcessDone {
+                process,
+                id,
+                result,
+            } => {
+                if matches!(result, ProcessResult::Exited(_)) {
+                    self.processes.ended(process);
+                }
+                self.answers.push((id, HostResult::Process(result)));
+            }
+            Request::Run {
+                peer,
+                program,
+                args,
+                shell,
+                reply,
+            } => {
+                self.last_run += 1;
+                let run = self.last_run;
+                let start = RunCommand::Start {
+                    run,
+                    peer,
+                    program,
+                    args,
+                    shell,
+                    folder: None,
+                };
+                let (events, taken) = std::sync::mpsc::channel();
+                // Registered first: the command's own outputs may carry its first events.
+                self.runs_waiting.insert(run, events);
+                let result = self.input(Input::Command(Command::Run(start)));
+                let answer = match result {
+                    Ok(()) => Ok(crate::RunSession { run, events: taken }),
+                    Err(e) => {
+                        self.runs_waiting.remove(&run);
+                        Err(HandleError::Refused(e))
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Request::RunSignal { run, signal } => {
+                let command = Command::Run(RunCommand::Signal { run, signal });
+                // A run that ended meanwhile: nothing to signal.
+                if let Err(e) = self.input(Input::Command(command)) {
+                    tracing::debug!("run {run}: signal not sent: {e}");
+                }
+            }
             Request::FolderChanges {
                 folder,
                 changes,

@@ -32,6 +32,7 @@ mod host;
 #[cfg(feature = "mio")]
 pub mod mio_driver;
 pub mod outbox;
+pub mod process;
 pub mod report;
 pub mod setup;
 pub mod state;
@@ -39,6 +40,6 @@ pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
 
-pub use handle::{Backlog, Delivery, Handle, HandleError, Subscription, TableOp};
+pub use handle::{Backlog, Delivery, Handle, HandleError, RunSession, Subscription, TableOp};
 pub use host::{Exit, RunError, StopSignal};
 pub use setup::Setup;

@@ -131,6 +131,11 @@ impl Store {
         Ok(Some(store))
     }
 
+    /// The state folder the store lies in.
+    pub fn state_folder(&self) -> Option<&Path> {
+        self.path.parent()
+    }
+
     /// Opens the store in `state_folder`, creating it (owner-only, with the blobs of an old
     /// `state/` folder imported) if there is none. The folder must exist.
     pub fn open_or_create(state_folder: &Path) -> Result<Store, StoreError> {

@@ -96,7 +96,7 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
             let v: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
             assert_eq!(v["pass"], true);
             assert_eq!(v["role"], "initiator");
-            assert!(v["sections"].as_array().is_some_and(|s| s.len() == 13));
+            assert!(v["sections"].as_array().is_some_and(|s| s.len() == 14));
             continue;
         }
         assert!(!text.contains("FAIL"), "{label}: {text}");
@@ -196,6 +196,7 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
         (Broken::NoTableRelay, "§19"),
         (Broken::ChordWrongRequest, "§20"),
         (Broken::NoNotFound, "§22"),
+        (Broken::RunsForStrangers, "§23"),
     ];
     let net = format!("conform-broken-{}", std::process::id());
     // The wrapper alone, breaking nothing, passes: what fails below is the broken rule.

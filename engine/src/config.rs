@@ -39,6 +39,8 @@ pub struct Config {
     pub network_key: NetworkKey,
     /// How links are protected: Noise, except in the simulator's plaintext speed runs.
     pub link_encryption: LinkEncryption,
+    /// Who may ask this node to run programs (SPEC.md §23): no one by default.
+    pub run: crate::run::RunConfig,
 }
 
 impl core::fmt::Debug for Config {
@@ -57,6 +59,7 @@ impl core::fmt::Debug for Config {
             .field("chord", &self.chord)
             .field("network_key", &self.network_key)
             .field("link_encryption", &self.link_encryption)
+            .field("run", &self.run)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Config {
             chord: None,
             network_key: NetworkKey::OPEN,
             link_encryption: LinkEncryption::Noise,
+            run: crate::run::RunConfig::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::mesh::{MeshCommand, MeshEvent, MeshRefusal};
 use crate::replicate::{
     ReplicateCommand, ReplicateEvent, ReplicateRefusal, StorageRequest, StorageResult,
 };
+use crate::run::{ProcessRequest, ProcessResult, RunCommand, RunEvent, RunRefusal};
 use crate::table::{TableCommand, TableEvent, TableRefusal};
 
 /// A connection handle. The engine allocates outbound ids (even numbers, in
@@ -61,6 +62,15 @@ pub enum HostRequest {
         /// The step.
         request: StorageRequest,
     },
+    /// A step of a remote run this node carries out for a peer (SPEC.md §23): `process` is
+    /// the engine's number for the run's process. Answered with [`HostResult::Process`] (or
+    /// `Failed`).
+    Process {
+        /// The engine's number for the process.
+        process: u64,
+        /// The step.
+        request: ProcessRequest,
+    },
 }
 
 impl HostRequest {
@@ -85,6 +95,8 @@ pub enum HostResult {
     Stored,
     /// What became of a `Storage` step.
     Storage(StorageResult),
+    /// What became of a `Process` step.
+    Process(ProcessResult),
     /// The host could not carry the request out (one line, for logs).
     Failed(String),
 }
@@ -177,6 +189,8 @@ pub enum Command {
     Chord(ChordCommand),
     /// For folder replication (SPEC.md §22).
     Replicate(ReplicateCommand),
+    /// For remote runs (SPEC.md §23).
+    Run(RunCommand),
 }
 
 /// An action or event for the driver, from [`crate::Node::poll_output`]. A driver that meets
@@ -358,6 +372,8 @@ pub enum Event {
     Chord(ChordEvent),
     /// From folder replication.
     Replicate(ReplicateEvent),
+    /// From remote runs: what became of a run this node asked a peer for.
+    Run(RunEvent),
 }
 
 impl From<core::convert::Infallible> for Event {
@@ -381,6 +397,12 @@ impl From<TableEvent> for Event {
 impl From<ReplicateEvent> for Event {
     fn from(e: ReplicateEvent) -> Event {
         Event::Replicate(e)
+    }
+}
+
+impl From<RunEvent> for Event {
+    fn from(e: RunEvent) -> Event {
+        Event::Run(e)
     }
 }
 
@@ -441,6 +463,9 @@ pub enum Refusal {
     /// By folder replication.
     #[error(transparent)]
     Replicate(#[from] ReplicateRefusal),
+    /// By remote runs.
+    #[error(transparent)]
+    Run(#[from] RunRefusal),
 }
 
 /// The session's refusals.
@@ -487,6 +512,12 @@ impl From<TableRefusal> for InputError {
 
 impl From<ReplicateRefusal> for InputError {
     fn from(r: ReplicateRefusal) -> InputError {
+        InputError::Refused(r.into())
+    }
+}
+
+impl From<RunRefusal> for InputError {
+    fn from(r: RunRefusal) -> InputError {
         InputError::Refused(r.into())
     }
 }

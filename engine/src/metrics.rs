@@ -19,6 +19,8 @@ pub struct NodeMetrics {
     pub table: TableMetrics,
     /// Discovery cascades.
     pub discovery: DiscoveryMetrics,
+    /// Remote runs.
+    pub run: crate::run::RunMetrics,
 }
 
 /// The session layer's counters.

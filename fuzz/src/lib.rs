@@ -9,6 +9,7 @@ mod message_drive;
 mod node_drive;
 mod noise_drive;
 mod replica_drive;
+mod run_drive;
 
 pub use decoder_drive::run_frame_decoder;
 pub use message_drive::{
@@ -20,3 +21,4 @@ pub use node_drive::{
 };
 pub use noise_drive::run_noise_link;
 pub use replica_drive::run_replica_message;
+pub use run_drive::run_run_message;

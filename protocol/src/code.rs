@@ -22,7 +22,7 @@ pub enum Family {
     Replication,
     /// 0x05xx: drops, owner-signed folders (reserved).
     Drops,
-    /// 0x06xx: remote runs with live output (reserved).
+    /// 0x06xx: remote runs with live output.
     Remote,
 }
 
@@ -159,9 +159,23 @@ impl Code {
     pub const NOTFOUND: Code = Code(0x0406);
     /// Replication: a path the sender will not take from the receiver, and why.
     pub const IREFUSE: Code = Code(0x0407);
+    /// Remote run: asks the receiver to run a program.
+    pub const RUN_REQUEST: Code = Code(0x0600);
+    /// Remote run: the receiver will not run it, and why.
+    pub const RUN_REFUSED: Code = Code(0x0601);
+    /// Remote run: the process started.
+    pub const RUN_STARTED: Code = Code(0x0602);
+    /// Remote run: a piece of the process's output.
+    pub const RUN_OUTPUT: Code = Code(0x0603);
+    /// Remote run: output bytes received so far.
+    pub const RUN_ACK: Code = Code(0x0604);
+    /// Remote run: signal the process group.
+    pub const RUN_SIGNAL: Code = Code(0x0605);
+    /// Remote run: the process ended.
+    pub const RUN_EXIT: Code = Code(0x0606);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 41] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -196,6 +210,13 @@ impl Code {
         Code::HEREIS,
         Code::NOTFOUND,
         Code::IREFUSE,
+        Code::RUN_REQUEST,
+        Code::RUN_REFUSED,
+        Code::RUN_STARTED,
+        Code::RUN_OUTPUT,
+        Code::RUN_ACK,
+        Code::RUN_SIGNAL,
+        Code::RUN_EXIT,
     ];
 
     /// The code's protocol family (its range), known or reserved.
@@ -245,6 +266,13 @@ impl Code {
             Code::HEREIS => "HEREIS",
             Code::NOTFOUND => "NOTFOUND",
             Code::IREFUSE => "IREFUSE",
+            Code::RUN_REQUEST => "RUN_REQUEST",
+            Code::RUN_REFUSED => "RUN_REFUSED",
+            Code::RUN_STARTED => "RUN_STARTED",
+            Code::RUN_OUTPUT => "RUN_OUTPUT",
+            Code::RUN_ACK => "RUN_ACK",
+            Code::RUN_SIGNAL => "RUN_SIGNAL",
+            Code::RUN_EXIT => "RUN_EXIT",
             _ => "UNKNOWN",
         }
     }

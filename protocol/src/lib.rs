@@ -15,6 +15,7 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 pub mod replica;
+pub mod run;
 pub mod table;
 
 pub use chord::*;
@@ -27,4 +28,5 @@ pub use frame::{
 pub use ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 pub use message::*;
 pub use replica::*;
+pub use run::*;
 pub use table::*;

@@ -12,6 +12,7 @@ use crate::error::ProtocolError;
 use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 use crate::replica::ReplicaMessage;
+use crate::run::RunMessage;
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
 use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 
@@ -364,6 +365,8 @@ pub enum Message<'a> {
     Chord(ChordMessage),
     /// A replication message (family 0x04, SPEC.md §22).
     Replica(ReplicaMessage<'a>),
+    /// A remote-run message (family 0x06, SPEC.md §23).
+    Run(RunMessage<'a>),
 }
 
 impl<'a> Message<'a> {
@@ -388,6 +391,7 @@ impl<'a> Message<'a> {
             Message::TableEntries(_) => Code::TABLE_ENTRIES,
             Message::Chord(m) => m.code(),
             Message::Replica(m) => m.code(),
+            Message::Run(m) => m.code(),
         }
     }
 
@@ -413,6 +417,7 @@ impl<'a> Message<'a> {
             Message::TableEntries(m) => postcard::to_allocvec(m),
             Message::Chord(m) => m.encode_payload(),
             Message::Replica(m) => m.encode_payload(),
+            Message::Run(m) => m.encode_payload(),
         };
         encoded.unwrap_or_default()
     }
@@ -446,6 +451,9 @@ impl<'a> Message<'a> {
             }
             c if c.is_known() && c.family() == Some(crate::Family::Replication) => {
                 Message::Replica(ReplicaMessage::decode(code, payload)?)
+            }
+            c if c.is_known() && c.family() == Some(crate::Family::Remote) => {
+                Message::Run(RunMessage::decode(code, payload)?)
             }
             other => return Err(ProtocolError::UnknownCommand(other.0)),
         };
@@ -525,6 +533,10 @@ impl<'a> Message<'a> {
                 None => Ok(()),
             },
             Message::Replica(m) => match m.limit_error() {
+                Some(reason) => Err(malformed(reason)),
+                None => Ok(()),
+            },
+            Message::Run(m) => match m.limit_error() {
                 Some(reason) => Err(malformed(reason)),
                 None => Ok(()),
             },

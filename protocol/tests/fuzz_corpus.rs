@@ -9,6 +9,8 @@ mod decoder_drive;
 mod message_drive;
 #[path = "../../fuzz/src/replica_drive.rs"]
 mod replica_drive;
+#[path = "../../fuzz/src/run_drive.rs"]
+mod run_drive;
 
 use std::path::{Path, PathBuf};
 
@@ -148,5 +150,42 @@ fn family_drivers_survive_empty_and_tiny_inputs() {
 fn replica_driver_survives_empty_and_tiny_inputs() {
     for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 49]] {
         replica_drive::run_replica_message(data);
+    }
+}
+
+#[test]
+fn run_message_corpus_replays() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let corpus = files(&fuzz.join("corpus/run_message"));
+    assert!(!corpus.is_empty(), "fuzz/corpus/run_message/ is empty");
+    let regressions = files(&fuzz.join("regressions/run_message"));
+    let codes: Vec<weft_protocol::Code> = run_drive::RUN_CODES
+        .map(weft_protocol::Code)
+        .filter(|c| c.is_known())
+        .collect();
+    let mut decoded = vec![0usize; codes.len()];
+    for path in corpus.iter().chain(&regressions) {
+        eprintln!("{}", path.display());
+        let data = std::fs::read(path).expect("a readable corpus file");
+        run_drive::run_run_message(&data);
+        for (n, code) in decoded.iter_mut().zip(&codes) {
+            *n += usize::from(weft_protocol::Message::decode(*code, &data).is_ok());
+        }
+    }
+    eprintln!(
+        "replayed {} run_message inputs; decoded per code 0x0600..0x0606: {decoded:?}",
+        corpus.len() + regressions.len()
+    );
+    // The corpus must keep reaching every remote-run decoder's success path.
+    assert!(
+        decoded.iter().all(|&n| n > 0),
+        "a remote-run code no corpus input decodes: {decoded:?}"
+    );
+}
+
+#[test]
+fn run_driver_survives_empty_and_tiny_inputs() {
+    for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 49], &[1; 200]] {
+        run_drive::run_run_message(data);
     }
 }

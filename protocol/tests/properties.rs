@@ -39,6 +39,10 @@ use weft_protocol::{
     CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, HANDOVER_RECORDS_MAX, TABLE_BUCKETS,
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
+use weft_protocol::{
+    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
+    RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
+};
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
 const ALL_REASONS: [ByeReason; 10] = [
@@ -503,6 +507,7 @@ enum Owned {
     Broadcast(OwnedBroadcast),
     Repair(OwnedBroadcast),
     HereIs(OwnedHereIs),
+    RunOutput(OwnedRunOutput),
 }
 
 impl Owned {
@@ -512,12 +517,13 @@ impl Owned {
             Owned::Broadcast(b) => b.as_message(),
             Owned::Repair(b) => b.as_repair(),
             Owned::HereIs(h) => h.as_message(),
+            Owned::RunOutput(o) => o.as_message(),
         }
     }
 
-    /// One of the thirty-four variants, chosen uniformly.
+    /// One of the forty-one variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 34) {
+        Owned::Plain(match below(g, 41) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -553,7 +559,8 @@ impl Owned {
             14 => Message::TableEntries(gen_table_entries(g, big)),
             15 => return Owned::Repair(OwnedBroadcast::gen(g, big)),
             chord @ 16..26 => Message::Chord(gen_chord(g, chord - 16, big)),
-            replica => return gen_replica(g, replica - 26, big),
+            replica @ 26..34 => return gen_replica(g, replica - 26, big),
+            run => return gen_run(g, run - 34, big),
         })
     }
 }
@@ -879,6 +886,102 @@ fn gen_replica(g: &mut Gen, variant: usize, big: bool) -> Owned {
             folder,
             path: path(g, big),
             reason: *g.choose(&PathRefusal::ALL).expect("ten reasons"),
+        }),
+    }))
+}
+
+/// A RUN_OUTPUT owning its data (`RunOutput` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedRunOutput {
+    run: u64,
+    seq: u64,
+    stream: OutputStream,
+    data: Vec<u8>,
+}
+
+impl OwnedRunOutput {
+    fn as_message(&self) -> Message<'_> {
+        Message::Run(RunMessage::Output(RunOutput {
+            run: self.run,
+            seq: self.seq,
+            stream: self.stream,
+            data: &self.data,
+        }))
+    }
+}
+
+/// Remote-run message number `variant` (0..7, code order), within every limit; RUN_OUTPUT
+/// is the one that borrows.
+fn gen_run(g: &mut Gen, variant: usize, big: bool) -> Owned {
+    let run = u64::arbitrary(g);
+    let text = |g: &mut Gen, max: usize| -> String {
+        (0..below(g, max))
+            .map(|_| char::from(b'a' + below(g, 26) as u8))
+            .collect()
+    };
+    Owned::Plain(Message::Run(match variant {
+        0 => RunMessage::Request(RunRequest {
+            run,
+            program: format!("p{}", text(g, 20)),
+            args: (0..below(g, if big { 200 } else { 6 }))
+                .map(|_| text(g, 30))
+                .collect(),
+            shell: bool::arbitrary(g),
+            folder: bool::arbitrary(g).then(|| folder(g)),
+        }),
+        1 => RunMessage::Refused(RunRefused {
+            run,
+            reason: *g
+                .choose(&[
+                    RunRefusalReason::NotAllowed,
+                    RunRefusalReason::NotOnAllowList,
+                    RunRefusalReason::Plaintext,
+                    RunRefusalReason::Busy,
+                    RunRefusalReason::UnknownFolder,
+                    RunRefusalReason::SpawnFailed,
+                    RunRefusalReason::Duplicate,
+                ])
+                .expect("seven reasons"),
+            text: text(g, RUN_REASON_BYTES_MAX),
+        }),
+        2 => RunMessage::Started(RunStarted { run }),
+        3 => {
+            let len = if big && one_in(g, 4) {
+                1 + count_up_to(g, RUN_OUTPUT_BYTES_MAX - 1)
+            } else {
+                1 + below(g, 64)
+            };
+            return Owned::RunOutput(OwnedRunOutput {
+                run,
+                seq: u64::arbitrary(g),
+                stream: if bool::arbitrary(g) {
+                    OutputStream::Stdout
+                } else {
+                    OutputStream::Stderr
+                },
+                data: (0..len).map(|_| u8::arbitrary(g)).collect(),
+            });
+        }
+        4 => RunMessage::Ack(RunAck {
+            run,
+            bytes: u64::arbitrary(g),
+        }),
+        5 => RunMessage::Signal(RunSignal {
+            run,
+            signal: if bool::arbitrary(g) {
+                RunSignalKind::Interrupt
+            } else {
+                RunSignalKind::Kill
+            },
+        }),
+        _ => RunMessage::Exit(RunExit {
+            run,
+            status: if bool::arbitrary(g) {
+                ExitStatus::Code(u8::arbitrary(g))
+            } else {
+                ExitStatus::Signal(u8::arbitrary(g))
+            },
+            outputs: u64::arbitrary(g),
         }),
     }))
 }
@@ -2090,7 +2193,7 @@ fn decode_as_everything(payload: &[u8]) {
             assert_eq!(Message::decode(code, &again), Ok(msg));
         }
     }
-    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0204, 0x0600, 0xFFFF] {
+    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0204, 0x0500, 0xFFFF] {
         assert_eq!(
             Message::decode(Code(code), payload),
             Err(ProtocolError::UnknownCommand(code))

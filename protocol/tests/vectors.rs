@@ -35,6 +35,11 @@ use weft_protocol::{
     CHORD_PEERS_MAX, CHORD_VALUES_MAX, CHORD_VALUE_BYTES_MAX, TABLE_BUCKETS, TABLE_KEY_BYTES_MAX,
     TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
+use weft_protocol::{
+    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
+    RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX, RUN_OUTPUT_BYTES_MAX,
+    RUN_REASON_BYTES_MAX,
+};
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
 `vectors` is one whole frame, `frame_hex`, length prefix included, with the uncompressed postcard \
@@ -161,6 +166,7 @@ enum Owned {
     Broadcast(OwnedBroadcast),
     Repair(OwnedBroadcast),
     HereIs(OwnedHereIs),
+    RunOutput(OwnedRunOutput),
 }
 
 impl Owned {
@@ -170,6 +176,7 @@ impl Owned {
             Owned::Broadcast(b) => Message::Broadcast(b.borrow()),
             Owned::Repair(b) => Message::MeshRepair(b.borrow()),
             Owned::HereIs(h) => Message::Replica(ReplicaMessage::HereIs(h.borrow())),
+            Owned::RunOutput(o) => Message::Run(RunMessage::Output(o.borrow())),
         }
     }
 }
@@ -404,6 +411,7 @@ fn fields_of(msg: &Message<'_>) -> Value {
         )]),
         Message::Chord(m) => chord_fields(m),
         Message::Replica(m) => replica_fields(m),
+        Message::Run(m) => run_fields(m),
         other => panic!("a message this test does not know: {other:?}"),
     }
 }
@@ -604,6 +612,7 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
         "LIST" | "IHAVE" | "IMOVED" | "IDELETED" | "IWANT" | "HEREIS" | "NOTFOUND" | "IREFUSE" => {
             return replica_from_fields(code_name, f)
         }
+        run if run.starts_with("RUN_") => return run_from_fields(run, f),
         other => panic!("unknown code name {other}"),
     })
 }
@@ -1059,6 +1068,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
     ));
     v.extend(chord_cases());
     v.extend(replica_cases());
+    v.extend(run_cases());
     v
 }
 
@@ -1239,8 +1249,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
         (
             "unknown_command_reserved_family",
             "UnknownCommand",
-            "code 0x0600 lies in the reserved Remote family",
-            raw_frame(1, 0, 0x0600, &[0]),
+            "code 0x0500 lies in the reserved Drops family",
+            raw_frame(1, 0, 0x0500, &[0]),
         ),
         (
             "unknown_command_unassigned_mesh",
@@ -1513,6 +1523,7 @@ fn build() -> VectorFile {
         .into_iter()
         .chain(chord_invalid_cases())
         .chain(replica_invalid_cases())
+        .chain(run_invalid_cases())
         .map(|(name, error, description, bytes)| Invalid {
             name: name.into(),
             error: error.into(),
@@ -1731,6 +1742,11 @@ fn the_vectors_cover_every_message_reason_and_error() {
         Code::HEREIS,
         Code::NOTFOUND,
         Code::IREFUSE,
+        Code::RUN_REQUEST,
+        Code::RUN_REFUSED,
+        Code::RUN_OUTPUT,
+        Code::RUN_SIGNAL,
+        Code::RUN_EXIT,
     ] {
         assert!(
             file.invalid.iter().any(|i| i.error == "MalformedPayload"
@@ -3107,4 +3123,389 @@ fn hereis_vectors_carry_their_data_raw_after_the_header() {
         checked += 1;
     }
     assert!(checked >= 2);
+}
+
+// =============================================================================================
+// Remote runs (SPEC.md §23.2)
+
+/// A RUN_OUTPUT owning its data (`RunOutput` borrows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnedRunOutput {
+    run: u64,
+    seq: u64,
+    stream: OutputStream,
+    data: Vec<u8>,
+}
+
+impl OwnedRunOutput {
+    fn borrow(&self) -> RunOutput<'_> {
+        RunOutput {
+            run: self.run,
+            seq: self.seq,
+            stream: self.stream,
+            data: &self.data,
+        }
+    }
+}
+
+fn exit_status_json(s: &ExitStatus) -> Value {
+    match s {
+        ExitStatus::Code(c) => obj([("code", (*c).into())]),
+        ExitStatus::Signal(n) => obj([("signal", (*n).into())]),
+    }
+}
+
+fn run_fields(m: &RunMessage<'_>) -> Value {
+    match m {
+        RunMessage::Request(r) => obj([
+            ("run", r.run.into()),
+            ("program", r.program.clone().into()),
+            (
+                "args",
+                Value::Array(r.args.iter().map(|a| a.clone().into()).collect()),
+            ),
+            ("shell", r.shell.into()),
+            ("folder", r.folder.map_or(Value::Null, |f| hexv(&f.0))),
+        ]),
+        RunMessage::Refused(r) => obj([
+            ("run", r.run.into()),
+            ("reason", format!("{:?}", r.reason).into()),
+            ("text", r.text.clone().into()),
+        ]),
+        RunMessage::Started(s) => obj([("run", s.run.into())]),
+        RunMessage::Output(o) => obj([
+            ("run", o.run.into()),
+            ("seq", o.seq.into()),
+            ("stream", format!("{:?}", o.stream).into()),
+            ("data", hexv(o.data)),
+        ]),
+        RunMessage::Ack(a) => obj([("run", a.run.into()), ("bytes", a.bytes.into())]),
+        RunMessage::Signal(s) => obj([
+            ("run", s.run.into()),
+            ("signal", format!("{:?}", s.signal).into()),
+        ]),
+        RunMessage::Exit(e) => obj([
+            ("run", e.run.into()),
+            ("status", exit_status_json(&e.status)),
+            ("outputs", e.outputs.into()),
+        ]),
+    }
+}
+
+const RUN_REFUSAL_REASONS: [RunRefusalReason; 7] = [
+    RunRefusalReason::NotAllowed,
+    RunRefusalReason::NotOnAllowList,
+    RunRefusalReason::Plaintext,
+    RunRefusalReason::Busy,
+    RunRefusalReason::UnknownFolder,
+    RunRefusalReason::SpawnFailed,
+    RunRefusalReason::Duplicate,
+];
+
+fn by_name<T: Copy + core::fmt::Debug>(all: &[T], f: &Value, key: &str) -> T {
+    let name = get(f, key).as_str().expect("a name");
+    *all.iter()
+        .find(|x| format!("{x:?}") == name)
+        .unwrap_or_else(|| panic!("unknown {key} {name}"))
+}
+
+fn run_from_fields(code_name: &str, f: &Value) -> Owned {
+    let run = get_u64(f, "run");
+    let message = match code_name {
+        "RUN_REQUEST" => RunMessage::Request(RunRequest {
+            run,
+            program: get_str(f, "program"),
+            args: get_array(f, "args")
+                .iter()
+                .map(|a| a.as_str().expect("a string").to_owned())
+                .collect(),
+            shell: get_bool(f, "shell"),
+            folder: match get(f, "folder") {
+                Value::Null => None,
+                _ => Some(FolderId(
+                    get_bytes(f, "folder").try_into().expect("16 bytes"),
+                )),
+            },
+        }),
+        "RUN_REFUSED" => RunMessage::Refused(RunRefused {
+            run,
+            reason: by_name(&RUN_REFUSAL_REASONS, f, "reason"),
+            text: get_str(f, "text"),
+        }),
+        "RUN_STARTED" => RunMessage::Started(RunStarted { run }),
+        "RUN_OUTPUT" => {
+            return Owned::RunOutput(OwnedRunOutput {
+                run,
+                seq: get_u64(f, "seq"),
+                stream: by_name(&[OutputStream::Stdout, OutputStream::Stderr], f, "stream"),
+                data: get_bytes(f, "data"),
+            })
+        }
+        "RUN_ACK" => RunMessage::Ack(RunAck {
+            run,
+            bytes: get_u64(f, "bytes"),
+        }),
+        "RUN_SIGNAL" => RunMessage::Signal(RunSignal {
+            run,
+            signal: by_name(
+                &[RunSignalKind::Interrupt, RunSignalKind::Kill],
+                f,
+                "signal",
+            ),
+        }),
+        "RUN_EXIT" => {
+            let status = get(f, "status");
+            let status = match (status.get("code"), status.get("signal")) {
+                (Some(c), None) => ExitStatus::Code(c.as_u64().expect("u8") as u8),
+                (None, Some(s)) => ExitStatus::Signal(s.as_u64().expect("u8") as u8),
+                _ => panic!("bad exit status {status}"),
+            };
+            RunMessage::Exit(RunExit {
+                run,
+                status,
+                outputs: get_u64(f, "outputs"),
+            })
+        }
+        other => panic!("unknown code name {other}"),
+    };
+    Owned::Plain(Message::Run(message))
+}
+
+fn run_cases() -> Vec<(String, Owned, bool)> {
+    let plain = |name: &str, m: RunMessage<'static>| {
+        (name.to_string(), Owned::Plain(Message::Run(m)), false)
+    };
+    let mut v = vec![
+        plain(
+            "run_request",
+            RunMessage::Request(RunRequest {
+                run: 1,
+                program: "cargo".into(),
+                args: vec!["test".into(), "--release".into()],
+                shell: false,
+                folder: None,
+            }),
+        ),
+        plain(
+            "run_request_shell_in_folder",
+            RunMessage::Request(RunRequest {
+                run: u64::MAX,
+                program: "make -j4 && ./check".into(),
+                args: vec![],
+                shell: true,
+                folder: Some(FolderId::from_name("run-abcdef")),
+            }),
+        ),
+        plain("run_started", RunMessage::Started(RunStarted { run: 1 })),
+        (
+            "run_output_stdout".into(),
+            Owned::RunOutput(OwnedRunOutput {
+                run: 1,
+                seq: 0,
+                stream: OutputStream::Stdout,
+                data: b"hello\n".to_vec(),
+            }),
+            false,
+        ),
+        (
+            "run_output_stderr_binary".into(),
+            Owned::RunOutput(OwnedRunOutput {
+                run: 1,
+                seq: 300,
+                stream: OutputStream::Stderr,
+                data: vec![0x00, 0xFF, 0x0A],
+            }),
+            false,
+        ),
+        (
+            "run_output_compressed".into(),
+            Owned::RunOutput(OwnedRunOutput {
+                run: 2,
+                seq: 1,
+                stream: OutputStream::Stdout,
+                data: b"compiling weft\n".repeat(40),
+            }),
+            true,
+        ),
+        plain(
+            "run_ack",
+            RunMessage::Ack(RunAck {
+                run: 1,
+                bytes: 262_144,
+            }),
+        ),
+        plain(
+            "run_signal_interrupt",
+            RunMessage::Signal(RunSignal {
+                run: 1,
+                signal: RunSignalKind::Interrupt,
+            }),
+        ),
+        plain(
+            "run_signal_kill",
+            RunMessage::Signal(RunSignal {
+                run: 1,
+                signal: RunSignalKind::Kill,
+            }),
+        ),
+        plain(
+            "run_exit_code",
+            RunMessage::Exit(RunExit {
+                run: 1,
+                status: ExitStatus::Code(3),
+                outputs: 2,
+            }),
+        ),
+        plain(
+            "run_exit_signal",
+            RunMessage::Exit(RunExit {
+                run: 1,
+                status: ExitStatus::Signal(9),
+                outputs: 0,
+            }),
+        ),
+    ];
+    for reason in RUN_REFUSAL_REASONS {
+        v.push(plain(
+            &format!("run_refused_{}", snake(&format!("{reason:?}"))),
+            RunMessage::Refused(RunRefused {
+                run: 1,
+                reason,
+                text: format!("refused: {reason:?}"),
+            }),
+        ));
+    }
+    v
+}
+
+/// Invalid remote-run frames: every limit and enum of §23.2 broken once.
+fn run_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let plain = |code: Code, payload: &[u8]| raw_frame(1, 0, code.0, payload);
+    // run 1, program, args, shell false, no folder
+    let request = |program: &[u8], args: &[&[u8]]| {
+        let mut p = [varint(1), string(program), varint(args.len() as u64)].concat();
+        for a in args {
+            p.extend_from_slice(&string(a));
+        }
+        p.extend_from_slice(&[0, 0]);
+        p
+    };
+    let output =
+        |stream: u8, data: &[u8]| [varint(1), varint(0), vec![stream], data.to_vec()].concat();
+    vec![
+        (
+            "malformed_payload_run_request_empty_program",
+            "MalformedPayload",
+            "RUN_REQUEST whose program is empty",
+            plain(Code::RUN_REQUEST, &request(b"", &[])),
+        ),
+        (
+            "malformed_payload_run_request_nul_in_argument",
+            "MalformedPayload",
+            "RUN_REQUEST with a NUL byte in an argument",
+            plain(Code::RUN_REQUEST, &request(b"ls", &[b"a\0b"])),
+        ),
+        (
+            "malformed_payload_run_request_too_many_args",
+            "MalformedPayload",
+            "RUN_REQUEST with RUN_ARGS_MAX + 1 empty arguments (compressed; it inflates fine)",
+            raw_compressed(
+                Code::RUN_REQUEST,
+                &request(b"ls", &vec![&b""[..]; RUN_ARGS_MAX + 1]),
+            ),
+        ),
+        (
+            "malformed_payload_run_request_shell_bool_2",
+            "MalformedPayload",
+            "RUN_REQUEST whose shell flag is the byte 2",
+            plain(
+                Code::RUN_REQUEST,
+                &[varint(1), string(b"ls"), varint(0), vec![2, 0]].concat(),
+            ),
+        ),
+        (
+            "malformed_payload_run_refused_unknown_reason",
+            "MalformedPayload",
+            "RUN_REFUSED whose reason has variant index 7",
+            plain(Code::RUN_REFUSED, &[varint(1), vec![7], string(b"no")].concat()),
+        ),
+        (
+            "malformed_payload_run_refused_text_too_long",
+            "MalformedPayload",
+            "RUN_REFUSED whose text is RUN_REASON_BYTES_MAX + 1 bytes (compressed; it inflates fine)",
+            raw_compressed(
+                Code::RUN_REFUSED,
+                &[varint(1), vec![0], string(&[b'x'; RUN_REASON_BYTES_MAX + 1])].concat(),
+            ),
+        ),
+        (
+            "malformed_payload_run_output_no_data",
+            "MalformedPayload",
+            "RUN_OUTPUT with its header and no data byte",
+            plain(Code::RUN_OUTPUT, &output(0, b"")),
+        ),
+        (
+            "malformed_payload_run_output_unknown_stream",
+            "MalformedPayload",
+            "RUN_OUTPUT whose stream has variant index 2",
+            plain(Code::RUN_OUTPUT, &output(2, b"x")),
+        ),
+        (
+            "malformed_payload_run_output_too_long",
+            "MalformedPayload",
+            "RUN_OUTPUT carrying RUN_OUTPUT_BYTES_MAX + 1 bytes (compressed; it inflates fine)",
+            raw_compressed(Code::RUN_OUTPUT, &output(0, &vec![7; RUN_OUTPUT_BYTES_MAX + 1])),
+        ),
+        (
+            "malformed_payload_run_signal_unknown_signal",
+            "MalformedPayload",
+            "RUN_SIGNAL whose signal has variant index 2",
+            plain(Code::RUN_SIGNAL, &[varint(1), vec![2]].concat()),
+        ),
+        (
+            "malformed_payload_run_exit_unknown_status",
+            "MalformedPayload",
+            "RUN_EXIT whose status has variant index 2",
+            plain(Code::RUN_EXIT, &[varint(1), vec![2, 0], varint(0)].concat()),
+        ),
+        (
+            "malformed_payload_run_ack_trailing_bytes",
+            "MalformedPayload",
+            "RUN_ACK with a byte after its fields",
+            plain(Code::RUN_ACK, &[varint(1), varint(5), vec![0]].concat()),
+        ),
+        (
+            "unknown_command_run_0x0607",
+            "UnknownCommand",
+            "0x0607 is in the remote-run family but names no message",
+            raw_frame(1, 0, 0x0607, &[]),
+        ),
+    ]
+}
+
+#[test]
+fn run_vectors_cover_every_refusal_and_status() {
+    let file = committed_file();
+    let fields = |code: Code| {
+        file.vectors
+            .iter()
+            .filter(move |v| v.code == code.0)
+            .map(|v| &v.fields)
+    };
+    for r in RUN_REFUSAL_REASONS {
+        assert!(
+            fields(Code::RUN_REFUSED).any(|f| f["reason"] == format!("{r:?}")),
+            "no RUN_REFUSED vector for {r:?}"
+        );
+    }
+    assert!(fields(Code::RUN_EXIT).any(|f| f["status"].get("code").is_some()));
+    assert!(fields(Code::RUN_EXIT).any(|f| f["status"].get("signal").is_some()));
+    for v in file.vectors.iter().filter(|v| v.code == Code::RUN_OUTPUT.0) {
+        let payload = unhex(&v.payload_hex);
+        assert!(
+            payload.ends_with(&get_bytes(&v.fields, "data")),
+            "{}",
+            v.name
+        );
+    }
 }

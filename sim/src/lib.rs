@@ -23,6 +23,7 @@ pub mod folder;
 pub mod links;
 pub mod net;
 mod prefetch;
+pub mod process;
 pub mod queue;
 pub mod replica_net;
 pub mod rng;

@@ -49,6 +49,8 @@ pub struct Net {
     decoders: BTreeMap<(usize, ConnId), FrameDecoder>,
     /// Each node's disk (kept across [`Net::restart`]).
     pub disks: Vec<Disk>,
+    /// Each node's scripted processes (remote runs, `crate::process`).
+    pub processes: Vec<crate::process::Processes>,
     /// BLAKE3 over every transmitted byte and event, in order: the run's digest.
     pub trace: blake3::Hasher,
 }
@@ -118,6 +120,7 @@ impl Net {
             chunk: usize::MAX,
             decoders: BTreeMap::new(),
             disks: Vec::new(),
+            processes: Vec::new(),
             trace: blake3::Hasher::new(),
         };
         for c in configs {
@@ -134,6 +137,7 @@ impl Net {
         }
         self.nodes.push(Node::new(config));
         self.disks.push(Disk::default());
+        self.processes.push(crate::process::Processes::default());
         i
     }
 
@@ -279,6 +283,14 @@ impl Net {
                         .push_back((other.0, Input::Closed { conn: other.1 }));
                 }
                 self.queue.push_back((i, Input::Closed { conn }));
+            }
+            Output::Request {
+                id,
+                request: weft_engine::HostRequest::Process { process, request },
+            } => {
+                for (id, result) in self.processes[i].carry_out(id, process, request) {
+                    self.queue.push_back((i, Input::Completed { id, result }));
+                }
             }
             Output::Request { id, request } => {
                 let result = self.disks[i].carry_out(request);

@@ -63,6 +63,9 @@ enum Cmd {
     Get(cli::GetArgs),
     /// Remove a key's value (or all its values) from the Chord ring.
     Delete(cli::DeleteArgs),
+    /// Run a program on a peer (started with --allow-run) and stream its output back live;
+    /// exits with its status (255: weft's own error).
+    Run(cli::RunArgs),
     /// Test another implementation (or a weft node) against SPEC.md: one line per section.
     Conform(weft_drivers::conform::ConformArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::Put(args) => cli::put(args),
         Cmd::Get(args) => cli::get(args),
         Cmd::Delete(args) => cli::delete(args),
+        Cmd::Run(args) => cli::run(args),
         Cmd::Conform(args) => weft_drivers::conform::conform(args),
         Cmd::Completions(args) => cli::completions(args, &mut Cli::command()),
     }

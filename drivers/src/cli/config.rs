@@ -16,6 +16,8 @@
 //! listen_queue_bytes_max = 8388608
 //! secret_file = "network.secret"   # or secret = "..."; relative to the state folder
 //! folder = "/home/me/shared"        # the network's shared folder (`weft create`/`join`)
+//! allow_run = true                  # run programs for the nodes of allow_run_from (`weft run`)
+//! allow_run_from = ["<64 hex digits of a node id>"]
 //! ```
 
 use std::io;
@@ -31,7 +33,7 @@ use super::{announce_addr, socket_addr, Driver};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Every key the file may hold, in the order the docs list them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 13] = [
     "listen",
     "announce",
     "peers",
@@ -43,6 +45,8 @@ pub const KEYS: [&str; 11] = [
     "secret",
     "secret_file",
     "folder",
+    "allow_run",
+    "allow_run_from",
 ];
 
 /// What a config file sets; a key it does not hold is `None`.
@@ -70,6 +74,10 @@ pub struct NodeDefaults {
     /// `folder`: the shared folder's root (an absolute path), written by `weft create` and
     /// `weft join`.
     pub folder: Option<PathBuf>,
+    /// `allow_run`: see `weft node --allow-run`.
+    pub allow_run: Option<bool>,
+    /// `allow_run_from`: see `weft node --allow-run-from`.
+    pub allow_run_from: Option<Vec<weft_engine::NodeId>>,
 }
 
 /// A config file that cannot be used: one line naming the file (and the key).
@@ -163,6 +171,17 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                 defaults.driver = Some(driver);
             }
             "chord" => defaults.chord = Some(boolean()?),
+            "allow_run" => defaults.allow_run = Some(boolean()?),
+            "allow_run_from" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| bad("expected a list of node ids (64 hex digits each)"))?;
+                let nodes = list
+                    .iter()
+                    .map(|v| super::node_id(&string(v)?).map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?;
+                defaults.allow_run_from = Some(nodes);
+            }
             "unsigned_broadcasts" => defaults.unsigned_broadcasts = Some(boolean()?),
             "control_write_timeout_ms" => defaults.control_write_timeout_ms = Some(count()?),
             "listen_queue_bytes_max" => {

@@ -14,6 +14,7 @@ mod folders;
 mod messages;
 mod node;
 mod query;
+mod run;
 pub mod secret;
 mod table;
 mod when;
@@ -35,6 +36,7 @@ pub use folders::{
 pub use messages::{listen, send, ListenArgs, SendArgs};
 pub use node::{node, Driver, NodeArgs, NodeSettings};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
+pub use run::{run, RunArgs};
 pub use table::{table, TableArgs};
 
 use crate::state;
@@ -73,6 +75,19 @@ pub fn network_name(name: &str) -> Result<String, String> {
         return Err("1 to 64 of A-Z a-z 0-9 . _ - and not starting with '.'".into());
     }
     Ok(name.to_owned())
+}
+
+/// A node id from its 64 hex digits (as `weft id` prints it).
+pub fn node_id(text: &str) -> Result<weft_engine::NodeId, String> {
+    let bad = || format!("not a node id (64 hex digits): {text:?}");
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(weft_engine::NodeId(id))
 }
 
 /// Resolves `HOST:PORT` to its first address.

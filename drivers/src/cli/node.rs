@@ -106,6 +106,14 @@ pub struct NodeArgs {
     /// newline; keep it readable by its owner only (chmod 600) [config: secret_file].
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
+    /// Run programs for the peers of --allow-run-from that ask (`weft run`, SPEC.md §23), as
+    /// this node's user; without it the node runs nothing for anyone [config: allow_run].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    allow_run: Option<bool>,
+    /// A node (its 64-hex-digit id, as `weft id` prints it) whose runs this node carries out
+    /// with --allow-run (repeatable; replaces the config's list) [config: allow_run_from].
+    #[arg(long = "allow-run-from", value_name = "NODE", value_parser = super::node_id)]
+    allow_run_from: Vec<weft_engine::NodeId>,
     /// Run in the background: start the node, wait until it answers, print its id and
     /// address, and return (its log goes to `<state folder>/node.log`).
     #[arg(long)]
@@ -136,6 +144,8 @@ pub struct NodeSettings {
     pub limits: ControlLimits,
     /// The network's shared folder, if it has one (config: folder).
     pub folder: Option<PathBuf>,
+    /// Whether it runs programs for peers, and for which.
+    pub run: weft_engine::RunConfig,
 }
 
 impl NodeArgs {
@@ -154,6 +164,8 @@ impl NodeArgs {
             unsigned_broadcasts: None,
             secret: None,
             secret_file: None,
+            allow_run: None,
+            allow_run_from: Vec::new(),
             detach,
             background_child: false,
         }
@@ -200,6 +212,14 @@ impl NodeArgs {
                 .unwrap_or(false),
             secret,
             folder: defaults.folder,
+            run: weft_engine::RunConfig {
+                allow: self.allow_run.or(defaults.allow_run).unwrap_or(false),
+                allow_from: if self.allow_run_from.is_empty() {
+                    defaults.allow_run_from.unwrap_or_default()
+                } else {
+                    self.allow_run_from.clone()
+                },
+            },
             limits: ControlLimits {
                 write_timeout: write_timeout_ms
                     .map_or(limits.write_timeout, std::time::Duration::from_millis),
@@ -348,6 +368,7 @@ fn run(
         .map_err(|e| format!("no OS randomness: {e}"))?;
     config.rng_seed = u64::from_le_bytes(seed);
     config.broadcast_signatures = !settings.unsigned_broadcasts;
+    config.run = settings.run.clone();
     if settings.chord {
         config.chord = Some(weft_engine::chord::ChordConfig::default());
     }

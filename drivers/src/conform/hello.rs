@@ -11,10 +11,13 @@ use weft_engine::{Identity, NetworkKey};
 
 use super::conn::{with_msg, Conn};
 
-/// Families the kit announces on an ordinary link: session, mesh, table, replication (Chord
-/// only when the peer runs it, see [`LinkOpts`]).
-pub const FAMILIES_LINK: u32 =
-    Family::Session.bit() | Family::Mesh.bit() | Family::Table.bit() | Family::Replication.bit();
+/// Families the kit announces on an ordinary link: session, mesh, table, replication, remote
+/// runs (Chord only when the peer runs it, see [`LinkOpts`]).
+pub const FAMILIES_LINK: u32 = Family::Session.bit()
+    | Family::Mesh.bit()
+    | Family::Table.bit()
+    | Family::Replication.bit()
+    | Family::Remote.bit();
 
 /// One identity the kit plays: a fresh ed25519 key per connection unless a check reuses it.
 #[derive(Clone)]

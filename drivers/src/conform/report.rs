@@ -33,11 +33,13 @@ pub enum Section {
     Noise,
     /// §22 Folder replication.
     Replication,
+    /// §23 Remote runs.
+    Remote,
 }
 
 impl Section {
     /// Every section, in report order.
-    pub const ALL: [Section; 13] = [
+    pub const ALL: [Section; 14] = [
         Section::Frame,
         Section::Compression,
         Section::Payload,
@@ -51,6 +53,7 @@ impl Section {
         Section::Chord,
         Section::Noise,
         Section::Replication,
+        Section::Remote,
     ];
 
     /// The section's number as SPEC.md writes it: `§2`, `§6.13`.
@@ -69,6 +72,7 @@ impl Section {
             Section::Chord => "§20",
             Section::Noise => "§21",
             Section::Replication => "§22",
+            Section::Remote => "§23",
         }
     }
 
@@ -88,6 +92,7 @@ impl Section {
             Section::Chord => "Chord",
             Section::Noise => "encrypted links (Noise)",
             Section::Replication => "folder replication",
+            Section::Remote => "remote runs",
         }
     }
 }

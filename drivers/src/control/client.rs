@@ -106,3 +106,60 @@ pub fn listen(path: &Path) -> Result<Deliveries, ControlError> {
         lines: reader.lines(),
     })
 }
+
+/// A `run` session with the node: its replies as they come, and signal lines to it.
+pub struct RunClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    line: Vec<u8>,
+}
+
+impl RunClient {
+    /// The node's next reply, or `None` once it closed the connection.
+    pub fn next_reply(&mut self) -> Result<Option<ControlReply>, ControlError> {
+        self.line.clear();
+        if self.reader.read_until(b'\n', &mut self.line)? == 0 {
+            return Ok(None);
+        }
+        let line = String::from_utf8_lossy(&self.line);
+        match serde_json::from_str(&line) {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) => Err(ControlError::Protocol(e.to_string())),
+        }
+    }
+
+    /// A handle to send `interrupt` or `kill` lines from another thread.
+    pub fn signaller(&self) -> io::Result<RunSignaller> {
+        Ok(RunSignaller {
+            stream: self.writer.try_clone()?,
+        })
+    }
+}
+
+/// Sends signal lines for a `run` session.
+pub struct RunSignaller {
+    stream: UnixStream,
+}
+
+impl RunSignaller {
+    /// Asks the node to send `signal` (`interrupt` or `kill`) to the remote process.
+    pub fn send(&mut self, signal: &str) -> io::Result<()> {
+        let line = super::RunSignalLine {
+            signal: signal.into(),
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        self.stream.write_all(&bytes)
+    }
+}
+
+/// Starts a `run` session with the node at `path`.
+pub fn run(path: &Path, request: &ControlRequest) -> Result<RunClient, ControlError> {
+    let stream = connect(path, request)?;
+    let writer = stream.try_clone()?;
+    Ok(RunClient {
+        reader: BufReader::new(stream),
+        writer,
+        line: Vec::new(),
+    })
+}

@@ -25,6 +25,14 @@
 //!                                       (a unique prefix of a known node's hex id)
 //! {"op":"shutdown"}                 ->  {"reply":"stopping","data":<the node's pid>}, then the
 //!                                       node says BYE, flushes and exits
+//! {"op":"run","peer":"9f3c","program":"make","args":["-j4"],"shell":false}
+//!                                   ->  {"reply":"run_started"}, then {"reply":"run_output",
+//!                                       "data":{"stream":"stdout","hex":"…"}} per piece, then
+//!                                       {"reply":"run_exit","data":{"code":0}} (or "signal");
+//!                                       or {"reply":"run_refused","data":"…"}, {"reply":"run_lost"}.
+//!                                       The client may send {"signal":"interrupt"} or
+//!                                       {"signal":"kill"} lines meanwhile; if it goes away, the
+//!                                       run is killed (SPEC.md §23.6)
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -45,7 +53,7 @@ use crate::report::{
     DeliveryReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
 };
 
-pub use client::{listen, request, ControlError, Deliveries};
+pub use client::{listen, request, run, ControlError, Deliveries, RunClient, RunSignaller};
 pub use server::ControlServer;
 
 /// The longest request line the node reads: a `send` of the largest broadcast
@@ -167,6 +175,20 @@ pub enum ControlRequest {
     Shutdown,
     /// The shared folders and every file's state.
     Status,
+    /// Ask the linked peer whose hex id starts with `peer` to run a program (SPEC.md §23),
+    /// and stream what becomes of it.
+    Run {
+        /// A unique prefix of the peer's id, in hex.
+        peer: String,
+        /// The program (with `shell`, a command line).
+        program: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Through `/bin/sh -c` on the peer.
+        #[serde(default)]
+        shell: bool,
+    },
     /// Keep `keep` (the conflicted path or one of its conflict copies) as `path`'s content
     /// everywhere and remove the other versions.
     Resolve {
@@ -227,8 +249,45 @@ pub enum ControlReply {
     Folders(Vec<FolderReport>),
     /// The resolve was accepted: the other versions are being removed everywhere.
     Resolved,
+    /// The remote process started.
+    RunStarted,
+    /// A piece of the remote process's output.
+    RunOutput(RunOutputReport),
+    /// The remote process ended; its output is all sent.
+    RunExit(RunExitReport),
+    /// The peer refused the run (nothing ran).
+    RunRefused(String),
+    /// The link to the peer went away before the run ended.
+    RunLost,
     /// The request failed.
     Error(String),
+}
+
+/// A piece of a remote run's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutputReport {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The bytes, in hex.
+    pub hex: String,
+}
+
+/// How a remote run's process ended: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunExitReport {
+    /// Its exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u8>,
+    /// The signal that ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u8>,
+}
+
+/// A line a `run` client sends after its request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSignalLine {
+    /// `interrupt` or `kill`.
+    pub signal: String,
 }
 
 #[cfg(test)]

@@ -14,8 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ControlLimits, ControlReply, ControlRequest, REQUEST_BYTES_MAX};
+use super::{
+    ControlLimits, ControlReply, ControlRequest, RunExitReport, RunOutputReport, RunSignalLine,
+    REQUEST_BYTES_MAX,
+};
 use weft_engine::chord::{ChordRequest, ChordResult};
+use weft_engine::protocol::{ExitStatus, OutputStream, RunSignalKind};
+use weft_engine::run::RunEventKind;
 
 use crate::accept::AcceptErrors;
 use crate::clock::Clock;
@@ -335,6 +340,12 @@ fn serve_client(
         ControlRequest::Status => handle
             .folder_status()
             .map_or_else(refused, ControlReply::Folders),
+        ControlRequest::Run {
+            peer,
+            program,
+            args,
+            shell,
+        } => return serve_run(stream, handle, &peer, program, args, shell),
         ControlRequest::Resolve { path, keep } => match handle.resolve(path, keep) {
             Ok(()) => ControlReply::Resolved,
             Err(e) => refused(e),
@@ -343,38 +354,174 @@ fn serve_client(
     write_reply(&mut stream, &reply)
 }
 
-/// Closes the link to the one known node whose hex id starts with `prefix`.
-fn disconnect(handle: &Handle, prefix: &str) -> ControlReply {
+/// The one known node (with `direct`, linked node) whose hex id starts with `prefix`, and its
+/// full id.
+fn known_node(
+    handle: &Handle,
+    prefix: &str,
+    direct: bool,
+) -> Result<(weft_engine::NodeId, String), ControlReply> {
     let prefix = prefix.to_ascii_lowercase();
     if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return ControlReply::Error(format!("not a node id or its start: {prefix:?}"));
+        return Err(ControlReply::Error(format!(
+            "not a node id or its start: {prefix:?}"
+        )));
     }
-    let hosts = match handle.hosts() {
-        Ok(hosts) => hosts,
-        Err(e) => return refused(e),
-    };
+    let hosts = handle.hosts().map_err(refused)?;
+    let which = if direct { "linked" } else { "known" };
     let matching: Vec<&str> = hosts
         .iter()
+        .filter(|h| h.direct || !direct)
         .map(|h| h.node.as_str())
         .filter(|id| id.starts_with(&prefix))
         .collect();
     let full = match matching[..] {
         [one] => one.to_owned(),
-        [] => return ControlReply::Error(format!("no known node's id starts with {prefix}")),
+        [] => {
+            return Err(ControlReply::Error(format!(
+                "no {which} node's id starts with {prefix}"
+            )))
+        }
         _ => {
-            return ControlReply::Error(format!(
-                "{} known nodes' ids start with {prefix}: give more of it",
+            return Err(ControlReply::Error(format!(
+                "{} {which} nodes' ids start with {prefix}: give more of it",
                 matching.len()
-            ))
+            )))
         }
     };
     match parse_node_id(&full) {
-        Some(node) => match handle.disconnect(node) {
-            Ok(()) => ControlReply::Disconnected(full),
-            Err(e) => refused(e),
-        },
-        None => ControlReply::Error(format!("not a node id: {full}")),
+        Some(node) => Ok((node, full)),
+        None => Err(ControlReply::Error(format!("not a node id: {full}"))),
     }
+}
+
+/// Closes the link to the one known node whose hex id starts with `prefix`.
+fn disconnect(handle: &Handle, prefix: &str) -> ControlReply {
+    let (node, full) = match known_node(handle, prefix, false) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    match handle.disconnect(node) {
+        Ok(()) => ControlReply::Disconnected(full),
+        Err(e) => refused(e),
+    }
+}
+
+/// A `run` session: the run's events until it ends; signal lines from the client meanwhile.
+/// A client that goes away (or stops reading for the write timeout) has its run killed.
+fn serve_run(
+    mut stream: UnixStream,
+    handle: &Handle,
+    peer: &str,
+    program: String,
+    args: Vec<String>,
+    shell: bool,
+) -> io::Result<()> {
+    let node = match known_node(handle, peer, true) {
+        Ok((node, _)) => node,
+        Err(reply) => return write_reply(&mut stream, &reply),
+    };
+    let session = match handle.run(node, program, args, shell) {
+        Ok(session) => session,
+        Err(e) => return write_reply(&mut stream, &refused(e)),
+    };
+    let run = session.run;
+    let ended = Arc::new(AtomicBool::new(false));
+    let reader = stream.try_clone()?;
+    reader.set_read_timeout(None)?;
+    let signals = handle.clone();
+    let reader_ended = Arc::clone(&ended);
+    std::thread::Builder::new()
+        .name("weft-control-run".into())
+        .spawn(move || read_run_signals(reader, &signals, run, &reader_ended))?;
+    let kill = || {
+        if !ended.swap(true, Ordering::SeqCst) {
+            let _ = handle.run_signal(run, RunSignalKind::Kill);
+        }
+    };
+    for kind in session.events.iter() {
+        let (reply, last) = match kind {
+            RunEventKind::Started => (ControlReply::RunStarted, false),
+            RunEventKind::Output { stream, bytes } => (
+                ControlReply::RunOutput(RunOutputReport {
+                    stream: match stream {
+                        OutputStream::Stdout => "stdout".into(),
+                        OutputStream::Stderr => "stderr".into(),
+                    },
+                    hex: hex(&bytes),
+                }),
+                false,
+            ),
+            RunEventKind::Exited(status) => {
+                let (code, signal) = match status {
+                    ExitStatus::Code(c) => (Some(c), None),
+                    ExitStatus::Signal(s) => (None, Some(s)),
+                };
+                (ControlReply::RunExit(RunExitReport { code, signal }), true)
+            }
+            RunEventKind::Refused { text, .. } => (ControlReply::RunRefused(text), true),
+            RunEventKind::Lost => (ControlReply::RunLost, true),
+            other => (
+                ControlReply::Error(format!("unexpected run event {other:?}")),
+                true,
+            ),
+        };
+        if last {
+            ended.store(true, Ordering::SeqCst);
+        }
+        if let Err(e) = write_reply(&mut stream, &reply) {
+            kill();
+            return Err(e);
+        }
+        if last {
+            // Wakes the signal reader.
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+    // The node stopped before the run ended.
+    ended.store(true, Ordering::SeqCst);
+    write_reply(&mut stream, &ControlReply::Error("the node stopped".into()))
+}
+
+/// Reads the `run` client's signal lines until it closes; a close before the run ended
+/// kills the run.
+fn read_run_signals(stream: UnixStream, handle: &Handle, run: u64, ended: &AtomicBool) {
+    use std::io::BufRead;
+    let mut lines = io::BufReader::new(stream).lines();
+    loop {
+        let signal = match lines.next() {
+            Some(Ok(line)) => match serde_json::from_str::<RunSignalLine>(&line) {
+                Ok(l) if l.signal == "interrupt" => RunSignalKind::Interrupt,
+                Ok(l) if l.signal == "kill" => RunSignalKind::Kill,
+                // A line this node does not know: ignored (the client may be newer).
+                _ => continue,
+            },
+            // Gone (or the run ended and the node closed the socket).
+            _ => {
+                if !ended.swap(true, Ordering::SeqCst) {
+                    let _ = handle.run_signal(run, RunSignalKind::Kill);
+                }
+                return;
+            }
+        };
+        if !ended.load(Ordering::SeqCst) {
+            let _ = handle.run_signal(run, signal);
+        }
+    }
+}
+
+/// Lowercase hex, by table: a run's output goes through here byte by byte (`write!` per
+/// byte cost about 30 ns a byte, most of a requester node's time).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    // Only ASCII digits were pushed: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A node id from its 64 hex digits.

@@ -69,6 +69,8 @@ pub enum Broken {
     ChordWrongRequest,
     /// §22: an IWANT of a block it does not hold gets no NOTFOUND.
     NoNotFound,
+    /// §23: a stranger's run is answered RUN_STARTED instead of RUN_REFUSED.
+    RunsForStrangers,
 }
 
 /// A broken peer listening on 127.0.0.1; stopped when dropped.
@@ -586,6 +588,12 @@ impl Host {
             (Broken::NoRelay, Code::BROADCAST, _) => Vec::new(),
             (Broken::NoRepair, Code::MESH_REPAIR, _) => Vec::new(),
             (Broken::NoTableRelay, Code::TABLE_WRITE, _) => Vec::new(),
+            (Broken::RunsForStrangers, Code::RUN_REFUSED, Some(Message::Run(m))) => {
+                let started = weft_engine::protocol::RunStarted { run: m.run() };
+                vec![frame_bytes(&Message::Run(
+                    weft_engine::protocol::RunMessage::Started(started),
+                ))]
+            }
             (Broken::ChordWrongRequest, _, Some(Message::Chord(mut c))) => {
                 match &mut c {
                     ChordMessage::Found(x) => x.request ^= 1,
@@ -686,6 +694,9 @@ fn message(frame: &Frame) -> Option<Message<'static>> {
         Message::Bye(r) => Message::Bye(r),
         Message::ICanSee(c) => Message::ICanSee(c),
         Message::Chord(c) => Message::Chord(c),
+        Message::Run(weft_engine::protocol::RunMessage::Refused(r)) => {
+            Message::Run(weft_engine::protocol::RunMessage::Refused(r))
+        }
         _ => return None,
     })
 }

@@ -181,6 +181,7 @@ impl Node {
             mesh: self.protocols.mesh.metrics().clone(),
             table: self.protocols.table.metrics().clone(),
             discovery: self.protocols.discovery.metrics().clone(),
+            run: self.protocols.run.metrics().clone(),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::io::{Command, Event, HostResult, InputError};
 use crate::machine::{Context, LinkNotice, PeerFault, Protocol, ProtocolOutput};
 use crate::mesh::MeshProtocol;
 use crate::replicate::ReplicateProtocol;
+use crate::run::RunProtocol;
 use crate::session::Peer;
 use crate::table::TableProtocol;
 use crate::time::Instant;
@@ -29,6 +30,7 @@ pub(crate) struct Protocols {
     pub(crate) table: TableProtocol,
     pub(crate) chord: ChordProtocol,
     pub(crate) replicate: ReplicateProtocol,
+    pub(crate) run: RunProtocol,
     /// Each protocol's deadline as it last said, asked again after every call into it (a
     /// protocol's deadline changes only when it is called).
     deadlines: [Option<Instant>; COUNT],
@@ -39,7 +41,7 @@ pub(crate) struct Protocols {
 }
 
 /// How many protocols are hosted: the length of [`Protocols::all_mut`].
-pub(crate) const COUNT: usize = 5;
+pub(crate) const COUNT: usize = 6;
 
 /// Each protocol's family, by index.
 pub(crate) const FAMILIES: [Family; COUNT] = [
@@ -48,6 +50,7 @@ pub(crate) const FAMILIES: [Family; COUNT] = [
     TableProtocol::FAMILY,
     ChordProtocol::FAMILY,
     ReplicateProtocol::FAMILY,
+    RunProtocol::FAMILY,
 ];
 
 /// Whether each protocol, by index, owns a code: dispatch without a call through `Hosted`.
@@ -57,6 +60,7 @@ const OWNS: [fn(Code) -> bool; COUNT] = [
     TableProtocol::owns,
     ChordProtocol::owns,
     ReplicateProtocol::owns,
+    RunProtocol::owns,
 ];
 
 impl Protocols {
@@ -68,6 +72,7 @@ impl Protocols {
             table: TableProtocol::new(config, seed("table")),
             chord: ChordProtocol::new(config, me, seed("chord")),
             replicate: ReplicateProtocol::new(seed("replicate")),
+            run: RunProtocol::new(config),
             deadlines: [None; COUNT],
             soonest: None,
             pending: 0,
@@ -81,7 +86,8 @@ impl Protocols {
             1 => &mut self.mesh,
             2 => &mut self.table,
             3 => &mut self.chord,
-            _ => &mut self.replicate,
+            4 => &mut self.replicate,
+            _ => &mut self.run,
         }
     }
 
@@ -131,6 +137,7 @@ impl Protocols {
             &self.table,
             &self.chord,
             &self.replicate,
+            &self.run,
         ]
     }
 
@@ -147,6 +154,7 @@ impl Protocols {
             Command::Table(c) => (2, self.table.handle_command(now, cx, c).map_err(err)),
             Command::Chord(c) => (3, self.chord.handle_command(now, cx, c).map_err(err)),
             Command::Replicate(c) => (4, self.replicate.handle_command(now, cx, c).map_err(err)),
+            Command::Run(c) => (5, self.run.handle_command(now, cx, c).map_err(err)),
             Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => {
                 return Ok(());
             }

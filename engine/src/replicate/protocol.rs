@@ -241,6 +241,9 @@ fn storage_result(result: HostResult) -> StorageResult {
         HostResult::Stored => StorageResult::Done,
         HostResult::Storage(result) => result,
         HostResult::Failed(why) => StorageResult::Failed(StorageError::Io(why)),
+        HostResult::Process(other) => StorageResult::Failed(StorageError::Io(format!(
+            "a process answer to a storage step: {other:?}"
+        ))),
     }
 }
 

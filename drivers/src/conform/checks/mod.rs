@@ -5,6 +5,7 @@ pub mod chord;
 pub mod frames;
 pub mod mesh;
 pub mod replicate;
+pub mod run;
 pub mod session;
 pub mod states;
 pub mod table;
@@ -202,6 +203,17 @@ pub fn all() -> Vec<Check> {
             Replication,
             "blocks with wrong hashes",
             replicate::corrupt_blocks_close,
+        ),
+        c(Remote, "a stranger's run is refused", run::stranger_refused),
+        c(
+            Remote,
+            "signals and acks for no run",
+            run::signals_for_no_run_ignored,
+        ),
+        c(
+            Remote,
+            "an answer to a run never asked",
+            run::answer_not_asked_closes,
         ),
     ]
 }

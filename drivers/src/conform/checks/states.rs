@@ -83,6 +83,10 @@ fn on_link(ctx: &Ctx, v: &Valid) -> OnLink {
         // refuses them by policy first (too new, the link kept), any other closes the link
         // (a forged signature), §19.8.
         Code::TABLE_WRITE | Code::TABLE_ENTRIES if !vectors_net => OnLink::KeepOrRefuse,
+        // The kit asked for no run: an answer to one breaks §23.4.
+        Code::RUN_REFUSED | Code::RUN_STARTED | Code::RUN_OUTPUT | Code::RUN_EXIT => {
+            OnLink::Refuse("§23.4: an answer to a run never asked")
+        }
         _ => OnLink::Keep,
     }
 }

@@ -1,0 +1,384 @@
+//! The processes of the remote runs a node carries out for its peers (SPEC.md §23.5): the
+//! host's side of `HostRequest::Process`, shared by both drivers.
+//!
+//! A process runs in a process group of its own, with standard input empty and standard
+//! output and error piped. A thread per pipe reads pieces of at most `RUN_OUTPUT_BYTES_MAX`
+//! into a small bounded queue (a full queue blocks the reader, and so, through the pipe, the
+//! process); a thread waits for the exit, then kills the group (what the program left behind
+//! would hold the pipes open); and a thread per process answers the engine's `Read`s, one at
+//! a time, through the node's [`Handle`], as the storage workers answer theirs.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustix::process::{kill_process_group, Pid, Signal};
+use weft_engine::protocol::{
+    ExitStatus, FolderId, OutputStream, RunSignalKind, RUN_OUTPUT_BYTES_MAX,
+};
+use weft_engine::run::{ProcessRequest, ProcessResult};
+use weft_engine::{HostResult, RequestId};
+
+use crate::handle::Handle;
+
+/// How long, after a process exited and its group was killed, its pipes are still read
+/// before the exit is reported anyway (a process that left the group may hold them open).
+pub const RUN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Pieces of output read ahead of the engine's `Read`s, per process.
+const PIECES_AHEAD: usize = 4;
+
+/// What a process's threads report, in the order they saw it.
+enum Piece {
+    Output(OutputStream, Bytes),
+    /// A pipe reached its end.
+    Closed,
+    Exited(ExitStatus),
+}
+
+/// One running process.
+struct Running {
+    group: Pid,
+    /// The engine's `Read`s, to the thread that answers them.
+    reads: Sender<RequestId>,
+}
+
+/// The processes of one node's runs.
+#[derive(Default)]
+pub(crate) struct Processes {
+    running: BTreeMap<u64, Running>,
+    /// Where a run without a folder runs (made when first needed).
+    run_dir: Option<PathBuf>,
+}
+
+impl Processes {
+    /// Runs without a folder run in `run_dir`.
+    pub(crate) fn new(run_dir: Option<PathBuf>) -> Processes {
+        Processes {
+            running: BTreeMap::new(),
+            run_dir,
+        }
+    }
+
+    /// Carries out `request` for `process`: the answer if it is due now; a `Read` is answered
+    /// later through `handle`. `folder_root` finds a shared folder's root.
+    pub(crate) fn carry_out(
+        &mut self,
+        handle: Option<&Handle>,
+        id: RequestId,
+        process: u64,
+        request: ProcessRequest,
+        folder_root: impl Fn(&FolderId) -> Option<PathBuf>,
+    ) -> Option<HostResult> {
+        let result = match request {
+            ProcessRequest::Spawn {
+                program,
+                args,
+                shell,
+                folder,
+            } => {
+                let Some(handle) = handle else {
+                    return Some(HostResult::Failed("this host runs no processes".into()));
+                };
+                let dir = match folder {
+                    Some(folder) => match folder_root(&folder) {
+                        Some(root) => root,
+                        None => {
+                            return Some(HostResult::Process(ProcessResult::NotStarted {
+                                unknown_folder: true,
+                                why: format!("this node holds no folder {folder}"),
+                            }))
+                        }
+                    },
+                    None => match self.run_dir() {
+                        Ok(dir) => dir,
+                        Err(why) => return Some(not_started(why)),
+                    },
+                };
+                match spawn(handle.clone(), process, &program, &args, shell, &dir) {
+                    Ok(running) => {
+                        tracing::info!(
+                            "run {process}: started {program:?} (pid {})",
+                            running.group.as_raw_nonzero()
+                        );
+                        self.running.insert(process, running);
+                        ProcessResult::Spawned
+                    }
+                    Err(why) => {
+                        tracing::info!("run {process}: {why}");
+                        return Some(not_started(why));
+                    }
+                }
+            }
+            ProcessRequest::Read => {
+                let sent = self
+                    .running
+                    .get(&process)
+                    .is_some_and(|r| r.reads.send(id).is_ok());
+                if sent {
+                    return None;
+                }
+                return Some(HostResult::Failed(format!("no process {process}")));
+            }
+            ProcessRequest::Signal(signal) => {
+                if let Some(r) = self.running.get(&process) {
+                    tracing::info!("run {process}: {signal:?}");
+                    signal_group(r.group, signal);
+                }
+                ProcessResult::Signalled
+            }
+            other => {
+                return Some(HostResult::Failed(format!(
+                    "unknown process step {other:?}"
+                )))
+            }
+        };
+        Some(HostResult::Process(result))
+    }
+
+    /// `process` ended (its exit was reported): forgets it.
+    pub(crate) fn ended(&mut self, process: u64) {
+        self.running.remove(&process);
+    }
+
+    fn run_dir(&self) -> Result<PathBuf, String> {
+        let dir = self
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("weft-run"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot make the run directory {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+impl Drop for Processes {
+    /// A node that stops leaves no run behind.
+    fn drop(&mut self) {
+        for r in self.running.values() {
+            signal_group(r.group, RunSignalKind::Kill);
+        }
+    }
+}
+
+fn not_started(why: String) -> HostResult {
+    HostResult::Process(ProcessResult::NotStarted {
+        unknown_folder: false,
+        why,
+    })
+}
+
+fn signal_group(group: Pid, signal: RunSignalKind) {
+    let signal = match signal {
+        RunSignalKind::Interrupt => Signal::INT,
+        RunSignalKind::Kill => Signal::KILL,
+    };
+    // The group may be gone already (ESRCH): nothing to do then.
+    let _ = kill_process_group(group, signal);
+}
+
+/// Starts the process and its threads.
+fn spawn(
+    handle: Handle,
+    process: u64,
+    program: &str,
+    args: &[String],
+    shell: bool,
+    dir: &Path,
+) -> Result<Running, String> {
+    let mut command = if shell {
+        let line = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(line);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    };
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = command.spawn().map_err(|e| format!("{program}: {e}"))?;
+    let group = Pid::from_child(&child);
+    match start_threads(handle, process, child) {
+        Ok(reads) => Ok(Running { group, reads }),
+        Err(e) => {
+            signal_group(group, RunSignalKind::Kill);
+            Err(format!("{program}: no thread to serve it: {e}"))
+        }
+    }
+}
+
+fn start_threads(
+    handle: Handle,
+    process: u64,
+    mut child: Child,
+) -> std::io::Result<Sender<RequestId>> {
+    let (pieces, pieces_out) = mpsc::sync_channel(PIECES_AHEAD);
+    let (reads, reads_out) = mpsc::channel();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let waiter_pieces = pieces.clone();
+    // The waiter alone reaps the child. Should a later thread fail to start, the caller
+    // kills the group and the waiter reaps it.
+    thread("weft-run-wait", move || {
+        let group = Pid::from_child(&child);
+        let status = match child.wait() {
+            Ok(status) => exit_status(status),
+            // Cannot wait: say it was killed, and make it so.
+            Err(_) => ExitStatus::Signal(9),
+        };
+        // Whatever it left behind in its group would keep the pipes open.
+        signal_group(group, RunSignalKind::Kill);
+        let _ = waiter_pieces.send(Piece::Exited(status));
+    })?;
+    match stdout {
+        Some(pipe) => {
+            let pieces = pieces.clone();
+            thread("weft-run-out", move || {
+                read_pipe(pipe, OutputStream::Stdout, &pieces)
+            })?;
+        }
+        None => {
+            let _ = pieces.send(Piece::Closed);
+        }
+    }
+    match stderr {
+        Some(pipe) => {
+            thread("weft-run-err", move || {
+                read_pipe(pipe, OutputStream::Stderr, &pieces)
+            })?;
+        }
+        None => {
+            let _ = pieces.send(Piece::Closed);
+        }
+    }
+    thread("weft-run-answer", move || {
+        answer_reads(process, &reads_out, &pieces_out, &handle)
+    })?;
+    Ok(reads)
+}
+
+fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+}
+
+fn read_pipe(mut pipe: impl Read, stream: OutputStream, pieces: &SyncSender<Piece>) {
+    let mut buf = vec![0u8; RUN_OUTPUT_BYTES_MAX];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let piece = Piece::Output(stream, Bytes::copy_from_slice(&buf[..n]));
+                if pieces.send(piece).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = pieces.send(Piece::Closed);
+}
+
+/// The status as SPEC.md §23.2 carries it.
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code as u8),
+        (None, Some(signal)) => ExitStatus::Signal(signal as u8),
+        // Neither: not a process that ran to an end (cannot happen on Unix for `wait`).
+        (None, None) => ExitStatus::Signal(9),
+    }
+}
+
+/// Answers each `Read` with the next piece, or once the process ended and both pipes are
+/// closed (or `RUN_DRAIN` passed), with the exit; then ends.
+fn answer_reads(
+    process: u64,
+    reads: &Receiver<RequestId>,
+    pieces: &Receiver<Piece>,
+    handle: &Handle,
+) {
+    let mut open_pipes = 2;
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    // A piece taken while joining pieces that did not fit: the next answer's first.
+    let mut held: Option<Piece> = None;
+    while let Ok(id) = reads.recv() {
+        let result = loop {
+            let piece = match (held.take(), exited) {
+                (Some(piece), _) => piece,
+                (None, exited) => match exited {
+                    Some((status, _)) if open_pipes == 0 => break ProcessResult::Exited(status),
+                    Some((status, by)) => {
+                        match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
+                            Ok(piece) => piece,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break ProcessResult::Exited(status)
+                            }
+                        }
+                    }
+                    None => match pieces.recv() {
+                        Ok(piece) => piece,
+                        // Every thread is gone without an exit: cannot happen (the waiter always
+                        // reports one), but never hang on it.
+                        Err(_) => break ProcessResult::Exited(ExitStatus::Signal(9)),
+                    },
+                },
+            };
+            match piece {
+                Piece::Output(stream, bytes) => {
+                    let (bytes, next) = join_waiting(stream, bytes, pieces);
+                    held = next;
+                    break ProcessResult::Output { stream, bytes };
+                }
+                Piece::Closed => open_pipes -= 1,
+                Piece::Exited(status) => exited = Some((status, Instant::now() + RUN_DRAIN)),
+            }
+        };
+        let done = matches!(result, ProcessResult::Exited(_));
+        if handle.process_done(process, id, result).is_err() || done {
+            return;
+        }
+    }
+}
+
+/// `first` and the pieces of the same stream already waiting behind it, joined up to
+/// `RUN_OUTPUT_BYTES_MAX` bytes (a fast writer's small writes travel as few messages, and
+/// the engine asks for fewer reads); the first waiting piece that does not join, if any.
+fn join_waiting(
+    stream: OutputStream,
+    first: Bytes,
+    pieces: &Receiver<Piece>,
+) -> (Bytes, Option<Piece>) {
+    let mut joined: Option<Vec<u8>> = None;
+    loop {
+        let len = joined.as_ref().map_or(first.len(), Vec::len);
+        let next = match pieces.try_recv() {
+            Ok(Piece::Output(s, b)) if s == stream && len + b.len() <= RUN_OUTPUT_BYTES_MAX => b,
+            Ok(other) => return (finish(first, joined), Some(other)),
+            Err(_) => return (finish(first, joined), None),
+        };
+        joined
+            .get_or_insert_with(|| first.to_vec())
+            .extend_from_slice(&next);
+    }
+}
+
+fn finish(first: Bytes, joined: Option<Vec<u8>>) -> Bytes {
+    joined.map_or(first, Bytes::from)
+}

@@ -1,0 +1,262 @@
+//! `weft run` (issue 20, SPEC.md §23) over real processes on 127.0.0.1: a requester node on
+//! mio, a runner on tokio started with `--allow-run --allow-run-from <requester>`. Output in
+//! order on its own streams, no shell unless asked, exit codes (0, 3, 128 + 9), refusals
+//! (no `--allow-run`, a node not on the allow list, an unknown peer, no node running),
+//! Ctrl-C stopping the remote process and its children, and a lost link killing them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fails_with, run, scratch, wait_until, weft, NodeProc};
+
+/// A requester `a` (mio) and a runner `b` (tokio) linked; `b` runs with `runner_args`, given
+/// `{a}` replaced by `a`'s id.
+fn pair(dir: &std::path::Path, net: &str, runner_args: &[&str]) -> (NodeProc, NodeProc) {
+    let a = NodeProc::start(dir, net, "a", "mio", "127.0.0.1:0", &[]);
+    let a_id = a.id();
+    let args: Vec<String> = runner_args
+        .iter()
+        .map(|s| s.replace("{a}", &a_id))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b = NodeProc::start_with(dir, net, "b", "tokio", "127.0.0.1:0", &[&a.addr], &args);
+    let b_id = b.id();
+    wait_until("a and b link", || a.links_to(&b_id));
+    (a, b)
+}
+
+fn allowed(dir: &std::path::Path, net: &str) -> (NodeProc, NodeProc) {
+    pair(dir, net, &["--allow-run", "--allow-run-from", "{a}"])
+}
+
+/// `weft run --peer <prefix of peer> <args...>` through `node`, to its end.
+fn weft_run(node: &NodeProc, peer: &NodeProc, args: &[&str]) -> Output {
+    let state = node.state.display().to_string();
+    let peer_id = peer.id();
+    let mut all = vec![
+        "run",
+        "--name",
+        &node.net,
+        "--state",
+        &state,
+        "--peer",
+        &peer_id[..12],
+    ];
+    all.extend(args);
+    run(&all)
+}
+
+/// `weft run` started, not waited for.
+fn spawn_run(node: &NodeProc, peer: &NodeProc, args: &[&str]) -> Child {
+    let state = node.state.display().to_string();
+    let peer_id = peer.id();
+    weft()
+        .args([
+            "run", "--name", &node.net, "--state", &state, "--peer", &peer_id,
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft run")
+}
+
+/// The first `n` lines `child` prints (process ids, here).
+fn first_lines(child: &mut Child, n: usize) -> Vec<String> {
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    (0..n)
+        .map(|_| lines.next().expect("a line").expect("text"))
+        .collect()
+}
+
+fn alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run kill")
+        .success()
+}
+
+fn wait_child(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "weft run did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn output_streams_in_order_and_the_exit_code_is_the_remote_one() {
+    let (dir, net) = scratch("run-output");
+    let (a, b) = allowed(dir.path(), &net);
+    // 1000 lines to each stream, in order, each to its own local stream.
+    let script = "i=1; while [ $i -le 1000 ]; do echo $i; echo err$i >&2; i=$((i+1)); done";
+    let out = weft_run(&a, &b, &["--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(text(&out.stdout), expected);
+    let expected: String = (1..=1000).map(|i| format!("err{i}\n")).collect();
+    assert_eq!(text(&out.stderr), expected);
+    // No shell unless asked: the argument reaches the program as it is.
+    let out = weft_run(&a, &b, &["--", "echo", "$HOME", "a  b"]);
+    assert_eq!(text(&out.stdout), "$HOME a  b\n");
+    // With --shell, one command line for /bin/sh -c.
+    let out = weft_run(
+        &a,
+        &b,
+        &["--shell", "--", "echo", "$((6*7))", "|", "tr", "4", "x"],
+    );
+    assert_eq!(text(&out.stdout), "x2\n");
+    // Exit codes: the remote's; a signal is 128 + its number.
+    assert_eq!(weft_run(&a, &b, &["--", "true"]).status.code(), Some(0));
+    assert_eq!(
+        weft_run(&a, &b, &["--", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        weft_run(&a, &b, &["--shell", "--", "kill -9 $$"])
+            .status
+            .code(),
+        Some(137)
+    );
+    // A program that cannot start is a refusal: weft's own error.
+    let out = weft_run(&a, &b, &["--", "no-such-program-weft"]);
+    fails_with(&out, 255, "refused by the peer: no-such-program-weft");
+    // The runs were carried out by b, for a; their output crossed the encrypted link.
+    let stats = b.stats();
+    assert_eq!(stats.links, "noise");
+}
+
+#[test]
+fn runs_are_refused_without_allow_run_and_from_nodes_not_allowed() {
+    let (dir, net) = scratch("run-refused");
+    // b runs nothing: started without --allow-run (its allow list names a).
+    let (a, b) = pair(dir.path(), &net, &["--allow-run-from", "{a}"]);
+    let out = weft_run(&a, &b, &["--", "true"]);
+    fails_with(&out, 255, "started without --allow-run");
+    eprintln!("refusal: {}", text(&out.stderr).trim_end());
+    drop(b);
+    // c allows runs, but from someone else: a is refused, by id.
+    let other = "ab".repeat(32);
+    let c = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "c",
+        "tokio",
+        "127.0.0.1:0",
+        &[&a.addr],
+        &["--allow-run", "--allow-run-from", &other],
+    );
+    let c_id = c.id();
+    wait_until("a and c link", || a.links_to(&c_id));
+    let out = weft_run(&a, &c, &["--", "true"]);
+    fails_with(&out, 255, "is not on this node's run allow list");
+    assert!(text(&out.stderr).contains(&a.id()), "{}", text(&out.stderr));
+    eprintln!("refusal: {}", text(&out.stderr).trim_end());
+    // Nothing ran on c.
+    assert!(!c.state.join("run").exists());
+    // A peer that is not linked, and a network with no node running.
+    let state = a.state.display().to_string();
+    let out = run(&[
+        "run", "--name", &net, "--state", &state, "--peer", "0000", "--", "true",
+    ]);
+    fails_with(&out, 255, "no linked node's id starts with 0000");
+    eprintln!("refusal: {}", text(&out.stderr).trim_end());
+    let none = dir.path().join("none").display().to_string();
+    let out = run(&[
+        "run", "--name", &net, "--state", &none, "--peer", "00", "--", "true",
+    ]);
+    fails_with(&out, 255, "is running here");
+    eprintln!("refusal: {}", text(&out.stderr).trim_end());
+    // Bad arguments: no program.
+    let out = run(&["run", "--name", &net, "--peer", "00"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ctrl_c_stops_the_remote_process_and_its_children() {
+    let (dir, net) = scratch("run-ctrl-c");
+    let (a, b) = allowed(dir.path(), &net);
+    // Two children in the background (a non-interactive shell starts them ignoring SIGINT),
+    // their pids printed, then the shell waits.
+    let script = "sleep 100 & echo $!; sleep 100 & echo $!; wait";
+    let mut child = spawn_run(&a, &b, &["--shell", "--", script]);
+    let pids = first_lines(&mut child, 2);
+    assert!(pids.iter().all(|p| alive(p)), "{pids:?}");
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = wait_child(&mut child);
+    // The shell ends at once on SIGINT (within the grace period): 128 + 2.
+    assert_eq!(status.code(), Some(130));
+    // Its children ignored SIGINT; the group was killed when the shell ended.
+    wait_until("the remote children are gone", || {
+        pids.iter().all(|p| !alive(p))
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A process that ignores SIGINT altogether is killed after the grace period: 130 locally.
+    let script = "trap '' INT; sleep 100 & echo $!; wait; wait";
+    let mut child = spawn_run(&a, &b, &["--shell", "--", script]);
+    let pids = first_lines(&mut child, 1);
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(wait_child(&mut child).code(), Some(130));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_until("the stubborn process is gone", || !alive(&pids[0]));
+
+    // A second Ctrl-C exits at once, and the remote process goes.
+    let mut child = spawn_run(&a, &b, &["--shell", "--", script]);
+    let pids = first_lines(&mut child, 1);
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    assert_eq!(wait_child(&mut child).code(), Some(130));
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    wait_until("the killed process is gone", || !alive(&pids[0]));
+}
+
+#[test]
+fn a_dropped_link_kills_the_remote_process_group() {
+    let (dir, net) = scratch("run-dropped");
+    let (mut a, b) = allowed(dir.path(), &net);
+    let mut child = spawn_run(&a, &b, &["--shell", "--", "sleep 100 & echo $!; sleep 100"]);
+    let pids = first_lines(&mut child, 1);
+    assert!(alive(&pids[0]));
+    // The requester's node dies: its link to the runner goes with it.
+    a.kill();
+    wait_until("the remote process is gone", || !alive(&pids[0]));
+    let status = wait_child(&mut child);
+    assert_eq!(status.code(), Some(255));
+    drop(b);
+}

@@ -1,0 +1,245 @@
+//! Remote runs (SPEC.md §23) between real nodes in the in-process network, with scripted
+//! processes (`weft_sim::process`): authorization, output order and pacing, exit statuses,
+//! interrupts and the grace period, and kills when the link goes.
+
+use weft_engine::protocol::{ExitStatus, OutputStream, RunRefusalReason, RunSignalKind};
+use weft_engine::run::{
+    RunCommand, RunEvent, RunEventKind, RunRefusal, RUNS_PER_PEER_MAX, RUN_GRACE, RUN_WINDOW_BYTES,
+};
+use weft_engine::{Command, Config, Duration, Event, Input, InputError, NodeId, Refusal};
+use weft_sim::net::{config, plaintext_config, Net};
+
+/// Node 0 asks, node 1 runs; node 1 allows `allowed` (node 0's id if `None`) when `allow`.
+fn pair(allow: bool, allowed: Option<NodeId>) -> Net {
+    let mut requester = config(1);
+    requester.discovery = false;
+    let mut runner = config(2);
+    runner.discovery = false;
+    let requester_id = weft_engine::Node::new(requester.clone()).node_id();
+    runner.run.allow = allow;
+    runner.run.allow_from = vec![allowed.unwrap_or(requester_id)];
+    let mut net = Net::with_configs(vec![requester, runner]);
+    net.join(&[(0, 1)]);
+    net
+}
+
+fn start(net: &mut Net, run: u64, program: &str, args: &[&str]) -> Result<(), InputError> {
+    let peer = net.id(1);
+    let command = RunCommand::Start {
+        run,
+        peer,
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        shell: false,
+        folder: None,
+    };
+    let now = net.now;
+    let result = net.nodes[0].handle_input(now, Input::Command(Command::Run(command)));
+    net.pump();
+    result
+}
+
+fn signal(net: &mut Net, run: u64, signal: RunSignalKind) {
+    net.command(0, Command::Run(RunCommand::Signal { run, signal }));
+}
+
+/// Node 0's run events for `run`, in order.
+fn events(net: &Net, run: u64) -> Vec<RunEventKind> {
+    net.events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Run(RunEvent { run: r, kind }) if *i == 0 && *r == run => Some(kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last(net: &Net, run: u64) -> Option<RunEventKind> {
+    events(net, run).pop()
+}
+
+#[test]
+fn output_arrives_in_order_on_its_own_stream_then_the_exit() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "lines", &["1000"]).unwrap();
+    let events = events(&net, 1);
+    assert_eq!(events.first(), Some(&RunEventKind::Started));
+    assert_eq!(
+        events.last(),
+        Some(&RunEventKind::Exited(ExitStatus::Code(0)))
+    );
+    let outputs: Vec<(OutputStream, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEventKind::Output { stream, bytes } => {
+                Some((*stream, String::from_utf8(bytes.to_vec()).unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 1000);
+    for (n, (stream, text)) in (1..).zip(&outputs) {
+        assert_eq!(text, &format!("{n}\n"));
+        let expected = if n % 2 == 1 {
+            OutputStream::Stdout
+        } else {
+            OutputStream::Stderr
+        };
+        assert_eq!(*stream, expected, "line {n}");
+    }
+    assert_eq!(net.processes[1].running(), 0);
+}
+
+#[test]
+fn exit_statuses_come_back_as_they_are() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "exit", &["0"]).unwrap();
+    start(&mut net, 2, "exit", &["3"]).unwrap();
+    start(&mut net, 3, "stubborn", &[]).unwrap();
+    signal(&mut net, 3, RunSignalKind::Kill);
+    assert_eq!(
+        last(&net, 1),
+        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+    );
+    assert_eq!(
+        last(&net, 2),
+        Some(RunEventKind::Exited(ExitStatus::Code(3)))
+    );
+    assert_eq!(
+        last(&net, 3),
+        Some(RunEventKind::Exited(ExitStatus::Signal(9)))
+    );
+    assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+}
+
+#[test]
+fn much_output_is_paced_by_acknowledgements_and_all_arrives() {
+    let mut net = pair(true, None);
+    // 100 pieces of 64 KiB: 6.25 MiB, six times the window.
+    start(&mut net, 1, "out", &["100", "65536"]).unwrap();
+    let got: usize = events(&net, 1)
+        .iter()
+        .map(|e| match e {
+            RunEventKind::Output { bytes, .. } => bytes.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(got, 100 * 65536);
+    assert_eq!(
+        last(&net, 1),
+        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+    );
+    let m = net.nodes[1].metrics().run;
+    assert_eq!(m.output_bytes_sent, 100 * 65536);
+    const { assert!(100 * 65536 > 6 * RUN_WINDOW_BYTES) };
+}
+
+#[test]
+fn refusals_say_why() {
+    let refused = |net: &Net, run| match last(net, run) {
+        Some(RunEventKind::Refused { reason, text }) => (reason, text),
+        other => panic!("not refused: {other:?}"),
+    };
+    // Started without --allow-run.
+    let mut net = pair(false, None);
+    start(&mut net, 1, "exit", &["0"]).unwrap();
+    let (reason, text) = refused(&net, 1);
+    assert_eq!(reason, RunRefusalReason::NotAllowed);
+    assert!(text.contains("--allow-run"), "{text}");
+    // Allowed, but for another node.
+    let mut net = pair(true, Some(NodeId([9; 32])));
+    start(&mut net, 1, "exit", &["0"]).unwrap();
+    let (reason, text) = refused(&net, 1);
+    assert_eq!(reason, RunRefusalReason::NotOnAllowList);
+    assert!(text.contains(&net.id(0).to_string()), "{text}");
+    assert_eq!(net.processes[1].spawned.len(), 0, "nothing ran");
+    // A program that cannot start.
+    let mut net = pair(true, None);
+    start(&mut net, 1, "missing", &[]).unwrap();
+    assert_eq!(refused(&net, 1).0, RunRefusalReason::SpawnFailed);
+    // Too many at once for one peer.
+    for run in 0..=RUNS_PER_PEER_MAX as u64 {
+        start(&mut net, 10 + run, "wait", &[]).unwrap();
+    }
+    assert_eq!(
+        refused(&net, 10 + RUNS_PER_PEER_MAX as u64).0,
+        RunRefusalReason::Busy
+    );
+    assert_eq!(net.nodes[1].metrics().run.refused, 2);
+}
+
+#[test]
+fn the_requester_refuses_what_cannot_go() {
+    let mut net = pair(true, None);
+    let refusal = |r: Result<(), InputError>| match r {
+        Err(InputError::Refused(Refusal::Run(r))) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refusal(start(&mut net, 1, "", &[])), RunRefusal::Invalid);
+    assert_eq!(refusal(start(&mut net, 1, "a\0", &[])), RunRefusal::Invalid);
+    start(&mut net, 1, "wait", &[]).unwrap();
+    assert_eq!(
+        refusal(start(&mut net, 1, "wait", &[])),
+        RunRefusal::Duplicate(1)
+    );
+    let now = net.now;
+    let signal = Command::Run(RunCommand::Signal {
+        run: 7,
+        signal: RunSignalKind::Kill,
+    });
+    assert_eq!(
+        net.nodes[0].handle_input(now, Input::Command(signal)),
+        Err(InputError::Refused(Refusal::Run(RunRefusal::UnknownRun(7))))
+    );
+    // Plaintext links (the simulator's speed runs) carry no runs.
+    let mut configs: Vec<Config> = vec![plaintext_config(1), plaintext_config(2)];
+    configs[1].run.allow = true;
+    let mut net = Net::with_configs(configs);
+    net.join(&[(0, 1)]);
+    assert_eq!(
+        refusal(start(&mut net, 1, "exit", &["0"])),
+        RunRefusal::Plaintext
+    );
+}
+
+#[test]
+fn an_interrupt_ends_a_process_or_the_grace_period_kills_it() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "wait", &[]).unwrap();
+    start(&mut net, 2, "stubborn", &[]).unwrap();
+    signal(&mut net, 1, RunSignalKind::Interrupt);
+    signal(&mut net, 2, RunSignalKind::Interrupt);
+    assert_eq!(
+        last(&net, 1),
+        Some(RunEventKind::Exited(ExitStatus::Signal(2)))
+    );
+    assert_eq!(last(&net, 2), Some(RunEventKind::Started));
+    net.run_for(Duration::from_millis(RUN_GRACE.as_millis() - 1));
+    assert_eq!(
+        last(&net, 2),
+        Some(RunEventKind::Started),
+        "not before the grace"
+    );
+    net.run_for(Duration::from_millis(1));
+    assert_eq!(
+        last(&net, 2),
+        Some(RunEventKind::Exited(ExitStatus::Signal(9)))
+    );
+    let kills = net.processes[1]
+        .signals
+        .iter()
+        .filter(|(_, s)| *s == RunSignalKind::Kill)
+        .count();
+    assert_eq!(kills, 1);
+}
+
+#[test]
+fn a_lost_link_kills_the_process_and_ends_the_run() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "stubborn", &[]).unwrap();
+    let runner = net.id(1);
+    net.command(0, Command::Disconnect { node: runner });
+    assert_eq!(last(&net, 1), Some(RunEventKind::Lost));
+    assert_eq!(net.processes[1].signals, vec![(1, RunSignalKind::Kill)]);
+    assert_eq!(net.processes[1].running(), 0);
+}
