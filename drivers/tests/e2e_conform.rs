@@ -21,7 +21,8 @@ use weft_engine::NetworkKey;
 fn conform(addr: &str, net: &str, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["conform", "--peer", addr, "--name", net];
     args.extend(extra);
-    let out = common::run(&args);
+    // The timer checks alone wait out a 15 s timeout after the others.
+    let out = common::run_within(&args, None, 3 * WAIT);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -78,10 +79,13 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
         .iter()
         .map(|(n, net, label, _)| {
             let (addr, net) = (n.addr.clone(), (*net).clone());
+            // The timer checks (about 18 s, beside the others) against both drivers.
             let extra: &[&str] = if label.contains("json") {
                 &["--json"]
             } else if label.contains("secret") {
-                &["--secret", "conform-secret"]
+                &["--secret", "conform-secret", "--timers"]
+            } else if *label == "mio" {
+                &["--timers"]
             } else {
                 &[]
             };
@@ -105,6 +109,18 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
         ];
         if !also.is_empty() {
             sections.push(also);
+        }
+        if label == "mio" || label.contains("secret") {
+            // §9: PING answered, idle PING, silence close; §8 counts the handshake timeout.
+            assert!(text.contains("PASS §9 "), "{label}: {text}");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("PASS §9 "))
+                .unwrap_or("");
+            assert!(
+                line.contains("3 checks"),
+                "{label}: timer checks ran: {line}"
+            );
         }
         for section in sections {
             assert!(
@@ -216,6 +232,7 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
                     Some(NetworkId::from_name(&net)),
                     NetworkKey::OPEN,
                     Duration::from_millis(700),
+                    false,
                 )
                 .expect("the broken peer is reachable");
                 (broken, section, report)

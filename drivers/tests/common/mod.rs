@@ -30,6 +30,11 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs `weft args` with `input` (if any) on its standard input, killing it after `WAIT`.
 pub fn run_with_input(args: &[&str], input: Option<Vec<u8>>) -> Output {
+    run_within(args, input, WAIT)
+}
+
+/// Runs `weft args` with `input` (if any) on its standard input, killing it after `limit`.
+pub fn run_within(args: &[&str], input: Option<Vec<u8>>, limit: Duration) -> Output {
     let stdin = if input.is_some() {
         Stdio::piped()
     } else {
@@ -72,14 +77,14 @@ pub fn run_with_input(args: &[&str], input: Option<Vec<u8>>) -> Output {
             .take()
             .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     );
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait weft") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("weft {args:?} did not finish in {WAIT:?}");
+            panic!("weft {args:?} did not finish in {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };

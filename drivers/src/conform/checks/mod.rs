@@ -9,12 +9,37 @@ pub mod run;
 pub mod session;
 pub mod states;
 pub mod table;
+pub mod timers;
 
 use weft_engine::protocol::{Broadcast, Code, Frame, Message, OriginProof};
 
 use super::hello::Me;
 use super::report::Section;
 use super::{Check, Ctx};
+
+/// The timer checks of `--timers` (SPEC.md §8.1, §9 at their §13 defaults), run after the
+/// others, all at once: each waits out a timer on a connection of its own.
+pub fn timed() -> Vec<Check> {
+    use Section::*;
+    let c = |section, name, run| Check { section, name, run };
+    vec![
+        c(
+            Liveness,
+            "an idle link gets a PING after ping_interval",
+            timers::idle_link_pinged,
+        ),
+        c(
+            Liveness,
+            "a silent link is closed after peer_timeout",
+            timers::silent_link_closed,
+        ),
+        c(
+            Connections,
+            "an unfinished handshake is closed after handshake_timeout",
+            timers::stalled_handshake_closed,
+        ),
+    ]
+}
 
 /// Every check of the initiator script, in the order they run.
 pub fn all() -> Vec<Check> {
