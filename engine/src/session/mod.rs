@@ -950,7 +950,7 @@ impl Session {
             // was handed before closing.
             let frame = Message::Bye(bye).to_frame(false).into_bytes();
             c.queue_mut()
-                .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
+                .enqueue(&frame, Class::Control, usize::MAX, usize::MAX);
             if let Some(sent) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
                 self.metrics.frames_sent += u64::from(sent.frames);
                 self.metrics.bytes_sent += sent.bytes.len() as u64;
@@ -1451,7 +1451,9 @@ impl Session {
         targets.extend(self.links.values().filter(|c| Some(**c) != except));
         let mut frames = Frames::default();
         for &conn in &targets {
-            self.send_built(conn, Some(family), class, |compress| {
+            let frames = &mut frames;
+            self.send_built(conn, Some(family), class, move |compress| {
+                let frames = frames;
                 frames.get(message, compress)
             });
         }
@@ -1492,8 +1494,10 @@ impl Session {
     }
 
     fn send_on(&mut self, conn: ConnId, message: &Outgoing, class: Class) {
+        let mut frames = Frames::default();
         self.send_built(conn, None, class, |compress| {
-            Frames::build(message, compress)
+            let frames = &mut frames;
+            frames.get(message, compress)
         });
     }
 
@@ -1501,18 +1505,18 @@ impl Session {
     fn send_session(&mut self, conn: ConnId, msg: &Message<'_>) {
         let compress = self.conns.get(&conn).is_some_and(|c| c.send_compressed);
         let frame = msg.to_frame(compress).into_bytes();
-        self.send_built(conn, None, Class::Control, |_| frame);
+        self.send_built(conn, None, Class::Control, |_| &frame);
     }
 
     /// Queues the frame `build` makes (told whether the peer takes compressed frames) under
     /// the overflow rule and hands the driver what the window allows; with `family`, only if
     /// the peer runs it.
-    fn send_built(
+    fn send_built<'f>(
         &mut self,
         conn: ConnId,
         family: Option<Family>,
         class: Class,
-        build: impl FnOnce(bool) -> Bytes,
+        build: impl FnOnce(bool) -> &'f Bytes,
     ) {
         let limits = &self.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -1686,14 +1690,13 @@ struct Frames {
 
 impl Frames {
     /// The frame for a peer that does (`compress`) or does not take lz4.
-    fn get(&mut self, message: &Outgoing, compress: bool) -> Bytes {
+    fn get(&mut self, message: &Outgoing, compress: bool) -> &Bytes {
         let slot = if compress {
             &mut self.packed
         } else {
             &mut self.plain
         };
         slot.get_or_insert_with(|| Frames::build(message, compress))
-            .clone()
     }
 
     /// A received frame forwarded unchanged where the peer can take it; else framed anew.

@@ -80,10 +80,10 @@ pub(crate) struct SendQueue {
 }
 
 impl SendQueue {
-    /// Offers a frame under the overflow rule.
+    /// Offers a frame under the overflow rule (copied into a run if small, else shared).
     pub(crate) fn enqueue(
         &mut self,
-        frame: Bytes,
+        frame: &Bytes,
         class: Class,
         relay_max: usize,
         hard_max: usize,
@@ -92,7 +92,7 @@ impl SendQueue {
             if !self.has_bulk_room() || frame.len() > BULK_FRAME_BYTES_MAX {
                 return Enqueued::NoRoom;
             }
-            self.bulk.push_back(frame);
+            self.bulk.push_back(frame.clone());
             return Enqueued::Queued;
         }
         let after = self.queued_bytes + frame.len();
@@ -107,7 +107,7 @@ impl SendQueue {
         self.queued_bytes = after;
         if frame.len() > RUN_FRAME_BYTES_MAX {
             self.close_run();
-            self.lane.push_back(frame);
+            self.lane.push_back(frame.clone());
         } else {
             if self.run.len() + frame.len() > RUN_BYTES_MAX {
                 self.close_run();
@@ -224,15 +224,15 @@ impl Run {
         self.first.as_ref().map_or(self.copied.len(), Bytes::len)
     }
 
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: &Bytes) {
         if let Some(first) = self.first.take() {
             self.copied = BytesMut::with_capacity(RUN_BYTES_MAX);
             self.copied.extend_from_slice(&first);
-            self.copied.extend_from_slice(&frame);
+            self.copied.extend_from_slice(frame);
         } else if self.copied.is_empty() {
-            self.first = Some(frame);
+            self.first = Some(frame.clone());
         } else {
-            self.copied.extend_from_slice(&frame);
+            self.copied.extend_from_slice(frame);
         }
     }
 
@@ -291,11 +291,11 @@ mod tests {
         let mut q = SendQueue::default();
         let window = 1000;
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::NoRoom
         );
         let t = q.next_transmit(window).expect("the bulk frame goes out");
@@ -303,11 +303,11 @@ mod tests {
         q.handed_out(t.frame.len());
         assert!(q.has_bulk_room(), "handed out: room for the next");
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(50), Class::Control, 10, 100),
+            q.enqueue(&frame(50), Class::Control, 10, 100),
             Enqueued::Queued
         );
         let t = q
@@ -332,26 +332,26 @@ mod tests {
     fn bulk_frames_over_the_size_bound_are_refused() {
         let mut q = SendQueue::default();
         let big = frame(BULK_FRAME_BYTES_MAX + 1);
-        assert_eq!(q.enqueue(big, Class::Bulk, 0, 0), Enqueued::NoRoom);
+        assert_eq!(q.enqueue(&big, Class::Bulk, 0, 0), Enqueued::NoRoom);
     }
 
     #[test]
     fn relays_drop_over_the_relay_bound_and_control_overflows_the_hard_bound() {
         let mut q = SendQueue::default();
         assert_eq!(
-            q.enqueue(frame(50), Class::Relay, 10, 100),
+            q.enqueue(&frame(50), Class::Relay, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(5), Class::Relay, 10, 100),
+            q.enqueue(&frame(5), Class::Relay, 10, 100),
             Enqueued::DroppedRelay
         );
         assert_eq!(
-            q.enqueue(frame(40), Class::Control, 10, 100),
+            q.enqueue(&frame(40), Class::Control, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(11), Class::Control, 10, 100),
+            q.enqueue(&frame(11), Class::Control, 10, 100),
             Enqueued::Overflow
         );
         assert_eq!(q.queued_bytes(), 90);
@@ -438,7 +438,7 @@ mod tests {
                         let code = if class == Class::Relay { Code::BROADCAST } else { Code::PING };
                         let len = usize::from(size) % (RUN_FRAME_BYTES_MAX + 600);
                         let f = Frame::build(code, &vec![i as u8; len], false).into_bytes();
-                        let ours = q.enqueue(f.clone(), class, relay_max, hard_max);
+                        let ours = q.enqueue(&f, class, relay_max, hard_max);
                         if ours != model.enqueue(f, class, relay_max, hard_max) {
                             return false;
                         }
