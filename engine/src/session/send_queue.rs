@@ -28,6 +28,9 @@ const RUN_FRAME_BYTES_MAX: usize = 2 * 1024;
 /// Largest run: one Noise message of plaintext.
 pub(crate) const RUN_BYTES_MAX: usize = PLAINTEXT_BYTES_MAX;
 
+/// The least room a run's buffer starts with.
+const RUN_START_BYTES: usize = 1024;
+
 /// The frames in `bytes`, a frame or a run of frames the queue handed out (whole frames this
 /// node built, back to back), as (code, length).
 pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (Code, usize)> + '_ {
@@ -226,7 +229,10 @@ impl Run {
 
     fn push(&mut self, frame: &Bytes) {
         if let Some(first) = self.first.take() {
-            self.copied = BytesMut::with_capacity(RUN_BYTES_MAX);
+            // Room for a few more such frames, growing (doubling) with the run: a run of two
+            // PINGs does not take a Noise message's worth of memory.
+            let room = (4 * (first.len() + frame.len())).clamp(RUN_START_BYTES, RUN_BYTES_MAX);
+            self.copied = BytesMut::with_capacity(room);
             self.copied.extend_from_slice(&first);
             self.copied.extend_from_slice(frame);
         } else if self.copied.is_empty() {
