@@ -13,7 +13,7 @@
 //!
 //! In each group: `frame_encode` is what the engine does to send (`Message::to_frame`: the
 //! postcard payload, then the frame around it), `frame_decode` what it does on reception (the
-//! frame through a `FrameDecoder`, its payload, `Message::decode`), `frame_encode_decode`
+//! frame through a `FrameDecoder`, its payload borrowed, `Message::decode`), `frame_encode_decode`
 //! both; `postcard_encode`, `postcard_decode` and `postcard_encode_decode` the same message
 //! through postcard alone.
 //!
@@ -31,15 +31,16 @@ use weft_protocol::{
     PublicKey, ReplicaMessage, Signature, TableWrite,
 };
 
-/// The engine's reception path for one frame: decoder, payload, message; returns a value
-/// read from the message so nothing is optimised away.
+/// The engine's reception path for one frame: decoder, payload (borrowed from the frame, as
+/// the engine's readers that only decode take it), message; returns a value read from the
+/// message so nothing is optimised away.
 fn frame_decode(decoder: &mut FrameDecoder, bytes: Bytes, read: impl Fn(&Message) -> u64) -> u64 {
     decoder.push(bytes);
     let frame = decoder
         .next_frame()
         .expect("a valid frame")
         .expect("a whole frame");
-    let payload = frame.payload().expect("an uncompressed payload");
+    let payload = frame.payload_ref().expect("an uncompressed payload");
     let msg = Message::decode(frame.code(), &payload).expect("a valid message");
     read(&msg)
 }

@@ -5,7 +5,8 @@
 //! The peers are fakes driven by hand (their HELLO, HELLO_ACK and, with encryption on, their
 //! side of Noise, `weft_engine::noise::NoiseLink`). Each read is one peer's next frames, up to
 //! 64 KiB (a driver's read), the peers taking turns; with Noise each frame is sealed on its own,
-//! as a weft sender seals it. The broadcasts come from 1,024 origins in turn, so the origin
+//! as an origin that sends one broadcast per input seals it (the node's own relays go out
+//! sealed together, one message per peer and read). The broadcasts come from 1,024 origins in turn, so the origin
 //! proofs of one read (the node checks them in one batch per read) are all of distinct keys.
 //! Building, signing and sealing the input is not timed; the node's outputs are taken as a
 //! driver takes them: after each read every output is drained, then each connection that was

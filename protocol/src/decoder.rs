@@ -112,7 +112,12 @@ impl FrameDecoder {
             // Fast path: a whole frame at the front of the input is sliced out of it.
             if let Some(header) = self.input.first_chunk::<HEADER_BYTES>() {
                 let header = check_header(*header)?;
-                if self.input.len() >= header.frame_len {
+                if self.input.len() == header.frame_len {
+                    // The usual read of one frame: the input itself, nothing split.
+                    let bytes = core::mem::take(&mut self.input);
+                    return Ok(Some(Frame::from_checked(bytes, header)));
+                }
+                if self.input.len() > header.frame_len {
                     let bytes = self.input.split_to(header.frame_len);
                     return Ok(Some(Frame::from_checked(bytes, header)));
                 }

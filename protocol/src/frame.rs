@@ -10,6 +10,8 @@
 //!               u32 big-endian decompressed length + one lz4 block
 //! ```
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::code::Code;
@@ -168,6 +170,35 @@ impl Frame {
         }
     }
 
+    /// Builds an uncompressed frame whose `payload_len`-byte payload `write` appends to the
+    /// buffer it is given (after the header): one allocation of exactly the frame's size and
+    /// no copy, where [`build`](Self::build) takes a payload encoded beforehand. `write` must
+    /// append exactly `payload_len` bytes (checked, for each caller, by its property test
+    /// against `build`).
+    pub(crate) fn build_exact(
+        code: Code,
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Frame {
+        let mut buf = Vec::with_capacity(HEADER_BYTES + payload_len);
+        // Callers encode bounded messages; payload_len <= PAYLOAD_BYTES_MAX fits a u32.
+        let body = (HEADER_BYTES - LENGTH_PREFIX_BYTES + payload_len) as u32;
+        buf.extend_from_slice(&body.to_be_bytes());
+        buf.extend_from_slice(&[VERSION, 0]);
+        buf.extend_from_slice(&code.0.to_be_bytes());
+        write(&mut buf);
+        debug_assert_eq!(
+            buf.len(),
+            HEADER_BYTES + payload_len,
+            "payload_len was exact"
+        );
+        Frame {
+            bytes: Bytes::from(buf),
+            code,
+            flags: FrameFlags(0),
+        }
+    }
+
     /// The command code in the header of the encoded frame `bytes`, or `None` if it is
     /// shorter than a header. Nothing else is checked: for frames this implementation built or
     /// already validated (a send queue's frames, counted by protocol as they leave).
@@ -199,6 +230,17 @@ impl Frame {
     /// The payload as it travels (still compressed if the flag says so).
     pub fn wire_payload(&self) -> Bytes {
         self.bytes.slice(HEADER_BYTES..)
+    }
+
+    /// The payload, decompressed if needed, borrowed from the frame when it is not
+    /// compressed: for a reader that only decodes it (no reference count is touched, where
+    /// [`payload`](Self::payload) shares the frame's buffer).
+    pub fn payload_ref(&self) -> Result<Cow<'_, [u8]>, ProtocolError> {
+        if self.flags.compressed() {
+            compress::decompress(&self.bytes[HEADER_BYTES..]).map(Cow::Owned)
+        } else {
+            Ok(Cow::Borrowed(&self.bytes[HEADER_BYTES..]))
+        }
     }
 
     /// The payload, decompressed if needed. Without compression this shares the frame's bytes.

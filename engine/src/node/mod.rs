@@ -5,7 +5,8 @@
 //! Methods, in the order a driver uses them: [`Node::new`]; `handle_input` and
 //! `handle_timeout` (in); `poll_output` until `None`, then `poll_timeout` (out); the rest
 //! only read. After every input the host runs [`Node::pump`] until neither the session nor
-//! any protocol has anything left to say (str0m's single-mutation rule).
+//! any protocol has anything left to say (str0m's single-mutation rule), then hands the
+//! driver the frames queued meanwhile, each connection's together ([`Node::settle`]).
 
 mod gate;
 mod protocols;
@@ -113,7 +114,7 @@ impl Node {
             Input::Completed { id, result } => self.completed(now, id, result),
             Input::Command(command) => self.command(now, command),
         };
-        self.pump(now);
+        self.settle(now);
         result
     }
 
@@ -268,7 +269,7 @@ impl Node {
                 self.protocols.call(i, |p| p.handle_timeout(now, &cx));
             }
         }
-        self.pump(now);
+        self.settle(now);
         self.starting = false;
     }
 
@@ -388,6 +389,17 @@ impl Node {
                 while let Some(out) = self.protocols.get_mut(i).poll_output() {
                     self.carry(now, i, out);
                 }
+            }
+        }
+    }
+
+    /// The end of an input: [`pump`](Self::pump), then the frames queued meanwhile handed to
+    /// the driver (each connection's at once), and again while that raised notices.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            self.pump(now);
+            if !self.session.flush_queued() {
+                return;
             }
         }
     }

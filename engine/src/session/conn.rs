@@ -12,7 +12,7 @@ use crate::metrics::{ByProtocol, ConnStats};
 use crate::time::Instant;
 
 use super::handshake::Handshake;
-use super::send_queue::{SendQueue, Transmit};
+use super::send_queue::{self, SendQueue, Transmit};
 use super::wire::{AnyWire, Wire, WireError};
 use crate::noise::{NoiseError, PLAINTEXT_BYTES_MAX};
 
@@ -65,6 +65,9 @@ pub(crate) struct Conn {
     pub(crate) dedicated: Option<Family>,
     /// Frames to the peer may be lz4-compressed: both ends offered it.
     pub(crate) send_compressed: bool,
+    /// Frames were queued since the session last flushed (it lists the connection in
+    /// `Session::unflushed`).
+    pub(crate) flush_due: bool,
     wire: AnyWire,
     queue: SendQueue,
     pub(crate) opened_at: Instant,
@@ -88,6 +91,7 @@ impl Conn {
             },
             dedicated: None,
             send_compressed: false,
+            flush_due: false,
             wire: AnyWire::default(),
             queue: SendQueue::default(),
             opened_at: now,
@@ -216,8 +220,9 @@ impl Conn {
     }
 
     /// The transport's own bytes (its handshake), else the next frame the transmit window
-    /// allows, sealed for the wire and counted. Under Noise, the control and relay frames
-    /// queued behind a control or relay frame go in the same seal, up to one Noise message of
+    /// allows (small control and relay frames come as runs of frames: see `send_queue`),
+    /// sealed for the wire and counted. Under Noise, the control and relay frames queued
+    /// behind a control or relay frame go in the same seal, up to one Noise message of
     /// plaintext and within the window: one AEAD call, one length and one tag for many small
     /// frames (SPEC.md §21.4).
     pub(crate) fn next_transmit(
@@ -241,12 +246,13 @@ impl Conn {
             return None;
         }
         let Transmit { frame, bulk } = self.queue.next_transmit(window)?;
-        let code = self.count_out(&frame, traffic);
+        let (code, frames) = self.count_out(&frame, traffic);
         let coalesces = matches!(self.wire, AnyWire::Noise(_)) && !bulk;
         let (plain, frames) = if coalesces && frame.len() < PLAINTEXT_BYTES_MAX {
-            self.coalesce(frame, window, traffic)
+            let (plain, more) = self.coalesce(frame, window, traffic);
+            (plain, frames + more)
         } else {
-            (frame, 1)
+            (frame, frames)
         };
         let wire = self.wire.seal(plain);
         self.queue.handed_out(wire.len());
@@ -260,7 +266,7 @@ impl Conn {
     }
 
     /// `first` and the control and relay frames queued behind it that fit one Noise message
-    /// and the window, as one plaintext; and how many frames that is.
+    /// and the window, as one plaintext; and how many frames were added to `first`'s.
     fn coalesce(&mut self, first: Bytes, window: usize, traffic: &mut ByProtocol) -> (Bytes, u32) {
         let room = |batch: usize, in_flight: usize| {
             PLAINTEXT_BYTES_MAX
@@ -271,16 +277,15 @@ impl Conn {
             .queue
             .next_lane_frame_within(room(first.len(), self.queue.in_flight()))
         else {
-            return (first, 1);
+            return (first, 0);
         };
         let mut batch = BytesMut::with_capacity(PLAINTEXT_BYTES_MAX.min(window));
         batch.extend_from_slice(&first);
         let mut frame = next;
-        let mut frames = 1;
+        let mut frames = 0;
         loop {
-            self.count_out(&frame, traffic);
+            frames += self.count_out(&frame, traffic).1;
             batch.extend_from_slice(&frame);
-            frames += 1;
             match self
                 .queue
                 .next_lane_frame_within(room(batch.len(), self.queue.in_flight()))
@@ -291,13 +296,19 @@ impl Conn {
         }
     }
 
-    /// Counts a frame handed out; its code.
-    fn count_out(&mut self, frame: &Bytes, traffic: &mut ByProtocol) -> Code {
-        // Every queued frame was built with a whole header.
-        let code = Frame::peek_code(frame).unwrap_or(Code(0));
-        self.traffic.count_out(code, frame.len());
-        traffic.count_out(code, frame.len());
-        code
+    /// Counts a frame, or a run of frames, handed out: the (first) frame's code, and how many
+    /// frames.
+    fn count_out(&mut self, bytes: &Bytes, traffic: &mut ByProtocol) -> (Code, u32) {
+        let (mut first, mut frames) = (Code(0), 0);
+        for (code, len) in send_queue::frames(bytes) {
+            if frames == 0 {
+                first = code;
+            }
+            frames += 1;
+            self.traffic.count_out(code, len);
+            traffic.count_out(code, len);
+        }
+        (first, frames)
     }
 }
 

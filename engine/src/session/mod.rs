@@ -178,6 +178,9 @@ pub(crate) struct Session {
     metrics: SessionMetrics,
     /// Reused list of send targets, so a relay allocates nothing.
     scratch: Vec<ConnId>,
+    /// Connections given frames since the last [`flush_queued`](Self::flush_queued), in the
+    /// order of their first frame (each once: `Conn::flush_due`).
+    unflushed: Vec<ConnId>,
     started: bool,
     shut_down: bool,
 }
@@ -247,6 +250,7 @@ impl Session {
             notices: VecDeque::new(),
             metrics: SessionMetrics::default(),
             scratch: Vec::new(),
+            unflushed: Vec::new(),
             started: false,
             shut_down: false,
         }
@@ -932,13 +936,21 @@ impl Session {
         let was_dialing = matches!(c.state, ConnState::Dialing);
         let dial_unfinished = c.direction == Direction::Outbound && c.is_unauthenticated();
         let peer = c.peer().map(|p| (p.node, p.listen_addr.clone()));
+        if c.flush_due {
+            // What the window takes of the frames queued during this input still goes out,
+            // as it would have had each been handed out when queued.
+            let window = self.limits.transmit_window_bytes;
+            let (metrics, outputs, notices) =
+                (&mut self.metrics, &mut self.outputs, &mut self.notices);
+            flush_conn(c, now, window, metrics, outputs, notices);
+        }
         c.queue_mut().clear();
         if let (Some(bye), false) = (bye, was_dialing) {
             // BYE goes out ahead of the close whatever the window: the driver writes what it
             // was handed before closing.
             let frame = Message::Bye(bye).to_frame(false).into_bytes();
             c.queue_mut()
-                .enqueue(frame, Class::Control, usize::MAX, usize::MAX);
+                .enqueue(&frame, Class::Control, usize::MAX, usize::MAX);
             if let Some(sent) = c.next_transmit(now, usize::MAX, &mut self.metrics.traffic) {
                 self.metrics.frames_sent += u64::from(sent.frames);
                 self.metrics.bytes_sent += sent.bytes.len() as u64;
@@ -1439,7 +1451,9 @@ impl Session {
         targets.extend(self.links.values().filter(|c| Some(**c) != except));
         let mut frames = Frames::default();
         for &conn in &targets {
-            self.send_built(conn, Some(family), class, |compress| {
+            let frames = &mut frames;
+            self.send_built(conn, Some(family), class, move |compress| {
+                let frames = frames;
                 frames.get(message, compress)
             });
         }
@@ -1480,8 +1494,10 @@ impl Session {
     }
 
     fn send_on(&mut self, conn: ConnId, message: &Outgoing, class: Class) {
+        let mut frames = Frames::default();
         self.send_built(conn, None, class, |compress| {
-            Frames::build(message, compress)
+            let frames = &mut frames;
+            frames.get(message, compress)
         });
     }
 
@@ -1489,18 +1505,18 @@ impl Session {
     fn send_session(&mut self, conn: ConnId, msg: &Message<'_>) {
         let compress = self.conns.get(&conn).is_some_and(|c| c.send_compressed);
         let frame = msg.to_frame(compress).into_bytes();
-        self.send_built(conn, None, Class::Control, |_| frame);
+        self.send_built(conn, None, Class::Control, |_| &frame);
     }
 
     /// Queues the frame `build` makes (told whether the peer takes compressed frames) under
     /// the overflow rule and hands the driver what the window allows; with `family`, only if
     /// the peer runs it.
-    fn send_built(
+    fn send_built<'f>(
         &mut self,
         conn: ConnId,
         family: Option<Family>,
         class: Class,
-        build: impl FnOnce(bool) -> Bytes,
+        build: impl FnOnce(bool) -> &'f Bytes,
     ) {
         let limits = &self.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -1517,12 +1533,13 @@ impl Session {
         let frame = build(c.send_compressed);
         let (relay_max, hard_max) = (limits.relay_queue_bytes_max, limits.send_queue_bytes_max);
         match c.queue_mut().enqueue(frame, class, relay_max, hard_max) {
-            Enqueued::Queued => {
-                let window = limits.transmit_window_bytes;
-                let (metrics, outputs, notices) =
-                    (&mut self.metrics, &mut self.outputs, &mut self.notices);
-                flush_conn(c, self.now, window, metrics, outputs, notices);
+            // Handed out at the end of the input (`flush_queued`): every frame queued for the
+            // connection meanwhile in one transmit, under Noise in one seal.
+            Enqueued::Queued if !c.flush_due => {
+                c.flush_due = true;
+                self.unflushed.push(conn);
             }
+            Enqueued::Queued => {}
             Enqueued::DroppedRelay => {
                 c.count_relay_dropped();
                 self.metrics.relays_dropped += 1;
@@ -1532,6 +1549,29 @@ impl Session {
                 self.close(conn, CloseReason::SlowPeer, Some(ByeReason::SlowPeer));
             }
         }
+    }
+
+    /// Hands the driver what the transmit window allows of the frames queued since the last
+    /// call, each connection's together (one `Transmit`, under Noise one seal, per connection
+    /// and window): the node calls it once its input has been handled, then carries the
+    /// notices it raised (a bulk frame left). Whether it raised any.
+    pub(crate) fn flush_queued(&mut self) -> bool {
+        let mut conns = core::mem::take(&mut self.unflushed);
+        let window = self.limits.transmit_window_bytes;
+        for conn in conns.drain(..) {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.flush_due = false;
+            if c.is_closing() {
+                continue;
+            }
+            let (metrics, outputs, notices) =
+                (&mut self.metrics, &mut self.outputs, &mut self.notices);
+            flush_conn(c, self.now, window, metrics, outputs, notices);
+        }
+        self.unflushed = conns;
+        !self.notices.is_empty()
     }
 
     /// Hands the driver what `conn`'s transmit window allows of its send queue.
@@ -1650,14 +1690,13 @@ struct Frames {
 
 impl Frames {
     /// The frame for a peer that does (`compress`) or does not take lz4.
-    fn get(&mut self, message: &Outgoing, compress: bool) -> Bytes {
+    fn get(&mut self, message: &Outgoing, compress: bool) -> &Bytes {
         let slot = if compress {
             &mut self.packed
         } else {
             &mut self.plain
         };
         slot.get_or_insert_with(|| Frames::build(message, compress))
-            .clone()
     }
 
     /// A received frame forwarded unchanged where the peer can take it; else framed anew.

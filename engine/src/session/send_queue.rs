@@ -4,13 +4,45 @@
 //! out only when the first lane is empty and no bulk frame is in flight, so a control or relay
 //! frame waits behind at most one bulk frame already handed to the driver. The bulk lane holds
 //! at most [`BULK_QUEUED_MAX`] frames; a sender asks for room rather than fill it.
+//!
+//! Small frames of the first lane queued one after another are copied into one run as they
+//! come (at most [`RUN_BYTES_MAX`] bytes, one Noise message of plaintext), instead of each
+//! being queued as a handle on its own buffer: a relayed broadcast goes to every link, and a
+//! handle each costs two atomic reference-count updates and a queue slot per link. What the
+//! queue hands out is then a frame or a run of frames; [`frames`] reads them back. The bytes
+//! handed out, and every decision of [`SendQueue::enqueue`], are those of a queue of single
+//! frames (a property below checks them against one).
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use weft_protocol::{Code, Frame};
 
 use crate::machine::Class;
 pub(crate) use crate::machine::BULK_FRAME_BYTES_MAX;
+use crate::noise::PLAINTEXT_BYTES_MAX;
+
+/// Largest frame copied into a run; larger ones are queued as they are.
+const RUN_FRAME_BYTES_MAX: usize = 2 * 1024;
+
+/// Largest run: one Noise message of plaintext.
+pub(crate) const RUN_BYTES_MAX: usize = PLAINTEXT_BYTES_MAX;
+
+/// The least room a run's buffer starts with.
+const RUN_START_BYTES: usize = 1024;
+
+/// The frames in `bytes`, a frame or a run of frames the queue handed out (whole frames this
+/// node built, back to back), as (code, length).
+pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (Code, usize)> + '_ {
+    let mut rest = bytes;
+    core::iter::from_fn(move || {
+        let code = Frame::peek_code(rest)?;
+        let prefix = rest.first_chunk::<4>()?;
+        let len = (4 + u32::from_be_bytes(*prefix) as usize).min(rest.len());
+        rest = &rest[len..];
+        Some((code, len))
+    })
+}
 
 /// Bulk frames a connection holds that are not yet handed to the driver.
 pub(crate) const BULK_QUEUED_MAX: usize = 1;
@@ -39,6 +71,8 @@ pub(crate) struct Transmit {
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     lane: Fifo,
+    /// The small frames queued after `lane`'s, being gathered into one run.
+    run: Run,
     bulk: VecDeque<Bytes>,
     /// Bytes waiting in `lane`.
     queued_bytes: usize,
@@ -49,10 +83,10 @@ pub(crate) struct SendQueue {
 }
 
 impl SendQueue {
-    /// Offers a frame under the overflow rule.
+    /// Offers a frame under the overflow rule (copied into a run if small, else shared).
     pub(crate) fn enqueue(
         &mut self,
-        frame: Bytes,
+        frame: &Bytes,
         class: Class,
         relay_max: usize,
         hard_max: usize,
@@ -61,7 +95,7 @@ impl SendQueue {
             if !self.has_bulk_room() || frame.len() > BULK_FRAME_BYTES_MAX {
                 return Enqueued::NoRoom;
             }
-            self.bulk.push_back(frame);
+            self.bulk.push_back(frame.clone());
             return Enqueued::Queued;
         }
         let after = self.queued_bytes + frame.len();
@@ -74,8 +108,31 @@ impl SendQueue {
             return Enqueued::Overflow;
         }
         self.queued_bytes = after;
-        self.lane.push_back(frame);
+        if frame.len() > RUN_FRAME_BYTES_MAX {
+            self.close_run();
+            self.lane.push_back(frame.clone());
+        } else {
+            if self.run.len() + frame.len() > RUN_BYTES_MAX {
+                self.close_run();
+            }
+            self.run.push(frame);
+        }
         Enqueued::Queued
+    }
+
+    /// Moves the run being gathered, if any, to the back of the lane.
+    fn close_run(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.lane.push_back(run);
+        }
+    }
+
+    /// The lane's first entry (the run, closed, if the lane held nothing else).
+    fn lane_front(&mut self) -> Option<&Bytes> {
+        if self.lane.first.is_none() {
+            self.close_run();
+        }
+        self.lane.first.as_ref()
     }
 
     /// Whether the bulk lane takes another frame.
@@ -90,6 +147,7 @@ impl SendQueue {
         if self.in_flight_bytes >= window {
             return None;
         }
+        self.lane_front();
         if let Some(frame) = self.lane.pop_front() {
             self.queued_bytes -= frame.len();
             return Some(Transmit { frame, bulk: false });
@@ -102,11 +160,11 @@ impl SendQueue {
         Some(Transmit { frame, bulk: true })
     }
 
-    /// The next control or relay frame, if it is at most `len_max` bytes: a frame to hand out
-    /// with the one [`next_transmit`](Self::next_transmit) just gave, in the same seal.
+    /// The next control or relay frame (or run), if it is at most `len_max` bytes: to hand
+    /// out with the one [`next_transmit`](Self::next_transmit) just gave, in the same seal.
     #[inline]
     pub(crate) fn next_lane_frame_within(&mut self, len_max: usize) -> Option<Bytes> {
-        if self.lane.first.as_ref()?.len() > len_max {
+        if self.lane_front()?.len() > len_max {
             return None;
         }
         let frame = self.lane.pop_front()?;
@@ -134,6 +192,7 @@ impl SendQueue {
     /// Drops everything not yet handed out (the connection is closing).
     pub(crate) fn clear(&mut self) {
         self.lane.clear();
+        self.run = Run::default();
         self.bulk.clear();
         self.queued_bytes = 0;
     }
@@ -151,6 +210,44 @@ impl SendQueue {
     /// Bytes handed out and not yet written.
     pub(crate) fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
+    }
+}
+
+/// Small frames gathered in order: the first kept as it is (a frame queued alone goes out
+/// without a copy), from the second on all copied into one buffer.
+#[derive(Debug, Default)]
+struct Run {
+    first: Option<Bytes>,
+    /// The whole run once it has two frames or more (`first` is then `None`).
+    copied: BytesMut,
+}
+
+impl Run {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.copied.len(), Bytes::len)
+    }
+
+    fn push(&mut self, frame: &Bytes) {
+        if let Some(first) = self.first.take() {
+            // Room for a few more such frames, growing (doubling) with the run: a run of two
+            // PINGs does not take a Noise message's worth of memory.
+            let room = (4 * (first.len() + frame.len())).clamp(RUN_START_BYTES, RUN_BYTES_MAX);
+            self.copied = BytesMut::with_capacity(room);
+            self.copied.extend_from_slice(&first);
+            self.copied.extend_from_slice(frame);
+        } else if self.copied.is_empty() {
+            self.first = Some(frame.clone());
+        } else {
+            self.copied.extend_from_slice(frame);
+        }
+    }
+
+    /// The run's bytes, leaving it empty; `None` if it was.
+    fn take(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        (!self.copied.is_empty()).then(|| core::mem::take(&mut self.copied).freeze())
     }
 }
 
@@ -200,11 +297,11 @@ mod tests {
         let mut q = SendQueue::default();
         let window = 1000;
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::NoRoom
         );
         let t = q.next_transmit(window).expect("the bulk frame goes out");
@@ -212,11 +309,11 @@ mod tests {
         q.handed_out(t.frame.len());
         assert!(q.has_bulk_room(), "handed out: room for the next");
         assert_eq!(
-            q.enqueue(frame(900), Class::Bulk, 10, 100),
+            q.enqueue(&frame(900), Class::Bulk, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(50), Class::Control, 10, 100),
+            q.enqueue(&frame(50), Class::Control, 10, 100),
             Enqueued::Queued
         );
         let t = q
@@ -241,32 +338,142 @@ mod tests {
     fn bulk_frames_over_the_size_bound_are_refused() {
         let mut q = SendQueue::default();
         let big = frame(BULK_FRAME_BYTES_MAX + 1);
-        assert_eq!(q.enqueue(big, Class::Bulk, 0, 0), Enqueued::NoRoom);
+        assert_eq!(q.enqueue(&big, Class::Bulk, 0, 0), Enqueued::NoRoom);
     }
 
     #[test]
     fn relays_drop_over_the_relay_bound_and_control_overflows_the_hard_bound() {
         let mut q = SendQueue::default();
         assert_eq!(
-            q.enqueue(frame(50), Class::Relay, 10, 100),
+            q.enqueue(&frame(50), Class::Relay, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(5), Class::Relay, 10, 100),
+            q.enqueue(&frame(5), Class::Relay, 10, 100),
             Enqueued::DroppedRelay
         );
         assert_eq!(
-            q.enqueue(frame(40), Class::Control, 10, 100),
+            q.enqueue(&frame(40), Class::Control, 10, 100),
             Enqueued::Queued
         );
         assert_eq!(
-            q.enqueue(frame(11), Class::Control, 10, 100),
+            q.enqueue(&frame(11), Class::Control, 10, 100),
             Enqueued::Overflow
         );
         assert_eq!(q.queued_bytes(), 90);
     }
 
+    /// The queue the runs stand in for: the same rules, every frame queued and handed out on
+    /// its own (the queue before runs).
+    #[derive(Default)]
+    struct Single {
+        lane: VecDeque<Bytes>,
+        bulk: VecDeque<Bytes>,
+        queued_bytes: usize,
+        bulk_in_flight: bool,
+    }
+
+    impl Single {
+        fn enqueue(
+            &mut self,
+            frame: Bytes,
+            class: Class,
+            relay_max: usize,
+            hard_max: usize,
+        ) -> Enqueued {
+            if class == Class::Bulk {
+                if self.bulk.len() >= BULK_QUEUED_MAX || frame.len() > BULK_FRAME_BYTES_MAX {
+                    return Enqueued::NoRoom;
+                }
+                self.bulk.push_back(frame);
+                return Enqueued::Queued;
+            }
+            let after = self.queued_bytes + frame.len();
+            if class == Class::Relay && after > relay_max && self.queued_bytes > 0 {
+                return Enqueued::DroppedRelay;
+            }
+            if after > hard_max {
+                return Enqueued::Overflow;
+            }
+            self.queued_bytes = after;
+            self.lane.push_back(frame);
+            Enqueued::Queued
+        }
+
+        fn next_transmit(&mut self) -> Option<Transmit> {
+            if let Some(frame) = self.lane.pop_front() {
+                self.queued_bytes -= frame.len();
+                return Some(Transmit { frame, bulk: false });
+            }
+            if self.bulk_in_flight {
+                return None;
+            }
+            let frame = self.bulk.pop_front()?;
+            self.bulk_in_flight = true;
+            Some(Transmit { frame, bulk: true })
+        }
+    }
+
+    /// Everything either queue hands out now: (lane bytes, bulk bytes, frames).
+    fn drain(mut next: impl FnMut() -> Option<Transmit>) -> (Vec<u8>, Vec<u8>, usize) {
+        let (mut lane, mut bulk, mut frames) = (Vec::new(), Vec::new(), 0);
+        while let Some(t) = next() {
+            frames += super::frames(&t.frame).count();
+            if t.bulk {
+                bulk.extend_from_slice(&t.frame);
+            } else {
+                lane.extend_from_slice(&t.frame);
+            }
+        }
+        (lane, bulk, frames)
+    }
+
     quickcheck! {
+        /// Any frames of any class and size (some over the run's frame bound), drains, writes
+        /// and clears: the queue with runs decides every frame as the queue of single frames
+        /// does, holds as many bytes, and hands out the same bytes in the same order, the
+        /// same frames (read back from its runs).
+        fn runs_hand_out_what_single_frames_would(ops: Vec<(u8, u16)>) -> bool {
+            let (relay_max, hard_max) = (6_000, 40_000);
+            let mut q = SendQueue::default();
+            let mut model = Single::default();
+            for (i, (op, size)) in ops.into_iter().enumerate() {
+                match op % 8 {
+                    0..=4 => {
+                        let class = [Class::Control, Class::Relay, Class::Relay, Class::Bulk][usize::from(op / 8) % 4];
+                        let code = if class == Class::Relay { Code::BROADCAST } else { Code::PING };
+                        let len = usize::from(size) % (RUN_FRAME_BYTES_MAX + 600);
+                        let f = Frame::build(code, &vec![i as u8; len], false).into_bytes();
+                        let ours = q.enqueue(&f, class, relay_max, hard_max);
+                        if ours != model.enqueue(f, class, relay_max, hard_max) {
+                            return false;
+                        }
+                    }
+                    5 => {
+                        let ours = drain(|| q.next_transmit(usize::MAX));
+                        let theirs = drain(|| model.next_transmit());
+                        if ours != theirs {
+                            return false;
+                        }
+                    }
+                    6 => {
+                        q.written();
+                        model.bulk_in_flight = false;
+                    }
+                    _ => {
+                        q.clear();
+                        model.lane.clear();
+                        model.bulk.clear();
+                        model.queued_bytes = 0;
+                    }
+                }
+                if q.queued_bytes() != model.queued_bytes || q.bulk_queued() != model.bulk.len() {
+                    return false;
+                }
+            }
+            drain(|| q.next_transmit(usize::MAX)) == drain(|| model.next_transmit())
+        }
+
         /// Any pushes, pops and clears: the same frames in the same order as a plain deque.
         fn fifo_is_a_plain_fifo(ops: Vec<Option<u8>>) -> bool {
             let mut q = Fifo::default();

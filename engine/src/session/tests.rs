@@ -32,8 +32,10 @@ fn plain(c: &mut Config) {
     c.link_encryption = crate::LinkEncryption::PlaintextSimulationOnly;
 }
 
-/// The outputs `s` has queued.
+/// The outputs `s` has queued, once it has handed out the frames queued (as the node has it
+/// do at the end of each input).
 fn drain(s: &mut Session) -> Vec<Output> {
+    s.flush_queued();
     std::iter::from_fn(|| s.poll_output()).collect()
 }
 
