@@ -188,6 +188,10 @@ pub enum ControlRequest {
         /// Through `/bin/sh -c` on the peer.
         #[serde(default)]
         shell: bool,
+        /// `--sync DIR`: this directory (absolute, canonical) is replicated to the peer first
+        /// and the program runs inside the peer's copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync: Option<String>,
     },
     /// Keep `keep` (the conflicted path or one of its conflict copies) as `path`'s content
     /// everywhere and remove the other versions.

@@ -1962,6 +1962,35 @@ impl Replica {
         self.ready
     }
 
+    /// The sequence number of the newest record in the index (0 if it is empty): a peer
+    /// that has seen this far of this node's index (under [`Replica::index_id`]) has been
+    /// told of every record (a remote run's sync point, SPEC.md §23.2).
+    pub fn newest_sequence(&self) -> u64 {
+        self.index
+            .iter()
+            .map(|r| r.entry.sequence)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether this copy has caught up with `peer`'s up to its sync point: the state is
+    /// loaded, every record of `peer`'s index `index_id` up to `sequence` has arrived
+    /// (`sequence` 0: none is waited for), and no apply, deferred record, block request or
+    /// storage step is outstanding (an apply stalled for want of a source does not hold it).
+    pub fn caught_up(&self, peer: &NodeId, index_id: u64, sequence: u64) -> bool {
+        let seen = sequence == 0
+            || self
+                .peers
+                .get(peer)
+                .is_some_and(|p| p.index_id == index_id && p.seen >= sequence);
+        self.ready
+            && seen
+            && self.applies.values().all(|a| self.is_stalled(a))
+            && self.deferred.keys().all(|p| self.held_by_stalled(p))
+            && self.inflight.is_empty()
+            && self.pending.values().all(|p| matches!(p, Purpose::Persist))
+    }
+
     /// Whether nothing is left to do: every version known from a peer that is newer than
     /// the local one is in place, and no storage step or block request is outstanding.
     pub fn is_idle(&self) -> bool {
