@@ -324,7 +324,10 @@ fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
     assert_eq!(text(&out.stdout), expected);
     let second = b.stats().counters.bytes_received - first;
     eprintln!("b received {first} bytes for the first run, {second} for the second");
-    assert!(second >= small as u64, "the edited file did not go over: {second}");
+    assert!(
+        second >= small as u64,
+        "the edited file did not go over: {second}"
+    );
     assert!(
         second < big as u64 / 2,
         "the unchanged file went over again: {second} bytes"

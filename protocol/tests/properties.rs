@@ -40,8 +40,9 @@ use weft_protocol::{
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 use weft_protocol::{
-    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
-    RunFolder, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
+    ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX,
+    RUN_REASON_BYTES_MAX,
 };
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).

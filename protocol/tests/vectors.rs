@@ -36,9 +36,9 @@ use weft_protocol::{
     TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 use weft_protocol::{
-    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
-    RunFolder, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX, RUN_OUTPUT_BYTES_MAX,
-    RUN_REASON_BYTES_MAX,
+    ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX,
+    RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
