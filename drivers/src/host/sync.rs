@@ -2,11 +2,13 @@
 //! directory, added while the node runs on both nodes, and the run held until the runner's
 //! copy has caught up with the requester's.
 //!
-//! Requester: the directory becomes the folder `FolderId::from_name("run:<node hex>:<path>")`
+//! Requester: the directory becomes the folder
+//! `FolderId::from_name("run:<node hex>:<peer hex>:<path>")`, replicated with that peer alone
 //! (its marker written, its state and scan cache kept in the store like any folder's); the
 //! run is asked for once a scan that started after the request found every file settled, with
 //! the sync point (index id, newest record's sequence). Runner: a RUN_REQUEST's folder it does
-//! not hold is added under `<state folder>/runs/<folder hex>/`; the spawn waits until the copy
+//! not hold is added under `<state folder>/runs/<folder hex>/`, replicated with the requester
+//! alone (no other peer can put files into it); the spawn waits until the copy
 //! has caught up (`Replica::caught_up`), at most [`RUN_SYNC_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
@@ -29,10 +31,10 @@ use crate::handle::{HandleError, RunSession};
 /// settled. Then the run is refused.
 pub const RUN_SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The folder of the synced directory `dir` (canonical) of node `me`.
-pub fn run_folder_id(me: &NodeId, dir: &Path) -> FolderId {
-    let hex: String = me.0.iter().map(|b| format!("{b:02x}")).collect();
-    FolderId::from_name(&format!("run:{hex}:{}", dir.display()))
+/// The folder of the directory `dir` (canonical) of node `me` synced to `peer`.
+pub fn run_folder_id(me: &NodeId, peer: &NodeId, dir: &Path) -> FolderId {
+    let hex = |n: &NodeId| -> String { n.0.iter().map(|b| format!("{b:02x}")).collect() };
+    FolderId::from_name(&format!("run:{}:{}:{}", hex(me), hex(peer), dir.display()))
 }
 
 /// A requester's run waiting for its folder's scan.
@@ -57,9 +59,9 @@ pub(super) struct HeldSpawn {
 }
 
 impl Host {
-    /// Adds `id` (rooted at `root`, made and marked if needed) to the node while it runs,
-    /// unless it holds it already.
-    fn add_folder_now(&mut self, id: FolderId, root: PathBuf) -> Result<(), String> {
+    /// Adds `id` (rooted at `root`, made and marked if needed), replicated with `peer` alone,
+    /// to the node while it runs, unless it holds it already.
+    fn add_folder_now(&mut self, id: FolderId, root: PathBuf, peer: NodeId) -> Result<(), String> {
         if self.folders.holds(&id) {
             return Ok(());
         }
@@ -68,7 +70,9 @@ impl Host {
         };
         Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
         let me = self.node.node_id();
-        let add = ReplicateCommand::AddFolder(ReplicaConfig::new(id, me));
+        let mut config = ReplicaConfig::new(id, me);
+        config.only_with = Some(vec![peer]);
+        let add = ReplicateCommand::AddFolder(config);
         self.input(Input::Command(Command::Replicate(add)))
             .map_err(|e| format!("folder {id}: {e}"))?;
         let cache = self.store.as_ref().and_then(|store| {
@@ -95,8 +99,8 @@ impl Host {
         reply: Sender<Result<RunSession, HandleError>>,
     ) {
         let since = WallInstant::now();
-        let folder = run_folder_id(&self.node.node_id(), &dir);
-        if let Err(why) = self.add_folder_now(folder, dir) {
+        let folder = run_folder_id(&self.node.node_id(), &peer, &dir);
+        if let Err(why) = self.add_folder_now(folder, dir, peer) {
             let _ = reply.send(Err(HandleError::Sync(why)));
             return;
         }
@@ -136,7 +140,7 @@ impl Host {
                 .and_then(|s| s.state_folder())
                 .map(|dir| dir.join("runs").join(folder.id.to_string()));
             let added = match root {
-                Some(root) => self.add_folder_now(folder.id, root),
+                Some(root) => self.add_folder_now(folder.id, root, requester),
                 None => Err("this node keeps no state folder".into()),
             };
             if let Err(why) = added {
