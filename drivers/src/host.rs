@@ -185,6 +185,8 @@ pub(crate) struct Host {
     syncs_waiting: Vec<sync::SyncWaiting>,
     /// Spawns waiting for their folder to catch up (this node runs).
     spawns_held: Vec<sync::HeldSpawn>,
+    /// The folders added for runs (`--sync`), not the network's shared folder.
+    run_folders: std::collections::BTreeSet<FolderId>,
 }
 
 impl Host {
@@ -225,6 +227,7 @@ impl Host {
             last_run: 0,
             syncs_waiting: Vec::new(),
             spawns_held: Vec::new(),
+            run_folders: std::collections::BTreeSet::new(),
         }
     }
 
@@ -652,9 +655,14 @@ impl Host {
                 let _ = reply.send(self.folder_reports());
             }
             Request::Resolve { path, keep, reply } => {
-                let result = match self.folders.list().first() {
+                // The network's shared folder, not one added for a run.
+                let shared = self
+                    .folders
+                    .list()
+                    .into_iter()
+                    .find(|(id, ..)| !self.run_folders.contains(id));
+                let result = match shared {
                     Some((folder, ..)) => {
-                        let folder = *folder;
                         let command = ReplicaCommand::Resolve { path, keep };
                         let resolve = ReplicateCommand::Folder { folder, command };
                         self.input(Input::Command(Command::Replicate(resolve)))

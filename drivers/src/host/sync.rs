@@ -84,6 +84,7 @@ impl Host {
         });
         tracing::info!("folder {id}: added at {} for a run", root.display());
         self.folders.add(FolderSpec { id, root }, cache, &handle);
+        self.run_folders.insert(id);
         Ok(())
     }
 
