@@ -287,7 +287,7 @@ fn cksum(dir: &std::path::Path, files: &[&str]) -> String {
 #[test]
 fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
     let (dir, net) = scratch("run-sync");
-    let (a, b) = allowed(dir.path(), &net);
+    let (a, mut b) = allowed(dir.path(), &net);
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     std::fs::write(work.join("hello.txt"), "hello from a\n").expect("write");
@@ -333,6 +333,40 @@ fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
         "the unchanged file went over again: {second} bytes"
     );
     // Still one copy: the same folder.
+    assert_eq!(std::fs::read_dir(&runs).expect("b's runs").count(), 1);
+
+    // The runner restarts: its copy's state was kept, so the next run (the folder added again
+    // from it) still moves only the edited file.
+    b.signal("TERM");
+    b.wait_exit();
+    let a_id = a.id();
+    let b = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "b",
+        "tokio",
+        "127.0.0.1:0",
+        &[&a.addr],
+        &["--allow-run", "--allow-run-from", &a_id],
+    );
+    let b_id = b.id();
+    wait_until("a and b link again", || a.links_to(&b_id));
+    std::fs::write(work.join("small.bin"), noise(4, small)).expect("write");
+    let base = b.stats().counters.bytes_received;
+    let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = format!("hello again\n{}", cksum(&work, &files));
+    assert_eq!(text(&out.stdout), expected);
+    let third = b.stats().counters.bytes_received - base;
+    eprintln!("b received {third} bytes for the run after its restart");
+    assert!(
+        third >= small as u64,
+        "the edited file did not go over: {third}"
+    );
+    assert!(
+        third < big as u64 / 2,
+        "the unchanged file went over again after a restart: {third} bytes"
+    );
     assert_eq!(std::fs::read_dir(&runs).expect("b's runs").count(), 1);
 
     // A directory that does not exist is weft's own error, one line.

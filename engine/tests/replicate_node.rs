@@ -354,3 +354,65 @@ fn a_folder_kept_with_one_peer_ignores_every_other() {
     assert!(replica.record("evil.sh").is_none());
     node.check_invariants().unwrap();
 }
+
+/// A change not yet persisted when the node shuts down is persisted at once, not after
+/// `persist_delay` (which a stopping node may not live to see).
+#[test]
+fn a_shutdown_persists_a_folder_change_at_once() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    let out = drain(&mut node);
+    let store = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::StoreState { .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the folder's state written once loaded");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id: store, result })
+        .unwrap();
+    drain(&mut node);
+    let entry = FileEntry {
+        path: "late.txt".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 0,
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: vec![],
+    };
+    let change = ReplicateCommand::Local {
+        folder: folder(),
+        change: LocalChange::Changed(entry),
+    };
+    node.handle_input(T0, Input::Command(Command::Replicate(change)))
+        .unwrap();
+    let out = drain(&mut node);
+    let stores = |out: &[Output]| {
+        out.iter()
+            .filter(|o| {
+                matches!(o, Output::Request { request: HostRequest::StoreState { name, .. }, .. }
+                    if name.starts_with("replica-"))
+            })
+            .count()
+    };
+    assert_eq!(stores(&out), 0, "persisted only after persist_delay");
+    node.handle_input(T0, Input::Command(Command::Shutdown))
+        .unwrap();
+    let out = drain(&mut node);
+    assert_eq!(stores(&out), 1, "the change persisted at the shutdown");
+}

@@ -305,6 +305,13 @@ impl Protocol for ReplicateProtocol {
         self.pump(now, cx);
     }
 
+    fn handle_shutdown(&mut self, now: Instant, cx: &Context<'_>) {
+        for replica in self.folders.values_mut() {
+            replica.persist_now(now);
+        }
+        self.pump(now, cx);
+    }
+
     fn handle_message(
         &mut self,
         now: Instant,

@@ -1834,6 +1834,17 @@ impl Replica {
         }
     }
 
+    /// The node is shutting down: a change not yet persisted is persisted now rather than
+    /// after `persist_delay` (a node stopped just after an apply would otherwise find the
+    /// applied file at its next start as a local change of its own, a conflict).
+    pub fn persist_now(&mut self, now: Instant) {
+        self.now = now;
+        if self.ready && self.persist_dirty && !self.persist_outstanding {
+            self.persist_at = None;
+            self.persist();
+        }
+    }
+
     fn persist(&mut self) {
         self.persist_dirty = false;
         let state = PersistedState {
