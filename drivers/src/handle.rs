@@ -100,6 +100,9 @@ pub enum HandleError {
     /// later store succeeds loses it here (SPEC.md §19.11).
     #[error("written but not stored: {0}")]
     NotStored(String),
+    /// `--sync` could not replicate the directory (one line).
+    #[error("{0}")]
+    Sync(String),
     /// Another node's lease covers the key.
     #[error("refused: the key is leased by {owner} until Unix ms {until_ms}")]
     Leased {
@@ -171,6 +174,8 @@ pub(crate) enum Request {
         program: String,
         args: Vec<String>,
         shell: bool,
+        /// `--sync DIR`: the directory (canonical) to replicate to the peer first.
+        sync: Option<std::path::PathBuf>,
         reply: Sender<Result<RunSession, HandleError>>,
     },
     /// Ask the peer to signal a run's process group.
@@ -195,6 +200,8 @@ pub(crate) enum Request {
         folder: FolderId,
         changes: Vec<LocalChange>,
         cache: Vec<u8>,
+        /// When the scan started, if it found every file settled.
+        settled: Option<std::time::Instant>,
     },
     /// A folder's root or marker is missing: the folder stops.
     FolderStopped {
@@ -324,13 +331,15 @@ impl Handle {
 
     /// Asks `peer` (linked) to run `program` with `args` (through `/bin/sh -c` with `shell`)
     /// and returns the run: its number and its events, which end with `Refused`, `Exited`
-    /// or `Lost`.
+    /// or `Lost`. With `sync` (a canonical directory), the directory is replicated to the
+    /// peer first and the program runs inside the peer's copy (SPEC.md §23.5).
     pub fn run(
         &self,
         peer: NodeId,
         program: String,
         args: Vec<String>,
         shell: bool,
+        sync: Option<std::path::PathBuf>,
     ) -> Result<RunSession, HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::Run {
@@ -338,6 +347,7 @@ impl Handle {
             program,
             args,
             shell,
+            sync,
             reply,
         })?;
         answer.recv().map_err(|_| HandleError::Stopped)?
@@ -363,11 +373,13 @@ impl Handle {
         folder: FolderId,
         changes: Vec<LocalChange>,
         cache: Vec<u8>,
+        settled: Option<std::time::Instant>,
     ) -> Result<(), HandleError> {
         self.send(Request::FolderChanges {
             folder,
             changes,
             cache,
+            settled,
         })
     }
 

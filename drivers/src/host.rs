@@ -33,7 +33,9 @@ use weft_engine::replicate::{
     conflict_origin, LocalChange, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
     ReplicateCommand, ReplicateEvent, ReplicateRefusal, StorageError,
 };
-use weft_engine::run::{ProcessResult, RunCommand, RunEvent, RunEventKind};
+use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEvent, RunEventKind};
+
+mod sync;
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -179,6 +181,12 @@ pub(crate) struct Host {
     /// Runs asked of peers, waiting for their events, by run number.
     runs_waiting: std::collections::BTreeMap<u64, Sender<RunEventKind>>,
     last_run: u64,
+    /// Runs with `--sync` waiting for their folder's scan (this node asks).
+    syncs_waiting: Vec<sync::SyncWaiting>,
+    /// Spawns waiting for their folder to catch up (this node runs).
+    spawns_held: Vec<sync::HeldSpawn>,
+    /// The folders added for runs (`--sync`), not the network's shared folder.
+    run_folders: std::collections::BTreeSet<FolderId>,
 }
 
 impl Host {
@@ -217,6 +225,9 @@ impl Host {
             handle: None,
             runs_waiting: std::collections::BTreeMap::new(),
             last_run: 0,
+            syncs_waiting: Vec::new(),
+            spawns_held: Vec::new(),
+            run_folders: std::collections::BTreeSet::new(),
         }
     }
 
@@ -304,17 +315,8 @@ impl Host {
                 return;
             }
             HostRequest::Process { process, request } => {
-                let folders = &self.folders;
-                let root = |folder: &FolderId| {
-                    folders
-                        .list()
-                        .into_iter()
-                        .find(|(id, ..)| id == folder)
-                        .map(|(_, root, ..)| root.to_path_buf())
-                };
-                let handle = self.handle.as_ref();
-                if let Some(result) = self.processes.carry_out(handle, id, process, request, root) {
-                    self.answers.push((id, result));
+                if let Some(request) = self.hold_spawn(id, process, request) {
+                    self.spawn_now(id, process, request);
                 }
                 return;
             }
@@ -342,11 +344,28 @@ impl Host {
         self.answers.push((id, result));
     }
 
-    /// Feeds the answers to the engine's requests; whether there were any (then the caller
-    /// drains again).
+    /// Carries out a process step now (a spawn inside a folder once it has caught up).
+    fn spawn_now(&mut self, id: RequestId, process: u64, request: ProcessRequest) {
+        let folders = &self.folders;
+        let root = |folder: &FolderId| {
+            folders
+                .list()
+                .into_iter()
+                .find(|(id, ..)| id == folder)
+                .map(|(_, root, ..)| root.to_path_buf())
+        };
+        let handle = self.handle.as_ref();
+        if let Some(result) = self.processes.carry_out(handle, id, process, request, root) {
+            self.answers.push((id, result));
+        }
+    }
+
+    /// Feeds the answers to the engine's requests (and starts the held runs that are due);
+    /// whether there were any (then the caller drains again).
     pub(crate) fn answer_requests(&mut self) -> bool {
+        let fed = self.check_held();
         if self.answers.is_empty() {
-            return false;
+            return fed;
         }
         for (id, result) in std::mem::take(&mut self.answers) {
             self.feed(Input::Completed { id, result });
@@ -595,31 +614,12 @@ impl Host {
                 program,
                 args,
                 shell,
+                sync,
                 reply,
-            } => {
-                self.last_run += 1;
-                let run = self.last_run;
-                let start = RunCommand::Start {
-                    run,
-                    peer,
-                    program,
-                    args,
-                    shell,
-                    folder: None,
-                };
-                let (events, taken) = std::sync::mpsc::channel();
-                // Registered first: the command's own outputs may carry its first events.
-                self.runs_waiting.insert(run, events);
-                let result = self.input(Input::Command(Command::Run(start)));
-                let answer = match result {
-                    Ok(()) => Ok(crate::RunSession { run, events: taken }),
-                    Err(e) => {
-                        self.runs_waiting.remove(&run);
-                        Err(HandleError::Refused(e))
-                    }
-                };
-                let _ = reply.send(answer);
-            }
+            } => match sync {
+                Some(dir) => self.run_with_sync(dir, peer, program, args, shell, reply),
+                None => self.start_run(peer, program, args, shell, None, reply),
+            },
             Request::RunSignal { run, signal } => {
                 let command = Command::Run(RunCommand::Signal { run, signal });
                 // A run that ended meanwhile: nothing to signal.
@@ -631,6 +631,7 @@ impl Host {
                 folder,
                 changes,
                 cache,
+                settled,
             } => {
                 if !cache.is_empty() {
                     if let Some(store) = &self.store {
@@ -645,15 +646,23 @@ impl Host {
                 }
                 let due = self.folders.on_changes(&folder, changes);
                 self.feed_local(folder, due);
+                if let Some(started) = settled {
+                    self.folders.scan_settled(&folder, started);
+                }
             }
             Request::FolderStopped { folder, why } => self.folders.stop(&folder, why),
             Request::FolderStatus { reply } => {
                 let _ = reply.send(self.folder_reports());
             }
             Request::Resolve { path, keep, reply } => {
-                let result = match self.folders.list().first() {
+                // The network's shared folder, not one added for a run.
+                let shared = self
+                    .folders
+                    .list()
+                    .into_iter()
+                    .find(|(id, ..)| !self.run_folders.contains(id));
+                let result = match shared {
                     Some((folder, ..)) => {
-                        let folder = *folder;
                         let command = ReplicaCommand::Resolve { path, keep };
                         let resolve = ReplicateCommand::Folder { folder, command };
                         self.input(Input::Command(Command::Replicate(resolve)))

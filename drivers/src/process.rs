@@ -81,11 +81,12 @@ impl Processes {
                 args,
                 shell,
                 folder,
+                ..
             } => {
                 let Some(handle) = handle else {
                     return Some(HostResult::Failed("this host runs no processes".into()));
                 };
-                let dir = match folder {
+                let dir = match folder.map(|f| f.id) {
                     Some(folder) => match folder_root(&folder) {
                         Some(root) => root,
                         None => {

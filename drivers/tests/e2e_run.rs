@@ -260,3 +260,117 @@ fn a_dropped_link_kills_the_remote_process_group() {
     assert_eq!(status.code(), Some(255));
     drop(b);
 }
+
+/// `n` bytes no compressor shrinks (xorshift from `seed`).
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `cksum` of `files` in `dir`, as the runner's `cksum` prints it.
+fn cksum(dir: &std::path::Path, files: &[&str]) -> String {
+    let out = std::process::Command::new("cksum")
+        .args(files)
+        .current_dir(dir)
+        .output()
+        .expect("run cksum");
+    text(&out.stdout)
+}
+
+#[test]
+fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
+    let (dir, net) = scratch("run-sync");
+    let (a, mut b) = allowed(dir.path(), &net);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("hello.txt"), "hello from a\n").expect("write");
+    // Two files that do not compress: a large one left alone, a smaller one edited later.
+    let big = 4 << 20;
+    let small = 1 << 20;
+    std::fs::write(work.join("big.bin"), noise(1, big)).expect("write");
+    std::fs::write(work.join("small.bin"), noise(2, small)).expect("write");
+    let sync = work.display().to_string();
+    let files = ["big.bin", "small.bin"];
+    let script = "cat hello.txt; cksum big.bin small.bin";
+
+    let started = Instant::now();
+    let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", script]);
+    eprintln!("first run: {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = format!("hello from a\n{}", cksum(&work, &files));
+    assert_eq!(text(&out.stdout), expected);
+    // It ran in b's copy, under b's state folder, not in a's directory.
+    let runs = b.state.join("runs");
+    let copies: Vec<_> = std::fs::read_dir(&runs).expect("b's runs").collect();
+    assert_eq!(copies.len(), 1);
+    let first = b.stats().counters.bytes_received;
+    assert!(first > (big + small) as u64, "b received {first} bytes");
+
+    // One file edited (the same size, other bytes), one added: only they go over.
+    std::fs::write(work.join("small.bin"), noise(3, small)).expect("write");
+    std::fs::write(work.join("hello.txt"), "hello again\n").expect("write");
+    let started = Instant::now();
+    let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", script]);
+    eprintln!("second run: {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = format!("hello again\n{}", cksum(&work, &files));
+    assert_eq!(text(&out.stdout), expected);
+    let second = b.stats().counters.bytes_received - first;
+    eprintln!("b received {first} bytes for the first run, {second} for the second");
+    assert!(
+        second >= small as u64,
+        "the edited file did not go over: {second}"
+    );
+    assert!(
+        second < big as u64 / 2,
+        "the unchanged file went over again: {second} bytes"
+    );
+    // Still one copy: the same folder.
+    assert_eq!(std::fs::read_dir(&runs).expect("b's runs").count(), 1);
+
+    // The runner restarts: its copy's state was kept, so the next run (the folder added again
+    // from it) still moves only the edited file.
+    b.signal("TERM");
+    b.wait_exit();
+    let a_id = a.id();
+    let b = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "b",
+        "tokio",
+        "127.0.0.1:0",
+        &[&a.addr],
+        &["--allow-run", "--allow-run-from", &a_id],
+    );
+    let b_id = b.id();
+    wait_until("a and b link again", || a.links_to(&b_id));
+    std::fs::write(work.join("small.bin"), noise(4, small)).expect("write");
+    let base = b.stats().counters.bytes_received;
+    let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = format!("hello again\n{}", cksum(&work, &files));
+    assert_eq!(text(&out.stdout), expected);
+    let third = b.stats().counters.bytes_received - base;
+    eprintln!("b received {third} bytes for the run after its restart");
+    assert!(
+        third >= small as u64,
+        "the edited file did not go over: {third}"
+    );
+    assert!(
+        third < big as u64 / 2,
+        "the unchanged file went over again after a restart: {third} bytes"
+    );
+    assert_eq!(std::fs::read_dir(&runs).expect("b's runs").count(), 1);
+
+    // A directory that does not exist is weft's own error, one line.
+    let missing = dir.path().join("nope").display().to_string();
+    let out = weft_run(&a, &b, &["--sync", &missing, "--", "true"]);
+    fails_with(&out, 255, "--sync");
+}

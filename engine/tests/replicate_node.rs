@@ -278,3 +278,141 @@ fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
     assert_eq!(got, want, "every block goes out");
     assert_eq!(node.metrics().session.bulk_refused, 0);
 }
+
+/// A folder kept with one peer alone (a remote run's, `ReplicaConfig::only_with`) asks no
+/// other peer for its index and answers none: the other's messages about it are ignored, as
+/// for a folder not held, and it cannot put a file into it.
+#[test]
+fn a_folder_kept_with_one_peer_ignores_every_other() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let allowed = Fake::new(8, ConnId::inbound(1));
+    let stranger = Fake::new(9, ConnId::inbound(2));
+    let mut config = ReplicaConfig::new(folder(), NodeId::default());
+    config.only_with = Some(vec![allowed.identity.node_id()]);
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    let out = drain(&mut node);
+    let store = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::StoreState { .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the folder's state written once loaded");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id: store, result })
+        .unwrap();
+    drain(&mut node);
+
+    let is_list = |(c, _): &(Code, Bytes)| *c == Code::LIST;
+    let out = stranger.join(&mut node, T0);
+    assert!(!replica_messages(&out, stranger.conn).iter().any(is_list));
+    let out = allowed.join(&mut node, T0);
+    assert!(replica_messages(&out, allowed.conn).iter().any(is_list));
+
+    // The stranger announces a file: nothing is fetched, nothing answered, the link stays.
+    let entry = FileEntry {
+        path: "evil.sh".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 7,
+        size: 4,
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 1,
+        version: Version::default(),
+        sequence: 1,
+        blocks: vec![Block {
+            offset: 0,
+            len: 4,
+            hash: *blake3::hash(b"evil").as_bytes(),
+        }],
+    };
+    let list = List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    stranger.send(&mut node, T0, frame(ReplicaMessage::List(list)));
+    let ihave = weft_engine::protocol::IHave {
+        folder: folder(),
+        index_id: 5,
+        entries: vec![entry],
+    };
+    stranger.send(&mut node, T0, frame(ReplicaMessage::IHave(ihave)));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, stranger.conn), None);
+    assert!(replica_messages(&out, stranger.conn).is_empty());
+    let replica = node.replica(&folder()).expect("the folder");
+    assert!(replica.record("evil.sh").is_none());
+    node.check_invariants().unwrap();
+}
+
+/// A change not yet persisted when the node shuts down is persisted at once, not after
+/// `persist_delay` (which a stopping node may not live to see).
+#[test]
+fn a_shutdown_persists_a_folder_change_at_once() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    let out = drain(&mut node);
+    let store = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::StoreState { .. },
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the folder's state written once loaded");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id: store, result })
+        .unwrap();
+    drain(&mut node);
+    let entry = FileEntry {
+        path: "late.txt".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: 0,
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: vec![],
+    };
+    let change = ReplicateCommand::Local {
+        folder: folder(),
+        change: LocalChange::Changed(entry),
+    };
+    node.handle_input(T0, Input::Command(Command::Replicate(change)))
+        .unwrap();
+    let out = drain(&mut node);
+    let stores = |out: &[Output]| {
+        out.iter()
+            .filter(|o| {
+                matches!(o, Output::Request { request: HostRequest::StoreState { name, .. }, .. }
+                    if name.starts_with("replica-"))
+            })
+            .count()
+    };
+    assert_eq!(stores(&out), 0, "persisted only after persist_delay");
+    node.handle_input(T0, Input::Command(Command::Shutdown))
+        .unwrap();
+    let out = drain(&mut node);
+    assert_eq!(stores(&out), 1, "the change persisted at the shutdown");
+}

@@ -39,9 +39,22 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Run it through `/bin/sh -c` (else no shell is involved).
     pub shell: bool,
-    /// Run it inside the runner's copy of this replicated folder (else in the runner's own
-    /// run directory).
-    pub folder: Option<FolderId>,
+    /// Run it inside the runner's copy of this replicated folder, once that copy has caught
+    /// up with the requester's index (else in the runner's own run directory).
+    pub folder: Option<RunFolder>,
+}
+
+/// The folder a run runs in, and how far the runner's copy must have caught up with the
+/// requester's copy first (SPEC.md §23.2): the requester's index id and the sequence number
+/// of its newest record (§22.4). Sequence 0 waits for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFolder {
+    /// The replicated folder.
+    pub id: FolderId,
+    /// The requester's index id for it.
+    pub index_id: u64,
+    /// The sequence number of the requester's newest record in it.
+    pub sequence: u64,
 }
 
 impl RunRequest {
@@ -321,7 +334,11 @@ mod tests {
             program: "make".into(),
             args: vec!["-j".into(), "4".into()],
             shell: false,
-            folder: Some(FolderId([3; 16])),
+            folder: Some(RunFolder {
+                id: FolderId([3; 16]),
+                index_id: 9,
+                sequence: 300,
+            }),
         }));
         round_trip(RunMessage::Refused(RunRefused {
             run: 1,

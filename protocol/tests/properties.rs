@@ -40,8 +40,9 @@ use weft_protocol::{
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 use weft_protocol::{
-    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
-    RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
+    ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX,
+    RUN_REASON_BYTES_MAX,
 };
 
 /// Every `ByeReason`, in wire order (checked by `bye_reason_list_is_complete`).
@@ -927,7 +928,11 @@ fn gen_run(g: &mut Gen, variant: usize, big: bool) -> Owned {
                 .map(|_| text(g, 30))
                 .collect(),
             shell: bool::arbitrary(g),
-            folder: bool::arbitrary(g).then(|| folder(g)),
+            folder: bool::arbitrary(g).then(|| RunFolder {
+                id: folder(g),
+                index_id: u64::arbitrary(g),
+                sequence: u64::arbitrary(g),
+            }),
         }),
         1 => RunMessage::Refused(RunRefused {
             run,

@@ -36,9 +36,9 @@ use weft_protocol::{
     TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX,
 };
 use weft_protocol::{
-    ExitStatus, OutputStream, RunAck, RunExit, RunMessage, RunOutput, RunRefusalReason, RunRefused,
-    RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX, RUN_OUTPUT_BYTES_MAX,
-    RUN_REASON_BYTES_MAX,
+    ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX,
+    RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
 };
 
 const DESCRIPTION: &str = "Test vectors for the weft wire format (see SPEC.md). Each entry of \
@@ -3165,7 +3165,16 @@ fn run_fields(m: &RunMessage<'_>) -> Value {
                 Value::Array(r.args.iter().map(|a| a.clone().into()).collect()),
             ),
             ("shell", r.shell.into()),
-            ("folder", r.folder.map_or(Value::Null, |f| hexv(&f.0))),
+            (
+                "folder",
+                r.folder.map_or(Value::Null, |f| {
+                    obj([
+                        ("id", hexv(&f.id.0)),
+                        ("index_id", f.index_id.into()),
+                        ("sequence", f.sequence.into()),
+                    ])
+                }),
+            ),
         ]),
         RunMessage::Refused(r) => obj([
             ("run", r.run.into()),
@@ -3222,9 +3231,11 @@ fn run_from_fields(code_name: &str, f: &Value) -> Owned {
             shell: get_bool(f, "shell"),
             folder: match get(f, "folder") {
                 Value::Null => None,
-                _ => Some(FolderId(
-                    get_bytes(f, "folder").try_into().expect("16 bytes"),
-                )),
+                folder => Some(RunFolder {
+                    id: FolderId(get_bytes(folder, "id").try_into().expect("16 bytes")),
+                    index_id: get_u64(folder, "index_id"),
+                    sequence: get_u64(folder, "sequence"),
+                }),
             },
         }),
         "RUN_REFUSED" => RunMessage::Refused(RunRefused {
@@ -3293,7 +3304,11 @@ fn run_cases() -> Vec<(String, Owned, bool)> {
                 program: "make -j4 && ./check".into(),
                 args: vec![],
                 shell: true,
-                folder: Some(FolderId::from_name("run-abcdef")),
+                folder: Some(RunFolder {
+                    id: FolderId::from_name("run-abcdef"),
+                    index_id: 0x0123_4567_89ab_cdef,
+                    sequence: 1000,
+                }),
             }),
         ),
         plain("run_started", RunMessage::Started(RunStarted { run: 1 })),

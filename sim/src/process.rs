@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use weft_engine::protocol::{ExitStatus, OutputStream, RunSignalKind};
+use weft_engine::protocol::{ExitStatus, OutputStream, RunFolder, RunSignalKind};
 use weft_engine::run::{ProcessRequest, ProcessResult};
-use weft_engine::{HostResult, RequestId};
+use weft_engine::{HostResult, NodeId, RequestId};
 
 /// One scripted process.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ pub struct Processes {
     pub signals: Vec<(u64, RunSignalKind)>,
     /// Processes spawned, in order: (process, program, args).
     pub spawned: Vec<(u64, String, Vec<String>)>,
+    /// Each spawn's folder (with its sync point) and requester, in the same order.
+    pub spawned_for: Vec<(Option<RunFolder>, NodeId)>,
 }
 
 impl Processes {
@@ -54,10 +56,17 @@ impl Processes {
         request: ProcessRequest,
     ) -> Vec<(RequestId, HostResult)> {
         match request {
-            ProcessRequest::Spawn { program, args, .. } => {
+            ProcessRequest::Spawn {
+                program,
+                args,
+                folder,
+                requester,
+                ..
+            } => {
                 let result = match script(&program, &args) {
                     Some(fake) => {
                         self.spawned.push((process, program, args));
+                        self.spawned_for.push((folder, requester));
                         self.running.insert(process, fake);
                         ProcessResult::Spawned
                     }

@@ -243,3 +243,34 @@ fn a_lost_link_kills_the_process_and_ends_the_run() {
     assert_eq!(net.processes[1].signals, vec![(1, RunSignalKind::Kill)]);
     assert_eq!(net.processes[1].running(), 0);
 }
+
+/// A run inside a folder: the runner's host is asked to spawn it with the folder, its sync
+/// point as the requester sent it, and who asked (SPEC.md §23.5: the host holds the spawn
+/// until its copy has caught up with that node's).
+#[test]
+fn a_run_in_a_folder_reaches_the_host_with_its_sync_point_and_requester() {
+    let mut net = pair(true, None);
+    let folder = weft_engine::protocol::RunFolder {
+        id: weft_engine::protocol::FolderId::from_name("run:test"),
+        index_id: 77,
+        sequence: 12,
+    };
+    let command = RunCommand::Start {
+        run: 1,
+        peer: net.id(1),
+        program: "exit".into(),
+        args: vec!["0".into()],
+        shell: false,
+        folder: Some(folder),
+    };
+    net.command(0, Command::Run(command));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        last(&net, 1),
+        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+    );
+    assert_eq!(
+        net.processes[1].spawned_for,
+        vec![(Some(folder), net.id(0))]
+    );
+}

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// spaces (without it no shell is involved).
     #[arg(long)]
     shell: bool,
+    /// Replicate this directory to the peer first (only what changed since the last run goes
+    /// over) and run the program inside the peer's copy of it.
+    #[arg(long, value_name = "DIR")]
+    sync: Option<std::path::PathBuf>,
     /// The program and its arguments (after `--`).
     #[arg(
         required = true,
@@ -68,11 +72,20 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(path) => path,
         Err(e) => return weft_error(e),
     };
+    let sync = match &args.sync {
+        None => None,
+        Some(dir) => match std::fs::canonicalize(dir) {
+            Ok(path) if path.is_dir() => Some(path.to_string_lossy().into_owned()),
+            Ok(_) => return weft_error(format!("--sync {}: not a directory", dir.display())),
+            Err(e) => return weft_error(format!("--sync {}: {e}", dir.display())),
+        },
+    };
     let request = ControlRequest::Run {
         peer: args.peer.clone(),
         program: program.clone(),
         args: rest.to_vec(),
         shell: args.shell,
+        sync,
     };
     let mut client = match control::run(&path, &request) {
         Ok(client) => client,

@@ -32,7 +32,9 @@
 //!                                       or {"reply":"run_refused","data":"…"}, {"reply":"run_lost"}.
 //!                                       The client may send {"signal":"interrupt"} or
 //!                                       {"signal":"kill"} lines meanwhile; if it goes away, the
-//!                                       run is killed (SPEC.md §23.6)
+//!                                       run is killed (SPEC.md §23.6). With
+//!                                       "sync":"/abs/dir", the directory is replicated to the
+//!                                       peer first and the program runs in its copy
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -188,6 +190,10 @@ pub enum ControlRequest {
         /// Through `/bin/sh -c` on the peer.
         #[serde(default)]
         shell: bool,
+        /// `--sync DIR`: this directory (absolute, canonical) is replicated to the peer first
+        /// and the program runs inside the peer's copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync: Option<String>,
     },
     /// Keep `keep` (the conflicted path or one of its conflict copies) as `path`'s content
     /// everywhere and remove the other versions.

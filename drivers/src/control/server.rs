@@ -253,7 +253,9 @@ fn refused(e: HandleError) -> ControlReply {
     ControlReply::Error(match e {
         HandleError::Stopped => "the node is shutting down".into(),
         HandleError::Refused(e) => e.to_string(),
-        e @ (HandleError::Leased { .. } | HandleError::NotStored(_)) => e.to_string(),
+        e @ (HandleError::Leased { .. } | HandleError::NotStored(_) | HandleError::Sync(_)) => {
+            e.to_string()
+        }
     })
 }
 
@@ -345,7 +347,8 @@ fn serve_client(
             program,
             args,
             shell,
-        } => return serve_run(stream, handle, &peer, program, args, shell),
+            sync,
+        } => return serve_run(stream, handle, &peer, program, args, shell, sync),
         ControlRequest::Resolve { path, keep } => match handle.resolve(path, keep) {
             Ok(()) => ControlReply::Resolved,
             Err(e) => refused(e),
@@ -407,6 +410,15 @@ fn disconnect(handle: &Handle, prefix: &str) -> ControlReply {
     }
 }
 
+/// The directory `dir` of `--sync`, canonical; it must be a directory.
+fn sync_dir(dir: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::fs::canonicalize(dir).map_err(|e| format!("--sync {dir}: {e}"))?;
+    if !path.is_dir() {
+        return Err(format!("--sync {dir}: not a directory"));
+    }
+    Ok(path)
+}
+
 /// A `run` session: the run's events until it ends; signal lines from the client meanwhile.
 /// A client that goes away (or stops reading for the write timeout) has its run killed.
 fn serve_run(
@@ -416,12 +428,17 @@ fn serve_run(
     program: String,
     args: Vec<String>,
     shell: bool,
+    sync: Option<String>,
 ) -> io::Result<()> {
     let node = match known_node(handle, peer, true) {
         Ok((node, _)) => node,
         Err(reply) => return write_reply(&mut stream, &reply),
     };
-    let session = match handle.run(node, program, args, shell) {
+    let sync = match sync.map(|dir| sync_dir(&dir)).transpose() {
+        Ok(sync) => sync,
+        Err(why) => return write_reply(&mut stream, &ControlReply::Error(why)),
+    };
+    let session = match handle.run(node, program, args, shell, sync) {
         Ok(session) => session,
         Err(e) => return write_reply(&mut stream, &refused(e)),
     };

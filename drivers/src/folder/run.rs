@@ -65,6 +65,8 @@ struct Running {
     /// Why the folder stopped, if it did.
     stopped: Option<String>,
     scanner: Option<ScannerThread>,
+    /// When the last scan that found every file settled started.
+    settled_scan: Option<std::time::Instant>,
 }
 
 /// The loop's side of a node's folders.
@@ -85,40 +87,87 @@ impl Folders {
         handle: &Handle,
     ) -> Folders {
         let mut folders = Folders::default();
-        if specs.is_empty() {
-            return folders;
-        }
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..WORKERS {
-            let queue = Arc::clone(&queue);
-            let handle = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("weft-disk-{n}"))
-                .spawn(move || work(&queue, &handle));
-            match spawned {
-                Ok(t) => folders.workers.push(t),
-                Err(e) => tracing::warn!("cannot start a storage worker: {e}"),
-            }
-        }
-        folders.jobs = Some(jobs);
         for spec in specs {
-            let cache = SharedCache::new(caches(&spec.id).unwrap_or_default());
-            let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
-            let scanner = ScannerThread::spawn(&spec, cache, handle.clone());
-            folders.running.insert(
-                spec.id,
-                Running {
-                    root: spec.root.clone(),
-                    disk,
-                    early: Vec::new(),
-                    ready: false,
-                    stopped: None,
-                    scanner,
-                },
-            );
+            let cache = caches(&spec.id);
+            folders.add(spec, cache, handle);
         }
         folders
+    }
+
+    /// Whether `folder` is one of them.
+    pub(crate) fn holds(&self, folder: &FolderId) -> bool {
+        self.running.contains_key(folder)
+    }
+
+    /// Starts one more folder while the node runs (a remote run's folder, SPEC.md §23.5):
+    /// its scanner, and the worker pool if it is the first. The caller adds it to the node.
+    pub(crate) fn add(&mut self, spec: FolderSpec, cache: Option<Cache>, handle: &Handle) {
+        if self.running.contains_key(&spec.id) {
+            return;
+        }
+        if self.jobs.is_none() {
+            let (jobs, queue) = mpsc::channel::<Job>();
+            let queue = Arc::new(Mutex::new(queue));
+            for n in 0..WORKERS {
+                let queue = Arc::clone(&queue);
+                let handle = handle.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("weft-disk-{n}"))
+                    .spawn(move || work(&queue, &handle));
+                match spawned {
+                    Ok(t) => self.workers.push(t),
+                    Err(e) => tracing::warn!("cannot start a storage worker: {e}"),
+                }
+            }
+            self.jobs = Some(jobs);
+        }
+        let cache = SharedCache::new(cache.unwrap_or_default());
+        let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
+        let scanner = ScannerThread::spawn(&spec, cache, handle.clone());
+        self.running.insert(
+            spec.id,
+            Running {
+                root: spec.root.clone(),
+                disk,
+                early: Vec::new(),
+                ready: false,
+                stopped: None,
+                scanner,
+                settled_scan: None,
+            },
+        );
+    }
+
+    /// Asks `folder`'s scanner for a scan now.
+    pub(crate) fn scan_now(&self, folder: &FolderId) {
+        if let Some(s) = self.running.get(folder).and_then(|r| r.scanner.as_ref()) {
+            let _ = s.wake.send(());
+        }
+    }
+
+    /// A scan of `folder` that started at `started` found every file settled (none still
+    /// being written).
+    pub(crate) fn scan_settled(&mut self, folder: &FolderId, started: std::time::Instant) {
+        if let Some(r) = self.running.get_mut(folder) {
+            r.settled_scan = Some(started);
+        }
+    }
+
+    /// Whether `folder`'s state is loaded and a scan that started at or after `since` found
+    /// every file settled (so the engine's index holds every change made before `since`);
+    /// `Err` if the folder stopped.
+    pub(crate) fn scanned_since(
+        &self,
+        folder: &FolderId,
+        since: std::time::Instant,
+    ) -> Result<bool, String> {
+        match self.running.get(folder) {
+            None => Err(format!("no folder {folder}")),
+            Some(r) => match &r.stopped {
+                Some(why) => Err(why.clone()),
+                None => Ok(r.ready && r.settled_scan.is_some_and(|at| at >= since)),
+            },
+        }
     }
 
     /// The folders' ids.
@@ -374,16 +423,14 @@ fn scan_loop(
                     tracing::debug!("folder {folder}: skipped {path}: {why:?}");
                 }
                 let changed = outcome.changes.len() > 1;
-                if changed {
-                    let blob = cache.lock().encode();
-                    if handle
-                        .folder_changes(folder, outcome.changes, blob)
-                        .is_err()
-                    {
-                        return;
-                    }
-                } else if handle
-                    .folder_changes(folder, outcome.changes, Vec::new())
+                let blob = if changed {
+                    cache.lock().encode()
+                } else {
+                    Vec::new()
+                };
+                let settled = (outcome.unstable == 0).then_some(started);
+                if handle
+                    .folder_changes(folder, outcome.changes, blob, settled)
                     .is_err()
                 {
                     return;

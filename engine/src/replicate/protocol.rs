@@ -130,7 +130,9 @@ impl ReplicateProtocol {
             if replica.is_ready() && !self.started.get(&id).copied().unwrap_or(false) {
                 self.started.insert(id, true);
                 for peer in cx.links() {
-                    replica.handle_link_up(now, peer.node);
+                    if replicates_with(replica, &peer.node) {
+                        replica.handle_link_up(now, peer.node);
+                    }
                 }
             }
             let Some(out) = replica.poll_output() else {
@@ -234,6 +236,15 @@ impl ReplicateProtocol {
     }
 }
 
+/// Whether `replica` replicates with `peer` (`ReplicaConfig::only_with`).
+fn replicates_with(replica: &Replica, peer: &NodeId) -> bool {
+    replica
+        .config()
+        .only_with
+        .as_ref()
+        .is_none_or(|peers| peers.contains(peer))
+}
+
 /// A host's answer as the folder's storage result.
 fn storage_result(result: HostResult) -> StorageResult {
     match result {
@@ -271,7 +282,8 @@ impl Protocol for ReplicateProtocol {
         match notice {
             LinkNotice::Up { peer, .. } => {
                 for (id, replica) in &mut self.folders {
-                    if self.started.get(id).copied().unwrap_or(false) {
+                    let started = self.started.get(id).copied().unwrap_or(false);
+                    if started && replicates_with(replica, &peer.node) {
                         replica.handle_link_up(now, peer.node);
                     }
                 }
@@ -293,6 +305,13 @@ impl Protocol for ReplicateProtocol {
         self.pump(now, cx);
     }
 
+    fn handle_shutdown(&mut self, now: Instant, cx: &Context<'_>) {
+        for replica in self.folders.values_mut() {
+            replica.persist_now(now);
+        }
+        self.pump(now, cx);
+    }
+
     fn handle_message(
         &mut self,
         now: Instant,
@@ -309,6 +328,10 @@ impl Protocol for ReplicateProtocol {
         let Some(replica) = self.folders.get_mut(&folder) else {
             return Ok(());
         };
+        // A folder kept with other peers alone (a remote run's): ignored, like one not held.
+        if !replicates_with(replica, &from.node) {
+            return Ok(());
+        }
         let result = replica.handle_message(now, from.node, message, &payload);
         self.pump_folder(now, cx, folder);
         result.map_err(PeerFault::from)

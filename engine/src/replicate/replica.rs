@@ -1834,6 +1834,17 @@ impl Replica {
         }
     }
 
+    /// The node is shutting down: a change not yet persisted is persisted now rather than
+    /// after `persist_delay` (a node stopped just after an apply would otherwise find the
+    /// applied file at its next start as a local change of its own, a conflict).
+    pub fn persist_now(&mut self, now: Instant) {
+        self.now = now;
+        if self.ready && self.persist_dirty && !self.persist_outstanding {
+            self.persist_at = None;
+            self.persist();
+        }
+    }
+
     fn persist(&mut self) {
         self.persist_dirty = false;
         let state = PersistedState {
@@ -1960,6 +1971,35 @@ impl Replica {
     /// Whether the state is loaded.
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// The sequence number of the newest record in the index (0 if it is empty): a peer
+    /// that has seen this far of this node's index (under [`Replica::index_id`]) has been
+    /// told of every record (a remote run's sync point, SPEC.md §23.2).
+    pub fn newest_sequence(&self) -> u64 {
+        self.index
+            .iter()
+            .map(|r| r.entry.sequence)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether this copy has caught up with `peer`'s up to its sync point: the state is
+    /// loaded, every record of `peer`'s index `index_id` up to `sequence` has arrived
+    /// (`sequence` 0: none is waited for), and no apply, deferred record, block request or
+    /// storage step is outstanding (an apply stalled for want of a source does not hold it).
+    pub fn caught_up(&self, peer: &NodeId, index_id: u64, sequence: u64) -> bool {
+        let seen = sequence == 0
+            || self
+                .peers
+                .get(peer)
+                .is_some_and(|p| p.index_id == index_id && p.seen >= sequence);
+        self.ready
+            && seen
+            && self.applies.values().all(|a| self.is_stalled(a))
+            && self.deferred.keys().all(|p| self.held_by_stalled(p))
+            && self.inflight.is_empty()
+            && self.pending.values().all(|p| matches!(p, Purpose::Persist))
     }
 
     /// Whether nothing is left to do: every version known from a peer that is newer than

@@ -1653,3 +1653,39 @@ fn a_fetch_whose_only_source_lost_that_version_is_dropped_and_settled() {
     assert_eq!(net.records(0), net.records(1));
     assert_eq!(net.nodes[0].host.data("f"), net.nodes[1].host.data("f"));
 }
+
+#[test]
+fn a_copy_is_caught_up_once_it_holds_the_peers_records_up_to_the_sync_point() {
+    let mut net = pair();
+    let a = net.nodes[0].id;
+    assert_eq!(net.nodes[0].replica.newest_sequence(), 0);
+    // Sequence 0 waits for nothing.
+    assert!(net.nodes[1].replica.caught_up(&a, 0, 0));
+    let data = bytes(300_000, 3);
+    net.put(0, "f", data.clone(), 100);
+    net.put(0, "g", bytes(1000, 4), 100);
+    let index_id = net.nodes[0].replica.index_id();
+    let point = net.nodes[0].replica.newest_sequence();
+    assert_eq!(point, 2);
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
+    // Never caught up while the file is not in place, even once its record has arrived.
+    let mut rounds = 0;
+    while net.round() {
+        rounds += 1;
+        if net.nodes[1].host.data("f") != Some(data.as_slice()) {
+            assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
+        }
+    }
+    net.settle();
+    assert!(rounds > 1);
+    assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
+    // Another index id (the peer's state was reset), or a later point: not caught up.
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id ^ 1, point));
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id, point + 1));
+    // A restart jumps the numbering of the next change, not the newest record's sequence,
+    // so a sync point taken after it can still be reached.
+    net.restart(0, 9);
+    net.settle();
+    assert_eq!(net.nodes[0].replica.newest_sequence(), point);
+    assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
+}

@@ -25,6 +25,10 @@ pub struct ReplicaConfig {
     pub persist_delay: Duration,
     /// The state blob's name (`[a-z0-9-]`, see [`crate::HostRequest::is_valid_state_name`]).
     pub state_name: String,
+    /// Replicate with these peers alone (a remote run's folder: with its requester, SPEC.md
+    /// §23.3); messages about the folder from any other peer are ignored and it is not told
+    /// of their links. `None`: with every linked peer that holds the folder.
+    pub only_with: Option<Vec<NodeId>>,
 }
 
 impl ReplicaConfig {
@@ -39,6 +43,7 @@ impl ReplicaConfig {
             mismatches_before_disconnect: 3,
             persist_delay: Duration::from_millis(500),
             state_name: format!("replica-{folder}"),
+            only_with: None,
         }
     }
 }

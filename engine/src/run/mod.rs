@@ -14,7 +14,7 @@ mod tests;
 pub(crate) use protocol::RunProtocol;
 
 use bytes::Bytes;
-use weft_protocol::{ExitStatus, FolderId, NodeId, OutputStream, RunRefusalReason, RunSignalKind};
+use weft_protocol::{ExitStatus, NodeId, OutputStream, RunFolder, RunRefusalReason, RunSignalKind};
 
 use crate::time::Duration;
 
@@ -59,8 +59,12 @@ pub enum ProcessRequest {
         args: Vec<String>,
         /// Through `/bin/sh -c`.
         shell: bool,
-        /// Inside the host's copy of this folder, else the host's run directory.
-        folder: Option<FolderId>,
+        /// Inside the host's copy of this folder, else the host's run directory. The host
+        /// adds the folder if it does not hold it, and starts the program only once its copy
+        /// has caught up with `requester`'s up to the sync point (SPEC.md §23.5).
+        folder: Option<RunFolder>,
+        /// The node that asked for the run.
+        requester: NodeId,
     },
     /// The next piece of output (at most `RUN_OUTPUT_BYTES_MAX` bytes), or, once both
     /// streams are closed, how the process ended. Answered `Output` or `Exited`, when there is
@@ -112,8 +116,8 @@ pub enum RunCommand {
         args: Vec<String>,
         /// Through `/bin/sh -c` on the peer.
         shell: bool,
-        /// Inside the peer's copy of this folder.
-        folder: Option<FolderId>,
+        /// Inside the peer's copy of this folder, once caught up to this sync point.
+        folder: Option<RunFolder>,
     },
     /// Ask the peer to signal run `run`'s process group.
     Signal {

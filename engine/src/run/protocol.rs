@@ -199,6 +199,7 @@ impl RunProtocol {
             args: r.args,
             shell: r.shell,
             folder: r.folder,
+            requester: from,
         };
         self.request(process, SPAWN, spawn);
     }
