@@ -10,6 +10,7 @@ mod announce;
 pub mod blocks;
 mod conflict;
 mod fetch;
+mod gate;
 mod index;
 pub mod paths;
 mod plan;
@@ -21,6 +22,7 @@ mod tests;
 mod types;
 
 pub use conflict::conflict_origin;
+pub use gate::Gate;
 pub(crate) use protocol::ReplicateProtocol;
 pub use protocol::{
     ReplicateCommand, ReplicateEvent, ReplicateRefusal, BULK_QUEUE_BYTES_MAX, FOLDERS_MAX,

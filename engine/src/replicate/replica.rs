@@ -279,6 +279,50 @@ impl Replica {
         self.ignore = rules;
     }
 
+    /// Replaces the folder's gate (a drop accepted a new version, SPEC.md §24): every linked
+    /// peer is asked for its whole index again, since records the old gate left out may pass
+    /// now.
+    pub fn set_gate(&mut self, now: Instant, gate: super::Gate) {
+        self.now = now;
+        self.config.gate = Some(gate);
+        let linked: Vec<NodeId> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| p.linked)
+            .map(|(id, p)| {
+                p.seen = 0;
+                *id
+            })
+            .collect();
+        self.mark_dirty();
+        if self.ready {
+            for peer in linked {
+                self.send_list(peer);
+            }
+        }
+    }
+
+    /// Whether a read-only gate refuses the local change at `path` to `record` (`None`: a
+    /// removal): the change is reported, and what is on disk is what later steps expect.
+    fn refuse_local_edit(&mut self, path: &str, record: Option<&Record>) -> bool {
+        let Some(gate) = self.config.gate.as_ref().filter(|g| g.read_only) else {
+            return false;
+        };
+        let holds = match record {
+            Some(r) => gate.holds(r),
+            None => !gate.lists(path),
+        };
+        if holds {
+            return false;
+        }
+        self.disk.insert(path.to_string(), expect_of(record));
+        self.metrics.local_edits_refused += 1;
+        self.event(ReplicaEvent::LocalEditRefused {
+            path: path.to_string(),
+        });
+        true
+    }
+
     /// A link to `peer` (which holds this folder) is up: the folder asks for its index.
     pub fn handle_link_up(&mut self, now: Instant, peer: NodeId) {
         self.now = now;
@@ -535,7 +579,21 @@ impl Replica {
     }
 
     /// A record from `peer`: checked, then applied.
-    fn on_remote(&mut self, peer: NodeId, r: Record, moved_from: Option<(String, Version)>) {
+    fn on_remote(&mut self, peer: NodeId, r: Record, mut moved_from: Option<(String, Version)>) {
+        if let Some(gate) = &self.config.gate {
+            if !gate.admits(&peer, &r) {
+                self.metrics.records_gated += 1;
+                return;
+            }
+            // A move away from a path the version still lists is the new record alone.
+            if !gate.trusted.contains(&peer)
+                && moved_from
+                    .as_ref()
+                    .is_some_and(|(from, _)| gate.lists(from))
+            {
+                moved_from = None;
+            }
+        }
         let refusal = entry_refusal(&r.entry, r.deleted)
             .or_else(|| self.through_symlink(&r.entry.path))
             .or_else(|| {
@@ -1357,11 +1415,14 @@ impl Replica {
                 {
                     return;
                 }
-                let local = self.index.get(&e.path);
                 let candidate = Record {
                     entry: e,
                     deleted: false,
                 };
+                if self.refuse_local_edit(&candidate.entry.path.clone(), Some(&candidate)) {
+                    return;
+                }
+                let local = self.index.get(&candidate.entry.path);
                 if local.is_some_and(|l| conflict::same_content(l, &candidate)) {
                     // Only the metadata a version does not cover changed (mtime): what a
                     // step at the path must expect now.
@@ -1392,6 +1453,9 @@ impl Replica {
             }
             LocalChange::Removed { path } => {
                 let path = paths::normalize(&path).into_owned();
+                if self.refuse_local_edit(&path, None) {
+                    return;
+                }
                 self.disk.remove(&path);
                 let Some(l) = self.index.get(&path).filter(|l| !l.deleted) else {
                     return;
@@ -1413,7 +1477,14 @@ impl Replica {
             LocalChange::Moved { from, mut to } => {
                 let from = paths::normalize(&from).into_owned();
                 to.path = paths::normalize(&to.path).into_owned();
-                let Some(lf) = self.index.get(&from).filter(|l| !l.deleted).cloned() else {
+                let read_only = self.config.gate.as_ref().is_some_and(|g| g.read_only);
+                let lf = self.index.get(&from).filter(|l| !l.deleted).cloned();
+                let Some(lf) = lf.filter(|_| !read_only) else {
+                    // A read-only copy judges both ends on their own.
+                    if read_only {
+                        self.handle_local(now, LocalChange::Changed(to));
+                        return self.handle_local(now, LocalChange::Removed { path: from });
+                    }
                     return self.handle_local(now, LocalChange::Changed(to));
                 };
                 if self

@@ -1689,3 +1689,104 @@ fn a_copy_is_caught_up_once_it_holds_the_peers_records_up_to_the_sync_point() {
     assert_eq!(net.nodes[0].replica.newest_sequence(), point);
     assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
 }
+
+/// A gate listing `paths` as node `i` holds them (a signed version's file list).
+fn gate_of(net: &Net, i: usize, paths: &[&str], read_only: bool) -> Gate {
+    let files = paths
+        .iter()
+        .map(|p| {
+            let r = net.nodes[i].replica.record(p).expect("a listed path");
+            (p.to_string(), r.entry.clone())
+        })
+        .collect();
+    Gate {
+        trusted: BTreeSet::new(),
+        files,
+        read_only,
+    }
+}
+
+#[test]
+fn a_gated_copy_takes_only_what_its_version_lists_until_the_gate_moves_on() {
+    let mut net = Net::new(3);
+    let a1 = bytes(40_000, 1);
+    net.put(0, "a", a1.clone(), 100);
+    net.put(0, "b", bytes(1000, 2), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a"], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    // A stranger's file the version does not list.
+    net.put(2, "evil", bytes(500, 9), 100);
+    net.link(0, 1);
+    net.link(1, 2);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
+    assert_eq!(net.nodes[1].host.data("b"), None);
+    assert_eq!(net.nodes[1].host.data("evil"), None);
+    // The owner edits `a`: not taken until a version lists the edit.
+    let a2 = bytes(40_000, 3);
+    net.put(0, "a", a2.clone(), 200);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
+    assert!(net.nodes[1].replica.metrics().records_gated >= 3);
+    // The next version lists the edit and `b`: the records left out before are asked again.
+    let gate = gate_of(&net, 0, &["a", "b"], true);
+    let now = net.now;
+    net.nodes[1].replica.set_gate(now, gate);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a2.as_slice()));
+    assert_eq!(net.nodes[1].host.data("b"), Some(bytes(1000, 2).as_slice()));
+    assert_eq!(net.nodes[1].host.data("evil"), None);
+    // A version without `b`: the owner's deletion passes.
+    let gate = gate_of(&net, 0, &["a"], true);
+    net.nodes[1].replica.set_gate(now, gate);
+    net.nodes[0].host.items.remove("b");
+    net.local(0, LocalChange::Removed { path: "b".into() });
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("b"), None);
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_read_only_copy_reports_a_local_edit_and_never_announces_it() {
+    let mut net = Net::new(2);
+    let a1 = bytes(20_000, 1);
+    net.put(0, "a", a1.clone(), 100);
+    net.put(0, "keep", bytes(100, 2), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a", "keep"], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
+    // Node 0 takes anything (no gate): whatever node 1 announced would land there.
+    net.put(1, "a", bytes(20_000, 7), 300);
+    net.put(1, "new", bytes(100, 8), 300);
+    net.nodes[1].host.items.remove("keep");
+    net.local(
+        1,
+        LocalChange::Removed {
+            path: "keep".into(),
+        },
+    );
+    net.settle();
+    for path in ["a", "new", "keep"] {
+        let path = path.to_string();
+        assert!(
+            net.nodes[1]
+                .events
+                .contains(&ReplicaEvent::LocalEditRefused { path: path.clone() }),
+            "{path} reported"
+        );
+    }
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 3);
+    assert_eq!(net.nodes[0].host.data("a"), Some(a1.as_slice()));
+    assert_eq!(net.nodes[0].host.data("new"), None);
+    assert_eq!(
+        net.nodes[0].host.data("keep"),
+        Some(bytes(100, 2).as_slice())
+    );
+    // The refused file is not indexed.
+    assert!(net.nodes[1].replica.record("new").is_none());
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}

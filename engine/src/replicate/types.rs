@@ -29,6 +29,9 @@ pub struct ReplicaConfig {
     /// §23.3); messages about the folder from any other peer are ignored and it is not told
     /// of their links. `None`: with every linked peer that holds the folder.
     pub only_with: Option<Vec<NodeId>>,
+    /// What the folder takes from which peers (a drop's folder, SPEC.md §24); `None`: every
+    /// record is judged as SPEC.md §22 says. Changed with [`super::Replica::set_gate`].
+    pub gate: Option<super::Gate>,
 }
 
 impl ReplicaConfig {
@@ -44,6 +47,7 @@ impl ReplicaConfig {
             persist_delay: Duration::from_millis(500),
             state_name: format!("replica-{folder}"),
             only_with: None,
+            gate: None,
         }
     }
 }
@@ -315,6 +319,12 @@ pub enum ReplicaEvent {
         /// Why.
         error: StorageError,
     },
+    /// A local change that the folder's gate does not hold, in a read-only copy: it is not
+    /// indexed and never announced (SPEC.md §24).
+    LocalEditRefused {
+        /// The path.
+        path: String,
+    },
 }
 
 /// Who a message goes to.
@@ -388,6 +398,10 @@ pub struct ReplicaMetrics {
     pub renames_applied: u64,
     /// Storage steps that failed.
     pub storage_failures: u64,
+    /// Records from peers that the folder's gate left out.
+    pub records_gated: u64,
+    /// Local changes a read-only copy refused to index.
+    pub local_edits_refused: u64,
 }
 
 /// One path of the index as the engine holds it: a present file, directory or symlink, or a
