@@ -20,7 +20,7 @@ pub enum Family {
     Chord,
     /// 0x04xx: folder replication, the ploppy protocol.
     Replication,
-    /// 0x05xx: drops, owner-signed folders (reserved).
+    /// 0x05xx: drops, owner-signed folders.
     Drops,
     /// 0x06xx: remote runs with live output.
     Remote,
@@ -159,6 +159,22 @@ impl Code {
     pub const NOTFOUND: Code = Code(0x0406);
     /// Replication: a path the sender will not take from the receiver, and why.
     pub const IREFUSE: Code = Code(0x0407);
+    /// Drops: the sender wants the drop's new versions pushed to it.
+    pub const DROP_SUBSCRIBE: Code = Code(0x0500);
+    /// Drops: the sender no longer wants the drop's versions pushed.
+    pub const DROP_UNSUBSCRIBE: Code = Code(0x0501);
+    /// Drops: the sender's current heads of a drop.
+    pub const DROP_HEADS: Code = Code(0x0502);
+    /// Drops: asks for one version's manifest.
+    pub const DROP_GET_VERSION: Code = Code(0x0503);
+    /// Drops: one version's signed manifest, asked for or pushed.
+    pub const DROP_VERSION: Code = Code(0x0504);
+    /// Drops: asks for a version's file list from an index on.
+    pub const DROP_GET_FILES: Code = Code(0x0505);
+    /// Drops: files of a version's list, in a batch.
+    pub const DROP_FILES: Code = Code(0x0506);
+    /// Drops: the sender holds no such version.
+    pub const DROP_NOTFOUND: Code = Code(0x0507);
     /// Remote run: asks the receiver to run a program.
     pub const RUN_REQUEST: Code = Code(0x0600);
     /// Remote run: the receiver will not run it, and why.
@@ -175,7 +191,7 @@ impl Code {
     pub const RUN_EXIT: Code = Code(0x0606);
 
     /// Every code this implementation knows, in ascending order.
-    pub const ALL: [Code; 41] = [
+    pub const ALL: [Code; 49] = [
         Code::HELLO,
         Code::HELLO_ACK,
         Code::PING,
@@ -210,6 +226,14 @@ impl Code {
         Code::HEREIS,
         Code::NOTFOUND,
         Code::IREFUSE,
+        Code::DROP_SUBSCRIBE,
+        Code::DROP_UNSUBSCRIBE,
+        Code::DROP_HEADS,
+        Code::DROP_GET_VERSION,
+        Code::DROP_VERSION,
+        Code::DROP_GET_FILES,
+        Code::DROP_FILES,
+        Code::DROP_NOTFOUND,
         Code::RUN_REQUEST,
         Code::RUN_REFUSED,
         Code::RUN_STARTED,
@@ -266,6 +290,14 @@ impl Code {
             Code::HEREIS => "HEREIS",
             Code::NOTFOUND => "NOTFOUND",
             Code::IREFUSE => "IREFUSE",
+            Code::DROP_SUBSCRIBE => "DROP_SUBSCRIBE",
+            Code::DROP_UNSUBSCRIBE => "DROP_UNSUBSCRIBE",
+            Code::DROP_HEADS => "DROP_HEADS",
+            Code::DROP_GET_VERSION => "DROP_GET_VERSION",
+            Code::DROP_VERSION => "DROP_VERSION",
+            Code::DROP_GET_FILES => "DROP_GET_FILES",
+            Code::DROP_FILES => "DROP_FILES",
+            Code::DROP_NOTFOUND => "DROP_NOTFOUND",
             Code::RUN_REQUEST => "RUN_REQUEST",
             Code::RUN_REFUSED => "RUN_REFUSED",
             Code::RUN_STARTED => "RUN_STARTED",
@@ -293,6 +325,8 @@ mod tests {
         assert_eq!(Code::BROADCAST.family(), Some(Family::Mesh));
         assert_eq!(Code(0x0300).family(), Some(Family::Chord));
         assert_eq!(Code(0x0700).family(), None);
+        assert_eq!(Code::DROP_VERSION.family(), Some(Family::Drops));
+        assert!(!Code(0x0508).is_known());
         assert!(!Code(0x02ff).is_known());
         assert_eq!(Code::TABLE_WRITE.family(), Some(Family::Table));
         assert!(!Code(0x030a).is_known());

@@ -10,6 +10,7 @@ pub mod chord;
 pub mod code;
 pub mod compress;
 pub mod decoder;
+pub mod drop;
 pub mod error;
 pub mod frame;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod table;
 pub use chord::*;
 pub use code::{Code, Family};
 pub use decoder::FrameDecoder;
+pub use drop::*;
 pub use error::ProtocolError;
 pub use frame::{
     Frame, FrameFlags, FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX, VERSION,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chord::ChordMessage;
 use crate::code::Code;
+use crate::drop::DropMessage;
 use crate::error::ProtocolError;
 use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
@@ -251,7 +252,7 @@ impl Broadcast<'_> {
 }
 
 /// Bytes of `v` as a postcard (LEB128) varint: one per started group of 7 bits, at least one.
-fn varint_len(v: u64) -> usize {
+pub(crate) fn varint_len(v: u64) -> usize {
     1 + (63 - (v | 1).leading_zeros() as usize) / 7
 }
 
@@ -481,6 +482,8 @@ pub enum Message<'a> {
     Chord(ChordMessage),
     /// A replication message (family 0x04, SPEC.md §22).
     Replica(ReplicaMessage<'a>),
+    /// A drop message (family 0x05, SPEC.md §24).
+    Drop(DropMessage),
     /// A remote-run message (family 0x06, SPEC.md §23).
     Run(RunMessage<'a>),
 }
@@ -507,6 +510,7 @@ impl<'a> Message<'a> {
             Message::TableEntries(_) => Code::TABLE_ENTRIES,
             Message::Chord(m) => m.code(),
             Message::Replica(m) => m.code(),
+            Message::Drop(m) => m.code(),
             Message::Run(m) => m.code(),
         }
     }
@@ -536,6 +540,7 @@ impl<'a> Message<'a> {
             Message::TableEntries(m) => postcard::to_allocvec(m),
             Message::Chord(m) => m.encode_payload(),
             Message::Replica(m) => m.encode_payload(),
+            Message::Drop(m) => m.encode_payload(),
             Message::Run(m) => m.encode_payload(),
         };
         encoded.unwrap_or_default()
@@ -587,6 +592,9 @@ impl<'a> Message<'a> {
             }
             c if c.is_known() && c.family() == Some(crate::Family::Replication) => {
                 Message::Replica(ReplicaMessage::decode(code, payload)?)
+            }
+            c if c.is_known() && c.family() == Some(crate::Family::Drops) => {
+                Message::Drop(DropMessage::decode(code, payload)?)
             }
             c if c.is_known() && c.family() == Some(crate::Family::Remote) => {
                 Message::Run(RunMessage::decode(code, payload)?)
@@ -669,6 +677,10 @@ impl<'a> Message<'a> {
                 None => Ok(()),
             },
             Message::Replica(m) => match m.limit_error() {
+                Some(reason) => Err(malformed(reason)),
+                None => Ok(()),
+            },
+            Message::Drop(m) => match m.limit_error() {
                 Some(reason) => Err(malformed(reason)),
                 None => Ok(()),
             },
