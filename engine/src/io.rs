@@ -191,6 +191,8 @@ pub enum Command {
     Replicate(ReplicateCommand),
     /// For remote runs (SPEC.md §23).
     Run(RunCommand),
+    /// For drops (SPEC.md §24).
+    Drops(crate::drops::DropsCommand),
 }
 
 /// An action or event for the driver, from [`crate::Node::poll_output`]. A driver that meets
@@ -374,6 +376,14 @@ pub enum Event {
     Replicate(ReplicateEvent),
     /// From remote runs: what became of a run this node asked a peer for.
     Run(RunEvent),
+    /// From drops.
+    Drops(crate::drops::DropsEvent),
+}
+
+impl From<crate::drops::DropsEvent> for Event {
+    fn from(e: crate::drops::DropsEvent) -> Event {
+        Event::Drops(e)
+    }
 }
 
 impl From<core::convert::Infallible> for Event {
@@ -466,6 +476,9 @@ pub enum Refusal {
     /// By remote runs.
     #[error(transparent)]
     Run(#[from] RunRefusal),
+    /// By drops.
+    #[error(transparent)]
+    Drops(#[from] crate::drops::DropsRefusal),
 }
 
 /// The session's refusals.

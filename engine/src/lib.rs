@@ -19,6 +19,7 @@
 pub mod chord;
 pub mod config;
 mod discovery;
+pub mod drops;
 mod hasher;
 pub mod identity;
 pub mod io;

@@ -115,6 +115,7 @@ impl<E> ProtocolOutput<E> {
             }
             ProtocolOutput::Learned { node, addr } => ProtocolOutput::Learned { node, addr },
             ProtocolOutput::Forget { node } => ProtocolOutput::Forget { node },
+            ProtocolOutput::Command(c) => ProtocolOutput::Command(c),
         }
     }
 }
@@ -152,6 +153,9 @@ pub(crate) enum ProtocolOutput<E> {
         /// The node.
         node: NodeId,
     },
+    /// A command for another protocol of this node, carried as if the application gave it
+    /// (drops add and gate their folders this way); a refusal is dropped.
+    Command(crate::io::Command),
 }
 
 /// Who a message goes to. Every recipient must run the sender's family; peers that do not

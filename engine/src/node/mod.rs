@@ -175,6 +175,26 @@ impl Node {
         self.protocols.replicate.folder(folder)
     }
 
+    /// The versions of a drop this node holds (SPEC.md §24).
+    pub fn drop_chain(&self, drop: &weft_protocol::DropId) -> Option<&crate::drops::Chain> {
+        self.protocols.drops.chain(drop)
+    }
+
+    /// The version a held drop's folder shows (its file list verified, its gate set).
+    pub fn drop_shown(&self, drop: &weft_protocol::DropId) -> Option<weft_protocol::VersionId> {
+        self.protocols.drops.shown(drop)
+    }
+
+    /// The drops this node holds.
+    pub fn drop_ids(&self) -> impl Iterator<Item = &weft_protocol::DropId> + '_ {
+        self.protocols.drops.drop_ids()
+    }
+
+    /// Drops' counters.
+    pub fn drops_metrics(&self) -> crate::drops::DropsMetrics {
+        self.protocols.drops.metrics()
+    }
+
     /// Every node-wide counter.
     pub fn metrics(&self) -> NodeMetrics {
         NodeMetrics {
@@ -474,6 +494,13 @@ impl Node {
             }
             ProtocolOutput::Learned { node, addr } => self.session.learn(now, node, &addr),
             ProtocolOutput::Forget { node } => self.session.forget(&node),
+            ProtocolOutput::Command(command) => {
+                let cx = Context {
+                    session: &self.session,
+                };
+                // A refusal (a folder added again after a restart, say) changes nothing.
+                let _ = self.protocols.command(now, &cx, command);
+            }
         }
     }
 }

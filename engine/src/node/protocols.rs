@@ -12,6 +12,7 @@ use weft_protocol::{Code, Family, Frame};
 use crate::chord::ChordProtocol;
 use crate::config::Config;
 use crate::discovery::DiscoveryProtocol;
+use crate::drops::DropsProtocol;
 use crate::io::{Command, Event, HostResult, InputError};
 use crate::machine::{Context, LinkNotice, PeerFault, Protocol, ProtocolOutput};
 use crate::mesh::MeshProtocol;
@@ -31,6 +32,7 @@ pub(crate) struct Protocols {
     pub(crate) chord: ChordProtocol,
     pub(crate) replicate: ReplicateProtocol,
     pub(crate) run: RunProtocol,
+    pub(crate) drops: DropsProtocol,
     /// Each protocol's deadline as it last said, asked again after every call into it (a
     /// protocol's deadline changes only when it is called).
     deadlines: [Option<Instant>; COUNT],
@@ -41,7 +43,7 @@ pub(crate) struct Protocols {
 }
 
 /// How many protocols are hosted: the length of [`Protocols::all_mut`].
-pub(crate) const COUNT: usize = 6;
+pub(crate) const COUNT: usize = 7;
 
 /// Each protocol's family, by index.
 pub(crate) const FAMILIES: [Family; COUNT] = [
@@ -51,6 +53,7 @@ pub(crate) const FAMILIES: [Family; COUNT] = [
     ChordProtocol::FAMILY,
     ReplicateProtocol::FAMILY,
     RunProtocol::FAMILY,
+    DropsProtocol::FAMILY,
 ];
 
 /// Whether each protocol, by index, owns a code: dispatch without a call through `Hosted`.
@@ -61,6 +64,7 @@ const OWNS: [fn(Code) -> bool; COUNT] = [
     ChordProtocol::owns,
     ReplicateProtocol::owns,
     RunProtocol::owns,
+    DropsProtocol::owns,
 ];
 
 impl Protocols {
@@ -73,6 +77,7 @@ impl Protocols {
             chord: ChordProtocol::new(config, me, seed("chord")),
             replicate: ReplicateProtocol::new(seed("replicate")),
             run: RunProtocol::new(config),
+            drops: DropsProtocol::new(config, me, seed("drops")),
             deadlines: [None; COUNT],
             soonest: None,
             pending: 0,
@@ -87,7 +92,8 @@ impl Protocols {
             2 => &mut self.table,
             3 => &mut self.chord,
             4 => &mut self.replicate,
-            _ => &mut self.run,
+            5 => &mut self.run,
+            _ => &mut self.drops,
         }
     }
 
@@ -138,6 +144,7 @@ impl Protocols {
             &self.chord,
             &self.replicate,
             &self.run,
+            &self.drops,
         ]
     }
 
@@ -155,6 +162,16 @@ impl Protocols {
             Command::Chord(c) => (3, self.chord.handle_command(now, cx, c).map_err(err)),
             Command::Replicate(c) => (4, self.replicate.handle_command(now, cx, c).map_err(err)),
             Command::Run(c) => (5, self.run.handle_command(now, cx, c).map_err(err)),
+            // Publishing signs the drop folder's index as it is now: read from replication.
+            Command::Drops(crate::drops::DropsCommand::Publish { drop, secondary }) => {
+                let files = self.replicate.folder(&drop.folder_id()).map(|r| {
+                    crate::drops::drop_files(
+                        r.records().filter(|r| !r.deleted).map(|r| r.entry.clone()),
+                    )
+                });
+                (6, self.drops.publish(drop, secondary, files).map_err(err))
+            }
+            Command::Drops(c) => (6, self.drops.handle_command(now, cx, c).map_err(err)),
             Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => {
                 return Ok(());
             }

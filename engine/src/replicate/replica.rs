@@ -1780,10 +1780,16 @@ impl Replica {
         command: ReplicaCommand,
     ) -> Result<(), ReplicaRefusal> {
         self.now = now;
+        let (path, keep) = match command {
+            ReplicaCommand::SetGate(gate) => {
+                self.set_gate(now, gate);
+                return Ok(());
+            }
+            ReplicaCommand::Resolve { path, keep } => (path, keep),
+        };
         if !self.ready {
             return Err(ReplicaRefusal::Loading);
         }
-        let ReplicaCommand::Resolve { path, keep } = command;
         let copies: Vec<Record> = self
             .index
             .iter()

@@ -245,6 +245,8 @@ pub enum ReplicaCommand {
         /// The path whose content wins: `path` itself or one of its conflict copies.
         keep: String,
     },
+    /// Replace the folder's gate (drops, SPEC.md §24): see [`super::Replica::set_gate`].
+    SetGate(super::Gate),
 }
 
 /// Why a command was refused.

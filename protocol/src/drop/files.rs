@@ -6,8 +6,8 @@ use super::{
     DropError, DropManifest, DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_FILES_MAX,
     DROP_ROOT_DOMAIN,
 };
-use crate::message::varint_len;
 use crate::replica::{Block, FileKind, BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, PATH_BYTES_MAX};
+use crate::table as wire;
 
 /// One path of a drop version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,18 +81,18 @@ impl DropFile {
 
     /// The length of the file's postcard encoding, bytes.
     pub fn encoded_len(&self) -> usize {
-        let string = |s: &str| varint_len(s.len() as u64) + s.len();
+        let string = |s: &str| wire::varint_len(s.len() as u64) + s.len();
         let blocks: usize = self
             .blocks
             .iter()
-            .map(|b| varint_len(b.offset) + varint_len(b.len.into()) + 32)
+            .map(|b| wire::varint_len(b.offset) + wire::varint_len(b.len.into()) + 32)
             .sum();
         string(&self.path)
             + 1 // kind: a variant index below 128
             + 1 // mode: one raw byte
-            + varint_len(self.size)
+            + wire::varint_len(self.size)
             + 1 + self.target.as_deref().map_or(0, string)
-            + varint_len(self.blocks.len() as u64)
+            + wire::varint_len(self.blocks.len() as u64)
             + blocks
     }
 }

@@ -1,0 +1,147 @@
+//! Drops: folders only their owners may change (SPEC.md §24).
+//!
+//! A drop's files travel as folder replication (SPEC.md §22) under the drop's folder id;
+//! what may land is decided here. [`Chain`] holds a drop's signed versions and accepts a
+//! version only by the rules of `weft_protocol::check_version`; the protocol pushes new
+//! versions to every linked holder that subscribed, fetches missing parents and the chosen
+//! head's file list (checked against its signed root), and sets the drop folder's
+//! [`crate::replicate::Gate`] to that list, so a block or a file lands only if an owner
+//! signed it. A subscriber's copy is read-only: its local edits are reported, never
+//! published.
+
+mod chain;
+mod protocol;
+
+pub use chain::{Chain, Offer, DROP_VERSIONS_MAX, DROP_WAITING_MAX};
+pub(crate) use protocol::{drop_files, DropsProtocol};
+
+use weft_protocol::{DropError, DropId, NodeId, PublicKey, VersionId};
+
+/// Most drops one node holds.
+pub const DROPS_MAX: usize = 32;
+
+/// Most peers subscribed to one drop at this node.
+pub const DROP_SUBSCRIBERS_MAX: usize = 256;
+
+/// The state blob the drops are persisted in.
+pub const DROPS_STATE_NAME: &str = "drops";
+
+/// What the application asks of drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropsCommand {
+    /// Create a drop owned by this node, with no version yet: its folder is added (the host
+    /// maps the folder id, [`DropId::folder_id`], to a directory first).
+    Create,
+    /// Hold `drop` as a subscriber: its folder is added read-only and every linked holder is
+    /// asked for its versions.
+    Subscribe {
+        /// The drop.
+        drop: DropId,
+    },
+    /// Publish the drop's folder, as it is indexed now, as a version after every head (a
+    /// merge when there are several). `secondary`: the new secondary owners (the primary
+    /// alone may change them), else the current head's.
+    Publish {
+        /// The drop.
+        drop: DropId,
+        /// The secondary owners from this version on, if they change.
+        secondary: Option<Vec<PublicKey>>,
+    },
+}
+
+/// Why drops refuse a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DropsRefusal {
+    /// The stored drops are not loaded yet.
+    #[error("the stored drops are not loaded yet")]
+    Loading,
+    /// No such drop is held.
+    #[error("no drop {0}")]
+    UnknownDrop(DropId),
+    /// The drop is held already.
+    #[error("drop {0} is held already")]
+    Exists(DropId),
+    /// [`DROPS_MAX`] drops are held.
+    #[error("too many drops")]
+    TooManyDrops,
+    /// This node is not an owner of the drop's current version.
+    #[error("this node is not an owner of drop {0}")]
+    NotAnOwner(DropId),
+    /// Only the primary owner may change the owners.
+    #[error("only the primary owner may change the owners of drop {0}")]
+    NotPrimary(DropId),
+    /// The drop's folder is not replicated here (yet).
+    #[error("the folder of drop {0} is not loaded")]
+    NoFolder(DropId),
+    /// The version broke a rule (a file list over a limit, say).
+    #[error("the new version of drop {0} breaks a rule: {1}")]
+    Invalid(DropId, DropError),
+}
+
+/// Something about one drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropsEvent {
+    /// The drop.
+    pub drop: DropId,
+    /// What happened.
+    pub kind: DropsEventKind,
+}
+
+/// What happened to a drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropsEventKind {
+    /// This node created it.
+    Created,
+    /// A version was accepted (this node's own included).
+    Accepted {
+        /// The version.
+        version: VersionId,
+        /// Its counter.
+        counter: u64,
+        /// Who signed it.
+        signer: PublicKey,
+    },
+    /// A peer sent a version that breaks a rule: refused, and the peer disconnected.
+    Refused {
+        /// The peer.
+        peer: NodeId,
+        /// The rule.
+        error: DropError,
+    },
+    /// A peer sent a file list that does not match its version's signed root: refused, and
+    /// the peer disconnected.
+    FilesRefused {
+        /// The peer.
+        peer: NodeId,
+        /// The rule.
+        error: DropError,
+    },
+    /// The folder now shows this version (its file list verified): `branches` heads are held
+    /// (more than one: concurrent versions wait for an owner's merge).
+    Current {
+        /// The version.
+        version: VersionId,
+        /// Its counter.
+        counter: u64,
+        /// How many heads are held.
+        branches: usize,
+    },
+    /// [`DROP_VERSIONS_MAX`] versions are held: no more are accepted.
+    HistoryFull,
+}
+
+/// Counters of drops' work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropsMetrics {
+    /// Versions accepted.
+    pub versions_accepted: u64,
+    /// Versions refused by a rule.
+    pub versions_refused: u64,
+    /// Versions that arrived again (replays).
+    pub versions_known: u64,
+    /// File lists refused (they did not match their root).
+    pub file_lists_refused: u64,
+    /// State blobs that failed to load or store.
+    pub state_failures: u64,
+}

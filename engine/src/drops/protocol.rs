@@ -1,0 +1,886 @@
+//! Drops as a protocol the node hosts (family `0x05`, SPEC.md §24.6): subscriptions, pushed
+//! versions, missing parents and file lists fetched and checked, the drop folder's gate set
+//! to the chosen head's files, publishing, and the drops' state blob.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use weft_protocol::{
+    Code, DropFile, DropFiles, DropGetFiles, DropGetVersion, DropHeads, DropId, DropManifest,
+    DropMessage, DropNotFound, DropOwners, DropSubscribe, Family, FileEntry, FileKind, Frame,
+    ManifestFields, Message, NodeId, PublicKey, RootHasher, Version, VersionId,
+    DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_HEADS_MAX,
+};
+
+use super::{
+    Chain, DropsCommand, DropsEvent, DropsEventKind, DropsMetrics, DropsRefusal, Offer, DROPS_MAX,
+    DROPS_STATE_NAME, DROP_SUBSCRIBERS_MAX,
+};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::io::{Command, HostRequest, HostResult};
+use crate::machine::{
+    Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
+};
+use crate::replicate::{Gate, ReplicaCommand, ReplicaConfig, ReplicateCommand};
+use crate::session::Peer;
+use crate::time::Instant;
+
+/// Host request tokens.
+const LOAD: u64 = 0;
+const STORE: u64 = 1;
+
+/// The persisted form of the drops (postcard), versioned by its first field.
+const STATE_FORMAT: u32 = 1;
+
+/// A file list being fetched from one peer, batch by batch, checked against its root.
+#[derive(Debug)]
+struct Assembly {
+    version: VersionId,
+    peer: NodeId,
+    hasher: RootHasher,
+    files: Vec<DropFile>,
+}
+
+/// One drop this node holds.
+#[derive(Debug)]
+struct Held {
+    chain: Chain,
+    /// The nonce its id derives from, if this node created it (an owner before any version
+    /// names it).
+    created: Option<[u8; 16]>,
+    /// Verified file lists, of the heads and of the version shown.
+    files: BTreeMap<VersionId, Vec<DropFile>>,
+    /// The version the folder's gate lists.
+    shown: Option<VersionId>,
+    /// Linked peers that asked for pushes.
+    subscribers: BTreeSet<NodeId>,
+    /// Linked peers known to hold it (they answered with heads or pushed a version).
+    holders: BTreeSet<NodeId>,
+    assembly: Option<Assembly>,
+}
+
+/// A held drop as persisted.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    drop: DropId,
+    created: Option<[u8; 16]>,
+    versions: Vec<DropManifest>,
+    shown: Option<(VersionId, Vec<DropFile>)>,
+}
+
+#[derive(Debug, Default)]
+struct Persist {
+    load_sent: bool,
+    loaded: bool,
+    outstanding: bool,
+    dirty: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct DropsProtocol {
+    me: NodeId,
+    identity: Identity,
+    secret_key: [u8; 32],
+    rng: ChaCha8Rng,
+    drops: BTreeMap<DropId, Held>,
+    /// Peers linked that run drops.
+    linked: BTreeSet<NodeId>,
+    outputs: VecDeque<ProtocolOutput<DropsEvent>>,
+    persist: Persist,
+    metrics: DropsMetrics,
+}
+
+impl DropsProtocol {
+    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32]) -> DropsProtocol {
+        DropsProtocol {
+            me,
+            identity: Identity::from_secret(&config.secret_key),
+            secret_key: config.secret_key,
+            rng: ChaCha8Rng::from_seed(seed),
+            drops: BTreeMap::new(),
+            linked: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            persist: Persist::default(),
+            metrics: DropsMetrics::default(),
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> DropsMetrics {
+        self.metrics
+    }
+
+    /// The chain of a held drop.
+    pub(crate) fn chain(&self, drop: &DropId) -> Option<&Chain> {
+        self.drops.get(drop).map(|h| &h.chain)
+    }
+
+    /// The version a held drop's folder shows.
+    pub(crate) fn shown(&self, drop: &DropId) -> Option<VersionId> {
+        self.drops.get(drop).and_then(|h| h.shown)
+    }
+
+    /// Every held drop.
+    pub(crate) fn drop_ids(&self) -> impl Iterator<Item = &DropId> + '_ {
+        self.drops.keys()
+    }
+
+    fn send(&mut self, to: NodeId, message: DropMessage) {
+        self.outputs.push_back(ProtocolOutput::Send {
+            to: Recipients::Peer(to),
+            message: Outgoing::message(&Message::Drop(message)),
+            class: Class::Control,
+        });
+    }
+
+    fn event(&mut self, drop: DropId, kind: DropsEventKind) {
+        self.outputs
+            .push_back(ProtocolOutput::Event(DropsEvent { drop, kind }));
+    }
+
+    fn command(&mut self, command: Command) {
+        self.outputs.push_back(ProtocolOutput::Command(command));
+    }
+
+    /// Whether this node is an owner of `held`'s current version (or created it and no
+    /// version exists yet).
+    fn is_owner(&self, held: &Held) -> bool {
+        let me = self.identity.public_key();
+        match held.chain.current() {
+            Some((_, m)) => m.owners.contains(&me),
+            None => held.created.is_some(),
+        }
+    }
+
+    /// The gate of `drop`'s folder: the shown version's files; an owner trusts the other
+    /// owners and publishes its own changes, a subscriber trusts nobody and is read-only.
+    fn gate(&self, drop: &DropId) -> Gate {
+        let Some(held) = self.drops.get(drop) else {
+            return Gate::default();
+        };
+        let owner = self.is_owner(held);
+        let trusted = match (owner, held.chain.current()) {
+            (true, Some((_, m))) => core::iter::once(m.owners.primary)
+                .chain(m.owners.secondary.iter().copied())
+                .map(|k| NodeId::from_public_key(&k))
+                .filter(|n| *n != self.me)
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let files = held
+            .shown
+            .and_then(|v| held.files.get(&v))
+            .map(|list| list.iter().map(|f| (f.path.clone(), entry_of(f))).collect())
+            .unwrap_or_default();
+        Gate {
+            trusted,
+            files,
+            read_only: !owner,
+        }
+    }
+
+    fn set_gate(&mut self, drop: DropId) {
+        let gate = self.gate(&drop);
+        self.command(Command::Replicate(ReplicateCommand::Folder {
+            folder: drop.folder_id(),
+            command: ReplicaCommand::SetGate(gate),
+        }));
+    }
+
+    /// Adds `drop`'s folder to replication, gated.
+    fn add_folder(&mut self, drop: DropId) {
+        let mut config = ReplicaConfig::new(drop.folder_id(), self.me);
+        config.gate = Some(self.gate(&drop));
+        self.command(Command::Replicate(ReplicateCommand::AddFolder(config)));
+    }
+
+    fn hold(&mut self, drop: DropId, created: Option<[u8; 16]>) -> Result<(), DropsRefusal> {
+        if !self.persist.loaded {
+            return Err(DropsRefusal::Loading);
+        }
+        if self.drops.contains_key(&drop) {
+            return Err(DropsRefusal::Exists(drop));
+        }
+        if self.drops.len() >= DROPS_MAX {
+            return Err(DropsRefusal::TooManyDrops);
+        }
+        self.drops.insert(
+            drop,
+            Held {
+                chain: Chain::new(drop),
+                created,
+                files: BTreeMap::new(),
+                shown: None,
+                subscribers: BTreeSet::new(),
+                holders: BTreeSet::new(),
+                assembly: None,
+            },
+        );
+        self.add_folder(drop);
+        let linked: Vec<NodeId> = self.linked.iter().copied().collect();
+        for peer in linked {
+            self.send(peer, DropMessage::Subscribe(DropSubscribe { drop }));
+        }
+        self.store();
+        Ok(())
+    }
+
+    /// Publishes `files` (the drop folder's index) as a version after every head.
+    pub(crate) fn publish(
+        &mut self,
+        drop: DropId,
+        secondary: Option<Vec<PublicKey>>,
+        files: Option<Vec<DropFile>>,
+    ) -> Result<(), DropsRefusal> {
+        if !self.persist.loaded {
+            return Err(DropsRefusal::Loading);
+        }
+        let Some(held) = self.drops.get(&drop) else {
+            return Err(DropsRefusal::UnknownDrop(drop));
+        };
+        if !self.is_owner(held) {
+            return Err(DropsRefusal::NotAnOwner(drop));
+        }
+        let Some(mut files) = files else {
+            return Err(DropsRefusal::NoFolder(drop));
+        };
+        let me = self.identity.public_key();
+        let heads: Vec<&DropManifest> = held
+            .chain
+            .heads()
+            .filter_map(|h| held.chain.get(h))
+            .collect();
+        let current = held.chain.current().map(|(_, m)| m.owners.clone());
+        let mut owners = current.unwrap_or(DropOwners {
+            primary: me,
+            secondary: Vec::new(),
+        });
+        if let Some(mut secondary) = secondary {
+            if owners.primary != me {
+                return Err(DropsRefusal::NotPrimary(drop));
+            }
+            secondary.sort();
+            secondary.dedup();
+            secondary.retain(|k| *k != me);
+            owners.secondary = secondary;
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut hasher = RootHasher::new();
+        hasher
+            .push_batch(&files)
+            .map_err(|e| DropsRefusal::Invalid(drop, e))?;
+        let mut parents: Vec<VersionId> = heads.iter().map(|m| m.version_id()).collect();
+        parents.sort();
+        let counter = heads.iter().map(|m| m.counter).max().unwrap_or(0) + 1;
+        let nonce = match (held.chain.current(), held.created) {
+            (Some((_, m)), _) => m.nonce,
+            (None, Some(nonce)) => nonce,
+            // `is_owner` holds: a drop with no version was created here.
+            (None, None) => return Err(DropsRefusal::NotAnOwner(drop)),
+        };
+        let fields = ManifestFields {
+            drop,
+            nonce,
+            counter,
+            parents,
+            owners,
+            root: hasher.root(),
+            files: hasher.files(),
+            bytes: hasher.bytes(),
+        };
+        let manifest = DropManifest::sign(fields, &self.secret_key);
+        let version = manifest.version_id();
+        if let Some(held) = self.drops.get_mut(&drop) {
+            held.files.insert(version, files);
+        }
+        self.offer(drop, None, manifest)
+            .map_err(|_| DropsRefusal::NotAnOwner(drop))
+    }
+
+    /// Judges a version from `peer` (`None`: this node's own): accepted versions are pushed
+    /// to the subscribers, missing parents asked of the peer, a broken rule is the peer's
+    /// fault.
+    fn offer(
+        &mut self,
+        drop: DropId,
+        peer: Option<NodeId>,
+        manifest: DropManifest,
+    ) -> Result<(), PeerFault> {
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return Ok(());
+        };
+        if let Some(p) = peer {
+            held.holders.insert(p);
+        }
+        match held.chain.offer(manifest) {
+            Offer::Accepted(ids) => {
+                let accepted: Vec<DropManifest> = ids
+                    .iter()
+                    .filter_map(|id| held.chain.get(id).cloned())
+                    .collect();
+                let subscribers: Vec<NodeId> = held
+                    .subscribers
+                    .iter()
+                    .copied()
+                    .filter(|s| Some(*s) != peer)
+                    .collect();
+                self.metrics.versions_accepted += accepted.len() as u64;
+                for m in &accepted {
+                    self.event(
+                        drop,
+                        DropsEventKind::Accepted {
+                            version: m.version_id(),
+                            counter: m.counter,
+                            signer: m.signer,
+                        },
+                    );
+                }
+                for s in subscribers {
+                    for m in &accepted {
+                        self.send(s, DropMessage::Version(m.clone()));
+                    }
+                    let heads = self.heads_of(&drop);
+                    self.send(s, DropMessage::Heads(heads));
+                }
+                self.update_shown(drop, peer);
+                self.store();
+                Ok(())
+            }
+            Offer::Known => {
+                self.metrics.versions_known += 1;
+                Ok(())
+            }
+            Offer::Waiting(missing) => {
+                if let Some(p) = peer {
+                    for version in missing {
+                        self.send(p, DropMessage::GetVersion(DropGetVersion { drop, version }));
+                    }
+                }
+                Ok(())
+            }
+            Offer::Refused(error) => {
+                self.metrics.versions_refused += 1;
+                let Some(p) = peer else {
+                    return Err(PeerFault::Unexpected("own drop version refused"));
+                };
+                self.event(drop, DropsEventKind::Refused { peer: p, error });
+                Err(PeerFault::Unexpected("a drop version that breaks a rule"))
+            }
+            Offer::HistoryFull => {
+                self.event(drop, DropsEventKind::HistoryFull);
+                Ok(())
+            }
+        }
+    }
+
+    /// DROP_HEADS for `drop`: its heads, at most [`DROP_HEADS_MAX`] (the highest counters).
+    fn heads_of(&self, drop: &DropId) -> DropHeads {
+        let mut heads: Vec<(u64, VersionId)> = self
+            .drops
+            .get(drop)
+            .map(|h| {
+                h.chain
+                    .heads()
+                    .filter_map(|id| h.chain.get(id).map(|m| (m.counter, *id)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        heads.sort_by(|a, b| b.cmp(a));
+        heads.truncate(DROP_HEADS_MAX);
+        let mut heads: Vec<VersionId> = heads.into_iter().map(|(_, id)| id).collect();
+        heads.sort();
+        DropHeads { drop: *drop, heads }
+    }
+
+    /// Moves the folder to the current head once its file list is verified; asks for the
+    /// list (of `prefer`, else another holder) when it is not.
+    fn update_shown(&mut self, drop: DropId, prefer: Option<NodeId>) {
+        let linked = self.linked.clone();
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return;
+        };
+        let Some((current, m)) = held.chain.current() else {
+            return;
+        };
+        let counter = m.counter;
+        // Lists of versions that are no longer heads are not kept.
+        let heads: BTreeSet<VersionId> = held.chain.heads().copied().collect();
+        held.files.retain(|v, _| heads.contains(v));
+        if held.files.contains_key(&current) {
+            held.assembly = None;
+            if held.shown != Some(current) {
+                held.shown = Some(current);
+                let branches = heads.len();
+                self.set_gate(drop);
+                self.event(
+                    drop,
+                    DropsEventKind::Current {
+                        version: current,
+                        counter,
+                        branches,
+                    },
+                );
+                self.store();
+            }
+            return;
+        }
+        if held.assembly.as_ref().is_some_and(|a| a.version == current) {
+            return;
+        }
+        let peer = prefer
+            .filter(|p| linked.contains(p))
+            .or_else(|| held.holders.iter().find(|h| linked.contains(h)).copied());
+        let Some(peer) = peer else {
+            held.assembly = None;
+            return;
+        };
+        held.assembly = Some(Assembly {
+            version: current,
+            peer,
+            hasher: RootHasher::new(),
+            files: Vec::new(),
+        });
+        self.send(
+            peer,
+            DropMessage::GetFiles(DropGetFiles {
+                drop,
+                version: current,
+                from: 0,
+            }),
+        );
+    }
+
+    /// A batch of a file list from `peer`.
+    fn on_files(&mut self, peer: NodeId, m: DropFiles) -> Result<(), PeerFault> {
+        let drop = m.drop;
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return Ok(());
+        };
+        let Some(a) = held.assembly.as_mut() else {
+            return Ok(());
+        };
+        if a.peer != peer || a.version != m.version || a.files.len() != m.from as usize {
+            return Ok(());
+        }
+        let Some(manifest) = held.chain.get(&a.version) else {
+            held.assembly = None;
+            return Ok(());
+        };
+        let total = manifest.files as usize;
+        let result = if m.files.is_empty() && a.files.len() < total {
+            Err(weft_protocol::DropError::RootMismatch)
+        } else {
+            a.hasher.push_batch(&m.files)
+        };
+        if let Err(error) = result {
+            held.assembly = None;
+            held.holders.remove(&peer);
+            self.metrics.file_lists_refused += 1;
+            self.event(drop, DropsEventKind::FilesRefused { peer, error });
+            return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
+        }
+        a.files.extend(m.files);
+        if a.files.len() < total {
+            let from = a.files.len() as u32;
+            let version = a.version;
+            self.send(
+                peer,
+                DropMessage::GetFiles(DropGetFiles {
+                    drop,
+                    version,
+                    from,
+                }),
+            );
+            return Ok(());
+        }
+        let Some(a) = held.assembly.take() else {
+            return Ok(());
+        };
+        if let Err(error) = a.hasher.finish(manifest) {
+            held.holders.remove(&peer);
+            self.metrics.file_lists_refused += 1;
+            self.event(drop, DropsEventKind::FilesRefused { peer, error });
+            return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
+        }
+        held.files.insert(a.version, a.files);
+        self.update_shown(drop, Some(peer));
+        Ok(())
+    }
+
+    /// DROP_FILES for a held list, from `from`: as many files as fit a batch.
+    fn serve_files(&mut self, peer: NodeId, m: DropGetFiles) {
+        let files = self
+            .drops
+            .get(&m.drop)
+            .and_then(|h| h.files.get(&m.version))
+            .map(|list| {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                for f in list.iter().skip(m.from as usize) {
+                    let len = f.encoded_len();
+                    if batch.len() == DROP_FILES_BATCH_MAX
+                        || (!batch.is_empty() && bytes + len > DROP_FILES_BATCH_BYTES_MAX)
+                    {
+                        break;
+                    }
+                    bytes += len;
+                    batch.push(f.clone());
+                }
+                batch
+            });
+        let message = match files {
+            Some(files) => DropMessage::Files(DropFiles {
+                drop: m.drop,
+                version: m.version,
+                from: m.from,
+                files,
+            }),
+            None => DropMessage::NotFound(DropNotFound {
+                drop: m.drop,
+                version: m.version,
+            }),
+        };
+        self.send(peer, message);
+    }
+
+    /// The holder a file list was asked of lacks it: another is asked.
+    fn on_not_found(&mut self, peer: NodeId, m: DropNotFound) {
+        let Some(held) = self.drops.get_mut(&m.drop) else {
+            return;
+        };
+        if held
+            .assembly
+            .as_ref()
+            .is_some_and(|a| a.peer == peer && a.version == m.version)
+        {
+            held.assembly = None;
+            held.holders.remove(&peer);
+            self.update_shown(m.drop, None);
+        }
+    }
+
+    // ----- persistence ----------------------------------------------------------------
+
+    /// Hands the drops to the host, unless a store is under way (then once it is done).
+    fn store(&mut self) {
+        if !self.persist.loaded {
+            return;
+        }
+        if self.persist.outstanding {
+            self.persist.dirty = true;
+            return;
+        }
+        let stored: Vec<Stored> = self
+            .drops
+            .iter()
+            .map(|(drop, h)| Stored {
+                drop: *drop,
+                created: h.created,
+                versions: h.chain.versions().cloned().collect(),
+                shown: h
+                    .shown
+                    .and_then(|v| h.files.get(&v).map(|list| (v, list.clone()))),
+            })
+            .collect();
+        // Ids, integers, strings and sequences: nothing here can fail to encode.
+        let bytes = postcard::to_allocvec(&(STATE_FORMAT, stored)).expect("the drops encode");
+        self.persist.outstanding = true;
+        self.persist.dirty = false;
+        self.outputs.push_back(ProtocolOutput::Request {
+            token: STORE,
+            request: HostRequest::StoreState {
+                name: DROPS_STATE_NAME.into(),
+                bytes: Bytes::from(bytes),
+            },
+        });
+    }
+
+    /// The stored drops, back: each chain rebuilt (every version checked again, parents
+    /// first), its folder added with the gate of the version it showed.
+    fn restore(&mut self, blob: &[u8]) {
+        let Ok((format, stored)) = postcard::from_bytes::<(u32, Vec<Stored>)>(blob) else {
+            self.metrics.state_failures += 1;
+            return;
+        };
+        if format != STATE_FORMAT {
+            self.metrics.state_failures += 1;
+            return;
+        }
+        for s in stored.into_iter().take(DROPS_MAX) {
+            let mut chain = Chain::new(s.drop);
+            let mut versions = s.versions;
+            versions.sort_by_key(|m| m.counter);
+            for m in versions {
+                let _ = chain.offer(m);
+            }
+            let mut files = BTreeMap::new();
+            let mut shown = None;
+            if let Some((v, list)) = s.shown {
+                if chain.get(&v).is_some() {
+                    files.insert(v, list);
+                    shown = Some(v);
+                }
+            }
+            self.drops.insert(
+                s.drop,
+                Held {
+                    chain,
+                    created: s.created,
+                    files,
+                    shown,
+                    subscribers: BTreeSet::new(),
+                    holders: BTreeSet::new(),
+                    assembly: None,
+                },
+            );
+            self.add_folder(s.drop);
+            self.update_shown(s.drop, None);
+        }
+    }
+}
+
+/// The index record a gate compares a drop file with.
+fn entry_of(f: &DropFile) -> FileEntry {
+    FileEntry {
+        path: f.path.clone(),
+        kind: f.kind,
+        target: f.target.clone().unwrap_or_default(),
+        mode: f.mode,
+        size: f.size,
+        mtime_ms: 0,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: f.blocks.clone(),
+    }
+}
+
+/// A drop folder's present records as a version's file list.
+pub(crate) fn drop_files(records: impl Iterator<Item = FileEntry>) -> Vec<DropFile> {
+    let mut files: Vec<DropFile> = records
+        .map(|e| DropFile {
+            target: (e.kind == FileKind::Symlink).then_some(e.target),
+            path: e.path,
+            kind: e.kind,
+            mode: e.mode,
+            size: e.size,
+            blocks: e.blocks,
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
+}
+
+impl Protocol for DropsProtocol {
+    type Event = DropsEvent;
+    type Command = DropsCommand;
+    type Refusal = DropsRefusal;
+
+    const FAMILY: Family = Family::Drops;
+
+    fn owns(code: Code) -> bool {
+        code.family() == Some(Family::Drops) && code.is_known()
+    }
+
+    fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+        match notice {
+            LinkNotice::Up { peer, .. } => {
+                let node = peer.node;
+                self.linked.insert(node);
+                let drops: Vec<DropId> = self.drops.keys().copied().collect();
+                for drop in drops {
+                    self.send(node, DropMessage::Subscribe(DropSubscribe { drop }));
+                }
+            }
+            LinkNotice::Down { node, .. } => {
+                self.linked.remove(&node);
+                let mut lost = Vec::new();
+                for (drop, held) in &mut self.drops {
+                    held.subscribers.remove(&node);
+                    if held.assembly.as_ref().is_some_and(|a| a.peer == node) {
+                        held.assembly = None;
+                        lost.push(*drop);
+                    }
+                }
+                for drop in lost {
+                    self.update_shown(drop, None);
+                }
+            }
+            LinkNotice::Room { .. } => {}
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        from: &Peer,
+        frame: Frame,
+    ) -> Result<(), PeerFault> {
+        let peer = from.node;
+        let Message::Drop(message) = Message::decode(frame.code(), &frame.payload()?)? else {
+            return Err(PeerFault::Unexpected("not a drop message"));
+        };
+        match message {
+            DropMessage::Subscribe(m) => {
+                let heads = self.heads_of(&m.drop);
+                let Some(held) = self.drops.get_mut(&m.drop) else {
+                    return Ok(());
+                };
+                held.holders.insert(peer);
+                // A new subscriber holds the drop too: subscribe back, so its versions reach
+                // this node (its own DROP_SUBSCRIBE may have come before this node held it).
+                let new =
+                    held.subscribers.len() < DROP_SUBSCRIBERS_MAX && held.subscribers.insert(peer);
+                self.send(peer, DropMessage::Heads(heads));
+                if new {
+                    let drop = m.drop;
+                    self.send(peer, DropMessage::Subscribe(DropSubscribe { drop }));
+                }
+            }
+            DropMessage::Unsubscribe(m) => {
+                if let Some(held) = self.drops.get_mut(&m.drop) {
+                    held.subscribers.remove(&peer);
+                }
+            }
+            DropMessage::Heads(m) => {
+                let Some(held) = self.drops.get_mut(&m.drop) else {
+                    return Ok(());
+                };
+                held.holders.insert(peer);
+                let unknown: Vec<VersionId> = m
+                    .heads
+                    .into_iter()
+                    .filter(|h| held.chain.get(h).is_none())
+                    .collect();
+                for version in unknown {
+                    self.send(
+                        peer,
+                        DropMessage::GetVersion(DropGetVersion {
+                            drop: m.drop,
+                            version,
+                        }),
+                    );
+                }
+                // A holder is a source for a file list still missing.
+                self.update_shown(m.drop, Some(peer));
+            }
+            DropMessage::GetVersion(m) => {
+                let found = self
+                    .drops
+                    .get(&m.drop)
+                    .and_then(|h| h.chain.get(&m.version))
+                    .cloned();
+                let answer = match found {
+                    Some(manifest) => DropMessage::Version(manifest),
+                    None => DropMessage::NotFound(DropNotFound {
+                        drop: m.drop,
+                        version: m.version,
+                    }),
+                };
+                self.send(peer, answer);
+            }
+            DropMessage::Version(manifest) => {
+                return self.offer(manifest.drop, Some(peer), manifest);
+            }
+            DropMessage::GetFiles(m) => self.serve_files(peer, m),
+            DropMessage::Files(m) => return self.on_files(peer, m),
+            DropMessage::NotFound(m) => self.on_not_found(peer, m),
+        }
+        Ok(())
+    }
+
+    fn handle_command(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        command: DropsCommand,
+    ) -> Result<(), DropsRefusal> {
+        match command {
+            DropsCommand::Create => {
+                let mut nonce = [0u8; 16];
+                self.rng.fill_bytes(&mut nonce);
+                let drop = DropId::derive(&self.identity.public_key(), &nonce);
+                self.hold(drop, Some(nonce))?;
+                self.event(drop, DropsEventKind::Created);
+                Ok(())
+            }
+            DropsCommand::Subscribe { drop } => self.hold(drop, None),
+            // The node hands publishing the folder's records (`publish`).
+            DropsCommand::Publish { drop, .. } => Err(DropsRefusal::NoFolder(drop)),
+        }
+    }
+
+    fn handle_timeout(&mut self, _now: Instant, _cx: &Context<'_>) {
+        if !self.persist.load_sent {
+            self.persist.load_sent = true;
+            self.outputs.push_back(ProtocolOutput::Request {
+                token: LOAD,
+                request: HostRequest::LoadState {
+                    name: DROPS_STATE_NAME.into(),
+                },
+            });
+        }
+    }
+
+    fn handle_completed(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        token: u64,
+        result: HostResult,
+    ) {
+        match (token, result) {
+            (LOAD, result) => {
+                self.persist.loaded = true;
+                match result {
+                    HostResult::Loaded(Some(blob)) => self.restore(&blob),
+                    HostResult::Loaded(None) => {}
+                    _ => self.metrics.state_failures += 1,
+                }
+            }
+            (STORE, result) => {
+                self.persist.outstanding = false;
+                // A failed store is tried again with the next change, not at once (a host
+                // that fails every store would be asked without end).
+                if !matches!(result, HostResult::Stored) {
+                    self.metrics.state_failures += 1;
+                } else if self.persist.dirty {
+                    self.store();
+                }
+            }
+            _ => self.metrics.state_failures += 1,
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<DropsEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn check_invariants(&self, _config: &Config) -> Result<(), String> {
+        for (drop, held) in &self.drops {
+            held.chain
+                .check_invariants()
+                .map_err(|e| format!("drop {drop}: {e}"))?;
+            if held.subscribers.len() > DROP_SUBSCRIBERS_MAX {
+                return Err(format!("drop {drop}: too many subscribers"));
+            }
+        }
+        if self.drops.len() > DROPS_MAX {
+            return Err("too many drops".into());
+        }
+        Ok(())
+    }
+}

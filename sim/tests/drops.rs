@@ -1,0 +1,191 @@
+//! Drops (SPEC.md §24) between real nodes in the in-process network, their folders kept in
+//! memory by the simulated disks: publishing, pushes to subscribers, the secondary-owner
+//! path, read-only subscriber copies, and a restart.
+
+use weft_engine::drops::{DropsCommand, DropsEvent, DropsEventKind};
+use weft_engine::protocol::{DropId, PublicKey};
+use weft_engine::replicate::ReplicaEvent;
+use weft_engine::{Command, Duration, Event, Identity, ReplicateCommand, ReplicateEvent};
+use weft_sim::folder::FsNode;
+use weft_sim::net::{config, Net};
+
+fn public_key(net: &Net, i: usize) -> PublicKey {
+    Identity::from_secret(&net.nodes[i].config().secret_key).public_key()
+}
+
+/// Node `i`'s drop events, in order.
+fn events(net: &Net, i: usize) -> Vec<DropsEventKind> {
+    net.events
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::Drops(DropsEvent { kind, .. }) if *n == i => Some(kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn settle(net: &mut Net) {
+    net.run_for(Duration::from_secs(5));
+}
+
+/// Node `i` writes `data` at `path` in the drop's folder and its scanner reports it.
+fn write(net: &mut Net, i: usize, drop: DropId, path: &str, data: &[u8]) {
+    let folder = drop.folder_id();
+    let now_ms = (net.now.0 / 1_000_000) as i64;
+    let changes = net.disks[i]
+        .folder(folder)
+        .write_file(path, data.to_vec(), 6, now_ms);
+    for change in changes {
+        net.command(
+            i,
+            Command::Replicate(ReplicateCommand::Local { folder, change }),
+        );
+    }
+}
+
+fn data(net: &Net, i: usize, drop: DropId, path: &str) -> Option<Vec<u8>> {
+    match net.disks[i].get_folder(&drop.folder_id())?.get(path)? {
+        FsNode::File { data, .. } => Some(data.to_vec()),
+        _ => None,
+    }
+}
+
+fn publish(net: &mut Net, i: usize, drop: DropId, secondary: Option<Vec<PublicKey>>) {
+    net.command(i, Command::Drops(DropsCommand::Publish { drop, secondary }));
+}
+
+/// Node 0 creates a drop and publishes `a` with node 1 as a secondary owner; nodes 1 and 2
+/// subscribe. Every node is linked to every other.
+fn three() -> (Net, DropId) {
+    let mut net = Net::with_configs((1..=3).map(config).collect());
+    net.join(&[(0, 1), (1, 2), (0, 2)]);
+    settle(&mut net);
+    net.command(0, Command::Drops(DropsCommand::Create));
+    let drop = net
+        .events
+        .iter()
+        .find_map(|(n, e)| match e {
+            Event::Drops(DropsEvent {
+                drop,
+                kind: DropsEventKind::Created,
+            }) if *n == 0 => Some(*drop),
+            _ => None,
+        })
+        .expect("node 0 created a drop");
+    write(&mut net, 0, drop, "a", b"first version of a");
+    settle(&mut net);
+    let second = public_key(&net, 1);
+    publish(&mut net, 0, drop, Some(vec![second]));
+    for i in [1, 2] {
+        net.command(i, Command::Drops(DropsCommand::Subscribe { drop }));
+    }
+    settle(&mut net);
+    (net, drop)
+}
+
+#[test]
+fn a_published_version_reaches_every_subscriber_and_only_owners_can_change_it() {
+    let (mut net, drop) = three();
+    let v1 = net.nodes[0]
+        .drop_shown(&drop)
+        .expect("node 0 shows its version");
+    for i in [1, 2] {
+        assert_eq!(net.nodes[i].drop_shown(&drop), Some(v1), "node {i}");
+        assert_eq!(
+            data(&net, i, drop, "a").as_deref(),
+            Some(&b"first version of a"[..]),
+            "node {i}"
+        );
+    }
+    // An owner's edit that is not published yet lands nowhere.
+    write(&mut net, 0, drop, "a", b"second version of a");
+    settle(&mut net);
+    assert_eq!(
+        data(&net, 2, drop, "a").as_deref(),
+        Some(&b"first version of a"[..])
+    );
+    // The secondary owner (an owner since version 1 names it) publishes a file of its own
+    // after taking the primary's edit (an owner trusts the other owners' records).
+    assert_eq!(
+        data(&net, 1, drop, "a").as_deref(),
+        Some(&b"second version of a"[..])
+    );
+    write(&mut net, 1, drop, "b", b"from the secondary owner");
+    settle(&mut net);
+    publish(&mut net, 1, drop, None);
+    settle(&mut net);
+    let v2 = net.nodes[1]
+        .drop_shown(&drop)
+        .expect("node 1 shows its version");
+    assert_ne!(v1, v2);
+    for i in [0, 2] {
+        assert_eq!(net.nodes[i].drop_shown(&drop), Some(v2), "node {i}");
+        assert_eq!(
+            data(&net, i, drop, "b").as_deref(),
+            Some(&b"from the secondary owner"[..]),
+            "node {i}"
+        );
+        assert_eq!(
+            data(&net, i, drop, "a").as_deref(),
+            Some(&b"second version of a"[..]),
+            "node {i}"
+        );
+    }
+    let counter = net.nodes[2]
+        .drop_chain(&drop)
+        .and_then(|c| c.current().map(|(_, m)| m.counter));
+    assert_eq!(counter, Some(2));
+    // A subscriber's edit is reported and lands nowhere else.
+    write(&mut net, 2, drop, "a", b"a subscriber's edit");
+    settle(&mut net);
+    let reported = net.events.iter().any(|(n, e)| {
+        *n == 2
+            && matches!(e, Event::Replicate(ReplicateEvent { event: ReplicaEvent::LocalEditRefused { path }, .. }) if path == "a")
+    });
+    assert!(reported, "node 2 reports its edit");
+    for i in [0, 1] {
+        assert_eq!(
+            data(&net, i, drop, "a").as_deref(),
+            Some(&b"second version of a"[..]),
+            "node {i}"
+        );
+    }
+    // A subscriber cannot publish.
+    let now = net.now;
+    let refused = net.nodes[2].handle_input(
+        now,
+        weft_engine::Input::Command(Command::Drops(DropsCommand::Publish {
+            drop,
+            secondary: None,
+        })),
+    );
+    assert!(refused.is_err());
+    for i in 0..3 {
+        net.nodes[i].check_invariants().expect("invariants");
+        assert!(events(&net, i)
+            .iter()
+            .all(|e| !matches!(e, DropsEventKind::Refused { .. })));
+    }
+}
+
+#[test]
+fn a_subscriber_keeps_its_versions_across_a_restart() {
+    let (mut net, drop) = three();
+    let v1 = net.nodes[2]
+        .drop_shown(&drop)
+        .expect("node 2 shows version 1");
+    let c = net.nodes[2].config().clone();
+    // Cut off from the others: what it shows after the restart is what it stored.
+    net.paused = vec![0, 1];
+    net.restart(2, c);
+    let now = net.now;
+    net.nodes[2].handle_timeout(now);
+    net.pump();
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.nodes[2].drop_shown(&drop), Some(v1));
+    assert_eq!(
+        data(&net, 2, drop, "a").as_deref(),
+        Some(&b"first version of a"[..])
+    );
+    assert_eq!(net.nodes[2].drop_chain(&drop).map(|c| c.len()), Some(1));
+}
