@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::links::LinkSetup;
 use crate::scenario::chord::{self, ChordParams};
+use crate::scenario::drops::{self, DropsParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
 use crate::scenario::replicate::{self, ReplicateFaults, ReplicateParams};
 use crate::scenario::table::{self, TableParams};
@@ -42,6 +43,9 @@ pub enum SimCommand {
     /// Folder replication: random file operations under network and storage faults, then
     /// every folder identical and nothing lost.
     Replicate(ReplicateArgs),
+    /// Drops: two owners publish under faults while a forging node attacks, then every
+    /// subscriber shows the last owner-signed version and nothing forged has landed.
+    Drops(DropsArgs),
     /// Many seeds of small networks under swarm faults.
     #[command(arg_required_else_help = true)]
     Sweep {
@@ -128,6 +132,47 @@ pub struct TableArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `weft sim drops` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DropsArgs {
+    /// Honest nodes: the primary owner, the secondary owner and subscribers (the forger is
+    /// one more).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(3..=1_000))]
+    pub nodes: u32,
+    /// Root seed: every choice of the run derives from it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Publishes by the owners during the safety phase.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub publishes: u32,
+    /// `none`, `swarm`, or a comma-separated list of fault names (as for `weft sim mesh`).
+    #[arg(long, default_value = "none", value_parser = FaultMode::parse)]
+    pub faults: FaultMode,
+    /// Leave the forging node out.
+    #[arg(long)]
+    pub no_forger: bool,
+    /// Length of the safety phase, simulated ms.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub safety_ms: u64,
+    /// Deadline for convergence after the heal, simulated ms.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DropsArgs {
+    fn params(&self) -> Result<DropsParams, String> {
+        let mut p = DropsParams::new(self.nodes, self.seed, self.faults.clone());
+        p.publishes = self.publishes;
+        p.forger = !self.no_forger;
+        p.safety_ms = self.safety_ms;
+        p.liveness_ms = self.liveness_ms;
+        Ok(p)
+    }
 }
 
 /// How a mesh or table run's links are protected (Noise with an open network key by
@@ -371,6 +416,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         Some(SimCommand::Table(a)) => a.params().map(|p| show(&table::run(&p), a.json)),
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
         Some(SimCommand::Replicate(a)) => a.params().map(|p| show(&replicate::run(&p), a.json)),
+        Some(SimCommand::Drops(a)) => a.params().map(|p| show(&drops::run(&p), a.json)),
         Some(SimCommand::Sweep { protocol }) => match protocol {
             P::Mesh(a) => {
                 let plaintext = a.plaintext_sim_only;
@@ -775,6 +821,15 @@ fn default_scenarios(plaintext: bool) -> DefaultScenarios {
     (mesh, table, chord, replicate)
 }
 
+/// The drops rows of the default table (plaintext links, simulation only: the forger writes
+/// its frames into its links).
+fn default_drops() -> Vec<(&'static str, DropsParams)> {
+    vec![(
+        "drops, swarm faults, forger",
+        DropsParams::new(6, 1, FaultMode::Swarm),
+    )]
+}
+
 /// The README's main job: the default scenario of every protocol, as a table under a line
 /// saying how links are protected (or, with `json`, one JSON object: `runs`, each report with
 /// its `scenario` name and `links`, and `ok`); with `plaintext`, the mesh and table rows run
@@ -789,11 +844,17 @@ fn default_table(json: bool, plaintext: bool) -> ExitCode {
     let table_ok = section("\n", &table, table::run, json.then_some(&mut runs));
     let chord_ok = section("\n", &chord, chord::run, json.then_some(&mut runs));
     let replicate_ok = section("\n", &replicate, replicate::run, json.then_some(&mut runs));
-    let ok = mesh_ok && table_ok && chord_ok && replicate_ok;
+    let drops_ok = section(
+        "\n",
+        &default_drops(),
+        drops::run,
+        json.then_some(&mut runs),
+    );
+    let ok = mesh_ok && table_ok && chord_ok && replicate_ok && drops_ok;
     if json {
         println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
     } else {
-        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...` or `weft sim replicate ...`; the columns are explained in `weft sim --help`)");
+        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...`, `weft sim replicate ...` or `weft sim drops ...`; the columns are explained in `weft sim --help`)");
     }
     exit(ok)
 }
@@ -883,6 +944,7 @@ mod tests {
             SimCommand::Table(a) => format!("{:?}", a.params()?),
             SimCommand::Chord(a) => format!("{:?}", a.params()?),
             SimCommand::Replicate(a) => format!("{:?}", a.params()?),
+            SimCommand::Drops(a) => format!("{:?}", a.params()?),
             SimCommand::Sweep { .. } => return Err("a sweep is no replay".into()),
         })
     }
@@ -926,6 +988,13 @@ mod tests {
         listed.shape = mesh::Shape::Star;
         listed.safety_ms = 5_000;
         replicate_run(listed);
+        for (_, p) in default_drops() {
+            runs.push((p.replay(), format!("{p:?}")));
+        }
+        let mut quiet = DropsParams::new(3, 4, FaultMode::None);
+        quiet.forger = false;
+        quiet.safety_ms = 9_000;
+        runs.push((quiet.replay(), format!("{quiet:?}")));
         for (line, params) in &runs {
             let again = replayed(line).unwrap_or_else(|e| panic!("{line}: {e}"));
             // Lists are printed trimmed: compare the runs, not the spelling.

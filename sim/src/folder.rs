@@ -536,6 +536,21 @@ impl Folder {
         self.report(path)
     }
 
+    /// Changes one byte of the file at `path` behind the scanner's back (a peer that serves
+    /// other bytes than it announced): nothing is reported. Whether there was such a file.
+    pub fn corrupt(&mut self, path: &str) -> bool {
+        let Some(FsNode::File { data, .. }) = self.entries.get_mut(path) else {
+            return false;
+        };
+        if data.is_empty() {
+            return false;
+        }
+        let mut bytes = data.to_vec();
+        bytes[0] ^= 0xff;
+        *data = Bytes::from(bytes);
+        true
+    }
+
     /// Removes the file or symlink (or empty directory) at `path`.
     pub fn remove(&mut self, path: &str) -> Vec<LocalChange> {
         if !self.entries.contains_key(path) || self.has_children(path) {

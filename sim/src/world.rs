@@ -390,6 +390,12 @@ pub struct World {
     window_half: usize,
     violation: Option<Violation>,
     sabotaged: bool,
+    /// Give a sender `Writable` whenever everything it sent on a link has arrived, not only
+    /// at half a window (bulk data, the drops scenario, needs it; the other scenarios' traces
+    /// stay as they were).
+    pub writable_on_drain: bool,
+    /// Every drops event, by node, in order.
+    pub drop_events: Vec<(u32, weft_engine::drops::DropsEvent)>,
     /// The result of every `Event::Chord`, by (node, request id); the first one kept.
     chord_results: BTreeMap<(u32, u64), Result<ChordResult, ChordError>>,
     /// Crashed incarnations' share of the flood counters (see [`World::broadcast_transmissions`]).
@@ -540,6 +546,8 @@ impl World {
             violation: None,
             sabotaged: false,
             chord_results: BTreeMap::new(),
+            drop_events: Vec::new(),
+            writable_on_drain: false,
             crashed: FloodCounters::default(),
             #[cfg(test)]
             synthetic: BTreeMap::new(),
@@ -625,6 +633,52 @@ impl World {
             until,
         });
         self.push(until, Ev::Recover(Recovery::Partition));
+    }
+
+    /// Node `node`'s folder `folder` on its disk (made empty if never named): the scenarios
+    /// write into it as a user would, then hand the scanner's reports to the node.
+    pub fn folder_mut(
+        &mut self,
+        node: u32,
+        folder: weft_engine::protocol::FolderId,
+    ) -> &mut crate::folder::Folder {
+        self.cold[node as usize].disk.folder(folder)
+    }
+
+    /// Node `node`'s folder `folder`, if its disk holds it.
+    pub fn folder(
+        &self,
+        node: u32,
+        folder: &weft_engine::protocol::FolderId,
+    ) -> Option<&crate::folder::Folder> {
+        self.cold[node as usize].disk.get_folder(folder)
+    }
+
+    /// Node `node`'s configuration.
+    pub fn config_of(&self, node: u32) -> &Config {
+        &self.cold[node as usize].config
+    }
+
+    /// Hands `to` `bytes` as if `from` had sent them on their newest open link, after
+    /// everything `from` sent on it before (a forging peer: plaintext links only, or the
+    /// bytes are noise to the receiver). Whether there was such a link.
+    pub fn inject(&mut self, from: u32, to: u32, bytes: Bytes) -> bool {
+        let found = self.links.iter().enumerate().rev().find_map(|(id, l)| {
+            (0..2u8).find_map(|side| {
+                let d = &l.dirs[side as usize];
+                let sender = l.end(side);
+                (d.to_node == to && sender.node == from && d.to_open && d.from_open)
+                    .then_some((id as u32, side))
+            })
+        });
+        let Some((link, side)) = found else {
+            return false;
+        };
+        let d = &mut self.links[link as usize].dirs[side as usize];
+        let at = self.now.max(d.last_arrival);
+        d.last_arrival = at;
+        self.push(at, Ev::Deliver { link, side, bytes });
+        true
     }
 
     /// Schedules an application command on `node` at `at`.
@@ -1010,6 +1064,7 @@ impl World {
                     .or_insert_with(|| c.result.clone());
             }
             Event::Table(TableEvent::Refused { .. }) => self.stats.table_refusals += 1,
+            Event::Drops(d) => self.drop_events.push((i, d.clone())),
             Event::Mesh(MeshEvent::Broadcast {
                 origin,
                 incarnation: origin_incarnation,
@@ -1359,6 +1414,29 @@ impl World {
             d.writable_pending = false;
             let sender = link.end(side);
             if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
+                link.dirs[side as usize].in_flight_bytes = 0;
+                self.input(sender.node, Input::Writable { conn: sender.conn });
+            }
+        }
+        // Everything sent this way has arrived: the sender's socket has drained, and a real
+        // driver says so (bulk data waits for it). Not while the sender has handed out bytes
+        // the world has not carried yet: the mirrored count must stay the engine's.
+        let link = &mut self.links[link_id as usize];
+        let d = &link.dirs[side as usize];
+        if self.writable_on_drain
+            && d.buffered_bytes == 0
+            && d.in_flight_bytes > 0
+            && !d.writable_pending
+        {
+            let sender = link.end(side);
+            let mirrored = d.in_flight_bytes;
+            let sn = &self.nodes[sender.node as usize];
+            let same = sn
+                .node
+                .as_ref()
+                .and_then(|n| n.conn_stats(sender.conn))
+                .is_some_and(|s| s.in_flight_bytes == mirrored);
+            if sender.open && sn.incarnation == sender.incarnation && same {
                 link.dirs[side as usize].in_flight_bytes = 0;
                 self.input(sender.node, Input::Writable { conn: sender.conn });
             }

@@ -73,6 +73,10 @@ fn three() -> (Net, DropId) {
         })
         .expect("node 0 created a drop");
     write(&mut net, 0, drop, "a", b"first version of a");
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(&mut net, 0, drop, "big", &big);
     settle(&mut net);
     let second = public_key(&net, 1);
     publish(&mut net, 0, drop, Some(vec![second]));
@@ -90,6 +94,11 @@ fn a_published_version_reaches_every_subscriber_and_only_owners_can_change_it() 
         .drop_shown(&drop)
         .expect("node 0 shows its version");
     for i in [1, 2] {
+        assert_eq!(
+            data(&net, i, drop, "big").map(|d| d.len()),
+            Some(300_000),
+            "node {i} big"
+        );
         assert_eq!(net.nodes[i].drop_shown(&drop), Some(v1), "node {i}");
         assert_eq!(
             data(&net, i, drop, "a").as_deref(),
@@ -188,4 +197,19 @@ fn a_subscriber_keeps_its_versions_across_a_restart() {
         Some(&b"first version of a"[..])
     );
     assert_eq!(net.nodes[2].drop_chain(&drop).map(|c| c.len()), Some(1));
+}
+
+#[test]
+fn the_drops_scenario_lands_nothing_forged_and_converges() {
+    use weft_sim::scenario::drops::{run, DropsParams};
+    use weft_sim::scenario::mesh::FaultMode;
+    let report = run(&DropsParams::new(6, 1, FaultMode::Swarm));
+    assert!(report.header.ok, "{:?}", report.header.violation);
+    assert_eq!(report.forged_held, 0);
+    let a = &report.attacks;
+    assert!(a.non_owner_versions + a.bad_signatures + a.owner_changes_by_secondary > 0);
+    assert!(report.versions_refused > 0);
+    // The same seed, the same run.
+    let again = run(&DropsParams::new(6, 1, FaultMode::Swarm));
+    assert_eq!(report.header.digest, again.header.digest);
 }

@@ -27,7 +27,7 @@ use crate::machine::{
 };
 use crate::replicate::{Gate, ReplicaCommand, ReplicaConfig, ReplicateCommand};
 use crate::session::Peer;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// Host request tokens.
 const LOAD: u64 = 0;
@@ -41,6 +41,9 @@ const STATE_FORMAT: u32 = 1;
 struct Assembly {
     version: VersionId,
     peer: NodeId,
+    /// When it was asked for: an assembly older than [`DROP_SYNC_INTERVAL`] at a sync is
+    /// asked of another holder.
+    asked_at: Instant,
     hasher: RootHasher,
     files: Vec<DropFile>,
 }
@@ -62,6 +65,11 @@ struct Held {
     holders: BTreeSet<NodeId>,
     assembly: Option<Assembly>,
 }
+
+/// How often a node tells its linked peers its heads of every drop it holds, and asks
+/// again for a file list it still lacks (SPEC.md §24.6): pushes lost with a link or a crash
+/// are made up for by then.
+pub const DROP_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A held drop as persisted.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,6 +101,8 @@ pub(crate) struct DropsProtocol {
     outputs: VecDeque<ProtocolOutput<DropsEvent>>,
     persist: Persist,
     metrics: DropsMetrics,
+    now: Instant,
+    next_sync: Option<Instant>,
 }
 
 impl DropsProtocol {
@@ -107,6 +117,8 @@ impl DropsProtocol {
             outputs: VecDeque::new(),
             persist: Persist::default(),
             metrics: DropsMetrics::default(),
+            now: Instant::ZERO,
+            next_sync: None,
         }
     }
 
@@ -399,6 +411,7 @@ impl DropsProtocol {
     /// Moves the folder to the current head once its file list is verified; asks for the
     /// list (of `prefer`, else another holder) when it is not.
     fn update_shown(&mut self, drop: DropId, prefer: Option<NodeId>) {
+        let now = self.now;
         let linked = self.linked.clone();
         let Some(held) = self.drops.get_mut(&drop) else {
             return;
@@ -428,12 +441,25 @@ impl DropsProtocol {
             }
             return;
         }
-        if held.assembly.as_ref().is_some_and(|a| a.version == current) {
+        let fresh = |a: &Assembly| a.asked_at + DROP_SYNC_INTERVAL > now;
+        if held
+            .assembly
+            .as_ref()
+            .is_some_and(|a| a.version == current && fresh(a))
+        {
             return;
         }
+        // A stale assembly's peer is tried last.
+        let stale = held.assembly.take().map(|a| a.peer);
         let peer = prefer
-            .filter(|p| linked.contains(p))
-            .or_else(|| held.holders.iter().find(|h| linked.contains(h)).copied());
+            .filter(|p| linked.contains(p) && Some(*p) != stale)
+            .or_else(|| {
+                held.holders
+                    .iter()
+                    .find(|h| linked.contains(h) && Some(**h) != stale)
+                    .copied()
+            })
+            .or_else(|| stale.filter(|p| linked.contains(p)));
         let Some(peer) = peer else {
             held.assembly = None;
             return;
@@ -441,6 +467,7 @@ impl DropsProtocol {
         held.assembly = Some(Assembly {
             version: current,
             peer,
+            asked_at: now,
             hasher: RootHasher::new(),
             files: Vec::new(),
         });
@@ -686,7 +713,8 @@ impl Protocol for DropsProtocol {
         code.family() == Some(Family::Drops) && code.is_known()
     }
 
-    fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+    fn handle_link(&mut self, now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
+        self.now = now;
         match notice {
             LinkNotice::Up { peer, .. } => {
                 let node = peer.node;
@@ -716,11 +744,12 @@ impl Protocol for DropsProtocol {
 
     fn handle_message(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
+        self.now = now;
         let peer = from.node;
         let Message::Drop(message) = Message::decode(frame.code(), &frame.payload()?)? else {
             return Err(PeerFault::Unexpected("not a drop message"));
@@ -752,6 +781,10 @@ impl Protocol for DropsProtocol {
                     return Ok(());
                 };
                 held.holders.insert(peer);
+                // A peer that tells its heads holds the drop: it gets this node's pushes.
+                if held.subscribers.len() < DROP_SUBSCRIBERS_MAX {
+                    held.subscribers.insert(peer);
+                }
                 let unknown: Vec<VersionId> = m
                     .heads
                     .into_iter()
@@ -796,10 +829,11 @@ impl Protocol for DropsProtocol {
 
     fn handle_command(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _cx: &Context<'_>,
         command: DropsCommand,
     ) -> Result<(), DropsRefusal> {
+        self.now = now;
         match command {
             DropsCommand::Create => {
                 let mut nonce = [0u8; 16];
@@ -815,7 +849,23 @@ impl Protocol for DropsProtocol {
         }
     }
 
-    fn handle_timeout(&mut self, _now: Instant, _cx: &Context<'_>) {
+    fn handle_timeout(&mut self, now: Instant, _cx: &Context<'_>) {
+        self.now = now;
+        if self.next_sync.is_some_and(|t| t <= now) {
+            self.next_sync = Some(now + DROP_SYNC_INTERVAL);
+            let drops: Vec<DropId> = self.drops.keys().copied().collect();
+            let linked: Vec<NodeId> = self.linked.iter().copied().collect();
+            for drop in drops {
+                let heads = self.heads_of(&drop);
+                for peer in &linked {
+                    self.send(*peer, DropMessage::Heads(heads.clone()));
+                }
+                self.update_shown(drop, None);
+            }
+        }
+        if self.next_sync.is_none() {
+            self.next_sync = Some(now + DROP_SYNC_INTERVAL);
+        }
         if !self.persist.load_sent {
             self.persist.load_sent = true;
             self.outputs.push_back(ProtocolOutput::Request {
@@ -866,7 +916,7 @@ impl Protocol for DropsProtocol {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.next_sync
     }
 
     fn check_invariants(&self, _config: &Config) -> Result<(), String> {

@@ -285,6 +285,9 @@ impl Replica {
     pub fn set_gate(&mut self, now: Instant, gate: super::Gate) {
         self.now = now;
         self.config.gate = Some(gate);
+        // Records deferred under the old gate are judged again when they come again (every
+        // index is asked for whole below), not applied as they are.
+        self.deferred.clear();
         let linked: Vec<NodeId> = self
             .peers
             .iter_mut()
@@ -579,11 +582,31 @@ impl Replica {
     }
 
     /// A record from `peer`: checked, then applied.
-    fn on_remote(&mut self, peer: NodeId, r: Record, mut moved_from: Option<(String, Version)>) {
+    fn on_remote(
+        &mut self,
+        peer: NodeId,
+        mut r: Record,
+        mut moved_from: Option<(String, Version)>,
+    ) {
         if let Some(gate) = &self.config.gate {
             if !gate.admits(&peer, &r) {
                 self.metrics.records_gated += 1;
                 return;
+            }
+            // The version the gate lists wins over a local record it does not list, whatever
+            // the version vectors say (two owners' concurrent edits, settled by the one who
+            // published): its version takes in the local one's, so it is newer here and
+            // never a conflict.
+            let local = self.index.get(&r.entry.path);
+            if !gate.trusted.contains(&peer)
+                && local.is_some_and(|l| {
+                    !gate.holds(l)
+                        && r.entry.version.compare(&l.entry.version) != VersionOrder::Newer
+                })
+            {
+                if let Some(l) = local {
+                    r.entry.version = r.entry.version.merged(&l.entry.version);
+                }
             }
             // A move away from a path the version still lists is the new record alone.
             if !gate.trusted.contains(&peer)

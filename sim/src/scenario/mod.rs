@@ -3,6 +3,7 @@
 //! any of them: as text, as JSON, as a row of the default table, or summed over a sweep.
 
 pub mod chord;
+pub mod drops;
 pub mod mesh;
 pub mod replicate;
 pub mod table;
