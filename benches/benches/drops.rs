@@ -97,7 +97,9 @@ fn root_hash(c: &mut Criterion) {
     g.bench_function("root_hasher", |b| {
         b.iter(|| {
             let mut hasher = RootHasher::new();
-            hasher.push_batch(black_box(&files)).expect("files in order");
+            hasher
+                .push_batch(black_box(&files))
+                .expect("files in order");
             hasher.finish(&m).expect("the manifest's list")
         })
     });

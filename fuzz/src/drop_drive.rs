@@ -50,7 +50,10 @@ fn check(code: Code, data: &[u8], msg: &DropMessage) {
     let again = Message::decode(code, &payload).expect("a re-encoded message decodes");
     assert_eq!(again, message, "payload round trip");
     assert_eq!(again.encode_payload(), payload, "encoding is deterministic");
-    assert!(payload.len() <= data.len(), "canonical form is never longer");
+    assert!(
+        payload.len() <= data.len(),
+        "canonical form is never longer"
+    );
     for compress in [false, true] {
         let frame =
             Frame::parse(message.to_frame(compress).into_bytes()).expect("an encoded frame parses");
@@ -76,7 +79,11 @@ fn check(code: Code, data: &[u8], msg: &DropMessage) {
         }
         DropMessage::Files(f) => {
             let mut hasher = RootHasher::new();
-            let pushed = f.files.iter().take_while(|file| hasher.push(file).is_ok()).count();
+            let pushed = f
+                .files
+                .iter()
+                .take_while(|file| hasher.push(file).is_ok())
+                .count();
             assert_eq!(hasher.files() as usize, pushed);
             for file in &f.files {
                 let encoded = postcard_len(file);
@@ -114,7 +121,10 @@ fn check_limits(msg: &DropMessage) {
             assert!(f.files.windows(2).all(|w| w[0].path < w[1].path));
             for file in &f.files {
                 assert!(file.path.len() <= PATH_BYTES_MAX);
-                assert!(file.target.as_ref().is_none_or(|t| t.len() <= PATH_BYTES_MAX));
+                assert!(file
+                    .target
+                    .as_ref()
+                    .is_none_or(|t| t.len() <= PATH_BYTES_MAX));
                 assert!(file.blocks.len() <= FILE_BLOCKS_MAX);
             }
         }

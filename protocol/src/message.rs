@@ -252,7 +252,7 @@ impl Broadcast<'_> {
 }
 
 /// Bytes of `v` as a postcard (LEB128) varint: one per started group of 7 bits, at least one.
-pub(crate) fn varint_len(v: u64) -> usize {
+fn varint_len(v: u64) -> usize {
     1 + (63 - (v | 1).leading_zeros() as usize) / 7
 }
 

@@ -6,8 +6,8 @@ use super::{
     DropError, DropManifest, DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_FILES_MAX,
     DROP_ROOT_DOMAIN,
 };
-use crate::message::varint_len;
 use crate::replica::{Block, FileKind, BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, PATH_BYTES_MAX};
+use crate::table::varint_len;
 
 /// One path of a drop version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -450,5 +450,28 @@ mod tests {
             .collect();
         assert!(huge.encoded_len() > DROP_FILES_BATCH_BYTES_MAX);
         assert_eq!(files_batch_len(&[huge.clone(), huge]), 1);
+    }
+
+    #[test]
+    fn the_largest_file_fits_one_drop_files_frame() {
+        let largest = DropFile {
+            path: "p".repeat(PATH_BYTES_MAX),
+            kind: FileKind::Symlink,
+            mode: u8::MAX,
+            size: u64::MAX,
+            target: Some("t".repeat(PATH_BYTES_MAX)),
+            blocks: vec![
+                Block {
+                    offset: u64::MAX,
+                    len: u32::MAX,
+                    hash: [0xFF; 32],
+                };
+                FILE_BLOCKS_MAX
+            ],
+        };
+        assert_eq!(largest.encoded_len(), 12_328_980, "SPEC.md §24.5");
+        assert_eq!(postcard::to_allocvec(&largest).unwrap().len(), 12_328_980);
+        // drop 32, version 32, from (at most 5), count 1, the file: under the payload limit.
+        assert!(32 + 32 + 5 + 1 + largest.encoded_len() <= crate::PAYLOAD_BYTES_MAX);
     }
 }

@@ -191,7 +191,7 @@ impl DropManifest {
         VersionId(*blake3::hash(&self.signed_bytes()).as_bytes())
     }
 
-    /// The rules checked when the manifest is decoded (SPEC.md §24.2, rules 1–4): the lists'
+    /// The rules checked when the manifest is decoded (SPEC.md §24.2, rules 1–3): the lists'
     /// limits and orders, and a counter and file count in range. No hash, no signature.
     pub fn check_form(&self) -> Result<(), DropError> {
         if self.parents.len() > DROP_PARENTS_MAX {
