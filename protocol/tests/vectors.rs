@@ -4177,6 +4177,19 @@ fn drop_version_vectors_are_really_signed_and_follow_each_other() {
     assert!(check_version(&v2b, &[&v1]).is_ok());
     assert!(check_version(&v3, &[&v2b, &v2a]).is_ok());
     assert_eq!(v1.signer, drop_key(DROP_PRIMARY_SECRET));
+    // The ids SPEC.md §24.1 and §24.2 quote.
+    assert_eq!(
+        v1.drop.to_string(),
+        "763654276561aabd4dbc26984412eb03bb07277a8c73736365acfbf850ad080c"
+    );
+    assert_eq!(
+        v1.version_id().to_string(),
+        "f0cd47a82655bc034b785192ea4eef35218b311705379a9afd2a24fd1c4bd231"
+    );
+    assert_eq!(
+        v1.drop.folder_id().to_string(),
+        "976f502e095f6bdc6525f679971e3b28"
+    );
     assert_eq!(v3.signer, drop_key(DROP_SECONDARY_SECRET));
     // The first version's file list is the drop_files vector's, and hashes to its root.
     let listed = file

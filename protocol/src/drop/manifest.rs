@@ -220,7 +220,7 @@ impl DropManifest {
     }
 
     /// Whether the manifest is well formed, names its drop rightly and carries its signer's
-    /// signature (SPEC.md §24.2, rules 1–6); its version id if so.
+    /// signature (SPEC.md §24.2, rules 1–5); its version id if so.
     pub fn verify(&self) -> Result<VersionId, DropError> {
         self.check_form()?;
         if DropId::derive(&self.owners.primary, &self.nonce) != self.drop {
