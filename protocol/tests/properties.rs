@@ -1090,7 +1090,7 @@ fn gen_drop(g: &mut Gen, variant: usize, big: bool) -> DropMessage {
             })
         }
         3 => DropMessage::GetVersion(DropGetVersion { drop, version }),
-        4 => DropMessage::Version(gen_manifest(g, big)),
+        4 => DropMessage::Version(Box::new(gen_manifest(g, big))),
         5 => DropMessage::GetFiles(DropGetFiles {
             drop,
             version,

@@ -3694,7 +3694,7 @@ fn drop_from_fields(code_name: &str, f: &Value) -> DropMessage {
         }),
         "DROP_VERSION" => {
             let owners = get(f, "owners");
-            DropMessage::Version(DropManifest {
+            DropMessage::Version(Box::new(DropManifest {
                 drop,
                 nonce: get_bytes(f, "nonce").try_into().expect("16 bytes"),
                 counter: get_u64(f, "counter"),
@@ -3714,7 +3714,7 @@ fn drop_from_fields(code_name: &str, f: &Value) -> DropMessage {
                 bytes: get_u64(f, "bytes"),
                 signer: PublicKey(get_32(f, "signer")),
                 signature: Signature(get_bytes(f, "signature").try_into().expect("64 bytes")),
-            })
+            }))
         }
         "DROP_GET_FILES" => DropMessage::GetFiles(DropGetFiles {
             drop,
@@ -3876,9 +3876,15 @@ fn drop_cases() -> Vec<(String, Owned, bool)> {
                 version: v1.version_id(),
             }),
         ),
-        plain("drop_version_first", DropMessage::Version(v1.clone())),
-        plain("drop_version_by_secondary", DropMessage::Version(v2b)),
-        plain("drop_version_merge", DropMessage::Version(v3)),
+        plain(
+            "drop_version_first",
+            DropMessage::Version(Box::new(v1.clone())),
+        ),
+        plain(
+            "drop_version_by_secondary",
+            DropMessage::Version(Box::new(v2b)),
+        ),
+        plain("drop_version_merge", DropMessage::Version(Box::new(v3))),
         plain(
             "drop_get_files",
             DropMessage::GetFiles(DropGetFiles {
@@ -4160,7 +4166,7 @@ fn drop_version_vectors_are_really_signed_and_follow_each_other() {
         .iter()
         .filter(|v| v.code == Code::DROP_VERSION.0)
         .map(|v| match drop_from_fields("DROP_VERSION", &v.fields) {
-            DropMessage::Version(m) => (v.name.clone(), m),
+            DropMessage::Version(m) => (v.name.clone(), *m),
             other => panic!("{other:?}"),
         })
         .collect();
