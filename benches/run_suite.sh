@@ -12,7 +12,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ALL="codec relay chord mesh loopback blocks replicate run_output"
+ALL="codec relay chord mesh loopback blocks replicate run_output drops"
 BENCHES="${WEFT_SUITE_BENCHES:-$ALL}"
 ARGS=(--noplot)
 if [[ "${WEFT_SUITE_QUICK:-0}" != 0 ]]; then

@@ -33,6 +33,7 @@ GROUPS = {
     "blocks": ["blocks_64MiB"],
     "replicate": ["replicate_64MiB", "replicate_64MiB_on_cpu"],
     "run_output": ["run_output_16MiB"],
+    "drops": ["drops_manifest", "drops_root_10000_files"],
 }
 
 
@@ -54,6 +55,10 @@ def limit_of(group, fid):
         return "blake3_whole"
     if group == "run_output_16MiB" and fid.startswith("engines"):
         return "noise_floor"
+    if group == "drops_manifest" and fid == "verify":
+        return "ed25519_verify"
+    if group == "drops_root_10000_files" and fid == "root_hasher":
+        return "blake3_encoded"
     return None
 
 

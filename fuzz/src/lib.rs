@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod decoder_drive;
+mod drop_drive;
 mod message_drive;
 mod node_drive;
 mod noise_drive;
@@ -12,6 +13,7 @@ mod replica_drive;
 mod run_drive;
 
 pub use decoder_drive::run_frame_decoder;
+pub use drop_drive::run_drop_message;
 pub use message_drive::{
     run_chord_message, run_mesh_message, run_session_message, run_table_message,
 };

@@ -258,7 +258,7 @@ fn varint_len(v: u64) -> usize {
 
 /// Appends `v` as a postcard (LEB128) varint: 7 bits a byte, low first, the top bit set on
 /// every byte but the last.
-fn put_varint(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
     let mut v = v;
     while v >= 0x80 {
         out.push(v as u8 | 0x80);

@@ -285,9 +285,9 @@ fn frame_too_short() {
 
 #[test]
 fn unknown_command() {
-    // 0x01FF, 0x0204: unassigned in a known family; 0x0500: a reserved family; 0x0700: none.
+    // 0x01FF, 0x0204, 0x0508: unassigned in a known family; 0x0700: none.
     for code in [
-        0x0000u16, 0x0006, 0x0013, 0x01FF, 0x0204, 0x0500, 0x0700, 0xFFFF,
+        0x0000u16, 0x0006, 0x0013, 0x01FF, 0x0204, 0x0508, 0x0700, 0xFFFF,
     ] {
         assert_both(
             &raw_frame(1, 0, code, &[0]),

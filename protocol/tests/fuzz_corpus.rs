@@ -1,10 +1,13 @@
 //! Replays the committed corpora of the decoder fuzz targets (`frame_decoder`,
-//! `session_message`, `mesh_message`, `table_message`, `chord_message`, `replica_message`;
+//! `session_message`, `mesh_message`, `table_message`, `chord_message`, `replica_message`,
+//! `run_message`, `drop_message`;
 //! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`) through the fuzz targets' own
 //! logic, without libfuzzer. The node and Noise targets replay in `engine/tests/fuzz_corpus.rs`.
 
 #[path = "../../fuzz/src/decoder_drive.rs"]
 mod decoder_drive;
+#[path = "../../fuzz/src/drop_drive.rs"]
+mod drop_drive;
 #[path = "../../fuzz/src/message_drive.rs"]
 mod message_drive;
 #[path = "../../fuzz/src/replica_drive.rs"]
@@ -187,5 +190,42 @@ fn run_message_corpus_replays() {
 fn run_driver_survives_empty_and_tiny_inputs() {
     for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 49], &[1; 200]] {
         run_drive::run_run_message(data);
+    }
+}
+
+#[test]
+fn drop_message_corpus_replays() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let corpus = files(&fuzz.join("corpus/drop_message"));
+    assert!(!corpus.is_empty(), "fuzz/corpus/drop_message/ is empty");
+    let regressions = files(&fuzz.join("regressions/drop_message"));
+    let codes: Vec<weft_protocol::Code> = drop_drive::DROP_CODES
+        .map(weft_protocol::Code)
+        .filter(|c| c.is_known())
+        .collect();
+    let mut decoded = vec![0usize; codes.len()];
+    for path in corpus.iter().chain(&regressions) {
+        eprintln!("{}", path.display());
+        let data = std::fs::read(path).expect("a readable corpus file");
+        drop_drive::run_drop_message(&data);
+        for (n, code) in decoded.iter_mut().zip(&codes) {
+            *n += usize::from(weft_protocol::Message::decode(*code, &data).is_ok());
+        }
+    }
+    eprintln!(
+        "replayed {} drop_message inputs; decoded per code 0x0500..0x0507: {decoded:?}",
+        corpus.len() + regressions.len()
+    );
+    // The corpus must keep reaching every drop decoder's success path.
+    assert!(
+        decoded.iter().all(|&n| n > 0),
+        "a drop code no corpus input decodes: {decoded:?}"
+    );
+}
+
+#[test]
+fn drop_driver_survives_empty_and_tiny_inputs() {
+    for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 66], &[1; 200]] {
+        drop_drive::run_drop_message(data);
     }
 }

@@ -40,6 +40,12 @@ use weft_protocol::{
     TABLE_KEY_BYTES_MAX, TABLE_OPS_PER_MESSAGE_MAX,
 };
 use weft_protocol::{
+    DropFile, DropFiles, DropGetFiles, DropGetVersion, DropHeads, DropId, DropManifest,
+    DropMessage, DropNotFound, DropOwners, DropSubscribe, DropUnsubscribe, RootHasher, VersionId,
+    DROP_FILES_BATCH_MAX, DROP_FILES_MAX, DROP_HEADS_MAX, DROP_PARENTS_MAX,
+    DROP_SECONDARY_OWNERS_MAX,
+};
+use weft_protocol::{
     ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
     RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX,
     RUN_REASON_BYTES_MAX,
@@ -522,9 +528,9 @@ impl Owned {
         }
     }
 
-    /// One of the forty-one variants, chosen uniformly.
+    /// One of the forty-nine variants, chosen uniformly.
     fn gen(g: &mut Gen, big: bool) -> Owned {
-        Owned::Plain(match below(g, 41) {
+        Owned::Plain(match below(g, 49) {
             0 => Message::Hello(gen_hello(g)),
             1 => Message::HelloAck(HelloAck {
                 signature: Signature(bytes64(g)),
@@ -561,7 +567,8 @@ impl Owned {
             15 => return Owned::Repair(OwnedBroadcast::gen(g, big)),
             chord @ 16..26 => Message::Chord(gen_chord(g, chord - 16, big)),
             replica @ 26..34 => return gen_replica(g, replica - 26, big),
-            run => return gen_run(g, run - 34, big),
+            drop @ 34..42 => Message::Drop(gen_drop(g, drop - 34, big)),
+            run => return gen_run(g, run - 42, big),
         })
     }
 }
@@ -991,6 +998,130 @@ fn gen_run(g: &mut Gen, variant: usize, big: bool) -> Owned {
     }))
 }
 
+/// `n` distinct 32-byte strings, ascending (`n` at most 256).
+fn ascending32(g: &mut Gen, n: usize) -> Vec<[u8; 32]> {
+    let mut out: Vec<[u8; 32]> = (0..n)
+        .map(|i| {
+            let mut b = bytes32(g);
+            b[0] = i as u8;
+            b
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A drop manifest keeping every rule the codec checks (not signed: the codec does not check
+/// signatures).
+fn gen_manifest(g: &mut Gen, big: bool) -> DropManifest {
+    let parents = count_up_to(g, DROP_PARENTS_MAX);
+    let secondary = if big {
+        count_up_to(g, DROP_SECONDARY_OWNERS_MAX)
+    } else {
+        below(g, 3)
+    };
+    let mut primary = bytes32(g);
+    primary[0] = 0xFF; // the secondary owners' first bytes are their indexes
+    DropManifest {
+        drop: DropId(bytes32(g)),
+        nonce: bytes32(g)[..16].try_into().expect("16 of 32 bytes"),
+        counter: 1 + u64::arbitrary(g) % u64::MAX,
+        parents: ascending32(g, parents).into_iter().map(VersionId).collect(),
+        owners: DropOwners {
+            primary: PublicKey(primary),
+            secondary: ascending32(g, secondary)
+                .into_iter()
+                .map(PublicKey)
+                .collect(),
+        },
+        root: bytes32(g),
+        files: u32::arbitrary(g) % (DROP_FILES_MAX + 1),
+        bytes: u64::arbitrary(g),
+        signer: PublicKey(bytes32(g)),
+        signature: Signature(bytes64(g)),
+    }
+}
+
+/// A drop file within the codec's limits (any mode, size and blocks: the codec does not check
+/// that they fit together).
+fn gen_drop_file(g: &mut Gen, path: String, big: bool) -> DropFile {
+    let blocks = if big && one_in(g, 16) {
+        64
+    } else {
+        below(g, 4)
+    };
+    DropFile {
+        path,
+        kind: file_kind(g),
+        mode: u8::arbitrary(g),
+        size: u64::arbitrary(g),
+        target: one_in(g, 2).then(|| self::path(g, false)),
+        blocks: (0..blocks)
+            .map(|_| Block {
+                offset: u64::arbitrary(g),
+                len: u32::arbitrary(g),
+                hash: bytes32(g),
+            })
+            .collect(),
+    }
+}
+
+/// `n` distinct paths, ascending.
+fn ascending_paths(g: &mut Gen, n: usize, big: bool) -> Vec<String> {
+    let mut paths: Vec<String> = (0..n)
+        .map(|i| format!("{i:04}/{}", cut_to(path(g, big), PATH_BYTES_MAX - 5)))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Drop message number `variant` (0..8, code order), within every limit.
+fn gen_drop(g: &mut Gen, variant: usize, big: bool) -> DropMessage {
+    let drop = DropId(bytes32(g));
+    let version = VersionId(bytes32(g));
+    match variant {
+        0 => DropMessage::Subscribe(DropSubscribe { drop }),
+        1 => DropMessage::Unsubscribe(DropUnsubscribe { drop }),
+        2 => {
+            let n = count_up_to(g, DROP_HEADS_MAX);
+            DropMessage::Heads(DropHeads {
+                drop,
+                heads: ascending32(g, n).into_iter().map(VersionId).collect(),
+            })
+        }
+        3 => DropMessage::GetVersion(DropGetVersion { drop, version }),
+        4 => DropMessage::Version(Box::new(gen_manifest(g, big))),
+        5 => DropMessage::GetFiles(DropGetFiles {
+            drop,
+            version,
+            from: u32::arbitrary(g),
+        }),
+        6 => {
+            let n = if big && one_in(g, 16) {
+                DROP_FILES_BATCH_MAX
+            } else {
+                below(g, 4)
+            };
+            let files: Vec<DropFile> = ascending_paths(g, n, big)
+                .into_iter()
+                .map(|p| gen_drop_file(g, p, big))
+                .collect();
+            let room = DROP_FILES_MAX - n as u32;
+            DropMessage::Files(DropFiles {
+                drop,
+                version,
+                from: match below(g, 3) {
+                    0 => 0,
+                    1 => room,
+                    _ => u32::arbitrary(g) % (room + 1),
+                },
+                files,
+            })
+        }
+        _ => DropMessage::NotFound(DropNotFound { drop, version }),
+    }
+}
+
 /// Newtypes so that quickcheck can generate each variant on its own.
 macro_rules! arbitrary_newtype {
     ($name:ident($ty:ty), |$g:ident| $body:expr) => {
@@ -1038,6 +1169,11 @@ arbitrary_newtype!(ArbReplica(Owned), |g| {
     gen_replica(g, variant, true)
 });
 arbitrary_newtype!(ArbVersion(Version), |g| gen_version(g, true));
+arbitrary_newtype!(ArbDropFiles(Vec<DropFile>), |g| valid_drop_files(g));
+arbitrary_newtype!(ArbDrop(DropMessage), |g| {
+    let variant = below(g, 8);
+    gen_drop(g, variant, true)
+});
 // A message small enough (at most a few KiB) to be cut at every byte boundary.
 arbitrary_newtype!(SmallMessage(Owned), |g| Owned::gen(g, false));
 // One to four small messages, each with its own choice of compression.
@@ -1815,6 +1951,205 @@ fn a_replica_message_over_any_limit_is_malformed() {
 }
 
 // =============================================================================================
+// Drops
+
+#[test]
+fn drop_messages_round_trip() {
+    static PACKED: AtomicUsize = AtomicUsize::new(0);
+    fn prop(m: ArbDrop) {
+        count_if(&PACKED, round_trip(&Message::Drop(m.0)));
+    }
+    assert!(check(400, &PACKED, prop) > 0, "no frame was compressed");
+}
+
+#[test]
+fn a_drop_message_over_any_limit_is_malformed() {
+    fn prop(m: ArbDrop, pick: usize) {
+        let file = DropFile {
+            path: "m".into(),
+            kind: FileKind::Directory,
+            mode: 7,
+            size: 0,
+            target: None,
+            blocks: vec![],
+        };
+        let broken = match m.0 {
+            DropMessage::Heads(mut h) => {
+                match pick % 2 {
+                    0 => h.heads = vec![VersionId([1; 32]); DROP_HEADS_MAX + 1],
+                    _ => h.heads = vec![VersionId([2; 32]), VersionId([1; 32])],
+                }
+                DropMessage::Heads(h)
+            }
+            DropMessage::Version(mut v) => {
+                match pick % 6 {
+                    0 => v.parents = vec![VersionId([1; 32]); DROP_PARENTS_MAX + 1],
+                    1 => v.parents = vec![VersionId([1; 32]), VersionId([1; 32])],
+                    2 => {
+                        v.owners.secondary = vec![PublicKey([1; 32]); DROP_SECONDARY_OWNERS_MAX + 1]
+                    }
+                    3 => v.owners.secondary.push(v.owners.primary),
+                    4 => v.counter = 0,
+                    _ => v.files = DROP_FILES_MAX + 1 + pick as u32 % 1000,
+                }
+                DropMessage::Version(v)
+            }
+            DropMessage::Files(mut f) => {
+                match pick % 5 {
+                    0 => {
+                        f.files = (0..=DROP_FILES_BATCH_MAX)
+                            .map(|i| DropFile {
+                                path: format!("{i:04}"),
+                                ..file.clone()
+                            })
+                            .collect();
+                        f.from = 0;
+                    }
+                    1 => {
+                        // The same path first and last: never strictly ascending.
+                        let last = DropFile {
+                            path: "~".into(),
+                            ..file.clone()
+                        };
+                        f.files.insert(0, last.clone());
+                        f.files.push(last);
+                    }
+                    2 => f.files.push(DropFile {
+                        path: "~".repeat(PATH_BYTES_MAX + 1),
+                        ..file
+                    }),
+                    3 => f.files.push(DropFile {
+                        path: "~".into(),
+                        target: Some("t".repeat(PATH_BYTES_MAX + 1)),
+                        ..file
+                    }),
+                    _ => {
+                        f.files.push(DropFile {
+                            path: "~".into(),
+                            ..file
+                        });
+                        f.from = DROP_FILES_MAX + 1 - f.files.len() as u32;
+                    }
+                }
+                DropMessage::Files(f)
+            }
+            // The other messages have no limit beyond postcard's.
+            _ => return,
+        };
+        let msg = Message::Drop(broken);
+        let payload = msg.encode_payload();
+        assert!(
+            matches!(
+                Message::decode(msg.code(), &payload),
+                Err(ProtocolError::MalformedPayload { .. })
+            ),
+            "{msg:?}"
+        );
+    }
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(prop as fn(ArbDrop, usize));
+}
+
+/// Files that keep every rule of SPEC.md §24.3, in path order.
+fn valid_drop_files(g: &mut Gen) -> Vec<DropFile> {
+    let n = below(g, 40);
+    ascending_paths(g, n, false)
+        .into_iter()
+        .map(|path| {
+            let blocks: Vec<Block> = (0..below(g, 4) as u64)
+                .map(|i| Block {
+                    offset: i * 1000,
+                    len: 1000,
+                    hash: bytes32(g),
+                })
+                .collect();
+            match below(g, 3) {
+                0 => DropFile {
+                    path,
+                    kind: FileKind::File,
+                    mode: (u8::arbitrary(g) % 8),
+                    size: blocks.len() as u64 * 1000,
+                    target: None,
+                    blocks,
+                },
+                1 => DropFile {
+                    path,
+                    kind: FileKind::Directory,
+                    mode: 7,
+                    size: 0,
+                    target: None,
+                    blocks: vec![],
+                },
+                _ => DropFile {
+                    path,
+                    kind: FileKind::Symlink,
+                    mode: 7,
+                    size: 0,
+                    target: Some(format!("t{}", below(g, 100))),
+                    blocks: vec![],
+                },
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_root_hash_is_the_same_however_the_list_is_batched() {
+    fn prop(files: ArbDropFiles, cuts: Vec<usize>) -> bool {
+        let files = files.0;
+        let mut whole = b"weft drop root v1\0".to_vec();
+        for f in &files {
+            let one = Message::Drop(DropMessage::Files(DropFiles {
+                drop: DropId::default(),
+                version: VersionId::default(),
+                from: 0,
+                files: vec![f.clone()],
+            }))
+            .encode_payload();
+            // drop 32, version 32, from 1, count 1, then the file.
+            assert_eq!(one.len() - 66, f.encoded_len());
+            whole.extend_from_slice(&one[66..]);
+        }
+        let mut hasher = RootHasher::new();
+        let mut at = 0;
+        for cut in cuts.iter().chain([&usize::MAX]) {
+            let end = at + (cut % (files.len() + 1)).min(files.len() - at);
+            hasher
+                .push_batch(&files[at..end])
+                .expect("valid files in order");
+            at = end;
+        }
+        hasher
+            .push_batch(&files[at..])
+            .expect("valid files in order");
+        let sizes: u64 = files.iter().map(|f| f.size).sum();
+        hasher.root() == *blake3::hash(&whole).as_bytes()
+            && hasher.files() as usize == files.len()
+            && hasher.bytes() == sizes
+    }
+    QuickCheck::new()
+        .tests(200)
+        .quickcheck(prop as fn(ArbDropFiles, Vec<usize>) -> bool);
+}
+
+#[test]
+fn a_file_pushed_twice_or_out_of_order_is_refused() {
+    let mut g = Gen::new(50);
+    for _ in 0..100 {
+        let files = valid_drop_files(&mut g);
+        if files.len() < 2 {
+            continue;
+        }
+        let mut hasher = RootHasher::new();
+        let i = below(&mut g, files.len() - 1);
+        hasher.push_batch(&files[..=i + 1]).expect("in order");
+        assert!(hasher.push(&files[i + 1]).is_err(), "the same path again");
+        assert!(hasher.push(&files[i]).is_err(), "an earlier path");
+    }
+}
+
+// =============================================================================================
 // Version vectors
 
 /// The order seen from the other side.
@@ -2198,7 +2533,9 @@ fn decode_as_everything(payload: &[u8]) {
             assert_eq!(Message::decode(code, &again), Ok(msg));
         }
     }
-    for code in [0x0000, 0x0006, 0x0104, 0x01FF, 0x0204, 0x0500, 0xFFFF] {
+    for code in [
+        0x0000, 0x0006, 0x0104, 0x01FF, 0x0204, 0x0508, 0x0700, 0xFFFF,
+    ] {
         assert_eq!(
             Message::decode(Code(code), payload),
             Err(ProtocolError::UnknownCommand(code))

@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use weft_protocol::compress::compress_if_smaller;
 use weft_protocol::{
+    check_version, DropFile, DropFiles, DropGetFiles, DropGetVersion, DropHeads, DropId,
+    DropManifest, DropMessage, DropNotFound, DropOwners, DropSubscribe, DropUnsubscribe,
+    ManifestFields, RootHasher, VersionId, DROP_FILES_BATCH_MAX, DROP_FILES_MAX, DROP_HEADS_MAX,
+    DROP_PARENTS_MAX, DROP_SECONDARY_OWNERS_MAX,
+};
+use weft_protocol::{
     Block, BlockHash, Counter, Deleted, FileEntry, FileKind, FolderId, HereIs, IDeleted, IHave,
     IMoved, IRefuse, IWant, List, Moved, NotFound, PathRefusal, ReplicaMessage, Version,
     BLOCK_BYTES_MAX, HEREIS_DATA_BYTES_MAX, INDEX_ENTRIES_MAX, PATH_BYTES_MAX, WANT_HASHES_MAX,
@@ -411,6 +417,7 @@ fn fields_of(msg: &Message<'_>) -> Value {
         )]),
         Message::Chord(m) => chord_fields(m),
         Message::Replica(m) => replica_fields(m),
+        Message::Drop(m) => drop_fields(m),
         Message::Run(m) => run_fields(m),
         other => panic!("a message this test does not know: {other:?}"),
     }
@@ -612,6 +619,7 @@ fn from_fields(code_name: &str, f: &Value) -> Owned {
         "LIST" | "IHAVE" | "IMOVED" | "IDELETED" | "IWANT" | "HEREIS" | "NOTFOUND" | "IREFUSE" => {
             return replica_from_fields(code_name, f)
         }
+        drop if drop.starts_with("DROP_") => Message::Drop(drop_from_fields(drop, f)),
         run if run.starts_with("RUN_") => return run_from_fields(run, f),
         other => panic!("unknown code name {other}"),
     })
@@ -1068,6 +1076,7 @@ fn valid_cases() -> Vec<(String, Owned, bool)> {
     ));
     v.extend(chord_cases());
     v.extend(replica_cases());
+    v.extend(drop_cases());
     v.extend(run_cases());
     v
 }
@@ -1247,10 +1256,10 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
             raw_frame(1, 0, 0x0006, &[0]),
         ),
         (
-            "unknown_command_reserved_family",
+            "unknown_command_no_family",
             "UnknownCommand",
-            "code 0x0500 lies in the reserved Drops family",
-            raw_frame(1, 0, 0x0500, &[0]),
+            "code 0x0700 lies in no family",
+            raw_frame(1, 0, 0x0700, &[0]),
         ),
         (
             "unknown_command_unassigned_mesh",
@@ -1523,6 +1532,7 @@ fn build() -> VectorFile {
         .into_iter()
         .chain(chord_invalid_cases())
         .chain(replica_invalid_cases())
+        .chain(drop_invalid_cases())
         .chain(run_invalid_cases())
         .map(|(name, error, description, bytes)| Invalid {
             name: name.into(),
@@ -1742,6 +1752,12 @@ fn the_vectors_cover_every_message_reason_and_error() {
         Code::HEREIS,
         Code::NOTFOUND,
         Code::IREFUSE,
+        Code::DROP_SUBSCRIBE,
+        Code::DROP_HEADS,
+        Code::DROP_VERSION,
+        Code::DROP_GET_FILES,
+        Code::DROP_FILES,
+        Code::DROP_NOTFOUND,
         Code::RUN_REQUEST,
         Code::RUN_REFUSED,
         Code::RUN_OUTPUT,
@@ -3523,4 +3539,697 @@ fn run_vectors_cover_every_refusal_and_status() {
             v.name
         );
     }
+}
+
+// =============================================================================================
+// Drops (SPEC.md §24.5)
+
+/// The secret key of the drop vectors' primary owner: [`pat`]`(0xA0)` (the table writer's).
+const DROP_PRIMARY_SECRET: u8 = 0xA0;
+
+/// The secret key of the drop vectors' secondary owner: [`pat`]`(0xC0)`.
+const DROP_SECONDARY_SECRET: u8 = 0xC0;
+
+fn drop_key(start: u8) -> PublicKey {
+    PublicKey(
+        ed25519_dalek::SigningKey::from_bytes(&pat(start))
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+fn hex_list(items: impl Iterator<Item = [u8; 32]>) -> Value {
+    Value::Array(items.map(|i| hexv(&i)).collect())
+}
+
+fn manifest_json(m: &DropManifest) -> Value {
+    obj([
+        ("drop", hexv(&m.drop.0)),
+        ("nonce", hexv(&m.nonce)),
+        ("counter", m.counter.into()),
+        ("parents", hex_list(m.parents.iter().map(|p| p.0))),
+        (
+            "owners",
+            obj([
+                ("primary", hexv(&m.owners.primary.0)),
+                (
+                    "secondary",
+                    hex_list(m.owners.secondary.iter().map(|k| k.0)),
+                ),
+            ]),
+        ),
+        ("root", hexv(&m.root)),
+        ("files", m.files.into()),
+        ("bytes", m.bytes.into()),
+        ("signer", hexv(&m.signer.0)),
+        ("signature", hexv(&m.signature.0)),
+    ])
+}
+
+fn drop_file_json(f: &DropFile) -> Value {
+    obj([
+        ("path", f.path.clone().into()),
+        ("kind", format!("{:?}", f.kind).into()),
+        ("mode", f.mode.into()),
+        ("size", f.size.into()),
+        ("target", opt_str(&f.target)),
+        (
+            "blocks",
+            Value::Array(
+                f.blocks
+                    .iter()
+                    .map(|b| {
+                        obj([
+                            ("offset", b.offset.into()),
+                            ("len", b.len.into()),
+                            ("hash", hexv(&b.hash)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+/// A drop message's fields as JSON: ids and keys as hex, DROP_VERSION as the manifest's
+/// fields (owners nested), a file kind by name, an absent target as null.
+fn drop_fields(m: &DropMessage) -> Value {
+    let drop = hexv(&m.drop_id().0);
+    match m {
+        DropMessage::Subscribe(_) | DropMessage::Unsubscribe(_) => obj([("drop", drop)]),
+        DropMessage::Heads(h) => obj([
+            ("drop", drop),
+            ("heads", hex_list(h.heads.iter().map(|v| v.0))),
+        ]),
+        DropMessage::GetVersion(g) => obj([("drop", drop), ("version", hexv(&g.version.0))]),
+        DropMessage::Version(m) => manifest_json(m),
+        DropMessage::GetFiles(g) => obj([
+            ("drop", drop),
+            ("version", hexv(&g.version.0)),
+            ("from", g.from.into()),
+        ]),
+        DropMessage::Files(f) => obj([
+            ("drop", drop),
+            ("version", hexv(&f.version.0)),
+            ("from", f.from.into()),
+            (
+                "files",
+                Value::Array(f.files.iter().map(drop_file_json).collect()),
+            ),
+        ]),
+        DropMessage::NotFound(n) => obj([("drop", drop), ("version", hexv(&n.version.0))]),
+    }
+}
+
+fn get_u32(f: &Value, key: &str) -> u32 {
+    get_u64(f, key).try_into().expect("a u32")
+}
+
+fn get_hex32_list(f: &Value, key: &str) -> Vec<[u8; 32]> {
+    get_array(f, key)
+        .iter()
+        .map(|h| {
+            unhex(h.as_str().expect("hex"))
+                .try_into()
+                .expect("32 bytes")
+        })
+        .collect()
+}
+
+fn get_drop_file(e: &Value) -> DropFile {
+    DropFile {
+        path: get_str(e, "path"),
+        kind: get_kind(e),
+        mode: get_u64(e, "mode").try_into().expect("mode fits a u8"),
+        size: get_u64(e, "size"),
+        target: get_opt_str(e, "target"),
+        blocks: get_array(e, "blocks")
+            .iter()
+            .map(|b| Block {
+                offset: get_u64(b, "offset"),
+                len: get_u32(b, "len"),
+                hash: get_32(b, "hash"),
+            })
+            .collect(),
+    }
+}
+
+/// The drop message a vector's `fields` describe.
+fn drop_from_fields(code_name: &str, f: &Value) -> DropMessage {
+    let drop = DropId(get_32(f, "drop"));
+    let version = || VersionId(get_32(f, "version"));
+    match code_name {
+        "DROP_SUBSCRIBE" => DropMessage::Subscribe(DropSubscribe { drop }),
+        "DROP_UNSUBSCRIBE" => DropMessage::Unsubscribe(DropUnsubscribe { drop }),
+        "DROP_HEADS" => DropMessage::Heads(DropHeads {
+            drop,
+            heads: get_hex32_list(f, "heads")
+                .into_iter()
+                .map(VersionId)
+                .collect(),
+        }),
+        "DROP_GET_VERSION" => DropMessage::GetVersion(DropGetVersion {
+            drop,
+            version: version(),
+        }),
+        "DROP_VERSION" => {
+            let owners = get(f, "owners");
+            DropMessage::Version(Box::new(DropManifest {
+                drop,
+                nonce: get_bytes(f, "nonce").try_into().expect("16 bytes"),
+                counter: get_u64(f, "counter"),
+                parents: get_hex32_list(f, "parents")
+                    .into_iter()
+                    .map(VersionId)
+                    .collect(),
+                owners: DropOwners {
+                    primary: PublicKey(get_32(owners, "primary")),
+                    secondary: get_hex32_list(owners, "secondary")
+                        .into_iter()
+                        .map(PublicKey)
+                        .collect(),
+                },
+                root: get_32(f, "root"),
+                files: get_u32(f, "files"),
+                bytes: get_u64(f, "bytes"),
+                signer: PublicKey(get_32(f, "signer")),
+                signature: Signature(get_bytes(f, "signature").try_into().expect("64 bytes")),
+            }))
+        }
+        "DROP_GET_FILES" => DropMessage::GetFiles(DropGetFiles {
+            drop,
+            version: version(),
+            from: get_u32(f, "from"),
+        }),
+        "DROP_FILES" => DropMessage::Files(DropFiles {
+            drop,
+            version: version(),
+            from: get_u32(f, "from"),
+            files: get_array(f, "files").iter().map(get_drop_file).collect(),
+        }),
+        "DROP_NOTFOUND" => DropMessage::NotFound(DropNotFound {
+            drop,
+            version: version(),
+        }),
+        other => panic!("unknown code name {other}"),
+    }
+}
+
+/// The file list of the drop vectors' first version: a directory, a file of two blocks and a
+/// symlink, in path order.
+fn drop_vector_files() -> Vec<DropFile> {
+    vec![
+        DropFile {
+            path: "docs".into(),
+            kind: FileKind::Directory,
+            mode: 7,
+            size: 0,
+            target: None,
+            blocks: vec![],
+        },
+        DropFile {
+            path: "docs/readme.txt".into(),
+            kind: FileKind::File,
+            mode: 6,
+            size: 20_000,
+            target: None,
+            blocks: vec![
+                Block {
+                    offset: 0,
+                    len: 16_384,
+                    hash: pat(0x10),
+                },
+                Block {
+                    offset: 16_384,
+                    len: 3_616,
+                    hash: pat(0x30),
+                },
+            ],
+        },
+        DropFile {
+            path: "latest".into(),
+            kind: FileKind::Symlink,
+            mode: 7,
+            size: 0,
+            target: Some("docs/readme.txt".into()),
+            blocks: vec![],
+        },
+    ]
+}
+
+/// The drop vectors' versions, each signed by its fixed key: `v1` (the first, by the
+/// primary, holding [`drop_vector_files`]), `v2a` (by the primary) and `v2b` (by the
+/// secondary) both after `v1`, and `v3` merging them (by the secondary).
+struct DropVersions {
+    v1: DropManifest,
+    v2a: DropManifest,
+    v2b: DropManifest,
+    v3: DropManifest,
+}
+
+fn drop_versions() -> DropVersions {
+    let primary = drop_key(DROP_PRIMARY_SECRET);
+    let nonce: [u8; 16] = pat(0x70);
+    let owners = DropOwners {
+        primary,
+        secondary: vec![drop_key(DROP_SECONDARY_SECRET)],
+    };
+    let mut hasher = RootHasher::new();
+    hasher
+        .push_batch(&drop_vector_files())
+        .expect("the vector files are in order");
+    let fields = |counter, parents: Vec<VersionId>, root, files, bytes| ManifestFields {
+        drop: DropId::derive(&primary, &nonce),
+        nonce,
+        counter,
+        parents,
+        owners: owners.clone(),
+        root,
+        files,
+        bytes,
+    };
+    let primary_key = pat(DROP_PRIMARY_SECRET);
+    let secondary_key = pat(DROP_SECONDARY_SECRET);
+    let v1 = DropManifest::sign(
+        fields(1, vec![], hasher.root(), hasher.files(), hasher.bytes()),
+        &primary_key,
+    );
+    let v2a = DropManifest::sign(
+        fields(2, vec![v1.version_id()], pat(0x80), 4, 25_000),
+        &primary_key,
+    );
+    let v2b = DropManifest::sign(
+        fields(2, vec![v1.version_id()], pat(0x90), 3, 20_001),
+        &secondary_key,
+    );
+    let mut merged = vec![v2a.version_id(), v2b.version_id()];
+    merged.sort();
+    let v3 = DropManifest::sign(fields(3, merged, pat(0xB0), 5, 25_001), &secondary_key);
+    DropVersions { v1, v2a, v2b, v3 }
+}
+
+fn drop_cases() -> Vec<(String, Owned, bool)> {
+    let plain =
+        |name: &str, m: DropMessage| (name.to_string(), Owned::Plain(Message::Drop(m)), false);
+    let DropVersions { v1, v2a, v2b, v3 } = drop_versions();
+    let drop = v1.drop;
+    let mut heads = vec![v2a.version_id(), v2b.version_id()];
+    heads.sort();
+    let many: Vec<DropFile> = (0..40)
+        .map(|i| DropFile {
+            path: format!("photos/2026/img_{i:04}.jpg"),
+            kind: FileKind::File,
+            mode: 4,
+            size: 1000,
+            target: None,
+            blocks: vec![Block {
+                offset: 0,
+                len: 1000,
+                hash: [i as u8; 32],
+            }],
+        })
+        .collect();
+    vec![
+        plain(
+            "drop_subscribe",
+            DropMessage::Subscribe(DropSubscribe { drop }),
+        ),
+        plain(
+            "drop_unsubscribe",
+            DropMessage::Unsubscribe(DropUnsubscribe { drop }),
+        ),
+        plain(
+            "drop_heads_none",
+            DropMessage::Heads(DropHeads {
+                drop,
+                heads: vec![],
+            }),
+        ),
+        plain(
+            "drop_heads_two_branches",
+            DropMessage::Heads(DropHeads { drop, heads }),
+        ),
+        plain(
+            "drop_get_version",
+            DropMessage::GetVersion(DropGetVersion {
+                drop,
+                version: v1.version_id(),
+            }),
+        ),
+        plain(
+            "drop_version_first",
+            DropMessage::Version(Box::new(v1.clone())),
+        ),
+        plain(
+            "drop_version_by_secondary",
+            DropMessage::Version(Box::new(v2b)),
+        ),
+        plain("drop_version_merge", DropMessage::Version(Box::new(v3))),
+        plain(
+            "drop_get_files",
+            DropMessage::GetFiles(DropGetFiles {
+                drop,
+                version: v1.version_id(),
+                from: 0,
+            }),
+        ),
+        plain(
+            "drop_files",
+            DropMessage::Files(DropFiles {
+                drop,
+                version: v1.version_id(),
+                from: 0,
+                files: drop_vector_files(),
+            }),
+        ),
+        plain(
+            "drop_files_past_the_end",
+            DropMessage::Files(DropFiles {
+                drop,
+                version: v1.version_id(),
+                from: 3,
+                files: vec![],
+            }),
+        ),
+        (
+            "drop_files_compressed".into(),
+            Owned::Plain(Message::Drop(DropMessage::Files(DropFiles {
+                drop,
+                version: v2a.version_id(),
+                from: 256,
+                files: many,
+            }))),
+            true,
+        ),
+        plain(
+            "drop_notfound",
+            DropMessage::NotFound(DropNotFound {
+                drop,
+                version: VersionId(pat(0xE0)),
+            }),
+        ),
+    ]
+}
+
+/// A manifest written by hand: the given counter, parents, secondary owners and file count;
+/// the vectors' drop, nonce and primary; zero root, 0 bytes; the primary as signer and a
+/// signature of `signature_len` bytes (64 for a whole one).
+fn raw_manifest(
+    counter: u64,
+    parents: &[[u8; 32]],
+    secondary: &[[u8; 32]],
+    files: u64,
+    signature_len: usize,
+) -> Vec<u8> {
+    let v1 = drop_versions().v1;
+    let mut p = [v1.drop.0.to_vec(), v1.nonce.to_vec(), varint(counter)].concat();
+    p.extend_from_slice(&varint(parents.len() as u64));
+    parents.iter().for_each(|x| p.extend_from_slice(x));
+    p.extend_from_slice(&v1.owners.primary.0);
+    p.extend_from_slice(&varint(secondary.len() as u64));
+    secondary.iter().for_each(|x| p.extend_from_slice(x));
+    p.extend_from_slice(&[0; 32]);
+    p.extend_from_slice(&varint(files));
+    p.extend_from_slice(&varint(0));
+    p.extend_from_slice(&v1.owners.primary.0);
+    p.extend_from_slice(&vec![0x5A; signature_len]);
+    p
+}
+
+/// A file entry written by hand: path, kind index, mode 6, size 0, the target option bytes
+/// (`[0]` for none), no blocks.
+fn raw_drop_file(path: &[u8], kind: u64, target: &[u8]) -> Vec<u8> {
+    [
+        string(path),
+        varint(kind),
+        vec![6],
+        varint(0),
+        target.to_vec(),
+        varint(0),
+    ]
+    .concat()
+}
+
+/// Invalid drop frames: every limit, order and enum of §24.5 broken once.
+fn drop_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let plain = |code: Code, payload: &[u8]| raw_frame(1, 0, code.0, payload);
+    let v1 = drop_versions().v1;
+    let drop = v1.drop.0.to_vec();
+    let version = v1.version_id().0.to_vec();
+    let heads = |ids: &[u8]| {
+        let mut p = [drop.clone(), varint(ids.len() as u64)].concat();
+        ids.iter().for_each(|&i| p.extend_from_slice(&[i; 32]));
+        p
+    };
+    let files = |from: u64, entries: &[Vec<u8>]| {
+        let mut p = [
+            drop.clone(),
+            version.clone(),
+            varint(from),
+            varint(entries.len() as u64),
+        ]
+        .concat();
+        entries.iter().for_each(|e| p.extend_from_slice(e));
+        p
+    };
+    let dir = |path: &str| raw_drop_file(path.as_bytes(), 1, &[0]);
+    let too_many_files: Vec<Vec<u8>> = (0..=DROP_FILES_BATCH_MAX)
+        .map(|i| dir(&format!("d{i:04}")))
+        .collect();
+    let keys = |n: usize| -> Vec<[u8; 32]> { (0..n).map(|i| [i as u8 + 1; 32]).collect() };
+    let primary = v1.owners.primary.0;
+    vec![
+        (
+            "malformed_payload_drop_subscribe_short_id",
+            "MalformedPayload",
+            "DROP_SUBSCRIBE whose payload ends after 31 of the drop id's 32 bytes",
+            plain(Code::DROP_SUBSCRIBE, &drop[..31]),
+        ),
+        (
+            "malformed_payload_drop_heads_too_many",
+            "MalformedPayload",
+            "DROP_HEADS with DROP_HEADS_MAX + 1 heads",
+            plain(Code::DROP_HEADS, &heads(&(0..=DROP_HEADS_MAX as u8).collect::<Vec<_>>())),
+        ),
+        (
+            "malformed_payload_drop_heads_not_ascending",
+            "MalformedPayload",
+            "DROP_HEADS whose heads are 02…02 then 01…01",
+            plain(Code::DROP_HEADS, &heads(&[2, 1])),
+        ),
+        (
+            "malformed_payload_drop_version_parents_not_ascending",
+            "MalformedPayload",
+            "DROP_VERSION whose parents are 02…02 then 01…01",
+            plain(Code::DROP_VERSION, &raw_manifest(2, &[[2; 32], [1; 32]], &[], 0, 64)),
+        ),
+        (
+            "malformed_payload_drop_version_parent_twice",
+            "MalformedPayload",
+            "DROP_VERSION naming the parent 01…01 twice",
+            plain(Code::DROP_VERSION, &raw_manifest(2, &[[1; 32], [1; 32]], &[], 0, 64)),
+        ),
+        (
+            "malformed_payload_drop_version_too_many_parents",
+            "MalformedPayload",
+            "DROP_VERSION with DROP_PARENTS_MAX + 1 parents",
+            plain(
+                Code::DROP_VERSION,
+                &raw_manifest(2, &keys(DROP_PARENTS_MAX + 1), &[], 0, 64),
+            ),
+        ),
+        (
+            "malformed_payload_drop_version_too_many_secondary_owners",
+            "MalformedPayload",
+            "DROP_VERSION with DROP_SECONDARY_OWNERS_MAX + 1 secondary owners",
+            plain(
+                Code::DROP_VERSION,
+                &raw_manifest(1, &[], &keys(DROP_SECONDARY_OWNERS_MAX + 1), 0, 64),
+            ),
+        ),
+        (
+            "malformed_payload_drop_version_secondary_owners_not_ascending",
+            "MalformedPayload",
+            "DROP_VERSION whose secondary owners are 02…02 then 01…01",
+            plain(Code::DROP_VERSION, &raw_manifest(1, &[], &[[2; 32], [1; 32]], 0, 64)),
+        ),
+        (
+            "malformed_payload_drop_version_primary_among_secondary",
+            "MalformedPayload",
+            "DROP_VERSION listing its primary owner among the secondary owners",
+            plain(Code::DROP_VERSION, &raw_manifest(1, &[], &[primary], 0, 64)),
+        ),
+        (
+            "malformed_payload_drop_version_counter_zero",
+            "MalformedPayload",
+            "DROP_VERSION with counter 0",
+            plain(Code::DROP_VERSION, &raw_manifest(0, &[], &[], 0, 64)),
+        ),
+        (
+            "malformed_payload_drop_version_too_many_files",
+            "MalformedPayload",
+            "DROP_VERSION announcing DROP_FILES_MAX + 1 files",
+            plain(
+                Code::DROP_VERSION,
+                &raw_manifest(1, &[], &[], u64::from(DROP_FILES_MAX) + 1, 64),
+            ),
+        ),
+        (
+            "malformed_payload_drop_version_short_signature",
+            "MalformedPayload",
+            "DROP_VERSION whose payload ends after 63 of the signature's 64 bytes",
+            plain(Code::DROP_VERSION, &raw_manifest(1, &[], &[], 0, 63)),
+        ),
+        (
+            "malformed_payload_drop_version_trailing_bytes",
+            "MalformedPayload",
+            "DROP_VERSION with a byte after the signature",
+            plain(Code::DROP_VERSION, &raw_manifest(1, &[], &[], 0, 65)),
+        ),
+        (
+            "malformed_payload_drop_get_files_trailing_bytes",
+            "MalformedPayload",
+            "DROP_GET_FILES (from 0) with a byte after its fields",
+            plain(
+                Code::DROP_GET_FILES,
+                &[drop.clone(), version.clone(), varint(0), vec![0]].concat(),
+            ),
+        ),
+        (
+            "malformed_payload_drop_files_too_many",
+            "MalformedPayload",
+            "DROP_FILES with DROP_FILES_BATCH_MAX + 1 directories (compressed; it inflates fine)",
+            raw_compressed(Code::DROP_FILES, &files(0, &too_many_files)),
+        ),
+        (
+            "malformed_payload_drop_files_not_ascending",
+            "MalformedPayload",
+            "DROP_FILES listing the directory b before a",
+            plain(Code::DROP_FILES, &files(0, &[dir("b"), dir("a")])),
+        ),
+        (
+            "malformed_payload_drop_files_past_files_max",
+            "MalformedPayload",
+            "DROP_FILES from index DROP_FILES_MAX carrying one file",
+            plain(
+                Code::DROP_FILES,
+                &files(u64::from(DROP_FILES_MAX), &[dir("a")]),
+            ),
+        ),
+        (
+            "malformed_payload_drop_files_unknown_kind",
+            "MalformedPayload",
+            "DROP_FILES whose file has kind index 3",
+            plain(
+                Code::DROP_FILES,
+                &files(0, &[raw_drop_file(b"a", 3, &[0])]),
+            ),
+        ),
+        (
+            "malformed_payload_drop_files_bad_target_tag",
+            "MalformedPayload",
+            "DROP_FILES whose file's target option tag is 2",
+            plain(
+                Code::DROP_FILES,
+                &files(0, &[raw_drop_file(b"a", 2, &[2])]),
+            ),
+        ),
+        (
+            "malformed_payload_drop_files_path_too_long",
+            "MalformedPayload",
+            "DROP_FILES whose file's path is PATH_BYTES_MAX + 1 bytes (compressed; it inflates fine)",
+            raw_compressed(
+                Code::DROP_FILES,
+                &files(0, &[raw_drop_file(&[b'a'; PATH_BYTES_MAX + 1], 1, &[0])]),
+            ),
+        ),
+        (
+            "malformed_payload_drop_notfound_short_version",
+            "MalformedPayload",
+            "DROP_NOTFOUND whose payload ends inside the version id",
+            plain(Code::DROP_NOTFOUND, &[drop.clone(), version[..20].to_vec()].concat()),
+        ),
+        (
+            "unknown_command_drop_0x0508",
+            "UnknownCommand",
+            "0x0508 is in the drop family but names no message",
+            raw_frame(1, 0, 0x0508, &[]),
+        ),
+    ]
+}
+
+#[test]
+fn drop_version_vectors_are_really_signed_and_follow_each_other() {
+    let file = committed_file();
+    let manifests: Vec<(String, DropManifest)> = file
+        .vectors
+        .iter()
+        .filter(|v| v.code == Code::DROP_VERSION.0)
+        .map(|v| match drop_from_fields("DROP_VERSION", &v.fields) {
+            DropMessage::Version(m) => (v.name.clone(), *m),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(manifests.len(), 3);
+    let DropVersions { v1, v2a, v2b, v3 } = drop_versions();
+    assert_eq!(manifests[0].1, v1);
+    assert_eq!(manifests[1].1, v2b);
+    assert_eq!(manifests[2].1, v3);
+    for (name, m) in &manifests {
+        assert_eq!(m.verify(), Ok(m.version_id()), "{name}");
+    }
+    assert_eq!(check_version(&v1, &[]), Ok(v1.version_id()));
+    assert!(check_version(&v2a, &[&v1]).is_ok());
+    assert!(check_version(&v2b, &[&v1]).is_ok());
+    assert!(check_version(&v3, &[&v2b, &v2a]).is_ok());
+    assert_eq!(v1.signer, drop_key(DROP_PRIMARY_SECRET));
+    // The ids SPEC.md §24.1 and §24.2 quote.
+    assert_eq!(
+        v1.drop.to_string(),
+        "763654276561aabd4dbc26984412eb03bb07277a8c73736365acfbf850ad080c"
+    );
+    assert_eq!(
+        v1.version_id().to_string(),
+        "f0cd47a82655bc034b785192ea4eef35218b311705379a9afd2a24fd1c4bd231"
+    );
+    assert_eq!(
+        v1.drop.folder_id().to_string(),
+        "976f502e095f6bdc6525f679971e3b28"
+    );
+    assert_eq!(v3.signer, drop_key(DROP_SECONDARY_SECRET));
+    // The first version's file list is the drop_files vector's, and hashes to its root.
+    let listed = file
+        .vectors
+        .iter()
+        .find(|v| v.name == "drop_files")
+        .expect("present");
+    let files: Vec<DropFile> = get_array(&listed.fields, "files")
+        .iter()
+        .map(get_drop_file)
+        .collect();
+    let mut hasher = RootHasher::new();
+    hasher.push_batch(&files).expect("in order");
+    assert_eq!(hasher.finish(&v1), Ok(()));
+    let mut root = b"weft drop root v1\0".to_vec();
+    for f in &files {
+        root.extend_from_slice(&unhex(&hex(&Message::Drop(DropMessage::Files(
+            DropFiles {
+                drop: v1.drop,
+                version: v1.version_id(),
+                from: 0,
+                files: vec![f.clone()],
+            },
+        ))
+        .encode_payload()[32 + 32 + 1 + 1..])));
+    }
+    assert_eq!(v1.root, *blake3::hash(&root).as_bytes());
+    // The heads vector names the two branches.
+    let heads = file
+        .vectors
+        .iter()
+        .find(|v| v.name == "drop_heads_two_branches")
+        .expect("present");
+    let mut expected = vec![hex(&v2a.version_id().0), hex(&v2b.version_id().0)];
+    expected.sort();
+    assert_eq!(heads.fields["heads"], serde_json::json!(expected));
 }

@@ -353,7 +353,7 @@ impl DropsProtocol {
                 }
                 for s in subscribers {
                     for m in &accepted {
-                        self.send(s, DropMessage::Version(m.clone()));
+                        self.send(s, DropMessage::Version(Box::new(m.clone())));
                     }
                     let heads = self.heads_of(&drop);
                     self.send(s, DropMessage::Heads(heads));
@@ -809,7 +809,7 @@ impl Protocol for DropsProtocol {
                     .and_then(|h| h.chain.get(&m.version))
                     .cloned();
                 let answer = match found {
-                    Some(manifest) => DropMessage::Version(manifest),
+                    Some(manifest) => DropMessage::Version(Box::new(manifest)),
                     None => DropMessage::NotFound(DropNotFound {
                         drop: m.drop,
                         version: m.version,
@@ -818,7 +818,7 @@ impl Protocol for DropsProtocol {
                 self.send(peer, answer);
             }
             DropMessage::Version(manifest) => {
-                return self.offer(manifest.drop, Some(peer), manifest);
+                return self.offer(manifest.drop, Some(peer), *manifest);
             }
             DropMessage::GetFiles(m) => self.serve_files(peer, m),
             DropMessage::Files(m) => return self.on_files(peer, m),

@@ -191,7 +191,7 @@ impl DropManifest {
         VersionId(*blake3::hash(&self.signed_bytes()).as_bytes())
     }
 
-    /// The rules checked when the manifest is decoded (SPEC.md §24.2, rules 1–4): the lists'
+    /// The rules checked when the manifest is decoded (SPEC.md §24.2, rules 1–3): the lists'
     /// limits and orders, and a counter and file count in range. No hash, no signature.
     pub fn check_form(&self) -> Result<(), DropError> {
         if self.parents.len() > DROP_PARENTS_MAX {
@@ -220,7 +220,7 @@ impl DropManifest {
     }
 
     /// Whether the manifest is well formed, names its drop rightly and carries its signer's
-    /// signature (SPEC.md §24.2, rules 1–6); its version id if so.
+    /// signature (SPEC.md §24.2, rules 1–5); its version id if so.
     pub fn verify(&self) -> Result<VersionId, DropError> {
         self.check_form()?;
         if DropId::derive(&self.owners.primary, &self.nonce) != self.drop {

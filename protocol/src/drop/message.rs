@@ -88,8 +88,9 @@ pub enum DropMessage {
     Heads(DropHeads),
     /// DROP_GET_VERSION.
     GetVersion(DropGetVersion),
-    /// DROP_VERSION: one manifest, asked for or pushed.
-    Version(DropManifest),
+    /// DROP_VERSION: one manifest, asked for or pushed (boxed: a manifest is larger than any
+    /// other message, and every `Message` would be as large).
+    Version(Box<DropManifest>),
     /// DROP_GET_FILES.
     GetFiles(DropGetFiles),
     /// DROP_FILES.
@@ -265,7 +266,7 @@ mod tests {
                 .collect(),
         }));
         round_trip(DropMessage::GetVersion(DropGetVersion { drop, version }));
-        round_trip(DropMessage::Version(manifest()));
+        round_trip(DropMessage::Version(Box::new(manifest())));
         round_trip(DropMessage::GetFiles(DropGetFiles {
             drop,
             version,
@@ -274,7 +275,10 @@ mod tests {
         round_trip(DropMessage::Files(files(&["a", "a/b", "b"])));
         round_trip(DropMessage::Files(files(&[])));
         round_trip(DropMessage::NotFound(DropNotFound { drop, version }));
-        assert_eq!(DropMessage::Version(manifest()).drop_id(), drop);
+        assert_eq!(DropMessage::Version(Box::new(manifest())).drop_id(), drop);
+        // A manifest in a message costs a pointer: `Message` stays as small as before.
+        assert!(core::mem::size_of::<DropMessage>() <= 96);
+        assert!(core::mem::size_of::<Message<'_>>() <= 216);
     }
 
     #[test]
@@ -291,10 +295,10 @@ mod tests {
         refused(heads(&[1, 1]));
         let mut m = manifest();
         m.parents.reverse();
-        refused(DropMessage::Version(m));
+        refused(DropMessage::Version(Box::new(m)));
         let mut m = manifest();
         m.counter = 0;
-        refused(DropMessage::Version(m));
+        refused(DropMessage::Version(Box::new(m)));
         let paths: Vec<String> = (0..=DROP_FILES_BATCH_MAX)
             .map(|i| format!("{i:04}"))
             .collect();

@@ -120,7 +120,7 @@ impl fmt::Debug for VersionId {
     }
 }
 
-/// Why a manifest, a version or a file list is refused (SPEC.md §24.2–§24.4): one variant per
+/// Why a manifest, a version or a file list is refused (SPEC.md §24.2, §24.3): one variant per
 /// rule, in the order the rules are checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -214,7 +214,7 @@ fn write(w: &mut World, i: u32, drop: DropId, path: &str, data: Vec<u8>) {
 }
 
 fn frame(m: DropManifest) -> Bytes {
-    Message::Drop(DropMessage::Version(m))
+    Message::Drop(DropMessage::Version(Box::new(m)))
         .to_frame(false)
         .into_bytes()
 }
