@@ -34,8 +34,8 @@ fn nothing_goes_out_until_every_startup_load_is_answered() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["chord", "peers", "table"],
-        "the session's known peers, the table's and Chord's loads"
+        ["chord", "drops", "peers", "table"],
+        "the session's known peers, the table's, Chord's and the drops' loads"
     );
     assert!(
         out.iter().all(|o| matches!(o, Output::Request { .. })),

@@ -647,6 +647,7 @@ fn a_node_announces_its_families_and_refuses_frames_of_any_other() {
                 | Family::Mesh.bit()
                 | Family::Table.bit()
                 | Family::Replication.bit()
+                | Family::Drops.bit()
                 | Family::Remote.bit();
             assert_eq!(h.families, run, "no Chord without Config::chord");
             assert_eq!(h.dedicated, None);

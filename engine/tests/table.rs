@@ -275,10 +275,12 @@ fn committed(outputs: &[Output]) -> Vec<u64> {
 }
 
 /// The table's request among `outputs`, if exactly one (the session's requests for its known
-/// peers, SPEC.md §8.11, are left unanswered).
+/// peers, SPEC.md §8.11, and the drops' load, SPEC.md §24.6, are left unanswered).
 fn request(outputs: &[Output]) -> Option<(RequestId, HostRequest)> {
     let peers = |r: &HostRequest| match r {
-        HostRequest::LoadState { name } | HostRequest::StoreState { name, .. } => name == "peers",
+        HostRequest::LoadState { name } | HostRequest::StoreState { name, .. } => {
+            name == "peers" || name == "drops"
+        }
         _ => false,
     };
     let mut found = outputs.iter().filter_map(|o| match o {
