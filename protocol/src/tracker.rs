@@ -177,13 +177,9 @@ mod tests {
     }
 
     fn record(k: &SigningKey, public: &PublicKey) -> HolderRecord {
-        HolderRecord::sign(
-            [7; 32],
-            public,
-            "127.0.0.1:7000".into(),
-            1_000_000,
-            |m| Signature(k.sign(m).to_bytes()),
-        )
+        HolderRecord::sign([7; 32], public, "127.0.0.1:7000".into(), 1_000_000, |m| {
+            Signature(k.sign(m).to_bytes())
+        })
     }
 
     #[test]
@@ -239,7 +235,10 @@ mod tests {
             TrackerKey::of(&holders_key(&[3; 32])),
             TrackerKey::Holders([3; 32])
         );
-        assert_eq!(TrackerKey::of(&node_key_key(&node)), TrackerKey::NodeKey(node));
+        assert_eq!(
+            TrackerKey::of(&node_key_key(&node)),
+            TrackerKey::NodeKey(node)
+        );
         let mut long = holders_key(&[3; 32]);
         long.push(0);
         assert_eq!(TrackerKey::of(&long), TrackerKey::Malformed);
