@@ -7,7 +7,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{scratch, wait_until, NodeProc};
-use weft_drivers::report::{hex_id, unhex};
+use weft_drivers::report::{hex_id, unhex, IdReport};
 use weft_engine::protocol::{holders_key, HolderRecord, HOLDER_LIFETIME};
 use weft_engine::Identity;
 
@@ -89,6 +89,13 @@ fn nodes_join_through_a_tracker_and_only_valid_holder_records_are_stored() {
     for n in [&a, &b] {
         wait_until("a node links to the tracker", || n.links_to(&tracker_id));
     }
+    // The tracker is a ring member: it gets a successor once the nodes have joined.
+    wait_until("the tracker has a ring successor", || {
+        let out = tracker.command("id", &["--json"]);
+        let id: Option<IdReport> = serde_json::from_slice(&out.stdout).ok();
+        id.and_then(|id| id.chord)
+            .is_some_and(|ring| ring.joined && ring.successor.is_some())
+    });
     let (ka, kb) = (identity(&a), identity(&b));
     assert_eq!(hex_id(&ka.node_id()), a.id());
     let drop = [0x42; 32];
