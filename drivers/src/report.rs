@@ -11,6 +11,25 @@ pub fn hex_id(node: &NodeId) -> String {
     node.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes `text` spells in hex digits (either case), or `None` if it is not an even
+/// number of them.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
 /// The name of how a node's links are protected: `noise` (every driver's), or `plaintext`
 /// (the simulator's speed runs).
 pub fn links_name(encryption: LinkEncryption) -> &'static str {
@@ -442,6 +461,16 @@ pub struct RingReport {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn hex_comes_back_as_bytes_or_not_at_all() {
+        assert_eq!(unhex("00ff0a"), Some(vec![0, 255, 10]));
+        assert_eq!(unhex("00FF"), Some(vec![0, 255]));
+        assert_eq!(unhex(""), Some(vec![]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("é0"), None);
+    }
 
     #[test]
     fn deliveries_carry_text_or_hex() {

@@ -363,6 +363,7 @@ pub fn small_limits_config() -> Config {
         lookup_hops_max: 4,
         records_max: 8,
         values_per_key_max: 2,
+        tracker_holders_max: 2,
         writer_values_max: 6,
         stored_bytes_max: 16 * 1024,
         ops_max: 4,

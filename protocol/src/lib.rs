@@ -18,6 +18,7 @@ pub mod message;
 pub mod replica;
 pub mod run;
 pub mod table;
+pub mod tracker;
 
 pub use chord::*;
 pub use code::{Code, Family};
@@ -32,3 +33,4 @@ pub use message::*;
 pub use replica::*;
 pub use run::*;
 pub use table::*;
+pub use tracker::*;

@@ -67,6 +67,10 @@ pub struct ChordNet {
 /// Puts the malicious member remembers.
 const CAPTURED_MAX: usize = 4096;
 
+/// The calendar time (Unix ms) at simulated time zero: every node's wall clock reads this plus
+/// the simulated time (the drops tracker's records expire by it).
+pub const WALL_BASE_MS: u64 = 1_800_000_000_000;
+
 /// Node `i`'s key pair from `seed`.
 pub fn identity(seed: u64, i: usize) -> Identity {
     let mut h = blake3::Hasher::new();
@@ -190,6 +194,11 @@ impl ChordNet {
         self.now
     }
 
+    /// Every node's calendar time now, Unix ms.
+    pub fn wall_ms(&self) -> u64 {
+        WALL_BASE_MS + self.now / 1_000_000
+    }
+
     /// Node `i`'s identity.
     pub fn peer(&self, i: usize) -> &ChordPeer {
         &self.peers[i]
@@ -237,6 +246,7 @@ impl ChordNet {
             seed,
         );
         let now = Instant(self.now);
+        c.observe_wall_clock(now, Some(self.wall_ms()));
         match via {
             Some(v) => c.join(now, self.peers[v].clone()),
             None => c.start(now),

@@ -236,6 +236,11 @@ pub struct ChordArgs {
     /// deletes, forged, replayed or empty answers to gets.
     #[arg(long)]
     pub adversary: bool,
+    /// The drops tracker phase (SPEC.md §20.7, §20.9): 4 holders announce a drop and
+    /// re-announce; one node floods its holders key with N valid records of fresh keys and
+    /// forged entries of every kind.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub tracker_flood: Option<u32>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -394,6 +399,7 @@ impl ChordArgs {
             loss: self.loss,
             swarm: self.swarm,
             adversary: self.adversary,
+            tracker_flood: self.tracker_flood,
             ..ChordParams::new(self.nodes, self.seed, self.lookups)
         })
     }
@@ -977,6 +983,11 @@ mod tests {
             churn: Some(0.1),
             loss: 0.05,
             ..ChordParams::new(50, 4, 100)
+        });
+        chord_run(ChordParams {
+            tracker_flood: Some(128),
+            adversary: true,
+            ..ChordParams::new(16, 2, 20)
         });
         let mut replicate_run = |p: ReplicateParams| runs.push((p.replay(), format!("{p:?}")));
         (1..=60).for_each(|seed| replicate_run(replicate::sweep_params(seed)));

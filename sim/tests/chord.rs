@@ -211,6 +211,44 @@ fn a_malicious_member_cannot_forge_delete_or_hide_records() {
     assert!(taken > 0, "the ground id took records over");
 }
 
+/// Issue 21: the drops tracker under a Sybil flood. Four honest holders announce a drop and
+/// re-announce; one node floods the holders key's replicas with valid records of fresh keys
+/// and with forged entries of every kind. Every honest holder is still found, nothing forged
+/// is held, a flood over the bound fills the key to `tracker_holders_max` and no further (a
+/// holder arriving then is refused: SPEC.md §20.9), and a smaller one leaves room for it.
+#[test]
+fn a_tracker_flood_hides_no_honest_holder_and_stores_nothing_forged() {
+    let bound = ChordConfig::default().tracker_holders_max as u64;
+    for (seed, flood, adversary) in [(1, 2 * bound as u32, false), (2, 20, true)] {
+        let p = ChordParams {
+            keys: 10,
+            tracker_flood: Some(flood),
+            adversary,
+            ..ChordParams::new(16, seed, 20)
+        };
+        let r = chord::run(&p);
+        let replay = p.replay();
+        assert!(r.header.ok, "{:?}\n  replay: {replay}", r.header.violation);
+        assert_eq!(
+            (r.tracker_holders, r.tracker_holders_found),
+            (4, 4),
+            "{replay}"
+        );
+        assert_eq!(r.tracker_flood, u64::from(flood));
+        assert!(
+            r.tracker_forged >= 64 && r.tracker_forged_held == 0,
+            "{replay}"
+        );
+        if u64::from(flood) >= bound {
+            assert_eq!(r.tracker_flood_held, bound - 4, "{replay}");
+            assert_eq!(r.tracker_late_replicas, 0, "{replay}");
+        } else {
+            assert_eq!(r.tracker_flood_held, u64::from(flood), "{replay}");
+            assert_eq!(r.tracker_late_replicas, 5, "{replay}");
+        }
+    }
+}
+
 #[test]
 fn a_run_replays_to_the_same_digest() {
     let p = ChordParams {

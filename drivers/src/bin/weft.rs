@@ -24,6 +24,9 @@ enum Cmd {
     Sim(weft_sim::cli::SimArgs),
     /// Run a node until SIGINT/SIGTERM or `weft shutdown` (`--detach`: in the background).
     Node(cli::NodeArgs),
+    /// Run a node that serves only as a bootstrap and a Chord ring member (the drops
+    /// tracker's records live on the ring), until SIGINT/SIGTERM or `weft shutdown`.
+    Tracker(cli::TrackerArgs),
     /// Start a network sharing a folder, and run its node (`--detach`: in the background).
     Create(cli::CreateArgs),
     /// Join a network through one of its nodes into an empty folder, and run the node.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Sim(args) => weft_sim::cli::run(args),
         Cmd::Node(args) => cli::node(args),
+        Cmd::Tracker(args) => cli::tracker(args),
         Cmd::Create(args) => cli::create(args),
         Cmd::Join(args) => cli::join(args),
         Cmd::Start(args) => cli::start(args),

@@ -18,6 +18,9 @@ pub struct PutArgs {
     /// How long the value lives, in milliseconds (default: until deleted).
     #[arg(long, value_name = "MS")]
     lifetime_ms: Option<u64>,
+    /// KEY and VALUE are hex digits (any bytes, e.g. the drops tracker's records), not text.
+    #[arg(long)]
+    hex: bool,
 }
 
 /// Arguments of `weft get`.
@@ -27,6 +30,9 @@ pub struct GetArgs {
     net: NetArgs,
     /// The key.
     key: String,
+    /// KEY is hex digits (any bytes), and each value is printed as hex digits.
+    #[arg(long)]
+    hex: bool,
 }
 
 /// Arguments of `weft delete`.
@@ -39,6 +45,9 @@ pub struct DeleteArgs {
     /// The value to remove (default: every value of the key). Only this node's own values:
     /// every value is signed by the node that put it, and only it can delete it.
     value: Option<String>,
+    /// KEY and VALUE are hex digits (any bytes), not text.
+    #[arg(long)]
+    hex: bool,
 }
 
 /// A refused key: empty (as `weft table set ""` refuses it). Exit code 2.
@@ -66,6 +75,7 @@ pub fn put(args: PutArgs) -> ExitCode {
         key: args.key,
         value: args.value,
         lifetime_ms: args.lifetime_ms,
+        hex: args.hex,
     };
     match ask(&args.net, &request) {
         Ok(ControlReply::Stored { nodes, of }) => {
@@ -84,7 +94,11 @@ pub fn get(args: GetArgs) -> ExitCode {
     if let Some(code) = refuse_empty(&args.key) {
         return code;
     }
-    match ask(&args.net, &ControlRequest::Get { key: args.key }) {
+    let request = ControlRequest::Get {
+        key: args.key,
+        hex: args.hex,
+    };
+    match ask(&args.net, &request) {
         Ok(ControlReply::Values(values)) if values.is_empty() => fail("no such key"),
         Ok(ControlReply::Values(values)) => {
             let mut out = std::io::stdout().lock();
@@ -111,6 +125,7 @@ pub fn delete(args: DeleteArgs) -> ExitCode {
     let request = ControlRequest::Delete {
         key: args.key,
         value: args.value,
+        hex: args.hex,
     };
     match ask(&args.net, &request) {
         Ok(ControlReply::Deleted { nodes, of }) => {

@@ -1,5 +1,5 @@
 //! The `weft` subcommands this crate owns: `node` runs a node (in the background with
-//! `--detach`); `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
+//! `--detach`), `tracker` a bootstrap and Chord ring member; `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
 //! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
 //! socket; `completions` prints a shell's completion script. Each prints a one-line error
 //! and exits non-zero when something is wrong (2 for bad arguments). `WEFT_NAME` names the
@@ -34,7 +34,7 @@ pub use folders::{
     StartArgs, StatusArgs,
 };
 pub use messages::{listen, send, ListenArgs, SendArgs};
-pub use node::{node, Driver, NodeArgs, NodeSettings};
+pub use node::{node, tracker, Driver, NodeArgs, NodeSettings, TrackerArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use run::{run, RunArgs};
 pub use table::{table, TableArgs};

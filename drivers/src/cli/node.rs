@@ -1,5 +1,6 @@
 //! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM or `weft shutdown`
-//! (in the foreground, or in the background with `--detach`: see `cli::detach`).
+//! (in the foreground, or in the background with `--detach`: see `cli::detach`). `weft
+//! tracker` runs one the same way as a bootstrap and Chord ring member only.
 //!
 //! A start reads and checks everything that can fail (the state folder, the config file, the
 //! key, the incarnation, the store, the listen address, the control socket's path) before it
@@ -272,6 +273,54 @@ pub fn node(args: NodeArgs) -> ExitCode {
         Err(code) => return code,
     };
     match run(&args.net.name, &path, settings, network_key) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => fail(e),
+    }
+}
+
+/// Arguments of `weft tracker`: a node that serves only as a bootstrap and a member of the
+/// Chord ring, where the drops tracker's records live (SPEC.md §20.9): Chord on, no shared
+/// folder and no runs for peers, whatever its config file says; its other settings come
+/// from the config file as `weft node`'s do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrackerArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Where to accept connections (`IP:PORT`; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    listen: SocketAddr,
+    /// The address other nodes are told to dial this one at [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT", value_parser = announce_addr)]
+    announce: Option<String>,
+    /// A peer to dial at start (repeatable; replaces the config's list), redialed whenever
+    /// it is not linked: another tracker or a member of the network [config: peers].
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
+    peers: Vec<SocketAddr>,
+    /// The driver [config: driver; default: mio].
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+}
+
+/// Runs `weft tracker` in the foreground, as `weft node` runs (same exit codes).
+pub fn tracker(args: TrackerArgs) -> ExitCode {
+    init_logging("info");
+    let node_args = NodeArgs {
+        listen: Some(args.listen),
+        announce: args.announce,
+        peers: args.peers,
+        driver: args.driver,
+        chord: Some(true),
+        allow_run: Some(false),
+        ..NodeArgs::of(args.net, false)
+    };
+    let (path, mut settings, network_key) = match settings_of(&node_args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    settings.folder = None;
+    settings.run = weft_engine::RunConfig::default();
+    tracing::info!("a tracker: bootstrap and Chord ring member, no shared folder, no runs");
+    match run(&node_args.net.name, &path, settings, network_key) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => fail(e),
     }

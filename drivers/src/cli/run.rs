@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{init_logging, NetArgs};
 use crate::control::{self, ControlReply, ControlRequest, RunExitReport};
+use crate::report::unhex;
 use weft_engine::run::RUN_GRACE;
 
 /// The exit status of weft's own errors.
@@ -201,35 +202,9 @@ fn watch_ctrl_c(
     Ok(())
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_comes_back_as_bytes_or_not_at_all() {
-        assert_eq!(unhex("00ff0a"), Some(vec![0, 255, 10]));
-        assert_eq!(unhex(""), Some(vec![]));
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(unhex("é0"), None);
-    }
 
     #[test]
     fn a_remote_status_becomes_the_local_one() {

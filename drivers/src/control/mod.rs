@@ -19,6 +19,8 @@
 //! {"op":"put","key":"k","value":"v"} ->  {"reply":"stored","data":5}  (replicas reached)
 //! {"op":"get","key":"k"}            ->  {"reply":"values","data":["v", ...]}
 //! {"op":"delete","key":"k"}         ->  {"reply":"deleted","data":5}  (optional "value")
+//!                                       (put, get, delete with "hex":true: keys and values
+//!                                       are hex digits, any bytes, and so are the values)
 //! {"op":"id"}                       ->  {"reply":"id","data":IdReport}
 //! {"op":"connect","addr":"IP:PORT"} ->  {"reply":"dialing"}
 //! {"op":"disconnect","node":"9f3c"} ->  {"reply":"disconnected","data":"<the node's full id>"}
@@ -147,11 +149,17 @@ pub enum ControlRequest {
         /// How long the value lives, ms.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lifetime_ms: Option<u64>,
+        /// The key and value are hex digits (any bytes), not text.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hex: bool,
     },
     /// Chord: every value of the key.
     Get {
         /// The key.
         key: String,
+        /// The key is hex digits, and the values come back as hex digits.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hex: bool,
     },
     /// Chord: remove one value of the key, or all of them.
     Delete {
@@ -160,6 +168,9 @@ pub enum ControlRequest {
         /// The value, or every value.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<String>,
+        /// The key and value are hex digits (any bytes), not text.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hex: bool,
     },
     /// Who the node is and what it holds.
     Id,

@@ -315,18 +315,35 @@ fn serve_client(
             key,
             value,
             lifetime_ms,
-        } => chord_reply(handle.chord(ChordRequest::Put {
-            key: key.into_bytes(),
-            value: value.into_bytes(),
-            lifetime_ms,
-        })),
-        ControlRequest::Get { key } => chord_reply(handle.chord(ChordRequest::Get {
-            key: key.into_bytes(),
-        })),
-        ControlRequest::Delete { key, value } => chord_reply(handle.chord(ChordRequest::Delete {
-            key: key.into_bytes(),
-            value: value.map(String::into_bytes),
-        })),
+            hex,
+        } => match (chord_bytes(key, hex), chord_bytes(value, hex)) {
+            (Some(key), Some(value)) => chord_reply(
+                handle.chord(ChordRequest::Put {
+                    key,
+                    value,
+                    lifetime_ms,
+                }),
+                hex,
+            ),
+            _ => not_hex(),
+        },
+        ControlRequest::Get { key, hex } => match chord_bytes(key, hex) {
+            Some(key) => chord_reply(handle.chord(ChordRequest::Get { key }), hex),
+            None => not_hex(),
+        },
+        ControlRequest::Delete { key, value, hex } => {
+            // `Some(None)`: every value; `None`: a value that is not hex.
+            let value = match value {
+                Some(v) => chord_bytes(v, hex).map(Some),
+                None => Some(None),
+            };
+            match (chord_bytes(key, hex), value) {
+                (Some(key), Some(value)) => {
+                    chord_reply(handle.chord(ChordRequest::Delete { key, value }), hex)
+                }
+                _ => not_hex(),
+            }
+        }
         ControlRequest::Id => handle
             .id()
             .map_or_else(refused, |id| ControlReply::Id(Box::new(id))),
@@ -557,7 +574,21 @@ fn written(result: Result<(), HandleError>) -> ControlReply {
     result.map_or_else(refused, |()| ControlReply::Written)
 }
 
-fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
+/// A Chord key or value's bytes: its UTF-8 text, or with `hex` the bytes its hex digits spell.
+fn chord_bytes(text: String, hex: bool) -> Option<Vec<u8>> {
+    if hex {
+        crate::report::unhex(&text)
+    } else {
+        Some(text.into_bytes())
+    }
+}
+
+fn not_hex() -> ControlReply {
+    ControlReply::Error("with hex, keys and values are an even number of hex digits".into())
+}
+
+/// The answer to a put, get or delete; with `hex`, a get's values in hex digits.
+fn chord_reply(result: Result<ChordResult, String>, hex: bool) -> ControlReply {
     match result {
         Ok(ChordResult::Put { nodes, of, .. }) => ControlReply::Stored { nodes, of },
         // Nothing removed anywhere: the value (or any value of this node) was not there.
@@ -566,7 +597,10 @@ fn chord_reply(result: Result<ChordResult, String>) -> ControlReply {
         Ok(ChordResult::Get { values }) => ControlReply::Values(
             values
                 .iter()
-                .map(|v| String::from_utf8_lossy(&v.value).into_owned())
+                .map(|v| match hex {
+                    true => self::hex(&v.value),
+                    false => String::from_utf8_lossy(&v.value).into_owned(),
+                })
                 .collect(),
         ),
         Ok(other) => ControlReply::Error(format!("unexpected chord result {other:?}")),

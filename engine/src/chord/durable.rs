@@ -71,6 +71,7 @@ impl Chord {
     /// damaged (it is then ignored).
     pub fn restore(&mut self, now: Instant, wall_ms: u64, blob: &[u8]) -> Option<usize> {
         let entries = persist::decode(blob)?;
+        self.observe_wall_clock(now, Some(wall_ms));
         let was_changed = self.store.is_changed();
         let mut taken = 0;
         for (position, key, mut entry, expires_unix_ms) in entries {

@@ -18,6 +18,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod timer;
+mod tracker;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,7 +27,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::{
     key_position, ChordFound, ChordMessage, ChordPeer, ChordState, ChordStored, ChordValue,
-    ChordValues, NodeId, StoreOutcome, CHORD_PEERS_MAX, CHORD_REPLICAS,
+    ChordValues, NodeId, StoreOutcome, CHORD_PEERS_MAX, CHORD_REPLICAS, CHORD_VALUES_MAX,
 };
 
 pub use durable::Commit;
@@ -61,8 +62,8 @@ pub struct Chord {
     identity: Identity,
     /// The sequence number of this node's last signed entry.
     last_seq: u64,
-    /// Calendar time (Unix ms) at the last request, if the owner knows it.
-    wall_clock_ms: Option<u64>,
+    /// Calendar time (Unix ms) at an instant, from the owner's last report of it.
+    wall_clock: Option<(u64, Instant)>,
     /// Records handed over and not yet confirmed, by the handover's request number.
     handovers: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     config: ChordConfig,
@@ -114,7 +115,7 @@ impl Chord {
             id,
             identity,
             last_seq: 0,
-            wall_clock_ms: None,
+            wall_clock: None,
             handovers: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(s),
             config,
@@ -219,11 +220,20 @@ impl Chord {
         self.config = config;
     }
 
-    /// Calendar time (Unix ms) now, when the owner knows it: a signed entry's sequence number
-    /// is at least this, so a writer that restarted with its memory lost still writes newer
-    /// entries than before.
-    pub fn observe_wall_clock(&mut self, wall_clock_ms: Option<u64>) {
-        self.wall_clock_ms = wall_clock_ms;
+    /// Calendar time (Unix ms) at `now`, when the owner knows it (`None` keeps what it said
+    /// last): a signed entry's sequence number is at least the calendar time, so a writer that
+    /// restarted with its memory lost still writes newer entries than before; and the drops
+    /// tracker's holder records are checked against it (SPEC.md §20.9).
+    pub fn observe_wall_clock(&mut self, now: Instant, wall_clock_ms: Option<u64>) {
+        if let Some(ms) = wall_clock_ms {
+            self.wall_clock = Some((ms, now));
+        }
+    }
+
+    /// Calendar time (Unix ms) at `now`, if the owner ever said it.
+    pub(super) fn wall_clock_ms(&self, now: Instant) -> Option<u64> {
+        self.wall_clock
+            .map(|(ms, at)| ms.saturating_add(now.saturating_since(at).as_millis()))
     }
 
     /// Whether `entry` is signed by its writer for `key` and `position` is one of the key's.
@@ -236,7 +246,8 @@ impl Chord {
             )
     }
 
-    /// Verifies and stores one entry, counting a refusal.
+    /// Verifies and stores one entry, counting a refusal: its signature and position, then
+    /// the drops tracker's rules for its key (SPEC.md §20.9).
     fn store_entry(
         &mut self,
         now: Instant,
@@ -244,9 +255,12 @@ impl Chord {
         key: &[u8],
         e: &ChordValue,
     ) -> StoreOutcome {
-        let outcome = if Self::entry_valid(position, key, e) {
-            self.store.apply(now, position, key, e)
+        let outcome = if !Self::entry_valid(position, key, e) {
+            StoreOutcome::Invalid
+        } else if let Some(rule) = tracker::admit(key, e, self.wall_clock_ms(now)) {
+            self.store.apply(now, position, key, rule, e)
         } else {
+            self.metrics.entries_tracker_invalid += 1;
             StoreOutcome::Invalid
         };
         self.metrics.count(outcome);
@@ -375,7 +389,7 @@ impl Chord {
             }
             ChordMessage::Values(v) => {
                 if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
-                    let values = self.verified_values(op, slot, v.values);
+                    let values = self.verified_values(now, op, slot, v.values);
                     self.slot_values(now, op, slot, from.clone(), values);
                 }
             }
@@ -411,6 +425,8 @@ fn store_limits(config: &ChordConfig) -> StoreLimits {
     StoreLimits {
         records_max: config.records_max,
         values_per_key_max: config.values_per_key_max,
+        // No CHORD_VALUES or handed-over record carries more (SPEC.md §20.2).
+        tracker_holders_max: config.tracker_holders_max.min(CHORD_VALUES_MAX),
         writer_values_max: config.writer_values_max,
         writer_bytes_max: config.writer_bytes_max,
         bytes_max: config.stored_bytes_max,

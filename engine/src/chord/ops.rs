@@ -3,13 +3,14 @@
 
 use weft_protocol::{
     key_position, ChordFetch, ChordMessage, ChordPeer, ChordStore, ChordValue, NodeId, StoreOp,
-    CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
+    TrackerKey, CHORD_KEY_BYTES_MAX, CHORD_REPLICAS, CHORD_VALUE_BYTES_MAX,
 };
 
 use bytes::Bytes;
 
 use super::lookup::LookupFor;
 use super::store::same_slot;
+use super::tracker;
 use super::{
     Chord, ChordError, ChordEvent, ChordItem, ChordOutput, ChordRequest, ChordResult, Deadline,
     Purpose,
@@ -85,7 +86,7 @@ impl Chord {
             ChordRequest::Lookup { .. } => 1,
             _ => CHORD_REPLICAS,
         };
-        let entry = self.sign(signer, &request);
+        let entry = self.sign(now, signer, &request);
         let op_id = self.new_request();
         let deadline = now + self.config.op_timeout;
         self.ops.insert(
@@ -112,7 +113,12 @@ impl Chord {
 
     /// The signed entry a put or delete stores: sequence number one above the last, and at
     /// least the wall clock in ms when it is known. A delete lives `tombstone_lifetime`.
-    fn sign(&mut self, signer: &Identity, request: &ChordRequest) -> Option<ChordValue> {
+    fn sign(
+        &mut self,
+        now: Instant,
+        signer: &Identity,
+        request: &ChordRequest,
+    ) -> Option<ChordValue> {
         let (key, op, lifetime_ms) = match request {
             ChordRequest::Put {
                 key,
@@ -130,7 +136,7 @@ impl Chord {
         let seq = self
             .last_seq
             .saturating_add(1)
-            .max(self.wall_clock_ms.unwrap_or(0));
+            .max(self.wall_clock_ms(now).unwrap_or(0));
         self.last_seq = seq;
         let writer = signer.public_key();
         let signature = signer.sign(&ChordValue::signed_bytes(key, &writer, seq, &op));
@@ -144,9 +150,11 @@ impl Chord {
     }
 
     /// The entries of a CHORD_VALUES for slot `slot` of `op_id` whose signature and key
-    /// verify; the others are dropped and counted.
+    /// verify, and that the drops tracker's rules for the key admit at `now`; the others are
+    /// dropped and counted.
     pub(super) fn verified_values(
         &mut self,
+        now: Instant,
         op_id: u64,
         slot: usize,
         values: Vec<ChordValue>,
@@ -158,9 +166,10 @@ impl Chord {
             return Vec::new();
         };
         let position = Self::op_key_position(op, slot);
-        let (good, bad): (Vec<ChordValue>, Vec<ChordValue>) = values
-            .into_iter()
-            .partition(|e| Self::entry_valid(position, key, e));
+        let wall_ms = self.wall_clock_ms(now);
+        let (good, bad): (Vec<ChordValue>, Vec<ChordValue>) = values.into_iter().partition(|e| {
+            Self::entry_valid(position, key, e) && tracker::admit(key, e, wall_ms).is_some()
+        });
         self.metrics.entries_invalid += bad.len() as u64;
         good
     }
@@ -290,8 +299,14 @@ impl Chord {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
+        let holders = match &op.request {
+            ChordRequest::Get { key } | ChordRequest::Delete { key, .. } => {
+                matches!(TrackerKey::of(key), TrackerKey::Holders(_))
+            }
+            ChordRequest::Put { .. } | ChordRequest::Lookup { .. } => false,
+        };
         for v in &values {
-            merge_entry(&mut op.values, v.clone());
+            merge_entry(&mut op.values, v.clone(), holders);
         }
         op.slots[slot] = Slot::Done { owner, had: values };
         self.maybe_finish(op_id);
@@ -453,9 +468,10 @@ impl Chord {
 }
 
 /// Adds a verified entry to a get's merged set by the store's rules: a writer's higher
-/// sequence number for the same value wins, and its delete of every value removes its older
-/// entries.
-fn merge_entry(set: &mut Vec<ChordValue>, e: ChordValue) {
+/// sequence number for the same value (under a holders key, `holders`: for any value) wins,
+/// and its delete of every value removes its older entries.
+fn merge_entry(set: &mut Vec<ChordValue>, e: ChordValue, holders: bool) {
+    let same_slot = |a: &ChordValue, b: &ChordValue| same_slot(holders, a, b);
     let stale = set.iter().any(|h| {
         h.writer == e.writer
             && ((matches!(h.op, StoreOp::Delete(None)) && !same_slot(h, &e) && h.seq >= e.seq)

@@ -258,6 +258,7 @@ impl Protocol for ChordProtocol {
             addr: from.listen_addr.clone().unwrap_or_default(),
         };
         if let Some(chord) = self.chord.as_mut() {
+            chord.observe_wall_clock(now, cx.wall_clock_ms(now));
             chord.handle_message(now, &from, msg);
         }
         self.persist(now, cx);
@@ -272,7 +273,7 @@ impl Protocol for ChordProtocol {
         command: ChordCommand,
     ) -> Result<(), ChordRefusal> {
         let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
-        chord.observe_wall_clock(cx.wall_clock_ms(now));
+        chord.observe_wall_clock(now, cx.wall_clock_ms(now));
         chord.request_signed_by(now, cx.identity(), command.request, command.op);
         self.persist(now, cx);
         self.pump();

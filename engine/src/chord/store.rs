@@ -1,12 +1,16 @@
 //! The records a node holds: signed entries of keys under ring positions, with lifetimes,
-//! bounded per key, per writer and in total (SPEC.md §20.1, §20.6).
+//! bounded per key, per writer and in total (SPEC.md §20.1, §20.6); a drops tracker's holders
+//! key keeps one entry per holder (§20.9).
 
 use std::collections::BTreeMap;
 
-use weft_protocol::{ChordRecord, ChordValue, PublicKey, StoreOp, StoreOutcome};
+use weft_protocol::{
+    ChordRecord, ChordValue, PublicKey, StoreOp, StoreOutcome, HOLDER_LIFETIME_MAX,
+};
 
 use crate::chord::persist::StoredEntry;
 use crate::chord::ring::in_half_open;
+use crate::chord::tracker::KeyRule;
 use crate::time::{Duration, Instant};
 
 /// Bytes an entry is counted for beyond its key and value: writer, seq, signature, lifetime
@@ -20,6 +24,8 @@ pub struct StoreLimits {
     pub records_max: usize,
     /// Entries (values and tombstones) one record holds.
     pub values_per_key_max: usize,
+    /// Entries (one per holder) one record of a drops tracker's holders key holds.
+    pub tracker_holders_max: usize,
     /// Entries one writer holds here.
     pub writer_values_max: usize,
     /// Bytes one writer's entries take here.
@@ -54,12 +60,14 @@ fn entry_bytes(key: &[u8], e: &ChordValue) -> usize {
     key.len() + e.value().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD_BYTES
 }
 
-/// Whether `a` and `b` are about the same value of the same writer (a put or a delete of it;
-/// a writer's delete of every value is its own slot).
-pub(super) fn same_slot(a: &ChordValue, b: &ChordValue) -> bool {
+/// Whether `a` and `b` take the same slot of a key: under a holders key (`holders`) every
+/// entry of one writer does (one record per holder); otherwise the same value of the same
+/// writer does (a put or a delete of it; a writer's delete of every value is its own slot).
+pub(super) fn same_slot(holders: bool, a: &ChordValue, b: &ChordValue) -> bool {
     a.writer == b.writer
-        && matches!(a.op, StoreOp::Delete(None)) == matches!(b.op, StoreOp::Delete(None))
-        && a.value() == b.value()
+        && (holders
+            || (matches!(a.op, StoreOp::Delete(None)) == matches!(b.op, StoreOp::Delete(None))
+                && a.value() == b.value()))
 }
 
 impl Store {
@@ -132,28 +140,57 @@ impl Store {
         }
     }
 
-    /// Applies one entry whose signature and position the caller verified. A higher sequence
-    /// number of the same writer and value replaces the held entry; an equal one with the same
-    /// op only refreshes its lifetime; a writer's delete of every value removes that writer's
-    /// older entries of the key.
+    /// Applies one entry whose signature, position and tracker rules the caller verified,
+    /// kept by `rule`. A higher sequence number of the same writer and value (under a holders
+    /// key: of the same writer) replaces the held entry; an equal one with the same op only
+    /// refreshes its lifetime; a writer's delete of every value removes that writer's older
+    /// entries of the key.
     pub fn apply(
         &mut self,
         now: Instant,
         position: u64,
         key: &[u8],
+        rule: KeyRule,
         e: &ChordValue,
     ) -> StoreOutcome {
         let k = (position, key.to_vec());
+        let holders = rule.is_holders();
         let tombstone = !e.is_put();
+        let tombstone_lifetime = if holders {
+            // A holder record never lives longer than this, so its tombstone need not either.
+            let max = Duration::from_millis(HOLDER_LIFETIME_MAX.as_millis() as u64);
+            self.limits.tombstone_lifetime.min(max)
+        } else {
+            self.limits.tombstone_lifetime
+        };
         let lifetime = match (tombstone, e.lifetime_ms) {
             (false, l) => l.map(Duration::from_millis),
             (true, l) => Some(
                 l.map(Duration::from_millis)
-                    .unwrap_or(self.limits.tombstone_lifetime)
-                    .min(self.limits.tombstone_lifetime),
+                    .unwrap_or(tombstone_lifetime)
+                    .min(tombstone_lifetime),
             ),
         };
+        let lifetime = match (lifetime, rule) {
+            (
+                Some(l),
+                KeyRule::Holders {
+                    record_left_ms: Some(left),
+                },
+            ) => Some(l.min(Duration::from_millis(left))),
+            (
+                None,
+                KeyRule::Holders {
+                    record_left_ms: Some(left),
+                },
+            ) => Some(Duration::from_millis(left)),
+            (l, _) => l,
+        };
         let expires = lifetime.map(|d| now + d);
+        if holders {
+            // Expired holder entries never count against the bound.
+            self.remove_where(&k, |h| h.expires.is_some_and(|at| at <= now));
+        }
         let held = self.records.get(&k).map(Vec::as_slice).unwrap_or_default();
         // The writer's delete of every value is a floor under its other entries.
         if let Some(floor) = held
@@ -165,7 +202,7 @@ impl Store {
                 return StoreOutcome::Stale;
             }
         }
-        if let Some(i) = held.iter().position(|h| same_slot(&h.entry, e)) {
+        if let Some(i) = held.iter().position(|h| same_slot(holders, &h.entry, e)) {
             let old = &held[i];
             if old.entry.seq > e.seq || (old.entry.seq == e.seq && old.entry.op != e.op) {
                 return StoreOutcome::Stale;
@@ -187,14 +224,19 @@ impl Store {
         if matches!(e.op, StoreOp::Delete(None)) {
             self.remove_where(&k, |h| h.entry.writer == e.writer && h.entry.seq < e.seq);
         } else {
-            self.remove_where(&k, |h| same_slot(&h.entry, e));
+            self.remove_where(&k, |h| same_slot(holders, &h.entry, e));
         }
         let bytes = entry_bytes(key, e);
         let count = self.records.get(&k).map_or(0, Vec::len);
         let (w_count, w_bytes) = self.writers.get(&e.writer).copied().unwrap_or_default();
+        let key_max = if holders {
+            self.limits.tracker_holders_max
+        } else {
+            self.limits.values_per_key_max
+        };
         let outcome = if count == 0 && self.records.len() >= self.limits.records_max {
             StoreOutcome::StoreFull
-        } else if count >= self.limits.values_per_key_max {
+        } else if count >= key_max {
             StoreOutcome::KeyFull
         } else if w_count >= self.limits.writer_values_max
             || w_bytes + bytes > self.limits.writer_bytes_max
@@ -317,6 +359,7 @@ mod tests {
         StoreLimits {
             records_max: 2,
             values_per_key_max: 2,
+            tracker_holders_max: 3,
             writer_values_max: 100,
             writer_bytes_max: 1 << 20,
             bytes_max: 1 << 20,
@@ -344,21 +387,24 @@ mod tests {
         let t0 = Instant::ZERO;
         let put = |w, seq, v: &[u8], l| entry(w, seq, StoreOp::Put(v.to_vec()), l);
         assert_eq!(
-            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            s.apply(t0, 1, b"k", KeyRule::Plain, &put(&a, 5, b"x", None)),
             StoreOutcome::Stored
         );
         assert_eq!(
-            s.apply(t0, 1, b"k", &put(&b, 1, b"x", Some(10))),
+            s.apply(t0, 1, b"k", KeyRule::Plain, &put(&b, 1, b"x", Some(10))),
             StoreOutcome::Stored
         );
         assert_eq!(s.get(t0, 1, b"k").len(), 2, "one entry per writer");
         assert_eq!(
-            s.apply(t0, 1, b"k", &put(&a, 9, b"y", None)),
+            s.apply(t0, 1, b"k", KeyRule::Plain, &put(&a, 9, b"y", None)),
             StoreOutcome::KeyFull
         );
         // b's delete of every value takes only b's entry.
         let del_b = entry(&b, 2, StoreOp::Delete(None), None);
-        assert_eq!(s.apply(t0, 1, b"k", &del_b), StoreOutcome::Stored);
+        assert_eq!(
+            s.apply(t0, 1, b"k", KeyRule::Plain, &del_b),
+            StoreOutcome::Stored
+        );
         let got = s.get(t0, 1, b"k");
         assert!(got.iter().any(|e| e.writer == a.public_key() && e.is_put()));
         assert!(got
@@ -366,16 +412,22 @@ mod tests {
             .all(|e| e.writer != b.public_key() || !e.is_put()));
         // An older put of b cannot come back; a delete of a's value needs a higher seq.
         assert_eq!(
-            s.apply(t0, 1, b"k", &put(&b, 1, b"x", None)),
+            s.apply(t0, 1, b"k", KeyRule::Plain, &put(&b, 1, b"x", None)),
             StoreOutcome::Stale
         );
         let old_del = entry(&a, 4, StoreOp::Delete(Some(b"x".to_vec())), None);
-        assert_eq!(s.apply(t0, 1, b"k", &old_del), StoreOutcome::Stale);
+        assert_eq!(
+            s.apply(t0, 1, b"k", KeyRule::Plain, &old_del),
+            StoreOutcome::Stale
+        );
         let del = entry(&a, 6, StoreOp::Delete(Some(b"x".to_vec())), None);
-        assert_eq!(s.apply(t0, 1, b"k", &del), StoreOutcome::Stored);
+        assert_eq!(
+            s.apply(t0, 1, b"k", KeyRule::Plain, &del),
+            StoreOutcome::Stored
+        );
         assert!(s.get(t0, 1, b"k").iter().all(|e| !e.is_put()));
         assert_eq!(
-            s.apply(t0, 1, b"k", &put(&a, 5, b"x", None)),
+            s.apply(t0, 1, b"k", KeyRule::Plain, &put(&a, 5, b"x", None)),
             StoreOutcome::Stale
         );
         // Tombstones expire.
@@ -393,7 +445,7 @@ mod tests {
         });
         let e = entry(&a, 1, StoreOp::Put(b"v".to_vec()), None);
         for p in [5u64, 15, 25] {
-            s.apply(Instant::ZERO, p, b"k", &e);
+            s.apply(Instant::ZERO, p, b"k", KeyRule::Plain, &e);
         }
         let moved = s.outside(Instant::ZERO, 10, 20);
         let positions: Vec<u64> = moved.iter().map(|r| r.position).collect();

@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use weft_protocol::{
-    key_position, ChordPeer, ChordValue, NodeId, StoreOp, StoreOutcome, CHORD_KEY_BYTES_MAX,
-    CHORD_VALUE_BYTES_MAX,
+    holders_key, key_position, node_key_key, ChordPeer, ChordValue, HolderRecord, NodeId, StoreOp,
+    StoreOutcome, CHORD_KEY_BYTES_MAX, CHORD_VALUE_BYTES_MAX, HOLDER_LIFETIME, HOLDER_LIFETIME_MAX,
+    HOLDER_REANNOUNCE,
 };
 
 use super::*;
@@ -834,4 +835,285 @@ fn a_key_or_value_over_its_wire_limit_is_refused_and_one_at_the_limit_is_stored(
         values(net.request(1, 6, get(&key))),
         Some(vec![Bytes::from(value)])
     );
+}
+
+// ----- issue 21: the drops tracker's records -----------------------------------------------
+
+/// The calendar time the tracker tests start at (Unix ms).
+const WALL_MS: u64 = 1_800_000_000_000;
+
+/// A holders-key entry for `drop`: `w`'s holder record expiring at `expires_unix_ms`, put by
+/// `w` with sequence number `seq`.
+fn holder_entry(
+    w: &crate::identity::Identity,
+    drop: [u8; 32],
+    seq: u64,
+    expires_unix_ms: u64,
+) -> ChordValue {
+    let record = HolderRecord::sign(
+        drop,
+        &w.public_key(),
+        format!("10.0.0.1:{seq}"),
+        expires_unix_ms,
+        |m| w.sign(m),
+    );
+    signed(w, &holders_key(&drop), seq, StoreOp::Put(record.encode()))
+}
+
+/// A lone node whose wall clock reads [`WALL_MS`] at `Instant::ZERO`.
+fn tracker_node(config: ChordConfig) -> Chord {
+    let mut c = Chord::new(peer(0), identity(0), config, 1);
+    c.start(Instant::ZERO);
+    c.observe_wall_clock(Instant::ZERO, Some(WALL_MS));
+    c
+}
+
+/// Offers `e` under `key`'s first position in a CHORD_STORE; the answer's outcome.
+fn offer(c: &mut Chord, now: Instant, key: &[u8], e: ChordValue) -> StoreOutcome {
+    c.handle_message(now, &peer(1), store_msg(key_position(key, 0), key, e));
+    let mut outcome = None;
+    while let Some(out) = c.poll_output() {
+        if let ChordOutput::Send {
+            msg: ChordMessage::Stored(s),
+            ..
+        } = out
+        {
+            outcome = Some(s.outcome);
+        }
+    }
+    outcome.expect("a CHORD_STORE is answered")
+}
+
+/// The holder records held under `drop`'s first position, by holder.
+fn held_holders(c: &Chord, now: Instant, drop: [u8; 32]) -> Vec<HolderRecord> {
+    let key = holders_key(&drop);
+    c.entries(now, key_position(&key, 0), &key)
+        .iter()
+        .filter_map(|e| HolderRecord::decode(e.value()?))
+        .collect()
+}
+
+#[test]
+fn forged_tracker_records_of_every_kind_are_refused_and_counted() {
+    let mut c = tracker_node(ChordConfig::default());
+    let now = Instant::ZERO;
+    let a = identity(10);
+    let b = identity(11);
+    let drop = [4; 32];
+    let key = holders_key(&drop);
+    let lifetime_ms = HOLDER_LIFETIME.as_millis() as u64;
+    let max_ms = HOLDER_LIFETIME_MAX.as_millis() as u64;
+    let record = |w: &crate::identity::Identity, drop, expires| {
+        HolderRecord::sign(drop, &w.public_key(), "10.0.0.1:1".into(), expires, |m| {
+            w.sign(m)
+        })
+    };
+    let mut bad_signature = record(&a, drop, WALL_MS + lifetime_ms);
+    bad_signature.signature.0[5] ^= 1;
+    let put = |w, v: Vec<u8>| signed(w, &key, 1, StoreOp::Put(v));
+    let holder_cases = [
+        put(&b, record(&a, drop, WALL_MS + lifetime_ms).encode()),
+        put(&a, bad_signature.encode()),
+        put(&a, record(&a, [5; 32], WALL_MS + lifetime_ms).encode()),
+        put(&a, record(&a, drop, WALL_MS - 1).encode()),
+        put(&a, record(&a, drop, WALL_MS + max_ms + 1).encode()),
+        put(&a, b"not a record".to_vec()),
+    ];
+    for (i, e) in holder_cases.into_iter().enumerate() {
+        assert_eq!(
+            offer(&mut c, now, &key, e),
+            StoreOutcome::Invalid,
+            "case {i}"
+        );
+    }
+    // Node-key records: another writer, another key, and a prefix with a short tail.
+    let node_key = node_key_key(&a.node_id());
+    let others = [
+        signed(&b, &node_key, 1, StoreOp::Put(b.public_key().0.to_vec())),
+        signed(&a, &node_key, 1, StoreOp::Put(b.public_key().0.to_vec())),
+        signed(&b, &node_key, 1, StoreOp::Delete(None)),
+    ];
+    for (i, e) in others.into_iter().enumerate() {
+        assert_eq!(
+            offer(&mut c, now, &node_key, e),
+            StoreOutcome::Invalid,
+            "case {i}"
+        );
+    }
+    let short = &node_key[..node_key.len() - 1];
+    let e = signed(&a, short, 1, StoreOp::Put(a.public_key().0.to_vec()));
+    assert_eq!(offer(&mut c, now, short, e), StoreOutcome::Invalid);
+    // The same through a handover.
+    let forged = put(&b, record(&a, drop, WALL_MS + lifetime_ms).encode());
+    let handover = ChordMessage::Handover(weft_protocol::ChordHandover {
+        request: 7,
+        records: vec![weft_protocol::ChordRecord {
+            position: key_position(&key, 0),
+            key: key.clone(),
+            values: vec![forged],
+        }],
+    });
+    c.handle_message(now, &peer(1), handover);
+    assert_eq!(c.records_len(), 0, "nothing forged is held");
+    assert_eq!(c.metrics().entries_tracker_invalid, 11);
+    assert_eq!(c.metrics().entries_invalid, 11);
+    // The valid ones are stored.
+    let own = signed(&a, &node_key, 1, StoreOp::Put(a.public_key().0.to_vec()));
+    assert_eq!(offer(&mut c, now, &node_key, own), StoreOutcome::Stored);
+    let e = holder_entry(&a, drop, 1, WALL_MS + lifetime_ms);
+    assert_eq!(offer(&mut c, now, &key, e.clone()), StoreOutcome::Stored);
+    // A node that never had a wall clock cannot check an expiry: it refuses holder records.
+    let mut clockless = Chord::new(peer(0), identity(0), ChordConfig::default(), 1);
+    assert_eq!(offer(&mut clockless, now, &key, e), StoreOutcome::Invalid);
+}
+
+#[test]
+fn a_holders_reannouncement_replaces_its_own_record_which_expires_with_it() {
+    let mut c = tracker_node(ChordConfig::default());
+    let a = identity(10);
+    let drop = [4; 32];
+    let key = holders_key(&drop);
+    let t0 = Instant::ZERO;
+    let lifetime_ms = HOLDER_LIFETIME.as_millis() as u64;
+    let first = holder_entry(&a, drop, 1, WALL_MS + lifetime_ms);
+    assert_eq!(offer(&mut c, t0, &key, first.clone()), StoreOutcome::Stored);
+    // Re-announced after HOLDER_REANNOUNCE with a new address and expiry.
+    let t1 = t0 + Duration::from_millis(HOLDER_REANNOUNCE.as_millis() as u64);
+    let again_ms = WALL_MS + HOLDER_REANNOUNCE.as_millis() as u64 + lifetime_ms;
+    let second = holder_entry(&a, drop, 2, again_ms);
+    assert_eq!(offer(&mut c, t1, &key, second), StoreOutcome::Stored);
+    let held = held_holders(&c, t1, drop);
+    assert_eq!(held.len(), 1, "one record per holder");
+    assert_eq!(held[0].expires_unix_ms, again_ms);
+    assert_eq!(offer(&mut c, t1, &key, first), StoreOutcome::Stale);
+    // The entry lives as long as its record, whatever lifetime the put claimed.
+    let just_before = t0 + Duration::from_millis(again_ms - WALL_MS - 1);
+    assert_eq!(held_holders(&c, just_before, drop).len(), 1);
+    let at_expiry = t0 + Duration::from_millis(again_ms - WALL_MS);
+    assert!(held_holders(&c, at_expiry, drop).is_empty());
+    // A holder's tombstone replaces its record and lives at most HOLDER_LIFETIME_MAX.
+    let third = holder_entry(&a, drop, 3, WALL_MS + 200_000);
+    assert_eq!(offer(&mut c, t1, &key, third), StoreOutcome::Stored);
+    let gone = signed(&a, &key, 4, StoreOp::Delete(None));
+    assert_eq!(offer(&mut c, t1, &key, gone), StoreOutcome::Stored);
+    let p = key_position(&key, 0);
+    let held = c.entries(t1, p, &key);
+    assert!(held.len() == 1 && !held[0].is_put(), "{held:?}");
+    let max_ms = HOLDER_LIFETIME_MAX.as_millis() as u64;
+    assert_eq!(held[0].lifetime_ms, Some(max_ms));
+}
+
+/// A Sybil flood under a drop's holders key: many valid records from fresh keys, plus each
+/// flooder's tombstones. The honest holders that were in stay, can re-announce while the key
+/// is full, and are never evicted; the bound is `tracker_holders_max`, not
+/// `values_per_key_max`; a new holder is refused only while the key is full of live records.
+#[test]
+fn a_flood_of_other_holders_never_removes_the_honest_ones() {
+    let config = ChordConfig::default();
+    let bound = config.tracker_holders_max;
+    assert!(bound > config.values_per_key_max);
+    let mut c = tracker_node(config);
+    let drop = [4; 32];
+    let key = holders_key(&drop);
+    let t0 = Instant::ZERO;
+    let lifetime_ms = HOLDER_LIFETIME.as_millis() as u64;
+    let honest: Vec<_> = (0..3).map(|i| identity(20 + i)).collect();
+    for h in &honest {
+        let e = holder_entry(h, drop, 1, WALL_MS + lifetime_ms);
+        assert_eq!(offer(&mut c, t0, &key, e), StoreOutcome::Stored);
+    }
+    // The flood: 2 × the bound fresh ids, each a valid record expiring in 100 s and then a
+    // delete of every value of its own for 100 s (it replaces only its own record; a
+    // tombstone takes a slot like a record).
+    let mut outcomes = Vec::new();
+    for i in 0..2 * bound as u32 {
+        let mut secret = [0u8; 32];
+        secret[..4].copy_from_slice(&i.to_be_bytes());
+        secret[31] = 0xf1;
+        let sybil = crate::identity::Identity::from_secret(&secret);
+        let e = holder_entry(&sybil, drop, 1, WALL_MS + 100_000);
+        outcomes.push(offer(&mut c, t0, &key, e));
+        let mut d = signed(&sybil, &key, 2, StoreOp::Delete(None));
+        d.lifetime_ms = Some(100_000);
+        offer(&mut c, t0, &key, d);
+    }
+    let stored = outcomes
+        .iter()
+        .filter(|&&o| o == StoreOutcome::Stored)
+        .count();
+    assert_eq!(stored, bound - honest.len());
+    assert_eq!(c.entries(t0, key_position(&key, 0), &key).len(), bound);
+    let holders_of = |c: &Chord, now| -> Vec<NodeId> {
+        held_holders(c, now, drop)
+            .iter()
+            .map(|r| r.holder)
+            .collect()
+    };
+    for h in &honest {
+        assert!(holders_of(&c, t0).contains(&h.node_id()));
+    }
+    // Full: an honest holder still re-announces; a new one is refused, nothing is evicted.
+    let t1 = t0 + Duration::from_secs(50);
+    for h in &honest {
+        let e = holder_entry(h, drop, 2, WALL_MS + 50_000 + lifetime_ms);
+        assert_eq!(offer(&mut c, t1, &key, e), StoreOutcome::Stored);
+    }
+    let late = identity(30);
+    let e = holder_entry(&late, drop, 1, WALL_MS + 50_000 + lifetime_ms);
+    assert_eq!(offer(&mut c, t1, &key, e), StoreOutcome::KeyFull);
+    // Once the flood's records expire they count no more: the new holder gets in at once.
+    let t2 = t0 + Duration::from_secs(100);
+    let e = holder_entry(&late, drop, 2, WALL_MS + 100_000 + lifetime_ms);
+    assert_eq!(offer(&mut c, t2, &key, e), StoreOutcome::Stored);
+    let now_held = holders_of(&c, t2);
+    assert_eq!(now_held.len(), honest.len() + 1);
+    for h in honest.iter().chain([&late]) {
+        assert!(now_held.contains(&h.node_id()));
+    }
+}
+
+/// A get of a holders key through the ring returns each holder's newest record once.
+#[test]
+fn a_get_of_a_holders_key_returns_each_holders_newest_record() {
+    let mut net = joined(4);
+    let now = net.now;
+    for i in 0..4 {
+        net.node(i).observe_wall_clock(now, Some(WALL_MS));
+    }
+    let drop = [8; 32];
+    let key = holders_key(&drop);
+    let lifetime_ms = HOLDER_LIFETIME.as_millis() as u64;
+    for (id, (i, expires)) in [(0, 1), (1, 1), (0, 2)].into_iter().enumerate() {
+        let w = net.node(i).writer();
+        let identity = identity(i as u8);
+        assert_eq!(identity.public_key(), w);
+        let record = HolderRecord::sign(
+            drop,
+            &w,
+            format!("n{i}"),
+            WALL_MS + lifetime_ms + expires,
+            |m| identity.sign(m),
+        );
+        let r = ChordRequest::Put {
+            key: key.clone(),
+            value: record.encode(),
+            lifetime_ms: None,
+        };
+        assert!(matches!(
+            net.request(i, id as u64 + 1, r),
+            Ok(ChordResult::Put { replicas: 5, .. })
+        ));
+    }
+    let Ok(ChordResult::Get { values }) = net.request(3, 9, get(&key)) else {
+        panic!("the get fails");
+    };
+    let mut got: Vec<(NodeId, u64)> = values
+        .iter()
+        .filter_map(|v| HolderRecord::decode(&v.value))
+        .map(|r| (r.holder, r.expires_unix_ms - WALL_MS - lifetime_ms))
+        .collect();
+    got.sort();
+    let mut want = vec![(identity(0).node_id(), 2), (identity(1).node_id(), 1)];
+    want.sort();
+    assert_eq!(got, want);
 }

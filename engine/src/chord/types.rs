@@ -35,6 +35,10 @@ pub struct ChordConfig {
     /// Entries (values and tombstones, of every writer) one key may hold under one position;
     /// a new entry beyond it is refused (`KeyFull`).
     pub values_per_key_max: usize,
+    /// Entries one key of the drops tracker's holders (SPEC.md §20.9) may hold under one
+    /// position, one per holder; a new holder beyond it is refused (`KeyFull`), nothing is
+    /// evicted. At most `CHORD_VALUES_MAX` (64): no CHORD_VALUES carries more.
+    pub tracker_holders_max: usize,
     /// Entries one writer may hold at this node, over every key (`WriterFull` beyond).
     pub writer_values_max: usize,
     /// Bytes one writer's entries may take at this node (`WriterFull` beyond).
@@ -67,6 +71,7 @@ impl Default for ChordConfig {
             lookup_hops_max: 64,
             records_max: 65_536,
             values_per_key_max: 16,
+            tracker_holders_max: 64,
             writer_values_max: 4096,
             writer_bytes_max: 8 * 1024 * 1024,
             stored_bytes_max: 128 * 1024 * 1024,
@@ -225,6 +230,9 @@ pub struct ChordMetrics {
     /// Entries refused because their signature or position was wrong (in CHORD_STORE,
     /// CHORD_HANDOVER or CHORD_VALUES).
     pub entries_invalid: u64,
+    /// Entries refused because they break the drops tracker's rules for their key (SPEC.md
+    /// §20.9): also counted in `entries_invalid`.
+    pub entries_tracker_invalid: u64,
     /// Entries refused as older than one held.
     pub entries_stale: u64,
     /// Entries refused because their key was full.

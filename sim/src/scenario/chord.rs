@@ -16,6 +16,7 @@ use weft_engine::Duration;
 use crate::chord_net::{ChordNet, ChordNetConfig};
 
 mod adversary;
+mod tracker;
 use crate::rng::SimRng;
 use crate::scenario::{ms_or_never, Cell, Row, RunHeader, Scenario};
 
@@ -46,6 +47,8 @@ pub struct ChordParams {
     pub swarm: bool,
     /// One malicious member joins after the puts (SPEC.md §20.7).
     pub adversary: bool,
+    /// The drops tracker phase with this many flood records of fresh keys (SPEC.md §20.7).
+    pub tracker_flood: Option<u32>,
 }
 
 impl ChordParams {
@@ -61,6 +64,7 @@ impl ChordParams {
             loss: 0.0,
             swarm: false,
             adversary: false,
+            tracker_flood: None,
         }
     }
 
@@ -84,6 +88,9 @@ impl ChordParams {
         }
         if self.adversary {
             s.push_str(" --adversary");
+        }
+        if let Some(n) = self.tracker_flood {
+            s.push_str(&format!(" --tracker-flood {n}"));
         }
         s
     }
@@ -127,6 +134,21 @@ pub struct ChordReport {
     /// Records the malicious member held at the end (handed to it by the node its ground id
     /// sits below, and since).
     pub adversary_records: u64,
+    /// Tracker phase: honest holders that announced a drop before the flood.
+    pub tracker_holders: u64,
+    /// Tracker phase: of them, those a get of the drop's holders key found at the end.
+    pub tracker_holders_found: u64,
+    /// Tracker phase: valid holder records of fresh keys the flooding node offered.
+    pub tracker_flood: u64,
+    /// Tracker phase: of them, the most one replica of the key held at the end.
+    pub tracker_flood_held: u64,
+    /// Tracker phase: forged holder and node-key entries the flooding node offered.
+    pub tracker_forged: u64,
+    /// Tracker phase: forged entries any honest node held at the end (must be 0).
+    pub tracker_forged_held: u64,
+    /// Tracker phase: replicas that stored a holder announcing after the flood (0 while the
+    /// flood fills the key).
+    pub tracker_late_replicas: u64,
 }
 
 impl Scenario for ChordReport {
@@ -163,6 +185,22 @@ impl Scenario for ChordReport {
             ("keys deleted", self.keys_deleted.to_string()),
             ("forged entries dropped", self.entries_invalid.to_string()),
             ("adversary records", self.adversary_records.to_string()),
+            (
+                "tracker holders found",
+                format!("{} of {}", self.tracker_holders_found, self.tracker_holders),
+            ),
+            (
+                "tracker flood held",
+                format!("{} of {}", self.tracker_flood_held, self.tracker_flood),
+            ),
+            (
+                "tracker forged held",
+                format!("{} of {}", self.tracker_forged_held, self.tracker_forged),
+            ),
+            (
+                "tracker late holder",
+                format!("{} replicas", self.tracker_late_replicas),
+            ),
         ]
     }
 
@@ -363,6 +401,15 @@ pub fn run(p: &ChordParams) -> ChordReport {
         }
     }
 
+    let tracker = p.tracker_flood.map(|count| {
+        let strict = p.loss == 0.0;
+        tracker::flood(&mut net, &mut rng, p.seed, count, &mut next_request, strict)
+    });
+    if let Some(v) = tracker.as_ref().and_then(|t| t.violation.clone()) {
+        violation.get_or_insert(v);
+    }
+    let tracker = tracker.unwrap_or_default();
+
     // Read every key back from an honest node; a key counts only while an honest live node
     // holds it.
     let ring = net.true_ring();
@@ -465,6 +512,13 @@ pub fn run(p: &ChordParams) -> ChordReport {
         adversary_records: bad
             .and_then(|m| net.node(m))
             .map_or(0, |c| c.records_len() as u64),
+        tracker_holders: tracker.holders,
+        tracker_holders_found: tracker.holders_found,
+        tracker_flood: tracker.flood,
+        tracker_flood_held: tracker.flood_held,
+        tracker_forged: tracker.forged,
+        tracker_forged_held: tracker.forged_held,
+        tracker_late_replicas: tracker.late_replicas,
     }
 }
 
