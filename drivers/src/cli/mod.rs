@@ -1,7 +1,7 @@
 //! The `weft` subcommands this crate owns: `node` runs a node (in the background with
 //! `--detach`); `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
-//! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
-//! socket; `completions` prints a shell's completion script. Each prints a one-line error
+//! `shutdown`, `table`, `put`, `get`, `delete` and `drop` talk to a running one over its
+//! control socket; `completions` prints a shell's completion script. Each prints a one-line error
 //! and exits non-zero when something is wrong (2 for bad arguments). `WEFT_NAME` names the
 //! network when `--name` is not given.
 
@@ -10,6 +10,7 @@ mod chord;
 mod completions;
 pub mod config;
 mod detach;
+mod drops;
 mod folders;
 mod messages;
 mod node;
@@ -29,6 +30,7 @@ pub use admin::{
 };
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use completions::{completions, CompletionsArgs};
+pub use drops::{drop_command, DropArgs};
 pub use folders::{
     create, join, leave, resolve, start, status, CreateArgs, JoinArgs, LeaveArgs, ResolveArgs,
     StartArgs, StatusArgs,
@@ -88,6 +90,19 @@ pub fn node_id(text: &str) -> Result<weft_engine::NodeId, String> {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
     Ok(weft_engine::NodeId(id))
+}
+
+/// A drop id from its 64 hex digits (as `weft drop create` prints it).
+pub fn drop_id(text: &str) -> Result<weft_engine::protocol::DropId, String> {
+    let bad = || format!("not a drop id (64 hex digits): {text:?}");
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(weft_engine::protocol::DropId(id))
 }
 
 /// Resolves `HOST:PORT` to its first address.
