@@ -198,6 +198,9 @@ impl Host {
 
     /// `weft drop subscribe DROP DIR`.
     fn drop_subscribe(&mut self, drop: DropId, dir: &Path) -> Result<DropAnswer, String> {
+        if self.node.drop_chain(&drop).is_some() {
+            return Err(format!("drop {drop} is held already"));
+        }
         let root = self.new_drop_root(dir, true)?;
         self.input(Input::Command(Command::Drops(DropsCommand::Subscribe {
             drop,
