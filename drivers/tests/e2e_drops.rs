@@ -108,7 +108,7 @@ fn a_drop_reaches_its_subscribers_only_owners_change_it_and_a_restart_keeps_it()
     let report = status(&a);
     assert_eq!(report.len(), 1);
     assert_eq!(report[0].role, "owner");
-    assert_eq!(report[0].owners[1..], [b_id.clone()]);
+    assert_eq!(report[0].owners, [a.id().as_str(), b_id.as_str()]);
 
     // Bad arguments: one line, exit 2; a node that is not linked is refused plainly.
     let b_dir = dir.join("b-drop");
@@ -203,4 +203,22 @@ fn a_drop_reaches_its_subscribers_only_owners_change_it_and_a_restart_keeps_it()
         read(&c_dir.join("after-restart.txt")) == b"after c's restart\n"
     });
     assert_eq!(status(&c)[0].counter, Some(5));
+}
+
+#[test]
+fn bare_weft_drop_lists_its_commands_and_a_node_must_run() {
+    let out = run(&["drop"]);
+    let help = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{help}");
+    for command in ["create", "publish", "subscribe", "owners", "status"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from {help}"
+        );
+    }
+    let (dir, net) = scratch("drops-no-node");
+    let state = dir.path().join("none").display().to_string();
+    let out = run(&["drop", "status", "--name", &net, "--state", &state]);
+    fails_with(&out, 1, "no node is running");
 }
