@@ -169,6 +169,23 @@ mod tests {
     }
 
     #[test]
+    fn drop_ids_are_64_hex_digits() {
+        let hex = "0f".repeat(32);
+        assert_eq!(drop_id(&hex).map(|d| d.to_string()), Ok(hex.clone()));
+        let upper = "AB".repeat(32);
+        assert_eq!(drop_id(&upper).map(|d| d.0[0]), Ok(0xab));
+        for bad in [
+            "",
+            "0f",
+            &"0f".repeat(33),
+            &"zz".repeat(32),
+            &"é".repeat(32),
+        ] {
+            assert!(drop_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn addresses_resolve_or_fail_plainly() {
         assert_eq!(
             socket_addr("127.0.0.1:9").unwrap(),

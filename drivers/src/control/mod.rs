@@ -372,6 +372,32 @@ mod tests {
     }
 
     #[test]
+    fn drop_lines_look_as_documented() {
+        let owners = ControlRequest::DropOwners {
+            drop: "d".into(),
+            node: "n".into(),
+            add: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&owners).unwrap(),
+            r#"{"op":"drop_owners","drop":"d","node":"n","add":true}"#
+        );
+        let published = ControlReply::DropPublished(DropPublishedReport {
+            drop: "d".into(),
+            version: "v".into(),
+            counter: 2,
+        });
+        assert_eq!(
+            serde_json::to_string(&published).unwrap(),
+            r#"{"reply":"drop_published","data":{"drop":"d","version":"v","counter":2}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlReply::DropSubscribed).unwrap(),
+            r#"{"reply":"drop_subscribed"}"#
+        );
+    }
+
+    #[test]
     fn lines_look_as_documented() {
         let send = ControlRequest::Send {
             message: "hello".into(),
