@@ -687,7 +687,7 @@ impl Host {
                 let _ = reply.send(self.folder_reports());
             }
             Request::Resolve { path, keep, reply } => {
-                // The network's shared folder, not one added for a run.
+                // The network's shared folder, not one added for a run or a drop.
                 let shared =
                     self.folders.list().into_iter().find(|(id, ..)| {
                         !self.run_folders.contains(id) && !self.is_drop_folder(id)
