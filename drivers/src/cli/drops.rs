@@ -302,3 +302,61 @@ fn status_text(drops: &[DropReport], transfers: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::FileReport;
+
+    fn report(heads: u64, shown: bool) -> DropReport {
+        let version = "ab".repeat(32);
+        DropReport {
+            drop: "cd".repeat(32),
+            role: "subscriber".into(),
+            dir: Some("/srv/mirror".into()),
+            version: Some(version.clone()),
+            counter: Some(7),
+            shown: shown.then_some(version),
+            heads,
+            owners: vec!["01".repeat(32), "02".repeat(32)],
+            transfers: vec![FileReport {
+                path: "big.iso".into(),
+                kind: "file".into(),
+                size: 2048,
+                state: "fetching".into(),
+                bytes_done: 1024,
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn status_shows_version_conflicts_owners_and_transfers() {
+        let text = status_text(&[report(1, true)], true);
+        assert!(text.starts_with(&format!(
+            "drop {} (subscriber) at /srv/mirror\n",
+            "cd".repeat(32)
+        )));
+        assert!(text.contains("counter 7, 1 head\n"), "{text}");
+        assert!(text.contains(&format!("secondary owners: {}", "02".repeat(32))));
+        assert!(
+            text.contains("fetching  1.00 KiB/2.00 KiB  big.iso"),
+            "{text}"
+        );
+        let text = status_text(&[report(2, false)], false);
+        assert!(text.contains("2 heads: a conflict"), "{text}");
+        assert!(text.contains("not in the folder yet"), "{text}");
+        assert!(
+            !text.contains("fetching"),
+            "the live bars show them: {text}"
+        );
+        assert_eq!(status_text(&[], true), "no drops on this node\n");
+    }
+
+    #[test]
+    fn transfers_are_named_by_drop_and_path() {
+        let all = fetching(&[report(1, true)]);
+        let name = format!("{}/big.iso", "cd".repeat(8));
+        assert_eq!(all.get(&name), Some(&(1024, 2048)));
+    }
+}
