@@ -13,7 +13,9 @@ use weft_engine::replicate::LocalChange;
 use weft_engine::run::{ProcessResult, RunEventKind};
 use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
 
-use crate::report::{FolderReport, HostReport, IdReport, StatsReport, TableEntryReport};
+use crate::report::{
+    DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
+};
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
 const REQUESTS_MAX: usize = 1024;
@@ -103,6 +105,9 @@ pub enum HandleError {
     /// `--sync` could not replicate the directory (one line).
     #[error("{0}")]
     Sync(String),
+    /// A drop request failed (one line).
+    #[error("{0}")]
+    Drop(String),
     /// Another node's lease covers the key.
     #[error("refused: the key is leased by {owner} until Unix ms {until_ms}")]
     Leased {
@@ -127,6 +132,60 @@ pub enum TableOp {
     Delete,
     /// End this node's lease on the key.
     Release,
+}
+
+/// What a [`Handle::drop_request`] asks of the node's drops (SPEC.md §24).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropOp {
+    /// Create a drop owned by this node whose folder is `dir` (absolute; made if absent).
+    Create {
+        /// The drop folder's directory.
+        dir: std::path::PathBuf,
+    },
+    /// Hold `drop` as a subscriber, its folder at `dir` (absolute; empty or absent).
+    Subscribe {
+        /// The drop.
+        drop: weft_engine::protocol::DropId,
+        /// The drop folder's directory.
+        dir: std::path::PathBuf,
+    },
+    /// Publish the drop whose folder is `dir` (absolute), once a scan of it has settled.
+    Publish {
+        /// The drop folder's directory.
+        dir: std::path::PathBuf,
+    },
+    /// Publish `drop` with the linked peer `node` added to (`add`) or removed from its
+    /// secondary owners, once a scan of its folder has settled.
+    Owners {
+        /// The drop.
+        drop: weft_engine::protocol::DropId,
+        /// The peer.
+        node: NodeId,
+        /// Add it (else remove it).
+        add: bool,
+    },
+    /// Every held drop.
+    Status,
+}
+
+/// The node's answer to a [`DropOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropAnswer {
+    /// The drop was created.
+    Created(weft_engine::protocol::DropId),
+    /// The drop is held as a subscriber; its versions come from its holders.
+    Subscribed,
+    /// A version was published.
+    Published {
+        /// The drop.
+        drop: weft_engine::protocol::DropId,
+        /// The new version.
+        version: weft_engine::protocol::VersionId,
+        /// Its counter.
+        counter: u64,
+    },
+    /// Every held drop.
+    Status(Vec<DropReport>),
 }
 
 /// What the event loop is asked to do.
@@ -215,6 +274,10 @@ pub(crate) enum Request {
         path: String,
         keep: String,
         reply: Sender<Result<(), InputError>>,
+    },
+    Drop {
+        op: DropOp,
+        reply: Sender<Result<DropAnswer, HandleError>>,
     },
 }
 
@@ -404,6 +467,14 @@ impl Handle {
             .recv()
             .map_err(|_| HandleError::Stopped)?
             .map_err(HandleError::Refused)
+    }
+
+    /// Carries out a drop request and waits for its answer (a publish: until a scan of the
+    /// drop's folder has settled and the version is signed).
+    pub fn drop_request(&self, op: DropOp) -> Result<DropAnswer, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Drop { op, reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)?
     }
 
     /// Floods `payload` to the mesh and waits for the node to accept it.

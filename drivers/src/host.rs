@@ -7,6 +7,7 @@ use std::sync::mpsc::{Sender, TrySendError};
 use bytes::Bytes;
 
 use weft_engine::chord::{ChordCommand, ChordResult};
+use weft_engine::drops::{DropsEvent, DropsEventKind};
 
 use weft_engine::{
     Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input, InputError, Instant,
@@ -35,7 +36,10 @@ use weft_engine::replicate::{
 };
 use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEvent, RunEventKind};
 
+mod drops;
 mod sync;
+
+pub(crate) use drops::DROP_PUBLISH_SCAN_TIMEOUT;
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -187,6 +191,10 @@ pub(crate) struct Host {
     spawns_held: Vec<sync::HeldSpawn>,
     /// The folders added for runs (`--sync`), not the network's shared folder.
     run_folders: std::collections::BTreeSet<FolderId>,
+    /// The drops' folders and their directories.
+    drop_folders: std::collections::BTreeMap<FolderId, drops::DropFolder>,
+    /// Drop publishes waiting for their folder's scan.
+    publishes_waiting: Vec<drops::PublishWaiting>,
 }
 
 impl Host {
@@ -228,12 +236,14 @@ impl Host {
             syncs_waiting: Vec::new(),
             spawns_held: Vec::new(),
             run_folders: std::collections::BTreeSet::new(),
+            drop_folders: std::collections::BTreeMap::new(),
+            publishes_waiting: Vec::new(),
         }
     }
 
     /// Starts the shared folders `specs` (their workers and scanners reach the loop through
     /// `handle`), each with its scan cache from the store; [`Host::start`] adds them to the
-    /// node.
+    /// node. The drops' folders the store maps start too (the engine adds them itself).
     pub(crate) fn start_folders(&mut self, specs: Vec<FolderSpec>, handle: &crate::Handle) {
         self.handle = Some(handle.clone());
         let store = self.store.as_ref();
@@ -245,6 +255,7 @@ impl Host {
             }
         };
         self.folders = Folders::start(specs, caches, handle);
+        self.start_drop_folders(handle);
     }
 
     /// Gives the node the wall clock and dials the configured peers. The caller drains.
@@ -252,6 +263,9 @@ impl Host {
         self.on_timer();
         let me = self.node.node_id();
         for folder in self.folders.ids() {
+            if self.is_drop_folder(&folder) {
+                continue;
+            }
             let add = ReplicateCommand::AddFolder(ReplicaConfig::new(folder, me));
             self.feed(Input::Command(Command::Replicate(add)));
         }
@@ -363,7 +377,7 @@ impl Host {
     /// Feeds the answers to the engine's requests (and starts the held runs that are due);
     /// whether there were any (then the caller drains again).
     pub(crate) fn answer_requests(&mut self) -> bool {
-        let fed = self.check_held();
+        let fed = self.check_held() | self.check_drop_publishes();
         if self.answers.is_empty() {
             return fed;
         }
@@ -487,6 +501,21 @@ impl Host {
                     let _ = self.input(Input::Command(Command::Run(kill)));
                 }
             }
+            Event::Drops(DropsEvent { drop, kind }) => match kind {
+                DropsEventKind::Refused { peer, error }
+                | DropsEventKind::FilesRefused { peer, error } => {
+                    tracing::warn!("drop {drop}: refused what {peer} sent: {error}")
+                }
+                DropsEventKind::HistoryFull => tracing::warn!("drop {drop}: its history is full"),
+                DropsEventKind::Current {
+                    version,
+                    counter,
+                    branches,
+                } => tracing::info!(
+                    "drop {drop}: shows version {version} (counter {counter}, {branches} heads)"
+                ),
+                other => tracing::info!("drop {drop}: {other:?}"),
+            },
             other => tracing::debug!("{other:?}"),
         }
     }
@@ -523,6 +552,9 @@ impl Host {
             ReplicaEvent::Conflict { path, copy } => {
                 tracing::warn!("folder {folder}: conflict at {path}: the other version is {copy}")
             }
+            ReplicaEvent::LocalEditRefused { path } => tracing::warn!(
+                "folder {folder}: local edit of {path} not published: this copy of the drop is read-only"
+            ),
             other => tracing::debug!("folder {folder}: {other:?}"),
         }
     }
@@ -655,12 +687,11 @@ impl Host {
                 let _ = reply.send(self.folder_reports());
             }
             Request::Resolve { path, keep, reply } => {
-                // The network's shared folder, not one added for a run.
-                let shared = self
-                    .folders
-                    .list()
-                    .into_iter()
-                    .find(|(id, ..)| !self.run_folders.contains(id));
+                // The network's shared folder, not one added for a run or a drop.
+                let shared =
+                    self.folders.list().into_iter().find(|(id, ..)| {
+                        !self.run_folders.contains(id) && !self.is_drop_folder(id)
+                    });
                 let result = match shared {
                     Some((folder, ..)) => {
                         let command = ReplicaCommand::Resolve { path, keep };
@@ -673,6 +704,7 @@ impl Host {
                 };
                 let _ = reply.send(result);
             }
+            Request::Drop { op, reply } => self.on_drop_request(op, reply),
         }
     }
 

@@ -40,6 +40,8 @@ pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
 
-pub use handle::{Backlog, Delivery, Handle, HandleError, RunSession, Subscription, TableOp};
+pub use handle::{
+    Backlog, Delivery, DropAnswer, DropOp, Handle, HandleError, RunSession, Subscription, TableOp,
+};
 pub use host::{Exit, RunError, StopSignal};
 pub use setup::Setup;

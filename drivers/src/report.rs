@@ -523,3 +523,26 @@ pub struct FileReport {
     /// For `error`: the last storage error at this path.
     pub error: Option<String>,
 }
+
+/// One drop a node holds (SPEC.md §24), for `weft drop status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropReport {
+    /// The drop's id (64 hex digits).
+    pub drop: String,
+    /// `owner` (this node may publish it) or `subscriber` (its copy is read-only).
+    pub role: String,
+    /// The directory its folder is mapped to, if the node maps it.
+    pub dir: Option<String>,
+    /// The current version (the head with the highest counter), if any (64 hex digits).
+    pub version: Option<String>,
+    /// Its counter.
+    pub counter: Option<u64>,
+    /// The version the folder shows (its file list verified), if any.
+    pub shown: Option<String>,
+    /// How many heads are held: more than one is a conflict an owner's publish merges.
+    pub heads: u64,
+    /// The owners' node ids, the primary first.
+    pub owners: Vec<String>,
+    /// The files being fetched.
+    pub transfers: Vec<FileReport>,
+}

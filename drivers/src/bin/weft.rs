@@ -69,6 +69,9 @@ enum Cmd {
     /// Run a program on a peer (started with --allow-run) and stream its output back live;
     /// exits with its status (255: weft's own error).
     Run(cli::RunArgs),
+    /// Drops: folders only their owners may change (create, publish, subscribe, owners,
+    /// status).
+    Drop(cli::DropArgs),
     /// Test another implementation (or a weft node) against SPEC.md: one line per section.
     Conform(weft_drivers::conform::ConformArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to stdout.
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Cmd::Get(args) => cli::get(args),
         Cmd::Delete(args) => cli::delete(args),
         Cmd::Run(args) => cli::run(args),
+        Cmd::Drop(args) => cli::drop_command(args),
         Cmd::Conform(args) => weft_drivers::conform::conform(args),
         Cmd::Completions(args) => cli::completions(args, &mut Cli::command()),
     }

@@ -322,7 +322,9 @@ pub fn status(args: StatusArgs) -> ExitCode {
     let before = fetching(&first);
     if !before.is_empty() && io::stdout().is_terminal() {
         let code = print(&status_text(&first, None));
-        live_bars(&args.net, before);
+        live_bars(before, RATE_SAMPLE, || {
+            folders(&args.net).map(|f| fetching(&f))
+        });
         return code;
     }
     let (now, rates) = if before.is_empty() {
@@ -343,9 +345,14 @@ pub fn status(args: StatusArgs) -> ExitCode {
     print(&status_text(&now, Some(&rates)))
 }
 
-/// Live indicatif bars for the transfers in flight, polled from the node every
-/// [`RATE_SAMPLE`] until none is left (a finished one says so) or the node stops answering.
-fn live_bars(net: &NetArgs, first: BTreeMap<String, (u64, u64)>) {
+/// Live indicatif bars for the transfers in flight (by name: bytes so far, size), polled
+/// with `poll` every `period` until none is left (a finished one says so) or the node stops
+/// answering.
+pub(super) fn live_bars(
+    first: BTreeMap<String, (u64, u64)>,
+    period: std::time::Duration,
+    mut poll: impl FnMut() -> Result<BTreeMap<String, (u64, u64)>, String>,
+) {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let style = ProgressStyle::with_template(
         "  fetching  [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} {eta} left  {msg}",
@@ -376,9 +383,9 @@ fn live_bars(net: &NetArgs, first: BTreeMap<String, (u64, u64)>) {
         if bars.is_empty() {
             return;
         }
-        std::thread::sleep(RATE_SAMPLE);
-        match folders(net) {
-            Ok(f) => now = fetching(&f),
+        std::thread::sleep(period);
+        match poll() {
+            Ok(f) => now = f,
             Err(e) => {
                 let _ = multi.println(format!("status: {e}"));
                 return;

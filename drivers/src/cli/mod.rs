@@ -1,7 +1,8 @@
 //! The `weft` subcommands this crate owns: `node` runs a node (in the background with
-//! `--detach`), `tracker` a bootstrap and Chord ring member; `send`, `listen`, `network`, `stats`, `id`, `connect`, `disconnect`,
-//! `shutdown`, `table`, `put`, `get` and `delete` talk to a running one over its control
-//! socket; `completions` prints a shell's completion script. Each prints a one-line error
+//! `--detach`), `tracker` a bootstrap and Chord ring member; `send`, `listen`, `network`,
+//! `stats`, `id`, `connect`, `disconnect`, `shutdown`, `table`, `put`, `get`, `delete` and
+//! `drop` talk to a running one over its control socket; `completions` prints a shell's
+//! completion script. Each prints a one-line error
 //! and exits non-zero when something is wrong (2 for bad arguments). `WEFT_NAME` names the
 //! network when `--name` is not given.
 
@@ -10,6 +11,7 @@ mod chord;
 mod completions;
 pub mod config;
 mod detach;
+mod drops;
 mod folders;
 mod messages;
 mod node;
@@ -29,6 +31,7 @@ pub use admin::{
 };
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use completions::{completions, CompletionsArgs};
+pub use drops::{drop_command, DropArgs};
 pub use folders::{
     create, join, leave, resolve, start, status, CreateArgs, JoinArgs, LeaveArgs, ResolveArgs,
     StartArgs, StatusArgs,
@@ -88,6 +91,19 @@ pub fn node_id(text: &str) -> Result<weft_engine::NodeId, String> {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
     Ok(weft_engine::NodeId(id))
+}
+
+/// A drop id from its 64 hex digits (as `weft drop create` prints it).
+pub fn drop_id(text: &str) -> Result<weft_engine::protocol::DropId, String> {
+    let bad = || format!("not a drop id (64 hex digits): {text:?}");
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(weft_engine::protocol::DropId(id))
 }
 
 /// Resolves `HOST:PORT` to its first address.
@@ -150,6 +166,23 @@ mod tests {
         assert!(network_name("my-net_1.0").is_ok());
         for bad in ["", ".hidden", "a/b", "..", "sp ace", &"x".repeat(65)] {
             assert!(network_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn drop_ids_are_64_hex_digits() {
+        let hex = "0f".repeat(32);
+        assert_eq!(drop_id(&hex).map(|d| d.to_string()), Ok(hex.clone()));
+        let upper = "AB".repeat(32);
+        assert_eq!(drop_id(&upper).map(|d| d.0[0]), Ok(0xab));
+        for bad in [
+            "",
+            "0f",
+            &"0f".repeat(33),
+            &"zz".repeat(32),
+            &"é".repeat(32),
+        ] {
+            assert!(drop_id(bad).is_err(), "{bad:?}");
         }
     }
 

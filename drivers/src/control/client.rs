@@ -52,8 +52,18 @@ fn parse(line: &str) -> Result<ControlReply, ControlError> {
 
 /// Sends one request to the node at `path` and returns its answer.
 pub fn request(path: &Path, request: &ControlRequest) -> Result<ControlReply, ControlError> {
+    request_within(path, request, REPLY_TIMEOUT)
+}
+
+/// Sends one request to the node at `path` and returns its answer, waiting for it at most
+/// `timeout` (for requests the node answers late on purpose, as a publish).
+pub fn request_within(
+    path: &Path,
+    request: &ControlRequest,
+    timeout: Duration,
+) -> Result<ControlReply, ControlError> {
     let stream = connect(path, request)?;
-    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
     if line.is_empty() {

@@ -37,6 +37,16 @@
 //!                                       run is killed (SPEC.md §23.6). With
 //!                                       "sync":"/abs/dir", the directory is replicated to the
 //!                                       peer first and the program runs in its copy
+//! {"op":"drop_create","dir":"/abs/dir"}
+//!                                   ->  {"reply":"drop_created","data":"<drop id, 64 hex>"}
+//! {"op":"drop_subscribe","drop":"<64 hex>","dir":"/abs/dir"}
+//!                                   ->  {"reply":"drop_subscribed"}
+//! {"op":"drop_publish","dir":"/abs/dir"}
+//!                                   ->  {"reply":"drop_published","data":DropPublishedReport}
+//!                                       (once a scan of the folder has settled)
+//! {"op":"drop_owners","drop":"<64 hex>","node":"<64 hex>","add":true}
+//!                                   ->  {"reply":"drop_published","data":DropPublishedReport}
+//! {"op":"drop_status"}              ->  {"reply":"drops","data":[DropReport, ...]}
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -54,10 +64,12 @@ use std::time::Duration;
 
 use crate::handle::Backlog;
 use crate::report::{
-    DeliveryReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
+    DeliveryReport, DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
 };
 
-pub use client::{listen, request, run, ControlError, Deliveries, RunClient, RunSignaller};
+pub use client::{
+    listen, request, request_within, run, ControlError, Deliveries, RunClient, RunSignaller,
+};
 pub use server::ControlServer;
 
 /// The longest request line the node reads: a `send` of the largest broadcast
@@ -214,6 +226,35 @@ pub enum ControlRequest {
         /// The version to keep.
         keep: String,
     },
+    /// Create a drop whose folder is `dir` (absolute; made if absent).
+    DropCreate {
+        /// The directory.
+        dir: String,
+    },
+    /// Subscribe to `drop` (64 hex digits), its folder at `dir` (absolute, empty or absent).
+    DropSubscribe {
+        /// The drop's id.
+        drop: String,
+        /// The directory.
+        dir: String,
+    },
+    /// Publish the drop whose folder is `dir` (absolute) once a scan of it has settled.
+    DropPublish {
+        /// The directory.
+        dir: String,
+    },
+    /// Publish `drop` with the linked peer `node` (64 hex digits) added to (`add`) or removed
+    /// from its secondary owners.
+    DropOwners {
+        /// The drop's id.
+        drop: String,
+        /// The peer's node id.
+        node: String,
+        /// Add it (else remove it).
+        add: bool,
+    },
+    /// Every drop the node holds.
+    DropStatus,
 }
 
 /// What the node answers.
@@ -276,6 +317,14 @@ pub enum ControlReply {
     RunRefused(String),
     /// The link to the peer went away before the run ended.
     RunLost,
+    /// The drop was created: its id (64 hex digits).
+    DropCreated(String),
+    /// The drop is held as a subscriber.
+    DropSubscribed,
+    /// A version of a drop was published.
+    DropPublished(DropPublishedReport),
+    /// The answer to `drop_status`.
+    Drops(Vec<DropReport>),
     /// The request failed.
     Error(String),
 }
@@ -300,6 +349,17 @@ pub struct RunExitReport {
     pub signal: Option<u8>,
 }
 
+/// A version a `drop_publish` or `drop_owners` published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropPublishedReport {
+    /// The drop's id (64 hex digits).
+    pub drop: String,
+    /// The new version's id (64 hex digits).
+    pub version: String,
+    /// Its counter.
+    pub counter: u64,
+}
+
 /// A line a `run` client sends after its request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSignalLine {
@@ -320,6 +380,32 @@ mod tests {
         let line = serde_json::to_vec(&worst).unwrap();
         // The line and its newline.
         assert!((line.len() as u64) < REQUEST_BYTES_MAX, "{}", line.len());
+    }
+
+    #[test]
+    fn drop_lines_look_as_documented() {
+        let owners = ControlRequest::DropOwners {
+            drop: "d".into(),
+            node: "n".into(),
+            add: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&owners).unwrap(),
+            r#"{"op":"drop_owners","drop":"d","node":"n","add":true}"#
+        );
+        let published = ControlReply::DropPublished(DropPublishedReport {
+            drop: "d".into(),
+            version: "v".into(),
+            counter: 2,
+        });
+        assert_eq!(
+            serde_json::to_string(&published).unwrap(),
+            r#"{"reply":"drop_published","data":{"drop":"d","version":"v","counter":2}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlReply::DropSubscribed).unwrap(),
+            r#"{"reply":"drop_subscribed"}"#
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{
-    ControlLimits, ControlReply, ControlRequest, RunExitReport, RunOutputReport, RunSignalLine,
-    REQUEST_BYTES_MAX,
+    ControlLimits, ControlReply, ControlRequest, DropPublishedReport, RunExitReport,
+    RunOutputReport, RunSignalLine, REQUEST_BYTES_MAX,
 };
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::protocol::{ExitStatus, OutputStream, RunSignalKind};
@@ -24,7 +24,7 @@ use weft_engine::run::RunEventKind;
 
 use crate::accept::AcceptErrors;
 use crate::clock::Clock;
-use crate::handle::{Handle, HandleError, TableOp};
+use crate::handle::{DropAnswer, DropOp, Handle, HandleError, TableOp};
 use crate::report::DeliveryReport;
 
 /// How often an idle `listen` session checks whether its client left.
@@ -253,9 +253,10 @@ fn refused(e: HandleError) -> ControlReply {
     ControlReply::Error(match e {
         HandleError::Stopped => "the node is shutting down".into(),
         HandleError::Refused(e) => e.to_string(),
-        e @ (HandleError::Leased { .. } | HandleError::NotStored(_) | HandleError::Sync(_)) => {
-            e.to_string()
-        }
+        e @ (HandleError::Leased { .. }
+        | HandleError::NotStored(_)
+        | HandleError::Sync(_)
+        | HandleError::Drop(_)) => e.to_string(),
     })
 }
 
@@ -370,6 +371,30 @@ fn serve_client(
             Ok(()) => ControlReply::Resolved,
             Err(e) => refused(e),
         },
+        ControlRequest::DropCreate { dir } => drop_reply(handle, || {
+            Ok(DropOp::Create {
+                dir: absolute_dir(&dir)?,
+            })
+        }),
+        ControlRequest::DropSubscribe { drop, dir } => drop_reply(handle, || {
+            Ok(DropOp::Subscribe {
+                drop: crate::cli::drop_id(&drop)?,
+                dir: absolute_dir(&dir)?,
+            })
+        }),
+        ControlRequest::DropPublish { dir } => drop_reply(handle, || {
+            Ok(DropOp::Publish {
+                dir: absolute_dir(&dir)?,
+            })
+        }),
+        ControlRequest::DropOwners { drop, node, add } => drop_reply(handle, || {
+            Ok(DropOp::Owners {
+                drop: crate::cli::drop_id(&drop)?,
+                node: crate::cli::node_id(&node)?,
+                add,
+            })
+        }),
+        ControlRequest::DropStatus => drop_reply(handle, || Ok(DropOp::Status)),
     };
     write_reply(&mut stream, &reply)
 }
@@ -423,6 +448,39 @@ fn disconnect(handle: &Handle, prefix: &str) -> ControlReply {
     };
     match handle.disconnect(node) {
         Ok(()) => ControlReply::Disconnected(full),
+        Err(e) => refused(e),
+    }
+}
+
+/// A drop request's directory: an absolute path.
+fn absolute_dir(dir: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(dir);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("{dir}: not an absolute path"))
+    }
+}
+
+/// The reply to the drop request `op` builds (an error reply if its fields are bad).
+fn drop_reply(handle: &Handle, op: impl FnOnce() -> Result<DropOp, String>) -> ControlReply {
+    let op = match op() {
+        Ok(op) => op,
+        Err(why) => return ControlReply::Error(why),
+    };
+    match handle.drop_request(op) {
+        Ok(DropAnswer::Created(drop)) => ControlReply::DropCreated(drop.to_string()),
+        Ok(DropAnswer::Subscribed) => ControlReply::DropSubscribed,
+        Ok(DropAnswer::Published {
+            drop,
+            version,
+            counter,
+        }) => ControlReply::DropPublished(DropPublishedReport {
+            drop: drop.to_string(),
+            version: version.to_string(),
+            counter,
+        }),
+        Ok(DropAnswer::Status(drops)) => ControlReply::Drops(drops),
         Err(e) => refused(e),
     }
 }

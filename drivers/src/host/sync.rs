@@ -18,12 +18,11 @@ use std::time::{Duration, Instant as WallInstant};
 use weft_engine::protocol::{FolderId, NodeId, RunFolder};
 use weft_engine::replicate::{ReplicaConfig, ReplicateCommand};
 use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand};
-use weft_engine::{Command, HostRequest, HostResult, Input, RequestId};
+use weft_engine::{Command, HostResult, Input, RequestId};
 
 use super::Host;
-use crate::folder::cache::Cache;
 use crate::folder::disk::Disk;
-use crate::folder::run::{cache_blob_name, FolderSpec};
+use crate::folder::run::FolderSpec;
 use crate::handle::{HandleError, RunSession};
 
 /// How long a run with a folder waits for the folder to catch up: on the runner, for its copy
@@ -75,13 +74,7 @@ impl Host {
         let add = ReplicateCommand::AddFolder(config);
         self.input(Input::Command(Command::Replicate(add)))
             .map_err(|e| format!("folder {id}: {e}"))?;
-        let cache = self.store.as_ref().and_then(|store| {
-            let name = cache_blob_name(&id);
-            match store.carry_out(HostRequest::LoadState { name }) {
-                HostResult::Loaded(Some(bytes)) => Cache::decode(&bytes),
-                _ => None,
-            }
-        });
+        let cache = self.scan_cache(&id);
         tracing::info!("folder {id}: added at {} for a run", root.display());
         self.folders.add(FolderSpec { id, root }, cache, &handle);
         self.run_folders.insert(id);

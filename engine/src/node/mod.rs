@@ -232,6 +232,11 @@ impl Node {
         self.session.links()
     }
 
+    /// The public key of a linked peer, as its handshake proved it.
+    pub fn peer_public_key(&self, node: &NodeId) -> Option<weft_protocol::PublicKey> {
+        self.session.link_peer(node).map(|p| p.public_key)
+    }
+
     /// Direct and heard-of hosts, in node-id order.
     pub fn hosts(&self) -> Vec<HostInfo> {
         self.session.hosts()

@@ -45,6 +45,8 @@ pub(crate) struct Peer {
     pub(crate) families: u32,
     /// The dialer's HELLO nonce: the last tie-break between two links dialed by the same side.
     pub(crate) dialer_nonce: [u8; 32],
+    /// Its public key, as its HELLO gave it and its HELLO_ACK proved it.
+    pub(crate) public_key: PublicKey,
 }
 
 impl Peer {

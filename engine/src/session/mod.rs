@@ -1249,6 +1249,7 @@ impl Session {
             listen_addr: listen_addr.clone(),
             families: hello.families | Family::Session.bit(),
             dialer_nonce,
+            public_key: hello.public_key,
         };
         c.state = ConnState::Established(Arc::new(peer));
         c.send_compressed = compression && offers_lz4(&hello);

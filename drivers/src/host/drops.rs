@@ -1,0 +1,506 @@
+//! `weft drop` (SPEC.md §24) on the host's side: each drop's folder mapped to a directory.
+//!
+//! The engine's drops protocol adds a drop's folder to replication itself (gated, under
+//! `DropId::folder_id`) when a drop is created or subscribed to, and again when it restores
+//! its `drops` state blob. The host maps that folder id to a directory and runs its scanner
+//! there like any shared folder, before the engine's first storage step for it: at once on
+//! `create` and `subscribe` (the engine's storage steps wait in its outputs until the loop
+//! drains them), and at start from the store blob [`DROP_FOLDERS_BLOB`], read before the
+//! engine loads its drops. A publish waits for a scan of the folder that started after the
+//! request and found every file settled, as `weft run --sync` does.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant as WallInstant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use weft_engine::drops::DropsCommand;
+use weft_engine::protocol::{DropId, FolderId, PublicKey};
+use weft_engine::{Command, HostRequest, HostResult, Identity, Input, NodeId};
+
+use super::Host;
+use crate::folder::cache::Cache;
+use crate::folder::disk::Disk;
+use crate::folder::run::{cache_blob_name, FolderSpec};
+use crate::folder::{MARKER_FILE, RESERVED_DIR};
+use crate::handle::{DropAnswer, DropOp, HandleError};
+use crate::report::{hex_id, DropReport, FileReport};
+
+/// The store blob that maps each drop's folder to its directory (JSON, see [`Stored`]).
+pub const DROP_FOLDERS_BLOB: &str = "drop-folders";
+
+/// The format of [`DROP_FOLDERS_BLOB`] this weft writes and reads.
+const DROP_FOLDERS_FORMAT: u32 = 1;
+
+/// How long a publish waits for a settled scan of the drop's folder; then it is refused.
+pub const DROP_PUBLISH_SCAN_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// How this node came to hold a drop (an owner by creating it, else a subscriber until a
+/// version names it an owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum DropRole {
+    /// This node created it.
+    Creator,
+    /// This node subscribed to it.
+    Subscriber,
+}
+
+/// A drop's folder as the host maps it.
+#[derive(Debug, Clone)]
+pub(super) struct DropFolder {
+    drop: DropId,
+    root: PathBuf,
+    role: DropRole,
+}
+
+/// [`DROP_FOLDERS_BLOB`] as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    format: u32,
+    drops: Vec<StoredDrop>,
+}
+
+/// One drop folder as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredDrop {
+    /// The drop's id, 64 hex digits.
+    drop: String,
+    /// Its folder's directory (canonical).
+    dir: PathBuf,
+    role: DropRole,
+}
+
+/// A publish waiting for a settled scan of its drop's folder.
+pub(super) struct PublishWaiting {
+    drop: DropId,
+    since: WallInstant,
+    /// A secondary owner to add (`true`) or remove.
+    owner: Option<(PublicKey, bool)>,
+    reply: Sender<Result<DropAnswer, HandleError>>,
+}
+
+impl Host {
+    /// Maps the drop folders the store lists (before the engine restores its drops, whose
+    /// folders it adds itself).
+    pub(super) fn start_drop_folders(&mut self, handle: &crate::Handle) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let name = DROP_FOLDERS_BLOB.to_owned();
+        let bytes = match store.carry_out(HostRequest::LoadState { name }) {
+            HostResult::Loaded(Some(bytes)) => bytes,
+            HostResult::Loaded(None) => return,
+            other => {
+                tracing::warn!("drop folders not loaded: {other:?}");
+                return;
+            }
+        };
+        let stored: Stored = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("drop folders not loaded: {e}");
+                return;
+            }
+        };
+        if stored.format != DROP_FOLDERS_FORMAT {
+            tracing::warn!("drop folders not loaded: format {}", stored.format);
+            return;
+        }
+        for s in stored.drops {
+            let Ok(drop) = crate::cli::drop_id(&s.drop) else {
+                tracing::warn!("drop folders: not a drop id: {:?}", s.drop);
+                continue;
+            };
+            let id = drop.folder_id();
+            let cache = self.scan_cache(&id);
+            let spec = FolderSpec {
+                id,
+                root: s.dir.clone(),
+            };
+            self.folders.add(spec, cache, handle);
+            tracing::info!("drop {drop}: folder at {}", s.dir.display());
+            self.drop_folders.insert(
+                id,
+                DropFolder {
+                    drop,
+                    root: s.dir,
+                    role: s.role,
+                },
+            );
+        }
+    }
+
+    /// Whether `folder` is a drop's (the drops protocol adds it to the node, not the host).
+    pub(super) fn is_drop_folder(&self, folder: &FolderId) -> bool {
+        self.drop_folders.contains_key(folder)
+    }
+
+    /// The scan cache the store keeps for `folder`, if any.
+    pub(super) fn scan_cache(&self, folder: &FolderId) -> Option<Cache> {
+        let name = cache_blob_name(folder);
+        match self
+            .store
+            .as_ref()?
+            .carry_out(HostRequest::LoadState { name })
+        {
+            HostResult::Loaded(Some(bytes)) => Cache::decode(&bytes),
+            _ => None,
+        }
+    }
+
+    /// Carries out a `weft drop` request; a publish answers once its scan has settled.
+    pub(super) fn on_drop_request(
+        &mut self,
+        op: DropOp,
+        reply: Sender<Result<DropAnswer, HandleError>>,
+    ) {
+        let answer = match op {
+            DropOp::Create { dir } => self.drop_create(&dir),
+            DropOp::Subscribe { drop, dir } => self.drop_subscribe(drop, &dir),
+            DropOp::Publish { dir } => match self.drop_of_dir(&dir) {
+                Ok(drop) => return self.publish_when_scanned(drop, None, reply),
+                Err(why) => Err(why),
+            },
+            DropOp::Owners { drop, node, add } => match self.owner_key(drop, node, add) {
+                Ok(key) => return self.publish_when_scanned(drop, Some((key, add)), reply),
+                Err(why) => Err(why),
+            },
+            DropOp::Status => Ok(DropAnswer::Status(self.drop_reports())),
+        };
+        let _ = reply.send(answer.map_err(HandleError::Drop));
+    }
+
+    /// The addresses of nodes that hold `drop`, to dial before subscribing. The tracker's
+    /// holder records (Chord) are not consulted yet: none, so a subscription asks the peers
+    /// already linked.
+    fn drop_holder_addrs(&self, _drop: &DropId) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `weft drop create DIR`.
+    fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
+        let root = self.new_drop_root(dir, false)?;
+        let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
+        self.input(Input::Command(Command::Drops(DropsCommand::Create)))
+            .map_err(|e| e.to_string())?;
+        let drop = self
+            .node
+            .drop_ids()
+            .find(|d| !before.contains(d))
+            .copied()
+            .ok_or("the node created no drop")?;
+        self.map_drop(drop, root, DropRole::Creator)?;
+        Ok(DropAnswer::Created(drop))
+    }
+
+    /// `weft drop subscribe DROP DIR`.
+    fn drop_subscribe(&mut self, drop: DropId, dir: &Path) -> Result<DropAnswer, String> {
+        if self.node.drop_chain(&drop).is_some() {
+            return Err(format!("drop {drop} is held already"));
+        }
+        let root = self.new_drop_root(dir, true)?;
+        self.input(Input::Command(Command::Drops(DropsCommand::Subscribe {
+            drop,
+        })))
+        .map_err(|e| e.to_string())?;
+        self.map_drop(drop, root, DropRole::Subscriber)?;
+        for addr in self.drop_holder_addrs(&drop) {
+            if let Err(e) = self.input(Input::Command(Command::Connect { addr: addr.clone() })) {
+                tracing::warn!("drop {drop}: not dialing holder {addr}: {e}");
+            }
+        }
+        Ok(DropAnswer::Subscribed)
+    }
+
+    /// `dir` (absolute) made and made canonical for a new drop folder: a directory or
+    /// absent, empty if `empty`, not a weft folder already, neither inside nor around a
+    /// folder of this node.
+    fn new_drop_root(&self, dir: &Path, empty: bool) -> Result<PathBuf, String> {
+        let shown = dir.display();
+        if !dir.is_absolute() {
+            return Err(format!("{shown}: not an absolute path"));
+        }
+        if self.handle.is_none() {
+            return Err("this node keeps no folders".into());
+        }
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if empty && entries.next().is_some() {
+                    return Err(format!("{shown}: not empty"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{shown}: {e}"))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(format!("{shown}: not a directory"));
+            }
+            Err(e) => return Err(format!("{shown}: {e}")),
+        }
+        let root = std::fs::canonicalize(dir).map_err(|e| format!("{shown}: {e}"))?;
+        if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
+            return Err(format!("{}: a weft folder already", root.display()));
+        }
+        for (id, other, ..) in self.folders.list() {
+            if root.starts_with(other) || other.starts_with(&root) {
+                return Err(format!(
+                    "{}: overlaps folder {id} at {}",
+                    root.display(),
+                    other.display()
+                ));
+            }
+        }
+        Ok(root)
+    }
+
+    /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored.
+    fn map_drop(&mut self, drop: DropId, root: PathBuf, role: DropRole) -> Result<(), String> {
+        let id = drop.folder_id();
+        let Some(handle) = self.handle.clone() else {
+            return Err("this node keeps no folders".into());
+        };
+        Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
+        let cache = self.scan_cache(&id);
+        let spec = FolderSpec {
+            id,
+            root: root.clone(),
+        };
+        self.folders.add(spec, cache, &handle);
+        tracing::info!("drop {drop}: folder {id} at {}", root.display());
+        self.drop_folders
+            .insert(id, DropFolder { drop, root, role });
+        self.store_drop_folders()
+    }
+
+    /// Writes [`DROP_FOLDERS_BLOB`] (a node without a store keeps nothing, by choice).
+    fn store_drop_folders(&self) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let stored = Stored {
+            format: DROP_FOLDERS_FORMAT,
+            drops: self
+                .drop_folders
+                .values()
+                .map(|d| StoredDrop {
+                    drop: d.drop.to_string(),
+                    dir: d.root.clone(),
+                    role: d.role,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
+        let request = HostRequest::StoreState {
+            name: DROP_FOLDERS_BLOB.to_owned(),
+            bytes: Bytes::from(bytes),
+        };
+        match store.carry_out(request) {
+            HostResult::Stored => Ok(()),
+            other => Err(format!("the drop's folder was not stored: {other:?}")),
+        }
+    }
+
+    /// The drop whose folder is `dir`.
+    fn drop_of_dir(&self, dir: &Path) -> Result<DropId, String> {
+        let root = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        self.drop_folders
+            .values()
+            .find(|d| d.root == root)
+            .map(|d| d.drop)
+            .ok_or_else(|| format!("{}: not a drop folder of this node", root.display()))
+    }
+
+    fn my_key(&self) -> PublicKey {
+        Identity::from_secret(&self.node.config().secret_key).public_key()
+    }
+
+    /// Whether this node may publish `drop`: an owner of its current version, or its creator
+    /// while it has none.
+    fn is_drop_owner(&self, drop: &DropId) -> bool {
+        match self.node.drop_chain(drop).and_then(|c| c.current()) {
+            Some((_, m)) => m.owners.contains(&self.my_key()),
+            None => self
+                .drop_folders
+                .get(&drop.folder_id())
+                .is_some_and(|d| d.role == DropRole::Creator),
+        }
+    }
+
+    /// The public key of `node` for a change of `drop`'s secondary owners, checked: this
+    /// node is the primary, `node` is linked, and the change changes something.
+    fn owner_key(&self, drop: DropId, node: NodeId, add: bool) -> Result<PublicKey, String> {
+        let Some(chain) = self.node.drop_chain(&drop) else {
+            return Err(format!("no drop {drop} on this node"));
+        };
+        let me = self.my_key();
+        let secondary = match chain.current() {
+            Some((_, m)) if m.owners.primary != me => {
+                return Err(format!(
+                    "only the primary owner may change the owners of drop {drop}"
+                ))
+            }
+            Some((_, m)) => m.owners.secondary.clone(),
+            None if self.is_drop_owner(&drop) => Vec::new(),
+            None => return Err(format!("this node is not an owner of drop {drop}")),
+        };
+        if node == self.node.node_id() {
+            return Err("this node is the drop's primary owner".into());
+        }
+        let Some(key) = self.node.peer_public_key(&node) else {
+            return Err(format!(
+                "{} is not a linked peer (its public key comes from its handshake: link to it first)",
+                hex_id(&node)
+            ));
+        };
+        match (add, secondary.contains(&key)) {
+            (true, true) => Err(format!("{} is an owner already", hex_id(&node))),
+            (false, false) => Err(format!("{} is not a secondary owner", hex_id(&node))),
+            _ => Ok(key),
+        }
+    }
+
+    /// Asks for a scan of `drop`'s folder and publishes once one that started now settled.
+    fn publish_when_scanned(
+        &mut self,
+        drop: DropId,
+        owner: Option<(PublicKey, bool)>,
+        reply: Sender<Result<DropAnswer, HandleError>>,
+    ) {
+        if !self.is_drop_owner(&drop) {
+            let why =
+                format!("this node is not an owner of drop {drop}: subscribers cannot publish");
+            let _ = reply.send(Err(HandleError::Drop(why)));
+            return;
+        }
+        let since = WallInstant::now();
+        self.folders.scan_now(&drop.folder_id());
+        self.publishes_waiting.push(PublishWaiting {
+            drop,
+            since,
+            owner,
+            reply,
+        });
+    }
+
+    /// Publishes the drops whose folders' scans have settled; refuses those that waited too
+    /// long or whose folder stopped. Whether it fed the node anything.
+    pub(super) fn check_drop_publishes(&mut self) -> bool {
+        let mut fed = false;
+        for w in std::mem::take(&mut self.publishes_waiting) {
+            let folder = w.drop.folder_id();
+            let answer = match self.folders.scanned_since(&folder, w.since) {
+                Ok(false) if w.since.elapsed() < DROP_PUBLISH_SCAN_TIMEOUT => {
+                    self.publishes_waiting.push(w);
+                    continue;
+                }
+                Ok(false) => Err(HandleError::Drop(format!(
+                    "folder {folder} was not scanned within {} s",
+                    DROP_PUBLISH_SCAN_TIMEOUT.as_secs()
+                ))),
+                Err(why) => Err(HandleError::Drop(format!("folder {folder}: {why}"))),
+                Ok(true) => {
+                    fed = true;
+                    self.publish_now(w.drop, w.owner)
+                }
+            };
+            let _ = w.reply.send(answer);
+        }
+        fed
+    }
+
+    /// Publishes `drop` now, with `owner` added to or removed from its secondary owners.
+    fn publish_now(
+        &mut self,
+        drop: DropId,
+        owner: Option<(PublicKey, bool)>,
+    ) -> Result<DropAnswer, HandleError> {
+        let current = self
+            .node
+            .drop_chain(&drop)
+            .and_then(|c| c.current())
+            .map(|(_, m)| m.owners.secondary.clone())
+            .unwrap_or_default();
+        let secondary = owner.map(|(key, add)| {
+            let mut list = current;
+            list.retain(|k| *k != key);
+            if add {
+                list.push(key);
+            }
+            list
+        });
+        let publish = DropsCommand::Publish { drop, secondary };
+        self.input(Input::Command(Command::Drops(publish)))
+            .map_err(HandleError::Refused)?;
+        let (version, m) = self
+            .node
+            .drop_chain(&drop)
+            .and_then(|c| c.current())
+            .ok_or_else(|| HandleError::Drop(format!("drop {drop} has no version")))?;
+        tracing::info!(
+            "drop {drop}: published version {version} (counter {})",
+            m.counter
+        );
+        Ok(DropAnswer::Published {
+            drop,
+            version,
+            counter: m.counter,
+        })
+    }
+
+    /// Every held drop, for `weft drop status`.
+    fn drop_reports(&self) -> Vec<DropReport> {
+        self.node
+            .drop_ids()
+            .map(|drop| {
+                let folder = drop.folder_id();
+                let chain = self.node.drop_chain(drop);
+                let current = chain.and_then(|c| c.current());
+                let owners = current
+                    .map(|(_, m)| {
+                        core::iter::once(&m.owners.primary)
+                            .chain(m.owners.secondary.iter())
+                            .map(|k| hex_id(&NodeId::from_public_key(k)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let transfers = self
+                    .node
+                    .replica(&folder)
+                    .map(|r| r.transfers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| FileReport {
+                        path: t.path,
+                        kind: "file".into(),
+                        size: t.bytes_total,
+                        state: "fetching".into(),
+                        bytes_done: t.bytes_done,
+                        error: None,
+                    })
+                    .collect();
+                let role = if self.is_drop_owner(drop) {
+                    "owner"
+                } else {
+                    "subscriber"
+                };
+                DropReport {
+                    drop: drop.to_string(),
+                    role: role.into(),
+                    dir: self
+                        .drop_folders
+                        .get(&folder)
+                        .map(|d| d.root.display().to_string()),
+                    version: current.map(|(v, _)| v.to_string()),
+                    counter: current.map(|(_, m)| m.counter),
+                    shown: self.node.drop_shown(drop).map(|v| v.to_string()),
+                    heads: chain.map_or(0, |c| c.heads().count() as u64),
+                    owners,
+                    transfers,
+                }
+            })
+            .collect()
+    }
+}
