@@ -213,6 +213,37 @@ fn write(w: &mut World, i: u32, drop: DropId, path: &str, data: Vec<u8>) {
     }
 }
 
+/// What a host does when a node starts again: its scanner reports the drop folder as it
+/// is (an edit made just before a crash, whose record was not yet stored, is found again).
+/// `seen`: each node's incarnation as last scanned.
+fn rescan_restarted(w: &mut World, drop: DropId, seen: &mut [u64]) {
+    let folder = drop.folder_id();
+    let incarnations = w.incarnations();
+    for (i, inc) in incarnations.into_iter().enumerate() {
+        let i = i as u32;
+        if seen.get(i as usize) == Some(&inc) || w.node(i).is_none() {
+            continue;
+        }
+        seen[i as usize] = inc;
+        let changes = match (
+            w.folder(i, &folder),
+            w.node(i).and_then(|n| n.replica(&folder)),
+        ) {
+            (Some(f), Some(r)) => f.full_scan(r.records()),
+            (Some(f), None) => f.full_scan(core::iter::empty()),
+            _ => continue,
+        };
+        let at = w.now;
+        for change in changes {
+            w.schedule_command(
+                at,
+                i,
+                Command::Replicate(ReplicateCommand::Local { folder, change }),
+            );
+        }
+    }
+}
+
 fn frame(m: DropManifest) -> Bytes {
     Message::Drop(DropMessage::Version(Box::new(m)))
         .to_frame(false)
@@ -423,11 +454,13 @@ pub fn run(p: &DropsParams) -> DropsReport {
     }
     plan.sort_unstable();
     let mut attacks = Attacks::default();
+    let mut seen = w.incarnations();
     for (t, what) in plan {
         w.run_until(t);
         if w.violation().is_some() {
             break;
         }
+        rescan_restarted(&mut w, drop, &mut seen);
         match (what, forger) {
             (1, Some(f)) => attack(&mut w, f, drop, &forger_neighbours, &mut attacks),
             _ => {
@@ -452,7 +485,10 @@ pub fn run(p: &DropsParams) -> DropsReport {
     // Liveness: the primary publishes a merge of what it holds once the branches have had
     // time to meet, then every honest node must show it.
     let healed = w.now;
-    w.run_until(healed + 10_000 * MS);
+    for step in 1..=10 {
+        w.run_until(healed + step * 1_000 * MS);
+        rescan_restarted(&mut w, drop, &mut seen);
+    }
     let at = w.now;
     w.schedule_command(
         at,
@@ -472,6 +508,7 @@ pub fn run(p: &DropsParams) -> DropsReport {
             break;
         }
         w.run_until(w.now + PROBE_MS * MS);
+        rescan_restarted(&mut w, drop, &mut seen);
         if converged(&w, p, &drop, v) {
             converged_ms = Some((w.now - from) / MS);
             break;
