@@ -1219,6 +1219,14 @@ impl World {
             n.handle_timeout(Instant(self.now));
         }
         self.drain(i);
+        let sending: Vec<(u32, u8)> = self.nodes[i as usize]
+            .conns
+            .iter()
+            .map(|c| (c.link, c.side))
+            .collect();
+        for (link, side) in sending {
+            self.writable_if_drained(link, side);
+        }
     }
 
     // ----- links ----------------------------------------------------------------------
@@ -1395,6 +1403,35 @@ impl World {
         }
     }
 
+    /// With `writable_on_drain`: when everything sent on `links[link_id]`'s direction `side`
+    /// has arrived, the sender's socket has drained, and a real driver says so (bulk data
+    /// waits for it). Not while the sender has handed out bytes the world has not carried yet
+    /// (the mirrored count must stay the engine's), nor while it is paused (a paused node
+    /// processes nothing: [`World::resume`] asks again).
+    fn writable_if_drained(&mut self, link_id: u32, side: u8) {
+        let link = &mut self.links[link_id as usize];
+        let d = &link.dirs[side as usize];
+        if !self.writable_on_drain
+            || d.buffered_bytes != 0
+            || d.in_flight_bytes == 0
+            || d.writable_pending
+        {
+            return;
+        }
+        let sender = link.end(side);
+        let mirrored = d.in_flight_bytes;
+        let sn = &self.nodes[sender.node as usize];
+        let same = sn
+            .node
+            .as_ref()
+            .and_then(|n| n.conn_stats(sender.conn))
+            .is_some_and(|s| s.in_flight_bytes == mirrored);
+        if sender.open && sn.incarnation == sender.incarnation && !sn.paused && same {
+            link.dirs[side as usize].in_flight_bytes = 0;
+            self.input(sender.node, Input::Writable { conn: sender.conn });
+        }
+    }
+
     fn deliver(&mut self, link_id: u32, side: u8, bytes: Bytes) {
         let link = &mut self.links[link_id as usize];
         let d = &mut link.dirs[side as usize];
@@ -1418,29 +1455,7 @@ impl World {
                 self.input(sender.node, Input::Writable { conn: sender.conn });
             }
         }
-        // Everything sent this way has arrived: the sender's socket has drained, and a real
-        // driver says so (bulk data waits for it). Not while the sender has handed out bytes
-        // the world has not carried yet: the mirrored count must stay the engine's.
-        let link = &mut self.links[link_id as usize];
-        let d = &link.dirs[side as usize];
-        if self.writable_on_drain
-            && d.buffered_bytes == 0
-            && d.in_flight_bytes > 0
-            && !d.writable_pending
-        {
-            let sender = link.end(side);
-            let mirrored = d.in_flight_bytes;
-            let sn = &self.nodes[sender.node as usize];
-            let same = sn
-                .node
-                .as_ref()
-                .and_then(|n| n.conn_stats(sender.conn))
-                .is_some_and(|s| s.in_flight_bytes == mirrored);
-            if sender.open && sn.incarnation == sender.incarnation && same {
-                link.dirs[side as usize].in_flight_bytes = 0;
-                self.input(sender.node, Input::Writable { conn: sender.conn });
-            }
-        }
+        self.writable_if_drained(link_id, side);
         let rn = &self.nodes[receiver.node as usize];
         if !receiver.open || rn.node.is_none() || rn.incarnation != receiver.incarnation {
             return;
