@@ -302,11 +302,23 @@ impl Replica {
             for peer in linked {
                 self.send_list(peer);
             }
+            // Deepest first, so a directory's contents go before it.
+            let mut present: Vec<String> = self
+                .index
+                .since(0)
+                .filter(|(r, _)| !r.deleted)
+                .map(|(r, _)| r.entry.path.clone())
+                .collect();
+            present.sort_unstable();
+            for path in present.iter().rev() {
+                self.remove_unlisted(path);
+            }
         }
     }
 
     /// Whether a read-only gate refuses the local change at `path` to `record` (`None`: a
-    /// removal): the change is reported, and what is on disk is what later steps expect.
+    /// removal): the change is reported, and what is on disk is what later steps expect
+    /// (those already planned included).
     fn refuse_local_edit(&mut self, path: &str, record: Option<&Record>) -> bool {
         let Some(gate) = self.config.gate.as_ref().filter(|g| g.read_only) else {
             return false;
@@ -318,7 +330,12 @@ impl Replica {
         if holds {
             return false;
         }
-        self.disk.insert(path.to_string(), expect_of(record));
+        // Steps planned at the path (a fetch of the listed content, say) expect what is
+        // there now, else their storage checks would fail forever.
+        let was = self.expect_for(self.index.get(path));
+        let now = expect_of(record);
+        self.disk.insert(path.to_string(), now);
+        self.re_expect(path, was, now);
         self.metrics.local_edits_refused += 1;
         self.event(ReplicaEvent::LocalEditRefused {
             path: path.to_string(),
@@ -593,12 +610,15 @@ impl Replica {
                 self.metrics.records_gated += 1;
                 return;
             }
-            // The version the gate lists wins over a local record it does not list, whatever
-            // the version vectors say (two owners' concurrent edits, settled by the one who
-            // published): its version takes in the local one's, so it is newer here and
-            // never a conflict.
+            // At a read-only copy, the version the gate lists wins over a local record it
+            // does not list, whatever the version vectors say (two owners' concurrent edits,
+            // settled by the one who published): its version takes in the local one's, so it
+            // is newer here, or equal and preferred (`Replica::gate_prefers`), never a
+            // conflict. An owner's copy settles it as a conflict: its own unpublished edit is
+            // never overwritten.
             let local = self.index.get(&r.entry.path);
-            if !gate.trusted.contains(&peer)
+            if gate.read_only
+                && !gate.trusted.contains(&peer)
                 && local.is_some_and(|l| {
                     !gate.holds(l)
                         && r.entry.version.compare(&l.entry.version) != VersionOrder::Newer
@@ -795,6 +815,9 @@ impl Replica {
                 VersionOrder::Older => {}
                 VersionOrder::Equal if conflict::same_content(&r, &l) => {}
                 VersionOrder::Newer => self.adopt(sources, r, Some(l)),
+                VersionOrder::Equal | VersionOrder::Concurrent if self.gate_prefers(&r, &l) => {
+                    self.adopt(sources, r, Some(l))
+                }
                 // An equal version of other content: two nodes settled different pairs into
                 // the same merged version (a present record that beat a deletion, against
                 // two deletions merged). Neither descends from the other: settle it as a
@@ -891,7 +914,12 @@ impl Replica {
         let emptied = self.emptied(&path);
         let local = local.filter(|l| l.deleted || !emptied);
         let present = local.as_ref().filter(|l| !l.deleted);
-        let expect = self.expect_for(local.as_ref());
+        // What the host reported at the path counts even where no present record is (a
+        // read-only copy's refused edit).
+        let expect = match self.disk.get(&path) {
+            Some(on_disk) if present.is_none() => *on_disk,
+            _ => self.expect_for(local.as_ref()),
+        };
         let same = local
             .as_ref()
             .is_some_and(|l| conflict::same_content(l, &r));
@@ -960,6 +988,49 @@ impl Replica {
         let mut a = Apply::new(steps, installs, vec![received]);
         a.sources = sources;
         self.start(path, a);
+    }
+
+    /// Whether a read-only gate takes `r` over `l` whatever their versions: the accepted
+    /// version holds `r` and not `l` (a drop's subscriber holds what its owners signed,
+    /// never a conflict copy).
+    fn gate_prefers(&self, r: &Record, l: &Record) -> bool {
+        self.config
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.read_only && g.holds(r) && !g.holds(l))
+    }
+
+    /// At a read-only gated copy (a drop's subscriber), a present record at `path` that the
+    /// accepted version does not list is removed, under its own version (every such copy
+    /// prefers the deletion, [`Self::gate_prefers`]): the copy holds what the version lists
+    /// and nothing else. A directory that still holds present records is left for later.
+    fn remove_unlisted(&mut self, path: &str) {
+        let Some(gate) = self.config.gate.as_ref().filter(|g| g.read_only) else {
+            return;
+        };
+        if gate.lists(path) || self.is_busy(path) {
+            return;
+        }
+        let Some(l) = self.index.get(path).filter(|l| !l.deleted).cloned() else {
+            return;
+        };
+        if l.entry.kind == FileKind::Directory {
+            let inside = format!("{path}/");
+            let occupied = self
+                .index
+                .since(0)
+                .any(|(r, _)| !r.deleted && r.entry.path.starts_with(&inside));
+            if occupied {
+                return;
+            }
+        }
+        let t = tombstone(
+            path,
+            l.entry.kind,
+            l.entry.modified_by,
+            l.entry.version.clone(),
+        );
+        self.adopt(BTreeSet::new(), t, Some(l));
     }
 
     /// Concurrent versions `l` (local) and `r` (remote) of one path.
@@ -1269,8 +1340,10 @@ impl Replica {
         }
         self.mark_dirty();
         self.redo_deferred(path);
+        self.remove_unlisted(path);
         for l in locks {
             self.redo_deferred(l);
+            self.remove_unlisted(l);
         }
     }
 

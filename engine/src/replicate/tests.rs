@@ -1790,3 +1790,65 @@ fn a_read_only_copy_reports_a_local_edit_and_never_announces_it() {
     assert!(net.nodes[1].replica.record("new").is_none());
     net.nodes[1].replica.check_invariants().expect("invariants");
 }
+
+#[test]
+fn a_read_only_copy_holds_what_its_version_lists_whatever_the_version_vectors_say() {
+    let mut net = Net::new(3);
+    let a1 = bytes(30_000, 1);
+    net.put(0, "a", a1.clone(), 100);
+    net.link(0, 1);
+    net.settle();
+    // Node 1 edits `a` after node 0's version of it (its vector covers node 0's) and adds
+    // `extra`, out of node 0's sight.
+    net.unlink(0, 1);
+    let a2 = bytes(30_000, 2);
+    net.put(1, "a", a2.clone(), 200);
+    net.put(1, "extra", bytes(700, 3), 200);
+    net.settle();
+    // The subscriber takes node 1's version first.
+    let gate = gate_of(&net, 1, &["a", "extra"], true);
+    net.nodes[2].replica.set_gate(net.now, gate);
+    net.link(1, 2);
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("a"), Some(a2.as_slice()));
+    assert_eq!(
+        net.nodes[2].host.data("extra"),
+        Some(bytes(700, 3).as_slice())
+    );
+    // Then a version listing node 0's `a`, older by the vectors, and no `extra`: nobody
+    // deletes `extra`, and node 1 still announces its own `a`.
+    let gate = gate_of(&net, 0, &["a"], true);
+    let now = net.now;
+    net.nodes[2].replica.set_gate(now, gate);
+    net.link(0, 2);
+    net.settle();
+    assert_eq!(net.nodes[2].host.data("a"), Some(a1.as_slice()));
+    assert_eq!(net.nodes[2].host.data("extra"), None);
+    assert_eq!(net.nodes[2].replica.metrics().conflicts, 0);
+    let copies = net.nodes[2]
+        .host
+        .items
+        .keys()
+        .filter(|p| p.contains("conflict"))
+        .count();
+    assert_eq!(copies, 0, "no conflict copy at a read-only copy");
+    net.nodes[2].replica.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_refused_edit_does_not_stall_the_fetch_of_the_listed_content() {
+    let mut net = Net::new(2);
+    let a1 = bytes(30_000, 1);
+    net.put(0, "a", a1.clone(), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a"], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    // Before the fetch lands, something else appears at `a` on the subscriber's disk (a
+    // file committed before a crash whose record was not persisted, say).
+    net.put(1, "a", bytes(9_000, 5), 150);
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 1);
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}

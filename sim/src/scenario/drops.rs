@@ -345,6 +345,34 @@ fn converged(w: &World, p: &DropsParams, drop: &DropId, version: VersionId) -> b
     })
 }
 
+/// Whether the primary's copy, settled, holds other content than the version it shows.
+fn drifted(w: &World, drop: &DropId) -> bool {
+    let Some(replica) = w.node(0).and_then(|n| n.replica(&drop.folder_id())) else {
+        return false;
+    };
+    let Some(gate) = replica.config().gate.as_ref() else {
+        return false;
+    };
+    if !replica.is_idle() {
+        return false;
+    }
+    let mut present = 0;
+    for r in replica.records().filter(|r| !r.deleted) {
+        present += 1;
+        let listed = gate.files.get(&r.entry.path).is_some_and(|f| {
+            f.kind == r.entry.kind
+                && f.target == r.entry.target
+                && f.mode == r.entry.mode
+                && f.size == r.entry.size
+                && f.blocks == r.entry.blocks
+        });
+        if !listed {
+            return true;
+        }
+    }
+    present != gate.files.len()
+}
+
 /// Versions a non-owner signed, and owner lists naming the forger, held by honest nodes.
 fn forged_held(w: &World, p: &DropsParams, drop: &DropId, forger: Option<PublicKey>) -> u64 {
     let owners = [public_key(w, 0), public_key(w, 1)];
@@ -499,7 +527,7 @@ pub fn run(p: &DropsParams) -> DropsReport {
         }),
     );
     w.run_until(at + MS);
-    let last = primary_head(&w, &drop).map(|m| m.version_id());
+    let mut last = primary_head(&w, &drop).map(|m| m.version_id());
     let from = w.now;
     let deadline = from + p.liveness_ms * MS;
     let mut converged_ms = None;
@@ -509,6 +537,20 @@ pub fn run(p: &DropsParams) -> DropsReport {
         }
         w.run_until(w.now + PROBE_MS * MS);
         rescan_restarted(&mut w, drop, &mut seen);
+        // An edit of the secondary's that reached the primary only after its publish
+        // changed the primary's copy: it publishes again, as its user would (nobody may
+        // still serve the content the earlier version lists).
+        if drifted(&w, &drop) {
+            let publish = Command::Drops(DropsCommand::Publish {
+                drop,
+                secondary: None,
+            });
+            let at = w.now;
+            w.schedule_command(at, 0, publish);
+            w.run_until(at + MS);
+            last = primary_head(&w, &drop).map(|m| m.version_id());
+            continue;
+        }
         if converged(&w, p, &drop, v) {
             converged_ms = Some((w.now - from) / MS);
             break;
