@@ -1,5 +1,5 @@
 //! Drops (SPEC.md §24), when the peer announces the family (`0x05`): its answers for drops
-//! it does not hold (§24.5), the invalid drop vectors refused (§24.5), and, when it holds a
+//! it does not hold (§24.5), the malformed drop payloads refused (§24.5), and, when it holds a
 //! drop (it sends DROP_SUBSCRIBE for it on a new link that announces the family), that drop's
 //! heads, versions and file list served by the rules of §24.2 and §24.3, and versions the kit
 //! forges for it refused and never shown among its heads (§24.2).
@@ -30,6 +30,7 @@ const VERSIONS_WALKED_MAX: usize = 64;
 /// Most DROP_FILES batches the kit asks for to check a file list (§24.3): 256 files each.
 const FILE_BATCHES_MAX: usize = 64;
 
+/// Skips a check when the peer does not run drops.
 fn needs_drops(ctx: &Ctx) -> Step {
     if ctx.runs(Family::Drops) {
         Ok(())
