@@ -42,6 +42,27 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
         &[],
         &["--chord", "--secret", "conform-secret"],
     );
+    // A tokio node holding a drop of two files, one version published, for §24 (tested with
+    // --json, beside the others).
+    let dropper = NodeProc::start(dir.path(), &net, "dropper", "tokio", "127.0.0.1:0", &[]);
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(drop_dir.join("docs")).expect("a drop folder");
+    std::fs::write(drop_dir.join("docs/readme.txt"), b"a drop's readme\n").expect("a file");
+    std::fs::write(drop_dir.join("data.bin"), vec![3u8; 70_000]).expect("a file");
+    let drop_text = drop_dir.display().to_string();
+    let dropper_state = dropper.state.display().to_string();
+    for sub in ["create", "publish"] {
+        let out = common::run(&[
+            "drop",
+            sub,
+            "--name",
+            &net,
+            "--state",
+            &dropper_state,
+            &drop_text,
+        ]);
+        common::ok(&out);
+    }
     // A node sharing a folder of two files, for §22.
     let shared = dir.path().join("shared");
     std::fs::create_dir_all(&shared).expect("folder");
@@ -68,12 +89,17 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
             ("RUST_LOG", "info"),
         ],
     );
-    // The three text runs, and the mio node again as JSON, at once.
+    // The three text runs, and the node holding a drop as JSON, at once.
     let targets = [
-        (&mio, &net, "mio", ""),
-        (&tokio, &net, "tokio --chord --secret", "§20 "),
-        (&folder, &folder_net, "mio sharing a folder", "§22 "),
-        (&mio, &net, "mio (--json)", ""),
+        (&mio, &net, "mio", &[][..]),
+        (&tokio, &net, "tokio --chord --secret", &["§20 "][..]),
+        (&folder, &folder_net, "mio sharing a folder", &["§22 "]),
+        (
+            &dropper,
+            &net,
+            "tokio holding a drop (--json)",
+            &["§24.2", "§24.3", "§24.5"],
+        ),
     ];
     let runs: Vec<_> = targets
         .iter()
@@ -100,16 +126,24 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
             let v: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
             assert_eq!(v["pass"], true);
             assert_eq!(v["role"], "initiator");
-            assert!(v["sections"].as_array().is_some_and(|s| s.len() == 14));
+            let sections = v["sections"].as_array().cloned().unwrap_or_default();
+            assert_eq!(sections.len(), 17, "{text}");
+            for section in also {
+                assert!(
+                    sections
+                        .iter()
+                        .any(|s| s["section"] == *section && s["result"] == "pass"),
+                    "{label}: {section} passes: {text}"
+                );
+            }
             continue;
         }
         assert!(!text.contains("FAIL"), "{label}: {text}");
         let mut sections = vec![
             "§2 ", "§3 ", "§4 ", "§6.13 ", "§7 ", "§8 ", "§9 ", "§10 ", "§11 ", "§19 ", "§21 ",
+            "§24.5 ",
         ];
-        if !also.is_empty() {
-            sections.push(also);
-        }
+        sections.extend(also);
         if label == "mio" || label.contains("secret") {
             // §9: PING answered, idle PING, silence close; §8 counts the handshake timeout.
             assert!(text.contains("PASS §9 "), "{label}: {text}");
@@ -213,6 +247,11 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
         (Broken::ChordWrongRequest, "§20"),
         (Broken::NoNotFound, "§22"),
         (Broken::RunsForStrangers, "§23"),
+        (Broken::DropNoNotFound, "§24.5"),
+        (Broken::DropTakesMalformed, "§24.5"),
+        (Broken::DropForgedKept, "§24.2"),
+        (Broken::DropBadSignature, "§24.2"),
+        (Broken::DropFilesAltered, "§24.3"),
     ];
     let net = format!("conform-broken-{}", std::process::id());
     // The wrapper alone, breaking nothing, passes: what fails below is the broken rule.

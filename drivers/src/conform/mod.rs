@@ -77,6 +77,9 @@ pub struct Ctx {
     /// Whether the peer sends LIST on a new link (it holds a folder, SPEC.md §22): learnt by
     /// the first check that waits for one, so the others need not wait again.
     pub sends_list: std::sync::OnceLock<bool>,
+    /// Whether the peer sends DROP_SUBSCRIBE on a new link announcing drops (it holds a
+    /// drop, SPEC.md §24): learnt like `sends_list`.
+    pub holds_drop: std::sync::OnceLock<bool>,
 }
 
 /// Why a check stopped early.
@@ -297,6 +300,7 @@ pub fn run_initiator(
         wait,
         peer,
         sends_list: std::sync::OnceLock::new(),
+        holds_drop: std::sync::OnceLock::new(),
     };
     let timed = std::env::var_os("WEFT_CONFORM_TIMES").is_some();
     let run = |check: &Check| {

@@ -35,11 +35,17 @@ pub enum Section {
     Replication,
     /// §23 Remote runs.
     Remote,
+    /// §24.2 Drops: manifests and the acceptance rules.
+    DropAcceptance,
+    /// §24.3 Drops: file lists and the root hash.
+    DropFiles,
+    /// §24.5 Drops: messages.
+    DropMessages,
 }
 
 impl Section {
     /// Every section, in report order.
-    pub const ALL: [Section; 14] = [
+    pub const ALL: [Section; 17] = [
         Section::Frame,
         Section::Compression,
         Section::Payload,
@@ -54,6 +60,9 @@ impl Section {
         Section::Noise,
         Section::Replication,
         Section::Remote,
+        Section::DropAcceptance,
+        Section::DropFiles,
+        Section::DropMessages,
     ];
 
     /// The section's number as SPEC.md writes it: `§2`, `§6.13`.
@@ -73,6 +82,9 @@ impl Section {
             Section::Noise => "§21",
             Section::Replication => "§22",
             Section::Remote => "§23",
+            Section::DropAcceptance => "§24.2",
+            Section::DropFiles => "§24.3",
+            Section::DropMessages => "§24.5",
         }
     }
 
@@ -93,6 +105,9 @@ impl Section {
             Section::Noise => "encrypted links (Noise)",
             Section::Replication => "folder replication",
             Section::Remote => "remote runs",
+            Section::DropAcceptance => "drops: the acceptance rules",
+            Section::DropFiles => "drops: file lists and the root hash",
+            Section::DropMessages => "drops: messages",
         }
     }
 }

@@ -12,13 +12,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
+use weft_engine::drops::DropsCommand;
 use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole};
 use weft_engine::protocol::{
-    Block, BlockHash, ByeReason, ChordMessage, Code, Counter, Family, FileEntry, FileKind,
-    FolderId, Frame, FrameDecoder, Hello, HereIs, ICanSee, IHave, IWant, List, Message, NetworkId,
-    NotFound, Pong, ReplicaMessage, Version, CAP_LZ4,
+    Block, BlockHash, ByeReason, ChordMessage, Code, Counter, DropFile, DropMessage, Family,
+    FileEntry, FileKind, FolderId, Frame, FrameDecoder, Hello, HereIs, ICanSee, IHave, IWant, List,
+    Message, NetworkId, NotFound, Pong, ReplicaMessage, Version, CAP_LZ4,
 };
-use weft_engine::{Config, ConnId, HostResult, Input, Instant, LinkEncryption, Node, Output};
+use weft_engine::{
+    Command, Config, ConnId, HostResult, Input, Instant, LinkEncryption, Node, Output,
+};
 
 /// The one rule a broken peer breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,19 @@ pub enum Broken {
     NoNotFound,
     /// §23: a stranger's run is answered RUN_STARTED instead of RUN_REFUSED.
     RunsForStrangers,
+    /// §24.5: DROP_GET_VERSION and DROP_GET_FILES of what it does not hold get no
+    /// DROP_NOTFOUND.
+    DropNoNotFound,
+    /// §24.5: a DROP_* frame whose payload does not decode is ignored, the link kept.
+    DropTakesMalformed,
+    /// §24.2: a pushed DROP_VERSION that breaks a rule (it does not verify, or its signer is
+    /// not an owner) is ignored, the link kept, instead of refused.
+    DropForgedKept,
+    /// §24.2: the DROP_VERSIONs it serves carry a signature with a bit flipped.
+    DropBadSignature,
+    /// §24.3: the DROP_FILES it serves do not hash to their version's root (a file added to
+    /// an empty batch, a mode bit flipped in another).
+    DropFilesAltered,
 }
 
 /// A broken peer listening on 127.0.0.1; stopped when dropped.
@@ -190,6 +206,8 @@ struct Host {
     accepted: u64,
     origin: StdInstant,
     inputs: Vec<Input>,
+    /// Whether the node holds its drop with a version yet (see [`Host::give_drop`]).
+    drop_published: bool,
 }
 
 impl Host {
@@ -219,6 +237,7 @@ impl Host {
             accepted: 0,
             origin: StdInstant::now(),
             inputs: Vec::new(),
+            drop_published: false,
         }
     }
 
@@ -284,6 +303,7 @@ impl Host {
                 let _ = self.node.handle_input(now, input);
                 self.drain();
             }
+            self.give_drop();
             for (conn, bytes) in std::mem::take(&mut self.pending_out) {
                 self.inject(conn, &bytes);
             }
@@ -298,6 +318,30 @@ impl Host {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Gives the node a drop of its own with one version, for the kit's drops checks (SPEC.md
+    /// §24): created once its stored drops have loaded (the load fails at once: it has no
+    /// state folder), then published; the version lists no file (its folder has no storage).
+    fn give_drop(&mut self) {
+        if self.drop_published {
+            return;
+        }
+        let now = self.now();
+        let command = match self.node.drop_ids().next().copied() {
+            None => DropsCommand::Create,
+            Some(drop) => DropsCommand::Publish {
+                drop,
+                secondary: None,
+            },
+        };
+        let publish = matches!(command, DropsCommand::Publish { .. });
+        let done = self
+            .node
+            .handle_input(now, Input::Command(Command::Drops(command)))
+            .is_ok();
+        self.drop_published = publish && done;
+        self.drain();
     }
 
     /// Reads a socket: Noise, then frames through the inbound filter to the node.
@@ -525,6 +569,9 @@ impl Host {
             }
             Code::BYE => {}
             _ if !established && broken == Broken::IgnoresEarlyFrames => return None,
+            _ if code.family() == Some(Family::Drops) && drop_ignored(broken, &frame) => {
+                return None
+            }
             _ => {}
         }
         if broken == Broken::IgnoresUnknownFamily
@@ -593,6 +640,25 @@ impl Host {
                 vec![frame_bytes(&Message::Run(
                     weft_engine::protocol::RunMessage::Started(started),
                 ))]
+            }
+            (Broken::DropNoNotFound, Code::DROP_NOTFOUND, _) => Vec::new(),
+            (Broken::DropBadSignature, _, Some(Message::Drop(DropMessage::Version(mut m)))) => {
+                m.signature.0[5] ^= 1;
+                vec![frame_bytes(&Message::Drop(DropMessage::Version(m)))]
+            }
+            (Broken::DropFilesAltered, _, Some(Message::Drop(DropMessage::Files(mut f)))) => {
+                match f.files.first_mut() {
+                    Some(first) => first.mode ^= 1,
+                    None => f.files.push(DropFile {
+                        path: "weft-broken".into(),
+                        kind: FileKind::Directory,
+                        mode: 7,
+                        size: 0,
+                        target: None,
+                        blocks: Vec::new(),
+                    }),
+                }
+                vec![frame_bytes(&Message::Drop(DropMessage::Files(f)))]
             }
             (Broken::ChordWrongRequest, _, Some(Message::Chord(mut c))) => {
                 match &mut c {
@@ -682,8 +748,24 @@ impl Host {
     }
 }
 
+/// Whether the wrapper drops a DROP_* frame from the kit before the node sees it: a frame
+/// that does not decode ([`Broken::DropTakesMalformed`]), a DROP_VERSION breaking a rule
+/// ([`Broken::DropForgedKept`]).
+fn drop_ignored(broken: Broken, frame: &Frame) -> bool {
+    let Ok(payload) = frame.payload() else {
+        return broken == Broken::DropTakesMalformed;
+    };
+    match (broken, Message::decode(frame.code(), &payload)) {
+        (Broken::DropTakesMalformed, Err(_)) => true,
+        (Broken::DropForgedKept, Ok(Message::Drop(DropMessage::Version(m)))) => {
+            m.verify().is_err() || !m.owners.contains(&m.signer)
+        }
+        _ => false,
+    }
+}
+
 /// The message a frame carries, owned where it matters (HELLO, HELLO_ACK, PONG, BYE,
-/// ICANSEE, Chord).
+/// ICANSEE, Chord, drops).
 fn message(frame: &Frame) -> Option<Message<'static>> {
     let payload = frame.payload().ok()?;
     let m = Message::decode(frame.code(), &payload).ok()?;
@@ -694,6 +776,7 @@ fn message(frame: &Frame) -> Option<Message<'static>> {
         Message::Bye(r) => Message::Bye(r),
         Message::ICanSee(c) => Message::ICanSee(c),
         Message::Chord(c) => Message::Chord(c),
+        Message::Drop(d) => Message::Drop(d),
         Message::Run(weft_engine::protocol::RunMessage::Refused(r)) => {
             Message::Run(weft_engine::protocol::RunMessage::Refused(r))
         }

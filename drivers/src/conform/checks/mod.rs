@@ -2,6 +2,7 @@
 
 pub mod acceptor;
 pub mod chord;
+pub mod drops;
 pub mod frames;
 pub mod mesh;
 pub mod replicate;
@@ -239,6 +240,41 @@ pub fn all() -> Vec<Check> {
             Remote,
             "an answer to a run never asked",
             run::answer_not_asked_closes,
+        ),
+        c(
+            DropMessages,
+            "requests for a drop it does not hold",
+            drops::unknown_drop_requests,
+        ),
+        c(
+            DropMessages,
+            "news of a drop it does not hold",
+            drops::unknown_drop_news,
+        ),
+        c(
+            DropMessages,
+            "malformed drop payloads",
+            drops::malformed_drop_payloads,
+        ),
+        c(
+            DropMessages,
+            "a held drop's heads, versions and NOTFOUND",
+            drops::held_drop_served,
+        ),
+        c(
+            DropAcceptance,
+            "the versions it serves follow the rules",
+            drops::served_versions_follow_rules,
+        ),
+        c(
+            DropAcceptance,
+            "forged versions are refused",
+            drops::forged_versions_refused,
+        ),
+        c(
+            DropFiles,
+            "its file list hashes to the root",
+            drops::file_list_matches_root,
         ),
     ]
 }
