@@ -545,4 +545,20 @@ pub struct DropReport {
     pub owners: Vec<String>,
     /// The files being fetched.
     pub transfers: Vec<FileReport>,
+    /// Its tracker counters (SPEC.md §24.6); zero on a node off the Chord ring.
+    #[serde(default)]
+    pub tracker: TrackerReport,
+}
+
+/// One drop's tracker counters, for `weft drop status --json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerReport {
+    /// Holder records of this node put on the ring.
+    pub announces: u64,
+    /// Lookups of the drop's holders.
+    pub lookups: u64,
+    /// Valid holder records the lookups returned (this node's own not counted).
+    pub holders_found: u64,
+    /// Holders dialed from them.
+    pub holders_dialed: u64,
 }

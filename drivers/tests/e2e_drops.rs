@@ -2,6 +2,8 @@
 //! creates a drop and publishes it, then names `b` (tokio) a secondary owner; `b` and `c`
 //! (mio) subscribe and get its files byte for byte; `b`'s publish reaches `a` and `c`; `c`'s
 //! local edit reaches nobody and `c` cannot publish; `c` keeps its drop across a restart.
+//! Then the tracker: a subscriber that knows only a `weft tracker` node finds the owner
+//! through the holder records on the Chord ring (SPEC.md §24.6).
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{fails_with, ok, run, scratch, wait_until, NodeProc};
-use weft_drivers::report::DropReport;
+use weft_drivers::report::{unhex, DropReport, IdReport};
+use weft_engine::protocol::{holders_key, HolderRecord};
 
 /// `weft drop SUB --name NET --state DIR <extra...>` against `node`.
 fn drop_cmd(node: &NodeProc, sub: &str, extra: &[&str]) -> Output {
@@ -221,4 +224,101 @@ fn bare_weft_drop_lists_its_commands_and_a_node_must_run() {
     let state = dir.path().join("none").display().to_string();
     let out = run(&["drop", "status", "--name", &net, "--state", &state]);
     fails_with(&out, 1, "no node is running");
+}
+
+/// Whether `node` has joined the Chord ring and has a successor.
+fn on_ring(node: &NodeProc) -> bool {
+    let out = node.command("id", &["--json"]);
+    let id: Option<IdReport> = serde_json::from_slice(&out.stdout).ok();
+    id.and_then(|id| id.chord)
+        .is_some_and(|ring| ring.joined && ring.successor.is_some())
+}
+
+/// The holders of `drop` (64 hex digits) a get through `node` returns, by node id.
+fn tracker_holders(node: &NodeProc, drop: &str) -> Vec<String> {
+    let drop: [u8; 32] = unhex(drop)
+        .and_then(|b| b.try_into().ok())
+        .expect("a drop id");
+    let key: String = holders_key(&drop)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = node.command("get", &["--hex", &key]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| HolderRecord::decode(&unhex(line.trim())?))
+        .map(|r| weft_drivers::report::hex_id(&r.holder))
+        .collect()
+}
+
+#[test]
+fn a_subscriber_that_knows_only_a_tracker_reaches_the_owner_through_it() {
+    let (dir, net) = scratch("drops-tracker");
+    let dir = dir.path();
+    let state = dir.join("tracker");
+    let state_text = state.display().to_string();
+    let args = [
+        "tracker",
+        "--name",
+        &net,
+        "--listen",
+        "127.0.0.1:0",
+        "--state",
+        &state_text,
+    ];
+    let log = dir.join("tracker.log");
+    let tracker = NodeProc::start_args(&net, state, log, &args, &[("RUST_LOG", "info")]);
+    // Ring members that dial nobody on their own: the tracker is all either knows, so a
+    // link between them can come only from the tracker's holder records.
+    let quiet = ["--chord", "--discovery=false"];
+    let peers = [tracker.addr.as_str()];
+    let a = NodeProc::start_with(dir, &net, "a", "mio", "127.0.0.1:0", &peers, &quiet);
+    let s = NodeProc::start_with(dir, &net, "s", "tokio", "127.0.0.1:0", &peers, &quiet);
+    let (a_id, s_id) = (a.id(), s.id());
+    wait_until("a, s and the tracker form a ring", || {
+        [&a, &s, &tracker].iter().all(|n| on_ring(n))
+    });
+
+    let a_dir = dir.join("a-drop");
+    write(&a_dir.join("readme.txt"), b"found through the tracker\n");
+    write(&a_dir.join("data/one.bin"), &[7u8; 70_000]);
+    let a_path = a_dir.display().to_string();
+    let drop_id = ok(&drop_cmd(&a, "create", &[&a_path])).trim().to_owned();
+    assert_eq!(counter(&drop_cmd(&a, "publish", &[&a_path])), 1);
+    wait_until("the tracker names a as the drop's holder", || {
+        tracker_holders(&tracker, &drop_id) == vec![a_id.clone()]
+    });
+    assert!(status(&a)[0].tracker.announces >= 1);
+    assert!(
+        !s.links_to(&a_id) && !a.links_to(&s_id),
+        "only the tracker links them"
+    );
+
+    let s_dir = dir.join("s-drop");
+    let s_path = s_dir.display().to_string();
+    let started = std::time::Instant::now();
+    ok(&drop_cmd(&s, "subscribe", &[&drop_id, &s_path]));
+    let first = tree(&a_dir);
+    wait_until("s holds a's files", || tree(&s_dir) == first);
+    eprintln!(
+        "subscribe to files in place through the tracker: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(s.links_to(&a_id), "s dialed the holder the tracker named");
+    let report = status(&s);
+    assert_eq!(report[0].role, "subscriber");
+    assert_eq!(report[0].counter, Some(1));
+    let t = report[0].tracker;
+    assert!(
+        t.lookups >= 1 && t.holders_found >= 1 && t.holders_dialed >= 1,
+        "{t:?}"
+    );
+    // Holding a version, s announces itself: the tracker names both holders now.
+    wait_until("the tracker names a and s", || {
+        let mut both = vec![a_id.clone(), s_id.clone()];
+        both.sort();
+        let mut holders = tracker_holders(&tracker, &drop_id);
+        holders.sort();
+        holders == both
+    });
 }

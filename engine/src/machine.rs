@@ -116,6 +116,16 @@ impl<E> ProtocolOutput<E> {
             ProtocolOutput::Learned { node, addr } => ProtocolOutput::Learned { node, addr },
             ProtocolOutput::Forget { node } => ProtocolOutput::Forget { node },
             ProtocolOutput::Command(c) => ProtocolOutput::Command(c),
+            ProtocolOutput::ChordAnswer {
+                to,
+                request,
+                result,
+            } => ProtocolOutput::ChordAnswer {
+                to,
+                request,
+                result,
+            },
+            ProtocolOutput::Dial { node, addr } => ProtocolOutput::Dial { node, addr },
         }
     }
 }
@@ -154,8 +164,29 @@ pub(crate) enum ProtocolOutput<E> {
         node: NodeId,
     },
     /// A command for another protocol of this node, carried as if the application gave it
-    /// (drops add and gate their folders this way); a refusal is dropped.
+    /// (drops add and gate their folders this way); a refusal is dropped. A Chord request
+    /// (`Command::Chord`) ends in a [`ProtocolOutput::ChordAnswer`] to the protocol that
+    /// asked, not in an application event; `Connect`, `Disconnect` and `Shutdown` are the
+    /// application's alone and are dropped (a protocol dials with [`ProtocolOutput::Dial`]).
     Command(crate::io::Command),
+    /// The end of a Chord request the protocol of family `to` asked for (Chord only).
+    ChordAnswer {
+        /// The protocol that asked.
+        to: Family,
+        /// Its number for the request.
+        request: u64,
+        /// What came of it.
+        result: Result<crate::chord::ChordResult, crate::chord::ChordError>,
+    },
+    /// Dial `node` at `addr` once, an address someone else named (SPEC.md §24.6): not
+    /// configured for redials, skipped when `node` is linked or being dialed, and guarded per
+    /// address as a discovery dial is (§10.7).
+    Dial {
+        /// The node the address is said to be of.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+    },
 }
 
 /// Who a message goes to. Every recipient must run the sender's family; peers that do not

@@ -71,6 +71,12 @@ pub struct SessionMetrics {
     /// Discovery dials not made: the address was over its attempts or backing off, or the
     /// global budget was spent (SPEC.md §10.7).
     pub discovery_dials_refused: u64,
+    /// Dials of an address a protocol named (a drop's holder found through the tracker,
+    /// SPEC.md §24.6).
+    pub named_dials: u64,
+    /// Such dials not made: the address was over its attempts or backing off, the global
+    /// budget of §10.7 was spent, or `outbound_max` connections were open.
+    pub named_dials_refused: u64,
 }
 
 /// Frames and bytes of one protocol on one connection, or over all of them.

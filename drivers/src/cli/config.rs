@@ -11,6 +11,7 @@
 //! peers = ["10.0.0.2:7000", "10.0.0.3:7000"]
 //! driver = "mio"                    # or "tokio"
 //! chord = true
+//! discovery = true                  # false: dial only the peers above (and what a protocol finds)
 //! unsigned_broadcasts = false
 //! control_write_timeout_ms = 10000
 //! listen_queue_bytes_max = 8388608
@@ -33,12 +34,13 @@ use super::{announce_addr, socket_addr, Driver};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Every key the file may hold, in the order the docs list them.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "listen",
     "announce",
     "peers",
     "driver",
     "chord",
+    "discovery",
     "unsigned_broadcasts",
     "control_write_timeout_ms",
     "listen_queue_bytes_max",
@@ -62,6 +64,8 @@ pub struct NodeDefaults {
     pub driver: Option<Driver>,
     /// `chord`: join the Chord ring.
     pub chord: Option<bool>,
+    /// `discovery`: see `weft node --discovery`.
+    pub discovery: Option<bool>,
     /// `unsigned_broadcasts`: see `weft node --unsigned-broadcasts`.
     pub unsigned_broadcasts: Option<bool>,
     /// `control_write_timeout_ms`: see `weft node --control-write-timeout-ms`.
@@ -171,6 +175,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                 defaults.driver = Some(driver);
             }
             "chord" => defaults.chord = Some(boolean()?),
+            "discovery" => defaults.discovery = Some(boolean()?),
             "allow_run" => defaults.allow_run = Some(boolean()?),
             "allow_run_from" => {
                 let list = value
@@ -244,6 +249,7 @@ mod tests {
             peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
             driver = "tokio"
             chord = true
+            discovery = false
             unsigned_broadcasts = false
             control_write_timeout_ms = 2500
             listen_queue_bytes_max = 4096
@@ -256,6 +262,7 @@ mod tests {
         assert_eq!(d.peers.as_ref().map(Vec::len), Some(2));
         assert_eq!(d.driver, Some(Driver::Tokio));
         assert_eq!(d.chord, Some(true));
+        assert_eq!(d.discovery, Some(false));
         assert_eq!(d.unsigned_broadcasts, Some(false));
         assert_eq!(d.control_write_timeout_ms, Some(2500));
         assert_eq!(d.listen_queue_bytes_max, Some(4096));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{fail, init_logging, usage, NetArgs};
 use crate::control::{self, ControlReply, ControlRequest};
-use crate::report::DropReport;
+use crate::report::{DropReport, TrackerReport};
 
 /// Arguments of `weft drop`.
 #[derive(Debug, clap::Args)]
@@ -285,6 +285,14 @@ fn status_text(drops: &[DropReport], transfers: bool) -> String {
         if d.owners.len() > 1 {
             let _ = writeln!(out, "  secondary owners: {}", d.owners[1..].join(", "));
         }
+        let t = &d.tracker;
+        if *t != TrackerReport::default() {
+            let _ = writeln!(
+                out,
+                "  tracker: {} announcements, {} lookups, {} holders found, {} dialed",
+                t.announces, t.lookups, t.holders_found, t.holders_dialed
+            );
+        }
         if transfers {
             for t in &d.transfers {
                 let _ = writeln!(
@@ -319,6 +327,12 @@ mod tests {
             shown: shown.then_some(version),
             heads,
             owners: vec!["01".repeat(32), "02".repeat(32)],
+            tracker: TrackerReport {
+                announces: 0,
+                lookups: 2,
+                holders_found: 1,
+                holders_dialed: 1,
+            },
             transfers: vec![FileReport {
                 path: "big.iso".into(),
                 kind: "file".into(),
@@ -339,6 +353,10 @@ mod tests {
         )));
         assert!(text.contains("counter 7, 1 head\n"), "{text}");
         assert!(text.contains(&format!("secondary owners: {}", "02".repeat(32))));
+        assert!(
+            text.contains("tracker: 0 announcements, 2 lookups, 1 holders found, 1 dialed\n"),
+            "{text}"
+        );
         assert!(
             text.contains("fetching  1.00 KiB/2.00 KiB  big.iso"),
             "{text}"

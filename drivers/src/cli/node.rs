@@ -75,6 +75,11 @@ pub struct NodeArgs {
     /// (`--chord=false` turns off the config's `chord = true`) [config: chord].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     chord: Option<bool>,
+    /// Learn peers' addresses from discovery cascades and dial them on its own (SPEC.md §10);
+    /// `--discovery=false` makes a node dial only its `--peer`s, the addresses `weft connect`
+    /// gives and the holders the drops tracker names [config: discovery; default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    discovery: Option<bool>,
     /// How long a write to a control client (a `weft listen` above all) may make no progress
     /// before the node drops that client [config: control_write_timeout_ms; default: 10000].
     #[arg(long, value_name = "MS")]
@@ -137,6 +142,8 @@ pub struct NodeSettings {
     pub driver: Driver,
     /// Whether the node joins the Chord ring.
     pub chord: bool,
+    /// Whether discovery runs (cascades learned from, heard-of peers dialed).
+    pub discovery: bool,
     /// Whether broadcasts go unsigned.
     pub unsigned_broadcasts: bool,
     /// Where the network secret comes from; `None`: an open network.
@@ -160,6 +167,7 @@ impl NodeArgs {
             peers: Vec::new(),
             driver: None,
             chord: None,
+            discovery: None,
             control_write_timeout_ms: None,
             listen_queue_bytes_max: None,
             unsigned_broadcasts: None,
@@ -207,6 +215,7 @@ impl NodeArgs {
             },
             driver: self.driver.or(defaults.driver).unwrap_or_default(),
             chord: self.chord.or(defaults.chord).unwrap_or(false),
+            discovery: self.discovery.or(defaults.discovery).unwrap_or(true),
             unsigned_broadcasts: self
                 .unsigned_broadcasts
                 .or(defaults.unsigned_broadcasts)
@@ -417,6 +426,7 @@ fn run(
         .map_err(|e| format!("no OS randomness: {e}"))?;
     config.rng_seed = u64::from_le_bytes(seed);
     config.broadcast_signatures = !settings.unsigned_broadcasts;
+    config.discovery = settings.discovery;
     config.run = settings.run.clone();
     if settings.chord {
         config.chord = Some(weft_engine::chord::ChordConfig::default());
@@ -545,7 +555,7 @@ mod tests {
         let s = settle(&[], config.clone()).unwrap();
         assert_eq!(s.listen.port(), 7000);
         assert_eq!(s.peers.len(), 1);
-        assert!(s.chord && !s.unsigned_broadcasts);
+        assert!(s.chord && !s.unsigned_broadcasts && s.discovery);
         assert_eq!(s.limits.write_timeout.as_millis(), 99);
         assert_eq!(s.driver, Driver::default());
         let s = settle(
@@ -557,6 +567,7 @@ mod tests {
                 "--peer",
                 "127.0.0.1:8002",
                 "--chord=false",
+                "--discovery=false",
                 "--unsigned-broadcasts",
             ],
             config,
@@ -564,7 +575,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.listen.port(), 8000);
         assert_eq!(s.peers.len(), 2, "--peer replaces the config's list");
-        assert!(!s.chord && s.unsigned_broadcasts);
+        assert!(!s.chord && !s.discovery && s.unsigned_broadcasts);
         let e = settle(&[], NodeDefaults::default()).unwrap_err();
         assert!(
             e.contains("no listen address") && e.contains("/s/config.toml"),

@@ -26,7 +26,7 @@ use crate::folder::disk::Disk;
 use crate::folder::run::{cache_blob_name, FolderSpec};
 use crate::folder::{MARKER_FILE, RESERVED_DIR};
 use crate::handle::{DropAnswer, DropOp, HandleError};
-use crate::report::{hex_id, DropReport, FileReport};
+use crate::report::{hex_id, DropReport, FileReport, TrackerReport};
 
 /// The store blob that maps each drop's folder to its directory (JSON, see [`Stored`]).
 pub const DROP_FOLDERS_BLOB: &str = "drop-folders";
@@ -173,13 +173,6 @@ impl Host {
         let _ = reply.send(answer.map_err(HandleError::Drop));
     }
 
-    /// The addresses of nodes that hold `drop`, to dial before subscribing. The tracker's
-    /// holder records (Chord) are not consulted yet: none, so a subscription asks the peers
-    /// already linked.
-    fn drop_holder_addrs(&self, _drop: &DropId) -> Vec<String> {
-        Vec::new()
-    }
-
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
         let root = self.new_drop_root(dir, false)?;
@@ -207,11 +200,6 @@ impl Host {
         })))
         .map_err(|e| e.to_string())?;
         self.map_drop(drop, root, DropRole::Subscriber)?;
-        for addr in self.drop_holder_addrs(&drop) {
-            if let Err(e) = self.input(Input::Command(Command::Connect { addr: addr.clone() })) {
-                tracing::warn!("drop {drop}: not dialing holder {addr}: {e}");
-            }
-        }
         Ok(DropAnswer::Subscribed)
     }
 
@@ -499,6 +487,16 @@ impl Host {
                     heads: chain.map_or(0, |c| c.heads().count() as u64),
                     owners,
                     transfers,
+                    tracker: self
+                        .node
+                        .drop_tracker(drop)
+                        .map(|t| TrackerReport {
+                            announces: t.announces,
+                            lookups: t.lookups,
+                            holders_found: t.holders_found,
+                            holders_dialed: t.holders_dialed,
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect()

@@ -2,8 +2,14 @@
 //! (over the peer's link, else a dedicated connection the session dials), joining the ring
 //! through the first chord-running peer a lone node links to, and asking mesh peers who
 //! follows it every repair period so rings that formed apart merge (SPEC.md §20.3, §20.4).
+//!
+//! Requests come from the application ([`Protocol::handle_command`]) and from other
+//! protocols of this node ([`ChordProtocol::ask`]: the drops tracker's puts and gets). Each
+//! gets a number of this protocol's own for the machine, so the two never collide; its end
+//! goes back to whoever asked, with the asker's number: an [`crate::Event::Chord`] for the
+//! application, a [`ProtocolOutput::ChordAnswer`] for a protocol.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,11 +68,27 @@ struct Persist {
     blocked: bool,
 }
 
+/// Who asked for a request under way, and by what number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    /// The application, with its request id.
+    App(u64),
+    /// The protocol of this family, with its own number.
+    Protocol(Family, u64),
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct ChordProtocol {
     /// The machine, when this node is a ring member.
     chord: Option<Box<Chord>>,
+    /// Requests under way, by the number the machine knows them by: at most `ops_max` once
+    /// the machine's outputs are drained (a request it refuses ends at once).
+    asks: BTreeMap<u64, Asker>,
+    /// The last number given to a request.
+    last_ask: u64,
+    /// The machine's `ops_max`.
+    ops_max: usize,
     probe: Periodic,
     rng: ChaCha8Rng,
     outputs: VecDeque<ProtocolOutput<ChordEvent>>,
@@ -89,8 +111,12 @@ impl ChordProtocol {
             // A replica answers CHORD_STORED only once the records are in the host's store.
             c.set_durable(true);
         }
+        let ops_max = config.chord.as_ref().map_or(0, |c| c.ops_max);
         ChordProtocol {
             chord,
+            asks: BTreeMap::new(),
+            last_ask: 0,
+            ops_max,
             probe: Periodic::new(config.timers.repair_interval),
             rng: ChaCha8Rng::from_seed(seed),
             outputs: VecDeque::new(),
@@ -142,6 +168,38 @@ impl ChordProtocol {
         self.chord.as_deref()
     }
 
+    /// A request from another protocol of this node (the family `from`), numbered `request`
+    /// by it: its end comes back as [`ProtocolOutput::ChordAnswer`] to that protocol, never
+    /// to the application.
+    pub(crate) fn ask(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        from: Family,
+        command: ChordCommand,
+    ) -> Result<(), ChordRefusal> {
+        self.start_request(now, cx, Asker::Protocol(from, command.request), command.op)
+    }
+
+    /// Hands `op` to the machine under a number of this protocol's own, remembering `asker`.
+    fn start_request(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        asker: Asker,
+        op: ChordRequest,
+    ) -> Result<(), ChordRefusal> {
+        let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
+        self.last_ask += 1;
+        let number = self.last_ask;
+        self.asks.insert(number, asker);
+        chord.observe_wall_clock(now, cx.wall_clock_ms(now));
+        chord.request_signed_by(now, cx.identity(), number, op);
+        self.persist(now, cx);
+        self.pump();
+        Ok(())
+    }
+
     /// Moves the machine's outputs to ours: messages to their peers (by node id, with the
     /// address for the session's book), results to the application.
     fn pump(&mut self) {
@@ -166,7 +224,23 @@ impl ChordProtocol {
                         class: Class::Control,
                     });
                 }
-                ChordOutput::Event(e) => self.outputs.push_back(ProtocolOutput::Event(e)),
+                ChordOutput::Event(e) => {
+                    // Every event ends a request this protocol numbered; an unknown number
+                    // (none is) would go to the application as it is.
+                    let output = match self.asks.remove(&e.request) {
+                        Some(Asker::Protocol(to, request)) => ProtocolOutput::ChordAnswer {
+                            to,
+                            request,
+                            result: e.result,
+                        },
+                        Some(Asker::App(request)) => ProtocolOutput::Event(ChordEvent {
+                            request,
+                            result: e.result,
+                        }),
+                        None => ProtocolOutput::Event(e),
+                    };
+                    self.outputs.push_back(output);
+                }
             }
         }
     }
@@ -272,12 +346,7 @@ impl Protocol for ChordProtocol {
         cx: &Context<'_>,
         command: ChordCommand,
     ) -> Result<(), ChordRefusal> {
-        let chord = self.chord.as_mut().ok_or(ChordRefusal::Disabled)?;
-        chord.observe_wall_clock(now, cx.wall_clock_ms(now));
-        chord.request_signed_by(now, cx.identity(), command.request, command.op);
-        self.persist(now, cx);
-        self.pump();
-        Ok(())
+        self.start_request(now, cx, Asker::App(command.request), command.op)
     }
 
     /// At the start, asks the host for the stored records. Runs the machine's due timers,
@@ -346,6 +415,8 @@ impl Protocol for ChordProtocol {
         }
         self.pump();
         self.chord = None;
+        // No request ends after this: nobody waits for one.
+        self.asks.clear();
     }
 
     fn poll_output(&mut self) -> Option<ProtocolOutput<ChordEvent>> {
@@ -359,5 +430,12 @@ impl Protocol for ChordProtocol {
     fn poll_timeout(&self) -> Option<Instant> {
         let chord = self.chord.as_ref()?.poll_timeout();
         earliest(chord, self.probe.deadline())
+    }
+
+    fn check_invariants(&self, _config: &Config) -> Result<(), String> {
+        if self.asks.len() > self.ops_max {
+            return Err(format!("{} chord requests under way", self.asks.len()));
+        }
+        Ok(())
     }
 }

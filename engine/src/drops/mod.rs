@@ -7,15 +7,19 @@
 //! head's file list (checked against its signed root), and sets the drop folder's
 //! [`crate::replicate::Gate`] to that list, so a block or a file lands only if an owner
 //! signed it. A subscriber's copy is read-only: its local edits are reported, never
-//! published.
+//! published. On a Chord ring member, every held drop is announced on the drops tracker and
+//! a subscription looks its holders up there and dials them ([`tracker`]).
 
 mod chain;
 mod protocol;
+mod tracker;
 
 pub use chain::{Chain, Offer, DROP_VERSIONS_MAX, DROP_WAITING_MAX};
+pub use protocol::DROP_SYNC_INTERVAL;
 pub(crate) use protocol::{drop_files, DropsProtocol};
+pub use tracker::{DropTracker, DROP_HOLDERS_DIALED_MAX};
 
-use weft_protocol::{DropError, DropId, NodeId, PublicKey, VersionId};
+use weft_protocol::{DropError, DropFile, DropId, FileKind, NodeId, PublicKey, VersionId};
 
 /// Most drops one node holds.
 pub const DROPS_MAX: usize = 32;
@@ -140,8 +144,43 @@ pub struct DropsMetrics {
     pub versions_refused: u64,
     /// Versions that arrived again (replays).
     pub versions_known: u64,
-    /// File lists refused (they did not match their root).
+    /// File lists refused (they did not match their root, or broke a path rule).
     pub file_lists_refused: u64,
+    /// Of those, lists refused for a path or symlink target §22.3's rules refuse
+    /// ([`DropError::BadPath`]).
+    pub file_lists_bad_path: u64,
     /// State blobs that failed to load or store.
     pub state_failures: u64,
+    /// Holder records of this node put on the tracker (SPEC.md §24.6).
+    pub tracker_announces: u64,
+    /// Announcements not made: no wall clock yet (counted at each try) or no address peers
+    /// could dial.
+    pub tracker_announces_skipped: u64,
+    /// Puts of holder or key records that failed (tried again at the next sync).
+    pub tracker_puts_failed: u64,
+    /// Lookups of a drop's holders.
+    pub tracker_lookups: u64,
+    /// Records a lookup returned that were refused: forged, expired, of another drop.
+    pub tracker_records_refused: u64,
+    /// Holders dialed from records a lookup returned.
+    pub tracker_holders_dialed: u64,
+}
+
+/// Checks every file of a list against the path rules of folder replication (SPEC.md §22.3):
+/// its path, and a symlink's target. The first file refused refuses the list, whole.
+pub(crate) fn check_paths(files: &[DropFile]) -> Result<(), DropError> {
+    use crate::replicate::paths::{check_path, check_symlink_target};
+    for f in files {
+        let target = match (f.kind, &f.target) {
+            (FileKind::Symlink, Some(t)) => check_symlink_target(&f.path, t),
+            _ => Ok(()),
+        };
+        if let Err(refusal) = check_path(&f.path).and(target) {
+            return Err(DropError::BadPath {
+                path: f.path.clone(),
+                refusal,
+            });
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,12 @@
 //! Drops as a protocol the node hosts (family `0x05`, SPEC.md §24.6): subscriptions, pushed
 //! versions, missing parents and file lists fetched and checked, the drop folder's gate set
-//! to the chosen head's files, publishing, and the drops' state blob.
+//! to the chosen head's files, publishing, the drops' state blob, and the tracker on the
+//! Chord ring (announcing held drops, looking up a subscription's holders).
+//!
+//! Timers (a [`TimerTable`]): `Sync` every [`DROP_SYNC_INTERVAL`] (heads to every link, a
+//! stale file list asked of another holder, announcements that waited for a wall clock,
+//! lookups of subscriptions that found nobody), and, on a ring member, `Announce` every
+//! [`HOLDER_REANNOUNCE`] (every held drop announced again).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -12,13 +18,15 @@ use weft_protocol::{
     Code, DropFile, DropFiles, DropGetFiles, DropGetVersion, DropHeads, DropId, DropManifest,
     DropMessage, DropNotFound, DropOwners, DropSubscribe, Family, FileEntry, FileKind, Frame,
     ManifestFields, Message, NodeId, PublicKey, RootHasher, Version, VersionId,
-    DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_HEADS_MAX,
+    DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_HEADS_MAX, HOLDER_REANNOUNCE,
 };
 
+use super::tracker::{self, Ask, DropTracker, Skip, Tracker};
 use super::{
-    Chain, DropsCommand, DropsEvent, DropsEventKind, DropsMetrics, DropsRefusal, Offer, DROPS_MAX,
-    DROPS_STATE_NAME, DROP_SUBSCRIBERS_MAX,
+    check_paths, Chain, DropsCommand, DropsEvent, DropsEventKind, DropsMetrics, DropsRefusal,
+    Offer, DROPS_MAX, DROPS_STATE_NAME, DROP_SUBSCRIBERS_MAX,
 };
+use crate::chord::{ChordError, ChordResult};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::io::{Command, HostRequest, HostResult};
@@ -28,6 +36,7 @@ use crate::machine::{
 use crate::replicate::{Gate, ReplicaCommand, ReplicaConfig, ReplicateCommand};
 use crate::session::Peer;
 use crate::time::{Duration, Instant};
+use crate::timer::{TimerName, TimerTable};
 
 /// Host request tokens.
 const LOAD: u64 = 0;
@@ -64,12 +73,57 @@ struct Held {
     /// Linked peers known to hold it (they answered with heads or pushed a version).
     holders: BTreeSet<NodeId>,
     assembly: Option<Assembly>,
+    /// Its tracker counters.
+    tracker: DropTracker,
+}
+
+impl Held {
+    fn new(drop: DropId, created: Option<[u8; 16]>) -> Held {
+        Held {
+            chain: Chain::new(drop),
+            created,
+            files: BTreeMap::new(),
+            shown: None,
+            subscribers: BTreeSet::new(),
+            holders: BTreeSet::new(),
+            assembly: None,
+            tracker: DropTracker::default(),
+        }
+    }
+
+    /// Whether it is a subscription that still needs holders: not created here, no version
+    /// yet, and no linked peer known to hold it.
+    fn needs_holders(&self, linked: &BTreeSet<NodeId>) -> bool {
+        self.created.is_none()
+            && self.chain.is_empty()
+            && !self.holders.iter().any(|h| linked.contains(h))
+    }
+}
+
+/// The drops' timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropsTimer {
+    /// Every [`DROP_SYNC_INTERVAL`].
+    Sync = 0,
+    /// Every [`HOLDER_REANNOUNCE`], on a ring member.
+    Announce = 1,
+}
+
+impl TimerName for DropsTimer {
+    const ALL: &'static [Self] = &[DropsTimer::Sync, DropsTimer::Announce];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// How often a node tells its linked peers its heads of every drop it holds, and asks
 /// again for a file list it still lacks (SPEC.md §24.6): pushes lost with a link or a crash
 /// are made up for by then.
 pub const DROP_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// [`HOLDER_REANNOUNCE`] (150 s) as the engine's duration: the `Announce` timer's period.
+const REANNOUNCE: Duration = Duration::from_millis(HOLDER_REANNOUNCE.as_millis() as u64);
 
 /// A held drop as persisted.
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,11 +156,13 @@ pub(crate) struct DropsProtocol {
     persist: Persist,
     metrics: DropsMetrics,
     now: Instant,
-    next_sync: Option<Instant>,
+    timers: TimerTable<DropsTimer, 2>,
+    tracker: Tracker,
 }
 
 impl DropsProtocol {
-    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32]) -> DropsProtocol {
+    /// `ring`: whether this node is a Chord ring member (the tracker is used only then).
+    pub(crate) fn new(config: &Config, me: NodeId, seed: [u8; 32], ring: bool) -> DropsProtocol {
         DropsProtocol {
             me,
             identity: Identity::from_secret(&config.secret_key),
@@ -118,7 +174,8 @@ impl DropsProtocol {
             persist: Persist::default(),
             metrics: DropsMetrics::default(),
             now: Instant::ZERO,
-            next_sync: None,
+            timers: TimerTable::default(),
+            tracker: Tracker::new(ring),
         }
     }
 
@@ -134,6 +191,11 @@ impl DropsProtocol {
     /// The version a held drop's folder shows.
     pub(crate) fn shown(&self, drop: &DropId) -> Option<VersionId> {
         self.drops.get(drop).and_then(|h| h.shown)
+    }
+
+    /// A held drop's tracker counters.
+    pub(crate) fn tracker_of(&self, drop: &DropId) -> Option<DropTracker> {
+        self.drops.get(drop).map(|h| h.tracker)
     }
 
     /// Every held drop.
@@ -220,18 +282,11 @@ impl DropsProtocol {
         if self.drops.len() >= DROPS_MAX {
             return Err(DropsRefusal::TooManyDrops);
         }
-        self.drops.insert(
-            drop,
-            Held {
-                chain: Chain::new(drop),
-                created,
-                files: BTreeMap::new(),
-                shown: None,
-                subscribers: BTreeSet::new(),
-                holders: BTreeSet::new(),
-                assembly: None,
-            },
-        );
+        self.drops.insert(drop, Held::new(drop, created));
+        if created.is_some() {
+            // An owner holds its drop from the start.
+            self.tracker.mark_due(drop);
+        }
         self.add_folder(drop);
         let linked: Vec<NodeId> = self.linked.iter().copied().collect();
         for peer in linked {
@@ -243,6 +298,20 @@ impl DropsProtocol {
 
     /// Publishes `files` (the drop folder's index) as a version after every head.
     pub(crate) fn publish(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        drop: DropId,
+        secondary: Option<Vec<PublicKey>>,
+        files: Option<Vec<DropFile>>,
+    ) -> Result<(), DropsRefusal> {
+        self.now = now;
+        let result = self.publish_files(drop, secondary, files);
+        self.announce_fresh(now, cx);
+        result
+    }
+
+    fn publish_files(
         &mut self,
         drop: DropId,
         secondary: Option<Vec<PublicKey>>,
@@ -281,6 +350,7 @@ impl DropsProtocol {
             owners.secondary = secondary;
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        check_paths(&files).map_err(|e| DropsRefusal::Invalid(drop, e))?;
         let mut hasher = RootHasher::new();
         hasher
             .push_batch(&files)
@@ -328,8 +398,13 @@ impl DropsProtocol {
         if let Some(p) = peer {
             held.holders.insert(p);
         }
+        let first = held.chain.is_empty();
         match held.chain.offer(manifest) {
             Offer::Accepted(ids) => {
+                if first {
+                    // A subscriber holds the drop from its first accepted version.
+                    self.tracker.mark_due(drop);
+                }
                 let accepted: Vec<DropManifest> = ids
                     .iter()
                     .filter_map(|id| held.chain.get(id).cloned())
@@ -498,15 +573,19 @@ impl DropsProtocol {
             return Ok(());
         };
         let total = manifest.files as usize;
+        // §22.3's path rules first: a list with one path they refuse is refused whole.
         let result = if m.files.is_empty() && a.files.len() < total {
             Err(weft_protocol::DropError::RootMismatch)
         } else {
-            a.hasher.push_batch(&m.files)
+            check_paths(&m.files).and_then(|()| a.hasher.push_batch(&m.files))
         };
         if let Err(error) = result {
             held.assembly = None;
             held.holders.remove(&peer);
             self.metrics.file_lists_refused += 1;
+            if matches!(error, weft_protocol::DropError::BadPath { .. }) {
+                self.metrics.file_lists_bad_path += 1;
+            }
             self.event(drop, DropsEventKind::FilesRefused { peer, error });
             return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
         }
@@ -590,6 +669,173 @@ impl DropsProtocol {
         }
     }
 
+    // ----- the tracker ------------------------------------------------------------------
+
+    /// Whether this node holds `held` for the tracker: it created it, or it accepted a
+    /// version of it.
+    fn holding(held: &Held) -> bool {
+        held.created.is_some() || !held.chain.is_empty()
+    }
+
+    /// Announces every drop due (SPEC.md §24.6) with the key record, if this node can: it
+    /// needs a wall clock (a record's expiry is calendar time) and an address peers can dial.
+    /// A skip is counted; a drop then waits for the next sync if the wall clock is missing,
+    /// and is dropped if the address is (it cannot come later).
+    fn announce_due(&mut self, now: Instant, cx: &Context<'_>) {
+        let due = self.tracker.take_due();
+        if due.is_empty() {
+            return;
+        }
+        let ready = match (
+            tracker::announce_addr(cx.listen_addr()),
+            cx.wall_clock_ms(now),
+        ) {
+            (Err(skip), _) => Err(skip),
+            (Ok(_), None) => Err(Skip::NoWallClock),
+            (Ok(addr), Some(wall_ms)) => Ok((addr.to_owned(), wall_ms)),
+        };
+        let (addr, wall_ms) = match ready {
+            Ok(ready) => ready,
+            Err(skip) => {
+                self.metrics.tracker_announces_skipped += due.len() as u64;
+                if skip == Skip::NoWallClock {
+                    for drop in due {
+                        self.tracker.retry(drop);
+                    }
+                }
+                return;
+            }
+        };
+        for drop in due {
+            if !self.drops.get(&drop).is_some_and(Self::holding) {
+                continue;
+            }
+            if self.tracker.asking(Ask::Announce(drop)) {
+                self.tracker.retry(drop);
+                continue;
+            }
+            let command = self.tracker.announce(drop, &self.identity, &addr, wall_ms);
+            self.command(Command::Chord(command));
+            self.metrics.tracker_announces += 1;
+            if let Some(held) = self.drops.get_mut(&drop) {
+                held.tracker.announces += 1;
+            }
+        }
+        if let Some(command) = self.tracker.node_key(&self.identity) {
+            self.command(Command::Chord(command));
+        }
+    }
+
+    /// Asks the ring for `drop`'s holders, unless this node is off the ring or a lookup of it
+    /// is under way.
+    fn look_up(&mut self, drop: DropId) {
+        if !self.tracker.ring() || self.tracker.asking(Ask::Lookup(drop)) {
+            return;
+        }
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return;
+        };
+        held.tracker.lookups += 1;
+        self.metrics.tracker_lookups += 1;
+        let command = self.tracker.lookup(drop);
+        self.command(Command::Chord(command));
+    }
+
+    /// The end of a Chord request the tracker made (routed back by the node, never an
+    /// application event): a failed put is tried again at the next sync; a lookup's records
+    /// are checked and up to [`super::DROP_HOLDERS_DIALED_MAX`] holders not linked dialed.
+    pub(crate) fn handle_chord_answer(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        request: u64,
+        result: Result<ChordResult, ChordError>,
+    ) {
+        self.now = now;
+        let Some(ask) = self.tracker.answered(request) else {
+            return;
+        };
+        match (ask, result) {
+            (Ask::Announce(_) | Ask::NodeKey, Ok(_)) => {}
+            (Ask::Announce(drop), Err(_)) => {
+                self.metrics.tracker_puts_failed += 1;
+                self.tracker.retry(drop);
+            }
+            (Ask::NodeKey, Err(_)) => {
+                self.metrics.tracker_puts_failed += 1;
+                self.tracker.node_key_failed();
+            }
+            (Ask::Lookup(drop), Ok(ChordResult::Get { values })) => {
+                let wall_ms = cx.wall_clock_ms(now);
+                let (valid, refused) = tracker::holders(&values, &drop, &self.me, wall_ms);
+                self.metrics.tracker_records_refused += refused;
+                let found = valid.len() as u64;
+                let linked: BTreeSet<NodeId> = cx.links().map(|p| p.node).collect();
+                let picked = tracker::pick(valid, &mut self.rng, |n| linked.contains(n));
+                let dialed = picked.len() as u64;
+                for r in picked {
+                    self.outputs.push_back(ProtocolOutput::Dial {
+                        node: r.holder,
+                        addr: r.addr,
+                    });
+                }
+                self.metrics.tracker_holders_dialed += dialed;
+                if let Some(held) = self.drops.get_mut(&drop) {
+                    held.tracker.holders_found += found;
+                    held.tracker.holders_dialed += dialed;
+                }
+            }
+            // A lookup that failed (or any other answer) is made again at the next sync
+            // while the subscription still needs holders.
+            (Ask::Lookup(_), _) => {}
+        }
+    }
+
+    /// The `Sync` timer: heads to every link, stale file lists asked again, lookups for the
+    /// subscriptions that still need holders, announcements that waited.
+    fn sync(&mut self, now: Instant, cx: &Context<'_>) {
+        let drops: Vec<DropId> = self.drops.keys().copied().collect();
+        let linked: Vec<NodeId> = self.linked.iter().copied().collect();
+        for drop in drops {
+            let heads = self.heads_of(&drop);
+            for peer in &linked {
+                self.send(*peer, DropMessage::Heads(heads.clone()));
+            }
+            self.update_shown(drop, None);
+        }
+        let needing: Vec<DropId> = self
+            .drops
+            .iter()
+            .filter(|(_, h)| h.needs_holders(&self.linked))
+            .map(|(d, _)| *d)
+            .collect();
+        for drop in needing {
+            self.look_up(drop);
+        }
+        self.announce_due(now, cx);
+    }
+
+    /// The `Announce` timer: every held drop announced again.
+    fn reannounce(&mut self, now: Instant, cx: &Context<'_>) {
+        let holding: Vec<DropId> = self
+            .drops
+            .iter()
+            .filter(|(_, h)| Self::holding(h))
+            .map(|(d, _)| *d)
+            .collect();
+        for drop in holding {
+            self.tracker.mark_due(drop);
+        }
+        self.announce_due(now, cx);
+    }
+
+    /// After a message or command: announces the drops this node just started holding.
+    fn announce_fresh(&mut self, now: Instant, cx: &Context<'_>) {
+        if self.tracker.fresh() {
+            self.announce_due(now, cx);
+        }
+    }
+
     // ----- persistence ----------------------------------------------------------------
 
     /// Hands the drops to the host, unless a store is under way (then once it is done).
@@ -652,18 +898,15 @@ impl DropsProtocol {
                     shown = Some(v);
                 }
             }
-            self.drops.insert(
-                s.drop,
-                Held {
-                    chain,
-                    created: s.created,
-                    files,
-                    shown,
-                    subscribers: BTreeSet::new(),
-                    holders: BTreeSet::new(),
-                    assembly: None,
-                },
-            );
+            let mut held = Held::new(s.drop, s.created);
+            held.chain = chain;
+            held.files = files;
+            held.shown = shown;
+            if s.created.is_some() || !held.chain.is_empty() {
+                // Held across the restart: announced again at once.
+                self.tracker.mark_due(s.drop);
+            }
+            self.drops.insert(s.drop, held);
             self.add_folder(s.drop);
             self.update_shown(s.drop, None);
         }
@@ -745,12 +988,118 @@ impl Protocol for DropsProtocol {
     fn handle_message(
         &mut self,
         now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
         self.now = now;
-        let peer = from.node;
+        let result = self.on_message(from.node, frame);
+        self.announce_fresh(now, cx);
+        result
+    }
+
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        command: DropsCommand,
+    ) -> Result<(), DropsRefusal> {
+        self.now = now;
+        match command {
+            DropsCommand::Create => {
+                let mut nonce = [0u8; 16];
+                self.rng.fill_bytes(&mut nonce);
+                let drop = DropId::derive(&self.identity.public_key(), &nonce);
+                self.hold(drop, Some(nonce))?;
+                self.event(drop, DropsEventKind::Created);
+                self.announce_fresh(now, cx);
+                Ok(())
+            }
+            DropsCommand::Subscribe { drop } => {
+                self.hold(drop, None)?;
+                self.look_up(drop);
+                Ok(())
+            }
+            // The node hands publishing the folder's records (`publish`).
+            DropsCommand::Publish { drop, .. } => Err(DropsRefusal::NoFolder(drop)),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, cx: &Context<'_>) {
+        self.now = now;
+        while let Some(timer) = self.timers.take_expired(now) {
+            match timer {
+                DropsTimer::Sync => {
+                    self.timers.set(DropsTimer::Sync, now + DROP_SYNC_INTERVAL);
+                    self.sync(now, cx);
+                }
+                DropsTimer::Announce => {
+                    self.timers.set(DropsTimer::Announce, now + REANNOUNCE);
+                    self.reannounce(now, cx);
+                }
+            }
+        }
+        if !self.persist.load_sent {
+            self.persist.load_sent = true;
+            self.timers.set(DropsTimer::Sync, now + DROP_SYNC_INTERVAL);
+            if self.tracker.ring() {
+                self.timers.set(DropsTimer::Announce, now + REANNOUNCE);
+            }
+            self.outputs.push_back(ProtocolOutput::Request {
+                token: LOAD,
+                request: HostRequest::LoadState {
+                    name: DROPS_STATE_NAME.into(),
+                },
+            });
+        }
+    }
+
+    fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
+        self.now = now;
+        self.on_completed(token, result);
+        self.announce_fresh(now, cx);
+    }
+
+    fn handle_shutdown(&mut self, _now: Instant, _cx: &Context<'_>) {
+        // Chord stops with the node: no request of the tracker's ends.
+        self.tracker.clear();
+    }
+
+    fn poll_output(&mut self) -> Option<ProtocolOutput<DropsEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next().map(|(at, _)| at)
+    }
+
+    fn check_invariants(&self, _config: &Config) -> Result<(), String> {
+        for (drop, held) in &self.drops {
+            held.chain
+                .check_invariants()
+                .map_err(|e| format!("drop {drop}: {e}"))?;
+            if held.subscribers.len() > DROP_SUBSCRIBERS_MAX {
+                return Err(format!("drop {drop}: too many subscribers"));
+            }
+        }
+        if self.drops.len() > DROPS_MAX {
+            return Err("too many drops".into());
+        }
+        // At most one announcement and one lookup per drop, and the key record.
+        if self.tracker.asks_len() > 2 * DROPS_MAX + 1 {
+            return Err(format!("{} tracker requests", self.tracker.asks_len()));
+        }
+        Ok(())
+    }
+}
+
+impl DropsProtocol {
+    /// One DROP_* message from `peer`.
+    fn on_message(&mut self, peer: NodeId, frame: Frame) -> Result<(), PeerFault> {
         let Message::Drop(message) = Message::decode(frame.code(), &frame.payload()?)? else {
             return Err(PeerFault::Unexpected("not a drop message"));
         };
@@ -827,63 +1176,8 @@ impl Protocol for DropsProtocol {
         Ok(())
     }
 
-    fn handle_command(
-        &mut self,
-        now: Instant,
-        _cx: &Context<'_>,
-        command: DropsCommand,
-    ) -> Result<(), DropsRefusal> {
-        self.now = now;
-        match command {
-            DropsCommand::Create => {
-                let mut nonce = [0u8; 16];
-                self.rng.fill_bytes(&mut nonce);
-                let drop = DropId::derive(&self.identity.public_key(), &nonce);
-                self.hold(drop, Some(nonce))?;
-                self.event(drop, DropsEventKind::Created);
-                Ok(())
-            }
-            DropsCommand::Subscribe { drop } => self.hold(drop, None),
-            // The node hands publishing the folder's records (`publish`).
-            DropsCommand::Publish { drop, .. } => Err(DropsRefusal::NoFolder(drop)),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant, _cx: &Context<'_>) {
-        self.now = now;
-        if self.next_sync.is_some_and(|t| t <= now) {
-            self.next_sync = Some(now + DROP_SYNC_INTERVAL);
-            let drops: Vec<DropId> = self.drops.keys().copied().collect();
-            let linked: Vec<NodeId> = self.linked.iter().copied().collect();
-            for drop in drops {
-                let heads = self.heads_of(&drop);
-                for peer in &linked {
-                    self.send(*peer, DropMessage::Heads(heads.clone()));
-                }
-                self.update_shown(drop, None);
-            }
-        }
-        if self.next_sync.is_none() {
-            self.next_sync = Some(now + DROP_SYNC_INTERVAL);
-        }
-        if !self.persist.load_sent {
-            self.persist.load_sent = true;
-            self.outputs.push_back(ProtocolOutput::Request {
-                token: LOAD,
-                request: HostRequest::LoadState {
-                    name: DROPS_STATE_NAME.into(),
-                },
-            });
-        }
-    }
-
-    fn handle_completed(
-        &mut self,
-        _now: Instant,
-        _cx: &Context<'_>,
-        token: u64,
-        result: HostResult,
-    ) {
+    /// The host finished a request: the stored drops loaded, or a store done.
+    fn on_completed(&mut self, token: u64, result: HostResult) {
         match (token, result) {
             (LOAD, result) => {
                 self.persist.loaded = true;
@@ -906,31 +1200,390 @@ impl Protocol for DropsProtocol {
             _ => self.metrics.state_failures += 1,
         }
     }
+}
 
-    fn poll_output(&mut self) -> Option<ProtocolOutput<DropsEvent>> {
-        self.outputs.pop_front()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chord::{ChordCommand, ChordItem, ChordRequest};
+    use crate::session::Session;
+    use bytes::Bytes;
+    use weft_protocol::{
+        holders_key, node_key_key, DropError, HolderRecord, PathRefusal, Signature, HOLDER_LIFETIME,
+    };
+
+    const WALL_MS: u64 = 1_800_000_000_000;
+    const OWNER: [u8; 32] = [0x0a; 32];
+    const NONCE: [u8; 16] = [3; 16];
+
+    /// A drops protocol over a session that holds no link: `wall`, its wall clock if any;
+    /// `addr`, its listen address. Its stored drops are loaded (none).
+    struct Harness {
+        session: Session,
+        drops: DropsProtocol,
+        now: Instant,
     }
 
-    fn has_output(&self) -> bool {
-        !self.outputs.is_empty()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sync
-    }
-
-    fn check_invariants(&self, _config: &Config) -> Result<(), String> {
-        for (drop, held) in &self.drops {
-            held.chain
-                .check_invariants()
-                .map_err(|e| format!("drop {drop}: {e}"))?;
-            if held.subscribers.len() > DROP_SUBSCRIBERS_MAX {
-                return Err(format!("drop {drop}: too many subscribers"));
+    impl Harness {
+        fn new(wall: Option<u64>, addr: &str) -> Harness {
+            let mut config = Config::from_seed("test-net", 1);
+            config.listen_addr = Some(addr.into());
+            let me = Identity::from_secret(&config.secret_key).node_id();
+            let mut session = Session::new(&config, 0, [0; 32]);
+            let now = Instant(1_000_000_000);
+            if let Some(w) = wall {
+                session.set_wall_clock(w, now);
             }
+            let drops = DropsProtocol::new(&config, me, [1; 32], true);
+            let mut h = Harness {
+                session,
+                drops,
+                now,
+            };
+            let cx = Context {
+                session: &h.session,
+            };
+            h.drops.handle_timeout(now, &cx);
+            h.drops
+                .handle_completed(now, &cx, LOAD, HostResult::Loaded(None));
+            h.outputs();
+            h
         }
-        if self.drops.len() > DROPS_MAX {
-            return Err("too many drops".into());
+
+        fn outputs(&mut self) -> Vec<ProtocolOutput<DropsEvent>> {
+            core::iter::from_fn(|| self.drops.poll_output()).collect()
         }
-        Ok(())
+
+        fn command(&mut self, command: DropsCommand) {
+            let cx = Context {
+                session: &self.session,
+            };
+            self.drops
+                .handle_command(self.now, &cx, command)
+                .expect("a command drops take");
+        }
+
+        fn answer(&mut self, request: u64, result: Result<ChordResult, ChordError>) {
+            let cx = Context {
+                session: &self.session,
+            };
+            self.drops
+                .handle_chord_answer(self.now, &cx, request, result);
+        }
+
+        fn advance(&mut self, by: Duration) {
+            self.now = self.now + by;
+            let cx = Context {
+                session: &self.session,
+            };
+            self.drops.handle_timeout(self.now, &cx);
+        }
+
+        fn message(&mut self, from: &Peer, message: DropMessage) -> Result<(), PeerFault> {
+            let message = Message::Drop(message);
+            let frame = Frame::build(message.code(), &message.encode_payload(), false);
+            let cx = Context {
+                session: &self.session,
+            };
+            self.drops.handle_message(self.now, &cx, from, frame)
+        }
+
+        fn link(&mut self, peer: &Peer) {
+            let cx = Context {
+                session: &self.session,
+            };
+            let up = LinkNotice::Up {
+                peer,
+                replaced: false,
+            };
+            self.drops.handle_link(self.now, &cx, up);
+        }
+    }
+
+    /// The Chord requests among `outputs`.
+    fn chord_commands(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<ChordCommand> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ProtocolOutput::Command(Command::Chord(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn dials(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<(NodeId, String)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ProtocolOutput::Dial { node, addr } => Some((*node, addr.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn owner_drop() -> DropId {
+        DropId::derive(&Identity::from_secret(&OWNER).public_key(), &NONCE)
+    }
+
+    fn record(signer: &Identity, drop: DropId, expires: u64) -> HolderRecord {
+        HolderRecord::sign(
+            drop.0,
+            &signer.public_key(),
+            format!("addr-{}", signer.node_id()),
+            expires,
+            |m| signer.sign(m),
+        )
+    }
+
+    fn item(writer: &Identity, r: &HolderRecord) -> ChordItem {
+        ChordItem {
+            writer: writer.public_key(),
+            value: Bytes::from(r.encode()),
+        }
+    }
+
+    #[test]
+    fn a_created_drop_is_announced_with_the_key_record_and_again_every_reannounce() {
+        let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+        h.command(DropsCommand::Create);
+        let out = h.outputs();
+        let puts = chord_commands(&out);
+        assert_eq!(puts.len(), 2, "{puts:?}");
+        let ChordRequest::Put {
+            key,
+            value,
+            lifetime_ms,
+        } = &puts[0].op
+        else {
+            panic!("{puts:?}");
+        };
+        let drop = *h.drops.drop_ids().next().expect("a drop");
+        assert_eq!(*key, holders_key(&drop.0));
+        assert_eq!(*lifetime_ms, Some(HOLDER_LIFETIME.as_millis() as u64));
+        let r = HolderRecord::decode(value).expect("a holder record");
+        let me = h.drops.identity.clone();
+        assert!(r.verify(&me.public_key()));
+        assert_eq!(r.addr, "192.0.2.7:7000");
+        assert_eq!(r.expires_unix_ms, WALL_MS + 300_000);
+        assert!(matches!(
+            &puts[1].op,
+            ChordRequest::Put { key, value, .. }
+                if *key == node_key_key(&me.node_id()) && value[..] == me.public_key().0[..]
+        ));
+        for p in &puts {
+            h.answer(
+                p.request,
+                Ok(ChordResult::Put {
+                    replicas: 5,
+                    nodes: 3,
+                    of: 3,
+                }),
+            );
+        }
+        // Nothing more until the re-announcement, 150 s on.
+        h.advance(DROP_SYNC_INTERVAL);
+        assert!(chord_commands(&h.outputs()).is_empty());
+        h.advance(REANNOUNCE);
+        assert_eq!(chord_commands(&h.outputs()).len(), 2);
+        assert_eq!(h.drops.metrics().tracker_announces, 2);
+        assert_eq!(h.drops.tracker_of(&drop).map(|t| t.announces), Some(2));
+    }
+
+    #[test]
+    fn no_announcement_without_a_wall_clock_or_a_dialable_address() {
+        let mut h = Harness::new(None, "192.0.2.7:7000");
+        h.command(DropsCommand::Create);
+        assert!(chord_commands(&h.outputs()).is_empty());
+        assert_eq!(h.drops.metrics().tracker_announces_skipped, 1);
+        // The wall clock comes: the next sync announces.
+        h.session.set_wall_clock(WALL_MS, h.now);
+        h.advance(DROP_SYNC_INTERVAL);
+        assert_eq!(chord_commands(&h.outputs()).len(), 2);
+        assert_eq!(h.drops.metrics().tracker_announces, 1);
+
+        let mut h = Harness::new(Some(WALL_MS), "0.0.0.0:7000");
+        h.command(DropsCommand::Create);
+        h.advance(DROP_SYNC_INTERVAL);
+        assert!(chord_commands(&h.outputs()).is_empty());
+        assert_eq!(
+            h.drops.metrics().tracker_announces_skipped,
+            1,
+            "not retried"
+        );
+    }
+
+    #[test]
+    fn a_lookup_dials_valid_holders_only_and_is_made_again_while_none_is_linked() {
+        let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+        let drop = owner_drop();
+        h.command(DropsCommand::Subscribe { drop });
+        let gets = chord_commands(&h.outputs());
+        assert_eq!(gets.len(), 1);
+        assert_eq!(
+            gets[0].op,
+            ChordRequest::Get {
+                key: holders_key(&drop.0)
+            }
+        );
+        let a = Identity::from_secret(&[0x21; 32]);
+        let b = Identity::from_secret(&[0x22; 32]);
+        let later = WALL_MS + 200_000;
+        let good = record(&a, drop, later);
+        let mut forged = record(&b, drop, later);
+        forged.signature = Signature([1; 64]);
+        let values = vec![
+            item(&a, &good),
+            item(&b, &forged),
+            // a's record put by b.
+            item(&b, &good),
+            item(&b, &record(&b, drop, WALL_MS - 1)),
+            item(&b, &record(&b, DropId([9; 32]), later)),
+        ];
+        h.answer(gets[0].request, Ok(ChordResult::Get { values }));
+        let out = h.outputs();
+        assert_eq!(dials(&out), vec![(a.node_id(), good.addr.clone())]);
+        let m = h.drops.metrics();
+        assert_eq!(
+            (m.tracker_records_refused, m.tracker_holders_dialed),
+            (4, 1)
+        );
+        assert_eq!(
+            h.drops.tracker_of(&drop),
+            Some(DropTracker {
+                announces: 0,
+                lookups: 1,
+                holders_found: 1,
+                holders_dialed: 1,
+            })
+        );
+        // No version and no holder linked: the next sync looks again; the answer's end is
+        // awaited first (one lookup per drop at a time).
+        h.advance(DROP_SYNC_INTERVAL);
+        let again = chord_commands(&h.outputs());
+        assert_eq!(again.len(), 1);
+        h.advance(DROP_SYNC_INTERVAL);
+        assert!(chord_commands(&h.outputs()).is_empty(), "one at a time");
+        h.answer(again[0].request, Err(ChordError::Timeout));
+        h.advance(DROP_SYNC_INTERVAL);
+        assert_eq!(chord_commands(&h.outputs()).len(), 1);
+    }
+
+    /// A version of the owner's drop listing `files`, signed by the owner.
+    fn version_of(files: &[DropFile]) -> DropManifest {
+        let owner = Identity::from_secret(&OWNER);
+        let mut hasher = RootHasher::new();
+        hasher.push_batch(files).expect("in order");
+        let fields = ManifestFields {
+            drop: owner_drop(),
+            nonce: NONCE,
+            counter: 1,
+            parents: Vec::new(),
+            owners: DropOwners {
+                primary: owner.public_key(),
+                secondary: Vec::new(),
+            },
+            root: hasher.root(),
+            files: hasher.files(),
+            bytes: hasher.bytes(),
+        };
+        DropManifest::sign(fields, &OWNER)
+    }
+
+    fn file(path: &str, kind: FileKind, target: Option<&str>) -> DropFile {
+        DropFile {
+            path: path.into(),
+            kind,
+            mode: 6,
+            size: 0,
+            target: target.map(str::to_owned),
+            blocks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_list_with_a_path_the_replication_rules_refuse_is_refused_whole() {
+        let cases = [
+            (
+                vec![file("../escape", FileKind::File, None)],
+                PathRefusal::DotComponent,
+            ),
+            (
+                vec![file("/etc/passwd", FileKind::File, None)],
+                PathRefusal::NotRelative,
+            ),
+            (
+                vec![
+                    file(".weft/marker", FileKind::File, None),
+                    file("ok", FileKind::File, None),
+                ],
+                PathRefusal::Reserved,
+            ),
+            (
+                vec![file("a/link", FileKind::Symlink, Some("../../out"))],
+                PathRefusal::SymlinkEscapes,
+            ),
+        ];
+        let owner = Identity::from_secret(&OWNER);
+        let peer = Peer {
+            node: owner.node_id(),
+            incarnation: 1,
+            listen_addr: None,
+            families: u32::MAX,
+            dialer_nonce: [0; 32],
+            public_key: owner.public_key(),
+        };
+        for (files, refusal) in cases {
+            let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+            let drop = owner_drop();
+            h.command(DropsCommand::Subscribe { drop });
+            h.link(&peer);
+            let v = version_of(&files);
+            let version = v.version_id();
+            h.message(&peer, DropMessage::Version(Box::new(v)))
+                .expect("a valid version");
+            let out = h.outputs();
+            assert!(out.iter().any(|o| matches!(
+                o,
+                ProtocolOutput::Send { message, .. } if message.code == Code::DROP_GET_FILES
+            )));
+            let files = DropFiles {
+                drop,
+                version,
+                from: 0,
+                files,
+            };
+            let fault = h.message(&peer, DropMessage::Files(files));
+            assert!(fault.is_err(), "{refusal:?}");
+            let refused = h.outputs().into_iter().find_map(|o| match o {
+                ProtocolOutput::Event(DropsEvent {
+                    kind: DropsEventKind::FilesRefused { error, .. },
+                    ..
+                }) => Some(error),
+                _ => None,
+            });
+            assert!(
+                matches!(refused, Some(DropError::BadPath { refusal: r, .. }) if r == refusal),
+                "{refused:?}"
+            );
+            assert_eq!(h.drops.shown(&drop), None);
+            let m = h.drops.metrics();
+            assert_eq!((m.file_lists_refused, m.file_lists_bad_path), (1, 1));
+        }
+    }
+
+    #[test]
+    fn an_owner_cannot_publish_a_list_with_a_refused_path() {
+        let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+        h.command(DropsCommand::Create);
+        let drop = *h.drops.drop_ids().next().expect("a drop");
+        let cx = Context {
+            session: &h.session,
+        };
+        let files = vec![file("../x", FileKind::File, None)];
+        let refused = h.drops.publish(h.now, &cx, drop, None, Some(files));
+        assert!(matches!(
+            refused,
+            Err(DropsRefusal::Invalid(_, DropError::BadPath { .. }))
+        ));
     }
 }

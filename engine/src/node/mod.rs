@@ -190,6 +190,12 @@ impl Node {
         self.protocols.drops.drop_ids()
     }
 
+    /// A held drop's tracker counters: its announcements, lookups, and the holders they
+    /// found and dialed (SPEC.md §24.6).
+    pub fn drop_tracker(&self, drop: &weft_protocol::DropId) -> Option<crate::drops::DropTracker> {
+        self.protocols.drops.tracker_of(drop)
+    }
+
     /// Drops' counters.
     pub fn drops_metrics(&self) -> crate::drops::DropsMetrics {
         self.protocols.drops.metrics()
@@ -504,8 +510,19 @@ impl Node {
                     session: &self.session,
                 };
                 // A refusal (a folder added again after a restart, say) changes nothing.
-                let _ = self.protocols.command(now, &cx, command);
+                let _ = self.protocols.command_from(now, &cx, index, command);
             }
+            ProtocolOutput::ChordAnswer {
+                to,
+                request,
+                result,
+            } => {
+                let cx = Context {
+                    session: &self.session,
+                };
+                self.protocols.chord_answer(now, &cx, to, request, result);
+            }
+            ProtocolOutput::Dial { node, addr } => self.session.dial_named(now, node, addr),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use weft_protocol::{Code, Family, Frame};
 
-use crate::chord::ChordProtocol;
+use crate::chord::{ChordError, ChordProtocol, ChordResult};
 use crate::config::Config;
 use crate::discovery::DiscoveryProtocol;
 use crate::drops::DropsProtocol;
@@ -70,14 +70,17 @@ const OWNS: [fn(Code) -> bool; COUNT] = [
 impl Protocols {
     /// Each protocol with its own RNG stream, drawn from the node's seed by its name.
     pub(crate) fn new(config: &Config, me: NodeId, seed: impl Fn(&str) -> [u8; 32]) -> Self {
+        let chord = ChordProtocol::new(config, me, seed("chord"));
+        // Drops announce and look up holders on the ring only where this node is a member.
+        let ring = Protocol::runs(&chord);
         Protocols {
             discovery: DiscoveryProtocol::new(config),
             mesh: MeshProtocol::new(config, me, seed("mesh")),
             table: TableProtocol::new(config, seed("table")),
-            chord: ChordProtocol::new(config, me, seed("chord")),
+            chord,
             replicate: ReplicateProtocol::new(seed("replicate")),
             run: RunProtocol::new(config),
-            drops: DropsProtocol::new(config, me, seed("drops")),
+            drops: DropsProtocol::new(config, me, seed("drops"), ring),
             deadlines: [None; COUNT],
             soonest: None,
             pending: 0,
@@ -169,7 +172,8 @@ impl Protocols {
                         r.records().filter(|r| !r.deleted).map(|r| r.entry.clone()),
                     )
                 });
-                (6, self.drops.publish(drop, secondary, files).map_err(err))
+                let published = self.drops.publish(now, cx, drop, secondary, files);
+                (6, published.map_err(err))
             }
             Command::Drops(c) => (6, self.drops.handle_command(now, cx, c).map_err(err)),
             Command::Connect { .. } | Command::Disconnect { .. } | Command::Shutdown => {
@@ -178,6 +182,40 @@ impl Protocols {
         };
         self.call(i, |_| ());
         result
+    }
+
+    /// A command protocol `from` (its index) gave for another protocol: as the
+    /// application's, except that a Chord request is the asker's own, its end routed back
+    /// to it ([`chord_answer`](Self::chord_answer)).
+    pub(crate) fn command_from(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        from: usize,
+        command: Command,
+    ) -> Result<(), InputError> {
+        let Command::Chord(c) = command else {
+            return self.command(now, cx, command);
+        };
+        let result = self.chord.ask(now, cx, FAMILIES[from], c).map_err(err);
+        self.call(3, |_| ());
+        result
+    }
+
+    /// The end of a Chord request the protocol of family `to` asked for, handed to it.
+    pub(crate) fn chord_answer(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        to: Family,
+        request: u64,
+        result: Result<ChordResult, ChordError>,
+    ) {
+        // Drops are the only protocol that asks Chord anything.
+        if to == Family::Drops {
+            self.drops.handle_chord_answer(now, cx, request, result);
+            self.call(6, |_| ());
+        }
     }
 
     /// The HELLO `families` bits of the protocols that run.

@@ -742,6 +742,38 @@ impl Session {
         Ok(())
     }
 
+    /// A protocol's dial of `node` at `addr`, an address someone else named (a drop's holder
+    /// found through the tracker, SPEC.md §24.6): dialed once, never configured for redials,
+    /// and only if `node` is not this node, not linked, not being dialed, not kept away
+    /// (`Command::Disconnect`), below `outbound_max`, and the address passes the per-address
+    /// guard and the global budget of discovery's dials (§10.7), which it counts against.
+    pub(crate) fn dial_named(&mut self, now: Instant, node: NodeId, addr: String) {
+        let wanted = node != self.identity.node_id()
+            && !self.links.contains_key(&node)
+            && !self.dial_targets.values().any(|n| *n == node)
+            && !self.disconnected.contains(&node)
+            && !address::is_unspecified(&addr);
+        if self.shut_down || !wanted {
+            return;
+        }
+        let allowed = self.count(Direction::Outbound) < self.limits.outbound_max
+            && self
+                .dial_guard
+                .allows(&addr, now, self.limits.dial_address_attempts_max)
+            && self
+                .dial_guard
+                .budget_allows(now, self.limits.discovery_dials_per_minute);
+        if !allowed {
+            self.metrics.named_dials_refused += 1;
+            return;
+        }
+        self.dial_guard
+            .dialed(&addr, now, self.timer_periods.dial_backoff);
+        let conn = self.dial(now, addr);
+        self.dial_targets.insert(conn, node);
+        self.metrics.named_dials += 1;
+    }
+
     /// `Command::Disconnect`: closes the link to `node`, and forgets its redialed addresses
     /// and its place among the known peers, so it is not dialed again.
     pub(crate) fn disconnect(&mut self, node: NodeId) -> Result<(), SessionRefusal> {

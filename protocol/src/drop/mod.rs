@@ -201,6 +201,16 @@ pub enum DropError {
     /// The files' sizes add up past `u64::MAX`.
     #[error("file sizes add up past u64::MAX")]
     TooManyBytes,
+    /// A path, or a symlink's target, that the path rules of SPEC.md §22.3 refuse: the
+    /// receiver's check (the engine's `check_path`, `check_symlink_target`), not
+    /// [`RootHasher`]'s.
+    #[error("file {path:?}: path refused ({refusal:?})")]
+    BadPath {
+        /// The file's path.
+        path: String,
+        /// Which rule.
+        refusal: crate::replica::PathRefusal,
+    },
     /// The file list's root hash is not the manifest's.
     #[error("root hash differs from the manifest's")]
     RootMismatch,
