@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weft_engine::protocol::FolderId;
 
 use crate::control::{self, ControlError, ControlReply, ControlRequest};
 use crate::report::{
@@ -347,6 +348,10 @@ impl Gatherer {
             r => return Err(unexpected(r)),
         };
         let now = Instant::now();
+        // The network's shared folder only: drops' folders show in their own panel, and
+        // the folders of runs (`weft run --sync`) are the runs' own.
+        let shared = FolderId::from_name(&id.network).to_string();
+        let folders = folders.into_iter().filter(|f| f.folder == shared).collect();
         let folders = self.folder_views(now, folders);
         let hosts_total = hosts.len();
         let table_total = table.len();

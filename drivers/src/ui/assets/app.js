@@ -103,7 +103,7 @@ function renderHosts(s) {
   $("hosts-count").textContent = `${s.hosts.filter((x) => x.direct).length} linked, ${s.hosts_total} known`;
   panel("hosts", $("hosts-rows"), s.hosts, () => {
     if (!s.hosts.length) return h("tr", {}, h("td", { colspan: 6, class: "empty", text: "no hosts yet" }));
-    return s.hosts.map((x) => h("tr", { "data-node": x.node, "data-direct": x.direct },
+    return s.hosts.map((x) => h("tr", { "data-node": x.node, "data-link": x.direct ? "direct" : "heard" },
       h("td", { class: "mono", title: x.node, text: short(x.node) }),
       h("td", { class: "mono", text: x.addr || "—" }),
       h("td", { class: x.direct ? "direct" : "heard", text: x.direct ? "direct" : "heard of" }),
@@ -115,7 +115,7 @@ function renderHosts(s) {
 
 function renderFolder(f) {
   const transfers = h("table", { class: "transfers" },
-    h("thead", {}, h("tr", {}, ["path", "progress", "done", "rate", "time left"].map((t) => h("th", { text: t })))),
+    h("thead", {}, h("tr", {}, ["path", "progress", "done", "rate", "time left"].map((t, i) => h("th", { class: i > 1 ? "num" : null, text: t })))),
     h("tbody", {}, f.transfers.length ? f.transfers.map((t) => h("tr", { "data-path": t.path },
       h("td", { class: "mono", text: t.path }),
       h("td", {}, h("progress", { max: Math.max(t.size, 1), value: t.bytes_done })),
@@ -139,7 +139,7 @@ function renderFolder(f) {
     [h("p", { class: "empty", text: "no conflicts" })];
   const more = f.files_total > f.files.length ? ` (first ${f.files.length} of ${f.files_total})` : "";
   const files = h("table", { class: "files" },
-    h("thead", {}, h("tr", {}, ["path", "kind", "size", "state"].map((t) => h("th", { text: t })))),
+    h("thead", {}, h("tr", {}, ["path", "kind", "size", "state"].map((t, i) => h("th", { class: i === 2 ? "num" : null, text: t })))),
     h("tbody", {}, f.files.length ? f.files.map((x) => h("tr", { "data-path": x.path, "data-state": x.state },
       h("td", { class: "mono", text: x.path }),
       h("td", { text: x.kind }),
