@@ -398,6 +398,11 @@ fn the_page_follows_three_nodes_live_and_its_buttons_act() {
         "{}",
         browser.text_of(row)
     );
+    browser.wait_for("the frozen transfer shows as stalled", PAGE_WAIT, |br| {
+        let rate = br.text_of(&format!("{row} .rate"));
+        let eta = br.text_of(&format!("{row} .eta"));
+        (rate == "stalled" && eta == "—").then_some(())
+    });
     shoot(&browser, "folder-transfer-paused", "#folder");
     drop(frozen);
     // Moving again: the page gives its rate and the time left.

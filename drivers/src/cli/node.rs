@@ -441,7 +441,7 @@ fn run(
         setup.config.listen_addr = Some(announce.clone());
     }
     // The page's port is taken before anything is written, so a busy one changes nothing.
-    let page = super::ui::bind_for_node(ui)?;
+    let page = super::ui::bind_for_node(ui, path)?;
     // Everything that can fail has been checked: from here on the start writes.
     let (state, store) = start.write()?;
     if settings.unsigned_broadcasts {

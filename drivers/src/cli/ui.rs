@@ -75,29 +75,33 @@ pub struct UiArgs {
     ui_allow_remote: bool,
 }
 
-/// The page's listener, bound before the node writes anything (`None`: no `--ui`).
+/// The page's listener and the token already in the state folder, if any: what can fail is
+/// checked before the node writes anything (`None`: no `--ui`).
 #[cfg(feature = "ui")]
-pub(super) type PageBinding = Option<crate::ui::server::Bound>;
+pub(super) type PageBinding = Option<(crate::ui::server::Bound, Option<crate::ui::auth::Token>)>;
 
 /// Without the `ui` feature there is never a page.
 #[cfg(not(feature = "ui"))]
 pub(super) type PageBinding = Option<std::convert::Infallible>;
 
-/// Binds the page's address if `flags` ask for a page (and warns of a remote one).
+/// Binds the page's address if `flags` ask for a page (and warns of a remote one), and
+/// reads the token of the state folder `state` if it has one; writes nothing.
 #[cfg(feature = "ui")]
-pub(super) fn bind_for_node(flags: &UiFlags) -> Result<PageBinding, String> {
+pub(super) fn bind_for_node(flags: &UiFlags, state: &Path) -> Result<PageBinding, String> {
     let Some(listen) = flags.ui else {
         return Ok(None);
     };
     if let Some(warning) = check_listen(listen, flags.ui_allow_remote)? {
         tracing::warn!("{warning}");
     }
-    crate::ui::server::Bound::bind(listen).map(Some)
+    let token = crate::ui::auth::Token::load(state)?;
+    let bound = crate::ui::server::Bound::bind(listen)?;
+    Ok(Some((bound, token)))
 }
 
 /// Without the `ui` feature, `--ui` is refused.
 #[cfg(not(feature = "ui"))]
-pub(super) fn bind_for_node(flags: &UiFlags) -> Result<PageBinding, String> {
+pub(super) fn bind_for_node(flags: &UiFlags, _state: &Path) -> Result<PageBinding, String> {
     match flags.ui {
         Some(_) => Err("this weft was built without the web page (feature `ui`)".into()),
         None => Ok(None),
@@ -111,7 +115,8 @@ pub(super) fn serve_for_node(
     page: PageBinding,
     state: &Path,
 ) -> Result<Option<crate::ui::UiServer>, String> {
-    page.map(|bound| serve(bound, state)).transpose()
+    page.map(|(bound, token)| serve(bound, token, state))
+        .transpose()
 }
 
 /// Without the `ui` feature there is never a page.
@@ -120,10 +125,18 @@ pub(super) fn serve_for_node(page: PageBinding, _state: &Path) -> Result<Option<
     Ok(page.map(|never| match never {}))
 }
 
-/// Serves the page on `bound` and prints its line, `weft ui: URL`.
+/// Serves the page on `bound` with `token` (made in the state folder `state` if `None`) and
+/// prints its line, `weft ui: URL`.
 #[cfg(feature = "ui")]
-fn serve(bound: crate::ui::server::Bound, state: &Path) -> Result<crate::ui::UiServer, String> {
-    let token = crate::ui::auth::Token::load_or_create(state)?;
+fn serve(
+    bound: crate::ui::server::Bound,
+    token: Option<crate::ui::auth::Token>,
+    state: &Path,
+) -> Result<crate::ui::UiServer, String> {
+    let token = match token {
+        Some(t) => t,
+        None => crate::ui::auth::Token::load_or_create(state)?,
+    };
     let server = bound.serve(token, crate::state::socket_path(state))?;
     let line = format!("weft ui: {}\n", server.url());
     let _ = std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes());
@@ -165,7 +178,7 @@ fn serve_until_signal(state: &Path, listen: SocketAddr, allow_remote: bool) -> E
         ui: Some(listen),
         ui_allow_remote: allow_remote,
     };
-    let server = match bind_for_node(&flags).and_then(|page| serve_for_node(page, state)) {
+    let server = match bind_for_node(&flags, state).and_then(|page| serve_for_node(page, state)) {
         Ok(Some(s)) => s,
         Ok(None) => return fail("no page to serve"),
         Err(e) => return fail(e),

@@ -136,8 +136,9 @@ pub struct TransferView {
     pub bytes_done: u64,
     /// Its size.
     pub size: u64,
-    /// Bytes a second since the last snapshot (0 if unknown yet).
-    pub rate: u64,
+    /// Bytes a second since the last snapshot (`None` before a second snapshot of it; 0:
+    /// stalled).
+    pub rate: Option<u64>,
     /// Seconds left at that rate, if it moves.
     pub eta_s: Option<u64>,
 }
@@ -284,13 +285,16 @@ fn done(reply: &ControlReply) -> String {
     }
 }
 
+/// Bytes done of each transfer (by folder and path) at one snapshot.
+type Progress = BTreeMap<(String, String), u64>;
+
 /// Gathers snapshots from the node at a control socket, remembering the last transfers'
 /// progress to tell their rates.
 #[derive(Debug)]
 pub struct Gatherer {
     socket: PathBuf,
     /// Bytes done per folder and path at the last snapshot, and when.
-    last: Option<(Instant, BTreeMap<(String, String), u64>)>,
+    last: Option<(Instant, Progress)>,
 }
 
 impl Gatherer {
@@ -389,7 +393,7 @@ impl Gatherer {
                             bytes_done: x.bytes_done,
                             size: x.size,
                             rate,
-                            eta_s: (rate > 0).then(|| left.div_ceil(rate)),
+                            eta_s: rate.filter(|r| *r > 0).map(|r| left.div_ceil(r)),
                         }
                     })
                     .collect();
@@ -400,20 +404,17 @@ impl Gatherer {
         views
     }
 
-    /// Bytes a second of the transfer `key`, now at `done`, since the last snapshot.
-    fn rate(&self, now: Instant, key: &(String, String), done: u64) -> u64 {
-        let Some((then, last)) = &self.last else {
-            return 0;
-        };
-        let Some(&was) = last.get(key) else {
-            return 0;
-        };
+    /// Bytes a second of the transfer `key`, now at `done`, since the last snapshot (`None`
+    /// if the last one did not have it).
+    fn rate(&self, now: Instant, key: &(String, String), done: u64) -> Option<u64> {
+        let (then, last) = self.last.as_ref()?;
+        let was = *last.get(key)?;
         let ms = now.saturating_duration_since(*then).as_millis();
         if ms == 0 {
-            return 0;
+            return None;
         }
         let bytes = u128::from(done.saturating_sub(was));
-        u64::try_from(bytes * 1000 / ms).unwrap_or(u64::MAX)
+        Some(u64::try_from(bytes * 1000 / ms).unwrap_or(u64::MAX))
     }
 }
 
@@ -575,6 +576,37 @@ mod tests {
                 "a.conflict-99999999-1.txt"
             ]
         );
+    }
+
+    #[test]
+    fn a_transfer_rate_is_its_progress_between_snapshots() {
+        let mut g = Gatherer::new(PathBuf::from("/nowhere/control.sock"));
+        let folder = |done| FolderReport {
+            folder: "f".into(),
+            root: "/r".into(),
+            stopped: None,
+            ready: true,
+            files: vec![FileReport {
+                bytes_done: done,
+                size: 1000,
+                ..file("x", "fetching")
+            }],
+        };
+        let t0 = Instant::now();
+        let first = g.folder_views(t0, vec![folder(100)]);
+        assert_eq!(first[0].transfers[0].rate, None, "no earlier snapshot");
+        assert_eq!(first[0].transfers[0].eta_s, None);
+        let moving = g.folder_views(t0 + Duration::from_millis(500), vec![folder(300)]);
+        assert_eq!(moving[0].transfers[0].rate, Some(400));
+        assert_eq!(
+            moving[0].transfers[0].eta_s,
+            Some(2),
+            "700 bytes at 400 a second"
+        );
+        let stalled = g.folder_views(t0 + Duration::from_millis(1000), vec![folder(300)]);
+        assert_eq!(stalled[0].transfers[0].rate, Some(0));
+        assert_eq!(stalled[0].transfers[0].eta_s, None);
+        assert_eq!(stalled[0].state, "running");
     }
 
     #[test]

@@ -49,10 +49,19 @@ impl Token {
     /// The token in the state folder `state`, made if the file is absent. A file others can
     /// read, or one that is not 64 hex digits, is refused.
     pub fn load_or_create(state: &Path) -> Result<Token, String> {
+        match Token::load(state)? {
+            Some(token) => Ok(token),
+            None => Token::create(&state.join(TOKEN_FILE)),
+        }
+    }
+
+    /// The token in the state folder `state`, if it has one (nothing is written). A file
+    /// others can read, or one that is not 64 hex digits, is refused.
+    pub fn load(state: &Path) -> Result<Option<Token>, String> {
         let path = state.join(TOKEN_FILE);
         match Token::read(&path) {
-            Ok(token) => Ok(token),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Token::create(&path),
+            Ok(token) => Ok(Some(token)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }

@@ -120,7 +120,7 @@ function renderFolder(f) {
       h("td", { class: "mono", text: t.path }),
       h("td", {}, h("progress", { max: Math.max(t.size, 1), value: t.bytes_done })),
       h("td", { class: "num", text: `${bytes(t.bytes_done)} / ${bytes(t.size)}` }),
-      h("td", { class: "num rate", text: t.rate ? bytes(t.rate) + "/s" : "…" }),
+      h("td", { class: "num rate", text: t.rate === null ? "…" : t.rate === 0 ? "stalled" : bytes(t.rate) + "/s" }),
       h("td", { class: "num eta", text: t.eta_s === null ? "—" : duration(t.eta_s * 1000) }))) :
       h("tr", {}, h("td", { colspan: 5, class: "empty", text: "no transfer in progress" }))));
   const errors = h("table", { class: "errors" },
