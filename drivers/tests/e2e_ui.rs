@@ -480,8 +480,11 @@ fn the_page_follows_three_nodes_live_and_its_buttons_act() {
             .is_some(),
         "doc.txt's state is conflict"
     );
-    assert_eq!(read(&da.join("doc.txt")), b"c's edit, the later one\n");
-    assert_eq!(read(&da.join(&copy)), b"a's edit\n");
+    // The later edit (c's) wins; a's is its copy (the winner may still be landing).
+    wait_until("a holds c's edit and a's as the copy", || {
+        read(&da.join("doc.txt")) == b"c's edit, the later one\n"
+            && read(&da.join(&copy)) == b"a's edit\n"
+    });
     shoot(&browser, "folder-conflict", "#folder");
     // Keep a's edit (the copy) from the page.
     click(

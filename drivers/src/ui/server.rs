@@ -266,6 +266,8 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     };
     let out = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
+        // Fixed lowercase names and visible ASCII values, which `insert` and `from_static`
+        // accept (a unit test checks each).
         out.insert(name, HeaderValue::from_static(value));
     }
     response
@@ -450,5 +452,33 @@ impl AsyncWrite for LimitedStream {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_headers_are_valid_and_the_page_has_its_csrf_slot() {
+        // `HeaderValue::from_static` panics on a bad value: these are checked here once.
+        for (name, value) in SECURITY_HEADERS {
+            // `insert` takes a `&'static str` name as `from_static` does: lowercase only.
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{name}"
+            );
+            assert!(
+                header::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                "{name}"
+            );
+            assert!(HeaderValue::from_str(value).is_ok(), "{name}: {value}");
+        }
+        assert_eq!(INDEX_HTML.matches(CSRF_SLOT).count(), 1);
+        // Nothing is loaded from elsewhere: no absolute URL in the page or its script.
+        for asset in [INDEX_HTML, APP_JS, STYLE_CSS] {
+            assert!(!asset.contains("http://") && !asset.contains("https://"));
+            assert!(!asset.contains("//cdn") && !asset.contains("@import"));
+        }
     }
 }
