@@ -914,3 +914,39 @@ fn a_page_other_machines_can_reach_needs_its_flag_and_warns() {
         node.log_text().contains("reachable from other machines")
     });
 }
+
+#[test]
+fn a_detached_node_prints_its_page_line_after_its_own() {
+    let (dir, net) = scratch("ui-detach");
+    let state = dir.path().join("s");
+    let s = state.display().to_string();
+    let out = run(&[
+        "node",
+        "--name",
+        &net,
+        "--state",
+        &s,
+        "--listen",
+        "127.0.0.1:0",
+        "--ui",
+        "127.0.0.1:0",
+        "--detach",
+    ]);
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("weft node "), "{text}");
+    let page = Page::of(lines[1]);
+    let answer = http(
+        page.port,
+        "GET",
+        &format!("/?token={}", page.token),
+        &[],
+        "",
+    );
+    assert_eq!(answer.status, 303);
+    let stop = run(&["shutdown", "--name", &net, "--state", &s]);
+    ok(&stop);
+    // The page went with its node.
+    assert!(TcpStream::connect(("127.0.0.1", page.port)).is_err());
+}
