@@ -14,7 +14,7 @@ use weft_engine::run::{ProcessResult, RunEventKind};
 use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
 
 use crate::report::{
-    DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
+    DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport, ThroughputSample,
 };
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
@@ -200,6 +200,9 @@ pub(crate) enum Request {
     },
     Stats {
         reply: Sender<StatsReport>,
+    },
+    Throughput {
+        reply: Sender<Vec<ThroughputSample>>,
     },
     TableWrite {
         key: Vec<u8>,
@@ -533,6 +536,13 @@ impl Handle {
     pub fn stats(&self) -> Result<StatsReport, HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::Stats { reply })?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// The node's byte totals sampled once a second over the last ten minutes, oldest first.
+    pub fn throughput(&self) -> Result<Vec<ThroughputSample>, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Request::Throughput { reply })?;
         answer.recv().map_err(|_| HandleError::Stopped)
     }
 

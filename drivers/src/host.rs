@@ -38,6 +38,7 @@ use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEvent, RunE
 
 mod drops;
 mod sync;
+mod throughput;
 
 pub(crate) use drops::DROP_PUBLISH_SCAN_TIMEOUT;
 
@@ -195,6 +196,8 @@ pub(crate) struct Host {
     drop_folders: std::collections::BTreeMap<FolderId, drops::DropFolder>,
     /// Drop publishes waiting for their folder's scan.
     publishes_waiting: Vec<drops::PublishWaiting>,
+    /// The byte counters sampled once a second, for the web page's chart.
+    throughput: throughput::Throughput,
 }
 
 impl Host {
@@ -238,6 +241,7 @@ impl Host {
             run_folders: std::collections::BTreeSet::new(),
             drop_folders: std::collections::BTreeMap::new(),
             publishes_waiting: Vec::new(),
+            throughput: throughput::Throughput::default(),
         }
     }
 
@@ -397,11 +401,17 @@ impl Host {
                 self.feed(Input::WallClock { unix_ms });
             }
         }
+        if now >= self.throughput.due() {
+            let session = self.node.metrics().session;
+            let (bytes_in, bytes_out) = (session.bytes_received, session.bytes_sent);
+            self.throughput
+                .on_timer(now, clock::unix_ms(), bytes_in, bytes_out);
+        }
     }
 
     /// When the loop must call [`Host::on_timer`] (or end) at the latest.
     pub(crate) fn deadline(&self) -> Instant {
-        let mut at = self.next_wall_clock;
+        let mut at = self.next_wall_clock.min(self.throughput.due());
         if let Some(t) = self.node.poll_timeout() {
             at = at.min(t);
         }
@@ -583,6 +593,9 @@ impl Host {
             }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats(unwritten));
+            }
+            Request::Throughput { reply } => {
+                let _ = reply.send(self.throughput.report());
             }
             Request::TableWrite { key, op, reply } => match self.table_write(key, op) {
                 // A node with a state folder answers once the write is stored; one without

@@ -39,6 +39,8 @@ pub mod state;
 pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;
+#[cfg(feature = "ui")]
+pub mod ui;
 
 pub use handle::{
     Backlog, Delivery, DropAnswer, DropOp, Handle, HandleError, RunSession, Subscription, TableOp,

@@ -328,6 +328,20 @@ pub struct StatsReport {
     pub listener_drops: u64,
 }
 
+/// The node's byte totals at one moment; the web page's throughput chart subtracts
+/// neighbouring samples (one a second, the last ten minutes kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputSample {
+    /// Milliseconds since the driver started.
+    pub uptime_ms: u64,
+    /// The same moment in Unix milliseconds, if the calendar clock could be read.
+    pub unix_ms: Option<u64>,
+    /// Bytes received from any connection so far.
+    pub bytes_in: u64,
+    /// Bytes handed to the driver so far.
+    pub bytes_out: u64,
+}
+
 /// One set table key, as `weft table get/list --json` print it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntryReport {

@@ -69,6 +69,9 @@ enum Cmd {
     /// Run a program on a peer (started with --allow-run) and stream its output back live;
     /// exits with its status (255: weft's own error).
     Run(cli::RunArgs),
+    /// Serve the running node's web page (live status, hosts, folder, drops, table) on
+    /// 127.0.0.1 until SIGINT/SIGTERM; prints the URL to open, with its token.
+    Ui(cli::UiArgs),
     /// Drops: folders only their owners may change (create, publish, subscribe, owners,
     /// status).
     Drop(cli::DropArgs),
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::Delete(args) => cli::delete(args),
         Cmd::Run(args) => cli::run(args),
         Cmd::Drop(args) => cli::drop_command(args),
+        Cmd::Ui(args) => cli::ui(args),
         Cmd::Conform(args) => weft_drivers::conform::conform(args),
         Cmd::Completions(args) => cli::completions(args, &mut Cli::command()),
     }

@@ -41,13 +41,14 @@ pub(super) fn detach(args: &NodeArgs) -> ExitCode {
 /// Starts `weft node --name NET --state DIR` in the background for a command that set the
 /// node up first (`weft create`, `weft join`): every setting comes from the config file.
 pub(super) fn detach_node(args: &NodeArgs, network: &str, state: &Path) -> ExitCode {
-    let argv = vec![
+    let mut argv = vec![
         OsString::from("node"),
         OsString::from("--name"),
         OsString::from(network),
         OsString::from("--state"),
         state.as_os_str().to_owned(),
     ];
+    argv.extend(args.ui.to_args().into_iter().map(OsString::from));
     detach_with(args, argv)
 }
 
@@ -58,7 +59,7 @@ fn detach_with(args: &NodeArgs, argv: Vec<OsString>) -> ExitCode {
         Ok((path, _, _)) => path,
         Err(code) => return code,
     };
-    match start(&path, argv) {
+    match start(&path, argv, args.ui.ui.is_some()) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -67,8 +68,9 @@ fn detach_with(args: &NodeArgs, argv: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// Starts the node of the state folder `path` in the background; the line to print.
-fn start(path: &Path, argv: Vec<OsString>) -> Result<String, String> {
+/// Starts the node of the state folder `path` in the background; the line to print (and
+/// with `page`, the page's line after it).
+fn start(path: &Path, argv: Vec<OsString>, page: bool) -> Result<String, String> {
     let created = !state::folder_exists(path).map_err(|e| e.to_string())?;
     let socket = state::socket_path(path);
     if !created && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -78,7 +80,13 @@ fn start(path: &Path, argv: Vec<OsString>) -> Result<String, String> {
         ));
     }
     let started = spawn(path, argv);
-    let outcome = started.and_then(|(child, log, offset)| wait(child, &socket, &log, offset));
+    let outcome = started.and_then(|(child, log, offset)| {
+        let line = wait(child, &socket, &log, offset)?;
+        if !page {
+            return Ok(line);
+        }
+        Ok(format!("{line}\n{}", page_line(&log, offset)?))
+    });
     if outcome.is_err() && created {
         let _ = fs::remove_dir_all(path);
     }
@@ -152,6 +160,30 @@ fn wait(
             return Err(format!(
                 "the node did not answer within {} s; stopped it (see {})",
                 START_WAIT.as_secs(),
+                log.display()
+            ));
+        }
+        std::thread::sleep(START_POLL);
+    }
+}
+
+/// The page's line (`weft ui: URL`) the node writes to the log after `offset`, right after
+/// it answers; waited for up to [`START_WAIT`].
+fn page_line(log: &Path, offset: u64) -> Result<String, String> {
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        let mut text = String::new();
+        if let Ok(mut file) = fs::File::open(log) {
+            if file.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = file.read_to_string(&mut text);
+            }
+        }
+        if let Some(line) = text.lines().find(|l| l.starts_with("weft ui: ")) {
+            return Ok(line.to_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the node answers but its web page did not start; see {}",
                 log.display()
             ));
         }

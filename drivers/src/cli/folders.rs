@@ -17,7 +17,7 @@ use weft_engine::protocol::FolderId;
 
 use super::config::{self, CONFIG_FILE};
 use super::node::{node, NodeArgs};
-use super::{fail, socket_addr, usage, Driver, NetArgs};
+use super::{fail, socket_addr, usage, Driver, NetArgs, UiFlags};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::folder::disk::Disk;
 use crate::report::FolderReport;
@@ -38,6 +38,8 @@ pub struct CreateArgs {
     /// saved for `weft start`].
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ui: UiFlags,
     /// Run in the background (see `weft node --detach`).
     #[arg(long)]
     detach: bool,
@@ -61,6 +63,8 @@ pub struct JoinArgs {
     /// reaches the peer, saved for `weft start`].
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ui: UiFlags,
     /// Run in the background (see `weft node --detach`).
     #[arg(long)]
     detach: bool,
@@ -71,6 +75,8 @@ pub struct JoinArgs {
 pub struct StartArgs {
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    ui: UiFlags,
     /// Run in the background (see `weft node --detach`).
     #[arg(long)]
     detach: bool,
@@ -78,6 +84,9 @@ pub struct StartArgs {
 
 /// Runs `weft create`.
 pub fn create(args: CreateArgs) -> ExitCode {
+    if let Err(e) = args.ui.check() {
+        return usage(e);
+    }
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let set_up = || -> Result<(PathBuf, PathBuf), (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
@@ -92,7 +101,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
         Ok((state, dir))
     };
     match set_up() {
-        Ok((state, _)) => run(args.net, &state, args.detach),
+        Ok((state, _)) => run(args.net, &state, args.detach, args.ui),
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
     }
@@ -100,6 +109,9 @@ pub fn create(args: CreateArgs) -> ExitCode {
 
 /// Runs `weft join`.
 pub fn join(args: JoinArgs) -> ExitCode {
+    if let Err(e) = args.ui.check() {
+        return usage(e);
+    }
     let set_up = || -> Result<PathBuf, String> {
         let state = args.net.state_path()?;
         refuse_member(&state)?;
@@ -115,19 +127,22 @@ pub fn join(args: JoinArgs) -> ExitCode {
         Ok(state)
     };
     match set_up() {
-        Ok(state) => run(args.net, &state, args.detach),
+        Ok(state) => run(args.net, &state, args.detach, args.ui),
         Err(e) => fail(e),
     }
 }
 
 /// Runs `weft start`.
 pub fn start(args: StartArgs) -> ExitCode {
+    if let Err(e) = args.ui.check() {
+        return usage(e);
+    }
     let state = match args.net.state_path() {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
     match config::load(&state) {
-        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach),
+        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach, args.ui),
         Ok(_) => fail(format!(
             "this machine does not belong to network {} (no shared folder in {}): use weft create or weft join",
             args.net.name,
@@ -137,12 +152,13 @@ pub fn start(args: StartArgs) -> ExitCode {
     }
 }
 
-/// Runs the node of `net` as `weft node` would.
-fn run(net: NetArgs, state: &Path, detach: bool) -> ExitCode {
+/// Runs the node of `net` as `weft node` would (with its web page if `ui` asks).
+fn run(net: NetArgs, state: &Path, detach: bool, ui: UiFlags) -> ExitCode {
     let name = net.name.clone();
     let mut net = net;
     net.state = Some(state.to_owned());
-    let args = NodeArgs::of(net, detach);
+    let mut args = NodeArgs::of(net, detach);
+    args.ui = ui;
     if detach {
         return super::detach::detach_node(&args, &name, state);
     }

@@ -19,6 +19,7 @@ mod query;
 mod run;
 pub mod secret;
 mod table;
+pub mod ui;
 mod when;
 
 use std::io::Write;
@@ -41,6 +42,7 @@ pub use node::{node, tracker, Driver, NodeArgs, NodeSettings, TrackerArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use run::{run, RunArgs};
 pub use table::{table, TableArgs};
+pub use ui::{ui, UiArgs, UiFlags};
 
 use crate::state;
 

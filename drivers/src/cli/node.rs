@@ -120,8 +120,11 @@ pub struct NodeArgs {
     /// with --allow-run (repeatable; replaces the config's list) [config: allow_run_from].
     #[arg(long = "allow-run-from", value_name = "NODE", value_parser = super::node_id)]
     allow_run_from: Vec<weft_engine::NodeId>,
+    #[command(flatten)]
+    pub(super) ui: super::UiFlags,
     /// Run in the background: start the node, wait until it answers, print its id and
-    /// address, and return (its log goes to `<state folder>/node.log`).
+    /// address (and with --ui, the page's URL), and return (its log goes to
+    /// `<state folder>/node.log`).
     #[arg(long)]
     pub(super) detach: bool,
     /// Set by `--detach` on the node it starts: begin a new session.
@@ -175,6 +178,7 @@ impl NodeArgs {
             secret_file: None,
             allow_run: None,
             allow_run_from: Vec::new(),
+            ui: super::UiFlags::default(),
             detach,
             background_child: false,
         }
@@ -269,6 +273,9 @@ pub(super) fn settings_of(
 /// Runs `weft node`: exit 130 after SIGINT, 143 after SIGTERM, 0 after `weft shutdown`, 1 on
 /// an error, 2 on bad arguments or config.
 pub fn node(args: NodeArgs) -> ExitCode {
+    if let Err(e) = args.ui.check() {
+        return usage(e);
+    }
     if args.detach {
         return super::detach::detach(&args);
     }
@@ -281,7 +288,7 @@ pub fn node(args: NodeArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match run(&args.net.name, &path, settings, network_key) {
+    match run(&args.net.name, &path, settings, network_key, &args.ui) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => fail(e),
     }
@@ -329,7 +336,13 @@ pub fn tracker(args: TrackerArgs) -> ExitCode {
     settings.folder = None;
     settings.run = weft_engine::RunConfig::default();
     tracing::info!("a tracker: bootstrap and Chord ring member, no shared folder, no runs");
-    match run(&node_args.net.name, &path, settings, network_key) {
+    match run(
+        &node_args.net.name,
+        &path,
+        settings,
+        network_key,
+        &node_args.ui,
+    ) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => fail(e),
     }
@@ -415,6 +428,7 @@ fn run(
     path: &Path,
     settings: NodeSettings,
     network_key: NetworkKey,
+    ui: &super::UiFlags,
 ) -> Result<Exit, String> {
     let start = Start::read(path)?;
     let mut config = Config::new(network.to_owned(), start.key);
@@ -436,6 +450,8 @@ fn run(
     if let Some(announce) = &settings.announce {
         setup.config.listen_addr = Some(announce.clone());
     }
+    // The page's port is taken before anything is written, so a busy one changes nothing.
+    let page = super::ui::bind_for_node(ui, path)?;
     // Everything that can fail has been checked: from here on the start writes.
     let (state, store) = start.write()?;
     if settings.unsigned_broadcasts {
@@ -454,9 +470,9 @@ fn run(
     }
     match settings.driver {
         #[cfg(feature = "mio")]
-        Driver::Mio => run_mio(setup, &state, settings.limits),
+        Driver::Mio => run_mio(setup, &state, settings.limits, page),
         #[cfg(feature = "tokio")]
-        Driver::Tokio => run_tokio(setup, &state, settings.limits),
+        Driver::Tokio => run_tokio(setup, &state, settings.limits, page),
     }
 }
 
@@ -498,17 +514,28 @@ fn serve(
 }
 
 #[cfg(feature = "mio")]
-fn run_mio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Exit, String> {
+fn run_mio(
+    setup: Setup,
+    state: &StateDir,
+    limits: ControlLimits,
+    page: super::ui::PageBinding,
+) -> Result<Exit, String> {
     use crate::mio_driver::MioDriver;
     let announcement = announcement(&setup, state.path(), "mio");
     let (driver, handle) = MioDriver::new(setup).map_err(|e| format!("mio driver: {e}"))?;
     let _server = serve(state, handle, limits)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
+    let _page = super::ui::serve_for_node(page, state.path())?;
     driver.run().map_err(|e| format!("mio driver: {e}"))
 }
 
 #[cfg(feature = "tokio")]
-fn run_tokio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Exit, String> {
+fn run_tokio(
+    setup: Setup,
+    state: &StateDir,
+    limits: ControlLimits,
+    page: super::ui::PageBinding,
+) -> Result<Exit, String> {
     use crate::tokio_driver::TokioDriver;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -519,6 +546,7 @@ fn run_tokio(setup: Setup, state: &StateDir, limits: ControlLimits) -> Result<Ex
     let (driver, handle) = TokioDriver::new(setup).map_err(|e| format!("tokio driver: {e}"))?;
     let _server = serve(state, handle, limits)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
+    let _page = super::ui::serve_for_node(page, state.path())?;
     // The node is the runtime's only task: run it on this thread.
     runtime
         .block_on(driver.run())

@@ -47,6 +47,8 @@
 //! {"op":"drop_owners","drop":"<64 hex>","node":"<64 hex>","add":true}
 //!                                   ->  {"reply":"drop_published","data":DropPublishedReport}
 //! {"op":"drop_status"}              ->  {"reply":"drops","data":[DropReport, ...]}
+//! {"op":"throughput"}               ->  {"reply":"throughput","data":[ThroughputSample, ...]}
+//!                                       (one a second, the last ten minutes, oldest first)
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
 //! ```
 //! One request per connection; the node closes it after the reply (`listen`: when the node
@@ -65,6 +67,7 @@ use std::time::Duration;
 use crate::handle::Backlog;
 use crate::report::{
     DeliveryReport, DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport,
+    ThroughputSample,
 };
 
 pub use client::{
@@ -255,6 +258,8 @@ pub enum ControlRequest {
     },
     /// Every drop the node holds.
     DropStatus,
+    /// The node's byte totals sampled once a second over the last ten minutes.
+    Throughput,
 }
 
 /// What the node answers.
@@ -325,6 +330,8 @@ pub enum ControlReply {
     DropPublished(DropPublishedReport),
     /// The answer to `drop_status`.
     Drops(Vec<DropReport>),
+    /// The answer to `throughput`, oldest first.
+    Throughput(Vec<ThroughputSample>),
     /// The request failed.
     Error(String),
 }

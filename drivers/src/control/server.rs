@@ -395,6 +395,9 @@ fn serve_client(
             })
         }),
         ControlRequest::DropStatus => drop_reply(handle, || Ok(DropOp::Status)),
+        ControlRequest::Throughput => handle
+            .throughput()
+            .map_or_else(refused, ControlReply::Throughput),
     };
     write_reply(&mut stream, &reply)
 }

@@ -196,6 +196,19 @@ impl NodeProc {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> NodeProc {
+        NodeProc::start_args_lines(net, state, log, args, envs, 0).0
+    }
+
+    /// [`NodeProc::start_args`], also waiting for the `more` lines the node prints after the
+    /// one that says where it listens (the web page's `weft ui: URL`), and returning them.
+    pub fn start_args_lines(
+        net: &str,
+        state: PathBuf,
+        log: PathBuf,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        more: usize,
+    ) -> (NodeProc, Vec<String>) {
         let mut cmd = weft();
         cmd.args(args);
         for (k, v) in envs {
@@ -228,13 +241,22 @@ impl NodeProc {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        NodeProc {
+        let lines = (0..more)
+            .map(|_| {
+                rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("{} printed no more lines after {line:?}", state.display())
+                })
+            })
+            .collect();
+        let node = NodeProc {
             child,
             net: net.to_owned(),
             state,
             addr,
             log,
-        }
+        };
+        (node, lines)
     }
 
     fn net_args(&self) -> Vec<String> {

@@ -1,0 +1,484 @@
+//! The HTTP side: the routes, the guard every request passes ([`super::auth`]), and the
+//! thread with its own tokio runtime that serves them, whatever driver runs the node.
+//!
+//! ```text
+//! GET  /             the page (with ?token=…: sets the cookie, redirects to /)
+//! GET  /app.js       its script          GET /style.css   its style sheet
+//! GET  /api/state    a snapshot of the node (JSON, `api::UiState`)
+//! GET  /api/events   server-sent events: `state`, a snapshot, whenever a new one is taken
+//! POST /api/action   an `api::Action` (JSON) -> `api::ActionOutcome` (JSON)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::api::{self, Action, ActionOutcome, Gatherer};
+use super::auth::{self, Token};
+use super::events::{self, Feed};
+
+/// The page, its script and its style, built into the binary.
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// Where the page's CSRF value goes in `index.html`.
+const CSRF_SLOT: &str = "{{CSRF}}";
+
+/// The most connections served at once; more wait to be accepted.
+pub const CONNECTIONS_MAX: usize = 32;
+
+/// The largest request body read, bytes (an action is a few paths).
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// The most actions carried out at once; more are answered 503.
+pub const ACTIONS_MAX: usize = 4;
+
+/// Headers on every answer: no framing, no sniffing, nothing cached, no referrer (the first
+/// URL carries the token), and only this server's own script and style.
+const SECURITY_HEADERS: [(&str, &str); 6] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+         img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+/// What every handler shares.
+struct Shared {
+    token: Token,
+    port: u16,
+    socket: PathBuf,
+    gatherer: Arc<Mutex<Gatherer>>,
+    feed: Feed,
+    actions: Arc<Semaphore>,
+}
+
+/// A running page server; dropping it stops it.
+#[derive(Debug)]
+pub struct UiServer {
+    addr: SocketAddr,
+    url: String,
+    stop: watch::Sender<bool>,
+}
+
+impl UiServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL to open, with the token.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for UiServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// The page's listening socket, bound and not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    /// Binds `listen` (port 0: a free one).
+    pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| format!("web page: cannot listen on {listen}: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("web page: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("web page: {e}"))?;
+        Ok(Bound { listener, addr })
+    }
+
+    /// Serves the page of the node whose control socket is `socket`, with `token`, on a
+    /// thread of its own with its own tokio runtime.
+    pub fn serve(self, token: Token, socket: PathBuf) -> Result<UiServer, String> {
+        start(self.listener, self.addr, token, socket)
+    }
+}
+
+fn start(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    token: Token,
+    socket: PathBuf,
+) -> Result<UiServer, String> {
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let url = format!("http://{host}/?token={}", token.hex());
+    let (stop, stopped) = watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(CONNECTIONS_MAX)
+        .thread_name("weft-ui-blocking")
+        .build()
+        .map_err(|e| format!("web page: tokio runtime: {e}"))?;
+    // Not joined: a stopped server ends its connections gracefully on its own, and a
+    // process that exits takes the thread with it.
+    std::thread::Builder::new()
+        .name("weft-ui".into())
+        .spawn(move || runtime.block_on(serve(listener, token, socket, stopped)))
+        .map_err(|e| format!("web page: cannot start its thread: {e}"))?;
+    Ok(UiServer { addr, url, stop })
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    token: Token,
+    socket: PathBuf,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("web page: {e}");
+            return;
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let gatherer = Arc::new(Mutex::new(Gatherer::new(socket.clone())));
+    let feed = Feed::start(Arc::clone(&gatherer), stopped.clone());
+    let shared = Arc::new(Shared {
+        token,
+        port,
+        socket,
+        gatherer,
+        feed,
+        actions: Arc::new(Semaphore::new(ACTIONS_MAX)),
+    });
+    let app = router(shared);
+    let limited = Limited {
+        inner: listener,
+        slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+    };
+    let shutdown = async move {
+        while !*stopped.borrow_and_update() {
+            if stopped.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(limited, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("web page: {e}");
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/style.css", get(style_css))
+        .route("/api/state", get(state))
+        .route("/api/events", get(events))
+        .route("/api/action", post(action))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(shared)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn forbidden(why: &str) -> Response {
+    let body = format!(
+        "403 Forbidden: {why}.\nOpen the address weft printed (it carries ?token=…); the token is in the node's state folder, file {}.\n",
+        auth::TOKEN_FILE
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Every request: our own Host, the token, and for a POST the CSRF header and our Origin.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = header(headers, "host").unwrap_or_default();
+    let refusal = if !auth::host_allowed(host, shared.port) {
+        Some("foreign Host header")
+    } else {
+        let cookies = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let given = auth::token_given(
+            request.uri().query(),
+            cookies,
+            header(headers, "authorization"),
+            shared.port,
+        );
+        if !given.is_some_and(|t| shared.token.matches(t)) {
+            Some("no valid token")
+        } else if request.method() != Method::GET && request.method() != Method::HEAD {
+            auth::cross_site(
+                &shared.token,
+                header(headers, auth::CSRF_HEADER),
+                header(headers, "origin"),
+                header(headers, "sec-fetch-site"),
+                host,
+            )
+        } else {
+            None
+        }
+    };
+    let mut response = match refusal {
+        Some(why) => forbidden(why),
+        None => next.run(request).await,
+    };
+    let out = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        // Fixed lowercase names and visible ASCII values, which `insert` and `from_static`
+        // accept (a unit test checks each).
+        out.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The page; with `?token=…` (already checked), the cookie and a redirect to `/`, so the
+/// token leaves the address bar and the history.
+async fn index(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if request.uri().query().and_then(auth::query_token).is_some() {
+        let cookie = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict",
+            auth::cookie_name(shared.port),
+            shared.token.hex()
+        );
+        let Ok(cookie) = HeaderValue::from_str(&cookie) else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        return Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, "/")
+            .header(header::SET_COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    let page = INDEX_HTML.replace(CSRF_SLOT, &shared.token.csrf());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+        .into_response()
+}
+
+async fn style_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 Not Found\n").into_response()
+}
+
+/// A snapshot, taken now.
+async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    let gatherer = Arc::clone(&shared.gatherer);
+    match tokio::task::spawn_blocking(move || events::snapshot_json(&gatherer)).await {
+        Ok(json) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json.to_string(),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The live feed.
+async fn events(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.feed.stream(Arc::clone(&shared.gatherer)) {
+        Some(sse) => sse.into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("503: {} pages already listen\n", events::STREAMS_MAX),
+        )
+            .into_response(),
+    }
+}
+
+/// A button's request, carried out through the control socket.
+async fn action(State(shared): State<Arc<Shared>>, Json(action): Json<Action>) -> Response {
+    let Ok(permit) = Arc::clone(&shared.actions).try_acquire_owned() else {
+        let busy = ActionOutcome {
+            ok: false,
+            message: format!("busy: {} actions under way", ACTIONS_MAX),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(busy)).into_response();
+    };
+    let socket = shared.socket.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let outcome = api::act(&socket, action);
+        drop(permit);
+        outcome
+    })
+    .await;
+    match done {
+        Ok(outcome) if outcome.ok => Json(outcome).into_response(),
+        Ok(outcome) => (StatusCode::UNPROCESSABLE_ENTITY, Json(outcome)).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The TCP listener with a bound on connections served at once: a connection holds a slot
+/// until it closes, and accepting waits for a free one.
+struct Limited {
+    inner: tokio::net::TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+/// How long accepting pauses after an error (out of descriptors, say).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        LimitedStream {
+                            stream,
+                            _slot: slot,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!("web page: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> tokio::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A served connection and the slot it holds.
+struct LimitedStream {
+    stream: tokio::net::TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_headers_are_valid_and_the_page_has_its_csrf_slot() {
+        // `HeaderValue::from_static` panics on a bad value: these are checked here once.
+        for (name, value) in SECURITY_HEADERS {
+            // `insert` takes a `&'static str` name as `from_static` does: lowercase only.
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{name}"
+            );
+            assert!(
+                header::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                "{name}"
+            );
+            assert!(HeaderValue::from_str(value).is_ok(), "{name}: {value}");
+        }
+        assert_eq!(INDEX_HTML.matches(CSRF_SLOT).count(), 1);
+        // Nothing is loaded from elsewhere: no absolute URL in the page or its script.
+        for asset in [INDEX_HTML, APP_JS, STYLE_CSS] {
+            assert!(!asset.contains("http://") && !asset.contains("https://"));
+            assert!(!asset.contains("//cdn") && !asset.contains("@import"));
+        }
+    }
+}
