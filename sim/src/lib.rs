@@ -29,6 +29,7 @@ pub mod replica_net;
 pub mod rng;
 pub mod scenario;
 pub mod sweep;
+pub mod tamper;
 pub mod topology;
 pub mod trace;
 pub mod tracker;

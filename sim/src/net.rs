@@ -42,6 +42,10 @@ pub struct Net {
     pub stalled: Vec<(usize, ConnId)>,
     /// Nodes that neither send nor receive (paused).
     pub paused: Vec<usize>,
+    /// Nodes whose HEREIS frames get one data byte flipped on the wire: a peer serving other
+    /// bytes than the hashes it announced (an honest node checks what it reads before it
+    /// serves it, so only a lying one does). Plaintext nodes only.
+    pub tamper_blocks_from: Vec<usize>,
     /// Whether to answer every Transmit with Writable (a driver whose writes always succeed).
     pub auto_writable: bool,
     /// Chunk size used to split deliveries (exercises the decoder).
@@ -116,6 +120,7 @@ impl Net {
             retired: ByProtocol::default(),
             stalled: Vec::new(),
             paused: Vec::new(),
+            tamper_blocks_from: Vec::new(),
             auto_writable: true,
             chunk: usize::MAX,
             decoders: BTreeMap::new(),
@@ -242,7 +247,11 @@ impl Net {
                     if self.paused.contains(&j) {
                         return;
                     }
-                    let mut rest = bytes;
+                    let mut rest = if self.tamper_blocks_from.contains(&i) {
+                        crate::tamper::blocks(bytes).0
+                    } else {
+                        bytes
+                    };
                     while !rest.is_empty() {
                         let piece = rest.split_to(rest.len().min(self.chunk));
                         self.queue.push_back((

@@ -325,6 +325,8 @@ pub struct WorldStats {
     pub table_catchup_bytes: u64,
     /// What full resends would have cost instead (node counters, likewise).
     pub table_full_resend_bytes: u64,
+    /// HEREIS frames changed on the wire ([`World::tamper_blocks_from`]).
+    pub blocks_tampered: u64,
 }
 
 /// Everything a world is built from.
@@ -394,6 +396,9 @@ pub struct World {
     /// at half a window (bulk data, the drops scenario, needs it; the other scenarios' traces
     /// stay as they were).
     pub writable_on_drain: bool,
+    /// A node whose blocks are changed on the wire (a lying peer, [`crate::tamper::blocks`]):
+    /// plaintext links only.
+    pub tamper_blocks_from: Option<u32>,
     /// Every drops event, by node, in order.
     pub drop_events: Vec<(u32, weft_engine::drops::DropsEvent)>,
     /// The result of every `Event::Chord`, by (node, request id); the first one kept.
@@ -548,6 +553,7 @@ impl World {
             chord_results: BTreeMap::new(),
             drop_events: Vec::new(),
             writable_on_drain: false,
+            tamper_blocks_from: None,
             crashed: FloodCounters::default(),
             #[cfg(test)]
             synthetic: BTreeMap::new(),
@@ -1322,6 +1328,13 @@ impl World {
         if !self.links[link_id as usize].is_open(side) {
             return;
         }
+        let bytes = if self.tamper_blocks_from == Some(i) {
+            let (bytes, changed) = crate::tamper::blocks(bytes);
+            self.stats.blocks_tampered += changed;
+            bytes
+        } else {
+            bytes
+        };
         let len = bytes.len();
         self.stats.bytes += len as u64;
         let lat = self.latency();

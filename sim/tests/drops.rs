@@ -1,13 +1,15 @@
 //! Drops (SPEC.md §24) between real nodes in the in-process network, their folders kept in
 //! memory by the simulated disks: publishing, pushes to subscribers, the secondary-owner
-//! path, read-only subscriber copies, and a restart.
+//! path, read-only subscriber copies, blocks that do not match the signed hashes, and a
+//! restart.
 
 use weft_engine::drops::{DropsCommand, DropsEvent, DropsEventKind};
 use weft_engine::protocol::{DropId, PublicKey};
 use weft_engine::replicate::ReplicaEvent;
+use weft_engine::Config;
 use weft_engine::{Command, Duration, Event, Identity, ReplicateCommand, ReplicateEvent};
 use weft_sim::folder::FsNode;
-use weft_sim::net::{config, Net};
+use weft_sim::net::{config, plaintext_config, Net};
 
 fn public_key(net: &Net, i: usize) -> PublicKey {
     Identity::from_secret(&net.nodes[i].config().secret_key).public_key()
@@ -212,4 +214,67 @@ fn the_drops_scenario_lands_nothing_forged_and_converges() {
     // The same seed, the same run.
     let again = run(&DropsParams::new(6, 1, FaultMode::Swarm));
     assert_eq!(report.header.digest, again.header.digest);
+}
+
+/// A holder that serves other bytes than its signed list says lands nothing at a subscriber
+/// that can reach only it: the versions and the list it serves verify, its blocks do not, and
+/// are thrown away. Once the owner is reachable the right bytes land. (Plaintext links: the
+/// test network flips a byte of every block node 1 sends.)
+#[test]
+fn blocks_that_do_not_match_the_signed_hashes_never_land() {
+    let configs: Vec<Config> = (1..=3)
+        .map(|seed| {
+            let mut c = plaintext_config(seed);
+            c.discovery = false;
+            c
+        })
+        .collect();
+    let mut net = Net::with_configs(configs);
+    net.join(&[(0, 1)]);
+    settle(&mut net);
+    net.command(0, Command::Drops(DropsCommand::Create));
+    let drop = net
+        .events
+        .iter()
+        .find_map(|(n, e)| match e {
+            Event::Drops(DropsEvent {
+                drop,
+                kind: DropsEventKind::Created,
+            }) if *n == 0 => Some(*drop),
+            _ => None,
+        })
+        .expect("node 0 created a drop");
+    // Incompressible (xorshift), so its blocks go as they are, never lz4-compressed.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    write(&mut net, 0, drop, "big", &big);
+    settle(&mut net);
+    publish(&mut net, 0, drop, None);
+    net.command(1, Command::Drops(DropsCommand::Subscribe { drop }));
+    settle(&mut net);
+    assert_eq!(data(&net, 1, drop, "big").as_deref(), Some(&big[..]));
+    let v1 = net.nodes[0].drop_shown(&drop).expect("node 0 shows v1");
+    // Node 1 lies about every block from now on; node 2 can reach only node 1.
+    net.tamper_blocks_from = vec![1];
+    net.join(&[(1, 2)]);
+    net.command(2, Command::Drops(DropsCommand::Subscribe { drop }));
+    settle(&mut net);
+    assert_eq!(net.nodes[2].drop_shown(&drop), Some(v1));
+    assert_eq!(data(&net, 2, drop, "big"), None, "no rotten bytes landed");
+    let corrupt = net.nodes[2]
+        .replica(&drop.folder_id())
+        .map(|r| r.metrics().blocks_corrupt)
+        .unwrap_or(0);
+    assert!(corrupt > 0, "node 2 threw away rotten blocks");
+    net.join(&[(0, 2)]);
+    settle(&mut net);
+    assert_eq!(data(&net, 2, drop, "big").as_deref(), Some(&big[..]));
+    net.nodes[2].check_invariants().expect("invariants");
 }

@@ -729,6 +729,17 @@ impl Replica {
         r: Record,
         moved_from: Option<(String, Version)>,
     ) {
+        // A read-only copy takes only what its version holds, also when a record comes
+        // again (deferred, or an overtaken apply's origin) after the gate moved on.
+        if self
+            .config
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.read_only && !g.holds(&r))
+        {
+            self.metrics.records_gated += 1;
+            return;
+        }
         let path = r.entry.path.clone();
         if self.is_busy(&path) {
             if let Some(a) = self.applies.get_mut(&path) {

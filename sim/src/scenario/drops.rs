@@ -98,6 +98,9 @@ pub struct Attacks {
     /// Files in the forger's copy whose bytes it changed, so the blocks it serves do not
     /// match their hashes.
     pub corrupted_files: u64,
+    /// Blocks the forger sent with a byte changed on the wire, so they do not match the
+    /// hash they were asked by.
+    pub blocks_tampered: u64,
 }
 
 /// What one drops run measured.
@@ -149,12 +152,13 @@ impl Scenario for DropsReport {
             (
                 "attacks",
                 format!(
-                    "{} non-owner, {} bad signature, {} replayed, {} owners by secondary, {} corrupted files",
+                    "{} non-owner, {} bad signature, {} replayed, {} owners by secondary, {} corrupted files, {} tampered blocks",
                     a.non_owner_versions,
                     a.bad_signatures,
                     a.replayed_versions,
                     a.owner_changes_by_secondary,
-                    a.corrupted_files
+                    a.corrupted_files,
+                    a.blocks_tampered
                 ),
             ),
             ("versions refused", self.versions_refused.to_string()),
@@ -176,7 +180,8 @@ impl Scenario for DropsReport {
             + a.bad_signatures
             + a.replayed_versions
             + a.owner_changes_by_secondary
-            + a.corrupted_files;
+            + a.corrupted_files
+            + a.blocks_tampered;
         vec![
             ("nodes", 6, self.header.nodes.to_string()),
             ("versions", 9, self.last_counter.to_string()),
@@ -312,8 +317,9 @@ fn attack(w: &mut World, f: u32, drop: DropId, neighbours: &[u32], attacks: &mut
             ))
         }
         _ => {
-            // The forger's copy rots behind its scanner's back: it serves other bytes than
-            // its index says.
+            // The forger's copy rots behind its scanner's back (an honest server checks a
+            // block it reads before serving it, so this one answers NOTFOUND); the blocks it
+            // does send are changed on the wire (`World::tamper_blocks_from`).
             let folder = drop.folder_id();
             let paths: Vec<String> = w
                 .folder(f, &folder)
@@ -428,6 +434,7 @@ pub fn run(p: &DropsParams) -> DropsReport {
         links: LinkSetup::plaintext(),
     });
     w.writable_on_drain = true;
+    w.tamper_blocks_from = forger;
     join(&mut w, false);
     // The primary creates the drop, publishes a first version naming node 1, and the others
     // subscribe.
@@ -576,11 +583,12 @@ fn report(
     wall: Instant,
     w: &mut World,
     faults: &crate::faults::FaultConfig,
-    attacks: Attacks,
+    mut attacks: Attacks,
     converged_ms: Option<u64>,
     drop: Option<(DropId, Option<VersionId>)>,
     forger: Option<u32>,
 ) -> DropsReport {
+    attacks.blocks_tampered = w.stats.blocks_tampered;
     let honest = 0..p.nodes.max(3);
     let metrics: Vec<_> = honest
         .clone()
