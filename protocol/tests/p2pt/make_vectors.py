@@ -16,6 +16,7 @@ Python modules py2p calls (zlib, bz2, lzma), each expanding one byte past weft's
 import bz2
 import json
 import lzma
+import struct
 import sys
 import zlib
 from hashlib import sha256, sha384
@@ -65,7 +66,7 @@ def jsonable(v):
     if isinstance(v, int):
         return {"int": str(v)}
     if isinstance(v, float):
-        return {"f64": v.hex()}
+        return {"f64": struct.pack(">d", v).hex()}
     if isinstance(v, bytes):
         return {"bin": v.hex()}
     if isinstance(v, str):
@@ -164,8 +165,8 @@ bad("trailing_bytes", good + b"\x00", "TrailingBytes")
 bad("oversized_length", pack_value(4, BODY_BYTES_MAX + 1) + b"\x00" * 8, "FrameTooLarge",
     note="refused from the 4-byte header alone")
 bad("body_shorter_than_id", pack_value(4, 31) + b"\x00" * 31, "BodyTooShort")
-junk = b"\xc1"
-bad("not_msgpack", pack_value(4, 33) + sha256(junk).digest() + junk, "Msgpack")
+junk = b"\x94\x02"  # an array of four that ends after its first element
+bad("not_msgpack", pack_value(4, 32 + len(junk)) + sha256(junk).digest() + junk, "Msgpack")
 notarr = packb({"a": 1})
 bad("not_an_array", pack_value(4, 32 + len(notarr)) + sha256(notarr).digest() + notarr,
     "Malformed")
@@ -200,7 +201,7 @@ json.dump({
                    "is in it; a receiver tries the advertised methods in order); compression "
                    "is what the frame carries; body_hex is the uncompressed sha256 id followed "
                    "by the msgpack array; args are the packets after the sub-flag, as tagged "
-                   "msgpack values (int as a decimal string, f64 as Python's float.hex). "
+                   "msgpack values (int as a decimal string, f64 as its 8 big-endian bytes in hex). "
                    "Invalid entries fail, decoded as one frame with their link_compression, "
                    "with the named weft P2ptError variant.",
     "timestamp": T,
