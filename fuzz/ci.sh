@@ -29,6 +29,7 @@ declare -A RUNS=(
     [replica_message]=500000
     [run_message]=450000
     [drop_message]=700000
+    [p2pt_frame]=120000
     [noise_link]=6000
     [node]=4000
     [node_small_limits]=6000
@@ -42,7 +43,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in frame_decoder session_message mesh_message table_message chord_message \
-    replica_message run_message drop_message noise_link node node_small_limits; do
+    replica_message run_message drop_message p2pt_frame noise_link node node_small_limits; do
     runs=$(awk -v r="${RUNS[$target]}" -v s="$SCALE" 'BEGIN { printf "%d", r * s }')
     mkdir -p "$scratch/$target" "artifacts/$target"
     echo "== fuzz $target: -seed=$SEED -runs=$runs"

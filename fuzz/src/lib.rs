@@ -9,6 +9,7 @@ mod drop_drive;
 mod message_drive;
 mod node_drive;
 mod noise_drive;
+mod p2pt_drive;
 mod replica_drive;
 mod run_drive;
 
@@ -22,5 +23,6 @@ pub use node_drive::{
     small_limits_config, NodeSummary,
 };
 pub use noise_drive::run_noise_link;
+pub use p2pt_drive::run_p2pt_frame;
 pub use replica_drive::run_replica_message;
 pub use run_drive::run_run_message;

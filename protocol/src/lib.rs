@@ -15,6 +15,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod p2pt;
 pub mod replica;
 pub mod run;
 pub mod table;

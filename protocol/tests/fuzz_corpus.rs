@@ -1,6 +1,6 @@
 //! Replays the committed corpora of the decoder fuzz targets (`frame_decoder`,
 //! `session_message`, `mesh_message`, `table_message`, `chord_message`, `replica_message`,
-//! `run_message`, `drop_message`;
+//! `run_message`, `drop_message`, `p2pt_frame`;
 //! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`) through the fuzz targets' own
 //! logic, without libfuzzer. The node and Noise targets replay in `engine/tests/fuzz_corpus.rs`.
 
@@ -10,6 +10,8 @@ mod decoder_drive;
 mod drop_drive;
 #[path = "../../fuzz/src/message_drive.rs"]
 mod message_drive;
+#[path = "../../fuzz/src/p2pt_drive.rs"]
+mod p2pt_drive;
 #[path = "../../fuzz/src/replica_drive.rs"]
 mod replica_drive;
 #[path = "../../fuzz/src/run_drive.rs"]
@@ -228,4 +230,31 @@ fn drop_driver_survives_empty_and_tiny_inputs() {
     for data in [&[][..], &[0], &[0xff; 3], &[7; 64], &[0; 66], &[1; 200]] {
         drop_drive::run_drop_message(data);
     }
+}
+
+#[test]
+fn p2pt_frame_corpus_replays() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let corpus = files(&fuzz.join("corpus/p2pt_frame"));
+    assert!(!corpus.is_empty(), "fuzz/corpus/p2pt_frame/ is empty");
+    let regressions = files(&fuzz.join("regressions/p2pt_frame"));
+    let mut decoded = 0;
+    for path in corpus.iter().chain(&regressions) {
+        eprintln!("{}", path.display());
+        let data = std::fs::read(path).expect("a readable corpus file");
+        p2pt_drive::run_p2pt_frame(&data);
+        if data.is_empty() {
+            continue;
+        }
+        let codes = [0x13, 0x11, 0x10, 0x12];
+        let advertised: Vec<u64> = (0..4)
+            .filter(|b| data[0] & (1 << b) != 0)
+            .map(|b| codes[b])
+            .collect();
+        let methods = weft_protocol::p2pt::receive_order(&advertised);
+        decoded += usize::from(weft_protocol::p2pt::decode_frame(&data[1..], &methods).is_ok());
+    }
+    // The seeds hold the 21 valid py2p vectors (tests/p2pt/vectors.json) under their own link
+    // and under a link advertising all four methods: 39 distinct inputs that decode.
+    assert!(decoded >= 39, "only {decoded} p2pt_frame inputs decode");
 }
