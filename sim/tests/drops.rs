@@ -3,12 +3,14 @@
 //! path, read-only subscriber copies, blocks that do not match the signed hashes, and a
 //! restart.
 
+mod drops_common;
+
+use drops_common::{create, data, write};
 use weft_engine::drops::{DropsCommand, DropsEvent, DropsEventKind};
 use weft_engine::protocol::{DropId, PublicKey};
 use weft_engine::replicate::ReplicaEvent;
 use weft_engine::Config;
-use weft_engine::{Command, Duration, Event, Identity, ReplicateCommand, ReplicateEvent};
-use weft_sim::folder::FsNode;
+use weft_engine::{Command, Duration, Event, Identity, ReplicateEvent};
 use weft_sim::net::{config, plaintext_config, Net};
 
 fn public_key(net: &Net, i: usize) -> PublicKey {
@@ -30,28 +32,6 @@ fn settle(net: &mut Net) {
     net.run_for(Duration::from_secs(5));
 }
 
-/// Node `i` writes `data` at `path` in the drop's folder and its scanner reports it.
-fn write(net: &mut Net, i: usize, drop: DropId, path: &str, data: &[u8]) {
-    let folder = drop.folder_id();
-    let now_ms = (net.now.0 / 1_000_000) as i64;
-    let changes = net.disks[i]
-        .folder(folder)
-        .write_file(path, data.to_vec(), 6, now_ms);
-    for change in changes {
-        net.command(
-            i,
-            Command::Replicate(ReplicateCommand::Local { folder, change }),
-        );
-    }
-}
-
-fn data(net: &Net, i: usize, drop: DropId, path: &str) -> Option<Vec<u8>> {
-    match net.disks[i].get_folder(&drop.folder_id())?.get(path)? {
-        FsNode::File { data, .. } => Some(data.to_vec()),
-        _ => None,
-    }
-}
-
 fn publish(net: &mut Net, i: usize, drop: DropId, secondary: Option<Vec<PublicKey>>) {
     net.command(i, Command::Drops(DropsCommand::Publish { drop, secondary }));
 }
@@ -62,18 +42,7 @@ fn three() -> (Net, DropId) {
     let mut net = Net::with_configs((1..=3).map(config).collect());
     net.join(&[(0, 1), (1, 2), (0, 2)]);
     settle(&mut net);
-    net.command(0, Command::Drops(DropsCommand::Create));
-    let drop = net
-        .events
-        .iter()
-        .find_map(|(n, e)| match e {
-            Event::Drops(DropsEvent {
-                drop,
-                kind: DropsEventKind::Created,
-            }) if *n == 0 => Some(*drop),
-            _ => None,
-        })
-        .expect("node 0 created a drop");
+    let drop = create(&mut net, 0);
     write(&mut net, 0, drop, "a", b"first version of a");
     let big: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -232,18 +201,7 @@ fn blocks_that_do_not_match_the_signed_hashes_never_land() {
     let mut net = Net::with_configs(configs);
     net.join(&[(0, 1)]);
     settle(&mut net);
-    net.command(0, Command::Drops(DropsCommand::Create));
-    let drop = net
-        .events
-        .iter()
-        .find_map(|(n, e)| match e {
-            Event::Drops(DropsEvent {
-                drop,
-                kind: DropsEventKind::Created,
-            }) if *n == 0 => Some(*drop),
-            _ => None,
-        })
-        .expect("node 0 created a drop");
+    let drop = create(&mut net, 0);
     // Incompressible (xorshift), so its blocks go as they are, never lz4-compressed.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let big: Vec<u8> = (0..300_000)

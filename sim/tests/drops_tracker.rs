@@ -4,11 +4,13 @@
 //! refused by the ring and never dialed. Discovery is off on every node, so a link between
 //! the subscriber and the owner can only come from the tracker.
 
+mod drops_common;
+
+use drops_common::{create, data, write};
 use weft_engine::chord::{ChordCommand, ChordConfig, ChordRequest};
-use weft_engine::drops::{DropsCommand, DropsEvent, DropsEventKind};
+use weft_engine::drops::DropsCommand;
 use weft_engine::protocol::{holders_key, DropId, HolderRecord, HOLDER_LIFETIME};
-use weft_engine::{Command, Config, Duration, Event, Identity, Input, ReplicateCommand};
-use weft_sim::folder::FsNode;
+use weft_engine::{Command, Config, Duration, Event, Identity, Input};
 use weft_sim::net::{config, Net};
 
 const WALL_MS: u64 = 1_800_000_000_000;
@@ -34,42 +36,9 @@ fn star(n: usize) -> Net {
     net
 }
 
-/// Node `i` writes `data` at `path` in the drop's folder and its scanner reports it.
-fn write(net: &mut Net, i: usize, drop: DropId, path: &str, data: &[u8]) {
-    let folder = drop.folder_id();
-    let now_ms = (net.now.0 / 1_000_000) as i64;
-    let changes = net.disks[i]
-        .folder(folder)
-        .write_file(path, data.to_vec(), 6, now_ms);
-    for change in changes {
-        net.command(
-            i,
-            Command::Replicate(ReplicateCommand::Local { folder, change }),
-        );
-    }
-}
-
-fn data(net: &Net, i: usize, drop: DropId, path: &str) -> Option<Vec<u8>> {
-    match net.disks[i].get_folder(&drop.folder_id())?.get(path)? {
-        FsNode::File { data, .. } => Some(data.to_vec()),
-        _ => None,
-    }
-}
-
 /// Node 0 creates a drop and publishes two versions of `a`; returns the drop.
 fn owner_publishes(net: &mut Net) -> DropId {
-    net.command(0, Command::Drops(DropsCommand::Create));
-    let drop = net
-        .events
-        .iter()
-        .find_map(|(n, e)| match e {
-            Event::Drops(DropsEvent {
-                drop,
-                kind: DropsEventKind::Created,
-            }) if *n == 0 => Some(*drop),
-            _ => None,
-        })
-        .expect("node 0 created a drop");
+    let drop = create(net, 0);
     for content in [&b"first a"[..], b"second a, the latest"] {
         write(net, 0, drop, "a", content);
         net.run_for(Duration::from_secs(1));
