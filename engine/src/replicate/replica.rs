@@ -327,7 +327,14 @@ impl Replica {
             Some(r) => gate.holds(r),
             None => !gate.lists(path),
         };
-        if holds {
+        // What the index already holds is no edit (a rescan of a copy whose gate moved on
+        // before its fetches landed): only the metadata a version does not cover changed.
+        let unchanged = match (record, self.index.get(path)) {
+            (Some(r), Some(l)) => !l.deleted && conflict::same_content(l, r),
+            (None, l) => l.is_none_or(|l| l.deleted),
+            (Some(_), None) => false,
+        };
+        if holds || unchanged {
             return false;
         }
         // Steps planned at the path (a fetch of the listed content, say) expect what is

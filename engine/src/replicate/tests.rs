@@ -1852,3 +1852,40 @@ fn a_refused_edit_does_not_stall_the_fetch_of_the_listed_content() {
     assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
     net.nodes[1].replica.check_invariants().expect("invariants");
 }
+
+#[test]
+fn a_rescan_of_what_a_read_only_copy_already_indexes_is_no_refused_edit() {
+    let mut net = Net::new(2);
+    net.put(0, "a", bytes(20_000, 1), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a"], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    net.link(0, 1);
+    net.settle();
+    // The owner's next version lists another `a`, which node 1 has not fetched yet (the link
+    // is down) when its scanner reports its own `a` again, unchanged but for the mtime.
+    net.unlink(0, 1);
+    net.put(0, "a", bytes(20_000, 2), 200);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a"], true);
+    let now = net.now;
+    net.nodes[1].replica.set_gate(now, gate);
+    net.put(1, "a", bytes(20_000, 1), 300);
+    net.settle();
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 0);
+    assert!(!net.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::LocalEditRefused { .. })));
+    // A real edit is still refused.
+    net.put(1, "a", bytes(20_000, 3), 400);
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 1);
+    // And the listed `a` lands once the owner is back.
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(
+        net.nodes[1].host.data("a"),
+        Some(bytes(20_000, 2).as_slice())
+    );
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}
