@@ -121,6 +121,10 @@ pub struct Replica {
     /// of mtime alone): what a storage step at the path expects to find. Not persisted: the
     /// scanner reports every path again after a restart.
     pub(super) disk: BTreeMap<String, Expect>,
+    /// Paths where a read-only copy refused a local edit and holds other content than its
+    /// version lists, until an apply replaces it or the edit is undone ([`Self::revert`]).
+    /// Not persisted: the scanner reports every path again after a restart.
+    refused: BTreeSet<String>,
     /// Peers that answered NOTFOUND for a block: not asked for it again until they announce
     /// a change (at most [`NOT_FOUND_MAX`] blocks; past it, forgotten and asked again).
     pub(super) not_found: BTreeMap<[u8; 32], BTreeSet<NodeId>>,
@@ -244,6 +248,7 @@ impl Replica {
             excluded: BTreeMap::new(),
             not_found: BTreeMap::new(),
             disk: BTreeMap::new(),
+            refused: BTreeSet::new(),
             local_misses: BTreeSet::new(),
             pending: BTreeMap::new(),
             next_token: 1,
@@ -335,8 +340,10 @@ impl Replica {
             (Some(_), None) => false,
         };
         if holds || unchanged {
+            self.refused.remove(path);
             return false;
         }
+        self.refused.insert(path.to_string());
         // Steps planned at the path (a fetch of the listed content, say) expect what is
         // there now, else their storage checks would fail forever.
         let was = self.expect_for(self.index.get(path));
@@ -1008,6 +1015,49 @@ impl Replica {
         self.start(path, a);
     }
 
+    /// At a read-only copy (a drop's subscriber), puts back what the version lists wherever
+    /// a local edit was refused, as Syncthing's "revert local changes" does: a listed file is
+    /// fetched again from the linked peers over what is there, and what the version does not
+    /// list is removed. A path an apply holds is left to it. Returns how many paths it took.
+    pub fn revert(&mut self, now: Instant) -> usize {
+        self.now = now;
+        let Some(gate) = self.config.gate.clone().filter(|g| g.read_only) else {
+            return 0;
+        };
+        let linked: BTreeSet<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.linked)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut taken = 0;
+        for path in std::mem::take(&mut self.refused) {
+            if self.is_busy(&path) {
+                continue;
+            }
+            let listed = self
+                .index
+                .get(&path)
+                .filter(|l| !l.deleted && gate.holds(l))
+                .cloned();
+            let expect = self.disk.get(&path).copied().unwrap_or(Expect::Nothing);
+            match listed {
+                Some(l) => {
+                    taken += 1;
+                    self.adopt(linked.clone(), l, None);
+                }
+                None if !gate.lists(&path) && expect != Expect::Nothing => {
+                    taken += 1;
+                    let a = Apply::new(vec![Step::Remove { expect }], Vec::new(), Vec::new());
+                    self.start(path, a);
+                }
+                // Listed but not yet in place here: the apply that fetches it replaces it.
+                None => {}
+            }
+        }
+        taken
+    }
+
     /// Whether a read-only gate takes `r` over `l` whatever their versions: the accepted
     /// version holds `r` and not `l` (a drop's subscriber holds what its owners signed,
     /// never a conflict copy).
@@ -1238,6 +1288,7 @@ impl Replica {
         if self.disk.get(&path) == Some(&expect_of(Some(&record))) {
             self.disk.remove(&path);
         }
+        self.refused.remove(&path);
         self.index.put(record, i.moved_from);
         // A block it holds may now be copied locally rather than fetched.
         self.local_misses.clear();
@@ -1897,6 +1948,10 @@ impl Replica {
         let (path, keep) = match command {
             ReplicaCommand::SetGate(gate) => {
                 self.set_gate(now, gate);
+                return Ok(());
+            }
+            ReplicaCommand::Revert => {
+                self.revert(now);
                 return Ok(());
             }
             ReplicaCommand::Resolve { path, keep } => (path, keep),

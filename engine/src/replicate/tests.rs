@@ -1889,3 +1889,44 @@ fn a_rescan_of_what_a_read_only_copy_already_indexes_is_no_refused_edit() {
     );
     net.nodes[1].replica.check_invariants().expect("invariants");
 }
+
+#[test]
+fn revert_puts_back_what_a_read_only_copys_version_lists() {
+    let mut net = Net::new(2);
+    let a1 = bytes(20_000, 1);
+    net.put(0, "a", a1.clone(), 100);
+    net.put(0, "keep", bytes(100, 2), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a", "keep"], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    net.link(0, 1);
+    net.settle();
+    // Three refused edits: a changed file, a new one, a removed one.
+    net.put(1, "a", bytes(20_000, 7), 300);
+    net.put(1, "new", bytes(100, 8), 300);
+    net.nodes[1].host.items.remove("keep");
+    net.local(
+        1,
+        LocalChange::Removed {
+            path: "keep".into(),
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 3);
+    let now = net.now;
+    net.nodes[1]
+        .replica
+        .handle_command(now, ReplicaCommand::Revert)
+        .expect("a read-only copy reverts");
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a1.as_slice()));
+    assert_eq!(
+        net.nodes[1].host.data("keep"),
+        Some(bytes(100, 2).as_slice())
+    );
+    assert_eq!(net.nodes[1].host.data("new"), None);
+    assert!(net.nodes[1].replica.record("new").is_none());
+    // Nothing left to revert.
+    assert_eq!(net.nodes[1].replica.revert(now), 0);
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}

@@ -247,6 +247,9 @@ pub enum ReplicaCommand {
     },
     /// Replace the folder's gate (drops, SPEC.md §24): see [`super::Replica::set_gate`].
     SetGate(super::Gate),
+    /// At a read-only copy, put back what the version lists wherever a local edit was
+    /// refused: see [`super::Replica::revert`].
+    Revert,
 }
 
 /// Why a command was refused.

@@ -19,7 +19,7 @@ use weft_engine::drops::{DropsCommand, DropsEventKind};
 use weft_engine::protocol::{
     DropId, DropManifest, DropMessage, ManifestFields, Message, PublicKey, VersionId,
 };
-use weft_engine::replicate::LocalChange;
+use weft_engine::replicate::{LocalChange, ReplicaCommand};
 use weft_engine::{Command, Identity, ReplicateCommand};
 
 use crate::links::LinkSetup;
@@ -246,6 +246,21 @@ fn rescan_restarted(w: &mut World, drop: DropId, seen: &mut [u64]) {
                 Command::Replicate(ReplicateCommand::Local { folder, change }),
             );
         }
+    }
+}
+
+/// Every subscriber's user reverts what its copy refused (a crash can leave a file the
+/// copy's records do not know, refused as a local edit; SPEC.md §24.6): the liveness phase's
+/// part of the user.
+fn revert_subscribers(w: &mut World, p: &DropsParams, drop: DropId) {
+    let folder = drop.folder_id();
+    let at = w.now;
+    for i in 2..p.nodes.max(3) {
+        let command = ReplicateCommand::Folder {
+            folder,
+            command: ReplicaCommand::Revert,
+        };
+        w.schedule_command(at, i, Command::Replicate(command));
     }
 }
 
@@ -544,6 +559,7 @@ pub fn run(p: &DropsParams) -> DropsReport {
         }
         w.run_until(w.now + PROBE_MS * MS);
         rescan_restarted(&mut w, drop, &mut seen);
+        revert_subscribers(&mut w, p, drop);
         // An edit of the secondary's that reached the primary only after its publish
         // changed the primary's copy: it publishes again, as its user would (nobody may
         // still serve the content the earlier version lists).
