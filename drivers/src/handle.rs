@@ -166,6 +166,12 @@ pub enum DropOp {
     },
     /// Every held drop.
     Status,
+    /// Put back what the version lists in the subscribed drop whose folder is `dir`
+    /// (absolute), wherever a local edit was refused.
+    Revert {
+        /// The drop folder's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// The node's answer to a [`DropOp`].
@@ -186,6 +192,8 @@ pub enum DropAnswer {
     },
     /// Every held drop.
     Status(Vec<DropReport>),
+    /// A revert started: how many paths it puts back.
+    Reverted(usize),
 }
 
 /// What the event loop is asked to do.

@@ -1,7 +1,8 @@
 //! `weft drop` (issue 21, SPEC.md §24) over three real processes on 127.0.0.1: `a` (mio)
 //! creates a drop and publishes it, then names `b` (tokio) a secondary owner; `b` and `c`
 //! (mio) subscribe and get its files byte for byte; `b`'s publish reaches `a` and `c`; `c`'s
-//! local edit reaches nobody and `c` cannot publish; `c` keeps its drop across a restart.
+//! local edit reaches nobody and `c` cannot publish; `c` keeps its drop across a restart, and
+//! `weft drop revert` puts its refused edit back.
 //! Then the tracker: a subscriber that knows only a `weft tracker` node finds the owner
 //! through the holder records on the Chord ring (SPEC.md §24.6).
 
@@ -183,6 +184,12 @@ fn a_drop_reaches_its_subscribers_only_owners_change_it_and_a_restart_keeps_it()
         );
     }
     assert_eq!(read(&c_dir.join("readme.txt")), b"c's readme\n");
+    // c's user reverts its refused edit: the version's readme comes back, c matches a.
+    let out = drop_cmd(&c, "revert", &[&c_path]);
+    assert!(ok(&out).starts_with("reverting 1 path"), "{out:?}");
+    wait_until("c holds version 4 exactly", || tree(&c_dir) == tree(&a_dir));
+    assert_eq!(read(&c_dir.join("readme.txt")), b"b's readme\n");
+    fails_with(&drop_cmd(&a, "revert", &[&a_path]), 1, "owns drop");
     let report = status(&c);
     assert_eq!(report[0].counter, Some(4));
     assert_eq!(report[0].heads, 1);

@@ -65,6 +65,14 @@ enum DropCommand {
         #[arg(value_name = "NODE_ID", value_parser = super::node_id)]
         node: weft_engine::NodeId,
     },
+    /// In a subscribed drop's folder DIR, put back what the current version lists wherever a
+    /// local edit was refused (a subscriber's copy is read-only); prints how many paths.
+    Revert {
+        #[command(flatten)]
+        net: NetArgs,
+        /// The drop's folder.
+        dir: PathBuf,
+    },
     /// Each held drop: role, current version and counter, heads, folder, transfers.
     Status {
         #[command(flatten)]
@@ -102,6 +110,18 @@ pub fn drop_command(args: DropArgs) -> ExitCode {
             };
             match ask(&net, &ControlRequest::DropCreate { dir }) {
                 Ok(ControlReply::DropCreated(drop)) => print(&format!("{drop}\n")),
+                other => failed(other),
+            }
+        }
+        DropCommand::Revert { net, dir } => {
+            let dir = match absolute(&dir) {
+                Ok(d) => d,
+                Err(e) => return usage(e),
+            };
+            match ask(&net, &ControlRequest::DropRevert { dir }) {
+                Ok(ControlReply::DropReverted(paths)) => {
+                    print(&format!("reverting {paths} paths\n"))
+                }
                 other => failed(other),
             }
         }

@@ -47,6 +47,8 @@
 //! {"op":"drop_owners","drop":"<64 hex>","node":"<64 hex>","add":true}
 //!                                   ->  {"reply":"drop_published","data":DropPublishedReport}
 //! {"op":"drop_status"}              ->  {"reply":"drops","data":[DropReport, ...]}
+//! {"op":"drop_revert","dir":"/abs/dir"}
+//!                                   ->  {"reply":"drop_reverted","data":PATHS}
 //! {"op":"throughput"}               ->  {"reply":"throughput","data":[ThroughputSample, ...]}
 //!                                       (one a second, the last ten minutes, oldest first)
 //! anything wrong                    ->  {"reply":"error","data":"one-line reason"}
@@ -258,6 +260,12 @@ pub enum ControlRequest {
     },
     /// Every drop the node holds.
     DropStatus,
+    /// Put back what the version lists in the subscribed drop whose folder is `dir`
+    /// (absolute), wherever a local edit was refused.
+    DropRevert {
+        /// The directory.
+        dir: String,
+    },
     /// The node's byte totals sampled once a second over the last ten minutes.
     Throughput,
 }
@@ -328,6 +336,8 @@ pub enum ControlReply {
     DropSubscribed,
     /// A version of a drop was published.
     DropPublished(DropPublishedReport),
+    /// A revert started: how many paths it puts back.
+    DropReverted(usize),
     /// The answer to `drop_status`.
     Drops(Vec<DropReport>),
     /// The answer to `throughput`, oldest first.

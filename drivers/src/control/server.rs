@@ -395,6 +395,11 @@ fn serve_client(
             })
         }),
         ControlRequest::DropStatus => drop_reply(handle, || Ok(DropOp::Status)),
+        ControlRequest::DropRevert { dir } => drop_reply(handle, || {
+            Ok(DropOp::Revert {
+                dir: absolute_dir(&dir)?,
+            })
+        }),
         ControlRequest::Throughput => handle
             .throughput()
             .map_or_else(refused, ControlReply::Throughput),
@@ -484,6 +489,7 @@ fn drop_reply(handle: &Handle, op: impl FnOnce() -> Result<DropOp, String>) -> C
             counter,
         }),
         Ok(DropAnswer::Status(drops)) => ControlReply::Drops(drops),
+        Ok(DropAnswer::Reverted(paths)) => ControlReply::DropReverted(paths),
         Err(e) => refused(e),
     }
 }

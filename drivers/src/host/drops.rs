@@ -18,7 +18,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weft_engine::drops::DropsCommand;
 use weft_engine::protocol::{DropId, FolderId, PublicKey};
-use weft_engine::{Command, HostRequest, HostResult, Identity, Input, NodeId};
+use weft_engine::replicate::ReplicaCommand;
+use weft_engine::{Command, HostRequest, HostResult, Identity, Input, NodeId, ReplicateCommand};
 
 use super::Host;
 use crate::folder::cache::Cache;
@@ -169,8 +170,32 @@ impl Host {
                 Err(why) => Err(why),
             },
             DropOp::Status => Ok(DropAnswer::Status(self.drop_reports())),
+            DropOp::Revert { dir } => self.drop_revert(&dir),
         };
         let _ = reply.send(answer.map_err(HandleError::Drop));
+    }
+
+    /// `weft drop revert DIR`: the subscribed drop's refused local edits put back.
+    fn drop_revert(&mut self, dir: &Path) -> Result<DropAnswer, String> {
+        let drop = self.drop_of_dir(dir)?;
+        if self.is_drop_owner(&drop) {
+            return Err(format!(
+                "{}: this node owns drop {drop}: its edits are published, not reverted",
+                dir.display()
+            ));
+        }
+        let folder = drop.folder_id();
+        let paths = self
+            .node
+            .replica(&folder)
+            .map_or(0, |r| r.refused_paths().count());
+        let command = ReplicateCommand::Folder {
+            folder,
+            command: ReplicaCommand::Revert,
+        };
+        self.input(Input::Command(Command::Replicate(command)))
+            .map_err(|e| e.to_string())?;
+        Ok(DropAnswer::Reverted(paths))
     }
 
     /// `weft drop create DIR`.

@@ -1015,6 +1015,12 @@ impl Replica {
         self.start(path, a);
     }
 
+    /// Paths where this read-only copy refused a local edit and holds other content than its
+    /// version lists (what [`Self::revert`] would put back), in order.
+    pub fn refused_paths(&self) -> impl Iterator<Item = &str> + '_ {
+        self.refused.iter().map(String::as_str)
+    }
+
     /// At a read-only copy (a drop's subscriber), puts back what the version lists wherever
     /// a local edit was refused, as Syncthing's "revert local changes" does: a listed file is
     /// fetched again from the linked peers over what is there, and what the version does not
