@@ -14,7 +14,7 @@ use std::process::Output;
 
 use common::{fails_with, ok, run, scratch, wait_until, NodeProc};
 use weft_drivers::report::{unhex, DropReport, IdReport};
-use weft_engine::protocol::{holders_key, HolderRecord};
+use weft_engine::protocol::holders_key;
 
 /// `weft drop SUB --name NET --state DIR <extra...>` against `node`.
 fn drop_cmd(node: &NodeProc, sub: &str, extra: &[&str]) -> Output {
@@ -250,12 +250,7 @@ fn tracker_holders(node: &NodeProc, drop: &str) -> Vec<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let out = node.command("get", &["--hex", &key]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| HolderRecord::decode(&unhex(line.trim())?))
-        .map(|r| weft_drivers::report::hex_id(&r.holder))
-        .collect()
+    common::tracker_holders(node, &key)
 }
 
 #[test]

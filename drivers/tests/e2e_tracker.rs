@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{scratch, wait_until, NodeProc};
-use weft_drivers::report::{hex_id, unhex, IdReport};
+use common::{scratch, tracker_holders, wait_until, NodeProc};
+use weft_drivers::report::{hex_id, IdReport};
 use weft_engine::protocol::{holders_key, HolderRecord, HOLDER_LIFETIME};
 use weft_engine::Identity;
 
@@ -38,16 +38,6 @@ fn record(signer: &Identity, drop: [u8; 32], addr: &str) -> String {
         signer.sign(m)
     });
     hex(&r.encode())
-}
-
-/// The holders a get of `key` through `node` returns.
-fn holders(node: &NodeProc, key: &str) -> Vec<String> {
-    let out = node.command("get", &["--hex", key]);
-    stdout(&out)
-        .lines()
-        .filter_map(|line| HolderRecord::decode(&unhex(line.trim())?))
-        .map(|r| hex_id(&r.holder))
-        .collect()
 }
 
 #[test]
@@ -114,7 +104,7 @@ fn nodes_join_through_a_tracker_and_only_valid_holder_records_are_stored() {
             })
     });
     wait_until("b finds a as a holder", || {
-        holders(&b, &key) == vec![a.id()]
+        tracker_holders(&b, &key) == vec![a.id()]
     });
 
     // b's record put through a: its holder is not its writer. Every replica refuses it.
@@ -125,7 +115,12 @@ fn nodes_join_through_a_tracker_and_only_valid_holder_records_are_stored() {
     let out = a.command("put", &["--hex", &key, "zz"]);
     assert!(!out.status.success(), "{out:?}");
     for n in [&a, &b, &tracker] {
-        assert_eq!(holders(n, &key), vec![a.id()], "{}", n.state.display());
+        assert_eq!(
+            tracker_holders(n, &key),
+            vec![a.id()],
+            "{}",
+            n.state.display()
+        );
     }
     // The tracker runs Chord and holds the key's records like any ring member.
     let out = tracker.command("get", &["--hex", &key]);

@@ -441,3 +441,16 @@ pub fn scratch(test: &str) -> (tempfile::TempDir, String) {
         .expect("tempdir");
     (dir, format!("{test}-{}", std::process::id()))
 }
+
+/// The holders (node ids, hex) whose records a Chord get of the tracker key `key` (hex)
+/// through `node` returns (SPEC.md §20.9).
+pub fn tracker_holders(node: &NodeProc, key: &str) -> Vec<String> {
+    let out = node.command("get", &["--hex", key]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            weft_engine::protocol::HolderRecord::decode(&weft_drivers::report::unhex(line.trim())?)
+        })
+        .map(|r| weft_drivers::report::hex_id(&r.holder))
+        .collect()
+}

@@ -114,25 +114,20 @@ fn ask_version(
     version: VersionId,
     ctx: &Ctx,
 ) -> Result<Option<DropManifest>, String> {
-    let get = DropGetVersion { drop, version };
-    conn.send_msg(&Message::Drop(DropMessage::GetVersion(get)), false);
-    let found = read_until(conn, Instant::now() + ctx.wait, |f| match f.code() {
-        Code::DROP_VERSION => match drop_msg(f) {
-            Some(DropMessage::Version(m)) if m.drop == drop && m.version_id() == version => {
-                Some(Ok(Some(*m)))
-            }
-            Some(_) => None,
-            None => Some(Err("a DROP_VERSION of it does not decode".to_string())),
-        },
-        Code::DROP_NOTFOUND => match drop_msg(f) {
-            Some(DropMessage::NotFound(n)) if n.drop == drop && n.version == version => {
-                Some(Ok(None))
-            }
+    let get = DropMessage::GetVersion(DropGetVersion { drop, version });
+    let answer = ask(
+        conn,
+        get,
+        drop,
+        version,
+        Code::DROP_VERSION,
+        ctx,
+        |m| match m {
+            DropMessage::Version(m) if m.drop == drop && m.version_id() == version => Some(*m),
             _ => None,
         },
-        _ => None,
-    })?;
-    found.ok_or_else(|| {
+    )?;
+    answer.ok_or_else(|| {
         format!(
             "DROP_GET_VERSION of {}: no DROP_VERSION with that id nor DROP_NOTFOUND naming it within {}",
             short(&version),
@@ -150,21 +145,52 @@ fn ask_files(
     from: u32,
     ctx: &Ctx,
 ) -> Result<Option<Vec<DropFile>>, String> {
-    let get = DropGetFiles {
+    let get = DropMessage::GetFiles(DropGetFiles {
         drop,
         version,
         from,
-    };
-    conn.send_msg(&Message::Drop(DropMessage::GetFiles(get)), false);
-    let found = read_until(conn, Instant::now() + ctx.wait, |f| match f.code() {
-        Code::DROP_FILES => match drop_msg(f) {
-            Some(DropMessage::Files(m))
-                if m.drop == drop && m.version == version && m.from == from =>
-            {
-                Some(Ok(Some(m.files)))
+    });
+    let answer = ask(
+        conn,
+        get,
+        drop,
+        version,
+        Code::DROP_FILES,
+        ctx,
+        |m| match m {
+            DropMessage::Files(m) if m.drop == drop && m.version == version && m.from == from => {
+                Some(m.files)
             }
-            Some(_) => None,
-            None => Some(Err("a DROP_FILES does not decode".to_string())),
+            _ => None,
+        },
+    )?;
+    answer.ok_or_else(|| {
+        format!(
+            "DROP_GET_FILES of {} from {from}: no DROP_FILES echoing it nor DROP_NOTFOUND within {}",
+            short(&version),
+            span(ctx.wait)
+        )
+    })
+}
+
+/// Sends `request` about `version` of `drop`, then waits for its answer: a frame of
+/// `answer_code` that `pick` takes (`Some(Some(..))`), or a DROP_NOTFOUND naming the drop and
+/// version (`Some(None)`); `None` if neither came within the wait. An answer of that code
+/// that does not decode is an error.
+fn ask<T>(
+    conn: &mut Conn,
+    request: DropMessage,
+    drop: DropId,
+    version: VersionId,
+    answer_code: Code,
+    ctx: &Ctx,
+    pick: impl Fn(DropMessage) -> Option<T>,
+) -> Result<Option<Option<T>>, String> {
+    conn.send_msg(&Message::Drop(request), false);
+    read_until(conn, Instant::now() + ctx.wait, |f| match f.code() {
+        code if code == answer_code => match drop_msg(f) {
+            Some(m) => pick(m).map(|t| Ok(Some(t))),
+            None => Some(Err(format!("a {} does not decode", code.name()))),
         },
         Code::DROP_NOTFOUND => match drop_msg(f) {
             Some(DropMessage::NotFound(n)) if n.drop == drop && n.version == version => {
@@ -173,13 +199,6 @@ fn ask_files(
             _ => None,
         },
         _ => None,
-    })?;
-    found.ok_or_else(|| {
-        format!(
-            "DROP_GET_FILES of {} from {from}: no DROP_FILES echoing it nor DROP_NOTFOUND within {}",
-            short(&version),
-            span(ctx.wait)
-        )
     })
 }
 
