@@ -41,6 +41,9 @@ pub struct Config {
     pub link_encryption: LinkEncryption,
     /// Who may ask this node to run programs (SPEC.md §23): no one by default.
     pub run: crate::run::RunConfig,
+    /// `Some`: the node speaks the p2p.today dialect (py2p's protocol, SPEC.md §25) instead
+    /// of weft's own: no Noise, no HELLO, none of weft's protocols.
+    pub p2pt: Option<crate::p2pt::P2ptConfig>,
 }
 
 impl core::fmt::Debug for Config {
@@ -60,6 +63,7 @@ impl core::fmt::Debug for Config {
             .field("network_key", &self.network_key)
             .field("link_encryption", &self.link_encryption)
             .field("run", &self.run)
+            .field("p2pt", &self.p2pt)
             .finish()
     }
 }
@@ -82,6 +86,7 @@ impl Config {
             network_key: NetworkKey::OPEN,
             link_encryption: LinkEncryption::Noise,
             run: crate::run::RunConfig::default(),
+            p2pt: None,
         }
     }
 

@@ -285,6 +285,8 @@ pub enum CloseReason {
     /// The peer served replication blocks that failed their hash
     /// (`ReplicaConfig::mismatches_before_disconnect` of them; SPEC.md §22).
     CorruptBlocks,
+    /// A p2p.today peer's bytes broke the dialect's wire format (SPEC.md §25.7).
+    P2pt(weft_protocol::p2pt::P2ptError),
 }
 
 impl CloseReason {
@@ -305,6 +307,7 @@ impl CloseReason {
                 | CloseReason::RateLimited
                 | CloseReason::Noise(_)
                 | CloseReason::CorruptBlocks
+                | CloseReason::P2pt(_)
         )
     }
 }
@@ -378,6 +381,8 @@ pub enum Event {
     Run(RunEvent),
     /// From drops.
     Drops(crate::drops::DropsEvent),
+    /// From a node of a p2p.today network (SPEC.md §25.9).
+    P2pt(crate::p2pt::P2ptEvent),
 }
 
 impl From<crate::drops::DropsEvent> for Event {
@@ -479,6 +484,9 @@ pub enum Refusal {
     /// By drops.
     #[error(transparent)]
     Drops(#[from] crate::drops::DropsRefusal),
+    /// By a node of a p2p.today network.
+    #[error(transparent)]
+    P2pt(#[from] crate::p2pt::P2ptRefusal),
 }
 
 /// The session's refusals.

@@ -29,6 +29,7 @@ pub mod mesh;
 pub mod metrics;
 mod node;
 pub mod noise;
+pub mod p2pt;
 pub mod rate;
 pub mod replicate;
 pub mod run;

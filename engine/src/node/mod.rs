@@ -53,6 +53,9 @@ pub struct Node {
     /// start-up load the gate waits for.
     starting: bool,
     gate: StartGate,
+    /// `Some` when the node speaks the p2p.today dialect: every input goes to it, and the
+    /// session and protocols above stay idle.
+    dialect: Option<Box<crate::p2pt::P2ptNode>>,
 }
 
 impl Node {
@@ -68,6 +71,16 @@ impl Node {
         let me = crate::identity::Identity::from_secret(&config.secret_key).node_id();
         let protocols = Protocols::new(&config, me, child);
         let session = Session::new(&config, protocols.families(), child("session"));
+        let dialect = config.p2pt.clone().map(|p2pt| {
+            // py2p salts its id with fresh randomness each run; weft with its key and
+            // incarnation, so a restarted node has a new id as a py2p node has.
+            let mut h = blake3::Hasher::new_derive_key("weft p2pt node id salt v1");
+            h.update(&config.secret_key);
+            h.update(&config.incarnation.to_be_bytes());
+            let salt = h.finalize();
+            let listen = config.listen_addr.as_deref();
+            Box::new(crate::p2pt::P2ptNode::new(p2pt, listen, salt.as_bytes()))
+        });
         Node {
             config,
             session,
@@ -78,6 +91,7 @@ impl Node {
             started: false,
             starting: false,
             gate: StartGate::default(),
+            dialect,
         }
     }
 
@@ -88,6 +102,9 @@ impl Node {
     /// connection id, ...) or a refused command (an oversized payload, ...): the input was
     /// ignored (the timers due at `now` have still run).
     pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), InputError> {
+        if let Some(d) = &mut self.dialect {
+            return d.handle_input(now, input);
+        }
         self.advance(now);
         let now = self.now;
         let result = match input {
@@ -120,6 +137,9 @@ impl Node {
 
     /// Runs every timer due at `now`. Calling it early, or twice, does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(d) = &mut self.dialect {
+            return d.handle_timeout(now);
+        }
         self.advance(now);
     }
 
@@ -128,12 +148,18 @@ impl Node {
     /// node restores its state before it dials or sends anything (SPEC.md §8.1).
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(d) = &mut self.dialect {
+            return d.poll_output();
+        }
         let session = &mut self.session;
         self.gate.poll(|| session.poll_output())
     }
 
     /// Whether the host has answered every start-up load (the node may dial and send).
     pub fn is_restored(&self) -> bool {
+        if self.dialect.is_some() {
+            return true;
+        }
         self.started && self.gate.is_open()
     }
 
@@ -141,6 +167,9 @@ impl Node {
     /// session's and every protocol's deadlines, never earlier than the latest `now` given.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(d) = &self.dialect {
+            return d.poll_timeout();
+        }
         if self.session.is_shut_down() {
             return None;
         }
@@ -152,6 +181,11 @@ impl Node {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.session.node_id()
+    }
+
+    /// The p2p.today node, when this node speaks that dialect ([`Config::p2pt`]).
+    pub fn p2pt(&self) -> Option<&crate::p2pt::P2ptNode> {
+        self.dialect.as_deref()
     }
 
     /// The configuration it runs with.
@@ -219,12 +253,23 @@ impl Node {
 
     /// The address a connection was dialed at or accepted from.
     pub fn conn_addr(&self, conn: ConnId) -> Option<&str> {
+        if let Some(d) = &self.dialect {
+            return d.conn_addr(conn);
+        }
         self.session.conn_addr(conn)
     }
 
     /// Open connections' ids, in order.
     pub fn conn_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.session.conn_ids()
+        let dialect = self
+            .dialect
+            .as_deref()
+            .map(|d| d.conn_ids().collect::<Vec<_>>());
+        let native = dialect.is_none().then(|| self.session.conn_ids());
+        dialect
+            .into_iter()
+            .flatten()
+            .chain(native.into_iter().flatten())
     }
 
     /// The family a connection is dedicated to, if it is a dedicated connection (never a
@@ -250,12 +295,18 @@ impl Node {
 
     /// Calendar time at `now` (Unix milliseconds), from the driver's last `WallClock` input.
     pub fn wall_clock_ms(&self, now: Instant) -> Option<u64> {
+        if let Some(d) = &self.dialect {
+            return d.wall_clock_ms(now);
+        }
         self.session.wall_clock_ms(now)
     }
 
     /// Checks every bound the engine promises (queues, caches, tables) and the consistency of
     /// its link table. Used by tests, the fuzzer and the simulator's invariant checkers.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if let Some(d) = &self.dialect {
+            return d.check_invariants();
+        }
         self.session.check_invariants()?;
         for p in self.protocols.all() {
             p.check_invariants(&self.config)?;

@@ -126,6 +126,11 @@ pub fn decode_frame(wire: &[u8], methods: &[Method]) -> Result<Decoded, P2ptErro
     })
 }
 
+/// A message's id: the SHA-256 of its msgpack bytes (also the frame's checksum).
+pub fn message_id(msgpack: &[u8]) -> [u8; P2PT_ID_BYTES] {
+    Sha256::digest(msgpack).into()
+}
+
 /// Frames the msgpack bytes `msgpack` (a relay passes those it received, a sender
 /// [`Message::to_msgpack`]), compressed with `method` or raw.
 pub fn encode_frame(msgpack: &[u8], method: Option<Method>) -> Result<Vec<u8>, P2ptError> {

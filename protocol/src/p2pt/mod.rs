@@ -11,7 +11,7 @@
 //! - [`base58`]: py2p's integer base58 (Bitcoin alphabet).
 //! - [`ids`]: protocol ids and node ids as py2p derives them.
 //!
-//! Nothing here keeps state: the session layer that speaks the dialect is not built yet.
+//! Nothing here keeps state: the session that speaks the dialect is `weft_engine::p2pt`.
 
 pub mod base58;
 pub mod compress;
@@ -25,7 +25,9 @@ pub use compress::Method;
 pub use error::P2ptError;
 pub use flags::{MainFlag, SubFlag};
 pub use frame::{
-    choose_compression, decode_frame, encode_frame, frame_len, receive_order, Decoded,
+    choose_compression, decode_frame, encode_frame, frame_len, message_id, receive_order, Decoded,
     P2PT_BODY_BYTES_MAX, P2PT_ID_BYTES, P2PT_LENGTH_BYTES, P2PT_MSGPACK_DEPTH_MAX,
 };
 pub use message::{Addr, Handshake, Message, Peers, Store};
+/// The msgpack value type the dialect's messages are made of.
+pub use rmpv;

@@ -1,0 +1,429 @@
+//! Dialect nodes wired together in memory: handshake, `peers`, relays, the table.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use weft_protocol::p2pt::rmpv::Value;
+use weft_protocol::p2pt::{decode_frame, encode_frame, MainFlag, Message, Method, SubFlag};
+
+use super::*;
+use crate::io::{Command, ConnId, Event, Input, Output};
+use crate::mesh::MeshCommand;
+use crate::table::TableCommand;
+use crate::time::{Duration, Instant};
+
+const T0_MS: u64 = 1_800_000_000_000;
+
+/// Nodes listening at `127.0.0.1:(7000 + index)`, connected by in-memory pipes.
+struct Net {
+    nodes: Vec<P2ptNode>,
+    /// (node, conn) to (node, conn).
+    pipes: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    next_inbound: Vec<u64>,
+    events: Vec<(usize, P2ptEvent)>,
+    /// Frames each node sent, raw.
+    wire: Vec<(usize, ConnId, Bytes)>,
+    now: Instant,
+    queue: VecDeque<(usize, Input)>,
+    /// `Output::Connect`s seen.
+    connects: usize,
+}
+
+fn addr(i: usize) -> String {
+    format!("127.0.0.1:{}", 7000 + i)
+}
+
+impl Net {
+    fn new(n: usize, subnet: Subnet, compression: &[bool]) -> Net {
+        let nodes = (0..n)
+            .map(|i| {
+                let mut cfg = P2ptConfig::new(subnet);
+                cfg.compression = compression.get(i).copied().unwrap_or(true);
+                P2ptNode::new(cfg, Some(&addr(i)), &[i as u8; 32])
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            pipes: BTreeMap::new(),
+            next_inbound: vec![0; n],
+            events: Vec::new(),
+            wire: Vec::new(),
+            now: Instant::ZERO,
+            queue: VecDeque::new(),
+            connects: 0,
+        };
+        for i in 0..n {
+            net.input(i, Input::WallClock { unix_ms: T0_MS });
+        }
+        net
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        self.queue.push_back((i, input));
+        self.run();
+    }
+
+    fn command(&mut self, i: usize, c: Command) -> Result<(), crate::io::InputError> {
+        let r = self.nodes[i].handle_input(self.now, Input::Command(c));
+        self.run();
+        r
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            if let Some((i, input)) = self.queue.pop_front() {
+                // Inputs to a connection already gone are dropped, as a driver drops them.
+                let _ = self.nodes[i].handle_input(self.now, input);
+                self.nodes[i].check_invariants().unwrap();
+            }
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].poll_output() {
+                    any = true;
+                    self.output(i, o);
+                }
+            }
+            if !any && self.queue.is_empty() {
+                return;
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn output(&mut self, i: usize, o: Output) {
+        match o {
+            Output::Connect { conn, addr: a } => {
+                self.connects += 1;
+                let Some(j) = (0..self.nodes.len()).find(|&j| addr(j) == a) else {
+                    self.queue.push_back((i, Input::ConnectFailed { conn }));
+                    return;
+                };
+                let inbound = ConnId::inbound(self.next_inbound[j]);
+                self.next_inbound[j] += 1;
+                self.pipes.insert((i, conn), (j, inbound));
+                self.pipes.insert((j, inbound), (i, conn));
+                self.queue.push_back((
+                    j,
+                    Input::Accepted {
+                        conn: inbound,
+                        addr: addr(i),
+                    },
+                ));
+                self.queue.push_back((i, Input::Connected { conn }));
+            }
+            Output::Transmit { conn, bytes } => {
+                self.wire.push((i, conn, bytes.clone()));
+                if let Some(&(j, c)) = self.pipes.get(&(i, conn)) {
+                    self.queue
+                        .push_back((j, Input::Received { conn: c, bytes }));
+                }
+                self.queue.push_back((i, Input::Writable { conn }));
+            }
+            Output::Close { conn, .. } => {
+                if let Some((j, c)) = self.pipes.remove(&(i, conn)) {
+                    self.pipes.remove(&(j, c));
+                    self.queue.push_back((j, Input::Closed { conn: c }));
+                }
+                self.queue.push_back((i, Input::Closed { conn }));
+            }
+            Output::Event(Event::P2pt(e)) => self.events.push((i, e)),
+            Output::Event(_) => {}
+            other => panic!("unexpected output {other:?}"),
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+        for i in 0..self.nodes.len() {
+            self.nodes[i].handle_timeout(self.now);
+        }
+        self.run();
+    }
+
+    fn connect(&mut self, from: usize, to: usize) {
+        self.command(from, Command::Connect { addr: addr(to) })
+            .unwrap();
+    }
+
+    fn messages(&self, at: usize) -> Vec<(String, Bytes)> {
+        self.events
+            .iter()
+            .filter(|(i, _)| *i == at)
+            .filter_map(|(_, e)| match e {
+                P2ptEvent::Message { sender, args, .. } => Some((sender.clone(), args.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn args_of(text: &str) -> Bytes {
+    let mut out = Vec::new();
+    weft_protocol::p2pt::rmpv::encode::write_value(
+        &mut out,
+        &Value::Array(vec![Value::from(text)]),
+    )
+    .unwrap();
+    Bytes::from(out)
+}
+
+fn broadcast(net: &mut Net, i: usize, text: &str) {
+    net.command(
+        i,
+        Command::Mesh(MeshCommand::Broadcast {
+            payload: Bytes::copy_from_slice(text.as_bytes()),
+        }),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_line_links_up_through_peers_and_delivers_each_broadcast_once() {
+    let mut net = Net::new(4, Subnet::Mesh, &[]);
+    net.connect(1, 0);
+    net.connect(2, 1);
+    net.connect(3, 2);
+    // The `peers` lists make every node dial the others it hears of (up to 4 outgoing).
+    for i in 0..4 {
+        assert_eq!(
+            net.nodes[i].peers().len(),
+            3,
+            "node {i}: {:?}",
+            net.nodes[i].peers()
+        );
+    }
+    broadcast(&mut net, 0, "hello");
+    let from0 = net.nodes[0].id();
+    for i in 1..4 {
+        assert_eq!(
+            net.messages(i),
+            vec![(from0.clone(), args_of("hello"))],
+            "node {i}"
+        );
+    }
+    assert!(
+        net.messages(0).is_empty(),
+        "an echo of its own broadcast is a duplicate"
+    );
+    let dups: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.metrics().broadcast_duplicates)
+        .sum();
+    assert!(dups > 0, "a full mesh of 4 relays duplicates, each dropped");
+}
+
+#[test]
+fn relays_forward_the_bytes_received_to_all_but_the_originator() {
+    let mut net = Net::new(3, Subnet::Mesh, &[false, false, false]);
+    // 0 announces no port, so 2 never dials it from 1's `peers`: 1 must relay.
+    net.nodes[0] = P2ptNode::new(
+        P2ptConfig {
+            subnet: Subnet::Mesh,
+            compression: false,
+        },
+        None,
+        &[0; 32],
+    );
+    net.input(0, Input::WallClock { unix_ms: T0_MS });
+    net.connect(0, 1);
+    net.connect(2, 1);
+    assert!(net.nodes[1].peers().len() >= 2);
+    net.wire.clear();
+    broadcast(&mut net, 0, "x");
+    let sent0: Vec<&Bytes> = net
+        .wire
+        .iter()
+        .filter(|(i, ..)| *i == 0)
+        .map(|(.., b)| b)
+        .collect();
+    assert!(!sent0.is_empty());
+    let original = decode_frame(sent0[0], &[]).unwrap();
+    for (i, _, bytes) in net.wire.iter().filter(|(i, ..)| *i == 1) {
+        let d = decode_frame(bytes, &[]).unwrap();
+        assert_eq!(
+            d.msgpack, original.msgpack,
+            "node {i} relays the bytes it received"
+        );
+    }
+    // 1 never sends it back to 0, the originator.
+    let back_to_0 = net
+        .wire
+        .iter()
+        .filter(|(i, c, _)| *i == 1 && net.pipes.get(&(1, *c)).is_some_and(|(j, _)| *j == 0))
+        .count();
+    assert_eq!(back_to_0, 0);
+    assert_eq!(net.messages(2).len(), 1);
+}
+
+#[test]
+fn compression_follows_what_each_side_advertises() {
+    // 0 compresses (py2p's list), 1 does not: both directions stay raw.
+    let mut net = Net::new(2, Subnet::Mesh, &[true, false]);
+    net.connect(0, 1);
+    net.wire.clear();
+    broadcast(&mut net, 0, &"a".repeat(2000));
+    broadcast(&mut net, 1, &"b".repeat(2000));
+    for (_, _, bytes) in &net.wire {
+        assert_eq!(
+            decode_frame(bytes, &Method::PREFERENCE)
+                .unwrap()
+                .compression,
+            None
+        );
+    }
+    // Both compress: zlib, py2p's first choice.
+    let mut net = Net::new(2, Subnet::Mesh, &[true, true]);
+    net.connect(0, 1);
+    net.wire.clear();
+    broadcast(&mut net, 0, &"a".repeat(2000));
+    let (_, _, bytes) = &net.wire[0];
+    assert_eq!(
+        decode_frame(bytes, &Method::PREFERENCE)
+            .unwrap()
+            .compression,
+        Some(Method::Zlib)
+    );
+    assert_eq!(net.messages(1).len(), 1);
+}
+
+#[test]
+fn a_corrupt_checksum_closes_only_that_connection() {
+    let mut net = Net::new(3, Subnet::Mesh, &[false, false, false]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let (_, conn_at_0, _) = net.nodes[0]
+        .peers()
+        .into_iter()
+        .find(|(id, ..)| *id == net.nodes[1].id())
+        .unwrap();
+    let m = Message::new(
+        MainFlag::BROADCAST,
+        b"x".to_vec(),
+        T0_MS / 1000,
+        SubFlag::BROADCAST,
+        vec![],
+    );
+    let mut wire = encode_frame(&m.to_msgpack(), None).unwrap();
+    wire[10] ^= 0xff;
+    net.input(
+        0,
+        Input::Received {
+            conn: conn_at_0,
+            bytes: Bytes::from(wire),
+        },
+    );
+    assert!(net.nodes[0]
+        .peers()
+        .iter()
+        .all(|(id, ..)| *id != net.nodes[1].id()));
+    assert_eq!(net.nodes[0].metrics().faults, 1);
+    // The other link carries on.
+    broadcast(&mut net, 2, "still");
+    assert_eq!(net.messages(0).len(), 1);
+}
+
+#[test]
+fn a_wrong_protocol_id_is_refused() {
+    let mut net = Net::new(2, Subnet::Mesh, &[]);
+    net.nodes[1] = P2ptNode::new(
+        P2ptConfig::new(Subnet::SyncLeased),
+        Some(&addr(1)),
+        &[1; 32],
+    );
+    net.input(1, Input::WallClock { unix_ms: T0_MS });
+    net.connect(0, 1);
+    assert!(net.nodes[0].peers().is_empty());
+    assert!(net.nodes[1].peers().is_empty());
+}
+
+#[test]
+fn the_table_syncs_catches_up_and_keeps_leases() {
+    let mut net = Net::new(3, Subnet::SyncLeased, &[]);
+    net.connect(1, 0);
+    let set = |key: &str, value: &str| {
+        Command::Table(TableCommand::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease: None,
+        })
+    };
+    net.command(0, set("k", "v0")).unwrap();
+    assert_eq!(
+        net.nodes[1].table_get(b"k").unwrap().value,
+        Value::from("v0")
+    );
+    // 1 may not write 0's key within the hour.
+    let r = net.command(1, set("k", "v1"));
+    assert!(matches!(
+        r,
+        Err(crate::io::InputError::Refused(crate::io::Refusal::P2pt(
+            P2ptRefusal::Leased { .. }
+        )))
+    ));
+    // A node that joins later gets the key in the catch-up burst, with its owner.
+    net.connect(2, 1);
+    let e = net.nodes[2].table_get(b"k").unwrap();
+    assert_eq!(e.value, Value::from("v0"));
+    assert_eq!(e.owner, net.nodes[0].id().into_bytes());
+    // After the hour another node may take it.
+    net.advance(Duration::from_secs(P2PT_LEASE_S + 5));
+    net.command(2, set("k", "v2")).unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            net.nodes[i].table_get(b"k").unwrap().value,
+            Value::from("v2"),
+            "node {i}"
+        );
+    }
+    net.command(
+        2,
+        Command::Table(TableCommand::Delete { key: b"k".to_vec() }),
+    )
+    .unwrap();
+    for i in 0..3 {
+        assert!(net.nodes[i].table_get(b"k").is_none(), "node {i}");
+    }
+}
+
+#[test]
+fn a_silent_handshake_times_out_and_a_configured_peer_is_redialed() {
+    let mut net = Net::new(2, Subnet::Mesh, &[]);
+    // A connection that never says anything.
+    net.input(
+        0,
+        Input::Accepted {
+            conn: ConnId::inbound(99),
+            addr: "x".into(),
+        },
+    );
+    net.advance(P2PT_HANDSHAKE_TIMEOUT);
+    assert_eq!(net.nodes[0].conn_ids().count(), 0);
+    // A configured address that is down is dialed again later.
+    net.command(
+        0,
+        Command::Connect {
+            addr: "127.0.0.1:1".into(),
+        },
+    )
+    .unwrap();
+    let before = net.connects;
+    net.advance(P2PT_REDIAL_MIN + Duration::from_millis(1));
+    assert_eq!(net.connects, before + 1);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_outputs() {
+    let run = || {
+        let mut net = Net::new(4, Subnet::SyncLeased, &[]);
+        net.connect(1, 0);
+        net.connect(2, 1);
+        net.connect(3, 1);
+        broadcast(&mut net, 3, "d");
+        net.wire
+            .iter()
+            .map(|(i, c, b)| (*i, *c, b.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
