@@ -31,6 +31,9 @@ pub struct Delivery {
     pub seq: u64,
     /// The application bytes.
     pub payload: Bytes,
+    /// On a p2p.today network: the originator's py2p node id (base58 text); `origin` is then
+    /// zero, `incarnation` the message's Unix second and `seq` 0.
+    pub sender: Option<String>,
 }
 
 /// What a waiting delivery counts for against [`Backlog::bytes_max`] on top of its payload.

@@ -37,6 +37,7 @@ use weft_engine::replicate::{
 use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEvent, RunEventKind};
 
 mod drops;
+mod p2pt;
 mod sync;
 mod throughput;
 
@@ -445,10 +446,12 @@ impl Host {
                     incarnation,
                     seq,
                     payload: Bytes::copy_from_slice(&payload),
+                    sender: None,
                 };
                 let drops = &mut self.listener_drops;
                 self.subscribers.retain(|s| offer(s, &delivery, drops));
             }
+            Event::P2pt(e) => self.on_p2pt_event(e),
             Event::PeerUp {
                 node,
                 conn,
@@ -597,6 +600,9 @@ impl Host {
             Request::Throughput { reply } => {
                 let _ = reply.send(self.throughput.report());
             }
+            Request::TableWrite { key, op, reply } if self.node.p2pt().is_some() => {
+                let _ = reply.send(self.p2pt_table_write(key, op));
+            }
             Request::TableWrite { key, op, reply } => match self.table_write(key, op) {
                 // A node with a state folder answers once the write is stored; one without
                 // keeps nothing, so it answers at once (the write is not durable).
@@ -610,6 +616,9 @@ impl Host {
                     let _ = reply.send(Err(e));
                 }
             },
+            Request::TableRead { key, reply } if self.node.p2pt().is_some() => {
+                let _ = reply.send(self.p2pt_table_read(key));
+            }
             Request::TableRead { key, reply } => {
                 let table = self.node.table();
                 let entries = match key {
@@ -975,6 +984,7 @@ mod tests {
             incarnation: 1,
             seq: 1,
             payload: Bytes::from(vec![0; payload_bytes]),
+            sender: None,
         }
     }
 

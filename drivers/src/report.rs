@@ -390,7 +390,7 @@ impl TableEntryReport {
 /// One delivered broadcast, as `weft listen --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReport {
-    /// The origin's node id (64 hex digits).
+    /// The origin's node id (64 hex digits; on a p2p.today network its py2p id, base58).
     pub origin: String,
     /// The origin's incarnation when it sent it.
     pub incarnation: u64,
@@ -412,7 +412,7 @@ impl From<&Delivery> for DeliveryReport {
             None => Some(d.payload.iter().map(|b| format!("{b:02x}")).collect()),
         };
         DeliveryReport {
-            origin: hex_id(&d.origin),
+            origin: d.sender.clone().unwrap_or_else(|| hex_id(&d.origin)),
             incarnation: d.incarnation,
             seq: d.seq,
             payload: text,
@@ -493,6 +493,7 @@ mod tests {
             incarnation: 2,
             seq: 7,
             payload: Bytes::from_static(p),
+            sender: None,
         };
         let text = DeliveryReport::from(&d(b"hi"));
         assert_eq!(text.payload.as_deref(), Some("hi"));

@@ -19,6 +19,9 @@
 //! folder = "/home/me/shared"        # the network's shared folder (`weft create`/`join`)
 //! allow_run = true                  # run programs for the nodes of allow_run_from (`weft run`)
 //! allow_run_from = ["<64 hex digits of a node id>"]
+//! dialect = "weft"                  # or "p2p.today": join a py2p network (SPEC.md §25)
+//! subnet = "mesh"                   # p2p.today only: "mesh", "sync1" (leases) or "sync0"
+//! p2pt_compression = true           # p2p.today only: offer py2p's zlib, gzip, bz2 and xz
 //! ```
 
 use std::io;
@@ -34,7 +37,7 @@ use super::{announce_addr, socket_addr, Driver};
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Every key the file may hold, in the order the docs list them.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 17] = [
     "listen",
     "announce",
     "peers",
@@ -49,6 +52,9 @@ pub const KEYS: [&str; 14] = [
     "folder",
     "allow_run",
     "allow_run_from",
+    "dialect",
+    "subnet",
+    "p2pt_compression",
 ];
 
 /// What a config file sets; a key it does not hold is `None`.
@@ -68,6 +74,12 @@ pub struct NodeDefaults {
     pub discovery: Option<bool>,
     /// `unsigned_broadcasts`: see `weft node --unsigned-broadcasts`.
     pub unsigned_broadcasts: Option<bool>,
+    /// `dialect`: see `weft node --dialect`.
+    pub dialect: Option<super::Dialect>,
+    /// `subnet`: see `weft node --subnet`.
+    pub subnet: Option<weft_engine::p2pt::Subnet>,
+    /// `p2pt_compression`: see `weft node --p2pt-compression`.
+    pub p2pt_compression: Option<bool>,
     /// `control_write_timeout_ms`: see `weft node --control-write-timeout-ms`.
     pub control_write_timeout_ms: Option<u64>,
     /// `listen_queue_bytes_max`: see `weft node --listen-queue-bytes-max`.
@@ -175,6 +187,21 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                 defaults.driver = Some(driver);
             }
             "chord" => defaults.chord = Some(boolean()?),
+            "dialect" => {
+                let name = string(&value)?;
+                let dialect = super::Dialect::from_str(&name, false).map_err(|_| {
+                    bad(&format!("no dialect {name:?} (dialects: weft, p2p.today)"))
+                })?;
+                defaults.dialect = Some(dialect);
+            }
+            "subnet" => {
+                let name = string(&value)?;
+                let subnet = weft_engine::p2pt::Subnet::from_name(&name).ok_or_else(|| {
+                    bad(&format!("no subnet {name:?} (subnets: mesh, sync1, sync0)"))
+                })?;
+                defaults.subnet = Some(subnet);
+            }
+            "p2pt_compression" => defaults.p2pt_compression = Some(boolean()?),
             "discovery" => defaults.discovery = Some(boolean()?),
             "allow_run" => defaults.allow_run = Some(boolean()?),
             "allow_run_from" => {

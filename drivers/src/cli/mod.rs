@@ -38,7 +38,7 @@ pub use folders::{
     StartArgs, StatusArgs,
 };
 pub use messages::{listen, send, ListenArgs, SendArgs};
-pub use node::{node, tracker, Driver, NodeArgs, NodeSettings, TrackerArgs};
+pub use node::{node, tracker, Dialect, Driver, NodeArgs, NodeSettings, TrackerArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use run::{run, RunArgs};
 pub use table::{table, TableArgs};

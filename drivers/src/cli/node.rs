@@ -27,6 +27,23 @@ use crate::state::{self, StateDir};
 use crate::storage::Store;
 use weft_engine::protocol::FolderId;
 
+/// Which protocol a node's network speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Dialect {
+    /// weft's own (SPEC.md §1–§24).
+    #[default]
+    Weft,
+    /// py2p 0.7.878's p2p.today protocol (SPEC.md §25): no encryption.
+    #[value(name = "p2p.today")]
+    P2pToday,
+}
+
+/// A py2p subnet name for `--subnet`.
+fn subnet(name: &str) -> Result<weft_engine::p2pt::Subnet, String> {
+    weft_engine::p2pt::Subnet::from_name(name)
+        .ok_or_else(|| format!("no subnet {name:?} (subnets: mesh, sync1, sync0)"))
+}
+
 /// Which driver runs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Driver {
@@ -120,6 +137,20 @@ pub struct NodeArgs {
     /// with --allow-run (repeatable; replaces the config's list) [config: allow_run_from].
     #[arg(long = "allow-run-from", value_name = "NODE", value_parser = super::node_id)]
     allow_run_from: Vec<weft_engine::NodeId>,
+    /// The network's protocol: weft's own, or `p2p.today` to join a network of py2p nodes
+    /// (SPEC.md §25; no encryption, no --secret, no Chord, no folder) [config: dialect;
+    /// default: weft].
+    #[arg(long, value_enum)]
+    dialect: Option<Dialect>,
+    /// With `--dialect p2p.today`: the py2p subnet, `mesh` (MeshSocket), `sync1` (SyncSocket
+    /// with leases) or `sync0` (without) [config: subnet; default: mesh].
+    #[arg(long, value_name = "SUBNET", value_parser = subnet)]
+    subnet: Option<weft_engine::p2pt::Subnet>,
+    /// With `--dialect p2p.today`: offer py2p's compressions (zlib, gzip, bz2, xz);
+    /// `--p2pt-compression=false` sends and asks for raw frames [config: p2pt_compression;
+    /// default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    p2pt_compression: Option<bool>,
     #[command(flatten)]
     pub(super) ui: super::UiFlags,
     /// Run in the background: start the node, wait until it answers, print its id and
@@ -157,6 +188,8 @@ pub struct NodeSettings {
     pub folder: Option<PathBuf>,
     /// Whether it runs programs for peers, and for which.
     pub run: weft_engine::RunConfig,
+    /// `Some`: the network speaks the p2p.today dialect.
+    pub p2pt: Option<weft_engine::p2pt::P2ptConfig>,
 }
 
 impl NodeArgs {
@@ -178,6 +211,9 @@ impl NodeArgs {
             secret_file: None,
             allow_run: None,
             allow_run_from: Vec::new(),
+            dialect: None,
+            subnet: None,
+            p2pt_compression: None,
             ui: super::UiFlags::default(),
             detach,
             background_child: false,
@@ -209,7 +245,44 @@ impl NodeArgs {
             (None, Some(path)) => Some(SecretSource::File(path.clone())),
             (None, None) => defaults.secret,
         };
+        let p2pt = match self.dialect.or(defaults.dialect).unwrap_or_default() {
+            Dialect::Weft => {
+                if self.subnet.is_some() || self.p2pt_compression.is_some() {
+                    return Err("--subnet and --p2pt-compression need --dialect p2p.today".into());
+                }
+                None
+            }
+            Dialect::P2pToday => {
+                let chord = self.chord.or(defaults.chord).unwrap_or(false);
+                let no = |what: &str| {
+                    format!("a p2p.today network has no {what} (py2p has none): drop it")
+                };
+                if secret.is_some() {
+                    return Err(no("network secret (no encryption at all)"));
+                }
+                if chord {
+                    return Err(no("weft Chord ring"));
+                }
+                if defaults.folder.is_some() {
+                    return Err(no("shared folder"));
+                }
+                if self.allow_run.or(defaults.allow_run).unwrap_or(false) {
+                    return Err(no("remote runs"));
+                }
+                Some(weft_engine::p2pt::P2ptConfig {
+                    subnet: self
+                        .subnet
+                        .or(defaults.subnet)
+                        .unwrap_or(weft_engine::p2pt::Subnet::Mesh),
+                    compression: self
+                        .p2pt_compression
+                        .or(defaults.p2pt_compression)
+                        .unwrap_or(true),
+                })
+            }
+        };
         Ok(NodeSettings {
+            p2pt,
             listen,
             announce: self.announce.clone().or(defaults.announce),
             peers: if self.peers.is_empty() {
@@ -445,6 +518,7 @@ fn run(
     if settings.chord {
         config.chord = Some(weft_engine::chord::ChordConfig::default());
     }
+    config.p2pt = settings.p2pt.clone();
     let mut setup = Setup::bind(config, settings.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     if let Some(announce) = &settings.announce {
@@ -454,6 +528,12 @@ fn run(
     let page = super::ui::bind_for_node(ui, path)?;
     // Everything that can fail has been checked: from here on the start writes.
     let (state, store) = start.write()?;
+    if let Some(p2pt) = &settings.p2pt {
+        tracing::warn!(
+            "a p2p.today network ({} subnet): py2p has no encryption, so links are plaintext and anyone on the path can read and change every message (SPEC.md §25.12)",
+            p2pt.subnet.name()
+        );
+    }
     if settings.unsigned_broadcasts {
         tracing::warn!(
             "broadcasts are unsigned: any peer can forge one in any node's name (SPEC.md §11.8)"
@@ -480,6 +560,21 @@ fn run(
 /// address from it).
 fn announcement(setup: &Setup, state: &Path, driver: &str) -> String {
     let config = &setup.config;
+    if let Some(node) = weft_engine::p2pt::P2ptNode::from_config(config) {
+        let addr = setup
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return format!(
+            "weft node {} of p2p.today network {} (subnet {}, protocol id {}): listening on {addr} (incarnation {}, {driver} driver, plaintext links: p2p.today has no encryption, state {})",
+            node.id(),
+            config.network,
+            node.config().subnet.name(),
+            node.protocol_id(),
+            config.incarnation,
+            state.display()
+        );
+    }
     let id = Identity::from_secret(&config.secret_key).node_id();
     let addr = setup
         .local_addr()

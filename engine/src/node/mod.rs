@@ -71,16 +71,7 @@ impl Node {
         let me = crate::identity::Identity::from_secret(&config.secret_key).node_id();
         let protocols = Protocols::new(&config, me, child);
         let session = Session::new(&config, protocols.families(), child("session"));
-        let dialect = config.p2pt.clone().map(|p2pt| {
-            // py2p salts its id with fresh randomness each run; weft with its key and
-            // incarnation, so a restarted node has a new id as a py2p node has.
-            let mut h = blake3::Hasher::new_derive_key("weft p2pt node id salt v1");
-            h.update(&config.secret_key);
-            h.update(&config.incarnation.to_be_bytes());
-            let salt = h.finalize();
-            let listen = config.listen_addr.as_deref();
-            Box::new(crate::p2pt::P2ptNode::new(p2pt, listen, salt.as_bytes()))
-        });
+        let dialect = crate::p2pt::P2ptNode::from_config(&config).map(Box::new);
         Node {
             config,
             session,

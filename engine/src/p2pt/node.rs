@@ -164,6 +164,22 @@ impl P2ptNode {
         }
     }
 
+    /// The dialect node a weft [`crate::Config`] asks for, if its `p2pt` is set. py2p salts
+    /// its id with fresh randomness each run; weft with the node's key and incarnation, so a
+    /// restarted node has a new id, as a py2p node has.
+    pub fn from_config(config: &crate::Config) -> Option<P2ptNode> {
+        let p2pt = config.p2pt.clone()?;
+        let mut h = blake3::Hasher::new_derive_key("weft p2pt node id salt v1");
+        h.update(&config.secret_key);
+        h.update(&config.incarnation.to_be_bytes());
+        let salt = h.finalize();
+        Some(P2ptNode::new(
+            p2pt,
+            config.listen_addr.as_deref(),
+            salt.as_bytes(),
+        ))
+    }
+
     // ----- inspection ---------------------------------------------------------------------
 
     /// This node's id (base58 text).
