@@ -8,6 +8,8 @@ mod decoder_drive;
 mod node_drive;
 #[path = "../../fuzz/src/noise_drive.rs"]
 mod noise_drive;
+#[path = "../../fuzz/src/p2pt_node_drive.rs"]
+mod p2pt_node_drive;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +61,21 @@ fn noise_link_corpus_replays() {
         noise_drive::run_noise_link(data);
     });
     eprintln!("replayed {n} noise_link inputs");
+}
+
+#[test]
+fn p2pt_node_corpus_replays() {
+    let mut total = p2pt_node_drive::P2ptSummary::default();
+    let n = replay("p2pt_node", |path, data| {
+        eprintln!("{}", path.display());
+        let s = p2pt_node_drive::run_p2pt_node(data);
+        total.delivered += s.delivered;
+        total.key_changes += s.key_changes;
+        total.faults += s.faults;
+    });
+    eprintln!("replayed {n} p2pt_node inputs: {total:?}");
+    // The corpus reaches past the frame layer: deliveries, table changes and closes.
+    assert!(total.delivered > 0 && total.key_changes > 0 && total.faults > 0, "{total:?}");
 }
 
 #[test]

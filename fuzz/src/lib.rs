@@ -10,6 +10,7 @@ mod message_drive;
 mod node_drive;
 mod noise_drive;
 mod p2pt_drive;
+mod p2pt_node_drive;
 mod replica_drive;
 mod run_drive;
 
@@ -24,5 +25,6 @@ pub use node_drive::{
 };
 pub use noise_drive::run_noise_link;
 pub use p2pt_drive::run_p2pt_frame;
+pub use p2pt_node_drive::{run_p2pt_node, P2ptSummary};
 pub use replica_drive::run_replica_message;
 pub use run_drive::run_run_message;
