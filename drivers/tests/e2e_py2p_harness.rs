@@ -95,9 +95,11 @@ fn sync_lease(compression: bool) {
     assert_eq!(updates[0]["value"], v);
     assert_eq!(updates[0]["owner"], a.id());
     // py2p lets a write with the lease holder's timestamp (whole seconds) through when the
-    // writer's id sorts lower: the lease holds from the next second on.
+    // writer's id sorts lower: the lease holds from the next second on. py2p's clock is
+    // `time(NULL)`, the kernel's coarse clock, a tick behind at a second's start: 100 ms more.
     let written = updates[0]["time"].as_u64().expect("a write time");
-    while unix_now() <= written {
+    let next = UNIX_EPOCH + Duration::from_secs(written + 1) + Duration::from_millis(100);
+    while SystemTime::now() < next {
         std::thread::sleep(Duration::from_millis(20));
     }
     let err = b.set("k", "w").expect_err("a holds the lease");
