@@ -4,6 +4,7 @@
 
 pub mod broken;
 pub mod peer;
+pub mod py2p;
 pub mod relay;
 
 use std::io::{BufRead, BufReader};
