@@ -872,6 +872,19 @@ impl Host {
     }
 
     fn hosts(&self) -> Vec<HostReport> {
+        if let Some(p2pt) = self.node.p2pt() {
+            return p2pt
+                .peers()
+                .into_iter()
+                .map(|(id, _, addr)| HostReport {
+                    node: id,
+                    addr: Some(addr),
+                    direct: true,
+                    last_seen_ms_ago: 0,
+                    last_seen_unix_ms: None,
+                })
+                .collect();
+        }
         let now = self.clock.now();
         let wall = self.node.wall_clock_ms(now);
         self.node
@@ -909,21 +922,28 @@ impl Host {
                 records: chord.records_len() as u64,
             }
         });
+        let p2pt = node.p2pt();
         IdReport {
-            node: hex_id(&me),
+            node: p2pt.map_or_else(|| hex_id(&me), |p| p.id()),
             network: node.config().network.clone(),
             incarnation: node.config().incarnation,
             pid: std::process::id(),
             driver: self.driver.to_owned(),
-            links: links_name(node.config().link_encryption).to_owned(),
+            links: if p2pt.is_some() {
+                "plaintext (p2p.today)".to_owned()
+            } else {
+                links_name(node.config().link_encryption).to_owned()
+            },
             network_secret: node.config().network_key != NetworkKey::OPEN,
             listen_addr: self.bound_addr.clone(),
             announce_addr: node.config().listen_addr.clone(),
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
-            peers_direct: direct,
+            peers_direct: p2pt.map_or(direct, |p| p.peers().len() as u64),
             peers_heard_of: hosts.len() as u64 - direct,
             chord,
-            table_keys: node.table().iter().count() as u64,
+            table_keys: p2pt.map_or(node.table().iter().count() as u64, |p| {
+                p.metrics().table_keys
+            }),
         }
     }
 
@@ -943,8 +963,22 @@ impl Host {
             })
             .collect();
         let config = node.config();
+        let mut counters = NodeCounters::from(&node.metrics());
+        if let Some(p) = node.p2pt() {
+            let m = p.metrics();
+            counters.frames_received = m.frames_received;
+            counters.frames_sent = m.frames_sent;
+            counters.bytes_received = m.bytes_received;
+            counters.bytes_sent = m.bytes_sent;
+            counters.broadcasts_originated = m.broadcasts_originated;
+            counters.broadcasts_delivered = m.delivered;
+            counters.broadcast_duplicates = m.broadcast_duplicates;
+            counters.broadcast_transmissions = m.broadcasts_relayed;
+        }
         StatsReport {
-            node: hex_id(&node.node_id()),
+            node: node
+                .p2pt()
+                .map_or_else(|| hex_id(&node.node_id()), |p| p.id()),
             network: config.network.clone(),
             incarnation: config.incarnation,
             listen_addr: config.listen_addr.clone(),
@@ -952,7 +986,7 @@ impl Host {
             links: links_name(config.link_encryption).to_owned(),
             network_secret: config.network_key != NetworkKey::OPEN,
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
-            counters: NodeCounters::from(&node.metrics()),
+            counters,
             connections,
             listeners: self.subscribers.len() as u64,
             listener_drops: self.listener_drops,

@@ -50,7 +50,7 @@ pub fn links_text(links: &str, network_secret: bool) -> String {
 /// One host the node links to or has heard of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostReport {
-    /// Its node id (64 hex digits).
+    /// Its node id (64 hex digits; on a p2p.today network its py2p id, base58).
     pub node: String,
     /// Where it can be dialed, if known.
     pub addr: Option<String>,
@@ -424,7 +424,7 @@ impl From<&Delivery> for DeliveryReport {
 /// Everything `weft id` shows: who the node is, where, since when, and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdReport {
-    /// This node's id (64 hex digits).
+    /// This node's id (64 hex digits; on a p2p.today network its py2p id, base58).
     pub node: String,
     /// The network's name.
     pub network: String,

@@ -75,7 +75,10 @@ fn p2pt_node_corpus_replays() {
     });
     eprintln!("replayed {n} p2pt_node inputs: {total:?}");
     // The corpus reaches past the frame layer: deliveries, table changes and closes.
-    assert!(total.delivered > 0 && total.key_changes > 0 && total.faults > 0, "{total:?}");
+    assert!(
+        total.delivered > 0 && total.key_changes > 0 && total.faults > 0,
+        "{total:?}"
+    );
 }
 
 #[test]

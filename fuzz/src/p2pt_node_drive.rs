@@ -36,7 +36,12 @@ struct Drive {
 }
 
 fn peer_id(i: u8) -> Vec<u8> {
-    ids::node_id(&format!("('127.0.0.1', {})", 9000 + u16::from(i)), "p", b"s").into_bytes()
+    ids::node_id(
+        &format!("('127.0.0.1', {})", 9000 + u16::from(i)),
+        "p",
+        b"s",
+    )
+    .into_bytes()
 }
 
 impl Drive {
@@ -60,7 +65,9 @@ impl Drive {
                     let _ = self.node.handle_input(self.now, Input::Closed { conn });
                 }
                 Output::Connect { conn, .. } => {
-                    let _ = self.node.handle_input(self.now, Input::ConnectFailed { conn });
+                    let _ = self
+                        .node
+                        .handle_input(self.now, Input::ConnectFailed { conn });
                 }
                 _ => {}
             }

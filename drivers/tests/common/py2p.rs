@@ -153,6 +153,13 @@ impl Py2pPeer {
     /// A node of `kind`; without `compression` it advertises no method and sends every frame
     /// raw.
     pub fn start_with(kind: &str, compression: bool) -> Py2pPeer {
+        Py2pPeer::start_opts(kind, compression, None)
+    }
+
+    /// A node of `kind` that announces `127.0.0.1:announce_port` (when given) instead of the
+    /// port it listens on: with a port nothing listens on, nodes that hear of it through a
+    /// `peers` list cannot dial it, so only the links the test makes exist (a chain).
+    pub fn start_opts(kind: &str, compression: bool, announce_port: Option<u16>) -> Py2pPeer {
         let python = py2p_python();
         let log = tempfile::Builder::new()
             .prefix(&format!("py2p-{kind}-"))
@@ -163,6 +170,9 @@ impl Py2pPeer {
         cmd.arg(py2p_peer_script()).args(["--kind", kind]);
         if !compression {
             cmd.arg("--no-compression");
+        }
+        if let Some(port) = announce_port {
+            cmd.args(["--announce-port", &port.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -100,6 +100,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kind", choices=("mesh", "sync1", "sync0"), required=True)
     ap.add_argument("--no-compression", action="store_true")
+    ap.add_argument(
+        "--announce-port",
+        type=int,
+        default=None,
+        help="announce 127.0.0.1:PORT in the handshake instead of the listening port (a port "
+        "nothing listens on keeps peers that hear of this node from dialing it)",
+    )
     ap.add_argument("--debug", type=int, default=0, help="py2p's debug_level (prints on stderr)")
     opts = ap.parse_args()
 
@@ -119,12 +126,19 @@ def main():
     # the kernel says is free, and try again if another process took it meanwhile.
     for _ in range(20):
         port = free_port()
+        out_addr = ("127.0.0.1", opts.announce_port) if opts.announce_port else None
         try:
             if opts.kind == "mesh":
-                sock = py2p.mesh.MeshSocket("127.0.0.1", port, debug_level=opts.debug)
+                sock = py2p.mesh.MeshSocket(
+                    "127.0.0.1", port, out_addr=out_addr, debug_level=opts.debug
+                )
             else:
                 sock = py2p.sync.SyncSocket(
-                    "127.0.0.1", port, debug_level=opts.debug, leasing=opts.kind == "sync1"
+                    "127.0.0.1",
+                    port,
+                    out_addr=out_addr,
+                    debug_level=opts.debug,
+                    leasing=opts.kind == "sync1",
                 )
             break
         except OSError as e:
