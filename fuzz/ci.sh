@@ -30,6 +30,7 @@ declare -A RUNS=(
     [run_message]=450000
     [drop_message]=700000
     [p2pt_frame]=120000
+    [p2pt_node]=30000
     [noise_link]=6000
     [node]=4000
     [node_small_limits]=6000
