@@ -186,6 +186,10 @@ pub fn read_frame<S: Source>(
 ) -> Result<Next, String> {
     let mut buf = [0u8; 64 * 1024];
     loop {
+        // First, so that a peer sending without pause cannot hold the reader past it.
+        if Instant::now() >= deadline {
+            return Ok(Next::Timeout);
+        }
         match framer.next_frame() {
             Ok(Some(wire)) => {
                 return open(&wire)
@@ -194,9 +198,6 @@ pub fn read_frame<S: Source>(
             }
             Ok(None) => {}
             Err(e) => return Err(format!("its frame does not decode: {e}")),
-        }
-        if Instant::now() >= deadline {
-            return Ok(Next::Timeout);
         }
         match source.read_slice(&mut buf) {
             Ok(0) => return Ok(Next::Closed),
@@ -317,7 +318,7 @@ impl Conn {
                 Next::Frame(_) => {}
                 Next::Closed => return Err(self.closed_reason(what)),
                 Next::Timeout => {
-                    return Err(format!("no {what} within {}", span(wait)));
+                    return Err(format!("{what} did not come within {}", span(wait)));
                 }
             }
         }
@@ -444,6 +445,20 @@ mod tests {
         assert!(took >= Duration::from_millis(40), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert_eq!(framer.pending(), 6);
+        // A deadline that has passed ends the reading even with frames waiting: a peer that
+        // never pauses cannot hold the kit.
+        let whole = wire::frame(&wire::resend(b"b"), None);
+        let mut flood = script(vec![Some(whole.repeat(3))]);
+        let mut framer = Framer::default();
+        assert!(matches!(
+            read_frame(&mut flood, &mut framer, soon()),
+            Ok(Next::Frame(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut flood, &mut framer, Instant::now()),
+            Ok(Next::Timeout)
+        ));
+        assert_eq!(framer.pending(), 2 * whole.len());
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Ctx {
 
     /// The peer's handshake, which must be the first frame on `conn`.
     pub fn their_handshake(&self, conn: &mut Conn) -> Result<(Handshake, Got), String> {
-        let got = conn.expect(self.wait, "the peer's whisper/handshake", |_| true)?;
+        let got = conn.expect(self.wait, "its whisper/handshake", |_| true)?;
         let handshake = session::handshake_of(&got)?;
         Ok((handshake, got))
     }
@@ -122,12 +122,13 @@ impl Ctx {
         choose_compression(&receive_order(codes), &self.peer_codes)
     }
 
-    /// A whole link advertising `codes`: the peer's handshake, the kit's, the peer's
+    /// A whole link advertising `codes`: the kit's handshake and the peer's, then the peer's
     /// `whisper/peers`.
     pub fn link_with(&self, codes: &[u64]) -> Result<Link, String> {
         let (mut conn, id) = self.dial()?;
-        let (theirs, _) = self.their_handshake(&mut conn)?;
+        // Both sides send at once, as py2p's `connect` and `handle_accept` do.
         self.send_handshake(&mut conn, &id, codes);
+        let (theirs, _) = self.their_handshake(&mut conn)?;
         let peers = conn.expect(self.wait, "whisper/peers after the kit's handshake", |g| {
             g.is(MainFlag::WHISPER, SubFlag::PEERS)
         })?;

@@ -67,7 +67,7 @@ pub fn first_handshake(
 ) -> Result<Handshake, String> {
     let got = conn.expect(
         wait,
-        "a whisper/handshake before the kit sends anything",
+        "its whisper/handshake, before the kit sends anything,",
         |_| true,
     )?;
     let h = handshake_of(&got)?;
@@ -119,10 +119,10 @@ fn conn_port(conn: &Conn) -> u16 {
 /// `whisper/peers`.
 pub fn other_protocol_closes(ctx: &Ctx, _: &mut Notes) -> Step {
     let (mut conn, id) = ctx.dial()?;
-    ctx.their_handshake(&mut conn)?;
     let other = ids::protocol_id(ids::SUBNET_CHORD, ids::ENCRYPTION_PLAINTEXT);
     let m = wire::handshake(&id, other.as_bytes(), conn.local, &super::KIT_CODES);
     conn.send_raw(&m);
+    ctx.their_handshake(&mut conn)?;
     let deadline = Instant::now() + ctx.wait;
     loop {
         match conn.next(deadline) {
@@ -152,8 +152,8 @@ pub fn other_protocol_closes(ctx: &Ctx, _: &mut Notes) -> Step {
 pub fn peers_after_handshake(ctx: &Ctx, notes: &mut Notes) -> Step {
     let earlier = ctx.link()?;
     let (mut conn, id) = ctx.dial()?;
-    ctx.their_handshake(&mut conn)?;
     ctx.send_handshake(&mut conn, &id, &super::KIT_CODES);
+    ctx.their_handshake(&mut conn)?;
     let deadline = Instant::now() + ctx.wait;
     let got = loop {
         match conn.next(deadline) {
