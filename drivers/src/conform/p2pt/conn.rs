@@ -341,11 +341,6 @@ impl Conn {
         }
     }
 
-    /// Whether the peer closes the stream within `wait` (frames are read and dropped).
-    pub fn closes_within(&mut self, wait: Duration) -> bool {
-        self.expect_closed(wait, "").is_ok()
-    }
-
     /// Why the stream ended while the kit waited for `what`.
     pub fn closed_reason(&self, what: &str) -> String {
         match &self.garbage {
@@ -358,11 +353,6 @@ impl Conn {
     pub fn shutdown(&mut self) {
         let _ = self.socket.shutdown(Shutdown::Both);
         self.closed = true;
-    }
-
-    /// Bytes received that are not yet a whole frame.
-    pub fn pending(&self) -> usize {
-        self.framer.pending()
     }
 }
 
