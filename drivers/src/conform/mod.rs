@@ -12,11 +12,14 @@
 //!   PONG);
 //! - [`hello`]: the kit's identities and its side of the handshake;
 //! - [`checks`]: the checks, one module per group of sections;
-//! - [`report`]: the report's lines and JSON.
+//! - [`report`]: the report's lines and JSON;
+//! - [`p2pt`]: the kit for the p2p.today dialect (`--dialect p2p.today`, SPEC.md §25), a
+//!   separate script with its own report.
 
 pub mod checks;
 pub mod conn;
 pub mod hello;
+pub mod p2pt;
 pub mod report;
 pub mod vectors;
 
@@ -32,6 +35,17 @@ use weft_engine::NetworkKey;
 use conn::Conn;
 use hello::{LinkOpts, Me};
 use report::{CheckResult, Outcome, Report, Section};
+
+/// The protocol the peer under test speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Dialect {
+    /// weft's own protocol (SPEC.md §1-§24).
+    #[default]
+    Weft,
+    /// p2p.today, py2p 0.7.878's wire (SPEC.md §25): the kit dials, only as initiator.
+    #[value(name = "p2p.today")]
+    P2pToday,
+}
 
 /// `weft conform`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -59,6 +73,14 @@ pub struct ConformArgs {
     /// peer runs SPEC.md §13's defaults: about 18 s more (as initiator only).
     #[arg(long)]
     pub timers: bool,
+    /// The protocol the peer speaks: `weft`, or `p2p.today` (py2p 0.7.878's wire, SPEC.md
+    /// §25; with --peer only).
+    #[arg(long, value_enum, default_value_t = Dialect::Weft)]
+    pub dialect: Dialect,
+    /// With --dialect p2p.today: the py2p subnet the peer runs (`mesh`: a MeshSocket,
+    /// `sync1`: a SyncSocket with leases, `sync0`: without); mesh if not given.
+    #[arg(long, value_enum)]
+    pub subnet: Option<p2pt::Subnet>,
 }
 
 /// What every check knows about the peer under test.
@@ -197,6 +219,13 @@ pub struct Check {
 
 /// Runs `weft conform`.
 pub fn conform(args: ConformArgs) -> ExitCode {
+    match args.dialect {
+        Dialect::P2pToday => return p2pt::conform(&args),
+        Dialect::Weft if args.subnet.is_some() => {
+            return crate::cli::usage("--subnet is for --dialect p2p.today")
+        }
+        Dialect::Weft => {}
+    }
     let network_key = match &args.secret {
         Some(s) => match NetworkKey::derive(s.as_bytes()) {
             Ok(k) => k,

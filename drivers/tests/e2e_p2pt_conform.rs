@@ -1,0 +1,489 @@
+//! `weft conform --dialect p2p.today` (SPEC.md §25) against real py2p 0.7.878 nodes on
+//! 127.0.0.1, a `MeshSocket` and a leased `SyncSocket`: every line must pass. And against a
+//! small in-test p2p.today peer that breaks one rule on purpose (it relays broadcasts back to
+//! their originator, or keeps a link whose frame failed its checksum): the kit must fail that
+//! rule's line and exit non-zero.
+//!
+//! The py2p nodes run under `$WEFT_PY2P_PYTHON`, or `/tmp/py2pvenv/bin/python`, a Python with
+//! py2p 0.7.878 installed; `WEFT_SKIP_PY2P_TESTS=1` skips them where there is none. Nothing
+//! here dials anything but 127.0.0.1, and py2p's `bootstrap()` is never called.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use weft_drivers::conform::p2pt::conn::{open, Framer};
+use weft_drivers::conform::p2pt::wire;
+use weft_engine::protocol::p2pt::{ids, Addr, Handshake, MainFlag, Message, Peers, SubFlag};
+
+/// How long one `weft conform` run may take before it is killed.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// The Python that runs py2p nodes (swapped for a shared helper later).
+fn py2p_python() -> PathBuf {
+    std::env::var_os("WEFT_PY2P_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/py2pvenv/bin/python"))
+}
+
+/// Whether the py2p tests run here: they fail loudly without a py2p Python unless
+/// `WEFT_SKIP_PY2P_TESTS=1` says to skip them.
+fn py2p_available(test: &str) -> bool {
+    let python = py2p_python();
+    if python.exists() {
+        return true;
+    }
+    if std::env::var_os("WEFT_SKIP_PY2P_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("{test}: skipped (no py2p Python at {})", python.display());
+        return false;
+    }
+    panic!(
+        "{test}: no Python with py2p 0.7.878 at {} (set WEFT_PY2P_PYTHON, or \
+         WEFT_SKIP_PY2P_TESTS=1 to skip)",
+        python.display()
+    );
+}
+
+/// A py2p node: picks a free loopback port, listens there (so its handshake announces the
+/// real port), prints it, and lives until its stdin closes.
+const NODE: &str = r#"
+import socket, sys
+import py2p
+kind = sys.argv[1]
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+port = probe.getsockname()[1]
+probe.close()
+if kind == "mesh":
+    node = py2p.mesh.MeshSocket("127.0.0.1", port)
+else:
+    node = py2p.sync.SyncSocket("127.0.0.1", port, leasing=(kind == "sync1"))
+print(port, flush=True)
+sys.stdin.read()
+"#;
+
+/// A running py2p node, killed when dropped.
+struct Py2pNode {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Py2pNode {
+    fn start(kind: &str) -> Py2pNode {
+        let mut child = Command::new(py2p_python())
+            .args(["-c", NODE, kind])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a py2p node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The first line is the port; py2p prints its own reports after it: drained.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut first = String::new();
+            let _ = lines.read_line(&mut first);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut lines, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the py2p node printed its port");
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the py2p node printed {line:?}, not a port")
+        });
+        Py2pNode {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Py2pNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `weft conform --dialect p2p.today --peer ADDR ARGS…`, killed after [`RUN_LIMIT`]: its
+/// status, its stdout.
+fn conform(addr: SocketAddr, extra: &[&str]) -> (ExitStatus, String) {
+    let peer = addr.to_string();
+    let mut args = vec!["conform", "--dialect", "p2p.today", "--peer", &peer];
+    args.extend(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weft {args:?} ran over {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    eprintln!(
+        "weft {} ({:.1} s):\n{stdout}{stderr}",
+        args.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    (status, stdout)
+}
+
+/// Asserts every section line passes (the sync table's may be skipped on a mesh node).
+fn assert_all_pass(status: ExitStatus, out: &str, sections: &[&str]) {
+    for section in sections {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("{section} ")))
+            .unwrap_or_else(|| panic!("no line for {section} in:\n{out}"));
+        assert!(line.starts_with("PASS "), "{section} did not pass: {line}");
+    }
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("PASS ") || l.starts_with("SKIP ")),
+        "{out}"
+    );
+    assert!(status.success(), "exit {status:?}:\n{out}");
+}
+
+#[test]
+fn a_py2p_mesh_node_passes_every_line() {
+    if !py2p_available("a_py2p_mesh_node_passes_every_line") {
+        return;
+    }
+    let node = Py2pNode::start("mesh");
+    let (status, out) = conform(node.addr, &[]);
+    assert_all_pass(status, &out, &["§25.2", "§25.5", "§25.9", "§25.10"]);
+    assert!(
+        out.contains("SKIP §25.11 Sync table"),
+        "a mesh node has no sync table: {out}"
+    );
+    // py2p answers its own str request with its decode-failure path, noted.
+    assert!(
+        out.contains("renegotiate/compression [] and renegotiate/resend"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_py2p_leased_sync_node_passes_every_line() {
+    if !py2p_available("a_py2p_leased_sync_node_passes_every_line") {
+        return;
+    }
+    let node = Py2pNode::start("sync1");
+    let (status, out) = conform(node.addr, &["--subnet", "sync1", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON report");
+    assert_eq!(report["pass"], true, "{out}");
+    assert_eq!(report["subnet"], "sync1");
+    let sections = report["sections"].as_array().expect("sections");
+    assert_eq!(sections.len(), 5, "{out}");
+    for s in sections {
+        assert_eq!(s["result"], "pass", "{s}");
+    }
+    assert_eq!(sections[4]["section"], "§25.11");
+    assert_eq!(sections[4]["passed"], 3);
+    assert!(status.success());
+    // The kit assuming mesh against a sync node fails on the protocol id, with a hint.
+    let (status, out) = conform(node.addr, &[]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("give --subnet sync1"), "{out}");
+}
+
+/// The rule the in-test peer breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// It relays a broadcast to every link, its originator's too.
+    EchoesBroadcasts,
+    /// It keeps a link whose frame failed its checksum (and drops the frame).
+    KeepsBadChecksums,
+}
+
+/// One link of the in-test peer: the kit's id, the address its handshake announced, the
+/// codes it advertised, a writer, and the last whisper/broadcast sent on it.
+struct PeerLink {
+    id: Vec<u8>,
+    addr: Option<Addr>,
+    codes: Vec<u64>,
+    writer: TcpStream,
+    last: Option<Vec<u8>>,
+}
+
+/// A minimal p2p.today mesh peer over blocking threads, breaking one rule: it advertises no
+/// compression (so every frame is raw both ways), answers handshakes, requests,
+/// renegotiations and resends, and relays broadcasts by their bytes.
+struct FakePeer {
+    addr: SocketAddr,
+}
+
+struct Shared {
+    id: Vec<u8>,
+    addr: SocketAddr,
+    broken: Broken,
+    links: Mutex<Vec<Arc<Mutex<PeerLink>>>>,
+    seen: Mutex<HashSet<Vec<u8>>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl FakePeer {
+    fn start(broken: Broken) -> FakePeer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let protocol = ids::protocol_id(ids::SUBNET_MESH, ids::ENCRYPTION_PLAINTEXT);
+        let shared = Arc::new(Shared {
+            id: wire::fresh_id(addr, &protocol),
+            addr,
+            broken,
+            links: Mutex::new(Vec::new()),
+            seen: Mutex::new(HashSet::new()),
+        });
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || serve(&shared, stream));
+            }
+        });
+        FakePeer { addr }
+    }
+}
+
+fn send(link: &Mutex<PeerLink>, m: &Message) {
+    let msgpack = m.to_msgpack();
+    send_bytes(link, &msgpack);
+}
+
+fn send_bytes(link: &Mutex<PeerLink>, msgpack: &[u8]) {
+    if let Ok(mut l) = link.lock() {
+        let is_payload = matches!(msgpack.get(1), Some(0x00) | Some(0x02));
+        if is_payload {
+            l.last = Some(msgpack.to_vec());
+        }
+        let _ = l.writer.write_all(&wire::frame_bytes(msgpack, None));
+    }
+}
+
+fn peers_message(shared: &Shared) -> Message {
+    let list = shared
+        .links
+        .lock()
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|l| l.lock().ok())
+                .filter_map(|l| l.addr.clone().map(|a| (a, l.id.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Peers(list).to_message(shared.id.clone(), now())
+}
+
+/// One connection: the handshake first, then frames until the kit closes or breaks a rule.
+fn serve(shared: &Shared, stream: TcpStream) {
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let protocol = ids::protocol_id(ids::SUBNET_MESH, ids::ENCRYPTION_PLAINTEXT);
+    let link = Arc::new(Mutex::new(PeerLink {
+        id: Vec::new(),
+        addr: None,
+        codes: Vec::new(),
+        writer,
+        last: None,
+    }));
+    let ours = Handshake {
+        id: shared.id.clone(),
+        protocol_id: protocol.clone().into_bytes(),
+        addr: Addr {
+            host: shared.addr.ip().to_string(),
+            port: shared.addr.port(),
+        },
+        compression: Vec::new(),
+    };
+    send(&link, &ours.to_message(now()));
+    let mut reader = stream;
+    let mut framer = Framer::default();
+    let mut buf = [0u8; 65536];
+    'read: loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        loop {
+            let wire_frame = match framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => break 'read,
+            };
+            let got = match open(&wire_frame) {
+                Ok(g) => g,
+                Err(_) if shared.broken == Broken::KeepsBadChecksums => continue,
+                Err(_) => break 'read,
+            };
+            let Some(m) = got.message.clone() else {
+                continue;
+            };
+            match (m.main_flag, m.sub_flag) {
+                (MainFlag::WHISPER, SubFlag::HANDSHAKE) => {
+                    let Ok(h) = Handshake::parse(&m) else {
+                        break 'read;
+                    };
+                    if h.protocol_id != protocol.as_bytes() {
+                        break 'read;
+                    }
+                    if let Ok(mut l) = link.lock() {
+                        l.id = h.id;
+                        l.addr = Some(h.addr);
+                        l.codes = h.compression;
+                    }
+                    if let Ok(mut links) = shared.links.lock() {
+                        links.push(Arc::clone(&link));
+                    }
+                    send(&link, &peers_message(shared));
+                }
+                (MainFlag::WHISPER, SubFlag::REQUEST) => {
+                    // Only the bin star, as py2p (rmpv's `is_bin` takes a str too: the
+                    // element's bytes tell).
+                    let bin_star: &[u8] = &[0xc4, 1, b'*'];
+                    let elements = got.elements().unwrap_or_default();
+                    if elements.get(4) == Some(&bin_star) {
+                        send(&link, &peers_message(shared));
+                    }
+                }
+                (MainFlag::RENEGOTIATE, SubFlag::COMPRESSION) => {
+                    let codes: Vec<u64> = m
+                        .args
+                        .first()
+                        .and_then(|a| a.as_array())
+                        .map(|a| a.iter().filter_map(|c| c.as_u64()).collect())
+                        .unwrap_or_default();
+                    let changed = link.lock().map(|l| l.codes != codes).unwrap_or(false);
+                    if let Ok(mut l) = link.lock() {
+                        l.codes = codes;
+                    }
+                    if changed {
+                        // The intersection with its own list, which is empty.
+                        let answer = Message::new(
+                            MainFlag::RENEGOTIATE,
+                            shared.id.clone(),
+                            now(),
+                            SubFlag::COMPRESSION,
+                            vec![std::iter::empty::<u64>().collect()],
+                        );
+                        send(&link, &answer);
+                    }
+                }
+                (MainFlag::RENEGOTIATE, SubFlag::RESEND) => {
+                    let last = link.lock().ok().and_then(|l| l.last.clone());
+                    if let Some(last) = last {
+                        send_bytes(&link, &last);
+                    }
+                }
+                (MainFlag::BROADCAST, _) => {
+                    if m.timestamp + 60 < now() {
+                        continue;
+                    }
+                    let fresh = shared
+                        .seen
+                        .lock()
+                        .map(|mut s| s.insert(got.msgpack.clone()))
+                        .unwrap_or(false);
+                    if !fresh {
+                        continue;
+                    }
+                    let links: Vec<_> = shared.links.lock().map(|l| l.clone()).unwrap_or_default();
+                    for other in links {
+                        let to_sender = other.lock().map(|l| l.id == m.sender).unwrap_or(true);
+                        if !to_sender || shared.broken == Broken::EchoesBroadcasts {
+                            send_bytes(&other, &got.msgpack);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Ok(mut links) = shared.links.lock() {
+        links.retain(|l| !Arc::ptr_eq(l, &link));
+    }
+    let _ = reader.shutdown(Shutdown::Both);
+}
+
+/// The line of `section` in `out`.
+fn line<'a>(out: &'a str, section: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.contains(&format!("{section} ")))
+        .unwrap_or_else(|| panic!("no line for {section} in:\n{out}"))
+}
+
+#[test]
+fn a_peer_that_echoes_broadcasts_fails_the_mesh_line() {
+    let peer = FakePeer::start(Broken::EchoesBroadcasts);
+    let (status, out) = conform(peer.addr, &["--wait-ms", "500"]);
+    let mesh = line(&out, "§25.10");
+    assert!(
+        mesh.starts_with("FAIL §25.10 Mesh:") && mesh.contains("back to link A"),
+        "{out}"
+    );
+    assert_eq!(status.code(), Some(1), "{out}");
+    // The rest of it is a good enough peer: the other lines pass.
+    for section in ["§25.2", "§25.5", "§25.9"] {
+        assert!(line(&out, section).starts_with("PASS "), "{out}");
+    }
+}
+
+#[test]
+fn a_peer_that_keeps_a_bad_checksum_fails_the_frame_line() {
+    let peer = FakePeer::start(Broken::KeepsBadChecksums);
+    let (status, out) = conform(peer.addr, &["--wait-ms", "500"]);
+    let frame = line(&out, "§25.2");
+    assert!(
+        frame.starts_with("FAIL §25.2 Frame:") && frame.contains("still open"),
+        "{out}"
+    );
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(line(&out, "§25.10").starts_with("PASS "), "{out}");
+}
