@@ -44,7 +44,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in frame_decoder session_message mesh_message table_message chord_message \
-    replica_message run_message drop_message p2pt_frame noise_link node node_small_limits; do
+    replica_message run_message drop_message p2pt_frame p2pt_node noise_link node node_small_limits; do
     runs=$(awk -v r="${RUNS[$target]}" -v s="$SCALE" 'BEGIN { printf "%d", r * s }')
     mkdir -p "$scratch/$target" "artifacts/$target"
     echo "== fuzz $target: -seed=$SEED -runs=$runs"

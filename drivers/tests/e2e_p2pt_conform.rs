@@ -4,18 +4,23 @@
 //! their originator, or keeps a link whose frame failed its checksum): the kit must fail that
 //! rule's line and exit non-zero.
 //!
-//! The py2p nodes run under `$WEFT_PY2P_PYTHON`, or `/tmp/py2pvenv/bin/python`, a Python with
-//! py2p 0.7.878 installed; `WEFT_SKIP_PY2P_TESTS=1` skips them where there is none. Nothing
-//! here dials anything but 127.0.0.1, and py2p's `bootstrap()` is never called.
+//! Also against weft's own p2p.today nodes (mio on mesh, tokio on sync1): every line passes.
+//!
+//! The py2p nodes run in the venv `.ci/py2p-venv.sh` makes (`common::py2p`, which sets it up
+//! on first use; never skipped). Nothing here dials anything but 127.0.0.1, and py2p's
+//! `bootstrap()` is never called.
+
+mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::py2p::Py2pPeer;
+use common::NodeProc;
 use weft_drivers::conform::p2pt::conn::{open, Framer};
 use weft_drivers::conform::p2pt::wire;
 use weft_engine::protocol::p2pt::{ids, Addr, Handshake, MainFlag, Message, Peers, SubFlag};
@@ -23,93 +28,19 @@ use weft_engine::protocol::p2pt::{ids, Addr, Handshake, MainFlag, Message, Peers
 /// How long one `weft conform` run may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// The Python that runs py2p nodes (swapped for a shared helper later).
-fn py2p_python() -> PathBuf {
-    std::env::var_os("WEFT_PY2P_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/py2pvenv/bin/python"))
+/// A py2p node of `kind` (the shared harness, `common::py2p`), and where it listens.
+fn py2p(kind: &str) -> (Py2pPeer, SocketAddr) {
+    let node = Py2pPeer::start(kind);
+    let addr = SocketAddr::from(([127, 0, 0, 1], node.port()));
+    (node, addr)
 }
 
-/// Whether the py2p tests run here: they fail loudly without a py2p Python unless
-/// `WEFT_SKIP_PY2P_TESTS=1` says to skip them.
-fn py2p_available(test: &str) -> bool {
-    let python = py2p_python();
-    if python.exists() {
-        return true;
-    }
-    if std::env::var_os("WEFT_SKIP_PY2P_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("{test}: skipped (no py2p Python at {})", python.display());
-        return false;
-    }
-    panic!(
-        "{test}: no Python with py2p 0.7.878 at {} (set WEFT_PY2P_PYTHON, or \
-         WEFT_SKIP_PY2P_TESTS=1 to skip)",
-        python.display()
-    );
-}
-
-/// A py2p node: picks a free loopback port, listens there (so its handshake announces the
-/// real port), prints it, and lives until its stdin closes.
-const NODE: &str = r#"
-import socket, sys
-import py2p
-kind = sys.argv[1]
-probe = socket.socket()
-probe.bind(("127.0.0.1", 0))
-port = probe.getsockname()[1]
-probe.close()
-if kind == "mesh":
-    node = py2p.mesh.MeshSocket("127.0.0.1", port)
-else:
-    node = py2p.sync.SyncSocket("127.0.0.1", port, leasing=(kind == "sync1"))
-print(port, flush=True)
-sys.stdin.read()
-"#;
-
-/// A running py2p node, killed when dropped.
-struct Py2pNode {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Py2pNode {
-    fn start(kind: &str) -> Py2pNode {
-        let mut child = Command::new(py2p_python())
-            .args(["-c", NODE, kind])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a py2p node");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The first line is the port; py2p prints its own reports after it: drained.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = lines.read_line(&mut first);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut lines, &mut std::io::sink());
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the py2p node printed its port");
-        let port: u16 = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("the py2p node printed {line:?}, not a port")
-        });
-        Py2pNode {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Py2pNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A weft node of the p2p.today dialect on `subnet`, and where it listens.
+fn weft_p2pt(dir: &std::path::Path, driver: &str, subnet: &str) -> (NodeProc, SocketAddr) {
+    let extra = ["--dialect", "p2p.today", "--subnet", subnet];
+    let node = NodeProc::start_with(dir, "conform", subnet, driver, "127.0.0.1:0", &[], &extra);
+    let addr = node.addr.parse().expect("the node's address");
+    (node, addr)
 }
 
 /// `weft conform --dialect p2p.today --peer ADDR ARGS…`, killed after [`RUN_LIMIT`]: its
@@ -187,11 +118,8 @@ fn assert_all_pass(status: ExitStatus, out: &str, sections: &[&str]) {
 
 #[test]
 fn a_py2p_mesh_node_passes_every_line() {
-    if !py2p_available("a_py2p_mesh_node_passes_every_line") {
-        return;
-    }
-    let node = Py2pNode::start("mesh");
-    let (status, out) = conform(node.addr, &[]);
+    let (_node, addr) = py2p("mesh");
+    let (status, out) = conform(addr, &[]);
     assert_all_pass(status, &out, &["§25.2", "§25.5", "§25.9", "§25.10"]);
     assert!(
         out.contains("SKIP §25.11 Sync table"),
@@ -206,11 +134,8 @@ fn a_py2p_mesh_node_passes_every_line() {
 
 #[test]
 fn a_py2p_leased_sync_node_passes_every_line() {
-    if !py2p_available("a_py2p_leased_sync_node_passes_every_line") {
-        return;
-    }
-    let node = Py2pNode::start("sync1");
-    let (status, out) = conform(node.addr, &["--subnet", "sync1", "--json"]);
+    let (_node, addr) = py2p("sync1");
+    let (status, out) = conform(addr, &["--subnet", "sync1", "--json"]);
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON report");
     assert_eq!(report["pass"], true, "{out}");
     assert_eq!(report["subnet"], "sync1");
@@ -223,9 +148,24 @@ fn a_py2p_leased_sync_node_passes_every_line() {
     assert_eq!(sections[4]["passed"], 3);
     assert!(status.success());
     // The kit assuming mesh against a sync node fails on the protocol id, with a hint.
-    let (status, out) = conform(node.addr, &[]);
+    let (status, out) = conform(addr, &[]);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("give --subnet sync1"), "{out}");
+}
+
+#[test]
+fn weft_p2p_today_nodes_pass_every_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_mesh, addr) = weft_p2pt(dir.path(), "mio", "mesh");
+    let (status, out) = conform(addr, &[]);
+    assert_all_pass(status, &out, &["§25.2", "§25.5", "§25.9", "§25.10"]);
+    let (_sync, addr) = weft_p2pt(dir.path(), "tokio", "sync1");
+    let (status, out) = conform(addr, &["--subnet", "sync1"]);
+    assert_all_pass(
+        status,
+        &out,
+        &["§25.2", "§25.5", "§25.9", "§25.10", "§25.11"],
+    );
 }
 
 /// The rule the in-test peer breaks.
