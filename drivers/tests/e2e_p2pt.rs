@@ -260,10 +260,28 @@ fn a_sync1_table_is_shared_with_py2p_under_its_leases() {
     assert!(late.wait_value("from-weft", Some(&json!("wv")), WAIT));
     assert!(late.wait_value("from-py2p", Some(&json!("pv")), WAIT));
 
+    // A weft node that joins later, through py2p only, catches both keys up from py2p's
+    // burst (and from w's, once it dials w from p's `peers` list).
+    let p_addr = format!("127.0.0.1:{}", p.port());
+    let extra = ["--dialect", "p2p.today", "--subnet", "sync1"];
+    let w2 = NodeProc::start_with(
+        dir.path(),
+        &net,
+        "w2",
+        "tokio",
+        "127.0.0.1:0",
+        &[&p_addr],
+        &extra,
+    );
+    wait_until("w2 catches both keys up", || {
+        w2.table_get("from-weft").as_deref() == Some("wv")
+            && w2.table_get("from-py2p").as_deref() == Some("pv")
+    });
     // The owner's delete reaches everyone. (py2p's table keeps no tombstones: a catch-up
     // burst still on its way when a delete lands brings the key back, so the delete waits
     // until `late` has linked to p too, through w's `peers` list.)
-    assert!(late.wait_peers(2, WAIT), "late links p as well");
+    assert!(late.wait_peers(3, WAIT), "late links p and w2 as well");
+    wait_until("w2 links p, w and late", || peer_ids(&w2).len() == 3);
     std::thread::sleep(Duration::from_millis(300));
     common::ok(&w.table("delete", &["from-weft"]));
     assert!(
