@@ -188,9 +188,12 @@ pub fn run_p2pt_node(data: &[u8]) -> P2ptSummary {
             1 => {
                 let main = MainFlag(r.u8() % 4);
                 let sub = SubFlag(r.u8() % 0x14);
-                let ts = 1_800_000_000u64
-                    .wrapping_add(u64::from(r.u8()))
-                    .wrapping_sub(128);
+                // Near the node's clock, or at either end of the range.
+                let ts = match r.u8() {
+                    0 => 0,
+                    255 => u64::MAX,
+                    b => 1_800_000_000 + u64::from(b) - 128,
+                };
                 let sender = match r.u8() % 3 {
                     0 => peer_id(slot as u8),
                     1 => peer_id(1 - slot as u8),
@@ -206,6 +209,7 @@ pub fn run_p2pt_node(data: &[u8]) -> P2ptSummary {
                         0 => Value::Binary(b),
                         1 => Value::from(String::from_utf8_lossy(&b).into_owned()),
                         2 => Value::Nil,
+                        3 if n == 15 => Value::from(u64::MAX),
                         3 => Value::from(u64::from(kind)),
                         4 => Value::Array(b.into_iter().map(Value::from).collect()),
                         _ => Value::Map(vec![(Value::from("k"), Value::Binary(b))]),

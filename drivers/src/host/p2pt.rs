@@ -39,7 +39,10 @@ fn entry_report(key: &[u8], e: &P2ptEntry, leasing: bool, now_ms: u64) -> TableE
         None => Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
     };
     let owner = String::from_utf8_lossy(&e.owner).into_owned();
-    let until_ms = (e.timestamp + P2PT_LEASE_S) * 1000;
+    let until_ms = e
+        .timestamp
+        .saturating_add(P2PT_LEASE_S)
+        .saturating_mul(1000);
     let leased = leasing && until_ms > now_ms;
     TableEntryReport {
         key: String::from_utf8_lossy(key).into_owned(),

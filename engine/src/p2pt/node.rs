@@ -448,7 +448,7 @@ impl P2ptNode {
             Err(NotApplied::Leased(owner, at)) => {
                 return Err(P2ptRefusal::Leased {
                     owner: text(&owner),
-                    until_s: at + super::P2PT_LEASE_S,
+                    until_s: at.saturating_add(super::P2PT_LEASE_S),
                 })
             }
             Err(NotApplied::Nothing) => return Err(P2ptRefusal::NoSuchKey),
@@ -790,12 +790,8 @@ impl P2ptNode {
     }
 
     fn on_handshake(&mut self, conn: ConnId, m: &Message) {
-        let h = match Handshake::parse(m) {
-            Ok(h) => h,
-            Err(e) => {
-                self.close(conn, CloseReason::P2pt(e));
-                return;
-            }
+        let Some(h) = self.parsed(conn, Handshake::parse(m)) else {
+            return;
         };
         if h.protocol_id != self.protocol_id.as_bytes() {
             self.close(conn, CloseReason::WrongNetwork);
@@ -860,13 +856,20 @@ impl P2ptNode {
         }
     }
 
-    fn on_peers(&mut self, conn: ConnId, m: &Message) {
-        let peers = match Peers::parse(m) {
-            Ok(p) => p,
+    /// A typed view's value, or `None` after closing `conn` for the fault.
+    fn parsed<T>(&mut self, conn: ConnId, view: Result<T, P2ptError>) -> Option<T> {
+        match view {
+            Ok(v) => Some(v),
             Err(e) => {
                 self.close(conn, CloseReason::P2pt(e));
-                return;
+                None
             }
+        }
+    }
+
+    fn on_peers(&mut self, conn: ConnId, m: &Message) {
+        let Some(peers) = self.parsed(conn, Peers::parse(m)) else {
+            return;
         };
         for (addr, id) in peers.0 {
             let outgoing = self
@@ -926,12 +929,8 @@ impl P2ptNode {
     }
 
     fn on_store(&mut self, conn: ConnId, m: &Message) {
-        let s = match Store::parse(m) {
-            Ok(s) => s,
-            Err(e) => {
-                self.close(conn, CloseReason::P2pt(e));
-                return;
-            }
+        let Some(s) = self.parsed(conn, Store::parse(m)) else {
+            return;
         };
         let now_s = self.now_s().unwrap_or(0);
         let leasing = self.leasing();
