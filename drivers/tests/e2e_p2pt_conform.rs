@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,54 +49,16 @@ fn conform(addr: SocketAddr, extra: &[&str]) -> (ExitStatus, String) {
     let peer = addr.to_string();
     let mut args = vec!["conform", "--dialect", "p2p.today", "--peer", &peer];
     args.extend(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
     let started = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weft {args:?} ran over {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let out = common::run_within(&args, None, RUN_LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!(
-        "weft {} ({:.1} s):\n{stdout}{stderr}",
+        "weft {} ({:.1} s):\n{stdout}{}",
         args.join(" "),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
     );
-    (status, stdout)
+    (out.status, stdout)
 }
 
 /// Asserts every section line passes (the sync table's may be skipped on a mesh node).

@@ -38,6 +38,7 @@ pub use folders::{
     StartArgs, StatusArgs,
 };
 pub use messages::{listen, send, ListenArgs, SendArgs};
+pub(crate) use node::subnet;
 pub use node::{node, tracker, Dialect, Driver, NodeArgs, NodeSettings, TrackerArgs};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use run::{run, RunArgs};

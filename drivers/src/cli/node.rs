@@ -39,7 +39,7 @@ pub enum Dialect {
 }
 
 /// A py2p subnet name for `--subnet`.
-fn subnet(name: &str) -> Result<weft_engine::p2pt::Subnet, String> {
+pub(crate) fn subnet(name: &str) -> Result<weft_engine::p2pt::Subnet, String> {
     weft_engine::p2pt::Subnet::from_name(name)
         .ok_or_else(|| format!("no subnet {name:?} (subnets: mesh, sync1, sync0)"))
 }

@@ -36,16 +36,7 @@ use conn::Conn;
 use hello::{LinkOpts, Me};
 use report::{CheckResult, Outcome, Report, Section};
 
-/// The protocol the peer under test speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Dialect {
-    /// weft's own protocol (SPEC.md §1-§24).
-    #[default]
-    Weft,
-    /// p2p.today, py2p 0.7.878's wire (SPEC.md §25): the kit dials, only as initiator.
-    #[value(name = "p2p.today")]
-    P2pToday,
-}
+pub use crate::cli::Dialect;
 
 /// `weft conform`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -79,7 +70,7 @@ pub struct ConformArgs {
     pub dialect: Dialect,
     /// With --dialect p2p.today: the py2p subnet the peer runs (`mesh`: a MeshSocket,
     /// `sync1`: a SyncSocket with leases, `sync0`: without); mesh if not given.
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "SUBNET", value_parser = crate::cli::subnet)]
     pub subnet: Option<p2pt::Subnet>,
 }
 
@@ -272,15 +263,7 @@ pub fn conform(args: ConformArgs) -> ExitCode {
 
 /// Prints the report as lines, or as one JSON object.
 pub fn print_report(report: &Report, json: bool) {
-    let mut out = std::io::stdout().lock();
-    if json {
-        let text = serde_json::to_string(&report.json()).unwrap_or_default();
-        let _ = writeln!(out, "{text}");
-    } else {
-        for line in report.lines() {
-            let _ = writeln!(out, "{}", line.text());
-        }
-    }
+    report::print(&report.lines(), json.then(|| report.json()).as_ref());
 }
 
 /// The kit as initiator against `addr`: the first link, then every check (with `timers`,

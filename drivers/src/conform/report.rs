@@ -172,12 +172,56 @@ pub struct SectionLine {
     pub failures: Vec<String>,
     /// Checks skipped, with their reasons.
     pub skipped: Vec<String>,
+    /// What checks observed without judging it, each `check: note` (the p2p.today kit's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl SectionLine {
-    /// The one line of text: `PASS §2 frame (12 checks)`, `FAIL §2 frame: check: reason`.
+    /// The line of section `tag` (`§2`) titled `title`, from its checks: each its name, what
+    /// it found and its notes.
+    pub fn tally<'a>(
+        tag: &'static str,
+        title: &'static str,
+        checks: impl IntoIterator<Item = (&'a str, &'a Outcome, &'a [String])>,
+    ) -> SectionLine {
+        let mut line = SectionLine {
+            section: tag,
+            title,
+            result: Verdict::Skip,
+            passed: 0,
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            notes: Vec::new(),
+        };
+        for (name, outcome, notes) in checks {
+            match outcome {
+                Outcome::Pass => line.passed += 1,
+                Outcome::Fail(why) => line.failures.push(format!("{name}: {why}")),
+                Outcome::Skip(why) => line.skipped.push(format!("{name}: {why}")),
+            }
+            line.notes
+                .extend(notes.iter().map(|n| format!("{name}: {n}")));
+        }
+        line.result = if !line.failures.is_empty() {
+            Verdict::Fail
+        } else if line.passed > 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Skip
+        };
+        line
+    }
+
+    /// The one line of text: `PASS §2 frame (12 checks)`, `FAIL §2 frame: check: reason`,
+    /// with the notes if any: `PASS §25.9 Session (5 checks; note: …)`.
     pub fn text(&self) -> String {
         let head = format!("{} {}", self.section, self.title);
+        let notes = if self.notes.is_empty() {
+            String::new()
+        } else {
+            format!("; note: {}", self.notes.join("; note: "))
+        };
         match self.result {
             Verdict::Pass => {
                 let plural = if self.passed == 1 { "" } else { "s" };
@@ -185,7 +229,10 @@ impl SectionLine {
                     0 => String::new(),
                     n => format!(", {n} skipped"),
                 };
-                format!("PASS {head} ({} check{plural}{skipped})", self.passed)
+                format!(
+                    "PASS {head} ({} check{plural}{skipped}{notes})",
+                    self.passed
+                )
             }
             Verdict::Fail => {
                 let more = match self.failures.len() {
@@ -197,7 +244,11 @@ impl SectionLine {
                     ),
                 };
                 let first = self.failures.first().map_or("", String::as_str);
-                format!("FAIL {head}: {first}{more}")
+                let notes = match notes.strip_prefix("; ") {
+                    Some(n) => format!(" ({n})"),
+                    None => notes,
+                };
+                format!("FAIL {head}: {first}{more}{notes}")
             }
             Verdict::Skip => {
                 let why = self.skipped.first().map_or("", String::as_str);
@@ -223,41 +274,18 @@ pub struct JsonReport {
 impl Report {
     /// One line per section that has checks, in section order.
     pub fn lines(&self) -> Vec<SectionLine> {
-        let mut lines = Vec::new();
-        for section in Section::ALL {
-            let mine: Vec<&CheckResult> = self
-                .results
-                .iter()
-                .filter(|r| r.section == section)
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let mut line = SectionLine {
-                section: section.tag(),
-                title: section.title(),
-                result: Verdict::Skip,
-                passed: 0,
-                failures: Vec::new(),
-                skipped: Vec::new(),
-            };
-            for r in mine {
-                match &r.outcome {
-                    Outcome::Pass => line.passed += 1,
-                    Outcome::Fail(why) => line.failures.push(format!("{}: {why}", r.name)),
-                    Outcome::Skip(why) => line.skipped.push(format!("{}: {why}", r.name)),
-                }
-            }
-            line.result = if !line.failures.is_empty() {
-                Verdict::Fail
-            } else if line.passed > 0 {
-                Verdict::Pass
-            } else {
-                Verdict::Skip
-            };
-            lines.push(line);
-        }
-        lines
+        Section::ALL
+            .into_iter()
+            .filter(|&section| self.results.iter().any(|r| r.section == section))
+            .map(|section| {
+                let mine = self.results.iter().filter(|r| r.section == section);
+                SectionLine::tally(
+                    section.tag(),
+                    section.title(),
+                    mine.map(|r| (r.name, &r.outcome, &[][..])),
+                )
+            })
+            .collect()
     }
 
     /// Whether every check that ran passed.
@@ -275,6 +303,23 @@ impl Report {
             role: self.role,
             pass: self.pass(),
             sections: self.lines(),
+        }
+    }
+}
+
+/// Prints `lines` one per line, or `json` as one object.
+pub fn print(lines: &[SectionLine], json: Option<&impl Serialize>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match json {
+        Some(report) => {
+            let text = serde_json::to_string(report).unwrap_or_default();
+            let _ = writeln!(out, "{text}");
+        }
+        None => {
+            for line in lines {
+                let _ = writeln!(out, "{}", line.text());
+            }
         }
     }
 }

@@ -36,25 +36,36 @@ pub fn run_with_input(args: &[&str], input: Option<Vec<u8>>) -> Output {
 
 /// Runs `weft args` with `input` (if any) on its standard input, killing it after `limit`.
 pub fn run_within(args: &[&str], input: Option<Vec<u8>>, limit: Duration) -> Output {
+    let mut cmd = weft();
+    cmd.args(args);
+    run_command_within(cmd, input, limit).unwrap_or_else(|e| panic!("weft {args:?}: {e}"))
+}
+
+/// Runs `cmd` with `input` (if any) on its standard input, its output captured; `Err` if it
+/// cannot start or does not finish within `limit` (then it is killed).
+pub fn run_command_within(
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
+    limit: Duration,
+) -> Result<Output, String> {
     let stdin = if input.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
     };
-    let mut child = weft()
-        .args(args)
+    let mut child = cmd
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn weft");
+        .map_err(|e| format!("cannot start: {e}"))?;
     // The command may stop reading (a message over a limit): a broken pipe is expected.
-    let writer = input.map(|input| {
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        std::thread::spawn(move || {
+    let writer = match (input, child.stdin.take()) {
+        (Some(input), Some(mut stdin)) => Some(std::thread::spawn(move || {
             let _ = std::io::Write::write_all(&mut stdin, &input);
-        })
-    });
+        })),
+        _ => None,
+    };
     // Read both pipes while the command runs: one that writes more than a pipe holds
     // (64 KiB) would otherwise block for ever.
     let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
@@ -80,23 +91,24 @@ pub fn run_within(args: &[&str], input: Option<Vec<u8>>, limit: Duration) -> Out
     );
     let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait weft") {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("weft {args:?} did not finish in {limit:?}");
+            let _ = child.wait();
+            return Err(format!("did not finish in {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     if let Some(writer) = writer {
         let _ = writer.join();
     }
-    Output {
+    Ok(Output {
         status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Asserts a command succeeded; its standard output.

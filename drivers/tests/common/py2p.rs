@@ -5,7 +5,7 @@
 //! fails the test, never skips it.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -46,41 +46,13 @@ pub fn py2p_python() -> PathBuf {
 
 fn make_venv() -> Result<PathBuf, String> {
     let script = repo().join(".ci/py2p-venv.sh");
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + VENV_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{} took longer than {VENV_LIMIT:?}",
-                script.display()
-            ));
-        }
-        std::thread::sleep(POLL);
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    let mut bash = Command::new("bash");
+    bash.arg(&script);
+    let done = super::run_command_within(bash, None, VENV_LIMIT)
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let status = done.status;
+    let out = String::from_utf8_lossy(&done.stdout).into_owned();
+    let err = String::from_utf8_lossy(&done.stderr).into_owned();
     if !status.success() {
         return Err(format!("{} failed ({status}):\n{err}", script.display()));
     }

@@ -20,7 +20,6 @@ pub mod session;
 pub mod table;
 pub mod wire;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,32 +32,9 @@ use super::{ConformArgs, Step, Stop};
 use conn::{Conn, Got};
 use report::{CheckResult, Outcome, Report, Section};
 
-/// The py2p subnet the peer runs: its protocol id is `protocol_id(subnet, "Plaintext")`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Subnet {
-    /// `MeshSocket`.
-    Mesh,
-    /// `SyncSocket` with leases (py2p's default).
-    Sync1,
-    /// `SyncSocket(leasing=False)`.
-    Sync0,
-}
-
-impl Subnet {
-    /// The subnet's name, hashed into the protocol id.
-    pub fn name(self) -> &'static str {
-        match self {
-            Subnet::Mesh => ids::SUBNET_MESH,
-            Subnet::Sync1 => ids::SUBNET_SYNC_LEASED,
-            Subnet::Sync0 => ids::SUBNET_SYNC,
-        }
-    }
-
-    /// Whether the peer keeps a sync table.
-    pub fn is_sync(self) -> bool {
-        self != Subnet::Mesh
-    }
-}
+/// The py2p subnet the peer runs (its protocol id is `protocol_id(subnet, "Plaintext")`): the
+/// engine's own.
+pub use weft_engine::p2pt::Subnet;
 
 /// The codes the kit advertises on an ordinary link: py2p's own list, in its order.
 pub const KIT_CODES: [u64; 4] = [0x13, 0x11, 0x10, 0x12];
@@ -391,15 +367,7 @@ pub fn conform(args: &ConformArgs) -> ExitCode {
 
 /// Prints the report as lines, or as one JSON object.
 pub fn print_report(report: &Report, json: bool) {
-    let mut out = std::io::stdout().lock();
-    if json {
-        let text = serde_json::to_string(&report.json()).unwrap_or_default();
-        let _ = writeln!(out, "{text}");
-    } else {
-        for line in report.lines() {
-            let _ = writeln!(out, "{}", line.text());
-        }
-    }
+    super::report::print(&report.lines(), json.then(|| report.json()).as_ref());
 }
 
 /// A hex text of `bytes`, for keys and values the kit makes up.

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::super::report::Verdict;
+pub use super::super::report::{Outcome, SectionLine, Verdict};
 
 /// A SPEC.md §25 section the kit tests, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,17 +54,6 @@ impl Section {
     }
 }
 
-/// What one check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The peer did what py2p does.
-    Pass,
-    /// It did not: why.
-    Fail(String),
-    /// The check does not apply, or was not run: why.
-    Skip(String),
-}
-
 /// One check's result.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
@@ -89,72 +78,6 @@ pub struct Report {
     pub results: Vec<CheckResult>,
 }
 
-/// One section's line.
-#[derive(Debug, Clone, Serialize)]
-pub struct SectionLine {
-    /// `§25.2`.
-    pub section: &'static str,
-    /// `Frame`.
-    pub title: &'static str,
-    /// The verdict.
-    pub result: Verdict,
-    /// Checks that passed.
-    pub passed: usize,
-    /// Checks that failed, with their reasons: `check: reason`.
-    pub failures: Vec<String>,
-    /// Checks skipped, with their reasons.
-    pub skipped: Vec<String>,
-    /// Notes, each `check: note`.
-    pub notes: Vec<String>,
-}
-
-impl SectionLine {
-    /// The one line of text: `PASS §25.2 Frame (2 checks; note: …)`,
-    /// `FAIL §25.10 Mesh: check: reason`.
-    pub fn text(&self) -> String {
-        let head = format!("{} {}", self.section, self.title);
-        let notes = if self.notes.is_empty() {
-            String::new()
-        } else {
-            format!("; note: {}", self.notes.join("; note: "))
-        };
-        match self.result {
-            Verdict::Pass => {
-                let plural = if self.passed == 1 { "" } else { "s" };
-                let skipped = match self.skipped.len() {
-                    0 => String::new(),
-                    n => format!(", {n} skipped"),
-                };
-                format!(
-                    "PASS {head} ({} check{plural}{skipped}{notes})",
-                    self.passed
-                )
-            }
-            Verdict::Fail => {
-                let more = match self.failures.len() {
-                    0 | 1 => String::new(),
-                    n => format!(
-                        " (and {} more failing check{})",
-                        n - 1,
-                        if n == 2 { "" } else { "s" }
-                    ),
-                };
-                let first = self.failures.first().map_or("", String::as_str);
-                let notes = if notes.is_empty() {
-                    notes
-                } else {
-                    format!(" ({})", &notes[2..])
-                };
-                format!("FAIL {head}: {first}{more}{notes}")
-            }
-            Verdict::Skip => {
-                let why = self.skipped.first().map_or("", String::as_str);
-                format!("SKIP {head}: {why}")
-            }
-        }
-    }
-}
-
 /// The whole report as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct JsonReport {
@@ -175,44 +98,18 @@ pub struct JsonReport {
 impl Report {
     /// One line per section that has checks, in section order.
     pub fn lines(&self) -> Vec<SectionLine> {
-        let mut lines = Vec::new();
-        for section in Section::ALL {
-            let mine: Vec<&CheckResult> = self
-                .results
-                .iter()
-                .filter(|r| r.section == section)
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let mut line = SectionLine {
-                section: section.tag(),
-                title: section.title(),
-                result: Verdict::Skip,
-                passed: 0,
-                failures: Vec::new(),
-                skipped: Vec::new(),
-                notes: Vec::new(),
-            };
-            for r in mine {
-                match &r.outcome {
-                    Outcome::Pass => line.passed += 1,
-                    Outcome::Fail(why) => line.failures.push(format!("{}: {why}", r.name)),
-                    Outcome::Skip(why) => line.skipped.push(format!("{}: {why}", r.name)),
-                }
-                line.notes
-                    .extend(r.notes.iter().map(|n| format!("{}: {n}", r.name)));
-            }
-            line.result = if !line.failures.is_empty() {
-                Verdict::Fail
-            } else if line.passed > 0 {
-                Verdict::Pass
-            } else {
-                Verdict::Skip
-            };
-            lines.push(line);
-        }
-        lines
+        Section::ALL
+            .into_iter()
+            .filter(|&section| self.results.iter().any(|r| r.section == section))
+            .map(|section| {
+                let mine = self.results.iter().filter(|r| r.section == section);
+                SectionLine::tally(
+                    section.tag(),
+                    section.title(),
+                    mine.map(|r| (r.name, &r.outcome, r.notes.as_slice())),
+                )
+            })
+            .collect()
     }
 
     /// Whether every check that ran passed.

@@ -140,7 +140,7 @@ pub fn other_writer(ctx: &Ctx, _: &mut Notes) -> Step {
     settled(ctx, &mut b)?;
     let (_, store) = handed(ctx, &key)?;
     match ctx.subnet {
-        Subnet::Sync0 => holds(&store, &value_b, &b, at_b, "B (the later write, no leases)"),
+        Subnet::Sync => holds(&store, &value_b, &b, at_b, "B (the later write, no leases)"),
         _ => holds(&store, &value_a, &a, at_a, "A (the lease holder)").map_err(|e| match e {
             Stop::Fail(why) => Stop::Fail(format!(
                 "{why}: another id's write within the hour's lease must be refused"
