@@ -261,6 +261,25 @@ pub fn conform(args: ConformArgs) -> ExitCode {
     }
 }
 
+/// Runs one check and turns how it stopped into its outcome; with `WEFT_CONFORM_TIMES` set,
+/// prints how long it took on stderr.
+pub(crate) fn outcome_of(
+    tag: &str,
+    name: &str,
+    check: impl FnOnce() -> Result<(), Stop>,
+) -> Outcome {
+    let started = std::time::Instant::now();
+    let result = check();
+    if std::env::var_os("WEFT_CONFORM_TIMES").is_some() {
+        eprintln!("{:>6} ms  {tag} {name}", started.elapsed().as_millis());
+    }
+    match result {
+        Ok(()) => Outcome::Pass,
+        Err(Stop::Fail(why)) => Outcome::Fail(why),
+        Err(Stop::Skip(why)) => Outcome::Skip(why),
+    }
+}
+
 /// Prints the report as lines, or as one JSON object.
 pub fn print_report(report: &Report, json: bool) {
     report::print(&report.lines(), json.then(|| report.json()).as_ref());
@@ -314,23 +333,8 @@ pub fn run_initiator(
         sends_list: std::sync::OnceLock::new(),
         holds_drop: std::sync::OnceLock::new(),
     };
-    let timed = std::env::var_os("WEFT_CONFORM_TIMES").is_some();
     let run = |check: &Check| {
-        let started = std::time::Instant::now();
-        let result = (check.run)(&ctx);
-        if timed {
-            eprintln!(
-                "{:>6} ms  {} {}",
-                started.elapsed().as_millis(),
-                check.section.tag(),
-                check.name
-            );
-        }
-        let outcome = match result {
-            Ok(()) => Outcome::Pass,
-            Err(Stop::Fail(why)) => Outcome::Fail(why),
-            Err(Stop::Skip(why)) => Outcome::Skip(why),
-        };
+        let outcome = outcome_of(check.section.tag(), check.name, || (check.run)(&ctx));
         CheckResult {
             section: check.section,
             name: check.name,

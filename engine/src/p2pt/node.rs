@@ -939,25 +939,20 @@ impl P2ptNode {
             None => (m.sender.clone(), m.timestamp, false),
         };
         let delete = s.value.is_nil();
-        let result = if catch_up {
-            self.table.catch_up(
-                s.key.clone(),
-                s.value.clone(),
-                owner.clone(),
-                ts,
-                leasing,
-                now_s,
-            )
+        let apply = if catch_up {
+            SyncTable::catch_up
         } else {
-            self.table.store(
-                s.key.clone(),
-                s.value.clone(),
-                owner.clone(),
-                ts,
-                leasing,
-                now_s,
-            )
+            SyncTable::store
         };
+        let result = apply(
+            &mut self.table,
+            s.key.clone(),
+            s.value.clone(),
+            owner.clone(),
+            ts,
+            leasing,
+            now_s,
+        );
         match result {
             Ok(()) => self.changed(&s.key, (!delete).then_some(&s.value), owner, ts),
             Err(_) => self.metrics.table_writes_refused += 1,

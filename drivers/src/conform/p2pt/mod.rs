@@ -28,7 +28,7 @@ use weft_engine::protocol::p2pt::{
     choose_compression, ids, receive_order, Handshake, MainFlag, Method, SubFlag,
 };
 
-use super::{ConformArgs, Step, Stop};
+use super::{ConformArgs, Step};
 use conn::{Conn, Got};
 use report::{CheckResult, Outcome, Report, Section};
 
@@ -295,24 +295,11 @@ pub fn run(addr: SocketAddr, subnet: Subnet, wait: Duration) -> Result<Report, S
         peer_id: handshake.id,
         peer_codes: handshake.compression,
     };
-    let timed = std::env::var_os("WEFT_CONFORM_TIMES").is_some();
     for check in all() {
-        let started = std::time::Instant::now();
         let mut notes = Vec::new();
-        let result = (check.run)(&ctx, &mut notes);
-        if timed {
-            eprintln!(
-                "{:>6} ms  {} {}",
-                started.elapsed().as_millis(),
-                check.section.tag(),
-                check.name
-            );
-        }
-        let outcome = match result {
-            Ok(()) => Outcome::Pass,
-            Err(Stop::Fail(why)) => Outcome::Fail(why),
-            Err(Stop::Skip(why)) => Outcome::Skip(why),
-        };
+        let outcome = super::outcome_of(check.section.tag(), check.name, || {
+            (check.run)(&ctx, &mut notes)
+        });
         report.results.push(CheckResult {
             section: check.section,
             name: check.name,
