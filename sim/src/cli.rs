@@ -10,6 +10,7 @@ use crate::links::LinkSetup;
 use crate::scenario::chord::{self, ChordParams};
 use crate::scenario::drops::{self, DropsParams};
 use crate::scenario::mesh::{self, FaultMode, MeshParams};
+use crate::scenario::p2pt::{self, P2ptParams};
 use crate::scenario::replicate::{self, ReplicateFaults, ReplicateParams};
 use crate::scenario::table::{self, TableParams};
 use crate::scenario::{RunHeader, Scenario};
@@ -46,6 +47,9 @@ pub enum SimCommand {
     /// Drops: two owners publish under faults while a forging node attacks, then every
     /// subscriber shows the last owner-signed version and nothing forged has landed.
     Drops(DropsArgs),
+    /// The p2p.today dialect: py2p-speaking nodes broadcast and write a sync1 table under
+    /// cut links and crashes, then every broadcast and key sent after the heal arrives once.
+    P2pt(P2ptArgs),
     /// Many seeds of small networks under swarm faults.
     #[command(arg_required_else_help = true)]
     Sweep {
@@ -132,6 +136,49 @@ pub struct TableArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `weft sim p2pt` arguments.
+#[derive(Debug, clap::Args)]
+pub struct P2ptArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=2_000))]
+    pub nodes: u32,
+    /// Root seed: every choice of the run derives from it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// `none` or `swarm` (cut links and crashed nodes in the safety phase).
+    #[arg(long, default_value = "swarm", value_parser = ["none", "swarm"])]
+    pub faults: String,
+    /// Broadcasts in the safety phase.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub broadcasts: u32,
+    /// Table writes in the safety phase.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub writes: u32,
+    /// Length of the safety phase, simulated ms.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub safety_ms: u64,
+    /// Deadline for the network to be whole again after the safety phase, simulated ms.
+    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub liveness_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl P2ptArgs {
+    fn params(&self) -> P2ptParams {
+        P2ptParams {
+            nodes: self.nodes,
+            seed: self.seed,
+            faults: self.faults == "swarm",
+            broadcasts: self.broadcasts,
+            writes: self.writes,
+            safety_ms: self.safety_ms,
+            liveness_ms: self.liveness_ms,
+        }
+    }
 }
 
 /// `weft sim drops` arguments.
@@ -423,6 +470,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         Some(SimCommand::Chord(a)) => a.params().map(|p| show(&chord::run(&p), a.json)),
         Some(SimCommand::Replicate(a)) => a.params().map(|p| show(&replicate::run(&p), a.json)),
         Some(SimCommand::Drops(a)) => a.params().map(|p| show(&drops::run(&p), a.json)),
+        Some(SimCommand::P2pt(a)) => Ok(show(&p2pt::run(&a.params()), a.json)),
         Some(SimCommand::Sweep { protocol }) => match protocol {
             P::Mesh(a) => {
                 let plaintext = a.plaintext_sim_only;
@@ -596,7 +644,7 @@ fn progress_text(protocol: &str, p: sweep::Progress, elapsed: Duration) -> Strin
 
 /// What each column of the default table means, per protocol, in the order of the columns
 /// (each scenario's `Scenario::cells`).
-const COLUMNS: [(&str, &[(&str, &str)]); 4] = [
+const COLUMNS: [(&str, &[(&str, &str)]); 5] = [
     (
         "mesh",
         &[
@@ -707,6 +755,30 @@ const COLUMNS: [(&str, &[(&str, &str)]); 4] = [
             (
                 "converged",
                 "from the heal until every node was idle with nothing in flight",
+            ),
+            ("events", "simulator events processed"),
+        ],
+    ),
+    (
+        "p2p.today",
+        &[
+            (
+                "nodes",
+                "nodes in the network (a sync1 subnet, half of them compressing)",
+            ),
+            ("faults", "links cut and nodes crashed in the safety phase"),
+            (
+                "delivered",
+                "broadcasts sent after the heal delivered exactly once, of those owed",
+            ),
+            ("keys", "keys written after the heal held, of those owed"),
+            (
+                "whole",
+                "from the heal until every node was up and the network connected",
+            ),
+            (
+                "dups",
+                "broadcast frames dropped as already seen (60 s window)",
             ),
             ("events", "simulator events processed"),
         ],
@@ -856,11 +928,17 @@ fn default_table(json: bool, plaintext: bool) -> ExitCode {
         drops::run,
         json.then_some(&mut runs),
     );
-    let ok = mesh_ok && table_ok && chord_ok && replicate_ok && drops_ok;
+    let p2pt_ok = section(
+        "\n",
+        &[("p2p.today, swarm faults", P2ptParams::new(16, 1, true))],
+        p2pt::run,
+        json.then_some(&mut runs),
+    );
+    let ok = mesh_ok && table_ok && chord_ok && replicate_ok && drops_ok && p2pt_ok;
     if json {
         println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
     } else {
-        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...`, `weft sim replicate ...` or `weft sim drops ...`; the columns are explained in `weft sim --help`)");
+        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...`, `weft sim replicate ...`, `weft sim drops ...` or `weft sim p2pt ...`; the columns are explained in `weft sim --help`)");
     }
     exit(ok)
 }
@@ -951,6 +1029,7 @@ mod tests {
             SimCommand::Chord(a) => format!("{:?}", a.params()?),
             SimCommand::Replicate(a) => format!("{:?}", a.params()?),
             SimCommand::Drops(a) => format!("{:?}", a.params()?),
+            SimCommand::P2pt(a) => format!("{:?}", a.params()),
             SimCommand::Sweep { .. } => return Err("a sweep is no replay".into()),
         })
     }
@@ -999,6 +1078,9 @@ mod tests {
         listed.shape = mesh::Shape::Star;
         listed.safety_ms = 5_000;
         replicate_run(listed);
+        for p in [P2ptParams::new(16, 1, true), P2ptParams::new(5, 9, false)] {
+            runs.push((p.replay(), format!("{p:?}")));
+        }
         for (_, p) in default_drops() {
             runs.push((p.replay(), format!("{p:?}")));
         }

@@ -22,6 +22,7 @@ pub mod faults;
 pub mod folder;
 pub mod links;
 pub mod net;
+pub mod p2pt_net;
 mod prefetch;
 pub mod process;
 pub mod queue;

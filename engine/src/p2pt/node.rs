@@ -487,6 +487,16 @@ impl P2ptNode {
         conn
     }
 
+    /// Whether a linked peer announced `addr` (`host:port`) as where it listens.
+    fn linked_at(&self, addr: &str) -> bool {
+        self.routing.values().any(|c| {
+            self.links
+                .get(c)
+                .and_then(|l| l.peer.as_ref())
+                .is_some_and(|p| dial_addr(&p.addr) == addr)
+        })
+    }
+
     fn dial_configured(&mut self, addr: &str) {
         let conn = self.dial(addr.to_owned());
         if let Some(c) = self.configured.get_mut(addr) {
@@ -590,7 +600,15 @@ impl P2ptNode {
             .map(|(a, _)| a.clone())
             .collect();
         for addr in due {
-            self.dial_configured(&addr);
+            if self.linked_at(&addr) {
+                // Linked through the peer's own dial (the two-link rule kept that one): look
+                // again later rather than dial into the same rule.
+                if let Some(c) = self.configured.get_mut(&addr) {
+                    c.redial_at = Some(now + P2PT_REDIAL_MAX);
+                }
+            } else {
+                self.dial_configured(&addr);
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod chord;
 pub mod drops;
 pub mod mesh;
+pub mod p2pt;
 pub mod replicate;
 pub mod table;
 
