@@ -87,6 +87,15 @@ fn barrier(ctx: &Ctx, from: &mut Link, to: &mut Link) -> Result<Vec<Got>, String
     }
 }
 
+/// Fails with `why` if `x` reaches `to` before a barrier from `from` does.
+fn never(ctx: &Ctx, from: &mut Link, to: &mut Link, x: &Sent, why: &str) -> Step {
+    let seen = barrier(ctx, from, to)?;
+    if seen.iter().any(|g| x.carried_by(g)) {
+        return Err(why.to_owned().into());
+    }
+    Ok(())
+}
+
 /// A's fresh broadcast reaches B with its bytes, once (a barrier from A after it), and never
 /// comes back to A (a barrier from B).
 pub fn relayed_once(ctx: &Ctx, _: &mut Notes) -> Step {
@@ -98,19 +107,20 @@ pub fn relayed_once(ctx: &Ctx, _: &mut Notes) -> Step {
         &x,
         "the broadcast from the kit's link A at link B",
     )?;
-    let seen = barrier(ctx, &mut a, &mut b)?;
-    if seen.iter().any(|g| x.carried_by(g)) {
-        return Err("it relayed the broadcast to link B twice".to_owned().into());
-    }
-    let seen = barrier(ctx, &mut b, &mut a)?;
-    if seen.iter().any(|g| x.carried_by(g)) {
-        return Err(
-            "it sent the broadcast back to link A, whose id is its sender"
-                .to_owned()
-                .into(),
-        );
-    }
-    Ok(())
+    never(
+        ctx,
+        &mut a,
+        &mut b,
+        &x,
+        "it relayed the broadcast to link B twice",
+    )?;
+    never(
+        ctx,
+        &mut b,
+        &mut a,
+        &x,
+        "it sent the broadcast back to link A, whose id is its sender",
+    )
 }
 
 /// The same frame sent again on A is not relayed: its `(id, timestamp)` was seen.
@@ -127,15 +137,13 @@ pub fn duplicate_dropped(ctx: &Ctx, _: &mut Notes) -> Step {
         "the broadcast from the kit's link A at link B",
     )?;
     a.conn.write_raw(&frame);
-    let seen = barrier(ctx, &mut a, &mut b)?;
-    if seen.iter().any(|g| x.carried_by(g)) {
-        return Err(
-            "it relayed the same frame (same id and timestamp) a second time"
-                .to_owned()
-                .into(),
-        );
-    }
-    Ok(())
+    never(
+        ctx,
+        &mut a,
+        &mut b,
+        &x,
+        "it relayed the same frame (same id and timestamp) a second time",
+    )
 }
 
 /// How old the kit's stale broadcast is: twice py2p's 60 s.
@@ -152,14 +160,9 @@ pub fn old_dropped(ctx: &Ctx, _: &mut Notes) -> Step {
     );
     let x = Sent::new(&m);
     a.conn.send(&m);
-    let seen = barrier(ctx, &mut a, &mut b)?;
-    if seen.iter().any(|g| x.carried_by(g)) {
-        return Err(format!(
-            "it relayed a broadcast stamped {STALE_SECS} s ago (py2p drops those over 60 s)"
-        )
-        .into());
-    }
-    Ok(())
+    let why =
+        format!("it relayed a broadcast stamped {STALE_SECS} s ago (py2p drops those over 60 s)");
+    never(ctx, &mut a, &mut b, &x, &why)
 }
 
 /// A broadcast sent on A whose sender is a third id, linked nowhere, is relayed to both A
