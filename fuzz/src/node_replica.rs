@@ -694,6 +694,15 @@ impl Disk {
         Some(self.carry_out(folder, request))
     }
 
+    /// Every held step, carried out; none is held from now on.
+    pub(super) fn release_all(&mut self) -> Vec<(RequestId, HostResult)> {
+        self.hold = 0;
+        let held: Vec<_> = self.held.drain(..).collect();
+        held.into_iter()
+            .map(|(id, folder, request)| (id, self.carry_out(folder, request)))
+            .collect()
+    }
+
     fn carry_out(&mut self, folder: FolderId, request: StorageRequest) -> HostResult {
         if let Some(fault) = self.faults.pop_front() {
             if let Some(result) = fault_answer(fault, &request) {
@@ -957,31 +966,7 @@ impl Driver {
     pub(super) fn replica_step(&mut self, op: ReplicaOp) {
         match op {
             ReplicaOp::AddFolder { folder: f, tight } => self.add_folder(f, tight),
-            ReplicaOp::Local { folder: f, change } => {
-                let folder = folder(f);
-                let change = match change {
-                    LocalSel::Changed(file) => {
-                        LocalChange::Changed(file.entry(&self.replica_heard))
-                    }
-                    LocalSel::Removed(path) => LocalChange::Removed {
-                        path: path.path(&self.replica_heard),
-                    },
-                    LocalSel::Moved(from, to) => LocalChange::Moved {
-                        from: from.path(&self.replica_heard),
-                        to: to.entry(&self.replica_heard),
-                    },
-                    LocalSel::ScanDone => LocalChange::ScanDone,
-                };
-                // A scanner reports only paths that keep the rules, with well-formed entries.
-                if !scannable(&change) {
-                    return;
-                }
-                self.disk.apply_local(folder, &change);
-                self.input(Input::Command(Command::Replicate(
-                    ReplicateCommand::Local { folder, change },
-                )));
-                self.check();
-            }
+            ReplicaOp::Local { folder: f, change } => self.local(folder(f), change),
             ReplicaOp::Resolve {
                 folder: f,
                 path,
@@ -1046,6 +1031,30 @@ impl Driver {
                 self.check();
             }
         }
+    }
+
+    /// The scanner reports `change` in `folder` (nothing if a scanner could not report it).
+    pub(super) fn local(&mut self, folder: FolderId, change: LocalSel) {
+        let change = match change {
+            LocalSel::Changed(file) => LocalChange::Changed(file.entry(&self.replica_heard)),
+            LocalSel::Removed(path) => LocalChange::Removed {
+                path: path.path(&self.replica_heard),
+            },
+            LocalSel::Moved(from, to) => LocalChange::Moved {
+                from: from.path(&self.replica_heard),
+                to: to.entry(&self.replica_heard),
+            },
+            LocalSel::ScanDone => LocalChange::ScanDone,
+        };
+        // A scanner reports only paths that keep the rules, with well-formed entries.
+        if !scannable(&change) {
+            return;
+        }
+        self.disk.apply_local(folder, &change);
+        self.input(Input::Command(Command::Replicate(
+            ReplicateCommand::Local { folder, change },
+        )));
+        self.check();
     }
 
     /// Adds folder `f` (tiny limits if `tight`).
