@@ -720,7 +720,7 @@ fn replica_script_seeds(dir: &Path) {
 /// application asks the peer for a run that starts, prints and exits, and interrupts
 /// another; the same with the host's answers held and given out of order; the node creates
 /// and publishes a drop a peer subscribed to; the node subscribes to a peer's drop, takes
-/// its first version and its file list.
+/// its first version and its file list; the first again over plaintext links.
 fn remote_script_seeds(dir: &Path) {
     let link = |s: &mut Script| {
         s.advance(10).accept(0).handshake(0, 0);
@@ -813,6 +813,11 @@ fn remote_script_seeds(dir: &Path) {
     s.advance(6000);
     s.drop_frames(0, &[&version(true)]);
     scripts.push(s.0.clone());
+
+    // The first over plaintext links: every run refused.
+    let mut plain = scripts[0].clone();
+    plain[2] |= 16;
+    scripts.push(plain);
 
     for data in scripts {
         let summary = weft_fuzz::run_node_with(&data, weft_fuzz::default_config());

@@ -681,6 +681,8 @@ impl Driver {
                 split,
             } => {
                 let mut bytes = Vec::new();
+                // Outputs per run as the node will have taken them, these frames' included.
+                let mut taken = self.processes.outputs.clone();
                 for msg in &msgs {
                     let data;
                     let m = match msg {
@@ -716,10 +718,14 @@ impl Driver {
                         } => {
                             let run = u64::from(run % 8);
                             data = output_bytes(*len);
-                            let next = self.processes.outputs.get(&run).copied().unwrap_or(0);
+                            let next = taken.entry(run).or_default();
+                            let seq = seq.map_or(*next, u64::from);
+                            if seq == *next {
+                                *next += 1;
+                            }
                             RunMessage::Output(RunOutput {
                                 run,
-                                seq: seq.map_or(next, u64::from),
+                                seq,
                                 stream: if *stderr {
                                     OutputStream::Stderr
                                 } else {
@@ -743,7 +749,7 @@ impl Driver {
                             outputs,
                         } => {
                             let run = u64::from(run % 8);
-                            let received = self.processes.outputs.get(&run).copied().unwrap_or(0);
+                            let received = taken.get(&run).copied().unwrap_or(0);
                             RunMessage::Exit(RunExit {
                                 run,
                                 status: exit_status(*signal, *code),
