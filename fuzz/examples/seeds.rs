@@ -728,23 +728,40 @@ fn remote_script_seeds(dir: &Path) {
     // RUN_REQUEST of run `run`: `echo`, no arguments, no shell, no folder.
     let request = |run: u8| {
         move |s: &mut Script| {
-            s.variant(0, 7).u8(run).u8(4).bool(false).bool(false).bool(false);
+            s.variant(0, 7)
+                .u8(run)
+                .u8(4)
+                .bool(false)
+                .bool(false)
+                .bool(false);
         }
     };
     // RunCommand::Start of run `run` toward peer 0: `echo`.
     let start = |s: &mut Script, run: u8| {
-        s.run(0).u8(run).u8(0).u8(4).bool(false).bool(false).bool(false);
+        s.run(0)
+            .u8(run)
+            .u8(0)
+            .u8(4)
+            .bool(false)
+            .bool(false)
+            .bool(false);
     };
-    let started = |run: u8| move |s: &mut Script| {
-        s.variant(2, 7).u8(run);
+    let started = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(2, 7).u8(run);
+        }
     };
     // RUN_OUTPUT with the number the node expects.
-    let output = |run: u8| move |s: &mut Script| {
-        s.variant(3, 7).u8(run).bool(false).bool(false).u16(40);
+    let output = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(3, 7).u8(run).bool(false).bool(false).u16(40);
+        }
     };
     // RUN_EXIT 0 counting the outputs the node took.
-    let exit = |run: u8| move |s: &mut Script| {
-        s.variant(6, 7).u8(run).bool(false).u8(0).bool(false);
+    let exit = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(6, 7).u8(run).bool(false).u8(0).bool(false);
+        }
     };
     let mut scripts = Vec::new();
 
@@ -767,9 +784,12 @@ fn remote_script_seeds(dir: &Path) {
     s.run(4).u8(1).variant(0, 3).bool(false).u16(10); // answer the older spawn: Spawned
     s.run(4).u8(0).variant(1, 3).bool(true).u8(3); // the newer: NotStarted
     s.run(4).u8(0).variant(0, 3).bool(true).u16(500); // the read: output
-    s.run_frames(0, &[&|s: &mut Script| {
-        s.variant(5, 7).u8(1).bool(false); // RUN_SIGNAL interrupt
-    }]);
+    s.run_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(5, 7).u8(1).bool(false); // RUN_SIGNAL interrupt
+        }],
+    );
     s.advance(2500);
     for i in 0..4 {
         s.run(4).u8(i).variant(1, 3).bool(false).u8(0);
@@ -782,13 +802,26 @@ fn remote_script_seeds(dir: &Path) {
     link(&mut s);
     s.drops(0); // Create
     s.advance(10);
-    s.drop_frames(0, &[&|s: &mut Script| {
-        s.variant(0, 9).variant(1, 3).u8(0); // DROP_SUBSCRIBE to the node's drop
-    }]);
-    s.drops(3).variant(1, 3).u8(0).variant(0, 4).file(1, 0, 4, 1); // Local: a file
+    s.drop_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(0, 9).variant(1, 3).u8(0); // DROP_SUBSCRIBE to the node's drop
+        }],
+    );
+    s.drops(3)
+        .variant(1, 3)
+        .u8(0)
+        .variant(0, 4)
+        .file(1, 0, 4, 1); // Local: a file
     s.advance(10);
     s.drops(2).variant(1, 3).u8(0).bool(false); // Publish
-    s.drops(2).variant(1, 3).u8(0).bool(true).bool(true).u8(1).bool(false); // new owners
+    s.drops(2)
+        .variant(1, 3)
+        .u8(0)
+        .bool(true)
+        .bool(true)
+        .u8(1)
+        .bool(false); // new owners
     s.advance(6000);
     scripts.push(s.0.clone());
 
@@ -799,7 +832,11 @@ fn remote_script_seeds(dir: &Path) {
     let version = |forge: bool| {
         move |s: &mut Script| {
             s.variant(4, 9).variant(0, 3).u8(0); // DROP_VERSION of peer 0's drop
-            s.bool(false).bool(false).bool(false).bool(false).bool(false);
+            s.bool(false)
+                .bool(false)
+                .bool(false)
+                .bool(false)
+                .bool(false);
             for f in [0, 1, 2] {
                 s.bool(true).u8(f);
             }
@@ -807,9 +844,12 @@ fn remote_script_seeds(dir: &Path) {
         }
     };
     s.drop_frames(0, &[&version(false)]);
-    s.drop_frames(0, &[&|s: &mut Script| {
-        s.variant(6, 9).bool(false).u8(0); // DROP_FILES echoing the node's request
-    }]);
+    s.drop_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(6, 9).bool(false).u8(0); // DROP_FILES echoing the node's request
+        }],
+    );
     s.advance(6000);
     s.drop_frames(0, &[&version(true)]);
     scripts.push(s.0.clone());

@@ -12,7 +12,7 @@
 //! past the handshake into discovery, liveness, the mesh, the sync table and Chord (the
 //! table and Chord ops and frames are in `node_app.rs`).
 //!
-//! Inputs come in two formats. The first (any input not starting with [`FORMAT_2`]) is a
+//! Inputs come in four formats. The first (any input not starting with [`FORMAT_2`]) is a
 //! plain sequence of [`Op`]s against a node that is no Chord member, as the committed corpus
 //! was grown with, so that it keeps decoding to the same ops. The second is [`FORMAT_2`],
 //! one byte of setup flags (bit 0: the node is a Chord ring member, with a listen address;
@@ -21,7 +21,16 @@
 //! flags (and bit 2: the node replicates folder `photos` from the start; bit 3: also `docs`,
 //! with tiny limits), then [`Step3`]s: an [`Op`], an [`AppOp`] or a folder replication
 //! [`ReplicaOp`] (`node_replica.rs`); its peers' HELLOs name the replication family too, and
-//! the node's storage steps go to an in-memory disk.
+//! the node's storage steps go to an in-memory disk. The fourth is [`FORMAT_4`], the same
+//! flags (and bit 4, [`FLAG_PLAINTEXT`]: links stay plain) against a node that takes remote
+//! runs from every peer but the last (`config.run`), then [`Step4`]s: a [`Step3`]'s, a remote
+//! run's [`RunOp`] or a drop's [`DropOp`] (`node_remote.rs`); its peers' HELLOs name every
+//! family. Its links are Noise links unless bit 4 is set (runs go only over Noise): each
+//! fake peer plays its side of the Noise handshake (peer `n % PEERS` on inbound connection
+//! `n`, peer `id / 2 % PEERS` on an outbound one), seals every byte it sends (but raw
+//! bytes, which then fail to open) and opens what the node sends before it is decoded; the
+//! host's process steps are answered by a script or held and answered later, and at the end
+//! every held request, of processes and of the disk, is answered.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
@@ -29,8 +38,8 @@ use std::sync::OnceLock;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use weft_engine::chord::ChordConfig;
-use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::identity::{Identity, Role, Transcript};
+use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
@@ -39,8 +48,8 @@ use weft_engine::protocol::{
 };
 use weft_engine::{
     CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input,
-    InputError, Instant, Limits, MeshCommand, MeshEvent, Node, NodeMetrics, Output, Refusal,
-    NetworkKey, RequestId, RunConfig, SessionRefusal, TableEvent,
+    InputError, Instant, Limits, MeshCommand, MeshEvent, NetworkKey, Node, NodeMetrics, Output,
+    Refusal, RequestId, RunConfig, SessionRefusal, TableEvent,
 };
 
 #[path = "node_app.rs"]
@@ -345,9 +354,9 @@ fn big_payload() -> &'static [u8] {
 }
 
 /// The configuration of the `node` target: `Config::from_seed`, default limits, and the
-/// default Chord configuration for inputs that make the node a ring member. Links are plain:
-/// the fuzzer writes weft frames itself, to reach the frame logic (the Noise layer under it
-/// has a target of its own, `noise_link`).
+/// default Chord configuration for inputs that make the node a ring member. Links are plain
+/// (but in the fourth format): the fuzzer writes weft frames itself, to reach the frame logic
+/// (the Noise layer under it has a target of its own, `noise_link`).
 pub fn default_config() -> Config {
     let mut config = Config::from_seed(NETWORK, SEED);
     config.chord = Some(ChordConfig::default());
@@ -668,9 +677,8 @@ impl Driver {
                     if self.noise {
                         // The peer that dialed writes Noise's first message.
                         let mut link = peer_link(usize::from(n), NoiseRole::Initiator);
-                        self.wire_out.extend(
-                            std::iter::from_fn(|| link.poll_transmit()).map(|m| (conn, m)),
-                        );
+                        self.wire_out
+                            .extend(std::iter::from_fn(|| link.poll_transmit()).map(|m| (conn, m)));
                         self.links.insert(conn, link);
                     }
                 }

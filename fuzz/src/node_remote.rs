@@ -384,7 +384,10 @@ impl Processes {
         encrypted: bool,
     ) -> Option<HostResult> {
         if let ProcessRequest::Spawn { requester, .. } = &request {
-            assert!(encrypted, "the node spawned process {process} over plaintext links");
+            assert!(
+                encrypted,
+                "the node spawned process {process} over plaintext links"
+            );
             assert!(
                 keys().peers[..PEERS - 1]
                     .iter()
@@ -786,7 +789,9 @@ impl Driver {
             }
             DropOp::Subscribe { drop } => {
                 let drop = self.remote_heard.drop_id(&drop);
-                self.input(Input::Command(Command::Drops(DropsCommand::Subscribe { drop })));
+                self.input(Input::Command(Command::Drops(DropsCommand::Subscribe {
+                    drop,
+                })));
                 self.check();
             }
             DropOp::Publish { drop, secondary } => {
