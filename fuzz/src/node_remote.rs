@@ -306,7 +306,7 @@ fn program(n: u8, args: &[u8]) -> (String, Vec<String>) {
 
 fn run_folder(f: u8) -> RunFolder {
     RunFolder {
-        id: FolderId::from_name(if f % 2 == 0 { "photos" } else { "nowhere" }),
+        id: FolderId::from_name(if f.is_multiple_of(2) { "photos" } else { "nowhere" }),
         index_id: u64::from(f / 2 % 2),
         sequence: u64::from(f / 4),
     }
@@ -425,7 +425,7 @@ impl Processes {
                     }
                 } else {
                     ProcessAnswer::Ok {
-                        stderr: *reads % 2 == 0,
+                        stderr: reads.is_multiple_of(2),
                         len: 100,
                     }
                 }
@@ -506,10 +506,8 @@ impl RemoteHeard {
             DropsEventKind::Created => remember(&mut self.created, e.drop),
             DropsEventKind::Accepted {
                 version, counter, ..
-            } => {
-                if !self.versions.iter().any(|v| v.0 == *version) {
-                    remember(&mut self.versions, (*version, e.drop, *counter));
-                }
+            } if !self.versions.iter().any(|v| v.0 == *version) => {
+                remember(&mut self.versions, (*version, e.drop, *counter));
             }
             _ => {}
         }
