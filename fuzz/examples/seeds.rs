@@ -28,6 +28,10 @@ use weft_engine::protocol::{
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    if std::env::args().any(|a| a == "--remote-only") {
+        remote_script_seeds(&root.join("node"));
+        return;
+    }
     frame_seeds(&root.join("frame_decoder"));
     replica_seeds(&root.join("replica_message"));
     family_seeds(&root);
@@ -35,9 +39,6 @@ fn main() {
         return;
     }
     remote_script_seeds(&root.join("node"));
-    if std::env::args().any(|a| a == "--remote-only") {
-        return;
-    }
     replica_node_seeds(&root.join("node"));
     replica_script_seeds(&root.join("node"));
     if std::env::args().any(|a| a == "--replica-only") {
