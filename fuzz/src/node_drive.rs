@@ -26,8 +26,9 @@
 //! runs from every peer but the last (`config.run`), then [`Step4`]s: a [`Step3`]'s, a remote
 //! run's [`RunOp`] or a drop's [`DropOp`] (`node_remote.rs`); its peers' HELLOs name every
 //! family. Its links are Noise links unless bit 4 is set (runs go only over Noise): each
-//! fake peer plays its side of the Noise handshake (peer `n % PEERS` on inbound connection
-//! `n`, peer `id / 2 % PEERS` on an outbound one), seals every byte it sends (but raw
+//! fake peer plays its side of the Noise handshake (peer `n % PEERS` on the connection
+//! `Op::Accept { n, .. }` opens, peer `id / 2 % PEERS` on outbound connection `ConnId(id)`),
+//! seals every byte it sends (but raw
 //! bytes, which then fail to open) and opens what the node sends before it is decoded; the
 //! host's process steps are answered by a script or held and answered later, and at the end
 //! every held request, of processes and of the disk, is answered.

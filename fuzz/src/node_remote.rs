@@ -228,6 +228,9 @@ pub(super) struct Processes {
     spawned: BTreeSet<u64>,
     /// Reads answered per process (the default script ends a process after a few).
     reads: BTreeMap<u64, u32>,
+    /// Processes with a `Read` not answered yet (the engine asks again only after the
+    /// answer).
+    reading: BTreeSet<u64>,
     /// Steps not answered yet.
     held: VecDeque<(RequestId, u64, ProcessRequest)>,
     /// Process steps still to hold back.
@@ -306,7 +309,11 @@ fn program(n: u8, args: &[u8]) -> (String, Vec<String>) {
 
 fn run_folder(f: u8) -> RunFolder {
     RunFolder {
-        id: FolderId::from_name(if f.is_multiple_of(2) { "photos" } else { "nowhere" }),
+        id: FolderId::from_name(if f.is_multiple_of(2) {
+            "photos"
+        } else {
+            "nowhere"
+        }),
         index_id: u64::from(f / 2 % 2),
         sequence: u64::from(f / 4),
     }
@@ -404,12 +411,31 @@ impl Processes {
                 "a step for process {process}, which the node never spawned: {request:?}"
             );
         }
+        if matches!(request, ProcessRequest::Read) {
+            assert!(
+                self.reading.insert(process),
+                "a second Read of process {process} before the first was answered"
+            );
+        }
         if self.hold > 0 {
             self.hold -= 1;
             self.held.push_back((id, process, request));
             return None;
         }
         Some(self.scripted(process, &request))
+    }
+
+    /// `answer`'s result for `request` of `process`, which is answered now.
+    fn answer(
+        &mut self,
+        process: u64,
+        request: &ProcessRequest,
+        answer: &ProcessAnswer,
+    ) -> HostResult {
+        if matches!(request, ProcessRequest::Read) {
+            self.reading.remove(&process);
+        }
+        answer.result(request)
     }
 
     /// The default script: spawned, two pieces of output, exit 0; signals sent.
@@ -435,7 +461,7 @@ impl Processes {
                 len: 0,
             },
         };
-        answer.result(request)
+        self.answer(process, request, &answer)
     }
 
     /// Every held step, answered by the default script (no request is left unanswered
@@ -770,8 +796,9 @@ impl Driver {
                     return;
                 }
                 let at = len - 1 - usize::from(i) % len;
-                if let Some((id, _, request)) = self.processes.held.remove(at) {
-                    self.answers.push((id, answer.result(&request)));
+                if let Some((id, process, request)) = self.processes.held.remove(at) {
+                    let result = self.processes.answer(process, &request, &answer);
+                    self.answers.push((id, result));
                 }
                 self.check();
             }
