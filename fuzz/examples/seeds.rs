@@ -543,7 +543,7 @@ impl Script {
 
     // The node target's steps (`src/node_drive.rs`, `src/node_replica.rs`,
     // `src/node_remote.rs`): the variant counts below are those enums' (Step3 3, Step4 5,
-    // Op 16, ReplicaOp 7, ReplicaMsg 8, RunOp 5, RunMsg 7, DropOp 5, DropMsg 9, ...).
+    // Op 16, ReplicaOp 7, ReplicaMsg 8, RunOp 5, RunMsg 7, DropOp 6, DropMsg 9, ...).
     /// How many kinds of step the input's format has (Step3's or Step4's).
     fn steps(&self) -> u32 {
         if self.0.starts_with(b"w4") {
@@ -564,7 +564,7 @@ impl Script {
         self.variant(3, 5).variant(k, 5)
     }
     fn drops(&mut self, k: u32) -> &mut Self {
-        self.variant(4, 5).variant(k, 5)
+        self.variant(4, 5).variant(k, 6)
     }
     /// `RunOp::Frames` on the `conn`th open connection, the messages written by `msgs`.
     fn run_frames(&mut self, conn: u8, msgs: &[&dyn Fn(&mut Script)]) -> &mut Self {
@@ -720,8 +720,9 @@ fn replica_script_seeds(dir: &Path) {
 /// peer asks the node to run `echo` (the host spawns it, it prints twice and exits), the
 /// application asks the peer for a run that starts, prints and exits, and interrupts
 /// another; the same with the host's answers held and given out of order; the node creates
-/// and publishes a drop a peer subscribed to; the node subscribes to a peer's drop, takes
-/// its first version and its file list; the first again over plaintext links.
+/// and publishes a drop a peer subscribed to and serves the peer a block of its folder; the
+/// node subscribes to a peer's drop, takes its first version and its file list; the first
+/// again over plaintext links.
 fn remote_script_seeds(dir: &Path) {
     let link = |s: &mut Script| {
         s.advance(10).accept(0).handshake(0, 0);
@@ -823,6 +824,11 @@ fn remote_script_seeds(dir: &Path) {
         .bool(true)
         .u8(1)
         .bool(false); // new owners
+    // The peer asks for the file's block in the drop's folder: the node reads and serves it.
+    s.drops(5).variant(1, 3).u8(0).variant(0, 2).u8(0);
+    s.bool(true).variant(4, 8).u8(0); // IWANT
+    s.bool(true).variant(1, 3).u8(4).u8(0).bool(false); // the hash of the file's content
+    s.bool(false).bool(false).u16(0);
     s.advance(6000);
     scripts.push(s.0.clone());
 

@@ -21,7 +21,7 @@ use weft_engine::protocol::{
 use weft_engine::run::{ProcessRequest, ProcessResult, RunEventKind};
 use weft_engine::{Command, HostResult, Input, NodeId, RequestId, RunCommand, RunEvent};
 
-use super::replica::LocalSel;
+use super::replica::{LocalSel, ReplicaMsg};
 use super::{keys, ConnSel, Driver, PEERS};
 
 /// Most items of each kind the driver remembers for echoes.
@@ -130,6 +130,14 @@ pub(super) enum DropOp {
     Frames {
         conn: ConnSel,
         msgs: Vec<DropMsg>,
+        compress: bool,
+        split: u16,
+    },
+    /// Peers' replication frames about a drop's folder (every message's folder is it).
+    Replica {
+        drop: DropSel,
+        conn: ConnSel,
+        msgs: Vec<ReplicaMsg>,
         compress: bool,
         split: u16,
     },
@@ -852,6 +860,16 @@ impl Driver {
                 }
                 let conn = self.conn(&conn);
                 self.receive(conn, bytes, split);
+            }
+            DropOp::Replica {
+                drop,
+                conn,
+                msgs,
+                compress,
+                split,
+            } => {
+                let folder = self.remote_heard.drop_id(&drop).folder_id();
+                self.replica_frames(&conn, &msgs, compress, split, &|_| folder);
             }
         }
     }
