@@ -2,7 +2,7 @@
 //! §24), for the fourth input format: the application's `RunCommand`s and `DropsCommand`s,
 //! peers' RUN_* and DROP_* frames built from arbitrary fields (drop versions signed by the
 //! peers' real keys, or forged; echoes of the drops, versions and file-list requests the node
-//! sent), and the host's processes: every `HostRequest::Process` answered with a valid
+//! sent), peers' replication frames about a drop's folder, and the host's processes: every `HostRequest::Process` answered with a valid
 //! `ProcessResult`, at once by a default script or held back and answered later, in any
 //! order, with a chosen one.
 
