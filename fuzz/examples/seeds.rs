@@ -824,6 +824,7 @@ fn remote_script_seeds(dir: &Path) {
         .bool(true)
         .u8(1)
         .bool(false); // new owners
+
     // The peer asks for the file's block in the drop's folder: the node reads and serves it.
     s.drops(5).variant(1, 3).u8(0).variant(0, 2).u8(0);
     s.bool(true).variant(4, 8).u8(0); // IWANT
