@@ -503,7 +503,7 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
     if format == 4 {
         config.run = RunConfig {
             allow: true,
-            allow_from: Driver::run_allow_list(),
+            allow_from: remote::run_allow_list(),
         };
         if flags & FLAG_PLAINTEXT == 0 {
             config.link_encryption = weft_engine::LinkEncryption::Noise;

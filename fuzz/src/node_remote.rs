@@ -249,6 +249,15 @@ pub(super) struct Processes {
     outputs: BTreeMap<u64, u64>,
 }
 
+/// The node id of every peer allowed to ask for runs (`config.run.allow_from`): all but the
+/// last, so that a run refused for the allow list is reached too.
+pub(super) fn run_allow_list() -> Vec<NodeId> {
+    keys().peers[..PEERS - 1]
+        .iter()
+        .map(|p| p.node_id())
+        .collect()
+}
+
 /// The peers' drops: peer `p`'s `n`-th drop has nonce `[n; 16]`.
 fn peer_drop(p: usize, n: u8) -> DropId {
     DropId::derive(&keys().peers[p % PEERS].public_key(), &[n; 16])
@@ -404,9 +413,7 @@ impl Processes {
                 "the node spawned process {process} over plaintext links"
             );
             assert!(
-                keys().peers[..PEERS - 1]
-                    .iter()
-                    .any(|p| p.node_id() == *requester),
+                run_allow_list().contains(requester),
                 "the node spawned process {process} for {requester:?}, not on its allow list"
             );
             assert!(
@@ -888,13 +895,5 @@ impl Driver {
     pub(super) fn observe_run(&mut self, e: &RunEvent) {
         self.summary.run_events += 1;
         self.processes.observe(e);
-    }
-
-    /// The node id of every peer allowed to ask for runs: all but the last.
-    pub(super) fn run_allow_list() -> Vec<NodeId> {
-        keys().peers[..PEERS - 1]
-            .iter()
-            .map(|p| p.node_id())
-            .collect()
     }
 }
