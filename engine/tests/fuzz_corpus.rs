@@ -94,10 +94,19 @@ fn node_corpus_replays() {
         total.replica_frames_sent += s.replica_frames_sent;
         total.storage_requests += s.storage_requests;
         total.replicate_events += s.replicate_events;
+        total.drop_frames_sent += s.drop_frames_sent;
+        total.drops_events += s.drops_events;
+        total.run_frames_sent += s.run_frames_sent;
+        total.run_events += s.run_events;
+        total.process_requests += s.process_requests;
+        total.process_spawns += s.process_spawns;
+        total.noise_links += s.noise_links;
     });
     eprintln!(
         "replayed {n} node inputs: {} handshakes, {} broadcasts delivered, {} table and {} \
-         Chord events, {} replication frames sent, {} storage steps, {} replication events",
+         Chord events, {} replication frames sent, {} storage steps, {} replication events; \
+         {} Noise links, {} drop frames sent, {} drops events, {} run frames sent, {} run \
+         events, {} process steps ({} spawns)",
         total.metrics.session.handshakes_completed,
         total.metrics.mesh.broadcasts_delivered,
         total.table_events,
@@ -105,6 +114,13 @@ fn node_corpus_replays() {
         total.replica_frames_sent,
         total.storage_requests,
         total.replicate_events,
+        total.noise_links,
+        total.drop_frames_sent,
+        total.drops_events,
+        total.run_frames_sent,
+        total.run_events,
+        total.process_requests,
+        total.process_spawns,
     );
     // The corpus must keep reaching past the handshake, or it has lost most of its value.
     assert!(
@@ -123,6 +139,26 @@ fn node_corpus_replays() {
     assert!(
         total.storage_requests > 0,
         "no corpus input makes the node ask for a storage step"
+    );
+    // And into drops and remote runs (over Noise links, which runs need): drop frames and
+    // events, a process the node spawns for a peer, events of runs the application asked for.
+    assert!(
+        total.noise_links > 0,
+        "no corpus input completes a Noise handshake"
+    );
+    assert!(
+        total.drop_frames_sent > 0 && total.drops_events > 0,
+        "no corpus input reaches drops: {} DROP frames sent, {} events",
+        total.drop_frames_sent,
+        total.drops_events
+    );
+    assert!(
+        total.process_spawns > 0,
+        "no corpus input makes the node spawn a process for a peer's run"
+    );
+    assert!(
+        total.run_events > 0,
+        "no corpus input makes the node report a run the application asked for"
     );
 }
 

@@ -10,7 +10,8 @@
 //! is deterministic and takes about a quarter of an hour in release mode
 //! (`cargo run --release --example seeds`; add `-- --frames-only` to skip it, or
 //! `-- --replica-only` to run only the search for third-format node inputs, which reach
-//! folder replication: a minute).
+//! folder replication: a minute; `-- --remote-only` to write only the scripted fourth-format
+//! ones, which reach drops and remote runs: a second).
 
 use std::path::Path;
 
@@ -27,12 +28,17 @@ use weft_engine::protocol::{
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    if std::env::args().any(|a| a == "--remote-only") {
+        remote_script_seeds(&root.join("node"));
+        return;
+    }
     frame_seeds(&root.join("frame_decoder"));
     replica_seeds(&root.join("replica_message"));
     family_seeds(&root);
     if std::env::args().any(|a| a == "--frames-only") {
         return;
     }
+    remote_script_seeds(&root.join("node"));
     replica_node_seeds(&root.join("node"));
     replica_script_seeds(&root.join("node"));
     if std::env::args().any(|a| a == "--replica-only") {
@@ -535,13 +541,48 @@ impl Script {
         self.u8(u8::from(v))
     }
 
-    // The node target's steps (`src/node_drive.rs`, `src/node_replica.rs`): the variant
-    // counts below are those enums' (Step3 3, Op 16, ReplicaOp 7, ReplicaMsg 8, ...).
+    // The node target's steps (`src/node_drive.rs`, `src/node_replica.rs`,
+    // `src/node_remote.rs`): the variant counts below are those enums' (Step3 3, Step4 5,
+    // Op 16, ReplicaOp 7, ReplicaMsg 8, RunOp 5, RunMsg 7, DropOp 6, DropMsg 9, ...).
+    /// How many kinds of step the input's format has (Step3's or Step4's).
+    fn steps(&self) -> u32 {
+        if self.0.starts_with(b"w4") {
+            5
+        } else {
+            3
+        }
+    }
     fn op(&mut self, k: u32) -> &mut Self {
-        self.variant(0, 3).variant(k, 16)
+        let n = self.steps();
+        self.variant(0, n).variant(k, 16)
     }
     fn replica(&mut self, k: u32) -> &mut Self {
-        self.variant(2, 3).variant(k, 7)
+        let n = self.steps();
+        self.variant(2, n).variant(k, 7)
+    }
+    fn run(&mut self, k: u32) -> &mut Self {
+        self.variant(3, 5).variant(k, 5)
+    }
+    fn drops(&mut self, k: u32) -> &mut Self {
+        self.variant(4, 5).variant(k, 6)
+    }
+    /// `RunOp::Frames` on the `conn`th open connection, the messages written by `msgs`.
+    fn run_frames(&mut self, conn: u8, msgs: &[&dyn Fn(&mut Script)]) -> &mut Self {
+        self.run(2).variant(0, 2).u8(conn);
+        for m in msgs {
+            self.bool(true);
+            m(self);
+        }
+        self.bool(false).bool(false).u16(0)
+    }
+    /// `DropOp::Frames` on the `conn`th open connection, the messages written by `msgs`.
+    fn drop_frames(&mut self, conn: u8, msgs: &[&dyn Fn(&mut Script)]) -> &mut Self {
+        self.drops(4).variant(0, 2).u8(conn);
+        for m in msgs {
+            self.bool(true);
+            m(self);
+        }
+        self.bool(false).bool(false).u16(0)
     }
     /// `Op::Accept` of inbound connection `n`.
     fn accept(&mut self, n: u8) -> &mut Self {
@@ -670,6 +711,175 @@ fn replica_script_seeds(dir: &Path) {
             summary.metrics.session.handshakes_completed,
             summary.replica_frames_sent,
             summary.storage_requests
+        );
+        save(dir, &data);
+    }
+}
+
+/// Node inputs of the fourth format written step by step (see [`Script`]), over Noise links: a
+/// peer asks the node to run `echo` (the host spawns it, it prints twice and exits), the
+/// application asks the peer for a run that starts, prints and exits, and interrupts
+/// another; the same with the host's answers held and given out of order; the node creates
+/// and publishes a drop a peer subscribed to and serves the peer a block of its folder; the
+/// node subscribes to a peer's drop, takes its first version and its file list; the first
+/// again over plaintext links.
+fn remote_script_seeds(dir: &Path) {
+    let link = |s: &mut Script| {
+        s.advance(10).accept(0).handshake(0, 0);
+    };
+    // RUN_REQUEST of run `run`: `echo`, no arguments, no shell, no folder.
+    let request = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(0, 7)
+                .u8(run)
+                .u8(4)
+                .bool(false)
+                .bool(false)
+                .bool(false);
+        }
+    };
+    // RunCommand::Start of run `run` toward peer 0: `echo`.
+    let start = |s: &mut Script, run: u8| {
+        s.run(0)
+            .u8(run)
+            .u8(0)
+            .u8(4)
+            .bool(false)
+            .bool(false)
+            .bool(false);
+    };
+    let started = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(2, 7).u8(run);
+        }
+    };
+    // RUN_OUTPUT with the number the node expects.
+    let output = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(3, 7).u8(run).bool(false).bool(false).u16(40);
+        }
+    };
+    // RUN_EXIT 0 counting the outputs the node took.
+    let exit = |run: u8| {
+        move |s: &mut Script| {
+            s.variant(6, 7).u8(run).bool(false).u8(0).bool(false);
+        }
+    };
+    let mut scripts = Vec::new();
+
+    // A peer's run served; the application's run answered.
+    let mut s = Script(b"w4\x02".to_vec());
+    link(&mut s);
+    s.run_frames(0, &[&request(1)]);
+    start(&mut s, 2);
+    s.run_frames(0, &[&started(2), &output(2), &output(2), &exit(2)]);
+    start(&mut s, 3);
+    s.run(1).u8(3).bool(false); // Signal: interrupt
+    s.advance(3000);
+    scripts.push(s.0.clone());
+
+    // The host holds its answers and gives them out of order; the peer interrupts its run.
+    let mut s = Script(b"w4\x02".to_vec());
+    link(&mut s);
+    s.run(3).u8(7); // Hold 8
+    s.run_frames(0, &[&request(1), &request(2)]);
+    s.run(4).u8(1).variant(0, 3).bool(false).u16(10); // answer the older spawn: Spawned
+    s.run(4).u8(0).variant(1, 3).bool(true).u8(3); // the newer: NotStarted
+    s.run(4).u8(0).variant(0, 3).bool(true).u16(500); // the read: output
+    s.run_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(5, 7).u8(1).bool(false); // RUN_SIGNAL interrupt
+        }],
+    );
+    s.advance(2500);
+    for i in 0..4 {
+        s.run(4).u8(i).variant(1, 3).bool(false).u8(0);
+    }
+    s.advance(10);
+    scripts.push(s.0.clone());
+
+    // A drop created here, a peer subscribed, a file published, a merge with new owners.
+    let mut s = Script(b"w4\x02".to_vec());
+    link(&mut s);
+    s.drops(0); // Create
+    s.advance(10);
+    s.drop_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(0, 9).variant(1, 3).u8(0); // DROP_SUBSCRIBE to the node's drop
+        }],
+    );
+    s.drops(3)
+        .variant(1, 3)
+        .u8(0)
+        .variant(0, 4)
+        .file(1, 0, 4, 1); // Local: a file
+    s.advance(10);
+    s.drops(2).variant(1, 3).u8(0).bool(false); // Publish
+    s.drops(2)
+        .variant(1, 3)
+        .u8(0)
+        .bool(true)
+        .bool(true)
+        .u8(1)
+        .bool(false); // new owners
+
+    // The peer asks for the file's block in the drop's folder: the node reads and serves it.
+    s.drops(5).variant(1, 3).u8(0).variant(0, 2).u8(0);
+    s.bool(true).variant(4, 8).u8(0); // IWANT
+    s.bool(true).variant(1, 3).u8(4).u8(0).bool(false); // the hash of the file's content
+    s.bool(false).bool(false).u16(0);
+    s.advance(6000);
+    scripts.push(s.0.clone());
+
+    // A subscription to a peer's drop: its first version, its file list, a forged version.
+    let mut s = Script(b"w4\x02".to_vec());
+    link(&mut s);
+    s.drops(1).variant(0, 3).u8(0); // Subscribe to peer 0's drop
+    let version = |forge: bool| {
+        move |s: &mut Script| {
+            s.variant(4, 9).variant(0, 3).u8(0); // DROP_VERSION of peer 0's drop
+            s.bool(false)
+                .bool(false)
+                .bool(false)
+                .bool(false)
+                .bool(false);
+            for f in [0, 1, 2] {
+                s.bool(true).u8(f);
+            }
+            s.bool(false).bool(forge);
+        }
+    };
+    s.drop_frames(0, &[&version(false)]);
+    s.drop_frames(
+        0,
+        &[&|s: &mut Script| {
+            s.variant(6, 9).bool(false).u8(0); // DROP_FILES echoing the node's request
+        }],
+    );
+    s.advance(6000);
+    s.drop_frames(0, &[&version(true)]);
+    scripts.push(s.0.clone());
+
+    // The first over plaintext links: every run refused.
+    let mut plain = scripts[0].clone();
+    plain[2] |= 16;
+    scripts.push(plain);
+
+    for data in scripts {
+        let summary = weft_fuzz::run_node_with(&data, weft_fuzz::default_config());
+        println!(
+            "remote seed: {} handshakes, {} Noise links, {} run events, {} process steps ({} \
+             spawns), {} run frames sent, {} drops events, {} drop frames sent",
+            summary.metrics.session.handshakes_completed,
+            summary.noise_links,
+            summary.run_events,
+            summary.process_requests,
+            summary.process_spawns,
+            summary.run_frames_sent,
+            summary.drops_events,
+            summary.drop_frames_sent,
         );
         save(dir, &data);
     }

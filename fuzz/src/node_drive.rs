@@ -12,7 +12,7 @@
 //! past the handshake into discovery, liveness, the mesh, the sync table and Chord (the
 //! table and Chord ops and frames are in `node_app.rs`).
 //!
-//! Inputs come in two formats. The first (any input not starting with [`FORMAT_2`]) is a
+//! Inputs come in four formats. The first (any input not starting with [`FORMAT_2`]) is a
 //! plain sequence of [`Op`]s against a node that is no Chord member, as the committed corpus
 //! was grown with, so that it keeps decoding to the same ops. The second is [`FORMAT_2`],
 //! one byte of setup flags (bit 0: the node is a Chord ring member, with a listen address;
@@ -21,7 +21,17 @@
 //! flags (and bit 2: the node replicates folder `photos` from the start; bit 3: also `docs`,
 //! with tiny limits), then [`Step3`]s: an [`Op`], an [`AppOp`] or a folder replication
 //! [`ReplicaOp`] (`node_replica.rs`); its peers' HELLOs name the replication family too, and
-//! the node's storage steps go to an in-memory disk.
+//! the node's storage steps go to an in-memory disk. The fourth is [`FORMAT_4`], the same
+//! flags (and bit 4, [`FLAG_PLAINTEXT`]: links stay plain) against a node that takes remote
+//! runs from every peer but the last (`config.run`), then [`Step4`]s: a [`Step3`]'s, a remote
+//! run's [`RunOp`] or a drop's [`DropOp`] (`node_remote.rs`); its peers' HELLOs name every
+//! family. Its links are Noise links unless bit 4 is set (runs go only over Noise): each
+//! fake peer plays its side of the Noise handshake (peer `n % PEERS` on the connection
+//! `Op::Accept { n, .. }` opens, peer `id / 2 % PEERS` on outbound connection `ConnId(id)`),
+//! seals every byte it sends (but raw
+//! bytes, which then fail to open) and opens what the node sends before it is decoded; the
+//! host's process steps are answered by a script or held and answered later, and at the end
+//! every held request, of processes and of the disk, is answered.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
@@ -30,6 +40,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use weft_engine::chord::ChordConfig;
 use weft_engine::identity::{Identity, Role, Transcript};
+use weft_engine::noise::{NoiseKeys, NoiseLink, NoiseRole, Rekey};
 use weft_engine::protocol::{
     Broadcast, ByeReason, CascadeId, Code, DigestEntry, Family, Frame, FrameDecoder, Hello,
     HelloAck, ICanSee, ICantSee, IKnowAbout, MeshDigest, MeshWant, Message, NetworkId, NodeId,
@@ -38,16 +49,19 @@ use weft_engine::protocol::{
 };
 use weft_engine::{
     CloseReason, Command, Config, ConnId, Duration, Event, HostRequest, HostResult, Input,
-    InputError, Instant, Limits, MeshCommand, MeshEvent, Node, NodeMetrics, Output, Refusal,
-    RequestId, SessionRefusal, TableEvent,
+    InputError, Instant, Limits, MeshCommand, MeshEvent, NetworkKey, Node, NodeMetrics, Output,
+    Refusal, RequestId, RunConfig, SessionRefusal, TableEvent,
 };
 
 #[path = "node_app.rs"]
 mod app;
+#[path = "node_remote.rs"]
+mod remote;
 #[path = "node_replica.rs"]
 mod replica;
 
 use app::{AppOp, Heard};
+use remote::{DropOp, Processes, RemoteHeard, RunOp};
 use replica::{Disk, ReplicaHeard, ReplicaOp};
 
 /// The network every well-behaved peer claims.
@@ -83,6 +97,15 @@ const FORMAT_3: &[u8; 2] = b"w3";
 /// The families a fuzzed peer's HELLO names in the third format: replication too.
 const PEER_FAMILIES_3: u32 = PEER_FAMILIES | Family::Replication.bit();
 
+/// The prefix of the fourth input format (drops and remote runs too, over Noise links).
+const FORMAT_4: &[u8; 2] = b"w4";
+
+/// The families a fuzzed peer's HELLO names in the fourth format: every one.
+const PEER_FAMILIES_4: u32 = PEER_FAMILIES_3 | Family::Drops.bit() | Family::Remote.bit();
+
+/// The fourth format's flag that keeps links plain (runs are then refused).
+const FLAG_PLAINTEXT: u8 = 16;
+
 /// One driver step of the second input format.
 #[derive(Debug, Arbitrary)]
 enum Step {
@@ -96,6 +119,16 @@ enum Step3 {
     Op(Op),
     App(AppOp),
     Replica(ReplicaOp),
+}
+
+/// One driver step of the fourth input format.
+#[derive(Debug, Arbitrary)]
+enum Step4 {
+    Op(Op),
+    App(AppOp),
+    Replica(ReplicaOp),
+    Run(RunOp),
+    Drop(DropOp),
 }
 
 /// One driver step (of every format).
@@ -322,9 +355,9 @@ fn big_payload() -> &'static [u8] {
 }
 
 /// The configuration of the `node` target: `Config::from_seed`, default limits, and the
-/// default Chord configuration for inputs that make the node a ring member. Links are plain:
-/// the fuzzer writes weft frames itself, to reach the frame logic (the Noise layer under it
-/// has a target of its own, `noise_link`).
+/// default Chord configuration for inputs that make the node a ring member. Links are plain
+/// (but in the fourth format): the fuzzer writes weft frames itself, to reach the frame logic
+/// (the Noise layer under it has a target of its own, `noise_link`).
 pub fn default_config() -> Config {
     let mut config = Config::from_seed(NETWORK, SEED);
     config.chord = Some(ChordConfig::default());
@@ -431,13 +464,29 @@ pub struct NodeSummary {
     pub storage_requests: u64,
     /// Replication frames the node sent.
     pub replica_frames_sent: u64,
+    /// Drop frames (DROP_*) the node sent.
+    pub drop_frames_sent: u64,
+    /// `Event::Drops`.
+    pub drops_events: u64,
+    /// Run frames (RUN_*) the node sent.
+    pub run_frames_sent: u64,
+    /// `Event::Run`.
+    pub run_events: u64,
+    /// Process steps the node asked of the host (`HostRequest::Process`).
+    pub process_requests: u64,
+    /// Of those, spawns (`ProcessRequest::Spawn`): runs the node served for a peer.
+    pub process_spawns: u64,
+    /// Connections whose Noise handshake the fake peer completed.
+    pub noise_links: u64,
 }
 
 /// Drives one node built from `config` (as the input's format sets it up) with the steps
 /// decoded from `data`, checking after every step that the node keeps its promises (panics
 /// if not); returns what the input reached.
 pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
-    let format = if data.starts_with(FORMAT_3) {
+    let format = if data.starts_with(FORMAT_4) {
+        4
+    } else if data.starts_with(FORMAT_3) {
         3
     } else if data.starts_with(FORMAT_2) {
         2
@@ -450,11 +499,22 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
             .split_first()
             .map_or((0, &data[2..]), |(f, rest)| (*f, rest)),
     };
-    let (config, wall_clock) = set_up(flags, config);
+    let (mut config, wall_clock) = set_up(flags, config);
+    if format == 4 {
+        config.run = RunConfig {
+            allow: true,
+            allow_from: remote::run_allow_list(),
+        };
+        if flags & FLAG_PLAINTEXT == 0 {
+            config.link_encryption = weft_engine::LinkEncryption::Noise;
+        }
+    }
     let mut u = Unstructured::new(data);
     let mut driver = Driver::new(config);
-    if format == 3 {
-        driver.peer_families = PEER_FAMILIES_3;
+    match format {
+        3 => driver.peer_families = PEER_FAMILIES_3,
+        4 => driver.peer_families = PEER_FAMILIES_4,
+        _ => {}
     }
     if wall_clock {
         driver.input(Input::WallClock {
@@ -462,10 +522,10 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
         });
         driver.check();
     }
-    if format == 3 && flags & 4 != 0 {
+    if format >= 3 && flags & 4 != 0 {
         driver.add_folder(0, false);
     }
-    if format == 3 && flags & 8 != 0 {
+    if format >= 3 && flags & 8 != 0 {
         driver.add_folder(1, true);
     }
     for _ in 0..OPS_MAX {
@@ -473,19 +533,29 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
             break;
         }
         let step = match format {
-            3 => Step3::arbitrary(&mut u),
-            2 => Step::arbitrary(&mut u).map(|s| match s {
-                Step::Op(op) => Step3::Op(op),
-                Step::App(op) => Step3::App(op),
+            4 => Step4::arbitrary(&mut u),
+            3 => Step3::arbitrary(&mut u).map(|s| match s {
+                Step3::Op(op) => Step4::Op(op),
+                Step3::App(op) => Step4::App(op),
+                Step3::Replica(op) => Step4::Replica(op),
             }),
-            _ => Op::arbitrary(&mut u).map(Step3::Op),
+            2 => Step::arbitrary(&mut u).map(|s| match s {
+                Step::Op(op) => Step4::Op(op),
+                Step::App(op) => Step4::App(op),
+            }),
+            _ => Op::arbitrary(&mut u).map(Step4::Op),
         };
         match step {
-            Ok(Step3::Op(op)) => driver.step(op),
-            Ok(Step3::App(op)) => driver.app_step(op),
-            Ok(Step3::Replica(op)) => driver.replica_step(op),
+            Ok(Step4::Op(op)) => driver.step(op),
+            Ok(Step4::App(op)) => driver.app_step(op),
+            Ok(Step4::Replica(op)) => driver.replica_step(op),
+            Ok(Step4::Run(op)) => driver.run_step(op),
+            Ok(Step4::Drop(op)) => driver.drop_step(op),
             Err(_) => break,
         }
+    }
+    if format == 4 {
+        driver.answer_everything();
     }
     driver.summary.metrics = driver.node.metrics();
     driver.summary
@@ -522,6 +592,16 @@ struct Driver {
     disk: Disk,
     /// What the node sent about its folders that peers may echo.
     replica_heard: ReplicaHeard,
+    /// The host's processes for remote runs.
+    processes: Processes,
+    /// What the node sent about drops that peers may echo.
+    remote_heard: RemoteHeard,
+    /// Whether the node's links are Noise links: then each fake peer plays its side of Noise.
+    noise: bool,
+    /// Per connection: the fake peer's Noise link (with Noise links only).
+    links: BTreeMap<ConnId, NoiseLink>,
+    /// Handshake messages fake peers wrote, delivered once the outputs are drained.
+    wire_out: Vec<(ConnId, Bytes)>,
     summary: NodeSummary,
 }
 
@@ -558,7 +638,13 @@ impl StateBlobs {
 
 impl Driver {
     fn new(config: Config) -> Driver {
+        let noise = config.link_encryption == weft_engine::LinkEncryption::Noise;
         Driver {
+            noise,
+            links: BTreeMap::new(),
+            wire_out: Vec::new(),
+            processes: Processes::default(),
+            remote_heard: RemoteHeard::default(),
             node: Node::new(config),
             now: Instant::ZERO,
             max_now: Instant::ZERO,
@@ -588,6 +674,14 @@ impl Driver {
                     self.sent.remove(&conn);
                     self.hello_nonce.remove(&conn);
                     self.closing.remove(&conn);
+                    self.links.remove(&conn);
+                    if self.noise {
+                        // The peer that dialed writes Noise's first message.
+                        let mut link = peer_link(usize::from(n), NoiseRole::Initiator);
+                        self.wire_out
+                            .extend(std::iter::from_fn(|| link.poll_transmit()).map(|m| (conn, m)));
+                        self.links.insert(conn, link);
+                    }
                 }
                 self.check();
             }
@@ -604,7 +698,12 @@ impl Driver {
             Op::Received { conn, data } => {
                 let conn = self.conn(&conn);
                 let (bytes, split) = match data {
-                    Data::Raw(bytes) => (bytes, 0),
+                    // Never sealed: on a Noise link, bytes that fail to open.
+                    Data::Raw(bytes) => {
+                        self.deliver(conn, Bytes::from(bytes));
+                        self.check();
+                        return;
+                    }
                     Data::Frames {
                         msgs,
                         compress,
@@ -744,7 +843,8 @@ impl Driver {
         self.check();
     }
 
-    /// Delivers `bytes` on `conn`, in two pieces if `split % len` is inside them.
+    /// Delivers `bytes` on `conn`, in two pieces if `split % len` is inside them (each
+    /// sealed by the peer's Noise link, if the connection has one).
     fn receive(&mut self, conn: ConnId, bytes: Vec<u8>, split: u16) {
         let bytes = Bytes::from(bytes);
         let cut = match bytes.len() {
@@ -752,23 +852,51 @@ impl Driver {
             len => usize::from(split) % len,
         };
         if cut > 0 {
-            self.input(Input::Received {
-                conn,
-                bytes: bytes.slice(..cut),
-            });
+            let piece = self.seal(conn, bytes.slice(..cut));
+            self.deliver(conn, piece);
             self.check();
         }
-        self.input(Input::Received {
-            conn,
-            bytes: bytes.slice(cut..),
-        });
+        let piece = self.seal(conn, bytes.slice(cut..));
+        self.deliver(conn, piece);
+        self.check();
+    }
+
+    /// `plain` as the peer on `conn` writes it: sealed if it has a Noise link (nothing
+    /// before that link's handshake is done), else as it is.
+    fn seal(&mut self, conn: ConnId, plain: Bytes) -> Bytes {
+        match self.links.get_mut(&conn) {
+            Some(link) => link.seal(&plain),
+            None => plain,
+        }
+    }
+
+    /// Hands the node bytes that arrived on `conn`, as they are.
+    fn deliver(&mut self, conn: ConnId, bytes: Bytes) {
+        self.input(Input::Received { conn, bytes });
+    }
+
+    /// The end of a fourth-format input: every held host request is answered (by the
+    /// default scripts), and none is held any more, so every later one is answered at once:
+    /// the node must take every answer.
+    fn answer_everything(&mut self) {
+        let mut answers = self.processes.release_all();
+        answers.extend(self.disk.release_all());
+        self.answers.extend(answers);
         self.check();
     }
 
     fn handshake(&mut self, h: HandshakeOp) {
         let keys = keys();
         let conn = self.conn(&h.conn);
-        let peer = &keys.peers[usize::from(h.peer) % PEERS];
+        // Over Noise the HELLO must name the key the link proved.
+        let peer = match self.links.get(&conn).and_then(NoiseLink::peer_identity) {
+            Some(key) => keys
+                .peers
+                .iter()
+                .find(|p| p.public_key() == key)
+                .unwrap_or(&keys.peers[usize::from(h.peer) % PEERS]),
+            None => &keys.peers[usize::from(h.peer) % PEERS],
+        };
         let hello = Hello {
             network: keys.network,
             public_key: peer.public_key(),
@@ -836,8 +964,11 @@ impl Driver {
             while let Some(output) = self.node.poll_output() {
                 self.observe(output);
             }
-            if self.answers.is_empty() {
+            if self.answers.is_empty() && self.wire_out.is_empty() {
                 break;
+            }
+            for (conn, bytes) in std::mem::take(&mut self.wire_out) {
+                self.deliver(conn, bytes);
             }
             for (id, result) in std::mem::take(&mut self.answers) {
                 let answered = self.input(Input::Completed { id, result });
@@ -910,6 +1041,10 @@ impl Driver {
                     !self.closing.contains(&conn),
                     "bytes for {conn:?} after its Close"
                 );
+                let bytes = match self.open(conn, bytes) {
+                    Some(plain) => plain,
+                    None => return,
+                };
                 let decoder = self.sent.entry(conn).or_default();
                 decoder.push(bytes);
                 loop {
@@ -929,9 +1064,17 @@ impl Driver {
                         self.hello_nonce.insert(conn, hello.nonce);
                     }
                     self.heard.observe(&msg);
-                    if msg.code().family() == Some(Family::Replication) {
-                        self.summary.replica_frames_sent += 1;
-                        self.replica_heard.observe(&msg);
+                    match msg.code().family() {
+                        Some(Family::Replication) => {
+                            self.summary.replica_frames_sent += 1;
+                            self.replica_heard.observe(&msg);
+                        }
+                        Some(Family::Drops) => {
+                            self.summary.drop_frames_sent += 1;
+                            self.remote_heard.observe(&msg);
+                        }
+                        Some(Family::Remote) => self.summary.run_frames_sent += 1,
+                        _ => {}
                     }
                 }
             }
@@ -987,14 +1130,80 @@ impl Driver {
                     self.answers.push((id, result));
                 }
             }
+            Output::Request {
+                id,
+                request: HostRequest::Process { process, request },
+            } => {
+                self.summary.process_requests += 1;
+                if matches!(request, weft_engine::run::ProcessRequest::Spawn { .. }) {
+                    self.summary.process_spawns += 1;
+                }
+                if let Some(result) = self.processes.request(id, process, request, self.noise) {
+                    self.answers.push((id, result));
+                }
+            }
             Output::Request { id, request } => {
                 self.answers.push((id, self.state.carry_out(request)))
             }
+            Output::Event(Event::Drops(e)) => self.observe_drops(&e),
+            Output::Event(Event::Run(e)) => self.observe_run(&e),
             Output::Event(_) => {}
             // A driver must carry out every output or stop: here, the run fails.
             other => panic!("an output this driver does not handle: {other:?}"),
         }
     }
+}
+
+/// A fake peer's Noise link: peer `n % PEERS`'s keys, in `role`.
+fn peer_link(n: usize, role: NoiseRole) -> NoiseLink {
+    let secret = [(n % PEERS) as u8 + 1; 32];
+    let keys = NoiseKeys::new(&secret, NetworkKey::OPEN, Rekey::default());
+    NoiseLink::new(&keys, role, secret)
+}
+
+impl Driver {
+    /// What the node transmitted on `conn` as its peer reads it: opened by the peer's Noise
+    /// link (which may answer with handshake messages), if links are Noise links; `None` if
+    /// nothing is readable yet. Panics if the peer's link cannot open the node's bytes.
+    fn open(&mut self, conn: ConnId, bytes: Bytes) -> Option<Bytes> {
+        if !self.noise {
+            return Some(bytes);
+        }
+        // The node dialed: the peer it reached answers Noise's first message.
+        let link = self
+            .links
+            .entry(conn)
+            .or_insert_with(|| peer_link((conn.0 / 2) as usize, NoiseRole::Responder));
+        let established = link.is_established();
+        if !established && is_plain_bye(&bytes) {
+            // A connection refused before its handshake began (over a cap, or after
+            // shutdown) gets its BYE in plaintext, before any Noise message.
+            return Some(bytes);
+        }
+        link.push(&bytes);
+        if let Some(e) = link.error() {
+            panic!("the peer on {conn:?} cannot open what the node sent: {e:?}");
+        }
+        if !established && link.is_established() {
+            self.summary.noise_links += 1;
+        }
+        while let Some(m) = link.poll_transmit() {
+            self.wire_out.push((conn, m));
+        }
+        let mut plain = Vec::new();
+        while let Some(p) = link.poll_plaintext() {
+            plain.extend_from_slice(&p);
+        }
+        (!plain.is_empty()).then(|| Bytes::from(plain))
+    }
+}
+
+/// Whether `bytes` are exactly one plaintext BYE frame.
+fn is_plain_bye(bytes: &Bytes) -> bool {
+    let mut decoder = FrameDecoder::new();
+    decoder.push(bytes.clone());
+    matches!(decoder.next_frame(), Ok(Some(f)) if f.code() == Code::BYE)
+        && decoder.buffered_len() == 0
 }
 
 /// The length of a BROADCAST payload (what the repair store holds) carrying `len` bytes.

@@ -440,8 +440,9 @@ impl EntrySel {
 }
 
 impl ReplicaMsg {
-    /// The messages this stands for (HEREIS pieces are several).
-    fn messages(&self, heard: &ReplicaHeard) -> Vec<Vec<u8>> {
+    /// The messages this stands for (HEREIS pieces are several), folder `f` being
+    /// `folder_of(f)`.
+    fn messages(&self, heard: &ReplicaHeard, folder_of: &dyn Fn(u8) -> FolderId) -> Vec<Vec<u8>> {
         let one = |m: ReplicaMessage<'_>| vec![Message::Replica(m).encode_payload()];
         match self {
             ReplicaMsg::List {
@@ -449,7 +450,7 @@ impl ReplicaMsg {
                 index_id,
                 since,
             } => one(ReplicaMessage::List(List {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 index_id: index_id.id(heard),
                 since: u64::from(*since),
             })),
@@ -458,7 +459,7 @@ impl ReplicaMsg {
                 index_id,
                 entries,
             } => one(ReplicaMessage::IHave(IHave {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 index_id: index_id.id(heard),
                 entries: entries.iter().take(16).map(|e| e.entry(heard)).collect(),
             })),
@@ -467,7 +468,7 @@ impl ReplicaMsg {
                 index_id,
                 entries,
             } => one(ReplicaMessage::IMoved(IMoved {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 index_id: index_id.id(heard),
                 entries: entries
                     .iter()
@@ -484,7 +485,7 @@ impl ReplicaMsg {
                 index_id,
                 entries,
             } => one(ReplicaMessage::IDeleted(IDeleted {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 index_id: index_id.id(heard),
                 entries: entries
                     .iter()
@@ -500,11 +501,11 @@ impl ReplicaMsg {
                     .collect(),
             })),
             ReplicaMsg::IWant { folder: f, hashes } => one(ReplicaMessage::IWant(IWant {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 hashes: hashes.iter().take(16).map(|h| h.hash(heard)).collect(),
             })),
             ReplicaMsg::NotFound { folder: f, hashes } => one(ReplicaMessage::NotFound(NotFound {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 hashes: hashes.iter().take(16).map(|h| h.hash(heard)).collect(),
             })),
             ReplicaMsg::IRefuse {
@@ -512,7 +513,7 @@ impl ReplicaMsg {
                 path,
                 reason,
             } => one(ReplicaMessage::IRefuse(IRefuse {
-                folder: folder(*f),
+                folder: folder_of(*f),
                 path: path.path(heard),
                 reason: PathRefusal::ALL[usize::from(*reason) % PathRefusal::ALL.len()],
             })),
@@ -521,7 +522,7 @@ impl ReplicaMsg {
                 hash,
                 piece,
             } => {
-                let folder = folder(*f);
+                let folder = folder_of(*f);
                 let hash = hash.hash(heard);
                 let block = block_bytes(&hash).unwrap_or(b"not a block");
                 let here = |offset: usize, data: &[u8]| {
@@ -692,6 +693,15 @@ impl Disk {
             return None;
         }
         Some(self.carry_out(folder, request))
+    }
+
+    /// Every held step, carried out; none is held from now on.
+    pub(super) fn release_all(&mut self) -> Vec<(RequestId, HostResult)> {
+        self.hold = 0;
+        let held: Vec<_> = self.held.drain(..).collect();
+        held.into_iter()
+            .map(|(id, folder, request)| (id, self.carry_out(folder, request)))
+            .collect()
     }
 
     fn carry_out(&mut self, folder: FolderId, request: StorageRequest) -> HostResult {
@@ -957,31 +967,7 @@ impl Driver {
     pub(super) fn replica_step(&mut self, op: ReplicaOp) {
         match op {
             ReplicaOp::AddFolder { folder: f, tight } => self.add_folder(f, tight),
-            ReplicaOp::Local { folder: f, change } => {
-                let folder = folder(f);
-                let change = match change {
-                    LocalSel::Changed(file) => {
-                        LocalChange::Changed(file.entry(&self.replica_heard))
-                    }
-                    LocalSel::Removed(path) => LocalChange::Removed {
-                        path: path.path(&self.replica_heard),
-                    },
-                    LocalSel::Moved(from, to) => LocalChange::Moved {
-                        from: from.path(&self.replica_heard),
-                        to: to.entry(&self.replica_heard),
-                    },
-                    LocalSel::ScanDone => LocalChange::ScanDone,
-                };
-                // A scanner reports only paths that keep the rules, with well-formed entries.
-                if !scannable(&change) {
-                    return;
-                }
-                self.disk.apply_local(folder, &change);
-                self.input(Input::Command(Command::Replicate(
-                    ReplicateCommand::Local { folder, change },
-                )));
-                self.check();
-            }
+            ReplicaOp::Local { folder: f, change } => self.local(folder(f), change),
             ReplicaOp::Resolve {
                 folder: f,
                 path,
@@ -1006,18 +992,7 @@ impl Driver {
                 msgs,
                 compress,
                 split,
-            } => {
-                let mut bytes = Vec::new();
-                for msg in &msgs {
-                    for payload in msg.messages(&self.replica_heard) {
-                        let frame =
-                            weft_engine::protocol::Frame::build(msg.code(), &payload, compress);
-                        bytes.extend_from_slice(frame.bytes());
-                    }
-                }
-                let conn = self.conn(&conn);
-                self.receive(conn, bytes, split);
-            }
+            } => self.replica_frames(&conn, &msgs, compress, split, &folder),
             ReplicaOp::Faults { fault, count } => {
                 for _ in 0..count % 4 + 1 {
                     self.disk.faults.push_back(fault);
@@ -1046,6 +1021,51 @@ impl Driver {
                 self.check();
             }
         }
+    }
+
+    /// Peers' replication frames on a connection, folder `f` of each message being
+    /// `folder_of(f)`, delivered in two pieces cut at `split % len`.
+    pub(super) fn replica_frames(
+        &mut self,
+        conn: &ConnSel,
+        msgs: &[ReplicaMsg],
+        compress: bool,
+        split: u16,
+        folder_of: &dyn Fn(u8) -> FolderId,
+    ) {
+        let mut bytes = Vec::new();
+        for msg in msgs {
+            for payload in msg.messages(&self.replica_heard, folder_of) {
+                let frame = weft_engine::protocol::Frame::build(msg.code(), &payload, compress);
+                bytes.extend_from_slice(frame.bytes());
+            }
+        }
+        let conn = self.conn(conn);
+        self.receive(conn, bytes, split);
+    }
+
+    /// The scanner reports `change` in `folder` (nothing if a scanner could not report it).
+    pub(super) fn local(&mut self, folder: FolderId, change: LocalSel) {
+        let change = match change {
+            LocalSel::Changed(file) => LocalChange::Changed(file.entry(&self.replica_heard)),
+            LocalSel::Removed(path) => LocalChange::Removed {
+                path: path.path(&self.replica_heard),
+            },
+            LocalSel::Moved(from, to) => LocalChange::Moved {
+                from: from.path(&self.replica_heard),
+                to: to.entry(&self.replica_heard),
+            },
+            LocalSel::ScanDone => LocalChange::ScanDone,
+        };
+        // A scanner reports only paths that keep the rules, with well-formed entries.
+        if !scannable(&change) {
+            return;
+        }
+        self.disk.apply_local(folder, &change);
+        self.input(Input::Command(Command::Replicate(
+            ReplicateCommand::Local { folder, change },
+        )));
+        self.check();
     }
 
     /// Adds folder `f` (tiny limits if `tight`).
