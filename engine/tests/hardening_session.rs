@@ -462,3 +462,61 @@ fn chord_only_connections_to_a_node_without_chord_are_refused() {
     }
     assert_eq!(refused, 100);
 }
+
+/// SPEC.md §8.4 and §21.6: a connection refused at accept (over the inbound cap, or after
+/// shutdown) gets its BYE only on plaintext links; over Noise no channel exists yet to carry
+/// one, and it closes without a byte.
+#[test]
+fn a_refused_accept_gets_a_bye_only_on_plaintext_links() {
+    for noise in [false, true] {
+        let mut node = node_with(|c| {
+            c.limits.inbound_max = 1;
+            if noise {
+                c.link_encryption = weft_engine::LinkEncryption::Noise;
+            }
+        });
+        drain(&mut node);
+        node.handle_input(T0, accepted(ConnId::inbound(1))).unwrap();
+        drain(&mut node);
+        let over_cap = ConnId::inbound(2);
+        node.handle_input(T0, accepted(over_cap)).unwrap();
+        let out = drain(&mut node);
+        assert_eq!(
+            closed(&out, over_cap),
+            Some(CloseReason::TooManyConnections)
+        );
+        node.handle_input(T0, Input::Command(Command::Shutdown))
+            .unwrap();
+        drain(&mut node);
+        let after_shutdown = ConnId::inbound(3);
+        node.handle_input(T0, accepted(after_shutdown)).unwrap();
+        let out_shutdown = drain(&mut node);
+        assert_eq!(
+            closed(&out_shutdown, after_shutdown),
+            Some(CloseReason::Shutdown)
+        );
+        for (out, conn, reason) in [
+            (&out, over_cap, ByeReason::TooManyConnections),
+            (&out_shutdown, after_shutdown, ByeReason::Shutdown),
+        ] {
+            let sent: usize = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Transmit { conn: c, bytes } if *c == conn => Some(bytes.len()),
+                    _ => None,
+                })
+                .sum();
+            if noise {
+                assert_eq!(sent, 0, "{conn:?}: no byte before the Noise channel exists");
+            } else {
+                let frames = frames_to(out, conn);
+                assert_eq!(frames.len(), 1, "{conn:?}: one BYE");
+                assert_eq!(
+                    Message::decode(Code::BYE, &frames[0].payload().unwrap()).unwrap(),
+                    Message::Bye(reason)
+                );
+            }
+        }
+        node.check_invariants().unwrap();
+    }
+}

@@ -1175,11 +1175,6 @@ impl Driver {
             .entry(conn)
             .or_insert_with(|| peer_link((conn.0 / 2) as usize, NoiseRole::Responder));
         let established = link.is_established();
-        if !established && is_plain_bye(&bytes) {
-            // A connection refused before its handshake began (over a cap, or after
-            // shutdown) gets its BYE in plaintext, before any Noise message.
-            return Some(bytes);
-        }
         link.push(&bytes);
         if let Some(e) = link.error() {
             panic!("the peer on {conn:?} cannot open what the node sent: {e:?}");
@@ -1196,14 +1191,6 @@ impl Driver {
         }
         (!plain.is_empty()).then(|| Bytes::from(plain))
     }
-}
-
-/// Whether `bytes` are exactly one plaintext BYE frame.
-fn is_plain_bye(bytes: &Bytes) -> bool {
-    let mut decoder = FrameDecoder::new();
-    decoder.push(bytes.clone());
-    matches!(decoder.next_frame(), Ok(Some(f)) if f.code() == Code::BYE)
-        && decoder.buffered_len() == 0
 }
 
 /// The length of a BROADCAST payload (what the repair store holds) carrying `len` bytes.

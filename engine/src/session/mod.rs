@@ -836,8 +836,12 @@ impl Session {
         let share_full = self.count_from(&addr) >= self.limits.inbound_per_address_max;
         self.conns
             .insert(conn, Conn::new(conn, addr, Direction::Inbound, now));
+        // A refusal's BYE goes only on plaintext links: over Noise no channel exists yet to
+        // carry it, and the connection closes without a byte (SPEC.md §8.4, §21.6).
+        let plaintext = self.noise.is_none();
+        let bye = |reason| plaintext.then_some(reason);
         if self.shut_down {
-            self.close(conn, CloseReason::Shutdown, Some(ByeReason::Shutdown));
+            self.close(conn, CloseReason::Shutdown, bye(ByeReason::Shutdown));
         } else if full || share_full {
             if share_full && !full {
                 self.metrics.inbound_refused_per_address += 1;
@@ -845,7 +849,7 @@ impl Session {
             self.close(
                 conn,
                 CloseReason::TooManyConnections,
-                Some(ByeReason::TooManyConnections),
+                bye(ByeReason::TooManyConnections),
             );
         } else {
             self.start_handshake(conn);
