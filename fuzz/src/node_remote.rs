@@ -336,16 +336,6 @@ fn run_folder(f: u8) -> RunFolder {
     }
 }
 
-const REFUSAL_REASONS: [RunRefusalReason; 7] = [
-    RunRefusalReason::NotAllowed,
-    RunRefusalReason::NotOnAllowList,
-    RunRefusalReason::Plaintext,
-    RunRefusalReason::Busy,
-    RunRefusalReason::UnknownFolder,
-    RunRefusalReason::SpawnFailed,
-    RunRefusalReason::Duplicate,
-];
-
 /// Output bytes of length `len % RUN_OUTPUT_BYTES_MAX + 1`.
 fn output_bytes(len: u16) -> Bytes {
     Bytes::from(vec![b'o'; usize::from(len) % RUN_OUTPUT_BYTES_MAX + 1])
@@ -746,7 +736,8 @@ impl Driver {
                         }
                         RunMsg::Refused { run, reason, text } => RunMessage::Refused(RunRefused {
                             run: u64::from(run % 8),
-                            reason: REFUSAL_REASONS[usize::from(*reason) % REFUSAL_REASONS.len()],
+                            reason: RunRefusalReason::ALL
+                                [usize::from(*reason) % RunRefusalReason::ALL.len()],
                             text: "r".repeat(usize::from(*text) * 8),
                         }),
                         RunMsg::Started { run } => RunMessage::Started(RunStarted {

@@ -89,6 +89,19 @@ pub enum RunRefusalReason {
     Duplicate,
 }
 
+impl RunRefusalReason {
+    /// Every reason, in wire order (variant index).
+    pub const ALL: [RunRefusalReason; 7] = [
+        RunRefusalReason::NotAllowed,
+        RunRefusalReason::NotOnAllowList,
+        RunRefusalReason::Plaintext,
+        RunRefusalReason::Busy,
+        RunRefusalReason::UnknownFolder,
+        RunRefusalReason::SpawnFailed,
+        RunRefusalReason::Duplicate,
+    ];
+}
+
 /// The runner will not run it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRefused {
@@ -325,6 +338,14 @@ mod tests {
         let code = m.code();
         let payload = Message::Run(m.clone()).encode_payload();
         assert_eq!(Message::decode(code, &payload).unwrap(), Message::Run(m));
+    }
+
+    #[test]
+    fn every_run_refusal_reason_is_listed_at_its_wire_index() {
+        for (i, r) in RunRefusalReason::ALL.iter().enumerate() {
+            let encoded = postcard::to_allocvec(r).expect("a unit variant encodes");
+            assert_eq!(encoded, [i as u8], "{r:?}");
+        }
     }
 
     #[test]

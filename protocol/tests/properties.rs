@@ -943,17 +943,7 @@ fn gen_run(g: &mut Gen, variant: usize, big: bool) -> Owned {
         }),
         1 => RunMessage::Refused(RunRefused {
             run,
-            reason: *g
-                .choose(&[
-                    RunRefusalReason::NotAllowed,
-                    RunRefusalReason::NotOnAllowList,
-                    RunRefusalReason::Plaintext,
-                    RunRefusalReason::Busy,
-                    RunRefusalReason::UnknownFolder,
-                    RunRefusalReason::SpawnFailed,
-                    RunRefusalReason::Duplicate,
-                ])
-                .expect("seven reasons"),
+            reason: *g.choose(&RunRefusalReason::ALL).expect("seven reasons"),
             text: text(g, RUN_REASON_BYTES_MAX),
         }),
         2 => RunMessage::Started(RunStarted { run }),

@@ -3217,16 +3217,6 @@ fn run_fields(m: &RunMessage<'_>) -> Value {
     }
 }
 
-const RUN_REFUSAL_REASONS: [RunRefusalReason; 7] = [
-    RunRefusalReason::NotAllowed,
-    RunRefusalReason::NotOnAllowList,
-    RunRefusalReason::Plaintext,
-    RunRefusalReason::Busy,
-    RunRefusalReason::UnknownFolder,
-    RunRefusalReason::SpawnFailed,
-    RunRefusalReason::Duplicate,
-];
-
 fn by_name<T: Copy + core::fmt::Debug>(all: &[T], f: &Value, key: &str) -> T {
     let name = get(f, key).as_str().expect("a name");
     *all.iter()
@@ -3256,7 +3246,7 @@ fn run_from_fields(code_name: &str, f: &Value) -> Owned {
         }),
         "RUN_REFUSED" => RunMessage::Refused(RunRefused {
             run,
-            reason: by_name(&RUN_REFUSAL_REASONS, f, "reason"),
+            reason: by_name(&RunRefusalReason::ALL, f, "reason"),
             text: get_str(f, "text"),
         }),
         "RUN_STARTED" => RunMessage::Started(RunStarted { run }),
@@ -3396,7 +3386,7 @@ fn run_cases() -> Vec<(String, Owned, bool)> {
             }),
         ),
     ];
-    for reason in RUN_REFUSAL_REASONS {
+    for reason in RunRefusalReason::ALL {
         v.push(plain(
             &format!("run_refused_{}", snake(&format!("{reason:?}"))),
             RunMessage::Refused(RunRefused {
@@ -3523,7 +3513,7 @@ fn run_vectors_cover_every_refusal_and_status() {
             .filter(move |v| v.code == code.0)
             .map(|v| &v.fields)
     };
-    for r in RUN_REFUSAL_REASONS {
+    for r in RunRefusalReason::ALL {
         assert!(
             fields(Code::RUN_REFUSED).any(|f| f["reason"] == format!("{r:?}")),
             "no RUN_REFUSED vector for {r:?}"
