@@ -153,6 +153,11 @@ pub struct Replica {
     #[cfg(test)]
     pub(super) fetch_plain: bool,
     pub(super) fetch_wake: Option<Instant>,
+    /// When the last full scheduling pass ran (a full pass is due again
+    /// `full_round_interval` after it while blocks are in flight).
+    pub(super) last_full_round: Option<Instant>,
+    /// A full pass waits for this time (set while one is due and held back).
+    pub(super) full_round_at: Option<Instant>,
     pub(super) metrics: ReplicaMetrics,
     pub(super) ignore: IgnoreRules,
 }
@@ -266,6 +271,8 @@ impl Replica {
             #[cfg(test)]
             fetch_plain: false,
             fetch_wake: None,
+            last_full_round: None,
+            full_round_at: None,
             metrics: ReplicaMetrics::default(),
             ignore: IgnoreRules::default(),
         };
@@ -2071,6 +2078,10 @@ impl Replica {
             self.persist();
         }
         self.expire_requests();
+        if self.full_round_at.is_some_and(|t| t <= now) {
+            // The held-back full pass is due: the next drain makes it.
+            self.full_round_at = None;
+        }
         if self.fetch_wake.is_some_and(|t| t <= now) {
             self.fetch_wake = None;
             self.fetch_dirty = true;
@@ -2148,20 +2159,46 @@ impl Replica {
     /// Announces and schedules fetches.
     fn pump(&mut self) {
         let room = core::mem::take(&mut self.fetch_room);
-        #[cfg(test)]
-        if room && self.fetch_plain {
-            self.fetch_dirty = true;
-        }
         if !self.deferred.is_empty() {
             self.give_way();
         }
-        if self.fetch_dirty {
+        let due = self.full_round_due();
+        // The plain scheduler makes a full pass where the queue is placed (it does not move
+        // the time of the next full pass: that follows what asked for one).
+        #[cfg(test)]
+        let plain_round = room && due && self.fetch_plain;
+        #[cfg(not(test))]
+        let plain_round = false;
+        if self.fetch_dirty && due {
             self.fetch_dirty = false;
+            self.full_round_at = None;
+            self.last_full_round = Some(self.now);
+            self.metrics.full_rounds += 1;
+            self.schedule();
+        } else if plain_round {
             self.schedule();
         } else if room {
             self.place();
         }
         self.announce();
+    }
+
+    /// Whether a full scheduling pass may run now: always when none is asked for or none
+    /// ran in the last `full_round_interval`. Otherwise it is held
+    /// back until then (a burst of index records or storage answers makes one pass, not one
+    /// each; meanwhile the queue is placed as room frees) and `full_round_at` says when.
+    fn full_round_due(&mut self) -> bool {
+        let next = self
+            .last_full_round
+            .map(|t| t + self.config.full_round_interval)
+            .filter(|at| *at > self.now);
+        match next.filter(|_| self.fetch_dirty) {
+            Some(at) => {
+                self.full_round_at = Some(at);
+                false
+            }
+            None => true,
+        }
     }
 
     fn announce(&mut self) {
@@ -2204,10 +2241,15 @@ impl Replica {
 
     /// When it next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = [self.persist_at, self.fetch_wake, self.load_retry_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let mut t = [
+            self.persist_at,
+            self.fetch_wake,
+            self.load_retry_at,
+            self.full_round_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let mut take = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         for f in self.inflight.values() {
             take(f.deadline);

@@ -1566,6 +1566,56 @@ quickcheck::quickcheck! {
     }
 }
 
+/// Full scheduling passes node 0 makes while node 1 announces 100 small files one at a time
+/// (one round, 1 ms, each) during a long fetch, with `full_round_interval` at `interval_ms`;
+/// every file arrives.
+fn full_rounds_during_a_burst(interval_ms: u64) -> u64 {
+    let mut net = Net::new(2);
+    net.nodes[0].replica.config.full_round_interval = Duration::from_millis(interval_ms);
+    net.link(0, 1);
+    net.settle();
+    net.put(1, "big", bytes(12_000_000, 60), 100);
+    for _ in 0..50 {
+        if !net.nodes[0].replica.inflight.is_empty() {
+            break;
+        }
+        net.round();
+    }
+    assert!(
+        !net.nodes[0].replica.inflight.is_empty(),
+        "the big file's blocks are asked"
+    );
+    let before = net.nodes[0].replica.metrics().full_rounds;
+    for k in 0..100u64 {
+        net.put(1, &format!("s{k}"), bytes(3_000, 100 + k), 100);
+        net.round();
+        assert!(
+            net.nodes[0].replica.applies.contains_key("big"),
+            "the big file is still being fetched at {k}"
+        );
+    }
+    let rounds = net.nodes[0].replica.metrics().full_rounds - before;
+    net.settle();
+    assert_eq!(net.records(0), net.records(1));
+    for k in 0..100u64 {
+        let path = format!("s{k}");
+        assert_eq!(net.nodes[0].host.data(&path), net.nodes[1].host.data(&path));
+    }
+    assert_eq!(net.nodes[0].host.data("big"), net.nodes[1].host.data("big"));
+    rounds
+}
+
+#[test]
+fn a_burst_of_records_during_a_fetch_makes_one_full_pass_per_interval() {
+    // 100 ms of records: at most one full pass per 20 ms (and the first at once).
+    let held = full_rounds_during_a_burst(20);
+    assert!(held <= 100 / 20 + 1, "{held} full passes");
+    // Without the interval, every round's records make their own (in this harness a
+    // round's outputs are drained twice: 50 passes for the 100 rounds).
+    let each = full_rounds_during_a_burst(0);
+    assert!(each >= 50, "{each} full passes");
+}
+
 #[test]
 fn a_touch_during_a_fetch_does_not_stall_the_commit() {
     let mut net = pair();
@@ -1670,11 +1720,12 @@ fn a_copy_is_caught_up_once_it_holds_the_peers_records_up_to_the_sync_point() {
     assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
     // Never caught up while the file is not in place, even once its record has arrived.
     let mut rounds = 0;
-    while net.round() {
+    while net.nodes[1].host.data("f") != Some(data.as_slice()) {
+        assert!(rounds < 10_000, "the file arrives");
+        assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
+        // A round is 1 ms, so held-back scheduling passes come due.
+        net.round();
         rounds += 1;
-        if net.nodes[1].host.data("f") != Some(data.as_slice()) {
-            assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
-        }
     }
     net.settle();
     assert!(rounds > 1);

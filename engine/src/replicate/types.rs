@@ -18,6 +18,9 @@ pub struct ReplicaConfig {
     pub bytes_in_flight_per_peer_max: u64,
     /// A block asked of a peer that has not arrived after this long is asked of another.
     pub block_request_timeout: Duration,
+    /// While blocks are in flight, a full scheduling pass (every missing block of every file
+    /// being fetched, sorted) runs at most once in this long; changes meanwhile wait for it.
+    pub full_round_interval: Duration,
     /// Blocks that fail their hash from one peer before it is disconnected.
     pub mismatches_before_disconnect: u32,
     /// How long after a change the state is persisted (changes within it are persisted
@@ -43,6 +46,7 @@ impl ReplicaConfig {
             requests_outstanding_max: 64,
             bytes_in_flight_per_peer_max: 16 * 1024 * 1024,
             block_request_timeout: Duration::from_secs(10),
+            full_round_interval: Duration::from_millis(20),
             mismatches_before_disconnect: 3,
             persist_delay: Duration::from_millis(500),
             state_name: format!("replica-{folder}"),
@@ -407,6 +411,9 @@ pub struct ReplicaMetrics {
     pub records_gated: u64,
     /// Local changes a read-only copy refused to index.
     pub local_edits_refused: u64,
+    /// Full scheduling passes made (every missing block of every file being fetched looked
+    /// at; at most one per `full_round_interval` while blocks are in flight).
+    pub full_rounds: u64,
 }
 
 /// One path of the index as the engine holds it: a present file, directory or symlink, or a
