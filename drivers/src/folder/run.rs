@@ -347,12 +347,20 @@ impl ScannerThread {
     }
 }
 
-/// Watches the folder recursively; every event wakes the scanner. `None` (logged) if the
-/// watcher cannot start: the periodic rescan still finds every change.
+/// Watches the folder recursively; every event that may be a local change wakes the
+/// scanner ([`wakes_the_scanner`]). `None` (logged) if the watcher cannot start: the periodic
+/// rescan still finds every change.
 fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let mut watcher = match notify::recommended_watcher(move |_event| {
-        let _ = wake.send(());
+    let reserved = spec.root.join(super::RESERVED_DIR);
+    let own = [
+        reserved.join(super::TEMP_DIR),
+        reserved.join(super::TRASH_DIR),
+    ];
+    let mut watcher = match notify::recommended_watcher(move |event| {
+        if wakes_the_scanner(&event, &own) {
+            let _ = wake.send(());
+        }
     }) {
         Ok(w) => w,
         Err(e) => {
@@ -372,6 +380,27 @@ fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatch
         return None;
     }
     Some(watcher)
+}
+
+/// Whether a watcher event may be a local change the scanner has to look for. Not: a file
+/// opened, read or closed without writing (serving a block to a peer opens its file), and
+/// anything that only touches `own`, the folders weft writes its temporary files and trash
+/// to (the scanner never reports them). An error (a lost event) always wakes it.
+fn wakes_the_scanner(event: &notify::Result<notify::Event>, own: &[PathBuf]) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    let Ok(event) = event else {
+        return true;
+    };
+    if let EventKind::Access(access) = event.kind {
+        if access != AccessKind::Close(AccessMode::Write) {
+            return false;
+        }
+    }
+    event.paths.is_empty()
+        || event
+            .paths
+            .iter()
+            .any(|p| !own.iter().any(|dir| p.starts_with(dir)))
 }
 
 /// Scans at once, then whenever the watcher wakes it (after [`SETTLE_WAIT`]), when a file
@@ -476,5 +505,68 @@ fn result_name(result: &StorageResult) -> String {
         StorageResult::Block(b) => format!("Block ({} bytes)", b.len()),
         StorageResult::Loaded(b) => format!("Loaded ({:?} bytes)", b.as_ref().map(|b| b.len())),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
+        Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn reads_and_weft_own_files_do_not_wake_the_scanner() {
+        let own = [
+            PathBuf::from("/f/.weft/tmp"),
+            PathBuf::from("/f/.weft/trash"),
+        ];
+        let wakes = |kind, path| wakes_the_scanner(&event(kind, path), &own);
+        // A block served to a peer: its file opened, read, closed.
+        assert!(!wakes(
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            "/f/a"
+        ));
+        assert!(!wakes(EventKind::Access(AccessKind::Read), "/f/a"));
+        assert!(!wakes(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            "/f/a"
+        ));
+        // A fetch writing its temporary file, a replaced file going to the trash.
+        assert!(!wakes(
+            EventKind::Modify(ModifyKind::Any),
+            "/f/.weft/tmp/00000001"
+        ));
+        assert!(!wakes(
+            EventKind::Create(CreateKind::File),
+            "/f/.weft/trash/a"
+        ));
+        // Local changes do: a write, a write closed, a new file, the marker removed.
+        assert!(wakes(EventKind::Modify(ModifyKind::Any), "/f/a"));
+        assert!(wakes(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/f/a"
+        ));
+        assert!(wakes(EventKind::Create(CreateKind::File), "/f/d/b"));
+        assert!(wakes(
+            EventKind::Remove(notify::event::RemoveKind::File),
+            "/f/.weft/folder"
+        ));
+        // A rename out of the temporary folder into place names both paths.
+        let rename = notify::Event::new(EventKind::Modify(ModifyKind::Any))
+            .add_path(PathBuf::from("/f/.weft/tmp/00000001"))
+            .add_path(PathBuf::from("/f/a"));
+        assert!(wakes_the_scanner(&Ok(rename), &own));
+        // A lost event (the kernel's queue overflowed), or one with no path.
+        assert!(wakes_the_scanner(
+            &Err(notify::Error::generic("overflow")),
+            &own
+        ));
+        assert!(wakes_the_scanner(
+            &Ok(notify::Event::new(EventKind::Other)),
+            &own
+        ));
     }
 }
