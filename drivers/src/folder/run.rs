@@ -464,18 +464,31 @@ fn scan_loop(
                 {
                     return;
                 }
-                wait = if outcome.unstable > 0 {
-                    // Files still being written: look again once they may have settled.
-                    Duration::from_millis(u64::try_from(STABLE_MS).unwrap_or(1_000))
-                } else {
-                    RESCAN_PERIOD
-                };
+                wait = next_scan_wait(outcome.unstable, outcome.settles_at_ms, now_ms);
             }
             Err(e) => {
                 let _ = handle.folder_stopped(folder, e.to_string());
                 return;
             }
         }
+    }
+}
+
+/// How long the scanner waits for its next scan when nothing wakes it: until the first file
+/// still being written may have settled (`settles_at_ms`, and 1 ms more: the scan after it
+/// must see it [`STABLE_MS`] old), at most [`STABLE_MS`] if other files changed while they
+/// were hashed, else [`RESCAN_PERIOD`].
+fn next_scan_wait(unstable: usize, settles_at_ms: Option<i64>, now_ms: i64) -> Duration {
+    let stable = Duration::from_millis(u64::try_from(STABLE_MS).unwrap_or(1_000));
+    if unstable == 0 {
+        return RESCAN_PERIOD;
+    }
+    match settles_at_ms {
+        Some(at) => {
+            let ms = u64::try_from(at.saturating_add(1).saturating_sub(now_ms)).unwrap_or(0);
+            Duration::from_millis(ms).min(stable)
+        }
+        None => stable,
     }
 }
 
@@ -515,6 +528,23 @@ mod tests {
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn the_next_scan_comes_when_the_first_file_being_written_settles() {
+        let stable = Duration::from_millis(STABLE_MS as u64);
+        // Nothing being written: the periodic rescan.
+        assert_eq!(next_scan_wait(0, None, 5_000), RESCAN_PERIOD);
+        // Written at 4_950, seen at 5_000: stable at 5_950, scanned at 5_951.
+        assert_eq!(
+            next_scan_wait(1, Some(4_950 + STABLE_MS), 5_000),
+            Duration::from_millis(951)
+        );
+        // Already settled (the scan itself took long): at once.
+        assert_eq!(next_scan_wait(1, Some(4_000), 5_000), Duration::ZERO);
+        // Changed while hashed (no settle time known): a whole stability wait, never more.
+        assert_eq!(next_scan_wait(1, None, 5_000), stable);
+        assert_eq!(next_scan_wait(1, Some(9_000 + STABLE_MS), 5_000), stable);
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct ScanOutcome {
     pub hashed_files: u64,
     /// Regular files seen, changed or not.
     pub files: u64,
+    /// The earliest time (Unix ms) at which a file left as still being written will have
+    /// been stable for [`STABLE_MS`] if it is not written again: when the next scan can
+    /// report it. `None` if no file was left for that reason.
+    pub settles_at_ms: Option<i64>,
 }
 
 /// The scanner of one shared folder on disk.
@@ -410,13 +414,20 @@ impl Scanner {
         // Files still being written wait for the next scan.
         let stable_ms = self.stable_ms;
         let before = walk.items.len();
+        let mut settles_at_ms: Option<i64> = None;
         walk.items.retain(|item| {
             let mtime = item.stat.mtime_ms();
             // A mtime far in the future is a clock or an archive's, not a write under way.
             let writing = mtime > now_unix_ms.saturating_sub(stable_ms)
                 && mtime < now_unix_ms.saturating_add(stable_ms);
-            !(matches!(item.plan, Plan::Hash(_)) && writing)
+            let wait = matches!(item.plan, Plan::Hash(_)) && writing;
+            if wait {
+                let at = mtime.saturating_add(stable_ms);
+                settles_at_ms = Some(settles_at_ms.map_or(at, |t| t.min(at)));
+            }
+            !wait
         });
+        out.settles_at_ms = settles_at_ms;
         out.unstable += before - walk.items.len();
 
         let mut hashed = self.hash_all(&walk.items)?;
@@ -1247,8 +1258,16 @@ mod tests {
         only_done(&o);
         assert_eq!((o.unstable, o.hashed_files, o.files), (1, 0, 1));
         assert!(s.cache().lock().entries.is_empty());
+        // It settles STABLE_MS after its mtime.
+        let mtime = fs::metadata(f.p("fresh"))
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        assert_eq!(o.settles_at_ms, Some(mtime + STABLE_MS));
         let o = s.scan(now_ms() + STABLE_MS + 10).expect("scan");
-        assert_eq!(o.unstable, 0);
+        assert_eq!((o.unstable, o.settles_at_ms), (0, None));
         assert_eq!(changed(&o.changes).keys().collect::<Vec<_>>(), ["fresh"]);
         // A file whose mtime was set in the past is stable at once.
         f.write("old", b"copied with its mtime");
