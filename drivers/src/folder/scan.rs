@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use weft_engine::protocol::{Block, FileEntry, FileKind, PathRefusal, Version};
-use weft_engine::replicate::blocks::{chunk, tier_for, Tier};
+use weft_engine::replicate::blocks::{tier_for, StreamChunker, Tier};
 use weft_engine::replicate::paths::check_path;
 use weft_engine::replicate::LocalChange;
 use weft_sim::folder::SYMLINK_MODE;
@@ -769,6 +769,10 @@ impl Scanner {
     }
 }
 
+/// The most one read of a file being hashed asks for (the chunker cuts what each read gives
+/// while it is still in the cache).
+const READ_BYTES_MAX: usize = 1024 * 1024;
+
 /// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
 /// bytes read.
 fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
@@ -793,25 +797,30 @@ fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
     if !same(file.metadata()) {
         return changed();
     }
-    // The whole file is read into memory: one that does not fit is skipped, not a crash.
-    let mut data = Vec::new();
-    let reserved = usize::try_from(expect.size)
-        .ok()
-        .is_some_and(|size| data.try_reserve_exact(size).is_ok());
-    if !reserved {
-        return (Hashed::Failed("too large to read into memory".into()), 0);
+    // Read through the chunker's window (never the whole file at once), one byte more than
+    // expected at most: a file that grows is caught below.
+    let mut chunker = StreamChunker::new(tier, expect.size);
+    let mut cut = Vec::new();
+    let mut read = 0u64;
+    let mut limited = (&mut file).take(expect.size.saturating_add(1));
+    loop {
+        let space = chunker.space();
+        let room = space.len().min(READ_BYTES_MAX);
+        match limited.read(&mut space[..room]) {
+            Ok(0) => break,
+            Ok(n) => {
+                read += n as u64;
+                chunker.filled(n, &mut cut);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Hashed::Failed(io_line(&e)), 0),
+        }
     }
-    // One byte more than expected at most: a file that grows is caught below.
-    if let Err(e) = (&mut file)
-        .take(expect.size.saturating_add(1))
-        .read_to_end(&mut data)
-    {
-        return (Hashed::Failed(io_line(&e)), 0);
-    }
-    if data.len() as u64 != expect.size || !same(file.metadata()) {
+    if read != expect.size || !same(file.metadata()) {
         return changed();
     }
-    let blocks = chunk(&data, tier)
+    chunker.finish(&mut cut);
+    let blocks = cut
         .into_iter()
         .map(|b| Block {
             offset: b.offset,
@@ -819,7 +828,7 @@ fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
             hash: b.hash,
         })
         .collect();
-    (Hashed::Blocks(blocks), data.len() as u64)
+    (Hashed::Blocks(blocks), read)
 }
 
 #[cfg(test)]
@@ -888,7 +897,7 @@ mod tests {
     }
 
     fn blocks_of(data: &[u8]) -> Vec<Block> {
-        chunk(data, tier_for(data.len() as u64, None))
+        weft_engine::replicate::blocks::chunk(data, tier_for(data.len() as u64, None))
             .into_iter()
             .map(|b| Block {
                 offset: b.offset,

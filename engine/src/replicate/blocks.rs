@@ -175,6 +175,96 @@ pub fn chunk(data: &[u8], tier: Tier) -> Vec<BlockRef> {
     blocks
 }
 
+/// Cuts and hashes a file fed in pieces exactly as [`chunk`] cuts and hashes it whole, holding
+/// at most a window of it (`max(2 × max_bytes, 4 MiB)`, and no more than the size it was told
+/// plus one byte while the file keeps to it): a block is cut once `max_bytes` follow its start
+/// or the file has ended, since FastCDC's cut never looks further. The caller reads into
+/// [`Self::space`], reports how much with [`Self::filled`], and ends with [`Self::finish`].
+#[derive(Debug)]
+pub struct StreamChunker {
+    tier: Tier,
+    buf: Vec<u8>,
+    /// `buf[start..end]` holds the bytes not yet cut; `offset` is where `start` is in the file.
+    start: usize,
+    end: usize,
+    offset: u64,
+}
+
+impl StreamChunker {
+    /// A chunker at `tier` for a file of about `size_hint` bytes.
+    pub fn new(tier: Tier, size_hint: u64) -> StreamChunker {
+        let window = Self::window(tier);
+        let first = usize::try_from(size_hint.saturating_add(1)).map_or(window, |n| n.min(window));
+        StreamChunker {
+            tier,
+            buf: vec![0; first],
+            start: 0,
+            end: 0,
+            offset: 0,
+        }
+    }
+
+    /// The most a chunker at `tier` holds: two largest blocks, at least 4 MiB.
+    fn window(tier: Tier) -> usize {
+        // u32 → usize is lossless on every target weft builds for.
+        (2 * tier.max_bytes() as usize).max(4 * 1024 * 1024)
+    }
+
+    /// Room for the next bytes of the file, never empty.
+    pub fn space(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                // Full of fewer than max_bytes: a file longer than its hint said.
+                let grown = (self.buf.len() * 2).clamp(1, Self::window(self.tier));
+                self.buf.resize(grown.max(self.buf.len() + 1), 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were written at the start of [`Self::space`]: the blocks that are final now
+    /// are appended to `out`.
+    pub fn filled(&mut self, n: usize, out: &mut Vec<BlockRef>) {
+        self.end = self.end.saturating_add(n).min(self.buf.len());
+        let max = self.tier.max_bytes() as usize;
+        while self.end - self.start >= max {
+            self.cut(out);
+        }
+    }
+
+    /// The file ended: its last blocks are appended to `out`.
+    pub fn finish(mut self, out: &mut Vec<BlockRef>) {
+        while self.end > self.start {
+            self.cut(out);
+        }
+    }
+
+    /// Cuts the next block of `buf[start..end]` (not empty) as FastCDC cuts it at the file's
+    /// `offset` (its cut looks at `max_bytes` at most, all here unless the file ended).
+    fn cut(&mut self, out: &mut Vec<BlockRef>) {
+        let (min, avg, max) = (
+            self.tier.min_bytes() as usize,
+            self.tier.avg_bytes() as usize,
+            self.tier.max_bytes() as usize,
+        );
+        let data = &self.buf[self.start..self.end];
+        let len = FastCDC::with_level(data, min, avg, max, Normalization::Level1)
+            .next()
+            .map_or(data.len(), |c| c.length);
+        out.push(BlockRef {
+            offset: self.offset,
+            len: u32::try_from(len)
+                .expect("a FastCDC chunk is at most max_bytes, 16 MiB at the largest tier"),
+            hash: *blake3::hash(&data[..len]).as_bytes(),
+        });
+        self.start += len;
+        self.offset += len as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +311,65 @@ mod tests {
             .filter(|b| !have.contains(&b.hash))
             .map(|b| u64::from(b.len))
             .sum()
+    }
+
+    /// `data` fed to a [`StreamChunker`] told `hint`, in pieces of the sizes `cuts` names
+    /// (cycled; 0 is read as 1), each read filling at most the space it was given.
+    fn streamed(data: &[u8], tier: Tier, hint: u64, cuts: &[usize]) -> Vec<BlockRef> {
+        let mut c = StreamChunker::new(tier, hint);
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut i = 0;
+        while at < data.len() {
+            let want = cuts
+                .get(i % cuts.len().max(1))
+                .copied()
+                .unwrap_or(usize::MAX)
+                .max(1);
+            i += 1;
+            let space = c.space();
+            assert!(!space.is_empty());
+            let n = want.min(space.len()).min(data.len() - at);
+            space[..n].copy_from_slice(&data[at..at + n]);
+            c.filled(n, &mut out);
+            at += n;
+        }
+        c.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_stream_chunker_cuts_a_large_file_as_chunk_does() {
+        let data = &big()[..20 * MIB as usize + 777];
+        for t in [Tier::MIN, Tier(1), Tier(2), Tier(4)] {
+            let whole = chunk(data, t);
+            // Read in 1 MiB pieces (the drivers' reads), told the right size or none.
+            assert_eq!(
+                streamed(data, t, data.len() as u64, &[1 << 20]),
+                whole,
+                "{t:?}"
+            );
+            assert_eq!(streamed(data, t, 0, &[1 << 20]), whole, "{t:?} no hint");
+        }
+    }
+
+    quickcheck! {
+        /// Any data, any tier, any size hint, any piece sizes: the blocks of `chunk`.
+        fn the_stream_chunker_cuts_as_chunk_does(
+            seed: u64, len: u32, tier: u8, hint: u32, cuts: Vec<u32>
+        ) -> bool {
+            let len = (len % (600 * KIB as u32)) as usize;
+            let data = random_bytes(seed, len);
+            // Tiers 0 and 1 cut within 600 KiB; repeat runs of bytes too.
+            let data: Vec<u8> = if seed % 3 == 0 {
+                data.iter().map(|b| b & 0x03).collect()
+            } else {
+                data
+            };
+            let tier = Tier::from_index(tier % 2).unwrap_or(Tier::MIN);
+            let cuts: Vec<usize> = cuts.iter().map(|c| (*c % (200 * KIB as u32)) as usize).collect();
+            streamed(&data, tier, u64::from(hint) % (2 * len as u64 + 2), &cuts) == chunk(&data, tier)
+        }
     }
 
     #[test]
