@@ -361,7 +361,7 @@ mod tests {
             let len = (len % (600 * KIB as u32)) as usize;
             let data = random_bytes(seed, len);
             // Tiers 0 and 1 cut within 600 KiB; repeat runs of bytes too.
-            let data: Vec<u8> = if seed % 3 == 0 {
+            let data: Vec<u8> = if seed.is_multiple_of(3) {
                 data.iter().map(|b| b & 0x03).collect()
             } else {
                 data
