@@ -258,3 +258,43 @@ fn a_local_edit_made_after_the_scan_becomes_a_conflict_copy_never_overwritten() 
         .iter()
         .any(|e| matches!(e, ReplicaEvent::Conflict { path, .. } if path == "doc.txt")));
 }
+
+#[test]
+fn a_temporary_file_removed_while_weft_keeps_it_open_is_fetched_again() {
+    let mut pair = Pair::new();
+    // 2 MiB of noise: over a hundred blocks, written in many steps.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    // Node 0's temporary file is removed behind weft's back once a block is written (the
+    // disk keeps it open between writes: the rest go to the removed file).
+    let removed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = std::rc::Rc::clone(&removed);
+    pair.sides[0].hook = Some(Box::new(move |root, request| {
+        if let StorageRequest::WriteTemp { temp, .. } = request {
+            let name = weft_drivers::folder::disk::temp_file_name(*temp);
+            if !seen.get() && std::fs::remove_file(root.join(".weft/tmp").join(name)).is_ok() {
+                seen.set(true);
+            }
+        }
+    }));
+    write(&pair.sides[1].root, "big.bin", &data, unix_ms() - 60_000);
+    pair.settle();
+    assert!(removed.get(), "the temporary file was removed mid-fetch");
+    let failed_commit = pair.sides[0]
+        .results
+        .iter()
+        .any(|(r, s)| matches!(r, StorageRequest::Commit { .. }) && *s != StorageResult::Done);
+    assert!(failed_commit, "the commit found its temporary file gone");
+    assert_eq!(pair.read(0, "big.bin").as_deref(), Some(data.as_slice()));
+    let tmp = std::fs::read_dir(pair.sides[0].root.join(".weft/tmp"))
+        .expect("the temporary folder lists")
+        .count();
+    assert_eq!(tmp, 0, "no stray temporary file");
+}

@@ -45,6 +45,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
@@ -115,7 +116,14 @@ pub struct Disk {
     trash: TrashPolicy,
     /// Keeps trash names unique within one millisecond.
     trash_seq: AtomicU64,
+    /// Temporary files kept open between the steps that write them (a fetch writes each
+    /// block in pieces), least recently used first: at most [`TEMPS_OPEN_MAX`]. A commit or
+    /// a discard closes its own first.
+    open_temps: Mutex<Vec<(TempId, Arc<File>)>>,
 }
+
+/// Temporary files a [`Disk`] keeps open at most.
+pub const TEMPS_OPEN_MAX: usize = 32;
 
 /// A step's answer when it ends early.
 type Step<T> = Result<T, StorageResult>;
@@ -430,6 +438,7 @@ impl Disk {
             cache,
             trash: TrashPolicy::default(),
             trash_seq: AtomicU64::new(0),
+            open_temps: Mutex::new(Vec::new()),
         }
     }
 
@@ -516,6 +525,16 @@ impl Disk {
         use StorageRequest as R;
         if matches!(request, R::LoadState | R::PersistState { .. }) {
             return io_fail("not a disk step");
+        }
+        if let R::WriteTemp { temp, offset, data } = request {
+            if let Some(file) = self.kept_temp(*temp) {
+                // Into a temporary file already open, without looking at the folder again:
+                // nothing outside `.weft/tmp` changes, and the commit that would put the
+                // file in place checks the folder first.
+                return self
+                    .write_into(&file, *temp, *offset, data)
+                    .unwrap_or_else(|answer| answer);
+            }
         }
         if self.check().is_err() {
             return io_fail(FOLDER_MISSING);
@@ -736,10 +755,14 @@ impl Disk {
         }
     }
 
-    fn write_temp(&self, temp: TempId, offset: u64, data: &[u8]) -> Step<StorageResult> {
-        const STEP: &str = "write temporary file";
+    /// The temporary file of `temp`, open for writing: kept from an earlier write, or opened
+    /// (made if missing) and kept.
+    fn open_temp(&self, temp: TempId, step: &str) -> Step<Arc<File>> {
+        if let Some(file) = self.kept_temp(temp) {
+            return Ok(file);
+        }
         let tname = temp_file_name(temp);
-        let tmp = self.reserved_for(TEMP_DIR, STEP, &tname)?;
+        let tmp = self.reserved_for(TEMP_DIR, step, &tname)?;
         let flags = OFlags::WRONLY
             | OFlags::CREATE
             | OFlags::NOFOLLOW
@@ -747,24 +770,69 @@ impl Disk {
             | OFlags::NONBLOCK
             | OFlags::NOCTTY;
         let fd = rfs::openat(&tmp, tname.as_str(), flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| errno_fail(STEP, &tname, e))?;
+            .map_err(|e| errno_fail(step, &tname, e))?;
         let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| ioerr_fail(STEP, &tname, &e))?;
+        let meta = file.metadata().map_err(|e| ioerr_fail(step, &tname, &e))?;
         if !meta.is_file() {
-            return Err(io_fail(format!("{STEP} {tname:?}: not a file")));
+            return Err(io_fail(format!("{step} {tname:?}: not a file")));
         }
+        let file = Arc::new(file);
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        if !open.iter().any(|(t, _)| *t == temp) {
+            if open.len() == TEMPS_OPEN_MAX {
+                open.remove(0);
+            }
+            open.push((temp, Arc::clone(&file)));
+        }
+        Ok(file)
+    }
+
+    /// The temporary file of `temp` if it is kept open (now the most recently used).
+    fn kept_temp(&self, temp: TempId) -> Option<Arc<File>> {
+        // A panic while the lock was held cannot leave the list inconsistent (every change
+        // is one push or remove).
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        let i = open.iter().position(|(t, _)| *t == temp)?;
+        let kept = open.remove(i);
+        let file = Arc::clone(&kept.1);
+        open.push(kept);
+        Some(file)
+    }
+
+    /// Closes the temporary file of `temp` if it is kept open (before a commit or discard).
+    fn close_temp(&self, temp: TempId) {
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(t, _)| *t != temp);
+    }
+
+    fn write_temp(&self, temp: TempId, offset: u64, data: &[u8]) -> Step<StorageResult> {
+        const STEP: &str = "write temporary file";
+        let file = self.open_temp(temp, STEP)?;
+        self.write_into(&file, temp, offset, data)
+    }
+
+    /// Writes `data` at `offset` of `temp`'s open temporary file `file`.
+    fn write_into(
+        &self,
+        file: &File,
+        temp: TempId,
+        offset: u64,
+        data: &[u8],
+    ) -> Step<StorageResult> {
+        const STEP: &str = "write temporary file";
+        let fail = |e: &io::Error| ioerr_fail(STEP, &temp_file_name(temp), e);
         // Zeros beyond the end are a hole already (the commit's set_len makes it): the file
         // stays sparse.
-        if meta.len() <= offset && data.iter().all(|b| *b == 0) {
+        if data.iter().all(|b| *b == 0) && file.metadata().map_err(|e| fail(&e))?.len() <= offset {
             return Ok(StorageResult::Done);
         }
-        file.write_all_at(data, offset)
-            .map_err(|e| ioerr_fail(STEP, &tname, &e))?;
+        file.write_all_at(data, offset).map_err(|e| fail(&e))?;
         Ok(StorageResult::Done)
     }
 
     fn discard_temp(&self, temp: TempId) -> Step<StorageResult> {
         const STEP: &str = "discard temporary file";
+        self.close_temp(temp);
         let tname = temp_file_name(temp);
         let tmp = self.reserved_for(TEMP_DIR, STEP, &tname)?;
         match rfs::unlinkat(&tmp, tname.as_str(), AtFlags::empty()) {
@@ -786,6 +854,7 @@ impl Disk {
         now_unix_ms: i64,
     ) -> Step<StorageResult> {
         const STEP: &str = "commit";
+        self.close_temp(temp);
         let tname = temp_file_name(temp);
         let tmp = self.reserved_for(TEMP_DIR, STEP, path)?;
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
@@ -898,8 +967,9 @@ impl Disk {
             }
         }
         drop(cache);
+        // The directory the file now is in. Not `.weft/tmp`: a name a crash brings back there
+        // is a stray temporary file, removed when the folder's state is next loaded.
         sync_dir(&dir, path);
-        sync_dir(&tmp, path);
         if let Some(trash) = &trash {
             sync_dir(trash, path);
         }

@@ -474,6 +474,33 @@ fn write_temp_creates_a_private_temp_and_writes_at_offsets() {
 }
 
 #[test]
+fn an_open_temp_takes_its_writes_but_its_commit_checks_the_folder() {
+    let f = Folder::new();
+    let data = b"written while the folder was there";
+    assert_eq!(f.write(3, 0, &data[..10]), S::Done);
+    // The temp is kept open: a write into it goes on without the marker (it lands in
+    // .weft/tmp alone), and its commit is refused with nothing put in place.
+    fs::remove_file(f.root.join(RESERVED_DIR).join(MARKER_FILE)).unwrap();
+    assert_eq!(f.write(3, 10, &data[10..]), S::Done);
+    assert_eq!(fs::read(f.temp_path(3)).unwrap(), data);
+    let commit = R::Commit {
+        temp: TempId(3),
+        path: "f".into(),
+        size: data.len() as u64,
+        blocks: blocks_of(data),
+        mode: 6,
+        mtime_ms: NOW,
+        expect: Expect::Nothing,
+    };
+    assert_eq!(f.disk.carry_out(&commit, NOW), failed(FOLDER_MISSING));
+    assert!(!f.at("f").exists());
+    // The marker back, the commit goes through (the temp kept its content).
+    fs::write(f.root.join(RESERVED_DIR).join(MARKER_FILE), b"marker\n").unwrap();
+    assert_eq!(f.disk.carry_out(&commit, NOW), S::Done);
+    assert_eq!(fs::read(f.at("f")).unwrap(), data);
+}
+
+#[test]
 fn a_zero_block_leaves_a_hole() {
     let f = Folder::new();
     const MB: usize = 1 << 20;
