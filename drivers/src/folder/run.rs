@@ -379,6 +379,13 @@ fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatch
         );
         return None;
     }
+    // Nor are weft's own folders watched (every write of a fetch would be an event the
+    // kernel queues and the watcher reads, only to drop it): if they are made again, they
+    // are watched again, and `wakes_the_scanner` drops what comes from them.
+    let reserved = spec.root.join(super::RESERVED_DIR);
+    for own in [super::TEMP_DIR, super::TRASH_DIR] {
+        let _ = watcher.unwatch(&reserved.join(own));
+    }
     Some(watcher)
 }
 
