@@ -349,17 +349,19 @@ impl Replica {
                 p.bytes_in_flight += u64::from(c.len);
             }
             self.set_blocks(&c.waiters, BlockState::Missing, BlockState::Busy);
-            self.inflight.insert(
-                c.hash,
-                InFlight {
-                    peer,
-                    len: c.len,
-                    received: 0,
-                    hasher: blake3::Hasher::new(),
-                    waiters: c.waiters.into_vec(),
-                    deadline: now + self.config.block_request_timeout,
-                },
-            );
+            let deadline = now + self.config.block_request_timeout;
+            let asked = InFlight {
+                peer,
+                len: c.len,
+                received: 0,
+                hasher: blake3::Hasher::new(),
+                waiters: c.waiters.into_vec(),
+                deadline,
+            };
+            if let Some(was) = self.inflight.insert(c.hash, asked) {
+                self.deadlines.remove(&(was.deadline, c.hash));
+            }
+            self.deadlines.insert((deadline, c.hash));
             let batch = batches.entry(peer).or_default();
             batch.push(c.hash);
             if batch.len() == weft_protocol::WANT_HASHES_MAX {
@@ -396,6 +398,7 @@ impl Replica {
         let Some(f) = self.inflight.remove(hash) else {
             return;
         };
+        self.deadlines.remove(&(f.deadline, *hash));
         if let Some(p) = self.peers.get_mut(&f.peer) {
             p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
         }
@@ -518,6 +521,7 @@ impl Replica {
         let Some(f) = self.inflight.remove(&m.hash) else {
             return Ok(());
         };
+        self.deadlines.remove(&(f.deadline, m.hash));
         if let Some(p) = self.peers.get_mut(&from) {
             p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
         }

@@ -114,6 +114,12 @@ pub struct Replica {
     pub(super) next_temp: u64,
     pub(super) deferred: BTreeMap<String, Vec<(BTreeSet<NodeId>, Record)>>,
     pub(super) inflight: FixedMap<[u8; 32], InFlight>,
+    /// The deadline of every block in `inflight`, in order: one entry per request, added and
+    /// removed with it, so the earliest is at hand without a walk over them all.
+    pub(super) deadlines: BTreeSet<(Instant, [u8; 32])>,
+    /// `(retry_at, path)` of every apply given a retry time, in order; an entry whose apply
+    /// no longer has that time is stale, skipped and dropped when it comes due.
+    pub(super) retries: BTreeSet<(Instant, String)>,
     /// Peers not to ask for a block until then (it failed them).
     pub(super) excluded: BTreeMap<[u8; 32], Vec<(NodeId, Instant)>>,
     /// What the host last reported at a path, where it differs from the path's record (the
@@ -250,6 +256,8 @@ impl Replica {
             next_temp: 1,
             deferred: BTreeMap::new(),
             inflight: FixedMap::default(),
+            deadlines: BTreeSet::new(),
+            retries: BTreeSet::new(),
             excluded: BTreeMap::new(),
             not_found: BTreeMap::new(),
             disk: BTreeMap::new(),
@@ -1784,6 +1792,9 @@ impl Replica {
                     for l in &a.locks {
                         self.locks.insert(l.clone(), path.clone());
                     }
+                    if let Some(t) = a.retry_at {
+                        self.retries.insert((t, path.clone()));
+                    }
                     self.applies.insert(path, a);
                 }
                 // Changes made after the last persist may have been announced with sequence
@@ -1831,7 +1842,9 @@ impl Replica {
         let now = self.now;
         if let Some(a) = self.applies.get_mut(path) {
             a.backoff_ms = (a.backoff_ms * 2).clamp(100, BACKOFF_MAX_MS);
-            a.retry_at = Some(now + Duration::from_millis(a.backoff_ms));
+            let at = now + Duration::from_millis(a.backoff_ms);
+            a.retry_at = Some(at);
+            self.retries.insert((at, path.to_string()));
         }
     }
 
@@ -2086,14 +2099,28 @@ impl Replica {
             self.fetch_wake = None;
             self.fetch_dirty = true;
         }
-        let due: Vec<String> = self
-            .applies
-            .iter()
-            .filter(|(_, a)| a.retry_at.is_some_and(|t| t <= now))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in due {
-            self.advance(&p);
+        // The applies whose retry time has come (every such apply has its entry), in path
+        // order; an apply that keeps its time (it could not go on) keeps its entry.
+        let mut due: Vec<(Instant, String)> = Vec::new();
+        while let Some(first) = self.retries.first() {
+            if first.0 > now {
+                break;
+            }
+            let Some((t, p)) = self.retries.pop_first() else {
+                break;
+            };
+            if self.applies.get(&p).and_then(|a| a.retry_at) == Some(t) {
+                due.push((t, p));
+            }
+        }
+        due.sort_by(|a, b| a.1.cmp(&b.1));
+        for (_, p) in &due {
+            self.advance(p);
+        }
+        for (t, p) in due {
+            if self.applies.get(&p).and_then(|a| a.retry_at) == Some(t) {
+                self.retries.insert((t, p));
+            }
         }
     }
 
@@ -2241,6 +2268,33 @@ impl Replica {
 
     /// When it next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = [
+            self.persist_at,
+            self.fetch_wake,
+            self.load_retry_at,
+            self.full_round_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut take = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        if let Some((deadline, _)) = self.deadlines.first() {
+            take(*deadline);
+        }
+        let retry = self
+            .retries
+            .iter()
+            .find(|(r, p)| self.applies.get(p).and_then(|a| a.retry_at) == Some(*r));
+        if let Some((r, _)) = retry {
+            take(*r);
+        }
+        t
+    }
+
+    /// [`Self::poll_timeout`] by a walk over every block in flight and every apply (what
+    /// `deadlines` and `retries` stand in for).
+    #[cfg(test)]
+    pub(super) fn poll_timeout_plain(&self) -> Option<Instant> {
         let mut t = [
             self.persist_at,
             self.fetch_wake,

@@ -29,6 +29,8 @@ struct Host {
     state: Option<Bytes>,
     /// The next this many `WriteTemp` steps fail with a full disk.
     disk_full_writes: usize,
+    /// The next this many `Commit` steps fail with an I/O error.
+    failing_commits: usize,
 }
 
 fn holds(item: Option<&Item>, expect: Expect) -> bool {
@@ -61,6 +63,10 @@ impl Host {
                 }
                 _ => StorageResult::NotFound,
             },
+            StorageRequest::Commit { .. } if self.failing_commits > 0 => {
+                self.failing_commits -= 1;
+                StorageResult::Failed(StorageError::Io("a failing disk".into()))
+            }
             StorageRequest::WriteTemp { .. } if self.disk_full_writes > 0 => {
                 self.disk_full_writes -= 1;
                 StorageResult::Failed(StorageError::DiskFull)
@@ -475,9 +481,12 @@ impl Net {
         }
         self.now = self.now + Duration::from_millis(1);
         for n in &mut self.nodes {
+            // The ordered deadlines stand in for a walk over every request and apply.
+            assert_eq!(n.replica.poll_timeout(), n.replica.poll_timeout_plain());
             if n.replica.poll_timeout().is_some_and(|t| t <= self.now) {
                 n.replica.handle_timeout(self.now);
             }
+            assert_eq!(n.replica.poll_timeout(), n.replica.poll_timeout_plain());
         }
         active
     }
@@ -1301,6 +1310,41 @@ fn a_full_disk_is_reported_and_the_file_lands_after_the_retry() {
     assert_eq!(net.nodes[1].host.data("f"), Some(data.as_slice()));
     assert!(net.nodes[1].host.temps.is_empty());
     assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn failed_commits_are_retried_with_backoff_until_the_file_lands() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    net.link(0, 2);
+    net.settle();
+    // Three commits at node 1 fail, and one at node 2: each retries after its backoff
+    // (100, 200, 400 ms), while other files' blocks are in flight.
+    net.nodes[1].host.failing_commits = 3;
+    net.nodes[2].host.failing_commits = 1;
+    let files: Vec<(String, Vec<u8>)> = (0..4u64)
+        .map(|k| (format!("f{k}"), bytes(50_000 + 30_000 * k as usize, 70 + k)))
+        .collect();
+    for (path, data) in &files {
+        net.put(0, path, data.clone(), 100);
+    }
+    net.settle();
+    for n in [1, 2] {
+        assert_eq!(
+            net.nodes[n].host.failing_commits, 0,
+            "node {n}'s commits failed"
+        );
+        for (path, data) in &files {
+            assert_eq!(
+                net.nodes[n].host.data(path),
+                Some(data.as_slice()),
+                "{path}"
+            );
+        }
+        assert!(net.nodes[n].host.temps.is_empty());
+    }
+    assert_eq!(net.nodes[1].replica.metrics().storage_failures, 3);
+    assert!(net.nodes[1].replica.retries.is_empty());
 }
 
 /// A file of `n` synthetic blocks of 16 KiB (never fetched: only announced).
