@@ -2268,7 +2268,22 @@ impl Replica {
 
     /// When it next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = [
+        let retry = self
+            .retries
+            .iter()
+            .find(|(r, p)| self.applies.get(p).and_then(|a| a.retry_at) == Some(*r))
+            .map(|(r, _)| *r);
+        let deadline = self.deadlines.first().map(|(d, _)| *d);
+        [self.own_deadline(), deadline, retry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The earliest of the folder's own deadlines: persist, fetch wake, load retry, a
+    /// held-back full round.
+    fn own_deadline(&self) -> Option<Instant> {
+        [
             self.persist_at,
             self.fetch_wake,
             self.load_retry_at,
@@ -2276,44 +2291,20 @@ impl Replica {
         ]
         .into_iter()
         .flatten()
-        .min();
-        let mut take = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
-        if let Some((deadline, _)) = self.deadlines.first() {
-            take(*deadline);
-        }
-        let retry = self
-            .retries
-            .iter()
-            .find(|(r, p)| self.applies.get(p).and_then(|a| a.retry_at) == Some(*r));
-        if let Some((r, _)) = retry {
-            take(*r);
-        }
-        t
+        .min()
     }
 
     /// [`Self::poll_timeout`] by a walk over every block in flight and every apply (what
     /// `deadlines` and `retries` stand in for).
     #[cfg(test)]
     pub(super) fn poll_timeout_plain(&self) -> Option<Instant> {
-        let mut t = [
-            self.persist_at,
-            self.fetch_wake,
-            self.load_retry_at,
-            self.full_round_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let mut take = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
-        for f in self.inflight.values() {
-            take(f.deadline);
-        }
-        for a in self.applies.values() {
-            if let Some(r) = a.retry_at {
-                take(r);
-            }
-        }
-        t
+        let requests = self.inflight.values().map(|f| f.deadline);
+        let retries = self.applies.values().filter_map(|a| a.retry_at);
+        self.own_deadline()
+            .into_iter()
+            .chain(requests)
+            .chain(retries)
+            .min()
     }
 
     /// Whether the state is loaded.
