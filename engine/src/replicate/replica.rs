@@ -159,8 +159,8 @@ pub struct Replica {
     #[cfg(test)]
     pub(super) fetch_plain: bool,
     pub(super) fetch_wake: Option<Instant>,
-    /// When the last full scheduling pass ran (a full pass is due again
-    /// `full_round_interval` after it while blocks are in flight).
+    /// When the last full scheduling pass ran (the next may run `full_round_interval`
+    /// after it).
     pub(super) last_full_round: Option<Instant>,
     /// A full pass waits for this time (set while one is due and held back).
     pub(super) full_round_at: Option<Instant>,
@@ -2211,9 +2211,9 @@ impl Replica {
     }
 
     /// Whether a full scheduling pass may run now: always when none is asked for or none
-    /// ran in the last `full_round_interval`. Otherwise it is held
-    /// back until then (a burst of index records or storage answers makes one pass, not one
-    /// each; meanwhile the queue is placed as room frees) and `full_round_at` says when.
+    /// ran in the last `full_round_interval`. Otherwise it is held back until then, and
+    /// `full_round_at` says when: a burst of index records or storage answers makes one
+    /// pass, not one each, and meanwhile the queue is placed as room frees.
     fn full_round_due(&mut self) -> bool {
         let next = self
             .last_full_round
