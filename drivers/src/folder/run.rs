@@ -357,8 +357,9 @@ fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatch
         reserved.join(super::TEMP_DIR),
         reserved.join(super::TRASH_DIR),
     ];
+    let dropped = own.clone();
     let mut watcher = match notify::recommended_watcher(move |event| {
-        if wakes_the_scanner(&event, &own) {
+        if wakes_the_scanner(&event, &dropped) {
             let _ = wake.send(());
         }
     }) {
@@ -382,9 +383,8 @@ fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatch
     // Nor are weft's own folders watched (every write of a fetch would be an event the
     // kernel queues and the watcher reads, only to drop it): if they are made again, they
     // are watched again, and `wakes_the_scanner` drops what comes from them.
-    let reserved = spec.root.join(super::RESERVED_DIR);
-    for own in [super::TEMP_DIR, super::TRASH_DIR] {
-        let _ = watcher.unwatch(&reserved.join(own));
+    for dir in &own {
+        let _ = watcher.unwatch(dir);
     }
     Some(watcher)
 }

@@ -164,15 +164,23 @@ pub fn chunk(data: &[u8], tier: Tier) -> Vec<BlockRef> {
     );
     let mut blocks = Vec::with_capacity(data.len() / avg + 1);
     for c in FastCDC::with_level(data, min, avg, max, Normalization::Level1) {
-        let bytes = &data[c.offset..c.offset + c.length];
-        blocks.push(BlockRef {
-            offset: c.offset as u64,
-            len: u32::try_from(c.length)
-                .expect("a FastCDC chunk is at most max_bytes, 16 MiB at the largest tier"),
-            hash: *blake3::hash(bytes).as_bytes(),
-        });
+        blocks.push(block_ref(
+            c.offset as u64,
+            &data[c.offset..c.offset + c.length],
+        ));
     }
     blocks
+}
+
+/// The block of `bytes` (one chunk FastCDC cut) at `offset`: its length and blake3 hash.
+fn block_ref(offset: u64, bytes: &[u8]) -> BlockRef {
+    BlockRef {
+        offset,
+        // Cannot fail: FastCDC cuts no chunk longer than max_bytes, 16 MiB at the largest
+        // tier, and every chunk comes from a file on this node, never from a peer's bytes.
+        len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        hash: *blake3::hash(bytes).as_bytes(),
+    }
 }
 
 /// Cuts and hashes a file fed in pieces exactly as [`chunk`] cuts and hashes it whole, holding
@@ -254,12 +262,7 @@ impl StreamChunker {
         let len = FastCDC::with_level(data, min, avg, max, Normalization::Level1)
             .next()
             .map_or(data.len(), |c| c.length);
-        out.push(BlockRef {
-            offset: self.offset,
-            len: u32::try_from(len)
-                .expect("a FastCDC chunk is at most max_bytes, 16 MiB at the largest tier"),
-            hash: *blake3::hash(&data[..len]).as_bytes(),
-        });
+        out.push(block_ref(self.offset, &data[..len]));
         self.start += len;
         self.offset += len as u64;
     }
