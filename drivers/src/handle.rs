@@ -82,6 +82,17 @@ pub(crate) struct Subscriber {
     pub(crate) bytes: Option<(Arc<AtomicUsize>, usize)>,
 }
 
+impl Subscriber {
+    /// Whether its reader may still take deliveries. A bounded [`Subscription`] shares the
+    /// byte count, so its end shows at once; a plain receiver shows its end only when a send
+    /// finds it gone.
+    pub(crate) fn is_held(&self) -> bool {
+        self.bytes
+            .as_ref()
+            .is_none_or(|(queued, _)| Arc::strong_count(queued) > 1)
+    }
+}
+
 /// A run asked of a peer through a [`Handle`].
 #[derive(Debug)]
 pub struct RunSession {

@@ -118,6 +118,9 @@ impl RunError {
 /// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
 /// drop in `drops`); false once the subscriber is gone.
 fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
+    if !subscriber.is_held() {
+        return false;
+    }
     let cost = delivery.queued_bytes();
     if let Some((queued, bytes_max)) = &subscriber.bytes {
         // Counted before the send: the reader subtracts as soon as it takes the delivery. A
@@ -988,7 +991,7 @@ impl Host {
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
             counters,
             connections,
-            listeners: self.subscribers.len() as u64,
+            listeners: self.subscribers.iter().filter(|s| s.is_held()).count() as u64,
             listener_drops: self.listener_drops,
         }
     }

@@ -322,7 +322,9 @@ pub struct StatsReport {
     pub counters: NodeCounters,
     /// Open connections, by id.
     pub connections: Vec<ConnReport>,
-    /// Subscribers to broadcasts (`weft listen` sessions and in-process ones).
+    /// Subscribers to broadcasts (`weft listen` sessions and in-process ones). A `weft listen`
+    /// session stops counting as soon as it ends; an in-process receiver from
+    /// `Handle::subscribe`, when the next broadcast finds it dropped.
     pub listeners: u64,
     /// Deliveries dropped because a subscriber did not keep up.
     pub listener_drops: u64,

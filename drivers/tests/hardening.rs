@@ -146,6 +146,22 @@ fn a_listener_that_never_reads_is_dropped_after_the_write_timeout() {
     drop(deaf);
 }
 
+#[test]
+fn a_listener_that_leaves_stops_counting_without_a_broadcast() {
+    let (dir, net) = scratch("listener-leaves");
+    let node = NodeProc::start(dir.path(), &net, "node", "mio", "127.0.0.1:0", &[]);
+    let listener = deaf_listener(&node.state.join("control.sock"));
+    wait_until("the node counts the listener", || {
+        node.stats().listeners == 1
+    });
+    // Nothing is broadcast: the count falls when the session ends, not when a delivery
+    // finds its subscription gone.
+    drop(listener);
+    wait_until("the node counts no listener", || {
+        node.stats().listeners == 0
+    });
+}
+
 /// Connects to `socket` and sends one byte every `every` until `stop`; reconnects when the
 /// node cuts it off. Records how long each of its connections lived.
 fn dripper(socket: &Path, every: Duration, stop: &AtomicBool, lives: &Mutex<Vec<Duration>>) {
