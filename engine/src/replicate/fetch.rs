@@ -760,7 +760,12 @@ impl Replica {
             }
         }
         if block == u32::MAX && r != StorageResult::Done {
+            // An empty file's temp was not made: no block arrives to try again, so its
+            // apply backs off and makes it again at its retry (`advance`).
             f.created = false;
+            self.fetch_dirty = true;
+            self.backoff(&path);
+            return;
         }
         if r != StorageResult::Done {
             self.fetch_dirty = true;

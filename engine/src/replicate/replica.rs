@@ -749,6 +749,8 @@ impl Replica {
             list.remove(0);
         }
         list.push((sources, r));
+        // Kept across a restart: the peer's sequence for it counts as seen.
+        self.mark_dirty();
     }
 
     /// Applies a remote record (from `sources`).
@@ -1442,6 +1444,7 @@ impl Replica {
             return;
         }
         if let Some(list) = self.deferred.remove(path) {
+            self.mark_dirty();
             for (sources, r) in list {
                 self.apply_remote(sources, r, None);
             }
@@ -1507,8 +1510,14 @@ impl Replica {
         }
     }
 
-    /// Takes the apply at `path` out: its temp is discarded and its paths are free.
+    /// Takes the apply at `path` out: its temp is discarded and its paths are free. Not while
+    /// one of its steps is with the host: that step's answer is matched by path, so a new
+    /// apply there would take it for its own (a commit of the old content counted as the new
+    /// one's). Such an apply runs on; what is deferred behind it is applied after it.
     fn remove_fetch(&mut self, path: &str) -> Option<Apply> {
+        if self.applies.get(path)?.outstanding {
+            return None;
+        }
         let a = self.applies.remove(path)?;
         if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
             self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
@@ -1797,6 +1806,7 @@ impl Replica {
                     }
                     self.applies.insert(path, a);
                 }
+                self.deferred = s.deferred.into_iter().collect();
                 // Changes made after the last persist may have been announced with sequence
                 // numbers the restored index would give again; peers that saw them would
                 // skip the new changes. New changes start far above anything given before.
@@ -1828,6 +1838,11 @@ impl Replica {
         for p in paths {
             self.advance(&p);
         }
+        // Deferred records whose path is free (its apply was not persisted, or has ended).
+        let deferred: Vec<String> = self.deferred.keys().cloned().collect();
+        for p in deferred {
+            self.redo_deferred(&p);
+        }
         // Nothing is announced until the state is persisted with the numbering jumped: a
         // crash before that would restore the same numbering and jump to the same numbers
         // again, and peers that saw this life's changes would skip the next life's.
@@ -1838,7 +1853,7 @@ impl Replica {
         self.fetch_dirty = true;
     }
 
-    fn backoff(&mut self, path: &str) {
+    pub(super) fn backoff(&mut self, path: &str) {
         let now = self.now;
         if let Some(a) = self.applies.get_mut(path) {
             a.backoff_ms = (a.backoff_ms * 2).clamp(100, BACKOFF_MAX_MS);
@@ -2157,6 +2172,11 @@ impl Replica {
                 .applies
                 .iter()
                 .map(|(p, a)| (p.clone(), a.clone()))
+                .collect(),
+            deferred: self
+                .deferred
+                .iter()
+                .map(|(p, list)| (p.clone(), list.clone()))
                 .collect(),
         };
         self.persist_outstanding = true;

@@ -1,17 +1,26 @@
 //! The persisted blob of a folder (postcard): the index, the local sequence, the index id,
-//! each peer's (index id, sequence seen), and the applies in progress with which blocks of
-//! their temps are written.
+//! each peer's (index id, sequence seen), the applies in progress with which blocks of
+//! their temps are written, and the remote records deferred behind them.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use weft_protocol::{FileEntry, NodeId, Version};
 
 use super::plan::Apply;
+use super::types::Record;
 
 /// The blob's format version.
-pub(crate) const STATE_FORMAT: u8 = 1;
+pub(crate) const STATE_FORMAT: u8 = 2;
+
+/// The format before deferred records were kept: still read (none deferred).
+const STATE_FORMAT_V1: u8 = 1;
 
 /// One persisted record: its entry, whether it is a deletion, its rename annotation.
 pub(crate) type PersistedRecord = (FileEntry, bool, Option<(String, Version)>);
+
+/// The records deferred at one path, each with its sources.
+pub(crate) type DeferredAt = (String, Vec<(BTreeSet<NodeId>, Record)>);
 
 /// Everything a restart needs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +39,22 @@ pub(crate) struct PersistedState {
     pub(crate) peers: Vec<(NodeId, u64, u64)>,
     /// Applies in progress, by path.
     pub(crate) applies: Vec<(String, Apply)>,
+    /// Remote records deferred behind a busy path, by path, with their sources. Their
+    /// peers' sequences are already counted as seen: a restart that forgot them would never
+    /// be sent them again.
+    pub(crate) deferred: Vec<DeferredAt>,
+}
+
+/// Format 1: the same without `deferred`.
+#[derive(Deserialize)]
+struct PersistedStateV1 {
+    format: u8,
+    index_id: u64,
+    sequence: u64,
+    next_temp: u64,
+    records: Vec<PersistedRecord>,
+    peers: Vec<(NodeId, u64, u64)>,
+    applies: Vec<(String, Apply)>,
 }
 
 impl PersistedState {
@@ -40,9 +65,90 @@ impl PersistedState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// The state in `bytes`, if it is one of this format.
+    /// The state in `bytes`, if it is of this format or format 1 (postcard writes the
+    /// leading `u8` as one byte).
     pub(crate) fn decode(bytes: &[u8]) -> Option<PersistedState> {
-        let s: PersistedState = postcard::from_bytes(bytes).ok()?;
-        (s.format == STATE_FORMAT).then_some(s)
+        match *bytes.first()? {
+            STATE_FORMAT => postcard::from_bytes(bytes).ok(),
+            STATE_FORMAT_V1 => {
+                let s: PersistedStateV1 = postcard::from_bytes(bytes).ok()?;
+                (s.format == STATE_FORMAT_V1).then_some(PersistedState {
+                    format: STATE_FORMAT,
+                    index_id: s.index_id,
+                    sequence: s.sequence,
+                    next_temp: s.next_temp,
+                    records: s.records,
+                    peers: s.peers,
+                    applies: s.applies,
+                    deferred: Vec::new(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_protocol::{FileKind, Version};
+
+    use super::*;
+
+    fn state(format: u8, deferred: Vec<DeferredAt>) -> PersistedState {
+        let entry = FileEntry {
+            path: "a.txt".into(),
+            kind: FileKind::File,
+            target: String::new(),
+            mode: 6,
+            size: 3,
+            mtime_ms: 7,
+            modified_by: 9,
+            version: Version::default(),
+            sequence: 4,
+            blocks: Vec::new(),
+        };
+        PersistedState {
+            format,
+            index_id: 11,
+            sequence: 4,
+            next_temp: 2,
+            records: vec![(entry.clone(), false, None)],
+            peers: vec![(NodeId([1; 32]), 5, 6)],
+            applies: Vec::new(),
+            deferred,
+        }
+    }
+
+    #[test]
+    fn deferred_records_survive_the_blob_and_a_format_1_blob_still_loads() {
+        let held = state(STATE_FORMAT, Vec::new()).records[0].0.clone();
+        let deferred = vec![(
+            "a.txt".to_string(),
+            vec![(
+                BTreeSet::from([NodeId([2; 32])]),
+                Record {
+                    entry: held,
+                    deleted: true,
+                },
+            )],
+        )];
+        let back = PersistedState::decode(&state(STATE_FORMAT, deferred.clone()).encode());
+        assert_eq!(back.map(|s| s.deferred), Some(deferred));
+        // Format 1 is format 2 without the trailing list (postcard writes the empty list as
+        // one zero byte).
+        let mut v1 = state(STATE_FORMAT_V1, Vec::new()).encode();
+        assert_eq!(v1.pop(), Some(0));
+        let old = PersistedState::decode(&v1).expect("a format 1 blob loads");
+        assert_eq!(
+            (old.format, old.index_id, old.records.len()),
+            (STATE_FORMAT, 11, 1)
+        );
+        assert!(old.deferred.is_empty());
+        assert_eq!(old.peers, vec![(NodeId([1; 32]), 5, 6)]);
+        // Another format, or a damaged blob, is not read.
+        let mut other = state(STATE_FORMAT, Vec::new()).encode();
+        other[0] = 9;
+        assert!(PersistedState::decode(&other).is_none());
+        assert!(PersistedState::decode(&v1[..v1.len() - 3]).is_none());
     }
 }
