@@ -88,6 +88,11 @@ fn sweep_seeds_that_once_failed_pass() {
         // Records deferred behind a stalled fetch were lost in a crash, their sequences
         // already counted as seen: a newer version never reached the rest.
         2718,
+        // A node's own version counter restarted from its persisted records after a crash:
+        // changes it had announced but not stored had given higher counters, so its next
+        // change looked older than its own earlier deletion, and that deletion removed the
+        // new file everywhere (a version lost).
+        1707,
         // An empty file's temp failed to be made: no block was left to fetch, so nothing
         // tried again (never converged).
         2760,

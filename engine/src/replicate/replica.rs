@@ -41,6 +41,12 @@ pub(super) const EARLY_LOCAL_MAX: usize = 65_536;
 /// window could ever hand out (2^32 changes), with room for 2^32 restarts.
 pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
 
+/// How far this node's own version counter jumps at a restart, past the highest persisted
+/// or restored: changes announced before a crash but not persisted gave counters the
+/// restored state does not know, and giving them again would make a new version look older
+/// than (or equal to) one peers already hold.
+pub(super) const COUNTER_RESTART_GAP: u64 = 1 << 32;
+
 /// Blocks remembered as NOTFOUND at some peer, at most.
 pub(super) const NOT_FOUND_MAX: usize = 65_536;
 
@@ -1807,6 +1813,10 @@ impl Replica {
                     self.applies.insert(path, a);
                 }
                 self.deferred = s.deferred.into_iter().collect();
+                self.counter_high = self
+                    .counter_high
+                    .max(s.counter_high)
+                    .saturating_add(COUNTER_RESTART_GAP);
                 // Changes made after the last persist may have been announced with sequence
                 // numbers the restored index would give again; peers that saw them would
                 // skip the new changes. New changes start far above anything given before.
@@ -2157,6 +2167,7 @@ impl Replica {
             index_id: self.index_id,
             sequence: self.index.sequence(),
             next_temp: self.next_temp,
+            counter_high: self.counter_high,
             records: self
                 .index
                 .since(0)

@@ -33,6 +33,8 @@ pub(crate) struct PersistedState {
     pub(crate) sequence: u64,
     /// The next temp number.
     pub(crate) next_temp: u64,
+    /// The highest counter of this node's own given in a version (it jumps at each load).
+    pub(crate) counter_high: u64,
     /// Records: entry, deleted, rename annotation.
     pub(crate) records: Vec<PersistedRecord>,
     /// Peers: id, their index id, the highest sequence seen under it.
@@ -45,7 +47,7 @@ pub(crate) struct PersistedState {
     pub(crate) deferred: Vec<DeferredAt>,
 }
 
-/// Format 1: the same without `deferred`.
+/// Format 1: the same without `counter_high` and `deferred`.
 #[derive(Deserialize)]
 struct PersistedStateV1 {
     format: u8,
@@ -77,6 +79,7 @@ impl PersistedState {
                     index_id: s.index_id,
                     sequence: s.sequence,
                     next_temp: s.next_temp,
+                    counter_high: 0,
                     records: s.records,
                     peers: s.peers,
                     applies: s.applies,
@@ -112,6 +115,7 @@ mod tests {
             index_id: 11,
             sequence: 4,
             next_temp: 2,
+            counter_high: 0,
             records: vec![(entry.clone(), false, None)],
             peers: vec![(NodeId([1; 32]), 5, 6)],
             applies: Vec::new(),
@@ -134,10 +138,11 @@ mod tests {
         )];
         let back = PersistedState::decode(&state(STATE_FORMAT, deferred.clone()).encode());
         assert_eq!(back.map(|s| s.deferred), Some(deferred));
-        // Format 1 is format 2 without the trailing list (postcard writes the empty list as
-        // one zero byte).
+        // Format 1 is format 2 without `counter_high` (0: one zero byte after the three
+        // one-byte varints before it) and the trailing list (empty: one zero byte).
         let mut v1 = state(STATE_FORMAT_V1, Vec::new()).encode();
         assert_eq!(v1.pop(), Some(0));
+        assert_eq!(v1.remove(4), 0);
         let old = PersistedState::decode(&v1).expect("a format 1 blob loads");
         assert_eq!(
             (old.format, old.index_id, old.records.len()),
