@@ -93,6 +93,11 @@ fn sweep_seeds_that_once_failed_pass() {
         // change looked older than its own earlier deletion, and that deletion removed the
         // new file everywhere (a version lost).
         1707,
+        // A conflict's fetch gave way to a newer deferred record, and its own origin records,
+        // applied again with their old sources, were taken for those sources announcing an
+        // older version: the newer apply was dropped, and the node kept its moved-away loser's
+        // record with nothing on disk.
+        1602,
         // An empty file's temp failed to be made: no block was left to fetch, so nothing
         // tried again (never converged).
         2760,

@@ -717,7 +717,7 @@ impl Replica {
             return;
         }
         let sources = BTreeSet::from([peer]);
-        self.apply_remote(sources, r, moved_from);
+        self.apply_record(sources, r, moved_from, false);
     }
 
     /// `ThroughSymlink` if a directory on `path`'s way is a symlink here: nothing is ever
@@ -759,12 +759,25 @@ impl Replica {
         self.mark_dirty();
     }
 
-    /// Applies a remote record (from `sources`).
+    /// Applies a remote record (from `sources`) held here: deferred, or the origin of an
+    /// apply dropped. Its sources announced it earlier and may have moved on since.
     pub(super) fn apply_remote(
         &mut self,
         sources: BTreeSet<NodeId>,
         r: Record,
         moved_from: Option<(String, Version)>,
+    ) {
+        self.apply_record(sources, r, moved_from, false);
+    }
+
+    /// Applies a remote record from `sources`; `announced`: they announce it now (only then
+    /// does it say what they hold, for a source that moved on).
+    fn apply_record(
+        &mut self,
+        sources: BTreeSet<NodeId>,
+        r: Record,
+        moved_from: Option<(String, Version)>,
+        announced: bool,
     ) {
         // A read-only copy takes only what its version holds, also when a record comes
         // again (deferred, or an overtaken apply's origin) after the gate moved on.
@@ -810,7 +823,8 @@ impl Replica {
                 // fetched nor a newer one (it lost that version in a crash, say), no longer
                 // serves it. A fetch left with no source is dropped, its version with it.
                 let fetched = a.target_version(&path).cloned();
-                let moved_on = !same_content
+                let moved_on = announced
+                    && !same_content
                     && a.is_fetching()
                     && fetched.as_ref().is_some_and(|t| {
                         *t != r.entry.version && r.entry.version.compare(t) != VersionOrder::Newer
