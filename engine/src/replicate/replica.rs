@@ -717,7 +717,7 @@ impl Replica {
             return;
         }
         let sources = BTreeSet::from([peer]);
-        self.apply_record(sources, r, moved_from, false);
+        self.apply_record(sources, r, moved_from, true);
     }
 
     /// `ThroughSymlink` if a directory on `path`'s way is a symlink here: nothing is ever

@@ -13,7 +13,7 @@ use super::types::Record;
 /// The blob's format version.
 pub(crate) const STATE_FORMAT: u8 = 2;
 
-/// The format before deferred records were kept: still read (none deferred).
+/// The format before `counter_high` and deferred records were kept: still read.
 const STATE_FORMAT_V1: u8 = 1;
 
 /// One persisted record: its entry, whether it is a deletion, its rename annotation.
