@@ -1374,6 +1374,9 @@ impl Session {
     }
 
     /// A dedicated connection's handshake finished: record it and send what waited for it.
+    /// Two of one family to one peer (the two ends dialed each other at once) go through the
+    /// links' tie-break, so both ends keep the same one (SPEC.md §8.9); replacing the old one
+    /// at each end instead closed both, again at every retry of two peers in step.
     fn dedicated_established(&mut self, conn: ConnId, node: NodeId, family: Family) {
         if let Some(wanted) = self.dedicated.dialing.remove(&conn) {
             if wanted != (node, family) {
@@ -1383,18 +1386,26 @@ impl Session {
         } else if self.dedicated.len() >= self.limits.dedicated_conns_max {
             self.evict_dedicated(Some(conn));
         }
-        if let Some(old) = self.dedicated.by_peer.insert((node, family), conn) {
-            if old != conn {
-                self.close(old, CloseReason::DuplicateLink, None);
+        let kept = match self.dedicated.by_peer.get(&(node, family)).copied() {
+            Some(old) if old != conn && self.keeps(old, conn) => {
+                self.close(conn, CloseReason::DuplicateLink, None);
+                old
             }
-        }
+            old => {
+                self.dedicated.by_peer.insert((node, family), conn);
+                if let Some(old) = old.filter(|old| *old != conn) {
+                    self.close(old, CloseReason::DuplicateLink, None);
+                }
+                conn
+            }
+        };
         let waiting = self
             .dedicated
             .pending
             .remove(&(node, family))
             .unwrap_or_default();
         for (message, class) in waiting {
-            self.send_on(conn, &message, class);
+            self.send_on(kept, &message, class);
         }
     }
 

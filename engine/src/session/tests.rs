@@ -254,6 +254,166 @@ fn a_message_to_an_unlinked_peer_opens_a_dedicated_connection_of_its_family() {
     ));
 }
 
+/// What one session handed its driver for a connection, not yet at the other end.
+enum InFlight {
+    Bytes(Bytes),
+    /// The sender closed it (after the bytes before it were written).
+    Close,
+}
+
+/// Two sessions joined by connections (`pairs`: a's id, b's id), whose traffic a driver
+/// carries in an order `pick` chooses: each connection's bytes in order one way, but the
+/// connections and directions in any interleaving.
+struct Wires {
+    pairs: Vec<(ConnId, ConnId)>,
+    /// (from a, the sender's connection, what it sent), oldest first.
+    in_flight: Vec<(bool, ConnId, InFlight)>,
+    /// CHORD_NOTIFY frames received: (at a, at b).
+    notifies: (usize, usize),
+}
+
+impl Wires {
+    /// Takes both sessions' outputs, then delivers one stream's oldest item, chosen by
+    /// `pick` among the streams with something in flight; false once nothing is left.
+    fn step(
+        &mut self,
+        a: &mut Session,
+        b: &mut Session,
+        pick: &mut impl FnMut(usize) -> usize,
+    ) -> bool {
+        for (from_a, s) in [(true, &mut *a), (false, &mut *b)] {
+            for out in drain(s) {
+                match out {
+                    Output::Transmit { conn, bytes } => {
+                        self.in_flight.push((from_a, conn, InFlight::Bytes(bytes)))
+                    }
+                    Output::Close { conn, .. } => {
+                        self.in_flight.push((from_a, conn, InFlight::Close))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut heads: Vec<usize> = Vec::new();
+        for (i, (side, conn, _)) in self.in_flight.iter().enumerate() {
+            if !heads
+                .iter()
+                .any(|&h| (self.in_flight[h].0, self.in_flight[h].1) == (*side, *conn))
+            {
+                heads.push(i);
+            }
+        }
+        if heads.is_empty() {
+            return false;
+        }
+        let (from_a, conn, item) = self.in_flight.remove(heads[pick(heads.len())]);
+        let peer = self.pairs.iter().find_map(|&(x, y)| {
+            if from_a {
+                (x == conn).then_some(y)
+            } else {
+                (y == conn).then_some(x)
+            }
+        });
+        let (from, to) = if from_a { (a, b) } else { (b, a) };
+        match (item, peer) {
+            // A connection the other end closed first takes no more bytes.
+            (InFlight::Bytes(bytes), Some(peer)) => {
+                if let Ok(mut next) = to.received(T0, peer, bytes) {
+                    while let Some(incoming) = next {
+                        next = to.next_frame(T0, peer);
+                        if incoming.frame.code() == Code::CHORD_NOTIFY {
+                            if from_a {
+                                self.notifies.1 += 1;
+                            } else {
+                                self.notifies.0 += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            // Either end may have heard of the close already.
+            (InFlight::Close, peer) => {
+                let _ = from.closed(T0, conn);
+                if let Some(peer) = peer {
+                    let _ = to.closed(T0, peer);
+                }
+            }
+            (InFlight::Bytes(_), None) => {}
+        }
+        true
+    }
+}
+/// Two nodes that send to each other at once dial two dedicated connections, one each way.
+/// In every order the driver may carry their handshakes, both ends keep the same one (the
+/// links' tie-break), and it carries what comes next, both ways, without another dial. (What
+/// went out on the other before the tie-break may be lost with it, as a lost message is: the
+/// asker's retry covers it.) Replacing the older one at each end closed both whenever each end
+/// finished its own dial first, and two peers whose lookups retried in step never reached each
+/// other (Chord sweep seed 665).
+#[test]
+fn two_dedicated_connections_dialed_at_once_leave_the_same_one_open_at_both_ends() {
+    let chord = MESH_TABLE | Family::Chord.bit();
+    let msg = Outgoing::message(&Message::Chord(ChordMessage::Notify));
+    let to = |node| Recipients::PeerOrDial(node);
+    for schedule in 1..=64u64 {
+        let mut x = schedule.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut pick = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut a = session(1, "a", chord, plain);
+        let mut b = session(2, "b", chord, plain);
+        let (a_id, b_id) = (a.node_id(), b.node_id());
+        a.learn(T0, b_id, "b");
+        b.learn(T0, a_id, "a");
+        a.send(T0, Family::Chord, to(b_id), &msg, Class::Control);
+        b.send(T0, Family::Chord, to(a_id), &msg, Class::Control);
+        let dial = |s: &mut Session| match drain(s).as_slice() {
+            [Output::Connect { conn, .. }] => *conn,
+            other => panic!("expected one dial, got {other:?}"),
+        };
+        let (a_out, b_out) = (dial(&mut a), dial(&mut b));
+        let (a_in, b_in) = (ConnId::inbound(1), ConnId::inbound(1));
+        a.accepted(T0, a_in, "b".into()).unwrap();
+        b.accepted(T0, b_in, "a".into()).unwrap();
+        a.connected(a_out).unwrap();
+        b.connected(b_out).unwrap();
+        let mut wires = Wires {
+            pairs: vec![(a_out, b_in), (a_in, b_out)],
+            in_flight: Vec::new(),
+            notifies: (0, 0),
+        };
+        while wires.step(&mut a, &mut b, &mut pick) {}
+        let open = |s: &Session, conns: [ConnId; 2]| {
+            conns
+                .into_iter()
+                .filter(|c| s.dedicated_family(*c).is_some())
+                .filter(|c| s.conns.get(c).is_some_and(|c| !c.is_closing()))
+                .collect::<Vec<_>>()
+        };
+        let (open_a, open_b) = (open(&a, [a_out, a_in]), open(&b, [b_out, b_in]));
+        let what = format!("schedule {schedule}: {open_a:?} open at a, {open_b:?} at b");
+        assert_eq!(
+            (open_a.len(), open_b.len()),
+            (1, 1),
+            "one at each end: {what}"
+        );
+        assert!(
+            wires.pairs.contains(&(open_a[0], open_b[0])),
+            "the same one: {what}"
+        );
+        let before = wires.notifies;
+        a.send(T0, Family::Chord, to(b_id), &msg, Class::Control);
+        b.send(T0, Family::Chord, to(a_id), &msg, Class::Control);
+        while wires.step(&mut a, &mut b, &mut pick) {}
+        assert_eq!(wires.notifies, (before.0 + 1, before.1 + 1), "{what}");
+        let dials = (a.metrics().dedicated_dials, b.metrics().dedicated_dials);
+        assert_eq!(dials, (1, 1), "no dial after the first: {what}");
+    }
+}
+
 #[test]
 fn a_hello_names_the_families_run_and_frames_of_others_close_the_connection() {
     // Plain links: the test reads and writes frames on the wire itself.
