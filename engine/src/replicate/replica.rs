@@ -512,15 +512,17 @@ impl Replica {
     }
 
     /// What a storage step at `r`'s path expects to find there: what the host last reported,
-    /// else what the record says.
+    /// else what the record says. A deletion record counts what the host reported too: a
+    /// read-only copy's refused edit stays on disk where its record says nothing is, and a
+    /// fetch of the listed content that expected nothing there would fail at every retry.
     pub(super) fn expect_for(&self, r: Option<&Record>) -> Expect {
         match r {
-            Some(r) if !r.deleted => self
+            Some(r) => self
                 .disk
                 .get(&r.entry.path)
                 .copied()
                 .unwrap_or_else(|| expect_of(Some(r))),
-            other => expect_of(other),
+            None => expect_of(None),
         }
     }
 
@@ -562,7 +564,13 @@ impl Replica {
     /// if the record says otherwise.
     fn install_in_place(&mut self, install: Install) {
         let path = install.entry.path.clone();
-        let on_disk = self.expect_for(self.index.get(&path));
+        // What the host reported counts where no record is too (a read-only copy's refused
+        // edit at a path it never held): forgetting it would plan later steps there against
+        // nothing, and their storage checks would fail at every retry.
+        let on_disk = match self.disk.get(&path) {
+            Some(reported) => *reported,
+            None => self.expect_for(self.index.get(&path)),
+        };
         self.install(install);
         let record = expect_of(self.index.get(&path));
         if on_disk != record && on_disk != Expect::Nothing {

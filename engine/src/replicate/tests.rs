@@ -2003,6 +2003,38 @@ fn a_refused_edit_does_not_stall_the_fetch_of_the_listed_content() {
     net.nodes[1].replica.check_invariants().expect("invariants");
 }
 
+/// A refused edit at a path the copy never held, then a peer's deletion record there (installed
+/// in place: nothing present to remove), then a version listing new content at the path: the
+/// fetch expects the refused file the host reported, and lands. Installing the deletion
+/// forgot that report, so the fetch expected nothing there and the host answered `Changed`
+/// at every retry (a 3,000-seed drops sweep, seed 2622, never converged).
+#[test]
+fn a_refused_edit_under_a_deletion_record_does_not_stall_a_later_fetch() {
+    let mut net = Net::new(2);
+    net.put(0, "a", bytes(30_000, 1), 100);
+    net.settle();
+    net.nodes[0].host.items.remove("a");
+    net.local(0, LocalChange::Removed { path: "a".into() });
+    net.settle();
+    let gate = gate_of(&net, 0, &[], true);
+    net.nodes[1].replica.set_gate(net.now, gate);
+    net.put(1, "a", bytes(9_000, 5), 150);
+    assert_eq!(net.nodes[1].replica.metrics().local_edits_refused, 1);
+    net.link(0, 1);
+    net.settle();
+    assert!(net.nodes[1].replica.record("a").is_some_and(|r| r.deleted));
+    let a2 = bytes(30_000, 2);
+    net.put(0, "a", a2.clone(), 200);
+    net.settle();
+    let gate = gate_of(&net, 0, &["a"], true);
+    let now = net.now;
+    net.nodes[1].replica.set_gate(now, gate);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(a2.as_slice()));
+    assert!(net.nodes[1].replica.is_idle());
+    net.nodes[1].replica.check_invariants().expect("invariants");
+}
+
 #[test]
 fn a_rescan_of_what_a_read_only_copy_already_indexes_is_no_refused_edit() {
     let mut net = Net::new(2);
