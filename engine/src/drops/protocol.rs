@@ -503,6 +503,19 @@ impl DropsProtocol {
             if held.shown != Some(current) {
                 held.shown = Some(current);
                 let branches = heads.len();
+                // A peer that asked for this list before it was held here (and heard
+                // NOTFOUND) takes this node as a holder again and asks it now, not at its
+                // next sync.
+                let subscribers: Vec<NodeId> = held
+                    .subscribers
+                    .iter()
+                    .copied()
+                    .filter(|s| linked.contains(s))
+                    .collect();
+                let heads_message = self.heads_of(&drop);
+                for s in subscribers {
+                    self.send(s, DropMessage::Heads(heads_message.clone()));
+                }
                 self.set_gate(drop);
                 self.event(
                     drop,
@@ -1585,5 +1598,64 @@ mod tests {
             refused,
             Err(DropsRefusal::Invalid(_, DropError::BadPath { .. }))
         ));
+    }
+
+    /// A peer that asked for a file list before this node held it (and heard NOTFOUND) hears
+    /// this node's heads as soon as the folder shows that version, and so asks it again at
+    /// once: along a chain of subscribers, each hop no longer waits for a sync to learn the
+    /// list is there (a 3,000-seed drops sweep missed its liveness deadline this way).
+    #[test]
+    fn a_node_that_now_shows_a_version_tells_its_subscribers_its_heads() {
+        let owner = Identity::from_secret(&OWNER);
+        let peer_of = |id: &Identity| Peer {
+            node: id.node_id(),
+            incarnation: 1,
+            listen_addr: None,
+            families: u32::MAX,
+            dialer_nonce: [0; 32],
+            public_key: id.public_key(),
+        };
+        let other = Identity::from_secret(&[0x0b; 32]);
+        let (owner_peer, other_peer) = (peer_of(&owner), peer_of(&other));
+        let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+        let drop = owner_drop();
+        h.command(DropsCommand::Subscribe { drop });
+        h.link(&owner_peer);
+        h.link(&other_peer);
+        h.message(&other_peer, DropMessage::Subscribe(DropSubscribe { drop }))
+            .expect("a subscribe");
+        let files = vec![file("a", FileKind::File, None)];
+        let v = version_of(&files);
+        let version = v.version_id();
+        h.message(&owner_peer, DropMessage::Version(Box::new(v)))
+            .expect("a valid version");
+        let get = DropGetFiles {
+            drop,
+            version,
+            from: 0,
+        };
+        h.message(&other_peer, DropMessage::GetFiles(get))
+            .expect("an ask");
+        let to_other = |out: &[ProtocolOutput<DropsEvent>], code: Code| {
+            out.iter()
+                .filter(|o| {
+                    matches!(o, ProtocolOutput::Send { to: Recipients::Peer(n), message, .. }
+                        if *n == other.node_id() && message.code == code)
+                })
+                .count()
+        };
+        let out = h.outputs();
+        assert_eq!(to_other(&out, Code::DROP_NOTFOUND), 1, "no list yet");
+        let batch = DropFiles {
+            drop,
+            version,
+            from: 0,
+            files,
+        };
+        h.message(&owner_peer, DropMessage::Files(batch))
+            .expect("a valid list");
+        assert_eq!(h.drops.shown(&drop), Some(version));
+        let out = h.outputs();
+        assert_eq!(to_other(&out, Code::DROP_HEADS), 1, "the heads, at once");
     }
 }
