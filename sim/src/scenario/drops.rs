@@ -272,7 +272,12 @@ fn frame(m: DropManifest) -> Bytes {
 
 /// The primary's current version, if it runs.
 fn primary_head(w: &World, drop: &DropId) -> Option<DropManifest> {
-    let chain = w.node(0)?.drop_chain(drop)?;
+    head_of(w, 0, drop)
+}
+
+/// Node `i`'s current version, if it runs.
+fn head_of(w: &World, i: u32, drop: &DropId) -> Option<DropManifest> {
+    let chain = w.node(i)?.drop_chain(drop)?;
     chain.current().map(|(_, m)| m.clone())
 }
 
@@ -366,9 +371,9 @@ fn converged(w: &World, p: &DropsParams, drop: &DropId, version: VersionId) -> b
     })
 }
 
-/// Whether the primary's copy, settled, holds other content than the version it shows.
-fn drifted(w: &World, drop: &DropId) -> bool {
-    let Some(replica) = w.node(0).and_then(|n| n.replica(&drop.folder_id())) else {
+/// Whether owner `i`'s copy, settled, holds other content than the version it shows.
+fn drifted(w: &World, i: u32, drop: &DropId) -> bool {
+    let Some(replica) = w.node(i).and_then(|n| n.replica(&drop.folder_id())) else {
         return false;
     };
     let Some(gate) = replica.config().gate.as_ref() else {
@@ -393,6 +398,19 @@ fn drifted(w: &World, drop: &DropId) -> bool {
     }
     present != gate.files.len()
 }
+
+/// Whether the primary, settled, holds branches: heads no version names yet.
+fn branched(w: &World, drop: &DropId) -> bool {
+    let Some(n) = w.node(0) else {
+        return false;
+    };
+    let idle = n.replica(&drop.folder_id()).is_some_and(|r| r.is_idle());
+    idle && n.drop_chain(drop).is_some_and(|c| c.heads().count() > 1)
+}
+
+/// How long an owner's copy must want a publish (drifted, or the primary's chain branched)
+/// under one shown version before its user publishes, simulated ms.
+const OWNER_WAIT_MS: u64 = 2_000;
 
 /// Versions a non-owner signed, and owner lists naming the forger, held by honest nodes.
 fn forged_held(w: &World, p: &DropsParams, drop: &DropId, forger: Option<PublicKey>) -> u64 {
@@ -553,6 +571,8 @@ pub fn run(p: &DropsParams) -> DropsReport {
     let from = w.now;
     let deadline = from + p.liveness_ms * MS;
     let mut converged_ms = None;
+    // Since when each owner's copy has wanted a publish, and under which shown version.
+    let mut unsettled: [Option<(u64, Option<VersionId>)>; 2] = [None, None];
     while let Some(v) = last {
         if w.violation().is_some() || w.now >= deadline {
             break;
@@ -560,18 +580,40 @@ pub fn run(p: &DropsParams) -> DropsReport {
         w.run_until(w.now + PROBE_MS * MS);
         rescan_restarted(&mut w, drop, &mut seen);
         revert_subscribers(&mut w, p, drop);
-        // An edit of the secondary's that reached the primary only after its publish
-        // changed the primary's copy: it publishes again, as its user would (nobody may
-        // still serve the content the earlier version lists).
-        if drifted(&w, &drop) {
+        // An owner whose settled copy has held other content than the version it shows
+        // for `OWNER_WAIT_MS` publishes again, as its user would: nobody else may still
+        // serve the content the version lists. The primary drifts when an edit of the
+        // secondary's reached it only after its publish; the secondary when the primary's
+        // merge, made without an edit of the secondary's that never reached it (the two
+        // unlinked, and every subscriber between them refusing the edit as the version they
+        // show does not list it), left that edit unpublished at the secondary, where an
+        // owner's edit is never overwritten (SPEC.md §24.6) and the subscribers linked only
+        // through it can fetch nothing else. The primary also merges branches that stayed
+        // (two owners that published at once). The wait lets a version just shown bring its
+        // records first; without it two owners whose copies differ publish in turn, each
+        // before the other's version has landed, and never stop.
+        for i in [0, 1] {
+            let shown = w.node(i).and_then(|n| n.drop_shown(&drop));
+            let wants = drifted(&w, i, &drop) || (i == 0 && branched(&w, &drop));
+            unsettled[i as usize] = match unsettled[i as usize] {
+                Some((since, at)) if wants && at == shown => Some((since, at)),
+                _ if wants => Some((w.now, shown)),
+                _ => None,
+            };
+        }
+        let due = |u: &Option<(u64, Option<VersionId>)>| {
+            u.is_some_and(|(since, _)| w.now >= since + OWNER_WAIT_MS * MS)
+        };
+        if let Some(owner) = [0u32, 1].into_iter().find(|&i| due(&unsettled[i as usize])) {
             let publish = Command::Drops(DropsCommand::Publish {
                 drop,
                 secondary: None,
             });
             let at = w.now;
-            w.schedule_command(at, 0, publish);
+            w.schedule_command(at, owner, publish);
             w.run_until(at + MS);
-            last = primary_head(&w, &drop).map(|m| m.version_id());
+            last = head_of(&w, owner, &drop).map(|m| m.version_id());
+            unsettled = [None, None];
             continue;
         }
         if converged(&w, p, &drop, v) {
