@@ -4,9 +4,12 @@
 //! signed by a non-owner, versions whose signature does not hold, replays of stale versions
 //! and owner-list changes signed by the secondary owner, and serves blocks that do not match
 //! their hashes. After the heal the primary publishes once more (a merge of every branch it
-//! holds); every honest node must then show that version, every subscriber's folder must be
-//! identical to the primary's, and no honest node may hold a version a non-owner signed or
-//! an owner list the forger is on. `ok` is true only then.
+//! holds); then, as their users would, an owner whose settled copy has differed from the
+//! version it shows for 2 s publishes again (either owner: an edit of the secondary's that
+//! never reached the primary stays unpublished at the secondary), and the primary merges
+//! branches left standing. Every honest node must then show the last version, every
+//! subscriber's folder must be identical to the primary's, and no honest node may hold a
+//! version a non-owner signed or an owner list the forger is on. `ok` is true only then.
 //!
 //! Links are plaintext (simulation only): the forger's frames are written into its links as
 //! they are, which a Noise link would not take.
