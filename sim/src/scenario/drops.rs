@@ -411,6 +411,9 @@ fn branched(w: &World, drop: &DropId) -> bool {
     idle && n.drop_chain(drop).is_some_and(|c| c.heads().count() > 1)
 }
 
+/// How long a converged run must stay converged before the liveness phase ends, simulated ms.
+const STABLE_MS: u64 = 2_000;
+
 /// How long an owner's copy must want a publish (drifted, or the primary's chain branched)
 /// under one shown version before its user publishes, simulated ms.
 const OWNER_WAIT_MS: u64 = 2_000;
@@ -619,9 +622,15 @@ pub fn run(p: &DropsParams) -> DropsReport {
             unsettled = [None, None];
             continue;
         }
+        // Converged, and still so once what is in flight has landed: an owner's edit on its
+        // way to the other owner can change the primary's copy after all.
         if converged(&w, p, &drop, v) {
-            converged_ms = Some((w.now - from) / MS);
-            break;
+            let at = w.now;
+            w.run_until(at + STABLE_MS * MS);
+            if converged(&w, p, &drop, v) {
+                converged_ms = Some((at - from) / MS);
+                break;
+            }
         }
     }
     settle(&mut w);
