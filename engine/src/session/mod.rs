@@ -1357,9 +1357,10 @@ impl Session {
         });
     }
 
-    /// The tie-break between two links to one peer: true if `old` stays. Both ends reach the
-    /// same verdict (SPEC.md §8.6): the higher incarnation wins; then the link dialed by the
-    /// higher node id; then, for two links dialed by the same side, the higher dialer nonce.
+    /// The tie-break between two links to one peer (or two dedicated connections of one
+    /// family to it, §8.9): true if `old` stays. Both ends reach the same verdict (SPEC.md
+    /// §8.6): the higher incarnation wins; then the link dialed by the higher node id; then,
+    /// for two links dialed by the same side, the higher dialer nonce.
     fn keeps(&self, old: ConnId, new: ConnId) -> bool {
         let key = |conn: ConnId| {
             let c = self.conns.get(&conn)?;
