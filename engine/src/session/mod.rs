@@ -902,8 +902,19 @@ impl Session {
     }
 
     pub(crate) fn writable(&mut self, conn: ConnId) -> Result<(), Misuse> {
+        // Frames handed out for `conn` that the driver has not taken yet (the timers run at
+        // the top of this very call made them) are not written: they stay in flight, or the
+        // count would fall short of what the driver holds (SPEC.md §8.1, §12).
+        let unpolled: usize = self
+            .outputs
+            .iter()
+            .map(|o| match o {
+                Output::Transmit { conn: c, bytes } if *c == conn => bytes.len(),
+                _ => 0,
+            })
+            .sum();
         let c = self.conns.get_mut(&conn).ok_or(Misuse::UnknownConn(conn))?;
-        c.queue_mut().written();
+        c.queue_mut().written(unpolled);
         self.flush(conn);
         Ok(())
     }

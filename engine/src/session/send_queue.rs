@@ -183,10 +183,13 @@ impl SendQueue {
         self.in_flight_bytes += len;
     }
 
-    /// The driver wrote everything handed to it.
-    pub(crate) fn written(&mut self) {
-        self.in_flight_bytes = 0;
-        self.bulk_in_flight = false;
+    /// The driver wrote everything it had taken; `unpolled` bytes were handed out since it
+    /// last took outputs (by timers run at the top of the very call that reports this) and
+    /// stay in flight. A bulk frame in flight counts as written only with nothing unpolled
+    /// (it may be among them; the next `Writable` settles it).
+    pub(crate) fn written(&mut self, unpolled: usize) {
+        self.in_flight_bytes = unpolled;
+        self.bulk_in_flight &= unpolled > 0;
     }
 
     /// Drops everything not yet handed out (the connection is closing).
@@ -325,7 +328,7 @@ mod tests {
             q.next_transmit(usize::MAX).is_none(),
             "no second bulk frame while one is in flight, whatever the window"
         );
-        q.written();
+        q.written(0);
         assert!(q.next_transmit(window).is_some_and(|t| t.bulk));
         assert_eq!(
             q.queued_bytes(),
@@ -457,7 +460,7 @@ mod tests {
                         }
                     }
                     6 => {
-                        q.written();
+                        q.written(0);
                         model.bulk_in_flight = false;
                     }
                     _ => {
