@@ -286,9 +286,10 @@ fn the_mesh_is_unaffected_by_chord() {
 /// 100, and the seeds of larger sweeps that once failed; `WEFT_CHORD_SEED=S` runs seed S
 /// alone); seeds alternate between an open network, a private one, and a private one with a
 /// wrong-secret node that never links and never joins the ring (`LinkSetup::for_sweep_seed`).
-/// Once the ring has formed (within 120 s), nodes put `REAL_KEYS` keys (every put must reach 5 replicas); after 30 s of faults and the
-/// heal every live node's Chord successor and predecessor must match the true ring, and a get
-/// from a random node must return every key that some live node still holds (no key lost).
+/// Once the ring has formed (within 120 s), nodes put `REAL_KEYS` keys (every put must reach
+/// 5 replicas); after 30 s of faults and the heal every live node's Chord successor and
+/// predecessor must match the true ring, and a get from a random node must return every key
+/// that some live node still holds (no key lost).
 #[test]
 fn real_nodes_rebuild_the_ring_after_swarm_faults() {
     let seeds: Vec<u64> = match std::env::var("WEFT_CHORD_SEED")

@@ -511,19 +511,21 @@ impl Replica {
         }
     }
 
-    /// What a storage step at `r`'s path expects to find there: what the host last reported,
-    /// else what the record says. A deletion record counts what the host reported too: a
-    /// read-only copy's refused edit stays on disk where its record says nothing is, and a
-    /// fetch of the listed content that expected nothing there would fail at every retry.
+    /// What a storage step at `r`'s path expects to find there: [`Self::expect_at`] its path.
     pub(super) fn expect_for(&self, r: Option<&Record>) -> Expect {
         match r {
-            Some(r) => self
-                .disk
-                .get(&r.entry.path)
-                .copied()
-                .unwrap_or_else(|| expect_of(Some(r))),
+            Some(r) => self.expect_at(&r.entry.path, Some(r)),
             None => expect_of(None),
         }
+    }
+
+    /// What a storage step at `path` expects to find there: what the host last reported,
+    /// else what `r` (its record, if any) says. The report counts whatever the record: a
+    /// read-only copy's refused edit stays on disk where its record says nothing is (or where
+    /// it has none), and a fetch of the listed content that expected nothing there would fail
+    /// at every retry.
+    fn expect_at(&self, path: &str, r: Option<&Record>) -> Expect {
+        self.disk.get(path).copied().unwrap_or_else(|| expect_of(r))
     }
 
     /// The host reported `now` at `path` where the steps planned for it expect `was` (only
@@ -564,13 +566,7 @@ impl Replica {
     /// if the record says otherwise.
     fn install_in_place(&mut self, install: Install) {
         let path = install.entry.path.clone();
-        // What the host reported counts where no record is too (a read-only copy's refused
-        // edit at a path it never held): forgetting it would plan later steps there against
-        // nothing, and their storage checks would fail at every retry.
-        let on_disk = match self.disk.get(&path) {
-            Some(reported) => *reported,
-            None => self.expect_for(self.index.get(&path)),
-        };
+        let on_disk = self.expect_at(&path, self.index.get(&path));
         self.install(install);
         let record = expect_of(self.index.get(&path));
         if on_disk != record && on_disk != Expect::Nothing {
@@ -984,12 +980,7 @@ impl Replica {
         let emptied = self.emptied(&path);
         let local = local.filter(|l| l.deleted || !emptied);
         let present = local.as_ref().filter(|l| !l.deleted);
-        // What the host reported at the path counts even where no present record is (a
-        // read-only copy's refused edit).
-        let expect = match self.disk.get(&path) {
-            Some(on_disk) if present.is_none() => *on_disk,
-            _ => self.expect_for(local.as_ref()),
-        };
+        let expect = self.expect_at(&path, local.as_ref());
         let same = local
             .as_ref()
             .is_some_and(|l| conflict::same_content(l, &r));
