@@ -250,6 +250,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
     let mut buf = [0u8; 65536];
     'read: loop {
         let n = match reader.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

@@ -152,6 +152,7 @@ fn read_frames(s: &mut TcpStream, n: usize, methods: &[Method]) -> Vec<Decoded> 
             Ok(k) => buf.extend_from_slice(&chunk[..k]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e}"),
         }
         while let Some(len) = frame_len(&buf).expect("a frame length") {

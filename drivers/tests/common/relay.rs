@@ -244,6 +244,7 @@ fn pump(shared: &Shared, conn: usize, dir: Dir, mut src: TcpStream, mut dst: Tcp
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match src.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

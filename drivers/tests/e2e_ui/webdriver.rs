@@ -338,6 +338,18 @@ impl Answer {
     }
 }
 
+/// One `read`, again after a signal interrupts it: a read on a socket with a timeout is never
+/// restarted by the kernel (signal(7)), so it can fail with EINTR when a signal arrives or the
+/// process is stopped and continued.
+fn read_some(stream: &mut TcpStream, chunk: &mut [u8]) -> Result<usize, String> {
+    loop {
+        match stream.read(chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            got => return got.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Reads an HTTP/1.1 answer to a request sent with `Connection: close`: to its
 /// Content-Length, through its chunks, or to the end.
 pub fn read_answer(stream: &mut TcpStream) -> Result<Answer, String> {
@@ -347,7 +359,7 @@ pub fn read_answer(stream: &mut TcpStream) -> Result<Answer, String> {
         if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(stream, &mut chunk)?;
         if n == 0 {
             return Err("the connection closed before the headers ended".into());
         }
@@ -376,7 +388,7 @@ pub fn read_answer(stream: &mut TcpStream) -> Result<Answer, String> {
         if length.is_some_and(|l| body.len() >= l) || body.len() > ANSWER_BYTES_MAX {
             break;
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(stream, &mut chunk)?;
         if n == 0 {
             break;
         }
