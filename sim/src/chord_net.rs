@@ -255,6 +255,18 @@ impl ChordNet {
         self.after(i);
     }
 
+    /// Running node `i` joins again through `via` (keeping its records): what its operator
+    /// does once the member it first joined through went down before answering (SPEC.md
+    /// §20.3: a join retries through that member only).
+    pub fn rejoin(&mut self, i: usize, via: usize) {
+        let now = Instant(self.now);
+        let peer = self.peers[via].clone();
+        if let Some(c) = self.nodes[i].as_mut() {
+            c.join(now, peer);
+        }
+        self.after(i);
+    }
+
     /// Replaces every node's Chord configuration (running and future ones).
     pub fn set_chord_config(&mut self, chord: ChordConfig) {
         for c in self.nodes.iter_mut().flatten() {

@@ -344,6 +344,7 @@ pub fn run(p: &ChordParams) -> ChordReport {
         // briefly drop a live neighbour: let them run out, then wait for the ring.
         let t = net.now_ns() + 5 * S;
         net.run_until(t);
+        rejoin_stranded(&mut net, &mut rng);
         if wait_ring(&mut net, 600 * S).is_none() {
             violation.get_or_insert_with(|| {
                 format!(
@@ -736,7 +737,33 @@ fn churn(
         }
     }
     net.set_chord_config(ChordConfig::default());
+    rejoin_stranded(net, rng);
     stats
+}
+
+/// Live nodes still off the ring join again through a live honest member on it, as their
+/// operators would: a node whose join went to a member that went down before answering
+/// knows no other member, and retries through that one only (SPEC.md §20.3). Nothing is
+/// drawn from `rng` when no node is stranded.
+fn rejoin_stranded(net: &mut ChordNet, rng: &mut SimRng) {
+    let on_ring = |net: &ChordNet, i: usize| net.node(i).is_some_and(|c| c.is_joined());
+    let live = net.live();
+    let (members, stranded): (Vec<usize>, Vec<usize>) =
+        live.into_iter().partition(|&i| on_ring(net, i));
+    let members: Vec<usize> = members
+        .into_iter()
+        .filter(|&i| Some(i) != net.malicious())
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    for i in stranded {
+        let via = members[rng.below(members.len() as u64) as usize];
+        if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
+            eprintln!("{} ms: node {i} joins again via {via}", net.now_ns() / MS);
+        }
+        net.rejoin(i, via);
+    }
 }
 
 /// Scores finished churn lookups against the true ring at the time they finished.
