@@ -1901,14 +1901,15 @@ impl Replica {
         if ok {
             // The step made the disk what the records say.
             match &step {
-                Step::Rename { from, to, .. } => {
-                    // Nothing is at `from` now, whatever its record says until the apply
-                    // installs its records (a re-planned apply must expect that).
+                Step::Rename {
+                    from, to, expect, ..
+                } => {
+                    // Nothing is at `from` now, and `to` holds what was there, whatever their
+                    // records say until the apply installs its records (an apply cancelled
+                    // before then, and re-planned, must expect that: a move's target has no
+                    // record yet).
                     let moved = self.disk.insert(from.clone(), Expect::Nothing);
-                    self.disk.remove(to);
-                    if let Some(d) = moved {
-                        self.disk.insert(to.clone(), d);
-                    }
+                    self.disk.insert(to.clone(), moved.unwrap_or(*expect));
                 }
                 _ => {
                     self.disk.remove(path);
