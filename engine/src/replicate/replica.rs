@@ -1899,15 +1899,14 @@ impl Replica {
         let ok = matches!(result, StorageResult::Done)
             || (matches!(step, Step::Remove { .. }) && result == StorageResult::NotFound);
         if ok {
-            // The step made the disk what the records say.
+            // What the step left on disk: a rename leaves nothing at `from` and what was there
+            // at `to`, whatever their records say until the apply installs its own (an apply
+            // cancelled before then, and re-planned, must expect that: a move's target has no
+            // record yet); any other step leaves what the records say.
             match &step {
                 Step::Rename {
                     from, to, expect, ..
                 } => {
-                    // Nothing is at `from` now, and `to` holds what was there, whatever their
-                    // records say until the apply installs its records (an apply cancelled
-                    // before then, and re-planned, must expect that: a move's target has no
-                    // record yet).
                     let moved = self.disk.insert(from.clone(), Expect::Nothing);
                     self.disk.insert(to.clone(), moved.unwrap_or(*expect));
                 }
