@@ -105,6 +105,23 @@ fn sweep_seeds_that_once_failed_pass() {
         // apply before the moved record went in: the node took the target path for empty,
         // and its re-planned fetch's commit found the moved file there at every retry.
         13073,
+        // (The same sweep.) A conflict's loser was renamed to its copy before the winner was
+        // fetched, and the fetch never finished (its only source served corrupt blocks, or a
+        // newer deletion superseded it): the node's record named the loser while the path
+        // held nothing.
+        9606, 11227, 12668, 18772,
+        // (Found by the same sweep once those were fixed.) A commit done, then its apply
+        // cancelled by a local change: the node took the path for what its deletion record
+        // said, and the commit it planned again found the file there at every retry.
+        3707,
+        // A node held an older version the conflict's loser grew from, which the order ranks
+        // above the winner (the loser itself ranks below): it kept that version while every
+        // other node kept the winner, under a version it found concurrent.
+        17019,
+        // A stalled conflict apply gave way to a record deferred at the copy path it locked,
+        // and the records re-applied at its own path locked that copy path again: it gave
+        // way again within the same poll, forever (memory grew without bound).
+        7746,
     ];
     let failed: Vec<String> = seeds
         .iter()

@@ -4,6 +4,8 @@
 
 use core::cmp::Ordering;
 
+use weft_protocol::{Version, VersionOrder};
+
 use super::types::Record;
 
 /// Whether two records hold the same content (same kind, blocks, target and mode; or both
@@ -38,6 +40,31 @@ pub(crate) fn order(a: &Record, b: &Record) -> Ordering {
         .then_with(|| hashes(a).cmp(&hashes(b)))
         .then_with(|| a.entry.target.cmp(&b.entry.target))
         .then(a.entry.mode.cmp(&b.entry.mode))
+}
+
+/// The version a conflict's winner `winner` (a version) takes over the present loser `loser`:
+/// merged with every version the loser descends from, never with the loser's own. That is
+/// the loser's version with its author's counter one lower (the counter its author took for
+/// the loser itself, which no earlier version holds). So the nodes that hold the loser find
+/// the winner concurrent and settle the conflict themselves (their content is the loser's
+/// only copy until then), while a node still holding an older version the loser grew from
+/// finds the winner newer: that version is superseded, and its own pairing with the winner
+/// may order the other way and would never settle. Falls back to `winner` if the merge
+/// would descend from the loser (a loser whose author holds no counter in it).
+pub(crate) fn winner_version(winner: &Version, loser: &Record) -> Version {
+    let mut before = loser.entry.version.clone();
+    let by = loser.entry.modified_by;
+    if let Ok(i) = before.counters.binary_search_by_key(&by, |c| c.node) {
+        before.counters[i].value = before.counters[i].value.saturating_sub(1);
+        if before.counters[i].value == 0 {
+            before.counters.remove(i);
+        }
+    }
+    let v = winner.merged(&before);
+    match v.compare(&loser.entry.version) {
+        VersionOrder::Concurrent | VersionOrder::Older => v,
+        VersionOrder::Newer | VersionOrder::Equal => winner.clone(),
+    }
 }
 
 /// Where the content of `loser` (a present entry that lost a conflict at `path`) is kept:
@@ -152,6 +179,75 @@ mod tests {
             order(&rec("p", 1, 5, false), &rec("p", 2, 5, false)),
             Ordering::Less
         );
+    }
+
+    fn version_of(counters: &[(u64, u64)]) -> Version {
+        let mut v = Version::default();
+        for &(node, value) in counters {
+            for _ in 0..value {
+                v = v.bumped(node);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_winner_takes_what_the_loser_grew_from_but_not_the_loser() {
+        // B = {1:2, 2:1} by node 2; its ancestor A = {1:2}; winner W = {1:2, 3:1}.
+        let mut loser = rec("p", 2, 5, false);
+        loser.entry.version = version_of(&[(1, 2), (2, 1)]);
+        let w = version_of(&[(1, 2), (3, 1)]);
+        let v = winner_version(&w, &loser);
+        assert_eq!(v, version_of(&[(1, 2), (3, 1)]));
+        assert_eq!(v.compare(&version_of(&[(1, 2)])), VersionOrder::Newer);
+        assert_eq!(v.compare(&loser.entry.version), VersionOrder::Concurrent);
+        // A loser whose author holds no counter in it: the winner keeps its own version.
+        loser.entry.modified_by = 9;
+        assert_eq!(winner_version(&w, &loser), w);
+    }
+
+    quickcheck::quickcheck! {
+        /// For a loser made by `author` on top of `base`, and a concurrent winner without the
+        /// loser's own counter: the version given descends from the winner and from every
+        /// ancestor of the loser, and never from the loser.
+        fn winner_version_holds_ancestors_never_the_loser(
+            base: Vec<(u8, u8)>,
+            author: u8,
+            lower: Vec<u8>,
+            winner_base: Vec<(u8, u8)>,
+            winner_author: u8
+        ) -> bool {
+            let small = |v: &[(u8, u8)]| -> Vec<(u64, u64)> {
+                let mut m = std::collections::BTreeMap::new();
+                for &(n, c) in v.iter().take(6) {
+                    m.insert(u64::from(n % 4) + 1, u64::from(c % 4));
+                }
+                m.into_iter().collect()
+            };
+            let base_counters = small(&base);
+            let author = u64::from(author % 4) + 1;
+            let mut loser = rec("p", author, 5, false);
+            loser.entry.version = version_of(&base_counters).bumped(author);
+            let ancestor: Vec<(u64, u64)> = base_counters
+                .iter()
+                .zip(lower.iter().chain(std::iter::repeat(&0)))
+                .map(|(&(n, c), &d)| (n, c.saturating_sub(u64::from(d % 3))))
+                .collect();
+            let ancestor = version_of(&ancestor);
+            let winner = version_of(&small(&winner_base)).bumped(u64::from(winner_author % 4) + 1);
+            if winner.compare(&loser.entry.version) != VersionOrder::Concurrent {
+                return true;
+            }
+            let v = winner_version(&winner, &loser);
+            if winner.get(author) >= loser.entry.version.get(author) {
+                // Never between honest nodes (the winner would hold the counter the loser's
+                // author took for the loser): the winner keeps its own version.
+                return v == winner;
+            }
+            let descends =
+                |x: &Version| matches!(v.compare(x), VersionOrder::Newer | VersionOrder::Equal);
+            descends(&winner) && descends(&ancestor) && !descends(&loser.entry.version)
+        }
     }
 
     #[test]

@@ -187,8 +187,26 @@ impl Apply {
             .map(|i| &i.entry.version)
     }
 
-    /// Whether the first step is fetching.
+    /// Whether its fetch is under way: a `Fetch` step is to come and every step before it
+    /// only clears the path (`Rename`, `Remove`). Those wait until the temp is complete, so
+    /// a fetch that never completes (its only source serves corrupt blocks, a newer version
+    /// supersedes it) leaves the local content where its record says it is.
     pub(crate) fn is_fetching(&self) -> bool {
-        matches!(self.steps.front(), Some(Step::Fetch { .. }))
+        for step in &self.steps {
+            match step {
+                Step::Fetch { .. } => return true,
+                Step::Rename { .. } | Step::Remove { .. } => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether the front step must wait for the fetch: it clears the path for a file whose
+    /// temp is not complete yet.
+    pub(crate) fn clearing_waits_for_fetch(&self) -> bool {
+        !matches!(self.steps.front(), Some(Step::Fetch { .. }))
+            && self.is_fetching()
+            && self.fetch.as_ref().is_some_and(|f| !f.is_complete())
     }
 }

@@ -156,6 +156,10 @@ pub struct Replica {
     /// (or the index id it drew) survives a crash, so records may be announced.
     pub(super) durable: bool,
     pub(super) load_retry_at: Option<Instant>,
+    /// The owners of stalled applies that gave way at this instant: each gives way at most
+    /// once an instant, so draining the outputs ends even if the records it gave way to
+    /// take its paths back (it may give way again at a later input).
+    gave_way: (Instant, BTreeSet<String>),
     /// Something may have added a wanted block or a source: a full scheduling pass is due.
     pub(super) fetch_dirty: bool,
     /// Only room was freed since the last pass: the queued candidates are placed.
@@ -279,6 +283,7 @@ impl Replica {
             persist_outstanding: false,
             durable: false,
             load_retry_at: None,
+            gave_way: (Instant(0), BTreeSet::new()),
             fetch_dirty: false,
             fetch_room: false,
             fetch_queue: super::fetch::FetchQueue::default(),
@@ -1190,10 +1195,11 @@ impl Replica {
         if conflict::order(&r, &l).is_lt() {
             // The local version wins. A deleted loser: the local record takes the merged
             // version. A present loser is fetched into its conflict copy, and the local
-            // record keeps its own version: a merged one would supersede the loser at the
+            // record takes only the versions the loser descends from
+            // (`conflict::winner_version`): a full merge would supersede the loser at the
             // nodes holding it, which could drop its content before any copy of it exists.
-            // A node holding the loser makes the copy and the merged record itself, when
-            // the local version reaches it (the remote-wins case below).
+            // A node holding the loser makes the copy and the same record itself, when the
+            // local version reaches it (the remote-wins case below).
             if r.deleted {
                 let mut keep = l;
                 keep.entry.version = merged;
@@ -1212,6 +1218,17 @@ impl Replica {
             } else {
                 let copy = conflict::conflict_copy_path(&path, &r);
                 self.note_conflict(&path, &copy);
+                let version = conflict::winner_version(&l.entry.version, &r);
+                if version != l.entry.version && !self.emptied(&path) {
+                    let mut keep = l;
+                    keep.entry.version = version;
+                    self.install(Install {
+                        entry: keep.entry,
+                        deleted: false,
+                        moved_from: None,
+                        remote: false,
+                    });
+                }
                 let mut c = r;
                 c.entry.path = copy;
                 self.apply_remote(sources, c, None);
@@ -1219,14 +1236,16 @@ impl Replica {
             return;
         }
         // The peer's version wins. Over a deletion it takes the merged version; over present
-        // content it keeps its own, as the local version does when it wins: a merged version
-        // would be `Newer` than L at the other nodes holding L, which would drop L there
-        // before any of them had copied it (and this node's copy may never be served). Each
-        // holder of L settles the conflict itself and makes the same copy.
+        // content only the versions L descends from, as the local version does when it wins:
+        // a full merge would be `Newer` than L at the other nodes holding L, which would drop
+        // L there before any of them had copied it (and this node's copy may never be
+        // served). Each holder of L settles the conflict itself and makes the same copy.
         let mut w = r.clone();
-        if l.deleted {
-            w.entry.version = merged;
-        }
+        w.entry.version = if l.deleted {
+            merged
+        } else {
+            conflict::winner_version(&r.entry.version, &l)
+        };
         let copy = conflict::conflict_copy_path(&path, &l);
         // A copy path holding content already, or a deletion of L's copy made after seeing
         // it (a user removed or resolved the copy elsewhere): no copy, L goes.
@@ -1358,44 +1377,23 @@ impl Replica {
             return;
         }
         a.retry_at = None;
+        if a.clearing_waits_for_fetch() {
+            // The temp fills before anything leaves the path.
+            self.fill_temp(path);
+            return;
+        }
         let request = match a.steps.front().cloned() {
             None => {
                 self.finish(path);
                 return;
             }
             Some(Step::Fetch { expect }) => {
-                let Some(f) = a.fetch.as_mut() else {
-                    // A fetch step always has its fetch (made in `start` or loaded).
-                    a.steps.pop_front();
-                    return self.advance(path);
+                if !self.fill_temp(path) {
+                    return;
+                }
+                let Some(f) = self.applies.get(path).and_then(|a| a.fetch.as_ref()) else {
+                    return;
                 };
-                if !f.created {
-                    if f.blocks.iter().all(|b| b.writes == 0) {
-                        f.blocks.iter_mut().for_each(|b| b.writes = 0);
-                        let temp = f.temp;
-                        let req = StorageRequest::WriteTemp {
-                            temp,
-                            offset: 0,
-                            data: Bytes::new(),
-                        };
-                        if let Some(b) = f.blocks.first_mut() {
-                            b.writes += 1;
-                        }
-                        f.created = true;
-                        self.request(
-                            Purpose::Write {
-                                temp,
-                                block: u32::MAX,
-                            },
-                            req,
-                        );
-                    }
-                    return;
-                }
-                if !f.is_complete() {
-                    self.fetch_dirty = true;
-                    return;
-                }
                 StorageRequest::Commit {
                     temp: f.temp,
                     path: path.to_string(),
@@ -1427,8 +1425,51 @@ impl Replica {
                 expect,
             },
         };
-        a.outstanding = true;
+        if let Some(a) = self.applies.get_mut(path) {
+            a.outstanding = true;
+        }
         self.request(Purpose::Step(path.to_string()), request);
+    }
+
+    /// Carries the fetch of the apply at `path` on: creates its temp, or asks for a
+    /// scheduling pass while blocks are missing. Whether the temp is complete.
+    fn fill_temp(&mut self, path: &str) -> bool {
+        let Some(a) = self.applies.get_mut(path) else {
+            return false;
+        };
+        let Some(f) = a.fetch.as_mut() else {
+            // A fetch step always has its fetch (made in `start` or loaded).
+            a.steps.retain(|s| !matches!(s, Step::Fetch { .. }));
+            self.advance(path);
+            return false;
+        };
+        if !f.created {
+            if f.blocks.iter().all(|b| b.writes == 0) {
+                let temp = f.temp;
+                let req = StorageRequest::WriteTemp {
+                    temp,
+                    offset: 0,
+                    data: Bytes::new(),
+                };
+                if let Some(b) = f.blocks.first_mut() {
+                    b.writes += 1;
+                }
+                f.created = true;
+                self.request(
+                    Purpose::Write {
+                        temp,
+                        block: u32::MAX,
+                    },
+                    req,
+                );
+            }
+            return false;
+        }
+        if !f.is_complete() {
+            self.fetch_dirty = true;
+            return false;
+        }
+        true
     }
 
     /// The apply at `path` is done: its records go in, its paths are free.
@@ -1562,18 +1603,27 @@ impl Replica {
             })
             .map(|(p, _)| self.locks.get(p).cloned().unwrap_or_else(|| p.clone()))
             .collect();
+        if self.gave_way.0 != self.now {
+            self.gave_way = (self.now, BTreeSet::new());
+        }
         for owner in stuck {
             // An earlier owner in this pass may have freed or retaken it.
             if !self.applies.get(&owner).is_some_and(|a| self.is_stalled(a)) {
                 continue;
             }
+            if !self.gave_way.1.insert(owner.clone()) {
+                continue;
+            }
             let Some(a) = self.remove_fetch(&owner) else {
                 continue;
             };
-            self.redo_deferred(&owner);
+            // The paths it locked first: the records deferred at its own path could take
+            // them again (a conflict's apply locks the same copy path), and what was
+            // deferred there would wait behind that apply, which gives way again, forever.
             for l in &a.locks {
                 self.redo_deferred(l);
             }
+            self.redo_deferred(&owner);
             for r in a.origin {
                 self.apply_remote(a.sources.clone(), r, None);
             }
@@ -1899,16 +1949,31 @@ impl Replica {
         let ok = matches!(result, StorageResult::Done)
             || (matches!(step, Step::Remove { .. }) && result == StorageResult::NotFound);
         if ok {
-            // What the step left on disk: a rename leaves nothing at `from` and what was there
-            // at `to`, whatever their records say until the apply installs its own (an apply
-            // cancelled before then, and re-planned, must expect that: a move's target has no
-            // record yet); any other step leaves what the records say.
+            // What the step left on disk, whatever the records say until the apply installs
+            // its own (an apply cancelled before then, and re-planned, must expect that: a
+            // move's target has no record yet, a committed file's path may hold a deletion
+            // record): a rename leaves nothing at `from` and what was there at `to`, a removal
+            // nothing, a commit the fetched file; the other steps leave what the records say.
             match &step {
                 Step::Rename {
                     from, to, expect, ..
                 } => {
                     let moved = self.disk.insert(from.clone(), Expect::Nothing);
                     self.disk.insert(to.clone(), moved.unwrap_or(*expect));
+                }
+                Step::Remove { .. } => {
+                    self.disk.insert(path.to_string(), Expect::Nothing);
+                }
+                Step::Fetch { .. } => {
+                    let committed = a
+                        .fetch
+                        .as_ref()
+                        .map_or(Expect::Nothing, |f| Expect::Present {
+                            kind: FileKind::File,
+                            size: f.entry.size,
+                            mtime_ms: f.entry.mtime_ms,
+                        });
+                    self.disk.insert(path.to_string(), committed);
                 }
                 _ => {
                     self.disk.remove(path);

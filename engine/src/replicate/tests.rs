@@ -865,6 +865,84 @@ fn a_loser_holder_makes_its_own_copy_when_only_a_corrupt_node_settled_the_confli
 }
 
 #[test]
+fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
+    // Node 1's later edit wins over node 0's, but node 1 serves only corrupt blocks: node 0
+    // cannot fetch the winner, so its own file must stay where its record says it is (no
+    // rename to the copy first, which would leave the path empty under a record naming it).
+    // Once an honest node holds the winner, node 0 fetches it and keeps its own as the copy.
+    let mut net = Net::new(3);
+    let (a, b) = (bytes(300_000, 31), bytes(300_000, 32));
+    net.put(0, "doc.txt", a.clone(), 200);
+    net.put(1, "doc.txt", b.clone(), 300);
+    net.settle();
+    let mine = net.nodes[0].replica.record("doc.txt").cloned();
+    net.corrupt = Some(1);
+    net.link(0, 1);
+    net.settle();
+    assert!(!net.links.contains(&(0, 1)), "the corrupt node is cut off");
+    let copy = format!(
+        "doc.conflict-{:08x}-1.txt",
+        short_id(&net.nodes[0].id) >> 32
+    );
+    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
+    assert!(
+        holds(&net, "doc.txt", &a),
+        "node 0's own file left its path"
+    );
+    assert!(net.nodes[0].host.data(&copy).is_none());
+    assert_eq!(net.nodes[0].replica.record("doc.txt"), mine.as_ref());
+    assert_eq!(
+        net.count_requests(0, |r| matches!(r, StorageRequest::Rename { .. })),
+        0
+    );
+    net.nodes[0].replica.check_invariants().unwrap();
+    net.corrupt = None;
+    net.link(1, 2);
+    net.settle();
+    net.unlink(1, 2);
+    net.link(0, 2);
+    net.settle();
+    assert!(holds(&net, "doc.txt", &b), "node 0 did not take the winner");
+    assert!(holds(&net, &copy, &a), "node 0 lost its own version");
+    assert_eq!(net.records(0), net.records(2));
+}
+
+#[test]
+fn a_node_holding_what_the_loser_grew_from_takes_the_winner() {
+    // Node 2 writes A and node 0 edits it into B, all at the same mtime; node 1 writes C
+    // without seeing either. By the order (same mtime: the larger node id wins) C beats B
+    // but A beats C. Nodes 0 and 1 settle B against C: C at the path, B at its copy. Node 2,
+    // still holding A, must take C: A is superseded by B. Were C installed under its own
+    // version, node 2 would find it concurrent with A, keep A (which beats C), and nothing
+    // would settle it with the others, who saw A long ago as older than B.
+    let mut net = Net::new(3);
+    let (a, b, c) = (bytes(40_000, 41), bytes(40_000, 42), bytes(40_000, 43));
+    net.put(2, "doc.txt", a.clone(), 100);
+    net.link(0, 2);
+    net.settle();
+    net.unlink(0, 2);
+    net.put(0, "doc.txt", b.clone(), 100);
+    net.put(1, "doc.txt", c.clone(), 100);
+    net.link(0, 1);
+    net.settle();
+    let copy = format!(
+        "doc.conflict-{:08x}-1.txt",
+        short_id(&net.nodes[0].id) >> 32
+    );
+    let holds =
+        |net: &Net, i: usize, path: &str, data: &[u8]| net.nodes[i].host.data(path) == Some(data);
+    assert!(holds(&net, 0, "doc.txt", &c) && holds(&net, 0, &copy, &b));
+    net.link(0, 2);
+    net.settle();
+    for i in 0..3 {
+        assert!(holds(&net, i, "doc.txt", &c), "node {i} does not hold C");
+        assert!(holds(&net, i, &copy, &b), "node {i} lost B");
+    }
+    assert_eq!(net.records(0), net.records(2));
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
 fn a_change_after_a_lost_conflict_takes_a_counter_never_used_at_the_path() {
     // Node 0's edit (its counter 2) loses to node 1's and moves to the copy; the path keeps
     // node 1's own version, whose counter for node 0 is 1. Node 0's next edit there must
