@@ -270,15 +270,22 @@ impl Folder {
                     kind,
                     size,
                     mtime_ms,
+                    mode,
                 },
                 Some(node),
             ) => {
-                // A directory's or symlink's mtime is not compared: `MakeDir` and
-                // `MakeSymlink` carry none (the host stamps its own), and a directory's
-                // changes with its children.
-                node.kind() == *kind
-                    && node.size() == *size
-                    && (node.kind() != FileKind::File || node.mtime_ms() == *mtime_ms)
+                // A directory's or symlink's mtime and mode are not compared: `MakeDir` and
+                // `MakeSymlink` carry no mtime (the host stamps its own), a directory's
+                // changes with its children, and a symlink has no mode.
+                let file_matches = match node {
+                    FsNode::File {
+                        mode: m,
+                        mtime_ms: t,
+                        ..
+                    } => m == mode && t == mtime_ms,
+                    _ => true,
+                };
+                node.kind() == *kind && node.size() == *size && file_matches
             }
             _ => false,
         }

@@ -245,7 +245,14 @@ fn inode(st: &Stat) -> u64 {
     u64::from(st.st_ino)
 }
 
-/// Whether `expect` holds for what `lstat` found (`None`: nothing).
+/// The owner's three mode bits of `st` (0–7).
+fn owner_mode(st: &Stat) -> u8 {
+    // Masked to three bits: the cast cannot truncate.
+    ((st.st_mode >> 6) & 7) as u8
+}
+
+/// Whether `expect` holds for what `lstat` found (`None`: nothing): for a file its kind,
+/// size, mtime and owner mode bits; for anything else its kind.
 fn holds(st: Option<&Stat>, expect: &Expect) -> bool {
     match (expect, st) {
         (Expect::Nothing, None) => true,
@@ -254,11 +261,15 @@ fn holds(st: Option<&Stat>, expect: &Expect) -> bool {
                 kind,
                 size,
                 mtime_ms: ms,
+                mode,
             },
             Some(st),
         ) => match kind_of(st) {
             Some(FileKind::File) => {
-                *kind == FileKind::File && size_of(st) == *size && mtime_ms(st) == *ms
+                *kind == FileKind::File
+                    && size_of(st) == *size
+                    && mtime_ms(st) == *ms
+                    && owner_mode(st) == *mode
             }
             Some(k) => k == *kind,
             None => false,
@@ -356,8 +367,7 @@ fn entry_of(st: &Stat, target: String, tier: u8, blocks: Vec<Block>) -> Option<C
         mtime_ns: mtime_ns(st),
         ctime_ns: ctime_ns(st),
         inode: inode(st),
-        // Masked to the owner's three bits: the cast cannot truncate.
-        mode: ((st.st_mode >> 6) & 7) as u8,
+        mode: owner_mode(st),
         target,
         tier,
         blocks,

@@ -196,6 +196,7 @@ pub(super) fn expect_of(r: Option<&Record>) -> Expect {
             kind: r.entry.kind,
             size: r.entry.size,
             mtime_ms: r.entry.mtime_ms,
+            mode: r.entry.mode,
         },
         _ => Expect::Nothing,
     }
@@ -1953,7 +1954,8 @@ impl Replica {
             // its own (an apply cancelled before then, and re-planned, must expect that: a
             // move's target has no record yet, a committed file's path may hold a deletion
             // record): a rename leaves nothing at `from` and what was there at `to`, a removal
-            // nothing, a commit the fetched file; the other steps leave what the records say.
+            // nothing, a commit the fetched file, a mode change what was there with its new
+            // mode; the other steps leave what the records say.
             match &step {
                 Step::Rename {
                     from, to, expect, ..
@@ -1972,8 +1974,26 @@ impl Replica {
                             kind: FileKind::File,
                             size: f.entry.size,
                             mtime_ms: f.entry.mtime_ms,
+                            mode: f.entry.mode,
                         });
                     self.disk.insert(path.to_string(), committed);
+                }
+                Step::SetMode { mode, expect } => {
+                    let now = match *expect {
+                        Expect::Present {
+                            kind,
+                            size,
+                            mtime_ms,
+                            ..
+                        } => Expect::Present {
+                            kind,
+                            size,
+                            mtime_ms,
+                            mode: *mode,
+                        },
+                        Expect::Nothing => Expect::Nothing,
+                    };
+                    self.disk.insert(path.to_string(), now);
                 }
                 _ => {
                     self.disk.remove(path);

@@ -42,8 +42,14 @@ fn holds(item: Option<&Item>, expect: Expect) -> bool {
                 kind,
                 size,
                 mtime_ms,
+                mode,
             },
-        ) => i.kind == kind && i.data.len() as u64 == size && i.mtime_ms == mtime_ms,
+        ) => {
+            i.kind == kind
+                && i.data.len() as u64 == size
+                && i.mtime_ms == mtime_ms
+                && (i.kind != FileKind::File || i.mode == mode)
+        }
         _ => false,
     }
 }
@@ -234,6 +240,20 @@ impl Host {
         LocalChange::Changed(entry)
     }
 
+    /// The scanner: the file at `path` gets owner mode bits `mode` (content and mtime kept).
+    fn chmod(&mut self, path: &str, mode: u8) -> LocalChange {
+        let item = self.items.get(path).expect("a file to chmod");
+        let (data, mtime_ms) = (item.data.clone(), item.mtime_ms);
+        let LocalChange::Changed(mut entry) = self.put(path, data, mtime_ms) else {
+            unreachable!("put reports a change")
+        };
+        entry.mode = mode;
+        if let Some(i) = self.items.get_mut(path) {
+            i.mode = mode;
+        }
+        LocalChange::Changed(entry)
+    }
+
     /// The scanner: makes a directory or a symlink and reports it.
     fn put_item(&mut self, path: &str, kind: FileKind, target: &str, mode: u8) -> LocalChange {
         let entry = FileEntry {
@@ -304,6 +324,9 @@ struct Net {
     sent: Vec<(usize, usize, Code, usize)>,
     /// (from, to, offset, data bytes) of every HEREIS delivered.
     pieces: Vec<(usize, usize, u32, usize)>,
+    /// (node, path, mode): when that node's replica asks to commit that path, the file there
+    /// first gets that mode and the scanner reports it, while the commit is outstanding.
+    chmod_before_commit: Option<(usize, String, u8)>,
 }
 
 fn folder() -> FolderId {
@@ -348,6 +371,7 @@ impl Net {
             lists: Vec::new(),
             sent: Vec::new(),
             pieces: Vec::new(),
+            chmod_before_commit: None,
         };
         net.settle();
         net
@@ -401,6 +425,16 @@ impl Net {
                 active = true;
                 match o {
                     ReplicaOutput::Request { token, request } => {
+                        if let StorageRequest::Commit { path, .. } = &request {
+                            let hook = self.chmod_before_commit.take();
+                            match hook {
+                                Some((n, p, mode)) if n == i && p == *path => {
+                                    let change = self.nodes[i].host.chmod(path, mode);
+                                    self.nodes[i].replica.handle_local(now, change);
+                                }
+                                other => self.chmod_before_commit = other,
+                            }
+                        }
                         let node = &mut self.nodes[i];
                         let result = node.host.answer(&request);
                         node.requests.push(request);
@@ -905,6 +939,44 @@ fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     assert!(holds(&net, "doc.txt", &b), "node 0 did not take the winner");
     assert!(holds(&net, &copy, &a), "node 0 lost its own version");
     assert_eq!(net.records(0), net.records(2));
+}
+
+#[test]
+fn a_mode_change_while_a_commit_is_outstanding_is_never_overwritten() {
+    // Node 1's edit B wins over node 0's file A, which the user makes read-only (a mode
+    // change alone: size and mtime stay) just before node 0 commits B over it. The commit
+    // must see the change and fail, so that A, with its new mode, becomes the conflict copy;
+    // were only size and mtime compared, B would overwrite A and the copy announced as A
+    // would hold B: no node could ever fetch it.
+    let mut net = Net::new(2);
+    let (a, b) = (bytes(300_000, 51), bytes(300_000, 52));
+    net.put(0, "doc.txt", a.clone(), 100);
+    net.link(0, 1);
+    net.settle();
+    net.unlink(0, 1);
+    net.put(1, "doc.txt", b.clone(), 300);
+    net.chmod_before_commit = Some((0, "doc.txt".into(), 4));
+    net.link(0, 1);
+    net.settle();
+    assert!(net.chmod_before_commit.is_none(), "node 0 made no commit");
+    let copies: Vec<String> = net.nodes[0]
+        .host
+        .items
+        .keys()
+        .filter(|p| p.contains(".conflict-"))
+        .cloned()
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    for i in 0..2 {
+        let host = &net.nodes[i].host;
+        assert!(host.data("doc.txt") == Some(&b[..]), "node {i} lacks B");
+        assert!(host.data(copy) == Some(&a[..]), "node {i} lost A");
+        assert_eq!(host.items[copy].mode, 4, "node {i}");
+        let record = net.nodes[i].replica.record(copy).expect("a copy record");
+        assert_eq!(record.entry.mode, 4, "node {i}");
+    }
+    assert_eq!(net.records(0), net.records(1));
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub enum Expect {
         size: u64,
         /// Modification time, Unix ms.
         mtime_ms: i64,
+        /// Owner mode bits 0–7 (a host compares them for a file only, like the mtime): a
+        /// mode change alone, which leaves size and mtime as they were, is a change too.
+        mode: u8,
     },
 }
 

@@ -52,6 +52,7 @@ impl Folder {
             kind,
             size: if kind == FileKind::File { m.len() } else { 0 },
             mtime_ms: m.mtime() * 1000 + m.mtime_nsec() / 1_000_000,
+            mode: ((m.mode() >> 6) & 7) as u8,
         }
     }
 
@@ -240,6 +241,7 @@ fn a_symlinked_parent_is_refused_and_nothing_is_written_through_it() {
         kind: FileKind::File,
         size: 6,
         mtime_ms: 0,
+        mode: 6,
     };
     assert_eq!(
         f.run(R::Remove {
@@ -381,7 +383,7 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtim
     );
 
     fs::write(f.at("f"), b"abc").unwrap();
-    let Expect::Present { mtime_ms, .. } = f.expect("f") else {
+    let Expect::Present { mtime_ms, mode, .. } = f.expect("f") else {
         unreachable!()
     };
     for wrong in [
@@ -390,16 +392,26 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtim
             kind: FileKind::File,
             size: 4,
             mtime_ms,
+            mode,
         },
         Expect::Present {
             kind: FileKind::File,
             size: 3,
             mtime_ms: mtime_ms + 1,
+            mode,
+        },
+        // A mode change alone (a chmod leaves size and mtime) is a change too.
+        Expect::Present {
+            kind: FileKind::File,
+            size: 3,
+            mtime_ms,
+            mode: mode ^ 1,
         },
         Expect::Present {
             kind: FileKind::Directory,
             size: 0,
             mtime_ms,
+            mode,
         },
     ] {
         let r = f.run(R::Remove {
@@ -408,7 +420,7 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtim
         });
         assert_eq!(r, S::Changed, "{wrong:?}");
     }
-    // A directory's size and mtime are not compared.
+    // A directory's size, mtime and mode are not compared.
     fs::create_dir(f.at("d")).unwrap();
     let r = f.run(R::SetMode {
         path: "d".into(),
@@ -417,6 +429,7 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtim
             kind: FileKind::Directory,
             size: 0,
             mtime_ms: 1,
+            mode: 0,
         },
     });
     assert_eq!(r, S::Done);
@@ -859,8 +872,10 @@ fn set_mode_sets_owner_bits_and_leaves_symlinks_alone() {
     };
     assert_eq!(set("f", 7, e), S::Done);
     assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    // What was expected before holds no more: the mode changed.
+    assert_eq!(set("f", 6, e), S::Changed);
     // Only the three owner bits are taken.
-    assert_eq!(set("f", 0xff, e), S::Done);
+    assert_eq!(set("f", 0xff, f.expect("f")), S::Done);
     assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
     assert_eq!(set("f", 4, Expect::Nothing), S::Changed);
     assert_eq!(set("missing", 4, Expect::Nothing), S::Changed);
