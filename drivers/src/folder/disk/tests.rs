@@ -368,7 +368,7 @@ fn a_missing_parent_and_invalid_paths_are_refused() {
 // Rule 3: expect.
 
 #[test]
-fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_and_mtime() {
+fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_mtime_and_mode() {
     let f = Folder::new();
     symlink("nowhere", f.at("dangling")).unwrap();
     assert_eq!(
