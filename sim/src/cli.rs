@@ -316,7 +316,7 @@ pub struct ReplicateArgs {
     /// writes, disk.
     #[arg(long, default_value = "none", value_parser = ReplicateFaults::parse)]
     pub faults: ReplicateFaults,
-    /// The last node flips a byte in every HEREIS it sends (and makes no operations).
+    /// The last node flips a byte in every HEREIS it sends (makes no operations, never crashes).
     #[arg(long)]
     pub corrupt_peer: bool,
     /// Length of the operation phase, simulated ms.

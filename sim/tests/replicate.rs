@@ -127,6 +127,11 @@ fn sweep_seeds_that_once_failed_pass() {
         // conflict then moved the committed content into the copy named for the user's
         // version, which no node could serve.
         37158,
+        // (A 60,000-seed sweep.) The corrupt peer crashed after a commit and before its
+        // record was stored; its restart's scan announced the file as its own new version,
+        // which only it held: one node waited for it, the others kept the deletion it
+        // merged. The corrupt peer no longer crashes (it must author nothing).
+        54334,
     ];
     let failed: Vec<String> = seeds
         .iter()
