@@ -290,7 +290,7 @@ fn a_failed_run_prints_a_replay_line_that_replays_it() {
 }
 
 #[test]
-fn a_sweep_reports_progress_on_stderr_only() {
+fn a_sweep_from_a_first_seed_names_its_seeds_and_reports_progress_on_stderr_only() {
     // Progress at every seed (a real sweep reports every second: one shorter says nothing),
     // so that what is printed does not depend on this machine's speed.
     let out = run(&[
@@ -299,6 +299,8 @@ fn a_sweep_reports_progress_on_stderr_only() {
         "mesh",
         "--seeds",
         "6",
+        "--first-seed",
+        "11",
         "--threads",
         "2",
         "--progress-ms",
@@ -307,7 +309,7 @@ fn a_sweep_reports_progress_on_stderr_only() {
     let summary = ok(&out);
     assert_eq!(summary.lines().count(), 1, "{summary}");
     assert!(
-        summary.starts_with("sweep mesh: 6 seeds, 0 failed"),
+        summary.starts_with("sweep mesh: 6 seeds (11..=16), 0 failed"),
         "{summary}"
     );
     let progress = String::from_utf8_lossy(&out.stderr);

@@ -369,9 +369,12 @@ pub enum SweepProtocol {
 /// `weft sim sweep` arguments.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// Seeds 1..=K.
+    /// K seeds: FIRST..=FIRST+K-1 (1..=K by default).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub seeds: u64,
+    /// The first seed (a later sweep goes on where an earlier one ended).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=u64::MAX / 2))]
+    pub first_seed: u64,
     /// Run only shard I of N (seeds whose position is I modulo N).
     #[arg(long)]
     pub shard: Option<String>,
@@ -540,8 +543,9 @@ fn sweep<R: Scenario + Send>(
     let wall = Instant::now();
     let mut progress = ProgressLine::new(protocol);
     let mut report = |p: sweep::Progress| progress.show(p, wall.elapsed());
+    let seeds = a.first_seed..=a.first_seed + (a.seeds - 1);
     let reports = sweep::run_with_progress(
-        a.seeds,
+        seeds.clone(),
         shard.unwrap_or(Shard::ALL),
         threads,
         run,
@@ -563,6 +567,8 @@ fn sweep<R: Scenario + Send>(
         let mut value = serde_json::json!({
             "protocol": protocol,
             "seeds": reports.len(),
+            "first_seed": seeds.start(),
+            "last_seed": seeds.end(),
             "failed": failed.len(),
             "failures": failures,
             "events": events,
@@ -582,9 +588,11 @@ fn sweep<R: Scenario + Send>(
             );
         }
         println!(
-            "sweep {protocol}: {} seeds, {} failed, {sums_text}{events} events, {wall_ms} ms \
-             wall; links: {links}",
+            "sweep {protocol}: {} seeds ({}..={}), {} failed, {sums_text}{events} events, \
+             {wall_ms} ms wall; links: {links}",
             reports.len(),
+            seeds.start(),
+            seeds.end(),
             failed.len(),
         );
     }

@@ -2,11 +2,13 @@
 //! `sweep_params`), spread over the machine's cores; a shard option splits a sweep across
 //! machines.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Which part of a sweep this process runs: seeds whose position `k` has `k % count == index`.
+/// Which part of a sweep this process runs: seeds whose position `k` (from 0, the first seed's)
+/// has `k % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     /// This shard, from 0.
@@ -51,10 +53,10 @@ pub struct Progress {
     pub failed: usize,
 }
 
-/// Runs `run` for this shard's seeds of `1..=seeds` on `threads` threads; the results in seed
+/// Runs `run` for this shard's seeds of `seeds` on `threads` threads; the results in seed
 /// order.
 pub fn run<R: Send>(
-    seeds: u64,
+    seeds: RangeInclusive<u64>,
     shard: Shard,
     threads: usize,
     run: impl Fn(u64) -> R + Sync,
@@ -66,15 +68,16 @@ pub fn run<R: Send>(
 /// judges failed) each time `every` has passed since its last report (or the start), on a
 /// result or in between. Nothing is reported in a sweep shorter than `every`.
 pub fn run_with_progress<R: Send>(
-    seeds: u64,
+    seeds: RangeInclusive<u64>,
     shard: Shard,
     threads: usize,
     run: impl Fn(u64) -> R + Sync,
     failed: impl Fn(&R) -> bool,
     progress: Option<(Duration, &mut dyn FnMut(Progress))>,
 ) -> Vec<R> {
-    let mine: Vec<u64> = (1..=seeds)
-        .filter(|s| (s - 1) % shard.count == shard.index)
+    let first = *seeds.start();
+    let mine: Vec<u64> = seeds
+        .filter(|s| (s - first) % shard.count == shard.index)
         .collect();
     let next = AtomicUsize::new(0);
     let (sink, finished) = mpsc::channel();
@@ -137,8 +140,11 @@ mod tests {
         }
         let p = crate::scenario::mesh::sweep_params(7);
         assert!(p.degree < p.nodes && p.broadcasts >= 5);
-        let mine = run(10, Shard { index: 1, count: 3 }, 3, |seed| seed);
+        let mine = run(1..=10, Shard { index: 1, count: 3 }, 3, |seed| seed);
         assert_eq!(mine, [2, 5, 8]);
+        // A sweep that starts further on counts positions from its first seed.
+        let later = run(101..=110, Shard { index: 1, count: 3 }, 3, |seed| seed);
+        assert_eq!(later, [102, 105, 108]);
     }
 
     #[test]
@@ -147,7 +153,7 @@ mod tests {
         let mut record = |p: Progress| reports.push(p);
         let odd = |seed: &u64| seed % 2 == 1;
         let every = Some((Duration::ZERO, &mut record as &mut dyn FnMut(Progress)));
-        let results = run_with_progress(9, Shard::ALL, 3, |seed| seed, odd, every);
+        let results = run_with_progress(1..=9, Shard::ALL, 3, |seed| seed, odd, every);
         assert_eq!(results, (1..=9).collect::<Vec<_>>());
         // With no wait between reports, each result is reported as it lands.
         let done: Vec<usize> = reports.iter().map(|p| p.done).collect();
@@ -169,7 +175,7 @@ mod tests {
             Duration::from_secs(60),
             &mut count as &mut dyn FnMut(Progress),
         ));
-        run_with_progress(9, Shard::ALL, 3, |seed| seed, odd, minute);
+        run_with_progress(1..=9, Shard::ALL, 3, |seed| seed, odd, minute);
         assert_eq!(quiet, 0);
     }
 }

@@ -171,7 +171,7 @@ fn simultaneous_failures_lose_nothing_that_still_has_a_holder() {
 #[test]
 fn swarm_seed_sweep() {
     let seeds = sweep::env_or("WEFT_CHORD_SEEDS", 100);
-    let mut reports = sweep::run(seeds, Shard::ALL, 2, |s| {
+    let mut reports = sweep::run(1..=seeds, Shard::ALL, 2, |s| {
         chord::run(&chord::sweep_params(s))
     });
     for s in [2971, 3338, 3634].into_iter().filter(|s| *s > seeds) {

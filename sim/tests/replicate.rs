@@ -50,7 +50,7 @@ fn assert_checked(net: &ReplicaNet, ops: &Ops) {
 #[test]
 fn a_seed_sweep_under_swarm_faults_and_a_corrupt_peer_loses_nothing() {
     let seeds = sweep::env_or("WEFT_REPLICATE_SEEDS", 6);
-    let reports = sweep::run(seeds, Shard::ALL, 2, |s| {
+    let reports = sweep::run(1..=seeds, Shard::ALL, 2, |s| {
         replicate::run(&replicate::sweep_params(s))
     });
     let failed: Vec<String> = reports

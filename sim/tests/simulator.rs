@@ -19,7 +19,9 @@ fn sweep_seeds() -> u64 {
 fn seed_sweep_of_small_networks_under_swarm_faults() {
     let seeds = sweep_seeds();
     let started = Instant::now();
-    let reports = sweep::run(seeds, Shard::ALL, 2, |s| mesh::run(&mesh::sweep_params(s)));
+    let reports = sweep::run(1..=seeds, Shard::ALL, 2, |s| {
+        mesh::run(&mesh::sweep_params(s))
+    });
     let failures: Vec<String> = reports
         .iter()
         .filter_map(|r| r.header.failure(&format!("seed {}", r.header.seed)))

@@ -23,7 +23,7 @@ fn sweep_seeds() -> u64 {
 fn seed_sweep_of_small_networks_under_swarm_faults_converges_without_lease_violations() {
     let seeds = sweep_seeds();
     let started = Instant::now();
-    let reports = sweep::run(seeds, Shard::ALL, 2, |s| {
+    let reports = sweep::run(1..=seeds, Shard::ALL, 2, |s| {
         table::run(&table::sweep_params(s))
     });
     let failures: Vec<String> = reports
