@@ -364,6 +364,8 @@ pub enum SweepProtocol {
     /// Sweep the replicate scenario (3 to 7 nodes, swarm faults, a corrupt peer on every
     /// other seed).
     Replicate(SweepArgs),
+    /// Sweep the drops scenario (6 honest nodes and a forger, swarm faults).
+    Drops(SweepArgs),
 }
 
 /// `weft sim sweep` arguments.
@@ -505,6 +507,12 @@ pub fn run(args: SimArgs) -> ExitCode {
             P::Replicate(a) => sweep(a, "replicate", |s| {
                 replicate::run(&replicate::sweep_params(s))
             }),
+            P::Drops(a) if a.plaintext_sim_only => Err(
+                "--plaintext-sim-only: drops sweeps always run plaintext links (the forger \
+                 writes its frames into them as they are)"
+                    .into(),
+            ),
+            P::Drops(a) => sweep(a, "drops", |s| drops::run(&drops::sweep_params(s))),
         },
     };
     done.unwrap_or_else(|message| {
@@ -534,6 +542,7 @@ fn sweep<R: Scenario + Send>(
     let links = match (protocol, a.plaintext_sim_only) {
         ("chord", _) => "none (message-level Chord machines)",
         ("replicate", _) => "none (message-level replication machines)",
+        ("drops", _) => "PLAINTEXT (simulation only: the forger writes its frames as they are)",
         (_, true) => "PLAINTEXT (simulation only)",
         _ => "noise (seeds alternate open, private, private + 1 wrong-secret node)",
     };
@@ -1089,7 +1098,12 @@ mod tests {
         for p in [P2ptParams::new(16, 1, true), P2ptParams::new(5, 9, false)] {
             runs.push((p.replay(), format!("{p:?}")));
         }
-        for (_, p) in default_drops() {
+        let drops_sweep = (1..=60).map(drops::sweep_params);
+        for p in default_drops()
+            .into_iter()
+            .map(|(_, p)| p)
+            .chain(drops_sweep)
+        {
             runs.push((p.replay(), format!("{p:?}")));
         }
         let mut quiet = DropsParams::new(3, 4, FaultMode::None);

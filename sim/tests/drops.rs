@@ -190,8 +190,7 @@ fn the_drops_scenario_lands_nothing_forged_and_converges() {
 /// nothing forged and converges.
 #[test]
 fn a_drops_seed_sweep_converges_and_lands_nothing_forged() {
-    use weft_sim::scenario::drops::{run, DropsParams};
-    use weft_sim::scenario::mesh::FaultMode;
+    use weft_sim::scenario::drops::{run, sweep_params};
     use weft_sim::sweep;
     let once_failed = [
         // The primary's merge left the secondary's edit unpublished at the secondary, the
@@ -218,7 +217,7 @@ fn a_drops_seed_sweep_converges_and_lands_nothing_forged() {
     let seeds = (1..=last).chain(once_failed.into_iter().filter(|s| *s > last));
     let mut failed = Vec::new();
     for seed in seeds {
-        let p = DropsParams::new(6, seed, FaultMode::Swarm);
+        let p = sweep_params(seed);
         let r = run(&p);
         if !r.header.ok || r.forged_held > 0 {
             failed.push(format!(

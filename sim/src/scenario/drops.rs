@@ -197,6 +197,22 @@ impl Scenario for DropsReport {
             ("events", 9, self.header.events.to_string()),
         ]
     }
+
+    fn sweep_sums(reports: &[Self]) -> (Vec<(&'static str, serde_json::Value)>, String) {
+        let refused: u64 = reports.iter().map(|r| r.versions_refused).sum();
+        let corrupt: u64 = reports.iter().map(|r| r.blocks_corrupt).sum();
+        let forged: u64 = reports.iter().map(|r| r.forged_held).sum();
+        let keys = vec![
+            ("identical", reports.iter().all(|r| r.identical).into()),
+            ("versions_refused", refused.into()),
+            ("blocks_corrupt", corrupt.into()),
+            ("forged_held", forged.into()),
+        ];
+        let text = format!(
+            "{forged} forged held, {refused} versions refused, {corrupt} corrupt blocks discarded, "
+        );
+        (keys, text)
+    }
 }
 
 fn public_key(w: &World, i: u32) -> PublicKey {
@@ -644,6 +660,12 @@ pub fn run(p: &DropsParams) -> DropsReport {
         Some((drop, last)),
         forger,
     )
+}
+
+/// The parameters `weft sim sweep drops` gives seed `seed`: six honest nodes and the forger,
+/// swarm faults, the defaults otherwise.
+pub fn sweep_params(seed: u64) -> DropsParams {
+    DropsParams::new(6, seed, FaultMode::Swarm)
 }
 
 /// The end-of-run checks (failing the run on any), then the report.
