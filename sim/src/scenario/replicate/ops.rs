@@ -58,12 +58,17 @@ pub fn base_path(path: &str) -> String {
 
 impl Versions {
     /// Records content `data` written at `path` by an operation at a node that held
-    /// `previous` there.
+    /// `previous` there. The content it held already (a truncation of an empty file) is no
+    /// new version (SPEC.md §22.4: a new `mtime_ms` alone makes none), so it changes nothing
+    /// of what is owed: a deletion elsewhere still supersedes it.
     pub fn write(&mut self, path: &str, previous: Option<BlockHash>, data: &[u8]) {
+        let hash = *blake3::hash(data).as_bytes();
+        if previous == Some(hash) {
+            return;
+        }
         if let Some(h) = previous {
             self.supersede(path, h);
         }
-        let hash = *blake3::hash(data).as_bytes();
         self.authentic.insert(hash);
         self.written.push(Written {
             path: base_path(path),
@@ -361,5 +366,22 @@ mod tests {
             "b.txt"
         );
         assert_eq!(base_path("b.conflict-xyz.txt"), "b.conflict-xyz.txt");
+    }
+
+    /// Seed 95110: an empty file deleted at one node and truncated (to empty) at another
+    /// that had not heard of the deletion. The truncation made no version, so nothing is
+    /// owed; a real edit there would be.
+    #[test]
+    fn the_same_content_written_again_is_no_new_version() {
+        let empty = *blake3::hash(b"").as_bytes();
+        let mut v = Versions::default();
+        v.write("f7", None, b"");
+        v.supersede("f7", empty);
+        v.write("f7", Some(empty), b"");
+        assert!(v.written.iter().all(|w| !w.owed), "{:?}", v.written);
+        v.write("f7", Some(empty), b"x");
+        let owed: Vec<_> = v.written.iter().filter(|w| w.owed).collect();
+        assert_eq!(owed.len(), 1, "{owed:?}");
+        assert_eq!(owed[0].hash, *blake3::hash(b"x").as_bytes());
     }
 }
