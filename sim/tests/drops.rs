@@ -212,6 +212,11 @@ fn a_drops_seed_sweep_converges_and_lands_nothing_forged() {
         // writable was counted written; the world's mirrored count never matched again and
         // a bulk transfer waited for a Writable forever.
         2318,
+        // (A 10,000-seed `weft sim sweep drops`.) Converged while an edit of the secondary
+        // owner's was still on its way to the primary: it landed after the run had ended,
+        // unpublished. A run is now converged only once each owner's copy, idle, holds
+        // just what the version lists (else its user publishes again).
+        8892, 9802,
     ];
     let last = sweep::env_or("WEFT_DROPS_SEEDS", 4);
     let seeds = (1..=last).chain(once_failed.into_iter().filter(|s| *s > last));

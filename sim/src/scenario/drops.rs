@@ -8,8 +8,9 @@
 //! version it shows for 2 s publishes again (either owner: an edit of the secondary's that
 //! never reached the primary stays unpublished at the secondary), and the primary merges
 //! branches left standing. Every honest node must then show the last version, every
-//! subscriber's folder must be identical to the primary's, and no honest node may hold a
-//! version a non-owner signed or an owner list the forger is on. `ok` is true only then.
+//! subscriber's folder must be identical to the primary's, each owner's copy must hold, idle,
+//! just what that version lists, and no honest node may hold a version a non-owner signed or
+//! an owner list the forger is on. `ok` is true only then.
 //!
 //! Links are plaintext (simulation only): the forger's frames are written into its links as
 //! they are, which a Noise link would not take.
@@ -134,8 +135,8 @@ pub struct DropsReport {
     /// Versions a non-owner signed, or owner lists with the forger on them, held by honest
     /// nodes: must be 0.
     pub forged_held: u64,
-    /// Whether every honest node shows the last version and every subscriber's folder is
-    /// identical to the primary's.
+    /// Whether every honest node shows the last version, every subscriber's folder is
+    /// identical to the primary's, and each owner's copy holds just what that version lists.
     pub identical: bool,
     /// Simulated ms from the last publish until that held.
     pub converged_ms: Option<u64>,
@@ -375,8 +376,8 @@ fn attack(w: &mut World, f: u32, drop: DropId, neighbours: &[u32], attacks: &mut
     w.inject(f, to, bytes);
 }
 
-/// Whether every honest node shows `version` with one head, and every subscriber's folder
-/// is identical to the primary's.
+/// Whether every honest node shows `version` with one head, every subscriber's folder is
+/// identical to the primary's, and each owner's copy, idle, holds just what `version` lists.
 fn converged(w: &World, p: &DropsParams, drop: &DropId, version: VersionId) -> bool {
     let folder = drop.folder_id();
     let Some(primary) = w.folder(0, &folder).map(|f| f.digest()) else {
@@ -385,7 +386,13 @@ fn converged(w: &World, p: &DropsParams, drop: &DropId, version: VersionId) -> b
     (0..p.nodes).all(|i| {
         let Some(n) = w.node(i) else { return false };
         let one_head = n.drop_chain(drop).is_some_and(|c| c.heads().count() == 1);
-        let same = i < 2 || w.folder(i, &folder).is_some_and(|f| f.digest() == primary);
+        let same = if i < 2 {
+            // An owner's copy holds just what the version lists: an edit of the other
+            // owner's still on its way would make it differ, and its user publish again.
+            n.replica(&folder).is_some_and(|r| r.is_idle()) && !drifted(w, i, drop)
+        } else {
+            w.folder(i, &folder).is_some_and(|f| f.digest() == primary)
+        };
         n.drop_shown(drop) == Some(version) && one_head && same
     })
 }
