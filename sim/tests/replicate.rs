@@ -137,6 +137,11 @@ fn sweep_seeds_that_once_failed_pass() {
         // deletion rightly removed it, but the scenario counted the truncation as a version
         // owed. The scenario no longer does.
         95110,
+        // (The same seeds.) A conflict copy being fetched from honest peers was superseded
+        // by a newer record of the same content whose only source was the corrupt peer (a
+        // copy this node made from a merged record): the deferred record kept only that
+        // source, so the fetch stalled for good. It now carries the fetch's sources too.
+        87414,
     ];
     let failed: Vec<String> = seeds
         .iter()

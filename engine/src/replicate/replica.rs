@@ -802,6 +802,9 @@ impl Replica {
         }
         let path = r.entry.path.clone();
         if self.is_busy(&path) {
+            // Who can serve `r`'s content: its sources, and those of a fetch of the same
+            // content here, which its record carries when deferred.
+            let mut holders = sources.clone();
             if let Some(a) = self.applies.get_mut(&path) {
                 // The same version of the same content (an equal version of other content is
                 // another record: it is settled once the apply is done).
@@ -827,6 +830,11 @@ impl Replica {
                     });
                 if same_content {
                     a.sources.extend(sources.iter().copied());
+                    // The fetch's sources hold `r`'s blocks too: if `r` supersedes the fetch
+                    // (a newer version of the same content: a conflict copy made here from a
+                    // merged record only the corrupt peer served, over the copy's record
+                    // being fetched from honest peers, seed 87414), it must not lose them.
+                    holders.extend(a.sources.iter().copied());
                     self.fetch_dirty = true;
                 }
                 // A source that now announces another version of the path, neither the one
@@ -860,7 +868,7 @@ impl Replica {
                     && (a.target_version(&path).is_some_and(newer) || all_origins)
             });
             let newer = r.entry.version.clone();
-            self.defer(sources.clone(), r);
+            self.defer(holders, r);
             if overtaken {
                 self.supersede(&path, &newer);
             }
