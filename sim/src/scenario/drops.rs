@@ -220,14 +220,22 @@ fn public_key(w: &World, i: u32) -> PublicKey {
     Identity::from_secret(&w.config_of(i).secret_key).public_key()
 }
 
-/// Node `i` writes `data` at `path` in the drop's folder, and its scanner reports it.
-fn write(w: &mut World, i: u32, drop: DropId, path: &str, data: Vec<u8>) {
+/// Node `i` writes `data` at `path` in the drop's folder, and its scanner reports it. A node
+/// just restarted has no copy of the folder until its drops state is loaded: its host's scan
+/// once the copy is ready finds the file (`seen`, see [`rescan_restarted`]).
+fn write(w: &mut World, i: u32, drop: DropId, path: &str, data: Vec<u8>, seen: &mut [u64]) {
     if w.node(i).is_none() {
         return;
     }
     let folder = drop.folder_id();
     let now_ms = (w.now / MS) as i64;
     let changes: Vec<LocalChange> = w.folder_mut(i, folder).write_file(path, data, 6, now_ms);
+    if !ready(w, i, drop) {
+        if let Some(s) = seen.get_mut(i as usize) {
+            *s = SCAN_DUE;
+        }
+        return;
+    }
     let at = w.now;
     for change in changes {
         w.schedule_command(
@@ -238,15 +246,28 @@ fn write(w: &mut World, i: u32, drop: DropId, path: &str, data: Vec<u8>) {
     }
 }
 
-/// What a host does when a node starts again: its scanner reports the drop folder as it
-/// is (an edit made just before a crash, whose record was not yet stored, is found again).
-/// `seen`: each node's incarnation as last scanned.
+/// A `seen` entry that no incarnation equals: the node's folder is scanned once its copy is
+/// ready.
+const SCAN_DUE: u64 = u64::MAX;
+
+/// Whether node `i` runs and its copy of the drop's folder is loaded.
+fn ready(w: &World, i: u32, drop: DropId) -> bool {
+    w.node(i)
+        .and_then(|n| n.replica(&drop.folder_id()))
+        .is_some_and(|r| r.is_ready())
+}
+
+/// What a host does when a node's copy of the folder becomes ready after a start: its scanner
+/// reports the drop folder as it is (an edit made just before a crash, whose record was not
+/// yet stored, is found again; so is one made while the node had no copy yet, its drops
+/// state still loading). `seen`: each node's incarnation as last scanned, [`SCAN_DUE`] for
+/// a scan owed.
 fn rescan_restarted(w: &mut World, drop: DropId, seen: &mut [u64]) {
     let folder = drop.folder_id();
     let incarnations = w.incarnations();
     for (i, inc) in incarnations.into_iter().enumerate() {
         let i = i as u32;
-        if seen.get(i as usize) == Some(&inc) || w.node(i).is_none() {
+        if seen.get(i as usize) == Some(&inc) || !ready(w, i, drop) {
             continue;
         }
         seen[i as usize] = inc;
@@ -255,7 +276,6 @@ fn rescan_restarted(w: &mut World, drop: DropId, seen: &mut [u64]) {
             w.node(i).and_then(|n| n.replica(&folder)),
         ) {
             (Some(f), Some(r)) => f.full_scan(r.records()),
-            (Some(f), None) => f.full_scan(core::iter::empty()),
             _ => continue,
         };
         let at = w.now;
@@ -521,10 +541,11 @@ pub fn run(p: &DropsParams) -> DropsReport {
         );
     };
     let mut rng = SimRng::child(p.seed, "drops-files", 0);
+    let mut seen = w.incarnations();
     for k in 0..4 {
         let len = rng.between(1, 40_000) as usize;
         let data = (0..len).map(|_| rng.below(256) as u8).collect();
-        write(&mut w, 0, drop, &format!("f{k}"), data);
+        write(&mut w, 0, drop, &format!("f{k}"), data, &mut seen);
     }
     let at = w.now + 100 * MS;
     let secondary = Some(vec![public_key(&w, 1)]);
@@ -551,7 +572,6 @@ pub fn run(p: &DropsParams) -> DropsReport {
     }
     plan.sort_unstable();
     let mut attacks = Attacks::default();
-    let mut seen = w.incarnations();
     for (t, what) in plan {
         w.run_until(t);
         if w.violation().is_some() {
@@ -565,7 +585,7 @@ pub fn run(p: &DropsParams) -> DropsReport {
                 let len = rng.between(1, 30_000) as usize;
                 let data = (0..len).map(|_| rng.below(256) as u8).collect();
                 let path = format!("f{}", rng.below(6));
-                write(&mut w, owner, drop, &path, data);
+                write(&mut w, owner, drop, &path, data, &mut seen);
                 let at = w.now + 200 * MS;
                 let publish = Command::Drops(DropsCommand::Publish {
                     drop,
