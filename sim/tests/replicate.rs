@@ -142,6 +142,11 @@ fn sweep_seeds_that_once_failed_pass() {
         // copy this node made from a merged record): the deferred record kept only that
         // source, so the fetch stalled for good. It now carries the fetch's sources too.
         87414,
+        // (Seeds 100,001 to 140,000.) A node learnt in one batch of a conflict copy of the
+        // content it held at a path, whose only other source was the corrupt peer, and of
+        // that path's deletion: it removed the file before copying its blocks into the copy,
+        // and the content was lost. A removal now waits for such local copies.
+        108002,
     ];
     let failed: Vec<String> = seeds
         .iter()

@@ -158,6 +158,46 @@ impl Replica {
         })
     }
 
+    /// Whether the file the records show at `path` has blocks to give another file being
+    /// fetched: a local read of it is under way, or a block that the next scheduling round
+    /// would copy locally (missing, not asked of a peer, not a local miss, in a fetch the
+    /// round looks at) has a hash the file holds. A step that removes or replaces the file
+    /// waits for those copies: the file may hold the last copy of that content here (a
+    /// conflict copy of it being fetched, whose only other holder serves corrupt blocks).
+    pub(super) fn feeds_a_fetch(&self, path: &str) -> bool {
+        let Some(record) = self.index.get(path).filter(|r| !r.deleted) else {
+            return false;
+        };
+        if record.entry.blocks.is_empty() || self.disk.get(path) == Some(&Expect::Nothing) {
+            return false;
+        }
+        let reading = self
+            .pending
+            .values()
+            .any(|p| matches!(p, Purpose::ReadLocal { from, .. } if from == path));
+        if reading {
+            return true;
+        }
+        let held: BTreeSet<&BlockHash> = record.entry.blocks.iter().map(|b| &b.hash).collect();
+        self.temps.iter().any(|(temp, other)| {
+            let Some(a) = self.applies.get(other).filter(|_| other != path) else {
+                return false;
+            };
+            if !a.is_fetching() || a.stale || a.outstanding {
+                return false;
+            }
+            a.fetch.as_ref().is_some_and(|f| {
+                f.temp == *temp
+                    && f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
+                        slot.state == BlockState::Missing
+                            && held.contains(&b.hash)
+                            && !self.inflight.contains_key(&b.hash)
+                            && !self.local_misses.contains(&b.hash)
+                    })
+            })
+        })
+    }
+
     /// Asks for the blocks files lack: locally where the folder holds them, else of peers,
     /// rarest first. A full pass over every file being fetched; what finds no room is kept
     /// in the queue for [`Self::place`].
@@ -251,6 +291,7 @@ impl Replica {
                         offset: block.offset,
                         len: block.len,
                     };
+                    let from = path.to_string();
                     let waiters = w.waiters.into_vec();
                     self.set_blocks(&waiters, BlockState::Missing, BlockState::Busy);
                     self.request(
@@ -258,6 +299,7 @@ impl Replica {
                             hash,
                             len: w.len,
                             waiters,
+                            from,
                         },
                         req,
                     );

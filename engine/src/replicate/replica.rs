@@ -65,11 +65,12 @@ pub(super) enum Purpose {
         temp: TempId,
         block: u32,
     },
-    /// A local block copied into these temps' blocks.
+    /// A local block, read from the file at `from`, copied into these temps' blocks.
     ReadLocal {
         hash: [u8; 32],
         len: u32,
         waiters: Vec<(TempId, u32)>,
+        from: String,
     },
     /// A block asked for by `peer`, read from the last of the files `tried`.
     Serve {
@@ -1397,7 +1398,7 @@ impl Replica {
                 return;
             }
             Some(Step::Fetch { expect }) => {
-                if !self.fill_temp(path) {
+                if !self.fill_temp(path) || self.waits_to_feed(path) {
                     return;
                 }
                 let Some(f) = self.applies.get(path).and_then(|a| a.fetch.as_ref()) else {
@@ -1413,6 +1414,7 @@ impl Replica {
                     expect,
                 }
             }
+            Some(Step::Remove { .. }) if self.waits_to_feed(path) => return,
             Some(Step::Remove { expect }) => StorageRequest::Remove {
                 path: path.to_string(),
                 expect,
@@ -1438,6 +1440,23 @@ impl Replica {
             a.outstanding = true;
         }
         self.request(Purpose::Step(path.to_string()), request);
+    }
+
+    /// Whether the apply at `path`, about to remove or replace the file there, must wait:
+    /// the file still has blocks to give another file being fetched
+    /// ([`Replica::feeds_a_fetch`]). It stays until they are copied (or found unreadable),
+    /// and the apply looks again after `full_round_interval` (the next scheduling round).
+    fn waits_to_feed(&mut self, path: &str) -> bool {
+        if !self.feeds_a_fetch(path) {
+            return false;
+        }
+        self.fetch_dirty = true;
+        let at = self.now + self.config.full_round_interval;
+        if let Some(a) = self.applies.get_mut(path) {
+            a.retry_at = Some(at);
+            self.retries.insert((at, path.to_string()));
+        }
+        true
     }
 
     /// Carries the fetch of the apply at `path` on: creates its temp, or asks for a
@@ -1835,9 +1854,9 @@ impl Replica {
             }
             Purpose::Step(path) => self.on_step_done(&path, result),
             Purpose::Write { temp, block } => self.on_written(temp, block, result),
-            Purpose::ReadLocal { hash, len, waiters } => {
-                self.on_read_local(hash, len, waiters, result)
-            }
+            Purpose::ReadLocal {
+                hash, len, waiters, ..
+            } => self.on_read_local(hash, len, waiters, result),
             Purpose::Serve {
                 peer,
                 hash,

@@ -898,6 +898,38 @@ fn a_loser_holder_makes_its_own_copy_when_only_a_corrupt_node_settled_the_confli
     assert!(holds(&net, 4, &copy, &a));
 }
 
+/// Seed 108,002 of the sweep: node 1 learns, in one batch, of a new path with the content of
+/// a file it holds (there, a conflict copy) and of that file's deletion, and the only other
+/// holder of the content serves corrupt blocks. The file is removed only once the new path
+/// has copied its blocks: removed first, it was the last good copy here, and the content
+/// was lost.
+#[test]
+fn a_file_is_removed_only_after_a_fetch_copied_its_blocks_from_it() {
+    let mut net = pair();
+    let a = bytes(50_000, 31);
+    net.put(0, "p", a.clone(), 100);
+    net.settle();
+    net.put(0, "q", a.clone(), 200);
+    net.nodes[0].host.items.remove("p");
+    net.local(0, LocalChange::Removed { path: "p".into() });
+    net.corrupt = Some(0);
+    net.nodes[1].requests.clear();
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("q"), Some(a.as_slice()));
+    assert_eq!(net.nodes[1].host.data("p"), None);
+    let requests = &net.nodes[1].requests;
+    let removed = requests
+        .iter()
+        .position(|r| matches!(r, StorageRequest::Remove { path, .. } if path == "p"))
+        .expect("p removed");
+    let read = requests
+        .iter()
+        .position(|r| matches!(r, StorageRequest::ReadBlock { path, .. } if path == "p"))
+        .expect("p read");
+    assert!(read < removed, "{requests:?}");
+    assert!(net.nodes[1].replica.metrics().blocks_copied_locally > 0);
+}
+
 #[test]
 fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     // Node 1's later edit wins over node 0's, but node 1 serves only corrupt blocks: node 0
