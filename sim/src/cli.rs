@@ -366,6 +366,8 @@ pub enum SweepProtocol {
     Replicate(SweepArgs),
     /// Sweep the drops scenario (6 honest nodes and a forger, swarm faults).
     Drops(SweepArgs),
+    /// Sweep the p2p.today dialect's scenario (4 to 16 nodes, swarm faults).
+    P2pt(SweepArgs),
 }
 
 /// `weft sim sweep` arguments.
@@ -513,6 +515,12 @@ pub fn run(args: SimArgs) -> ExitCode {
                     .into(),
             ),
             P::Drops(a) => sweep(a, "drops", |s| drops::run(&drops::sweep_params(s))),
+            P::P2pt(a) if a.plaintext_sim_only => Err(
+                "--plaintext-sim-only: p2pt sweeps always run plaintext links (p2p.today has \
+                 no encryption)"
+                    .into(),
+            ),
+            P::P2pt(a) => sweep(a, "p2pt", |s| p2pt::run(&p2pt::sweep_params(s))),
         },
     };
     done.unwrap_or_else(|message| {
@@ -543,6 +551,7 @@ fn sweep<R: Scenario + Send>(
         ("chord", _) => "none (message-level Chord machines)",
         ("replicate", _) => "none (message-level replication machines)",
         ("drops", _) => "PLAINTEXT (simulation only: the forger writes its frames as they are)",
+        ("p2pt", _) => "PLAINTEXT (p2p.today has no encryption)",
         (_, true) => "PLAINTEXT (simulation only)",
         _ => "noise (seeds alternate open, private, private + 1 wrong-secret node)",
     };
@@ -1095,7 +1104,11 @@ mod tests {
         listed.shape = mesh::Shape::Star;
         listed.safety_ms = 5_000;
         replicate_run(listed);
-        for p in [P2ptParams::new(16, 1, true), P2ptParams::new(5, 9, false)] {
+        let p2pt_sweep = (1..=20).map(p2pt::sweep_params);
+        for p in [P2ptParams::new(16, 1, true), P2ptParams::new(5, 9, false)]
+            .into_iter()
+            .chain(p2pt_sweep)
+        {
             runs.push((p.replay(), format!("{p:?}")));
         }
         let drops_sweep = (1..=60).map(drops::sweep_params);

@@ -242,9 +242,35 @@ fn check_owed(net: &mut P2ptNet, report: &mut P2ptReport) {
     }
 }
 
+/// The parameters `weft sim sweep p2pt` gives seed `seed`: 4 to 16 nodes (`4 + seed mod
+/// 13`), swarm faults, the defaults otherwise.
+pub fn sweep_params(seed: u64) -> P2ptParams {
+    P2ptParams::new(4 + (seed % 13) as u32, seed, true)
+}
+
 impl Scenario for P2ptReport {
     fn header(&self) -> &RunHeader {
         &self.header
+    }
+
+    fn sweep_sums(reports: &[Self]) -> (Vec<(&'static str, serde_json::Value)>, String) {
+        let owed: u64 = reports.iter().map(|r| r.owed).sum();
+        let delivered: u64 = reports.iter().map(|r| r.delivered).sum();
+        let keys_owed: u64 = reports.iter().map(|r| r.keys_owed).sum();
+        let keys_held: u64 = reports.iter().map(|r| r.keys_held).sum();
+        let duplicates: u64 = reports.iter().map(|r| r.duplicates).sum();
+        let keys = vec![
+            ("owed", owed.into()),
+            ("delivered", delivered.into()),
+            ("keys_owed", keys_owed.into()),
+            ("keys_held", keys_held.into()),
+            ("duplicates", duplicates.into()),
+        ];
+        let text = format!(
+            "{delivered}/{owed} delivered after the heal, {keys_held}/{keys_owed} keys held, \
+             {duplicates} duplicates dropped, "
+        );
+        (keys, text)
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -298,5 +324,27 @@ mod tests {
         assert_eq!(a.header.digest, b.header.digest);
         let other = run(&P2ptParams::new(12, 4, true));
         assert_ne!(a.header.digest, other.header.digest);
+    }
+
+    /// `weft sim sweep p2pt`'s seeds 1..=WEFT_P2PT_SEEDS (default 6): every run heals and
+    /// delivers what it owes, the sizes follow the seed, and the sums add up.
+    #[test]
+    fn a_seed_sweep_heals_and_delivers_everything() {
+        let last = crate::sweep::env_or("WEFT_P2PT_SEEDS", 6);
+        let reports: Vec<P2ptReport> = (1..=last).map(|s| run(&sweep_params(s))).collect();
+        for r in &reports {
+            assert!(r.header.ok, "{:?}\n{}", r.header.violation, r.header.replay);
+            assert_eq!(r.header.nodes, 4 + (r.header.seed % 13) as u32);
+            assert!(r.faults > 0, "{}", r.header.replay);
+        }
+        let (keys, text) = P2ptReport::sweep_sums(&reports);
+        let owed: u64 = reports.iter().map(|r| r.owed).sum();
+        assert!(owed > 0);
+        assert!(keys.contains(&("owed", owed.into())));
+        assert!(keys.contains(&("delivered", owed.into())));
+        assert!(
+            text.starts_with(&format!("{owed}/{owed} delivered")),
+            "{text}"
+        );
     }
 }
