@@ -15,7 +15,10 @@ fn bare_command_groups_print_their_subcommands_and_exit_2() {
     let groups: [(&[&str], &[&str]); 3] = [
         (&[], &["node", "send", "table", "sim", "completions"]),
         (&["table"], &["set", "get", "delete", "release", "list"]),
-        (&["sim", "sweep"], &["mesh", "table", "chord"]),
+        (
+            &["sim", "sweep"],
+            &["mesh", "table", "chord", "replicate", "drops", "p2pt"],
+        ),
     ];
     for (args, commands) in groups {
         let out = run(args);
@@ -209,6 +212,10 @@ fn sim_refuses_what_it_cannot_replay() {
         (
             &["sim", "sweep", "chord", "--plaintext-sim-only"][..],
             "message-level Chord machines, which have no links",
+        ),
+        (
+            &["sim", "sweep", "p2pt", "--plaintext-sim-only"][..],
+            "p2p.today has no encryption",
         ),
     ] {
         let out = run(args);
