@@ -147,6 +147,12 @@ fn sweep_seeds_that_once_failed_pass() {
         // that path's deletion: it removed the file before copying its blocks into the copy,
         // and the content was lost. A removal now waits for such local copies.
         108002,
+        // (The same seeds, once that wait changed their timing.) Content that had lost a
+        // conflict came back under a merged version and lost again, locally: its copy was
+        // made again over an edit of the copy (the same copy path), under a version that
+        // happened to be newer than the edit's, and the edit was lost everywhere. A copy
+        // path holding a record is now taken, whichever side wins.
+        126057,
     ];
     let failed: Vec<String> = seeds
         .iter()

@@ -1158,6 +1158,20 @@ impl Replica {
         self.adopt(BTreeSet::new(), t, Some(l));
     }
 
+    /// Whether the conflict copy of `loser` at `copy` is made already or owed no more: a
+    /// present record is there (the copy, maybe edited since: a copy path names the loser's
+    /// author and counter, i.e. one edit's content), or a deletion of the copy made after
+    /// seeing it (a user removed or resolved the copy elsewhere).
+    fn copy_taken(&self, copy: &str, loser: &Record) -> bool {
+        self.index.get(copy).is_some_and(|c| {
+            !c.deleted
+                || matches!(
+                    c.entry.version.compare(&loser.entry.version),
+                    VersionOrder::Newer | VersionOrder::Equal
+                )
+        })
+    }
+
     /// Concurrent versions `l` (local) and `r` (remote) of one path.
     fn conflict(&mut self, sources: BTreeSet<NodeId>, l: Record, r: Record) {
         let path = l.entry.path.clone();
@@ -1227,7 +1241,6 @@ impl Replica {
                 });
             } else {
                 let copy = conflict::conflict_copy_path(&path, &r);
-                self.note_conflict(&path, &copy);
                 let version = conflict::winner_version(&l.entry.version, &r);
                 if version != l.entry.version && !self.emptied(&path) {
                     let mut keep = l;
@@ -1239,9 +1252,16 @@ impl Replica {
                         remote: false,
                     });
                 }
-                let mut c = r;
-                c.entry.path = copy;
-                self.apply_remote(sources, c, None);
+                // A copy path holding a record already (the copy made before, maybe edited
+                // since) or a deletion of R's copy made after seeing it: no copy. R's version
+                // here may be a merge that happens to be newer than an edit of the copy (its
+                // counters count another path's changes) and would replace that edit.
+                if !self.copy_taken(&copy, &r) {
+                    self.note_conflict(&path, &copy);
+                    let mut c = r;
+                    c.entry.path = copy;
+                    self.apply_remote(sources, c, None);
+                }
             }
             return;
         }
@@ -1257,16 +1277,7 @@ impl Replica {
             conflict::winner_version(&r.entry.version, &l)
         };
         let copy = conflict::conflict_copy_path(&path, &l);
-        // A copy path holding content already, or a deletion of L's copy made after seeing
-        // it (a user removed or resolved the copy elsewhere): no copy, L goes.
-        let copy_taken = self.index.get(&copy).is_some_and(|c| {
-            !c.deleted
-                || matches!(
-                    c.entry.version.compare(&l.entry.version),
-                    VersionOrder::Newer | VersionOrder::Equal
-                )
-        });
-        if l.deleted || self.is_busy(&copy) || copy_taken {
+        if l.deleted || self.is_busy(&copy) || self.copy_taken(&copy, &l) {
             self.adopt_as(sources, w, Some(l), r);
             return;
         }

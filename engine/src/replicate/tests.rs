@@ -930,6 +930,93 @@ fn a_file_is_removed_only_after_a_fetch_copied_its_blocks_from_it() {
     assert!(net.nodes[1].replica.metrics().blocks_copied_locally > 0);
 }
 
+/// A version of `(node, value)` counters, listed in node order.
+fn version_of(counters: &[(u64, u64)]) -> Version {
+    Version {
+        counters: counters
+            .iter()
+            .map(|&(node, value)| weft_protocol::Counter { node, value })
+            .collect(),
+    }
+}
+
+/// Node 0 hears, from a peer outside the test network (node 2's id), of `path` holding
+/// `data`, changed by `by` at `mtime_ms`, under `version`.
+fn inject_file(net: &mut Net, path: &str, data: &[u8], by: u64, version: Version, mtime_ms: i64) {
+    let LocalChange::Changed(mut entry) = Host::default().put(path, data.to_vec(), mtime_ms) else {
+        unreachable!("put reports a change")
+    };
+    entry.version = version;
+    entry.modified_by = by;
+    entry.sequence = 1;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![entry],
+    });
+    let (from, now) = (net.nodes[2].id, net.now);
+    assert_eq!(
+        net.nodes[0]
+            .replica
+            .handle_message(now, from, have, &Bytes::new()),
+        Ok(())
+    );
+    net.settle();
+}
+
+/// Seed 126,057 of the sweep: content Z by node B lost a conflict at `p`, and its copy was
+/// then edited (E). Later Z came back at `p` under a merged version (an edit-beats-delete
+/// merge elsewhere) and lost again, here, to the local version. Its copy path names the same
+/// edit of B's, and Z's merged version happens to be newer than the edit's (its counters
+/// count another path's changes): made as a copy again, it replaced E everywhere. A copy
+/// path holding a record is taken, as when the peer's version wins.
+#[test]
+fn a_losing_version_never_replaces_an_edit_of_its_conflict_copy() {
+    let mut net = Net::new(3);
+    let (z, e, l) = (bytes(3_000, 81), bytes(3_000, 82), bytes(3_000, 83));
+    // Node 0 holds each content in a file of its own: what it fetches is copied locally.
+    for (path, data) in [("srv/z", &z), ("srv/e", &e), ("srv/l", &l)] {
+        net.put(0, path, data.clone(), 10);
+    }
+    net.settle();
+    let (b, d, x, q) = (
+        0x0b00_0000_0000_0000_u64,
+        0x0d00_0000_0000_0000_u64,
+        0x0e00_0000_0000_0000_u64,
+        0x0f00_0000_0000_0000_u64,
+    );
+    let loser = Record {
+        entry: FileEntry {
+            modified_by: b,
+            version: version_of(&[(b, 9)]),
+            ..synthetic("p", 1, 0)
+        },
+        deleted: false,
+    };
+    let copy = conflict::conflict_copy_path("p", &loser);
+    let edited = version_of(&[(b, 9), (x, 4)]);
+    inject_file(&mut net, &copy, &e, x, edited.clone(), 300);
+    inject_file(&mut net, "p", &l, q, version_of(&[(q, 3)]), 500);
+    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
+    assert!(holds(&net, &copy, &e));
+    inject_file(
+        &mut net,
+        "p",
+        &z,
+        b,
+        version_of(&[(b, 9), (d, 7), (x, 5)]),
+        100,
+    );
+    assert!(holds(&net, "p", &l), "the local version stays");
+    assert!(holds(&net, &copy, &e), "the edit of the copy was replaced");
+    let kept = net.nodes[0]
+        .replica
+        .record(&copy)
+        .expect("the copy's record");
+    assert_eq!(kept.entry.version, edited);
+    assert!(net.nodes[0].replica.is_idle());
+}
+
 #[test]
 fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     // Node 1's later edit wins over node 0's, but node 1 serves only corrupt blocks: node 0
