@@ -771,6 +771,12 @@ fn inject_deletion(net: &mut Net, to: usize, path: &str, by: u64, version: Versi
             sequence: seq,
         }],
     });
+    inject(net, to, m);
+}
+
+/// Node `to` takes `m` from a peer outside the test network (the id of node 2, never
+/// linked); then the network settles.
+fn inject(net: &mut Net, to: usize, m: ReplicaMessage) {
     let (from, now) = (net.nodes[2].id, net.now);
     assert_eq!(
         net.nodes[to]
@@ -940,7 +946,7 @@ fn version_of(counters: &[(u64, u64)]) -> Version {
     }
 }
 
-/// Node 0 hears, from a peer outside the test network (node 2's id), of `path` holding
+/// Node 0 hears, from a peer outside the test network ([`inject`]), of `path` holding
 /// `data`, changed by `by` at `mtime_ms`, under `version`.
 fn inject_file(net: &mut Net, path: &str, data: &[u8], by: u64, version: Version, mtime_ms: i64) {
     let LocalChange::Changed(mut entry) = Host::default().put(path, data.to_vec(), mtime_ms) else {
@@ -954,14 +960,7 @@ fn inject_file(net: &mut Net, path: &str, data: &[u8], by: u64, version: Version
         index_id: 7,
         entries: vec![entry],
     });
-    let (from, now) = (net.nodes[2].id, net.now);
-    assert_eq!(
-        net.nodes[0]
-            .replica
-            .handle_message(now, from, have, &Bytes::new()),
-        Ok(())
-    );
-    net.settle();
+    inject(net, 0, have);
 }
 
 /// Seed 126,057 of the sweep: content Z by node B lost a conflict at `p`, and its copy was
