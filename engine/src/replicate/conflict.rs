@@ -4,7 +4,7 @@
 
 use core::cmp::Ordering;
 
-use weft_protocol::{Version, VersionOrder};
+use weft_protocol::{Counter, Version, VersionOrder};
 
 use super::types::Record;
 
@@ -64,6 +64,22 @@ pub(crate) fn winner_version(winner: &Version, loser: &Record) -> Version {
     match v.compare(&loser.entry.version) {
         VersionOrder::Concurrent | VersionOrder::Older => v,
         VersionOrder::Newer | VersionOrder::Equal => winner.clone(),
+    }
+}
+
+/// The version of the conflict copy of `loser` (a present entry that lost a conflict): the
+/// loser's edit alone, `{modified_by: its counter}`, the edit the copy path names. Every
+/// node that copies the loser makes the same record whatever version of the path it held
+/// it under (a merge counts changes of the path, not of the copy), and every edit or
+/// deletion of the copy descends from it. A loser whose author holds no counter keeps its
+/// own version.
+pub(crate) fn copy_version(loser: &Record) -> Version {
+    let by = loser.entry.modified_by;
+    match loser.entry.version.get(by) {
+        0 => loser.entry.version.clone(),
+        value => Version {
+            counters: vec![Counter { node: by, value }],
+        },
     }
 }
 
@@ -247,6 +263,45 @@ mod tests {
             let descends =
                 |x: &Version| matches!(v.compare(x), VersionOrder::Newer | VersionOrder::Equal);
             descends(&winner) && descends(&ancestor) && !descends(&loser.entry.version)
+        }
+    }
+
+    quickcheck::quickcheck! {
+        /// Two versions of one loser's content (its own, and any merge of it with other
+        /// versions of the path) give one copy path and one copy version; the loser descends
+        /// from it, and so does every later change of the copy (an edit or a deletion).
+        fn a_copy_version_is_the_loser_edit_alone(
+            base: Vec<(u8, u8)>,
+            author: u8,
+            other: Vec<(u8, u8)>,
+            editor: u8
+        ) -> bool {
+            let small = |v: &[(u8, u8)]| -> Vec<(u64, u64)> {
+                let mut m = std::collections::BTreeMap::new();
+                for &(n, c) in v.iter().take(6) {
+                    m.insert(u64::from(n % 4) + 1, u64::from(c % 4));
+                }
+                m.into_iter().collect()
+            };
+            let author = u64::from(author % 4) + 1;
+            let mut loser = rec("p", author, 5, false);
+            loser.entry.version = version_of(&small(&base)).bumped(author);
+            let mut merged = loser.clone();
+            merged.entry.version = loser.entry.version.merged(&version_of(&small(&other)));
+            if merged.entry.version.get(author) != loser.entry.version.get(author) {
+                // A merge with a later change by the same author names another edit.
+                return true;
+            }
+            let v = copy_version(&loser);
+            let edit = v.bumped_past(u64::from(editor % 4) + 1, 9);
+            let descends = |x: &Version, y: &Version| {
+                matches!(x.compare(y), VersionOrder::Newer | VersionOrder::Equal)
+            };
+            v == copy_version(&merged)
+                && conflict_copy_path("p", &loser) == conflict_copy_path("p", &merged)
+                && v.counters.len() == 1
+                && descends(&loser.entry.version, &v)
+                && edit.compare(&v) == VersionOrder::Newer
         }
     }
 

@@ -1161,12 +1161,13 @@ impl Replica {
     /// Whether the conflict copy of `loser` at `copy` is made already or owed no more: a
     /// present record is there (the copy, maybe edited since: a copy path names the loser's
     /// author and counter, i.e. one edit's content), or a deletion of the copy made after
-    /// seeing it (a user removed or resolved the copy elsewhere).
+    /// seeing it (a user removed or resolved the copy elsewhere: its version descends from
+    /// the copy's, [`conflict::copy_version`]).
     fn copy_taken(&self, copy: &str, loser: &Record) -> bool {
         self.index.get(copy).is_some_and(|c| {
             !c.deleted
                 || matches!(
-                    c.entry.version.compare(&loser.entry.version),
+                    c.entry.version.compare(&conflict::copy_version(loser)),
                     VersionOrder::Newer | VersionOrder::Equal
                 )
         })
@@ -1253,12 +1254,14 @@ impl Replica {
                     });
                 }
                 // A copy path holding a record already (the copy made before, maybe edited
-                // since) or a deletion of R's copy made after seeing it: no copy. R's version
-                // here may be a merge that happens to be newer than an edit of the copy (its
-                // counters count another path's changes) and would replace that edit.
+                // since) or a deletion of R's copy: no copy. The copy takes the version of R's
+                // edit alone (`copy_version`), never R's version: that may be a merge whose
+                // counters, counting changes of P, happen to be newer than an edit of the copy
+                // made elsewhere, and the copy would replace that edit.
                 if !self.copy_taken(&copy, &r) {
                     self.note_conflict(&path, &copy);
                     let mut c = r;
+                    c.entry.version = conflict::copy_version(&c);
                     c.entry.path = copy;
                     self.apply_remote(sources, c, None);
                 }
@@ -1284,6 +1287,7 @@ impl Replica {
         // The remote version wins: the local content moves to its conflict copy first.
         self.note_conflict(&path, &copy);
         let mut c = l.clone();
+        c.entry.version = conflict::copy_version(&l);
         c.entry.path = copy.clone();
         let mut steps = vec![Step::Rename {
             from: path.clone(),

@@ -1016,6 +1016,59 @@ fn a_losing_version_never_replaces_an_edit_of_its_conflict_copy() {
     assert!(net.nodes[0].replica.is_idle());
 }
 
+/// The case the test above leaves: a node that never heard of the copy path (cut off from
+/// the first conflict until after the merge) makes the copy itself when Z loses there. Its
+/// copy must not win over the edit of the copy made elsewhere: a copy record carries the
+/// version of the loser's edit alone (its author's counter), which every edit of the copy
+/// descends from, not Z's merged version (whose counters count changes of `p`).
+#[test]
+fn a_copy_made_by_a_node_that_never_saw_it_yields_to_an_edit_of_it() {
+    let mut net = Net::new(3);
+    let (z, e, l) = (bytes(3_000, 84), bytes(3_000, 85), bytes(3_000, 86));
+    for (path, data) in [("srv/z", &z), ("srv/e", &e), ("srv/l", &l)] {
+        net.put(0, path, data.clone(), 10);
+    }
+    net.settle();
+    let (b, d, x, q) = (
+        0x0b00_0000_0000_0000_u64,
+        0x0d00_0000_0000_0000_u64,
+        0x0e00_0000_0000_0000_u64,
+        0x0f00_0000_0000_0000_u64,
+    );
+    inject_file(&mut net, "p", &l, q, version_of(&[(q, 3)]), 500);
+    // Z at `p` under a merged version, losing to the local version: node 0 makes its copy.
+    inject_file(
+        &mut net,
+        "p",
+        &z,
+        b,
+        version_of(&[(b, 9), (d, 7), (x, 5)]),
+        100,
+    );
+    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
+    let loser = Record {
+        entry: FileEntry {
+            modified_by: b,
+            version: version_of(&[(b, 9)]),
+            ..synthetic("p", 1, 0)
+        },
+        deleted: false,
+    };
+    let copy = conflict::conflict_copy_path("p", &loser);
+    assert!(holds(&net, "p", &l), "the local version stays");
+    assert!(holds(&net, &copy, &z), "the loser went to its copy");
+    // The edit of the copy, made elsewhere after seeing the first copy of Z.
+    let edited = version_of(&[(b, 9), (x, 4)]);
+    inject_file(&mut net, &copy, &e, x, edited.clone(), 300);
+    assert!(holds(&net, &copy, &e), "the edit of the copy was refused");
+    let kept = net.nodes[0]
+        .replica
+        .record(&copy)
+        .expect("the copy's record");
+    assert_eq!(kept.entry.version, edited);
+    assert!(net.nodes[0].replica.is_idle());
+}
+
 #[test]
 fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     // Node 1's later edit wins over node 0's, but node 1 serves only corrupt blocks: node 0
