@@ -217,6 +217,21 @@ fn sim_refuses_what_it_cannot_replay() {
             &["sim", "sweep", "p2pt", "--plaintext-sim-only"][..],
             "p2p.today has no encryption",
         ),
+        (
+            // Seed 21's random network of 11 reaches some honest nodes only through node 10.
+            &[
+                "sim",
+                "replicate",
+                "--nodes",
+                "11",
+                "--seed",
+                "21",
+                "--topology",
+                "random",
+                "--corrupt-peer",
+            ][..],
+            "--corrupt-peer: node 10 is a cut vertex of this network",
+        ),
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -316,7 +316,8 @@ pub struct ReplicateArgs {
     /// writes, disk.
     #[arg(long, default_value = "none", value_parser = ReplicateFaults::parse)]
     pub faults: ReplicateFaults,
-    /// The last node flips a byte in every HEREIS it sends (makes no operations, never crashes).
+    /// The last node flips a byte in every HEREIS it sends (makes no operations, never
+    /// crashes); refused where honest nodes reach each other only through it.
     #[arg(long)]
     pub corrupt_peer: bool,
     /// Length of the operation phase, simulated ms.
@@ -340,7 +341,7 @@ impl ReplicateArgs {
         } else {
             ReplicateParams::new(self.nodes, self.seed, self.ops).degree
         };
-        Ok(ReplicateParams {
+        let p = ReplicateParams {
             shape: self.topology,
             degree,
             faults: self.faults.clone(),
@@ -348,7 +349,16 @@ impl ReplicateArgs {
             safety_ms: self.safety_ms,
             liveness_ms: self.liveness_ms,
             ..ReplicateParams::new(self.nodes, self.seed, self.ops)
-        })
+        };
+        if replicate::corrupt_peer_cuts(&p) {
+            return Err(format!(
+                "--corrupt-peer: node {} is a cut vertex of this network (some honest nodes \
+                 reach each other only through it); use --topology ring, line or star, or \
+                 another --seed",
+                p.nodes - 1
+            ));
+        }
+        Ok(p)
     }
 }
 

@@ -78,6 +78,27 @@ fn a_seed_sweep_under_swarm_faults_and_a_corrupt_peer_loses_nothing() {
 
 /// Sweep seeds that once failed, each for the bug it found (3,000- and 20,000-seed sweeps,
 /// `WEFT_REPLICATE_SEEDS=3000`): every one passes now, whatever the default sweep's size.
+/// A corrupt peer that is a cut vertex leaves honest nodes that can never converge (each
+/// closes its link to it): the sweep's shapes never make one, and the CLI refuses one.
+#[test]
+fn the_corrupt_peer_is_never_the_only_way_between_honest_nodes() {
+    for s in 1..=2_000 {
+        let p = replicate::sweep_params(s);
+        assert!(!replicate::corrupt_peer_cuts(&p), "sweep seed {s}");
+    }
+    let mut p = ReplicateParams::new(11, 21, 1);
+    p.shape = Shape::Random;
+    p.degree = 3;
+    assert!(!replicate::corrupt_peer_cuts(&p), "no corrupt peer, no cut");
+    p.corrupt_peer = true;
+    assert!(
+        replicate::corrupt_peer_cuts(&p),
+        "node 10 cuts seed 21's network"
+    );
+    p.shape = Shape::Ring;
+    assert!(!replicate::corrupt_peer_cuts(&p));
+}
+
 #[test]
 fn sweep_seeds_that_once_failed_pass() {
     let seeds = [

@@ -365,6 +365,23 @@ pub fn network(p: &ReplicateParams, plan: &FaultPlan) -> ReplicaNet {
     ReplicaNet::new(config)
 }
 
+/// Whether the corrupt peer of `p` (the last node) is a cut vertex of its network: some
+/// honest nodes reach each other only through it, so their folders can never converge
+/// (every honest node closes its link to the corrupt peer). A run of such parameters
+/// tests nothing; the CLI refuses them.
+pub fn corrupt_peer_cuts(p: &ReplicateParams) -> bool {
+    let n = p.nodes.max(1);
+    if !p.corrupt_peer || n < 3 {
+        return false;
+    }
+    let mut rng = SimRng::child(p.seed, "replicate topology", 0);
+    let honest: Vec<(u32, u32)> = topology::edges(&p.shape.topology(p.degree), n, &mut rng)
+        .into_iter()
+        .filter(|&(a, b)| a != n - 1 && b != n - 1)
+        .collect();
+    !topology::is_connected(n - 1, &honest)
+}
+
 /// Whether every node runs, is loaded and idle, and nothing is in flight.
 pub fn is_quiet(net: &ReplicaNet) -> bool {
     net.in_flight() == 0
