@@ -99,6 +99,19 @@ fn the_corrupt_peer_is_never_the_only_way_between_honest_nodes() {
     assert!(!replicate::corrupt_peer_cuts(&p));
 }
 
+/// Runs of larger networks than the sweep's that once failed.
+#[test]
+fn larger_networks_that_once_failed_pass() {
+    // 12 nodes on a line: two edits of one path by one author in one millisecond ordered by
+    // whole version vectors, which a merged version changes: the nodes on each side of the
+    // line kept one of them, each ranking the other's below its own.
+    let mut p = ReplicateParams::new(12, 868, 257);
+    p.shape = Shape::Line;
+    p.faults = ReplicateFaults::Swarm;
+    let r = replicate::run(&p);
+    assert!(r.header.ok, "{:?}\n{}", r.header.violation, r.header.replay);
+}
+
 #[test]
 fn sweep_seeds_that_once_failed_pass() {
     let seeds = [

@@ -1069,6 +1069,60 @@ fn a_copy_made_by_a_node_that_never_saw_it_yields_to_an_edit_of_it() {
     assert!(net.nodes[0].replica.is_idle());
 }
 
+/// Seed 868 of 12 nodes on a line: two edits of `p` by one author in one millisecond, the
+/// earlier (L) held here under a version merged with another node's, the later (R)
+/// arriving. Ordered by whole vectors, L won here, took a merged version (L') and made R's
+/// copy; but L' ranked below R at the nodes holding R, which kept R and made L's copy, and
+/// neither side ever took the other's. The same author's later edit wins everywhere.
+#[test]
+fn an_authors_later_edit_wins_over_its_earlier_one_in_the_same_millisecond() {
+    let mut net = Net::new(3);
+    let (early, late) = (bytes(3_000, 87), bytes(3_000, 88));
+    for (path, data) in [("srv/early", &early), ("srv/late", &late)] {
+        net.put(0, path, data.clone(), 10);
+    }
+    net.settle();
+    let (y, x, f) = (
+        0x0a00_0000_0000_0000_u64,
+        0x0c00_0000_0000_0000_u64,
+        0x0f00_0000_0000_0000_u64,
+    );
+    inject_file(
+        &mut net,
+        "p",
+        &early,
+        f,
+        version_of(&[(x, 47), (f, 34)]),
+        100,
+    );
+    inject_file(
+        &mut net,
+        "p",
+        &late,
+        f,
+        version_of(&[(y, 27), (f, 36)]),
+        100,
+    );
+    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
+    assert!(holds(&net, "p", &late), "the earlier edit kept the path");
+    let kept = net.nodes[0].replica.record("p").expect("p's record");
+    assert_eq!(kept.entry.version.get(f), 36, "{:?}", kept.entry.version);
+    let loser = Record {
+        entry: FileEntry {
+            modified_by: f,
+            version: version_of(&[(f, 34)]),
+            ..synthetic("p", 1, 0)
+        },
+        deleted: false,
+    };
+    let copy = conflict::conflict_copy_path("p", &loser);
+    assert!(
+        holds(&net, &copy, &early),
+        "the earlier edit went to its copy"
+    );
+    assert!(net.nodes[0].replica.is_idle());
+}
+
 #[test]
 fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     // Node 1's later edit wins over node 0's, but node 1 serves only corrupt blocks: node 0
