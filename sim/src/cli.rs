@@ -372,12 +372,24 @@ pub enum SweepProtocol {
     /// Sweep the chord scenario (16 to 40 nodes, swarm faults).
     Chord(SweepArgs),
     /// Sweep the replicate scenario (3 to 7 nodes, swarm faults, a corrupt peer on every
-    /// other seed).
-    Replicate(SweepArgs),
+    /// other seed; with --large, 8 to 16 nodes).
+    Replicate(ReplicateSweepArgs),
     /// Sweep the drops scenario (6 honest nodes and a forger, swarm faults).
     Drops(SweepArgs),
     /// Sweep the p2p.today dialect's scenario (4 to 16 nodes, swarm faults).
     P2pt(SweepArgs),
+}
+
+/// `weft sim sweep replicate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplicateSweepArgs {
+    /// Larger networks: 8 to 16 nodes of every shape, 100 to 300 operations, a corrupt peer
+    /// on every third seed where it is no cut vertex (about 1 s a seed).
+    #[arg(long)]
+    pub large: bool,
+    /// The seeds, shards, threads and output, as for every sweep.
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 }
 
 /// `weft sim sweep` arguments.
@@ -511,13 +523,22 @@ pub fn run(args: SimArgs) -> ExitCode {
                     .into(),
             ),
             P::Chord(a) => sweep(a, "chord", |s| chord::run(&chord::sweep_params(s))),
-            P::Replicate(a) if a.plaintext_sim_only => Err(
+            P::Replicate(a) if a.sweep.plaintext_sim_only => Err(
                 "--plaintext-sim-only: replicate sweeps run message-level machines, which have \
                  no links"
                     .into(),
             ),
-            P::Replicate(a) => sweep(a, "replicate", |s| {
+            P::Replicate(ReplicateSweepArgs {
+                large: false,
+                sweep: a,
+            }) => sweep(a, "replicate", |s| {
                 replicate::run(&replicate::sweep_params(s))
+            }),
+            P::Replicate(ReplicateSweepArgs {
+                large: true,
+                sweep: a,
+            }) => sweep(a, "replicate", |s| {
+                replicate::run(&replicate::sweep_params_large(s))
             }),
             P::Drops(a) if a.plaintext_sim_only => Err(
                 "--plaintext-sim-only: drops sweeps always run plaintext links (the forger \
@@ -1106,6 +1127,7 @@ mod tests {
         });
         let mut replicate_run = |p: ReplicateParams| runs.push((p.replay(), format!("{p:?}")));
         (1..=60).for_each(|seed| replicate_run(replicate::sweep_params(seed)));
+        (1..=60).for_each(|seed| replicate_run(replicate::sweep_params_large(seed)));
         replicate_rows
             .into_iter()
             .for_each(|(_, p)| replicate_run(p));

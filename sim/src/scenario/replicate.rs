@@ -717,3 +717,30 @@ pub fn sweep_params(seed: u64) -> ReplicateParams {
     p.safety_ms = 10_000;
     p
 }
+
+/// The parameters `weft sim sweep replicate --large` runs seed `seed` with: 8 to 16 nodes of
+/// every shape (degree 3 where it has one), 100 to 300 operations, swarm faults, a corrupt
+/// peer on every third seed unless it would be a cut vertex ([`corrupt_peer_cuts`]).
+pub fn sweep_params_large(seed: u64) -> ReplicateParams {
+    let mut r = SimRng::child(seed, "replicate large sweep", 0);
+    let nodes = r.between(8, 16) as u32;
+    let ops = r.between(100, 300) as u32;
+    let mut p = ReplicateParams::new(nodes, seed, ops);
+    let shapes = [
+        Shape::Regular,
+        Shape::Random,
+        Shape::Ring,
+        Shape::Line,
+        Shape::Star,
+    ];
+    p.shape = shapes[r.below(shapes.len() as u64) as usize];
+    if p.shape.uses_degree() {
+        p.degree = 3;
+    }
+    p.corrupt_peer = seed.is_multiple_of(3);
+    if corrupt_peer_cuts(&p) {
+        p.corrupt_peer = false;
+    }
+    p.faults = ReplicateFaults::Swarm;
+    p
+}
