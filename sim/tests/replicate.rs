@@ -103,13 +103,7 @@ fn the_corrupt_peer_is_never_the_only_way_between_honest_nodes() {
 #[test]
 fn a_large_network_sweep_converges() {
     let params: Vec<ReplicateParams> = (1..=200).map(replicate::sweep_params_large).collect();
-    for shape in [
-        Shape::Regular,
-        Shape::Random,
-        Shape::Ring,
-        Shape::Line,
-        Shape::Star,
-    ] {
+    for shape in Shape::ALL {
         assert!(params.iter().any(|p| p.shape == shape), "{shape:?}");
     }
     assert!(params.iter().all(|p| (8..=16).contains(&p.nodes)));

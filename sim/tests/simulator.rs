@@ -125,13 +125,7 @@ fn plaintext_links_change_the_digest_not_the_outcome() {
 
 #[test]
 fn without_faults_every_shape_floods_at_exactly_2e_minus_n_plus_1() {
-    for shape in [
-        Shape::Regular,
-        Shape::Random,
-        Shape::Ring,
-        Shape::Line,
-        Shape::Star,
-    ] {
+    for shape in Shape::ALL {
         let mut p = MeshParams::new(40, 4, 3, 7, FaultMode::None);
         p.shape = shape;
         let r = mesh::run(&p);

@@ -239,6 +239,15 @@ mod tests {
         assert_eq!(winner_version(&w, &loser), w);
     }
 
+    /// Counters of at most 6 of 4 nodes (1..=4), each 0..=3: versions that often meet.
+    fn small(v: &[(u8, u8)]) -> Vec<(u64, u64)> {
+        let mut m = std::collections::BTreeMap::new();
+        for &(n, c) in v.iter().take(6) {
+            m.insert(u64::from(n % 4) + 1, u64::from(c % 4));
+        }
+        m.into_iter().collect()
+    }
+
     quickcheck::quickcheck! {
         /// For a loser made by `author` on top of `base`, and a concurrent winner without the
         /// loser's own counter: the version given descends from the winner and from every
@@ -250,13 +259,6 @@ mod tests {
             winner_base: Vec<(u8, u8)>,
             winner_author: u8
         ) -> bool {
-            let small = |v: &[(u8, u8)]| -> Vec<(u64, u64)> {
-                let mut m = std::collections::BTreeMap::new();
-                for &(n, c) in v.iter().take(6) {
-                    m.insert(u64::from(n % 4) + 1, u64::from(c % 4));
-                }
-                m.into_iter().collect()
-            };
             let base_counters = small(&base);
             let author = u64::from(author % 4) + 1;
             let mut loser = rec("p", author, 5, false);
@@ -293,13 +295,6 @@ mod tests {
             other: Vec<(u8, u8)>,
             editor: u8
         ) -> bool {
-            let small = |v: &[(u8, u8)]| -> Vec<(u64, u64)> {
-                let mut m = std::collections::BTreeMap::new();
-                for &(n, c) in v.iter().take(6) {
-                    m.insert(u64::from(n % 4) + 1, u64::from(c % 4));
-                }
-                m.into_iter().collect()
-            };
             let author = u64::from(author % 4) + 1;
             let mut loser = rec("p", author, 5, false);
             loser.entry.version = version_of(&small(&base)).bumped(author);

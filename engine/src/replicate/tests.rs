@@ -963,6 +963,53 @@ fn inject_file(net: &mut Net, path: &str, data: &[u8], by: u64, version: Version
     inject(net, 0, have);
 }
 
+/// Short ids of the conflict-copy cases' nodes outside the test network: the loser's
+/// author, a deleting node, the copy's editor, the local version's author.
+const COPY_CASE_NODES: [u64; 4] = [
+    0x0b00_0000_0000_0000,
+    0x0d00_0000_0000_0000,
+    0x0e00_0000_0000_0000,
+    0x0f00_0000_0000_0000,
+];
+
+/// Node 0 holds each content in a file of its own (`srv/...`): what it fetches of them is
+/// copied locally, with no peer to serve it.
+fn serve_locally(net: &mut Net, files: &[(&str, &[u8])]) {
+    for (path, data) in files {
+        net.put(0, path, data.to_vec(), 10);
+    }
+    net.settle();
+}
+
+/// Whether node 0's disk holds `data` at `path`.
+fn node0_holds(net: &Net, path: &str, data: &[u8]) -> bool {
+    net.nodes[0].host.data(path) == Some(data)
+}
+
+/// Node 0 holds the edit `data` of a conflict copy at `copy` under `version`, and is idle.
+fn assert_edit_kept(net: &Net, copy: &str, data: &[u8], version: &Version, why: &str) {
+    assert!(node0_holds(net, copy, data), "{why}");
+    let kept = net.nodes[0]
+        .replica
+        .record(copy)
+        .expect("the copy's record");
+    assert_eq!(&kept.entry.version, version);
+    assert!(net.nodes[0].replica.is_idle());
+}
+
+/// The conflict copy path of `p` for the edit `by` made at `counter`.
+fn copy_of_p(by: u64, counter: u64) -> String {
+    let loser = Record {
+        entry: FileEntry {
+            modified_by: by,
+            version: version_of(&[(by, counter)]),
+            ..synthetic("p", 1, 0)
+        },
+        deleted: false,
+    };
+    conflict::conflict_copy_path("p", &loser)
+}
+
 /// Seed 126,057 of the sweep: content Z by node B lost a conflict at `p`, and its copy was
 /// then edited (E). Later Z came back at `p` under a merged version (an edit-beats-delete
 /// merge elsewhere) and lost again, here, to the local version. Its copy path names the same
@@ -973,31 +1020,13 @@ fn inject_file(net: &mut Net, path: &str, data: &[u8], by: u64, version: Version
 fn a_losing_version_never_replaces_an_edit_of_its_conflict_copy() {
     let mut net = Net::new(3);
     let (z, e, l) = (bytes(3_000, 81), bytes(3_000, 82), bytes(3_000, 83));
-    // Node 0 holds each content in a file of its own: what it fetches is copied locally.
-    for (path, data) in [("srv/z", &z), ("srv/e", &e), ("srv/l", &l)] {
-        net.put(0, path, data.clone(), 10);
-    }
-    net.settle();
-    let (b, d, x, q) = (
-        0x0b00_0000_0000_0000_u64,
-        0x0d00_0000_0000_0000_u64,
-        0x0e00_0000_0000_0000_u64,
-        0x0f00_0000_0000_0000_u64,
-    );
-    let loser = Record {
-        entry: FileEntry {
-            modified_by: b,
-            version: version_of(&[(b, 9)]),
-            ..synthetic("p", 1, 0)
-        },
-        deleted: false,
-    };
-    let copy = conflict::conflict_copy_path("p", &loser);
+    serve_locally(&mut net, &[("srv/z", &z), ("srv/e", &e), ("srv/l", &l)]);
+    let [b, d, x, q] = COPY_CASE_NODES;
+    let copy = copy_of_p(b, 9);
     let edited = version_of(&[(b, 9), (x, 4)]);
     inject_file(&mut net, &copy, &e, x, edited.clone(), 300);
     inject_file(&mut net, "p", &l, q, version_of(&[(q, 3)]), 500);
-    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
-    assert!(holds(&net, &copy, &e));
+    assert!(node0_holds(&net, &copy, &e));
     inject_file(
         &mut net,
         "p",
@@ -1006,14 +1035,14 @@ fn a_losing_version_never_replaces_an_edit_of_its_conflict_copy() {
         version_of(&[(b, 9), (d, 7), (x, 5)]),
         100,
     );
-    assert!(holds(&net, "p", &l), "the local version stays");
-    assert!(holds(&net, &copy, &e), "the edit of the copy was replaced");
-    let kept = net.nodes[0]
-        .replica
-        .record(&copy)
-        .expect("the copy's record");
-    assert_eq!(kept.entry.version, edited);
-    assert!(net.nodes[0].replica.is_idle());
+    assert!(node0_holds(&net, "p", &l), "the local version stays");
+    assert_edit_kept(
+        &net,
+        &copy,
+        &e,
+        &edited,
+        "the edit of the copy was replaced",
+    );
 }
 
 /// The case the test above leaves: a node that never heard of the copy path (cut off from
@@ -1025,16 +1054,8 @@ fn a_losing_version_never_replaces_an_edit_of_its_conflict_copy() {
 fn a_copy_made_by_a_node_that_never_saw_it_yields_to_an_edit_of_it() {
     let mut net = Net::new(3);
     let (z, e, l) = (bytes(3_000, 84), bytes(3_000, 85), bytes(3_000, 86));
-    for (path, data) in [("srv/z", &z), ("srv/e", &e), ("srv/l", &l)] {
-        net.put(0, path, data.clone(), 10);
-    }
-    net.settle();
-    let (b, d, x, q) = (
-        0x0b00_0000_0000_0000_u64,
-        0x0d00_0000_0000_0000_u64,
-        0x0e00_0000_0000_0000_u64,
-        0x0f00_0000_0000_0000_u64,
-    );
+    serve_locally(&mut net, &[("srv/z", &z), ("srv/e", &e), ("srv/l", &l)]);
+    let [b, d, x, q] = COPY_CASE_NODES;
     inject_file(&mut net, "p", &l, q, version_of(&[(q, 3)]), 500);
     // Z at `p` under a merged version, losing to the local version: node 0 makes its copy.
     inject_file(
@@ -1045,28 +1066,13 @@ fn a_copy_made_by_a_node_that_never_saw_it_yields_to_an_edit_of_it() {
         version_of(&[(b, 9), (d, 7), (x, 5)]),
         100,
     );
-    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
-    let loser = Record {
-        entry: FileEntry {
-            modified_by: b,
-            version: version_of(&[(b, 9)]),
-            ..synthetic("p", 1, 0)
-        },
-        deleted: false,
-    };
-    let copy = conflict::conflict_copy_path("p", &loser);
-    assert!(holds(&net, "p", &l), "the local version stays");
-    assert!(holds(&net, &copy, &z), "the loser went to its copy");
+    let copy = copy_of_p(b, 9);
+    assert!(node0_holds(&net, "p", &l), "the local version stays");
+    assert!(node0_holds(&net, &copy, &z), "the loser went to its copy");
     // The edit of the copy, made elsewhere after seeing the first copy of Z.
     let edited = version_of(&[(b, 9), (x, 4)]);
     inject_file(&mut net, &copy, &e, x, edited.clone(), 300);
-    assert!(holds(&net, &copy, &e), "the edit of the copy was refused");
-    let kept = net.nodes[0]
-        .replica
-        .record(&copy)
-        .expect("the copy's record");
-    assert_eq!(kept.entry.version, edited);
-    assert!(net.nodes[0].replica.is_idle());
+    assert_edit_kept(&net, &copy, &e, &edited, "the edit of the copy was refused");
 }
 
 /// Seed 868 of 12 nodes on a line: two edits of `p` by one author in one millisecond, the
@@ -1078,10 +1084,7 @@ fn a_copy_made_by_a_node_that_never_saw_it_yields_to_an_edit_of_it() {
 fn an_authors_later_edit_wins_over_its_earlier_one_in_the_same_millisecond() {
     let mut net = Net::new(3);
     let (early, late) = (bytes(3_000, 87), bytes(3_000, 88));
-    for (path, data) in [("srv/early", &early), ("srv/late", &late)] {
-        net.put(0, path, data.clone(), 10);
-    }
-    net.settle();
+    serve_locally(&mut net, &[("srv/early", &early), ("srv/late", &late)]);
     let (y, x, f) = (
         0x0a00_0000_0000_0000_u64,
         0x0c00_0000_0000_0000_u64,
@@ -1103,21 +1106,14 @@ fn an_authors_later_edit_wins_over_its_earlier_one_in_the_same_millisecond() {
         version_of(&[(y, 27), (f, 36)]),
         100,
     );
-    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
-    assert!(holds(&net, "p", &late), "the earlier edit kept the path");
+    assert!(
+        node0_holds(&net, "p", &late),
+        "the earlier edit kept the path"
+    );
     let kept = net.nodes[0].replica.record("p").expect("p's record");
     assert_eq!(kept.entry.version.get(f), 36, "{:?}", kept.entry.version);
-    let loser = Record {
-        entry: FileEntry {
-            modified_by: f,
-            version: version_of(&[(f, 34)]),
-            ..synthetic("p", 1, 0)
-        },
-        deleted: false,
-    };
-    let copy = conflict::conflict_copy_path("p", &loser);
     assert!(
-        holds(&net, &copy, &early),
+        node0_holds(&net, &copy_of_p(f, 34), &early),
         "the earlier edit went to its copy"
     );
     assert!(net.nodes[0].replica.is_idle());
@@ -1143,9 +1139,8 @@ fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
         "doc.conflict-{:08x}-1.txt",
         short_id(&net.nodes[0].id) >> 32
     );
-    let holds = |net: &Net, path: &str, data: &[u8]| net.nodes[0].host.data(path) == Some(data);
     assert!(
-        holds(&net, "doc.txt", &a),
+        node0_holds(&net, "doc.txt", &a),
         "node 0's own file left its path"
     );
     assert!(net.nodes[0].host.data(&copy).is_none());
@@ -1161,8 +1156,11 @@ fn a_losing_file_stays_at_its_path_until_the_winner_is_fetched() {
     net.unlink(1, 2);
     net.link(0, 2);
     net.settle();
-    assert!(holds(&net, "doc.txt", &b), "node 0 did not take the winner");
-    assert!(holds(&net, &copy, &a), "node 0 lost its own version");
+    assert!(
+        node0_holds(&net, "doc.txt", &b),
+        "node 0 did not take the winner"
+    );
+    assert!(node0_holds(&net, &copy, &a), "node 0 lost its own version");
     assert_eq!(net.records(0), net.records(2));
 }
 

@@ -88,6 +88,15 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// Every shape, in `--topology`'s order.
+    pub const ALL: [Shape; 5] = [
+        Shape::Regular,
+        Shape::Random,
+        Shape::Ring,
+        Shape::Line,
+        Shape::Star,
+    ];
+
     /// Parses a shape name.
     pub fn parse(s: &str) -> Result<Shape, String> {
         Ok(match s {

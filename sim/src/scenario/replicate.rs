@@ -726,14 +726,7 @@ pub fn sweep_params_large(seed: u64) -> ReplicateParams {
     let nodes = r.between(8, 16) as u32;
     let ops = r.between(100, 300) as u32;
     let mut p = ReplicateParams::new(nodes, seed, ops);
-    let shapes = [
-        Shape::Regular,
-        Shape::Random,
-        Shape::Ring,
-        Shape::Line,
-        Shape::Star,
-    ];
-    p.shape = shapes[r.below(shapes.len() as u64) as usize];
+    p.shape = Shape::ALL[r.below(Shape::ALL.len() as u64) as usize];
     if p.shape.uses_degree() {
         p.degree = 3;
     }
