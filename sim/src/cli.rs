@@ -528,18 +528,14 @@ pub fn run(args: SimArgs) -> ExitCode {
                  no links"
                     .into(),
             ),
-            P::Replicate(ReplicateSweepArgs {
-                large: false,
-                sweep: a,
-            }) => sweep(a, "replicate", |s| {
-                replicate::run(&replicate::sweep_params(s))
-            }),
-            P::Replicate(ReplicateSweepArgs {
-                large: true,
-                sweep: a,
-            }) => sweep(a, "replicate", |s| {
-                replicate::run(&replicate::sweep_params_large(s))
-            }),
+            P::Replicate(ReplicateSweepArgs { large, sweep: a }) => {
+                let params = if large {
+                    replicate::sweep_params_large
+                } else {
+                    replicate::sweep_params
+                };
+                sweep(a, "replicate", move |s| replicate::run(&params(s)))
+            }
             P::Drops(a) if a.plaintext_sim_only => Err(
                 "--plaintext-sim-only: drops sweeps always run plaintext links (the forger \
                  writes its frames into them as they are)"

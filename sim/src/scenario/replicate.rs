@@ -354,12 +354,16 @@ impl Scenario for ReplicateReport {
     }
 }
 
+/// The links of the network a run of `p` builds, derived from its seed.
+fn edges(p: &ReplicateParams) -> Vec<(u32, u32)> {
+    let mut rng = SimRng::child(p.seed, "replicate topology", 0);
+    topology::edges(&p.shape.topology(p.degree), p.nodes.max(1), &mut rng)
+}
+
 /// The network a run of `p` builds.
 pub fn network(p: &ReplicateParams, plan: &FaultPlan) -> ReplicaNet {
     let n = p.nodes.max(1);
-    let mut rng = SimRng::child(p.seed, "replicate topology", 0);
-    let edges = topology::edges(&p.shape.topology(p.degree), n, &mut rng);
-    let mut config = ReplicaNetConfig::new(p.seed, n as usize, edges);
+    let mut config = ReplicaNetConfig::new(p.seed, n as usize, edges(p));
     config.latency_us = plan.latency_us;
     config.corrupt_peer = p.corrupt_peer.then_some(n as usize - 1);
     ReplicaNet::new(config)
@@ -374,8 +378,7 @@ pub fn corrupt_peer_cuts(p: &ReplicateParams) -> bool {
     if !p.corrupt_peer || n < 3 {
         return false;
     }
-    let mut rng = SimRng::child(p.seed, "replicate topology", 0);
-    let honest: Vec<(u32, u32)> = topology::edges(&p.shape.topology(p.degree), n, &mut rng)
+    let honest: Vec<(u32, u32)> = edges(p)
         .into_iter()
         .filter(|&(a, b)| a != n - 1 && b != n - 1)
         .collect();
