@@ -9,7 +9,6 @@
 mod announce;
 pub mod blocks;
 mod conflict;
-mod fetch;
 mod gate;
 mod index;
 pub mod paths;

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use smallvec::{smallvec, SmallVec};
 use weft_protocol::{BlockHash, HereIs, IWant, NodeId, ReplicaMessage, HEREIS_DATA_BYTES_MAX};
 
-use super::index::HOLDERS_MAX;
-use super::plan::BlockState;
-use super::replica::{Peer, Purpose, Replica};
-use super::types::{
+use super::{Peer, Purpose, Replica};
+use crate::replicate::index::HOLDERS_MAX;
+use crate::replicate::plan::BlockState;
+use crate::replicate::types::{
     Expect, Recipient, ReplicaEvent, ReplicaFault, StorageRequest, StorageResult, TempId,
 };
 use crate::time::Instant;
@@ -623,7 +623,7 @@ impl Replica {
         for h in hashes {
             if self.inflight.get(h).is_some_and(|f| f.peer == from) {
                 self.drop_request(h, false);
-                if self.not_found.len() >= super::replica::NOT_FOUND_MAX {
+                if self.not_found.len() >= super::NOT_FOUND_MAX {
                     self.not_found.clear();
                 }
                 self.not_found.entry(*h).or_default().insert(from);

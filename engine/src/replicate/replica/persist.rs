@@ -1,0 +1,150 @@
+//! The folder's state in the host's store: loaded once at the start (the numbering jumped
+//! past anything given before a crash), persisted after `persist_delay` once it changes.
+
+use bytes::Bytes;
+use rand_chacha::rand_core::RngCore;
+
+use super::{Purpose, Replica, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP};
+use crate::replicate::state::{PersistedState, STATE_FORMAT};
+use crate::replicate::types::{Record, ReplicaEvent, StorageRequest, StorageResult};
+use crate::time::{Duration, Instant};
+
+impl Replica {
+    pub(super) fn on_loaded(&mut self, result: StorageResult) {
+        let state = match result {
+            StorageResult::Loaded(Some(b)) => PersistedState::decode(&b),
+            StorageResult::Loaded(None) => None,
+            _ => {
+                self.load_retry_at = Some(self.now + Duration::from_secs(1));
+                return;
+            }
+        };
+        match state {
+            Some(s) => {
+                self.index_id = s.index_id;
+                self.next_temp = s.next_temp.max(1);
+                for (entry, deleted, moved) in s.records {
+                    self.counter_high = self.counter_high.max(entry.version.get(self.me));
+                    self.index.restore(Record { entry, deleted }, moved);
+                }
+                for (id, index_id, seen) in s.peers {
+                    let p = self.peers.entry(id).or_default();
+                    p.index_id = index_id;
+                    p.seen = seen;
+                }
+                for (path, mut a) in s.applies {
+                    if let Some(f) = a.fetch.as_mut() {
+                        f.settle();
+                        self.next_temp = self.next_temp.max(f.temp.0 + 1);
+                        self.temps.insert(f.temp, path.clone());
+                    }
+                    for l in &a.locks {
+                        self.locks.insert(l.clone(), path.clone());
+                    }
+                    if let Some(t) = a.retry_at {
+                        self.retries.insert((t, path.clone()));
+                    }
+                    self.applies.insert(path, a);
+                }
+                self.deferred = s.deferred.into_iter().collect();
+                self.counter_high = self
+                    .counter_high
+                    .max(s.counter_high)
+                    .saturating_add(COUNTER_RESTART_GAP);
+                // Changes made after the last persist may have been announced with sequence
+                // numbers the restored index would give again; peers that saw them would
+                // skip the new changes. New changes start far above anything given before.
+                let restored = s.sequence.max(self.index.sequence());
+                self.index
+                    .skip_to(restored.saturating_add(SEQUENCE_RESTART_GAP));
+                self.mark_dirty();
+            }
+            None => {
+                self.index_id = self.rng.next_u64().max(1);
+                self.mark_dirty();
+            }
+        }
+        self.ready = true;
+        self.event(ReplicaEvent::Ready);
+        for peer in self.linked_peers() {
+            self.send_list(peer);
+        }
+        for change in core::mem::take(&mut self.early_local) {
+            self.handle_local(self.now, change);
+        }
+        let paths: Vec<String> = self.applies.keys().cloned().collect();
+        for p in paths {
+            self.advance(&p);
+        }
+        // Deferred records whose path is free (its apply was not persisted, or has ended).
+        let deferred: Vec<String> = self.deferred.keys().cloned().collect();
+        for p in deferred {
+            self.redo_deferred(&p);
+        }
+        // Nothing is announced until the state is persisted with the numbering jumped: a
+        // crash before that would restore the same numbering and jump to the same numbers
+        // again, and peers that saw this life's changes would skip the next life's.
+        self.persist_at = None;
+        if !self.persist_outstanding {
+            self.persist();
+        }
+        self.fetch_dirty = true;
+    }
+
+    /// The node is shutting down: a change not yet persisted is persisted now rather than
+    /// after `persist_delay` (a node stopped just after an apply would otherwise find the
+    /// applied file at its next start as a local change of its own, a conflict).
+    pub fn persist_now(&mut self, now: Instant) {
+        self.now = now;
+        if self.ready && self.persist_dirty && !self.persist_outstanding {
+            self.persist_at = None;
+            self.persist();
+        }
+    }
+
+    pub(super) fn persist(&mut self) {
+        self.persist_dirty = false;
+        let state = PersistedState {
+            format: STATE_FORMAT,
+            index_id: self.index_id,
+            sequence: self.index.sequence(),
+            next_temp: self.next_temp,
+            counter_high: self.counter_high,
+            records: self
+                .index
+                .since(0)
+                .map(|(r, m)| (r.entry.clone(), r.deleted, m.cloned()))
+                .collect(),
+            peers: self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.index_id != 0)
+                .map(|(id, p)| (*id, p.index_id, p.seen))
+                .collect(),
+            applies: self
+                .applies
+                .iter()
+                .map(|(p, a)| (p.clone(), a.clone()))
+                .collect(),
+            deferred: self
+                .deferred
+                .iter()
+                .map(|(p, list)| (p.clone(), list.clone()))
+                .collect(),
+        };
+        self.persist_outstanding = true;
+        let bytes = Bytes::from(state.encode());
+        self.request(Purpose::Persist, StorageRequest::PersistState { bytes });
+    }
+
+    /// The state changed: persist it after `persist_delay`.
+    pub(super) fn mark_dirty(&mut self) {
+        if !self.ready {
+            return;
+        }
+        self.persist_dirty = true;
+        if self.persist_at.is_none() && !self.persist_outstanding {
+            self.persist_at = Some(self.now + self.config.persist_delay);
+        }
+    }
+}
