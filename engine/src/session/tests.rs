@@ -5,6 +5,7 @@ use bytes::Bytes;
 use weft_protocol::{ChordMessage, Code, Family, Frame, FrameDecoder, Message};
 
 use super::*;
+use crate::io::{Event, HostResult};
 use crate::machine::{Class, Outgoing, Recipients};
 use crate::time::Duration;
 
