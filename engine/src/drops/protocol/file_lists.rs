@@ -1,0 +1,215 @@
+//! File lists (SPEC.md §24.3): the folder moved to the current head once its list is
+//! fetched (batch by batch, checked against the version's root) and verified; lists served
+//! to peers, and a holder that lacks one replaced by another.
+
+use std::collections::BTreeSet;
+
+use weft_protocol::{
+    DropFiles, DropGetFiles, DropId, DropMessage, DropNotFound, NodeId, RootHasher, VersionId,
+    DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX,
+};
+
+use super::{Assembly, DropsProtocol, DROP_SYNC_INTERVAL};
+use crate::drops::{check_paths, DropsEventKind};
+use crate::machine::PeerFault;
+
+impl DropsProtocol {
+    /// Moves the folder to the current head once its file list is verified; asks for the
+    /// list (of `prefer`, else another holder) when it is not.
+    pub(super) fn update_shown(&mut self, drop: DropId, prefer: Option<NodeId>) {
+        let now = self.now;
+        let linked = self.linked.clone();
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return;
+        };
+        let Some((current, m)) = held.chain.current() else {
+            return;
+        };
+        let counter = m.counter;
+        // Lists of versions that are no longer heads are not kept.
+        let heads: BTreeSet<VersionId> = held.chain.heads().copied().collect();
+        held.files.retain(|v, _| heads.contains(v));
+        if held.files.contains_key(&current) {
+            held.assembly = None;
+            if held.shown != Some(current) {
+                held.shown = Some(current);
+                let branches = heads.len();
+                // A peer that asked for this list before it was held here (and heard
+                // NOTFOUND) takes this node as a holder again and asks it now, not at its
+                // next sync.
+                let subscribers: Vec<NodeId> = held
+                    .subscribers
+                    .iter()
+                    .copied()
+                    .filter(|s| linked.contains(s))
+                    .collect();
+                let heads_message = self.heads_of(&drop);
+                for s in subscribers {
+                    self.send(s, DropMessage::Heads(heads_message.clone()));
+                }
+                self.set_gate(drop);
+                self.event(
+                    drop,
+                    DropsEventKind::Current {
+                        version: current,
+                        counter,
+                        branches,
+                    },
+                );
+                self.store();
+            }
+            return;
+        }
+        let fresh = |a: &Assembly| a.asked_at + DROP_SYNC_INTERVAL > now;
+        if held
+            .assembly
+            .as_ref()
+            .is_some_and(|a| a.version == current && fresh(a))
+        {
+            return;
+        }
+        // A stale assembly's peer is tried last.
+        let stale = held.assembly.take().map(|a| a.peer);
+        let peer = prefer
+            .filter(|p| linked.contains(p) && Some(*p) != stale)
+            .or_else(|| {
+                held.holders
+                    .iter()
+                    .find(|h| linked.contains(h) && Some(**h) != stale)
+                    .copied()
+            })
+            .or_else(|| stale.filter(|p| linked.contains(p)));
+        let Some(peer) = peer else {
+            held.assembly = None;
+            return;
+        };
+        held.assembly = Some(Assembly {
+            version: current,
+            peer,
+            asked_at: now,
+            hasher: RootHasher::new(),
+            files: Vec::new(),
+        });
+        self.send(
+            peer,
+            DropMessage::GetFiles(DropGetFiles {
+                drop,
+                version: current,
+                from: 0,
+            }),
+        );
+    }
+
+    /// A batch of a file list from `peer`.
+    pub(super) fn on_files(&mut self, peer: NodeId, m: DropFiles) -> Result<(), PeerFault> {
+        let drop = m.drop;
+        let Some(held) = self.drops.get_mut(&drop) else {
+            return Ok(());
+        };
+        let Some(a) = held.assembly.as_mut() else {
+            return Ok(());
+        };
+        if a.peer != peer || a.version != m.version || a.files.len() != m.from as usize {
+            return Ok(());
+        }
+        let Some(manifest) = held.chain.get(&a.version) else {
+            held.assembly = None;
+            return Ok(());
+        };
+        let total = manifest.files as usize;
+        // §22.3's path rules first: a list with one path they refuse is refused whole.
+        let result = if m.files.is_empty() && a.files.len() < total {
+            Err(weft_protocol::DropError::RootMismatch)
+        } else {
+            check_paths(&m.files).and_then(|()| a.hasher.push_batch(&m.files))
+        };
+        if let Err(error) = result {
+            held.assembly = None;
+            held.holders.remove(&peer);
+            self.metrics.file_lists_refused += 1;
+            if matches!(error, weft_protocol::DropError::BadPath { .. }) {
+                self.metrics.file_lists_bad_path += 1;
+            }
+            self.event(drop, DropsEventKind::FilesRefused { peer, error });
+            return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
+        }
+        a.files.extend(m.files);
+        if a.files.len() < total {
+            let from = a.files.len() as u32;
+            let version = a.version;
+            self.send(
+                peer,
+                DropMessage::GetFiles(DropGetFiles {
+                    drop,
+                    version,
+                    from,
+                }),
+            );
+            return Ok(());
+        }
+        let Some(a) = held.assembly.take() else {
+            return Ok(());
+        };
+        if let Err(error) = a.hasher.finish(manifest) {
+            held.holders.remove(&peer);
+            self.metrics.file_lists_refused += 1;
+            self.event(drop, DropsEventKind::FilesRefused { peer, error });
+            return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
+        }
+        held.files.insert(a.version, a.files);
+        self.update_shown(drop, Some(peer));
+        Ok(())
+    }
+
+    /// DROP_FILES for a held list, from `from`: as many files as fit a batch.
+    pub(super) fn serve_files(&mut self, peer: NodeId, m: DropGetFiles) {
+        let files = self
+            .drops
+            .get(&m.drop)
+            .and_then(|h| h.files.get(&m.version))
+            .map(|list| {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                for f in list.iter().skip(m.from as usize) {
+                    let len = f.encoded_len();
+                    if batch.len() == DROP_FILES_BATCH_MAX
+                        || (!batch.is_empty() && bytes + len > DROP_FILES_BATCH_BYTES_MAX)
+                    {
+                        break;
+                    }
+                    bytes += len;
+                    batch.push(f.clone());
+                }
+                batch
+            });
+        let message = match files {
+            Some(files) => DropMessage::Files(DropFiles {
+                drop: m.drop,
+                version: m.version,
+                from: m.from,
+                files,
+            }),
+            None => DropMessage::NotFound(DropNotFound {
+                drop: m.drop,
+                version: m.version,
+            }),
+        };
+        self.send(peer, message);
+    }
+
+    /// The holder a file list was asked of lacks it: another is asked.
+    pub(super) fn on_not_found(&mut self, peer: NodeId, m: DropNotFound) {
+        let Some(held) = self.drops.get_mut(&m.drop) else {
+            return;
+        };
+        if held
+            .assembly
+            .as_ref()
+            .is_some_and(|a| a.peer == peer && a.version == m.version)
+        {
+            held.assembly = None;
+            held.holders.remove(&peer);
+            self.update_shown(m.drop, None);
+        }
+    }
+}

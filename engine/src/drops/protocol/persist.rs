@@ -1,0 +1,112 @@
+//! The drops' state blob: held drops stored with the host after a change, and restored at
+//! the start (every version checked again, parents first).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::{DropsProtocol, Held, Stored, LOAD, STATE_FORMAT, STORE};
+use crate::drops::{Chain, DROPS_MAX, DROPS_STATE_NAME};
+use crate::io::{HostRequest, HostResult};
+use crate::machine::ProtocolOutput;
+
+impl DropsProtocol {
+    /// Hands the drops to the host, unless a store is under way (then once it is done).
+    pub(super) fn store(&mut self) {
+        if !self.persist.loaded {
+            return;
+        }
+        if self.persist.outstanding {
+            self.persist.dirty = true;
+            return;
+        }
+        let stored: Vec<Stored> = self
+            .drops
+            .iter()
+            .map(|(drop, h)| Stored {
+                drop: *drop,
+                created: h.created,
+                versions: h.chain.versions().cloned().collect(),
+                shown: h
+                    .shown
+                    .and_then(|v| h.files.get(&v).map(|list| (v, list.clone()))),
+            })
+            .collect();
+        // Ids, integers, strings and sequences: nothing here can fail to encode.
+        let bytes = postcard::to_allocvec(&(STATE_FORMAT, stored)).expect("the drops encode");
+        self.persist.outstanding = true;
+        self.persist.dirty = false;
+        self.outputs.push_back(ProtocolOutput::Request {
+            token: STORE,
+            request: HostRequest::StoreState {
+                name: DROPS_STATE_NAME.into(),
+                bytes: Bytes::from(bytes),
+            },
+        });
+    }
+
+    /// The stored drops, back: each chain rebuilt (every version checked again, parents
+    /// first), its folder added with the gate of the version it showed.
+    pub(super) fn restore(&mut self, blob: &[u8]) {
+        let Ok((format, stored)) = postcard::from_bytes::<(u32, Vec<Stored>)>(blob) else {
+            self.metrics.state_failures += 1;
+            return;
+        };
+        if format != STATE_FORMAT {
+            self.metrics.state_failures += 1;
+            return;
+        }
+        for s in stored.into_iter().take(DROPS_MAX) {
+            let mut chain = Chain::new(s.drop);
+            let mut versions = s.versions;
+            versions.sort_by_key(|m| m.counter);
+            for m in versions {
+                let _ = chain.offer(m);
+            }
+            let mut files = BTreeMap::new();
+            let mut shown = None;
+            if let Some((v, list)) = s.shown {
+                if chain.get(&v).is_some() {
+                    files.insert(v, list);
+                    shown = Some(v);
+                }
+            }
+            let mut held = Held::new(s.drop, s.created);
+            held.chain = chain;
+            held.files = files;
+            held.shown = shown;
+            if s.created.is_some() || !held.chain.is_empty() {
+                // Held across the restart: announced again at once.
+                self.tracker.mark_due(s.drop);
+            }
+            self.drops.insert(s.drop, held);
+            self.add_folder(s.drop);
+            self.update_shown(s.drop, None);
+        }
+    }
+
+    /// The host finished a request: the stored drops loaded, or a store done.
+    pub(super) fn on_completed(&mut self, token: u64, result: HostResult) {
+        match (token, result) {
+            (LOAD, result) => {
+                self.persist.loaded = true;
+                match result {
+                    HostResult::Loaded(Some(blob)) => self.restore(&blob),
+                    HostResult::Loaded(None) => {}
+                    _ => self.metrics.state_failures += 1,
+                }
+            }
+            (STORE, result) => {
+                self.persist.outstanding = false;
+                // A failed store is tried again with the next change, not at once (a host
+                // that fails every store would be asked without end).
+                if !matches!(result, HostResult::Stored) {
+                    self.metrics.state_failures += 1;
+                } else if self.persist.dirty {
+                    self.store();
+                }
+            }
+            _ => self.metrics.state_failures += 1,
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The drops protocol over a session with no link: announcing held drops, looking up
+//! holders, file lists checked, heads told to subscribers.
+
+use bytes::Bytes;
+use weft_protocol::{
+    holders_key, node_key_key, DropError, DropFiles, DropGetFiles, DropOwners, HolderRecord,
+    ManifestFields, PathRefusal, Signature, HOLDER_LIFETIME,
+};
+
+use super::*;
+use crate::chord::{ChordCommand, ChordError, ChordItem, ChordRequest, ChordResult};
+use crate::session::Session;
+
+const WALL_MS: u64 = 1_800_000_000_000;
+const OWNER: [u8; 32] = [0x0a; 32];
+const NONCE: [u8; 16] = [3; 16];
+
+/// A drops protocol over a session that holds no link: `wall`, its wall clock if any;
+/// `addr`, its listen address. Its stored drops are loaded (none).
+struct Harness {
+    session: Session,
+    drops: DropsProtocol,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(wall: Option<u64>, addr: &str) -> Harness {
+        let mut config = Config::from_seed("test-net", 1);
+        config.listen_addr = Some(addr.into());
+        let me = Identity::from_secret(&config.secret_key).node_id();
+        let mut session = Session::new(&config, 0, [0; 32]);
+        let now = Instant(1_000_000_000);
+        if let Some(w) = wall {
+            session.set_wall_clock(w, now);
+        }
+        let drops = DropsProtocol::new(&config, me, [1; 32], true);
+        let mut h = Harness {
+            session,
+            drops,
+            now,
+        };
+        let cx = Context {
+            session: &h.session,
+        };
+        h.drops.handle_timeout(now, &cx);
+        h.drops
+            .handle_completed(now, &cx, LOAD, HostResult::Loaded(None));
+        h.outputs();
+        h
+    }
+
+    fn outputs(&mut self) -> Vec<ProtocolOutput<DropsEvent>> {
+        core::iter::from_fn(|| self.drops.poll_output()).collect()
+    }
+
+    fn command(&mut self, command: DropsCommand) {
+        let cx = Context {
+            session: &self.session,
+        };
+        self.drops
+            .handle_command(self.now, &cx, command)
+            .expect("a command drops take");
+    }
+
+    fn answer(&mut self, request: u64, result: Result<ChordResult, ChordError>) {
+        let cx = Context {
+            session: &self.session,
+        };
+        self.drops
+            .handle_chord_answer(self.now, &cx, request, result);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+        let cx = Context {
+            session: &self.session,
+        };
+        self.drops.handle_timeout(self.now, &cx);
+    }
+
+    fn message(&mut self, from: &Peer, message: DropMessage) -> Result<(), PeerFault> {
+        let message = Message::Drop(message);
+        let frame = Frame::build(message.code(), &message.encode_payload(), false);
+        let cx = Context {
+            session: &self.session,
+        };
+        self.drops.handle_message(self.now, &cx, from, frame)
+    }
+
+    fn link(&mut self, peer: &Peer) {
+        let cx = Context {
+            session: &self.session,
+        };
+        let up = LinkNotice::Up {
+            peer,
+            replaced: false,
+        };
+        self.drops.handle_link(self.now, &cx, up);
+    }
+}
+
+/// The Chord requests among `outputs`.
+fn chord_commands(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<ChordCommand> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ProtocolOutput::Command(Command::Chord(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dials(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<(NodeId, String)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ProtocolOutput::Dial { node, addr } => Some((*node, addr.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn owner_drop() -> DropId {
+    DropId::derive(&Identity::from_secret(&OWNER).public_key(), &NONCE)
+}
+
+fn record(signer: &Identity, drop: DropId, expires: u64) -> HolderRecord {
+    HolderRecord::sign(
+        drop.0,
+        &signer.public_key(),
+        format!("addr-{}", signer.node_id()),
+        expires,
+        |m| signer.sign(m),
+    )
+}
+
+fn item(writer: &Identity, r: &HolderRecord) -> ChordItem {
+    ChordItem {
+        writer: writer.public_key(),
+        value: Bytes::from(r.encode()),
+    }
+}
+
+#[test]
+fn a_created_drop_is_announced_with_the_key_record_and_again_every_reannounce() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    let out = h.outputs();
+    let puts = chord_commands(&out);
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    let ChordRequest::Put {
+        key,
+        value,
+        lifetime_ms,
+    } = &puts[0].op
+    else {
+        panic!("{puts:?}");
+    };
+    let drop = *h.drops.drop_ids().next().expect("a drop");
+    assert_eq!(*key, holders_key(&drop.0));
+    assert_eq!(*lifetime_ms, Some(HOLDER_LIFETIME.as_millis() as u64));
+    let r = HolderRecord::decode(value).expect("a holder record");
+    let me = h.drops.identity.clone();
+    assert!(r.verify(&me.public_key()));
+    assert_eq!(r.addr, "192.0.2.7:7000");
+    assert_eq!(r.expires_unix_ms, WALL_MS + 300_000);
+    assert!(matches!(
+        &puts[1].op,
+        ChordRequest::Put { key, value, .. }
+            if *key == node_key_key(&me.node_id()) && value[..] == me.public_key().0[..]
+    ));
+    for p in &puts {
+        h.answer(
+            p.request,
+            Ok(ChordResult::Put {
+                replicas: 5,
+                nodes: 3,
+                of: 3,
+            }),
+        );
+    }
+    // Nothing more until the re-announcement, 150 s on.
+    h.advance(DROP_SYNC_INTERVAL);
+    assert!(chord_commands(&h.outputs()).is_empty());
+    h.advance(REANNOUNCE);
+    assert_eq!(chord_commands(&h.outputs()).len(), 2);
+    assert_eq!(h.drops.metrics().tracker_announces, 2);
+    assert_eq!(h.drops.tracker_of(&drop).map(|t| t.announces), Some(2));
+}
+
+#[test]
+fn no_announcement_without_a_wall_clock_or_a_dialable_address() {
+    let mut h = Harness::new(None, "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    assert!(chord_commands(&h.outputs()).is_empty());
+    assert_eq!(h.drops.metrics().tracker_announces_skipped, 1);
+    // The wall clock comes: the next sync announces.
+    h.session.set_wall_clock(WALL_MS, h.now);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(chord_commands(&h.outputs()).len(), 2);
+    assert_eq!(h.drops.metrics().tracker_announces, 1);
+
+    let mut h = Harness::new(Some(WALL_MS), "0.0.0.0:7000");
+    h.command(DropsCommand::Create);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert!(chord_commands(&h.outputs()).is_empty());
+    assert_eq!(
+        h.drops.metrics().tracker_announces_skipped,
+        1,
+        "not retried"
+    );
+}
+
+#[test]
+fn a_lookup_dials_valid_holders_only_and_is_made_again_while_none_is_linked() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    let gets = chord_commands(&h.outputs());
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        gets[0].op,
+        ChordRequest::Get {
+            key: holders_key(&drop.0)
+        }
+    );
+    let a = Identity::from_secret(&[0x21; 32]);
+    let b = Identity::from_secret(&[0x22; 32]);
+    let later = WALL_MS + 200_000;
+    let good = record(&a, drop, later);
+    let mut forged = record(&b, drop, later);
+    forged.signature = Signature([1; 64]);
+    let values = vec![
+        item(&a, &good),
+        item(&b, &forged),
+        // a's record put by b.
+        item(&b, &good),
+        item(&b, &record(&b, drop, WALL_MS - 1)),
+        item(&b, &record(&b, DropId([9; 32]), later)),
+    ];
+    h.answer(gets[0].request, Ok(ChordResult::Get { values }));
+    let out = h.outputs();
+    assert_eq!(dials(&out), vec![(a.node_id(), good.addr.clone())]);
+    let m = h.drops.metrics();
+    assert_eq!(
+        (m.tracker_records_refused, m.tracker_holders_dialed),
+        (4, 1)
+    );
+    assert_eq!(
+        h.drops.tracker_of(&drop),
+        Some(DropTracker {
+            announces: 0,
+            lookups: 1,
+            holders_found: 1,
+            holders_dialed: 1,
+        })
+    );
+    // No version and no holder linked: the next sync looks again; the answer's end is
+    // awaited first (one lookup per drop at a time).
+    h.advance(DROP_SYNC_INTERVAL);
+    let again = chord_commands(&h.outputs());
+    assert_eq!(again.len(), 1);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert!(chord_commands(&h.outputs()).is_empty(), "one at a time");
+    h.answer(again[0].request, Err(ChordError::Timeout));
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(chord_commands(&h.outputs()).len(), 1);
+}
+
+/// A version of the owner's drop listing `files`, signed by the owner.
+fn version_of(files: &[DropFile]) -> DropManifest {
+    let owner = Identity::from_secret(&OWNER);
+    let mut hasher = RootHasher::new();
+    hasher.push_batch(files).expect("in order");
+    let fields = ManifestFields {
+        drop: owner_drop(),
+        nonce: NONCE,
+        counter: 1,
+        parents: Vec::new(),
+        owners: DropOwners {
+            primary: owner.public_key(),
+            secondary: Vec::new(),
+        },
+        root: hasher.root(),
+        files: hasher.files(),
+        bytes: hasher.bytes(),
+    };
+    DropManifest::sign(fields, &OWNER)
+}
+
+fn file(path: &str, kind: FileKind, target: Option<&str>) -> DropFile {
+    DropFile {
+        path: path.into(),
+        kind,
+        mode: 6,
+        size: 0,
+        target: target.map(str::to_owned),
+        blocks: Vec::new(),
+    }
+}
+
+#[test]
+fn a_file_list_with_a_path_the_replication_rules_refuse_is_refused_whole() {
+    let cases = [
+        (
+            vec![file("../escape", FileKind::File, None)],
+            PathRefusal::DotComponent,
+        ),
+        (
+            vec![file("/etc/passwd", FileKind::File, None)],
+            PathRefusal::NotRelative,
+        ),
+        (
+            vec![
+                file(".weft/marker", FileKind::File, None),
+                file("ok", FileKind::File, None),
+            ],
+            PathRefusal::Reserved,
+        ),
+        (
+            vec![file("a/link", FileKind::Symlink, Some("../../out"))],
+            PathRefusal::SymlinkEscapes,
+        ),
+    ];
+    let owner = Identity::from_secret(&OWNER);
+    let peer = Peer {
+        node: owner.node_id(),
+        incarnation: 1,
+        listen_addr: None,
+        families: u32::MAX,
+        dialer_nonce: [0; 32],
+        public_key: owner.public_key(),
+    };
+    for (files, refusal) in cases {
+        let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+        let drop = owner_drop();
+        h.command(DropsCommand::Subscribe { drop });
+        h.link(&peer);
+        let v = version_of(&files);
+        let version = v.version_id();
+        h.message(&peer, DropMessage::Version(Box::new(v)))
+            .expect("a valid version");
+        let out = h.outputs();
+        assert!(out.iter().any(|o| matches!(
+            o,
+            ProtocolOutput::Send { message, .. } if message.code == Code::DROP_GET_FILES
+        )));
+        let files = DropFiles {
+            drop,
+            version,
+            from: 0,
+            files,
+        };
+        let fault = h.message(&peer, DropMessage::Files(files));
+        assert!(fault.is_err(), "{refusal:?}");
+        let refused = h.outputs().into_iter().find_map(|o| match o {
+            ProtocolOutput::Event(DropsEvent {
+                kind: DropsEventKind::FilesRefused { error, .. },
+                ..
+            }) => Some(error),
+            _ => None,
+        });
+        assert!(
+            matches!(refused, Some(DropError::BadPath { refusal: r, .. }) if r == refusal),
+            "{refused:?}"
+        );
+        assert_eq!(h.drops.shown(&drop), None);
+        let m = h.drops.metrics();
+        assert_eq!((m.file_lists_refused, m.file_lists_bad_path), (1, 1));
+    }
+}
+
+#[test]
+fn an_owner_cannot_publish_a_list_with_a_refused_path() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    let drop = *h.drops.drop_ids().next().expect("a drop");
+    let cx = Context {
+        session: &h.session,
+    };
+    let files = vec![file("../x", FileKind::File, None)];
+    let refused = h.drops.publish(h.now, &cx, drop, None, Some(files));
+    assert!(matches!(
+        refused,
+        Err(DropsRefusal::Invalid(_, DropError::BadPath { .. }))
+    ));
+}
+
+/// A peer that asked for a file list before this node held it (and heard NOTFOUND) hears
+/// this node's heads as soon as the folder shows that version, and so asks it again at
+/// once: along a chain of subscribers, each hop no longer waits for a sync to learn the
+/// list is there (a 3,000-seed drops sweep missed its liveness deadline this way).
+#[test]
+fn a_node_that_now_shows_a_version_tells_its_subscribers_its_heads() {
+    let owner = Identity::from_secret(&OWNER);
+    let peer_of = |id: &Identity| Peer {
+        node: id.node_id(),
+        incarnation: 1,
+        listen_addr: None,
+        families: u32::MAX,
+        dialer_nonce: [0; 32],
+        public_key: id.public_key(),
+    };
+    let other = Identity::from_secret(&[0x0b; 32]);
+    let (owner_peer, other_peer) = (peer_of(&owner), peer_of(&other));
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&owner_peer);
+    h.link(&other_peer);
+    h.message(&other_peer, DropMessage::Subscribe(DropSubscribe { drop }))
+        .expect("a subscribe");
+    let files = vec![file("a", FileKind::File, None)];
+    let v = version_of(&files);
+    let version = v.version_id();
+    h.message(&owner_peer, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    let get = DropGetFiles {
+        drop,
+        version,
+        from: 0,
+    };
+    h.message(&other_peer, DropMessage::GetFiles(get))
+        .expect("an ask");
+    let to_other = |out: &[ProtocolOutput<DropsEvent>], code: Code| {
+        out.iter()
+            .filter(|o| {
+                matches!(o, ProtocolOutput::Send { to: Recipients::Peer(n), message, .. }
+                    if *n == other.node_id() && message.code == code)
+            })
+            .count()
+    };
+    let out = h.outputs();
+    assert_eq!(to_other(&out, Code::DROP_NOTFOUND), 1, "no list yet");
+    let batch = DropFiles {
+        drop,
+        version,
+        from: 0,
+        files,
+    };
+    h.message(&owner_peer, DropMessage::Files(batch))
+        .expect("a valid list");
+    assert_eq!(h.drops.shown(&drop), Some(version));
+    let out = h.outputs();
+    assert_eq!(to_other(&out, Code::DROP_HEADS), 1, "the heads, at once");
+}
