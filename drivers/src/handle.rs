@@ -14,7 +14,8 @@ use weft_engine::run::{ProcessResult, RunEventKind};
 use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
 
 use crate::report::{
-    DropReport, FolderReport, HostReport, IdReport, StatsReport, TableEntryReport, ThroughputSample,
+    hex_id, DeliveryReport, DropReport, FolderReport, HostReport, IdReport, StatsReport,
+    TableEntryReport, ThroughputSample,
 };
 
 /// Requests waiting for the event loop; a full queue blocks the sender.
@@ -72,6 +73,24 @@ impl Delivery {
     /// What this delivery counts for while it waits for a bounded subscriber.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.payload.len() + DELIVERY_OVERHEAD_BYTES
+    }
+}
+
+/// The JSON form of a delivery: its payload as text when it is UTF-8, else in hex.
+impl From<&Delivery> for DeliveryReport {
+    fn from(d: &Delivery) -> Self {
+        let text = std::str::from_utf8(&d.payload).ok().map(str::to_owned);
+        let hex = match text {
+            Some(_) => None,
+            None => Some(d.payload.iter().map(|b| format!("{b:02x}")).collect()),
+        };
+        DeliveryReport {
+            origin: d.sender.clone().unwrap_or_else(|| hex_id(&d.origin)),
+            incarnation: d.incarnation,
+            seq: d.seq,
+            payload: text,
+            payload_hex: hex,
+        }
     }
 }
 
@@ -661,5 +680,30 @@ impl Drop for Mailbox {
         drop(queue);
         self.shared.room.notify_all();
         drop(waiting);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_carry_text_or_hex() {
+        let d = |p: &'static [u8]| Delivery {
+            origin: NodeId([0xab; 32]),
+            incarnation: 2,
+            seq: 7,
+            payload: Bytes::from_static(p),
+            sender: None,
+        };
+        let text = DeliveryReport::from(&d(b"hi"));
+        assert_eq!(text.payload.as_deref(), Some("hi"));
+        assert_eq!(text.payload_hex, None);
+        assert_eq!(text.origin.len(), 64);
+        let bin = DeliveryReport::from(&d(&[0xff, 0x00]));
+        assert_eq!(bin.payload, None);
+        assert_eq!(bin.payload_hex.as_deref(), Some("ff00"));
+        let json = serde_json::to_string(&bin).unwrap();
+        assert_eq!(serde_json::from_str::<DeliveryReport>(&json).unwrap(), bin);
     }
 }

@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use weft_engine::{ByProtocol, ConnStats, LinkEncryption, NodeId, NodeMetrics};
 
-use crate::handle::Delivery;
-
 /// A node id in full, as 64 lowercase hex digits.
 pub fn hex_id(node: &NodeId) -> String {
     node.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -406,23 +404,6 @@ pub struct DeliveryReport {
     pub payload_hex: Option<String>,
 }
 
-impl From<&Delivery> for DeliveryReport {
-    fn from(d: &Delivery) -> Self {
-        let text = std::str::from_utf8(&d.payload).ok().map(str::to_owned);
-        let hex = match text {
-            Some(_) => None,
-            None => Some(d.payload.iter().map(|b| format!("{b:02x}")).collect()),
-        };
-        DeliveryReport {
-            origin: d.sender.clone().unwrap_or_else(|| hex_id(&d.origin)),
-            incarnation: d.incarnation,
-            seq: d.seq,
-            payload: text,
-            payload_hex: hex,
-        }
-    }
-}
-
 /// Everything `weft id` shows: who the node is, where, since when, and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdReport {
@@ -476,7 +457,6 @@ pub struct RingReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn hex_comes_back_as_bytes_or_not_at_all() {
@@ -486,26 +466,6 @@ mod tests {
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("é0"), None);
-    }
-
-    #[test]
-    fn deliveries_carry_text_or_hex() {
-        let d = |p: &'static [u8]| Delivery {
-            origin: NodeId([0xab; 32]),
-            incarnation: 2,
-            seq: 7,
-            payload: Bytes::from_static(p),
-            sender: None,
-        };
-        let text = DeliveryReport::from(&d(b"hi"));
-        assert_eq!(text.payload.as_deref(), Some("hi"));
-        assert_eq!(text.payload_hex, None);
-        assert_eq!(text.origin.len(), 64);
-        let bin = DeliveryReport::from(&d(&[0xff, 0x00]));
-        assert_eq!(bin.payload, None);
-        assert_eq!(bin.payload_hex.as_deref(), Some("ff00"));
-        let json = serde_json::to_string(&bin).unwrap();
-        assert_eq!(serde_json::from_str::<DeliveryReport>(&json).unwrap(), bin);
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use super::node::{settings_of, NodeArgs};
+use super::node_args::{settings_of, NodeArgs};
 use super::{fail, init_logging};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::state::{self, StateDir};

@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use weft_engine::protocol::FolderId;
 
 use super::config::{self, CONFIG_FILE};
-use super::node::{node, NodeArgs};
+use super::node::node;
+use super::node_args::NodeArgs;
 use super::{fail, socket_addr, usage, Driver, NetArgs, UiFlags};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::folder::disk::Disk;

@@ -15,6 +15,7 @@ mod drops;
 mod folders;
 mod messages;
 mod node;
+mod node_args;
 mod query;
 mod run;
 pub mod secret;
@@ -38,8 +39,9 @@ pub use folders::{
     StartArgs, StatusArgs,
 };
 pub use messages::{listen, send, ListenArgs, SendArgs};
-pub(crate) use node::subnet;
-pub use node::{node, tracker, Dialect, Driver, NodeArgs, NodeSettings, TrackerArgs};
+pub use node::{node, tracker, TrackerArgs};
+pub(crate) use node_args::subnet;
+pub use node_args::{Dialect, Driver, NodeArgs, NodeSettings};
 pub use query::{network, stats, NetworkArgs, StatsArgs};
 pub use run::{run, RunArgs};
 pub use table::{table, TableArgs};
