@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::ids::{NodeId, PublicKey, Signature};
-use crate::message::strict;
+use crate::strict::strict;
 
 /// Most peers one CHORD_FOUND or CHORD_STATE may list.
 pub const CHORD_PEERS_MAX: usize = 32;

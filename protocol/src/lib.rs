@@ -18,6 +18,7 @@ pub mod message;
 pub mod p2pt;
 pub mod replica;
 pub mod run;
+mod strict;
 pub mod table;
 pub mod tracker;
 

@@ -14,6 +14,7 @@ use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 use crate::replica::ReplicaMessage;
 use crate::run::RunMessage;
+use crate::strict::{postcard_reason, strict};
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
 use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 
@@ -690,45 +691,6 @@ impl<'a> Message<'a> {
             },
             _ => Ok(()),
         }
-    }
-}
-
-/// Decodes one postcard value that must use every byte of `payload`.
-pub(crate) fn strict<'a, T: Deserialize<'a>>(
-    code: Code,
-    payload: &'a [u8],
-) -> Result<T, ProtocolError> {
-    if payload.len() > PAYLOAD_BYTES_MAX {
-        return Err(ProtocolError::DecompressedTooLarge {
-            size: payload.len() as u64,
-            max: PAYLOAD_BYTES_MAX as u64,
-        });
-    }
-    match postcard::take_from_bytes::<T>(payload) {
-        Ok((value, [])) => Ok(value),
-        Ok(_) => Err(ProtocolError::MalformedPayload {
-            code,
-            reason: "trailing bytes after the message",
-        }),
-        Err(e) => Err(ProtocolError::MalformedPayload {
-            code,
-            reason: postcard_reason(e),
-        }),
-    }
-}
-
-pub(crate) fn postcard_reason(e: postcard::Error) -> &'static str {
-    match e {
-        postcard::Error::DeserializeUnexpectedEnd => "payload ends inside a field",
-        postcard::Error::DeserializeBadVarint => "bad varint",
-        postcard::Error::DeserializeBadBool => "bad bool",
-        postcard::Error::DeserializeBadUtf8 => "string is not UTF-8",
-        postcard::Error::DeserializeBadOption => "bad option tag",
-        // serde reports an unknown variant index as a custom error.
-        postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom => {
-            "unknown enum variant or out-of-range value"
-        }
-        _ => "payload does not decode",
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::PAYLOAD_BYTES_MAX;
-use crate::message::{postcard_reason, strict};
+use crate::strict::{postcard_reason, strict};
 
 /// Most entries one IHAVE, IMOVED or IDELETED carries.
 pub const INDEX_ENTRIES_MAX: usize = 256;

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::code::Code;
 use crate::error::ProtocolError;
 use crate::frame::PAYLOAD_BYTES_MAX;
-use crate::message::{postcard_reason, strict};
 use crate::replica::FolderId;
+use crate::strict::{postcard_reason, strict};
 
 /// Most arguments a RUN_REQUEST carries after its program.
 pub const RUN_ARGS_MAX: usize = 4096;

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::code::Code;
 use crate::error::ProtocolError;
-use crate::message::strict;
+use crate::strict::strict;
 
 /// DROP_SUBSCRIBE: the sender wants the drop's new versions pushed to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,6 @@
 
 use std::io::{Read, Write};
 
-use super::error::P2ptError;
-
 /// Memory the xz decoder may use (liblzma's memlimit): 16 MiB. py2p compresses with xz
 /// preset 6 (8 MiB dictionary, about 9 MiB to decode); a header asking for more is refused
 /// before the dictionary is allocated.
@@ -121,19 +119,6 @@ pub enum Inflate {
     Corrupt,
     /// The output passed `max` bytes: the frame is refused.
     TooLarge,
-}
-
-impl Inflate {
-    /// The frame error for a body that inflated past `max` with `method`.
-    pub fn into_error(self, method: Method, max: usize) -> Option<P2ptError> {
-        match self {
-            Inflate::Corrupt => None,
-            Inflate::TooLarge => Some(P2ptError::DecompressedTooLarge {
-                method,
-                max: max as u64,
-            }),
-        }
-    }
 }
 
 /// Inflates `data` with `method`, reading at most `max + 1` bytes of output.

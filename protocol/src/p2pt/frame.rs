@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::compress::{compress, decompress, Method};
+use super::compress::{compress, decompress, Inflate, Method};
 use super::error::P2ptError;
 use super::message::Message;
 
@@ -15,8 +15,6 @@ pub const P2PT_ID_BYTES: usize = 32;
 /// Largest body, on the wire (the length prefix's value) and after decompression (id and
 /// msgpack): 4 MiB. py2p has no limit; weft keeps its own.
 pub const P2PT_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Deepest msgpack nesting a body may have: 32 levels (py2p's packets nest at most 4).
-pub const P2PT_MSGPACK_DEPTH_MAX: usize = 32;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,10 +97,13 @@ pub fn decode_frame(wire: &[u8], methods: &[Method]) -> Result<Decoded, P2ptErro
                 inflated = Some((m.detected(raw), body));
                 break;
             }
-            Err(e) => {
-                if let Some(err) = e.into_error(m, P2PT_BODY_BYTES_MAX) {
-                    return Err(err);
-                }
+            // Not this method's stream: the next is tried, then the raw bytes.
+            Err(Inflate::Corrupt) => {}
+            Err(Inflate::TooLarge) => {
+                return Err(P2ptError::DecompressedTooLarge {
+                    method: m,
+                    max: P2PT_BODY_BYTES_MAX as u64,
+                })
             }
         }
     }

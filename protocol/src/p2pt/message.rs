@@ -10,7 +10,9 @@ use rmpv::Value;
 
 use super::error::P2ptError;
 use super::flags::{MainFlag, SubFlag};
-use super::frame::P2PT_MSGPACK_DEPTH_MAX;
+
+/// Deepest msgpack nesting a body may have: 32 levels (py2p's packets nest at most 4).
+pub const P2PT_MSGPACK_DEPTH_MAX: usize = 32;
 
 /// `[main flag, sender, timestamp, sub-flag, args...]`: every message py2p sends has a
 /// sub-flag (its `send(main_flag, sub_flag, *args)`), so weft requires one.

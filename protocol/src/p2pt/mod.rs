@@ -26,8 +26,8 @@ pub use error::P2ptError;
 pub use flags::{MainFlag, SubFlag};
 pub use frame::{
     choose_compression, decode_frame, encode_frame, frame_len, message_id, receive_order, Decoded,
-    P2PT_BODY_BYTES_MAX, P2PT_ID_BYTES, P2PT_LENGTH_BYTES, P2PT_MSGPACK_DEPTH_MAX,
+    P2PT_BODY_BYTES_MAX, P2PT_ID_BYTES, P2PT_LENGTH_BYTES,
 };
-pub use message::{Addr, Handshake, Message, Peers, Store};
+pub use message::{Addr, Handshake, Message, Peers, Store, P2PT_MSGPACK_DEPTH_MAX};
 /// The msgpack value type the dialect's messages are made of.
 pub use rmpv;
