@@ -18,6 +18,7 @@
 
 pub mod chord;
 pub mod config;
+mod connection;
 mod discovery;
 pub mod drops;
 mod hasher;
@@ -34,6 +35,7 @@ pub mod rate;
 pub mod replicate;
 pub mod run;
 mod seen;
+mod sending;
 mod session;
 mod state_blob;
 pub mod table;

@@ -14,7 +14,7 @@ use weft_protocol::{
 };
 
 use crate::config::Config;
-use crate::io::CloseReason;
+use crate::connection::CloseReason;
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };

@@ -60,7 +60,7 @@ impl StartGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::ConnId;
+    use crate::connection::ConnId;
     use bytes::Bytes;
 
     #[test]

@@ -17,9 +17,9 @@ use weft_protocol::{ByeReason, Frame, NodeId};
 
 use crate::chord::Chord;
 use crate::config::Config;
+use crate::connection::ConnId;
 use crate::io::{
-    Command, ConnId, HostRequest, HostResult, Input, InputError, Misuse, Output, RequestId,
-    SessionRefusal,
+    Command, HostRequest, HostResult, Input, InputError, Misuse, Output, RequestId, SessionRefusal,
 };
 use crate::machine::{Context, LinkNotice, PeerFault, ProtocolOutput};
 use crate::metrics::{ConnStats, NodeMetrics};

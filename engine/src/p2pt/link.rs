@@ -5,7 +5,7 @@ use weft_protocol::p2pt::{
     choose_compression, decode_frame, frame_len, receive_order, Addr, Decoded, Method, P2ptError,
 };
 
-use crate::io::ConnId;
+use crate::connection::ConnId;
 use crate::time::Instant;
 
 /// The peer a handshake named.

@@ -28,7 +28,7 @@ pub use node::{
 pub use table::{P2ptEntry, P2PT_LEASE_S, P2PT_TABLE_BYTES_MAX, P2PT_TABLE_KEYS_MAX};
 pub use waterfalls::{P2PT_WATERFALLS_MAX, P2PT_WATERFALL_WINDOW_S};
 
-use crate::io::CloseReason;
+use crate::connection::{CloseReason, ConnId};
 
 /// py2p's subnets weft joins (each a protocol id of its own, SPEC.md §25.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub enum P2ptEvent {
     /// A peer's handshake completed on `conn`.
     PeerUp {
         /// The connection.
-        conn: crate::io::ConnId,
+        conn: ConnId,
         /// Its node id (base58 text).
         id: String,
         /// Where it says it listens, `host:port`.

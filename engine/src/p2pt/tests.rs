@@ -7,7 +7,8 @@ use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{decode_frame, encode_frame, MainFlag, Message, Method, SubFlag};
 
 use super::*;
-use crate::io::{Command, ConnId, Event, Input, Output};
+use crate::connection::ConnId;
+use crate::io::{Command, Event, Input, Output};
 use crate::mesh::MeshCommand;
 use crate::table::TableCommand;
 use crate::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use weft_protocol::{
     Code, Family, Frame, NodeId, ProtocolError, PublicKey, HANDSHAKE_FRAME_BYTES_MAX,
 };
 
-use crate::io::{ConnId, Direction};
+use crate::connection::{ConnId, Direction};
 use crate::metrics::{ByProtocol, ConnStats};
 use crate::time::Instant;
 

@@ -10,10 +10,11 @@ use super::handshake::Handshake;
 use super::send::flush_conn;
 use super::wire::{AnyWire, NoiseWire};
 use super::{Notice, Session};
+use crate::connection::{CloseReason, ConnId, Direction};
 use crate::identity::Role;
-use crate::io::{CloseReason, ConnId, Direction, Event, Misuse, Output, SessionRefusal};
-use crate::machine::Class;
+use crate::io::{Event, Misuse, Output, SessionRefusal};
 use crate::noise::NoiseRole;
+use crate::sending::Class;
 use crate::time::Instant;
 
 impl Session {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use weft_protocol::{Family, NodeId};
 
-use crate::io::ConnId;
-use crate::machine::{Class, Outgoing};
+use crate::connection::ConnId;
+use crate::sending::{Class, Outgoing};
 
 /// Messages held for one peer while its dedicated connection opens; more are dropped.
 pub(crate) const DEDICATED_PENDING_MAX: usize = 64;

@@ -6,7 +6,8 @@ use weft_protocol::NodeId;
 use super::address;
 use super::known_peers;
 use super::{KnownLoad, Session, SessionTimer, LOAD_KNOWN, STORE_KNOWN};
-use crate::io::{CloseReason, ConnId, Direction, Event, HostRequest, HostResult, Output};
+use crate::connection::{CloseReason, ConnId, Direction};
+use crate::io::{Event, HostRequest, HostResult, Output};
 use crate::time::Instant;
 
 impl Session {

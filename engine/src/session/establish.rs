@@ -11,7 +11,8 @@ use super::connections::bye_for;
 use super::handshake::{offers_lz4, Proven};
 use super::incarnations::IncarnationCheck;
 use super::{Notice, Session};
-use crate::io::{CloseReason, ConnId, Direction, Event, Output};
+use crate::connection::{CloseReason, ConnId, Direction};
+use crate::io::{Event, Output};
 use crate::noise::NoiseError;
 use crate::time::Instant;
 

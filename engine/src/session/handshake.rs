@@ -4,8 +4,8 @@
 
 use weft_protocol::{Hello, HelloAck, NetworkId, NodeId, CAP_BROADCASTS_UNSIGNED, CAP_LZ4};
 
+use crate::connection::CloseReason;
 use crate::identity::{Identity, Role, Transcript};
-use crate::io::CloseReason;
 
 /// One connection's handshake in progress.
 #[derive(Debug)]

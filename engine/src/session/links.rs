@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use weft_protocol::NodeId;
 
-use crate::io::ConnId;
+use crate::connection::ConnId;
 
 /// The one established link per peer, by node id. The connections are also kept as a plain
 /// list in node-id order: every relay walks them, and links change rarely.

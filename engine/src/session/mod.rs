@@ -39,8 +39,9 @@ use rand_chacha::ChaCha8Rng;
 use weft_protocol::{ByeReason, Family, Message, NetworkId, NodeId, PeerInfo};
 
 use crate::config::{Config, Limits, Timers};
+use crate::connection::{CloseReason, ConnId, Direction};
 use crate::identity::Identity;
-use crate::io::{CloseReason, ConnId, Direction, HostRequest, Output};
+use crate::io::{HostRequest, Output};
 use crate::link_key::LinkEncryption;
 use crate::metrics::{ConnStats, SessionMetrics};
 use crate::noise::NoiseKeys;

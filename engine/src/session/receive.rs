@@ -9,7 +9,8 @@ use weft_protocol::{ByeReason, Code, Frame, Message, Pong};
 use super::conn::{Conn, ConnState, Peer};
 use super::send::flush_conn;
 use super::Session;
-use crate::io::{CloseReason, ConnId, Event, Misuse, Output};
+use crate::connection::{CloseReason, ConnId};
+use crate::io::{Event, Misuse, Output};
 use crate::time::Instant;
 
 impl Session {

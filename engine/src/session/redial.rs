@@ -11,7 +11,7 @@ use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
 use weft_protocol::NodeId;
 
-use crate::io::ConnId;
+use crate::connection::ConnId;
 use crate::time::{Duration, Instant};
 
 /// How long to wait between dials of one address.

@@ -10,9 +10,10 @@ use weft_protocol::{ByeReason, Family, Frame, Message, NodeId};
 use super::conn::Conn;
 use super::send_queue::Enqueued;
 use super::{Notice, Session};
-use crate::io::{CloseReason, ConnId, Output};
-use crate::machine::{Class, Outgoing, Recipients};
+use crate::connection::{CloseReason, ConnId};
+use crate::io::Output;
 use crate::metrics::SessionMetrics;
+use crate::sending::{Class, Outgoing, Recipients};
 use crate::time::Instant;
 
 impl Session {

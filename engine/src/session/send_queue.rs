@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use weft_protocol::{Code, Frame};
 
-use crate::machine::Class;
-pub(crate) use crate::machine::BULK_FRAME_BYTES_MAX;
 use crate::noise::PLAINTEXT_BYTES_MAX;
+use crate::sending::Class;
+pub(crate) use crate::sending::BULK_FRAME_BYTES_MAX;
 
 /// Largest frame copied into a run; larger ones are queued as they are.
 const RUN_FRAME_BYTES_MAX: usize = 2 * 1024;

@@ -6,7 +6,7 @@ use weft_protocol::{ChordMessage, Code, Family, Frame, FrameDecoder, Message};
 
 use super::*;
 use crate::io::{Event, HostResult};
-use crate::machine::{Class, Outgoing, Recipients};
+use crate::sending::{Class, Outgoing, Recipients};
 use crate::time::Duration;
 
 const T0: Instant = Instant(1_000_000_000);

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use weft_protocol::{Frame, FrameDecoder, ProtocolError, PublicKey};
 
-use crate::io::CloseReason;
+use crate::connection::CloseReason;
 use crate::noise::{NoiseError, NoiseKeys, NoiseLink, NoiseRole};
 
 /// Why a connection's byte stream ended.

@@ -11,7 +11,7 @@ use weft_protocol::{
 };
 
 use super::Table;
-use crate::machine::BULK_FRAME_BYTES_MAX;
+use crate::sending::BULK_FRAME_BYTES_MAX;
 
 /// A TABLE_ENTRIES message takes no write that would bring its writes past this many bytes,
 /// so the frame fits a bulk frame (header and count included); a single longer write travels
