@@ -1,9 +1,12 @@
-//! Every rule of `disk.rs` on a real disk (a temporary directory).
+//! Every rule of `disk/` on a real disk (a temporary directory).
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
-use weft_engine::replicate::blocks::chunk;
+use bytes::Bytes;
+use weft_engine::protocol::{Block, FileKind};
+use weft_engine::replicate::blocks::{chunk, Tier};
+use weft_engine::replicate::Expect;
 
 use super::*;
 

@@ -1,0 +1,311 @@
+//! The engine's storage steps carried out on a shared folder on a real disk (SPEC.md §22.8).
+//!
+//! [`Disk::carry_out`] answers every [`StorageRequest`] but the state blob's (the node's store
+//! keeps that) with the answers of the simulator's in-memory folder (`sim/src/folder.rs`):
+//!
+//! - **The folder first.** Every step starts with [`Disk::check`]: a folder whose root or
+//!   marker (`.weft/folder`) is gone — an unmounted disk, a deleted folder — is refused and
+//!   nothing is touched, so it is never taken for "everything was deleted".
+//! - **No symlink is followed.** A path's parent is opened one component at a time from the
+//!   root with `openat(O_DIRECTORY | O_NOFOLLOW)`; the step then acts on the final component
+//!   relative to that directory (`statat` without following, `renameat`, `unlinkat`,
+//!   `mkdirat`, `symlinkat`, files opened `O_NOFOLLOW`). A symlink in a parent is
+//!   `Failed(Io("symlink in path"))`, a missing parent `Failed(Io("no parent directory"))`
+//!   (where a missing path is an answer of its own — `ReadBlock`, `Remove`, `Rename`'s `from`
+//!   — a missing parent is that answer). Paths with an empty, `.` or `..` component, or inside
+//!   `.weft`, are refused.
+//! - **`Expect`** holds as in the simulator: `Nothing` iff nothing at all (not even a dangling
+//!   symlink) is at the path; `Present { kind, size, mtime_ms }` iff `lstat` gives that kind
+//!   and, for a file, that size and that modification time in ms. A directory's or symlink's
+//!   size and mtime are not compared: the scanner reports them as 0 and whatever the host
+//!   stamped (`MakeDir` and `MakeSymlink` carry none; a directory's mtime moves with its
+//!   children).
+//! - **Mode.** The engine's mode is the owner's rwx bits; a file or directory gets exactly
+//!   `(mode & 7) << 6` (group and other bits cleared, no setuid/setgid/sticky), set with
+//!   `chmod` after creation so the umask does not apply.
+//! - **Nothing is lost.** A file or symlink a `Remove` deletes is renamed into
+//!   `.weft/trash/<now ms>-<n>-<path with / as %>`; a file a `Commit` replaces is hard-linked
+//!   there first. [`Disk::prune_trash`] keeps the trash within [`TRASH_KEEP_MS`] and
+//!   [`TRASH_BYTES_MAX`].
+//! - **The cache.** Each step that changes the folder records what it left in the
+//!   [`SharedCache`] while holding its lock across the final rename / unlink / mkdir / chmod,
+//!   the `lstat` after it and the update, so the scanner (which compares under the same lock)
+//!   never reports the engine's own write as a local change.
+//! - **Errors.** `ENOSPC` and `EDQUOT` are `Failed(DiskFull)`; any other failure is
+//!   `Failed(Io(one line naming the step and the path))`. No input panics.
+//!
+//! Temporary files are `.weft/tmp/<16 hex digits of the temp id>` ([`temp_file_name`], SPEC.md §22.8).
+//!
+//! A [`Disk`] is `Send + Sync`: several worker threads may carry out steps at once (the engine
+//! never has two steps outstanding on one path).
+//!
+//! The steps are in [`steps`], the walk that never follows a symlink in [`walk`], what
+//! `lstat` says and the cache kept in step with it in [`stat`], temporary files in
+//! [`temps`], the trash in [`trash`]; this module holds the folder's checks, its set-up and
+//! the dispatch of every request.
+
+mod stat;
+mod steps;
+mod temps;
+mod trash;
+mod walk;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use rustix::io::Errno;
+use weft_engine::replicate::{StorageError, StorageRequest, StorageResult, TempId};
+
+use super::cache::SharedCache;
+use super::{MARKER_FILE, RESERVED_DIR, TEMP_DIR, TRASH_DIR};
+use walk::make_real_dir;
+
+/// How long a trash entry is kept: 7 days, in ms.
+pub const TRASH_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The most bytes the trash holds: 1 GiB (the oldest entries go first).
+pub const TRASH_BYTES_MAX: u64 = 1 << 30;
+
+/// The answer for a step on a folder whose root or marker is missing.
+pub const FOLDER_MISSING: &str = "folder root or marker missing";
+
+/// The answer for a path with a symlink in a parent component.
+pub const SYMLINK_IN_PATH: &str = "symlink in path";
+
+/// The answer for a path whose parent directory is missing (or is not a directory).
+pub const NO_PARENT: &str = "no parent directory";
+
+/// The answer for a `Remove` of a directory that still holds something.
+pub const DIR_NOT_EMPTY: &str = "directory not empty";
+
+/// The longest file name Linux file systems take, bytes.
+const NAME_MAX: usize = 255;
+
+/// How long the trash keeps what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrashPolicy {
+    /// Entries older than this (ms) are deleted by [`Disk::prune_trash`].
+    pub keep_ms: i64,
+    /// Then the oldest entries are deleted until the trash holds at most this many bytes.
+    pub bytes_max: u64,
+}
+
+impl Default for TrashPolicy {
+    /// [`TRASH_KEEP_MS`] and [`TRASH_BYTES_MAX`].
+    fn default() -> TrashPolicy {
+        TrashPolicy {
+            keep_ms: TRASH_KEEP_MS,
+            bytes_max: TRASH_BYTES_MAX,
+        }
+    }
+}
+
+/// Why a shared folder cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FolderMissing {
+    /// The folder's root is gone or is not a directory.
+    #[error("the folder's root is missing or not a directory")]
+    Root,
+    /// The marker `.weft/folder` is gone (or `.weft` is not a directory).
+    #[error("the folder's marker .weft/folder is missing")]
+    Marker,
+}
+
+/// A shared folder on disk: carries out the engine's storage steps on it.
+#[derive(Debug)]
+pub struct Disk {
+    root: PathBuf,
+    cache: SharedCache,
+    trash: TrashPolicy,
+    /// Keeps trash names unique within one millisecond.
+    trash_seq: AtomicU64,
+    /// Temporary files kept open between the steps that write them (a fetch writes each
+    /// block in pieces), least recently used first: at most [`TEMPS_OPEN_MAX`]. A commit or
+    /// a discard closes its own first.
+    open_temps: Mutex<Vec<(TempId, Arc<File>)>>,
+}
+
+/// Temporary files a [`Disk`] keeps open at most.
+pub const TEMPS_OPEN_MAX: usize = 32;
+
+/// A step's answer when it ends early.
+type Step<T> = Result<T, StorageResult>;
+
+fn io_fail(why: impl Into<String>) -> StorageResult {
+    StorageResult::Failed(StorageError::Io(why.into()))
+}
+
+/// `ENOSPC` and `EDQUOT` are a full disk; anything else one line naming the step and path.
+fn errno_fail(step: &str, path: &str, e: Errno) -> StorageResult {
+    if e == Errno::NOSPC || e == Errno::DQUOT {
+        StorageResult::Failed(StorageError::DiskFull)
+    } else {
+        io_fail(format!("{step} {path:?}: {e}"))
+    }
+}
+
+/// [`errno_fail`] for a `std::io::Error`.
+fn ioerr_fail(step: &str, path: &str, e: &io::Error) -> StorageResult {
+    match e.raw_os_error() {
+        Some(code) => errno_fail(step, path, Errno::from_raw_os_error(code)),
+        None => io_fail(format!("{step} {path:?}: {e}")),
+    }
+}
+
+/// The name of temporary file `temp` inside `.weft/tmp`.
+pub fn temp_file_name(temp: TempId) -> String {
+    format!("{:016x}", temp.0)
+}
+
+/// The permission bits a file or directory gets for the engine's owner `mode` (bits 0–7).
+pub fn mode_bits(mode: u8) -> u32 {
+    u32::from(mode & 7) << 6
+}
+
+impl Disk {
+    /// The folder at `root`, sharing `cache` with its scanner, with the default trash policy.
+    pub fn new(root: PathBuf, cache: SharedCache) -> Disk {
+        Disk {
+            root,
+            cache,
+            trash: TrashPolicy::default(),
+            trash_seq: AtomicU64::new(0),
+            open_temps: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same folder with another trash policy.
+    pub fn with_trash_policy(mut self, trash: TrashPolicy) -> Disk {
+        self.trash = trash;
+        self
+    }
+
+    /// The folder's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cache shared with the scanner.
+    pub fn cache(&self) -> &SharedCache {
+        &self.cache
+    }
+
+    /// Creates `root` (if absent), `root/.weft`, its `tmp` and `trash` folders and the marker
+    /// file holding `folder_hex`. A marker already there must hold the same id.
+    pub fn init(root: &Path, folder_hex: &str) -> io::Result<()> {
+        if folder_hex.is_empty() || folder_hex.chars().any(char::is_whitespace) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a folder id is hex digits",
+            ));
+        }
+        std::fs::create_dir_all(root)?;
+        let weft = root.join(RESERVED_DIR);
+        make_real_dir(&weft)?;
+        make_real_dir(&weft.join(TEMP_DIR))?;
+        make_real_dir(&weft.join(TRASH_DIR))?;
+        let marker = weft.join(MARKER_FILE);
+        match std::fs::symlink_metadata(&marker) {
+            Ok(m) if m.is_file() => {
+                let held = std::fs::read_to_string(&marker)?;
+                if held.trim() == folder_hex {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is the folder {} already", root.display(), held.trim()),
+                    ))
+                }
+            }
+            Ok(_) => Err(io::Error::other(format!(
+                "{} is not a file",
+                marker.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let part = weft.join(format!("{MARKER_FILE}.part"));
+                let mut f = std::fs::File::create(&part)?;
+                io::Write::write_all(&mut f, format!("{folder_hex}\n").as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&part, &marker)?;
+                std::fs::File::open(&weft)?.sync_all()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks that the root is a directory and the marker `.weft/folder` is there.
+    pub fn check(&self) -> Result<(), FolderMissing> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Err(FolderMissing::Root),
+        }
+        let weft = self.root.join(RESERVED_DIR);
+        match std::fs::symlink_metadata(&weft) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Err(FolderMissing::Marker),
+        }
+        match std::fs::symlink_metadata(weft.join(MARKER_FILE)) {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => Err(FolderMissing::Marker),
+        }
+    }
+
+    /// Carries out one storage step at `now_unix_ms` (which names trash entries). Every
+    /// request but `LoadState` and `PersistState` (the node's store answers those: here
+    /// `Failed(Io("not a disk step"))`).
+    pub fn carry_out(&self, request: &StorageRequest, now_unix_ms: i64) -> StorageResult {
+        use StorageRequest as R;
+        if matches!(request, R::LoadState | R::PersistState { .. }) {
+            return io_fail("not a disk step");
+        }
+        if let R::WriteTemp { temp, offset, data } = request {
+            if let Some(file) = self.kept_temp(*temp) {
+                // Into a temporary file already open, without looking at the folder again:
+                // nothing outside `.weft/tmp` changes, and the commit that would put the
+                // file in place checks the folder first.
+                return self
+                    .write_into(&file, *temp, *offset, data)
+                    .unwrap_or_else(|answer| answer);
+            }
+        }
+        if self.check().is_err() {
+            return io_fail(FOLDER_MISSING);
+        }
+        let done = match request {
+            R::LoadState | R::PersistState { .. } => Ok(io_fail("not a disk step")),
+            R::ReadBlock { path, offset, len } => self.read_block(path, *offset, *len),
+            R::WriteTemp { temp, offset, data } => self.write_temp(*temp, *offset, data),
+            R::Commit {
+                temp,
+                path,
+                size,
+                blocks,
+                mode,
+                mtime_ms,
+                expect,
+            } => self.commit(
+                *temp,
+                path,
+                *size,
+                blocks,
+                *mode,
+                *mtime_ms,
+                expect,
+                now_unix_ms,
+            ),
+            R::DiscardTemp { temp } => self.discard_temp(*temp),
+            R::Remove { path, expect } => self.remove(path, expect, now_unix_ms),
+            R::Rename { from, to, expect } => self.rename(from, to, expect),
+            R::MakeDir { path, mode } => self.make_dir(path, *mode),
+            R::MakeSymlink { path, target } => self.make_symlink(path, target),
+            R::SetMode { path, mode, expect } => self.set_mode(path, *mode, expect),
+        };
+        done.unwrap_or_else(|answer| answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! The storage steps that change the folder or read it for a peer: a block read back, a
+//! temp committed (verified, fsynced, renamed into place), a path removed (to the trash),
+//! renamed, a directory or symlink made, a mode set.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use weft_engine::protocol::{Block, FileKind};
+use weft_engine::replicate::{Expect, StorageResult, TempId};
+
+use crate::folder::{TEMP_DIR, TRASH_DIR};
+
+use super::stat::{entry_of, forget_tree, holds, infer_tier, kind_of, move_tree, refresh, size_of};
+use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
+use super::{
+    errno_fail, io_fail, ioerr_fail, mode_bits, temp_file_name, Disk, Step, DIR_NOT_EMPTY,
+};
+
+impl Disk {
+    // Steps.
+    pub(super) fn read_block(&self, path: &str, offset: u64, len: u32) -> Step<StorageResult> {
+        const STEP: &str = "read block of";
+        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        // NONBLOCK: a FIFO at the path must not hang the worker (it is no file: NotFound).
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rfs::openat(&dir, name, flags | OFlags::NOCTTY, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP | Errno::NXIO | Errno::NODEV) => {
+                return Ok(StorageResult::NotFound)
+            }
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| errno_fail(STEP, path, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(StorageResult::NotFound);
+        }
+        match offset.checked_add(u64::from(len)) {
+            Some(end) if end <= size_of(&st) => {}
+            _ => return Ok(StorageResult::NotFound),
+        }
+        let file = File::from(fd);
+        // `len` is at most the file's size (checked above).
+        let mut buf = vec![0u8; len as usize];
+        match file.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(StorageResult::Block(Bytes::from(buf))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(StorageResult::NotFound),
+            Err(e) => Err(ioerr_fail(STEP, path, &e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit(
+        &self,
+        temp: TempId,
+        path: &str,
+        size: u64,
+        blocks: &[Block],
+        mode: u8,
+        mtime_ms: i64,
+        expect: &Expect,
+        now_unix_ms: i64,
+    ) -> Step<StorageResult> {
+        const STEP: &str = "commit";
+        self.close_temp(temp);
+        let tname = temp_file_name(temp);
+        let tmp = self.reserved_for(TEMP_DIR, STEP, path)?;
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rfs::openat(&tmp, tname.as_str(), flags | OFlags::NOCTTY, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| ioerr_fail(STEP, path, &e))?;
+        if !meta.is_file() {
+            return Err(io_fail(format!(
+                "{STEP} {path:?}: the temporary file is not a file"
+            )));
+        }
+        file.set_len(size).map_err(|e| ioerr_fail(STEP, path, &e))?;
+
+        // Verify: every block's hash, and that the blocks tile the file.
+        let mut bad = Vec::new();
+        let mut buf = Vec::new();
+        for b in blocks {
+            match b.offset.checked_add(u64::from(b.len)) {
+                Some(end) if end <= size => {}
+                _ => {
+                    bad.push(b.offset);
+                    continue;
+                }
+            }
+            // `b.len` is at most `size`, the file's length (checked above).
+            buf.resize(b.len as usize, 0);
+            file.read_exact_at(&mut buf, b.offset)
+                .map_err(|e| ioerr_fail(STEP, path, &e))?;
+            if *blake3::hash(&buf).as_bytes() != b.hash {
+                bad.push(b.offset);
+            }
+        }
+        if !bad.is_empty() {
+            return Ok(StorageResult::Corrupt(bad));
+        }
+        let mut at = 0u64;
+        let tiles = blocks.iter().all(|b| {
+            let ok = b.offset == at;
+            at = at.saturating_add(u64::from(b.len));
+            ok
+        }) && at == size;
+        if !tiles {
+            // Every block is sound, so no refetch could help: a failure, retried with backoff
+            // (the engine's entries always tile; the simulator answers an empty `Corrupt`).
+            return Err(io_fail(format!(
+                "{STEP} {path:?}: the blocks do not tile the file"
+            )));
+        }
+
+        let (dir, name) = self.parent_for(path, STEP)?;
+        let before = lstat(&dir, name, STEP, path)?;
+        if !holds(before.as_ref(), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        rfs::fchmod(&file, Mode::from_raw_mode(mode_bits(mode)))
+            .map_err(|e| errno_fail(STEP, path, e))?;
+        let times = rfs::Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: mtime_ms.div_euclid(1000),
+                tv_nsec: mtime_ms.rem_euclid(1000) * 1_000_000,
+            },
+        };
+        rfs::futimens(&file, &times).map_err(|e| errno_fail(STEP, path, e))?;
+        rfs::fsync(&file).map_err(|e| errno_fail(STEP, path, e))?;
+        let tier = infer_tier(&file, size, blocks);
+        let keep = matches!(
+            before.as_ref().and_then(kind_of),
+            Some(FileKind::File | FileKind::Symlink)
+        );
+        let trash = if keep {
+            Some(self.reserved_for(TRASH_DIR, STEP, path)?)
+        } else {
+            None
+        };
+
+        let mut cache = self.cache.lock();
+        if let Some(trash) = &trash {
+            self.to_trash(&dir, name, trash, path, now_unix_ms, true)
+                .map_err(|e| errno_fail("keep the replaced version of", path, e))?;
+        }
+        let renamed = if before.is_none() {
+            rename_noreplace(&tmp, &tname, &dir, name)
+        } else {
+            rfs::renameat(&tmp, tname.as_str(), &dir, name)
+        };
+        match renamed {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(StorageResult::Changed),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        }
+        match lstat(&dir, name, STEP, path).ok().flatten() {
+            Some(st) => match entry_of(&st, String::new(), tier, blocks.to_vec()) {
+                Some(e) => {
+                    cache.entries.insert(path.to_string(), e);
+                }
+                None => {
+                    cache.entries.remove(path);
+                }
+            },
+            None => {
+                cache.entries.remove(path);
+            }
+        }
+        drop(cache);
+        // The directory the file now is in. Not `.weft/tmp`: a name a crash brings back there
+        // is a stray temporary file, removed when the folder's state is next loaded.
+        sync_dir(&dir, path);
+        if let Some(trash) = &trash {
+            sync_dir(trash, path);
+        }
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn remove(
+        &self,
+        path: &str,
+        expect: &Expect,
+        now_unix_ms: i64,
+    ) -> Step<StorageResult> {
+        const STEP: &str = "remove";
+        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        let Some(st) = lstat(&dir, name, STEP, path)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        if !holds(Some(&st), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        if kind_of(&st) == Some(FileKind::Directory) {
+            let mut cache = self.cache.lock();
+            match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+                Ok(()) => {}
+                Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+                Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
+                Err(e) => return Err(errno_fail(STEP, path, e)),
+            }
+            forget_tree(&mut cache, path);
+            drop(cache);
+            sync_dir(&dir, path);
+            return Ok(StorageResult::Done);
+        }
+        let trash = self.reserved_for(TRASH_DIR, STEP, path)?;
+        let mut cache = self.cache.lock();
+        match self.to_trash(&dir, name, &trash, path, now_unix_ms, false) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        }
+        forget_tree(&mut cache, path);
+        drop(cache);
+        sync_dir(&dir, path);
+        sync_dir(&trash, path);
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn rename(&self, from: &str, to: &str, expect: &Expect) -> Step<StorageResult> {
+        const STEP: &str = "rename";
+        let Some((fdir, fname)) = self.parent_if_any(from, STEP)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        let Some(st) = lstat(&fdir, fname, STEP, from)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        if !holds(Some(&st), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        let (tdir, tname) = self.parent_for(to, STEP)?;
+        if lstat(&tdir, tname, STEP, to)?.is_some() {
+            return Ok(StorageResult::Changed);
+        }
+        let mut cache = self.cache.lock();
+        match rename_noreplace(&fdir, fname, &tdir, tname) {
+            Ok(()) => {}
+            Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(StorageResult::Changed),
+            Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+            Err(e) => return Err(errno_fail(STEP, from, e)),
+        }
+        move_tree(&mut cache, from, to);
+        let after = lstat(&tdir, tname, STEP, to).ok().flatten();
+        refresh(&mut cache, to, after.as_ref(), || read_link(&tdir, tname));
+        drop(cache);
+        sync_dir(&tdir, to);
+        sync_dir(&fdir, from);
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn make_dir(&self, path: &str, mode: u8) -> Step<StorageResult> {
+        const STEP: &str = "make directory";
+        let (dir, name) = self.parent_for(path, STEP)?;
+        let bits = Mode::from_raw_mode(mode_bits(mode));
+        let mut cache = self.cache.lock();
+        let created = match lstat(&dir, name, STEP, path)? {
+            Some(st) if kind_of(&st) == Some(FileKind::Directory) => false,
+            Some(_) => return Ok(StorageResult::Changed),
+            None => match rfs::mkdirat(&dir, name, bits) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => return Ok(StorageResult::Changed),
+                Err(e) => return Err(errno_fail(STEP, path, e)),
+            },
+        };
+        // chmodat follows a symlink at `name` (Linux has no fchmodat(AT_SYMLINK_NOFOLLOW)
+        // before fchmodat2): the lstat above found a directory, and one swapped for a symlink
+        // in between is a race with a local user we accept (opening it to fchmod would need
+        // read permission on it).
+        rfs::chmodat(&dir, name, bits, AtFlags::empty()).map_err(|e| errno_fail(STEP, path, e))?;
+        let after = lstat(&dir, name, STEP, path).ok().flatten();
+        refresh(&mut cache, path, after.as_ref(), String::new);
+        drop(cache);
+        if created {
+            sync_dir(&dir, path);
+        }
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn make_symlink(&self, path: &str, target: &str) -> Step<StorageResult> {
+        const STEP: &str = "make symlink";
+        let (dir, name) = self.parent_for(path, STEP)?;
+        if lstat(&dir, name, STEP, path)?.is_some() {
+            return Ok(StorageResult::Changed);
+        }
+        let mut cache = self.cache.lock();
+        match rfs::symlinkat(target, &dir, name) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(StorageResult::Changed),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        }
+        let after = lstat(&dir, name, STEP, path).ok().flatten();
+        cache.entries.remove(path);
+        refresh(&mut cache, path, after.as_ref(), || target.to_string());
+        drop(cache);
+        sync_dir(&dir, path);
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn set_mode(&self, path: &str, mode: u8, expect: &Expect) -> Step<StorageResult> {
+        const STEP: &str = "set mode of";
+        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+            return Ok(StorageResult::Changed);
+        };
+        let Some(st) = lstat(&dir, name, STEP, path)? else {
+            return Ok(StorageResult::Changed);
+        };
+        if !holds(Some(&st), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        match kind_of(&st) {
+            Some(FileKind::Symlink) => return Ok(StorageResult::Done),
+            Some(_) => {}
+            None => return Ok(StorageResult::Changed),
+        }
+        let mut cache = self.cache.lock();
+        // See `make_dir`: the lstat just above found no symlink.
+        rfs::chmodat(
+            &dir,
+            name,
+            Mode::from_raw_mode(mode_bits(mode)),
+            AtFlags::empty(),
+        )
+        .map_err(|e| errno_fail(STEP, path, e))?;
+        let after = lstat(&dir, name, STEP, path).ok().flatten();
+        refresh(&mut cache, path, after.as_ref(), String::new);
+        Ok(StorageResult::Done)
+    }
+}

@@ -1,0 +1,123 @@
+//! Temporary files under `.weft/tmp`: opened (at most [`super::TEMPS_OPEN_MAX`] kept open),
+//! written block by block, discarded, and strays from before a crash removed.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use weft_engine::replicate::{StorageResult, TempId};
+
+use crate::folder::{RESERVED_DIR, TEMP_DIR};
+
+use super::{errno_fail, io_fail, ioerr_fail, temp_file_name, Disk, Step, TEMPS_OPEN_MAX};
+
+impl Disk {
+    /// Removes the temporary files whose ids are not in `keep` (left over from before a
+    /// crash: the engine's state no longer names them); returns how many went.
+    pub fn remove_stray_temps(&self, keep: &[TempId]) -> io::Result<usize> {
+        let dir = self.root().join(RESERVED_DIR).join(TEMP_DIR);
+        let keep: Vec<String> = keep.iter().map(|t| temp_file_name(*t)).collect();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if keep.iter().any(|k| name.as_os_str() == k.as_str()) {
+                continue;
+            }
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The temporary file of `temp`, open for writing: kept from an earlier write, or opened
+    /// (made if missing) and kept.
+    pub(super) fn open_temp(&self, temp: TempId, step: &str) -> Step<Arc<File>> {
+        if let Some(file) = self.kept_temp(temp) {
+            return Ok(file);
+        }
+        let tname = temp_file_name(temp);
+        let tmp = self.reserved_for(TEMP_DIR, step, &tname)?;
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY;
+        let fd = rfs::openat(&tmp, tname.as_str(), flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| errno_fail(step, &tname, e))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| ioerr_fail(step, &tname, &e))?;
+        if !meta.is_file() {
+            return Err(io_fail(format!("{step} {tname:?}: not a file")));
+        }
+        let file = Arc::new(file);
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        if !open.iter().any(|(t, _)| *t == temp) {
+            if open.len() == TEMPS_OPEN_MAX {
+                open.remove(0);
+            }
+            open.push((temp, Arc::clone(&file)));
+        }
+        Ok(file)
+    }
+
+    /// The temporary file of `temp` if it is kept open (now the most recently used).
+    pub(super) fn kept_temp(&self, temp: TempId) -> Option<Arc<File>> {
+        // A panic while the lock was held cannot leave the list inconsistent (every change
+        // is one push or remove).
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        let i = open.iter().position(|(t, _)| *t == temp)?;
+        let kept = open.remove(i);
+        let file = Arc::clone(&kept.1);
+        open.push(kept);
+        Some(file)
+    }
+
+    /// Closes the temporary file of `temp` if it is kept open (before a commit or discard).
+    pub(super) fn close_temp(&self, temp: TempId) {
+        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(t, _)| *t != temp);
+    }
+
+    pub(super) fn write_temp(&self, temp: TempId, offset: u64, data: &[u8]) -> Step<StorageResult> {
+        const STEP: &str = "write temporary file";
+        let file = self.open_temp(temp, STEP)?;
+        self.write_into(&file, temp, offset, data)
+    }
+
+    /// Writes `data` at `offset` of `temp`'s open temporary file `file`.
+    pub(super) fn write_into(
+        &self,
+        file: &File,
+        temp: TempId,
+        offset: u64,
+        data: &[u8],
+    ) -> Step<StorageResult> {
+        const STEP: &str = "write temporary file";
+        let fail = |e: &io::Error| ioerr_fail(STEP, &temp_file_name(temp), e);
+        // Zeros beyond the end are a hole already (the commit's set_len makes it): the file
+        // stays sparse.
+        if data.iter().all(|b| *b == 0) && file.metadata().map_err(|e| fail(&e))?.len() <= offset {
+            return Ok(StorageResult::Done);
+        }
+        file.write_all_at(data, offset).map_err(|e| fail(&e))?;
+        Ok(StorageResult::Done)
+    }
+
+    pub(super) fn discard_temp(&self, temp: TempId) -> Step<StorageResult> {
+        const STEP: &str = "discard temporary file";
+        self.close_temp(temp);
+        let tname = temp_file_name(temp);
+        let tmp = self.reserved_for(TEMP_DIR, STEP, &tname)?;
+        match rfs::unlinkat(&tmp, tname.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(StorageResult::Done),
+            Err(e) => Err(errno_fail(STEP, &tname, e)),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Paths walked from the folder's root one component at a time, never through a symlink:
+//! each directory opened `O_DIRECTORY | O_NOFOLLOW` relative to the last, the final component
+//! acted on relative to its parent; renames that never replace, and directories fsynced.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
+use weft_engine::replicate::StorageResult;
+
+use crate::folder::RESERVED_DIR;
+
+use super::{errno_fail, io_fail, Disk, Step, NO_PARENT, SYMLINK_IN_PATH};
+
+/// Why a path could not be resolved to its parent directory.
+#[derive(Debug)]
+pub(super) enum Walk {
+    /// A component is a symlink.
+    Symlink,
+    /// A component is missing or is not a directory.
+    NoParent,
+    /// The path is not one weft may touch.
+    Invalid(&'static str),
+    /// Any other failure.
+    Os(Errno),
+}
+
+impl Walk {
+    pub(super) fn answer(self, step: &str, path: &str) -> StorageResult {
+        match self {
+            Walk::Symlink => io_fail(SYMLINK_IN_PATH),
+            Walk::NoParent => io_fail(NO_PARENT),
+            Walk::Invalid(why) => io_fail(format!("{step} {path:?}: {why}")),
+            Walk::Os(e) => errno_fail(step, path, e),
+        }
+    }
+
+    pub(super) fn into_io(self, what: &str) -> io::Error {
+        match self {
+            Walk::Os(e) => io::Error::other(format!("{what}: {e}")),
+            Walk::Symlink => io::Error::other(format!("{what}: {SYMLINK_IN_PATH}")),
+            Walk::NoParent => io::Error::other(format!("{what}: {NO_PARENT}")),
+            Walk::Invalid(why) => io::Error::other(format!("{what}: {why}")),
+        }
+    }
+}
+
+/// A path's components, refused if empty, `.`, `..`, holding a NUL, or inside `.weft`.
+pub(super) fn components(path: &str) -> Result<Vec<&str>, Walk> {
+    if path.is_empty() {
+        return Err(Walk::Invalid("empty path"));
+    }
+    let comps: Vec<&str> = path.split('/').collect();
+    if comps
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0'))
+    {
+        return Err(Walk::Invalid("invalid path component"));
+    }
+    if comps.first() == Some(&RESERVED_DIR) {
+        return Err(Walk::Invalid("reserved path"));
+    }
+    Ok(comps)
+}
+
+/// Opens directory `name` inside `dir`, never following a symlink.
+pub(super) fn open_dir(dir: impl AsFd, name: &str) -> Result<OwnedFd, Walk> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat(dir.as_fd(), name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(e) => match rfs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                Err(Walk::Symlink)
+            }
+            Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                Err(Walk::NoParent)
+            }
+            Err(Errno::NOENT) => Err(Walk::NoParent),
+            _ => Err(Walk::Os(e)),
+        },
+    }
+}
+
+/// What `lstat` finds at `name` in `dir`; `None`: nothing.
+pub(super) fn lstat(dir: impl AsFd, name: &str, step: &str, path: &str) -> Step<Option<Stat>> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno_fail(step, path, e)),
+    }
+}
+
+/// Renames without replacing anything (`EEXIST` if `new` is taken). A file system without
+/// `RENAME_NOREPLACE` (`EINVAL`) gets a check and a plain rename.
+pub(super) fn rename_noreplace(
+    old_dir: impl AsFd,
+    old: &str,
+    new_dir: impl AsFd,
+    new: &str,
+) -> Result<(), Errno> {
+    match rfs::renameat_with(
+        old_dir.as_fd(),
+        old,
+        new_dir.as_fd(),
+        new,
+        RenameFlags::NOREPLACE,
+    ) {
+        Err(Errno::INVAL) => match rfs::statat(new_dir.as_fd(), new, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Err(Errno::EXIST),
+            Err(Errno::NOENT) => rfs::renameat(old_dir, old, new_dir, new),
+            Err(e) => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// Fsyncs a directory after a change in it; the change is made, so a failure is logged.
+pub(super) fn sync_dir(dir: impl AsFd, path: &str) {
+    if let Err(e) = rfs::fsync(dir) {
+        tracing::warn!(path, error = %e, "fsync of a folder directory failed");
+    }
+}
+
+/// A symlink's target, lossily as UTF-8 (empty if it cannot be read).
+pub(super) fn read_link(dir: &OwnedFd, name: &str) -> String {
+    rfs::readlinkat(dir, name, Vec::new())
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Creates directory `path` if absent; one already there must be a directory, not a symlink.
+pub(super) fn make_real_dir(path: &Path) -> io::Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path)?.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    path.display()
+                )))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Disk {
+    // Paths.
+    pub(super) fn open_root(&self) -> Result<OwnedFd, Walk> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rfs::open(&self.root, flags, Mode::empty()).map_err(Walk::Os)
+    }
+
+    /// `.weft/<sub>`, opened without following a symlink.
+    pub(super) fn reserved(&self, sub: &str) -> Result<OwnedFd, Walk> {
+        let root = self.open_root()?;
+        let weft = open_dir(&root, RESERVED_DIR)?;
+        open_dir(&weft, sub)
+    }
+
+    /// [`Disk::reserved`] for a step.
+    pub(super) fn reserved_for(&self, sub: &str, step: &str, path: &str) -> Step<OwnedFd> {
+        self.reserved(sub).map_err(|w| match w {
+            Walk::Os(e) => errno_fail(step, path, e),
+            w => io_fail(format!("{step} {path:?}: .weft/{sub}: {w:?}")),
+        })
+    }
+
+    /// The parent directory of `path`, opened component by component from the root without
+    /// following a symlink, and the final component.
+    pub(super) fn parent<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str), Walk> {
+        let comps = components(path)?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Err(Walk::Invalid("empty path"));
+        };
+        let mut dir = self.open_root()?;
+        for c in parents {
+            dir = open_dir(&dir, c)?;
+        }
+        Ok((dir, last))
+    }
+
+    /// [`Disk::parent`] for a step; `Ok(None)` if a parent is missing (nothing is at `path`).
+    pub(super) fn parent_if_any<'p>(
+        &self,
+        path: &'p str,
+        step: &str,
+    ) -> Step<Option<(OwnedFd, &'p str)>> {
+        match self.parent(path) {
+            Ok(p) => Ok(Some(p)),
+            Err(Walk::NoParent) => Ok(None),
+            Err(w) => Err(w.answer(step, path)),
+        }
+    }
+
+    /// [`Disk::parent`] for a step that needs the parent.
+    pub(super) fn parent_for<'p>(&self, path: &'p str, step: &str) -> Step<(OwnedFd, &'p str)> {
+        self.parent(path).map_err(|w| w.answer(step, path))
+    }
+}
