@@ -1,0 +1,126 @@
+//! Hashing the planned files on every core: each read through the stream chunker in pieces
+//! of at most [`READ_BYTES_MAX`], and taken only if the file did not change while it was read.
+
+use std::fs::{Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use weft_engine::protocol::Block;
+use weft_engine::replicate::blocks::{StreamChunker, Tier};
+
+use super::stat::{classify, Found, Stat};
+use super::walk::{Item, Plan};
+use super::{io_line, ScanError, Scanner};
+
+/// What hashing a file gave.
+pub(super) enum Hashed {
+    Blocks(Vec<Block>),
+    /// It changed while being read.
+    Changed,
+    /// It could not be read.
+    Failed(String),
+}
+
+/// The most one read of a file being hashed asks for (the chunker cuts what each read gives
+/// while it is still in the cache).
+pub(super) const READ_BYTES_MAX: usize = 1024 * 1024;
+
+/// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
+/// bytes read.
+pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
+    let changed = || (Hashed::Changed, 0);
+    let same = |m: io::Result<Metadata>| matches!(m.map(|m| classify(&m)), Ok(Found::Entry(s)) if s == *expect);
+    // Never follow a symlink put in its place; never block on a FIFO put in its place.
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = OpenOptions::new()
+        .read(true)
+        // The flags are small positive constants: the cast keeps them.
+        .custom_flags(flags.bits() as i32)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            if same(std::fs::symlink_metadata(path)) {
+                return (Hashed::Failed(io_line(&e)), 0);
+            }
+            return changed();
+        }
+    };
+    if !same(file.metadata()) {
+        return changed();
+    }
+    // Read through the chunker's window (never the whole file at once), one byte more than
+    // expected at most: a file that grows is caught below.
+    let mut chunker = StreamChunker::new(tier, expect.size);
+    let mut cut = Vec::new();
+    let mut read = 0u64;
+    let mut limited = (&mut file).take(expect.size.saturating_add(1));
+    loop {
+        let space = chunker.space();
+        let room = space.len().min(READ_BYTES_MAX);
+        match limited.read(&mut space[..room]) {
+            Ok(0) => break,
+            Ok(n) => {
+                read += n as u64;
+                chunker.filled(n, &mut cut);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Hashed::Failed(io_line(&e)), 0),
+        }
+    }
+    if read != expect.size || !same(file.metadata()) {
+        return changed();
+    }
+    chunker.finish(&mut cut);
+    let blocks = cut
+        .into_iter()
+        .map(|b| Block {
+            offset: b.offset,
+            len: b.len,
+            hash: b.hash,
+        })
+        .collect();
+    (Hashed::Blocks(blocks), read)
+}
+
+impl Scanner {
+    /// Hashes every [`Plan::Hash`] item on the scanner's threads, biggest files first: for
+    /// each item, what hashing gave and the bytes read.
+    pub(super) fn hash_all(&self, items: &[Item]) -> Result<Vec<Option<(Hashed, u64)>>, ScanError> {
+        let mut jobs: Vec<usize> = (0..items.len())
+            .filter(|&i| matches!(items[i].plan, Plan::Hash(_)))
+            .collect();
+        jobs.sort_by_key(|&i| std::cmp::Reverse(items[i].stat.size));
+        let mut results: Vec<Option<(Hashed, u64)>> = (0..items.len()).map(|_| None).collect();
+        if jobs.is_empty() {
+            return Ok(results);
+        }
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let item = &items[i];
+                if let Plan::Hash(tier) = item.plan {
+                    let abs = self.root.join(&item.path);
+                    done.push((i, hash_file(&abs, &item.stat, tier)));
+                }
+            }
+            done
+        };
+        let threads = self.threads.min(jobs.len()).max(1);
+        let finished: Vec<Vec<(usize, (Hashed, u64))>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|_| ScanError::Io("a hashing thread panicked".into()))?;
+        for (i, r) in finished.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        Ok(results)
+    }
+}

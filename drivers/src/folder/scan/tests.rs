@@ -1,0 +1,539 @@
+//! The scanner on a real disk: first scans, edits, deletes, renames, a missing marker, special
+//! files, files being written, a restart with the persisted cache, several threads.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weft_engine::protocol::{Block, FileEntry, FileKind, Version};
+use weft_engine::replicate::blocks::tier_for;
+use weft_sim::folder::SYMLINK_MODE;
+
+use super::*;
+use crate::folder::cache::{Cache, SharedCache};
+
+/// A folder with its marker, inside a temporary directory.
+struct Folder {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Folder {
+    fn new() -> Folder {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let root = tmp.path().join("shared");
+        fs::create_dir_all(root.join(RESERVED_DIR)).expect("mkdir .weft");
+        fs::write(root.join(RESERVED_DIR).join(MARKER_FILE), "00ff\n").expect("marker");
+        Folder { _tmp: tmp, root }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn write(&self, rel: &str, data: &[u8]) {
+        fs::write(self.p(rel), data).expect("write");
+    }
+
+    fn mkdir(&self, rel: &str) {
+        fs::create_dir_all(self.p(rel)).expect("mkdir");
+    }
+
+    fn scanner(&self) -> Scanner {
+        Scanner::new(self.root.clone(), SharedCache::default())
+    }
+}
+
+fn now_ms() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(d.as_millis()).expect("ms fit")
+}
+
+/// A scan at a time well after every write of the test.
+fn later(s: &Scanner) -> ScanOutcome {
+    s.scan(now_ms() + 60_000).expect("scan")
+}
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    // xorshift: incompressible enough for content-defined cuts.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn blocks_of(data: &[u8]) -> Vec<Block> {
+    weft_engine::replicate::blocks::chunk(data, tier_for(data.len() as u64, None))
+        .into_iter()
+        .map(|b| Block {
+            offset: b.offset,
+            len: b.len,
+            hash: b.hash,
+        })
+        .collect()
+}
+
+fn changed(changes: &[LocalChange]) -> BTreeMap<String, FileEntry> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            LocalChange::Changed(e) => Some((e.path.clone(), e.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn position(changes: &[LocalChange], path: &str) -> usize {
+    changes
+        .iter()
+        .position(|c| match c {
+            LocalChange::Changed(e) => e.path == path,
+            LocalChange::Removed { path: p } => p == path,
+            LocalChange::Moved { to, .. } => to.path == path,
+            LocalChange::ScanDone => false,
+        })
+        .unwrap_or_else(|| panic!("{path} not in {changes:?}"))
+}
+
+fn only_done(o: &ScanOutcome) {
+    assert_eq!(o.changes, vec![LocalChange::ScanDone], "{o:?}");
+}
+
+/// `a/`, `a/b/`, `a/b/big` (several blocks), `top.txt`, `empty`, `run.sh` (0o755),
+/// `link` -> `top.txt`.
+fn populate(f: &Folder) -> (Vec<u8>, Vec<u8>) {
+    f.mkdir("a/b");
+    let big = data(1, 300_000);
+    let top = b"hello, folder\n".to_vec();
+    f.write("a/b/big", &big);
+    f.write("top.txt", &top);
+    f.write("empty", b"");
+    f.write("run.sh", b"#!/bin/sh\n");
+    fs::set_permissions(f.p("run.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("top.txt", f.p("link")).expect("symlink");
+    (big, top)
+}
+
+#[test]
+fn first_scan_reports_files_dirs_and_symlinks() {
+    let f = Folder::new();
+    let (big, top) = populate(&f);
+    let s = f.scanner();
+    let o = later(&s);
+    assert_eq!(o.changes.last(), Some(&LocalChange::ScanDone));
+    let c = changed(&o.changes);
+    let paths: Vec<&str> = c.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        ["a", "a/b", "a/b/big", "empty", "link", "run.sh", "top.txt"]
+    );
+    assert_eq!(o.changes.len(), 8);
+    assert!(position(&o.changes, "a") < position(&o.changes, "a/b"));
+    assert!(position(&o.changes, "a/b") < position(&o.changes, "a/b/big"));
+
+    let dir = &c["a"];
+    assert_eq!(dir.kind, FileKind::Directory);
+    assert_eq!((dir.size, dir.mode, dir.blocks.len()), (0, 7, 0));
+    let e = &c["a/b/big"];
+    assert_eq!((e.kind, e.size, e.mode), (FileKind::File, 300_000, 6));
+    assert!(e.blocks.len() > 1);
+    assert_eq!(e.blocks, blocks_of(&big));
+    assert_eq!(c["top.txt"].blocks, blocks_of(&top));
+    assert!(c["empty"].blocks.is_empty());
+    assert_eq!(c["run.sh"].mode, 7);
+    let l = &c["link"];
+    assert_eq!((l.kind, l.target.as_str()), (FileKind::Symlink, "top.txt"));
+    assert_eq!((l.size, l.mode, l.blocks.len()), (0, SYMLINK_MODE, 0));
+    let mtime = fs::symlink_metadata(f.p("top.txt"))
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    let ms = mtime
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    assert_eq!(c["top.txt"].mtime_ms, i64::try_from(ms).expect("fits"));
+    for e in c.values() {
+        assert_eq!(
+            (e.version.clone(), e.modified_by, e.sequence),
+            (Version::default(), 0, 0)
+        );
+    }
+    assert_eq!((o.files, o.hashed_files), (4, 4));
+    assert_eq!(o.hashed_bytes, 300_000 + top.len() as u64 + 10);
+    assert!(o.skipped.is_empty());
+    assert_eq!(o.unstable, 0);
+    // The cache holds every path, and nothing of `.weft`.
+    let cache = s.cache().lock();
+    assert_eq!(cache.entries.len(), 7);
+    assert_eq!(cache.entries["a/b/big"].blocks, e.blocks);
+}
+
+#[test]
+fn an_unchanged_folder_hashes_nothing() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    later(&s);
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!((o.hashed_files, o.hashed_bytes, o.files), (0, 0, 4));
+}
+
+#[test]
+fn an_edit_is_reported_and_only_it_is_hashed() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    later(&s);
+    f.write("top.txt", b"changed content");
+    f.write("a/b/new", b"new file");
+    let o = later(&s);
+    assert_eq!(o.hashed_files, 2);
+    let c = changed(&o.changes);
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["a/b/new", "top.txt"]);
+    assert_eq!(c["top.txt"].blocks, blocks_of(b"changed content"));
+    assert_eq!(c["top.txt"].size, 15);
+    assert_eq!(o.changes.len(), 3);
+    // A mode change alone is reported too (the file is re-read: its ctime changed).
+    fs::set_permissions(f.p("top.txt"), fs::Permissions::from_mode(0o444)).expect("chmod");
+    let o = later(&s);
+    let c = changed(&o.changes);
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["top.txt"]);
+    assert_eq!(c["top.txt"].mode, 4);
+    // So is a directory's.
+    fs::set_permissions(f.p("a"), fs::Permissions::from_mode(0o500)).expect("chmod");
+    let o = later(&s);
+    let c = changed(&o.changes);
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!((c["a"].mode, c["a"].kind), (5, FileKind::Directory));
+    fs::set_permissions(f.p("a"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A retargeted symlink.
+    fs::remove_file(f.p("link")).expect("rm");
+    std::os::unix::fs::symlink("a/b/new", f.p("link")).expect("symlink");
+    let o = later(&s);
+    let c = changed(&o.changes);
+    assert_eq!(c["link"].target, "a/b/new");
+    assert_eq!(o.changes.len(), 3, "a's mode and the link: {:?}", o.changes);
+}
+
+#[test]
+fn deletes_are_removed_children_first() {
+    let f = Folder::new();
+    populate(&f);
+    f.write("a/b/other", b"x");
+    let s = f.scanner();
+    later(&s);
+    fs::remove_file(f.p("top.txt")).expect("rm");
+    let o = later(&s);
+    assert_eq!(
+        o.changes,
+        vec![
+            LocalChange::Removed {
+                path: "top.txt".into()
+            },
+            LocalChange::ScanDone
+        ]
+    );
+    fs::remove_dir_all(f.p("a")).expect("rm -r");
+    let o = later(&s);
+    let removed: Vec<&str> = o
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            LocalChange::Removed { path } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, ["a/b/other", "a/b/big", "a/b", "a"]);
+    assert_eq!(o.changes.len(), 5);
+    assert!(!s.cache().lock().entries.contains_key("a/b/big"));
+    only_done(&later(&s));
+}
+
+#[test]
+fn a_directory_replaced_by_a_file_removes_its_children_first() {
+    let f = Folder::new();
+    f.mkdir("d/e");
+    f.write("d/e/f", b"one");
+    let s = f.scanner();
+    later(&s);
+    fs::remove_dir_all(f.p("d")).expect("rm -r");
+    f.write("d", b"now a file");
+    let o = later(&s);
+    let kinds: Vec<(&str, &str)> = o
+        .changes
+        .iter()
+        .map(|c| match c {
+            LocalChange::Changed(e) => ("changed", e.path.as_str()),
+            LocalChange::Removed { path } => ("removed", path.as_str()),
+            LocalChange::Moved { to, .. } => ("moved", to.path.as_str()),
+            LocalChange::ScanDone => ("done", ""),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("removed", "d/e/f"),
+            ("removed", "d/e"),
+            ("changed", "d"),
+            ("done", "")
+        ]
+    );
+}
+
+#[test]
+fn a_rename_is_a_move_and_is_not_rehashed() {
+    let f = Folder::new();
+    let (big, _) = populate(&f);
+    let s = f.scanner();
+    later(&s);
+    fs::rename(f.p("a/b/big"), f.p("moved")).expect("mv");
+    let o = later(&s);
+    assert_eq!(o.hashed_files, 0);
+    assert_eq!(o.changes.len(), 2, "{:?}", o.changes);
+    let LocalChange::Moved { from, to } = &o.changes[0] else {
+        panic!("not a move: {:?}", o.changes)
+    };
+    assert_eq!((from.as_str(), to.path.as_str()), ("a/b/big", "moved"));
+    assert_eq!(to.blocks, blocks_of(&big));
+    assert_eq!((to.size, to.kind, to.mode), (300_000, FileKind::File, 6));
+    let cache = s.cache().lock();
+    assert!(!cache.entries.contains_key("a/b/big"));
+    assert_eq!(cache.entries["moved"].blocks, to.blocks);
+    drop(cache);
+    only_done(&later(&s));
+    // Renamed over an existing file: a move too.
+    fs::rename(f.p("moved"), f.p("top.txt")).expect("mv");
+    let o = later(&s);
+    assert_eq!(o.hashed_files, 0);
+    assert!(
+        matches!(&o.changes[..], [LocalChange::Moved { from, to }, LocalChange::ScanDone]
+            if from == "moved" && to.path == "top.txt"),
+        "{:?}",
+        o.changes
+    );
+}
+
+#[test]
+fn a_missing_marker_or_root_fails_and_removes_nothing() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    later(&s);
+    let before = s.cache().lock().clone();
+    let marker = f.p(".weft/folder");
+    fs::remove_file(&marker).expect("rm marker");
+    fs::remove_file(f.p("top.txt")).expect("rm");
+    assert!(matches!(later_err(&s), ScanError::MarkerMissing(p) if p == marker));
+    assert_eq!(*s.cache().lock(), before, "nothing recorded");
+    // The whole folder gone (an unmounted disk).
+    fs::write(&marker, "00ff\n").expect("marker");
+    let moved = f.root.with_file_name("elsewhere");
+    fs::rename(&f.root, &moved).expect("mv root");
+    assert!(matches!(later_err(&s), ScanError::RootMissing(p) if p == f.root));
+    // A file where the root was.
+    fs::write(&f.root, "not a dir").expect("write");
+    assert!(matches!(later_err(&s), ScanError::RootMissing(_)));
+    fs::remove_file(&f.root).expect("rm");
+    fs::rename(&moved, &f.root).expect("mv back");
+    assert_eq!(*s.cache().lock(), before);
+    // Back, with its marker: the delete is reported now.
+    let o = later(&s);
+    assert_eq!(
+        o.changes,
+        vec![
+            LocalChange::Removed {
+                path: "top.txt".into()
+            },
+            LocalChange::ScanDone
+        ]
+    );
+}
+
+/// The marker vanishing after the post-walk check (while changes are recorded): no
+/// removal is recorded or reported.
+#[test]
+fn a_removal_is_not_recorded_once_the_marker_is_gone() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    later(&s);
+    fs::remove_file(f.p("top.txt")).expect("rm");
+    fs::remove_file(f.p(".weft/folder")).expect("rm marker");
+    let mut out = ScanOutcome::default();
+    assert!(s.remove("top.txt", &mut out).is_err());
+    assert!(out.changes.is_empty());
+    assert!(s.cache().lock().entries.contains_key("top.txt"));
+}
+
+fn later_err(s: &Scanner) -> ScanError {
+    match s.scan(now_ms() + 60_000) {
+        Ok(o) => panic!("scanned: {o:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn special_files_and_bad_names_are_skipped_and_listed() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let f = Folder::new();
+    f.write("plain", b"x");
+    f.write("was-a-file", b"y");
+    let s = f.scanner();
+    later(&s);
+    let fifo = |rel: &str| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(f.p(rel))
+            .status()
+            .expect("mkfifo runs");
+        assert!(ok.success());
+    };
+    fifo("pipe");
+    fs::remove_file(f.p("was-a-file")).expect("rm");
+    fifo("was-a-file");
+    let _sock = std::os::unix::net::UnixListener::bind(f.p("sock")).expect("bind");
+    fs::write(f.root.join(OsStr::from_bytes(b"bad\xffname")), b"z").expect("write");
+    fs::write(f.p("back\\slash"), b"z").expect("write");
+    let o = later(&s);
+    let mut skipped = o.skipped.clone();
+    skipped.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        skipped,
+        vec![
+            (
+                "back\\slash".to_string(),
+                SkipReason::BadName(PathRefusal::BadCharacter)
+            ),
+            ("bad\u{fffd}name".to_string(), SkipReason::NotUtf8),
+            ("pipe".to_string(), SkipReason::Fifo),
+            ("sock".to_string(), SkipReason::Socket),
+            ("was-a-file".to_string(), SkipReason::Fifo),
+        ]
+    );
+    // The file a FIFO replaced is gone; nothing else is reported.
+    assert_eq!(
+        o.changes,
+        vec![
+            LocalChange::Removed {
+                path: "was-a-file".into()
+            },
+            LocalChange::ScanDone
+        ]
+    );
+}
+
+#[test]
+fn a_file_being_written_waits_for_a_later_scan() {
+    let f = Folder::new();
+    let s = f.scanner();
+    f.write("fresh", b"still writing");
+    let o = s.scan(now_ms()).expect("scan");
+    only_done(&o);
+    assert_eq!((o.unstable, o.hashed_files, o.files), (1, 0, 1));
+    assert!(s.cache().lock().entries.is_empty());
+    // It settles STABLE_MS after its mtime.
+    let mtime = fs::metadata(f.p("fresh"))
+        .and_then(|m| m.modified())
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    assert_eq!(o.settles_at_ms, Some(mtime + STABLE_MS));
+    let o = s.scan(now_ms() + STABLE_MS + 10).expect("scan");
+    assert_eq!((o.unstable, o.settles_at_ms), (0, None));
+    assert_eq!(changed(&o.changes).keys().collect::<Vec<_>>(), ["fresh"]);
+    // A file whose mtime was set in the past is stable at once.
+    f.write("old", b"copied with its mtime");
+    fs::File::options()
+        .write(true)
+        .open(f.p("old"))
+        .expect("open")
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .expect("set mtime");
+    let o = s.scan(now_ms()).expect("scan");
+    assert_eq!(changed(&o.changes).keys().collect::<Vec<_>>(), ["old"]);
+}
+
+#[test]
+fn a_restart_with_the_persisted_cache_hashes_nothing() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    assert_eq!(later(&s).hashed_files, 4);
+    let blob = s.cache().lock().encode();
+    let cache = Cache::decode(&blob).expect("decodes");
+    let s2 = Scanner::new(f.root.clone(), SharedCache::new(cache));
+    let o = later(&s2);
+    only_done(&o);
+    assert_eq!((o.hashed_files, o.files), (0, 4));
+}
+
+#[test]
+fn what_the_disk_worker_records_is_not_reported() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner();
+    later(&s);
+    // The worker writes a file and a directory and records them under the lock.
+    let content = data(7, 50_000);
+    {
+        let mut cache = s.cache().lock();
+        f.write("from-peer", &content);
+        f.mkdir("peer-dir");
+        let tier = tier_for(content.len() as u64, None);
+        for (path, blocks) in [("from-peer", blocks_of(&content)), ("peer-dir", vec![])] {
+            let e = observe(&f.p(path), tier, blocks)
+                .expect("lstat")
+                .expect("present");
+            cache.entries.insert(path.to_string(), e);
+        }
+    }
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!(o.hashed_files, 0);
+}
+
+#[test]
+fn several_threads_find_what_one_finds() {
+    let build = |f: &Folder| {
+        populate(f);
+        for d in 0..4 {
+            f.mkdir(&format!("d{d}"));
+            for i in 0..12u64 {
+                let len = (i as usize * 37_000 + d * 5_000) % 200_000;
+                f.write(&format!("d{d}/f{i}"), &data(i * 10 + d as u64, len));
+            }
+        }
+    };
+    let (one, many) = (Folder::new(), Folder::new());
+    build(&one);
+    build(&many);
+    let o1 = later(&one.scanner().with_threads(1));
+    let o4 = later(&many.scanner().with_threads(4));
+    assert_eq!((o1.hashed_files, o4.hashed_files), (52, 52));
+    assert_eq!(o1.hashed_bytes, o4.hashed_bytes);
+    // The same entries but for mtimes (each tree was written at its own time).
+    let strip = |o: &ScanOutcome| {
+        o.changes
+            .iter()
+            .map(|c| match c {
+                LocalChange::Changed(e) => {
+                    let mut e = e.clone();
+                    e.mtime_ms = 0;
+                    LocalChange::Changed(e)
+                }
+                c => c.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&o1), strip(&o4));
+}

@@ -1,0 +1,229 @@
+//! The walk: every directory read in name order without following symlinks, each path
+//! compared with the cache and planned (unchanged, to hash, held back as still being
+//! written, skipped), and what is gone matched to what appeared by inode as a rename.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+
+use weft_engine::protocol::{FileKind, PathRefusal};
+use weft_engine::replicate::blocks::{tier_for, Tier};
+use weft_engine::replicate::paths::check_path;
+
+use crate::folder::cache::CachedEntry;
+use crate::folder::RESERVED_DIR;
+
+use super::stat::{lstat, Found, Stat};
+use super::{io_line, ScanError, Scanner, SkipReason};
+
+/// What the walk decided to do about a path that differs from the cache.
+pub(super) enum Plan {
+    /// A directory: reported if new or its mode changed.
+    Dir,
+    /// A symlink pointing at this: reported if new or retargeted.
+    Symlink(String),
+    /// A file to hash at this tier.
+    Hash(Tier),
+    /// The file the cache holds at `from`, renamed here.
+    Move { from: String, cached: CachedEntry },
+}
+
+pub(super) struct Item {
+    pub(super) path: String,
+    pub(super) stat: Stat,
+    pub(super) plan: Plan,
+}
+
+/// What the walk found.
+#[derive(Default)]
+pub(super) struct Walk {
+    pub(super) items: Vec<Item>,
+    /// Every path present (reported, unchanged, unstable or unreadable).
+    pub(super) seen: HashSet<String>,
+    /// Paths that could not be listed or `lstat`ed: nothing at or under them is removed.
+    pub(super) protected: Vec<String>,
+    /// Paths the cache holds as a directory that are now something else.
+    pub(super) no_longer_dirs: HashSet<String>,
+    pub(super) skipped: Vec<(String, SkipReason)>,
+    pub(super) files: u64,
+}
+
+impl Walk {
+    pub(super) fn is_protected(&self, path: &str) -> bool {
+        self.protected.iter().any(|p| under_or_at(path, p))
+    }
+}
+
+/// Whether `path` is `dir` or inside it.
+pub(super) fn under_or_at(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+pub(super) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl Scanner {
+    /// Walks the tree under the root, comparing each path with the cache.
+    pub(super) fn walk(&self) -> Result<Walk, ScanError> {
+        let mut walk = Walk::default();
+        // Paths to visit, the next on top.
+        let mut stack: Vec<String> = Vec::new();
+        // The root must list: walking nothing would report everything removed.
+        self.list_dir("", &mut stack, &mut walk.skipped)
+            .map_err(|e| ScanError::Io(format!("listing {}: {e}", self.root.display())))?;
+        while let Some(path) = stack.pop() {
+            let abs = self.root.join(&path);
+            let (stat, unchanged, cached_kind, cached_tier) = {
+                let cache = self.cache.lock();
+                match lstat(&abs) {
+                    // Gone since its directory was listed.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        walk.skipped
+                            .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
+                        walk.protected.push(path);
+                        continue;
+                    }
+                    Ok(Found::Special(reason)) => {
+                        walk.skipped.push((path, reason));
+                        continue;
+                    }
+                    Ok(Found::Entry(stat)) => {
+                        let c = cache.entries.get(&path);
+                        (
+                            stat,
+                            c.is_some_and(|c| stat.matches(c)),
+                            c.map(|c| c.kind),
+                            c.filter(|c| c.kind == FileKind::File)
+                                .and_then(|c| Tier::from_index(c.tier)),
+                        )
+                    }
+                }
+            };
+            walk.seen.insert(path.clone());
+            if stat.kind == FileKind::File {
+                walk.files += 1;
+            }
+            if cached_kind == Some(FileKind::Directory) && stat.kind != FileKind::Directory {
+                walk.no_longer_dirs.insert(path.clone());
+            }
+            if !unchanged {
+                let plan = match stat.kind {
+                    FileKind::Directory => Some(Plan::Dir),
+                    FileKind::File => Some(Plan::Hash(tier_for(stat.size, cached_tier))),
+                    FileKind::Symlink => match std::fs::read_link(&abs) {
+                        Ok(t) => match t.into_os_string().into_string() {
+                            Ok(t) => Some(Plan::Symlink(t)),
+                            Err(_) => {
+                                walk.seen.remove(&path);
+                                walk.skipped.push((path.clone(), SkipReason::NotUtf8));
+                                None
+                            }
+                        },
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            walk.seen.remove(&path);
+                            None
+                        }
+                        Err(e) => {
+                            walk.skipped
+                                .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
+                            None
+                        }
+                    },
+                };
+                if let Some(plan) = plan {
+                    walk.items.push(Item {
+                        path: path.clone(),
+                        stat,
+                        plan,
+                    });
+                }
+            }
+            if stat.kind == FileKind::Directory {
+                match self.list_dir(&path, &mut stack, &mut walk.skipped) {
+                    Ok(()) => {}
+                    // Gone since its lstat: what was under it is removed.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        walk.skipped
+                            .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
+                        walk.protected.push(path);
+                    }
+                }
+            }
+        }
+        Ok(walk)
+    }
+
+    /// Pushes the children of directory `dir` (relative) onto `stack`, the first name on
+    /// top; skips the reserved folder at the root and names no peer would take.
+    pub(super) fn list_dir(
+        &self,
+        dir: &str,
+        stack: &mut Vec<String>,
+        skipped: &mut Vec<(String, SkipReason)>,
+    ) -> io::Result<()> {
+        let mut children = Vec::new();
+        for entry in std::fs::read_dir(self.root.join(dir))? {
+            let name = entry?.file_name();
+            let name = match name.into_string() {
+                Ok(name) => name,
+                Err(name) => {
+                    skipped.push((join(dir, &name.to_string_lossy()), SkipReason::NotUtf8));
+                    continue;
+                }
+            };
+            if dir.is_empty() && name == RESERVED_DIR {
+                continue;
+            }
+            let path = join(dir, &name);
+            match check_path(&path) {
+                // The engine brings a path to NFC itself.
+                Ok(()) | Err(PathRefusal::NotNormalized) => children.push(path),
+                Err(why) => skipped.push((path, SkipReason::BadName(why))),
+            }
+        }
+        children.sort_unstable_by(|a, b| b.cmp(a));
+        stack.extend(children);
+        Ok(())
+    }
+
+    /// Turns a file to hash whose inode, size and mtime are those of a removed cached file
+    /// into a move of that file (its blocks kept, nothing read).
+    pub(super) fn plan_moves(&self, walk: &mut Walk, removed: &mut BTreeMap<String, CachedEntry>) {
+        let mut by_stat: HashMap<(u64, u64, i128), Vec<String>> = HashMap::new();
+        for (path, c) in removed.iter().rev() {
+            // A path under one that is no longer a directory is removed before it changes.
+            let under_changed = walk
+                .no_longer_dirs
+                .iter()
+                .any(|d| path.len() > d.len() && under_or_at(path, d));
+            if c.kind == FileKind::File && !under_changed {
+                by_stat
+                    .entry((c.inode, c.size, c.mtime_ns))
+                    .or_default()
+                    .push(path.clone());
+            }
+        }
+        if by_stat.is_empty() {
+            return;
+        }
+        for item in &mut walk.items {
+            if !matches!(item.plan, Plan::Hash(_)) {
+                continue;
+            }
+            let key = (item.stat.inode, item.stat.size, item.stat.mtime_ns);
+            let Some(from) = by_stat.get_mut(&key).and_then(Vec::pop) else {
+                continue;
+            };
+            if let Some(cached) = removed.remove(&from) {
+                item.plan = Plan::Move { from, cached };
+            }
+        }
+    }
+}
