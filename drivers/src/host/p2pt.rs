@@ -6,7 +6,8 @@ use weft_engine::p2pt::{P2ptEntry, P2ptEvent, P2PT_LEASE_S};
 use weft_engine::protocol::p2pt::rmpv::Value;
 use weft_engine::{Command, Input, NodeId, TableCommand};
 
-use super::{offer, Host};
+use super::events::offer;
+use super::Host;
 use crate::handle::{Delivery, HandleError, TableOp};
 use crate::report::TableEntryReport;
 

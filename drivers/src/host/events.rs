@@ -1,0 +1,253 @@
+//! The node's events as the host takes them: broadcasts offered to each subscriber within
+//! its backlog, folder and drop events to their tables, the rest to the log.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TrySendError;
+
+use bytes::Bytes;
+use weft_engine::drops::{DropsEvent, DropsEventKind};
+use weft_engine::protocol::FolderId;
+use weft_engine::protocol::RunSignalKind;
+use weft_engine::replicate::{ReplicaEvent, ReplicateEvent, StorageError};
+use weft_engine::run::{RunCommand, RunEvent, RunEventKind};
+use weft_engine::{Command, Event, Input, MeshEvent, TableEvent};
+
+use super::Host;
+use crate::handle::HandleError;
+use crate::handle::{Delivery, Subscriber};
+
+/// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
+/// drop in `drops`); false once the subscriber is gone.
+pub(super) fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
+    if !subscriber.is_held() {
+        return false;
+    }
+    let cost = delivery.queued_bytes();
+    if let Some((queued, bytes_max)) = &subscriber.bytes {
+        // Counted before the send: the reader subtracts as soon as it takes the delivery. A
+        // delivery larger than the bound still goes to a subscriber with nothing waiting.
+        let before = queued.fetch_add(cost, Ordering::SeqCst);
+        if before > 0 && before + cost > *bytes_max {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+            *drops += 1;
+            return true;
+        }
+    }
+    let sent = subscriber.sink.try_send(delivery.clone());
+    if sent.is_err() {
+        if let Some((queued, _)) = &subscriber.bytes {
+            queued.fetch_sub(cost, Ordering::SeqCst);
+        }
+    }
+    match sent {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            *drops += 1;
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+impl Host {
+    /// Reports an event: broadcasts go to the subscribers, the rest to the log.
+    pub(crate) fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Mesh(MeshEvent::Broadcast {
+                origin,
+                incarnation,
+                seq,
+                payload,
+            }) => {
+                tracing::debug!(
+                    "broadcast {origin}/{incarnation}#{seq}: {} bytes",
+                    payload.len()
+                );
+                if self.subscribers.is_empty() {
+                    return;
+                }
+                // The payload may be a slice of a much larger read buffer: a copy of its own
+                // keeps a waiting delivery from pinning that buffer, and makes the bytes
+                // counted against a subscriber's bound the bytes held.
+                let delivery = Delivery {
+                    origin,
+                    incarnation,
+                    seq,
+                    payload: Bytes::copy_from_slice(&payload),
+                    sender: None,
+                };
+                let drops = &mut self.listener_drops;
+                self.subscribers.retain(|s| offer(s, &delivery, drops));
+            }
+            Event::P2pt(e) => self.on_p2pt_event(e),
+            Event::PeerUp {
+                node,
+                conn,
+                incarnation,
+                restarted,
+            } => tracing::info!(
+                "peer up {node} on {conn:?} (incarnation {incarnation}{})",
+                if restarted { ", restarted" } else { "" }
+            ),
+            Event::PeerDown { node, reason } => tracing::info!("peer down {node}: {reason:?}"),
+            Event::ConnectionClosed { conn, reason } => {
+                tracing::info!("closed {conn:?}: {reason:?}")
+            }
+            Event::DialFailed {
+                addr,
+                attempts,
+                retry_in_ms,
+                reason,
+            } => self.dial_log.failed(addr, attempts, retry_in_ms, reason),
+            Event::Redialed {
+                addr,
+                node,
+                failures,
+            } => self.dial_log.linked(&addr, &node, failures),
+            Event::RefusedAsStale { addr } => self.dial_log.refused_as_stale(addr),
+            Event::Chord(e) => {
+                if let Some(reply) = self.chord_waiting.remove(&e.request) {
+                    let _ = reply.send(e.result.map_err(|e| e.to_string()));
+                }
+            }
+            Event::Table(TableEvent::Committed { through }) => self.table_answer(through, Ok(())),
+            Event::Table(TableEvent::NotCommitted { through, reason }) => {
+                // A node without a state folder keeps nothing, by choice.
+                if self.store.is_some() {
+                    tracing::warn!("table writes not stored: {reason}");
+                }
+                self.table_answer(through, Err(HandleError::NotStored(reason)));
+            }
+            Event::Replicate(ReplicateEvent { folder, event }) => {
+                self.on_folder_event(folder, event)
+            }
+            Event::Run(RunEvent { run, kind }) => {
+                let last = matches!(
+                    kind,
+                    RunEventKind::Refused { .. } | RunEventKind::Exited(_) | RunEventKind::Lost
+                );
+                let sent = self
+                    .runs_waiting
+                    .get(&run)
+                    .is_some_and(|w| w.send(kind).is_ok());
+                if last || !sent {
+                    self.runs_waiting.remove(&run);
+                }
+                // Its asker went away: the process has no one to write to.
+                if !sent && !last {
+                    let kill = RunCommand::Signal {
+                        run,
+                        signal: RunSignalKind::Kill,
+                    };
+                    let _ = self.input(Input::Command(Command::Run(kill)));
+                }
+            }
+            Event::Drops(DropsEvent { drop, kind }) => match kind {
+                DropsEventKind::Refused { peer, error }
+                | DropsEventKind::FilesRefused { peer, error } => {
+                    tracing::warn!("drop {drop}: refused what {peer} sent: {error}")
+                }
+                DropsEventKind::HistoryFull => tracing::warn!("drop {drop}: its history is full"),
+                DropsEventKind::Current {
+                    version,
+                    counter,
+                    branches,
+                } => tracing::info!(
+                    "drop {drop}: shows version {version} (counter {counter}, {branches} heads)"
+                ),
+                other => tracing::info!("drop {drop}: {other:?}"),
+            },
+            other => tracing::debug!("{other:?}"),
+        }
+    }
+
+    pub(super) fn on_folder_event(&mut self, folder: FolderId, event: ReplicaEvent) {
+        match event {
+            ReplicaEvent::Ready => {
+                tracing::info!("folder {folder}: ready");
+                let temps = self
+                    .node
+                    .replica(&folder)
+                    .map(|r| r.temps_in_use())
+                    .unwrap_or_default();
+                let due = self.folders.on_ready(&folder, &temps);
+                self.feed_local(folder, due);
+            }
+            ReplicaEvent::Updated { path, .. } => {
+                tracing::info!("folder {folder}: updated {path}");
+                self.folder_errors.remove(&(folder, path));
+            }
+            ReplicaEvent::StorageFailed { path, error } => {
+                let error = match error {
+                    StorageError::DiskFull => "the disk is full".to_string(),
+                    StorageError::Io(why) => why,
+                };
+                tracing::warn!(
+                    "folder {folder}: {}: {error}",
+                    path.as_deref().unwrap_or("-")
+                );
+                if let Some(path) = path {
+                    self.folder_errors.insert((folder, path), error);
+                }
+            }
+            ReplicaEvent::Conflict { path, copy } => {
+                tracing::warn!("folder {folder}: conflict at {path}: the other version is {copy}")
+            }
+            ReplicaEvent::LocalEditRefused { path } => tracing::warn!(
+                "folder {folder}: local edit of {path} not published: this copy of the drop is read-only"
+            ),
+            other => tracing::debug!("folder {folder}: {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::handle::DELIVERY_OVERHEAD_BYTES;
+
+    fn delivery(payload_bytes: usize) -> Delivery {
+        Delivery {
+            origin: weft_engine::NodeId([7; 32]),
+            incarnation: 1,
+            seq: 1,
+            payload: Bytes::from(vec![0; payload_bytes]),
+            sender: None,
+        }
+    }
+
+    #[test]
+    fn a_bounded_subscriber_is_offered_no_more_than_its_bytes() {
+        let (sink, deliveries) = mpsc::sync_channel(100);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let subscriber = Subscriber {
+            sink,
+            bytes: Some((Arc::clone(&queued), 1000)),
+        };
+        let mut drops = 0;
+        // Alone, even one over the bound is queued; then nothing more until there is room.
+        assert!(offer(&subscriber, &delivery(2000), &mut drops));
+        assert!(offer(&subscriber, &delivery(1), &mut drops));
+        assert_eq!(drops, 1);
+        assert_eq!(
+            queued.load(Ordering::SeqCst),
+            2000 + DELIVERY_OVERHEAD_BYTES
+        );
+        queued.fetch_sub(deliveries.recv().unwrap().queued_bytes(), Ordering::SeqCst);
+        for _ in 0..2 {
+            assert!(offer(&subscriber, &delivery(400), &mut drops));
+        }
+        assert_eq!(
+            drops, 2,
+            "the second 400 bytes would pass 1000 with their overhead"
+        );
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
+        drop(deliveries);
+        assert!(!offer(&subscriber, &delivery(1), &mut drops), "gone");
+        assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
+    }
+}

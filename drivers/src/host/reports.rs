@@ -1,0 +1,214 @@
+//! What the host reports of the node: `weft id`, `weft stats`, `weft network`'s hosts and
+//! each folder's files and transfers (`weft status`).
+
+use weft_engine::protocol::FileKind;
+use weft_engine::replicate::{conflict_origin, Record};
+use weft_engine::{ConnId, NetworkKey};
+
+use super::Host;
+use crate::report::{
+    hex_id, links_name, ConnReport, FileReport, FolderReport, HostReport, IdReport, NodeCounters,
+    RingReport, StatsReport,
+};
+
+/// A kind's name in `weft status`.
+pub(super) fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "file",
+        FileKind::Directory => "dir",
+        FileKind::Symlink => "symlink",
+    }
+}
+
+impl Host {
+    /// Every shared folder and each of its paths' state.
+    pub(super) fn folder_reports(&self) -> Vec<FolderReport> {
+        self.folders
+            .list()
+            .into_iter()
+            .map(|(folder, root, stopped, ready)| {
+                let replica = self.node.replica(&folder);
+                let transfers: std::collections::BTreeMap<String, u64> = replica
+                    .map(|r| r.transfers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| (t.path, t.bytes_done))
+                    .collect();
+                let records: Vec<&Record> = replica
+                    .map(|r| r.records().filter(|r| !r.deleted).collect())
+                    .unwrap_or_default();
+                let conflicted: std::collections::BTreeSet<String> = records
+                    .iter()
+                    .filter_map(|r| conflict_origin(&r.entry.path))
+                    .collect();
+                let mut files: Vec<FileReport> = records
+                    .iter()
+                    .map(|r| {
+                        let path = r.entry.path.clone();
+                        let error = self.folder_errors.get(&(folder, path.clone())).cloned();
+                        let state = if error.is_some() {
+                            "error"
+                        } else if transfers.contains_key(&path) {
+                            "fetching"
+                        } else if conflicted.contains(&path) {
+                            "conflict"
+                        } else {
+                            "synced"
+                        };
+                        FileReport {
+                            bytes_done: transfers.get(&path).copied().unwrap_or(r.entry.size),
+                            kind: kind_name(r.entry.kind).into(),
+                            size: r.entry.size,
+                            state: state.into(),
+                            error,
+                            path,
+                        }
+                    })
+                    .collect();
+                // Files being fetched for the first time have no record yet.
+                for t in replica.map(|r| r.transfers()).unwrap_or_default() {
+                    if !files.iter().any(|f| f.path == t.path) {
+                        files.push(FileReport {
+                            path: t.path,
+                            kind: "file".into(),
+                            size: t.bytes_total,
+                            state: "fetching".into(),
+                            bytes_done: t.bytes_done,
+                            error: None,
+                        });
+                    }
+                }
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                FolderReport {
+                    folder: folder.to_string(),
+                    root: root.display().to_string(),
+                    stopped: stopped.map(str::to_owned),
+                    ready,
+                    files,
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn hosts(&self) -> Vec<HostReport> {
+        if let Some(p2pt) = self.node.p2pt() {
+            return p2pt
+                .peers()
+                .into_iter()
+                .map(|(id, _, addr)| HostReport {
+                    node: id,
+                    addr: Some(addr),
+                    direct: true,
+                    last_seen_ms_ago: 0,
+                    last_seen_unix_ms: None,
+                })
+                .collect();
+        }
+        let now = self.clock.now();
+        let wall = self.node.wall_clock_ms(now);
+        self.node
+            .hosts()
+            .into_iter()
+            .map(|h| {
+                let ago = now.saturating_since(h.last_seen).as_millis();
+                HostReport {
+                    node: hex_id(&h.node),
+                    addr: h.addr,
+                    direct: h.direct,
+                    last_seen_ms_ago: ago,
+                    last_seen_unix_ms: wall.map(|w| w.saturating_sub(ago)),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn id(&self) -> IdReport {
+        let node = &self.node;
+        let hosts = node.hosts();
+        let direct = hosts.iter().filter(|h| h.direct).count() as u64;
+        let me = node.node_id();
+        let chord = node.chord().map(|chord| {
+            let successor = chord
+                .successors()
+                .first()
+                .filter(|p| p.node != me)
+                .map(|p| hex_id(&p.node));
+            RingReport {
+                position: format!("{:016x}", chord.me().ring_id()),
+                joined: chord.is_joined(),
+                successor,
+                predecessor: chord.predecessor().map(|p| hex_id(&p.node)),
+                records: chord.records_len() as u64,
+            }
+        });
+        let p2pt = node.p2pt();
+        IdReport {
+            node: p2pt.map_or_else(|| hex_id(&me), |p| p.id()),
+            network: node.config().network.clone(),
+            incarnation: node.config().incarnation,
+            pid: std::process::id(),
+            driver: self.driver.to_owned(),
+            links: if p2pt.is_some() {
+                "plaintext (p2p.today)".to_owned()
+            } else {
+                links_name(node.config().link_encryption).to_owned()
+            },
+            network_secret: node.config().network_key != NetworkKey::OPEN,
+            listen_addr: self.bound_addr.clone(),
+            announce_addr: node.config().listen_addr.clone(),
+            uptime_ms: self.clock.now().as_nanos() / 1_000_000,
+            peers_direct: p2pt.map_or(direct, |p| p.peers().len() as u64),
+            peers_heard_of: hosts.len() as u64 - direct,
+            chord,
+            table_keys: p2pt.map_or(node.table().iter().count() as u64, |p| {
+                p.metrics().table_keys
+            }),
+        }
+    }
+
+    pub(super) fn stats(&self, unwritten: &dyn Fn(ConnId) -> usize) -> StatsReport {
+        let node = &self.node;
+        let peers: std::collections::BTreeMap<ConnId, _> =
+            node.links().map(|(peer, conn)| (conn, peer)).collect();
+        let connections = node
+            .conn_ids()
+            .filter_map(|conn| {
+                let stats = node.conn_stats(conn)?;
+                let addr = node.conn_addr(conn).unwrap_or_default().to_owned();
+                let mut report =
+                    ConnReport::new(conn.0, addr, peers.get(&conn), &stats, unwritten(conn));
+                report.dedicated = node.dedicated_family(conn).map(|f| f.name().to_owned());
+                Some(report)
+            })
+            .collect();
+        let config = node.config();
+        let mut counters = NodeCounters::from(&node.metrics());
+        if let Some(p) = node.p2pt() {
+            let m = p.metrics();
+            counters.frames_received = m.frames_received;
+            counters.frames_sent = m.frames_sent;
+            counters.bytes_received = m.bytes_received;
+            counters.bytes_sent = m.bytes_sent;
+            counters.broadcasts_originated = m.broadcasts_originated;
+            counters.broadcasts_delivered = m.delivered;
+            counters.broadcast_duplicates = m.broadcast_duplicates;
+            counters.broadcast_transmissions = m.broadcasts_relayed;
+        }
+        StatsReport {
+            node: node
+                .p2pt()
+                .map_or_else(|| hex_id(&node.node_id()), |p| p.id()),
+            network: config.network.clone(),
+            incarnation: config.incarnation,
+            listen_addr: config.listen_addr.clone(),
+            driver: self.driver.to_owned(),
+            links: links_name(config.link_encryption).to_owned(),
+            network_secret: config.network_key != NetworkKey::OPEN,
+            uptime_ms: self.clock.now().as_nanos() / 1_000_000,
+            counters,
+            connections,
+            listeners: self.subscribers.iter().filter(|s| s.is_held()).count() as u64,
+            listener_drops: self.listener_drops,
+        }
+    }
+}

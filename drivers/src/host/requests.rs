@@ -1,0 +1,221 @@
+//! The application's requests (from a [`crate::Handle`]: the control socket, the CLI, the
+//! web page) carried out on the node, each answered on its own channel.
+
+use bytes::Bytes;
+use weft_engine::chord::ChordCommand;
+use weft_engine::protocol::FolderId;
+use weft_engine::replicate::{LocalChange, ReplicaCommand, ReplicateCommand, ReplicateRefusal};
+use weft_engine::run::{ProcessResult, RunCommand};
+use weft_engine::{
+    Command, ConnId, HostRequest, HostResult, Input, InputError, MeshCommand, TableCommand,
+    TableRefusal,
+};
+
+use super::{Exit, Host};
+use crate::folder::run::cache_blob_name;
+use crate::handle::Request;
+use crate::handle::{HandleError, TableOp};
+use crate::report::TableEntryReport;
+
+impl Host {
+    /// Acts on one application request; `unwritten` tells the driver's unwritten bytes per
+    /// connection, for the stats.
+    pub(crate) fn on_request(&mut self, request: Request, unwritten: &dyn Fn(ConnId) -> usize) {
+        match request {
+            Request::Broadcast { payload, reply } => {
+                let broadcast = Command::Mesh(MeshCommand::Broadcast { payload });
+                let result = self.input(Input::Command(broadcast));
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        if let Err(e) = result {
+                            tracing::warn!("broadcast refused: {e}");
+                        }
+                    }
+                }
+            }
+            Request::Subscribe(subscriber) => self.subscribers.push(subscriber),
+            Request::Hosts { reply } => {
+                let _ = reply.send(self.hosts());
+            }
+            Request::Stats { reply } => {
+                let _ = reply.send(self.stats(unwritten));
+            }
+            Request::Throughput { reply } => {
+                let _ = reply.send(self.throughput.report());
+            }
+            Request::TableWrite { key, op, reply } if self.node.p2pt().is_some() => {
+                let _ = reply.send(self.p2pt_table_write(key, op));
+            }
+            Request::TableWrite { key, op, reply } => match self.table_write(key, op) {
+                // A node with a state folder answers once the write is stored; one without
+                // keeps nothing, so it answers at once (the write is not durable).
+                Ok(number) if self.store.is_some() => {
+                    self.table_waiting.insert(number, reply);
+                }
+                Ok(_) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Request::TableRead { key, reply } if self.node.p2pt().is_some() => {
+                let _ = reply.send(self.p2pt_table_read(key));
+            }
+            Request::TableRead { key, reply } => {
+                let table = self.node.table();
+                let entries = match key {
+                    Some(k) => TableEntryReport::of(table, &k).into_iter().collect(),
+                    None => table
+                        .iter()
+                        .filter_map(|(k, _)| TableEntryReport::of(table, k))
+                        .collect(),
+                };
+                let _ = reply.send(entries);
+            }
+            Request::Chord { op, reply } => {
+                self.last_chord_request += 1;
+                let request = self.last_chord_request;
+                match self.input(Input::Command(Command::Chord(ChordCommand { request, op }))) {
+                    Ok(()) => {
+                        self.chord_waiting.insert(request, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Request::Id { reply } => {
+                let _ = reply.send(self.id());
+            }
+            Request::Connect { addr, reply } => {
+                let _ = reply.send(self.input(Input::Command(Command::Connect { addr })));
+            }
+            Request::Disconnect { node, reply } => {
+                let _ = reply.send(self.input(Input::Command(Command::Disconnect { node })));
+            }
+            Request::Shutdown => self.begin_stop(Exit::Requested),
+            Request::StorageDone { id, result } => self.answers.push((id, result)),
+            Request::ProcessDone {
+                process,
+                id,
+                result,
+            } => {
+                if matches!(result, ProcessResult::Exited(_)) {
+                    self.processes.ended(process);
+                }
+                self.answers.push((id, HostResult::Process(result)));
+            }
+            Request::Run {
+                peer,
+                program,
+                args,
+                shell,
+                sync,
+                reply,
+            } => match sync {
+                Some(dir) => self.run_with_sync(dir, peer, program, args, shell, reply),
+                None => self.start_run(peer, program, args, shell, None, reply),
+            },
+            Request::RunSignal { run, signal } => {
+                let command = Command::Run(RunCommand::Signal { run, signal });
+                // A run that ended meanwhile: nothing to signal.
+                if let Err(e) = self.input(Input::Command(command)) {
+                    tracing::debug!("run {run}: signal not sent: {e}");
+                }
+            }
+            Request::FolderChanges {
+                folder,
+                changes,
+                cache,
+                settled,
+            } => {
+                if !cache.is_empty() {
+                    if let Some(store) = &self.store {
+                        let name = cache_blob_name(&folder);
+                        let bytes = Bytes::from(cache);
+                        if let HostResult::Failed(why) =
+                            store.carry_out(HostRequest::StoreState { name, bytes })
+                        {
+                            tracing::warn!("folder {folder}: scan cache not stored: {why}");
+                        }
+                    }
+                }
+                let due = self.folders.on_changes(&folder, changes);
+                self.feed_local(folder, due);
+                if let Some(started) = settled {
+                    self.folders.scan_settled(&folder, started);
+                }
+            }
+            Request::FolderStopped { folder, why } => self.folders.stop(&folder, why),
+            Request::FolderStatus { reply } => {
+                let _ = reply.send(self.folder_reports());
+            }
+            Request::Resolve { path, keep, reply } => {
+                // The network's shared folder, not one added for a run or a drop.
+                let shared =
+                    self.folders.list().into_iter().find(|(id, ..)| {
+                        !self.run_folders.contains(id) && !self.is_drop_folder(id)
+                    });
+                let result = match shared {
+                    Some((folder, ..)) => {
+                        let command = ReplicaCommand::Resolve { path, keep };
+                        let resolve = ReplicateCommand::Folder { folder, command };
+                        self.input(Input::Command(Command::Replicate(resolve)))
+                    }
+                    None => Err(InputError::from(ReplicateRefusal::UnknownFolder(
+                        FolderId::default(),
+                    ))),
+                };
+                let _ = reply.send(result);
+            }
+            Request::Drop { op, reply } => self.on_drop_request(op, reply),
+        }
+    }
+
+    /// Hands the scanner's changes in `folder` to the engine.
+    pub(super) fn feed_local(&mut self, folder: FolderId, changes: Vec<LocalChange>) {
+        for change in changes {
+            let local = ReplicateCommand::Local { folder, change };
+            if let Err(e) = self.input(Input::Command(Command::Replicate(local))) {
+                tracing::warn!("folder {folder}: a local change was refused: {e}");
+            }
+        }
+    }
+
+    /// Answers the table writes numbered up to `through`.
+    pub(super) fn table_answer(&mut self, through: u64, result: Result<(), HandleError>) {
+        let later = self.table_waiting.split_off(&(through + 1));
+        for (_, reply) in std::mem::replace(&mut self.table_waiting, later) {
+            let _ = reply.send(result.clone());
+        }
+    }
+
+    /// A table write: its number (`writes_originated`), for its commit. A write the node
+    /// accepts without sending was refused by a lease.
+    pub(super) fn table_write(&mut self, key: Vec<u8>, op: TableOp) -> Result<u64, HandleError> {
+        let command = match op {
+            TableOp::Set { value, lease } => TableCommand::Set {
+                key: key.clone(),
+                value,
+                lease,
+            },
+            TableOp::Delete => TableCommand::Delete { key: key.clone() },
+            TableOp::Release => TableCommand::Release { key: key.clone() },
+        };
+        let before = self.node.metrics().table.writes_originated;
+        self.input(Input::Command(Command::Table(command)))
+            .map_err(HandleError::Refused)?;
+        let after = self.node.metrics().table.writes_originated;
+        if after > before {
+            return Ok(after);
+        }
+        match self.node.table().lease(&key) {
+            Some((owner, until_ms)) => Err(HandleError::Leased { owner, until_ms }),
+            None => Err(HandleError::Refused(TableRefusal::NotLeaseOwner.into())),
+        }
+    }
+}
