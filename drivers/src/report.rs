@@ -2,6 +2,7 @@
 //! control socket carries them as JSON; `--json` prints them as they are.
 
 use serde::{Deserialize, Serialize};
+use weft_engine::replicate::Transfer;
 use weft_engine::{ByProtocol, ConnStats, LinkEncryption, NodeId, NodeMetrics};
 
 /// A node id in full, as 64 lowercase hex digits.
@@ -499,6 +500,20 @@ pub struct FileReport {
     pub bytes_done: u64,
     /// For `error`: the last storage error at this path.
     pub error: Option<String>,
+}
+
+impl From<Transfer> for FileReport {
+    /// A file being fetched for the first time (it has no record yet): its progress.
+    fn from(t: Transfer) -> FileReport {
+        FileReport {
+            path: t.path,
+            kind: "file".into(),
+            size: t.bytes_total,
+            state: "fetching".into(),
+            bytes_done: t.bytes_done,
+            error: None,
+        }
+    }
 }
 
 /// One drop a node holds (SPEC.md §24), for `weft drop status`.

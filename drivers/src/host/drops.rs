@@ -485,14 +485,7 @@ impl Host {
                     .map(|r| r.transfers())
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|t| FileReport {
-                        path: t.path,
-                        kind: "file".into(),
-                        size: t.bytes_total,
-                        state: "fetching".into(),
-                        bytes_done: t.bytes_done,
-                        error: None,
-                    })
+                    .map(FileReport::from)
                     .collect();
                 let role = if self.is_drop_owner(drop) {
                     "owner"

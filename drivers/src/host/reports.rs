@@ -68,14 +68,7 @@ impl Host {
                 // Files being fetched for the first time have no record yet.
                 for t in replica.map(|r| r.transfers()).unwrap_or_default() {
                     if !files.iter().any(|f| f.path == t.path) {
-                        files.push(FileReport {
-                            path: t.path,
-                            kind: "file".into(),
-                            size: t.bytes_total,
-                            state: "fetching".into(),
-                            bytes_done: t.bytes_done,
-                            error: None,
-                        });
+                        files.push(FileReport::from(t));
                     }
                 }
                 files.sort_by(|a, b| a.path.cmp(&b.path));
