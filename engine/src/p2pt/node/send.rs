@@ -1,0 +1,88 @@
+//! Sending: frames built once (compressed with the peer's chosen method), queued within
+//! [`super::P2PT_SEND_QUEUE_BYTES_MAX`], the handshake and the `peers` list.
+
+use bytes::Bytes;
+use weft_protocol::p2pt::rmpv::Value;
+use weft_protocol::p2pt::{encode_frame, Handshake, MainFlag, Message, Peers, SubFlag};
+
+use super::{msgpack, P2ptNode, P2PT_SEND_QUEUE_BYTES_MAX};
+use crate::connection::{CloseReason, ConnId};
+use crate::io::Output;
+
+pub(super) fn msgpack_args(args: &[Value]) -> Bytes {
+    msgpack(&Value::Array(args.to_vec()))
+}
+
+impl P2ptNode {
+    // ----- sending ------------------------------------------------------------------------
+    /// Frames `bytes` (a message's msgpack) for `conn`, compressed with its method unless
+    /// `compress` is false (handshakes), and hands it to the driver.
+    pub(super) fn transmit(&mut self, conn: ConnId, bytes: &[u8], compress: bool, remember: bool) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if link.closing || link.dialing {
+            return;
+        }
+        let method = if compress {
+            link.send_method(&self.ours)
+        } else {
+            None
+        };
+        if remember {
+            link.last_sent = Some(bytes.to_vec());
+        }
+        let Ok(wire) = encode_frame(bytes, method) else {
+            // Only an oversized body fails, and senders check the size first; a relayed
+            // message came in a frame under the same limit (compression can only grow it by
+            // a few bytes, and then the frame is not sent).
+            return;
+        };
+        link.unwritten += wire.len();
+        let slow = link.unwritten > P2PT_SEND_QUEUE_BYTES_MAX;
+        self.metrics.frames_sent += 1;
+        self.metrics.bytes_sent += wire.len() as u64;
+        self.outputs.push_back(Output::Transmit {
+            conn,
+            bytes: Bytes::from(wire),
+        });
+        if slow {
+            self.close(conn, CloseReason::SlowPeer);
+        }
+    }
+
+    pub(super) fn send(&mut self, conn: ConnId, main: MainFlag, sub: SubFlag, args: Vec<Value>) {
+        let now_s = self.now_s().unwrap_or(0);
+        let m = Message::new(main, self.me.clone(), now_s, sub, args);
+        let bytes = m.to_msgpack();
+        let remember = main == MainFlag::WHISPER || main == MainFlag::BROADCAST;
+        let compress = sub != SubFlag::HANDSHAKE;
+        self.transmit(conn, &bytes, compress, remember);
+    }
+
+    pub(super) fn send_handshake(&mut self, conn: ConnId) {
+        let codes = self.ours.iter().map(|m| u64::from(m.code())).collect();
+        let h = Handshake {
+            id: self.me.clone(),
+            protocol_id: self.protocol_id.clone().into_bytes(),
+            addr: self.announce.clone(),
+            compression: codes,
+        };
+        let args = h.to_message(0).args;
+        self.send(conn, MainFlag::WHISPER, SubFlag::HANDSHAKE, args);
+    }
+
+    pub(super) fn send_peers(&mut self, conn: ConnId) {
+        let list = Peers(
+            self.routing
+                .iter()
+                .filter_map(|(id, c)| {
+                    let p = self.links.get(c)?.peer.as_ref()?;
+                    Some((p.addr.clone(), id.clone()))
+                })
+                .collect(),
+        );
+        let args = list.to_message(Vec::new(), 0).args;
+        self.send(conn, MainFlag::WHISPER, SubFlag::PEERS, args);
+    }
+}
