@@ -1,0 +1,321 @@
+//! Announcing and fetching: index batches cut by bytes and entries, blocks served in
+//! pieces, the fetch queue against full passes, full passes held to one per interval, sync
+//! points.
+
+use super::*;
+
+/// What each node asked of its host, and every IWANT delivered (from, to, hashes).
+type SchedulerTrace = (Vec<Vec<StorageRequest>>, Vec<(usize, usize, Vec<[u8; 32]>)>);
+
+#[test]
+fn a_block_is_served_in_pieces_of_128_kib() {
+    let mut net = pair();
+    let data = bytes(300_000, 12);
+    let c = net.nodes[0].host.put_one_block("one", data.clone(), 100);
+    net.local(0, c);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("one"), Some(data.as_slice()));
+    let pieces: Vec<(u32, usize)> = net
+        .pieces
+        .iter()
+        .filter(|p| p.0 == 0 && p.1 == 1)
+        .map(|p| (p.2, p.3))
+        .collect();
+    assert_eq!(
+        pieces,
+        vec![
+            (0, 131_072),
+            (131_072, 131_072),
+            (262_144, 300_000 - 262_144)
+        ]
+    );
+}
+
+#[test]
+fn index_batches_are_cut_by_bytes_and_by_entries_and_filled_to_the_cut() {
+    use super::announce::{entry_bytes_max, BATCH_BYTES_MAX};
+    use weft_protocol::{FILE_BLOCKS_MAX, INDEX_ENTRIES_MAX, PAYLOAD_BYTES_MAX};
+
+    let (me, peer) = (NodeId([0x10; 32]), NodeId([0x20; 32]));
+    let now = Instant(1_000);
+    let mut r = replica(me, 1);
+    let answer = |r: &mut Replica| {
+        let mut sent = Vec::new();
+        while let Some(o) = r.poll_output() {
+            match o {
+                ReplicaOutput::Request { token, request } => {
+                    let result = match request {
+                        StorageRequest::LoadState => StorageResult::Loaded(None),
+                        _ => StorageResult::Done,
+                    };
+                    r.handle_completed(now, token, result);
+                }
+                ReplicaOutput::Send { code, payload, .. } => sent.push((code, payload)),
+                ReplicaOutput::Event(_) => {}
+            }
+        }
+        sent
+    };
+    answer(&mut r);
+    assert!(r.is_ready());
+    // Large files (one over the cut alone, one of the most blocks a file may have), then
+    // small ones (cut by entries).
+    let large = [
+        5_000,
+        9_000,
+        12_000,
+        30_000,
+        3_000,
+        FILE_BLOCKS_MAX,
+        7_000,
+        4_000,
+        4_000,
+    ];
+    let mut paths = Vec::new();
+    for (k, n) in large.into_iter().enumerate() {
+        let path = format!("large{k}");
+        r.handle_local(now, LocalChange::Changed(synthetic(&path, n, k as u64)));
+        paths.push(path);
+    }
+    for k in 0..600u64 {
+        let path = format!("small{k:03}");
+        r.handle_local(now, LocalChange::Changed(synthetic(&path, 1, 1_000 + k)));
+        paths.push(path);
+    }
+    r.handle_link_up(now, peer);
+    let list = weft_protocol::List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    r.handle_message(now, peer, ReplicaMessage::List(list), &Bytes::new())
+        .expect("a LIST is welcome");
+    let batches: Vec<(usize, Vec<FileEntry>)> = answer(&mut r)
+        .into_iter()
+        .filter(|(code, _)| *code == Code::IHAVE)
+        .map(|(code, payload)| {
+            let Ok(Message::Replica(ReplicaMessage::IHave(m))) = Message::decode(code, &payload)
+            else {
+                panic!("an IHAVE that does not decode");
+            };
+            (payload.len(), m.entries)
+        })
+        .collect();
+    let announced: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.1.iter().map(|e| e.path.as_str()))
+        .collect();
+    assert_eq!(announced, paths);
+    let bound = |e: &FileEntry| {
+        entry_bytes_max(
+            &Record {
+                entry: e.clone(),
+                deleted: false,
+            },
+            None,
+        )
+    };
+    for (k, (payload_bytes, entries)) in batches.iter().enumerate() {
+        let total: usize = entries.iter().map(bound).sum();
+        assert!(*payload_bytes <= PAYLOAD_BYTES_MAX, "batch {k}");
+        assert!(
+            *payload_bytes <= total,
+            "batch {k}: the bound is an upper bound"
+        );
+        assert!(entries.len() <= INDEX_ENTRIES_MAX, "batch {k}");
+        assert!(entries.len() == 1 || total <= BATCH_BYTES_MAX, "batch {k}");
+        if let Some((_, next)) = batches.get(k + 1) {
+            let full =
+                entries.len() == INDEX_ENTRIES_MAX || total + bound(&next[0]) > BATCH_BYTES_MAX;
+            assert!(full, "batch {k} could have taken the next entry");
+        }
+    }
+    // Cut by bytes (the large files) and by entries (the small ones).
+    assert!(batches.iter().any(|b| b.1.len() == INDEX_ENTRIES_MAX));
+    assert!(batches
+        .iter()
+        .any(|b| b.1.len() > 1 && b.1.iter().map(bound).sum::<usize>() > BATCH_BYTES_MAX / 2));
+    let alone: Vec<usize> = batches
+        .iter()
+        .filter(|b| b.1.len() == 1)
+        .map(|b| b.1[0].blocks.len())
+        .collect();
+    assert!(
+        alone.contains(&FILE_BLOCKS_MAX) && alone.contains(&30_000),
+        "{alone:?}"
+    );
+}
+
+/// One scenario of the scheduler property: three nodes, files of many blocks (some sharing
+/// content, so local copies happen) put at random nodes while blocks are in flight, a link
+/// cut and restored, and optionally a node serving corrupt blocks. Returns everything the
+/// nodes asked of their hosts and sent, in order.
+fn scheduler_trace(seed: u64, plain: bool) -> SchedulerTrace {
+    let mut x = seed | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut net = Net::new(3);
+    for n in &mut net.nodes {
+        n.replica.fetch_plain = plain;
+    }
+    net.link(0, 1);
+    net.link(1, 2);
+    if next(2) == 0 {
+        net.link(0, 2);
+    }
+    net.settle();
+    if next(3) == 0 {
+        net.corrupt = Some(next(3) as usize);
+    }
+    let shared = bytes(200_000, seed);
+    for step in 0..6 {
+        let node = next(3) as usize;
+        let path = format!("f{}", next(4));
+        let data = match next(3) {
+            0 => shared.clone(),
+            1 => {
+                let mut d = shared.clone();
+                d.extend(bytes(next(100_000) as usize, seed ^ step));
+                d
+            }
+            _ => bytes(1 + next(400_000) as usize, seed.wrapping_add(step)),
+        };
+        net.put(node, &path, data, 100 + step as i64);
+        for _ in 0..next(40) {
+            net.round();
+        }
+        if step == 3 {
+            net.unlink(0, 1);
+            for _ in 0..next(10) {
+                net.round();
+            }
+            net.link(0, 1);
+        }
+    }
+    net.settle();
+    let requests = net.nodes.iter().map(|n| n.requests.clone()).collect();
+    (requests, net.wants)
+}
+
+quickcheck::quickcheck! {
+    /// The queue kept between full scheduling passes asks for exactly the blocks, of the
+    /// same peers, in the same order, as a full pass after every freed room would.
+    fn the_fetch_queue_schedules_as_a_full_pass_would(seed: u64) -> bool {
+        let fast = scheduler_trace(seed, false);
+        let plain = scheduler_trace(seed, true);
+        fast == plain
+    }
+}
+
+/// Full scheduling passes node 0 makes while node 1 announces 100 small files one at a time
+/// (one round, 1 ms, each) during a long fetch, with `full_round_interval` at `interval_ms`;
+/// every file arrives.
+fn full_rounds_during_a_burst(interval_ms: u64) -> u64 {
+    let mut net = Net::new(2);
+    net.nodes[0].replica.config.full_round_interval = Duration::from_millis(interval_ms);
+    net.link(0, 1);
+    net.settle();
+    net.put(1, "big", bytes(12_000_000, 60), 100);
+    for _ in 0..50 {
+        if !net.nodes[0].replica.inflight.is_empty() {
+            break;
+        }
+        net.round();
+    }
+    assert!(
+        !net.nodes[0].replica.inflight.is_empty(),
+        "the big file's blocks are asked"
+    );
+    let before = net.nodes[0].replica.metrics().full_rounds;
+    for k in 0..100u64 {
+        net.put(1, &format!("s{k}"), bytes(3_000, 100 + k), 100);
+        net.round();
+        assert!(
+            net.nodes[0].replica.applies.contains_key("big"),
+            "the big file is still being fetched at {k}"
+        );
+    }
+    let rounds = net.nodes[0].replica.metrics().full_rounds - before;
+    net.settle();
+    assert_eq!(net.records(0), net.records(1));
+    for k in 0..100u64 {
+        let path = format!("s{k}");
+        assert_eq!(net.nodes[0].host.data(&path), net.nodes[1].host.data(&path));
+    }
+    assert_eq!(net.nodes[0].host.data("big"), net.nodes[1].host.data("big"));
+    rounds
+}
+
+#[test]
+fn a_burst_of_records_during_a_fetch_makes_one_full_pass_per_interval() {
+    // 100 ms of records: at most one full pass per 20 ms (and the first at once).
+    let held = full_rounds_during_a_burst(20);
+    assert!(held <= 100 / 20 + 1, "{held} full passes");
+    // Without the interval, every round's records make their own (in this harness a
+    // round's outputs are drained twice: 50 passes for the 100 rounds).
+    let each = full_rounds_during_a_burst(0);
+    assert!(each >= 50, "{each} full passes");
+}
+
+#[test]
+fn a_touch_during_a_fetch_does_not_stall_the_commit() {
+    let mut net = pair();
+    let old = bytes(300_000, 30);
+    net.put(1, "f", old.clone(), 100);
+    net.settle();
+    let new = bytes(300_000, 31);
+    net.put(1, "f", new.clone(), 200);
+    for _ in 0..3 {
+        net.round();
+    }
+    assert!(
+        net.nodes[0].replica.applies.contains_key("f"),
+        "the fetch of the new version is under way"
+    );
+    // Only the mtime changes under the fetch: the same content as the record.
+    net.put(0, "f", old, 150);
+    net.settle();
+    assert_eq!(net.nodes[0].host.data("f"), Some(new.as_slice()));
+    assert_eq!(net.records(0), net.records(1));
+}
+
+#[test]
+fn a_copy_is_caught_up_once_it_holds_the_peers_records_up_to_the_sync_point() {
+    let mut net = pair();
+    let a = net.nodes[0].id;
+    assert_eq!(net.nodes[0].replica.newest_sequence(), 0);
+    // Sequence 0 waits for nothing.
+    assert!(net.nodes[1].replica.caught_up(&a, 0, 0));
+    let data = bytes(300_000, 3);
+    net.put(0, "f", data.clone(), 100);
+    net.put(0, "g", bytes(1000, 4), 100);
+    let index_id = net.nodes[0].replica.index_id();
+    let point = net.nodes[0].replica.newest_sequence();
+    assert_eq!(point, 2);
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
+    // Never caught up while the file is not in place, even once its record has arrived.
+    let mut rounds = 0;
+    while net.nodes[1].host.data("f") != Some(data.as_slice()) {
+        assert!(rounds < 10_000, "the file arrives");
+        assert!(!net.nodes[1].replica.caught_up(&a, index_id, point));
+        // A round is 1 ms, so held-back scheduling passes come due.
+        net.round();
+        rounds += 1;
+    }
+    net.settle();
+    assert!(rounds > 1);
+    assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
+    // Another index id (the peer's state was reset), or a later point: not caught up.
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id ^ 1, point));
+    assert!(!net.nodes[1].replica.caught_up(&a, index_id, point + 1));
+    // A restart jumps the numbering of the next change, not the newest record's sequence,
+    // so a sync point taken after it can still be reached.
+    net.restart(0, 9);
+    net.settle();
+    assert_eq!(net.nodes[0].replica.newest_sequence(), point);
+    assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
+}
