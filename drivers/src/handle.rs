@@ -1,5 +1,5 @@
 //! The application's side of a running driver: a [`Handle`] queues requests for the node's
-//! event loop and wakes it; the loop drains them from its [`Mailbox`].
+//! event loop and wakes it; the loop drains them from its `Mailbox`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};

@@ -5,7 +5,7 @@
 use weft_protocol::{ByeReason, ProtocolError};
 
 /// A connection handle. The engine allocates outbound ids (even numbers, in
-/// [`Output::Connect`]); the driver picks inbound ids with [`ConnId::inbound`] (odd numbers).
+/// [`crate::io::Output::Connect`]); the driver picks inbound ids with [`ConnId::inbound`] (odd numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 

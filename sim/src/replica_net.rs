@@ -159,7 +159,7 @@ pub struct ReplicaNet {
     digest: blake3::Hasher,
     /// Counters.
     pub stats: NetStats,
-    /// Application events, by node, in order (the first [`EVENTS_KEPT_MAX`]).
+    /// Application events, by node, in order (the first `EVENTS_KEPT_MAX`).
     pub events: Vec<(usize, ReplicaEvent)>,
     /// Conflict copies any node made, by path.
     pub conflict_copies: BTreeSet<String>,

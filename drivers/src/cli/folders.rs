@@ -324,7 +324,7 @@ fn fetching(folders: &[FolderReport]) -> BTreeMap<String, (u64, u64)> {
 
 /// Runs `weft status`: every file and its state. On a terminal, transfers in flight are
 /// live progress bars (indicatif) with their rate and time left, until they end; otherwise
-/// (a pipe, a script) one line each, with the rate sampled over [`RATE_SAMPLE`].
+/// (a pipe, a script) one line each, with the rate sampled over `RATE_SAMPLE`.
 pub fn status(args: StatusArgs) -> ExitCode {
     use std::io::IsTerminal as _;
     super::init_logging("warn");

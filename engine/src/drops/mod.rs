@@ -8,7 +8,7 @@
 //! [`crate::replicate::Gate`] to that list, so a block or a file lands only if an owner
 //! signed it. A subscriber's copy is read-only: its local edits are reported, never
 //! published. On a Chord ring member, every held drop is announced on the drops tracker and
-//! a subscription looks its holders up there and dials them ([`tracker`]).
+//! a subscription looks its holders up there and dials them (`tracker`).
 
 mod chain;
 mod protocol;

@@ -5,13 +5,13 @@
 //! relays or delivers a broadcast twice (the seen windows, `crate::seen`).
 //!
 //! Repair: every node holds the broadcasts it delivered or originated in a bounded recent
-//! window ([`store`]). When a link comes up, and every repair period to one random link, a
+//! window (`store`). When a link comes up, and every repair period to one random link, a
 //! node sends a digest of that window; the receiver asks for what it has not seen and floods
 //! what it gets back.
 //!
 //! Admission (SPEC.md §11.8, §11.9): a broadcast not yet seen must be within its sender's
-//! rate ([`peer_rate`]) and, in a network with origin signatures, carry its origin's valid
-//! proof ([`origin`]); both are checked once, before it is recorded, relayed or delivered.
+//! rate (`peer_rate`) and, in a network with origin signatures, carry its origin's valid
+//! proof (`origin`); both are checked once, before it is recorded, relayed or delivered.
 
 mod origin;
 mod peer_rate;

@@ -42,7 +42,7 @@ pub(crate) struct Protocols {
     pending: u8,
 }
 
-/// How many protocols are hosted: the length of [`Protocols::all_mut`].
+/// How many protocols are hosted: the length of [`Protocols::all`].
 pub(crate) const COUNT: usize = 7;
 
 /// Each protocol's family, by index.

@@ -3,10 +3,10 @@
 //! starts ([`crate::Config::p2pt`]); such a node has no Noise, no HELLO and none of weft's
 //! protocols, and follows py2p's rules where they differ from weft's:
 //!
-//! - [`link`]: one connection (frames in, the peer's handshake, its compression codes);
-//! - [`waterfalls`]: the (message id, timestamp) pairs seen in the last 60 s;
-//! - [`table`]: py2p's `SyncSocket` table and its lease rules;
-//! - [`node`]: the [`P2ptNode`]: handshake, `peers`, relays, the sync table, timers.
+//! - `link`: one connection (frames in, the peer's handshake, its compression codes);
+//! - `waterfalls`: the (message id, timestamp) pairs seen in the last 60 s;
+//! - `table`: py2p's `SyncSocket` table and its lease rules;
+//! - `node`: the [`P2ptNode`]: handshake, `peers`, relays, the sync table, timers.
 //!
 //! It takes the same [`crate::Input`]s and gives the same [`crate::Output`]s as a weft node, so
 //! the drivers carry it as they carry any node.

@@ -135,7 +135,7 @@ pub(crate) fn is_conflict_copy_of(path: &str, candidate: &str) -> bool {
 }
 
 /// The path whose conflict copy `candidate` is (`a/b.conflict-1a2b3c4d-3.txt` → `a/b.txt`),
-/// if its name has the form [`conflict_copy_path`] gives.
+/// if its name has the form `conflict_copy_path` gives.
 pub fn conflict_origin(candidate: &str) -> Option<String> {
     let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
     let name = &candidate[name_start..];

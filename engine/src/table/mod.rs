@@ -1,12 +1,12 @@
 //! The sync table: a dictionary kept alike on every node of a mesh (SPEC.md §19).
 //!
-//! Writes are stamped by a hybrid logical clock ([`hlc`]), flooded as TABLE_WRITE, and judged
-//! per key in id order ([`key`]): last writer wins, and a write inside another node's lease is
+//! Writes are stamped by a hybrid logical clock (`hlc`), flooded as TABLE_WRITE, and judged
+//! per key in id order (`key`): last writer wins, and a write inside another node's lease is
 //! refused, everywhere alike. Deletes leave tombstones, reclaimed past the reclaim horizon,
 //! below which writes are refused. A link coming up, and the repair timer, run an
-//! anti-entropy exchange ([`sync`]): bucket digests, then the writes of differing buckets.
-//! Every write is signed by its writer ([`sign`]); a received write is checked against this
-//! node's policy ([`Table::admit`]) and its signature before it is held.
+//! anti-entropy exchange (`sync`): bucket digests, then the writes of differing buckets.
+//! Every write is signed by its writer (`sign`); a received write is checked against this
+//! node's policy (`Table::admit`) and its signature before it is held.
 
 mod hlc;
 mod key;

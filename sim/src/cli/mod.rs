@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 when every invariant held, 1 on a violation, 2 on bad arguments.
 //!
-//! The arguments are in [`args`], the default run's report in [`report`]; this module runs
+//! The arguments are in `args.rs`, the default run's report in `report.rs`; this module runs
 //! a scenario or a sweep (with its progress line) and picks the exit code.
 
 mod args;

@@ -4,8 +4,8 @@
 //! the next event, and each node's `poll_timeout()` is an event. Every random choice comes from
 //! a child of the root seed, so one seed gives one byte-identical run.
 //!
-//! [`World`]'s methods are kept by concept: [`nodes`] (each node's driver, its disk, crashes
-//! and restarts), [`streams`] (the byte streams between nodes), [`strikes`] (faults and the
+//! [`World`]'s methods are kept by concept: `nodes.rs` (each node's driver, its disk, crashes
+//! and restarts), `streams.rs` (the byte streams between nodes), `strikes.rs` (faults and the
 //! heal). This module holds the state, the event queue's loop and what scenarios read.
 
 mod nodes;

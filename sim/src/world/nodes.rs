@@ -155,7 +155,7 @@ impl World {
     }
 
     /// What the network's live nodes lost of what was acknowledged to them as committed (see
-    /// [`Durability`]; nothing reaches a wrong-secret node).
+    /// [`crate::durable::Durability`]; nothing reaches a wrong-secret node).
     pub fn durability_violations(&self) -> Vec<String> {
         let live = self.members().iter().filter_map(|n| n.node.as_deref());
         let mut lost = self.durable.lost_writes(live.clone());

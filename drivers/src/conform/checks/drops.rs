@@ -433,7 +433,7 @@ pub fn held_drop_served(ctx: &Ctx) -> Step {
 }
 
 /// §24.2: the versions the peer serves of a drop it holds (its heads and their ancestors, at
-/// most [`VERSIONS_WALKED_MAX`]) each verify (rules 1–5) and follow their parents (rules
+/// most `VERSIONS_WALKED_MAX`) each verify (rules 1–5) and follow their parents (rules
 /// 6–12, `check_version`).
 pub fn served_versions_follow_rules(ctx: &Ctx) -> Step {
     let Subscribed {

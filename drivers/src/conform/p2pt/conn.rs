@@ -166,7 +166,7 @@ pub enum Next {
 
 /// Somewhere to read bytes from with a short timeout: a socket, or a script in tests.
 pub trait Source {
-    /// Reads some bytes, waiting at most about [`READ_SLICE`]; `Ok(0)` is the end of the
+    /// Reads some bytes, waiting at most about `READ_SLICE`; `Ok(0)` is the end of the
     /// stream, `WouldBlock`/`TimedOut` nothing yet.
     fn read_slice(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
 }

@@ -39,9 +39,9 @@
 //! A [`Disk`] is `Send + Sync`: several worker threads may carry out steps at once (the engine
 //! never has two steps outstanding on one path).
 //!
-//! The steps are in [`steps`], the walk that never follows a symlink in [`walk`], what
-//! `lstat` says and the cache kept in step with it in [`stat`], temporary files in
-//! [`temps`], the trash in [`trash`]; this module holds the folder's checks, its set-up and
+//! The steps are in `steps.rs`, the walk that never follows a symlink in `walk.rs`, what
+//! `lstat` says and the cache kept in step with it in `stat.rs`, temporary files in
+//! `temps.rs`, the trash in `trash.rs`; this module holds the folder's checks, its set-up and
 //! the dispatch of every request.
 
 mod stat;

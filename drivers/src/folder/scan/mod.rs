@@ -13,8 +13,9 @@
 //!    cannot be read are skipped and listed in [`ScanOutcome::skipped`]. A directory that
 //!    cannot be listed keeps everything the cache holds under it.
 //! 3. **Hash.** New and changed files whose mtime is at least [`STABLE_MS`] old are read and
-//!    cut with the engine's [`chunk`], spread over every core; a file written to more
-//!    recently is left for the next scan ([`ScanOutcome::unstable`]). A new file with the
+//!    cut with the engine's [`chunk`](weft_engine::replicate::blocks::chunk), spread over
+//!    every core; a file written to more recently is left for the next scan
+//!    ([`ScanOutcome::unstable`]). A new file with the
 //!    inode, size and mtime of a file that is gone is that file renamed: it is reported as
 //!    [`LocalChange::Moved`] with its cached blocks, and not read.
 //! 4. **Record.** The root is checked again; then each change is recorded in the cache
@@ -27,7 +28,7 @@
 //! engine's own writes are not reported back ([`observe`] gives the entry a path's `lstat`
 //! makes; the disk worker builds the same from the directory it holds open).
 //!
-//! Step 2 is in [`walk`] (with [`stat`] for what `lstat` says), step 3 in [`hash`]; this
+//! Step 2 is in `walk.rs` (with `stat.rs` for what `lstat` says), step 3 in `hash.rs`; this
 //! module holds the scan itself, its safety checks and its record step.
 
 mod hash;

@@ -85,7 +85,7 @@ impl DropsProtocol {
 
     /// The end of a Chord request the tracker made (routed back by the node, never an
     /// application event): a failed put is tried again at the next sync; a lookup's records
-    /// are checked and up to [`super::DROP_HOLDERS_DIALED_MAX`] holders not linked dialed.
+    /// are checked and up to [`crate::drops::DROP_HOLDERS_DIALED_MAX`] holders not linked dialed.
     pub(crate) fn handle_chord_answer(
         &mut self,
         now: Instant,
