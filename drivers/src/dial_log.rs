@@ -77,7 +77,7 @@ impl DialLog {
 }
 
 /// A failed dial's reason, in words.
-fn describe(reason: &CloseReason) -> String {
+pub(crate) fn describe(reason: &CloseReason) -> String {
     match reason {
         CloseReason::ConnectFailed => "connection refused or unreachable".to_owned(),
         // Under Noise a peer with another network secret closes on the first message without

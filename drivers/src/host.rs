@@ -26,6 +26,7 @@ use crate::storage::Store;
 
 mod drops;
 mod events;
+mod first_contact;
 mod p2pt;
 mod reports;
 mod requests;
@@ -33,6 +34,7 @@ mod sync;
 mod throughput;
 
 pub(crate) use drops::DROP_PUBLISH_SCAN_TIMEOUT;
+pub use first_contact::FirstContact;
 
 /// How long a shutdown may take to say BYE and flush before the loop ends anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -92,6 +94,10 @@ pub enum RunError {
     /// The driver broke the engine's contract (a bug in the driver).
     #[error("driver bug: {0}")]
     DriverBug(String),
+    /// A joining node did not link to the network through the peer it was given (see
+    /// [`FirstContact`]).
+    #[error("{0}")]
+    NotJoined(String),
 }
 
 impl RunError {
@@ -160,6 +166,8 @@ pub(crate) struct Host {
     publishes_waiting: Vec<drops::PublishWaiting>,
     /// The byte counters sampled once a second, for the web page's chart.
     throughput: throughput::Throughput,
+    /// A joining node's first contact, until it links.
+    first_contact: Option<first_contact::Watch>,
 }
 
 impl Host {
@@ -204,6 +212,7 @@ impl Host {
             drop_folders: std::collections::BTreeMap::new(),
             publishes_waiting: Vec::new(),
             throughput: throughput::Throughput::default(),
+            first_contact: None,
         }
     }
 
@@ -224,8 +233,12 @@ impl Host {
         self.start_drop_folders(handle);
     }
 
-    /// Gives the node the wall clock and dials the configured peers. The caller drains.
-    pub(crate) fn start(&mut self, peers: &[String]) {
+    /// Gives the node the wall clock and dials the configured peers; with `first_contact`, the
+    /// run ends in [`RunError::NotJoined`] unless the node links to the network in time. The
+    /// caller drains.
+    pub(crate) fn start(&mut self, peers: &[String], first_contact: Option<FirstContact>) {
+        let now = self.clock.now();
+        self.first_contact = first_contact.map(|contact| first_contact::Watch::new(now, contact));
         self.on_timer();
         let me = self.node.node_id();
         for folder in self.folders.ids() {
@@ -357,6 +370,11 @@ impl Host {
     pub(crate) fn on_timer(&mut self) {
         let now = self.clock.now();
         self.node.handle_timeout(now);
+        if let Some(watch) = self.first_contact.as_ref().filter(|w| now >= w.by) {
+            let error = watch.timed_out();
+            self.first_contact = None;
+            self.fail(error);
+        }
         if now >= self.next_wall_clock {
             self.next_wall_clock = now + WALL_CLOCK_PERIOD;
             if let Some(unix_ms) = clock::unix_ms() {
@@ -379,6 +397,9 @@ impl Host {
         }
         if let Some(s) = &self.stopping {
             at = at.min(s.by);
+        }
+        if let Some(w) = &self.first_contact {
+            at = at.min(w.by);
         }
         at
     }

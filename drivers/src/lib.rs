@@ -45,5 +45,5 @@ pub mod ui;
 pub use handle::{
     Backlog, Delivery, DropAnswer, DropOp, Handle, HandleError, RunSession, Subscription, TableOp,
 };
-pub use host::{Exit, RunError, StopSignal};
+pub use host::{Exit, FirstContact, RunError, StopSignal};
 pub use setup::Setup;

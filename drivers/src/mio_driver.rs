@@ -13,7 +13,7 @@ use weft_engine::ConnId;
 use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host, RunError, StopSignal};
+use crate::host::{Exit, FirstContact, Host, RunError, StopSignal};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -50,6 +50,8 @@ pub struct MioDriver {
     mailbox: Mailbox,
     signals: Option<Signals>,
     peers: Vec<String>,
+    /// A joining node's first contact (taken at start).
+    first_contact: Option<FirstContact>,
     next_inbound: u64,
     /// Connections whose last read turn ran out of budget.
     readable: Vec<ConnId>,
@@ -91,6 +93,7 @@ impl MioDriver {
             mailbox,
             signals,
             peers: setup.peers,
+            first_contact: setup.first_contact,
             next_inbound: 0,
             readable: Vec::new(),
             acceptable: true,
@@ -108,7 +111,7 @@ impl MioDriver {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<(Token, bool, bool)> = Vec::new();
         let peers = std::mem::take(&mut self.peers);
-        self.host.start(&peers);
+        self.host.start(&peers, self.first_contact.take());
         self.settle();
         loop {
             if let Some(exit) = self.host.exit_due(self.conns.len()) {

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use weft_engine::Config;
 
 use crate::folder::run::FolderSpec;
+use crate::host::FirstContact;
 use crate::storage::Store;
 
 /// Everything a driver needs to run one node.
@@ -26,6 +27,9 @@ pub struct Setup {
     pub store: Option<Store>,
     /// The shared folders the node replicates (see [`crate::folder`]).
     pub folders: Vec<FolderSpec>,
+    /// A joining node's first contact: the run ends in an error unless the node links to the
+    /// network through this peer in time (`weft join`). `None`: no such check.
+    pub first_contact: Option<FirstContact>,
 }
 
 impl Setup {
@@ -42,6 +46,7 @@ impl Setup {
             signals: false,
             store: None,
             folders: Vec::new(),
+            first_contact: None,
         })
     }
 

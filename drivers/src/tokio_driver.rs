@@ -15,7 +15,7 @@ use weft_engine::{ConnId, Instant};
 use crate::accept::AcceptErrors;
 use crate::conns::{Conns, ReadTurn, Socket};
 use crate::handle::{self, Handle, Mailbox, Request, Wake};
-use crate::host::{Exit, Host, RunError, StopSignal};
+use crate::host::{Exit, FirstContact, Host, RunError, StopSignal};
 use crate::outbox::TryWrite;
 use crate::setup::Setup;
 
@@ -50,6 +50,8 @@ pub struct TokioDriver {
     sleep: Pin<Box<Sleep>>,
     signals: Vec<(StopSignal, Signal)>,
     peers: Vec<String>,
+    /// A joining node's first contact (taken at start).
+    first_contact: Option<FirstContact>,
     next_inbound: u64,
     /// Failed accepts: the pause before the next, and their log lines.
     accept_errors: AcceptErrors,
@@ -83,6 +85,7 @@ impl TokioDriver {
             sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             signals,
             peers: setup.peers,
+            first_contact: setup.first_contact,
             next_inbound: 0,
             accept_errors: AcceptErrors::new("tokio driver"),
             batch: Vec::new(),
@@ -94,7 +97,7 @@ impl TokioDriver {
     /// driver does not handle, or on a driver bug; then the node stops at once.
     pub async fn run(mut self) -> Result<Exit, RunError> {
         let peers = std::mem::take(&mut self.peers);
-        self.host.start(&peers);
+        self.host.start(&peers, self.first_contact.take());
         self.settle();
         std::future::poll_fn(|cx| self.poll_passes(cx)).await
     }

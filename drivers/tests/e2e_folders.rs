@@ -228,6 +228,55 @@ fn join_into_a_folder_with_files_fails_at_once() {
     );
 }
 
+#[test]
+fn join_through_a_node_of_another_network_fails_and_leaves_nothing_behind() {
+    let (dir, net) = scratch("folders-join-wrong-network");
+    let dir = dir.path();
+    let da = dir.join("a-files");
+    put(&da.join("f.txt"), b"from a");
+    let a = create(dir, &net, "a", &da, "mio");
+    let (db, state) = (dir.join("b-files"), dir.join("b"));
+    let (d, s) = (db.display().to_string(), state.display().to_string());
+    for detach in [false, true] {
+        let mut args = vec![
+            "join",
+            "--name",
+            "not-the-network",
+            "--state",
+            &s,
+            "--dir",
+            &d,
+            "--peer",
+            &a.addr,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        if detach {
+            args.push("--detach");
+        }
+        let out = run(&args);
+        // In the foreground the node logs to stderr first; its error is the last line.
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(1), "detach {detach}: {err}");
+        assert!(
+            last.starts_with("weft: cannot join through") && last.contains("another network"),
+            "detach {detach}: {err}"
+        );
+        assert!(
+            !state.exists(),
+            "detach {detach}: the state folder is taken back"
+        );
+        assert!(
+            !db.exists(),
+            "detach {detach}: the folder join made is taken back"
+        );
+    }
+    // The same join with the network's name works: nothing was left in its way.
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the join", &[&a, &b]);
+}
+
 /// Runs `weft start` for the node whose state is `state`.
 fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     let state = dir.join(name);

@@ -3,7 +3,8 @@
 //! The same program is started again with the same arguments less `--detach` (and with the
 //! hidden `--background-child`, on which the node begins a new session), its input from
 //! nowhere and its output appended to `<state folder>/node.log`. This process waits until
-//! the node answers on its control socket, prints its id and address, and exits 0; if the
+//! the node answers on its control socket (for `weft join`, until it has also linked to a
+//! peer), prints its id and address, and exits 0; if the
 //! node exits first, it prints the node's error line and exits 1 (and removes the state
 //! folder if it created it only for the log).
 
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use super::node_args::{settings_of, NodeArgs};
+use super::node_args::{settings_of, NodeArgs, JOIN_WAIT};
 use super::{fail, init_logging};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::state::{self, StateDir};
@@ -35,12 +36,19 @@ pub(super) fn detach(args: &NodeArgs) -> ExitCode {
         .skip(1)
         .filter(|a| a != "--detach")
         .collect();
-    detach_with(args, argv)
+    detach_with(args, argv, || {})
 }
 
 /// Starts `weft node --name NET --state DIR` in the background for a command that set the
-/// node up first (`weft create`, `weft join`): every setting comes from the config file.
-pub(super) fn detach_node(args: &NodeArgs, network: &str, state: &Path) -> ExitCode {
+/// node up first (`weft create`, `weft join`): every setting comes from the config file. With
+/// `args.first_contact` (`weft join`), it returns once the node has linked to the network.
+/// If the node fails to start (or to link), `undo` runs before the error is printed.
+pub(super) fn detach_node(
+    args: &NodeArgs,
+    network: &str,
+    state: &Path,
+    undo: impl FnOnce(),
+) -> ExitCode {
     let mut argv = vec![
         OsString::from("node"),
         OsString::from("--name"),
@@ -49,28 +57,48 @@ pub(super) fn detach_node(args: &NodeArgs, network: &str, state: &Path) -> ExitC
         state.as_os_str().to_owned(),
     ];
     argv.extend(args.ui.to_args().into_iter().map(OsString::from));
-    detach_with(args, argv)
+    if let Some(peer) = args.first_contact {
+        argv.push(OsString::from("--first-contact"));
+        argv.push(OsString::from(peer.to_string()));
+    }
+    detach_with(args, argv, undo)
 }
 
-fn detach_with(args: &NodeArgs, argv: Vec<OsString>) -> ExitCode {
+fn detach_with(args: &NodeArgs, argv: Vec<OsString>, undo: impl FnOnce()) -> ExitCode {
     init_logging("warn");
     // Bad flags or config are found here, before anything starts (exit 2).
     let path = match settings_of(args) {
         Ok((path, _, _)) => path,
         Err(code) => return code,
     };
-    match start(&path, argv, args.ui.ui.is_some()) {
+    let waits = Waits {
+        page: args.ui.ui.is_some(),
+        link: args.first_contact.is_some(),
+    };
+    match start(&path, argv, waits) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            undo();
+            fail(e)
+        }
     }
+}
+
+/// What a start waits for once the node answers.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// The web page's line in the log.
+    page: bool,
+    /// A link to a peer (a joining node's first contact; it stops itself after `JOIN_WAIT`).
+    link: bool,
 }
 
 /// Starts the node of the state folder `path` in the background; the line to print (and
 /// with `page`, the page's line after it).
-fn start(path: &Path, argv: Vec<OsString>, page: bool) -> Result<String, String> {
+fn start(path: &Path, argv: Vec<OsString>, waits: Waits) -> Result<String, String> {
     let created = !state::folder_exists(path).map_err(|e| e.to_string())?;
     let socket = state::socket_path(path);
     if !created && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -81,8 +109,8 @@ fn start(path: &Path, argv: Vec<OsString>, page: bool) -> Result<String, String>
     }
     let started = spawn(path, argv);
     let outcome = started.and_then(|(child, log, offset)| {
-        let line = wait(child, &socket, &log, offset)?;
-        if !page {
+        let line = wait(child, &socket, &log, offset, waits.link)?;
+        if !waits.page {
             return Ok(line);
         }
         Ok(format!("{line}\n{}", page_line(&log, offset)?))
@@ -123,14 +151,20 @@ fn spawn(path: &Path, args: Vec<OsString>) -> Result<(std::process::Child, PathB
     Ok((child, log_path, offset))
 }
 
-/// Waits until the node answers (its line) or exits (its error line).
+/// Waits until the node answers (its line), and with `link` until it has linked to a peer,
+/// or until it exits (its error line).
 fn wait(
     mut child: std::process::Child,
     socket: &Path,
     log: &Path,
     offset: u64,
+    link: bool,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + START_WAIT;
+    let mut deadline = Instant::now() + START_WAIT;
+    if link {
+        // The node stops itself once JOIN_WAIT has passed without a link.
+        deadline += std::time::Duration::from_millis(JOIN_WAIT.as_millis());
+    }
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
@@ -144,7 +178,11 @@ fn wait(
             Ok(None) => {}
             Err(e) => return Err(format!("cannot watch the node: {e}")),
         }
-        if let Ok(ControlReply::Id(id)) = control::request(socket, &ControlRequest::Id) {
+        let answered = match control::request(socket, &ControlRequest::Id) {
+            Ok(ControlReply::Id(id)) => Some(id),
+            _ => None,
+        };
+        if let Some(id) = answered.filter(|id| !link || id.peers_direct > 0) {
             return Ok(format!(
                 "weft node {} of {}: listening on {} (pid {}, log {})",
                 id.node,
@@ -157,9 +195,9 @@ fn wait(
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
+            let what = if link { "link to a peer" } else { "answer" };
             return Err(format!(
-                "the node did not answer within {} s; stopped it (see {})",
-                START_WAIT.as_secs(),
+                "the node did not {what} in time; stopped it (see {})",
                 log.display()
             ));
         }

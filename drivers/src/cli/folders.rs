@@ -5,6 +5,10 @@
 //!
 //! The folder's id is derived from the network's name (`FolderId::from_name`), so every
 //! node of a network shares the same one.
+//!
+//! A join must link to the network through its peer within `JOIN_WAIT` (the node's first
+//! contact, `host/first_contact.rs`); if it does not, `weft join` takes back what it set up
+//! (`BeforeJoin`) and fails with the reason, so the same command can be run again.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,11 +20,12 @@ use std::process::ExitCode;
 use weft_engine::protocol::FolderId;
 
 use super::config::{self, CONFIG_FILE};
-use super::node::node;
+use super::node::{node, run_node, NodeFailure};
 use super::node_args::NodeArgs;
 use super::{fail, socket_addr, usage, Driver, NetArgs, UiFlags};
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::folder::disk::Disk;
+use crate::folder::RESERVED_DIR;
 use crate::report::FolderReport;
 use crate::state::StateDir;
 
@@ -54,7 +59,8 @@ pub struct JoinArgs {
     /// The driver, saved for `weft start` [default: mio].
     #[arg(long, value_enum)]
     driver: Option<Driver>,
-    /// A node of the network to join through.
+    /// A node of the network to join through: the join fails, leaving nothing behind, unless
+    /// it links to the network through it within 20 s.
     #[arg(long, value_name = "HOST:PORT", value_parser = socket_addr)]
     peer: SocketAddr,
     /// Where the shared folder goes: it must be empty or absent.
@@ -113,7 +119,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
     if let Err(e) = args.ui.check() {
         return usage(e);
     }
-    let set_up = || -> Result<PathBuf, String> {
+    let set_up = || -> Result<BeforeJoin, String> {
         let state = args.net.state_path()?;
         refuse_member(&state)?;
         let dir = absolute(&args.dir)?;
@@ -123,13 +129,94 @@ pub fn join(args: JoinArgs) -> ExitCode {
             None => SocketAddr::new(interface_towards(args.peer)?, 0),
         };
         let listen = fix_port(listen)?;
-        init_folder(&dir, &args.net.name)?;
-        write_config(&state, listen, Some(args.peer), &dir, args.driver)?;
-        Ok(state)
+        let before = BeforeJoin::look(state, dir)?;
+        let written = init_folder(&before.dir, &args.net.name).and_then(|()| {
+            write_config(
+                &before.state,
+                listen,
+                Some(args.peer),
+                &before.dir,
+                args.driver,
+            )
+        });
+        if let Err(e) = written {
+            before.take_back();
+            return Err(e);
+        }
+        Ok(before)
     };
-    match set_up() {
-        Ok(state) => run(args.net, &state, args.detach, args.ui),
-        Err(e) => fail(e),
+    let before = match set_up() {
+        Ok(before) => before,
+        Err(e) => return fail(e),
+    };
+    let state = before.state.clone();
+    let mut net = args.net;
+    net.state = Some(state.clone());
+    let mut node_args = NodeArgs::of(net, args.detach);
+    node_args.ui = args.ui;
+    node_args.first_contact = Some(args.peer);
+    if args.detach {
+        let name = node_args.net.name.clone();
+        return super::detach::detach_node(&node_args, &name, &state, || before.take_back());
+    }
+    match run_node(node_args) {
+        Ok(code) => code,
+        Err(NodeFailure::NeverLinked(e)) => {
+            before.take_back();
+            fail(e)
+        }
+        Err(NodeFailure::Stopped(e)) => fail(e),
+    }
+}
+
+/// What `weft join` found before it set the node up, so that a join whose node never links
+/// to the network leaves the machine as it was and the same command can be run again.
+struct BeforeJoin {
+    /// The state folder.
+    state: PathBuf,
+    /// `None`: the state folder did not exist; else its config file's text, if it had one.
+    config: Option<Option<String>>,
+    /// The shared folder (empty or absent: `check_empty`).
+    dir: PathBuf,
+    dir_existed: bool,
+}
+
+impl BeforeJoin {
+    /// Looks at `state` and `dir` before anything is written.
+    fn look(state: PathBuf, dir: PathBuf) -> Result<BeforeJoin, String> {
+        let config = if state.exists() {
+            let path = config::config_path(&state);
+            match fs::read_to_string(&path) {
+                Ok(text) => Some(Some(text)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        } else {
+            None
+        };
+        let dir_existed = dir.exists();
+        Ok(BeforeJoin {
+            state,
+            config,
+            dir,
+            dir_existed,
+        })
+    }
+
+    /// Takes back what the join wrote: the state folder it made (or the config file as it
+    /// was), the shared folder's reserved folder, and the shared folder if it made it and it
+    /// is still empty. Best effort: the join's own error is what the user is told.
+    fn take_back(&self) {
+        let config = config::config_path(&self.state);
+        let _ = match &self.config {
+            None => fs::remove_dir_all(&self.state),
+            Some(None) => fs::remove_file(&config),
+            Some(Some(text)) => fs::write(&config, text),
+        };
+        let _ = fs::remove_dir_all(self.dir.join(RESERVED_DIR));
+        if !self.dir_existed {
+            let _ = fs::remove_dir(&self.dir);
+        }
     }
 }
 
@@ -161,7 +248,7 @@ fn run(net: NetArgs, state: &Path, detach: bool, ui: UiFlags) -> ExitCode {
     let mut args = NodeArgs::of(net, detach);
     args.ui = ui;
     if detach {
-        return super::detach::detach_node(&args, &name, state);
+        return super::detach::detach_node(&args, &name, state, || {});
     }
     node(args)
 }

@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use rand_core::{OsRng, RngCore};
 use weft_engine::{Config, Identity, NetworkKey};
 
-use super::node_args::{settings_of, Driver, NodeArgs, NodeSettings};
+use super::node_args::{settings_of, Driver, NodeArgs, NodeSettings, JOIN_WAIT};
 use super::{announce_addr, fail, init_logging, socket_addr, usage, NetArgs};
 use crate::control::{ControlLimits, ControlServer};
 use crate::folder::run::FolderSpec;
-use crate::host::Exit;
+use crate::host::{Exit, FirstContact, RunError};
 use crate::report::{links_name, links_text};
 use crate::setup::Setup;
 use crate::state::{self, StateDir};
@@ -31,11 +31,53 @@ const SOCKET_PATH_BYTES_MAX: usize = 107;
 /// Runs `weft node`: exit 130 after SIGINT, 143 after SIGTERM, 0 after `weft shutdown`, 1 on
 /// an error, 2 on bad arguments or config.
 pub fn node(args: NodeArgs) -> ExitCode {
+    match run_node(args) {
+        Ok(code) => code,
+        Err(failure) => fail(failure.message()),
+    }
+}
+
+/// Why a node's run failed.
+#[derive(Debug)]
+pub(super) enum NodeFailure {
+    /// It never linked to anyone: its start failed, or (`weft join`) its first contact did.
+    NeverLinked(String),
+    /// Its driver failed while it ran.
+    Stopped(String),
+}
+
+impl NodeFailure {
+    /// The error, in words.
+    pub(super) fn message(&self) -> &str {
+        match self {
+            NodeFailure::NeverLinked(m) | NodeFailure::Stopped(m) => m,
+        }
+    }
+
+    /// The failure of a driver's run (`driver`: its name).
+    fn of_run(driver: &str, error: RunError) -> NodeFailure {
+        match error {
+            RunError::NotJoined(m) => NodeFailure::NeverLinked(m),
+            other => NodeFailure::Stopped(format!("{driver} driver: {other}")),
+        }
+    }
+}
+
+impl From<String> for NodeFailure {
+    /// An error before the driver runs.
+    fn from(message: String) -> NodeFailure {
+        NodeFailure::NeverLinked(message)
+    }
+}
+
+/// Runs `weft node` as [`node`] does, but hands back a failure instead of printing it (a
+/// bad argument or config is printed, and is its exit code 2).
+pub(super) fn run_node(args: NodeArgs) -> Result<ExitCode, NodeFailure> {
     if let Err(e) = args.ui.check() {
-        return usage(e);
+        return Ok(usage(e));
     }
     if args.detach {
-        return super::detach::detach(&args);
+        return Ok(super::detach::detach(&args));
     }
     if args.background_child {
         // A new session: no terminal's hang-up or Ctrl-C reaches the node.
@@ -44,12 +86,15 @@ pub fn node(args: NodeArgs) -> ExitCode {
     init_logging("info");
     let (path, settings, network_key) = match settings_of(&args) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
-    match run(&args.net.name, &path, settings, network_key, &args.ui) {
-        Ok(exit) => ExitCode::from(exit.code()),
-        Err(e) => fail(e),
-    }
+    let first_contact = args.first_contact.map(|peer| FirstContact {
+        addr: peer.to_string(),
+        wait: JOIN_WAIT,
+    });
+    let net = &args.net.name;
+    let exit = run(net, &path, settings, network_key, &args.ui, first_contact)?;
+    Ok(ExitCode::from(exit.code()))
 }
 
 /// Arguments of `weft tracker`: a node that serves only as a bootstrap and a member of the
@@ -100,9 +145,10 @@ pub fn tracker(args: TrackerArgs) -> ExitCode {
         settings,
         network_key,
         &node_args.ui,
+        None,
     ) {
         Ok(exit) => ExitCode::from(exit.code()),
-        Err(e) => fail(e),
+        Err(failure) => fail(failure.message()),
     }
 }
 
@@ -187,7 +233,8 @@ fn run(
     settings: NodeSettings,
     network_key: NetworkKey,
     ui: &super::UiFlags,
-) -> Result<Exit, String> {
+    first_contact: Option<FirstContact>,
+) -> Result<Exit, NodeFailure> {
     let start = Start::read(path)?;
     let mut config = Config::new(network.to_owned(), start.key);
     config.incarnation = start.incarnation;
@@ -225,6 +272,7 @@ fn run(
         );
     }
     setup.peers = settings.peers.iter().map(SocketAddr::to_string).collect();
+    setup.first_contact = first_contact;
     setup.signals = true;
     setup.store = Some(store);
     if let Some(root) = &settings.folder {
@@ -299,14 +347,14 @@ fn run_mio(
     state: &StateDir,
     limits: ControlLimits,
     page: super::ui::PageBinding,
-) -> Result<Exit, String> {
+) -> Result<Exit, NodeFailure> {
     use crate::mio_driver::MioDriver;
     let announcement = announcement(&setup, state.path(), "mio");
     let (driver, handle) = MioDriver::new(setup).map_err(|e| format!("mio driver: {e}"))?;
     let _server = serve(state, handle, limits)?;
     let _ = writeln!(std::io::stdout(), "{announcement}");
     let _page = super::ui::serve_for_node(page, state.path())?;
-    driver.run().map_err(|e| format!("mio driver: {e}"))
+    driver.run().map_err(|e| NodeFailure::of_run("mio", e))
 }
 
 #[cfg(feature = "tokio")]
@@ -315,7 +363,7 @@ fn run_tokio(
     state: &StateDir,
     limits: ControlLimits,
     page: super::ui::PageBinding,
-) -> Result<Exit, String> {
+) -> Result<Exit, NodeFailure> {
     use crate::tokio_driver::TokioDriver;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -330,5 +378,5 @@ fn run_tokio(
     // The node is the runtime's only task: run it on this thread.
     runtime
         .block_on(driver.run())
-        .map_err(|e| format!("tokio driver: {e}"))
+        .map_err(|e| NodeFailure::of_run("tokio", e))
 }

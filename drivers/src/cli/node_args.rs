@@ -146,7 +146,15 @@ pub struct NodeArgs {
     /// Set by `--detach` on the node it starts: begin a new session.
     #[arg(long, hide = true)]
     pub(super) background_child: bool,
+    /// Set by `weft join` on the node it runs: stop with an error unless the node links to
+    /// the network through this peer within `JOIN_WAIT`.
+    #[arg(long, hide = true, value_name = "ADDR", value_parser = socket_addr)]
+    pub(super) first_contact: Option<SocketAddr>,
 }
+
+/// How long a node `weft join` runs has to link to the network through its peer before it
+/// stops with the reason (`--first-contact`).
+pub(super) const JOIN_WAIT: weft_engine::Duration = weft_engine::Duration::from_secs(20);
 
 /// How a node runs: its flags over its config file's defaults over the built-in ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +210,7 @@ impl NodeArgs {
             ui: super::UiFlags::default(),
             detach,
             background_child: false,
+            first_contact: None,
         }
     }
 

@@ -85,10 +85,15 @@ impl Host {
                 conn,
                 incarnation,
                 restarted,
-            } => tracing::info!(
-                "peer up {node} on {conn:?} (incarnation {incarnation}{})",
-                if restarted { ", restarted" } else { "" }
-            ),
+            } => {
+                tracing::info!(
+                    "peer up {node} on {conn:?} (incarnation {incarnation}{})",
+                    if restarted { ", restarted" } else { "" }
+                );
+                if self.first_contact.take().is_some() {
+                    tracing::info!("joined the network: linked to {node}");
+                }
+            }
             Event::PeerDown { node, reason } => tracing::info!("peer down {node}: {reason:?}"),
             Event::ConnectionClosed { conn, reason } => {
                 tracing::info!("closed {conn:?}: {reason:?}")
@@ -98,7 +103,20 @@ impl Host {
                 attempts,
                 retry_in_ms,
                 reason,
-            } => self.dial_log.failed(addr, attempts, retry_in_ms, reason),
+            } => {
+                let given_up = retry_in_ms.is_none();
+                let ended = self
+                    .first_contact
+                    .as_mut()
+                    .and_then(|w| w.dial_failed(&addr, reason.clone(), given_up));
+                match ended {
+                    Some(error) => {
+                        self.first_contact = None;
+                        self.fail(error);
+                    }
+                    None => self.dial_log.failed(addr, attempts, retry_in_ms, reason),
+                }
+            }
             Event::Redialed {
                 addr,
                 node,
