@@ -107,6 +107,26 @@ fn a_peer_of_another_network_ends_the_run_at_once() {
 }
 
 #[test]
+fn a_service_that_is_not_weft_ends_the_run_at_once() {
+    use std::io::{Read, Write};
+    // Answers every connection with an HTTP error, as a web server on the wrong port would.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = server.local_addr().expect("its address").to_string();
+    std::thread::spawn(move || {
+        for mut conn in server.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    for driver in DRIVERS {
+        let (_handle, end) = spawn(driver, setup("first-contact", 6, Some(&addr), 600_000));
+        let why = not_joined(end.recv_timeout(RUN_BOUND).expect("the run ends"));
+        assert!(why.contains("does not answer as a weft node"), "{driver:?}: {why}");
+    }
+}
+
+#[test]
 fn a_node_that_links_runs_on_past_the_wait() {
     for driver in DRIVERS {
         let (member, _member_end) = spawn(driver, setup("network-a", 4, None, 0));

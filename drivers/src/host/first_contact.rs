@@ -1,9 +1,10 @@
 //! A joining node's first contact (`weft join`): it must link to the network through the peer
-//! it was given within a stated time, or stop with the reason. A peer of another network
-//! stops it at once; any other failed dial is retried as usual until the time is up. Once any
+//! it was given within a stated time, or stop with the reason. A peer of another network, or
+//! an address where something other than a weft node answers, stops it at once; any other
+//! failed dial is retried as usual until the time is up. Once any
 //! peer links, the node has joined and this watch ends.
 
-use weft_engine::protocol::ByeReason;
+use weft_engine::protocol::{ByeReason, ProtocolError};
 use weft_engine::{CloseReason, Duration, Instant};
 
 use super::RunError;
@@ -64,6 +65,23 @@ impl Watch {
             )));
         }
         let describe = dial_log::describe(&reason);
+        // Bytes that are not a weft handshake (a peer with another network secret closes
+        // without a byte instead, SPEC.md §21.7): some other service listens there.
+        let not_weft = match &reason {
+            CloseReason::Protocol(ProtocolError::UnsupportedVersion(v)) => {
+                Some(format!("it speaks version {v} of weft's wire format"))
+            }
+            CloseReason::Noise(_) | CloseReason::Protocol(_) => {
+                Some(format!("it does not answer as a weft node ({describe})"))
+            }
+            _ => None,
+        };
+        if let Some(why) = not_weft {
+            return Some(RunError::NotJoined(format!(
+                "cannot join through {}: {why}",
+                self.addr
+            )));
+        }
         self.last = Some(reason);
         given_up
             .then(|| RunError::NotJoined(format!("cannot join through {}: {describe}", self.addr)))
@@ -111,6 +129,14 @@ mod tests {
             let text = error.expect("another network ends the join").to_string();
             assert!(text.contains("another network"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_peer_that_does_not_speak_weft_ends_it_at_once() {
+        let reason = CloseReason::Protocol(ProtocolError::BadCompression);
+        let error = watch().dial_failed("127.0.0.1:9", reason, false);
+        let text = error.expect("not weft ends the join").to_string();
+        assert!(text.contains("does not answer as a weft node"), "{text}");
     }
 
     #[test]
