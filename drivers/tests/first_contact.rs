@@ -122,7 +122,10 @@ fn a_service_that_is_not_weft_ends_the_run_at_once() {
     for driver in DRIVERS {
         let (_handle, end) = spawn(driver, setup("first-contact", 6, Some(&addr), 600_000));
         let why = not_joined(end.recv_timeout(RUN_BOUND).expect("the run ends"));
-        assert!(why.contains("does not answer as a weft node"), "{driver:?}: {why}");
+        assert!(
+            why.contains("does not answer as a weft node"),
+            "{driver:?}: {why}"
+        );
     }
 }
 

@@ -143,7 +143,17 @@ pub fn case_key(path: &str) -> String {
 pub struct IgnoreRules {
     /// The compiled rules; `None` when there are none.
     matcher: Option<Gitignore>,
+    /// The lines they were compiled from (in NFC): two sets of rules are equal when these are.
+    lines: Vec<String>,
 }
+
+impl PartialEq for IgnoreRules {
+    fn eq(&self, other: &IgnoreRules) -> bool {
+        self.lines == other.lines
+    }
+}
+
+impl Eq for IgnoreRules {}
 
 impl IgnoreRules {
     /// The rules in `text` (the ignore file's contents); lines that do not parse are
@@ -157,9 +167,12 @@ impl IgnoreRules {
     pub fn parse(text: &str) -> (IgnoreRules, Vec<String>) {
         let mut builder = GitignoreBuilder::new("");
         let mut errors = Vec::new();
+        let mut lines = Vec::new();
         for (index, line) in text.lines().enumerate() {
-            if let Err(error) = builder.add_line(None, &normalize(line)) {
-                errors.push(format!("line {}: {error}", index + 1));
+            let line = normalize(line).into_owned();
+            match builder.add_line(None, &line) {
+                Ok(_) => lines.push(line),
+                Err(error) => errors.push(format!("line {}: {error}", index + 1)),
             }
         }
         match builder.build() {
@@ -167,6 +180,7 @@ impl IgnoreRules {
             Ok(matcher) => (
                 IgnoreRules {
                     matcher: Some(matcher),
+                    lines,
                 },
                 errors,
             ),

@@ -257,6 +257,9 @@ pub enum ReplicaCommand {
     /// At a read-only copy, put back what the version lists wherever a local edit was
     /// refused: see [`super::Replica::revert`].
     Revert,
+    /// Use these `.weftignore` rules from now on (the host reads the file): see
+    /// [`super::Replica::set_ignore_rules`]. Taken while the state still loads.
+    SetIgnoreRules(super::paths::IgnoreRules),
 }
 
 /// Why a command was refused.

@@ -158,6 +158,10 @@ impl Replica {
                 self.revert(now);
                 return Ok(());
             }
+            ReplicaCommand::SetIgnoreRules(rules) => {
+                self.set_ignore_rules(rules);
+                return Ok(());
+            }
             ReplicaCommand::Resolve { path, keep } => (path, keep),
         };
         if !self.ready {

@@ -17,6 +17,7 @@ mod basics;
 mod conflicts;
 mod faults;
 mod gate;
+mod ignore;
 mod scheduling;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
