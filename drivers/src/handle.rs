@@ -9,6 +9,7 @@ use bytes::Bytes;
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::protocol::FolderId;
 use weft_engine::protocol::RunSignalKind;
+use weft_engine::replicate::paths::IgnoreRules;
 use weft_engine::replicate::LocalChange;
 use weft_engine::run::{ProcessResult, RunEventKind};
 use weft_engine::{Duration, HostResult, InputError, NodeId, RequestId};
@@ -305,6 +306,8 @@ pub(crate) enum Request {
         cache: Vec<u8>,
         /// When the scan started, if it found every file settled.
         settled: Option<std::time::Instant>,
+        /// The folder's `.weftignore` rules, if they were read anew before the scan.
+        rules: Option<IgnoreRules>,
     },
     /// A folder's root or marker is missing: the folder stops.
     FolderStopped {
@@ -474,19 +477,22 @@ impl Handle {
         self.send(Request::StorageDone { id, result })
     }
 
-    /// A folder scanner's findings (and its cache to persist, if not empty).
+    /// A folder scanner's findings (and its cache to persist, if not empty, and the folder's
+    /// ignore rules, if they were read anew).
     pub(crate) fn folder_changes(
         &self,
         folder: FolderId,
         changes: Vec<LocalChange>,
         cache: Vec<u8>,
         settled: Option<std::time::Instant>,
+        rules: Option<IgnoreRules>,
     ) -> Result<(), HandleError> {
         self.send(Request::FolderChanges {
             folder,
             changes,
             cache,
             settled,
+            rules,
         })
     }
 

@@ -277,6 +277,68 @@ fn join_through_a_node_of_another_network_fails_and_leaves_nothing_behind() {
     converge(&[&da, &db], "the join", &[&a, &b]);
 }
 
+/// Waits until `done` holds; panics after [`CONVERGE`] with the nodes' logs.
+fn wait_for(what: &str, nodes: &[&NodeProc], done: impl Fn() -> bool) {
+    let deadline = Instant::now() + CONVERGE;
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.log_text()).collect();
+            panic!(
+                "{what}: not within {CONVERGE:?}; logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `dir`'s tree, less what is at or under `left_out`.
+fn tree_without(dir: &Path, left_out: &str) -> BTreeMap<String, String> {
+    let mut t = tree(dir);
+    t.retain(|p, _| p != left_out && !p.starts_with(&format!("{left_out}/")));
+    t
+}
+
+#[test]
+fn weftignore_keeps_ignored_paths_at_home_until_the_rule_goes() {
+    let (dir, net) = scratch("folders-ignore");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join(".weftignore"), b"*.log\nbuild/\n");
+    put(&da.join("keep.txt"), b"keep");
+    put(&da.join("debug.log"), b"a log at A");
+    put(&da.join("build/out.bin"), &bytes(5_000, 9));
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    let nodes = [&a, &b];
+    wait_for("the first sync", &nodes, || {
+        let t = tree(&db);
+        t.contains_key("keep.txt") && t.contains_key(".weftignore")
+    });
+    // B reads the rules it received: its own ignored files stay at B.
+    put(&db.join("local.log"), b"a log at B");
+    put(&db.join("later.txt"), b"later");
+    wait_for("a file B made", &nodes, || {
+        tree(&da).contains_key("later.txt")
+    });
+    let (ta, tb) = (tree(&da), tree(&db));
+    assert!(!ta.contains_key("local.log"), "{ta:#?}");
+    assert!(
+        !tb.contains_key("debug.log") && !tb.contains_key("build"),
+        "{tb:#?}"
+    );
+    // The rule for logs goes at A: A's log goes to B, and B's to A; build/ stays at A.
+    put(&da.join(".weftignore"), b"build/\n");
+    wait_for("the logs after the rule's end", &nodes, || {
+        tree_without(&da, "build") == tree(&db)
+    });
+    let t = tree(&db);
+    assert!(
+        t.contains_key("debug.log") && t.contains_key("local.log"),
+        "{t:#?}"
+    );
+}
+
 /// Runs `weft start` for the node whose state is `state`.
 fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     let state = dir.join(name);

@@ -12,12 +12,13 @@
 //! ```
 //!
 //! [`disk`] carries out the engine's storage steps on the folder; [`scan`] finds local
-//! changes; [`cache`] is what both share: what the scanner last saw of each path, so that
+//! changes, skipping what the folder's `.weftignore` ([`ignore_file`]) ignores; [`cache`] is what both share: what the scanner last saw of each path, so that
 //! unchanged files are never hashed again and the engine's own writes are not reported back
 //! as local changes.
 
 pub mod cache;
 pub mod disk;
+pub mod ignore_file;
 pub mod run;
 pub mod scan;
 

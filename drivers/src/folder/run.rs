@@ -15,11 +15,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_engine::protocol::FolderId;
+use weft_engine::replicate::paths::{IgnoreRules, IGNORE_FILE};
 use weft_engine::replicate::{LocalChange, StorageError, StorageRequest, StorageResult, TempId};
 use weft_engine::{HostResult, RequestId};
 
 use super::cache::{Cache, SharedCache};
 use super::disk::Disk;
+use super::ignore_file::IgnoreFile;
 use super::scan::{Scanner, STABLE_MS};
 use crate::clock;
 use crate::handle::Handle;
@@ -61,12 +63,22 @@ struct Running {
     disk: Arc<Disk>,
     /// Local changes found before the engine loaded the folder's state, fed once it has.
     early: Vec<LocalChange>,
+    /// Ignore rules read since the engine last got them, fed before the changes.
+    rules_early: Option<IgnoreRules>,
     ready: bool,
     /// Why the folder stopped, if it did.
     stopped: Option<String>,
     scanner: Option<ScannerThread>,
     /// When the last scan that found every file settled started.
     settled_scan: Option<std::time::Instant>,
+}
+
+/// What is due to the engine for a folder: its ignore rules if they were read anew (fed
+/// first), then the scanner's changes.
+#[derive(Debug, Default)]
+pub(crate) struct Due {
+    pub(crate) rules: Option<IgnoreRules>,
+    pub(crate) changes: Vec<LocalChange>,
 }
 
 /// The loop's side of a node's folders.
@@ -130,6 +142,7 @@ impl Folders {
                 root: spec.root.clone(),
                 disk,
                 early: Vec::new(),
+                rules_early: None,
                 ready: false,
                 stopped: None,
                 scanner,
@@ -206,9 +219,9 @@ impl Folders {
     }
 
     /// The engine loaded `folder`'s state, whose applies use the temporary files `temps`:
-    /// any other temporary file is left over from before a crash and goes; the changes
-    /// found before are due.
-    pub(crate) fn on_ready(&mut self, folder: &FolderId, temps: &[TempId]) -> Vec<LocalChange> {
+    /// any other temporary file is left over from before a crash and goes; the rules and
+    /// changes found before are due.
+    pub(crate) fn on_ready(&mut self, folder: &FolderId, temps: &[TempId]) -> Due {
         match self.running.get_mut(folder) {
             Some(r) => {
                 r.ready = true;
@@ -217,26 +230,34 @@ impl Folders {
                     Ok(n) => tracing::info!("folder {folder}: removed {n} stray temporary files"),
                     Err(e) => tracing::warn!("folder {folder}: stray temporary files: {e}"),
                 }
-                std::mem::take(&mut r.early)
+                Due {
+                    rules: r.rules_early.take(),
+                    changes: std::mem::take(&mut r.early),
+                }
             }
-            None => Vec::new(),
+            None => Due::default(),
         }
     }
 
-    /// Local changes the scanner found: those due now (the rest wait for the folder's state).
+    /// Local changes the scanner found, with the ignore rules it read anew (if it did):
+    /// those due now (the rest wait for the folder's state).
     pub(crate) fn on_changes(
         &mut self,
         folder: &FolderId,
         changes: Vec<LocalChange>,
-    ) -> Vec<LocalChange> {
+        rules: Option<IgnoreRules>,
+    ) -> Due {
         match self.running.get_mut(folder) {
-            Some(r) if r.stopped.is_some() => Vec::new(),
-            Some(r) if r.ready => changes,
+            Some(r) if r.stopped.is_some() => Due::default(),
+            Some(r) if r.ready => Due { rules, changes },
             Some(r) => {
                 r.early.extend(changes);
-                Vec::new()
+                if rules.is_some() {
+                    r.rules_early = rules;
+                }
+                Due::default()
             }
-            None => Vec::new(),
+            None => Due::default(),
         }
     }
 
@@ -318,12 +339,12 @@ impl ScannerThread {
         let (wake, woken) = mpsc::channel::<()>();
         let watcher = watch(spec, wake.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let scanner = Scanner::new(spec.root.clone(), cache.clone());
+        let mut scanner = Scanner::new(spec.root.clone(), cache.clone());
         let folder = spec.id;
         let stopping = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name(format!("weft-scan-{folder}"))
-            .spawn(move || scan_loop(folder, &scanner, &cache, &handle, &woken, &stopping));
+            .spawn(move || scan_loop(folder, &mut scanner, &cache, &handle, &woken, &stopping));
         match spawned {
             Ok(thread) => Some(ScannerThread {
                 stop,
@@ -411,10 +432,12 @@ fn wakes_the_scanner(event: &notify::Result<notify::Event>, own: &[PathBuf]) -> 
 }
 
 /// Scans at once, then whenever the watcher wakes it (after [`SETTLE_WAIT`]), when a file
-/// that was still being written may have settled, and every [`RESCAN_PERIOD`].
+/// that was still being written may have settled, and every [`RESCAN_PERIOD`]. Before each
+/// scan it looks at the folder's `.weftignore`: rules read anew go to the scanner at once and
+/// to the engine with the scan's changes.
 fn scan_loop(
     folder: FolderId,
-    scanner: &Scanner,
+    scanner: &mut Scanner,
     cache: &SharedCache,
     handle: &Handle,
     woken: &Receiver<()>,
@@ -422,6 +445,9 @@ fn scan_loop(
 ) {
     let mut wait = Duration::ZERO;
     let mut first = true;
+    let mut ignore_file = IgnoreFile::default();
+    // Rules read but not yet handed to the loop (a scan failed meanwhile).
+    let mut rules_unsent: Option<IgnoreRules> = None;
     loop {
         match woken.recv_timeout(wait) {
             Ok(()) => {
@@ -434,6 +460,13 @@ fn scan_loop(
         }
         if stop.load(Ordering::Relaxed) {
             return;
+        }
+        if let Some(refreshed) = ignore_file.refresh(scanner.root()) {
+            for problem in &refreshed.problems {
+                tracing::warn!("folder {folder}: {IGNORE_FILE}: {problem}");
+            }
+            scanner.set_ignore_rules(refreshed.rules.clone());
+            rules_unsent = Some(refreshed.rules);
         }
         let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
         let started = std::time::Instant::now();
@@ -466,7 +499,7 @@ fn scan_loop(
                 };
                 let settled = (outcome.unstable == 0).then_some(started);
                 if handle
-                    .folder_changes(folder, outcome.changes, blob, settled)
+                    .folder_changes(folder, outcome.changes, blob, settled, rules_unsent.take())
                     .is_err()
                 {
                     return;

@@ -1,10 +1,11 @@
 //! The application's requests (from a [`crate::Handle`]: the control socket, the CLI, the
 //! web page) carried out on the node, each answered on its own channel.
 
+use crate::folder::run::Due;
 use bytes::Bytes;
 use weft_engine::chord::ChordCommand;
 use weft_engine::protocol::FolderId;
-use weft_engine::replicate::{LocalChange, ReplicaCommand, ReplicateCommand, ReplicateRefusal};
+use weft_engine::replicate::{ReplicaCommand, ReplicateCommand, ReplicateRefusal};
 use weft_engine::run::{ProcessResult, RunCommand};
 use weft_engine::{
     Command, ConnId, HostRequest, HostResult, Input, InputError, MeshCommand, TableCommand,
@@ -132,6 +133,7 @@ impl Host {
                 changes,
                 cache,
                 settled,
+                rules,
             } => {
                 if !cache.is_empty() {
                     if let Some(store) = &self.store {
@@ -144,7 +146,7 @@ impl Host {
                         }
                     }
                 }
-                let due = self.folders.on_changes(&folder, changes);
+                let due = self.folders.on_changes(&folder, changes, rules);
                 self.feed_local(folder, due);
                 if let Some(started) = settled {
                     self.folders.scan_settled(&folder, started);
@@ -177,8 +179,15 @@ impl Host {
     }
 
     /// Hands the scanner's changes in `folder` to the engine.
-    pub(super) fn feed_local(&mut self, folder: FolderId, changes: Vec<LocalChange>) {
-        for change in changes {
+    pub(super) fn feed_local(&mut self, folder: FolderId, due: Due) {
+        if let Some(rules) = due.rules {
+            let command = ReplicaCommand::SetIgnoreRules(rules);
+            let set = ReplicateCommand::Folder { folder, command };
+            if let Err(e) = self.input(Input::Command(Command::Replicate(set))) {
+                tracing::warn!("folder {folder}: its ignore rules were refused: {e}");
+            }
+        }
+        for change in due.changes {
             let local = ReplicateCommand::Local { folder, change };
             if let Err(e) = self.input(Input::Command(Command::Replicate(local))) {
                 tracing::warn!("folder {folder}: a local change was refused: {e}");

@@ -192,6 +192,11 @@ impl IgnoreRules {
         }
     }
 
+    /// Whether there are no rules (nothing is ignored).
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
     /// Whether `path` (a directory if `is_dir`) or one of its parents is ignored.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
         let Some(matcher) = &self.matcher else {

@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use weft_engine::protocol::PathRefusal;
 use weft_engine::replicate::blocks::Tier;
+use weft_engine::replicate::paths::IgnoreRules;
 use weft_engine::replicate::LocalChange;
 
 use super::cache::{CachedEntry, SharedCache};
@@ -119,6 +120,9 @@ pub struct Scanner {
     cache: SharedCache,
     stable_ms: i64,
     threads: usize,
+    /// The folder's `.weftignore` rules: an ignored path is not walked, and what the cache
+    /// holds at or under it is neither reported nor removed.
+    ignore: IgnoreRules,
 }
 
 fn io_line(e: &io::Error) -> String {
@@ -138,7 +142,13 @@ impl Scanner {
             cache,
             stable_ms: STABLE_MS,
             threads,
+            ignore: IgnoreRules::default(),
         }
+    }
+
+    /// Uses `rules` (the folder's `.weftignore`) from the next scan on.
+    pub fn set_ignore_rules(&mut self, rules: IgnoreRules) {
+        self.ignore = rules;
     }
 
     /// The same scanner hashing on `threads` threads (at least one).

@@ -537,3 +537,59 @@ fn several_threads_find_what_one_finds() {
     };
     assert_eq!(strip(&o1), strip(&o4));
 }
+
+fn removed(changes: &[LocalChange]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            LocalChange::Removed { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ignored_paths_are_not_walked_and_what_the_cache_holds_there_stays() {
+    let f = Folder::new();
+    f.write("keep.txt", b"keep");
+    f.write("debug.log", b"log");
+    f.mkdir("build/deep");
+    f.write("build/deep/out.bin", &data(1, 5000));
+    f.write(".weftignore", b"*.log\nbuild/\n");
+    let mut s = f.scanner();
+    let (rules, errors) = IgnoreRules::parse("*.log\nbuild/\n");
+    assert!(errors.is_empty());
+    s.set_ignore_rules(rules);
+    let first = later(&s);
+    let paths: Vec<String> = changed(&first.changes).into_keys().collect();
+    assert_eq!(paths, [".weftignore", "keep.txt"], "{first:?}");
+    assert_eq!(first.hashed_files, 2, "ignored files are not read");
+
+    // Without rules the ignored paths are reported, and cached.
+    s.set_ignore_rules(IgnoreRules::default());
+    let all = later(&s);
+    let paths: Vec<String> = changed(&all.changes).into_keys().collect();
+    assert_eq!(
+        paths,
+        ["build", "build/deep", "build/deep/out.bin", "debug.log"],
+        "{all:?}"
+    );
+
+    // Ignored again: what the cache holds there is neither reported nor removed, changed
+    // or not.
+    let (rules, _) = IgnoreRules::parse("*.log\nbuild/\n");
+    s.set_ignore_rules(rules);
+    f.write("debug.log", b"a longer log line");
+    f.write("build/deep/out.bin", &data(2, 6000));
+    only_done(&later(&s));
+    let cache = s.cache().lock();
+    assert!(cache.entries.contains_key("build/deep/out.bin"));
+    assert!(cache.entries.contains_key("debug.log"));
+    drop(cache);
+
+    // A cached ignored file deleted for real is reported removed (SPEC.md §22.3: the record
+    // stays until the scanner reports it removed).
+    fs::remove_file(f.p("debug.log")).expect("remove");
+    let gone = later(&s);
+    assert_eq!(removed(&gone.changes), ["debug.log"], "{gone:?}");
+}

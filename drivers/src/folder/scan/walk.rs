@@ -39,7 +39,8 @@ pub(super) struct Walk {
     pub(super) items: Vec<Item>,
     /// Every path present (reported, unchanged, unstable or unreadable).
     pub(super) seen: HashSet<String>,
-    /// Paths that could not be listed or `lstat`ed: nothing at or under them is removed.
+    /// Paths that could not be listed or `lstat`ed, and ignored directories: nothing at or
+    /// under them is removed.
     pub(super) protected: Vec<String>,
     /// Paths the cache holds as a directory that are now something else.
     pub(super) no_longer_dirs: HashSet<String>,
@@ -105,6 +106,18 @@ impl Scanner {
                     }
                 }
             };
+            if self
+                .ignore
+                .is_ignored(&path, stat.kind == FileKind::Directory)
+            {
+                // Not walked; a cached entry at or under it stays as it is (the engine keeps
+                // its record, SPEC.md §22.3).
+                walk.seen.insert(path.clone());
+                if stat.kind == FileKind::Directory {
+                    walk.protected.push(path);
+                }
+                continue;
+            }
             walk.seen.insert(path.clone());
             if stat.kind == FileKind::File {
                 walk.files += 1;

@@ -289,9 +289,27 @@ impl Replica {
     }
 
     /// Sets the `.weftignore` rules (the host reads the file): ignored paths are neither
-    /// announced nor written from now on.
+    /// announced nor written from now on. If the old rules ignored anything, every peer's
+    /// whole index is asked for again (now from the linked ones, at the next link from the
+    /// others): a record dropped while its path was ignored may be taken now.
     pub fn set_ignore_rules(&mut self, rules: IgnoreRules) {
+        if rules == self.ignore {
+            return;
+        }
+        let ignored_before = !self.ignore.is_empty();
         self.ignore = rules;
+        if !ignored_before {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            p.seen = 0;
+        }
+        self.mark_dirty();
+        if self.ready {
+            for peer in self.linked_peers() {
+                self.send_list(peer);
+            }
+        }
     }
 
     /// A link to `peer` (which holds this folder) is up: the folder asks for its index.

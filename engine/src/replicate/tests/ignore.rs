@@ -70,3 +70,17 @@ fn rules_set_again_replace_the_old_ones() {
     net.settle();
     assert!(net.nodes[1].host.data("now-sent.tmp").is_some());
 }
+
+#[test]
+fn records_dropped_while_ignored_are_taken_once_the_rule_goes() {
+    let mut net = pair();
+    set_rules(&mut net, 1, "*.log\n");
+    net.put(0, "noise.log", bytes(1000, 9), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("noise.log"), None);
+    // Its sequence counted as seen: only asking for the whole index again brings it.
+    set_rules(&mut net, 1, "*.tmp\n");
+    net.settle();
+    assert!(net.nodes[1].host.data("noise.log").is_some());
+    assert_eq!(net.records(0), net.records(1));
+}
