@@ -424,12 +424,31 @@ impl Host {
     }
 
     /// How the loop ends now, if it does: in an error (see [`Host::fail`]), or a shutdown
-    /// whose connections are all closed, or whose grace period is over.
+    /// whose connections are all closed, or whose grace period is over (then the scan caches
+    /// storage steps wrote to are persisted first).
     pub(crate) fn exit_due(&mut self, conns_left: usize) -> Option<Result<Exit, RunError>> {
         if let Some(error) = self.failure.take() {
             return Some(Err(error));
         }
         let s = self.stopping?;
-        (conns_left == 0 || self.clock.now() >= s.by).then_some(Ok(s.exit))
+        if conns_left > 0 && self.clock.now() < s.by {
+            return None;
+        }
+        for (folder, blob) in self.folders.written_caches() {
+            self.store_scan_cache(folder, blob);
+        }
+        Some(Ok(s.exit))
+    }
+
+    /// Persists `folder`'s scan cache `blob` in the node's store (if it has one).
+    pub(crate) fn store_scan_cache(&self, folder: FolderId, blob: Vec<u8>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let name = cache_blob_name(&folder);
+        let bytes = bytes::Bytes::from(blob);
+        if let HostResult::Failed(why) = store.carry_out(HostRequest::StoreState { name, bytes }) {
+            tracing::warn!("folder {folder}: scan cache not stored: {why}");
+        }
     }
 }

@@ -277,8 +277,45 @@ fn join_through_a_node_of_another_network_fails_and_leaves_nothing_behind() {
     converge(&[&da, &db], "the join", &[&a, &b]);
 }
 
+#[test]
+fn a_create_whose_node_cannot_start_leaves_nothing_behind() {
+    let (dir, net) = scratch("folders-create-fails");
+    let dir = dir.path();
+    let shared = dir.join("mine");
+    put(&shared.join("keep.txt"), b"keep me");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let busy = taken.local_addr().expect("its address").to_string();
+    let state = dir.join("s");
+    let (s, d) = (state.display().to_string(), shared.display().to_string());
+    for detach in [false, true] {
+        let mut args = vec![
+            "create", "--name", &net, "--state", &s, "--dir", &d, "--listen", &busy,
+        ];
+        if detach {
+            args.push("--detach");
+        }
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "detach {detach}: {err}");
+        assert!(err.contains("cannot listen"), "detach {detach}: {err}");
+        assert!(
+            !state.exists(),
+            "detach {detach}: the state folder is taken back"
+        );
+        assert!(
+            !shared.join(".weft").exists(),
+            "detach {detach}: .weft is taken back"
+        );
+        assert_eq!(fs::read(shared.join("keep.txt")).expect("kept"), b"keep me");
+    }
+    drop(taken);
+    // The same folder shares once the port is free.
+    let a = create(dir, &net, "a", &shared, "mio");
+    assert!(shared.join(".weft/folder").exists(), "{}", a.log_text());
+}
+
 /// Waits until `done` holds; panics after [`CONVERGE`] with the nodes' logs.
-fn wait_for(what: &str, nodes: &[&NodeProc], done: impl Fn() -> bool) {
+fn wait_for(what: &str, nodes: &[&NodeProc], mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + CONVERGE;
     while !done() {
         if Instant::now() > deadline {
@@ -397,6 +434,70 @@ fn a_node_killed_mid_transfer_finishes_after_weft_start() {
         .map(|r| r.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "no temporary file left");
+}
+
+/// How many files the first scan in `log` hashed (`scanned N files in M ms (H hashed, …`).
+fn first_scan_hashed(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains(": scanned "))?;
+    let after = line.split(" ms (").nth(1)?;
+    after.split(' ').next()?.parse().ok()
+}
+
+/// Waits until `node`'s log shows its first scan; how many files it hashed.
+fn hashed_at_start(node: &NodeProc) -> u64 {
+    let mut hashed = None;
+    wait_for("the first scan", &[node], || {
+        hashed = first_scan_hashed(&node.log_text());
+        hashed.is_some()
+    });
+    hashed.unwrap_or(u64::MAX)
+}
+
+#[test]
+fn files_a_node_received_are_not_hashed_again_after_a_stop_or_a_kill() {
+    let (dir, net) = scratch("folders-cache");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    for i in 0..20u64 {
+        put(&da.join(format!("f{i}.bin")), &bytes(10_000, 100 + i));
+    }
+    let a = create(dir, &net, "a", &da, "mio");
+    let mut b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    // A stop persists what the storage steps recorded of the files they wrote.
+    b.signal("TERM");
+    b.wait_exit();
+    let mut b = start(dir, &net, "b");
+    assert_eq!(hashed_at_start(&b), 0, "{}", b.log_text());
+    // So does the wait after the steps, before a kill.
+    put(&da.join("late.bin"), &bytes(10_000, 200));
+    converge(&[&da, &db], "a later file", &[&a, &b]);
+    std::thread::sleep(Duration::from_secs(7));
+    b.kill();
+    let log = dir.join("b-again.log");
+    fs::remove_file(&log).expect("the first restart's log");
+    let b = start(dir, &net, "b");
+    assert_eq!(hashed_at_start(&b), 0, "{}", b.log_text());
+}
+
+#[test]
+fn trash_older_than_its_keep_time_is_pruned() {
+    let (dir, net) = scratch("folders-trash");
+    let dir = dir.path();
+    let da = dir.join("A");
+    put(&da.join("f.txt"), b"f");
+    // A trash entry from 1970, and one from now (named as the drivers name them).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    put(&da.join(".weft/trash/1000-0-old.txt"), b"old");
+    put(&da.join(format!(".weft/trash/{now_ms}-0-new.txt")), b"new");
+    let a = create(dir, &net, "a", &da, "mio");
+    wait_for("the old entry pruned", &[&a], || {
+        !da.join(".weft/trash/1000-0-old.txt").exists()
+    });
+    assert!(da.join(format!(".weft/trash/{now_ms}-0-new.txt")).exists());
 }
 
 #[test]

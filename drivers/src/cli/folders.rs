@@ -7,8 +7,9 @@
 //! node of a network shares the same one.
 //!
 //! A join must link to the network through its peer within `JOIN_WAIT` (the node's first
-//! contact, `host/first_contact.rs`); if it does not, `weft join` takes back what it set up
-//! (`BeforeJoin`) and fails with the reason, so the same command can be run again.
+//! contact, `host/first_contact.rs`). If it does not, or if the node of a create or a join
+//! never starts, the command takes back what it set up (`BeforeSetUp`) and fails with the
+//! reason, so the same command can be run again.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -95,7 +96,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
         return usage(e);
     }
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let set_up = || -> Result<(PathBuf, PathBuf), (bool, String)> {
+    let set_up = || -> Result<BeforeSetUp, (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
         refuse_member(&state).map_err(|e| (false, e))?;
         let dir = absolute(&args.dir).map_err(|e| (false, e))?;
@@ -103,12 +104,17 @@ pub fn create(args: CreateArgs) -> ExitCode {
             return Err((true, format!("{}: not a directory", dir.display())));
         }
         let listen = fix_port(listen).map_err(|e| (false, e))?;
-        init_folder(&dir, &args.net.name).map_err(|e| (false, e))?;
-        write_config(&state, listen, None, &dir, args.driver).map_err(|e| (false, e))?;
-        Ok((state, dir))
+        let before = BeforeSetUp::look(state, dir).map_err(|e| (false, e))?;
+        let written = init_folder(&before.dir, &args.net.name)
+            .and_then(|()| write_config(&before.state, listen, None, &before.dir, args.driver));
+        if let Err(e) = written {
+            before.take_back();
+            return Err((false, e));
+        }
+        Ok(before)
     };
     match set_up() {
-        Ok((state, _)) => run(args.net, &state, args.detach, args.ui),
+        Ok(before) => run_set_up(before, args.net, args.detach, args.ui, None),
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
     }
@@ -119,7 +125,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
     if let Err(e) = args.ui.check() {
         return usage(e);
     }
-    let set_up = || -> Result<BeforeJoin, String> {
+    let set_up = || -> Result<BeforeSetUp, String> {
         let state = args.net.state_path()?;
         refuse_member(&state)?;
         let dir = absolute(&args.dir)?;
@@ -129,7 +135,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
             None => SocketAddr::new(interface_towards(args.peer)?, 0),
         };
         let listen = fix_port(listen)?;
-        let before = BeforeJoin::look(state, dir)?;
+        let before = BeforeSetUp::look(state, dir)?;
         let written = init_folder(&before.dir, &args.net.name).and_then(|()| {
             write_config(
                 &before.state,
@@ -145,17 +151,28 @@ pub fn join(args: JoinArgs) -> ExitCode {
         }
         Ok(before)
     };
-    let before = match set_up() {
-        Ok(before) => before,
-        Err(e) => return fail(e),
-    };
+    match set_up() {
+        Ok(before) => run_set_up(before, args.net, args.detach, args.ui, Some(args.peer)),
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs the node `weft create` or `weft join` set up (a join with its `first_contact`); if
+/// the node never starts, or a join's node never links, the set-up is taken back first.
+fn run_set_up(
+    before: BeforeSetUp,
+    net: NetArgs,
+    detach: bool,
+    ui: UiFlags,
+    first_contact: Option<SocketAddr>,
+) -> ExitCode {
     let state = before.state.clone();
-    let mut net = args.net;
+    let mut net = net;
     net.state = Some(state.clone());
-    let mut node_args = NodeArgs::of(net, args.detach);
-    node_args.ui = args.ui;
-    node_args.first_contact = Some(args.peer);
-    if args.detach {
+    let mut node_args = NodeArgs::of(net, detach);
+    node_args.ui = ui;
+    node_args.first_contact = first_contact;
+    if detach {
         let name = node_args.net.name.clone();
         return super::detach::detach_node(&node_args, &name, &state, || before.take_back());
     }
@@ -169,21 +186,24 @@ pub fn join(args: JoinArgs) -> ExitCode {
     }
 }
 
-/// What `weft join` found before it set the node up, so that a join whose node never links
-/// to the network leaves the machine as it was and the same command can be run again.
-struct BeforeJoin {
+/// What `weft create` or `weft join` found before it set the node up, so that a node that
+/// never starts (or never links, for a join) leaves the machine as it was and the same
+/// command can be run again.
+struct BeforeSetUp {
     /// The state folder.
     state: PathBuf,
     /// `None`: the state folder did not exist; else its config file's text, if it had one.
     config: Option<Option<String>>,
-    /// The shared folder (empty or absent: `check_empty`).
+    /// The shared folder.
     dir: PathBuf,
     dir_existed: bool,
+    /// Whether the shared folder's reserved folder existed.
+    reserved_existed: bool,
 }
 
-impl BeforeJoin {
+impl BeforeSetUp {
     /// Looks at `state` and `dir` before anything is written.
-    fn look(state: PathBuf, dir: PathBuf) -> Result<BeforeJoin, String> {
+    fn look(state: PathBuf, dir: PathBuf) -> Result<BeforeSetUp, String> {
         let config = if state.exists() {
             let path = config::config_path(&state);
             match fs::read_to_string(&path) {
@@ -195,17 +215,20 @@ impl BeforeJoin {
             None
         };
         let dir_existed = dir.exists();
-        Ok(BeforeJoin {
+        let reserved_existed = dir.join(RESERVED_DIR).exists();
+        Ok(BeforeSetUp {
             state,
             config,
             dir,
             dir_existed,
+            reserved_existed,
         })
     }
 
-    /// Takes back what the join wrote: the state folder it made (or the config file as it
-    /// was), the shared folder's reserved folder, and the shared folder if it made it and it
-    /// is still empty. Best effort: the join's own error is what the user is told.
+    /// Takes back what the set-up wrote: the state folder it made (or the config file as it
+    /// was), the shared folder's reserved folder if it made it, and the shared folder if it
+    /// made it and it is still empty; never a file of the user's. Best effort: the command's
+    /// own error is what the user is told.
     fn take_back(&self) {
         let config = config::config_path(&self.state);
         let _ = match &self.config {
@@ -213,7 +236,9 @@ impl BeforeJoin {
             Some(None) => fs::remove_file(&config),
             Some(Some(text)) => fs::write(&config, text),
         };
-        let _ = fs::remove_dir_all(self.dir.join(RESERVED_DIR));
+        if !self.reserved_existed {
+            let _ = fs::remove_dir_all(self.dir.join(RESERVED_DIR));
+        }
         if !self.dir_existed {
             let _ = fs::remove_dir(&self.dir);
         }

@@ -6,9 +6,12 @@
 //! compares a path, so the engine's own writes are never reported back as local changes.
 //!
 //! The cache is persisted in the node's store (a state blob, postcard-encoded) so that a
-//! restart does not rehash unchanged files.
+//! restart does not rehash unchanged files: after a scan that found local changes, at most
+//! every `CACHE_PERSIST_WAIT` after storage steps wrote to the folder, and when the node
+//! stops.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -60,17 +63,43 @@ impl Cache {
 
 /// A [`Cache`] shared by a folder's scanner and its disk worker.
 #[derive(Debug, Clone, Default)]
-pub struct SharedCache(Arc<Mutex<Cache>>);
+pub struct SharedCache {
+    cache: Arc<Mutex<Cache>>,
+    /// Set when a storage step wrote to the folder (and so to the cache) since the cache
+    /// was last taken to be persisted.
+    written: Arc<AtomicBool>,
+}
 
 impl SharedCache {
     /// A shared cache holding `cache`.
     pub fn new(cache: Cache) -> SharedCache {
-        SharedCache(Arc::new(Mutex::new(cache)))
+        SharedCache {
+            cache: Arc::new(Mutex::new(cache)),
+            written: Arc::default(),
+        }
     }
 
     /// The cache, locked (even if a thread panicked while holding it: every change is one
     /// map insert or remove, so it stays consistent).
     pub fn lock(&self) -> MutexGuard<'_, Cache> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A storage step wrote to the folder: what it recorded is to be persisted.
+    pub fn mark_written(&self) {
+        self.written.store(true, Ordering::Release);
+    }
+
+    /// Whether a storage step wrote since the cache was last taken to be persisted.
+    pub fn is_written(&self) -> bool {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// The cache as a state blob, to be persisted; clears [`SharedCache::is_written`].
+    pub fn take_blob(&self) -> Vec<u8> {
+        let cache = self.lock();
+        // Cleared under the lock: a step that writes after this sets it again.
+        self.written.store(false, Ordering::Release);
+        cache.encode()
     }
 }

@@ -32,6 +32,13 @@ pub const WORKERS: usize = 4;
 /// A full rescan runs at least this often, whatever the watcher says.
 pub const RESCAN_PERIOD: Duration = Duration::from_secs(60);
 
+/// After storage steps wrote to a folder, its scan cache is persisted at most this often
+/// (after a scan that found local changes, at once; and when the node stops).
+pub const CACHE_PERSIST_WAIT: Duration = Duration::from_secs(5);
+
+/// A folder's trash is pruned after its first scan and then at most this often.
+pub const TRASH_PRUNE_PERIOD: Duration = Duration::from_secs(60);
+
 /// How long the scanner waits after a watcher event for more before it scans (a burst of
 /// writes is scanned once).
 pub const SETTLE_WAIT: Duration = Duration::from_millis(50);
@@ -135,7 +142,7 @@ impl Folders {
         }
         let cache = SharedCache::new(cache.unwrap_or_default());
         let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
-        let scanner = ScannerThread::spawn(&spec, cache, handle.clone());
+        let scanner = ScannerThread::spawn(&spec, cache, Arc::clone(&disk), handle.clone());
         self.running.insert(
             spec.id,
             Running {
@@ -280,6 +287,16 @@ impl Folders {
             .collect()
     }
 
+    /// The scan caches storage steps wrote to since they were last persisted, as blobs to
+    /// persist (the node is stopping).
+    pub(crate) fn written_caches(&self) -> Vec<(FolderId, Vec<u8>)> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.disk.cache().is_written())
+            .map(|(id, r)| (*id, r.disk.cache().take_blob()))
+            .collect()
+    }
+
     /// Ends the scanners and the workers (steps in progress finish first).
     pub(crate) fn shut_down(&mut self) {
         for r in self.running.values_mut() {
@@ -335,7 +352,12 @@ struct ScannerThread {
 }
 
 impl ScannerThread {
-    fn spawn(spec: &FolderSpec, cache: SharedCache, handle: Handle) -> Option<ScannerThread> {
+    fn spawn(
+        spec: &FolderSpec,
+        cache: SharedCache,
+        disk: Arc<Disk>,
+        handle: Handle,
+    ) -> Option<ScannerThread> {
         let (wake, woken) = mpsc::channel::<()>();
         let watcher = watch(spec, wake.clone());
         let stop = Arc::new(AtomicBool::new(false));
@@ -344,7 +366,17 @@ impl ScannerThread {
         let stopping = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name(format!("weft-scan-{folder}"))
-            .spawn(move || scan_loop(folder, &mut scanner, &cache, &handle, &woken, &stopping));
+            .spawn(move || {
+                let mut upkeep = Upkeep::new(cache, disk);
+                scan_loop(
+                    folder,
+                    &mut scanner,
+                    &mut upkeep,
+                    &handle,
+                    &woken,
+                    &stopping,
+                );
+            });
         match spawned {
             Ok(thread) => Some(ScannerThread {
                 stop,
@@ -431,14 +463,73 @@ fn wakes_the_scanner(event: &notify::Result<notify::Event>, own: &[PathBuf]) -> 
             .any(|p| !own.iter().any(|dir| p.starts_with(dir)))
 }
 
+/// What the scanner thread keeps up besides scanning: the scan cache persisted, the trash
+/// pruned.
+struct Upkeep {
+    cache: SharedCache,
+    disk: Arc<Disk>,
+    last_persist: Option<std::time::Instant>,
+    last_prune: Option<std::time::Instant>,
+}
+
+impl Upkeep {
+    fn new(cache: SharedCache, disk: Arc<Disk>) -> Upkeep {
+        Upkeep {
+            cache,
+            disk,
+            last_persist: None,
+            last_prune: None,
+        }
+    }
+
+    /// The cache as a blob to persist now (empty: not now): after a scan that found
+    /// changes, or once storage steps wrote and [`CACHE_PERSIST_WAIT`] has passed since the
+    /// last time.
+    fn blob(&mut self, scan_changed: bool) -> Vec<u8> {
+        let waited = self
+            .last_persist
+            .is_none_or(|at| at.elapsed() >= CACHE_PERSIST_WAIT);
+        if !(scan_changed || (self.cache.is_written() && waited)) {
+            return Vec::new();
+        }
+        self.last_persist = Some(std::time::Instant::now());
+        self.cache.take_blob()
+    }
+
+    /// How long the next scan may wait at most: until a cache written since is due.
+    fn wait_at_most(&self, wait: Duration) -> Duration {
+        if self.cache.is_written() {
+            wait.min(CACHE_PERSIST_WAIT)
+        } else {
+            wait
+        }
+    }
+
+    /// Prunes the trash if [`TRASH_PRUNE_PERIOD`] has passed since the last time (at once
+    /// the first time).
+    fn prune(&mut self, folder: FolderId, now_ms: i64) {
+        if self
+            .last_prune
+            .is_some_and(|at| at.elapsed() < TRASH_PRUNE_PERIOD)
+        {
+            return;
+        }
+        self.last_prune = Some(std::time::Instant::now());
+        if let Err(e) = self.disk.prune_trash(now_ms) {
+            tracing::warn!("folder {folder}: pruning the trash: {e}");
+        }
+    }
+}
+
 /// Scans at once, then whenever the watcher wakes it (after [`SETTLE_WAIT`]), when a file
-/// that was still being written may have settled, and every [`RESCAN_PERIOD`]. Before each
-/// scan it looks at the folder's `.weftignore`: rules read anew go to the scanner at once and
-/// to the engine with the scan's changes.
+/// that was still being written may have settled, when the cache is due to be persisted,
+/// and every [`RESCAN_PERIOD`]. Before each scan it looks at the folder's `.weftignore`:
+/// rules read anew go to the scanner at once and to the engine with the scan's changes.
+/// After each it prunes the trash when that is due.
 fn scan_loop(
     folder: FolderId,
     scanner: &mut Scanner,
-    cache: &SharedCache,
+    upkeep: &mut Upkeep,
     handle: &Handle,
     woken: &Receiver<()>,
     stop: &AtomicBool,
@@ -491,12 +582,7 @@ fn scan_loop(
                 for (path, why) in &outcome.skipped {
                     tracing::debug!("folder {folder}: skipped {path}: {why:?}");
                 }
-                let changed = outcome.changes.len() > 1;
-                let blob = if changed {
-                    cache.lock().encode()
-                } else {
-                    Vec::new()
-                };
+                let blob = upkeep.blob(outcome.changes.len() > 1);
                 let settled = (outcome.unstable == 0).then_some(started);
                 if handle
                     .folder_changes(folder, outcome.changes, blob, settled, rules_unsent.take())
@@ -504,7 +590,12 @@ fn scan_loop(
                 {
                     return;
                 }
-                wait = next_scan_wait(outcome.unstable, outcome.settles_at_ms, now_ms);
+                wait = upkeep.wait_at_most(next_scan_wait(
+                    outcome.unstable,
+                    outcome.settles_at_ms,
+                    now_ms,
+                ));
+                upkeep.prune(folder, now_ms);
             }
             Err(e) => {
                 let _ = handle.folder_stopped(folder, e.to_string());

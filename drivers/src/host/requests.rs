@@ -2,18 +2,15 @@
 //! web page) carried out on the node, each answered on its own channel.
 
 use crate::folder::run::Due;
-use bytes::Bytes;
 use weft_engine::chord::ChordCommand;
 use weft_engine::protocol::FolderId;
 use weft_engine::replicate::{ReplicaCommand, ReplicateCommand, ReplicateRefusal};
 use weft_engine::run::{ProcessResult, RunCommand};
 use weft_engine::{
-    Command, ConnId, HostRequest, HostResult, Input, InputError, MeshCommand, TableCommand,
-    TableRefusal,
+    Command, ConnId, HostResult, Input, InputError, MeshCommand, TableCommand, TableRefusal,
 };
 
 use super::{Exit, Host};
-use crate::folder::run::cache_blob_name;
 use crate::handle::Request;
 use crate::handle::{HandleError, TableOp};
 use crate::report::TableEntryReport;
@@ -136,15 +133,7 @@ impl Host {
                 rules,
             } => {
                 if !cache.is_empty() {
-                    if let Some(store) = &self.store {
-                        let name = cache_blob_name(&folder);
-                        let bytes = Bytes::from(cache);
-                        if let HostResult::Failed(why) =
-                            store.carry_out(HostRequest::StoreState { name, bytes })
-                        {
-                            tracing::warn!("folder {folder}: scan cache not stored: {why}");
-                        }
-                    }
+                    self.store_scan_cache(folder, cache);
                 }
                 let due = self.folders.on_changes(&folder, changes, rules);
                 self.feed_local(folder, due);

@@ -15,9 +15,9 @@
 //!   — a missing parent is that answer). Paths with an empty, `.` or `..` component, or inside
 //!   `.weft`, are refused.
 //! - **`Expect`** holds as in the simulator: `Nothing` iff nothing at all (not even a dangling
-//!   symlink) is at the path; `Present { kind, size, mtime_ms }` iff `lstat` gives that kind
-//!   and, for a file, that size and that modification time in ms. A directory's or symlink's
-//!   size and mtime are not compared: the scanner reports them as 0 and whatever the host
+//!   symlink) is at the path; `Present { kind, size, mtime_ms, mode }` iff `lstat` gives that
+//!   kind and, for a file, that size, that modification time in ms and those owner mode bits.
+//!   A directory's or symlink's size, mtime and mode are not compared: the scanner reports them as 0 and whatever the host
 //!   stamped (`MakeDir` and `MakeSymlink` carry none; a directory's mtime moves with its
 //!   children).
 //! - **Mode.** The engine's mode is the owner's rwx bits; a file or directory gets exactly
@@ -25,8 +25,8 @@
 //!   `chmod` after creation so the umask does not apply.
 //! - **Nothing is lost.** A file or symlink a `Remove` deletes is renamed into
 //!   `.weft/trash/<now ms>-<n>-<path with / as %>`; a file a `Commit` replaces is hard-linked
-//!   there first. [`Disk::prune_trash`] keeps the trash within [`TRASH_KEEP_MS`] and
-//!   [`TRASH_BYTES_MAX`].
+//!   there first. [`Disk::prune_trash`] (run by the folder's scanner thread, at most every
+//!   `TRASH_PRUNE_PERIOD`) keeps the trash within [`TRASH_KEEP_MS`] and [`TRASH_BYTES_MAX`].
 //! - **The cache.** Each step that changes the folder records what it left in the
 //!   [`SharedCache`] while holding its lock across the final rename / unlink / mkdir / chmod,
 //!   the `lstat` after it and the update, so the scanner (which compares under the same lock)
@@ -274,6 +274,12 @@ impl Disk {
         if self.check().is_err() {
             return io_fail(FOLDER_MISSING);
         }
+        // Every step but a read or a temporary file's may change the cache (marked after it,
+        // so the mark is never cleared before what it marks is in the cache).
+        let writes = !matches!(
+            request,
+            R::ReadBlock { .. } | R::WriteTemp { .. } | R::DiscardTemp { .. }
+        );
         let done = match request {
             R::LoadState | R::PersistState { .. } => Ok(io_fail("not a disk step")),
             R::ReadBlock { path, offset, len } => self.read_block(path, *offset, *len),
@@ -303,6 +309,9 @@ impl Disk {
             R::MakeSymlink { path, target } => self.make_symlink(path, target),
             R::SetMode { path, mode, expect } => self.set_mode(path, *mode, expect),
         };
+        if writes {
+            self.cache.mark_written();
+        }
         done.unwrap_or_else(|answer| answer)
     }
 }
