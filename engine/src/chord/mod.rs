@@ -424,8 +424,8 @@ impl Chord {
 fn store_limits(config: &ChordConfig) -> StoreLimits {
     StoreLimits {
         records_max: config.records_max,
-        values_per_key_max: config.values_per_key_max,
         // No CHORD_VALUES or handed-over record carries more (SPEC.md §20.2).
+        values_per_key_max: config.values_per_key_max.min(CHORD_VALUES_MAX),
         tracker_holders_max: config.tracker_holders_max.min(CHORD_VALUES_MAX),
         writer_values_max: config.writer_values_max,
         writer_bytes_max: config.writer_bytes_max,

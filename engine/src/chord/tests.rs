@@ -1117,3 +1117,16 @@ fn a_get_of_a_holders_key_returns_each_holders_newest_record() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A key's bounds never pass what one CHORD_VALUES can carry, whatever the configuration.
+#[test]
+fn per_key_bounds_are_capped_at_what_a_message_carries() {
+    let config = ChordConfig {
+        values_per_key_max: 1000,
+        tracker_holders_max: 1000,
+        ..ChordConfig::default()
+    };
+    let limits = super::store_limits(&config);
+    assert_eq!(limits.values_per_key_max, CHORD_VALUES_MAX);
+    assert_eq!(limits.tracker_holders_max, CHORD_VALUES_MAX);
+}

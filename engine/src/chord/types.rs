@@ -33,7 +33,8 @@ pub struct ChordConfig {
     /// Records (key, position) a node holds.
     pub records_max: usize,
     /// Entries (values and tombstones, of every writer) one key may hold under one position;
-    /// a new entry beyond it is refused (`KeyFull`).
+    /// a new entry beyond it is refused (`KeyFull`). At most `CHORD_VALUES_MAX` (64): no
+    /// CHORD_VALUES carries more.
     pub values_per_key_max: usize,
     /// Entries one key of the drops tracker's holders (SPEC.md §20.9) may hold under one
     /// position, one per holder; a new holder beyond it is refused (`KeyFull`), nothing is

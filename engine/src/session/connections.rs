@@ -102,7 +102,12 @@ impl Session {
         if self.shut_down {
             return Err(SessionRefusal::ShutDown);
         }
-        let forgotten = self.redials.remove_node(&node);
+        let link = self.links.get(&node).copied();
+        // Refused before anything changes (an `Err` leaves the node as it was).
+        if link.is_none() && !self.redials.has_node(&node) {
+            return Err(SessionRefusal::NotLinked(node));
+        }
+        self.redials.remove_node(&node);
         self.known.forget(&node);
         if !self.disconnected.contains(&node) {
             self.disconnected.push_back(node);
@@ -111,13 +116,9 @@ impl Session {
             }
         }
         self.arm_redial();
-        let Some(&conn) = self.links.get(&node) else {
-            return match forgotten {
-                true => Ok(()),
-                false => Err(SessionRefusal::NotLinked(node)),
-            };
-        };
-        self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));
+        if let Some(conn) = link {
+            self.close(conn, CloseReason::Requested, Some(ByeReason::Requested));
+        }
         Ok(())
     }
 

@@ -244,24 +244,25 @@ impl Session {
         }
     }
 
-    /// At `dedicated_conns_max`, closes the dedicated connection idle the longest (not `keep`).
+    /// At `dedicated_conns_max`, closes the dedicated connection idle the longest (not `keep`),
+    /// open or still opening (a dial's waiting messages go with it).
     pub(super) fn evict_dedicated(&mut self, keep: Option<ConnId>) {
         if self.dedicated.len() < self.limits.dedicated_conns_max {
             return;
         }
-        let idlest = self
-            .dedicated
-            .by_peer
-            .values()
-            .filter(|c| Some(**c) != keep)
+        let open = self.dedicated.by_peer.values().copied();
+        let opening = self.dedicated.dialing.keys().copied();
+        let idlest = open
+            .chain(opening)
+            .filter(|c| Some(*c) != keep)
             .filter_map(|c| {
                 self.conns
-                    .get(c)
-                    .map(|x| (x.last_sent_at.max(x.last_received_at), *c))
+                    .get(&c)
+                    .map(|x| (x.last_sent_at.max(x.last_received_at), c))
             })
             .min();
         if let Some((_, conn)) = idlest {
-            self.dedicated.by_peer.retain(|_, c| *c != conn);
+            self.dedicated.closed(conn);
             self.close(conn, CloseReason::Requested, None);
         }
     }

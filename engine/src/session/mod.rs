@@ -393,10 +393,10 @@ impl Session {
                 "{inbound} inbound, {outbound} outbound connections"
             ));
         }
-        if self.dedicated.by_peer.len() > limits.dedicated_conns_max {
+        if self.dedicated.len() > limits.dedicated_conns_max {
             return Err(format!(
-                "{} dedicated connections",
-                self.dedicated.by_peer.len()
+                "{} dedicated connections open or opening",
+                self.dedicated.len()
             ));
         }
         if self.book.len() > limits.heard_of_max.max(1) {

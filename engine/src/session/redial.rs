@@ -151,6 +151,11 @@ impl Redials {
         self.backoff.wait(0, &mut self.rng)
     }
 
+    /// Whether an address was last reached at `node`.
+    pub(crate) fn has_node(&self, node: &NodeId) -> bool {
+        self.targets.values().any(|t| t.node.as_ref() == Some(node))
+    }
+
     /// Forgets every address last reached at `node`; whether there was one.
     pub(crate) fn remove_node(&mut self, node: &NodeId) -> bool {
         let before = self.targets.len();

@@ -255,6 +255,37 @@ fn a_message_to_an_unlinked_peer_opens_a_dedicated_connection_of_its_family() {
     ));
 }
 
+#[test]
+fn dedicated_dials_under_way_count_against_the_cap() {
+    let chord = MESH_TABLE | Family::Chord.bit();
+    let mut a = session(1, "a", chord, |c| c.limits.dedicated_conns_max = 2);
+    let msg = Outgoing::message(&Message::Chord(ChordMessage::Notify));
+    let mut dials = Vec::new();
+    for i in 0..3u8 {
+        let peer = NodeId([0x40 + i; 32]);
+        let addr = format!("peer-{i}");
+        a.learn(T0, peer, &addr);
+        let to = Recipients::PeerOrDial(peer);
+        a.send(T0, Family::Chord, to, &msg, Class::Control);
+        for o in drain(&mut a) {
+            match o {
+                Output::Connect { conn, .. } => dials.push(conn),
+                Output::Close { conn, .. } => {
+                    assert_eq!(conn, dials[0], "the dial idle longest goes");
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            a.dedicated.len() <= 2,
+            "{} open or opening",
+            a.dedicated.len()
+        );
+    }
+    assert_eq!(dials.len(), 3);
+    a.check_invariants().expect("within the cap");
+}
+
 /// What one session handed its driver for a connection, not yet at the other end.
 enum InFlight {
     Bytes(Bytes),
@@ -762,6 +793,22 @@ fn a_disconnected_node_is_refused_until_dialed_on_purpose() {
         a.disconnected.is_empty(),
         "an outbound link clears the mark"
     );
+}
+
+#[test]
+fn a_refused_disconnect_changes_nothing() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let stranger = NodeId([0x77; 32]);
+    let refused = a.disconnect(stranger);
+    assert!(
+        matches!(refused, Err(crate::io::SessionRefusal::NotLinked(n)) if n == stranger),
+        "{refused:?}"
+    );
+    assert!(
+        a.disconnected.is_empty(),
+        "a refused disconnect marks nobody"
+    );
+    assert!(drain(&mut a).is_empty());
 }
 
 #[test]
