@@ -128,14 +128,13 @@ impl Session {
             self.dial_guard.answered(&c.addr);
         }
         self.metrics.handshakes_completed += 1;
-        if c.direction == Direction::Outbound {
-            // Only a deliberate dial (`Command::Connect`) reaches a disconnected node.
-            self.disconnected.retain(|n| *n != node);
-        }
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
         }
         if let Some((addr, failures)) = self.redials.linked(Some(conn), node) {
+            // A dial of an address dialed on purpose (`Command::Connect`, or configured)
+            // ends the node's keep-away mark; no other connection does (SPEC.md §8.10).
+            self.disconnected.retain(|n| *n != node);
             if failures > 0 {
                 self.outputs.push_back(Output::Event(Event::Redialed {
                     addr,

@@ -796,6 +796,38 @@ fn a_disconnected_node_is_refused_until_dialed_on_purpose() {
 }
 
 #[test]
+fn a_dedicated_connection_leaves_a_keep_away_mark_in_place() {
+    let chord = MESH_TABLE | Family::Chord.bit();
+    let mut a = session(1, "a", chord, plain);
+    let mut c = session(3, "c", chord, plain);
+    let c_id = c.node_id();
+    let (ca, cc) = link(&mut a, &mut c);
+    a.disconnect(c_id).unwrap();
+    drain(&mut a);
+    a.closed(T0, ca).ok();
+    c.closed(T0, cc).ok();
+    drain(&mut c);
+    // Chord still routes through c: a dedicated connection opens, and the mark stays.
+    a.learn(T0, c_id, "c");
+    let msg = Outgoing::message(&Message::Chord(ChordMessage::Notify));
+    let to = Recipients::PeerOrDial(c_id);
+    a.send(T0, Family::Chord, to, &msg, Class::Control);
+    let ca2 = match drain(&mut a).as_slice() {
+        [Output::Connect { conn, .. }] => *conn,
+        other => panic!("expected one dial of c, got {other:?}"),
+    };
+    let cc2 = ConnId::inbound(2);
+    c.accepted(T0, cc2, "a".into()).unwrap();
+    a.connected(ca2).unwrap();
+    for _ in 0..4 {
+        carry(&mut a, ca2, &mut c, cc2);
+        carry(&mut c, cc2, &mut a, ca2);
+    }
+    assert_eq!(a.dedicated_family(ca2), Some(Family::Chord));
+    assert!(a.disconnected.contains(&c_id), "the mark is still there");
+}
+
+#[test]
 fn a_refused_disconnect_changes_nothing() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     let stranger = NodeId([0x77; 32]);
