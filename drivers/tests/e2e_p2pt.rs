@@ -72,6 +72,11 @@ fn chain_through_weft(
     wait_until("w links p1 and p2", || peer_ids(&w).len() == 2);
     assert!(p1.wait_peers(1, WAIT) && p2.wait_peers(1, WAIT));
     let w_id = w.id();
+    let links = w.stats().links;
+    assert_eq!(
+        links, "plaintext (p2p.today)",
+        "weft stats says what protects the links"
+    );
     let listen = w.listen();
 
     p1.send(&["from-p1"]);

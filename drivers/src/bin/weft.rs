@@ -69,11 +69,11 @@ enum Cmd {
     /// Run a program on a peer (started with --allow-run) and stream its output back live;
     /// exits with its status (255: weft's own error).
     Run(cli::RunArgs),
-    /// Serve the running node's web page (live status, hosts, folder, drops, table) on
-    /// 127.0.0.1 until SIGINT/SIGTERM; prints the URL to open, with its token.
+    /// Serve the running node's web page (live status, hosts, folder, drops, table) on a
+    /// loopback address until SIGINT/SIGTERM; prints the URL to open, with its token.
     Ui(cli::UiArgs),
     /// Drops: folders only their owners may change (create, publish, subscribe, owners,
-    /// status).
+    /// status, revert).
     Drop(cli::DropArgs),
     /// Test another implementation (or a weft node) against SPEC.md: one line per section.
     Conform(weft_drivers::conform::ConformArgs),

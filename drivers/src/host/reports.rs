@@ -141,11 +141,7 @@ impl Host {
             incarnation: node.config().incarnation,
             pid: std::process::id(),
             driver: self.driver.to_owned(),
-            links: if p2pt.is_some() {
-                "plaintext (p2p.today)".to_owned()
-            } else {
-                links_name(node.config().link_encryption).to_owned()
-            },
+            links: links_of(node),
             network_secret: node.config().network_key != NetworkKey::OPEN,
             listen_addr: self.bound_addr.clone(),
             announce_addr: node.config().listen_addr.clone(),
@@ -195,7 +191,7 @@ impl Host {
             incarnation: config.incarnation,
             listen_addr: config.listen_addr.clone(),
             driver: self.driver.to_owned(),
-            links: links_name(config.link_encryption).to_owned(),
+            links: links_of(node),
             network_secret: config.network_key != NetworkKey::OPEN,
             uptime_ms: self.clock.now().as_nanos() / 1_000_000,
             counters,
@@ -203,5 +199,14 @@ impl Host {
             listeners: self.subscribers.iter().filter(|s| s.is_held()).count() as u64,
             listener_drops: self.listener_drops,
         }
+    }
+}
+
+/// How `node`'s links are protected, as `weft id` and `weft stats` say it: a p2p.today
+/// node's are plaintext whatever `link_encryption` says (py2p has no encryption).
+fn links_of(node: &weft_engine::Node) -> String {
+    match node.p2pt() {
+        Some(_) => "plaintext (p2p.today)".to_owned(),
+        None => links_name(node.config().link_encryption).to_owned(),
     }
 }
