@@ -440,6 +440,13 @@ impl Host {
         Some(Ok(s.exit))
     }
 
+    /// A peer (`who`) linked: a joining node's first contact is made.
+    pub(crate) fn linked_to(&mut self, who: &dyn std::fmt::Display) {
+        if self.first_contact.take().is_some() {
+            tracing::info!("joined the network: linked to {who}");
+        }
+    }
+
     /// Persists `folder`'s scan cache `blob` in the node's store (if it has one).
     pub(crate) fn store_scan_cache(&self, folder: FolderId, blob: Vec<u8>) {
         let Some(store) = &self.store else {

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use weft_engine::protocol::FolderId;
 
 use super::config::{self, CONFIG_FILE};
-use super::node::{node, run_node, NodeFailure};
+use super::node::{run_node, NodeFailure};
 use super::node_args::NodeArgs;
 use super::{fail, socket_addr, usage, Driver, NetArgs, UiFlags};
 use crate::control::{self, ControlReply, ControlRequest};
@@ -104,17 +104,14 @@ pub fn create(args: CreateArgs) -> ExitCode {
             return Err((true, format!("{}: not a directory", dir.display())));
         }
         let listen = fix_port(listen).map_err(|e| (false, e))?;
-        let before = BeforeSetUp::look(state, dir).map_err(|e| (false, e))?;
-        let written = init_folder(&before.dir, &args.net.name)
-            .and_then(|()| write_config(&before.state, listen, None, &before.dir, args.driver));
-        if let Err(e) = written {
-            before.take_back();
-            return Err((false, e));
-        }
-        Ok(before)
+        BeforeSetUp::set_up(state, dir, &args.net.name, listen, None, args.driver)
+            .map_err(|e| (false, e))
     };
     match set_up() {
-        Ok(before) => run_set_up(before, args.net, args.detach, args.ui, None),
+        Ok(before) => {
+            let state = before.state.clone();
+            run(args.net, &state, args.detach, args.ui, None, Some(before))
+        }
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
     }
@@ -135,51 +132,48 @@ pub fn join(args: JoinArgs) -> ExitCode {
             None => SocketAddr::new(interface_towards(args.peer)?, 0),
         };
         let listen = fix_port(listen)?;
-        let before = BeforeSetUp::look(state, dir)?;
-        let written = init_folder(&before.dir, &args.net.name).and_then(|()| {
-            write_config(
-                &before.state,
-                listen,
-                Some(args.peer),
-                &before.dir,
-                args.driver,
-            )
-        });
-        if let Err(e) = written {
-            before.take_back();
-            return Err(e);
-        }
-        Ok(before)
+        let peer = Some(args.peer);
+        BeforeSetUp::set_up(state, dir, &args.net.name, listen, peer, args.driver)
     };
     match set_up() {
-        Ok(before) => run_set_up(before, args.net, args.detach, args.ui, Some(args.peer)),
+        Ok(before) => {
+            let (state, peer) = (before.state.clone(), Some(args.peer));
+            run(args.net, &state, args.detach, args.ui, peer, Some(before))
+        }
         Err(e) => fail(e),
     }
 }
 
-/// Runs the node `weft create` or `weft join` set up (a join with its `first_contact`); if
-/// the node never starts, or a join's node never links, the set-up is taken back first.
-fn run_set_up(
-    before: BeforeSetUp,
+/// Runs the node of `net` with the state folder `state` as `weft node` would (with its web
+/// page if `ui` asks); a join's with its `first_contact`. With `before` (what
+/// `weft create` or `weft join` set up), a node that never starts, or never links for a
+/// join, first has its set-up taken back.
+fn run(
     net: NetArgs,
+    state: &Path,
     detach: bool,
     ui: UiFlags,
     first_contact: Option<SocketAddr>,
+    before: Option<BeforeSetUp>,
 ) -> ExitCode {
-    let state = before.state.clone();
+    let take_back = || {
+        if let Some(before) = &before {
+            before.take_back();
+        }
+    };
+    let name = net.name.clone();
     let mut net = net;
-    net.state = Some(state.clone());
-    let mut node_args = NodeArgs::of(net, detach);
-    node_args.ui = ui;
-    node_args.first_contact = first_contact;
+    net.state = Some(state.to_owned());
+    let mut args = NodeArgs::of(net, detach);
+    args.ui = ui;
+    args.first_contact = first_contact;
     if detach {
-        let name = node_args.net.name.clone();
-        return super::detach::detach_node(&node_args, &name, &state, || before.take_back());
+        return super::detach::detach_node(&args, &name, state, take_back);
     }
-    match run_node(node_args) {
+    match run_node(args) {
         Ok(code) => code,
         Err(NodeFailure::NeverLinked(e)) => {
-            before.take_back();
+            take_back();
             fail(e)
         }
         Err(NodeFailure::Stopped(e)) => fail(e),
@@ -225,6 +219,29 @@ impl BeforeSetUp {
         })
     }
 
+    /// Sets the node up: `dir` made a shared folder of `network` (created if absent), and
+    /// the config file written (listen address, `peer` to dial, the folder, the driver). On
+    /// an error, what was written is taken back.
+    fn set_up(
+        state: PathBuf,
+        dir: PathBuf,
+        network: &str,
+        listen: SocketAddr,
+        peer: Option<SocketAddr>,
+        driver: Option<Driver>,
+    ) -> Result<BeforeSetUp, String> {
+        let before = BeforeSetUp::look(state, dir)?;
+        let written = init_folder(&before.dir, network)
+            .and_then(|()| write_config(&before.state, listen, peer, &before.dir, driver));
+        match written {
+            Ok(()) => Ok(before),
+            Err(e) => {
+                before.take_back();
+                Err(e)
+            }
+        }
+    }
+
     /// Takes back what the set-up wrote: the state folder it made (or the config file as it
     /// was), the shared folder's reserved folder if it made it, and the shared folder if it
     /// made it and it is still empty; never a file of the user's. Best effort: the command's
@@ -255,7 +272,7 @@ pub fn start(args: StartArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     match config::load(&state) {
-        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach, args.ui),
+        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach, args.ui, None, None),
         Ok(_) => fail(format!(
             "this machine does not belong to network {} (no shared folder in {}): use weft create or weft join",
             args.net.name,
@@ -263,19 +280,6 @@ pub fn start(args: StartArgs) -> ExitCode {
         )),
         Err(e) => usage(e),
     }
-}
-
-/// Runs the node of `net` as `weft node` would (with its web page if `ui` asks).
-fn run(net: NetArgs, state: &Path, detach: bool, ui: UiFlags) -> ExitCode {
-    let name = net.name.clone();
-    let mut net = net;
-    net.state = Some(state.to_owned());
-    let mut args = NodeArgs::of(net, detach);
-    args.ui = ui;
-    if detach {
-        return super::detach::detach_node(&args, &name, state, || {});
-    }
-    node(args)
 }
 
 /// Refuses a state folder that already belongs to a network with a shared folder.

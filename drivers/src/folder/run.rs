@@ -68,10 +68,9 @@ struct Job {
 struct Running {
     root: PathBuf,
     disk: Arc<Disk>,
-    /// Local changes found before the engine loaded the folder's state, fed once it has.
-    early: Vec<LocalChange>,
-    /// Ignore rules read since the engine last got them, fed before the changes.
-    rules_early: Option<IgnoreRules>,
+    /// Ignore rules and local changes found before the engine loaded the folder's state, fed
+    /// once it has.
+    early: Due,
     ready: bool,
     /// Why the folder stopped, if it did.
     stopped: Option<String>,
@@ -148,8 +147,7 @@ impl Folders {
             Running {
                 root: spec.root.clone(),
                 disk,
-                early: Vec::new(),
-                rules_early: None,
+                early: Due::default(),
                 ready: false,
                 stopped: None,
                 scanner,
@@ -237,10 +235,7 @@ impl Folders {
                     Ok(n) => tracing::info!("folder {folder}: removed {n} stray temporary files"),
                     Err(e) => tracing::warn!("folder {folder}: stray temporary files: {e}"),
                 }
-                Due {
-                    rules: r.rules_early.take(),
-                    changes: std::mem::take(&mut r.early),
-                }
+                std::mem::take(&mut r.early)
             }
             None => Due::default(),
         }
@@ -258,9 +253,9 @@ impl Folders {
             Some(r) if r.stopped.is_some() => Due::default(),
             Some(r) if r.ready => Due { rules, changes },
             Some(r) => {
-                r.early.extend(changes);
+                r.early.changes.extend(changes);
                 if rules.is_some() {
-                    r.rules_early = rules;
+                    r.early.rules = rules;
                 }
                 Due::default()
             }
@@ -274,7 +269,7 @@ impl Folders {
             if r.stopped.is_none() {
                 tracing::error!("folder {folder} stopped: {why}");
                 r.stopped = Some(why);
-                r.early.clear();
+                r.early = Due::default();
             }
         }
     }

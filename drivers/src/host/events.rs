@@ -90,9 +90,7 @@ impl Host {
                     "peer up {node} on {conn:?} (incarnation {incarnation}{})",
                     if restarted { ", restarted" } else { "" }
                 );
-                if self.first_contact.take().is_some() {
-                    tracing::info!("joined the network: linked to {node}");
-                }
+                self.linked_to(&node);
             }
             Event::PeerDown { node, reason } => tracing::info!("peer down {node}: {reason:?}"),
             Event::ConnectionClosed { conn, reason } => {

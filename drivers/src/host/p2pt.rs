@@ -85,9 +85,7 @@ impl Host {
             }
             P2ptEvent::PeerUp { conn, id, addr } => {
                 tracing::info!("p2p.today peer up {id} at {addr} on {conn:?}");
-                if self.first_contact.take().is_some() {
-                    tracing::info!("joined the network: linked to {id}");
-                }
+                self.linked_to(&id);
             }
             P2ptEvent::PeerDown { id, reason } => {
                 tracing::info!("p2p.today peer down {id}: {reason:?}")

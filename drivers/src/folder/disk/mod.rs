@@ -17,9 +17,9 @@
 //! - **`Expect`** holds as in the simulator: `Nothing` iff nothing at all (not even a dangling
 //!   symlink) is at the path; `Present { kind, size, mtime_ms, mode }` iff `lstat` gives that
 //!   kind and, for a file, that size, that modification time in ms and those owner mode bits.
-//!   A directory's or symlink's size, mtime and mode are not compared: the scanner reports them as 0 and whatever the host
-//!   stamped (`MakeDir` and `MakeSymlink` carry none; a directory's mtime moves with its
-//!   children).
+//!   A directory's or symlink's size, mtime and mode are not compared: the scanner reports
+//!   them as 0 and whatever the host stamped (`MakeDir` and `MakeSymlink` carry none; a
+//!   directory's mtime moves with its children).
 //! - **Mode.** The engine's mode is the owner's rwx bits; a file or directory gets exactly
 //!   `(mode & 7) << 6` (group and other bits cleared, no setuid/setgid/sticky), set with
 //!   `chmod` after creation so the umask does not apply.
