@@ -84,3 +84,18 @@ fn records_dropped_while_ignored_are_taken_once_the_rule_goes() {
     assert!(net.nodes[1].host.data("noise.log").is_some());
     assert_eq!(net.records(0), net.records(1));
 }
+
+#[test]
+fn a_peers_move_to_a_path_ignored_here_removes_the_old_path() {
+    let mut net = pair();
+    set_rules(&mut net, 1, "attic/\n");
+    net.put(0, "old.txt", bytes(1000, 10), 100);
+    net.settle();
+    assert!(net.nodes[1].host.data("old.txt").is_some());
+    net.mv(0, "old.txt", "attic/old.txt");
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("attic/old.txt"), None);
+    assert_eq!(net.nodes[1].host.data("old.txt"), None);
+    assert_eq!(paths(&net, 1), ["old.txt"]);
+    assert!(net.records(1).iter().all(|r| r.1), "{:?}", net.records(1));
+}
