@@ -93,8 +93,20 @@ impl Chord {
             return;
         }
         self.failed.retain(|_, until| *until > now);
-        while self.failed.len() >= self.config.failed_max {
-            self.failed.pop_first();
+        if !self.failed.contains_key(peer) {
+            // Full (0 counts as 1): the oldest suspicion goes. Each lasts `failed_for`, so
+            // it is the one that ends first (on a tie, the lowest node id).
+            while self.failed.len() >= self.config.failed_max.max(1) {
+                let Some(oldest) = self
+                    .failed
+                    .iter()
+                    .min_by_key(|&(node, until)| (*until, *node))
+                    .map(|(node, _)| *node)
+                else {
+                    break;
+                };
+                self.failed.remove(&oldest);
+            }
         }
         self.failed.insert(*peer, now + self.config.failed_for);
         for f in self.fingers.iter_mut() {

@@ -221,20 +221,40 @@ impl Store {
                 return StoreOutcome::Stored;
             }
         }
-        if matches!(e.op, StoreOp::Delete(None)) {
-            self.remove_where(&k, |h| h.entry.writer == e.writer && h.entry.seq < e.seq);
-        } else {
-            self.remove_where(&k, |h| same_slot(holders, &h.entry, e));
-        }
+        // The entries `e` replaces: its slot, or the writer's older entries under a delete of
+        // every value. All are the writer's. The bounds are judged as if they were gone, and
+        // they go only if `e` is stored: a refusal evicts nothing.
+        let delete_all = matches!(e.op, StoreOp::Delete(None));
+        let replaced = |h: &Held| {
+            if delete_all {
+                h.entry.writer == e.writer && h.entry.seq < e.seq
+            } else {
+                same_slot(holders, &h.entry, e)
+            }
+        };
+        let (count_held, count_gone, bytes_gone) =
+            held.iter()
+                .fold((held.len(), 0usize, 0usize), |(n, gone, b), h| {
+                    if replaced(h) {
+                        (n, gone + 1, b + entry_bytes(key, &h.entry))
+                    } else {
+                        (n, gone, b)
+                    }
+                });
+        let count = count_held - count_gone;
+        let records = self.records.len() - usize::from(count_held > 0 && count == 0);
         let bytes = entry_bytes(key, e);
-        let count = self.records.get(&k).map_or(0, Vec::len);
         let (w_count, w_bytes) = self.writers.get(&e.writer).copied().unwrap_or_default();
+        let (w_count, w_bytes) = (
+            w_count.saturating_sub(count_gone),
+            w_bytes.saturating_sub(bytes_gone),
+        );
         let key_max = if holders {
             self.limits.tracker_holders_max
         } else {
             self.limits.values_per_key_max
         };
-        let outcome = if count == 0 && self.records.len() >= self.limits.records_max {
+        let outcome = if count == 0 && records >= self.limits.records_max {
             StoreOutcome::StoreFull
         } else if count >= key_max {
             StoreOutcome::KeyFull
@@ -242,7 +262,7 @@ impl Store {
             || w_bytes + bytes > self.limits.writer_bytes_max
         {
             StoreOutcome::WriterFull
-        } else if self.bytes + bytes > self.limits.bytes_max {
+        } else if self.bytes.saturating_sub(bytes_gone) + bytes > self.limits.bytes_max {
             StoreOutcome::StoreFull
         } else {
             StoreOutcome::Stored
@@ -250,6 +270,7 @@ impl Store {
         if outcome != StoreOutcome::Stored {
             return outcome;
         }
+        self.remove_where(&k, replaced);
         self.account(e.writer, bytes, true);
         self.changed = true;
         let mut entry = e.clone();
@@ -434,6 +455,53 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         s.expire(later);
         assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_replacement_refused_for_space_keeps_the_entry_it_would_replace() {
+        let a = Identity::from_secret(&[1; 32]);
+        let short = entry(&a, 1, StoreOp::Put(b"10.0.0.1:7000".to_vec()), None);
+        let long = entry(&a, 2, StoreOp::Put(vec![b'x'; 200]), None);
+        let holders = KeyRule::Holders {
+            record_left_ms: None,
+        };
+        for (bytes_max, writer_bytes_max, refusal) in [
+            (
+                1 << 20,
+                entry_bytes(b"k", &short) + 50,
+                StoreOutcome::WriterFull,
+            ),
+            (
+                entry_bytes(b"k", &short) + 50,
+                1 << 20,
+                StoreOutcome::StoreFull,
+            ),
+        ] {
+            let mut s = Store::new(StoreLimits {
+                bytes_max,
+                writer_bytes_max,
+                ..limits()
+            });
+            assert_eq!(
+                s.apply(Instant::ZERO, 1, b"k", holders, &short),
+                StoreOutcome::Stored
+            );
+            // A holder's next record, too long for what is left: refused, and the one it
+            // would have replaced is still held, its bytes still counted.
+            assert_eq!(s.apply(Instant::ZERO, 1, b"k", holders, &long), refusal);
+            let held = s.get(Instant::ZERO, 1, b"k");
+            assert_eq!(held.len(), 1);
+            assert_eq!(held[0].seq, 1);
+            assert_eq!(s.bytes(), entry_bytes(b"k", &short));
+            // One that fits replaces it.
+            let next = entry(&a, 3, StoreOp::Put(b"10.0.0.1:7001".to_vec()), None);
+            assert_eq!(
+                s.apply(Instant::ZERO, 1, b"k", holders, &next),
+                StoreOutcome::Stored
+            );
+            assert_eq!(s.get(Instant::ZERO, 1, b"k")[0].seq, 3);
+            assert_eq!(s.bytes(), entry_bytes(b"k", &next));
+        }
     }
 
     #[test]

@@ -1130,3 +1130,36 @@ fn per_key_bounds_are_capped_at_what_a_message_carries() {
     assert_eq!(limits.values_per_key_max, CHORD_VALUES_MAX);
     assert_eq!(limits.tracker_holders_max, CHORD_VALUES_MAX);
 }
+
+/// `failed_max` remembered suspicions: when full, the oldest goes, whatever its node id; a
+/// peer suspected again takes no other's place; 0 counts as 1 (it looped forever).
+#[test]
+fn a_full_suspicion_list_forgets_the_oldest() {
+    for failed_max in [0usize, 1, 3] {
+        let config = ChordConfig {
+            failed_max,
+            ..ChordConfig::default()
+        };
+        let mut c = Chord::new(peer(0), identity(0), config, 1);
+        let t0 = Instant::ZERO;
+        c.start(t0);
+        // Suspected in an order unlike their ids' order.
+        let mut order: Vec<NodeId> = (1..=5).map(|i| peer(i).node).collect();
+        order.sort();
+        order.reverse();
+        for (i, node) in order.iter().enumerate() {
+            c.mark_failed(t0 + Duration::from_millis(i as u64), node, false);
+        }
+        let kept = failed_max.max(1);
+        let newest = &order[order.len() - kept..];
+        for node in &order {
+            assert_eq!(c.is_failed(node), newest.contains(node), "max {failed_max}");
+        }
+        // Suspected again: the list stays as it was.
+        let last = *order.last().expect("five nodes");
+        c.mark_failed(t0 + Duration::from_millis(10), &last, false);
+        for node in &order {
+            assert_eq!(c.is_failed(node), newest.contains(node), "max {failed_max}");
+        }
+    }
+}
