@@ -336,9 +336,11 @@ impl NoiseLink {
         }
     }
 
-    /// Ends the link with `error` (a check above this layer failed).
+    /// Ends the link with `error` (a check above this layer failed): nothing more is read
+    /// from it or written to it, not even a handshake answer already made.
     pub fn fail(&mut self, error: NoiseError) {
         self.phase = Phase::Failed(error);
+        self.outbound.clear();
         self.inbound.clear();
         self.opened.clear();
         self.plaintext.clear();
@@ -388,7 +390,12 @@ impl NoiseLink {
         }
         let len = usize::from(u16::from_be_bytes([self.inbound[0], self.inbound[1]]));
         let handshaking = matches!(self.phase, Phase::Handshake(_));
-        if len == 0 || (handshaking && len > HANDSHAKE_MESSAGE_BYTES_MAX) {
+        // A transport message holds at least one byte and its tag (a sender never seals an
+        // empty one).
+        if len == 0
+            || (handshaking && len > HANDSHAKE_MESSAGE_BYTES_MAX)
+            || (!handshaking && len <= TAG_BYTES)
+        {
             return Err(Step::Failed(NoiseError::BadLength));
         }
         if self.inbound.len() < 2 + len {
@@ -586,6 +593,45 @@ mod tests {
         assert_eq!(b.poll_plaintext(), None);
         b.push(&m[5..]);
         assert_eq!(b.poll_plaintext().as_deref(), Some(&b"late"[..]));
+    }
+
+    #[test]
+    fn a_handshake_answer_is_not_sent_once_the_same_read_failed_the_link() {
+        let keys = |n| NoiseKeys::new(&[n; 32], NetworkKey::OPEN, Rekey::default());
+        // The responder: message 1 and a zero length in one read.
+        let mut a = NoiseLink::new(&keys(1), NoiseRole::Initiator, [1; 32]);
+        let mut b = NoiseLink::new(&keys(2), NoiseRole::Responder, [2; 32]);
+        let mut wire = a.poll_transmit().expect("message 1").to_vec();
+        wire.extend_from_slice(&[0, 0]);
+        b.push(&wire);
+        assert_eq!(b.error(), Some(NoiseError::BadLength));
+        assert_eq!(b.poll_transmit(), None, "no message 2 after the failure");
+        // The initiator: message 2 and a zero length in one read.
+        let mut a = NoiseLink::new(&keys(1), NoiseRole::Initiator, [1; 32]);
+        let mut b = NoiseLink::new(&keys(2), NoiseRole::Responder, [2; 32]);
+        b.push(&a.poll_transmit().expect("message 1"));
+        let mut wire = b.poll_transmit().expect("message 2").to_vec();
+        wire.extend_from_slice(&[0, 0]);
+        a.push(&wire);
+        assert_eq!(a.error(), Some(NoiseError::BadLength));
+        assert_eq!(a.poll_transmit(), None, "no message 3 after the failure");
+    }
+
+    #[test]
+    fn a_transport_message_of_no_more_than_a_tag_is_refused() {
+        for len in [1u16, 15, 16] {
+            let (_, mut b) = pair();
+            let mut wire = len.to_be_bytes().to_vec();
+            wire.extend(std::iter::repeat_n(0u8, usize::from(len)));
+            b.push(&wire);
+            assert_eq!(b.error(), Some(NoiseError::BadLength), "length {len}");
+        }
+        // The smallest message a sender makes, one byte and its tag, is taken.
+        let (mut a, mut b) = pair();
+        let m = a.seal(b"x");
+        assert_eq!(m.len(), 2 + 1 + TAG_BYTES);
+        b.push(&m);
+        assert_eq!(b.poll_plaintext().as_deref(), Some(&b"x"[..]));
     }
 
     #[test]
