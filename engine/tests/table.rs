@@ -292,6 +292,59 @@ fn request(outputs: &[Output]) -> Option<(RequestId, HostRequest)> {
     first
 }
 
+/// Shutdown's last store goes beside the one under way; each answer commits only the writes
+/// its own store held (the first answer committed the second store's writes too).
+#[test]
+fn a_store_made_at_shutdown_commits_its_writes_only_when_it_is_answered() {
+    let mut node = node_with(|_| {});
+    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
+    node.handle_input(
+        T0,
+        Input::Completed {
+            id: load,
+            result: HostResult::Loaded(None),
+        },
+    )
+    .unwrap();
+    let set = |key: &str| {
+        Input::Command(Command::Table(TableCommand::Set {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            lease: None,
+        }))
+    };
+    node.handle_input(T0, set("a")).unwrap();
+    let (first, _) = request(&drain_raw(&mut node)).expect("a is stored at once");
+    node.handle_input(T0, set("b")).unwrap();
+    assert_eq!(
+        request(&drain_raw(&mut node)),
+        None,
+        "b waits for a's store"
+    );
+    node.handle_input(T0, Input::Command(Command::Shutdown))
+        .unwrap();
+    let (last, _) = request(&drain_raw(&mut node)).expect("shutdown stores b beside a's store");
+    let done = |node: &mut weft_engine::Node, id| {
+        node.handle_input(
+            T0,
+            Input::Completed {
+                id,
+                result: HostResult::Stored,
+            },
+        )
+        .unwrap();
+        committed(&drain_raw(node))
+    };
+    assert_eq!(done(&mut node, first), vec![1], "a's store holds a alone");
+    assert_eq!(
+        done(&mut node, last),
+        vec![2],
+        "b is committed by its own store"
+    );
+}
+
 #[test]
 fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
     let mut node = node_with(|_| {});

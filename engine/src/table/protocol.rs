@@ -201,8 +201,10 @@ struct Persist {
     loaded: bool,
     /// The table changed since it was last handed to the host.
     dirty: bool,
-    /// The store under way, if one is: the count of local writes it holds.
-    storing: Option<u64>,
+    /// The stores under way, oldest first: the count of local writes each holds. At most one
+    /// but after shutdown, whose last store goes beside the one under way (the host answers
+    /// them in order).
+    storing: VecDeque<u64>,
     /// Local writes whose store completed (`Committed`) or failed (`NotCommitted`).
     acknowledged: u64,
     /// Why the table is never stored in this run: the stored blob could not be read (damaged,
@@ -281,11 +283,21 @@ impl TableProtocol {
             }
             return;
         }
-        if !self.persist.dirty || !self.persist.loaded || self.persist.storing.is_some() {
+        if !self.persist.storing.is_empty() {
+            return;
+        }
+        self.store_beside();
+    }
+
+    /// Hands a changed table to the host, even with a store under way.
+    fn store_beside(&mut self) {
+        if !self.persist.dirty || !self.persist.loaded || self.persist.blocked.is_some() {
             return;
         }
         self.persist.dirty = false;
-        self.persist.storing = Some(self.metrics.writes_originated);
+        self.persist
+            .storing
+            .push_back(self.metrics.writes_originated);
         self.outputs.push_back(ProtocolOutput::Request {
             token: STORE,
             request: HostRequest::StoreState {
@@ -327,7 +339,7 @@ impl TableProtocol {
     /// The store under way completed (`Ok`) or failed: reports the local writes it held, and
     /// starts the next store at once if local writes wait for one.
     fn stored(&mut self, result: Result<(), String>) {
-        let through = self.persist.storing.take().unwrap_or(0);
+        let through = self.persist.storing.pop_front().unwrap_or(0);
         let report = through > self.persist.acknowledged;
         if report {
             self.persist.acknowledged = through;
@@ -637,11 +649,14 @@ impl Protocol for TableProtocol {
         }
     }
 
-    /// Last words: a changed table goes to the host (even with a store under way: the host
-    /// carries requests out in order).
+    /// Last words: a changed table goes to the host, even with a store under way (the host
+    /// carries requests out in order; each answer reports the writes its own store held).
     fn handle_shutdown(&mut self, _now: Instant, _cx: &Context<'_>) {
-        self.persist.storing = None;
-        self.store();
+        if self.persist.storing.is_empty() {
+            self.store();
+        } else {
+            self.store_beside();
+        }
     }
 
     fn poll_output(&mut self) -> Option<ProtocolOutput<TableEvent>> {
