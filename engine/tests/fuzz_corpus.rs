@@ -101,12 +101,13 @@ fn node_corpus_replays() {
         total.process_requests += s.process_requests;
         total.process_spawns += s.process_spawns;
         total.noise_links += s.noise_links;
+        total.rules_set += s.rules_set;
     });
     eprintln!(
         "replayed {n} node inputs: {} handshakes, {} broadcasts delivered, {} table and {} \
          Chord events, {} replication frames sent, {} storage steps, {} replication events; \
          {} Noise links, {} drop frames sent, {} drops events, {} run frames sent, {} run \
-         events, {} process steps ({} spawns)",
+         events, {} process steps ({} spawns); {} ignore rules set",
         total.metrics.session.handshakes_completed,
         total.metrics.mesh.broadcasts_delivered,
         total.table_events,
@@ -121,6 +122,7 @@ fn node_corpus_replays() {
         total.run_events,
         total.process_requests,
         total.process_spawns,
+        total.rules_set,
     );
     // The corpus must keep reaching past the handshake, or it has lost most of its value.
     assert!(
@@ -159,6 +161,11 @@ fn node_corpus_replays() {
     assert!(
         total.run_events > 0,
         "no corpus input makes the node report a run the application asked for"
+    );
+    // And into `.weftignore` rules changing under a running folder.
+    assert!(
+        total.rules_set > 0,
+        "no corpus input sets a folder's ignore rules"
     );
 }
 

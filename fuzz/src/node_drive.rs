@@ -12,7 +12,7 @@
 //! past the handshake into discovery, liveness, the mesh, the sync table and Chord (the
 //! table and Chord ops and frames are in `node_app.rs`).
 //!
-//! Inputs come in four formats. The first (any input not starting with [`FORMAT_2`]) is a
+//! Inputs come in five formats. The first (any input not starting with [`FORMAT_2`]) is a
 //! plain sequence of [`Op`]s against a node that is no Chord member, as the committed corpus
 //! was grown with, so that it keeps decoding to the same ops. The second is [`FORMAT_2`],
 //! one byte of setup flags (bit 0: the node is a Chord ring member, with a listen address;
@@ -31,7 +31,9 @@
 //! seals every byte it sends (but raw
 //! bytes, which then fail to open) and opens what the node sends before it is decoded; the
 //! host's process steps are answered by a script or held and answered later, and at the end
-//! every held request, of processes and of the disk, is answered.
+//! every held request, of processes and of the disk, is answered. The fifth is [`FORMAT_5`],
+//! the fourth's setup, then [`Step5`]s: a [`Step4`]'s or a folder's `.weftignore` rules
+//! ([`RulesOp`], `node_replica.rs`), set as a host sets them each time it reads the file.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
@@ -62,7 +64,7 @@ mod replica;
 
 use app::{AppOp, Heard};
 use remote::{DropOp, Processes, RemoteHeard, RunOp};
-use replica::{Disk, ReplicaHeard, ReplicaOp};
+use replica::{Disk, ReplicaHeard, ReplicaOp, RulesOp};
 
 /// The network every well-behaved peer claims.
 const NETWORK: &str = "fuzz";
@@ -103,6 +105,9 @@ const FORMAT_4: &[u8; 2] = b"w4";
 /// The families a fuzzed peer's HELLO names in the fourth format: every one.
 const PEER_FAMILIES_4: u32 = PEER_FAMILIES_3 | Family::Drops.bit() | Family::Remote.bit();
 
+/// The prefix of the fifth input format (the fourth's, and `.weftignore` rules).
+const FORMAT_5: &[u8; 2] = b"w5";
+
 /// The fourth format's flag that keeps links plain (runs are then refused).
 const FLAG_PLAINTEXT: u8 = 16;
 
@@ -129,6 +134,17 @@ enum Step4 {
     Replica(ReplicaOp),
     Run(RunOp),
     Drop(DropOp),
+}
+
+/// One driver step of the fifth input format.
+#[derive(Debug, Arbitrary)]
+enum Step5 {
+    Op(Op),
+    App(AppOp),
+    Replica(ReplicaOp),
+    Run(RunOp),
+    Drop(DropOp),
+    Rules(RulesOp),
 }
 
 /// One driver step (of every format).
@@ -478,13 +494,17 @@ pub struct NodeSummary {
     pub process_spawns: u64,
     /// Connections whose Noise handshake the fake peer completed.
     pub noise_links: u64,
+    /// `.weftignore` rules the node took for a folder (`ReplicaCommand::SetIgnoreRules`).
+    pub rules_set: u64,
 }
 
 /// Drives one node built from `config` (as the input's format sets it up) with the steps
 /// decoded from `data`, checking after every step that the node keeps its promises (panics
 /// if not); returns what the input reached.
 pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
-    let format = if data.starts_with(FORMAT_4) {
+    let format = if data.starts_with(FORMAT_5) {
+        5
+    } else if data.starts_with(FORMAT_4) {
         4
     } else if data.starts_with(FORMAT_3) {
         3
@@ -500,7 +520,7 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
             .map_or((0, &data[2..]), |(f, rest)| (*f, rest)),
     };
     let (mut config, wall_clock) = set_up(flags, config);
-    if format == 4 {
+    if format >= 4 {
         config.run = RunConfig {
             allow: true,
             allow_from: remote::run_allow_list(),
@@ -513,7 +533,7 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
     let mut driver = Driver::new(config);
     match format {
         3 => driver.peer_families = PEER_FAMILIES_3,
-        4 => driver.peer_families = PEER_FAMILIES_4,
+        4 | 5 => driver.peer_families = PEER_FAMILIES_4,
         _ => {}
     }
     if wall_clock {
@@ -533,28 +553,36 @@ pub fn run_node_with(data: &[u8], config: Config) -> NodeSummary {
             break;
         }
         let step = match format {
-            4 => Step4::arbitrary(&mut u),
+            5 => Step5::arbitrary(&mut u),
+            4 => Step4::arbitrary(&mut u).map(|s| match s {
+                Step4::Op(op) => Step5::Op(op),
+                Step4::App(op) => Step5::App(op),
+                Step4::Replica(op) => Step5::Replica(op),
+                Step4::Run(op) => Step5::Run(op),
+                Step4::Drop(op) => Step5::Drop(op),
+            }),
             3 => Step3::arbitrary(&mut u).map(|s| match s {
-                Step3::Op(op) => Step4::Op(op),
-                Step3::App(op) => Step4::App(op),
-                Step3::Replica(op) => Step4::Replica(op),
+                Step3::Op(op) => Step5::Op(op),
+                Step3::App(op) => Step5::App(op),
+                Step3::Replica(op) => Step5::Replica(op),
             }),
             2 => Step::arbitrary(&mut u).map(|s| match s {
-                Step::Op(op) => Step4::Op(op),
-                Step::App(op) => Step4::App(op),
+                Step::Op(op) => Step5::Op(op),
+                Step::App(op) => Step5::App(op),
             }),
-            _ => Op::arbitrary(&mut u).map(Step4::Op),
+            _ => Op::arbitrary(&mut u).map(Step5::Op),
         };
         match step {
-            Ok(Step4::Op(op)) => driver.step(op),
-            Ok(Step4::App(op)) => driver.app_step(op),
-            Ok(Step4::Replica(op)) => driver.replica_step(op),
-            Ok(Step4::Run(op)) => driver.run_step(op),
-            Ok(Step4::Drop(op)) => driver.drop_step(op),
+            Ok(Step5::Op(op)) => driver.step(op),
+            Ok(Step5::App(op)) => driver.app_step(op),
+            Ok(Step5::Replica(op)) => driver.replica_step(op),
+            Ok(Step5::Run(op)) => driver.run_step(op),
+            Ok(Step5::Drop(op)) => driver.drop_step(op),
+            Ok(Step5::Rules(op)) => driver.rules_step(op),
             Err(_) => break,
         }
     }
-    if format == 4 {
+    if format >= 4 {
         driver.answer_everything();
     }
     driver.summary.metrics = driver.node.metrics();

@@ -24,7 +24,7 @@ use weft_engine::protocol::{
     IMoved, IRefuse, IWant, List, Message, Moved, NotFound, PathRefusal, ReplicaMessage, Version,
 };
 use weft_engine::replicate::blocks::{chunk, Tier};
-use weft_engine::replicate::paths::{check_path, check_symlink_target};
+use weft_engine::replicate::paths::{check_path, check_symlink_target, IgnoreRules};
 use weft_engine::replicate::{
     short_id, Expect, LocalChange, ReplicaCommand, ReplicaConfig, ReplicaEvent, StorageError,
     StorageRequest, StorageResult, TempId,
@@ -135,6 +135,31 @@ fn counter_node(n: u8) -> u64 {
         i if i == PEERS => short_id(&keys.me.node_id()),
         _ => u64::from(n),
     }
+}
+
+/// Lines of `.weftignore` rules: ones that match [`PATHS`] (files, directories, negations,
+/// globs), one that would ignore the ignore file, and ones that do not parse.
+const RULE_LINES: [&str; 12] = [
+    "*.txt",
+    "dir/",
+    "a.txt",
+    "!a.txt",
+    "dir/sub",
+    "*",
+    "**/d",
+    ".weftignore",
+    "# a comment",
+    "[",
+    "\\",
+    "e\u{301}.txt",
+];
+
+/// The fifth format's step: a folder's `.weftignore` rules set (by command, as the host does
+/// when it reads the file), made of `lines` picked from [`RULE_LINES`] (none: no rules).
+#[derive(Debug, Arbitrary)]
+pub(super) struct RulesOp {
+    folder: u8,
+    lines: Vec<u8>,
 }
 
 /// A folder replication step.
@@ -1082,6 +1107,26 @@ impl Driver {
         let command = Command::Replicate(ReplicateCommand::AddFolder(config));
         if self.input(Input::Command(command)) {
             self.disk.folders.push(folder);
+        }
+        self.check();
+    }
+
+    /// Sets a folder's ignore rules, as a host does each time it reads the folder's
+    /// `.weftignore` (rules that do not parse are left out, as the host reports and skips them).
+    pub(super) fn rules_step(&mut self, op: RulesOp) {
+        let text: Vec<&str> = op
+            .lines
+            .iter()
+            .take(8)
+            .map(|&i| RULE_LINES[usize::from(i) % RULE_LINES.len()])
+            .collect();
+        let (rules, _errors) = IgnoreRules::parse(&text.join("\n"));
+        let command = ReplicateCommand::Folder {
+            folder: folder(op.folder),
+            command: ReplicaCommand::SetIgnoreRules(rules),
+        };
+        if self.input(Input::Command(Command::Replicate(command))) {
+            self.summary.rules_set += 1;
         }
         self.check();
     }
