@@ -1,7 +1,7 @@
 //! The application's side of a running driver: a [`Handle`] queues requests for the node's
 //! event loop and wakes it; the loop drains them from its `Mailbox`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -139,6 +139,9 @@ pub enum HandleError {
     /// `--sync` could not replicate the directory (one line).
     #[error("{0}")]
     Sync(String),
+    /// The run was given up while it waited for its folder's scan; it was never asked for.
+    #[error("the run was cancelled before it was asked of the peer")]
+    Cancelled,
     /// A drop request failed (one line).
     #[error("{0}")]
     Drop(String),
@@ -280,8 +283,12 @@ pub(crate) enum Request {
         shell: bool,
         /// `--sync DIR`: the directory (canonical) to replicate to the peer first.
         sync: Option<std::path::PathBuf>,
+        /// Set when the asker gave up: a run still waiting for its folder's scan is dropped.
+        cancelled: Arc<AtomicBool>,
         reply: Sender<Result<RunSession, HandleError>>,
     },
+    /// A run's asker gave up ([`Handle::cancel_run`]): wakes the loop to drop what waits.
+    RunCancelled,
     /// Ask the peer to signal a run's process group.
     RunSignal {
         run: u64,
@@ -451,6 +458,23 @@ impl Handle {
         shell: bool,
         sync: Option<std::path::PathBuf>,
     ) -> Result<RunSession, HandleError> {
+        let never = Arc::new(AtomicBool::new(false));
+        self.run_cancellable(peer, program, args, shell, sync, never)
+    }
+
+    /// [`Handle::run`], given up once `cancelled` is set and [`Handle::cancel_run`] called:
+    /// a run still waiting for its folder's scan is then never asked of the peer, and the
+    /// answer is [`HandleError::Cancelled`]. (A run already asked for is not stopped by it:
+    /// signal it.)
+    pub fn run_cancellable(
+        &self,
+        peer: NodeId,
+        program: String,
+        args: Vec<String>,
+        shell: bool,
+        sync: Option<std::path::PathBuf>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<RunSession, HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::Run {
             peer,
@@ -458,9 +482,16 @@ impl Handle {
             args,
             shell,
             sync,
+            cancelled,
             reply,
         })?;
         answer.recv().map_err(|_| HandleError::Stopped)?
+    }
+
+    /// Gives up the run asked with `cancelled` (see [`Handle::run_cancellable`]).
+    pub fn cancel_run(&self, cancelled: &AtomicBool) -> Result<(), HandleError> {
+        cancelled.store(true, Ordering::SeqCst);
+        self.send(Request::RunCancelled)
     }
 
     /// Asks the peer running run `run` to signal its process group.

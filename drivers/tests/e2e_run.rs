@@ -374,3 +374,151 @@ fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
     let out = weft_run(&a, &b, &["--sync", &missing, "--", "true"]);
     fails_with(&out, 255, "--sync");
 }
+
+/// 64 hex digits as a node id.
+fn node_id(hex: &str) -> weft_engine::NodeId {
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    weft_engine::NodeId(id)
+}
+
+/// SPEC.md §23.5: a run's folder is replicated with its requester alone, so no other node can
+/// put a file where the program runs. A run naming a folder the runner already holds for
+/// another requester (here a's `--sync` folder, asked for by c) is refused, and runs nothing.
+#[test]
+fn a_run_cannot_use_a_folder_the_runner_holds_for_another_requester() {
+    use weft_engine::protocol::{FolderId, RunFolder, RunRefusalReason};
+    use weft_engine::run::{RunCommand, RunEvent, RunEventKind};
+    let (dir, net) = scratch("run-foreign-folder");
+    let c_seed = 41;
+    let c_id = weft_drivers::report::hex_id(
+        &weft_engine::Node::new(weft_engine::Config::from_seed(&net, c_seed)).node_id(),
+    );
+    let allow = [
+        "--allow-run",
+        "--allow-run-from",
+        "{a}",
+        "--allow-run-from",
+        &c_id,
+    ];
+    let (a, b) = pair(dir.path(), &net, &allow);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("x.txt"), "a's\n").expect("write");
+    let sync = work.display().to_string();
+    let out = weft_run(&a, &b, &["--sync", &sync, "--", "cat", "x.txt"]);
+    assert_eq!(text(&out.stdout), "a's\n", "{}", text(&out.stderr));
+    // a's run folder at b, by SPEC.md §23.5's formula.
+    let canonical = work.canonicalize().expect("canonical");
+    let folder = FolderId::from_name(&format!(
+        "run:{}:{}:{}",
+        a.id(),
+        b.id(),
+        canonical.display()
+    ));
+    let mut c = common::peer::Peer::connect(&b.addr, &net, c_seed);
+    assert_eq!(c.id(), c_id);
+    let start = RunCommand::Start {
+        run: 1,
+        peer: node_id(&b.id()),
+        program: "touch".into(),
+        args: vec!["planted-by-c".into()],
+        shell: false,
+        folder: Some(RunFolder {
+            id: folder,
+            index_id: 0,
+            sequence: 0,
+        }),
+    };
+    let mut events = c
+        .command(weft_engine::Command::Run(start))
+        .expect("c asks for the run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let ended = events.iter().find_map(|e| match e {
+            weft_engine::Event::Run(RunEvent { run: 1, kind }) => Some(kind.clone()),
+            _ => None,
+        });
+        if let Some(kind) = ended {
+            break kind;
+        }
+        assert!(Instant::now() < deadline, "no answer to c's run");
+        events = c.pump_in();
+    };
+    assert!(
+        matches!(
+            refused,
+            RunEventKind::Refused {
+                reason: RunRefusalReason::UnknownFolder,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let copies: Vec<_> = std::fs::read_dir(b.state.join("runs"))
+        .expect("b's runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert!(!copies[0].join("planted-by-c").exists());
+}
+
+/// SPEC.md §23.6: a Ctrl-C while `--sync` still waits for a scan that finds every file
+/// settled gives the run up: `weft run` exits 130 at once and the program never starts on
+/// the peer (it started, then was killed, before).
+#[test]
+fn ctrl_c_while_the_folder_is_still_being_written_never_starts_the_program() {
+    let (dir, net) = scratch("run-sync-cancel");
+    let (a, b) = allowed(dir.path(), &net);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    // A file written every 100 ms is never settled: the run waits.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (file, writing) = (work.join("growing.log"), std::sync::Arc::clone(&writing));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                std::fs::write(&file, n.to_string()).expect("write");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let marker = dir.path().join("the-program-ran");
+    let sync = work.display().to_string();
+    let touch = marker.display().to_string();
+    let mut child = spawn_run(&a, &b, &["--sync", &sync, "--", "touch", &touch]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "weft run did not wait for the folder"
+    );
+    let interrupted = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = wait_child(&mut child);
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_millis(1500),
+        "weft run took {:?} to end",
+        interrupted.elapsed()
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    // The folder settles now; the run that was given up is still never asked for.
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!marker.exists(), "the program ran on the peer");
+    // And the next run goes through.
+    let out = weft_run(&a, &b, &["--sync", &sync, "--", "touch", &touch]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(marker.exists());
+}

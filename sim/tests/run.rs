@@ -244,6 +244,47 @@ fn a_lost_link_kills_the_process_and_ends_the_run() {
     assert_eq!(net.processes[1].running(), 0);
 }
 
+/// A link replaced by a new one to the same run of the peer (SPEC.md §8.6) may have lost
+/// what was queued on it: the run ends as for a lost link, never waits forever.
+#[test]
+fn a_replaced_link_kills_the_process_and_ends_the_run() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "stubborn", &[]).unwrap();
+    let runner = net.id(1);
+    let conn_of = |net: &Net| {
+        net.nodes[0]
+            .links()
+            .find(|(node, _)| *node == runner)
+            .map(|(_, conn)| conn)
+    };
+    let first = conn_of(&net).expect("linked");
+    // Each new connection wins the links' tie-break or loses it (its dialer's id, then its
+    // nonce, decide): dial again, from either end, until one replaces the link.
+    for n in 0..32 {
+        if n % 2 == 0 {
+            net.connect(0, 1);
+        } else {
+            net.connect(1, 0);
+        }
+        if conn_of(&net).is_some_and(|c| c != first) {
+            break;
+        }
+        assert_eq!(
+            events(&net, 1).len(),
+            1,
+            "a losing new connection changes nothing"
+        );
+    }
+    assert_ne!(
+        conn_of(&net),
+        Some(first),
+        "no new connection replaced the link"
+    );
+    assert_eq!(last(&net, 1), Some(RunEventKind::Lost));
+    assert_eq!(net.processes[1].signals, vec![(1, RunSignalKind::Kill)]);
+    assert_eq!(net.processes[1].running(), 0);
+}
+
 /// A run inside a folder: the runner's host is asked to spawn it with the folder, its sync
 /// point as the requester sent it, and who asked (SPEC.md §23.5: the host holds the spawn
 /// until its copy has caught up with that node's).

@@ -138,6 +138,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             ControlReply::RunLost => {
                 return weft_error("lost the link to the peer; its process was killed")
             }
+            // After a Ctrl-C (the run given up before it was asked for, say): said, and 130.
+            ControlReply::Error(e) if is_interrupted(&interrupted) => {
+                let _ = weft_error(e);
+                return ExitCode::from(INTERRUPTED);
+            }
             ControlReply::Error(e) => return weft_error(e),
             other => return weft_error(format!("unexpected answer from the node: {other:?}")),
         }
@@ -159,6 +164,14 @@ fn exit_code(status: &RunExitReport, interrupted: &Interrupted) -> ExitCode {
         (None, Some(signal)) => ExitCode::from(128u8.saturating_add(signal)),
         (None, None) => weft_error("the node sent an exit without a status"),
     }
+}
+
+/// Whether a Ctrl-C came.
+fn is_interrupted(interrupted: &Interrupted) -> bool {
+    interrupted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
 }
 
 fn grace() -> Duration {

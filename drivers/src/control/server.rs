@@ -256,6 +256,7 @@ fn refused(e: HandleError) -> ControlReply {
         e @ (HandleError::Leased { .. }
         | HandleError::NotStored(_)
         | HandleError::Sync(_)
+        | HandleError::Cancelled
         | HandleError::Drop(_)) => e.to_string(),
     })
 }
@@ -522,19 +523,33 @@ fn serve_run(
         Ok(sync) => sync,
         Err(why) => return write_reply(&mut stream, &ControlReply::Error(why)),
     };
-    let session = match handle.run(node, program, args, shell, sync) {
-        Ok(session) => session,
-        Err(e) => return write_reply(&mut stream, &refused(e)),
-    };
-    let run = session.run;
-    let ended = Arc::new(AtomicBool::new(false));
+    // The client's lines are read from the start: a Ctrl-C or a close while the run still
+    // waits for its folder's scan gives it up, so the program never starts.
+    let watch = RunWatch::default();
     let reader = stream.try_clone()?;
     reader.set_read_timeout(None)?;
     let signals = handle.clone();
-    let reader_ended = Arc::clone(&ended);
+    let reader_watch = watch.clone();
     std::thread::Builder::new()
         .name("weft-control-run".into())
-        .spawn(move || read_run_signals(reader, &signals, run, &reader_ended))?;
+        .spawn(move || read_run_signals(reader, &signals, &reader_watch))?;
+    let cancelled = Arc::clone(&watch.cancelled);
+    let session = match handle.run_cancellable(node, program, args, shell, sync, cancelled) {
+        Ok(session) => session,
+        Err(e) => {
+            watch.ended.store(true, Ordering::SeqCst);
+            let written = write_reply(&mut stream, &refused(e));
+            // Wakes the signal reader.
+            let _ = stream.shutdown(Shutdown::Both);
+            return written;
+        }
+    };
+    let run = session.run;
+    let ended = Arc::clone(&watch.ended);
+    if watch.started(run) && !ended.swap(true, Ordering::SeqCst) {
+        // Given up as the run was being asked for: it goes at once.
+        let _ = handle.run_signal(run, RunSignalKind::Kill);
+    }
     let kill = || {
         if !ended.swap(true, Ordering::SeqCst) {
             let _ = handle.run_signal(run, RunSignalKind::Kill);
@@ -585,29 +600,65 @@ fn serve_run(
     write_reply(&mut stream, &ControlReply::Error("the node stopped".into()))
 }
 
-/// Reads the `run` client's signal lines until it closes; a close before the run ended
-/// kills the run.
-fn read_run_signals(stream: UnixStream, handle: &Handle, run: u64, ended: &AtomicBool) {
+/// What a `run` client's connection and its signal reader share.
+#[derive(Clone, Default)]
+struct RunWatch {
+    /// The run's number, once the node asked for it.
+    run: Arc<Mutex<Option<u64>>>,
+    /// The client gave up before the run was asked for (a signal line, or a close).
+    cancelled: Arc<AtomicBool>,
+    /// The run ended, or was killed: nothing more to signal.
+    ended: Arc<AtomicBool>,
+}
+
+impl RunWatch {
+    /// Records that `run` was asked for; whether the client had already given up.
+    fn started(&self, run: u64) -> bool {
+        let mut slot = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(run);
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads the `run` client's signal lines until it closes: each is sent to the run, or, before
+/// the run was asked for, gives it up; a close before the run ended kills it.
+fn read_run_signals(stream: UnixStream, handle: &Handle, watch: &RunWatch) {
     use std::io::BufRead;
     let mut lines = io::BufReader::new(stream).lines();
     loop {
         let signal = match lines.next() {
             Some(Ok(line)) => match serde_json::from_str::<RunSignalLine>(&line) {
-                Ok(l) if l.signal == "interrupt" => RunSignalKind::Interrupt,
-                Ok(l) if l.signal == "kill" => RunSignalKind::Kill,
+                Ok(l) if l.signal == "interrupt" => Some(RunSignalKind::Interrupt),
+                Ok(l) if l.signal == "kill" => Some(RunSignalKind::Kill),
                 // A line this node does not know: ignored (the client may be newer).
                 _ => continue,
             },
             // Gone (or the run ended and the node closed the socket).
-            _ => {
-                if !ended.swap(true, Ordering::SeqCst) {
+            _ => None,
+        };
+        // Held while deciding, so that the run cannot be recorded in between.
+        let run = watch.run.lock().unwrap_or_else(|e| e.into_inner());
+        match (*run, signal) {
+            (None, _) => {
+                if !watch.cancelled.swap(true, Ordering::SeqCst)
+                    && !watch.ended.load(Ordering::SeqCst)
+                {
+                    let _ = handle.cancel_run(&watch.cancelled);
+                }
+            }
+            (Some(run), Some(signal)) => {
+                if !watch.ended.load(Ordering::SeqCst) {
+                    let _ = handle.run_signal(run, signal);
+                }
+            }
+            (Some(run), None) => {
+                if !watch.ended.swap(true, Ordering::SeqCst) {
                     let _ = handle.run_signal(run, RunSignalKind::Kill);
                 }
-                return;
             }
-        };
-        if !ended.load(Ordering::SeqCst) {
-            let _ = handle.run_signal(run, signal);
+        }
+        if signal.is_none() {
+            return;
         }
     }
 }

@@ -113,11 +113,23 @@ impl Host {
                 args,
                 shell,
                 sync,
+                cancelled,
                 reply,
             } => match sync {
-                Some(dir) => self.run_with_sync(dir, peer, program, args, shell, reply),
+                Some(dir) => {
+                    let run = super::sync::WaitingRun {
+                        peer,
+                        program,
+                        args,
+                        shell,
+                        cancelled,
+                    };
+                    self.run_with_sync(dir, run, reply)
+                }
                 None => self.start_run(peer, program, args, shell, None, reply),
             },
+            // Nothing to do here: the loop is awake, and `check_held` drops the run.
+            Request::RunCancelled => {}
             Request::RunSignal { run, signal } => {
                 let command = Command::Run(RunCommand::Signal { run, signal });
                 // A run that ended meanwhile: nothing to signal.

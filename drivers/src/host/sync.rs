@@ -12,7 +12,9 @@
 //! has caught up (`Replica::caught_up`), at most [`RUN_SYNC_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
 use weft_engine::protocol::{FolderId, NodeId, RunFolder};
@@ -36,14 +38,21 @@ pub fn run_folder_id(me: &NodeId, peer: &NodeId, dir: &Path) -> FolderId {
     FolderId::from_name(&format!("run:{}:{}:{}", hex(me), hex(peer), dir.display()))
 }
 
+/// What a requester's run with a folder asks for, once its folder is scanned.
+pub(super) struct WaitingRun {
+    pub(super) peer: NodeId,
+    pub(super) program: String,
+    pub(super) args: Vec<String>,
+    pub(super) shell: bool,
+    /// Set when the asker gave up: the run is dropped, never asked for.
+    pub(super) cancelled: Arc<AtomicBool>,
+}
+
 /// A requester's run waiting for its folder's scan.
 pub(super) struct SyncWaiting {
     folder: FolderId,
     since: WallInstant,
-    peer: NodeId,
-    program: String,
-    args: Vec<String>,
-    shell: bool,
+    run: WaitingRun,
     reply: Sender<Result<RunSession, HandleError>>,
 }
 
@@ -81,20 +90,25 @@ impl Host {
         Ok(())
     }
 
+    /// Whether `id` is a folder added for runs and replicated with `peer` alone.
+    fn is_run_folder_of(&self, id: &FolderId, peer: &NodeId) -> bool {
+        self.run_folders.contains(id)
+            && self.node.replica(id).is_some_and(|r| {
+                r.config().only_with.as_deref() == Some(std::slice::from_ref(peer))
+            })
+    }
+
     /// `weft run --sync DIR`: adds the directory's folder (if new), asks for a scan, and asks
     /// for the run once the scan is in the index.
     pub(super) fn run_with_sync(
         &mut self,
         dir: PathBuf,
-        peer: NodeId,
-        program: String,
-        args: Vec<String>,
-        shell: bool,
+        run: WaitingRun,
         reply: Sender<Result<RunSession, HandleError>>,
     ) {
         let since = WallInstant::now();
-        let folder = run_folder_id(&self.node.node_id(), &peer, &dir);
-        if let Err(why) = self.add_folder_now(folder, dir, peer) {
+        let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
+        if let Err(why) = self.add_folder_now(folder, dir, run.peer) {
             let _ = reply.send(Err(HandleError::Sync(why)));
             return;
         }
@@ -102,10 +116,7 @@ impl Host {
         self.syncs_waiting.push(SyncWaiting {
             folder,
             since,
-            peer,
-            program,
-            args,
-            shell,
+            run,
             reply,
         });
     }
@@ -127,6 +138,16 @@ impl Host {
             return Some(request);
         };
         let (folder, requester) = (*folder, *requester);
+        if self.folders.holds(&folder.id) && !self.is_run_folder_of(&folder.id, &requester) {
+            // The network's shared folder, say, or another requester's run folder: others
+            // may put files there, so it is no place to run this requester's program.
+            let refused = ProcessResult::NotStarted {
+                unknown_folder: true,
+                why: format!("folder {} is not a run folder of this requester", folder.id),
+            };
+            self.answers.push((id, HostResult::Process(refused)));
+            return None;
+        }
         if !self.folders.holds(&folder.id) {
             let root = self
                 .store
@@ -165,6 +186,14 @@ impl Host {
         }
         let mut fed = false;
         for w in std::mem::take(&mut self.syncs_waiting) {
+            if w.run.cancelled.load(Ordering::SeqCst) {
+                tracing::info!(
+                    "run with folder {}: cancelled before it was asked",
+                    w.folder
+                );
+                let _ = w.reply.send(Err(HandleError::Cancelled));
+                continue;
+            }
             let outcome = match self.folders.scanned_since(&w.folder, w.since) {
                 Ok(true) => Some(Ok(())),
                 Ok(false) if w.since.elapsed() >= RUN_SYNC_TIMEOUT => Some(Err(format!(
@@ -196,7 +225,8 @@ impl Host {
                         w.folder,
                         point.sequence
                     );
-                    self.start_run(w.peer, w.program, w.args, w.shell, Some(point), w.reply);
+                    let r = w.run;
+                    self.start_run(r.peer, r.program, r.args, r.shell, Some(point), w.reply);
                     fed = true;
                 }
             }

@@ -177,6 +177,11 @@ impl Peer {
     fn input(&mut self, input: Input) -> Vec<Event> {
         let now = self.now();
         self.node.handle_input(now, input).unwrap();
+        self.drain()
+    }
+
+    /// Writes what the node emits (blocking), answers its requests, and returns its events.
+    fn drain(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         let mut requests = Vec::new();
         while let Some(out) = self.node.poll_output() {
@@ -231,6 +236,13 @@ impl Peer {
             }
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Hands this peer's node an application command; its events, or the refusal.
+    pub fn command(&mut self, command: Command) -> Result<Vec<Event>, weft_engine::InputError> {
+        let now = self.now();
+        self.node.handle_input(now, Input::Command(command))?;
+        Ok(self.drain())
     }
 
     /// Broadcasts `payload` (blocking until the socket took it).

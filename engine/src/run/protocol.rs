@@ -492,8 +492,16 @@ impl Protocol for RunProtocol {
     }
 
     fn handle_link(&mut self, _now: Instant, _cx: &Context<'_>, notice: LinkNotice<'_>) {
-        let LinkNotice::Down { node, .. } = notice else {
-            return;
+        let node = match notice {
+            LinkNotice::Down { node, .. } => node,
+            // A new link that replaced one to the same run of the peer: what was queued on
+            // the old one is gone (output, acknowledgements, an exit), and a run has no
+            // catch-up, so it ends as if the link had gone.
+            LinkNotice::Up {
+                peer,
+                replaced: true,
+            } => peer.node,
+            LinkNotice::Up { .. } | LinkNotice::Room { .. } => return,
         };
         // SPEC.md §23.4: a lost link kills the peer's runs here, and ends its runs there.
         let processes: Vec<u64> = self
