@@ -180,12 +180,18 @@ impl StateDir {
         write_new(&self.path.join(KEY_FILE), format!("{text}\n").as_bytes())
     }
 
-    /// Records `incarnation` as the last one started (atomically: a new file renamed over).
+    /// Records `incarnation` as the last one started.
     pub fn write_incarnation(&self, incarnation: u64) -> Result<(), StateError> {
-        let path = self.path.join(INCARNATION_FILE);
-        let tmp = self.path.join(format!("{INCARNATION_FILE}.tmp"));
+        self.replace(INCARNATION_FILE, format!("{incarnation}\n").as_bytes())
+    }
+
+    /// Replaces the folder's file `name` with `bytes` atomically and owner-only: a new file
+    /// written and synced, then renamed over the old one (a crash leaves one or the other).
+    pub fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.path.join(name);
+        let tmp = self.path.join(format!("{name}.tmp"));
         let _ = fs::remove_file(&tmp);
-        write_new(&tmp, format!("{incarnation}\n").as_bytes())?;
+        write_new(&tmp, bytes)?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 }

@@ -56,6 +56,20 @@ fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
     );
     let help = ok(&run(&["table", "set", "--help"]));
     assert!(help.contains(&format!("at most {max}")), "{help}");
+    // A write timeout of 0 would be refused by the OS for every control client.
+    fails_with(
+        &run(&[
+            "node",
+            "--name",
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--control-write-timeout-ms",
+            "0",
+        ]),
+        2,
+        "1..",
+    );
 }
 
 #[test]

@@ -157,6 +157,15 @@ fn three_nodes_replicate(drivers: [&str; 3], tag: &str) {
     let nodes = [&a, &b, &c];
     converge(&[&da, &db, &dc], "the first sync", &nodes);
     assert_eq!(tree(&db).len(), 7, "{:#?}", tree(&db));
+    // The config files create and join wrote are owner-only (one may hold the secret).
+    for node in nodes {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(node.state.join("config.toml"))
+            .expect("config.toml")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", node.state.display());
+    }
 
     // Changes at B and C: an edit, a new file, a rename, a delete.
     put(&db.join("readme.txt"), b"hello, edited at B\n");

@@ -215,7 +215,14 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                 defaults.allow_run_from = Some(nodes);
             }
             "unsigned_broadcasts" => defaults.unsigned_broadcasts = Some(boolean()?),
-            "control_write_timeout_ms" => defaults.control_write_timeout_ms = Some(count()?),
+            "control_write_timeout_ms" => {
+                // 0 would be no timeout to the OS, which refuses it: no client could be served.
+                let ms = count()?;
+                if ms == 0 {
+                    return Err(bad("at least 1 (milliseconds)"));
+                }
+                defaults.control_write_timeout_ms = Some(ms);
+            }
             "listen_queue_bytes_max" => {
                 let bytes = usize::try_from(count()?).map_err(|_| bad("too large"))?;
                 defaults.listen_queue_bytes_max = Some(bytes);
@@ -325,6 +332,10 @@ mod tests {
             (
                 "control_write_timeout_ms = -1",
                 "key `control_write_timeout_ms`",
+            ),
+            (
+                "control_write_timeout_ms = 0",
+                "key `control_write_timeout_ms`: at least 1",
             ),
             ("announce = \"host\"", "key `announce`"),
             ("listen = ", "line 1:"),

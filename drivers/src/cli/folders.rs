@@ -251,7 +251,9 @@ impl BeforeSetUp {
         let _ = match &self.config {
             None => fs::remove_dir_all(&self.state),
             Some(None) => fs::remove_file(&config),
-            Some(Some(text)) => fs::write(&config, text),
+            Some(Some(text)) => StateDir::open(&self.state)
+                .and_then(|s| s.replace(CONFIG_FILE, text.as_bytes()))
+                .map_err(io::Error::other),
         };
         if !self.reserved_existed {
             let _ = fs::remove_dir_all(self.dir.join(RESERVED_DIR));
@@ -382,11 +384,10 @@ fn write_config(
     if let Some(driver) = driver.and_then(|d| clap::ValueEnum::to_possible_value(&d)) {
         table.insert("driver".into(), driver.get_name().into());
     }
-    StateDir::open(state).map_err(|e| e.to_string())?;
-    let mut file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(table.to_string().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    // Owner-only (it may hold the network's `secret`), and replaced whole, never truncated.
+    StateDir::open(state)
+        .and_then(|s| s.replace(CONFIG_FILE, table.to_string().as_bytes()))
+        .map_err(|e| e.to_string())
 }
 
 /// Arguments of `weft status`.

@@ -83,8 +83,9 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(super) discovery: Option<bool>,
     /// How long a write to a control client (a `weft listen` above all) may make no progress
-    /// before the node drops that client [config: control_write_timeout_ms; default: 10000].
-    #[arg(long, value_name = "MS")]
+    /// before the node drops that client; at least 1 [config: control_write_timeout_ms;
+    /// default: 10000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) control_write_timeout_ms: Option<u64>,
     /// How many bytes of broadcasts a `weft listen` client may fall behind by before the node
     /// drops the excess for it (counted as listener drops) [config: listen_queue_bytes_max;
