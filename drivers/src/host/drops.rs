@@ -185,17 +185,20 @@ impl Host {
             ));
         }
         let folder = drop.folder_id();
-        let paths = self
-            .node
-            .replica(&folder)
-            .map_or(0, |r| r.refused_paths().count());
+        let refused = |host: &Self| {
+            host.node
+                .replica(&folder)
+                .map_or(0, |r| r.refused_paths().count())
+        };
+        let before = refused(self);
         let command = ReplicateCommand::Folder {
             folder,
             command: ReplicaCommand::Revert,
         };
         self.input(Input::Command(Command::Replicate(command)))
             .map_err(|e| e.to_string())?;
-        Ok(DropAnswer::Reverted(paths))
+        // What is still refused (held by an apply) was not taken: a later revert takes it.
+        Ok(DropAnswer::Reverted(before.saturating_sub(refused(self))))
     }
 
     /// `weft drop create DIR`.

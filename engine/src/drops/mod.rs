@@ -81,6 +81,12 @@ pub enum DropsRefusal {
     /// The version broke a rule (a file list over a limit, say).
     #[error("the new version of drop {0} breaks a rule: {1}")]
     Invalid(DropId, DropError),
+    /// [`DROP_VERSIONS_MAX`] versions are held: no more can be published.
+    #[error("drop {0} holds {max} versions, as many as it may", max = DROP_VERSIONS_MAX)]
+    HistoryFull(DropId),
+    /// More secondary owners than a version may name.
+    #[error("a version of drop {0} names at most {max} secondary owners", max = weft_protocol::DROP_SECONDARY_OWNERS_MAX)]
+    TooManyOwners(DropId),
 }
 
 /// Something about one drop.

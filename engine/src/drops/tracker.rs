@@ -69,6 +69,8 @@ pub(super) struct Tracker {
     fresh: bool,
     /// Whether the key record is due (with every round of announcements).
     node_key_due: bool,
+    /// Whether its last put failed: then it goes again at the next sync, announcements or not.
+    node_key_retry: bool,
     /// Chord requests under way, by the tracker's number for them: at most one announcement
     /// and one lookup per drop, and one key record.
     asks: BTreeMap<u64, Ask>,
@@ -172,6 +174,7 @@ impl Tracker {
             return None;
         }
         self.node_key_due = false;
+        self.node_key_retry = false;
         let op = ChordRequest::Put {
             key: node_key_key(&identity.node_id()),
             value: identity.public_key().0.to_vec(),
@@ -180,9 +183,18 @@ impl Tracker {
         Some(self.command(Ask::NodeKey, op))
     }
 
-    /// The key record's put failed: it goes with the next announcement.
+    /// The key record's put failed: it goes again at the next sync.
     pub(super) fn node_key_failed(&mut self) {
         self.node_key_due = true;
+        self.node_key_retry = true;
+    }
+
+    /// The put of this node's key record if its last one failed (and none is under way).
+    pub(super) fn node_key_again(&mut self, identity: &Identity) -> Option<ChordCommand> {
+        if !self.node_key_retry {
+            return None;
+        }
+        self.node_key(identity)
     }
 
     /// The get of `drop`'s holders.

@@ -26,13 +26,18 @@ impl DropsProtocol {
             return;
         };
         let counter = m.counter;
-        // Lists of versions that are no longer heads are not kept.
+        // Lists of versions that are no longer heads are not kept, but for the one shown: the
+        // gate stands on it until the current version's list is verified (and it is stored,
+        // and served, meanwhile).
         let heads: BTreeSet<VersionId> = held.chain.heads().copied().collect();
-        held.files.retain(|v, _| heads.contains(v));
+        let shown = held.shown;
+        held.files
+            .retain(|v, _| heads.contains(v) || Some(*v) == shown);
         if held.files.contains_key(&current) {
             held.assembly = None;
             if held.shown != Some(current) {
                 held.shown = Some(current);
+                held.files.retain(|v, _| heads.contains(v) || *v == current);
                 let branches = heads.len();
                 // A peer that asked for this list before it was held here (and heard
                 // NOTFOUND) takes this node as a holder again and asks it now, not at its

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use weft_protocol::{
     holders_key, node_key_key, DropError, DropFiles, DropGetFiles, DropOwners, HolderRecord,
-    ManifestFields, PathRefusal, Signature, HOLDER_LIFETIME,
+    ManifestFields, PathRefusal, PublicKey, Signature, HOLDER_LIFETIME,
 };
 
 use super::*;
@@ -186,6 +186,34 @@ fn a_created_drop_is_announced_with_the_key_record_and_again_every_reannounce() 
     assert_eq!(chord_commands(&h.outputs()).len(), 2);
     assert_eq!(h.drops.metrics().tracker_announces, 2);
     assert_eq!(h.drops.tracker_of(&drop).map(|t| t.announces), Some(2));
+}
+
+/// SPEC.md §24.6: a put that fails is made again at the next sync: the key record's too (it
+/// waited for the next round of announcements, 150 s on).
+#[test]
+fn a_failed_key_record_put_goes_again_at_the_next_sync() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    let puts = chord_commands(&h.outputs());
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    let done = Ok(ChordResult::Put {
+        replicas: 5,
+        nodes: 3,
+        of: 3,
+    });
+    h.answer(puts[0].request, done.clone());
+    h.answer(puts[1].request, Err(ChordError::Timeout));
+    assert_eq!(h.drops.metrics().tracker_puts_failed, 1);
+    h.advance(DROP_SYNC_INTERVAL);
+    let again = chord_commands(&h.outputs());
+    let me = h.drops.identity.node_id();
+    assert!(
+        matches!(&again[..], [c] if matches!(&c.op, ChordRequest::Put { key, .. } if *key == node_key_key(&me))),
+        "{again:?}"
+    );
+    h.answer(again[0].request, done);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert!(chord_commands(&h.outputs()).is_empty());
 }
 
 #[test]
@@ -443,4 +471,161 @@ fn a_node_that_now_shows_a_version_tells_its_subscribers_its_heads() {
     assert_eq!(h.drops.shown(&drop), Some(version));
     let out = h.outputs();
     assert_eq!(to_other(&out, Code::DROP_HEADS), 1, "the heads, at once");
+}
+
+/// A version of the owner's drop after `parents`, listing `files`.
+fn version_after(files: &[DropFile], counter: u64, parents: Vec<VersionId>) -> DropManifest {
+    let owner = Identity::from_secret(&OWNER);
+    let mut hasher = RootHasher::new();
+    hasher.push_batch(files).expect("in order");
+    let fields = ManifestFields {
+        drop: owner_drop(),
+        nonce: NONCE,
+        counter,
+        parents,
+        owners: DropOwners {
+            primary: owner.public_key(),
+            secondary: Vec::new(),
+        },
+        root: hasher.root(),
+        files: hasher.files(),
+        bytes: hasher.bytes(),
+    };
+    DropManifest::sign(fields, &OWNER)
+}
+
+/// The list of the version shown stays held (served, stored, and under the gate) until the
+/// next version's list is verified: it was dropped as soon as that version was accepted, so
+/// a restart in between came back with an empty gate, and peers asking for it heard NOTFOUND.
+#[test]
+fn the_shown_list_is_kept_until_the_next_one_is_verified() {
+    let owner = Identity::from_secret(&OWNER);
+    let other = Identity::from_secret(&[0x0b; 32]);
+    let peer_of = |id: &Identity| Peer {
+        node: id.node_id(),
+        incarnation: 1,
+        listen_addr: None,
+        families: u32::MAX,
+        dialer_nonce: [0; 32],
+        public_key: id.public_key(),
+    };
+    let (owner_peer, other_peer) = (peer_of(&owner), peer_of(&other));
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&owner_peer);
+    h.link(&other_peer);
+    let first_files = vec![file("a", FileKind::File, None)];
+    let v1 = version_after(&first_files, 1, Vec::new());
+    let first = v1.version_id();
+    h.message(&owner_peer, DropMessage::Version(Box::new(v1)))
+        .expect("a valid version");
+    let batch = DropFiles {
+        drop,
+        version: first,
+        from: 0,
+        files: first_files,
+    };
+    h.message(&owner_peer, DropMessage::Files(batch))
+        .expect("a valid list");
+    assert_eq!(h.drops.shown(&drop), Some(first));
+    // The next version is accepted; its list is not here yet.
+    let v2 = version_after(&[file("b", FileKind::File, None)], 2, vec![first]);
+    h.message(&owner_peer, DropMessage::Version(Box::new(v2)))
+        .expect("a valid version");
+    h.outputs();
+    assert_eq!(h.drops.shown(&drop), Some(first));
+    let held = h.drops.drops.get(&drop).expect("held");
+    assert!(held.files.contains_key(&first), "the shown list is kept");
+    // A peer asking for it gets it.
+    let get = DropGetFiles {
+        drop,
+        version: first,
+        from: 0,
+    };
+    h.message(&other_peer, DropMessage::GetFiles(get))
+        .expect("an ask");
+    let answered = h.outputs().into_iter().find_map(|o| match o {
+        ProtocolOutput::Send {
+            to: Recipients::Peer(n),
+            message,
+            ..
+        } if n == other.node_id() => Some(message.code),
+        _ => None,
+    });
+    assert_eq!(answered, Some(Code::DROP_FILES));
+}
+
+/// More heads than a version may name as parents (a secondary owner published 9 versions on
+/// one parent): the owner's next publish names the 8 with the highest counters and the next
+/// one the rest, so the drop never freezes (every publish was refused as "not an owner").
+#[test]
+fn an_owner_publishes_over_more_heads_than_a_version_may_name() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    let drop = *h.drops.drop_ids().next().expect("a drop");
+    let second = Identity::from_secret(&[0x0c; 32]);
+    let publish = |h: &mut Harness, secondary: Option<Vec<PublicKey>>, name: &str| {
+        let cx = Context {
+            session: &h.session,
+        };
+        let files = vec![file(name, FileKind::File, None)];
+        h.drops.publish(h.now, &cx, drop, secondary, Some(files))
+    };
+    publish(&mut h, Some(vec![second.public_key()]), "v1").expect("the first version");
+    let (base_id, base) = {
+        let chain = &h.drops.drops.get(&drop).expect("held").chain;
+        let (id, m) = chain.current().expect("a version");
+        (id, m.clone())
+    };
+    // The secondary owner's 9 versions, each on the first.
+    let peer = Peer {
+        node: second.node_id(),
+        incarnation: 1,
+        listen_addr: None,
+        families: u32::MAX,
+        dialer_nonce: [0; 32],
+        public_key: second.public_key(),
+    };
+    h.link(&peer);
+    for n in 0..9u8 {
+        let files = vec![file(&format!("branch-{n}"), FileKind::File, None)];
+        let mut hasher = RootHasher::new();
+        hasher.push_batch(&files).expect("in order");
+        let fields = ManifestFields {
+            drop,
+            nonce: base.nonce,
+            counter: 2,
+            parents: vec![base_id],
+            owners: base.owners.clone(),
+            root: hasher.root(),
+            files: hasher.files(),
+            bytes: hasher.bytes(),
+        };
+        let m = DropManifest::sign(fields, &[0x0c; 32]);
+        h.message(&peer, DropMessage::Version(Box::new(m)))
+            .expect("a secondary owner's version");
+    }
+    let heads = |h: &Harness| {
+        h.drops
+            .drops
+            .get(&drop)
+            .expect("held")
+            .chain
+            .heads()
+            .count()
+    };
+    assert_eq!(heads(&h), 9);
+    publish(&mut h, None, "merge-1").expect("a publish over 9 heads");
+    assert_eq!(heads(&h), 2, "8 merged, one branch left");
+    publish(&mut h, None, "merge-2").expect("and the rest");
+    assert_eq!(heads(&h), 1);
+    // A secondary owner list over the bound is refused by name.
+    let many: Vec<PublicKey> = (0..17u8)
+        .map(|i| Identity::from_secret(&[0x40 + i; 32]).public_key())
+        .collect();
+    assert!(matches!(
+        publish(&mut h, Some(many), "owners"),
+        Err(DropsRefusal::TooManyOwners(_))
+    ));
 }

@@ -26,6 +26,10 @@ impl DropsProtocol {
     pub(super) fn announce_due(&mut self, now: Instant, cx: &Context<'_>) {
         let due = self.tracker.take_due();
         if due.is_empty() {
+            // A key record whose put failed goes again at this sync, drops due or not.
+            if let Some(command) = self.tracker.node_key_again(&self.identity) {
+                self.command(Command::Chord(command));
+            }
             return;
         }
         let ready = match (

@@ -4,11 +4,12 @@
 
 use weft_protocol::{
     DropFile, DropGetVersion, DropHeads, DropId, DropManifest, DropMessage, DropOwners,
-    ManifestFields, NodeId, PublicKey, RootHasher, VersionId, DROP_HEADS_MAX,
+    ManifestFields, NodeId, PublicKey, RootHasher, VersionId, DROP_HEADS_MAX, DROP_PARENTS_MAX,
+    DROP_SECONDARY_OWNERS_MAX,
 };
 
 use super::DropsProtocol;
-use crate::drops::{check_paths, DropsEventKind, DropsRefusal, Offer};
+use crate::drops::{check_paths, DropsEventKind, DropsRefusal, Offer, DROP_VERSIONS_MAX};
 use crate::machine::{Context, PeerFault};
 use crate::time::Instant;
 
@@ -46,12 +47,19 @@ impl DropsProtocol {
         let Some(mut files) = files else {
             return Err(DropsRefusal::NoFolder(drop));
         };
+        if held.chain.len() >= DROP_VERSIONS_MAX {
+            return Err(DropsRefusal::HistoryFull(drop));
+        }
         let me = self.identity.public_key();
-        let heads: Vec<&DropManifest> = held
+        // The new version merges the heads, at most `DROP_PARENTS_MAX` of them (the highest
+        // counters, then ids): any more stay branches, merged by the next publishes.
+        let mut heads: Vec<&DropManifest> = held
             .chain
             .heads()
             .filter_map(|h| held.chain.get(h))
             .collect();
+        heads.sort_by_key(|m| (std::cmp::Reverse(m.counter), m.version_id()));
+        heads.truncate(DROP_PARENTS_MAX);
         let current = held.chain.current().map(|(_, m)| m.owners.clone());
         let mut owners = current.unwrap_or(DropOwners {
             primary: me,
@@ -64,6 +72,9 @@ impl DropsProtocol {
             secondary.sort();
             secondary.dedup();
             secondary.retain(|k| *k != me);
+            if secondary.len() > DROP_SECONDARY_OWNERS_MAX {
+                return Err(DropsRefusal::TooManyOwners(drop));
+            }
             owners.secondary = secondary;
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));

@@ -94,7 +94,8 @@ impl Replica {
     /// At a read-only copy (a drop's subscriber), puts back what the version lists wherever
     /// a local edit was refused, as Syncthing's "revert local changes" does: a listed file is
     /// fetched again from the linked peers over what is there, and what the version does not
-    /// list is removed. A path an apply holds is left to it. Returns how many paths it took.
+    /// list is removed. A path an apply holds is left to it, and stays refused (a later revert
+    /// takes it). Returns how many paths it took.
     pub fn revert(&mut self, now: Instant) -> usize {
         self.now = now;
         let Some(gate) = self.config.gate.clone().filter(|g| g.read_only) else {
@@ -102,8 +103,10 @@ impl Replica {
         };
         let linked = self.linked_peers();
         let mut taken = 0;
+        let mut left = BTreeSet::new();
         for path in std::mem::take(&mut self.refused) {
             if self.is_busy(&path) {
+                left.insert(path);
                 continue;
             }
             let listed = self
@@ -126,6 +129,7 @@ impl Replica {
                 None => {}
             }
         }
+        self.refused.extend(left);
         taken
     }
 
