@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use weft_engine::protocol::{Block, FileKind};
+use weft_engine::replicate::Record;
 
 /// What the scanner saw of one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,11 +55,38 @@ impl Cache {
         postcard::to_allocvec(self).expect("postcard encodes a cache into a Vec")
     }
 
+    /// Forgets every entry that does not describe what `index` (the engine's record of the
+    /// path: `None` if it has none) holds, so that the next scan hashes that path again and
+    /// reports it; returns how many it forgot. The cache is persisted apart from the engine's
+    /// state, so a crash can leave it ahead of the index (a local edit cached, then lost with
+    /// the index's last `persist_delay`; a peer's update written, then lost the same way):
+    /// such a path would never be reported again, and never synced.
+    pub fn forget_unlike(&mut self, index: impl Fn(&str) -> Option<Record>) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|path, entry| index(path).is_some_and(|r| agrees(entry, &r)));
+        before - self.entries.len()
+    }
+
     /// A cache from a state blob; `None` if the blob is not one (it is then rebuilt by
     /// hashing every file once).
     pub fn decode(bytes: &[u8]) -> Option<Cache> {
         postcard::from_bytes(bytes).ok()
     }
+}
+
+/// Whether `entry` describes what `record` holds: present, of the same kind and owner mode,
+/// and a file of the same blocks, or a symlink to the same target.
+fn agrees(entry: &CachedEntry, record: &Record) -> bool {
+    let e = &record.entry;
+    !record.deleted
+        && entry.kind == e.kind
+        && entry.mode == e.mode
+        && match entry.kind {
+            FileKind::File => entry.size == e.size && entry.blocks == e.blocks,
+            FileKind::Symlink => entry.target == e.target,
+            FileKind::Directory => true,
+        }
 }
 
 /// A [`Cache`] shared by a folder's scanner and its disk worker.
@@ -101,5 +129,91 @@ impl SharedCache {
         // Cleared under the lock: a step that writes after this sets it again.
         self.written.store(false, Ordering::Release);
         cache.encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_engine::protocol::{FileEntry, Version};
+
+    fn cached(kind: FileKind, size: u64, hash: u8, target: &str) -> CachedEntry {
+        CachedEntry {
+            kind,
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            inode: 1,
+            mode: 6,
+            target: target.into(),
+            tier: 0,
+            blocks: blocks(size, hash),
+        }
+    }
+
+    fn blocks(size: u64, hash: u8) -> Vec<Block> {
+        if size == 0 {
+            return Vec::new();
+        }
+        let len = u32::try_from(size).expect("small");
+        vec![Block {
+            offset: 0,
+            len,
+            hash: [hash; 32],
+        }]
+    }
+
+    fn record(path: &str, kind: FileKind, size: u64, hash: u8, target: &str) -> Record {
+        Record {
+            entry: FileEntry {
+                path: path.into(),
+                kind,
+                target: target.into(),
+                mode: 6,
+                size,
+                mtime_ms: 0,
+                modified_by: 1,
+                version: Version::default(),
+                sequence: 1,
+                blocks: blocks(size, hash),
+            },
+            deleted: false,
+        }
+    }
+
+    /// What a crash can leave: the cache ahead of (or behind) the engine's index. Every path
+    /// whose cached state is not the index's record is forgotten, so the next scan hashes it
+    /// and reports it (a local edit the index lost is then announced after all).
+    #[test]
+    fn entries_unlike_the_index_are_forgotten() {
+        let mut cache = Cache::default();
+        let entries = [
+            ("same.txt", cached(FileKind::File, 10, 1, "")),
+            ("edited.txt", cached(FileKind::File, 10, 2, "")),
+            ("resized.txt", cached(FileKind::File, 12, 1, "")),
+            ("new.txt", cached(FileKind::File, 10, 1, "")),
+            ("gone.txt", cached(FileKind::File, 10, 1, "")),
+            ("dir", cached(FileKind::Directory, 0, 0, "")),
+            ("link", cached(FileKind::Symlink, 0, 0, "elsewhere")),
+            ("was-a-dir", cached(FileKind::File, 10, 1, "")),
+        ];
+        for (path, entry) in entries {
+            cache.entries.insert(path.into(), entry);
+        }
+        let index = |path: &str| match path {
+            "same.txt" | "edited.txt" => Some(record(path, FileKind::File, 10, 1, "")),
+            "resized.txt" => Some(record(path, FileKind::File, 10, 1, "")),
+            "gone.txt" => {
+                let mut r = record(path, FileKind::File, 10, 1, "");
+                r.deleted = true;
+                Some(r)
+            }
+            "dir" | "was-a-dir" => Some(record(path, FileKind::Directory, 0, 0, "")),
+            "link" => Some(record(path, FileKind::Symlink, 0, 0, "target")),
+            _ => None,
+        };
+        assert_eq!(cache.forget_unlike(index), 6);
+        let kept: Vec<&str> = cache.entries.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["dir", "same.txt"]);
     }
 }

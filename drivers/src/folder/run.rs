@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use weft_engine::protocol::FolderId;
 use weft_engine::replicate::paths::{IgnoreRules, IGNORE_FILE};
-use weft_engine::replicate::{LocalChange, StorageError, StorageRequest, StorageResult, TempId};
+use weft_engine::replicate::{
+    LocalChange, Record, StorageError, StorageRequest, StorageResult, TempId,
+};
 use weft_engine::{HostResult, RequestId};
 
 use super::cache::{Cache, SharedCache};
@@ -224,12 +226,28 @@ impl Folders {
     }
 
     /// The engine loaded `folder`'s state, whose applies use the temporary files `temps`:
-    /// any other temporary file is left over from before a crash and goes; the rules and
-    /// changes found before are due.
-    pub(crate) fn on_ready(&mut self, folder: &FolderId, temps: &[TempId]) -> Due {
+    /// any other temporary file is left over from before a crash and goes; a cached path the
+    /// index does not hold as cached is hashed and reported again (`Cache::forget_unlike`,
+    /// with `index` the replica's records); the rules and changes found before are due.
+    pub(crate) fn on_ready(
+        &mut self,
+        folder: &FolderId,
+        temps: &[TempId],
+        index: impl Fn(&str) -> Option<Record>,
+    ) -> Due {
         match self.running.get_mut(folder) {
             Some(r) => {
                 r.ready = true;
+                let forgotten = r.disk.cache().lock().forget_unlike(index);
+                if forgotten > 0 {
+                    tracing::info!(
+                        "folder {folder}: {forgotten} cached paths unlike the index: hashed again"
+                    );
+                    r.disk.cache().mark_written();
+                    if let Some(s) = &r.scanner {
+                        let _ = s.wake.send(());
+                    }
+                }
                 match r.disk.remove_stray_temps(temps) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("folder {folder}: removed {n} stray temporary files"),

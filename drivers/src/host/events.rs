@@ -181,12 +181,10 @@ impl Host {
         match event {
             ReplicaEvent::Ready => {
                 tracing::info!("folder {folder}: ready");
-                let temps = self
-                    .node
-                    .replica(&folder)
-                    .map(|r| r.temps_in_use())
-                    .unwrap_or_default();
-                let due = self.folders.on_ready(&folder, &temps);
+                let replica = self.node.replica(&folder);
+                let temps = replica.map(|r| r.temps_in_use()).unwrap_or_default();
+                let index = |path: &str| replica.and_then(|r| r.record(path)).cloned();
+                let due = self.folders.on_ready(&folder, &temps, index);
                 self.feed_local(folder, due);
             }
             ReplicaEvent::Updated { path, .. } => {
