@@ -277,11 +277,12 @@ impl Disk {
                 Err(e) => return Err(errno_fail(STEP, path, e)),
             },
         };
-        // chmodat follows a symlink at `name` (Linux has no fchmodat(AT_SYMLINK_NOFOLLOW)
-        // before fchmodat2): the lstat above found a directory, and one swapped for a symlink
-        // in between is a race with a local user we accept (opening it to fchmod would need
-        // read permission on it).
-        rfs::chmodat(&dir, name, bits, AtFlags::empty()).map_err(|e| errno_fail(STEP, path, e))?;
+        match chmod_nofollow(&dir, name, bits) {
+            Ok(()) => {}
+            // Swapped for a symlink (or removed) since the lstat above: not ours to change.
+            Err(Errno::LOOP | Errno::NOENT) => return Ok(StorageResult::Changed),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        }
         let after = lstat(&dir, name, STEP, path).ok().flatten();
         refresh(&mut cache, path, after.as_ref(), String::new);
         drop(cache);
@@ -328,16 +329,38 @@ impl Disk {
             None => return Ok(StorageResult::Changed),
         }
         let mut cache = self.cache.lock();
-        // See `make_dir`: the lstat just above found no symlink.
-        rfs::chmodat(
-            &dir,
-            name,
-            Mode::from_raw_mode(mode_bits(mode)),
-            AtFlags::empty(),
-        )
-        .map_err(|e| errno_fail(STEP, path, e))?;
+        match chmod_nofollow(&dir, name, Mode::from_raw_mode(mode_bits(mode))) {
+            Ok(()) => {}
+            Err(Errno::LOOP | Errno::NOENT) => return Ok(StorageResult::Changed),
+            Err(e) => return Err(errno_fail(STEP, path, e)),
+        }
         let after = lstat(&dir, name, STEP, path).ok().flatten();
         refresh(&mut cache, path, after.as_ref(), String::new);
         Ok(StorageResult::Done)
+    }
+}
+
+/// `chmod` of `name` in `dir` that never follows a symlink (Linux has no
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` before `fchmodat2`, and opening the file to `fchmod` it
+/// would need read permission): the inode is pinned by an `O_PATH | O_NOFOLLOW` descriptor,
+/// checked not to be a symlink (`ELOOP` if it is), and changed through its `/proc/self/fd`
+/// link, which names that inode whatever happens to `name` meanwhile. Without `/proc` the
+/// path is changed after the same check (a swap in between is then a race with a local user).
+pub(super) fn chmod_nofollow(
+    dir: impl std::os::fd::AsFd,
+    name: &str,
+    mode: Mode,
+) -> rustix::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(&dir, name, flags, Mode::empty())?;
+    if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) == FileType::Symlink {
+        return Err(Errno::LOOP);
+    }
+    match rfs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode) {
+        Err(Errno::NOENT) if std::fs::metadata("/proc/self/fd").is_err() => {
+            rfs::chmodat(&dir, name, mode, AtFlags::empty())
+        }
+        other => other,
     }
 }

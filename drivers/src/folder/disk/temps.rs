@@ -10,26 +10,48 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use weft_engine::replicate::{StorageResult, TempId};
 
-use crate::folder::{RESERVED_DIR, TEMP_DIR};
+use crate::folder::TEMP_DIR;
 
 use super::{errno_fail, io_fail, ioerr_fail, temp_file_name, Disk, Step, TEMPS_OPEN_MAX};
 
 impl Disk {
     /// Removes the temporary files whose ids are not in `keep` (left over from before a
     /// crash: the engine's state no longer names them); returns how many went.
+    ///
+    /// The folder's checks first, and `.weft/tmp` opened from the root without following a
+    /// symlink (a `.weft` or `.weft/tmp` that is one is refused): the files removed are
+    /// only ever this folder's own.
     pub fn remove_stray_temps(&self, keep: &[TempId]) -> io::Result<usize> {
-        let dir = self.root().join(RESERVED_DIR).join(TEMP_DIR);
+        self.check().map_err(io::Error::other)?;
+        let dir = self
+            .reserved(TEMP_DIR)
+            .map_err(|w| w.into_io("open the temporary files' folder"))?;
         let keep: Vec<String> = keep.iter().map(|t| temp_file_name(*t)).collect();
-        let mut removed = 0;
-        for entry in std::fs::read_dir(&dir)? {
+        let mut strays = Vec::new();
+        let mut entries = rfs::Dir::read_from(&dir)?;
+        while let Some(entry) = entries.read() {
             let entry = entry?;
-            let name = entry.file_name();
-            if keep.iter().any(|k| name.as_os_str() == k.as_str()) {
+            let name = entry.file_name().to_owned();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." || keep.iter().any(|k| bytes == k.as_bytes()) {
                 continue;
             }
-            if entry.file_type()?.is_file() {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
+            strays.push(name);
+        }
+        let mut removed = 0;
+        for name in strays {
+            let st = match rfs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+                continue;
+            }
+            match rfs::unlinkat(&dir, name.as_c_str(), AtFlags::empty()) {
+                Ok(()) => removed += 1,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(removed)

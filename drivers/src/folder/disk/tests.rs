@@ -1034,3 +1034,46 @@ fn steps_run_from_several_threads_at_once() {
     assert_eq!(f.trash().len(), 80);
     assert!(f.disk.cache().lock().entries.is_empty());
 }
+
+/// Stray temporary files are removed from `.weft/tmp` only: one that is a symlink (to a
+/// bigger disk, say) is refused, and the files it points at are left alone (every regular
+/// file there was deleted before).
+#[test]
+fn stray_temps_go_but_never_through_a_symlinked_temp_folder() {
+    let f = Folder::new();
+    assert_eq!(f.write(7, 0, b"kept"), S::Done);
+    assert_eq!(f.write(8, 0, b"stray"), S::Done);
+    let tmp = f.at(".weft/tmp");
+    fs::write(tmp.join("not-a-temp-name"), b"?").unwrap();
+    assert_eq!(f.disk.remove_stray_temps(&[TempId(7)]).unwrap(), 2);
+    let left: Vec<_> = fs::read_dir(&tmp).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    // `.weft/tmp` replaced by a symlink to a directory outside the folder.
+    let outside = f._tmp.path().join("elsewhere");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("precious"), b"mine").unwrap();
+    fs::remove_dir_all(&tmp).unwrap();
+    symlink(&outside, &tmp).unwrap();
+    assert!(f.disk.remove_stray_temps(&[]).is_err());
+    assert_eq!(fs::read(outside.join("precious")).unwrap(), b"mine");
+}
+
+/// A mode change never goes through a symlink, not even one swapped in after the `lstat`
+/// that found a directory or a file (`chmodat` followed it).
+#[test]
+fn a_mode_change_never_follows_a_symlink() {
+    let f = Folder::new();
+    let root = std::fs::File::open(&f.root).unwrap();
+    fs::create_dir(f.at("d")).unwrap();
+    steps::chmod_nofollow(&root, "d", rustix::fs::Mode::from_raw_mode(0o500)).unwrap();
+    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o777, 0o500);
+    let outside = f._tmp.path().join("outside.txt");
+    fs::write(&outside, b"x").unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o644)).unwrap();
+    symlink(&outside, f.at("l")).unwrap();
+    assert_eq!(
+        steps::chmod_nofollow(&root, "l", rustix::fs::Mode::from_raw_mode(0o777)),
+        Err(rustix::io::Errno::LOOP)
+    );
+    assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o777, 0o644);
+}
