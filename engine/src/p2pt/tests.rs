@@ -428,3 +428,68 @@ fn the_same_inputs_give_the_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+/// A second handshake may change a linked peer's address and codes, never its id: one that
+/// does closes the link (the old id's route was left pointing at it: broadcasts went twice
+/// over it, and it outlived the close).
+#[test]
+fn a_second_handshake_with_another_id_closes_the_link() {
+    let mut net = Net::new(3, Subnet::Mesh, &[false, false, false]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let (_, conn_at_0, _) = net.nodes[0]
+        .peers()
+        .into_iter()
+        .find(|(id, ..)| *id == net.nodes[1].id())
+        .unwrap();
+    let h = weft_protocol::p2pt::message::Handshake {
+        id: b"someone-else".to_vec(),
+        protocol_id: net.nodes[0].protocol_id().as_bytes().to_vec(),
+        addr: weft_protocol::p2pt::message::Addr {
+            host: "127.0.0.1".into(),
+            port: 7001,
+        },
+        compression: Vec::new(),
+    };
+    let wire = encode_frame(&h.to_message(T0_MS / 1000).to_msgpack(), None).unwrap();
+    net.input(
+        0,
+        Input::Received {
+            conn: conn_at_0,
+            bytes: Bytes::from(wire),
+        },
+    );
+    let peers: Vec<String> = net.nodes[0].peers().into_iter().map(|p| p.0).collect();
+    assert_eq!(peers, vec![net.nodes[2].id()]);
+    // A broadcast reaches node 2 once.
+    broadcast(&mut net, 0, "once");
+    assert_eq!(net.messages(2).len(), 1);
+}
+
+/// A local write too large to broadcast is refused before it changes anything (it was
+/// stored and reported here, and never reached a peer).
+#[test]
+fn a_table_write_too_large_to_broadcast_changes_nothing() {
+    let mut net = Net::new(2, Subnet::SyncLeased, &[]);
+    net.connect(1, 0);
+    let big = vec![b'x'; weft_protocol::p2pt::P2PT_BODY_BYTES_MAX];
+    let r = net.command(
+        0,
+        Command::Table(TableCommand::Set {
+            key: b"k".to_vec(),
+            value: big,
+            lease: None,
+        }),
+    );
+    assert!(
+        matches!(
+            r,
+            Err(crate::io::InputError::Refused(crate::io::Refusal::P2pt(
+                P2ptRefusal::TooLarge { .. }
+            )))
+        ),
+        "{r:?}"
+    );
+    assert!(net.nodes[0].table_get(b"k").is_none());
+    assert!(net.nodes[1].table_get(b"k").is_none());
+}

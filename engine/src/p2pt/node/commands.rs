@@ -74,6 +74,17 @@ impl P2ptNode {
     /// Sends `broadcast/<sub> args` to every linked peer (one message: the same bytes, so the
     /// same id, on every link).
     pub(super) fn broadcast(&mut self, sub: SubFlag, args: Vec<Value>) -> Result<(), P2ptRefusal> {
+        let (bytes, now_s) = self.broadcast_bytes(sub, args)?;
+        self.send_broadcast(sub, &bytes, now_s);
+        Ok(())
+    }
+
+    /// A broadcast of `args` under `sub` stamped now, encoded; refused if it cannot go.
+    fn broadcast_bytes(
+        &self,
+        sub: SubFlag,
+        args: Vec<Value>,
+    ) -> Result<(Vec<u8>, u64), P2ptRefusal> {
         let now_s = self.now_s().ok_or(P2ptRefusal::NoWallClock)?;
         let m = Message::new(MainFlag::BROADCAST, self.me.clone(), now_s, sub, args);
         let bytes = m.to_msgpack();
@@ -83,22 +94,28 @@ impl P2ptNode {
                 max: P2PT_BODY_BYTES_MAX - P2PT_ID_BYTES,
             });
         }
-        let id = message_id(&bytes);
+        Ok((bytes, now_s))
+    }
+
+    /// Sends the broadcast `bytes` (from [`Self::broadcast_bytes`]) to every linked peer.
+    fn send_broadcast(&mut self, sub: SubFlag, bytes: &[u8], now_s: u64) {
+        let id = message_id(bytes);
         self.waterfalls.insert(id, now_s, now_s);
         if sub == SubFlag::BROADCAST {
             self.metrics.broadcasts_originated += 1;
         }
         let conns: Vec<ConnId> = self.routing.values().copied().collect();
         for conn in conns {
-            self.transmit(conn, &bytes, true, true);
+            self.transmit(conn, bytes, true, true);
         }
-        Ok(())
     }
 
     /// `SyncSocket.__setitem__`: stores at once if the lease rules allow, then broadcasts
     /// `store [key, value]`.
     pub(super) fn set(&mut self, key: Vec<u8>, value: Value) -> Result<(), P2ptRefusal> {
-        let now_s = self.now_s().ok_or(P2ptRefusal::NoWallClock)?;
+        // Encoded first: a write too large to broadcast changes nothing here either.
+        let store = vec![Value::Binary(key.clone()), value.clone()];
+        let (bytes, now_s) = self.broadcast_bytes(SubFlag::STORE, store)?;
         let leasing = self.leasing();
         let delete = value.is_nil();
         match self.table.store(
@@ -125,7 +142,8 @@ impl P2ptNode {
             self.me.clone(),
             now_s,
         );
-        self.broadcast(SubFlag::STORE, vec![Value::Binary(key), value])
+        self.send_broadcast(SubFlag::STORE, &bytes, now_s);
+        Ok(())
     }
 
     pub(super) fn leasing(&self) -> bool {

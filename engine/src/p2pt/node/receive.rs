@@ -150,6 +150,19 @@ impl P2ptNode {
             self.close(conn, CloseReason::SelfConnection);
             return;
         }
+        // A second handshake may change the address and codes, not who the peer is.
+        if self
+            .links
+            .get(&conn)
+            .and_then(|l| l.peer_id())
+            .is_some_and(|id| id != h.id.as_slice())
+        {
+            self.close(
+                conn,
+                CloseReason::UnexpectedMessage("a second handshake with another id"),
+            );
+            return;
+        }
         if let Some(&other) = self.routing.get(&h.id) {
             if other != conn {
                 // py2p: the link opened by the node with the higher id survives.
