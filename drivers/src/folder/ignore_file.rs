@@ -10,8 +10,10 @@ use std::path::Path;
 
 use weft_engine::replicate::paths::{IgnoreRules, IGNORE_FILE};
 
-/// The largest `.weftignore` read, bytes; a larger one is not read, and no rule applies
-/// until it is made smaller.
+use super::scan::STABLE_MS;
+
+/// The largest `.weftignore` read, bytes; a larger one is not read, and the rules read
+/// before stay until it is made smaller.
 pub const IGNORE_FILE_BYTES_MAX: u64 = 256 * 1024;
 
 /// What `lstat` said of the file at a look.
@@ -33,6 +35,10 @@ enum Look {
 #[derive(Debug, Default)]
 pub struct IgnoreFile {
     last: Option<Look>,
+    /// The rules in force: a file that is there but cannot be used (not a regular file, too
+    /// large, unreadable, still being written) keeps them, so a broken edit never un-ignores
+    /// what was ignored (a secret, say). Only a removed file ends them.
+    rules: IgnoreRules,
 }
 
 /// Rules read anew, with what was wrong with the file (for the log).
@@ -45,45 +51,56 @@ pub struct Refreshed {
 }
 
 impl IgnoreFile {
-    /// Looks at `root/.weftignore`: the rules to use from now on if it changed since the last
-    /// look (at the first look, always; no file, no rules).
-    pub fn refresh(&mut self, root: &Path) -> Option<Refreshed> {
+    /// Looks at `root/.weftignore` at `now_ns` (ns since the Unix epoch): the rules to use
+    /// from now on if it changed since the last look (at the first look, always; no file, no
+    /// rules). After the first look, a file modified less than `STABLE_MS` before `now_ns` is
+    /// still being written: it is left for a later look (the scanner looks again once the
+    /// file is settled), and the rules stay.
+    pub fn refresh(&mut self, root: &Path, now_ns: i128) -> Option<Refreshed> {
         let path = root.join(IGNORE_FILE);
         let look = look(&path);
         if self.last.as_ref() == Some(&look) {
             return None;
+        }
+        if let (Look::File { mtime_ns, .. }, Some(_)) = (&look, &self.last) {
+            let stable_ns = i128::from(STABLE_MS) * 1_000_000;
+            // A file from the future (another clock) is read: waiting would never end. The
+            // first look reads it whatever its age: the first scan needs rules at once.
+            if (0..stable_ns).contains(&now_ns.saturating_sub(*mtime_ns)) {
+                return None;
+            }
         }
         let refreshed = match &look {
             Look::Absent => Refreshed {
                 rules: IgnoreRules::default(),
                 problems: Vec::new(),
             },
-            Look::File { size, .. } if *size > IGNORE_FILE_BYTES_MAX => nothing_applies(format!(
-                "{size} bytes, over {IGNORE_FILE_BYTES_MAX}: not read, no rule applies"
+            Look::File { size, .. } if *size > IGNORE_FILE_BYTES_MAX => self.rules_stay(format!(
+                "{size} bytes, over {IGNORE_FILE_BYTES_MAX}: not read"
             )),
             Look::File { .. } => match read(&path) {
                 Ok(text) => {
                     let (rules, problems) = IgnoreRules::parse(&text);
                     Refreshed { rules, problems }
                 }
-                Err(e) => nothing_applies(format!("cannot be read ({e}): no rule applies")),
+                Err(e) => self.rules_stay(format!("cannot be read ({e})")),
             },
-            Look::NotAFile => nothing_applies(
-                "not a regular file (a symlink is never followed): no rule applies".into(),
-            ),
-            Look::Unreadable(e) => {
-                nothing_applies(format!("cannot be read ({e}): no rule applies"))
+            Look::NotAFile => {
+                self.rules_stay("not a regular file (a symlink is never followed)".into())
             }
+            Look::Unreadable(e) => self.rules_stay(format!("cannot be read ({e})")),
         };
         self.last = Some(look);
+        self.rules = refreshed.rules.clone();
         Some(refreshed)
     }
-}
 
-fn nothing_applies(problem: String) -> Refreshed {
-    Refreshed {
-        rules: IgnoreRules::default(),
-        problems: vec![problem],
+    /// The rules in force, kept: the file is there and cannot be used.
+    fn rules_stay(&self, problem: String) -> Refreshed {
+        Refreshed {
+            rules: self.rules.clone(),
+            problems: vec![format!("{problem}: the rules read before still apply")],
+        }
     }
 }
 
@@ -118,17 +135,22 @@ fn read(path: &Path) -> io::Result<String> {
 mod tests {
     use super::*;
 
+    /// A look long after any write: every file is settled.
+    const LATER: i128 = i128::MAX / 2;
+
     #[test]
     fn rules_are_read_at_the_first_look_and_again_only_when_the_file_changes() {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let root = tmp.path();
         let mut file = IgnoreFile::default();
-        let first = file.refresh(root).expect("the first look gives rules");
+        let first = file
+            .refresh(root, LATER)
+            .expect("the first look gives rules");
         assert!(!first.rules.is_ignored("a.log", false));
-        assert!(file.refresh(root).is_none(), "no file, no change");
+        assert!(file.refresh(root, LATER).is_none(), "no file, no change");
 
         fs::write(root.join(IGNORE_FILE), "*.log\na{b\n").expect("write");
-        let read = file.refresh(root).expect("a new file is read");
+        let read = file.refresh(root, LATER).expect("a new file is read");
         assert!(read.rules.is_ignored("a.log", false));
         assert_eq!(read.problems.len(), 1, "{:?}", read.problems);
         assert!(
@@ -136,26 +158,33 @@ mod tests {
             "{:?}",
             read.problems
         );
-        assert!(file.refresh(root).is_none(), "unchanged: not read again");
+        assert!(
+            file.refresh(root, LATER).is_none(),
+            "unchanged: not read again"
+        );
 
         fs::write(root.join(IGNORE_FILE), "build/\n").expect("rewrite");
-        let read = file.refresh(root).expect("a changed file is read");
+        let read = file.refresh(root, LATER).expect("a changed file is read");
         assert!(!read.rules.is_ignored("a.log", false));
         assert!(read.rules.is_ignored("build/x", false));
 
         fs::remove_file(root.join(IGNORE_FILE)).expect("remove");
-        let read = file.refresh(root).expect("a removed file ends the rules");
+        let read = file
+            .refresh(root, LATER)
+            .expect("a removed file ends the rules");
         assert!(!read.rules.is_ignored("build/x", false));
     }
 
+    /// A file that is there but cannot be used keeps the rules read before: a broken edit
+    /// never un-ignores what was ignored (they all dropped, and ignored files were announced).
     #[test]
-    fn a_symlink_or_an_oversized_file_is_not_read() {
+    fn a_symlink_or_an_oversized_file_is_not_read_and_the_rules_stay() {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let root = tmp.path();
         fs::write(root.join("elsewhere"), "*\n").expect("write");
         std::os::unix::fs::symlink("elsewhere", root.join(IGNORE_FILE)).expect("symlink");
         let mut file = IgnoreFile::default();
-        let read = file.refresh(root).expect("the first look");
+        let read = file.refresh(root, LATER).expect("the first look");
         assert!(
             !read.rules.is_ignored("a", false),
             "a symlink is never followed"
@@ -167,13 +196,46 @@ mod tests {
         );
 
         fs::remove_file(root.join(IGNORE_FILE)).expect("remove");
+        fs::write(root.join(IGNORE_FILE), "secret.key\n").expect("write");
+        let read = file.refresh(root, LATER).expect("a regular file");
+        assert!(read.rules.is_ignored("secret.key", false));
+
         let big = "*.log\n".repeat(IGNORE_FILE_BYTES_MAX as usize / 6 + 1);
         fs::write(root.join(IGNORE_FILE), big).expect("write");
-        let read = file.refresh(root).expect("a new file");
+        let read = file.refresh(root, LATER).expect("a changed file");
         assert!(
             !read.rules.is_ignored("a.log", false),
             "over the bound: not read"
         );
+        assert!(read.rules.is_ignored("secret.key", false), "the rules stay");
         assert!(read.problems[0].contains("not read"), "{:?}", read.problems);
+
+        fs::remove_file(root.join(IGNORE_FILE)).expect("remove");
+        std::os::unix::fs::symlink("elsewhere", root.join(IGNORE_FILE)).expect("symlink");
+        let read = file.refresh(root, LATER).expect("a symlink again");
+        assert!(read.rules.is_ignored("secret.key", false), "the rules stay");
+    }
+
+    /// A `.weftignore` written less than `STABLE_MS` ago may be half written: it is read
+    /// once it has settled, and the rules stay until then.
+    #[test]
+    fn a_file_still_being_written_is_read_once_settled() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let root = tmp.path();
+        let mut file = IgnoreFile::default();
+        file.refresh(root, LATER).expect("the first look");
+        fs::write(root.join(IGNORE_FILE), "*.log\n").expect("write");
+        let Look::File { mtime_ns, .. } = look(&root.join(IGNORE_FILE)) else {
+            panic!("a regular file");
+        };
+        let ms = 1_000_000;
+        assert!(
+            file.refresh(root, mtime_ns + 100 * ms).is_none(),
+            "too fresh"
+        );
+        let read = file
+            .refresh(root, mtime_ns + i128::from(STABLE_MS) * ms)
+            .expect("settled: read");
+        assert!(read.rules.is_ignored("a.log", false));
     }
 }

@@ -565,7 +565,8 @@ fn scan_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(refreshed) = ignore_file.refresh(scanner.root()) {
+        let now_ns = clock::unix_ms().map_or(i128::MAX, |ms| i128::from(ms) * 1_000_000);
+        if let Some(refreshed) = ignore_file.refresh(scanner.root(), now_ns) {
             for problem in &refreshed.problems {
                 tracing::warn!("folder {folder}: {IGNORE_FILE}: {problem}");
             }
