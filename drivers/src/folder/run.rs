@@ -550,6 +550,8 @@ fn scan_loop(
     let mut wait = Duration::ZERO;
     let mut first = true;
     let mut ignore_file = IgnoreFile::default();
+    // Skipped paths already reported: each is a warning once, while it stays skipped.
+    let mut skipped_reported: std::collections::BTreeSet<String> = Default::default();
     // Rules read but not yet handed to the loop (a scan failed meanwhile).
     let mut rules_unsent: Option<IgnoreRules> = None;
     loop {
@@ -593,8 +595,13 @@ fn scan_loop(
                 } else {
                     tracing::debug!("{line}");
                 }
+                skipped_reported.retain(|p| outcome.skipped.iter().any(|(s, _)| s == p));
                 for (path, why) in &outcome.skipped {
-                    tracing::debug!("folder {folder}: skipped {path}: {why:?}");
+                    if skipped_reported.insert(path.clone()) {
+                        tracing::warn!("folder {folder}: not shared, skipped: {path}: {why:?}");
+                    } else {
+                        tracing::debug!("folder {folder}: skipped {path}: {why:?}");
+                    }
                 }
                 let blob = upkeep.blob(outcome.changes.len() > 1);
                 let settled = (outcome.unstable == 0).then_some(started);

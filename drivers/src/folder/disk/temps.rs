@@ -123,10 +123,20 @@ impl Disk {
     ) -> Step<StorageResult> {
         const STEP: &str = "write temporary file";
         let fail = |e: &io::Error| ioerr_fail(STEP, &temp_file_name(temp), e);
-        // Zeros beyond the end are a hole already (the commit's set_len makes it): the file
-        // stays sparse.
-        if data.iter().all(|b| *b == 0) && file.metadata().map_err(|e| fail(&e))?.len() <= offset {
-            return Ok(StorageResult::Done);
+        if data.iter().all(|b| *b == 0) {
+            // Zeros beyond the end are a hole already (the commit's set_len makes it). Zeros
+            // inside the file (blocks arrive in any order) are punched as a hole: whatever
+            // was there (a resumed temp's bad bytes) reads as zeros after, and the file stays
+            // sparse. A file system that cannot punch gets the zeros written.
+            let len = file.metadata().map_err(|e| fail(&e))?.len();
+            if len <= offset {
+                return Ok(StorageResult::Done);
+            }
+            let punch = rfs::FallocateFlags::PUNCH_HOLE | rfs::FallocateFlags::KEEP_SIZE;
+            let n = (data.len() as u64).min(len - offset);
+            if n == data.len() as u64 && rfs::fallocate(file, punch, offset, n).is_ok() {
+                return Ok(StorageResult::Done);
+            }
         }
         file.write_all_at(data, offset).map_err(|e| fail(&e))?;
         Ok(StorageResult::Done)

@@ -535,6 +535,32 @@ fn a_zero_block_leaves_a_hole() {
     assert_eq!(fs::read(f.at("sparse")).unwrap(), data);
 }
 
+/// Zero blocks inside the file, written after a later block extended it (blocks arrive in
+/// any order), stay holes too; and zeros over bytes already there replace them.
+#[test]
+fn zero_blocks_inside_the_file_stay_holes_and_read_as_zeros() {
+    let f = Folder::new();
+    const MB: u64 = 1 << 20;
+    // The last block first, then 7 MiB of zeros before it, in 1 MiB blocks.
+    assert_eq!(f.write(1, 7 * MB, &[7u8; MB as usize]), S::Done);
+    for i in 0..7 {
+        assert_eq!(f.write(1, i * MB, &[0u8; MB as usize]), S::Done);
+    }
+    let tmp = f.at(&format!(".weft/tmp/{}", temp_file_name(TempId(1))));
+    let m = fs::metadata(&tmp).unwrap();
+    assert_eq!(m.len(), 8 * MB);
+    assert!(
+        m.blocks() * 512 < 2 * MB,
+        "{} bytes allocated",
+        m.blocks() * 512
+    );
+    // Bad bytes where zeros belong (a resumed temp) are replaced by the zero block.
+    assert_eq!(f.write(1, 3 * MB, &[9u8; 4096]), S::Done);
+    assert_eq!(f.write(1, 3 * MB, &[0u8; 4096]), S::Done);
+    let bytes = fs::read(&tmp).unwrap();
+    assert!(bytes[..7 * MB as usize].iter().all(|b| *b == 0));
+}
+
 // Rule 6: Commit.
 
 #[test]
