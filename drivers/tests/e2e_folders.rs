@@ -609,3 +609,55 @@ fn a_file_that_cannot_be_written_is_an_error_in_status_and_the_others_carry_on()
     // Once it can be written, it lands.
     converge(&[&da, &db], "after the unlock", &[&a, &b]);
 }
+
+/// `weft leave` stops the node and forgets the network: the files stay, the folder is a
+/// weft folder no more (a new `weft create` takes it), and the trash stays while it holds
+/// anything; `--delete` removes the folder too.
+#[test]
+fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
+    let (dir, net) = scratch("leave");
+    let dir = dir.path();
+    let shared = dir.join("A");
+    put(&shared.join("doc.txt"), b"mine\n");
+    let a = create(dir, &net, "a", &shared, "mio");
+    wait_for("the first scan", &[&a], || {
+        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
+    });
+    // A replaced version in the trash, as a peer's update leaves it.
+    fs::write(
+        shared.join(".weft/trash/1796000000000-0-doc.txt"),
+        b"older\n",
+    )
+    .expect("write");
+    let state = a.state.display().to_string();
+    let out = run(&["leave", "--name", &net, "--state", &state]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("is kept") && said.contains("1 replaced or deleted files stay"),
+        "{said}"
+    );
+    assert!(!a.state.exists(), "the state folder is gone");
+    assert_eq!(fs::read(shared.join("doc.txt")).expect("kept"), b"mine\n");
+    assert!(!shared.join(".weft/folder").exists(), "no marker left");
+    assert!(shared.join(".weft/trash/1796000000000-0-doc.txt").exists());
+    // A weft folder no more: it can be shared again, and then left with --delete.
+    let b = create(dir, &net, "b", &shared, "mio");
+    wait_for("the second first scan", &[&b], || {
+        String::from_utf8_lossy(&b.command("status", &[]).stdout).contains("doc.txt")
+    });
+    let state = b.state.display().to_string();
+    let out = run(&["leave", "--name", &net, "--state", &state, "--delete"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!shared.exists(), "--delete removes the folder");
+}

@@ -644,9 +644,10 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let socket = crate::state::socket_path(&state);
+    let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
     if let Ok(ControlReply::Stopping(_)) = control::request(&socket, &ControlRequest::Shutdown) {
         let deadline = std::time::Instant::now() + LEAVE_WAIT;
-        while std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        while answers() {
             if std::time::Instant::now() > deadline {
                 return fail(format!(
                     "the node did not stop within {} s",
@@ -656,10 +657,35 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    // Nothing is removed under a node that still runs (its shutdown refused or not asked).
+    if answers() {
+        return fail(format!(
+            "a node of {} still runs here and did not stop; nothing was removed",
+            args.net.name
+        ));
+    }
+    let reserved = folder.join(crate::folder::RESERVED_DIR);
+    let mut trash_kept = 0;
     let removed = if args.delete {
         fs::remove_dir_all(&folder)
     } else {
-        fs::remove_dir_all(folder.join(crate::folder::RESERVED_DIR))
+        // The trash (replaced and deleted files, kept a week) stays if it holds any: leaving
+        // must not lose what the user could still take back.
+        let trash = reserved.join(crate::folder::TRASH_DIR);
+        trash_kept = fs::read_dir(&trash).map_or(0, |d| d.count());
+        if trash_kept == 0 {
+            fs::remove_dir_all(&reserved)
+        } else {
+            fs::remove_dir_all(reserved.join(crate::folder::TEMP_DIR))
+                .or_else(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .and_then(|()| fs::remove_file(reserved.join(crate::folder::MARKER_FILE)))
+        }
     };
     match removed {
         Ok(()) => {}
@@ -670,8 +696,15 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         return fail(format!("{}: {e}", state.display()));
     }
     let kept = if args.delete { "deleted" } else { "kept" };
+    let trash = match trash_kept {
+        0 => String::new(),
+        n => format!(
+            "; {n} replaced or deleted files stay in {}",
+            reserved.join(crate::folder::TRASH_DIR).display()
+        ),
+    };
     print(&format!(
-        "left {}; the shared folder {} is {kept}\n",
+        "left {}; the shared folder {} is {kept}{trash}\n",
         args.net.name,
         folder.display()
     ))
