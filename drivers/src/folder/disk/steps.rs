@@ -152,6 +152,12 @@ impl Disk {
         };
 
         let mut cache = self.cache.lock();
+        // Looked at again just before the file goes, under the lock the scanner compares
+        // under: a local save during the fsync above (seconds for a large file) is not
+        // replaced (it went to the trash, unreported); the window left is a few syscalls.
+        if !holds(lstat(&dir, name, STEP, path)?.as_ref(), expect) {
+            return Ok(StorageResult::Changed);
+        }
         if let Some(trash) = &trash {
             self.to_trash(&dir, name, trash, path, now_unix_ms, true)
                 .map_err(|e| errno_fail("keep the replaced version of", path, e))?;
