@@ -639,7 +639,7 @@ fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains("is kept") && said.contains("1 replaced or deleted files stay"),
+        said.contains("is kept") && said.contains("1 replaced or deleted file stays"),
         "{said}"
     );
     assert!(!a.state.exists(), "the state folder is gone");

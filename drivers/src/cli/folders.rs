@@ -698,6 +698,10 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
     let kept = if args.delete { "deleted" } else { "kept" };
     let trash = match trash_kept {
         0 => String::new(),
+        1 => format!(
+            "; 1 replaced or deleted file stays in {}",
+            reserved.join(crate::folder::TRASH_DIR).display()
+        ),
         n => format!(
             "; {n} replaced or deleted files stay in {}",
             reserved.join(crate::folder::TRASH_DIR).display()
