@@ -297,23 +297,7 @@ fn a_lookup_dials_valid_holders_only_and_is_made_again_while_none_is_linked() {
 
 /// A version of the owner's drop listing `files`, signed by the owner.
 fn version_of(files: &[DropFile]) -> DropManifest {
-    let owner = Identity::from_secret(&OWNER);
-    let mut hasher = RootHasher::new();
-    hasher.push_batch(files).expect("in order");
-    let fields = ManifestFields {
-        drop: owner_drop(),
-        nonce: NONCE,
-        counter: 1,
-        parents: Vec::new(),
-        owners: DropOwners {
-            primary: owner.public_key(),
-            secondary: Vec::new(),
-        },
-        root: hasher.root(),
-        files: hasher.files(),
-        bytes: hasher.bytes(),
-    };
-    DropManifest::sign(fields, &OWNER)
+    version_after(files, 1, Vec::new())
 }
 
 fn file(path: &str, kind: FileKind, target: Option<&str>) -> DropFile {
