@@ -24,7 +24,7 @@ use weft_engine::{HostResult, RequestId};
 use super::cache::{Cache, SharedCache};
 use super::disk::Disk;
 use super::ignore_file::IgnoreFile;
-use super::scan::{Scanner, STABLE_MS};
+use super::scan::{ScanError, Scanner, STABLE_MS};
 use crate::clock;
 use crate::handle::Handle;
 
@@ -37,6 +37,10 @@ pub const RESCAN_PERIOD: Duration = Duration::from_secs(60);
 /// After storage steps wrote to a folder, its scan cache is persisted at most this often
 /// (after a scan that found local changes, at once; and when the node stops).
 pub const CACHE_PERSIST_WAIT: Duration = Duration::from_secs(5);
+
+/// The wait before a failed scan is tried again (a missing root or marker stops the folder
+/// instead); doubled by each failure in a row, up to [`RESCAN_PERIOD`].
+pub const SCAN_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// A folder's trash is pruned after its first scan and then at most this often.
 pub const TRASH_PRUNE_PERIOD: Duration = Duration::from_secs(60);
@@ -554,6 +558,8 @@ fn scan_loop(
     let mut skipped_reported: std::collections::BTreeSet<String> = Default::default();
     // Rules read but not yet handed to the loop (a scan failed meanwhile).
     let mut rules_unsent: Option<IgnoreRules> = None;
+    // The wait after the next failed scan, doubled by each failure in a row.
+    let mut retry = SCAN_RETRY_FIRST;
     loop {
         match woken.recv_timeout(wait) {
             Ok(()) => {
@@ -617,7 +623,20 @@ fn scan_loop(
                     now_ms,
                 ));
                 upkeep.prune(folder, now_ms);
+                retry = SCAN_RETRY_FIRST;
             }
+            // A scan that failed on its way (descriptors run out, an I/O error, a hashing
+            // thread that panicked) recorded and reported nothing: it is tried again later,
+            // and the folder runs on (each storage step checks the root and marker itself).
+            Err(ScanError::Io(why)) => {
+                tracing::warn!(
+                    "folder {folder}: the scan failed, tried again in {} s: {why}",
+                    retry.as_secs()
+                );
+                wait = retry;
+                retry = (retry * 2).min(RESCAN_PERIOD);
+            }
+            // A missing root or marker: the folder stops, and nothing turns into deletes.
             Err(e) => {
                 let _ = handle.folder_stopped(folder, e.to_string());
                 return;
