@@ -146,6 +146,16 @@ impl Net {
             .unwrap();
     }
 
+    /// Node `at`'s connection to node `peer`, which it is linked to.
+    fn conn_to(&self, at: usize, peer: usize) -> ConnId {
+        let (_, conn, _) = self.nodes[at]
+            .peers()
+            .into_iter()
+            .find(|(id, ..)| *id == self.nodes[peer].id())
+            .expect("linked");
+        conn
+    }
+
     fn messages(&self, at: usize) -> Vec<(String, Bytes)> {
         self.events
             .iter()
@@ -293,11 +303,7 @@ fn a_corrupt_checksum_closes_only_that_connection() {
     let mut net = Net::new(3, Subnet::Mesh, &[false, false, false]);
     net.connect(1, 0);
     net.connect(2, 0);
-    let (_, conn_at_0, _) = net.nodes[0]
-        .peers()
-        .into_iter()
-        .find(|(id, ..)| *id == net.nodes[1].id())
-        .unwrap();
+    let conn_at_0 = net.conn_to(0, 1);
     let m = Message::new(
         MainFlag::BROADCAST,
         b"x".to_vec(),
@@ -437,11 +443,7 @@ fn a_second_handshake_with_another_id_closes_the_link() {
     let mut net = Net::new(3, Subnet::Mesh, &[false, false, false]);
     net.connect(1, 0);
     net.connect(2, 0);
-    let (_, conn_at_0, _) = net.nodes[0]
-        .peers()
-        .into_iter()
-        .find(|(id, ..)| *id == net.nodes[1].id())
-        .unwrap();
+    let conn_at_0 = net.conn_to(0, 1);
     let h = weft_protocol::p2pt::message::Handshake {
         id: b"someone-else".to_vec(),
         protocol_id: net.nodes[0].protocol_id().as_bytes().to_vec(),

@@ -295,6 +295,18 @@ fn a_lookup_dials_valid_holders_only_and_is_made_again_while_none_is_linked() {
     assert_eq!(chord_commands(&h.outputs()).len(), 1);
 }
 
+/// A linked peer of `id`'s key that runs every family.
+fn peer_of(id: &Identity) -> Peer {
+    Peer {
+        node: id.node_id(),
+        incarnation: 1,
+        listen_addr: None,
+        families: u32::MAX,
+        dialer_nonce: [0; 32],
+        public_key: id.public_key(),
+    }
+}
+
 /// A version of the owner's drop listing `files`, signed by the owner.
 fn version_of(files: &[DropFile]) -> DropManifest {
     version_after(files, 1, Vec::new())
@@ -335,14 +347,7 @@ fn a_file_list_with_a_path_the_replication_rules_refuse_is_refused_whole() {
         ),
     ];
     let owner = Identity::from_secret(&OWNER);
-    let peer = Peer {
-        node: owner.node_id(),
-        incarnation: 1,
-        listen_addr: None,
-        families: u32::MAX,
-        dialer_nonce: [0; 32],
-        public_key: owner.public_key(),
-    };
+    let peer = peer_of(&owner);
     for (files, refusal) in cases {
         let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
         let drop = owner_drop();
@@ -405,14 +410,6 @@ fn an_owner_cannot_publish_a_list_with_a_refused_path() {
 #[test]
 fn a_node_that_now_shows_a_version_tells_its_subscribers_its_heads() {
     let owner = Identity::from_secret(&OWNER);
-    let peer_of = |id: &Identity| Peer {
-        node: id.node_id(),
-        incarnation: 1,
-        listen_addr: None,
-        families: u32::MAX,
-        dialer_nonce: [0; 32],
-        public_key: id.public_key(),
-    };
     let other = Identity::from_secret(&[0x0b; 32]);
     let (owner_peer, other_peer) = (peer_of(&owner), peer_of(&other));
     let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
@@ -485,14 +482,6 @@ fn version_after(files: &[DropFile], counter: u64, parents: Vec<VersionId>) -> D
 fn the_shown_list_is_kept_until_the_next_one_is_verified() {
     let owner = Identity::from_secret(&OWNER);
     let other = Identity::from_secret(&[0x0b; 32]);
-    let peer_of = |id: &Identity| Peer {
-        node: id.node_id(),
-        incarnation: 1,
-        listen_addr: None,
-        families: u32::MAX,
-        dialer_nonce: [0; 32],
-        public_key: id.public_key(),
-    };
     let (owner_peer, other_peer) = (peer_of(&owner), peer_of(&other));
     let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
     let drop = owner_drop();
@@ -563,14 +552,7 @@ fn an_owner_publishes_over_more_heads_than_a_version_may_name() {
         (id, m.clone())
     };
     // The secondary owner's 9 versions, each on the first.
-    let peer = Peer {
-        node: second.node_id(),
-        incarnation: 1,
-        listen_addr: None,
-        families: u32::MAX,
-        dialer_nonce: [0; 32],
-        public_key: second.public_key(),
-    };
+    let peer = peer_of(&second);
     h.link(&peer);
     for n in 0..9u8 {
         let files = vec![file(&format!("branch-{n}"), FileKind::File, None)];
