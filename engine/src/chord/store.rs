@@ -232,17 +232,15 @@ impl Store {
                 same_slot(holders, &h.entry, e)
             }
         };
-        let (count_held, count_gone, bytes_gone) =
-            held.iter()
-                .fold((held.len(), 0usize, 0usize), |(n, gone, b), h| {
-                    if replaced(h) {
-                        (n, gone + 1, b + entry_bytes(key, &h.entry))
-                    } else {
-                        (n, gone, b)
-                    }
-                });
-        let count = count_held - count_gone;
-        let records = self.records.len() - usize::from(count_held > 0 && count == 0);
+        let count_gone = held.iter().filter(|h| replaced(h)).count();
+        let bytes_gone: usize = held
+            .iter()
+            .filter(|h| replaced(h))
+            .map(|h| entry_bytes(key, &h.entry))
+            .sum();
+        let count = held.len() - count_gone;
+        // A record the new entry empties and refills is not a new record.
+        let records = self.records.len() - usize::from(!held.is_empty() && count == 0);
         let bytes = entry_bytes(key, e);
         let (w_count, w_bytes) = self.writers.get(&e.writer).copied().unwrap_or_default();
         let (w_count, w_bytes) = (
