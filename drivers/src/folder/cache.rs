@@ -10,7 +10,7 @@
 //! every `CACHE_PERSIST_WAIT` after storage steps wrote to the folder, and when the node
 //! stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,6 +46,10 @@ pub struct CachedEntry {
 pub struct Cache {
     /// The entries.
     pub entries: BTreeMap<String, CachedEntry>,
+    /// The directories that were mount points (on another device than their parent) when
+    /// last walked, kept while such a directory is there but no longer a mount point: what
+    /// the cache holds under it is then neither walked nor removed (SPEC.md §22.10).
+    pub mount_points: BTreeSet<String>,
 }
 
 impl Cache {

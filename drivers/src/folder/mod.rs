@@ -19,6 +19,8 @@
 pub mod cache;
 pub mod disk;
 pub mod ignore_file;
+#[cfg(test)]
+mod mount_ns;
 pub mod run;
 pub mod scan;
 

@@ -78,6 +78,9 @@ pub const SYMLINK_IN_PATH: &str = "symlink in path";
 /// The answer for a path whose parent directory is missing (or is not a directory).
 pub const NO_PARENT: &str = "no parent directory";
 
+/// The answer for a path under a mount point whose disk is not mounted (SPEC.md §22.10).
+pub const NOT_MOUNTED: &str = "under a mount point that is not mounted";
+
 /// The answer for a `Remove` of a directory that still holds something.
 pub const DIR_NOT_EMPTY: &str = "directory not empty";
 

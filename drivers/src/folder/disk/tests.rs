@@ -1103,3 +1103,40 @@ fn a_mode_change_never_follows_a_symlink() {
     );
     assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o777, 0o644);
 }
+
+// A mount point whose disk is not mounted.
+
+#[test]
+fn nothing_is_written_under_a_mount_point_whose_disk_is_not_mounted() {
+    use crate::folder::mount_ns::{in_mount_namespace, mount, umount};
+    if !in_mount_namespace(
+        module_path!(),
+        "nothing_is_written_under_a_mount_point_whose_disk_is_not_mounted",
+    ) {
+        return;
+    }
+    let f = Folder::new();
+    fs::create_dir(f.at("disk")).expect("mkdir disk");
+    mount(&["-t", "tmpfs", "none"], &f.at("disk"));
+    f.disk.cache().lock().mount_points.insert("disk".into());
+    let mkdir = |path: &str| {
+        f.run(R::MakeDir {
+            path: path.into(),
+            mode: 7,
+        })
+    };
+    assert_eq!(mkdir("disk/a"), S::Done);
+    assert_eq!(mkdir("disk/a/b"), S::Done);
+    umount(&f.at("disk"));
+    for path in ["disk/a", "disk/c"] {
+        assert_eq!(
+            mkdir(path),
+            S::Failed(StorageError::Io(format!(
+                "make directory {path:?}: {NOT_MOUNTED}"
+            ))),
+        );
+    }
+    assert_eq!(fs::read_dir(f.at("disk")).expect("lists").count(), 0);
+    // The mount point itself is a directory of the folder like any other.
+    assert_eq!(mkdir("top"), S::Done);
+}

@@ -12,7 +12,7 @@ use weft_engine::replicate::StorageResult;
 
 use crate::folder::RESERVED_DIR;
 
-use super::{errno_fail, io_fail, Disk, Step, NO_PARENT, SYMLINK_IN_PATH};
+use super::{errno_fail, io_fail, Disk, Step, NOT_MOUNTED, NO_PARENT, SYMLINK_IN_PATH};
 
 /// Why a path could not be resolved to its parent directory.
 #[derive(Debug)]
@@ -21,6 +21,9 @@ pub(super) enum Walk {
     Symlink,
     /// A component is missing or is not a directory.
     NoParent,
+    /// A component is a mount point the scanner knows whose disk is not mounted: what is
+    /// written there would be hidden once it is, and then taken for deleted.
+    NotMounted,
     /// The path is not one weft may touch.
     Invalid(&'static str),
     /// Any other failure.
@@ -32,6 +35,7 @@ impl Walk {
         match self {
             Walk::Symlink => io_fail(SYMLINK_IN_PATH),
             Walk::NoParent => io_fail(NO_PARENT),
+            Walk::NotMounted => io_fail(format!("{step} {path:?}: {NOT_MOUNTED}")),
             Walk::Invalid(why) => io_fail(format!("{step} {path:?}: {why}")),
             Walk::Os(e) => errno_fail(step, path, e),
         }
@@ -42,6 +46,7 @@ impl Walk {
             Walk::Os(e) => io::Error::other(format!("{what}: {e}")),
             Walk::Symlink => io::Error::other(format!("{what}: {SYMLINK_IN_PATH}")),
             Walk::NoParent => io::Error::other(format!("{what}: {NO_PARENT}")),
+            Walk::NotMounted => io::Error::other(format!("{what}: {NOT_MOUNTED}")),
             Walk::Invalid(why) => io::Error::other(format!("{what}: {why}")),
         }
     }
@@ -171,15 +176,33 @@ impl Disk {
     }
 
     /// The parent directory of `path`, opened component by component from the root without
-    /// following a symlink, and the final component.
+    /// following a symlink, and the final component. A parent the scanner knows as a mount
+    /// point must still be one (on another device than its own parent).
     pub(super) fn parent<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str), Walk> {
         let comps = components(path)?;
         let Some((last, parents)) = comps.split_last() else {
             return Err(Walk::Invalid("empty path"));
         };
+        let mount_points: Vec<usize> = {
+            let cache = self.cache.lock();
+            if cache.mount_points.is_empty() {
+                Vec::new()
+            } else {
+                (1..=parents.len())
+                    .filter(|&n| cache.mount_points.contains(&parents[..n].join("/")))
+                    .collect()
+            }
+        };
         let mut dir = self.open_root()?;
-        for c in parents {
-            dir = open_dir(&dir, c)?;
+        for (i, c) in parents.iter().enumerate() {
+            let child = open_dir(&dir, c)?;
+            if mount_points.contains(&(i + 1)) {
+                let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| st.st_dev).map_err(Walk::Os);
+                if dev(&child)? == dev(&dir)? {
+                    return Err(Walk::NotMounted);
+                }
+            }
+            dir = child;
         }
         Ok((dir, last))
     }

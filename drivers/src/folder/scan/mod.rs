@@ -86,6 +86,9 @@ pub enum SkipReason {
     BadName(PathRefusal),
     /// It could not be read or listed (one line, for logs).
     Unreadable(String),
+    /// A directory that was a mount point and is one no longer (the disk is not mounted):
+    /// nothing under it is walked or removed until it is mounted again.
+    Unmounted,
 }
 
 /// What one scan found.
@@ -255,9 +258,28 @@ impl Scanner {
             .record(&mut walk, &mut hashed, &mut removed, &mut out)
             .is_ok()
         {
+            self.record_mount_points(&walk);
             out.changes.push(LocalChange::ScanDone);
         }
         Ok(out)
+    }
+
+    /// Keeps the mount points the walk found, and those the cache holds under what it did
+    /// not walk; marks the cache to be persisted if they changed.
+    fn record_mount_points(&self, walk: &Walk) {
+        let mut cache = self.cache.lock();
+        let mut mount_points = walk.mount_points.clone();
+        mount_points.extend(
+            cache
+                .mount_points
+                .iter()
+                .filter(|m| walk.is_protected(m))
+                .cloned(),
+        );
+        if mount_points != cache.mount_points {
+            cache.mount_points = mount_points;
+            self.cache.mark_written();
+        }
     }
 
     /// Records the walk's findings in the cache, one path at a time, and reports them.

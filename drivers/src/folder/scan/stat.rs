@@ -24,6 +24,9 @@ pub(super) struct Stat {
     pub(super) ctime_ns: i128,
     pub(super) inode: u64,
     pub(super) mode: u8,
+    /// The device (filesystem) it is on: a directory on another device than its parent's
+    /// is a mount point.
+    pub(super) dev: u64,
 }
 
 impl Stat {
@@ -118,6 +121,7 @@ pub(super) fn classify(m: &Metadata) -> Found {
         inode: m.ino(),
         // The owner's bits; masked to 0-7, so the cast keeps them all.
         mode: ((m.mode() >> 6) & 7) as u8,
+        dev: m.dev(),
     })
 }
 

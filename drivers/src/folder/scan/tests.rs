@@ -11,6 +11,7 @@ use weft_sim::folder::SYMLINK_MODE;
 
 use super::*;
 use crate::folder::cache::{Cache, SharedCache};
+use crate::folder::mount_ns::{in_mount_namespace, mount, umount};
 
 /// A folder with its marker, inside a temporary directory.
 struct Folder {
@@ -592,4 +593,56 @@ fn ignored_paths_are_not_walked_and_what_the_cache_holds_there_stays() {
     fs::remove_file(f.p("debug.log")).expect("remove");
     let gone = later(&s);
     assert_eq!(removed(&gone.changes), ["debug.log"], "{gone:?}");
+}
+
+#[test]
+fn an_unmounted_disk_inside_the_folder_is_not_taken_for_deletes() {
+    if !in_mount_namespace(
+        module_path!(),
+        "an_unmounted_disk_inside_the_folder_is_not_taken_for_deletes",
+    ) {
+        return;
+    }
+    let f = Folder::new();
+    let backing = f._tmp.path().join("backing");
+    fs::create_dir(&backing).expect("mkdir backing");
+    mount(&["-t", "tmpfs", "none"], &backing);
+    fs::create_dir(backing.join("album")).expect("mkdir album");
+    fs::write(backing.join("photo.jpg"), data(1, 20_000)).expect("write");
+    fs::write(backing.join("album/b.jpg"), data(2, 30_000)).expect("write");
+    f.write("top.txt", b"top");
+    f.mkdir("disk");
+    mount(&["--bind", &backing.to_string_lossy()], &f.p("disk"));
+    let s = f.scanner();
+    let o = later(&s);
+    let under_disk = ["disk", "disk/album", "disk/album/b.jpg", "disk/photo.jpg"];
+    assert_eq!(
+        changed(&o.changes).keys().collect::<Vec<_>>(),
+        [
+            "disk",
+            "disk/album",
+            "disk/album/b.jpg",
+            "disk/photo.jpg",
+            "top.txt"
+        ]
+    );
+    // The node restarts (the mount point persisted with the cache) with the disk unmounted:
+    // nothing under it is removed, and it is listed as skipped.
+    let cache = Cache::decode(&s.cache().lock().encode()).expect("decodes");
+    let s = Scanner::new(f.root.clone(), SharedCache::new(cache));
+    umount(&f.p("disk"));
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!(o.skipped, vec![("disk".to_string(), SkipReason::Unmounted)]);
+    // Mounted again: nothing changed, nothing read.
+    mount(&["--bind", &backing.to_string_lossy()], &f.p("disk"));
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!((o.hashed_files, o.skipped.len()), (0, 0));
+    // Unmounted and its directory removed: that is a delete.
+    umount(&f.p("disk"));
+    fs::remove_dir(f.p("disk")).expect("rmdir");
+    let mut gone = removed(&later(&s).changes);
+    gone.sort();
+    assert_eq!(gone, under_disk);
 }

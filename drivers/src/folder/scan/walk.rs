@@ -2,8 +2,9 @@
 //! compared with the cache and planned (unchanged, to hash, held back as still being
 //! written, skipped), and what is gone matched to what appeared by inode as a rename.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 
 use weft_engine::protocol::{FileKind, PathRefusal};
 use weft_engine::replicate::blocks::{tier_for, Tier};
@@ -46,6 +47,9 @@ pub(super) struct Walk {
     pub(super) no_longer_dirs: HashSet<String>,
     pub(super) skipped: Vec<(String, SkipReason)>,
     pub(super) files: u64,
+    /// The directories walked that are mount points, and those the cache holds as mount
+    /// points that are no longer mounted (protected, not walked).
+    pub(super) mount_points: BTreeSet<String>,
 }
 
 impl Walk {
@@ -72,14 +76,17 @@ impl Scanner {
     /// Walks the tree under the root, comparing each path with the cache.
     pub(super) fn walk(&self) -> Result<Walk, ScanError> {
         let mut walk = Walk::default();
-        // Paths to visit, the next on top.
-        let mut stack: Vec<String> = Vec::new();
+        let root_dev = std::fs::metadata(&self.root)
+            .map_err(|e| ScanError::Io(format!("{}: {e}", self.root.display())))?
+            .dev();
+        // Paths to visit, the next on top, each with its parent's device.
+        let mut stack: Vec<(String, u64)> = Vec::new();
         // The root must list: walking nothing would report everything removed.
-        self.list_dir("", &mut stack, &mut walk.skipped)
+        self.list_dir("", root_dev, &mut stack, &mut walk.skipped)
             .map_err(|e| ScanError::Io(format!("listing {}: {e}", self.root.display())))?;
-        while let Some(path) = stack.pop() {
+        while let Some((path, parent_dev)) = stack.pop() {
             let abs = self.root.join(&path);
-            let (stat, unchanged, cached_kind, cached_tier) = {
+            let (stat, unchanged, cached_kind, cached_tier, was_mount_point) = {
                 let cache = self.cache.lock();
                 match lstat(&abs) {
                     // Gone since its directory was listed.
@@ -102,6 +109,7 @@ impl Scanner {
                             c.map(|c| c.kind),
                             c.filter(|c| c.kind == FileKind::File)
                                 .and_then(|c| Tier::from_index(c.tier)),
+                            cache.mount_points.contains(&path),
                         )
                     }
                 }
@@ -119,6 +127,19 @@ impl Scanner {
                 continue;
             }
             walk.seen.insert(path.clone());
+            if stat.kind == FileKind::Directory {
+                if stat.dev != parent_dev {
+                    walk.mount_points.insert(path.clone());
+                } else if was_mount_point {
+                    // What was mounted here is not: everything under it is kept as it was
+                    // (unmounting a disk is not deleting its files), the path stays a mount
+                    // point, and it is walked again once mounted.
+                    walk.mount_points.insert(path.clone());
+                    walk.protected.push(path.clone());
+                    walk.skipped.push((path, SkipReason::Unmounted));
+                    continue;
+                }
+            }
             if stat.kind == FileKind::File {
                 walk.files += 1;
             }
@@ -158,7 +179,7 @@ impl Scanner {
                 }
             }
             if stat.kind == FileKind::Directory {
-                match self.list_dir(&path, &mut stack, &mut walk.skipped) {
+                match self.list_dir(&path, stat.dev, &mut stack, &mut walk.skipped) {
                     Ok(()) => {}
                     // Gone since its lstat: what was under it is removed.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -173,12 +194,14 @@ impl Scanner {
         Ok(walk)
     }
 
-    /// Pushes the children of directory `dir` (relative) onto `stack`, the first name on
-    /// top; skips the reserved folder at the root and names no peer would take.
+    /// Pushes the children of directory `dir` (relative, on device `dir_dev`) onto `stack`,
+    /// the first name on top; skips the reserved folder at the root and names no peer would
+    /// take.
     pub(super) fn list_dir(
         &self,
         dir: &str,
-        stack: &mut Vec<String>,
+        dir_dev: u64,
+        stack: &mut Vec<(String, u64)>,
         skipped: &mut Vec<(String, SkipReason)>,
     ) -> io::Result<()> {
         let mut children = Vec::new();
@@ -202,7 +225,7 @@ impl Scanner {
             }
         }
         children.sort_unstable_by(|a, b| b.cmp(a));
-        stack.extend(children);
+        stack.extend(children.into_iter().map(|child| (child, dir_dev)));
         Ok(())
     }
 
