@@ -8,7 +8,8 @@
 //! 2. **Walk.** `read_dir` and `lstat` (never following a symlink), names sorted, so parents
 //!    come before their children. Each path is `lstat`ed under the cache lock and compared
 //!    with its [`CachedEntry`]: the same kind, size, mtime, ctime, inode and mode means
-//!    unchanged, and the path is not read. The reserved `.weft` folder is skipped whole;
+//!    unchanged, and the path is not read. A name not in NFC is renamed to its NFC form
+//!    (peers name paths in NFC), unless taken. The reserved `.weft` folder is skipped whole;
 //!    FIFOs, sockets, devices, names that are not UTF-8 or that no peer would take, and what
 //!    cannot be read are skipped and listed in [`ScanOutcome::skipped`]. A directory that
 //!    cannot be listed keeps everything the cache holds under it.
@@ -84,6 +85,9 @@ pub enum SkipReason {
     NotUtf8,
     /// Its path is one no peer would take (a `\` or control character, too long, …).
     BadName(PathRefusal),
+    /// Its name is not in Unicode NFC (as peers name paths) and could not be renamed to its
+    /// NFC form: another path has that name.
+    NfcNameTaken,
     /// It could not be read or listed (one line, for logs).
     Unreadable(String),
     /// A directory that was a mount point and is one no longer (the disk is not mounted):

@@ -646,3 +646,60 @@ fn an_unmounted_disk_inside_the_folder_is_not_taken_for_deletes() {
     gone.sort();
     assert_eq!(gone, under_disk);
 }
+
+#[test]
+fn names_not_in_nfc_are_renamed_to_it_unless_taken() {
+    let f = Folder::new();
+    // A directory and a file in NFD (as macOS writes them), a file in it.
+    f.mkdir("re\u{301}sume\u{301}");
+    f.write("re\u{301}sume\u{301}/cafe\u{301}.txt", b"coffee");
+    // Both forms of one name: the NFD one cannot be renamed.
+    f.write("\u{e9}t\u{e9}", b"nfc");
+    f.write("e\u{301}te\u{301}", b"nfd");
+    let s = f.scanner();
+    let o = later(&s);
+    assert_eq!(
+        changed(&o.changes).keys().collect::<Vec<_>>(),
+        [
+            "r\u{e9}sum\u{e9}",
+            "r\u{e9}sum\u{e9}/caf\u{e9}.txt",
+            "\u{e9}t\u{e9}"
+        ]
+    );
+    assert_eq!(
+        o.skipped,
+        vec![("e\u{301}te\u{301}".to_string(), SkipReason::NfcNameTaken)]
+    );
+    assert_eq!(
+        fs::read(f.p("r\u{e9}sum\u{e9}/caf\u{e9}.txt")).expect("renamed"),
+        b"coffee"
+    );
+    assert!(!f.p("re\u{301}sume\u{301}").exists());
+    assert_eq!(fs::read(f.p("e\u{301}te\u{301}")).expect("kept"), b"nfd");
+    // Renamed once: the next scan finds nothing to do.
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!(o.hashed_files, 0);
+}
+
+#[test]
+fn a_cached_name_renamed_to_nfc_is_no_change() {
+    // A cache from before names were renamed holds the NFD path (the engine indexed it
+    // under its NFC form): the rename moves the entry, and nothing is reported.
+    let f = Folder::new();
+    f.write("cafe\u{301}", b"coffee");
+    let s = f.scanner();
+    let entry = observe(&f.p("cafe\u{301}"), tier_for(6, None), blocks_of(b"coffee"))
+        .expect("lstat")
+        .expect("present");
+    s.cache()
+        .lock()
+        .entries
+        .insert("cafe\u{301}".to_string(), entry);
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!(
+        s.cache().lock().entries.keys().collect::<Vec<_>>(),
+        ["caf\u{e9}"]
+    );
+}

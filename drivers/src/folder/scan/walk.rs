@@ -1,4 +1,5 @@
-//! The walk: every directory read in name order without following symlinks, each path
+//! The walk: every directory read in name order without following symlinks (names not in
+//! NFC renamed to it), each path
 //! compared with the cache and planned (unchanged, to hash, held back as still being
 //! written, skipped), and what is gone matched to what appeared by inode as a rename.
 
@@ -6,9 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
+use rustix::fs::{self as rfs, RenameFlags};
+use rustix::io::Errno;
 use weft_engine::protocol::{FileKind, PathRefusal};
 use weft_engine::replicate::blocks::{tier_for, Tier};
-use weft_engine::replicate::paths::check_path;
+use weft_engine::replicate::paths::{check_path, normalize};
 
 use crate::folder::cache::CachedEntry;
 use crate::folder::RESERVED_DIR;
@@ -72,6 +75,13 @@ pub(super) fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Whether listing a directory changed it.
+pub(super) enum Listed {
+    Unchanged,
+    /// A child was renamed to its NFC form.
+    Renamed,
+}
+
 impl Scanner {
     /// Walks the tree under the root, comparing each path with the cache.
     pub(super) fn walk(&self) -> Result<Walk, ScanError> {
@@ -83,6 +93,7 @@ impl Scanner {
         let mut stack: Vec<(String, u64)> = Vec::new();
         // The root must list: walking nothing would report everything removed.
         self.list_dir("", root_dev, &mut stack, &mut walk.skipped)
+            .map(|_| ())
             .map_err(|e| ScanError::Io(format!("listing {}: {e}", self.root.display())))?;
         while let Some((path, parent_dev)) = stack.pop() {
             let abs = self.root.join(&path);
@@ -180,7 +191,18 @@ impl Scanner {
             }
             if stat.kind == FileKind::Directory {
                 match self.list_dir(&path, stat.dev, &mut stack, &mut walk.skipped) {
-                    Ok(()) => {}
+                    Ok(Listed::Unchanged) => {}
+                    // A child renamed to NFC changed the directory's own times: what it is
+                    // recorded as is the directory after that.
+                    Ok(Listed::Renamed) => {
+                        if let (Some(item), Ok(Found::Entry(now))) =
+                            (walk.items.last_mut(), lstat(&abs))
+                        {
+                            if item.path == path {
+                                item.stat = now;
+                            }
+                        }
+                    }
                     // Gone since its lstat: what was under it is removed.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -195,38 +217,101 @@ impl Scanner {
     }
 
     /// Pushes the children of directory `dir` (relative, on device `dir_dev`) onto `stack`,
-    /// the first name on top; skips the reserved folder at the root and names no peer would
-    /// take.
+    /// the first name on top; renames names not in NFC to it; skips the reserved folder at
+    /// the root and names no peer would take.
     pub(super) fn list_dir(
         &self,
         dir: &str,
         dir_dev: u64,
         stack: &mut Vec<(String, u64)>,
         skipped: &mut Vec<(String, SkipReason)>,
-    ) -> io::Result<()> {
-        let mut children = Vec::new();
+    ) -> io::Result<Listed> {
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(self.root.join(dir))? {
-            let name = entry?.file_name();
-            let name = match name.into_string() {
-                Ok(name) => name,
+            match entry?.file_name().into_string() {
+                Ok(name) => names.push(name),
                 Err(name) => {
                     skipped.push((join(dir, &name.to_string_lossy()), SkipReason::NotUtf8));
-                    continue;
                 }
-            };
+            }
+        }
+        // Listed whole first: a name renamed to NFC is not listed again.
+        let mut children = Vec::new();
+        let mut listed = Listed::Unchanged;
+        for name in names {
             if dir.is_empty() && name == RESERVED_DIR {
                 continue;
             }
             let path = join(dir, &name);
             match check_path(&path) {
-                // The engine brings a path to NFC itself.
-                Ok(()) | Err(PathRefusal::NotNormalized) => children.push(path),
+                Ok(()) => children.push(path),
+                Err(PathRefusal::NotNormalized) => match self.rename_to_nfc(dir, &name) {
+                    Ok(nfc) => {
+                        children.push(nfc);
+                        listed = Listed::Renamed;
+                    }
+                    Err(why) => skipped.push((path, why)),
+                },
                 Err(why) => skipped.push((path, SkipReason::BadName(why))),
             }
         }
         children.sort_unstable_by(|a, b| b.cmp(a));
         stack.extend(children.into_iter().map(|child| (child, dir_dev)));
-        Ok(())
+        Ok(listed)
+    }
+
+    /// Renames `name` in directory `dir` (both relative, `dir` in NFC) to its NFC form, as
+    /// peers name it (an NFD name, say, from macOS), unless that name is taken; moves what the
+    /// cache holds at and under it along. Answers the new path.
+    fn rename_to_nfc(&self, dir: &str, name: &str) -> Result<String, SkipReason> {
+        let from = join(dir, name);
+        let to = join(dir, &normalize(name));
+        check_path(&to).map_err(SkipReason::BadName)?;
+        let mut cache = self.cache.lock();
+        let (from_abs, to_abs) = (self.root.join(&from), self.root.join(&to));
+        match rfs::renameat_with(
+            rfs::CWD,
+            &from_abs,
+            rfs::CWD,
+            &to_abs,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Err(SkipReason::NfcNameTaken),
+            Err(e) => {
+                return Err(SkipReason::Unreadable(format!(
+                    "renaming it to its NFC form: {e}"
+                )))
+            }
+        }
+        tracing::info!("renamed {from:?} to its NFC form {to:?}, as peers name it");
+        let under: Vec<String> = cache
+            .entries
+            .range(from.clone()..)
+            .take_while(|(p, _)| p.starts_with(&from))
+            .filter(|(p, _)| under_or_at(p, &from))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for old in under {
+            if let Some(entry) = cache.entries.remove(&old) {
+                cache
+                    .entries
+                    .insert(format!("{to}{}", &old[from.len()..]), entry);
+            }
+        }
+        let mount_points: Vec<String> = cache
+            .mount_points
+            .iter()
+            .filter(|m| under_or_at(m, &from))
+            .cloned()
+            .collect();
+        for old in mount_points {
+            cache.mount_points.remove(&old);
+            cache
+                .mount_points
+                .insert(format!("{to}{}", &old[from.len()..]));
+        }
+        Ok(to)
     }
 
     /// Turns a file to hash whose inode, size and mtime are those of a removed cached file
