@@ -1,7 +1,7 @@
 //! The walk: every directory read in name order without following symlinks (names not in
-//! NFC renamed to it), each path
-//! compared with the cache and planned (unchanged, to hash, held back as still being
-//! written, skipped), and what is gone matched to what appeared by inode as a rename.
+//! NFC renamed to it), each path compared with the cache and planned (unchanged, to hash,
+//! held back as still being written, skipped), and what is gone matched to what appeared by
+//! inode as a rename.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
