@@ -17,7 +17,8 @@ use weft_protocol::{check_version, DropError, DropId, DropManifest, VersionId};
 pub const DROP_VERSIONS_MAX: usize = 65_536;
 
 /// Most versions of one drop waiting for a parent; beyond it a new one is not kept (it is
-/// asked for again when a head names it).
+/// asked for again when a head names it), unless it is signed by a known owner and takes the
+/// place of one that is not.
 pub const DROP_WAITING_MAX: usize = 64;
 
 /// What became of an offered version.
@@ -79,9 +80,7 @@ impl Chain {
             .copied()
             .collect();
         if !missing.is_empty() {
-            if self.waiting.len() < DROP_WAITING_MAX {
-                self.waiting.insert(id, m);
-            }
+            self.keep_waiting(id, m);
             return Offer::Waiting(missing);
         }
         match self.accept(id, m) {
@@ -106,6 +105,39 @@ impl Chain {
             }
         }
         Offer::Accepted(accepted)
+    }
+
+    /// Keeps `m` (`id`) until its parents arrive, while fewer than [`DROP_WAITING_MAX`]
+    /// wait. Once full, it takes the place of a waiting version whose signer is not known to
+    /// own the drop, if its own is: anybody can sign a version with a key of their own naming
+    /// parents that never come, and such versions must not keep the owners' out.
+    fn keep_waiting(&mut self, id: VersionId, m: DropManifest) {
+        if self.waiting.len() >= DROP_WAITING_MAX {
+            if !self.signed_by_known_owner(&m) {
+                return;
+            }
+            let stranger = self
+                .waiting
+                .iter()
+                .find(|(_, w)| !self.signed_by_known_owner(w))
+                .map(|(w, _)| *w);
+            let Some(stranger) = stranger else {
+                return;
+            };
+            self.waiting.remove(&stranger);
+        }
+        self.waiting.insert(id, m);
+    }
+
+    /// Whether `m`'s signer is the drop's primary owner (the key its id derives from, which
+    /// [`DropManifest::verify`] checked) or an owner in a held head.
+    fn signed_by_known_owner(&self, m: &DropManifest) -> bool {
+        m.signer == m.owners.primary
+            || self
+                .heads
+                .iter()
+                .filter_map(|h| self.versions.get(h))
+                .any(|h| h.owners.contains(&m.signer))
     }
 
     /// Checks `m` against its parents (all held) and takes it in.
@@ -320,6 +352,34 @@ mod tests {
         // A stale version replayed after the merge is known, and never a head again.
         assert_eq!(chain.offer(a), Offer::Known);
         assert_eq!(chain.heads().count(), 1);
+        chain.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn versions_strangers_sign_cannot_keep_an_owners_version_from_waiting() {
+        let mut chain = Chain::new(drop_id());
+        let v1 = version(&PRIMARY, 1, &[], owners(&[SECOND]), 1);
+        let v2 = version(&SECOND, 2, &[&v1], owners(&[SECOND]), 2);
+        assert!(matches!(chain.offer(v1.clone()), Offer::Accepted(_)));
+        // A stranger fills the pool with versions naming a parent that never comes (each
+        // verifies: the stranger signs with its own key and names itself an owner).
+        let never = version(&STRANGER, 5, &[], owners(&[STRANGER]), 0);
+        for i in 0..DROP_WAITING_MAX + 10 {
+            let forged = version(&STRANGER, 6, &[&never], owners(&[STRANGER]), i as u8);
+            assert!(matches!(chain.offer(forged), Offer::Waiting(_)));
+        }
+        assert_eq!(chain.waiting.len(), DROP_WAITING_MAX);
+        // An owner's version arriving before its parent still waits, and comes in with it.
+        let v3 = version(&SECOND, 3, &[&v2], owners(&[SECOND]), 3);
+        assert_eq!(
+            chain.offer(v3.clone()),
+            Offer::Waiting(vec![v2.version_id()])
+        );
+        assert_eq!(
+            chain.offer(v2.clone()),
+            Offer::Accepted(vec![v2.version_id(), v3.version_id()])
+        );
+        assert_eq!(chain.waiting.len(), DROP_WAITING_MAX - 1);
         chain.check_invariants().expect("invariants");
     }
 }
