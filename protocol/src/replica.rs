@@ -286,6 +286,19 @@ pub struct FileEntry {
     pub blocks: Vec<Block>,
 }
 
+impl FileEntry {
+    /// Whether the entry keeps the limits of SPEC.md §22.2 that a receiver checks when it
+    /// decodes it (its path and target at most `PATH_BYTES_MAX` bytes, at most
+    /// `FILE_BLOCKS_MAX` blocks, a well-formed version): one that does not makes the whole
+    /// message malformed.
+    pub fn is_within_limits(&self) -> bool {
+        self.path.len() <= PATH_BYTES_MAX
+            && self.target.len() <= PATH_BYTES_MAX
+            && self.blocks.len() <= FILE_BLOCKS_MAX
+            && self.version.is_well_formed()
+    }
+}
+
 /// LIST: asks for the receiver's index of `folder`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct List {
@@ -547,12 +560,7 @@ impl<'a> ReplicaMessage<'a> {
     pub(crate) fn limit_error(&self) -> Option<&'static str> {
         let text_ok = |s: &str| s.len() <= PATH_BYTES_MAX;
         let version_ok = |v: &Version| v.is_well_formed();
-        let entry_ok = |e: &FileEntry| {
-            text_ok(&e.path)
-                && text_ok(&e.target)
-                && e.blocks.len() <= FILE_BLOCKS_MAX
-                && version_ok(&e.version)
-        };
+        let entry_ok = FileEntry::is_within_limits;
         let ok = match self {
             ReplicaMessage::List(_) => true,
             ReplicaMessage::IHave(m) => {

@@ -1,11 +1,12 @@
 //! Announcing the index: every peer that sent LIST gets the records after its cursor, in
 //! sequence order, as IHAVE / IDELETED / IMOVED batches of at most `INDEX_ENTRIES_MAX`
 //! entries and [`BATCH_BYTES_MAX`] bytes (by each entry's [`entry_bytes_max`]; an entry
-//! larger than that goes alone), then every later change the same way.
+//! larger than that goes alone), then every later change the same way. A record over a
+//! limit of SPEC.md §22.2 is not announced.
 
 use weft_protocol::{
     Code, Deleted, FileEntry, FolderId, IDeleted, IHave, IMoved, Message, Moved, ReplicaMessage,
-    Version, INDEX_ENTRIES_MAX,
+    Version, INDEX_ENTRIES_MAX, PATH_BYTES_MAX,
 };
 
 use super::index::Index;
@@ -40,6 +41,15 @@ pub(crate) fn entry_bytes_max(r: &Record, moved_from: Option<&(String, Version)>
         + moved
 }
 
+/// Whether `r` (moved from `moved_from`) keeps the limits a receiver checks when it decodes
+/// it (SPEC.md §22.2). One that does not (a version merged or bumped past
+/// `VERSION_COUNTERS_MAX` counters: a path changed by more nodes than that) is never sent:
+/// every peer would close the link over the whole batch, and again at every reconnection.
+fn announceable(r: &Record, moved_from: Option<&(String, Version)>) -> bool {
+    r.entry.is_within_limits()
+        && moved_from.is_none_or(|(from, v)| from.len() <= PATH_BYTES_MAX && v.is_well_formed())
+}
+
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Class {
     Have,
@@ -62,6 +72,9 @@ pub(crate) fn next_batch(
     let mut bytes = 0usize;
     let mut last = cursor;
     for (r, moved_from) in index.since(cursor) {
+        if !announceable(r, moved_from) {
+            continue;
+        }
         let c = match (r.deleted, moved_from) {
             (true, _) => Class::Deleted,
             (false, Some(_)) => Class::Moved,

@@ -625,3 +625,30 @@ fn a_directory_made_at_two_nodes_with_two_modes_gets_one_mode_and_no_copy() {
     assert_eq!(modes[0], modes[1], "one mode everywhere");
     assert_eq!(net.nodes[1].host.data("d/f"), Some(data.as_slice()));
 }
+
+/// Two concurrent deletions from a peer, each of `VERSION_COUNTERS_MAX` counters, merge into
+/// a version of twice that: the record is kept, but never announced (every peer would close
+/// the link over the whole batch, and again at each reconnection); the rest still goes.
+#[test]
+fn a_record_merged_past_the_counter_limit_is_not_announced() {
+    let mut net = Net::new(3);
+    let max = weft_protocol::VERSION_COUNTERS_MAX as u64;
+    let d1 = version_of(&(1..=max).map(|n| (n, 1)).collect::<Vec<_>>());
+    let d2 = version_of(&(max + 1..=2 * max).map(|n| (n, 1)).collect::<Vec<_>>());
+    inject_deletion(&mut net, 0, "p", 1, d1, 1);
+    inject_deletion(&mut net, 0, "p", max + 1, d2, 2);
+    let merged = &net.nodes[0]
+        .replica
+        .record("p")
+        .expect("a record")
+        .entry
+        .version;
+    assert_eq!(merged.counters.len() as u64, 2 * max);
+    let data = bytes(2_000, 71);
+    net.put(0, "q", data.clone(), 100);
+    net.link(0, 1);
+    net.settle();
+    assert!(net.faults.is_empty(), "{:?}", net.faults);
+    assert_eq!(net.nodes[1].host.data("q"), Some(data.as_slice()));
+    assert!(net.nodes[1].replica.record("p").is_none());
+}
