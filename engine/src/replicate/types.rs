@@ -384,7 +384,7 @@ pub enum ReplicaFault {
     /// The peer served [`ReplicaConfig::mismatches_before_disconnect`] blocks that failed
     /// their hash.
     CorruptBlocks,
-    /// A HEREIS for a block that was not asked of it, or a piece out of order.
+    /// A HEREIS for a block that was not asked of it, or a piece past the block's end.
     Unexpected(&'static str),
 }
 

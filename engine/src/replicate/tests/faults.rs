@@ -306,3 +306,21 @@ fn a_fetch_whose_only_source_lost_that_version_is_dropped_and_settled() {
     assert_eq!(net.records(0), net.records(1));
     assert_eq!(net.nodes[0].host.data("f"), net.nodes[1].host.data("f"));
 }
+
+/// The sender's bulk queue, full, dropped one piece of a block: the pieces after it are no
+/// fault of the (honest) sender, and the block is asked again once it times out.
+#[test]
+fn a_piece_dropped_by_the_sender_is_no_fault_and_the_block_comes_again() {
+    let mut net = pair();
+    let data = bytes(400_000, 12);
+    let c = net.nodes[0].host.put_one_block("one", data.clone(), 100);
+    net.local(0, c);
+    net.drop_pieces_at = vec![131_072];
+    net.settle();
+    assert!(net.drop_pieces_at.is_empty(), "a piece was dropped");
+    assert_eq!(net.faults, vec![]);
+    assert_eq!(net.nodes[1].host.data("one"), Some(data.as_slice()));
+    // Asked twice: the first copy broke off.
+    let asked = net.wants.iter().filter(|w| w.0 == 1).count();
+    assert_eq!(asked, 2);
+}

@@ -320,6 +320,8 @@ struct Net {
     corrupt: Option<usize>,
     /// HEREIS messages still delivered (then dropped), if limited.
     hereis_budget: Option<usize>,
+    /// Offsets of HEREIS pieces to drop, the first at each (a sender's full bulk queue).
+    drop_pieces_at: Vec<u32>,
     hereis_bytes: u64,
     faults: Vec<(usize, usize, ReplicaFault)>,
     /// (from, to, entries) of every index message delivered.
@@ -371,6 +373,7 @@ impl Net {
             now: Instant(1_000_000_000),
             corrupt: None,
             hereis_budget: None,
+            drop_pieces_at: Vec::new(),
             hereis_bytes: 0,
             faults: Vec::new(),
             index_sent: Vec::new(),
@@ -501,6 +504,12 @@ impl Net {
             let Ok(Message::Replica(m)) = Message::decode(code, &payload) else {
                 panic!("a replication message that does not decode: {code:?}");
             };
+            if let ReplicaMessage::HereIs(x) = &m {
+                if let Some(at) = self.drop_pieces_at.iter().position(|o| *o == x.offset) {
+                    self.drop_pieces_at.remove(at);
+                    continue;
+                }
+            }
             self.sent.push((i, j, code, payload.len()));
             match &m {
                 ReplicaMessage::IHave(x) => self.index_sent.push((i, j, x.entries.len())),
