@@ -38,6 +38,17 @@ pub(crate) const HEREIS_PIECE_BYTES: usize = 128 * 1024;
 
 const _: () = assert!(HEREIS_PIECE_BYTES <= HEREIS_DATA_BYTES_MAX);
 
+/// A block asked of a peer counts at least this many bytes against
+/// `bytes_in_flight_per_peer_max` (16 KiB): each request in flight holds state (its
+/// incremental hasher, about 2 KiB) whatever its length, so a peer announcing files of
+/// 1-byte blocks makes at most `bytes_in_flight_per_peer_max / 16 KiB` = 1024 of them.
+pub(crate) const BLOCK_CHARGE_BYTES_MIN: u64 = 16 * 1024;
+
+/// What a block of `len` bytes in flight counts against a peer's bytes in flight.
+pub(super) fn charge(len: u32) -> u64 {
+    u64::from(len).max(BLOCK_CHARGE_BYTES_MIN)
+}
+
 /// A block asked of a peer.
 #[derive(Debug)]
 pub(crate) struct InFlight {
@@ -203,6 +214,12 @@ impl Replica {
     /// in the queue for [`Self::place`].
     pub(super) fn schedule(&mut self) {
         let now = self.now;
+        // Exclusions that ran out (a block that never arrives, from a peer that never
+        // answers, would otherwise keep its entry for good).
+        self.excluded.retain(|_, peers| {
+            peers.retain(|(_, until)| *until > now);
+            !peers.is_empty()
+        });
         // (hash, length, temp, block number, file) of every missing block of the files
         // looked at, and each file's sources.
         let mut blocks: Vec<(BlockHash, u32, TempId, u32, usize)> = Vec::new();
@@ -372,8 +389,7 @@ impl Replica {
                 .filter(|s| !full.contains(s))
                 .filter_map(|s| self.peers.get(s).filter(|p| p.linked).map(|p| (s, p)))
                 .filter(|(_, p)| {
-                    p.bytes_in_flight == 0
-                        || p.bytes_in_flight.saturating_add(u64::from(c.len)) <= max
+                    p.bytes_in_flight == 0 || p.bytes_in_flight.saturating_add(charge(c.len)) <= max
                 })
                 .min_by_key(|(s, p)| (p.bytes_in_flight, u64::from_le_bytes(salt_of(s)) ^ salt))
                 .map(|(s, _)| *s);
@@ -388,7 +404,7 @@ impl Replica {
             };
             self.fetch_queue.forget(&c);
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.bytes_in_flight += u64::from(c.len);
+                p.bytes_in_flight += charge(c.len);
             }
             self.set_blocks(&c.waiters, BlockState::Missing, BlockState::Busy);
             let deadline = now + self.config.block_request_timeout;
@@ -442,7 +458,7 @@ impl Replica {
         };
         self.deadlines.remove(&(f.deadline, *hash));
         if let Some(p) = self.peers.get_mut(&f.peer) {
-            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
+            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(charge(f.len));
         }
         if exclude {
             let until = self.now + self.config.block_request_timeout;
@@ -572,7 +588,7 @@ impl Replica {
         };
         self.deadlines.remove(&(f.deadline, m.hash));
         if let Some(p) = self.peers.get_mut(&from) {
-            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(u64::from(f.len));
+            p.bytes_in_flight = p.bytes_in_flight.saturating_sub(charge(f.len));
         }
         if self.fetch_queue.shadowed.remove(&m.hash) {
             self.fetch_dirty = true;

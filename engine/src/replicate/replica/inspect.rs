@@ -194,7 +194,7 @@ impl Replica {
                 .inflight
                 .values()
                 .filter(|f| f.peer == *id)
-                .map(|f| u64::from(f.len))
+                .map(|f| super::fetch::charge(f.len))
                 .sum();
             if sum != p.bytes_in_flight {
                 return Err(format!(

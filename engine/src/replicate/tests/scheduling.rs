@@ -319,3 +319,30 @@ fn a_copy_is_caught_up_once_it_holds_the_peers_records_up_to_the_sync_point() {
     assert_eq!(net.nodes[0].replica.newest_sequence(), point);
     assert!(net.nodes[1].replica.caught_up(&a, index_id, point));
 }
+
+/// A file of 1-byte blocks (a peer may announce one: every block holds state while in
+/// flight, whatever its length) is asked for at most `bytes_in_flight_per_peer_max /
+/// BLOCK_CHARGE_BYTES_MIN` blocks at a time; it still arrives whole.
+#[test]
+fn tiny_blocks_count_at_least_the_minimum_charge_in_flight() {
+    let mut net = pair();
+    let data = bytes(3_000, 13);
+    let blocks: Vec<weft_protocol::Block> = data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| weft_protocol::Block {
+            offset: i as u64,
+            len: 1,
+            hash: *blake3::hash(&[*b]).as_bytes(),
+        })
+        .collect();
+    let c = net.nodes[0]
+        .host
+        .put_blocks("tiny", data.clone(), 100, blocks);
+    net.local(0, c);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("tiny"), Some(data.as_slice()));
+    // 64 KiB a peer in these tests: 4 blocks in flight, asked 4 at a time at most.
+    let most = net.wants.iter().map(|w| w.2.len()).max();
+    assert_eq!(most, Some(4));
+}
