@@ -687,3 +687,37 @@ fn a_node_that_shut_down_wants_no_more_timeouts() {
         .unwrap();
     assert_eq!(node.poll_timeout(), None);
 }
+
+/// A large frame on a slow link takes longer than `peer_timeout` to arrive: its bytes keep
+/// the link alive (a sender cannot slip a PING in front of a frame under way).
+#[test]
+fn a_frame_arriving_slower_than_the_peer_timeout_keeps_its_link() {
+    let mut node = node_with(|_| {});
+    let slow = Fake::new(9, ConnId::inbound(1));
+    let timers = node.config().timers.clone();
+    slow.join(&mut node, T0);
+    drain(&mut node);
+    let frame = broadcast_frame(NodeId([5; 32]), 1, &vec![7u8; 200_000]);
+    let pieces = 10;
+    let step = Duration::from_millis(timers.peer_timeout.as_millis() / 3);
+    let mut now = T0;
+    let mut out = Vec::new();
+    for i in 0..pieces {
+        let part = frame.slice(frame.len() * i / pieces..frame.len() * (i + 1) / pieces);
+        let until = now + step;
+        while let Some(t) = node.poll_timeout().filter(|t| *t <= until) {
+            node.handle_timeout(t);
+            out.extend(drain(&mut node));
+            node.handle_input(t, Input::Writable { conn: slow.conn })
+                .ok();
+        }
+        now = until;
+        slow.send(&mut node, now, part);
+        out.extend(drain(&mut node));
+    }
+    assert!(now > T0 + Duration::from_millis(timers.peer_timeout.as_millis() * 2));
+    assert_eq!(closed(&out, slow.conn), None);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::Mesh(MeshEvent::Broadcast { .. })))));
+}

@@ -170,9 +170,14 @@ impl Conn {
         self.wire.fail(error);
     }
 
-    /// Takes bytes that arrived.
-    pub(crate) fn push_bytes(&mut self, bytes: Bytes) {
+    /// Takes bytes that arrived at `now`: they count as the peer heard from, whole frame or
+    /// not (a large frame on a slow link may take longer than `peer_timeout`, and nothing
+    /// can pass it on its connection).
+    pub(crate) fn push_bytes(&mut self, now: Instant, bytes: Bytes) {
         self.bytes_in += bytes.len() as u64;
+        if !bytes.is_empty() {
+            self.last_received_at = now;
+        }
         self.wire.push(bytes);
     }
 

@@ -65,7 +65,7 @@ impl Session {
             _ => {}
         }
         self.metrics.bytes_received += bytes.len() as u64;
-        c.push_bytes(bytes);
+        c.push_bytes(now, bytes);
         if c.is_unauthenticated() {
             // The transport's handshake may have answered, or finished and freed the HELLO.
             let window = self.limits.transmit_window_bytes;
