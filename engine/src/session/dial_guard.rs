@@ -2,7 +2,9 @@
 //! a count of unanswered dials with exponential backoff that no announcement resets; for all
 //! addresses together, at most so many dials in any 60 seconds.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::time::{Duration, Instant};
 
@@ -18,6 +20,20 @@ struct Record {
     next_dial_at: Instant,
     /// When it was last dialed (the least recent record is forgotten first).
     last_dialed: Instant,
+}
+
+/// The key of `addr`'s record: one spelling per socket address (IPv6 in its canonical text,
+/// an IPv4-mapped IPv6 address as IPv4), so that liars announcing one address under many
+/// spellings do not get it dialed once per spelling. What does not parse is its own key.
+fn key(addr: &str) -> Cow<'_, str> {
+    match addr.parse::<SocketAddr>() {
+        Ok(SocketAddr::V6(v6)) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => Cow::Owned(SocketAddr::from((v4, v6.port())).to_string()),
+            None => Cow::Owned(SocketAddr::from((*v6.ip(), v6.port())).to_string()),
+        },
+        Ok(v4) => Cow::Owned(v4.to_string()),
+        Err(_) => Cow::Borrowed(addr),
+    }
 }
 
 /// See the module documentation.
@@ -42,7 +58,7 @@ impl DialGuard {
     /// Whether `addr` may be dialed at `now`, by its own record.
     pub(crate) fn allows(&self, addr: &str, now: Instant, attempts_max: u8) -> bool {
         self.by_addr
-            .get(addr)
+            .get(key(addr).as_ref())
             .is_none_or(|r| r.unanswered < attempts_max && r.next_dial_at <= now)
     }
 
@@ -62,6 +78,8 @@ impl DialGuard {
     /// `addr` is dialed at `now`: counted as unanswered until [`answered`](Self::answered),
     /// next allowed `backoff · 2^unanswered` later.
     pub(crate) fn dialed(&mut self, addr: &str, now: Instant, backoff: Duration) {
+        let addr = key(addr);
+        let addr = addr.as_ref();
         self.recent.push_back(now);
         if !self.by_addr.contains_key(addr) && self.by_addr.len() >= self.records_max {
             let oldest = self
@@ -86,7 +104,7 @@ impl DialGuard {
 
     /// A dial of `addr` reached the node it was for: the address is forgiven.
     pub(crate) fn answered(&mut self, addr: &str) {
-        self.by_addr.remove(addr);
+        self.by_addr.remove(key(addr).as_ref());
     }
 
     /// Addresses remembered.
@@ -127,5 +145,25 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert!(!g.budget_allows(t + Duration::from_secs(59), 3));
         assert!(g.budget_allows(t + BUDGET_WINDOW, 3));
+    }
+
+    #[test]
+    fn one_address_under_many_spellings_is_one_record() {
+        let mut g = DialGuard::new(8);
+        let t = Instant::ZERO;
+        let backoff = Duration::from_secs(1);
+        g.dialed("[2001:DB8::1]:7000", t, backoff);
+        g.dialed("[2001:0db8:0000::0001]:7000", t, backoff);
+        assert_eq!(g.len(), 1);
+        assert!(!g.allows("[2001:db8::1]:7000", t + Duration::from_secs(3), 2));
+        g.dialed("[::ffff:1.2.3.4]:7000", t, backoff);
+        g.dialed("[::ffff:102:304]:7000", t, backoff);
+        assert!(!g.allows("1.2.3.4:7000", t + Duration::from_secs(3), 2));
+        assert_eq!(g.len(), 2);
+        g.answered("[::FFFF:1.2.3.4]:7000");
+        assert!(g.allows("1.2.3.4:7000", t, 2));
+        // Not a socket address: its own key.
+        g.dialed("host.example:7000", t, backoff);
+        assert_eq!(g.len(), 2);
     }
 }
