@@ -1,52 +1,57 @@
-//! A fixed (unseeded) hasher for maps keyed by values that are already uniform hashes, so map
-//! iteration order is the same on every run and machine.
+//! Keyed hashing for the engine's hash maps: foldhash (hashbrown's own default hasher), keyed
+//! with a secret drawn from the node's seed. A peer chooses many of the keys these maps hold
+//! (paths, node ids, incarnations, cascade ids): with a hash it could compute, it could make
+//! them all collide and turn every lookup into a scan of the table (HashDoS). The key derives
+//! from the node's secret key, so no peer knows it, and is a pure function of the config, so a
+//! run replays. Nothing iterates these maps in an order that reaches an output (SPEC.md §15):
+//! they are looked up, or swept whole.
 
-use core::hash::{BuildHasherDefault, Hasher};
+use core::hash::BuildHasher;
 
-/// Folds the written bytes into a u64, then mixes it. Unseeded: the same on every run.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FixedHasher(u64);
+/// The hasher of the engine's maps and tables, keyed ([`hash_key`]).
+pub(crate) type HashKey = foldhash::fast::FixedState;
 
-impl Hasher for FixedHasher {
-    /// MurmurHash3's 64-bit finaliser: every input bit reaches every output bit, so the
-    /// table's bucket index (low bits) and tag (high bits) are both well mixed.
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^ (x >> 33)
-    }
+/// A `hashbrown` map hashed with a [`HashKey`].
+pub(crate) type KeyedMap<K, V> = hashbrown::HashMap<K, V, HashKey>;
 
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
+/// The hash key of a protocol whose seed is `seed` (the seed's own bytes never serve as the
+/// key: BLAKE3 derives it).
+pub(crate) fn hash_key(seed: &[u8; 32]) -> HashKey {
+    let derived = blake3::derive_key("weft engine hash key v1", seed);
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&derived[..8]);
+    foldhash::fast::FixedState::with_seed(u64::from_le_bytes(key))
 }
 
-/// A deterministic `hashbrown` map.
-pub(crate) type FixedMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FixedHasher>>;
+/// `value` hashed with `key`.
+pub(crate) fn hash_with<T: core::hash::Hash + ?Sized>(key: &HashKey, value: &T) -> u64 {
+    key.hash_one(value)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::hash::{BuildHasher, BuildHasherDefault};
 
     #[test]
     fn keys_differing_in_one_byte_spread_over_buckets() {
-        let build = BuildHasherDefault::<FixedHasher>::default();
+        let key = hash_key(&[3; 32]);
         let mut buckets = [0u32; 64];
         for i in 0..6400u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
-            buckets[(build.hash_one((id, 1u64)) & 63) as usize] += 1;
+            buckets[(hash_with(&key, &(id, 1u64)) & 63) as usize] += 1;
         }
         let (min, max) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
         assert!(*min > 60 && *max < 140, "{min}..{max}");
+    }
+
+    #[test]
+    fn the_hash_depends_on_the_key() {
+        let (a, b) = (hash_key(&[1; 32]), hash_key(&[2; 32]));
+        assert_eq!(
+            hash_with(&a, "path"),
+            hash_with(&hash_key(&[1; 32]), "path")
+        );
+        assert_ne!(hash_with(&a, "path"), hash_with(&b, "path"));
     }
 }

@@ -5,9 +5,7 @@ use std::collections::VecDeque;
 
 use weft_protocol::{CascadeId, NodeId};
 
-use core::hash::{BuildHasher, BuildHasherDefault};
-
-use crate::hasher::{FixedHasher, FixedMap};
+use crate::hasher::{hash_with, HashKey, KeyedMap};
 
 /// Sequence numbers remembered individually below an origin's highest one.
 pub const SEQ_WINDOW: u64 = 1024;
@@ -150,15 +148,15 @@ fn widen(high: u64, recent: u64) -> WideWindow {
 /// A hash map bounded by dropping its least recently used eighth when full.
 #[derive(Debug)]
 pub(crate) struct LruMap<K, V> {
-    map: FixedMap<K, (V, u64)>,
+    map: KeyedMap<K, (V, u64)>,
     capacity: usize,
     clock: u64,
 }
 
 impl<K: core::hash::Hash + Eq + Copy, V> LruMap<K, V> {
-    pub(crate) fn new(capacity: usize) -> LruMap<K, V> {
+    pub(crate) fn new(capacity: usize, key: HashKey) -> LruMap<K, V> {
         LruMap {
-            map: FixedMap::default(),
+            map: KeyedMap::with_hasher(key),
             capacity: capacity.max(1),
             clock: 0,
         }
@@ -197,16 +195,17 @@ struct OriginKey {
 }
 
 impl core::hash::Hash for OriginKey {
-    /// Node ids are BLAKE3 outputs, already uniform: eight of their bytes with the
-    /// incarnation spread the keys as well as all 32 would, in one hashing step (every
-    /// reception looks its origin up).
+    /// Node ids are BLAKE3 outputs, already uniform: eight of their bytes and the
+    /// incarnation, each hashed (every reception looks its origin up). Not folded into one
+    /// word first: the origin chooses its incarnation, and could cancel its id's bytes.
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
         let (prefix, _) = self
             .origin
             .0
             .split_first_chunk::<8>()
             .unwrap_or((&[0; 8], &[]));
-        state.write_u64(u64::from_le_bytes(*prefix) ^ self.incarnation.rotate_left(32));
+        state.write_u64(u64::from_le_bytes(*prefix));
+        state.write_u64(self.incarnation);
     }
 }
 
@@ -243,21 +242,19 @@ pub(crate) struct SeenWindows {
     table: hashbrown::HashTable<WindowSlot>,
     capacity: usize,
     clock: u64,
-    wide: FixedMap<OriginKey, WideWindow>,
+    wide: KeyedMap<OriginKey, WideWindow>,
+    hash_key: HashKey,
 }
 
 impl SeenWindows {
-    pub(crate) fn new(capacity: usize) -> SeenWindows {
+    pub(crate) fn new(capacity: usize, hash_key: HashKey) -> SeenWindows {
         SeenWindows {
             table: hashbrown::HashTable::new(),
-            wide: FixedMap::default(),
+            wide: KeyedMap::with_hasher(hash_key.clone()),
             capacity: capacity.max(1),
             clock: 0,
+            hash_key,
         }
-    }
-
-    fn hash(key: &OriginKey) -> u64 {
-        BuildHasherDefault::<FixedHasher>::default().hash_one(key)
     }
 
     /// Records (origin, incarnation, seq); true if it is new.
@@ -266,7 +263,7 @@ impl SeenWindows {
             origin,
             incarnation,
         };
-        let hash = Self::hash(&key);
+        let hash = hash_with(&self.hash_key, &key);
         self.clock += 1;
         let clock = self.clock;
         // Only a full table pays for the second lookup.
@@ -279,9 +276,10 @@ impl SeenWindows {
             recent: u64::MAX,
             used: 0,
         };
+        let hash_key = &self.hash_key;
         let slot = self
             .table
-            .entry(hash, |s| s.key == key, |s| Self::hash(&s.key))
+            .entry(hash, |s| s.key == key, |s| hash_with(hash_key, &s.key))
             .or_insert(fresh)
             .into_mut();
         slot.used = clock | (slot.used & WIDE);
@@ -304,7 +302,10 @@ impl SeenWindows {
             origin,
             incarnation,
         };
-        let Some(slot) = self.table.find(Self::hash(&key), |s| s.key == key) else {
+        let Some(slot) = self
+            .table
+            .find(hash_with(&self.hash_key, &key), |s| s.key == key)
+        else {
             return false;
         };
         if slot.is_wide() {
@@ -341,15 +342,15 @@ impl SeenWindows {
 /// A FIFO-bounded set of cascade ids.
 #[derive(Debug)]
 pub(crate) struct CascadeSeen {
-    set: FixedMap<CascadeId, ()>,
+    set: KeyedMap<CascadeId, ()>,
     order: VecDeque<CascadeId>,
     capacity: usize,
 }
 
 impl CascadeSeen {
-    pub(crate) fn new(capacity: usize) -> CascadeSeen {
+    pub(crate) fn new(capacity: usize, key: HashKey) -> CascadeSeen {
         CascadeSeen {
-            set: FixedMap::default(),
+            set: KeyedMap::with_hasher(key),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -378,6 +379,31 @@ impl CascadeSeen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Origins that pick their incarnation to cancel their id's bytes (what folding both
+    /// into one word before hashing let them do: every window in one bucket, every lookup a
+    /// scan of the table) hash apart.
+    #[test]
+    fn incarnations_chosen_against_the_origin_do_not_collide() {
+        let key = crate::hasher::hash_key(&[9; 32]);
+        let target = 0x5555_5555_5555_5555u64;
+        let hashes: BTreeSet<u64> = (0..4096u32)
+            .map(|i| {
+                let origin = NodeId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&origin.0[..8]);
+                let incarnation = (u64::from_le_bytes(prefix) ^ target).rotate_right(32);
+                hash_with(
+                    &key,
+                    &OriginKey {
+                        origin,
+                        incarnation,
+                    },
+                ) & 0xfff
+            })
+            .collect();
+        assert!(hashes.len() > 2000, "{} buckets of 4096", hashes.len());
+    }
     use quickcheck::quickcheck;
     use std::collections::BTreeSet;
 
@@ -387,7 +413,7 @@ mod tests {
 
     #[test]
     fn window_recognises_duplicates_and_anything_below_it() {
-        let mut s = SeenWindows::new(8);
+        let mut s = SeenWindows::new(8, HashKey::default());
         assert!(s.insert(node(1), 1, 5));
         assert!(!s.insert(node(1), 1, 5));
         assert!(s.insert(node(1), 1, 3));
@@ -409,12 +435,12 @@ mod tests {
 
     #[test]
     fn origins_are_bounded() {
-        let mut s = SeenWindows::new(16);
+        let mut s = SeenWindows::new(16, HashKey::default());
         for b in 0..100u8 {
             s.insert(node(b), 1, 1);
             assert!(s.len() <= 16);
         }
-        let mut c = CascadeSeen::new(4);
+        let mut c = CascadeSeen::new(4, HashKey::default());
         for seq in 0..10 {
             assert!(c.insert(CascadeId {
                 origin: node(0),
@@ -481,7 +507,7 @@ mod tests {
 
     #[test]
     fn in_order_origins_stay_narrow() {
-        let mut s = SeenWindows::new(8);
+        let mut s = SeenWindows::new(8, HashKey::default());
         for seq in 1..5000 {
             assert!(s.insert(node(1), 1, seq));
             assert!(!s.insert(node(1), 1, seq.saturating_sub(70).max(1)));
@@ -504,7 +530,7 @@ mod tests {
     #[test]
     fn narrow_and_wide_forms_match_the_plain_bitmap() {
         fn prop(steps: Vec<Step>) -> bool {
-            let mut s = SeenWindows::new(4);
+            let mut s = SeenWindows::new(4, HashKey::default());
             let (mut high, mut plain) = (0u64, WideWindow::default());
             steps.into_iter().all(|step| {
                 let seq = if step.back {
@@ -528,7 +554,7 @@ mod tests {
     quickcheck! {
         /// Within the window the bitmap answers exactly like an unbounded set.
         fn window_matches_a_set_within_its_span(seqs: Vec<u16>) -> bool {
-            let mut s = SeenWindows::new(4);
+            let mut s = SeenWindows::new(4, HashKey::default());
             let mut set = BTreeSet::new();
             let mut high = 0u64;
             seqs.into_iter().map(|x| u64::from(x % 3000) + 1).all(|seq| {

@@ -63,12 +63,16 @@ pub(crate) struct DiscoveryProtocol {
 }
 
 impl DiscoveryProtocol {
-    pub(crate) fn new(config: &Config) -> DiscoveryProtocol {
+    /// Discovery for `config`; `seed` keys its hash of cascade ids.
+    pub(crate) fn new(config: &Config, seed: [u8; 32]) -> DiscoveryProtocol {
         DiscoveryProtocol {
             enabled: config.discovery,
             hops: config.limits.cascade_hops,
             incarnation: config.incarnation,
-            cascades: CascadeSeen::new(config.limits.cascade_seen_max),
+            cascades: CascadeSeen::new(
+                config.limits.cascade_seen_max,
+                crate::hasher::hash_key(&seed),
+            ),
             last_cascade: 0,
             rate: config.limits.cascade_rate,
             drops_max: config.limits.cascade_drops_max,
@@ -342,7 +346,7 @@ mod tests {
     fn cascade_ids_carry_the_incarnation_and_are_seen_once() {
         let mut config = Config::from_seed("t", 1);
         config.incarnation = 7;
-        let mut d = DiscoveryProtocol::new(&config);
+        let mut d = DiscoveryProtocol::new(&config, [0; 32]);
         let node = |b| NodeId([b; 32]);
         let id = d.new_cascade(node(1));
         assert_eq!(id.seq >> 32, 7);
@@ -364,7 +368,7 @@ mod tests {
         };
         config.limits.cascade_drops_max = 3;
         config.timers.cascade_drop_window = Duration::from_secs(10);
-        let mut d = DiscoveryProtocol::new(&config);
+        let mut d = DiscoveryProtocol::new(&config, [0; 32]);
         let peer = NodeId([2; 32]);
         let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         assert_eq!(d.admit(at(0), peer), Ok(true));

@@ -169,7 +169,7 @@ impl MeshProtocol {
                 limits.broadcast_excess_per_peer,
                 limits.inbound_max + limits.outbound_max + limits.dedicated_conns_max,
             ),
-            seen: SeenWindows::new(limits.seen_origins_max),
+            seen: SeenWindows::new(limits.seen_origins_max, crate::hasher::hash_key(&seed)),
             store: RepairStore::new(StoreLimits {
                 count_max: limits.repair_store_max,
                 bytes_max: limits.repair_store_bytes_max,

@@ -389,7 +389,7 @@ mod tests {
             .collect();
         assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
 
-        let mut b = SeenWindows::new(64);
+        let mut b = SeenWindows::new(64, crate::hasher::HashKey::default());
         for seq in [2, 5, 6] {
             b.insert(node(1), 1, seq);
         }

@@ -74,7 +74,7 @@ impl Protocols {
         // Drops announce and look up holders on the ring only where this node is a member.
         let ring = Protocol::runs(&chord);
         Protocols {
-            discovery: DiscoveryProtocol::new(config),
+            discovery: DiscoveryProtocol::new(config, seed("discovery")),
             mesh: MeshProtocol::new(config, me, seed("mesh")),
             table: TableProtocol::new(config, seed("table")),
             chord,

@@ -4,7 +4,6 @@
 //! and the locator is keyed by the first eight bytes of a hash, checked against the record on
 //! every use.
 
-use core::hash::BuildHasher;
 use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
@@ -12,7 +11,7 @@ use weft_protocol::{Block, BlockHash, Version};
 
 use super::paths;
 use super::types::Record;
-use crate::hasher::FixedHasher;
+use crate::hasher::{hash_with, HashKey};
 
 /// A record's place in the slab.
 type Slot = u32;
@@ -28,7 +27,7 @@ pub(crate) struct Index {
     slots: Vec<Option<Record>>,
     /// Free slots, reused first.
     free: Vec<Slot>,
-    /// Slot by path (hashed with [`FixedHasher`]).
+    /// Slot by path (hashed with `hash_key`).
     by_path: HashTable<Slot>,
     /// Slot by [`paths::case_key`] of the path.
     by_case: HashTable<Slot>,
@@ -44,6 +43,8 @@ pub(crate) struct Index {
     moves: BTreeMap<u64, (String, Version)>,
     /// The highest sequence number given.
     sequence: u64,
+    /// Keys the hash of paths (peers choose them).
+    hash_key: HashKey,
 }
 
 impl core::fmt::Debug for Index {
@@ -55,10 +56,6 @@ impl core::fmt::Debug for Index {
     }
 }
 
-fn hash_str(s: &str) -> u64 {
-    core::hash::BuildHasherDefault::<FixedHasher>::default().hash_one(s)
-}
-
 fn hash_block(h: &BlockHash) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
@@ -66,6 +63,14 @@ fn hash_block(h: &BlockHash) -> u64 {
 }
 
 impl Index {
+    /// An empty index whose path maps are hashed with `hash_key`.
+    pub(crate) fn new(hash_key: HashKey) -> Index {
+        Index {
+            hash_key,
+            ..Index::default()
+        }
+    }
+
     /// The highest local sequence number given.
     pub(crate) fn sequence(&self) -> u64 {
         self.sequence
@@ -74,7 +79,7 @@ impl Index {
     fn slot_of(&self, path: &str) -> Option<Slot> {
         let slots = &self.slots;
         self.by_path
-            .find(hash_str(path), |&s| {
+            .find(hash_with(&self.hash_key, path), |&s| {
                 slots[s as usize]
                     .as_ref()
                     .is_some_and(|r| r.entry.path == path)
@@ -131,20 +136,21 @@ impl Index {
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        let path_hash = hash_str(&record.entry.path);
-        let case_hash = hash_str(&paths::case_key(&record.entry.path));
+        let key = &self.hash_key;
+        let path_hash = hash_with(key, record.entry.path.as_str());
+        let case_hash = hash_with(key, paths::case_key(&record.entry.path).as_str());
         self.link(slot, record);
-        let slots = &self.slots;
+        let (slots, key) = (&self.slots, &self.hash_key);
         let rehash_path = |&s: &Slot| {
             slots[s as usize]
                 .as_ref()
-                .map_or(0, |r| hash_str(&r.entry.path))
+                .map_or(0, |r| hash_with(key, r.entry.path.as_str()))
         };
         self.by_path.insert_unique(path_hash, slot, rehash_path);
         let rehash_case = |&s: &Slot| {
-            slots[s as usize]
-                .as_ref()
-                .map_or(0, |r| hash_str(&paths::case_key(&r.entry.path)))
+            slots[s as usize].as_ref().map_or(0, |r| {
+                hash_with(key, paths::case_key(&r.entry.path).as_str())
+            })
         };
         self.by_case.insert_unique(case_hash, slot, rehash_case);
     }
@@ -309,11 +315,13 @@ impl Index {
     pub(crate) fn case_clash(&self, path: &str) -> Option<&str> {
         let key = paths::case_key(path);
         let slots = &self.slots;
-        let s = self.by_case.find(hash_str(&key), |&s| {
-            slots[s as usize].as_ref().is_some_and(|r| {
-                !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
-            })
-        })?;
+        let s = self
+            .by_case
+            .find(hash_with(&self.hash_key, key.as_str()), |&s| {
+                slots[s as usize].as_ref().is_some_and(|r| {
+                    !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
+                })
+            })?;
         self.slots[*s as usize]
             .as_ref()
             .map(|r| r.entry.path.as_str())

@@ -3,6 +3,7 @@
 
 use weft_protocol::NodeId;
 
+use crate::hasher::HashKey;
 use crate::seen::LruMap;
 
 /// A peer's incarnation compared with the one last recorded for it.
@@ -21,9 +22,9 @@ pub(crate) struct Incarnations {
 }
 
 impl Incarnations {
-    pub(crate) fn new(entries_max: usize) -> Incarnations {
+    pub(crate) fn new(entries_max: usize, key: HashKey) -> Incarnations {
         Incarnations {
-            known: LruMap::new(entries_max),
+            known: LruMap::new(entries_max, key),
         }
     }
 
@@ -52,7 +53,7 @@ mod tests {
 
     #[test]
     fn incarnations_are_tracked_per_node() {
-        let mut m = Incarnations::new(1);
+        let mut m = Incarnations::new(1, HashKey::default());
         let node = NodeId([1; 32]);
         assert_eq!(m.check(node, 3), IncarnationCheck::Current);
         assert!(m.is_stale(node, 2));

@@ -233,7 +233,10 @@ impl Session {
             links: Links::default(),
             dedicated: Dedicated::default(),
             book: AddressBook::new(config.limits.heard_of_max),
-            incarnations: Incarnations::new(config.limits.seen_origins_max),
+            incarnations: Incarnations::new(
+                config.limits.seen_origins_max,
+                crate::hasher::hash_key(&seed),
+            ),
             dial_targets: BTreeMap::new(),
             dial_guard: DialGuard::new(config.limits.heard_of_max),
             redials: Redials::new(

@@ -33,7 +33,7 @@ use super::types::{
     Expect, LocalChange, Recipient, Record, ReplicaConfig, ReplicaEvent, ReplicaFault,
     ReplicaMetrics, ReplicaOutput, StorageRequest, StorageResult, TempId,
 };
-use crate::hasher::FixedMap;
+use crate::hasher::KeyedMap;
 use crate::time::Instant;
 use fetch::InFlight;
 
@@ -127,7 +127,7 @@ pub struct Replica {
     pub(super) temps: BTreeMap<TempId, String>,
     pub(super) next_temp: u64,
     pub(super) deferred: BTreeMap<String, Vec<(BTreeSet<NodeId>, Record)>>,
-    pub(super) inflight: FixedMap<[u8; 32], InFlight>,
+    pub(super) inflight: KeyedMap<[u8; 32], InFlight>,
     /// The deadline of every block in `inflight`, in order: one entry per request, added and
     /// removed with it, so the earliest is at hand without a walk over them all.
     pub(super) deadlines: BTreeSet<(Instant, [u8; 32])>,
@@ -242,14 +242,14 @@ impl Replica {
             now: Instant::ZERO,
             ready: false,
             index_id: 0,
-            index: Index::default(),
+            index: Index::new(crate::hasher::hash_key(&seed)),
             peers: BTreeMap::new(),
             applies: BTreeMap::new(),
             locks: BTreeMap::new(),
             temps: BTreeMap::new(),
             next_temp: 1,
             deferred: BTreeMap::new(),
-            inflight: FixedMap::default(),
+            inflight: KeyedMap::with_hasher(crate::hasher::hash_key(&seed)),
             deadlines: BTreeSet::new(),
             retries: BTreeSet::new(),
             excluded: BTreeMap::new(),
