@@ -6,7 +6,9 @@ use core::cmp::Ordering;
 
 use weft_protocol::{Counter, Version, VersionOrder};
 
+use super::paths::COMPONENT_BYTES_MAX;
 use super::types::Record;
+use weft_protocol::PATH_BYTES_MAX;
 
 /// Whether two records hold the same content (same kind, blocks, target and mode; or both
 /// deletions): concurrent versions of the same content are no conflict, they merge.
@@ -96,46 +98,70 @@ pub(crate) fn copy_version(loser: &Record) -> Version {
 /// Where the content of `loser` (a present entry that lost a conflict at `path`) is kept:
 /// `NAME.conflict-<first 8 hex digits of modified_by>-<its counter of modified_by>`, the
 /// extension kept after (`a/b.txt` -> `a/b.conflict-1a2b3c4d-3.txt`; a name whose only dot
-/// leads it, `.bashrc`, has no extension).
+/// leads it, `.bashrc`, has no extension). A name that would pass `COMPONENT_BYTES_MAX` (or
+/// a path `PATH_BYTES_MAX`) loses the end of its stem, cut at a character boundary and
+/// followed by `~` and the first 8 hex digits of the whole name's BLAKE3, and its extension
+/// too if these, the tag and the extension alone do not fit.
 pub(crate) fn conflict_copy_path(path: &str, loser: &Record) -> String {
     let by = loser.entry.modified_by;
-    let counter = loser.entry.version.get(by);
-    let tag = format!(".conflict-{:08x}-{counter}", by >> 32);
+    copy_path(path, by >> 32, loser.entry.version.get(by))
+}
+
+/// [`conflict_copy_path`] for the tag of `by_high` (the author's top 32 bits) and `counter`.
+fn copy_path(path: &str, by_high: u64, counter: u64) -> String {
+    let tag = format!(".conflict-{by_high:08x}-{counter}");
     let name_start = path.rfind('/').map_or(0, |i| i + 1);
-    match path[name_start..].rfind('.') {
-        Some(dot) if dot > 0 => {
-            let at = name_start + dot;
-            format!("{}{tag}{}", &path[..at], &path[at..])
-        }
-        _ => format!("{path}{tag}"),
+    let (dir, name) = path.split_at(name_start);
+    let (stem, mut ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let budget = COMPONENT_BYTES_MAX.min(PATH_BYTES_MAX.saturating_sub(dir.len()));
+    if stem.len() + tag.len() + ext.len() <= budget {
+        return format!("{dir}{stem}{tag}{ext}");
     }
+    // Cut: `~` and 8 hex digits of the whole name's hash follow what is kept of the stem,
+    // so two long names that share their start get two copies.
+    let mark = format!("~{}", &blake3::hash(name.as_bytes()).to_hex()[..8]);
+    if mark.len() + tag.len() + ext.len() >= budget {
+        ext = "";
+    }
+    let mut stem_end = budget
+        .saturating_sub(mark.len() + tag.len() + ext.len())
+        .min(stem.len());
+    while !stem.is_char_boundary(stem_end) {
+        stem_end -= 1;
+    }
+    format!("{dir}{}{mark}{tag}{ext}", &stem[..stem_end])
 }
 
 /// Whether `candidate` is a conflict copy of `path` (named by [`conflict_copy_path`]).
 pub(crate) fn is_conflict_copy_of(path: &str, candidate: &str) -> bool {
-    let name_start = path.rfind('/').map_or(0, |i| i + 1);
-    let (stem, ext) = match path[name_start..].rfind('.') {
-        Some(dot) if dot > 0 => path.split_at(name_start + dot),
-        _ => (path, ""),
-    };
-    let Some(rest) = candidate
-        .strip_prefix(stem)
-        .and_then(|r| r.strip_prefix(".conflict-"))
-        .and_then(|r| r.strip_suffix(ext))
-    else {
+    let Some((by_high, counter)) = copy_tag(candidate) else {
         return false;
     };
-    let Some((hex, counter)) = rest.split_once('-') else {
-        return false;
-    };
-    hex.len() == 8
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && !counter.is_empty()
-        && counter.bytes().all(|b| b.is_ascii_digit())
+    copy_path(path, by_high, counter) == candidate
+}
+
+/// The author's top 32 bits and the counter a copy's name carries.
+fn copy_tag(candidate: &str) -> Option<(u64, u64)> {
+    let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
+    let name = &candidate[name_start..];
+    let at = name.rfind(".conflict-")?;
+    let rest = &name[at + ".conflict-".len()..];
+    let (hex, after) = rest.split_once('-')?;
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || digits == 0 {
+        return None;
+    }
+    let by_high = u64::from_str_radix(hex, 16).ok()?;
+    let counter = after[..digits].parse().ok()?;
+    Some((by_high, counter))
 }
 
 /// The path whose conflict copy `candidate` is (`a/b.conflict-1a2b3c4d-3.txt` → `a/b.txt`),
-/// if its name has the form `conflict_copy_path` gives.
+/// if its name has the form `conflict_copy_path` gives (a copy whose name was cut to fit
+/// gives the cut name).
 pub fn conflict_origin(candidate: &str) -> Option<String> {
     let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
     let name = &candidate[name_start..];
@@ -339,5 +365,33 @@ mod tests {
         ] {
             assert_eq!(conflict_origin(plain), None, "{plain}");
         }
+    }
+
+    /// A name near the limits still gets a copy within them, told apart as a copy of it
+    /// alone; the cut keeps whole characters and the extension where it fits.
+    #[test]
+    fn a_long_name_gets_a_copy_within_the_limits() {
+        let r = |p: &str| rec(p, 0x1a2b_3c4d_5e6f_7081, 12, false);
+        let long = format!("d/{}.txt", "é".repeat(120));
+        let copy = conflict_copy_path(&long, &r(&long));
+        assert_eq!(super::super::paths::check_path(&copy), Ok(()), "{copy}");
+        assert!(copy.ends_with(".conflict-1a2b3c4d-3.txt"), "{copy}");
+        let name_bytes = copy.len() - 2;
+        assert!(name_bytes + 1 >= COMPONENT_BYTES_MAX, "{copy}");
+        assert!(is_conflict_copy_of(&long, &copy));
+        let other = format!("d/{}.txt", "é".repeat(119));
+        assert!(!is_conflict_copy_of(&other, &copy));
+        // An extension too long to keep beside the tag goes.
+        let ext = format!("x.{}", "e".repeat(250));
+        let copy = conflict_copy_path(&ext, &r(&ext));
+        assert!(
+            copy.starts_with("x~") && copy.ends_with(".conflict-1a2b3c4d-3"),
+            "{copy}"
+        );
+        assert!(is_conflict_copy_of(&ext, &copy));
+        // A path at its own limit: the name is cut to keep the path within PATH_BYTES_MAX.
+        let deep = format!("{}/{}", "d".repeat(PATH_BYTES_MAX - 40), "file-name-here");
+        let copy = conflict_copy_path(&deep, &r(&deep));
+        assert!(copy.len() <= PATH_BYTES_MAX, "{}", copy.len());
     }
 }
