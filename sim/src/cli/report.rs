@@ -16,7 +16,7 @@ use super::exit;
 
 /// What each column of the default table means, per protocol, in the order of the columns
 /// (each scenario's `Scenario::cells`).
-pub(super) const COLUMNS: [(&str, &[(&str, &str)]); 5] = [
+pub(super) const COLUMNS: [(&str, &[(&str, &str)]); 6] = [
     (
         "mesh",
         &[
@@ -128,6 +128,38 @@ pub(super) const COLUMNS: [(&str, &[(&str, &str)]); 5] = [
                 "converged",
                 "from the heal until every node was idle with nothing in flight",
             ),
+            ("events", "simulator events processed"),
+        ],
+    ),
+    (
+        "drops",
+        &[
+            (
+                "nodes",
+                "nodes in the network (owners, subscribers and a forger)",
+            ),
+            ("versions", "the counter of the drop's last version"),
+            (
+                "attacks",
+                "the forger's attacks (forged, tampered and replayed versions, corrupt blocks)",
+            ),
+            (
+                "refused",
+                "versions honest nodes refused (each closed the sender's link)",
+            ),
+            (
+                "corrupt",
+                "blocks that failed their hash at honest nodes, discarded and fetched elsewhere",
+            ),
+            (
+                "forged",
+                "forged versions or owner lists honest nodes held (must be 0)",
+            ),
+            (
+                "identical",
+                "whether every honest node showed the last version and every copy matched it",
+            ),
+            ("converged", "from the last publish until that held"),
             ("events", "simulator events processed"),
         ],
     ),

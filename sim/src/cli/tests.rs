@@ -201,11 +201,15 @@ fn the_legend_names_every_column_in_order() {
     let chord_cells = chord::run(&chord_params).cells();
     let titles = |cells: Vec<Cell>| cells.into_iter().map(|(t, _, _)| t).collect::<Vec<_>>();
     let replicate_cells = replicate::run(&ReplicateParams::new(2, 1, 2)).cells();
+    let drops_cells = drops::run(&default_drops()[0].1).cells();
+    let p2pt_cells = p2pt::run(&P2ptParams::new(3, 1, false)).cells();
     let cells = [
         titles(mesh_cells),
         titles(table_cells),
         titles(chord_cells),
         titles(replicate_cells),
+        titles(drops_cells),
+        titles(p2pt_cells),
     ];
     for ((protocol, columns), cells) in COLUMNS.iter().zip(cells) {
         let legend: Vec<&str> = columns.iter().map(|(t, _)| *t).collect();

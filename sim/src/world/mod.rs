@@ -73,6 +73,14 @@ enum Ev {
     },
     /// The remote end of a link learns it was closed or reset.
     RemoteClosed { link: u32, side: u8 },
+    /// `node`'s driver reports its connection `conn` closed: a reset that struck while the
+    /// node was paused, held until it resumes (its link end closed at once, so nothing in
+    /// flight arrives).
+    ConnClosed {
+        node: u32,
+        conn: ConnId,
+        incarnation: u64,
+    },
     /// The application on `node` broadcasts.
     Broadcast { node: u32 },
     /// The application on `node` issues a command (dropped if the node is down then). Boxed:
@@ -759,6 +767,15 @@ impl World {
                 incarnations,
             } => self.dialed(node, conn, target, incarnations),
             Ev::RemoteClosed { link, side } => self.remote_closed(link, side),
+            Ev::ConnClosed {
+                node,
+                conn,
+                incarnation,
+            } => {
+                if self.nodes[node as usize].incarnation == incarnation {
+                    self.input(node, Input::Closed { conn });
+                }
+            }
             Ev::Accept { node, conn, from } => {
                 let live = self.nodes[node as usize].conn(conn).is_some();
                 if live {
@@ -939,6 +956,7 @@ fn ev_node(ev: &Ev, links: &[Link]) -> Option<u32> {
         Ev::Deliver { link, side, .. } => Some(links[*link as usize].dirs[*side as usize].to_node),
         Ev::RemoteClosed { link, side } => links.get(*link as usize).map(|l| l.end(*side).node),
         Ev::Timer { node, .. } | Ev::Maintain { node } | Ev::Broadcast { node } => Some(*node),
+        Ev::ConnClosed { node, .. } => Some(*node),
         Ev::Command { node, .. } | Ev::Disk { node, .. } => Some(*node),
         Ev::Dialed { node, .. } | Ev::Accept { node, .. } => Some(*node),
         Ev::Fault(_) | Ev::Recover(_) => None,

@@ -372,6 +372,7 @@ impl World {
             .map(|c| (c.link, c.side))
             .collect();
         for (link, side) in sending {
+            self.writable_if_room(link, side);
             self.writable_if_drained(link, side);
         }
     }

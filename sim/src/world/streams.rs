@@ -187,6 +187,29 @@ impl World {
         }
     }
 
+    /// A sender that was told to wait (its direction's buffer over the bandwidth fault's
+    /// cap) hears there is room once the buffer has drained to the cap; not while it is
+    /// paused (a paused node processes nothing: [`World::resume`] asks again).
+    pub(super) fn writable_if_room(&mut self, link_id: u32, side: u8) {
+        let buffer_cap = self
+            .config
+            .faults
+            .bandwidth
+            .map_or(usize::MAX, |b| b.buffer_bytes);
+        let link = &mut self.links[link_id as usize];
+        let paused = self.nodes[link.end(side).node as usize].paused;
+        let d = &mut link.dirs[side as usize];
+        if !d.writable_pending || d.buffered_bytes > buffer_cap || paused {
+            return;
+        }
+        d.writable_pending = false;
+        let sender = link.end(side);
+        if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
+            link.dirs[side as usize].in_flight_bytes = 0;
+            self.input(sender.node, Input::Writable { conn: sender.conn });
+        }
+    }
+
     /// With `writable_on_drain`: when everything sent on `links[link_id]`'s direction `side`
     /// has arrived, the sender's socket has drained, and a real driver says so (bulk data
     /// waits for it). Not while the sender has handed out bytes the world has not carried yet
@@ -220,25 +243,13 @@ impl World {
         let link = &mut self.links[link_id as usize];
         let d = &mut link.dirs[side as usize];
         d.buffered_bytes = d.buffered_bytes.saturating_sub(bytes.len());
-        let buffer_cap = self
-            .config
-            .faults
-            .bandwidth
-            .map_or(usize::MAX, |b| b.buffer_bytes);
         let receiver = End {
             node: d.to_node,
             conn: d.to_conn,
             incarnation: d.to_incarnation,
             open: d.to_open,
         };
-        if d.writable_pending && d.buffered_bytes <= buffer_cap {
-            d.writable_pending = false;
-            let sender = link.end(side);
-            if sender.open && self.nodes[sender.node as usize].incarnation == sender.incarnation {
-                link.dirs[side as usize].in_flight_bytes = 0;
-                self.input(sender.node, Input::Writable { conn: sender.conn });
-            }
-        }
+        self.writable_if_room(link_id, side);
         self.writable_if_drained(link_id, side);
         let rn = &self.nodes[receiver.node as usize];
         if !receiver.open || rn.node.is_none() || rn.incarnation != receiver.incarnation {
@@ -287,7 +298,18 @@ impl World {
             return;
         }
         sn.remove_conn(end.conn);
-        self.cold[end.node as usize].dialing.remove(&end.conn);
+        let paused = sn.paused;
+        let cold = &mut self.cold[end.node as usize];
+        cold.dialing.remove(&end.conn);
+        if paused {
+            // A paused node processes nothing: it hears of the close when it resumes.
+            cold.deferred.push_back(Ev::ConnClosed {
+                node: end.node,
+                conn: end.conn,
+                incarnation: end.incarnation,
+            });
+            return;
+        }
         self.input(end.node, Input::Closed { conn: end.conn });
     }
 

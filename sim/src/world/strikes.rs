@@ -101,6 +101,14 @@ impl World {
         }
     }
 
+    /// The links open at both ends, in order (the links list keeps every link ever made: a
+    /// reset or a clog of a closed one would do nothing).
+    fn open_links(&self) -> Vec<u32> {
+        (0..self.links.len() as u32)
+            .filter(|&l| self.links[l as usize].dirs.iter().all(|d| d.to_open))
+            .collect()
+    }
+
     pub(super) fn fault(&mut self, kind: FaultKind) {
         if self.phase != Phase::Safety || self.now >= self.safety_end {
             return;
@@ -123,17 +131,16 @@ impl World {
             .collect();
         match kind {
             FaultKind::Reset => {
-                let open: Vec<u32> = (0..self.links.len() as u32)
-                    .filter(|&l| self.links[l as usize].dirs.iter().all(|d| d.to_open))
-                    .collect();
+                let open = self.open_links();
                 if !open.is_empty() {
                     let l = open[self.fault_rng.below(open.len() as u64) as usize];
                     self.reset(l);
                 }
             }
             FaultKind::Clog => {
-                if !self.links.is_empty() {
-                    let l = self.fault_rng.below(self.links.len() as u64) as usize;
+                let open = self.open_links();
+                if !open.is_empty() {
+                    let l = open[self.fault_rng.below(open.len() as u64) as usize] as usize;
                     let side = self.fault_rng.below(2) as usize;
                     self.links[l].dirs[side].clogged_until = self.now + duration_ms * MS;
                 }

@@ -255,3 +255,25 @@ fn a_write_acknowledged_after_its_commit_survives_a_crash() {
     assert_eq!(w.node(0).unwrap().table().get(b"k"), Some(&b"v"[..]));
     assert!(w.durability_violations().is_empty());
 }
+
+/// A paused node processes nothing, not even a reset of its link: it hears of it when it
+/// resumes, and nothing that was in flight on the link arrives.
+#[test]
+fn a_paused_node_hears_of_a_reset_only_when_it_resumes() {
+    let mut w = world();
+    w.run_until(500 * MS);
+    assert_eq!(w.node(1).map(|n| n.links().count()), Some(1), "linked");
+    w.nodes[1].paused = true;
+    w.paused_nodes += 1;
+    let link = w.nodes[1].conns[0].link;
+    w.reset(link);
+    assert_eq!(
+        w.node(1).map(|n| n.links().count()),
+        Some(1),
+        "the paused node was told of the reset"
+    );
+    assert_eq!(w.node(0).map(|n| n.links().count()), Some(0));
+    w.resume(1);
+    assert_eq!(w.node(1).map(|n| n.links().count()), Some(0));
+    assert!(w.violation().is_none(), "{:?}", w.violation());
+}
