@@ -123,6 +123,14 @@ impl Replica {
         if self.ignore.is_ignored(&r.entry.path, is_dir) {
             return;
         }
+        // A rename away from a path this node ignores, or from below a symlink here, is the
+        // new record alone: nothing at an ignored path is written (nor moved), and nothing
+        // through a symlink.
+        if moved_from.as_ref().is_some_and(|(from, _)| {
+            self.ignore.is_ignored(from, is_dir) || self.through_symlink(from).is_some()
+        }) {
+            moved_from = None;
+        }
         let sources = BTreeSet::from([peer]);
         self.apply_record(sources, r, moved_from, true);
     }

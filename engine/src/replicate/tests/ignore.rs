@@ -99,3 +99,23 @@ fn a_peers_move_to_a_path_ignored_here_removes_the_old_path() {
     assert_eq!(paths(&net, 1), ["old.txt"]);
     assert!(net.records(1).iter().all(|r| r.1), "{:?}", net.records(1));
 }
+
+/// A peer's rename away from a path this node ignores does not touch the file there (an
+/// ignored path is never written): the new path comes as a new file.
+#[test]
+fn a_peers_rename_from_an_ignored_path_leaves_the_file_there() {
+    let mut net = pair();
+    let data = bytes(1000, 9);
+    net.put(0, "notes.txt", data.clone(), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("notes.txt"), Some(data.as_slice()));
+    set_rules(&mut net, 1, "notes.txt\n");
+    net.mv(0, "notes.txt", "renamed.txt");
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("renamed.txt"), Some(data.as_slice()));
+    assert_eq!(
+        net.nodes[1].host.data("notes.txt"),
+        Some(data.as_slice()),
+        "the ignored file was moved"
+    );
+}
