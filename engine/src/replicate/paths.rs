@@ -192,6 +192,12 @@ impl IgnoreRules {
         }
     }
 
+    /// The lines the rules were compiled from (NFC, those that parsed): `parse` of them
+    /// joined by newlines gives equal rules.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     /// Whether there are no rules (nothing is ignored).
     pub fn is_empty(&self) -> bool {
         self.matcher.is_none()

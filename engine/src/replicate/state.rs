@@ -11,7 +11,10 @@ use super::plan::Apply;
 use super::types::Record;
 
 /// The blob's format version.
-pub(crate) const STATE_FORMAT: u8 = 2;
+pub(crate) const STATE_FORMAT: u8 = 3;
+
+/// The format before the ignore rules were kept: still read (as having none).
+const STATE_FORMAT_V2: u8 = 2;
 
 /// The format before `counter_high` and deferred records were kept: still read.
 const STATE_FORMAT_V1: u8 = 1;
@@ -45,6 +48,10 @@ pub(crate) struct PersistedState {
     /// peers' sequences are already counted as seen: a restart that forgot them would never
     /// be sent them again.
     pub(crate) deferred: Vec<DeferredAt>,
+    /// The lines of the ignore rules in force (`IgnoreRules::lines`): rules that change
+    /// while the node is down are told apart from these at the next start, so that records
+    /// dropped while their path was ignored are asked for again.
+    pub(crate) ignore_lines: Vec<String>,
 }
 
 /// Format 1: the same without `counter_high` and `deferred`.
@@ -72,6 +79,16 @@ impl PersistedState {
     pub(crate) fn decode(bytes: &[u8]) -> Option<PersistedState> {
         match *bytes.first()? {
             STATE_FORMAT => postcard::from_bytes(bytes).ok(),
+            STATE_FORMAT_V2 => {
+                // Format 3 with no ignore lines: an empty list, one zero byte, at the end.
+                let mut v3 = bytes.to_vec();
+                v3.push(0);
+                let s: PersistedState = postcard::from_bytes(&v3).ok()?;
+                Some(PersistedState {
+                    format: STATE_FORMAT,
+                    ..s
+                })
+            }
             STATE_FORMAT_V1 => {
                 let s: PersistedStateV1 = postcard::from_bytes(bytes).ok()?;
                 (s.format == STATE_FORMAT_V1).then_some(PersistedState {
@@ -84,6 +101,7 @@ impl PersistedState {
                     peers: s.peers,
                     applies: s.applies,
                     deferred: Vec::new(),
+                    ignore_lines: Vec::new(),
                 })
             }
             _ => None,
@@ -120,6 +138,7 @@ mod tests {
             peers: vec![(NodeId([1; 32]), 5, 6)],
             applies: Vec::new(),
             deferred,
+            ignore_lines: vec!["*.log".into()],
         }
     }
 
@@ -136,11 +155,24 @@ mod tests {
                 },
             )],
         )];
-        let back = PersistedState::decode(&state(STATE_FORMAT, deferred.clone()).encode());
-        assert_eq!(back.map(|s| s.deferred), Some(deferred));
+        let back = PersistedState::decode(&state(STATE_FORMAT, deferred.clone()).encode())
+            .expect("decodes");
+        assert_eq!(back.deferred, deferred);
+        assert_eq!(back.ignore_lines, ["*.log"]);
+        // Format 2 is format 3 without the ignore lines (the last list).
+        let mut v2 = state(STATE_FORMAT_V2, Vec::new());
+        v2.ignore_lines.clear();
+        let mut v2 = v2.encode();
+        assert_eq!(v2.pop(), Some(0));
+        let old = PersistedState::decode(&v2).expect("a format 2 blob loads");
+        assert_eq!((old.format, old.index_id), (STATE_FORMAT, 11));
+        assert!(old.ignore_lines.is_empty());
         // Format 1 is format 2 without `counter_high` (0: one zero byte after the three
         // one-byte varints before it) and the trailing list (empty: one zero byte).
-        let mut v1 = state(STATE_FORMAT_V1, Vec::new()).encode();
+        let mut v1 = state(STATE_FORMAT_V1, Vec::new());
+        v1.ignore_lines.clear();
+        let mut v1 = v1.encode();
+        assert_eq!(v1.pop(), Some(0));
         assert_eq!(v1.pop(), Some(0));
         assert_eq!(v1.remove(4), 0);
         let old = PersistedState::decode(&v1).expect("a format 1 blob loads");

@@ -184,6 +184,9 @@ pub struct Replica {
     pub(super) full_round_at: Option<Instant>,
     pub(super) metrics: ReplicaMetrics,
     pub(super) ignore: IgnoreRules,
+    /// Whether the host gave rules since the start (else `ignore` holds the persisted ones,
+    /// once loaded).
+    pub(super) ignore_given: bool,
 }
 
 impl core::fmt::Debug for Replica {
@@ -278,6 +281,7 @@ impl Replica {
             full_round_at: None,
             metrics: ReplicaMetrics::default(),
             ignore: IgnoreRules::default(),
+            ignore_given: false,
         };
         r.request(Purpose::Load, StorageRequest::LoadState);
         r
@@ -291,13 +295,18 @@ impl Replica {
     /// Sets the `.weftignore` rules (the host reads the file): ignored paths are neither
     /// announced nor written from now on. If the old rules ignored anything, every peer's
     /// whole index is asked for again (now from the linked ones, at the next link from the
-    /// others): a record dropped while its path was ignored may be taken now.
+    /// others): a record dropped while its path was ignored may be taken now. The rules are
+    /// kept with the folder's state, so the old rules are those in force before a restart
+    /// until the host gives any.
     pub fn set_ignore_rules(&mut self, rules: IgnoreRules) {
+        self.ignore_given = true;
         if rules == self.ignore {
             return;
         }
         let ignored_before = !self.ignore.is_empty();
         self.ignore = rules;
+        // Kept with the state: rules that change while the node is down count as a change.
+        self.mark_dirty();
         if !ignored_before {
             return;
         }

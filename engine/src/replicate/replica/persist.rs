@@ -5,6 +5,7 @@ use bytes::Bytes;
 use rand_chacha::rand_core::RngCore;
 
 use super::{Purpose, Replica, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP};
+use crate::replicate::paths::IgnoreRules;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
 use crate::replicate::types::{Record, ReplicaEvent, StorageRequest, StorageResult};
 use crate::time::{Duration, Instant};
@@ -31,6 +32,16 @@ impl Replica {
                     let p = self.peers.entry(id).or_default();
                     p.index_id = index_id;
                     p.seen = seen;
+                }
+                // The rules in force before the stop: the host's rules, given since the start
+                // or later, are told apart from these (`set_ignore_rules`).
+                let (before, _) = IgnoreRules::parse(&s.ignore_lines.join("\n"));
+                if self.ignore_given {
+                    let given = core::mem::replace(&mut self.ignore, before);
+                    self.ignore_given = false;
+                    self.set_ignore_rules(given);
+                } else {
+                    self.ignore = before;
                 }
                 for (path, mut a) in s.applies {
                     if let Some(f) = a.fetch.as_mut() {
@@ -131,6 +142,7 @@ impl Replica {
                 .iter()
                 .map(|(p, list)| (p.clone(), list.clone()))
                 .collect(),
+            ignore_lines: self.ignore.lines().to_vec(),
         };
         self.persist_outstanding = true;
         let bytes = Bytes::from(state.encode());

@@ -119,3 +119,23 @@ fn a_peers_rename_from_an_ignored_path_leaves_the_file_there() {
         "the ignored file was moved"
     );
 }
+
+/// Rules changed while the node was down still count as a change: what the old rules
+/// dropped is asked for again.
+#[test]
+fn a_path_unignored_while_the_node_was_down_is_fetched_after_the_restart() {
+    let mut net = pair();
+    set_rules(&mut net, 1, "*.log\n");
+    let data = bytes(1000, 10);
+    net.put(0, "kept.log", data.clone(), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("kept.log"), None);
+    net.unlink(0, 1);
+    net.restart(1, 77);
+    net.settle();
+    // The rules file was emptied meanwhile: the host gives no rules at the start.
+    set_rules(&mut net, 1, "");
+    net.link(0, 1);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("kept.log"), Some(data.as_slice()));
+}
