@@ -110,7 +110,10 @@ impl Replica {
                         && a.sources.iter().all(|s| {
                             !self.peers.get(s).is_some_and(|p| {
                                 p.linked && p.mismatches < self.config.mismatches_before_disconnect
-                            }) || self.not_found.get(&b.hash).is_some_and(|n| n.contains(s))
+                            }) || self
+                                .not_found
+                                .get(&(b.hash, b.len))
+                                .is_some_and(|n| n.contains(s))
                         })
                 }
             })
@@ -480,11 +483,12 @@ impl Replica {
             || sources.iter().any(|s| {
                 self.peers.get(s).is_some_and(|p| {
                     p.linked && p.mismatches < self.config.mismatches_before_disconnect
-                }) && r
-                    .entry
-                    .blocks
-                    .iter()
-                    .all(|b| !self.not_found.get(&b.hash).is_some_and(|n| n.contains(s)))
+                }) && r.entry.blocks.iter().all(|b| {
+                    !self
+                        .not_found
+                        .get(&(b.hash, b.len))
+                        .is_some_and(|n| n.contains(s))
+                })
             })
     }
 

@@ -260,13 +260,15 @@ impl Replica {
                 blocks.push((b.hash, b.len, *temp, i, file));
             }
         }
-        // Equal hashes gathered, their waiters in file order.
-        blocks.sort_unstable_by_key(|b| (b.0, b.2, b.3));
+        // Equal hashes and lengths gathered, their waiters in file order. A hash named at
+        // two lengths (a record claims a length its content does not have) is two
+        // candidates: the one at the wrong length never holds up the other.
+        blocks.sort_unstable_by_key(|b| (b.0, b.1, b.2, b.3));
         let mut wanted: Vec<Candidate> = Vec::new();
         for (hash, len, temp, i, file) in blocks {
             let sources = &file_sources[file];
             match wanted.last_mut() {
-                Some(c) if c.hash == hash => {
+                Some(c) if c.hash == hash && c.len == len => {
                     c.waiters.push((temp, i));
                     for s in sources {
                         if let Err(at) = c.sources.binary_search(s) {
@@ -301,7 +303,8 @@ impl Replica {
                 let holder = self
                     .index
                     .locate_except(&hash, emptied)
-                    .or_else(|| self.index.locate(&hash));
+                    .or_else(|| self.index.locate(&hash))
+                    .filter(|(_, block)| block.len == w.len);
                 if let Some((path, block)) = holder {
                     let req = StorageRequest::ReadBlock {
                         path: path.to_string(),
@@ -323,8 +326,8 @@ impl Replica {
                     continue;
                 }
             }
-            let excluded = self.excluded.get(&hash);
-            let not_found = self.not_found.get(&hash);
+            let excluded = self.excluded.get(&(hash, w.len));
+            let not_found = self.not_found.get(&(hash, w.len));
             w.sources.retain(|s| {
                 self.peers.get(s).is_some_and(|p| p.linked)
                     && !not_found.is_some_and(|n| n.contains(s))
@@ -462,7 +465,7 @@ impl Replica {
         }
         if exclude {
             let until = self.now + self.config.block_request_timeout;
-            let list = self.excluded.entry(*hash).or_default();
+            let list = self.excluded.entry((*hash, f.len)).or_default();
             list.retain(|(p, _)| *p != f.peer);
             list.push((f.peer, until));
         }
@@ -530,9 +533,6 @@ impl Replica {
         let Some(f) = self.inflight.get_mut(&m.hash) else {
             return Ok(());
         };
-        if u64::from(m.offset) + n > u64::from(f.len) {
-            return Err(ReplicaFault::Unexpected("HEREIS past the block's end"));
-        }
         if m.offset != f.received {
             // A copy of the block that broke off: the sender's bulk queue dropped a piece
             // before this one, or the block was asked again of the same peer after a
@@ -541,6 +541,21 @@ impl Replica {
             // completes from the pieces that continue it (every copy of it holds the same
             // bytes) or times out and is asked again.
             self.metrics.block_bytes_received += n;
+            return Ok(());
+        }
+        let end = u64::from(m.offset) + n;
+        let ends_early = (n as usize) < HEREIS_PIECE_BYTES && end < u64::from(f.len);
+        if end > u64::from(f.len) || ends_early {
+            // The block this hash names at the sender is longer, or shorter (its last
+            // piece, the only one under HEREIS_PIECE_BYTES, ends before), than the length
+            // asked: a record claimed a length its content does not have, and the sender
+            // serves the block by hash as it holds it. No fault of the sender's: it does
+            // not hold the block at that length, as if it had answered NOTFOUND.
+            let len = f.len;
+            self.metrics.block_bytes_received += n;
+            self.drop_request(&m.hash, false);
+            self.not_held_by(from, m.hash, len);
+            self.fetch_dirty = true;
             return Ok(());
         }
         self.metrics.block_bytes_received += n;
@@ -597,14 +612,17 @@ impl Replica {
         }
         if *f.hasher.finalize().as_bytes() == m.hash {
             self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Verified);
-            self.excluded.remove(&m.hash);
+            self.excluded.remove(&(m.hash, f.len));
             self.advance_waiters(&f.waiters);
             return Ok(());
         }
         self.metrics.blocks_corrupt += 1;
         self.set_blocks(&f.waiters, BlockState::Busy, BlockState::Missing);
         let until = self.now + self.config.block_request_timeout;
-        self.excluded.entry(m.hash).or_default().push((from, until));
+        self.excluded
+            .entry((m.hash, f.len))
+            .or_default()
+            .push((from, until));
         self.event(ReplicaEvent::CorruptBlock {
             peer: from,
             hash: m.hash,
@@ -644,14 +662,25 @@ impl Replica {
     /// A peer no longer has these blocks: asked elsewhere, not held against it.
     pub(super) fn on_not_found(&mut self, from: NodeId, hashes: &[BlockHash]) {
         for h in hashes {
-            if self.inflight.get(h).is_some_and(|f| f.peer == from) {
+            if let Some(len) = self
+                .inflight
+                .get(h)
+                .filter(|f| f.peer == from)
+                .map(|f| f.len)
+            {
                 self.drop_request(h, false);
-                if self.not_found.len() >= super::NOT_FOUND_MAX {
-                    self.not_found.clear();
-                }
-                self.not_found.entry(*h).or_default().insert(from);
+                self.not_held_by(from, *h, len);
             }
         }
+    }
+
+    /// `peer` does not hold the block `hash` at `len` bytes: not asked for it again until it
+    /// announces a change.
+    fn not_held_by(&mut self, peer: NodeId, hash: BlockHash, len: u32) {
+        if self.not_found.len() >= super::NOT_FOUND_MAX {
+            self.not_found.clear();
+        }
+        self.not_found.entry((hash, len)).or_default().insert(peer);
     }
 
     /// A peer asks for blocks.

@@ -107,6 +107,9 @@ pub(super) struct Peer {
     pub(super) serving: usize,
 }
 
+/// A block as a request names it: its hash and the length asked.
+pub(super) type SizedBlock = ([u8; 32], u32);
+
 /// One node's copy of one folder. See the module documentation.
 pub struct Replica {
     pub(super) config: ReplicaConfig,
@@ -134,8 +137,9 @@ pub struct Replica {
     /// `(retry_at, path)` of every apply given a retry time, in order; an entry whose apply
     /// no longer has that time is stale, skipped and dropped when it comes due.
     pub(super) retries: BTreeSet<(Instant, String)>,
-    /// Peers not to ask for a block until then (it failed them).
-    pub(super) excluded: BTreeMap<[u8; 32], Vec<(NodeId, Instant)>>,
+    /// Peers not to ask for a block (by hash and the length asked) until then (it failed
+    /// them).
+    pub(super) excluded: BTreeMap<SizedBlock, Vec<(NodeId, Instant)>>,
     /// What the host last reported at a path, where it differs from the path's record (the
     /// record took a peer's metadata for identical content, or the scanner reported a change
     /// of mtime alone): what a storage step at the path expects to find. Not persisted: the
@@ -147,7 +151,7 @@ pub struct Replica {
     refused: BTreeSet<String>,
     /// Peers that answered NOTFOUND for a block: not asked for it again until they announce
     /// a change (at most [`NOT_FOUND_MAX`] blocks; past it, forgotten and asked again).
-    pub(super) not_found: BTreeMap<[u8; 32], BTreeSet<NodeId>>,
+    pub(super) not_found: BTreeMap<SizedBlock, BTreeSet<NodeId>>,
     /// Blocks whose local copy did not read back (cleared when the index changes).
     pub(super) local_misses: BTreeSet<[u8; 32]>,
     pub(super) pending: BTreeMap<u64, Purpose>,

@@ -324,3 +324,39 @@ fn a_piece_dropped_by_the_sender_is_no_fault_and_the_block_comes_again() {
     let asked = net.wants.iter().filter(|w| w.0 == 1).count();
     assert_eq!(asked, 2);
 }
+
+/// A record naming a block by the hash of another's content but a wrong length (a lying or
+/// broken peer's), shorter or longer, does not hold up the files that name it rightly, nor
+/// get their honest server disconnected for sending the block's real length, and the
+/// network settles (the wrong length is not asked again of a peer that showed it has
+/// another).
+#[test]
+fn a_block_claimed_at_a_wrong_length_does_not_hold_up_the_right_one() {
+    for wrong in [20_000u32, 60_000] {
+        let mut net = Net::new(3);
+        net.link(0, 1);
+        net.link(2, 1);
+        let data = bytes(40_000, 14);
+        let c = net.nodes[0].host.put_one_block("right", data.clone(), 100);
+        net.local(0, c);
+        // Node 2's file names the same hash at another length (and cannot serve it).
+        let hash = *blake3::hash(&data).as_bytes();
+        let block = weft_protocol::Block {
+            offset: 0,
+            len: wrong,
+            hash,
+        };
+        let other = bytes(wrong as usize, 15);
+        let c = net.nodes[2]
+            .host
+            .put_blocks("wrong", other, 100, vec![block]);
+        net.local(2, c);
+        net.settle();
+        assert_eq!(net.faults, vec![], "{wrong}");
+        assert_eq!(
+            net.nodes[1].host.data("right"),
+            Some(data.as_slice()),
+            "{wrong}"
+        );
+    }
+}
