@@ -25,6 +25,12 @@ pub(crate) use crate::sending::BULK_FRAME_BYTES_MAX;
 /// Largest frame copied into a run; larger ones are queued as they are.
 const RUN_FRAME_BYTES_MAX: usize = 2 * 1024;
 
+/// A relayed frame shorter than this is copied when queued; a longer one is queued as the
+/// slice of what arrived. A slice keeps its whole receive buffer alive (a read's plaintext,
+/// up to 64 KiB), so copying the short ones keeps what the relay bound counts within half of
+/// what the queue holds.
+const RELAY_SHARED_BYTES_MIN: usize = 32 * 1024;
+
 /// Largest run: one Noise message of plaintext.
 pub(crate) const RUN_BYTES_MAX: usize = PLAINTEXT_BYTES_MAX;
 
@@ -110,7 +116,11 @@ impl SendQueue {
         self.queued_bytes = after;
         if frame.len() > RUN_FRAME_BYTES_MAX {
             self.close_run();
-            self.lane.push_back(frame.clone());
+            if class == Class::Relay && frame.len() < RELAY_SHARED_BYTES_MIN {
+                self.lane.push_back(Bytes::copy_from_slice(frame));
+            } else {
+                self.lane.push_back(frame.clone());
+            }
         } else {
             if self.run.len() + frame.len() > RUN_BYTES_MAX {
                 self.close_run();
@@ -504,6 +514,34 @@ mod tests {
                 }
             }
             q.pop_front().is_none()
+        }
+    }
+
+    /// A relay of a few KiB that arrived within a large read is copied (its slice would
+    /// keep the whole read alive, uncounted); a large one is not.
+    #[test]
+    fn short_relays_are_copied_out_of_what_they_arrived_in() {
+        let read = Bytes::from(vec![1u8; 64 * 1024]);
+        let mut q = SendQueue::default();
+        for (len, class, copied) in [
+            (4 * 1024, Class::Relay, true),
+            (4 * 1024, Class::Control, false),
+            (RELAY_SHARED_BYTES_MIN, Class::Relay, false),
+        ] {
+            let slice = read.slice(..len);
+            assert_eq!(
+                q.enqueue(&slice, class, usize::MAX, usize::MAX),
+                Enqueued::Queued
+            );
+            let t = q.next_transmit(usize::MAX).expect("queued");
+            assert_eq!(t.frame, slice);
+            assert_eq!(
+                t.frame.as_ptr() != slice.as_ptr(),
+                copied,
+                "{len} {class:?}"
+            );
+            q.handed_out(t.frame.len());
+            q.written(0);
         }
     }
 }
