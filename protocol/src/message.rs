@@ -14,7 +14,7 @@ use crate::frame::{Frame, PAYLOAD_BYTES_MAX};
 use crate::ids::{CascadeId, NetworkId, NodeId, PublicKey, Signature};
 use crate::replica::ReplicaMessage;
 use crate::run::RunMessage;
-use crate::strict::{postcard_reason, strict};
+use crate::strict::{keep_at_most, postcard_reason, strict};
 use crate::table::{buckets_ok, TableDigest, TableEntries, TableWant, TableWrite};
 use crate::table::{TABLE_BUCKETS, TABLE_OPS_PER_MESSAGE_MAX, TABLE_WANT_HELD_MAX};
 
@@ -32,6 +32,26 @@ pub const RANGES_PER_ENTRY_MAX: usize = 64;
 
 /// Most ranges one MESH_WANT may carry.
 pub const WANT_RANGES_MAX: usize = 1024;
+
+// The lists of these messages, decoded keeping one element past their limit at most (the
+// limit check then refuses them as before; `strict::keep_at_most`).
+fn peers_kept<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PeerInfo>, D::Error> {
+    keep_at_most(d, PEERS_PER_MESSAGE_MAX + 1)
+}
+
+fn ranges_kept<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SeqRange>, D::Error> {
+    keep_at_most(d, RANGES_PER_ENTRY_MAX + 1)
+}
+
+fn digest_entries_kept<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<DigestEntry>, D::Error> {
+    keep_at_most(d, DIGEST_ENTRIES_MAX + 1)
+}
+
+fn wants_kept<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<WantRange>, D::Error> {
+    keep_at_most(d, WANT_RANGES_MAX + 1)
+}
 
 /// Capability bit in HELLO: the sender accepts lz4-compressed payloads.
 pub const CAP_LZ4: u32 = 0x1;
@@ -139,6 +159,7 @@ pub struct ICanSee {
     /// Where the origin accepts connections, if anywhere.
     pub origin_addr: Option<String>,
     /// Peers the origin holds live links to.
+    #[serde(deserialize_with = "peers_kept")]
     pub peers: Vec<PeerInfo>,
 }
 
@@ -150,6 +171,7 @@ pub struct IKnowAbout {
     /// Relays left.
     pub hops_left: u8,
     /// Heard-of peers.
+    #[serde(deserialize_with = "peers_kept")]
     pub peers: Vec<PeerInfo>,
 }
 
@@ -415,6 +437,7 @@ pub struct DigestEntry {
     /// Its incarnation.
     pub incarnation: u64,
     /// Held sequence numbers, as ascending, disjoint ranges.
+    #[serde(deserialize_with = "ranges_kept")]
     pub ranges: Vec<SeqRange>,
 }
 
@@ -422,6 +445,7 @@ pub struct DigestEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshDigest {
     /// One entry per (origin, incarnation).
+    #[serde(deserialize_with = "digest_entries_kept")]
     pub entries: Vec<DigestEntry>,
 }
 
@@ -440,6 +464,7 @@ pub struct WantRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshWant {
     /// What is missing.
+    #[serde(deserialize_with = "wants_kept")]
     pub wants: Vec<WantRange>,
 }
 

@@ -20,6 +20,16 @@ use crate::strict::{postcard_reason, strict};
 /// Most entries one IHAVE, IMOVED or IDELETED carries.
 pub const INDEX_ENTRIES_MAX: usize = 256;
 
+/// An index message's entries, decoded keeping one past `INDEX_ENTRIES_MAX` at most (the
+/// limit check then refuses them as before; `strict::keep_at_most`).
+fn index_entries_kept<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    crate::strict::keep_at_most(d, INDEX_ENTRIES_MAX + 1)
+}
+
 /// Most blocks one file entry lists (a file of more blocks is not shared).
 pub const FILE_BLOCKS_MAX: usize = 262_144;
 
@@ -319,6 +329,7 @@ pub struct IHave {
     /// The sender's index id.
     pub index_id: u64,
     /// At most [`INDEX_ENTRIES_MAX`], ascending by sequence.
+    #[serde(deserialize_with = "index_entries_kept")]
     pub entries: Vec<FileEntry>,
 }
 
@@ -342,6 +353,7 @@ pub struct IMoved {
     /// The sender's index id.
     pub index_id: u64,
     /// At most [`INDEX_ENTRIES_MAX`].
+    #[serde(deserialize_with = "index_entries_kept")]
     pub entries: Vec<Moved>,
 }
 
@@ -368,6 +380,7 @@ pub struct IDeleted {
     /// The sender's index id.
     pub index_id: u64,
     /// At most [`INDEX_ENTRIES_MAX`].
+    #[serde(deserialize_with = "index_entries_kept")]
     pub entries: Vec<Deleted>,
 }
 

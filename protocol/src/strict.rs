@@ -46,3 +46,40 @@ pub(crate) fn postcard_reason(e: postcard::Error) -> &'static str {
         _ => "payload does not decode",
     }
 }
+
+/// A sequence of `T` decoded keeping at most `keep` elements: those after are decoded too (a
+/// malformed one is still refused, and the input is consumed as for the whole list) and
+/// dropped. Given one more than a list's limit, the limit check after decoding refuses a
+/// longer list exactly as before, while a payload of millions of small elements (a few
+/// bytes each on the wire, many more in memory) never takes memory in proportion.
+pub(crate) fn keep_at_most<'de, D, T>(d: D, keep: usize) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Kept<T> {
+        keep: usize,
+        of: core::marker::PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Kept<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut kept = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.keep));
+            while let Some(element) = seq.next_element::<T>()? {
+                if kept.len() < self.keep {
+                    kept.push(element);
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_seq(Kept {
+        keep,
+        of: core::marker::PhantomData,
+    })
+}
