@@ -4,7 +4,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, T0};
+use common::{
+    accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, ALL_FAMILIES, T0,
+};
 use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::{
     ByeReason, ChordMessage, Code, Family, Message, NetworkId, NodeId, ProtocolError, PublicKey,
@@ -720,4 +722,45 @@ fn a_frame_arriving_slower_than_the_peer_timeout_keeps_its_link() {
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::Event(Event::Mesh(MeshEvent::Broadcast { .. })))));
+}
+
+/// Only the dialer says a connection is dedicated (SPEC.md §6.2): an acceptor that answers a
+/// plain dial with `dedicated` set does not turn it into a dedicated connection (which left
+/// the address counted as being dialed, never dialed again).
+#[test]
+fn an_acceptors_dedicated_field_does_not_turn_a_dial_into_a_dedicated_connection() {
+    let mut node = node_with(|_| {});
+    node.handle_input(
+        T0,
+        Input::Command(Command::Connect {
+            addr: "peer".into(),
+        }),
+    )
+    .unwrap();
+    let conn = drain(&mut node)
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a dial");
+    node.handle_input(T0, Input::Connected { conn }).unwrap();
+    let out = drain(&mut node);
+    let node_hello =
+        match Message::decode(Code::HELLO, &frames_to(&out, conn)[0].payload().unwrap()) {
+            Ok(Message::Hello(h)) => h,
+            other => panic!("expected HELLO, got {other:?}"),
+        };
+    let acceptor = Fake::new(9, conn);
+    let mesh = Family::Mesh.high_byte();
+    acceptor.send(&mut node, T0, acceptor.hello_with(ALL_FAMILIES, Some(mesh)));
+    acceptor.send(&mut node, T0, acceptor.ack(&node_hello));
+    let out = drain(&mut node);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::PeerUp { .. }))),
+        "a link"
+    );
+    assert_eq!(node.links().count(), 1);
+    assert_eq!(node.dedicated_family(conn), None);
 }

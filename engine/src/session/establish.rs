@@ -39,8 +39,11 @@ impl Session {
             let bye = Some(ByeReason::StaleIncarnation);
             return self.close(conn, CloseReason::StaleIncarnation, bye);
         }
+        // Only the dialer says a connection is dedicated (SPEC.md §6.2): an acceptor's
+        // `dedicated` is ignored, so a plain dial stays a link whatever the answer.
         let dedicated = hello
             .dedicated
+            .filter(|_| inbound)
             .map(|d| Family::from_high_byte(d).filter(|f| *f != Family::Session && self.runs(*f)));
         if let Some(None) = dedicated {
             let what = "a dedicated connection for a family this node does not run";
