@@ -314,6 +314,41 @@ fn bytes_held_before_the_handshake_are_bounded_in_total() {
     assert!(peer_up_for(&out, honest.id()));
 }
 
+/// Connections that fill the bound with unfinished HELLOs lose themselves, not another
+/// peer's handshake whose bytes come split: the one holding the most is closed.
+#[test]
+fn the_connection_holding_the_most_is_closed_over_the_handshake_bound() {
+    let mut node = node_with(|c| c.limits.handshake_buffered_bytes_max = 1000);
+    let mut hogs = Vec::new();
+    for n in 1..=3u64 {
+        let hog = Fake::new(n as u8, ConnId::inbound(n));
+        node.handle_input(T0, accepted(hog.conn)).unwrap();
+        hog.send(&mut node, T0, long_hello(&hog).slice(..300));
+        hogs.push(hog);
+    }
+    drain(&mut node);
+    // An honest peer's HELLO comes in two reads: 1050 bytes held after the first.
+    let honest = Fake::new(42, ConnId::inbound(42));
+    node.handle_input(T0, accepted(honest.conn)).unwrap();
+    let hello = long_hello(&honest);
+    honest.send(&mut node, T0, hello.slice(..150));
+    let out = drain(&mut node);
+    assert_eq!(
+        closed(&out, honest.conn),
+        None,
+        "the honest handshake goes on"
+    );
+    let closed_hogs: Vec<ConnId> = hogs
+        .iter()
+        .filter(|h| closed(&out, h.conn) == Some(CloseReason::HandshakeBufferFull))
+        .map(|h| h.conn)
+        .collect();
+    assert_eq!(closed_hogs, vec![ConnId::inbound(3)]);
+    honest.send(&mut node, T0, hello.slice(150..));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, honest.conn), None);
+}
+
 /// An IKNOWABOUT from `from` naming `peers`.
 fn iknowabout(from: &Fake, seq: u64, peers: Vec<PeerInfo>) -> Bytes {
     Message::IKnowAbout(IKnowAbout {

@@ -29,26 +29,36 @@ impl Session {
         Ok(incoming)
     }
 
-    /// Bounds the bytes held for connections still in their handshake (SPEC.md §8.4): if the
-    /// total is over `Limits::handshake_buffered_bytes_max`, `conn` (whose bytes just came)
-    /// is closed.
+    /// Bounds the bytes held for connections still in their handshake (SPEC.md §8.4): while
+    /// the total is over `Limits::handshake_buffered_bytes_max`, the connection holding the
+    /// most is closed (`conn`, whose bytes just came, among those holding as much): a host
+    /// that fills the bound with unfinished messages loses its own connections, not the
+    /// others' handshakes.
     pub(super) fn check_handshake_buffer(&mut self, conn: ConnId) {
         if !self.conns.get(&conn).is_some_and(Conn::is_unauthenticated) {
             return;
         }
-        let held: usize = self
-            .conns
-            .values()
-            .filter(|c| c.is_unauthenticated())
-            .map(Conn::buffered_len)
-            .sum();
-        if held > self.limits.handshake_buffered_bytes_max {
+        loop {
+            let unauthenticated = self.conns.iter().filter(|(_, c)| c.is_unauthenticated());
+            let held: usize = unauthenticated.clone().map(|(_, c)| c.buffered_len()).sum();
+            if held <= self.limits.handshake_buffered_bytes_max {
+                let peak = &mut self.metrics.handshake_buffered_bytes_peak;
+                *peak = (*peak).max(held as u64);
+                return;
+            }
+            let most = unauthenticated
+                .max_by_key(|(id, c)| (c.buffered_len(), **id == conn, **id))
+                .map(|(id, _)| *id);
+            let Some(victim) = most else {
+                return;
+            };
             self.metrics.handshake_buffer_closes += 1;
             let bye = Some(ByeReason::TooManyConnections);
-            return self.close(conn, CloseReason::HandshakeBufferFull, bye);
+            self.close(victim, CloseReason::HandshakeBufferFull, bye);
+            if victim == conn {
+                return;
+            }
         }
-        let peak = &mut self.metrics.handshake_buffered_bytes_peak;
-        *peak = (*peak).max(held as u64);
     }
 
     /// [`received`](Self::received) before the handshake buffer's bound is checked.
