@@ -703,3 +703,21 @@ fn a_cached_name_renamed_to_nfc_is_no_change() {
         ["caf\u{e9}"]
     );
 }
+
+#[test]
+fn an_ignored_name_not_in_nfc_is_neither_renamed_nor_reported() {
+    let f = Folder::new();
+    f.write("cafe\u{301}.log", b"secret");
+    f.mkdir("bui\u{308}ld");
+    f.write("bui\u{308}ld/out", b"x");
+    f.write("keep.txt", b"keep");
+    let mut s = f.scanner();
+    let (rules, errors) = IgnoreRules::parse("*.log\nbu\u{ef}ld/\n");
+    assert!(errors.is_empty(), "{errors:?}");
+    s.set_ignore_rules(rules);
+    let o = later(&s);
+    assert_eq!(changed(&o.changes).keys().collect::<Vec<_>>(), ["keep.txt"]);
+    assert!(o.skipped.is_empty(), "{:?}", o.skipped);
+    assert!(f.p("cafe\u{301}.log").exists() && f.p("bui\u{308}ld/out").exists());
+    assert!(!f.p("caf\u{e9}.log").exists() && !f.p("bu\u{ef}ld").exists());
+}

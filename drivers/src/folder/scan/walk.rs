@@ -127,7 +127,7 @@ impl Scanner {
             };
             if self
                 .ignore
-                .is_ignored(&path, stat.kind == FileKind::Directory)
+                .is_ignored(&normalize(&path), stat.kind == FileKind::Directory)
             {
                 // Not walked; a cached entry at or under it stays as it is (the engine keeps
                 // its record, SPEC.md §22.3).
@@ -228,8 +228,11 @@ impl Scanner {
     ) -> io::Result<Listed> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(self.root.join(dir))? {
-            match entry?.file_name().into_string() {
-                Ok(name) => names.push(name),
+            let entry = entry?;
+            // Not following a symlink; unknown (an error) counts as not a directory.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            match entry.file_name().into_string() {
+                Ok(name) => names.push((name, is_dir)),
                 Err(name) => {
                     skipped.push((join(dir, &name.to_string_lossy()), SkipReason::NotUtf8));
                 }
@@ -238,13 +241,19 @@ impl Scanner {
         // Listed whole first: a name renamed to NFC is not listed again.
         let mut children = Vec::new();
         let mut listed = Listed::Unchanged;
-        for name in names {
+        for (name, is_dir) in names {
             if dir.is_empty() && name == RESERVED_DIR {
                 continue;
             }
             let path = join(dir, &name);
             match check_path(&path) {
                 Ok(()) => children.push(path),
+                // An ignored path is never written, nor renamed: the walk passes it by.
+                Err(PathRefusal::NotNormalized)
+                    if self.ignore.is_ignored(&normalize(&path), is_dir) =>
+                {
+                    children.push(path)
+                }
                 Err(PathRefusal::NotNormalized) => match self.rename_to_nfc(dir, &name) {
                     Ok(nfc) => {
                         children.push(nfc);
