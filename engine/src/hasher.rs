@@ -1,15 +1,30 @@
-//! Keyed hashing for the engine's hash maps: foldhash (hashbrown's own default hasher), keyed
-//! with a secret drawn from the node's seed. A peer chooses many of the keys these maps hold
-//! (paths, node ids, incarnations, cascade ids): with a hash it could compute, it could make
-//! them all collide and turn every lookup into a scan of the table (HashDoS). The key derives
-//! from the node's secret key, so no peer knows it, and is a pure function of the config, so a
-//! run replays. Nothing iterates these maps in an order that reaches an output (SPEC.md §15):
-//! they are looked up, or swept whole.
+//! Keyed hashing for the engine's hash maps: SipHash-1-3 (std's own `HashMap` hasher), keyed
+//! with a 128-bit secret drawn from the node's seed. A peer chooses many of the keys these
+//! maps hold (paths, node ids, incarnations, cascade ids): with a hash it could compute, it
+//! could make them all collide and turn every lookup into a scan of the table (HashDoS). The
+//! key derives from the node's secret key, so no peer knows it, and is a pure function of the
+//! config, so a run replays. Nothing iterates these maps in an order that reaches an output
+//! (SPEC.md §15): they are looked up, or swept whole.
 
 use core::hash::BuildHasher;
 
-/// The hasher of the engine's maps and tables, keyed ([`hash_key`]).
-pub(crate) type HashKey = foldhash::fast::FixedState;
+use siphasher::sip::SipHasher13;
+
+/// The hasher of the engine's maps and tables: SipHash-1-3 under a secret key ([`hash_key`];
+/// the default, all zeros, is for tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HashKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl BuildHasher for HashKey {
+    type Hasher = SipHasher13;
+
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
 
 /// A `hashbrown` map hashed with a [`HashKey`].
 pub(crate) type KeyedMap<K, V> = hashbrown::HashMap<K, V, HashKey>;
@@ -18,9 +33,15 @@ pub(crate) type KeyedMap<K, V> = hashbrown::HashMap<K, V, HashKey>;
 /// key: BLAKE3 derives it).
 pub(crate) fn hash_key(seed: &[u8; 32]) -> HashKey {
     let derived = blake3::derive_key("weft engine hash key v1", seed);
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&derived[..8]);
-    foldhash::fast::FixedState::with_seed(u64::from_le_bytes(key))
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&derived[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    HashKey {
+        k0: word(0),
+        k1: word(1),
+    }
 }
 
 /// `value` hashed with `key`.

@@ -250,7 +250,7 @@ impl SeenWindows {
     pub(crate) fn new(capacity: usize, hash_key: HashKey) -> SeenWindows {
         SeenWindows {
             table: hashbrown::HashTable::new(),
-            wide: KeyedMap::with_hasher(hash_key.clone()),
+            wide: KeyedMap::with_hasher(hash_key),
             capacity: capacity.max(1),
             clock: 0,
             hash_key,
@@ -403,6 +403,26 @@ mod tests {
             })
             .collect();
         assert!(hashes.len() > 2000, "{} buckets of 4096", hashes.len());
+        // Nor do windows that all share one incarnation, whatever it is (with foldhash keyed
+        // in its accumulator alone, the one equal to its public multiplier seed hashed every
+        // window to 0).
+        for incarnation in [0, u64::MAX, 0xc0ac_29b7_c97c_50dd] {
+            let hashes: BTreeSet<u64> = (0..4096u32)
+                .map(|i| {
+                    let origin = NodeId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+                    let key_of = OriginKey {
+                        origin,
+                        incarnation,
+                    };
+                    hash_with(&key, &key_of) & 0xfff
+                })
+                .collect();
+            assert!(
+                hashes.len() > 2000,
+                "{incarnation:x}: {} buckets",
+                hashes.len()
+            );
+        }
     }
     use quickcheck::quickcheck;
     use std::collections::BTreeSet;
