@@ -73,9 +73,16 @@ impl Cache {
     }
 
     /// A cache from a state blob; `None` if the blob is not one (it is then rebuilt by
-    /// hashing every file once).
+    /// hashing every file once). A blob from before mount points were kept (the same without
+    /// the last field) is read as holding none: rebuilding it would forget the files deleted
+    /// while the node was down, which the scanner reports removed only from its cache.
     pub fn decode(bytes: &[u8]) -> Option<Cache> {
-        postcard::from_bytes(bytes).ok()
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            // No mount points: an empty set, one zero byte, at the end.
+            let mut with_mount_points = bytes.to_vec();
+            with_mount_points.push(0);
+            postcard::from_bytes(&with_mount_points).ok()
+        })
     }
 }
 
@@ -219,5 +226,22 @@ mod tests {
         assert_eq!(cache.forget_unlike(index), 6);
         let kept: Vec<&str> = cache.entries.keys().map(String::as_str).collect();
         assert_eq!(kept, ["dir", "same.txt"]);
+    }
+
+    /// A blob of the format before mount points were kept still loads (its entries kept, so
+    /// files deleted while the node was down are still reported removed), and the blob of a
+    /// cache with mount points keeps them.
+    #[test]
+    fn a_blob_without_mount_points_still_loads() {
+        let mut cache = Cache::default();
+        cache
+            .entries
+            .insert("a.txt".into(), cached(FileKind::File, 3, 7, ""));
+        let mut old = cache.encode();
+        assert_eq!(old.pop(), Some(0), "the empty set of mount points, last");
+        assert_eq!(Cache::decode(&old), Some(cache.clone()));
+        cache.mount_points.insert("disk".into());
+        assert_eq!(Cache::decode(&cache.encode()), Some(cache));
+        assert_eq!(Cache::decode(b"not a cache"), None);
     }
 }
