@@ -106,7 +106,12 @@ impl Replica {
                 BlockState::Missing => {
                     // A source that was disconnected for serving corrupt blocks counts as
                     // none: it is still asked, but nothing is expected of it.
-                    (self.index.locate(&b.hash).is_none() || self.local_misses.contains(&b.hash))
+                    // No local copy at this length (one is read only at the length wanted).
+                    let local = self
+                        .index
+                        .locate(&b.hash)
+                        .is_some_and(|(_, held)| held.len == b.len);
+                    (!local || self.local_misses.contains(&b.hash))
                         && a.sources.iter().all(|s| {
                             !self.peers.get(s).is_some_and(|p| {
                                 p.linked && p.mismatches < self.config.mismatches_before_disconnect

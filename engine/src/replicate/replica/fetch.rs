@@ -189,7 +189,14 @@ impl Replica {
         if reading {
             return true;
         }
-        let held: BTreeSet<&BlockHash> = record.entry.blocks.iter().map(|b| &b.hash).collect();
+        // Blocks feed another fetch only at the length it wants (a local copy is read only
+        // at that length).
+        let held: BTreeSet<(&BlockHash, u32)> = record
+            .entry
+            .blocks
+            .iter()
+            .map(|b| (&b.hash, b.len))
+            .collect();
         self.temps.iter().any(|(temp, other)| {
             let Some(a) = self.applies.get(other).filter(|_| other != path) else {
                 return false;
@@ -201,7 +208,7 @@ impl Replica {
                 f.temp == *temp
                     && f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
                         slot.state == BlockState::Missing
-                            && held.contains(&b.hash)
+                            && held.contains(&(&b.hash, b.len))
                             && !self.inflight.contains_key(&b.hash)
                             && !self.local_misses.contains(&b.hash)
                     })

@@ -360,3 +360,38 @@ fn a_block_claimed_at_a_wrong_length_does_not_hold_up_the_right_one() {
         );
     }
 }
+
+/// A file this node holds, whose block another record claims at a wrong length, still
+/// takes a peer's later change: that block feeds no fetch at the wrong length, so nothing
+/// waits for it.
+#[test]
+fn a_block_claimed_at_a_wrong_length_holds_back_no_change_of_its_holder() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    net.link(2, 1);
+    let data = bytes(40_000, 16);
+    let c = net.nodes[0].host.put_one_block("right", data.clone(), 100);
+    net.local(0, c);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("right"), Some(data.as_slice()));
+    let block = weft_protocol::Block {
+        offset: 0,
+        len: 20_000,
+        hash: *blake3::hash(&data).as_bytes(),
+    };
+    let c = net.nodes[2]
+        .host
+        .put_blocks("wrong", bytes(20_000, 17), 100, vec![block]);
+    net.local(2, c);
+    net.settle();
+    net.nodes[0].host.items.remove("right");
+    net.local(
+        0,
+        LocalChange::Removed {
+            path: "right".into(),
+        },
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("right"), None);
+    assert_eq!(net.faults, vec![]);
+}
