@@ -332,11 +332,13 @@ fn a_piece_dropped_by_the_sender_is_no_fault_and_the_block_comes_again() {
 /// another).
 #[test]
 fn a_block_claimed_at_a_wrong_length_does_not_hold_up_the_right_one() {
-    for wrong in [20_000u32, 60_000] {
+    // (the block's length, the length claimed): shorter, longer, and longer by whole pieces
+    // (nothing but its hash shows where the block ends).
+    for (len, wrong) in [(40_000, 20_000u32), (40_000, 60_000), (131_072, 262_144)] {
         let mut net = Net::new(3);
         net.link(0, 1);
         net.link(2, 1);
-        let data = bytes(40_000, 14);
+        let data = bytes(len, 14);
         let c = net.nodes[0].host.put_one_block("right", data.clone(), 100);
         net.local(0, c);
         // Node 2's file names the same hash at another length (and cannot serve it).
