@@ -721,3 +721,23 @@ fn an_ignored_name_not_in_nfc_is_neither_renamed_nor_reported() {
     assert!(f.p("cafe\u{301}.log").exists() && f.p("bui\u{308}ld/out").exists());
     assert!(!f.p("caf\u{e9}.log").exists() && !f.p("bu\u{ef}ld").exists());
 }
+
+/// Where the NFC name already reaches the file under a name not in NFC (a file system that
+/// does not tell the forms apart, or here a hard link), it is walked once, under its NFC
+/// name, and not skipped as taken.
+#[test]
+fn a_name_whose_nfc_form_is_the_same_file_is_walked_under_it() {
+    let f = Folder::new();
+    f.write("caf\u{e9}", b"one file");
+    fs::hard_link(f.p("caf\u{e9}"), f.p("cafe\u{301}")).expect("hard link");
+    let s = f.scanner();
+    let o = later(&s);
+    assert_eq!(
+        changed(&o.changes).keys().collect::<Vec<_>>(),
+        ["caf\u{e9}"]
+    );
+    assert!(o.skipped.is_empty(), "{:?}", o.skipped);
+    assert_eq!(o.hashed_files, 1);
+    let o = later(&s);
+    only_done(&o);
+}

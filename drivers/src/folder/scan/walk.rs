@@ -265,6 +265,8 @@ impl Scanner {
             }
         }
         children.sort_unstable_by(|a, b| b.cmp(a));
+        // A name walked under its NFC form may be listed under that form too.
+        children.dedup();
         stack.extend(children.into_iter().map(|child| (child, dir_dev)));
         Ok(listed)
     }
@@ -285,7 +287,13 @@ impl Scanner {
             &to_abs,
             RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => {}
+            Ok(()) => {
+                tracing::info!("renamed {from:?} to its NFC form {to:?}, as peers name it");
+            }
+            // Both names are one file: a file system that does not tell normalization forms
+            // apart (ZFS with normalization=formD, ext4 casefold), where the NFC name already
+            // reaches it, or a hard link. It is walked under its NFC name.
+            Err(Errno::EXIST) if same_file(&from_abs, &to_abs) => {}
             Err(Errno::EXIST) => return Err(SkipReason::NfcNameTaken),
             Err(e) => {
                 return Err(SkipReason::Unreadable(format!(
@@ -293,7 +301,6 @@ impl Scanner {
                 )))
             }
         }
-        tracing::info!("renamed {from:?} to its NFC form {to:?}, as peers name it");
         let under: Vec<String> = cache
             .entries
             .range(from.clone()..)
@@ -355,5 +362,13 @@ impl Scanner {
                 item.plan = Plan::Move { from, cached };
             }
         }
+    }
+}
+
+/// Whether `a` and `b` are one file (device and inode), neither followed if a symlink.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
