@@ -24,9 +24,9 @@ pub(crate) fn umount(at: &Path) {
 /// Set in the run of a test inside a mount namespace of its own.
 const IN_MOUNT_NAMESPACE: &str = "WEFT_TEST_IN_MOUNT_NAMESPACE";
 
-/// Whether this run of test `name` (in module `module`, as `module_path!()` gives it) is the one inside a mount
-/// namespace of its own, where it may mount (as root of a user namespace: `unshare -rm`).
-/// Outside, it runs the test again there and asserts that it passed, unless
+/// Whether this run of test `name` (in module `module`, as `module_path!()` gives it) is the
+/// one inside a mount namespace of its own, where it may mount (as root of a user namespace:
+/// `unshare -rm`). Outside, it runs the test again there and asserts that it passed, unless
 /// `WEFT_SKIP_MOUNT_TESTS` is set (`.ci/run` sets it only where `unshare -rm` cannot run).
 pub(crate) fn in_mount_namespace(module: &str, name: &str) -> bool {
     if std::env::var_os(IN_MOUNT_NAMESPACE).is_some() {
