@@ -194,26 +194,32 @@ fn split_host(host: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The token a request carries: `?token=` (first load), the cookie for `port`, or a bearer
-/// `Authorization` header.
-pub fn token_given<'a>(
+/// The tokens a request carries, in this order: a bearer `Authorization` header, `?token=`
+/// (first load), and every cookie named for `port`. Every cookie of that name counts, not the
+/// first: another page on this host (cookies do not tell ports apart) can plant one of the
+/// same name under another path, which the browser sends first, and would lock the page out.
+pub fn tokens_given<'a>(
     query: Option<&'a str>,
     cookies: impl Iterator<Item = &'a str>,
     authorization: Option<&'a str>,
     port: u16,
-) -> Option<&'a str> {
+) -> Vec<&'a str> {
+    let mut given: Vec<&str> = Vec::new();
     if let Some(t) = authorization.and_then(|a| a.strip_prefix("Bearer ")) {
-        return Some(t.trim());
+        given.push(t.trim());
     }
     if let Some(t) = query.and_then(query_token) {
-        return Some(t);
+        given.push(t);
     }
     let name = cookie_name(port);
-    cookies
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+    given.extend(
+        cookies
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim()),
+    );
+    given
 }
 
 /// The `token` parameter of a query string.
@@ -325,28 +331,25 @@ mod tests {
     }
 
     #[test]
-    fn the_token_comes_from_a_bearer_header_the_query_or_our_cookie() {
+    fn the_token_comes_from_a_bearer_header_the_query_or_our_cookies() {
         let port = 4000;
         let none = std::iter::empty();
+        assert_eq!(tokens_given(None, none, Some("Bearer abc"), port), ["abc"]);
         assert_eq!(
-            token_given(None, none, Some("Bearer abc"), port),
-            Some("abc")
-        );
-        assert_eq!(
-            token_given(Some("x=1&token=abc"), std::iter::empty(), None, port),
-            Some("abc")
+            tokens_given(Some("x=1&token=abc"), std::iter::empty(), None, port),
+            ["abc"]
         );
         let cookies = ["a=b; weft_ui_4001=nope", "weft_ui_4000=abc"];
+        assert_eq!(tokens_given(None, cookies.into_iter(), None, port), ["abc"]);
+        // A cookie of our name planted first (another path) does not hide ours.
+        let planted = ["weft_ui_4000=x; weft_ui_4000=abc"];
         assert_eq!(
-            token_given(None, cookies.into_iter(), None, port),
-            Some("abc")
+            tokens_given(None, planted.into_iter(), None, port),
+            ["x", "abc"]
         );
         let other = ["weft_ui_4001=nope"];
-        assert_eq!(token_given(None, other.into_iter(), None, port), None);
-        assert_eq!(
-            token_given(Some("tok=abc"), std::iter::empty(), None, port),
-            None
-        );
+        assert!(tokens_given(None, other.into_iter(), None, port).is_empty());
+        assert!(tokens_given(Some("tok=abc"), std::iter::empty(), None, port).is_empty());
     }
 
     #[test]
