@@ -307,15 +307,7 @@ impl Pair {
         .unwrap();
         y.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
             .unwrap();
-        x.handle_input(T0, Input::Command(Command::Connect { addr: "y".into() }))
-            .unwrap();
-        let x_conn = drain(&mut x)
-            .iter()
-            .find_map(|o| match o {
-                Output::Connect { conn, .. } => Some(*conn),
-                _ => None,
-            })
-            .expect("x dials");
+        let x_conn = common::dial(&mut x, T0, "y");
         let y_conn = ConnId::inbound(1);
         x.handle_input(T0, Input::Connected { conn: x_conn })
             .unwrap();

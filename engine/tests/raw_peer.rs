@@ -5,7 +5,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{
-    accepted, broadcast_frame, closed, drain, frames_to, node_with, noise, Fake, ALL_FAMILIES, T0,
+    accepted, broadcast_frame, closed, dial, drain, frames_to, hello_sent, node_with, noise, Fake,
+    ALL_FAMILIES, T0,
 };
 use weft_engine::identity::{Role, Transcript};
 use weft_engine::protocol::{
@@ -584,20 +585,7 @@ fn after_shutdown_there_is_no_deadline_and_commands_are_refused() {
 #[test]
 fn connected_for_a_dial_the_node_already_gave_up_on_is_not_an_error() {
     let mut node = node_with(|_| {});
-    node.handle_input(
-        T0,
-        Input::Command(Command::Connect {
-            addr: "slow".into(),
-        }),
-    )
-    .unwrap();
-    let conn = drain(&mut node)
-        .iter()
-        .find_map(|o| match o {
-            Output::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .unwrap();
+    let conn = dial(&mut node, T0, "slow");
     // The driver reports success only after the handshake timeout: the timers run first in
     // this very call and close the dial; the late Connected is then ignored, not refused.
     let late = T0 + node.config().timers.handshake_timeout + Duration::from_secs(2);
@@ -642,20 +630,15 @@ fn a_node_announces_its_families_and_refuses_frames_of_any_other() {
     let mut node = node_with(|_| {});
     let fake = Fake::new(9, ConnId::inbound(1));
     let out = fake.join(&mut node, T0);
-    let hello = &frames_to(&out, fake.conn)[0];
-    match Message::decode(Code::HELLO, &hello.payload().unwrap()) {
-        Ok(Message::Hello(h)) => {
-            let run = Family::Session.bit()
-                | Family::Mesh.bit()
-                | Family::Table.bit()
-                | Family::Replication.bit()
-                | Family::Drops.bit()
-                | Family::Remote.bit();
-            assert_eq!(h.families, run, "no Chord without Config::chord");
-            assert_eq!(h.dedicated, None);
-        }
-        other => panic!("expected HELLO, got {other:?}"),
-    }
+    let h = hello_sent(&out, fake.conn);
+    let run = Family::Session.bit()
+        | Family::Mesh.bit()
+        | Family::Table.bit()
+        | Family::Replication.bit()
+        | Family::Drops.bit()
+        | Family::Remote.bit();
+    assert_eq!(h.families, run, "no Chord without Config::chord");
+    assert_eq!(h.dedicated, None);
     let find = Message::Chord(ChordMessage::GetState(1)).to_frame(false);
     fake.send(&mut node, T0, find.into_bytes());
     assert_eq!(
@@ -730,27 +713,9 @@ fn a_frame_arriving_slower_than_the_peer_timeout_keeps_its_link() {
 #[test]
 fn an_acceptors_dedicated_field_does_not_turn_a_dial_into_a_dedicated_connection() {
     let mut node = node_with(|_| {});
-    node.handle_input(
-        T0,
-        Input::Command(Command::Connect {
-            addr: "peer".into(),
-        }),
-    )
-    .unwrap();
-    let conn = drain(&mut node)
-        .iter()
-        .find_map(|o| match o {
-            Output::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("a dial");
+    let conn = dial(&mut node, T0, "peer");
     node.handle_input(T0, Input::Connected { conn }).unwrap();
-    let out = drain(&mut node);
-    let node_hello =
-        match Message::decode(Code::HELLO, &frames_to(&out, conn)[0].payload().unwrap()) {
-            Ok(Message::Hello(h)) => h,
-            other => panic!("expected HELLO, got {other:?}"),
-        };
+    let node_hello = hello_sent(&drain(&mut node), conn);
     let acceptor = Fake::new(9, conn);
     let mesh = Family::Mesh.high_byte();
     acceptor.send(&mut node, T0, acceptor.hello_with(ALL_FAMILIES, Some(mesh)));

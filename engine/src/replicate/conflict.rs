@@ -137,44 +137,47 @@ fn copy_path(path: &str, by_high: u64, counter: u64) -> String {
 
 /// Whether `candidate` is a conflict copy of `path` (named by [`conflict_copy_path`]).
 pub(crate) fn is_conflict_copy_of(path: &str, candidate: &str) -> bool {
-    let Some((by_high, counter)) = copy_tag(candidate) else {
-        return false;
-    };
-    copy_path(path, by_high, counter) == candidate
+    copy_tag(candidate).is_some_and(|tag| copy_path(path, tag.by_high, tag.counter) == candidate)
 }
 
-/// The author's top 32 bits and the counter a copy's name carries.
-fn copy_tag(candidate: &str) -> Option<(u64, u64)> {
+/// The parts of a copy's name, as [`conflict_copy_path`] writes it: where its tag starts in
+/// `candidate`, the author's top 32 bits and the counter the tag carries, and the extension
+/// after it.
+struct CopyTag<'a> {
+    at: usize,
+    by_high: u64,
+    counter: u64,
+    ext: &'a str,
+}
+
+fn copy_tag(candidate: &str) -> Option<CopyTag<'_>> {
     let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
-    let name = &candidate[name_start..];
-    let at = name.rfind(".conflict-")?;
-    let rest = &name[at + ".conflict-".len()..];
+    let at = name_start + candidate[name_start..].rfind(".conflict-")?;
+    let rest = &candidate[at + ".conflict-".len()..];
     let (hex, after) = rest.split_once('-')?;
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || digits == 0 {
+    let ext = &after[digits..];
+    if hex.len() != 8
+        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+        || digits == 0
+        || !(ext.is_empty() || ext.starts_with('.'))
+    {
         return None;
     }
-    let by_high = u64::from_str_radix(hex, 16).ok()?;
-    let counter = after[..digits].parse().ok()?;
-    Some((by_high, counter))
+    Some(CopyTag {
+        at,
+        by_high: u64::from_str_radix(hex, 16).ok()?,
+        counter: after[..digits].parse().ok()?,
+        ext,
+    })
 }
 
 /// The path whose conflict copy `candidate` is (`a/b.conflict-1a2b3c4d-3.txt` → `a/b.txt`),
 /// if its name has the form `conflict_copy_path` gives (a copy whose name was cut to fit
 /// gives the cut name).
 pub fn conflict_origin(candidate: &str) -> Option<String> {
-    let name_start = candidate.rfind('/').map_or(0, |i| i + 1);
-    let name = &candidate[name_start..];
-    let at = name.rfind(".conflict-")?;
-    let rest = &name[at + ".conflict-".len()..];
-    let (hex, after) = rest.split_once('-')?;
-    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-    let ext = &after[digits..];
-    let ok = hex.len() == 8
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && digits > 0
-        && (ext.is_empty() || ext.starts_with('.'));
-    ok.then(|| format!("{}{}{ext}", &candidate[..name_start], &name[..at]))
+    let tag = copy_tag(candidate)?;
+    Some(format!("{}{}", &candidate[..tag.at], tag.ext))
 }
 
 #[cfg(test)]

@@ -157,13 +157,7 @@ impl Fake {
     pub fn join(&self, node: &mut Node, now: Instant) -> Vec<Output> {
         node.handle_input(now, accepted(self.conn)).unwrap();
         let mut out = drain(node);
-        let node_hello = match Message::decode(
-            Code::HELLO,
-            &frames_to(&out, self.conn)[0].payload().unwrap(),
-        ) {
-            Ok(Message::Hello(h)) => h,
-            other => panic!("expected HELLO, got {other:?}"),
-        };
+        let node_hello = hello_sent(&out, self.conn);
         let capabilities = CAP_LZ4 | (node_hello.capabilities & CAP_BROADCASTS_UNSIGNED);
         self.send(node, now, self.hello_full(capabilities, ALL_FAMILIES, None));
         self.send(node, now, self.ack(&node_hello));
@@ -236,4 +230,28 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The HELLO the node sent first on `conn` among `outputs`.
+pub fn hello_sent(outputs: &[Output], conn: ConnId) -> Hello {
+    match Message::decode(Code::HELLO, &frames_to(outputs, conn)[0].payload().unwrap()) {
+        Ok(Message::Hello(h)) => h,
+        other => panic!("expected HELLO, got {other:?}"),
+    }
+}
+
+/// `node` is told to dial `addr` at `now`: the connection it opens for it.
+pub fn dial(node: &mut Node, now: Instant, addr: &str) -> ConnId {
+    node.handle_input(
+        now,
+        Input::Command(weft_engine::Command::Connect { addr: addr.into() }),
+    )
+    .unwrap();
+    drain(node)
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a dial")
 }
