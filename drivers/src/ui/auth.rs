@@ -3,14 +3,15 @@
 //! 1. The `Host` header names this server: `localhost` or an IP literal, with its port. A
 //!    name that is not ours is how a DNS-rebinding page reaches a loopback server, so any
 //!    other host is refused (403), whatever else the request carries.
-//! 2. The request carries the token: in the query of the first page load (`/?token=…`, which
-//!    is answered with a cookie and a redirect to `/`), in the cookie `weft_ui_<PORT>`, or as
-//!    `Authorization: Bearer …`. Else 403.
-//! 3. A request that changes anything (POST) also carries `X-Weft-Csrf` with the page's CSRF
-//!    value (derived from the token, written into the page; a page of another site can
-//!    neither read it nor send a custom header without a CORS preflight this server never
-//!    grants), and its `Origin`, if sent, is this server's own; `Sec-Fetch-Site`, if sent, is
-//!    `same-origin`. Else 403.
+//! 2. The page itself (`/`, its script, its style) holds no secret and needs nothing more.
+//!    Everything under `/api/` carries the token as `Authorization: Bearer …`. The page's
+//!    script has it from the address weft printed (`/#token=…`: a fragment, never sent to a
+//!    server) and keeps it in the tab's `sessionStorage`, which is this origin's alone (port
+//!    included). No cookie: cookies do not tell ports apart, so any other server on this
+//!    host would receive one. Else 403.
+//! 3. A request that changes anything (POST) has, besides the token (a header another site's
+//!    page cannot send without a CORS preflight this server never grants), its `Origin`, if
+//!    sent, this server's own; `Sec-Fetch-Site`, if sent, `same-origin`. Else 403.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -23,19 +24,12 @@ use rand_core::{OsRng, RngCore};
 /// The token's file in the state folder.
 pub const TOKEN_FILE: &str = "ui-token";
 
-/// The token's bytes (64 hex digits in the file, in URLs and cookies).
+/// The token's bytes (64 hex digits in the file, in the printed URL and in the header).
 pub const TOKEN_BYTES: usize = 32;
-
-/// The header a mutating request carries the CSRF value in.
-pub const CSRF_HEADER: &str = "x-weft-csrf";
-
-/// The context string the CSRF value is derived under (BLAKE3 keyed by the token).
-const CSRF_CONTEXT: &[u8] = b"weft ui csrf v1";
 
 /// The page's secret: read from `<state>/ui-token`, or made there (mode 0600) on first use.
 #[derive(Clone)]
 pub struct Token {
-    bytes: [u8; TOKEN_BYTES],
     hex: String,
 }
 
@@ -107,7 +101,7 @@ impl Token {
     /// The token whose bytes are `bytes`.
     pub fn from_bytes(bytes: [u8; TOKEN_BYTES]) -> Token {
         let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Token { bytes, hex }
+        Token { hex }
     }
 
     /// The token its 64 hex digits spell.
@@ -134,36 +128,11 @@ impl Token {
             .fold(0u8, |acc, (a, b)| acc | (a.to_ascii_lowercase() ^ b));
         diff == 0
     }
-
-    /// The page's CSRF value: BLAKE3 keyed by the token over a fixed context, in hex (a page
-    /// that cannot read ours cannot know it).
-    pub fn csrf(&self) -> String {
-        blake3::keyed_hash(&self.bytes, CSRF_CONTEXT)
-            .to_hex()
-            .to_string()
-    }
-
-    /// Whether `given` is the CSRF value, compared in constant time.
-    pub fn csrf_matches(&self, given: &str) -> bool {
-        let mine = self.csrf();
-        given.len() == mine.len()
-            && given
-                .bytes()
-                .zip(mine.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
 }
 
 /// The token file's path in the state folder `state`.
 pub fn token_path(state: &Path) -> PathBuf {
     state.join(TOKEN_FILE)
-}
-
-/// The cookie that carries the token for the server on `port` (cookies do not tell ports
-/// apart, so two nodes' pages on one machine need two names).
-pub fn cookie_name(port: u16) -> String {
-    format!("weft_ui_{port}")
 }
 
 /// Whether `host` (a `Host` header) names the server on `port`: `localhost` or an IP literal,
@@ -194,58 +163,20 @@ fn split_host(host: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The tokens a request carries, in this order: a bearer `Authorization` header, `?token=`
-/// (first load), and every cookie named for `port`. Every cookie of that name counts, not the
-/// first: another page on this host (cookies do not tell ports apart) can plant one of the
-/// same name under another path, which the browser sends first, and would lock the page out.
-pub fn tokens_given<'a>(
-    query: Option<&'a str>,
-    cookies: impl Iterator<Item = &'a str>,
-    authorization: Option<&'a str>,
-    port: u16,
-) -> Vec<&'a str> {
-    let mut given: Vec<&str> = Vec::new();
-    if let Some(t) = authorization.and_then(|a| a.strip_prefix("Bearer ")) {
-        given.push(t.trim());
-    }
-    if let Some(t) = query.and_then(query_token) {
-        given.push(t);
-    }
-    let name = cookie_name(port);
-    given.extend(
-        cookies
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.trim()),
-    );
-    given
+/// The token an `Authorization` header carries (`Bearer TOKEN`), if it does.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
-/// The `token` parameter of a query string.
-pub fn query_token(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "token")
-        .map(|(_, v)| v)
-}
-
-/// Why a mutating request is refused as possibly cross-site, if it is: it must carry the CSRF
-/// header with the right value, and its `Origin` and `Sec-Fetch-Site` (when the browser sends
-/// them) must be this server's own.
+/// Why a mutating request is refused as possibly cross-site, if it is: its `Origin` and
+/// `Sec-Fetch-Site` (when the browser sends them) must be this server's own.
 pub fn cross_site(
-    token: &Token,
-    csrf: Option<&str>,
     origin: Option<&str>,
     fetch_site: Option<&str>,
     host: &str,
 ) -> Option<&'static str> {
-    match csrf {
-        None => return Some("no X-Weft-Csrf header"),
-        Some(c) if !token.csrf_matches(c) => return Some("wrong X-Weft-Csrf value"),
-        Some(_) => {}
-    }
     if let Some(origin) = origin {
         let own = origin
             .strip_prefix("http://")
@@ -298,9 +229,6 @@ mod tests {
         let mut other = t.hex().to_owned();
         other.replace_range(63.., "8");
         assert!(!t.matches(&other));
-        assert!(t.csrf_matches(&t.csrf()));
-        assert!(!t.csrf_matches(t.hex()));
-        assert_ne!(t.csrf(), Token::from_bytes([8; 32]).csrf());
     }
 
     #[test]
@@ -331,47 +259,26 @@ mod tests {
     }
 
     #[test]
-    fn the_token_comes_from_a_bearer_header_the_query_or_our_cookies() {
-        let port = 4000;
-        let none = std::iter::empty();
-        assert_eq!(tokens_given(None, none, Some("Bearer abc"), port), ["abc"]);
-        assert_eq!(
-            tokens_given(Some("x=1&token=abc"), std::iter::empty(), None, port),
-            ["abc"]
-        );
-        let cookies = ["a=b; weft_ui_4001=nope", "weft_ui_4000=abc"];
-        assert_eq!(tokens_given(None, cookies.into_iter(), None, port), ["abc"]);
-        // A cookie of our name planted first (another path) does not hide ours.
-        let planted = ["weft_ui_4000=x; weft_ui_4000=abc"];
-        assert_eq!(
-            tokens_given(None, planted.into_iter(), None, port),
-            ["x", "abc"]
-        );
-        let other = ["weft_ui_4001=nope"];
-        assert!(tokens_given(None, other.into_iter(), None, port).is_empty());
-        assert!(tokens_given(Some("tok=abc"), std::iter::empty(), None, port).is_empty());
+    fn the_token_comes_only_from_a_bearer_header() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("Bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("abc")), None);
+        assert_eq!(bearer_token(None), None);
     }
 
     #[test]
-    fn a_mutating_request_needs_the_csrf_value_and_our_origin() {
-        let t = token();
-        let csrf = t.csrf();
+    fn a_mutating_request_needs_our_origin() {
         let host = "127.0.0.1:4000";
-        assert_eq!(cross_site(&t, Some(&csrf), None, None, host), None);
+        assert_eq!(cross_site(None, None, host), None);
         assert_eq!(
-            cross_site(
-                &t,
-                Some(&csrf),
-                Some("http://127.0.0.1:4000"),
-                Some("same-origin"),
-                host
-            ),
+            cross_site(Some("http://127.0.0.1:4000"), Some("same-origin"), host),
             None
         );
-        assert!(cross_site(&t, None, None, None, host).is_some());
-        assert!(cross_site(&t, Some(t.hex()), None, None, host).is_some());
-        assert!(cross_site(&t, Some(&csrf), Some("http://evil.example"), None, host).is_some());
-        assert!(cross_site(&t, Some(&csrf), Some("null"), None, host).is_some());
-        assert!(cross_site(&t, Some(&csrf), None, Some("cross-site"), host).is_some());
+        assert!(cross_site(Some("http://evil.example"), None, host).is_some());
+        assert!(cross_site(Some("http://127.0.0.1:4001"), None, host).is_some());
+        assert!(cross_site(Some("null"), None, host).is_some());
+        assert!(cross_site(None, Some("cross-site"), host).is_some());
+        assert!(cross_site(None, Some("same-site"), host).is_some());
     }
 }

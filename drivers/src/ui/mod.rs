@@ -8,8 +8,9 @@
 //! (`include_str!`) and it loads nothing from elsewhere.
 //!
 //! Security ([`auth`]): it binds 127.0.0.1 unless `--ui-allow-remote` is given (with a
-//! warning); every request needs the token from `<state>/ui-token`; changes need the page's
-//! CSRF header from our own origin; a foreign `Host` is refused.
+//! warning); every API request carries the token from `<state>/ui-token` as a bearer header
+//! (the page's script has it from the printed URL's fragment; no cookie, which every server
+//! on this host would be sent); changes come from our own origin; a foreign `Host` is refused.
 
 pub mod api;
 pub mod auth;

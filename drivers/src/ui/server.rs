@@ -2,28 +2,26 @@
 //! thread with its own tokio runtime that serves them, whatever driver runs the node.
 //!
 //! ```text
-//! GET  /             the page (with ?token=…: sets the cookie, redirects to /)
+//! GET  /             the page (no token: its script reads it from the address's #token=…)
 //! GET  /app.js       its script          GET /style.css   its style sheet
-//! GET  /api/state    a snapshot of the node (JSON, `api::UiState`)
+//! GET  /api/state    a snapshot of the node (JSON, `api::UiState`); /api/… needs the token
 //! GET  /api/events   server-sent events: `state`, a snapshot, whenever a new one is taken
 //! POST /api/action   an `api::Action` (JSON) -> `api::ActionOutcome` (JSON)
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::api::{self, Action, ActionOutcome, Gatherer};
@@ -35,11 +33,19 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
-/// Where the page's CSRF value goes in `index.html`.
-const CSRF_SLOT: &str = "{{CSRF}}";
+/// The paths served without the token: the page, its script and its style, which hold no
+/// secret (the script takes the token from the address and sends it with each API request).
+const PUBLIC_PATHS: [&str; 3] = ["/", "/app.js", "/style.css"];
 
 /// The most connections served at once; more wait to be accepted.
 pub const CONNECTIONS_MAX: usize = 32;
+
+/// How long a connection may take to send a request's header, counted from the first read
+/// after the previous answer (so also how long an idle kept-alive connection stays open).
+/// Past it the connection is closed: a connection that sends nothing, or a header byte at a
+/// time, does not hold one of the [`CONNECTIONS_MAX`] slots for ever. A streaming answer
+/// (the events) is not a header read and is not cut.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest request body read, bytes (an action is a few paths).
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
@@ -47,8 +53,8 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 /// The most actions carried out at once; more are answered 503.
 pub const ACTIONS_MAX: usize = 4;
 
-/// Headers on every answer: no framing, no sniffing, nothing cached, no referrer (the first
-/// URL carries the token), and only this server's own script and style.
+/// Headers on every answer: no framing, no sniffing, nothing cached, no referrer, and only
+/// this server's own script and style.
 const SECURITY_HEADERS: [(&str, &str); 6] = [
     (
         "content-security-policy",
@@ -137,7 +143,8 @@ fn start(
     } else {
         addr.to_string()
     };
-    let url = format!("http://{host}/?token={}", token.hex());
+    // A fragment: the browser never sends it to any server, nor in a Referer.
+    let url = format!("http://{host}/#token={}", token.hex());
     let (stop, stopped) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,23 +186,68 @@ async fn serve(
         actions: Arc::new(Semaphore::new(ACTIONS_MAX)),
     });
     let app = router(shared);
-    let limited = Limited {
-        inner: listener,
-        slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
-    };
-    let shutdown = async move {
-        while !*stopped.borrow_and_update() {
-            if stopped.changed().await.is_err() {
-                break;
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = until_stopped(&mut stopped) => break,
+        };
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until_stopped(&mut stopped) => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, app.clone(), stopped.clone(), slot));
+            }
+            Err(e) => {
+                tracing::debug!("web page: accept failed: {e}");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
-    };
-    if let Err(e) = axum::serve(limited, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("web page: {e}");
     }
+}
+
+/// How long accepting pauses after an error (out of descriptors, say).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Returns once the server is told to stop (or its handle is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One connection, HTTP/1 with the header read timeout, holding `_slot` until it closes; when
+/// the server stops, it ends gracefully (the answer under way is finished).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        done = connection.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!("web page: connection ended: {e}");
+            }
+            return;
+        }
+        () = until_stopped(&mut stopped) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -218,7 +270,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn forbidden(why: &str) -> Response {
     let body = format!(
-        "403 Forbidden: {why}.\nOpen the address weft printed (it carries ?token=…); the token is in the node's state folder, file {}.\n",
+        "403 Forbidden: {why}.\nOpen the address weft printed (it ends in #token=…); the token is in the node's state folder, file {}.\n",
         auth::TOKEN_FILE
     );
     (
@@ -229,36 +281,27 @@ fn forbidden(why: &str) -> Response {
         .into_response()
 }
 
-/// Every request: our own Host, the token, and for a POST the CSRF header and our Origin.
+/// Every request: our own Host; past the page itself, the token; for a POST our Origin.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = header(headers, "host").unwrap_or_default();
+    let reads = request.method() == Method::GET || request.method() == Method::HEAD;
     let refusal = if !auth::host_allowed(host, shared.port) {
         Some("foreign Host header")
+    } else if reads && PUBLIC_PATHS.contains(&request.uri().path()) {
+        None
+    } else if !auth::bearer_token(header(headers, "authorization"))
+        .is_some_and(|t| shared.token.matches(t))
+    {
+        Some("no valid token")
+    } else if !reads {
+        auth::cross_site(
+            header(headers, "origin"),
+            header(headers, "sec-fetch-site"),
+            host,
+        )
     } else {
-        let cookies = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        let given = auth::tokens_given(
-            request.uri().query(),
-            cookies,
-            header(headers, "authorization"),
-            shared.port,
-        );
-        if !given.iter().any(|t| shared.token.matches(t)) {
-            Some("no valid token")
-        } else if request.method() != Method::GET && request.method() != Method::HEAD {
-            auth::cross_site(
-                &shared.token,
-                header(headers, auth::CSRF_HEADER),
-                header(headers, "origin"),
-                header(headers, "sec-fetch-site"),
-                host,
-            )
-        } else {
-            None
-        }
+        None
     };
     let mut response = match refusal {
         Some(why) => forbidden(why),
@@ -273,27 +316,13 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     response
 }
 
-/// The page; with `?token=…` (already checked), the cookie and a redirect to `/`, so the
-/// token leaves the address bar and the history.
-async fn index(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if request.uri().query().and_then(auth::query_token).is_some() {
-        let cookie = format!(
-            "{}={}; Path=/; HttpOnly; SameSite=Strict",
-            auth::cookie_name(shared.port),
-            shared.token.hex()
-        );
-        let Ok(cookie) = HeaderValue::from_str(&cookie) else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        return Response::builder()
-            .status(StatusCode::SEE_OTHER)
-            .header(header::LOCATION, "/")
-            .header(header::SET_COOKIE, cookie)
-            .body(Body::empty())
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    }
-    let page = INDEX_HTML.replace(CSRF_SLOT, &shared.token.csrf());
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+/// The page (the same for everyone: it holds no secret).
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+        .into_response()
 }
 
 async fn app_js() -> Response {
@@ -364,103 +393,12 @@ async fn action(State(shared): State<Arc<Shared>>, Json(action): Json<Action>) -
     }
 }
 
-/// The TCP listener with a bound on connections served at once: a connection holds a slot
-/// until it closes, and accepting waits for a free one.
-struct Limited {
-    inner: tokio::net::TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-/// How long accepting pauses after an error (out of descriptors, say).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-
-impl axum::serve::Listener for Limited {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            // The semaphore is never closed, so acquiring only waits.
-            let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
-                tokio::time::sleep(ACCEPT_PAUSE).await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        LimitedStream {
-                            stream,
-                            _slot: slot,
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    tracing::debug!("web page: accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> tokio::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A served connection and the slot it holds.
-struct LimitedStream {
-    stream: tokio::net::TcpStream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for LimitedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_fixed_headers_are_valid_and_the_page_has_its_csrf_slot() {
+    fn the_fixed_headers_are_valid_and_the_page_holds_no_secret() {
         // `HeaderValue::from_static` panics on a bad value: these are checked here once.
         for (name, value) in SECURITY_HEADERS {
             // `insert` takes a `&'static str` name as `from_static` does: lowercase only.
@@ -474,7 +412,8 @@ mod tests {
             );
             assert!(HeaderValue::from_str(value).is_ok(), "{name}: {value}");
         }
-        assert_eq!(INDEX_HTML.matches(CSRF_SLOT).count(), 1);
+        // Served without the token: no slot for anything per node.
+        assert!(!INDEX_HTML.contains("{{"));
         // Nothing is loaded from elsewhere: no absolute URL in the page or its script.
         for asset in [INDEX_HTML, APP_JS, STYLE_CSS] {
             assert!(!asset.contains("http://") && !asset.contains("https://"));

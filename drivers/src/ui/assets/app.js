@@ -1,9 +1,34 @@
 // weft's page: renders the snapshots the server streams (`state` events on /api/events) and
-// sends the buttons' actions (POST /api/action with the page's CSRF header). No library, no
-// inline script or style (the server's Content-Security-Policy allows neither).
+// sends the buttons' actions (POST /api/action). Every API request carries the token as
+// `Authorization: Bearer`: the script takes it from the address weft printed (`#token=…`, a
+// fragment no server ever receives), keeps it in this tab's sessionStorage (this origin's
+// alone, port included) and takes it out of the address bar. No cookie: cookies do not tell
+// ports apart, so every other server on this host would be sent one. No library, no inline
+// script or style (the server's Content-Security-Policy allows neither).
 "use strict";
 
-const CSRF = document.querySelector('meta[name="weft-csrf"]').content;
+const TOKEN_KEY = "weft-token";
+// How long the page waits before opening the event stream again after it ended.
+const RECONNECT_MS = 1000;
+
+// The token: from the address's fragment (then stored and taken out of the address bar and
+// the history), else the one this tab stored before.
+function takeToken() {
+  const m = /^#token=([0-9a-fA-F]{64})$/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, m[1]);
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+const TOKEN = takeToken();
+// The address with the token pasted into a page already open changes only its fragment (no
+// new load): take the token and load the page again with it.
+window.addEventListener("hashchange", () => {
+  if (takeToken() !== TOKEN) location.reload();
+});
+const authorized = (headers) => Object.assign({ authorization: "Bearer " + TOKEN }, headers || {});
 const $ = (id) => document.getElementById(id);
 // What each panel last rendered, so a panel whose data did not change keeps its DOM (and
 // the button under the user's pointer).
@@ -65,10 +90,10 @@ async function act(action) {
   try {
     const r = await fetch("/api/action", {
       method: "POST",
-      headers: { "content-type": "application/json", "x-weft-csrf": CSRF },
+      headers: authorized({ "content-type": "application/json" }),
       body: JSON.stringify(action),
-      credentials: "same-origin",
     });
+    if (r.status === 403) { refused(); return false; }
     const text = await r.text();
     let outcome;
     try { outcome = JSON.parse(text); } catch (_) { outcome = { ok: false, message: text.trim() }; }
@@ -229,16 +254,62 @@ function render(s) {
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
-function connect() {
-  const source = new EventSource("/api/events");
-  source.addEventListener("state", (e) => {
-    try { render(JSON.parse(e.data)); } catch (err) { say("bad snapshot: " + err, false); }
-  });
-  source.onerror = () => {
-    const live = $("live");
-    live.textContent = "reconnecting…";
-    live.className = "live off";
-  };
+function offline(text) {
+  const live = $("live");
+  live.textContent = text;
+  live.className = "live off";
+}
+
+// The page cannot work: no token, or the server refuses it (a new token, another node).
+function refused() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  offline("no valid token: open the address weft printed (it ends in #token=…); the token is in the node's state folder, file ui-token");
+}
+
+// One server-sent event (the lines of one block): a `state` snapshot is rendered.
+function dispatch(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line === "" || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  if (event !== "state" || !data.length) return;
+  try { render(JSON.parse(data.join("\n"))); } catch (err) { say("bad snapshot: " + err, false); }
+}
+
+// The live feed: /api/events read as a stream (EventSource cannot send the token's header),
+// opened again whenever it ends.
+async function connect() {
+  if (!TOKEN) { refused(); return; }
+  for (;;) {
+    try {
+      const r = await fetch("/api/events", { headers: authorized(), cache: "no-store" });
+      if (r.status === 403) { refused(); return; }
+      if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffered += value; // the server ends lines with "\n" alone
+        let end;
+        while ((end = buffered.indexOf("\n\n")) >= 0) {
+          dispatch(buffered.slice(0, end));
+          buffered = buffered.slice(end + 2);
+        }
+      }
+    } catch (_) {
+      // The server is gone or the stream broke: shown below, tried again.
+    }
+    offline("reconnecting…");
+    await new Promise((done) => setTimeout(done, RECONNECT_MS));
+  }
 }
 
 function onSubmit(id, build) {
