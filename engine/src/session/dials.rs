@@ -4,7 +4,7 @@
 use weft_protocol::NodeId;
 
 use super::address;
-use super::known_peers;
+use super::known_peers::{self, KnownPeer};
 use super::{KnownLoad, Session, SessionTimer, LOAD_KNOWN, STORE_KNOWN};
 use crate::connection::{CloseReason, ConnId, Direction};
 use crate::io::{Event, HostRequest, HostResult, Output};
@@ -85,16 +85,19 @@ impl Session {
 
     /// Saved peers, loaded: each not linked and not this node is dialed, a bounded number of
     /// times, starting now.
-    pub(super) fn load_known(&mut self, now: Instant, entries: Vec<(NodeId, String)>) {
+    pub(super) fn load_known(&mut self, now: Instant, entries: Vec<KnownPeer>) {
         let me = self.identity.node_id();
         let attempts = self.limits.redial_attempts_max;
-        for (node, addr) in &entries {
-            if *node != me && !self.links.contains_key(node) && !address::is_unspecified(addr) {
-                self.redials.add_bounded(addr, *node, now, attempts);
+        for e in &entries {
+            if e.node != me
+                && !self.links.contains_key(&e.node)
+                && !address::is_unspecified(&e.addr)
+            {
+                self.redials.add_bounded(&e.addr, e.node, now, attempts);
             }
         }
         self.known
-            .loaded(entries.into_iter().filter(|(n, _)| *n != me).collect());
+            .loaded(entries.into_iter().filter(|e| e.node != me).collect());
         self.arm_redial();
     }
 

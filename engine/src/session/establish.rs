@@ -108,6 +108,7 @@ impl Session {
             return;
         };
         let Proven { node, hello } = proven;
+        let dialed = c.direction == Direction::Outbound;
         let dialer_nonce = match c.direction {
             Direction::Outbound => our_nonce,
             Direction::Inbound => hello.nonce,
@@ -148,7 +149,7 @@ impl Session {
         }
         self.arm_redial();
         if let Some(addr) = &listen_addr {
-            self.known.linked(node, addr);
+            self.known.linked(node, addr, dialed);
         }
         let restarted =
             self.incarnations.check(node, hello.incarnation) == IncarnationCheck::Restarted;

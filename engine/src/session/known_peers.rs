@@ -1,8 +1,12 @@
 //! The peers this node has linked with, as the host stores them (SPEC.md §8.11), so a node
 //! that restarts without `--peer` finds its network again. One blob, named [`STATE_NAME`]: a
-//! magic line (its format version), the postcard encoding of the (node, address) pairs, most
-//! recently linked first, and the BLAKE3 hash of both; a blob that fails its hash or does not
-//! decode is ignored and counted.
+//! magic line (its format version), the postcard encoding of the (node, address, dialed)
+//! entries in their order, and the BLAKE3 hash of both; a blob that fails its hash or does
+//! not decode is ignored and counted.
+//!
+//! Peers this node dialed come first and are never pushed out by peers that dialed it: anyone
+//! can open many inbound links under fresh ids (Sybils), and a list they filled would be all a
+//! restarted node redials. Dialing a peer is this node's own choice of an address.
 
 use bytes::Bytes;
 use weft_protocol::NodeId;
@@ -12,14 +16,29 @@ use crate::state_blob;
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "peers";
 
-/// The blob's first bytes (format version 1).
-const MAGIC: &[u8] = b"weft peers v1\n";
+/// The blob's first bytes (format version 2: each entry says whether this node dialed it).
+const MAGIC: &[u8] = b"weft peers v2\n";
 
-/// Peers linked with, most recently linked first, at most `entries_max`, each node once;
-/// `dirty` once it changed since the host last stored it.
+/// Format version 1's first bytes: (node, address) pairs, read as peers that dialed us.
+const MAGIC_V1: &[u8] = b"weft peers v1\n";
+
+/// One saved peer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KnownPeer {
+    /// Its node id.
+    pub(crate) node: NodeId,
+    /// Its listen address.
+    pub(crate) addr: String,
+    /// Whether this node dialed it (on its last link, or any before it).
+    pub(crate) dialed: bool,
+}
+
+/// Peers linked with, at most `entries_max`, each node once: those this node dialed first,
+/// then those that dialed it, each group most recently linked first; `dirty` once it changed
+/// since the host last stored it.
 #[derive(Debug)]
 pub(crate) struct KnownPeers {
-    entries: Vec<(NodeId, String)>,
+    entries: Vec<KnownPeer>,
     entries_max: usize,
     dirty: bool,
 }
@@ -33,37 +52,50 @@ impl KnownPeers {
         }
     }
 
-    /// `node`, listening at `addr`, linked: it goes first.
-    pub(crate) fn linked(&mut self, node: NodeId, addr: &str) {
-        if self
-            .entries
-            .first()
-            .is_some_and(|(n, a)| *n == node && a == addr)
-        {
+    /// `node`, listening at `addr`, linked (`dialed`: by a connection this node opened): it
+    /// goes first of its group. A node once dialed stays among the dialed.
+    pub(crate) fn linked(&mut self, node: NodeId, addr: &str, dialed: bool) {
+        let was_dialed = self.entries.iter().any(|e| e.node == node && e.dialed);
+        let entry = KnownPeer {
+            node,
+            addr: addr.to_owned(),
+            dialed: dialed || was_dialed,
+        };
+        let at = if entry.dialed {
+            0
+        } else {
+            self.entries.iter().take_while(|e| e.dialed).count()
+        };
+        if self.entries.get(at) == Some(&entry) {
             return;
         }
-        self.entries.retain(|(n, _)| *n != node);
-        self.entries.insert(0, (node, addr.to_owned()));
+        self.entries.retain(|e| e.node != node);
+        let at = at.min(self.entries.len());
+        self.entries.insert(at, entry);
         self.entries.truncate(self.entries_max);
         self.dirty = true;
     }
 
-    /// Entries loaded from the host go after those linked since the start.
-    pub(crate) fn loaded(&mut self, loaded: Vec<(NodeId, String)>) {
-        for (node, addr) in loaded {
-            if self.entries.len() >= self.entries_max {
-                break;
+    /// Entries loaded from the host go after those of their group linked since the start.
+    pub(crate) fn loaded(&mut self, loaded: Vec<KnownPeer>) {
+        for peer in loaded {
+            if self.entries.iter().any(|e| e.node == peer.node) {
+                continue;
             }
-            if self.entries.iter().all(|(n, _)| *n != node) {
-                self.entries.push((node, addr));
-            }
+            let at = if peer.dialed {
+                self.entries.iter().take_while(|e| e.dialed).count()
+            } else {
+                self.entries.len()
+            };
+            self.entries.insert(at, peer);
         }
+        self.entries.truncate(self.entries_max);
     }
 
     /// Forgets `node` (the application disconnected it).
     pub(crate) fn forget(&mut self, node: &NodeId) {
         let before = self.entries.len();
-        self.entries.retain(|(n, _)| n != node);
+        self.entries.retain(|e| e.node != *node);
         self.dirty |= self.entries.len() != before;
     }
 
@@ -81,21 +113,34 @@ impl KnownPeers {
         self.dirty = true;
     }
 
-    /// Every entry, most recently linked first.
+    /// Every entry, in order.
     #[cfg(test)]
-    pub(crate) fn entries(&self) -> &[(NodeId, String)] {
+    pub(crate) fn entries(&self) -> &[KnownPeer] {
         &self.entries
     }
 }
 
 /// `entries` as a blob.
-fn encode(entries: &[(NodeId, String)]) -> Bytes {
+fn encode(entries: &[KnownPeer]) -> Bytes {
     state_blob::seal(MAGIC, entries)
 }
 
-/// The entries in a blob, or `None` if it is not a whole, intact version-1 blob.
-pub(crate) fn decode(blob: &[u8]) -> Option<Vec<(NodeId, String)>> {
-    state_blob::open(blob, MAGIC)
+/// The entries in a blob, or `None` if it is not a whole, intact blob of version 2 or 1.
+pub(crate) fn decode(blob: &[u8]) -> Option<Vec<KnownPeer>> {
+    if let Some(entries) = state_blob::open(blob, MAGIC) {
+        return Some(entries);
+    }
+    let pairs: Vec<(NodeId, String)> = state_blob::open(blob, MAGIC_V1)?;
+    Some(
+        pairs
+            .into_iter()
+            .map(|(node, addr)| KnownPeer {
+                node,
+                addr,
+                dialed: false,
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -107,20 +152,25 @@ mod tests {
         NodeId([b; 32])
     }
 
+    fn entry(b: u8, addr: &str, dialed: bool) -> KnownPeer {
+        KnownPeer {
+            node: node(b),
+            addr: addr.into(),
+            dialed,
+        }
+    }
+
     #[test]
     fn most_recently_linked_first_bounded_and_stored_only_when_changed() {
         let mut k = KnownPeers::new(2);
         assert_eq!(k.take_changed(), None);
-        k.linked(node(1), "a:1");
-        k.linked(node(2), "b:1");
-        k.linked(node(3), "c:1");
-        assert_eq!(
-            k.entries(),
-            &[(node(3), "c:1".into()), (node(2), "b:1".into())]
-        );
+        k.linked(node(1), "a:1", true);
+        k.linked(node(2), "b:1", true);
+        k.linked(node(3), "c:1", true);
+        assert_eq!(k.entries(), &[entry(3, "c:1", true), entry(2, "b:1", true)]);
         let blob = k.take_changed().expect("changed");
         assert_eq!(k.take_changed(), None, "stored: unchanged");
-        k.linked(node(3), "c:1");
+        k.linked(node(3), "c:1", true);
         assert_eq!(
             k.take_changed(),
             None,
@@ -130,9 +180,67 @@ mod tests {
     }
 
     #[test]
+    fn peers_that_dialed_us_never_push_out_peers_we_dialed() {
+        let mut k = KnownPeers::new(3);
+        k.linked(node(1), "a:1", true);
+        k.linked(node(2), "b:1", true);
+        // Many inbound links under fresh ids: they share what the dialed ones leave.
+        for sybil in 10..40 {
+            k.linked(node(sybil), "x:1", false);
+        }
+        assert_eq!(
+            k.entries(),
+            &[
+                entry(2, "b:1", true),
+                entry(1, "a:1", true),
+                entry(39, "x:1", false)
+            ]
+        );
+        // A dialed peer that later dials us stays among the dialed; a newly dialed one goes
+        // first and the inbound one is what is dropped.
+        k.linked(node(1), "a:2", false);
+        assert_eq!(k.entries()[0], entry(1, "a:2", true));
+        k.linked(node(39), "x:1", true);
+        k.linked(node(4), "d:1", true);
+        assert_eq!(
+            k.entries(),
+            &[
+                entry(4, "d:1", true),
+                entry(39, "x:1", true),
+                entry(1, "a:2", true)
+            ]
+        );
+        // Loaded entries go after their group's.
+        let mut k = KnownPeers::new(4);
+        k.linked(node(5), "e:1", false);
+        k.linked(node(6), "f:1", true);
+        k.loaded(vec![
+            entry(7, "g:1", false),
+            entry(8, "h:1", true),
+            entry(6, "old:1", true),
+        ]);
+        assert_eq!(
+            k.entries(),
+            &[
+                entry(6, "f:1", true),
+                entry(8, "h:1", true),
+                entry(5, "e:1", false),
+                entry(7, "g:1", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_version_1_blob_is_read_as_peers_that_dialed_us() {
+        let pairs = vec![(node(1), String::from("a:1"))];
+        let blob = state_blob::seal(MAGIC_V1, &pairs);
+        assert_eq!(decode(&blob), Some(vec![entry(1, "a:1", false)]));
+    }
+
+    #[test]
     fn a_damaged_or_unknown_blob_is_refused() {
         let mut k = KnownPeers::new(4);
-        k.linked(node(1), "a:1");
+        k.linked(node(1), "a:1", true);
         let blob = k.take_changed().unwrap();
         for cut in [0, 1, MAGIC.len(), blob.len() - 1] {
             assert_eq!(decode(&blob[..cut]), None, "cut at {cut}");
@@ -140,10 +248,10 @@ mod tests {
         let mut flipped = blob.to_vec();
         flipped[MAGIC.len() + 2] ^= 1;
         assert_eq!(decode(&flipped), None);
-        let mut v2 = b"weft peers v2\n".to_vec();
-        v2.extend_from_slice(&blob[MAGIC.len()..blob.len() - HASH_BYTES]);
-        let hash = blake3::hash(&v2);
-        v2.extend_from_slice(hash.as_bytes());
-        assert_eq!(decode(&v2), None, "a newer version is not read");
+        let mut v3 = b"weft peers v3\n".to_vec();
+        v3.extend_from_slice(&blob[MAGIC.len()..blob.len() - HASH_BYTES]);
+        let hash = blake3::hash(&v3);
+        v3.extend_from_slice(hash.as_bytes());
+        assert_eq!(decode(&v3), None, "a newer version is not read");
     }
 }

@@ -67,13 +67,18 @@ fn carry(
 
 /// `a` dials `b` and both finish the handshake: (a's conn, b's conn).
 fn link(a: &mut Session, b: &mut Session) -> (ConnId, ConnId) {
+    link_at(a, b, 1, "a")
+}
+
+/// [`link`], with `b`'s end of the connection numbered `inbound`, from address `from`.
+fn link_at(a: &mut Session, b: &mut Session, inbound: u64, from: &str) -> (ConnId, ConnId) {
     a.connect(T0, "b".into()).unwrap();
     let ca = match drain(a).as_slice() {
         [Output::Connect { conn, .. }] => *conn,
         other => panic!("expected a dial, got {other:?}"),
     };
-    let cb = ConnId::inbound(1);
-    b.accepted(T0, cb, "a".into()).unwrap();
+    let cb = ConnId::inbound(inbound);
+    b.accepted(T0, cb, from.into()).unwrap();
     a.connected(ca).unwrap();
     for _ in 0..4 {
         carry(a, ca, b, cb);
@@ -862,8 +867,8 @@ fn a_link_lost_without_a_bye_is_redialed_a_bounded_number_of_times() {
 #[test]
 fn saved_peers_are_dialed_only_once_their_load_is_answered() {
     let mut known = KnownPeers::new(8);
-    known.linked(NodeId([7; 32]), "192.0.2.7:7000");
-    known.linked(NodeId([8; 32]), "192.0.2.8:7000");
+    known.linked(NodeId([7; 32]), "192.0.2.7:7000", true);
+    known.linked(NodeId([8; 32]), "192.0.2.8:7000", false);
     let blob = known.take_changed().unwrap();
 
     let mut a = session(1, "a", MESH_TABLE, |_| {});
@@ -925,12 +930,42 @@ fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
     assert_eq!(name, "peers");
     assert_eq!(
         known_peers::decode(&bytes).unwrap(),
-        vec![(b.node_id(), "b".to_string())]
+        vec![known_peers::KnownPeer {
+            node: b.node_id(),
+            addr: "b".to_string(),
+            dialed: true,
+        }]
     );
     a.completed(a.now, token, HostResult::Stored);
     let now = a.now;
     run_until(&mut a, now + Duration(save.0 * 3));
     assert!(a.poll_request().is_none(), "unchanged: not stored again");
+}
+
+/// Sybils (fresh ids, each dialing in) can fill what is left of the stored list, never push
+/// out a peer this node dialed: that is what a restart redials.
+#[test]
+fn peers_that_dialed_in_never_push_a_dialed_peer_out_of_the_stored_list() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    answer_load(&mut a, None);
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    link(&mut a, &mut b);
+    let saved_max = a.limits.known_peers_saved_max;
+    for i in 0..saved_max as u64 + 8 {
+        let mut sybil = session(100 + i, &format!("sybil{i}"), MESH_TABLE, |_| {});
+        link_at(&mut sybil, &mut a, 10 + i, &format!("192.0.2.{i}:1"));
+    }
+    let save = a.timer_periods.peers_save_interval;
+    let now = a.now;
+    run_until(&mut a, now + save);
+    let (_, request) = a.poll_request().expect("a store");
+    let HostRequest::StoreState { bytes, .. } = request else {
+        panic!("expected a store, got {request:?}");
+    };
+    let stored = known_peers::decode(&bytes).unwrap();
+    assert_eq!(stored.len(), saved_max);
+    assert_eq!(stored[0].node, b.node_id(), "{stored:?}");
+    assert!(stored[0].dialed && stored[1..].iter().all(|e| !e.dialed));
 }
 
 #[test]
