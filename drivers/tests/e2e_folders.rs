@@ -552,9 +552,13 @@ fn a_vanished_folder_stops_with_an_error_and_deletes_nothing_elsewhere() {
     // Give a wrongly sent delete time to arrive: none may.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(tree(&da), before, "A lost files");
+    // Said, and in the exit code (3) for a script, with --json too; A's folder runs: 0.
     let out = b.command("status", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stopped: "), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(b.command("status", &["--json"]).status.code(), Some(3));
+    assert_eq!(a.command("status", &[]).status.code(), Some(0));
 }
 
 /// `chattr` on `dir` (`+i`: nothing in it may be created, renamed or removed, not even by

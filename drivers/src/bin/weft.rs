@@ -38,7 +38,7 @@ enum Cmd {
     /// them with --delete).
     Leave(cli::LeaveArgs),
     /// List every file of the network's shared folder and its state (transfers with their
-    /// progress, rate and time left).
+    /// progress, rate and time left). Exits 3 if the folder is stopped.
     Status(cli::StatusArgs),
     /// Keep one version of a conflicted path and remove the others everywhere.
     Resolve(cli::ResolveArgs),

@@ -441,7 +441,8 @@ fn fetching(folders: &[FolderReport]) -> BTreeMap<String, (u64, u64)> {
 
 /// Runs `weft status`: every file and its state. On a terminal, transfers in flight are
 /// live progress bars (indicatif) with their rate and time left, until they end; otherwise
-/// (a pipe, a script) one line each, with the rate sampled over `RATE_SAMPLE`.
+/// (a pipe, a script) one line each, with the rate sampled over `RATE_SAMPLE`. Exits
+/// [`STATUS_FOLDER_STOPPED`] if a folder is stopped, once all of it is printed.
 pub fn status(args: StatusArgs) -> ExitCode {
     use std::io::IsTerminal as _;
     super::init_logging("warn");
@@ -451,11 +452,11 @@ pub fn status(args: StatusArgs) -> ExitCode {
     };
     if args.json {
         let line = serde_json::to_string(&first).unwrap_or_default();
-        return print(&(line + "\n"));
+        return stopped_or(&first, print(&(line + "\n")));
     }
     let before = fetching(&first);
     if !before.is_empty() && io::stdout().is_terminal() {
-        let code = print(&status_text(&first, None));
+        let code = stopped_or(&first, print(&status_text(&first, None)));
         live_bars(before, RATE_SAMPLE, || {
             folders(&args.net).map(|f| fetching(&f))
         });
@@ -476,7 +477,21 @@ pub fn status(args: StatusArgs) -> ExitCode {
             .collect();
         (now, rates)
     };
-    print(&status_text(&now, Some(&rates)))
+    stopped_or(&now, print(&status_text(&now, Some(&rates))))
+}
+
+/// `weft status`'s exit code when a folder is stopped (its line says why): a script that
+/// checks the code sees it, as `systemctl status` says 3 for a unit that is not running.
+pub const STATUS_FOLDER_STOPPED: u8 = 3;
+
+/// [`STATUS_FOLDER_STOPPED`] if one of `folders` is stopped and printing went well, else
+/// `printed`.
+fn stopped_or(folders: &[FolderReport], printed: ExitCode) -> ExitCode {
+    if printed == ExitCode::SUCCESS && folders.iter().any(|f| f.stopped.is_some()) {
+        ExitCode::from(STATUS_FOLDER_STOPPED)
+    } else {
+        printed
+    }
 }
 
 /// Live indicatif bars for the transfers in flight (by name: bytes so far, size), polled
