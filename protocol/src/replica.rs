@@ -39,6 +39,68 @@ pub const PATH_BYTES_MAX: usize = 4096;
 /// Most counters one version vector holds.
 pub const VERSION_COUNTERS_MAX: usize = 256;
 
+/// A version on the wire, its counters decoded keeping one past [`VERSION_COUNTERS_MAX`] at
+/// most (the limit check then refuses it as before; `strict::keep_at_most`). A counter is two
+/// bytes on the wire at least and sixteen in memory: without the bound one frame could hold
+/// millions. Only the wire's fields are decoded so: a node's own index may hold a version
+/// merged past the limit (never announced), and its persisted state keeps it whole.
+fn version_kept<'de, D>(d: D) -> Result<Version, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Kept {
+        #[serde(deserialize_with = "counters_kept")]
+        counters: Vec<Counter>,
+    }
+    fn counters_kept<'de, D>(d: D) -> Result<Vec<Counter>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        crate::strict::keep_at_most(d, VERSION_COUNTERS_MAX + 1)
+    }
+    Kept::deserialize(d).map(|k| Version {
+        counters: k.counters,
+    })
+}
+
+/// [`FileEntry`] as the wire's messages decode it: the same fields, its version by
+/// [`version_kept`] (serde's remote derive: a field list to keep in step with the struct's,
+/// which the round-trip tests check).
+#[derive(Deserialize)]
+#[serde(remote = "FileEntry")]
+struct FileEntryOnWire {
+    path: String,
+    kind: FileKind,
+    target: String,
+    mode: u8,
+    size: u64,
+    mtime_ms: i64,
+    modified_by: u64,
+    #[serde(deserialize_with = "version_kept")]
+    version: Version,
+    sequence: u64,
+    blocks: Vec<Block>,
+}
+
+/// One IHAVE entry as decoded from the wire.
+struct WireEntry(FileEntry);
+
+impl<'de> Deserialize<'de> for WireEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WireEntry, D::Error> {
+        FileEntryOnWire::deserialize(d).map(WireEntry)
+    }
+}
+
+/// IHAVE's entries: [`index_entries_kept`], each decoded as [`FileEntryOnWire`].
+fn wire_entries_kept<'de, D>(d: D) -> Result<Vec<FileEntry>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let kept: Vec<WireEntry> = index_entries_kept(d)?;
+    Ok(kept.into_iter().map(|e| e.0).collect())
+}
+
 /// Most hashes one IWANT or NOTFOUND carries.
 pub const WANT_HASHES_MAX: usize = 256;
 
@@ -329,7 +391,7 @@ pub struct IHave {
     /// The sender's index id.
     pub index_id: u64,
     /// At most [`INDEX_ENTRIES_MAX`], ascending by sequence.
-    #[serde(deserialize_with = "index_entries_kept")]
+    #[serde(deserialize_with = "wire_entries_kept")]
     pub entries: Vec<FileEntry>,
 }
 
@@ -340,8 +402,10 @@ pub struct Moved {
     /// The old path.
     pub from: String,
     /// The version of the deletion of `from`.
+    #[serde(deserialize_with = "version_kept")]
     pub from_version: Version,
     /// The file at its new path.
+    #[serde(deserialize_with = "FileEntryOnWire::deserialize")]
     pub to: FileEntry,
 }
 
@@ -367,6 +431,7 @@ pub struct Deleted {
     /// The short id of the node that deleted it.
     pub modified_by: u64,
     /// The version of the deletion.
+    #[serde(deserialize_with = "version_kept")]
     pub version: Version,
     /// The sender's index sequence number of this record.
     pub sequence: u64,

@@ -3,25 +3,28 @@
 //! memory) is refused without holding them. A counting allocator records the peak.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use weft_protocol::{Code, Message, ProtocolError};
 
 struct Peak;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether this thread's allocations are counted (another test's are not).
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 static NOW: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 fn grew(by: usize) {
-    if COUNTING.load(Ordering::Relaxed) {
+    if COUNTING.with(|c| c.get()) {
         let now = NOW.fetch_add(by, Ordering::Relaxed) + by;
         PEAK.fetch_max(now, Ordering::Relaxed);
     }
 }
 
 fn shrank(by: usize) {
-    if COUNTING.load(Ordering::Relaxed) {
+    if COUNTING.with(|c| c.get()) {
         NOW.fetch_sub(by.min(NOW.load(Ordering::Relaxed)), Ordering::Relaxed);
     }
 }
@@ -49,13 +52,20 @@ unsafe impl GlobalAlloc for Peak {
 #[global_allocator]
 static GLOBAL: Peak = Peak;
 
+/// One count at a time: the sums are global, and the tests run on several threads.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The peak bytes allocated while decoding `payload` as `code`, and the result.
 fn peak_decoding(code: Code, payload: &[u8]) -> (usize, Result<(), ProtocolError>) {
+    // A test that failed while holding the lock leaves it poisoned; the counts are still good.
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     NOW.store(0, Ordering::Relaxed);
     PEAK.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
     let result = Message::decode(code, payload).map(|_| ());
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.with(|c| c.set(false));
     (PEAK.load(Ordering::Relaxed), result)
 }
 
@@ -106,4 +116,58 @@ fn an_index_batch_of_a_million_entries_is_refused_within_bounded_memory() {
         "{result:?}"
     );
     assert!(peak < 256 * 1024, "{peak} bytes at the peak {result:?}");
+}
+
+/// A version of a million counters {node 0, value 1}: two bytes each.
+fn huge_version(out: &mut Vec<u8>) {
+    varint(ELEMENTS, out);
+    for _ in 0..ELEMENTS {
+        out.extend_from_slice(&[0, 1]);
+    }
+}
+
+/// A file entry of empty strings and zero numbers with [`huge_version`].
+fn entry_with_huge_version(out: &mut Vec<u8>) {
+    // path "", kind 0, target "", mode 0, size 0, mtime 0, modified_by 0.
+    out.extend_from_slice(&[0; 7]);
+    huge_version(out);
+    // sequence 0, blocks [].
+    out.extend_from_slice(&[0; 2]);
+}
+
+#[test]
+fn a_version_of_a_million_counters_is_refused_within_bounded_memory() {
+    let folder_and_index = |out: &mut Vec<u8>| {
+        out.extend_from_slice(&[0; 16]);
+        varint(1, out);
+        varint(1, out);
+    };
+    // IHAVE: one entry with the version.
+    let mut ihave = Vec::new();
+    folder_and_index(&mut ihave);
+    entry_with_huge_version(&mut ihave);
+    // IMOVED: from "", from_version the version, to an entry with it too.
+    let mut imoved = Vec::new();
+    folder_and_index(&mut imoved);
+    imoved.push(0);
+    huge_version(&mut imoved);
+    entry_with_huge_version(&mut imoved);
+    // IDELETED: path "", kind 0, modified_by 0, the version, sequence 0.
+    let mut ideleted = Vec::new();
+    folder_and_index(&mut ideleted);
+    ideleted.extend_from_slice(&[0; 3]);
+    huge_version(&mut ideleted);
+    ideleted.push(0);
+    for (code, payload) in [
+        (Code::IHAVE, ihave),
+        (Code::IMOVED, imoved),
+        (Code::IDELETED, ideleted),
+    ] {
+        let (peak, result) = peak_decoding(code, &payload);
+        assert!(
+            matches!(result, Err(ProtocolError::MalformedPayload { .. })),
+            "{code:?}: {result:?}"
+        );
+        assert!(peak < 64 * 1024, "{code:?}: {peak} bytes at the peak");
+    }
 }

@@ -188,4 +188,18 @@ mod tests {
         assert!(PersistedState::decode(&other).is_none());
         assert!(PersistedState::decode(&v1[..v1.len() - 3]).is_none());
     }
+
+    /// A version merged past the wire's counter limit (kept, never announced) is persisted
+    /// and read back whole: only the wire's decoding stops at the limit.
+    #[test]
+    fn a_version_past_the_wire_limit_survives_the_blob_whole() {
+        let mut s = state(STATE_FORMAT, Vec::new());
+        let counters = (1..=3 * weft_protocol::VERSION_COUNTERS_MAX as u64)
+            .map(|node| weft_protocol::Counter { node, value: 1 })
+            .collect();
+        s.records[0].0.version = Version { counters };
+        s.records[0].2 = Some(("b.txt".into(), s.records[0].0.version.clone()));
+        let back = PersistedState::decode(&s.encode()).expect("decodes");
+        assert_eq!(back.records, s.records);
+    }
 }
