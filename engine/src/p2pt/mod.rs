@@ -194,6 +194,9 @@ pub struct P2ptMetrics {
     pub broadcast_duplicates: u64,
     /// Broadcasts dropped as older than the 60 s window.
     pub broadcasts_expired: u64,
+    /// Broadcasts relayed and then dropped as meaningless or malformed (a `handshake` or
+    /// `peers` under main flag broadcast, a malformed `store`): never held against the link.
+    pub broadcasts_ignored: u64,
     /// Messages delivered to the application.
     pub delivered: u64,
     /// Connections closed for their bytes or behaviour.

@@ -495,3 +495,57 @@ fn a_table_write_too_large_to_broadcast_changes_nothing() {
     assert!(net.nodes[0].table_get(b"k").is_none());
     assert!(net.nodes[1].table_get(b"k").is_none());
 }
+
+/// A broadcast is the originator's, not the relaying link's: one that means nothing as a
+/// broadcast (`handshake`, `peers`) or is malformed (a `store` of one arg) is relayed as py2p
+/// relays it, then dropped and counted, and no link closes (a close here, repeated by every
+/// relay, would cut the network along the flood).
+#[test]
+fn a_meaningless_or_malformed_broadcast_is_dropped_not_held_against_the_link() {
+    let mut net = Net::new(3, Subnet::SyncLeased, &[false, false, false]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    let conn_at_0 = net.conn_to(0, 1);
+    let connects = net.connects;
+    let now_s = T0_MS / 1000;
+    let handshake_args = vec![
+        Value::Binary(b"evil".to_vec()),
+        Value::Binary(net.nodes[0].protocol_id().as_bytes().to_vec()),
+        Value::Array(vec![Value::from("127.0.0.1"), Value::from(9)]),
+        Value::Array(vec![]),
+    ];
+    let frames = [
+        (SubFlag::HANDSHAKE, handshake_args),
+        (
+            SubFlag::PEERS,
+            vec![Value::Array(vec![Value::Array(vec![
+                Value::Array(vec![Value::from("127.0.0.1"), Value::from(9)]),
+                Value::Binary(b"evil".to_vec()),
+            ])])],
+        ),
+        (SubFlag::STORE, vec![Value::from(1)]),
+    ];
+    for (sub, args) in frames {
+        let m = Message::new(MainFlag::BROADCAST, b"evil".to_vec(), now_s, sub, args);
+        let wire = encode_frame(&m.to_msgpack(), None).unwrap();
+        net.input(
+            0,
+            Input::Received {
+                conn: conn_at_0,
+                bytes: Bytes::from(wire),
+            },
+        );
+    }
+    for (at, others) in [(0, vec![1, 2]), (1, vec![0, 2]), (2, vec![0, 1])] {
+        let mut linked: Vec<String> = net.nodes[at].peers().into_iter().map(|p| p.0).collect();
+        let mut want: Vec<String> = others.iter().map(|&o| net.nodes[o].id()).collect();
+        linked.sort();
+        want.sort();
+        assert_eq!(linked, want, "node {at} kept its links");
+        assert_eq!(net.nodes[at].metrics().faults, 0, "node {at}");
+        assert_eq!(net.nodes[at].metrics().broadcasts_ignored, 3, "node {at}");
+    }
+    assert_eq!(net.connects, connects, "no dial to the broadcast's peers");
+    broadcast(&mut net, 1, "still");
+    assert_eq!(net.messages(2).len(), 1);
+}

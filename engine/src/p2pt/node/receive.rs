@@ -75,14 +75,21 @@ impl P2ptNode {
             }
         }
         let sub = m.sub_flag;
-        if sub == SubFlag::HANDSHAKE {
+        // A broadcast was written by its originator, not by this link's peer, which may only
+        // have relayed it: what is wrong with it is dropped and counted, never held against
+        // the link (one such frame, flooded, would otherwise cut every link it crossed).
+        let relayed = m.main_flag == MainFlag::BROADCAST;
+        if relayed && (sub == SubFlag::HANDSHAKE || sub == SubFlag::PEERS) {
+            // A link's own session messages, meaningless as a broadcast.
+            self.metrics.broadcasts_ignored += 1;
+        } else if sub == SubFlag::HANDSHAKE {
             self.on_handshake(conn, &m);
         } else if sub == SubFlag::PEERS {
             self.on_peers(conn, &m);
         } else if sub == SubFlag::REQUEST {
             self.on_request(conn, &m);
         } else if sub == SubFlag::STORE && self.config.subnet.is_sync() {
-            self.on_store(conn, &m);
+            self.on_store(conn, &m, relayed);
         } else if sub == SubFlag::DELTA && self.config.subnet.is_sync() {
             self.on_delta(&m);
         } else if sub == SubFlag::BROADCAST || sub == SubFlag::WHISPER {
@@ -290,9 +297,19 @@ impl P2ptNode {
         self.send(conn, MainFlag::BROADCAST, SubFlag::RESPONSE, answer);
     }
 
-    pub(super) fn on_store(&mut self, conn: ConnId, m: &Message) {
-        let Some(s) = self.parsed(conn, Store::parse(m)) else {
-            return;
+    /// A store; `relayed`: it came as a broadcast, and a malformed one is dropped and counted
+    /// rather than closing the link.
+    pub(super) fn on_store(&mut self, conn: ConnId, m: &Message, relayed: bool) {
+        let s = match Store::parse(m) {
+            Ok(s) => s,
+            Err(_) if relayed => {
+                self.metrics.broadcasts_ignored += 1;
+                return;
+            }
+            Err(e) => {
+                self.close(conn, CloseReason::P2pt(e));
+                return;
+            }
         };
         let now_s = self.now_s().unwrap_or(0);
         let leasing = self.leasing();
