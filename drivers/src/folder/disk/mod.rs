@@ -50,6 +50,8 @@ mod temps;
 mod trash;
 mod walk;
 
+pub(crate) use walk::{open_dir_under, rename_noreplace};
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -88,6 +88,20 @@ pub(super) fn open_dir(dir: impl AsFd, name: &str) -> Result<OwnedFd, Walk> {
     }
 }
 
+/// Directory `dir` (relative to `root`; empty: the root itself), opened component by
+/// component without following a symlink (the root itself may be one). The scanner acts on
+/// names in it through this, as the steps do.
+pub(crate) fn open_dir_under(root: &Path, dir: &str) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut fd = rfs::open(root, flags, Mode::empty())?;
+    if !dir.is_empty() {
+        for name in dir.split('/') {
+            fd = open_dir(&fd, name).map_err(|w| w.into_io(dir))?;
+        }
+    }
+    Ok(fd)
+}
+
 /// What `lstat` finds at `name` in `dir`; `None`: nothing.
 pub(super) fn lstat(dir: impl AsFd, name: &str, step: &str, path: &str) -> Step<Option<Stat>> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -99,7 +113,7 @@ pub(super) fn lstat(dir: impl AsFd, name: &str, step: &str, path: &str) -> Step<
 
 /// Renames without replacing anything (`EEXIST` if `new` is taken). A file system without
 /// `RENAME_NOREPLACE` (`EINVAL`) gets a check and a plain rename.
-pub(super) fn rename_noreplace(
+pub(crate) fn rename_noreplace(
     old_dir: impl AsFd,
     old: &str,
     new_dir: impl AsFd,

@@ -647,6 +647,34 @@ fn an_unmounted_disk_inside_the_folder_is_not_taken_for_deletes() {
     assert_eq!(gone, under_disk);
 }
 
+/// The rename to NFC walks to the directory from the root without following a symlink: one
+/// swapped in for a parent after the listing (here: before the rename) is not followed out of
+/// the folder, and what it points at is not renamed.
+#[test]
+fn the_rename_to_nfc_never_follows_a_symlinked_parent() {
+    let f = Folder::new();
+    let outside = f._tmp.path().join("outside");
+    fs::create_dir_all(&outside).expect("mkdir outside");
+    fs::write(outside.join("e\u{301}"), b"not ours").expect("write outside");
+    std::os::unix::fs::symlink(&outside, f.p("d")).expect("symlink d");
+    let s = f.scanner();
+    let refused = s.rename_to_nfc("d", "e\u{301}");
+    assert!(
+        matches!(&refused, Err(SkipReason::Unreadable(why)) if why.contains("symlink")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fs::read(outside.join("e\u{301}")).expect("still there"),
+        b"not ours"
+    );
+    assert!(!outside.join("\u{e9}").exists());
+    // A real directory: renamed.
+    f.mkdir("r");
+    f.write("r/e\u{301}", b"ours");
+    assert_eq!(s.rename_to_nfc("r", "e\u{301}"), Ok("r/\u{e9}".to_string()));
+    assert_eq!(fs::read(f.p("r/\u{e9}")).expect("renamed"), b"ours");
+}
+
 #[test]
 fn names_not_in_nfc_are_renamed_to_it_unless_taken() {
     let f = Folder::new();

@@ -7,13 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use rustix::fs::{self as rfs, RenameFlags};
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
 use weft_engine::protocol::{FileKind, PathRefusal};
 use weft_engine::replicate::blocks::{tier_for, Tier};
 use weft_engine::replicate::paths::{check_path, normalize};
 
 use crate::folder::cache::CachedEntry;
+use crate::folder::disk::{open_dir_under, rename_noreplace};
 use crate::folder::RESERVED_DIR;
 
 use super::stat::{lstat, Found, Stat};
@@ -274,32 +277,28 @@ impl Scanner {
     /// Renames `name` in directory `dir` (both relative, `dir` in NFC) to its NFC form, as
     /// peers name it (an NFD name, say, from macOS), unless that name is taken; moves what the
     /// cache holds at and under it along. Answers the new path.
-    fn rename_to_nfc(&self, dir: &str, name: &str) -> Result<String, SkipReason> {
+    pub(super) fn rename_to_nfc(&self, dir: &str, name: &str) -> Result<String, SkipReason> {
         let from = join(dir, name);
-        let to = join(dir, &normalize(name));
+        let nfc = normalize(name);
+        let to = join(dir, &nfc);
         check_path(&to).map_err(SkipReason::BadName)?;
+        let failed = |e: &dyn std::fmt::Display| {
+            SkipReason::Unreadable(format!("renaming it to its NFC form: {e}"))
+        };
+        // The directory opened from the root without following a symlink: one swapped in
+        // for a parent since the listing is not followed out of the folder.
+        let parent = open_dir_under(&self.root, dir).map_err(|e| failed(&e))?;
         let mut cache = self.cache.lock();
-        let (from_abs, to_abs) = (self.root.join(&from), self.root.join(&to));
-        match rfs::renameat_with(
-            rfs::CWD,
-            &from_abs,
-            rfs::CWD,
-            &to_abs,
-            RenameFlags::NOREPLACE,
-        ) {
+        match rename_noreplace(&parent, name, &parent, &nfc) {
             Ok(()) => {
                 tracing::info!("renamed {from:?} to its NFC form {to:?}, as peers name it");
             }
             // Both names are one file: a file system that does not tell normalization forms
             // apart (ZFS with normalization=formD, ext4 casefold), where the NFC name already
             // reaches it, or a hard link. It is walked under its NFC name.
-            Err(Errno::EXIST) if same_file(&from_abs, &to_abs) => {}
+            Err(Errno::EXIST) if same_file(&parent, name, &nfc) => {}
             Err(Errno::EXIST) => return Err(SkipReason::NfcNameTaken),
-            Err(e) => {
-                return Err(SkipReason::Unreadable(format!(
-                    "renaming it to its NFC form: {e}"
-                )))
-            }
+            Err(e) => return Err(failed(&e)),
         }
         let under: Vec<String> = cache
             .entries
@@ -365,10 +364,12 @@ impl Scanner {
     }
 }
 
-/// Whether `a` and `b` are one file (device and inode), neither followed if a symlink.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+/// Whether names `a` and `b` in `dir` are one file (device and inode), neither followed if a
+/// symlink.
+fn same_file(dir: &OwnedFd, a: &str, b: &str) -> bool {
+    let at = |name: &str| rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+    match (at(a), at(b)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
         _ => false,
     }
 }
