@@ -35,6 +35,7 @@ pub mod outbox;
 pub mod process;
 pub mod report;
 pub mod setup;
+pub mod small_file;
 pub mod state;
 pub mod storage;
 #[cfg(feature = "tokio")]

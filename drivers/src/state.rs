@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 
+use crate::small_file;
+
 const KEY_FILE: &str = "key";
 const INCARNATION_FILE: &str = "incarnation";
 const SOCKET_FILE: &str = "control.sock";
@@ -112,7 +114,8 @@ pub fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
             if mode & 0o077 != 0 {
                 return Err(StateError::KeyExposed { path, mode });
             }
-            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let text = small_file::read_text(&path, small_file::LINE_FILE_BYTES_MAX)
+                .map_err(io_err(&path))?;
             parse_key(text.trim())
                 .map(Some)
                 .ok_or(StateError::BadKey(path))
@@ -132,7 +135,7 @@ pub fn generate_key() -> Result<[u8; 32], StateError> {
 /// The last incarnation started from the state folder at `path` (0 if none).
 pub fn read_incarnation(path: &Path) -> Result<u64, StateError> {
     let path = path.join(INCARNATION_FILE);
-    match fs::read_to_string(&path) {
+    match small_file::read_text(&path, small_file::LINE_FILE_BYTES_MAX) {
         Ok(text) => text
             .trim()
             .parse::<u64>()
@@ -174,10 +177,11 @@ impl StateDir {
         socket_path(&self.path)
     }
 
-    /// Writes a new node's secret key (there must be none yet).
+    /// Writes a new node's secret key (there must be none yet), whole or not at all.
     pub fn write_key(&self, key: &[u8; 32]) -> Result<(), StateError> {
         let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        write_new(&self.path.join(KEY_FILE), format!("{text}\n").as_bytes())
+        let path = self.path.join(KEY_FILE);
+        create_whole(&path, format!("{text}\n").as_bytes()).map_err(io_err(&path))
     }
 
     /// Records `incarnation` as the last one started.
@@ -192,8 +196,48 @@ impl StateDir {
         let tmp = self.path.join(format!("{name}.tmp"));
         let _ = fs::remove_file(&tmp);
         write_new(&tmp, bytes)?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        // The rename itself is made durable: without it a power loss may bring the old file
+        // back (an incarnation used twice).
+        sync_dir(&self.path).map_err(io_err(&self.path))
     }
+}
+
+/// Creates `path` owner-only holding `bytes`, whole or not at all: written and synced under a
+/// temporary name, then linked to `path` (an error if `path` exists, as `create_new`), the
+/// folder synced. A failed write (a full disk) or a crash leaves no partial file at `path`,
+/// which every later start would refuse.
+pub(crate) fn create_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file path",
+        ));
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    written?;
+    sync_dir(dir)
+}
+
+/// Syncs the directory `dir` (a rename or a new name in it made durable).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Creates `path` owner-only, writes `bytes` and syncs it.
@@ -236,6 +280,33 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state.path().join(KEY_FILE)), 0o600);
         assert_eq!(mode(state.path()), 0o700);
+        // Written under a temporary name and linked: nothing else is left in the folder.
+        let names: Vec<String> = fs::read_dir(state.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [KEY_FILE]);
+    }
+
+    /// A state file that is not a small regular file is refused at once: a FIFO would hang
+    /// the start, `/dev/zero` would take memory without bound.
+    #[test]
+    fn a_state_file_that_is_not_a_small_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join(INCARNATION_FILE);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        assert!(read_incarnation(dir.path()).is_err());
+        fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+        assert!(read_incarnation(dir.path()).is_err());
+        let key = dir.path().join(KEY_FILE);
+        fs::write(&key, "0".repeat(100_000)).unwrap();
+        fs::set_permissions(&key, Permissions::from_mode(0o600)).unwrap();
+        assert!(read_key(dir.path()).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fails_with, run, scratch, NodeProc};
+use common::{fails_with, ok, run, scratch, NodeProc};
 
 /// How long a folder may take to converge.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -612,6 +612,51 @@ fn a_file_that_cannot_be_written_is_an_error_in_status_and_the_others_carry_on()
     );
     // Once it can be written, it lands.
     converge(&[&da, &db], "after the unlock", &[&a, &b]);
+}
+
+/// `weft leave` touches only a folder whose marker names its network: the config is a file
+/// people edit, and a folder moved away may leave something else at its path. `--delete` of
+/// such a path removes nothing; without it the network is forgotten and the path left alone.
+#[test]
+fn leave_never_removes_a_folder_that_is_not_the_networks() {
+    let (dir, net) = scratch("leave-other");
+    let dir = dir.path();
+    let shared = dir.join("A");
+    put(&shared.join("doc.txt"), b"mine\n");
+    let a = create(dir, &net, "a", &shared, "mio");
+    wait_for("the first scan", &[&a], || {
+        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
+    });
+    ok(&a.command("shutdown", &[]));
+    // The config now names another folder, with someone else's files and no marker.
+    let other = dir.join("home");
+    put(&other.join("precious.txt"), b"not weft's\n");
+    let config = a.state.join("config.toml");
+    let text = fs::read_to_string(&config).expect("the config");
+    let edited = text.replace(&shared.display().to_string(), &other.display().to_string());
+    assert_ne!(edited, text, "{text}");
+    fs::write(&config, edited).expect("edit the config");
+    let state = a.state.display().to_string();
+    let out = run(&["leave", "--name", &net, "--state", &state, "--delete"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("nothing was removed"), "{said}");
+    assert_eq!(
+        fs::read(other.join("precious.txt")).expect("kept"),
+        b"not weft's\n"
+    );
+    assert!(a.state.exists(), "the network is not forgotten either");
+    let out = run(&["leave", "--name", &net, "--state", &state]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("left alone"), "{said}");
+    assert!(!a.state.exists(), "forgotten");
+    assert_eq!(
+        fs::read(other.join("precious.txt")).expect("kept"),
+        b"not weft's\n"
+    );
+    // The real folder, which the config no longer names, is untouched too.
+    assert!(shared.join(".weft/folder").exists());
 }
 
 /// `weft leave` stops the node and forgets the network: the files stay, the folder is a

@@ -114,7 +114,7 @@ pub fn config_path(state: &Path) -> PathBuf {
 /// Reads the config file of the state folder `state`; no file is no defaults.
 pub fn load(state: &Path) -> Result<NodeDefaults, ConfigError> {
     let path = config_path(state);
-    match std::fs::read_to_string(&path) {
+    match crate::small_file::read_text(&path, crate::small_file::CONFIG_BYTES_MAX) {
         Ok(text) => parse(&path, &text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(NodeDefaults::default()),
         Err(e) => Err(ConfigError {

@@ -200,7 +200,7 @@ impl BeforeSetUp {
     fn look(state: PathBuf, dir: PathBuf) -> Result<BeforeSetUp, String> {
         let config = if state.exists() {
             let path = config::config_path(&state);
-            match fs::read_to_string(&path) {
+            match crate::small_file::read_text(&path, crate::small_file::CONFIG_BYTES_MAX) {
                 Ok(text) => Some(Some(text)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
                 Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -362,7 +362,7 @@ fn write_config(
     driver: Option<Driver>,
 ) -> Result<(), String> {
     let path = state.join(CONFIG_FILE);
-    let existing = match fs::read_to_string(&path) {
+    let existing = match crate::small_file::read_text(&path, crate::small_file::CONFIG_BYTES_MAX) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -634,6 +634,27 @@ pub struct LeaveArgs {
     delete: bool,
 }
 
+/// Whether the folder at `folder` is network `net`'s shared folder: its marker
+/// (`.weft/folder`, a regular file) names the network's folder id; `None` if nothing is at
+/// `folder`.
+fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
+    match fs::symlink_metadata(folder) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let marker = folder
+        .join(crate::folder::RESERVED_DIR)
+        .join(crate::folder::MARKER_FILE);
+    if !fs::symlink_metadata(folder.join(crate::folder::RESERVED_DIR)).is_ok_and(|m| m.is_dir()) {
+        return Ok(Some(false));
+    }
+    match crate::small_file::read_text_nofollow(&marker, crate::small_file::LINE_FILE_BYTES_MAX) {
+        Ok(text) => Ok(Some(text.trim() == FolderId::from_name(net).to_string())),
+        Err(_) => Ok(Some(false)),
+    }
+}
+
 /// How long `weft leave` waits for a running node to stop.
 const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -680,8 +701,27 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         ));
     }
     let reserved = folder.join(crate::folder::RESERVED_DIR);
+    // Only a folder whose marker names this network is touched: the config is a file people
+    // edit, and the folder may have been moved and something else put at its path.
+    let ours = match ours(&folder, &args.net.name) {
+        Ok(ours) => ours,
+        Err(e) => return fail(format!("{}: {e}; nothing was removed", folder.display())),
+    };
+    if args.delete && ours == Some(false) {
+        return fail(format!(
+            "{} is not network {}'s shared folder (its {}/{} does not name it); nothing was \
+             removed (without --delete the network is forgotten and the folder left alone)",
+            folder.display(),
+            args.net.name,
+            crate::folder::RESERVED_DIR,
+            crate::folder::MARKER_FILE,
+        ));
+    }
     let mut trash_kept = 0;
-    let removed = if args.delete {
+    let removed = if ours != Some(true) {
+        // Gone, or not ours: nothing in it is touched.
+        Ok(())
+    } else if args.delete {
         fs::remove_dir_all(&folder)
     } else {
         // The trash (replaced and deleted files, kept a week) stays if it holds any: leaving
@@ -710,7 +750,12 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
     if let Err(e) = fs::remove_dir_all(&state) {
         return fail(format!("{}: {e}", state.display()));
     }
-    let kept = if args.delete { "deleted" } else { "kept" };
+    let kept = match ours {
+        Some(true) if args.delete => "deleted",
+        Some(true) => "kept",
+        Some(false) => "left alone: it is not this network's",
+        None => "gone already",
+    };
     let trash = match trash_kept {
         0 => String::new(),
         1 => format!(

@@ -13,10 +13,10 @@
 //!    page cannot send without a CORS preflight this server never grants), its `Origin`, if
 //!    sent, this server's own; `Sec-Fetch-Site`, if sent, `same-origin`. Else 403.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
@@ -68,7 +68,7 @@ impl Token {
                 "readable by other users (mode {mode:o}); run `chmod 600` on it"
             )));
         }
-        let text = fs::read_to_string(path)?;
+        let text = crate::small_file::read_text(path, crate::small_file::LINE_FILE_BYTES_MAX)?;
         Token::from_hex(text.trim())
             .ok_or_else(|| io::Error::other("not a token (expected 64 hex digits)"))
     }
@@ -79,15 +79,7 @@ impl Token {
             .try_fill_bytes(&mut bytes)
             .map_err(|e| format!("no OS randomness for the page's token: {e}"))?;
         let token = Token::from_bytes(bytes);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .and_then(|mut f| {
-                f.write_all(format!("{}\n", token.hex).as_bytes())?;
-                f.sync_all()
-            });
+        let written = crate::state::create_whole(path, format!("{}\n", token.hex).as_bytes());
         match written {
             Ok(()) => Ok(token),
             // Another process made it first: use theirs.

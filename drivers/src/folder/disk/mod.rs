@@ -215,7 +215,10 @@ impl Disk {
         let marker = weft.join(MARKER_FILE);
         match std::fs::symlink_metadata(&marker) {
             Ok(m) if m.is_file() => {
-                let held = std::fs::read_to_string(&marker)?;
+                let held = crate::small_file::read_text_nofollow(
+                    &marker,
+                    crate::small_file::LINE_FILE_BYTES_MAX,
+                )?;
                 if held.trim() == folder_hex {
                     Ok(())
                 } else {
