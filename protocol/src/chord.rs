@@ -261,7 +261,17 @@ pub struct ChordHandover {
     /// Echoed in CHORD_STORED; the sender keeps its copies until then.
     pub request: u64,
     /// At most [`HANDOVER_RECORDS_MAX`].
+    #[serde(deserialize_with = "handover_records_kept")]
     pub records: Vec<ChordRecord>,
+}
+
+/// CHORD_HANDOVER's records, decoded keeping one past [`HANDOVER_RECORDS_MAX`] at most (the
+/// limit check then refuses them as before; `strict::keep_at_most`).
+fn handover_records_kept<'de, D>(d: D) -> Result<Vec<ChordRecord>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    crate::strict::keep_at_most(d, HANDOVER_RECORDS_MAX + 1)
 }
 
 /// Every chord message.

@@ -27,6 +27,15 @@ pub const RUN_OUTPUT_BYTES_MAX: usize = 64 * 1024;
 /// Longest reason text in RUN_REFUSED, bytes.
 pub const RUN_REASON_BYTES_MAX: usize = 1024;
 
+/// RUN_REQUEST's arguments, decoded keeping one past [`RUN_ARGS_MAX`] at most (the limit
+/// check then refuses them as before; `strict::keep_at_most`).
+fn args_kept<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    crate::strict::keep_at_most(d, RUN_ARGS_MAX + 1)
+}
+
 /// Asks the receiver to run a program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequest {
@@ -36,6 +45,7 @@ pub struct RunRequest {
     /// command line for `/bin/sh -c`, its arguments joined to it with spaces.
     pub program: String,
     /// Its arguments, at most [`RUN_ARGS_MAX`].
+    #[serde(deserialize_with = "args_kept")]
     pub args: Vec<String>,
     /// Run it through `/bin/sh -c` (else no shell is involved).
     pub shell: bool,

@@ -171,3 +171,42 @@ fn a_version_of_a_million_counters_is_refused_within_bounded_memory() {
         assert!(peak < 64 * 1024, "{code:?}: {peak} bytes at the peak");
     }
 }
+
+#[test]
+fn a_handover_a_file_batch_and_a_run_of_a_million_elements_are_refused_within_bounded_memory() {
+    // CHORD_HANDOVER: request 1, a million records {position 0, key [], values []}.
+    let mut handover = Vec::new();
+    varint(1, &mut handover);
+    varint(ELEMENTS, &mut handover);
+    for _ in 0..ELEMENTS {
+        handover.extend_from_slice(&[0; 3]);
+    }
+    // DROP_FILES: drop, version, from 0, a million files {"", kind 0, mode 0, size 0, no
+    // target, no blocks}.
+    let mut files = vec![0; 64];
+    varint(0, &mut files);
+    varint(ELEMENTS, &mut files);
+    for _ in 0..ELEMENTS {
+        files.extend_from_slice(&[0; 6]);
+    }
+    // RUN_REQUEST: run 1, program "x", a million empty arguments, no shell, no folder.
+    let mut run = Vec::new();
+    varint(1, &mut run);
+    run.extend_from_slice(&[1, b'x']);
+    varint(ELEMENTS, &mut run);
+    run.extend(std::iter::repeat_n(0, ELEMENTS as usize));
+    run.extend_from_slice(&[0, 0]);
+    // The run's bound: RUN_ARGS_MAX + 1 strings of 24 bytes, about 96 KiB.
+    for (code, payload, peak_max) in [
+        (Code::CHORD_HANDOVER, handover, 64 * 1024),
+        (Code::DROP_FILES, files, 64 * 1024),
+        (Code::RUN_REQUEST, run, 256 * 1024),
+    ] {
+        let (peak, result) = peak_decoding(code, &payload);
+        assert!(
+            matches!(result, Err(ProtocolError::MalformedPayload { .. })),
+            "{code:?}: {result:?}"
+        );
+        assert!(peak < peak_max, "{code:?}: {peak} bytes at the peak");
+    }
+}

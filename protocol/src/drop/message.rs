@@ -65,7 +65,17 @@ pub struct DropFiles {
     pub from: u32,
     /// At most [`DROP_FILES_BATCH_MAX`], paths strictly ascending; none when `from` is at or
     /// past the list's end.
+    #[serde(deserialize_with = "files_kept")]
     pub files: Vec<DropFile>,
+}
+
+/// DROP_FILES' files, decoded keeping one past [`DROP_FILES_BATCH_MAX`] at most (the limit
+/// check then refuses them as before; `strict::keep_at_most`).
+fn files_kept<'de, D>(d: D) -> Result<Vec<DropFile>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    crate::strict::keep_at_most(d, DROP_FILES_BATCH_MAX + 1)
 }
 
 /// DROP_NOTFOUND: the sender holds no such version (or not its file list).
