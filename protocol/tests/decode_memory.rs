@@ -57,6 +57,11 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The peak bytes allocated while decoding `payload` as `code`, and the result.
 fn peak_decoding(code: Code, payload: &[u8]) -> (usize, Result<(), ProtocolError>) {
+    peak_of(|| Message::decode(code, payload).map(|_| ()))
+}
+
+/// The peak bytes allocated while `decode` runs, and its result.
+fn peak_of<T>(decode: impl FnOnce() -> T) -> (usize, T) {
     // A test that failed while holding the lock leaves it poisoned; the counts are still good.
     let _one = ONE_AT_A_TIME
         .lock()
@@ -64,7 +69,7 @@ fn peak_decoding(code: Code, payload: &[u8]) -> (usize, Result<(), ProtocolError
     NOW.store(0, Ordering::Relaxed);
     PEAK.store(0, Ordering::Relaxed);
     COUNTING.with(|c| c.set(true));
-    let result = Message::decode(code, payload).map(|_| ());
+    let result = decode();
     COUNTING.with(|c| c.set(false));
     (PEAK.load(Ordering::Relaxed), result)
 }
@@ -209,4 +214,16 @@ fn a_handover_a_file_batch_and_a_run_of_a_million_elements_are_refused_within_bo
         );
         assert!(peak < peak_max, "{code:?}: {peak} bytes at the peak");
     }
+}
+
+#[test]
+fn a_p2pt_body_of_a_million_nils_is_refused_within_bounded_memory() {
+    // The msgpack array py2p's frames carry, of a million nils: one byte each on the wire,
+    // 32 in memory as rmpv values.
+    let mut body = vec![0xdd];
+    body.extend_from_slice(&(ELEMENTS as u32).to_be_bytes());
+    body.extend(std::iter::repeat_n(0xc0, ELEMENTS as usize));
+    let (peak, result) = peak_of(|| weft_protocol::p2pt::Message::from_msgpack(&body));
+    assert!(result.is_err(), "{result:?}");
+    assert!(peak < 64 * 1024, "{peak} bytes at the peak");
 }

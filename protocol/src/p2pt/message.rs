@@ -14,6 +14,66 @@ use super::flags::{MainFlag, SubFlag};
 /// Deepest msgpack nesting a body may have: 32 levels (py2p's packets nest at most 4).
 pub const P2PT_MSGPACK_DEPTH_MAX: usize = 32;
 
+/// The most msgpack values (every nil, number, string, array and map counts one, and so does
+/// each element inside) one message may hold. A value is one byte on the wire at least and
+/// 32 in memory (`rmpv::Value`); counted before any is built, so a body of millions of nils
+/// (4 MiB inflated from a zlib frame of a few KB, on a link that needs no key) is refused
+/// without taking memory in proportion. py2p's own messages hold a few dozen.
+pub const P2PT_VALUES_MAX: usize = 65_536;
+
+/// How many values the first msgpack value of `body` holds, itself included, reading only
+/// markers and lengths; refused past [`P2PT_VALUES_MAX`] or if `body` is cut short.
+fn value_count(mut body: &[u8]) -> Result<usize, P2ptError> {
+    use rmp::Marker as M;
+    let short = || P2ptError::Msgpack("not a msgpack value");
+    let take = |n: usize, body: &mut &[u8]| -> Result<u64, P2ptError> {
+        let (head, rest) = body.split_at_checked(n).ok_or_else(short)?;
+        *body = rest;
+        Ok(head.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)))
+    };
+    let mut pending: u64 = 1;
+    let mut seen = 0usize;
+    while pending > 0 {
+        pending -= 1;
+        seen += 1;
+        if seen > P2PT_VALUES_MAX {
+            return Err(P2ptError::Msgpack("more values than P2PT_VALUES_MAX"));
+        }
+        let marker = M::from_u8(take(1, &mut body)? as u8);
+        // Bytes to skip, or elements that follow.
+        let (skip, elements) = match marker {
+            M::Null | M::True | M::False | M::FixPos(_) | M::FixNeg(_) => (0, 0),
+            M::U8 | M::I8 => (1, 0),
+            M::U16 | M::I16 => (2, 0),
+            M::U32 | M::I32 | M::F32 => (4, 0),
+            M::U64 | M::I64 | M::F64 => (8, 0),
+            M::FixStr(n) => (u64::from(n), 0),
+            M::Str8 | M::Bin8 => (take(1, &mut body)?, 0),
+            M::Str16 | M::Bin16 => (take(2, &mut body)?, 0),
+            M::Str32 | M::Bin32 => (take(4, &mut body)?, 0),
+            M::FixExt1 => (2, 0),
+            M::FixExt2 => (3, 0),
+            M::FixExt4 => (5, 0),
+            M::FixExt8 => (9, 0),
+            M::FixExt16 => (17, 0),
+            M::Ext8 => (take(1, &mut body)? + 1, 0),
+            M::Ext16 => (take(2, &mut body)? + 1, 0),
+            M::Ext32 => (take(4, &mut body)? + 1, 0),
+            M::FixArray(n) => (0, u64::from(n)),
+            M::Array16 => (0, take(2, &mut body)?),
+            M::Array32 => (0, take(4, &mut body)?),
+            M::FixMap(n) => (0, 2 * u64::from(n)),
+            M::Map16 => (0, 2 * take(2, &mut body)?),
+            M::Map32 => (0, 2 * take(4, &mut body)?),
+            M::Reserved => return Err(short()),
+        };
+        let skip = usize::try_from(skip).map_err(|_| short())?;
+        body = body.get(skip..).ok_or_else(short)?;
+        pending = pending.saturating_add(elements);
+    }
+    Ok(seen)
+}
+
 /// `[main flag, sender, timestamp, sub-flag, args...]`: every message py2p sends has a
 /// sub-flag (its `send(main_flag, sub_flag, *args)`), so weft requires one.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,8 +131,10 @@ impl Message {
     }
 
     /// Decodes the msgpack bytes of a frame (after the id): exactly one array of at least four
-    /// elements, nested at most [`P2PT_MSGPACK_DEPTH_MAX`] deep.
+    /// elements, nested at most [`P2PT_MSGPACK_DEPTH_MAX`] deep, of at most
+    /// [`P2PT_VALUES_MAX`] values.
     pub fn from_msgpack(mut msgpack: &[u8]) -> Result<Self, P2ptError> {
+        value_count(msgpack)?;
         let value = rmpv::decode::read_value_with_max_depth(&mut msgpack, P2PT_MSGPACK_DEPTH_MAX)
             .map_err(|e| match e {
             rmpv::decode::Error::DepthLimitExceeded => {
@@ -298,6 +360,75 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kind of msgpack value, nested, from `seed`; with how many values it holds.
+    fn value(seed: &mut u64, depth: u32) -> (Value, usize) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let pick = *seed % if depth == 0 { 9 } else { 12 };
+        let n = (*seed >> 8) as usize % 20;
+        match pick {
+            0 => (Value::Nil, 1),
+            1 => (Value::Boolean(true), 1),
+            2 => (Value::from(*seed % 200), 1),
+            3 => (Value::from(*seed), 1),
+            4 => (Value::from(-((*seed % 1_000_000) as i64)), 1),
+            5 => (Value::F64(1.5), 1),
+            6 => (Value::from("x".repeat(n * 20)), 1),
+            7 => (Value::Binary(vec![7; n * 30]), 1),
+            8 => (Value::Ext(3, vec![1; [1, 2, 4, 8, 16, 3][n % 6]]), 1),
+            9 | 10 => {
+                let items: Vec<(Value, usize)> = (0..n).map(|_| value(seed, depth - 1)).collect();
+                let count = 1 + items.iter().map(|(_, c)| c).sum::<usize>();
+                (
+                    Value::Array(items.into_iter().map(|(v, _)| v).collect()),
+                    count,
+                )
+            }
+            _ => {
+                let mut count = 1;
+                let pairs = (0..n)
+                    .map(|_| {
+                        let (k, a) = value(seed, depth - 1);
+                        let (v, b) = value(seed, depth - 1);
+                        count += a + b;
+                        (k, v)
+                    })
+                    .collect();
+                (Value::Map(pairs), count)
+            }
+        }
+    }
+
+    /// The count taken before decoding agrees with the values rmpv builds: every encoding
+    /// passes under the limit, one value over it is refused, and a body cut short is refused.
+    #[test]
+    fn the_value_count_agrees_with_the_decoded_values() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..500 {
+            let (v, count) = value(&mut seed, 3);
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &v).unwrap();
+            assert_eq!(value_count(&bytes).ok(), Some(count), "{v:?}");
+            assert!(value_count(&bytes[..bytes.len() - 1]).is_err(), "{v:?}");
+        }
+        // A million nils in an array: refused, and the limit is exact.
+        let nils = |n: u32| {
+            let mut b = vec![0xdd];
+            b.extend_from_slice(&n.to_be_bytes());
+            b.extend(std::iter::repeat_n(0xc0, n as usize));
+            b
+        };
+        let max = P2PT_VALUES_MAX as u32;
+        assert_eq!(value_count(&nils(max - 1)).ok(), Some(P2PT_VALUES_MAX));
+        assert!(value_count(&nils(max)).is_err());
+        assert!(value_count(&nils(1_000_000)).is_err());
+        assert!(matches!(
+            Message::from_msgpack(&nils(1_000_000)),
+            Err(P2ptError::Msgpack(_))
+        ));
+    }
 
     #[test]
     fn a_short_or_mistyped_array_is_malformed() {

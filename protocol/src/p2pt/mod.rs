@@ -28,6 +28,8 @@ pub use frame::{
     choose_compression, decode_frame, encode_frame, frame_len, message_id, receive_order, Decoded,
     P2PT_BODY_BYTES_MAX, P2PT_ID_BYTES, P2PT_LENGTH_BYTES,
 };
-pub use message::{Addr, Handshake, Message, Peers, Store, P2PT_MSGPACK_DEPTH_MAX};
+pub use message::{
+    Addr, Handshake, Message, Peers, Store, P2PT_MSGPACK_DEPTH_MAX, P2PT_VALUES_MAX,
+};
 /// The msgpack value type the dialect's messages are made of.
 pub use rmpv;
