@@ -223,8 +223,9 @@ fn a_write_from_the_far_future_neither_poisons_the_clock_nor_wins() {
     assert_eq!(closed(&out, b.conn), None);
 }
 
-#[test]
-fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
+/// A flood of cascades through `a`, each started by `origin(a)`, at 10,000 a second for two
+/// seconds: what the node relayed to `b`, and its outputs.
+fn cascade_flood(origin: impl Fn(&Fake) -> NodeId) -> (Node, Fake, Fake, usize, Vec<Output>) {
     let mut node = node_with(|c| c.discovery = true);
     node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
         .unwrap();
@@ -241,7 +242,7 @@ fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
     for seq in 1..=flood {
         let cascade = ICantSee {
             cascade: CascadeId {
-                origin: NodeId([0xaa; 32]),
+                origin: origin(&a),
                 seq,
             },
             hops_left: 2,
@@ -262,10 +263,16 @@ fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
             .count();
         out.extend(o);
     }
+    (node, a, b, relayed, out)
+}
+
+#[test]
+fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
+    let (node, a, b, relayed, out) = cascade_flood(|a| a.id());
     let rate = node.config().limits.cascade_rate;
     // Two seconds of flood: the burst and two seconds' worth at most.
     let allowed = (rate.burst + 2 * rate.per_second) as usize;
-    assert!(relayed <= allowed, "{relayed} relayed of {flood}");
+    assert!(relayed <= allowed, "{relayed} relayed of 20000");
     assert!(
         relayed >= rate.burst as usize,
         "{relayed} relayed: the burst goes through"
@@ -275,6 +282,23 @@ fn a_cascade_flood_is_cut_to_the_rate_and_its_sender_disconnected() {
     let m = node.metrics().discovery;
     assert!(m.cascades_dropped > 0, "{m:?}");
     assert_eq!(m.peers_rate_limited, 1);
+}
+
+/// A peer that only relays others' cascades (an honest relay fed by several links may pass on
+/// more than one link may bring) is cut to the rate the same way, and never disconnected for
+/// it: one flooding originator would otherwise cut honest links all around it.
+#[test]
+fn a_relayed_cascade_flood_is_cut_to_the_rate_and_the_relay_kept() {
+    let (node, a, b, relayed, out) = cascade_flood(|_| NodeId([0xaa; 32]));
+    let rate = node.config().limits.cascade_rate;
+    let allowed = (rate.burst + 2 * rate.per_second) as usize;
+    assert!(relayed <= allowed, "{relayed} relayed of 20000");
+    assert!(relayed >= rate.burst as usize, "{relayed} relayed");
+    assert_eq!(closed(&out, a.conn), None);
+    assert_eq!(closed(&out, b.conn), None);
+    let m = node.metrics().discovery;
+    assert!(m.cascades_dropped > 0, "{m:?}");
+    assert_eq!(m.peers_rate_limited, 0);
 }
 
 /// Two real nodes over an in-memory wire (x dialed y), and the closes either asked for.

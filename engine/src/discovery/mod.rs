@@ -87,9 +87,12 @@ impl DiscoveryProtocol {
         &self.metrics
     }
 
-    /// Whether `from` may make this node handle one more cascade now. `Ok(false)`: dropped
-    /// (counted); `Err`: dropped past `drops_max` in one window, the peer is disconnected.
-    fn admit(&mut self, now: Instant, from: NodeId) -> Result<bool, PeerFault> {
+    /// Whether `from` may make this node handle one more cascade now, one that `origin`
+    /// started. `Ok(false)`: dropped (counted); `Err`: dropped past `drops_max` in one window
+    /// while `from` is the cascade's origin, the peer is disconnected. A peer only relaying
+    /// others' cascades is never disconnected for their number, only dropped: an honest relay
+    /// passes on what several links feed it, which may be more than one link may bring.
+    fn admit(&mut self, now: Instant, from: NodeId, origin: NodeId) -> Result<bool, PeerFault> {
         let rate = self.rate;
         let budget = self.budgets.entry(from).or_insert_with(|| Budget {
             bucket: TokenBucket::new(rate, now),
@@ -106,7 +109,7 @@ impl DiscoveryProtocol {
             budget.drops = 0;
         }
         budget.drops += 1;
-        if budget.drops > self.drops_max {
+        if budget.drops > self.drops_max && origin == from {
             self.metrics.peers_rate_limited += 1;
             self.budgets.remove(&from);
             return Err(PeerFault::RateLimited);
@@ -237,12 +240,16 @@ impl Protocol for DiscoveryProtocol {
         let payload = frame.payload()?;
         let msg = Message::decode(frame.code(), &payload)?;
         let me = cx.me();
-        let cascade = matches!(
-            msg,
-            Message::ICanSee(_) | Message::IKnowAbout(_) | Message::ICantSee(_)
-        );
-        if cascade && self.enabled && !self.admit(now, from.node)? {
-            return Ok(());
+        let origin = match &msg {
+            Message::ICanSee(m) => Some(m.cascade.origin),
+            Message::IKnowAbout(m) => Some(m.cascade.origin),
+            Message::ICantSee(m) => Some(m.cascade.origin),
+            _ => None,
+        };
+        if let Some(origin) = origin {
+            if self.enabled && !self.admit(now, from.node, origin)? {
+                return Ok(());
+            }
         }
         match msg {
             Message::ICanSee(m) => {
@@ -371,34 +378,43 @@ mod tests {
         let mut d = DiscoveryProtocol::new(&config, [0; 32]);
         let peer = NodeId([2; 32]);
         let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
-        assert_eq!(d.admit(at(0), peer), Ok(true));
-        assert_eq!(d.admit(at(0), peer), Ok(true));
+        assert_eq!(d.admit(at(0), peer, peer), Ok(true));
+        assert_eq!(d.admit(at(0), peer, peer), Ok(true));
         for _ in 0..3 {
-            assert_eq!(d.admit(at(0), peer), Ok(false));
+            assert_eq!(d.admit(at(0), peer, peer), Ok(false));
         }
         // A token a second; the window's drops stay counted.
-        assert_eq!(d.admit(at(1_000), peer), Ok(true));
+        assert_eq!(d.admit(at(1_000), peer, peer), Ok(true));
         assert_eq!(
-            d.admit(at(9_999), peer),
+            d.admit(at(9_999), peer, peer),
             Ok(true),
             "the bucket refilled to its burst"
         );
-        assert_eq!(d.admit(at(9_999), peer), Ok(true));
-        assert_eq!(d.admit(at(9_999), peer), Err(PeerFault::RateLimited));
+        assert_eq!(d.admit(at(9_999), peer, peer), Ok(true));
+        assert_eq!(d.admit(at(9_999), peer, peer), Err(PeerFault::RateLimited));
         assert_eq!(d.metrics().cascades_dropped, 4);
         assert_eq!(d.metrics().peers_rate_limited, 1);
         // Once a window has passed since its first drop, drops count afresh.
         let other = NodeId([3; 32]);
-        d.admit(at(0), other).unwrap();
-        d.admit(at(0), other).unwrap();
+        d.admit(at(0), other, other).unwrap();
+        d.admit(at(0), other, other).unwrap();
         for ms in [0, 0, 0] {
-            assert_eq!(d.admit(at(ms), other), Ok(false));
+            assert_eq!(d.admit(at(ms), other, other), Ok(false));
         }
         for _ in 0..2 {
-            assert_eq!(d.admit(at(10_000), other), Ok(true));
+            assert_eq!(d.admit(at(10_000), other, other), Ok(true));
         }
         for _ in 0..3 {
-            assert_eq!(d.admit(at(10_000), other), Ok(false), "a new window");
+            assert_eq!(d.admit(at(10_000), other, other), Ok(false), "a new window");
         }
+        // Cascades a peer only relays are dropped past its rate, never held against it.
+        let relay = NodeId([4; 32]);
+        let origin = NodeId([5; 32]);
+        let mut taken = 0;
+        for _ in 0..100 {
+            taken += usize::from(d.admit(at(0), relay, origin).expect("never disconnected"));
+        }
+        assert_eq!(taken, 2, "the burst");
+        assert_eq!(d.metrics().peers_rate_limited, 1, "as before");
     }
 }

@@ -194,7 +194,10 @@ impl MeshProtocol {
     /// current run are held already; those of an earlier run (before a restart) are carried
     /// like anyone's, and not delivered: this node sent them. A new broadcast over `from`'s
     /// rate is dropped (not recorded, so another peer's copy is still taken); a repeat
-    /// offender, or a missing or invalid origin proof, is the sender's fault.
+    /// offender with broadcasts of its own origin, or a missing or invalid origin proof, is
+    /// the sender's fault. A peer over the rate with others' broadcasts is only dropped: an
+    /// honest relay passes on what several links feed it, which may be more than one link may
+    /// bring, and one flooding originator would otherwise cut honest links all around it.
     fn admit(
         &mut self,
         now: Instant,
@@ -212,10 +215,14 @@ impl MeshProtocol {
                 self.metrics.broadcasts_over_rate += 1;
                 return Ok(Admitted::No);
             }
-            Admission::Offender => {
+            Admission::Offender if b.origin == from => {
                 self.metrics.broadcasts_over_rate += 1;
                 self.metrics.peers_over_rate += 1;
                 return Err(PeerFault::RateLimited);
+            }
+            Admission::Offender => {
+                self.metrics.broadcasts_over_rate += 1;
+                return Ok(Admitted::No);
             }
         }
         if self.signatures {
