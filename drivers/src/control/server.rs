@@ -620,14 +620,35 @@ impl RunWatch {
     }
 }
 
+/// The longest signal line a `run` client may send, bytes (`{"signal":"interrupt"}` is 22).
+pub const RUN_SIGNAL_LINE_BYTES_MAX: u64 = 256;
+
+/// The next line of `reader`, without its newline: `None` when the client closed, failed, or
+/// sent a line longer than [`RUN_SIGNAL_LINE_BYTES_MAX`] (taken as gone, so a client that
+/// never ends a line cannot grow the node's memory).
+fn signal_line(reader: &mut impl io::BufRead) -> Option<String> {
+    use std::io::BufRead as _;
+    let mut line = Vec::new();
+    let read = io::Read::take(&mut *reader, RUN_SIGNAL_LINE_BYTES_MAX + 1)
+        .read_until(b'\n', &mut line)
+        .ok()?;
+    if read == 0 || (line.last() != Some(&b'\n') && read as u64 > RUN_SIGNAL_LINE_BYTES_MAX) {
+        return None;
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
+}
+
 /// Reads the `run` client's signal lines until it closes: each is sent to the run, or, before
-/// the run was asked for, gives it up; a close before the run ended kills it.
+/// the run was asked for, gives it up; a close before the run ended kills it (and so does a
+/// line over [`RUN_SIGNAL_LINE_BYTES_MAX`]).
 fn read_run_signals(stream: UnixStream, handle: &Handle, watch: &RunWatch) {
-    use std::io::BufRead;
-    let mut lines = io::BufReader::new(stream).lines();
+    let mut reader = io::BufReader::new(stream);
     loop {
-        let signal = match lines.next() {
-            Some(Ok(line)) => match serde_json::from_str::<RunSignalLine>(&line) {
+        let signal = match signal_line(&mut reader) {
+            Some(line) => match serde_json::from_str::<RunSignalLine>(&line) {
                 Ok(l) if l.signal == "interrupt" => Some(RunSignalKind::Interrupt),
                 Ok(l) if l.signal == "kill" => Some(RunSignalKind::Kill),
                 // A line this node does not know: ignored (the client may be newer).
@@ -775,5 +796,36 @@ fn stream_deliveries(
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_line_is_read_whole_and_one_too_long_ends_the_client() {
+        let mut r = io::Cursor::new(b"{\"signal\":\"interrupt\"}\nlast".to_vec());
+        assert_eq!(
+            signal_line(&mut r).as_deref(),
+            Some("{\"signal\":\"interrupt\"}")
+        );
+        assert_eq!(
+            signal_line(&mut r).as_deref(),
+            Some("last"),
+            "no newline at the end"
+        );
+        assert_eq!(signal_line(&mut r), None, "closed");
+        let max = RUN_SIGNAL_LINE_BYTES_MAX as usize;
+        let mut at_max = vec![b'a'; max];
+        at_max.push(b'\n');
+        assert_eq!(
+            signal_line(&mut io::Cursor::new(at_max)).map(|l| l.len()),
+            Some(max)
+        );
+        // A client streaming bytes without a newline: given up after the bound, not held.
+        let mut endless = io::Read::take(io::repeat(b'a'), 1 << 30);
+        let mut endless = io::BufReader::new(&mut endless);
+        assert_eq!(signal_line(&mut endless), None);
     }
 }

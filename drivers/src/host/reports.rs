@@ -65,12 +65,19 @@ impl Host {
                         }
                     })
                     .collect();
-                // Files being fetched for the first time have no record yet.
-                for t in replica.map(|r| r.transfers()).unwrap_or_default() {
-                    if !files.iter().any(|f| f.path == t.path) {
-                        files.push(FileReport::from(t));
-                    }
-                }
+                // Files being fetched for the first time have no record yet. (A set, not a
+                // scan of `files` per transfer: a join starts a transfer for every file, and
+                // this runs on the event loop each time the web page or `weft status` asks.)
+                let recorded: std::collections::BTreeSet<&str> =
+                    records.iter().map(|r| r.entry.path.as_str()).collect();
+                let first_fetches: Vec<FileReport> = replica
+                    .map(|r| r.transfers())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| !recorded.contains(t.path.as_str()))
+                    .map(FileReport::from)
+                    .collect();
+                files.extend(first_fetches);
                 files.sort_by(|a, b| a.path.cmp(&b.path));
                 FolderReport {
                     folder: folder.to_string(),
