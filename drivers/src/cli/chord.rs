@@ -103,7 +103,7 @@ pub fn get(args: GetArgs) -> ExitCode {
         Ok(ControlReply::Values(values)) => {
             let mut out = std::io::stdout().lock();
             for v in values {
-                let line: String = v.chars().flat_map(char::escape_default).collect();
+                let line = super::printable(&v);
                 let _ = writeln!(out, "{line}");
             }
             ExitCode::SUCCESS

@@ -124,7 +124,7 @@ pub fn listen(args: ListenArgs) -> ExitCode {
 fn plain(d: &DeliveryReport) -> String {
     let origin = d.origin.get(..16).unwrap_or(&d.origin);
     let body = match (&d.payload, &d.payload_hex) {
-        (Some(text), _) => text.chars().flat_map(char::escape_default).collect(),
+        (Some(text), _) => super::printable(text),
         (None, Some(hex)) => format!("0x{hex}"),
         (None, None) => String::new(),
     };

@@ -144,6 +144,12 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// `text` as a terminal may show it: control characters (and anything not ASCII) escaped, so
+/// text a peer chose (an address, an id) can neither run terminal escapes nor break a line.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars().flat_map(char::escape_default).collect()
+}
+
 /// Prints `weft: <error>` (its first line) and returns exit code 1.
 pub fn fail(error: impl std::fmt::Display) -> ExitCode {
     print_error(&error.to_string());

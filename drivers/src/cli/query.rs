@@ -82,8 +82,9 @@ fn hosts_table(hosts: &[HostReport]) -> String {
         let _ = writeln!(
             text,
             "{:<18}{:<24}{:<10}{} ago",
-            short(&h.node),
-            h.addr.as_deref().unwrap_or("-"),
+            // A peer chose both (its HELLO's address; on a p2p.today network, its id).
+            super::printable(short(&h.node)),
+            super::printable(h.addr.as_deref().unwrap_or("-")),
             if h.direct { "direct" } else { "heard-of" },
             when::span(h.last_seen_ms_ago)
         );
@@ -244,8 +245,20 @@ mod tests {
             last_seen_ms_ago: 200_500,
             last_seen_unix_ms: Some(1_000_000),
         };
-        let table = hosts_table(&[host]);
+        let table = hosts_table(std::slice::from_ref(&host));
         let row = table.lines().nth(1).unwrap();
         assert!(row.ends_with("direct    3 min 20 s ago"), "{row:?}");
+        // An address a peer chose to hold terminal escapes and a newline: shown escaped.
+        let sly = HostReport {
+            addr: Some("\u{1b}]0;x\u{7}\u{1b}[2J\n:1".into()),
+            node: "\u{1b}[31mred".into(),
+            ..host
+        };
+        let table = hosts_table(&[sly]);
+        assert_eq!(table.lines().count(), 2, "{table:?}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
     }
 }

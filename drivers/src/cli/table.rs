@@ -147,7 +147,7 @@ fn lease_end_relative(error: String, now_unix_ms: u64) -> String {
 /// The value as text (escaped to stay on one line), or `0x` and its hex.
 fn value_text(e: &TableEntryReport) -> String {
     match (&e.value, &e.value_hex) {
-        (Some(text), _) => text.chars().flat_map(char::escape_default).collect(),
+        (Some(text), _) => super::printable(text),
         (None, Some(hex)) => format!("0x{hex}"),
         (None, None) => String::new(),
     }
@@ -157,7 +157,7 @@ fn value_text(e: &TableEntryReport) -> String {
 fn list_text(entries: &[TableEntryReport], now_unix_ms: u64) -> String {
     let mut text = String::new();
     for e in entries {
-        let key: String = e.key.chars().flat_map(char::escape_default).collect();
+        let key = super::printable(&e.key);
         let _ = write!(text, "{key}={}", value_text(e));
         if let (Some(owner), Some(until)) = (&e.lease_owner, e.lease_until_unix_ms) {
             let ends = if until >= now_unix_ms {
@@ -168,7 +168,7 @@ fn list_text(entries: &[TableEntryReport], now_unix_ms: u64) -> String {
             let _ = write!(
                 text,
                 "  (leased by {}, {ends} {})",
-                owner.get(..16).unwrap_or(owner),
+                super::printable(owner.get(..16).unwrap_or(owner)),
                 when::relative(until, now_unix_ms)
             );
         }
