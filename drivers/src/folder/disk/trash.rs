@@ -59,7 +59,8 @@ impl Disk {
             entries.push((ms, n, name, size_of(&st), is_dir));
         }
         entries.sort();
-        let mut total: u64 = entries.iter().map(|e| e.3).sum();
+        // Saturating: sizes are what `stat` says, and two sparse files of 8 EiB would wrap.
+        let mut total: u64 = entries.iter().fold(0, |t, e| t.saturating_add(e.3));
         for (ms, _, name, size, is_dir) in entries {
             let old = now_unix_ms.saturating_sub(ms) > self.trash.keep_ms;
             if !old && total <= self.trash.bytes_max {

@@ -93,6 +93,10 @@ pub enum SkipReason {
     /// A directory that was a mount point and is one no longer (the disk is not mounted):
     /// nothing under it is walked or removed until it is mounted again.
     Unmounted,
+    /// A file too large ever to be shared: more than `FILE_BLOCKS_MAX` blocks of its tier's
+    /// longest (4 TiB at the largest tier). Not read (a sparse file of that size would take
+    /// the scanner hours), and its earlier record, if any, is not removed.
+    TooLarge,
 }
 
 /// What one scan found.

@@ -647,6 +647,29 @@ fn an_unmounted_disk_inside_the_folder_is_not_taken_for_deletes() {
     assert_eq!(gone, under_disk);
 }
 
+/// A file larger than any that can be shared (`FILE_BLOCKS_MAX` blocks of its tier's longest)
+/// is skipped without being read, and a record it had when smaller is not removed.
+#[test]
+fn a_file_too_large_ever_to_share_is_skipped_unread_and_not_removed() {
+    let f = Folder::new();
+    f.write("big", b"small for now");
+    let s = f.scanner();
+    let o = later(&s);
+    assert!(changed(&o.changes).contains_key("big"));
+    // Sparse: 5 TiB of holes, which reading would take hours.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(f.p("big"))
+        .expect("open")
+        .set_len(5 << 40)
+        .expect("a sparse 5 TiB file");
+    let o = later(&s);
+    assert_eq!(o.skipped, vec![("big".to_string(), SkipReason::TooLarge)]);
+    assert!(changed(&o.changes).is_empty(), "{:?}", o.changes);
+    assert!(removed(&o.changes).is_empty(), "{:?}", o.changes);
+    assert_eq!(o.hashed_files, 0);
+}
+
 /// The rename to NFC walks to the directory from the root without following a symlink: one
 /// swapped in for a parent after the listing (here: before the rename) is not followed out of
 /// the folder, and what it points at is not renamed.

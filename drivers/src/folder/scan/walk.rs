@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 
 use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
-use weft_engine::protocol::{FileKind, PathRefusal};
+use weft_engine::protocol::{FileKind, PathRefusal, FILE_BLOCKS_MAX};
 use weft_engine::replicate::blocks::{tier_for, Tier};
 use weft_engine::replicate::paths::{check_path, normalize};
 
@@ -163,7 +163,16 @@ impl Scanner {
             if !unchanged {
                 let plan = match stat.kind {
                     FileKind::Directory => Some(Plan::Dir),
-                    FileKind::File => Some(Plan::Hash(tier_for(stat.size, cached_tier))),
+                    FileKind::File => {
+                        let tier = tier_for(stat.size, cached_tier);
+                        if stat.size > FILE_BLOCKS_MAX as u64 * u64::from(tier.max_bytes()) {
+                            walk.skipped.push((path.clone(), SkipReason::TooLarge));
+                            walk.protected.push(path.clone());
+                            None
+                        } else {
+                            Some(Plan::Hash(tier))
+                        }
+                    }
                     FileKind::Symlink => match std::fs::read_link(&abs) {
                         Ok(t) => match t.into_os_string().into_string() {
                             Ok(t) => Some(Plan::Symlink(t)),
