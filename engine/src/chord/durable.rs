@@ -46,6 +46,7 @@ impl Chord {
     /// calendar time at `now`), and the answers it commits.
     pub fn begin_store(&mut self, now: Instant, wall_ms: u64) -> (Bytes, Commit) {
         self.store.take_changed();
+        self.snapshots_in_flight += 1;
         let blob = persist::encode(&self.store.stored_entries(now, wall_ms));
         let answers = std::mem::take(&mut self.held_answers);
         (blob, Commit { answers })
@@ -53,12 +54,14 @@ impl Chord {
 
     /// The answers held, without a snapshot: for an owner that cannot store one.
     pub fn uncommitted(&mut self) -> Commit {
+        self.snapshots_in_flight += 1;
         let answers = std::mem::take(&mut self.held_answers);
         Commit { answers }
     }
 
     /// The host finished storing a snapshot: its answers go out.
     pub fn committed(&mut self, now: Instant, commit: Commit) {
+        self.snapshots_in_flight = self.snapshots_in_flight.saturating_sub(1);
         for (to, msg) in commit.answers {
             self.send(&to, msg);
         }
@@ -97,11 +100,15 @@ impl Chord {
         self.metrics.state_failures += 1;
     }
 
-    /// Answers a CHORD_STORE or CHORD_HANDOVER: at once, unless the machine is durable and
-    /// the answer is `Stored` (then it waits for the commit).
+    /// Answers a CHORD_STORE or CHORD_HANDOVER: at once, unless the machine is durable, the
+    /// answer is `Stored`, and what it answers for may not be committed yet (records changed
+    /// since the last snapshot, or a snapshot not yet committed): then it waits for the next
+    /// commit. An entry already held and committed, sent again, is answered at once: it
+    /// costs no snapshot (a full one, up to `stored_bytes_max`, for a message of ~130 bytes).
     pub(super) fn answer_stored(&mut self, to: &ChordPeer, answer: ChordStored) {
         let msg = ChordMessage::Stored(answer);
-        if self.durable && answer.outcome == StoreOutcome::Stored {
+        let uncommitted = self.store.is_changed() || self.snapshots_in_flight > 0;
+        if self.durable && answer.outcome == StoreOutcome::Stored && uncommitted {
             self.held_answers.push((to.clone(), msg));
         } else {
             self.send(to, msg);

@@ -98,6 +98,8 @@ pub struct Chord {
     durable: bool,
     /// CHORD_STORED answers waiting for the next snapshot.
     held_answers: Vec<(ChordPeer, ChordMessage)>,
+    /// Snapshots taken and not yet committed (their records may not be in the host's store).
+    snapshots_in_flight: usize,
 }
 
 impl Chord {
@@ -140,6 +142,7 @@ impl Chord {
             metrics: ChordMetrics::default(),
             durable: false,
             held_answers: Vec::new(),
+            snapshots_in_flight: 0,
         }
     }
 

@@ -801,6 +801,58 @@ fn a_durable_node_answers_after_the_commit_and_its_records_survive_a_restart() {
     assert_eq!(fresh(&net).restore(Instant::ZERO, wall_ms, &damaged), None);
 }
 
+/// An entry a durable replica holds and has committed, sent to it again (a repair, a
+/// resend, or a peer sending it over and over), is answered at once and costs no snapshot: a
+/// snapshot holds every record (up to `stored_bytes_max`) for a message of ~130 bytes.
+#[test]
+fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    net.node(0).start(now);
+    net.node(0).set_durable(true);
+    net.node(0).request(now, 1, put(b"kept", b"v"));
+    net.run(0);
+    let wall_ms = 1_800_000_000_000;
+    let (_, commit) = net.node(0).begin_store(now, wall_ms);
+    net.node(0).committed(now, commit);
+    net.run(0);
+    let position = key_position(b"kept", 0);
+    let value = net.node(0).entries(now, position, b"kept")[0].clone();
+    let sender = ChordPeer {
+        node: NodeId([0x42; 32]),
+        addr: "192.0.2.42:7000".into(),
+    };
+    for request in 0..100 {
+        let store = ChordMessage::Store(weft_protocol::ChordStore {
+            request,
+            position,
+            key: b"kept".to_vec(),
+            value: value.clone(),
+        });
+        net.node(0).handle_message(now, &sender, store);
+        assert!(!net.node(0).needs_store(), "no snapshot for it");
+        let answered = std::iter::from_fn(|| net.node(0).poll_output()).any(|o| {
+            matches!(o, ChordOutput::Send { to, msg: ChordMessage::Stored(s) }
+                if to == sender && s.request == request && s.outcome == StoreOutcome::Stored)
+        });
+        assert!(answered, "request {request} answered at once");
+    }
+    // While a snapshot is under way, even a held entry's answer waits for its commit.
+    net.node(0).request(now, 2, put(b"new", b"v"));
+    let (_, commit) = net.node(0).begin_store(now, wall_ms);
+    let store = ChordMessage::Store(weft_protocol::ChordStore {
+        request: 500,
+        position,
+        key: b"kept".to_vec(),
+        value,
+    });
+    net.node(0).handle_message(now, &sender, store);
+    let early = std::iter::from_fn(|| net.node(0).poll_output())
+        .any(|o| matches!(o, ChordOutput::Send { to, .. } if to == sender));
+    assert!(!early, "held while the snapshot is not committed");
+    net.node(0).committed(now, commit);
+}
+
 #[test]
 fn a_key_or_value_over_its_wire_limit_is_refused_and_one_at_the_limit_is_stored() {
     // No CHORD_FETCH, CHORD_STORE or CHORD_HANDOVER may carry a key over
