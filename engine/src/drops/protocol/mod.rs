@@ -98,6 +98,15 @@ impl Held {
         }
     }
 
+    /// `peer` holds the drop: kept while it is linked (holders are only ever asked over a
+    /// link, and one that links again tells its heads again, answering this node's
+    /// DROP_SUBSCRIBE), so the set never outgrows the links.
+    fn add_holder(&mut self, peer: NodeId, linked: &BTreeSet<NodeId>) {
+        if linked.contains(&peer) {
+            self.holders.insert(peer);
+        }
+    }
+
     /// Whether it is a subscription that still needs holders: not created here, no version
     /// yet, and no linked peer known to hold it.
     fn needs_holders(&self, linked: &BTreeSet<NodeId>) -> bool {
@@ -387,6 +396,7 @@ impl Protocol for DropsProtocol {
                 let mut lost = Vec::new();
                 for (drop, held) in &mut self.drops {
                     held.subscribers.remove(&node);
+                    held.holders.remove(&node);
                     if held.assembly.as_ref().is_some_and(|a| a.peer == node) {
                         held.assembly = None;
                         lost.push(*drop);
@@ -500,6 +510,9 @@ impl Protocol for DropsProtocol {
             if held.subscribers.len() > DROP_SUBSCRIBERS_MAX {
                 return Err(format!("drop {drop}: too many subscribers"));
             }
+            if let Some(h) = held.holders.iter().find(|h| !self.linked.contains(h)) {
+                return Err(format!("drop {drop}: holder {h} kept without a link"));
+            }
         }
         if self.drops.len() > DROPS_MAX {
             return Err("too many drops".into());
@@ -524,7 +537,7 @@ impl DropsProtocol {
                 let Some(held) = self.drops.get_mut(&m.drop) else {
                     return Ok(());
                 };
-                held.holders.insert(peer);
+                held.add_holder(peer, &self.linked);
                 // A new subscriber holds the drop too: subscribe back, so its versions reach
                 // this node (its own DROP_SUBSCRIBE may have come before this node held it).
                 let new =
@@ -544,7 +557,7 @@ impl DropsProtocol {
                 let Some(held) = self.drops.get_mut(&m.drop) else {
                     return Ok(());
                 };
-                held.holders.insert(peer);
+                held.add_holder(peer, &self.linked);
                 // A peer that tells its heads holds the drop: it gets this node's pushes.
                 if held.subscribers.len() < DROP_SUBSCRIBERS_MAX {
                     held.subscribers.insert(peer);

@@ -97,6 +97,17 @@ impl Harness {
         };
         self.drops.handle_link(self.now, &cx, up);
     }
+
+    fn unlink(&mut self, peer: &Peer) {
+        let cx = Context {
+            session: &self.session,
+        };
+        let down = LinkNotice::Down {
+            node: peer.node,
+            reason: &crate::CloseReason::Lost,
+        };
+        self.drops.handle_link(self.now, &cx, down);
+    }
 }
 
 /// The Chord requests among `outputs`.
@@ -532,6 +543,39 @@ fn the_shown_list_is_kept_until_the_next_one_is_verified() {
 /// More heads than a version may name as parents (a secondary owner published 9 versions on
 /// one parent): the owner's next publish names the 8 with the highest counters and the next
 /// one the rest, so the drop never freezes (every publish was refused as "not an owner").
+/// A drop's holders are the linked peers that hold it: one that unlinks is forgotten, and one
+/// heard without a link is not kept, so fresh ids linking, telling their heads and leaving
+/// never grow the set.
+#[test]
+fn holders_are_kept_only_while_linked() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    h.command(DropsCommand::Create);
+    let drop = *h.drops.drops.keys().next().expect("a drop");
+    let heads = || {
+        DropMessage::Heads(weft_protocol::DropHeads {
+            drop,
+            heads: Vec::new(),
+        })
+    };
+    for n in 0..1_000u32 {
+        let mut secret = [0x33; 32];
+        secret[..4].copy_from_slice(&n.to_be_bytes());
+        let peer = peer_of(&Identity::from_secret(&secret));
+        h.link(&peer);
+        h.message(&peer, heads()).expect("heads taken");
+        assert_eq!(h.drops.drops[&drop].holders.len(), 1);
+        h.unlink(&peer);
+    }
+    assert!(h.drops.drops[&drop].holders.is_empty());
+    // Heard without a link (a dedicated connection): not kept.
+    let stranger = peer_of(&Identity::from_secret(&[0x44; 32]));
+    h.message(&stranger, heads()).expect("heads taken");
+    assert!(h.drops.drops[&drop].holders.is_empty());
+    h.drops
+        .check_invariants(&Config::from_seed("test-net", 1))
+        .expect("invariants");
+}
+
 #[test]
 fn an_owner_publishes_over_more_heads_than_a_version_may_name() {
     let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");

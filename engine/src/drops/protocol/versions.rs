@@ -124,7 +124,7 @@ impl DropsProtocol {
             return Ok(());
         };
         if let Some(p) = peer {
-            held.holders.insert(p);
+            held.add_holder(p, &self.linked);
         }
         let first = held.chain.is_empty();
         match held.chain.offer(manifest) {

@@ -360,14 +360,24 @@ impl Replica {
         self.send(Recipient::Peer(peer), m, false);
     }
 
-    /// The link to `peer` went away: what was asked of it is asked of others.
+    /// The link to `peer` went away: what was asked of it is asked of others. What is kept of
+    /// it is only what a later link needs (where its index was left, blocks still being read
+    /// for it, its mismatches): a peer that leaves nothing of that is forgotten, so fresh ids
+    /// linking and leaving do not grow the folder's state.
     pub fn handle_link_down(&mut self, now: Instant, peer: NodeId) {
         self.now = now;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.linked = false;
             p.cursor = None;
+            // Late pieces cannot come over a new connection.
+            p.expired.clear();
         }
         self.release_peer(peer);
+        if self.peers.get(&peer).is_some_and(|p| {
+            p.index_id == 0 && p.serving == 0 && p.bytes_in_flight == 0 && p.mismatches == 0
+        }) {
+            self.peers.remove(&peer);
+        }
     }
 
     /// `peer` has room for more bulk data.

@@ -346,3 +346,51 @@ fn tiny_blocks_count_at_least_the_minimum_charge_in_flight() {
     let most = net.wants.iter().map(|w| w.2.len()).max();
     assert_eq!(most, Some(4));
 }
+
+/// A peer that leaves nothing a later link needs (no index seen, nothing being served) is
+/// forgotten when its link goes down: fresh ids linking and leaving do not grow the folder's
+/// state. One whose index was seen is kept (it is persisted, so its index is asked for from
+/// where it was left).
+#[test]
+fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
+    let now = Instant(1_000);
+    let mut r = replica(NodeId([0x10; 32]), 1);
+    let drain = |r: &mut Replica| {
+        while let Some(o) = r.poll_output() {
+            if let ReplicaOutput::Request { token, request } = o {
+                let result = match request {
+                    StorageRequest::LoadState => StorageResult::Loaded(None),
+                    _ => StorageResult::Done,
+                };
+                r.handle_completed(now, token, result);
+            }
+        }
+    };
+    drain(&mut r);
+    for n in 0..100u8 {
+        let peer = NodeId([n; 32]);
+        r.handle_link_up(now, peer);
+        let list = weft_protocol::List {
+            folder: folder(),
+            index_id: 0,
+            since: 0,
+        };
+        r.handle_message(now, peer, ReplicaMessage::List(list), &Bytes::new())
+            .expect("a LIST is welcome");
+        drain(&mut r);
+        r.handle_link_down(now, peer);
+    }
+    assert!(r.peers.is_empty(), "{} peers kept", r.peers.len());
+    let kept = NodeId([0xee; 32]);
+    r.handle_link_up(now, kept);
+    let ihave = weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: Vec::new(),
+    };
+    r.handle_message(now, kept, ReplicaMessage::IHave(ihave), &Bytes::new())
+        .expect("an empty IHAVE");
+    drain(&mut r);
+    r.handle_link_down(now, kept);
+    assert_eq!(r.peers.keys().collect::<Vec<_>>(), [&kept]);
+}
