@@ -44,6 +44,38 @@ fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
         "a similar subcommand exists: 'shutdown'",
     );
     fails_with(&run(&["table", "lst"]), 2, "'list'");
+    // Arguments the node would refuse are bad arguments (2), said before any node is asked
+    // (none runs here).
+    for (args, text) in [
+        (
+            &["put", "--name", "x", "--hex", "zz", "00"][..],
+            "not hex digits",
+        ),
+        (
+            &["put", "--name", "x", "--hex", "00", "abc"][..],
+            "not hex digits",
+        ),
+        (&["get", "--name", "x", "--hex", "k"][..], "not hex digits"),
+        (
+            &["delete", "--name", "x", "--hex", "0"][..],
+            "not hex digits",
+        ),
+        (&["get", "--name", "x", ""][..], "must not be empty"),
+        (
+            &["table", "set", "--name", "x", "", "v"][..],
+            "must not be empty",
+        ),
+        (
+            &["table", "get", "--name", "x", ""][..],
+            "must not be empty",
+        ),
+        (
+            &["disconnect", "--name", "x", "xyz"][..],
+            "not the start of a node id",
+        ),
+    ] {
+        fails_with(&run(args), 2, text);
+    }
     fails_with(&run(&["completions", "tcsh"]), 2, "possible values");
     fails_with(&run(&["sim", "--json", "mesh"]), 2, "--json");
     // The lease bound comes from the engine, and --help names it.

@@ -241,6 +241,13 @@ fn a_relay_over_the_broadcast_rate_is_dropped_not_disconnected() {
     assert_eq!(mesh.broadcasts_over_rate, 900);
     assert_eq!(mesh.peers_over_rate, 0);
     assert_eq!(closed(&out, relay.conn), None);
+    // Its own broadcast right after, the rate still spent: dropped, not an offence.
+    relay.send(
+        &mut node,
+        T0,
+        signed_broadcast_frame(&relay.identity, 1, b"mine"),
+    );
+    assert_eq!(closed(&drain(&mut node), relay.conn), None);
     // Dropped, not recorded: the same broadcasts are taken later (here: past the rate's
     // refill), from this peer or another.
     sink.send(

@@ -152,6 +152,12 @@ pub fn connect(args: ConnectArgs) -> ExitCode {
 /// Runs `weft disconnect`: the node closes its link to a peer.
 pub fn disconnect(args: DisconnectArgs) -> ExitCode {
     init_logging("warn");
+    if args.node.is_empty() || !args.node.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return super::usage(format!(
+            "{:?} is not the start of a node id (hex digits)",
+            args.node
+        ));
+    }
     let request = ControlRequest::Disconnect {
         node: args.node.clone(),
     };

@@ -51,12 +51,22 @@ pub struct DeleteArgs {
 }
 
 /// A refused key: empty (as `weft table set ""` refuses it). Exit code 2.
-fn refuse_empty(key: &str) -> Option<ExitCode> {
-    if !key.is_empty() {
-        return None;
+/// Exit code 2 with its line for arguments the node would refuse anyway: an empty key, or
+/// with `--hex` a key or value that is not hex digits (bad arguments, not a failure).
+fn refuse_bad(key: &str, value: Option<&str>, hex: bool) -> Option<ExitCode> {
+    if key.is_empty() {
+        return Some(super::usage("the key must not be empty"));
     }
-    let _ = writeln!(std::io::stderr(), "weft: the key must not be empty");
-    Some(ExitCode::from(2))
+    let not_hex = |text: &str| crate::report::unhex(text).is_none();
+    if hex && not_hex(key) {
+        return Some(super::usage(format!(
+            "--hex: the key {key:?} is not hex digits"
+        )));
+    }
+    if hex && value.is_some_and(not_hex) {
+        return Some(super::usage("--hex: the value is not hex digits"));
+    }
+    None
 }
 
 fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> {
@@ -68,7 +78,7 @@ fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> 
 /// ring's size) the value was committed.
 pub fn put(args: PutArgs) -> ExitCode {
     init_logging("warn");
-    if let Some(code) = refuse_empty(&args.key) {
+    if let Some(code) = refuse_bad(&args.key, Some(&args.value), args.hex) {
         return code;
     }
     let request = ControlRequest::Put {
@@ -91,7 +101,7 @@ pub fn put(args: PutArgs) -> ExitCode {
 /// `weft: no such key` (as `weft table get` does).
 pub fn get(args: GetArgs) -> ExitCode {
     init_logging("warn");
-    if let Some(code) = refuse_empty(&args.key) {
+    if let Some(code) = refuse_bad(&args.key, None, args.hex) {
         return code;
     }
     let request = ControlRequest::Get {
@@ -118,7 +128,7 @@ pub fn get(args: GetArgs) -> ExitCode {
 /// values) exits 1.
 pub fn delete(args: DeleteArgs) -> ExitCode {
     init_logging("warn");
-    if let Some(code) = refuse_empty(&args.key) {
+    if let Some(code) = refuse_bad(&args.key, args.value.as_deref(), args.hex) {
         return code;
     }
     let value_named = args.value.is_some();

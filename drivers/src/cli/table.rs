@@ -113,6 +113,16 @@ pub fn table(args: TableArgs) -> ExitCode {
         TableCommand::Get { net, key, json } => (net, ControlRequest::TableGet { key }, json),
         TableCommand::List { net, json } => (net, ControlRequest::TableList, json),
     };
+    let key = match &request {
+        ControlRequest::TableSet { key, .. }
+        | ControlRequest::TableDelete { key }
+        | ControlRequest::TableRelease { key }
+        | ControlRequest::TableGet { key } => Some(key),
+        _ => None,
+    };
+    if key.is_some_and(String::is_empty) {
+        return super::usage("the key must not be empty");
+    }
     let get = matches!(request, ControlRequest::TableGet { .. });
     match ask(&net, &request) {
         Ok(ControlReply::Written) => ExitCode::SUCCESS,

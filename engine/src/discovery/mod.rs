@@ -103,13 +103,18 @@ impl DiscoveryProtocol {
             return Ok(true);
         }
         self.metrics.cascades_dropped += 1;
+        if origin != from {
+            // Only drops of its own cascades are held against a peer: a relay's count stays
+            // clean, so its own next cascade is not taken for an offender's.
+            return Ok(false);
+        }
         // A window starts at the first drop after the last one ended.
         if budget.drops == 0 || now.saturating_since(budget.window_start) >= self.drop_window {
             budget.window_start = now;
             budget.drops = 0;
         }
         budget.drops += 1;
-        if budget.drops > self.drops_max && origin == from {
+        if budget.drops > self.drops_max {
             self.metrics.peers_rate_limited += 1;
             self.budgets.remove(&from);
             return Err(PeerFault::RateLimited);
@@ -416,5 +421,7 @@ mod tests {
         }
         assert_eq!(taken, 2, "the burst");
         assert_eq!(d.metrics().peers_rate_limited, 1, "as before");
+        // Its own next cascade, the bucket still empty, is a first drop, not an offence.
+        assert_eq!(d.admit(at(0), relay, relay), Ok(false));
     }
 }

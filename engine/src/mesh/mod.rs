@@ -209,20 +209,16 @@ impl MeshProtocol {
             self.metrics.broadcast_duplicates += 1;
             return Ok(Admitted::No);
         }
-        match self.rates.admit(from, now) {
+        match self.rates.admit(from, now, b.origin == from) {
             Admission::Allowed => {}
             Admission::Dropped => {
                 self.metrics.broadcasts_over_rate += 1;
                 return Ok(Admitted::No);
             }
-            Admission::Offender if b.origin == from => {
+            Admission::Offender => {
                 self.metrics.broadcasts_over_rate += 1;
                 self.metrics.peers_over_rate += 1;
                 return Err(PeerFault::RateLimited);
-            }
-            Admission::Offender => {
-                self.metrics.broadcasts_over_rate += 1;
-                return Ok(Admitted::No);
             }
         }
         if self.signatures {

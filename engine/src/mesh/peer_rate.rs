@@ -48,8 +48,10 @@ impl PeerRates {
         }
     }
 
-    /// Judges one new broadcast from `peer` at `now`.
-    pub(crate) fn admit(&mut self, peer: NodeId, now: Instant) -> Admission {
+    /// Judges one new broadcast from `peer` at `now`; `own`: the peer is its origin. Only an
+    /// own broadcast over the rate takes from the excess allowance: a relay passing on others'
+    /// is dropped, and its allowance stays whole for its own.
+    pub(crate) fn admit(&mut self, peer: NodeId, now: Instant, own: bool) -> Admission {
         let (rate, excess) = (self.rate, self.excess);
         if self.peers.len() >= self.peers_max && !self.peers.contains_key(&peer) {
             let oldest = self
@@ -69,7 +71,7 @@ impl PeerRates {
         buckets.last = buckets.last.max(now);
         if buckets.broadcasts.take(rate, now) {
             Admission::Allowed
-        } else if buckets.excess.take(excess, now) {
+        } else if !own || buckets.excess.take(excess, now) {
             Admission::Dropped
         } else {
             Admission::Offender
@@ -104,22 +106,53 @@ mod tests {
         let mut r = PeerRates::new(rate, excess, 2);
         let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
         let t = Instant::ZERO;
-        let got: Vec<Admission> = (0..9).map(|_| r.admit(a, t)).collect();
+        let got: Vec<Admission> = (0..9).map(|_| r.admit(a, t, true)).collect();
         use Admission::*;
         assert_eq!(
             got,
             [Allowed, Allowed, Allowed, Allowed, Allowed, Dropped, Dropped, Dropped, Offender]
         );
-        assert_eq!(r.admit(b, t), Allowed, "another peer has its own bucket");
-        assert_eq!(r.admit(a, t + Duration::from_millis(100)), Allowed);
+        assert_eq!(
+            r.admit(b, t, true),
+            Allowed,
+            "another peer has its own bucket"
+        );
+        assert_eq!(r.admit(a, t + Duration::from_millis(100), true), Allowed);
         r.forget(a);
         assert_eq!(r.len(), 1);
-        r.admit(a, t);
-        r.admit(NodeId([3; 32]), t + Duration::from_secs(1));
+        r.admit(a, t, true);
+        r.admit(NodeId([3; 32]), t + Duration::from_secs(1), true);
         assert_eq!(
             r.len(),
             2,
             "bounded: the peer heard from longest ago is forgotten"
         );
+    }
+
+    /// Others' broadcasts over the rate are dropped without touching the excess allowance:
+    /// a relay's own broadcast after a relayed flood is dropped, not taken for an offence.
+    #[test]
+    fn a_relayed_flood_spends_no_excess_allowance() {
+        let rate = RateLimit {
+            per_second: 10,
+            burst: 2,
+        };
+        let excess = RateLimit {
+            per_second: 1,
+            burst: 1,
+        };
+        let mut r = PeerRates::new(rate, excess, 2);
+        let relay = NodeId([1; 32]);
+        let t = Instant::ZERO;
+        let got: Vec<Admission> = (0..100).map(|_| r.admit(relay, t, false)).collect();
+        use Admission::*;
+        assert_eq!(&got[..3], [Allowed, Allowed, Dropped]);
+        assert!(got[2..].iter().all(|a| *a == Dropped));
+        assert_eq!(
+            r.admit(relay, t, true),
+            Dropped,
+            "its own: the allowance is whole"
+        );
+        assert_eq!(r.admit(relay, t, true), Offender);
     }
 }

@@ -108,7 +108,6 @@ impl Session {
             return;
         };
         let Proven { node, hello } = proven;
-        let dialed = c.direction == Direction::Outbound;
         let dialer_nonce = match c.direction {
             Direction::Outbound => our_nonce,
             Direction::Inbound => hello.nonce,
@@ -135,7 +134,12 @@ impl Session {
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
         }
-        if let Some((addr, failures)) = self.redials.linked(Some(conn), node) {
+        // Whether this node chose to dial the peer: a configured address or one given by
+        // `Command::Connect`. Not a discovery or a named dial (an address a peer gave), nor a
+        // redial of a saved or lost address (its known-peers group stays as it was).
+        let mut chosen = false;
+        if let Some((addr, failures, configured)) = self.redials.linked(Some(conn), node) {
+            chosen = configured;
             // A dial of an address dialed on purpose (`Command::Connect`, or configured)
             // ends the node's keep-away mark; no other connection does (SPEC.md §8.10).
             self.disconnected.retain(|n| *n != node);
@@ -149,7 +153,7 @@ impl Session {
         }
         self.arm_redial();
         if let Some(addr) = &listen_addr {
-            self.known.linked(node, addr, dialed);
+            self.known.linked(node, addr, chosen);
         }
         let restarted =
             self.incarnations.check(node, hello.incarnation) == IncarnationCheck::Restarted;

@@ -1,12 +1,14 @@
 //! The peers this node has linked with, as the host stores them (SPEC.md §8.11), so a node
 //! that restarts without `--peer` finds its network again. One blob, named [`STATE_NAME`]: a
-//! magic line (its format version), the postcard encoding of the (node, address, dialed)
+//! magic line (its format version), the postcard encoding of the (node, address, chosen)
 //! entries in their order, and the BLAKE3 hash of both; a blob that fails its hash or does
 //! not decode is ignored and counted.
 //!
-//! Peers this node dialed come first and are never pushed out by peers that dialed it: anyone
-//! can open many inbound links under fresh ids (Sybils), and a list they filled would be all a
-//! restarted node redials. Dialing a peer is this node's own choice of an address.
+//! Peers this node chose come first (reached by dialing a configured address or one given by
+//! `Command::Connect`) and are never pushed out by the others (peers that dialed in, or that
+//! this node dialed at an address some peer gave it, as discovery does): anyone can open many
+//! inbound links, or announce many addresses, under fresh ids (Sybils), and a list they filled
+//! would be all a restarted node redials.
 
 use bytes::Bytes;
 use weft_protocol::NodeId;
@@ -16,10 +18,10 @@ use crate::state_blob;
 /// The host's name for the blob.
 pub(crate) const STATE_NAME: &str = "peers";
 
-/// The blob's first bytes (format version 2: each entry says whether this node dialed it).
+/// The blob's first bytes (format version 2: each entry says whether this node chose it).
 const MAGIC: &[u8] = b"weft peers v2\n";
 
-/// Format version 1's first bytes: (node, address) pairs, read as peers that dialed us.
+/// Format version 1's first bytes: (node, address) pairs, read as peers not chosen.
 const MAGIC_V1: &[u8] = b"weft peers v1\n";
 
 /// One saved peer.
@@ -29,12 +31,13 @@ pub(crate) struct KnownPeer {
     pub(crate) node: NodeId,
     /// Its listen address.
     pub(crate) addr: String,
-    /// Whether this node dialed it (on its last link, or any before it).
-    pub(crate) dialed: bool,
+    /// Whether this node chose it: reached by dialing a configured address or one given by
+    /// `Command::Connect` (on its last link, or any before it).
+    pub(crate) chosen: bool,
 }
 
-/// Peers linked with, at most `entries_max`, each node once: those this node dialed first,
-/// then those that dialed it, each group most recently linked first; `dirty` once it changed
+/// Peers linked with, at most `entries_max`, each node once: those this node chose first,
+/// then the others, each group most recently linked first; `dirty` once it changed
 /// since the host last stored it.
 #[derive(Debug)]
 pub(crate) struct KnownPeers {
@@ -52,19 +55,19 @@ impl KnownPeers {
         }
     }
 
-    /// `node`, listening at `addr`, linked (`dialed`: by a connection this node opened): it
-    /// goes first of its group. A node once dialed stays among the dialed.
-    pub(crate) fn linked(&mut self, node: NodeId, addr: &str, dialed: bool) {
-        let was_dialed = self.entries.iter().any(|e| e.node == node && e.dialed);
+    /// `node`, listening at `addr`, linked (`chosen`: by dialing an address this node was
+    /// given to dial): it goes first of its group. A node once chosen stays among the chosen.
+    pub(crate) fn linked(&mut self, node: NodeId, addr: &str, chosen: bool) {
+        let was_chosen = self.entries.iter().any(|e| e.node == node && e.chosen);
         let entry = KnownPeer {
             node,
             addr: addr.to_owned(),
-            dialed: dialed || was_dialed,
+            chosen: chosen || was_chosen,
         };
-        let at = if entry.dialed {
+        let at = if entry.chosen {
             0
         } else {
-            self.entries.iter().take_while(|e| e.dialed).count()
+            self.entries.iter().take_while(|e| e.chosen).count()
         };
         if self.entries.get(at) == Some(&entry) {
             return;
@@ -82,8 +85,8 @@ impl KnownPeers {
             if self.entries.iter().any(|e| e.node == peer.node) {
                 continue;
             }
-            let at = if peer.dialed {
-                self.entries.iter().take_while(|e| e.dialed).count()
+            let at = if peer.chosen {
+                self.entries.iter().take_while(|e| e.chosen).count()
             } else {
                 self.entries.len()
             };
@@ -137,7 +140,7 @@ pub(crate) fn decode(blob: &[u8]) -> Option<Vec<KnownPeer>> {
             .map(|(node, addr)| KnownPeer {
                 node,
                 addr,
-                dialed: false,
+                chosen: false,
             })
             .collect(),
     )
@@ -152,11 +155,11 @@ mod tests {
         NodeId([b; 32])
     }
 
-    fn entry(b: u8, addr: &str, dialed: bool) -> KnownPeer {
+    fn entry(b: u8, addr: &str, chosen: bool) -> KnownPeer {
         KnownPeer {
             node: node(b),
             addr: addr.into(),
-            dialed,
+            chosen,
         }
     }
 
@@ -180,11 +183,11 @@ mod tests {
     }
 
     #[test]
-    fn peers_that_dialed_us_never_push_out_peers_we_dialed() {
+    fn peers_not_chosen_never_push_out_chosen_ones() {
         let mut k = KnownPeers::new(3);
         k.linked(node(1), "a:1", true);
         k.linked(node(2), "b:1", true);
-        // Many inbound links under fresh ids: they share what the dialed ones leave.
+        // Many links under fresh ids: they share what the chosen ones leave.
         for sybil in 10..40 {
             k.linked(node(sybil), "x:1", false);
         }
@@ -196,7 +199,7 @@ mod tests {
                 entry(39, "x:1", false)
             ]
         );
-        // A dialed peer that later dials us stays among the dialed; a newly dialed one goes
+        // A chosen peer that later links otherwise stays among the chosen; a newly chosen one goes
         // first and the inbound one is what is dropped.
         k.linked(node(1), "a:2", false);
         assert_eq!(k.entries()[0], entry(1, "a:2", true));
@@ -231,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_blob_is_read_as_peers_that_dialed_us() {
+    fn a_version_1_blob_is_read_as_peers_not_chosen() {
         let pairs = vec![(node(1), String::from("a:1"))];
         let blob = state_blob::seal(MAGIC_V1, &pairs);
         assert_eq!(decode(&blob), Some(vec![entry(1, "a:1", false)]));

@@ -231,13 +231,18 @@ impl Redials {
 
     /// `node` is linked (through `conn`, if a dial made the link): its addresses stop waiting
     /// and their backoff resets; a saved or lost address has done its work and is dropped.
-    /// Returns the address `conn` dialed, if it was a redial, and the dials of it that had
-    /// failed before.
-    pub(crate) fn linked(&mut self, conn: Option<ConnId>, node: NodeId) -> Option<(String, u32)> {
+    /// Returns the address `conn` dialed, if it was a redial: the address, the dials of it
+    /// that had failed before, and whether it is configured (or given by `Command::Connect`),
+    /// an address dialed on purpose rather than a saved or lost one.
+    pub(crate) fn linked(
+        &mut self,
+        conn: Option<ConnId>,
+        node: NodeId,
+    ) -> Option<(String, u32, bool)> {
         let mut dialed = None;
         for (addr, t) in &mut self.targets {
             if conn.is_some() && t.dialing == conn {
-                dialed = Some((addr.clone(), t.failures));
+                dialed = Some((addr.clone(), t.failures, t.configured));
                 t.dialing = None;
                 t.node = Some(node);
             }
@@ -349,7 +354,7 @@ mod tests {
         }
         r.dialing("a", ConnId(100));
         let linked = r.linked(Some(ConnId(100)), NodeId([1; 32]));
-        assert_eq!(linked, Some(("a".to_string(), 12)));
+        assert_eq!(linked, Some(("a".to_string(), 12, true)));
         assert_eq!(r.next_dial_at(), None, "linked: nothing to dial");
         assert!(r.link_down(&NodeId([1; 32]), now));
         let again = r.next_dial_at().unwrap();

@@ -933,7 +933,7 @@ fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
         vec![known_peers::KnownPeer {
             node: b.node_id(),
             addr: "b".to_string(),
-            dialed: true,
+            chosen: true,
         }]
     );
     a.completed(a.now, token, HostResult::Stored);
@@ -945,7 +945,7 @@ fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
 /// Sybils (fresh ids, each dialing in) can fill what is left of the stored list, never push
 /// out a peer this node dialed: that is what a restart redials.
 #[test]
-fn peers_that_dialed_in_never_push_a_dialed_peer_out_of_the_stored_list() {
+fn peers_that_dialed_in_never_push_a_chosen_peer_out_of_the_stored_list() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     answer_load(&mut a, None);
     let mut b = session(2, "b", MESH_TABLE, |_| {});
@@ -965,7 +965,40 @@ fn peers_that_dialed_in_never_push_a_dialed_peer_out_of_the_stored_list() {
     let stored = known_peers::decode(&bytes).unwrap();
     assert_eq!(stored.len(), saved_max);
     assert_eq!(stored[0].node, b.node_id(), "{stored:?}");
-    assert!(stored[0].dialed && stored[1..].iter().all(|e| !e.dialed));
+    assert!(stored[0].chosen && stored[1..].iter().all(|e| !e.chosen));
+}
+
+/// A peer reached by a discovery dial (an address some peer gave, any Sybil may) is not
+/// one this node chose: it is kept among the peers that dialed in, never pushing out a
+/// configured one. Only configured addresses and `Command::Connect` count as chosen.
+#[test]
+fn a_peer_reached_by_a_discovery_dial_is_not_among_the_chosen() {
+    let mut a = session(1, "a", MESH_TABLE, |c| c.discovery = true);
+    answer_load(&mut a, None);
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    a.learn(T0, b.node_id(), "b");
+    let first_dial = T0 + a.timer_periods.dial_interval;
+    let out = run_until(&mut a, first_dial);
+    let ca = match dials(&out).as_slice() {
+        [(conn, addr)] if addr == "b" => *conn,
+        other => panic!("expected one discovery dial of b, got {other:?}"),
+    };
+    let cb = ConnId::inbound(1);
+    b.accepted(a.now, cb, "a".into()).unwrap();
+    a.connected(ca).unwrap();
+    handshake(&mut a, ca, &mut b, cb);
+    assert!(a.link_peer(&b.node_id()).is_some());
+    let save = a.timer_periods.peers_save_interval;
+    let now = a.now;
+    run_until(&mut a, now + save);
+    let (_, request) = a.poll_request().expect("a store");
+    let HostRequest::StoreState { bytes, .. } = request else {
+        panic!("expected a store, got {request:?}");
+    };
+    let stored = known_peers::decode(&bytes).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].node, b.node_id());
+    assert!(!stored[0].chosen, "a discovery dial is not a chosen one");
 }
 
 #[test]
