@@ -9,9 +9,13 @@
 //! POST /api/action   an `api::Action` (JSON) -> `api::ActionOutcome` (JSON)
 //! ```
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -22,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::api::{self, Action, ActionOutcome, Gatherer};
@@ -152,8 +157,9 @@ fn start(
         .thread_name("weft-ui-blocking")
         .build()
         .map_err(|e| format!("web page: tokio runtime: {e}"))?;
-    // Not joined: a stopped server ends its connections gracefully on its own, and a
-    // process that exits takes the thread with it.
+    // Not joined: a stopped server lets its connections finish the answers under way (for
+    // up to `SHUTDOWN_GRACE`) and then ends on its own; a process that exits takes the thread
+    // with it.
     std::thread::Builder::new()
         .name("weft-ui".into())
         .spawn(move || runtime.block_on(serve(listener, token, socket, stopped)))
@@ -187,7 +193,10 @@ async fn serve(
     });
     let app = router(shared);
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Connections that ended are reaped as new ones come.
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => slot,
             () = until_stopped(&mut stopped) => break,
@@ -201,13 +210,112 @@ async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, app.clone(), stopped.clone(), slot));
+                let stream = StallGuard::new(stream, WRITE_STALL_TIMEOUT);
+                connections.spawn(serve_connection(stream, app.clone(), stopped.clone(), slot));
             }
             Err(e) => {
                 tracing::debug!("web page: accept failed: {e}");
                 tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
+    }
+    // Told to stop: each connection finishes the answer under way (its task saw the stop
+    // too); the runtime, dropped when this returns, would cancel them.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+}
+
+/// How long a stopped server waits for its connections to finish the answers under way.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a write to a connection may wait for the client to read (the event stream's
+/// keep-alive comes every 15 s, so a page that listens always reads well within it): past
+/// it the connection is closed, so a client that asks and never reads cannot hold a slot.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection whose writes fail once one has waited [`WRITE_STALL_TIMEOUT`] for room
+/// (hyper has no write timeout of its own).
+struct StallGuard {
+    stream: tokio::net::TcpStream,
+    /// How long a write may wait ([`WRITE_STALL_TIMEOUT`]).
+    timeout: Duration,
+    /// When the write now waiting started to wait.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(stream: tokio::net::TcpStream, timeout: Duration) -> StallGuard {
+        StallGuard {
+            stream,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// A write's outcome: ready ends any wait; pending starts one, or fails it once too long.
+    fn judge<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read for WRITE_STALL_TIMEOUT",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.judge(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.judge(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.judge(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -223,10 +331,11 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     }
 }
 
-/// One connection, HTTP/1 with the header read timeout, holding `_slot` until it closes; when
-/// the server stops, it ends gracefully (the answer under way is finished).
+/// One connection, HTTP/1 with the header read timeout (and its writes with
+/// [`WRITE_STALL_TIMEOUT`]), holding `_slot` until it closes; when the server stops, it ends
+/// gracefully (the answer under way is finished, within `SHUTDOWN_GRACE`).
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: StallGuard,
     app: Router,
     mut stopped: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
@@ -419,5 +528,35 @@ mod tests {
             assert!(!asset.contains("http://") && !asset.contains("https://"));
             assert!(!asset.contains("//cdn") && !asset.contains("@import"));
         }
+    }
+
+    /// A client that never reads: the write waiting for room fails once it has waited the
+    /// guard's time, where a plain stream would wait for ever.
+    #[test]
+    fn a_write_the_client_never_reads_fails_after_its_time() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (served, _) = listener.accept().await.expect("accept");
+            let mut guard = StallGuard::new(served, Duration::from_millis(200));
+            let chunk = vec![0u8; 64 * 1024];
+            let started = tokio::time::Instant::now();
+            let failed = loop {
+                let written =
+                    std::future::poll_fn(|cx| Pin::new(&mut guard).poll_write(cx, &chunk)).await;
+                if let Err(e) = written {
+                    break e;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "never failed");
+            };
+            assert_eq!(failed.kind(), io::ErrorKind::TimedOut, "{failed}");
+        });
     }
 }

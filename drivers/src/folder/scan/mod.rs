@@ -95,7 +95,7 @@ pub enum SkipReason {
     Unmounted,
     /// A file too large ever to be shared: more than `FILE_BLOCKS_MAX` blocks of its tier's
     /// longest (4 TiB at the largest tier). Not read (a sparse file of that size would take
-    /// the scanner hours), and its earlier record, if any, is not removed.
+    /// the scanner hours), and an earlier record of the path, if any, is not removed.
     TooLarge,
 }
 

@@ -668,6 +668,16 @@ fn a_file_too_large_ever_to_share_is_skipped_unread_and_not_removed() {
     assert!(changed(&o.changes).is_empty(), "{:?}", o.changes);
     assert!(removed(&o.changes).is_empty(), "{:?}", o.changes);
     assert_eq!(o.hashed_files, 0);
+    // A directory replaced by such a file: what was under it is removed as usual.
+    f.mkdir("dir");
+    f.write("dir/inside", b"x");
+    assert!(changed(&later(&s).changes).contains_key("dir/inside"));
+    fs::remove_dir_all(f.p("dir")).expect("rmdir");
+    fs::File::create(f.p("dir"))
+        .and_then(|file| file.set_len(5 << 40))
+        .expect("a sparse 5 TiB file where the directory was");
+    let o = later(&s);
+    assert_eq!(removed(&o.changes), ["dir/inside"]);
 }
 
 /// The rename to NFC walks to the directory from the root without following a symlink: one

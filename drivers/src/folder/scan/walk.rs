@@ -166,8 +166,9 @@ impl Scanner {
                     FileKind::File => {
                         let tier = tier_for(stat.size, cached_tier);
                         if stat.size > FILE_BLOCKS_MAX as u64 * u64::from(tier.max_bytes()) {
+                            // Seen, so a record of the path itself stays; what was under a
+                            // directory it replaced is removed as usual (not protected).
                             walk.skipped.push((path.clone(), SkipReason::TooLarge));
-                            walk.protected.push(path.clone());
                             None
                         } else {
                             Some(Plan::Hash(tier))
