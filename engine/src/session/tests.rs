@@ -942,6 +942,18 @@ fn linked_peers_are_stored_when_changed_and_not_before_the_load() {
     assert!(a.poll_request().is_none(), "unchanged: not stored again");
 }
 
+/// The known peers `s` stores at its next save (its load answered).
+fn next_stored_peers(s: &mut Session) -> Vec<known_peers::KnownPeer> {
+    let save = s.timer_periods.peers_save_interval;
+    let now = s.now;
+    run_until(s, now + save);
+    let (_, request) = s.poll_request().expect("a store");
+    let HostRequest::StoreState { bytes, .. } = request else {
+        panic!("expected a store, got {request:?}");
+    };
+    known_peers::decode(&bytes).expect("a blob it reads back")
+}
+
 /// Sybils (fresh ids, each dialing in) can fill what is left of the stored list, never push
 /// out a peer this node dialed: that is what a restart redials.
 #[test]
@@ -955,14 +967,7 @@ fn peers_that_dialed_in_never_push_a_chosen_peer_out_of_the_stored_list() {
         let mut sybil = session(100 + i, &format!("sybil{i}"), MESH_TABLE, |_| {});
         link_at(&mut sybil, &mut a, 10 + i, &format!("192.0.2.{i}:1"));
     }
-    let save = a.timer_periods.peers_save_interval;
-    let now = a.now;
-    run_until(&mut a, now + save);
-    let (_, request) = a.poll_request().expect("a store");
-    let HostRequest::StoreState { bytes, .. } = request else {
-        panic!("expected a store, got {request:?}");
-    };
-    let stored = known_peers::decode(&bytes).unwrap();
+    let stored = next_stored_peers(&mut a);
     assert_eq!(stored.len(), saved_max);
     assert_eq!(stored[0].node, b.node_id(), "{stored:?}");
     assert!(stored[0].chosen && stored[1..].iter().all(|e| !e.chosen));
@@ -988,14 +993,7 @@ fn a_peer_reached_by_a_discovery_dial_is_not_among_the_chosen() {
     a.connected(ca).unwrap();
     handshake(&mut a, ca, &mut b, cb);
     assert!(a.link_peer(&b.node_id()).is_some());
-    let save = a.timer_periods.peers_save_interval;
-    let now = a.now;
-    run_until(&mut a, now + save);
-    let (_, request) = a.poll_request().expect("a store");
-    let HostRequest::StoreState { bytes, .. } = request else {
-        panic!("expected a store, got {request:?}");
-    };
-    let stored = known_peers::decode(&bytes).unwrap();
+    let stored = next_stored_peers(&mut a);
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].node, b.node_id());
     assert!(!stored[0].chosen, "a discovery dial is not a chosen one");
