@@ -357,7 +357,11 @@ fn connect_links_two_nodes_and_disconnect_unlinks_them() {
         a.links_to(&b_id) && b.links_to(&a_id)
     });
     fails_with(&a.command("disconnect", &["ffff0000"]), 1, "no known node");
-    fails_with(&a.command("disconnect", &["xyz"]), 1, "not a node id");
+    fails_with(
+        &a.command("disconnect", &["xyz"]),
+        2,
+        "not the start of a node id",
+    );
     fails_with(&a.command("connect", &["nowhere"]), 2, "HOST:PORT");
 }
 

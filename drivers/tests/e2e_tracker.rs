@@ -111,7 +111,7 @@ fn nodes_join_through_a_tracker_and_only_valid_holder_records_are_stored() {
     let forged = record(&kb, drop, &b.addr);
     let out = a.command("put", &["--hex", &key, &forged]);
     assert!(!out.status.success(), "{out:?}");
-    // A put of text that is not hex is refused by the node.
+    // A put of text that is not hex is refused (a bad argument, before the node is asked).
     let out = a.command("put", &["--hex", &key, "zz"]);
     assert!(!out.status.success(), "{out:?}");
     for n in [&a, &b, &tracker] {
