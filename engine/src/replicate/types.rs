@@ -23,6 +23,10 @@ pub struct ReplicaConfig {
     pub full_round_interval: Duration,
     /// Blocks that fail their hash from one peer before it is disconnected.
     pub mismatches_before_disconnect: u32,
+    /// Peers whose index position is kept (and persisted), at most: past it, at a link down,
+    /// the unlinked ones linked longest ago are forgotten (they are then sent the whole index
+    /// again if they come back).
+    pub peers_kept_max: usize,
     /// How long after a change the state is persisted (changes within it are persisted
     /// together).
     pub persist_delay: Duration,
@@ -48,6 +52,7 @@ impl ReplicaConfig {
             block_request_timeout: Duration::from_secs(10),
             full_round_interval: Duration::from_millis(20),
             mismatches_before_disconnect: 3,
+            peers_kept_max: 1024,
             persist_delay: Duration::from_millis(500),
             state_name: format!("replica-{folder}"),
             only_with: None,

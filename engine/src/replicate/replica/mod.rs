@@ -105,6 +105,9 @@ pub(super) struct Peer {
     pub(super) expired: VecDeque<[u8; 32]>,
     /// `ReadBlock` steps serving it, outstanding.
     pub(super) serving: usize,
+    /// When its link last came up (`Instant::ZERO` for a peer loaded from the state, never
+    /// linked since): the peers linked longest ago go first past `peers_kept_max`.
+    pub(super) last_linked: Instant,
 }
 
 /// A block as a request names it: its hash and the length asked.
@@ -330,6 +333,7 @@ impl Replica {
         self.now = now;
         let p = self.peers.entry(peer).or_default();
         p.linked = true;
+        p.last_linked = now;
         // The cursor is kept: `handle_link_down` cleared it, so it is from a LIST that came
         // on this link before it was reported (a folder told of its links once loaded).
         if self.ready {
@@ -378,6 +382,27 @@ impl Replica {
         }) {
             self.peers.remove(&peer);
         }
+        self.forget_peers_past_the_cap();
+    }
+
+    /// Past `peers_kept_max`, the unlinked peers with nothing under way, linked longest ago
+    /// (ties by id), are forgotten until the count is back under it.
+    fn forget_peers_past_the_cap(&mut self) {
+        let over = self.peers.len().saturating_sub(self.config.peers_kept_max);
+        if over == 0 {
+            return;
+        }
+        let mut idle: Vec<(Instant, NodeId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.linked && p.serving == 0 && p.bytes_in_flight == 0)
+            .map(|(id, p)| (p.last_linked, *id))
+            .collect();
+        idle.sort_unstable();
+        for (_, id) in idle.into_iter().take(over) {
+            self.peers.remove(&id);
+        }
+        self.mark_dirty();
     }
 
     /// `peer` has room for more bulk data.

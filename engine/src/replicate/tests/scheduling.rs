@@ -393,4 +393,27 @@ fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
     drain(&mut r);
     r.handle_link_down(now, kept);
     assert_eq!(r.peers.keys().collect::<Vec<_>>(), [&kept]);
+
+    // Peers whose index was seen are kept up to `peers_kept_max`: past it, those linked
+    // longest ago go (here 5 peers, 3 kept: the last three to link).
+    let mut config = ReplicaConfig::new(folder(), NodeId([0x10; 32]));
+    config.peers_kept_max = 3;
+    let mut r = Replica::new(config, [1; 32]);
+    drain(&mut r);
+    for n in 1..=5u8 {
+        let at = Instant(1_000 + u64::from(n));
+        let peer = NodeId([n; 32]);
+        r.handle_link_up(at, peer);
+        let ihave = weft_protocol::IHave {
+            folder: folder(),
+            index_id: 7,
+            entries: Vec::new(),
+        };
+        r.handle_message(at, peer, ReplicaMessage::IHave(ihave), &Bytes::new())
+            .expect("an empty IHAVE");
+        drain(&mut r);
+        r.handle_link_down(at, peer);
+    }
+    let kept: Vec<u8> = r.peers.keys().map(|id| id.0[0]).collect();
+    assert_eq!(kept, [3, 4, 5]);
 }
