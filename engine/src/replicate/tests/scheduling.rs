@@ -353,45 +353,44 @@ fn tiny_blocks_count_at_least_the_minimum_charge_in_flight() {
 /// where it was left).
 #[test]
 fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
-    let now = Instant(1_000);
-    let mut r = replica(NodeId([0x10; 32]), 1);
-    let drain = |r: &mut Replica| {
+    // `peer` links at `at`, says `m` (its storage requests answered), and leaves.
+    let visit = |r: &mut Replica, at: Instant, peer: NodeId, m: ReplicaMessage| {
+        r.handle_link_up(at, peer);
+        r.handle_message(at, peer, m, &Bytes::new())
+            .expect("a message the folder takes");
         while let Some(o) = r.poll_output() {
             if let ReplicaOutput::Request { token, request } = o {
                 let result = match request {
                     StorageRequest::LoadState => StorageResult::Loaded(None),
                     _ => StorageResult::Done,
                 };
-                r.handle_completed(now, token, result);
+                r.handle_completed(at, token, result);
             }
         }
+        r.handle_link_down(at, peer);
     };
-    drain(&mut r);
-    for n in 0..100u8 {
-        let peer = NodeId([n; 32]);
-        r.handle_link_up(now, peer);
-        let list = weft_protocol::List {
+    let list = || {
+        ReplicaMessage::List(weft_protocol::List {
             folder: folder(),
             index_id: 0,
             since: 0,
-        };
-        r.handle_message(now, peer, ReplicaMessage::List(list), &Bytes::new())
-            .expect("a LIST is welcome");
-        drain(&mut r);
-        r.handle_link_down(now, peer);
+        })
+    };
+    let ihave = || {
+        ReplicaMessage::IHave(weft_protocol::IHave {
+            folder: folder(),
+            index_id: 7,
+            entries: Vec::new(),
+        })
+    };
+    let now = Instant(1_000);
+    let mut r = replica(NodeId([0x10; 32]), 1);
+    for n in 0..100u8 {
+        visit(&mut r, now, NodeId([n; 32]), list());
     }
     assert!(r.peers.is_empty(), "{} peers kept", r.peers.len());
     let kept = NodeId([0xee; 32]);
-    r.handle_link_up(now, kept);
-    let ihave = weft_protocol::IHave {
-        folder: folder(),
-        index_id: 7,
-        entries: Vec::new(),
-    };
-    r.handle_message(now, kept, ReplicaMessage::IHave(ihave), &Bytes::new())
-        .expect("an empty IHAVE");
-    drain(&mut r);
-    r.handle_link_down(now, kept);
+    visit(&mut r, now, kept, ihave());
     assert_eq!(r.peers.keys().collect::<Vec<_>>(), [&kept]);
 
     // Peers whose index was seen are kept up to `peers_kept_max`: past it, those linked
@@ -399,20 +398,13 @@ fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
     let mut config = ReplicaConfig::new(folder(), NodeId([0x10; 32]));
     config.peers_kept_max = 3;
     let mut r = Replica::new(config, [1; 32]);
-    drain(&mut r);
     for n in 1..=5u8 {
-        let at = Instant(1_000 + u64::from(n));
-        let peer = NodeId([n; 32]);
-        r.handle_link_up(at, peer);
-        let ihave = weft_protocol::IHave {
-            folder: folder(),
-            index_id: 7,
-            entries: Vec::new(),
-        };
-        r.handle_message(at, peer, ReplicaMessage::IHave(ihave), &Bytes::new())
-            .expect("an empty IHAVE");
-        drain(&mut r);
-        r.handle_link_down(at, peer);
+        visit(
+            &mut r,
+            Instant(1_000 + u64::from(n)),
+            NodeId([n; 32]),
+            ihave(),
+        );
     }
     let kept: Vec<u8> = r.peers.keys().map(|id| id.0[0]).collect();
     assert_eq!(kept, [3, 4, 5]);
