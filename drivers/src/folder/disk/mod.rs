@@ -50,7 +50,8 @@ mod temps;
 mod trash;
 mod walk;
 
-pub(crate) use walk::{open_dir_under, rename_noreplace};
+pub(crate) use stat::{ctime_ns, inode, mtime_ns, owner_mode, size_of};
+pub(crate) use walk::{open_dir_in, open_dir_under, rename_noreplace};
 
 use std::fs::File;
 use std::io;

@@ -20,15 +20,15 @@ pub(super) fn kind_of(st: &Stat) -> Option<FileKind> {
     }
 }
 
-pub(super) fn size_of(st: &Stat) -> u64 {
+pub(crate) fn size_of(st: &Stat) -> u64 {
     u64::try_from(st.st_size).unwrap_or(0)
 }
 
-pub(super) fn mtime_ns(st: &Stat) -> i128 {
+pub(crate) fn mtime_ns(st: &Stat) -> i128 {
     i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec)
 }
 
-pub(super) fn ctime_ns(st: &Stat) -> i128 {
+pub(crate) fn ctime_ns(st: &Stat) -> i128 {
     i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
 }
 
@@ -38,12 +38,12 @@ pub(super) fn mtime_ms(st: &Stat) -> i64 {
 
 // `st_ino` is a `c_ulong` on some targets and a `u64` on others.
 #[allow(clippy::useless_conversion)]
-pub(super) fn inode(st: &Stat) -> u64 {
+pub(crate) fn inode(st: &Stat) -> u64 {
     u64::from(st.st_ino)
 }
 
 /// The owner's three mode bits of `st` (0–7).
-pub(super) fn owner_mode(st: &Stat) -> u8 {
+pub(crate) fn owner_mode(st: &Stat) -> u8 {
     // Masked to three bits: the cast cannot truncate.
     ((st.st_mode >> 6) & 7) as u8
 }

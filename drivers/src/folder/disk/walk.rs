@@ -41,11 +41,18 @@ impl Walk {
         }
     }
 
+    /// As an `io::Error` about `what`: a missing directory is `NotFound`, a symlink or
+    /// something else where a directory was expected is `NotADirectory`.
     pub(super) fn into_io(self, what: &str) -> io::Error {
         match self {
             Walk::Os(e) => io::Error::other(format!("{what}: {e}")),
-            Walk::Symlink => io::Error::other(format!("{what}: {SYMLINK_IN_PATH}")),
-            Walk::NoParent => io::Error::other(format!("{what}: {NO_PARENT}")),
+            Walk::Symlink => io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{what}: {SYMLINK_IN_PATH}"),
+            ),
+            Walk::NoParent => {
+                io::Error::new(io::ErrorKind::NotFound, format!("{what}: {NO_PARENT}"))
+            }
             Walk::NotMounted => io::Error::other(format!("{what}: {NOT_MOUNTED}")),
             Walk::Invalid(why) => io::Error::other(format!("{what}: {why}")),
         }
@@ -86,6 +93,11 @@ pub(super) fn open_dir(dir: impl AsFd, name: &str) -> Result<OwnedFd, Walk> {
             _ => Err(Walk::Os(e)),
         },
     }
+}
+
+/// Directory `name` inside `dir`, never following a symlink (errors as [`Walk::into_io`]'s).
+pub(crate) fn open_dir_in(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    open_dir(dir, name).map_err(|w| w.into_io(name))
 }
 
 /// Directory `dir` (relative to `root`; empty: the root itself), opened component by

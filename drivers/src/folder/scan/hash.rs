@@ -1,7 +1,7 @@
 //! Hashing the planned files on every core: each read through the stream chunker in pieces
 //! of at most [`READ_BYTES_MAX`], and taken only if the file did not change while it was read.
 
-use std::fs::{Metadata, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use weft_engine::protocol::Block;
 use weft_engine::replicate::blocks::{StreamChunker, Tier};
 
-use super::stat::{classify, Found, Stat};
+use super::stat::{lstat, lstat_fd, Found, Stat};
 use super::walk::{Item, Plan};
 use super::{io_line, ScanError, Scanner};
 
@@ -31,7 +31,10 @@ pub(super) const READ_BYTES_MAX: usize = 1024 * 1024;
 /// bytes read.
 pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
     let changed = || (Hashed::Changed, 0);
-    let same = |m: io::Result<Metadata>| matches!(m.map(|m| classify(&m)), Ok(Found::Entry(s)) if s == *expect);
+    // The device and inode too: a file reached through a parent swapped for a symlink since
+    // the walk's `lstat` (done through its parent, opened without following one) is another
+    // file, and is not read.
+    let same = |found: io::Result<Found>| matches!(found, Ok(Found::Entry(s)) if s == *expect);
     // Never follow a symlink put in its place; never block on a FIFO put in its place.
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = OpenOptions::new()
@@ -42,13 +45,13 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
     let mut file = match file {
         Ok(f) => f,
         Err(e) => {
-            if same(std::fs::symlink_metadata(path)) {
+            if same(lstat(path)) {
                 return (Hashed::Failed(io_line(&e)), 0);
             }
             return changed();
         }
     };
-    if !same(file.metadata()) {
+    if !same(lstat_fd(&file)) {
         return changed();
     }
     // Read through the chunker's window (never the whole file at once), one byte more than
@@ -70,7 +73,7 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
             Err(e) => return (Hashed::Failed(io_line(&e)), 0),
         }
     }
-    if read != expect.size || !same(file.metadata()) {
+    if read != expect.size || !same(lstat_fd(&file)) {
         return changed();
     }
     chunker.finish(&mut cut);

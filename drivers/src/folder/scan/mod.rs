@@ -5,7 +5,10 @@
 //! 1. **Safety.** The root must be a directory and hold the marker (`.weft/folder`), else the
 //!    scan fails with [`ScanError`] and reports nothing: a folder that is gone or unmounted
 //!    is never taken for "everything was deleted".
-//! 2. **Walk.** `read_dir` and `lstat` (never following a symlink), names sorted, so parents
+//! 2. **Walk.** Each directory is opened from the root one component at a time without
+//!    following a symlink (`O_DIRECTORY | O_NOFOLLOW`), listed, and its children `lstat`ed
+//!    and read as links through it: a parent swapped for a symlink during the walk is not
+//!    followed out of the folder. Names sorted, so parents
 //!    come before their children. Each path is `lstat`ed under the cache lock and compared
 //!    with its [`CachedEntry`]: the same kind, size, mtime, ctime, inode and mode means
 //!    unchanged, and the path is not read. A name not in NFC is renamed to its NFC form
@@ -134,6 +137,10 @@ pub struct Scanner {
     /// The folder's `.weftignore` rules: an ignored path is not walked, and what the cache
     /// holds at or under it is neither reported nor removed.
     ignore: IgnoreRules,
+    /// Called with the root and each path the walk has just `lstat`ed: a test changes the
+    /// folder there, between the walk's steps.
+    #[cfg(test)]
+    after_lstat: Option<fn(&Path, &str)>,
 }
 
 fn io_line(e: &io::Error) -> String {
@@ -154,6 +161,8 @@ impl Scanner {
             stable_ms: STABLE_MS,
             threads,
             ignore: IgnoreRules::default(),
+            #[cfg(test)]
+            after_lstat: None,
         }
     }
 

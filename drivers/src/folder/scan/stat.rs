@@ -1,16 +1,18 @@
 //! What `lstat` says of a path (never following a symlink), the cache entry it matches, and
 //! the index entry it becomes.
 
-use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::AsFd;
 use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, FileType};
 
 use weft_engine::protocol::{Block, FileEntry, FileKind, Version};
 use weft_engine::replicate::blocks::Tier;
 use weft_sim::folder::SYMLINK_MODE;
 
 use crate::folder::cache::CachedEntry;
+use crate::folder::disk::{ctime_ns, inode, mtime_ns, owner_mode, size_of};
 
 use super::SkipReason;
 
@@ -84,49 +86,63 @@ pub(super) fn ms_of(ns: i128) -> i64 {
     i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
 }
 
-pub(super) fn ns_of(secs: i64, nsec: i64) -> i128 {
-    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
-}
-
 /// A path's `lstat`: something the scanner reports, or something it skips.
 pub(super) enum Found {
     Entry(Stat),
     Special(SkipReason),
 }
 
-pub(super) fn classify(m: &Metadata) -> Found {
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        FileKind::File
-    } else if ft.is_dir() {
-        FileKind::Directory
-    } else if ft.is_symlink() {
-        FileKind::Symlink
-    } else if ft.is_fifo() {
-        return Found::Special(SkipReason::Fifo);
-    } else if ft.is_socket() {
-        return Found::Special(SkipReason::Socket);
-    } else if ft.is_block_device() {
-        return Found::Special(SkipReason::BlockDevice);
-    } else if ft.is_char_device() {
-        return Found::Special(SkipReason::CharDevice);
-    } else {
-        return Found::Special(SkipReason::Unreadable("unknown file type".into()));
+pub(super) fn classify(st: &rfs::Stat) -> Found {
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => FileKind::File,
+        FileType::Directory => FileKind::Directory,
+        FileType::Symlink => FileKind::Symlink,
+        FileType::Fifo => return Found::Special(SkipReason::Fifo),
+        FileType::Socket => return Found::Special(SkipReason::Socket),
+        FileType::BlockDevice => return Found::Special(SkipReason::BlockDevice),
+        FileType::CharacterDevice => return Found::Special(SkipReason::CharDevice),
+        FileType::Unknown => {
+            return Found::Special(SkipReason::Unreadable("unknown file type".into()))
+        }
     };
     Found::Entry(Stat {
         kind,
-        size: if kind == FileKind::File { m.size() } else { 0 },
-        mtime_ns: ns_of(m.mtime(), m.mtime_nsec()),
-        ctime_ns: ns_of(m.ctime(), m.ctime_nsec()),
-        inode: m.ino(),
-        // The owner's bits; masked to 0-7, so the cast keeps them all.
-        mode: ((m.mode() >> 6) & 7) as u8,
-        dev: m.dev(),
+        size: if kind == FileKind::File {
+            size_of(st)
+        } else {
+            0
+        },
+        mtime_ns: mtime_ns(st),
+        ctime_ns: ctime_ns(st),
+        inode: inode(st),
+        mode: owner_mode(st),
+        dev: dev(st),
     })
 }
 
+// `st_dev` is a `c_ulong` on some targets and a `u64` on others.
+#[allow(clippy::useless_conversion)]
+fn dev(st: &rfs::Stat) -> u64 {
+    u64::from(st.st_dev)
+}
+
+/// The `lstat` of an absolute path (only its last component is not followed).
 pub(super) fn lstat(path: &Path) -> io::Result<Found> {
-    std::fs::symlink_metadata(path).map(|m| classify(&m))
+    Ok(classify(&rfs::lstat(path)?))
+}
+
+/// The `fstat` of an open file or directory.
+pub(super) fn lstat_fd(fd: impl AsFd) -> io::Result<Found> {
+    Ok(classify(&rfs::fstat(fd)?))
+}
+
+/// The `lstat` of `name` in directory `dir`.
+pub(super) fn lstat_at(dir: impl AsFd, name: &str) -> io::Result<Found> {
+    Ok(classify(&rfs::statat(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?))
 }
 
 /// Whether an `lstat` says nothing the scanner reports is there: nothing at all, a parent

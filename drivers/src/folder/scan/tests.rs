@@ -802,3 +802,99 @@ fn a_name_whose_nfc_form_is_the_same_file_is_walked_under_it() {
     let o = later(&s);
     only_done(&o);
 }
+
+/// What the swap tests put in place of `d`: a symlink to `outside` beside the folder, with
+/// `d` itself moved to `moved` inside it.
+fn swap_d_for_a_symlink(root: &Path) {
+    fs::rename(root.join("d"), root.join("moved")).expect("move d");
+    let outside = root
+        .parent()
+        .expect("the folder has a parent")
+        .join("outside");
+    std::os::unix::fs::symlink(outside, root.join("d")).expect("symlink d");
+}
+
+/// A folder whose `d` holds `d/a` and `d/b`, and an `outside` directory beside it holding
+/// `a`, `b` and `secret` (what no walk of the folder may read).
+fn folder_and_outside() -> Folder {
+    let f = Folder::new();
+    f.mkdir("d");
+    f.write("d/a", b"inside a");
+    f.write("d/b", b"inside b");
+    let outside = f._tmp.path().join("outside");
+    fs::create_dir_all(&outside).expect("mkdir outside");
+    for name in ["a", "b", "secret"] {
+        fs::write(outside.join(name), format!("outside {name}")).expect("write outside");
+    }
+    f
+}
+
+/// No change the scan reports holds a block of a file outside the folder.
+fn nothing_from_outside(o: &ScanOutcome) {
+    let outside: Vec<Vec<Block>> = ["a", "b", "secret"]
+        .iter()
+        .map(|n| blocks_of(format!("outside {n}").as_bytes()))
+        .collect();
+    for change in &o.changes {
+        if let LocalChange::Changed(e) = change {
+            assert!(!e.path.ends_with("secret"), "{change:?}");
+            assert!(
+                !outside.contains(&e.blocks),
+                "read from outside: {change:?}"
+            );
+        }
+    }
+}
+
+/// A directory swapped for a symlink after the walk's `lstat` of it, before it is listed, is
+/// not listed: nothing outside the folder is walked, read or reported; the directory itself
+/// is left for the next scan, which finds the symlink and where the directory went.
+#[test]
+fn a_directory_swapped_for_a_symlink_before_its_listing_is_not_followed() {
+    let f = folder_and_outside();
+    let mut s = f.scanner();
+    s.after_lstat = Some(|root, path| {
+        if path == "d" {
+            swap_d_for_a_symlink(root);
+        }
+    });
+    let o = later(&s);
+    nothing_from_outside(&o);
+    only_done(&o);
+    assert_eq!((o.unstable, o.hashed_files), (1, 0), "{o:?}");
+    s.after_lstat = None;
+    let again = later(&s);
+    nothing_from_outside(&again);
+    let now = changed(&again.changes);
+    assert_eq!(now["d"].kind, FileKind::Symlink);
+    assert_eq!(now["moved/a"].blocks, blocks_of(b"inside a"));
+    assert_eq!(now["moved/b"].blocks, blocks_of(b"inside b"));
+    assert_eq!(now.len(), 4, "{again:?}");
+}
+
+/// A parent swapped for a symlink while its children are visited: the children left are
+/// `lstat`ed through the directory opened before (now `moved`, inside the folder), and what
+/// the path reaches through the symlink is never read.
+#[test]
+fn a_parent_swapped_for_a_symlink_among_its_children_is_not_followed() {
+    let f = folder_and_outside();
+    let mut s = f.scanner();
+    s.after_lstat = Some(|root, path| {
+        if path == "d/a" {
+            swap_d_for_a_symlink(root);
+        }
+    });
+    let o = later(&s);
+    nothing_from_outside(&o);
+    // `d/a` and `d/b` were inside files, but their paths now lead outside: left for the next
+    // scan, which finds `d` a symlink and `moved` holding them.
+    assert!(!changed(&o.changes).contains_key("d/a"), "{o:?}");
+    assert!(!changed(&o.changes).contains_key("d/b"), "{o:?}");
+    s.after_lstat = None;
+    let again = later(&s);
+    nothing_from_outside(&again);
+    let now = changed(&again.changes);
+    assert_eq!(now["d"].kind, FileKind::Symlink);
+    assert_eq!(now["moved/a"].blocks, blocks_of(b"inside a"));
+    assert_eq!(now["moved/b"].blocks, blocks_of(b"inside b"));
+}

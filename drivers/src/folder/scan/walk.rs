@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 
 use std::os::fd::OwnedFd;
 
@@ -16,10 +15,10 @@ use weft_engine::replicate::blocks::{tier_for, Tier};
 use weft_engine::replicate::paths::{check_path, normalize};
 
 use crate::folder::cache::CachedEntry;
-use crate::folder::disk::{open_dir_under, rename_noreplace};
+use crate::folder::disk::{open_dir_in, open_dir_under, rename_noreplace};
 use crate::folder::RESERVED_DIR;
 
-use super::stat::{lstat, Found, Stat};
+use super::stat::{lstat_at, lstat_fd, Found, Stat};
 use super::{io_line, ScanError, Scanner, SkipReason};
 
 /// What the walk decided to do about a path that differs from the cache.
@@ -85,24 +84,72 @@ pub(super) enum Listed {
     Renamed,
 }
 
+/// The directory the walk visits the children of: opened from the root one component at a
+/// time without following a symlink, so what is `lstat`ed, read as a link or listed through
+/// it is inside the folder even if a parent is swapped for a symlink meanwhile.
+struct Parent {
+    path: String,
+    fd: OwnedFd,
+}
+
+/// Whether opening a directory failed because it is gone or is no longer a directory (a
+/// symlink swapped in counts).
+fn gone_dir(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// `path`'s parent directory (empty: the root) and its last component.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
 impl Scanner {
     /// Walks the tree under the root, comparing each path with the cache.
     pub(super) fn walk(&self) -> Result<Walk, ScanError> {
         let mut walk = Walk::default();
-        let root_dev = std::fs::metadata(&self.root)
-            .map_err(|e| ScanError::Io(format!("{}: {e}", self.root.display())))?
-            .dev();
+        let root_failed =
+            |e: &dyn std::fmt::Display| ScanError::Io(format!("{}: {e}", self.root.display()));
+        let root = open_dir_under(&self.root, "").map_err(|e| root_failed(&e))?;
+        let root_dev = match lstat_fd(&root).map_err(|e| root_failed(&e))? {
+            Found::Entry(stat) => stat.dev,
+            Found::Special(_) => return Err(root_failed(&"not a directory")),
+        };
         // Paths to visit, the next on top, each with its parent's device.
         let mut stack: Vec<(String, u64)> = Vec::new();
         // The root must list: walking nothing would report everything removed.
-        self.list_dir("", root_dev, &mut stack, &mut walk.skipped)
+        self.list_dir("", &root, root_dev, &mut stack, &mut walk.skipped)
             .map(|_| ())
             .map_err(|e| ScanError::Io(format!("listing {}: {e}", self.root.display())))?;
+        let mut at = Parent {
+            path: String::new(),
+            fd: root,
+        };
         while let Some((path, parent_dev)) = stack.pop() {
-            let abs = self.root.join(&path);
+            let (dir, name) = split(&path);
+            if at.path != dir {
+                match open_dir_under(&self.root, dir) {
+                    Ok(fd) => {
+                        at = Parent {
+                            path: dir.to_string(),
+                            fd,
+                        }
+                    }
+                    // Its parent is gone, or no longer a directory, since it was listed.
+                    Err(e) if gone_dir(&e) => continue,
+                    Err(e) => {
+                        walk.skipped
+                            .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
+                        walk.protected.push(path);
+                        continue;
+                    }
+                }
+            }
             let (stat, unchanged, cached_kind, cached_tier, was_mount_point) = {
                 let cache = self.cache.lock();
-                match lstat(&abs) {
+                match lstat_at(&at.fd, name) {
                     // Gone since its directory was listed.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
@@ -128,6 +175,10 @@ impl Scanner {
                     }
                 }
             };
+            #[cfg(test)]
+            if let Some(hook) = self.after_lstat {
+                hook(&self.root, &path);
+            }
             if self
                 .ignore
                 .is_ignored(&normalize(&path), stat.kind == FileKind::Directory)
@@ -174,8 +225,8 @@ impl Scanner {
                             Some(Plan::Hash(tier))
                         }
                     }
-                    FileKind::Symlink => match std::fs::read_link(&abs) {
-                        Ok(t) => match t.into_os_string().into_string() {
+                    FileKind::Symlink => match rfs::readlinkat(&at.fd, name, Vec::new()) {
+                        Ok(t) => match t.into_string() {
                             Ok(t) => Some(Plan::Symlink(t)),
                             Err(_) => {
                                 walk.seen.remove(&path);
@@ -183,13 +234,13 @@ impl Scanner {
                                 None
                             }
                         },
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        Err(Errno::NOENT) => {
                             walk.seen.remove(&path);
                             None
                         }
                         Err(e) => {
                             walk.skipped
-                                .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
+                                .push((path.clone(), SkipReason::Unreadable(e.to_string())));
                             None
                         }
                     },
@@ -203,21 +254,30 @@ impl Scanner {
                 }
             }
             if stat.kind == FileKind::Directory {
-                match self.list_dir(&path, stat.dev, &mut stack, &mut walk.skipped) {
-                    Ok(Listed::Unchanged) => {}
-                    // A child renamed to NFC changed the directory's own times: what it is
-                    // recorded as is the directory after that.
-                    Ok(Listed::Renamed) => {
-                        if let (Some(item), Ok(Found::Entry(now))) =
-                            (walk.items.last_mut(), lstat(&abs))
+                // Opened through its parent without following a symlink: one swapped in
+                // since its `lstat` is not listed (nor anything outside the folder).
+                let listed = open_dir_in(&at.fd, name).and_then(|fd| {
+                    let listed =
+                        self.list_dir(&path, &fd, stat.dev, &mut stack, &mut walk.skipped)?;
+                    Ok((fd, listed))
+                });
+                match listed {
+                    Ok((fd, listed)) => {
+                        // A child renamed to NFC changed the directory's own times: what it
+                        // is recorded as is the directory after that.
+                        if let (Listed::Renamed, Some(item), Ok(Found::Entry(now))) =
+                            (listed, walk.items.last_mut(), lstat_fd(&fd))
                         {
                             if item.path == path {
                                 item.stat = now;
                             }
                         }
+                        // Its children are visited next.
+                        at = Parent { path, fd };
                     }
-                    // Gone since its lstat: what was under it is removed.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Gone (or no longer a directory) since its lstat: what was under it is
+                    // removed.
+                    Err(e) if gone_dir(&e) => {}
                     Err(e) => {
                         walk.skipped
                             .push((path.clone(), SkipReason::Unreadable(io_line(&e))));
@@ -229,27 +289,39 @@ impl Scanner {
         Ok(walk)
     }
 
-    /// Pushes the children of directory `dir` (relative, on device `dir_dev`) onto `stack`,
-    /// the first name on top; renames names not in NFC to it; skips the reserved folder at
-    /// the root and names no peer would take.
+    /// Pushes the children of directory `dir` (relative, open as `fd`, on device `dir_dev`)
+    /// onto `stack`, the first name on top; renames names not in NFC to it; skips the
+    /// reserved folder at the root and names no peer would take.
     pub(super) fn list_dir(
         &self,
         dir: &str,
+        fd: &OwnedFd,
         dir_dev: u64,
         stack: &mut Vec<(String, u64)>,
         skipped: &mut Vec<(String, SkipReason)>,
     ) -> io::Result<Listed> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(self.root.join(dir))? {
+        let mut entries = rfs::Dir::read_from(fd)?;
+        while let Some(entry) = entries.read() {
             let entry = entry?;
-            // Not following a symlink; unknown (an error) counts as not a directory.
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            match entry.file_name().into_string() {
-                Ok(name) => names.push((name, is_dir)),
-                Err(name) => {
-                    skipped.push((join(dir, &name.to_string_lossy()), SkipReason::NotUtf8));
-                }
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
             }
+            let Ok(name) = std::str::from_utf8(name) else {
+                skipped.push((
+                    join(dir, &String::from_utf8_lossy(name)),
+                    SkipReason::NotUtf8,
+                ));
+                continue;
+            };
+            // Not following a symlink; unknown (an error) counts as not a directory.
+            let is_dir = match entry.file_type() {
+                rfs::FileType::Unknown => lstat_at(fd, name)
+                    .is_ok_and(|f| matches!(f, Found::Entry(s) if s.kind == FileKind::Directory)),
+                t => t == rfs::FileType::Directory,
+            };
+            names.push((name.to_string(), is_dir));
         }
         // Listed whole first: a name renamed to NFC is not listed again.
         let mut children = Vec::new();
