@@ -132,6 +132,11 @@ pub struct Disk {
     /// block in pieces), least recently used first: at most [`TEMPS_OPEN_MAX`]. A commit or
     /// a discard closes its own first.
     open_temps: Mutex<Vec<(TempId, Arc<File>)>>,
+    /// Called with the root, a point in a step (`"checked"`: after its first look at the
+    /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
+    /// path: a test changes the folder there.
+    #[cfg(test)]
+    pub(crate) hook: Option<fn(&Path, &str, &str)>,
 }
 
 /// Temporary files a [`Disk`] keeps open at most.
@@ -172,6 +177,17 @@ pub fn mode_bits(mode: u8) -> u32 {
 }
 
 impl Disk {
+    /// Runs the test hook, if any, at `point` of a step on `path`.
+    #[cfg(test)]
+    fn at(&self, point: &str, path: &str) {
+        if let Some(hook) = self.hook {
+            hook(&self.root, point, path);
+        }
+    }
+
+    #[cfg(not(test))]
+    fn at(&self, _point: &str, _path: &str) {}
+
     /// The folder at `root`, sharing `cache` with its scanner, with the default trash policy.
     pub fn new(root: PathBuf, cache: SharedCache) -> Disk {
         Disk {
@@ -180,6 +196,8 @@ impl Disk {
             trash: TrashPolicy::default(),
             trash_seq: AtomicU64::new(0),
             open_temps: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            hook: None,
         }
     }
 

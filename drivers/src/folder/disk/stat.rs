@@ -125,6 +125,33 @@ pub(super) fn refresh(
     }
 }
 
+/// Whether `a` and `b` are one file with the same content as far as `lstat` tells: kind,
+/// inode, size and mtime (a step's own rename or mode change alters only the ctime and mode).
+pub(super) fn same_content(a: &Stat, b: &Stat) -> bool {
+    kind_of(a) == kind_of(b)
+        && inode(a) == inode(b)
+        && size_of(a) == size_of(b)
+        && mtime_ns(a) == mtime_ns(b)
+}
+
+/// [`refresh`] after a step that changed no content of `path` (a rename, a mode set), unless
+/// what is there now (`after`) is not the file checked before the step (`before`): then a
+/// local save came in between, and the entry is dropped so the scanner reads and reports it.
+pub(super) fn refresh_unless_written(
+    cache: &mut Cache,
+    path: &str,
+    before: &Stat,
+    after: Option<&Stat>,
+    target: impl FnOnce() -> String,
+) {
+    match after {
+        Some(a) if !same_content(before, a) => {
+            cache.entries.remove(path);
+        }
+        _ => refresh(cache, path, after, target),
+    }
+}
+
 /// The keys of `path` and of every path under it.
 pub(super) fn keys_under(cache: &Cache, path: &str) -> Vec<String> {
     let prefix = format!("{path}/");

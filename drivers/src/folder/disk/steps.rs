@@ -14,7 +14,10 @@ use weft_engine::replicate::{Expect, StorageResult, TempId};
 
 use crate::folder::{TEMP_DIR, TRASH_DIR};
 
-use super::stat::{entry_of, forget_tree, holds, infer_tier, kind_of, move_tree, refresh, size_of};
+use super::stat::{
+    entry_of, forget_tree, holds, infer_tier, kind_of, move_tree, refresh, refresh_unless_written,
+    same_content, size_of,
+};
 use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
 use super::{
     errno_fail, io_fail, ioerr_fail, mode_bits, temp_file_name, Disk, Step, DIR_NOT_EMPTY,
@@ -211,6 +214,7 @@ impl Disk {
         if !holds(Some(&st), expect) {
             return Ok(StorageResult::Changed);
         }
+        self.at("checked", path);
         if kind_of(&st) == Some(FileKind::Directory) {
             let mut cache = self.cache.lock();
             match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
@@ -226,10 +230,29 @@ impl Disk {
         }
         let trash = self.reserved_for(TRASH_DIR, STEP, path)?;
         let mut cache = self.cache.lock();
-        match self.to_trash(&dir, name, &trash, path, now_unix_ms, false) {
-            Ok(()) => {}
+        // Looked at again just before it goes, under the lock the scanner compares under (as
+        // a commit does): a local save since the look above is not removed.
+        let Some(now) = lstat(&dir, name, STEP, path)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        if !holds(Some(&now), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        self.at("locked", path);
+        let trashed = match self.to_trash(&dir, name, &trash, path, now_unix_ms, false) {
+            Ok(trashed) => trashed,
             Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
             Err(e) => return Err(errno_fail(STEP, path, e)),
+        };
+        // A save in the few calls since: what went to the trash is not what was checked. It
+        // goes back (unless its name was taken meanwhile, then it stays in the trash) and the
+        // step is `Changed`, so the save is found and kept.
+        let went = lstat(&trash, &trashed, STEP, path).ok().flatten();
+        if !went.as_ref().is_some_and(|w| same_content(w, &now)) {
+            if let Err(e) = rename_noreplace(&trash, &trashed, &dir, name) {
+                tracing::warn!(path, error = %e, "a save raced a removal: kept in the trash as {trashed}");
+            }
+            return Ok(StorageResult::Changed);
         }
         forget_tree(&mut cache, path);
         drop(cache);
@@ -253,7 +276,16 @@ impl Disk {
         if lstat(&tdir, tname, STEP, to)?.is_some() {
             return Ok(StorageResult::Changed);
         }
+        self.at("checked", from);
         let mut cache = self.cache.lock();
+        // Looked at again under the lock: a local save since is not moved as if unchanged.
+        let Some(st) = lstat(&fdir, fname, STEP, from)? else {
+            return Ok(StorageResult::NotFound);
+        };
+        if !holds(Some(&st), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        self.at("locked", from);
         match rename_noreplace(&fdir, fname, &tdir, tname) {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(StorageResult::Changed),
@@ -262,7 +294,9 @@ impl Disk {
         }
         move_tree(&mut cache, from, to);
         let after = lstat(&tdir, tname, STEP, to).ok().flatten();
-        refresh(&mut cache, to, after.as_ref(), || read_link(&tdir, tname));
+        refresh_unless_written(&mut cache, to, &st, after.as_ref(), || {
+            read_link(&tdir, tname)
+        });
         drop(cache);
         sync_dir(&tdir, to);
         sync_dir(&fdir, from);
@@ -334,14 +368,23 @@ impl Disk {
             Some(_) => {}
             None => return Ok(StorageResult::Changed),
         }
+        self.at("checked", path);
         let mut cache = self.cache.lock();
+        // Looked at again under the lock: a local save since keeps its own mode.
+        let Some(st) = lstat(&dir, name, STEP, path)? else {
+            return Ok(StorageResult::Changed);
+        };
+        if !holds(Some(&st), expect) {
+            return Ok(StorageResult::Changed);
+        }
+        self.at("locked", path);
         match chmod_nofollow(&dir, name, Mode::from_raw_mode(mode_bits(mode))) {
             Ok(()) => {}
             Err(Errno::LOOP | Errno::NOENT) => return Ok(StorageResult::Changed),
             Err(e) => return Err(errno_fail(STEP, path, e)),
         }
         let after = lstat(&dir, name, STEP, path).ok().flatten();
-        refresh(&mut cache, path, after.as_ref(), String::new);
+        refresh_unless_written(&mut cache, path, &st, after.as_ref(), String::new);
         Ok(StorageResult::Done)
     }
 }

@@ -1140,3 +1140,99 @@ fn nothing_is_written_under_a_mount_point_whose_disk_is_not_mounted() {
     // The mount point itself is a directory of the folder like any other.
     assert_eq!(mkdir("top"), S::Done);
 }
+
+// A local save racing a step: it is never removed, moved or re-moded as if unchanged.
+
+/// What the race tests' user saves, longer than what was there.
+const SAVED: &[u8] = b"saved locally while weft was at it";
+
+/// Saves [`SAVED`] at `path` in place (the same inode) when a step reaches `point`.
+fn save_at(point: &'static str) -> fn(&Path, &str, &str) {
+    match point {
+        "checked" => |root, at, path| {
+            if at == "checked" {
+                fs::write(root.join(path), SAVED).expect("the local save");
+            }
+        },
+        _ => |root, at, path| {
+            if at == "locked" {
+                fs::write(root.join(path), SAVED).expect("the local save");
+            }
+        },
+    }
+}
+
+/// A folder whose `f` weft wrote (so the cache holds it with its blocks), and its `Expect`.
+fn written_f(point: &'static str) -> (Folder, Expect) {
+    let mut f = Folder::new();
+    assert_eq!(
+        f.put(1, "f", b"from a peer", 6, NOW, Expect::Nothing),
+        S::Done
+    );
+    assert!(f.disk.cache().lock().entries.contains_key("f"));
+    f.disk.hook = Some(save_at(point));
+    let e = f.expect("f");
+    (f, e)
+}
+
+#[test]
+fn a_save_racing_a_remove_is_kept_in_place() {
+    for point in ["checked", "locked"] {
+        let (f, e) = written_f(point);
+        let r = f.run(R::Remove {
+            path: "f".into(),
+            expect: e,
+        });
+        assert_eq!(r, S::Changed, "a save at {point}");
+        assert_eq!(fs::read(f.at("f")).unwrap(), SAVED, "a save at {point}");
+        assert_eq!(f.trash(), vec![], "a save at {point}");
+    }
+}
+
+#[test]
+fn a_save_racing_a_rename_is_not_moved_as_unchanged() {
+    // Before the lock: not moved.
+    let (f, e) = written_f("checked");
+    let rename = |f: &Folder| {
+        f.run(R::Rename {
+            from: "f".into(),
+            to: "g".into(),
+            expect: e,
+        })
+    };
+    assert_eq!(rename(&f), S::Changed);
+    assert_eq!(fs::read(f.at("f")).unwrap(), SAVED);
+    assert!(!f.at("g").exists());
+    // Under the lock, in the calls before the rename: moved, and the cache forgets it, so
+    // the scanner reads the save and reports it (its old blocks are not kept for it).
+    let (f, e) = written_f("locked");
+    let rename = |f: &Folder| {
+        f.run(R::Rename {
+            from: "f".into(),
+            to: "g".into(),
+            expect: e,
+        })
+    };
+    assert_eq!(rename(&f), S::Done);
+    assert_eq!(fs::read(f.at("g")).unwrap(), SAVED);
+    let cache = f.disk.cache().lock();
+    assert!(!cache.entries.contains_key("f") && !cache.entries.contains_key("g"));
+}
+
+#[test]
+fn a_save_racing_a_mode_change_keeps_its_mode_or_is_read_again() {
+    let set = |f: &Folder, e| {
+        f.run(R::SetMode {
+            path: "f".into(),
+            mode: 7,
+            expect: e,
+        })
+    };
+    let (f, e) = written_f("checked");
+    assert_eq!(set(&f, e), S::Changed);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o700, 0o600);
+    assert_eq!(fs::read(f.at("f")).unwrap(), SAVED);
+    let (f, e) = written_f("locked");
+    assert_eq!(set(&f, e), S::Done);
+    assert!(!f.disk.cache().lock().entries.contains_key("f"));
+}

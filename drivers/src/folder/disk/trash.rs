@@ -105,7 +105,7 @@ impl Disk {
     }
 
     /// Puts what is at `name` in `dir` into the trash: renamed there (`link == false`) or
-    /// hard-linked (`link == true`, for what a commit then replaces).
+    /// hard-linked (`link == true`, for what a commit then replaces). Answers its name there.
     pub(super) fn to_trash(
         &self,
         dir: &OwnedFd,
@@ -114,7 +114,7 @@ impl Disk {
         path: &str,
         now_unix_ms: i64,
         link: bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<String, Errno> {
         let mut last = Errno::EXIST;
         // A name taken (another process's trash, a clock gone back) is retried with the next
         // counter; a few tries are plenty.
@@ -127,7 +127,8 @@ impl Disk {
             };
             match r {
                 Err(Errno::EXIST) => last = Errno::EXIST,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(tname),
             }
         }
         Err(last)
