@@ -53,6 +53,7 @@ mod walk;
 pub(crate) use stat::{ctime_ns, inode, mtime_ns, owner_mode, size_of};
 pub(crate) use walk::{open_dir_in, open_dir_under, rename_noreplace};
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -128,10 +129,8 @@ pub struct Disk {
     trash: TrashPolicy,
     /// Keeps trash names unique within one millisecond.
     trash_seq: AtomicU64,
-    /// Temporary files kept open between the steps that write them (a fetch writes each
-    /// block in pieces), least recently used first: at most [`TEMPS_OPEN_MAX`]. A commit or
-    /// a discard closes its own first.
-    open_temps: Mutex<Vec<(TempId, Arc<File>)>>,
+    /// Temporary files kept open between the steps that write them, and those that ended.
+    temps: Mutex<Temps>,
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
     /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
     /// path: a test changes the folder there.
@@ -141,6 +140,24 @@ pub struct Disk {
 
 /// Temporary files a [`Disk`] keeps open at most.
 pub const TEMPS_OPEN_MAX: usize = 32;
+
+/// Temporary files a [`Disk`] remembers as ended (discarded, or committed into place), so a
+/// write to one that a worker carries out late does not make it again.
+pub const TEMPS_ENDED_MAX: usize = 1024;
+
+/// The temporary files of a [`Disk`] that are open or ended.
+#[derive(Debug, Default)]
+struct Temps {
+    /// Kept open between the steps that write them (a fetch writes each block in pieces),
+    /// least recently used first: at most [`TEMPS_OPEN_MAX`]. A commit or a discard closes
+    /// its own first.
+    open: Vec<(TempId, Arc<File>)>,
+    /// The last [`TEMPS_ENDED_MAX`] discarded or committed, oldest first. The engine never
+    /// reuses a `TempId` while it runs, and the workers take steps in parallel: a write
+    /// taken before a discard may be carried out after it, and must not make the file again
+    /// (nothing would remove it before the next start).
+    ended: VecDeque<TempId>,
+}
 
 /// A step's answer when it ends early.
 type Step<T> = Result<T, StorageResult>;
@@ -195,7 +212,7 @@ impl Disk {
             cache,
             trash: TrashPolicy::default(),
             trash_seq: AtomicU64::new(0),
-            open_temps: Mutex::new(Vec::new()),
+            temps: Mutex::new(Temps::default()),
             #[cfg(test)]
             hook: None,
         }

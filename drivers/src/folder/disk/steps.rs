@@ -171,7 +171,7 @@ impl Disk {
             rfs::renameat(&tmp, tname.as_str(), &dir, name)
         };
         match renamed {
-            Ok(()) => {}
+            Ok(()) => self.end_temp(temp),
             Err(Errno::EXIST) => return Ok(StorageResult::Changed),
             Err(e) => return Err(errno_fail(STEP, path, e)),
         }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -12,7 +12,10 @@ use weft_engine::replicate::{StorageResult, TempId};
 
 use crate::folder::TEMP_DIR;
 
-use super::{errno_fail, io_fail, ioerr_fail, temp_file_name, Disk, Step, TEMPS_OPEN_MAX};
+use super::{
+    errno_fail, io_fail, ioerr_fail, temp_file_name, Disk, Step, Temps, TEMPS_ENDED_MAX,
+    TEMPS_OPEN_MAX,
+};
 
 impl Disk {
     /// Removes the temporary files whose ids are not in `keep` (left over from before a
@@ -57,11 +60,23 @@ impl Disk {
         Ok(removed)
     }
 
+    /// The temporary files' state, locked (a panic while it was held cannot leave it
+    /// inconsistent: every change is one push or remove).
+    pub(super) fn temps(&self) -> MutexGuard<'_, Temps> {
+        self.temps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The temporary file of `temp`, open for writing: kept from an earlier write, or opened
-    /// (made if missing) and kept.
+    /// (made if missing) and kept. `NotFound` if `temp` ended (discarded or committed): a
+    /// write carried out after its discard does not make the file again.
     pub(super) fn open_temp(&self, temp: TempId, step: &str) -> Step<Arc<File>> {
-        if let Some(file) = self.kept_temp(temp) {
+        // Held while the file is made, so a discard is wholly before or after it.
+        let mut temps = self.temps();
+        if let Some(file) = temps.kept(temp) {
             return Ok(file);
+        }
+        if temps.ended.contains(&temp) {
+            return Err(StorageResult::NotFound);
         }
         let tname = temp_file_name(temp);
         let tmp = self.reserved_for(TEMP_DIR, step, &tname)?;
@@ -79,32 +94,26 @@ impl Disk {
             return Err(io_fail(format!("{step} {tname:?}: not a file")));
         }
         let file = Arc::new(file);
-        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
-        if !open.iter().any(|(t, _)| *t == temp) {
-            if open.len() == TEMPS_OPEN_MAX {
-                open.remove(0);
-            }
-            open.push((temp, Arc::clone(&file)));
+        if temps.open.len() == TEMPS_OPEN_MAX {
+            temps.open.remove(0);
         }
+        temps.open.push((temp, Arc::clone(&file)));
         Ok(file)
     }
 
     /// The temporary file of `temp` if it is kept open (now the most recently used).
     pub(super) fn kept_temp(&self, temp: TempId) -> Option<Arc<File>> {
-        // A panic while the lock was held cannot leave the list inconsistent (every change
-        // is one push or remove).
-        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
-        let i = open.iter().position(|(t, _)| *t == temp)?;
-        let kept = open.remove(i);
-        let file = Arc::clone(&kept.1);
-        open.push(kept);
-        Some(file)
+        self.temps().kept(temp)
     }
 
     /// Closes the temporary file of `temp` if it is kept open (before a commit or discard).
     pub(super) fn close_temp(&self, temp: TempId) {
-        let mut open = self.open_temps.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|(t, _)| *t != temp);
+        self.temps().open.retain(|(t, _)| *t != temp);
+    }
+
+    /// `temp` was committed into place: a late write to it is not carried out.
+    pub(super) fn end_temp(&self, temp: TempId) {
+        self.temps().end(temp);
     }
 
     pub(super) fn write_temp(&self, temp: TempId, offset: u64, data: &[u8]) -> Step<StorageResult> {
@@ -144,12 +153,37 @@ impl Disk {
 
     pub(super) fn discard_temp(&self, temp: TempId) -> Step<StorageResult> {
         const STEP: &str = "discard temporary file";
-        self.close_temp(temp);
+        // Held until the file is gone, so a write is wholly before or after it.
+        let mut temps = self.temps();
+        temps.open.retain(|(t, _)| *t != temp);
+        temps.end(temp);
         let tname = temp_file_name(temp);
         let tmp = self.reserved_for(TEMP_DIR, STEP, &tname)?;
         match rfs::unlinkat(&tmp, tname.as_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(StorageResult::Done),
             Err(e) => Err(errno_fail(STEP, &tname, e)),
         }
+    }
+}
+
+impl Temps {
+    /// The file of `temp` if kept open, now the most recently used.
+    fn kept(&mut self, temp: TempId) -> Option<Arc<File>> {
+        let i = self.open.iter().position(|(t, _)| *t == temp)?;
+        let kept = self.open.remove(i);
+        let file = Arc::clone(&kept.1);
+        self.open.push(kept);
+        Some(file)
+    }
+
+    /// Remembers `temp` as ended (the oldest forgotten past [`TEMPS_ENDED_MAX`]).
+    fn end(&mut self, temp: TempId) {
+        if self.ended.contains(&temp) {
+            return;
+        }
+        if self.ended.len() == TEMPS_ENDED_MAX {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(temp);
     }
 }

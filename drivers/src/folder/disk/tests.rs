@@ -1236,3 +1236,32 @@ fn a_save_racing_a_mode_change_keeps_its_mode_or_is_read_again() {
     assert_eq!(set(&f, e), S::Done);
     assert!(!f.disk.cache().lock().entries.contains_key("f"));
 }
+
+/// The workers carry out steps in parallel: a write the engine sent before it discarded (or
+/// committed) its temp may come after. It makes no file again (one nothing would remove
+/// before the next start); the last `TEMPS_ENDED_MAX` ended temps are remembered.
+#[test]
+fn a_write_after_its_temp_ended_makes_nothing() {
+    let f = Folder::new();
+    assert_eq!(f.write(3, 0, b"abc"), S::Done);
+    assert_eq!(f.run(R::DiscardTemp { temp: TempId(3) }), S::Done);
+    assert!(!f.temp_path(3).exists());
+    assert_eq!(f.write(3, 3, b"late"), S::NotFound);
+    assert!(!f.temp_path(3).exists());
+    // Discarded before its first write reached the disk.
+    assert_eq!(f.run(R::DiscardTemp { temp: TempId(5) }), S::Done);
+    assert_eq!(f.write(5, 0, b"late"), S::NotFound);
+    assert!(!f.temp_path(5).exists());
+    // Committed into place.
+    assert_eq!(f.put(4, "f", b"data", 6, NOW, Expect::Nothing), S::Done);
+    assert_eq!(f.write(4, 0, b"late"), S::NotFound);
+    assert!(!f.temp_path(4).exists());
+    assert_eq!(fs::read(f.at("f")).unwrap(), b"data");
+    // Bounded: the oldest ended temps are forgotten.
+    for t in 100..100 + TEMPS_ENDED_MAX as u64 {
+        assert_eq!(f.run(R::DiscardTemp { temp: TempId(t) }), S::Done);
+    }
+    assert_eq!(f.disk.temps().ended.len(), TEMPS_ENDED_MAX);
+    assert_eq!(f.write(3, 0, b"much later"), S::Done);
+    assert_eq!(f.write(100, 0, b"late"), S::NotFound);
+}
