@@ -90,7 +90,7 @@ impl Replica {
                 })
             });
         let clash = match refusal {
-            None => self.index.case_clash(&r.entry.path).map(str::to_string),
+            None => self.case_clash_on_way(&r.entry.path),
             Some(_) => None,
         };
         let refusal = refusal.or_else(|| {
@@ -133,6 +133,17 @@ impl Replica {
         }
         let sources = BTreeSet::from([peer]);
         self.apply_record(sources, r, moved_from, true);
+    }
+
+    /// The held path of a present record that differs only in case from `path` or from a
+    /// directory on its way (`Docs/x` while `docs` is held: a case-insensitive disk would
+    /// write it into `docs`, under a name its record does not have).
+    pub(super) fn case_clash_on_way(&self, path: &str) -> Option<String> {
+        path.match_indices('/')
+            .map(|(i, _)| &path[..i])
+            .chain(core::iter::once(path))
+            .find_map(|p| self.index.case_clash(p))
+            .map(str::to_string)
     }
 
     /// `ThroughSymlink` if a directory on `path`'s way is a symlink here: nothing is ever

@@ -591,6 +591,39 @@ fn a_case_only_clash_overwrites_neither_name() {
     assert_eq!(net.hereis_bytes, 0);
 }
 
+/// A clash on the way: `Docs/x` from a peer, where this node holds the directory `docs`, is
+/// refused like `Docs` itself (a case-insensitive disk would write it into `docs`, under a
+/// path its record does not have).
+#[test]
+fn a_path_whose_parent_clashes_in_case_is_refused() {
+    let mut net = Net::new(2);
+    for (node, dir) in [(0, "docs"), (1, "Docs")] {
+        let c = net.nodes[node]
+            .host
+            .put_item(dir, FileKind::Directory, "", 7);
+        net.local(node, c);
+    }
+    let data = bytes(5_000, 41);
+    net.put(1, "Docs/x", data.clone(), 100);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    assert!(net.nodes[0].replica.record("Docs/x").is_none());
+    assert_eq!(net.nodes[0].host.data("Docs/x"), None);
+    assert_eq!(net.nodes[0].host.data("docs/x"), None);
+    assert_eq!(net.nodes[1].host.data("Docs/x"), Some(data.as_slice()));
+    for incoming in ["Docs", "Docs/x"] {
+        assert!(
+            net.nodes[0].events.contains(&ReplicaEvent::CaseClash {
+                held: "docs".into(),
+                incoming: incoming.into(),
+            }),
+            "{incoming}"
+        );
+    }
+    assert_eq!(net.hereis_bytes, 0);
+}
+
 #[test]
 fn a_directory_made_at_two_nodes_with_two_modes_gets_one_mode_and_no_copy() {
     let mut net = Net::new(2);
