@@ -85,6 +85,11 @@ pub const NO_PARENT: &str = "no parent directory";
 /// The answer for a path under a mount point whose disk is not mounted (SPEC.md §22.10).
 pub const NOT_MOUNTED: &str = "under a mount point that is not mounted";
 
+/// The answer for a step that would write under a disk mounted inside the folder: files are
+/// neither renamed nor linked across disks, and `.weft/tmp` and `.weft/trash` are on the
+/// folder's own.
+pub const OTHER_DISK: &str = "on another disk mounted inside the folder: weft does not write there";
+
 /// The answer for a `Remove` of a directory that still holds something.
 pub const DIR_NOT_EMPTY: &str = "directory not empty";
 

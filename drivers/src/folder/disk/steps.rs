@@ -27,7 +27,7 @@ impl Disk {
     // Steps.
     pub(super) fn read_block(&self, path: &str, offset: u64, len: u32) -> Step<StorageResult> {
         const STEP: &str = "read block of";
-        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+        let Some((dir, name)) = self.parent_if_any(path, STEP, false)? else {
             return Ok(StorageResult::NotFound);
         };
         // NONBLOCK: a FIFO at the path must not hang the worker (it is no file: NotFound).
@@ -205,7 +205,7 @@ impl Disk {
         now_unix_ms: i64,
     ) -> Step<StorageResult> {
         const STEP: &str = "remove";
-        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+        let Some((dir, name)) = self.parent_if_any(path, STEP, true)? else {
             return Ok(StorageResult::NotFound);
         };
         let Some(st) = lstat(&dir, name, STEP, path)? else {
@@ -263,7 +263,7 @@ impl Disk {
 
     pub(super) fn rename(&self, from: &str, to: &str, expect: &Expect) -> Step<StorageResult> {
         const STEP: &str = "rename";
-        let Some((fdir, fname)) = self.parent_if_any(from, STEP)? else {
+        let Some((fdir, fname)) = self.parent_if_any(from, STEP, true)? else {
             return Ok(StorageResult::NotFound);
         };
         let Some(st) = lstat(&fdir, fname, STEP, from)? else {
@@ -354,7 +354,7 @@ impl Disk {
 
     pub(super) fn set_mode(&self, path: &str, mode: u8, expect: &Expect) -> Step<StorageResult> {
         const STEP: &str = "set mode of";
-        let Some((dir, name)) = self.parent_if_any(path, STEP)? else {
+        let Some((dir, name)) = self.parent_if_any(path, STEP, true)? else {
             return Ok(StorageResult::Changed);
         };
         let Some(st) = lstat(&dir, name, STEP, path)? else {

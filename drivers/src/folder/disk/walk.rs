@@ -12,7 +12,7 @@ use weft_engine::replicate::StorageResult;
 
 use crate::folder::RESERVED_DIR;
 
-use super::{errno_fail, io_fail, Disk, Step, NOT_MOUNTED, NO_PARENT, SYMLINK_IN_PATH};
+use super::{errno_fail, io_fail, Disk, Step, NOT_MOUNTED, NO_PARENT, OTHER_DISK, SYMLINK_IN_PATH};
 
 /// Why a path could not be resolved to its parent directory.
 #[derive(Debug)]
@@ -24,6 +24,9 @@ pub(super) enum Walk {
     /// A component is a mount point the scanner knows whose disk is not mounted: what is
     /// written there would be hidden once it is, and then taken for deleted.
     NotMounted,
+    /// The parent is on another disk than the folder's root (a disk mounted inside the
+    /// folder): a step that writes is not carried out there.
+    OtherDisk,
     /// The path is not one weft may touch.
     Invalid(&'static str),
     /// Any other failure.
@@ -36,6 +39,7 @@ impl Walk {
             Walk::Symlink => io_fail(SYMLINK_IN_PATH),
             Walk::NoParent => io_fail(NO_PARENT),
             Walk::NotMounted => io_fail(format!("{step} {path:?}: {NOT_MOUNTED}")),
+            Walk::OtherDisk => io_fail(format!("{step} {path:?}: {OTHER_DISK}")),
             Walk::Invalid(why) => io_fail(format!("{step} {path:?}: {why}")),
             Walk::Os(e) => errno_fail(step, path, e),
         }
@@ -54,6 +58,7 @@ impl Walk {
                 io::Error::new(io::ErrorKind::NotFound, format!("{what}: {NO_PARENT}"))
             }
             Walk::NotMounted => io::Error::other(format!("{what}: {NOT_MOUNTED}")),
+            Walk::OtherDisk => io::Error::other(format!("{what}: {OTHER_DISK}")),
             Walk::Invalid(why) => io::Error::other(format!("{what}: {why}")),
         }
     }
@@ -203,8 +208,14 @@ impl Disk {
 
     /// The parent directory of `path`, opened component by component from the root without
     /// following a symlink, and the final component. A parent the scanner knows as a mount
-    /// point must still be one (on another device than its own parent).
-    pub(super) fn parent<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str), Walk> {
+    /// point must still be one (on another device than its own parent). For a step that
+    /// writes (`write`), the parent must be on the root's disk: `.weft/tmp` and `.weft/trash`
+    /// are there, and a file is neither renamed nor linked across disks.
+    pub(super) fn parent<'p>(
+        &self,
+        path: &'p str,
+        write: bool,
+    ) -> Result<(OwnedFd, &'p str), Walk> {
         let comps = components(path)?;
         let Some((last, parents)) = comps.split_last() else {
             return Err(Walk::Invalid("empty path"));
@@ -219,35 +230,41 @@ impl Disk {
                     .collect()
             }
         };
+        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| st.st_dev).map_err(Walk::Os);
         let mut dir = self.open_root()?;
+        let root_dev = if write { Some(dev(&dir)?) } else { None };
         for (i, c) in parents.iter().enumerate() {
             let child = open_dir(&dir, c)?;
-            if mount_points.contains(&(i + 1)) {
-                let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| st.st_dev).map_err(Walk::Os);
-                if dev(&child)? == dev(&dir)? {
-                    return Err(Walk::NotMounted);
-                }
+            if mount_points.contains(&(i + 1)) && dev(&child)? == dev(&dir)? {
+                return Err(Walk::NotMounted);
             }
             dir = child;
+        }
+        if let Some(root_dev) = root_dev {
+            if !parents.is_empty() && dev(&dir)? != root_dev {
+                return Err(Walk::OtherDisk);
+            }
         }
         Ok((dir, last))
     }
 
-    /// [`Disk::parent`] for a step; `Ok(None)` if a parent is missing (nothing is at `path`).
+    /// [`Disk::parent`] for a step (one that writes if `write`); `Ok(None)` if a parent is
+    /// missing (nothing is at `path`).
     pub(super) fn parent_if_any<'p>(
         &self,
         path: &'p str,
         step: &str,
+        write: bool,
     ) -> Step<Option<(OwnedFd, &'p str)>> {
-        match self.parent(path) {
+        match self.parent(path, write) {
             Ok(p) => Ok(Some(p)),
             Err(Walk::NoParent) => Ok(None),
             Err(w) => Err(w.answer(step, path)),
         }
     }
 
-    /// [`Disk::parent`] for a step that needs the parent.
+    /// [`Disk::parent`] for a step that writes and needs the parent.
     pub(super) fn parent_for<'p>(&self, path: &'p str, step: &str) -> Step<(OwnedFd, &'p str)> {
-        self.parent(path).map_err(|w| w.answer(step, path))
+        self.parent(path, true).map_err(|w| w.answer(step, path))
     }
 }
