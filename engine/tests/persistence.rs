@@ -66,13 +66,8 @@ fn nothing_goes_out_until_every_startup_load_is_answered() {
     );
 }
 
-/// A Chord replica answers CHORD_STORED only once the host has stored its records (SPEC.md
-/// §20.8).
-#[test]
-fn a_replica_answers_chord_stored_only_after_its_commit() {
-    use weft_engine::protocol::{
-        key_position, ChordMessage, ChordStore, ChordValue, Code, Message, StoreOp,
-    };
+/// A node with Chord, a wall clock and one linked fake peer.
+fn chord_node() -> (weft_engine::Node, common::Fake) {
     let mut node = node_with(|c| {
         c.listen_addr = Some("127.0.0.1:7000".into());
         c.chord = Some(Default::default());
@@ -87,16 +82,23 @@ fn a_replica_answers_chord_stored_only_after_its_commit() {
     let fake = common::Fake::new(7, ConnId::inbound(1));
     fake.join(&mut node, T0);
     common::drain(&mut node);
-    let key = b"drop".to_vec();
+    (node, fake)
+}
+
+/// The fake peer's CHORD_STORE of `key` (request `request`), signed by it.
+fn chord_store(fake: &common::Fake, request: u64, key: &[u8]) -> bytes::Bytes {
+    use weft_engine::protocol::{
+        key_position, ChordMessage, ChordStore, ChordValue, Message, StoreOp,
+    };
     let op = StoreOp::Put(b"v".to_vec());
     let writer = fake.identity.public_key();
     let signature = fake
         .identity
-        .sign(&ChordValue::signed_bytes(&key, &writer, 1, &op));
+        .sign(&ChordValue::signed_bytes(key, &writer, 1, &op));
     let store = ChordMessage::Store(ChordStore {
-        request: 9,
-        position: key_position(&key, 0),
-        key,
+        request,
+        position: key_position(key, 0),
+        key: key.to_vec(),
         value: ChordValue {
             writer,
             seq: 1,
@@ -105,40 +107,90 @@ fn a_replica_answers_chord_stored_only_after_its_commit() {
             signature,
         },
     });
-    fake.send(
-        &mut node,
-        T0,
-        Message::Chord(store).to_frame(false).into_bytes(),
-    );
-    let stored = |out: &[Output]| {
-        frames_to(out, fake.conn)
-            .iter()
-            .filter(|f| f.code() == Code::CHORD_STORED)
-            .count()
-    };
-    let out = drain_raw(&mut node);
-    assert_eq!(stored(&out), 0, "no answer before the commit");
-    let id = out
+    Message::Chord(store).to_frame(false).into_bytes()
+}
+
+/// The CHORD_STORED frames in `out` to `fake`.
+fn chord_stored(out: &[Output], fake: &common::Fake) -> usize {
+    use weft_engine::protocol::Code;
+    frames_to(out, fake.conn)
         .iter()
-        .find_map(|o| match o {
-            Output::Request {
-                id,
-                request: HostRequest::StoreState { name, .. },
-            } if name == "chord" => Some(*id),
-            _ => None,
-        })
-        .expect("the records go to the host");
+        .filter(|f| f.code() == Code::CHORD_STORED)
+        .count()
+}
+
+/// The request id of the snapshot of Chord's records in `out`, if one went to the host.
+fn chord_snapshot(out: &[Output]) -> Option<weft_engine::RequestId> {
+    out.iter().find_map(|o| match o {
+        Output::Request {
+            id,
+            request: HostRequest::StoreState { name, .. },
+        } if name == "chord" => Some(*id),
+        _ => None,
+    })
+}
+
+/// A Chord replica answers CHORD_STORED only once the host has stored its records (SPEC.md
+/// §20.8).
+#[test]
+fn a_replica_answers_chord_stored_only_after_its_commit() {
+    let (mut node, fake) = chord_node();
+    fake.send(&mut node, T0, chord_store(&fake, 9, b"drop"));
+    let out = drain_raw(&mut node);
+    assert_eq!(chord_stored(&out, &fake), 0, "no answer before the commit");
+    let id = chord_snapshot(&out).expect("the records go to the host");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id, result })
+        .unwrap();
+    assert_eq!(
+        chord_stored(&drain_raw(&mut node), &fake),
+        1,
+        "answered after the commit"
+    );
+}
+
+/// Snapshots of every record go to the host at most every `SNAPSHOT_GAP_MIN` (200 ms), so a
+/// peer's stream of small stores does not have the host write the whole store for each
+/// (SPEC.md §20.8): a store within the gap waits for it, its answer with it, and the node's
+/// deadline is the gap's end.
+#[test]
+fn chord_snapshots_keep_their_gap() {
+    let (mut node, fake) = chord_node();
+    fake.send(&mut node, T0, chord_store(&fake, 1, b"first"));
+    let id = chord_snapshot(&drain_raw(&mut node)).expect("the first goes at once");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id, result })
+        .unwrap();
+    assert_eq!(chord_stored(&drain_raw(&mut node), &fake), 1);
+    let later = T0 + weft_engine::Duration::from_millis(50);
+    fake.send(&mut node, later, chord_store(&fake, 2, b"second"));
+    let out = drain_raw(&mut node);
+    assert_eq!(
+        chord_snapshot(&out),
+        None,
+        "within the gap: no snapshot yet"
+    );
+    assert_eq!(chord_stored(&out, &fake), 0);
+    let gap_end = T0 + weft_engine::Duration::from_millis(200);
+    assert!(node.poll_timeout().is_some_and(|at| at <= gap_end));
+    let mut at = later;
+    let id = loop {
+        let next = node.poll_timeout().expect("a deadline");
+        assert!(next > at && next <= gap_end, "{next:?}");
+        at = next;
+        node.handle_timeout(at);
+        if let Some(id) = chord_snapshot(&drain_raw(&mut node)) {
+            break id;
+        }
+    };
+    assert_eq!(at, gap_end, "at the gap's end");
     node.handle_input(
-        T0,
+        at,
         Input::Completed {
             id,
             result: HostResult::Stored,
         },
     )
     .unwrap();
-    assert_eq!(
-        stored(&drain_raw(&mut node)),
-        1,
-        "answered after the commit"
-    );
+    assert_eq!(chord_stored(&drain_raw(&mut node), &fake), 1);
 }

@@ -23,7 +23,7 @@ use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };
 use crate::session::Peer;
-use crate::time::{earliest, Instant};
+use crate::time::{earliest, Duration, Instant};
 use crate::timer::Periodic;
 
 /// Mesh peers a node probes through each repair period (SPEC.md §20.3).
@@ -48,6 +48,15 @@ pub enum ChordRefusal {
     Disabled,
 }
 
+/// The least time between two snapshots of the records handed to the host (SPEC.md §20.8).
+pub(crate) const SNAPSHOT_GAP_MIN: Duration = Duration::from_millis(200);
+
+/// The most bytes of snapshots a second, on average, handed to the host: after a snapshot of
+/// `n` bytes the next waits `n / SNAPSHOT_BYTES_PER_S_MAX` s if that is longer than
+/// [`SNAPSHOT_GAP_MIN`] (a store of 128 MiB of records, then one new record: 16 s), so
+/// peers' small stores cannot keep the host writing the whole store over and over.
+pub(crate) const SNAPSHOT_BYTES_PER_S_MAX: u64 = 8 * 1024 * 1024;
+
 /// Tokens of Chord's requests to the host.
 const LOAD: u64 = 1;
 const STORE: u64 = 2;
@@ -66,6 +75,22 @@ struct Persist {
     /// The stored records could not be read (a failed load, a damaged blob or one from a newer
     /// version): nothing is stored over them in this run, and answers go out uncommitted.
     blocked: bool,
+    /// When the next snapshot may be handed to the host, by the last one's time and size
+    /// ([`SNAPSHOT_GAP_MIN`], [`SNAPSHOT_BYTES_PER_S_MAX`]).
+    next_at: Instant,
+    /// A snapshot would go now but waits for `next_at`: the protocol's deadline.
+    waiting: bool,
+}
+
+impl Persist {
+    /// A snapshot of `bytes` bytes handed to the host at `now`: when the next may go.
+    fn handed(&mut self, now: Instant, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        // At most 2^64 / 10^9 ns a byte-second: saturating, as `Duration` is.
+        let wait_ns = u128::from(bytes) * 1_000_000_000 / u128::from(SNAPSHOT_BYTES_PER_S_MAX);
+        let wait = Duration(u64::try_from(wait_ns).unwrap_or(u64::MAX));
+        self.next_at = now + wait.max(SNAPSHOT_GAP_MIN);
+    }
 }
 
 /// Who asked for a request under way, and by what number.
@@ -130,6 +155,7 @@ impl ChordProtocol {
         let Some(chord) = self.chord.as_mut() else {
             return;
         };
+        self.persist.waiting = false;
         let wall = cx.wall_clock_ms(now).filter(|_| !self.persist.blocked);
         let Some(wall_ms) = wall else {
             // No calendar time yet (no snapshot could say when its entries expire), or no
@@ -152,7 +178,12 @@ impl ChordProtocol {
         if !self.persist.loaded || self.persist.storing.is_some() || !chord.needs_store() {
             return;
         }
+        if now < self.persist.next_at {
+            self.persist.waiting = true;
+            return;
+        }
         let (bytes, commit) = chord.begin_store(now, wall_ms);
+        self.persist.handed(now, bytes.len());
         self.persist.storing = Some(commit);
         self.outputs.push_back(ProtocolOutput::Request {
             token: STORE,
@@ -428,8 +459,13 @@ impl Protocol for ChordProtocol {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let chord = self.chord.as_ref()?.poll_timeout();
-        earliest(chord, self.probe.deadline())
+        let machine = self.chord.as_ref()?;
+        // A snapshot that waits for its gap is due when the gap ends.
+        let snapshot = self.persist.waiting.then_some(self.persist.next_at);
+        earliest(
+            earliest(machine.poll_timeout(), self.probe.deadline()),
+            snapshot,
+        )
     }
 
     fn check_invariants(&self, _config: &Config) -> Result<(), String> {
@@ -437,5 +473,26 @@ impl Protocol for ChordProtocol {
             return Err(format!("{} chord requests under way", self.asks.len()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next snapshot waits `SNAPSHOT_GAP_MIN`, or the last one's size at
+    /// `SNAPSHOT_BYTES_PER_S_MAX` if longer: at most 128 MiB (`stored_bytes_max`) every 16 s.
+    #[test]
+    fn a_snapshot_waits_its_gap_or_its_size_at_the_byte_rate() {
+        let mut p = Persist::default();
+        let t = Instant(5_000_000_000);
+        p.handed(t, 10);
+        assert_eq!(p.next_at, t + SNAPSHOT_GAP_MIN);
+        p.handed(t, 16 * 1024 * 1024);
+        assert_eq!(p.next_at, t + Duration::from_secs(2));
+        p.handed(t, 128 * 1024 * 1024);
+        assert_eq!(p.next_at, t + Duration::from_secs(16));
+        p.handed(t, usize::MAX);
+        assert!(p.next_at > t + Duration::from_secs(1 << 30));
     }
 }
