@@ -163,7 +163,8 @@ impl Index {
         };
         self.by_seq.remove(&old.entry.sequence);
         self.moves.remove(&old.entry.sequence);
-        let mut orphaned = Vec::new();
+        // Each hash once, however many blocks of the record hold it.
+        let mut orphaned = std::collections::BTreeSet::new();
         for b in &old.entry.blocks {
             let h = hash_block(&b.hash);
             // `old` is out of the slab: its entries are the ones naming `slot`.
@@ -171,37 +172,46 @@ impl Index {
                 e.remove();
             }
             if self.saturated.contains(&b.hash) && self.locate(&b.hash).is_none() {
-                orphaned.push(b.hash);
+                orphaned.insert(b.hash);
             }
         }
-        for hash in orphaned {
-            self.relocate(hash);
+        if !orphaned.is_empty() {
+            self.relocate(&orphaned);
         }
     }
 
-    /// Names up to [`HOLDERS_MAX`] present records holding `hash` (its named holders all
-    /// went, and more files held it).
-    fn relocate(&mut self, hash: BlockHash) {
-        self.saturated.remove(&hash);
-        let mut found = Vec::new();
+    /// Names up to [`HOLDERS_MAX`] present records holding each of `hashes` (their named
+    /// holders all went, and more files held them), in one pass over the records.
+    fn relocate(&mut self, hashes: &std::collections::BTreeSet<BlockHash>) {
+        let mut found: BTreeMap<BlockHash, Vec<(Slot, u32)>> = BTreeMap::new();
+        for hash in hashes {
+            self.saturated.remove(hash);
+        }
         for (s, r) in self.slots.iter().enumerate() {
             let Some(r) = r.as_ref().filter(|r| !r.deleted) else {
                 continue;
             };
-            if let Some(n) = r.entry.blocks.iter().position(|b| b.hash == hash) {
-                if found.len() == HOLDERS_MAX {
-                    self.saturated.insert(hash);
-                    break;
+            // Slots and block numbers fit u32 (see `insert` and FILE_BLOCKS_MAX).
+            let slot = u32::try_from(s).unwrap_or(u32::MAX);
+            for (n, b) in r.entry.blocks.iter().enumerate() {
+                if !hashes.contains(&b.hash) {
+                    continue;
                 }
-                // Slots and block numbers fit u32 (see `insert` and FILE_BLOCKS_MAX).
-                found.push((
-                    u32::try_from(s).unwrap_or(u32::MAX),
-                    u32::try_from(n).unwrap_or(u32::MAX),
-                ));
+                let holders = found.entry(b.hash).or_default();
+                if holders.last().is_some_and(|&(last, _)| last == slot) {
+                    continue;
+                }
+                if holders.len() == HOLDERS_MAX {
+                    self.saturated.insert(b.hash);
+                    continue;
+                }
+                holders.push((slot, u32::try_from(n).unwrap_or(u32::MAX)));
             }
         }
-        for e in found {
-            self.insert_location(hash, e);
+        for (hash, holders) in found {
+            for e in holders {
+                self.insert_location(hash, e);
+            }
         }
     }
 
@@ -377,6 +387,23 @@ impl Index {
                 "index: a rename annotation for the gone sequence {seq}"
             ));
         }
+        // The locator names each holder once, and at most HOLDERS_MAX a hash.
+        let mut named: BTreeMap<BlockHash, Vec<Slot>> = BTreeMap::new();
+        for &(s, n) in self.locator.iter() {
+            let hash = self.slots[s as usize]
+                .as_ref()
+                .and_then(|r| r.entry.blocks.get(n as usize))
+                .map(|b| b.hash)
+                .ok_or_else(|| format!("index: the locator names block {n} of free slot {s}"))?;
+            let holders = named.entry(hash).or_default();
+            if holders.contains(&s) || holders.len() == HOLDERS_MAX {
+                return Err(format!(
+                    "index: the locator names {} holders of a block, slot {s} among them",
+                    holders.len() + 1
+                ));
+            }
+            holders.push(s);
+        }
         Ok(())
     }
 }
@@ -437,6 +464,26 @@ mod tests {
         assert!(index.locate_except(&[9u8; 32], |_| false).is_none());
         index.put(record("f0", &[], true), None);
         assert!(index.locate_except(&hash, |p| p != "f0").is_none());
+    }
+
+    /// A record holding many copies of a block whose holders the locator no longer names
+    /// (more files than HOLDERS_MAX held it) has them searched for once when it goes, not once
+    /// a copy: each search scanned every record, and each named the same holders again.
+    #[test]
+    fn a_record_with_many_copies_of_a_block_searches_its_holders_once() {
+        let mut index = Index::default();
+        index.put(record("f0", &[7; 64], false), None);
+        for i in 1..=HOLDERS_MAX {
+            index.put(record(&format!("f{i}"), &[7], false), None);
+        }
+        for i in 1..HOLDERS_MAX {
+            index.put(record(&format!("f{i}"), &[], true), None);
+        }
+        index.put(record("f0", &[], true), None);
+        assert_eq!(index.check(), Ok(()));
+        let last = format!("f{HOLDERS_MAX}");
+        assert_eq!(index.locate(&[7; 32]).map(|(p, _)| p), Some(last.as_str()));
+        assert_eq!(index.locator.len(), 1);
     }
 
     quickcheck! {

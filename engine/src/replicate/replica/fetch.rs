@@ -24,12 +24,25 @@ use crate::time::Instant;
 /// linked source count.
 pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
+/// Places (file and block) one fetch or local read of a block fills, at most: each piece of
+/// it is one `WriteTemp` a place. The places past it (a file of many equal blocks: zeros, or
+/// a peer's record naming one hash 262,144 times) wait for a later pass, so one piece
+/// queues at most this many writes for the host (it queued one for every place: 33 million
+/// for one 16 MiB block named 262,144 times).
+pub(crate) const BLOCK_WAITERS_MAX: usize = 64;
+
 /// Timed-out blocks remembered per peer (their late pieces are ignored), at most.
 pub(crate) const EXPIRED_MAX: usize = 4096;
 
 /// `ReadBlock` steps serving one peer, at most; beyond it a peer's IWANT is answered
 /// NOTFOUND.
 pub(crate) const SERVING_PER_PEER_MAX: usize = 1024;
+
+/// Bytes the outstanding `ReadBlock` steps serving one peer read, at most (four times the
+/// default `bytes_in_flight_per_peer_max` a fetching peer keeps asked); a block past it is
+/// answered NOTFOUND, as past [`SERVING_PER_PEER_MAX`]. Without it, one IWANT of ~8 KB (256
+/// hashes of 16 MiB blocks) had this node read 4 GiB, again for each IWANT.
+pub(crate) const SERVING_BYTES_PER_PEER_MAX: u64 = 64 * 1024 * 1024;
 
 /// The data of one HEREIS served, at most: a power of two, so each piece is whole blake3
 /// subtrees and the receiver hashes it at full SIMD width (benches/replicate: 4.28 GiB/s
@@ -275,6 +288,12 @@ impl Replica {
         for (hash, len, temp, i, file) in blocks {
             let sources = &file_sources[file];
             match wanted.last_mut() {
+                Some(c)
+                    if c.hash == hash && c.len == len && c.waiters.len() == BLOCK_WAITERS_MAX =>
+                {
+                    // Filled by a later pass, once this fetch of the hash is done.
+                    shadowed.insert(hash);
+                }
                 Some(c) if c.hash == hash && c.len == len => {
                     c.waiters.push((temp, i));
                     for s in sources {
@@ -703,7 +722,12 @@ impl Replica {
     /// A peer asks for blocks.
     pub(super) fn on_want(&mut self, from: NodeId, hashes: Vec<BlockHash>) {
         let mut missing = Vec::new();
+        let mut asked = BTreeSet::new();
         for hash in hashes {
+            // A hash asked twice in one IWANT is served once.
+            if !asked.insert(hash) {
+                continue;
+            }
             let serving = self.peers.get(&from).map_or(0, |p| p.serving);
             if !(self.ready && serving < SERVING_PER_PEER_MAX && self.serve(from, hash, Vec::new()))
             {
@@ -728,7 +752,13 @@ impl Replica {
         let Some((path, b)) = found else {
             return false;
         };
-        self.peers.entry(peer).or_default().serving += 1;
+        let p = self.peers.entry(peer).or_default();
+        let bytes = p.serving_bytes.saturating_add(u64::from(b.len));
+        if p.serving > 0 && bytes > SERVING_BYTES_PER_PEER_MAX {
+            return false;
+        }
+        p.serving += 1;
+        p.serving_bytes = bytes;
         let req = StorageRequest::ReadBlock {
             path: path.clone(),
             offset: b.offset,
@@ -759,6 +789,7 @@ impl Replica {
     ) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.serving = p.serving.saturating_sub(1);
+            p.serving_bytes = p.serving_bytes.saturating_sub(u64::from(len));
         }
         let linked = self.peers.get(&peer).is_some_and(|p| p.linked);
         let bytes = match r {
@@ -849,6 +880,10 @@ impl Replica {
                 },
                 req,
             );
+        }
+        // More places wait for this block than one read fills: a pass for them.
+        if self.fetch_queue.shadowed.remove(&hash) {
+            self.fetch_dirty = true;
         }
     }
 

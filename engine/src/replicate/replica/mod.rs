@@ -15,6 +15,8 @@ mod gated;
 mod inspect;
 mod local;
 mod persist;
+#[cfg(test)]
+pub(crate) use fetch::{BLOCK_WAITERS_MAX, SERVING_BYTES_PER_PEER_MAX};
 mod remote;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -103,8 +105,9 @@ pub(super) struct Peer {
     /// Blocks it was asked for that timed out (late pieces are ignored), at most
     /// [`fetch::EXPIRED_MAX`].
     pub(super) expired: VecDeque<[u8; 32]>,
-    /// `ReadBlock` steps serving it, outstanding.
+    /// `ReadBlock` steps serving it, outstanding, and the bytes they read.
     pub(super) serving: usize,
+    pub(super) serving_bytes: u64,
     /// When its link last came up (`Instant::ZERO` for a peer loaded from the state, never
     /// linked since): the peers linked longest ago go first past `peers_kept_max`.
     pub(super) last_linked: Instant,

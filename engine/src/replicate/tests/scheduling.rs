@@ -409,3 +409,80 @@ fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
     let kept: Vec<u8> = r.peers.keys().map(|id| id.0[0]).collect();
     assert_eq!(kept, [3, 4, 5]);
 }
+
+/// A file of many equal blocks (zeros, or a record naming one hash over and over) is filled
+/// at most `BLOCK_WAITERS_MAX` places a fetch: each piece served is one write a place, so a
+/// block named 262,144 times would otherwise queue 33 million writes from one 16 MiB block.
+#[test]
+fn one_fetch_of_a_block_fills_at_most_block_waiters_max_places() {
+    use crate::replicate::replica::BLOCK_WAITERS_MAX;
+    let places = 2 * BLOCK_WAITERS_MAX + 10;
+    let chunk = bytes(1024, 77);
+    let data: Vec<u8> = chunk.iter().copied().cycle().take(1024 * places).collect();
+    let hash = *blake3::hash(&chunk).as_bytes();
+    let blocks = (0..places as u64)
+        .map(|i| weft_protocol::Block {
+            offset: i * 1024,
+            len: 1024,
+            hash,
+        })
+        .collect();
+    let mut net = pair();
+    let c = net.nodes[0]
+        .host
+        .put_blocks("equal", data.clone(), 100, blocks);
+    net.local(0, c);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("equal"), Some(data.as_slice()));
+    let served = net.count_requests(0, |r| matches!(r, StorageRequest::ReadBlock { .. }));
+    assert_eq!(
+        served,
+        places.div_ceil(BLOCK_WAITERS_MAX),
+        "one fetch per 64 places"
+    );
+    let written = net.count_requests(1, |r| matches!(r, StorageRequest::WriteTemp { .. }));
+    assert_eq!(written, places, "each place written once");
+}
+
+/// An IWANT is served once a hash, and at most `SERVING_BYTES_PER_PEER_MAX` of reads are
+/// outstanding for one peer: one IWANT of ~8 KB naming a 16 MiB block 256 times (or 256 such
+/// blocks) had this node read 4 GiB.
+#[test]
+fn an_iwant_is_served_once_a_hash_and_within_the_peers_read_bytes() {
+    use crate::replicate::replica::SERVING_BYTES_PER_PEER_MAX;
+    let block_len: usize = 16 * 1024 * 1024;
+    let files = (SERVING_BYTES_PER_PEER_MAX as usize).div_ceil(block_len) + 2;
+    let mut net = Net::new(3);
+    let mut hashes = Vec::new();
+    for f in 0..files {
+        let data = bytes(block_len, 500 + f as u64);
+        hashes.push(*blake3::hash(&data).as_bytes());
+        let c = net.nodes[0]
+            .host
+            .put_one_block(&format!("big{f}"), data, 100);
+        net.local(0, c);
+    }
+    net.settle();
+    let reads =
+        |net: &Net| net.count_requests(0, |r| matches!(r, StorageRequest::ReadBlock { .. }));
+    let before = reads(&net);
+    let want = |hashes: Vec<weft_protocol::BlockHash>| {
+        ReplicaMessage::IWant(weft_protocol::IWant {
+            folder: folder(),
+            hashes,
+        })
+    };
+    inject(&mut net, 0, want(vec![hashes[0]; 256]));
+    assert_eq!(
+        reads(&net) - before,
+        1,
+        "one read for one hash asked 256 times"
+    );
+    let before = reads(&net);
+    inject(&mut net, 0, want(hashes.clone()));
+    assert_eq!(
+        reads(&net) - before,
+        SERVING_BYTES_PER_PEER_MAX as usize / block_len,
+        "no more outstanding than the peer's read bytes"
+    );
+}
