@@ -321,17 +321,15 @@ impl Index {
             .find_map(|r| holding(r).map(|b| (r.entry.path.as_str(), b)))
     }
 
-    /// A present record whose path differs from `path` only in case.
-    pub(crate) fn case_clash(&self, path: &str) -> Option<&str> {
-        let key = paths::case_key(path);
+    /// A present record whose path differs from `path` only in case (`key`: `path`'s case
+    /// key).
+    pub(crate) fn case_clash_keyed(&self, path: &str, key: &str) -> Option<&str> {
         let slots = &self.slots;
-        let s = self
-            .by_case
-            .find(hash_with(&self.hash_key, key.as_str()), |&s| {
-                slots[s as usize].as_ref().is_some_and(|r| {
-                    !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
-                })
-            })?;
+        let s = self.by_case.find(hash_with(&self.hash_key, key), |&s| {
+            slots[s as usize].as_ref().is_some_and(|r| {
+                !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
+            })
+        })?;
         self.slots[*s as usize]
             .as_ref()
             .map(|r| r.entry.path.as_str())

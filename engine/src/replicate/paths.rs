@@ -469,6 +469,21 @@ mod tests {
     }
 
     quickcheck! {
+        /// What `case_clash_on_way` relies on: a directory's case key is the path's key up
+        /// to the same `/` (the same number of `/` in both), for any string and for paths
+        /// built of case- and normalization-sensitive fragments.
+        fn a_prefix_case_key_is_the_key_prefix(any: String, picks: Vec<u8>) -> bool {
+            [any, assemble(&picks)].iter().all(|path| {
+                let key = case_key(path);
+                let cuts = |s: &str| -> Vec<usize> {
+                    s.match_indices('/').map(|(i, _)| i).chain([s.len()]).collect()
+                };
+                let (p, k) = (cuts(path), cuts(&key));
+                p.len() == k.len()
+                    && p.iter().zip(&k).all(|(&p, &k)| case_key(&path[..p]) == key[..k])
+            })
+        }
+
         fn nothing_panics_on_any_string(path: String, other: String, text: String) -> bool {
             let _ = check_path(&path);
             let _ = check_symlink_target(&path, &other);

@@ -139,10 +139,17 @@ impl Replica {
     /// directory on its way (`Docs/x` while `docs` is held: a case-insensitive disk would
     /// write it into `docs`, under a name its record does not have).
     pub(super) fn case_clash_on_way(&self, path: &str) -> Option<String> {
-        path.match_indices('/')
-            .map(|(i, _)| &path[..i])
-            .chain(core::iter::once(path))
-            .find_map(|p| self.index.case_clash(p))
+        // The key once: NFC and lowercasing keep every `/` (a starter nothing composes with,
+        // which no character lowercases to) and work within components, so a directory's
+        // key is the path's key up to the same `/`.
+        let key = paths::case_key(path);
+        let cuts = |s: &str| {
+            let ends: Vec<usize> = s.match_indices('/').map(|(i, _)| i).collect();
+            ends.into_iter().chain(core::iter::once(s.len()))
+        };
+        cuts(path)
+            .zip(cuts(&key))
+            .find_map(|(p, k)| self.index.case_clash_keyed(&path[..p], &key[..k]))
             .map(str::to_string)
     }
 
