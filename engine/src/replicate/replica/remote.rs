@@ -340,7 +340,10 @@ impl Replica {
         let Some(lf) = self.index.get(from) else {
             return false;
         };
+        // A directory is never renamed for a peer: it would move every path under it,
+        // whatever their versions here (and ignored ones). No scanner reports one moved.
         let content_there = !lf.deleted
+            && lf.entry.kind != FileKind::Directory
             && lf.entry.kind == r.entry.kind
             && lf.entry.blocks == r.entry.blocks
             && lf.entry.target == r.entry.target

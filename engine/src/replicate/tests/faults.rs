@@ -397,3 +397,40 @@ fn a_block_claimed_at_a_wrong_length_holds_back_no_change_of_its_holder() {
     assert_eq!(net.nodes[1].host.data("right"), None);
     assert_eq!(net.faults, vec![]);
 }
+
+/// An IMOVED of a directory (no node's scanner reports one; only a bad peer sends it) is
+/// not a rename of the directory: renaming it would move every file under it, whatever
+/// their versions here, ignored ones included. The new path is made, and the old one goes
+/// only as a deletion would (a directory only once empty).
+#[test]
+fn an_imoved_of_a_directory_moves_nothing_under_it() {
+    let mut net = Net::new(3);
+    let c = net.nodes[0]
+        .host
+        .put_item("dir", FileKind::Directory, "", 7);
+    net.local(0, c);
+    let data = bytes(3_000, 91);
+    net.put(0, "dir/f", data.clone(), 100);
+    net.settle();
+    let local = net.nodes[0].replica.record("dir").expect("dir").clone();
+    let outsider = short_id(&net.nodes[2].id);
+    let from_version = local.entry.version.bumped(outsider);
+    let mut to = local.entry.clone();
+    to.path = "x".into();
+    to.version = from_version.bumped(outsider);
+    to.modified_by = outsider;
+    let m = ReplicaMessage::IMoved(weft_protocol::IMoved {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![weft_protocol::Moved {
+            from: "dir".into(),
+            from_version,
+            to,
+        }],
+    });
+    inject(&mut net, 0, m);
+    assert_eq!(net.nodes[0].host.data("dir/f"), Some(data.as_slice()));
+    assert!(net.nodes[0].host.data("x/f").is_none());
+    let renames = net.count_requests(0, |r| matches!(r, StorageRequest::Rename { .. }));
+    assert_eq!(renames, 0, "no rename");
+}
