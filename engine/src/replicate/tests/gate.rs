@@ -275,3 +275,65 @@ fn revert_puts_back_what_a_read_only_copys_version_lists() {
     assert_eq!(net.nodes[1].replica.revert(now), 0);
     net.nodes[1].replica.check_invariants().expect("invariants");
 }
+
+/// At an owner's copy, a record from a peer outside the owners (a subscriber) never changes
+/// what the owner holds that the version does not: its unpublished new file, edit or
+/// deletion. The version vectors would not stop it: a subscriber sees the owner's records and
+/// can make a version newer than any of them.
+#[test]
+fn an_owners_unpublished_work_is_never_changed_by_a_subscriber() {
+    let mut net = Net::new(3);
+    net.put(0, "edited", bytes(3_000, 62), 100);
+    net.settle();
+    let gate = gate_of(&net, 0, &["edited"], false);
+    let published = gate.files["edited"].clone();
+    net.nodes[0].replica.set_gate(net.now, gate);
+    // Unpublished: a new file and an edit.
+    let new = bytes(2_000, 63);
+    net.put(0, "new", new.clone(), 200);
+    let edit = bytes(2_000, 64);
+    net.put(0, "edited", edit.clone(), 200);
+    net.settle();
+    let subscriber = short_id(&net.nodes[2].id);
+    let forged = |net: &Net, path: &str| {
+        let l = net.nodes[0].replica.record(path).expect("held");
+        l.entry.version.bumped(subscriber)
+    };
+    let gated = |net: &Net| net.nodes[0].replica.metrics().records_gated;
+    // The deletion of the new file (the version does not list it).
+    let before = gated(&net);
+    let m = ReplicaMessage::IDeleted(weft_protocol::IDeleted {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![weft_protocol::Deleted {
+            path: "new".into(),
+            kind: FileKind::File,
+            modified_by: subscriber,
+            version: forged(&net, "new"),
+            sequence: 1,
+        }],
+    });
+    inject(&mut net, 0, m);
+    assert!(
+        net.nodes[0].host.data("new") == Some(new.as_slice()),
+        "the new file stays"
+    );
+    assert_eq!(gated(&net), before + 1);
+    // The published content over the edit.
+    let mut entry = published;
+    entry.version = forged(&net, "edited");
+    entry.modified_by = subscriber;
+    entry.sequence = 2;
+    let m = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![entry],
+    });
+    inject(&mut net, 0, m);
+    assert_eq!(gated(&net), before + 2);
+    assert!(net.nodes[0].replica.is_idle(), "no apply over the edit");
+    assert!(
+        net.nodes[0].host.data("edited") == Some(edit.as_slice()),
+        "the edit stays"
+    );
+}
