@@ -59,17 +59,6 @@ impl Replica {
             // conflict. An owner's copy settles it as a conflict: its own unpublished edit is
             // never overwritten.
             let local = self.index.get(&r.entry.path);
-            // At an owner's copy, a peer outside the owners (a subscriber) never changes what
-            // the owner holds that the version does not: its unpublished new file, edit or
-            // deletion. Version vectors cannot say so: a subscriber sees the owner's records
-            // and could send a version newer than any of them.
-            if !gate.read_only
-                && !gate.trusted.contains(&peer)
-                && local.is_some_and(|l| !gate.holds(l))
-            {
-                self.metrics.records_gated += 1;
-                return;
-            }
             if gate.read_only
                 && !gate.trusted.contains(&peer)
                 && local.is_some_and(|l| {
