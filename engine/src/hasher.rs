@@ -49,9 +49,50 @@ pub(crate) fn hash_with<T: core::hash::Hash + ?Sized>(key: &HashKey, value: &T) 
     key.hash_one(value)
 }
 
+/// `hash_with(key, &s[..cut])` for each of `cuts` (ascending byte offsets into `s`), hashing
+/// `s` once: SipHash takes its input as a stream, and a `str` hashes as its bytes then `0xff`,
+/// so each prefix's hash is the state after its bytes, finished with that byte. A path's
+/// directories are looked up this way in time linear in the path, not in its length times its
+/// depth.
+pub(crate) fn prefix_hashes<'a>(
+    key: &HashKey,
+    s: &'a str,
+    cuts: impl IntoIterator<Item = usize> + 'a,
+) -> impl Iterator<Item = u64> + 'a {
+    use core::hash::Hasher;
+    let mut state = key.build_hasher();
+    let mut at = 0;
+    cuts.into_iter().map(move |cut| {
+        let cut = cut.clamp(at, s.len());
+        state.write(&s.as_bytes()[at..cut]);
+        at = cut;
+        let mut h = state;
+        h.write_u8(0xff);
+        h.finish()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    quickcheck::quickcheck! {
+        /// The incremental hashes are the plain ones, for any string cut anywhere.
+        fn prefix_hashes_are_the_prefixes_hashes(s: String, cuts: Vec<usize>, seed: u8) -> bool {
+            let key = hash_key(&[seed; 32]);
+            let mut cuts: Vec<usize> = cuts
+                .into_iter()
+                .map(|c| c % (s.len() + 1))
+                .filter(|&c| s.is_char_boundary(c))
+                .chain(s.match_indices('/').map(|(i, _)| i))
+                .chain([s.len()])
+                .collect();
+            cuts.sort_unstable();
+            prefix_hashes(&key, &s, cuts.clone())
+                .zip(&cuts)
+                .all(|(h, &c)| h == hash_with(&key, &s[..c]))
+        }
+    }
 
     #[test]
     fn keys_differing_in_one_byte_spread_over_buckets() {

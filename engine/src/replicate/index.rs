@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
-use weft_protocol::{Block, BlockHash, Version};
+use weft_protocol::{Block, BlockHash, FileKind, Version};
 
 use super::paths;
 use super::types::Record;
-use crate::hasher::{hash_with, HashKey};
+use crate::hasher::{hash_with, prefix_hashes, HashKey};
 
 /// A record's place in the slab.
 type Slot = u32;
@@ -77,9 +77,14 @@ impl Index {
     }
 
     fn slot_of(&self, path: &str) -> Option<Slot> {
+        self.slot_of_hashed(path, hash_with(&self.hash_key, path))
+    }
+
+    /// [`Index::slot_of`] of `path`, whose hash is `hash`.
+    fn slot_of_hashed(&self, path: &str, hash: u64) -> Option<Slot> {
         let slots = &self.slots;
         self.by_path
-            .find(hash_with(&self.hash_key, path), |&s| {
+            .find(hash, |&s| {
                 slots[s as usize]
                     .as_ref()
                     .is_some_and(|r| r.entry.path == path)
@@ -321,11 +326,50 @@ impl Index {
             .find_map(|r| holding(r).map(|b| (r.entry.path.as_str(), b)))
     }
 
+    /// The first directory on `path`'s way (a proper prefix, shortest first) that is a
+    /// present symlink here. Each prefix is hashed off one pass over the path.
+    pub(crate) fn symlink_on_way<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let cuts: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
+        prefix_hashes(&self.hash_key, path, cuts.clone())
+            .zip(cuts)
+            .find_map(|(hash, cut)| {
+                let dir = &path[..cut];
+                let s = self.slot_of_hashed(dir, hash)?;
+                self.slots[s as usize]
+                    .as_ref()
+                    .filter(|r| !r.deleted && r.entry.kind == FileKind::Symlink)
+                    .map(|_| dir)
+            })
+    }
+
+    /// The path of a present record that differs only in case from `path` or from a directory
+    /// on its way (shortest first; `Docs/x` while `docs` is held). The case key is made once:
+    /// NFC and lowercasing keep every `/` (a starter nothing composes with, which no character
+    /// lowercases to) and work within components, so a directory's key is the path's key up
+    /// to the same `/` (a property test in `paths.rs`); each prefix key is hashed off one
+    /// pass over the key.
+    pub(crate) fn case_clash_on_way(&self, path: &str) -> Option<&str> {
+        let key = paths::case_key(path);
+        let cuts = |s: &str| -> Vec<usize> {
+            s.match_indices('/')
+                .map(|(i, _)| i)
+                .chain([s.len()])
+                .collect()
+        };
+        let (path_cuts, key_cuts) = (cuts(path), cuts(&key));
+        let hashes: Vec<u64> = prefix_hashes(&self.hash_key, &key, key_cuts.clone()).collect();
+        hashes
+            .into_iter()
+            .zip(key_cuts)
+            .zip(path_cuts)
+            .find_map(|((hash, k), p)| self.case_clash_hashed(&path[..p], &key[..k], hash))
+    }
+
     /// A present record whose path differs from `path` only in case (`key`: `path`'s case
-    /// key).
-    pub(crate) fn case_clash_keyed(&self, path: &str, key: &str) -> Option<&str> {
+    /// key, whose hash is `hash`).
+    fn case_clash_hashed(&self, path: &str, key: &str, hash: u64) -> Option<&str> {
         let slots = &self.slots;
-        let s = self.by_case.find(hash_with(&self.hash_key, key), |&s| {
+        let s = self.by_case.find(hash, |&s| {
             slots[s as usize].as_ref().is_some_and(|r| {
                 !r.deleted && r.entry.path != path && paths::case_key(&r.entry.path) == key
             })

@@ -90,7 +90,10 @@ impl Replica {
                 })
             });
         let clash = match refusal {
-            None => self.case_clash_on_way(&r.entry.path),
+            None => self
+                .index
+                .case_clash_on_way(&r.entry.path)
+                .map(str::to_string),
             Some(_) => None,
         };
         let refusal = refusal.or_else(|| {
@@ -135,33 +138,12 @@ impl Replica {
         self.apply_record(sources, r, moved_from, true);
     }
 
-    /// The held path of a present record that differs only in case from `path` or from a
-    /// directory on its way (`Docs/x` while `docs` is held: a case-insensitive disk would
-    /// write it into `docs`, under a name its record does not have).
-    pub(super) fn case_clash_on_way(&self, path: &str) -> Option<String> {
-        // The key once: NFC and lowercasing keep every `/` (a starter nothing composes with,
-        // which no character lowercases to) and work within components, so a directory's
-        // key is the path's key up to the same `/`.
-        let key = paths::case_key(path);
-        let cuts = |s: &str| {
-            let ends: Vec<usize> = s.match_indices('/').map(|(i, _)| i).collect();
-            ends.into_iter().chain(core::iter::once(s.len()))
-        };
-        cuts(path)
-            .zip(cuts(&key))
-            .find_map(|(p, k)| self.index.case_clash_keyed(&path[..p], &key[..k]))
-            .map(str::to_string)
-    }
-
     /// `ThroughSymlink` if a directory on `path`'s way is a symlink here: nothing is ever
     /// written through one.
     pub(super) fn through_symlink(&self, path: &str) -> Option<PathRefusal> {
-        path.match_indices('/').find_map(|(i, _)| {
-            self.index
-                .get(&path[..i])
-                .filter(|r| !r.deleted && r.entry.kind == FileKind::Symlink)
-                .map(|_| PathRefusal::ThroughSymlink)
-        })
+        self.index
+            .symlink_on_way(path)
+            .map(|_| PathRefusal::ThroughSymlink)
     }
 
     pub(super) fn defer(&mut self, sources: BTreeSet<NodeId>, r: Record) {
