@@ -30,7 +30,17 @@ impl Commit {
     }
 }
 
+/// CHORD_STORED answers a durable machine holds for the next commit, at most; past it an
+/// answer is dropped (`ChordMetrics::answers_dropped`) and its asker asks again.
+pub const HELD_ANSWERS_MAX: usize = 4096;
+
 impl Chord {
+    /// Whether as many answers wait for a commit as may ([`HELD_ANSWERS_MAX`]): the next
+    /// snapshot should not wait for its gap.
+    pub fn answers_full(&self) -> bool {
+        self.held_answers.len() >= HELD_ANSWERS_MAX
+    }
+
     /// Makes this machine durable: from now on an accepted store is answered only once
     /// committed (see the module documentation). A machine is not durable unless told.
     pub fn set_durable(&mut self, durable: bool) {
@@ -109,7 +119,13 @@ impl Chord {
         let msg = ChordMessage::Stored(answer);
         let uncommitted = self.store.is_changed() || self.snapshots_in_flight > 0;
         if self.durable && answer.outcome == StoreOutcome::Stored && uncommitted {
-            self.held_answers.push((to.clone(), msg));
+            // Bounded: a peer resending entries while snapshots wait for their gap would
+            // otherwise grow the list for as long as it likes.
+            if self.held_answers.len() >= HELD_ANSWERS_MAX {
+                self.metrics.answers_dropped += 1;
+            } else {
+                self.held_answers.push((to.clone(), msg));
+            }
         } else {
             self.send(to, msg);
         }

@@ -30,7 +30,7 @@ use weft_protocol::{
     ChordValues, NodeId, StoreOutcome, CHORD_PEERS_MAX, CHORD_REPLICAS, CHORD_VALUES_MAX,
 };
 
-pub use durable::Commit;
+pub use durable::{Commit, HELD_ANSWERS_MAX};
 use lookup::Lookup;
 use ops::Op;
 pub(crate) use protocol::ChordProtocol;

@@ -178,7 +178,7 @@ impl ChordProtocol {
         if !self.persist.loaded || self.persist.storing.is_some() || !chord.needs_store() {
             return;
         }
-        if now < self.persist.next_at {
+        if now < self.persist.next_at && !chord.answers_full() {
             self.persist.waiting = true;
             return;
         }

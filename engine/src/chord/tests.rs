@@ -853,6 +853,43 @@ fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
     net.node(0).committed(now, commit);
 }
 
+/// A durable replica holds at most `HELD_ANSWERS_MAX` answers for the next commit: a peer
+/// resending entries while the snapshot waits would otherwise grow the list without end.
+/// Past it answers are dropped (counted), and the machine says the next snapshot should not
+/// wait.
+#[test]
+fn a_durable_node_holds_at_most_held_answers_max_answers() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    net.node(0).start(now);
+    net.node(0).set_durable(true);
+    net.node(0).request(now, 1, put(b"kept", b"v"));
+    net.run(0);
+    assert!(net.events.is_empty(), "held for the commit");
+    let position = key_position(b"kept", 0);
+    let value = net.node(0).entries(now, position, b"kept")[0].clone();
+    let sender = ChordPeer {
+        node: NodeId([0x42; 32]),
+        addr: "192.0.2.42:7000".into(),
+    };
+    for request in 0..HELD_ANSWERS_MAX as u64 {
+        let store = ChordMessage::Store(weft_protocol::ChordStore {
+            request,
+            position,
+            key: b"kept".to_vec(),
+            value: value.clone(),
+        });
+        net.node(0).handle_message(now, &sender, store);
+    }
+    assert!(net.node(0).answers_full());
+    assert!(net.node(0).metrics().answers_dropped > 0);
+    let wall_ms = 1_800_000_000_000;
+    let (_, commit) = net.node(0).begin_store(now, wall_ms);
+    assert_eq!(commit.len(), HELD_ANSWERS_MAX);
+    assert!(!net.node(0).answers_full());
+    net.node(0).committed(now, commit);
+}
+
 #[test]
 fn a_key_or_value_over_its_wire_limit_is_refused_and_one_at_the_limit_is_stored() {
     // No CHORD_FETCH, CHORD_STORE or CHORD_HANDOVER may carry a key over

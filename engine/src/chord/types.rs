@@ -245,6 +245,9 @@ pub struct ChordMetrics {
     /// Loads and stores of the records the host could not carry out, and stored snapshots
     /// that failed their hash (SPEC.md §20.8).
     pub state_failures: u64,
+    /// CHORD_STORED answers not sent because [`HELD_ANSWERS_MAX`](super::HELD_ANSWERS_MAX)
+    /// already waited for the next commit (the asker times out and asks again).
+    pub answers_dropped: u64,
 }
 
 impl ChordMetrics {
