@@ -1252,3 +1252,43 @@ fn a_full_suspicion_list_forgets_the_oldest() {
         }
     }
 }
+
+/// A handover's entries are verified once each (a copy in the same message is passed over)
+/// and none after the first forged one: an honest holder hands over only what it verified,
+/// and a message of 16,384 entries cost as many ed25519 verifications however it was made.
+#[test]
+fn a_handover_verifies_each_entry_once_and_none_after_a_forged_one() {
+    let mut c = Chord::new(peer(0), identity(0), ChordConfig::default(), 1);
+    let now = Instant::ZERO;
+    c.start(now);
+    let w = identity(20);
+    let key = b"handed".to_vec();
+    let position = key_position(&key, 0);
+    let first = signed(&w, &key, 1, StoreOp::Put(b"one".to_vec()));
+    let mut forged = signed(&w, &key, 1, StoreOp::Put(b"two".to_vec()));
+    forged.signature.0[0] ^= 1;
+    let after = signed(&w, &key, 1, StoreOp::Put(b"three".to_vec()));
+    let mut values = vec![first.clone(); 100];
+    values.push(forged);
+    values.push(after);
+    let handover = ChordMessage::Handover(weft_protocol::ChordHandover {
+        request: 3,
+        records: vec![weft_protocol::ChordRecord {
+            position,
+            key: key.clone(),
+            values,
+        }],
+    });
+    c.handle_message(now, &peer(1), handover);
+    let held = c.entries(now, position, &key);
+    assert_eq!(
+        held,
+        vec![first],
+        "the first entry, once; nothing after the forged one"
+    );
+    assert_eq!(
+        c.metrics().entries_invalid,
+        2,
+        "the forged entry and the one after it"
+    );
+}
