@@ -212,6 +212,10 @@ struct Persist {
     blocked: Option<String>,
 }
 
+/// Replies to TABLE_WANTs being sent at once, at most (each holds its want's up to 65,536
+/// fingerprints, 512 KiB).
+pub(crate) const REPLIES_MAX: usize = 64;
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct TableProtocol {
@@ -220,8 +224,11 @@ pub(crate) struct TableProtocol {
     /// When a changed table is next handed to the host.
     persist_timer: Periodic,
     persist: Persist,
-    /// Replies to peers' TABLE_WANTs still being sent, a message each time the peer has room.
-    replies: BTreeMap<NodeId, Reply>,
+    /// Replies to peers' TABLE_WANTs still being sent, a message each time the peer has room,
+    /// each with the number of the want it answers; at most [`REPLIES_MAX`].
+    replies: BTreeMap<NodeId, (u64, Reply)>,
+    /// The last want's number.
+    last_want: u64,
     rng: ChaCha8Rng,
     metrics: TableMetrics,
     outputs: VecDeque<ProtocolOutput<TableEvent>>,
@@ -255,6 +262,7 @@ impl TableProtocol {
             persist_timer: Periodic::new(timers.table_persist_interval),
             persist: Persist::default(),
             replies: BTreeMap::new(),
+            last_want: 0,
             rng: ChaCha8Rng::from_seed(seed),
             metrics: TableMetrics::default(),
             outputs: VecDeque::new(),
@@ -480,7 +488,7 @@ impl TableProtocol {
     /// at a time (a single write too long for one goes as a relay-class frame).
     fn continue_reply(&mut self, cx: &Context<'_>, to: NodeId) {
         while cx.has_room(&to, Family::Table) {
-            let Some(reply) = self.replies.get_mut(&to) else {
+            let Some((_, reply)) = self.replies.get_mut(&to) else {
                 return;
             };
             let Some(entries) = self.table.next_entries(reply) else {
@@ -556,8 +564,18 @@ impl Protocol for TableProtocol {
                 }
             }
             Message::TableWant(w) => {
-                // A newer want replaces a reply still being sent.
-                self.replies.insert(from.node, Reply::new(w));
+                // A newer want replaces a reply still being sent. A reply to a dedicated
+                // connection's peer hears no link go down: past REPLIES_MAX the oldest want's
+                // goes (its peer wants again at its next repair).
+                if self.replies.len() >= REPLIES_MAX && !self.replies.contains_key(&from.node) {
+                    let oldest = self.replies.iter().min_by_key(|(_, (n, _))| *n);
+                    if let Some(node) = oldest.map(|(node, _)| *node) {
+                        self.replies.remove(&node);
+                    }
+                }
+                self.last_want += 1;
+                self.replies
+                    .insert(from.node, (self.last_want, Reply::new(w)));
                 self.continue_reply(cx, from.node);
             }
             Message::TableEntries(e) => {
@@ -679,5 +697,52 @@ impl Protocol for TableProtocol {
             return Err("the table is over its bound".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Session;
+
+    /// A reply to a peer that never has room (a dedicated connection's, which hears no link
+    /// go down) is held until replaced: at most `REPLIES_MAX` are, the oldest want's going
+    /// first.
+    #[test]
+    fn at_most_replies_max_replies_are_held() {
+        let config = Config::from_seed("test-net", 1);
+        let session = Session::new(&config, 0, [0; 32]);
+        let mut table = TableProtocol::new(&config, [2; 32]);
+        let cx = Context { session: &session };
+        let want = Message::TableWant(weft_protocol::TableWant {
+            bits: 0,
+            buckets: vec![0],
+            salt: 1,
+            held: vec![[7; 8]; 1000],
+        });
+        let frame = Frame::build(want.code(), &want.encode_payload(), false);
+        let peer = |i: u32| Peer {
+            node: NodeId(blake3::hash(&i.to_le_bytes()).into()),
+            incarnation: 1,
+            listen_addr: None,
+            families: 0,
+            dialer_nonce: [0; 32],
+            public_key: Default::default(),
+        };
+        for i in 0..REPLIES_MAX as u32 + 10 {
+            let f = frame.clone();
+            assert_eq!(
+                table.handle_message(Instant::ZERO, &cx, &peer(i), f),
+                Ok(())
+            );
+        }
+        assert_eq!(table.replies.len(), REPLIES_MAX);
+        assert!(
+            !table.replies.contains_key(&peer(0).node),
+            "the oldest went"
+        );
+        assert!(table
+            .replies
+            .contains_key(&peer(REPLIES_MAX as u32 + 9).node));
     }
 }
