@@ -6,6 +6,7 @@
 //! requests, timers, the shutdown sequence).
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use weft_engine::chord::ChordResult;
 use weft_engine::protocol::FolderId;
@@ -22,6 +23,7 @@ use crate::folder::cache::Cache;
 use crate::folder::run::{cache_blob_name, FolderSpec, Folders};
 use crate::handle::{HandleError, Subscriber};
 use crate::process::Processes;
+use crate::state_writer::{self, StateWriter};
 use crate::storage::Store;
 
 mod drops;
@@ -132,7 +134,9 @@ pub(crate) struct Host {
     chord_waiting: std::collections::BTreeMap<u64, Sender<Result<ChordResult, String>>>,
     last_chord_request: u64,
     /// Where the engine's state blobs go (`None`: the node keeps no state).
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
+    /// The thread that writes the store off the loop (once the loop's handle is known).
+    state_writer: Option<StateWriter>,
     /// The address the driver's listener is bound to.
     bound_addr: Option<String>,
     /// Table writes waiting for their commit, by their number (`writes_originated`).
@@ -194,7 +198,8 @@ impl Host {
             stopping: None,
             chord_waiting: std::collections::BTreeMap::new(),
             last_chord_request: 0,
-            store,
+            store: store.map(Arc::new),
+            state_writer: None,
             bound_addr,
             table_waiting: std::collections::BTreeMap::new(),
             answers: Vec::new(),
@@ -221,7 +226,19 @@ impl Host {
     /// node. The drops' folders the store maps start too (the engine adds them itself).
     pub(crate) fn start_folders(&mut self, specs: Vec<FolderSpec>, handle: &crate::Handle) {
         self.handle = Some(handle.clone());
-        let store = self.store.as_ref();
+        if let Some(store) = &self.store {
+            let loop_handle = handle.clone();
+            let answer: state_writer::Answer = Box::new(move |id, result| {
+                // The loop has stopped: nothing waits for the answer.
+                let _ = loop_handle.storage_done(id, result);
+            });
+            match StateWriter::start(Arc::clone(store), answer) {
+                Ok(writer) => self.state_writer = Some(writer),
+                // Carried out on the loop instead.
+                Err(e) => tracing::warn!("no state writer thread: {e}"),
+            }
+        }
+        let store = self.store.as_deref();
         let caches = |id: &FolderId| {
             let name = cache_blob_name(id);
             match store?.carry_out(HostRequest::LoadState { name }) {
@@ -314,6 +331,21 @@ impl Host {
                 return;
             }
             other => other,
+        };
+        let request = match (&self.state_writer, request) {
+            // Answered through the loop's handle once carried out.
+            (Some(writer), request @ HostRequest::StoreState { .. }) => {
+                match writer.engine(id, request) {
+                    Ok(()) => return,
+                    Err(request) => *request,
+                }
+            }
+            // A load is answered at once, after the stores handed over before it.
+            (Some(writer), request) => {
+                writer.flush();
+                request
+            }
+            (None, request) => request,
         };
         let what = match &request {
             HostRequest::LoadState { name } => format!("loading state {name}"),
@@ -437,6 +469,8 @@ impl Host {
         for (folder, blob) in self.folders.written_caches() {
             self.store_scan_cache(folder, blob);
         }
+        // What the writer holds is stored before the run ends.
+        self.state_writer = None;
         Some(Ok(s.exit))
     }
 
@@ -454,6 +488,11 @@ impl Host {
         };
         let name = cache_blob_name(&folder);
         let bytes = bytes::Bytes::from(blob);
+        if let Some(writer) = &self.state_writer {
+            if writer.blob(name.clone(), bytes.clone()) {
+                return;
+            }
+        }
         if let HostResult::Failed(why) = store.carry_out(HostRequest::StoreState { name, bytes }) {
             tracing::warn!("folder {folder}: scan cache not stored: {why}");
         }

@@ -37,6 +37,7 @@ pub mod report;
 pub mod setup;
 pub mod small_file;
 pub mod state;
+mod state_writer;
 pub mod storage;
 #[cfg(feature = "tokio")]
 pub mod tokio_driver;

@@ -142,6 +142,10 @@ impl Host {
     /// The scan cache the store keeps for `folder`, if any.
     pub(super) fn scan_cache(&self, folder: &FolderId) -> Option<Cache> {
         let name = cache_blob_name(folder);
+        // After the caches handed to the writer before (a folder dropped and mapped again).
+        if let Some(writer) = &self.state_writer {
+            writer.flush();
+        }
         match self
             .store
             .as_ref()?
