@@ -300,6 +300,9 @@ pub(crate) enum Request {
         id: RequestId,
         result: ProcessResult,
     },
+    /// Answers wait elsewhere for the loop (the state writer's): it takes them when it
+    /// drains.
+    Nudge,
     /// A storage worker finished the engine's request `id`.
     StorageDone {
         id: RequestId,
@@ -400,8 +403,17 @@ pub(crate) fn channel(wake: Wake) -> (Handle, Mailbox) {
 
 impl Handle {
     fn send(&self, request: Request) -> Result<(), HandleError> {
+        self.enqueue(request, true)
+    }
+
+    /// Queues `request` and wakes the loop; with the queue full, waits for room if `block`,
+    /// else drops the request (the loop has requests to take, so it turns anyway).
+    fn enqueue(&self, request: Request, block: bool) -> Result<(), HandleError> {
         let mut queue = self.shared.lock();
         while queue.open && queue.requests.len() >= REQUESTS_MAX {
+            if !block {
+                return Ok(());
+            }
             queue = self
                 .shared
                 .room
@@ -430,6 +442,13 @@ impl Handle {
                 Ok(())
             }
         }
+    }
+
+    /// Wakes the loop for answers waiting elsewhere, never blocking: with the queue full the
+    /// loop has requests to take, and takes the answers when it does.
+    pub(crate) fn nudge(&self) {
+        // Stopped: nothing takes the answers any more.
+        let _ = self.enqueue(Request::Nudge, false);
     }
 
     /// A run process's answer to the engine's request `id`.

@@ -228,11 +228,8 @@ impl Host {
         self.handle = Some(handle.clone());
         if let Some(store) = &self.store {
             let loop_handle = handle.clone();
-            let answer: state_writer::Answer = Box::new(move |id, result| {
-                // The loop has stopped: nothing waits for the answer.
-                let _ = loop_handle.storage_done(id, result);
-            });
-            match StateWriter::start(Arc::clone(store), answer) {
+            let wake: state_writer::Wake = Box::new(move || loop_handle.nudge());
+            match StateWriter::start(Arc::clone(store), wake) {
                 Ok(writer) => self.state_writer = Some(writer),
                 // Carried out on the loop instead.
                 Err(e) => tracing::warn!("no state writer thread: {e}"),
@@ -388,6 +385,9 @@ impl Host {
     /// Feeds the answers to the engine's requests (and starts the held runs that are due);
     /// whether there were any (then the caller drains again).
     pub(crate) fn answer_requests(&mut self) -> bool {
+        if let Some(writer) = &self.state_writer {
+            self.answers.extend(writer.take_answers());
+        }
         let fed = self.check_held() | self.check_drop_publishes();
         if self.answers.is_empty() {
             return fed;

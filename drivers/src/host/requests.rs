@@ -97,6 +97,8 @@ impl Host {
             }
             Request::Shutdown => self.begin_stop(Exit::Requested),
             Request::StorageDone { id, result } => self.answers.push((id, result)),
+            // The state writer's answers are taken when the loop drains.
+            Request::Nudge => {}
             Request::ProcessDone {
                 process,
                 id,
