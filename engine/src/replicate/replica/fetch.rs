@@ -288,14 +288,15 @@ impl Replica {
         for (hash, len, temp, i, file) in blocks {
             let sources = &file_sources[file];
             match wanted.last_mut() {
-                Some(c)
-                    if c.hash == hash && c.len == len && c.waiters.len() == BLOCK_WAITERS_MAX =>
-                {
-                    // Filled by a later pass, once this fetch of the hash is done.
-                    shadowed.insert(hash);
-                }
                 Some(c) if c.hash == hash && c.len == len => {
-                    c.waiters.push((temp, i));
+                    if c.waiters.len() < BLOCK_WAITERS_MAX {
+                        c.waiters.push((temp, i));
+                    } else {
+                        // Filled by a later pass, once this fetch of the hash is done. Its
+                        // file's sources still count: any of them serves the same bytes, so
+                        // a first file with no reachable source never holds up the others.
+                        shadowed.insert(hash);
+                    }
                     for s in sources {
                         if let Err(at) = c.sources.binary_search(s) {
                             c.sources.insert(at, *s);
@@ -846,6 +847,9 @@ impl Replica {
             _ => {
                 self.local_misses.insert(hash);
                 self.set_blocks(&waiters, BlockState::Busy, BlockState::Missing);
+                if self.fetch_queue.shadowed.remove(&hash) {
+                    self.fetch_dirty = true;
+                }
                 return;
             }
         };

@@ -486,3 +486,57 @@ fn an_iwant_is_served_once_a_hash_and_within_the_peers_read_bytes() {
         "no more outstanding than the peer's read bytes"
     );
 }
+
+/// Past `BLOCK_WAITERS_MAX` places a fetch fills, the files whose places wait still lend it
+/// their sources: a first file of equal blocks whose only source is unreachable never holds
+/// up another file of the same block that a linked peer serves.
+#[test]
+fn capped_places_still_lend_their_files_sources() {
+    use crate::replicate::replica::BLOCK_WAITERS_MAX;
+    let places = BLOCK_WAITERS_MAX + 6;
+    let chunk = bytes(1024, 78);
+    let hash = *blake3::hash(&chunk).as_bytes();
+    let entry_of = |path: &str| {
+        let data: Vec<u8> = chunk.iter().copied().cycle().take(1024 * places).collect();
+        let blocks = (0..places as u64)
+            .map(|i| weft_protocol::Block {
+                offset: i * 1024,
+                len: 1024,
+                hash,
+            })
+            .collect();
+        (data, blocks, path.to_string())
+    };
+    let mut net = Net::new(3);
+    // First, `a` from node 2, which is never linked: no reachable source.
+    let (_, blocks, _) = entry_of("a");
+    let LocalChange::Changed(mut a) = Host::default().put_blocks("a", Vec::new(), 100, blocks)
+    else {
+        unreachable!()
+    };
+    let by = short_id(&net.nodes[2].id);
+    a.size = (1024 * places) as u64;
+    a.version = Version::default().bumped(by);
+    a.modified_by = by;
+    a.sequence = 1;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![a],
+    });
+    inject(&mut net, 1, have);
+    // Then `b`, the same block as many times, from linked node 0.
+    let (data, blocks, _) = entry_of("b");
+    let c = net.nodes[0].host.put_blocks("b", data.clone(), 100, blocks);
+    net.local(0, c);
+    net.link(0, 1);
+    net.settle();
+    assert!(
+        net.nodes[1].host.data("b") == Some(data.as_slice()),
+        "b is not held up by a"
+    );
+    assert!(
+        net.nodes[1].host.data("a") == Some(data.as_slice()),
+        "nor a, from b's source"
+    );
+}
