@@ -343,7 +343,9 @@ impl Index {
     }
 
     /// The path of a present record that differs only in case from `path` or from a directory
-    /// on its way (shortest first; `Docs/x` while `docs` is held). The case key is made once:
+    /// on its way (shortest first; `Docs/x` while `docs` is held; a directory held here in
+    /// exactly that case clashes with nothing: what is written under it goes into it, even
+    /// where a case-sensitive disk also holds `docs` beside `Docs`). The case key is made once:
     /// NFC and lowercasing keep every `/` (a starter nothing composes with, which no character
     /// lowercases to) and work within components, so a directory's key is the path's key up
     /// to the same `/` (a property test in `paths.rs`); each prefix key is hashed off one
@@ -357,12 +359,22 @@ impl Index {
                 .collect()
         };
         let (path_cuts, key_cuts) = (cuts(path), cuts(&key));
-        let hashes: Vec<u64> = prefix_hashes(&self.hash_key, &key, key_cuts.clone()).collect();
-        hashes
+        let key_hashes: Vec<u64> = prefix_hashes(&self.hash_key, &key, key_cuts.clone()).collect();
+        let path_hashes: Vec<u64> =
+            prefix_hashes(&self.hash_key, path, path_cuts.clone()).collect();
+        let held_as_is = |p: usize, hash: u64| {
+            p < path.len()
+                && self
+                    .slot_of_hashed(&path[..p], hash)
+                    .and_then(|s| self.slots[s as usize].as_ref())
+                    .is_some_and(|r| !r.deleted)
+        };
+        key_hashes
             .into_iter()
             .zip(key_cuts)
-            .zip(path_cuts)
-            .find_map(|((hash, k), p)| self.case_clash_hashed(&path[..p], &key[..k], hash))
+            .zip(path_cuts.into_iter().zip(path_hashes))
+            .filter(|&(_, (p, path_hash))| !held_as_is(p, path_hash))
+            .find_map(|((hash, k), (p, _))| self.case_clash_hashed(&path[..p], &key[..k], hash))
     }
 
     /// A present record whose path differs from `path` only in case (`key`: `path`'s case

@@ -624,6 +624,31 @@ fn a_path_whose_parent_clashes_in_case_is_refused() {
     assert_eq!(net.hereis_bytes, 0);
 }
 
+/// A node on a case-sensitive disk that holds both `docs` and `Docs` takes a peer's
+/// `docs/x`: a directory held in exactly that case clashes with nothing on the way.
+#[test]
+fn a_path_under_a_directory_held_in_its_own_case_is_no_clash() {
+    let mut net = Net::new(2);
+    for dir in ["docs", "Docs"] {
+        let c = net.nodes[0].host.put_item(dir, FileKind::Directory, "", 7);
+        net.local(0, c);
+    }
+    let c = net.nodes[1]
+        .host
+        .put_item("docs", FileKind::Directory, "", 7);
+    net.local(1, c);
+    let data = bytes(4_000, 42);
+    net.put(1, "docs/x", data.clone(), 100);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    assert!(
+        net.nodes[0].host.data("docs/x") == Some(data.as_slice()),
+        "docs/x is taken"
+    );
+    assert!(net.nodes[0].replica.record("docs/x").is_some());
+}
+
 #[test]
 fn a_directory_made_at_two_nodes_with_two_modes_gets_one_mode_and_no_copy() {
     let mut net = Net::new(2);
