@@ -567,9 +567,17 @@ impl Protocol for TableProtocol {
                 // A newer want replaces a reply still being sent. A reply to a dedicated
                 // connection's peer hears no link go down: past REPLIES_MAX the oldest want's
                 // goes (its peer wants again at its next repair).
+                // A linked peer's reply goes last: peers on dedicated connections (which any
+                // node can open under fresh keys) cannot push out the links' catch-up.
                 if self.replies.len() >= REPLIES_MAX && !self.replies.contains_key(&from.node) {
-                    let oldest = self.replies.iter().min_by_key(|(_, (n, _))| *n);
-                    if let Some(node) = oldest.map(|(node, _)| *node) {
+                    let linked: std::collections::BTreeSet<NodeId> =
+                        cx.links().map(|p| p.node).collect();
+                    let victim = self
+                        .replies
+                        .iter()
+                        .min_by_key(|(node, (n, _))| (linked.contains(node), *n))
+                        .map(|(node, _)| *node);
+                    if let Some(node) = victim {
                         self.replies.remove(&node);
                     }
                 }
