@@ -185,7 +185,18 @@ pub struct TableMetrics {
     /// Loads and stores the host could not carry out, and stored tables that failed their
     /// hash.
     pub state_failures: u64,
+    /// TABLE_DIGESTs passed over: a second from the same peer within [`DIGEST_GAP_MIN`].
+    pub digests_ignored: u64,
 }
+
+/// The least time between two TABLE_DIGESTs of one peer that this node answers: each costs a
+/// digest of the whole table and up to 65,536 fingerprints, for a message of a few bytes. A
+/// peer sends one when a link comes up and one each repair period (10 s).
+pub(crate) const DIGEST_GAP_MIN: Duration = Duration::from_secs(1);
+
+/// Peers whose last answered TABLE_DIGEST is remembered, at most; past it those older than
+/// [`DIGEST_GAP_MIN`] are forgotten, and if none is, all are.
+pub(crate) const DIGEST_PEERS_MAX: usize = 1024;
 
 /// Tokens of the table's requests to the host.
 const LOAD: u64 = 1;
@@ -229,6 +240,8 @@ pub(crate) struct TableProtocol {
     replies: BTreeMap<NodeId, (u64, Reply)>,
     /// The last want's number.
     last_want: u64,
+    /// When each peer's last answered TABLE_DIGEST came, at most [`DIGEST_PEERS_MAX`].
+    digests_answered: BTreeMap<NodeId, Instant>,
     rng: ChaCha8Rng,
     metrics: TableMetrics,
     outputs: VecDeque<ProtocolOutput<TableEvent>>,
@@ -263,6 +276,7 @@ impl TableProtocol {
             persist: Persist::default(),
             replies: BTreeMap::new(),
             last_want: 0,
+            digests_answered: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(seed),
             metrics: TableMetrics::default(),
             outputs: VecDeque::new(),
@@ -484,6 +498,27 @@ impl TableProtocol {
         });
     }
 
+    /// Whether a TABLE_DIGEST from `node` at `now` is answered: none answered from it in the
+    /// last [`DIGEST_GAP_MIN`]. Remembers it if so.
+    fn digest_due(&mut self, now: Instant, node: NodeId) -> bool {
+        if self
+            .digests_answered
+            .get(&node)
+            .is_some_and(|&at| now < at + DIGEST_GAP_MIN)
+        {
+            return false;
+        }
+        if self.digests_answered.len() >= DIGEST_PEERS_MAX {
+            self.digests_answered
+                .retain(|_, &mut at| now < at + DIGEST_GAP_MIN);
+            if self.digests_answered.len() >= DIGEST_PEERS_MAX {
+                self.digests_answered.clear();
+            }
+        }
+        self.digests_answered.insert(node, now);
+        true
+    }
+
     /// The next message of the reply to `to`'s want, if `to` has room for it: bulk frames, one
     /// at a time (a single write too long for one goes as a relay-class frame).
     fn continue_reply(&mut self, cx: &Context<'_>, to: NodeId) {
@@ -542,6 +577,7 @@ impl Protocol for TableProtocol {
             LinkNotice::Up { peer, .. } => self.send_digest(peer.node),
             LinkNotice::Down { node, .. } => {
                 self.replies.remove(&node);
+                self.digests_answered.remove(&node);
             }
             LinkNotice::Room { node } => self.continue_reply(cx, node),
         }
@@ -558,6 +594,10 @@ impl Protocol for TableProtocol {
         match Message::decode(frame.code(), &payload)? {
             Message::TableWrite(w) => self.on_write(now, cx, from.node, Some(frame), w)?,
             Message::TableDigest(d) => {
+                if !self.digest_due(now, from.node) {
+                    self.metrics.digests_ignored += 1;
+                    return Ok(());
+                }
                 let salt = self.rng.next_u64();
                 if let Some(want) = self.table.want(&d, salt) {
                     self.send_catchup(from.node, &Message::TableWant(want), Class::Control);
@@ -752,5 +792,47 @@ mod tests {
         assert!(table
             .replies
             .contains_key(&peer(REPLIES_MAX as u32 + 9).node));
+    }
+
+    /// One peer's TABLE_DIGESTs are answered at most every `DIGEST_GAP_MIN`; another peer's
+    /// are not held up by it.
+    #[test]
+    fn a_peers_digests_are_answered_at_most_every_digest_gap_min() {
+        let config = Config::from_seed("test-net", 1);
+        let session = Session::new(&config, 0, [0; 32]);
+        let mut table = TableProtocol::new(&config, [2; 32]);
+        let cx = Context { session: &session };
+        let digest = Message::TableDigest(weft_protocol::TableDigest {
+            bits: 0,
+            buckets: vec![weft_protocol::BucketHash {
+                bucket: 0,
+                hash: [1; 8],
+            }],
+        });
+        let frame = Frame::build(digest.code(), &digest.encode_payload(), false);
+        let peer = |i: u8| Peer {
+            node: NodeId([i; 32]),
+            incarnation: 1,
+            listen_addr: None,
+            families: 0,
+            dialer_nonce: [0; 32],
+            public_key: Default::default(),
+        };
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        let steps = [
+            (0, 1, 0),
+            (500, 1, 1),
+            (600, 2, 1),
+            (999, 1, 2),
+            (1000, 1, 2),
+        ];
+        for (ms, who, ignored) in steps {
+            let f = frame.clone();
+            assert_eq!(table.handle_message(at(ms), &cx, &peer(who), f), Ok(()));
+            assert_eq!(
+                table.metrics.digests_ignored, ignored,
+                "at {ms} ms from {who}"
+            );
+        }
     }
 }
