@@ -223,6 +223,18 @@ struct Persist {
     blocked: Option<String>,
 }
 
+/// The reply that goes when one more is wanted past [`REPLIES_MAX`]: the oldest want's of a
+/// peer not in `linked`, else the oldest want's.
+fn reply_to_drop(
+    replies: &BTreeMap<NodeId, (u64, Reply)>,
+    linked: &std::collections::BTreeSet<NodeId>,
+) -> Option<NodeId> {
+    replies
+        .iter()
+        .min_by_key(|(node, (n, _))| (linked.contains(node), *n))
+        .map(|(node, _)| *node)
+}
+
 /// Replies to TABLE_WANTs being sent at once, at most (each holds its want's up to 65,536
 /// fingerprints, 512 KiB).
 pub(crate) const REPLIES_MAX: usize = 64;
@@ -612,12 +624,7 @@ impl Protocol for TableProtocol {
                 if self.replies.len() >= REPLIES_MAX && !self.replies.contains_key(&from.node) {
                     let linked: std::collections::BTreeSet<NodeId> =
                         cx.links().map(|p| p.node).collect();
-                    let victim = self
-                        .replies
-                        .iter()
-                        .min_by_key(|(node, (n, _))| (linked.contains(node), *n))
-                        .map(|(node, _)| *node);
-                    if let Some(node) = victim {
+                    if let Some(node) = reply_to_drop(&self.replies, &linked) {
                         self.replies.remove(&node);
                     }
                 }
@@ -792,6 +799,34 @@ mod tests {
         assert!(table
             .replies
             .contains_key(&peer(REPLIES_MAX as u32 + 9).node));
+    }
+
+    /// Past `REPLIES_MAX`, the oldest want's reply of a peer that is not linked goes first,
+    /// and a linked peer's only when every held reply is a linked peer's.
+    #[test]
+    fn a_linked_peers_reply_goes_last() {
+        let want = || {
+            Reply::new(weft_protocol::TableWant {
+                bits: 0,
+                buckets: vec![0],
+                salt: 1,
+                held: Vec::new(),
+            })
+        };
+        let node = |i: u8| NodeId([i; 32]);
+        // Node 1's want is the oldest, and node 1 is linked.
+        let replies: BTreeMap<NodeId, (u64, Reply)> = [
+            (node(1), (1, want())),
+            (node(2), (3, want())),
+            (node(3), (2, want())),
+        ]
+        .into_iter()
+        .collect();
+        let linked = std::collections::BTreeSet::from([node(1)]);
+        assert_eq!(reply_to_drop(&replies, &linked), Some(node(3)));
+        let all = std::collections::BTreeSet::from([node(1), node(2), node(3)]);
+        assert_eq!(reply_to_drop(&replies, &all), Some(node(1)));
+        assert_eq!(reply_to_drop(&replies, &Default::default()), Some(node(1)));
     }
 
     /// One peer's TABLE_DIGESTs are answered at most every `DIGEST_GAP_MIN`; another peer's
