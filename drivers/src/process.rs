@@ -7,6 +7,11 @@
 //! process); a thread waits for the exit, then kills the group (what the program left behind
 //! would hold the pipes open); and a thread per process answers the engine's `Read`s, one at
 //! a time, through the node's [`Handle`], as the storage workers answer theirs.
+//!
+//! A process group is signalled only while its leader is not reaped ([`Group`]): the waiter
+//! sees the exit without reaping (`waitid(WNOWAIT)`), kills the group, marks it gone, and only
+//! then reaps. A reaped leader's pid, and so its group id, may be reused by an unrelated
+//! process, which a later signal (a peer's, a link's loss, the shutdown) would reach.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -41,9 +46,39 @@ enum Piece {
     Exited(ExitStatus),
 }
 
+/// A run's process group, signalled only while its leader is not reaped (see the module
+/// documentation).
+#[derive(Clone)]
+struct Group(std::sync::Arc<std::sync::Mutex<Option<Pid>>>);
+
+impl Group {
+    fn new(leader: Pid) -> Group {
+        Group(std::sync::Arc::new(std::sync::Mutex::new(Some(leader))))
+    }
+
+    /// Sends `signal` to the group, if its leader is not reaped yet (the lock is held through
+    /// the call, so the waiter cannot reap it meanwhile).
+    fn signal(&self, signal: RunSignalKind) {
+        // A panic while it was held cannot leave it inconsistent: it is one Option.
+        let leader = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(group) = *leader {
+            signal_group(group, signal);
+        }
+    }
+
+    /// Kills the group and marks it gone: its leader may be reaped after this.
+    fn kill_and_forget(&self) {
+        let mut leader = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(group) = leader.take() {
+            signal_group(group, RunSignalKind::Kill);
+        }
+    }
+}
+
 /// One running process.
 struct Running {
-    group: Pid,
+    group: Group,
+    pid: Pid,
     /// The engine's `Read`s, to the thread that answers them.
     reads: Sender<RequestId>,
 }
@@ -105,7 +140,7 @@ impl Processes {
                     Ok(running) => {
                         tracing::info!(
                             "run {process}: started {program:?} (pid {})",
-                            running.group.as_raw_nonzero()
+                            running.pid.as_raw_nonzero()
                         );
                         self.running.insert(process, running);
                         ProcessResult::Spawned
@@ -129,7 +164,7 @@ impl Processes {
             ProcessRequest::Signal(signal) => {
                 if let Some(r) = self.running.get(&process) {
                     tracing::info!("run {process}: {signal:?}");
-                    signal_group(r.group, signal);
+                    r.group.signal(signal);
                 }
                 ProcessResult::Signalled
             }
@@ -162,7 +197,7 @@ impl Drop for Processes {
     /// A node that stops leaves no run behind.
     fn drop(&mut self) {
         for r in self.running.values() {
-            signal_group(r.group, RunSignalKind::Kill);
+            r.group.signal(RunSignalKind::Kill);
         }
     }
 }
@@ -212,11 +247,12 @@ fn spawn(
         .stderr(Stdio::piped())
         .process_group(0);
     let child = command.spawn().map_err(|e| format!("{program}: {e}"))?;
-    let group = Pid::from_child(&child);
-    match start_threads(handle, process, child) {
-        Ok(reads) => Ok(Running { group, reads }),
+    let pid = Pid::from_child(&child);
+    let group = Group::new(pid);
+    match start_threads(handle, process, child, group.clone()) {
+        Ok(reads) => Ok(Running { group, pid, reads }),
         Err(e) => {
-            signal_group(group, RunSignalKind::Kill);
+            group.signal(RunSignalKind::Kill);
             Err(format!("{program}: no thread to serve it: {e}"))
         }
     }
@@ -226,6 +262,7 @@ fn start_threads(
     handle: Handle,
     process: u64,
     mut child: Child,
+    group: Group,
 ) -> std::io::Result<Sender<RequestId>> {
     let (pieces, pieces_out) = mpsc::sync_channel(PIECES_AHEAD);
     let (reads, reads_out) = mpsc::channel();
@@ -235,14 +272,23 @@ fn start_threads(
     // The waiter alone reaps the child. Should a later thread fail to start, the caller
     // kills the group and the waiter reaps it.
     thread("weft-run-wait", move || {
-        let group = Pid::from_child(&child);
-        let status = match child.wait() {
-            Ok(status) => exit_status(status),
-            // Cannot wait: say it was killed, and make it so.
-            Err(_) => ExitStatus::Signal(9),
+        // The exit seen, the leader left unreaped: its pid, the group's id, cannot be
+        // reused until the group is killed and marked gone.
+        let pid = Pid::from_child(&child);
+        let flags = rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+        let seen = loop {
+            match rustix::process::waitid(rustix::process::WaitId::Pid(pid), flags) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other,
+            }
         };
         // Whatever it left behind in its group would keep the pipes open.
-        signal_group(group, RunSignalKind::Kill);
+        group.kill_and_forget();
+        let status = match (seen, child.wait()) {
+            (Ok(_), Ok(status)) => exit_status(status),
+            // Cannot wait: say it was killed (it is, with its group).
+            _ => ExitStatus::Signal(9),
+        };
         let _ = waiter_pieces.send(Piece::Exited(status));
     })?;
     match stdout {
@@ -382,4 +428,34 @@ fn join_waiting(
 
 fn finish(first: Bytes, joined: Option<Vec<u8>>) -> Bytes {
     joined.map_or(first, Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group is killed once and then forgotten: no later signal (a peer's, a link's loss,
+    /// the shutdown) can reach its id, which a reaped leader's pid frees for reuse.
+    #[test]
+    fn a_group_is_signalled_only_until_it_is_killed_and_forgotten() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep runs");
+        let group = Group::new(Pid::from_child(&child));
+        group.signal(RunSignalKind::Kill);
+        let status = child.wait().expect("reaped");
+        assert_eq!(status.signal(), Some(9), "signalled while its leader was unreaped");
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep runs");
+        let other_group = Group::new(Pid::from_child(&other));
+        other_group.kill_and_forget();
+        assert!(other.wait().expect("reaped").signal() == Some(9));
+        assert!(other_group.0.lock().expect("the lock").is_none(), "forgotten");
+        other_group.signal(RunSignalKind::Kill);
+    }
 }
