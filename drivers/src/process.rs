@@ -35,6 +35,9 @@ use crate::handle::Handle;
 /// before the exit is reported anyway (a process that left the group may hold them open).
 pub const RUN_DRAIN: Duration = Duration::from_secs(1);
 
+/// Names tried for a node without a state folder's private run directory.
+const RUN_DIR_TRIES: u32 = 64;
+
 /// Pieces of output read ahead of the engine's `Read`s, per process.
 const PIECES_AHEAD: usize = 4;
 
@@ -182,14 +185,41 @@ impl Processes {
         self.running.remove(&process);
     }
 
-    fn run_dir(&self) -> Result<PathBuf, String> {
-        let dir = self
-            .run_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("weft-run"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot make the run directory {}: {e}", dir.display()))?;
-        Ok(dir)
+    /// The directory runs without a folder run in: the state folder's `run/`; for a node
+    /// without a state folder (embedded), a new private one in the temporary directory, made
+    /// for this node (never one that was there: another local user could have made
+    /// `/tmp/weft-run` and put what a program reads from its working directory in it).
+    fn run_dir(&mut self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.run_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot make the run directory {}: {e}", dir.display()))?;
+            return Ok(dir.clone());
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let base = std::env::temp_dir();
+        for n in 0..RUN_DIR_TRIES {
+            let dir = base.join(format!("weft-run-{}-{stamp:08x}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    self.run_dir = Some(dir.clone());
+                    return Ok(dir);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot make the run directory {}: {e}",
+                        dir.display()
+                    ))
+                }
+            }
+        }
+        Err(format!(
+            "cannot make a run directory in {}: {RUN_DIR_TRIES} names taken",
+            base.display()
+        ))
     }
 }
 
@@ -434,6 +464,20 @@ fn finish(first: Bytes, joined: Option<Vec<u8>>) -> Bytes {
 mod tests {
     use super::*;
 
+    /// A node without a state folder runs in a new private directory of its own, not in one
+    /// another user could have made first.
+    #[test]
+    fn a_node_without_a_state_folder_runs_in_a_new_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut processes = Processes::new(None);
+        let dir = processes.run_dir().expect("a run directory");
+        assert_ne!(dir, std::env::temp_dir().join("weft-run"));
+        let mode = std::fs::metadata(&dir).expect("made").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(processes.run_dir().expect("the same"), dir, "made once");
+        std::fs::remove_dir(&dir).expect("empty");
+    }
+
     /// A group is killed once and then forgotten: no later signal (a peer's, a link's loss,
     /// the shutdown) can reach its id, which a reaped leader's pid frees for reuse.
     #[test]
@@ -446,7 +490,11 @@ mod tests {
         let group = Group::new(Pid::from_child(&child));
         group.signal(RunSignalKind::Kill);
         let status = child.wait().expect("reaped");
-        assert_eq!(status.signal(), Some(9), "signalled while its leader was unreaped");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "signalled while its leader was unreaped"
+        );
         let mut other = Command::new("sleep")
             .arg("30")
             .process_group(0)
@@ -455,7 +503,10 @@ mod tests {
         let other_group = Group::new(Pid::from_child(&other));
         other_group.kill_and_forget();
         assert!(other.wait().expect("reaped").signal() == Some(9));
-        assert!(other_group.0.lock().expect("the lock").is_none(), "forgotten");
+        assert!(
+            other_group.0.lock().expect("the lock").is_none(),
+            "forgotten"
+        );
         other_group.signal(RunSignalKind::Kill);
     }
 }
