@@ -156,7 +156,7 @@ pub(crate) struct Host {
     /// The loop's own handle, for the threads that answer run processes' reads.
     handle: Option<crate::Handle>,
     /// Runs asked of peers, waiting for their events, by run number.
-    runs_waiting: std::collections::BTreeMap<u64, Sender<RunEventKind>>,
+    runs_waiting: std::collections::BTreeMap<u64, std::sync::mpsc::SyncSender<RunEventKind>>,
     last_run: u64,
     /// Runs with `--sync` waiting for their folder's scan (this node asks).
     syncs_waiting: Vec<sync::SyncWaiting>,

@@ -522,3 +522,51 @@ fn ctrl_c_while_the_folder_is_still_being_written_never_starts_the_program() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(marker.exists());
 }
+
+/// A requester that reads a run's output more slowly than it comes, but steadily (so no write
+/// to it ever stalls for the control socket's timeout), does not make its node hold the whole
+/// output: past `RUN_EVENTS_QUEUED_MAX` pieces waiting, the run is killed and the requester is
+/// told, instead of its node buffering at link speed.
+#[test]
+fn a_requester_reading_too_slowly_has_its_run_killed_not_buffered() {
+    use std::io::Read;
+    let (dir, net) = scratch("run-slow-reader");
+    let (a, b) = allowed(dir.path(), &net);
+    let total: u64 = 400_000_000;
+    let mut child = spawn_run(
+        &a,
+        &b,
+        &["--", "head", "-c", &total.to_string(), "/dev/zero"],
+    );
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut read = 0u64;
+    let started = Instant::now();
+    while !a.log_text().contains("not read fast enough") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never killed; {read} bytes read"
+        );
+        match stdout.read(&mut buf) {
+            Ok(0) => panic!("the output ended after {read} bytes, not killed"),
+            Ok(n) => read += n as u64,
+            Err(e) => panic!("reading: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The rest comes at full speed: what was queued, then the end.
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("the rest");
+    read += rest.len() as u64;
+    let status = wait_child(&mut child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert_ne!(status.code(), Some(0), "{err}");
+    assert!(err.contains("not read fast enough"), "{err}");
+    assert!(read < total, "all {read} bytes came");
+}

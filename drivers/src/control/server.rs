@@ -595,9 +595,12 @@ fn serve_run(
             return Ok(());
         }
     }
-    // The node stopped before the run ended.
+    // The node stopped before the run ended, or killed it: its output was not read fast
+    // enough (`RUN_EVENTS_QUEUED_MAX`).
     ended.store(true, Ordering::SeqCst);
-    write_reply(&mut stream, &ControlReply::Error("the node stopped".into()))
+    let why =
+        "the run ended without its exit: the node stopped, or its output was not read fast enough";
+    write_reply(&mut stream, &ControlReply::Error(why.into()))
 }
 
 /// What a `run` client's connection and its signal reader share.

@@ -12,6 +12,7 @@ use weft_engine::replicate::{ReplicaEvent, ReplicateEvent, StorageError};
 use weft_engine::run::{RunCommand, RunEvent, RunEventKind};
 use weft_engine::{Command, Event, Input, MeshEvent, TableEvent};
 
+use super::sync::RUN_EVENTS_QUEUED_MAX;
 use super::Host;
 use crate::handle::HandleError;
 use crate::handle::{Delivery, Subscriber};
@@ -142,14 +143,21 @@ impl Host {
                     kind,
                     RunEventKind::Refused { .. } | RunEventKind::Exited(_) | RunEventKind::Lost
                 );
-                let sent = self
-                    .runs_waiting
-                    .get(&run)
-                    .is_some_and(|w| w.send(kind).is_ok());
+                let sent = match self.runs_waiting.get(&run).map(|w| w.try_send(kind)) {
+                    Some(Ok(())) => true,
+                    Some(Err(TrySendError::Full(_))) => {
+                        tracing::warn!(
+                            "run {run}: its output was not read fast enough \
+                             ({RUN_EVENTS_QUEUED_MAX} pieces waiting): killed"
+                        );
+                        false
+                    }
+                    _ => false,
+                };
                 if last || !sent {
                     self.runs_waiting.remove(&run);
                 }
-                // Its asker went away: the process has no one to write to.
+                // Its asker went away, or reads too slowly: the process has no one to write to.
                 if !sent && !last {
                     let kill = RunCommand::Signal {
                         run,

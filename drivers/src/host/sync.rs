@@ -56,6 +56,12 @@ pub(super) struct SyncWaiting {
     reply: Sender<Result<RunSession, HandleError>>,
 }
 
+/// A run's events waiting for its asker, at most: each output piece is at most
+/// `RUN_OUTPUT_BYTES_MAX` (64 KiB), so at most 64 MiB. The requester acknowledges output as it
+/// arrives (SPEC.md §23.4): an asker reading more slowly than the run writes, past this, has
+/// its run killed, as one that went away does.
+pub(crate) const RUN_EVENTS_QUEUED_MAX: usize = 1024;
+
 /// A runner's spawn waiting for its folder to catch up.
 pub(super) struct HeldSpawn {
     id: RequestId,
@@ -299,7 +305,7 @@ impl Host {
             shell,
             folder,
         };
-        let (events, taken) = std::sync::mpsc::channel();
+        let (events, taken) = std::sync::mpsc::sync_channel(RUN_EVENTS_QUEUED_MAX);
         // Registered first: the command's own outputs may carry its first events.
         self.runs_waiting.insert(run, events);
         let result = self.input(Input::Command(Command::Run(start)));
