@@ -25,7 +25,7 @@ use weft_engine::run::RunEventKind;
 use crate::accept::AcceptErrors;
 use crate::clock::Clock;
 use crate::handle::{DropAnswer, DropOp, Handle, HandleError, TableOp};
-use crate::report::DeliveryReport;
+use crate::report::{DeliveryReport, HostReport};
 
 /// How often an idle `listen` session checks whether its client left.
 const LISTEN_CHECK: Duration = Duration::from_millis(500);
@@ -422,30 +422,32 @@ fn known_node(
         )));
     }
     let hosts = handle.hosts().map_err(refused)?;
-    let which = if direct { "linked" } else { "known" };
-    let matching: Vec<&str> = hosts
-        .iter()
-        .filter(|h| h.direct || !direct)
-        .map(|h| h.node.as_str())
-        .filter(|id| id.starts_with(&prefix))
-        .collect();
-    let full = match matching[..] {
-        [one] => one.to_owned(),
-        [] => {
-            return Err(ControlReply::Error(format!(
-                "no {which} node's id starts with {prefix}"
-            )))
-        }
-        _ => {
-            return Err(ControlReply::Error(format!(
-                "{} {which} nodes' ids start with {prefix}: give more of it",
-                matching.len()
-            )))
-        }
-    };
+    let full = match_prefix(&hosts, &prefix, direct).map_err(ControlReply::Error)?;
     match parse_node_id(&full) {
         Some(node) => Ok((node, full)),
         None => Err(ControlReply::Error(format!("not a node id: {full}"))),
+    }
+}
+
+/// The one node of `hosts` whose id starts with `prefix` (lowercase hex), which must be linked
+/// if `direct`. The prefix must be unique among every node known, linked or not: a prefix of
+/// a linked node that an unlinked known node also has is ambiguous, so a member that made
+/// itself an id with the prefix of a node gone offline is never picked for it (a run, and a
+/// `--sync` folder, would go to it).
+fn match_prefix(hosts: &[HostReport], prefix: &str, direct: bool) -> Result<String, String> {
+    let matching: Vec<&HostReport> = hosts
+        .iter()
+        .filter(|h| h.node.starts_with(prefix))
+        .collect();
+    match matching[..] {
+        [one] if one.direct || !direct => Ok(one.node.clone()),
+        [one] => Err(format!("node {} is not linked", one.node)),
+        [] if direct => Err(format!("no linked node's id starts with {prefix}")),
+        [] => Err(format!("no known node's id starts with {prefix}")),
+        _ => Err(format!(
+            "{} known nodes' ids start with {prefix}: give more of it",
+            matching.len()
+        )),
     }
 }
 
@@ -805,6 +807,34 @@ fn stream_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A prefix names one node among every node known: a linked impostor whose id shares
+    /// the prefix of a known node that is offline is not picked; a prefix of a known node
+    /// that is not linked is refused for what needs a link.
+    #[test]
+    fn a_prefix_must_name_one_node_among_all_known() {
+        let host = |node: &str, direct: bool| HostReport {
+            node: node.into(),
+            addr: None,
+            direct,
+            last_seen_ms_ago: 0,
+            last_seen_unix_ms: None,
+        };
+        let hosts = [
+            host("9f3c00", true),
+            host("9f3c11", false),
+            host("ab0000", true),
+            host("cd0000", false),
+        ];
+        assert!(match_prefix(&hosts, "9f3c", true)
+            .is_err_and(|e| e == "2 known nodes' ids start with 9f3c: give more of it"));
+        assert_eq!(match_prefix(&hosts, "9f3c0", true), Ok("9f3c00".into()));
+        assert_eq!(match_prefix(&hosts, "ab", true), Ok("ab0000".into()));
+        assert!(match_prefix(&hosts, "cd", true).is_err_and(|e| e.contains("not linked")));
+        assert_eq!(match_prefix(&hosts, "cd", false), Ok("cd0000".into()));
+        assert!(match_prefix(&hosts, "ee", true)
+            .is_err_and(|e| e == "no linked node's id starts with ee"));
+    }
 
     #[test]
     fn a_signal_line_is_read_whole_and_one_too_long_ends_the_client() {
