@@ -801,17 +801,24 @@ fn a_durable_node_answers_after_the_commit_and_its_records_survive_a_restart() {
     assert_eq!(fresh(&net).restore(Instant::ZERO, wall_ms, &damaged), None);
 }
 
-/// An entry a durable replica holds and has committed, sent to it again (a repair, a
-/// resend, or a peer sending it over and over), is answered at once and costs no snapshot: a
-/// snapshot holds every record (up to `stored_bytes_max`) for a message of ~130 bytes.
-#[test]
-fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
+/// A lone durable node that was asked to put `kept` (its answer held for the commit), and
+/// the time.
+fn durable_with_kept() -> (Net, Instant) {
     let mut net = Net::new(1);
     let now = net.now;
     net.node(0).start(now);
     net.node(0).set_durable(true);
     net.node(0).request(now, 1, put(b"kept", b"v"));
     net.run(0);
+    (net, now)
+}
+
+/// An entry a durable replica holds and has committed, sent to it again (a repair, a
+/// resend, or a peer sending it over and over), is answered at once and costs no snapshot: a
+/// snapshot holds every record (up to `stored_bytes_max`) for a message of ~130 bytes.
+#[test]
+fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
+    let (mut net, now) = durable_with_kept();
     let wall_ms = 1_800_000_000_000;
     let (_, commit) = net.node(0).begin_store(now, wall_ms);
     net.node(0).committed(now, commit);
@@ -859,12 +866,7 @@ fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
 /// wait.
 #[test]
 fn a_durable_node_holds_at_most_held_answers_max_answers() {
-    let mut net = Net::new(1);
-    let now = net.now;
-    net.node(0).start(now);
-    net.node(0).set_durable(true);
-    net.node(0).request(now, 1, put(b"kept", b"v"));
-    net.run(0);
+    let (mut net, now) = durable_with_kept();
     assert!(net.events.is_empty(), "held for the commit");
     let position = key_position(b"kept", 0);
     let value = net.node(0).entries(now, position, b"kept")[0].clone();

@@ -829,6 +829,18 @@ fn folder_and_outside() -> Folder {
     f
 }
 
+/// The scan after a swap: `d` is a symlink now, and what it held is at `moved/`; nothing read
+/// from outside. What it reported.
+fn the_next_scan_finds_d_a_symlink_and_its_files_moved(s: &Scanner) -> BTreeMap<String, FileEntry> {
+    let again = later(s);
+    nothing_from_outside(&again);
+    let now = changed(&again.changes);
+    assert_eq!(now["d"].kind, FileKind::Symlink);
+    assert_eq!(now["moved/a"].blocks, blocks_of(b"inside a"));
+    assert_eq!(now["moved/b"].blocks, blocks_of(b"inside b"));
+    now
+}
+
 /// No change the scan reports holds a block of a file outside the folder.
 fn nothing_from_outside(o: &ScanOutcome) {
     let outside: Vec<Vec<Block>> = ["a", "b", "secret"]
@@ -863,13 +875,8 @@ fn a_directory_swapped_for_a_symlink_before_its_listing_is_not_followed() {
     only_done(&o);
     assert_eq!((o.unstable, o.hashed_files), (1, 0), "{o:?}");
     s.after_lstat = None;
-    let again = later(&s);
-    nothing_from_outside(&again);
-    let now = changed(&again.changes);
-    assert_eq!(now["d"].kind, FileKind::Symlink);
-    assert_eq!(now["moved/a"].blocks, blocks_of(b"inside a"));
-    assert_eq!(now["moved/b"].blocks, blocks_of(b"inside b"));
-    assert_eq!(now.len(), 4, "{again:?}");
+    let now = the_next_scan_finds_d_a_symlink_and_its_files_moved(&s);
+    assert_eq!(now.len(), 4, "{now:?}");
 }
 
 /// A parent swapped for a symlink while its children are visited: the children left are
@@ -891,10 +898,5 @@ fn a_parent_swapped_for_a_symlink_among_its_children_is_not_followed() {
     assert!(!changed(&o.changes).contains_key("d/a"), "{o:?}");
     assert!(!changed(&o.changes).contains_key("d/b"), "{o:?}");
     s.after_lstat = None;
-    let again = later(&s);
-    nothing_from_outside(&again);
-    let now = changed(&again.changes);
-    assert_eq!(now["d"].kind, FileKind::Symlink);
-    assert_eq!(now["moved/a"].blocks, blocks_of(b"inside a"));
-    assert_eq!(now["moved/b"].blocks, blocks_of(b"inside b"));
+    the_next_scan_finds_d_a_symlink_and_its_files_moved(&s);
 }

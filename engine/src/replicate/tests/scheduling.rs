@@ -410,14 +410,9 @@ fn a_peer_that_leaves_nothing_to_keep_is_forgotten_at_link_down() {
     assert_eq!(kept, [3, 4, 5]);
 }
 
-/// A file of many equal blocks (zeros, or a record naming one hash over and over) is filled
-/// at most `BLOCK_WAITERS_MAX` places a fetch: each piece served is one write a place, so a
-/// block named 262,144 times would otherwise queue 33 million writes from one 16 MiB block.
-#[test]
-fn one_fetch_of_a_block_fills_at_most_block_waiters_max_places() {
-    use crate::replicate::replica::BLOCK_WAITERS_MAX;
-    let places = 2 * BLOCK_WAITERS_MAX + 10;
-    let chunk = bytes(1024, 77);
+/// A file of `places` equal blocks of 1 KiB (pseudo-random, from `seed`), and its blocks.
+fn equal_blocks(places: usize, seed: u64) -> (Vec<u8>, Vec<weft_protocol::Block>) {
+    let chunk = bytes(1024, seed);
     let data: Vec<u8> = chunk.iter().copied().cycle().take(1024 * places).collect();
     let hash = *blake3::hash(&chunk).as_bytes();
     let blocks = (0..places as u64)
@@ -427,6 +422,17 @@ fn one_fetch_of_a_block_fills_at_most_block_waiters_max_places() {
             hash,
         })
         .collect();
+    (data, blocks)
+}
+
+/// A file of many equal blocks (zeros, or a record naming one hash over and over) is filled
+/// at most `BLOCK_WAITERS_MAX` places a fetch: each piece served is one write a place, so a
+/// block named 262,144 times would otherwise queue 33 million writes from one 16 MiB block.
+#[test]
+fn one_fetch_of_a_block_fills_at_most_block_waiters_max_places() {
+    use crate::replicate::replica::BLOCK_WAITERS_MAX;
+    let places = 2 * BLOCK_WAITERS_MAX + 10;
+    let (data, blocks) = equal_blocks(places, 77);
     let mut net = pair();
     let c = net.nodes[0]
         .host
@@ -494,22 +500,9 @@ fn an_iwant_is_served_once_a_hash_and_within_the_peers_read_bytes() {
 fn capped_places_still_lend_their_files_sources() {
     use crate::replicate::replica::BLOCK_WAITERS_MAX;
     let places = BLOCK_WAITERS_MAX + 6;
-    let chunk = bytes(1024, 78);
-    let hash = *blake3::hash(&chunk).as_bytes();
-    let entry_of = |path: &str| {
-        let data: Vec<u8> = chunk.iter().copied().cycle().take(1024 * places).collect();
-        let blocks = (0..places as u64)
-            .map(|i| weft_protocol::Block {
-                offset: i * 1024,
-                len: 1024,
-                hash,
-            })
-            .collect();
-        (data, blocks, path.to_string())
-    };
     let mut net = Net::new(3);
     // First, `a` from node 2, which is never linked: no reachable source.
-    let (_, blocks, _) = entry_of("a");
+    let (_, blocks) = equal_blocks(places, 78);
     let LocalChange::Changed(mut a) = Host::default().put_blocks("a", Vec::new(), 100, blocks)
     else {
         unreachable!()
@@ -526,7 +519,7 @@ fn capped_places_still_lend_their_files_sources() {
     });
     inject(&mut net, 1, have);
     // Then `b`, the same block as many times, from linked node 0.
-    let (data, blocks, _) = entry_of("b");
+    let (data, blocks) = equal_blocks(places, 78);
     let c = net.nodes[0].host.put_blocks("b", data.clone(), 100, blocks);
     net.local(0, c);
     net.link(0, 1);
