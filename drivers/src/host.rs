@@ -329,21 +329,19 @@ impl Host {
             }
             other => other,
         };
-        let request = match (&self.state_writer, request) {
-            // Answered through the loop's handle once carried out.
-            (Some(writer), request @ HostRequest::StoreState { .. }) => {
-                match writer.engine(id, request) {
-                    Ok(()) => return,
-                    Err(request) => *request,
+        if let Some(writer) = &self.state_writer {
+            match &request {
+                // Answered once the writer has stored it (its answers are taken as the loop
+                // drains); carried out here only if the writer has stopped.
+                HostRequest::StoreState { name, bytes } => {
+                    if writer.store(Some(id), name.clone(), bytes.clone()) {
+                        return;
+                    }
                 }
+                // A load is answered at once, after the stores handed over before it.
+                _ => writer.flush(),
             }
-            // A load is answered at once, after the stores handed over before it.
-            (Some(writer), request) => {
-                writer.flush();
-                request
-            }
-            (None, request) => request,
-        };
+        }
         let what = match &request {
             HostRequest::LoadState { name } => format!("loading state {name}"),
             HostRequest::StoreState { name, bytes } => {
@@ -489,7 +487,7 @@ impl Host {
         let name = cache_blob_name(&folder);
         let bytes = bytes::Bytes::from(blob);
         if let Some(writer) = &self.state_writer {
-            if writer.blob(name.clone(), bytes.clone()) {
+            if writer.store(None, name.clone(), bytes.clone()) {
                 return;
             }
         }

@@ -15,7 +15,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use weft_engine::{HostRequest, HostResult, RequestId};
+use bytes::Bytes;
+use weft_engine::{HostResult, RequestId};
 
 use crate::storage::Store;
 
@@ -27,10 +28,13 @@ type Answers = Arc<Mutex<Vec<(RequestId, HostResult)>>>;
 
 /// What the thread is given.
 enum Job {
-    /// The engine's request, answered.
-    Engine { id: RequestId, request: HostRequest },
-    /// A scan cache (or another blob of the host's own), stored without an answer.
-    Blob { name: String, bytes: bytes::Bytes },
+    /// Store blob `name`; answer the engine's request `id`, if it is one (a scan cache is
+    /// not).
+    Store {
+        id: Option<RequestId>,
+        name: String,
+        bytes: Bytes,
+    },
     /// Everything before is carried out: said on this channel.
     Flush(Sender<()>),
 }
@@ -53,19 +57,21 @@ impl StateWriter {
             .spawn(move || {
                 for job in jobs {
                     match job {
-                        Job::Engine { id, request } => {
-                            let what = describe(&request);
-                            let result = store.carry_out(request);
-                            match &result {
-                                HostResult::Failed(why) => tracing::warn!("{what} failed: {why}"),
-                                _ => tracing::debug!("{what}: done"),
-                            }
-                            lock(&answered).push((id, result));
-                            wake();
-                        }
-                        Job::Blob { name, bytes } => {
-                            if let Err(why) = store.store(&name, &bytes) {
-                                tracing::warn!("{name} not stored: {why}");
+                        Job::Store { id, name, bytes } => {
+                            let what = format!("storing state {name} ({} bytes)", bytes.len());
+                            let result = match store.store(&name, &bytes) {
+                                Ok(()) => {
+                                    tracing::debug!("{what}: done");
+                                    HostResult::Stored
+                                }
+                                Err(why) => {
+                                    tracing::warn!("{what} failed: {why}");
+                                    HostResult::Failed(why)
+                                }
+                            };
+                            if let Some(id) = id {
+                                lock(&answered).push((id, result));
+                                wake();
                             }
                         }
                         Job::Flush(done) => {
@@ -79,6 +85,14 @@ impl StateWriter {
             thread: Some(thread),
             answers,
         })
+    }
+
+    /// Stores blob `name` after everything handed over before, answering the engine's
+    /// request `id` if it is one; false if the thread has stopped (nothing was handed over).
+    pub(crate) fn store(&self, id: Option<RequestId>, name: String, bytes: Bytes) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|q| q.send(Job::Store { id, name, bytes }).is_ok())
     }
 
     /// The answers to the engine's requests carried out since the last call.
@@ -97,36 +111,6 @@ impl StateWriter {
             // An error: the thread ended (it panicked), and nothing is left to wait for.
             let _ = wait.recv();
         }
-    }
-
-    /// Hands the engine's `StoreState` (or `LoadState`) to the thread; given back if it has
-    /// stopped.
-    pub(crate) fn engine(
-        &self,
-        id: RequestId,
-        request: HostRequest,
-    ) -> Result<(), Box<HostRequest>> {
-        let Some(queue) = &self.queue else {
-            return Err(Box::new(request));
-        };
-        queue
-            .send(Job::Engine { id, request })
-            .map_err(|mpsc::SendError(job)| match job {
-                Job::Engine { request, .. } => Box::new(request),
-                // What was sent comes back: an engine request.
-                Job::Blob { name, .. } => Box::new(HostRequest::LoadState { name }),
-                Job::Flush(_) => Box::new(HostRequest::LoadState {
-                    name: String::new(),
-                }),
-            })
-    }
-
-    /// Stores blob `name` (a scan cache) after everything handed over before; false if the
-    /// thread has stopped.
-    pub(crate) fn blob(&self, name: String, bytes: bytes::Bytes) -> bool {
-        self.queue
-            .as_ref()
-            .is_some_and(|q| q.send(Job::Blob { name, bytes }).is_ok())
     }
 }
 
@@ -148,26 +132,15 @@ fn lock(answers: &Answers) -> std::sync::MutexGuard<'_, Vec<(RequestId, HostResu
     answers.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The request in a few words, for the log (never its bytes).
-fn describe(request: &HostRequest) -> String {
-    match request {
-        HostRequest::LoadState { name } => format!("loading state {name}"),
-        HostRequest::StoreState { name, bytes } => {
-            format!("storing state {name} ({} bytes)", bytes.len())
-        }
-        _ => "a request".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Requests are carried out in the order handed over, off the caller's thread: a load
-    /// after a store of the same name reads what was stored, and dropping the writer waits
-    /// for the blobs it holds.
+    /// Stores are carried out in the order handed over, off the caller's thread, and the
+    /// engine's are answered; after a flush a load reads what was stored last; dropping the
+    /// writer waits for the blobs it holds.
     #[test]
-    fn requests_are_carried_out_in_order_and_dropping_flushes() {
+    fn stores_are_carried_out_in_order_and_flush_and_drop_wait_for_them() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Arc::new(Store::open_or_create(dir.path()).expect("a store"));
         let (tx, rx) = mpsc::channel();
@@ -175,41 +148,29 @@ mod tests {
             let _ = tx.send(std::thread::current().name().map(str::to_owned));
         });
         let writer = StateWriter::start(Arc::clone(&store), wake).expect("the thread");
-        let store_req = |v: &'static [u8]| HostRequest::StoreState {
-            name: "table".into(),
-            bytes: bytes::Bytes::from_static(v),
-        };
-        let load = || HostRequest::LoadState {
-            name: "table".into(),
-        };
-        writer
-            .engine(RequestId(1), store_req(b"one"))
-            .expect("sent");
-        writer
-            .engine(RequestId(2), store_req(b"two"))
-            .expect("sent");
-        writer.engine(RequestId(3), load()).expect("sent");
-        let woken: Vec<_> = (0..3).map(|_| rx.recv().expect("a wake")).collect();
+        let table = |v: &'static [u8]| ("table".to_string(), Bytes::from_static(v));
+        let (name, bytes) = table(b"one");
+        assert!(writer.store(Some(RequestId(1)), name, bytes));
+        let (name, bytes) = table(b"two");
+        assert!(writer.store(Some(RequestId(2)), name, bytes));
+        let woken: Vec<_> = (0..2).map(|_| rx.recv().expect("a wake")).collect();
         assert!(woken.iter().all(|w| w.as_deref() == Some("weft-state")));
-        let got = writer.take_answers();
         assert_eq!(
-            got,
+            writer.take_answers(),
             vec![
                 (RequestId(1), HostResult::Stored),
-                (RequestId(2), HostResult::Stored),
-                (
-                    RequestId(3),
-                    HostResult::Loaded(Some(bytes::Bytes::from_static(b"two")))
-                ),
+                (RequestId(2), HostResult::Stored)
             ]
         );
         assert!(writer.take_answers().is_empty());
-        let big = bytes::Bytes::from(vec![7u8; 1 << 20]);
-        assert!(writer.blob("scan-00".into(), big.clone()));
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        assert!(writer.store(None, "scan-00".into(), big.clone()));
         writer.flush();
-        assert_eq!(store.load("scan-00"), Ok(Some(big.clone())));
-        let bigger = bytes::Bytes::from(vec![8u8; 2 << 20]);
-        assert!(writer.blob("scan-00".into(), bigger.clone()));
+        assert_eq!(store.load("table"), Ok(Some(Bytes::from_static(b"two"))));
+        assert_eq!(store.load("scan-00"), Ok(Some(big)));
+        assert!(writer.take_answers().is_empty(), "a blob is not answered");
+        let bigger = Bytes::from(vec![8u8; 2 << 20]);
+        assert!(writer.store(None, "scan-00".into(), bigger.clone()));
         drop(writer);
         assert_eq!(store.load("scan-00"), Ok(Some(bigger)));
     }
