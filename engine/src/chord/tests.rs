@@ -526,12 +526,25 @@ fn signed(w: &crate::identity::Identity, key: &[u8], seq: u64, op: StoreOp) -> C
 }
 
 fn store_msg(position: u64, key: &[u8], value: ChordValue) -> ChordMessage {
+    numbered_store(99, position, key, value)
+}
+
+/// A CHORD_STORE numbered `request`.
+fn numbered_store(request: u64, position: u64, key: &[u8], value: ChordValue) -> ChordMessage {
     ChordMessage::Store(weft_protocol::ChordStore {
-        request: 99,
+        request,
         position,
         key: key.to_vec(),
         value,
     })
+}
+
+/// A peer outside the ring that sends stores.
+fn stranger() -> ChordPeer {
+    ChordPeer {
+        node: NodeId([0x42; 32]),
+        addr: "192.0.2.42:7000".into(),
+    }
 }
 
 /// The attack of issue 14 point 4: a non-owner's CHORD_STORE delete and then put, sent to every
@@ -825,17 +838,9 @@ fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
     net.run(0);
     let position = key_position(b"kept", 0);
     let value = net.node(0).entries(now, position, b"kept")[0].clone();
-    let sender = ChordPeer {
-        node: NodeId([0x42; 32]),
-        addr: "192.0.2.42:7000".into(),
-    };
+    let sender = stranger();
     for request in 0..100 {
-        let store = ChordMessage::Store(weft_protocol::ChordStore {
-            request,
-            position,
-            key: b"kept".to_vec(),
-            value: value.clone(),
-        });
+        let store = numbered_store(request, position, b"kept", value.clone());
         net.node(0).handle_message(now, &sender, store);
         assert!(!net.node(0).needs_store(), "no snapshot for it");
         let answered = std::iter::from_fn(|| net.node(0).poll_output()).any(|o| {
@@ -847,12 +852,7 @@ fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
     // While a snapshot is under way, even a held entry's answer waits for its commit.
     net.node(0).request(now, 2, put(b"new", b"v"));
     let (_, commit) = net.node(0).begin_store(now, wall_ms);
-    let store = ChordMessage::Store(weft_protocol::ChordStore {
-        request: 500,
-        position,
-        key: b"kept".to_vec(),
-        value,
-    });
+    let store = numbered_store(500, position, b"kept", value);
     net.node(0).handle_message(now, &sender, store);
     let early = std::iter::from_fn(|| net.node(0).poll_output())
         .any(|o| matches!(o, ChordOutput::Send { to, .. } if to == sender));
@@ -870,17 +870,9 @@ fn a_durable_node_holds_at_most_held_answers_max_answers() {
     assert!(net.events.is_empty(), "held for the commit");
     let position = key_position(b"kept", 0);
     let value = net.node(0).entries(now, position, b"kept")[0].clone();
-    let sender = ChordPeer {
-        node: NodeId([0x42; 32]),
-        addr: "192.0.2.42:7000".into(),
-    };
+    let sender = stranger();
     for request in 0..HELD_ANSWERS_MAX as u64 {
-        let store = ChordMessage::Store(weft_protocol::ChordStore {
-            request,
-            position,
-            key: b"kept".to_vec(),
-            value: value.clone(),
-        });
+        let store = numbered_store(request, position, b"kept", value.clone());
         net.node(0).handle_message(now, &sender, store);
     }
     assert!(net.node(0).answers_full());
