@@ -131,7 +131,7 @@ impl Pair {
             }
             Output::Event(Event::Run(RunEvent { kind, .. })) => match kind {
                 RunEventKind::Output { bytes, .. } => self.output_bytes += bytes.len(),
-                RunEventKind::Exited(_) => self.exited = true,
+                RunEventKind::Exited { .. } => self.exited = true,
                 RunEventKind::Started => {}
                 other => panic!("unexpected run event {other:?}"),
             },

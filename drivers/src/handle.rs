@@ -120,6 +120,9 @@ pub struct RunSession {
     pub run: u64,
     /// What becomes of it, in order; the last is `Refused`, `Exited` or `Lost`. Output waits
     /// here until it is taken (the requester acknowledges output as it arrives, SPEC.md §23.4).
+    /// A run with `sync` is `Exited` once the directory has caught up with the peer's copy
+    /// (the copy named: what the program wrote is back), or could not (no copy named: the
+    /// node's log says why); the directory is no longer replicated after its last run.
     pub events: Receiver<RunEventKind>,
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use weft_engine::chord::ChordResult;
 use weft_engine::protocol::FolderId;
 use weft_engine::replicate::{ReplicaConfig, ReplicateCommand};
-use weft_engine::run::{ProcessRequest, RunEventKind};
+use weft_engine::run::{ProcessRequest, ProcessResult, RunEventKind};
 use weft_engine::{
     Command, Config, Duration, HostRequest, HostResult, Input, InputError, Instant, Node, Output,
     RequestId,
@@ -158,12 +158,8 @@ pub(crate) struct Host {
     /// Runs asked of peers, waiting for their events, by run number.
     runs_waiting: std::collections::BTreeMap<u64, std::sync::mpsc::SyncSender<RunEventKind>>,
     last_run: u64,
-    /// Runs with `--sync` waiting for their folder's scan (this node asks).
-    syncs_waiting: Vec<sync::SyncWaiting>,
-    /// Spawns waiting for their folder to catch up (this node runs).
-    spawns_held: Vec<sync::HeldSpawn>,
-    /// The folders added for runs (`--sync`), not the network's shared folder.
-    run_folders: std::collections::BTreeSet<FolderId>,
+    /// Runs in folders (`--sync`), asked or carried out: what waits, and their folders.
+    syncs: sync::RunSyncs,
     /// The drops' folders and their directories.
     drop_folders: std::collections::BTreeMap<FolderId, drops::DropFolder>,
     /// Drop publishes waiting for their folder's scan.
@@ -211,9 +207,7 @@ impl Host {
             handle: None,
             runs_waiting: std::collections::BTreeMap::new(),
             last_run: 0,
-            syncs_waiting: Vec::new(),
-            spawns_held: Vec::new(),
-            run_folders: std::collections::BTreeSet::new(),
+            syncs: sync::RunSyncs::default(),
             drop_folders: std::collections::BTreeMap::new(),
             publishes_waiting: Vec::new(),
             throughput: throughput::Throughput::default(),
@@ -376,6 +370,9 @@ impl Host {
         };
         let handle = self.handle.as_ref();
         if let Some(result) = self.processes.carry_out(handle, id, process, request, root) {
+            if !matches!(result, HostResult::Process(ProcessResult::Spawned)) {
+                self.not_started(process);
+            }
             self.answers.push((id, result));
         }
     }

@@ -400,12 +400,12 @@ fn answer_reads(
             let piece = match (held.take(), exited) {
                 (Some(piece), _) => piece,
                 (None, exited) => match exited {
-                    Some((status, _)) if open_pipes == 0 => break ProcessResult::Exited(status),
+                    Some((status, _)) if open_pipes == 0 => break exited_with(status),
                     Some((status, by)) => {
                         match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
                             Ok(piece) => piece,
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break ProcessResult::Exited(status)
+                                break exited_with(status)
                             }
                         }
                     }
@@ -413,7 +413,7 @@ fn answer_reads(
                         Ok(piece) => piece,
                         // Every thread is gone without an exit: cannot happen (the waiter always
                         // reports one), but never hang on it.
-                        Err(_) => break ProcessResult::Exited(ExitStatus::Signal(9)),
+                        Err(_) => break exited_with(ExitStatus::Signal(9)),
                     },
                 },
             };
@@ -427,11 +427,17 @@ fn answer_reads(
                 Piece::Exited(status) => exited = Some((status, Instant::now() + RUN_DRAIN)),
             }
         };
-        let done = matches!(result, ProcessResult::Exited(_));
+        let done = matches!(result, ProcessResult::Exited { .. });
         if handle.process_done(process, id, result).is_err() || done {
             return;
         }
     }
+}
+
+/// How a process ended, as its last read's answer; the host fills in a folder's copy
+/// (SPEC.md §23.5).
+fn exited_with(status: ExitStatus) -> ProcessResult {
+    ProcessResult::Exited { status, copy: None }
 }
 
 /// `first` and the pieces of the same stream already waiting behind it, joined up to

@@ -375,6 +375,66 @@ fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
     fails_with(&out, 255, "--sync");
 }
 
+/// SPEC.md §23.3, §23.6: `weft run --sync` returns only once what the program wrote in the
+/// peer's copy is back in the directory; then the directory is no longer replicated (a file
+/// put into the runner's copy afterwards stays there), while the runner keeps its copy's
+/// folder for the requester until the requester goes away.
+#[test]
+fn a_sync_run_returns_with_its_writes_back_and_then_the_folder_ends() {
+    let (dir, net) = scratch("run-sync-back");
+    let (mut a, b) = allowed(dir.path(), &net);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("input.txt"), "made by a\n").expect("write");
+    let sync = work.display().to_string();
+    let build =
+        "cat input.txt > output.txt; mkdir -p out; head -c 300000 /dev/urandom > out/blob; \
+                 echo built";
+    let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", build]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "built\n");
+    // Back before `weft run` returned: no waiting here.
+    let copy = std::fs::read_dir(b.state.join("runs"))
+        .expect("b's runs")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("b's copy");
+    assert_eq!(
+        std::fs::read_to_string(work.join("output.txt"))
+            .ok()
+            .as_deref(),
+        Some("made by a\n"),
+        "output.txt is not back"
+    );
+    let blob = std::fs::read(copy.join("out/blob")).expect("the blob in b's copy");
+    assert!(
+        std::fs::read(work.join("out/blob")).is_ok_and(|back| back == blob),
+        "out/blob is not back whole"
+    );
+    wait_until("a ends the run's folder", || {
+        a.log_text().contains("ended, no run of it is in progress")
+    });
+    assert!(
+        !b.log_text().contains("ended, no run of it is in progress"),
+        "b keeps its copy's folder while a is linked"
+    );
+
+    // Something on b writes into b's copy after the run: it does not reach a's directory.
+    std::fs::write(copy.join("planted.txt"), "not a's\n").expect("write");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !work.join("planted.txt").exists(),
+        "a's directory is still replicated after its run"
+    );
+
+    // The requester goes away: the runner ends its copy's folder without waiting out
+    // RUN_FOLDER_LINGER.
+    a.kill();
+    wait_until("b ends the folder of a's runs", || {
+        b.log_text().contains("ended, no run of it is in progress")
+    });
+}
+
 /// 64 hex digits as a node id.
 fn node_id(hex: &str) -> weft_engine::NodeId {
     let mut id = [0u8; 32];

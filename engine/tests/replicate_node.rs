@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{closed, drain, frames_to, node_with, Fake, T0};
+use common::{closed, drain, drain_raw, frames_to, node_with, Fake, T0};
 use weft_engine::protocol::{
     Block, Code, FileEntry, FileKind, FolderId, HereIs, IWant, List, Message, ReplicaMessage,
     Version,
@@ -355,10 +355,22 @@ fn a_folder_kept_with_one_peer_ignores_every_other() {
     node.check_invariants().unwrap();
 }
 
-/// A change not yet persisted when the node shuts down is persisted at once, not after
-/// `persist_delay` (which a stopping node may not live to see).
-#[test]
-fn a_shutdown_persists_a_folder_change_at_once() {
+/// The folder's state stores among `out`.
+fn stores(out: &[Output]) -> Vec<(weft_engine::RequestId, Bytes)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::StoreState { name, bytes },
+            } if name.starts_with("replica-") => Some((*id, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node holding `folder()`, its state loaded; the id of the first persist of its state,
+/// not yet answered.
+fn node_with_folder() -> (weft_engine::Node, weft_engine::RequestId) {
     let mut node = node_with(|_| {});
     node.handle_timeout(T0);
     drain(&mut node);
@@ -369,22 +381,17 @@ fn a_shutdown_persists_a_folder_change_at_once() {
     )
     .unwrap();
     let out = drain(&mut node);
-    let store = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Request {
-                id,
-                request: HostRequest::StoreState { .. },
-            } => Some(*id),
-            _ => None,
-        })
+    let (store, _) = stores(&out)
+        .into_iter()
+        .next()
         .expect("the folder's state written once loaded");
-    let result = HostResult::Stored;
-    node.handle_input(T0, Input::Completed { id: store, result })
-        .unwrap();
-    drain(&mut node);
+    (node, store)
+}
+
+/// A local change of a file at `path` fed to `node`.
+fn change_locally(node: &mut weft_engine::Node, path: &str) {
     let entry = FileEntry {
-        path: "late.txt".into(),
+        path: path.into(),
         kind: FileKind::File,
         target: String::new(),
         mode: 6,
@@ -401,18 +408,166 @@ fn a_shutdown_persists_a_folder_change_at_once() {
     };
     node.handle_input(T0, Input::Command(Command::Replicate(change)))
         .unwrap();
+}
+
+/// A change not yet persisted when the node shuts down is persisted at once, not after
+/// `persist_delay` (which a stopping node may not live to see).
+#[test]
+fn a_shutdown_persists_a_folder_change_at_once() {
+    let (mut node, store) = node_with_folder();
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id: store, result })
+        .unwrap();
+    drain(&mut node);
+    change_locally(&mut node, "late.txt");
     let out = drain(&mut node);
-    let stores = |out: &[Output]| {
-        out.iter()
-            .filter(|o| {
-                matches!(o, Output::Request { request: HostRequest::StoreState { name, .. }, .. }
-                    if name.starts_with("replica-"))
-            })
-            .count()
-    };
-    assert_eq!(stores(&out), 0, "persisted only after persist_delay");
+    assert_eq!(stores(&out).len(), 0, "persisted only after persist_delay");
     node.handle_input(T0, Input::Command(Command::Shutdown))
         .unwrap();
     let out = drain(&mut node);
-    assert_eq!(stores(&out), 1, "the change persisted at the shutdown");
+    assert_eq!(
+        stores(&out).len(),
+        1,
+        "the change persisted at the shutdown"
+    );
+}
+
+/// A folder removed (a remote run's, its runs over) persists its last change at once, even
+/// while an earlier persist is still out; answers to its steps that come later are ignored;
+/// and the folder added again resumes from the state it persisted.
+#[test]
+fn a_removed_folder_persists_its_change_and_resumes_when_added_again() {
+    let (mut node, first_store) = node_with_folder();
+    change_locally(&mut node, "kept.txt");
+    assert!(stores(&drain(&mut node)).is_empty());
+    let remove = ReplicateCommand::RemoveFolder(folder());
+    node.handle_input(T0, Input::Command(Command::Replicate(remove)))
+        .unwrap();
+    let persisted = stores(&drain(&mut node));
+    assert_eq!(
+        persisted.len(),
+        1,
+        "persisted at the removal, the first still out"
+    );
+    let (last_store, state) = persisted[0].clone();
+    assert!(node.replica(&folder()).is_none());
+    let again = ReplicateCommand::RemoveFolder(folder());
+    assert!(node
+        .handle_input(T0, Input::Command(Command::Replicate(again)))
+        .is_err());
+    // The host answers both persists now: no folder takes them.
+    for id in [first_store, last_store] {
+        let result = HostResult::Stored;
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+    }
+    assert!(stores(&drain(&mut node)).is_empty());
+    node.check_invariants().unwrap();
+
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    let add = ReplicateCommand::AddFolder(config);
+    node.handle_input(T0, Input::Command(Command::Replicate(add)))
+        .unwrap();
+    let load = drain_raw(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::LoadState { .. },
+            } => Some(id),
+            _ => None,
+        })
+        .expect("the folder added again loads its state");
+    let result = HostResult::Loaded(Some(state));
+    node.handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    drain(&mut node);
+    let replica = node.replica(&folder()).expect("added again");
+    assert!(
+        replica.record("kept.txt").is_some(),
+        "resumed from its state"
+    );
+    node.check_invariants().unwrap();
+}
+
+/// The paths of every IHAVE `out` carries to `conn`.
+fn announced(out: &[Output], conn: ConnId) -> Vec<String> {
+    replica_messages(out, conn)
+        .into_iter()
+        .filter_map(|(c, p)| match Message::decode(c, &p) {
+            Ok(Message::Replica(ReplicaMessage::IHave(h))) => {
+                Some(h.entries.into_iter().map(|e| e.path).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Answers the first persist of a folder's state among `out` (announcing waits for it).
+fn answer_first_store(node: &mut weft_engine::Node, out: &[Output]) -> Bytes {
+    let (id, state) = stores(out).into_iter().next().expect("a persist");
+    let result = HostResult::Stored;
+    node.handle_input(T0, Input::Completed { id, result })
+        .unwrap();
+    state
+}
+
+/// A peer's LIST for a folder this node does not hold yet is kept, and answered once the
+/// folder is added while the link lasts (a remote run's folder, added at the request). Its
+/// listeners outlive the folder's removal: added again, it tells them only what changed.
+#[test]
+fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    let list = List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::List(list)));
+    assert!(replica_messages(&drain(&mut node), fake.conn).is_empty());
+
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    let add = ReplicateCommand::AddFolder(config.clone());
+    node.handle_input(T0, Input::Command(Command::Replicate(add)))
+        .unwrap();
+    let out = drain(&mut node);
+    answer_first_store(&mut node, &out);
+    change_locally(&mut node, "first.txt");
+    let out = drain(&mut node);
+    assert_eq!(announced(&out, fake.conn), ["first.txt"]);
+
+    let remove = ReplicateCommand::RemoveFolder(folder());
+    node.handle_input(T0, Input::Command(Command::Replicate(remove)))
+        .unwrap();
+    let out = drain(&mut node);
+    let state = answer_first_store(&mut node, &out);
+    let add = ReplicateCommand::AddFolder(config);
+    node.handle_input(T0, Input::Command(Command::Replicate(add)))
+        .unwrap();
+    let load = drain_raw(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::LoadState { .. },
+            } => Some(id),
+            _ => None,
+        })
+        .expect("a load");
+    let result = HostResult::Loaded(Some(state));
+    node.handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    let out = drain(&mut node);
+    // A folder loaded from its state persists again (its numbering jumped) before it
+    // announces anything.
+    answer_first_store(&mut node, &out);
+    change_locally(&mut node, "second.txt");
+    let out = drain(&mut node);
+    assert_eq!(announced(&out, fake.conn), ["second.txt"]);
+    node.check_invariants().unwrap();
 }

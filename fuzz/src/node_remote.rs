@@ -377,9 +377,10 @@ impl ProcessAnswer {
                 },
                 bytes: output_bytes(*len),
             },
-            (ProcessAnswer::End { flag, code }, ProcessRequest::Read) => {
-                ProcessResult::Exited(exit_status(*flag, *code))
-            }
+            (ProcessAnswer::End { flag, code }, ProcessRequest::Read) => ProcessResult::Exited {
+                status: exit_status(*flag, *code),
+                copy: None,
+            },
             _ => ProcessResult::Signalled,
         };
         HostResult::Process(result)
@@ -787,6 +788,7 @@ impl Driver {
                                 run,
                                 status: exit_status(*signal, *code),
                                 outputs: outputs.map_or(received, u64::from),
+                                copy: None,
                             })
                         }
                     };

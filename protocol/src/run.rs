@@ -216,6 +216,21 @@ pub struct RunExit {
     pub status: ExitStatus,
     /// How many RUN_OUTPUT pieces came before (the next `seq`).
     pub outputs: u64,
+    /// A run in a folder: the runner's copy once a scan after the exit found every file
+    /// settled, as the point the requester's copy must catch up to before the run's writes are
+    /// all back (SPEC.md §23.3). `None` without a folder, or when the runner could not scan it.
+    pub copy: Option<SyncPoint>,
+}
+
+/// How far one node's copy of a replicated folder has come: its index id and the sequence
+/// number of its newest record (SPEC.md §22.4). Another node's copy has caught up to it once
+/// it has every record of that index up to that sequence and nothing of it left to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPoint {
+    /// The index id of the copy.
+    pub index_id: u64,
+    /// The sequence number of its newest record.
+    pub sequence: u64,
 }
 
 /// A remote-run message.
@@ -395,6 +410,16 @@ mod tests {
             run: 5,
             status: ExitStatus::Signal(9),
             outputs: 12,
+            copy: None,
+        }));
+        round_trip(RunMessage::Exit(RunExit {
+            run: 6,
+            status: ExitStatus::Code(0),
+            outputs: 0,
+            copy: Some(SyncPoint {
+                index_id: u64::MAX,
+                sequence: 70_000,
+            }),
         }));
     }
 

@@ -47,7 +47,7 @@ use weft_protocol::{
 };
 use weft_protocol::{
     ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
-    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_OUTPUT_BYTES_MAX,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, SyncPoint, RUN_OUTPUT_BYTES_MAX,
     RUN_REASON_BYTES_MAX,
 };
 
@@ -984,6 +984,10 @@ fn gen_run(g: &mut Gen, variant: usize, big: bool) -> Owned {
                 ExitStatus::Signal(u8::arbitrary(g))
             },
             outputs: u64::arbitrary(g),
+            copy: bool::arbitrary(g).then(|| SyncPoint {
+                index_id: u64::arbitrary(g),
+                sequence: u64::arbitrary(g),
+            }),
         }),
     }))
 }

@@ -43,7 +43,7 @@ use weft_protocol::{
 };
 use weft_protocol::{
     ExitStatus, OutputStream, RunAck, RunExit, RunFolder, RunMessage, RunOutput, RunRefusalReason,
-    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, RUN_ARGS_MAX,
+    RunRefused, RunRequest, RunSignal, RunSignalKind, RunStarted, SyncPoint, RUN_ARGS_MAX,
     RUN_OUTPUT_BYTES_MAX, RUN_REASON_BYTES_MAX,
 };
 
@@ -3213,6 +3213,15 @@ fn run_fields(m: &RunMessage<'_>) -> Value {
             ("run", e.run.into()),
             ("status", exit_status_json(&e.status)),
             ("outputs", e.outputs.into()),
+            (
+                "copy",
+                e.copy.map_or(Value::Null, |c| {
+                    obj([
+                        ("index_id", c.index_id.into()),
+                        ("sequence", c.sequence.into()),
+                    ])
+                }),
+            ),
         ]),
     }
 }
@@ -3281,6 +3290,13 @@ fn run_from_fields(code_name: &str, f: &Value) -> Owned {
                 run,
                 status,
                 outputs: get_u64(f, "outputs"),
+                copy: match get(f, "copy") {
+                    Value::Null => None,
+                    copy => Some(SyncPoint {
+                        index_id: get_u64(copy, "index_id"),
+                        sequence: get_u64(copy, "sequence"),
+                    }),
+                },
             })
         }
         other => panic!("unknown code name {other}"),
@@ -3375,6 +3391,19 @@ fn run_cases() -> Vec<(String, Owned, bool)> {
                 run: 1,
                 status: ExitStatus::Code(3),
                 outputs: 2,
+                copy: None,
+            }),
+        ),
+        plain(
+            "run_exit_in_folder",
+            RunMessage::Exit(RunExit {
+                run: 1,
+                status: ExitStatus::Code(0),
+                outputs: 5,
+                copy: Some(SyncPoint {
+                    index_id: 0x0123_4567_89ab_cdef,
+                    sequence: 300,
+                }),
             }),
         ),
         plain(
@@ -3383,6 +3412,7 @@ fn run_cases() -> Vec<(String, Owned, bool)> {
                 run: 1,
                 status: ExitStatus::Signal(9),
                 outputs: 0,
+                copy: None,
             }),
         ),
     ];
@@ -3487,7 +3517,13 @@ fn run_invalid_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>
             "malformed_payload_run_exit_unknown_status",
             "MalformedPayload",
             "RUN_EXIT whose status has variant index 2",
-            plain(Code::RUN_EXIT, &[varint(1), vec![2, 0], varint(0)].concat()),
+            plain(Code::RUN_EXIT, &[varint(1), vec![2, 0], varint(0), vec![0]].concat()),
+        ),
+        (
+            "malformed_payload_run_exit_copy_tag_2",
+            "MalformedPayload",
+            "RUN_EXIT whose copy (an Option) has tag 2",
+            plain(Code::RUN_EXIT, &[varint(1), vec![0, 0], varint(0), vec![2]].concat()),
         ),
         (
             "malformed_payload_run_ack_trailing_bytes",

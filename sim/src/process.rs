@@ -10,7 +10,12 @@
 //!   then exit 0;
 //! - `wait`: no output; ends with SIGINT (exit 130 as signal 2) or SIGKILL (signal 9);
 //! - `stubborn`: like `wait`, but ignores SIGINT;
-//! - `missing`: cannot be started.
+//! - `missing`: cannot be started;
+//! - `lying`: exits 0 naming a copy of a folder even when it ran in none (a host the requester
+//!   must not believe).
+//!
+//! A process run in a folder ends naming the host's copy one record past the requester's sync
+//! point, under an index id one higher (the simulator keeps no files for runs).
 //!
 //! A `Read` with nothing to say is held until something happens (a signal), as a real host
 //! holds it until the process writes or ends.
@@ -18,7 +23,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use weft_engine::protocol::{ExitStatus, OutputStream, RunFolder, RunSignalKind};
+use weft_engine::protocol::{ExitStatus, OutputStream, RunFolder, RunSignalKind, SyncPoint};
 use weft_engine::run::{ProcessRequest, ProcessResult};
 use weft_engine::{HostResult, NodeId, RequestId};
 
@@ -32,6 +37,8 @@ struct Fake {
     ignores_interrupt: bool,
     /// A `Read` held until something happens.
     held: Option<RequestId>,
+    /// The copy its exit names.
+    copy: Option<SyncPoint>,
 }
 
 /// The processes of one simulated host.
@@ -64,7 +71,13 @@ impl Processes {
                 ..
             } => {
                 let result = match script(&program, &args) {
-                    Some(fake) => {
+                    Some(mut fake) => {
+                        if let Some(f) = folder {
+                            fake.copy = Some(SyncPoint {
+                                index_id: f.index_id.wrapping_add(1),
+                                sequence: f.sequence.saturating_add(1),
+                            });
+                        }
                         self.spawned.push((process, program, args));
                         self.spawned_for.push((folder, requester));
                         self.running.insert(process, fake);
@@ -86,8 +99,9 @@ impl Processes {
                 }
                 match fake.exit {
                     Some(status) => {
+                        let copy = fake.copy;
                         self.running.remove(&process);
-                        vec![(id, HostResult::Process(ProcessResult::Exited(status)))]
+                        vec![(id, HostResult::Process(exited(status, copy)))]
                     }
                     None => {
                         fake.held = Some(id);
@@ -110,8 +124,9 @@ impl Processes {
                 fake.output.clear();
                 fake.exit = Some(status);
                 if let Some(held) = fake.held.take() {
+                    let copy = fake.copy;
                     self.running.remove(&process);
-                    answers.push((held, HostResult::Process(ProcessResult::Exited(status))));
+                    answers.push((held, HostResult::Process(exited(status, copy))));
                 }
                 answers
             }
@@ -136,6 +151,7 @@ fn script(program: &str, args: &[String]) -> Option<Fake> {
         exit: Some(ExitStatus::Code(0)),
         ignores_interrupt: false,
         held: None,
+        copy: None,
     };
     match program {
         "out" | "err" => {
@@ -177,6 +193,12 @@ fn script(program: &str, args: &[String]) -> Option<Fake> {
             }
         }
         "wait" => fake.exit = None,
+        "lying" => {
+            fake.copy = Some(SyncPoint {
+                index_id: 1,
+                sequence: 1,
+            })
+        }
         "stubborn" => {
             fake.exit = None;
             fake.ignores_interrupt = true;
@@ -184,4 +206,9 @@ fn script(program: &str, args: &[String]) -> Option<Fake> {
         _ => return None,
     }
     Some(fake)
+}
+
+/// A fake process's end.
+fn exited(status: ExitStatus, copy: Option<SyncPoint>) -> ProcessResult {
+    ProcessResult::Exited { status, copy }
 }

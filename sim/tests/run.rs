@@ -66,7 +66,10 @@ fn output_arrives_in_order_on_its_own_stream_then_the_exit() {
     assert_eq!(events.first(), Some(&RunEventKind::Started));
     assert_eq!(
         events.last(),
-        Some(&RunEventKind::Exited(ExitStatus::Code(0)))
+        Some(&RunEventKind::Exited {
+            status: ExitStatus::Code(0),
+            copy: None
+        })
     );
     let outputs: Vec<(OutputStream, String)> = events
         .iter()
@@ -99,15 +102,24 @@ fn exit_statuses_come_back_as_they_are() {
     signal(&mut net, 3, RunSignalKind::Kill);
     assert_eq!(
         last(&net, 1),
-        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Code(0),
+            copy: None
+        })
     );
     assert_eq!(
         last(&net, 2),
-        Some(RunEventKind::Exited(ExitStatus::Code(3)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Code(3),
+            copy: None
+        })
     );
     assert_eq!(
         last(&net, 3),
-        Some(RunEventKind::Exited(ExitStatus::Signal(9)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Signal(9),
+            copy: None
+        })
     );
     assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
 }
@@ -127,7 +139,10 @@ fn much_output_is_paced_by_acknowledgements_and_all_arrives() {
     assert_eq!(got, 100 * 65536);
     assert_eq!(
         last(&net, 1),
-        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Code(0),
+            copy: None
+        })
     );
     let m = net.nodes[1].metrics().run;
     assert_eq!(m.output_bytes_sent, 100 * 65536);
@@ -211,7 +226,10 @@ fn an_interrupt_ends_a_process_or_the_grace_period_kills_it() {
     signal(&mut net, 2, RunSignalKind::Interrupt);
     assert_eq!(
         last(&net, 1),
-        Some(RunEventKind::Exited(ExitStatus::Signal(2)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Signal(2),
+            copy: None
+        })
     );
     assert_eq!(last(&net, 2), Some(RunEventKind::Started));
     net.run_for(Duration::from_millis(RUN_GRACE.as_millis() - 1));
@@ -223,7 +241,10 @@ fn an_interrupt_ends_a_process_or_the_grace_period_kills_it() {
     net.run_for(Duration::from_millis(1));
     assert_eq!(
         last(&net, 2),
-        Some(RunEventKind::Exited(ExitStatus::Signal(9)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Signal(9),
+            copy: None
+        })
     );
     let kills = net.processes[1]
         .signals
@@ -306,12 +327,31 @@ fn a_run_in_a_folder_reaches_the_host_with_its_sync_point_and_requester() {
     };
     net.command(0, Command::Run(command));
     net.run_for(Duration::from_millis(100));
+    // The exit names the runner's copy as its host reported it (SPEC.md §23.3).
+    let copy = weft_engine::protocol::SyncPoint {
+        index_id: 78,
+        sequence: 13,
+    };
     assert_eq!(
         last(&net, 1),
-        Some(RunEventKind::Exited(ExitStatus::Code(0)))
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Code(0),
+            copy: Some(copy)
+        })
     );
     assert_eq!(
         net.processes[1].spawned_for,
         vec![(Some(folder), net.id(0))]
     );
+}
+
+/// A RUN_EXIT naming a folder's copy for a run asked without a folder is out of order
+/// (SPEC.md §23.4): the requester closes the connection, and the run is lost.
+#[test]
+fn an_exit_naming_a_copy_for_a_run_in_no_folder_closes_the_connection() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "lying", &[]).unwrap();
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(events(&net, 1).first(), Some(&RunEventKind::Started));
+    assert_eq!(last(&net, 1), Some(RunEventKind::Lost));
 }

@@ -159,6 +159,17 @@ fn exit_code(status: &RunExitReport, interrupted: &Interrupted) -> ExitCode {
     if late {
         return ExitCode::from(INTERRUPTED);
     }
+    if status.not_back {
+        let how = match (status.code, status.signal) {
+            (Some(code), _) => format!("exited with {code}"),
+            (None, Some(signal)) => format!("was ended by signal {signal}"),
+            (None, None) => "ended".to_string(),
+        };
+        return weft_error(format!(
+            "the program {how}, but what it wrote in the peer's copy did not all come back \
+             (the node's log says why)"
+        ));
+    }
     match (status.code, status.signal) {
         (Some(code), _) => ExitCode::from(code),
         (None, Some(signal)) => ExitCode::from(128u8.saturating_add(signal)),
@@ -223,7 +234,11 @@ mod tests {
     fn a_remote_status_becomes_the_local_one() {
         let none: Interrupted = Arc::new(Mutex::new(None));
         let code = |code, signal| {
-            let status = RunExitReport { code, signal };
+            let status = RunExitReport {
+                code,
+                signal,
+                not_back: false,
+            };
             format!("{:?}", exit_code(&status, &none))
         };
         assert_eq!(code(Some(3), None), format!("{:?}", ExitCode::from(3)));
@@ -232,10 +247,21 @@ mod tests {
         let status = RunExitReport {
             code: Some(0),
             signal: None,
+            not_back: false,
         };
         assert_eq!(
             format!("{:?}", exit_code(&status, &long_ago)),
             format!("{:?}", ExitCode::from(130))
+        );
+        // Its writes not all back: weft's own error, whatever the program's status.
+        let status = RunExitReport {
+            code: Some(0),
+            signal: None,
+            not_back: true,
+        };
+        assert_eq!(
+            format!("{:?}", exit_code(&status, &none)),
+            format!("{:?}", ExitCode::from(WEFT_ERROR))
         );
     }
 }

@@ -364,6 +364,11 @@ pub struct RunExitReport {
     /// The signal that ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<u8>,
+    /// A run with `--sync`: what the program wrote in the peer's copy did not all come back
+    /// to the directory (the runner did not scan its copy, the link went, or the copy did
+    /// not catch up within `RUN_SYNC_TIMEOUT`; the node's log says which).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_back: bool,
 }
 
 /// A version a `drop_publish` or `drop_owners` published.

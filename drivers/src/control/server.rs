@@ -525,6 +525,7 @@ fn serve_run(
         Ok(sync) => sync,
         Err(why) => return write_reply(&mut stream, &ControlReply::Error(why)),
     };
+    let in_folder = sync.is_some();
     // The client's lines are read from the start: a Ctrl-C or a close while the run still
     // waits for its folder's scan gives it up, so the program never starts.
     let watch = RunWatch::default();
@@ -570,12 +571,17 @@ fn serve_run(
                 }),
                 false,
             ),
-            RunEventKind::Exited(status) => {
+            RunEventKind::Exited { status, copy } => {
                 let (code, signal) = match status {
                     ExitStatus::Code(c) => (Some(c), None),
                     ExitStatus::Signal(s) => (None, Some(s)),
                 };
-                (ControlReply::RunExit(RunExitReport { code, signal }), true)
+                let report = RunExitReport {
+                    code,
+                    signal,
+                    not_back: in_folder && copy.is_none(),
+                };
+                (ControlReply::RunExit(report), true)
             }
             RunEventKind::Refused { text, .. } => (ControlReply::RunRefused(text), true),
             RunEventKind::Lost => (ControlReply::RunLost, true),

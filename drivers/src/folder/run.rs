@@ -99,6 +99,9 @@ pub(crate) struct Folders {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     running: BTreeMap<FolderId, Running>,
+    /// Scanners of removed folders, told to stop: each ends after the scan it may be in
+    /// (joined at shutdown, never waited for on the loop).
+    stopping: Vec<ScannerThread>,
 }
 
 impl Folders {
@@ -160,6 +163,20 @@ impl Folders {
                 settled_scan: None,
             },
         );
+    }
+
+    /// Stops `folder` (a remote run's, once its run has ended): its scanner is told to stop,
+    /// its steps still queued are carried out, and later ones are refused. Returns its scan
+    /// cache as a blob to persist if storage steps wrote to it since it was last persisted.
+    pub(crate) fn remove(&mut self, folder: &FolderId) -> Option<Vec<u8>> {
+        let mut r = self.running.remove(folder)?;
+        if let Some(s) = r.scanner.take() {
+            s.tell_stop();
+            self.stopping.push(s);
+        }
+        self.stopping.retain(|s| !s.has_ended());
+        let cache = r.disk.cache();
+        cache.is_written().then(|| cache.take_blob())
     }
 
     /// Asks `folder`'s scanner for a scan now.
@@ -321,6 +338,9 @@ impl Folders {
                 s.stop();
             }
         }
+        for s in self.stopping.drain(..) {
+            s.stop();
+        }
         self.jobs = None;
         for t in self.workers.drain(..) {
             let _ = t.join();
@@ -408,9 +428,19 @@ impl ScannerThread {
         }
     }
 
-    fn stop(mut self) {
+    /// Tells the scanner to stop after the scan it may be in, without waiting for it.
+    fn tell_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.wake.send(());
+    }
+
+    /// Whether its thread has ended.
+    fn has_ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    fn stop(mut self) {
+        self.tell_stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

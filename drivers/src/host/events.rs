@@ -141,8 +141,17 @@ impl Host {
             Event::Run(RunEvent { run, kind }) => {
                 let last = matches!(
                     kind,
-                    RunEventKind::Refused { .. } | RunEventKind::Exited(_) | RunEventKind::Lost
+                    RunEventKind::Refused { .. } | RunEventKind::Exited { .. } | RunEventKind::Lost
                 );
+                // A run in a folder: its exit waits for what the program wrote to be back.
+                let kind = if last {
+                    match self.hold_run_end(run, kind) {
+                        Some(kind) => kind,
+                        None => return,
+                    }
+                } else {
+                    kind
+                };
                 let sent = match self.runs_waiting.get(&run).map(|w| w.try_send(kind)) {
                     Some(Ok(())) => true,
                     Some(Err(TrySendError::Full(_))) => {

@@ -104,9 +104,17 @@ impl Host {
                 id,
                 result,
             } => {
-                if matches!(result, ProcessResult::Exited(_)) {
-                    self.processes.ended(process);
-                }
+                let result = match result {
+                    ProcessResult::Exited { status, .. } => {
+                        self.processes.ended(process);
+                        // One that ran in a folder waits for the folder's scan.
+                        match self.hold_exit(id, process, status) {
+                            Some(result) => result,
+                            None => return,
+                        }
+                    }
+                    result => result,
+                };
                 self.answers.push((id, HostResult::Process(result)));
             }
             Request::Run {
@@ -128,7 +136,9 @@ impl Host {
                     };
                     self.run_with_sync(dir, run, reply)
                 }
-                None => self.start_run(peer, program, args, shell, None, reply),
+                None => {
+                    self.start_run(peer, program, args, shell, None, reply);
+                }
             },
             // Nothing to do here: the loop is awake, and `check_held` drops the run.
             Request::RunCancelled => {}
@@ -146,7 +156,9 @@ impl Host {
                 settled,
                 rules,
             } => {
-                if !cache.is_empty() {
+                // A removed folder's scanner may finish one more scan: its cache is not kept,
+                // so it can never overwrite what a folder added again since keeps.
+                if !cache.is_empty() && self.folders.holds(&folder) {
                     self.store_scan_cache(folder, cache);
                 }
                 let due = self.folders.on_changes(&folder, changes, rules);
@@ -161,10 +173,11 @@ impl Host {
             }
             Request::Resolve { path, keep, reply } => {
                 // The network's shared folder, not one added for a run or a drop.
-                let shared =
-                    self.folders.list().into_iter().find(|(id, ..)| {
-                        !self.run_folders.contains(id) && !self.is_drop_folder(id)
-                    });
+                let shared = self
+                    .folders
+                    .list()
+                    .into_iter()
+                    .find(|(id, ..)| !self.syncs.is_run_folder(id) && !self.is_drop_folder(id));
                 let result = match shared {
                     Some((folder, ..)) => {
                         let command = ReplicaCommand::Resolve { path, keep };

@@ -10,16 +10,24 @@
 //! not hold is added under `<state folder>/runs/<folder hex>/`, replicated with the requester
 //! alone (no other peer can put files into it); the spawn waits until the copy
 //! has caught up (`Replica::caught_up`), at most [`RUN_SYNC_TIMEOUT`].
+//!
+//! When the process ends, the runner holds its exit until a scan after it found every file
+//! settled, and sends it with its copy's sync point; the requester holds the exit from its
+//! asker until its own copy has caught up with that point (what the program wrote is back),
+//! then ends the folder: nothing more flows into the directory once its runs are over. The
+//! runner ends its copy's folder [`RUN_FOLDER_LINGER`] after its last run there (sooner if the
+//! requester is not linked, or if the room is needed for another run's folder).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
-use weft_engine::protocol::{FolderId, NodeId, RunFolder};
-use weft_engine::replicate::{ReplicaConfig, ReplicateCommand};
-use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand};
+use weft_engine::protocol::{ExitStatus, FolderId, NodeId, RunFolder, SyncPoint};
+use weft_engine::replicate::{ReplicaConfig, ReplicateCommand, FOLDERS_MAX};
+use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEventKind};
 use weft_engine::{Command, HostResult, Input, RequestId};
 
 use super::Host;
@@ -31,6 +39,11 @@ use crate::handle::{HandleError, RunSession};
 /// to catch up with the requester's; on the requester, for a scan that finds every file
 /// settled. Then the run is refused.
 pub const RUN_SYNC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a runner keeps a run's folder once no run of it is in progress: as long as its
+/// requester may wait to fetch what the runs wrote. Sooner if the requester is not linked, or
+/// when the room is needed for another run's folder.
+pub const RUN_FOLDER_LINGER: Duration = RUN_SYNC_TIMEOUT;
 
 /// The folder of the directory `dir` (canonical) of node `me` synced to `peer`.
 pub fn run_folder_id(me: &NodeId, peer: &NodeId, dir: &Path) -> FolderId {
@@ -72,10 +85,91 @@ pub(super) struct HeldSpawn {
     since: WallInstant,
 }
 
+/// A runner's exit of a process that ran in a folder, held until a scan of the folder after
+/// the exit found every file settled.
+struct HeldExit {
+    id: RequestId,
+    process: u64,
+    status: ExitStatus,
+    folder: FolderId,
+    since: WallInstant,
+}
+
+/// A requester's exit of a run in a folder, held from its asker until this node's copy has
+/// caught up with the runner's (`copy`).
+struct WaitingExit {
+    run: u64,
+    status: ExitStatus,
+    copy: SyncPoint,
+    folder: FolderId,
+    peer: NodeId,
+    since: WallInstant,
+}
+
+/// A folder added for runs: who it is replicated with, which side this node is, and since
+/// when no run of it has been in progress.
+struct RunFolderUse {
+    peer: NodeId,
+    /// This node asks for the runs (`weft run --sync`); else it carries them out.
+    asks: bool,
+    idle_since: Option<WallInstant>,
+}
+
+/// Runs in folders, both sides: what waits, and which folders are in use.
+#[derive(Default)]
+pub(super) struct RunSyncs {
+    /// Runs with `--sync` waiting for their folder's scan (this node asks).
+    waiting: Vec<SyncWaiting>,
+    /// Spawns waiting for their folder to catch up (this node runs).
+    spawns_held: Vec<HeldSpawn>,
+    /// The folders added for runs, not the network's shared folder nor a drop's.
+    folders: BTreeMap<FolderId, RunFolderUse>,
+    /// The folder of each run asked for and not yet ended (this node asks).
+    of_run: BTreeMap<u64, FolderId>,
+    /// The folder of each process started and not yet exited (this node runs).
+    of_process: BTreeMap<u64, FolderId>,
+    exits_held: Vec<HeldExit>,
+    exits_waiting: Vec<WaitingExit>,
+}
+
+impl RunSyncs {
+    /// Whether `folder` was added for runs.
+    pub(super) fn is_run_folder(&self, folder: &FolderId) -> bool {
+        self.folders.contains_key(folder)
+    }
+
+    /// Whether a run of `folder` is in progress, on either side (its exit still held
+    /// included).
+    fn in_use(&self, folder: &FolderId) -> bool {
+        self.waiting.iter().any(|w| w.folder == *folder)
+            || self.spawns_held.iter().any(|h| h.folder.id == *folder)
+            || self.of_run.values().any(|f| f == folder)
+            || self.of_process.values().any(|f| f == folder)
+            || self.exits_held.iter().any(|e| e.folder == *folder)
+            || self.exits_waiting.iter().any(|e| e.folder == *folder)
+    }
+
+    /// Whether anything waits for time or the folders (the loop checks each turn).
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty()
+            && self.spawns_held.is_empty()
+            && self.exits_held.is_empty()
+            && self.exits_waiting.is_empty()
+            && self.folders.is_empty()
+    }
+}
+
 impl Host {
     /// Adds `id` (rooted at `root`, made and marked if needed), replicated with `peer` alone,
-    /// to the node while it runs, unless it holds it already.
-    fn add_folder_now(&mut self, id: FolderId, root: PathBuf, peer: NodeId) -> Result<(), String> {
+    /// to the node while it runs, unless it holds it already; `asks`: this node asks for the
+    /// runs in it.
+    fn add_folder_now(
+        &mut self,
+        id: FolderId,
+        root: PathBuf,
+        peer: NodeId,
+        asks: bool,
+    ) -> Result<(), String> {
         if self.folders.holds(&id) {
             return Ok(());
         }
@@ -92,13 +186,87 @@ impl Host {
         let cache = self.scan_cache(&id);
         tracing::info!("folder {id}: added at {} for a run", root.display());
         self.folders.add(FolderSpec { id, root }, cache, &handle);
-        self.run_folders.insert(id);
+        let used = RunFolderUse {
+            peer,
+            asks,
+            idle_since: None,
+        };
+        self.syncs.folders.insert(id, used);
         Ok(())
+    }
+
+    /// Ends a folder added for runs (no run of it is in progress): the node stops
+    /// replicating it, its state and scan cache kept for the next run.
+    fn end_run_folder(&mut self, folder: FolderId) {
+        self.syncs.folders.remove(&folder);
+        let remove = ReplicateCommand::RemoveFolder(folder);
+        if let Err(e) = self.input(Input::Command(Command::Replicate(remove))) {
+            tracing::warn!("folder {folder}: not removed from the node: {e}");
+        }
+        if let Some(blob) = self.folders.remove(&folder) {
+            self.store_scan_cache(folder, blob);
+        }
+        self.folder_errors.retain(|(f, _), _| *f != folder);
+        tracing::info!("folder {folder}: ended, no run of it is in progress");
+    }
+
+    /// Ends the run folders whose runs are over: at once where this node asked for them;
+    /// where it ran them, once the requester is not linked or after [`RUN_FOLDER_LINGER`].
+    fn end_idle_run_folders(&mut self) {
+        let now = WallInstant::now();
+        let mut ended = Vec::new();
+        for (id, used) in &self.syncs.folders {
+            if self.syncs.in_use(id) {
+                continue;
+            }
+            let idle_since = used.idle_since.unwrap_or(now);
+            let linked = self.node.links().any(|(node, _)| node == used.peer);
+            if used.asks || !linked || now.duration_since(idle_since) >= RUN_FOLDER_LINGER {
+                ended.push(*id);
+            }
+        }
+        for id in ended {
+            self.end_run_folder(id);
+        }
+        let syncs = &mut self.syncs;
+        let in_use: Vec<(FolderId, bool)> = syncs
+            .folders
+            .keys()
+            .map(|id| (*id, syncs.in_use(id)))
+            .collect();
+        for (id, busy) in in_use {
+            if let Some(used) = syncs.folders.get_mut(&id) {
+                used.idle_since = if busy {
+                    None
+                } else {
+                    Some(used.idle_since.unwrap_or(now))
+                };
+            }
+        }
+    }
+
+    /// Makes room for one more folder when the node holds [`FOLDERS_MAX`]: ends the run
+    /// folder this node runs in that has been idle longest, if there is one.
+    fn make_room_for_a_run_folder(&mut self) {
+        if self.folders.ids().len() < FOLDERS_MAX {
+            return;
+        }
+        let oldest = self
+            .syncs
+            .folders
+            .iter()
+            .filter(|(id, used)| !used.asks && !self.syncs.in_use(id))
+            .min_by_key(|(_, used)| used.idle_since)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            tracing::info!("folder {id}: ended early, to make room for another run's folder");
+            self.end_run_folder(id);
+        }
     }
 
     /// Whether `id` is a folder added for runs and replicated with `peer` alone.
     fn is_run_folder_of(&self, id: &FolderId, peer: &NodeId) -> bool {
-        self.run_folders.contains(id)
+        self.syncs.is_run_folder(id)
             && self.node.replica(id).is_some_and(|r| {
                 r.config().only_with.as_deref() == Some(std::slice::from_ref(peer))
             })
@@ -114,12 +282,12 @@ impl Host {
     ) {
         let since = WallInstant::now();
         let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
-        if let Err(why) = self.add_folder_now(folder, dir, run.peer) {
+        if let Err(why) = self.add_folder_now(folder, dir, run.peer, true) {
             let _ = reply.send(Err(HandleError::Sync(why)));
             return;
         }
         self.folders.scan_now(&folder);
-        self.syncs_waiting.push(SyncWaiting {
+        self.syncs.waiting.push(SyncWaiting {
             folder,
             since,
             run,
@@ -160,8 +328,9 @@ impl Host {
                 .as_ref()
                 .and_then(|s| s.state_folder())
                 .map(|dir| dir.join("runs").join(folder.id.to_string()));
+            self.make_room_for_a_run_folder();
             let added = match root {
-                Some(root) => self.add_folder_now(folder.id, root, requester),
+                Some(root) => self.add_folder_now(folder.id, root, requester, false),
                 None => Err("this node keeps no state folder".into()),
             };
             if let Err(why) = added {
@@ -173,7 +342,7 @@ impl Host {
                 return None;
             }
         }
-        self.spawns_held.push(HeldSpawn {
+        self.syncs.spawns_held.push(HeldSpawn {
             id,
             process,
             request,
@@ -184,14 +353,23 @@ impl Host {
         None
     }
 
-    /// Starts the held runs whose folders are ready; refuses those that waited too long or
-    /// whose folder stopped. Whether it fed the node anything.
+    /// Starts the held runs whose folders are ready, and refuses those that waited too long
+    /// or whose folder stopped; answers the held exits whose folders are scanned or caught
+    /// up; ends the run folders no run uses any more. Whether it fed the node anything.
     pub(super) fn check_held(&mut self) -> bool {
-        if self.syncs_waiting.is_empty() && self.spawns_held.is_empty() {
+        if self.syncs.is_idle() {
             return false;
         }
+        let fed = self.check_syncs_waiting() | self.check_spawns_held() | self.check_exits_held();
+        self.check_exits_waiting();
+        self.end_idle_run_folders();
+        fed
+    }
+
+    /// The requester's runs waiting for their folder's scan.
+    fn check_syncs_waiting(&mut self) -> bool {
         let mut fed = false;
-        for w in std::mem::take(&mut self.syncs_waiting) {
+        for w in std::mem::take(&mut self.syncs.waiting) {
             if w.run.cancelled.load(Ordering::SeqCst) {
                 tracing::info!(
                     "run with folder {}: cancelled before it was asked",
@@ -211,7 +389,7 @@ impl Host {
                 Err(why) => Some(Err(format!("folder {}: {why}", w.folder))),
             };
             match outcome {
-                None => self.syncs_waiting.push(w),
+                None => self.syncs.waiting.push(w),
                 Some(Err(why)) => {
                     let _ = w.reply.send(Err(HandleError::Sync(why)));
                 }
@@ -232,12 +410,22 @@ impl Host {
                         point.sequence
                     );
                     let r = w.run;
-                    self.start_run(r.peer, r.program, r.args, r.shell, Some(point), w.reply);
+                    let started =
+                        self.start_run(r.peer, r.program, r.args, r.shell, Some(point), w.reply);
+                    if let Some(run) = started {
+                        self.syncs.of_run.insert(run, w.folder);
+                    }
                     fed = true;
                 }
             }
         }
-        for h in std::mem::take(&mut self.spawns_held) {
+        fed
+    }
+
+    /// The runner's spawns waiting for their folder to catch up.
+    fn check_spawns_held(&mut self) -> bool {
+        let mut fed = false;
+        for h in std::mem::take(&mut self.syncs.spawns_held) {
             let f = h.folder;
             let linked = self.node.links().any(|(node, _)| node == h.requester);
             let caught_up = self
@@ -258,7 +446,7 @@ impl Host {
                     RUN_SYNC_TIMEOUT.as_secs()
                 ))
             } else {
-                self.spawns_held.push(h);
+                self.syncs.spawns_held.push(h);
                 continue;
             };
             fed = true;
@@ -278,6 +466,7 @@ impl Host {
                         f.id,
                         f.sequence
                     );
+                    self.syncs.of_process.insert(h.process, f.id);
                     self.spawn_now(h.id, h.process, h.request);
                 }
             }
@@ -285,7 +474,167 @@ impl Host {
         fed
     }
 
-    /// Asks the node to start a run (`folder`: inside the peer's copy of it).
+    /// The runner: process `process` ended with `status`. One that ran in a folder is held
+    /// (`None` returned) until a scan after its exit found every file settled; else its
+    /// answer is returned.
+    pub(super) fn hold_exit(
+        &mut self,
+        id: RequestId,
+        process: u64,
+        status: ExitStatus,
+    ) -> Option<ProcessResult> {
+        let Some(folder) = self.syncs.of_process.remove(&process) else {
+            return Some(ProcessResult::Exited { status, copy: None });
+        };
+        self.folders.scan_now(&folder);
+        self.syncs.exits_held.push(HeldExit {
+            id,
+            process,
+            status,
+            folder,
+            since: WallInstant::now(),
+        });
+        None
+    }
+
+    /// The runner: a process of a folder that could not be started holds it no more.
+    pub(super) fn not_started(&mut self, process: u64) {
+        self.syncs.of_process.remove(&process);
+    }
+
+    /// The runner's exits held for their folder's scan: each is answered with the copy's
+    /// sync point once scanned, or without one if the folder stopped or the scan took longer
+    /// than [`RUN_SYNC_TIMEOUT`].
+    fn check_exits_held(&mut self) -> bool {
+        let mut fed = false;
+        for e in std::mem::take(&mut self.syncs.exits_held) {
+            let copy = match self.folders.scanned_since(&e.folder, e.since) {
+                Ok(true) => self.node.replica(&e.folder).map(|r| SyncPoint {
+                    index_id: r.index_id(),
+                    sequence: r.newest_sequence(),
+                }),
+                Ok(false) if e.since.elapsed() < RUN_SYNC_TIMEOUT => {
+                    self.syncs.exits_held.push(e);
+                    continue;
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        "run {}: folder {} was not scanned within {} s of the exit",
+                        e.process,
+                        e.folder,
+                        RUN_SYNC_TIMEOUT.as_secs()
+                    );
+                    None
+                }
+                Err(why) => {
+                    tracing::warn!("run {}: folder {}: {why}", e.process, e.folder);
+                    None
+                }
+            };
+            let exited = ProcessResult::Exited {
+                status: e.status,
+                copy,
+            };
+            self.answers.push((e.id, HostResult::Process(exited)));
+            fed = true;
+        }
+        fed
+    }
+
+    /// The requester: run `run` ended with `kind` (its last event). The exit of a run in a
+    /// folder whose runner named its copy is held (`None` returned) until this node's copy
+    /// has caught up with it; else the event is returned to be handed on now.
+    pub(super) fn hold_run_end(&mut self, run: u64, kind: RunEventKind) -> Option<RunEventKind> {
+        let Some(folder) = self.syncs.of_run.remove(&run) else {
+            return Some(kind);
+        };
+        let (
+            RunEventKind::Exited {
+                status,
+                copy: Some(copy),
+            },
+            Some(peer),
+        ) = (&kind, self.syncs.folders.get(&folder).map(|u| u.peer))
+        else {
+            if matches!(kind, RunEventKind::Exited { copy: None, .. }) {
+                tracing::warn!(
+                    "run {run}: the runner did not scan its copy of folder {folder} after the \
+                     exit: what the program wrote may not all be back"
+                );
+            }
+            return Some(kind);
+        };
+        tracing::info!(
+            "run {run}: exited; folder {folder} must catch up to the runner's sequence {}",
+            copy.sequence
+        );
+        self.syncs.exits_waiting.push(WaitingExit {
+            run,
+            status: *status,
+            copy: *copy,
+            folder,
+            peer,
+            since: WallInstant::now(),
+        });
+        None
+    }
+
+    /// The requester's exits held for their folder to catch up: each goes to its asker once
+    /// caught up (with the copy named), or without the copy if the runner went away, the
+    /// folder stopped, or [`RUN_SYNC_TIMEOUT`] passed.
+    fn check_exits_waiting(&mut self) {
+        for e in std::mem::take(&mut self.syncs.exits_waiting) {
+            let caught_up = self
+                .node
+                .replica(&e.folder)
+                .is_some_and(|r| r.caught_up(&e.peer, e.copy.index_id, e.copy.sequence));
+            let linked = self.node.links().any(|(node, _)| node == e.peer);
+            let failed = if caught_up {
+                None
+            } else if let Err(why) = self.folders.scanned_since(&e.folder, e.since) {
+                Some(why)
+            } else if !linked {
+                Some("the link to the runner went".to_string())
+            } else if e.since.elapsed() >= RUN_SYNC_TIMEOUT {
+                Some(format!(
+                    "it did not catch up with the runner's copy within {} s",
+                    RUN_SYNC_TIMEOUT.as_secs()
+                ))
+            } else {
+                self.syncs.exits_waiting.push(e);
+                continue;
+            };
+            let copy = match failed {
+                None => {
+                    tracing::info!(
+                        "run {}: folder {} caught up to the runner's sequence {}",
+                        e.run,
+                        e.folder,
+                        e.copy.sequence
+                    );
+                    Some(e.copy)
+                }
+                Some(why) => {
+                    tracing::warn!(
+                        "run {}: folder {}: what the program wrote is not all back: {why}",
+                        e.run,
+                        e.folder
+                    );
+                    None
+                }
+            };
+            let exited = RunEventKind::Exited {
+                status: e.status,
+                copy,
+            };
+            if let Some(events) = self.runs_waiting.remove(&e.run) {
+                let _ = events.try_send(exited);
+            }
+        }
+    }
+
+    /// Asks the node to start a run (`folder`: inside the peer's copy of it); its number if
+    /// the node took it.
     pub(super) fn start_run(
         &mut self,
         peer: NodeId,
@@ -294,7 +643,7 @@ impl Host {
         shell: bool,
         folder: Option<RunFolder>,
         reply: Sender<Result<RunSession, HandleError>>,
-    ) {
+    ) -> Option<u64> {
         self.last_run += 1;
         let run = self.last_run;
         let start = RunCommand::Start {
@@ -309,13 +658,14 @@ impl Host {
         // Registered first: the command's own outputs may carry its first events.
         self.runs_waiting.insert(run, events);
         let result = self.input(Input::Command(Command::Run(start)));
-        let answer = match result {
-            Ok(()) => Ok(RunSession { run, events: taken }),
+        let (answer, started) = match result {
+            Ok(()) => (Ok(RunSession { run, events: taken }), Some(run)),
             Err(e) => {
                 self.runs_waiting.remove(&run);
-                Err(HandleError::Refused(e))
+                (Err(HandleError::Refused(e)), None)
             }
         };
         let _ = reply.send(answer);
+        started
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use weft_protocol::{Code, Family, FolderId, Frame, Message, NodeId, HEADER_BYTES};
+use weft_protocol::{
+    Code, Family, FolderId, Frame, List, Message, NodeId, ReplicaMessage, HEADER_BYTES,
+};
 
 use super::{
     Recipient, Replica, ReplicaCommand, ReplicaConfig, ReplicaEvent, ReplicaFault, ReplicaOutput,
@@ -26,12 +28,20 @@ pub const FOLDERS_MAX: usize = 64;
 /// peer that is this far behind (SPEC.md §22).
 pub const BULK_QUEUE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
+/// LISTs kept per peer for folders this node does not hold (SPEC.md §22.3): a newer one for
+/// the same folder replaces the older, and past this the oldest goes.
+pub const LISTS_KEPT_PER_PEER_MAX: usize = 16;
+
 /// What the application asks of folder replication.
 #[derive(Debug, Clone)]
 pub enum ReplicateCommand {
     /// Start replicating a folder (`config.me` is set to this node's id). Its state is
     /// loaded first; links are asked for their index once it is.
     AddFolder(ReplicaConfig),
+    /// Stop replicating a folder (a remote run's, once the run has ended). A change to its
+    /// state not yet persisted is persisted first, so a later `AddFolder` resumes from it;
+    /// answers to its storage steps still out are ignored.
+    RemoveFolder(FolderId),
     /// The host's scanner found a change in `folder`.
     Local {
         /// The folder.
@@ -94,6 +104,9 @@ pub(crate) struct ReplicateProtocol {
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
     outputs: VecDeque<ProtocolOutput<ReplicateEvent>>,
+    /// LISTs linked peers sent for folders this node does not hold (or held, and removed:
+    /// the listeners it had), taken by the folder when it is added; a peer's go with its link.
+    kept_lists: BTreeMap<NodeId, VecDeque<List>>,
 }
 
 impl ReplicateProtocol {
@@ -106,7 +119,32 @@ impl ReplicateProtocol {
             pending: BTreeMap::new(),
             next_token: 0,
             outputs: VecDeque::new(),
+            kept_lists: BTreeMap::new(),
         }
+    }
+
+    /// Keeps `list` from `peer` for a folder this node does not hold.
+    fn keep_list(&mut self, peer: NodeId, list: List) {
+        let kept = self.kept_lists.entry(peer).or_default();
+        kept.retain(|l| l.folder != list.folder);
+        if kept.len() == LISTS_KEPT_PER_PEER_MAX {
+            kept.pop_front();
+        }
+        kept.push_back(list);
+    }
+
+    /// The LISTs kept from `peer` for `folder`, taken.
+    fn take_lists(&mut self, peer: &NodeId, folder: &FolderId) -> Vec<List> {
+        let Some(kept) = self.kept_lists.get_mut(peer) else {
+            return Vec::new();
+        };
+        let (taken, rest): (VecDeque<List>, VecDeque<List>) =
+            kept.drain(..).partition(|l| l.folder == *folder);
+        *kept = rest;
+        if kept.is_empty() {
+            self.kept_lists.remove(peer);
+        }
+        taken.into()
     }
 
     /// The folder `folder`'s machine, if it was added.
@@ -129,11 +167,29 @@ impl ReplicateProtocol {
             };
             if replica.is_ready() && !self.started.get(&id).copied().unwrap_or(false) {
                 self.started.insert(id, true);
-                for peer in cx.links() {
-                    if replicates_with(replica, &peer.node) {
-                        replica.handle_link_up(now, peer.node);
+                let peers: Vec<NodeId> = cx
+                    .links()
+                    .map(|p| p.node)
+                    .filter(|node| replicates_with(replica, node))
+                    .collect();
+                for peer in peers {
+                    // A LIST the peer sent before this node held the folder is answered now.
+                    let lists = self.take_lists(&peer, &id);
+                    let Some(replica) = self.folders.get_mut(&id) else {
+                        return;
+                    };
+                    replica.handle_link_up(now, peer);
+                    for list in lists {
+                        // A LIST is never a fault.
+                        let _ = replica.handle_message(
+                            now,
+                            peer,
+                            ReplicaMessage::List(list),
+                            &Bytes::new(),
+                        );
                     }
                 }
+                continue;
             }
             let Some(out) = replica.poll_output() else {
                 return;
@@ -290,6 +346,7 @@ impl Protocol for ReplicateProtocol {
             }
             LinkNotice::Down { node, .. } => {
                 self.bulk.remove(&node);
+                self.kept_lists.remove(&node);
                 for replica in self.folders.values_mut() {
                     replica.handle_link_down(now, node);
                 }
@@ -324,8 +381,12 @@ impl Protocol for ReplicateProtocol {
             return Err(PeerFault::Unexpected("not a replication message"));
         };
         let folder = message.folder();
-        // A folder this node does not hold: the peer's business, not a fault.
+        // A folder this node does not hold: the peer's business, not a fault. Its LIST is
+        // kept, for the folder may be added while the link lasts (a remote run's).
         let Some(replica) = self.folders.get_mut(&folder) else {
+            if let ReplicaMessage::List(list) = message {
+                self.keep_list(from.node, list);
+            }
             return Ok(());
         };
         // A folder kept with other peers alone (a remote run's): ignored, like one not held.
@@ -361,6 +422,30 @@ impl Protocol for ReplicateProtocol {
                     .insert(folder, Box::new(Replica::new(config, seed)));
                 self.started.insert(folder, false);
                 folder
+            }
+            ReplicateCommand::RemoveFolder(folder) => {
+                let replica = self
+                    .folders
+                    .get_mut(&folder)
+                    .ok_or(ReplicateRefusal::UnknownFolder(folder))?;
+                replica.persist_final(now);
+                // Its listeners are kept as LISTs: added again, it tells them what changed.
+                let index_id = replica.index_id();
+                for (peer, since) in replica.listeners() {
+                    let list = List {
+                        folder,
+                        index_id,
+                        since,
+                    };
+                    self.keep_list(peer, list);
+                }
+                self.pump_folder(now, cx, folder);
+                self.folders.remove(&folder);
+                self.started.remove(&folder);
+                // The host's answers to its steps, the persist just asked for included, find
+                // no folder; a folder added again later numbers its steps afresh.
+                self.pending.retain(|_, p| p.folder != folder);
+                return Ok(());
             }
             ReplicateCommand::Local { folder, change } => {
                 let replica = self
@@ -419,6 +504,13 @@ impl Protocol for ReplicateProtocol {
             replica
                 .check_invariants()
                 .map_err(|e| format!("folder {id}: {e}"))?;
+        }
+        if let Some((node, _)) = self
+            .kept_lists
+            .iter()
+            .find(|(_, kept)| kept.is_empty() || kept.len() > LISTS_KEPT_PER_PEER_MAX)
+        {
+            return Err(format!("kept LISTs of {node}: none, or past the bound"));
         }
         for (node, (queue, bytes)) in &self.bulk {
             let sum: usize = queue.iter().map(|m| HEADER_BYTES + m.payload.len()).sum();

@@ -14,7 +14,9 @@ mod tests;
 pub(crate) use protocol::RunProtocol;
 
 use bytes::Bytes;
-use weft_protocol::{ExitStatus, NodeId, OutputStream, RunFolder, RunRefusalReason, RunSignalKind};
+use weft_protocol::{
+    ExitStatus, NodeId, OutputStream, RunFolder, RunRefusalReason, RunSignalKind, SyncPoint,
+};
 
 use crate::time::Duration;
 
@@ -68,7 +70,9 @@ pub enum ProcessRequest {
     },
     /// The next piece of output (at most `RUN_OUTPUT_BYTES_MAX` bytes), or, once both
     /// streams are closed, how the process ended. Answered `Output` or `Exited`, when there is
-    /// something to say (it may take long). The engine asks again only after the answer.
+    /// something to say (it may take long). The engine asks again only after the answer. A
+    /// run in a folder is answered `Exited` once a scan of the host's copy after the exit
+    /// found every file settled (SPEC.md §23.5).
     Read,
     /// Send the signal to the process group. Answered `Signalled` at once.
     Signal(RunSignalKind),
@@ -95,7 +99,13 @@ pub enum ProcessResult {
         bytes: Bytes,
     },
     /// The process ended and its output is all read.
-    Exited(ExitStatus),
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+        /// A run in a folder: the host's copy once scanned after the exit (`None` without a
+        /// folder, or when the copy could not be scanned).
+        copy: Option<SyncPoint>,
+    },
     /// The signal was sent.
     Signalled,
 }
@@ -185,7 +195,14 @@ pub enum RunEventKind {
         bytes: Bytes,
     },
     /// It ended; its output is all delivered. The last event of a run.
-    Exited(ExitStatus),
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+        /// A run in a folder: the point the application's copy must catch up to before what
+        /// the program wrote there is all back (`None` without a folder, or when the runner
+        /// could not scan its copy).
+        copy: Option<SyncPoint>,
+    },
     /// The link to the peer went away first (the peer kills the process). The last event.
     Lost,
 }

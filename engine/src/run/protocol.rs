@@ -57,6 +57,8 @@ struct Serving {
 #[derive(Debug)]
 struct Asked {
     peer: NodeId,
+    /// It runs in a folder (only then may RUN_EXIT name a copy).
+    in_folder: bool,
     started: bool,
     /// The next RUN_OUTPUT's expected number.
     next_seq: u64,
@@ -326,12 +328,12 @@ impl RunProtocol {
                 self.maybe_read(process);
             }
             (READ, result) => {
-                let status = match result {
-                    HostResult::Process(ProcessResult::Exited(status)) => status,
+                let (status, copy) = match result {
+                    HostResult::Process(ProcessResult::Exited { status, copy }) => (status, copy),
                     // The host lost the process: make sure it is gone, and say it was killed.
                     _ => {
                         self.request(process, SIGNAL, ProcessRequest::Signal(RunSignalKind::Kill));
-                        ExitStatus::Signal(9)
+                        (ExitStatus::Signal(9), None)
                     }
                 };
                 if let Some(s) = self.remove(process) {
@@ -340,6 +342,7 @@ impl RunProtocol {
                             run: s.run,
                             status,
                             outputs: s.seq,
+                            copy,
                         };
                         self.send(s.peer, RunMessage::Exit(exit));
                     }
@@ -394,9 +397,17 @@ impl RunProtocol {
                 };
                 self.event(run, kind);
             }
-            RunMessage::Exit(e) if asked.started && e.outputs == asked.next_seq => {
+            RunMessage::Exit(e)
+                if asked.started
+                    && e.outputs == asked.next_seq
+                    && (asked.in_folder || e.copy.is_none()) =>
+            {
                 self.asked.remove(&run);
-                self.event(run, RunEventKind::Exited(e.status));
+                let kind = RunEventKind::Exited {
+                    status: e.status,
+                    copy: e.copy,
+                };
+                self.event(run, kind);
             }
             _ => return Err(PeerFault::Unexpected("a run message out of order")),
         }
@@ -442,6 +453,7 @@ impl RunProtocol {
                     run,
                     Asked {
                         peer,
+                        in_folder: request.folder.is_some(),
                         started: false,
                         next_seq: 0,
                         received: 0,

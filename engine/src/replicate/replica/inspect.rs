@@ -24,6 +24,16 @@ impl Replica {
             .unwrap_or(0)
     }
 
+    /// The linked peers that asked for this copy's index (LIST), each with its cursor: the
+    /// sequence of the last record sent to it.
+    pub fn listeners(&self) -> Vec<(NodeId, u64)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.linked)
+            .filter_map(|(id, p)| p.cursor.map(|c| (*id, c)))
+            .collect()
+    }
+
     /// Whether this copy has caught up with `peer`'s up to its sync point: the state is
     /// loaded, every record of `peer`'s index `index_id` up to `sequence` has arrived
     /// (`sequence` 0: none is waited for), and no apply, deferred record, block request or

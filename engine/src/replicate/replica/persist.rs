@@ -113,6 +113,17 @@ impl Replica {
         }
     }
 
+    /// The folder is being removed from the node: a change not yet persisted is persisted
+    /// now, even while an earlier persist is still out (hosts store a folder's blobs in the
+    /// order asked, so this one lands last).
+    pub fn persist_final(&mut self, now: Instant) {
+        self.now = now;
+        if self.ready && self.persist_dirty {
+            self.persist_at = None;
+            self.persist();
+        }
+    }
+
     pub(super) fn persist(&mut self) {
         self.persist_dirty = false;
         let state = PersistedState {
