@@ -56,6 +56,22 @@ pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
 /// than (or equal to) one peers already hold.
 pub(super) const COUNTER_RESTART_GAP: u64 = 1 << 32;
 
+/// The highest counter of this node's own that a record may carry and still raise the
+/// counter its local changes take past (`counter_high`): no node's own history reaches it
+/// (2^30 restarts' jumps). A peer's record naming one above it (forged: `u64::MAX`, say) is
+/// taken as any other, but raises nothing; were it to, every later change of this node, at
+/// any path, would take a counter that cannot grow, and none would ever look newer again.
+pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
+
+/// `high` raised to `counter`, unless the counter is past [`COUNTER_HIGH_MAX`].
+pub(super) fn raised_high(high: u64, counter: u64) -> u64 {
+    if counter <= COUNTER_HIGH_MAX {
+        high.max(counter)
+    } else {
+        high
+    }
+}
+
 /// Blocks remembered as NOTFOUND at some peer, at most.
 pub(super) const NOT_FOUND_MAX: usize = 65_536;
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rand_chacha::rand_core::RngCore;
 
-use super::{Purpose, Replica, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP};
+use super::{raised_high, Purpose, Replica, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP};
 use crate::replicate::paths::IgnoreRules;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
 use crate::replicate::types::{Record, ReplicaEvent, StorageRequest, StorageResult};
@@ -25,7 +25,7 @@ impl Replica {
                 self.index_id = s.index_id;
                 self.next_temp = s.next_temp.max(1);
                 for (entry, deleted, moved) in s.records {
-                    self.counter_high = self.counter_high.max(entry.version.get(self.me));
+                    self.counter_high = raised_high(self.counter_high, entry.version.get(self.me));
                     self.index.restore(Record { entry, deleted }, moved);
                 }
                 for (id, index_id, seen) in s.peers {
@@ -58,9 +58,7 @@ impl Replica {
                     self.applies.insert(path, a);
                 }
                 self.deferred = s.deferred.into_iter().collect();
-                self.counter_high = self
-                    .counter_high
-                    .max(s.counter_high)
+                self.counter_high = raised_high(self.counter_high, s.counter_high)
                     .saturating_add(COUNTER_RESTART_GAP);
                 // Changes made after the last persist may have been announced with sequence
                 // numbers the restored index would give again; peers that saw them would

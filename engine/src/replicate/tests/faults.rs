@@ -434,3 +434,51 @@ fn an_imoved_of_a_directory_moves_nothing_under_it() {
     let renames = net.count_requests(0, |r| matches!(r, StorageRequest::Rename { .. }));
     assert_eq!(renames, 0, "no rename");
 }
+
+/// A peer's record naming this node's own counter at `u64::MAX` (forged: no node's history
+/// reaches it) does not raise the counter this node's changes take: its later changes at
+/// other paths still reach its peers as newer versions, each of them.
+#[test]
+fn a_forged_counter_of_this_node_leaves_its_later_changes_newer() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    net.put(0, "mine", bytes(100, 1), 100);
+    net.settle();
+    let me = short_id(&net.nodes[0].id);
+    let outsider = short_id(&net.nodes[2].id);
+    let LocalChange::Changed(mut entry) = Host::default().put("forged", Vec::new(), 100) else {
+        unreachable!()
+    };
+    let mut counters = [(me, u64::MAX), (outsider, 1)];
+    counters.sort_unstable();
+    entry.version = version_of(&counters);
+    entry.modified_by = outsider;
+    entry.sequence = 1;
+    let have = ReplicaMessage::IHave(weft_protocol::IHave {
+        folder: folder(),
+        index_id: 7,
+        entries: vec![entry],
+    });
+    inject(&mut net, 0, have);
+    assert!(net.nodes[0].replica.record("forged").is_some());
+    for (n, mtime_ms) in [(2, 200), (3, 300)] {
+        net.put(0, "mine", bytes(100, n), mtime_ms);
+        net.settle();
+        assert!(
+            net.nodes[1].host.data("mine") == Some(bytes(100, n).as_slice()),
+            "change {n} did not reach node 1"
+        );
+    }
+    let version = &net.nodes[0]
+        .replica
+        .record("mine")
+        .expect("mine")
+        .entry
+        .version;
+    assert!(version.get(me) < 1 << 40, "{version:?}");
+    // Each change newer than the last, not equal to it: no conflict copy anywhere.
+    for i in 0..2 {
+        let paths: Vec<String> = net.records(i).into_iter().map(|r| r.0).collect();
+        assert!(!paths.iter().any(|p| p.contains(".conflict-")), "{paths:?}");
+    }
+}
