@@ -414,7 +414,20 @@ fn the_config_file_gives_defaults_that_flags_override() {
         ("listen = [\n", "line 1"),
     ] {
         write_config(&state, text);
-        fails_with(&run(&args), 2, &format!("{}: {expected}", config.display()));
+        let line = format!("{}: {expected}", config.display());
+        fails_with(&run(&args), 2, &line);
+        // So do the commands that read the file before they start a node.
+        let dir = dir.path().join("shared").display().to_string();
+        let net_args = ["--name", &net, "--state", &state_text, "--dir", &dir];
+        let create = [&["create"], &net_args[..]].concat();
+        fails_with(&run(&create), 2, &line);
+        let join = [&["join", "--peer", "127.0.0.1:9"], &net_args[..]].concat();
+        fails_with(&run(&join), 2, &line);
+        fails_with(
+            &run(&["start", "--name", &net, "--state", &state_text]),
+            2,
+            &line,
+        );
     }
     // No listen address anywhere.
     write_config(&state, "chord = true\n");

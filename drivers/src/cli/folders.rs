@@ -98,7 +98,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let set_up = || -> Result<BeforeSetUp, (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
-        refuse_member(&state).map_err(|e| (false, e))?;
+        refuse_member(&state)?;
         let dir = absolute(&args.dir).map_err(|e| (false, e))?;
         if dir.exists() && !dir.is_dir() {
             return Err((true, format!("{}: not a directory", dir.display())));
@@ -122,25 +122,28 @@ pub fn join(args: JoinArgs) -> ExitCode {
     if let Err(e) = args.ui.check() {
         return usage(e);
     }
-    let set_up = || -> Result<BeforeSetUp, String> {
-        let state = args.net.state_path()?;
+    let set_up = || -> Result<BeforeSetUp, (bool, String)> {
+        let state = args.net.state_path().map_err(|e| (false, e))?;
         refuse_member(&state)?;
-        let dir = absolute(&args.dir)?;
-        check_empty(&dir)?;
+        let not_usage = |e| (false, e);
+        let dir = absolute(&args.dir).map_err(not_usage)?;
+        check_empty(&dir).map_err(not_usage)?;
         let listen = match args.listen {
             Some(addr) => addr,
-            None => SocketAddr::new(interface_towards(args.peer)?, 0),
+            None => SocketAddr::new(interface_towards(args.peer).map_err(not_usage)?, 0),
         };
-        let listen = fix_port(listen)?;
+        let listen = fix_port(listen).map_err(not_usage)?;
         let peer = Some(args.peer);
         BeforeSetUp::set_up(state, dir, &args.net.name, listen, peer, args.driver)
+            .map_err(not_usage)
     };
     match set_up() {
         Ok(before) => {
             let (state, peer) = (before.state.clone(), Some(args.peer));
             run(args.net, &state, args.detach, args.ui, peer, Some(before))
         }
-        Err(e) => fail(e),
+        Err((true, e)) => usage(e),
+        Err((false, e)) => fail(e),
     }
 }
 
@@ -284,15 +287,19 @@ pub fn start(args: StartArgs) -> ExitCode {
     }
 }
 
-/// Refuses a state folder that already belongs to a network with a shared folder.
-fn refuse_member(state: &Path) -> Result<(), String> {
+/// Refuses a state folder that already belongs to a network with a shared folder, and one
+/// whose config file is malformed (then `true`: a bad argument, as for `weft node`).
+fn refuse_member(state: &Path) -> Result<(), (bool, String)> {
     match config::load(state) {
-        Ok(d) if d.folder.is_some() => Err(format!(
-            "this machine already belongs to this network (state {}): use weft start",
-            state.display()
+        Ok(d) if d.folder.is_some() => Err((
+            false,
+            format!(
+                "this machine already belongs to this network (state {}): use weft start",
+                state.display()
+            ),
         )),
         Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err((true, e.to_string())),
     }
 }
 
