@@ -20,8 +20,9 @@ use crate::time::Instant;
 
 /// Files whose blocks one scheduling pass considers, at most (the oldest fetches first, as
 /// a file completes the next one joins): many small files go out in parallel, and a pass
-/// costs the blocks of these files, not of every file still to come. Only files with a
-/// linked source count.
+/// costs the blocks of these files, not of every file still to come. Only files a linked
+/// source may still serve count: one with a block in flight, or a missing block some linked
+/// source was not answered NOTFOUND for.
 pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
 /// Places (file and block) one fetch or local read of a block fills, at most: each piece of
@@ -256,10 +257,25 @@ impl Replica {
             let Some(f) = a.fetch.as_ref().filter(|f| f.temp == *temp) else {
                 continue;
             };
-            if a.sources
+            // It counts against the bound only if a linked source may still serve one of
+            // its missing blocks: fetches a peer answered NOTFOUND for all of them wait for
+            // that peer's next announcement, and must not crowd out the fetches behind them.
+            let linked: SmallVec<[NodeId; 4]> = a
+                .sources
                 .iter()
-                .any(|s| self.peers.get(s).is_some_and(|p| p.linked))
-            {
+                .filter(|s| self.peers.get(s).is_some_and(|p| p.linked))
+                .copied()
+                .collect();
+            let askable = !linked.is_empty()
+                && f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
+                    slot.state == BlockState::Missing
+                        && (self.inflight.contains_key(&b.hash)
+                            || self
+                                .not_found
+                                .get(&(b.hash, b.len))
+                                .is_none_or(|n| linked.iter().any(|s| !n.contains(s))))
+                });
+            if askable {
                 if files == FETCHING_FILES_MAX {
                     break;
                 }

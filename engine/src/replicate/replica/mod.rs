@@ -16,7 +16,7 @@ mod inspect;
 mod local;
 mod persist;
 #[cfg(test)]
-pub(crate) use fetch::{BLOCK_WAITERS_MAX, SERVING_BYTES_PER_PEER_MAX};
+pub(crate) use fetch::{BLOCK_WAITERS_MAX, FETCHING_FILES_MAX, SERVING_BYTES_PER_PEER_MAX};
 mod remote;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -533,3 +533,34 @@ fn capped_places_still_lend_their_files_sources() {
         "nor a, from b's source"
     );
 }
+
+/// A peer that answers NOTFOUND for every block of the files it announced (a hostile one, or
+/// one whose files changed on its disk) leaves their fetches waiting for its next
+/// announcement. More of them than `FETCHING_FILES_MAX`, all older than a file another peer
+/// announces later, do not keep that file from being fetched.
+#[test]
+fn fetches_stalled_by_notfound_do_not_crowd_out_a_later_one() {
+    let mut net = Net::new(3);
+    let count = super::super::replica::FETCHING_FILES_MAX + 1;
+    for n in 0..count {
+        net.put(1, &format!("s{n:03}"), bytes(2_000, 1_000 + n as u64), 100);
+    }
+    net.settle();
+    // Node 1's disk loses them behind its back: every block it is asked for is NOTFOUND.
+    net.nodes[1]
+        .host
+        .items
+        .retain(|path, _| !path.starts_with('s'));
+    net.link(0, 1);
+    net.settle();
+    let stalled = net.nodes[0].replica.applies.len();
+    assert_eq!(stalled, count, "every file waits for node 1");
+    net.link(0, 2);
+    let late = bytes(2_000, 7);
+    net.put(2, "late", late.clone(), 200);
+    net.settle();
+    assert!(
+        net.nodes[0].host.data("late") == Some(late.as_slice()),
+        "the later file from node 2 was never fetched"
+    );
+}
