@@ -174,7 +174,11 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
-        self.counter_high = raised_high(self.counter_high, version.get(self.me));
+        self.counter_high = if i.remote {
+            raised_high(self.counter_high, version.get(self.me))
+        } else {
+            self.counter_high.max(version.get(self.me))
+        };
         // What the host reported at the path no longer differs from the record: forget it
         // (a rename step's "nothing at the old path" once its deletion record is in, say),
         // or a later record there would be planned against a stale report.

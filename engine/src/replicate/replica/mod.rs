@@ -56,14 +56,20 @@ pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
 /// than (or equal to) one peers already hold.
 pub(super) const COUNTER_RESTART_GAP: u64 = 1 << 32;
 
-/// The highest counter of this node's own that a record may carry and still raise the
-/// counter its local changes take past (`counter_high`): no node's own history reaches it
-/// (2^30 restarts' jumps). A peer's record naming one above it (forged: `u64::MAX`, say) is
-/// taken as any other, but raises nothing; were it to, every later change of this node, at
-/// any path, would take a counter that cannot grow, and none would ever look newer again.
+/// The highest counter of this node's own that a peer's record may carry and still raise
+/// the counter its local changes take past (`counter_high`): no node's own history reaches
+/// it (2^30 restarts' jumps). A peer's record naming one above it (forged) is taken, but
+/// raises nothing; were it to, every later change of this node, at any path, would take a
+/// counter past [`COUNTER_VALUE_MAX`], which its peers refuse.
 pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
 
-/// `high` raised to `counter`, unless the counter is past [`COUNTER_HIGH_MAX`].
+/// The highest counter, of any node, a peer's record may carry: one above it is refused
+/// (`BadEntry`). A forged `u64::MAX` would otherwise leave this node no newer counter to
+/// give the path: every later change of it would be equal to the forged version.
+pub(super) const COUNTER_VALUE_MAX: u64 = 1 << 63;
+
+/// `high` raised to a counter of this node's own in a peer's record, unless the counter is
+/// past [`COUNTER_HIGH_MAX`].
 pub(super) fn raised_high(high: u64, counter: u64) -> u64 {
     if counter <= COUNTER_HIGH_MAX {
         high.max(counter)

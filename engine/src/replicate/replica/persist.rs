@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use rand_chacha::rand_core::RngCore;
 
-use super::{raised_high, Purpose, Replica, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP};
+use super::{
+    raised_high, Purpose, Replica, COUNTER_RESTART_GAP, COUNTER_VALUE_MAX, SEQUENCE_RESTART_GAP,
+};
 use crate::replicate::paths::IgnoreRules;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
 use crate::replicate::types::{Record, ReplicaEvent, StorageRequest, StorageResult};
@@ -58,7 +60,12 @@ impl Replica {
                     self.applies.insert(path, a);
                 }
                 self.deferred = s.deferred.into_iter().collect();
-                self.counter_high = raised_high(self.counter_high, s.counter_high)
+                // A counter past COUNTER_VALUE_MAX was a forged one's, taken before peers'
+                // records were checked for it: it would leave no counter to give.
+                let persisted = Some(s.counter_high).filter(|&c| c <= COUNTER_VALUE_MAX);
+                self.counter_high = self
+                    .counter_high
+                    .max(persisted.unwrap_or(0))
                     .saturating_add(COUNTER_RESTART_GAP);
                 // Changes made after the last persist may have been announced with sequence
                 // numbers the restored index would give again; peers that saw them would

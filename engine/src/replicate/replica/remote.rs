@@ -8,7 +8,7 @@ use weft_protocol::{
     FileEntry, FileKind, IRefuse, NodeId, PathRefusal, ReplicaMessage, Version, VersionOrder,
 };
 
-use super::{tombstone, Replica, DEFERRED_PER_PATH_MAX};
+use super::{tombstone, Replica, COUNTER_VALUE_MAX, DEFERRED_PER_PATH_MAX};
 use crate::replicate::conflict;
 use crate::replicate::paths::{self};
 use crate::replicate::plan::{Apply, Install, Step};
@@ -35,8 +35,15 @@ fn entry_refusal(e: &FileEntry, deleted: bool) -> Option<PathRefusal> {
         FileKind::File => tiles,
         FileKind::Directory | FileKind::Symlink => e.blocks.is_empty(),
     };
-    (!fits || e.mode > 7 || e.version.counters.is_empty() || !e.version.is_well_formed())
-        .then_some(PathRefusal::BadEntry)
+    (!fits || e.mode > 7 || !version_fits(&e.version)).then_some(PathRefusal::BadEntry)
+}
+
+/// Whether a peer's version may be taken: well formed, with a counter, none past
+/// [`COUNTER_VALUE_MAX`].
+fn version_fits(v: &Version) -> bool {
+    !v.counters.is_empty()
+        && v.is_well_formed()
+        && v.counters.iter().all(|c| c.value <= COUNTER_VALUE_MAX)
 }
 
 impl Replica {
@@ -85,8 +92,7 @@ impl Replica {
                 moved_from.as_ref().and_then(|(from, v)| {
                     paths::check_path(from)
                         .err()
-                        .or((v.counters.is_empty() || !v.is_well_formed())
-                            .then_some(PathRefusal::BadEntry))
+                        .or((!version_fits(v)).then_some(PathRefusal::BadEntry))
                 })
             });
         let clash = match refusal {

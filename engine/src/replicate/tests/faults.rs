@@ -435,32 +435,40 @@ fn an_imoved_of_a_directory_moves_nothing_under_it() {
     assert_eq!(renames, 0, "no rename");
 }
 
-/// A peer's record naming this node's own counter at `u64::MAX` (forged: no node's history
-/// reaches it) does not raise the counter this node's changes take: its later changes at
-/// other paths still reach its peers as newer versions, each of them.
+/// Forged counters of this node's own (SPEC.md §22.4): a record naming one past
+/// `COUNTER_VALUE_MAX` (`u64::MAX`) is refused; one past `COUNTER_HIGH_MAX` but within it is
+/// taken, but does not raise the counter this node's changes take. Either way its later
+/// changes at other paths still reach its peers as newer versions, each of them.
 #[test]
-fn a_forged_counter_of_this_node_leaves_its_later_changes_newer() {
+fn forged_counters_of_this_node_leave_its_later_changes_newer() {
     let mut net = Net::new(3);
     net.link(0, 1);
     net.put(0, "mine", bytes(100, 1), 100);
     net.settle();
     let me = short_id(&net.nodes[0].id);
     let outsider = short_id(&net.nodes[2].id);
-    let LocalChange::Changed(mut entry) = Host::default().put("forged", Vec::new(), 100) else {
-        unreachable!()
+    let forged = |path: &str, counter: u64| {
+        let LocalChange::Changed(mut entry) = Host::default().put(path, Vec::new(), 100) else {
+            unreachable!()
+        };
+        let mut counters = [(me, counter), (outsider, 1)];
+        counters.sort_unstable();
+        entry.version = version_of(&counters);
+        entry.modified_by = outsider;
+        entry.sequence = 1;
+        entry
     };
-    let mut counters = [(me, u64::MAX), (outsider, 1)];
-    counters.sort_unstable();
-    entry.version = version_of(&counters);
-    entry.modified_by = outsider;
-    entry.sequence = 1;
     let have = ReplicaMessage::IHave(weft_protocol::IHave {
         folder: folder(),
         index_id: 7,
-        entries: vec![entry],
+        entries: vec![forged("saturated", u64::MAX), forged("high", (1 << 62) + 5)],
     });
     inject(&mut net, 0, have);
-    assert!(net.nodes[0].replica.record("forged").is_some());
+    assert!(
+        net.nodes[0].replica.record("saturated").is_none(),
+        "refused"
+    );
+    assert!(net.nodes[0].replica.record("high").is_some(), "taken");
     for (n, mtime_ms) in [(2, 200), (3, 300)] {
         net.put(0, "mine", bytes(100, n), mtime_ms);
         net.settle();
