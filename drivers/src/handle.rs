@@ -315,6 +315,8 @@ pub(crate) enum Request {
     /// in the store.
     FolderChanges {
         folder: FolderId,
+        /// The scanner's number (`Folders::is_current`).
+        scanner: u64,
         changes: Vec<LocalChange>,
         cache: Vec<u8>,
         /// When the scan started, if it found every file settled.
@@ -325,6 +327,7 @@ pub(crate) enum Request {
     /// A folder's root or marker is missing: the folder stops.
     FolderStopped {
         folder: FolderId,
+        scanner: u64,
         why: String,
     },
     FolderStatus {
@@ -535,6 +538,7 @@ impl Handle {
     pub(crate) fn folder_changes(
         &self,
         folder: FolderId,
+        scanner: u64,
         changes: Vec<LocalChange>,
         cache: Vec<u8>,
         settled: Option<std::time::Instant>,
@@ -542,6 +546,7 @@ impl Handle {
     ) -> Result<(), HandleError> {
         self.send(Request::FolderChanges {
             folder,
+            scanner,
             changes,
             cache,
             settled,
@@ -550,8 +555,17 @@ impl Handle {
     }
 
     /// A folder can no longer be used (its root or marker is missing).
-    pub(crate) fn folder_stopped(&self, folder: FolderId, why: String) -> Result<(), HandleError> {
-        self.send(Request::FolderStopped { folder, why })
+    pub(crate) fn folder_stopped(
+        &self,
+        folder: FolderId,
+        scanner: u64,
+        why: String,
+    ) -> Result<(), HandleError> {
+        self.send(Request::FolderStopped {
+            folder,
+            scanner,
+            why,
+        })
     }
 
     /// The shared folders and every file's state.

@@ -81,6 +81,8 @@ struct Running {
     /// Why the folder stopped, if it did.
     stopped: Option<String>,
     scanner: Option<ScannerThread>,
+    /// The number its scanner reports under.
+    scanner_number: u64,
     /// When the last scan that found every file settled started.
     settled_scan: Option<std::time::Instant>,
 }
@@ -102,6 +104,9 @@ pub(crate) struct Folders {
     /// Scanners of removed folders, told to stop: each ends after the scan it may be in
     /// (joined at shutdown, never waited for on the loop).
     stopping: Vec<ScannerThread>,
+    /// The number the next scanner reports under: what a removed folder's scanner still
+    /// reports is told from what the folder's next one does.
+    next_scanner: u64,
 }
 
 impl Folders {
@@ -150,7 +155,9 @@ impl Folders {
         }
         let cache = SharedCache::new(cache.unwrap_or_default());
         let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
-        let scanner = ScannerThread::spawn(&spec, cache, Arc::clone(&disk), handle.clone());
+        self.next_scanner += 1;
+        let number = self.next_scanner;
+        let scanner = ScannerThread::spawn(&spec, number, cache, Arc::clone(&disk), handle.clone());
         self.running.insert(
             spec.id,
             Running {
@@ -160,6 +167,7 @@ impl Folders {
                 ready: false,
                 stopped: None,
                 scanner,
+                scanner_number: number,
                 settled_scan: None,
             },
         );
@@ -177,6 +185,13 @@ impl Folders {
         self.stopping.retain(|s| !s.has_ended());
         let cache = r.disk.cache();
         cache.is_written().then(|| cache.take_blob())
+    }
+
+    /// Whether `scanner` is `folder`'s scanner now (not that of an earlier time it was added).
+    pub(crate) fn is_current(&self, folder: &FolderId, scanner: u64) -> bool {
+        self.running
+            .get(folder)
+            .is_some_and(|r| r.scanner_number == scanner)
     }
 
     /// Asks `folder`'s scanner for a scan now.
@@ -391,6 +406,7 @@ struct ScannerThread {
 impl ScannerThread {
     fn spawn(
         spec: &FolderSpec,
+        number: u64,
         cache: SharedCache,
         disk: Arc<Disk>,
         handle: Handle,
@@ -406,7 +422,7 @@ impl ScannerThread {
             .spawn(move || {
                 let mut upkeep = Upkeep::new(cache, disk);
                 scan_loop(
-                    folder,
+                    (folder, number),
                     &mut scanner,
                     &mut upkeep,
                     &handle,
@@ -574,7 +590,7 @@ impl Upkeep {
 /// rules read anew go to the scanner at once and to the engine with the scan's changes.
 /// After each it prunes the trash when that is due.
 fn scan_loop(
-    folder: FolderId,
+    (folder, number): (FolderId, u64),
     scanner: &mut Scanner,
     upkeep: &mut Upkeep,
     handle: &Handle,
@@ -642,7 +658,14 @@ fn scan_loop(
                 let blob = upkeep.blob(outcome.changes.len() > 1);
                 let settled = (outcome.unstable == 0).then_some(started);
                 if handle
-                    .folder_changes(folder, outcome.changes, blob, settled, rules_unsent.take())
+                    .folder_changes(
+                        folder,
+                        number,
+                        outcome.changes,
+                        blob,
+                        settled,
+                        rules_unsent.take(),
+                    )
                     .is_err()
                 {
                     return;
@@ -668,7 +691,7 @@ fn scan_loop(
             }
             // A missing root or marker: the folder stops, and nothing turns into deletes.
             Err(e) => {
-                let _ = handle.folder_stopped(folder, e.to_string());
+                let _ = handle.folder_stopped(folder, number, e.to_string());
                 return;
             }
         }
@@ -726,6 +749,58 @@ fn result_name(result: &StorageResult) -> String {
 mod tests {
     use super::*;
     use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+
+    /// The number of the first scanner report of `folder` in `mailbox`, waited for.
+    #[cfg(feature = "tokio")]
+    fn first_report(mailbox: &crate::handle::Mailbox, folder: FolderId) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut taken = Vec::new();
+            mailbox.take(&mut taken);
+            for request in taken {
+                if let crate::handle::Request::FolderChanges {
+                    folder: f, scanner, ..
+                } = request
+                {
+                    if f == folder {
+                        return scanner;
+                    }
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no scan report");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A folder removed and added again (a remote run's, run after run) has a scanner of
+    /// another number: what the removed one still reports is told from the new one's.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_folder_added_again_reports_under_a_new_scanner_number() {
+        let (handle, mailbox) = crate::handle::channel(crate::handle::Wake::Task);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = FolderId::from_name("run:test");
+        Disk::init(dir.path(), &id.to_string()).expect("init");
+        let spec = FolderSpec {
+            id,
+            root: dir.path().to_path_buf(),
+        };
+        let mut folders = Folders::default();
+        folders.add(spec.clone(), None, &handle);
+        let first = first_report(&mailbox, id);
+        assert!(folders.is_current(&id, first));
+        assert!(
+            folders.remove(&id).is_none(),
+            "nothing written to its cache"
+        );
+        assert!(!folders.is_current(&id, first));
+        folders.add(spec, None, &handle);
+        let second = first_report(&mailbox, id);
+        assert_ne!(first, second);
+        assert!(folders.is_current(&id, second));
+        assert!(!folders.is_current(&id, first));
+        folders.shut_down();
+    }
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))

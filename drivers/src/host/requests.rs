@@ -149,16 +149,25 @@ impl Host {
                     tracing::debug!("run {run}: signal not sent: {e}");
                 }
             }
+            // What a removed folder's scanner still reports is its business no more: the
+            // folder added again since has a scanner of its own.
+            Request::FolderChanges {
+                folder, scanner, ..
+            }
+            | Request::FolderStopped {
+                folder, scanner, ..
+            } if !self.folders.is_current(&folder, scanner) => {
+                tracing::debug!("folder {folder}: a report of an earlier scanner, ignored");
+            }
             Request::FolderChanges {
                 folder,
                 changes,
                 cache,
                 settled,
                 rules,
+                ..
             } => {
-                // A removed folder's scanner may finish one more scan: its cache is not kept,
-                // so it can never overwrite what a folder added again since keeps.
-                if !cache.is_empty() && self.folders.holds(&folder) {
+                if !cache.is_empty() {
                     self.store_scan_cache(folder, cache);
                 }
                 let due = self.folders.on_changes(&folder, changes, rules);
@@ -167,7 +176,7 @@ impl Host {
                     self.folders.scan_settled(&folder, started);
                 }
             }
-            Request::FolderStopped { folder, why } => self.folders.stop(&folder, why),
+            Request::FolderStopped { folder, why, .. } => self.folders.stop(&folder, why),
             Request::FolderStatus { reply } => {
                 let _ = reply.send(self.folder_reports());
             }

@@ -210,8 +210,9 @@ impl Host {
         tracing::info!("folder {folder}: ended, no run of it is in progress");
     }
 
-    /// Ends the run folders whose runs are over: at once where this node asked for them;
-    /// where it ran them, once the requester is not linked or after [`RUN_FOLDER_LINGER`].
+    /// Ends the run folders whose runs are over: at once where this node asked for them, or
+    /// where the folder stopped (its root or marker went: the next run adds it again); where
+    /// it ran them, once the requester is not linked or after [`RUN_FOLDER_LINGER`].
     fn end_idle_run_folders(&mut self) {
         let now = WallInstant::now();
         let mut ended = Vec::new();
@@ -221,7 +222,12 @@ impl Host {
             }
             let idle_since = used.idle_since.unwrap_or(now);
             let linked = self.node.links().any(|(node, _)| node == used.peer);
-            if used.asks || !linked || now.duration_since(idle_since) >= RUN_FOLDER_LINGER {
+            let stopped = self.folders.scanned_since(id, now).is_err();
+            if used.asks
+                || stopped
+                || !linked
+                || now.duration_since(idle_since) >= RUN_FOLDER_LINGER
+            {
                 ended.push(*id);
             }
         }
@@ -245,18 +251,23 @@ impl Host {
         }
     }
 
-    /// Makes room for one more folder when the node holds [`FOLDERS_MAX`]: ends the run
-    /// folder this node runs in that has been idle longest, if there is one.
+    /// Makes room for one more folder when the node holds [`FOLDERS_MAX`]: ends an idle run
+    /// folder this node runs in, one whose requester is not linked first, else the one idle
+    /// longest (its requester may still be fetching what the last run wrote).
     fn make_room_for_a_run_folder(&mut self) {
         if self.folders.ids().len() < FOLDERS_MAX {
             return;
         }
+        let now = WallInstant::now();
         let oldest = self
             .syncs
             .folders
             .iter()
             .filter(|(id, used)| !used.asks && !self.syncs.in_use(id))
-            .min_by_key(|(_, used)| used.idle_since)
+            .min_by_key(|(_, used)| {
+                let linked = self.node.links().any(|(node, _)| node == used.peer);
+                (linked, used.idle_since.unwrap_or(now))
+            })
             .map(|(id, _)| *id);
         if let Some(id) = oldest {
             tracing::info!("folder {id}: ended early, to make room for another run's folder");
@@ -587,7 +598,7 @@ impl Host {
             let caught_up = self
                 .node
                 .replica(&e.folder)
-                .is_some_and(|r| r.caught_up(&e.peer, e.copy.index_id, e.copy.sequence));
+                .is_some_and(|r| r.holds_all_of(&e.peer, e.copy.index_id, e.copy.sequence));
             let linked = self.node.links().any(|(node, _)| node == e.peer);
             let failed = if caught_up {
                 None

@@ -52,6 +52,15 @@ impl Replica {
             && self.pending.values().all(|p| matches!(p, Purpose::Persist))
     }
 
+    /// Whether this copy holds everything of `peer`'s up to its sync point: caught up
+    /// ([`Replica::caught_up`]) with no apply or deferred record left at all, stalled ones
+    /// included (what a remote run wrote is all back, SPEC.md §23.6).
+    pub fn holds_all_of(&self, peer: &NodeId, index_id: u64, sequence: u64) -> bool {
+        self.caught_up(peer, index_id, sequence)
+            && self.applies.is_empty()
+            && self.deferred.is_empty()
+    }
+
     /// Whether nothing is left to do: every version known from a peer that is newer than
     /// the local one is in place, and no storage step or block request is outstanding.
     pub fn is_idle(&self) -> bool {

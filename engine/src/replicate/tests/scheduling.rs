@@ -564,3 +564,27 @@ fn fetches_stalled_by_notfound_do_not_crowd_out_a_later_one() {
         "the later file from node 2 was never fetched"
     );
 }
+
+/// An apply stalled for want of a source (the peer answered NOTFOUND: its file changed on its
+/// disk) leaves the copy caught up, so a run may start, but not holding all of the peer's
+/// records: what a remote run wrote is not all back (SPEC.md §23.6).
+#[test]
+fn a_stalled_apply_is_caught_up_but_does_not_hold_all_of_the_peers_records() {
+    let mut net = pair();
+    let a = net.nodes[0].id;
+    net.put(0, "f", bytes(3_000, 5), 100);
+    let index_id = net.nodes[0].replica.index_id();
+    let point = net.nodes[0].replica.newest_sequence();
+    // Node 0's disk loses it behind its back: node 1's fetch is answered NOTFOUND.
+    net.nodes[0].host.items.remove("f");
+    net.settle();
+    let copy = &net.nodes[1].replica;
+    assert!(copy.applies.contains_key("f"), "the fetch waits");
+    assert!(copy.caught_up(&a, index_id, point));
+    assert!(!copy.holds_all_of(&a, index_id, point));
+    // Node 0's scanner finds the file again: it arrives, and then the copy holds it all.
+    net.put(0, "f", bytes(3_000, 6), 200);
+    net.settle();
+    let point = net.nodes[0].replica.newest_sequence();
+    assert!(net.nodes[1].replica.holds_all_of(&a, index_id, point));
+}
