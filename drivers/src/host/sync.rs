@@ -639,7 +639,12 @@ impl Host {
                 copy,
             };
             if let Some(events) = self.runs_waiting.remove(&e.run) {
-                let _ = events.try_send(exited);
+                if let Err(std::sync::mpsc::TrySendError::Full(_)) = events.try_send(exited) {
+                    tracing::warn!(
+                        "run {}: its asker has not read its output: the exit is not told",
+                        e.run
+                    );
+                }
             }
         }
     }
