@@ -390,7 +390,9 @@ fn a_sync_run_returns_with_its_writes_back_and_then_the_folder_ends() {
     let build =
         "cat input.txt > output.txt; mkdir -p out; head -c 300000 /dev/urandom > out/blob; \
                  echo built";
+    let started = Instant::now();
     let out = weft_run(&a, &b, &["--sync", &sync, "--shell", "--", build]);
+    eprintln!("run with its writes back: {:?}", started.elapsed());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "built\n");
     // Back before `weft run` returned: no waiting here.
