@@ -233,6 +233,21 @@ impl Store {
         Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
     }
 
+    /// Forgets the blob `name` (nothing if it was never stored), in one durable transaction.
+    /// The error is one line.
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        check_name(name)?;
+        let failed = |e: &dyn std::fmt::Display| {
+            format!("cannot remove {name} from {}: {e}", self.path.display())
+        };
+        let txn = self.write().map_err(|e| failed(&e))?;
+        {
+            let mut table = txn.open_table(BLOBS).map_err(|e| failed(&e))?;
+            table.remove(name).map_err(|e| failed(&e))?;
+        }
+        txn.commit().map_err(|e| failed(&e))
+    }
+
     /// Stores `bytes` as the blob `name` in one durable transaction. The error is one line.
     pub fn store(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
         check_name(name)?;

@@ -429,12 +429,26 @@ fn a_sync_run_returns_with_its_writes_back_and_then_the_folder_ends() {
         "a's directory is still replicated after its run"
     );
 
+    // The runner's copy is removed between runs: b ends its folder, and the next run starts
+    // the copy empty: nothing of a's directory is taken for deleted.
+    let ended = |node: &NodeProc| {
+        node.log_text()
+            .matches("ended, no run of it is in progress")
+            .count()
+    };
+    std::fs::remove_dir_all(&copy).expect("remove b's copy");
+    wait_until("b ends the folder whose copy went", || ended(&b) == 1);
+    let out = weft_run(&a, &b, &["--sync", &sync, "--", "cat", "input.txt"]);
+    assert_eq!(text(&out.stdout), "made by a\n", "{}", text(&out.stderr));
+    for file in ["input.txt", "output.txt", "out/blob"] {
+        assert!(work.join(file).is_file(), "{file} went from a's directory");
+        assert!(copy.join(file).is_file(), "{file} is not in b's new copy");
+    }
+
     // The requester goes away: the runner ends its copy's folder without waiting out
     // RUN_FOLDER_LINGER.
     a.kill();
-    wait_until("b ends the folder of a's runs", || {
-        b.log_text().contains("ended, no run of it is in progress")
-    });
+    wait_until("b ends the folder of a's runs", || ended(&b) == 2);
 }
 
 /// 64 hex digits as a node id.

@@ -33,6 +33,7 @@ use weft_engine::{Command, HostResult, Input, RequestId};
 use super::Host;
 use crate::folder::disk::Disk;
 use crate::folder::run::FolderSpec;
+use crate::folder::{MARKER_FILE, RESERVED_DIR};
 use crate::handle::{HandleError, RunSession};
 
 /// How long a run with a folder waits for the folder to catch up: on the runner, for its copy
@@ -104,6 +105,8 @@ struct WaitingExit {
     folder: FolderId,
     peer: NodeId,
     since: WallInstant,
+    /// Decided (the copy named if it caught up), and waiting for room in its asker's queue.
+    told: Option<Option<SyncPoint>>,
 }
 
 /// A folder added for runs: who it is replicated with, which side this node is, and since
@@ -176,9 +179,16 @@ impl Host {
         let Some(handle) = self.handle.clone() else {
             return Err("this node keeps no folders".into());
         };
-        Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
         let me = self.node.node_id();
         let mut config = ReplicaConfig::new(id, me);
+        // A runner's copy whose marker is gone (its root removed, say) starts empty: its kept
+        // state and scan cache would take every file they name for deleted there, and the
+        // deletions would reach the requester's directory.
+        let marker = root.join(RESERVED_DIR).join(MARKER_FILE);
+        if !asks && std::fs::symlink_metadata(&marker).is_err() {
+            self.forget_folder_state(&id, &config.state_name)?;
+        }
+        Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
         config.only_with = Some(vec![peer]);
         let add = ReplicateCommand::AddFolder(config);
         self.input(Input::Command(Command::Replicate(add)))
@@ -192,6 +202,21 @@ impl Host {
             idle_since: None,
         };
         self.syncs.folders.insert(id, used);
+        Ok(())
+    }
+
+    /// Forgets what the store keeps of folder `id`: its replica state (`state_name`) and its
+    /// scan cache, after every blob handed to the state writer before.
+    fn forget_folder_state(&mut self, id: &FolderId, state_name: &str) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if let Some(writer) = &self.state_writer {
+            writer.flush();
+        }
+        store.remove(state_name)?;
+        store.remove(&crate::folder::run::cache_blob_name(id))?;
+        tracing::info!("folder {id}: its copy is gone: starts empty");
         Ok(())
     }
 
@@ -586,6 +611,7 @@ impl Host {
             folder,
             peer,
             since: WallInstant::now(),
+            told: None,
         });
         None
     }
@@ -594,7 +620,11 @@ impl Host {
     /// caught up (with the copy named), or without the copy if the runner went away, the
     /// folder stopped, or [`RUN_SYNC_TIMEOUT`] passed.
     fn check_exits_waiting(&mut self) {
-        for e in std::mem::take(&mut self.syncs.exits_waiting) {
+        for mut e in std::mem::take(&mut self.syncs.exits_waiting) {
+            if let Some(copy) = e.told {
+                self.tell_exit(e, copy);
+                continue;
+            }
             let caught_up = self
                 .node
                 .replica(&e.folder)
@@ -634,19 +664,24 @@ impl Host {
                     None
                 }
             };
-            let exited = RunEventKind::Exited {
-                status: e.status,
-                copy,
-            };
-            if let Some(events) = self.runs_waiting.remove(&e.run) {
-                if let Err(std::sync::mpsc::TrySendError::Full(_)) = events.try_send(exited) {
-                    tracing::warn!(
-                        "run {}: its asker has not read its output: the exit is not told",
-                        e.run
-                    );
-                }
-            }
+            e.told = Some(copy);
+            self.tell_exit(e, copy);
         }
+    }
+
+    /// Hands the exit `e` (with `copy`) to its asker; kept for a later turn while the
+    /// asker's queue is full (its folder stays in use meanwhile).
+    fn tell_exit(&mut self, e: WaitingExit, copy: Option<SyncPoint>) {
+        let exited = RunEventKind::Exited {
+            status: e.status,
+            copy,
+        };
+        let sent = self.runs_waiting.get(&e.run).map(|w| w.try_send(exited));
+        if let Some(Err(std::sync::mpsc::TrySendError::Full(_))) = sent {
+            self.syncs.exits_waiting.push(e);
+            return;
+        }
+        self.runs_waiting.remove(&e.run);
     }
 
     /// Asks the node to start a run (`folder`: inside the peer's copy of it); its number if

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use weft_protocol::{FileKind, NodeId, Version, VersionOrder};
 
-use super::{expect_of, raised_high, Purpose, Replica, BACKOFF_MAX_MS};
+use super::{expect_of, Purpose, Replica, BACKOFF_MAX_MS};
 use crate::replicate::plan::{Apply, BlockSlot, BlockState, Fetch, Install, Step};
 use crate::replicate::types::{
     Expect, Record, ReplicaEvent, StorageRequest, StorageResult, TempId,
@@ -174,11 +174,9 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
-        self.counter_high = if i.remote {
-            raised_high(self.counter_high, version.get(self.me))
-        } else {
-            self.counter_high.max(version.get(self.me))
-        };
+        // A peer's record never carries a counter of this node's past COUNTER_HIGH_MAX (it
+        // is refused), so every install may raise it.
+        self.counter_high = self.counter_high.max(version.get(self.me));
         // What the host reported at the path no longer differs from the record: forget it
         // (a rename step's "nothing at the old path" once its deletion record is in, say),
         // or a later record there would be planned against a stale report.

@@ -21,8 +21,9 @@ use crate::time::Instant;
 /// Files whose blocks one scheduling pass considers, at most (the oldest fetches first, as
 /// a file completes the next one joins): many small files go out in parallel, and a pass
 /// costs the blocks of these files, not of every file still to come. Only files a linked
-/// source may still serve count: one with a block in flight, or a missing block some linked
-/// source was not answered NOTFOUND for.
+/// source may be asked for now count: one with a missing block whose hash is in flight (for
+/// another file), or one some linked source neither answered NOTFOUND for nor is excluded
+/// for.
 pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
 /// Places (file and block) one fetch or local read of a block fills, at most: each piece of
@@ -257,9 +258,10 @@ impl Replica {
             let Some(f) = a.fetch.as_ref().filter(|f| f.temp == *temp) else {
                 continue;
             };
-            // It counts against the bound only if a linked source may still serve one of
-            // its missing blocks: fetches a peer answered NOTFOUND for all of them wait for
-            // that peer's next announcement, and must not crowd out the fetches behind them.
+            // It counts against the bound only if a linked source may be asked for one of its
+            // missing blocks now: fetches whose sources answered NOTFOUND for every one (they
+            // wait for a source's next announcement) or are excluded for it (they timed out,
+            // or sent bad bytes) must not crowd out the fetches behind them.
             let linked: SmallVec<[NodeId; 4]> = a
                 .sources
                 .iter()
@@ -268,12 +270,15 @@ impl Replica {
                 .collect();
             let askable = !linked.is_empty()
                 && f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
+                    let key = (b.hash, b.len);
+                    let not_found = self.not_found.get(&key);
+                    let excluded = self.excluded.get(&key);
                     slot.state == BlockState::Missing
                         && (self.inflight.contains_key(&b.hash)
-                            || self
-                                .not_found
-                                .get(&(b.hash, b.len))
-                                .is_none_or(|n| linked.iter().any(|s| !n.contains(s))))
+                            || linked.iter().any(|s| {
+                                !not_found.is_some_and(|n| n.contains(s))
+                                    && !excluded.is_some_and(|e| e.iter().any(|(p, _)| p == s))
+                            }))
                 });
             if askable {
                 if files == FETCHING_FILES_MAX {

@@ -56,11 +56,11 @@ pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
 /// than (or equal to) one peers already hold.
 pub(super) const COUNTER_RESTART_GAP: u64 = 1 << 32;
 
-/// The highest counter of this node's own that a peer's record may carry and still raise
-/// the counter its local changes take past (`counter_high`): no node's own history reaches
-/// it (2^30 restarts' jumps). A peer's record naming one above it (forged) is taken, but
-/// raises nothing; were it to, every later change of this node, at any path, would take a
-/// counter past [`COUNTER_VALUE_MAX`], which its peers refuse.
+/// The highest counter of this node's own that a peer's record may carry: no node's own
+/// history reaches it (2^30 restarts' jumps). A peer's record naming one above it (forged)
+/// is refused (`BadEntry`): this node's next change of the path would have to go past it,
+/// and raising the counter its changes take (`counter_high`) would push every later change
+/// of it, at any path, towards [`COUNTER_VALUE_MAX`], past which its peers refuse them.
 pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
 
 /// The highest counter, of any node, a peer's record may carry: one above it is refused
@@ -68,8 +68,9 @@ pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
 /// give the path: every later change of it would be equal to the forged version.
 pub(super) const COUNTER_VALUE_MAX: u64 = 1 << 63;
 
-/// `high` raised to a counter of this node's own in a peer's record, unless the counter is
-/// past [`COUNTER_HIGH_MAX`].
+/// `high` raised to a counter of this node's own in a record restored from the state, unless
+/// the counter is past [`COUNTER_HIGH_MAX`] (a forged one taken before such records were
+/// refused).
 pub(super) fn raised_high(high: u64, counter: u64) -> u64 {
     if counter <= COUNTER_HIGH_MAX {
         high.max(counter)

@@ -8,14 +8,14 @@ use weft_protocol::{
     FileEntry, FileKind, IRefuse, NodeId, PathRefusal, ReplicaMessage, Version, VersionOrder,
 };
 
-use super::{tombstone, Replica, COUNTER_VALUE_MAX, DEFERRED_PER_PATH_MAX};
+use super::{tombstone, Replica, COUNTER_HIGH_MAX, COUNTER_VALUE_MAX, DEFERRED_PER_PATH_MAX};
 use crate::replicate::conflict;
 use crate::replicate::paths::{self};
 use crate::replicate::plan::{Apply, Install, Step};
 use crate::replicate::types::{Expect, Recipient, Record, ReplicaEvent};
 
-/// Why an entry from a peer is refused, if it is.
-fn entry_refusal(e: &FileEntry, deleted: bool) -> Option<PathRefusal> {
+/// Why an entry from a peer is refused, if it is (`me`: this node's short id).
+fn entry_refusal(e: &FileEntry, deleted: bool, me: u64) -> Option<PathRefusal> {
     if let Err(r) = paths::check_path(&e.path) {
         return Some(r);
     }
@@ -35,15 +35,18 @@ fn entry_refusal(e: &FileEntry, deleted: bool) -> Option<PathRefusal> {
         FileKind::File => tiles,
         FileKind::Directory | FileKind::Symlink => e.blocks.is_empty(),
     };
-    (!fits || e.mode > 7 || !version_fits(&e.version)).then_some(PathRefusal::BadEntry)
+    (!fits || e.mode > 7 || !version_fits(&e.version, me)).then_some(PathRefusal::BadEntry)
 }
 
 /// Whether a peer's version may be taken: well formed, with a counter, none past
-/// [`COUNTER_VALUE_MAX`].
-fn version_fits(v: &Version) -> bool {
+/// [`COUNTER_VALUE_MAX`], and this node's own (`me`) not past [`COUNTER_HIGH_MAX`] (only a
+/// forged record carries one: this node's next change of the path would have to go past it,
+/// and past what its peers take).
+fn version_fits(v: &Version, me: u64) -> bool {
     !v.counters.is_empty()
         && v.is_well_formed()
         && v.counters.iter().all(|c| c.value <= COUNTER_VALUE_MAX)
+        && v.get(me) <= COUNTER_HIGH_MAX
 }
 
 impl Replica {
@@ -86,13 +89,14 @@ impl Replica {
                 moved_from = None;
             }
         }
-        let refusal = entry_refusal(&r.entry, r.deleted)
+        let me = self.me;
+        let refusal = entry_refusal(&r.entry, r.deleted, me)
             .or_else(|| self.through_symlink(&r.entry.path))
             .or_else(|| {
                 moved_from.as_ref().and_then(|(from, v)| {
                     paths::check_path(from)
                         .err()
-                        .or((!version_fits(v)).then_some(PathRefusal::BadEntry))
+                        .or((!version_fits(v, me)).then_some(PathRefusal::BadEntry))
                 })
             });
         let clash = match refusal {

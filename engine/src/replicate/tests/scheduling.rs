@@ -588,3 +588,51 @@ fn a_stalled_apply_is_caught_up_but_does_not_hold_all_of_the_peers_records() {
     let point = net.nodes[0].replica.newest_sequence();
     assert!(net.nodes[1].replica.holds_all_of(&a, index_id, point));
 }
+
+/// A peer that never sends the blocks asked of it (silent, or hostile) has them time out and
+/// is excluded for them for `block_request_timeout`: more such fetches than
+/// `FETCHING_FILES_MAX`, all older than a file another peer announces meanwhile, do not keep
+/// that file waiting for the exclusions to end.
+#[test]
+fn fetches_excluded_from_a_silent_peer_do_not_crowd_out_a_later_one() {
+    let mut net = Net::new(3);
+    let count = super::super::replica::FETCHING_FILES_MAX + 1;
+    for n in 0..count {
+        net.put(1, &format!("s{n:03}"), bytes(2_000, 2_000 + n as u64), 100);
+    }
+    // Node 0 asks node 1 for as many blocks at once as the default allows (the tests' 64 KiB
+    // would keep most files waiting for room, not excluded).
+    let mut config = ReplicaConfig::new(folder(), net.nodes[0].id);
+    config.bytes_in_flight_per_peer_max = ReplicaConfig::new(folder(), net.nodes[0].id)
+        .bytes_in_flight_per_peer_max
+        .max(16 << 20);
+    net.nodes[0].replica = Replica::new(config, [0; 32]);
+    net.settle();
+    net.hereis_budget = Some(0);
+    net.link(0, 1);
+    // Until node 0's requests to node 1 (one per file the bound lets in) have timed out and
+    // it is excluded for them.
+    let mut steps = 0;
+    while net.nodes[0].replica.excluded.len() < count - 1 {
+        assert!(steps < 100_000, "the requests never time out");
+        if !net.round() {
+            let next = net.nodes[0].replica.poll_timeout().expect("a deadline");
+            net.now = net.now.max(next);
+            net.nodes[0].replica.handle_timeout(net.now);
+        }
+        steps += 1;
+    }
+    let excluded_until = net.now + Duration::from_secs(10);
+    net.hereis_budget = None;
+    net.link(0, 2);
+    let late = bytes(2_000, 8);
+    net.put(2, "late", late.clone(), 200);
+    while net.nodes[0].host.data("late") != Some(late.as_slice()) {
+        assert!(
+            net.now < excluded_until,
+            "the later file from node 2 waited for node 1's exclusions to end"
+        );
+        // A round is 1 ms: held-back scheduling passes come due.
+        net.round();
+    }
+}
