@@ -464,23 +464,7 @@ fn a_removed_folder_persists_its_change_and_resumes_when_added_again() {
     assert!(stores(&drain(&mut node)).is_empty());
     node.check_invariants().unwrap();
 
-    let config = ReplicaConfig::new(folder(), NodeId::default());
-    let add = ReplicateCommand::AddFolder(config);
-    node.handle_input(T0, Input::Command(Command::Replicate(add)))
-        .unwrap();
-    let load = drain_raw(&mut node)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Request {
-                id,
-                request: HostRequest::LoadState { .. },
-            } => Some(id),
-            _ => None,
-        })
-        .expect("the folder added again loads its state");
-    let result = HostResult::Loaded(Some(state));
-    node.handle_input(T0, Input::Completed { id: load, result })
-        .unwrap();
+    add_again_from(&mut node, state);
     drain(&mut node);
     let replica = node.replica(&folder()).expect("added again");
     assert!(
@@ -513,6 +497,27 @@ fn answer_first_store(node: &mut weft_engine::Node, out: &[Output]) -> Bytes {
     state
 }
 
+/// Adds `folder()` to `node` again, its state loaded from `state`.
+fn add_again_from(node: &mut weft_engine::Node, state: Bytes) {
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    let add = ReplicateCommand::AddFolder(config);
+    node.handle_input(T0, Input::Command(Command::Replicate(add)))
+        .unwrap();
+    let load = drain_raw(node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                request: HostRequest::LoadState { .. },
+            } => Some(id),
+            _ => None,
+        })
+        .expect("the folder added again loads its state");
+    let result = HostResult::Loaded(Some(state));
+    node.handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+}
+
 /// A peer's LIST for a folder this node does not hold yet is kept, and answered once the
 /// folder is added while the link lasts (a remote run's folder, added at the request). Its
 /// listeners outlive the folder's removal: added again, it tells them only what changed.
@@ -532,7 +537,7 @@ fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
     assert!(replica_messages(&drain(&mut node), fake.conn).is_empty());
 
     let config = ReplicaConfig::new(folder(), NodeId::default());
-    let add = ReplicateCommand::AddFolder(config.clone());
+    let add = ReplicateCommand::AddFolder(config);
     node.handle_input(T0, Input::Command(Command::Replicate(add)))
         .unwrap();
     let out = drain(&mut node);
@@ -546,22 +551,7 @@ fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
         .unwrap();
     let out = drain(&mut node);
     let state = answer_first_store(&mut node, &out);
-    let add = ReplicateCommand::AddFolder(config);
-    node.handle_input(T0, Input::Command(Command::Replicate(add)))
-        .unwrap();
-    let load = drain_raw(&mut node)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Request {
-                id,
-                request: HostRequest::LoadState { .. },
-            } => Some(id),
-            _ => None,
-        })
-        .expect("a load");
-    let result = HostResult::Loaded(Some(state));
-    node.handle_input(T0, Input::Completed { id: load, result })
-        .unwrap();
+    add_again_from(&mut node, state);
     let out = drain(&mut node);
     // A folder loaded from its state persists again (its numbering jumped) before it
     // announces anything.

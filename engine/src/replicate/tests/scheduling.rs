@@ -534,17 +534,24 @@ fn capped_places_still_lend_their_files_sources() {
     );
 }
 
+/// Three unlinked nodes, node 1 holding `FETCHING_FILES_MAX` + 1 small files `s000`, `s001`,
+/// … (their bytes drawn from `seed` on); and how many.
+fn more_files_than_fetched_at_once(seed: u64) -> (Net, usize) {
+    let mut net = Net::new(3);
+    let count = super::super::replica::FETCHING_FILES_MAX + 1;
+    for n in 0..count {
+        net.put(1, &format!("s{n:03}"), bytes(2_000, seed + n as u64), 100);
+    }
+    (net, count)
+}
+
 /// A peer that answers NOTFOUND for every block of the files it announced (a hostile one, or
 /// one whose files changed on its disk) leaves their fetches waiting for its next
 /// announcement. More of them than `FETCHING_FILES_MAX`, all older than a file another peer
 /// announces later, do not keep that file from being fetched.
 #[test]
 fn fetches_stalled_by_notfound_do_not_crowd_out_a_later_one() {
-    let mut net = Net::new(3);
-    let count = super::super::replica::FETCHING_FILES_MAX + 1;
-    for n in 0..count {
-        net.put(1, &format!("s{n:03}"), bytes(2_000, 1_000 + n as u64), 100);
-    }
+    let (mut net, count) = more_files_than_fetched_at_once(1_000);
     net.settle();
     // Node 1's disk loses them behind its back: every block it is asked for is NOTFOUND.
     net.nodes[1]
@@ -595,11 +602,7 @@ fn a_stalled_apply_is_caught_up_but_does_not_hold_all_of_the_peers_records() {
 /// that file waiting for the exclusions to end.
 #[test]
 fn fetches_excluded_from_a_silent_peer_do_not_crowd_out_a_later_one() {
-    let mut net = Net::new(3);
-    let count = super::super::replica::FETCHING_FILES_MAX + 1;
-    for n in 0..count {
-        net.put(1, &format!("s{n:03}"), bytes(2_000, 2_000 + n as u64), 100);
-    }
+    let (mut net, count) = more_files_than_fetched_at_once(2_000);
     // Node 0 asks node 1 for as many blocks at once as the default allows (the tests' 64 KiB
     // would keep most files waiting for room, not excluded).
     let mut config = ReplicaConfig::new(folder(), net.nodes[0].id);
