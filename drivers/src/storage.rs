@@ -233,19 +233,31 @@ impl Store {
         Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
     }
 
-    /// Forgets the blob `name` (nothing if it was never stored), in one durable transaction.
-    /// The error is one line.
-    pub fn remove(&self, name: &str) -> Result<(), String> {
-        check_name(name)?;
+    /// Forgets the blobs `names` (those never stored are skipped), in one durable transaction
+    /// if any was stored; whether any was. The error is one line.
+    pub fn remove(&self, names: &[&str]) -> Result<bool, String> {
+        for name in names {
+            check_name(name)?;
+        }
+        let mut stored = false;
+        for name in names {
+            stored |= self.load(name)?.is_some();
+        }
+        if !stored {
+            return Ok(false);
+        }
         let failed = |e: &dyn std::fmt::Display| {
-            format!("cannot remove {name} from {}: {e}", self.path.display())
+            format!("cannot remove {names:?} from {}: {e}", self.path.display())
         };
         let txn = self.write().map_err(|e| failed(&e))?;
         {
             let mut table = txn.open_table(BLOBS).map_err(|e| failed(&e))?;
-            table.remove(name).map_err(|e| failed(&e))?;
+            for name in names {
+                table.remove(*name).map_err(|e| failed(&e))?;
+            }
         }
-        txn.commit().map_err(|e| failed(&e))
+        txn.commit().map_err(|e| failed(&e))?;
+        Ok(true)
     }
 
     /// Stores `bytes` as the blob `name` in one durable transaction. The error is one line.
@@ -485,6 +497,30 @@ mod tests {
         );
         assert_eq!(again.load("chord").unwrap().as_deref(), Some(&b"short"[..]));
         assert_eq!(again.load("never").unwrap(), None);
+    }
+
+    #[test]
+    fn removed_blobs_are_gone_after_a_reopen_and_the_others_stay() {
+        let folder = tempfile::tempdir().unwrap();
+        let s = Store::open_or_create(folder.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            s.store(name, name.as_bytes()).unwrap();
+        }
+        assert_eq!(s.remove(&["a", "never"]), Ok(true));
+        assert_eq!(
+            s.remove(&["a", "never"]),
+            Ok(false),
+            "nothing left to remove"
+        );
+        drop(s);
+        let s = Store::open_existing(folder.path()).unwrap().unwrap();
+        assert_eq!(s.load("a").unwrap(), None);
+        assert_eq!(s.load("b").unwrap().as_deref(), Some(&b"b"[..]));
+        assert!(
+            s.remove(&["c", "no/slash"]).is_err(),
+            "a bad name: nothing removed"
+        );
+        assert_eq!(s.load("c").unwrap().as_deref(), Some(&b"c"[..]));
     }
 
     #[test]

@@ -33,7 +33,6 @@ use weft_engine::{Command, HostResult, Input, RequestId};
 use super::Host;
 use crate::folder::disk::Disk;
 use crate::folder::run::FolderSpec;
-use crate::folder::{MARKER_FILE, RESERVED_DIR};
 use crate::handle::{HandleError, RunSession};
 
 /// How long a run with a folder waits for the folder to catch up: on the runner, for its copy
@@ -45,6 +44,15 @@ pub const RUN_SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 /// requester may wait to fetch what the runs wrote. Sooner if the requester is not linked, or
 /// when the room is needed for another run's folder.
 pub const RUN_FOLDER_LINGER: Duration = RUN_SYNC_TIMEOUT;
+
+/// Whether a runner's copy at `root` is gone: no such directory, or one with nothing in it.
+fn copy_is_gone(root: &Path) -> Result<bool, String> {
+    match std::fs::read_dir(root) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(format!("{}: {e}", root.display())),
+    }
+}
 
 /// The folder of the directory `dir` (canonical) of node `me` synced to `peer`.
 pub fn run_folder_id(me: &NodeId, peer: &NodeId, dir: &Path) -> FolderId {
@@ -181,11 +189,11 @@ impl Host {
         };
         let me = self.node.node_id();
         let mut config = ReplicaConfig::new(id, me);
-        // A runner's copy whose marker is gone (its root removed, say) starts empty: its kept
+        // A runner's copy that is gone (its root removed, or emptied) starts empty: its kept
         // state and scan cache would take every file they name for deleted there, and the
-        // deletions would reach the requester's directory.
-        let marker = root.join(RESERVED_DIR).join(MARKER_FILE);
-        if !asks && std::fs::symlink_metadata(&marker).is_err() {
+        // deletions would reach the requester's directory. (A copy that only lost its marker
+        // keeps them: its files are still there.)
+        if !asks && copy_is_gone(&root)? {
             self.forget_folder_state(&id, &config.state_name)?;
         }
         Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -214,9 +222,10 @@ impl Host {
         if let Some(writer) = &self.state_writer {
             writer.flush();
         }
-        store.remove(state_name)?;
-        store.remove(&crate::folder::run::cache_blob_name(id))?;
-        tracing::info!("folder {id}: its copy is gone: starts empty");
+        let cache = crate::folder::run::cache_blob_name(id);
+        if store.remove(&[state_name, &cache])? {
+            tracing::info!("folder {id}: its copy is gone: starts empty");
+        }
         Ok(())
     }
 

@@ -18,12 +18,12 @@ use crate::replicate::types::{
 };
 use crate::time::Instant;
 
-/// Files whose blocks one scheduling pass considers, at most (the oldest fetches first, as
-/// a file completes the next one joins): many small files go out in parallel, and a pass
-/// costs the blocks of these files, not of every file still to come. Only files a linked
-/// source may be asked for now count: one with a missing block whose hash is in flight (for
-/// another file), or one some linked source neither answered NOTFOUND for nor is excluded
-/// for.
+/// Files whose blocks one scheduling pass considers, at most, per linked source (the oldest
+/// fetches first, as a file completes the next one joins): many small files go out in
+/// parallel, and a pass costs the blocks of these files, not of every file still to come.
+/// A file counts against each linked source that may be asked for one of its missing blocks
+/// now (one that neither answered NOTFOUND for it nor is excluded for it); one whose linked
+/// sources all have theirs is left for a later pass.
 pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
 /// Places (file and block) one fetch or local read of a block fills, at most: each piece of
@@ -247,7 +247,9 @@ impl Replica {
         let mut blocks: Vec<(BlockHash, u32, TempId, u32, usize)> = Vec::new();
         let mut file_sources: Vec<Sources> = Vec::new();
         let mut shadowed = BTreeSet::new();
-        let mut files = 0usize;
+        // Files counted this pass against each source that may be asked for one of their
+        // blocks now.
+        let mut counted: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (temp, path) in &self.temps {
             let Some(a) = self.applies.get(path) else {
                 continue;
@@ -258,33 +260,38 @@ impl Replica {
             let Some(f) = a.fetch.as_ref().filter(|f| f.temp == *temp) else {
                 continue;
             };
-            // It counts against the bound only if a linked source may be asked for one of its
-            // missing blocks now: fetches whose sources answered NOTFOUND for every one (they
-            // wait for a source's next announcement) or are excluded for it (they timed out,
-            // or sent bad bytes) must not crowd out the fetches behind them.
             let linked: SmallVec<[NodeId; 4]> = a
                 .sources
                 .iter()
                 .filter(|s| self.peers.get(s).is_some_and(|p| p.linked))
                 .copied()
                 .collect();
-            let askable = !linked.is_empty()
-                && f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
+            // Each linked source has at most FETCHING_FILES_MAX files considered a pass; one
+            // whose sources all have theirs waits for a later pass (as one completes, the next
+            // joins), found so before its blocks are looked at: one peer's long backlog costs
+            // little, and never holds up the files other peers serve.
+            let full = |s: &NodeId| counted.get(s).is_some_and(|n| *n >= FETCHING_FILES_MAX);
+            if !linked.is_empty() && linked.iter().all(full) {
+                continue;
+            }
+            // It counts against a source only if that source may be asked for one of its
+            // missing blocks now: one that answered NOTFOUND for every one (the fetch waits for
+            // its next announcement) or is excluded for it (it timed out, or sent bad bytes)
+            // must not crowd out the fetches behind it.
+            for s in &linked {
+                let askable = f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
                     let key = (b.hash, b.len);
-                    let not_found = self.not_found.get(&key);
-                    let excluded = self.excluded.get(&key);
                     slot.state == BlockState::Missing
-                        && (self.inflight.contains_key(&b.hash)
-                            || linked.iter().any(|s| {
-                                !not_found.is_some_and(|n| n.contains(s))
-                                    && !excluded.is_some_and(|e| e.iter().any(|(p, _)| p == s))
-                            }))
+                        && !self.inflight.contains_key(&b.hash)
+                        && !self.not_found.get(&key).is_some_and(|n| n.contains(s))
+                        && !self
+                            .excluded
+                            .get(&key)
+                            .is_some_and(|e| e.iter().any(|(p, _)| p == s))
                 });
-            if askable {
-                if files == FETCHING_FILES_MAX {
-                    break;
+                if askable {
+                    *counted.entry(*s).or_default() += 1;
                 }
-                files += 1;
             }
             let file = file_sources.len();
             file_sources.push(a.sources.iter().copied().collect());

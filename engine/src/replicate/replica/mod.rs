@@ -56,11 +56,13 @@ pub(super) const SEQUENCE_RESTART_GAP: u64 = 1 << 32;
 /// than (or equal to) one peers already hold.
 pub(super) const COUNTER_RESTART_GAP: u64 = 1 << 32;
 
-/// The highest counter of this node's own that a peer's record may carry: no node's own
-/// history reaches it (2^30 restarts' jumps). A peer's record naming one above it (forged)
-/// is refused (`BadEntry`): this node's next change of the path would have to go past it,
-/// and raising the counter its changes take (`counter_high`) would push every later change
-/// of it, at any path, towards [`COUNTER_VALUE_MAX`], past which its peers refuse them.
+/// The highest counter of this node's own that a peer's record may carry, unless this node
+/// has given a higher one itself (`counter_high`): no node's own history reaches it (2^30
+/// restarts' jumps). A peer's record naming one above both (forged) is refused (`BadEntry`):
+/// this node's next change of the path would have to go past it, and raising the counter
+/// its changes take would push every later change of it, at any path, towards
+/// [`COUNTER_VALUE_MAX`], past which its peers refuse them. A forger can push it to this
+/// bound at most, 2^62 short of that.
 pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
 
 /// The highest counter, of any node, a peer's record may carry: one above it is refused
@@ -69,10 +71,10 @@ pub(super) const COUNTER_HIGH_MAX: u64 = 1 << 62;
 pub(super) const COUNTER_VALUE_MAX: u64 = 1 << 63;
 
 /// `high` raised to a counter of this node's own in a record restored from the state, unless
-/// the counter is past [`COUNTER_HIGH_MAX`] (a forged one taken before such records were
+/// the counter is past [`COUNTER_VALUE_MAX`] (a forged one taken before such records were
 /// refused).
 pub(super) fn raised_high(high: u64, counter: u64) -> u64 {
-    if counter <= COUNTER_HIGH_MAX {
+    if counter <= COUNTER_VALUE_MAX {
         high.max(counter)
     } else {
         high

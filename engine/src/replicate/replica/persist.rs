@@ -5,7 +5,7 @@ use bytes::Bytes;
 use rand_chacha::rand_core::RngCore;
 
 use super::{
-    raised_high, Purpose, Replica, COUNTER_HIGH_MAX, COUNTER_RESTART_GAP, SEQUENCE_RESTART_GAP,
+    raised_high, Purpose, Replica, COUNTER_RESTART_GAP, COUNTER_VALUE_MAX, SEQUENCE_RESTART_GAP,
 };
 use crate::replicate::paths::IgnoreRules;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
@@ -60,9 +60,9 @@ impl Replica {
                     self.applies.insert(path, a);
                 }
                 self.deferred = s.deferred.into_iter().collect();
-                // A counter past COUNTER_HIGH_MAX was a forged one's, taken before peers'
+                // A counter past COUNTER_VALUE_MAX was a forged one's, taken before peers'
                 // records were checked for it: it would leave no counter peers take.
-                let persisted = Some(s.counter_high).filter(|&c| c <= COUNTER_HIGH_MAX);
+                let persisted = Some(s.counter_high).filter(|&c| c <= COUNTER_VALUE_MAX);
                 self.counter_high = self
                     .counter_high
                     .max(persisted.unwrap_or(0))

@@ -14,8 +14,9 @@ use crate::replicate::paths::{self};
 use crate::replicate::plan::{Apply, Install, Step};
 use crate::replicate::types::{Expect, Recipient, Record, ReplicaEvent};
 
-/// Why an entry from a peer is refused, if it is (`me`: this node's short id).
-fn entry_refusal(e: &FileEntry, deleted: bool, me: u64) -> Option<PathRefusal> {
+/// Why an entry from a peer is refused, if it is (`me`: this node's short id; `own_max`: the
+/// largest counter of its own a peer's version may carry).
+fn entry_refusal(e: &FileEntry, deleted: bool, me: u64, own_max: u64) -> Option<PathRefusal> {
     if let Err(r) = paths::check_path(&e.path) {
         return Some(r);
     }
@@ -35,18 +36,18 @@ fn entry_refusal(e: &FileEntry, deleted: bool, me: u64) -> Option<PathRefusal> {
         FileKind::File => tiles,
         FileKind::Directory | FileKind::Symlink => e.blocks.is_empty(),
     };
-    (!fits || e.mode > 7 || !version_fits(&e.version, me)).then_some(PathRefusal::BadEntry)
+    (!fits || e.mode > 7 || !version_fits(&e.version, me, own_max)).then_some(PathRefusal::BadEntry)
 }
 
 /// Whether a peer's version may be taken: well formed, with a counter, none past
-/// [`COUNTER_VALUE_MAX`], and this node's own (`me`) not past [`COUNTER_HIGH_MAX`] (only a
-/// forged record carries one: this node's next change of the path would have to go past it,
-/// and past what its peers take).
-fn version_fits(v: &Version, me: u64) -> bool {
+/// [`COUNTER_VALUE_MAX`], and this node's own (`me`) not past `own_max` (the larger of
+/// [`COUNTER_HIGH_MAX`] and the highest this node has given: only a forged record carries
+/// more, and this node's next change of the path would have to go past it).
+fn version_fits(v: &Version, me: u64, own_max: u64) -> bool {
     !v.counters.is_empty()
         && v.is_well_formed()
         && v.counters.iter().all(|c| c.value <= COUNTER_VALUE_MAX)
-        && v.get(me) <= COUNTER_HIGH_MAX
+        && v.get(me) <= own_max
 }
 
 impl Replica {
@@ -89,14 +90,14 @@ impl Replica {
                 moved_from = None;
             }
         }
-        let me = self.me;
-        let refusal = entry_refusal(&r.entry, r.deleted, me)
+        let (me, own_max) = (self.me, COUNTER_HIGH_MAX.max(self.counter_high));
+        let refusal = entry_refusal(&r.entry, r.deleted, me, own_max)
             .or_else(|| self.through_symlink(&r.entry.path))
             .or_else(|| {
                 moved_from.as_ref().and_then(|(from, v)| {
                     paths::check_path(from)
                         .err()
-                        .or((!version_fits(v, me)).then_some(PathRefusal::BadEntry))
+                        .or((!version_fits(v, me, own_max)).then_some(PathRefusal::BadEntry))
                 })
             });
         let clash = match refusal {

@@ -438,7 +438,7 @@ fn an_imoved_of_a_directory_moves_nothing_under_it() {
 /// Forged counters of this node's own (SPEC.md §22.3): a record naming one past
 /// `COUNTER_HIGH_MAX` (`u64::MAX`, or just past the bound) is refused; one at the bound is
 /// taken. Either way this node's later changes, of that path and of others, still reach its
-/// peers as newer versions, each of them, and none is refused there.
+/// peers as newer versions, each of them, and the peers' edits of them come back.
 #[test]
 fn forged_counters_of_this_node_leave_its_later_changes_newer() {
     let mut net = Net::new(3);
@@ -486,6 +486,18 @@ fn forged_counters_of_this_node_leave_its_later_changes_newer() {
                 "change {n} of {path} did not reach node 1"
             );
         }
+    }
+    // Node 1's edits of them, carrying node 0's counters past the bound, come back: node 0
+    // gave those counters itself.
+    for path in ["mine", "edge"] {
+        net.put(1, path, bytes(100, 4), 400);
+    }
+    net.settle();
+    for path in ["mine", "edge"] {
+        assert!(
+            net.nodes[0].host.data(path) == Some(bytes(100, 4).as_slice()),
+            "node 1's edit of {path} did not reach node 0"
+        );
     }
     assert_eq!(net.faults, vec![]);
     // Each change newer than the last, not equal to it: no conflict copy anywhere.
