@@ -234,30 +234,28 @@ impl Store {
     }
 
     /// Forgets the blobs `names` (those never stored are skipped), in one durable transaction
-    /// if any was stored; whether any was. The error is one line.
+    /// if any was stored (else none is committed); whether any was. The error is one line.
     pub fn remove(&self, names: &[&str]) -> Result<bool, String> {
         for name in names {
             check_name(name)?;
-        }
-        let mut stored = false;
-        for name in names {
-            stored |= self.load(name)?.is_some();
-        }
-        if !stored {
-            return Ok(false);
         }
         let failed = |e: &dyn std::fmt::Display| {
             format!("cannot remove {names:?} from {}: {e}", self.path.display())
         };
         let txn = self.write().map_err(|e| failed(&e))?;
+        let mut stored = false;
         {
             let mut table = txn.open_table(BLOBS).map_err(|e| failed(&e))?;
             for name in names {
-                table.remove(*name).map_err(|e| failed(&e))?;
+                stored |= table.remove(*name).map_err(|e| failed(&e))?.is_some();
             }
         }
-        txn.commit().map_err(|e| failed(&e))?;
-        Ok(true)
+        if stored {
+            txn.commit().map_err(|e| failed(&e))?;
+        } else {
+            txn.abort().map_err(|e| failed(&e))?;
+        }
+        Ok(stored)
     }
 
     /// Stores `bytes` as the blob `name` in one durable transaction. The error is one line.

@@ -155,7 +155,11 @@ impl Host {
                 let sent = match self.runs_waiting.get(&run).map(|w| w.try_send(kind)) {
                     Some(Ok(())) => true,
                     Some(Err(TrySendError::Full(_))) => {
-                        let what = if last { "its end is not told" } else { "killed" };
+                        let what = if last {
+                            "its end is not told"
+                        } else {
+                            "killed"
+                        };
                         tracing::warn!(
                             "run {run}: its output was not read fast enough \
                              ({RUN_EVENTS_QUEUED_MAX} pieces waiting): {what}"

@@ -45,12 +45,21 @@ pub const RUN_SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 /// when the room is needed for another run's folder.
 pub const RUN_FOLDER_LINGER: Duration = RUN_SYNC_TIMEOUT;
 
-/// Whether a runner's copy at `root` is gone: no such directory, or one with nothing in it.
+/// Whether a runner's copy at `root` is gone: no such directory, or one with nothing in it
+/// but weft's own reserved folder (`rm -rf copy/*` leaves that).
 fn copy_is_gone(root: &Path) -> Result<bool, String> {
+    let why = |e: std::io::Error| format!("{}: {e}", root.display());
     match std::fs::read_dir(root) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
+        Ok(entries) => {
+            for entry in entries {
+                if entry.map_err(why)?.file_name() != crate::folder::RESERVED_DIR {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(format!("{}: {e}", root.display())),
+        Err(e) => Err(why(e)),
     }
 }
 
@@ -727,5 +736,23 @@ impl Host {
         };
         let _ = reply.send(answer);
         started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_gone_when_missing_or_holding_only_the_reserved_folder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("copy");
+        assert_eq!(copy_is_gone(&root), Ok(true), "missing");
+        std::fs::create_dir(&root).expect("mkdir");
+        assert_eq!(copy_is_gone(&root), Ok(true), "empty");
+        std::fs::create_dir(root.join(crate::folder::RESERVED_DIR)).expect("mkdir");
+        assert_eq!(copy_is_gone(&root), Ok(true), "only .weft (rm -rf copy/*)");
+        std::fs::write(root.join(".hidden"), "x").expect("write");
+        assert_eq!(copy_is_gone(&root), Ok(false), "a file left");
     }
 }

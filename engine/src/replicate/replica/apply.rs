@@ -174,8 +174,8 @@ impl Replica {
         let path = i.entry.path.clone();
         let version = i.entry.version.clone();
         let record = i.record();
-        // A peer's record never carries a counter of this node's past COUNTER_HIGH_MAX (it
-        // is refused), so every install may raise it.
+        // A peer's record never carries a counter of this node's past both COUNTER_HIGH_MAX
+        // and `counter_high` (it is refused), so every install may raise it.
         self.counter_high = self.counter_high.max(version.get(self.me));
         // What the host reported at the path no longer differs from the record: forget it
         // (a rename step's "nothing at the old path" once its deletion record is in, say),

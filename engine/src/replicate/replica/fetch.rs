@@ -22,8 +22,9 @@ use crate::time::Instant;
 /// fetches first, as a file completes the next one joins): many small files go out in
 /// parallel, and a pass costs the blocks of these files, not of every file still to come.
 /// A file counts against each linked source that may be asked for one of its missing blocks
-/// now (one that neither answered NOTFOUND for it nor is excluded for it); one whose linked
-/// sources all have theirs is left for a later pass.
+/// now (one that neither answered NOTFOUND for it nor is excluded for it), or while one of
+/// its blocks is in flight; one that would count against full sources only is left for a
+/// later pass.
 pub(crate) const FETCHING_FILES_MAX: usize = 256;
 
 /// Places (file and block) one fetch or local read of a block fills, at most: each piece of
@@ -247,10 +248,17 @@ impl Replica {
         let mut blocks: Vec<(BlockHash, u32, TempId, u32, usize)> = Vec::new();
         let mut file_sources: Vec<Sources> = Vec::new();
         let mut shadowed = BTreeSet::new();
-        // Files counted this pass against each source that may be asked for one of their
-        // blocks now.
+        // Files counted this pass against each linked source, and how many of the folder's
+        // linked peers have their `fetching_files_max`: once all have, no file is left that
+        // could count against one (those with no linked source only wait).
+        let cap = self.fetching_files_max;
         let mut counted: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let linked_peers = self.peers.values().filter(|p| p.linked).count();
+        let mut full_peers = 0usize;
         for (temp, path) in &self.temps {
+            if linked_peers > 0 && full_peers == linked_peers {
+                break;
+            }
             let Some(a) = self.applies.get(path) else {
                 continue;
             };
@@ -266,31 +274,44 @@ impl Replica {
                 .filter(|s| self.peers.get(s).is_some_and(|p| p.linked))
                 .copied()
                 .collect();
-            // Each linked source has at most FETCHING_FILES_MAX files considered a pass; one
-            // whose sources all have theirs waits for a later pass (as one completes, the next
-            // joins), found so before its blocks are looked at: one peer's long backlog costs
-            // little, and never holds up the files other peers serve.
-            let full = |s: &NodeId| counted.get(s).is_some_and(|n| *n >= FETCHING_FILES_MAX);
+            // Each linked source has at most `cap` files considered a pass (the oldest first:
+            // as one completes, the next joins), and one peer's backlog never holds up the
+            // files other peers serve. A file counts against each linked source that may be
+            // asked for one of its blocks now, or while one of its blocks is in flight: one
+            // whose sources answered NOTFOUND for every block (it waits for their next
+            // announcement) or are excluded for it (they timed out, or sent bad bytes) must not
+            // crowd out the fetches behind it. A file that would count against full sources
+            // only waits for a later pass, its blocks not looked at.
+            let full = |s: &NodeId| counted.get(s).is_some_and(|n| *n >= cap);
             if !linked.is_empty() && linked.iter().all(full) {
                 continue;
             }
-            // It counts against a source only if that source may be asked for one of its
-            // missing blocks now: one that answered NOTFOUND for every one (the fetch waits for
-            // its next announcement) or is excluded for it (it timed out, or sent bad bytes)
-            // must not crowd out the fetches behind it.
-            for s in &linked {
-                let askable = f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
-                    let key = (b.hash, b.len);
-                    slot.state == BlockState::Missing
-                        && !self.inflight.contains_key(&b.hash)
-                        && !self.not_found.get(&key).is_some_and(|n| n.contains(s))
-                        && !self
-                            .excluded
-                            .get(&key)
-                            .is_some_and(|e| e.iter().any(|(p, _)| p == s))
-                });
-                if askable {
-                    *counted.entry(*s).or_default() += 1;
+            let in_flight = f.blocks.iter().any(|slot| slot.state == BlockState::Busy);
+            let askable: SmallVec<[NodeId; 4]> = linked
+                .iter()
+                .filter(|s| {
+                    in_flight
+                        || f.entry.blocks.iter().zip(&f.blocks).any(|(b, slot)| {
+                            let key = (b.hash, b.len);
+                            slot.state == BlockState::Missing
+                                && !self.inflight.contains_key(&b.hash)
+                                && !self.not_found.get(&key).is_some_and(|n| n.contains(*s))
+                                && !self
+                                    .excluded
+                                    .get(&key)
+                                    .is_some_and(|e| e.iter().any(|(p, _)| p == *s))
+                        })
+                })
+                .copied()
+                .collect();
+            if !askable.is_empty() && askable.iter().all(full) {
+                continue;
+            }
+            for s in &askable {
+                let n = counted.entry(*s).or_default();
+                *n += 1;
+                if *n == cap {
+                    full_peers += 1;
                 }
             }
             let file = file_sources.len();

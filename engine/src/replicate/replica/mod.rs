@@ -208,6 +208,9 @@ pub struct Replica {
     /// Only room was freed since the last pass: the queued candidates are placed.
     pub(super) fetch_room: bool,
     pub(super) fetch_queue: fetch::FetchQueue,
+    /// Files considered per linked source in a scheduling pass: [`fetch::FETCHING_FILES_MAX`]
+    /// (tests lower it, so that their few files reach it).
+    pub(super) fetching_files_max: usize,
     /// Every room event makes a full pass (the plain scheduler the queue is tested against).
     #[cfg(test)]
     pub(super) fetch_plain: bool,
@@ -311,6 +314,7 @@ impl Replica {
             fetch_queue: fetch::FetchQueue::default(),
             #[cfg(test)]
             fetch_plain: false,
+            fetching_files_max: fetch::FETCHING_FILES_MAX,
             fetch_wake: None,
             last_full_round: None,
             full_round_at: None,

@@ -161,6 +161,8 @@ fn scheduler_trace(seed: u64, plain: bool) -> SchedulerTrace {
     let mut net = Net::new(3);
     for n in &mut net.nodes {
         n.replica.fetch_plain = plain;
+        // Its few files reach the bound of files considered per source.
+        n.replica.fetching_files_max = 2;
     }
     net.link(0, 1);
     net.link(1, 2);
