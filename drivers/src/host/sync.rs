@@ -259,38 +259,29 @@ impl Host {
     fn end_idle_run_folders(&mut self) {
         let now = WallInstant::now();
         let mut ended = Vec::new();
-        for (id, used) in &self.syncs.folders {
-            if self.syncs.in_use(id) {
+        let ids: Vec<FolderId> = self.syncs.folders.keys().copied().collect();
+        for id in ids {
+            let busy = self.syncs.in_use(&id);
+            let linked = |peer: NodeId| self.node.links().any(|(node, _)| node == peer);
+            let stopped = self.folders.scanned_since(&id, now).is_err();
+            let Some(used) = self.syncs.folders.get_mut(&id) else {
+                continue;
+            };
+            if busy {
+                used.idle_since = None;
                 continue;
             }
-            let idle_since = used.idle_since.unwrap_or(now);
-            let linked = self.node.links().any(|(node, _)| node == used.peer);
-            let stopped = self.folders.scanned_since(id, now).is_err();
+            let idle_since = *used.idle_since.get_or_insert(now);
             if used.asks
                 || stopped
-                || !linked
+                || !linked(used.peer)
                 || now.duration_since(idle_since) >= RUN_FOLDER_LINGER
             {
-                ended.push(*id);
+                ended.push(id);
             }
         }
         for id in ended {
             self.end_run_folder(id);
-        }
-        let syncs = &mut self.syncs;
-        let in_use: Vec<(FolderId, bool)> = syncs
-            .folders
-            .keys()
-            .map(|id| (*id, syncs.in_use(id)))
-            .collect();
-        for (id, busy) in in_use {
-            if let Some(used) = syncs.folders.get_mut(&id) {
-                used.idle_since = if busy {
-                    None
-                } else {
-                    Some(used.idle_since.unwrap_or(now))
-                };
-            }
         }
     }
 
