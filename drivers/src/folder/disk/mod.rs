@@ -20,9 +20,10 @@
 //!   A directory's or symlink's size, mtime and mode are not compared: the scanner reports
 //!   them as 0 and whatever the host stamped (`MakeDir` and `MakeSymlink` carry none; a
 //!   directory's mtime moves with its children).
-//! - **Mode.** The engine's mode is the owner's rwx bits; a file or directory gets exactly
-//!   `(mode & 7) << 6` (group and other bits cleared, no setuid/setgid/sticky), set with
-//!   `chmod` after creation so the umask does not apply.
+//! - **Mode.** The engine's mode is the owner's rwx bits, set with `chmod` after creation
+//!   so the umask does not take them away; the group's and others' bits are the disk's own:
+//!   kept from what the path held, else the owner's bits less the process's umask
+//!   ([`disk_mode`]).
 //! - **Nothing is lost.** A file or symlink a `Remove` deletes is renamed into
 //!   `.weft/trash/<now ms>-<n>-<path with / as %>`; a file a `Commit` replaces is hard-linked
 //!   there first. [`Disk::prune_trash`] (run by the folder's scanner thread, at most every
@@ -44,12 +45,14 @@
 //! `temps.rs`, the trash in `trash.rs`; this module holds the folder's checks, its set-up and
 //! the dispatch of every request.
 
+mod mode;
 mod stat;
 mod steps;
 mod temps;
 mod trash;
 mod walk;
 
+pub use mode::{disk_mode, process_umask, UMASK_UNKNOWN};
 pub(crate) use stat::{ctime_ns, inode, mtime_ns, owner_mode, size_of};
 pub(crate) use walk::{open_dir_in, open_dir_under, rename_noreplace};
 
@@ -136,6 +139,8 @@ pub struct Disk {
     trash_seq: AtomicU64,
     /// Temporary files kept open between the steps that write them, and those that ended.
     temps: Mutex<Temps>,
+    /// The umask a path new here is given its group's and others' bits under.
+    umask: u32,
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
     /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
     /// path: a test changes the folder there.
@@ -193,11 +198,6 @@ pub fn temp_file_name(temp: TempId) -> String {
     format!("{:016x}", temp.0)
 }
 
-/// The permission bits a file or directory gets for the engine's owner `mode` (bits 0–7).
-pub fn mode_bits(mode: u8) -> u32 {
-    u32::from(mode & 7) << 6
-}
-
 impl Disk {
     /// Runs the test hook, if any, at `point` of a step on `path`.
     #[cfg(test)]
@@ -218,9 +218,17 @@ impl Disk {
             trash: TrashPolicy::default(),
             trash_seq: AtomicU64::new(0),
             temps: Mutex::new(Temps::default()),
+            umask: process_umask(),
             #[cfg(test)]
             hook: None,
         }
+    }
+
+    /// The same folder giving paths new here their group's and others' bits under `umask`
+    /// instead of the process's.
+    pub fn with_umask(mut self, umask: u32) -> Disk {
+        self.umask = umask & 0o777;
+        self
     }
 
     /// The same folder with another trash policy.

@@ -20,7 +20,7 @@ use super::stat::{
 };
 use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
 use super::{
-    errno_fail, io_fail, ioerr_fail, mode_bits, temp_file_name, Disk, Step, DIR_NOT_EMPTY,
+    disk_mode, errno_fail, io_fail, ioerr_fail, temp_file_name, Disk, Step, DIR_NOT_EMPTY,
 };
 
 impl Disk {
@@ -129,8 +129,13 @@ impl Disk {
         if !holds(before.as_ref(), expect) {
             return Ok(StorageResult::Changed);
         }
-        rfs::fchmod(&file, Mode::from_raw_mode(mode_bits(mode)))
-            .map_err(|e| errno_fail(STEP, path, e))?;
+        // The group's and others' bits of the file it replaces are kept (a file only).
+        let held = before
+            .as_ref()
+            .filter(|st| kind_of(st) == Some(FileKind::File))
+            .map(|st| st.st_mode);
+        let bits = disk_mode(mode, held, false, self.umask);
+        rfs::fchmod(&file, Mode::from_raw_mode(bits)).map_err(|e| errno_fail(STEP, path, e))?;
         let times = rfs::Timestamps {
             last_access: rfs::Timespec {
                 tv_sec: 0,
@@ -306,17 +311,23 @@ impl Disk {
     pub(super) fn make_dir(&self, path: &str, mode: u8) -> Step<StorageResult> {
         const STEP: &str = "make directory";
         let (dir, name) = self.parent_for(path, STEP)?;
-        let bits = Mode::from_raw_mode(mode_bits(mode));
         let mut cache = self.cache.lock();
-        let created = match lstat(&dir, name, STEP, path)? {
-            Some(st) if kind_of(&st) == Some(FileKind::Directory) => false,
+        let (created, held) = match lstat(&dir, name, STEP, path)? {
+            Some(st) if kind_of(&st) == Some(FileKind::Directory) => (false, Some(st.st_mode)),
             Some(_) => return Ok(StorageResult::Changed),
-            None => match rfs::mkdirat(&dir, name, bits) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => return Ok(StorageResult::Changed),
-                Err(e) => return Err(errno_fail(STEP, path, e)),
-            },
+            None => {
+                let bits = disk_mode(mode, None, true, self.umask);
+                match rfs::mkdirat(&dir, name, Mode::from_raw_mode(bits)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => return Ok(StorageResult::Changed),
+                    Err(e) => return Err(errno_fail(STEP, path, e)),
+                }
+                // The set-group-ID bit a directory inherits from its parent is kept.
+                let inherited = lstat(&dir, name, STEP, path)?.map(|st| st.st_mode & 0o2000);
+                (true, Some(bits | inherited.unwrap_or(0)))
+            }
         };
+        let bits = Mode::from_raw_mode(disk_mode(mode, held, true, self.umask));
         match chmod_nofollow(&dir, name, bits) {
             Ok(()) => {}
             // Swapped for a symlink (or removed) since the lstat above: not ours to change.
@@ -378,7 +389,9 @@ impl Disk {
             return Ok(StorageResult::Changed);
         }
         self.at("locked", path);
-        match chmod_nofollow(&dir, name, Mode::from_raw_mode(mode_bits(mode))) {
+        let is_dir = kind_of(&st) == Some(FileKind::Directory);
+        let bits = disk_mode(mode, Some(st.st_mode), is_dir, self.umask);
+        match chmod_nofollow(&dir, name, Mode::from_raw_mode(bits)) {
             Ok(()) => {}
             Err(Errno::LOOP | Errno::NOENT) => return Ok(StorageResult::Changed),
             Err(e) => return Err(errno_fail(STEP, path, e)),

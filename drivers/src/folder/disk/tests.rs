@@ -26,7 +26,9 @@ impl Folder {
         let tmp = tempfile::tempdir().expect("a temporary directory for the test");
         let root = tmp.path().join("shared");
         Disk::init(&root, "00ff00ff").expect("init a fresh folder");
-        let disk = Disk::new(root.clone(), SharedCache::default());
+        // What the group's and others' bits of new paths are does not hang on the umask the
+        // tests run under.
+        let disk = Disk::new(root.clone(), SharedCache::default()).with_umask(0o022);
         Folder {
             _tmp: tmp,
             root,
@@ -425,6 +427,7 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_mtime_an
     }
     // A directory's size, mtime and mode are not compared.
     fs::create_dir(f.at("d")).unwrap();
+    fs::set_permissions(f.at("d"), fs::Permissions::from_mode(0o750)).unwrap();
     let r = f.run(R::SetMode {
         path: "d".into(),
         mode: 5,
@@ -436,7 +439,7 @@ fn expect_nothing_fails_on_a_dangling_symlink_and_present_compares_size_mtime_an
         },
     });
     assert_eq!(r, S::Done);
-    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o777, 0o500);
+    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o777, 0o550);
     fs::set_permissions(f.at("d"), fs::Permissions::from_mode(0o700)).unwrap();
 }
 
@@ -573,16 +576,19 @@ fn commit_verifies_sets_mode_and_mtime_and_keeps_the_replaced_version_in_the_tra
     );
     assert!(!f.temp_path(1).exists());
     let m = fs::metadata(f.at("f")).unwrap();
-    assert_eq!(m.mode() & 0o7777, 0o600);
+    // New here: the group and others get the owner's bits less the umask (022).
+    assert_eq!(m.mode() & 0o7777, 0o644);
     assert_eq!(m.mtime() * 1000 + m.mtime_nsec() / 1_000_000, mtime);
     assert!(f.trash().is_empty());
 
-    // Replacing it: the old version goes to the trash.
+    // Replacing it: the old version goes to the trash, and the group's and others' bits a
+    // user here gave it stay.
+    fs::set_permissions(f.at("f"), fs::Permissions::from_mode(0o620)).unwrap();
     let expect = f.expect("f");
     assert_eq!(f.put(2, "f", b"new!", 5, mtime + 1000, expect), S::Done);
     assert_eq!(fs::read(f.at("f")).unwrap(), b"new!");
     let m = fs::metadata(f.at("f")).unwrap();
-    assert_eq!(m.mode() & 0o7777, 0o500);
+    assert_eq!(m.mode() & 0o7777, 0o520);
     assert_eq!(m.mtime() * 1000 + m.mtime_nsec() / 1_000_000, mtime + 1000);
     let trash = f.trash();
     assert_eq!(trash.len(), 1);
@@ -599,7 +605,7 @@ fn commit_verifies_sets_mode_and_mtime_and_keeps_the_replaced_version_in_the_tra
     fs::create_dir(f.at("d")).unwrap();
     assert_eq!(f.put(4, "d/empty", b"", 7, mtime, Expect::Nothing), S::Done);
     assert_eq!(fs::read(f.at("d/empty")).unwrap(), b"");
-    assert_eq!(fs::metadata(f.at("d/empty")).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(fs::metadata(f.at("d/empty")).unwrap().mode() & 0o777, 0o755);
 }
 
 #[test]
@@ -858,11 +864,20 @@ fn make_dir_creates_or_sets_the_mode_and_make_symlink_never_follows() {
             mode,
         })
     };
+    let mode_of = |path: &str| fs::metadata(f.at(path)).unwrap().mode() & 0o7777;
+    // New here: the group and others get the owner's bits less the umask (022).
     assert_eq!(mk("d", 5), S::Done);
-    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o7777, 0o500);
+    assert_eq!(mode_of("d"), 0o555);
     assert_eq!(mk("d", 7), S::Done);
-    assert_eq!(fs::metadata(f.at("d")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(mode_of("d"), 0o755);
+    // Held: the group's and others' bits, and set-group-ID, stay as a user here set them;
+    // a directory made under it inherits set-group-ID.
+    fs::set_permissions(f.at("d"), fs::Permissions::from_mode(0o2750)).unwrap();
+    assert_eq!(mk("d", 5), S::Done);
+    assert_eq!(mode_of("d"), 0o2550);
+    assert_eq!(mk("d", 7), S::Done);
     assert_eq!(mk("d/e", 7), S::Done);
+    assert_eq!(mode_of("d/e"), 0o2755);
     fs::write(f.at("file"), b"x").unwrap();
     assert_eq!(mk("file", 7), S::Changed);
     // A symlink to a directory is not a directory.
@@ -899,20 +914,21 @@ fn set_mode_sets_owner_bits_and_leaves_symlinks_alone() {
             expect,
         })
     };
+    // The owner's bits are set; the group's and others' stay as a user here set them.
     assert_eq!(set("f", 7, e), S::Done);
-    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o744);
     // What was expected before holds no more: the mode changed.
     assert_eq!(set("f", 6, e), S::Changed);
     // Only the three owner bits are taken.
     assert_eq!(set("f", 0xff, f.expect("f")), S::Done);
-    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o744);
     assert_eq!(set("f", 4, Expect::Nothing), S::Changed);
     assert_eq!(set("missing", 4, Expect::Nothing), S::Changed);
 
     symlink("f", f.at("l")).unwrap();
     let l = f.expect("l");
     assert_eq!(set("l", 4, l), S::Done);
-    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::metadata(f.at("f")).unwrap().mode() & 0o7777, 0o744);
 }
 
 // Rule 10: the cache.
