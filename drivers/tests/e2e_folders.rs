@@ -710,3 +710,87 @@ fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
     );
     assert!(!shared.exists(), "--delete removes the folder");
 }
+
+/// A shared folder and weft's own folders are kept apart (SPEC.md §22.10): `weft create` and
+/// `weft join` refuse a folder that holds weft's home or the state folder, or lies inside
+/// one, and write nothing (a folder `~` would have made `~/.weft`, weft's home, its reserved
+/// folder: network `tmp`'s state folder its temporary files' folder, and `weft leave` would
+/// have removed every network's state). `weft leave` removes only what weft keeps in
+/// `.weft`.
+#[test]
+fn a_folder_holding_wefts_own_is_refused_and_leave_removes_only_wefts_files() {
+    let (dir, net) = scratch("folders-apart");
+    let dir = dir.path();
+    let home = dir.join("home");
+    // Another network's state folder in weft's home.
+    put(&home.join(".weft/tmp/config.toml"), b"# network tmp\n");
+    put(&home.join("notes.txt"), b"mine");
+    let in_home = |args: &[&str]| {
+        let mut cmd = common::weft();
+        cmd.env("HOME", &home).env_remove("WEFT_HOME").args(args);
+        common::run_command_within(cmd, None, common::WAIT).expect("weft runs")
+    };
+    let at = |p: &Path| p.display().to_string();
+    for (command, shared) in [
+        ("create", home.clone()),
+        ("create", home.join(".weft/other")),
+        ("join", home.join(".weft").join(&net).join("files")),
+    ] {
+        let d = at(&shared);
+        let mut args = vec![command, "--name", &net, "--dir", &d];
+        if command == "join" {
+            args.extend(["--peer", "127.0.0.1:9"]);
+        }
+        let out = in_home(&args);
+        fails_with(&out, 2, "inside one another");
+    }
+    assert!(!home.join(".weft").join(&net).exists(), "no state folder");
+    assert!(
+        !home.join(".weft/folder").exists(),
+        "no marker in weft's home"
+    );
+    assert!(!home.join(".weft/trash").exists());
+    assert_eq!(
+        fs::read(home.join(".weft/tmp/config.toml")).expect("kept"),
+        b"# network tmp\n"
+    );
+    // A state folder given inside the shared folder.
+    let shared = dir.join("shared");
+    let (s, d) = (at(&shared.join("state")), at(&shared));
+    let out = run(&["create", "--name", &net, "--state", &s, "--dir", &d]);
+    fails_with(&out, 2, "inside one another");
+    assert!(!shared.join("state").exists() && !shared.join(".weft").exists());
+
+    // Leaving removes weft's own files from `.weft` and nothing else there.
+    put(&shared.join("doc.txt"), b"mine\n");
+    let a = create(dir, &net, "a", &shared, "mio");
+    wait_for("the first scan", &[&a], || {
+        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
+    });
+    put(
+        &shared.join(".weft/tmp/00000000000000ff"),
+        b"a temporary file",
+    );
+    put(&shared.join(".weft/tmp/not-weft.txt"), b"not weft's");
+    let state = at(&a.state);
+    let out = run(&["leave", "--name", &net, "--state", &state]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("stays: it holds what weft did not put there"),
+        "{said}"
+    );
+    assert!(!shared.join(".weft/folder").exists(), "no marker left");
+    assert!(!shared.join(".weft/trash").exists(), "the empty trash goes");
+    assert!(!shared.join(".weft/tmp/00000000000000ff").exists());
+    assert_eq!(
+        fs::read(shared.join(".weft/tmp/not-weft.txt")).expect("kept"),
+        b"not weft's"
+    );
+    assert_eq!(fs::read(shared.join("doc.txt")).expect("kept"), b"mine\n");
+}

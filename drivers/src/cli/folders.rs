@@ -99,10 +99,11 @@ pub fn create(args: CreateArgs) -> ExitCode {
     let set_up = || -> Result<BeforeSetUp, (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
         refuse_member(&state)?;
-        let dir = absolute(&args.dir).map_err(|e| (false, e))?;
+        let dir = absolute(&args.dir).map_err(|e| (true, e))?;
         if dir.exists() && !dir.is_dir() {
             return Err((true, format!("{}: not a directory", dir.display())));
         }
+        keep_apart(&dir, &args.net).map_err(|e| (true, e))?;
         let listen = fix_port(listen).map_err(|e| (false, e))?;
         BeforeSetUp::set_up(state, dir, &args.net.name, listen, None, args.driver)
             .map_err(|e| (false, e))
@@ -126,8 +127,9 @@ pub fn join(args: JoinArgs) -> ExitCode {
         let state = args.net.state_path().map_err(|e| (false, e))?;
         refuse_member(&state)?;
         let not_usage = |e| (false, e);
-        let dir = absolute(&args.dir).map_err(not_usage)?;
-        check_empty(&dir).map_err(not_usage)?;
+        let dir = absolute(&args.dir).map_err(|e| (true, e))?;
+        check_empty(&dir)?;
+        keep_apart(&dir, &args.net).map_err(|e| (true, e))?;
         let listen = match args.listen {
             Some(addr) => addr,
             None => SocketAddr::new(interface_towards(args.peer).map_err(not_usage)?, 0),
@@ -277,7 +279,13 @@ pub fn start(args: StartArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     match config::load(&state) {
-        Ok(d) if d.folder.is_some() => run(args.net, &state, args.detach, args.ui, None, None),
+        Ok(d) if d.folder.is_some() => {
+            // A config written before create and join refused such a folder, or edited since.
+            if let Some(Err(e)) = d.folder.as_deref().map(|dir| keep_apart(dir, &args.net)) {
+                return fail(e);
+            }
+            run(args.net, &state, args.detach, args.ui, None, None)
+        }
         Ok(_) => fail(format!(
             "this machine does not belong to network {} (no shared folder in {}): use weft create or weft join",
             args.net.name,
@@ -308,22 +316,31 @@ fn absolute(dir: &Path) -> Result<PathBuf, String> {
     std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// A folder to join into must be empty or absent.
-fn check_empty(dir: &Path) -> Result<(), String> {
+/// A folder to join into must be empty or absent (a file there is a bad argument:
+/// `(true, why)`).
+fn check_empty(dir: &Path) -> Result<(), (bool, String)> {
     match fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
-            Some(_) => Err(format!(
+            Some(_) => Err((false, format!(
                 "{}: not empty; weft join needs an empty or absent folder (weft create shares one that has files)",
                 dir.display()
-            )),
+            ))),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            Err(format!("{}: not a directory", dir.display()))
+            Err((true, format!("{}: not a directory", dir.display())))
         }
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+        Err(e) => Err((false, format!("{}: {e}", dir.display()))),
     }
+}
+
+/// Refuses a shared folder `dir` inside one of `net`'s own folders, or holding one
+/// ([`crate::folder::apart`]).
+fn keep_apart(dir: &Path, net: &NetArgs) -> Result<(), String> {
+    let own = net.own_folders()?;
+    let own: Vec<&Path> = own.iter().map(PathBuf::as_path).collect();
+    crate::folder::apart::keep_apart(dir, &own)
 }
 
 /// Creates the folder (if absent), its reserved folder and its marker.
@@ -662,6 +679,44 @@ fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
     }
 }
 
+/// Removes what weft keeps in a shared folder's reserved folder `reserved`, and nothing else
+/// (whatever else is there is not weft's: never `remove_dir_all`): the temporary files
+/// (named by 16 hex digits) and their folder, the marker, the trash folder if it is empty
+/// (the trash keeps replaced and deleted files a week: leaving must not lose what the user
+/// could still take back), then the reserved folder if nothing is left in it. Returns how
+/// many entries the trash keeps.
+fn remove_reserved(reserved: &Path) -> io::Result<usize> {
+    let gone_is_fine = |done: io::Result<()>| match done {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    let tmp = reserved.join(crate::folder::TEMP_DIR);
+    if let Ok(entries) = fs::read_dir(&tmp) {
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let is_temp = name
+                .to_str()
+                .is_some_and(|n| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_temp && entry.file_type()?.is_file() {
+                gone_is_fine(fs::remove_file(entry.path()))?;
+            }
+        }
+    }
+    // Each folder goes only if nothing is left in it.
+    let _ = fs::remove_dir(&tmp);
+    let trash = reserved.join(crate::folder::TRASH_DIR);
+    let trash_kept = fs::read_dir(&trash).map_or(0, |d| d.count());
+    if trash_kept == 0 {
+        let _ = fs::remove_dir(&trash);
+    }
+    gone_is_fine(fs::remove_file(reserved.join(crate::folder::MARKER_FILE)))?;
+    let part = format!("{}.part", crate::folder::MARKER_FILE);
+    gone_is_fine(fs::remove_file(reserved.join(part)))?;
+    let _ = fs::remove_dir(reserved);
+    Ok(trash_kept)
+}
+
 /// How long `weft leave` waits for a running node to stop.
 const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -731,23 +786,7 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
     } else if args.delete {
         fs::remove_dir_all(&folder)
     } else {
-        // The trash (replaced and deleted files, kept a week) stays if it holds any: leaving
-        // must not lose what the user could still take back.
-        let trash = reserved.join(crate::folder::TRASH_DIR);
-        trash_kept = fs::read_dir(&trash).map_or(0, |d| d.count());
-        if trash_kept == 0 {
-            fs::remove_dir_all(&reserved)
-        } else {
-            fs::remove_dir_all(reserved.join(crate::folder::TEMP_DIR))
-                .or_else(|e| {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .and_then(|()| fs::remove_file(reserved.join(crate::folder::MARKER_FILE)))
-        }
+        remove_reserved(&reserved).map(|kept| trash_kept = kept)
     };
     match removed {
         Ok(()) => {}
@@ -764,6 +803,10 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         None => "gone already",
     };
     let trash = match trash_kept {
+        0 if ours == Some(true) && !args.delete && reserved.exists() => format!(
+            "; {} stays: it holds what weft did not put there",
+            reserved.display()
+        ),
         0 => String::new(),
         1 => format!(
             "; 1 replaced or deleted file stays in {}",

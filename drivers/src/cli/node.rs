@@ -236,6 +236,9 @@ fn run(
     first_contact: Option<FirstContact>,
 ) -> Result<Exit, NodeFailure> {
     let start = Start::read(path)?;
+    if let Some(root) = &settings.folder {
+        crate::folder::apart::keep_apart(root, &[path])?;
+    }
     let mut config = Config::new(network.to_owned(), start.key);
     config.incarnation = start.incarnation;
     config.network_key = network_key;

@@ -16,6 +16,7 @@
 //! unchanged files are never hashed again and the engine's own writes are not reported back
 //! as local changes.
 
+pub mod apart;
 pub mod cache;
 pub mod disk;
 pub mod ignore_file;
