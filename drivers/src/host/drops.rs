@@ -264,6 +264,9 @@ impl Host {
         if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
             return Err(format!("{}: a weft folder already", root.display()));
         }
+        if let Some(state) = self.store.as_ref().and_then(|s| s.state_folder()) {
+            crate::folder::apart::keep_apart(&root, &[state])?;
+        }
         for (id, other, ..) in self.folders.list() {
             if root.starts_with(other) || other.starts_with(&root) {
                 return Err(format!(
