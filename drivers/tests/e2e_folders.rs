@@ -794,3 +794,70 @@ fn a_folder_holding_wefts_own_is_refused_and_leave_removes_only_wefts_files() {
     );
     assert_eq!(fs::read(shared.join("doc.txt")).expect("kept"), b"mine\n");
 }
+
+/// A create whose node's config is refused (exit 2: here a network secret file that is not
+/// there) takes back what it set up, as one whose node cannot start does: the config as it
+/// was, no `.weft`; so the same command runs once the secret is there.
+#[test]
+fn a_create_whose_config_is_refused_leaves_nothing_behind() {
+    let (dir, net) = scratch("folders-create-refused");
+    let dir = dir.path();
+    let state = dir.join("s");
+    let config = "secret_file = \"net.secret\"\n";
+    put(&state.join("config.toml"), config.as_bytes());
+    let shared = dir.join("mine");
+    put(&shared.join("keep.txt"), b"keep me");
+    let (s, d) = (state.display().to_string(), shared.display().to_string());
+    let mut args = vec![
+        "create",
+        "--name",
+        &net,
+        "--state",
+        &s,
+        "--dir",
+        &d,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for detach in [false, true] {
+        let mut args = args.clone();
+        if detach {
+            args.push("--detach");
+        }
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "detach {detach}: {err}");
+        assert_eq!(
+            fs::read_to_string(state.join("config.toml")).expect("config"),
+            config,
+            "detach {detach}: the config is as it was"
+        );
+        assert!(
+            !shared.join(".weft").exists(),
+            "detach {detach}: .weft is taken back"
+        );
+        assert_eq!(fs::read(shared.join("keep.txt")).expect("kept"), b"keep me");
+    }
+    put(&state.join("net.secret"), b"correct horse battery staple\n");
+    fs::set_permissions(
+        state.join("net.secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    args.push("--detach");
+    let out = run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shared.join(".weft/folder").exists());
+    let out = run(&["shutdown", "--name", &net, "--state", &s]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

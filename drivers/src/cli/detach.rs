@@ -69,7 +69,10 @@ fn detach_with(args: &NodeArgs, argv: Vec<OsString>, undo: impl FnOnce()) -> Exi
     // Bad flags or config are found here, before anything starts (exit 2).
     let path = match settings_of(args) {
         Ok((path, _, _)) => path,
-        Err(code) => return code,
+        Err(code) => {
+            undo();
+            return code;
+        }
     };
     let waits = Waits {
         page: args.ui.ui.is_some(),

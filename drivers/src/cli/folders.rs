@@ -181,6 +181,10 @@ fn run(
             take_back();
             fail(e)
         }
+        Err(NodeFailure::Refused(code)) => {
+            take_back();
+            code
+        }
         Err(NodeFailure::Stopped(e)) => fail(e),
     }
 }

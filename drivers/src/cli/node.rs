@@ -32,7 +32,7 @@ const SOCKET_PATH_BYTES_MAX: usize = 107;
 /// an error, 2 on bad arguments or config.
 pub fn node(args: NodeArgs) -> ExitCode {
     match run_node(args) {
-        Ok(code) => code,
+        Ok(code) | Err(NodeFailure::Refused(code)) => code,
         Err(failure) => fail(failure.message()),
     }
 }
@@ -44,6 +44,9 @@ pub(super) enum NodeFailure {
     NeverLinked(String),
     /// Its driver failed while it ran.
     Stopped(String),
+    /// Its arguments or config were refused before it started (said already; the exit
+    /// code, 2).
+    Refused(ExitCode),
 }
 
 impl NodeFailure {
@@ -51,6 +54,7 @@ impl NodeFailure {
     pub(super) fn message(&self) -> &str {
         match self {
             NodeFailure::NeverLinked(m) | NodeFailure::Stopped(m) => m,
+            NodeFailure::Refused(_) => "bad arguments or config",
         }
     }
 
@@ -71,10 +75,10 @@ impl From<String> for NodeFailure {
 }
 
 /// Runs `weft node` as [`node`] does, but hands back a failure instead of printing it (a
-/// bad argument or config is printed, and is its exit code 2).
+/// bad argument or config is printed, and is [`NodeFailure::Refused`]).
 pub(super) fn run_node(args: NodeArgs) -> Result<ExitCode, NodeFailure> {
     if let Err(e) = args.ui.check() {
-        return Ok(usage(e));
+        return Err(NodeFailure::Refused(usage(e)));
     }
     if args.detach {
         return Ok(super::detach::detach(&args));
@@ -86,7 +90,7 @@ pub(super) fn run_node(args: NodeArgs) -> Result<ExitCode, NodeFailure> {
     init_logging("info");
     let (path, settings, network_key) = match settings_of(&args) {
         Ok(s) => s,
-        Err(code) => return Ok(code),
+        Err(code) => return Err(NodeFailure::Refused(code)),
     };
     let first_contact = args.first_contact.map(|peer| FirstContact {
         addr: peer.to_string(),
