@@ -154,6 +154,8 @@ pub struct RefusalCounters {
     pub handshake_buffered_bytes_peak: u64,
     /// Discovery dials not made because of the per-address or per-minute bound.
     pub discovery_dials_refused: u64,
+    /// Redials of saved or lost addresses held back or given up by the same bounds.
+    pub redials_refused: u64,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
@@ -195,6 +197,7 @@ impl From<&NodeMetrics> for NodeCounters {
                 handshake_buffer_closes: session.handshake_buffer_closes,
                 handshake_buffered_bytes_peak: session.handshake_buffered_bytes_peak,
                 discovery_dials_refused: session.discovery_dials_refused,
+                redials_refused: session.redials_refused,
             },
             traffic: ProtocolReport::all(&session.traffic),
         }

@@ -49,6 +49,9 @@ pub struct SessionMetrics {
     pub dials_failed: u64,
     /// Dials of configured, saved and lost addresses made on the redial schedule (§8.10).
     pub redials: u64,
+    /// Due redials of saved or lost addresses the dial guard held back or gave up: the
+    /// address's record or the dial budget (§8.10, §10.7).
+    pub redials_refused: u64,
     /// Stored known-peers blobs ignored: damaged, or of an unknown version (§8.11).
     pub known_peers_refused: u64,
     /// Stores of the known-peers blob the host completed (§8.11).

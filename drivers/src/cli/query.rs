@@ -146,6 +146,7 @@ fn stats_text(s: &StatsReport) -> String {
         ("inbound over host share", r.inbound_refused_per_address),
         ("handshake buffer closes", r.handshake_buffer_closes),
         ("discovery dials refused", r.discovery_dials_refused),
+        ("redials refused", r.redials_refused),
     ];
     // Shown only when something was refused: a quiet network prints no section.
     if refused.iter().any(|(_, v)| *v > 0) {

@@ -62,6 +62,14 @@ impl DialGuard {
             .is_none_or(|r| r.unanswered < attempts_max && r.next_dial_at <= now)
     }
 
+    /// Whether `addr` has had `attempts_max` dials unanswered: never allowed again while
+    /// its record is held.
+    pub(crate) fn exhausted(&self, addr: &str, attempts_max: u8) -> bool {
+        self.by_addr
+            .get(key(addr).as_ref())
+            .is_some_and(|r| r.unanswered >= attempts_max)
+    }
+
     /// Whether the global budget has room for a dial at `now` (at most `per_minute` in any
     /// 60 seconds).
     pub(crate) fn budget_allows(&mut self, now: Instant, per_minute: usize) -> bool {

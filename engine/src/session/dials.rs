@@ -25,11 +25,39 @@ impl Session {
                 self.redials.postpone(&addr, Some(at));
                 continue;
             }
+            if !self.redials.is_configured(&addr) && !self.guard_allows_redial(now, &addr) {
+                continue;
+            }
             let conn = self.dial(now, addr.clone());
             self.redials.dialing(&addr, conn);
             self.metrics.redials += 1;
         }
         self.arm_redial();
+    }
+
+    /// Whether the saved or lost address `addr`, due at `now`, may be dialed: such an
+    /// address is one a peer named (its HELLO's listen address), so it is dialed within
+    /// discovery's bounds (SPEC.md §10.7, §8.10): its per-address record (then counted as
+    /// dialed) and the dial budget. If not, it waits for `Timers::dial_backoff`, or, out of
+    /// attempts by its record, is given up.
+    fn guard_allows_redial(&mut self, now: Instant, addr: &str) -> bool {
+        let attempts_max = self.limits.dial_address_attempts_max;
+        let backoff = self.timer_periods.dial_backoff;
+        let allowed = self.dial_guard.allows(addr, now, attempts_max)
+            && self
+                .dial_guard
+                .budget_allows(now, self.limits.discovery_dials_per_minute);
+        if allowed {
+            self.dial_guard.dialed(addr, now, backoff);
+            return true;
+        }
+        self.metrics.redials_refused += 1;
+        if self.dial_guard.exhausted(addr, attempts_max) {
+            self.redials.give_up(addr);
+        } else {
+            self.redials.postpone(addr, Some(now + backoff));
+        }
+        false
     }
 
     /// Arms the redial timer for the next due address, if any.

@@ -30,8 +30,19 @@ impl Session {
             return self.close(conn, CloseReason::Noise(NoiseError::IdentityMismatch), None);
         }
         let inbound = c.direction == Direction::Inbound;
-        if inbound && self.disconnected.contains(&node) {
-            // Kept away by `Command::Disconnect` until this node dials it on purpose.
+        let dedicated_dial = !inbound && c.dedicated.is_some();
+        if self.disconnected.contains(&node)
+            && !dedicated_dial
+            && (inbound || !self.redials.dials_on_purpose(conn))
+        {
+            // Kept away by `Command::Disconnect` until this node dials it on purpose: an
+            // inbound connection, or a dial of an address some peer named that reached it
+            // (that address is given up: a close asked for ends no redial's dial).
+            if !inbound {
+                self.redials.drop_conn(conn);
+                self.dial_failed(self.now, conn);
+                self.arm_redial();
+            }
             let bye = Some(ByeReason::Requested);
             return self.close(conn, CloseReason::Requested, bye);
         }
@@ -138,16 +149,23 @@ impl Session {
         // `Command::Connect`. Not a discovery or a named dial (an address a peer gave), nor a
         // redial of a saved or lost address (its known-peers group stays as it was).
         let mut chosen = false;
-        if let Some((addr, failures, configured)) = self.redials.linked(Some(conn), node) {
-            chosen = configured;
-            // A dial of an address dialed on purpose (`Command::Connect`, or configured)
-            // ends the node's keep-away mark; no other connection does (SPEC.md §8.10).
-            self.disconnected.retain(|n| *n != node);
-            if failures > 0 {
+        if let Some(redialed) = self.redials.linked(Some(conn), node) {
+            chosen = redialed.configured;
+            if redialed.configured {
+                // A dial of an address dialed on purpose (`Command::Connect`, or configured)
+                // ends the node's keep-away mark; no other connection does (SPEC.md §8.10):
+                // a saved or lost address is one some peer named, maybe the marked node's.
+                self.disconnected.retain(|n| *n != node);
+            } else if redialed.node_as_before {
+                // A saved or lost address that reached the node that named it is forgiven,
+                // as a discovery dial's is (SPEC.md §10.7).
+                self.dial_guard.answered(&redialed.addr);
+            }
+            if redialed.failures > 0 {
                 self.outputs.push_back(Output::Event(Event::Redialed {
-                    addr,
+                    addr: redialed.addr,
                     node,
-                    failures,
+                    failures: redialed.failures,
                 }));
             }
         }

@@ -67,6 +67,21 @@ pub(crate) struct Failed {
     pub(crate) retry_in: Option<Duration>,
 }
 
+/// A redial that linked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redialed {
+    /// The address dialed.
+    pub(crate) addr: String,
+    /// Dials of it that had failed before.
+    pub(crate) failures: u32,
+    /// Configured (or given by `Command::Connect`): dialed on purpose, not a saved or lost
+    /// address some peer named.
+    pub(crate) configured: bool,
+    /// It reached the node last reached at it (a saved or lost address: the node that named
+    /// it).
+    pub(crate) node_as_before: bool,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Redials {
@@ -172,6 +187,25 @@ impl Redials {
             .collect()
     }
 
+    /// Whether `addr` is configured (or given by `Command::Connect`).
+    pub(crate) fn is_configured(&self, addr: &str) -> bool {
+        self.targets.get(addr).is_some_and(|t| t.configured)
+    }
+
+    /// Whether `conn` dials a configured address (or one given by `Command::Connect`).
+    pub(crate) fn dials_on_purpose(&self, conn: ConnId) -> bool {
+        self.targets
+            .values()
+            .any(|t| t.configured && t.dialing == Some(conn))
+    }
+
+    /// Forgets the saved or lost address `addr` (a configured one stays).
+    pub(crate) fn give_up(&mut self, addr: &str) {
+        if !self.is_configured(addr) {
+            self.targets.remove(addr);
+        }
+    }
+
     /// The node last reached at `addr`.
     pub(crate) fn node_of(&self, addr: &str) -> Option<NodeId> {
         self.targets.get(addr).and_then(|t| t.node)
@@ -231,18 +265,17 @@ impl Redials {
 
     /// `node` is linked (through `conn`, if a dial made the link): its addresses stop waiting
     /// and their backoff resets; a saved or lost address has done its work and is dropped.
-    /// Returns the address `conn` dialed, if it was a redial: the address, the dials of it
-    /// that had failed before, and whether it is configured (or given by `Command::Connect`),
-    /// an address dialed on purpose rather than a saved or lost one.
-    pub(crate) fn linked(
-        &mut self,
-        conn: Option<ConnId>,
-        node: NodeId,
-    ) -> Option<(String, u32, bool)> {
+    /// Returns what `conn` dialed, if it was a redial.
+    pub(crate) fn linked(&mut self, conn: Option<ConnId>, node: NodeId) -> Option<Redialed> {
         let mut dialed = None;
         for (addr, t) in &mut self.targets {
             if conn.is_some() && t.dialing == conn {
-                dialed = Some((addr.clone(), t.failures, t.configured));
+                dialed = Some(Redialed {
+                    addr: addr.clone(),
+                    failures: t.failures,
+                    configured: t.configured,
+                    node_as_before: t.node == Some(node),
+                });
                 t.dialing = None;
                 t.node = Some(node);
             }
@@ -354,7 +387,13 @@ mod tests {
         }
         r.dialing("a", ConnId(100));
         let linked = r.linked(Some(ConnId(100)), NodeId([1; 32]));
-        assert_eq!(linked, Some(("a".to_string(), 12, true)));
+        let expected = Redialed {
+            addr: "a".into(),
+            failures: 12,
+            configured: true,
+            node_as_before: false,
+        };
+        assert_eq!(linked, Some(expected));
         assert_eq!(r.next_dial_at(), None, "linked: nothing to dial");
         assert!(r.link_down(&NodeId([1; 32]), now));
         let again = r.next_dial_at().unwrap();

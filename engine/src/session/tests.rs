@@ -864,6 +864,88 @@ fn a_link_lost_without_a_bye_is_redialed_a_bounded_number_of_times() {
     assert_eq!(dialed, 3, "redial_attempts_max");
 }
 
+/// SPEC.md §8.10, §10.7: a lost link's address is one its peer named (its HELLO's listen
+/// address), so its redials are held to discovery's bounds: peers under fresh ids that name
+/// one address under many spellings and then drop get it dialed at most
+/// `dial_address_attempts_max` times in all, not `redial_attempts_max` times per spelling.
+#[test]
+fn lost_links_naming_one_address_under_many_spellings_get_it_dialed_a_bounded_number_of_times() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let spellings: Vec<String> = (0..32u32)
+        .map(|i| {
+            let ffff: String = "ffff"
+                .chars()
+                .enumerate()
+                .map(|(k, c)| {
+                    if i >> k & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let zero = if i & 16 != 0 { "0" } else { "" };
+            format!("[{zero}::{ffff}:7f00:1]:9")
+        })
+        .collect();
+    for (i, spelling) in spellings.iter().enumerate() {
+        let mut m = session(100 + i as u64, spelling, MESH_TABLE, |_| {});
+        let (_, cm) = link_at(&mut m, &mut a, 1000 + i as u64, "m");
+        drain(&mut a);
+        a.closed(T0, cm).unwrap();
+    }
+    let mut dialed = 0;
+    let mut now = T0;
+    for _ in 0..600 {
+        now = now + Duration::from_secs(1);
+        for (conn, addr) in dials(&run_until(&mut a, now)) {
+            assert!(spellings.contains(&addr), "{addr}");
+            dialed += 1;
+            a.connect_failed(now, conn).unwrap();
+        }
+    }
+    let attempts_max = Config::from_seed("s", 1).limits.dial_address_attempts_max;
+    assert!(
+        dialed <= usize::from(attempts_max),
+        "one address dialed {dialed} times"
+    );
+    assert!(dialed > 0, "a lost link is still redialed");
+    assert!(a.metrics().redials_refused > 0);
+}
+
+/// SPEC.md §8.10: a node kept away by `Command::Disconnect` stays away when a redial of an
+/// address some other peer named (here its lost link's listen address) reaches it: the
+/// connection is refused, the mark stays, and the address is given up.
+#[test]
+fn a_redial_of_an_address_a_peer_named_neither_links_nor_frees_a_disconnected_node() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut d = session(2, "b", MESH_TABLE, |_| {});
+    let (ca, cd) = link(&mut a, &mut d);
+    a.disconnect(d.node_id()).unwrap();
+    drain(&mut a);
+    a.closed(T0, ca).ok();
+    d.closed(T0, cd).ok();
+    drain(&mut d);
+    // m names d's address as its own, then its link is lost.
+    let mut m = session(3, "b", MESH_TABLE, |_| {});
+    let (_, cm) = link_at(&mut m, &mut a, 2, "m");
+    drain(&mut a);
+    a.closed(T0, cm).unwrap();
+    let redial = dials(&run_until(&mut a, T0 + Duration::from_secs(1)));
+    assert_eq!(redial.len(), 1, "{redial:?}");
+    assert_eq!(redial[0].1, "b");
+    let cd2 = ConnId::inbound(3);
+    d.accepted(T0, cd2, "a".into()).unwrap();
+    a.connected(redial[0].0).unwrap();
+    handshake(&mut a, redial[0].0, &mut d, cd2);
+    assert!(a.link_peer(&d.node_id()).is_none(), "d is kept away");
+    assert!(a.disconnected.contains(&d.node_id()), "the mark stays");
+    let now = a.now;
+    a.closed(now, redial[0].0).ok();
+    let later = run_until(&mut a, now + Duration::from_secs(600));
+    assert_eq!(dials(&later), vec![], "the address is given up");
+}
+
 #[test]
 fn saved_peers_are_dialed_only_once_their_load_is_answered() {
     let mut known = KnownPeers::new(8);
