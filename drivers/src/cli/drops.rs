@@ -285,7 +285,7 @@ fn status_text(drops: &[DropReport], transfers: bool) -> String {
     use indicatif::HumanBytes;
     let mut out = String::new();
     for d in drops {
-        let dir = d.dir.as_deref().unwrap_or("(no folder)");
+        let dir = super::terminal_text(d.dir.as_deref().unwrap_or("(no folder)"));
         let _ = writeln!(out, "drop {} ({}) at {dir}", d.drop, d.role);
         match (&d.version, d.counter) {
             (Some(v), Some(counter)) => {
@@ -320,7 +320,7 @@ fn status_text(drops: &[DropReport], transfers: bool) -> String {
                     "  fetching  {}/{}  {}",
                     HumanBytes(t.bytes_done),
                     HumanBytes(t.size),
-                    t.path
+                    super::terminal_text(&t.path)
                 );
             }
         }

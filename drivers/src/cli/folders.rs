@@ -544,7 +544,7 @@ pub(super) fn live_bars(
             let bar = bars.entry(path.clone()).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(*size));
                 bar.set_style(style.clone());
-                bar.set_message(path.clone());
+                bar.set_message(super::terminal_text(path));
                 bar
             });
             bar.set_length(*size);
@@ -553,7 +553,7 @@ pub(super) fn live_bars(
         bars.retain(|path, bar| {
             let going = now.contains_key(path);
             if !going {
-                bar.finish_with_message(format!("{path}: done"));
+                bar.finish_with_message(format!("{}: done", super::terminal_text(path)));
             }
             going
         });
@@ -580,12 +580,14 @@ fn status_text(folders: &[FolderReport], rates: Option<&BTreeMap<String, f64>>) 
     let mut out = String::new();
     for f in folders {
         let state = match (&f.stopped, f.ready) {
-            (Some(why), _) => format!("stopped: {why}"),
+            (Some(why), _) => format!("stopped: {}", super::terminal_text(why)),
             (None, false) => "loading".into(),
             (None, true) => "running".into(),
         };
-        let _ = writeln!(out, "folder {} at {} ({state})", f.folder, f.root);
+        let root = super::terminal_text(&f.root);
+        let _ = writeln!(out, "folder {} at {root} ({state})", f.folder);
         for x in &f.files {
+            let path = super::terminal_text(&x.path);
             let size = HumanBytes(x.size).to_string();
             match x.state.as_str() {
                 "fetching" => {
@@ -606,15 +608,15 @@ fn status_text(folders: &[FolderReport], rates: Option<&BTreeMap<String, f64>>) 
                         HumanBytes(x.bytes_done),
                         size,
                         HumanBytes(rate as u64),
-                        x.path
+                        path
                     );
                 }
                 "error" => {
-                    let why = x.error.as_deref().unwrap_or("failed");
-                    let _ = writeln!(out, "  error     {size:>10}  {}: {why}", x.path);
+                    let why = super::terminal_text(x.error.as_deref().unwrap_or("failed"));
+                    let _ = writeln!(out, "  error     {size:>10}  {path}: {why}");
                 }
                 state => {
-                    let _ = writeln!(out, "  {state:<9} {size:>10}  {}", x.path);
+                    let _ = writeln!(out, "  {state:<9} {size:>10}  {path}");
                 }
             }
         }
@@ -826,4 +828,42 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         args.net.name,
         folder.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::FileReport;
+
+    #[test]
+    fn status_shows_a_peers_path_without_its_terminal_escapes() {
+        let file = |path: &str, state: &str| FileReport {
+            path: path.into(),
+            kind: "file".into(),
+            size: 1,
+            state: state.into(),
+            bytes_done: 1,
+            error: Some("disk \u{1b}[31mfull".into()),
+        };
+        let folder = FolderReport {
+            folder: "00ff".into(),
+            root: "/home/me/shared".into(),
+            stopped: None,
+            ready: true,
+            files: vec![
+                file("a\u{1b}]0;owned\u{7}.txt", "synced"),
+                file("b\u{202e}gpj.exe", "error"),
+            ],
+        };
+        let text = status_text(&[folder], None);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+        assert!(text.contains("a\\u{1b}]0;owned\\u{7}.txt"), "{text}");
+        assert!(
+            text.contains("b\\u{202e}gpj.exe: disk \\u{1b}[31mfull"),
+            "{text}"
+        );
+    }
 }

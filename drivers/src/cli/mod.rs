@@ -174,6 +174,26 @@ pub fn usage(error: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A path or other text a peer chose (a file name) as a terminal may show it: control
+/// characters (C0, DEL, C1) and the bidirectional formatting ones (which can make a line
+/// read as something else) escaped; any other character, accented and non-Latin letters
+/// included, as it is.
+pub(crate) fn terminal_text(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn print_error(text: &str) {
     let line = text.lines().next().unwrap_or("error");
     let _ = writeln!(std::io::stderr(), "weft: {line}");
@@ -182,6 +202,15 @@ fn print_error(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_text_escapes_controls_and_bidi_formatting_only() {
+        assert_eq!(terminal_text("café/日本.txt"), "café/日本.txt");
+        assert_eq!(terminal_text("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(terminal_text("x\u{9b}31m"), "x\\u{9b}31m");
+        assert_eq!(terminal_text("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(terminal_text("line\nbreak\u{7f}"), "line\\nbreak\\u{7f}");
+    }
 
     #[test]
     fn network_names_are_safe_folder_names() {
