@@ -861,3 +861,29 @@ fn a_create_whose_config_is_refused_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `weft leave --delete` of a folder shared through a symlink deletes the folder it leads
+/// to, and the link (removing the link alone left every file and the marker in place).
+#[test]
+fn leave_delete_through_a_symlink_deletes_the_folder_it_leads_to() {
+    let (dir, net) = scratch("leave-symlink");
+    let dir = dir.path();
+    let real = dir.join("real");
+    put(&real.join("doc.txt"), b"mine\n");
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let a = create(dir, &net, "a", &link, "mio");
+    wait_for("the first scan", &[&a], || {
+        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
+    });
+    let state = a.state.display().to_string();
+    let out = run(&["leave", "--name", &net, "--state", &state, "--delete"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!real.exists(), "the folder the link leads to is deleted");
+    assert!(fs::symlink_metadata(&link).is_err(), "the link is gone");
+}

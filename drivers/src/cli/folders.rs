@@ -723,6 +723,19 @@ fn remove_reserved(reserved: &Path) -> io::Result<usize> {
     Ok(trash_kept)
 }
 
+/// `weft leave --delete`'s removal of the shared folder `folder` (its marker checked): the
+/// folder and everything in it; a `folder` that is a symlink (to the folder, as the marker
+/// read through it showed) goes with the folder it leads to, which `remove_dir_all` of the
+/// link alone would leave in place.
+fn delete_folder(folder: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(folder)?.file_type().is_symlink() {
+        let real = folder.canonicalize()?;
+        fs::remove_dir_all(&real)?;
+        return fs::remove_file(folder);
+    }
+    fs::remove_dir_all(folder)
+}
+
 /// How long `weft leave` waits for a running node to stop.
 const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -790,7 +803,7 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         // Gone, or not ours: nothing in it is touched.
         Ok(())
     } else if args.delete {
-        fs::remove_dir_all(&folder)
+        delete_folder(&folder)
     } else {
         remove_reserved(&reserved).map(|kept| trash_kept = kept)
     };
