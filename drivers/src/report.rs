@@ -155,6 +155,7 @@ pub struct RefusalCounters {
     /// Discovery dials not made because of the per-address or per-minute bound.
     pub discovery_dials_refused: u64,
     /// Redials of saved or lost addresses held back or given up by the same bounds.
+    #[serde(default)]
     pub redials_refused: u64,
 }
 

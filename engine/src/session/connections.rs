@@ -306,6 +306,7 @@ impl Session {
         let was_dialing = matches!(c.state, ConnState::Dialing);
         let dial_unfinished = c.direction == Direction::Outbound && c.is_unauthenticated();
         let peer = c.peer().map(|p| (p.node, p.listen_addr.clone()));
+        let opened_at = c.opened_at;
         if c.flush_due {
             // What the window takes of the frames queued during this input still goes out,
             // as it would have had each been handed out when queued.
@@ -359,7 +360,7 @@ impl Session {
             node,
             reason: reason.clone(),
         }));
-        self.redial_after_link_down(now, node, listen_addr, &reason);
+        self.redial_after_link_down(now, node, listen_addr, &reason, opened_at);
         self.notices.push_back(Notice::LinkDown { node, reason });
     }
 }

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+use weft_protocol::NodeId;
+
 use crate::time::{Duration, Instant};
 
 /// The window of the global dial budget.
@@ -20,6 +22,9 @@ struct Record {
     next_dial_at: Instant,
     /// When it was last dialed (the least recent record is forgotten first).
     last_dialed: Instant,
+    /// The node a redial of the address was last for (the peer that named it): a
+    /// connection from that node, by any way, forgives the address.
+    for_node: Option<NodeId>,
 }
 
 /// The key of `addr`'s record: one spelling per socket address (IPv6 in its canonical text,
@@ -83,6 +88,36 @@ impl DialGuard {
         self.recent.len() < per_minute
     }
 
+    /// The time `addr` may next be dialed by its record, if it has one.
+    pub(crate) fn next_allowed(&self, addr: &str) -> Option<Instant> {
+        self.by_addr.get(key(addr).as_ref()).map(|r| r.next_dial_at)
+    }
+
+    /// When the budget next has room, if it is full at `now` (after
+    /// [`budget_allows`](Self::budget_allows) pruned it).
+    pub(crate) fn budget_free_at(&self, per_minute: usize) -> Option<Instant> {
+        let full = self.recent.len() >= per_minute;
+        let oldest = self.recent.front().filter(|_| full)?;
+        Some(*oldest + BUDGET_WINDOW)
+    }
+
+    /// `addr` is redialed at `now` for `node` (the peer that named it): as
+    /// [`dialed`](Self::dialed), and a connection from `node` forgives it
+    /// ([`connected`](Self::connected)).
+    pub(crate) fn redialed(&mut self, addr: &str, now: Instant, backoff: Duration, node: NodeId) {
+        self.dialed(addr, now, backoff);
+        if let Some(record) = self.by_addr.get_mut(key(addr).as_ref()) {
+            record.for_node = Some(node);
+        }
+    }
+
+    /// A connection from `node` was established: the addresses last redialed for it are
+    /// forgiven (it is back, whichever way it came).
+    pub(crate) fn connected(&mut self, node: &NodeId) {
+        self.by_addr
+            .retain(|_, r| r.for_node.as_ref() != Some(node));
+    }
+
     /// `addr` is dialed at `now`: counted as unanswered until [`answered`](Self::answered),
     /// next allowed `backoff · 2^unanswered` later.
     pub(crate) fn dialed(&mut self, addr: &str, now: Instant, backoff: Duration) {
@@ -103,6 +138,7 @@ impl DialGuard {
             unanswered: 0,
             next_dial_at: now,
             last_dialed: now,
+            for_node: None,
         });
         record.unanswered = record.unanswered.saturating_add(1);
         record.last_dialed = now;

@@ -25,8 +25,15 @@ impl Session {
                 self.redials.postpone(&addr, Some(at));
                 continue;
             }
-            if !self.redials.is_configured(&addr) && !self.guard_allows_redial(now, &addr) {
-                continue;
+            if !self.redials.is_configured(&addr) {
+                if !self.guard_allows_redial(now, &addr) {
+                    continue;
+                }
+                // A saved or lost address always names its node (`add_bounded`).
+                if let Some(node) = self.redials.node_of(&addr) {
+                    let backoff = self.timer_periods.dial_backoff;
+                    self.dial_guard.redialed(&addr, now, backoff, node);
+                }
             }
             let conn = self.dial(now, addr.clone());
             self.redials.dialing(&addr, conn);
@@ -37,26 +44,28 @@ impl Session {
 
     /// Whether the saved or lost address `addr`, due at `now`, may be dialed: such an
     /// address is one a peer named (its HELLO's listen address), so it is dialed within
-    /// discovery's bounds (SPEC.md §10.7, §8.10): its per-address record (then counted as
-    /// dialed) and the dial budget. If not, it waits for `Timers::dial_backoff`, or, out of
-    /// attempts by its record, is given up.
+    /// discovery's bounds (SPEC.md §10.7, §8.10): its per-address record and the dial
+    /// budget. If not, it waits until both allow it, or, out of attempts by its record, is
+    /// given up.
     fn guard_allows_redial(&mut self, now: Instant, addr: &str) -> bool {
         let attempts_max = self.limits.dial_address_attempts_max;
-        let backoff = self.timer_periods.dial_backoff;
-        let allowed = self.dial_guard.allows(addr, now, attempts_max)
-            && self
-                .dial_guard
-                .budget_allows(now, self.limits.discovery_dials_per_minute);
-        if allowed {
-            self.dial_guard.dialed(addr, now, backoff);
+        let per_minute = self.limits.discovery_dials_per_minute;
+        let by_record = self.dial_guard.allows(addr, now, attempts_max);
+        if by_record && self.dial_guard.budget_allows(now, per_minute) {
             return true;
         }
         self.metrics.redials_refused += 1;
         if self.dial_guard.exhausted(addr, attempts_max) {
             self.redials.give_up(addr);
-        } else {
-            self.redials.postpone(addr, Some(now + backoff));
+            return false;
         }
+        let record_at = self.dial_guard.next_allowed(addr).filter(|_| !by_record);
+        let budget_at = self.dial_guard.budget_free_at(per_minute);
+        let at = record_at
+            .max(budget_at)
+            .filter(|at| *at > now)
+            .unwrap_or(now + self.timer_periods.dial_backoff);
+        self.redials.postpone(addr, Some(at));
         false
     }
 
@@ -155,21 +164,24 @@ impl Session {
         }
     }
 
-    /// The link to `node` (listening at `listen_addr`) went away for `reason`: a configured
-    /// address of it is redialed soon; a link lost without a BYE is redialed a bounded number
-    /// of times.
+    /// The link to `node` (listening at `listen_addr`, its connection opened at `opened_at`)
+    /// went away for `reason`: a configured address of it is redialed soon (with a growing
+    /// wait if the link had not settled); a settled link lost without a BYE is redialed a
+    /// bounded number of times.
     pub(super) fn redial_after_link_down(
         &mut self,
         now: Instant,
         node: NodeId,
         listen_addr: Option<String>,
         reason: &CloseReason,
+        opened_at: Instant,
     ) {
-        if self.shut_down || self.redials.link_down(&node, now) {
+        let settled = now.saturating_since(opened_at) >= super::redial::LINK_SETTLED;
+        if self.shut_down || self.redials.link_down(&node, now, settled) {
             return self.arm_redial();
         }
         let lost = matches!(reason, CloseReason::Lost | CloseReason::Timeout);
-        if let (true, Some(addr)) = (lost, listen_addr) {
+        if let (true, true, Some(addr)) = (lost, settled, listen_addr) {
             let at = now + self.redials.first_wait();
             let attempts = self.limits.redial_attempts_max;
             self.redials.add_bounded(&addr, node, at, attempts);

@@ -142,6 +142,7 @@ impl Session {
             self.dial_guard.answered(&c.addr);
         }
         self.metrics.handshakes_completed += 1;
+        self.dial_guard.connected(&node);
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
         }
@@ -156,10 +157,6 @@ impl Session {
                 // ends the node's keep-away mark; no other connection does (SPEC.md §8.10):
                 // a saved or lost address is one some peer named, maybe the marked node's.
                 self.disconnected.retain(|n| *n != node);
-            } else if redialed.node_as_before {
-                // A saved or lost address that reached the node that named it is forgiven,
-                // as a discovery dial's is (SPEC.md §10.7).
-                self.dial_guard.answered(&redialed.addr);
             }
             if redialed.failures > 0 {
                 self.outputs.push_back(Output::Event(Event::Redialed {

@@ -14,6 +14,11 @@ use weft_protocol::NodeId;
 use crate::connection::ConnId;
 use crate::time::{Duration, Instant};
 
+/// How long a link must have lasted (from its connection's opening) for its drop to be a
+/// link that went away rather than a peer that drops links (SPEC.md §8.10): a configured
+/// address's backoff resets only after such a link, and only such a link, lost, is redialed.
+pub(crate) const LINK_SETTLED: Duration = Duration::from_secs(10);
+
 /// How long to wait between dials of one address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
@@ -77,9 +82,6 @@ pub(crate) struct Redialed {
     /// Configured (or given by `Command::Connect`): dialed on purpose, not a saved or lost
     /// address some peer named.
     pub(crate) configured: bool,
-    /// It reached the node last reached at it (a saved or lost address: the node that named
-    /// it).
-    pub(crate) node_as_before: bool,
 }
 
 /// See the module documentation.
@@ -264,8 +266,9 @@ impl Redials {
     }
 
     /// `node` is linked (through `conn`, if a dial made the link): its addresses stop waiting
-    /// and their backoff resets; a saved or lost address has done its work and is dropped.
-    /// Returns what `conn` dialed, if it was a redial.
+    /// (their failures count on until the link drops: [`link_down`](Self::link_down)); a
+    /// saved or lost address has done its work and is dropped. Returns what `conn` dialed,
+    /// if it was a redial.
     pub(crate) fn linked(&mut self, conn: Option<ConnId>, node: NodeId) -> Option<Redialed> {
         let mut dialed = None;
         for (addr, t) in &mut self.targets {
@@ -274,13 +277,11 @@ impl Redials {
                     addr: addr.clone(),
                     failures: t.failures,
                     configured: t.configured,
-                    node_as_before: t.node == Some(node),
                 });
                 t.dialing = None;
                 t.node = Some(node);
             }
             if t.node == Some(node) && t.dialing.is_none() {
-                t.failures = 0;
                 t.next_dial_at = None;
             }
         }
@@ -294,16 +295,24 @@ impl Redials {
         self.targets.get(addr).is_some_and(|t| t.dialing.is_some())
     }
 
-    /// The link to `node` dropped at `now`: its configured addresses are dialed again soon.
-    /// Whether it had one.
-    pub(crate) fn link_down(&mut self, node: &NodeId, now: Instant) -> bool {
+    /// The link to `node` dropped at `now`: its configured addresses are dialed again, after
+    /// the first wait if the link had `settled` (lasted [`LINK_SETTLED`]: their failures
+    /// reset), else counting its drop as one more failure (a peer that takes links and drops
+    /// them at once is dialed ever more slowly, not twice a second). Whether it had one.
+    pub(crate) fn link_down(&mut self, node: &NodeId, now: Instant, settled: bool) -> bool {
         let mut any = false;
-        let first = self.backoff;
+        let backoff = self.backoff;
         for t in self.targets.values_mut() {
             if t.configured && t.node.as_ref() == Some(node) {
                 any = true;
+                t.failures = if settled {
+                    0
+                } else {
+                    t.failures.saturating_add(1)
+                };
                 if t.dialing.is_none() {
-                    t.next_dial_at = Some(now + first.wait(0, &mut self.rng));
+                    let wait = backoff.wait(t.failures.saturating_sub(1), &mut self.rng);
+                    t.next_dial_at = Some(now + wait);
                 }
             }
         }
@@ -391,11 +400,10 @@ mod tests {
             addr: "a".into(),
             failures: 12,
             configured: true,
-            node_as_before: false,
         };
         assert_eq!(linked, Some(expected));
         assert_eq!(r.next_dial_at(), None, "linked: nothing to dial");
-        assert!(r.link_down(&NodeId([1; 32]), now));
+        assert!(r.link_down(&NodeId([1; 32]), now, true));
         let again = r.next_dial_at().unwrap();
         assert!(
             again.saturating_since(now) <= Duration::from_millis(500),

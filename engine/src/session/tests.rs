@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use weft_protocol::{ChordMessage, Code, Family, Frame, FrameDecoder, Message};
 
+use super::redial::LINK_SETTLED;
 use super::*;
 use crate::io::{Event, HostResult};
 use crate::sending::{Class, Outgoing, Recipients};
@@ -853,9 +854,9 @@ fn a_link_lost_without_a_bye_is_redialed_a_bounded_number_of_times() {
     let mut a = session(1, "a", MESH_TABLE, |_| {});
     let mut b = session(2, "b", MESH_TABLE, |c| c.limits.redial_attempts_max = 3);
     let (_, cb) = link(&mut a, &mut b);
-    // b accepted a: b learned a's listen address from its HELLO; the link is lost.
-    drain(&mut b);
-    b.closed(T0, cb).unwrap();
+    // b accepted a: b learned a's listen address from its HELLO; the link, settled, is lost.
+    run_until(&mut b, T0 + LINK_SETTLED);
+    b.closed(T0 + LINK_SETTLED, cb).unwrap();
     // Each dial stays unanswered: the handshake timeout fails it.
     let out = run_until(&mut b, T0 + Duration::from_secs(3600));
     let dialed = dials(&out);
@@ -888,14 +889,18 @@ fn lost_links_naming_one_address_under_many_spellings_get_it_dialed_a_bounded_nu
             format!("[{zero}::{ffff}:7f00:1]:9")
         })
         .collect();
+    let mut links = Vec::new();
     for (i, spelling) in spellings.iter().enumerate() {
         let mut m = session(100 + i as u64, spelling, MESH_TABLE, |_| {});
-        let (_, cm) = link_at(&mut m, &mut a, 1000 + i as u64, "m");
-        drain(&mut a);
-        a.closed(T0, cm).unwrap();
+        let from = format!("192.0.2.{i}:1");
+        links.push(link_at(&mut m, &mut a, 1000 + i as u64, &from).1);
+    }
+    let mut now = T0 + LINK_SETTLED;
+    run_until(&mut a, now);
+    for cm in links {
+        a.closed(now, cm).unwrap();
     }
     let mut dialed = 0;
-    let mut now = T0;
     for _ in 0..600 {
         now = now + Duration::from_secs(1);
         for (conn, addr) in dials(&run_until(&mut a, now)) {
@@ -911,6 +916,43 @@ fn lost_links_naming_one_address_under_many_spellings_get_it_dialed_a_bounded_nu
     );
     assert!(dialed > 0, "a lost link is still redialed");
     assert!(a.metrics().redials_refused > 0);
+}
+
+/// SPEC.md §8.10: a peer away long enough for its lost link's address to run out of dials is
+/// redialed again the next time its link is lost once it has come back (by dialing in): a
+/// connection from the node an address was redialed for forgives the address.
+#[test]
+fn a_peer_that_comes_back_by_dialing_in_is_redialed_again_after_its_next_loss() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (_, ca) = link_at(&mut b, &mut a, 1, "b");
+    let mut now = T0 + LINK_SETTLED;
+    run_until(&mut a, now);
+    a.closed(now, ca).unwrap();
+    let mut dialed = 0;
+    for _ in 0..1200 {
+        now = now + Duration::from_secs(1);
+        for (conn, addr) in dials(&run_until(&mut a, now)) {
+            assert_eq!(addr, "b");
+            dialed += 1;
+            a.connect_failed(now, conn).unwrap();
+        }
+    }
+    assert!(dialed >= 2, "{dialed}");
+    assert_eq!(
+        dials(&run_until(&mut a, now + Duration::from_secs(600))),
+        vec![]
+    );
+    now = now + Duration::from_secs(600);
+    // b is back (restarted: the same identity) and dials a; that link, settled, is lost in
+    // turn.
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (_, ca) = link_at(&mut b, &mut a, 2, "b");
+    now = now + LINK_SETTLED;
+    a.set_now(now);
+    a.closed(now, ca).unwrap();
+    let again = dials(&run_until(&mut a, now + Duration::from_secs(1)));
+    assert_eq!(again.len(), 1, "b's address is dialed again");
 }
 
 /// SPEC.md §8.10: a node kept away by `Command::Disconnect` stays away when a redial of an
@@ -929,9 +971,12 @@ fn a_redial_of_an_address_a_peer_named_neither_links_nor_frees_a_disconnected_no
     // m names d's address as its own, then its link is lost.
     let mut m = session(3, "b", MESH_TABLE, |_| {});
     let (_, cm) = link_at(&mut m, &mut a, 2, "m");
-    drain(&mut a);
-    a.closed(T0, cm).unwrap();
-    let redial = dials(&run_until(&mut a, T0 + Duration::from_secs(1)));
+    run_until(&mut a, T0 + LINK_SETTLED);
+    a.closed(T0 + LINK_SETTLED, cm).unwrap();
+    let redial = dials(&run_until(
+        &mut a,
+        T0 + LINK_SETTLED + Duration::from_secs(1),
+    ));
     assert_eq!(redial.len(), 1, "{redial:?}");
     assert_eq!(redial[0].1, "b");
     let cd2 = ConnId::inbound(3);
@@ -944,6 +989,68 @@ fn a_redial_of_an_address_a_peer_named_neither_links_nor_frees_a_disconnected_no
     a.closed(now, redial[0].0).ok();
     let later = run_until(&mut a, now + Duration::from_secs(600));
     assert_eq!(dials(&later), vec![], "the address is given up");
+}
+
+/// SPEC.md §8.10: a configured peer that takes each link and drops it at once is dialed ever
+/// more slowly (each drop of a link that had not lasted `LINK_SETTLED` counts as a failed
+/// dial), not twice a second for good; the drop of a settled link is redialed after the
+/// first wait again; and a lost link that had not settled is not redialed.
+#[test]
+fn a_peer_that_drops_links_at_once_is_redialed_ever_more_slowly() {
+    let mut a = session(1, "a", MESH_TABLE, |_| {});
+    let mut b = session(2, "b", MESH_TABLE, |_| {});
+    let (mut ca, mut cb) = link(&mut a, &mut b);
+    let mut now = T0;
+    let mut gaps = Vec::new();
+    for i in 0..8u64 {
+        a.closed(now, ca).unwrap();
+        b.closed(T0, cb).unwrap();
+        drain(&mut b);
+        let dropped = now;
+        let conn = loop {
+            now = now + Duration::from_millis(100);
+            assert!(
+                now.saturating_since(dropped) < Duration::from_secs(120),
+                "redialed"
+            );
+            if let Some((conn, _)) = dials(&run_until(&mut a, now)).first() {
+                break *conn;
+            }
+        };
+        gaps.push(now.saturating_since(dropped));
+        cb = ConnId::inbound(10 + i);
+        b.accepted(T0, cb, "a".into()).unwrap();
+        a.connected(conn).unwrap();
+        handshake(&mut a, conn, &mut b, cb);
+        assert!(a.link_peer(&b.node_id()).is_some(), "linked again");
+        ca = conn;
+    }
+    assert!(gaps[0] <= Duration::from_millis(600), "{gaps:?}");
+    assert!(gaps[7] >= Duration::from_secs(30), "{gaps:?}");
+    // A link that lasts: its drop is redialed soon again.
+    now = now + LINK_SETTLED;
+    // (The clock is set, not run: this test's frames carry T0, so the link would time out.)
+    a.set_now(now);
+    a.closed(now, ca).unwrap();
+    let soon = dials(&run_until(&mut a, now + Duration::from_millis(500)));
+    assert_eq!(
+        soon.len(),
+        1,
+        "a settled link is redialed after the first wait"
+    );
+
+    // Lost links that had not settled: not redialed (b learned a's address from its HELLO).
+    let mut c = session(3, "c", MESH_TABLE, |_| {});
+    let mut d = session(4, "d", MESH_TABLE, |_| {});
+    let (_, cd) = link(&mut c, &mut d);
+    drain(&mut d);
+    d.closed(T0, cd).unwrap();
+    let later = run_until(&mut d, T0 + Duration::from_secs(600));
+    assert_eq!(
+        dials(&later),
+        vec![],
+        "an unsettled lost link is not redialed"
+    );
 }
 
 #[test]
