@@ -80,6 +80,21 @@ pub fn default_path(name: &str) -> Result<PathBuf, StateError> {
         .ok_or(StateError::NoHome)
 }
 
+/// weft's home, the folder of every network's default state folder: `$WEFT_HOME`, else
+/// `~/.weft`; `None` without either variable.
+pub fn weft_home() -> Option<PathBuf> {
+    default_path("x").ok()?.parent().map(Path::to_path_buf)
+}
+
+/// weft's own folders a shared folder must keep apart from (`folder::apart`): the node's
+/// state folder `state`, and weft's home whatever `state` is (another network's state folder
+/// is there).
+pub fn own_folders(state: &Path) -> Vec<PathBuf> {
+    let mut own = vec![state.to_path_buf()];
+    own.extend(weft_home());
+    own
+}
+
 /// Where the control socket of the node using `state` is, without creating anything.
 pub fn socket_path(state: &Path) -> PathBuf {
     state.join(SOCKET_FILE)

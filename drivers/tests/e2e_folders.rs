@@ -744,6 +744,12 @@ fn a_folder_holding_wefts_own_is_refused_and_leave_removes_only_wefts_files() {
         let out = in_home(&args);
         fails_with(&out, 2, "inside one another");
     }
+    // A state folder given elsewhere does not make weft's home fair game.
+    let elsewhere = at(&dir.join("elsewhere"));
+    let h = at(&home);
+    let out = in_home(&["create", "--name", &net, "--state", &elsewhere, "--dir", &h]);
+    fails_with(&out, 2, "inside one another");
+    assert!(!dir.join("elsewhere").exists());
     assert!(!home.join(".weft").join(&net).exists(), "no state folder");
     assert!(
         !home.join(".weft/folder").exists(),

@@ -342,8 +342,7 @@ fn check_empty(dir: &Path) -> Result<(), (bool, String)> {
 /// Refuses a shared folder `dir` inside one of `net`'s own folders, or holding one
 /// ([`crate::folder::apart`]).
 fn keep_apart(dir: &Path, net: &NetArgs) -> Result<(), String> {
-    let own = net.own_folders()?;
-    let own: Vec<&Path> = own.iter().map(PathBuf::as_path).collect();
+    let own = crate::state::own_folders(&net.state_path()?);
     crate::folder::apart::keep_apart(dir, &own)
 }
 
@@ -697,13 +696,15 @@ fn remove_reserved(reserved: &Path) -> io::Result<usize> {
         other => other,
     };
     let tmp = reserved.join(crate::folder::TEMP_DIR);
-    if let Ok(entries) = fs::read_dir(&tmp) {
+    // A `tmp` that is a symlink is not read through: its target is not weft's.
+    let tmp_is_dir = fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir());
+    if let Some(entries) = fs::read_dir(&tmp).ok().filter(|_| tmp_is_dir) {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
-            let is_temp = name
-                .to_str()
-                .is_some_and(|n| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+            let is_temp = name.to_str().is_some_and(|n| {
+                n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
             if is_temp && entry.file_type()?.is_file() {
                 gone_is_fine(fs::remove_file(entry.path()))?;
             }
@@ -847,6 +848,33 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
 mod tests {
     use super::*;
     use crate::report::FileReport;
+
+    #[test]
+    fn leaving_removes_weft_temporary_files_only_and_never_through_a_symlink() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reserved = tmp.path().join(".weft");
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(reserved.join("trash")).expect("mkdir");
+        fs::create_dir_all(&elsewhere).expect("mkdir");
+        fs::write(reserved.join("folder"), "00ff\n").expect("marker");
+        fs::write(elsewhere.join("00000000000000ff"), "not weft's").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, reserved.join("tmp")).expect("symlink");
+        assert_eq!(remove_reserved(&reserved).expect("removed"), 0);
+        assert!(
+            elsewhere.join("00000000000000ff").exists(),
+            "not read through the link"
+        );
+        assert!(!reserved.join("folder").exists() && !reserved.join("trash").exists());
+        assert!(reserved.exists(), "kept: it holds the link");
+
+        fs::remove_file(reserved.join("tmp")).expect("unlink");
+        fs::create_dir(reserved.join("tmp")).expect("mkdir");
+        fs::write(reserved.join("tmp/00000000000000ff"), "weft's").expect("write");
+        fs::write(reserved.join("tmp/00000000000000FF"), "not weft's").expect("write");
+        remove_reserved(&reserved).expect("removed");
+        assert!(!reserved.join("tmp/00000000000000ff").exists());
+        assert!(reserved.join("tmp/00000000000000FF").exists());
+    }
 
     #[test]
     fn status_shows_a_peers_path_without_its_terminal_escapes() {

@@ -69,17 +69,6 @@ impl NetArgs {
         }
     }
 
-    /// weft's own folders a shared folder must keep apart from: the state folder, and the
-    /// home of every network's state folder when the state folder is the default one.
-    pub fn own_folders(&self) -> Result<Vec<PathBuf>, String> {
-        let state = self.state_path()?;
-        let mut own = vec![state.clone()];
-        if self.state.is_none() {
-            own.extend(state.parent().map(std::path::Path::to_path_buf));
-        }
-        Ok(own)
-    }
-
     /// Where the node's control socket is.
     pub fn socket_path(&self) -> Result<PathBuf, String> {
         Ok(state::socket_path(&self.state_path()?))

@@ -241,7 +241,7 @@ fn run(
 ) -> Result<Exit, NodeFailure> {
     let start = Start::read(path)?;
     if let Some(root) = &settings.folder {
-        crate::folder::apart::keep_apart(root, &[path])?;
+        crate::folder::apart::keep_apart(root, &state::own_folders(path))?;
     }
     let mut config = Config::new(network.to_owned(), start.key);
     config.incarnation = start.incarnation;

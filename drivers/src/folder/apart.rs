@@ -10,9 +10,10 @@ use std::path::{Component, Path, PathBuf};
 /// Refuses a shared folder `dir` that holds one of `own` (weft's folders: a state folder,
 /// the home of every network's) or lies inside one, by their real paths (symlinks
 /// resolved as far as the paths exist).
-pub fn keep_apart(dir: &Path, own: &[&Path]) -> Result<(), String> {
+pub fn keep_apart(dir: &Path, own: &[impl AsRef<Path>]) -> Result<(), String> {
     let shared = real_path(dir);
     for weft in own {
+        let weft = weft.as_ref();
         let weft_real = real_path(weft);
         if weft_real.starts_with(&shared) || shared.starts_with(&weft_real) {
             return Err(format!(

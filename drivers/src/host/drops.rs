@@ -246,6 +246,10 @@ impl Host {
         if self.handle.is_none() {
             return Err("this node keeps no folders".into());
         }
+        // Checked before anything is made (a path that does not exist yet is compared too).
+        if let Some(state) = self.store.as_ref().and_then(|s| s.state_folder()) {
+            crate::folder::apart::keep_apart(dir, &crate::state::own_folders(state))?;
+        }
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if empty && entries.next().is_some() {
@@ -263,9 +267,6 @@ impl Host {
         let root = std::fs::canonicalize(dir).map_err(|e| format!("{shown}: {e}"))?;
         if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
             return Err(format!("{}: a weft folder already", root.display()));
-        }
-        if let Some(state) = self.store.as_ref().and_then(|s| s.state_folder()) {
-            crate::folder::apart::keep_apart(&root, &[state])?;
         }
         for (id, other, ..) in self.folders.list() {
             if root.starts_with(other) || other.starts_with(&root) {

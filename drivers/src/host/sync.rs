@@ -329,7 +329,7 @@ impl Host {
         let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
         let state = self.store.as_ref().and_then(|s| s.state_folder());
         let apart = state.map_or(Ok(()), |state| {
-            crate::folder::apart::keep_apart(&dir, &[state])
+            crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
         });
         if let Err(why) = apart.and_then(|()| self.add_folder_now(folder, dir, run.peer, true)) {
             let _ = reply.send(Err(HandleError::Sync(why)));

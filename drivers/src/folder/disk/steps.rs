@@ -416,9 +416,16 @@ pub(super) fn chmod_nofollow(
     use std::os::fd::AsRawFd;
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rfs::openat(&dir, name, flags, Mode::empty())?;
-    if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) == FileType::Symlink {
+    let kind = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
+    if kind == FileType::Symlink {
         return Err(Errno::LOOP);
     }
+    // A directory's set-group-ID and sticky bits are kept; a file swapped in for it since the
+    // caller looked gets none of them.
+    let mode = match kind {
+        FileType::Directory => mode,
+        _ => Mode::from_raw_mode(mode.as_raw_mode() & 0o777),
+    };
     match rfs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode) {
         Err(Errno::NOENT) if std::fs::metadata("/proc/self/fd").is_err() => {
             rfs::chmodat(&dir, name, mode, AtFlags::empty())

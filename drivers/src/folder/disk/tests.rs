@@ -1346,3 +1346,27 @@ fn a_write_after_its_temp_ended_makes_nothing() {
     assert_eq!(f.write(3, 0, b"much later"), S::Done);
     assert_eq!(f.write(100, 0, b"late"), S::NotFound);
 }
+
+/// A directory's set-group-ID and sticky bits are kept by `SetMode`, but a file a local user
+/// swaps in for the directory between the step's last look and its `chmod` never gets them.
+#[test]
+fn a_file_swapped_in_for_a_directory_being_given_its_mode_gets_no_special_bits() {
+    let mut f = Folder::new();
+    fs::create_dir(f.at("d")).unwrap();
+    fs::set_permissions(f.at("d"), fs::Permissions::from_mode(0o3770)).unwrap();
+    let e = f.expect("d");
+    f.disk.hook = Some(|root, at, path| {
+        if at == "locked" {
+            fs::remove_dir(root.join(path)).expect("rmdir");
+            fs::write(root.join(path), b"a file now").expect("the swap");
+        }
+    });
+    let r = f.run(R::SetMode {
+        path: "d".into(),
+        mode: 7,
+        expect: e,
+    });
+    assert!(matches!(r, S::Done | S::Changed), "{r:?}");
+    let mode = fs::metadata(f.at("d")).unwrap().mode();
+    assert_eq!(mode & 0o7000, 0, "{mode:o}");
+}
