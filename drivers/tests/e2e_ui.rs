@@ -797,6 +797,23 @@ fn weft_ui_refuses_requests_without_the_token_from_a_foreign_host_or_cross_site(
             body
         );
     }
+    // Another start of a page makes a new token (and writes it): the last page's token,
+    // which a tab left open hands to whatever answers on its port, opens no later page.
+    let again = UiProc::start(&node);
+    assert_ne!(again.page.token, page.token);
+    assert_eq!(
+        fs::read_to_string(&token_file).expect("read it").trim(),
+        again.page.token
+    );
+    let old_token = http(
+        again.page.port,
+        "GET",
+        "/api/state",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(old_token.status, 403);
+    drop(again);
 
     // In the browser: the page without the token says so and shows nothing of the node;
     // with it, the page works, also after a reload, and its own request without the token's

@@ -78,25 +78,23 @@ pub struct UiArgs {
 /// The page's listener and the token already in the state folder, if any: what can fail is
 /// checked before the node writes anything (`None`: no `--ui`).
 #[cfg(feature = "ui")]
-pub(super) type PageBinding = Option<(crate::ui::server::Bound, Option<crate::ui::auth::Token>)>;
+pub(super) type PageBinding = Option<crate::ui::server::Bound>;
 
 /// Without the `ui` feature there is never a page.
 #[cfg(not(feature = "ui"))]
 pub(super) type PageBinding = Option<std::convert::Infallible>;
 
-/// Binds the page's address if `flags` ask for a page (and warns of a remote one), and
-/// reads the token of the state folder `state` if it has one; writes nothing.
+/// Binds the page's address if `flags` ask for a page (and warns of a remote one); writes
+/// nothing.
 #[cfg(feature = "ui")]
-pub(super) fn bind_for_node(flags: &UiFlags, state: &Path) -> Result<PageBinding, String> {
+pub(super) fn bind_for_node(flags: &UiFlags, _state: &Path) -> Result<PageBinding, String> {
     let Some(listen) = flags.ui else {
         return Ok(None);
     };
     if let Some(warning) = check_listen(listen, flags.ui_allow_remote)? {
         tracing::warn!("{warning}");
     }
-    let token = crate::ui::auth::Token::load(state)?;
-    let bound = crate::ui::server::Bound::bind(listen)?;
-    Ok(Some((bound, token)))
+    crate::ui::server::Bound::bind(listen).map(Some)
 }
 
 /// Without the `ui` feature, `--ui` is refused.
@@ -108,15 +106,14 @@ pub(super) fn bind_for_node(flags: &UiFlags, _state: &Path) -> Result<PageBindin
     }
 }
 
-/// Serves the page bound for the node whose state folder is `state` (its token made there
-/// if absent) and prints its line; the server runs until it is dropped.
+/// Serves the page bound for the node whose state folder is `state` (with a new token,
+/// written there) and prints its line; the server runs until it is dropped.
 #[cfg(feature = "ui")]
 pub(super) fn serve_for_node(
     page: PageBinding,
     state: &Path,
 ) -> Result<Option<crate::ui::UiServer>, String> {
-    page.map(|(bound, token)| serve(bound, token, state))
-        .transpose()
+    page.map(|bound| serve(bound, state)).transpose()
 }
 
 /// Without the `ui` feature there is never a page.
@@ -125,18 +122,11 @@ pub(super) fn serve_for_node(page: PageBinding, _state: &Path) -> Result<Option<
     Ok(page.map(|never| match never {}))
 }
 
-/// Serves the page on `bound` with `token` (made in the state folder `state` if `None`) and
+/// Serves the page on `bound` with a new token (written to the state folder `state`) and
 /// prints its line, `weft ui: URL`.
 #[cfg(feature = "ui")]
-fn serve(
-    bound: crate::ui::server::Bound,
-    token: Option<crate::ui::auth::Token>,
-    state: &Path,
-) -> Result<crate::ui::UiServer, String> {
-    let token = match token {
-        Some(t) => t,
-        None => crate::ui::auth::Token::load_or_create(state)?,
-    };
+fn serve(bound: crate::ui::server::Bound, state: &Path) -> Result<crate::ui::UiServer, String> {
+    let token = crate::ui::auth::Token::renew(state)?;
     let server = bound.serve(token, crate::state::socket_path(state))?;
     let line = format!("weft ui: {}\n", server.url());
     let _ = std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes());

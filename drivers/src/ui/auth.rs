@@ -14,9 +14,7 @@
 //!    sent, this server's own; `Sec-Fetch-Site`, if sent, `same-origin`. Else 403.
 
 use std::fs;
-use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
@@ -27,7 +25,8 @@ pub const TOKEN_FILE: &str = "ui-token";
 /// The token's bytes (64 hex digits in the file, in the printed URL and in the header).
 pub const TOKEN_BYTES: usize = 32;
 
-/// The page's secret: read from `<state>/ui-token`, or made there (mode 0600) on first use.
+/// The page's secret: made by each start of a page, and written to `<state>/ui-token` (mode
+/// 0600).
 #[derive(Clone)]
 pub struct Token {
     hex: String,
@@ -40,54 +39,23 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// The token in the state folder `state`, made if the file is absent. A file others can
-    /// read, or one that is not 64 hex digits, is refused.
-    pub fn load_or_create(state: &Path) -> Result<Token, String> {
-        match Token::load(state)? {
-            Some(token) => Ok(token),
-            None => Token::create(&state.join(TOKEN_FILE)),
-        }
-    }
-
-    /// The token in the state folder `state`, if it has one (nothing is written). A file
-    /// others can read, or one that is not 64 hex digits, is refused.
-    pub fn load(state: &Path) -> Result<Option<Token>, String> {
-        let path = state.join(TOKEN_FILE);
-        match Token::read(&path) {
-            Ok(token) => Ok(Some(token)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    }
-
-    fn read(path: &Path) -> io::Result<Token> {
-        let meta = fs::metadata(path)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(io::Error::other(format!(
-                "readable by other users (mode {mode:o}); run `chmod 600` on it"
-            )));
-        }
-        let text = crate::small_file::read_text(path, crate::small_file::LINE_FILE_BYTES_MAX)?;
-        Token::from_hex(text.trim())
-            .ok_or_else(|| io::Error::other("not a token (expected 64 hex digits)"))
-    }
-
-    fn create(path: &Path) -> Result<Token, String> {
+    /// A new token for a page starting on the node whose state folder is `state`, written to
+    /// `<state>/ui-token` (owner-only, whole, over any earlier one): every start of a page
+    /// has its own, so a token an open tab sends to whatever took the port after its page
+    /// stopped opens no later page.
+    pub fn renew(state: &Path) -> Result<Token, String> {
         let mut bytes = [0u8; TOKEN_BYTES];
         OsRng
             .try_fill_bytes(&mut bytes)
             .map_err(|e| format!("no OS randomness for the page's token: {e}"))?;
         let token = Token::from_bytes(bytes);
-        let written = crate::state::create_whole(path, format!("{}\n", token.hex).as_bytes());
-        match written {
-            Ok(()) => Ok(token),
-            // Another process made it first: use theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Token::read(path).map_err(|e| format!("{}: {e}", path.display()))
-            }
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        let path = token_path(state);
+        let fresh = state.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
+        let _ = fs::remove_file(&fresh);
+        crate::state::create_whole(&fresh, format!("{}\n", token.hex).as_bytes())
+            .and_then(|()| fs::rename(&fresh, &path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(token)
     }
 
     /// The token whose bytes are `bytes`.
@@ -186,29 +154,31 @@ pub fn cross_site(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn token() -> Token {
         Token::from_bytes([7; TOKEN_BYTES])
     }
 
     #[test]
-    fn the_token_file_is_made_once_owner_only_and_read_back() {
+    fn every_start_makes_a_new_owner_only_token_over_the_last() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let made = Token::load_or_create(dir.path()).expect("made");
+        let read = || fs::read_to_string(token_path(dir.path())).expect("the file is there");
+        let first = Token::renew(dir.path()).expect("made");
+        assert_eq!(read().trim(), first.hex());
         let meta = fs::metadata(token_path(dir.path())).expect("the file is there");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let again = Token::load_or_create(dir.path()).expect("read");
-        assert_eq!(made.hex(), again.hex());
-        assert_eq!(made.hex().len(), 64);
+        // An earlier file others could read is replaced by an owner-only one.
         fs::set_permissions(token_path(dir.path()), fs::Permissions::from_mode(0o644))
             .expect("chmod");
-        let e = Token::load_or_create(dir.path()).unwrap_err();
-        assert!(e.contains("readable by other users"), "{e}");
-        fs::write(token_path(dir.path()), "not hex\n").expect("write");
-        fs::set_permissions(token_path(dir.path()), fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-        let e = Token::load_or_create(dir.path()).unwrap_err();
-        assert!(e.contains("not a token"), "{e}");
+        let second = Token::renew(dir.path()).expect("made again");
+        assert_ne!(first.hex(), second.hex());
+        assert_eq!(read().trim(), second.hex());
+        let meta = fs::metadata(token_path(dir.path())).expect("the file is there");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(second.hex().len(), 64);
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]
