@@ -531,6 +531,9 @@ fn serve_run(
     let watch = RunWatch::default();
     let reader = stream.try_clone()?;
     reader.set_read_timeout(None)?;
+    // However this returns (a write the client stopped reading failed, say), the signal
+    // reader, blocked reading a connection the client may keep open, is woken.
+    let _wake_reader = ShutdownOnDrop(stream.try_clone()?);
     let signals = handle.clone();
     let reader_watch = watch.clone();
     std::thread::Builder::new()
@@ -541,10 +544,7 @@ fn serve_run(
         Ok(session) => session,
         Err(e) => {
             watch.ended.store(true, Ordering::SeqCst);
-            let written = write_reply(&mut stream, &refused(e));
-            // Wakes the signal reader.
-            let _ = stream.shutdown(Shutdown::Both);
-            return written;
+            return write_reply(&mut stream, &refused(e));
         }
     };
     let run = session.run;
@@ -598,8 +598,6 @@ fn serve_run(
             return Err(e);
         }
         if last {
-            // Wakes the signal reader.
-            let _ = stream.shutdown(Shutdown::Both);
             return Ok(());
         }
     }
@@ -609,6 +607,15 @@ fn serve_run(
     let why =
         "the run ended without its exit: the node stopped, or its output was not read fast enough";
     write_reply(&mut stream, &ControlReply::Error(why.into()))
+}
+
+/// A connection shut down (both ways) when this is dropped.
+struct ShutdownOnDrop(UnixStream);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
 }
 
 /// What a `run` client's connection and its signal reader share.

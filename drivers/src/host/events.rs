@@ -237,6 +237,14 @@ impl Host {
     }
 }
 
+/// Adds `subscriber`, first dropping those whose readers are gone: on a network where
+/// nothing is broadcast no delivery finds them gone, and each holds its channel's slots
+/// (a client that subscribes and leaves, again and again, would grow the node for good).
+pub(super) fn add_subscriber(subscribers: &mut Vec<Subscriber>, subscriber: Subscriber) {
+    subscribers.retain(Subscriber::is_held);
+    subscribers.push(subscriber);
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -285,5 +293,22 @@ mod tests {
         drop(deliveries);
         assert!(!offer(&subscriber, &delivery(1), &mut drops), "gone");
         assert_eq!(queued.load(Ordering::SeqCst), 400 + DELIVERY_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn subscribers_that_left_are_dropped_when_another_comes() {
+        let mut subscribers = Vec::new();
+        let mut kept = Vec::new();
+        for i in 0..100 {
+            let (sink, deliveries) = mpsc::sync_channel(4096);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let bytes = Some((Arc::clone(&queued), 1000));
+            add_subscriber(&mut subscribers, Subscriber { sink, bytes });
+            // Every tenth stays; the others leave at once (their client went away).
+            if i % 10 == 0 {
+                kept.push((deliveries, queued));
+            }
+        }
+        assert!(subscribers.len() <= kept.len() + 1, "{}", subscribers.len());
     }
 }

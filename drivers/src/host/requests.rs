@@ -10,6 +10,7 @@ use weft_engine::{
     Command, ConnId, HostResult, Input, InputError, MeshCommand, TableCommand, TableRefusal,
 };
 
+use super::events::add_subscriber;
 use super::{Exit, Host};
 use crate::handle::Request;
 use crate::handle::{HandleError, TableOp};
@@ -34,7 +35,7 @@ impl Host {
                     }
                 }
             }
-            Request::Subscribe(subscriber) => self.subscribers.push(subscriber),
+            Request::Subscribe(subscriber) => add_subscriber(&mut self.subscribers, subscriber),
             Request::Hosts { reply } => {
                 let _ = reply.send(self.hosts());
             }
