@@ -52,7 +52,7 @@ use super::cache::{CachedEntry, SharedCache};
 use super::{MARKER_FILE, RESERVED_DIR};
 use hash::Hashed;
 pub use stat::observe;
-use stat::{gone, lstat, ms_of, Found};
+use stat::{gone, lstat_under, ms_of, Found};
 use walk::{under_or_at, Item, Plan, Walk};
 
 /// A file modified less than this long (ms) before the scan is still being written: it is
@@ -332,9 +332,8 @@ impl Scanner {
     /// Records one changed path, if it is still what was walked (and hashed).
     fn record_item(&self, item: Item, hash: Option<Hashed>, out: &mut ScanOutcome) {
         let Item { path, stat, plan } = item;
-        let abs = self.root.join(&path);
         let mut cache = self.cache.lock();
-        match lstat(&abs) {
+        match lstat_under(&self.root, &path) {
             Ok(Found::Entry(now)) if now == stat => {}
             // Recorded by the disk worker since the walk: its own write.
             Ok(Found::Entry(now)) if cache.entries.get(&path).is_some_and(|c| now.matches(c)) => {
@@ -376,7 +375,7 @@ impl Scanner {
                 }
             },
             Plan::Move { from, cached: old } => {
-                let from_gone = gone(&lstat(&self.root.join(&from)));
+                let from_gone = gone(&lstat_under(&self.root, &from));
                 if !from_gone || cache.entries.get(&from) != Some(&old) {
                     // Not the rename it looked like any more: hashed as new next time.
                     out.unstable += 1;
@@ -406,7 +405,7 @@ impl Scanner {
     /// still holds it (the disk worker drops what it removes itself).
     fn remove(&self, path: &str, out: &mut ScanOutcome) -> Result<(), Interrupted> {
         let mut cache = self.cache.lock();
-        if !gone(&lstat(&self.root.join(path))) {
+        if !gone(&lstat_under(&self.root, path)) {
             // Something is there again, or it cannot be told: the next scan sees.
             return Ok(());
         }

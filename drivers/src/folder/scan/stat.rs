@@ -131,6 +131,19 @@ pub(super) fn lstat(path: &Path) -> io::Result<Found> {
     Ok(classify(&rfs::lstat(path)?))
 }
 
+/// The `lstat` of `path` (relative to `root`) that never follows a symlink in any component
+/// (`root` itself may be one): its parent is opened from the root one directory at a time,
+/// and a parent that is a symlink reads `NotADirectory`, one missing or not a directory
+/// `NotFound`, so what was under them is [`gone`].
+pub(super) fn lstat_under(root: &Path, path: &str) -> io::Result<Found> {
+    let (dir, name) = match path.rfind('/') {
+        Some(slash) => (&path[..slash], &path[slash + 1..]),
+        None => ("", path),
+    };
+    let dir = crate::folder::disk::open_dir_under(root, dir)?;
+    lstat_at(&dir, name)
+}
+
 /// The `fstat` of an open file or directory.
 pub(super) fn lstat_fd(fd: impl AsFd) -> io::Result<Found> {
     Ok(classify(&rfs::fstat(fd)?))

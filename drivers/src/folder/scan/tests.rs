@@ -900,3 +900,46 @@ fn a_parent_swapped_for_a_symlink_among_its_children_is_not_followed() {
     s.after_lstat = None;
     the_next_scan_finds_d_a_symlink_and_its_files_moved(&s);
 }
+
+/// A directory the cache holds, replaced by a symlink to a directory holding files of the
+/// same names: its old paths are gone (a path is looked at from the root without following
+/// a symlink), so what it held is reported moved where it went, or removed; the files the
+/// symlink leads to do not keep the old paths alive.
+#[test]
+fn a_cached_directory_replaced_by_a_symlink_is_gone_whatever_the_symlink_leads_to() {
+    let gone_paths = |o: &ScanOutcome| -> Vec<String> {
+        let mut gone: Vec<String> = o
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                LocalChange::Moved { from, .. } => Some(from.clone()),
+                LocalChange::Removed { path } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        gone.sort();
+        gone
+    };
+    // Moved inside the folder: reported moved.
+    let f = folder_and_outside();
+    let s = f.scanner();
+    assert!(changed(&later(&s).changes).contains_key("d/a"));
+    swap_d_for_a_symlink(&f.root);
+    let o = later(&s);
+    nothing_from_outside(&o);
+    assert_eq!(o.unstable, 0, "{o:?}");
+    assert_eq!(gone_paths(&o), ["d/a", "d/b"], "{o:?}");
+    only_done(&later(&s));
+
+    // Deleted: reported removed.
+    let f = folder_and_outside();
+    let s = f.scanner();
+    assert!(changed(&later(&s).changes).contains_key("d/a"));
+    fs::remove_dir_all(f.p("d")).expect("rm d");
+    let outside = f._tmp.path().join("outside");
+    std::os::unix::fs::symlink(outside, f.p("d")).expect("symlink d");
+    let o = later(&s);
+    nothing_from_outside(&o);
+    assert_eq!(removed(&o.changes), ["d/b", "d/a"], "{o:?}");
+    only_done(&later(&s));
+}
