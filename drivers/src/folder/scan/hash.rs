@@ -89,11 +89,17 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
 }
 
 impl Scanner {
-    /// Hashes every [`Plan::Hash`] item on the scanner's threads, biggest files first: for
-    /// each item, what hashing gave and the bytes read.
+    /// Hashes every [`Plan::Hash`] item on the scanner's threads, biggest files first, and
+    /// every [`Plan::Move`] to confirm at its cached tier: for each item, what hashing gave
+    /// and the bytes read.
     pub(super) fn hash_all(&self, items: &[Item]) -> Result<Vec<Option<(Hashed, u64)>>, ScanError> {
         let mut jobs: Vec<usize> = (0..items.len())
-            .filter(|&i| matches!(items[i].plan, Plan::Hash(_)))
+            .filter(|&i| {
+                matches!(
+                    items[i].plan,
+                    Plan::Hash(_) | Plan::Move { confirm: true, .. }
+                )
+            })
             .collect();
         jobs.sort_by_key(|&i| std::cmp::Reverse(items[i].stat.size));
         let mut results: Vec<Option<(Hashed, u64)>> = (0..items.len()).map(|_| None).collect();
@@ -105,7 +111,14 @@ impl Scanner {
             let mut done = Vec::new();
             while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let item = &items[i];
-                if let Plan::Hash(tier) = item.plan {
+                let tier = match &item.plan {
+                    Plan::Hash(tier) => Some(*tier),
+                    Plan::Move { cached, .. } => {
+                        Some(Tier::from_index(cached.tier).unwrap_or(Tier::MIN))
+                    }
+                    Plan::Dir | Plan::Symlink(_) => None,
+                };
+                if let Some(tier) = tier {
                     let abs = self.root.join(&item.path);
                     done.push((i, hash_file(&abs, &item.stat, tier)));
                 }

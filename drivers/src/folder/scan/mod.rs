@@ -19,9 +19,12 @@
 //! 3. **Hash.** New and changed files whose mtime is at least [`STABLE_MS`] old are read and
 //!    cut with the engine's [`chunk`](weft_engine::replicate::blocks::chunk), spread over
 //!    every core; a file written to more recently is left for the next scan
-//!    ([`ScanOutcome::unstable`]). A new file with the
-//!    inode, size and mtime of a file that is gone is that file renamed: it is reported as
-//!    [`LocalChange::Moved`] with its cached blocks, and not read.
+//!    ([`ScanOutcome::unstable`]). A file with the inode, size and mtime of a file that is
+//!    gone (and not that inode in the cache at its own path: a hard link) is that file
+//!    renamed: it is reported as [`LocalChange::Moved`] with its cached blocks, and not
+//!    read; unless its mtime is a whole second (`tar`, `cp -p`, a reproducible build's
+//!    fixed time), when it is read, and if its blocks are not the cached ones it is a new
+//!    file and the old path is removed.
 //! 4. **Record.** The root is checked again; then each change is recorded in the cache
 //!    under the lock, for one path at a time, and only if the path's `lstat` is still what
 //!    was walked and hashed (else the path is left for the next scan). Paths the cache holds
@@ -320,7 +323,9 @@ impl Scanner {
                 }
             }
             let hash = hashed.get_mut(i).and_then(Option::take).map(|(h, _)| h);
-            self.record_item(item, hash, out);
+            if let Some(not_moved) = self.record_item(item, hash, out) {
+                self.remove(&not_moved, out)?;
+            }
         }
         let rest = std::mem::take(removed);
         for p in rest.into_keys().rev() {
@@ -329,21 +334,38 @@ impl Scanner {
         Ok(())
     }
 
-    /// Records one changed path, if it is still what was walked (and hashed).
-    fn record_item(&self, item: Item, hash: Option<Hashed>, out: &mut ScanOutcome) {
+    /// Records one changed path, if it is still what was walked (and hashed). Returns the
+    /// path a planned rename was from when the file's content shows it was no rename (that
+    /// path is gone all the same: its removal is reported next).
+    fn record_item(
+        &self,
+        item: Item,
+        hash: Option<Hashed>,
+        out: &mut ScanOutcome,
+    ) -> Option<String> {
         let Item { path, stat, plan } = item;
         let mut cache = self.cache.lock();
         match lstat_under(&self.root, &path) {
             Ok(Found::Entry(now)) if now == stat => {}
             // Recorded by the disk worker since the walk: its own write.
             Ok(Found::Entry(now)) if cache.entries.get(&path).is_some_and(|c| now.matches(c)) => {
-                return;
+                return None;
             }
             _ => {
                 out.unstable += 1;
-                return;
+                return None;
             }
         }
+        let (plan, not_moved) = match (plan, &hash) {
+            // Another file on the inode a removed one had: a new file, and the old path gone.
+            (Plan::Move { from, cached, .. }, Some(Hashed::Blocks(blocks)))
+                if *blocks != cached.blocks =>
+            {
+                let tier = Tier::from_index(cached.tier).unwrap_or(Tier::MIN);
+                (Plan::Hash(tier), Some(from))
+            }
+            (plan, _) => (plan, None),
+        };
         let cached = cache.entries.get(&path);
         let (report, entry) = match plan {
             Plan::Dir => {
@@ -367,19 +389,29 @@ impl Scanner {
                 }
                 Some(Hashed::Failed(why)) => {
                     out.skipped.push((path, SkipReason::Unreadable(why)));
-                    return;
+                    return not_moved;
                 }
                 Some(Hashed::Changed) | None => {
                     out.unstable += 1;
-                    return;
+                    return not_moved;
                 }
             },
-            Plan::Move { from, cached: old } => {
+            Plan::Move {
+                from,
+                cached: old,
+                confirm,
+            } => {
                 let from_gone = gone(&lstat_under(&self.root, &from));
-                if !from_gone || cache.entries.get(&from) != Some(&old) {
-                    // Not the rename it looked like any more: hashed as new next time.
-                    out.unstable += 1;
-                    return;
+                let confirmed = !confirm || matches!(hash, Some(Hashed::Blocks(_)));
+                if !from_gone || !confirmed || cache.entries.get(&from) != Some(&old) {
+                    // Not the rename it looked like any more, or not read whole: looked at
+                    // again next time.
+                    if let Some(Hashed::Failed(why)) = hash {
+                        out.skipped.push((path, SkipReason::Unreadable(why)));
+                    } else {
+                        out.unstable += 1;
+                    }
+                    return None;
                 }
                 cache.entries.remove(&from);
                 let tier = Tier::from_index(old.tier).unwrap_or(Tier::MIN);
@@ -388,7 +420,7 @@ impl Scanner {
                     .entries
                     .insert(path, stat.cached(String::new(), tier, old.blocks));
                 out.changes.push(LocalChange::Moved { from, to });
-                return;
+                return None;
             }
         };
         if report {
@@ -399,6 +431,7 @@ impl Scanner {
             )));
         }
         cache.entries.insert(path, entry);
+        not_moved
     }
 
     /// Reports `path` removed if it is still absent, the marker still present, and the cache

@@ -943,3 +943,73 @@ fn a_cached_directory_replaced_by_a_symlink_is_gone_whatever_the_symlink_leads_t
     assert_eq!(removed(&o.changes), ["d/b", "d/a"], "{o:?}");
     only_done(&later(&s));
 }
+
+/// A hard link's other name removed is a removal, not a rename onto the name left (which
+/// holds that inode in the cache already and did not change).
+#[test]
+fn removing_one_name_of_a_hard_link_is_no_rename() {
+    let f = Folder::new();
+    f.write("a", b"linked content");
+    fs::hard_link(f.p("a"), f.p("b")).expect("ln");
+    let s = f.scanner();
+    later(&s);
+    fs::remove_file(f.p("a")).expect("rm a");
+    let o = later(&s);
+    assert_eq!(
+        o.changes,
+        vec![
+            LocalChange::Removed { path: "a".into() },
+            LocalChange::ScanDone
+        ]
+    );
+}
+
+/// A file whose mtime is a whole second (as `tar` and `cp -p` from a coarse disk leave it)
+/// taking the inode a removed file of the same size and mtime had is read: a new file with
+/// its own blocks, and the old path removed; a true rename of such a file is still a move.
+#[test]
+fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
+    let f = Folder::new();
+    let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let put = |rel: &str, data: &[u8]| {
+        f.write(rel, data);
+        let file = fs::File::options()
+            .write(true)
+            .open(f.p(rel))
+            .expect("open");
+        file.set_modified(whole).expect("set mtime");
+    };
+    put("old", b"content X");
+    let s = f.scanner();
+    later(&s);
+    fs::remove_file(f.p("old")).expect("rm old");
+    put("new", b"content Y");
+    // The freed inode taken again, made certain: the cache's `old` named new's inode.
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(f.p("new")).expect("stat"));
+    s.cache()
+        .lock()
+        .entries
+        .get_mut("old")
+        .expect("cached")
+        .inode = inode;
+    let o = later(&s);
+    assert!(
+        !o.changes
+            .iter()
+            .any(|c| matches!(c, LocalChange::Moved { .. })),
+        "{o:?}"
+    );
+    assert_eq!(changed(&o.changes)["new"].blocks, blocks_of(b"content Y"));
+    assert_eq!(removed(&o.changes), ["old"]);
+    only_done(&later(&s));
+
+    // A true rename of such a file: read, and a move.
+    fs::rename(f.p("new"), f.p("renamed")).expect("mv");
+    let o = later(&s);
+    assert_eq!(o.hashed_files, 1);
+    assert!(
+        matches!(&o.changes[..], [LocalChange::Moved { from, to }, LocalChange::ScanDone]
+            if from == "new" && to.path == "renamed" && to.blocks == blocks_of(b"content Y")),
+        "{o:?}"
+    );
+}

@@ -29,8 +29,13 @@ pub(super) enum Plan {
     Symlink(String),
     /// A file to hash at this tier.
     Hash(Tier),
-    /// The file the cache holds at `from`, renamed here.
-    Move { from: String, cached: CachedEntry },
+    /// The file the cache holds at `from`, renamed here; with `confirm`, only if its
+    /// content is still the cached blocks.
+    Move {
+        from: String,
+        cached: CachedEntry,
+        confirm: bool,
+    },
 }
 
 pub(super) struct Item {
@@ -412,7 +417,11 @@ impl Scanner {
     }
 
     /// Turns a file to hash whose inode, size and mtime are those of a removed cached file
-    /// into a move of that file (its blocks kept, nothing read).
+    /// into a move of that file, its blocks kept and nothing read, unless the path holds
+    /// that inode in the cache already (a hard link of the removed path, not a rename of
+    /// it). A file whose mtime is a whole second (set by `tar`, `cp -p` from a coarse disk,
+    /// a reproducible build's fixed time: many files share it, and a freed inode is soon
+    /// taken again) is read to confirm it is still the cached content.
     pub(super) fn plan_moves(&self, walk: &mut Walk, removed: &mut BTreeMap<String, CachedEntry>) {
         let mut by_stat: HashMap<(u64, u64, i128), Vec<String>> = HashMap::new();
         for (path, c) in removed.iter().rev() {
@@ -431,8 +440,13 @@ impl Scanner {
         if by_stat.is_empty() {
             return;
         }
+        let cache = self.cache.lock();
         for item in &mut walk.items {
-            if !matches!(item.plan, Plan::Hash(_)) {
+            let same_inode = cache
+                .entries
+                .get(&item.path)
+                .is_some_and(|c| c.inode == item.stat.inode);
+            if !matches!(item.plan, Plan::Hash(_)) || same_inode {
                 continue;
             }
             let key = (item.stat.inode, item.stat.size, item.stat.mtime_ns);
@@ -440,7 +454,12 @@ impl Scanner {
                 continue;
             };
             if let Some(cached) = removed.remove(&from) {
-                item.plan = Plan::Move { from, cached };
+                let confirm = item.stat.mtime_ns.rem_euclid(1_000_000_000) == 0;
+                item.plan = Plan::Move {
+                    from,
+                    cached,
+                    confirm,
+                };
             }
         }
     }
