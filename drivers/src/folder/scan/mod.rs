@@ -62,6 +62,10 @@ use walk::{under_or_at, Item, Plan, Walk};
 /// not hashed or reported until a later scan.
 pub const STABLE_MS: i64 = 1_000;
 
+/// How long (ms) a file whose mtime is a whole second must have been unchanged to be hashed,
+/// if longer than [`STABLE_MS`]: the coarsest mtime of a disk Linux mounts (FAT's, 2 s).
+pub const COARSE_MTIME_MS: i64 = 2_000;
+
 /// Why a scan did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -251,6 +255,14 @@ impl Scanner {
         let mut settles_at_ms: Option<i64> = None;
         walk.items.retain(|item| {
             let mtime = item.stat.mtime_ms();
+            // A whole-second mtime may be a coarse disk's (FAT rounds down to 2 s): a write
+            // within its granularity after the scan would leave it as it is, unseen.
+            let whole_second = item.stat.mtime_ns.rem_euclid(1_000_000_000) == 0;
+            let stable_ms = if whole_second && stable_ms > 0 {
+                stable_ms.max(COARSE_MTIME_MS)
+            } else {
+                stable_ms
+            };
             // A mtime far in the future is a clock or an archive's, not a write under way.
             let writing = mtime > now_unix_ms.saturating_sub(stable_ms)
                 && mtime < now_unix_ms.saturating_add(stable_ms);

@@ -1013,3 +1013,25 @@ fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
         "{o:?}"
     );
 }
+
+/// A file whose mtime is a whole second, as a coarse disk (FAT: 2 s) stamps it, is hashed
+/// only once it is `COARSE_MTIME_MS` old: a write within the disk's granularity after the
+/// scan would leave size and mtime as they were, and never be seen.
+#[test]
+fn a_whole_second_mtime_waits_out_the_coarsest_granularity() {
+    let f = Folder::new();
+    let mtime_ms: i64 = 1_700_000_000_000;
+    f.write("coarse", b"written on FAT");
+    let file = fs::File::options()
+        .write(true)
+        .open(f.p("coarse"))
+        .expect("open");
+    file.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms as u64))
+        .expect("set mtime");
+    let s = f.scanner();
+    let o = s.scan(mtime_ms + STABLE_MS + 500).expect("scan");
+    assert_eq!((o.unstable, o.hashed_files), (1, 0), "{o:?}");
+    assert_eq!(o.settles_at_ms, Some(mtime_ms + COARSE_MTIME_MS));
+    let o = s.scan(mtime_ms + COARSE_MTIME_MS).expect("scan");
+    assert_eq!((o.unstable, o.hashed_files), (0, 1), "{o:?}");
+}
