@@ -22,6 +22,7 @@ pub mod disk;
 pub mod ignore_file;
 #[cfg(test)]
 mod mount_ns;
+pub(crate) mod mounts;
 pub mod run;
 pub mod scan;
 

@@ -1222,6 +1222,39 @@ fn nothing_is_written_under_a_mounted_disk_or_one_not_mounted() {
     assert_eq!(mkdir("top"), S::Done);
 }
 
+/// A bind mount of a directory of the folder's own disk (its device number the same as its
+/// parent's) is a mount too: nothing is written under it (a rename across mounts fails), and
+/// once it is not mounted nothing is written there either.
+#[test]
+fn nothing_is_written_under_a_bind_mount_of_the_same_disk() {
+    use crate::folder::mount_ns::{in_mount_namespace, mount, umount};
+    if !in_mount_namespace(
+        module_path!(),
+        "nothing_is_written_under_a_bind_mount_of_the_same_disk",
+    ) {
+        return;
+    }
+    let f = Folder::new();
+    let backing = f.root.parent().expect("a parent").join("backing");
+    fs::create_dir(&backing).expect("mkdir backing");
+    fs::create_dir(f.at("disk")).expect("mkdir disk");
+    mount(&["--bind", &backing.to_string_lossy()], &f.at("disk"));
+    f.disk.cache().lock().mount_points.insert("disk".into());
+    assert_eq!(
+        f.put(1, "disk/f", b"from a peer", 6, NOW, Expect::Nothing),
+        failed(&format!("commit \"disk/f\": {OTHER_DISK}"))
+    );
+    assert!(fs::read_dir(&backing).expect("lists").next().is_none());
+    umount(&f.at("disk"));
+    assert_eq!(
+        f.run(R::MakeDir {
+            path: "disk/a".into(),
+            mode: 7,
+        }),
+        failed(&format!("make directory \"disk/a\": {NOT_MOUNTED}"))
+    );
+}
+
 // A local save racing a step: it is never removed, moved or re-moded as if unchanged.
 
 /// What the race tests' user saves, longer than what was there.

@@ -10,7 +10,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat
 use rustix::io::Errno;
 use weft_engine::replicate::StorageResult;
 
-use crate::folder::RESERVED_DIR;
+use crate::folder::{mounts, RESERVED_DIR};
 
 use super::{errno_fail, io_fail, Disk, Step, NOT_MOUNTED, NO_PARENT, OTHER_DISK, SYMLINK_IN_PATH};
 
@@ -230,18 +230,21 @@ impl Disk {
                     .collect()
             }
         };
-        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| st.st_dev).map_err(Walk::Os);
+        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| dev_of(&st)).map_err(Walk::Os);
+        let mount = |fd: &OwnedFd| mounts::mount_of(fd).map_err(Walk::Os);
         let mut dir = self.open_root()?;
-        let root_dev = if write { Some(dev(&dir)?) } else { None };
+        let root_mount = if write { Some(mount(&dir)?) } else { None };
         for (i, c) in parents.iter().enumerate() {
             let child = open_dir(&dir, c)?;
-            if mount_points.contains(&(i + 1)) && dev(&child)? == dev(&dir)? {
+            if mount_points.contains(&(i + 1))
+                && !mounts::is_mount_root(&child, dev(&dir)?, dev(&child)?)
+            {
                 return Err(Walk::NotMounted);
             }
             dir = child;
         }
-        if let Some(root_dev) = root_dev {
-            if !parents.is_empty() && dev(&dir)? != root_dev {
+        if let Some(root_mount) = root_mount {
+            if !parents.is_empty() && mount(&dir)? != root_mount {
                 return Err(Walk::OtherDisk);
             }
         }
@@ -267,4 +270,10 @@ impl Disk {
     pub(super) fn parent_for<'p>(&self, path: &'p str, step: &str) -> Step<(OwnedFd, &'p str)> {
         self.parent(path, true).map_err(|w| w.answer(step, path))
     }
+}
+
+// `st_dev` is a `c_ulong` on some targets and a `u64` on others.
+#[allow(clippy::useless_conversion)]
+fn dev_of(st: &Stat) -> u64 {
+    u64::from(st.st_dev)
 }

@@ -1088,3 +1088,28 @@ fn paths_the_cache_lost_are_looked_at_again() {
     assert_eq!(now["edited.txt"].blocks, blocks_of(b"edited while down"));
     only_done(&later(&s));
 }
+
+/// A bind mount of a directory of the folder's own disk (the same device number as its
+/// parent) is a mount point too: unmounted, nothing under it is taken for deleted.
+#[test]
+fn an_unmounted_bind_mount_of_the_same_disk_is_not_taken_for_deletes() {
+    if !in_mount_namespace(
+        module_path!(),
+        "an_unmounted_bind_mount_of_the_same_disk_is_not_taken_for_deletes",
+    ) {
+        return;
+    }
+    let f = Folder::new();
+    let backing = f._tmp.path().join("backing");
+    fs::create_dir(&backing).expect("mkdir backing");
+    fs::write(backing.join("photo.jpg"), data(1, 20_000)).expect("write");
+    f.mkdir("disk");
+    mount(&["--bind", &backing.to_string_lossy()], &f.p("disk"));
+    let s = f.scanner();
+    let o = later(&s);
+    assert!(changed(&o.changes).contains_key("disk/photo.jpg"), "{o:?}");
+    umount(&f.p("disk"));
+    let o = later(&s);
+    only_done(&o);
+    assert_eq!(o.skipped, vec![("disk".to_string(), SkipReason::Unmounted)]);
+}

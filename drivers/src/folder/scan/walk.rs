@@ -198,7 +198,7 @@ impl Scanner {
             }
             walk.seen.insert(path.clone());
             if stat.kind == FileKind::Directory {
-                if stat.dev != parent_dev {
+                if crate::folder::mounts::is_mount_root_at(&at.fd, name, parent_dev, stat.dev) {
                     walk.mount_points.insert(path.clone());
                 } else if was_mount_point {
                     // What was mounted here is not: everything under it is kept as it was
