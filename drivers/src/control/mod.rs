@@ -82,6 +82,11 @@ pub use server::ControlServer;
 /// `\u00XX` (6 bytes).
 pub const REQUEST_BYTES_MAX: u64 = 6 * 16 * 1024 * 1024 + 4096;
 
+/// The longest request line of any operation but `send`: the largest of the others, a table
+/// value of `TABLE_VALUE_BYTES_MAX` (1 MiB) or a run's command of `RUN_COMMAND_BYTES_MAX`
+/// (256 KiB), fits even with every byte escaped as JSON `\u00XX`.
+pub const SMALL_REQUEST_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
 /// The control socket's limits, so that no client, however slow, can lock the others out or
 /// make the node hold memory for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::{
     ControlLimits, ControlReply, ControlRequest, DropPublishedReport, RunExitReport,
-    RunOutputReport, RunSignalLine, REQUEST_BYTES_MAX,
+    RunOutputReport, RunSignalLine, REQUEST_BYTES_MAX, SMALL_REQUEST_BYTES_MAX,
 };
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::protocol::{ExitStatus, OutputStream, RunSignalKind};
@@ -246,7 +246,41 @@ fn read_request(mut stream: &UnixStream, timeout: Duration) -> Result<ControlReq
     if line.len() as u64 > REQUEST_BYTES_MAX {
         return Err(format!("request over {REQUEST_BYTES_MAX} bytes"));
     }
-    serde_json::from_slice(&line).map_err(|e| format!("bad request: {e}"))
+    parse_request(&line)
+}
+
+/// A request line's operation, every other field skipped unread.
+#[derive(serde::Deserialize)]
+struct OpOnly<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+}
+
+/// A `send` request's text, every other field skipped unread.
+#[derive(serde::Deserialize)]
+struct SendOnly {
+    message: String,
+}
+
+/// Parses a request line. Only a `send` may be longer than [`SMALL_REQUEST_BYTES_MAX`], and
+/// it is read as its text alone: the tagged request enum holds every field of a line (unknown
+/// ones too) in memory before it knows the operation, some 16 bytes for each two of the
+/// line's, so a line of 96 MiB padded with an unknown array would take gigabytes.
+fn parse_request(line: &[u8]) -> Result<ControlRequest, String> {
+    let bad = |e: serde_json::Error| format!("bad request: {e}");
+    let op = serde_json::from_slice::<OpOnly>(line).map_err(bad)?.op;
+    if op == "send" {
+        let send: SendOnly = serde_json::from_slice(line).map_err(bad)?;
+        return Ok(ControlRequest::Send {
+            message: send.message,
+        });
+    }
+    if line.len() as u64 > SMALL_REQUEST_BYTES_MAX {
+        return Err(format!(
+            "request over {SMALL_REQUEST_BYTES_MAX} bytes (only a send may be longer)"
+        ));
+    }
+    serde_json::from_slice(line).map_err(bad)
 }
 
 fn refused(e: HandleError) -> ControlReply {
@@ -820,6 +854,43 @@ fn stream_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every request parses as the tagged enum would parse it; a `send` is read as its text
+    /// alone, whatever else its line holds; only a `send` may pass the small bound.
+    #[test]
+    fn requests_parse_and_only_a_send_is_large() {
+        for request in [
+            ControlRequest::Send {
+                message: "hi \"there\"\n".into(),
+            },
+            ControlRequest::Stats,
+            ControlRequest::TableSet {
+                key: "k".into(),
+                value: "v".into(),
+                lease_ms: Some(5),
+            },
+        ] {
+            let line = serde_json::to_vec(&request).expect("encodes");
+            assert_eq!(parse_request(&line), Ok(request));
+        }
+        let padded = format!(
+            r#"{{"pad":[{}0],"op":"send","message":"m"}}"#,
+            "0,".repeat(1000)
+        );
+        assert_eq!(
+            parse_request(padded.as_bytes()),
+            Ok(ControlRequest::Send {
+                message: "m".into()
+            })
+        );
+        let big = format!(
+            r#"{{"op":"stats","pad":"{}"}}"#,
+            "x".repeat(SMALL_REQUEST_BYTES_MAX as usize)
+        );
+        assert!(parse_request(big.as_bytes()).is_err_and(|e| e.contains("only a send")));
+        assert!(parse_request(b"{\"op\":\"nonsense\"}").is_err());
+        assert!(parse_request(b"not json").is_err());
+    }
 
     /// A prefix names one node among every node known: a linked impostor whose id shares
     /// the prefix of a known node that is offline is not picked; a prefix of a known node
