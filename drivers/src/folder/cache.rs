@@ -72,39 +72,6 @@ impl Cache {
         before - self.entries.len()
     }
 
-    /// Holds a placeholder for each present record of `records` (the index) the cache has
-    /// no entry for, so that the next scan looks at that path: the cache is persisted apart
-    /// from the index and can be behind it after a crash (a peer's file written and
-    /// recorded, the cache not yet persisted), and the scanner reports removed only what
-    /// its cache holds: a file deleted while the node was down would stay present in the
-    /// index and on every peer. The placeholder describes the record (kind, mode, size,
-    /// mtime, blocks, target) with an inode and ctime no `lstat` gives, so the path is read
-    /// again: reported only if it is not what the record says, removed if it is gone.
-    /// Returns how many it added.
-    pub fn hold_missing<'a>(&mut self, records: impl Iterator<Item = &'a Record>) -> usize {
-        let mut added = 0;
-        for record in records.filter(|r| !r.deleted) {
-            let e = &record.entry;
-            if self.entries.contains_key(&e.path) {
-                continue;
-            }
-            let placeholder = CachedEntry {
-                kind: e.kind,
-                size: e.size,
-                mtime_ns: i128::from(e.mtime_ms) * 1_000_000,
-                ctime_ns: i128::MIN,
-                inode: 0,
-                mode: e.mode,
-                target: e.target.clone(),
-                tier: 0,
-                blocks: e.blocks.clone(),
-            };
-            self.entries.insert(e.path.clone(), placeholder);
-            added += 1;
-        }
-        added
-    }
-
     /// A cache from a state blob; `None` if the blob is not one (it is then rebuilt by
     /// hashing every file once). A blob from before mount points were kept (the same without
     /// the last field) is read as holding none: rebuilding it would forget the files deleted

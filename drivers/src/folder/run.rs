@@ -264,35 +264,21 @@ impl Folders {
     /// The engine loaded `folder`'s state, whose applies use the temporary files `temps`:
     /// any other temporary file is left over from before a crash and goes; a cached path the
     /// index does not hold as cached is hashed and reported again (`Cache::forget_unlike`,
-    /// with `index` the replica's records), and a present record the cache has no entry for
-    /// is looked at again (`Cache::hold_missing`, with `records` the whole index); the rules
-    /// and changes found before are due.
-    pub(crate) fn on_ready<'a>(
+    /// with `index` the replica's records); the rules and changes found before are due.
+    pub(crate) fn on_ready(
         &mut self,
         folder: &FolderId,
         temps: &[TempId],
         index: impl Fn(&str) -> Option<Record>,
-        records: impl Iterator<Item = &'a Record>,
     ) -> Due {
         match self.running.get_mut(folder) {
             Some(r) => {
                 r.ready = true;
-                let (forgotten, held) = {
-                    let mut cache = r.disk.cache().lock();
-                    let forgotten = cache.forget_unlike(index);
-                    (forgotten, cache.hold_missing(records))
-                };
-                if held > 0 {
-                    tracing::info!(
-                        "folder {folder}: {held} paths of the index the scan cache had lost: looked at again"
-                    );
-                }
+                let forgotten = r.disk.cache().lock().forget_unlike(index);
                 if forgotten > 0 {
                     tracing::info!(
                         "folder {folder}: {forgotten} cached paths unlike the index: hashed again"
                     );
-                }
-                if forgotten + held > 0 {
                     r.disk.cache().mark_written();
                     if let Some(s) = &r.scanner {
                         let _ = s.wake.send(());

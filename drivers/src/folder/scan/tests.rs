@@ -1036,59 +1036,6 @@ fn a_whole_second_mtime_waits_out_the_coarsest_granularity() {
     assert_eq!((o.unstable, o.hashed_files), (0, 1), "{o:?}");
 }
 
-/// The scan cache behind the index (a crash before it was persisted): the index's present
-/// paths it lost are held as placeholders, and the next scan reports a file deleted while
-/// the node was down as removed, one changed as changed, and one as the index has it not at
-/// all.
-#[test]
-fn paths_the_cache_lost_are_looked_at_again() {
-    let f = Folder::new();
-    f.write("same.txt", b"as indexed");
-    f.write("edited.txt", b"edited while down");
-    f.mkdir("dir");
-    let s = f.scanner();
-    later(&s);
-    let record = |path: &str, data: &[u8], kind: FileKind| {
-        let meta = fs::symlink_metadata(f.p(path)).ok();
-        let mtime_ms = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
-        weft_engine::replicate::Record {
-            entry: FileEntry {
-                path: path.into(),
-                kind,
-                target: String::new(),
-                mode: if kind == FileKind::Directory { 7 } else { 6 },
-                size: data.len() as u64,
-                mtime_ms,
-                modified_by: 1,
-                version: Version::default(),
-                sequence: 1,
-                blocks: blocks_of(data),
-            },
-            deleted: false,
-        }
-    };
-    let index = [
-        record("same.txt", b"as indexed", FileKind::File),
-        record("edited.txt", b"as indexed", FileKind::File),
-        record("gone.txt", b"deleted while down", FileKind::File),
-        record("dir", b"", FileKind::Directory),
-    ];
-    {
-        let mut cache = s.cache().lock();
-        cache.entries.clear();
-        assert_eq!(cache.hold_missing(index.iter()), 4);
-    }
-    let o = later(&s);
-    assert_eq!(removed(&o.changes), ["gone.txt"], "{o:?}");
-    let now = changed(&o.changes);
-    assert_eq!(now.keys().collect::<Vec<_>>(), ["edited.txt"], "{o:?}");
-    assert_eq!(now["edited.txt"].blocks, blocks_of(b"edited while down"));
-    only_done(&later(&s));
-}
-
 /// A bind mount of a directory of the folder's own disk (the same device number as its
 /// parent) is a mount point too: unmounted, nothing under it is taken for deleted.
 #[test]
