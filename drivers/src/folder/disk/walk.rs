@@ -230,7 +230,7 @@ impl Disk {
                     .collect()
             }
         };
-        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| dev_of(&st)).map_err(Walk::Os);
+        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| mounts::dev_of(&st)).map_err(Walk::Os);
         let mount = |fd: &OwnedFd| mounts::mount_of(fd).map_err(Walk::Os);
         let mut dir = self.open_root()?;
         let root_mount = if write { Some(mount(&dir)?) } else { None };
@@ -270,10 +270,4 @@ impl Disk {
     pub(super) fn parent_for<'p>(&self, path: &'p str, step: &str) -> Step<(OwnedFd, &'p str)> {
         self.parent(path, true).map_err(|w| w.answer(step, path))
     }
-}
-
-// `st_dev` is a `c_ulong` on some targets and a `u64` on others.
-#[allow(clippy::useless_conversion)]
-fn dev_of(st: &Stat) -> u64 {
-    u64::from(st.st_dev)
 }

@@ -116,15 +116,10 @@ pub(super) fn classify(st: &rfs::Stat) -> Found {
         ctime_ns: ctime_ns(st),
         inode: inode(st),
         mode: owner_mode(st),
-        dev: dev(st),
+        dev: crate::folder::mounts::dev_of(st),
     })
 }
 
-// `st_dev` is a `c_ulong` on some targets and a `u64` on others.
-#[allow(clippy::useless_conversion)]
-fn dev(st: &rfs::Stat) -> u64 {
-    u64::from(st.st_dev)
-}
 
 /// The `lstat` of an absolute path (only its last component is not followed).
 pub(super) fn lstat(path: &Path) -> io::Result<Found> {
