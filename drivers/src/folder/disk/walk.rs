@@ -230,7 +230,11 @@ impl Disk {
                     .collect()
             }
         };
-        let dev = |fd: &OwnedFd| rfs::fstat(fd).map(|st| mounts::dev_of(&st)).map_err(Walk::Os);
+        let dev = |fd: &OwnedFd| {
+            rfs::fstat(fd)
+                .map(|st| mounts::dev_of(&st))
+                .map_err(Walk::Os)
+        };
         let mount = |fd: &OwnedFd| mounts::mount_of(fd).map_err(Walk::Os);
         let mut dir = self.open_root()?;
         let root_mount = if write { Some(mount(&dir)?) } else { None };

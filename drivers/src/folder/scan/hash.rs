@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use weft_engine::protocol::Block;
+use weft_engine::protocol::{Block, BLOCK_BYTES_MAX};
 use weft_engine::replicate::blocks::{StreamChunker, Tier};
 
 use super::stat::{lstat, lstat_fd, Found, Stat};
@@ -21,20 +21,25 @@ pub(super) enum Hashed {
     Changed,
     /// It could not be read.
     Failed(String),
+    /// A rename's check ([`check_ends`]): whether its first and last blocks are the cached
+    /// ones.
+    Ends(bool),
 }
 
 /// The most one read of a file being hashed asks for (the chunker cuts what each read gives
 /// while it is still in the cache).
 pub(super) const READ_BYTES_MAX: usize = 1024 * 1024;
 
-/// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
-/// bytes read.
-pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
-    let changed = || (Hashed::Changed, 0);
-    // The device and inode too: a file reached through a parent swapped for a symlink since
-    // the walk's `lstat` (done through its parent, opened without following one) is another
-    // file, and is not read.
-    let same = |found: io::Result<Found>| matches!(found, Ok(Found::Entry(s)) if s == *expect);
+/// Whether `found` is still `expect` (the device and inode too: a file reached through a
+/// parent swapped for a symlink since the walk's `lstat`, done through its parent opened
+/// without following one, is another file, and is not read).
+fn still(found: io::Result<Found>, expect: &Stat) -> bool {
+    matches!(found, Ok(Found::Entry(s)) if s == *expect)
+}
+
+/// The file at `path` opened to read, if it is still `expect`: `Err` with what to answer
+/// (it changed, or cannot be read).
+fn open_still(path: &Path, expect: &Stat) -> Result<std::fs::File, Hashed> {
     // Never follow a symlink put in its place; never block on a FIFO put in its place.
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = OpenOptions::new()
@@ -42,18 +47,66 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
         // The flags are small positive constants: the cast keeps them.
         .custom_flags(flags.bits() as i32)
         .open(path);
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) => {
-            if same(lstat(path)) {
-                return (Hashed::Failed(io_line(&e)), 0);
-            }
-            return changed();
-        }
-    };
-    if !same(lstat_fd(&file)) {
-        return changed();
+    match file {
+        Ok(f) if still(lstat_fd(&f), expect) => Ok(f),
+        Ok(_) => Err(Hashed::Changed),
+        Err(e) if still(lstat(path), expect) => Err(Hashed::Failed(io_line(&e))),
+        Err(_) => Err(Hashed::Changed),
     }
+}
+
+/// Checks that the file at `path`, still `expect`, holds the first and last of `blocks` (a
+/// rename's cached content, checked without reading it all: a file that took a freed inode
+/// at the same size and mtime differs at one end or the other); with the bytes read.
+pub(super) fn check_ends(path: &Path, expect: &Stat, blocks: &[Block]) -> (Hashed, u64) {
+    use std::os::unix::fs::FileExt;
+    let file = match open_still(path, expect) {
+        Ok(f) => f,
+        Err(answer) => return (answer, 0),
+    };
+    let mut read = 0u64;
+    let ends = blocks
+        .first()
+        .into_iter()
+        .chain(blocks.last().filter(|_| blocks.len() > 1));
+    let mut buf = Vec::new();
+    for b in ends {
+        // The cache's own blocks: each at most `BLOCK_BYTES_MAX`, within the file's size
+        // (the same as the cached file's); any other is no match.
+        let inside = b
+            .offset
+            .checked_add(u64::from(b.len))
+            .is_some_and(|end| end <= expect.size);
+        if !inside || b.len > BLOCK_BYTES_MAX {
+            return (Hashed::Ends(false), read);
+        }
+        buf.resize(b.len as usize, 0);
+        match file.read_exact_at(&mut buf, b.offset) {
+            Ok(()) => read += u64::from(b.len),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return (Hashed::Ends(false), read)
+            }
+            Err(e) => return (Hashed::Failed(io_line(&e)), read),
+        }
+        if *blake3::hash(&buf).as_bytes() != b.hash {
+            return (Hashed::Ends(false), read);
+        }
+    }
+    if !still(lstat_fd(&file), expect) {
+        return (Hashed::Changed, read);
+    }
+    (Hashed::Ends(true), read)
+}
+
+/// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
+/// bytes read.
+pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
+    let changed = || (Hashed::Changed, 0);
+    let same = |found: io::Result<Found>| still(found, expect);
+    let mut file = match open_still(path, expect) {
+        Ok(f) => f,
+        Err(answer) => return (answer, 0),
+    };
     // Read through the chunker's window (never the whole file at once), one byte more than
     // expected at most: a file that grows is caught below.
     let mut chunker = StreamChunker::new(tier, expect.size);
@@ -90,8 +143,8 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
 
 impl Scanner {
     /// Hashes every [`Plan::Hash`] item on the scanner's threads, biggest files first, and
-    /// every [`Plan::Move`] to confirm at its cached tier: for each item, what hashing gave
-    /// and the bytes read.
+    /// checks the ends of every [`Plan::Move`] to confirm ([`check_ends`]): for each item,
+    /// what that gave and the bytes read.
     pub(super) fn hash_all(&self, items: &[Item]) -> Result<Vec<Option<(Hashed, u64)>>, ScanError> {
         let mut jobs: Vec<usize> = (0..items.len())
             .filter(|&i| {
@@ -111,16 +164,13 @@ impl Scanner {
             let mut done = Vec::new();
             while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let item = &items[i];
-                let tier = match &item.plan {
-                    Plan::Hash(tier) => Some(*tier),
+                let abs = self.root.join(&item.path);
+                match &item.plan {
+                    Plan::Hash(tier) => done.push((i, hash_file(&abs, &item.stat, *tier))),
                     Plan::Move { cached, .. } => {
-                        Some(Tier::from_index(cached.tier).unwrap_or(Tier::MIN))
+                        done.push((i, check_ends(&abs, &item.stat, &cached.blocks)));
                     }
-                    Plan::Dir | Plan::Symlink(_) => None,
-                };
-                if let Some(tier) = tier {
-                    let abs = self.root.join(&item.path);
-                    done.push((i, hash_file(&abs, &item.stat, tier)));
+                    Plan::Dir | Plan::Symlink(_) => {}
                 }
             }
             done

@@ -22,9 +22,9 @@
 //!    ([`ScanOutcome::unstable`]). A file with the inode, size and mtime of a file that is
 //!    gone (and not that inode in the cache at its own path: a hard link) is that file
 //!    renamed: it is reported as [`LocalChange::Moved`] with its cached blocks, and not
-//!    read; unless its mtime is a whole second (`tar`, `cp -p`, a reproducible build's
-//!    fixed time), when it is read, and if its blocks are not the cached ones it is a new
-//!    file and the old path is removed.
+//!    read whole; unless its mtime is a whole second (`tar`, `cp -p`, a reproducible build's
+//!    fixed time), when its first and last cached blocks are read and checked, and if they
+//!    differ (or it cannot be read) the old path is removed and the file hashed as new.
 //! 4. **Record.** The root is checked again; then each change is recorded in the cache
 //!    under the lock, for one path at a time, and only if the path's `lstat` is still what
 //!    was walked and hashed (else the path is left for the next scan). Paths the cache holds
@@ -278,9 +278,14 @@ impl Scanner {
 
         let mut hashed = self.hash_all(&walk.items)?;
         for h in hashed.iter().flatten() {
-            if let (Hashed::Blocks(_), size) = h {
-                out.hashed_files += 1;
-                out.hashed_bytes += size;
+            match h {
+                (Hashed::Blocks(_), size) => {
+                    out.hashed_files += 1;
+                    out.hashed_bytes += size;
+                }
+                // A rename's ends, read to check it.
+                (Hashed::Ends(_), size) => out.hashed_bytes += size,
+                _ => {}
             }
         }
 
@@ -347,8 +352,8 @@ impl Scanner {
     }
 
     /// Records one changed path, if it is still what was walked (and hashed). Returns the
-    /// path a planned rename was from when the file's content shows it was no rename (that
-    /// path is gone all the same: its removal is reported next).
+    /// path a planned rename was from when the file's ends show it was no rename, or it
+    /// cannot be read (that path is gone all the same: its removal is reported next).
     fn record_item(
         &self,
         item: Item,
@@ -368,16 +373,6 @@ impl Scanner {
                 return None;
             }
         }
-        let (plan, not_moved) = match (plan, &hash) {
-            // Another file on the inode a removed one had: a new file, and the old path gone.
-            (Plan::Move { from, cached, .. }, Some(Hashed::Blocks(blocks)))
-                if *blocks != cached.blocks =>
-            {
-                let tier = Tier::from_index(cached.tier).unwrap_or(Tier::MIN);
-                (Plan::Hash(tier), Some(from))
-            }
-            (plan, _) => (plan, None),
-        };
         let cached = cache.entries.get(&path);
         let (report, entry) = match plan {
             Plan::Dir => {
@@ -401,11 +396,11 @@ impl Scanner {
                 }
                 Some(Hashed::Failed(why)) => {
                     out.skipped.push((path, SkipReason::Unreadable(why)));
-                    return not_moved;
+                    return None;
                 }
-                Some(Hashed::Changed) | None => {
+                Some(Hashed::Changed | Hashed::Ends(_)) | None => {
                     out.unstable += 1;
-                    return not_moved;
+                    return None;
                 }
             },
             Plan::Move {
@@ -414,16 +409,28 @@ impl Scanner {
                 confirm,
             } => {
                 let from_gone = gone(&lstat_under(&self.root, &from));
-                let confirmed = !confirm || matches!(hash, Some(Hashed::Blocks(_)));
-                if !from_gone || !confirmed || cache.entries.get(&from) != Some(&old) {
-                    // Not the rename it looked like any more, or not read whole: looked at
-                    // again next time.
-                    if let Some(Hashed::Failed(why)) = hash {
-                        out.skipped.push((path, SkipReason::Unreadable(why)));
-                    } else {
-                        out.unstable += 1;
-                    }
+                if !from_gone || cache.entries.get(&from) != Some(&old) {
+                    // Not the rename it looked like any more: looked at again next time.
+                    out.unstable += 1;
                     return None;
+                }
+                match (confirm, hash) {
+                    (false, _) | (true, Some(Hashed::Ends(true))) => {}
+                    // Another file took the removed one's inode (its ends differ), or it
+                    // cannot be read: the old path is gone all the same, and the file is
+                    // hashed as a new one next time.
+                    (true, Some(Hashed::Ends(false))) => {
+                        out.unstable += 1;
+                        return Some(from);
+                    }
+                    (true, Some(Hashed::Failed(why))) => {
+                        out.skipped.push((path, SkipReason::Unreadable(why)));
+                        return Some(from);
+                    }
+                    (true, _) => {
+                        out.unstable += 1;
+                        return None;
+                    }
                 }
                 cache.entries.remove(&from);
                 let tier = Tier::from_index(old.tier).unwrap_or(Tier::MIN);
@@ -443,7 +450,7 @@ impl Scanner {
             )));
         }
         cache.entries.insert(path, entry);
-        not_moved
+        None
     }
 
     /// Reports `path` removed if it is still absent, the marker still present, and the cache

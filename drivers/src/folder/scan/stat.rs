@@ -120,7 +120,6 @@ pub(super) fn classify(st: &rfs::Stat) -> Found {
     })
 }
 
-
 /// The `lstat` of an absolute path (only its last component is not followed).
 pub(super) fn lstat(path: &Path) -> io::Result<Found> {
     Ok(classify(&rfs::lstat(path)?))

@@ -965,8 +965,9 @@ fn removing_one_name_of_a_hard_link_is_no_rename() {
 }
 
 /// A file whose mtime is a whole second (as `tar` and `cp -p` from a coarse disk leave it)
-/// taking the inode a removed file of the same size and mtime had is read: a new file with
-/// its own blocks, and the old path removed; a true rename of such a file is still a move.
+/// taking the inode a removed file of the same size and mtime had has its ends read: they
+/// differ, so the old path is removed and the file hashed as a new one with its own blocks;
+/// a true rename of such a file is still a move, and only its ends are read.
 #[test]
 fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
     let f = Folder::new();
@@ -999,14 +1000,16 @@ fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
             .any(|c| matches!(c, LocalChange::Moved { .. })),
         "{o:?}"
     );
-    assert_eq!(changed(&o.changes)["new"].blocks, blocks_of(b"content Y"));
     assert_eq!(removed(&o.changes), ["old"]);
+    assert_eq!(o.unstable, 1, "new is hashed by the next scan: {o:?}");
+    let o = later(&s);
+    assert_eq!(changed(&o.changes)["new"].blocks, blocks_of(b"content Y"));
     only_done(&later(&s));
 
-    // A true rename of such a file: read, and a move.
+    // A true rename of such a file: its ends read, and a move.
     fs::rename(f.p("new"), f.p("renamed")).expect("mv");
     let o = later(&s);
-    assert_eq!(o.hashed_files, 1);
+    assert_eq!((o.hashed_files, o.hashed_bytes), (0, 9));
     assert!(
         matches!(&o.changes[..], [LocalChange::Moved { from, to }, LocalChange::ScanDone]
             if from == "new" && to.path == "renamed" && to.blocks == blocks_of(b"content Y")),
