@@ -55,7 +55,7 @@ use super::cache::{CachedEntry, SharedCache};
 use super::{MARKER_FILE, RESERVED_DIR};
 use hash::Hashed;
 pub use stat::observe;
-use stat::{gone, lstat_under, ms_of, Found};
+use stat::{gone, ms_of, Found, Under};
 use walk::{under_or_at, Item, Plan, Walk};
 
 /// A file modified less than this long (ms) before the scan is still being written: it is
@@ -327,26 +327,27 @@ impl Scanner {
         removed: &mut BTreeMap<String, CachedEntry>,
         out: &mut ScanOutcome,
     ) -> Result<(), Interrupted> {
+        let mut under = Under::new(&self.root);
         for (i, item) in std::mem::take(&mut walk.items).into_iter().enumerate() {
             if walk.no_longer_dirs.contains(&item.path) {
-                let under: Vec<String> = removed
+                let children: Vec<String> = removed
                     .range(format!("{}/", item.path)..)
                     .take_while(|(p, _)| under_or_at(p, &item.path))
                     .map(|(p, _)| p.clone())
                     .collect();
-                for p in under.into_iter().rev() {
+                for p in children.into_iter().rev() {
                     removed.remove(&p);
-                    self.remove(&p, out)?;
+                    self.remove(&mut under, &p, out)?;
                 }
             }
             let hash = hashed.get_mut(i).and_then(Option::take).map(|(h, _)| h);
-            if let Some(not_moved) = self.record_item(item, hash, out) {
-                self.remove(&not_moved, out)?;
+            if let Some(not_moved) = self.record_item(&mut under, item, hash, out) {
+                self.remove(&mut under, &not_moved, out)?;
             }
         }
         let rest = std::mem::take(removed);
         for p in rest.into_keys().rev() {
-            self.remove(&p, out)?;
+            self.remove(&mut under, &p, out)?;
         }
         Ok(())
     }
@@ -356,13 +357,14 @@ impl Scanner {
     /// cannot be read (that path is gone all the same: its removal is reported next).
     fn record_item(
         &self,
+        under: &mut Under,
         item: Item,
         hash: Option<Hashed>,
         out: &mut ScanOutcome,
     ) -> Option<String> {
         let Item { path, stat, plan } = item;
         let mut cache = self.cache.lock();
-        match lstat_under(&self.root, &path) {
+        match under.lstat(&path) {
             Ok(Found::Entry(now)) if now == stat => {}
             // Recorded by the disk worker since the walk: its own write.
             Ok(Found::Entry(now)) if cache.entries.get(&path).is_some_and(|c| now.matches(c)) => {
@@ -408,7 +410,7 @@ impl Scanner {
                 cached: old,
                 confirm,
             } => {
-                let from_gone = gone(&lstat_under(&self.root, &from));
+                let from_gone = gone(&under.lstat(&from));
                 if !from_gone || cache.entries.get(&from) != Some(&old) {
                     // Not the rename it looked like any more: looked at again next time.
                     out.unstable += 1;
@@ -455,9 +457,14 @@ impl Scanner {
 
     /// Reports `path` removed if it is still absent, the marker still present, and the cache
     /// still holds it (the disk worker drops what it removes itself).
-    fn remove(&self, path: &str, out: &mut ScanOutcome) -> Result<(), Interrupted> {
+    fn remove(
+        &self,
+        under: &mut Under,
+        path: &str,
+        out: &mut ScanOutcome,
+    ) -> Result<(), Interrupted> {
         let mut cache = self.cache.lock();
-        if !gone(&lstat_under(&self.root, path)) {
+        if !gone(&under.lstat(path)) {
             // Something is there again, or it cannot be told: the next scan sees.
             return Ok(());
         }

@@ -125,17 +125,38 @@ pub(super) fn lstat(path: &Path) -> io::Result<Found> {
     Ok(classify(&rfs::lstat(path)?))
 }
 
-/// The `lstat` of `path` (relative to `root`) that never follows a symlink in any component
-/// (`root` itself may be one): its parent is opened from the root one directory at a time,
-/// and a parent that is a symlink reads `NotADirectory`, one missing or not a directory
-/// `NotFound`, so what was under them is [`gone`].
-pub(super) fn lstat_under(root: &Path, path: &str) -> io::Result<Found> {
-    let (dir, name) = match path.rfind('/') {
-        Some(slash) => (&path[..slash], &path[slash + 1..]),
-        None => ("", path),
-    };
-    let dir = crate::folder::disk::open_dir_under(root, dir)?;
-    lstat_at(&dir, name)
+/// The `lstat` of paths under a folder's root that never follows a symlink in any component
+/// (the root itself may be one): a path's parent is opened from the root one directory at a
+/// time, and a parent that is a symlink reads `NotADirectory`, one missing or not a directory
+/// `NotFound`, so what was under them is [`gone`]. The last parent opened is kept for the
+/// next path in it (the record step takes paths in order): a parent swapped since it was
+/// opened is seen by the next scan.
+pub(super) struct Under<'r> {
+    root: &'r Path,
+    parent: Option<(String, std::os::fd::OwnedFd)>,
+}
+
+impl<'r> Under<'r> {
+    pub(super) fn new(root: &'r Path) -> Under<'r> {
+        Under { root, parent: None }
+    }
+
+    /// The `lstat` of `path`, relative to the root.
+    pub(super) fn lstat(&mut self, path: &str) -> io::Result<Found> {
+        let (dir, name) = match path.rfind('/') {
+            Some(slash) => (&path[..slash], &path[slash + 1..]),
+            None => ("", path),
+        };
+        if self.parent.as_ref().is_none_or(|(held, _)| held != dir) {
+            self.parent = None;
+            let fd = crate::folder::disk::open_dir_under(self.root, dir)?;
+            self.parent = Some((dir.to_string(), fd));
+        }
+        match &self.parent {
+            Some((_, fd)) => lstat_at(fd, name),
+            None => Err(io::Error::other("no parent")),
+        }
+    }
 }
 
 /// The `fstat` of an open file or directory.

@@ -370,7 +370,7 @@ fn a_removal_is_not_recorded_once_the_marker_is_gone() {
     fs::remove_file(f.p("top.txt")).expect("rm");
     fs::remove_file(f.p(".weft/folder")).expect("rm marker");
     let mut out = ScanOutcome::default();
-    assert!(s.remove("top.txt", &mut out).is_err());
+    assert!(s.remove(&mut Under::new(&f.root), "top.txt", &mut out).is_err());
     assert!(out.changes.is_empty());
     assert!(s.cache().lock().entries.contains_key("top.txt"));
 }
