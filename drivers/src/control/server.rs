@@ -888,6 +888,13 @@ mod tests {
             "x".repeat(SMALL_REQUEST_BYTES_MAX as usize)
         );
         assert!(parse_request(big.as_bytes()).is_err_and(|e| e.contains("only a send")));
+        let big_send = format!(
+            r#"{{"op":"send","message":"{}"}}"#,
+            "x".repeat(SMALL_REQUEST_BYTES_MAX as usize)
+        );
+        assert!(
+            matches!(parse_request(big_send.as_bytes()), Ok(ControlRequest::Send { message }) if message.len() == SMALL_REQUEST_BYTES_MAX as usize)
+        );
         assert!(parse_request(b"{\"op\":\"nonsense\"}").is_err());
         assert!(parse_request(b"not json").is_err());
     }

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use weft_engine::protocol::{Block, BLOCK_BYTES_MAX};
+use weft_engine::protocol::Block;
 use weft_engine::replicate::blocks::{StreamChunker, Tier};
 
 use super::stat::{lstat, lstat_fd, Found, Stat};
@@ -21,9 +21,6 @@ pub(super) enum Hashed {
     Changed,
     /// It could not be read.
     Failed(String),
-    /// A rename's check ([`check_ends`]): whether its first and last blocks are the cached
-    /// ones.
-    Ends(bool),
 }
 
 /// The most one read of a file being hashed asks for (the chunker cuts what each read gives
@@ -53,49 +50,6 @@ fn open_still(path: &Path, expect: &Stat) -> Result<std::fs::File, Hashed> {
         Err(e) if still(lstat(path), expect) => Err(Hashed::Failed(io_line(&e))),
         Err(_) => Err(Hashed::Changed),
     }
-}
-
-/// Checks that the file at `path`, still `expect`, holds the first and last of `blocks` (a
-/// rename's cached content, checked without reading it all: a file that took a freed inode
-/// at the same size and mtime differs at one end or the other); with the bytes read.
-pub(super) fn check_ends(path: &Path, expect: &Stat, blocks: &[Block]) -> (Hashed, u64) {
-    use std::os::unix::fs::FileExt;
-    let file = match open_still(path, expect) {
-        Ok(f) => f,
-        Err(answer) => return (answer, 0),
-    };
-    let mut read = 0u64;
-    let ends = blocks
-        .first()
-        .into_iter()
-        .chain(blocks.last().filter(|_| blocks.len() > 1));
-    let mut buf = Vec::new();
-    for b in ends {
-        // The cache's own blocks: each at most `BLOCK_BYTES_MAX`, within the file's size
-        // (the same as the cached file's); any other is no match.
-        let inside = b
-            .offset
-            .checked_add(u64::from(b.len))
-            .is_some_and(|end| end <= expect.size);
-        if !inside || b.len > BLOCK_BYTES_MAX {
-            return (Hashed::Ends(false), read);
-        }
-        buf.resize(b.len as usize, 0);
-        match file.read_exact_at(&mut buf, b.offset) {
-            Ok(()) => read += u64::from(b.len),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return (Hashed::Ends(false), read)
-            }
-            Err(e) => return (Hashed::Failed(io_line(&e)), read),
-        }
-        if *blake3::hash(&buf).as_bytes() != b.hash {
-            return (Hashed::Ends(false), read);
-        }
-    }
-    if !still(lstat_fd(&file), expect) {
-        return (Hashed::Changed, read);
-    }
-    (Hashed::Ends(true), read)
 }
 
 /// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
@@ -143,8 +97,7 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
 
 impl Scanner {
     /// Hashes every [`Plan::Hash`] item on the scanner's threads, biggest files first, and
-    /// checks the ends of every [`Plan::Move`] to confirm ([`check_ends`]): for each item,
-    /// what that gave and the bytes read.
+    /// every [`Plan::Move`] to confirm: for each item, what hashing gave and the bytes read.
     pub(super) fn hash_all(&self, items: &[Item]) -> Result<Vec<Option<(Hashed, u64)>>, ScanError> {
         let mut jobs: Vec<usize> = (0..items.len())
             .filter(|&i| {
@@ -165,12 +118,16 @@ impl Scanner {
             while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let item = &items[i];
                 let abs = self.root.join(&item.path);
-                match &item.plan {
-                    Plan::Hash(tier) => done.push((i, hash_file(&abs, &item.stat, *tier))),
+                // A rename to confirm is cut at the tier its cached blocks were cut at.
+                let tier = match &item.plan {
+                    Plan::Hash(tier) => Some(*tier),
                     Plan::Move { cached, .. } => {
-                        done.push((i, check_ends(&abs, &item.stat, &cached.blocks)));
+                        Some(Tier::from_index(cached.tier).unwrap_or(Tier::MIN))
                     }
-                    Plan::Dir | Plan::Symlink(_) => {}
+                    Plan::Dir | Plan::Symlink(_) => None,
+                };
+                if let Some(tier) = tier {
+                    done.push((i, hash_file(&abs, &item.stat, tier)));
                 }
             }
             done

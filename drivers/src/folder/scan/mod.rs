@@ -22,9 +22,9 @@
 //!    ([`ScanOutcome::unstable`]). A file with the inode, size and mtime of a file that is
 //!    gone (and not that inode in the cache at its own path: a hard link) is that file
 //!    renamed: it is reported as [`LocalChange::Moved`] with its cached blocks, and not
-//!    read whole; unless its mtime is a whole second (`tar`, `cp -p`, a reproducible build's
-//!    fixed time), when its first and last cached blocks are read and checked, and if they
-//!    differ (or it cannot be read) the old path is removed and the file hashed as new.
+//!    read; unless its mtime is a whole second (`tar`, `cp -p`, a reproducible build's fixed
+//!    time), when it is read whole to confirm it: if its blocks are not the cached ones it is
+//!    a new file, and the old path is removed (if it cannot be read, both wait).
 //! 4. **Record.** The root is checked again; then each change is recorded in the cache
 //!    under the lock, for one path at a time, and only if the path's `lstat` is still what
 //!    was walked and hashed (else the path is left for the next scan). Paths the cache holds
@@ -278,14 +278,9 @@ impl Scanner {
 
         let mut hashed = self.hash_all(&walk.items)?;
         for h in hashed.iter().flatten() {
-            match h {
-                (Hashed::Blocks(_), size) => {
-                    out.hashed_files += 1;
-                    out.hashed_bytes += size;
-                }
-                // A rename's ends, read to check it.
-                (Hashed::Ends(_), size) => out.hashed_bytes += size,
-                _ => {}
+            if let (Hashed::Blocks(_), size) = h {
+                out.hashed_files += 1;
+                out.hashed_bytes += size;
             }
         }
 
@@ -353,8 +348,8 @@ impl Scanner {
     }
 
     /// Records one changed path, if it is still what was walked (and hashed). Returns the
-    /// path a planned rename was from when the file's ends show it was no rename, or it
-    /// cannot be read (that path is gone all the same: its removal is reported next).
+    /// path a planned rename was from when the file's content shows it was no rename (that
+    /// path is gone all the same: its removal is reported next).
     fn record_item(
         &self,
         under: &mut Under,
@@ -400,7 +395,7 @@ impl Scanner {
                     out.skipped.push((path, SkipReason::Unreadable(why)));
                     return None;
                 }
-                Some(Hashed::Changed | Hashed::Ends(_)) | None => {
+                Some(Hashed::Changed) | None => {
                     out.unstable += 1;
                     return None;
                 }
@@ -417,17 +412,23 @@ impl Scanner {
                     return None;
                 }
                 match (confirm, hash) {
-                    (false, _) | (true, Some(Hashed::Ends(true))) => {}
-                    // Another file took the removed one's inode (its ends differ), or it
-                    // cannot be read: the old path is gone all the same, and the file is
-                    // hashed as a new one next time.
-                    (true, Some(Hashed::Ends(false))) => {
-                        out.unstable += 1;
+                    (false, _) => {}
+                    (true, Some(Hashed::Blocks(blocks))) if blocks == old.blocks => {}
+                    // Another file took the removed one's inode: a new file, and the old path
+                    // gone all the same.
+                    (true, Some(Hashed::Blocks(blocks))) => {
+                        let tier = Tier::from_index(old.tier).unwrap_or(Tier::MIN);
+                        let entry = stat.entry(&path, String::new(), blocks.clone());
+                        out.changes.push(LocalChange::Changed(entry));
+                        cache
+                            .entries
+                            .insert(path, stat.cached(String::new(), tier, blocks));
                         return Some(from);
                     }
+                    // Unreadable: nothing is known of it, and the old path stays until it is.
                     (true, Some(Hashed::Failed(why))) => {
                         out.skipped.push((path, SkipReason::Unreadable(why)));
-                        return Some(from);
+                        return None;
                     }
                     (true, _) => {
                         out.unstable += 1;

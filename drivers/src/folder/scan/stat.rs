@@ -141,21 +141,25 @@ impl<'r> Under<'r> {
         Under { root, parent: None }
     }
 
-    /// The `lstat` of `path`, relative to the root.
+    /// The `lstat` of `path`, relative to the root. An answer that it is [`gone`] through a
+    /// parent kept from before is looked up again from the root (the parent may have been
+    /// renamed or replaced since: a removal reported is not taken back).
     pub(super) fn lstat(&mut self, path: &str) -> io::Result<Found> {
         let (dir, name) = match path.rfind('/') {
             Some(slash) => (&path[..slash], &path[slash + 1..]),
             None => ("", path),
         };
-        if self.parent.as_ref().is_none_or(|(held, _)| held != dir) {
-            self.parent = None;
-            let fd = crate::folder::disk::open_dir_under(self.root, dir)?;
-            self.parent = Some((dir.to_string(), fd));
+        if let Some((_, fd)) = self.parent.as_ref().filter(|(held, _)| held == dir) {
+            let found = lstat_at(fd, name);
+            if !gone(&found) {
+                return found;
+            }
         }
-        match &self.parent {
-            Some((_, fd)) => lstat_at(fd, name),
-            None => Err(io::Error::other("no parent")),
-        }
+        self.parent = None;
+        let fd = crate::folder::disk::open_dir_under(self.root, dir)?;
+        let found = lstat_at(&fd, name);
+        self.parent = Some((dir.to_string(), fd));
+        found
     }
 }
 

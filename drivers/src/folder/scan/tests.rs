@@ -370,7 +370,9 @@ fn a_removal_is_not_recorded_once_the_marker_is_gone() {
     fs::remove_file(f.p("top.txt")).expect("rm");
     fs::remove_file(f.p(".weft/folder")).expect("rm marker");
     let mut out = ScanOutcome::default();
-    assert!(s.remove(&mut Under::new(&f.root), "top.txt", &mut out).is_err());
+    assert!(s
+        .remove(&mut Under::new(&f.root), "top.txt", &mut out)
+        .is_err());
     assert!(out.changes.is_empty());
     assert!(s.cache().lock().entries.contains_key("top.txt"));
 }
@@ -965,9 +967,8 @@ fn removing_one_name_of_a_hard_link_is_no_rename() {
 }
 
 /// A file whose mtime is a whole second (as `tar` and `cp -p` from a coarse disk leave it)
-/// taking the inode a removed file of the same size and mtime had has its ends read: they
-/// differ, so the old path is removed and the file hashed as a new one with its own blocks;
-/// a true rename of such a file is still a move, and only its ends are read.
+/// taking the inode a removed file of the same size and mtime had is read: a new file with
+/// its own blocks, and the old path removed; a true rename of such a file is still a move.
 #[test]
 fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
     let f = Folder::new();
@@ -1000,16 +1001,14 @@ fn a_freed_inode_taken_again_at_a_whole_second_mtime_is_no_rename() {
             .any(|c| matches!(c, LocalChange::Moved { .. })),
         "{o:?}"
     );
-    assert_eq!(removed(&o.changes), ["old"]);
-    assert_eq!(o.unstable, 1, "new is hashed by the next scan: {o:?}");
-    let o = later(&s);
     assert_eq!(changed(&o.changes)["new"].blocks, blocks_of(b"content Y"));
+    assert_eq!(removed(&o.changes), ["old"]);
     only_done(&later(&s));
 
-    // A true rename of such a file: its ends read, and a move.
+    // A true rename of such a file: read, and a move.
     fs::rename(f.p("new"), f.p("renamed")).expect("mv");
     let o = later(&s);
-    assert_eq!((o.hashed_files, o.hashed_bytes), (0, 9));
+    assert_eq!(o.hashed_files, 1);
     assert!(
         matches!(&o.changes[..], [LocalChange::Moved { from, to }, LocalChange::ScanDone]
             if from == "new" && to.path == "renamed" && to.blocks == blocks_of(b"content Y")),
@@ -1062,4 +1061,21 @@ fn an_unmounted_bind_mount_of_the_same_disk_is_not_taken_for_deletes() {
     let o = later(&s);
     only_done(&o);
     assert_eq!(o.skipped, vec![("disk".to_string(), SkipReason::Unmounted)]);
+}
+
+/// The record step's lookups keep the last parent opened; a path they find gone through it
+/// is looked up again from the root, so a parent renamed and made again since (as the disk
+/// worker applies a peer's rename) does not make a file written there look removed.
+#[test]
+fn a_path_gone_through_a_kept_parent_is_looked_up_again() {
+    let f = Folder::new();
+    f.mkdir("a");
+    f.write("a/keep", b"k");
+    let mut under = Under::new(&f.root);
+    assert!(!gone(&under.lstat("a/keep")));
+    fs::rename(f.p("a"), f.p("b")).expect("mv a b");
+    f.mkdir("a");
+    f.write("a/old", b"written again");
+    assert!(!gone(&under.lstat("a/old")), "found through the new a");
+    assert!(gone(&under.lstat("a/keep")), "the new a has no keep");
 }
