@@ -323,6 +323,31 @@ fn a_create_whose_node_cannot_start_leaves_nothing_behind() {
     assert!(shared.join(".weft/folder").exists(), "{}", a.log_text());
 }
 
+/// Waits until `node`'s `weft status` lists `path` (its folder's first scan found it).
+fn wait_for_status_path(node: &NodeProc, what: &str, path: &str) {
+    wait_for(what, &[node], || {
+        String::from_utf8_lossy(&node.command("status", &[]).stdout).contains(path)
+    });
+}
+
+/// Runs `weft leave` (with `--delete` if `delete`) for `node`'s network, asserts it exits 0,
+/// and returns what it printed.
+fn leave_ok(net: &str, node: &NodeProc, delete: bool) -> String {
+    let state = node.state.display().to_string();
+    let mut args = vec!["leave", "--name", net, "--state", &state];
+    if delete {
+        args.push("--delete");
+    }
+    let out = run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits until `done` holds; panics after [`CONVERGE`] with the nodes' logs.
 fn wait_for(what: &str, nodes: &[&NodeProc], mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + CONVERGE;
@@ -624,9 +649,7 @@ fn leave_never_removes_a_folder_that_is_not_the_networks() {
     let shared = dir.join("A");
     put(&shared.join("doc.txt"), b"mine\n");
     let a = create(dir, &net, "a", &shared, "mio");
-    wait_for("the first scan", &[&a], || {
-        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
-    });
+    wait_for_status_path(&a, "the first scan", "doc.txt");
     ok(&a.command("shutdown", &[]));
     // The config now names another folder, with someone else's files and no marker.
     let other = dir.join("home");
@@ -669,24 +692,14 @@ fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
     let shared = dir.join("A");
     put(&shared.join("doc.txt"), b"mine\n");
     let a = create(dir, &net, "a", &shared, "mio");
-    wait_for("the first scan", &[&a], || {
-        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
-    });
+    wait_for_status_path(&a, "the first scan", "doc.txt");
     // A replaced version in the trash, as a peer's update leaves it.
     fs::write(
         shared.join(".weft/trash/1796000000000-0-doc.txt"),
         b"older\n",
     )
     .expect("write");
-    let state = a.state.display().to_string();
-    let out = run(&["leave", "--name", &net, "--state", &state]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = leave_ok(&net, &a, false);
     assert!(
         said.contains("is kept") && said.contains("1 replaced or deleted file stays"),
         "{said}"
@@ -697,17 +710,8 @@ fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
     assert!(shared.join(".weft/trash/1796000000000-0-doc.txt").exists());
     // A weft folder no more: it can be shared again, and then left with --delete.
     let b = create(dir, &net, "b", &shared, "mio");
-    wait_for("the second first scan", &[&b], || {
-        String::from_utf8_lossy(&b.command("status", &[]).stdout).contains("doc.txt")
-    });
-    let state = b.state.display().to_string();
-    let out = run(&["leave", "--name", &net, "--state", &state, "--delete"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wait_for_status_path(&b, "the second first scan", "doc.txt");
+    leave_ok(&net, &b, true);
     assert!(!shared.exists(), "--delete removes the folder");
 }
 
@@ -770,23 +774,13 @@ fn a_folder_holding_wefts_own_is_refused_and_leave_removes_only_wefts_files() {
     // Leaving removes weft's own files from `.weft` and nothing else there.
     put(&shared.join("doc.txt"), b"mine\n");
     let a = create(dir, &net, "a", &shared, "mio");
-    wait_for("the first scan", &[&a], || {
-        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
-    });
+    wait_for_status_path(&a, "the first scan", "doc.txt");
     put(
         &shared.join(".weft/tmp/00000000000000ff"),
         b"a temporary file",
     );
     put(&shared.join(".weft/tmp/not-weft.txt"), b"not weft's");
-    let state = at(&a.state);
-    let out = run(&["leave", "--name", &net, "--state", &state]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = leave_ok(&net, &a, false);
     assert!(
         said.contains("stays: it holds what weft did not put there"),
         "{said}"
@@ -879,17 +873,8 @@ fn leave_delete_through_a_symlink_deletes_the_folder_it_leads_to() {
     let link = dir.join("link");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
     let a = create(dir, &net, "a", &link, "mio");
-    wait_for("the first scan", &[&a], || {
-        String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("doc.txt")
-    });
-    let state = a.state.display().to_string();
-    let out = run(&["leave", "--name", &net, "--state", &state, "--delete"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wait_for_status_path(&a, "the first scan", "doc.txt");
+    leave_ok(&net, &a, true);
     assert!(!real.exists(), "the folder the link leads to is deleted");
     assert!(fs::symlink_metadata(&link).is_err(), "the link is gone");
 }
