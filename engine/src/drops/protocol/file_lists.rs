@@ -122,11 +122,15 @@ impl DropsProtocol {
             return Ok(());
         };
         let total = manifest.files as usize;
-        // §22.3's path rules first: a list with one path they refuse is refused whole.
+        // §22.3's path rules first: a list with one path they refuse is refused whole. A
+        // list past the manifest's files or bytes is refused at once, not once it has all
+        // come (a holder could make this node keep far more than the manifest says).
         let result = if m.files.is_empty() && a.files.len() < total {
             Err(weft_protocol::DropError::RootMismatch)
         } else {
-            check_paths(&m.files).and_then(|()| a.hasher.push_batch(&m.files))
+            check_paths(&m.files)
+                .and_then(|()| a.hasher.push_batch(&m.files))
+                .and_then(|()| within(&a.hasher, manifest))
         };
         if let Err(error) = result {
             held.assembly = None;
@@ -139,6 +143,9 @@ impl DropsProtocol {
             return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
         }
         a.files.extend(m.files);
+        // A list coming in batch after batch is not fetched again from its start: it is
+        // stale only once no batch has come for a sync interval.
+        a.asked_at = self.now;
         if a.files.len() < total {
             let from = a.files.len() as u32;
             let version = a.version;
@@ -217,4 +224,25 @@ impl DropsProtocol {
             self.update_shown(m.drop, None);
         }
     }
+}
+
+/// Whether the files pushed so far are within what `manifest` says: no more files, no more
+/// bytes.
+fn within(
+    hasher: &RootHasher,
+    manifest: &weft_protocol::DropManifest,
+) -> Result<(), weft_protocol::DropError> {
+    if hasher.files() > manifest.files {
+        return Err(weft_protocol::DropError::FileCountMismatch {
+            expected: manifest.files,
+            got: hasher.files(),
+        });
+    }
+    if hasher.bytes() > manifest.bytes {
+        return Err(weft_protocol::DropError::ByteCountMismatch {
+            expected: manifest.bytes,
+            got: hasher.bytes(),
+        });
+    }
+    Ok(())
 }

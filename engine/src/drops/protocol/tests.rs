@@ -639,3 +639,110 @@ fn an_owner_publishes_over_more_heads_than_a_version_may_name() {
         Err(DropsRefusal::TooManyOwners(_))
     ));
 }
+
+/// The DROP_GET_FILES asks among `outputs`, by where they start.
+fn file_asks(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<u32> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ProtocolOutput::Send { message, .. } if message.code == Code::DROP_GET_FILES => {
+                match Message::decode(message.code, &message.payload) {
+                    Ok(Message::Drop(DropMessage::GetFiles(g))) => Some(g.from),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A file list coming batch after batch is not fetched again from its start at the next
+/// sync: it is stale only once no batch came for `DROP_SYNC_INTERVAL` (a list that took more
+/// than one interval to come never finished).
+#[test]
+fn a_file_list_coming_in_batches_is_not_started_again() {
+    let owner = Identity::from_secret(&OWNER);
+    let peer = peer_of(&owner);
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&peer);
+    let files: Vec<DropFile> = (0..600)
+        .map(|i| file(&format!("f{i:04}"), FileKind::File, None))
+        .collect();
+    let v = version_of(&files);
+    let version = v.version_id();
+    h.message(&peer, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    assert_eq!(file_asks(&h.outputs()), [0]);
+    h.advance(Duration::from_secs(4));
+    h.outputs();
+    let batch = DropFiles {
+        drop,
+        version,
+        from: 0,
+        files: files[..256].to_vec(),
+    };
+    h.message(&peer, DropMessage::Files(batch)).expect("a batch");
+    assert_eq!(file_asks(&h.outputs()), [256]);
+    // Past an interval since the first ask, not since the last batch: still coming.
+    h.advance(Duration::from_secs(2));
+    assert_eq!(file_asks(&h.outputs()), Vec::<u32>::new());
+    for from in [256, 512] {
+        let batch = DropFiles {
+            drop,
+            version,
+            from: from as u32,
+            files: files[from..(from + 256).min(600)].to_vec(),
+        };
+        h.message(&peer, DropMessage::Files(batch)).expect("the rest");
+    }
+    assert_eq!(h.drops.shown(&drop), Some(version));
+}
+
+/// A file list past the manifest's bytes is refused with the batch that passes them, not
+/// kept until the list ends.
+#[test]
+fn a_file_list_past_the_manifests_bytes_is_refused_at_once() {
+    let owner = Identity::from_secret(&OWNER);
+    let peer = peer_of(&owner);
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&peer);
+    let sized = |path: &str, size: u32| DropFile {
+        path: path.into(),
+        kind: FileKind::File,
+        mode: 6,
+        size: u64::from(size),
+        target: None,
+        blocks: vec![weft_protocol::Block {
+            offset: 0,
+            len: size,
+            hash: [7; 32],
+        }],
+    };
+    let v = version_of(&[sized("a", 5), sized("b", 5)]);
+    let version = v.version_id();
+    h.message(&peer, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    h.outputs();
+    let big = DropFiles {
+        drop,
+        version,
+        from: 0,
+        files: vec![sized("a", 1000)],
+    };
+    assert!(h.message(&peer, DropMessage::Files(big)).is_err());
+    let refused = h.outputs().into_iter().find_map(|o| match o {
+        ProtocolOutput::Event(DropsEvent {
+            kind: DropsEventKind::FilesRefused { error, .. },
+            ..
+        }) => Some(error),
+        _ => None,
+    });
+    assert!(
+        matches!(refused, Some(DropError::ByteCountMismatch { expected: 10, got: 1000 })),
+        "{refused:?}"
+    );
+}
