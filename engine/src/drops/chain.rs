@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use weft_protocol::{check_version, DropError, DropId, DropManifest, VersionId};
+use weft_protocol::{check_version, DropError, DropId, DropManifest, DropOwners, VersionId};
 
 /// Most versions of one drop a node keeps; a version beyond it is refused
 /// ([`Offer::HistoryFull`]). Versions are never forgotten, so a replayed old one is always
@@ -43,6 +43,8 @@ pub struct Chain {
     versions: BTreeMap<VersionId, DropManifest>,
     heads: BTreeSet<VersionId>,
     waiting: BTreeMap<VersionId, DropManifest>,
+    /// The primary's newest version: the highest counter, then id, of those it signed.
+    primary_newest: Option<VersionId>,
 }
 
 impl Chain {
@@ -53,6 +55,7 @@ impl Chain {
             versions: BTreeMap::new(),
             heads: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            primary_newest: None,
         }
     }
 
@@ -156,8 +159,31 @@ impl Chain {
         }
         // No held version names `id` as a parent: a child is accepted only after it.
         self.heads.insert(id);
+        if m.signer == m.owners.primary {
+            let newer = self
+                .primary_newest
+                .and_then(|p| self.versions.get(&p).map(|n| (n.counter, p)))
+                .is_none_or(|newest| (m.counter, id) > newest);
+            if newer {
+                self.primary_newest = Some(id);
+            }
+        }
         self.versions.insert(id, m);
         Ok(())
+    }
+
+    /// The owners every copy goes by: those of the primary's newest version (the highest
+    /// counter, then id, of the versions the primary signed; the first version is one). The
+    /// primary alone adds and removes secondary owners, so an owner it removed stays removed
+    /// whatever versions it signs on another branch, from a version that still listed it.
+    pub fn owners(&self) -> Option<&DropOwners> {
+        let newest = self.primary_newest?;
+        self.versions.get(&newest).map(|m| &m.owners)
+    }
+
+    /// Whether `m` was signed by the primary or by an owner [`owners`](Self::owners) lists.
+    fn signed_by_an_owner(&self, m: &DropManifest) -> bool {
+        m.signer == m.owners.primary || self.owners().is_some_and(|o| o.contains(&m.signer))
     }
 
     /// A held version.
@@ -170,13 +196,20 @@ impl Chain {
         self.heads.iter()
     }
 
-    /// The head a copy shows: the highest counter, then the highest id (the same choice at
-    /// every node).
+    /// The head a copy shows: of the heads signed by the primary or an owner
+    /// [`owners`](Self::owners) lists, the highest counter, then the highest id (the same
+    /// choice at every node holding the same versions); the primary's newest version if no
+    /// head is (a removed owner's branch is never shown).
     pub fn current(&self) -> Option<(VersionId, &DropManifest)> {
         self.heads
             .iter()
             .filter_map(|h| self.versions.get(h).map(|m| (*h, m)))
+            .filter(|(_, m)| self.signed_by_an_owner(m))
             .max_by_key(|(h, m)| (m.counter, *h))
+            .or_else(|| {
+                let newest = self.primary_newest?;
+                self.versions.get(&newest).map(|m| (newest, m))
+            })
     }
 
     /// How many versions are held.
@@ -287,6 +320,32 @@ mod tests {
         assert_eq!(chain.offer(v2), Offer::Known);
         assert_eq!(chain.current().map(|(h, _)| h), Some(id2));
         assert_eq!(chain.heads().count(), 1);
+        chain.check_invariants().expect("invariants");
+    }
+
+    /// An owner the primary removed may still sign versions after one that listed it (the
+    /// rules check each version against its parents only), on a branch of its own with higher
+    /// counters: that branch is never shown, and the owners every copy goes by are the
+    /// primary's newest version's.
+    #[test]
+    fn a_removed_owners_branch_is_never_current() {
+        let mut chain = Chain::new(drop_id());
+        let v1 = version(&PRIMARY, 1, &[], owners(&[SECOND]), 1);
+        let v2 = version(&PRIMARY, 2, &[&v1], owners(&[]), 2);
+        let f2 = version(&SECOND, 2, &[&v1], owners(&[SECOND]), 3);
+        let f3 = version(&SECOND, 3, &[&f2], owners(&[SECOND]), 4);
+        for v in [&v1, &v2, &f2, &f3] {
+            assert!(matches!(chain.offer(v.clone()), Offer::Accepted(_)));
+        }
+        assert_eq!(chain.heads().count(), 2);
+        assert_eq!(chain.owners(), Some(&owners(&[])));
+        assert_eq!(chain.current().map(|(h, _)| h), Some(v2.version_id()));
+        // Added again by the primary: its branch counts again.
+        let v3 = version(&PRIMARY, 3, &[&v2], owners(&[SECOND]), 5);
+        assert!(matches!(chain.offer(v3.clone()), Offer::Accepted(_)));
+        assert_eq!(chain.owners(), Some(&owners(&[SECOND])));
+        let highest = v3.version_id().max(f3.version_id());
+        assert_eq!(chain.current().map(|(h, _)| h), Some(highest));
         chain.check_invariants().expect("invariants");
     }
 

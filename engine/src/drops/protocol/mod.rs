@@ -236,12 +236,12 @@ impl DropsProtocol {
         self.outputs.push_back(ProtocolOutput::Command(command));
     }
 
-    /// Whether this node is an owner of `held`'s current version (or created it and no
-    /// version exists yet).
+    /// Whether this node is an owner of `held` by the owners every copy goes by
+    /// (`Chain::owners`), or created it and no version exists yet.
     fn is_owner(&self, held: &Held) -> bool {
         let me = self.identity.public_key();
-        match held.chain.current() {
-            Some((_, m)) => m.owners.contains(&me),
+        match held.chain.owners() {
+            Some(owners) => owners.contains(&me),
             None => held.created.is_some(),
         }
     }
@@ -253,9 +253,9 @@ impl DropsProtocol {
             return Gate::default();
         };
         let owner = self.is_owner(held);
-        let trusted = match (owner, held.chain.current()) {
-            (true, Some((_, m))) => core::iter::once(m.owners.primary)
-                .chain(m.owners.secondary.iter().copied())
+        let trusted = match (owner, held.chain.owners()) {
+            (true, Some(owners)) => core::iter::once(owners.primary)
+                .chain(owners.secondary.iter().copied())
                 .map(|k| NodeId::from_public_key(&k))
                 .filter(|n| *n != self.me)
                 .collect(),

@@ -683,7 +683,8 @@ fn a_file_list_coming_in_batches_is_not_started_again() {
         from: 0,
         files: files[..256].to_vec(),
     };
-    h.message(&peer, DropMessage::Files(batch)).expect("a batch");
+    h.message(&peer, DropMessage::Files(batch))
+        .expect("a batch");
     assert_eq!(file_asks(&h.outputs()), [256]);
     // Past an interval since the first ask, not since the last batch: still coming.
     h.advance(Duration::from_secs(2));
@@ -695,7 +696,8 @@ fn a_file_list_coming_in_batches_is_not_started_again() {
             from: from as u32,
             files: files[from..(from + 256).min(600)].to_vec(),
         };
-        h.message(&peer, DropMessage::Files(batch)).expect("the rest");
+        h.message(&peer, DropMessage::Files(batch))
+            .expect("the rest");
     }
     assert_eq!(h.drops.shown(&drop), Some(version));
 }
@@ -742,7 +744,13 @@ fn a_file_list_past_the_manifests_bytes_is_refused_at_once() {
         _ => None,
     });
     assert!(
-        matches!(refused, Some(DropError::ByteCountMismatch { expected: 10, got: 1000 })),
+        matches!(
+            refused,
+            Some(DropError::ByteCountMismatch {
+                expected: 10,
+                got: 1000
+            })
+        ),
         "{refused:?}"
     );
 }

@@ -60,7 +60,11 @@ impl DropsProtocol {
             .collect();
         heads.sort_by_key(|m| (std::cmp::Reverse(m.counter), m.version_id()));
         heads.truncate(DROP_PARENTS_MAX);
-        let current = held.chain.current().map(|(_, m)| m.owners.clone());
+        // The primary goes by its own newest version's owners (an owner it removed stays
+        // removed, whatever a branch still lists); a secondary owner may not change the list,
+        // and keeps the current version's.
+        let by_primary = held.chain.owners().filter(|o| o.primary == me).cloned();
+        let current = by_primary.or_else(|| held.chain.current().map(|(_, m)| m.owners.clone()));
         let mut owners = current.unwrap_or(DropOwners {
             primary: me,
             secondary: Vec::new(),
