@@ -73,8 +73,13 @@ impl DropsProtocol {
         {
             return;
         }
-        // A stale assembly's peer is tried last.
+        // A stale assembly's peer is no holder any more (it may send its heads again), and
+        // is tried last: holders that do not answer are not asked in turn for good while
+        // one that would answer waits.
         let stale = held.assembly.take().map(|a| a.peer);
+        if let Some(peer) = stale {
+            held.holders.remove(&peer);
+        }
         let peer = prefer
             .filter(|p| linked.contains(p) && Some(*p) != stale)
             .or_else(|| {

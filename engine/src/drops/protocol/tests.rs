@@ -754,3 +754,50 @@ fn a_file_list_past_the_manifests_bytes_is_refused_at_once() {
         "{refused:?}"
     );
 }
+
+/// Holders that never answer a file list are not asked in turn for good while one that
+/// would answer waits: a stale assembly's peer is no holder any more.
+#[test]
+fn holders_that_never_answer_give_way_to_one_that_does() {
+    let mut ids: Vec<Identity> = (0x30..0x40u8)
+        .map(|b| Identity::from_secret(&[b; 32]))
+        .collect();
+    ids.sort_by_key(|i| i.node_id());
+    // x and y, the lowest ids, never answer; h, the highest, would.
+    let (x, y, h_id) = (peer_of(&ids[0]), peer_of(&ids[1]), peer_of(&ids[15]));
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    for p in [&x, &y, &h_id] {
+        h.link(p);
+    }
+    let v = version_of(&[file("a", FileKind::File, None)]);
+    let version = v.version_id();
+    h.message(&x, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    for p in [&y, &h_id] {
+        let heads = weft_protocol::DropHeads {
+            drop,
+            heads: vec![version],
+        };
+        h.message(p, DropMessage::Heads(heads)).expect("heads");
+    }
+    h.outputs();
+    let mut asked = Vec::new();
+    for _ in 0..6 {
+        h.advance(DROP_SYNC_INTERVAL + Duration::from_secs(1));
+        for o in h.outputs() {
+            if let ProtocolOutput::Send {
+                to: crate::sending::Recipients::Peer(to),
+                message,
+                ..
+            } = o
+            {
+                if message.code == Code::DROP_GET_FILES {
+                    asked.push(to);
+                }
+            }
+        }
+    }
+    assert!(asked.contains(&h_id.node), "{asked:?}");
+}
