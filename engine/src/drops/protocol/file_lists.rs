@@ -17,6 +17,16 @@ impl DropsProtocol {
     /// Moves the folder to the current head once its file list is verified; asks for the
     /// list (of `prefer`, else another holder) when it is not.
     pub(super) fn update_shown(&mut self, drop: DropId, prefer: Option<NodeId>) {
+        // The owners in force changed without the current version changing (the primary
+        // removed or added an owner on a branch that is not the highest): the gate goes by
+        // them.
+        if self
+            .drops
+            .get(&drop)
+            .is_some_and(|h| h.gate_owners.as_ref() != h.chain.owners())
+        {
+            self.set_gate(drop);
+        }
         let now = self.now;
         let linked = self.linked.clone();
         let Some(held) = self.drops.get_mut(&drop) else {
@@ -73,12 +83,14 @@ impl DropsProtocol {
         {
             return;
         }
-        // A stale assembly's peer is no holder any more (it may send its heads again), and
-        // is tried last: holders that do not answer are not asked in turn for good while
+        // A timed-out assembly's peer is no holder any more (it may send its heads again),
+        // and is tried last: holders that do not answer are not asked in turn for good while
         // one that would answer waits.
-        let stale = held.assembly.take().map(|a| a.peer);
-        if let Some(peer) = stale {
-            held.holders.remove(&peer);
+        let displaced = held.assembly.take();
+        let stale = displaced.as_ref().map(|a| a.peer);
+        if let Some(a) = displaced.filter(|a| a.version == current) {
+            // Timed out (not displaced by a newer version, whose peer was answering).
+            held.holders.remove(&a.peer);
         }
         let peer = prefer
             .filter(|p| linked.contains(p) && Some(*p) != stale)

@@ -82,6 +82,8 @@ struct Held {
     assembly: Option<Assembly>,
     /// Its tracker counters.
     tracker: DropTracker,
+    /// The owners in force the folder's gate was last given by (`Chain::owners`).
+    gate_owners: Option<weft_protocol::DropOwners>,
 }
 
 impl Held {
@@ -95,6 +97,7 @@ impl Held {
             holders: BTreeSet::new(),
             assembly: None,
             tracker: DropTracker::default(),
+            gate_owners: None,
         }
     }
 
@@ -275,6 +278,9 @@ impl DropsProtocol {
 
     fn set_gate(&mut self, drop: DropId) {
         let gate = self.gate(&drop);
+        if let Some(held) = self.drops.get_mut(&drop) {
+            held.gate_owners = held.chain.owners().cloned();
+        }
         self.command(Command::Replicate(ReplicateCommand::Folder {
             folder: drop.folder_id(),
             command: ReplicaCommand::SetGate(gate),
@@ -285,6 +291,9 @@ impl DropsProtocol {
     fn add_folder(&mut self, drop: DropId) {
         let mut config = ReplicaConfig::new(drop.folder_id(), self.me);
         config.gate = Some(self.gate(&drop));
+        if let Some(held) = self.drops.get_mut(&drop) {
+            held.gate_owners = held.chain.owners().cloned();
+        }
         self.command(Command::Replicate(ReplicateCommand::AddFolder(config)));
     }
 

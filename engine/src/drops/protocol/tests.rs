@@ -801,3 +801,88 @@ fn holders_that_never_answer_give_way_to_one_that_does() {
     }
     assert!(asked.contains(&h_id.node), "{asked:?}");
 }
+
+/// A version of the owner's drop signed by `by`, after `parents`, with `owners`' secondary
+/// keys and `files`.
+fn signed_version(
+    by: &[u8; 32],
+    counter: u64,
+    parents: &[&DropManifest],
+    secondary: &[PublicKey],
+    files: &[DropFile],
+) -> DropManifest {
+    let owner = Identity::from_secret(&OWNER);
+    let mut hasher = RootHasher::new();
+    hasher.push_batch(files).expect("in order");
+    let mut parents: Vec<VersionId> = parents.iter().map(|m| m.version_id()).collect();
+    parents.sort();
+    let mut secondary = secondary.to_vec();
+    secondary.sort();
+    let fields = ManifestFields {
+        drop: owner_drop(),
+        nonce: NONCE,
+        counter,
+        parents,
+        owners: DropOwners {
+            primary: owner.public_key(),
+            secondary,
+        },
+        root: hasher.root(),
+        files: hasher.files(),
+        bytes: hasher.bytes(),
+    };
+    DropManifest::sign(fields, by)
+}
+
+/// The nodes the last gate given to the drop's folder trusts.
+fn last_gate_trusted(outputs: &[ProtocolOutput<DropsEvent>]) -> Option<BTreeSet<NodeId>> {
+    outputs.iter().rev().find_map(|o| match o {
+        ProtocolOutput::Command(Command::Replicate(ReplicateCommand::Folder {
+            command: ReplicaCommand::SetGate(gate),
+            ..
+        })) => Some(gate.trusted.clone()),
+        _ => None,
+    })
+}
+
+/// The primary removes an owner on a branch that is not the highest (another owner's
+/// versions have higher counters, so the current version stays): the gate goes by the owners
+/// in force at once, and trusts the removed owner no more.
+#[test]
+fn a_gate_follows_the_owners_in_force_when_the_current_version_stays() {
+    let me_secret = Config::from_seed("test-net", 1).secret_key;
+    let me = Identity::from_secret(&me_secret);
+    let s_secret = [0x0c; 32];
+    let s = Identity::from_secret(&s_secret);
+    let owner = Identity::from_secret(&OWNER);
+    let peer = peer_of(&owner);
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&peer);
+    let files = [file("a", FileKind::File, None)];
+    let both = [me.public_key(), s.public_key()];
+    let v1 = signed_version(&OWNER, 1, &[], &both, &files);
+    let t2 = signed_version(&me_secret, 2, &[&v1], &both, &files);
+    let t3 = signed_version(&me_secret, 3, &[&t2], &both, &files);
+    for v in [&v1, &t2, &t3] {
+        h.message(&peer, DropMessage::Version(Box::new(v.clone())))
+            .expect("a valid version");
+    }
+    let t3_files = DropFiles {
+        drop,
+        version: t3.version_id(),
+        from: 0,
+        files: files.to_vec(),
+    };
+    h.message(&peer, DropMessage::Files(t3_files)).expect("the list");
+    let trusted = last_gate_trusted(&h.outputs()).expect("a gate");
+    assert!(trusted.contains(&s.node_id()), "{trusted:?}");
+    // The primary removes s, after v1: t3 stays current.
+    let v2 = signed_version(&OWNER, 2, &[&v1], &[me.public_key()], &files);
+    h.message(&peer, DropMessage::Version(Box::new(v2)))
+        .expect("a valid version");
+    let trusted = last_gate_trusted(&h.outputs()).expect("a gate again");
+    assert!(!trusted.contains(&s.node_id()), "{trusted:?}");
+    assert!(trusted.contains(&owner.node_id()));
+}
