@@ -875,7 +875,8 @@ fn a_gate_follows_the_owners_in_force_when_the_current_version_stays() {
         from: 0,
         files: files.to_vec(),
     };
-    h.message(&peer, DropMessage::Files(t3_files)).expect("the list");
+    h.message(&peer, DropMessage::Files(t3_files))
+        .expect("the list");
     let trusted = last_gate_trusted(&h.outputs()).expect("a gate");
     assert!(trusted.contains(&s.node_id()), "{trusted:?}");
     // The primary removes s, after v1: t3 stays current.
@@ -885,4 +886,55 @@ fn a_gate_follows_the_owners_in_force_when_the_current_version_stays() {
     let trusted = last_gate_trusted(&h.outputs()).expect("a gate again");
     assert!(!trusted.contains(&s.node_id()), "{trusted:?}");
     assert!(trusted.contains(&owner.node_id()));
+}
+
+/// A secondary owner publishes while a removed owner's branch (listing other owners) is a
+/// head: it follows only the heads that list the owners in force, so its version keeps to
+/// rule 12 and is taken, instead of being refused by its own chain.
+#[test]
+fn a_secondary_owner_publishes_past_a_removed_owners_branch() {
+    let me_secret = Config::from_seed("test-net", 1).secret_key;
+    let me = Identity::from_secret(&me_secret);
+    let r_secret = [0x0d; 32];
+    let r = Identity::from_secret(&r_secret);
+    let owner = Identity::from_secret(&OWNER);
+    let peer = peer_of(&owner);
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(&peer);
+    let files = [file("a", FileKind::File, None)];
+    let v1 = signed_version(&OWNER, 1, &[], &[me.public_key(), r.public_key()], &files);
+    let v2 = signed_version(&OWNER, 2, &[&v1], &[me.public_key()], &files);
+    let r2 = signed_version(
+        &r_secret,
+        2,
+        &[&v1],
+        &[me.public_key(), r.public_key()],
+        &files,
+    );
+    let r3 = signed_version(
+        &r_secret,
+        3,
+        &[&r2],
+        &[me.public_key(), r.public_key()],
+        &files,
+    );
+    for v in [&v1, &v2, &r2, &r3] {
+        h.message(&peer, DropMessage::Version(Box::new(v.clone())))
+            .expect("a valid version");
+    }
+    h.outputs();
+    let cx = Context {
+        session: &h.session,
+    };
+    let mine = vec![file("b", FileKind::File, None)];
+    h.drops
+        .publish(h.now, &cx, drop, None, Some(mine))
+        .expect("published");
+    let held = h.drops.drops.get(&drop).expect("held");
+    let (_, current) = held.chain.current().expect("a current version");
+    assert_eq!(current.signer, me.public_key());
+    assert_eq!(current.parents, vec![v2.version_id()]);
+    assert_eq!(current.owners.secondary, vec![me.public_key()]);
 }

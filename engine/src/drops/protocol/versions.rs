@@ -51,21 +51,24 @@ impl DropsProtocol {
             return Err(DropsRefusal::HistoryFull(drop));
         }
         let me = self.identity.public_key();
+        let in_force = held.chain.owners().cloned();
+        let primary = in_force.as_ref().is_none_or(|o| o.primary == me);
         // The new version merges the heads, at most `DROP_PARENTS_MAX` of them (the highest
-        // counters, then ids): any more stay branches, merged by the next publishes.
+        // counters, then ids): any more stay branches, merged by the next publishes. A
+        // secondary owner may not change the owner list (rule 12), so it follows only the
+        // heads that list the owners in force (the current version is one); the others (a
+        // removed owner's branch, one from before the list changed) wait for the primary.
         let mut heads: Vec<&DropManifest> = held
             .chain
             .heads()
             .filter_map(|h| held.chain.get(h))
+            .filter(|m| primary || in_force.as_ref() == Some(&m.owners))
             .collect();
         heads.sort_by_key(|m| (std::cmp::Reverse(m.counter), m.version_id()));
         heads.truncate(DROP_PARENTS_MAX);
-        // The primary goes by its own newest version's owners (an owner it removed stays
-        // removed, whatever a branch still lists); a secondary owner may not change the list,
-        // and keeps the current version's.
-        let by_primary = held.chain.owners().filter(|o| o.primary == me).cloned();
-        let current = by_primary.or_else(|| held.chain.current().map(|(_, m)| m.owners.clone()));
-        let mut owners = current.unwrap_or(DropOwners {
+        // Every owner goes by the owners in force: the primary's newest version's (an owner
+        // it removed stays removed, whatever a branch still lists).
+        let mut owners = in_force.unwrap_or(DropOwners {
             primary: me,
             secondary: Vec::new(),
         });
