@@ -172,6 +172,51 @@ pub struct DropsMetrics {
     pub tracker_holders_dialed: u64,
 }
 
+/// Checks a whole list's symlinks against each other (SPEC.md §24.3): a symlink target that
+/// goes up (`..`) after passing through a symlink the list holds is refused
+/// (`SymlinkEscapes`). Each target was checked alone to stay inside the folder, read as
+/// text; through another link (`a/up -> ../..`, then `x -> a/up/../..`) it could lead out
+/// of it, for any program that follows them (weft follows none).
+pub(crate) fn check_symlink_chains(files: &[DropFile]) -> Result<(), DropError> {
+    let links: std::collections::BTreeSet<&str> = files
+        .iter()
+        .filter(|f| f.kind == FileKind::Symlink)
+        .map(|f| f.path.as_str())
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    for f in files.iter().filter(|f| f.kind == FileKind::Symlink) {
+        let Some(target) = &f.target else { continue };
+        // The link's directory, then the target's components, as a path is walked.
+        let mut at: Vec<&str> = f.path.split('/').collect();
+        at.pop();
+        let mut through_a_link = at
+            .iter()
+            .enumerate()
+            .any(|(i, _)| links.contains(at[..=i].join("/").as_str()));
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." if through_a_link => {
+                    return Err(DropError::BadPath {
+                        path: f.path.clone(),
+                        refusal: weft_protocol::PathRefusal::SymlinkEscapes,
+                    });
+                }
+                ".." => {
+                    at.pop();
+                }
+                name => {
+                    at.push(name);
+                    through_a_link |= links.contains(at.join("/").as_str());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every file of a list against the path rules of folder replication (SPEC.md §22.3):
 /// its path, and a symlink's target. The first file refused refuses the list, whole.
 pub(crate) fn check_paths(files: &[DropFile]) -> Result<(), DropError> {
@@ -189,4 +234,51 @@ pub(crate) fn check_paths(files: &[DropFile]) -> Result<(), DropError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(path: &str, target: &str) -> DropFile {
+        DropFile {
+            path: path.into(),
+            kind: FileKind::Symlink,
+            mode: 7,
+            size: 0,
+            target: Some(target.into()),
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Symlinks through symlinks are fine while they do not go up after one; going up after
+    /// one is refused, wherever in the target.
+    #[test]
+    fn a_symlink_goes_up_only_before_it_passes_through_another() {
+        let fine = [
+            vec![link("a/up", ".."), link("x", "a/up/file")],
+            vec![link("a/up", ".."), link("y", "a/../b")],
+            vec![link("b", "c"), link("c", "d")],
+        ];
+        for list in fine {
+            assert_eq!(check_symlink_chains(&list), Ok(()), "{list:?}");
+        }
+        let refused = [
+            vec![link("a/up", ".."), link("x", "a/up/..")],
+            vec![link("a/up", ".."), link("x", "a/up/f/../..")],
+            vec![link("a/up", ".."), link("a/up2", "up/../..")],
+        ];
+        for list in refused {
+            assert!(
+                matches!(
+                    check_symlink_chains(&list),
+                    Err(DropError::BadPath {
+                        refusal: weft_protocol::PathRefusal::SymlinkEscapes,
+                        ..
+                    })
+                ),
+                "{list:?}"
+            );
+        }
+    }
 }

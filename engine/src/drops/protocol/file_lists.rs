@@ -10,7 +10,7 @@ use weft_protocol::{
 };
 
 use super::{Assembly, DropsProtocol, DROP_SYNC_INTERVAL};
-use crate::drops::{check_paths, DropsEventKind};
+use crate::drops::{check_paths, check_symlink_chains, DropsEventKind};
 use crate::machine::PeerFault;
 
 impl DropsProtocol {
@@ -179,9 +179,13 @@ impl DropsProtocol {
         let Some(a) = held.assembly.take() else {
             return Ok(());
         };
-        if let Err(error) = a.hasher.finish(manifest) {
+        let whole = check_symlink_chains(&a.files).and_then(|()| a.hasher.finish(manifest));
+        if let Err(error) = whole {
             held.holders.remove(&peer);
             self.metrics.file_lists_refused += 1;
+            if matches!(error, weft_protocol::DropError::BadPath { .. }) {
+                self.metrics.file_lists_bad_path += 1;
+            }
             self.event(drop, DropsEventKind::FilesRefused { peer, error });
             return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
         }

@@ -356,6 +356,14 @@ fn a_file_list_with_a_path_the_replication_rules_refuse_is_refused_whole() {
             vec![file("a/link", FileKind::Symlink, Some("../../out"))],
             PathRefusal::SymlinkEscapes,
         ),
+        // Each inside alone, read as text; out of the folder through each other.
+        (
+            vec![
+                file("a/b/c/up", FileKind::Symlink, Some("../../..")),
+                file("x", FileKind::Symlink, Some("a/b/c/up/../../../..")),
+            ],
+            PathRefusal::SymlinkEscapes,
+        ),
     ];
     let owner = Identity::from_secret(&OWNER);
     let peer = peer_of(&owner);

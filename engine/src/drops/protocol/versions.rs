@@ -9,7 +9,9 @@ use weft_protocol::{
 };
 
 use super::DropsProtocol;
-use crate::drops::{check_paths, DropsEventKind, DropsRefusal, Offer, DROP_VERSIONS_MAX};
+use crate::drops::{
+    check_paths, check_symlink_chains, DropsEventKind, DropsRefusal, Offer, DROP_VERSIONS_MAX,
+};
 use crate::machine::{Context, PeerFault};
 use crate::time::Instant;
 
@@ -85,7 +87,9 @@ impl DropsProtocol {
             owners.secondary = secondary;
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        check_paths(&files).map_err(|e| DropsRefusal::Invalid(drop, e))?;
+        check_paths(&files)
+            .and_then(|()| check_symlink_chains(&files))
+            .map_err(|e| DropsRefusal::Invalid(drop, e))?;
         let mut hasher = RootHasher::new();
         hasher
             .push_batch(&files)
