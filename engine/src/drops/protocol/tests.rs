@@ -318,6 +318,15 @@ fn peer_of(id: &Identity) -> Peer {
     }
 }
 
+/// A harness subscribed to the owner's drop and linked to `peer`.
+fn subscribed_to_the_owners_drop(peer: &Peer) -> (Harness, DropId) {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    h.link(peer);
+    (h, drop)
+}
+
 /// A version of the owner's drop listing `files`, signed by the owner.
 fn version_of(files: &[DropFile]) -> DropManifest {
     version_after(files, 1, Vec::new())
@@ -671,10 +680,7 @@ fn file_asks(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<u32> {
 fn a_file_list_coming_in_batches_is_not_started_again() {
     let owner = Identity::from_secret(&OWNER);
     let peer = peer_of(&owner);
-    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
-    let drop = owner_drop();
-    h.command(DropsCommand::Subscribe { drop });
-    h.link(&peer);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&peer);
     let files: Vec<DropFile> = (0..600)
         .map(|i| file(&format!("f{i:04}"), FileKind::File, None))
         .collect();
@@ -716,10 +722,7 @@ fn a_file_list_coming_in_batches_is_not_started_again() {
 fn a_file_list_past_the_manifests_bytes_is_refused_at_once() {
     let owner = Identity::from_secret(&OWNER);
     let peer = peer_of(&owner);
-    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
-    let drop = owner_drop();
-    h.command(DropsCommand::Subscribe { drop });
-    h.link(&peer);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&peer);
     let sized = |path: &str, size: u32| DropFile {
         path: path.into(),
         kind: FileKind::File,
@@ -864,10 +867,7 @@ fn a_gate_follows_the_owners_in_force_when_the_current_version_stays() {
     let s = Identity::from_secret(&s_secret);
     let owner = Identity::from_secret(&OWNER);
     let peer = peer_of(&owner);
-    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
-    let drop = owner_drop();
-    h.command(DropsCommand::Subscribe { drop });
-    h.link(&peer);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&peer);
     let files = [file("a", FileKind::File, None)];
     let both = [me.public_key(), s.public_key()];
     let v1 = signed_version(&OWNER, 1, &[], &both, &files);
@@ -907,10 +907,7 @@ fn a_secondary_owner_publishes_past_a_removed_owners_branch() {
     let r = Identity::from_secret(&r_secret);
     let owner = Identity::from_secret(&OWNER);
     let peer = peer_of(&owner);
-    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
-    let drop = owner_drop();
-    h.command(DropsCommand::Subscribe { drop });
-    h.link(&peer);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&peer);
     let files = [file("a", FileKind::File, None)];
     let v1 = signed_version(&OWNER, 1, &[], &[me.public_key(), r.public_key()], &files);
     let v2 = signed_version(&OWNER, 2, &[&v1], &[me.public_key()], &files);
