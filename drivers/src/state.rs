@@ -8,16 +8,21 @@
 //! <state>/config.toml   defaults for `weft node`'s flags, written by hand (see `cli::config`)
 //! <state>/control.sock  the running node's control socket (see `control`)
 //! <state>/node.log      the log of a node started with `--detach`
+//! <state>/lock          held (flock) by the one process that runs, sets up or removes it
 //! <state>/state/        state blobs of a weft before the store (imported into it once)
 //! ```
 //!
 //! Starting a node reads everything first ([`read_key`], [`read_incarnation`]) and writes
 //! only once nothing else can fail ([`StateDir::open`], [`StateDir::write_key`],
 //! [`StateDir::write_incarnation`]), so a start that fails changes nothing.
+//!
+//! Whatever runs a node on the folder, writes its set-up or takes it away holds its
+//! [`StateLock`] meanwhile, so two such commands at once never remove or overwrite each
+//! other's state: the second is told the folder is busy.
 
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
@@ -27,6 +32,11 @@ use crate::small_file;
 const KEY_FILE: &str = "key";
 const INCARNATION_FILE: &str = "incarnation";
 const SOCKET_FILE: &str = "control.sock";
+const LOCK_FILE: &str = "lock";
+
+/// How many times taking a lock is tried when the lock file it locked was removed meanwhile
+/// (by the holder that was taking its folder away).
+const LOCK_ATTEMPTS: usize = 3;
 
 /// A state folder problem, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +72,93 @@ pub enum StateError {
     /// The OS random source failed.
     #[error("cannot generate a key: {0}")]
     Random(rand_core::Error),
+    /// Another process holds the folder's [`StateLock`].
+    #[error(
+        "a node is already running with state folder {0} (or a weft create, join or leave of it is under way)"
+    )]
+    Busy(PathBuf),
+}
+
+/// The lock of a state folder (`<state>/lock`, an exclusive `flock`), held while a process
+/// runs the folder's node, writes its set-up or takes it away; the OS lets it go when the
+/// process ends however it ends. Dropping it gives it up, and removes the folder again if
+/// taking the lock created it and nothing else was put in it since.
+#[derive(Debug)]
+pub struct StateLock {
+    file: fs::File,
+    path: PathBuf,
+    created: bool,
+}
+
+impl StateLock {
+    /// Takes the lock of the state folder `path`, creating the folder (owner-only, and its
+    /// parents) if it is absent. [`StateError::Busy`] if another process holds it.
+    pub fn take(path: &Path) -> Result<StateLock, StateError> {
+        let lock_path = path.join(LOCK_FILE);
+        for _ in 0..LOCK_ATTEMPTS {
+            let created = create_folder(path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&lock_path)
+                .map_err(io_err(&lock_path))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StateError::Busy(path.to_path_buf()))
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+            }
+            // A holder taking the folder away removes the file it locked: a lock on that
+            // file is no lock on the folder, so the name must still lead to the file locked.
+            let held = file.metadata().map_err(io_err(&lock_path))?;
+            let still_named = fs::symlink_metadata(&lock_path)
+                .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+            if still_named {
+                return Ok(StateLock {
+                    file,
+                    path: path.to_path_buf(),
+                    created,
+                });
+            }
+        }
+        Err(StateError::Busy(path.to_path_buf()))
+    }
+
+    /// The state folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether taking the lock created the folder (it was absent).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        // Removed only while it holds nothing but the lock file (a start that failed before
+        // writing), and before the lock is let go.
+        let only_lock = fs::read_dir(&self.path).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+                .is_ok_and(|names| names == [std::ffi::OsString::from(LOCK_FILE)])
+        });
+        if only_lock {
+            let _ = fs::remove_file(self.path.join(LOCK_FILE));
+            let _ = fs::remove_dir(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
 }
 
 /// An opened (and, if new, created) state folder.
@@ -157,6 +254,26 @@ pub fn read_incarnation(path: &Path) -> Result<u64, StateError> {
             .map_err(|_| StateError::BadIncarnation(path.clone())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(StateError::Io { path, source: e }),
+    }
+}
+
+/// Creates the folder `path` owner-only (and its parents) if it is absent: whether this call
+/// created it.
+fn create_folder(path: &Path) -> Result<bool, StateError> {
+    if folder_exists(path)? {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io_err(parent))?;
+    }
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
     }
 }
 
@@ -372,5 +489,50 @@ mod tests {
         StateDir::open(dir.path()).unwrap();
         let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_state_folder_is_held_by_one_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("home/net");
+        let first = StateLock::take(&state).unwrap();
+        assert!(first.created());
+        let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // flock: a second open of the lock file conflicts, even in the same process.
+        assert!(matches!(StateLock::take(&state), Err(StateError::Busy(_))));
+        drop(first);
+        assert!(
+            !state.exists(),
+            "a folder made for the lock alone is removed"
+        );
+
+        let first = StateLock::take(&state).unwrap();
+        fs::write(state.join(KEY_FILE), "k").unwrap();
+        drop(first);
+        assert!(
+            state.join(KEY_FILE).exists(),
+            "kept: something was put in it"
+        );
+        let second = StateLock::take(&state).unwrap();
+        assert!(!second.created());
+        drop(second);
+        assert!(state.join(KEY_FILE).exists());
+    }
+
+    #[test]
+    fn a_lock_on_a_folder_taken_away_meanwhile_is_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("net");
+        let holder = StateLock::take(&state).unwrap();
+        // What a waiter opened before the holder took the folder away.
+        let stale = fs::File::open(state.join(LOCK_FILE)).unwrap();
+        fs::remove_dir_all(&state).unwrap();
+        drop(holder);
+        stale.try_lock().unwrap();
+        // The stale file is locked, yet the folder is free: a new lock makes it again.
+        let again = StateLock::take(&state).unwrap();
+        assert!(again.created());
+        assert!(state.join(LOCK_FILE).exists());
     }
 }

@@ -878,3 +878,92 @@ fn leave_delete_through_a_symlink_deletes_the_folder_it_leads_to() {
     assert!(!real.exists(), "the folder the link leads to is deleted");
     assert!(fs::symlink_metadata(&link).is_err(), "the link is gone");
 }
+
+/// Whatever runs, sets up or removes a network's state folder holds its lock: a create, a
+/// start or a node of a state folder another process holds is refused at once, changing
+/// nothing (two creates of one name at once could remove each other's state), and a leave
+/// waits for the lock before it removes anything.
+#[test]
+fn commands_on_a_state_folder_another_process_holds_change_nothing() {
+    use weft_drivers::state::StateLock;
+    let (dir, net) = scratch("state-lock");
+    let dir = dir.path();
+    let shared = dir.join("A");
+    put(&shared.join("doc.txt"), b"mine\n");
+    // A fresh state folder held by another process (a create of the same name under way).
+    let fresh = dir.join("fresh");
+    let held = StateLock::take(&fresh).expect("the lock");
+    let (s, d) = (
+        fresh.display().to_string(),
+        dir.join("B").display().to_string(),
+    );
+    let out = run(&[
+        "create",
+        "--name",
+        &net,
+        "--state",
+        &s,
+        "--dir",
+        &d,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    fails_with(&out, 1, "already running");
+    assert!(!dir.join("B").exists(), "no folder made");
+    let out = run(&[
+        "node",
+        "--name",
+        &net,
+        "--state",
+        &s,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    fails_with(&out, 1, "already running");
+    let names: Vec<_> = fs::read_dir(&fresh)
+        .expect("still there")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["lock"], "nothing written under the holder");
+    drop(held);
+
+    // A network set up and stopped; its state held by another process (a start under way).
+    let a = create(dir, &net, "a", &shared, "mio");
+    wait_for_status_path(&a, "the first scan", "doc.txt");
+    ok(&a.command("shutdown", &[]));
+    let state = a.state.clone();
+    wait_until_free(&state);
+    let held = StateLock::take(&state).expect("the lock");
+    let s = state.display().to_string();
+    let out = run(&["start", "--name", &net, "--state", &s]);
+    fails_with(&out, 1, "already running");
+    let mut leave = common::weft()
+        .args(["leave", "--name", &net, "--state", &s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weft leave");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        state.join("config.toml").exists() && shared.join(".weft/folder").exists(),
+        "leave removed the network under the lock's holder"
+    );
+    assert!(leave.try_wait().expect("leave").is_none(), "leave waits");
+    drop(held);
+    assert!(leave.wait().expect("leave").success());
+    assert!(!state.exists(), "left once the lock was free");
+    assert_eq!(fs::read(shared.join("doc.txt")).expect("kept"), b"mine\n");
+}
+
+/// Waits until no process holds the lock of `state` (a stopped node's process has ended).
+fn wait_until_free(state: &Path) {
+    let deadline = Instant::now() + CONVERGE;
+    while weft_drivers::state::StateLock::take(state).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} stays locked",
+            state.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

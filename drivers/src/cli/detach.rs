@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::node_args::{settings_of, NodeArgs, JOIN_WAIT};
 use super::{fail, init_logging};
 use crate::control::{self, ControlReply, ControlRequest};
-use crate::state::{self, StateDir};
+use crate::state::{self, StateDir, StateLock};
 
 /// The log of a node started with `--detach`, in its state folder.
 pub const LOG_FILE: &str = "node.log";
@@ -104,12 +104,8 @@ struct Waits {
 fn start(path: &Path, argv: Vec<OsString>, waits: Waits) -> Result<String, String> {
     let created = !state::folder_exists(path).map_err(|e| e.to_string())?;
     let socket = state::socket_path(path);
-    if !created && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Err(format!(
-            "a node is already running with state folder {}",
-            path.display()
-        ));
-    }
+    // Only a look: the node takes the lock itself once it starts.
+    drop(StateLock::take(path).map_err(|e| e.to_string())?);
     let started = spawn(path, argv);
     let outcome = started.and_then(|(child, log, offset)| {
         let line = wait(child, &socket, &log, offset, waits.link)?;
@@ -119,7 +115,10 @@ fn start(path: &Path, argv: Vec<OsString>, waits: Waits) -> Result<String, Strin
         Ok(format!("{line}\n{}", page_line(&log, offset)?))
     });
     if outcome.is_err() && created {
-        let _ = fs::remove_dir_all(path);
+        // Not from under a node or set-up another command started meanwhile.
+        if let Ok(_lock) = StateLock::take(path) {
+            let _ = fs::remove_dir_all(path);
+        }
     }
     outcome
 }

@@ -28,7 +28,7 @@ use crate::control::{self, ControlReply, ControlRequest};
 use crate::folder::disk::Disk;
 use crate::folder::RESERVED_DIR;
 use crate::report::FolderReport;
-use crate::state::StateDir;
+use crate::state::{StateDir, StateError, StateLock};
 
 /// Arguments of `weft create`.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,6 +98,8 @@ pub fn create(args: CreateArgs) -> ExitCode {
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let set_up = || -> Result<BeforeSetUp, (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
+        // Held through the set-up: no other set-up, node or leave of this state meanwhile.
+        let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
         refuse_member(&state)?;
         let dir = absolute(&args.dir).map_err(|e| (true, e))?;
         if dir.exists() && !dir.is_dir() {
@@ -105,7 +107,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
         }
         keep_apart(&dir, &args.net).map_err(|e| (true, e))?;
         let listen = fix_port(listen).map_err(|e| (false, e))?;
-        BeforeSetUp::set_up(state, dir, &args.net.name, listen, None, args.driver)
+        BeforeSetUp::set_up(&lock, dir, &args.net.name, listen, None, args.driver)
             .map_err(|e| (false, e))
     };
     match set_up() {
@@ -125,6 +127,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
     }
     let set_up = || -> Result<BeforeSetUp, (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
+        let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
         refuse_member(&state)?;
         let not_usage = |e| (false, e);
         let dir = absolute(&args.dir).map_err(|e| (true, e))?;
@@ -136,7 +139,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
         };
         let listen = fix_port(listen).map_err(not_usage)?;
         let peer = Some(args.peer);
-        BeforeSetUp::set_up(state, dir, &args.net.name, listen, peer, args.driver)
+        BeforeSetUp::set_up(&lock, dir, &args.net.name, listen, peer, args.driver)
             .map_err(not_usage)
     };
     match set_up() {
@@ -205,9 +208,10 @@ struct BeforeSetUp {
 }
 
 impl BeforeSetUp {
-    /// Looks at `state` and `dir` before anything is written.
-    fn look(state: PathBuf, dir: PathBuf) -> Result<BeforeSetUp, String> {
-        let config = if state.exists() {
+    /// Looks at the state folder of `lock` and at `dir` before anything is written.
+    fn look(lock: &StateLock, dir: PathBuf) -> Result<BeforeSetUp, String> {
+        let state = lock.path().to_owned();
+        let config = if !lock.created() {
             let path = config::config_path(&state);
             match crate::small_file::read_text(&path, crate::small_file::CONFIG_BYTES_MAX) {
                 Ok(text) => Some(Some(text)),
@@ -232,20 +236,20 @@ impl BeforeSetUp {
     /// the config file written (listen address, `peer` to dial, the folder, the driver). On
     /// an error, what was written is taken back.
     fn set_up(
-        state: PathBuf,
+        lock: &StateLock,
         dir: PathBuf,
         network: &str,
         listen: SocketAddr,
         peer: Option<SocketAddr>,
         driver: Option<Driver>,
     ) -> Result<BeforeSetUp, String> {
-        let before = BeforeSetUp::look(state, dir)?;
+        let before = BeforeSetUp::look(lock, dir)?;
         let written = init_folder(&before.dir, network)
             .and_then(|()| write_config(&before.state, listen, peer, &before.dir, driver));
         match written {
             Ok(()) => Ok(before),
             Err(e) => {
-                before.take_back();
+                before.undo();
                 Err(e)
             }
         }
@@ -254,8 +258,16 @@ impl BeforeSetUp {
     /// Takes back what the set-up wrote: the state folder it made (or the config file as it
     /// was), the shared folder's reserved folder if it made it, and the shared folder if it
     /// made it and it is still empty; never a file of the user's. Best effort: the command's
-    /// own error is what the user is told.
+    /// own error is what the user is told. Nothing is taken back while another process holds
+    /// the state folder's lock: a node of it runs (or another command sets it up) after all.
     fn take_back(&self) {
+        if let Ok(_lock) = StateLock::take(&self.state) {
+            self.undo();
+        }
+    }
+
+    /// Takes back what the set-up wrote, the state folder's lock held.
+    fn undo(&self) {
         let config = config::config_path(&self.state);
         let _ = match &self.config {
             None => fs::remove_dir_all(&self.state),
@@ -761,27 +773,34 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         },
         Err(e) => return usage(e),
     };
+    // Nothing is removed under a node that still runs, nor while another command sets the
+    // network up or starts it: the state folder's lock is waited for (the node asked to
+    // stop), and held through the removal.
     let socket = crate::state::socket_path(&state);
-    let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
-    if let Ok(ControlReply::Stopping(_)) = control::request(&socket, &ControlRequest::Shutdown) {
-        let deadline = std::time::Instant::now() + LEAVE_WAIT;
-        while answers() {
-            if std::time::Instant::now() > deadline {
-                return fail(format!(
-                    "the node did not stop within {} s",
-                    LEAVE_WAIT.as_secs()
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+    let deadline = std::time::Instant::now() + LEAVE_WAIT;
+    let mut asked = false;
+    let _lock = loop {
+        if !asked {
+            asked = matches!(
+                control::request(&socket, &ControlRequest::Shutdown),
+                Ok(ControlReply::Stopping(_))
+            );
         }
-    }
-    // Nothing is removed under a node that still runs (its shutdown refused or not asked).
-    if answers() {
-        return fail(format!(
-            "a node of {} still runs here and did not stop; nothing was removed",
-            args.net.name
-        ));
-    }
+        match StateLock::take(&state) {
+            Ok(lock) => break lock,
+            Err(StateError::Busy(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(StateError::Busy(_)) => {
+                return fail(format!(
+                    "a node of {} still runs here (or a weft create, join or start of it is under way) and did not stop within {} s; nothing was removed",
+                    args.net.name,
+                    LEAVE_WAIT.as_secs()
+                ))
+            }
+            Err(e) => return fail(e.to_string()),
+        }
+    };
     let reserved = folder.join(crate::folder::RESERVED_DIR);
     // Only a folder whose marker names this network is touched: the config is a file people
     // edit, and the folder may have been moved and something else put at its path.

@@ -21,7 +21,7 @@ use crate::folder::run::FolderSpec;
 use crate::host::{Exit, FirstContact, RunError};
 use crate::report::{links_name, links_text};
 use crate::setup::Setup;
-use crate::state::{self, StateDir};
+use crate::state::{self, StateDir, StateLock};
 use crate::storage::Store;
 use weft_engine::protocol::FolderId;
 
@@ -168,21 +168,9 @@ struct Start {
 
 impl Start {
     /// Reads the state folder at `path` without writing anything.
-    fn read(path: &Path) -> Result<Start, String> {
-        let folder_existed = state::folder_exists(path).map_err(|e| e.to_string())?;
-        let socket = state::socket_path(path);
-        if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
-            return Err(format!(
-                "{}: too long for a Unix socket (over {SOCKET_PATH_BYTES_MAX} bytes); choose a shorter --state",
-                socket.display()
-            ));
-        }
-        if folder_existed && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(format!(
-                "a node is already running with state folder {}",
-                path.display()
-            ));
-        }
+    /// `lock` is the folder's, held by this start (and taken before anything is read).
+    fn read(path: &Path, lock: &StateLock) -> Result<Start, String> {
+        let folder_existed = !lock.created();
         let read = state::read_key(path).map_err(|e| e.to_string())?;
         let key = match read {
             Some(key) => key,
@@ -239,7 +227,17 @@ fn run(
     ui: &super::UiFlags,
     first_contact: Option<FirstContact>,
 ) -> Result<Exit, NodeFailure> {
-    let start = Start::read(path)?;
+    let socket = state::socket_path(path);
+    if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
+        return Err(format!(
+            "{}: too long for a Unix socket (over {SOCKET_PATH_BYTES_MAX} bytes); choose a shorter --state",
+            socket.display()
+        )
+        .into());
+    }
+    // Held until the node has stopped: no other node, set-up or leave meanwhile.
+    let lock = StateLock::take(path).map_err(|e| e.to_string())?;
+    let start = Start::read(path, &lock)?;
     if let Some(root) = &settings.folder {
         crate::folder::apart::keep_apart(root, &state::own_folders(path))?;
     }
