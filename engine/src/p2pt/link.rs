@@ -1,12 +1,19 @@
 //! One p2p.today connection: its bytes in, its peer once the handshake names it, and what
 //! compression each side reads (SPEC.md §25.5, §25.9).
 
+use bytes::Bytes;
 use weft_protocol::p2pt::{
     choose_compression, decode_frame, frame_len, receive_order, Addr, Decoded, Method, P2ptError,
 };
 
 use crate::connection::ConnId;
 use crate::time::Instant;
+
+/// The methods weft compresses with, when the peer reads them (SPEC.md §25.5). bz2 and xz
+/// are read, never written: py2p takes a raw frame on any link, and an xz encoder at py2p's
+/// preset takes about 94 MiB and tens of milliseconds a frame, which a peer advertising xz
+/// alone would have weft spend on every frame to it.
+pub const P2PT_SEND_METHODS: [Method; 2] = [Method::Zlib, Method::Gzip];
 
 /// The peer a handshake named.
 #[derive(Debug, Clone)]
@@ -29,14 +36,18 @@ pub(super) struct Link {
     pub dialing: bool,
     /// Set once the peer's handshake arrived.
     pub peer: Option<PeerInfo>,
-    /// The compression codes the peer can read (its handshake, then its renegotiations).
-    pub peer_codes: Vec<u64>,
-    /// Bytes received and not yet a whole frame.
+    /// The methods the peer can read, in its order (its handshake, then its
+    /// renegotiations; codes weft does not know, and repeats, left out: at most four).
+    peer_methods: Vec<Method>,
+    /// Bytes received; those before `start` are frames already taken.
     buf: Vec<u8>,
+    /// Where the next frame begins in `buf`.
+    start: usize,
     /// Since when `buf` has held part of a frame.
     pub partial_since: Option<Instant>,
-    /// The msgpack of the last whisper or broadcast sent here, for `renegotiate/resend`.
-    pub last_sent: Option<Vec<u8>>,
+    /// The msgpack of the last whisper or broadcast sent here, for `renegotiate/resend`
+    /// (taken by the first resend: one answer per message).
+    last_sent: Option<Bytes>,
     /// When it opened (the handshake deadline runs from here).
     pub opened_at: Instant,
     /// Bytes handed to the driver since it last said `Writable`.
@@ -53,8 +64,9 @@ impl Link {
             addr,
             dialing: outbound,
             peer: None,
-            peer_codes: Vec::new(),
+            peer_methods: Vec::new(),
             buf: Vec::new(),
+            start: 0,
             partial_since: None,
             last_sent: None,
             opened_at: now,
@@ -68,13 +80,52 @@ impl Link {
         self.peer.as_ref().map(|p| p.id.as_slice())
     }
 
-    /// The method frames to this peer are compressed with: the first of `ours` it can read.
+    /// Records the codes the peer can read; whether the methods it reads changed.
+    pub(super) fn set_peer_codes(&mut self, codes: &[u64]) -> bool {
+        let methods = receive_order(codes);
+        let changed = methods != self.peer_methods;
+        self.peer_methods = methods;
+        changed
+    }
+
+    /// Whether the peer can read `method`.
+    pub(super) fn peer_reads(&self, method: Method) -> bool {
+        self.peer_methods.contains(&method)
+    }
+
+    /// The method frames to this peer are compressed with: the first of `ours` that weft
+    /// writes ([`P2PT_SEND_METHODS`]) and the peer reads.
     pub(super) fn send_method(&self, ours: &[Method]) -> Option<Method> {
-        choose_compression(ours, &self.peer_codes)
+        let writable: Vec<Method> = ours
+            .iter()
+            .copied()
+            .filter(|m| P2PT_SEND_METHODS.contains(m))
+            .collect();
+        let codes: Vec<u64> = self
+            .peer_methods
+            .iter()
+            .map(|m| u64::from(m.code()))
+            .collect();
+        choose_compression(&writable, &codes)
+    }
+
+    /// Keeps `msgpack`, just sent, for a `renegotiate/resend`.
+    pub(super) fn remember_sent(&mut self, msgpack: Bytes) {
+        self.last_sent = Some(msgpack);
+    }
+
+    /// The message to send again on a `renegotiate/resend`, once.
+    pub(super) fn take_resend(&mut self) -> Option<Bytes> {
+        self.last_sent.take()
     }
 
     /// Appends received bytes.
     pub(super) fn push(&mut self, bytes: &[u8], now: Instant) {
+        if self.start > 0 {
+            // What was taken goes before more comes, so the buffer holds one frame's worth.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
         if !self.buf.is_empty() && self.partial_since.is_none() {
             self.partial_since = Some(now);
@@ -88,21 +139,74 @@ impl Link {
         ours: &[Method],
         now: Instant,
     ) -> Result<Option<Decoded>, P2ptError> {
-        let Some(total) = frame_len(&self.buf)? else {
+        let pending = self.buf.get(self.start..).unwrap_or_default();
+        let Some(total) = frame_len(pending)? else {
             return Ok(None);
         };
-        if self.buf.len() < total {
+        let Some(frame) = pending.get(..total) else {
             return Ok(None);
-        }
-        let rest = self.buf.split_off(total);
-        let frame = std::mem::replace(&mut self.buf, rest);
-        self.partial_since = if self.buf.is_empty() { None } else { Some(now) };
-        let mut methods = receive_order(&self.peer_codes);
+        };
+        let mut methods = self.peer_methods.clone();
         for m in ours {
             if !methods.contains(m) {
                 methods.push(*m);
             }
         }
-        decode_frame(&frame, &methods).map(Some)
+        let decoded = decode_frame(frame, &methods);
+        // Taken by offset: splitting the rest off copied it once per frame (a read of tiny
+        // frames cost its size squared).
+        self.start += total;
+        if self.start >= self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.partial_since = if self.buf.is_empty() { None } else { Some(now) };
+        decoded.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_protocol::p2pt::{encode_frame, MainFlag, Message, SubFlag};
+
+    #[test]
+    fn a_peer_reads_at_most_the_four_methods_weft_knows() {
+        let mut link = Link::new(ConnId::inbound(1), false, "a".into(), Instant::ZERO);
+        let codes: Vec<u64> = (0..60_000u64).map(|i| i % 300).collect();
+        assert!(link.set_peer_codes(&codes));
+        assert_eq!(link.peer_methods.len(), 4);
+        assert!(!link.set_peer_codes(&codes), "the same methods: unchanged");
+        assert_eq!(link.send_method(&Method::PREFERENCE), Some(Method::Zlib));
+        assert!(link.set_peer_codes(&[0x12, 0x10]));
+        assert_eq!(link.send_method(&Method::PREFERENCE), None, "xz, bz2: raw");
+    }
+
+    quickcheck::quickcheck! {
+        /// Frames taken by offset, pushed in any chunks, come out whole and in order, as
+        /// they went in.
+        fn frames_come_out_as_they_went_in(texts: Vec<String>, cuts: Vec<u16>) -> bool {
+            let mut wire = Vec::new();
+            let mut sent = Vec::new();
+            for t in &texts {
+                let m = Message::new(MainFlag::WHISPER, b"s".to_vec(), 1, SubFlag::WHISPER, vec![t.as_str().into()]);
+                let body = m.to_msgpack();
+                wire.extend(encode_frame(&body, None).unwrap());
+                sent.push(body);
+            }
+            let mut link = Link::new(ConnId::inbound(1), false, "a".into(), Instant::ZERO);
+            let mut got = Vec::new();
+            let mut at = 0;
+            let mut cuts = cuts.into_iter();
+            while at < wire.len() {
+                let n = (cuts.next().unwrap_or(u16::MAX) as usize % 97 + 1).min(wire.len() - at);
+                link.push(&wire[at..at + n], Instant::ZERO);
+                at += n;
+                while let Ok(Some(d)) = link.next_frame(&[], Instant::ZERO) {
+                    got.push(d.msgpack);
+                }
+            }
+            got == sent && link.partial_since.is_none()
+        }
     }
 }

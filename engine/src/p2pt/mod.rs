@@ -192,8 +192,10 @@ pub struct P2ptMetrics {
     pub broadcasts_relayed: u64,
     /// Broadcasts dropped as already seen.
     pub broadcast_duplicates: u64,
-    /// Broadcasts dropped as older than the 60 s window.
+    /// Broadcasts dropped as outside the 60 s window (older, or as far in the future).
     pub broadcasts_expired: u64,
+    /// New broadcasts dropped because the seen set was full of entries still in the window.
+    pub broadcasts_refused_full: u64,
     /// Broadcasts relayed and then dropped as meaningless or malformed (a `handshake` or
     /// `peers` under main flag broadcast, a malformed `store`): never held against the link.
     pub broadcasts_ignored: u64,

@@ -11,8 +11,15 @@ pub const P2PT_LEASE_S: u64 = 3600;
 /// Keys the table holds at most; a write of a new key past it is dropped (and counted).
 pub const P2PT_TABLE_KEYS_MAX: usize = 65_536;
 
-/// Key and value bytes (as msgpack) the table holds at most.
+/// Bytes the table's keys and values take at most, each value counted as its msgpack bytes
+/// plus [`P2PT_VALUE_NODE_BYTES`] for each value in it (a nil is one byte on the wire and a
+/// whole `Value` in memory: counting the wire alone, a table at this limit could hold 40
+/// times as much).
 pub const P2PT_TABLE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What one value (a nil, a number, an array's element, a map's key or value) takes in
+/// memory besides its bytes: the size of an `rmpv::Value`.
+pub const P2PT_VALUE_NODE_BYTES: usize = std::mem::size_of::<Value>();
 
 /// One key's value and the write that set it.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,11 +67,32 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// What `key` and its value `v` count against [`P2PT_TABLE_BYTES_MAX`].
 fn size(key: &[u8], v: &Value) -> usize {
+    key.len() + encoded(v).len() + nodes(v) * P2PT_VALUE_NODE_BYTES
+}
+
+/// `v` as msgpack.
+fn encoded(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
     let _ = weft_protocol::p2pt::rmpv::encode::write_value(&mut out, v);
-    key.len() + out.len()
+    out
+}
+
+/// The values in `v`, itself included.
+fn nodes(v: &Value) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Array(a) => stack.extend(a),
+            Value::Map(m) => stack.extend(m.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
+        }
+    }
+    count
 }
 
 impl SyncTable {
@@ -138,7 +166,8 @@ impl SyncTable {
     }
 
     /// py2p's `__delta`: merges the map `delta` into the map at `key` (an absent key starts
-    /// empty).
+    /// empty). Map keys are matched by their msgpack bytes, through an index (a linear
+    /// search per pair made one delta of 30,000 new keys cost seconds).
     pub(super) fn delta(
         &mut self,
         key: Vec<u8>,
@@ -154,10 +183,23 @@ impl SyncTable {
             Some(Value::Map(m)) => m.clone(),
             Some(_) => return Err(NotApplied::Nothing),
         };
+        let mut index: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+        for (i, (k, _)) in map.iter().enumerate() {
+            // A key held twice: the first is the one a delta changes.
+            index.entry(encoded(k)).or_insert(i);
+        }
         for (k, v) in delta {
-            match map.iter_mut().find(|(old, _)| *old == k) {
-                Some(slot) => slot.1 = v,
-                None => map.push((k, v)),
+            match index.entry(encoded(&k)) {
+                std::collections::btree_map::Entry::Occupied(at) => {
+                    // Every index is a position of `map`, which only grows.
+                    if let Some(slot) = map.get_mut(*at.get()) {
+                        slot.1 = v;
+                    }
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(map.len());
+                    map.push((k, v));
+                }
             }
         }
         self.put(
@@ -316,5 +358,73 @@ mod tests {
             t.store(b"k".to_vec(), big, b"A".to_vec(), 1, true, 1),
             Err(NotApplied::Full)
         );
+    }
+
+    #[test]
+    fn the_bound_counts_values_in_memory_not_only_on_the_wire() {
+        let mut t = SyncTable::default();
+        // 65,000 nils: 65 KiB of msgpack, about 2 MiB of values in memory.
+        let nils = Value::Array(vec![Value::Nil; 65_000]);
+        let per_key = size(b"k00000", &nils);
+        assert!(per_key > 65_000 * P2PT_VALUE_NODE_BYTES, "{per_key}");
+        let mut stored = 0;
+        for i in 0..P2PT_TABLE_KEYS_MAX {
+            let key = format!("k{i:05}").into_bytes();
+            match t.store(key, nils.clone(), b"A".to_vec(), 1, false, 1) {
+                Ok(()) => stored += 1,
+                Err(e) => {
+                    assert_eq!(e, NotApplied::Full);
+                    break;
+                }
+            }
+        }
+        // Counted by the wire alone, all 1,033 writes of 64 MiB would have been stored.
+        assert_eq!(stored, P2PT_TABLE_BYTES_MAX / per_key);
+        assert!(stored < 40, "{stored}");
+    }
+
+    /// The plain merge: each pair looked for in the map so far.
+    fn merged_plainly(
+        mut map: Vec<(Value, Value)>,
+        delta: Vec<(Value, Value)>,
+    ) -> Vec<(Value, Value)> {
+        for (k, v) in delta {
+            match map.iter_mut().find(|(old, _)| *old == k) {
+                Some(slot) => slot.1 = v,
+                None => map.push((k, v)),
+            }
+        }
+        map
+    }
+
+    quickcheck::quickcheck! {
+        fn a_delta_merges_as_the_plain_merge_does(held: Vec<(u8, u8)>, delta: Vec<(u8, u8)>) -> bool {
+            // Few distinct keys (so pairs meet), of two kinds that are never equal.
+            let value = |k: u8| if k % 2 == 0 { Value::from(k % 8) } else { s(&(k % 8).to_string()) };
+            let pairs = |v: &[(u8, u8)]| -> Vec<(Value, Value)> {
+                v.iter().map(|&(k, x)| (value(k), Value::from(x))).collect()
+            };
+            let mut t = SyncTable::default();
+            t.store(b"m".to_vec(), Value::Map(pairs(&held)), b"A".to_vec(), 1, false, 1).is_ok()
+                && t.delta(b"m".to_vec(), pairs(&delta), b"A".to_vec(), 2, false, 2).is_ok()
+                && t.get(b"m").map(|e| &e.value)
+                    == Some(&Value::Map(merged_plainly(pairs(&held), pairs(&delta))))
+        }
+    }
+
+    #[test]
+    fn a_delta_of_many_new_keys_is_merged_in_one_pass() {
+        let mut t = SyncTable::default();
+        let delta: Vec<_> = (0..30_000u32)
+            .map(|i| (s(&format!("{:0>90}", i)), Value::from(i)))
+            .collect();
+        t.delta(b"m".to_vec(), delta.clone(), b"A".to_vec(), 1, false, 1)
+            .unwrap();
+        t.delta(b"m".to_vec(), delta, b"A".to_vec(), 2, false, 2)
+            .unwrap();
+        let Some(Value::Map(m)) = t.get(b"m").map(|e| &e.value) else {
+            panic!("a map")
+        };
+        assert_eq!(m.len(), 30_000);
     }
 }

@@ -549,3 +549,110 @@ fn a_meaningless_or_malformed_broadcast_is_dropped_not_held_against_the_link() {
     broadcast(&mut net, 1, "still");
     assert_eq!(net.messages(2).len(), 1);
 }
+
+/// Sends node `at`, on `conn`, a whisper frame `sub` with `args` from `sender` (raw).
+fn whisper_to(
+    net: &mut Net,
+    at: usize,
+    conn: ConnId,
+    main: MainFlag,
+    sub: SubFlag,
+    args: Vec<Value>,
+) {
+    let m = Message::new(
+        main,
+        net.nodes[1].id().into_bytes(),
+        T0_MS / 1000,
+        sub,
+        args,
+    );
+    let wire = encode_frame(&m.to_msgpack(), None).unwrap();
+    net.input(
+        at,
+        Input::Received {
+            conn,
+            bytes: Bytes::from(wire),
+        },
+    );
+}
+
+/// A peer chooses what it reads, not what weft spends writing: one advertising xz (or bz2)
+/// alone gets raw frames (py2p takes them on any link), and a `resend` is answered once per
+/// message, however often it comes (each ask re-framed up to 4 MiB).
+#[test]
+fn a_peer_cannot_make_sending_costly() {
+    let mut net = Net::new(2, Subnet::Mesh, &[true, true]);
+    net.connect(1, 0);
+    let conn_at_0 = net.conn_to(0, 1);
+    let h = weft_protocol::p2pt::message::Handshake {
+        id: net.nodes[1].id().into_bytes(),
+        protocol_id: net.nodes[0].protocol_id().as_bytes().to_vec(),
+        addr: weft_protocol::p2pt::message::Addr {
+            host: "127.0.0.1".into(),
+            port: 7001,
+        },
+        // Unknown codes by the thousand, then xz and bz2.
+        compression: (0..60_000).map(|_| 0x77).chain([0x12, 0x10]).collect(),
+    };
+    let args = h.to_message(0).args;
+    whisper_to(
+        &mut net,
+        0,
+        conn_at_0,
+        MainFlag::WHISPER,
+        SubFlag::HANDSHAKE,
+        args,
+    );
+    net.wire.clear();
+    broadcast(&mut net, 0, &"a".repeat(2000));
+    let to_1: Vec<Bytes> = net
+        .wire
+        .iter()
+        .filter(|(i, c, _)| *i == 0 && *c == conn_at_0)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert_eq!(to_1.len(), 1);
+    assert_eq!(
+        decode_frame(&to_1[0], &Method::PREFERENCE)
+            .unwrap()
+            .compression,
+        None,
+        "raw, not xz"
+    );
+    net.wire.clear();
+    for _ in 0..10 {
+        whisper_to(
+            &mut net,
+            0,
+            conn_at_0,
+            MainFlag::RENEGOTIATE,
+            SubFlag::RESEND,
+            vec![],
+        );
+    }
+    let resent = net.wire.iter().filter(|(i, ..)| *i == 0).count();
+    assert_eq!(resent, 1, "one answer for ten asks");
+}
+
+/// A relay to many links is framed once per method: every link reading zlib gets the same
+/// bytes, built once.
+#[test]
+fn a_relay_is_framed_once_for_every_link() {
+    let mut net = Net::new(4, Subnet::Mesh, &[true, true, true, true]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.connect(3, 0);
+    net.wire.clear();
+    broadcast(&mut net, 1, &"r".repeat(5000));
+    let relays: Vec<&Bytes> = net
+        .wire
+        .iter()
+        .filter(|(i, ..)| *i == 0)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert_eq!(relays.len(), 2, "to 2 and 3, not back to 1");
+    assert_eq!(relays[0].as_ptr(), relays[1].as_ptr(), "one buffer");
+    for n in [2, 3] {
+        assert_eq!(net.messages(n).len(), 1);
+    }
+}

@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 /// relayed, in seconds: py2p's 60.
 pub const P2PT_WATERFALL_WINDOW_S: u64 = 60;
 
-/// Seen entries kept at most; past it the oldest (by timestamp) are forgotten first.
+/// Seen entries kept at most. Past it a new broadcast is refused (neither relayed nor
+/// delivered) until entries leave the window: forgetting one still in the window would let
+/// its next copy pass as new, relayed and delivered again (two nodes would pass it back and
+/// forth for the whole window).
 pub const P2PT_WATERFALLS_MAX: usize = 65_536;
 
 /// The seen set. Ordered by timestamp first, so pruning takes from the front.
@@ -16,25 +19,60 @@ pub(super) struct Waterfalls {
     seen: BTreeSet<(u64, [u8; 32])>,
 }
 
+/// What [`Waterfalls::insert`] made of a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Not seen before: marked seen now.
+    Fresh,
+    /// Seen before.
+    Again,
+    /// Not seen before, and the set is full of entries still in the window.
+    Full,
+}
+
 impl Waterfalls {
-    /// Whether a broadcast with `timestamp` is too old to take at `now_s` (py2p:
-    /// `msg.time < getUTC() - 60`).
+    /// Whether a broadcast with `timestamp` is outside the window at `now_s`: older than
+    /// py2p takes (`msg.time < getUTC() - 60`), or as far in the future (py2p takes those,
+    /// but each would hold its seen entry until its time has passed, and a flood of them
+    /// would fill the set for as long as its sender likes).
     pub(super) fn is_expired(timestamp: u64, now_s: u64) -> bool {
         timestamp < now_s.saturating_sub(P2PT_WATERFALL_WINDOW_S)
+            || timestamp > now_s.saturating_add(P2PT_WATERFALL_WINDOW_S)
     }
 
-    /// Marks (id, timestamp) seen; false if it already was. Prunes what the window has
-    /// passed (py2p keeps entries whose timestamp is over `now - 60`).
-    pub(super) fn insert(&mut self, id: [u8; 32], timestamp: u64, now_s: u64) -> bool {
-        let fresh = self.seen.insert((timestamp, id));
+    /// Marks (id, timestamp) seen unless it was, or the set is full. Prunes first what the
+    /// window has passed (py2p keeps entries whose timestamp is over `now - 60`).
+    pub(super) fn insert(&mut self, id: [u8; 32], timestamp: u64, now_s: u64) -> Seen {
+        self.prune(now_s);
+        if self.seen.contains(&(timestamp, id)) {
+            Seen::Again
+        } else if self.seen.len() >= P2PT_WATERFALLS_MAX {
+            Seen::Full
+        } else {
+            self.seen.insert((timestamp, id));
+            Seen::Fresh
+        }
+    }
+
+    /// Marks the node's own broadcast seen, forgetting another entry if the set is full
+    /// (the oldest: its own is never refused, and coming back it must not pass as new).
+    pub(super) fn insert_own(&mut self, id: [u8; 32], timestamp: u64, now_s: u64) {
+        self.prune(now_s);
+        self.seen.insert((timestamp, id));
+        while self.seen.len() > P2PT_WATERFALLS_MAX {
+            let other = self.seen.iter().find(|e| **e != (timestamp, id)).copied();
+            match other {
+                Some(e) => self.seen.remove(&e),
+                None => break,
+            };
+        }
+    }
+
+    fn prune(&mut self, now_s: u64) {
         let floor = now_s.saturating_sub(P2PT_WATERFALL_WINDOW_S);
-        while let Some(&(t, _)) = self.seen.first() {
-            if t > floor && self.seen.len() <= P2PT_WATERFALLS_MAX {
-                break;
-            }
+        while self.seen.first().is_some_and(|&(t, _)| t <= floor) {
             self.seen.pop_first();
         }
-        fresh
     }
 
     /// Entries held.
@@ -50,25 +88,44 @@ mod tests {
     #[test]
     fn a_pair_is_seen_once_and_forgotten_after_the_window() {
         let mut w = Waterfalls::default();
-        assert!(w.insert([1; 32], 1000, 1000));
-        assert!(!w.insert([1; 32], 1000, 1010));
+        assert_eq!(w.insert([1; 32], 1000, 1000), Seen::Fresh);
+        assert_eq!(w.insert([1; 32], 1000, 1010), Seen::Again);
         // Same id, another timestamp: another broadcast to py2p.
-        assert!(w.insert([1; 32], 1001, 1010));
+        assert_eq!(w.insert([1; 32], 1001, 1010), Seen::Fresh);
         assert!(!Waterfalls::is_expired(940, 1000));
         assert!(Waterfalls::is_expired(939, 1000));
+        assert!(!Waterfalls::is_expired(1060, 1000));
+        assert!(Waterfalls::is_expired(1061, 1000), "as far in the future");
         // At 1061 the entry of 1000 is out of the window and pruned.
         w.insert([2; 32], 1061, 1061);
-        assert!(w.insert([1; 32], 1000, 1061));
+        assert_eq!(w.insert([1; 32], 1000, 1061), Seen::Fresh);
+    }
+
+    fn id(i: u64) -> [u8; 32] {
+        let mut id = [0; 32];
+        id[..8].copy_from_slice(&i.to_be_bytes());
+        id
     }
 
     #[test]
-    fn the_set_is_bounded() {
+    fn a_full_set_refuses_new_pairs_and_never_forgets_one_in_the_window() {
         let mut w = Waterfalls::default();
-        for i in 0..(P2PT_WATERFALLS_MAX as u64 + 10) {
-            let mut id = [0; 32];
-            id[..8].copy_from_slice(&i.to_be_bytes());
-            w.insert(id, 5000, 5000);
+        for i in 0..P2PT_WATERFALLS_MAX as u64 {
+            assert_eq!(w.insert(id(i), 5050, 5000), Seen::Fresh);
         }
+        // Full of entries still in the window: a new one is refused, every time, and the
+        // ones held stay seen (evicting one made its next copy pass as new).
+        let new = id(u64::MAX);
+        assert_eq!(w.insert(new, 5000, 5000), Seen::Full);
+        assert_eq!(w.insert(new, 5000, 5000), Seen::Full);
+        assert_eq!(w.insert(id(0), 5050, 5000), Seen::Again);
         assert_eq!(w.len(), P2PT_WATERFALLS_MAX);
+        // The node's own broadcast takes the oldest entry's place.
+        w.insert_own(new, 5000, 5000);
+        assert_eq!(w.insert(new, 5000, 5001), Seen::Again);
+        assert_eq!(w.len(), P2PT_WATERFALLS_MAX);
+        // Once the window has passed them, there is room again.
+        assert_eq!(w.insert(id(1 << 40), 5111, 5111), Seen::Fresh);
+        assert_eq!(w.len(), 1);
     }
 }

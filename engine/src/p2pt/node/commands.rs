@@ -1,6 +1,7 @@
 //! The application's commands on a p2p.today network (SPEC.md §25.11, §25.12): broadcasts,
 //! and writes to py2p's sync table under its lease rule.
 
+use bytes::Bytes;
 use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{
     message_id, MainFlag, Message, SubFlag, P2PT_BODY_BYTES_MAX, P2PT_ID_BYTES,
@@ -100,14 +101,12 @@ impl P2ptNode {
     /// Sends the broadcast `bytes` (from [`Self::broadcast_bytes`]) to every linked peer.
     fn send_broadcast(&mut self, sub: SubFlag, bytes: &[u8], now_s: u64) {
         let id = message_id(bytes);
-        self.waterfalls.insert(id, now_s, now_s);
+        self.waterfalls.insert_own(id, now_s, now_s);
         if sub == SubFlag::BROADCAST {
             self.metrics.broadcasts_originated += 1;
         }
         let conns: Vec<ConnId> = self.routing.values().copied().collect();
-        for conn in conns {
-            self.transmit(conn, bytes, true, true);
-        }
+        self.transmit_to(&conns, &Bytes::copy_from_slice(bytes), true, true);
     }
 
     /// `SyncSocket.__setitem__`: stores at once if the lease rules allow, then broadcasts

@@ -2,6 +2,7 @@
 //! handshake, renegotiation, `peers`, requests, stores and deltas, broadcasts passed on
 //! through the waterfalls.
 
+use bytes::Bytes;
 use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{
     Decoded, Handshake, MainFlag, Message, P2ptError, Peers, Store, SubFlag,
@@ -13,7 +14,7 @@ use super::{id_key, text, P2ptNode, P2PT_LINKS_MAX, P2PT_OUTGOING_MAX};
 use crate::connection::{CloseReason, ConnId};
 use crate::p2pt::link::PeerInfo;
 use crate::p2pt::table::SyncTable;
-use crate::p2pt::waterfalls::Waterfalls;
+use crate::p2pt::waterfalls::{Seen, Waterfalls};
 use crate::p2pt::P2ptEvent;
 
 impl P2ptNode {
@@ -57,9 +58,16 @@ impl P2ptNode {
                 self.metrics.broadcasts_expired += 1;
                 return;
             }
-            if !self.waterfalls.insert(id, m.timestamp, now_s) {
-                self.metrics.broadcast_duplicates += 1;
-                return;
+            match self.waterfalls.insert(id, m.timestamp, now_s) {
+                Seen::Fresh => {}
+                Seen::Again => {
+                    self.metrics.broadcast_duplicates += 1;
+                    return;
+                }
+                Seen::Full => {
+                    self.metrics.broadcasts_refused_full += 1;
+                    return;
+                }
             }
             // py2p relays to every linked peer but the originator, the sender's link
             // included, and forwards the bytes it received.
@@ -69,10 +77,8 @@ impl P2ptNode {
                 .filter(|(peer, _)| peer.as_slice() != m.sender.as_slice())
                 .map(|(_, c)| *c)
                 .collect();
-            for c in to {
-                self.metrics.broadcasts_relayed += 1;
-                self.transmit(c, &msgpack, true, true);
-            }
+            self.metrics.broadcasts_relayed += to.len() as u64;
+            self.transmit_to(&to, &Bytes::copy_from_slice(&msgpack), true, true);
         }
         let sub = m.sub_flag;
         // A broadcast was written by its originator, not by this link's peer, which may only
@@ -120,16 +126,13 @@ impl P2ptNode {
             let Some(link) = self.links.get_mut(&conn) else {
                 return;
             };
-            let changed = link.peer_codes != codes;
-            link.peer_codes = codes.clone();
-            if changed {
+            if link.set_peer_codes(&codes) {
                 // py2p answers with its own methods the peer named, in its own order.
                 let common: Vec<Value> = self
                     .ours
                     .iter()
-                    .map(|m| u64::from(m.code()))
-                    .filter(|c| codes.contains(c))
-                    .map(Value::from)
+                    .filter(|m| link.peer_reads(**m))
+                    .map(|m| Value::from(u64::from(m.code())))
                     .collect();
                 self.send(
                     conn,
@@ -139,8 +142,10 @@ impl P2ptNode {
                 );
             }
         } else if m.sub_flag == SubFlag::RESEND {
-            if let Some(last) = self.links.get(&conn).and_then(|l| l.last_sent.clone()) {
-                self.transmit(conn, &last, true, true);
+            // Once per message sent: a peer asking again and again would have the node
+            // frame and compress up to 4 MiB for each 45-byte ask.
+            if let Some(last) = self.links.get_mut(&conn).and_then(|l| l.take_resend()) {
+                self.transmit_to(&[conn], &last, true, false);
             }
         }
     }
@@ -186,7 +191,7 @@ impl P2ptNode {
             return;
         };
         let first = link.peer.is_none();
-        link.peer_codes = h.compression.clone();
+        link.set_peer_codes(&h.compression);
         link.peer = Some(PeerInfo {
             id: h.id.clone(),
             addr: h.addr.clone(),

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use weft_protocol::p2pt::rmpv::Value;
-use weft_protocol::p2pt::{encode_frame, Handshake, MainFlag, Message, Peers, SubFlag};
+use weft_protocol::p2pt::{encode_frame, Handshake, MainFlag, Message, Method, Peers, SubFlag};
 
 use super::{msgpack, P2ptNode, P2PT_SEND_QUEUE_BYTES_MAX};
 use crate::connection::{CloseReason, ConnId};
@@ -18,36 +18,58 @@ impl P2ptNode {
     /// Frames `bytes` (a message's msgpack) for `conn`, compressed with its method unless
     /// `compress` is false (handshakes), and hands it to the driver.
     pub(super) fn transmit(&mut self, conn: ConnId, bytes: &[u8], compress: bool, remember: bool) {
-        let Some(link) = self.links.get_mut(&conn) else {
-            return;
-        };
-        if link.closing || link.dialing {
-            return;
-        }
-        let method = if compress {
-            link.send_method(&self.ours)
-        } else {
-            None
-        };
-        if remember {
-            link.last_sent = Some(bytes.to_vec());
-        }
-        let Ok(wire) = encode_frame(bytes, method) else {
-            // Only an oversized body fails, and senders check the size first; a relayed
-            // message came in a frame under the same limit (compression can only grow it by
-            // a few bytes, and then the frame is not sent).
-            return;
-        };
-        link.unwritten += wire.len();
-        let slow = link.unwritten > P2PT_SEND_QUEUE_BYTES_MAX;
-        self.metrics.frames_sent += 1;
-        self.metrics.bytes_sent += wire.len() as u64;
-        self.outputs.push_back(Output::Transmit {
-            conn,
-            bytes: Bytes::from(wire),
-        });
-        if slow {
-            self.close(conn, CloseReason::SlowPeer);
+        let bytes = Bytes::copy_from_slice(bytes);
+        self.transmit_to(&[conn], &bytes, compress, remember);
+    }
+
+    /// Frames `bytes` for each of `conns` as [`Self::transmit`] does, each method's frame
+    /// built once (a relay to sixty links compresses once, not sixty times).
+    pub(super) fn transmit_to(
+        &mut self,
+        conns: &[ConnId],
+        bytes: &Bytes,
+        compress: bool,
+        remember: bool,
+    ) {
+        let mut built: Vec<(Option<Method>, Option<Bytes>)> = Vec::new();
+        for &conn in conns {
+            let Some(link) = self.links.get_mut(&conn) else {
+                continue;
+            };
+            if link.closing || link.dialing {
+                continue;
+            }
+            let method = if compress {
+                link.send_method(&self.ours)
+            } else {
+                None
+            };
+            if remember {
+                link.remember_sent(bytes.clone());
+            }
+            let wire = match built.iter().find(|(m, _)| *m == method) {
+                Some((_, wire)) => wire.clone(),
+                None => {
+                    // Only an oversized body fails, and senders check the size first; a
+                    // relayed message came in a frame under the same limit (compression can
+                    // only grow it by a few bytes, and then the frame is not sent).
+                    let wire = encode_frame(bytes, method).ok().map(Bytes::from);
+                    built.push((method, wire.clone()));
+                    wire
+                }
+            };
+            let Some(wire) = wire else {
+                continue;
+            };
+            link.unwritten += wire.len();
+            let slow = link.unwritten > P2PT_SEND_QUEUE_BYTES_MAX;
+            self.metrics.frames_sent += 1;
+            self.metrics.bytes_sent += wire.len() as u64;
+            self.outputs
+                .push_back(Output::Transmit { conn, bytes: wire });
+            if slow {
+                self.close(conn, CloseReason::SlowPeer);
+            }
         }
     }
 
