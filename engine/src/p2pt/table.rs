@@ -400,7 +400,7 @@ mod tests {
     quickcheck::quickcheck! {
         fn a_delta_merges_as_the_plain_merge_does(held: Vec<(u8, u8)>, delta: Vec<(u8, u8)>) -> bool {
             // Few distinct keys (so pairs meet), of two kinds that are never equal.
-            let value = |k: u8| if k % 2 == 0 { Value::from(k % 8) } else { s(&(k % 8).to_string()) };
+            let value = |k: u8| if k.is_multiple_of(2) { Value::from(k % 8) } else { s(&(k % 8).to_string()) };
             let pairs = |v: &[(u8, u8)]| -> Vec<(Value, Value)> {
                 v.iter().map(|&(k, x)| (value(k), Value::from(x))).collect()
             };
