@@ -162,8 +162,16 @@ impl Session {
                 return;
             }
         }
-        let frame = build(c.send_compressed);
         let (relay_max, hard_max) = (limits.relay_queue_bytes_max, limits.send_queue_bytes_max);
+        // Dropped whatever it holds: not built (copied, perhaps compressed) first. A peer
+        // that stops reading and asks for repairs would otherwise have every held broadcast
+        // built for each small MESH_WANT, and dropped.
+        if class == Class::Relay && c.queue().drops_every_relay(relay_max) {
+            c.count_relay_dropped();
+            self.metrics.relays_dropped += 1;
+            return;
+        }
+        let frame = build(c.send_compressed);
         match c.queue_mut().enqueue(frame, class, relay_max, hard_max) {
             // Handed out at the end of the input (`flush_queued`): every frame queued for the
             // connection meanwhile in one transmit, under Noise in one seal.

@@ -89,6 +89,12 @@ pub(crate) struct SendQueue {
 }
 
 impl SendQueue {
+    /// Whether [`SendQueue::enqueue`] would drop any relay frame offered now (the queue is
+    /// already at the relay bound): the frame need not be built.
+    pub(crate) fn drops_every_relay(&self, relay_max: usize) -> bool {
+        self.queued_bytes > 0 && self.queued_bytes >= relay_max
+    }
+
     /// Offers a frame under the overflow rule (copied into a run if small, else shared).
     pub(crate) fn enqueue(
         &mut self,
@@ -374,6 +380,22 @@ mod tests {
             Enqueued::Overflow
         );
         assert_eq!(q.queued_bytes(), 90);
+    }
+
+    quickcheck! {
+        /// A relay is left unbuilt only when any relay frame would be dropped.
+        fn a_relay_left_unbuilt_would_have_been_dropped(sizes: Vec<(u16, bool)>, offered: u16) -> bool {
+            let (relay_max, hard_max) = (3_000, 60_000);
+            let mut q = SendQueue::default();
+            for (len, relay) in sizes {
+                let class = if relay { Class::Relay } else { Class::Control };
+                let _ = q.enqueue(&frame(usize::from(len % 2_000) + 1), class, relay_max, hard_max);
+            }
+            let offered = frame(usize::from(offered) + 1);
+            let skip = q.drops_every_relay(relay_max);
+            let outcome = q.enqueue(&offered, Class::Relay, relay_max, hard_max);
+            !skip || outcome == Enqueued::DroppedRelay
+        }
     }
 
     /// The queue the runs stand in for: the same rules, every frame queued and handed out on
