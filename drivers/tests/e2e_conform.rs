@@ -239,6 +239,7 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
         (Broken::PongWrongNonce, "§9"),
         (Broken::NoByeOnBadFrame, "§2"),
         (Broken::CompressesToAll, "§3"),
+        (Broken::NoRelayToPlain, "§3"),
         (Broken::CascadeHopsKept, "§10"),
         (Broken::DuplicateRelay, "§11"),
         (Broken::NoRelay, "§11"),
@@ -254,8 +255,10 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
         (Broken::DropFilesAltered, "§24.3"),
     ];
     let net = format!("conform-broken-{}", std::process::id());
-    // The wrapper alone, breaking nothing, passes: what fails below is the broken rule.
-    let all: Vec<(Broken, &str)> = std::iter::once((Broken::None, ""))
+    // The wrapper alone, breaking nothing, passes (with lz4 or without): what fails below is
+    // the broken rule.
+    let all: Vec<(Broken, &str)> = [(Broken::None, ""), (Broken::NoLz4, "")]
+        .into_iter()
         .chain(cases.iter().copied())
         .collect();
     let runs: Vec<_> = all
@@ -292,7 +295,7 @@ fn the_kit_fails_each_broken_peer_on_its_section() {
             .filter(|l| l.result == Verdict::Fail)
             .map(|l| l.section)
             .collect();
-        let ok = if broken == Broken::None {
+        let ok = if matches!(broken, Broken::None | Broken::NoLz4) {
             failed.is_empty()
         } else {
             failed.contains(&section)

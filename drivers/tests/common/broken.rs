@@ -28,6 +28,9 @@ use weft_engine::{
 pub enum Broken {
     /// None: the wrapper as a correct peer.
     None,
+    /// None either: a correct peer that offers no lz4 and closes on a compressed frame (§3
+    /// lets it: a sender may compress only to a peer that offered lz4).
+    NoLz4,
     /// §7.3: its HELLO_ACK's signature has a bit flipped.
     BadHelloAck,
     /// §7.2/§3: its HELLO goes out with the compressed flag.
@@ -58,6 +61,8 @@ pub enum Broken {
     NoByeOnBadFrame,
     /// §3: broadcasts are relayed compressed to a peer that did not offer lz4.
     CompressesToAll,
+    /// §11.4: a broadcast is never relayed to a link without lz4.
+    NoRelayToPlain,
     /// §10: relayed cascades keep their hops.
     CascadeHopsKept,
     /// §11: every broadcast is sent twice.
@@ -224,6 +229,9 @@ impl Host {
             config.listen_addr = listener.local_addr().ok().map(|a| a.to_string());
         }
         config.limits.inbound_per_address_max = 64;
+        if broken == Broken::NoLz4 {
+            config.compression = false;
+        }
         Host {
             folder: FakeFolder::new(net),
             node: Node::new(config),
@@ -511,6 +519,10 @@ impl Host {
         let w = self.wires.get_mut(&conn)?;
         let code = frame.code();
         let established = w.acked;
+        if broken == Broken::NoLz4 && frame.flags().compressed() {
+            // Refused as the node refuses a bad compressed frame: BYE(ProtocolViolation).
+            return Some(undecodable_compressed_frame(code));
+        }
         match code {
             Code::HELLO => {
                 let hello = message(&frame).and_then(|m| match m {
@@ -625,6 +637,7 @@ impl Host {
                     .into_bytes()
                     .to_vec()]
             }
+            (Broken::NoRelayToPlain, Code::BROADCAST, _) if !peer_lz4 => Vec::new(),
             (Broken::CascadeHopsKept, Code::ICANSEE, Some(Message::ICanSee(c))) => {
                 vec![frame_bytes(&Message::ICanSee(ICanSee {
                     hops_left: c.hops_left.saturating_add(1),
@@ -786,6 +799,17 @@ fn message(frame: &Frame) -> Option<Message<'static>> {
 
 fn frame_bytes(m: &Message) -> Vec<u8> {
     m.to_frame(false).into_bytes().to_vec()
+}
+
+/// A frame flagged compressed that no receiver can inflate: it declares 4 GiB from a block of
+/// one byte (§3 rule 3).
+fn undecodable_compressed_frame(code: Code) -> Vec<u8> {
+    let body = [0xff, 0xff, 0xff, 0xff, 0x00];
+    let mut frame = ((4 + body.len()) as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[1, 1]);
+    frame.extend_from_slice(&code.0.to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
 }
 
 /// A frame flagged compressed whose payload is one lz4 block of literals only.

@@ -1,7 +1,7 @@
 //! Which message is allowed when (SPEC.md §6.13), and families and dedicated connections
 //! (§8.9): the valid vectors sent before the handshake is done and on a link.
 
-use weft_engine::protocol::{ByeReason, Code, Family, NetworkId};
+use weft_engine::protocol::{ByeReason, Code, Family, Frame, NetworkId};
 
 use super::super::vectors::{self, Valid};
 use super::super::{Ctx, Step, Stop};
@@ -63,11 +63,17 @@ enum OnLink {
     Refuse(&'static str),
     /// Either: which rule the peer applies first depends on its clock.
     KeepOrRefuse,
+    /// Not sent: the kit may not (a compressed frame to a peer that did not offer lz4, §3).
+    NotSent,
 }
 
 /// The rule for vector `v` on a link with this peer.
 fn on_link(ctx: &Ctx, v: &Valid) -> OnLink {
     let code = Code(v.code);
+    let compressed = Frame::parse(v.bytes().into()).is_ok_and(|f| f.flags().compressed());
+    if compressed && ctx.peer.capabilities & weft_engine::protocol::CAP_LZ4 == 0 {
+        return OnLink::NotSent;
+    }
     let family = code.family();
     if family.is_some_and(|f| !ctx.runs(f)) {
         return OnLink::Refuse("§8.9: a family it did not announce");
@@ -99,9 +105,14 @@ pub fn vectors_on_link(ctx: &Ctx) -> Step {
     let mine: Vec<&Valid> = valid.iter().filter(|v| !handshake_code(v.code)).collect();
     let mut failed = Vec::new();
     for v in &mine {
+        let rule = on_link(ctx, v);
+        if matches!(rule, OnLink::NotSent) {
+            continue;
+        }
         let mut link = ctx.link()?;
         link.conn.send(&v.bytes());
-        let result = match on_link(ctx, v) {
+        let result = match rule {
+            OnLink::NotSent => Ok(()),
             OnLink::Keep => link.conn.expect_alive(ctx.wait),
             OnLink::Refuse(rule) => link
                 .conn
