@@ -157,6 +157,9 @@ pub struct RefusalCounters {
     /// Redials of saved or lost addresses held back or given up by the same bounds.
     #[serde(default)]
     pub redials_refused: u64,
+    /// Inbound connections that had proven nothing, closed at the cap to make room.
+    #[serde(default)]
+    pub inbound_evicted_unproven: u64,
 }
 
 impl From<&NodeMetrics> for NodeCounters {
@@ -199,6 +202,7 @@ impl From<&NodeMetrics> for NodeCounters {
                 handshake_buffered_bytes_peak: session.handshake_buffered_bytes_peak,
                 discovery_dials_refused: session.discovery_dials_refused,
                 redials_refused: session.redials_refused,
+                inbound_evicted_unproven: session.inbound_evicted_unproven,
             },
             traffic: ProtocolReport::all(&session.traffic),
         }

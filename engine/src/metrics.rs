@@ -71,6 +71,9 @@ pub struct SessionMetrics {
     pub handshake_buffer_closes: u64,
     /// Inbound connections refused because their address held its share of the slots.
     pub inbound_refused_per_address: u64,
+    /// Inbound connections closed, at `inbound_max`, to make room for a new one: the oldest
+    /// whose peer had proven nothing yet (SPEC.md §8.4).
+    pub inbound_evicted_unproven: u64,
     /// Discovery dials not made: the address was over its attempts or backing off, or the
     /// global budget was spent (SPEC.md §10.7).
     pub discovery_dials_refused: u64,

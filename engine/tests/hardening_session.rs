@@ -222,11 +222,71 @@ fn unauthenticated_dedicated_connections_count_against_the_inbound_cap() {
         // A dedicated connection of a family the node runs, that never proves its key.
         let fake = Fake::new((n % 250) as u8 + 1, conn);
         fake.send(&mut node, T0, fake.hello_with(ALL_FAMILIES, Some(mesh)));
-        if closed(&drain(&mut node), conn) == Some(CloseReason::TooManyConnections) {
-            refused += 1;
-        }
+        let out = drain(&mut node);
+        refused += out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Close {
+                        reason: CloseReason::TooManyConnections,
+                        ..
+                    }
+                )
+            })
+            .count();
     }
     assert_eq!(refused, 600 - 8, "only inbound_max stay open");
+    node.check_invariants().unwrap();
+}
+
+/// At `inbound_max`, the oldest connection that has proven nothing makes room for a new one:
+/// idle sockets that never handshake (reopened each `handshake_timeout`) no longer keep
+/// every honest peer out.
+#[test]
+fn idle_unproven_connections_make_room_for_a_peer_that_handshakes() {
+    let mut node = node_with(|c| c.limits.inbound_max = 8);
+    for n in 1..=8u64 {
+        let addr = format!("10.0.0.{n}:1");
+        node.handle_input(
+            T0,
+            Input::Accepted {
+                conn: ConnId::inbound(n),
+                addr,
+            },
+        )
+        .unwrap();
+        drain(&mut node);
+    }
+    let honest = Fake::new(77, ConnId::inbound(100));
+    let out = honest.join(&mut node, T0);
+    assert_eq!(
+        closed(&out, ConnId::inbound(1)),
+        Some(CloseReason::TooManyConnections)
+    );
+    assert_eq!(closed(&out, honest.conn), None);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Event(Event::PeerUp { node: n, .. }) if *n == honest.id())
+        ),
+        "the peer that handshakes links"
+    );
+    assert_eq!(node.metrics().session.inbound_evicted_unproven, 1);
+    // A linked peer is never made room from: eight more idle sockets take the seven slots
+    // left, evicting only one another.
+    for n in 101..=108u64 {
+        let addr = format!("10.0.1.{n}:1");
+        node.handle_input(
+            T0,
+            Input::Accepted {
+                conn: ConnId::inbound(n),
+                addr,
+            },
+        )
+        .unwrap();
+        let out = drain(&mut node);
+        assert_eq!(closed(&out, honest.conn), None);
+    }
     node.check_invariants().unwrap();
 }
 
@@ -498,14 +558,14 @@ fn chord_only_connections_to_a_node_without_chord_are_refused() {
     assert_eq!(refused, 100);
 }
 
-/// SPEC.md §8.4 and §21.6: a connection refused at accept (over the inbound cap, or after
+/// SPEC.md §8.4 and §21.6: a connection refused at accept (over its host's share, or after
 /// shutdown) gets its BYE only on plaintext links; over Noise no channel exists yet to carry
 /// one, and it closes without a byte.
 #[test]
 fn a_refused_accept_gets_a_bye_only_on_plaintext_links() {
     for noise in [false, true] {
         let mut node = node_with(|c| {
-            c.limits.inbound_max = 1;
+            c.limits.inbound_per_address_max = 1;
             if noise {
                 c.link_encryption = weft_engine::LinkEncryption::Noise;
             }

@@ -147,6 +147,7 @@ fn stats_text(s: &StatsReport) -> String {
         ("handshake buffer closes", r.handshake_buffer_closes),
         ("discovery dials refused", r.discovery_dials_refused),
         ("redials refused", r.redials_refused),
+        ("unproven inbound evicted", r.inbound_evicted_unproven),
     ];
     // Shown only when something was refused: a quiet network prints no section.
     if refused.iter().any(|(_, v)| *v > 0) {

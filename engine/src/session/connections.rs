@@ -30,6 +30,16 @@ impl Session {
             .count()
     }
 
+    /// The inbound connection counted against `inbound_max` whose peer has proven nothing
+    /// yet, opened first (the lowest id among those opened at once).
+    fn oldest_unproven_inbound(&self) -> Option<ConnId> {
+        self.conns
+            .values()
+            .filter(|c| c.direction == Direction::Inbound && c.is_unauthenticated())
+            .min_by_key(|c| (c.opened_at, c.id))
+            .map(|c| c.id)
+    }
+
     /// Inbound connections, not closing, from the host of `addr`.
     pub(super) fn count_from(&self, addr: &str) -> usize {
         let host = address::host_of(addr);
@@ -155,8 +165,19 @@ impl Session {
         if !conn.is_inbound() || self.conns.contains_key(&conn) {
             return Err(Misuse::BadInboundId(conn));
         }
-        let full = self.count(Direction::Inbound) >= self.limits.inbound_max;
+        let mut full = self.count(Direction::Inbound) >= self.limits.inbound_max;
         let share_full = self.count_from(&addr) >= self.limits.inbound_per_address_max;
+        if full && !share_full && !self.shut_down {
+            // The oldest connection that has proven nothing makes room: refusing the newcomer
+            // let anyone hold every slot with idle sockets, reopened each handshake timeout.
+            if let Some(oldest) = self.oldest_unproven_inbound() {
+                self.metrics.inbound_evicted_unproven += 1;
+                let plaintext = self.noise.is_none();
+                let bye = plaintext.then_some(ByeReason::TooManyConnections);
+                self.close(oldest, CloseReason::TooManyConnections, bye);
+                full = false;
+            }
+        }
         self.conns
             .insert(conn, Conn::new(conn, addr, Direction::Inbound, now));
         // A refusal's BYE goes only on plaintext links: over Noise no channel exists yet to
