@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
+use rand_core::{OsRng, RngCore};
 use weft_engine::Config;
 
 use crate::folder::run::FolderSpec;
@@ -34,8 +35,17 @@ pub struct Setup {
 
 impl Setup {
     /// Binds `addr` and announces the bound address (with the port the OS picked for port 0)
-    /// as the node's `listen_addr`. No peers, no signals, no store.
+    /// as the node's `listen_addr`. No peers, no signals, no store. Eight bytes of the OS's
+    /// randomness are mixed into `config.rng_seed`: a node run again with the same key,
+    /// incarnation and seed (an embedder's `Config::new`, whose incarnation is always 1) would
+    /// make the same Noise ephemeral keys and HELLO nonces as before, and a recorded session
+    /// could be replayed to it.
     pub fn bind(mut config: Config, addr: SocketAddr) -> io::Result<Setup> {
+        let mut fresh = [0u8; 8];
+        OsRng
+            .try_fill_bytes(&mut fresh)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        config.rng_seed ^= u64::from_le_bytes(fresh);
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         config.listen_addr = Some(listener.local_addr()?.to_string());
@@ -53,5 +63,21 @@ impl Setup {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One config set up twice (a node started again): each run seeds its random stream
+    /// anew, so its Noise ephemeral keys and HELLO nonces never repeat a recorded run's.
+    #[test]
+    fn each_set_up_seeds_the_node_anew() {
+        let config = Config::new("net", [7; 32]);
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let a = Setup::bind(config.clone(), any).expect("bind");
+        let b = Setup::bind(config, any).expect("bind");
+        assert_ne!(a.config.rng_seed, b.config.rng_seed);
     }
 }

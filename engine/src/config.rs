@@ -16,7 +16,11 @@ pub struct Config {
     /// This run's incarnation: the driver persists it and raises it on every start.
     pub incarnation: u64,
     /// Mixed with the secret key and incarnation to seed the node's only random number
-    /// generator (nonces, dial choices).
+    /// generator (nonces, dial choices, each Noise handshake's ephemeral key). A host outside
+    /// the simulator must draw it from the OS on every start (the weft drivers' `Setup` mixes
+    /// OS randomness in): with the same key, incarnation and seed, a restarted node makes the
+    /// same ephemeral keys and HELLO nonces in the same order, and a recorded session can be
+    /// replayed to it (SPEC.md §21.8).
     pub rng_seed: u64,
     /// Where this node accepts connections, announced in HELLO and discovery.
     pub listen_addr: Option<String>,
