@@ -155,6 +155,9 @@ pub struct DropsMetrics {
     /// Of those, lists refused for a path or symlink target §22.3's rules refuse
     /// ([`DropError::BadPath`]).
     pub file_lists_bad_path: u64,
+    /// File lists asked of another holder because theirs came in two thin batches in a row
+    /// (SPEC.md §24.3).
+    pub file_lists_too_slow: u64,
     /// State blobs that failed to load or store.
     pub state_failures: u64,
     /// Holder records of this node put on the tracker (SPEC.md §24.6).

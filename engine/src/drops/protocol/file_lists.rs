@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use weft_protocol::{
-    DropFiles, DropGetFiles, DropId, DropMessage, DropNotFound, NodeId, RootHasher, VersionId,
-    DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX,
+    DropFile, DropFiles, DropGetFiles, DropId, DropMessage, DropNotFound, NodeId, RootHasher,
+    VersionId, DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX,
 };
 
 use super::{Assembly, DropsProtocol, DROP_SYNC_INTERVAL};
@@ -111,6 +111,7 @@ impl DropsProtocol {
             asked_at: now,
             hasher: RootHasher::new(),
             files: Vec::new(),
+            thin_before: false,
         });
         self.send(
             peer,
@@ -159,6 +160,24 @@ impl DropsProtocol {
             self.event(drop, DropsEventKind::FilesRefused { peer, error });
             return Err(PeerFault::Unexpected("a drop file list that breaks a rule"));
         }
+        // A batch that ends no list holds DROP_FILES_BATCH_MAX files, or stopped short of
+        // DROP_FILES_BATCH_BYTES_MAX only because the next file would pass it. So a thin one
+        // (fewer files, under half the bytes) is followed by a batch that starts with a file
+        // of over half the bytes: a holder serving two thin batches in a row is dripping the
+        // list (one file every few seconds kept the assembly alive for good), and another
+        // holder is asked.
+        let thin = m.files.len() < DROP_FILES_BATCH_MAX
+            && m.files.iter().map(DropFile::encoded_len).sum::<usize>()
+                < DROP_FILES_BATCH_BYTES_MAX / 2;
+        let ends = a.files.len() + m.files.len() >= total;
+        if thin && !ends && a.thin_before {
+            held.assembly = None;
+            held.holders.remove(&peer);
+            self.metrics.file_lists_too_slow += 1;
+            self.update_shown(drop, None);
+            return Ok(());
+        }
+        a.thin_before = thin;
         a.files.extend(m.files);
         // A list coming in batch after batch is not fetched again from its start: it is
         // stale only once no batch has come for a sync interval.

@@ -62,6 +62,8 @@ struct Assembly {
     asked_at: Instant,
     hasher: RootHasher,
     files: Vec<DropFile>,
+    /// The last batch was thin (see `on_files`).
+    thin_before: bool,
 }
 
 /// One drop this node holds.

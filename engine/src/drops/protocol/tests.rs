@@ -716,6 +716,86 @@ fn a_file_list_coming_in_batches_is_not_started_again() {
     assert_eq!(h.drops.shown(&drop), Some(version));
 }
 
+/// A holder serving a file list one file at a time, each within the sync interval, is
+/// given up at its second thin batch in a row (no honest holder sends two: a short batch
+/// stops only before a file of over half the batch bytes), and another holder is asked.
+#[test]
+fn a_holder_dripping_a_file_list_is_given_up_for_another() {
+    let owner = Identity::from_secret(&OWNER);
+    let peer = peer_of(&owner);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&peer);
+    let other = peer_of(&Identity::from_secret(&[0x5e; 32]));
+    h.link(&other);
+    let files: Vec<DropFile> = (0..600)
+        .map(|i| file(&format!("f{i:04}"), FileKind::File, None))
+        .collect();
+    let v = version_of(&files);
+    let version = v.version_id();
+    h.message(&other, DropMessage::Version(Box::new(v.clone())))
+        .expect("a valid version");
+    h.message(&peer, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    let asks = |h: &mut Harness| -> Vec<(NodeId, u32)> {
+        h.outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                ProtocolOutput::Send {
+                    to: Recipients::Peer(to),
+                    message,
+                    ..
+                } if message.code == Code::DROP_GET_FILES => {
+                    match Message::decode(message.code, &message.payload) {
+                        Ok(Message::Drop(DropMessage::GetFiles(g))) => Some((to, g.from)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let first = asks(&mut h);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (dripper, _) = first[0];
+    let honest = if dripper == peer.node {
+        other.node
+    } else {
+        peer.node
+    };
+    let dripper_peer = if dripper == peer.node { &peer } else { &other };
+    let drip = |h: &mut Harness, from: usize| {
+        h.advance(Duration::from_secs(4));
+        let batch = DropFiles {
+            drop,
+            version,
+            from: from as u32,
+            files: files[from..from + 1].to_vec(),
+        };
+        h.message(dripper_peer, DropMessage::Files(batch))
+            .expect("a batch that breaks no rule");
+    };
+    drip(&mut h, 0);
+    assert_eq!(asks(&mut h), [(dripper, 1)], "one thin batch may come");
+    drip(&mut h, 1);
+    assert_eq!(
+        asks(&mut h),
+        [(honest, 0)],
+        "the second in a row gives it up"
+    );
+    assert_eq!(h.drops.metrics().file_lists_too_slow, 1);
+    let honest_peer = if honest == peer.node { &peer } else { &other };
+    for from in [0, 256, 512] {
+        let batch = DropFiles {
+            drop,
+            version,
+            from: from as u32,
+            files: files[from..(from + 256).min(600)].to_vec(),
+        };
+        h.message(honest_peer, DropMessage::Files(batch))
+            .expect("the list");
+    }
+    assert_eq!(h.drops.shown(&drop), Some(version));
+}
+
 /// A file list past the manifest's bytes is refused with the batch that passes them, not
 /// kept until the list ends.
 #[test]
