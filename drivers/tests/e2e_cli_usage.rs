@@ -394,3 +394,27 @@ fn a_sweep_from_a_first_seed_names_its_seeds_and_reports_progress_on_stderr_only
     }
     assert!((1..=6).all(|k| done.contains(&k)), "{progress}");
 }
+
+/// Help, version and a detached start's line to a reader that already left (`| head`, a
+/// closed pipe) are no panic: exit 0 (the help was asked for; the node started), nothing on
+/// stderr about it.
+#[test]
+fn output_to_a_closed_pipe_is_no_panic() {
+    for args in [
+        &["--version"][..],
+        &["table", "--help"][..],
+        &["sim", "--help"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = common::weft()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("weft runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

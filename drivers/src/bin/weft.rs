@@ -1,5 +1,6 @@
 //! `weft`: the command-line program.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -95,7 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            print!("{e}");
+            // Help or version, asked for: a reader that left early (`| head`) is no error,
+            // and no panic.
+            let _ = write!(std::io::stdout().lock(), "{e}");
             return ExitCode::SUCCESS;
         }
     };

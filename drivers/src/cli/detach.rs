@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -80,7 +80,9 @@ fn detach_with(args: &NodeArgs, argv: Vec<OsString>, undo: impl FnOnce()) -> Exi
     };
     match start(&path, argv, waits) {
         Ok(line) => {
-            println!("{line}");
+            // The node runs whether or not anyone still reads this (a closed pipe is no
+            // failure of the start, and no panic).
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -128,6 +128,8 @@ fn plain(d: &DeliveryReport) -> String {
         (None, Some(hex)) => format!("0x{hex}"),
         (None, None) => String::new(),
     };
+    // A p2p.today sender names itself: escaped like the message.
+    let origin = super::printable(origin);
     format!("{origin}/{} #{}: {body}", d.incarnation, d.seq)
 }
 
@@ -165,5 +167,11 @@ mod tests {
             ..d
         };
         assert_eq!(plain(&bin), "abababababababab/1 #4: 0xff00");
+        // A p2p.today sender names itself: its escapes are shown, not run.
+        let named = DeliveryReport {
+            origin: "\u{1b}]0;pwned\u{7}".into(),
+            ..bin
+        };
+        assert_eq!(plain(&named), r"\u{1b}]0;pwned\u{7}/1 #4: 0xff00");
     }
 }

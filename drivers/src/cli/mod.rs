@@ -184,8 +184,13 @@ pub(crate) fn terminal_text(text: &str) -> String {
 }
 
 fn print_error(text: &str) {
-    let line = text.lines().next().unwrap_or("error");
-    let _ = writeln!(std::io::stderr(), "weft: {line}");
+    let _ = writeln!(std::io::stderr(), "weft: {}", error_line(text));
+}
+
+/// The first line of an error, as a terminal may show it: an error can carry text a peer
+/// chose (a run's refusal, a node id), escaped like any peer's text ([`terminal_text`]).
+pub(crate) fn error_line(text: &str) -> String {
+    terminal_text(text.lines().next().unwrap_or("error"))
 }
 
 #[cfg(test)]
@@ -199,6 +204,15 @@ mod tests {
         assert_eq!(terminal_text("x\u{9b}31m"), "x\\u{9b}31m");
         assert_eq!(terminal_text("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(terminal_text("line\nbreak\u{7f}"), "line\\nbreak\\u{7f}");
+    }
+
+    #[test]
+    fn an_error_line_is_its_first_line_with_a_peers_escapes_shown() {
+        assert_eq!(
+            error_line("the peer refused: \u{1b}]0;pwned\u{7}\nsecond line"),
+            r"the peer refused: \u{1b}]0;pwned\u{7}"
+        );
+        assert_eq!(error_line(""), "error");
     }
 
     #[test]

@@ -159,7 +159,7 @@ fn stats_text(s: &StatsReport) -> String {
     let active: Vec<_> = c
         .traffic
         .iter()
-        .filter(|t| t.frames_in + t.frames_out > 0)
+        .filter(|t| t.frames_in > 0 || t.frames_out > 0)
         .collect();
     if !active.is_empty() {
         let _ = writeln!(
@@ -217,7 +217,7 @@ fn stats_text(s: &StatsReport) -> String {
         for t in k
             .by_protocol
             .iter()
-            .filter(|t| t.frames_in + t.frames_out > 0)
+            .filter(|t| t.frames_in > 0 || t.frames_out > 0)
         {
             let _ = writeln!(
                 text,

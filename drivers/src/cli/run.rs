@@ -54,8 +54,7 @@ pub struct RunArgs {
 
 /// Prints `weft: <error>` and returns 255.
 fn weft_error(error: impl std::fmt::Display) -> ExitCode {
-    let text = error.to_string();
-    let line = text.lines().next().unwrap_or("error");
+    let line = super::error_line(&error.to_string());
     let _ = writeln!(std::io::stderr(), "weft: {line}");
     ExitCode::from(WEFT_ERROR)
 }

@@ -105,12 +105,18 @@ pub fn run(args: SimArgs) -> ExitCode {
     })
 }
 
+/// Writes `text` to standard output; a reader that left early (`| head`) is no error, and
+/// no panic: the exit status still says whether the runs passed.
+pub(crate) fn say(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+}
+
 /// Prints one run's report, as text or JSON; its exit status.
 fn show(r: &impl Scenario, json: bool) -> ExitCode {
     if json {
-        println!("{}", r.to_json());
+        say(&format!("{}\n", r.to_json()));
     } else {
-        print!("{}", r.to_text());
+        say(&r.to_text());
     }
     exit(r.header().ok)
 }
@@ -173,22 +179,22 @@ fn sweep<R: Scenario + Send>(
         if let Some(map) = value.as_object_mut() {
             map.extend(sums.into_iter().map(|(k, v)| (k.to_string(), v)));
         }
-        println!("{value}");
+        say(&format!("{value}\n"));
     } else {
         for h in &failed {
-            println!(
-                "FAILED seed {}",
+            say(&format!(
+                "FAILED seed {}\n",
                 h.failure(&h.seed.to_string()).unwrap_or_default()
-            );
+            ));
         }
-        println!(
+        say(&format!(
             "sweep {protocol}: {} seeds ({}..={}), {} failed, {sums_text}{events} events, \
-             {wall_ms} ms wall; links: {links}",
+             {wall_ms} ms wall; links: {links}\n",
             reports.len(),
             seeds.start(),
             seeds.end(),
             failed.len(),
-        );
+        ));
     }
     Ok(exit(failed.is_empty()))
 }

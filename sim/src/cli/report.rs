@@ -319,7 +319,7 @@ pub(super) fn default_drops() -> Vec<(&'static str, DropsParams)> {
 pub(super) fn default_table(json: bool, plaintext: bool) -> ExitCode {
     let (mesh, table, chord, replicate) = default_scenarios(plaintext);
     if !json {
-        println!("{}", links_line(plaintext));
+        super::say(&format!("{}\n", links_line(plaintext)));
     }
     let mut runs = Vec::new();
     let mesh_ok = section("", &mesh, mesh::run, json.then_some(&mut runs));
@@ -340,9 +340,12 @@ pub(super) fn default_table(json: bool, plaintext: bool) -> ExitCode {
     );
     let ok = mesh_ok && table_ok && chord_ok && replicate_ok && drops_ok && p2pt_ok;
     if json {
-        println!("{}", serde_json::json!({ "runs": runs, "ok": ok }));
+        super::say(&format!(
+            "{}\n",
+            serde_json::json!({ "runs": runs, "ok": ok })
+        ));
     } else {
-        println!("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...`, `weft sim replicate ...`, `weft sim drops ...` or `weft sim p2pt ...`; the columns are explained in `weft sim --help`)");
+        super::say("(times are simulated; each row replays with `weft sim mesh ...`, `weft sim table ...`, `weft sim chord ...`, `weft sim replicate ...`, `weft sim drops ...` or `weft sim p2pt ...`; the columns are explained in `weft sim --help`)\n");
     }
     exit(ok)
 }
@@ -388,12 +391,15 @@ pub(super) fn section<P, R: Scenario>(
         let cells = r.cells();
         if k == 0 {
             let titles: String = cells.iter().map(|(t, w, _)| format!("{t:>w$}")).collect();
-            println!("{gap}{:<26}{titles}  {:<6}", "scenario", "result");
+            super::say(&format!(
+                "{gap}{:<26}{titles}  {:<6}\n",
+                "scenario", "result"
+            ));
         }
         let values: String = cells.iter().map(|(_, w, v)| format!("{v:>w$}")).collect();
-        println!("{name:<26}{values}  {:<6}", r.header().result());
+        super::say(&format!("{name:<26}{values}  {:<6}\n", r.header().result()));
         failures.extend(r.header().failure(&format!("  {name}")));
     }
-    failures.iter().for_each(|f| println!("{f}"));
+    failures.iter().for_each(|f| super::say(&format!("{f}\n")));
     ok
 }
