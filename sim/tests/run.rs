@@ -4,7 +4,8 @@
 
 use weft_engine::protocol::{ExitStatus, OutputStream, RunRefusalReason, RunSignalKind};
 use weft_engine::run::{
-    RunCommand, RunEvent, RunEventKind, RunRefusal, RUNS_PER_PEER_MAX, RUN_GRACE, RUN_WINDOW_BYTES,
+    RunCommand, RunEvent, RunEventKind, RunRefusal, RUNS_PER_PEER_MAX, RUN_ANSWER_WAIT, RUN_GRACE,
+    RUN_WINDOW_BYTES,
 };
 use weft_engine::{Command, Config, Duration, Event, Input, InputError, NodeId, Refusal};
 use weft_sim::net::{config, plaintext_config, Net};
@@ -354,4 +355,32 @@ fn an_exit_naming_a_copy_for_a_run_in_no_folder_closes_the_connection() {
     net.run_for(Duration::from_millis(100));
     assert_eq!(events(&net, 1).first(), Some(&RunEventKind::Started));
     assert_eq!(last(&net, 1), Some(RunEventKind::Lost));
+}
+
+/// A runner that never answers (RUN_STARTED nor RUN_REFUSED) does not keep the requester
+/// waiting for as long as the link lasts: after `RUN_ANSWER_WAIT` the run is lost, the
+/// runner asked to kill it should it start, and the link stays.
+#[test]
+fn a_run_never_answered_is_lost_after_the_answer_wait() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "unstartable", &[]).unwrap();
+    net.run_for(Duration::from_millis(RUN_ANSWER_WAIT.as_millis() - 1_000));
+    assert_eq!(events(&net, 1), vec![], "still waiting");
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(events(&net, 1), vec![RunEventKind::Lost]);
+    assert_eq!(net.nodes[0].metrics().run.asked_unanswered, 1);
+    assert!(
+        net.nodes[0].links().any(|(node, _)| node == net.id(1)),
+        "the link stays"
+    );
+    // Another run goes as usual.
+    start(&mut net, 2, "exit", &["0"]).unwrap();
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        last(&net, 2),
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Code(0),
+            copy: None
+        })
+    );
 }

@@ -135,7 +135,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                 return weft_error(format!("refused by the peer: {text}"))
             }
             ControlReply::RunLost => {
-                return weft_error("lost the link to the peer; its process was killed")
+                return weft_error(
+                    "the run is lost: the link to the peer went, or the peer did not answer within 60 s (660 s in a folder); its process is killed",
+                )
             }
             // After a Ctrl-C (the run given up before it was asked for, say): said, and 130.
             ControlReply::Error(e) if is_interrupted(&interrupted) => {

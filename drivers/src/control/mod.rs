@@ -333,7 +333,7 @@ pub enum ControlReply {
     RunExit(RunExitReport),
     /// The peer refused the run (nothing ran).
     RunRefused(String),
-    /// The link to the peer went away before the run ended.
+    /// The link to the peer went away before the run ended, or the peer never answered.
     RunLost,
     /// The drop was created: its id (64 hex digits).
     DropCreated(String),

@@ -38,6 +38,15 @@ pub const RUNS_MAX: usize = 64;
 /// Runs a requester has asked for and not yet seen end.
 pub const RUNS_ASKED_MAX: usize = 64;
 
+/// How long a requester waits for RUN_STARTED or RUN_REFUSED to a run without a folder; then
+/// the run is `Lost` (the runner is asked to kill it, should it start after all). A runner
+/// that never answers kept `weft run` waiting for as long as the link lasted.
+pub const RUN_ANSWER_WAIT: Duration = Duration::from_secs(60);
+
+/// The same for a run in a folder, whose runner first brings its copy up to date (for at
+/// most 600 s, the drivers' `RUN_SYNC_TIMEOUT`).
+pub const RUN_ANSWER_WAIT_IN_FOLDER: Duration = Duration::from_secs(660);
+
 /// Who may ask this node to run programs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunConfig {
@@ -218,6 +227,8 @@ pub struct RunMetrics {
     pub output_bytes_sent: u64,
     /// Runs this node asked peers for.
     pub asked: u64,
+    /// Runs given up for want of RUN_STARTED or RUN_REFUSED within `RUN_ANSWER_WAIT`.
+    pub asked_unanswered: u64,
     /// Output bytes this node received from peers' runs.
     pub output_bytes_received: u64,
 }

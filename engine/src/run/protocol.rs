@@ -14,8 +14,8 @@ use weft_protocol::{
 
 use super::{
     ProcessRequest, ProcessResult, RunCommand, RunConfig, RunEvent, RunEventKind, RunMetrics,
-    RunRefusal, RUNS_ASKED_MAX, RUNS_MAX, RUNS_PER_PEER_MAX, RUN_ACK_BYTES, RUN_GRACE,
-    RUN_WINDOW_BYTES,
+    RunRefusal, RUNS_ASKED_MAX, RUNS_MAX, RUNS_PER_PEER_MAX, RUN_ACK_BYTES, RUN_ANSWER_WAIT,
+    RUN_ANSWER_WAIT_IN_FOLDER, RUN_GRACE, RUN_WINDOW_BYTES,
 };
 use crate::config::Config;
 use crate::io::{HostRequest, HostResult};
@@ -60,6 +60,8 @@ struct Asked {
     /// It runs in a folder (only then may RUN_EXIT name a copy).
     in_folder: bool,
     started: bool,
+    /// Until RUN_STARTED or RUN_REFUSED: when the run is given up.
+    answer_by: Option<Instant>,
     /// The next RUN_OUTPUT's expected number.
     next_seq: u64,
     /// Output bytes received, and acknowledged.
@@ -80,6 +82,9 @@ pub(crate) struct RunProtocol {
     next_process: u64,
     /// Runs asked of peers, by the application's number.
     asked: BTreeMap<u64, Asked>,
+    /// Runs given up for want of an answer, and the peer asked: what it still sends about
+    /// them is dropped quietly (at most [`RUNS_ASKED_MAX`], the oldest forgotten first).
+    given_up: BTreeMap<u64, NodeId>,
     outputs: VecDeque<ProtocolOutput<RunEvent>>,
     metrics: RunMetrics,
 }
@@ -93,6 +98,7 @@ impl RunProtocol {
             by_run: BTreeMap::new(),
             next_process: 0,
             asked: BTreeMap::new(),
+            given_up: BTreeMap::new(),
             outputs: VecDeque::new(),
             metrics: RunMetrics::default(),
         }
@@ -365,9 +371,17 @@ impl RunProtocol {
 
     fn on_answer(&mut self, from: NodeId, message: RunMessage<'_>) -> Result<(), PeerFault> {
         let run = message.run();
+        if !self.asked.contains_key(&run) && self.given_up.get(&run) == Some(&from) {
+            // Late: the run was given up and its kill asked for; its end ends the record.
+            if matches!(message, RunMessage::Refused(_) | RunMessage::Exit(_)) {
+                self.given_up.remove(&run);
+            }
+            return Ok(());
+        }
         let asked = self.asked_of(from, run)?;
         match message {
             RunMessage::Refused(r) if !asked.started => {
+                asked.answer_by = None;
                 self.asked.remove(&run);
                 let kind = RunEventKind::Refused {
                     reason: r.reason,
@@ -377,6 +391,7 @@ impl RunProtocol {
             }
             RunMessage::Started(_) if !asked.started => {
                 asked.started = true;
+                asked.answer_by = None;
                 self.event(run, RunEventKind::Started);
             }
             RunMessage::Output(o) if asked.started && o.seq == asked.next_seq => {
@@ -414,7 +429,12 @@ impl RunProtocol {
         Ok(())
     }
 
-    fn start(&mut self, cx: &Context<'_>, command: RunCommand) -> Result<(), RunRefusal> {
+    fn start(
+        &mut self,
+        now: Instant,
+        cx: &Context<'_>,
+        command: RunCommand,
+    ) -> Result<(), RunRefusal> {
         match command {
             RunCommand::Start {
                 run,
@@ -449,12 +469,19 @@ impl RunProtocol {
                 if !request.is_valid() {
                     return Err(RunRefusal::Invalid);
                 }
+                let wait = if request.folder.is_some() {
+                    RUN_ANSWER_WAIT_IN_FOLDER
+                } else {
+                    RUN_ANSWER_WAIT
+                };
+                self.given_up.remove(&run);
                 self.asked.insert(
                     run,
                     Asked {
                         peer,
                         in_folder: request.folder.is_some(),
                         started: false,
+                        answer_by: Some(now + wait),
                         next_seq: 0,
                         received: 0,
                         acked: 0,
@@ -539,6 +566,7 @@ impl Protocol for RunProtocol {
             self.asked.remove(&run);
             self.event(run, RunEventKind::Lost);
         }
+        self.given_up.retain(|_, peer| *peer != node);
     }
 
     fn handle_message(
@@ -563,14 +591,34 @@ impl Protocol for RunProtocol {
 
     fn handle_command(
         &mut self,
-        _now: Instant,
+        now: Instant,
         cx: &Context<'_>,
         command: RunCommand,
     ) -> Result<(), RunRefusal> {
-        self.start(cx, command)
+        self.start(now, cx, command)
     }
 
     fn handle_timeout(&mut self, now: Instant, _cx: &Context<'_>) {
+        let unanswered: Vec<u64> = self
+            .asked
+            .iter()
+            .filter(|(_, a)| a.answer_by.is_some_and(|at| at <= now))
+            .map(|(r, _)| *r)
+            .collect();
+        for run in unanswered {
+            let Some(asked) = self.asked.remove(&run) else {
+                continue;
+            };
+            self.metrics.asked_unanswered += 1;
+            // Should it start after all, it ends at once.
+            let signal = RunSignalKind::Kill;
+            self.send(asked.peer, RunMessage::Signal(RunSignal { run, signal }));
+            if self.given_up.len() >= RUNS_ASKED_MAX {
+                self.given_up.pop_first();
+            }
+            self.given_up.insert(run, asked.peer);
+            self.event(run, RunEventKind::Lost);
+        }
         let due: Vec<u64> = self
             .serving
             .iter()
@@ -608,7 +656,9 @@ impl Protocol for RunProtocol {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.serving.values().filter_map(|s| s.kill_at).min()
+        let kills = self.serving.values().filter_map(|s| s.kill_at);
+        let answers = self.asked.values().filter_map(|a| a.answer_by);
+        kills.chain(answers).min()
     }
 
     fn check_invariants(&self, _config: &Config) -> Result<(), String> {
