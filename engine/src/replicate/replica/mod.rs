@@ -195,6 +195,8 @@ pub struct Replica {
     pub(super) persist_at: Option<Instant>,
     pub(super) persist_dirty: bool,
     pub(super) persist_outstanding: bool,
+    /// The node is shutting down: every change is persisted once its input is handled.
+    pub(super) stopping: bool,
     /// A persist since the state was loaded is done: the numbering it restored and jumped
     /// (or the index id it drew) survives a crash, so records may be announced.
     pub(super) durable: bool,
@@ -306,6 +308,7 @@ impl Replica {
             persist_at: None,
             persist_dirty: false,
             persist_outstanding: false,
+            stopping: false,
             durable: false,
             load_retry_at: None,
             gave_way: (Instant(0), BTreeSet::new()),
@@ -652,8 +655,12 @@ impl Replica {
         self.out.pop_front()
     }
 
-    /// Announces and schedules fetches.
+    /// Announces and schedules fetches; during a shutdown, persists what changed.
     fn pump(&mut self) {
+        if self.stopping && self.ready && self.persist_dirty && !self.persist_outstanding {
+            self.persist_at = None;
+            self.persist();
+        }
         let room = core::mem::take(&mut self.fetch_room);
         if !self.deferred.is_empty() {
             self.give_way();

@@ -108,11 +108,15 @@ impl Replica {
     }
 
     /// The node is shutting down: a change not yet persisted is persisted now rather than
-    /// after `persist_delay` (a node stopped just after an apply would otherwise find the
-    /// applied file at its next start as a local change of its own, a conflict).
+    /// after `persist_delay`, even while an earlier persist is still out (hosts store a
+    /// folder's blobs in the order asked, so this one lands last), and so is every change
+    /// from now on, once the input that made it has been handled (a storage step that ends
+    /// during the shutdown). A node stopped just after an apply would otherwise find the
+    /// applied file at its next start as a local change of its own, a conflict.
     pub fn persist_now(&mut self, now: Instant) {
         self.now = now;
-        if self.ready && self.persist_dirty && !self.persist_outstanding {
+        self.stopping = true;
+        if self.ready && self.persist_dirty {
             self.persist_at = None;
             self.persist();
         }

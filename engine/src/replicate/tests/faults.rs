@@ -506,3 +506,49 @@ fn forged_counters_of_this_node_leave_its_later_changes_newer() {
         assert!(!paths.iter().any(|p| p.contains(".conflict-")), "{paths:?}");
     }
 }
+
+/// A shutdown persists what changed at once, even while an earlier persist is still out,
+/// and then every change an input makes during the shutdown (a storage step ending): a
+/// change made under an outstanding persist was never saved, and came back at the next
+/// start as a local change of the node's own.
+#[test]
+fn a_shutdown_persists_every_change_even_with_a_persist_out() {
+    let mut r = replica(NodeId([9; 32]), 9);
+    let mut host = Host::default();
+    let now = Instant(1_000_000_000);
+    // Answers every request but persists, whose tokens it returns.
+    let drain = |r: &mut Replica, host: &mut Host| -> Vec<u64> {
+        let mut persists = Vec::new();
+        while let Some(out) = r.poll_output() {
+            if let ReplicaOutput::Request { token, request } = out {
+                if matches!(request, StorageRequest::PersistState { .. }) {
+                    persists.push(token);
+                } else {
+                    let result = host.answer(&request);
+                    r.handle_completed(now, token, result);
+                }
+            }
+        }
+        persists
+    };
+    let first = drain(&mut r, &mut host);
+    assert_eq!(first.len(), 1, "the start's persist, left out");
+    let change = host.put("a", bytes(5_000, 1), 100);
+    r.handle_local(now, change);
+    assert!(
+        drain(&mut r, &mut host).is_empty(),
+        "one persist out at a time"
+    );
+    r.persist_now(now);
+    let second = drain(&mut r, &mut host);
+    assert_eq!(second.len(), 1, "the shutdown persists the change");
+    for token in first.into_iter().chain(second) {
+        r.handle_completed(now, token, StorageResult::Done);
+    }
+    assert!(drain(&mut r, &mut host).is_empty(), "nothing more changed");
+    // A change during the shutdown is persisted once its input is handled, not after the
+    // persist delay (timers may never run again).
+    let change = host.put("b", bytes(5_000, 2), 100);
+    r.handle_local(now, change);
+    assert_eq!(drain(&mut r, &mut host).len(), 1);
+}
