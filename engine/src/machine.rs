@@ -261,6 +261,11 @@ impl<'a> Context<'a> {
         self.session.node_id()
     }
 
+    /// This run's incarnation: raised by the host at every start.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.session.incarnation()
+    }
+
     /// This node's key pair, to sign what it originates.
     pub(crate) fn identity(&self) -> &'a crate::identity::Identity {
         self.session.identity()

@@ -418,8 +418,9 @@ impl Protocol for ReplicateProtocol {
                 seed.update(&self.seed);
                 seed.update(&folder.0);
                 let seed = *seed.finalize().as_bytes();
-                self.folders
-                    .insert(folder, Box::new(Replica::new(config, seed)));
+                let mut replica = Replica::new(config, seed);
+                replica.set_incarnation(cx.incarnation());
+                self.folders.insert(folder, Box::new(replica));
                 self.started.insert(folder, false);
                 folder
             }

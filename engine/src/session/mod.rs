@@ -271,6 +271,11 @@ impl Session {
         self.identity.node_id()
     }
 
+    /// This run's incarnation (`Config::incarnation`).
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     pub(crate) fn listen_addr(&self) -> Option<&str> {
         self.listen_addr.as_deref()
     }

@@ -150,6 +150,9 @@ pub struct Replica {
     /// one above it, so no counter of `me` is used twice at a path (a version of `me` that
     /// lost a conflict keeps its counter in its copy, not at the path).
     pub(super) counter_high: u64,
+    /// The node's incarnation (0 if not told): a state found missing or unreadable starts
+    /// its counters at `incarnation × COUNTER_RESTART_GAP`.
+    incarnation: u64,
     pub(super) now: Instant,
     pub(super) ready: bool,
     pub(super) index_id: u64,
@@ -282,6 +285,7 @@ impl Replica {
             rng: ChaCha8Rng::from_seed(seed),
             me,
             counter_high: 0,
+            incarnation: 0,
             now: Instant::ZERO,
             ready: false,
             index_id: 0,
@@ -327,6 +331,14 @@ impl Replica {
         };
         r.request(Purpose::Load, StorageRequest::LoadState);
         r
+    }
+
+    /// The node's incarnation, raised at every start: a state found missing (a store reset)
+    /// or unreadable starts this node's counters past every counter its earlier runs can
+    /// have given (each run's jump is `COUNTER_RESTART_GAP`), so a new change never looks
+    /// older than one its peers hold.
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
     }
 
     /// The configuration.

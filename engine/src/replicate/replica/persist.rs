@@ -5,7 +5,8 @@ use bytes::Bytes;
 use rand_chacha::rand_core::RngCore;
 
 use super::{
-    raised_high, Purpose, Replica, COUNTER_RESTART_GAP, COUNTER_VALUE_MAX, SEQUENCE_RESTART_GAP,
+    raised_high, Purpose, Replica, COUNTER_HIGH_MAX, COUNTER_RESTART_GAP, COUNTER_VALUE_MAX,
+    SEQUENCE_RESTART_GAP,
 };
 use crate::replicate::paths::IgnoreRules;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
@@ -77,6 +78,14 @@ impl Replica {
             }
             None => {
                 self.index_id = self.rng.next_u64().max(1);
+                // Peers may hold versions with this node's counters from its earlier runs
+                // (a store reset, a state another format wrote): counting again from 0, a
+                // new change would look older than theirs and be overwritten.
+                let floor = self
+                    .incarnation
+                    .saturating_mul(COUNTER_RESTART_GAP)
+                    .min(COUNTER_HIGH_MAX);
+                self.counter_high = self.counter_high.max(floor);
                 self.mark_dirty();
             }
         }

@@ -552,3 +552,47 @@ fn a_shutdown_persists_every_change_even_with_a_persist_out() {
     r.handle_local(now, change);
     assert_eq!(drain(&mut r, &mut host).len(), 1);
 }
+
+/// A node whose store was reset (or whose state could not be read) starts its counters past
+/// every run before it (`incarnation × COUNTER_RESTART_GAP`): counting again from 0, its
+/// edit of a file, made before its peers' records came back, looked older than the version
+/// its peers held from its earlier runs, and was overwritten by it.
+#[test]
+fn an_edit_after_a_store_reset_wins_over_the_nodes_older_versions() {
+    let mut net = pair();
+    net.put(0, "doc", bytes(3_000, 1), 100);
+    net.settle();
+    // Node 0 runs again twice (incarnations 2 and 3), editing each time.
+    for (incarnation, seed) in [(2u64, 31u8), (3, 32)] {
+        net.unlink(0, 1);
+        net.restart(0, seed);
+        net.nodes[0].replica.set_incarnation(incarnation);
+        net.settle();
+        net.link(0, 1);
+        net.put(
+            0,
+            "doc",
+            bytes(3_000, seed.into()),
+            100 + u64::from(seed) as i64,
+        );
+        net.settle();
+    }
+    assert!(net.nodes[1].host.data("doc") == Some(bytes(3_000, 32).as_slice()));
+    // Its store is lost; at incarnation 4 it edits the file before it hears its peer.
+    net.unlink(0, 1);
+    net.nodes[0].host.state = None;
+    net.restart(0, 40);
+    net.nodes[0].replica.set_incarnation(4);
+    net.settle();
+    let edit = bytes(3_000, 99);
+    net.put(0, "doc", edit.clone(), 999);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for i in 0..2 {
+        assert!(
+            net.nodes[i].host.data("doc") == Some(edit.as_slice()),
+            "node {i}: the edit after the reset was overwritten"
+        );
+    }
+}
