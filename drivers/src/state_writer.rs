@@ -26,15 +26,24 @@ pub(crate) type Wake = Box<dyn Fn() + Send>;
 /// Answers waiting for the loop.
 type Answers = Arc<Mutex<Vec<(RequestId, HostResult)>>>;
 
+/// Blobs nobody waits for (scan caches) handed over and not yet stored, by name: one per
+/// name, the newest. A folder that keeps changing on a disk slower than its scanner queued
+/// one whole cache (9 MB at 100,000 files) per scan, without bound.
+type Pending = Arc<Mutex<std::collections::BTreeMap<String, Bytes>>>;
+
 /// What the thread is given.
 enum Job {
-    /// Store blob `name`; answer the engine's request `id`, if it is one (a scan cache is
-    /// not).
+    /// Store blob `name`; answer the engine's request `id`.
     Store {
-        id: Option<RequestId>,
+        id: RequestId,
         name: String,
         bytes: Bytes,
     },
+    /// Store the pending blob `name` (a scan cache), if it is still pending.
+    Blob(String),
+    /// Wait until told (tests: the thread held busy).
+    #[cfg(test)]
+    Hold(mpsc::Receiver<()>),
     /// Everything before is carried out: said on this channel.
     Flush(Sender<()>),
 }
@@ -44,6 +53,7 @@ pub(crate) struct StateWriter {
     queue: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     answers: Answers,
+    pending: Pending,
 }
 
 impl StateWriter {
@@ -52,30 +62,50 @@ impl StateWriter {
         let (queue, jobs) = mpsc::channel::<Job>();
         let answers: Answers = Arc::default();
         let answered = Arc::clone(&answers);
+        let pending: Pending = Arc::default();
+        let blobs = Arc::clone(&pending);
         let thread = std::thread::Builder::new()
             .name("weft-state".into())
             .spawn(move || {
+                let carry_out = |name: &str, bytes: &Bytes| {
+                    let what = format!("storing state {name} ({} bytes)", bytes.len());
+                    // A panic in the store (redb's own) fails this store, not the thread:
+                    // every later request would go unanswered, and the engine's table and
+                    // folders wait for their answers.
+                    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.store(name, bytes)
+                    }))
+                    .unwrap_or_else(|_| Err("the store panicked".to_string()));
+                    match stored {
+                        Ok(()) => {
+                            tracing::debug!("{what}: done");
+                            HostResult::Stored
+                        }
+                        Err(why) => {
+                            tracing::warn!("{what} failed: {why}");
+                            HostResult::Failed(why)
+                        }
+                    }
+                };
                 for job in jobs {
                     match job {
                         Job::Store { id, name, bytes } => {
-                            let what = format!("storing state {name} ({} bytes)", bytes.len());
-                            let result = match store.store(&name, &bytes) {
-                                Ok(()) => {
-                                    tracing::debug!("{what}: done");
-                                    HostResult::Stored
-                                }
-                                Err(why) => {
-                                    tracing::warn!("{what} failed: {why}");
-                                    HostResult::Failed(why)
-                                }
-                            };
-                            if let Some(id) = id {
-                                lock(&answered).push((id, result));
-                                wake();
+                            let result = carry_out(&name, &bytes);
+                            lock(&answered).push((id, result));
+                            wake();
+                        }
+                        Job::Blob(name) => {
+                            let bytes = lock(&blobs).remove(&name);
+                            if let Some(bytes) = bytes {
+                                carry_out(&name, &bytes);
                             }
                         }
                         Job::Flush(done) => {
                             let _ = done.send(());
+                        }
+                        #[cfg(test)]
+                        Job::Hold(until) => {
+                            let _ = until.recv();
                         }
                     }
                 }
@@ -84,15 +114,30 @@ impl StateWriter {
             queue: Some(queue),
             thread: Some(thread),
             answers,
+            pending,
         })
     }
 
     /// Stores blob `name` after everything handed over before, answering the engine's
     /// request `id` if it is one; false if the thread has stopped (nothing was handed over).
+    /// A blob nobody waits for (`id` `None`: a scan cache) replaces one of the same name
+    /// still waiting, where it waits: at most one per name is ever held.
     pub(crate) fn store(&self, id: Option<RequestId>, name: String, bytes: Bytes) -> bool {
-        self.queue
-            .as_ref()
-            .is_some_and(|q| q.send(Job::Store { id, name, bytes }).is_ok())
+        let Some(queue) = self.queue.as_ref() else {
+            return false;
+        };
+        let Some(id) = id else {
+            let mut pending = lock(&self.pending);
+            if pending.insert(name.clone(), bytes).is_some() {
+                return true;
+            }
+            if queue.send(Job::Blob(name.clone())).is_ok() {
+                return true;
+            }
+            pending.remove(&name);
+            return false;
+        };
+        queue.send(Job::Store { id, name, bytes }).is_ok()
     }
 
     /// The answers to the engine's requests carried out since the last call.
@@ -126,10 +171,10 @@ impl Drop for StateWriter {
     }
 }
 
-/// The answers' lock (a panic while it was held cannot leave the list inconsistent: every
-/// change is one push or take).
-fn lock(answers: &Answers) -> std::sync::MutexGuard<'_, Vec<(RequestId, HostResult)>> {
-    answers.lock().unwrap_or_else(|e| e.into_inner())
+/// A lock of the answers or the pending blobs (a panic while it was held cannot leave them
+/// inconsistent: every change is one push, insert, remove or take).
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -173,5 +218,32 @@ mod tests {
         assert!(writer.store(None, "scan-00".into(), bigger.clone()));
         drop(writer);
         assert_eq!(store.load("scan-00"), Ok(Some(bigger)));
+    }
+
+    /// Scan caches handed over while the thread is busy wait one per name, the newest: the
+    /// older ones are never stored, and what is stored last is the newest.
+    #[test]
+    fn blobs_nobody_waits_for_are_held_one_per_name() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(Store::open_or_create(dir.path()).expect("a store"));
+        let writer = StateWriter::start(Arc::clone(&store), Box::new(|| {})).expect("the thread");
+        let (release, held) = mpsc::channel();
+        assert!(writer
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.send(Job::Hold(held)).is_ok()));
+        for n in 0..100u8 {
+            assert!(writer.store(None, "scan-00".into(), Bytes::from(vec![n; 1 << 16])));
+            assert!(writer.store(None, "scan-01".into(), Bytes::from(vec![n; 10])));
+        }
+        assert_eq!(lock(&writer.pending).len(), 2, "one per name");
+        release.send(()).expect("the thread waits");
+        writer.flush();
+        assert!(lock(&writer.pending).is_empty());
+        assert_eq!(
+            store.load("scan-00"),
+            Ok(Some(Bytes::from(vec![99u8; 1 << 16])))
+        );
+        assert_eq!(store.load("scan-01"), Ok(Some(Bytes::from(vec![99u8; 10]))));
     }
 }
