@@ -162,6 +162,10 @@ pub(crate) struct Host {
     syncs: sync::RunSyncs,
     /// The drops' folders and their directories.
     drop_folders: std::collections::BTreeMap<FolderId, drops::DropFolder>,
+    /// Why the stored drop folders could not be read, if they could not: the blob is kept as
+    /// it is and no drop folder is added in this run (the next one stored over it would have
+    /// forgotten every other).
+    drop_folders_unreadable: Option<String>,
     /// Drop publishes waiting for their folder's scan.
     publishes_waiting: Vec<drops::PublishWaiting>,
     /// The byte counters sampled once a second, for the web page's chart.
@@ -209,6 +213,7 @@ impl Host {
             last_run: 0,
             syncs: sync::RunSyncs::default(),
             drop_folders: std::collections::BTreeMap::new(),
+            drop_folders_unreadable: None,
             publishes_waiting: Vec::new(),
             throughput: throughput::Throughput::default(),
             first_contact: None,

@@ -91,24 +91,23 @@ impl Host {
             return;
         };
         let name = DROP_FOLDERS_BLOB.to_owned();
+        let unreadable = |host: &mut Self, why: String| {
+            tracing::error!(
+                "the stored drop folders could not be read ({why}): they are kept as they are, and no drop folder can be added in this run"
+            );
+            host.drop_folders_unreadable = Some(why);
+        };
         let bytes = match store.carry_out(HostRequest::LoadState { name }) {
             HostResult::Loaded(Some(bytes)) => bytes,
             HostResult::Loaded(None) => return,
-            other => {
-                tracing::warn!("drop folders not loaded: {other:?}");
-                return;
-            }
+            other => return unreadable(self, format!("{other:?}")),
         };
         let stored: Stored = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("drop folders not loaded: {e}");
-                return;
-            }
+            Err(e) => return unreadable(self, e.to_string()),
         };
         if stored.format != DROP_FOLDERS_FORMAT {
-            tracing::warn!("drop folders not loaded: format {}", stored.format);
-            return;
+            return unreadable(self, format!("format {}", stored.format));
         }
         for s in stored.drops {
             let Ok(drop) = crate::cli::drop_id(&s.drop) else {
@@ -205,8 +204,19 @@ impl Host {
         Ok(DropAnswer::Reverted(before.saturating_sub(refused(self))))
     }
 
+    /// Refuses a change of the drop folders when the stored ones could not be read.
+    fn drop_folders_readable(&self) -> Result<(), String> {
+        match &self.drop_folders_unreadable {
+            None => Ok(()),
+            Some(why) => Err(format!(
+                "the stored drop folders could not be read ({why}); they are kept as they are, and no drop folder can be added in this run"
+            )),
+        }
+    }
+
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
+        self.drop_folders_readable()?;
         let root = self.new_drop_root(dir, false)?;
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
         self.input(Input::Command(Command::Drops(DropsCommand::Create)))
@@ -223,6 +233,7 @@ impl Host {
 
     /// `weft drop subscribe DROP DIR`.
     fn drop_subscribe(&mut self, drop: DropId, dir: &Path) -> Result<DropAnswer, String> {
+        self.drop_folders_readable()?;
         if self.node.drop_chain(&drop).is_some() {
             return Err(format!("drop {drop} is held already"));
         }
@@ -282,6 +293,7 @@ impl Host {
 
     /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored.
     fn map_drop(&mut self, drop: DropId, root: PathBuf, role: DropRole) -> Result<(), String> {
+        self.drop_folders_readable()?;
         let id = drop.folder_id();
         let Some(handle) = self.handle.clone() else {
             return Err("this node keeps no folders".into());

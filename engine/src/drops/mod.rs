@@ -60,6 +60,11 @@ pub enum DropsRefusal {
     /// The stored drops are not loaded yet.
     #[error("the stored drops are not loaded yet")]
     Loading,
+    /// The stored drops could not be read (damaged, or from a newer version): they are kept
+    /// as they are, nothing is stored over them, and no drop is created, subscribed to or
+    /// published in this run.
+    #[error("the stored drops could not be read (damaged, or from a newer weft); they are kept as they are and no drop can change in this run")]
+    StateUnreadable,
     /// No such drop is held.
     #[error("no drop {0}")]
     UnknownDrop(DropId),

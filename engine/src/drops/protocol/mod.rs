@@ -159,6 +159,8 @@ struct Stored {
 struct Persist {
     load_sent: bool,
     loaded: bool,
+    /// The stored blob could not be read: it is never stored over in this run.
+    unreadable: bool,
     outstanding: bool,
     dirty: bool,
 }
@@ -302,6 +304,9 @@ impl DropsProtocol {
     fn hold(&mut self, drop: DropId, created: Option<[u8; 16]>) -> Result<(), DropsRefusal> {
         if !self.persist.loaded {
             return Err(DropsRefusal::Loading);
+        }
+        if self.persist.unreadable {
+            return Err(DropsRefusal::StateUnreadable);
         }
         if self.drops.contains_key(&drop) {
             return Err(DropsRefusal::Exists(drop));
@@ -468,6 +473,10 @@ impl Protocol for DropsProtocol {
                 DropsTimer::Sync => {
                     self.timers.set(DropsTimer::Sync, now + DROP_SYNC_INTERVAL);
                     self.sync(now, cx);
+                    if self.persist.dirty && !self.persist.outstanding {
+                        // A store that failed: tried again.
+                        self.store();
+                    }
                 }
                 DropsTimer::Announce => {
                     self.timers.set(DropsTimer::Announce, now + REANNOUNCE);

@@ -13,7 +13,7 @@ use crate::machine::ProtocolOutput;
 impl DropsProtocol {
     /// Hands the drops to the host, unless a store is under way (then once it is done).
     pub(super) fn store(&mut self) {
-        if !self.persist.loaded {
+        if !self.persist.loaded || self.persist.unreadable {
             return;
         }
         if self.persist.outstanding {
@@ -48,12 +48,16 @@ impl DropsProtocol {
     /// The stored drops, back: each chain rebuilt (every version checked again, parents
     /// first), its folder added with the gate of the version it showed.
     pub(super) fn restore(&mut self, blob: &[u8]) {
+        // Unreadable (damaged, or another format): kept as it is, never stored over, and
+        // no drop changes in this run (a near-empty store over it lost every drop held).
         let Ok((format, stored)) = postcard::from_bytes::<(u32, Vec<Stored>)>(blob) else {
             self.metrics.state_failures += 1;
+            self.persist.unreadable = true;
             return;
         };
         if format != STATE_FORMAT {
             self.metrics.state_failures += 1;
+            self.persist.unreadable = true;
             return;
         }
         for s in stored.into_iter().take(DROPS_MAX) {
@@ -93,15 +97,19 @@ impl DropsProtocol {
                 match result {
                     HostResult::Loaded(Some(blob)) => self.restore(&blob),
                     HostResult::Loaded(None) => {}
-                    _ => self.metrics.state_failures += 1,
+                    _ => {
+                        self.metrics.state_failures += 1;
+                        self.persist.unreadable = true;
+                    }
                 }
             }
             (STORE, result) => {
                 self.persist.outstanding = false;
-                // A failed store is tried again with the next change, not at once (a host
-                // that fails every store would be asked without end).
+                // A failed store is tried again at the next sync, not at once (a host that
+                // fails every store would be asked without end).
                 if !matches!(result, HostResult::Stored) {
                     self.metrics.state_failures += 1;
+                    self.persist.dirty = true;
                 } else if self.persist.dirty {
                     self.store();
                 }

@@ -1023,3 +1023,56 @@ fn a_secondary_owner_publishes_past_a_removed_owners_branch() {
     assert_eq!(current.parents, vec![v2.version_id()]);
     assert_eq!(current.owners.secondary, vec![me.public_key()]);
 }
+
+/// Stored drops that cannot be read are kept as they are: nothing is stored over them, and
+/// no drop is created or subscribed to in this run (a near-empty store over them lost every
+/// drop held). A store that fails is tried again at the next sync.
+#[test]
+fn unreadable_stored_drops_are_never_stored_over() {
+    let config = Config::from_seed("test-net", 1);
+    let me = Identity::from_secret(&config.secret_key).node_id();
+    let session = Session::new(&config, 0, [0; 32]);
+    let now = Instant(1_000_000_000);
+    let cx = Context { session: &session };
+    let stores = |drops: &mut DropsProtocol| {
+        core::iter::from_fn(|| drops.poll_output())
+            .filter(|o| {
+                matches!(
+                    o,
+                    ProtocolOutput::Request {
+                        request: HostRequest::StoreState { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
+    drops.handle_timeout(now, &cx);
+    let junk = Bytes::from_static(b"\x04junk");
+    drops.handle_completed(now, &cx, LOAD, HostResult::Loaded(Some(junk)));
+    assert_eq!(
+        drops.handle_command(now, &cx, DropsCommand::Create),
+        Err(DropsRefusal::StateUnreadable)
+    );
+    let drop = owner_drop();
+    assert_eq!(
+        drops.handle_command(now, &cx, DropsCommand::Subscribe { drop }),
+        Err(DropsRefusal::StateUnreadable)
+    );
+    drops.handle_timeout(now + DROP_SYNC_INTERVAL, &cx);
+    assert_eq!(stores(&mut drops), 0, "nothing stored over them");
+
+    // Readable (none stored), a failed store is tried again at the next sync.
+    let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
+    drops.handle_timeout(now, &cx);
+    drops.handle_completed(now, &cx, LOAD, HostResult::Loaded(None));
+    drops
+        .handle_command(now, &cx, DropsCommand::Create)
+        .expect("a drop");
+    assert_eq!(stores(&mut drops), 1);
+    drops.handle_completed(now, &cx, STORE, HostResult::Failed("disk full".into()));
+    assert_eq!(stores(&mut drops), 0, "not at once");
+    drops.handle_timeout(now + DROP_SYNC_INTERVAL, &cx);
+    assert_eq!(stores(&mut drops), 1, "at the next sync");
+}

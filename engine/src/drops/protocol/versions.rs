@@ -40,6 +40,9 @@ impl DropsProtocol {
         if !self.persist.loaded {
             return Err(DropsRefusal::Loading);
         }
+        if self.persist.unreadable {
+            return Err(DropsRefusal::StateUnreadable);
+        }
         let Some(held) = self.drops.get(&drop) else {
             return Err(DropsRefusal::UnknownDrop(drop));
         };
