@@ -48,11 +48,13 @@ fn seed_sweep_of_small_networks_under_swarm_faults_converges_without_lease_viola
     assert!(reports
         .iter()
         .all(|r| r.identical && r.lease_violations == 0 && r.lost_writes == 0));
-    // Writes were committed, and crashes struck between writes and their commits: every
-    // committed write was held again after the heal.
+    // Writes were committed, and every committed write was held again after the heal
+    // (`lost_writes`, above), crashes having struck (below).
     assert!(reports.iter().map(|r| r.committed).sum::<u64>() > seeds);
-    // Faults struck, leases refused writes, and catch-up happened.
+    // Faults struck (counted once applied; crashes among them), leases refused writes, and
+    // catch-up happened.
     assert!(reports.iter().map(|r| r.faults_struck).sum::<u64>() > seeds);
+    assert!(reports.iter().map(|r| r.crashes).sum::<u64>() > 0);
     assert!(reports.iter().any(|r| r.refusals > 0));
     assert!(catchup > 0 && full > 0);
     // Noise on every seed: open networks, private ones, and private ones with a wrong-secret

@@ -343,21 +343,16 @@ fn attack(w: &mut World, f: u32, drop: DropId, neighbours: &[u32], attacks: &mut
         bytes: 0,
     };
     let bytes = match kind {
-        0 => {
-            attacks.non_owner_versions += 1;
-            frame(DropManifest::sign(
-                next(head.owners.clone(), [0xf0; 32]),
-                &forger_secret,
-            ))
-        }
+        0 => frame(DropManifest::sign(
+            next(head.owners.clone(), [0xf0; 32]),
+            &forger_secret,
+        )),
         1 => {
-            attacks.bad_signatures += 1;
             let mut m = head.clone();
             m.root[0] ^= 1;
             frame(m)
         }
         2 => {
-            attacks.replayed_versions += 1;
             let first = w
                 .node(0)
                 .and_then(|n| n.drop_chain(&drop))
@@ -366,7 +361,6 @@ fn attack(w: &mut World, f: u32, drop: DropId, neighbours: &[u32], attacks: &mut
             frame(first)
         }
         3 => {
-            attacks.owner_changes_by_secondary += 1;
             let mut owners = head.owners.clone();
             owners.secondary.push(forger_key);
             owners.secondary.sort();
@@ -393,7 +387,15 @@ fn attack(w: &mut World, f: u32, drop: DropId, neighbours: &[u32], attacks: &mut
             return;
         }
     };
-    w.inject(f, to, bytes);
+    // Counted once on the wire: the forger may be down, paused or unlinked.
+    if w.inject(f, to, bytes) {
+        match kind {
+            0 => attacks.non_owner_versions += 1,
+            1 => attacks.bad_signatures += 1,
+            2 => attacks.replayed_versions += 1,
+            _ => attacks.owner_changes_by_secondary += 1,
+        }
+    }
 }
 
 /// Whether every honest node shows `version` with one head, every subscriber's folder is

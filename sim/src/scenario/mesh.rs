@@ -243,6 +243,12 @@ pub struct MeshReport {
     pub faults: String,
     /// Faults that struck.
     pub faults_struck: u64,
+    /// Of them, crashes and partitions that cut something.
+    pub crashes: u64,
+    /// Partitions that cut something.
+    pub partitions: u64,
+    /// Broadcasts first obtained through MESH_REPAIR (live nodes at the end).
+    pub repairs_received: u64,
     /// Connections closed because the Noise layer failed: the handshakes refused between
     /// the network and its wrong-secret nodes (0 without them).
     pub noise_closes: u64,
@@ -388,6 +394,9 @@ pub fn run(p: &MeshParams) -> MeshReport {
         converged_ms,
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
+        crashes: w.stats.crashes,
+        partitions: w.stats.partitions,
+        repairs_received: w.stats.repairs_received,
         noise_closes: w.stats.noise_closes,
     }
 }

@@ -102,6 +102,8 @@ pub struct TableReport {
     pub faults: String,
     /// Faults that struck.
     pub faults_struck: u64,
+    /// Of them, crashes.
+    pub crashes: u64,
     /// Simulated ms from the heal until every live node held the same table (the run then
     /// goes on until they also hold the same writes, which the lease check judges).
     pub converged_ms: Option<u64>,
@@ -388,6 +390,7 @@ pub fn run(p: &TableParams) -> TableReport {
         edges: edges.len() as u64,
         faults: faults.to_string(),
         faults_struck: w.stats.faults,
+        crashes: w.stats.crashes,
         converged_ms,
         writes: p.writes,
         keys: w.node(0).map_or(0, |n| n.table().iter().count() as u64),

@@ -319,10 +319,17 @@ pub struct WorldStats {
     pub bytes: u64,
     /// Duplicate BROADCAST receptions, from node counters (crashed incarnations included).
     pub duplicates: u64,
-    /// Faults that struck.
+    /// Faults that struck: drawn and applied (a partition already in force, a crash the
+    /// half-up rule kept off, a reset or clog with no open link: none of these count).
     pub faults: u64,
     /// Crashes.
     pub crashes: u64,
+    /// Partitions that cut something (each side holds a node).
+    pub partitions: u64,
+    /// Pauses.
+    pub pauses: u64,
+    /// Broadcasts first obtained through MESH_REPAIR, over the live nodes at the end.
+    pub repairs_received: u64,
     /// Driver-contract errors (the engine refused an input): always a bug.
     pub driver_errors: u64,
     /// Scheduled application commands the engine refused (e.g. a release without a lease).
@@ -839,6 +846,7 @@ impl World {
             if let Some(n) = &sn.node {
                 let m = n.metrics();
                 self.stats.duplicates += m.mesh.broadcast_duplicates;
+                self.stats.repairs_received += m.mesh.repairs_received;
                 self.stats.frame_receptions += m.mesh.broadcasts_received;
                 self.stats.table_catchup_bytes += m.table.catchup_bytes;
                 self.stats.table_full_resend_bytes += m.table.full_resend_bytes;

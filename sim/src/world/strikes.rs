@@ -118,7 +118,6 @@ impl World {
         };
         let next = self.now + self.fault_rng.exp(o.mean_interval_ms).max(1) * MS;
         self.push(next, Ev::Fault(kind));
-        self.stats.faults += 1;
         let duration_ms = self
             .fault_rng
             .between(o.duration_min_ms, 2 * o.duration_min_ms);
@@ -135,6 +134,7 @@ impl World {
                 if !open.is_empty() {
                     let l = open[self.fault_rng.below(open.len() as u64) as usize];
                     self.reset(l);
+                    self.stats.faults += 1;
                 }
             }
             FaultKind::Clog => {
@@ -143,6 +143,7 @@ impl World {
                     let l = open[self.fault_rng.below(open.len() as u64) as usize] as usize;
                     let side = self.fault_rng.below(2) as usize;
                     self.links[l].dirs[side].clogged_until = self.now + duration_ms * MS;
+                    self.stats.faults += 1;
                 }
             }
             FaultKind::Partition => {
@@ -156,7 +157,13 @@ impl World {
                     let x = self.fault_rng.below(n);
                     (0..n).map(|i| i == x).collect()
                 } else {
-                    (0..n).map(|_| self.fault_rng.chance(0.5)).collect()
+                    let mut sides: Vec<bool> = (0..n).map(|_| self.fault_rng.chance(0.5)).collect();
+                    if sides.iter().all(|&a| a == sides[0]) {
+                        // Every node on one side cuts nothing: one goes to the other.
+                        let x = self.fault_rng.below(n) as usize;
+                        sides[x] = !sides[x];
+                    }
+                    sides
                 };
                 self.partition = Some(Partition {
                     side_a,
@@ -164,12 +171,15 @@ impl World {
                     until,
                 });
                 self.push(until, Ev::Recover(Recovery::Partition));
+                self.stats.faults += 1;
+                self.stats.partitions += 1;
             }
             FaultKind::Crash => {
                 // Keep at least half the nodes up.
                 if live.len() as u64 * 2 > members {
                     let i = live[self.fault_rng.below(live.len() as u64) as usize];
                     self.crash(i, duration_ms);
+                    self.stats.faults += 1;
                 }
             }
             FaultKind::Pause => {
@@ -177,6 +187,8 @@ impl World {
                     let i = live[self.fault_rng.below(live.len() as u64) as usize];
                     self.nodes[i as usize].paused = true;
                     self.paused_nodes += 1;
+                    self.stats.faults += 1;
+                    self.stats.pauses += 1;
                     self.push(
                         self.now + duration_ms * MS,
                         Ev::Recover(Recovery::Resume { node: i }),
@@ -187,6 +199,7 @@ impl World {
                 let i = self.fault_rng.below(n) as usize;
                 self.cold[i].slow_until = self.now + duration_ms * MS;
                 self.slow_until_max = self.slow_until_max.max(self.cold[i].slow_until);
+                self.stats.faults += 1;
             }
         }
     }
