@@ -13,6 +13,12 @@ use crate::time::{Duration, Instant};
 /// The window of the global dial budget.
 const BUDGET_WINDOW: Duration = Duration::from_secs(60);
 
+/// A record not dialed for this long is forgotten: an address out of attempts after a long
+/// partition is dialed again once the network has healed (it was never dialed again, and
+/// two halves that knew each other only through discovery never merged). At most
+/// `attempts_max` unanswered dials per address per this long.
+pub(crate) const DIAL_RECORD_IDLE_FORGET: Duration = Duration::from_secs(3600);
+
 /// One address's record.
 #[derive(Debug, Clone)]
 struct Record {
@@ -23,8 +29,15 @@ struct Record {
     /// When it was last dialed (the least recent record is forgotten first).
     last_dialed: Instant,
     /// The node a redial of the address was last for (the peer that named it): a
-    /// connection from that node, by any way, forgives the address.
+    /// connection from that node, from the address's host, forgives the address.
     for_node: Option<NodeId>,
+}
+
+impl Record {
+    /// Whether it is still held at `now` (dialed within [`DIAL_RECORD_IDLE_FORGET`]).
+    fn held(&self, now: Instant) -> bool {
+        now.saturating_since(self.last_dialed) < DIAL_RECORD_IDLE_FORGET
+    }
 }
 
 /// The key of `addr`'s record: one spelling per socket address (IPv6 in its canonical text,
@@ -62,16 +75,19 @@ impl DialGuard {
 
     /// Whether `addr` may be dialed at `now`, by its own record.
     pub(crate) fn allows(&self, addr: &str, now: Instant, attempts_max: u8) -> bool {
-        self.by_addr
-            .get(key(addr).as_ref())
+        self.held(addr, now)
             .is_none_or(|r| r.unanswered < attempts_max && r.next_dial_at <= now)
     }
 
-    /// Whether `addr` has had `attempts_max` dials unanswered: never allowed again while
-    /// its record is held.
-    pub(crate) fn exhausted(&self, addr: &str, attempts_max: u8) -> bool {
-        self.by_addr
-            .get(key(addr).as_ref())
+    /// `addr`'s record, if it is still held at `now`.
+    fn held(&self, addr: &str, now: Instant) -> Option<&Record> {
+        self.by_addr.get(key(addr).as_ref()).filter(|r| r.held(now))
+    }
+
+    /// Whether `addr` has had `attempts_max` dials unanswered: not allowed again while its
+    /// record is held.
+    pub(crate) fn exhausted(&self, addr: &str, now: Instant, attempts_max: u8) -> bool {
+        self.held(addr, now)
             .is_some_and(|r| r.unanswered >= attempts_max)
     }
 
@@ -88,9 +104,9 @@ impl DialGuard {
         self.recent.len() < per_minute
     }
 
-    /// The time `addr` may next be dialed by its record, if it has one.
-    pub(crate) fn next_allowed(&self, addr: &str) -> Option<Instant> {
-        self.by_addr.get(key(addr).as_ref()).map(|r| r.next_dial_at)
+    /// The time `addr` may next be dialed by its record, if it has one held at `now`.
+    pub(crate) fn next_allowed(&self, addr: &str, now: Instant) -> Option<Instant> {
+        self.held(addr, now).map(|r| r.next_dial_at)
     }
 
     /// When the budget next has room, if it is full at `now` (after
@@ -111,11 +127,14 @@ impl DialGuard {
         }
     }
 
-    /// A connection from `node` was established: the addresses last redialed for it are
-    /// forgiven (it is back, whichever way it came).
-    pub(crate) fn connected(&mut self, node: &NodeId) {
+    /// A connection from `node` was established, its remote address `from`: the addresses
+    /// last redialed for it on `from`'s host are forgiven (it is back). One on another host
+    /// is not: a node that names a third party's address, links, drops and links again
+    /// would otherwise have that address dialed once per cycle for ever.
+    pub(crate) fn connected(&mut self, node: &NodeId, from: &str) {
+        let host = super::address::host_of(from);
         self.by_addr
-            .retain(|_, r| r.for_node.as_ref() != Some(node));
+            .retain(|a, r| r.for_node.as_ref() != Some(node) || super::address::host_of(a) != host);
     }
 
     /// `addr` is dialed at `now`: counted as unanswered until [`answered`](Self::answered),
@@ -140,6 +159,11 @@ impl DialGuard {
             last_dialed: now,
             for_node: None,
         });
+        if !record.held(now) {
+            // Forgotten: counted from the start again.
+            record.unanswered = 0;
+            record.for_node = None;
+        }
         record.unanswered = record.unanswered.saturating_add(1);
         record.last_dialed = now;
         let factor = 1u64 << record.unanswered.min(16);
@@ -173,9 +197,42 @@ mod tests {
             assert!(!g.allows("a", now + Duration::from_secs(1), 3));
             now = now + Duration::from_secs(2 << attempt);
         }
-        assert!(!g.allows("a", now + Duration::from_secs(1_000_000), 3));
+        assert!(!g.allows("a", now + Duration::from_secs(3_000), 3));
         g.answered("a");
         assert!(g.allows("a", now, 3));
+    }
+
+    /// An address out of attempts is dialed again once its record has gone undialed for
+    /// `DIAL_RECORD_IDLE_FORGET` (a long partition healed), counted from the start again.
+    #[test]
+    fn a_record_left_undialed_for_an_hour_is_forgotten() {
+        let mut g = DialGuard::new(4);
+        let backoff = Duration::from_secs(2);
+        let t = Instant::ZERO;
+        for _ in 0..3 {
+            g.dialed("a", t, backoff);
+        }
+        assert!(g.exhausted("a", t, 3));
+        let later = t + DIAL_RECORD_IDLE_FORGET;
+        assert!(!g.exhausted("a", later, 3) && g.allows("a", later, 3));
+        assert_eq!(g.next_allowed("a", later), None);
+        g.dialed("a", later, backoff);
+        assert!(!g.exhausted("a", later, 3), "one dial since, not four");
+    }
+
+    /// A connection from the node a redial was for forgives the address only if it comes
+    /// from the address's host: one that names a third party's address, links, drops and
+    /// links again from its own host does not get that address dialed once per cycle.
+    #[test]
+    fn only_a_connection_from_the_addresss_host_forgives_it() {
+        let mut g = DialGuard::new(4);
+        let t = Instant::ZERO;
+        let node = NodeId([7; 32]);
+        g.redialed("192.0.2.9:22", t, Duration::from_secs(2), node);
+        g.connected(&node, "198.51.100.1:40000");
+        assert_eq!(g.len(), 1, "from another host: kept");
+        g.connected(&node, "192.0.2.9:51234");
+        assert_eq!(g.len(), 0, "from its host: forgiven");
     }
 
     #[test]

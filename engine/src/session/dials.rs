@@ -55,11 +55,14 @@ impl Session {
             return true;
         }
         self.metrics.redials_refused += 1;
-        if self.dial_guard.exhausted(addr, attempts_max) {
+        if self.dial_guard.exhausted(addr, now, attempts_max) {
             self.redials.give_up(addr);
             return false;
         }
-        let record_at = self.dial_guard.next_allowed(addr).filter(|_| !by_record);
+        let record_at = self
+            .dial_guard
+            .next_allowed(addr, now)
+            .filter(|_| !by_record);
         let budget_at = self.dial_guard.budget_free_at(per_minute);
         let at = record_at
             .max(budget_at)

@@ -142,7 +142,7 @@ impl Session {
             self.dial_guard.answered(&c.addr);
         }
         self.metrics.handshakes_completed += 1;
-        self.dial_guard.connected(&node);
+        self.dial_guard.connected(&node, &c.addr);
         if let Some(family) = dedicated {
             return self.dedicated_established(conn, node, family);
         }
