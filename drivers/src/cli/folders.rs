@@ -669,8 +669,8 @@ fn print(text: &str) -> ExitCode {
 pub struct LeaveArgs {
     #[command(flatten)]
     net: NetArgs,
-    /// Also delete the shared folder and everything in it (without it, the files stay and
-    /// only weft's own `.weft` folder inside it goes).
+    /// Also delete the shared folder and everything in it (without it, the files stay, and
+    /// of `.weft` only weft's own files go: its trash stays while it holds anything).
     #[arg(long)]
     delete: bool,
 }

@@ -61,7 +61,7 @@ pub struct ConformArgs {
     #[arg(long)]
     pub json: bool,
     /// Also check the timers (idle PING, silence close, handshake timeout), assuming the
-    /// peer runs SPEC.md §13's defaults: about 18 s more (as initiator only).
+    /// peer runs SPEC.md §14's defaults: about 18 s more (as initiator only).
     #[arg(long)]
     pub timers: bool,
     /// The protocol the peer speaks: `weft`, or `p2p.today` (py2p 0.7.878's wire, SPEC.md
