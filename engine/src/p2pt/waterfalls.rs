@@ -70,7 +70,9 @@ impl Waterfalls {
 
     fn prune(&mut self, now_s: u64) {
         let floor = now_s.saturating_sub(P2PT_WATERFALL_WINDOW_S);
-        while self.seen.first().is_some_and(|&(t, _)| t <= floor) {
+        // Strictly below, as `is_expired` refuses: a broadcast stamped exactly `now - 60`
+        // is taken, so its entry must stay (pruned, each copy passed as new).
+        while self.seen.first().is_some_and(|&(t, _)| t < floor) {
             self.seen.pop_first();
         }
     }
@@ -99,6 +101,10 @@ mod tests {
         // At 1061 the entry of 1000 is out of the window and pruned.
         w.insert([2; 32], 1061, 1061);
         assert_eq!(w.insert([1; 32], 1000, 1061), Seen::Fresh);
+        // One stamped exactly `now - 60` is taken, and seen once.
+        assert!(!Waterfalls::is_expired(1001, 1061));
+        assert_eq!(w.insert([3; 32], 1001, 1061), Seen::Fresh);
+        assert_eq!(w.insert([3; 32], 1001, 1061), Seen::Again);
     }
 
     fn id(i: u64) -> [u8; 32] {

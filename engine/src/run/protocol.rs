@@ -69,6 +69,17 @@ struct Asked {
     acked: u64,
 }
 
+/// A run given up for want of an answer (see `RunProtocol::given_up`).
+#[derive(Debug)]
+struct GivenUp {
+    peer: NodeId,
+    /// Output bytes that came since, and acknowledged: a runner that started it after all
+    /// sends output until the kill takes, and waits for acknowledgements past its window
+    /// before it reads the exit (else its run would hold a slot until the link went).
+    received: u64,
+    acked: u64,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct RunProtocol {
@@ -84,7 +95,7 @@ pub(crate) struct RunProtocol {
     asked: BTreeMap<u64, Asked>,
     /// Runs given up for want of an answer, and the peer asked: what it still sends about
     /// them is dropped quietly (at most [`RUNS_ASKED_MAX`], the oldest forgotten first).
-    given_up: BTreeMap<u64, NodeId>,
+    given_up: BTreeMap<u64, GivenUp>,
     outputs: VecDeque<ProtocolOutput<RunEvent>>,
     metrics: RunMetrics,
 }
@@ -371,10 +382,28 @@ impl RunProtocol {
 
     fn on_answer(&mut self, from: NodeId, message: RunMessage<'_>) -> Result<(), PeerFault> {
         let run = message.run();
-        if !self.asked.contains_key(&run) && self.given_up.get(&run) == Some(&from) {
-            // Late: the run was given up and its kill asked for; its end ends the record.
-            if matches!(message, RunMessage::Refused(_) | RunMessage::Exit(_)) {
-                self.given_up.remove(&run);
+        let late = !self.asked.contains_key(&run)
+            && self.given_up.get(&run).is_some_and(|g| g.peer == from);
+        if late {
+            // Late: the run was given up and its kill asked for; its output is acknowledged
+            // (and dropped), its end ends the record.
+            match message {
+                RunMessage::Refused(_) | RunMessage::Exit(_) => {
+                    self.given_up.remove(&run);
+                }
+                RunMessage::Output(o) => {
+                    let ack = self.given_up.get_mut(&run).and_then(|g| {
+                        g.received += o.data.len() as u64;
+                        (g.received - g.acked >= RUN_ACK_BYTES).then(|| {
+                            g.acked = g.received;
+                            g.received
+                        })
+                    });
+                    if let Some(bytes) = ack {
+                        self.send(from, RunMessage::Ack(RunAck { run, bytes }));
+                    }
+                }
+                _ => {}
             }
             return Ok(());
         }
@@ -566,7 +595,7 @@ impl Protocol for RunProtocol {
             self.asked.remove(&run);
             self.event(run, RunEventKind::Lost);
         }
-        self.given_up.retain(|_, peer| *peer != node);
+        self.given_up.retain(|_, g| g.peer != node);
     }
 
     fn handle_message(
@@ -616,7 +645,12 @@ impl Protocol for RunProtocol {
             if self.given_up.len() >= RUNS_ASKED_MAX {
                 self.given_up.pop_first();
             }
-            self.given_up.insert(run, asked.peer);
+            let given_up = GivenUp {
+                peer: asked.peer,
+                received: 0,
+                acked: 0,
+            };
+            self.given_up.insert(run, given_up);
             self.event(run, RunEventKind::Lost);
         }
         let due: Vec<u64> = self

@@ -97,10 +97,9 @@ impl DropsProtocol {
                 match result {
                     HostResult::Loaded(Some(blob)) => self.restore(&blob),
                     HostResult::Loaded(None) => {}
-                    _ => {
-                        self.metrics.state_failures += 1;
-                        self.persist.unreadable = true;
-                    }
+                    // The host read nothing (a node without a store answers every load so):
+                    // nothing to keep, and the drops work in memory as before.
+                    _ => self.metrics.state_failures += 1,
                 }
             }
             (STORE, result) => {

@@ -1063,6 +1063,14 @@ fn unreadable_stored_drops_are_never_stored_over() {
     drops.handle_timeout(now + DROP_SYNC_INTERVAL, &cx);
     assert_eq!(stores(&mut drops), 0, "nothing stored over them");
 
+    // A load the host failed (a node without a store): the drops work in memory.
+    let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
+    drops.handle_timeout(now, &cx);
+    let none = HostResult::Failed("no state folder".into());
+    drops.handle_completed(now, &cx, LOAD, none);
+    drops
+        .handle_command(now, &cx, DropsCommand::Create)
+        .expect("a drop in memory");
     // Readable (none stored), a failed store is tried again at the next sync.
     let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
     drops.handle_timeout(now, &cx);

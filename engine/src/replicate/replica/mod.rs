@@ -594,6 +594,9 @@ impl Replica {
                     self.durable = true;
                 } else {
                     self.persist_dirty = true;
+                    // During a shutdown a failed persist is not tried again at once (a disk
+                    // that fails every write would have the whole state encoded without end).
+                    self.stopping = false;
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
                     self.persist_at = Some(now + self.config.persist_delay);
