@@ -96,7 +96,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
         return usage(e);
     }
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let set_up = || -> Result<BeforeSetUp, (bool, String)> {
+    let set_up = || -> Result<(BeforeSetUp, StateLock), (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
         // Held through the set-up: no other set-up, node or leave of this state meanwhile.
         let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
@@ -108,12 +108,22 @@ pub fn create(args: CreateArgs) -> ExitCode {
         keep_apart(&dir, &args.net).map_err(|e| (true, e))?;
         let listen = fix_port(listen).map_err(|e| (false, e))?;
         BeforeSetUp::set_up(&lock, dir, &args.net.name, listen, None, args.driver)
+            .map(|before| (before, lock))
             .map_err(|e| (false, e))
     };
     match set_up() {
-        Ok(before) => {
+        Ok((before, lock)) => {
             let state = before.state.clone();
-            run(args.net, &state, args.detach, args.ui, None, Some(before))
+            let held = Some(lock);
+            run(
+                args.net,
+                &state,
+                args.detach,
+                args.ui,
+                None,
+                Some(before),
+                held,
+            )
         }
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
@@ -125,7 +135,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
     if let Err(e) = args.ui.check() {
         return usage(e);
     }
-    let set_up = || -> Result<BeforeSetUp, (bool, String)> {
+    let set_up = || -> Result<(BeforeSetUp, StateLock), (bool, String)> {
         let state = args.net.state_path().map_err(|e| (false, e))?;
         let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
         refuse_member(&state)?;
@@ -140,12 +150,22 @@ pub fn join(args: JoinArgs) -> ExitCode {
         let listen = fix_port(listen).map_err(not_usage)?;
         let peer = Some(args.peer);
         BeforeSetUp::set_up(&lock, dir, &args.net.name, listen, peer, args.driver)
+            .map(|before| (before, lock))
             .map_err(not_usage)
     };
     match set_up() {
-        Ok(before) => {
+        Ok((before, lock)) => {
             let (state, peer) = (before.state.clone(), Some(args.peer));
-            run(args.net, &state, args.detach, args.ui, peer, Some(before))
+            let held = Some(lock);
+            run(
+                args.net,
+                &state,
+                args.detach,
+                args.ui,
+                peer,
+                Some(before),
+                held,
+            )
         }
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
@@ -163,6 +183,7 @@ fn run(
     ui: UiFlags,
     first_contact: Option<SocketAddr>,
     before: Option<BeforeSetUp>,
+    lock: Option<StateLock>,
 ) -> ExitCode {
     let take_back = || {
         if let Some(before) = &before {
@@ -176,8 +197,11 @@ fn run(
     args.ui = ui;
     args.first_contact = first_contact;
     if detach {
+        // The node started in the background takes the lock itself.
+        drop(lock);
         return super::detach::detach_node(&args, &name, state, take_back);
     }
+    args.state_lock = lock.map(std::sync::Arc::new);
     match run_node(args) {
         Ok(code) => code,
         Err(NodeFailure::NeverLinked(e)) => {
@@ -294,13 +318,19 @@ pub fn start(args: StartArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Held from before the config is read until the node stops: a leave cannot take the
+    // folder away in between.
+    let lock = match StateLock::take(&state) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
     match config::load(&state) {
         Ok(d) if d.folder.is_some() => {
             // A config written before create and join refused such a folder, or edited since.
             if let Some(Err(e)) = d.folder.as_deref().map(|dir| keep_apart(dir, &args.net)) {
                 return fail(e);
             }
-            run(args.net, &state, args.detach, args.ui, None, None)
+            run(args.net, &state, args.detach, args.ui, None, None, Some(lock))
         }
         Ok(_) => fail(format!(
             "this machine does not belong to network {} (no shared folder in {}): use weft create or weft join",
@@ -801,6 +831,13 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
             Err(e) => return fail(e.to_string()),
         }
     };
+    // A node of a weft from before the lock holds none: it still answers while it exits.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return fail(format!(
+            "a node of {} still runs here and did not stop; nothing was removed",
+            args.net.name
+        ));
+    }
     let reserved = folder.join(crate::folder::RESERVED_DIR);
     // Only a folder whose marker names this network is touched: the config is a file people
     // edit, and the folder may have been moved and something else put at its path.

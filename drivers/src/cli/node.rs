@@ -97,7 +97,16 @@ pub(super) fn run_node(args: NodeArgs) -> Result<ExitCode, NodeFailure> {
         wait: JOIN_WAIT,
     });
     let net = &args.net.name;
-    let exit = run(net, &path, settings, network_key, &args.ui, first_contact)?;
+    let lock = args.state_lock.clone();
+    let exit = run(
+        net,
+        &path,
+        settings,
+        network_key,
+        &args.ui,
+        first_contact,
+        lock,
+    )?;
     Ok(ExitCode::from(exit.code()))
 }
 
@@ -149,6 +158,7 @@ pub fn tracker(args: TrackerArgs) -> ExitCode {
         settings,
         network_key,
         &node_args.ui,
+        None,
         None,
     ) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -226,6 +236,7 @@ fn run(
     network_key: NetworkKey,
     ui: &super::UiFlags,
     first_contact: Option<FirstContact>,
+    held: Option<std::sync::Arc<StateLock>>,
 ) -> Result<Exit, NodeFailure> {
     let socket = state::socket_path(path);
     if socket.as_os_str().len() > SOCKET_PATH_BYTES_MAX {
@@ -235,8 +246,12 @@ fn run(
         )
         .into());
     }
-    // Held until the node has stopped: no other node, set-up or leave meanwhile.
-    let lock = StateLock::take(path).map_err(|e| e.to_string())?;
+    // Held until the node has stopped: no other node, set-up or leave meanwhile (taken
+    // already by a command that set the node up in the foreground).
+    let lock = match held {
+        Some(lock) => lock,
+        None => std::sync::Arc::new(StateLock::take(path).map_err(|e| e.to_string())?),
+    };
     let start = Start::read(path, &lock)?;
     if let Some(root) = &settings.folder {
         crate::folder::apart::keep_apart(root, &state::own_folders(path))?;

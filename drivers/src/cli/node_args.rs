@@ -151,6 +151,11 @@ pub struct NodeArgs {
     /// the network through this peer within `JOIN_WAIT`.
     #[arg(long, hide = true, value_name = "ADDR", value_parser = socket_addr)]
     pub(super) first_contact: Option<SocketAddr>,
+    /// The state folder's lock, when the command running the node in the foreground took it
+    /// already (`weft create`, `join`, `start`): the node keeps it, so no other command gets
+    /// in between the set-up and the node.
+    #[arg(skip)]
+    pub(super) state_lock: Option<std::sync::Arc<crate::state::StateLock>>,
 }
 
 /// How long a node `weft join` runs has to link to the network through its peer before it
@@ -212,6 +217,7 @@ impl NodeArgs {
             detach,
             background_child: false,
             first_contact: None,
+            state_lock: None,
         }
     }
 
