@@ -2,7 +2,7 @@
 //! with each entry's dial backoff (SPEC.md §10.6, §10.7). Bounded; the least recently seen
 //! entry goes first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::RngCore;
 use weft_protocol::{NodeId, PeerInfo};
@@ -22,6 +22,10 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct AddressBook {
     entries: BTreeMap<NodeId, Entry>,
+    /// Every entry by (last seen, node): the least recently seen is the first. Without it
+    /// each node learned into a full book scanned every entry, and a peer sending hearsay at
+    /// its allowed rate had the node scan millions of entries a second.
+    by_seen: BTreeSet<(Instant, NodeId)>,
     entries_max: usize,
 }
 
@@ -29,6 +33,7 @@ impl AddressBook {
     pub(crate) fn new(entries_max: usize) -> AddressBook {
         AddressBook {
             entries: BTreeMap::new(),
+            by_seen: BTreeSet::new(),
             entries_max: entries_max.max(1),
         }
     }
@@ -41,6 +46,8 @@ impl AddressBook {
             return;
         }
         if let Some(entry) = self.entries.get_mut(&node) {
+            self.by_seen.remove(&(entry.last_seen, node));
+            self.by_seen.insert((now, node));
             entry.last_seen = now;
             if entry.addr != addr {
                 entry.addr = addr.to_owned();
@@ -50,15 +57,11 @@ impl AddressBook {
             return;
         }
         if self.entries.len() >= self.entries_max {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(id, e)| (e.last_seen, **id))
-                .map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
+            if let Some((_, oldest)) = self.by_seen.pop_first() {
                 self.entries.remove(&oldest);
             }
         }
+        self.by_seen.insert((now, node));
         self.entries.insert(
             node,
             Entry {
@@ -72,7 +75,9 @@ impl AddressBook {
 
     /// Forgets `node`.
     pub(crate) fn forget(&mut self, node: &NodeId) {
-        self.entries.remove(node);
+        if let Some(entry) = self.entries.remove(node) {
+            self.by_seen.remove(&(entry.last_seen, *node));
+        }
     }
 
     /// `node`'s address, if known.
@@ -134,7 +139,7 @@ impl AddressBook {
         };
         entry.dial_failures = entry.dial_failures.saturating_add(1);
         if entry.dial_failures >= attempts_max {
-            self.entries.remove(node);
+            self.forget(node);
             return;
         }
         let factor = 1u64 << entry.dial_failures.min(16);
@@ -204,5 +209,66 @@ mod tests {
             .is_some());
         d.dial_failed(Instant(21), &node(1), backoff, 2);
         assert_eq!(d.len(), 0);
+    }
+
+    /// The book without its index: eviction scans for the least recently seen.
+    #[derive(Default)]
+    struct Plain {
+        entries: BTreeMap<NodeId, (String, Instant)>,
+    }
+
+    impl Plain {
+        fn learn(&mut self, max: usize, now: Instant, node: NodeId, addr: &str) {
+            if let Some(e) = self.entries.get_mut(&node) {
+                *e = (addr.to_owned(), now);
+                return;
+            }
+            if self.entries.len() >= max {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(id, e)| (e.1, **id))
+                    .map(|(id, _)| *id);
+                if let Some(oldest) = oldest {
+                    self.entries.remove(&oldest);
+                }
+            }
+            self.entries.insert(node, (addr.to_owned(), now));
+        }
+    }
+
+    quickcheck::quickcheck! {
+        /// Learning, forgetting and failed dials keep the same entries as the plain book.
+        fn the_index_keeps_what_the_plain_book_keeps(ops: Vec<(u8, u8, u8)>) -> bool {
+            let max = 5;
+            let mut book = AddressBook::new(max);
+            let mut plain = Plain::default();
+            for (i, (op, n, t)) in ops.into_iter().enumerate() {
+                let (node, now) = (node(n % 12), Instant(u64::from(t % 8) + i as u64 / 3));
+                match op % 4 {
+                    0 | 1 => {
+                        let addr = if op % 2 == 0 { "a" } else { "b" };
+                        book.learn(now, node, addr);
+                        plain.learn(max, now, node, addr);
+                    }
+                    2 => {
+                        book.forget(&node);
+                        plain.entries.remove(&node);
+                    }
+                    _ => {
+                        book.dial_failed(now, &node, Duration(1), 1);
+                        plain.entries.remove(&node);
+                    }
+                }
+                let held: Vec<(NodeId, String, Instant)> =
+                    book.iter().map(|(id, e)| (*id, e.addr.clone(), e.last_seen)).collect();
+                let want: Vec<(NodeId, String, Instant)> =
+                    plain.entries.iter().map(|(id, e)| (*id, e.0.clone(), e.1)).collect();
+                if held != want || book.by_seen.len() != book.entries.len() {
+                    return false;
+                }
+            }
+            true
+        }
     }
 }
