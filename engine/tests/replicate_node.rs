@@ -561,3 +561,88 @@ fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
     assert_eq!(announced(&out, fake.conn), ["second.txt"]);
     node.check_invariants().unwrap();
 }
+
+/// A peer that stops reading is not served more once its blocks waiting for room reach half
+/// of `BULK_QUEUE_BYTES_MAX`: its IWANTs, asked again and again, had the node read and hash
+/// each block for a queue that dropped it.
+#[test]
+fn a_peer_that_stops_reading_has_its_wants_passed_over() {
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    drain(&mut node);
+    let len: u32 = 4 << 20;
+    let block = Bytes::from(vec![7u8; len as usize]);
+    let hash = *blake3::hash(&block).as_bytes();
+    let entry = FileEntry {
+        path: "big.bin".into(),
+        kind: FileKind::File,
+        target: String::new(),
+        mode: 6,
+        size: u64::from(len),
+        mtime_ms: 1_700_000_000_000,
+        modified_by: 0,
+        version: Version::default(),
+        sequence: 0,
+        blocks: vec![Block {
+            offset: 0,
+            len,
+            hash,
+        }],
+    };
+    let change = ReplicateCommand::Local {
+        folder: folder(),
+        change: LocalChange::Changed(entry),
+    };
+    node.handle_input(T0, Input::Command(Command::Replicate(change)))
+        .unwrap();
+    drain(&mut node);
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    drain(&mut node);
+    // The peer never reads (no `Writable`): the same block asked 40 times.
+    let mut reads = 0;
+    for _ in 0..40 {
+        let want = IWant {
+            folder: folder(),
+            hashes: vec![hash],
+        };
+        fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+        let asked: Vec<weft_engine::RequestId> = drain(&mut node)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Request {
+                    id,
+                    request:
+                        HostRequest::Storage {
+                            request: StorageRequest::ReadBlock { .. },
+                            ..
+                        },
+                } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in asked {
+            reads += 1;
+            let result = HostResult::Storage(StorageResult::Block(block.clone()));
+            node.handle_input(T0, Input::Completed { id, result })
+                .unwrap();
+            drain(&mut node);
+        }
+    }
+    // One handed to the session, four waiting (16 MiB, half the bound): then no more.
+    assert!(
+        reads <= 6,
+        "{reads} blocks read for a peer that reads nothing"
+    );
+    let behind = node
+        .replica(&folder())
+        .map_or(0, |r| r.metrics().wants_behind);
+    assert!(behind >= 30, "{behind}");
+}

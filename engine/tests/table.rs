@@ -575,3 +575,49 @@ fn the_clock_resumes_from_the_stored_stamp_after_a_restart() {
         "stamped {after:?}, after the stored {before:?}, not from the wall clock alone"
     );
 }
+
+/// A node restarted with its wall clock set back further than the skew the table allows
+/// keeps its committed writes: stored writes are not checked for skew again (each passed
+/// when it first came), or the next store would have written the table without them.
+#[test]
+fn committed_writes_survive_a_restart_with_the_clock_set_back() {
+    let mut node = node_with(|_| {});
+    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
+    let result = HostResult::Loaded(None);
+    node.handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    let set = Input::Command(Command::Table(TableCommand::Set {
+        key: b"k".to_vec(),
+        value: b"committed".to_vec(),
+        lease: None,
+    }));
+    node.handle_input(T0, set).unwrap();
+    let (id, stored) = request(&drain_raw(&mut node)).expect("a store");
+    let HostRequest::StoreState { bytes, .. } = stored else {
+        panic!("a store")
+    };
+    node.handle_input(
+        T0,
+        Input::Completed {
+            id,
+            result: HostResult::Stored,
+        },
+    )
+    .unwrap();
+
+    // An hour back: far past the skew.
+    let mut again = node_with(|c| c.incarnation = 2);
+    let back = WALL_MS - 3_600_000;
+    again
+        .handle_input(T0, Input::WallClock { unix_ms: back })
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut again)).expect("a load at start");
+    let result = HostResult::Loaded(Some(bytes));
+    again
+        .handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    assert_eq!(again.table().get(b"k"), Some(&b"committed"[..]));
+    assert_eq!(again.metrics().table.writes_too_new, 0);
+}

@@ -393,6 +393,18 @@ impl Protocol for ReplicateProtocol {
         if !replicates_with(replica, &from.node) {
             return Ok(());
         }
+        // A peer whose blocks already waiting for room reach half the bound is not served
+        // more: each IWANT would have the blocks read and hashed for a queue that drops them
+        // (a peer that stops reading and asks again and again made the node read and hash
+        // 64 MiB per 150-byte ask).
+        let behind = self
+            .bulk
+            .get(&from.node)
+            .is_some_and(|(_, bytes)| *bytes >= BULK_QUEUE_BYTES_MAX / 2);
+        if behind && matches!(message, ReplicaMessage::IWant(_)) {
+            replica.count_want_behind();
+            return Ok(());
+        }
         let result = replica.handle_message(now, from.node, message, &payload);
         self.pump_folder(now, cx, folder);
         result.map_err(PeerFault::from)

@@ -425,6 +425,9 @@ pub struct ReplicaMetrics {
     /// Full scheduling passes made (every missing block of every file being fetched looked
     /// at; at most one per `full_round_interval` while blocks are in flight).
     pub full_rounds: u64,
+    /// IWANTs passed over because the asker's blocks already waiting for room were at half
+    /// of `BULK_QUEUE_BYTES_MAX` (it asks again elsewhere when they time out).
+    pub wants_behind: u64,
 }
 
 /// One path of the index as the engine holds it: a present file, directory or symlink, or a

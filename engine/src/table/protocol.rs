@@ -187,6 +187,9 @@ pub struct TableMetrics {
     pub state_failures: u64,
     /// TABLE_DIGESTs passed over: a second from the same peer within [`DIGEST_GAP_MIN`].
     pub digests_ignored: u64,
+    /// TABLE_WANTs passed over: naming no bucket, or a second from the same peer within
+    /// [`DIGEST_GAP_MIN`].
+    pub wants_ignored: u64,
 }
 
 /// The least time between two TABLE_DIGESTs of one peer that this node answers: each costs a
@@ -197,6 +200,27 @@ pub(crate) const DIGEST_GAP_MIN: Duration = Duration::from_secs(1);
 /// Peers whose last answered TABLE_DIGEST is remembered, at most; past it those older than
 /// [`DIGEST_GAP_MIN`] are forgotten, and if none is, all are.
 pub(crate) const DIGEST_PEERS_MAX: usize = 1024;
+
+/// Whether a message from `node` at `now` is answered, by `answered` (when each peer's last
+/// answered one came): none answered from it in the last [`DIGEST_GAP_MIN`]. Remembers it if
+/// so; at most [`DIGEST_PEERS_MAX`] peers (past it those older than the gap are forgotten,
+/// and if none is, all are).
+fn once_a_gap(answered: &mut BTreeMap<NodeId, Instant>, now: Instant, node: NodeId) -> bool {
+    if answered
+        .get(&node)
+        .is_some_and(|&at| now < at + DIGEST_GAP_MIN)
+    {
+        return false;
+    }
+    if answered.len() >= DIGEST_PEERS_MAX {
+        answered.retain(|_, &mut at| now < at + DIGEST_GAP_MIN);
+        if answered.len() >= DIGEST_PEERS_MAX {
+            answered.clear();
+        }
+    }
+    answered.insert(node, now);
+    true
+}
 
 /// Tokens of the table's requests to the host.
 const LOAD: u64 = 1;
@@ -254,6 +278,8 @@ pub(crate) struct TableProtocol {
     last_want: u64,
     /// When each peer's last answered TABLE_DIGEST came, at most [`DIGEST_PEERS_MAX`].
     digests_answered: BTreeMap<NodeId, Instant>,
+    /// When each peer's last answered TABLE_WANT came, likewise.
+    wants_answered: BTreeMap<NodeId, Instant>,
     rng: ChaCha8Rng,
     metrics: TableMetrics,
     outputs: VecDeque<ProtocolOutput<TableEvent>>,
@@ -289,6 +315,7 @@ impl TableProtocol {
             replies: BTreeMap::new(),
             last_want: 0,
             digests_answered: BTreeMap::new(),
+            wants_answered: BTreeMap::new(),
             rng: ChaCha8Rng::from_seed(seed),
             metrics: TableMetrics::default(),
             outputs: VecDeque::new(),
@@ -403,9 +430,9 @@ impl TableProtocol {
     }
 
     /// Takes back the stored table: the clock resumes from its stored stamp, and every write
-    /// is checked as received (skew against the wall clock only if there is one: each was
-    /// checked when it first arrived), its signature verified.
-    fn restore(&mut self, now: Instant, cx: &Context<'_>, blob: &[u8]) {
+    /// is checked as received but for the wall clock's skew and reclaim floor (each passed
+    /// them when it first arrived), its signature verified.
+    fn restore(&mut self, blob: &[u8]) {
         let Some(stored) = persist::decode(blob) else {
             self.metrics.state_failures += 1;
             self.persist.blocked = Some(format!(
@@ -417,14 +444,15 @@ impl TableProtocol {
         };
         let held_before = !self.table.is_empty();
         self.table.restore_clock(stored.clock);
-        let wall = cx.wall_clock_ms(now);
+        // Not checked against the wall clock for skew: each was when it first came, and a
+        // clock set back at the restart would drop committed writes from the store.
         for write in stored.writes {
-            let refused = self.table.admit(&write, wall);
+            let refused = self.table.admit(&write, None);
             if refused.is_none() && !self.table.signer().verify(&write) {
                 self.metrics.writes_bad_signature += 1;
                 continue;
             }
-            match self.table.receive(write, wall) {
+            match self.table.receive(write, None) {
                 Received::New => self.metrics.writes_loaded += 1,
                 refused => self.count_refused(refused),
             }
@@ -513,22 +541,7 @@ impl TableProtocol {
     /// Whether a TABLE_DIGEST from `node` at `now` is answered: none answered from it in the
     /// last [`DIGEST_GAP_MIN`]. Remembers it if so.
     fn digest_due(&mut self, now: Instant, node: NodeId) -> bool {
-        if self
-            .digests_answered
-            .get(&node)
-            .is_some_and(|&at| now < at + DIGEST_GAP_MIN)
-        {
-            return false;
-        }
-        if self.digests_answered.len() >= DIGEST_PEERS_MAX {
-            self.digests_answered
-                .retain(|_, &mut at| now < at + DIGEST_GAP_MIN);
-            if self.digests_answered.len() >= DIGEST_PEERS_MAX {
-                self.digests_answered.clear();
-            }
-        }
-        self.digests_answered.insert(node, now);
-        true
+        once_a_gap(&mut self.digests_answered, now, node)
     }
 
     /// The next message of the reply to `to`'s want, if `to` has room for it: bulk frames, one
@@ -590,6 +603,7 @@ impl Protocol for TableProtocol {
             LinkNotice::Down { node, .. } => {
                 self.replies.remove(&node);
                 self.digests_answered.remove(&node);
+                self.wants_answered.remove(&node);
             }
             LinkNotice::Room { node } => self.continue_reply(cx, node),
         }
@@ -616,6 +630,13 @@ impl Protocol for TableProtocol {
                 }
             }
             Message::TableWant(w) => {
+                // Each costs a walk of the table; an honest peer sends one per digest of
+                // ours, and never one naming no bucket (which would walk it all, send
+                // nothing, and leave room for the next).
+                if w.buckets.is_empty() || !once_a_gap(&mut self.wants_answered, now, from.node) {
+                    self.metrics.wants_ignored += 1;
+                    return Ok(());
+                }
                 // A newer want replaces a reply still being sent. A reply to a dedicated
                 // connection's peer hears no link go down: past REPLIES_MAX the oldest want's
                 // goes (its peer wants again at its next repair).
@@ -692,12 +713,18 @@ impl Protocol for TableProtocol {
         }
     }
 
-    fn handle_completed(&mut self, now: Instant, cx: &Context<'_>, token: u64, result: HostResult) {
+    fn handle_completed(
+        &mut self,
+        _now: Instant,
+        _cx: &Context<'_>,
+        token: u64,
+        result: HostResult,
+    ) {
         match (token, result) {
             (LOAD, result) => {
                 self.persist.loaded = true;
                 match result {
-                    HostResult::Loaded(Some(blob)) => self.restore(now, cx, &blob),
+                    HostResult::Loaded(Some(blob)) => self.restore(&blob),
                     HostResult::Loaded(None) => {}
                     other => {
                         self.metrics.state_failures += 1;
@@ -868,6 +895,47 @@ mod tests {
                 table.metrics.digests_ignored, ignored,
                 "at {ms} ms from {who}"
             );
+        }
+    }
+
+    /// A TABLE_WANT naming no bucket is passed over (it would walk the table and send
+    /// nothing), and one peer's wants are answered at most every `DIGEST_GAP_MIN`.
+    #[test]
+    fn a_peers_wants_are_answered_at_most_every_digest_gap_min() {
+        let config = Config::from_seed("test-net", 1);
+        let session = Session::new(&config, 0, [0; 32]);
+        let mut table = TableProtocol::new(&config, [2; 32]);
+        let cx = Context { session: &session };
+        let want = |buckets: Vec<u16>| {
+            let m = Message::TableWant(weft_protocol::TableWant {
+                bits: 8,
+                buckets,
+                salt: 0,
+                held: Vec::new(),
+            });
+            Frame::build(m.code(), &m.encode_payload(), false)
+        };
+        let peer = Peer {
+            node: NodeId([1; 32]),
+            incarnation: 1,
+            listen_addr: None,
+            families: 0,
+            dialer_nonce: [0; 32],
+            public_key: Default::default(),
+        };
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        let steps = [
+            (0, vec![], 1),
+            (0, vec![3], 1),
+            (500, vec![3], 2),
+            (1000, vec![3], 2),
+        ];
+        for (ms, buckets, ignored) in steps {
+            assert_eq!(
+                table.handle_message(at(ms), &cx, &peer, want(buckets)),
+                Ok(())
+            );
+            assert_eq!(table.metrics.wants_ignored, ignored, "at {ms} ms");
         }
     }
 }

@@ -188,7 +188,13 @@ impl Replica {
         self.index_id
     }
 
-    /// The counters.
+    /// An IWANT from a peer too far behind was passed over (see
+    /// [`ReplicaMetrics::wants_behind`]).
+    pub(crate) fn count_want_behind(&mut self) {
+        self.metrics.wants_behind += 1;
+    }
+
+    /// The folder's counters.
     pub fn metrics(&self) -> ReplicaMetrics {
         self.metrics
     }
