@@ -765,8 +765,13 @@ impl Replica {
     fn not_held_by(&mut self, peer: NodeId, hash: BlockHash, len: u32) {
         if self.not_found.len() >= super::NOT_FOUND_MAX {
             self.not_found.clear();
+            self.not_found_by_peer.clear();
         }
         self.not_found.entry((hash, len)).or_default().insert(peer);
+        self.not_found_by_peer
+            .entry(peer)
+            .or_default()
+            .insert((hash, len));
     }
 
     /// A peer asks for blocks.

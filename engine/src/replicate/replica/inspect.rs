@@ -207,6 +207,18 @@ impl Replica {
                 self.not_found.len()
             ));
         }
+        // The by-peer index holds exactly the pairs the by-block map does.
+        let pairs: usize = self.not_found.values().map(|p| p.len()).sum();
+        let indexed: usize = self.not_found_by_peer.values().map(|b| b.len()).sum();
+        let consistent = pairs == indexed
+            && self.not_found_by_peer.iter().all(|(peer, blocks)| {
+                blocks
+                    .iter()
+                    .all(|b| self.not_found.get(b).is_some_and(|p| p.contains(peer)))
+            });
+        if !consistent {
+            return Err("the not-found index by peer differs from the map by block".into());
+        }
         let outstanding = self.outstanding();
         if outstanding > self.config.requests_outstanding_max {
             return Err(format!(

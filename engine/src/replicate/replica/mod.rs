@@ -186,6 +186,9 @@ pub struct Replica {
     /// Peers that answered NOTFOUND for a block: not asked for it again until they announce
     /// a change (at most [`NOT_FOUND_MAX`] blocks; past it, forgotten and asked again).
     pub(super) not_found: BTreeMap<SizedBlock, BTreeSet<NodeId>>,
+    /// The same by peer: what each answered NOTFOUND for (an announcement forgets a peer's
+    /// without walking every block's set: an empty IHAVE walked up to `NOT_FOUND_MAX`).
+    pub(super) not_found_by_peer: BTreeMap<NodeId, BTreeSet<SizedBlock>>,
     /// Blocks whose local copy did not read back (cleared when the index changes).
     pub(super) local_misses: BTreeSet<[u8; 32]>,
     pub(super) pending: BTreeMap<u64, Purpose>,
@@ -301,6 +304,7 @@ impl Replica {
             retries: BTreeSet::new(),
             excluded: BTreeMap::new(),
             not_found: BTreeMap::new(),
+            not_found_by_peer: BTreeMap::new(),
             disk: BTreeMap::new(),
             refused: BTreeSet::new(),
             local_misses: BTreeSet::new(),
@@ -551,10 +555,14 @@ impl Replica {
 
     /// `peer` announced files: it may hold blocks it answered NOTFOUND for before.
     fn peer_changed(&mut self, peer: NodeId) {
-        self.not_found.retain(|_, peers| {
-            peers.remove(&peer);
-            !peers.is_empty()
-        });
+        for block in self.not_found_by_peer.remove(&peer).unwrap_or_default() {
+            if let Some(peers) = self.not_found.get_mut(&block) {
+                peers.remove(&peer);
+                if peers.is_empty() {
+                    self.not_found.remove(&block);
+                }
+            }
+        }
         self.fetch_dirty = true;
     }
 
