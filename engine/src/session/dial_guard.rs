@@ -132,7 +132,10 @@ impl DialGuard {
     /// is not: a node that names a third party's address, links, drops and links again
     /// would otherwise have that address dialed once per cycle for ever.
     pub(crate) fn connected(&mut self, node: &NodeId, from: &str) {
-        let host = super::address::host_of(from);
+        // Spelled as the records are (an IPv4 peer reaching a dual-stack listener comes as
+        // an IPv4-mapped IPv6 address).
+        let from = key(from);
+        let host = super::address::host_of(&from);
         self.by_addr
             .retain(|a, r| r.for_node.as_ref() != Some(node) || super::address::host_of(a) != host);
     }
@@ -233,6 +236,10 @@ mod tests {
         assert_eq!(g.len(), 1, "from another host: kept");
         g.connected(&node, "192.0.2.9:51234");
         assert_eq!(g.len(), 0, "from its host: forgiven");
+        // An IPv4 peer on a dual-stack listener comes as an IPv4-mapped address.
+        g.redialed("192.0.2.9:22", t, Duration::from_secs(2), node);
+        g.connected(&node, "[::ffff:192.0.2.9]:51234");
+        assert_eq!(g.len(), 0, "the same host, spelled as IPv6");
     }
 
     #[test]

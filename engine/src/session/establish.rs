@@ -138,7 +138,10 @@ impl Session {
         c.state = ConnState::Established(Arc::new(peer));
         c.send_compressed = compression && offers_lz4(&hello);
         let dedicated = c.dedicated;
-        if self.dial_targets.remove(&conn) == Some(node) {
+        let redial_answered =
+            c.direction == Direction::Outbound && self.redials.node_of(&c.addr) == Some(node);
+        if self.dial_targets.remove(&conn) == Some(node) || redial_answered {
+            // A discovery dial, or a redial of a saved or lost address, reached its node.
             self.dial_guard.answered(&c.addr);
         }
         self.metrics.handshakes_completed += 1;

@@ -267,13 +267,7 @@ impl Table {
     /// more than `table_clock_skew_max` ahead of it is refused; `None` skips that check (a
     /// write loaded from the host, checked when it was first received).
     pub(crate) fn admit(&self, write: &TableWrite, wall_ms: Option<u64>) -> Option<Received> {
-        // The floor as the wall clock puts it, even before the repair timer has raised it
-        // (a write the others reclaimed, arriving in this node's first seconds, is refused).
-        let horizon = self.limits.reclaim_horizon.as_millis();
-        let floor = wall_ms.map_or(self.floor_ms, |wall| {
-            self.floor_ms.max(wall.saturating_sub(horizon))
-        });
-        if write.hlc.ms < floor {
+        if write.hlc.ms < self.floor_ms {
             return Some(Received::TooOld);
         }
         match self
@@ -576,27 +570,6 @@ mod tests {
         assert_eq!(a.receive(long, Some(wall + 3)), Received::LeaseTooLong);
         let longest = at(wall + skew + 4, Some(60_000));
         assert_eq!(a.receive(longest, Some(wall + 4)), Received::New);
-    }
-
-    /// A received write older than the reclaim horizon by the receiver's wall clock is
-    /// refused from the first input on, before the repair timer has raised the floor (one
-    /// the others reclaimed came back in a node's first seconds); without a wall clock (a
-    /// write loaded from the host) the floor alone judges.
-    #[test]
-    fn the_wall_clock_puts_the_floor_before_the_repair_timer_does() {
-        let mut writer = test_table(2);
-        let a = test_table(1);
-        let horizon = a.limits.reclaim_horizon.as_millis();
-        let mut w = writer
-            .write(Some(1_000), b"k".to_vec(), Some(b"v".to_vec()), None)
-            .unwrap()
-            .unwrap();
-        writer.signer.sign(&mut w);
-        assert_eq!(a.floor_ms(), 0);
-        let wall = 1_000 + horizon + 1;
-        assert_eq!(a.admit(&w, Some(wall)), Some(Received::TooOld));
-        assert_eq!(a.admit(&w, Some(wall - 1)), None);
-        assert_eq!(a.admit(&w, None), None);
     }
 
     #[test]

@@ -430,8 +430,8 @@ impl TableProtocol {
     }
 
     /// Takes back the stored table: the clock resumes from its stored stamp, and every write
-    /// is checked as received but for the wall clock's skew and reclaim floor (each passed
-    /// them when it first arrived), its signature verified.
+    /// is checked as received but for the wall clock's skew (each passed it when it first
+    /// arrived), its signature verified.
     fn restore(&mut self, blob: &[u8]) {
         let Some(stored) = persist::decode(blob) else {
             self.metrics.state_failures += 1;

@@ -161,6 +161,9 @@ struct Persist {
     loaded: bool,
     /// The stored blob could not be read: it is never stored over in this run.
     unreadable: bool,
+    /// The host failed the load (or keeps no store): nothing is stored in this run, over
+    /// what it may still hold.
+    stores_blocked: bool,
     outstanding: bool,
     dirty: bool,
 }

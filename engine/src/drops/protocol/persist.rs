@@ -13,7 +13,7 @@ use crate::machine::ProtocolOutput;
 impl DropsProtocol {
     /// Hands the drops to the host, unless a store is under way (then once it is done).
     pub(super) fn store(&mut self) {
-        if !self.persist.loaded || self.persist.unreadable {
+        if !self.persist.loaded || self.persist.unreadable || self.persist.stores_blocked {
             return;
         }
         if self.persist.outstanding {
@@ -98,8 +98,12 @@ impl DropsProtocol {
                     HostResult::Loaded(Some(blob)) => self.restore(&blob),
                     HostResult::Loaded(None) => {}
                     // The host read nothing (a node without a store answers every load so):
-                    // nothing to keep, and the drops work in memory as before.
-                    _ => self.metrics.state_failures += 1,
+                    // the drops work in memory, and nothing is stored over what the store
+                    // may still hold (a read that failed once).
+                    _ => {
+                        self.metrics.state_failures += 1;
+                        self.persist.stores_blocked = true;
+                    }
                 }
             }
             (STORE, result) => {

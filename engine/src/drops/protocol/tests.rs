@@ -1071,6 +1071,12 @@ fn unreadable_stored_drops_are_never_stored_over() {
     drops
         .handle_command(now, &cx, DropsCommand::Create)
         .expect("a drop in memory");
+    drops.handle_timeout(now + DROP_SYNC_INTERVAL, &cx);
+    assert_eq!(
+        stores(&mut drops),
+        0,
+        "nothing stored over what the store may hold"
+    );
     // Readable (none stored), a failed store is tried again at the next sync.
     let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
     drops.handle_timeout(now, &cx);

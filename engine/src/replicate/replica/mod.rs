@@ -203,6 +203,8 @@ pub struct Replica {
     pub(super) persist_outstanding: bool,
     /// The node is shutting down: every change is persisted once its input is handled.
     pub(super) stopping: bool,
+    /// A persist failed and nothing has changed since (during a shutdown: not retried).
+    pub(super) persist_failed: bool,
     /// A persist since the state was loaded is done: the numbering it restored and jumped
     /// (or the index id it drew) survives a crash, so records may be announced.
     pub(super) durable: bool,
@@ -317,6 +319,7 @@ impl Replica {
             persist_dirty: false,
             persist_outstanding: false,
             stopping: false,
+            persist_failed: false,
             durable: false,
             load_retry_at: None,
             gave_way: (Instant(0), BTreeSet::new()),
@@ -603,8 +606,9 @@ impl Replica {
                 } else {
                     self.persist_dirty = true;
                     // During a shutdown a failed persist is not tried again at once (a disk
-                    // that fails every write would have the whole state encoded without end).
-                    self.stopping = false;
+                    // that fails every write would have the whole state encoded without
+                    // end), only with the next change.
+                    self.persist_failed = true;
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
                     self.persist_at = Some(now + self.config.persist_delay);
@@ -680,7 +684,12 @@ impl Replica {
 
     /// Announces and schedules fetches; during a shutdown, persists what changed.
     fn pump(&mut self) {
-        if self.stopping && self.ready && self.persist_dirty && !self.persist_outstanding {
+        if self.stopping
+            && self.ready
+            && self.persist_dirty
+            && !self.persist_outstanding
+            && !self.persist_failed
+        {
             self.persist_at = None;
             self.persist();
         }

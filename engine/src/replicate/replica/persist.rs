@@ -184,6 +184,7 @@ impl Replica {
             return;
         }
         self.persist_dirty = true;
+        self.persist_failed = false;
         if self.persist_at.is_none() && !self.persist_outstanding {
             self.persist_at = Some(self.now + self.config.persist_delay);
         }

@@ -550,7 +550,22 @@ fn a_shutdown_persists_every_change_even_with_a_persist_out() {
     // persist delay (timers may never run again).
     let change = host.put("b", bytes(5_000, 2), 100);
     r.handle_local(now, change);
-    assert_eq!(drain(&mut r, &mut host).len(), 1);
+    let third = drain(&mut r, &mut host);
+    assert_eq!(third.len(), 1);
+    // One that fails is not tried again at once (a failing disk), only with the next change.
+    let failed = StorageResult::Failed(StorageError::Io("a failing disk".into()));
+    r.handle_completed(now, third[0], failed);
+    assert!(
+        drain(&mut r, &mut host).is_empty(),
+        "not retried without end"
+    );
+    let change = host.put("c", bytes(5_000, 3), 100);
+    r.handle_local(now, change);
+    assert_eq!(
+        drain(&mut r, &mut host).len(),
+        1,
+        "the next change is persisted"
+    );
 }
 
 /// A node whose store was reset (or whose state could not be read) starts its counters past
