@@ -143,6 +143,8 @@ pub(crate) struct Host {
     table_waiting: std::collections::BTreeMap<u64, Sender<Result<(), HandleError>>>,
     /// Answers to the engine's requests, fed back once its outputs are drained.
     answers: Vec<(RequestId, HostResult)>,
+    /// Storage steps handed to the folders' workers and not yet answered.
+    storage_in_flight: usize,
     /// Set when the run must end in an error; the loop returns it at its next turn.
     failure: Option<RunError>,
     /// What was logged of failing dials.
@@ -203,6 +205,7 @@ impl Host {
             bound_addr,
             table_waiting: std::collections::BTreeMap::new(),
             answers: Vec::new(),
+            storage_in_flight: 0,
             failure: None,
             dial_log: DialLog::default(),
             folders: Folders::default(),
@@ -313,7 +316,10 @@ impl Host {
             HostRequest::Storage { folder, request } => {
                 let result = match self.folders.submit(id, folder, request) {
                     // A worker answers it.
-                    Ok(()) => return,
+                    Ok(()) => {
+                        self.storage_in_flight += 1;
+                        return;
+                    }
                     Err(refused) => refused,
                 };
                 tracing::warn!("folder {folder}: a storage step was refused: {result:?}");
@@ -456,14 +462,18 @@ impl Host {
     }
 
     /// How the loop ends now, if it does: in an error (see [`Host::fail`]), or a shutdown
-    /// whose connections are all closed, or whose grace period is over (then the scan caches
-    /// storage steps wrote to are persisted first).
+    /// whose connections are all closed and whose storage steps have all been answered (and
+    /// fed to the node, which persists what they changed), or whose grace period is over
+    /// (then the scan caches storage steps wrote to are persisted first).
     pub(crate) fn exit_due(&mut self, conns_left: usize) -> Option<Result<Exit, RunError>> {
         if let Some(error) = self.failure.take() {
             return Some(Err(error));
         }
         let s = self.stopping?;
-        if conns_left > 0 && self.clock.now() < s.by {
+        // A step still with the workers would be carried out on disk after the node's last
+        // state write, and its answer never fed: the disk ahead of the stored index.
+        let busy = conns_left > 0 || self.storage_in_flight > 0 || !self.answers.is_empty();
+        if busy && self.clock.now() < s.by {
             return None;
         }
         for (folder, blob) in self.folders.written_caches() {

@@ -97,7 +97,10 @@ impl Host {
                 let _ = reply.send(self.input(Input::Command(Command::Disconnect { node })));
             }
             Request::Shutdown => self.begin_stop(Exit::Requested),
-            Request::StorageDone { id, result } => self.answers.push((id, result)),
+            Request::StorageDone { id, result } => {
+                self.storage_in_flight = self.storage_in_flight.saturating_sub(1);
+                self.answers.push((id, result));
+            }
             // The state writer's answers are taken when the loop drains.
             Request::Nudge => {}
             Request::ProcessDone {
