@@ -20,6 +20,10 @@ use crate::outbox::{Flushed, Outbox, TryWrite};
 
 /// How long a closing connection may take to flush before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
+/// Closing connections kept lingering at most; past it the one due first is dropped at once
+/// (a flood of connections accepted and closed held a socket each for `LINGER`, and used up
+/// the process's file descriptors).
+pub(crate) const LINGERING_MAX: usize = 256;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection before other connections get a turn.
@@ -43,6 +47,8 @@ struct Link<S> {
     closing_by: Option<Instant>,
     /// The write side is shut; reading on only to let the peer close cleanly.
     draining: bool,
+    /// The engine handed it bytes to send: a close lingers for them (else it is at once).
+    transmitted: bool,
 }
 
 /// How a read turn ended.
@@ -139,6 +145,7 @@ impl<S: Socket> Conns<S> {
             Output::Transmit { conn, bytes } => match self.links.get_mut(&conn) {
                 Some(link) => {
                     link.outbox.push(&bytes);
+                    link.transmitted = true;
                     self.dirty.push(conn);
                 }
                 None => {
@@ -154,6 +161,7 @@ impl<S: Socket> Conns<S> {
                     outbox: Outbox::default(),
                     closing_by: None,
                     draining: false,
+                    transmitted: false,
                 };
                 if self.links.insert(conn, link).is_some() {
                     return Err(RunError::DriverBug(format!(
@@ -170,8 +178,16 @@ impl<S: Socket> Conns<S> {
                         "the engine closes {conn:?}, which the driver does not know"
                     )));
                 };
-                link.closing_by.get_or_insert(host.now() + LINGER);
+                // Nothing to deliver (a refusal under Noise closes without a byte): no
+                // linger, dropped at the next expiry.
+                let linger = if link.transmitted {
+                    LINGER
+                } else {
+                    Duration(0)
+                };
+                link.closing_by.get_or_insert(host.now() + linger);
                 self.dirty.push(conn);
+                self.bound_lingering(host.now());
             }
             Output::Request { id, request } => host.on_host_request(id, request),
             Output::Event(event) => host.on_event(event),
@@ -299,6 +315,7 @@ impl<S: Socket> Conns<S> {
                 outbox: Outbox::default(),
                 closing_by: None,
                 draining: false,
+                transmitted: false,
             },
         );
         host.feed(Input::Accepted { conn, addr });
@@ -361,6 +378,22 @@ impl<S: Socket> Conns<S> {
             self.forget(host, conn);
         }
         self.drain(host);
+    }
+
+    /// Past [`LINGERING_MAX`] closing connections, the one due first is made due now.
+    fn bound_lingering(&mut self, now: Instant) {
+        let closing: Vec<(Instant, ConnId)> = self
+            .links
+            .iter()
+            .filter_map(|(id, l)| l.closing_by.filter(|by| *by > now).map(|by| (by, *id)))
+            .collect();
+        if closing.len() > LINGERING_MAX {
+            if let Some((_, first)) = closing.into_iter().min() {
+                if let Some(link) = self.links.get_mut(&first) {
+                    link.closing_by = Some(now);
+                }
+            }
+        }
     }
 
     /// The earliest linger deadline.
@@ -478,5 +511,49 @@ mod tests {
         conns.drain(&mut host);
         assert!(host.exit_due(0).is_none());
         assert_eq!(host.node.table().get(b"colour"), Some(&b"blue"[..]));
+    }
+
+    /// A close with nothing to deliver does not linger, and no more than `LINGERING_MAX`
+    /// closing connections linger at once: a flood of connections accepted and closed held
+    /// a socket each for `LINGER`, and could use up the file descriptors.
+    #[test]
+    fn closing_connections_linger_only_with_bytes_and_boundedly() {
+        let mut conns = Conns::<NoSocket>::new();
+        let mut host = host(None);
+        host.on_timer();
+        conns.drain(&mut host);
+        let close = |conn| Output::Close {
+            conn,
+            reason: weft_engine::CloseReason::Requested,
+        };
+        let quiet = ConnId::inbound(1);
+        conns.accepted(&mut host, quiet, NoSocket, "10.0.0.1:1".into());
+        conns.carry_out(&mut host, close(quiet)).unwrap();
+        let now = host.now();
+        assert!(
+            conns.links[&quiet].closing_by.is_some_and(|by| by <= now),
+            "nothing to deliver: dropped at the next expiry"
+        );
+        for n in 2..(LINGERING_MAX as u64 + 50) {
+            let conn = ConnId::inbound(n);
+            conns.accepted(
+                &mut host,
+                conn,
+                NoSocket,
+                format!("10.0.{}.{}:1", n / 250, n % 250),
+            );
+            let bytes = Bytes::from_static(b"bye");
+            conns
+                .carry_out(&mut host, Output::Transmit { conn, bytes })
+                .unwrap();
+            conns.carry_out(&mut host, close(conn)).unwrap();
+        }
+        let now = host.now();
+        let lingering = conns
+            .links
+            .values()
+            .filter(|l| l.closing_by.is_some_and(|by| by > now))
+            .count();
+        assert!(lingering <= LINGERING_MAX, "{lingering}");
     }
 }
