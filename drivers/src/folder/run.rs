@@ -415,6 +415,7 @@ impl ScannerThread {
         let watcher = watch(spec, wake.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let mut scanner = Scanner::new(spec.root.clone(), cache.clone());
+        scanner.stop_with(Arc::clone(&stop));
         let folder = spec.id;
         let stopping = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
@@ -689,6 +690,8 @@ fn scan_loop(
                 wait = retry;
                 retry = (retry * 2).min(RESCAN_PERIOD);
             }
+            // Told to stop (the node is stopping, the folder removed): nothing recorded.
+            Err(ScanError::Stopped) => return,
             // A missing root or marker: the folder stops, and nothing turns into deletes.
             Err(e) => {
                 let _ = handle.folder_stopped(folder, number, e.to_string());

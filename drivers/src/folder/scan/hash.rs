@@ -116,6 +116,9 @@ impl Scanner {
         let work = || {
             let mut done = Vec::new();
             while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if self.stopping() {
+                    break;
+                }
                 let item = &items[i];
                 let abs = self.root.join(&item.path);
                 // A rename to confirm is cut at the tier its cached blocks were cut at.
@@ -141,6 +144,9 @@ impl Scanner {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(|_| ScanError::Io("a hashing thread panicked".into()))?;
+        if self.stopping() {
+            return Err(ScanError::Stopped);
+        }
         for (i, r) in finished.into_iter().flatten() {
             results[i] = Some(r);
         }

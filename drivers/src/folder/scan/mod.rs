@@ -45,6 +45,7 @@ mod walk;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use weft_engine::protocol::PathRefusal;
 use weft_engine::replicate::blocks::Tier;
@@ -78,6 +79,9 @@ pub enum ScanError {
     /// The root could not be listed, or the scan could not go on.
     #[error("scanning the folder failed: {0}")]
     Io(String),
+    /// The scan was told to stop ([`Scanner::stop_with`]): it recorded and reported nothing.
+    #[error("the scan was stopped")]
+    Stopped,
 }
 
 /// Why a path found on disk was not reported.
@@ -148,6 +152,9 @@ pub struct Scanner {
     /// folder there, between the walk's steps.
     #[cfg(test)]
     after_lstat: Option<fn(&Path, &str)>,
+    /// Set when the scan is to stop (the node is stopping): checked between paths and
+    /// between files hashed, so a shutdown does not wait for a whole scan.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn io_line(e: &io::Error) -> String {
@@ -170,7 +177,18 @@ impl Scanner {
             ignore: IgnoreRules::default(),
             #[cfg(test)]
             after_lstat: None,
+            stop: Arc::default(),
         }
+    }
+
+    /// A scan from now on ends with [`ScanError::Stopped`] soon after `stop` is set.
+    pub fn stop_with(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        self.stop = stop;
+    }
+
+    /// Whether the scan is to stop.
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uses `rules` (the folder's `.weftignore`) from the next scan on.

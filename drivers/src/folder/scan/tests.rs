@@ -188,6 +188,22 @@ fn an_unchanged_folder_hashes_nothing() {
     assert_eq!((o.hashed_files, o.hashed_bytes, o.files), (0, 0, 4));
 }
 
+/// A scan told to stop ends with `Stopped`, recording nothing: the next scan, not stopped,
+/// still finds everything (a shutdown no longer waits for a whole scan).
+#[test]
+fn a_stopped_scan_records_nothing() {
+    let f = Folder::new();
+    populate(&f);
+    let mut s = f.scanner();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    s.stop_with(std::sync::Arc::clone(&stop));
+    assert!(matches!(s.scan(now_ms() + 60_000), Err(ScanError::Stopped)));
+    assert!(s.cache.lock().entries.is_empty(), "nothing recorded");
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let o = later(&s);
+    assert_eq!(o.files, 4);
+}
+
 #[test]
 fn an_edit_is_reported_and_only_it_is_hashed() {
     let f = Folder::new();

@@ -133,6 +133,9 @@ impl Scanner {
             fd: root,
         };
         while let Some((path, parent_dev)) = stack.pop() {
+            if self.stopping() {
+                return Err(ScanError::Stopped);
+            }
             let (dir, name) = split(&path);
             if at.path != dir {
                 match open_dir_under(&self.root, dir) {
