@@ -380,15 +380,22 @@ impl<S: Socket> Conns<S> {
         self.drain(host);
     }
 
-    /// Past [`LINGERING_MAX`] closing connections, the one due first is made due now.
+    /// Past [`LINGERING_MAX`] closing connections, one is made due now: the first due among
+    /// those with nothing left to write (flushed, waiting for the peer's close), else the
+    /// first due.
     fn bound_lingering(&mut self, now: Instant) {
-        let closing: Vec<(Instant, ConnId)> = self
+        let closing: Vec<(bool, Instant, ConnId)> = self
             .links
             .iter()
-            .filter_map(|(id, l)| l.closing_by.filter(|by| *by > now).map(|by| (by, *id)))
+            .filter_map(|(id, l)| {
+                let flushed = l.draining || l.outbox.unwritten() == 0;
+                l.closing_by
+                    .filter(|by| *by > now)
+                    .map(|by| (!flushed, by, *id))
+            })
             .collect();
         if closing.len() > LINGERING_MAX {
-            if let Some((_, first)) = closing.into_iter().min() {
+            if let Some((_, _, first)) = closing.into_iter().min() {
                 if let Some(link) = self.links.get_mut(&first) {
                     link.closing_by = Some(now);
                 }

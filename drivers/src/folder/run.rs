@@ -379,7 +379,14 @@ fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle) {
             return;
         };
         let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
-        let result = job.disk.carry_out(&job.request, now_ms);
+        // A panic in a step fails that step, not the worker: its answer still comes (the
+        // node waits for every step's at a shutdown, and the worker takes the next).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.disk.carry_out(&job.request, now_ms)
+        }))
+        .unwrap_or_else(|_| {
+            StorageResult::Failed(StorageError::Io("the storage step panicked".into()))
+        });
         tracing::trace!(
             "storage {} → {}",
             step_name(&job.request),
