@@ -187,8 +187,9 @@ fn a_node_hosts_a_folder_end_to_end_with_a_raw_peer() {
 
 /// A node serving many blocks at once hands the session one bulk frame at a time, the next
 /// when the connection is written: none is refused (and lost until the requester's timeout).
-#[test]
-fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
+/// A node sharing one file of `blocks` (cut where each ends), linked to a fake peer: the
+/// node, the peer and the blocks' hashes.
+fn holding_one_file(path: &str, blocks: &[Bytes]) -> (weft_engine::Node, Fake, Vec<[u8; 32]>) {
     let mut node = node_with(|_| {});
     node.handle_timeout(T0);
     drain(&mut node);
@@ -199,24 +200,31 @@ fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
     )
     .unwrap();
     drain(&mut node);
-    let blocks: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let mut offset = 0u64;
+    let cut: Vec<Block> = blocks
+        .iter()
+        .map(|b| {
+            let len = u32::try_from(b.len()).expect("a test block");
+            let block = Block {
+                offset,
+                len,
+                hash: *blake3::hash(b).as_bytes(),
+            };
+            offset += u64::from(len);
+            block
+        })
+        .collect();
     let entry = FileEntry {
-        path: "many.bin".into(),
+        path: path.into(),
         kind: FileKind::File,
         target: String::new(),
         mode: 6,
-        size: 30_000,
+        size: offset,
         mtime_ms: 1_700_000_000_000,
         modified_by: 0,
         version: Version::default(),
         sequence: 0,
-        blocks: (0..6u64)
-            .map(|i| Block {
-                offset: i * 5000,
-                len: 5000,
-                hash: *blake3::hash(&blocks[i as usize]).as_bytes(),
-            })
-            .collect(),
+        blocks: cut,
     };
     let hashes: Vec<[u8; 32]> = entry.blocks.iter().map(|b| b.hash).collect();
     let change = ReplicateCommand::Local {
@@ -229,6 +237,13 @@ fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
     let fake = Fake::new(9, ConnId::inbound(1));
     fake.join(&mut node, T0);
     drain(&mut node);
+    (node, fake, hashes)
+}
+
+#[test]
+fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
+    let blocks: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let (mut node, fake, hashes) = holding_one_file("many.bin", &blocks);
     let want = IWant {
         folder: folder(),
         hashes: hashes.clone(),
@@ -567,45 +582,9 @@ fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
 /// each block for a queue that dropped it.
 #[test]
 fn a_peer_that_stops_reading_has_its_wants_passed_over() {
-    let mut node = node_with(|_| {});
-    node.handle_timeout(T0);
-    drain(&mut node);
-    let config = ReplicaConfig::new(folder(), NodeId::default());
-    node.handle_input(
-        T0,
-        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
-    )
-    .unwrap();
-    drain(&mut node);
-    let len: u32 = 4 << 20;
-    let block = Bytes::from(vec![7u8; len as usize]);
-    let hash = *blake3::hash(&block).as_bytes();
-    let entry = FileEntry {
-        path: "big.bin".into(),
-        kind: FileKind::File,
-        target: String::new(),
-        mode: 6,
-        size: u64::from(len),
-        mtime_ms: 1_700_000_000_000,
-        modified_by: 0,
-        version: Version::default(),
-        sequence: 0,
-        blocks: vec![Block {
-            offset: 0,
-            len,
-            hash,
-        }],
-    };
-    let change = ReplicateCommand::Local {
-        folder: folder(),
-        change: LocalChange::Changed(entry),
-    };
-    node.handle_input(T0, Input::Command(Command::Replicate(change)))
-        .unwrap();
-    drain(&mut node);
-    let fake = Fake::new(9, ConnId::inbound(1));
-    fake.join(&mut node, T0);
-    drain(&mut node);
+    let block = Bytes::from(vec![7u8; 4 << 20]);
+    let (mut node, fake, hashes) = holding_one_file("big.bin", std::slice::from_ref(&block));
+    let hash = hashes[0];
     // The peer never reads (no `Writable`): the same block asked 40 times.
     let mut reads = 0;
     for _ in 0..40 {
