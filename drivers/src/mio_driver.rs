@@ -44,10 +44,12 @@ fn token(conn: ConnId) -> Token {
 /// A node and its poll loop, ready to [`run`](MioDriver::run).
 pub struct MioDriver {
     poll: Poll,
+    /// Declared (so dropped) before the host: once the run is over, the workers and scanners
+    /// the host joins find the mailbox closed and stop, rather than wait for room in it.
+    mailbox: Mailbox,
     host: Host,
     conns: Conns<TcpStream>,
     listener: Option<TcpListener>,
-    mailbox: Mailbox,
     signals: Option<Signals>,
     peers: Vec<String>,
     /// A joining node's first contact (taken at start).

@@ -42,11 +42,13 @@ impl Socket for TcpStream {
 
 /// A node and its task state, ready to [`run`](TokioDriver::run).
 pub struct TokioDriver {
+    /// Declared (so dropped) before the host: once the run is over, the workers and scanners
+    /// the host joins find the mailbox closed and stop, rather than wait for room in it.
+    mailbox: Mailbox,
     host: Host,
     conns: Conns<TcpStream>,
     listener: Option<TcpListener>,
     dials: Vec<(ConnId, Dial)>,
-    mailbox: Mailbox,
     sleep: Pin<Box<Sleep>>,
     signals: Vec<(StopSignal, Signal)>,
     peers: Vec<String>,
