@@ -246,17 +246,15 @@ fn unauthenticated_dedicated_connections_count_against_the_inbound_cap() {
 #[test]
 fn idle_unproven_connections_make_room_for_a_peer_that_handshakes() {
     let mut node = node_with(|c| c.limits.inbound_max = 8);
+    // A socket accepted from `addr` that sends nothing: the node's outputs.
+    let idle = |node: &mut Node, n: u64, addr: String| {
+        let conn = ConnId::inbound(n);
+        node.handle_input(T0, Input::Accepted { conn, addr })
+            .unwrap();
+        drain(node)
+    };
     for n in 1..=8u64 {
-        let addr = format!("10.0.0.{n}:1");
-        node.handle_input(
-            T0,
-            Input::Accepted {
-                conn: ConnId::inbound(n),
-                addr,
-            },
-        )
-        .unwrap();
-        drain(&mut node);
+        idle(&mut node, n, format!("10.0.0.{n}:1"));
     }
     let honest = Fake::new(77, ConnId::inbound(100));
     let out = honest.join(&mut node, T0);
@@ -275,16 +273,7 @@ fn idle_unproven_connections_make_room_for_a_peer_that_handshakes() {
     // A linked peer is never made room from: eight more idle sockets take the seven slots
     // left, evicting only one another.
     for n in 101..=108u64 {
-        let addr = format!("10.0.1.{n}:1");
-        node.handle_input(
-            T0,
-            Input::Accepted {
-                conn: ConnId::inbound(n),
-                addr,
-            },
-        )
-        .unwrap();
-        let out = drain(&mut node);
+        let out = idle(&mut node, n, format!("10.0.1.{n}:1"));
         assert_eq!(closed(&out, honest.conn), None);
     }
     node.check_invariants().unwrap();

@@ -511,6 +511,19 @@ fn the_table_is_stored_with_the_host_and_taken_back_after_a_restart() {
     assert_eq!(changed, 3, "the application hears its keys come back");
 }
 
+/// A node of incarnation `incarnation` whose wall clock reads `wall_ms` and whose stored
+/// table load is answered with `stored` (`None`: nothing stored).
+fn started(incarnation: u64, wall_ms: u64, stored: Option<Bytes>) -> weft_engine::Node {
+    let mut node = node_with(|c| c.incarnation = incarnation);
+    node.handle_input(T0, Input::WallClock { unix_ms: wall_ms })
+        .unwrap();
+    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
+    let result = HostResult::Loaded(stored);
+    node.handle_input(T0, Input::Completed { id: load, result })
+        .unwrap();
+    node
+}
+
 /// The table's clock resumes from its stored stamp: a node restarted with its wall clock set
 /// back stamps its next write after every write it made before (SPEC.md §19.2).
 #[test]
@@ -522,19 +535,7 @@ fn the_clock_resumes_from_the_stored_stamp_after_a_restart() {
             lease: None,
         }))
     };
-    let mut node = node_with(|_| {});
-    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
-        .unwrap();
-    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
-    let loaded = HostResult::Loaded(None);
-    node.handle_input(
-        T0,
-        Input::Completed {
-            id: load,
-            result: loaded,
-        },
-    )
-    .unwrap();
+    let mut node = started(1, WALL_MS, None);
     for _ in 0..3 {
         node.handle_input(T0, set("k")).unwrap();
     }
@@ -554,20 +555,7 @@ fn the_clock_resumes_from_the_stored_stamp_after_a_restart() {
     let blob = blob.expect("stored");
 
     // Restarted with the wall clock 10 s back (within the skew the table allows).
-    let mut again = node_with(|c| c.incarnation = 2);
-    again
-        .handle_input(
-            T0,
-            Input::WallClock {
-                unix_ms: WALL_MS - 10_000,
-            },
-        )
-        .unwrap();
-    let (load, _) = request(&drain_raw(&mut again)).expect("a load at start");
-    let result = HostResult::Loaded(Some(blob));
-    again
-        .handle_input(T0, Input::Completed { id: load, result })
-        .unwrap();
+    let mut again = started(2, WALL_MS - 10_000, Some(blob));
     again.handle_input(T0, set("other")).unwrap();
     let after = again.table().current(b"other").expect("set").hlc;
     assert!(
@@ -581,13 +569,7 @@ fn the_clock_resumes_from_the_stored_stamp_after_a_restart() {
 /// when it first came), or the next store would have written the table without them.
 #[test]
 fn committed_writes_survive_a_restart_with_the_clock_set_back() {
-    let mut node = node_with(|_| {});
-    node.handle_input(T0, Input::WallClock { unix_ms: WALL_MS })
-        .unwrap();
-    let (load, _) = request(&drain_raw(&mut node)).expect("a load at start");
-    let result = HostResult::Loaded(None);
-    node.handle_input(T0, Input::Completed { id: load, result })
-        .unwrap();
+    let mut node = started(1, WALL_MS, None);
     let set = Input::Command(Command::Table(TableCommand::Set {
         key: b"k".to_vec(),
         value: b"committed".to_vec(),
@@ -608,16 +590,7 @@ fn committed_writes_survive_a_restart_with_the_clock_set_back() {
     .unwrap();
 
     // An hour back: far past the skew.
-    let mut again = node_with(|c| c.incarnation = 2);
-    let back = WALL_MS - 3_600_000;
-    again
-        .handle_input(T0, Input::WallClock { unix_ms: back })
-        .unwrap();
-    let (load, _) = request(&drain_raw(&mut again)).expect("a load at start");
-    let result = HostResult::Loaded(Some(bytes));
-    again
-        .handle_input(T0, Input::Completed { id: load, result })
-        .unwrap();
+    let again = started(2, WALL_MS - 3_600_000, Some(bytes));
     assert_eq!(again.table().get(b"k"), Some(&b"committed"[..]));
     assert_eq!(again.metrics().table.writes_too_new, 0);
 }

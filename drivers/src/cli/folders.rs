@@ -97,10 +97,7 @@ pub fn create(args: CreateArgs) -> ExitCode {
     }
     let listen = args.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let set_up = || -> Result<(BeforeSetUp, StateLock), (bool, String)> {
-        let state = args.net.state_path().map_err(|e| (false, e))?;
-        // Held through the set-up: no other set-up, node or leave of this state meanwhile.
-        let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
-        refuse_member(&state)?;
+        let lock = lock_new_member(&args.net)?;
         let dir = absolute(&args.dir).map_err(|e| (true, e))?;
         if dir.exists() && !dir.is_dir() {
             return Err((true, format!("{}: not a directory", dir.display())));
@@ -114,16 +111,8 @@ pub fn create(args: CreateArgs) -> ExitCode {
     match set_up() {
         Ok((before, lock)) => {
             let state = before.state.clone();
-            let held = Some(lock);
-            run(
-                args.net,
-                &state,
-                args.detach,
-                args.ui,
-                None,
-                Some(before),
-                held,
-            )
+            let (before, lock) = (Some(before), Some(lock));
+            run(args.net, &state, args.detach, args.ui, None, before, lock)
         }
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
@@ -136,9 +125,7 @@ pub fn join(args: JoinArgs) -> ExitCode {
         return usage(e);
     }
     let set_up = || -> Result<(BeforeSetUp, StateLock), (bool, String)> {
-        let state = args.net.state_path().map_err(|e| (false, e))?;
-        let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
-        refuse_member(&state)?;
+        let lock = lock_new_member(&args.net)?;
         let not_usage = |e| (false, e);
         let dir = absolute(&args.dir).map_err(|e| (true, e))?;
         check_empty(&dir)?;
@@ -156,16 +143,8 @@ pub fn join(args: JoinArgs) -> ExitCode {
     match set_up() {
         Ok((before, lock)) => {
             let (state, peer) = (before.state.clone(), Some(args.peer));
-            let held = Some(lock);
-            run(
-                args.net,
-                &state,
-                args.detach,
-                args.ui,
-                peer,
-                Some(before),
-                held,
-            )
+            let (before, lock) = (Some(before), Some(lock));
+            run(args.net, &state, args.detach, args.ui, peer, before, lock)
         }
         Err((true, e)) => usage(e),
         Err((false, e)) => fail(e),
@@ -339,6 +318,16 @@ pub fn start(args: StartArgs) -> ExitCode {
         )),
         Err(e) => usage(e),
     }
+}
+
+/// Takes the lock of `net`'s state folder for a `create` or `join` and refuses a folder
+/// that already belongs to a network (see [`refuse_member`]): held through the set-up, so
+/// no other set-up, node or leave of it runs meanwhile.
+fn lock_new_member(net: &NetArgs) -> Result<StateLock, (bool, String)> {
+    let state = net.state_path().map_err(|e| (false, e))?;
+    let lock = StateLock::take(&state).map_err(|e| (false, e.to_string()))?;
+    refuse_member(&state)?;
+    Ok(lock)
 }
 
 /// Refuses a state folder that already belongs to a network with a shared folder, and one

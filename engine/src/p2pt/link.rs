@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use weft_protocol::p2pt::{
-    choose_compression, decode_frame, frame_len, receive_order, Addr, Decoded, Method, P2ptError,
+    decode_frame, frame_len, receive_order, Addr, Decoded, Method, P2ptError,
 };
 
 use crate::connection::ConnId;
@@ -96,17 +96,11 @@ impl Link {
     /// The method frames to this peer are compressed with: the first of `ours` that weft
     /// writes ([`P2PT_SEND_METHODS`]) and the peer reads.
     pub(super) fn send_method(&self, ours: &[Method]) -> Option<Method> {
-        let writable: Vec<Method> = ours
-            .iter()
+        // `choose_compression` over the methods weft writes, without building its lists on
+        // every frame.
+        ours.iter()
             .copied()
-            .filter(|m| P2PT_SEND_METHODS.contains(m))
-            .collect();
-        let codes: Vec<u64> = self
-            .peer_methods
-            .iter()
-            .map(|m| u64::from(m.code()))
-            .collect();
-        choose_compression(&writable, &codes)
+            .find(|m| P2PT_SEND_METHODS.contains(m) && self.peer_methods.contains(m))
     }
 
     /// Keeps `msgpack`, just sent, for a `renegotiate/resend`.

@@ -538,12 +538,6 @@ impl TableProtocol {
         });
     }
 
-    /// Whether a TABLE_DIGEST from `node` at `now` is answered: none answered from it in the
-    /// last [`DIGEST_GAP_MIN`]. Remembers it if so.
-    fn digest_due(&mut self, now: Instant, node: NodeId) -> bool {
-        once_a_gap(&mut self.digests_answered, now, node)
-    }
-
     /// The next message of the reply to `to`'s want, if `to` has room for it: bulk frames, one
     /// at a time (a single write too long for one goes as a relay-class frame).
     fn continue_reply(&mut self, cx: &Context<'_>, to: NodeId) {
@@ -620,7 +614,7 @@ impl Protocol for TableProtocol {
         match Message::decode(frame.code(), &payload)? {
             Message::TableWrite(w) => self.on_write(now, cx, from.node, Some(frame), w)?,
             Message::TableDigest(d) => {
-                if !self.digest_due(now, from.node) {
+                if !once_a_gap(&mut self.digests_answered, now, from.node) {
                     self.metrics.digests_ignored += 1;
                     return Ok(());
                 }
@@ -856,6 +850,23 @@ mod tests {
         assert_eq!(reply_to_drop(&replies, &Default::default()), Some(node(1)));
     }
 
+    /// A linked peer `i` (its id `i` repeated).
+    fn peer(i: u8) -> Peer {
+        Peer {
+            node: NodeId([i; 32]),
+            incarnation: 1,
+            listen_addr: None,
+            families: 0,
+            dialer_nonce: [0; 32],
+            public_key: Default::default(),
+        }
+    }
+
+    /// `ms` milliseconds after the start.
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
     /// One peer's TABLE_DIGESTs are answered at most every `DIGEST_GAP_MIN`; another peer's
     /// are not held up by it.
     #[test]
@@ -872,15 +883,6 @@ mod tests {
             }],
         });
         let frame = Frame::build(digest.code(), &digest.encode_payload(), false);
-        let peer = |i: u8| Peer {
-            node: NodeId([i; 32]),
-            incarnation: 1,
-            listen_addr: None,
-            families: 0,
-            dialer_nonce: [0; 32],
-            public_key: Default::default(),
-        };
-        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         let steps = [
             (0, 1, 0),
             (500, 1, 1),
@@ -915,15 +917,6 @@ mod tests {
             });
             Frame::build(m.code(), &m.encode_payload(), false)
         };
-        let peer = Peer {
-            node: NodeId([1; 32]),
-            incarnation: 1,
-            listen_addr: None,
-            families: 0,
-            dialer_nonce: [0; 32],
-            public_key: Default::default(),
-        };
-        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         let steps = [
             (0, vec![], 1),
             (0, vec![3], 1),
@@ -932,7 +925,7 @@ mod tests {
         ];
         for (ms, buckets, ignored) in steps {
             assert_eq!(
-                table.handle_message(at(ms), &cx, &peer, want(buckets)),
+                table.handle_message(at(ms), &cx, &peer(1), want(buckets)),
                 Ok(())
             );
             assert_eq!(table.metrics.wants_ignored, ignored, "at {ms} ms");

@@ -657,6 +657,22 @@ fn an_owner_publishes_over_more_heads_than_a_version_may_name() {
     ));
 }
 
+/// DROP_FILES of `drop`'s `version` holding up to `count` of `files` from `from`.
+fn files_of(
+    drop: DropId,
+    version: VersionId,
+    files: &[DropFile],
+    from: usize,
+    count: usize,
+) -> DropMessage {
+    DropMessage::Files(DropFiles {
+        drop,
+        version,
+        from: from as u32,
+        files: files[from..(from + count).min(files.len())].to_vec(),
+    })
+}
+
 /// The DROP_GET_FILES asks among `outputs`, by where they start.
 fn file_asks(outputs: &[ProtocolOutput<DropsEvent>]) -> Vec<u32> {
     outputs
@@ -691,26 +707,14 @@ fn a_file_list_coming_in_batches_is_not_started_again() {
     assert_eq!(file_asks(&h.outputs()), [0]);
     h.advance(Duration::from_secs(4));
     h.outputs();
-    let batch = DropFiles {
-        drop,
-        version,
-        from: 0,
-        files: files[..256].to_vec(),
-    };
-    h.message(&peer, DropMessage::Files(batch))
+    h.message(&peer, files_of(drop, version, &files, 0, 256))
         .expect("a batch");
     assert_eq!(file_asks(&h.outputs()), [256]);
     // Past an interval since the first ask, not since the last batch: still coming.
     h.advance(Duration::from_secs(2));
     assert_eq!(file_asks(&h.outputs()), Vec::<u32>::new());
     for from in [256, 512] {
-        let batch = DropFiles {
-            drop,
-            version,
-            from: from as u32,
-            files: files[from..(from + 256).min(600)].to_vec(),
-        };
-        h.message(&peer, DropMessage::Files(batch))
+        h.message(&peer, files_of(drop, version, &files, from, 256))
             .expect("the rest");
     }
     assert_eq!(h.drops.shown(&drop), Some(version));
@@ -764,13 +768,7 @@ fn a_holder_dripping_a_file_list_is_given_up_for_another() {
     let dripper_peer = if dripper == peer.node { &peer } else { &other };
     let drip = |h: &mut Harness, from: usize| {
         h.advance(Duration::from_secs(4));
-        let batch = DropFiles {
-            drop,
-            version,
-            from: from as u32,
-            files: files[from..from + 1].to_vec(),
-        };
-        h.message(dripper_peer, DropMessage::Files(batch))
+        h.message(dripper_peer, files_of(drop, version, &files, from, 1))
             .expect("a batch that breaks no rule");
     };
     drip(&mut h, 0);
@@ -784,13 +782,7 @@ fn a_holder_dripping_a_file_list_is_given_up_for_another() {
     assert_eq!(h.drops.metrics().file_lists_too_slow, 1);
     let honest_peer = if honest == peer.node { &peer } else { &other };
     for from in [0, 256, 512] {
-        let batch = DropFiles {
-            drop,
-            version,
-            from: from as u32,
-            files: files[from..(from + 256).min(600)].to_vec(),
-        };
-        h.message(honest_peer, DropMessage::Files(batch))
+        h.message(honest_peer, files_of(drop, version, &files, from, 256))
             .expect("the list");
     }
     assert_eq!(h.drops.shown(&drop), Some(version));
