@@ -119,6 +119,8 @@ fn a_node_hosts_a_folder_end_to_end_with_a_raw_peer() {
         }
         other => panic!("{other:?}"),
     }
+    // The driver wrote it (an index batch is a bulk frame: the next waits for that).
+    written(&mut node, fake.conn);
 
     // It asks for the block: the node reads it through its host and sends it as HEREIS.
     let want = IWant {
@@ -489,6 +491,12 @@ fn a_removed_folder_persists_its_change_and_resumes_when_added_again() {
     node.check_invariants().unwrap();
 }
 
+/// The driver reports everything handed out on `conn` written; `node`'s outputs then.
+fn written(node: &mut weft_engine::Node, conn: ConnId) -> Vec<Output> {
+    node.handle_input(T0, Input::Writable { conn }).unwrap();
+    drain(node)
+}
+
 /// The paths of every IHAVE `out` carries to `conn`.
 fn announced(out: &[Output], conn: ConnId) -> Vec<String> {
     replica_messages(out, conn)
@@ -560,6 +568,7 @@ fn a_list_that_came_before_the_folder_is_answered_once_it_is_added() {
     change_locally(&mut node, "first.txt");
     let out = drain(&mut node);
     assert_eq!(announced(&out, fake.conn), ["first.txt"]);
+    written(&mut node, fake.conn);
 
     let remove = ReplicateCommand::RemoveFolder(folder());
     node.handle_input(T0, Input::Command(Command::Replicate(remove)))
@@ -624,4 +633,61 @@ fn a_peer_that_stops_reading_has_its_wants_passed_over() {
         .replica(&folder())
         .map_or(0, |r| r.metrics().wants_behind);
     assert!(behind >= 30, "{behind}");
+}
+
+/// An index larger than the connection's send-queue bound reaches a new peer whole: it goes
+/// out a batch at a time as the peer reads (bulk frames, one waiting at a time), instead of
+/// all at once into the queue, which closed the peer's connection as too slow before it
+/// could read the first batch, at every reconnection.
+#[test]
+fn an_index_larger_than_the_send_queue_reaches_a_new_peer_as_it_reads() {
+    let queue_max = 256 * 1024;
+    let mut node = node_with(|c| c.limits.send_queue_bytes_max = queue_max);
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let config = ReplicaConfig::new(folder(), NodeId::default());
+    node.handle_input(
+        T0,
+        Input::Command(Command::Replicate(ReplicateCommand::AddFolder(config))),
+    )
+    .unwrap();
+    let out = drain(&mut node);
+    answer_first_store(&mut node, &out);
+    let files = 4000;
+    for i in 0u32..files {
+        // Paths lz4 cannot shrink much: the index's frames are as long as its entries.
+        let name = blake3::hash(&i.to_le_bytes()).to_hex();
+        change_locally(&mut node, &format!("{name}/{name}.txt"));
+    }
+    drain(&mut node);
+    let fake = Fake::new(9, ConnId::inbound(1));
+    fake.join(&mut node, T0);
+    drain(&mut node);
+    let list = List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::List(list)));
+    let mut out = drain(&mut node);
+    for _ in 0..10_000 {
+        if closed(&out, fake.conn).is_some() {
+            break;
+        }
+        let more = written(&mut node, fake.conn);
+        if more.is_empty() {
+            break;
+        }
+        out.extend(more);
+    }
+    assert_eq!(closed(&out, fake.conn), None);
+    let paths = announced(&out, fake.conn);
+    let index_bytes: usize = replica_messages(&out, fake.conn)
+        .iter()
+        .filter(|(c, _)| *c == Code::IHAVE)
+        .map(|(_, p)| p.len())
+        .sum();
+    assert!(index_bytes > queue_max, "{index_bytes} index bytes");
+    assert_eq!(paths.len(), files as usize);
+    node.check_invariants().unwrap();
 }

@@ -13,7 +13,7 @@ mod protocols;
 
 use std::collections::BTreeMap;
 
-use weft_protocol::{ByeReason, Frame, NodeId};
+use weft_protocol::{ByeReason, Family, Frame, NodeId};
 
 use crate::chord::Chord;
 use crate::config::Config;
@@ -525,11 +525,29 @@ impl Node {
                     self.protocols.call(i, |p| p.handle_link(now, &cx, down));
                 }
             }
-            Notice::Room { node, family } => {
-                if let Some(i) = FAMILIES.iter().position(|f| *f == family) {
-                    let room = LinkNotice::Room { node };
-                    self.protocols.call(i, |p| p.handle_link(now, &cx, room));
-                }
+            Notice::Room { node, family } => self.room(now, node, family),
+        }
+    }
+
+    /// A bulk frame of `family` to `node` left: the connection's bulk slot is free. Every
+    /// protocol may be waiting for it (families share a connection), so each is told, the
+    /// others first, in turn from the one after `family` (so they take turns). Each one's
+    /// frames are handed to the session before the next is told, so that one sees the room
+    /// left: a bulk frame offered with none is refused and lost.
+    fn room(&mut self, now: Instant, node: NodeId, family: Family) {
+        let after = FAMILIES
+            .iter()
+            .position(|f| *f == family)
+            .map_or(0, |i| i + 1);
+        for k in 0..COUNT {
+            let i = (after + k) % COUNT;
+            let cx = Context {
+                session: &self.session,
+            };
+            let room = LinkNotice::Room { node };
+            self.protocols.call(i, |p| p.handle_link(now, &cx, room));
+            while let Some(out) = self.protocols.get_mut(i).poll_output() {
+                self.carry(now, i, out);
             }
         }
     }

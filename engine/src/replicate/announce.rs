@@ -6,16 +6,19 @@
 
 use weft_protocol::{
     Code, Deleted, FileEntry, FolderId, IDeleted, IHave, IMoved, Message, Moved, ReplicaMessage,
-    Version, INDEX_ENTRIES_MAX, PATH_BYTES_MAX,
+    Version, HEADER_BYTES, INDEX_ENTRIES_MAX, PATH_BYTES_MAX,
 };
 
 use super::index::Index;
 use super::types::Record;
+use crate::sending::BULK_FRAME_BYTES_MAX;
 
-/// The entries of one batch, bytes at most, as [`entry_bytes_max`] counts them (a batch
-/// always holds at least one entry: a file of `FILE_BLOCKS_MAX` blocks, about 12 MiB, still
-/// fits in one frame's `PAYLOAD_BYTES_MAX`).
-pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// The entries of one batch, bytes at most, as [`entry_bytes_max`] counts them: with the
+/// frame header and the batch's own fields (the folder, the index id and the count, 33 bytes
+/// at most) the frame fits a bulk frame, the lane index batches travel in. A batch always
+/// holds at least one entry: a file of `FILE_BLOCKS_MAX` blocks, about 12 MiB, still fits in
+/// one frame's `PAYLOAD_BYTES_MAX`, and travels as a control frame.
+pub(crate) const BATCH_BYTES_MAX: usize = BULK_FRAME_BYTES_MAX - HEADER_BYTES - 64;
 
 /// An entry's bytes on the wire besides its strings, counters and blocks, at most (postcard:
 /// ten varints of at most 10 bytes, the mode, the kind).

@@ -28,7 +28,7 @@ pub use protocol::{
 };
 pub use replica::Replica;
 pub use types::{
-    short_id, Expect, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig, ReplicaEvent,
-    ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError, StorageRequest,
-    StorageResult, TempId, Transfer,
+    short_id, Expect, Lane, LocalChange, Recipient, Record, ReplicaCommand, ReplicaConfig,
+    ReplicaEvent, ReplicaFault, ReplicaMetrics, ReplicaOutput, ReplicaRefusal, StorageError,
+    StorageRequest, StorageResult, TempId, Transfer,
 };

@@ -1,6 +1,7 @@
 //! Folder replication as a protocol the node hosts: one [`Replica`] per folder the application
 //! adds, its messages carried by peer id, its storage steps turned into host requests, and its
-//! bulk data (HEREIS) held per peer until the peer's connection has room (SPEC.md §22).
+//! bulk data (HEREIS) and index batches held per peer until the peer's connection has room
+//! (SPEC.md §22).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -10,14 +11,15 @@ use weft_protocol::{
 };
 
 use super::{
-    Recipient, Replica, ReplicaCommand, ReplicaConfig, ReplicaEvent, ReplicaFault, ReplicaOutput,
-    ReplicaRefusal, StorageError, StorageRequest, StorageResult,
+    Lane, Recipient, Replica, ReplicaCommand, ReplicaConfig, ReplicaEvent, ReplicaFault,
+    ReplicaOutput, ReplicaRefusal, StorageError, StorageRequest, StorageResult,
 };
 use crate::config::Config;
 use crate::io::{HostRequest, HostResult};
 use crate::machine::{
     Class, Context, LinkNotice, Outgoing, PeerFault, Protocol, ProtocolOutput, Recipients,
 };
+use crate::sending::BULK_FRAME_BYTES_MAX;
 use crate::session::Peer;
 use crate::time::Instant;
 
@@ -85,6 +87,18 @@ pub struct ReplicateEvent {
     pub event: ReplicaEvent,
 }
 
+/// One peer's index batches waiting for room to go out, and whose turn it is.
+#[derive(Debug, Default)]
+struct IndexLane {
+    /// The batches, in the order the folders sent them. While any waits, every folder holds
+    /// its next batches to the peer (`Replica::hold_index`): at most
+    /// `ANNOUNCE_BATCHES_PER_PUMP` per folder wait here.
+    frames: VecDeque<Outgoing>,
+    /// The next bulk frame is an index batch if one waits (index batches and blocks take
+    /// turns while both wait).
+    turn: bool,
+}
+
 /// How a host request maps back to its folder's storage step.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -101,6 +115,8 @@ pub(crate) struct ReplicateProtocol {
     started: BTreeMap<FolderId, bool>,
     /// HEREIS messages waiting for their peer's room, and their bytes.
     bulk: BTreeMap<NodeId, (VecDeque<Outgoing>, usize)>,
+    /// Index batches waiting for their peer's room.
+    index: BTreeMap<NodeId, IndexLane>,
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
     outputs: VecDeque<ProtocolOutput<ReplicateEvent>>,
@@ -116,6 +132,7 @@ impl ReplicateProtocol {
             folders: BTreeMap::new(),
             started: BTreeMap::new(),
             bulk: BTreeMap::new(),
+            index: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_token: 0,
             outputs: VecDeque::new(),
@@ -196,11 +213,22 @@ impl ReplicateProtocol {
             };
             match out {
                 ReplicaOutput::Send {
+                    to: Recipient::Peer(node),
+                    code,
+                    payload,
+                    lane: Lane::Index,
+                } => {
+                    replica.hold_index(node, true);
+                    let lane = self.index.entry(node).or_default();
+                    lane.frames.push_back(Outgoing::encoded(code, payload));
+                    self.release_bulk(cx, node);
+                }
+                ReplicaOutput::Send {
                     to,
                     code,
                     payload,
-                    bulk,
-                } => self.send(cx, to, code, payload, bulk),
+                    lane,
+                } => self.send(cx, to, code, payload, lane == Lane::Bulk),
                 ReplicaOutput::Request { token, request } => {
                     let state_name = replica.config().state_name.clone();
                     self.request(id, token, state_name, request);
@@ -240,37 +268,72 @@ impl ReplicateProtocol {
         }
     }
 
-    /// Hands `node`'s held bulk messages to the session while its connection has room.
-    /// Returns whether its queue is empty.
+    /// Hands `node`'s held bulk messages (blocks and index batches, taking turns) to the
+    /// session while its connection has room; once no index batch waits, the folders send
+    /// their next ones. Returns whether no block waits.
     fn release_bulk(&mut self, cx: &Context<'_>, node: NodeId) -> bool {
-        let Some((queue, bytes)) = self.bulk.get_mut(&node) else {
-            return true;
-        };
         // The session takes one bulk frame at a time, and `has_room` cannot see a frame
         // still in this protocol's outputs (not yet handed to the session): one at a time,
         // the next on `Room`. More would be refused by the session and lost.
-        let handed = self.outputs.iter().any(|o| {
+        let mut handed = self.outputs.iter().any(|o| {
             matches!(o, ProtocolOutput::Send {
                 to: Recipients::Peer(n),
                 class: Class::Bulk,
                 ..
             } if *n == node)
         });
-        if !handed && cx.has_room(&node, Family::Replication) {
-            if let Some(message) = queue.pop_front() {
-                *bytes -= HEADER_BYTES + message.payload.len();
-                self.outputs.push_back(ProtocolOutput::Send {
-                    to: Recipients::Peer(node),
-                    message,
-                    class: Class::Bulk,
-                });
+        let index_waited = self.index.contains_key(&node);
+        while !handed && cx.has_room(&node, Family::Replication) {
+            let blocks_wait = self.bulk.get(&node).is_some_and(|(q, _)| !q.is_empty());
+            let index_next = self
+                .index
+                .get(&node)
+                .is_some_and(|l| !l.frames.is_empty() && (l.turn || !blocks_wait));
+            let message = if index_next {
+                let Some(m) = self.index.get_mut(&node).and_then(|l| {
+                    l.turn = false;
+                    l.frames.pop_front()
+                }) else {
+                    break;
+                };
+                m
+            } else {
+                let Some((queue, bytes)) = self.bulk.get_mut(&node) else {
+                    break;
+                };
+                let Some(m) = queue.pop_front() else {
+                    break;
+                };
+                *bytes -= HEADER_BYTES + m.payload.len();
+                if let Some(l) = self.index.get_mut(&node) {
+                    l.turn = true;
+                }
+                m
+            };
+            // An index batch of one entry too long for a bulk frame (a file of more than
+            // about 5,000 blocks) goes as a control frame, and the next follows at once.
+            let class = if HEADER_BYTES + message.payload.len() <= BULK_FRAME_BYTES_MAX {
+                Class::Bulk
+            } else {
+                Class::Control
+            };
+            handed = class == Class::Bulk;
+            self.outputs.push_back(ProtocolOutput::Send {
+                to: Recipients::Peer(node),
+                message,
+                class,
+            });
+        }
+        if index_waited && self.index.get(&node).is_none_or(|l| l.frames.is_empty()) {
+            self.index.remove(&node);
+            for replica in self.folders.values_mut() {
+                replica.hold_index(node, false);
             }
         }
-        if queue.is_empty() {
+        if self.bulk.get(&node).is_some_and(|(q, _)| q.is_empty()) {
             self.bulk.remove(&node);
-            return true;
         }
-        false
+        !self.bulk.contains_key(&node)
     }
 
     fn request(&mut self, folder: FolderId, token: u64, state_name: String, step: StorageRequest) {
@@ -346,6 +409,7 @@ impl Protocol for ReplicateProtocol {
             }
             LinkNotice::Down { node, .. } => {
                 self.bulk.remove(&node);
+                self.index.remove(&node);
                 self.kept_lists.remove(&node);
                 for replica in self.folders.values_mut() {
                     replica.handle_link_down(now, node);
@@ -529,6 +593,17 @@ impl Protocol for ReplicateProtocol {
             let sum: usize = queue.iter().map(|m| HEADER_BYTES + m.payload.len()).sum();
             if sum != *bytes || *bytes > BULK_QUEUE_BYTES_MAX {
                 return Err(format!("bulk queue of {node}: {bytes} counted, {sum} held"));
+            }
+        }
+        if let Some((node, _)) = self.index.iter().find(|(_, l)| l.frames.is_empty()) {
+            return Err(format!("an empty index lane kept for {node}"));
+        }
+        for (id, replica) in &self.folders {
+            if let Some(node) = replica
+                .index_holds()
+                .find(|node| !self.index.contains_key(node))
+            {
+                return Err(format!("folder {id} holds its index to {node}, none waits"));
             }
         }
         Ok(())

@@ -356,6 +356,21 @@ pub enum Recipient {
     Links,
 }
 
+/// How a message travels to its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// At once, in order with the folder's other control messages.
+    Control,
+    /// Bulk data (HEREIS): behind everything else, only while the peer has room; dropped
+    /// when too much of it waits (the requester asks again).
+    Bulk,
+    /// An index batch (IHAVE, IDELETED, IMOVED) to one peer: behind control messages, as the
+    /// peer reads, never dropped. The owner holds the folder's next batches to that peer
+    /// ([`super::Replica::hold_index`]) while one waits, so an index of any size never fills
+    /// the connection's send queue. An owner that sends everything at once need do nothing.
+    Index,
+}
+
 /// What a [`super::Replica`] asks of its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaOutput {
@@ -367,9 +382,8 @@ pub enum ReplicaOutput {
         code: Code,
         /// Its payload, uncompressed.
         payload: Bytes,
-        /// Whether it is bulk data (HEREIS): sent behind everything else, only while the
-        /// peer has room.
-        bulk: bool,
+        /// How it travels.
+        lane: Lane,
     },
     /// Carry out a storage step, then answer [`super::Replica::handle_completed`] with
     /// `token`.

@@ -24,6 +24,15 @@ impl Replica {
             .unwrap_or(0)
     }
 
+    /// The peers this folder holds its next index batches to
+    /// ([`hold_index`](Self::hold_index)).
+    pub fn index_holds(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.index_held)
+            .map(|(id, _)| *id)
+    }
+
     /// The linked peers that asked for this copy's index (LIST), each with its cursor: the
     /// sequence of the last record sent to it.
     pub fn listeners(&self) -> Vec<(NodeId, u64)> {

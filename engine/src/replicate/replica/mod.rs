@@ -32,7 +32,7 @@ use super::index::Index;
 use super::paths::IgnoreRules;
 use super::plan::Apply;
 use super::types::{
-    Expect, LocalChange, Recipient, Record, ReplicaConfig, ReplicaEvent, ReplicaFault,
+    Expect, Lane, LocalChange, Recipient, Record, ReplicaConfig, ReplicaEvent, ReplicaFault,
     ReplicaMetrics, ReplicaOutput, StorageRequest, StorageResult, TempId,
 };
 use crate::hasher::KeyedMap;
@@ -125,6 +125,9 @@ pub(super) struct Peer {
     pub(super) seen: u64,
     /// It sent LIST: the last sequence sent to it.
     pub(super) cursor: Option<u64>,
+    /// The owner holds its next index batches: one still waits to go out
+    /// ([`Replica::hold_index`]).
+    pub(super) index_held: bool,
     pub(super) bytes_in_flight: u64,
     pub(super) mismatches: u32,
     /// Blocks it was asked for that timed out (late pieces are ignored), at most
@@ -427,6 +430,7 @@ impl Replica {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.linked = false;
             p.cursor = None;
+            p.index_held = false;
             // Late pieces cannot come over a new connection.
             p.expired.clear();
         }
@@ -457,6 +461,15 @@ impl Replica {
             self.peers.remove(&id);
         }
         self.mark_dirty();
+    }
+
+    /// Whether the owner holds this folder's next index batches to `peer` (`held`: one sent
+    /// as [`Lane::Index`] still waits to go out) or lets them go again. Cleared when the
+    /// link goes down.
+    pub fn hold_index(&mut self, peer: NodeId, held: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.index_held = held && p.linked;
+        }
     }
 
     /// `peer` has room for more bulk data.
@@ -743,7 +756,7 @@ impl Replica {
         let listeners: Vec<(NodeId, u64)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.linked)
+            .filter(|(_, p)| p.linked && !p.index_held)
             .filter_map(|(id, p)| p.cursor.map(|c| (*id, c)))
             .collect();
         for (peer, mut cursor) in listeners {
@@ -765,7 +778,7 @@ impl Replica {
                     to: Recipient::Peer(peer),
                     code,
                     payload: Bytes::from(payload),
-                    bulk: false,
+                    lane: Lane::Index,
                 });
             }
             if let Some(p) = self.peers.get_mut(&peer) {
@@ -859,7 +872,7 @@ impl Replica {
             to,
             code,
             payload: Bytes::from(payload),
-            bulk,
+            lane: if bulk { Lane::Bulk } else { Lane::Control },
         });
     }
 

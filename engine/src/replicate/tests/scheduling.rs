@@ -34,7 +34,7 @@ fn a_block_is_served_in_pieces_of_128_kib() {
 #[test]
 fn index_batches_are_cut_by_bytes_and_by_entries_and_filled_to_the_cut() {
     use super::announce::{entry_bytes_max, BATCH_BYTES_MAX};
-    use weft_protocol::{FILE_BLOCKS_MAX, INDEX_ENTRIES_MAX, PAYLOAD_BYTES_MAX};
+    use weft_protocol::{FILE_BLOCKS_MAX, HEADER_BYTES, INDEX_ENTRIES_MAX, PAYLOAD_BYTES_MAX};
 
     let (me, peer) = (NodeId([0x10; 32]), NodeId([0x20; 32]));
     let now = Instant(1_000);
@@ -124,6 +124,11 @@ fn index_batches_are_cut_by_bytes_and_by_entries_and_filled_to_the_cut() {
         );
         assert!(entries.len() <= INDEX_ENTRIES_MAX, "batch {k}");
         assert!(entries.len() == 1 || total <= BATCH_BYTES_MAX, "batch {k}");
+        assert!(
+            entries.len() == 1
+                || HEADER_BYTES + payload_bytes <= crate::sending::BULK_FRAME_BYTES_MAX,
+            "batch {k}: a bulk frame"
+        );
         if let Some((_, next)) = batches.get(k + 1) {
             let full =
                 entries.len() == INDEX_ENTRIES_MAX || total + bound(&next[0]) > BATCH_BYTES_MAX;
