@@ -8,8 +8,8 @@ mod common;
 use bytes::Bytes;
 use common::{closed, drain, drain_raw, frames_to, node_with, Fake, T0};
 use weft_engine::protocol::{
-    Block, Code, FileEntry, FileKind, FolderId, HereIs, IWant, List, Message, ReplicaMessage,
-    Version,
+    Block, Code, FileEntry, FileKind, FolderId, HereIs, Hlc, IWant, List, Message, ReplicaMessage,
+    TableWant, TableWrite, Version,
 };
 use weft_engine::replicate::{LocalChange, ReplicaConfig, StorageRequest, StorageResult};
 use weft_engine::{
@@ -689,5 +689,93 @@ fn an_index_larger_than_the_send_queue_reaches_a_new_peer_as_it_reads() {
         .sum();
     assert!(index_bytes > queue_max, "{index_bytes} index bytes");
     assert_eq!(paths.len(), files as usize);
+    node.check_invariants().unwrap();
+}
+
+/// Families share a connection's bulk lane: a table reply that found it taken by a block
+/// goes out once that block has left (every protocol hears `Room`, not only the family whose
+/// frame left; the table's reply waited for a notice only its own frames raised).
+#[test]
+fn a_table_reply_waiting_behind_blocks_goes_out_once_they_have_left() {
+    let blocks: Vec<Bytes> = (0..2u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let (mut node, fake, hashes) = holding_one_file("two.bin", &blocks);
+    let wall_ms = 1_800_000_000_000;
+    node.handle_input(T0, Input::WallClock { unix_ms: wall_ms })
+        .unwrap();
+    for i in 0..3u64 {
+        let w = fake.sign_write(TableWrite {
+            hlc: Hlc {
+                ms: wall_ms + i,
+                logical: 0,
+            },
+            node: fake.id(),
+            incarnation: 1,
+            key: format!("key{i}").into_bytes(),
+            value: Some(b"v".to_vec()),
+            lease_until_ms: None,
+            public_key: Default::default(),
+            signature: Default::default(),
+        });
+        fake.send(
+            &mut node,
+            T0,
+            Message::TableWrite(w).to_frame(false).into_bytes(),
+        );
+    }
+    drain(&mut node);
+    // Both blocks asked and read: one handed to the driver, the other in the bulk lane.
+    let want = IWant {
+        folder: folder(),
+        hashes,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+    let reads: Vec<(weft_engine::RequestId, u64)> = drain(&mut node)
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request {
+                id,
+                request:
+                    HostRequest::Storage {
+                        request: StorageRequest::ReadBlock { offset, .. },
+                        ..
+                    },
+            } => Some((*id, *offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads.len(), 2);
+    for (id, offset) in reads {
+        let block = blocks[(offset / 5000) as usize].clone();
+        let result = HostResult::Storage(StorageResult::Block(block));
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+        drain(&mut node);
+    }
+    // The peer asks for the table: its reply finds the bulk lane full.
+    let want = TableWant {
+        bits: 0,
+        buckets: vec![0],
+        salt: 5,
+        held: vec![],
+    };
+    fake.send(
+        &mut node,
+        T0,
+        Message::TableWant(want).to_frame(false).into_bytes(),
+    );
+    let mut out = drain(&mut node);
+    for _ in 0..4 {
+        out.extend(written(&mut node, fake.conn));
+    }
+    let codes: Vec<Code> = frames_to(&out, fake.conn)
+        .iter()
+        .map(|f| f.code())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Code::HEREIS).count(),
+        1,
+        "the block in the lane: {codes:?}"
+    );
+    assert!(codes.contains(&Code::TABLE_ENTRIES), "{codes:?}");
     node.check_invariants().unwrap();
 }
