@@ -11,6 +11,8 @@
 //! - `wait`: no output; ends with SIGINT (exit 130 as signal 2) or SIGKILL (signal 9);
 //! - `stubborn`: like `wait`, but ignores SIGINT;
 //! - `missing`: cannot be started;
+//! - `unstartable`: the spawn is held and never answered (a folder that never catches up),
+//!   until a `Kill` for the process answers it `NotStarted`, as the weft drivers do;
 //! - `lying`: exits 0 naming a copy of a folder even when it ran in none (a host the requester
 //!   must not believe).
 //!
@@ -45,6 +47,8 @@ struct Fake {
 #[derive(Debug, Default)]
 pub struct Processes {
     running: BTreeMap<u64, Fake>,
+    /// Spawns held (`unstartable`), by process.
+    held_spawns: BTreeMap<u64, RequestId>,
     /// Signals sent, in order: (process, signal).
     pub signals: Vec<(u64, RunSignalKind)>,
     /// Processes spawned, in order: (process, program, args).
@@ -72,6 +76,7 @@ impl Processes {
             } => {
                 if program == "unstartable" {
                     // A host that never answers the spawn (a folder that never catches up).
+                    self.held_spawns.insert(process, id);
                     return Vec::new();
                 }
                 let result = match script(&program, &args) {
@@ -115,7 +120,17 @@ impl Processes {
             }
             ProcessRequest::Signal(signal) => {
                 self.signals.push((process, signal));
-                let mut answers = vec![(id, HostResult::Process(ProcessResult::Signalled))];
+                let mut answers = Vec::new();
+                if signal == RunSignalKind::Kill {
+                    if let Some(spawn) = self.held_spawns.remove(&process) {
+                        let refused = ProcessResult::NotStarted {
+                            unknown_folder: false,
+                            why: "killed before it started".into(),
+                        };
+                        answers.push((spawn, HostResult::Process(refused)));
+                    }
+                }
+                answers.push((id, HostResult::Process(ProcessResult::Signalled)));
                 let Some(fake) = self.running.get_mut(&process) else {
                     return answers;
                 };

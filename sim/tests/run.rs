@@ -384,3 +384,37 @@ fn a_run_never_answered_is_lost_after_the_answer_wait() {
         })
     );
 }
+
+/// A kill of a run whose spawn the runner's host still holds (its folder catching up) reaches
+/// the host at once, which drops the spawn: the program never starts, where before the host
+/// heard nothing and started it once the folder caught up, only to kill it then.
+#[test]
+fn a_kill_before_the_spawn_is_answered_drops_the_held_spawn() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "unstartable", &[]).unwrap();
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(events(&net, 1), vec![], "the spawn is held");
+    signal(&mut net, 1, RunSignalKind::Kill);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.processes[1].signals.len(), 1, "the host was told");
+    assert!(
+        matches!(
+            last(&net, 1),
+            Some(RunEventKind::Refused {
+                reason: RunRefusalReason::SpawnFailed,
+                ..
+            })
+        ),
+        "{:?}",
+        events(&net, 1)
+    );
+    assert!(net.processes[1].spawned.is_empty());
+    // And likewise when the link goes before the spawn is answered.
+    start(&mut net, 2, "unstartable", &[]).unwrap();
+    net.run_for(Duration::from_millis(100));
+    let runner = net.id(1);
+    net.command(0, Command::Disconnect { node: runner });
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.processes[1].signals.len(), 2, "the host was told");
+    assert!(net.processes[1].spawned.is_empty());
+}

@@ -25,7 +25,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
-use weft_engine::protocol::{ExitStatus, FolderId, NodeId, RunFolder, SyncPoint};
+use weft_engine::protocol::{ExitStatus, FolderId, NodeId, RunFolder, RunSignalKind, SyncPoint};
 use weft_engine::replicate::{ReplicaConfig, ReplicateCommand, FOLDERS_MAX};
 use weft_engine::run::{ProcessRequest, ProcessResult, RunCommand, RunEventKind};
 use weft_engine::{Command, HostResult, Input, RequestId};
@@ -352,6 +352,25 @@ impl Host {
         process: u64,
         request: ProcessRequest,
     ) -> Option<ProcessRequest> {
+        if matches!(request, ProcessRequest::Signal(RunSignalKind::Kill)) {
+            // A kill before the program started (the requester interrupted, went away, or
+            // gave up waiting): the held spawn is answered, and the program never starts.
+            if let Some(at) = self
+                .syncs
+                .spawns_held
+                .iter()
+                .position(|h| h.process == process)
+            {
+                let h = self.syncs.spawns_held.remove(at);
+                tracing::info!("run {process}: killed before it started");
+                let refused = ProcessResult::NotStarted {
+                    unknown_folder: false,
+                    why: "killed before it started".into(),
+                };
+                self.answers.push((h.id, HostResult::Process(refused)));
+            }
+            return Some(request);
+        }
         let ProcessRequest::Spawn {
             folder: Some(folder),
             requester,
@@ -482,12 +501,13 @@ impl Host {
                 .replica(&f.id)
                 .is_some_and(|r| r.caught_up(&h.requester, f.index_id, f.sequence));
             let stopped = self.folders.scanned_since(&f.id, h.since).err();
-            let refusal = if caught_up {
+            // A requester gone is refused first: its program is not started for no one.
+            let refusal = if !linked {
+                Some("the requester went away".to_string())
+            } else if caught_up {
                 None
             } else if let Some(why) = stopped {
                 Some(format!("folder {}: {why}", f.id))
-            } else if !linked {
-                Some("the requester went away".to_string())
             } else if h.since.elapsed() >= RUN_SYNC_TIMEOUT {
                 Some(format!(
                     "folder {} did not catch up with the requester within {} s",

@@ -243,8 +243,12 @@ impl RunProtocol {
         s.kill_at = None;
         if s.started {
             self.request(process, SIGNAL, ProcessRequest::Signal(RunSignalKind::Kill));
-        } else {
+        } else if !s.kill_on_start {
+            // The host may hold the spawn (its folder catching up): told now, it answers the
+            // spawn `NotStarted` rather than start the program only to kill it. A host that
+            // started it anyway answers `Spawned`, and the kill follows then.
             s.kill_on_start = true;
+            self.request(process, SIGNAL, ProcessRequest::Signal(RunSignalKind::Kill));
         }
     }
 
