@@ -15,13 +15,17 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustix::event::{PollFd, PollFlags};
 use rustix::process::{kill_process_group, Pid, Signal};
 use weft_engine::protocol::{
     ExitStatus, FolderId, OutputStream, RunSignalKind, RUN_OUTPUT_BYTES_MAX,
@@ -40,6 +44,14 @@ const RUN_DIR_TRIES: u32 = 64;
 
 /// Pieces of output read ahead of the engine's `Read`s, per process.
 const PIECES_AHEAD: usize = 4;
+
+/// How long a pipe's reader waits for data before it looks whether its process's exit was
+/// reported (then it ends: a program that left the group and holds the pipe without writing
+/// would keep it blocked in `read` for as long as it lives).
+const PIPE_POLL: rustix::event::Timespec = rustix::event::Timespec {
+    tv_sec: 0,
+    tv_nsec: 200_000_000,
+};
 
 /// What a process's threads report, in the order they saw it.
 enum Piece {
@@ -299,6 +311,8 @@ fn start_threads(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let waiter_pieces = pieces.clone();
+    // Set once the exit is reported (or nobody takes answers): the pipes' readers end.
+    let done = Arc::new(AtomicBool::new(false));
     // The waiter alone reaps the child. Should a later thread fail to start, the caller
     // kills the group and the waiter reaps it.
     thread("weft-run-wait", move || {
@@ -323,9 +337,9 @@ fn start_threads(
     })?;
     match stdout {
         Some(pipe) => {
-            let pieces = pieces.clone();
+            let (pieces, done) = (pieces.clone(), Arc::clone(&done));
             thread("weft-run-out", move || {
-                read_pipe(pipe, OutputStream::Stdout, &pieces)
+                read_pipe(pipe, OutputStream::Stdout, &pieces, &done)
             })?;
         }
         None => {
@@ -334,8 +348,9 @@ fn start_threads(
     }
     match stderr {
         Some(pipe) => {
+            let done = Arc::clone(&done);
             thread("weft-run-err", move || {
-                read_pipe(pipe, OutputStream::Stderr, &pieces)
+                read_pipe(pipe, OutputStream::Stderr, &pieces, &done)
             })?;
         }
         None => {
@@ -343,7 +358,8 @@ fn start_threads(
         }
     }
     thread("weft-run-answer", move || {
-        answer_reads(process, &reads_out, &pieces_out, &handle)
+        answer_reads(process, &reads_out, &pieces_out, &handle);
+        done.store(true, Ordering::Relaxed);
     })?;
     Ok(reads)
 }
@@ -355,9 +371,21 @@ fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> 
         .map(|_| ())
 }
 
-fn read_pipe(mut pipe: impl Read, stream: OutputStream, pieces: &SyncSender<Piece>) {
+fn read_pipe(
+    mut pipe: impl Read + AsFd,
+    stream: OutputStream,
+    pieces: &SyncSender<Piece>,
+    done: &AtomicBool,
+) {
     let mut buf = vec![0u8; RUN_OUTPUT_BYTES_MAX];
-    loop {
+    while !done.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(&pipe, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&PIPE_POLL)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        // Ready (data, the end, or an error): the read does not block.
         match pipe.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -391,45 +419,74 @@ fn answer_reads(
     pieces: &Receiver<Piece>,
     handle: &Handle,
 ) {
-    let mut open_pipes = 2;
-    let mut exited: Option<(ExitStatus, Instant)> = None;
-    // A piece taken while joining pieces that did not fit: the next answer's first.
-    let mut held: Option<Piece> = None;
+    let mut answers = Answers::default();
     while let Ok(id) = reads.recv() {
-        let result = loop {
-            let piece = match (held.take(), exited) {
+        let result = answers.next(pieces);
+        let done = matches!(result, ProcessResult::Exited { .. });
+        if handle.process_done(process, id, result).is_err() || done {
+            return;
+        }
+    }
+}
+
+/// What the answers to one process's `Read`s have seen of its pieces.
+struct Answers {
+    open_pipes: u8,
+    /// Its exit, and until when its pipes are still read.
+    exited: Option<(ExitStatus, Instant)>,
+    /// A piece taken while joining pieces that did not fit: the next answer's first.
+    held: Option<Piece>,
+}
+
+impl Default for Answers {
+    fn default() -> Answers {
+        Answers {
+            open_pipes: 2,
+            exited: None,
+            held: None,
+        }
+    }
+}
+
+impl Answers {
+    /// The next answer: the next piece of output, or the exit.
+    fn next(&mut self, pieces: &Receiver<Piece>) -> ProcessResult {
+        loop {
+            // Checked before taking a piece, even one held: a writer that left the group
+            // and never pauses would have a piece ready at every take, and the exit would
+            // never be told.
+            if let Some((status, by)) = self.exited {
+                if Instant::now() >= by {
+                    return exited_with(status);
+                }
+            }
+            let piece = match (self.held.take(), self.exited) {
                 (Some(piece), _) => piece,
-                (None, exited) => match exited {
-                    Some((status, _)) if open_pipes == 0 => break exited_with(status),
-                    Some((status, by)) => {
-                        match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
-                            Ok(piece) => piece,
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break exited_with(status)
-                            }
+                (None, Some((status, _))) if self.open_pipes == 0 => return exited_with(status),
+                (None, Some((status, by))) => {
+                    match pieces.recv_timeout(by.saturating_duration_since(Instant::now())) {
+                        Ok(piece) => piece,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                            return exited_with(status)
                         }
                     }
-                    None => match pieces.recv() {
-                        Ok(piece) => piece,
-                        // Every thread is gone without an exit: cannot happen (the waiter always
-                        // reports one), but never hang on it.
-                        Err(_) => break exited_with(ExitStatus::Signal(9)),
-                    },
+                }
+                (None, None) => match pieces.recv() {
+                    Ok(piece) => piece,
+                    // Every thread is gone without an exit: cannot happen (the waiter always
+                    // reports one), but never hang on it.
+                    Err(_) => return exited_with(ExitStatus::Signal(9)),
                 },
             };
             match piece {
                 Piece::Output(stream, bytes) => {
                     let (bytes, next) = join_waiting(stream, bytes, pieces);
-                    held = next;
-                    break ProcessResult::Output { stream, bytes };
+                    self.held = next;
+                    return ProcessResult::Output { stream, bytes };
                 }
-                Piece::Closed => open_pipes -= 1,
-                Piece::Exited(status) => exited = Some((status, Instant::now() + RUN_DRAIN)),
+                Piece::Closed => self.open_pipes = self.open_pipes.saturating_sub(1),
+                Piece::Exited(status) => self.exited = Some((status, Instant::now() + RUN_DRAIN)),
             }
-        };
-        let done = matches!(result, ProcessResult::Exited { .. });
-        if handle.process_done(process, id, result).is_err() || done {
-            return;
         }
     }
 }
@@ -469,6 +526,40 @@ fn finish(first: Bytes, joined: Option<Vec<u8>>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that left the group and never pauses: its pieces come without end after the
+    /// exit, and the exit is still told `RUN_DRAIN` after it.
+    #[test]
+    fn the_exit_is_told_within_the_drain_while_pieces_keep_coming() {
+        let (tx, rx) = mpsc::sync_channel(PIECES_AHEAD);
+        tx.send(Piece::Exited(ExitStatus::Code(3))).expect("send");
+        let writer = std::thread::spawn(move || {
+            // Whole pieces (none joins another), so one always waits behind the one taken.
+            let full = Bytes::from(vec![b'y'; RUN_OUTPUT_BYTES_MAX]);
+            while tx
+                .send(Piece::Output(OutputStream::Stdout, full.clone()))
+                .is_ok()
+            {}
+        });
+        let mut answers = Answers::default();
+        let started = Instant::now();
+        let status = loop {
+            assert!(
+                started.elapsed() < RUN_DRAIN * 3,
+                "no exit {:?} after it",
+                started.elapsed()
+            );
+            if let ProcessResult::Exited { status, .. } = answers.next(&rx) {
+                break status;
+            }
+            // The engine's next `Read` comes a little later (the writer fills up meanwhile).
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(status, ExitStatus::Code(3));
+        assert!(started.elapsed() >= RUN_DRAIN);
+        drop(rx);
+        writer.join().expect("the writer ends with the receiver");
+    }
 
     /// A node without a state folder runs in a new private directory of its own, not in one
     /// another user could have made first.

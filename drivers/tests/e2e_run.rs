@@ -646,3 +646,64 @@ fn a_requester_reading_too_slowly_has_its_run_killed_not_buffered() {
     assert!(err.contains("not read fast enough"), "{err}");
     assert!(read < total, "all {read} bytes came");
 }
+
+/// The threads of `node`'s process whose name starts with `prefix`.
+fn threads_named(node: &NodeProc, prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", node.pid())) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
+}
+
+/// A program that leaves its process group (a daemon started with `setsid`) and holds the
+/// run's output pipe without writing leaves no thread behind at the runner once the exit is
+/// told (the pipe's reader stayed blocked for as long as the daemon lived).
+#[test]
+fn a_program_that_left_the_group_leaves_no_thread_behind() {
+    let (dir, net) = scratch("run-escaped");
+    let (a, b) = allowed(dir.path(), &net);
+    for _ in 0..3 {
+        let out = weft_run(
+            &a,
+            &b,
+            &["--shell", "--", "setsid sleep 20 & sleep 0.3; exit 3"],
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads_named(&b, "weft-run-") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} run threads left at the runner",
+            threads_named(&b, "weft-run-")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `weft run` that goes away while its run still writes has the run killed once: the
+/// output still on its way is dropped, not answered with a kill each (one crossed the link
+/// and cost the runner a signal and a log line per piece).
+#[test]
+fn a_requester_that_went_away_has_its_run_killed_once() {
+    use std::io::Read;
+    let (dir, net) = scratch("run-gone");
+    let (a, b) = allowed(dir.path(), &net);
+    let mut child = spawn_run(&a, &b, &["--", "head", "-c", "400000000", "/dev/zero"]);
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut first = [0u8; 1024];
+    stdout.read_exact(&mut first).expect("the output starts");
+    child.kill().expect("kill weft run");
+    let _ = child.wait();
+    drop(stdout);
+    wait_until("the run is killed at the runner", || {
+        b.log_text().contains(": Kill")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let kills = b.log_text().matches(": Kill").count();
+    assert_eq!(kills, 1, "{}", b.log_text());
+}

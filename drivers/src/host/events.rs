@@ -152,6 +152,7 @@ impl Host {
                 } else {
                     kind
                 };
+                let waited = self.runs_waiting.contains_key(&run);
                 let sent = match self.runs_waiting.get(&run).map(|w| w.try_send(kind)) {
                     Some(Ok(())) => true,
                     Some(Err(TrySendError::Full(_))) => {
@@ -172,7 +173,8 @@ impl Host {
                     self.runs_waiting.remove(&run);
                 }
                 // Its asker went away, or reads too slowly: the process has no one to write to.
-                if !sent && !last {
+                // Killed once, when the asker is let go; what still comes is dropped.
+                if waited && !sent && !last {
                     let kill = RunCommand::Signal {
                         run,
                         signal: RunSignalKind::Kill,

@@ -406,6 +406,13 @@ impl Protocol for ReplicateProtocol {
                         replica.handle_link_up(now, peer.node);
                     }
                 }
+                // A new link that replaced one (no `Down` came) has an empty bulk lane: what
+                // waited for the old one's room goes on it (no `Room` would ever come).
+                if self.release_bulk(cx, peer.node) {
+                    for replica in self.folders.values_mut() {
+                        replica.handle_room(now, peer.node);
+                    }
+                }
             }
             LinkNotice::Down { node, .. } => {
                 self.bulk.remove(&node);

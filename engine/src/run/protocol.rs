@@ -67,6 +67,9 @@ struct Asked {
     /// Output bytes received, and acknowledged.
     received: u64,
     acked: u64,
+    /// A `Kill` was sent: another would change nothing (a host that hears its asker went
+    /// away from two sides asks twice).
+    killed: bool,
 }
 
 /// A run given up for want of an answer (see `RunProtocol::given_up`).
@@ -518,15 +521,20 @@ impl RunProtocol {
                         next_seq: 0,
                         received: 0,
                         acked: 0,
+                        killed: false,
                     },
                 );
                 self.metrics.asked += 1;
                 self.send(peer, RunMessage::Request(request));
             }
             RunCommand::Signal { run, signal } => {
-                let Some(asked) = self.asked.get(&run) else {
+                let Some(asked) = self.asked.get_mut(&run) else {
                     return Err(RunRefusal::UnknownRun(run));
                 };
+                if asked.killed {
+                    return Ok(());
+                }
+                asked.killed = signal == RunSignalKind::Kill;
                 let peer = asked.peer;
                 self.send(peer, RunMessage::Signal(RunSignal { run, signal }));
             }
