@@ -62,11 +62,15 @@ impl Chord {
         (blob, Commit { answers })
     }
 
-    /// The answers held, without a snapshot: for an owner that cannot store one.
-    pub fn uncommitted(&mut self) -> Commit {
-        self.snapshots_in_flight += 1;
-        let answers = std::mem::take(&mut self.held_answers);
-        Commit { answers }
+    /// The answers held go out without a snapshot: for an owner that cannot store one (no
+    /// calendar time yet, or no store allowed). No snapshot is under way for them: one
+    /// counted as under way and never committed (an owner that found no answer held did
+    /// not commit) held every later answer for a snapshot, for good.
+    pub fn release_held(&mut self, now: Instant) {
+        for (to, msg) in std::mem::take(&mut self.held_answers) {
+            self.send(&to, msg);
+        }
+        self.pump(now);
     }
 
     /// The host finished storing a snapshot: its answers go out.

@@ -171,7 +171,12 @@ impl Chord {
             // The next stabilize round tries again through the same member.
             LookupFor::Join => self.join_lookup = false,
             LookupFor::Probe => {}
-            LookupFor::Finger(_) => self.finger_lookup = false,
+            // The next finger's turn: a lookup that keeps failing (a hop answering with
+            // unreachable candidates) held every later finger back.
+            LookupFor::Finger(i) => {
+                self.finger_lookup = false;
+                self.next_finger = (i + 1) % FINGERS;
+            }
             LookupFor::Op { op, slot } => self.slot_failed(now, op, slot),
         }
     }

@@ -2,7 +2,8 @@
 //! the successor list, suspicion of failed peers, and record handover.
 
 use weft_protocol::{
-    ChordHandover, ChordMessage, ChordPeer, ChordState, NodeId, StoreOutcome, HANDOVER_RECORDS_MAX,
+    ChordHandover, ChordMessage, ChordPeer, ChordRecord, ChordState, NodeId, StoreOutcome,
+    HANDOVER_RECORDS_MAX,
 };
 
 use super::lookup::{Lookup, LookupFor};
@@ -266,11 +267,13 @@ impl Chord {
         if !self.handovers.is_empty() {
             return;
         }
+        self.handover_refused = false;
         let records = self.store.outside(now, pred.ring_id(), self.id);
-        self.metrics.records_handed_over += records.len() as u64;
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let chunk: Vec<_> = records.by_ref().take(HANDOVER_RECORDS_MAX).collect();
+        let mut chunks = handover_chunks(records);
+        // A round sends at most this many; the rest go once these are confirmed.
+        chunks.truncate(HANDOVER_CHUNKS_PER_ROUND);
+        for chunk in chunks {
+            self.metrics.records_handed_over += chunk.len() as u64;
             let keys = chunk.iter().map(|r| (r.position, r.key.clone())).collect();
             let request = self.call(now, &pred, Purpose::Handover, |request| {
                 ChordMessage::Handover(ChordHandover {
@@ -284,7 +287,10 @@ impl Chord {
 
     /// The answer to a handover: on `Stored`, drops the records it carried that this node
     /// still does not cover by its own view; otherwise keeps them for a later handover.
-    pub(super) fn handover_answered(&mut self, request: u64, outcome: StoreOutcome) {
+    /// A round whose every message was confirmed is followed at once by the next (the
+    /// records still outside, confirmed ones gone); one with a refusal waits for the next
+    /// check, as an unanswered one does.
+    pub(super) fn handover_answered(&mut self, now: Instant, request: u64, outcome: StoreOutcome) {
         let Some(keys) = self.handovers.remove(&request) else {
             return;
         };
@@ -292,6 +298,7 @@ impl Chord {
             return;
         };
         if outcome != StoreOutcome::Stored {
+            self.handover_refused = true;
             return;
         }
         for (position, key) in keys {
@@ -300,15 +307,16 @@ impl Chord {
                 self.metrics.records_handover_confirmed += 1;
             }
         }
+        if self.handovers.is_empty() && !std::mem::take(&mut self.handover_refused) {
+            self.hand_over_outside(now);
+        }
     }
 
     /// Sends every record to `to` (a graceful leave: no confirmation is awaited).
     pub(super) fn hand_over_all(&mut self, now: Instant, to: &ChordPeer) {
         let records = self.store.take_all(now);
         self.metrics.records_handed_over += records.len() as u64;
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let chunk: Vec<_> = records.by_ref().take(HANDOVER_RECORDS_MAX).collect();
+        for chunk in handover_chunks(records) {
             let request = self.new_request();
             self.send(
                 to,
@@ -346,4 +354,52 @@ impl Chord {
         }
         self.call(now, &p, Purpose::CheckPredecessor, ChordMessage::GetState);
     }
+}
+
+/// Encoded bytes of one CHORD_HANDOVER's records, at most, by [`record_bytes_max`]: a message
+/// ends before a record that would take it past this (a record alone always goes: at most
+/// `CHORD_KEY_BYTES_MAX` + `CHORD_VALUES_MAX` values of `CHORD_VALUE_BYTES_MAX`, about
+/// 4.2 MB, well within `PAYLOAD_BYTES_MAX`).
+pub(super) const HANDOVER_BYTES_MAX: usize = 1024 * 1024;
+
+/// CHORD_HANDOVER messages one handover round sends, at most; the next round follows once
+/// each is confirmed. So a round queues at most about 4 MiB (plus one record) for the
+/// predecessor, not the whole store (up to `stored_bytes_max`, 128 MiB, past the send
+/// queue's bound: the predecessor was closed as slow at every round).
+pub(super) const HANDOVER_CHUNKS_PER_ROUND: usize = 4;
+
+/// The bytes `r` takes in a CHORD_HANDOVER, at most (postcard: varints at their longest).
+pub(super) fn record_bytes_max(r: &ChordRecord) -> usize {
+    // Position and key length; per value the writer, seq, op tag and length, lifetime and
+    // signature.
+    let value_fixed = 32 + 10 + 1 + 5 + 11 + 64;
+    10 + 5
+        + r.key.len()
+        + 5
+        + r.values
+            .iter()
+            .map(|v| value_fixed + v.value().map_or(0, <[u8]>::len))
+            .sum::<usize>()
+}
+
+/// `records` cut into CHORD_HANDOVER loads: at most `HANDOVER_RECORDS_MAX` records and
+/// `HANDOVER_BYTES_MAX` bytes each (a longer record alone), in order.
+pub(super) fn handover_chunks(records: Vec<ChordRecord>) -> Vec<Vec<ChordRecord>> {
+    let mut chunks: Vec<Vec<ChordRecord>> = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let len = record_bytes_max(&r);
+        let full = chunks.last().is_none_or(|c| {
+            c.len() == HANDOVER_RECORDS_MAX || (!c.is_empty() && bytes + len > HANDOVER_BYTES_MAX)
+        });
+        if full {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some(c) = chunks.last_mut() {
+            c.push(r);
+        }
+    }
+    chunks
 }

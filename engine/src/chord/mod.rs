@@ -36,7 +36,7 @@ use ops::Op;
 pub(crate) use protocol::ChordProtocol;
 pub use protocol::{ChordCommand, ChordRefusal};
 pub use ring::{between, distance, finger_start, in_half_open};
-use rpc::{Purpose, Rpc};
+use rpc::{Answer, Purpose, Rpc};
 use store::{Store, StoreLimits};
 use timer::{Deadline, Timer, TIMERS};
 pub use types::{
@@ -66,6 +66,9 @@ pub struct Chord {
     wall_clock: Option<(u64, Instant)>,
     /// Records handed over and not yet confirmed, by the handover's request number.
     handovers: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    /// A message of the handover round in flight was refused or went unanswered: the next
+    /// round waits for the next check, not the round's last confirmation.
+    handover_refused: bool,
     config: ChordConfig,
     rng: ChaCha8Rng,
     /// Nearest first; `[me]` when alone. Never empty: every assignment goes through
@@ -119,6 +122,7 @@ impl Chord {
             last_seq: 0,
             wall_clock: None,
             handovers: BTreeMap::new(),
+            handover_refused: false,
             rng: ChaCha8Rng::from_seed(s),
             config,
             predecessor: None,
@@ -355,7 +359,7 @@ impl Chord {
                 self.send(from, ChordMessage::Found(found));
             }
             ChordMessage::Found(f) => {
-                if let Some(Purpose::Lookup(lid)) = self.answered(from, f.request) {
+                if let Some(Purpose::Lookup(lid)) = self.answered(from, f.request, Answer::Found) {
                     self.on_found(now, lid, f);
                 }
             }
@@ -369,7 +373,7 @@ impl Chord {
                 };
                 self.send(from, ChordMessage::State(state));
             }
-            ChordMessage::State(s) => match self.answered(from, s.request) {
+            ChordMessage::State(s) => match self.answered(from, s.request, Answer::State) {
                 Some(Purpose::Stabilize) => self.on_state(now, from, s),
                 // Pushed unasked by our successor when its predecessor changed.
                 None if s.request == 0 => self.on_state(now, from, s),
@@ -384,7 +388,7 @@ impl Chord {
                 };
                 self.answer_stored(from, reply);
             }
-            ChordMessage::Stored(s) => match self.answered(from, s.request) {
+            ChordMessage::Stored(s) => match self.answered(from, s.request, Answer::Stored) {
                 Some(Purpose::Store { op, slot }) => {
                     if s.outcome == StoreOutcome::Stored {
                         self.slot_done(op, slot, from.clone(), Vec::new());
@@ -392,7 +396,7 @@ impl Chord {
                         self.slot_refused(op, slot);
                     }
                 }
-                Some(Purpose::Handover) => self.handover_answered(s.request, s.outcome),
+                Some(Purpose::Handover) => self.handover_answered(now, s.request, s.outcome),
                 _ => {}
             },
             ChordMessage::Fetch(f) => {
@@ -404,7 +408,9 @@ impl Chord {
                 self.send(from, ChordMessage::Values(reply));
             }
             ChordMessage::Values(v) => {
-                if let Some(Purpose::Fetch { op, slot }) = self.answered(from, v.request) {
+                if let Some(Purpose::Fetch { op, slot }) =
+                    self.answered(from, v.request, Answer::Values)
+                {
                     let values = self.verified_values(now, op, slot, v.values);
                     self.slot_values(now, op, slot, from.clone(), values);
                 }

@@ -165,18 +165,14 @@ impl ChordProtocol {
         let Some(wall_ms) = wall else {
             // No calendar time yet (no snapshot could say when its entries expire), or no
             // store allowed: answers go out uncommitted rather than wait.
-            let commit = chord.uncommitted();
-            if !commit.is_empty() {
-                chord.committed(now, commit);
-            }
+            chord.release_held(now);
             return;
         };
         if let Some(blob) = self.persist.unrestored.take() {
             if chord.restore(now, wall_ms, &blob).is_none() {
                 chord.count_state_failure();
                 self.persist.blocked = true;
-                let commit = chord.uncommitted();
-                chord.committed(now, commit);
+                chord.release_held(now);
                 return;
             }
         }

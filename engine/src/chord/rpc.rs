@@ -24,6 +24,28 @@ pub(super) enum Purpose {
     Handover,
 }
 
+/// The kinds of message that answer a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    Found,
+    State,
+    Stored,
+    Values,
+}
+
+impl Purpose {
+    /// Whether a message of kind `answer` answers a request made for this.
+    fn answered_by(&self, answer: Answer) -> bool {
+        let expected = match self {
+            Purpose::Lookup(_) => Answer::Found,
+            Purpose::Stabilize | Purpose::CheckPredecessor => Answer::State,
+            Purpose::Store { .. } | Purpose::Handover => Answer::Stored,
+            Purpose::Fetch { .. } => Answer::Values,
+        };
+        expected == answer
+    }
+}
+
 /// A request sent to a peer and not yet answered.
 #[derive(Debug)]
 pub(super) struct Rpc {
@@ -86,9 +108,19 @@ impl Chord {
         request
     }
 
-    /// The pending request `request` if `from` is the peer it went to.
-    pub(super) fn answered(&mut self, from: &ChordPeer, request: u64) -> Option<Purpose> {
-        if self.rpcs.get(&request)?.to.node != from.node {
+    /// The pending request `request` if `from` is the peer it went to and `answer` is the
+    /// kind of message that answers it. An answer of another kind (a CHORD_FOUND with the
+    /// number of a CHORD_HANDOVER) leaves the request pending, to time out: taken, it would
+    /// never finish, and what waited on it (the handover round, the finger or join lookup)
+    /// would wait for good.
+    pub(super) fn answered(
+        &mut self,
+        from: &ChordPeer,
+        request: u64,
+        answer: Answer,
+    ) -> Option<Purpose> {
+        let rpc = self.rpcs.get(&request)?;
+        if rpc.to.node != from.node || !rpc.purpose.answered_by(answer) {
             return None;
         }
         let rpc = self.rpcs.remove(&request)?;
@@ -129,6 +161,10 @@ impl Chord {
             // Unconfirmed: the records stay here and go again at a later check.
             Purpose::Handover => {
                 self.handovers.remove(&request);
+                // The round's other messages confirmed do not start the next at once.
+                if !self.handovers.is_empty() {
+                    self.handover_refused = true;
+                }
             }
             Purpose::Store { op, slot } | Purpose::Fetch { op, slot } => {
                 self.slot_failed(now, op, slot)

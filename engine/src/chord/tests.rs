@@ -757,6 +757,70 @@ fn a_ground_notify_keeps_copies_until_the_new_holder_confirms() {
     assert!(net.node(a).metrics().records_handover_confirmed > 0);
 }
 
+/// An answer of the wrong kind (a CHORD_FOUND carrying a CHORD_HANDOVER's number) leaves the
+/// request pending: it times out and the records go again at a later check. Taken as an
+/// answer, the handover never finished and no later handover went, for the node's life.
+#[test]
+fn an_answer_of_the_wrong_kind_does_not_end_a_request() {
+    let mut net = joined(3);
+    for n in 0..20u8 {
+        assert!(net.request(0, 100 + u64::from(n), put(&[n], b"v")).is_ok());
+    }
+    let a = (0..3)
+        .max_by_key(|&i| net.node(i).records_len())
+        .expect("3 nodes");
+    let a_id = net.peers[a].ring_id();
+    let mut m = peer(250);
+    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
+    net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
+        if i != a {
+            *c = None;
+        }
+    });
+    let handovers = |net: &mut Net| {
+        let mut requests = Vec::new();
+        while let Some(out) = net.node(a).poll_output() {
+            if let ChordOutput::Send {
+                msg: ChordMessage::Handover(h),
+                ..
+            } = out
+            {
+                requests.push(h.request);
+            }
+        }
+        requests
+    };
+    let now = net.now;
+    net.node(a).handle_message(now, &m, ChordMessage::Notify);
+    let first = handovers(&mut net);
+    assert!(!first.is_empty(), "A hands its keys to the notifier");
+    for request in &first {
+        let found = ChordMessage::Found(weft_protocol::ChordFound {
+            request: *request,
+            done: true,
+            peers: vec![],
+        });
+        net.node(a).handle_message(now, &m, found);
+    }
+    let mut again = Vec::new();
+    for _ in 0..60 {
+        net.now = net.now + Duration::from_millis(1000);
+        let now = net.now;
+        net.node(a).handle_timeout(now);
+        // M stays A's predecessor (it notifies again).
+        net.node(a).handle_message(now, &m, ChordMessage::Notify);
+        again.extend(
+            handovers(&mut net)
+                .into_iter()
+                .filter(|r| !first.contains(r)),
+        );
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert!(!again.is_empty(), "no handover after the wrong answer");
+}
+
 /// A durable replica answers CHORD_STORED only once its records are committed; a snapshot
 /// keeps expiries as Unix ms, so restored at a later wall clock an expired entry is dropped and
 /// a live one keeps the time it has left (SPEC.md §20.8).
@@ -858,6 +922,143 @@ fn a_committed_entry_sent_again_is_answered_at_once_without_a_snapshot() {
         .any(|o| matches!(o, ChordOutput::Send { to, .. } if to == sender));
     assert!(!early, "held while the snapshot is not committed");
     net.node(0).committed(now, commit);
+}
+
+/// Answers let go without a snapshot (the host's node before it knows the calendar time)
+/// leave no snapshot counted as under way, held or not: one counted and never committed had
+/// every later answer of an entry already committed wait for a snapshot, on every node.
+#[test]
+fn answers_let_go_without_a_snapshot_leave_none_under_way() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    net.node(0).start(now);
+    net.node(0).set_durable(true);
+    // The first timer, before the wall clock: nothing is held yet.
+    net.node(0).release_held(now);
+    net.node(0).request(now, 1, put(b"kept", b"v"));
+    net.run(0);
+    net.node(0).release_held(now);
+    net.run(0);
+    assert!(net.events.iter().any(|(_, e)| e.request == 1), "let go");
+    let (_, commit) = net.node(0).begin_store(now, 1_800_000_000_000);
+    net.node(0).committed(now, commit);
+    net.run(0);
+    let position = key_position(b"kept", 0);
+    let value = net.node(0).entries(now, position, b"kept")[0].clone();
+    let sender = stranger();
+    net.node(0)
+        .handle_message(now, &sender, numbered_store(7, position, b"kept", value));
+    let answered = std::iter::from_fn(|| net.node(0).poll_output()).any(|o| {
+        matches!(o, ChordOutput::Send { to, msg: ChordMessage::Stored(s) }
+            if to == sender && s.request == 7)
+    });
+    assert!(answered, "a committed entry sent again is answered at once");
+}
+
+/// A finger whose lookup fails passes the turn to the next: retried first each time, one
+/// whose hops kept failing held every later finger back from being refreshed.
+#[test]
+fn a_failed_finger_lookup_moves_on_to_the_next_finger() {
+    let mut net = joined(8);
+    let now = net.now;
+    let c = net.node(0);
+    // A finger whose lookup goes to a peer (one this node resolves itself ends at once).
+    let mut i = c.next_finger;
+    for _ in 0..FINGERS {
+        if c.finger_lookup {
+            break;
+        }
+        i = c.next_finger;
+        c.fix_fingers(now);
+    }
+    assert!(c.finger_lookup, "no finger asked of a peer");
+    let lid = c
+        .lookups
+        .iter()
+        .find(|(_, l)| matches!(l.purpose, super::lookup::LookupFor::Finger(f) if f == i))
+        .map(|(lid, _)| *lid)
+        .expect("the finger's lookup");
+    c.lookup_failed(now, lid);
+    assert!(!c.finger_lookup);
+    assert_eq!(c.next_finger, (i + 1) % FINGERS);
+}
+
+/// A handover goes in messages of at most `HANDOVER_BYTES_MAX` bytes of records, at most
+/// `HANDOVER_CHUNKS_PER_ROUND` at a time, the next round once they are confirmed: records
+/// of large values (256 of 64 KiB went over a frame's payload bound) and a large store (all
+/// of it queued at once went over the send queue's bound) no longer break the link.
+#[test]
+fn a_large_handover_goes_in_bounded_messages_a_few_at_a_time() {
+    use super::maintenance::{HANDOVER_BYTES_MAX, HANDOVER_CHUNKS_PER_ROUND};
+    let mut net = joined(3);
+    let value = vec![7u8; 60 * 1024];
+    for n in 0..100u64 {
+        let key = n.to_be_bytes();
+        // From each node in turn: a writer's share of a holder is bounded.
+        let from = (n % 3) as usize;
+        assert!(
+            net.request(from, 1000 + n, put(&key, &value)).is_ok(),
+            "put {n}"
+        );
+    }
+    let a = (0..3)
+        .max_by_key(|&i| net.node(i).records_len())
+        .expect("3 nodes");
+    let held = net.node(a).records_len();
+    let a_id = net.peers[a].ring_id();
+    let mut m = peer(250);
+    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
+    net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
+        if i != a {
+            *c = None;
+        }
+    });
+    let now = net.now;
+    net.node(a).handle_message(now, &m, ChordMessage::Notify);
+    let (mut rounds, mut records) = (0, 0);
+    loop {
+        let sent: Vec<weft_protocol::ChordHandover> =
+            std::iter::from_fn(|| net.node(a).poll_output())
+                .filter_map(|o| match o {
+                    ChordOutput::Send {
+                        msg: ChordMessage::Handover(h),
+                        ..
+                    } => Some(h),
+                    _ => None,
+                })
+                .collect();
+        if sent.is_empty() {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            sent.len() <= HANDOVER_CHUNKS_PER_ROUND,
+            "{} at once",
+            sent.len()
+        );
+        for h in sent {
+            records += h.records.len();
+            let payload =
+                weft_protocol::Message::Chord(ChordMessage::Handover(h.clone())).encode_payload();
+            assert!(
+                payload.len() <= HANDOVER_BYTES_MAX + 64,
+                "{} bytes",
+                payload.len()
+            );
+            let stored = ChordMessage::Stored(weft_protocol::ChordStored {
+                request: h.request,
+                outcome: StoreOutcome::Stored,
+            });
+            net.node(a).handle_message(now, &m, stored);
+        }
+    }
+    assert!(rounds > 1, "{rounds} rounds");
+    assert_eq!(
+        net.node(a).records_len(),
+        held - records,
+        "every record confirmed went"
+    );
+    assert!(records > 4 * 16, "{records} records handed over");
 }
 
 /// A durable replica holds at most `HELD_ANSWERS_MAX` answers for the next commit: a peer
