@@ -166,15 +166,27 @@ impl Disk {
         if !holds(lstat(&dir, name, STEP, path)?.as_ref(), expect) {
             return Ok(StorageResult::Changed);
         }
-        if let Some(trash) = &trash {
-            self.to_trash(&dir, name, trash, path, now_unix_ms, true)
-                .map_err(|e| errno_fail("keep the replaced version of", path, e))?;
-        }
+        let kept = match &trash {
+            Some(trash) => Some(
+                self.to_trash(&dir, name, trash, path, now_unix_ms, true)
+                    .map_err(|e| errno_fail("keep the replaced version of", path, e))?,
+            ),
+            None => None,
+        };
+        self.at("linked", path);
         let renamed = if before.is_none() {
             rename_noreplace(&tmp, &tname, &dir, name)
         } else {
             rfs::renameat(&tmp, tname.as_str(), &dir, name)
         };
+        if renamed.is_err() {
+            // Nothing was replaced: the link kept in the trash goes (each retry of a commit
+            // that fails, a directory made read-only say, added one, and those pushed older
+            // versions out of the bounded trash).
+            if let (Some(trash), Some(kept)) = (&trash, &kept) {
+                let _ = rfs::unlinkat(trash, kept.as_str(), AtFlags::empty());
+            }
+        }
         match renamed {
             Ok(()) => self.end_temp(temp),
             Err(Errno::EXIST) => return Ok(StorageResult::Changed),

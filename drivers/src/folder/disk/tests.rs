@@ -822,6 +822,25 @@ fn prune_trash_drops_old_entries_then_the_oldest_beyond_the_size() {
     assert!(f.trash().is_empty());
 }
 
+/// A file linked into the trash under two names counts once toward its bound: its bytes
+/// are on the disk once, and counted twice they pushed other versions out.
+#[test]
+fn prune_trash_counts_a_file_linked_twice_once() {
+    let f = Folder::new();
+    let day = 24 * 3600 * 1000;
+    let trash = f.root.join(RESERVED_DIR).join(TRASH_DIR);
+    fs::write(trash.join(format!("{}-0-g", NOW - 3 * day)), vec![1u8; 300]).unwrap();
+    let first = trash.join(format!("{}-1-f", NOW - 2 * day));
+    fs::write(&first, vec![2u8; 400]).unwrap();
+    fs::hard_link(&first, trash.join(format!("{}-2-f", NOW - day))).unwrap();
+    let disk = Disk::new(f.root.clone(), SharedCache::default()).with_trash_policy(TrashPolicy {
+        keep_ms: TRASH_KEEP_MS,
+        bytes_max: 800,
+    });
+    disk.prune_trash(NOW).unwrap();
+    assert_eq!(f.trash().len(), 3, "700 bytes on the disk, under 800");
+}
+
 // Rule 9: Rename, MakeDir, MakeSymlink, SetMode.
 
 #[test]
@@ -1402,4 +1421,27 @@ fn a_file_swapped_in_for_a_directory_being_given_its_mode_gets_no_special_bits()
     assert!(matches!(r, S::Done | S::Changed), "{r:?}");
     let mode = fs::metadata(f.at("d")).unwrap().mode();
     assert_eq!(mode & 0o7000, 0, "{mode:o}");
+}
+
+/// A commit whose rename fails (here its temporary file is gone; a directory made read-only,
+/// say) leaves no copy in the trash: each retry kept another link to the old version, and
+/// those pushed older versions out of the bounded trash.
+#[test]
+fn a_commit_that_fails_leaves_no_copy_in_the_trash() {
+    let mut f = Folder::new();
+    assert_eq!(f.put(1, "f", b"first", 6, NOW, Expect::Nothing), S::Done);
+    let e = f.expect("f");
+    f.disk.hook = Some(|root, at, _| {
+        if at == "linked" {
+            let tmp = root.join(RESERVED_DIR).join(TEMP_DIR);
+            for entry in fs::read_dir(tmp).expect("the temporary folder") {
+                fs::remove_file(entry.expect("an entry").path()).expect("removed");
+            }
+        }
+    });
+    for t in 2..5 {
+        assert!(is_failed(&f.put(t, "f", b"second", 6, NOW, e.clone())));
+    }
+    assert!(f.trash().is_empty(), "{:?}", f.trash());
+    assert_eq!(fs::read(f.at("f")).expect("f"), b"first");
 }

@@ -56,12 +56,20 @@ impl Disk {
             };
             let (ms, n) = trash_age(bytes);
             let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            entries.push((ms, n, name, size_of(&st), is_dir));
+            entries.push((ms, n, name, size_of(&st), is_dir, (st.st_dev, st.st_ino)));
         }
         entries.sort();
+        // A file linked there more than once counts once (its newest name), its other
+        // names as nothing: its bytes are on the disk once.
+        let mut counted = std::collections::BTreeSet::new();
+        for e in entries.iter_mut().rev() {
+            if !e.4 && !counted.insert(e.5) {
+                e.3 = 0;
+            }
+        }
         // Saturating: sizes are what `stat` says, and two sparse files of 8 EiB would wrap.
         let mut total: u64 = entries.iter().fold(0, |t, e| t.saturating_add(e.3));
-        for (ms, _, name, size, is_dir) in entries {
+        for (ms, _, name, size, is_dir, _) in entries {
             let old = now_unix_ms.saturating_sub(ms) > self.trash.keep_ms;
             if !old && total <= self.trash.bytes_max {
                 break;
