@@ -68,12 +68,14 @@ fn is_bad_char(c: char) -> bool {
     c == '\\' || c.is_ascii_control()
 }
 
-/// Whether `path`'s first component is [`RESERVED_DIR`] in any case.
-fn is_reserved(path: &str) -> bool {
-    let first = path.split('/').next().unwrap_or(path);
-    // Cheap filter first: only a 5-byte name starting with a dot can fold to `.weft`
-    // (no non-ASCII character lowercases to `w`, `e`, `f` or `t`; the full key settles it).
-    first.starts_with('.') && case_key(first) == RESERVED_DIR
+/// Whether a component of `path` is [`RESERVED_DIR`] in any case: at the root, weft's own;
+/// deeper, that of a shared folder nested inside this one (its temporary files, trash and
+/// marker are no peer's to have, nor to write into).
+pub fn is_reserved(path: &str) -> bool {
+    // Cheap filter first: only a name starting with a dot can fold to `.weft` (no
+    // non-ASCII character lowercases to `w`, `e`, `f` or `t`; the full key settles it).
+    path.split('/')
+        .any(|c| c.starts_with('.') && case_key(c) == RESERVED_DIR)
 }
 
 /// Whether a symlink at `path` may point at `target`: relative, and resolving (lexically,
@@ -261,6 +263,8 @@ mod tests {
             (".weft/tmp/1", PathRefusal::Reserved),
             (".WEFT/x", PathRefusal::Reserved),
             (".Weft", PathRefusal::Reserved),
+            ("inner/.weft/folder", PathRefusal::Reserved),
+            ("a/b/.WEFT", PathRefusal::Reserved),
         ];
         for (path, reason) in cases {
             assert_eq!(check_path(path), Err(*reason), "{path:?}");
@@ -278,8 +282,8 @@ mod tests {
             ".weftignore",
             ".weft2",
             ".wef",
-            "a/.weft",
-            "a/.weft/b",
+            "a/.weft2",
+            "a/x.weft/b",
             "...",
             "..a",
             "a..",

@@ -1445,3 +1445,20 @@ fn a_commit_that_fails_leaves_no_copy_in_the_trash() {
     assert!(f.trash().is_empty(), "{:?}", f.trash());
     assert_eq!(fs::read(f.at("f")).expect("f"), b"first");
 }
+
+/// No step writes under a `.weft` at any depth: a nested shared folder's is its own.
+#[test]
+fn no_step_writes_under_a_nested_weft() {
+    let f = Folder::new();
+    fs::create_dir_all(f.at("inner/.weft")).unwrap();
+    fs::write(f.at("inner/.weft/folder"), b"00aa\n").unwrap();
+    assert!(is_failed(&f.put(
+        1,
+        "inner/.weft/folder",
+        b"x",
+        6,
+        NOW,
+        Expect::Nothing
+    )));
+    assert_eq!(fs::read(f.at("inner/.weft/folder")).unwrap(), b"00aa\n");
+}

@@ -76,7 +76,7 @@ pub(super) fn components(path: &str) -> Result<Vec<&str>, Walk> {
     {
         return Err(Walk::Invalid("invalid path component"));
     }
-    if comps.first() == Some(&RESERVED_DIR) {
+    if comps.contains(&RESERVED_DIR) {
         return Err(Walk::Invalid("reserved path"));
     }
     Ok(comps)

@@ -260,7 +260,7 @@ impl Scanner {
                 .filter(|(p, _)| {
                     !walk.seen.contains(*p)
                         && !walk.is_protected(p)
-                        && !under_or_at(p, RESERVED_DIR)
+                        && !weft_engine::replicate::paths::is_reserved(p)
                 })
                 .map(|(p, c)| (p.clone(), c.clone()))
                 .collect()

@@ -188,6 +188,31 @@ fn an_unchanged_folder_hashes_nothing() {
     assert_eq!((o.hashed_files, o.hashed_bytes, o.files), (0, 0, 4));
 }
 
+/// A shared folder nested inside this one keeps its `.weft` (its temporary files, trash and
+/// marker) to itself: the scan shares the nested folder's files and nothing under its
+/// `.weft`, nor reports anything there (another network's files still being fetched went to
+/// this one's peers).
+#[test]
+fn a_nested_folders_weft_is_never_shared() {
+    let f = Folder::new();
+    f.mkdir("inner/.weft/tmp");
+    f.write("inner/.weft/folder", b"00aa\n");
+    f.write("inner/.weft/tmp/0000000000000001", b"half fetched");
+    f.write("inner/doc.txt", b"shared");
+    let s = f.scanner();
+    let o = later(&s);
+    let c = changed(&o.changes);
+    let paths: Vec<&str> = c.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["inner", "inner/doc.txt"]);
+    assert!(o.skipped.is_empty(), "{:?}", o.skipped);
+    assert!(s
+        .cache()
+        .lock()
+        .entries
+        .keys()
+        .all(|p| !p.contains(".weft")));
+}
+
 /// A scan told to stop ends with `Stopped`, recording nothing: the next scan, not stopped,
 /// still finds everything (a shutdown no longer waits for a whole scan).
 #[test]

@@ -335,7 +335,8 @@ impl Scanner {
         let mut children = Vec::new();
         let mut listed = Listed::Unchanged;
         for (name, is_dir) in names {
-            if dir.is_empty() && name == RESERVED_DIR {
+            // Weft's own at the root; deeper, a nested shared folder's (never shared).
+            if name == RESERVED_DIR {
                 continue;
             }
             let path = join(dir, &name);
