@@ -41,7 +41,7 @@ use store::{Store, StoreLimits};
 use timer::{Deadline, Timer, TIMERS};
 pub use types::{
     ChordConfig, ChordError, ChordEvent, ChordItem, ChordMetrics, ChordOutput, ChordRequest,
-    ChordResult,
+    ChordResult, CHORD_PERIOD_MIN,
 };
 
 use crate::identity::{verify_signature, Identity};
@@ -109,6 +109,7 @@ impl Chord {
     /// A node alone on its own ring (it is its own successor) until [`Chord::join`]; it
     /// signs its puts and deletes with `identity`.
     pub fn new(me: ChordPeer, identity: Identity, config: ChordConfig, seed: u64) -> Chord {
+        let config = config.within_bounds();
         let id = me.ring_id();
         let mut s = [0u8; 32];
         s[..8].copy_from_slice(&seed.to_le_bytes());

@@ -1487,3 +1487,37 @@ fn a_handover_verifies_each_entry_once_and_none_after_a_forged_one() {
         "the forged entry and the one after it"
     );
 }
+
+/// A configuration that would break the ring is brought within bounds: a successor list
+/// longer than a CHORD_STATE may carry (every receiver refused the pushed state and closed
+/// the connection), none at all, and periods of zero (their timers re-armed at once: the
+/// host spun).
+#[test]
+fn a_configuration_out_of_bounds_is_brought_within_them() {
+    let zero = Duration::from_millis(0);
+    let wild = ChordConfig {
+        successor_list_len: 100,
+        stabilize_interval: zero,
+        fix_fingers_interval: zero,
+        check_predecessor_interval: zero,
+        rpc_timeout: zero,
+        ..ChordConfig::default()
+    };
+    let c = wild.clone().within_bounds();
+    assert_eq!(c.successor_list_len, weft_protocol::CHORD_PEERS_MAX);
+    assert_eq!(c.stabilize_interval, CHORD_PERIOD_MIN);
+    assert_eq!(c.rpc_timeout, CHORD_PERIOD_MIN);
+    let none = ChordConfig {
+        successor_list_len: 0,
+        ..ChordConfig::default()
+    };
+    assert_eq!(none.within_bounds().successor_list_len, 1);
+    let mut chord = Chord::new(peer(1), identity(1), wild, 1);
+    let now = Instant(1_000_000);
+    chord.start(now);
+    chord.handle_timeout(now);
+    assert!(
+        chord.poll_timeout().is_some_and(|t| t > now),
+        "no timer due at once"
+    );
+}

@@ -58,6 +58,31 @@ pub struct ChordConfig {
     pub failed_for: Duration,
 }
 
+impl ChordConfig {
+    /// This configuration with what would break the ring brought within bounds (SPEC.md
+    /// §20.6): `successor_list_len` to 1..=`CHORD_PEERS_MAX` (a pushed CHORD_STATE of more
+    /// successors was refused by every receiver, which closed the connection; none left a
+    /// ring of one unable to take a successor), and each period and timeout to at least
+    /// `CHORD_PERIOD_MIN` (zero re-armed its timer at once, and the host spun).
+    pub fn within_bounds(mut self) -> ChordConfig {
+        self.successor_list_len = self
+            .successor_list_len
+            .clamp(1, weft_protocol::CHORD_PEERS_MAX);
+        for d in [
+            &mut self.stabilize_interval,
+            &mut self.fix_fingers_interval,
+            &mut self.check_predecessor_interval,
+            &mut self.rpc_timeout,
+        ] {
+            *d = (*d).max(CHORD_PERIOD_MIN);
+        }
+        self
+    }
+}
+
+/// The shortest Chord period or request timeout a configuration may set.
+pub const CHORD_PERIOD_MIN: Duration = Duration::from_millis(1);
+
 impl Default for ChordConfig {
     fn default() -> Self {
         ChordConfig {
