@@ -356,6 +356,7 @@ impl Chord {
             return;
         };
         self.deadlines.remove(&(op.deadline, Deadline::Op(op_id)));
+        self.cancel_op_work(op_id);
         let done = op
             .slots
             .iter()
@@ -405,6 +406,36 @@ impl Chord {
             request: op.app_request,
             result,
         }));
+    }
+
+    /// Drops the lookups and requests still under way for request `op_id` (ended: done, or
+    /// timed out): they went on, with their resends and dials, for up to minutes after it,
+    /// so `ops_max` bounded nothing of the network work in flight. Answers that still come
+    /// are ignored.
+    fn cancel_op_work(&mut self, op_id: u64) {
+        let lookups: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| matches!(l.purpose, LookupFor::Op { op, .. } if op == op_id))
+            .map(|(lid, _)| *lid)
+            .collect();
+        for lid in &lookups {
+            self.lookups.remove(lid);
+        }
+        let rpcs: Vec<(u64, Instant)> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| match r.purpose {
+                Purpose::Store { op, .. } | Purpose::Fetch { op, .. } => op == op_id,
+                Purpose::Lookup(lid) => lookups.contains(&lid),
+                _ => false,
+            })
+            .map(|(request, r)| (*request, r.deadline))
+            .collect();
+        for (request, deadline) in rpcs {
+            self.rpcs.remove(&request);
+            self.deadlines.remove(&(deadline, Deadline::Rpc(request)));
+        }
     }
 
     /// The distinct nodes that answered a request's slots (only the slots `only` marks, if

@@ -1521,3 +1521,39 @@ fn a_configuration_out_of_bounds_is_brought_within_them() {
         "no timer due at once"
     );
 }
+
+/// A request that ends (here by its timeout, its peers gone) takes its lookups and requests
+/// with it: they went on, with resends and dials, for minutes after, so `ops_max` bounded
+/// nothing of the work in flight.
+#[test]
+fn an_ended_request_leaves_no_lookup_or_request_behind() {
+    use super::lookup::LookupFor;
+    let mut net = joined(8);
+    for i in 1..8 {
+        net.nodes[i] = None;
+    }
+    let now = net.now;
+    net.node(0).request(now, 7, get(b"k"));
+    let mut ended = false;
+    for _ in 0..200 {
+        net.run(100);
+        if net.events.iter().any(|(_, e)| e.request == 7) {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the request ended");
+    let c = net.node(0);
+    assert!(
+        !c.lookups
+            .values()
+            .any(|l| matches!(l.purpose, LookupFor::Op { .. })),
+        "a lookup of the ended request"
+    );
+    assert!(
+        !c.rpcs
+            .values()
+            .any(|r| matches!(r.purpose, Purpose::Store { .. } | Purpose::Fetch { .. })),
+        "a request of the ended request"
+    );
+}
