@@ -113,7 +113,11 @@ impl Chain {
     /// Keeps `m` (`id`) until its parents arrive, while fewer than [`DROP_WAITING_MAX`]
     /// wait. Once full, it takes the place of a waiting version whose signer is not known to
     /// own the drop, if its own is: anybody can sign a version with a key of their own naming
-    /// parents that never come, and such versions must not keep the owners' out.
+    /// parents that never come, and such versions must not keep the owners' out. With none
+    /// such, it takes the place of the waiting version of the highest counter, if its own is
+    /// lower: a walk down a chain comes from the head, and the lowest versions are the ones
+    /// that connect to what is held (keeping the first met, the newest, took in one version
+    /// per walk).
     fn keep_waiting(&mut self, id: VersionId, m: DropManifest) {
         if self.waiting.len() >= DROP_WAITING_MAX {
             if !self.signed_by_known_owner(&m) {
@@ -124,10 +128,16 @@ impl Chain {
                 .iter()
                 .find(|(_, w)| !self.signed_by_known_owner(w))
                 .map(|(w, _)| *w);
-            let Some(stranger) = stranger else {
+            let highest = self
+                .waiting
+                .iter()
+                .max_by_key(|(w, v)| (v.counter, **w))
+                .filter(|(_, v)| v.counter > m.counter)
+                .map(|(w, _)| *w);
+            let Some(out) = stranger.or(highest) else {
                 return;
             };
-            self.waiting.remove(&stranger);
+            self.waiting.remove(&out);
         }
         self.waiting.insert(id, m);
     }

@@ -1082,3 +1082,56 @@ fn unreadable_stored_drops_are_never_stored_over() {
     drops.handle_timeout(now + DROP_SYNC_INTERVAL, &cx);
     assert_eq!(stores(&mut drops), 1, "at the next sync");
 }
+
+/// A subscriber far behind (a new one, of a drop with many versions) takes them in by the
+/// waiting pool's worth at each walk: the pool keeps the lowest versions as the walk comes
+/// down from the head, so they connect to what is held. It kept the first 64 it met, the
+/// newest, and threw every older one away: each walk took in one version (500 took about
+/// 36 minutes of syncs).
+#[test]
+fn a_subscriber_far_behind_takes_versions_in_by_the_pools_worth() {
+    let owner = Identity::from_secret(&OWNER);
+    let owner_peer = peer_of(&owner);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&owner_peer);
+    let files = vec![file("a", FileKind::File, None)];
+    let mut chain: Vec<DropManifest> = Vec::new();
+    for counter in 1..=150u64 {
+        let parents = chain
+            .last()
+            .map(|v| vec![v.version_id()])
+            .unwrap_or_default();
+        chain.push(version_after(&files, counter, parents));
+    }
+    let by_id: std::collections::BTreeMap<VersionId, DropManifest> =
+        chain.iter().map(|v| (v.version_id(), v.clone())).collect();
+    h.outputs();
+    let head = chain.last().expect("150 versions").clone();
+    h.message(&owner_peer, DropMessage::Version(Box::new(head)))
+        .expect("a valid version");
+    // One walk: every DROP_GET_VERSION answered, until none is asked.
+    loop {
+        let asked: Vec<VersionId> = h
+            .outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                ProtocolOutput::Send { message, .. } if message.code == Code::DROP_GET_VERSION => {
+                    match Message::decode(message.code, &message.payload) {
+                        Ok(Message::Drop(DropMessage::GetVersion(g))) => Some(g.version),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        for id in asked {
+            let v = by_id[&id].clone();
+            h.message(&owner_peer, DropMessage::Version(Box::new(v)))
+                .expect("a valid version");
+        }
+    }
+    let held = h.drops.chain(&drop).map_or(0, |c| c.len());
+    assert!(held > 64, "{held} versions held after one walk");
+}
