@@ -112,12 +112,12 @@ impl Held {
         }
     }
 
-    /// Whether it is a subscription that still needs holders: not created here, no version
-    /// yet, and no linked peer known to hold it.
+    /// Whether it is a subscription that needs holders: not created here, and no linked
+    /// peer known to hold it. Versions held or not: one that had its holders' links closed
+    /// (an owner's restart says BYE, and a BYE is not redialed; a tracker's dial is made
+    /// once) stayed on its old version for good.
     fn needs_holders(&self, linked: &BTreeSet<NodeId>) -> bool {
-        self.created.is_none()
-            && self.chain.is_empty()
-            && !self.holders.iter().any(|h| linked.contains(h))
+        self.created.is_none() && !self.holders.iter().any(|h| linked.contains(h))
     }
 }
 

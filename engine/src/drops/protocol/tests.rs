@@ -1135,3 +1135,50 @@ fn a_subscriber_far_behind_takes_versions_in_by_the_pools_worth() {
     let held = h.drops.chain(&drop).map_or(0, |c| c.len());
     assert!(held > 64, "{held} versions held after one walk");
 }
+
+/// A subscriber that holds a version and has lost its links to every holder looks them up
+/// again: it looked up only while it held no version, and one whose holders' links closed
+/// (an owner's restart says BYE, not redialed) stayed on its old version for good.
+#[test]
+fn a_subscriber_with_a_version_and_no_holder_linked_looks_holders_up() {
+    let owner = Identity::from_secret(&OWNER);
+    let owner_peer = peer_of(&owner);
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    let gets = chord_commands(&h.outputs());
+    assert_eq!(gets.len(), 1, "the lookup at the subscribe");
+    h.answer(gets[0].request, Ok(ChordResult::Get { values: vec![] }));
+    h.link(&owner_peer);
+    let files = vec![file("a", FileKind::File, None)];
+    let v = version_of(&files);
+    let version = v.version_id();
+    h.message(&owner_peer, DropMessage::Version(Box::new(v)))
+        .expect("a valid version");
+    let batch = DropFiles {
+        drop,
+        version,
+        from: 0,
+        files,
+    };
+    h.message(&owner_peer, DropMessage::Files(batch))
+        .expect("a valid list");
+    assert_eq!(h.drops.shown(&drop), Some(version));
+    h.outputs();
+    let lookups = |h: &mut Harness| {
+        let get = ChordRequest::Get {
+            key: holders_key(&drop.0),
+        };
+        chord_commands(&h.outputs())
+            .into_iter()
+            .filter(|c| c.op == get)
+            .count()
+    };
+    h.advance(DROP_SYNC_INTERVAL);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(lookups(&mut h), 0, "a holder is linked: no lookup");
+    h.unlink(&owner_peer);
+    h.advance(DROP_SYNC_INTERVAL);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(lookups(&mut h), 1, "holders looked up");
+}
