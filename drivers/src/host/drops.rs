@@ -353,11 +353,12 @@ impl Host {
         Identity::from_secret(&self.node.config().secret_key).public_key()
     }
 
-    /// Whether this node may publish `drop`: an owner of its current version, or its creator
-    /// while it has none.
+    /// Whether this node may publish `drop`: one of its owners in force (`Chain::owners`, not
+    /// the current version's: a version of a branch may still list an owner the primary
+    /// removed), or its creator while it has none.
     fn is_drop_owner(&self, drop: &DropId) -> bool {
-        match self.node.drop_chain(drop).and_then(|c| c.current()) {
-            Some((_, m)) => m.owners.contains(&self.my_key()),
+        match self.node.drop_chain(drop).and_then(|c| c.owners()) {
+            Some(owners) => owners.contains(&self.my_key()),
             None => self
                 .drop_folders
                 .get(&drop.folder_id())
@@ -372,13 +373,13 @@ impl Host {
             return Err(format!("no drop {drop} on this node"));
         };
         let me = self.my_key();
-        let secondary = match chain.current() {
-            Some((_, m)) if m.owners.primary != me => {
+        let secondary = match chain.owners() {
+            Some(owners) if owners.primary != me => {
                 return Err(format!(
                     "only the primary owner may change the owners of drop {drop}"
                 ))
             }
-            Some((_, m)) => m.owners.secondary.clone(),
+            Some(owners) => owners.secondary.clone(),
             None if self.is_drop_owner(&drop) => Vec::new(),
             None => return Err(format!("this node is not an owner of drop {drop}")),
         };
@@ -453,11 +454,13 @@ impl Host {
         drop: DropId,
         owner: Option<(PublicKey, bool)>,
     ) -> Result<DropAnswer, HandleError> {
+        // The owners in force, not the current version's (a branch's version may still
+        // list an owner the primary removed: adding another would bring it back).
         let current = self
             .node
             .drop_chain(&drop)
-            .and_then(|c| c.current())
-            .map(|(_, m)| m.owners.secondary.clone())
+            .and_then(|c| c.owners())
+            .map(|o| o.secondary.clone())
             .unwrap_or_default();
         let secondary = owner.map(|(key, add)| {
             let mut list = current;

@@ -44,7 +44,8 @@ pub enum DropsCommand {
     },
     /// Publish the drop's folder, as it is indexed now, as a version after every head (a
     /// merge when there are several). `secondary`: the new secondary owners (the primary
-    /// alone may change them), else the current head's.
+    /// alone may change them), else those in force (`Chain::owners`: the primary's newest
+    /// version's, which a branch of a removed owner's cannot bring back).
     Publish {
         /// The drop.
         drop: DropId,
