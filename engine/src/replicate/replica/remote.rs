@@ -100,10 +100,23 @@ impl Replica {
                         .or((!version_fits(v, me, own_max)).then_some(PathRefusal::BadEntry))
                 })
             });
+        // A case-only rename (`readme.md` to `README.md`) clashes with the very path it
+        // retires: that is no clash when the rename's version of it is newer than the one
+        // held (refused, the deletion that came with it then left neither name here).
+        let retired = |held: &str| {
+            moved_from.as_ref().is_some_and(|(from, v)| {
+                from == held
+                    && self
+                        .index
+                        .get(from)
+                        .is_some_and(|l| v.compare(&l.entry.version) == VersionOrder::Newer)
+            })
+        };
         let clash = match refusal {
             None => self
                 .index
                 .case_clash_on_way(&r.entry.path)
+                .filter(|held| !retired(held))
                 .map(str::to_string),
             Some(_) => None,
         };

@@ -591,6 +591,29 @@ fn a_case_only_clash_overwrites_neither_name() {
     assert_eq!(net.hereis_bytes, 0);
 }
 
+/// A case-only rename (`readme.md` to `README.md`) reaches the peer as the rename it is: the
+/// held path the new name clashes with is the one the rename retires. It was refused as a
+/// clash, then the deletion of the old name removed the file: the peer held neither name.
+#[test]
+fn a_case_only_rename_reaches_the_peer() {
+    let mut net = Net::new(2);
+    let a = bytes(20_000, 13);
+    net.link(0, 1);
+    net.put(0, "readme.md", a.clone(), 100);
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("readme.md"), Some(a.as_slice()));
+    net.mv(0, "readme.md", "README.md");
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("README.md"), Some(a.as_slice()), "node {i}");
+        assert_eq!(n.host.data("readme.md"), None, "node {i}");
+    }
+    assert!(!net.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::CaseClash { .. })));
+}
+
 /// A clash on the way: `Docs/x` from a peer, where this node holds the directory `docs`, is
 /// refused like `Docs` itself (a case-insensitive disk would write it into `docs`, under a
 /// path its record does not have).
