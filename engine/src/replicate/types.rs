@@ -442,6 +442,9 @@ pub struct ReplicaMetrics {
     /// IWANTs passed over because the asker's blocks already waiting for room were at half
     /// of `BULK_QUEUE_BYTES_MAX` (it asks again elsewhere when they time out).
     pub wants_behind: u64,
+    /// Deletions of a directory not carried out because records present here lie under it:
+    /// the directory stayed, under a newer version (SPEC.md §22.5).
+    pub directories_kept: u64,
 }
 
 /// One path of the index as the engine holds it: a present file, directory or symlink, or a

@@ -667,10 +667,64 @@ impl Replica {
                 self.fetch_dirty = true;
                 self.advance(path);
             }
+            (Step::Remove { .. }, StorageResult::Failed(_)) if self.present_under(path) => {
+                self.keep_directory(path)
+            }
             _ => {
                 // Changed (the scanner will report what is there) or Failed: later.
                 self.backoff(path);
             }
+        }
+    }
+
+    /// Whether a record present here lies under `path` (a directory). Scans the index: it
+    /// is asked only when a directory's removal failed.
+    fn present_under(&self, path: &str) -> bool {
+        let inside = format!("{path}/");
+        self.index
+            .iter()
+            .any(|r| !r.deleted && r.entry.path.starts_with(&inside))
+    }
+
+    /// The apply at `path` deletes a directory that cannot go: records present under it here
+    /// (made since the deletion, or not deleted by it) outrank it, as a present record
+    /// outranks a deletion. The directory stays, under a version past the deletion's and its
+    /// own, so the peer that deleted it makes it again and takes what is in it. (Its removal
+    /// was retried for good, and the peer's copy of what is in it never found a parent.)
+    fn keep_directory(&mut self, path: &str) {
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        let Some(local) = self
+            .index
+            .get(path)
+            .filter(|l| !l.deleted && l.entry.kind == FileKind::Directory)
+            .cloned()
+        else {
+            self.applies.insert(path.to_string(), a);
+            return self.backoff(path);
+        };
+        let mut version = local.entry.version.clone();
+        for r in a.origin.iter().filter(|r| r.entry.path == path) {
+            version = version.merged(&r.entry.version);
+        }
+        let mut e = local.entry;
+        e.version = version.bumped_past(self.me, self.counter_high);
+        e.modified_by = self.me;
+        self.metrics.directories_kept += 1;
+        self.install(Install {
+            entry: e,
+            deleted: false,
+            moved_from: None,
+            remote: false,
+        });
+        for l in &a.locks {
+            self.locks.remove(l);
+        }
+        self.mark_dirty();
+        self.redo_deferred(path);
+        for l in &a.locks {
+            self.redo_deferred(l);
         }
     }
 }

@@ -142,6 +142,11 @@ impl Host {
                 if !holds(self.items.get(path), *expect) {
                     return StorageResult::Changed;
                 }
+                // As a disk does: a directory goes only empty.
+                let inside = format!("{path}/");
+                if self.items.keys().any(|p| p.starts_with(&inside)) {
+                    return StorageResult::Failed(StorageError::Io("directory not empty".into()));
+                }
                 self.items.remove(path);
                 StorageResult::Done
             }
