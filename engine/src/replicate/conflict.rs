@@ -4,7 +4,7 @@
 
 use core::cmp::Ordering;
 
-use weft_protocol::{Counter, Version, VersionOrder};
+use weft_protocol::{Counter, FileKind, Version, VersionOrder};
 
 use super::paths::COMPONENT_BYTES_MAX;
 use super::types::Record;
@@ -26,8 +26,9 @@ pub(crate) fn same_content(a: &Record, b: &Record) -> bool {
     }
 }
 
-/// The total order of concurrent versions: a present entry beats a deletion; else the larger
-/// `mtime_ms`; else the larger `modified_by`; else the larger counter of `modified_by` (the
+/// The total order of concurrent versions: a present entry beats a deletion; else a
+/// directory beats a file or symlink (a directory that lost would be renamed to its copy,
+/// carrying off what is in it under paths no record has); else the larger `mtime_ms`; else the larger `modified_by`; else the larger counter of `modified_by` (the
 /// same author's later change); else (never between two honest nodes) the larger version
 /// vector, compared counter by counter; else (equal versions of other content) the
 /// content: kind, size, blocks, target, mode. `Greater`: `a` wins.
@@ -41,8 +42,10 @@ pub(crate) fn same_content(a: &Record, b: &Record) -> bool {
 pub(crate) fn order(a: &Record, b: &Record) -> Ordering {
     let hashes = |r: &Record| r.entry.blocks.iter().map(|x| x.hash).collect::<Vec<_>>();
     let own = |r: &Record| r.entry.version.get(r.entry.modified_by);
+    let directory = |r: &Record| !r.deleted && r.entry.kind == FileKind::Directory;
     (!a.deleted)
         .cmp(&!b.deleted)
+        .then(directory(a).cmp(&directory(b)))
         .then(a.entry.mtime_ms.cmp(&b.entry.mtime_ms))
         .then(a.entry.modified_by.cmp(&b.entry.modified_by))
         .then_with(|| own(a).cmp(&own(b)))

@@ -767,3 +767,42 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
     }
     assert_eq!(net.nodes[1].replica.metrics().directories_kept, 1);
 }
+
+/// A directory against a file at the same path: the directory wins, whatever the times, and
+/// the file goes to its conflict copy. (A directory that lost was renamed to its copy with
+/// what was in it, under paths no record had: its files were on one node only, and the
+/// other could never put them under a path that was a file there.)
+#[test]
+fn a_directory_beats_a_file_at_the_same_path() {
+    let mut net = Net::new(2);
+    let c = net.nodes[0]
+        .host
+        .put_item("notes", FileKind::Directory, "", 7);
+    net.local(0, c);
+    let inside = bytes(1_000, 5);
+    net.put(0, "notes/x", inside.clone(), 100);
+    let file = bytes(2_000, 6);
+    // The file is the later change.
+    net.put(1, "notes", file.clone(), 500);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("notes/x"), Some(inside.as_slice()), "node {i}");
+        let d = n.replica.record("notes").expect("notes");
+        assert!(
+            !d.deleted && d.entry.kind == FileKind::Directory,
+            "node {i}"
+        );
+        let copies: Vec<&String> = n
+            .host
+            .items
+            .keys()
+            .filter(|p| p.starts_with("notes.") || p.starts_with("notes~"))
+            .collect();
+        assert_eq!(copies.len(), 1, "node {i}: {copies:?}");
+        assert_eq!(n.host.data(copies[0]), Some(file.as_slice()), "node {i}");
+        let indexed = n.replica.record(copies[0]).is_some_and(|r| !r.deleted);
+        assert!(indexed, "node {i}: the copy is indexed");
+    }
+}
