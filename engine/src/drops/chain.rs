@@ -192,7 +192,7 @@ impl Chain {
     }
 
     /// Whether `m` was signed by the primary or by an owner [`owners`](Self::owners) lists.
-    fn signed_by_an_owner(&self, m: &DropManifest) -> bool {
+    pub(crate) fn signed_by_an_owner(&self, m: &DropManifest) -> bool {
         m.signer == m.owners.primary || self.owners().is_some_and(|o| o.contains(&m.signer))
     }
 

@@ -1182,3 +1182,41 @@ fn a_subscriber_with_a_version_and_no_holder_linked_looks_holders_up() {
     h.advance(DROP_SYNC_INTERVAL);
     assert_eq!(lookups(&mut h), 1, "holders looked up");
 }
+
+/// DROP_HEADS names the heads of the owners in force first: a removed owner that signs many
+/// heads above the primary's newest version (each valid on its own branch) does not push
+/// that version out of the list, which hid the removal from every subscriber that had not
+/// seen it yet.
+#[test]
+fn heads_name_the_owners_in_force_first() {
+    let owner = Identity::from_secret(&OWNER);
+    let owner_peer = peer_of(&owner);
+    let (mut h, drop) = subscribed_to_the_owners_drop(&owner_peer);
+    let removed_secret = [0x0c; 32];
+    let removed = Identity::from_secret(&removed_secret).public_key();
+    let files = vec![file("a", FileKind::File, None)];
+    let v1 = signed_version(&OWNER, 1, &[], &[removed], &files);
+    let p2 = signed_version(&OWNER, 2, &[&v1], &[], &files);
+    let r2 = signed_version(&removed_secret, 2, &[&v1], &[removed], &files);
+    let mut versions = vec![v1.clone(), p2.clone(), r2.clone()];
+    for n in 0..weft_protocol::DROP_HEADS_MAX {
+        let other = vec![file(&format!("r{n}"), FileKind::File, None)];
+        versions.push(signed_version(
+            &removed_secret,
+            3,
+            &[&r2],
+            &[removed],
+            &other,
+        ));
+    }
+    for v in versions {
+        h.message(&owner_peer, DropMessage::Version(Box::new(v)))
+            .expect("a valid version");
+    }
+    let heads = h.drops.heads_of(&drop);
+    assert_eq!(heads.heads.len(), weft_protocol::DROP_HEADS_MAX);
+    assert!(
+        heads.heads.contains(&p2.version_id()),
+        "the primary's newest is named"
+    );
+}

@@ -208,19 +208,25 @@ impl DropsProtocol {
 
     /// DROP_HEADS for `drop`: its heads, at most [`DROP_HEADS_MAX`] (the highest counters).
     pub(super) fn heads_of(&self, drop: &DropId) -> DropHeads {
-        let mut heads: Vec<(u64, VersionId)> = self
+        // Heads signed by an owner in force first (the current version is the first of
+        // them), then the highest counters: a removed owner signing many heads above the
+        // primary's newest hid it from every subscriber that had not seen it yet.
+        let mut heads: Vec<(bool, u64, VersionId)> = self
             .drops
             .get(drop)
             .map(|h| {
                 h.chain
                     .heads()
-                    .filter_map(|id| h.chain.get(id).map(|m| (m.counter, *id)))
+                    .filter_map(|id| {
+                        let m = h.chain.get(id)?;
+                        Some((h.chain.signed_by_an_owner(m), m.counter, *id))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         heads.sort_by(|a, b| b.cmp(a));
         heads.truncate(DROP_HEADS_MAX);
-        let mut heads: Vec<VersionId> = heads.into_iter().map(|(_, id)| id).collect();
+        let mut heads: Vec<VersionId> = heads.into_iter().map(|(_, _, id)| id).collect();
         heads.sort();
         DropHeads { drop: *drop, heads }
     }
