@@ -19,8 +19,15 @@ use crate::report::{
 /// so actions get longer).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an action (resolve, publish, subscribe, table write) may take.
+/// How long an action (resolve, subscribe, table write) may take.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a drop publish may take: the node waits up to `DROP_PUBLISH_SCAN_TIMEOUT` for a
+/// scan that finds the folder settled, and some more (as `weft drop publish` does). At the
+/// shorter bound the page said it failed while the node went on and published, and a
+/// second click published again.
+const PUBLISH_TIMEOUT: Duration =
+    Duration::from_secs(crate::host::DROP_PUBLISH_SCAN_TIMEOUT.as_secs() + 15);
 
 /// The most files listed per folder (transfers, errors and conflicts are always all listed,
 /// up to the same bound each); the page says how many there are in all.
@@ -209,6 +216,14 @@ pub enum Action {
 pub const ACTION_FIELD_BYTES_MAX: usize = 4096;
 
 impl Action {
+    /// How long the node may take to answer it.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Action::DropPublish { .. } => PUBLISH_TIMEOUT,
+            _ => ACTION_TIMEOUT,
+        }
+    }
+
     /// The control request it is, or why it is refused.
     pub fn request(self) -> Result<ControlRequest, String> {
         let fields: Vec<&str> = match &self {
@@ -254,11 +269,12 @@ pub struct ActionOutcome {
 
 /// Carries out `action` through the node at `socket`.
 pub fn act(socket: &Path, action: Action) -> ActionOutcome {
+    let timeout = action.timeout();
     let request = match action.request() {
         Ok(r) => r,
         Err(why) => return failed(why),
     };
-    match control::request_within(socket, &request, ACTION_TIMEOUT) {
+    match control::request_within(socket, &request, timeout) {
         Ok(reply) => ActionOutcome {
             ok: true,
             message: done(&reply),
@@ -365,7 +381,7 @@ impl Gatherer {
             hosts: host_views(hosts, &stats),
             hosts_total,
             folders,
-            drops,
+            drops: drop_views(drops),
             table: table.into_iter().take(TABLE_MAX).collect(),
             table_total,
             throughput: rates(&samples),
@@ -542,9 +558,53 @@ fn rates(samples: &[ThroughputSample]) -> Vec<RatePoint> {
         .collect()
 }
 
+/// The drops as the page shows them: each with at most [`FILES_MAX`] transfers (a new
+/// subscriber of a drop of 50,000 files fetches them all at once, and each snapshot, twice a
+/// second to every open page, carried every one).
+fn drop_views(mut drops: Vec<DropReport>) -> Vec<DropReport> {
+    for d in &mut drops {
+        d.transfers.truncate(FILES_MAX);
+    }
+    drops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A drop's transfers are listed up to the bound, as a folder's are.
+    #[test]
+    fn a_drops_transfers_are_listed_up_to_the_bound() {
+        let many = DropReport {
+            drop: "d".into(),
+            role: "subscriber".into(),
+            dir: None,
+            version: None,
+            counter: None,
+            shown: None,
+            heads: 1,
+            owners: Vec::new(),
+            transfers: (0..FILES_MAX + 5)
+                .map(|i| file(&format!("f{i}"), "fetching"))
+                .collect(),
+            tracker: crate::report::TrackerReport::default(),
+        };
+        let views = drop_views(vec![many]);
+        assert_eq!(views[0].transfers.len(), FILES_MAX);
+    }
+
+    /// A publish from the page waits as long as the node may take (its scan wait), not the
+    /// other actions' bound: the page said it failed while the node went on and published.
+    #[test]
+    fn a_publish_waits_for_the_nodes_scan() {
+        let publish = Action::DropPublish { dir: "/d".into() };
+        assert!(publish.timeout() > crate::host::DROP_PUBLISH_SCAN_TIMEOUT);
+        let set = Action::TableSet {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        assert_eq!(set.timeout(), ACTION_TIMEOUT);
+    }
 
     fn file(path: &str, state: &str) -> FileReport {
         FileReport {
