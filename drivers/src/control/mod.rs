@@ -87,6 +87,13 @@ pub const REQUEST_BYTES_MAX: u64 = 6 * 16 * 1024 * 1024 + 4096;
 /// (256 KiB), fits even with every byte escaped as JSON `\u00XX`.
 pub const SMALL_REQUEST_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
+/// Requests longer than [`SMALL_REQUEST_BYTES_MAX`] (sends of large broadcasts) read at
+/// once, over every client, at most; past it such a request is refused (the client may try
+/// again). Each might take `REQUEST_BYTES_MAX` as it is read and about as much again parsed:
+/// with a bound per client only, 64 clients each sending 90 MiB made the node hold some
+/// 8 GiB.
+pub const LARGE_REQUESTS_READ_MAX: usize = 2;
+
 /// The control socket's limits, so that no client, however slow, can lock the others out or
 /// make the node hold memory for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

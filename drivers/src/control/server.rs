@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use super::{
     ControlLimits, ControlReply, ControlRequest, DropPublishedReport, RunExitReport,
-    RunOutputReport, RunSignalLine, REQUEST_BYTES_MAX, SMALL_REQUEST_BYTES_MAX,
+    RunOutputReport, RunSignalLine, LARGE_REQUESTS_READ_MAX, REQUEST_BYTES_MAX,
+    SMALL_REQUEST_BYTES_MAX,
 };
 use weft_engine::chord::{ChordRequest, ChordResult};
 use weft_engine::protocol::{ExitStatus, OutputStream, RunSignalKind};
@@ -89,6 +90,8 @@ struct ClientsState {
     next_id: u64,
     /// Clients still sending their request, oldest first, with a handle to cut them off.
     requesting: VecDeque<(u64, UnixStream)>,
+    /// Requests longer than `SMALL_REQUEST_BYTES_MAX` being read or parsed now.
+    large_reading: usize,
 }
 
 impl Clients {
@@ -138,6 +141,17 @@ impl Clients {
         state.served = state.served.saturating_sub(1);
     }
 
+    /// Takes a slot for reading a request longer than `SMALL_REQUEST_BYTES_MAX`, if one of
+    /// the `LARGE_REQUESTS_READ_MAX` is free; it is given back when the guard goes.
+    fn take_large(&self) -> Option<LargeSlot<'_>> {
+        let mut state = self.lock();
+        if state.large_reading >= LARGE_REQUESTS_READ_MAX {
+            return None;
+        }
+        state.large_reading += 1;
+        Some(LargeSlot(self))
+    }
+
     /// Takes a `listen` slot if one is free.
     fn start_listening(&self, limits: &ControlLimits) -> bool {
         let mut state = self.lock();
@@ -149,6 +163,16 @@ impl Clients {
     fn stop_listening(&self) {
         let mut state = self.lock();
         state.listening = state.listening.saturating_sub(1);
+    }
+}
+
+/// A slot for reading a large request ([`Clients::take_large`]), given back when dropped.
+struct LargeSlot<'a>(&'a Clients);
+
+impl Drop for LargeSlot<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.large_reading = state.large_reading.saturating_sub(1);
     }
 }
 
@@ -203,10 +227,17 @@ fn write_reply(stream: &mut UnixStream, reply: &ControlReply) -> io::Result<()> 
 }
 
 /// Reads one request line, all of it within `timeout` (however the client spreads it out).
-fn read_request(mut stream: &UnixStream, timeout: Duration) -> Result<ControlRequest, String> {
+/// A line that grows past `SMALL_REQUEST_BYTES_MAX` needs one of `clients`' large slots,
+/// held until it is parsed.
+fn read_request(
+    mut stream: &UnixStream,
+    timeout: Duration,
+    clients: &Clients,
+) -> Result<ControlRequest, String> {
     let deadline = Instant::now() + timeout;
     let timed_out = || format!("no whole request within {} ms", timeout.as_millis());
     let mut line = Vec::new();
+    let mut large = None;
     let mut chunk = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -230,6 +261,9 @@ fn read_request(mut stream: &UnixStream, timeout: Duration) -> Result<ControlReq
                 if line.len() as u64 > REQUEST_BYTES_MAX {
                     break;
                 }
+                if large.is_none() && line.len() as u64 > SMALL_REQUEST_BYTES_MAX {
+                    large = Some(take_large(clients)?);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
@@ -246,7 +280,21 @@ fn read_request(mut stream: &UnixStream, timeout: Duration) -> Result<ControlReq
     if line.len() as u64 > REQUEST_BYTES_MAX {
         return Err(format!("request over {REQUEST_BYTES_MAX} bytes"));
     }
-    parse_request(&line)
+    if large.is_none() && line.len() as u64 > SMALL_REQUEST_BYTES_MAX {
+        large = Some(take_large(clients)?);
+    }
+    let request = parse_request(&line);
+    drop(large);
+    request
+}
+
+/// One of `clients`' large slots, or why there is none.
+fn take_large(clients: &Clients) -> Result<LargeSlot<'_>, String> {
+    clients.take_large().ok_or_else(|| {
+        format!(
+            "{LARGE_REQUESTS_READ_MAX} requests over {SMALL_REQUEST_BYTES_MAX} bytes are being read; try again"
+        )
+    })
 }
 
 /// A request line's operation, every other field skipped unread.
@@ -303,7 +351,7 @@ fn serve_client(
     id: u64,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(limits.write_timeout))?;
-    let request = read_request(&stream, limits.request_timeout);
+    let request = read_request(&stream, limits.request_timeout, clients);
     clients.requested(id);
     let request = match request {
         Ok(r) => r,
@@ -854,6 +902,42 @@ fn stream_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request over the small bound takes one of the large slots while it is read; with
+    /// every slot taken it is refused at once, and once one is free it is read.
+    #[test]
+    fn large_requests_read_at_once_are_bounded() {
+        let clients = Clients::default();
+        let slots: Vec<LargeSlot<'_>> = (0..LARGE_REQUESTS_READ_MAX)
+            .map(|_| clients.take_large().expect("a free slot"))
+            .collect();
+        let message = "x".repeat(SMALL_REQUEST_BYTES_MAX as usize + 10);
+        let send = |line: Vec<u8>| {
+            let (client, server) = UnixStream::pair().expect("a socket pair");
+            let writer = std::thread::spawn(move || {
+                let mut client = client;
+                let _ = client.write_all(&line);
+            });
+            let read = read_request(&server, Duration::from_secs(5), &clients);
+            drop(server);
+            writer.join().expect("the writer");
+            read
+        };
+        let mut line = serde_json::to_vec(&ControlRequest::Send {
+            message: message.clone(),
+        })
+        .expect("encodes");
+        line.push(b'\n');
+        let refused = send(line.clone());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("try again")),
+            "{:?}",
+            refused.map(|_| ())
+        );
+        drop(slots);
+        assert_eq!(send(line), Ok(ControlRequest::Send { message }));
+        assert_eq!(clients.lock().large_reading, 0, "the slot is given back");
+    }
 
     /// Every request parses as the tagged enum would parse it; a `send` is read as its text
     /// alone, whatever else its line holds; only a `send` may pass the small bound.
