@@ -1440,7 +1440,7 @@ fn a_commit_that_fails_leaves_no_copy_in_the_trash() {
         }
     });
     for t in 2..5 {
-        assert!(is_failed(&f.put(t, "f", b"second", 6, NOW, e.clone())));
+        assert!(is_failed(&f.put(t, "f", b"second", 6, NOW, e)));
     }
     assert!(f.trash().is_empty(), "{:?}", f.trash());
     assert_eq!(fs::read(f.at("f")).expect("f"), b"first");
