@@ -39,6 +39,12 @@ use crate::handle::Handle;
 /// before the exit is reported anyway (a process that left the group may hold them open).
 pub const RUN_DRAIN: Duration = Duration::from_secs(1);
 
+/// Output told after a process's exit, at most, before the exit is told anyway: what an
+/// ended process leaves in its two pipes (up to 1 MiB each, as `F_SETPIPE_SZ` allows) and in
+/// the pieces read ahead fits; a program that left the group and writes without pause is
+/// cut off after it.
+pub const RUN_DRAIN_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Names tried for a node without a state folder's private run directory.
 const RUN_DIR_TRIES: u32 = 64;
 
@@ -436,6 +442,8 @@ struct Answers {
     exited: Option<(ExitStatus, Instant)>,
     /// A piece taken while joining pieces that did not fit: the next answer's first.
     held: Option<Piece>,
+    /// Output bytes told since the exit was seen.
+    drained_bytes: u64,
 }
 
 impl Default for Answers {
@@ -444,6 +452,7 @@ impl Default for Answers {
             open_pipes: 2,
             exited: None,
             held: None,
+            drained_bytes: 0,
         }
     }
 }
@@ -452,11 +461,13 @@ impl Answers {
     /// The next answer: the next piece of output, or the exit.
     fn next(&mut self, pieces: &Receiver<Piece>) -> ProcessResult {
         loop {
-            // Checked before taking a piece, even one held: a writer that left the group
-            // and never pauses would have a piece ready at every take, and the exit would
-            // never be told.
-            if let Some((status, by)) = self.exited {
-                if Instant::now() >= by {
+            // A writer that left the group and never pauses would have a piece ready at
+            // every take (the time bound below waits only for pieces not there yet), and
+            // the exit would never be told: past `RUN_DRAIN_BYTES` after the exit it is.
+            // What a process that ended left in its pipes is far less, and is all told
+            // however slowly the run's link takes it.
+            if let Some((status, _)) = self.exited {
+                if self.drained_bytes >= RUN_DRAIN_BYTES {
                     return exited_with(status);
                 }
             }
@@ -482,6 +493,9 @@ impl Answers {
                 Piece::Output(stream, bytes) => {
                     let (bytes, next) = join_waiting(stream, bytes, pieces);
                     self.held = next;
+                    if self.exited.is_some() {
+                        self.drained_bytes += bytes.len() as u64;
+                    }
                     return ProcessResult::Output { stream, bytes };
                 }
                 Piece::Closed => self.open_pipes = self.open_pipes.saturating_sub(1),
@@ -528,7 +542,7 @@ mod tests {
     use super::*;
 
     /// A writer that left the group and never pauses: its pieces come without end after the
-    /// exit, and the exit is still told `RUN_DRAIN` after it.
+    /// exit, and the exit is still told, `RUN_DRAIN_BYTES` after it.
     #[test]
     fn the_exit_is_told_within_the_drain_while_pieces_keep_coming() {
         let (tx, rx) = mpsc::sync_channel(PIECES_AHEAD);
@@ -556,9 +570,42 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         };
         assert_eq!(status, ExitStatus::Code(3));
-        assert!(started.elapsed() >= RUN_DRAIN);
+        assert!(answers.drained_bytes >= RUN_DRAIN_BYTES);
+        assert!(answers.drained_bytes <= RUN_DRAIN_BYTES + RUN_OUTPUT_BYTES_MAX as u64);
         drop(rx);
         writer.join().expect("the writer ends with the receiver");
+    }
+
+    /// What an ended process left in its pipes is all told before its exit, however slowly
+    /// the run's link takes it (an engine that asks for the next piece only as the peer
+    /// acknowledges): the drain's time bound waits only for pieces not there yet.
+    #[test]
+    fn output_left_at_the_exit_is_all_told_on_a_slow_link() {
+        let (tx, rx) = mpsc::sync_channel(PIECES_AHEAD);
+        let writer = std::thread::spawn(move || {
+            tx.send(Piece::Exited(ExitStatus::Code(0))).expect("send");
+            for i in 0..6u8 {
+                let piece = Bytes::from(vec![i; RUN_OUTPUT_BYTES_MAX]);
+                tx.send(Piece::Output(OutputStream::Stdout, piece))
+                    .expect("send");
+            }
+            tx.send(Piece::Closed).expect("send");
+            tx.send(Piece::Closed).expect("send");
+        });
+        let mut answers = Answers::default();
+        let mut told = Vec::new();
+        let status = loop {
+            match answers.next(&rx) {
+                ProcessResult::Exited { status, .. } => break status,
+                ProcessResult::Output { bytes, .. } => told.push(bytes[0]),
+                other => panic!("{other:?}"),
+            }
+            // Each next `Read` a third of the drain later.
+            std::thread::sleep(RUN_DRAIN / 3);
+        };
+        assert_eq!(status, ExitStatus::Code(0));
+        assert_eq!(told, (0..6u8).collect::<Vec<_>>());
+        writer.join().expect("the writer");
     }
 
     /// A node without a state folder runs in a new private directory of its own, not in one

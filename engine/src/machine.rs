@@ -208,7 +208,9 @@ pub(crate) enum LinkNotice<'a> {
         /// Why.
         reason: &'a CloseReason,
     },
-    /// `node`'s connection has room for this protocol's next bulk frame.
+    /// A bulk frame to `node` (of any family: families share a connection's bulk lane)
+    /// left, so its lane may have room again; a protocol told earlier in the turn may have
+    /// taken it (ask `Context::has_room` before each frame).
     Room {
         /// The peer.
         node: NodeId,

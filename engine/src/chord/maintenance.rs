@@ -314,9 +314,9 @@ impl Chord {
 
     /// Sends every record to `to` (a graceful leave: no confirmation is awaited).
     pub(super) fn hand_over_all(&mut self, now: Instant, to: &ChordPeer) {
-        let records = self.store.take_all(now);
-        self.metrics.records_handed_over += records.len() as u64;
-        for chunk in handover_chunks(records) {
+        let chunks = leave_chunks(self.store.take_all(now));
+        self.metrics.records_handed_over += chunks.iter().map(Vec::len).sum::<usize>() as u64;
+        for chunk in chunks {
             let request = self.new_request();
             self.send(
                 to,
@@ -367,6 +367,25 @@ pub(super) const HANDOVER_BYTES_MAX: usize = 1024 * 1024;
 /// predecessor, not the whole store (up to `stored_bytes_max`, 128 MiB, past the send
 /// queue's bound: the predecessor was closed as slow at every round).
 pub(super) const HANDOVER_CHUNKS_PER_ROUND: usize = 4;
+
+/// Records a leaving node hands its successor, bytes at most (by [`record_bytes_max`]): half
+/// the default send queue bound, so they arrive.
+pub(super) const LEAVE_HANDOVER_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// What a leaving node hands its successor: `records` in CHORD_HANDOVER loads, at most
+/// [`LEAVE_HANDOVER_BYTES_MAX`] of them. The whole store (up to `stored_bytes_max`) queued at
+/// once went over the send queue's bound and closed the successor as slow, so none of it
+/// arrived; what is left over has its other replicas.
+pub(super) fn leave_chunks(records: Vec<ChordRecord>) -> Vec<Vec<ChordRecord>> {
+    let mut bytes = 0;
+    handover_chunks(records)
+        .into_iter()
+        .take_while(|c| {
+            bytes += c.iter().map(record_bytes_max).sum::<usize>();
+            bytes <= LEAVE_HANDOVER_BYTES_MAX
+        })
+        .collect()
+}
 
 /// The bytes `r` takes in a CHORD_HANDOVER, at most (postcard: varints at their longest).
 pub(super) fn record_bytes_max(r: &ChordRecord) -> usize {

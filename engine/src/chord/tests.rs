@@ -1557,3 +1557,32 @@ fn an_ended_request_leaves_no_lookup_or_request_behind() {
         "a request of the ended request"
     );
 }
+
+/// A leaving node hands its successor at most `LEAVE_HANDOVER_BYTES_MAX` of records, in
+/// bounded loads, first to last: the whole store queued at once closed the successor as slow.
+#[test]
+fn a_leave_hands_over_at_most_its_bound() {
+    use super::maintenance::{leave_chunks, record_bytes_max, LEAVE_HANDOVER_BYTES_MAX};
+    let w = identity(1);
+    let records: Vec<weft_protocol::ChordRecord> = (0..1200u32)
+        .map(|n| {
+            let key = n.to_be_bytes().to_vec();
+            weft_protocol::ChordRecord {
+                position: u64::from(n),
+                key: key.clone(),
+                values: vec![signed(&w, &key, 1, StoreOp::Put(vec![1; 60 * 1024]))],
+            }
+        })
+        .collect();
+    let total: usize = records.iter().map(record_bytes_max).sum();
+    assert!(total > LEAVE_HANDOVER_BYTES_MAX);
+    let chunks = leave_chunks(records.clone());
+    let sent: Vec<&weft_protocol::ChordRecord> = chunks.iter().flatten().collect();
+    let bytes: usize = sent.iter().map(|r| record_bytes_max(r)).sum();
+    assert!(bytes <= LEAVE_HANDOVER_BYTES_MAX, "{bytes}");
+    assert!(
+        bytes > LEAVE_HANDOVER_BYTES_MAX - 2 * 1024 * 1024,
+        "{bytes}"
+    );
+    assert!(sent.iter().zip(&records).all(|(a, b)| *a == b), "in order");
+}

@@ -667,7 +667,9 @@ impl Replica {
                 self.fetch_dirty = true;
                 self.advance(path);
             }
-            (Step::Remove { .. }, StorageResult::Failed(_)) if self.present_under(path) => {
+            (Step::Remove { .. }, StorageResult::Failed(_))
+                if self.deletes(path) && self.settled_present_under(path) =>
+            {
                 self.keep_directory(path)
             }
             _ => {
@@ -677,13 +679,26 @@ impl Replica {
         }
     }
 
-    /// Whether a record present here lies under `path` (a directory). Scans the index: it
-    /// is asked only when a directory's removal failed.
-    fn present_under(&self, path: &str) -> bool {
+    /// Whether the apply at `path` installs a deletion there (not a file or symlink that
+    /// takes a directory's place: that is a conflict of its own, §22.6).
+    fn deletes(&self, path: &str) -> bool {
+        self.applies.get(path).is_some_and(|a| {
+            a.installs.iter().any(|i| i.deleted && i.entry.path == path)
+                && !a
+                    .installs
+                    .iter()
+                    .any(|i| !i.deleted && i.entry.path == path)
+        })
+    }
+
+    /// Whether a record present here, with no apply under way at its path (one whose own
+    /// deletion is only slower does not count), lies under `path` (a directory). Scans the
+    /// index: it is asked only when a directory's removal failed.
+    fn settled_present_under(&self, path: &str) -> bool {
         let inside = format!("{path}/");
-        self.index
-            .iter()
-            .any(|r| !r.deleted && r.entry.path.starts_with(&inside))
+        self.index.iter().any(|r| {
+            !r.deleted && r.entry.path.starts_with(&inside) && !self.is_busy(&r.entry.path)
+        })
     }
 
     /// The apply at `path` deletes a directory that cannot go: records present under it here
