@@ -242,18 +242,9 @@ fn holding_one_file(path: &str, blocks: &[Bytes]) -> (weft_engine::Node, Fake, V
     (node, fake, hashes)
 }
 
-#[test]
-fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
-    let blocks: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 5000])).collect();
-    let (mut node, fake, hashes) = holding_one_file("many.bin", &blocks);
-    let want = IWant {
-        folder: folder(),
-        hashes: hashes.clone(),
-    };
-    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
-    // Every read is answered before the node runs again: six HEREIS wait at once.
-    let reads: Vec<(weft_engine::RequestId, u64)> = drain(&mut node)
-        .iter()
+/// The block reads among `out`: each request's id and offset.
+fn block_reads(out: &[Output]) -> Vec<(weft_engine::RequestId, u64)> {
+    out.iter()
         .filter_map(|o| match o {
             Output::Request {
                 id,
@@ -265,7 +256,20 @@ fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
             } => Some((*id, *offset)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn many_blocks_asked_at_once_all_go_out_one_bulk_frame_at_a_time() {
+    let blocks: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let (mut node, fake, hashes) = holding_one_file("many.bin", &blocks);
+    let want = IWant {
+        folder: folder(),
+        hashes: hashes.clone(),
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+    // Every read is answered before the node runs again: six HEREIS wait at once.
+    let reads = block_reads(&drain(&mut node));
     assert_eq!(reads.len(), 6);
     let mut out = Vec::new();
     for (id, offset) in reads {
@@ -729,20 +733,7 @@ fn a_table_reply_waiting_behind_blocks_goes_out_once_they_have_left() {
         hashes,
     };
     fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
-    let reads: Vec<(weft_engine::RequestId, u64)> = drain(&mut node)
-        .iter()
-        .filter_map(|o| match o {
-            Output::Request {
-                id,
-                request:
-                    HostRequest::Storage {
-                        request: StorageRequest::ReadBlock { offset, .. },
-                        ..
-                    },
-            } => Some((*id, *offset)),
-            _ => None,
-        })
-        .collect();
+    let reads = block_reads(&drain(&mut node));
     assert_eq!(reads.len(), 2);
     for (id, offset) in reads {
         let block = blocks[(offset / 5000) as usize].clone();

@@ -686,6 +686,18 @@ fn storage_is_bounded_per_writer_and_in_total() {
     assert!(c.stored_bytes() > config.stored_bytes_max - 5000);
 }
 
+/// A: the node of `net` (three) holding the most records; M: a peer whose id sits just
+/// below A's (a notifier A takes as its predecessor).
+fn richest_and_below_it(net: &mut Net) -> (usize, ChordPeer) {
+    let a = (0..3)
+        .max_by_key(|&i| net.node(i).records_len())
+        .expect("3 nodes");
+    let a_id = net.peers[a].ring_id();
+    let mut m = peer(250);
+    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
+    (a, m)
+}
+
 /// Issue 14 point 4: a CHORD_NOTIFY from an id ground to sit just below A made A hand over
 /// its keys and delete its copies at once. Now A keeps every copy until the new holder
 /// confirms the handover, and a handover never confirmed loses nothing.
@@ -695,14 +707,8 @@ fn a_ground_notify_keeps_copies_until_the_new_holder_confirms() {
     for n in 0..20u8 {
         assert!(net.request(0, 100 + u64::from(n), put(&[n], b"v")).is_ok());
     }
-    // A: the node holding the most records. M: an id just below A's.
-    let a = (0..3)
-        .max_by_key(|&i| net.node(i).records_len())
-        .expect("3 nodes");
+    let (a, m) = richest_and_below_it(&mut net);
     let held = net.node(a).records_len();
-    let a_id = net.peers[a].ring_id();
-    let mut m = peer(250);
-    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
     let now = net.now;
     net.node(a).handle_message(now, &m, ChordMessage::Notify);
     let mut handover = None;
@@ -766,12 +772,7 @@ fn an_answer_of_the_wrong_kind_does_not_end_a_request() {
     for n in 0..20u8 {
         assert!(net.request(0, 100 + u64::from(n), put(&[n], b"v")).is_ok());
     }
-    let a = (0..3)
-        .max_by_key(|&i| net.node(i).records_len())
-        .expect("3 nodes");
-    let a_id = net.peers[a].ring_id();
-    let mut m = peer(250);
-    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
+    let (a, m) = richest_and_below_it(&mut net);
     net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
         if i != a {
             *c = None;
@@ -1001,13 +1002,8 @@ fn a_large_handover_goes_in_bounded_messages_a_few_at_a_time() {
             "put {n}"
         );
     }
-    let a = (0..3)
-        .max_by_key(|&i| net.node(i).records_len())
-        .expect("3 nodes");
+    let (a, m) = richest_and_below_it(&mut net);
     let held = net.node(a).records_len();
-    let a_id = net.peers[a].ring_id();
-    let mut m = peer(250);
-    m.node.0[..8].copy_from_slice(&a_id.wrapping_sub(1).to_be_bytes());
     net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
         if i != a {
             *c = None;
