@@ -198,7 +198,12 @@ impl DropsProtocol {
         let Some(a) = held.assembly.take() else {
             return Ok(());
         };
-        let whole = check_symlink_chains(&a.files).and_then(|()| a.hasher.finish(manifest));
+        // The root first: it settles a list that is not the signed one at little cost, before
+        // the walk of its symlinks.
+        let whole = a
+            .hasher
+            .finish(manifest)
+            .and_then(|()| check_symlink_chains(&a.files));
         if let Err(error) = whole {
             held.holders.remove(&peer);
             self.metrics.file_lists_refused += 1;
