@@ -8,7 +8,7 @@ use weft_protocol::{
 
 use super::lookup::{Lookup, LookupFor};
 use super::{between, distance, finger_start, in_half_open, Chord, Purpose};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 impl Chord {
     /// Joins the ring through `via`, any member: looks up the owner of `id + 1` there (not
@@ -267,6 +267,12 @@ impl Chord {
         if !self.handovers.is_empty() {
             return;
         }
+        if self
+            .handover_wait
+            .is_some_and(|(until, _, node)| node == pred.node && now < until)
+        {
+            return;
+        }
         self.handover_refused = false;
         let records = self.store.outside(now, pred.ring_id(), self.id);
         let mut chunks = handover_chunks(records);
@@ -287,9 +293,8 @@ impl Chord {
 
     /// The answer to a handover: on `Stored`, drops the records it carried that this node
     /// still does not cover by its own view; otherwise keeps them for a later handover.
-    /// A round whose every message was confirmed is followed at once by the next (the
-    /// records still outside, confirmed ones gone); one with a refusal waits for the next
-    /// check, as an unanswered one does.
+    /// The round ends once every message is answered or timed out
+    /// ([`end_handover_round`](Self::end_handover_round)).
     pub(super) fn handover_answered(&mut self, now: Instant, request: u64, outcome: StoreOutcome) {
         let Some(keys) = self.handovers.remove(&request) else {
             return;
@@ -297,19 +302,42 @@ impl Chord {
         let Some(pred) = self.predecessor.as_ref().map(ChordPeer::ring_id) else {
             return;
         };
-        if outcome != StoreOutcome::Stored {
-            self.handover_refused = true;
-            return;
-        }
-        for (position, key) in keys {
-            if !in_half_open(pred, position, self.id) {
-                self.store.remove(position, &key);
-                self.metrics.records_handover_confirmed += 1;
+        if outcome == StoreOutcome::Stored {
+            for (position, key) in keys {
+                if !in_half_open(pred, position, self.id) {
+                    self.store.remove(position, &key);
+                    self.metrics.records_handover_confirmed += 1;
+                }
             }
+        } else {
+            self.handover_refused = true;
         }
-        if self.handovers.is_empty() && !std::mem::take(&mut self.handover_refused) {
-            self.hand_over_outside(now);
+        if self.handovers.is_empty() {
+            self.end_handover_round(now);
         }
+    }
+
+    /// Every message of the handover round has been answered or has timed out. A round
+    /// whose every message was confirmed is followed at once by the next (the records still
+    /// outside, confirmed ones gone). After a refusal or a timeout the next round to the
+    /// same predecessor waits [`HANDOVER_BACKOFF_MIN`], then twice as long after each such
+    /// round, up to [`HANDOVER_BACKOFF_MAX`]: a predecessor that refuses at once (one that is
+    /// full, or a node ground to sit below this one) had the whole store sent again at every
+    /// check, once a second.
+    pub(super) fn end_handover_round(&mut self, now: Instant) {
+        let refused = std::mem::take(&mut self.handover_refused);
+        let Some(pred) = self.predecessor.as_ref().map(|p| p.node) else {
+            return;
+        };
+        if !refused {
+            self.handover_wait = None;
+            return self.hand_over_outside(now);
+        }
+        let backoff = match self.handover_wait {
+            Some((_, last, node)) if node == pred => (last + last).min(HANDOVER_BACKOFF_MAX),
+            _ => HANDOVER_BACKOFF_MIN,
+        };
+        self.handover_wait = Some((now + backoff, backoff, pred));
     }
 
     /// Sends every record to `to` (a graceful leave: no confirmation is awaited).
@@ -367,6 +395,13 @@ pub(super) const HANDOVER_BYTES_MAX: usize = 1024 * 1024;
 /// predecessor, not the whole store (up to `stored_bytes_max`, 128 MiB, past the send
 /// queue's bound: the predecessor was closed as slow at every round).
 pub(super) const HANDOVER_CHUNKS_PER_ROUND: usize = 4;
+
+/// The wait before the next handover round to a predecessor after one it refused or left
+/// unanswered; it doubles after each such round, up to [`HANDOVER_BACKOFF_MAX`].
+pub(super) const HANDOVER_BACKOFF_MIN: Duration = Duration::from_secs(2);
+
+/// The longest wait between handover rounds to a predecessor that keeps refusing.
+pub(super) const HANDOVER_BACKOFF_MAX: Duration = Duration::from_secs(64);
 
 /// Records a leaving node hands its successor, bytes at most (by [`record_bytes_max`]): half
 /// the default send queue bound, so they arrive.

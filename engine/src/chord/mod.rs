@@ -45,7 +45,7 @@ pub use types::{
 };
 
 use crate::identity::{verify_signature, Identity};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// Ring fingers: one per bit of the identifier.
 const FINGERS: usize = 64;
@@ -69,6 +69,9 @@ pub struct Chord {
     /// A message of the handover round in flight was refused or went unanswered: the next
     /// round waits for the next check, not the round's last confirmation.
     handover_refused: bool,
+    /// After a round refused or unanswered: no round to that predecessor before this time,
+    /// and the wait it was given (it doubles).
+    handover_wait: Option<(Instant, Duration, NodeId)>,
     config: ChordConfig,
     rng: ChaCha8Rng,
     /// Nearest first; `[me]` when alone. Never empty: every assignment goes through
@@ -124,6 +127,7 @@ impl Chord {
             wall_clock: None,
             handovers: BTreeMap::new(),
             handover_refused: false,
+            handover_wait: None,
             rng: ChaCha8Rng::from_seed(s),
             config,
             predecessor: None,

@@ -161,9 +161,9 @@ impl Chord {
             // Unconfirmed: the records stay here and go again at a later check.
             Purpose::Handover => {
                 self.handovers.remove(&request);
-                // The round's other messages confirmed do not start the next at once.
-                if !self.handovers.is_empty() {
-                    self.handover_refused = true;
+                self.handover_refused = true;
+                if self.handovers.is_empty() {
+                    self.end_handover_round(now);
                 }
             }
             Purpose::Store { op, slot } | Purpose::Fetch { op, slot } => {

@@ -1582,3 +1582,46 @@ fn a_leave_hands_over_at_most_its_bound() {
     );
     assert!(sent.iter().zip(&records).all(|(a, b)| *a == b), "in order");
 }
+
+/// A predecessor that refuses every handover at once (full, or a node ground to sit just
+/// below this one) gets the next round after a wait that doubles each time: it had the whole
+/// store sent again at every check, once a second.
+#[test]
+fn handovers_refused_again_and_again_back_off() {
+    let mut net = joined(3);
+    for n in 0..20u8 {
+        assert!(net.request(0, 100 + u64::from(n), put(&[n], b"v")).is_ok());
+    }
+    let (a, m) = richest_and_below_it(&mut net);
+    net.nodes.iter_mut().enumerate().for_each(|(i, c)| {
+        if i != a {
+            *c = None;
+        }
+    });
+    let mut rounds = 0;
+    for _ in 0..60 {
+        let now = net.now;
+        net.node(a).handle_message(now, &m, ChordMessage::Notify);
+        net.node(a).handle_timeout(now);
+        let sent: Vec<u64> = std::iter::from_fn(|| net.node(a).poll_output())
+            .filter_map(|o| match o {
+                ChordOutput::Send {
+                    msg: ChordMessage::Handover(h),
+                    ..
+                } => Some(h.request),
+                _ => None,
+            })
+            .collect();
+        rounds += usize::from(!sent.is_empty());
+        for request in sent {
+            let full = ChordMessage::Stored(weft_protocol::ChordStored {
+                request,
+                outcome: StoreOutcome::StoreFull,
+            });
+            net.node(a).handle_message(now, &m, full);
+        }
+        net.now = net.now + Duration::from_millis(1000);
+    }
+    // 60 s of checks: rounds at about 0, 2, 6, 14, 30 and 62 s.
+    assert!((2..=6).contains(&rounds), "{rounds} rounds in 60 s");
+}
