@@ -15,8 +15,8 @@ mod protocol;
 mod tracker;
 
 pub use chain::{Chain, Offer, DROP_VERSIONS_MAX, DROP_WAITING_MAX};
-pub use protocol::DROP_SYNC_INTERVAL;
 pub(crate) use protocol::{drop_files, DropsProtocol};
+pub use protocol::{DROP_LOOKUP_BACKOFF_MAX, DROP_SYNC_INTERVAL};
 pub use tracker::{DropTracker, DROP_HOLDERS_DIALED_MAX};
 
 use weft_protocol::{DropError, DropFile, DropId, FileKind, NodeId, PublicKey, VersionId};

@@ -86,6 +86,11 @@ struct Held {
     tracker: DropTracker,
     /// The owners in force the folder's gate was last given by (`Chain::owners`).
     gate_owners: Option<weft_protocol::DropOwners>,
+    /// No holder lookup before this (none: at the next sync), and the wait after the next
+    /// one: it doubles with each lookup while no holder links, from [`DROP_SYNC_INTERVAL`]
+    /// up to [`DROP_LOOKUP_BACKOFF_MAX`].
+    next_lookup: Option<Instant>,
+    lookup_backoff: Duration,
 }
 
 impl Held {
@@ -100,6 +105,8 @@ impl Held {
             assembly: None,
             tracker: DropTracker::default(),
             gate_owners: None,
+            next_lookup: None,
+            lookup_backoff: DROP_SYNC_INTERVAL,
         }
     }
 
@@ -109,6 +116,9 @@ impl Held {
     fn add_holder(&mut self, peer: NodeId, linked: &BTreeSet<NodeId>) {
         if linked.contains(&peer) {
             self.holders.insert(peer);
+            // A holder found: should all go again, the next lookup is at the next sync.
+            self.next_lookup = None;
+            self.lookup_backoff = DROP_SYNC_INTERVAL;
         }
     }
 
@@ -142,6 +152,11 @@ impl TimerName for DropsTimer {
 /// again for a file list it still lacks (SPEC.md §24.6): pushes lost with a link or a crash
 /// are made up for by then.
 pub const DROP_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest wait between two lookups of a drop's holders while none links: the wait
+/// starts at [`DROP_SYNC_INTERVAL`] and doubles with each lookup (a subscriber whose holders
+/// are all away looked them up, and dialed them, every 5 s for good).
+pub const DROP_LOOKUP_BACKOFF_MAX: Duration = Duration::from_secs(320);
 
 /// [`HOLDER_REANNOUNCE`] (150 s) as the engine's duration: the `Announce` timer's period.
 const REANNOUNCE: Duration = Duration::from_millis(HOLDER_REANNOUNCE.as_millis() as u64);
@@ -346,7 +361,9 @@ impl DropsProtocol {
         let needing: Vec<DropId> = self
             .drops
             .iter()
-            .filter(|(_, h)| h.needs_holders(&self.linked))
+            .filter(|(_, h)| {
+                h.needs_holders(&self.linked) && h.next_lookup.is_none_or(|at| now >= at)
+            })
             .map(|(d, _)| *d)
             .collect();
         for drop in needing {

@@ -1220,3 +1220,33 @@ fn heads_name_the_owners_in_force_first() {
         "the primary's newest is named"
     );
 }
+
+/// While no holder links, the lookups of a drop's holders back off: each waits twice as long
+/// as the one before, up to `DROP_LOOKUP_BACKOFF_MAX` (a subscriber whose holders are all
+/// away looked them up, and dialed them, every 5 s for good); a holder that links starts
+/// them over.
+#[test]
+fn holder_lookups_back_off_while_none_links() {
+    let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
+    let drop = owner_drop();
+    h.command(DropsCommand::Subscribe { drop });
+    let get = ChordRequest::Get {
+        key: holders_key(&drop.0),
+    };
+    let mut lookups = 0;
+    let mut answer_lookups = |h: &mut Harness| {
+        for c in chord_commands(&h.outputs()) {
+            if c.op == get {
+                lookups += 1;
+                h.answer(c.request, Ok(ChordResult::Get { values: vec![] }));
+            }
+        }
+    };
+    answer_lookups(&mut h);
+    for _ in 0..12 {
+        h.advance(DROP_SYNC_INTERVAL);
+        answer_lookups(&mut h);
+    }
+    // 60 s: at the subscribe, then 5, 15 and 35 s after it.
+    assert_eq!(lookups, 4);
+}

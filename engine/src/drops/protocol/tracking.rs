@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use weft_protocol::{DropId, NodeId};
 
-use super::{DropsProtocol, Held};
+use super::{DropsProtocol, Held, DROP_LOOKUP_BACKOFF_MAX};
 use crate::chord::{ChordError, ChordResult};
 use crate::drops::tracker::{self, Ask, Skip};
 use crate::io::Command;
@@ -81,6 +81,9 @@ impl DropsProtocol {
         let Some(held) = self.drops.get_mut(&drop) else {
             return;
         };
+        held.next_lookup = Some(self.now + held.lookup_backoff);
+        held.lookup_backoff =
+            (held.lookup_backoff + held.lookup_backoff).min(DROP_LOOKUP_BACKOFF_MAX);
         held.tracker.lookups += 1;
         self.metrics.tracker_lookups += 1;
         let command = self.tracker.lookup(drop);
