@@ -1047,3 +1047,28 @@ fn connections_that_send_no_whole_header_are_closed_and_free_the_pages_slots() {
         );
     }
 }
+
+/// An answer to a connection that did not show the token (the page's own files, anyone's to
+/// fetch, and refusals) closes it: connections that kept asking for the page's files held
+/// every one of its slots, for good, without the token.
+#[test]
+fn answers_without_the_token_close_their_connection() {
+    use std::io::Read;
+    let (dir, net) = scratch("ui-close");
+    let node = NodeProc::start(dir.path(), &net, "n", "mio", "127.0.0.1:0", &[]);
+    let ui = UiProc::start(&node);
+    let port = ui.page.port;
+    for path in ["/style.css", "/", "/api/state"] {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("a timeout");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut all = Vec::new();
+        let end = stream.read_to_end(&mut all);
+        assert!(end.is_ok(), "{path}: still open: {end:?}");
+        let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+        assert!(text.contains("connection: close"), "{path}");
+    }
+}

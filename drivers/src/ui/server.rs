@@ -395,13 +395,13 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     let headers = request.headers();
     let host = header(headers, "host").unwrap_or_default();
     let reads = request.method() == Method::GET || request.method() == Method::HEAD;
+    let authorized = auth::bearer_token(header(headers, "authorization"))
+        .is_some_and(|t| shared.token.matches(t));
     let refusal = if !auth::host_allowed(host, shared.port) {
         Some("foreign Host header")
     } else if reads && PUBLIC_PATHS.contains(&request.uri().path()) {
         None
-    } else if !auth::bearer_token(header(headers, "authorization"))
-        .is_some_and(|t| shared.token.matches(t))
-    {
+    } else if !authorized {
         Some("no valid token")
     } else if !reads {
         auth::cross_site(
@@ -421,6 +421,12 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         // Fixed lowercase names and visible ASCII values, which `insert` and `from_static`
         // accept (a unit test checks each).
         out.insert(name, HeaderValue::from_static(value));
+    }
+    // A connection that did not show the token is closed after its answer: anyone on this
+    // machine may fetch the page's files, and connections that kept asking for them held
+    // every one of the page's slots, for good, without it.
+    if !authorized {
+        out.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
