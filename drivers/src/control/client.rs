@@ -38,7 +38,13 @@ fn connect(path: &Path, request: &ControlRequest) -> Result<UnixStream, ControlE
     })?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    match stream.write_all(&line) {
+        Ok(()) => {}
+        // The node answered before it had read the whole line (a request it refuses, a
+        // large one while others are read) and closed: its answer is there to read.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(ControlError::Io(e)),
+    }
     Ok(stream)
 }
 
@@ -172,4 +178,37 @@ pub fn run(path: &Path, request: &ControlRequest) -> Result<RunClient, ControlEr
         writer,
         line: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A node that answers a request before reading all of it (a refusal) and closes: the
+    /// command reads the answer, where the write's broken pipe was all it said.
+    #[test]
+    fn an_answer_given_before_the_request_was_read_is_read() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let node = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut some = [0u8; 1024];
+            let _ = stream.read(&mut some);
+            let refusal = ControlReply::Error("busy: try again".into());
+            let mut line = serde_json::to_vec(&refusal).expect("encodes");
+            line.push(b'\n');
+            stream.write_all(&line).expect("the answer");
+        });
+        let big = ControlRequest::Send {
+            message: "x".repeat(8 << 20),
+        };
+        let answer = request(&path, &big);
+        node.join().expect("the node");
+        assert!(
+            matches!(&answer, Err(ControlError::Refused(why)) if why.contains("try again")),
+            "{answer:?}"
+        );
+    }
 }

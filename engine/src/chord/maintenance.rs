@@ -274,6 +274,8 @@ impl Chord {
             return;
         }
         self.handover_refused = false;
+        self.handover_confirmed = false;
+        self.handover_to = Some(pred.node);
         let records = self.store.outside(now, pred.ring_id(), self.id);
         let mut chunks = handover_chunks(records);
         // A round sends at most this many; the rest go once these are confirmed.
@@ -303,6 +305,7 @@ impl Chord {
             return;
         };
         if outcome == StoreOutcome::Stored {
+            self.handover_confirmed = true;
             for (position, key) in keys {
                 if !in_half_open(pred, position, self.id) {
                     self.store.remove(position, &key);
@@ -319,25 +322,32 @@ impl Chord {
 
     /// Every message of the handover round has been answered or has timed out. A round
     /// whose every message was confirmed is followed at once by the next (the records still
-    /// outside, confirmed ones gone). After a refusal or a timeout the next round to the
-    /// same predecessor waits [`HANDOVER_BACKOFF_MIN`], then twice as long after each such
-    /// round, up to [`HANDOVER_BACKOFF_MAX`]: a predecessor that refuses at once (one that is
+    /// outside, confirmed ones gone); one with a refusal or a timeout among confirmations, at
+    /// the next check. A round that confirmed nothing makes the next round to the node it
+    /// went to wait [`HANDOVER_BACKOFF_MIN`], then twice as long after each such round, up to
+    /// [`HANDOVER_BACKOFF_MAX`]: a predecessor that refuses everything at once (one that is
     /// full, or a node ground to sit below this one) had the whole store sent again at every
     /// check, once a second.
     pub(super) fn end_handover_round(&mut self, now: Instant) {
         let refused = std::mem::take(&mut self.handover_refused);
-        let Some(pred) = self.predecessor.as_ref().map(|p| p.node) else {
+        let confirmed = std::mem::take(&mut self.handover_confirmed);
+        let Some(to) = self.handover_to.take() else {
             return;
         };
-        if !refused {
+        if confirmed || !refused {
             self.handover_wait = None;
+        }
+        if !refused {
             return self.hand_over_outside(now);
         }
+        if confirmed {
+            return;
+        }
         let backoff = match self.handover_wait {
-            Some((_, last, node)) if node == pred => (last + last).min(HANDOVER_BACKOFF_MAX),
+            Some((_, last, node)) if node == to => (last + last).min(HANDOVER_BACKOFF_MAX),
             _ => HANDOVER_BACKOFF_MIN,
         };
-        self.handover_wait = Some((now + backoff, backoff, pred));
+        self.handover_wait = Some((now + backoff, backoff, to));
     }
 
     /// Sends every record to `to` (a graceful leave: no confirmation is awaited).

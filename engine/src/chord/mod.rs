@@ -72,6 +72,10 @@ pub struct Chord {
     /// After a round refused or unanswered: no round to that predecessor before this time,
     /// and the wait it was given (it doubles).
     handover_wait: Option<(Instant, Duration, NodeId)>,
+    /// The node the handover round in flight went to, and whether any of its messages was
+    /// confirmed.
+    handover_to: Option<NodeId>,
+    handover_confirmed: bool,
     config: ChordConfig,
     rng: ChaCha8Rng,
     /// Nearest first; `[me]` when alone. Never empty: every assignment goes through
@@ -128,6 +132,8 @@ impl Chord {
             handovers: BTreeMap::new(),
             handover_refused: false,
             handover_wait: None,
+            handover_to: None,
+            handover_confirmed: false,
             rng: ChaCha8Rng::from_seed(s),
             config,
             predecessor: None,

@@ -1224,7 +1224,7 @@ fn heads_name_the_owners_in_force_first() {
 /// While no holder links, the lookups of a drop's holders back off: each waits twice as long
 /// as the one before, up to `DROP_LOOKUP_BACKOFF_MAX` (a subscriber whose holders are all
 /// away looked them up, and dialed them, every 5 s for good); a holder that links starts
-/// them over.
+/// them over, and a lookup the ring could not answer does not lengthen the wait.
 #[test]
 fn holder_lookups_back_off_while_none_links() {
     let mut h = Harness::new(Some(WALL_MS), "192.0.2.7:7000");
@@ -1233,20 +1233,49 @@ fn holder_lookups_back_off_while_none_links() {
     let get = ChordRequest::Get {
         key: holders_key(&drop.0),
     };
-    let mut lookups = 0;
-    let mut answer_lookups = |h: &mut Harness| {
-        for c in chord_commands(&h.outputs()) {
-            if c.op == get {
-                lookups += 1;
-                h.answer(c.request, Ok(ChordResult::Get { values: vec![] }));
-            }
+    // The lookups among the outputs, each answered `answer`; how many.
+    let lookups = |h: &mut Harness, answer: Result<ChordResult, ChordError>| {
+        let asked: Vec<u64> = chord_commands(&h.outputs())
+            .into_iter()
+            .filter(|c| c.op == get)
+            .map(|c| c.request)
+            .collect();
+        for request in &asked {
+            h.answer(*request, answer.clone());
         }
+        asked.len()
     };
-    answer_lookups(&mut h);
+    let none = || Ok(ChordResult::Get { values: vec![] });
+    let mut made = lookups(&mut h, none());
     for _ in 0..12 {
         h.advance(DROP_SYNC_INTERVAL);
-        answer_lookups(&mut h);
+        made += lookups(&mut h, none());
     }
     // 60 s: at the subscribe, then 5, 15 and 35 s after it.
-    assert_eq!(lookups, 4);
+    assert_eq!(made, 4);
+    // A holder links, and goes: the lookups start over, at the next sync.
+    let owner_peer = peer_of(&Identity::from_secret(&OWNER));
+    h.link(&owner_peer);
+    let heads = DropMessage::Heads(weft_protocol::DropHeads {
+        drop,
+        heads: vec![],
+    });
+    h.message(&owner_peer, heads).expect("heads");
+    h.unlink(&owner_peer);
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(
+        lookups(&mut h, Err(ChordError::Timeout)),
+        1,
+        "at the next sync"
+    );
+    // Lookups the ring could not answer do not lengthen the wait: each is made again at the
+    // next sync.
+    for _ in 0..3 {
+        h.advance(DROP_SYNC_INTERVAL);
+        assert_eq!(
+            lookups(&mut h, Err(ChordError::Timeout)),
+            1,
+            "again at the next sync"
+        );
+    }
 }

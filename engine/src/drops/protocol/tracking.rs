@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 
 use weft_protocol::{DropId, NodeId};
 
-use super::{DropsProtocol, Held, DROP_LOOKUP_BACKOFF_MAX};
+use super::{DropsProtocol, Held, DROP_LOOKUP_BACKOFF_MAX, DROP_SYNC_INTERVAL};
 use crate::chord::{ChordError, ChordResult};
 use crate::drops::tracker::{self, Ask, Skip};
 use crate::io::Command;
 use crate::machine::{Context, ProtocolOutput};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 impl DropsProtocol {
     /// Whether this node holds `held` for the tracker: it created it, or it accepted a
@@ -134,9 +134,17 @@ impl DropsProtocol {
                     held.tracker.holders_dialed += dialed;
                 }
             }
-            // A lookup that failed (or any other answer) is made again at the next sync
-            // while the subscription still needs holders.
-            (Ask::Lookup(_), _) => {}
+            // A lookup that failed (a node not on the ring yet, a ring that is down) is made
+            // again at the next sync while the subscription still needs holders, and does not
+            // lengthen the wait: only a lookup the ring answered does.
+            (Ask::Lookup(drop), _) => {
+                if let Some(held) = self.drops.get_mut(&drop) {
+                    held.next_lookup = None;
+                    held.lookup_backoff =
+                        Duration::from_millis(held.lookup_backoff.as_millis() / 2)
+                            .max(DROP_SYNC_INTERVAL);
+                }
+            }
         }
     }
 
