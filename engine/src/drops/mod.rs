@@ -187,26 +187,21 @@ pub struct DropsMetrics {
 /// text; through another link (`a/up -> ../..`, then `x -> a/up/../..`) it could lead out
 /// of it, for any program that follows them (weft follows none).
 pub(crate) fn check_symlink_chains(files: &[DropFile]) -> Result<(), DropError> {
-    let links: std::collections::BTreeSet<&str> = files
-        .iter()
-        .filter(|f| f.kind == FileKind::Symlink)
-        .map(|f| f.path.as_str())
-        .collect();
+    let links = LinkTree::of(files);
     if links.is_empty() {
         return Ok(());
     }
     for f in files.iter().filter(|f| f.kind == FileKind::Symlink) {
         let Some(target) = &f.target else { continue };
-        // The link's directory, then the target's components, as a path is walked: the path
-        // so far kept as one string, with where each component starts (joining the
-        // components again at each step cost a 2,048-component path some 2 million
-        // component copies per link).
+        // The link's directory, then the target's components, as a path is walked, by the
+        // tree of the links' paths: each step costs its component alone (comparing the whole
+        // path so far with the links' paths, or joining it again, cost a 2,048-component
+        // path millions of component copies per link).
         let mut walk = Walk::default();
         let mut through_a_link = false;
         let dir = f.path.rsplit_once('/').map_or("", |(dir, _)| dir);
         for part in dir.split('/').filter(|p| !p.is_empty()) {
-            walk.push(part);
-            through_a_link |= links.contains(walk.path.as_str());
+            through_a_link |= walk.push(&links, part);
         }
         for part in target.split('/') {
             match part {
@@ -218,38 +213,73 @@ pub(crate) fn check_symlink_chains(files: &[DropFile]) -> Result<(), DropError> 
                     });
                 }
                 ".." => walk.pop(),
-                name => {
-                    walk.push(name);
-                    through_a_link |= links.contains(walk.path.as_str());
-                }
+                name => through_a_link |= walk.push(&links, name),
             }
         }
     }
     Ok(())
 }
 
-/// A path walked one component at a time ([`check_symlink_chains`]).
+/// The paths of a list's symlinks as a tree of components: node 0 is the root; each edge is
+/// (parent node, component); a node is marked where a link's path ends.
+#[derive(Default)]
+struct LinkTree<'a> {
+    edges: std::collections::BTreeMap<(u32, &'a str), u32>,
+    is_link: Vec<bool>,
+}
+
+impl<'a> LinkTree<'a> {
+    fn of(files: &'a [DropFile]) -> LinkTree<'a> {
+        let mut tree = LinkTree {
+            edges: std::collections::BTreeMap::new(),
+            is_link: vec![false],
+        };
+        for f in files.iter().filter(|f| f.kind == FileKind::Symlink) {
+            let mut at = 0u32;
+            for part in f.path.split('/') {
+                let next = tree.is_link.len() as u32;
+                at = *tree.edges.entry((at, part)).or_insert(next);
+                if at == next {
+                    tree.is_link.push(false);
+                }
+            }
+            tree.is_link[at as usize] = true;
+        }
+        tree
+    }
+
+    fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// The node under `at` along `part`, if the tree has it.
+    fn child(&self, at: u32, part: &str) -> Option<u32> {
+        self.edges.get(&(at, part)).copied()
+    }
+}
+
+/// A path walked one component at a time ([`check_symlink_chains`]): where each step left it
+/// in the links' tree (`None`: off it, as is everything below).
 #[derive(Default)]
 struct Walk {
-    path: String,
-    /// Where each component's text (its `/` included) starts in `path`.
-    starts: Vec<usize>,
+    at: Vec<Option<u32>>,
 }
 
 impl Walk {
-    fn push(&mut self, name: &str) {
-        self.starts.push(self.path.len());
-        if !self.path.is_empty() {
-            self.path.push('/');
-        }
-        self.path.push_str(name);
+    /// Down into `name`; whether the path so far is a link's.
+    fn push(&mut self, links: &LinkTree<'_>, name: &str) -> bool {
+        let here = match self.at.last() {
+            None => Some(0),
+            Some(here) => *here,
+        };
+        let next = here.and_then(|h| links.child(h, name));
+        self.at.push(next);
+        next.is_some_and(|n| links.is_link[n as usize])
     }
 
     /// Up one component (nothing at the root).
     fn pop(&mut self) {
-        if let Some(start) = self.starts.pop() {
-            self.path.truncate(start);
-        }
+        self.at.pop();
     }
 }
 
