@@ -126,6 +126,18 @@ fn copy_path(path: &str, by_high: u64, counter: u64) -> String {
     // Cut: `~` and 8 hex digits of the whole name's hash follow what is kept of the stem,
     // so two long names that share their start get two copies.
     let mark = format!("~{}", &blake3::hash(name.as_bytes()).to_hex()[..8]);
+    if mark.len() + tag.len() > budget {
+        // No room even for the mark and the tag beside the directory (a path near
+        // `PATH_BYTES_MAX`): the copy goes to the folder's root, named by the whole path's
+        // hash (a copy past the bound was never announced, nor could a host write it).
+        let mark = format!("~{}", &blake3::hash(path.as_bytes()).to_hex()[..8]);
+        let ext = if mark.len() + tag.len() + ext.len() <= COMPONENT_BYTES_MAX {
+            ext
+        } else {
+            ""
+        };
+        return format!("{mark}{tag}{ext}");
+    }
     if mark.len() + tag.len() + ext.len() >= budget {
         ext = "";
     }
@@ -399,5 +411,18 @@ mod tests {
         let deep = format!("{}/{}", "d".repeat(PATH_BYTES_MAX - 40), "file-name-here");
         let copy = conflict_copy_path(&deep, &r(&deep));
         assert!(copy.len() <= PATH_BYTES_MAX, "{}", copy.len());
+        // Deeper still, with no room beside the directory even for the mark and the tag:
+        // the copy goes to the root, a valid path, and is still known as the path's copy.
+        let dirs = vec!["d".repeat(COMPONENT_BYTES_MAX); 15].join("/");
+        let deepest = format!("{dirs}/{}/x.txt", "e".repeat(250));
+        assert!(deepest.len() <= PATH_BYTES_MAX);
+        assert_eq!(super::super::paths::check_path(&deepest), Ok(()));
+        let copy = conflict_copy_path(&deepest, &r(&deepest));
+        assert_eq!(super::super::paths::check_path(&copy), Ok(()), "{copy}");
+        assert!(
+            !copy.contains('/') && copy.ends_with(".conflict-1a2b3c4d-3.txt"),
+            "{copy}"
+        );
+        assert!(is_conflict_copy_of(&deepest, &copy));
     }
 }
