@@ -407,21 +407,31 @@ fn the_page_follows_three_nodes_live_and_its_buttons_act() {
     });
     shoot(&browser, "folder-transfer-paused", "#folder");
     drop(frozen);
-    // Moving again: the page gives its rate and the time left.
+    // Moving again, a little at a time (the sources run 100 ms in every 600 ms), so the page,
+    // which asks every 500 ms, sees it in progress and gives its rate and the time left: let
+    // go at once, the rest could all come between two of its asks, and the rate was never
+    // shown (a flake of this test).
     let mut rate_seen = false;
-    browser.wait_for("the file is complete at a", PAGE_WAIT, |br| {
-        let rate = br.text_of(&format!("{row} .rate"));
-        if !rate_seen && rate.ends_with("/s") {
-            let eta = br.text_of(&format!("{row} .eta"));
+    let deadline = Instant::now() + PAGE_WAIT;
+    while !rate_seen && Instant::now() < deadline && browser.find(row).is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        let pause = Frozen::freeze(vec![&b, &c]);
+        std::thread::sleep(Duration::from_millis(500));
+        let rate = browser.text_of(&format!("{row} .rate"));
+        if rate.ends_with("/s") {
+            let eta = browser.text_of(&format!("{row} .eta"));
             assert!(eta.ends_with('s') || eta.contains('m'), "time left {eta:?}");
             rate_seen = true;
-            shoot(br, "folder-transfer", "#folder");
+            shoot(&browser, "folder-transfer", "#folder");
         }
+        drop(pause);
+    }
+    assert!(rate_seen, "the transfer's rate was never shown");
+    browser.wait_for("the file is complete at a", PAGE_WAIT, |br| {
         let done = "#folders table.files tr[data-path='from-c/big.bin'][data-state=synced]";
         br.find(done)?;
         br.find(row).is_none().then_some(())
     });
-    assert!(rate_seen, "the transfer's rate was never shown");
     assert!(read(&da.join("from-c/big.bin")) == big, "a's copy differs");
 
     // A write that fails at a shows in its errors; once it can land, it does.
