@@ -686,6 +686,19 @@ fn storage_is_bounded_per_writer_and_in_total() {
     assert!(c.stored_bytes() > config.stored_bytes_max - 5000);
 }
 
+/// The request numbers of the CHORD_HANDOVERs among `c`'s outputs, which it drains.
+fn handovers_sent(c: &mut Chord) -> Vec<u64> {
+    std::iter::from_fn(|| c.poll_output())
+        .filter_map(|o| match o {
+            ChordOutput::Send {
+                msg: ChordMessage::Handover(h),
+                ..
+            } => Some(h.request),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A: the node of `net` (three) holding the most records; M: a peer whose id sits just
 /// below A's (a notifier A takes as its predecessor).
 fn richest_and_below_it(net: &mut Net) -> (usize, ChordPeer) {
@@ -778,22 +791,9 @@ fn an_answer_of_the_wrong_kind_does_not_end_a_request() {
             *c = None;
         }
     });
-    let handovers = |net: &mut Net| {
-        let mut requests = Vec::new();
-        while let Some(out) = net.node(a).poll_output() {
-            if let ChordOutput::Send {
-                msg: ChordMessage::Handover(h),
-                ..
-            } = out
-            {
-                requests.push(h.request);
-            }
-        }
-        requests
-    };
     let now = net.now;
     net.node(a).handle_message(now, &m, ChordMessage::Notify);
-    let first = handovers(&mut net);
+    let first = handovers_sent(net.node(a));
     assert!(!first.is_empty(), "A hands its keys to the notifier");
     for request in &first {
         let found = ChordMessage::Found(weft_protocol::ChordFound {
@@ -811,7 +811,7 @@ fn an_answer_of_the_wrong_kind_does_not_end_a_request() {
         // M stays A's predecessor (it notifies again).
         net.node(a).handle_message(now, &m, ChordMessage::Notify);
         again.extend(
-            handovers(&mut net)
+            handovers_sent(net.node(a))
                 .into_iter()
                 .filter(|r| !first.contains(r)),
         );
@@ -1603,15 +1603,7 @@ fn handovers_refused_again_and_again_back_off() {
         let now = net.now;
         net.node(a).handle_message(now, &m, ChordMessage::Notify);
         net.node(a).handle_timeout(now);
-        let sent: Vec<u64> = std::iter::from_fn(|| net.node(a).poll_output())
-            .filter_map(|o| match o {
-                ChordOutput::Send {
-                    msg: ChordMessage::Handover(h),
-                    ..
-                } => Some(h.request),
-                _ => None,
-            })
-            .collect();
+        let sent = handovers_sent(net.node(a));
         rounds += usize::from(!sent.is_empty());
         for request in sent {
             let full = ChordMessage::Stored(weft_protocol::ChordStored {
@@ -1649,15 +1641,7 @@ fn a_round_partly_confirmed_does_not_back_off() {
     });
     let now = net.now;
     net.node(a).handle_message(now, &m, ChordMessage::Notify);
-    let sent: Vec<u64> = std::iter::from_fn(|| net.node(a).poll_output())
-        .filter_map(|o| match o {
-            ChordOutput::Send {
-                msg: ChordMessage::Handover(h),
-                ..
-            } => Some(h.request),
-            _ => None,
-        })
-        .collect();
+    let sent = handovers_sent(net.node(a));
     assert!(sent.len() > 1, "a round of several messages");
     // The first refused, the others confirmed.
     for (k, request) in sent.into_iter().enumerate() {
@@ -1677,15 +1661,7 @@ fn a_round_partly_confirmed_does_not_back_off() {
     std::iter::from_fn(|| net.node(a).poll_output()).for_each(drop);
     let later = now + Duration::from_millis(2000);
     net.node(a).handle_timeout(later);
-    let sent: Vec<u64> = std::iter::from_fn(|| net.node(a).poll_output())
-        .filter_map(|o| match o {
-            ChordOutput::Send {
-                msg: ChordMessage::Handover(h),
-                ..
-            } => Some(h.request),
-            _ => None,
-        })
-        .collect();
+    let sent = handovers_sent(net.node(a));
     assert!(!sent.is_empty(), "the next round at the next check");
     for request in sent {
         let outcome = StoreOutcome::WriterFull;
