@@ -11,8 +11,8 @@ pub const P2PT_LEASE_S: u64 = 3600;
 /// Keys the table holds at most; a write of a new key past it is dropped (and counted).
 pub const P2PT_TABLE_KEYS_MAX: usize = 65_536;
 
-/// Bytes the table's keys and values take at most, each value counted as its msgpack bytes
-/// plus [`P2PT_VALUE_NODE_BYTES`] for each value in it (a nil is one byte on the wire and a
+/// Bytes the table's keys, values and owners take at most, each value counted as its msgpack
+/// bytes plus [`P2PT_VALUE_NODE_BYTES`] for each value in it (a nil is one byte on the wire and a
 /// whole `Value` in memory: counting the wire alone, a table at this limit could hold 40
 /// times as much).
 pub const P2PT_TABLE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -67,9 +67,10 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// What `key` and its value `v` count against [`P2PT_TABLE_BYTES_MAX`].
-fn size(key: &[u8], v: &Value) -> usize {
-    key.len() + encoded(v).len() + nodes(v) * P2PT_VALUE_NODE_BYTES
+/// What `key` and its entry `e` count against [`P2PT_TABLE_BYTES_MAX`]: the owner too, which
+/// a peer names (a store's fourth element, or its sender) and the entry keeps.
+fn size(key: &[u8], e: &P2ptEntry) -> usize {
+    key.len() + e.owner.len() + encoded(&e.value).len() + nodes(&e.value) * P2PT_VALUE_NODE_BYTES
 }
 
 /// `v` as msgpack.
@@ -135,7 +136,7 @@ impl SyncTable {
         self.check_lease(&key, &owner, timestamp, false, leasing, now_s)?;
         if value.is_nil() {
             let old = self.entries.remove(&key).ok_or(NotApplied::Nothing)?;
-            self.bytes -= size(&key, &old.value);
+            self.bytes -= size(&key, &old);
             return Ok(());
         }
         self.put(
@@ -213,8 +214,8 @@ impl SyncTable {
     }
 
     fn put(&mut self, key: Vec<u8>, entry: P2ptEntry) -> Result<(), NotApplied> {
-        let new = size(&key, &entry.value);
-        let old = self.entries.get(&key).map(|e| size(&key, &e.value));
+        let new = size(&key, &entry);
+        let old = self.entries.get(&key).map(|e| size(&key, e));
         let is_new = old.is_none();
         let bytes = self.bytes - old.unwrap_or(0) + new;
         if (is_new && self.entries.len() >= P2PT_TABLE_KEYS_MAX) || bytes > P2PT_TABLE_BYTES_MAX {
@@ -365,7 +366,14 @@ mod tests {
         let mut t = SyncTable::default();
         // 65,000 nils: 65 KiB of msgpack, about 2 MiB of values in memory.
         let nils = Value::Array(vec![Value::Nil; 65_000]);
-        let per_key = size(b"k00000", &nils);
+        let per_key = size(
+            b"k00000",
+            &P2ptEntry {
+                value: nils.clone(),
+                owner: b"A".to_vec(),
+                timestamp: 1,
+            },
+        );
         assert!(per_key > 65_000 * P2PT_VALUE_NODE_BYTES, "{per_key}");
         let mut stored = 0;
         for i in 0..P2PT_TABLE_KEYS_MAX {
@@ -381,6 +389,27 @@ mod tests {
         // Counted by the wire alone, all 1,033 writes of 64 MiB would have been stored.
         assert_eq!(stored, P2PT_TABLE_BYTES_MAX / per_key);
         assert!(stored < 40, "{stored}");
+    }
+
+    #[test]
+    fn the_bound_counts_the_owner_a_peer_names() {
+        // A one-byte value under a 1 MiB owner (a store's fourth element, or its sender):
+        // counted by key and value alone, 65,536 such writes would hold 64 GiB of owners.
+        let mut t = SyncTable::default();
+        let owner = vec![b'o'; 1024 * 1024];
+        let mut stored = 0;
+        for i in 0..P2PT_TABLE_KEYS_MAX {
+            let key = format!("k{i:05}").into_bytes();
+            match t.store(key, Value::from(1), owner.clone(), 1, false, 1) {
+                Ok(()) => stored += 1,
+                Err(e) => {
+                    assert_eq!(e, NotApplied::Full);
+                    break;
+                }
+            }
+        }
+        assert_eq!(stored, 63, "{stored}");
+        assert!(t.bytes <= P2PT_TABLE_BYTES_MAX);
     }
 
     /// The plain merge: each pair looked for in the map so far.
