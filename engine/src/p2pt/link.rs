@@ -1,6 +1,8 @@
 //! One p2p.today connection: its bytes in, its peer once the handshake names it, and what
 //! compression each side reads (SPEC.md §25.5, §25.9).
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use weft_protocol::p2pt::{
     decode_frame, frame_len, receive_order, Addr, Decoded, Method, P2ptError,
@@ -52,6 +54,9 @@ pub(super) struct Link {
     pub opened_at: Instant,
     /// Bytes handed to the driver since it last said `Writable`.
     pub unwritten: usize,
+    /// The table's catch-up still to send here: the keys after this bound (`None`: none, or
+    /// all sent). Paced by `Writable` (SPEC.md §25.11).
+    pub catch_up: Option<Bound<Vec<u8>>>,
     /// An `Output::Close` was emitted: nothing more is read or sent.
     pub closing: bool,
 }
@@ -71,6 +76,7 @@ impl Link {
             last_sent: None,
             opened_at: now,
             unwritten: 0,
+            catch_up: None,
             closing: false,
         }
     }

@@ -2,6 +2,7 @@
 //! its last write, under py2p's lease rules (SPEC.md §25.11).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use weft_protocol::p2pt::rmpv::Value;
 
@@ -234,6 +235,13 @@ impl SyncTable {
     /// Every entry, by key.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &P2ptEntry)> + '_ {
         self.entries.iter()
+    }
+
+    /// The first entry after `from`, by key.
+    pub(super) fn first_after(&self, from: &Bound<Vec<u8>>) -> Option<(&Vec<u8>, &P2ptEntry)> {
+        self.entries
+            .range::<Vec<u8>, _>((from.as_ref(), Bound::Unbounded))
+            .next()
     }
 
     /// Keys held.

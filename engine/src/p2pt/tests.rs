@@ -394,6 +394,38 @@ fn the_table_syncs_catches_up_and_keeps_leases() {
 }
 
 #[test]
+fn a_table_larger_than_the_send_queue_catches_a_new_peer_up_as_it_writes() {
+    let mut net = Net::new(2, Subnet::SyncLeased, &[]);
+    // 20 keys of 1 MiB that do not compress: 20 MiB, more than the 16 MiB send queue.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let keys = 20;
+    for k in 0..keys {
+        let value: Vec<u8> = (0..1024 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        net.command(
+            0,
+            Command::Table(TableCommand::Set {
+                key: format!("k{k:02}").into_bytes(),
+                value,
+                lease: None,
+            }),
+        )
+        .unwrap();
+    }
+    net.connect(1, 0);
+    // Sent at once, the burst closed the link as slow at each connection.
+    assert_eq!(net.nodes[0].peers().len(), 1);
+    assert_eq!(net.nodes[1].table_entries().len(), keys);
+    assert_eq!(net.nodes[1].table_entries(), net.nodes[0].table_entries());
+}
+
+#[test]
 fn a_silent_handshake_times_out_and_a_configured_peer_is_redialed() {
     let mut net = Net::new(2, Subnet::Mesh, &[]);
     // A connection that never says anything.

@@ -41,6 +41,11 @@ pub const P2PT_PARTIAL_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 /// too slow and its connection is closed.
 pub const P2PT_SEND_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// A link's table catch-up goes on while fewer bytes than this are unwritten to it, and
+/// resumes at each `Writable` (a store is at most `P2PT_BODY_BYTES_MAX`, so the catch-up
+/// alone never passes [`P2PT_SEND_QUEUE_BYTES_MAX`]).
+pub const P2PT_CATCH_UP_UNWRITTEN_MAX: usize = 1024 * 1024;
+
 /// Addresses given with `Command::Connect`, redialed while not linked, at most.
 pub const P2PT_CONFIGURED_MAX: usize = 64;
 
@@ -306,6 +311,7 @@ impl P2ptNode {
             Input::Writable { conn } => {
                 let link = self.links.get_mut(&conn).ok_or(Misuse::UnknownConn(conn))?;
                 link.unwritten = 0;
+                self.continue_catch_up(conn);
             }
             Input::Closed { conn } => {
                 if !self.links.contains_key(&conn) {

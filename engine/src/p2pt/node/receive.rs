@@ -2,6 +2,8 @@
 //! handshake, renegotiation, `peers`, requests, stores and deltas, broadcasts passed on
 //! through the waterfalls.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{
@@ -212,21 +214,10 @@ impl P2ptNode {
         }
         self.send_peers(conn);
         if self.config.subnet.is_sync() {
-            let burst: Vec<Vec<Value>> = self
-                .table
-                .iter()
-                .map(|(k, e)| {
-                    vec![
-                        Value::Binary(k.clone()),
-                        e.value.clone(),
-                        Value::Binary(e.owner.clone()),
-                        Value::from(e.timestamp),
-                    ]
-                })
-                .collect();
-            for args in burst {
-                self.send(conn, MainFlag::WHISPER, SubFlag::STORE, args);
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.catch_up = Some(Bound::Unbounded);
             }
+            self.continue_catch_up(conn);
         }
     }
 

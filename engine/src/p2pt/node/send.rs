@@ -1,11 +1,13 @@
 //! Sending: frames built once (compressed with the peer's chosen method), queued within
 //! [`super::P2PT_SEND_QUEUE_BYTES_MAX`], the handshake and the `peers` list.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{encode_frame, Handshake, MainFlag, Message, Method, Peers, SubFlag};
 
-use super::{msgpack, P2ptNode, P2PT_SEND_QUEUE_BYTES_MAX};
+use super::{msgpack, P2ptNode, P2PT_CATCH_UP_UNWRITTEN_MAX, P2PT_SEND_QUEUE_BYTES_MAX};
 use crate::connection::{CloseReason, ConnId};
 use crate::io::Output;
 
@@ -80,6 +82,35 @@ impl P2ptNode {
         let remember = main == MainFlag::WHISPER || main == MainFlag::BROADCAST;
         let compress = sub != SubFlag::HANDSHAKE;
         self.transmit(conn, &bytes, compress, remember);
+    }
+
+    /// Sends `conn` the next keys of its catch-up (a `whisper/store` each, the key's value
+    /// now) while fewer than [`P2PT_CATCH_UP_UNWRITTEN_MAX`] bytes are unwritten; the rest
+    /// follow each `Writable`. At once, a table larger than the send queue's bound closed
+    /// every new link as slow.
+    pub(super) fn continue_catch_up(&mut self, conn: ConnId) {
+        loop {
+            let Some(link) = self.links.get_mut(&conn) else {
+                return;
+            };
+            if link.closing || link.unwritten >= P2PT_CATCH_UP_UNWRITTEN_MAX {
+                return;
+            }
+            let Some(from) = link.catch_up.take() else {
+                return;
+            };
+            let Some((key, e)) = self.table.first_after(&from) else {
+                return;
+            };
+            link.catch_up = Some(Bound::Excluded(key.clone()));
+            let args = vec![
+                Value::Binary(key.clone()),
+                e.value.clone(),
+                Value::Binary(e.owner.clone()),
+                Value::from(e.timestamp),
+            ];
+            self.send(conn, MainFlag::WHISPER, SubFlag::STORE, args);
+        }
     }
 
     pub(super) fn send_handshake(&mut self, conn: ConnId) {
