@@ -256,6 +256,34 @@ fn an_interrupt_ends_a_process_or_the_grace_period_kills_it() {
 }
 
 #[test]
+fn repeated_signals_reach_the_host_once_each() {
+    let mut net = pair(true, None);
+    start(&mut net, 1, "stubborn", &[]).unwrap();
+    for _ in 0..50 {
+        signal(&mut net, 1, RunSignalKind::Interrupt);
+    }
+    let told = |net: &Net, kind: RunSignalKind| {
+        net.processes[1]
+            .signals
+            .iter()
+            .filter(|(_, s)| *s == kind)
+            .count()
+    };
+    assert_eq!(told(&net, RunSignalKind::Interrupt), 1);
+    assert_eq!(last(&net, 1), Some(RunEventKind::Started));
+    signal(&mut net, 1, RunSignalKind::Kill);
+    net.run_for(RUN_GRACE);
+    assert_eq!(told(&net, RunSignalKind::Kill), 1);
+    assert_eq!(
+        last(&net, 1),
+        Some(RunEventKind::Exited {
+            status: ExitStatus::Signal(9),
+            copy: None
+        })
+    );
+}
+
+#[test]
 fn a_lost_link_kills_the_process_and_ends_the_run() {
     let mut net = pair(true, None);
     start(&mut net, 1, "stubborn", &[]).unwrap();

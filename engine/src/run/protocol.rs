@@ -51,6 +51,11 @@ struct Serving {
     acked_bytes: u64,
     /// When SIGKILL follows an interrupt.
     kill_at: Option<Instant>,
+    /// The host was asked to interrupt the started process (once: a peer's repeats, any
+    /// number in one read, would each be a host request and a system call).
+    interrupted: bool,
+    /// The host was asked to kill the started process (once, likewise).
+    killed: bool,
 }
 
 /// A run this node asked a peer for.
@@ -213,6 +218,8 @@ impl RunProtocol {
                 sent_bytes: 0,
                 acked_bytes: 0,
                 kill_at: None,
+                interrupted: false,
+                killed: false,
             },
         );
         self.by_run.insert((from, r.run), process);
@@ -245,6 +252,10 @@ impl RunProtocol {
         };
         s.kill_at = None;
         if s.started {
+            if s.killed {
+                return;
+            }
+            s.killed = true;
             self.request(process, SIGNAL, ProcessRequest::Signal(RunSignalKind::Kill));
         } else if !s.kill_on_start {
             // The host may hold the spawn (its folder catching up): told now, it answers the
@@ -275,7 +286,8 @@ impl RunProtocol {
                 if s.kill_at.is_none() {
                     s.kill_at = Some(now + RUN_GRACE);
                 }
-                if s.started {
+                if s.started && !s.interrupted && !s.killed {
+                    s.interrupted = true;
                     let interrupt = ProcessRequest::Signal(RunSignalKind::Interrupt);
                     self.request(process, SIGNAL, interrupt);
                 }
