@@ -688,3 +688,56 @@ fn a_relay_is_framed_once_for_every_link() {
         assert_eq!(net.messages(n).len(), 1);
     }
 }
+
+/// A peer may name any address in `peers`, again and again: one that never answers is dialed
+/// with backoff and a bounded number of times, and all named addresses together within a
+/// budget a minute (each failed dial was made again at the next `peers`).
+#[test]
+fn addresses_a_peer_names_are_dialed_a_bounded_number_of_times() {
+    let mut net = Net::new(2, Subnet::Mesh, &[false, false]);
+    net.connect(1, 0);
+    let conn_at_0 = net.conn_to(0, 1);
+    let peers = |ports: std::ops::Range<u16>| {
+        let list = ports
+            .map(|port| {
+                Value::Array(vec![
+                    Value::Array(vec![Value::from("127.0.0.9"), Value::from(port)]),
+                    Value::Binary(format!("nobody-{port}").into_bytes()),
+                ])
+            })
+            .collect();
+        vec![Value::Array(list)]
+    };
+    // One address, named every second for an hour.
+    let connects = net.connects;
+    for _ in 0..3600 {
+        whisper_to(
+            &mut net,
+            0,
+            conn_at_0,
+            MainFlag::WHISPER,
+            SubFlag::PEERS,
+            peers(9..10),
+        );
+        net.advance(Duration::from_secs(1));
+    }
+    let dials = net.connects - connects;
+    assert_eq!(dials, usize::from(P2PT_LISTED_ATTEMPTS_MAX), "{dials}");
+    // Many addresses, named at once, over and over within a minute.
+    let connects = net.connects;
+    for _ in 0..100 {
+        whisper_to(
+            &mut net,
+            0,
+            conn_at_0,
+            MainFlag::WHISPER,
+            SubFlag::PEERS,
+            peers(100..1100),
+        );
+        net.advance(Duration::from_millis(100));
+    }
+    let dials = net.connects - connects;
+    assert_eq!(dials, P2PT_LISTED_DIALS_PER_MINUTE, "{dials}");
+    // The link that named them stays.
+    assert_eq!(net.nodes[0].peers().len(), 1);
+}

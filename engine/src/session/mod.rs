@@ -18,7 +18,7 @@ mod address_book;
 mod conn;
 mod connections;
 mod dedicated;
-mod dial_guard;
+pub(crate) mod dial_guard;
 mod dials;
 mod establish;
 mod handshake;

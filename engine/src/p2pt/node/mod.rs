@@ -21,6 +21,7 @@ use crate::p2pt::link::Link;
 use crate::p2pt::table::SyncTable;
 use crate::p2pt::waterfalls::Waterfalls;
 use crate::p2pt::{P2ptConfig, P2ptEntry, P2ptMetrics};
+use crate::session::dial_guard::DialGuard;
 use crate::time::{Duration, Instant};
 use connections::dial_addr;
 
@@ -45,6 +46,17 @@ pub const P2PT_SEND_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// resumes at each `Writable` (a store is at most `P2PT_BODY_BYTES_MAX`, so the catch-up
 /// alone never passes [`P2PT_SEND_QUEUE_BYTES_MAX`]).
 pub const P2PT_CATCH_UP_UNWRITTEN_MAX: usize = 1024 * 1024;
+
+/// Addresses named in `peers` lists whose dials are remembered, at most (the least recently
+/// dialed is forgotten first).
+pub const P2PT_LISTED_RECORDS_MAX: usize = 256;
+
+/// Dials of one address named in `peers` lists not answered by a handshake, at most, while
+/// its record is held (each waits `P2PT_REDIAL_MIN · 2^unanswered` after the one before).
+pub const P2PT_LISTED_ATTEMPTS_MAX: u8 = 8;
+
+/// Dials of addresses named in `peers` lists, all together, in any 60 seconds at most.
+pub const P2PT_LISTED_DIALS_PER_MINUTE: usize = 20;
 
 /// Addresses given with `Command::Connect`, redialed while not linked, at most.
 pub const P2PT_CONFIGURED_MAX: usize = 64;
@@ -81,6 +93,9 @@ pub struct P2ptNode {
     /// Linked peers by id (the link the conflict rule kept).
     routing: BTreeMap<Vec<u8>, ConnId>,
     configured: BTreeMap<String, Configured>,
+    /// Dials of addresses peers named (their backoff and the budget): a peer may name any
+    /// address, so each failed dial would otherwise be made again at its next `peers`.
+    listed: DialGuard,
     waterfalls: Waterfalls,
     table: SyncTable,
     outputs: VecDeque<Output>,
@@ -162,6 +177,7 @@ impl P2ptNode {
             links: BTreeMap::new(),
             routing: BTreeMap::new(),
             configured: BTreeMap::new(),
+            listed: DialGuard::new(P2PT_LISTED_RECORDS_MAX),
             waterfalls: Waterfalls::default(),
             table: SyncTable::default(),
             outputs: VecDeque::new(),

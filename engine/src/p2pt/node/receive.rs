@@ -12,7 +12,10 @@ use weft_protocol::p2pt::{
 
 use super::connections::dial_addr;
 use super::send::msgpack_args;
-use super::{id_key, text, P2ptNode, P2PT_LINKS_MAX, P2PT_OUTGOING_MAX};
+use super::{
+    id_key, text, P2ptNode, P2PT_LINKS_MAX, P2PT_LISTED_ATTEMPTS_MAX, P2PT_LISTED_DIALS_PER_MINUTE,
+    P2PT_OUTGOING_MAX, P2PT_REDIAL_MIN,
+};
 use crate::connection::{CloseReason, ConnId};
 use crate::p2pt::link::PeerInfo;
 use crate::p2pt::table::SyncTable;
@@ -199,6 +202,10 @@ impl P2ptNode {
             addr: h.addr.clone(),
         });
         let addr = link.addr.clone();
+        if link.outbound {
+            // A dial of a listed address that reached a node: it is forgiven.
+            self.listed.answered(&addr);
+        }
         self.routing.insert(h.id.clone(), conn);
         if let Some(c) = self.configured.get_mut(&addr) {
             if c.conn == Some(conn) {
@@ -251,7 +258,15 @@ impl P2ptNode {
                 || addr == self.announce
                 || addr.port == 0
                 || self.links.values().any(|l| !l.closing && l.addr == target);
-            if !known {
+            if !known
+                && self
+                    .listed
+                    .allows(&target, self.now, P2PT_LISTED_ATTEMPTS_MAX)
+                && self
+                    .listed
+                    .budget_allows(self.now, P2PT_LISTED_DIALS_PER_MINUTE)
+            {
+                self.listed.dialed(&target, self.now, P2PT_REDIAL_MIN);
                 self.dial(target);
             }
         }
