@@ -66,6 +66,61 @@ fn nothing_goes_out_until_every_startup_load_is_answered() {
     );
 }
 
+/// Connections the session closes while the gate is closed (each accept past `inbound_max`
+/// evicts the oldest unproven one) are closed at once, their held HELLOs dropped: held, each
+/// further accept left one more connection open and its outputs held, without bound.
+#[test]
+fn connections_closed_before_the_loads_are_answered_close_at_once() {
+    let mut node = node_with(|c| {
+        c.listen_addr = Some("127.0.0.1:7000".into());
+        c.chord = Some(Default::default());
+        c.limits.inbound_max = 4;
+    });
+    let mut loads = Vec::new();
+    let mut closes = 0;
+    for i in 0..1000u64 {
+        let conn = ConnId::inbound(i + 1);
+        let addr = format!("10.{}.{}.1:9000", i / 256, i % 256);
+        node.handle_input(T0, Input::Accepted { conn, addr })
+            .unwrap();
+        for out in drain_raw(&mut node) {
+            match out {
+                Output::Request {
+                    id,
+                    request: HostRequest::LoadState { .. },
+                } => loads.push(id),
+                Output::Close { conn, .. } => {
+                    closes += 1;
+                    node.handle_input(T0, Input::Closed { conn }).unwrap();
+                }
+                Output::Request { .. } | Output::Event(_) => {}
+                other => panic!("a network output before the loads are answered: {other:?}"),
+            }
+        }
+    }
+    assert!(!node.is_restored());
+    assert_eq!(closes, 1000 - 4);
+    for id in loads {
+        let result = HostResult::Loaded(None);
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+    }
+    assert!(node.is_restored());
+    let out = drain_raw(&mut node);
+    let hellos: Vec<ConnId> = (997..=1000)
+        .map(ConnId::inbound)
+        .filter(|c| !frames_to(&out, *c).is_empty())
+        .collect();
+    assert_eq!(hellos.len(), 4, "the four kept get their HELLOs: {out:?}");
+    assert!(
+        out.iter().all(|o| match o {
+            Output::Transmit { conn, .. } => hellos.contains(conn),
+            _ => true,
+        }),
+        "nothing held for the closed ones"
+    );
+}
+
 /// A node with Chord, a wall clock and one linked fake peer.
 fn chord_node() -> (weft_engine::Node, common::Fake) {
     let mut node = node_with(|c| {

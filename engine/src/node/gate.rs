@@ -2,12 +2,16 @@
 //!
 //! Every `LoadState` a part of the node asks for while it starts is registered here (and any
 //! part may register one of its own with [`StartGate::register`]). Until the host has answered
-//! every one, the node hands the driver no network output: no dial, no frame, no close. They
-//! wait, in order, and go out once the last load is answered; requests to the host and events
-//! go out at once. An accepted connection therefore waits for its HELLO.
+//! every one, the node hands the driver no dial and no frame. They wait, in order, and go out
+//! once the last load is answered; requests to the host and events go out at once. An
+//! accepted connection therefore waits for its HELLO. A `Close` goes out at once too, and the
+//! frames held for its connection are dropped (the peer was never told anything): held, the
+//! connections the session closes meanwhile (an unproven one evicted at each accept past
+//! `inbound_max`) would stay open, and their outputs held, without bound.
 
 use std::collections::{BTreeSet, VecDeque};
 
+use crate::connection::ConnId;
 use crate::io::{Output, RequestId};
 
 /// See the module documentation.
@@ -45,6 +49,20 @@ impl StartGate {
         loop {
             match next()? {
                 out @ (Output::Request { .. } | Output::Event(_)) => return Some(out),
+                out @ Output::Close { conn, .. } => {
+                    let dial_held = self
+                        .held
+                        .iter()
+                        .any(|h| matches!(h, Output::Connect { conn: c, .. } if *c == conn));
+                    if dial_held {
+                        // The driver has not heard of the connection: its dial and close go
+                        // out together, in order.
+                        self.held.push_back(out);
+                        continue;
+                    }
+                    self.held.retain(|held| held_for(held) != Some(conn));
+                    return Some(out);
+                }
                 out => self.held.push_back(out),
             }
         }
@@ -54,6 +72,16 @@ impl StartGate {
     #[cfg(test)]
     pub(crate) fn held_len(&self) -> usize {
         self.held.len()
+    }
+}
+
+/// The connection a held output is for.
+fn held_for(out: &Output) -> Option<ConnId> {
+    match out {
+        Output::Connect { conn, .. }
+        | Output::Transmit { conn, .. }
+        | Output::Close { conn, .. } => Some(*conn),
+        Output::Request { .. } | Output::Event(_) => None,
     }
 }
 
@@ -98,5 +126,44 @@ mod tests {
             Some(Output::Transmit { .. })
         ));
         assert!(gate.poll(|| queue.pop_front()).is_none());
+    }
+
+    #[test]
+    fn a_close_goes_out_at_once_unless_its_dial_is_held() {
+        let mut gate = StartGate::default();
+        gate.register(RequestId(1));
+        let transmit = |c| Output::Transmit {
+            conn: ConnId(c),
+            bytes: Bytes::from_static(b"hello"),
+        };
+        let close = |c| Output::Close {
+            conn: ConnId(c),
+            reason: crate::CloseReason::TooManyConnections,
+        };
+        let mut queue: VecDeque<Output> = VecDeque::from([
+            transmit(1),
+            Output::Connect {
+                conn: ConnId(2),
+                addr: "a".into(),
+            },
+            transmit(3),
+            close(1),
+            close(2),
+        ]);
+        // Connection 1's close passes, its HELLO dropped; 2's dial and close wait together.
+        assert!(matches!(
+            gate.poll(|| queue.pop_front()),
+            Some(Output::Close {
+                conn: ConnId(1),
+                ..
+            })
+        ));
+        assert!(gate.poll(|| queue.pop_front()).is_none());
+        assert_eq!(gate.held_len(), 3);
+        gate.answered(RequestId(1));
+        let rest: Vec<Option<ConnId>> = std::iter::from_fn(|| gate.poll(|| queue.pop_front()))
+            .map(|o| held_for(&o))
+            .collect();
+        assert_eq!(rest, [Some(ConnId(2)), Some(ConnId(3)), Some(ConnId(2))]);
     }
 }
