@@ -457,9 +457,15 @@ mod tests {
     fn origins_are_bounded() {
         let mut s = SeenWindows::new(16, HashKey::default());
         for b in 0..100u8 {
-            s.insert(node(b), 1, 1);
+            assert!(
+                s.insert(node(b), 1, 1),
+                "a new origin's first message is new"
+            );
             assert!(s.len() <= 16);
         }
+        // Full, less the eighth evicted to make room.
+        assert!(s.len() >= 16 - 16 / 8, "{}", s.len());
+        assert!(s.insert(node(0), 1, 1), "the first origins were evicted");
         let mut c = CascadeSeen::new(4, HashKey::default());
         for seq in 0..10 {
             assert!(c.insert(CascadeId {

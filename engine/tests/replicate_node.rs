@@ -446,11 +446,16 @@ fn a_shutdown_persists_a_folder_change_at_once() {
     node.handle_input(T0, Input::Command(Command::Shutdown))
         .unwrap();
     let out = drain(&mut node);
-    assert_eq!(
-        stores(&out).len(),
-        1,
-        "the change persisted at the shutdown"
-    );
+    let persisted = stores(&out);
+    assert_eq!(persisted.len(), 1, "the change persisted at the shutdown");
+    // What it persisted holds the change: a node started from it has the record.
+    let mut restarted = node_with(|_| {});
+    restarted.handle_timeout(T0);
+    drain(&mut restarted);
+    add_again_from(&mut restarted, persisted[0].1.clone());
+    drain(&mut restarted);
+    let replica = restarted.replica(&folder()).expect("added from the state");
+    assert!(replica.record("late.txt").is_some());
 }
 
 /// A folder removed (a remote run's, its runs over) persists its last change at once, even

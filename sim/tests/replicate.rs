@@ -74,6 +74,8 @@ fn a_seed_sweep_under_swarm_faults_and_a_corrupt_peer_loses_nothing() {
     assert!(reports.iter().all(|r| r.corrupt_landed == 0));
     assert!(struck > 0, "the sweep struck no fault");
     assert!(ops > 0);
+    // The corrupt peers did serve corrupt blocks, and were caught.
+    assert!(disconnects > 0, "no corrupt peer was disconnected");
 }
 
 /// A corrupt peer that is a cut vertex leaves honest nodes that can never converge (each

@@ -7,7 +7,9 @@ use weft_engine::run::{
     RunCommand, RunEvent, RunEventKind, RunRefusal, RUNS_PER_PEER_MAX, RUN_ANSWER_WAIT, RUN_GRACE,
     RUN_WINDOW_BYTES,
 };
-use weft_engine::{Command, Config, Duration, Event, Input, InputError, NodeId, Refusal};
+use weft_engine::{
+    CloseReason, Command, Config, Duration, Event, Input, InputError, NodeId, Refusal,
+};
 use weft_sim::net::{config, plaintext_config, Net};
 
 /// Node 0 asks, node 1 runs; node 1 allows `allowed` (node 0's id if `None`) when `allow`.
@@ -383,6 +385,20 @@ fn an_exit_naming_a_copy_for_a_run_in_no_folder_closes_the_connection() {
     net.run_for(Duration::from_millis(100));
     assert_eq!(events(&net, 1).first(), Some(&RunEventKind::Started));
     assert_eq!(last(&net, 1), Some(RunEventKind::Lost));
+    let requester_closed: Vec<&CloseReason> = net
+        .closes
+        .iter()
+        .filter(|(i, ..)| *i == 0)
+        .map(|(_, _, r)| r)
+        .collect();
+    assert!(
+        matches!(
+            requester_closed[..],
+            [CloseReason::UnexpectedMessage("a run message out of order")]
+        ),
+        "{:?}",
+        net.closes
+    );
 }
 
 /// A runner that never answers (RUN_STARTED nor RUN_REFUSED) does not keep the requester

@@ -7,7 +7,7 @@ use weft_protocol::p2pt::rmpv::Value;
 use weft_protocol::p2pt::{decode_frame, encode_frame, MainFlag, Message, Method, SubFlag};
 
 use super::*;
-use crate::connection::ConnId;
+use crate::connection::{CloseReason, ConnId};
 use crate::io::{Command, Event, Input, Output};
 use crate::mesh::MeshCommand;
 use crate::table::TableCommand;
@@ -28,6 +28,8 @@ struct Net {
     queue: VecDeque<(usize, Input)>,
     /// `Output::Connect`s seen.
     connects: usize,
+    /// Every `Output::Close`: (node, connection, reason).
+    closes: Vec<(usize, ConnId, CloseReason)>,
 }
 
 fn addr(i: usize) -> String {
@@ -52,6 +54,7 @@ impl Net {
             now: Instant::ZERO,
             queue: VecDeque::new(),
             connects: 0,
+            closes: Vec::new(),
         };
         for i in 0..n {
             net.input(i, Input::WallClock { unix_ms: T0_MS });
@@ -120,7 +123,8 @@ impl Net {
                 }
                 self.queue.push_back((i, Input::Writable { conn }));
             }
-            Output::Close { conn, .. } => {
+            Output::Close { conn, reason } => {
+                self.closes.push((i, conn, reason));
                 if let Some((j, c)) = self.pipes.remove(&(i, conn)) {
                     self.pipes.remove(&(j, c));
                     self.queue.push_back((j, Input::Closed { conn: c }));
@@ -342,6 +346,17 @@ fn a_wrong_protocol_id_is_refused() {
     net.connect(0, 1);
     assert!(net.nodes[0].peers().is_empty());
     assert!(net.nodes[1].peers().is_empty());
+    // Each end refused the other's handshake for its network, and no pipe is left.
+    let refused: Vec<(usize, CloseReason)> =
+        net.closes.iter().map(|(i, _, r)| (*i, r.clone())).collect();
+    assert_eq!(
+        refused,
+        [
+            (0, CloseReason::WrongNetwork),
+            (1, CloseReason::WrongNetwork)
+        ]
+    );
+    assert!(net.pipes.is_empty());
 }
 
 #[test]
