@@ -7,13 +7,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::py2p::Py2pPeer;
 use common::{scratch, wait_until, NodeProc, WAIT};
 use serde_json::json;
-use weft_engine::protocol::p2pt::{encode_frame, ids, Addr, Handshake, MainFlag, Message, SubFlag};
+use weft_engine::protocol::p2pt::{
+    decode_frame, encode_frame, frame_len, ids, Addr, Handshake, MainFlag, Message, Method, SubFlag,
+};
 
 /// How long a test waits for a message that must NOT come (a duplicate).
 const QUIET: Duration = Duration::from_millis(1500);
@@ -49,9 +52,89 @@ fn texts(m: &common::py2p::Py2pMessage) -> Vec<String> {
         .collect()
 }
 
+/// A frame a [`Tap`] saw: its flags, and the method its body was compressed with (`None`: raw).
+type TapFrame = (MainFlag, SubFlag, Option<Method>);
+
+/// A TCP relay on 127.0.0.1 to `target` that copies bytes both ways unchanged and keeps what
+/// each way carried, so a test sees the frames on the wire (a py2p node dials it instead of
+/// the weft node). It serves every connection it accepts; its threads end with them.
+struct Tap {
+    port: u16,
+    /// Per connection accepted: the bytes to the target, and those back to the client.
+    wire: Arc<Mutex<Vec<[Vec<u8>; 2]>>>,
+}
+
+impl Tap {
+    fn start(target: u16) -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the tap");
+        let port = listener.local_addr().expect("tap address").port();
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::clone(&wire);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let conn = {
+                    let mut conns = conns.lock().unwrap();
+                    conns.push([Vec::new(), Vec::new()]);
+                    conns.len() - 1
+                };
+                let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                for (dir, mut src, mut dst) in [(0, client_r, server), (1, server_r, client)] {
+                    let conns = Arc::clone(&conns);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = src.read(&mut buf) {
+                            // Kept before it is written: whatever the far end answers to it
+                            // is read after it.
+                            conns.lock().unwrap()[conn][dir].extend_from_slice(&buf[..n]);
+                            if dst.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = dst.shutdown(Shutdown::Both);
+                        let _ = src.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Tap { port, wire }
+    }
+
+    /// The whole frames each connection carried so far, to the target ([0]) and back ([1]),
+    /// decoded as weft decodes them, trying every method py2p knows.
+    fn frames(&self) -> Vec<[Vec<TapFrame>; 2]> {
+        let conns = self.wire.lock().unwrap();
+        conns
+            .iter()
+            .map(|dirs| {
+                dirs.clone().map(|bytes| {
+                    let mut out = Vec::new();
+                    let mut at = 0;
+                    while let Ok(Some(len)) = frame_len(&bytes[at..]) {
+                        let Some(wire) = bytes.get(at..at + len) else {
+                            break; // a frame still on its way
+                        };
+                        let d = decode_frame(wire, &Method::PREFERENCE)
+                            .unwrap_or_else(|e| panic!("a frame the tap cannot decode: {e}"));
+                        out.push((d.message.main_flag, d.message.sub_flag, d.compression));
+                        at += len;
+                    }
+                    out
+                })
+            })
+            .collect()
+    }
+}
+
 /// py2p → weft → py2p and back, with the given compression at each node: the two py2p
 /// nodes announce a port nothing listens on, so they cannot link to each other and every
-/// message between them goes through the weft node.
+/// message between them goes through the weft node. Each link's frames, seen through a
+/// [`Tap`], are compressed where both its ends compress and raw otherwise.
 fn chain_through_weft(
     driver: &str,
     weft_compresses: bool,
@@ -67,8 +150,10 @@ fn chain_through_weft(
     let w = weft_p2pt(dir.path(), &net, "w", driver, extra);
     let mut p1 = Py2pPeer::start_opts("mesh", p1_compresses, Some(1));
     let mut p2 = Py2pPeer::start_opts("mesh", p2_compresses, Some(1));
-    p1.connect("127.0.0.1", port(&w)).expect("p1 dials w");
-    p2.connect("127.0.0.1", port(&w)).expect("p2 dials w");
+    // Each py2p node dials w through a tap, which shows the frames of its link.
+    let taps = [Tap::start(port(&w)), Tap::start(port(&w))];
+    p1.connect("127.0.0.1", taps[0].port).expect("p1 dials w");
+    p2.connect("127.0.0.1", taps[1].port).expect("p2 dials w");
     wait_until("w links p1 and p2", || peer_ids(&w).len() == 2);
     assert!(p1.wait_peers(1, WAIT) && p2.wait_peers(1, WAIT));
     let w_id = w.id();
@@ -126,6 +211,32 @@ fn chain_through_weft(
     assert_eq!(listen.deliveries().len(), 2, "w got a duplicate");
     // Two py2p nodes never linked: the chain held.
     assert!(!p1.peers().contains(&p2.id().to_owned()));
+    // The links' compression as the wire shows it: each side's handshake raw, then, where
+    // both w and the py2p node compress, every frame zlib (the first method of each side's
+    // list that the other advertised), and raw where either does not.
+    let handshake = (MainFlag::WHISPER, SubFlag::HANDSHAKE, None);
+    for (tap, (name, p_compresses)) in taps
+        .iter()
+        .zip([("p1", p1_compresses), ("p2", p2_compresses)])
+    {
+        let method = (weft_compresses && p_compresses).then_some(Method::Zlib);
+        let conns = tap.frames();
+        assert_eq!(conns.len(), 1, "{name} dialed w once: {conns:?}");
+        for (dir, frames) in ["to w", "from w"].iter().zip(&conns[0]) {
+            assert_eq!(
+                frames.first(),
+                Some(&handshake),
+                "{name}'s link {dir} opens with a raw handshake: {frames:?}"
+            );
+            assert!(
+                frames.iter().any(|f| f.0 == MainFlag::BROADCAST),
+                "{name}'s link {dir} carried a broadcast: {frames:?}"
+            );
+            for f in &frames[1..] {
+                assert_eq!(f.2, method, "{name}'s link {dir}: {frames:?}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -441,8 +441,11 @@ impl Chord {
                         if !seen.insert((r.position, e.signature.0)) {
                             continue;
                         }
-                        if forged || !Self::entry_valid(r.position, &r.key, e) {
-                            forged = true;
+                        if !forged {
+                            self.metrics.handover_signatures_verified += 1;
+                            forged = !Self::entry_valid(r.position, &r.key, e);
+                        }
+                        if forged {
                             self.metrics.count(StoreOutcome::Invalid);
                             continue;
                         }

@@ -335,23 +335,38 @@ fn keys_move_to_a_joiner_and_to_the_successor_on_leave() {
     assert_eq!(net.node(0).records_len() + net.node(2).records_len(), 200);
 }
 
+/// A request none of whose replicas' owners can be reached (every other node crashed, and
+/// this one owns none of the key's positions) ends in an error event when its time is up:
+/// never in silence, nor as an empty answer.
 #[test]
 fn a_request_with_no_reachable_peer_ends_in_an_error_event() {
-    let mut net = joined(2);
-    net.nodes[1] = None;
+    let mut net = joined(8);
+    assert!(net.ring_ok());
+    let me = net.node(0).me().ring_id();
+    let pred = net.node(0).predecessor().expect("a joined ring").ring_id();
+    for r in 0..CHORD_REPLICAS as u8 {
+        let position = key_position(b"k", r);
+        assert!(
+            !ring::in_half_open(pred, position, me),
+            "node 0 owns replica {r} of the key"
+        );
+    }
+    for i in 1..8 {
+        net.nodes[i] = None;
+    }
     let now = net.now;
     net.node(0).request(now, 7, get(b"k"));
-    net.run(11_000);
-    let answers: Vec<&ChordEvent> = net.events.iter().map(|(_, e)| e).collect();
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert_eq!(answers[0].request, 7);
-    // Either every replica's owner timed out, or the ring healed to node 0 alone and it
-    // answered (empty) itself; never silence.
-    match &answers[0].result {
-        Err(ChordError::Timeout) => {}
-        Ok(ChordResult::Get { values }) => assert!(values.is_empty()),
-        other => panic!("{other:?}"),
-    }
+    net.run(ChordConfig::default().op_timeout.as_millis() + 1_000);
+    assert_eq!(
+        net.events,
+        vec![(
+            0,
+            ChordEvent {
+                request: 7,
+                result: Err(ChordError::Timeout)
+            }
+        )]
+    );
 }
 
 #[test]
@@ -1481,6 +1496,11 @@ fn a_handover_verifies_each_entry_once_and_none_after_a_forged_one() {
         c.metrics().entries_invalid,
         2,
         "the forged entry and the one after it"
+    );
+    assert_eq!(
+        c.metrics().handover_signatures_verified,
+        2,
+        "the first entry (its 99 copies passed over) and the forged one"
     );
 }
 

@@ -256,6 +256,8 @@ pub struct ChordMetrics {
     /// Entries refused because their signature or position was wrong (in CHORD_STORE,
     /// CHORD_HANDOVER or CHORD_VALUES).
     pub entries_invalid: u64,
+    /// CHORD_HANDOVER entries whose position and signature were checked.
+    pub handover_signatures_verified: u64,
     /// Entries refused because they break the drops tracker's rules for their key (SPEC.md
     /// §20.9): also counted in `entries_invalid`.
     pub entries_tracker_invalid: u64,
