@@ -16,7 +16,7 @@ pub const P2PT_MSGPACK_DEPTH_MAX: usize = 32;
 
 /// The most msgpack values (every nil, number, string, array and map counts one, and so does
 /// each element inside) one message may hold. A value is one byte on the wire at least and
-/// 32 in memory (`rmpv::Value`); counted before any is built, so a body of millions of nils
+/// 40 in memory (`rmpv::Value`); counted before any is built, so a body of millions of nils
 /// (4 MiB inflated from a zlib frame of a few KB, on a link that needs no key) is refused
 /// without taking memory in proportion. py2p's own messages hold a few dozen.
 pub const P2PT_VALUES_MAX: usize = 65_536;
