@@ -21,10 +21,18 @@ use crate::clock::{self, Clock, WALL_CLOCK_PERIOD};
 use crate::dial_log::DialLog;
 use crate::folder::cache::Cache;
 use crate::folder::run::{cache_blob_name, FolderSpec, Folders};
-use crate::handle::{HandleError, Subscriber};
+use crate::handle::{DropAnswer, HandleError, Subscriber};
 use crate::process::Processes;
 use crate::state_writer::{self, StateWriter};
 use crate::storage::Store;
+
+/// A drops command's answer waiting for its change to be stored: the count of changes the
+/// store must hold, the reply, the answer.
+type DropWaiting = (
+    u64,
+    Sender<Result<DropAnswer, HandleError>>,
+    Result<DropAnswer, HandleError>,
+);
 
 mod drops;
 mod events;
@@ -132,6 +140,8 @@ pub(crate) struct Host {
     stopping: Option<Stopping>,
     /// Chord requests waiting for their event, by request id.
     chord_waiting: std::collections::BTreeMap<u64, Sender<Result<ChordResult, String>>>,
+    /// Drops commands' answers waiting for their change to be stored.
+    drops_waiting: Vec<DropWaiting>,
     last_chord_request: u64,
     /// Where the engine's state blobs go (`None`: the node keeps no state).
     store: Option<Arc<Store>>,
@@ -199,6 +209,7 @@ impl Host {
             next_wall_clock: Instant::ZERO,
             stopping: None,
             chord_waiting: std::collections::BTreeMap::new(),
+            drops_waiting: Vec::new(),
             last_chord_request: 0,
             store: store.map(Arc::new),
             state_writer: None,
@@ -401,6 +412,7 @@ impl Host {
         for (id, result) in std::mem::take(&mut self.answers) {
             self.feed(Input::Completed { id, result });
         }
+        self.answer_drops();
         true
     }
 

@@ -215,6 +215,55 @@ fn a_drop_reaches_its_subscribers_only_owners_change_it_and_a_restart_keeps_it()
     assert_eq!(status(&c)[0].counter, Some(5));
 }
 
+/// What `weft drop create`, `publish` and `owners add` report done survives a SIGKILL right
+/// after: each is answered once the drops' state is in the store (before, a kill lost the
+/// created drop, the version or the owners change the user was told was made).
+#[test]
+fn an_owners_drop_commands_survive_a_sigkill_right_after_their_answer() {
+    let (dir, net) = scratch("drops-kill");
+    let dir = dir.path();
+    let mut a = NodeProc::start(dir, &net, "a", "mio", "127.0.0.1:0", &[]);
+    let b = NodeProc::start(dir, &net, "b", "tokio", "127.0.0.1:0", &[&a.addr]);
+    let b_id = b.id();
+    wait_until("a links to b", || a.links_to(&b_id));
+    let a_dir = dir.join("a-drop");
+    write(&a_dir.join("readme.txt"), b"the readme\n");
+    let a_path = a_dir.display().to_string();
+    let restart = |a: &mut NodeProc| {
+        a.kill();
+        NodeProc::start(dir, &net, "a", "mio", "127.0.0.1:0", &[&b.addr])
+    };
+
+    let drop_id = ok(&drop_cmd(&a, "create", &[&a_path])).trim().to_owned();
+    a = restart(&mut a);
+    let report = status(&a);
+    assert_eq!(report.len(), 1, "the created drop is kept");
+    assert_eq!(report[0].drop, drop_id);
+    assert_eq!(report[0].role, "owner");
+
+    assert_eq!(counter(&drop_cmd(&a, "publish", &[&a_path])), 1);
+    a = restart(&mut a);
+    assert_eq!(
+        status(&a)[0].counter,
+        Some(1),
+        "the published version is kept"
+    );
+
+    wait_until("a links to b again", || a.links_to(&b_id));
+    assert_eq!(
+        counter(&drop_cmd(&a, "owners", &["add", &drop_id, &b_id])),
+        2
+    );
+    let a_id = a.id();
+    a = restart(&mut a);
+    let report = status(&a);
+    assert_eq!(report[0].counter, Some(2), "the owners change is kept");
+    assert_eq!(report[0].owners, [a_id.as_str(), b_id.as_str()]);
+    // And a publish after it takes the next counter (a lost version had its counter reused).
+    write(&a_dir.join("more.txt"), b"more\n");
+    assert_eq!(counter(&drop_cmd(&a, "publish", &[&a_path])), 3);
+}
+
 #[test]
 fn bare_weft_drop_lists_its_commands_and_a_node_must_run() {
     let out = run(&["drop"]);

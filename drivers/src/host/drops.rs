@@ -175,7 +175,43 @@ impl Host {
             DropOp::Status => Ok(DropAnswer::Status(self.drop_reports())),
             DropOp::Revert { dir } => self.drop_revert(&dir),
         };
-        let _ = reply.send(answer.map_err(HandleError::Drop));
+        self.answer_drop(reply, answer.map_err(HandleError::Drop));
+    }
+
+    /// Sends a drops command's answer: at once if it failed, if the node keeps no store, or
+    /// if every change to the drops is stored; else once the engine's store holding the
+    /// command's change is done (answered before, a kill lost a created drop, a
+    /// subscription, a published version or an owners change the user was told was made).
+    fn answer_drop(
+        &mut self,
+        reply: Sender<Result<DropAnswer, HandleError>>,
+        answer: Result<DropAnswer, HandleError>,
+    ) {
+        let d = self.node.drops_durability();
+        if answer.is_ok() && self.store.is_some() && d.changes > d.stored_through {
+            self.drops_waiting.push((d.changes, reply, answer));
+            self.answer_drops();
+            return;
+        }
+        let _ = reply.send(answer);
+    }
+
+    /// Sends the answers waiting for their change to be stored (or to fail to be).
+    pub(super) fn answer_drops(&mut self) {
+        if self.drops_waiting.is_empty() {
+            return;
+        }
+        let d = self.node.drops_durability().clone();
+        for (through, reply, answer) in std::mem::take(&mut self.drops_waiting) {
+            if d.stored_through >= through {
+                let _ = reply.send(answer);
+            } else if d.failed_through >= through {
+                let why = d.failure.clone().unwrap_or_default();
+                let _ = reply.send(Err(HandleError::NotStored(why)));
+            } else {
+                self.drops_waiting.push((through, reply, answer));
+            }
+        }
     }
 
     /// `weft drop revert DIR`: the subscribed drop's refused local edits put back.
@@ -443,7 +479,7 @@ impl Host {
                     self.publish_now(w.drop, w.owner)
                 }
             };
-            let _ = w.reply.send(answer);
+            self.answer_drop(w.reply, answer);
         }
         fed
     }

@@ -95,6 +95,23 @@ pub enum DropsRefusal {
     TooManyOwners(DropId),
 }
 
+/// How far this node's changes to its held drops (a creation, a subscription, a version
+/// published or taken in, the version a folder shows) are in the host's store: a host
+/// answers a command that changed them once `stored_through` reaches the count of changes
+/// after it (SPEC.md §24.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropsDurability {
+    /// Changes made so far.
+    pub changes: u64,
+    /// The changes up to this one are stored.
+    pub stored_through: u64,
+    /// The changes up to this one failed to be stored (when above `stored_through`, they
+    /// are not durable until a later store succeeds).
+    pub failed_through: u64,
+    /// Why the last store failed (or why none is made in this run).
+    pub failure: Option<String>,
+}
+
 /// Something about one drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropsEvent {

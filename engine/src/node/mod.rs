@@ -205,6 +205,12 @@ impl Node {
         self.protocols.drops.chain(drop)
     }
 
+    /// How far this node's changes to its held drops are stored (a host answers a drops
+    /// command once its change is).
+    pub fn drops_durability(&self) -> &crate::drops::DropsDurability {
+        self.protocols.drops.durability()
+    }
+
     /// The version a held drop's folder shows (its file list verified, its gate set).
     pub fn drop_shown(&self, drop: &weft_protocol::DropId) -> Option<weft_protocol::VersionId> {
         self.protocols.drops.shown(drop)

@@ -71,7 +71,7 @@ impl DropsProtocol {
                         branches,
                     },
                 );
-                self.store();
+                self.changed();
             }
             return;
         }

@@ -31,8 +31,8 @@ use weft_protocol::{
 
 use super::tracker::{DropTracker, Tracker};
 use super::{
-    Chain, DropsCommand, DropsEvent, DropsEventKind, DropsMetrics, DropsRefusal, DROPS_MAX,
-    DROPS_STATE_NAME, DROP_SUBSCRIBERS_MAX,
+    Chain, DropsCommand, DropsDurability, DropsEvent, DropsEventKind, DropsMetrics, DropsRefusal,
+    DROPS_MAX, DROPS_STATE_NAME, DROP_SUBSCRIBERS_MAX,
 };
 use crate::config::Config;
 use crate::identity::Identity;
@@ -181,6 +181,11 @@ struct Persist {
     stores_blocked: bool,
     outstanding: bool,
     dirty: bool,
+    /// The durability of this node's changes to the held drops, as the host asks for it.
+    durability: DropsDurability,
+    /// The changes each store under way holds, first first (more than one only after a
+    /// shutdown, whose store goes beside the one under way: the host answers them in order).
+    storing: VecDeque<u64>,
 }
 
 /// See the module documentation.
@@ -225,6 +230,11 @@ impl DropsProtocol {
     }
 
     /// The chain of a held drop.
+    /// How far this node's changes to the held drops are stored.
+    pub(crate) fn durability(&self) -> &DropsDurability {
+        &self.persist.durability
+    }
+
     pub(crate) fn chain(&self, drop: &DropId) -> Option<&Chain> {
         self.drops.get(drop).map(|h| &h.chain)
     }
@@ -342,7 +352,7 @@ impl DropsProtocol {
         for peer in linked {
             self.send(peer, DropMessage::Subscribe(DropSubscribe { drop }));
         }
-        self.store();
+        self.changed();
         Ok(())
     }
 
@@ -528,6 +538,12 @@ impl Protocol for DropsProtocol {
     fn handle_shutdown(&mut self, _now: Instant, _cx: &Context<'_>) {
         // Chord stops with the node: no request of the tracker's ends.
         self.tracker.clear();
+        // A change made while a store was under way goes now, beside it (the host answers
+        // them in order): left for the next sync, a stopping node never stored it.
+        if self.persist.dirty {
+            self.persist.outstanding = false;
+            self.store();
+        }
     }
 
     fn poll_output(&mut self) -> Option<ProtocolOutput<DropsEvent>> {

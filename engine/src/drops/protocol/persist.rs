@@ -11,9 +11,26 @@ use crate::io::{HostRequest, HostResult};
 use crate::machine::ProtocolOutput;
 
 impl DropsProtocol {
+    /// The held drops changed: counted, and stored.
+    pub(super) fn changed(&mut self) {
+        self.persist.durability.changes += 1;
+        self.store();
+    }
+
     /// Hands the drops to the host, unless a store is under way (then once it is done).
     pub(super) fn store(&mut self) {
-        if !self.persist.loaded || self.persist.unreadable || self.persist.stores_blocked {
+        if !self.persist.loaded {
+            return;
+        }
+        if self.persist.unreadable || self.persist.stores_blocked {
+            // Never stored in this run: every change so far has failed to be.
+            let d = &mut self.persist.durability;
+            d.failed_through = d.changes;
+            d.failure = Some(if self.persist.unreadable {
+                "the stored drops could not be read; they are kept as they are, and nothing is stored over them".into()
+            } else {
+                "this node keeps no state (its store could not be read)".into()
+            });
             return;
         }
         if self.persist.outstanding {
@@ -36,6 +53,9 @@ impl DropsProtocol {
         let bytes = postcard::to_allocvec(&(STATE_FORMAT, stored)).expect("the drops encode");
         self.persist.outstanding = true;
         self.persist.dirty = false;
+        self.persist
+            .storing
+            .push_back(self.persist.durability.changes);
         self.outputs.push_back(ProtocolOutput::Request {
             token: STORE,
             request: HostRequest::StoreState {
@@ -107,14 +127,24 @@ impl DropsProtocol {
                 }
             }
             (STORE, result) => {
-                self.persist.outstanding = false;
+                let through = self.persist.storing.pop_front().unwrap_or_default();
+                self.persist.outstanding = !self.persist.storing.is_empty();
+                let d = &mut self.persist.durability;
                 // A failed store is tried again at the next sync, not at once (a host that
                 // fails every store would be asked without end).
-                if !matches!(result, HostResult::Stored) {
+                if let HostResult::Stored = result {
+                    d.stored_through = d.stored_through.max(through);
+                    if self.persist.dirty {
+                        self.store();
+                    }
+                } else {
+                    d.failed_through = d.failed_through.max(through);
+                    d.failure = Some(match result {
+                        HostResult::Failed(why) => why,
+                        other => format!("the host answered {other:?}"),
+                    });
                     self.metrics.state_failures += 1;
                     self.persist.dirty = true;
-                } else if self.persist.dirty {
-                    self.store();
                 }
             }
             _ => self.metrics.state_failures += 1,

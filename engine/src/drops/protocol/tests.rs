@@ -1279,3 +1279,70 @@ fn holder_lookups_back_off_while_none_links() {
         );
     }
 }
+
+/// The store requests among `outputs`.
+fn stores(outputs: &[ProtocolOutput<DropsEvent>]) -> usize {
+    outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                ProtocolOutput::Request {
+                    token: STORE,
+                    request: HostRequest::StoreState { .. }
+                }
+            )
+        })
+        .count()
+}
+
+/// A change to the drops counts until the store holding it is done (a host answers the
+/// command then): a change made while a store is under way waits for the next; a failed
+/// store says why; a shutdown stores a change still waiting beside the store under way.
+#[test]
+fn a_change_is_durable_once_the_store_holding_it_is_done() {
+    let mut h = Harness::new(Some(WALL_MS), "127.0.0.1:7000");
+    let cx_answer = |h: &mut Harness, result: HostResult| {
+        let cx = Context {
+            session: &h.session,
+        };
+        h.drops.handle_completed(h.now, &cx, STORE, result);
+    };
+    h.command(DropsCommand::Create);
+    assert_eq!(stores(&h.outputs()), 1);
+    let d = h.drops.durability().clone();
+    assert_eq!((d.changes, d.stored_through), (1, 0));
+    // A second change while the first store is out: held, then stored after it.
+    h.command(DropsCommand::Create);
+    assert_eq!(stores(&h.outputs()), 0);
+    cx_answer(&mut h, HostResult::Stored);
+    assert_eq!(h.drops.durability().stored_through, 1);
+    assert_eq!(stores(&h.outputs()), 1, "the held change goes now");
+    cx_answer(&mut h, HostResult::Failed("disk full".into()));
+    let d = h.drops.durability().clone();
+    assert_eq!((d.changes, d.stored_through, d.failed_through), (2, 1, 2));
+    assert_eq!(d.failure.as_deref(), Some("disk full"));
+    // Retried at the sync: then durable.
+    h.advance(DROP_SYNC_INTERVAL);
+    assert_eq!(stores(&h.outputs()), 1);
+    cx_answer(&mut h, HostResult::Stored);
+    assert_eq!(h.drops.durability().stored_through, 2);
+    // A change held behind a store under way goes at the shutdown, beside it, and the
+    // answers in order count each store's own changes.
+    h.command(DropsCommand::Create);
+    h.command(DropsCommand::Create);
+    assert_eq!(stores(&h.outputs()), 1);
+    let cx = Context {
+        session: &h.session,
+    };
+    h.drops.handle_shutdown(h.now, &cx);
+    assert_eq!(stores(&h.outputs()), 1, "the held change, beside");
+    cx_answer(&mut h, HostResult::Stored);
+    assert_eq!(
+        h.drops.durability().stored_through,
+        3,
+        "the first holds three"
+    );
+    cx_answer(&mut h, HostResult::Stored);
+    assert_eq!(h.drops.durability().stored_through, 4);
+}

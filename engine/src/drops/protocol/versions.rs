@@ -176,7 +176,7 @@ impl DropsProtocol {
                     self.send(s, DropMessage::Heads(heads));
                 }
                 self.update_shown(drop, peer);
-                self.store();
+                self.changed();
                 Ok(())
             }
             Offer::Known => {
