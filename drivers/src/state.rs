@@ -237,6 +237,28 @@ pub fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
     }
 }
 
+/// Removes the state folder `state` (`weft leave`): renamed first, in one step, to a
+/// hidden sibling (`.NAME.left`, one an earlier interrupted leave left removed first) and the
+/// rename made durable, then removed. Removed in place, a kill partway could leave the store
+/// without the key, over which the next start would make a new identity.
+pub fn remove_state_folder(state: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (state.parent(), state.file_name()) else {
+        return fs::remove_dir_all(state);
+    };
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(name);
+    hidden.push(".left");
+    let gone = parent.join(hidden);
+    match fs::remove_dir_all(&gone) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::rename(state, &gone)?;
+    sync_dir(parent)?;
+    fs::remove_dir_all(&gone)
+}
+
 /// A new secret key from the OS random source.
 pub fn generate_key() -> Result<[u8; 32], StateError> {
     let mut key = [0u8; 32];
@@ -418,6 +440,26 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, [KEY_FILE]);
+    }
+
+    /// A state folder goes in one step: renamed to `.NAME.left`, then removed; what an
+    /// earlier leave killed partway left there goes first.
+    #[test]
+    fn a_state_folder_is_renamed_away_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net");
+        let state = StateDir::open(&path).unwrap();
+        state.write_key(&generate_key().unwrap()).unwrap();
+        let left = dir.path().join(".net.left");
+        fs::create_dir_all(left.join("half")).unwrap();
+        fs::write(left.join("half/store.redb"), b"half removed").unwrap();
+        fs::write(dir.path().join("other"), b"kept").unwrap();
+        remove_state_folder(&path).unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["other"]);
     }
 
     /// A state file that is not a small regular file is refused at once: a FIFO would hang

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{fails_with, ok, run, scratch, wait_until, weft, NodeProc, WAIT};
+use common::{fails_with, ok, run, run_within, scratch, wait_until, weft, NodeProc, WAIT};
 use weft_drivers::report::IdReport;
 
 fn stderr(out: &Output) -> String {
@@ -490,6 +490,44 @@ fn lone(dir: &Path, net: &str, name: &str, driver: &str) -> NodeProc {
     let log = dir.join(format!("{name}-{}.log", std::process::id()));
     let envs = [("RUST_LOG", "info,weft_drivers=debug")];
     NodeProc::start_args(net, state, log, &args, &envs)
+}
+
+/// A state folder that holds a store but lost its key file (deleted by hand, or a `weft
+/// leave` killed partway before its removal became one step) is refused with one line: a
+/// new identity over it would take the old node's records, counters and peers.
+#[test]
+fn a_state_folder_with_a_store_and_no_key_is_refused() {
+    let (dir, net) = scratch("keyless");
+    let mut node = lone(dir.path(), &net, "n", "mio");
+    let state = node.state.clone();
+    let id = id_of(&node).node;
+    node.signal("TERM");
+    assert_eq!(node.wait_exit().code(), Some(143));
+    drop(node);
+    let key = state.join("key");
+    let saved = std::fs::read(&key).expect("the key file");
+    std::fs::remove_file(&key).expect("remove the key");
+    let state_text = state.display().to_string();
+    let out = run_within(
+        &[
+            "node",
+            "--name",
+            &net,
+            "--state",
+            &state_text,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+        Duration::from_secs(20),
+    );
+    fails_with(&out, 1, "holds a store but no key file");
+    assert!(!key.exists(), "no key was made");
+    // With the key back, the node starts as itself.
+    std::fs::write(&key, saved).expect("restore the key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+    let again = lone(dir.path(), &net, "n", "mio");
+    assert_eq!(id_of(&again).node, id);
 }
 
 #[test]

@@ -858,7 +858,7 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return fail(format!("{}: {e}", folder.display())),
     }
-    if let Err(e) = fs::remove_dir_all(&state) {
+    if let Err(e) = crate::state::remove_state_folder(&state) {
         return fail(format!("{}: {e}", state.display()));
     }
     let kept = match ours {

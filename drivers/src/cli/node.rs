@@ -184,6 +184,14 @@ impl Start {
         let read = state::read_key(path).map_err(|e| e.to_string())?;
         let key = match read {
             Some(key) => key,
+            // The key is gone but the node's state is not (a key deleted by hand): a new
+            // identity over it would take another node's records, counters and peers.
+            None if path.join(crate::storage::STORE_FILE).exists() => {
+                return Err(format!(
+                    "{}: the state folder holds a store but no key file; restore the key, or remove the folder to start afresh",
+                    path.display()
+                ))
+            }
             None => state::generate_key().map_err(|e| e.to_string())?,
         };
         let last = state::read_incarnation(path).map_err(|e| e.to_string())?;
