@@ -223,13 +223,15 @@ impl Start {
 
     fn write_folder(&self, existing: Option<Store>) -> Result<(StateDir, Store), String> {
         let state = StateDir::open(&self.path).map_err(|e| e.to_string())?;
+        // The key before a new store: a store with no key beside it is refused at the next
+        // start, so a kill between the two must never leave one.
+        if self.key_is_new {
+            state.write_key(&self.key).map_err(|e| e.to_string())?;
+        }
         let store = match existing {
             Some(store) => store,
             None => Store::open_or_create(&self.path).map_err(|e| e.to_string())?,
         };
-        if self.key_is_new {
-            state.write_key(&self.key).map_err(|e| e.to_string())?;
-        }
         state
             .write_incarnation(self.incarnation)
             .map_err(|e| e.to_string())?;
