@@ -102,6 +102,32 @@ fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
         2,
         "1..",
     );
+    // Simulator arguments that would panic (a thread past the process limit, an overflow of
+    // simulated time) or take tens of gigabytes are refused with one line.
+    fails_with(
+        &run(&["sim", "sweep", "mesh", "--threads", "1000"]),
+        2,
+        "1..=256",
+    );
+    for (args, text) in [
+        (
+            &["sim", "chord", "--churn", "1e-11"][..],
+            "between 0.01 and 10",
+        ),
+        (
+            &["sim", "chord", "--churn", "10", "--lookups", "10000000"][..],
+            "at most 100000",
+        ),
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(
+            err.starts_with("weft sim: ") && err.contains(text),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]

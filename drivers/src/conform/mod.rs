@@ -271,7 +271,12 @@ pub(crate) fn outcome_of(
     let started = std::time::Instant::now();
     let result = check();
     if std::env::var_os("WEFT_CONFORM_TIMES").is_some() {
-        eprintln!("{:>6} ms  {tag} {name}", started.elapsed().as_millis());
+        // A closed stderr (`2>&1 | head`) is no reason to stop: `eprintln!` would panic.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{:>6} ms  {tag} {name}",
+            started.elapsed().as_millis()
+        );
     }
     match result {
         Ok(()) => Outcome::Pass,

@@ -401,8 +401,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub shard: Option<String>,
     /// Threads (default: the machine's cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -453,6 +453,10 @@ impl TableArgs {
     }
 }
 
+/// `--churn` × `--lookups` at most: the joins a churn run expects, each a node slot made up
+/// front (past it, tens of gigabytes).
+const CHURN_JOINS_MAX: f64 = 100_000.0;
+
 impl ChordArgs {
     pub(super) fn params(&self) -> Result<ChordParams, String> {
         if !(0.0..=0.9).contains(&self.fail_fraction) {
@@ -461,8 +465,17 @@ impl ChordArgs {
         if !(0.0..=0.5).contains(&self.loss) {
             return Err("--loss must be between 0 and 0.5".into());
         }
-        if self.churn.is_some_and(|r| !(r > 0.0 && r <= 10.0)) {
-            return Err("--churn must be above 0 and at most 10 per second".into());
+        if self.churn.is_some_and(|r| !(0.01..=10.0).contains(&r)) {
+            return Err("--churn must be between 0.01 and 10 per second".into());
+        }
+        // Each expected join takes a node slot up front (about 2 × churn × lookups).
+        if self
+            .churn
+            .is_some_and(|r| r * f64::from(self.lookups) > CHURN_JOINS_MAX)
+        {
+            return Err(format!(
+                "--churn times --lookups must be at most {CHURN_JOINS_MAX} (the joins expected)"
+            ));
         }
         Ok(ChordParams {
             keys: self.keys,

@@ -137,9 +137,11 @@ fn sweep<R: Scenario + Send>(
         (_, true) => "PLAINTEXT (simulation only)",
         _ => "noise (seeds alternate open, private, private + 1 wrong-secret node)",
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // At most 256 (the argument's range), so the conversion never falls back.
+    let threads = a.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| usize::try_from(t).unwrap_or(1),
+    );
     let wall = Instant::now();
     let mut progress = ProgressLine::new(protocol);
     let mut report = |p: sweep::Progress| progress.show(p, wall.elapsed());

@@ -5,6 +5,15 @@
 //! once (paper §6.4), or nodes join and crash as Poisson processes while lookups run
 //! (paper §6.5).
 
+/// A line for `WEFT_CHORD_DEBUG` on stderr; a closed stderr is ignored (`eprintln!` would
+/// panic).
+macro_rules! debug_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -610,7 +619,7 @@ fn lookups(net: &mut ChordNet, rng: &mut SimRng, count: u32, next: &mut u64) -> 
                 } else {
                     stats.failed += 1;
                     if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
-                        eprintln!(
+                        debug_line!(
                             "lookup for {target:x}: owner {:?} want {:?}",
                             net.index_of(&owner),
                             net.true_owner(&ring, target)
@@ -621,7 +630,7 @@ fn lookups(net: &mut ChordNet, rng: &mut SimRng, count: u32, next: &mut u64) -> 
             Err(e) => {
                 stats.failed += 1;
                 if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
-                    eprintln!("lookup for {target:x}: {e}");
+                    debug_line!("lookup for {target:x}: {e}");
                 }
             }
             _ => stats.failed += 1,
@@ -659,7 +668,7 @@ fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize, first_fresh: usize) -> 
                     net.leave(i);
                 }
                 if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
-                    eprintln!("{} ms: node {i} down", net.now_ns() / MS);
+                    debug_line!("{} ms: node {i} down", net.now_ns() / MS);
                 }
                 gone += 1;
             }
@@ -667,7 +676,7 @@ fn swarm(net: &mut ChordNet, rng: &mut SimRng, n: usize, first_fresh: usize) -> 
                 let via = live[rng.below(live.len() as u64) as usize];
                 net.start(fresh, Some(via));
                 if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
-                    eprintln!("{} ms: node {fresh} joins via {via}", net.now_ns() / MS);
+                    debug_line!("{} ms: node {fresh} joins via {via}", net.now_ns() / MS);
                 }
                 fresh += 1;
             }
@@ -760,7 +769,7 @@ fn rejoin_stranded(net: &mut ChordNet, rng: &mut SimRng) {
     for i in stranded {
         let via = members[rng.below(members.len() as u64) as usize];
         if std::env::var_os("WEFT_CHORD_DEBUG").is_some() {
-            eprintln!("{} ms: node {i} joins again via {via}", net.now_ns() / MS);
+            debug_line!("{} ms: node {i} joins again via {via}", net.now_ns() / MS);
         }
         net.rejoin(i, via);
     }

@@ -137,10 +137,17 @@ impl Scanner {
         };
         let threads = self.threads.min(jobs.len()).max(1);
         let finished: Vec<Vec<(usize, (Hashed, u64))>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+            // A thread the OS refuses (the user's process limit, which a run's program may
+            // reach) is done without: `spawn` would panic and end the scanner.
+            let handles: Vec<_> = (0..threads)
+                .map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+                .collect();
+            // None could be made: this thread hashes.
+            let here = handles.is_empty().then(work);
             handles
                 .into_iter()
                 .map(|h| h.join())
+                .chain(here.map(Ok))
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(|_| ScanError::Io("a hashing thread panicked".into()))?;
