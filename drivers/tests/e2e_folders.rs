@@ -423,6 +423,34 @@ fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     )
 }
 
+/// `weft join` without `--listen` listens on an ephemeral port of the interface it reaches
+/// its peer through, saves it, and `weft start` (after a SIGKILL) listens there again.
+#[test]
+fn a_join_without_listen_saves_its_port_and_start_reuses_it() {
+    let (dir, net) = scratch("folders-port");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("a.txt"), b"from a");
+    let a = create(dir, &net, "a", &da, "mio");
+    let state = dir.join("b");
+    let (s, d) = (state.display().to_string(), db.display().to_string());
+    let args = [
+        "join", "--name", &net, "--state", &s, "--dir", &d, "--peer", &a.addr,
+    ];
+    let mut b = folder_node(&args, &net, state.clone(), dir.join("b.log"));
+    let (host, port) = b.addr.rsplit_once(':').expect("host:port");
+    assert_eq!(host, "127.0.0.1", "the interface toward the peer");
+    assert_ne!(port, "0");
+    converge(&[&da, &db], "after the join", &[&a, &b]);
+    let first = b.addr.clone();
+    b.kill();
+    drop(b);
+    let b = start(dir, &net, "b");
+    assert_eq!(b.addr, first, "the saved port, again");
+    put(&db.join("b.txt"), b"from b");
+    converge(&[&da, &db], "after weft start", &[&a, &b]);
+}
+
 /// Bytes in the temporary files of the folder at `root`.
 fn temp_bytes(root: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
