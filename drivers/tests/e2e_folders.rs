@@ -410,6 +410,38 @@ fn weftignore_keeps_ignored_paths_at_home_until_the_rule_goes() {
     );
 }
 
+/// A directory a peer deleted that holds only files a `(?d)` rule ignores goes, those files
+/// with it; one that holds a file ignored without `(?d)` stays (its removal failing).
+#[test]
+fn a_deleted_directory_takes_its_deletable_ignored_files_with_it() {
+    let (dir, net) = scratch("folders-deletable");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join(".weftignore"), b"(?d)*.pyc\n*.log\n");
+    put(&da.join("pkg/m.py"), b"print(1)");
+    put(&da.join("other/o.py"), b"print(2)");
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    let nodes = [&a, &b];
+    wait_for("the first sync", &nodes, || {
+        let t = tree(&db);
+        t.contains_key("pkg/m.py") && t.contains_key("other/o.py")
+    });
+    // B makes what its rules ignore: a deletable one in pkg, a kept one in other.
+    put(&db.join("pkg/m.pyc"), b"compiled at B");
+    put(&db.join("other/run.log"), b"a log at B");
+    fs::remove_dir_all(da.join("pkg")).unwrap();
+    fs::remove_dir_all(da.join("other")).unwrap();
+    wait_for("pkg gone at B", &nodes, || !db.join("pkg").exists());
+    let t = tree(&db);
+    assert!(!t.keys().any(|k| k.starts_with("pkg")), "{t:#?}");
+    assert!(
+        t.contains_key("other/run.log"),
+        "a file ignored without (?d) stays: {t:#?}"
+    );
+    assert!(!t.contains_key("other/o.py"), "{t:#?}");
+}
+
 /// Runs `weft start` for the node whose state is `state`.
 fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     let state = dir.join(name);

@@ -633,6 +633,7 @@ fn scan_loop(
                 tracing::warn!("folder {folder}: {IGNORE_FILE}: {problem}");
             }
             scanner.set_ignore_rules(refreshed.rules.clone());
+            upkeep.disk.set_ignore_rules(refreshed.rules.clone());
             rules_unsent = Some(refreshed.rules);
         }
         let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));

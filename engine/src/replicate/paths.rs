@@ -141,13 +141,23 @@ pub fn case_key(path: &str) -> String {
 /// root down), and a negation (`!pattern`) cannot bring back a path whose directory is
 /// ignored; otherwise the last rule that matches the path itself decides. The ignore file
 /// and the reserved folder are never ignored by rules (the scanner decides about those).
+///
+/// A rule prefixed `(?d)` (Syncthing's spelling) ignores as it would without the prefix and
+/// also makes what it ignores deletable: a host may remove it when it alone keeps a
+/// directory a peer deleted from being removed ([`IgnoreRules::is_deletable`]).
 #[derive(Debug, Clone, Default)]
 pub struct IgnoreRules {
     /// The compiled rules; `None` when there are none.
     matcher: Option<Gitignore>,
+    /// The `(?d)` rules alone, compiled (without the prefix); `None` when there are none
+    /// (boxed: most rules have none, and the rules travel in commands).
+    deletable: Option<Box<Gitignore>>,
     /// The lines they were compiled from (in NFC): two sets of rules are equal when these are.
     lines: Vec<String>,
 }
+
+/// The prefix of a rule whose ignored paths may be removed with a directory a peer deleted.
+pub const DELETABLE_PREFIX: &str = "(?d)";
 
 impl PartialEq for IgnoreRules {
     fn eq(&self, other: &IgnoreRules) -> bool {
@@ -168,25 +178,37 @@ impl IgnoreRules {
     /// changes no verdict.
     pub fn parse(text: &str) -> (IgnoreRules, Vec<String>) {
         let mut builder = GitignoreBuilder::new("");
+        let mut deletable = GitignoreBuilder::new("");
         let mut errors = Vec::new();
         let mut lines = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line = normalize(line).into_owned();
-            match builder.add_line(None, &line) {
-                Ok(_) => lines.push(line),
+            let (rule, may_delete) = match line.strip_prefix(DELETABLE_PREFIX) {
+                Some(rule) => (rule, true),
+                None => (line.as_str(), false),
+            };
+            match builder.add_line(None, rule) {
+                Ok(_) => {
+                    if may_delete {
+                        // The same line parsed just now: it parses again.
+                        let _ = deletable.add_line(None, rule);
+                    }
+                    lines.push(line);
+                }
                 Err(error) => errors.push(format!("line {}: {error}", index + 1)),
             }
         }
-        match builder.build() {
-            Ok(matcher) if matcher.is_empty() => (IgnoreRules::default(), errors),
-            Ok(matcher) => (
+        match (builder.build(), deletable.build()) {
+            (Ok(matcher), _) if matcher.is_empty() => (IgnoreRules::default(), errors),
+            (Ok(matcher), Ok(deletable)) => (
                 IgnoreRules {
                     matcher: Some(matcher),
+                    deletable: (!deletable.is_empty()).then(|| Box::new(deletable)),
                     lines,
                 },
                 errors,
             ),
-            Err(error) => {
+            (Err(error), _) | (_, Err(error)) => {
                 // Only the glob set as a whole failing (size limits): no rule applies.
                 errors.push(format!("rules: {error}"));
                 (IgnoreRules::default(), errors)
@@ -207,22 +229,36 @@ impl IgnoreRules {
 
     /// Whether `path` (a directory if `is_dir`) or one of its parents is ignored.
     pub fn is_ignored(&self, path: &str, is_dir: bool) -> bool {
-        let Some(matcher) = &self.matcher else {
-            return false;
-        };
-        // The matcher wants a path under its root: no leading `/` (it would panic on one).
-        let path = path.trim_start_matches('/');
-        if path.is_empty() || path == IGNORE_FILE || is_reserved(path) {
-            return false;
-        }
-        let parents = path.match_indices('/').map(|(end, _)| &path[..end]);
-        for parent in parents.filter(|parent| !parent.is_empty()) {
-            if matcher.matched(Path::new(parent), true).is_ignore() {
-                return true;
-            }
-        }
-        matcher.matched(Path::new(path), is_dir).is_ignore()
+        self.matcher
+            .as_ref()
+            .is_some_and(|m| ignored_by(m, path, is_dir))
     }
+
+    /// Whether `path` (a directory if `is_dir`) is ignored and a `(?d)` rule ignores it or
+    /// one of its parents: a host may remove it (and all under it) when it alone keeps a
+    /// directory a peer deleted from being removed.
+    pub fn is_deletable(&self, path: &str, is_dir: bool) -> bool {
+        self.deletable
+            .as_ref()
+            .is_some_and(|d| self.is_ignored(path, is_dir) && ignored_by(d, path, is_dir))
+    }
+}
+
+/// Whether `matcher` ignores `path` (a directory if `is_dir`) or one of its parents (tested
+/// from the root down).
+fn ignored_by(matcher: &Gitignore, path: &str, is_dir: bool) -> bool {
+    // The matcher wants a path under its root: no leading `/` (it would panic on one).
+    let path = path.trim_start_matches('/');
+    if path.is_empty() || path == IGNORE_FILE || is_reserved(path) {
+        return false;
+    }
+    let parents = path.match_indices('/').map(|(end, _)| &path[..end]);
+    for parent in parents.filter(|parent| !parent.is_empty()) {
+        if matcher.matched(Path::new(parent), true).is_ignore() {
+            return true;
+        }
+    }
+    matcher.matched(Path::new(path), is_dir).is_ignore()
 }
 
 #[cfg(test)]
@@ -372,6 +408,34 @@ mod tests {
         let (rules, errors) = IgnoreRules::parse(text);
         assert_eq!(errors, Vec::<String>::new());
         rules
+    }
+
+    #[test]
+    fn deletable_rules_ignore_and_make_deletable() {
+        let rules = rules("(?d)*.pyc\n(?d)__pycache__/\n*.log\n(?d)cache/\n!cache/keep\n");
+        let cases: &[(&str, bool, bool, bool)] = &[
+            // (path, is_dir, ignored, deletable)
+            ("a.pyc", false, true, true),
+            ("pkg/__pycache__", true, true, true),
+            ("pkg/__pycache__/m.cpython.pyc", false, true, true),
+            ("pkg/__pycache__/notes.txt", false, true, true),
+            ("run.log", false, true, false),
+            ("pkg/m.py", false, false, false),
+            ("cache/keep", false, true, true),
+            (".weftignore", false, false, false),
+            (".weft/tmp/0000000000000001", false, false, false),
+        ];
+        for &(path, is_dir, ignored, deletable) in cases {
+            assert_eq!(rules.is_ignored(path, is_dir), ignored, "{path}");
+            assert_eq!(rules.is_deletable(path, is_dir), deletable, "{path}");
+        }
+        // The prefix is part of the line: rules with and without it differ, and the lines
+        // parse again to equal rules.
+        assert_ne!(
+            rules,
+            self::rules("*.pyc\n__pycache__/\n*.log\ncache/\n!cache/keep\n")
+        );
+        assert_eq!(IgnoreRules::parse(&rules.lines().join("\n")).0, rules);
     }
 
     #[test]

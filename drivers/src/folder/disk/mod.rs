@@ -45,6 +45,7 @@
 //! `temps.rs`, the trash in `trash.rs`; this module holds the folder's checks, its set-up and
 //! the dispatch of every request.
 
+mod deletable;
 mod mode;
 mod stat;
 mod steps;
@@ -64,6 +65,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
+use weft_engine::replicate::paths::IgnoreRules;
 use weft_engine::replicate::{StorageError, StorageRequest, StorageResult, TempId};
 
 use super::cache::SharedCache;
@@ -95,6 +97,8 @@ pub const OTHER_DISK: &str = "on another disk mounted inside the folder: weft do
 
 /// The answer for a `Remove` of a directory that still holds something.
 pub const DIR_NOT_EMPTY: &str = "directory not empty";
+
+pub use deletable::DELETABLE_ENTRIES_MAX;
 
 /// The longest file name Linux file systems take, bytes.
 const NAME_MAX: usize = 255;
@@ -141,6 +145,9 @@ pub struct Disk {
     temps: Mutex<Temps>,
     /// The umask a path new here is given its group's and others' bits under.
     umask: u32,
+    /// The folder's `.weftignore` rules, as its scanner last read them: what a removal of
+    /// a directory may clear (`(?d)` rules).
+    rules: Mutex<IgnoreRules>,
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
     /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
     /// path: a test changes the folder there.
@@ -219,6 +226,7 @@ impl Disk {
             trash_seq: AtomicU64::new(0),
             temps: Mutex::new(Temps::default()),
             umask: process_umask(),
+            rules: Mutex::new(IgnoreRules::default()),
             #[cfg(test)]
             hook: None,
         }

@@ -237,6 +237,15 @@ impl Disk {
             match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
                 Ok(()) => {}
                 Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+                // Kept only by what `(?d)` rules let go: that goes, then the directory.
+                Err(Errno::NOTEMPTY | Errno::EXIST) if self.clear_deletable(&dir, name, path) => {
+                    match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+                        Ok(()) => {}
+                        Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
+                        Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
+                        Err(e) => return Err(errno_fail(STEP, path, e)),
+                    }
+                }
                 Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
                 Err(e) => return Err(errno_fail(STEP, path, e)),
             }

@@ -702,6 +702,49 @@ fn commit_reports_corrupt_blocks_and_a_missing_temp() {
 
 // Rule 8: Remove and the trash.
 
+/// A directory kept only by what `(?d)` rules let go is removed with it, never through a
+/// symlink; one that also holds anything else (a file ignored without `(?d)`) keeps it all.
+#[test]
+fn a_directory_kept_only_by_deletable_ignored_files_is_removed() {
+    let f = Folder::new();
+    let (rules, errors) = IgnoreRules::parse("(?d)*.pyc\n(?d)__pycache__/\n*.log\n");
+    assert!(errors.is_empty());
+    f.disk.set_ignore_rules(rules);
+    let outside = f.root.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("precious"), b"not weft's").unwrap();
+    fs::create_dir_all(f.at("pkg/__pycache__/deeper")).unwrap();
+    fs::write(f.at("pkg/m.pyc"), b"compiled").unwrap();
+    fs::write(f.at("pkg/__pycache__/deeper/x.pyc"), b"compiled").unwrap();
+    symlink(&outside, f.at("pkg/__pycache__/out")).unwrap();
+    fs::write(f.at("pkg/run.log"), b"ignored, not deletable").unwrap();
+    let dir = f.expect("pkg");
+    let remove = || {
+        f.run(R::Remove {
+            path: "pkg".into(),
+            expect: dir,
+        })
+    };
+    assert_eq!(remove(), failed(DIR_NOT_EMPTY));
+    assert!(f.at("pkg/m.pyc").exists(), "nothing goes unless all may");
+    fs::remove_file(f.at("pkg/run.log")).unwrap();
+    assert_eq!(remove(), S::Done);
+    assert!(!f.at("pkg").exists());
+    assert_eq!(fs::read(outside.join("precious")).unwrap(), b"not weft's");
+    // Without rules, the directory stays.
+    f.disk.set_ignore_rules(IgnoreRules::default());
+    fs::create_dir_all(f.at("again")).unwrap();
+    fs::write(f.at("again/m.pyc"), b"compiled").unwrap();
+    let dir = f.expect("again");
+    assert_eq!(
+        f.run(R::Remove {
+            path: "again".into(),
+            expect: dir,
+        }),
+        failed(DIR_NOT_EMPTY)
+    );
+}
+
 #[test]
 fn remove_moves_files_to_the_trash_and_removes_empty_directories() {
     let f = Folder::new();
