@@ -109,6 +109,15 @@ impl Link {
             .find(|m| P2PT_SEND_METHODS.contains(m) && self.peer_methods.contains(m))
     }
 
+    /// Whether the table catch-up has yet to send `key` here.
+    pub(super) fn catch_up_pending(&self, key: &[u8]) -> bool {
+        match &self.catch_up {
+            None => false,
+            Some(Bound::Unbounded) => true,
+            Some(Bound::Excluded(sent) | Bound::Included(sent)) => key > sent.as_slice(),
+        }
+    }
+
     /// Keeps `msgpack`, just sent, for a `renegotiate/resend`.
     pub(super) fn remember_sent(&mut self, msgpack: Bytes) {
         self.last_sent = Some(msgpack);

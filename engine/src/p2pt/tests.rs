@@ -756,3 +756,124 @@ fn addresses_a_peer_names_are_dialed_a_bounded_number_of_times() {
     // The link that named them stays.
     assert_eq!(net.nodes[0].peers().len(), 1);
 }
+
+/// A delta relayed while a new link's table catch-up has yet to reach its key waits for the
+/// catch-up, which carries the key's value with the delta merged: sent first, it made the
+/// key at the new peer a map of the delta alone, and the catch-up's store of the whole map
+/// was then skipped there (the key was truthy).
+#[test]
+fn a_delta_does_not_overtake_a_new_links_catch_up() {
+    let mut net = Net::new(2, Subnet::SyncLeased, &[false, false]);
+    net.connect(1, 0);
+    let conn_at_0 = net.conn_to(0, 1);
+    // Node 0's table: keys of 400 KiB before `m`, so the catch-up of a new link pauses
+    // (1 MiB unwritten) before it reaches `m`.
+    for k in 0..6 {
+        net.command(
+            0,
+            Command::Table(TableCommand::Set {
+                key: format!("k{k}").into_bytes(),
+                value: vec![b'v'; 400 * 1024],
+                lease: None,
+            }),
+        )
+        .unwrap();
+    }
+    let delta = |net: &mut Net, field: &str, at_s: u64| {
+        let m = Message::new(
+            MainFlag::BROADCAST,
+            net.nodes[1].id().into_bytes(),
+            at_s,
+            SubFlag::DELTA,
+            vec![
+                Value::Binary(b"m".to_vec()),
+                Value::Map(vec![(Value::from(field), Value::from(1))]),
+            ],
+        );
+        let wire = encode_frame(&m.to_msgpack(), None).unwrap();
+        Input::Received {
+            conn: conn_at_0,
+            bytes: Bytes::from(wire),
+        }
+    };
+    let first = delta(&mut net, "x", T0_MS / 1000);
+    net.input(0, first);
+    // A new peer (raw) says hello; the second delta arrives before any `Writable`.
+    let fresh = ConnId::inbound(100);
+    let h = weft_protocol::p2pt::message::Handshake {
+        id: b"fresh-peer".to_vec(),
+        protocol_id: net.nodes[0].protocol_id().as_bytes().to_vec(),
+        addr: weft_protocol::p2pt::message::Addr {
+            host: "127.0.0.1".into(),
+            port: 7099,
+        },
+        compression: Vec::new(),
+    };
+    let hello = encode_frame(&h.to_message(T0_MS / 1000).to_msgpack(), None).unwrap();
+    let second = delta(&mut net, "a", T0_MS / 1000 + 1);
+    net.queue.push_back((
+        0,
+        Input::Accepted {
+            conn: fresh,
+            addr: "127.0.0.1:7099".into(),
+        },
+    ));
+    net.queue.push_back((
+        0,
+        Input::Received {
+            conn: fresh,
+            bytes: Bytes::from(hello),
+        },
+    ));
+    net.queue.push_back((0, second));
+    net.run();
+    let to_fresh: Vec<Message> = net
+        .wire
+        .iter()
+        .filter(|(i, c, _)| *i == 0 && *c == fresh)
+        .map(|(.., b)| decode_frame(b, &Method::PREFERENCE).unwrap().message)
+        .collect();
+    assert!(
+        to_fresh.iter().all(|m| m.sub_flag != SubFlag::DELTA),
+        "no delta before the catch-up reached its key"
+    );
+    let m_store: Vec<&Message> = to_fresh
+        .iter()
+        .filter(|m| {
+            m.sub_flag == SubFlag::STORE && m.args.first() == Some(&Value::Binary(b"m".to_vec()))
+        })
+        .collect();
+    assert_eq!(m_store.len(), 1);
+    assert_eq!(
+        m_store[0].args.get(1),
+        Some(&Value::Map(vec![
+            (Value::from("x"), Value::from(1)),
+            (Value::from("a"), Value::from(1))
+        ])),
+        "the catch-up carries the merged map"
+    );
+    // A second handshake on the link (new codes, say) starts no catch-up again.
+    let stores_to_fresh = |net: &Net| {
+        net.wire
+            .iter()
+            .filter(|(i, c, _)| *i == 0 && *c == fresh)
+            .filter(|(.., b)| {
+                decode_frame(b, &Method::PREFERENCE)
+                    .unwrap()
+                    .message
+                    .sub_flag
+                    == SubFlag::STORE
+            })
+            .count()
+    };
+    assert_eq!(stores_to_fresh(&net), 7);
+    let again = encode_frame(&h.to_message(T0_MS / 1000).to_msgpack(), None).unwrap();
+    net.input(
+        0,
+        Input::Received {
+            conn: fresh,
+            bytes: Bytes::from(again),
+        },
+    );
+    assert_eq!(stores_to_fresh(&net), 7);
+}

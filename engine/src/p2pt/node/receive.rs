@@ -76,11 +76,25 @@ impl P2ptNode {
             }
             // py2p relays to every linked peer but the originator, the sender's link
             // included, and forwards the bytes it received.
+            // A delta goes to no link whose table catch-up has yet to reach its key: the
+            // catch-up sends the key's value with the delta merged (this node applies it
+            // next). Sent first, it made the key at the peer a map of the delta alone, and
+            // the catch-up's store, finding the key truthy there, was skipped.
+            let delta_key = (m.sub_flag == SubFlag::DELTA)
+                .then(|| match m.args.first() {
+                    Some(Value::Binary(key)) => Some(key.as_slice()),
+                    _ => None,
+                })
+                .flatten();
             let to: Vec<ConnId> = self
                 .routing
                 .iter()
                 .filter(|(peer, _)| peer.as_slice() != m.sender.as_slice())
                 .map(|(_, c)| *c)
+                .filter(|c| {
+                    delta_key
+                        .is_none_or(|k| !self.links.get(c).is_some_and(|l| l.catch_up_pending(k)))
+                })
                 .collect();
             self.metrics.broadcasts_relayed += to.len() as u64;
             self.transmit_to(&to, &Bytes::copy_from_slice(&msgpack), true, true);
@@ -220,7 +234,8 @@ impl P2ptNode {
             });
         }
         self.send_peers(conn);
-        if self.config.subnet.is_sync() {
+        if self.config.subnet.is_sync() && first {
+            // Once per link: a second handshake (new codes, say) starts nothing again.
             if let Some(link) = self.links.get_mut(&conn) {
                 link.catch_up = Some(Bound::Unbounded);
             }
