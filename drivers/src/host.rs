@@ -484,7 +484,12 @@ impl Host {
         let s = self.stopping?;
         // A step still with the workers would be carried out on disk after the node's last
         // state write, and its answer never fed: the disk ahead of the stored index.
-        let busy = conns_left > 0 || self.storage_in_flight > 0 || !self.answers.is_empty();
+        // Likewise a drops command waiting for its store to be answered (the writer stores
+        // it at the end anyway; its reply would be lost).
+        let busy = conns_left > 0
+            || self.storage_in_flight > 0
+            || !self.answers.is_empty()
+            || !self.drops_waiting.is_empty();
         if busy && self.clock.now() < s.by {
             return None;
         }

@@ -245,6 +245,12 @@ pub fn remove_state_folder(state: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (state.parent(), state.file_name()) else {
         return fs::remove_dir_all(state);
     };
+    // A one-part relative path's parent is "": the working directory.
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
     let mut hidden = std::ffi::OsString::from(".");
     hidden.push(name);
     hidden.push(".left");

@@ -528,6 +528,14 @@ fn a_state_folder_with_a_store_and_no_key_is_refused() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
     let again = lone(dir.path(), &net, "n", "mio");
     assert_eq!(id_of(&again).node, id);
+    // An empty store file (a first start killed as it made the store, by a weft that made
+    // the store before the key) holds no state: the start goes on.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).expect("a state folder");
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).expect("mode");
+    std::fs::write(fresh.join("store.redb"), b"").expect("an empty store file");
+    let started = lone(dir.path(), &net, "fresh", "mio");
+    assert_ne!(id_of(&started).node, id);
 }
 
 #[test]

@@ -771,8 +771,20 @@ fn leave_keeps_the_files_and_the_trash_and_delete_removes_the_folder() {
     // A weft folder no more: it can be shared again, and then left with --delete.
     let b = create(dir, &net, "b", &shared, "mio");
     wait_for_status_path(&b, "the second first scan", "doc.txt");
-    leave_ok(&net, &b, true);
+    // Left by a one-part relative state path, typed in the state folder's parent.
+    let out = common::weft()
+        .current_dir(dir)
+        .args(["leave", "--name", &net, "--state", "b", "--delete"])
+        .output()
+        .expect("run weft leave");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!shared.exists(), "--delete removes the folder");
+    assert!(!b.state.exists() && !dir.join(".b.left").exists());
 }
 
 /// A shared folder and weft's own folders are kept apart (SPEC.md §22.10): `weft create` and

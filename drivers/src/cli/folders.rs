@@ -273,7 +273,8 @@ impl BeforeSetUp {
     fn undo(&self) {
         let config = config::config_path(&self.state);
         let _ = match &self.config {
-            None => fs::remove_dir_all(&self.state),
+            // In one step (a kill partway could leave the store without the key).
+            None => crate::state::remove_state_folder(&self.state),
             Some(None) => fs::remove_file(&config),
             Some(Some(text)) => StateDir::open(&self.state)
                 .and_then(|s| s.replace(CONFIG_FILE, text.as_bytes()))

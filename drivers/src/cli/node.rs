@@ -186,7 +186,10 @@ impl Start {
             Some(key) => key,
             // The key is gone but the node's state is not (a key deleted by hand): a new
             // identity over it would take another node's records, counters and peers.
-            None if path.join(crate::storage::STORE_FILE).exists() => {
+            // (An empty store file is a store whose creation never began: no state.)
+            None if std::fs::metadata(path.join(crate::storage::STORE_FILE))
+                .is_ok_and(|m| m.len() > 0) =>
+            {
                 return Err(format!(
                     "{}: the state folder holds a store but no key file; restore the key, or remove the folder to start afresh",
                     path.display()
@@ -216,7 +219,7 @@ impl Start {
         };
         let written = self.write_folder(existing);
         if written.is_err() && !self.folder_existed {
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = state::remove_state_folder(&self.path);
         }
         written
     }

@@ -161,6 +161,7 @@ impl Host {
         op: DropOp,
         reply: Sender<Result<DropAnswer, HandleError>>,
     ) {
+        let before = self.node.drops_durability().changes;
         let answer = match op {
             DropOp::Create { dir } => self.drop_create(&dir),
             DropOp::Subscribe { drop, dir } => self.drop_subscribe(drop, &dir),
@@ -175,20 +176,22 @@ impl Host {
             DropOp::Status => Ok(DropAnswer::Status(self.drop_reports())),
             DropOp::Revert { dir } => self.drop_revert(&dir),
         };
-        self.answer_drop(reply, answer.map_err(HandleError::Drop));
+        self.answer_drop(reply, answer.map_err(HandleError::Drop), before);
     }
 
-    /// Sends a drops command's answer: at once if it failed, if the node keeps no store, or
-    /// if every change to the drops is stored; else once the engine's store holding the
-    /// command's change is done (answered before, a kill lost a created drop, a
-    /// subscription, a published version or an owners change the user was told was made).
+    /// Sends a drops command's answer: at once if it failed, if it changed nothing (the
+    /// drops' count of changes is still `before`), or if the node keeps no store; else once
+    /// the engine's store holding its change is done (answered before, a kill lost a created
+    /// drop, a subscription, a published version or an owners change the user was told was
+    /// made).
     fn answer_drop(
         &mut self,
         reply: Sender<Result<DropAnswer, HandleError>>,
         answer: Result<DropAnswer, HandleError>,
+        before: u64,
     ) {
         let d = self.node.drops_durability();
-        if answer.is_ok() && self.store.is_some() && d.changes > d.stored_through {
+        if answer.is_ok() && self.store.is_some() && d.changes > before {
             self.drops_waiting.push((d.changes, reply, answer));
             self.answer_drops();
             return;
@@ -463,6 +466,7 @@ impl Host {
     pub(super) fn check_drop_publishes(&mut self) -> bool {
         let mut fed = false;
         for w in std::mem::take(&mut self.publishes_waiting) {
+            let before = self.node.drops_durability().changes;
             let folder = w.drop.folder_id();
             let answer = match self.folders.scanned_since(&folder, w.since) {
                 Ok(false) if w.since.elapsed() < DROP_PUBLISH_SCAN_TIMEOUT => {
@@ -479,7 +483,7 @@ impl Host {
                     self.publish_now(w.drop, w.owner)
                 }
             };
-            self.answer_drop(w.reply, answer);
+            self.answer_drop(w.reply, answer, before);
         }
         fed
     }

@@ -229,12 +229,12 @@ impl DropsProtocol {
         self.metrics
     }
 
-    /// The chain of a held drop.
     /// How far this node's changes to the held drops are stored.
     pub(crate) fn durability(&self) -> &DropsDurability {
         &self.persist.durability
     }
 
+    /// The chain of a held drop.
     pub(crate) fn chain(&self, drop: &DropId) -> Option<&Chain> {
         self.drops.get(drop).map(|h| &h.chain)
     }
