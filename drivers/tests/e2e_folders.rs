@@ -425,7 +425,11 @@ fn a_deleted_directory_takes_its_deletable_ignored_files_with_it() {
     let nodes = [&a, &b];
     wait_for("the first sync", &nodes, || {
         let t = tree(&db);
-        t.contains_key("pkg/m.py") && t.contains_key("other/o.py")
+        t.contains_key("pkg/m.py") && t.contains_key("other/o.py") && t.contains_key(".weftignore")
+    });
+    // B reads the rules it received before it makes what they ignore.
+    wait_for("B's rules", &nodes, || {
+        b.log_text().contains(".weftignore: 2 rules in force")
     });
     // B makes what its rules ignore: a deletable one in pkg, a kept one in other.
     put(&db.join("pkg/m.pyc"), b"compiled at B");

@@ -632,6 +632,10 @@ fn scan_loop(
             for problem in &refreshed.problems {
                 tracing::warn!("folder {folder}: {IGNORE_FILE}: {problem}");
             }
+            tracing::info!(
+                "folder {folder}: {IGNORE_FILE}: {} rules in force",
+                refreshed.rules.lines().len()
+            );
             scanner.set_ignore_rules(refreshed.rules.clone());
             upkeep.disk.set_ignore_rules(refreshed.rules.clone());
             rules_unsent = Some(refreshed.rules);

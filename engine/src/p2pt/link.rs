@@ -114,7 +114,8 @@ impl Link {
         match &self.catch_up {
             None => false,
             Some(Bound::Unbounded) => true,
-            Some(Bound::Excluded(sent) | Bound::Included(sent)) => key > sent.as_slice(),
+            Some(Bound::Excluded(sent)) => key > sent.as_slice(),
+            Some(Bound::Included(next)) => key >= next.as_slice(),
         }
     }
 

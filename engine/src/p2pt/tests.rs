@@ -757,12 +757,13 @@ fn addresses_a_peer_names_are_dialed_a_bounded_number_of_times() {
     assert_eq!(net.nodes[0].peers().len(), 1);
 }
 
-/// A delta relayed while a new link's table catch-up has yet to reach its key waits for the
-/// catch-up, which carries the key's value with the delta merged: sent first, it made the
-/// key at the new peer a map of the delta alone, and the catch-up's store of the whole map
-/// was then skipped there (the key was truthy).
+/// A delta relayed while a new link's table catch-up has yet to reach its key goes after
+/// that key's catch-up store (its value before the delta), as when the catch-up went in one
+/// burst: sent alone first, it made the key at a new peer a map of the delta alone, and the
+/// catch-up's store of the whole map was then skipped there (the key was truthy). Withheld
+/// instead, a peer already holding the key, or nodes behind the new one, never got it.
 #[test]
-fn a_delta_does_not_overtake_a_new_links_catch_up() {
+fn a_delta_follows_its_keys_catch_up_store_on_a_new_link() {
     let mut net = Net::new(2, Subnet::SyncLeased, &[false, false]);
     net.connect(1, 0);
     let conn_at_0 = net.conn_to(0, 1);
@@ -833,24 +834,29 @@ fn a_delta_does_not_overtake_a_new_links_catch_up() {
         .filter(|(i, c, _)| *i == 0 && *c == fresh)
         .map(|(.., b)| decode_frame(b, &Method::PREFERENCE).unwrap().message)
         .collect();
-    assert!(
-        to_fresh.iter().all(|m| m.sub_flag != SubFlag::DELTA),
-        "no delta before the catch-up reached its key"
-    );
-    let m_store: Vec<&Message> = to_fresh
+    let is_m = |m: &Message| m.args.first() == Some(&Value::Binary(b"m".to_vec()));
+    let m_frames: Vec<(SubFlag, Option<&Value>)> = to_fresh
         .iter()
-        .filter(|m| {
-            m.sub_flag == SubFlag::STORE && m.args.first() == Some(&Value::Binary(b"m".to_vec()))
-        })
+        .filter(|m| is_m(m))
+        .map(|m| (m.sub_flag, m.args.get(1)))
         .collect();
-    assert_eq!(m_store.len(), 1);
+    let map = |fields: &[&str]| {
+        Value::Map(
+            fields
+                .iter()
+                .map(|f| (Value::from(*f), Value::from(1)))
+                .collect(),
+        )
+    };
+    let (before, delta, merged) = (map(&["x"]), map(&["a"]), map(&["x", "a"]));
     assert_eq!(
-        m_store[0].args.get(1),
-        Some(&Value::Map(vec![
-            (Value::from("x"), Value::from(1)),
-            (Value::from("a"), Value::from(1))
-        ])),
-        "the catch-up carries the merged map"
+        m_frames,
+        [
+            (SubFlag::STORE, Some(&before)),
+            (SubFlag::DELTA, Some(&delta)),
+            (SubFlag::STORE, Some(&merged)),
+        ],
+        "the key's value first, then the delta, then the catch-up's own store"
     );
     // A second handshake on the link (new codes, say) starts no catch-up again.
     let stores_to_fresh = |net: &Net| {
@@ -866,7 +872,7 @@ fn a_delta_does_not_overtake_a_new_links_catch_up() {
             })
             .count()
     };
-    assert_eq!(stores_to_fresh(&net), 7);
+    assert_eq!(stores_to_fresh(&net), 8);
     let again = encode_frame(&h.to_message(T0_MS / 1000).to_msgpack(), None).unwrap();
     net.input(
         0,
@@ -875,5 +881,5 @@ fn a_delta_does_not_overtake_a_new_links_catch_up() {
             bytes: Bytes::from(again),
         },
     );
-    assert_eq!(stores_to_fresh(&net), 7);
+    assert_eq!(stores_to_fresh(&net), 8);
 }

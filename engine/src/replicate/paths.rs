@@ -189,9 +189,17 @@ impl IgnoreRules {
             };
             match builder.add_line(None, rule) {
                 Ok(_) => {
+                    // The same line parsed just now: it parses again. An ignoring rule
+                    // without the prefix takes deletability back from what it matches, so
+                    // the last rule matching a path decides here as it does for ignoring.
+                    let trimmed = rule.trim_start();
                     if may_delete {
-                        // The same line parsed just now: it parses again.
                         let _ = deletable.add_line(None, rule);
+                    } else if !trimmed.is_empty()
+                        && !trimmed.starts_with('#')
+                        && !trimmed.starts_with('!')
+                    {
+                        let _ = deletable.add_line(None, &format!("!{rule}"));
                     }
                     lines.push(line);
                 }
@@ -412,7 +420,9 @@ mod tests {
 
     #[test]
     fn deletable_rules_ignore_and_make_deletable() {
-        let rules = rules("(?d)*.pyc\n(?d)__pycache__/\n*.log\n(?d)cache/\n!cache/keep\n");
+        let rules = rules(
+            "(?d)*.pyc\n(?d)__pycache__/\n*.log\n(?d)cache/\n!cache/keep\n(?d)*.tmp\nkeep.tmp\n",
+        );
         let cases: &[(&str, bool, bool, bool)] = &[
             // (path, is_dir, ignored, deletable)
             ("a.pyc", false, true, true),
@@ -423,6 +433,9 @@ mod tests {
             ("pkg/m.py", false, false, false),
             ("cache/keep", false, true, true),
             (".weftignore", false, false, false),
+            // The last rule matching decides: `keep.tmp` is ignored, not deletable.
+            ("a.tmp", false, true, true),
+            ("keep.tmp", false, true, false),
             (".weft/tmp/0000000000000001", false, false, false),
         ];
         for &(path, is_dir, ignored, deletable) in cases {
@@ -433,7 +446,7 @@ mod tests {
         // parse again to equal rules.
         assert_ne!(
             rules,
-            self::rules("*.pyc\n__pycache__/\n*.log\ncache/\n!cache/keep\n")
+            self::rules("*.pyc\n__pycache__/\n*.log\ncache/\n!cache/keep\n*.tmp\nkeep.tmp\n")
         );
         assert_eq!(IgnoreRules::parse(&rules.lines().join("\n")).0, rules);
     }

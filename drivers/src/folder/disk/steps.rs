@@ -15,8 +15,8 @@ use weft_engine::replicate::{Expect, StorageResult, TempId};
 use crate::folder::{TEMP_DIR, TRASH_DIR};
 
 use super::stat::{
-    entry_of, forget_tree, holds, infer_tier, kind_of, move_tree, refresh, refresh_unless_written,
-    same_content, size_of,
+    entry_of, forget_tree, holds, infer_tier, keys_under, kind_of, move_tree, refresh,
+    refresh_unless_written, same_content, size_of,
 };
 use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
 use super::{
@@ -234,18 +234,24 @@ impl Disk {
         self.at("checked", path);
         if kind_of(&st) == Some(FileKind::Directory) {
             let mut cache = self.cache.lock();
-            match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+            let mut removed = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+            // Kept only by what `(?d)` rules let go: that goes (off the lock, which the
+            // scanner and the other steps wait on), then the directory. Never when the
+            // scanner knows something under it: a file shared before a rule made it
+            // deletable (the rules replicate) is no file that was never shared.
+            if matches!(removed, Err(Errno::NOTEMPTY | Errno::EXIST))
+                && keys_under(&cache, path).iter().all(|k| k == path)
+            {
+                drop(cache);
+                let cleared = self.clear_deletable(&dir, name, path);
+                cache = self.cache.lock();
+                if cleared {
+                    removed = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+                }
+            }
+            match removed {
                 Ok(()) => {}
                 Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
-                // Kept only by what `(?d)` rules let go: that goes, then the directory.
-                Err(Errno::NOTEMPTY | Errno::EXIST) if self.clear_deletable(&dir, name, path) => {
-                    match rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
-                        Ok(()) => {}
-                        Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
-                        Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
-                        Err(e) => return Err(errno_fail(STEP, path, e)),
-                    }
-                }
                 Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
                 Err(e) => return Err(errno_fail(STEP, path, e)),
             }

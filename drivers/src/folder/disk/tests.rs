@@ -731,6 +731,45 @@ fn a_directory_kept_only_by_deletable_ignored_files_is_removed() {
     assert_eq!(remove(), S::Done);
     assert!(!f.at("pkg").exists());
     assert_eq!(fs::read(outside.join("precious")).unwrap(), b"not weft's");
+    // A `.weft` (a folder shared inside) under a deletable directory keeps it all.
+    fs::create_dir_all(f.at("nest/__pycache__/inner/.weft")).unwrap();
+    fs::write(
+        f.at("nest/__pycache__/inner/.weft/folder"),
+        b"another network",
+    )
+    .unwrap();
+    fs::write(f.at("nest/a.pyc"), b"compiled").unwrap();
+    let dir = f.expect("nest");
+    let remove_nest = || {
+        f.run(R::Remove {
+            path: "nest".into(),
+            expect: dir,
+        })
+    };
+    assert_eq!(remove_nest(), failed(DIR_NOT_EMPTY));
+    assert!(f.at("nest/a.pyc").exists() && f.at("nest/__pycache__/inner/.weft/folder").exists());
+    fs::remove_dir_all(f.at("nest/__pycache__/inner")).unwrap();
+    // A file the scanner knows under it (shared before a rule made it deletable: the rules
+    // replicate) keeps it all too.
+    f.disk.cache().lock().entries.insert(
+        "nest/a.pyc".into(),
+        crate::folder::cache::CachedEntry {
+            kind: FileKind::File,
+            size: 8,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            mode: 6,
+            target: String::new(),
+            tier: 0,
+            blocks: Vec::new(),
+        },
+    );
+    assert_eq!(remove_nest(), failed(DIR_NOT_EMPTY));
+    assert!(f.at("nest/a.pyc").exists());
+    f.disk.cache().lock().entries.remove("nest/a.pyc");
+    assert_eq!(remove_nest(), S::Done);
+    assert!(!f.at("nest").exists());
     // Without rules, the directory stays.
     f.disk.set_ignore_rules(IgnoreRules::default());
     fs::create_dir_all(f.at("again")).unwrap();

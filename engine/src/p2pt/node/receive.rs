@@ -76,26 +76,24 @@ impl P2ptNode {
             }
             // py2p relays to every linked peer but the originator, the sender's link
             // included, and forwards the bytes it received.
-            // A delta goes to no link whose table catch-up has yet to reach its key: the
-            // catch-up sends the key's value with the delta merged (this node applies it
-            // next). Sent first, it made the key at the peer a map of the delta alone, and
-            // the catch-up's store, finding the key truthy there, was skipped.
-            let delta_key = (m.sub_flag == SubFlag::DELTA)
-                .then(|| match m.args.first() {
-                    Some(Value::Binary(key)) => Some(key.as_slice()),
-                    _ => None,
-                })
-                .flatten();
             let to: Vec<ConnId> = self
                 .routing
                 .iter()
                 .filter(|(peer, _)| peer.as_slice() != m.sender.as_slice())
                 .map(|(_, c)| *c)
-                .filter(|c| {
-                    delta_key
-                        .is_none_or(|k| !self.links.get(c).is_some_and(|l| l.catch_up_pending(k)))
-                })
                 .collect();
+            // A delta to a link whose table catch-up has yet to reach its key goes after the
+            // key's catch-up store (its value before the delta, which this node applies
+            // next), as it did when the catch-up went in one burst. Sent alone first, it made
+            // the key at a peer without it a map of the delta alone, and the catch-up's store
+            // was then skipped there as truthy.
+            if m.sub_flag == SubFlag::DELTA {
+                if let Some(Value::Binary(key)) = m.args.first() {
+                    for &conn in &to {
+                        self.catch_up_key_first(conn, key);
+                    }
+                }
+            }
             self.metrics.broadcasts_relayed += to.len() as u64;
             self.transmit_to(&to, &Bytes::copy_from_slice(&msgpack), true, true);
         }

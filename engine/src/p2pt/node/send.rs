@@ -113,6 +113,29 @@ impl P2ptNode {
         }
     }
 
+    /// Sends `conn` the catch-up store of `key` now, if its catch-up has yet to reach it
+    /// and the table holds it (the catch-up sends it again when it gets there: a store of a
+    /// key the peer holds truthy is skipped).
+    pub(super) fn catch_up_key_first(&mut self, conn: ConnId, key: &[u8]) {
+        if !self
+            .links
+            .get(&conn)
+            .is_some_and(|l| !l.closing && l.catch_up_pending(key))
+        {
+            return;
+        }
+        let Some(e) = self.table.get(key) else {
+            return;
+        };
+        let args = vec![
+            Value::Binary(key.to_vec()),
+            e.value.clone(),
+            Value::Binary(e.owner.clone()),
+            Value::from(e.timestamp),
+        ];
+        self.send(conn, MainFlag::WHISPER, SubFlag::STORE, args);
+    }
+
     pub(super) fn send_handshake(&mut self, conn: ConnId) {
         let codes = self.ours.iter().map(|m| u64::from(m.code())).collect();
         let h = Handshake {
