@@ -67,7 +67,7 @@ fn nothing_goes_out_until_every_startup_load_is_answered() {
 }
 
 /// Connections the session closes while the gate is closed (each accept past `inbound_max`
-/// evicts the oldest unproven one) are closed at once, their held HELLOs dropped: held, each
+/// evicts the oldest unproven one) are closed at once, after their HELLO and BYE: held, each
 /// further accept left one more connection open and its outputs held, without bound.
 #[test]
 fn connections_closed_before_the_loads_are_answered_close_at_once() {
@@ -78,6 +78,7 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
     });
     let mut loads = Vec::new();
     let mut closes = 0;
+    let mut spoken_to = std::collections::BTreeSet::new();
     for i in 0..1000u64 {
         let conn = ConnId::inbound(i + 1);
         let addr = format!("10.{}.{}.1:9000", i / 256, i % 256);
@@ -90,8 +91,13 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
                     request: HostRequest::LoadState { .. },
                 } => loads.push(id),
                 Output::Close { conn, .. } => {
+                    assert!(spoken_to.remove(&conn), "its HELLO and BYE first");
                     closes += 1;
                     node.handle_input(T0, Input::Closed { conn }).unwrap();
+                }
+                // Only to a connection closed right after.
+                Output::Transmit { conn, .. } => {
+                    spoken_to.insert(conn);
                 }
                 Output::Request { .. } | Output::Event(_) => {}
                 other => panic!("a network output before the loads are answered: {other:?}"),
@@ -99,6 +105,7 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
         }
     }
     assert!(!node.is_restored());
+    assert!(spoken_to.is_empty(), "frames only to connections closed");
     assert_eq!(closes, 1000 - 4);
     for id in loads {
         let result = HostResult::Loaded(None);

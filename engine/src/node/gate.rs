@@ -4,10 +4,11 @@
 //! part may register one of its own with [`StartGate::register`]). Until the host has answered
 //! every one, the node hands the driver no dial and no frame. They wait, in order, and go out
 //! once the last load is answered; requests to the host and events go out at once. An
-//! accepted connection therefore waits for its HELLO. A `Close` goes out at once too, and the
-//! frames held for its connection are dropped (the peer was never told anything): held, the
-//! connections the session closes meanwhile (an unproven one evicted at each accept past
-//! `inbound_max`) would stay open, and their outputs held, without bound.
+//! accepted connection therefore waits for its HELLO. A `Close` goes out at once too, after
+//! the frames held for its connection (its HELLO, a BYE saying why: nothing of the state
+//! the gate waits for): held, the connections the session closes meanwhile (an unproven one
+//! evicted at each accept past `inbound_max`) would stay open, and their outputs held,
+//! without bound.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -21,6 +22,8 @@ pub(crate) struct StartGate {
     outstanding: BTreeSet<RequestId>,
     /// Network outputs held while the gate is closed, in the order they were made.
     held: VecDeque<Output>,
+    /// A closed connection's held frames and its `Close`, going out now.
+    released: VecDeque<Output>,
 }
 
 impl StartGate {
@@ -43,6 +46,9 @@ impl StartGate {
     /// is closed, network outputs are held and only requests and events pass; once it is
     /// open, what was held goes first.
     pub(crate) fn poll(&mut self, mut next: impl FnMut() -> Option<Output>) -> Option<Output> {
+        if let Some(out) = self.released.pop_front() {
+            return Some(out);
+        }
         if self.is_open() {
             return self.held.pop_front().or_else(next);
         }
@@ -60,8 +66,14 @@ impl StartGate {
                         self.held.push_back(out);
                         continue;
                     }
-                    self.held.retain(|held| held_for(held) != Some(conn));
-                    return Some(out);
+                    let (mine, rest): (VecDeque<Output>, VecDeque<Output>) = self
+                        .held
+                        .drain(..)
+                        .partition(|held| held_for(held) == Some(conn));
+                    self.held = rest;
+                    self.released = mine;
+                    self.released.push_back(out);
+                    return self.released.pop_front();
                 }
                 out => self.held.push_back(out),
             }
@@ -129,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn a_close_goes_out_at_once_unless_its_dial_is_held() {
+    fn a_close_goes_out_at_once_after_its_frames_unless_its_dial_is_held() {
         let mut gate = StartGate::default();
         gate.register(RequestId(1));
         let transmit = |c| Output::Transmit {
@@ -150,15 +162,24 @@ mod tests {
             close(1),
             close(2),
         ]);
-        // Connection 1's close passes, its HELLO dropped; 2's dial and close wait together.
-        assert!(matches!(
-            gate.poll(|| queue.pop_front()),
-            Some(Output::Close {
-                conn: ConnId(1),
-                ..
-            })
-        ));
-        assert!(gate.poll(|| queue.pop_front()).is_none());
+        // Connection 1's HELLO and close go out; 2's dial and close wait together.
+        let first: Vec<Output> = std::iter::from_fn(|| gate.poll(|| queue.pop_front())).collect();
+        assert!(
+            matches!(
+                first[..],
+                [
+                    Output::Transmit {
+                        conn: ConnId(1),
+                        ..
+                    },
+                    Output::Close {
+                        conn: ConnId(1),
+                        ..
+                    }
+                ]
+            ),
+            "{first:?}"
+        );
         assert_eq!(gate.held_len(), 3);
         gate.answered(RequestId(1));
         let rest: Vec<Option<ConnId>> = std::iter::from_fn(|| gate.poll(|| queue.pop_front()))
