@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use weft_engine::protocol::Block;
 use weft_engine::replicate::blocks::{StreamChunker, Tier};
@@ -53,8 +53,14 @@ fn open_still(path: &Path, expect: &Stat) -> Result<std::fs::File, Hashed> {
 }
 
 /// Reads the file at `path`, which must still be `expect`, and cuts it at `tier`; with the
-/// bytes read.
-pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64) {
+/// bytes read. Gives up (`Changed`) between reads once `stop` is set: a stop waited for the
+/// whole of a file of many gigabytes, and the signals that would end the wait went unheard.
+pub(super) fn hash_file(
+    path: &Path,
+    expect: &Stat,
+    tier: Tier,
+    stop: &AtomicBool,
+) -> (Hashed, u64) {
     let changed = || (Hashed::Changed, 0);
     let same = |found: io::Result<Found>| still(found, expect);
     let mut file = match open_still(path, expect) {
@@ -68,6 +74,9 @@ pub(super) fn hash_file(path: &Path, expect: &Stat, tier: Tier) -> (Hashed, u64)
     let mut read = 0u64;
     let mut limited = (&mut file).take(expect.size.saturating_add(1));
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return changed();
+        }
         let space = chunker.space();
         let room = space.len().min(READ_BYTES_MAX);
         match limited.read(&mut space[..room]) {
@@ -130,7 +139,7 @@ impl Scanner {
                     Plan::Dir | Plan::Symlink(_) => None,
                 };
                 if let Some(tier) = tier {
-                    done.push((i, hash_file(&abs, &item.stat, tier)));
+                    done.push((i, hash_file(&abs, &item.stat, tier, &self.stop)));
                 }
             }
             done

@@ -1120,3 +1120,25 @@ fn a_path_gone_through_a_kept_parent_is_looked_up_again() {
     assert!(!gone(&under.lstat("a/old")), "found through the new a");
     assert!(gone(&under.lstat("a/keep")), "the new a has no keep");
 }
+
+/// A file being hashed is given up between reads once the scanner is told to stop: a stop
+/// waited for the whole of a file of many gigabytes (and the signals that would end the wait
+/// went unheard meanwhile).
+#[test]
+fn hashing_a_file_stops_between_reads_once_told() {
+    use std::sync::atomic::AtomicBool;
+    let f = Folder::new();
+    f.write("big", &data(7, 4 << 20));
+    let Ok(stat::Found::Entry(st)) = stat::lstat(&f.p("big")) else {
+        panic!("a file");
+    };
+    let tier = tier_for(st.size, None);
+    let going = AtomicBool::new(false);
+    let (hashed, read) = hash::hash_file(&f.p("big"), &st, tier, &going);
+    assert!(matches!(hashed, hash::Hashed::Blocks(_)));
+    assert_eq!(read, 4 << 20);
+    let stopped = AtomicBool::new(true);
+    let (hashed, read) = hash::hash_file(&f.p("big"), &st, tier, &stopped);
+    assert!(matches!(hashed, hash::Hashed::Changed));
+    assert_eq!(read, 0, "nothing read once told to stop");
+}
