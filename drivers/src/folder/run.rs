@@ -100,6 +100,10 @@ pub(crate) struct Due {
 pub(crate) struct Folders {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    /// Set at shutdown, before the queue closes: a worker then carries out no step still
+    /// queued (the queue hands them out before it says it is closed), so none lands on disk
+    /// after the node's last state write.
+    closed: Arc<AtomicBool>,
     running: BTreeMap<FolderId, Running>,
     /// Scanners of removed folders, told to stop: each ends after the scan it may be in
     /// (joined at shutdown, never waited for on the loop).
@@ -143,9 +147,10 @@ impl Folders {
             for n in 0..WORKERS {
                 let queue = Arc::clone(&queue);
                 let handle = handle.clone();
+                let closed = Arc::clone(&self.closed);
                 let spawned = std::thread::Builder::new()
                     .name(format!("weft-disk-{n}"))
-                    .spawn(move || work(&queue, &handle));
+                    .spawn(move || work(&queue, &handle, &closed));
                 match spawned {
                     Ok(t) => self.workers.push(t),
                     Err(e) => tracing::warn!("cannot start a storage worker: {e}"),
@@ -356,6 +361,7 @@ impl Folders {
         for s in self.stopping.drain(..) {
             s.stop();
         }
+        self.closed.store(true, Ordering::Relaxed);
         self.jobs = None;
         for t in self.workers.drain(..) {
             let _ = t.join();
@@ -369,8 +375,8 @@ impl Drop for Folders {
     }
 }
 
-/// A storage worker: takes steps until the queue closes.
-fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle) {
+/// A storage worker: takes steps until the queue closes (or the folders are `closed`).
+fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle, closed: &AtomicBool) {
     loop {
         // The lock is only held to take one job; a panic elsewhere cannot leave the
         // receiver inconsistent.
@@ -378,6 +384,9 @@ fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle) {
         let Ok(job) = job else {
             return;
         };
+        if closed.load(Ordering::Relaxed) {
+            return;
+        }
         let now_ms = clock::unix_ms().map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
         // A panic in a step fails that step, not the worker: its answer still comes (the
         // node waits for every step's at a shutdown, and the worker takes the next).
