@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -202,7 +202,7 @@ impl Folders {
     /// Asks `folder`'s scanner for a scan now.
     pub(crate) fn scan_now(&self, folder: &FolderId) {
         if let Some(s) = self.running.get(folder).and_then(|r| r.scanner.as_ref()) {
-            let _ = s.wake.send(());
+            let _ = s.wake.try_send(());
         }
     }
 
@@ -286,7 +286,7 @@ impl Folders {
                     );
                     r.disk.cache().mark_written();
                     if let Some(s) = &r.scanner {
-                        let _ = s.wake.send(());
+                        let _ = s.wake.try_send(());
                     }
                 }
                 match r.disk.remove_stray_temps(temps) {
@@ -413,7 +413,8 @@ fn work(queue: &Mutex<Receiver<Job>>, handle: &Handle, closed: &AtomicBool) {
 /// A folder's scanner thread and its watcher.
 struct ScannerThread {
     stop: Arc<AtomicBool>,
-    wake: Sender<()>,
+    /// Wakes the scanner: one wake waits at most (more say nothing more).
+    wake: SyncSender<()>,
     thread: Option<JoinHandle<()>>,
     /// Kept alive for as long as the scanner runs.
     _watcher: Option<notify::RecommendedWatcher>,
@@ -427,7 +428,7 @@ impl ScannerThread {
         disk: Arc<Disk>,
         handle: Handle,
     ) -> Option<ScannerThread> {
-        let (wake, woken) = mpsc::channel::<()>();
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
         let watcher = watch(spec, wake.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let mut scanner = Scanner::new(spec.root.clone(), cache.clone());
@@ -464,7 +465,7 @@ impl ScannerThread {
     /// Tells the scanner to stop after the scan it may be in, without waiting for it.
     fn tell_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.wake.send(());
+        let _ = self.wake.try_send(());
     }
 
     /// Whether its thread has ended.
@@ -483,7 +484,7 @@ impl ScannerThread {
 /// Watches the folder recursively; every event that may be a local change wakes the
 /// scanner ([`wakes_the_scanner`]). `None` (logged) if the watcher cannot start: the periodic
 /// rescan still finds every change.
-fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatcher> {
+fn watch(spec: &FolderSpec, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
     let reserved = spec.root.join(super::RESERVED_DIR);
     let own = [
@@ -493,7 +494,7 @@ fn watch(spec: &FolderSpec, wake: Sender<()>) -> Option<notify::RecommendedWatch
     let dropped = own.clone();
     let mut watcher = match notify::recommended_watcher(move |event| {
         if wakes_the_scanner(&event, &dropped) {
-            let _ = wake.send(());
+            let _ = wake.try_send(());
         }
     }) {
         Ok(w) => w,
