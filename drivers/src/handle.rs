@@ -331,6 +331,7 @@ pub(crate) enum Request {
         why: String,
     },
     FolderStatus {
+        files_max: Option<usize>,
         reply: Sender<Vec<FolderReport>>,
     },
     Resolve {
@@ -568,10 +569,14 @@ impl Handle {
         })
     }
 
-    /// The shared folders and every file's state.
-    pub fn folder_status(&self) -> Result<Vec<FolderReport>, HandleError> {
+    /// The shared folders and every file's state (with `files_max`, as
+    /// [`crate::control::ControlRequest::Status`] says).
+    pub fn folder_status(
+        &self,
+        files_max: Option<usize>,
+    ) -> Result<Vec<FolderReport>, HandleError> {
         let (reply, answer) = mpsc::channel();
-        self.send(Request::FolderStatus { reply })?;
+        self.send(Request::FolderStatus { files_max, reply })?;
         answer.recv().map_err(|_| HandleError::Stopped)
     }
 

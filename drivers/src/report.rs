@@ -489,8 +489,12 @@ pub struct FolderReport {
     pub stopped: Option<String>,
     /// Whether its state is loaded.
     pub ready: bool,
-    /// Every file, directory and symlink it holds or is fetching, by path.
+    /// Every file, directory and symlink it holds or is fetching, by path (asked with a
+    /// bound: the first so many, and every one not synced or a conflict copy).
     pub files: Vec<FileReport>,
+    /// When asked with a bound: how many paths it holds or is fetching in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_total: Option<u64>,
 }
 
 /// One path of a shared folder, as `weft status` shows it.

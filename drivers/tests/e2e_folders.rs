@@ -446,6 +446,36 @@ fn a_deleted_directory_takes_its_deletable_ignored_files_with_it() {
     assert!(!t.contains_key("other/o.py"), "{t:#?}");
 }
 
+/// The web page asks for each folder's first paths only (and every path not synced): the
+/// report says how many there are in all; `weft status` gets every path.
+#[test]
+fn a_bounded_status_gives_the_first_paths_and_the_count() {
+    use weft_drivers::control::{request, ControlReply, ControlRequest};
+    let (dir, net) = scratch("folders-bounded");
+    let dir = dir.path();
+    let da = dir.join("A");
+    for n in 1..=6 {
+        put(
+            &da.join(format!("f{n}.txt")),
+            format!("file {n}").as_bytes(),
+        );
+    }
+    let a = create(dir, &net, "a", &da, "mio");
+    wait_for_status_path(&a, "the first scan", "f6.txt");
+    let socket = weft_drivers::state::socket_path(&a.state);
+    let status = |files_max| match request(&socket, &ControlRequest::Status { files_max }) {
+        Ok(ControlReply::Folders(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    let bounded = status(Some(2));
+    let paths: Vec<&str> = bounded[0].files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["f1.txt", "f2.txt"]);
+    assert_eq!(bounded[0].files_total, Some(6));
+    let whole = status(None);
+    assert_eq!(whole[0].files.len(), 6);
+    assert_eq!(whole[0].files_total, None);
+}
+
 /// Runs `weft start` for the node whose state is `state`.
 fn start(dir: &Path, net: &str, name: &str) -> NodeProc {
     let state = dir.join(name);

@@ -478,7 +478,7 @@ fn ask(net: &NetArgs, request: &ControlRequest) -> Result<ControlReply, String> 
 }
 
 fn folders(net: &NetArgs) -> Result<Vec<FolderReport>, String> {
-    match ask(net, &ControlRequest::Status)? {
+    match ask(net, &ControlRequest::Status { files_max: None })? {
         ControlReply::Folders(f) => Ok(f),
         ControlReply::Error(e) => Err(e),
         other => Err(format!("unexpected answer from the node: {other:?}")),
@@ -937,6 +937,7 @@ mod tests {
             root: "/home/me/shared".into(),
             stopped: None,
             ready: true,
+            files_total: None,
             files: vec![
                 file("a\u{1b}]0;owned\u{7}.txt", "synced"),
                 file("b\u{202e}gpj.exe", "error"),

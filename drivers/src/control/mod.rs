@@ -215,8 +215,13 @@ pub enum ControlRequest {
     },
     /// Stop the node: BYE to every peer, flush, exit.
     Shutdown,
-    /// The shared folders and every file's state.
-    Status,
+    /// The shared folders and every file's state (with `files_max`: each folder's first
+    /// `files_max` paths, every path not synced or a conflict copy, and the count of all).
+    Status {
+        /// The bound, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        files_max: Option<usize>,
+    },
     /// Ask the linked peer whose hex id starts with `peer` to run a program (SPEC.md §23),
     /// and stream what becomes of it.
     Run {

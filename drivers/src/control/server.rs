@@ -440,8 +440,8 @@ fn serve_client(
             Ok(()) => ControlReply::Stopping(std::process::id()),
             Err(e) => refused(e),
         },
-        ControlRequest::Status => handle
-            .folder_status()
+        ControlRequest::Status { files_max } => handle
+            .folder_status(files_max)
             .map_or_else(refused, ControlReply::Folders),
         ControlRequest::Run {
             peer,

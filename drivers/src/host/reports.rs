@@ -21,8 +21,11 @@ pub(super) fn kind_name(kind: FileKind) -> &'static str {
 }
 
 impl Host {
-    /// Every shared folder and each of its paths' state.
-    pub(super) fn folder_reports(&self) -> Vec<FolderReport> {
+    /// Every shared folder and each of its paths' state; with `files_max`, each folder's
+    /// first `files_max` paths (by path) and every path not synced or a conflict copy, and
+    /// how many paths it has (the web page asks so every 500 ms: a report of every path of
+    /// a large folder, built on the event loop, cost it that often).
+    pub(super) fn folder_reports(&self, files_max: Option<usize>) -> Vec<FolderReport> {
         self.folders
             .list()
             .into_iter()
@@ -34,37 +37,51 @@ impl Host {
                     .into_iter()
                     .map(|t| (t.path, t.bytes_done))
                     .collect();
+                let errors: std::collections::BTreeMap<&str, &String> = self
+                    .folder_errors
+                    .range((folder, String::new())..)
+                    .take_while(|((f, _), _)| *f == folder)
+                    .map(|((_, path), e)| (path.as_str(), e))
+                    .collect();
                 let records: Vec<&Record> = replica
                     .map(|r| r.records().filter(|r| !r.deleted).collect())
                     .unwrap_or_default();
-                let conflicted: std::collections::BTreeSet<String> = records
+                let origins: Vec<Option<String>> = records
                     .iter()
-                    .filter_map(|r| conflict_origin(&r.entry.path))
+                    .map(|r| conflict_origin(&r.entry.path))
                     .collect();
-                let mut files: Vec<FileReport> = records
-                    .iter()
-                    .map(|r| {
-                        let path = r.entry.path.clone();
-                        let error = self.folder_errors.get(&(folder, path.clone())).cloned();
-                        let state = if error.is_some() {
-                            "error"
-                        } else if transfers.contains_key(&path) {
-                            "fetching"
-                        } else if conflicted.contains(&path) {
-                            "conflict"
-                        } else {
-                            "synced"
-                        };
-                        FileReport {
-                            bytes_done: transfers.get(&path).copied().unwrap_or(r.entry.size),
-                            kind: kind_name(r.entry.kind).into(),
-                            size: r.entry.size,
-                            state: state.into(),
-                            error,
-                            path,
+                let conflicted: std::collections::BTreeSet<&str> =
+                    origins.iter().flatten().map(String::as_str).collect();
+                let mut files: Vec<FileReport> = Vec::new();
+                let mut plain = 0usize;
+                for (r, origin) in records.iter().zip(&origins) {
+                    let path = r.entry.path.as_str();
+                    let error = errors.get(path);
+                    let state = if error.is_some() {
+                        "error"
+                    } else if transfers.contains_key(path) {
+                        "fetching"
+                    } else if conflicted.contains(path) {
+                        "conflict"
+                    } else {
+                        "synced"
+                    };
+                    let special = state != "synced" || origin.is_some();
+                    if !special {
+                        if files_max.is_some_and(|max| plain >= max) {
+                            continue;
                         }
-                    })
-                    .collect();
+                        plain += 1;
+                    }
+                    files.push(FileReport {
+                        bytes_done: transfers.get(path).copied().unwrap_or(r.entry.size),
+                        kind: kind_name(r.entry.kind).into(),
+                        size: r.entry.size,
+                        state: state.into(),
+                        error: error.map(|e| (*e).clone()),
+                        path: path.to_owned(),
+                    });
+                }
                 // Files being fetched for the first time have no record yet. (A set, not a
                 // scan of `files` per transfer: a join starts a transfer for every file, and
                 // this runs on the event loop each time the web page or `weft status` asks.)
@@ -77,6 +94,7 @@ impl Host {
                     .filter(|t| !recorded.contains(t.path.as_str()))
                     .map(FileReport::from)
                     .collect();
+                let total = records.len() + first_fetches.len();
                 files.extend(first_fetches);
                 files.sort_by(|a, b| a.path.cmp(&b.path));
                 FolderReport {
@@ -84,6 +102,7 @@ impl Host {
                     root: root.display().to_string(),
                     stopped: stopped.map(str::to_owned),
                     ready,
+                    files_total: files_max.map(|_| total as u64),
                     files,
                 }
             })

@@ -181,8 +181,8 @@ impl Host {
                 }
             }
             Request::FolderStopped { folder, why, .. } => self.folders.stop(&folder, why),
-            Request::FolderStatus { reply } => {
-                let _ = reply.send(self.folder_reports());
+            Request::FolderStatus { files_max, reply } => {
+                let _ = reply.send(self.folder_reports(files_max));
             }
             Request::Resolve { path, keep, reply } => {
                 // The network's shared folder, not one added for a run or a drop.

@@ -351,7 +351,9 @@ impl Gatherer {
             ControlReply::Hosts(h) => h,
             r => return Err(unexpected(r)),
         };
-        let folders = match self.ask(ControlRequest::Status)? {
+        let folders = match self.ask(ControlRequest::Status {
+            files_max: Some(FILES_MAX),
+        })? {
             ControlReply::Folders(f) => f,
             r => return Err(unexpected(r)),
         };
@@ -496,7 +498,9 @@ fn folder_view(f: FolderReport, transfers: Vec<TransferView>) -> FolderView {
         .cloned()
         .collect();
     let conflicts = conflicts(&f.files);
-    let files_total = f.files.len();
+    let files_total = f
+        .files_total
+        .map_or(f.files.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
     FolderView {
         folder: f.folder,
         root: f.root,
@@ -646,6 +650,7 @@ mod tests {
             root: "/r".into(),
             stopped: None,
             ready: true,
+            files_total: None,
             files: vec![FileReport {
                 bytes_done: done,
                 size: 1000,
