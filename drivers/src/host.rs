@@ -493,6 +493,7 @@ impl Host {
         if busy && self.clock.now() < s.by {
             return None;
         }
+        self.folders.close_workers();
         for (folder, blob) in self.folders.written_caches() {
             self.store_scan_cache(folder, blob);
         }

@@ -107,6 +107,7 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
     assert!(!node.is_restored());
     assert!(spoken_to.is_empty(), "frames only to connections closed");
     assert_eq!(closes, 1000 - 4);
+
     for id in loads {
         let result = HostResult::Loaded(None);
         node.handle_input(T0, Input::Completed { id, result })
@@ -119,6 +120,7 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
         .filter(|c| !frames_to(&out, *c).is_empty())
         .collect();
     assert_eq!(hellos.len(), 4, "the four kept get their HELLOs: {out:?}");
+
     assert!(
         out.iter().all(|o| match o {
             Output::Transmit { conn, .. } => hellos.contains(conn),
@@ -126,6 +128,46 @@ fn connections_closed_before_the_loads_are_answered_close_at_once() {
         }),
         "nothing held for the closed ones"
     );
+}
+
+/// A peer that connects and leaves, again and again, before the start-up loads are answered
+/// leaves nothing held (its HELLO was held for good, one more each time), and nothing goes
+/// to it once they are.
+#[test]
+fn connections_the_driver_closed_before_the_loads_are_answered_leave_nothing_held() {
+    let mut node = node_with(|c| {
+        c.listen_addr = Some("127.0.0.1:7000".into());
+        c.chord = Some(Default::default());
+    });
+    let mut loads = Vec::new();
+    for i in 0..1000u64 {
+        let conn = ConnId::inbound(i + 1);
+        node.handle_input(T0, accepted(conn)).unwrap();
+        let mut outs = drain_raw(&mut node);
+        node.handle_input(T0, Input::Closed { conn }).unwrap();
+        outs.extend(drain_raw(&mut node));
+        for out in outs {
+            match out {
+                Output::Request {
+                    id,
+                    request: HostRequest::LoadState { .. },
+                } => loads.push(id),
+                Output::Request { .. } | Output::Event(_) => {}
+                other => panic!("a network output before the loads are answered: {other:?}"),
+            }
+        }
+    }
+    for id in loads {
+        let result = HostResult::Loaded(None);
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+    }
+    assert!(node.is_restored());
+    let network = drain_raw(&mut node)
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit { .. } | Output::Close { .. }))
+        .count();
+    assert_eq!(network, 0, "nothing for connections the driver said closed");
 }
 
 /// A node with Chord, a wall clock and one linked fake peer.

@@ -351,8 +351,15 @@ impl Folders {
             .collect()
     }
 
+    /// Tells the workers to carry out no more steps (those in progress finish): before the
+    /// node's last state write at an exit, so none lands on disk after it.
+    pub(crate) fn close_workers(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
     /// Ends the scanners and the workers (steps in progress finish first).
     pub(crate) fn shut_down(&mut self) {
+        self.close_workers();
         for r in self.running.values_mut() {
             if let Some(s) = r.scanner.take() {
                 s.stop();
@@ -361,7 +368,6 @@ impl Folders {
         for s in self.stopping.drain(..) {
             s.stop();
         }
-        self.closed.store(true, Ordering::Relaxed);
         self.jobs = None;
         for t in self.workers.drain(..) {
             let _ = t.join();

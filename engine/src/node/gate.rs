@@ -80,6 +80,13 @@ impl StartGate {
         }
     }
 
+    /// The driver says `conn` closed: what is held for it goes (the peer is gone; held, a
+    /// peer connecting and leaving again and again before the loads were answered grew the
+    /// held outputs without bound).
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        self.held.retain(|held| held_for(held) != Some(conn));
+    }
+
     /// Outputs held.
     #[cfg(test)]
     pub(crate) fn held_len(&self) -> usize {

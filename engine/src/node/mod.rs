@@ -114,7 +114,10 @@ impl Node {
                 Err(misuse) => Err(misuse.into()),
             },
             Input::Writable { conn } => self.session.writable(conn).map_err(Into::into),
-            Input::Closed { conn } => self.session.closed(now, conn).map_err(Into::into),
+            Input::Closed { conn } => {
+                self.gate.forget(conn);
+                self.session.closed(now, conn).map_err(Into::into)
+            }
             Input::WallClock { unix_ms } => {
                 self.session.set_wall_clock(unix_ms, now);
                 Ok(())

@@ -57,6 +57,9 @@ pub(super) struct Link {
     /// The table's catch-up still to send here: the keys after this bound (`None`: none, or
     /// all sent). Paced by `Writable` (SPEC.md §25.11).
     pub catch_up: Option<Bound<Vec<u8>>>,
+    /// Keys the catch-up sent ahead of its turn (before a delta of theirs), skipped when
+    /// their turn comes: at most the table's keys.
+    pub caught_up_early: std::collections::BTreeSet<Vec<u8>>,
     /// An `Output::Close` was emitted: nothing more is read or sent.
     pub closing: bool,
 }
@@ -77,6 +80,7 @@ impl Link {
             opened_at: now,
             unwritten: 0,
             catch_up: None,
+            caught_up_early: std::collections::BTreeSet::new(),
             closing: false,
         }
     }

@@ -84,7 +84,9 @@ impl Disk {
     /// let go, now removed: then it is empty. Nothing is removed unless everything in it may
     /// be (checked whole first, then removed).
     pub(super) fn clear_deletable(&self, dir: &OwnedFd, name: &str, path: &str) -> bool {
-        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Held throughout: rules read anew (a `.weftignore` from a peer) wait for the
+        // clearing to end, so it never removes what they no longer let go.
+        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(inner) = open_dir(dir, name) else {
             return false;
         };
@@ -110,7 +112,10 @@ impl Disk {
                     Ok(())
                 };
                 match done {
-                    Ok(()) | Err(Errno::NOENT) => {}
+                    Ok(()) => {}
+                    // Gone meanwhile: nothing to remove. (While checking, something gone
+                    // under it left the rest unchecked: nothing goes.)
+                    Err(Errno::NOENT) if remove => {}
                     Err(e) => {
                         if remove {
                             tracing::warn!(path, child, error = %e, "removing an ignored (?d) entry failed");

@@ -245,7 +245,9 @@ impl Disk {
                 drop(cache);
                 let cleared = self.clear_deletable(&dir, name, path);
                 cache = self.cache.lock();
-                if cleared {
+                // What the scanner recorded under it meanwhile stays its business: the
+                // directory stays, and the next scan reports what became of it.
+                if cleared && keys_under(&cache, path).iter().all(|k| k == path) {
                     removed = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
                 }
             }

@@ -100,9 +100,14 @@ impl P2ptNode {
                 return;
             };
             let Some((key, e)) = self.table.first_after(&from) else {
+                link.caught_up_early.clear();
                 return;
             };
             link.catch_up = Some(Bound::Excluded(key.clone()));
+            if link.caught_up_early.remove(key) {
+                // Sent ahead of its turn already.
+                continue;
+            }
             let args = vec![
                 Value::Binary(key.clone()),
                 e.value.clone(),
@@ -113,20 +118,20 @@ impl P2ptNode {
         }
     }
 
-    /// Sends `conn` the catch-up store of `key` now, if its catch-up has yet to reach it
-    /// and the table holds it (the catch-up sends it again when it gets there: a store of a
-    /// key the peer holds truthy is skipped).
+    /// Sends `conn` the catch-up store of `key` now, if its catch-up has yet to reach it,
+    /// has not sent it ahead already, and the table holds it (the catch-up skips it when it
+    /// gets there).
     pub(super) fn catch_up_key_first(&mut self, conn: ConnId, key: &[u8]) {
-        if !self
-            .links
-            .get(&conn)
-            .is_some_and(|l| !l.closing && l.catch_up_pending(key))
-        {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if link.closing || !link.catch_up_pending(key) || link.caught_up_early.contains(key) {
             return;
         }
         let Some(e) = self.table.get(key) else {
             return;
         };
+        link.caught_up_early.insert(key.to_vec());
         let args = vec![
             Value::Binary(key.to_vec()),
             e.value.clone(),
