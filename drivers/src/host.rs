@@ -178,6 +178,8 @@ pub(crate) struct Host {
     /// it is and no drop folder is added in this run (the next one stored over it would have
     /// forgotten every other).
     drop_folders_unreadable: Option<String>,
+    /// The drop folders were checked against the drops the engine restored.
+    drop_folders_reconciled: bool,
     /// Drop publishes waiting for their folder's scan.
     publishes_waiting: Vec<drops::PublishWaiting>,
     /// The byte counters sampled once a second, for the web page's chart.
@@ -228,6 +230,7 @@ impl Host {
             syncs: sync::RunSyncs::default(),
             drop_folders: std::collections::BTreeMap::new(),
             drop_folders_unreadable: None,
+            drop_folders_reconciled: false,
             publishes_waiting: Vec::new(),
             throughput: throughput::Throughput::default(),
             first_contact: None,
@@ -413,6 +416,7 @@ impl Host {
             self.feed(Input::Completed { id, result });
         }
         self.answer_drops();
+        self.reconcile_drop_folders();
         true
     }
 

@@ -264,6 +264,59 @@ fn an_owners_drop_commands_survive_a_sigkill_right_after_their_answer() {
     assert_eq!(counter(&drop_cmd(&a, "publish", &[&a_path])), 3);
 }
 
+/// A drop folder the store maps to a drop the engine did not store (a kill between the two
+/// stores) is subscribed to again if the node subscribed, else forgotten, and its directory
+/// may be made a drop again (it was refused as "a weft folder already" for good).
+#[test]
+fn a_mapped_drop_the_engine_lost_is_subscribed_again_or_forgotten() {
+    let (dir, net) = scratch("drops-reconcile");
+    let dir = dir.path();
+    let a = NodeProc::start(dir, &net, "a", "mio", "127.0.0.1:0", &[]);
+    let mut c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[&a.addr]);
+    let c_id = c.id();
+    wait_until("a links to c", || a.links_to(&c_id));
+    let a_dir = dir.join("a-drop");
+    write(&a_dir.join("readme.txt"), b"a's readme\n");
+    let a_path = a_dir.display().to_string();
+    let drop_id = ok(&drop_cmd(&a, "create", &[&a_path])).trim().to_owned();
+    assert_eq!(counter(&drop_cmd(&a, "publish", &[&a_path])), 1);
+    let c_sub = dir.join("c-sub");
+    let c_sub_path = c_sub.display().to_string();
+    ok(&drop_cmd(&c, "subscribe", &[&drop_id, &c_sub_path]));
+    wait_until("c holds a's files", || tree(&c_sub) == tree(&a_dir));
+    let c_own = dir.join("c-own");
+    write(&c_own.join("mine.txt"), b"c's own\n");
+    let c_own_path = c_own.display().to_string();
+    let lost = ok(&drop_cmd(&c, "create", &[&c_own_path]))
+        .trim()
+        .to_owned();
+    ok(&c.command("shutdown", &[]));
+    assert!(c.wait_exit().success());
+    drop(c);
+    // The engine's drops as a kill right after the folder map's store left them: none.
+    let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
+        .expect("c's store")
+        .expect("c's store exists");
+    store.store("drops", &[1, 0]).expect("an empty drops blob");
+    drop(store);
+    let c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[&a.addr]);
+    wait_until("c subscribed again", || {
+        status(&c)
+            .iter()
+            .any(|d| d.drop == drop_id && d.counter == Some(1))
+    });
+    assert!(
+        status(&c).iter().all(|d| d.drop != lost),
+        "the lost creation is forgotten"
+    );
+    wait_until("c holds a's files again", || tree(&c_sub) == tree(&a_dir));
+    let again = ok(&drop_cmd(&c, "create", &[&c_own_path]))
+        .trim()
+        .to_owned();
+    assert_ne!(again, lost);
+    assert_eq!(read(&c_own.join("mine.txt")), b"c's own\n");
+}
+
 #[test]
 fn bare_weft_drop_lists_its_commands_and_a_node_must_run() {
     let out = run(&["drop"]);

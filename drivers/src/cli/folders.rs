@@ -722,7 +722,7 @@ fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
 /// (the trash keeps replaced and deleted files a week: leaving must not lose what the user
 /// could still take back), then the reserved folder if nothing is left in it. Returns how
 /// many entries the trash keeps.
-fn remove_reserved(reserved: &Path) -> io::Result<usize> {
+pub(crate) fn remove_reserved(reserved: &Path) -> io::Result<usize> {
     let gone_is_fine = |done: io::Result<()>| match done {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,

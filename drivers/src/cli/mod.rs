@@ -34,6 +34,7 @@ pub use admin::{
 pub use chord::{delete, get, put, DeleteArgs, GetArgs, PutArgs};
 pub use completions::{completions, CompletionsArgs};
 pub use drops::{drop_command, DropArgs};
+pub(crate) use folders::remove_reserved;
 pub use folders::{
     create, join, leave, resolve, start, status, CreateArgs, JoinArgs, LeaveArgs, ResolveArgs,
     StartArgs, StatusArgs,

@@ -133,6 +133,71 @@ impl Host {
         }
     }
 
+    /// Once the engine has restored its drops: a drop folder the store maps to a drop the
+    /// engine does not hold (a kill between the map's store, at once, and the engine's, a
+    /// moment later) is subscribed to again if this node subscribed to it, else (a creation,
+    /// whose secret nonce is lost) forgotten, its marker removed so the directory can be made
+    /// a drop again. Before, the directory was refused as "a weft folder already" for good.
+    pub(super) fn reconcile_drop_folders(&mut self) {
+        if self.drop_folders_reconciled
+            || self.drop_folders_unreadable.is_some()
+            || !self.node.drops_durability().restored
+        {
+            return;
+        }
+        self.drop_folders_reconciled = true;
+        let held: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
+        let stale: Vec<(FolderId, DropFolder)> = self
+            .drop_folders
+            .iter()
+            .filter(|(_, d)| !held.contains(&d.drop))
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        for (id, d) in stale {
+            if d.role == DropRole::Subscriber {
+                let subscribe = DropsCommand::Subscribe { drop: d.drop };
+                match self.input(Input::Command(Command::Drops(subscribe))) {
+                    Ok(()) => {
+                        tracing::warn!(
+                            "drop {}: its folder at {} was mapped but the subscription not stored: subscribed again",
+                            d.drop,
+                            d.root.display()
+                        );
+                        continue;
+                    }
+                    Err(e) => tracing::warn!("drop {}: not subscribed again: {e}", d.drop),
+                }
+            }
+            let _ = self.folders.remove(&id);
+            self.drop_folders.remove(&id);
+            let reserved = d.root.join(RESERVED_DIR);
+            let marker = reserved.join(MARKER_FILE);
+            // Only a real `.weft` whose marker names this drop's folder is touched.
+            let ours = std::fs::symlink_metadata(&reserved).is_ok_and(|m| m.is_dir())
+                && crate::small_file::read_text_nofollow(
+                    &marker,
+                    crate::small_file::LINE_FILE_BYTES_MAX,
+                )
+                .is_ok_and(|text| text.trim() == id.to_string());
+            if ours {
+                if let Err(e) = crate::cli::remove_reserved(&reserved) {
+                    tracing::warn!("{}: {e}", reserved.display());
+                }
+            }
+            tracing::warn!(
+                "drop {}: its folder at {} was mapped but the drop not stored (a kill cut off its creation): forgotten; the directory may be made a drop again",
+                d.drop,
+                d.root.display()
+            );
+        }
+        if let Err(e) = self.store_drop_folders() {
+            tracing::warn!("drop folders: {e}");
+        }
+    }
+
     /// Whether `folder` is a drop's (the drops protocol adds it to the node, not the host).
     pub(super) fn is_drop_folder(&self, folder: &FolderId) -> bool {
         self.drop_folders.contains_key(folder)

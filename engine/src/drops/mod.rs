@@ -110,6 +110,9 @@ pub struct DropsDurability {
     pub failed_through: u64,
     /// Why the last store failed (or why none is made in this run).
     pub failure: Option<String>,
+    /// The stored drops were loaded (or there were none): the drops held are all this node
+    /// holds. False while loading, and for good when the blob could not be read.
+    pub restored: bool,
 }
 
 /// Something about one drop.

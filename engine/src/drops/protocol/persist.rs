@@ -115,8 +115,11 @@ impl DropsProtocol {
             (LOAD, result) => {
                 self.persist.loaded = true;
                 match result {
-                    HostResult::Loaded(Some(blob)) => self.restore(&blob),
-                    HostResult::Loaded(None) => {}
+                    HostResult::Loaded(Some(blob)) => {
+                        self.restore(&blob);
+                        self.persist.durability.restored = !self.persist.unreadable;
+                    }
+                    HostResult::Loaded(None) => self.persist.durability.restored = true,
                     // The host read nothing (a node without a store answers every load so):
                     // the drops work in memory, and nothing is stored over what the store
                     // may still hold (a read that failed once).
