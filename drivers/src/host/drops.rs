@@ -173,6 +173,13 @@ impl Host {
             }
             let _ = self.folders.remove(&id);
             self.drop_folders.remove(&id);
+            // Its replica state and scan cache go too: a later subscription of the same drop
+            // elsewhere would start from them.
+            let state_name =
+                weft_engine::replicate::ReplicaConfig::new(id, self.node.node_id()).state_name;
+            if let Err(e) = self.forget_folder_state(&id, &state_name) {
+                tracing::warn!("drop {}: {e}", d.drop);
+            }
             let reserved = d.root.join(RESERVED_DIR);
             let marker = reserved.join(MARKER_FILE);
             // Only a real `.weft` whose marker names this drop's folder is touched.

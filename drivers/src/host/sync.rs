@@ -224,7 +224,11 @@ impl Host {
 
     /// Forgets what the store keeps of folder `id`: its replica state (`state_name`) and its
     /// scan cache, after every blob handed to the state writer before.
-    fn forget_folder_state(&mut self, id: &FolderId, state_name: &str) -> Result<(), String> {
+    pub(super) fn forget_folder_state(
+        &mut self,
+        id: &FolderId,
+        state_name: &str,
+    ) -> Result<(), String> {
         let Some(store) = &self.store else {
             return Ok(());
         };

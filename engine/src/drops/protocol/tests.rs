@@ -1346,3 +1346,31 @@ fn a_change_is_durable_once_the_store_holding_it_is_done() {
     cx_answer(&mut h, HostResult::Stored);
     assert_eq!(h.drops.durability().stored_through, 4);
 }
+
+/// The drops count as restored once their stored blob is loaded (or there is none), never
+/// after a blob that could not be read or a load that failed: a host forgets the folders of
+/// drops not held only then.
+#[test]
+fn the_drops_are_restored_only_after_a_good_load() {
+    let restored_after = |result: HostResult| {
+        let mut config = Config::from_seed("test-net", 1);
+        config.listen_addr = Some("127.0.0.1:7000".into());
+        let me = Identity::from_secret(&config.secret_key).node_id();
+        let session = Session::new(&config, 0, [0; 32]);
+        let mut drops = DropsProtocol::new(&config, me, [1; 32], true);
+        let now = Instant(1_000_000_000);
+        let cx = Context { session: &session };
+        drops.handle_timeout(now, &cx);
+        assert!(!drops.durability().restored, "not before the load");
+        drops.handle_completed(now, &cx, LOAD, result);
+        drops.durability().restored
+    };
+    assert!(restored_after(HostResult::Loaded(None)));
+    assert!(restored_after(HostResult::Loaded(Some(
+        Bytes::from_static(&[1, 0])
+    ))));
+    assert!(!restored_after(HostResult::Loaded(Some(
+        Bytes::from_static(b"\xff\xff")
+    ))));
+    assert!(!restored_after(HostResult::Failed("no store".into())));
+}
