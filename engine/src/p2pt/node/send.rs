@@ -10,6 +10,17 @@ use weft_protocol::p2pt::{encode_frame, Handshake, MainFlag, Message, Method, Pe
 use super::{msgpack, P2ptNode, P2PT_CATCH_UP_UNWRITTEN_MAX, P2PT_SEND_QUEUE_BYTES_MAX};
 use crate::connection::{CloseReason, ConnId};
 use crate::io::Output;
+use crate::p2pt::P2ptEntry;
+
+/// A catch-up store's arguments: `[key, value, owner, timestamp]` (SPEC.md §25.11).
+fn catch_up_args(key: &[u8], e: &P2ptEntry) -> Vec<Value> {
+    vec![
+        Value::Binary(key.to_vec()),
+        e.value.clone(),
+        Value::Binary(e.owner.clone()),
+        Value::from(e.timestamp),
+    ]
+}
 
 pub(super) fn msgpack_args(args: &[Value]) -> Bytes {
     msgpack(&Value::Array(args.to_vec()))
@@ -108,12 +119,7 @@ impl P2ptNode {
                 // Sent ahead of its turn already.
                 continue;
             }
-            let args = vec![
-                Value::Binary(key.clone()),
-                e.value.clone(),
-                Value::Binary(e.owner.clone()),
-                Value::from(e.timestamp),
-            ];
+            let args = catch_up_args(key, e);
             self.send(conn, MainFlag::WHISPER, SubFlag::STORE, args);
         }
     }
@@ -132,12 +138,7 @@ impl P2ptNode {
             return;
         };
         link.caught_up_early.insert(key.to_vec());
-        let args = vec![
-            Value::Binary(key.to_vec()),
-            e.value.clone(),
-            Value::Binary(e.owner.clone()),
-            Value::from(e.timestamp),
-        ];
+        let args = catch_up_args(key, e);
         self.send(conn, MainFlag::WHISPER, SubFlag::STORE, args);
     }
 
