@@ -835,13 +835,29 @@ impl Disk {
                 self.items.remove(&key(&path));
                 StorageResult::Done
             }
-            StorageRequest::Rename { from, to, expect } => {
+            StorageRequest::Rename {
+                from,
+                to,
+                expect,
+                over,
+            } => {
                 if !self.items.contains_key(&key(&from)) {
                     return StorageResult::NotFound;
                 }
-                if !self.present(folder, &from, &expect) || self.items.contains_key(&key(&to)) {
+                if !self.present(folder, &from, &expect) || !self.present(folder, &to, &over) {
                     return StorageResult::Changed;
                 }
+                let inside = format!("{to}/");
+                if self
+                    .items
+                    .range(key(&inside)..)
+                    .next()
+                    .is_some_and(|((f, p), _)| *f == folder && p.starts_with(&inside))
+                {
+                    return StorageResult::Failed(StorageError::Io("directory not empty".into()));
+                }
+                // What it replaces (a resolve's) goes, as a rename over it does.
+                self.items.remove(&key(&to));
                 // The item and everything under it.
                 let prefix = format!("{from}/");
                 let moved: Vec<String> = self

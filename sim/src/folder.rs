@@ -372,14 +372,24 @@ impl Folder {
                     S::Done
                 }
             }
-            R::Rename { from, to, expect } => {
+            R::Rename {
+                from,
+                to,
+                expect,
+                over,
+            } => {
                 if !self.entries.contains_key(from) {
                     S::NotFound
-                } else if !self.holds(from, expect) || self.entries.contains_key(to) {
+                } else if !self.holds(from, expect) || !self.holds(to, over) {
                     S::Changed
                 } else if !self.parent_is_dir(to) {
                     io("no parent directory")
+                } else if self.has_children(to) {
+                    io("directory not empty")
                 } else {
+                    // What it replaces (a resolve's) goes, as a rename over it does.
+                    self.entries.remove(to);
+                    self.tiers.remove(to);
                     self.move_tree(from, to);
                     S::Done
                 }

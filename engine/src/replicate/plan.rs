@@ -25,6 +25,8 @@ pub(crate) enum Step {
         to: String,
         /// What must be at `from`.
         expect: Expect,
+        /// What must be at `to`, replaced by the rename: `Nothing` but for a resolve.
+        over: Expect,
         /// The record of `to` once renamed.
         install: Option<Box<Install>>,
     },

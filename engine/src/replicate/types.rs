@@ -159,8 +159,8 @@ pub enum StorageRequest {
         /// What must be there now.
         expect: Expect,
     },
-    /// Rename `from` to `to`; `to` must hold nothing. Answered with `Done`, `Changed` or
-    /// `NotFound`.
+    /// Rename `from` to `to`, replacing what `over` says is at `to` (the weft drivers keep a
+    /// replaced file in the trash). Answered with `Done`, `Changed` or `NotFound`.
     Rename {
         /// The old path.
         from: String,
@@ -168,6 +168,8 @@ pub enum StorageRequest {
         to: String,
         /// What must be at `from` now.
         expect: Expect,
+        /// What must be at `to` now: `Nothing` for a plain move.
+        over: Expect,
     },
     /// Make a directory (its parents exist). Answered with `Done` (also if it exists).
     MakeDir {

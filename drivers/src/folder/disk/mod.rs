@@ -369,7 +369,12 @@ impl Disk {
             ),
             R::DiscardTemp { temp } => self.discard_temp(*temp),
             R::Remove { path, expect } => self.remove(path, expect, now_unix_ms),
-            R::Rename { from, to, expect } => self.rename(from, to, expect),
+            R::Rename {
+                from,
+                to,
+                expect,
+                over,
+            } => self.rename(from, to, expect, over, now_unix_ms),
             R::MakeDir { path, mode } => self.make_dir(path, *mode),
             R::MakeSymlink { path, target } => self.make_symlink(path, target),
             R::SetMode { path, mode, expect } => self.set_mode(path, *mode, expect),

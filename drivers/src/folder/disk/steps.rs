@@ -295,7 +295,14 @@ impl Disk {
         Ok(StorageResult::Done)
     }
 
-    pub(super) fn rename(&self, from: &str, to: &str, expect: &Expect) -> Step<StorageResult> {
+    pub(super) fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        expect: &Expect,
+        over: &Expect,
+        now_unix_ms: i64,
+    ) -> Step<StorageResult> {
         const STEP: &str = "rename";
         let Some((fdir, fname)) = self.parent_if_any(from, STEP, true)? else {
             return Ok(StorageResult::NotFound);
@@ -307,9 +314,21 @@ impl Disk {
             return Ok(StorageResult::Changed);
         }
         let (tdir, tname) = self.parent_for(to, STEP)?;
-        if lstat(&tdir, tname, STEP, to)?.is_some() {
+        if !holds(lstat(&tdir, tname, STEP, to)?.as_ref(), over) {
             return Ok(StorageResult::Changed);
         }
+        // A file or symlink it replaces (a resolve's) is kept in the trash, as a commit keeps
+        // what it replaces; a directory it replaces must be empty, and goes.
+        let replaces = match over {
+            Expect::Present { kind, .. } => Some(*kind),
+            Expect::Nothing => None,
+        };
+        let trash = match replaces {
+            Some(FileKind::File | FileKind::Symlink) => {
+                Some(self.reserved_for(TRASH_DIR, STEP, to)?)
+            }
+            _ => None,
+        };
         self.at("checked", from);
         let mut cache = self.cache.lock();
         // Looked at again under the lock: a local save since is not moved as if unchanged.
@@ -319,12 +338,46 @@ impl Disk {
         if !holds(Some(&st), expect) {
             return Ok(StorageResult::Changed);
         }
+        let held = lstat(&tdir, tname, STEP, to)?;
+        if !holds(held.as_ref(), over) {
+            return Ok(StorageResult::Changed);
+        }
         self.at("locked", from);
-        match rename_noreplace(&fdir, fname, &tdir, tname) {
+        let kept = match (&trash, held.as_ref()) {
+            (Some(trash), Some(_)) => Some(
+                self.to_trash(&tdir, tname, trash, to, now_unix_ms, true)
+                    .map_err(|e| errno_fail("keep the replaced version of", to, e))?,
+            ),
+            _ => None,
+        };
+        if replaces == Some(FileKind::Directory) {
+            match rfs::unlinkat(&tdir, tname, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
+                Err(e) => return Err(errno_fail(STEP, to, e)),
+            }
+            forget_tree(&mut cache, to);
+        }
+        let renamed = match (replaces, &kept) {
+            // Over the file checked above, linked into the trash: replaced in one call.
+            (Some(FileKind::File | FileKind::Symlink), Some(_)) => {
+                rfs::renameat(&fdir, fname, &tdir, tname)
+            }
+            _ => rename_noreplace(&fdir, fname, &tdir, tname),
+        };
+        if renamed.is_err() {
+            if let (Some(trash), Some(kept)) = (&trash, &kept) {
+                let _ = rfs::unlinkat(trash, kept.as_str(), AtFlags::empty());
+            }
+        }
+        match renamed {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(StorageResult::Changed),
             Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
             Err(e) => return Err(errno_fail(STEP, from, e)),
+        }
+        if kept.is_some() {
+            cache.entries.remove(to);
         }
         move_tree(&mut cache, from, to);
         let after = lstat(&tdir, tname, STEP, to).ok().flatten();
@@ -334,6 +387,9 @@ impl Disk {
         drop(cache);
         sync_dir(&tdir, to);
         sync_dir(&fdir, from);
+        if let Some(trash) = &trash {
+            sync_dir(trash, to);
+        }
         Ok(StorageResult::Done)
     }
 

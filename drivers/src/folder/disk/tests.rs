@@ -267,7 +267,8 @@ fn a_symlinked_parent_is_refused_and_nothing_is_written_through_it() {
         f.run(R::Rename {
             from: "link/secret".into(),
             to: "stolen".into(),
-            expect: secret
+            expect: secret,
+            over: Expect::Nothing,
         }),
         failed(SYMLINK_IN_PATH)
     );
@@ -936,6 +937,7 @@ fn rename_never_replaces() {
             from: from.into(),
             to: to.into(),
             expect,
+            over: Expect::Nothing,
         })
     };
     assert_eq!(rename("a", "b", a), S::Changed);
@@ -1078,7 +1080,8 @@ fn the_cache_follows_every_step() {
         f.run(R::Rename {
             from: "f".into(),
             to: "d/g".into(),
-            expect: fe
+            expect: fe,
+            over: Expect::Nothing,
         }),
         S::Done
     );
@@ -1087,7 +1090,8 @@ fn the_cache_follows_every_step() {
         f.run(R::Rename {
             from: "d".into(),
             to: "e".into(),
-            expect: de
+            expect: de,
+            over: Expect::Nothing,
         }),
         S::Done
     );
@@ -1266,7 +1270,8 @@ fn nothing_is_written_under_a_mounted_disk_or_one_not_mounted() {
         f.run(R::Rename {
             from: "disk/mine".into(),
             to: "disk/mine (copy)".into(),
-            expect: mine
+            expect: mine,
+            over: Expect::Nothing,
         }),
         other("rename", "disk/mine")
     );
@@ -1413,6 +1418,7 @@ fn a_save_racing_a_rename_is_not_moved_as_unchanged() {
             from: "f".into(),
             to: "g".into(),
             expect: e,
+            over: Expect::Nothing,
         })
     };
     assert_eq!(rename(&f), S::Changed);
@@ -1426,6 +1432,7 @@ fn a_save_racing_a_rename_is_not_moved_as_unchanged() {
             from: "f".into(),
             to: "g".into(),
             expect: e,
+            over: Expect::Nothing,
         })
     };
     assert_eq!(rename(&f), S::Done);
@@ -1543,4 +1550,65 @@ fn no_step_writes_under_a_nested_weft() {
         Expect::Nothing
     )));
     assert_eq!(fs::read(f.at("inner/.weft/folder")).unwrap(), b"00aa\n");
+}
+
+/// A rename over what a resolve replaces: done in one call, the replaced file kept in the
+/// trash; refused as `Changed`, nothing moved, when the path no longer holds what it should
+/// (or holds something where nothing should be); an empty directory in the way goes.
+#[test]
+fn a_rename_over_a_path_keeps_what_it_replaces_in_the_trash() {
+    let f = Folder::new();
+    fs::write(f.at("copy"), b"kept").unwrap();
+    fs::write(f.at("doc"), b"replaced").unwrap();
+    let (copy, doc) = (f.expect("copy"), f.expect("doc"));
+    let rename = |expect, over| {
+        f.run(R::Rename {
+            from: "copy".into(),
+            to: "doc".into(),
+            expect,
+            over,
+        })
+    };
+    // A plain move refuses a taken path; a rename over the wrong content too.
+    assert_eq!(rename(copy, Expect::Nothing), S::Changed);
+    let Expect::Present { kind, mode, .. } = doc else {
+        unreachable!("doc is a file")
+    };
+    let other = Expect::Present {
+        kind,
+        size: 3,
+        mtime_ms: 0,
+        mode,
+    };
+    assert_eq!(rename(copy, other), S::Changed);
+    assert_eq!(fs::read(f.at("doc")).unwrap(), b"replaced");
+    assert_eq!(fs::read(f.at("copy")).unwrap(), b"kept");
+    assert_eq!(f.trash(), vec![]);
+
+    assert_eq!(rename(copy, doc), S::Done);
+    assert_eq!(fs::read(f.at("doc")).unwrap(), b"kept");
+    assert!(!f.at("copy").exists());
+    let trash = f.trash();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(trash[0].1, b"replaced");
+
+    // A directory in the way goes if empty, else the step fails and nothing moves.
+    fs::write(f.at("copy"), b"again").unwrap();
+    fs::create_dir(f.at("d")).unwrap();
+    fs::write(f.at("d/inside"), b"x").unwrap();
+    let (copy, d) = (f.expect("copy"), f.expect("d"));
+    let over_d = || {
+        f.run(R::Rename {
+            from: "copy".into(),
+            to: "d".into(),
+            expect: copy,
+            over: d,
+        })
+    };
+    assert!(is_failed(&over_d()));
+    assert_eq!(fs::read(f.at("copy")).unwrap(), b"again");
+    fs::remove_file(f.at("d/inside")).unwrap();
+    assert_eq!(over_d(), S::Done);
+    assert_eq!(fs::read(f.at("d")).unwrap(), b"again");
+    assert_eq!(f.trash().len(), 1);
 }

@@ -42,6 +42,7 @@ impl Replica {
             for step in a.steps.iter_mut() {
                 let expect = match step {
                     Step::Rename { from, expect, .. } if from == path => expect,
+                    Step::Rename { to, over, .. } if to == path => over,
                     Step::Remove { expect }
                     | Step::SetMode { expect, .. }
                     | Step::Fetch { expect }
@@ -244,8 +245,17 @@ impl Replica {
                 expect,
             },
             Some(Step::Rename {
-                from, to, expect, ..
-            }) => StorageRequest::Rename { from, to, expect },
+                from,
+                to,
+                expect,
+                over,
+                ..
+            }) => StorageRequest::Rename {
+                from,
+                to,
+                expect,
+                over,
+            },
             Some(Step::MakeDir { mode }) => StorageRequest::MakeDir {
                 path: path.to_string(),
                 mode,
@@ -610,6 +620,18 @@ impl Replica {
             return self.advance(path);
         }
         match (&step, result) {
+            (
+                Step::Rename {
+                    install: None,
+                    from,
+                    ..
+                },
+                StorageResult::NotFound | StorageResult::Changed,
+            ) if a.origin.is_empty() => {
+                // A resolve whose kept copy changed or went since it was asked for: nothing
+                // moved, the path and the copies stay as they are (still in conflict).
+                self.cancel(path);
+            }
             (
                 Step::Rename {
                     install: None,

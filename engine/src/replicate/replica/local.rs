@@ -198,18 +198,15 @@ impl Replica {
                 .merged(&k.entry.version)
                 .bumped_past(self.me, self.counter_high);
             e.modified_by = self.me;
-            let mut steps = Vec::new();
-            if current.as_ref().is_some_and(|c| !c.deleted) {
-                steps.push(Step::Remove {
-                    expect: self.expect_for(current.as_ref()),
-                });
-            }
-            steps.push(Step::Rename {
+            // One rename over what is at the path: if the kept copy changed (or went) since
+            // the scan, nothing has moved yet (a removal first left the path empty).
+            let steps = vec![Step::Rename {
                 from: keep.clone(),
                 to: path.clone(),
                 expect: self.expect_for(Some(&k)),
+                over: self.expect_at(&path, current.as_ref()),
                 install: None,
-            });
+            }];
             let gone = tombstone(
                 &keep,
                 k.entry.kind,

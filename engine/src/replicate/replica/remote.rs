@@ -369,6 +369,7 @@ impl Replica {
             from: from.to_string(),
             to: to.to_string(),
             expect,
+            over: Expect::Nothing,
             install: None,
         }];
         if lf.entry.mode != r.entry.mode && kind != FileKind::Symlink {
@@ -627,6 +628,7 @@ impl Replica {
             from: path.clone(),
             to: copy.clone(),
             expect: self.expect_for(Some(&l)),
+            over: Expect::Nothing,
             install: Some(Box::new(Install {
                 entry: c.entry,
                 deleted: false,

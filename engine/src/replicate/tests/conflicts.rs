@@ -806,3 +806,52 @@ fn a_directory_beats_a_file_at_the_same_path() {
         assert!(indexed, "node {i}: the copy is indexed");
     }
 }
+
+/// The copy a resolve keeps is saved again after the command and before its rename: the
+/// path keeps what it held (a removal first left it empty, and the apply then waited for
+/// blocks no node held any more), the conflict stands, and the save replicates.
+#[test]
+fn a_resolve_whose_kept_copy_changed_leaves_the_path_alone() {
+    let (mut net, _a, copy) = conflicted_pair();
+    let held = net.nodes[1].host.data("doc.txt").map(<[u8]>::to_vec);
+    assert!(held.is_some());
+    let now = net.now;
+    net.nodes[1]
+        .replica
+        .handle_command(
+            now,
+            ReplicaCommand::Resolve {
+                path: "doc.txt".into(),
+                keep: copy.clone(),
+            },
+        )
+        .expect("doc.txt is conflicted");
+    // Saved on disk before the steps run; the scanner reports it a moment later.
+    let saved = bytes(50_001, 9);
+    let change = net.nodes[1].host.put(&copy, saved.clone(), 900);
+    net.settle();
+    net.local(1, change);
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("doc.txt").map(<[u8]>::to_vec), held, "node {i}");
+        assert_eq!(n.host.data(&copy), Some(saved.as_slice()), "node {i}");
+    }
+    assert_eq!(net.records(0), net.records(1));
+    // Still in conflict: resolving again works.
+    let now = net.now;
+    net.nodes[1]
+        .replica
+        .handle_command(
+            now,
+            ReplicaCommand::Resolve {
+                path: "doc.txt".into(),
+                keep: copy.clone(),
+            },
+        )
+        .expect("doc.txt is still conflicted");
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("doc.txt"), Some(saved.as_slice()), "node {i}");
+        assert_eq!(n.host.data(&copy), None, "node {i}");
+    }
+}

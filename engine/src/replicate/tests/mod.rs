@@ -150,12 +150,21 @@ impl Host {
                 self.items.remove(path);
                 StorageResult::Done
             }
-            StorageRequest::Rename { from, to, expect } => {
+            StorageRequest::Rename {
+                from,
+                to,
+                expect,
+                over,
+            } => {
                 if !self.items.contains_key(from) {
                     return StorageResult::NotFound;
                 }
-                if !holds(self.items.get(from), *expect) || self.items.contains_key(to) {
+                if !holds(self.items.get(from), *expect) || !holds(self.items.get(to), *over) {
                     return StorageResult::Changed;
+                }
+                let inside = format!("{to}/");
+                if self.items.keys().any(|p| p.starts_with(&inside)) {
+                    return StorageResult::Failed(StorageError::Io("directory not empty".into()));
                 }
                 let i = self.items.remove(from).expect("checked above");
                 self.items.insert(to.clone(), i);
