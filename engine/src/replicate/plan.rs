@@ -25,8 +25,6 @@ pub(crate) enum Step {
         to: String,
         /// What must be at `from`.
         expect: Expect,
-        /// What must be at `to`, replaced by the rename: `Nothing` but for a resolve.
-        over: Expect,
         /// The record of `to` once renamed.
         install: Option<Box<Install>>,
     },
@@ -51,6 +49,16 @@ pub(crate) enum Step {
     Fetch {
         /// What must be at the path when committing.
         expect: Expect,
+    },
+    /// Rename `from` onto the apply's path in one rename, replacing what is there (a
+    /// resolve). Last of the variants: a persisted apply's steps keep their encoding.
+    Replace {
+        /// The path whose content takes the apply's path.
+        from: String,
+        /// What must be at `from`.
+        expect: Expect,
+        /// What must be at the apply's path.
+        over: Expect,
     },
 }
 

@@ -41,8 +41,12 @@ impl Replica {
         for (at, a) in self.applies.iter_mut() {
             for step in a.steps.iter_mut() {
                 let expect = match step {
-                    Step::Rename { from, expect, .. } if from == path => expect,
-                    Step::Rename { to, over, .. } if to == path => over,
+                    Step::Rename { from, expect, .. } | Step::Replace { from, expect, .. }
+                        if from == path =>
+                    {
+                        expect
+                    }
+                    Step::Replace { over, .. } if at == path => over,
                     Step::Remove { expect }
                     | Step::SetMode { expect, .. }
                     | Step::Fetch { expect }
@@ -239,20 +243,22 @@ impl Replica {
                     expect,
                 }
             }
-            Some(Step::Remove { .. }) if self.waits_to_feed(path) => return,
+            Some(Step::Remove { .. } | Step::Replace { .. }) if self.waits_to_feed(path) => return,
             Some(Step::Remove { expect }) => StorageRequest::Remove {
                 path: path.to_string(),
                 expect,
             },
             Some(Step::Rename {
-                from,
-                to,
-                expect,
-                over,
-                ..
+                from, to, expect, ..
             }) => StorageRequest::Rename {
                 from,
                 to,
+                expect,
+                over: Expect::Nothing,
+            },
+            Some(Step::Replace { from, expect, over }) => StorageRequest::Rename {
+                from,
+                to: path.to_string(),
                 expect,
                 over,
             },
@@ -560,6 +566,10 @@ impl Replica {
                     let moved = self.disk.insert(from.clone(), Expect::Nothing);
                     self.disk.insert(to.clone(), moved.unwrap_or(*expect));
                 }
+                Step::Replace { from, expect, .. } => {
+                    let moved = self.disk.insert(from.clone(), Expect::Nothing);
+                    self.disk.insert(path.to_string(), moved.unwrap_or(*expect));
+                }
                 Step::Remove { .. } => {
                     self.disk.insert(path.to_string(), Expect::Nothing);
                 }
@@ -620,16 +630,10 @@ impl Replica {
             return self.advance(path);
         }
         match (&step, result) {
-            (
-                Step::Rename {
-                    install: None,
-                    from,
-                    ..
-                },
-                StorageResult::NotFound | StorageResult::Changed,
-            ) if a.origin.is_empty() => {
-                // A resolve whose kept copy changed or went since it was asked for: nothing
-                // moved, the path and the copies stay as they are (still in conflict).
+            (Step::Replace { .. }, StorageResult::NotFound | StorageResult::Changed) => {
+                // A resolve whose kept copy or path changed (or went) since it was asked
+                // for: nothing moved, the path and the copies stay as they are (still in
+                // conflict).
                 self.cancel(path);
             }
             (

@@ -95,6 +95,7 @@ impl Replica {
             let step = a.steps.front().map_or("-".to_string(), |s| match s {
                 Step::Remove { .. } => "Remove".into(),
                 Step::Rename { from, to, .. } => format!("Rename {from} -> {to}"),
+                Step::Replace { from, .. } => format!("Replace with {from}"),
                 Step::MakeDir { .. } => "MakeDir".into(),
                 Step::MakeSymlink { target } => format!("MakeSymlink -> {target}"),
                 Step::SetMode { .. } => "SetMode".into(),

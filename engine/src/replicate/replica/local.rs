@@ -200,12 +200,10 @@ impl Replica {
             e.modified_by = self.me;
             // One rename over what is at the path: if the kept copy changed (or went) since
             // the scan, nothing has moved yet (a removal first left the path empty).
-            let steps = vec![Step::Rename {
+            let steps = vec![Step::Replace {
                 from: keep.clone(),
-                to: path.clone(),
                 expect: self.expect_for(Some(&k)),
                 over: self.expect_at(&path, current.as_ref()),
-                install: None,
             }];
             let gone = tombstone(
                 &keep,

@@ -369,7 +369,6 @@ impl Replica {
             from: from.to_string(),
             to: to.to_string(),
             expect,
-            over: Expect::Nothing,
             install: None,
         }];
         if lf.entry.mode != r.entry.mode && kind != FileKind::Symlink {
@@ -628,7 +627,6 @@ impl Replica {
             from: path.clone(),
             to: copy.clone(),
             expect: self.expect_for(Some(&l)),
-            over: Expect::Nothing,
             install: Some(Box::new(Install {
                 entry: c.entry,
                 deleted: false,
