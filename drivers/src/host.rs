@@ -22,6 +22,7 @@ use crate::dial_log::DialLog;
 use crate::folder::cache::Cache;
 use crate::folder::run::{cache_blob_name, FolderSpec, Folders};
 use crate::handle::{DropAnswer, HandleError, Subscriber};
+use crate::peer_log::PeerLog;
 use crate::process::Processes;
 use crate::state_writer::{self, StateWriter};
 use crate::storage::Store;
@@ -159,6 +160,8 @@ pub(crate) struct Host {
     failure: Option<RunError>,
     /// What was logged of failing dials.
     dial_log: DialLog,
+    /// The budgets of the log lines peers cause.
+    peer_log: PeerLog,
     /// The shared folders: their storage workers and scanners.
     folders: Folders,
     /// The last storage error at each path of each folder, until the path is updated.
@@ -221,6 +224,7 @@ impl Host {
             storage_in_flight: 0,
             failure: None,
             dial_log: DialLog::default(),
+            peer_log: PeerLog::default(),
             folders: Folders::default(),
             folder_errors: std::collections::BTreeMap::new(),
             processes: Processes::new(run_dir),

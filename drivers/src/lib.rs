@@ -32,6 +32,7 @@ mod host;
 #[cfg(feature = "mio")]
 pub mod mio_driver;
 pub mod outbox;
+pub mod peer_log;
 pub mod process;
 pub mod report;
 pub mod setup;

@@ -724,3 +724,34 @@ fn a_relay_that_terminates_noise_both_ways_links_no_one() {
         assert!(!node.links_to(other) && !node.links_to(&m_id));
     }
 }
+
+/// Connections that send junk, opened as fast as a client can, each closed and a line in the
+/// log: the lines are held to their budget (the log grew by one line per connection).
+#[test]
+fn junk_connections_log_a_bounded_number_of_lines() {
+    let (dir, net) = scratch("noise-junk");
+    let b = NodeProc::start(dir.path(), &net, "b", "mio", "127.0.0.1:0", &[]);
+    let max = weft_drivers::peer_log::PEER_LOG_LINES_MAX as usize;
+    let started = Instant::now();
+    for _ in 0..3 * max {
+        let mut s = TcpStream::connect(&b.addr).expect("connect to b");
+        s.set_read_timeout(Some(WAIT)).expect("a read timeout");
+        s.write_all(&[0xff; 64]).expect("write junk");
+        let mut buf = [0u8; 256];
+        // Closed by b: the read ends (or fails as reset).
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    }
+    eprintln!(
+        "{} junk connections closed in {:?}",
+        3 * max,
+        started.elapsed()
+    );
+    wait_until("b logs closes", || closes_logged(&b, "") >= max);
+    // The loop logs each close as it handles it: give it a moment past the last.
+    std::thread::sleep(Duration::from_millis(500));
+    let logged = closes_logged(&b, "");
+    assert!(
+        (1..=max).contains(&logged),
+        "{logged} closes logged, at most {max} expected"
+    );
+}

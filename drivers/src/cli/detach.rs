@@ -24,6 +24,13 @@ use crate::state::{self, StateDir, StateLock};
 /// The log of a node started with `--detach`, in its state folder.
 pub const LOG_FILE: &str = "node.log";
 
+/// The log as it was when a start found it past [`LOG_BYTES_MAX`] (one older log is kept).
+pub const OLD_LOG_FILE: &str = "node.log.1";
+
+/// A start that finds the log larger than this (64 MiB) renames it to [`OLD_LOG_FILE`],
+/// replacing the one there, and starts a new one.
+pub const LOG_BYTES_MAX: u64 = 64 << 20;
+
 /// How long `--detach` waits for the node to answer.
 const START_WAIT: Duration = Duration::from_secs(30);
 
@@ -125,11 +132,22 @@ fn start(path: &Path, argv: Vec<OsString>, waits: Waits) -> Result<String, Strin
     outcome
 }
 
+/// Renames the log in state folder `dir` to [`OLD_LOG_FILE`] if it is larger than
+/// `bytes_max`.
+fn set_log_aside(dir: &Path, bytes_max: u64) -> Result<(), String> {
+    let log = dir.join(LOG_FILE);
+    if fs::symlink_metadata(&log).is_ok_and(|m| m.len() > bytes_max) {
+        fs::rename(&log, dir.join(OLD_LOG_FILE)).map_err(|e| format!("{}: {e}", log.display()))?;
+    }
+    Ok(())
+}
+
 /// Starts the node with its output appended to the log; the child, the log's path and
 /// where this start's output begins in it.
 fn spawn(path: &Path, args: Vec<OsString>) -> Result<(std::process::Child, PathBuf, u64), String> {
     let state = StateDir::open(path).map_err(|e| e.to_string())?;
     let log_path = state.path().join(LOG_FILE);
+    set_log_aside(state.path(), LOG_BYTES_MAX)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -243,4 +261,26 @@ fn error_line(log: &Path, offset: u64) -> Option<String> {
         .rev()
         .find_map(|l| l.strip_prefix("weft: "))
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_past_its_bound_is_set_aside_once_replacing_the_older_one() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (log, old) = (dir.path().join(LOG_FILE), dir.path().join(OLD_LOG_FILE));
+        // No log yet: nothing to do.
+        set_log_aside(dir.path(), 8).expect("no log");
+        assert!(!old.exists());
+        fs::write(&log, b"12345678").unwrap();
+        set_log_aside(dir.path(), 8).expect("at the bound");
+        assert!(log.exists() && !old.exists());
+        fs::write(&old, b"oldest").unwrap();
+        fs::write(&log, b"123456789").unwrap();
+        set_log_aside(dir.path(), 8).expect("past the bound");
+        assert!(!log.exists());
+        assert_eq!(fs::read(&old).unwrap(), b"123456789");
+    }
 }

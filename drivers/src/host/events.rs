@@ -16,6 +16,7 @@ use super::sync::RUN_EVENTS_QUEUED_MAX;
 use super::Host;
 use crate::handle::HandleError;
 use crate::handle::{Delivery, Subscriber};
+use crate::peer_log::PeerLine;
 
 /// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
 /// drop in `drops`); false once the subscriber is gone.
@@ -51,6 +52,12 @@ pub(super) fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u6
 }
 
 impl Host {
+    /// Whether a line of `kind`, caused by a peer, is within its budget now.
+    pub(super) fn peer_line(&mut self, kind: PeerLine) -> bool {
+        let now = self.clock.now();
+        self.peer_log.allow(kind, now)
+    }
+
     /// Reports an event: broadcasts go to the subscribers, the rest to the log.
     pub(crate) fn on_event(&mut self, event: Event) {
         match event {
@@ -87,15 +94,23 @@ impl Host {
                 incarnation,
                 restarted,
             } => {
-                tracing::info!(
-                    "peer up {node} on {conn:?} (incarnation {incarnation}{})",
-                    if restarted { ", restarted" } else { "" }
-                );
+                if self.peer_line(PeerLine::Link) {
+                    tracing::info!(
+                        "peer up {node} on {conn:?} (incarnation {incarnation}{})",
+                        if restarted { ", restarted" } else { "" }
+                    );
+                }
                 self.linked_to(&node);
             }
-            Event::PeerDown { node, reason } => tracing::info!("peer down {node}: {reason:?}"),
+            Event::PeerDown { node, reason } => {
+                if self.peer_line(PeerLine::Link) {
+                    tracing::info!("peer down {node}: {reason:?}")
+                }
+            }
             Event::ConnectionClosed { conn, reason } => {
-                tracing::info!("closed {conn:?}: {reason:?}")
+                if self.peer_line(PeerLine::Closed) {
+                    tracing::info!("closed {conn:?}: {reason:?}")
+                }
             }
             Event::DialFailed {
                 addr,
@@ -185,7 +200,9 @@ impl Host {
             Event::Drops(DropsEvent { drop, kind }) => match kind {
                 DropsEventKind::Refused { peer, error }
                 | DropsEventKind::FilesRefused { peer, error } => {
-                    tracing::warn!("drop {drop}: refused what {peer} sent: {error}")
+                    if self.peer_line(PeerLine::Refused) {
+                        tracing::warn!("drop {drop}: refused what {peer} sent: {error}")
+                    }
                 }
                 DropsEventKind::HistoryFull => tracing::warn!("drop {drop}: its history is full"),
                 DropsEventKind::Current {

@@ -1,6 +1,7 @@
 //! The host's side of a node on a p2p.today network (SPEC.md §25.9–§25.12): its messages go
 //! to `weft listen`, its table to `weft table`.
 
+use crate::peer_log::PeerLine;
 use bytes::Bytes;
 use weft_engine::p2pt::{P2ptEntry, P2ptEvent, P2PT_LEASE_S};
 use weft_engine::protocol::p2pt::rmpv::Value;
@@ -84,11 +85,15 @@ impl Host {
                 self.subscribers.retain(|s| offer(s, &delivery, drops));
             }
             P2ptEvent::PeerUp { conn, id, addr } => {
-                tracing::info!("p2p.today peer up {id} at {addr} on {conn:?}");
+                if self.peer_line(PeerLine::Link) {
+                    tracing::info!("p2p.today peer up {id} at {addr} on {conn:?}");
+                }
                 self.linked_to(&id);
             }
             P2ptEvent::PeerDown { id, reason } => {
-                tracing::info!("p2p.today peer down {id}: {reason:?}")
+                if self.peer_line(PeerLine::Link) {
+                    tracing::info!("p2p.today peer down {id}: {reason:?}")
+                }
             }
             P2ptEvent::KeyChanged {
                 key, value, owner, ..
