@@ -680,6 +680,41 @@ fn a_vanished_folder_stops_with_an_error_and_deletes_nothing_elsewhere() {
     assert_eq!(a.command("status", &[]).status.code(), Some(0));
 }
 
+/// B's folder swapped for another network's (its marker names another folder), as a config
+/// pointed at another network's folder or another disk mounted there would: the folder stops
+/// with an error, and what it lacks is not sent as deletes.
+#[test]
+fn a_folder_whose_marker_names_another_folder_stops_and_deletes_nothing_elsewhere() {
+    let (dir, net) = scratch("folders-foreign");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("keep/one.txt"), b"one");
+    put(&da.join("two.txt"), b"two");
+    let a = create(dir, &net, "a", &da, "mio");
+    let b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    let before = tree(&da);
+    let other = dir.join("other");
+    put(&other.join("theirs.txt"), b"theirs");
+    put(
+        &other.join(".weft/folder"),
+        format!("{:032x}\n", 7).as_bytes(),
+    );
+    fs::rename(&db, dir.join("B.away")).expect("move B's folder away");
+    fs::rename(&other, &db).expect("another folder in its place");
+    common::wait_until("B reports its folder stopped", || {
+        let out = b.command("status", &["--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("names another folder")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tree(&da), before, "A lost files");
+    assert!(
+        !da.join("theirs.txt").exists(),
+        "the other folder's file went out"
+    );
+    assert_eq!(b.command("status", &[]).status.code(), Some(3));
+}
+
 /// `chattr` on `dir` (`+i`: nothing in it may be created, renamed or removed, not even by
 /// root).
 fn chattr(flag: &str, dir: &Path) {

@@ -159,7 +159,8 @@ impl Folders {
             self.jobs = Some(jobs);
         }
         let cache = SharedCache::new(cache.unwrap_or_default());
-        let disk = Arc::new(Disk::new(spec.root.clone(), cache.clone()));
+        let disk =
+            Arc::new(Disk::new(spec.root.clone(), cache.clone()).for_folder(spec.id.to_string()));
         self.next_scanner += 1;
         let number = self.next_scanner;
         let scanner = ScannerThread::spawn(&spec, number, cache, Arc::clone(&disk), handle.clone());
@@ -437,7 +438,8 @@ impl ScannerThread {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let watcher = watch(spec, wake.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let mut scanner = Scanner::new(spec.root.clone(), cache.clone());
+        let mut scanner =
+            Scanner::new(spec.root.clone(), cache.clone()).for_folder(spec.id.to_string());
         scanner.stop_with(Arc::clone(&stop));
         let folder = spec.id;
         let stopping = Arc::clone(&stop);

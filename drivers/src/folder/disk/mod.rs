@@ -60,6 +60,7 @@ pub(crate) use walk::{open_dir_in, open_dir_under, rename_noreplace};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,25 @@ pub enum FolderMissing {
     /// The marker `.weft/folder` is gone (or `.weft` is not a directory).
     #[error("the folder's marker .weft/folder is missing")]
     Marker,
+    /// The marker names another folder (or cannot be read): the directory is not this
+    /// folder (a config that points at another network's folder, another disk mounted there).
+    #[error("the folder's marker .weft/folder names another folder")]
+    Foreign,
+}
+
+/// What `lstat` says of a marker file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MarkerSeen {
+    device: u64,
+    inode: u64,
+    size: u64,
+    mtime_ns: (i64, i64),
+}
+
+/// Whether the marker file at `marker` names folder `id` (its one line, trimmed).
+pub fn marker_names(marker: &Path, id: &str) -> bool {
+    crate::small_file::read_text_nofollow(marker, crate::small_file::LINE_FILE_BYTES_MAX)
+        .is_ok_and(|held| held.trim() == id)
 }
 
 /// A shared folder on disk: carries out the engine's storage steps on it.
@@ -148,6 +168,11 @@ pub struct Disk {
     /// The folder's `.weftignore` rules, as its scanner last read them: what a removal of
     /// a directory may clear (`(?d)` rules).
     rules: Mutex<IgnoreRules>,
+    /// The folder's id, which its marker must name (if set, [`Disk::for_folder`]).
+    folder_id: Option<String>,
+    /// The marker last read and found to name [`Self::folder_id`], as `lstat` saw it: a
+    /// step reads it again only when another file (or other content) is there.
+    marker_read: Mutex<Option<MarkerSeen>>,
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
     /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
     /// path: a test changes the folder there.
@@ -227,9 +252,17 @@ impl Disk {
             temps: Mutex::new(Temps::default()),
             umask: process_umask(),
             rules: Mutex::new(IgnoreRules::default()),
+            folder_id: None,
+            marker_read: Mutex::new(None),
             #[cfg(test)]
             hook: None,
         }
+    }
+
+    /// The same folder, whose marker must name folder `id` (as [`Disk::init`] wrote it).
+    pub fn for_folder(mut self, id: String) -> Disk {
+        self.folder_id = Some(id);
+        self
     }
 
     /// The same folder giving paths new here their group's and others' bits under `umask`
@@ -301,7 +334,8 @@ impl Disk {
         }
     }
 
-    /// Checks that the root is a directory and the marker `.weft/folder` is there.
+    /// Checks that the root is a directory and the marker `.weft/folder` is there (naming
+    /// this folder, if its id is known).
     pub fn check(&self) -> Result<(), FolderMissing> {
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
@@ -312,10 +346,30 @@ impl Disk {
             Ok(m) if m.is_dir() => {}
             _ => return Err(FolderMissing::Marker),
         }
-        match std::fs::symlink_metadata(weft.join(MARKER_FILE)) {
-            Ok(m) if m.is_file() => Ok(()),
-            _ => Err(FolderMissing::Marker),
+        let marker = weft.join(MARKER_FILE);
+        let seen = match std::fs::symlink_metadata(&marker) {
+            Ok(m) if m.is_file() => MarkerSeen {
+                device: m.dev(),
+                inode: m.ino(),
+                size: m.size(),
+                mtime_ns: (m.mtime(), m.mtime_nsec()),
+            },
+            _ => return Err(FolderMissing::Marker),
+        };
+        let Some(id) = &self.folder_id else {
+            return Ok(());
+        };
+        let mut read = self
+            .marker_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *read != Some(seen) {
+            if !marker_names(&marker, id) {
+                return Err(FolderMissing::Foreign);
+            }
+            *read = Some(seen);
         }
+        Ok(())
     }
 
     /// Carries out one storage step at `now_unix_ms` (which names trash entries). Every

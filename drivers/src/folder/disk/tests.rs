@@ -141,6 +141,32 @@ fn disk_is_send_and_sync() {
 
 // Rule 1: the folder first.
 
+/// A marker naming another folder (another network's, a config that points at it) refuses
+/// every step, as a missing one does; one rewritten in place is read again.
+#[test]
+fn a_marker_naming_another_folder_is_refused() {
+    let f = Folder::new();
+    let disk = Disk::new(f.root.clone(), SharedCache::default()).for_folder("00ff00ff".into());
+    assert_eq!(disk.check(), Ok(()));
+    let marker = f.root.join(RESERVED_DIR).join(MARKER_FILE);
+    let mkdir = R::MakeDir {
+        path: "d".into(),
+        mode: 7,
+    };
+    fs::write(&marker, "ff00ff\n").unwrap();
+    assert_eq!(disk.check(), Err(FolderMissing::Foreign));
+    assert_eq!(disk.carry_out(&mkdir, NOW), failed(FOLDER_MISSING));
+    assert!(!f.at("d").exists());
+    // Its own id again, rewritten in place, then another's (of another length: a rewrite
+    // is seen by its size, mtime or inode, and two within one clock tick may share an mtime).
+    fs::write(&marker, "00ff00ff\n").unwrap();
+    assert_eq!(disk.check(), Ok(()));
+    fs::write(&marker, "00ff0\n").unwrap();
+    assert_eq!(disk.check(), Err(FolderMissing::Foreign));
+    fs::write(&marker, "00ff00ff\n").unwrap();
+    assert_eq!(disk.carry_out(&mkdir, NOW), S::Done);
+}
+
 #[test]
 fn missing_marker_or_root_is_refused_and_nothing_is_touched() {
     let f = Folder::new();

@@ -76,6 +76,10 @@ pub enum ScanError {
     /// The folder's marker file is missing: the folder is not (or no longer) this one.
     #[error("the folder marker {0} is missing")]
     MarkerMissing(PathBuf),
+    /// The folder's marker names another folder (or cannot be read): the directory is not
+    /// this folder.
+    #[error("the folder marker {0} names another folder")]
+    MarkerForeign(PathBuf),
     /// The root could not be listed, or the scan could not go on.
     #[error("scanning the folder failed: {0}")]
     Io(String),
@@ -148,6 +152,8 @@ pub struct Scanner {
     /// The folder's `.weftignore` rules: an ignored path is not walked, and what the cache
     /// holds at or under it is neither reported nor removed.
     ignore: IgnoreRules,
+    /// The folder's id, which its marker must name (if set, [`Scanner::for_folder`]).
+    folder_id: Option<String>,
     /// Called with the root and each path the walk has just `lstat`ed: a test changes the
     /// folder there, between the walk's steps.
     #[cfg(test)]
@@ -175,6 +181,7 @@ impl Scanner {
             stable_ms: STABLE_MS,
             threads,
             ignore: IgnoreRules::default(),
+            folder_id: None,
             #[cfg(test)]
             after_lstat: None,
             stop: Arc::default(),
@@ -194,6 +201,12 @@ impl Scanner {
     /// Uses `rules` (the folder's `.weftignore`) from the next scan on.
     pub fn set_ignore_rules(&mut self, rules: IgnoreRules) {
         self.ignore = rules;
+    }
+
+    /// The same scanner, whose folder's marker must name folder `id`.
+    pub fn for_folder(mut self, id: String) -> Scanner {
+        self.folder_id = Some(id);
+        self
     }
 
     /// The same scanner hashing on `threads` threads (at least one).
@@ -230,6 +243,11 @@ impl Scanner {
         }
         if !self.marker_present() {
             return Err(ScanError::MarkerMissing(self.marker()));
+        }
+        if let Some(id) = &self.folder_id {
+            if !crate::folder::disk::marker_names(&self.marker(), id) {
+                return Err(ScanError::MarkerForeign(self.marker()));
+            }
         }
         Ok(())
     }

@@ -1142,3 +1142,26 @@ fn hashing_a_file_stops_between_reads_once_told() {
     assert!(matches!(hashed, hash::Hashed::Changed));
     assert_eq!(read, 0, "nothing read once told to stop");
 }
+
+/// A marker that names another folder (a config pointing at another network's folder): the
+/// scan fails as for a missing one, and nothing is recorded or reported.
+#[test]
+fn a_marker_naming_another_folder_fails_the_scan() {
+    let f = Folder::new();
+    populate(&f);
+    let s = f.scanner().for_folder("00ff".into());
+    later(&s);
+    let before = s.cache().lock().clone();
+    let marker = f.p(".weft/folder");
+    fs::write(&marker, "ff00\n").expect("another folder's marker");
+    fs::remove_file(f.p("top.txt")).expect("rm");
+    assert!(matches!(later_err(&s), ScanError::MarkerForeign(p) if p == marker));
+    assert_eq!(*s.cache().lock(), before, "nothing recorded");
+    fs::write(&marker, [0xff, 0]).expect("an unreadable marker");
+    assert!(matches!(later_err(&s), ScanError::MarkerForeign(_)));
+    fs::write(&marker, "00ff\n").expect("its own marker again");
+    assert!(later(&s)
+        .changes
+        .iter()
+        .any(|c| matches!(c, LocalChange::Removed { path } if path == "top.txt")));
+}
