@@ -78,6 +78,14 @@ impl StopSignal {
             StopSignal::Terminate => 15,
         }
     }
+
+    /// The signal's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
 }
 
 impl Exit {
@@ -109,6 +117,10 @@ pub enum RunError {
     /// [`FirstContact`]).
     #[error("{0}")]
     NotJoined(String),
+    /// A joining node was stopped by a signal before it linked to the network (the join's
+    /// set-up is taken back, as when it cannot link; the exit code is the signal's).
+    #[error("stopped by {} before it joined the network", .0.name())]
+    StoppedBeforeJoin(StopSignal),
 }
 
 impl RunError {
@@ -507,7 +519,18 @@ impl Host {
         }
         // What the writer holds is stored before the run ends.
         self.state_writer = None;
-        Some(Ok(s.exit))
+        Some(self.ended(s.exit))
+    }
+
+    /// How the run ends with `exit`: in [`RunError::StoppedBeforeJoin`] if a signal stopped
+    /// a joining node before it linked.
+    pub(crate) fn ended(&self, exit: Exit) -> Result<Exit, RunError> {
+        match exit {
+            Exit::Signalled(signal) | Exit::Interrupted(signal) if self.first_contact.is_some() => {
+                Err(RunError::StoppedBeforeJoin(signal))
+            }
+            _ => Ok(exit),
+        }
     }
 
     /// A peer (`who`) linked: a joining node's first contact is made.

@@ -142,7 +142,7 @@ impl MioDriver {
                     WAKER => self.requests_waiting = true,
                     SIGNALS => {
                         if let Some(signal) = self.on_signals() {
-                            return Ok(Exit::Interrupted(signal));
+                            return self.host.ended(Exit::Interrupted(signal));
                         }
                     }
                     Token(t) => self.on_conn_event(ConnId(t as u64), readable, writable),

@@ -111,7 +111,7 @@ impl TokioDriver {
             }
             match self.pass(cx) {
                 Some(Ok(())) => {}
-                Some(Err(exit)) => return Poll::Ready(Ok(exit)),
+                Some(Err(exit)) => return Poll::Ready(self.host.ended(exit)),
                 // The run failed during the pass: the next turn returns the error.
                 None if self.host.has_failed() => {}
                 None => return Poll::Pending,

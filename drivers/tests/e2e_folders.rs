@@ -286,6 +286,75 @@ fn join_through_a_node_of_another_network_fails_and_leaves_nothing_behind() {
     converge(&[&da, &db], "the join", &[&a, &b]);
 }
 
+/// A join stopped by SIGINT or SIGTERM while it waits for its first link takes back what it
+/// set up, as a join that cannot link does (it was left half set up: the same join then said
+/// the machine belonged to the network already), and exits with the signal's code.
+#[test]
+fn a_join_stopped_before_it_links_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let (dir, net) = scratch("folders-join-stopped");
+    let dir = dir.path();
+    // A port nothing listens on: the join keeps redialing it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (db, state) = (dir.join("b-files"), dir.join("b"));
+    let (d, s) = (db.display().to_string(), state.display().to_string());
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let mut child = common::weft()
+            .args([
+                "join",
+                "--name",
+                &net,
+                "--state",
+                &s,
+                "--dir",
+                &d,
+                "--peer",
+                &closed,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weft join");
+        // Its node is up once it prints its line.
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the node's line");
+        assert!(line.contains("listening on"), "{line}");
+        assert!(state.exists() && db.join(".weft").exists(), "set up");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let out = child.wait_with_output().expect("weft join ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(
+            err.lines()
+                .last()
+                .unwrap_or_default()
+                .contains("before it joined the network"),
+            "SIG{signal}: {err}"
+        );
+        assert!(
+            !state.exists(),
+            "SIG{signal}: the state folder is taken back"
+        );
+        assert!(
+            !db.exists(),
+            "SIG{signal}: the folder the join made is taken back"
+        );
+    }
+}
+
 #[test]
 fn a_create_whose_node_cannot_start_leaves_nothing_behind() {
     let (dir, net) = scratch("folders-create-fails");

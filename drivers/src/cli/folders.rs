@@ -191,6 +191,14 @@ fn run(
             take_back();
             code
         }
+        Err(NodeFailure::StoppedBeforeJoin(e, code)) => {
+            take_back();
+            let _ = writeln!(
+                io::stderr(),
+                "weft: {e}: what the join set up is taken back"
+            );
+            code
+        }
         Err(NodeFailure::Stopped(e)) => fail(e),
     }
 }

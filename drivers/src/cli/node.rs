@@ -47,13 +47,18 @@ pub(super) enum NodeFailure {
     /// Its arguments or config were refused before it started (said already; the exit
     /// code, 2).
     Refused(ExitCode),
+    /// (`weft join`) A signal stopped it before it linked: the message, and the signal's
+    /// exit code.
+    StoppedBeforeJoin(String, ExitCode),
 }
 
 impl NodeFailure {
     /// The error, in words.
     pub(super) fn message(&self) -> &str {
         match self {
-            NodeFailure::NeverLinked(m) | NodeFailure::Stopped(m) => m,
+            NodeFailure::NeverLinked(m)
+            | NodeFailure::Stopped(m)
+            | NodeFailure::StoppedBeforeJoin(m, _) => m,
             NodeFailure::Refused(_) => "bad arguments or config",
         }
     }
@@ -62,6 +67,10 @@ impl NodeFailure {
     fn of_run(driver: &str, error: RunError) -> NodeFailure {
         match error {
             RunError::NotJoined(m) => NodeFailure::NeverLinked(m),
+            RunError::StoppedBeforeJoin(signal) => NodeFailure::StoppedBeforeJoin(
+                error.to_string(),
+                ExitCode::from(Exit::Signalled(signal).code()),
+            ),
             other => NodeFailure::Stopped(format!("{driver} driver: {other}")),
         }
     }
