@@ -426,3 +426,34 @@ fn a_subscriber_that_knows_only_a_tracker_reaches_the_owner_through_it() {
         holders == both
     });
 }
+
+/// A `drop create` or `subscribe` that fails changes nothing: no drop is made for a
+/// directory weft cannot write to (the drop was made first and stayed, with no folder, one
+/// per retry), and no directory is made inside a folder the new one would overlap (it was
+/// made first, and replicated).
+#[test]
+fn a_failed_drop_command_makes_no_drop_and_no_directory() {
+    let (dir, net) = scratch("drops-failed");
+    let dir = dir.path();
+    let a = NodeProc::start(dir, &net, "a", "mio", "127.0.0.1:0", &[]);
+    fails_with(&drop_cmd(&a, "create", &["/proc"]), 1, "cannot share /proc");
+    assert!(status(&a).is_empty(), "no drop was made");
+    let a_dir = dir.join("a-drop");
+    write(&a_dir.join("readme.txt"), b"readme\n");
+    let a_path = a_dir.display().to_string();
+    ok(&drop_cmd(&a, "create", &[&a_path]));
+    let inside = a_dir.join("x/y");
+    let inside_path = inside.display().to_string();
+    fails_with(&drop_cmd(&a, "create", &[&inside_path]), 1, "overlaps");
+    let someone = "ab".repeat(32);
+    fails_with(
+        &drop_cmd(&a, "subscribe", &[&someone, &inside_path]),
+        1,
+        "overlaps",
+    );
+    assert!(
+        !a_dir.join("x").exists(),
+        "nothing made inside the drop folder"
+    );
+    assert_eq!(status(&a).len(), 1);
+}

@@ -389,7 +389,7 @@ fn keep_apart(dir: &Path, net: &NetArgs) -> Result<(), String> {
 /// Creates the folder (if absent), its reserved folder and its marker.
 fn init_folder(dir: &Path, network: &str) -> Result<(), String> {
     let id = FolderId::from_name(network).to_string();
-    Disk::init(dir, &id).map_err(|e| format!("{}: {e}", dir.display()))
+    Disk::init(dir, &id).map_err(|e| format!("cannot share {}: {e}", dir.display()))
 }
 
 /// The local address of the interface that routes to `peer` (no packet is sent).

@@ -30,7 +30,7 @@ pub fn keep_apart(dir: &Path, own: &[impl AsRef<Path>]) -> Result<(), String> {
 
 /// `path` made absolute, its longest existing start resolved (`canonicalize`) and the rest
 /// appended with `.` and `..` taken lexically.
-fn real_path(path: &Path) -> PathBuf {
+pub(crate) fn real_path(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let mut rest = Vec::new();
     let mut at = absolute.as_path();

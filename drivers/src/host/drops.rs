@@ -357,9 +357,25 @@ impl Host {
         Ok(DropAnswer::Subscribed)
     }
 
-    /// `dir` (absolute) made and made canonical for a new drop folder: a directory or
-    /// absent, empty if `empty`, not a weft folder already, neither inside nor around a
-    /// folder of this node.
+    /// Refuses `root` if it lies inside or around a folder of this node.
+    fn refuse_overlap(&self, root: &Path) -> Result<(), String> {
+        for (id, other, ..) in self.folders.list() {
+            if root.starts_with(other) || other.starts_with(root) {
+                return Err(format!(
+                    "{}: overlaps folder {id} at {}",
+                    root.display(),
+                    other.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `dir` (absolute) made and made canonical for a new drop folder, with its reserved
+    /// folder (all but the marker, so that a directory weft cannot write to fails before
+    /// the drop exists): a directory or absent, empty if `empty`, not a weft folder already,
+    /// neither inside nor around a folder of this node. Each check comes before anything is
+    /// made (a directory made inside a shared folder is replicated).
     fn new_drop_root(&self, dir: &Path, empty: bool) -> Result<PathBuf, String> {
         let shown = dir.display();
         if !dir.is_absolute() {
@@ -371,6 +387,11 @@ impl Host {
         // Checked before anything is made (a path that does not exist yet is compared too).
         if let Some(state) = self.store.as_ref().and_then(|s| s.state_folder()) {
             crate::folder::apart::keep_apart(dir, &crate::state::own_folders(state))?;
+        }
+        let planned = crate::folder::apart::real_path(dir);
+        self.refuse_overlap(&planned)?;
+        if planned.join(RESERVED_DIR).join(MARKER_FILE).exists() {
+            return Err(format!("{}: a weft folder already", planned.display()));
         }
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
@@ -390,14 +411,14 @@ impl Host {
         if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
             return Err(format!("{}: a weft folder already", root.display()));
         }
-        for (id, other, ..) in self.folders.list() {
-            if root.starts_with(other) || other.starts_with(&root) {
-                return Err(format!(
-                    "{}: overlaps folder {id} at {}",
-                    root.display(),
-                    other.display()
-                ));
+        self.refuse_overlap(&root)?;
+        let reserved = root.join(RESERVED_DIR);
+        let reserved_existed = reserved.exists();
+        if let Err(e) = Disk::make_reserved(&root) {
+            if !reserved_existed {
+                let _ = std::fs::remove_dir_all(&reserved);
             }
+            return Err(format!("cannot share {}: {e}", root.display()));
         }
         Ok(root)
     }

@@ -288,6 +288,22 @@ impl Disk {
         &self.cache
     }
 
+    /// Creates `root` (if absent), `root/.weft`, its `tmp` and `trash` folders: what
+    /// [`Disk::init`] makes but the marker. An error names the directory it could not make.
+    pub fn make_reserved(root: &Path) -> io::Result<()> {
+        let named = |path: &Path| {
+            let path = path.to_owned();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(root).map_err(named(root))?;
+        let weft = root.join(RESERVED_DIR);
+        make_real_dir(&weft).map_err(named(&weft))?;
+        let tmp = weft.join(TEMP_DIR);
+        make_real_dir(&tmp).map_err(named(&tmp))?;
+        let trash = weft.join(TRASH_DIR);
+        make_real_dir(&trash).map_err(named(&trash))
+    }
+
     /// Creates `root` (if absent), `root/.weft`, its `tmp` and `trash` folders and the marker
     /// file holding `folder_hex`. A marker already there must hold the same id.
     pub fn init(root: &Path, folder_hex: &str) -> io::Result<()> {
@@ -297,11 +313,8 @@ impl Disk {
                 "a folder id is hex digits",
             ));
         }
-        std::fs::create_dir_all(root)?;
+        Disk::make_reserved(root)?;
         let weft = root.join(RESERVED_DIR);
-        make_real_dir(&weft)?;
-        make_real_dir(&weft.join(TEMP_DIR))?;
-        make_real_dir(&weft.join(TRASH_DIR))?;
         let marker = weft.join(MARKER_FILE);
         match std::fs::symlink_metadata(&marker) {
             Ok(m) if m.is_file() => {
