@@ -12,6 +12,10 @@ use crate::report::DeliveryReport;
 /// (Longer than a Chord request's own timeout, so `get` hears the node's answer.)
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The longest reply line a command reads (1 GiB: a table list of the largest table the
+/// engine holds is some hundreds of MiB of JSON); a longer one is not the node's.
+pub const REPLY_BYTES_MAX: u64 = 1 << 30;
+
 /// Why a command could not get its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -27,6 +31,9 @@ pub enum ControlError {
     /// The node refused the request.
     #[error("{0}")]
     Refused(String),
+    /// The node did not answer in time.
+    #[error("the node did not answer within {} s", .0.as_secs())]
+    NoAnswer(Duration),
 }
 
 fn connect(path: &Path, request: &ControlRequest) -> Result<UnixStream, ControlError> {
@@ -34,7 +41,7 @@ fn connect(path: &Path, request: &ControlRequest) -> Result<UnixStream, ControlE
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
             ControlError::NotRunning(path.to_path_buf())
         }
-        _ => ControlError::Io(e),
+        _ => ControlError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     })?;
     let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -71,7 +78,24 @@ pub fn request_within(
     let stream = connect(path, request)?;
     stream.set_read_timeout(Some(timeout))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    let read = BufReader::new(io::Read::take(stream, REPLY_BYTES_MAX)).read_line(&mut line);
+    match read {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(ControlError::NoAnswer(timeout))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if line.len() as u64 >= REPLY_BYTES_MAX && !line.ends_with('\n') {
+        return Err(ControlError::Protocol(format!(
+            "a reply line over {REPLY_BYTES_MAX} bytes"
+        )));
+    }
     if line.is_empty() {
         return Err(ControlError::Protocol(
             "the node closed the connection".into(),
@@ -210,5 +234,26 @@ mod tests {
             matches!(&answer, Err(ControlError::Refused(why)) if why.contains("try again")),
             "{answer:?}"
         );
+    }
+
+    /// A socket that takes the request and never answers: the command says the node did
+    /// not answer in time (it said "Resource temporarily unavailable").
+    #[test]
+    fn a_node_that_never_answers_is_said_not_to_answer_in_time() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let node = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all);
+        });
+        let answer = request_within(&path, &ControlRequest::Network, Duration::from_millis(200));
+        assert!(
+            matches!(&answer, Err(ControlError::NoAnswer(_))),
+            "{answer:?}"
+        );
+        drop(answer);
+        node.join().expect("the node");
     }
 }
