@@ -73,6 +73,39 @@ fn mistakes_are_one_line_with_exit_2_and_a_suggestion() {
             &["disconnect", "--name", "x", "xyz"][..],
             "not the start of a node id",
         ),
+        (&["connect", "--name", "x", "127.0.0.1:0"][..], "port 0"),
+        (
+            &[
+                "node",
+                "--name",
+                "x",
+                "--listen",
+                "127.0.0.1:0",
+                "--peer",
+                "127.0.0.1:0",
+            ][..],
+            "port 0",
+        ),
+        (
+            &[
+                "join",
+                "--name",
+                "x",
+                "--dir",
+                "/nonexistent-weft-dir",
+                "--peer",
+                "127.0.0.1:0",
+            ][..],
+            "port 0",
+        ),
+        (
+            &["put", "--name", "x", "k", "v", "--lifetime-ms", "0"][..],
+            "0 is not in 1..",
+        ),
+        (
+            &["conform", "--peer", "127.0.0.1:9", "--wait-ms", "0"][..],
+            "0 is not in 100..=600000",
+        ),
     ] {
         fails_with(&run(args), 2, text);
     }

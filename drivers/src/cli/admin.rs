@@ -30,7 +30,7 @@ pub struct ConnectArgs {
     #[command(flatten)]
     net: NetArgs,
     /// The address to dial (`IP:PORT`).
-    #[arg(value_name = "HOST:PORT", value_parser = super::socket_addr)]
+    #[arg(value_name = "HOST:PORT", value_parser = super::peer_addr)]
     addr: std::net::SocketAddr,
 }
 

@@ -15,8 +15,8 @@ pub struct PutArgs {
     key: String,
     /// The value, added to the key's set of values.
     value: String,
-    /// How long the value lives, in milliseconds (default: until deleted).
-    #[arg(long, value_name = "MS")]
+    /// How long the value lives, in milliseconds, at least 1 (default: until deleted).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     lifetime_ms: Option<u64>,
     /// KEY and VALUE are hex digits (any bytes, e.g. the drops tracker's records), not text.
     #[arg(long)]

@@ -167,7 +167,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
                     .ok_or_else(|| bad("expected a list of HOST:PORT strings"))?;
                 let peers = list
                     .iter()
-                    .map(|v| socket_addr(&string(v)?).map_err(|e| bad(&e)))
+                    .map(|v| super::peer_addr(&string(v)?).map_err(|e| bad(&e)))
                     .collect::<Result<_, _>>()?;
                 defaults.peers = Some(peers);
             }

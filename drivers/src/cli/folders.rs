@@ -62,7 +62,7 @@ pub struct JoinArgs {
     driver: Option<Driver>,
     /// A node of the network to join through: the join fails, leaving nothing behind, unless
     /// it links to the network through it within 20 s.
-    #[arg(long, value_name = "HOST:PORT", value_parser = socket_addr)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::peer_addr)]
     peer: SocketAddr,
     /// Where the shared folder goes: it must be empty or absent.
     #[arg(long, value_name = "DIR")]

@@ -122,6 +122,16 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the host has no address".to_owned())
 }
 
+/// Resolves a peer's `HOST:PORT` to dial: [`socket_addr`], and not port 0 (which no dial
+/// reaches).
+pub fn peer_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr = socket_addr(text)?;
+    if addr.port() == 0 {
+        return Err(format!("{addr} cannot be dialed: port 0"));
+    }
+    Ok(addr)
+}
+
 /// Checks an address to announce: a `HOST:PORT` peers can dial, resolved like `--peer` (peers
 /// dial `IP:PORT`), so not an unspecified IP and not port 0.
 pub fn announce_addr(text: &str) -> Result<String, String> {
@@ -249,6 +259,9 @@ mod tests {
         );
         assert!(socket_addr("127.0.0.1").is_err());
         assert!(socket_addr("127.0.0.1:99999").is_err());
+        // A peer to dial: not port 0, which no dial reaches.
+        assert!(peer_addr("127.0.0.1:0").is_err());
+        assert_eq!(peer_addr("127.0.0.1:9"), socket_addr("127.0.0.1:9"));
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub struct TrackerArgs {
     announce: Option<String>,
     /// A peer to dial at start (repeatable; replaces the config's list), redialed whenever
     /// it is not linked: another tracker or a member of the network [config: peers].
-    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = super::peer_addr)]
     peers: Vec<SocketAddr>,
     /// The driver [config: driver; default: mio].
     #[arg(long, value_enum)]

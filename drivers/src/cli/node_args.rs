@@ -68,7 +68,7 @@ pub struct NodeArgs {
     pub(super) announce: Option<String>,
     /// A peer to dial at start (repeatable; replaces the config's list); it is redialed, with
     /// backoff, whenever it is not linked, for as long as the node runs [config: peers].
-    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = socket_addr)]
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = super::peer_addr)]
     pub(super) peers: Vec<SocketAddr>,
     /// The driver [config: driver; default: mio].
     #[arg(long, value_enum)]

@@ -54,8 +54,9 @@ pub struct ConformArgs {
     /// The network's secret, if the peer's network is private (SPEC.md §21.7).
     #[arg(long, value_name = "SECRET")]
     pub secret: Option<String>,
-    /// How long to wait for each answer, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    /// How long to wait for each answer, in milliseconds (100 to 600000: less fails checks a
+    /// sound peer passes).
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub wait_ms: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -224,7 +225,7 @@ pub fn conform(args: ConformArgs) -> ExitCode {
         },
         None => NetworkKey::OPEN,
     };
-    let wait = Duration::from_millis(args.wait_ms.max(1));
+    let wait = Duration::from_millis(args.wait_ms);
     let network = args.name.as_deref().map(NetworkId::from_name);
     let report = match (&args.peer, &args.listen) {
         (Some(peer), _) => {

@@ -338,7 +338,7 @@ pub fn conform(args: &ConformArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return crate::cli::usage(format!("--peer {peer}: {e}")),
     };
-    let wait = Duration::from_millis(args.wait_ms.max(1));
+    let wait = Duration::from_millis(args.wait_ms);
     let subnet = args.subnet.unwrap_or(Subnet::Mesh);
     let report = match run(addr, subnet, wait) {
         Ok(r) => r,
