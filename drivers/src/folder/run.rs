@@ -45,6 +45,10 @@ pub const SCAN_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// A folder's trash is pruned after its first scan and then at most this often.
 pub const TRASH_PRUNE_PERIOD: Duration = Duration::from_secs(60);
 
+/// Paths newly skipped that one scan logs as warnings; the rest go at debug level, counted
+/// in one more warning.
+pub const SKIPPED_WARNED_MAX: usize = 100;
+
 /// How long the scanner waits after a watcher event for more before it scans (a burst of
 /// writes is scanned once).
 pub const SETTLE_WAIT: Duration = Duration::from_millis(50);
@@ -678,13 +682,26 @@ fn scan_loop(
                 } else {
                     tracing::debug!("{line}");
                 }
-                skipped_reported.retain(|p| outcome.skipped.iter().any(|(s, _)| s == p));
+                let skipped_now: std::collections::BTreeSet<&String> =
+                    outcome.skipped.iter().map(|(s, _)| s).collect();
+                skipped_reported.retain(|p| skipped_now.contains(p));
+                let mut warned = 0usize;
                 for (path, why) in &outcome.skipped {
-                    if skipped_reported.insert(path.clone()) {
+                    if !skipped_reported.insert(path.clone()) {
+                        tracing::debug!("folder {folder}: skipped {path}: {why:?}");
+                    } else if warned < SKIPPED_WARNED_MAX {
+                        warned += 1;
                         tracing::warn!("folder {folder}: not shared, skipped: {path}: {why:?}");
                     } else {
-                        tracing::debug!("folder {folder}: skipped {path}: {why:?}");
+                        warned += 1;
+                        tracing::debug!("folder {folder}: not shared, skipped: {path}: {why:?}");
                     }
+                }
+                if warned > SKIPPED_WARNED_MAX {
+                    tracing::warn!(
+                        "folder {folder}: {} more paths newly skipped (each logged at debug level)",
+                        warned - SKIPPED_WARNED_MAX
+                    );
                 }
                 let blob = upkeep.blob(outcome.changes.len() > 1);
                 let settled = (outcome.unstable == 0).then_some(started);
