@@ -317,7 +317,16 @@ impl Folders {
             Some(r) if r.stopped.is_some() => Due::default(),
             Some(r) if r.ready => Due { rules, changes },
             Some(r) => {
-                r.early.changes.extend(changes);
+                // A scan that found nothing new adds nothing: while the state does not load
+                // (retried each second for as long as it fails) the list grows only with
+                // what changes on disk, not by a `ScanDone` per scan.
+                for c in changes {
+                    let repeated = matches!(c, LocalChange::ScanDone)
+                        && matches!(r.early.changes.last(), Some(LocalChange::ScanDone));
+                    if !repeated {
+                        r.early.changes.push(c);
+                    }
+                }
                 if rules.is_some() {
                     r.early.rules = rules;
                 }
@@ -850,6 +859,42 @@ mod tests {
         assert!(folders.is_current(&id, second));
         assert!(!folders.is_current(&id, first));
         folders.shut_down();
+    }
+
+    /// Scans before the folder's state loads keep what they found for the engine, but a scan
+    /// that found nothing new adds nothing (a load that keeps failing grew the list by one
+    /// `ScanDone` a scan, without end).
+    #[test]
+    fn changes_kept_before_the_state_loads_grow_only_with_what_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = FolderId::from_name("early");
+        let cache = SharedCache::default();
+        let mut folders = Folders::default();
+        folders.running.insert(
+            id,
+            Running {
+                root: dir.path().to_path_buf(),
+                disk: Arc::new(Disk::new(dir.path().to_path_buf(), cache)),
+                early: Due::default(),
+                ready: false,
+                stopped: None,
+                scanner: None,
+                scanner_number: 1,
+                settled_scan: None,
+            },
+        );
+        let removed = |p: &str| LocalChange::Removed { path: p.into() };
+        for _ in 0..1_000 {
+            let due = folders.on_changes(&id, vec![LocalChange::ScanDone], None);
+            assert!(due.changes.is_empty());
+        }
+        folders.on_changes(&id, vec![removed("a"), LocalChange::ScanDone], None);
+        folders.on_changes(&id, vec![LocalChange::ScanDone], None);
+        let early = &folders.running[&id].early.changes;
+        assert_eq!(
+            early,
+            &vec![LocalChange::ScanDone, removed("a"), LocalChange::ScanDone]
+        );
     }
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {

@@ -18,6 +18,10 @@ use crate::handle::HandleError;
 use crate::handle::{Delivery, Subscriber};
 use crate::peer_log::PeerLine;
 
+/// The most storage errors kept for `weft status` (one per path, until the path is updated),
+/// over every folder: each path a peer names can fail (a symlink in its way, a full disk).
+pub const FOLDER_ERRORS_MAX: usize = 65_536;
+
 /// Hands `delivery` to `subscriber` unless that would put it past its backlog (then counts a
 /// drop in `drops`); false once the subscriber is gone.
 pub(super) fn offer(subscriber: &Subscriber, delivery: &Delivery, drops: &mut u64) -> bool {
@@ -242,7 +246,13 @@ impl Host {
                     path.as_deref().unwrap_or("-")
                 );
                 if let Some(path) = path {
-                    self.folder_errors.insert((folder, path), error);
+                    let key = (folder, path);
+                    // Past the bound, a path not listed already is only logged.
+                    if self.folder_errors.len() < FOLDER_ERRORS_MAX
+                        || self.folder_errors.contains_key(&key)
+                    {
+                        self.folder_errors.insert(key, error);
+                    }
                 }
             }
             ReplicaEvent::Conflict { path, copy } => {
