@@ -79,6 +79,10 @@ pub const TRASH_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The most bytes the trash holds: 1 GiB (the oldest entries go first).
 pub const TRASH_BYTES_MAX: u64 = 1 << 30;
 
+/// The most entries the trash holds (the oldest go first): small files hardly count toward
+/// [`TRASH_BYTES_MAX`], and a peer rewriting tiny files adds one each time.
+pub const TRASH_ENTRIES_MAX: usize = 65_536;
+
 /// The answer for a step on a folder whose root or marker is missing.
 pub const FOLDER_MISSING: &str = "folder root or marker missing";
 
@@ -111,14 +115,17 @@ pub struct TrashPolicy {
     pub keep_ms: i64,
     /// Then the oldest entries are deleted until the trash holds at most this many bytes.
     pub bytes_max: u64,
+    /// And at most this many entries.
+    pub entries_max: usize,
 }
 
 impl Default for TrashPolicy {
-    /// [`TRASH_KEEP_MS`] and [`TRASH_BYTES_MAX`].
+    /// [`TRASH_KEEP_MS`], [`TRASH_BYTES_MAX`] and [`TRASH_ENTRIES_MAX`].
     fn default() -> TrashPolicy {
         TrashPolicy {
             keep_ms: TRASH_KEEP_MS,
             bytes_max: TRASH_BYTES_MAX,
+            entries_max: TRASH_ENTRIES_MAX,
         }
     }
 }

@@ -916,6 +916,7 @@ fn prune_trash_drops_old_entries_then_the_oldest_beyond_the_size() {
     let disk = Disk::new(f.root.clone(), SharedCache::default()).with_trash_policy(TrashPolicy {
         keep_ms: TRASH_KEEP_MS,
         bytes_max: 800,
+        entries_max: TRASH_ENTRIES_MAX,
     });
     disk.prune_trash(NOW).unwrap();
     let left: Vec<String> = f.trash().into_iter().map(|(n, _)| n).collect();
@@ -929,6 +930,25 @@ fn prune_trash_drops_old_entries_then_the_oldest_beyond_the_size() {
     // Everything is old a month later.
     f.disk.prune_trash(NOW + 30 * day).unwrap();
     assert!(f.trash().is_empty());
+}
+
+/// Many small entries, far under the byte bound: the oldest go past the entry bound.
+#[test]
+fn prune_trash_keeps_at_most_its_entries() {
+    let f = Folder::new();
+    let trash = f.root.join(RESERVED_DIR).join(TRASH_DIR);
+    for n in 0..10 {
+        fs::write(trash.join(format!("{}-{n}-f", NOW - 10 + n)), b"x").unwrap();
+    }
+    let disk = Disk::new(f.root.clone(), SharedCache::default()).with_trash_policy(TrashPolicy {
+        keep_ms: TRASH_KEEP_MS,
+        bytes_max: TRASH_BYTES_MAX,
+        entries_max: 4,
+    });
+    disk.prune_trash(NOW).unwrap();
+    let left: Vec<String> = f.trash().into_iter().map(|(n, _)| n).collect();
+    let newest: Vec<String> = (6..10).map(|n| format!("{}-{n}-f", NOW - 10 + n)).collect();
+    assert_eq!(left, newest);
 }
 
 /// A file linked into the trash under two names counts once toward its bound: its bytes
@@ -945,6 +965,7 @@ fn prune_trash_counts_a_file_linked_twice_once() {
     let disk = Disk::new(f.root.clone(), SharedCache::default()).with_trash_policy(TrashPolicy {
         keep_ms: TRASH_KEEP_MS,
         bytes_max: 800,
+        entries_max: TRASH_ENTRIES_MAX,
     });
     disk.prune_trash(NOW).unwrap();
     assert_eq!(f.trash().len(), 3, "700 bytes on the disk, under 800");

@@ -1,5 +1,6 @@
 //! The trash: files a remote change removes or replaces, kept under `.weft/trash` for
-//! [`super::TRASH_KEEP_MS`] and within [`super::TRASH_BYTES_MAX`], oldest pruned first.
+//! [`super::TRASH_KEEP_MS`] and within [`super::TRASH_BYTES_MAX`] and
+//! [`super::TRASH_ENTRIES_MAX`], oldest pruned first.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -34,7 +35,7 @@ pub(super) fn trash_age(name: &[u8]) -> (i64, u64) {
 impl Disk {
     /// Deletes trash entries older than the policy's `keep_ms` (by the time their name
     /// starts with; a name that starts with none counts as oldest), then the oldest until the
-    /// trash holds at most `bytes_max` bytes.
+    /// trash holds at most `bytes_max` bytes and `entries_max` entries.
     pub fn prune_trash(&self, now_unix_ms: i64) -> io::Result<()> {
         self.check().map_err(io::Error::other)?;
         let trash = self
@@ -69,9 +70,10 @@ impl Disk {
         }
         // Saturating: sizes are what `stat` says, and two sparse files of 8 EiB would wrap.
         let mut total: u64 = entries.iter().fold(0, |t, e| t.saturating_add(e.3));
+        let mut count = entries.len();
         for (ms, _, name, size, is_dir, _) in entries {
             let old = now_unix_ms.saturating_sub(ms) > self.trash.keep_ms;
-            if !old && total <= self.trash.bytes_max {
+            if !old && total <= self.trash.bytes_max && count <= self.trash.entries_max {
                 break;
             }
             let flags = if is_dir {
@@ -80,7 +82,10 @@ impl Disk {
                 AtFlags::empty()
             };
             match rfs::unlinkat(&trash, name.as_c_str(), flags) {
-                Ok(()) | Err(Errno::NOENT) => total = total.saturating_sub(size),
+                Ok(()) | Err(Errno::NOENT) => {
+                    total = total.saturating_sub(size);
+                    count -= 1;
+                }
                 // A directory someone put there and filled: not ours to empty.
                 Err(Errno::NOTEMPTY) => {}
                 Err(e) => return Err(e.into()),
