@@ -257,9 +257,10 @@ pub(crate) enum Request {
         op: TableOp,
         reply: Sender<Result<(), HandleError>>,
     },
-    /// One key (`Some`) or every key (`None`).
+    /// One key (`Some`) or every key (`None`), within `bounds`.
     TableRead {
         key: Option<Vec<u8>>,
+        bounds: crate::report::TableListBounds,
         reply: Sender<Vec<TableEntryReport>>,
     },
     Chord {
@@ -676,8 +677,18 @@ impl Handle {
 
     /// The set table keys, all (`None`) or one.
     pub fn table_read(&self, key: Option<Vec<u8>>) -> Result<Vec<TableEntryReport>, HandleError> {
+        self.table_read_within(key, crate::report::TableListBounds::default())
+    }
+
+    /// [`Handle::table_read`] within `bounds`: at most so many keys (the first, by key), and
+    /// so many bytes of each value.
+    pub fn table_read_within(
+        &self,
+        key: Option<Vec<u8>>,
+        bounds: crate::report::TableListBounds,
+    ) -> Result<Vec<TableEntryReport>, HandleError> {
         let (reply, answer) = mpsc::channel();
-        self.send(Request::TableRead { key, reply })?;
+        self.send(Request::TableRead { key, bounds, reply })?;
         answer.recv().map_err(|_| HandleError::Stopped)
     }
 

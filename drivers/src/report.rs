@@ -370,28 +370,75 @@ pub struct TableEntryReport {
     /// When that lease ends, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until_unix_ms: Option<u64>,
+    /// The value's length in bytes, when `value` or `value_hex` holds only its first bytes
+    /// (a list asked with `value_bytes_max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_bytes: Option<u64>,
+}
+
+/// What a table list holds at most: keys, and bytes of each value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableListBounds {
+    /// Keys listed (the first, by key), all if `None`.
+    pub entries_max: Option<usize>,
+    /// Bytes of each value given, all if `None`.
+    pub value_bytes_max: Option<usize>,
 }
 
 impl TableEntryReport {
+    /// The report of `key` set to `value`, its value cut to `value_bytes_max` bytes if it is
+    /// longer (a text value at a character boundary), its length then in `value_bytes`.
+    pub(crate) fn with_value(key: &[u8], value: &[u8], value_bytes_max: Option<usize>) -> Self {
+        let max = value_bytes_max.unwrap_or(usize::MAX);
+        let cut = value.len() > max;
+        let (value_text, hex) = match std::str::from_utf8(value) {
+            Ok(text) => {
+                let mut end = text.len().min(max);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (Some(text[..end].to_owned()), None)
+            }
+            Err(_) => {
+                let shown = &value[..value.len().min(max)];
+                (
+                    None,
+                    Some(shown.iter().map(|b| format!("{b:02x}")).collect()),
+                )
+            }
+        };
+        TableEntryReport {
+            key: String::from_utf8_lossy(key).into_owned(),
+            value: value_text,
+            value_hex: hex,
+            by: String::new(),
+            lease_owner: None,
+            lease_until_unix_ms: None,
+            value_bytes: cut.then_some(value.len() as u64),
+        }
+    }
+
     /// The report of one key of `table`, if it is set.
     pub fn of(table: &weft_engine::Table, key: &[u8]) -> Option<TableEntryReport> {
+        TableEntryReport::bounded(table, key, None)
+    }
+
+    /// [`TableEntryReport::of`], its value cut to `value_bytes_max` bytes.
+    pub fn bounded(
+        table: &weft_engine::Table,
+        key: &[u8],
+        value_bytes_max: Option<usize>,
+    ) -> Option<TableEntryReport> {
         let value = table.get(key)?;
-        let text = std::str::from_utf8(value).ok().map(str::to_owned);
-        let hex = match text {
-            Some(_) => None,
-            None => Some(value.iter().map(|b| format!("{b:02x}")).collect()),
-        };
         let lease = table.lease(key);
         Some(TableEntryReport {
-            key: String::from_utf8_lossy(key).into_owned(),
-            value: text,
-            value_hex: hex,
             by: table
                 .current(key)
                 .map(|w| hex_id(&w.node))
                 .unwrap_or_default(),
             lease_owner: lease.map(|(owner, _)| hex_id(&owner)),
             lease_until_unix_ms: lease.map(|(_, until)| until),
+            ..TableEntryReport::with_value(key, value, value_bytes_max)
         })
     }
 }
@@ -475,6 +522,31 @@ mod tests {
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("é0"), None);
+    }
+
+    #[test]
+    fn a_value_past_its_bound_is_cut_and_its_length_given() {
+        let whole = TableEntryReport::with_value(b"k", b"short", Some(8));
+        assert_eq!(
+            (whole.value.as_deref(), whole.value_bytes),
+            (Some("short"), None)
+        );
+        // Text is cut at a character boundary ("é" is two bytes).
+        let text = TableEntryReport::with_value(b"k", "abcé".as_bytes(), Some(4));
+        assert_eq!(
+            (text.value.as_deref(), text.value_bytes),
+            (Some("abc"), Some(5))
+        );
+        let bytes = TableEntryReport::with_value(b"k", &[0xff, 0, 1, 2], Some(2));
+        assert_eq!(
+            (bytes.value_hex.as_deref(), bytes.value_bytes),
+            (Some("ff00"), Some(4))
+        );
+        let unbounded = TableEntryReport::with_value(b"k", &[0xff; 3], None);
+        assert_eq!(
+            (unbounded.value_hex.as_deref(), unbounded.value_bytes),
+            (Some("ffffff"), None)
+        );
     }
 }
 

@@ -1177,3 +1177,38 @@ fn wait_until_free(state: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `status` with `files_max` bounds every state, not the synced paths alone: conflict copies
+/// (and, on a join, the paths being fetched: all of them at once) were all listed, on the
+/// event loop, each time the web page asked.
+#[test]
+fn status_with_files_max_bounds_each_state() {
+    use weft_drivers::control::{request, ControlReply, ControlRequest};
+    let (dir, net) = scratch("folders-files-max");
+    let dir = dir.path();
+    let da = dir.join("A");
+    for i in 0..20 {
+        put(&da.join(format!("plain-{i:02}.txt")), b"plain");
+        put(
+            &da.join(format!("f{i:02}.conflict-0000abcd-1.txt")),
+            b"copy",
+        );
+    }
+    let a = create(dir, &net, "a", &da, "mio");
+    let socket = weft_drivers::state::socket_path(&a.state);
+    let ask = || match request(&socket, &ControlRequest::Status { files_max: Some(5) }) {
+        Ok(ControlReply::Folders(f)) => f,
+        other => panic!("status: {other:?}"),
+    };
+    wait_for("the scan", &[&a], || {
+        ask().first().and_then(|f| f.files_total) == Some(40)
+    });
+    let folder = &ask()[0];
+    let copies = folder
+        .files
+        .iter()
+        .filter(|f| f.path.contains(".conflict-"))
+        .count();
+    let plain = folder.files.len() - copies;
+    assert_eq!((plain, copies), (5, 5), "{:?}", folder.files);
+}

@@ -111,7 +111,14 @@ pub fn table(args: TableArgs) -> ExitCode {
         TableCommand::Delete { net, key } => (net, ControlRequest::TableDelete { key }, false),
         TableCommand::Release { net, key } => (net, ControlRequest::TableRelease { key }, false),
         TableCommand::Get { net, key, json } => (net, ControlRequest::TableGet { key }, json),
-        TableCommand::List { net, json } => (net, ControlRequest::TableList, json),
+        TableCommand::List { net, json } => (
+            net,
+            ControlRequest::TableList {
+                entries_max: None,
+                value_bytes_max: None,
+            },
+            json,
+        ),
     };
     let key = match &request {
         ControlRequest::TableSet { key, .. }
@@ -210,6 +217,7 @@ mod tests {
             by: "ab".repeat(32),
             lease_owner: Some("cd".repeat(32)),
             lease_until_unix_ms: Some(1_014_000),
+            value_bytes: None,
         };
         assert_eq!(
             list_text(&[e], 1_000_000),

@@ -167,8 +167,16 @@ pub enum ControlRequest {
         /// The key.
         key: String,
     },
-    /// Every set table key.
-    TableList,
+    /// Every set table key (with `entries_max`: the first so many, by key; with
+    /// `value_bytes_max`: so many bytes of each value, and its length).
+    TableList {
+        /// The bound on keys, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entries_max: Option<usize>,
+        /// The bound on each value's bytes, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value_bytes_max: Option<usize>,
+    },
     /// Chord: add `value` to the key's values (UTF-8 text), for `lifetime_ms` if given.
     Put {
         /// The key.

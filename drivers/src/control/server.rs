@@ -392,9 +392,18 @@ fn serve_client(
         ControlRequest::TableGet { key } => handle
             .table_read(Some(key.into_bytes()))
             .map_or_else(refused, ControlReply::Table),
-        ControlRequest::TableList => handle
-            .table_read(None)
-            .map_or_else(refused, ControlReply::Table),
+        ControlRequest::TableList {
+            entries_max,
+            value_bytes_max,
+        } => {
+            let bounds = crate::report::TableListBounds {
+                entries_max,
+                value_bytes_max,
+            };
+            handle
+                .table_read_within(None, bounds)
+                .map_or_else(refused, ControlReply::Table)
+        }
         ControlRequest::Put {
             key,
             value,

@@ -10,7 +10,7 @@ use weft_engine::{Command, Input, NodeId, TableCommand};
 use super::events::offer;
 use super::Host;
 use crate::handle::{Delivery, HandleError, TableOp};
-use crate::report::TableEntryReport;
+use crate::report::{TableEntryReport, TableListBounds};
 
 /// A msgpack value as `weft listen` and `weft table` show it: a str or UTF-8 bin as its
 /// text, other bin as raw bytes, anything else as its msgpack text form (`[1, "a"]`).
@@ -33,13 +33,14 @@ fn payload(args: &[u8]) -> Bytes {
     }
 }
 
-fn entry_report(key: &[u8], e: &P2ptEntry, leasing: bool, now_ms: u64) -> TableEntryReport {
+fn entry_report(
+    key: &[u8],
+    e: &P2ptEntry,
+    leasing: bool,
+    now_ms: u64,
+    value_bytes_max: Option<usize>,
+) -> TableEntryReport {
     let bytes = value_bytes(&e.value);
-    let text = std::str::from_utf8(&bytes).ok().map(str::to_owned);
-    let hex = match text {
-        Some(_) => None,
-        None => Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
-    };
     let owner = String::from_utf8_lossy(&e.owner).into_owned();
     let until_ms = e
         .timestamp
@@ -47,12 +48,10 @@ fn entry_report(key: &[u8], e: &P2ptEntry, leasing: bool, now_ms: u64) -> TableE
         .saturating_mul(1000);
     let leased = leasing && until_ms > now_ms;
     TableEntryReport {
-        key: String::from_utf8_lossy(key).into_owned(),
-        value: text,
-        value_hex: hex,
         by: owner.clone(),
         lease_owner: leased.then_some(owner),
         lease_until_unix_ms: leased.then_some(until_ms),
+        ..TableEntryReport::with_value(key, &bytes, value_bytes_max)
     }
 }
 
@@ -123,7 +122,11 @@ impl Host {
     }
 
     /// The table's entries (or the one at `key`) on a p2p.today network.
-    pub(super) fn p2pt_table_read(&self, key: Option<Vec<u8>>) -> Vec<TableEntryReport> {
+    pub(super) fn p2pt_table_read(
+        &self,
+        key: Option<Vec<u8>>,
+        bounds: TableListBounds,
+    ) -> Vec<TableEntryReport> {
         let Some(node) = self.node.p2pt() else {
             return Vec::new();
         };
@@ -135,13 +138,14 @@ impl Host {
         match key {
             Some(k) => node
                 .table_get(&k)
-                .map(|e| entry_report(&k, e, leasing, now_ms))
+                .map(|e| entry_report(&k, e, leasing, now_ms, bounds.value_bytes_max))
                 .into_iter()
                 .collect(),
             None => node
                 .table_entries()
                 .iter()
-                .map(|(k, e)| entry_report(k, e, leasing, now_ms))
+                .take(bounds.entries_max.unwrap_or(usize::MAX))
+                .map(|(k, e)| entry_report(k, e, leasing, now_ms, bounds.value_bytes_max))
                 .collect(),
         }
     }

@@ -22,9 +22,10 @@ pub(super) fn kind_name(kind: FileKind) -> &'static str {
 
 impl Host {
     /// Every shared folder and each of its paths' state; with `files_max`, each folder's
-    /// first `files_max` paths (by path) and every path not synced or a conflict copy, and
-    /// how many paths it has (the web page asks so every 500 ms: a report of every path of
-    /// a large folder, built on the event loop, cost it that often).
+    /// first `files_max` paths (by path) of each state (synced; fetching; in error; in
+    /// conflict or a conflict copy), and how many paths it has (the web page asks so every
+    /// 500 ms: a report of every path of a large folder, built on the event loop, cost it
+    /// that often, and a join fetches every path at once).
     pub(super) fn folder_reports(&self, files_max: Option<usize>) -> Vec<FolderReport> {
         self.folders
             .list()
@@ -53,7 +54,15 @@ impl Host {
                 let conflicted: std::collections::BTreeSet<&str> =
                     origins.iter().flatten().map(String::as_str).collect();
                 let mut files: Vec<FileReport> = Vec::new();
-                let mut plain = 0usize;
+                // Paths reported so far in each state: synced, fetching, error, conflict.
+                let mut shown = [0usize; 4];
+                let room = |shown: &mut [usize; 4], at: usize| {
+                    let has = files_max.is_none_or(|max| shown[at] < max);
+                    if has {
+                        shown[at] += 1;
+                    }
+                    has
+                };
                 for (r, origin) in records.iter().zip(&origins) {
                     let path = r.entry.path.as_str();
                     let error = errors.get(path);
@@ -66,12 +75,14 @@ impl Host {
                     } else {
                         "synced"
                     };
-                    let special = state != "synced" || origin.is_some();
-                    if !special {
-                        if files_max.is_some_and(|max| plain >= max) {
-                            continue;
-                        }
-                        plain += 1;
+                    let at = match state {
+                        "fetching" => 1,
+                        "error" => 2,
+                        _ if state == "conflict" || origin.is_some() => 3,
+                        _ => 0,
+                    };
+                    if !room(&mut shown, at) {
+                        continue;
                     }
                     files.push(FileReport {
                         bytes_done: transfers.get(path).copied().unwrap_or(r.entry.size),
@@ -87,15 +98,18 @@ impl Host {
                 // this runs on the event loop each time the web page or `weft status` asks.)
                 let recorded: std::collections::BTreeSet<&str> =
                     records.iter().map(|r| r.entry.path.as_str()).collect();
-                let first_fetches: Vec<FileReport> = replica
+                let first_fetches: Vec<_> = replica
                     .map(|r| r.transfers())
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|t| !recorded.contains(t.path.as_str()))
-                    .map(FileReport::from)
                     .collect();
                 let total = records.len() + first_fetches.len();
-                files.extend(first_fetches);
+                for t in first_fetches {
+                    if room(&mut shown, 1) {
+                        files.push(FileReport::from(t));
+                    }
+                }
                 files.sort_by(|a, b| a.path.cmp(&b.path));
                 FolderReport {
                     folder: folder.to_string(),

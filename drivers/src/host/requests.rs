@@ -61,16 +61,20 @@ impl Host {
                     let _ = reply.send(Err(e));
                 }
             },
-            Request::TableRead { key, reply } if self.node.p2pt().is_some() => {
-                let _ = reply.send(self.p2pt_table_read(key));
+            Request::TableRead { key, bounds, reply } if self.node.p2pt().is_some() => {
+                let _ = reply.send(self.p2pt_table_read(key, bounds));
             }
-            Request::TableRead { key, reply } => {
+            Request::TableRead { key, bounds, reply } => {
                 let table = self.node.table();
+                let cut = bounds.value_bytes_max;
                 let entries = match key {
-                    Some(k) => TableEntryReport::of(table, &k).into_iter().collect(),
+                    Some(k) => TableEntryReport::bounded(table, &k, cut)
+                        .into_iter()
+                        .collect(),
                     None => table
                         .iter()
-                        .filter_map(|(k, _)| TableEntryReport::of(table, k))
+                        .filter_map(|(k, _)| TableEntryReport::bounded(table, k, cut))
+                        .take(bounds.entries_max.unwrap_or(usize::MAX))
                         .collect(),
                 };
                 let _ = reply.send(entries);

@@ -39,6 +39,9 @@ pub const HOSTS_MAX: usize = 500;
 /// The most table keys listed.
 pub const TABLE_MAX: usize = 500;
 
+/// The most bytes of each table value shown (the value's length is shown with it).
+pub const TABLE_VALUE_BYTES_MAX: usize = 256;
+
 /// The most conflict versions listed per conflicted path.
 pub const VERSIONS_MAX: usize = 32;
 
@@ -361,7 +364,10 @@ impl Gatherer {
             ControlReply::Drops(d) => d,
             r => return Err(unexpected(r)),
         };
-        let table = match self.ask(ControlRequest::TableList)? {
+        let table = match self.ask(ControlRequest::TableList {
+            entries_max: Some(TABLE_MAX),
+            value_bytes_max: Some(TABLE_VALUE_BYTES_MAX),
+        })? {
             ControlReply::Table(t) => t,
             r => return Err(unexpected(r)),
         };
@@ -376,7 +382,7 @@ impl Gatherer {
         let folders = folders.into_iter().filter(|f| f.folder == shared).collect();
         let folders = self.folder_views(now, folders);
         let hosts_total = hosts.len();
-        let table_total = table.len();
+        let table_total = usize::try_from(id.table_keys).unwrap_or(usize::MAX);
         Ok(UiState {
             error: None,
             node: Some(node_view(&id, &stats)),
@@ -384,7 +390,7 @@ impl Gatherer {
             hosts_total,
             folders,
             drops: drop_views(drops),
-            table: table.into_iter().take(TABLE_MAX).collect(),
+            table,
             table_total,
             throughput: rates(&samples),
         })

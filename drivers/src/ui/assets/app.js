@@ -210,7 +210,7 @@ function renderTable(s) {
     if (!s.table.length) return h("tr", {}, h("td", { colspan: 5, class: "empty", text: "no keys" }));
     return s.table.map((e) => h("tr", { "data-key": e.key },
       h("td", { class: "mono key", text: e.key }),
-      h("td", { class: "mono value", text: e.value ?? ("hex " + e.value_hex) }),
+      h("td", { class: "mono value", text: (e.value ?? ("hex " + e.value_hex)) + (e.value_bytes == null ? "" : ` … (${e.value_bytes} bytes)`) }),
       h("td", { class: "mono", title: e.by, text: short(e.by) }),
       h("td", { text: e.lease_owner ? `${short(e.lease_owner)} until ${new Date(e.lease_until_unix_ms).toLocaleTimeString()}` : "—" }),
       h("td", {}, h("button", { class: "delete", type: "button", onclick: () => act({ action: "table_delete", key: e.key }) }, "delete"))));
