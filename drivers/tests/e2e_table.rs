@@ -126,3 +126,32 @@ fn a_restarted_node_reloads_its_table_from_its_state_folder() {
         assert_eq!(again.table_get("colour").as_deref(), Some(first));
     }
 }
+
+/// `table_list` with bounds (as the web page asks): the first keys only, each value cut to
+/// so many bytes with its length given.
+#[test]
+fn a_bounded_table_list_holds_the_first_keys_and_cut_values() {
+    use weft_drivers::control::{request, ControlReply, ControlRequest};
+    let (dir, net) = scratch("table-bounded");
+    let a = NodeProc::start(dir.path(), &net, "a", "mio", "127.0.0.1:0", &[]);
+    for (k, v) in [("a", "1234567890"), ("b", "xy"), ("c", "z")] {
+        ok(&a.table("set", &[k, v]));
+    }
+    let socket = weft_drivers::state::socket_path(&a.state);
+    let bounded = ControlRequest::TableList {
+        entries_max: Some(2),
+        value_bytes_max: Some(4),
+    };
+    let Ok(ControlReply::Table(entries)) = request(&socket, &bounded) else {
+        panic!("table_list answered");
+    };
+    let seen: Vec<(&str, Option<&str>, Option<u64>)> = entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_deref(), e.value_bytes))
+        .collect();
+    assert_eq!(
+        seen,
+        [("a", Some("1234"), Some(10)), ("b", Some("xy"), None)]
+    );
+    assert_eq!(list(&a).len(), 3, "unbounded: every key");
+}
