@@ -240,7 +240,6 @@ impl MioDriver {
             };
             match listener.accept() {
                 Ok((mut socket, addr)) => {
-                    self.accept_errors.succeeded();
                     self.next_inbound += 1;
                     let conn = ConnId::inbound(self.next_inbound);
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -249,9 +248,12 @@ impl MioDriver {
                             .registry()
                             .register(&mut socket, token(conn), interest)
                     {
-                        tracing::warn!("cannot register an accepted socket: {e}");
-                        continue;
+                        // Out of epoll watches or memory: paused and logged as a failed
+                        // accept (a warning per connection, at once, filled the log).
+                        self.accept_errors.failed(self.host.now(), &e);
+                        return;
                     }
+                    self.accept_errors.succeeded();
                     let _ = socket.set_nodelay(true);
                     self.conns
                         .accepted(&mut self.host, conn, socket, addr.to_string());
@@ -302,6 +304,11 @@ impl MioDriver {
     }
 
     fn dial(&mut self, conn: ConnId, addr: &str) {
+        // Closed by the engine in the same drain that asked for it (the start gate releases
+        // a held dial with its close): no connection is opened for it, as under tokio.
+        if !self.conns.is_dialing(conn) {
+            return;
+        }
         let started = addr
             .parse::<SocketAddr>()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not an IP:PORT address"))

@@ -59,6 +59,10 @@ pub struct TokioDriver {
     accept_errors: AcceptErrors,
     /// Reused buffer for a batch of requests.
     batch: Vec<Request>,
+    /// A read in the last pass ran out of its turn's budget, bytes left: the task yields,
+    /// so the runtime's reactor marks what else became ready (as the mio driver polls again
+    /// at once), rather than read that socket again 64 times first.
+    read_budget_spent: bool,
 }
 
 impl TokioDriver {
@@ -91,6 +95,7 @@ impl TokioDriver {
             next_inbound: 0,
             accept_errors: AcceptErrors::new("tokio driver"),
             batch: Vec::new(),
+            read_budget_spent: false,
         };
         Ok((driver, handle))
     }
@@ -110,6 +115,7 @@ impl TokioDriver {
                 return Poll::Ready(exit);
             }
             match self.pass(cx) {
+                Some(Ok(())) if std::mem::take(&mut self.read_budget_spent) => break,
                 Some(Ok(())) => {}
                 Some(Err(exit)) => return Poll::Ready(self.host.ended(exit)),
                 // The run failed during the pass: the next turn returns the error.
@@ -252,7 +258,9 @@ impl TokioDriver {
             .collect();
         for &conn in &ready {
             // Budget or not, a ready socket is polled again next pass, which re-arms it.
-            let _: ReadTurn = self.conns.read(&mut self.host, conn);
+            if self.conns.read(&mut self.host, conn) == ReadTurn::Budget {
+                self.read_budget_spent = true;
+            }
         }
         !ready.is_empty()
     }
