@@ -57,7 +57,7 @@ pub fn check_listen(listen: SocketAddr, allow_remote: bool) -> Result<Option<Str
         ));
     }
     Ok(Some(format!(
-        "the web page listens on {listen}, reachable from other machines over plain HTTP: anyone who sees its token controls this node"
+        "the web page listens on {listen}, reachable from other machines over plain HTTP: anyone who sees its token controls this node, and can read and write this user's files through drop folders"
     )))
 }
 
