@@ -1082,3 +1082,17 @@ fn answers_without_the_token_close_their_connection() {
         assert!(text.contains("connection: close"), "{path}");
     }
 }
+
+/// A header past `HEADER_BYTES_MAX` is answered 431 (hyper's own bound was some 400 KiB).
+#[test]
+fn a_header_past_its_bound_is_refused() {
+    use weft_drivers::ui::server::HEADER_BYTES_MAX;
+    let (dir, net) = scratch("ui-header");
+    let node = NodeProc::start(dir.path(), &net, "n", "mio", "127.0.0.1:0", &[]);
+    let ui = UiProc::start(&node);
+    let port = ui.page.port;
+    let long = "x".repeat(HEADER_BYTES_MAX + 1);
+    assert_eq!(http(port, "GET", "/", &[("X-Long", &long)], "").status, 431);
+    let fits = "x".repeat(HEADER_BYTES_MAX / 2);
+    assert_eq!(http(port, "GET", "/", &[("X-Long", &fits)], "").status, 200);
+}

@@ -52,6 +52,11 @@ pub const CONNECTIONS_MAX: usize = 32;
 /// (the events) is not a header read and is not cut.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most bytes a request's start line and header may take: 64 KiB (hyper's own bound is
+/// its read buffer's, some 400 KiB; the page's requests send well under 4 KiB). More is
+/// answered 431 and the connection closed.
+pub const HEADER_BYTES_MAX: usize = 64 << 10;
+
 /// The largest request body read, bytes (an action is a few paths).
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
 
@@ -343,7 +348,8 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(HEADER_BYTES_MAX);
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
