@@ -148,6 +148,9 @@ pub enum HandleError {
     /// A drop request failed (one line).
     #[error("{0}")]
     Drop(String),
+    /// The node shares no folder (of its network: a resolve's).
+    #[error("this node shares no folder")]
+    NoFolder,
     /// Another node's lease covers the key.
     #[error("refused: the key is leased by {owner} until Unix ms {until_ms}")]
     Leased {
@@ -338,7 +341,7 @@ pub(crate) enum Request {
     Resolve {
         path: String,
         keep: String,
-        reply: Sender<Result<(), InputError>>,
+        reply: Sender<Result<(), HandleError>>,
     },
     Drop {
         op: DropOp,
@@ -586,10 +589,7 @@ impl Handle {
     pub fn resolve(&self, path: String, keep: String) -> Result<(), HandleError> {
         let (reply, answer) = mpsc::channel();
         self.send(Request::Resolve { path, keep, reply })?;
-        answer
-            .recv()
-            .map_err(|_| HandleError::Stopped)?
-            .map_err(HandleError::Refused)
+        answer.recv().map_err(|_| HandleError::Stopped)?
     }
 
     /// Carries out a drop request and waits for its answer (a publish: until a scan of the

@@ -339,7 +339,8 @@ fn refused(e: HandleError) -> ControlReply {
         | HandleError::NotStored(_)
         | HandleError::Sync(_)
         | HandleError::Cancelled
-        | HandleError::Drop(_)) => e.to_string(),
+        | HandleError::Drop(_)
+        | HandleError::NoFolder) => e.to_string(),
     })
 }
 

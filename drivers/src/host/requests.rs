@@ -4,17 +4,31 @@
 use crate::folder::run::Due;
 use weft_engine::chord::ChordCommand;
 use weft_engine::protocol::FolderId;
-use weft_engine::replicate::{ReplicaCommand, ReplicateCommand, ReplicateRefusal};
+use weft_engine::replicate::{ReplicaCommand, ReplicateCommand};
 use weft_engine::run::{ProcessResult, RunCommand};
-use weft_engine::{
-    Command, ConnId, HostResult, Input, InputError, MeshCommand, TableCommand, TableRefusal,
-};
+use weft_engine::{Command, ConnId, HostResult, Input, MeshCommand, TableCommand, TableRefusal};
 
 use super::events::add_subscriber;
 use super::{Exit, Host};
 use crate::handle::Request;
 use crate::handle::{HandleError, TableOp};
 use crate::report::TableEntryReport;
+
+/// `path` as a path of the folder at `root`: a path on disk under `root` made relative, a
+/// leading `./` taken off; anything else as it is.
+fn relative_to(root: &std::path::Path, path: String) -> String {
+    let on_disk = std::path::Path::new(&path);
+    if let Ok(rest) = on_disk.strip_prefix(root) {
+        if let Some(rest) = rest.to_str() {
+            return rest.to_owned();
+        }
+    }
+    let mut rest = path.as_str();
+    while let Some(r) = rest.strip_prefix("./") {
+        rest = r.trim_start_matches('/');
+    }
+    rest.to_owned()
+}
 
 impl Host {
     /// Acts on one application request; `unwritten` tells the driver's unwritten bytes per
@@ -196,14 +210,15 @@ impl Host {
                     .into_iter()
                     .find(|(id, ..)| !self.syncs.is_run_folder(id) && !self.is_drop_folder(id));
                 let result = match shared {
-                    Some((folder, ..)) => {
+                    Some((folder, root, ..)) => {
+                        // As the user may name them: `./doc.txt`, or its path on disk.
+                        let (path, keep) = (relative_to(root, path), relative_to(root, keep));
                         let command = ReplicaCommand::Resolve { path, keep };
                         let resolve = ReplicateCommand::Folder { folder, command };
                         self.input(Input::Command(Command::Replicate(resolve)))
+                            .map_err(HandleError::Refused)
                     }
-                    None => Err(InputError::from(ReplicateRefusal::UnknownFolder(
-                        FolderId::default(),
-                    ))),
+                    None => Err(HandleError::NoFolder),
                 };
                 let _ = reply.send(result);
             }
@@ -259,5 +274,24 @@ impl Host {
             Some((owner, until_ms)) => Err(HandleError::Leased { owner, until_ms }),
             None => Err(HandleError::Refused(TableRefusal::NotLeaseOwner.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_to;
+    use std::path::Path;
+
+    #[test]
+    fn a_resolve_takes_a_path_as_the_user_names_it() {
+        let root = Path::new("/home/u/shared");
+        let rel = |p: &str| relative_to(root, p.to_owned());
+        assert_eq!(rel("doc.txt"), "doc.txt");
+        assert_eq!(rel("./doc.txt"), "doc.txt");
+        assert_eq!(rel(".//./a/doc.txt"), "a/doc.txt");
+        assert_eq!(rel("/home/u/shared/a/doc.txt"), "a/doc.txt");
+        // Elsewhere on disk, or another folder: as it is (the engine finds no such path).
+        assert_eq!(rel("/home/u/other/doc.txt"), "/home/u/other/doc.txt");
+        assert_eq!(rel("../doc.txt"), "../doc.txt");
     }
 }
