@@ -63,6 +63,9 @@ pub enum StateError {
     /// The incarnation file is not a decimal number.
     #[error("{0}: not an incarnation number")]
     BadIncarnation(PathBuf),
+    /// The last incarnation is the largest there is: no later one can be started.
+    #[error("{0}: the last incarnation ({max}) was started; no later one can be (this node needs a new identity: weft leave, then join again)", max = u64::MAX)]
+    IncarnationsUsedUp(PathBuf),
     /// Neither `WEFT_HOME` nor `HOME` is set, so there is no default folder.
     #[error("no state folder: set WEFT_HOME or HOME, or pass --state")]
     NoHome,
@@ -308,7 +311,7 @@ fn create_folder(path: &Path) -> Result<bool, StateError> {
 /// The incarnation after `last`.
 pub fn next_incarnation(path: &Path, last: u64) -> Result<u64, StateError> {
     last.checked_add(1)
-        .ok_or_else(|| StateError::BadIncarnation(path.join(INCARNATION_FILE)))
+        .ok_or_else(|| StateError::IncarnationsUsedUp(path.join(INCARNATION_FILE)))
 }
 
 impl StateDir {
@@ -527,6 +530,12 @@ mod tests {
         assert!(matches!(
             read_incarnation(dir.path()),
             Err(StateError::BadIncarnation(_))
+        ));
+        // The largest there is reads back, and is said to be the last.
+        assert_eq!(next_incarnation(dir.path(), 7).unwrap(), 8);
+        assert!(matches!(
+            next_incarnation(dir.path(), u64::MAX),
+            Err(StateError::IncarnationsUsedUp(_))
         ));
     }
 
