@@ -429,6 +429,10 @@ fn the_config_file_gives_defaults_that_flags_override() {
             &line,
         );
     }
+    // A key of the p2p.today dialect in a weft network's file, as its flag would be.
+    write_config(&state, "listen = \"127.0.0.1:0\"\nsubnet = \"sync1\"\n");
+    let line = format!("{}: `subnet` and `p2pt_compression` need", config.display());
+    fails_with(&run(&args), 2, &line);
     // No listen address anywhere.
     write_config(&state, "chord = true\n");
     fails_with(

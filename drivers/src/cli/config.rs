@@ -131,9 +131,13 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeDefaults, ConfigError> {
         why,
     };
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
         let message = e.message().lines().next().unwrap_or("bad TOML").to_owned();
         error(match line {
             Some(line) => format!("line {line}: {message}"),
@@ -339,6 +343,8 @@ mod tests {
             ),
             ("announce = \"host\"", "key `announce`"),
             ("listen = ", "line 1:"),
+            // The line of the error, not the one before it.
+            ("driver = \"mio\"\ndriver = \"tokio\"", "line 2:"),
             (
                 "secret = \"a\"\nsecret_file = \"b\"",
                 "keys `secret` and `secret_file`: set one, not both",

@@ -251,6 +251,12 @@ impl NodeArgs {
                 if self.subnet.is_some() || self.p2pt_compression.is_some() {
                     return Err("--subnet and --p2pt-compression need --dialect p2p.today".into());
                 }
+                if defaults.subnet.is_some() || defaults.p2pt_compression.is_some() {
+                    return Err(format!(
+                        "{}: `subnet` and `p2pt_compression` need `dialect = \"p2p.today\"`",
+                        config.display()
+                    ));
+                }
                 None
             }
             Dialect::P2pToday => {
