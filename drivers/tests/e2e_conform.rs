@@ -164,6 +164,12 @@ fn weft_nodes_on_both_drivers_pass_as_dialed_peers() {
             );
         }
     }
+    // The kit takes back the file it announced and served corrupt: nothing of it is left
+    // waiting in the folder.
+    common::wait_until("the kit's file taken back", || {
+        let out = folder.command("status", &[]);
+        !String::from_utf8_lossy(&out.stdout).contains("weft-conform-")
+    });
     drop(dir);
 }
 
