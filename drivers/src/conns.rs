@@ -256,8 +256,14 @@ impl<S: Socket> Conns<S> {
     /// known (its bytes are dropped with it).
     fn forget(&mut self, host: &mut Host, conn: ConnId) {
         self.drain(host);
-        if self.links.remove(&conn).is_some() {
-            host.feed(Input::Closed { conn });
+        if let Some(link) = self.links.remove(&conn) {
+            // A dial that never connected (the engine closed it first) is answered as one
+            // (SPEC.md §8.1): `Closed` counted a failed dial against the peer's address.
+            host.feed(if link.open {
+                Input::Closed { conn }
+            } else {
+                Input::ConnectFailed { conn }
+            });
             self.drain(host);
         }
     }
