@@ -456,4 +456,34 @@ fn a_failed_drop_command_makes_no_drop_and_no_directory() {
         "nothing made inside the drop folder"
     );
     assert_eq!(status(&a).len(), 1);
+    // The node refuses once it holds as many drops as it may: what the command made of the
+    // directory goes again (a retry found it not empty, its `.weft` left behind).
+    for n in 1..weft_engine::drops::DROPS_MAX {
+        let d = dir.join(format!("d{n}")).display().to_string();
+        ok(&drop_cmd(&a, "create", &[&d]));
+    }
+    let absent = dir.join("absent/deeper");
+    let absent_path = absent.display().to_string();
+    fails_with(
+        &drop_cmd(&a, "create", &[&absent_path]),
+        1,
+        "too many drops",
+    );
+    assert!(
+        !dir.join("absent").exists(),
+        "the directories it made are gone"
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).expect("an empty directory");
+    let empty_path = empty.display().to_string();
+    fails_with(
+        &drop_cmd(&a, "subscribe", &[&someone, &empty_path]),
+        1,
+        "too many drops",
+    );
+    assert_eq!(
+        std::fs::read_dir(&empty).expect("still there").count(),
+        0,
+        "nothing left in it"
+    );
 }

@@ -666,12 +666,24 @@ fn status_text(folders: &[FolderReport], rates: Option<&BTreeMap<String, f64>>) 
     out
 }
 
+/// A resolve's `./PATH` or `../PATH` as its path on disk, from the current directory (the
+/// node takes a path on disk under its folder's root as that path of the folder); any other
+/// path as it is, a path of the folder.
+fn resolve_arg(path: &str) -> String {
+    let from_here = path == "." || path.starts_with("./") || path.starts_with("../");
+    if !from_here {
+        return path.to_owned();
+    }
+    let real = crate::folder::apart::real_path(Path::new(path));
+    real.to_str().map_or_else(|| path.to_owned(), str::to_owned)
+}
+
 /// Runs `weft resolve`.
 pub fn resolve(args: ResolveArgs) -> ExitCode {
     super::init_logging("warn");
     let request = ControlRequest::Resolve {
-        path: args.path.clone(),
-        keep: args.keep.clone(),
+        path: resolve_arg(&args.path),
+        keep: resolve_arg(&args.keep),
     };
     match ask(&args.net, &request) {
         Ok(ControlReply::Resolved) => print(&format!(
@@ -902,6 +914,23 @@ pub fn leave(args: LeaveArgs) -> ExitCode {
 mod tests {
     use super::*;
     use crate::report::FileReport;
+
+    #[test]
+    fn a_resolve_path_from_here_is_sent_as_its_path_on_disk() {
+        let here = std::env::current_dir().expect("a current directory");
+        let here = here.canonicalize().expect("its real path");
+        assert_eq!(resolve_arg("doc.txt"), "doc.txt");
+        assert_eq!(resolve_arg("a/doc.txt"), "a/doc.txt");
+        assert_eq!(
+            resolve_arg("./sub/doc.txt"),
+            here.join("sub/doc.txt").display().to_string()
+        );
+        let parent = here.parent().expect("a parent");
+        assert_eq!(
+            resolve_arg("../doc.txt"),
+            parent.join("doc.txt").display().to_string()
+        );
+    }
 
     #[test]
     fn leaving_removes_weft_temporary_files_only_and_never_through_a_symlink() {

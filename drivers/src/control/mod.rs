@@ -224,7 +224,7 @@ pub enum ControlRequest {
     /// Stop the node: BYE to every peer, flush, exit.
     Shutdown,
     /// The shared folders and every file's state (with `files_max`: each folder's first
-    /// `files_max` paths, every path not synced or a conflict copy, and the count of all).
+    /// `files_max` paths of each state, and the count of all).
     Status {
         /// The bound, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]

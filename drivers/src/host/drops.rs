@@ -25,7 +25,7 @@ use super::Host;
 use crate::folder::cache::Cache;
 use crate::folder::disk::Disk;
 use crate::folder::run::{cache_blob_name, FolderSpec};
-use crate::folder::{MARKER_FILE, RESERVED_DIR};
+use crate::folder::{MARKER_FILE, RESERVED_DIR, TEMP_DIR, TRASH_DIR};
 use crate::handle::{DropAnswer, DropOp, HandleError};
 use crate::report::{hex_id, DropReport, FileReport, TrackerReport};
 
@@ -81,6 +81,29 @@ pub(super) struct PublishWaiting {
     /// A secondary owner to add (`true`) or remove.
     owner: Option<(PublicKey, bool)>,
     reply: Sender<Result<DropAnswer, HandleError>>,
+}
+
+/// What [`Host::new_drop_root`] made, taken back if the drop is not made after all.
+#[derive(Debug, Default)]
+struct MadeForDrop {
+    /// The directories it made, deepest first.
+    dirs: Vec<PathBuf>,
+    /// The reserved folder, if it made it.
+    reserved: Option<PathBuf>,
+}
+
+impl MadeForDrop {
+    /// Removes what was made, each only if still empty (nothing of the user's goes).
+    fn undo(&self) {
+        if let Some(reserved) = &self.reserved {
+            let _ = std::fs::remove_dir(reserved.join(TEMP_DIR));
+            let _ = std::fs::remove_dir(reserved.join(TRASH_DIR));
+            let _ = std::fs::remove_dir(reserved);
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl Host {
@@ -328,10 +351,12 @@ impl Host {
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
         self.drop_folders_readable()?;
-        let root = self.new_drop_root(dir, false)?;
+        let (root, made) = self.new_drop_root(dir, false)?;
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
-        self.input(Input::Command(Command::Drops(DropsCommand::Create)))
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.input(Input::Command(Command::Drops(DropsCommand::Create))) {
+            made.undo();
+            return Err(e.to_string());
+        }
         let drop = self
             .node
             .drop_ids()
@@ -348,11 +373,14 @@ impl Host {
         if self.node.drop_chain(&drop).is_some() {
             return Err(format!("drop {drop} is held already"));
         }
-        let root = self.new_drop_root(dir, true)?;
-        self.input(Input::Command(Command::Drops(DropsCommand::Subscribe {
-            drop,
-        })))
-        .map_err(|e| e.to_string())?;
+        let (root, made) = self.new_drop_root(dir, true)?;
+        let subscribe = DropsCommand::Subscribe { drop };
+        if let Err(e) = self.input(Input::Command(Command::Drops(subscribe))) {
+            // Refused (the drops still loading, say): nothing of the directory is left, or
+            // the same command would find it not empty.
+            made.undo();
+            return Err(e.to_string());
+        }
         self.map_drop(drop, root, DropRole::Subscriber)?;
         Ok(DropAnswer::Subscribed)
     }
@@ -360,6 +388,7 @@ impl Host {
     /// Refuses `root` if it lies inside or around a folder of this node.
     fn refuse_overlap(&self, root: &Path) -> Result<(), String> {
         for (id, other, ..) in self.folders.list() {
+            let other = &crate::folder::apart::real_path(other);
             if root.starts_with(other) || other.starts_with(root) {
                 return Err(format!(
                     "{}: overlaps folder {id} at {}",
@@ -376,7 +405,7 @@ impl Host {
     /// the drop exists): a directory or absent, empty if `empty`, not a weft folder already,
     /// neither inside nor around a folder of this node. Each check comes before anything is
     /// made (a directory made inside a shared folder is replicated).
-    fn new_drop_root(&self, dir: &Path, empty: bool) -> Result<PathBuf, String> {
+    fn new_drop_root(&self, dir: &Path, empty: bool) -> Result<(PathBuf, MadeForDrop), String> {
         let shown = dir.display();
         if !dir.is_absolute() {
             return Err(format!("{shown}: not an absolute path"));
@@ -393,6 +422,7 @@ impl Host {
         if planned.join(RESERVED_DIR).join(MARKER_FILE).exists() {
             return Err(format!("{}: a weft folder already", planned.display()));
         }
+        let mut made = MadeForDrop::default();
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if empty && entries.next().is_some() {
@@ -400,6 +430,11 @@ impl Host {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                made.dirs = dir
+                    .ancestors()
+                    .take_while(|a| std::fs::symlink_metadata(a).is_err())
+                    .map(Path::to_path_buf)
+                    .collect();
                 std::fs::create_dir_all(dir).map_err(|e| format!("{shown}: {e}"))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
@@ -407,20 +442,31 @@ impl Host {
             }
             Err(e) => return Err(format!("{shown}: {e}")),
         }
-        let root = std::fs::canonicalize(dir).map_err(|e| format!("{shown}: {e}"))?;
-        if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
-            return Err(format!("{}: a weft folder already", root.display()));
-        }
-        self.refuse_overlap(&root)?;
-        let reserved = root.join(RESERVED_DIR);
-        let reserved_existed = reserved.exists();
-        if let Err(e) = Disk::make_reserved(&root) {
-            if !reserved_existed {
-                let _ = std::fs::remove_dir_all(&reserved);
+        let checked = std::fs::canonicalize(dir)
+            .map_err(|e| format!("{shown}: {e}"))
+            .and_then(|root| {
+                if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
+                    return Err(format!("{}: a weft folder already", root.display()));
+                }
+                self.refuse_overlap(&root)?;
+                Ok(root)
+            });
+        let root = match checked {
+            Ok(root) => root,
+            Err(e) => {
+                made.undo();
+                return Err(e);
             }
+        };
+        let reserved = root.join(RESERVED_DIR);
+        if !reserved.exists() {
+            made.reserved = Some(reserved);
+        }
+        if let Err(e) = Disk::make_reserved(&root) {
+            made.undo();
             return Err(format!("cannot share {}: {e}", root.display()));
         }
-        Ok(root)
+        Ok((root, made))
     }
 
     /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored.

@@ -143,7 +143,6 @@ impl Host {
                 .collect(),
             None => node
                 .table_entries()
-                .iter()
                 .take(bounds.entries_max.unwrap_or(usize::MAX))
                 .map(|(k, e)| entry_report(k, e, leasing, now_ms, bounds.value_bytes_max))
                 .collect(),

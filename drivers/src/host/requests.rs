@@ -14,12 +14,13 @@ use crate::handle::Request;
 use crate::handle::{HandleError, TableOp};
 use crate::report::TableEntryReport;
 
-/// `path` as a path of the folder at `root`: a path on disk under `root` made relative, a
-/// leading `./` taken off; anything else as it is.
+/// `path` as a path of the folder at `root`: a path on disk under `root` (or under its real
+/// path, symlinks resolved) made relative, a leading `./` taken off; anything else as it is.
 fn relative_to(root: &std::path::Path, path: String) -> String {
     let on_disk = std::path::Path::new(&path);
-    if let Ok(rest) = on_disk.strip_prefix(root) {
-        if let Some(rest) = rest.to_str() {
+    let real_root = crate::folder::apart::real_path(root);
+    for root in [root, real_root.as_path()] {
+        if let Some(rest) = on_disk.strip_prefix(root).ok().and_then(|r| r.to_str()) {
             return rest.to_owned();
         }
     }

@@ -154,10 +154,15 @@ struct MarkerSeen {
     mtime_ns: (i64, i64),
 }
 
-/// Whether the marker file at `marker` names folder `id` (its one line, trimmed).
-pub fn marker_names(marker: &Path, id: &str) -> bool {
-    crate::small_file::read_text_nofollow(marker, crate::small_file::LINE_FILE_BYTES_MAX)
-        .is_ok_and(|held| held.trim() == id)
+/// Whether the marker file at `marker` names folder `id` (its one line, trimmed); a marker
+/// that is not one line of text (not UTF-8, too long) names none. `Err`: it could not be read
+/// (out of descriptors, an I/O error), which says nothing of what it names.
+pub fn marker_names(marker: &Path, id: &str) -> io::Result<bool> {
+    match crate::small_file::read_text_nofollow(marker, crate::small_file::LINE_FILE_BYTES_MAX) {
+        Ok(held) => Ok(held.trim() == id),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A shared folder on disk: carries out the engine's storage steps on it.
@@ -181,8 +186,9 @@ pub struct Disk {
     /// step reads it again only when another file (or other content) is there.
     marker_read: Mutex<Option<MarkerSeen>>,
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
-    /// path, before the cache lock; `"locked"`: under the lock, just before it acts) and the
-    /// path: a test changes the folder there.
+    /// path, before the cache lock; `"locked"`: under the lock, just before it acts; `"kept"`:
+    /// the file a commit or a rename replaces just linked into the trash; `"linked"`: just
+    /// before a commit's rename) and the path: a test changes the folder there.
     #[cfg(test)]
     pub(crate) hook: Option<fn(&Path, &str, &str)>,
 }
@@ -384,10 +390,13 @@ impl Disk {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *read != Some(seen) {
-            if !marker_names(&marker, id) {
-                return Err(FolderMissing::Foreign);
+            // Unread (out of descriptors, say) counts as missing for this step, which is
+            // retried; only what was read and names another folder is foreign.
+            match marker_names(&marker, id) {
+                Ok(true) => *read = Some(seen),
+                Ok(false) => return Err(FolderMissing::Foreign),
+                Err(_) => return Err(FolderMissing::Marker),
             }
-            *read = Some(seen);
         }
         Ok(())
     }

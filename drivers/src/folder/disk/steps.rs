@@ -4,7 +4,9 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::sync::MutexGuard;
 
 use bytes::Bytes;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
@@ -12,6 +14,7 @@ use rustix::io::Errno;
 use weft_engine::protocol::{Block, FileKind};
 use weft_engine::replicate::{Expect, StorageResult, TempId};
 
+use crate::folder::cache::Cache;
 use crate::folder::{TEMP_DIR, TRASH_DIR};
 
 use super::stat::{
@@ -163,7 +166,8 @@ impl Disk {
         // Looked at again just before the file goes, under the lock the scanner compares
         // under: a local save during the fsync above (seconds for a large file) is not
         // replaced (it went to the trash, unreported); the window left is a few syscalls.
-        if !holds(lstat(&dir, name, STEP, path)?.as_ref(), expect) {
+        let checked = lstat(&dir, name, STEP, path)?;
+        if !holds(checked.as_ref(), expect) {
             return Ok(StorageResult::Changed);
         }
         let kept = match &trash {
@@ -173,6 +177,21 @@ impl Disk {
             ),
             None => None,
         };
+        self.at("kept", path);
+        if let (Some(trash), Some(kept)) = (&trash, &kept) {
+            // A save since that look (an editor's new file renamed over the path): what went
+            // to the trash is the file checked, and the path holds another. Nothing is
+            // replaced, and the save is found and kept.
+            let there = lstat(&dir, name, STEP, path).ok().flatten();
+            if !there
+                .as_ref()
+                .zip(checked.as_ref())
+                .is_some_and(|(t, c)| same_content(t, c))
+            {
+                let _ = rfs::unlinkat(trash, kept.as_str(), AtFlags::empty());
+                return Ok(StorageResult::Changed);
+            }
+        }
         self.at("linked", path);
         let renamed = if before.is_none() {
             rename_noreplace(&tmp, &tname, &dir, name)
@@ -233,24 +252,8 @@ impl Disk {
         }
         self.at("checked", path);
         if kind_of(&st) == Some(FileKind::Directory) {
-            let mut cache = self.cache.lock();
-            let mut removed = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
-            // Kept only by what `(?d)` rules let go: that goes (off the lock, which the
-            // scanner and the other steps wait on), then the directory. Never when the
-            // scanner knows something under it: a file shared before a rule made it
-            // deletable (the rules replicate) is no file that was never shared.
-            if matches!(removed, Err(Errno::NOTEMPTY | Errno::EXIST))
-                && keys_under(&cache, path).iter().all(|k| k == path)
-            {
-                drop(cache);
-                let cleared = self.clear_deletable(&dir, name, path);
-                cache = self.cache.lock();
-                // What the scanner recorded under it meanwhile stays its business: the
-                // directory stays, and the next scan reports what became of it.
-                if cleared && keys_under(&cache, path).iter().all(|k| k == path) {
-                    removed = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
-                }
-            }
+            let cache = self.cache.lock();
+            let (removed, mut cache) = self.remove_dir_clearing(&dir, name, path, cache);
             match removed {
                 Ok(()) => {}
                 Err(Errno::NOENT) => return Ok(StorageResult::NotFound),
@@ -293,6 +296,34 @@ impl Disk {
         sync_dir(&dir, path);
         sync_dir(&trash, path);
         Ok(StorageResult::Done)
+    }
+
+    /// Removes the directory `name` in `dir` (`path`), `cache` locked: if only what `(?d)`
+    /// rules let go keeps it, that goes first (off the lock, which the scanner and the other
+    /// steps wait on), then the directory. Never when the scanner knows something under it:
+    /// a file shared before a rule made it deletable (the rules replicate) is no file that was
+    /// never shared. Hands the lock back, with what the last removal answered.
+    fn remove_dir_clearing<'a>(
+        &'a self,
+        dir: &OwnedFd,
+        name: &str,
+        path: &str,
+        mut cache: MutexGuard<'a, Cache>,
+    ) -> (Result<(), Errno>, MutexGuard<'a, Cache>) {
+        let mut removed = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+        if matches!(removed, Err(Errno::NOTEMPTY | Errno::EXIST))
+            && keys_under(&cache, path).iter().all(|k| k == path)
+        {
+            drop(cache);
+            let cleared = self.clear_deletable(dir, name, path);
+            cache = self.cache.lock();
+            // What the scanner recorded under it meanwhile stays its business: the
+            // directory stays, and the next scan reports what became of it.
+            if cleared && keys_under(&cache, path).iter().all(|k| k == path) {
+                removed = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+            }
+        }
+        (removed, cache)
     }
 
     pub(super) fn rename(
@@ -350,8 +381,27 @@ impl Disk {
             ),
             _ => None,
         };
+        self.at("kept", to);
+        if let Some(kept) = &kept {
+            // A save since the look under the lock (an editor's new file renamed over the
+            // path): what went to the trash is the file checked, and the path holds another.
+            // Nothing is replaced, and the save is found and kept.
+            let there = lstat(&tdir, tname, STEP, to).ok().flatten();
+            if !there
+                .as_ref()
+                .zip(held.as_ref())
+                .is_some_and(|(t, c)| same_content(t, c))
+            {
+                if let Some(trash) = &trash {
+                    let _ = rfs::unlinkat(trash, kept.as_str(), AtFlags::empty());
+                }
+                return Ok(StorageResult::Changed);
+            }
+        }
         if replaces == Some(FileKind::Directory) {
-            match rfs::unlinkat(&tdir, tname, AtFlags::REMOVEDIR) {
+            let (removed, locked) = self.remove_dir_clearing(&tdir, tname, to, cache);
+            cache = locked;
+            match removed {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(io_fail(DIR_NOT_EMPTY)),
                 Err(e) => return Err(errno_fail(STEP, to, e)),

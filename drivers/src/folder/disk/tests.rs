@@ -1654,8 +1654,49 @@ fn a_rename_over_a_path_keeps_what_it_replaces_in_the_trash() {
     };
     assert!(is_failed(&over_d()));
     assert_eq!(fs::read(f.at("copy")).unwrap(), b"again");
-    fs::remove_file(f.at("d/inside")).unwrap();
+    // Kept only by what `(?d)` rules let go, as a removal of it would be: that goes.
+    let (rules, errors) = IgnoreRules::parse("(?d)inside\n");
+    assert!(errors.is_empty());
+    f.disk.set_ignore_rules(rules);
     assert_eq!(over_d(), S::Done);
+    assert!(!f.at("d/inside").exists());
     assert_eq!(fs::read(f.at("d")).unwrap(), b"again");
     assert_eq!(f.trash().len(), 1);
+}
+
+/// An editor's save (a new file renamed over the path) between the link of the file a
+/// commit or a rename replaces into the trash and the step's own rename: nothing is
+/// replaced, the save stays, and the link to the file checked goes (the save was lost, and
+/// the trash held the old version).
+#[test]
+fn a_save_between_the_trash_link_and_the_replace_is_kept() {
+    fn atomic_save(root: &Path, at: &str, path: &str) {
+        if at == "kept" {
+            let tmp = root.join(format!("{path}.saving"));
+            fs::write(&tmp, SAVED).expect("the editor's temporary file");
+            fs::rename(&tmp, root.join(path)).expect("the editor's rename");
+        }
+    }
+    // A commit.
+    let (mut f, e) = written_f("none");
+    f.disk.hook = Some(atomic_save);
+    assert_eq!(f.put(2, "f", b"a newer version", 6, NOW, e), S::Changed);
+    assert_eq!(fs::read(f.at("f")).unwrap(), SAVED);
+    assert!(f.trash().is_empty(), "{:?}", f.trash());
+    // A resolve's rename over the path.
+    let (mut f, e) = written_f("none");
+    f.disk.hook = None;
+    fs::write(f.at("copy"), b"the kept copy").unwrap();
+    let copy = f.expect("copy");
+    f.disk.hook = Some(atomic_save);
+    let r = f.run(R::Rename {
+        from: "copy".into(),
+        to: "f".into(),
+        expect: copy,
+        over: e,
+    });
+    assert_eq!(r, S::Changed);
+    assert_eq!(fs::read(f.at("f")).unwrap(), SAVED);
+    assert_eq!(fs::read(f.at("copy")).unwrap(), b"the kept copy");
+    assert!(f.trash().is_empty(), "{:?}", f.trash());
 }

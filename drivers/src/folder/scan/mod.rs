@@ -245,8 +245,11 @@ impl Scanner {
             return Err(ScanError::MarkerMissing(self.marker()));
         }
         if let Some(id) = &self.folder_id {
-            if !crate::folder::disk::marker_names(&self.marker(), id) {
-                return Err(ScanError::MarkerForeign(self.marker()));
+            match crate::folder::disk::marker_names(&self.marker(), id) {
+                Ok(true) => {}
+                Ok(false) => return Err(ScanError::MarkerForeign(self.marker())),
+                // Out of descriptors, an I/O error: the scan is tried again later.
+                Err(e) => return Err(ScanError::Io(format!("{}: {e}", self.marker().display()))),
             }
         }
         Ok(())

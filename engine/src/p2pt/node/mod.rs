@@ -233,12 +233,9 @@ impl P2ptNode {
             .collect()
     }
 
-    /// The sync table's entries, by key.
-    pub fn table_entries(&self) -> Vec<(Vec<u8>, P2ptEntry)> {
-        self.table
-            .iter()
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect()
+    /// The sync table's entries, by key (borrowed: a table may hold 64 MiB).
+    pub fn table_entries(&self) -> impl Iterator<Item = (&[u8], &P2ptEntry)> + '_ {
+        self.table.iter().map(|(k, e)| (k.as_slice(), e))
     }
 
     /// The entry at `key`.
