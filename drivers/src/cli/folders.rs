@@ -472,7 +472,8 @@ pub struct StatusArgs {
 pub struct ResolveArgs {
     #[command(flatten)]
     net: NetArgs,
-    /// The conflicted path, relative to the shared folder.
+    /// The conflicted path: relative to the shared folder, or `./PATH` / `../PATH` (or an
+    /// absolute path) naming it on disk.
     path: String,
     /// The version to keep: the path itself or one of its conflict copies
     /// (`NAME.conflict-<id>-<n>`), as `weft status` lists them.
