@@ -328,7 +328,40 @@ fn parse_request(line: &[u8]) -> Result<ControlRequest, String> {
             "request over {SMALL_REQUEST_BYTES_MAX} bytes (only a send may be longer)"
         ));
     }
+    // The tagged enum holds each of the line's values in memory (some 32 bytes each, however
+    // short on the line) before it knows the operation: their number is bounded first.
+    if json_values(line) > REQUEST_VALUES_MAX {
+        return Err(format!(
+            "request of over {REQUEST_VALUES_MAX} JSON values (only a send may hold more)"
+        ));
+    }
     serde_json::from_slice(line).map_err(bad)
+}
+
+/// The most JSON values a request other than `send` may hold (a run's 4096 arguments fit).
+pub const REQUEST_VALUES_MAX: usize = 8192;
+
+/// An upper bound on how many JSON values `line` holds: one, and one more for each `[`, `{`
+/// and `,` outside strings.
+fn json_values(line: &[u8]) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    values
 }
 
 fn refused(e: HandleError) -> ControlReply {
@@ -991,6 +1024,23 @@ mod tests {
         );
         assert!(parse_request(b"{\"op\":\"nonsense\"}").is_err());
         assert!(parse_request(b"not json").is_err());
+        // Many small values (each held some 32 bytes before the operation is known): refused
+        // past the bound, counted outside strings only.
+        let many = |n: usize| format!(r#"{{"op":"stats","pad":[{}0]}}"#, "[],".repeat(n));
+        assert!(parse_request(many(REQUEST_VALUES_MAX).as_bytes())
+            .is_err_and(|e| e.contains("JSON values")));
+        assert_eq!(
+            parse_request(many(100).as_bytes()),
+            Ok(ControlRequest::Stats)
+        );
+        let in_a_string = format!(
+            r#"{{"op":"stats","pad":"{}\"[,"}}"#,
+            "[,{".repeat(REQUEST_VALUES_MAX)
+        );
+        assert_eq!(
+            parse_request(in_a_string.as_bytes()),
+            Ok(ControlRequest::Stats)
+        );
     }
 
     /// A prefix names one node among every node known: a linked impostor whose id shares
