@@ -1212,3 +1212,40 @@ fn status_with_files_max_bounds_each_state() {
     let plain = folder.files.len() - copies;
     assert_eq!((plain, copies), (5, 5), "{:?}", folder.files);
 }
+
+/// A file whose modification time alone changed (touched; saved again unchanged) keeps its
+/// record, and what is on disk is what steps at its path expect. After a restart the scanner
+/// reported nothing of it (its cache agreed with the record on everything but the time), so
+/// a peer's next edit expected the record's time and was refused by the disk for good.
+#[test]
+fn a_touched_file_takes_a_peers_edit_after_a_restart() {
+    let (dir, net) = scratch("folders-touched");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("f.txt"), b"first");
+    let a = create(dir, &net, "a", &da, "mio");
+    let mut b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(db.join("f.txt"))
+        .and_then(|f| f.set_modified(an_hour_ago))
+        .expect("touch f.txt");
+    // Scanned (the scan after the watcher's event, or the periodic one), then stopped.
+    let scanned = Instant::now();
+    wait_for("B scans the touch", &[&b], || {
+        b.log_text()
+            .lines()
+            .filter(|l| l.contains("scanned") && !l.contains("0 changes"))
+            .count()
+            >= 1
+            && scanned.elapsed() > Duration::from_secs(2)
+    });
+    b.signal("TERM");
+    b.wait_exit();
+    drop(b);
+    let b = start(dir, &net, "b");
+    put(&da.join("f.txt"), b"second, from a peer");
+    converge(&[&da, &db], "a peer's edit after the restart", &[&a, &b]);
+}

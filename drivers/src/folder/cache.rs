@@ -87,14 +87,22 @@ impl Cache {
 }
 
 /// Whether `entry` describes what `record` holds: present, of the same kind and owner mode,
-/// and a file of the same blocks, or a symlink to the same target.
+/// and a file of the same blocks and modification time (ms), or a symlink to the same target.
+/// The time counts: a file whose time alone differs from its record's (touched, saved again
+/// unchanged, or holding a peer's identical content under the peer's time) is what the engine
+/// expects at the path only once the scanner reports it, which after a restart it does only
+/// for a path the cache forgot; its steps expected the record's time, and failed for good.
 fn agrees(entry: &CachedEntry, record: &Record) -> bool {
     let e = &record.entry;
     !record.deleted
         && entry.kind == e.kind
         && entry.mode == e.mode
         && match entry.kind {
-            FileKind::File => entry.size == e.size && entry.blocks == e.blocks,
+            FileKind::File => {
+                entry.size == e.size
+                    && entry.blocks == e.blocks
+                    && entry.mtime_ns.div_euclid(1_000_000) == i128::from(e.mtime_ms)
+            }
             FileKind::Symlink => entry.target == e.target,
             FileKind::Directory => true,
         }
@@ -207,12 +215,18 @@ mod tests {
             ("dir", cached(FileKind::Directory, 0, 0, "")),
             ("link", cached(FileKind::Symlink, 0, 0, "elsewhere")),
             ("was-a-dir", cached(FileKind::File, 10, 1, "")),
+            ("touched.txt", cached(FileKind::File, 10, 1, "")),
         ];
         for (path, entry) in entries {
             cache.entries.insert(path.into(), entry);
         }
         let index = |path: &str| match path {
             "same.txt" | "edited.txt" => Some(record(path, FileKind::File, 10, 1, "")),
+            "touched.txt" => {
+                let mut r = record(path, FileKind::File, 10, 1, "");
+                r.entry.mtime_ms = 7;
+                Some(r)
+            }
             "resized.txt" => Some(record(path, FileKind::File, 10, 1, "")),
             "gone.txt" => {
                 let mut r = record(path, FileKind::File, 10, 1, "");
@@ -223,7 +237,7 @@ mod tests {
             "link" => Some(record(path, FileKind::Symlink, 0, 0, "target")),
             _ => None,
         };
-        assert_eq!(cache.forget_unlike(index), 6);
+        assert_eq!(cache.forget_unlike(index), 7);
         let kept: Vec<&str> = cache.entries.keys().map(String::as_str).collect();
         assert_eq!(kept, ["dir", "same.txt"]);
     }

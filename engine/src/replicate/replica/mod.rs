@@ -179,8 +179,10 @@ pub struct Replica {
     pub(super) excluded: BTreeMap<SizedBlock, Vec<(NodeId, Instant)>>,
     /// What the host last reported at a path, where it differs from the path's record (the
     /// record took a peer's metadata for identical content, or the scanner reported a change
-    /// of mtime alone): what a storage step at the path expects to find. Not persisted: the
-    /// scanner reports every path again after a restart.
+    /// of mtime alone): what a storage step at the path expects to find. Not persisted: after
+    /// a restart the host reports again every path whose disk differs from its record (the
+    /// weft drivers forget a cached entry unlike its record, the file's time included, and
+    /// the scanner hashes it again).
     pub(super) disk: BTreeMap<String, Expect>,
     /// Paths where a read-only copy refused a local edit and holds other content than its
     /// version lists, until an apply replaces it or the edit is undone ([`Self::revert`]).
