@@ -629,6 +629,7 @@ impl Replica {
             }
             return self.advance(path);
         }
+        let changed = result == StorageResult::Changed;
         match (&step, result) {
             (Step::Replace { .. }, StorageResult::NotFound | StorageResult::Changed) => {
                 // A resolve whose kept copy or path changed (or went) since it was asked
@@ -698,10 +699,38 @@ impl Replica {
             {
                 self.keep_directory(path)
             }
+            _ if changed && self.planned_against_other(path, &step) => {
+                // Planned against what the index no longer says is there: a local change
+                // overtook it while the step was with the host (then at once: a stop before
+                // the retry persisted it unmarked), or before a restart it was resumed after.
+                // Waiting for the scanner would be for good (it reported that change, and
+                // reports nothing more): planned again against the index.
+                if let Some(a) = self.applies.get_mut(path) {
+                    a.stale = true;
+                }
+                self.advance(path);
+            }
             _ => {
                 // Changed (the scanner will report what is there) or Failed: later.
                 self.backoff(path);
             }
+        }
+    }
+
+    /// Whether the apply at `path` was overtaken by a local change, or its `step` expects
+    /// other than what the index (and the host's last report) now says is at its path.
+    fn planned_against_other(&self, path: &str, step: &Step) -> bool {
+        if self.applies.get(path).is_some_and(|a| a.stale) {
+            return true;
+        }
+        match step {
+            Step::Remove { expect } | Step::SetMode { expect, .. } | Step::Fetch { expect } => {
+                *expect != self.expect_at(path, self.index.get(path))
+            }
+            Step::Rename { from, expect, .. } => {
+                *expect != self.expect_at(from, self.index.get(from))
+            }
+            Step::Replace { .. } | Step::MakeDir { .. } | Step::MakeSymlink { .. } => false,
         }
     }
 

@@ -855,3 +855,49 @@ fn a_resolve_whose_kept_copy_changed_leaves_the_path_alone() {
         assert_eq!(n.host.data(&copy), None, "node {i}");
     }
 }
+
+/// As above, but the node stops (its state persisted) right after its commit is refused, and
+/// starts again: the apply the local change overtook is not resumed against what the disk
+/// held before (it expected the old mode for good, and the path never settled), and the
+/// outcome is the same.
+#[test]
+fn an_apply_overtaken_by_a_local_change_just_before_a_stop_is_planned_again() {
+    let mut net = Net::new(2);
+    let (a, b) = (bytes(300_000, 51), bytes(300_000, 52));
+    net.put(0, "doc.txt", a.clone(), 100);
+    net.link(0, 1);
+    net.settle();
+    net.unlink(0, 1);
+    net.put(1, "doc.txt", b.clone(), 300);
+    net.chmod_before_commit = Some((0, "doc.txt".into(), 4));
+    net.link(0, 1);
+    for _ in 0..1_000 {
+        if net.chmod_before_commit.is_none() {
+            break;
+        }
+        net.round();
+    }
+    assert!(net.chmod_before_commit.is_none(), "node 0 made no commit");
+    // Stopped at once: what it holds now is what it finds at its next start.
+    let now = net.now;
+    net.nodes[0].replica.persist_now(now);
+    net.round();
+    net.restart(0, 9);
+    net.link(0, 1);
+    net.settle();
+    let copies: Vec<String> = net.nodes[0]
+        .host
+        .items
+        .keys()
+        .filter(|p| p.contains(".conflict-"))
+        .cloned()
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    for i in 0..2 {
+        let host = &net.nodes[i].host;
+        assert!(host.data("doc.txt") == Some(&b[..]), "node {i} lacks B");
+        assert!(host.data(copy) == Some(&a[..]), "node {i} lost A");
+    }
+    assert_eq!(net.records(0), net.records(1));
+}
