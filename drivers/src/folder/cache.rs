@@ -72,6 +72,39 @@ impl Cache {
         before - self.entries.len()
     }
 
+    /// Gives every present record of `records` that the cache holds no entry for an entry no
+    /// file on disk matches (no inode, no time), so that the next scan looks at its path:
+    /// gone, it is reported removed; there, hashed and reported. The cache is persisted
+    /// before the engine's index, so a crash can leave the cache without a path the index
+    /// still holds (a local deletion scanned, its record lost with the index's last
+    /// `persist_delay`): removals are found only from cache entries, and the deletion was
+    /// never announced. Returns how many it gave.
+    pub fn expect_present<'a>(&mut self, records: impl Iterator<Item = &'a Record>) -> usize {
+        let mut given = 0;
+        for r in records.filter(|r| !r.deleted) {
+            let e = &r.entry;
+            if self.entries.contains_key(&e.path) {
+                continue;
+            }
+            self.entries.insert(
+                e.path.clone(),
+                CachedEntry {
+                    kind: e.kind,
+                    size: e.size,
+                    mtime_ns: i128::MIN,
+                    ctime_ns: i128::MIN,
+                    inode: 0,
+                    mode: e.mode,
+                    target: e.target.clone(),
+                    tier: 0,
+                    blocks: Vec::new(),
+                },
+            );
+            given += 1;
+        }
+        given
+    }
+
     /// A cache from a state blob; `None` if the blob is not one (it is then rebuilt by
     /// hashing every file once). A blob from before mount points were kept (the same without
     /// the last field) is read as holding none: rebuilding it would forget the files deleted

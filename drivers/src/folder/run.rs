@@ -89,6 +89,8 @@ struct Running {
     scanner_number: u64,
     /// When the last scan that found every file settled started.
     settled_scan: Option<std::time::Instant>,
+    /// Whether its scan cache was loaded from the store (else it starts empty).
+    cache_loaded: bool,
 }
 
 /// What is due to the engine for a folder: its ignore rules if they were read anew (fed
@@ -162,6 +164,7 @@ impl Folders {
             }
             self.jobs = Some(jobs);
         }
+        let cache_loaded = cache.is_some();
         let cache = SharedCache::new(cache.unwrap_or_default());
         let disk =
             Arc::new(Disk::new(spec.root.clone(), cache.clone()).for_folder(spec.id.to_string()));
@@ -179,6 +182,7 @@ impl Folders {
                 scanner,
                 scanner_number: number,
                 settled_scan: None,
+                cache_loaded,
             },
         );
     }
@@ -274,20 +278,30 @@ impl Folders {
     /// The engine loaded `folder`'s state, whose applies use the temporary files `temps`:
     /// any other temporary file is left over from before a crash and goes; a cached path the
     /// index does not hold as cached is hashed and reported again (`Cache::forget_unlike`,
-    /// with `index` the replica's records); the rules and changes found before are due.
-    pub(crate) fn on_ready(
+    /// with `index` the replica's records), and, if the cache was loaded from the store, a
+    /// path of `records` it lacks is looked at (`Cache::expect_present`: a deletion the index
+    /// lost is then found); the rules and changes found before are due.
+    pub(crate) fn on_ready<'a>(
         &mut self,
         folder: &FolderId,
         temps: &[TempId],
         index: impl Fn(&str) -> Option<Record>,
+        records: impl Iterator<Item = &'a Record>,
     ) -> Due {
         match self.running.get_mut(folder) {
             Some(r) => {
                 r.ready = true;
-                let forgotten = r.disk.cache().lock().forget_unlike(index);
+                let mut cache = r.disk.cache().lock();
+                let mut forgotten = cache.forget_unlike(index);
+                // Not with a cache rebuilt (none stored, or unreadable): it knows no mount
+                // point, and a disk not mounted under the folder would be taken for deletes.
+                if r.cache_loaded {
+                    forgotten += cache.expect_present(records);
+                }
+                drop(cache);
                 if forgotten > 0 {
                     tracing::info!(
-                        "folder {folder}: {forgotten} cached paths unlike the index: hashed again"
+                        "folder {folder}: {forgotten} cached paths unlike the index: looked at again"
                     );
                     r.disk.cache().mark_written();
                     if let Some(s) = &r.scanner {
@@ -881,6 +895,7 @@ mod tests {
                 scanner: None,
                 scanner_number: 1,
                 settled_scan: None,
+                cache_loaded: false,
             },
         );
         let removed = |p: &str| LocalChange::Removed { path: p.into() };

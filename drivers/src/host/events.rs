@@ -229,7 +229,8 @@ impl Host {
                 let replica = self.node.replica(&folder);
                 let temps = replica.map(|r| r.temps_in_use()).unwrap_or_default();
                 let index = |path: &str| replica.and_then(|r| r.record(path)).cloned();
-                let due = self.folders.on_ready(&folder, &temps, index);
+                let records = replica.into_iter().flat_map(|r| r.records());
+                let due = self.folders.on_ready(&folder, &temps, index, records);
                 self.feed_local(folder, due);
             }
             ReplicaEvent::Updated { path, .. } => {

@@ -1165,3 +1165,51 @@ fn a_marker_naming_another_folder_fails_the_scan() {
         .iter()
         .any(|c| matches!(c, LocalChange::Removed { path } if path == "top.txt")));
 }
+
+/// A path the index holds present that the cache lacks (the cache, persisted first, forgot a
+/// deletion the index lost in a crash) is looked at by the next scan once the cache is told
+/// of it: gone, it is reported removed; there, hashed and reported as it is.
+#[test]
+fn a_path_the_index_holds_and_the_cache_lacks_is_looked_at() {
+    let f = Folder::new();
+    let (_, top) = populate(&f);
+    let s = f.scanner();
+    later(&s);
+    let record = |path: &str, size: u64| weft_engine::replicate::Record {
+        entry: FileEntry {
+            path: path.into(),
+            kind: FileKind::File,
+            target: String::new(),
+            mode: 6,
+            size,
+            mtime_ms: 0,
+            modified_by: 1,
+            version: Version::default(),
+            sequence: 1,
+            blocks: Vec::new(),
+        },
+        deleted: false,
+    };
+    // Deleted while the cache forgot it; and one still there that the cache lost too.
+    fs::remove_file(f.p("gone.txt")).ok();
+    s.cache().lock().entries.remove("top.txt");
+    let records = [record("gone.txt", 3), record("top.txt", top.len() as u64)];
+    assert_eq!(s.cache().lock().expect_present(records.iter()), 2);
+    // Held already: nothing given again.
+    assert_eq!(s.cache().lock().expect_present(records.iter()), 0);
+    let o = later(&s);
+    assert!(
+        o.changes
+            .iter()
+            .any(|c| matches!(c, LocalChange::Removed { path } if path == "gone.txt")),
+        "{:?}",
+        o.changes
+    );
+    assert!(
+        o.changes
+            .iter()
+            .any(|c| matches!(c, LocalChange::Changed(e) if e.path == "top.txt" && e.size == top.len() as u64)),
+        "{:?}",
+        o.changes
+    );
+}
