@@ -229,7 +229,11 @@ impl Host {
                 let replica = self.node.replica(&folder);
                 let temps = replica.map(|r| r.temps_in_use()).unwrap_or_default();
                 let index = |path: &str| replica.and_then(|r| r.record(path)).cloned();
-                let records = replica.into_iter().flat_map(|r| r.records());
+                // Not a path an apply holds: its steps may have emptied it (a conflict's
+                // rename, a move) before it installs its records, and it ends the job.
+                let records = replica
+                    .into_iter()
+                    .flat_map(|r| r.records().filter(|rec| !r.is_held(&rec.entry.path)));
                 let due = self.folders.on_ready(&folder, &temps, index, records);
                 self.feed_local(folder, due);
             }

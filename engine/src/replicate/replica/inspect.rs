@@ -152,6 +152,12 @@ impl Replica {
         out.join("; ")
     }
 
+    /// Whether an apply holds `path` (as its path, or locked: a move's source, a resolve's
+    /// kept copy): what is on disk there is the apply's business until it ends.
+    pub fn is_held(&self, path: &str) -> bool {
+        self.is_busy(path)
+    }
+
     /// The index, by path (deletion records included).
     pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
         let mut all: Vec<&Record> = self.index.iter().collect();
