@@ -695,7 +695,8 @@ impl Replica {
                 self.advance(path);
             }
             (Step::Remove { .. }, StorageResult::Failed(_))
-                if self.deletes(path) && self.settled_present_under(path) =>
+                if (self.deletes(path) || self.replaces_directory(path))
+                    && self.settled_present_under(path) =>
             {
                 self.keep_directory(path)
             }
@@ -746,6 +747,23 @@ impl Replica {
         })
     }
 
+    /// Whether the apply at `path` puts a file or symlink where the index holds a present
+    /// directory: a newer version of the path, from a node that deleted the directory and
+    /// made a file there, which the directory outranks as it outranks a deletion when records
+    /// present here lie under it.
+    fn replaces_directory(&self, path: &str) -> bool {
+        let here_a_directory = self
+            .index
+            .get(path)
+            .is_some_and(|l| !l.deleted && l.entry.kind == FileKind::Directory);
+        here_a_directory
+            && self.applies.get(path).is_some_and(|a| {
+                a.installs.iter().any(|i| {
+                    !i.deleted && i.entry.path == path && i.entry.kind != FileKind::Directory
+                })
+            })
+    }
+
     /// Whether a record present here, with no apply under way at its path (one whose own
     /// deletion is only slower does not count), lies under `path` (a directory). Scans the
     /// index: it is asked only when a directory's removal failed.
@@ -765,6 +783,11 @@ impl Replica {
         let Some(a) = self.applies.remove(path) else {
             return;
         };
+        // A file that was to take its place was fetched: its temp goes.
+        if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+            self.temps.remove(&t);
+        }
         let Some(local) = self
             .index
             .get(path)

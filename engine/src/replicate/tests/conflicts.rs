@@ -768,6 +768,47 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
     assert_eq!(net.nodes[1].replica.metrics().directories_kept, 1);
 }
 
+/// The same, but the node that deleted the directory made a file (or symlink) in its place:
+/// the directory, holding a file the other node never saw, stays there as it stays against
+/// a deletion, and the node with the file takes the directory and what is in it (its file
+/// goes to its trash). Both nodes retried for good: one its removal of a directory that was
+/// not empty, the other its commit of a file under a path that was a file.
+#[test]
+fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let c = net.nodes[0].host.put_item("d", FileKind::Directory, "", 7);
+    net.local(0, c);
+    net.put(0, "d/x", bytes(1_000, 3), 100);
+    net.settle();
+    assert!(net.nodes[1].host.data("d/x").is_some());
+    net.unlink(0, 1);
+    for path in ["d/x", "d"] {
+        net.nodes[0].host.items.remove(path);
+        net.local(0, LocalChange::Removed { path: path.into() });
+    }
+    net.put(0, "d", bytes(500, 9), 150);
+    let new = bytes(2_000, 4);
+    net.put(1, "d/new", new.clone(), 200);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.host.data("d/new"), Some(new.as_slice()), "node {i}");
+        let d = n.replica.record("d").expect("d");
+        assert!(
+            !d.deleted && d.entry.kind == FileKind::Directory,
+            "node {i}: d kept"
+        );
+        assert_eq!(
+            n.host.items.get("d").map(|i| i.kind),
+            Some(FileKind::Directory),
+            "node {i}: d on disk"
+        );
+    }
+    assert_eq!(net.records(0), net.records(1));
+}
+
 /// A directory against a file at the same path: the directory wins, whatever the times, and
 /// the file goes to its conflict copy. (A directory that lost was renamed to its copy with
 /// what was in it, under paths no record had: its files were on one node only, and the

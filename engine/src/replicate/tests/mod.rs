@@ -62,6 +62,16 @@ fn holds(item: Option<&Item>, expect: Expect) -> bool {
 }
 
 impl Host {
+    /// Whether a parent of `path` is something other than a directory (a missing parent
+    /// counts as one: tests make files without their directories).
+    fn parent_is_no_directory(&self, path: &str) -> bool {
+        path.match_indices('/').any(|(at, _)| {
+            self.items
+                .get(&path[..at])
+                .is_some_and(|i| i.kind != FileKind::Directory)
+        })
+    }
+
     fn answer(&mut self, request: &StorageRequest) -> StorageResult {
         match request {
             StorageRequest::LoadState => StorageResult::Loaded(self.state.clone()),
@@ -119,6 +129,9 @@ impl Host {
                 }
                 if !holds(self.items.get(path), *expect) {
                     return StorageResult::Changed;
+                }
+                if self.parent_is_no_directory(path) {
+                    return StorageResult::Failed(StorageError::Io("no parent directory".into()));
                 }
                 self.temps.remove(temp);
                 let item = Item {
