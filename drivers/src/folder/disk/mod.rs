@@ -188,7 +188,8 @@ pub struct Disk {
     /// Called with the root, a point in a step (`"checked"`: after its first look at the
     /// path, before the cache lock; `"locked"`: under the lock, just before it acts; `"kept"`:
     /// the file a commit or a rename replaces just linked into the trash; `"linked"`: just
-    /// before a commit's rename) and the path: a test changes the folder there.
+    /// before a commit's rename; `"renamed"`: just after it) and the path: a test changes the
+    /// folder there.
     #[cfg(test)]
     pub(crate) hook: Option<fn(&Path, &str, &str)>,
 }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::MutexGuard;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use crate::folder::cache::Cache;
 use crate::folder::{TEMP_DIR, TRASH_DIR};
 
 use super::stat::{
-    entry_of, forget_tree, holds, infer_tier, keys_under, kind_of, move_tree, refresh,
+    entry_of, forget_tree, holds, infer_tier, inode, keys_under, kind_of, move_tree, refresh,
     refresh_unless_written, same_content, size_of,
 };
 use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
@@ -211,16 +211,21 @@ impl Disk {
             Err(Errno::EXIST) => return Ok(StorageResult::Changed),
             Err(e) => return Err(errno_fail(STEP, path, e)),
         }
+        self.at("renamed", path);
+        // Recorded as written only if what is there is the file committed (its inode): a
+        // save renamed over it in the few calls since is for the scanner to read and report.
         match lstat(&dir, name, STEP, path).ok().flatten() {
-            Some(st) => match entry_of(&st, String::new(), tier, blocks.to_vec()) {
-                Some(e) => {
-                    cache.entries.insert(path.to_string(), e);
+            Some(st) if inode(&st) == meta.ino() => {
+                match entry_of(&st, String::new(), tier, blocks.to_vec()) {
+                    Some(e) => {
+                        cache.entries.insert(path.to_string(), e);
+                    }
+                    None => {
+                        cache.entries.remove(path);
+                    }
                 }
-                None => {
-                    cache.entries.remove(path);
-                }
-            },
-            None => {
+            }
+            _ => {
                 cache.entries.remove(path);
             }
         }

@@ -1700,3 +1700,31 @@ fn a_save_between_the_trash_link_and_the_replace_is_kept() {
     assert_eq!(fs::read(f.at("copy")).unwrap(), b"the kept copy");
     assert!(f.trash().is_empty(), "{:?}", f.trash());
 }
+
+/// A save renamed over a committed file right after the commit's rename is not recorded in
+/// the cache as the file committed: the scanner reads and reports it (it was taken for the
+/// commit's, never reported, and later steps expected the commit's file).
+#[test]
+fn a_save_right_after_a_commit_is_left_to_the_scanner() {
+    let mut f = Folder::new();
+    f.disk.hook = Some(|root, at, path| {
+        if at == "renamed" {
+            let tmp = root.join(format!("{path}.saving"));
+            fs::write(&tmp, SAVED).expect("the editor's temporary file");
+            fs::rename(&tmp, root.join(path)).expect("the editor's rename");
+        }
+    });
+    assert_eq!(
+        f.put(1, "f", b"from a peer", 6, NOW, Expect::Nothing),
+        S::Done
+    );
+    assert_eq!(fs::read(f.at("f")).unwrap(), SAVED);
+    assert!(!f.disk.cache().lock().entries.contains_key("f"));
+    // Without the race, the commit's file is recorded.
+    f.disk.hook = None;
+    assert_eq!(
+        f.put(2, "g", b"from a peer", 6, NOW, Expect::Nothing),
+        S::Done
+    );
+    assert!(f.disk.cache().lock().entries.contains_key("g"));
+}
