@@ -1226,22 +1226,24 @@ fn a_touched_file_takes_a_peers_edit_after_a_restart() {
     let a = create(dir, &net, "a", &da, "mio");
     let mut b = join(dir, &net, "b", &db, &a.addr, "tokio");
     converge(&[&da, &db], "the first sync", &[&a, &b]);
+    let scans_with_changes = |b: &NodeProc| {
+        b.log_text()
+            .lines()
+            .filter(|l| l.contains(": scanned ") && !l.contains("; 0 changes;"))
+            .count()
+    };
+    let before = scans_with_changes(&b);
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     fs::File::options()
         .write(true)
         .open(db.join("f.txt"))
         .and_then(|f| f.set_modified(an_hour_ago))
         .expect("touch f.txt");
-    // Scanned (the scan after the watcher's event, or the periodic one), then stopped.
-    let scanned = Instant::now();
+    // Scanned (the scan after the watcher's event), its state stored, then stopped.
     wait_for("B scans the touch", &[&b], || {
-        b.log_text()
-            .lines()
-            .filter(|l| l.contains("scanned") && !l.contains("0 changes"))
-            .count()
-            >= 1
-            && scanned.elapsed() > Duration::from_secs(2)
+        scans_with_changes(&b) > before
     });
+    std::thread::sleep(Duration::from_secs(1));
     b.signal("TERM");
     b.wait_exit();
     drop(b);

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use weft_engine::protocol::{Block, FileKind};
-use weft_engine::replicate::Record;
+use weft_engine::protocol::{Block, FileEntry, FileKind};
+use weft_engine::replicate::{LocalChange, Record};
 
 /// What the scanner saw of one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,14 @@ pub struct CachedEntry {
     pub tier: u8,
     /// Its blocks as last hashed.
     pub blocks: Vec<Block>,
+}
+
+impl CachedEntry {
+    /// Whether this entry only says the index expects something at its path
+    /// ([`Cache::expect_present`]): no file was ever seen there (no inode, no time).
+    pub fn is_expected_only(&self) -> bool {
+        self.inode == 0 && self.mtime_ns == i128::MIN
+    }
 }
 
 /// Every path's [`CachedEntry`], by path relative to the folder root (`/`-separated).
@@ -65,11 +73,32 @@ impl Cache {
     /// state, so a crash can leave it ahead of the index (a local edit cached, then lost with
     /// the index's last `persist_delay`; a peer's update written, then lost the same way):
     /// such a path would never be reported again, and never synced.
-    pub fn forget_unlike(&mut self, index: impl Fn(&str) -> Option<Record>) -> usize {
+    ///
+    /// A file whose modification time alone differs from its record's (touched, saved again
+    /// unchanged, or holding a peer's identical content under the peer's time) is kept, and
+    /// returned as the change to report, built from the entry (its blocks are the record's:
+    /// nothing is read): the engine keeps what is on disk there in memory only, and after a
+    /// restart steps at the path expected the record's time and were refused for good.
+    pub fn forget_unlike(
+        &mut self,
+        index: impl Fn(&str) -> Option<Record>,
+    ) -> (usize, Vec<LocalChange>) {
         let before = self.entries.len();
-        self.entries
-            .retain(|path, entry| index(path).is_some_and(|r| agrees(entry, &r)));
-        before - self.entries.len()
+        let mut times = Vec::new();
+        self.entries.retain(|path, entry| {
+            let Some(r) = index(path).filter(|r| agrees(entry, r)) else {
+                return false;
+            };
+            let ms = i64::try_from(entry.mtime_ns.div_euclid(1_000_000)).unwrap_or(i64::MAX);
+            if entry.kind == FileKind::File && ms != r.entry.mtime_ms {
+                times.push(LocalChange::Changed(FileEntry {
+                    mtime_ms: ms,
+                    ..r.entry.clone()
+                }));
+            }
+            true
+        });
+        (before - self.entries.len(), times)
     }
 
     /// Gives every present record of `records` that the cache holds no entry for an entry no
@@ -120,22 +149,14 @@ impl Cache {
 }
 
 /// Whether `entry` describes what `record` holds: present, of the same kind and owner mode,
-/// and a file of the same blocks and modification time (ms), or a symlink to the same target.
-/// The time counts: a file whose time alone differs from its record's (touched, saved again
-/// unchanged, or holding a peer's identical content under the peer's time) is what the engine
-/// expects at the path only once the scanner reports it, which after a restart it does only
-/// for a path the cache forgot; its steps expected the record's time, and failed for good.
+/// and a file of the same blocks, or a symlink to the same target.
 fn agrees(entry: &CachedEntry, record: &Record) -> bool {
     let e = &record.entry;
     !record.deleted
         && entry.kind == e.kind
         && entry.mode == e.mode
         && match entry.kind {
-            FileKind::File => {
-                entry.size == e.size
-                    && entry.blocks == e.blocks
-                    && entry.mtime_ns.div_euclid(1_000_000) == i128::from(e.mtime_ms)
-            }
+            FileKind::File => entry.size == e.size && entry.blocks == e.blocks,
             FileKind::Symlink => entry.target == e.target,
             FileKind::Directory => true,
         }
@@ -270,9 +291,18 @@ mod tests {
             "link" => Some(record(path, FileKind::Symlink, 0, 0, "target")),
             _ => None,
         };
-        assert_eq!(cache.forget_unlike(index), 7);
+        let (forgotten, times) = cache.forget_unlike(index);
+        assert_eq!(forgotten, 6);
         let kept: Vec<&str> = cache.entries.keys().map(String::as_str).collect();
-        assert_eq!(kept, ["dir", "same.txt"]);
+        assert_eq!(kept, ["dir", "same.txt", "touched.txt"]);
+        // Its time alone differs: reported from the entry (nothing read), at its own time.
+        match &times[..] {
+            [LocalChange::Changed(e)] => {
+                assert_eq!((e.path.as_str(), e.mtime_ms), ("touched.txt", 0));
+                assert_eq!(e.blocks, blocks(10, 1));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A blob of the format before mount points were kept still loads (its entries kept, so

@@ -292,7 +292,7 @@ impl Folders {
             Some(r) => {
                 r.ready = true;
                 let mut cache = r.disk.cache().lock();
-                let mut forgotten = cache.forget_unlike(index);
+                let (mut forgotten, times) = cache.forget_unlike(index);
                 // Not with a cache rebuilt (none stored, or unreadable): it knows no mount
                 // point, and a disk not mounted under the folder would be taken for deletes.
                 if r.cache_loaded {
@@ -313,7 +313,13 @@ impl Folders {
                     Ok(n) => tracing::info!("folder {folder}: removed {n} stray temporary files"),
                     Err(e) => tracing::warn!("folder {folder}: stray temporary files: {e}"),
                 }
-                std::mem::take(&mut r.early)
+                // Files whose time alone differs from their records', reported first (what
+                // the scanner found before comes after, and is newer).
+                let mut due = std::mem::take(&mut r.early);
+                if !times.is_empty() {
+                    due.changes.splice(0..0, times);
+                }
+                due
             }
             None => Due::default(),
         }

@@ -113,7 +113,13 @@ pub(super) fn refresh(
         return;
     };
     let kind = kind_of(st);
-    let old = cache.entries.remove(path).filter(|e| Some(e.kind) == kind);
+    // An entry that only says the index expects something there (`Cache::expect_present`)
+    // describes no file: it is not carried over (its empty blocks would be taken for the
+    // file's), and the scanner hashes the file.
+    let old = cache
+        .entries
+        .remove(path)
+        .filter(|e| Some(e.kind) == kind && !e.is_expected_only());
     let new = match (old, kind) {
         (Some(old), _) => entry_of(st, old.target, old.tier, old.blocks),
         (None, Some(FileKind::Directory)) => entry_of(st, String::new(), 0, Vec::new()),

@@ -1728,3 +1728,57 @@ fn a_save_right_after_a_commit_is_left_to_the_scanner() {
     );
     assert!(f.disk.cache().lock().entries.contains_key("g"));
 }
+
+/// A step at a path whose cache entry only says the index expects something there (after a
+/// crash the stored cache lacked it) does not make that entry the file's: it had no blocks,
+/// and a later rename of the file was reported as a move of a file without them, which
+/// every peer refused while taking the old path's deletion.
+#[test]
+fn a_step_never_takes_an_expected_only_entry_for_the_file() {
+    let f = Folder::new();
+    fs::write(f.at("f"), b"content").unwrap();
+    let e = f.expect("f");
+    let Expect::Present { size, .. } = e else {
+        unreachable!("f is there")
+    };
+    let placeholder = crate::folder::cache::CachedEntry {
+        kind: FileKind::File,
+        size,
+        mtime_ns: i128::MIN,
+        ctime_ns: i128::MIN,
+        inode: 0,
+        mode: 6,
+        target: String::new(),
+        tier: 0,
+        blocks: Vec::new(),
+    };
+    assert!(placeholder.is_expected_only());
+    f.disk
+        .cache()
+        .lock()
+        .entries
+        .insert("f".into(), placeholder.clone());
+    let set = f.run(R::SetMode {
+        path: "f".into(),
+        mode: 7,
+        expect: e,
+    });
+    assert_eq!(set, S::Done);
+    assert!(!f.disk.cache().lock().entries.contains_key("f"));
+    // Nor does a rename carry it along.
+    f.disk
+        .cache()
+        .lock()
+        .entries
+        .insert("f".into(), placeholder);
+    let e = f.expect("f");
+    let moved = f.run(R::Rename {
+        from: "f".into(),
+        to: "g".into(),
+        expect: e,
+        over: Expect::Nothing,
+    });
+    assert_eq!(moved, S::Done);
+    let cache = f.disk.cache().lock();
+    assert!(!cache.entries.contains_key("f") && !cache.entries.contains_key("g"));
+}

@@ -1173,8 +1173,10 @@ fn a_marker_naming_another_folder_fails_the_scan() {
 fn a_path_the_index_holds_and_the_cache_lacks_is_looked_at() {
     let f = Folder::new();
     let (_, top) = populate(&f);
+    f.write("gone.txt", b"abc");
     let s = f.scanner();
     later(&s);
+    assert!(s.cache().lock().entries.contains_key("gone.txt"));
     let record = |path: &str, size: u64| weft_engine::replicate::Record {
         entry: FileEntry {
             path: path.into(),
@@ -1190,8 +1192,10 @@ fn a_path_the_index_holds_and_the_cache_lacks_is_looked_at() {
         },
         deleted: false,
     };
-    // Deleted while the cache forgot it; and one still there that the cache lost too.
-    fs::remove_file(f.p("gone.txt")).ok();
+    // Deleted, and the cache stored without it (its record lost); and one still there that
+    // the cache lost too.
+    fs::remove_file(f.p("gone.txt")).expect("rm");
+    s.cache().lock().entries.remove("gone.txt");
     s.cache().lock().entries.remove("top.txt");
     let records = [record("gone.txt", 3), record("top.txt", top.len() as u64)];
     assert_eq!(s.cache().lock().expect_present(records.iter()), 2);
