@@ -695,10 +695,14 @@ impl Replica {
                 self.advance(path);
             }
             (Step::Remove { .. }, StorageResult::Failed(_))
-                if (self.deletes(path) || self.replaces_directory(path))
-                    && self.settled_present_under(path) =>
+                if self.deletes(path) && self.settled_present_under(path) =>
             {
                 self.keep_directory(path)
+            }
+            (Step::Remove { .. }, StorageResult::Failed(_))
+                if self.replaces_directory(path) && self.settled_present_under(path) =>
+            {
+                self.keep_directory_against(path)
             }
             _ if changed && self.planned_against_other(path, &step) => {
                 // Planned against what the index no longer says is there: a local change
@@ -779,6 +783,61 @@ impl Replica {
     /// outranks a deletion. The directory stays, under a version past the deletion's and its
     /// own, so the peer that deleted it makes it again and takes what is in it. (Its removal
     /// was retried for good, and the peer's copy of what is in it never found a parent.)
+    /// The apply at `path` puts a peer's newer file or symlink where a directory is that
+    /// cannot go ([`Self::replaces_directory`]). The directory stays, under its version bumped
+    /// by this node, and the two are settled as a conflict (§22.6): the directory wins, and the
+    /// peer's file goes to its conflict copy, here fetched and at the peer moved there (kept
+    /// against it as against a deletion, the file, newer content, was left in no copy).
+    fn keep_directory_against(&mut self, path: &str) {
+        let Some(r) = self.applies.get(path).and_then(|a| {
+            a.origin
+                .iter()
+                .find(|r| r.entry.path == path && !r.deleted)
+                .cloned()
+        }) else {
+            return self.keep_directory(path);
+        };
+        let Some(local) = self
+            .index
+            .get(path)
+            .filter(|l| !l.deleted && l.entry.kind == FileKind::Directory)
+            .cloned()
+        else {
+            return self.backoff(path);
+        };
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+            self.temps.remove(&t);
+        }
+        for l in &a.locks {
+            self.locks.remove(l);
+        }
+        self.metrics.directories_kept += 1;
+        self.mark_dirty();
+        // Bumped here, the directory is concurrent with the file (it does not descend from
+        // it, so the peer holding the file settles the conflict and keeps a copy of it).
+        let mut l = local;
+        l.entry.version = l.entry.version.bumped_past(self.me, self.counter_high);
+        l.entry.modified_by = self.me;
+        self.install(Install {
+            entry: l.entry.clone(),
+            deleted: false,
+            moved_from: None,
+            remote: false,
+        });
+        self.conflict(a.sources.clone(), l, r);
+        for other in a.origin.iter().filter(|o| o.entry.path != path) {
+            self.apply_remote(a.sources.clone(), other.clone(), None);
+        }
+        self.redo_deferred(path);
+        for l in &a.locks {
+            self.redo_deferred(l);
+        }
+    }
+
     fn keep_directory(&mut self, path: &str) {
         let Some(a) = self.applies.remove(path) else {
             return;

@@ -770,9 +770,9 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
 
 /// The same, but the node that deleted the directory made a file (or symlink) in its place:
 /// the directory, holding a file the other node never saw, stays there as it stays against
-/// a deletion, and the node with the file takes the directory and what is in it (its file
-/// goes to its trash). Both nodes retried for good: one its removal of a directory that was
-/// not empty, the other its commit of a file under a path that was a file.
+/// a deletion, and the two are settled as a conflict, the file kept in its conflict copy on
+/// both nodes. Both nodes retried for good: one its removal of a directory that was not
+/// empty, the other its commit of a file under a path that was a file.
 #[test]
 fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory() {
     let mut net = Net::new(2);
@@ -793,6 +793,7 @@ fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory()
     net.settle();
     net.link(0, 1);
     net.settle();
+    let by = short_id(&net.nodes[0].id);
     for (i, n) in net.nodes.iter().enumerate() {
         assert_eq!(n.host.data("d/new"), Some(new.as_slice()), "node {i}");
         let d = n.replica.record("d").expect("d");
@@ -804,6 +805,19 @@ fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory()
             n.host.items.get("d").map(|i| i.kind),
             Some(FileKind::Directory),
             "node {i}: d on disk"
+        );
+        // The file, newer content, is kept in its conflict copy on both.
+        let copies: Vec<&String> = n
+            .host
+            .items
+            .keys()
+            .filter(|p| p.starts_with(&format!("d.conflict-{:08x}-", by >> 32)))
+            .collect();
+        assert_eq!(copies.len(), 1, "node {i}: {:?}", n.host.items.keys());
+        assert_eq!(
+            n.host.data(copies[0]),
+            Some(bytes(500, 9).as_slice()),
+            "node {i}"
         );
     }
     assert_eq!(net.records(0), net.records(1));
