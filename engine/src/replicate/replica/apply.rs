@@ -39,8 +39,15 @@ impl Replica {
             return;
         }
         for (at, a) in self.applies.iter_mut() {
+            // A move from `path` that sets the moved file's mode after: that step expects
+            // what was at `path` too.
+            let moves_from_path = a
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Rename { from, .. } if from == path));
             for step in a.steps.iter_mut() {
                 let expect = match step {
+                    Step::SetMode { expect, .. } if moves_from_path => expect,
                     Step::Rename { from, expect, .. } | Step::Replace { from, expect, .. }
                         if from == path =>
                     {
