@@ -18,8 +18,8 @@ use crate::folder::cache::Cache;
 use crate::folder::{TEMP_DIR, TRASH_DIR};
 
 use super::stat::{
-    entry_of, forget_tree, holds, infer_tier, inode, keys_under, kind_of, move_tree, refresh,
-    refresh_unless_written, same_content, size_of,
+    entry_of, forget_tree, holds, infer_tier, inode, keys_under, kind_of, move_tree,
+    mtime_ms as stat_mtime_ms, refresh, refresh_unless_written, same_content, size_of,
 };
 use super::walk::{lstat, read_link, rename_noreplace, sync_dir};
 use super::{
@@ -212,10 +212,13 @@ impl Disk {
             Err(e) => return Err(errno_fail(STEP, path, e)),
         }
         self.at("renamed", path);
-        // Recorded as written only if what is there is the file committed (its inode): a
-        // save renamed over it in the few calls since is for the scanner to read and report.
+        // Recorded as written only if what is there is the file committed (its inode), with
+        // the time it was given: a save renamed over it in the few calls since is for the
+        // scanner to read and report, and so is a file whose disk keeps coarser times (FAT's
+        // 2 s) or none so far from the epoch (the engine expects the time it asked for, and
+        // only a report tells it what the disk holds).
         match lstat(&dir, name, STEP, path).ok().flatten() {
-            Some(st) if inode(&st) == meta.ino() => {
+            Some(st) if inode(&st) == meta.ino() && stat_mtime_ms(&st) == mtime_ms => {
                 match entry_of(&st, String::new(), tier, blocks.to_vec()) {
                     Some(e) => {
                         cache.entries.insert(path.to_string(), e);

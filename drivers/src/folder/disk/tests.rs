@@ -1782,3 +1782,27 @@ fn a_step_never_takes_an_expected_only_entry_for_the_file() {
     let cache = f.disk.cache().lock();
     assert!(!cache.entries.contains_key("f") && !cache.entries.contains_key("g"));
 }
+
+/// A committed file whose time on disk is not the one it was given (a disk with coarser
+/// times; here set again right after the rename) is not recorded as written: the scanner
+/// reports it, so the engine learns the time the disk holds (it expected the one it asked
+/// for, and its next step there was refused until a restart).
+#[test]
+fn a_commit_whose_time_did_not_take_is_left_to_the_scanner() {
+    let mut f = Folder::new();
+    f.disk.hook = Some(|root, at, path| {
+        if at == "renamed" {
+            let file = fs::File::options()
+                .write(true)
+                .open(root.join(path))
+                .expect("the committed file");
+            file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(2))
+                .expect("a coarser time");
+        }
+    });
+    assert_eq!(
+        f.put(1, "f", b"from a peer", 6, NOW, Expect::Nothing),
+        S::Done
+    );
+    assert!(!f.disk.cache().lock().entries.contains_key("f"));
+}
