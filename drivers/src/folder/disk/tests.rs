@@ -1806,3 +1806,21 @@ fn a_commit_whose_time_did_not_take_is_left_to_the_scanner() {
     );
     assert!(!f.disk.cache().lock().entries.contains_key("f"));
 }
+
+/// A commit's time round-trips through the disk at any millisecond, before the epoch too: the
+/// file is recorded as written (an entry dropped for every commit had the scanner hash every
+/// fetched file again).
+#[test]
+fn a_commit_at_any_millisecond_is_recorded_as_written() {
+    let f = Folder::new();
+    for (t, mtime_ms) in [(1, NOW + 123), (2, -1_500), (3, 999)] {
+        let path = format!("f{t}");
+        assert_eq!(
+            f.put(t, &path, b"from a peer", 6, mtime_ms, Expect::Nothing),
+            S::Done
+        );
+        let cache = f.disk.cache().lock();
+        let entry = cache.entries.get(&path).expect("recorded");
+        assert_eq!(entry.mtime_ns.div_euclid(1_000_000), i128::from(mtime_ms));
+    }
+}

@@ -785,11 +785,6 @@ impl Replica {
         })
     }
 
-    /// The apply at `path` deletes a directory that cannot go: records present under it here
-    /// (made since the deletion, or not deleted by it) outrank it, as a present record
-    /// outranks a deletion. The directory stays, under a version past the deletion's and its
-    /// own, so the peer that deleted it makes it again and takes what is in it. (Its removal
-    /// was retried for good, and the peer's copy of what is in it never found a parent.)
     /// The apply at `path` puts a peer's newer file or symlink where a directory is that
     /// cannot go ([`Self::replaces_directory`]). The directory stays, under its version bumped
     /// by this node, and the two are settled as a conflict (§22.6): the directory wins, and the
@@ -827,7 +822,10 @@ impl Replica {
         // Bumped here, the directory is concurrent with the file (it does not descend from
         // it, so the peer holding the file settles the conflict and keeps a copy of it).
         let mut l = local;
-        l.entry.version = l.entry.version.bumped_past(self.me, self.counter_high);
+        // Past this node's counter in the file too (one a node that lost its state gave it):
+        // else the directory would be older than the file, not concurrent.
+        let high = self.counter_high.max(r.entry.version.get(self.me));
+        l.entry.version = l.entry.version.bumped_past(self.me, high);
         l.entry.modified_by = self.me;
         self.install(Install {
             entry: l.entry.clone(),
@@ -845,6 +843,11 @@ impl Replica {
         }
     }
 
+    /// The apply at `path` deletes a directory that cannot go: records present under it here
+    /// (made since the deletion, or not deleted by it) outrank it, as a present record
+    /// outranks a deletion. The directory stays, under a version past the deletion's and its
+    /// own, so the peer that deleted it makes it again and takes what is in it. (Its removal
+    /// was retried for good, and the peer's copy of what is in it never found a parent.)
     fn keep_directory(&mut self, path: &str) {
         let Some(a) = self.applies.remove(path) else {
             return;

@@ -771,8 +771,9 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
 /// The same, but the node that deleted the directory made a file (or symlink) in its place:
 /// the directory, holding a file the other node never saw, stays there as it stays against
 /// a deletion, and the two are settled as a conflict, the file kept in its conflict copy on
-/// both nodes. Both nodes retried for good: one its removal of a directory that was not
-/// empty, the other its commit of a file under a path that was a file.
+/// both nodes. (Both nodes retried for good, one its removal of a directory that was not
+/// empty, the other its commit of a file under a path that was a file; then the file went to
+/// its node's trash, in no copy.)
 #[test]
 fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory() {
     let mut net = Net::new(2);
