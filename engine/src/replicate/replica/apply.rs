@@ -763,16 +763,20 @@ impl Replica {
     /// made a file there, which the directory outranks as it outranks a deletion when records
     /// present here lie under it.
     fn replaces_directory(&self, path: &str) -> bool {
-        let here_a_directory = self
-            .index
-            .get(path)
-            .is_some_and(|l| !l.deleted && l.entry.kind == FileKind::Directory);
-        here_a_directory
+        self.present_directory(path).is_some()
             && self.applies.get(path).is_some_and(|a| {
                 a.installs.iter().any(|i| {
                     !i.deleted && i.entry.path == path && i.entry.kind != FileKind::Directory
                 })
             })
+    }
+
+    /// The index's record at `path`, if a present directory.
+    fn present_directory(&self, path: &str) -> Option<Record> {
+        self.index
+            .get(path)
+            .filter(|l| !l.deleted && l.entry.kind == FileKind::Directory)
+            .cloned()
     }
 
     /// Whether a record present here, with no apply under way at its path (one whose own
@@ -799,17 +803,13 @@ impl Replica {
         }) else {
             return self.keep_directory(path);
         };
-        let Some(local) = self
-            .index
-            .get(path)
-            .filter(|l| !l.deleted && l.entry.kind == FileKind::Directory)
-            .cloned()
-        else {
+        let Some(local) = self.present_directory(path) else {
             return self.backoff(path);
         };
         let Some(a) = self.applies.remove(path) else {
             return;
         };
+        // The file that was to take its place was fetched: its temp goes.
         if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
             self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
             self.temps.remove(&t);
@@ -849,22 +849,11 @@ impl Replica {
     /// own, so the peer that deleted it makes it again and takes what is in it. (Its removal
     /// was retried for good, and the peer's copy of what is in it never found a parent.)
     fn keep_directory(&mut self, path: &str) {
+        let Some(local) = self.present_directory(path) else {
+            return self.backoff(path);
+        };
         let Some(a) = self.applies.remove(path) else {
             return;
-        };
-        // A file that was to take its place was fetched: its temp goes.
-        if let Some(t) = a.fetch.as_ref().map(|f| f.temp) {
-            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
-            self.temps.remove(&t);
-        }
-        let Some(local) = self
-            .index
-            .get(path)
-            .filter(|l| !l.deleted && l.entry.kind == FileKind::Directory)
-            .cloned()
-        else {
-            self.applies.insert(path.to_string(), a);
-            return self.backoff(path);
         };
         let mut version = local.entry.version.clone();
         for r in a.origin.iter().filter(|r| r.entry.path == path) {
