@@ -67,6 +67,10 @@ pub fn cache_blob_name(id: &FolderId) -> String {
     format!("scan-{id}")
 }
 
+/// How many local changes a folder keeps while its state has not loaded (SPEC.md §22.8):
+/// past them it stops.
+pub(crate) const EARLY_CHANGES_MAX: usize = 65_536;
+
 /// One storage step for a worker.
 struct Job {
     id: RequestId,
@@ -339,7 +343,19 @@ impl Folders {
             Some(r) => {
                 // A scan that found nothing new adds nothing: while the state does not load
                 // (retried each second for as long as it fails) the list grows only with
-                // what changes on disk, not by a `ScanDone` per scan.
+                // what changes on disk, not by a `ScanDone` per scan. A store that never
+                // answers would still let it grow without end: past its limit the folder
+                // stops (its changes are then found again by the scan after a restart).
+                if r.early.changes.len() + changes.len() > EARLY_CHANGES_MAX {
+                    let why = format!(
+                        "its state did not load while more than {EARLY_CHANGES_MAX} local \
+                         changes waited for it (the node's store fails?); start the node again"
+                    );
+                    tracing::error!("folder {folder} stopped: {why}");
+                    r.stopped = Some(why);
+                    r.early = Due::default();
+                    return Due::default();
+                }
                 for c in changes {
                     let repeated = matches!(c, LocalChange::ScanDone)
                         && matches!(r.early.changes.last(), Some(LocalChange::ScanDone));
@@ -881,20 +897,15 @@ mod tests {
         folders.shut_down();
     }
 
-    /// Scans before the folder's state loads keep what they found for the engine, but a scan
-    /// that found nothing new adds nothing (a load that keeps failing grew the list by one
-    /// `ScanDone` a scan, without end).
-    #[test]
-    fn changes_kept_before_the_state_loads_grow_only_with_what_changed() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// One folder at `root` whose state has not loaded, no scanner running.
+    fn loading_folder(root: &Path) -> (FolderId, Folders) {
         let id = FolderId::from_name("early");
-        let cache = SharedCache::default();
         let mut folders = Folders::default();
         folders.running.insert(
             id,
             Running {
-                root: dir.path().to_path_buf(),
-                disk: Arc::new(Disk::new(dir.path().to_path_buf(), cache)),
+                root: root.to_path_buf(),
+                disk: Arc::new(Disk::new(root.to_path_buf(), SharedCache::default())),
                 early: Due::default(),
                 ready: false,
                 stopped: None,
@@ -904,6 +915,16 @@ mod tests {
                 cache_loaded: false,
             },
         );
+        (id, folders)
+    }
+
+    /// Scans before the folder's state loads keep what they found for the engine, but a scan
+    /// that found nothing new adds nothing (a load that keeps failing grew the list by one
+    /// `ScanDone` a scan, without end).
+    #[test]
+    fn changes_kept_before_the_state_loads_grow_only_with_what_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (id, mut folders) = loading_folder(dir.path());
         let removed = |p: &str| LocalChange::Removed { path: p.into() };
         for _ in 0..1_000 {
             let due = folders.on_changes(&id, vec![LocalChange::ScanDone], None);
@@ -916,6 +937,33 @@ mod tests {
             early,
             &vec![LocalChange::ScanDone, removed("a"), LocalChange::ScanDone]
         );
+    }
+
+    /// A store that never answers the state load stops the folder once the changes waiting
+    /// for it pass their limit: they are not kept without end.
+    #[test]
+    fn changes_waiting_for_a_state_that_never_loads_stop_the_folder_at_their_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (id, mut folders) = loading_folder(dir.path());
+        let removed = |k: usize| LocalChange::Removed {
+            path: format!("f{k}"),
+        };
+        let batch = 1_000;
+        let mut sent = 0;
+        while sent + batch <= EARLY_CHANGES_MAX {
+            let changes = (sent..sent + batch).map(removed).collect();
+            assert!(folders.on_changes(&id, changes, None).changes.is_empty());
+            sent += batch;
+        }
+        assert_eq!(folders.running[&id].early.changes.len(), sent);
+        assert!(folders.running[&id].stopped.is_none());
+        let changes = (sent..sent + batch).map(removed).collect();
+        folders.on_changes(&id, changes, None);
+        let r = &folders.running[&id];
+        assert!(r.early.changes.is_empty(), "what waited is let go");
+        let why = r.stopped.as_deref().expect("stopped");
+        assert!(why.contains("did not load"), "{why}");
+        assert!(folders.list()[0].2.is_some());
     }
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
