@@ -283,6 +283,11 @@ impl<'a> Context<'a> {
         self.session.link_peers()
     }
 
+    /// Whether `node` has an established link (not only a dedicated connection, SPEC.md §8.9).
+    pub(crate) fn is_linked(&self, node: &NodeId) -> bool {
+        self.session.link_peer(node).is_some()
+    }
+
     /// How many links are established.
     pub(crate) fn link_count(&self) -> usize {
         self.session.link_count()

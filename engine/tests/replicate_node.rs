@@ -376,6 +376,41 @@ fn a_folder_kept_with_one_peer_ignores_every_other() {
     node.check_invariants().unwrap();
 }
 
+/// A peer on a dedicated connection of the replication family (which weft never opens for
+/// it) is not a link: its messages are ignored. Each fresh key left state behind that only
+/// a link's going down lets go (a LIST kept for a folder not held, the peer's entry in the
+/// folder) and had blocks read for it; none came down.
+#[test]
+fn replication_messages_on_a_dedicated_connection_are_ignored() {
+    let blocks: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 5000])).collect();
+    let (mut node, linked, hashes) = holding_one_file("a.bin", &blocks);
+    let dedicated = Fake::new(10, ConnId::inbound(2));
+    let family = Some(weft_engine::protocol::Family::Replication.high_byte());
+    dedicated.join_as(&mut node, T0, family);
+    drain(&mut node);
+    let want = |hashes: &[[u8; 32]]| {
+        frame(ReplicaMessage::IWant(IWant {
+            folder: folder(),
+            hashes: hashes.to_vec(),
+        }))
+    };
+    let list = frame(ReplicaMessage::List(List {
+        folder: folder(),
+        index_id: 0,
+        since: 0,
+    }));
+    dedicated.send(&mut node, T0, want(&hashes));
+    dedicated.send(&mut node, T0, list);
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, dedicated.conn), None);
+    assert!(block_reads(&out).is_empty(), "no block read for it");
+    assert!(replica_messages(&out, dedicated.conn).is_empty());
+    // The same from the linked peer is answered.
+    linked.send(&mut node, T0, want(&hashes));
+    assert_eq!(block_reads(&drain(&mut node)).len(), 3);
+    node.check_invariants().unwrap();
+}
+
 /// The folder's state stores among `out`.
 fn stores(out: &[Output]) -> Vec<(weft_engine::RequestId, Bytes)> {
     out.iter()

@@ -447,6 +447,12 @@ impl Protocol for ReplicateProtocol {
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
+        // Replication runs over links alone: a peer on a dedicated connection (which this
+        // implementation never opens for it) gets nothing, and leaves nothing behind (the
+        // state kept of a peer is let go when its link goes down, and such a peer has none).
+        if !cx.is_linked(&from.node) {
+            return Ok(());
+        }
         let payload = frame.payload()?;
         let Message::Replica(message) = Message::decode(frame.code(), &payload)? else {
             return Err(PeerFault::Unexpected("not a replication message"));

@@ -155,11 +155,17 @@ impl Fake {
     /// Accepts the fake's connection and completes the handshake, announcing the node's own
     /// broadcast-signing mode; returns the node's outputs.
     pub fn join(&self, node: &mut Node, now: Instant) -> Vec<Output> {
+        self.join_as(node, now, None)
+    }
+
+    /// As [`Fake::join`], on a dedicated connection of the family with high byte
+    /// `dedicated` if given (SPEC.md §8.9), else as a link.
+    pub fn join_as(&self, node: &mut Node, now: Instant, dedicated: Option<u8>) -> Vec<Output> {
         node.handle_input(now, accepted(self.conn)).unwrap();
         let mut out = drain(node);
         let node_hello = hello_sent(&out, self.conn);
         let capabilities = CAP_LZ4 | (node_hello.capabilities & CAP_BROADCASTS_UNSIGNED);
-        self.send(node, now, self.hello_full(capabilities, ALL_FAMILIES, None));
+        self.send(node, now, self.hello_full(capabilities, ALL_FAMILIES, dedicated));
         self.send(node, now, self.ack(&node_hello));
         out.extend(drain(node));
         out

@@ -464,6 +464,12 @@ impl Protocol for DropsProtocol {
         frame: Frame,
     ) -> Result<(), PeerFault> {
         self.now = now;
+        // Drops run over links alone (a holder found through the tracker is dialed for a
+        // link): a peer on a dedicated connection gets nothing and leaves nothing behind
+        // (subscribers are let go when their link goes down, and such a peer has none).
+        if !self.linked.contains(&from.node) {
+            return Ok(());
+        }
         let result = self.on_message(from.node, frame);
         self.announce_fresh(now, cx);
         result

@@ -584,10 +584,21 @@ fn holders_are_kept_only_while_linked() {
         h.unlink(&peer);
     }
     assert!(h.drops.drops[&drop].holders.is_empty());
-    // Heard without a link (a dedicated connection): not kept.
-    let stranger = peer_of(&Identity::from_secret(&[0x44; 32]));
-    h.message(&stranger, heads()).expect("heads taken");
+    // Heard without a link (a dedicated connection): not kept, neither as a holder nor as
+    // a subscriber (fresh keys on dedicated connections filled `DROP_SUBSCRIBERS_MAX` for
+    // good: a subscriber is let go only when its link goes down), and not answered.
+    h.outputs();
+    for n in 0..=DROP_SUBSCRIBERS_MAX as u32 {
+        let mut secret = [0x44; 32];
+        secret[..4].copy_from_slice(&n.to_be_bytes());
+        let stranger = peer_of(&Identity::from_secret(&secret));
+        h.message(&stranger, heads()).expect("heads taken");
+        let subscribe = DropMessage::Subscribe(DropSubscribe { drop });
+        h.message(&stranger, subscribe).expect("subscribe taken");
+    }
     assert!(h.drops.drops[&drop].holders.is_empty());
+    assert!(h.drops.drops[&drop].subscribers.is_empty());
+    assert!(h.outputs().iter().all(|o| !matches!(o, ProtocolOutput::Send { .. })));
     h.drops
         .check_invariants(&Config::from_seed("test-net", 1))
         .expect("invariants");
