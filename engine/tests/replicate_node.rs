@@ -411,6 +411,37 @@ fn replication_messages_on_a_dedicated_connection_are_ignored() {
     node.check_invariants().unwrap();
 }
 
+/// Block reads serving a peer that still wait in the folder's queue when its link goes down
+/// are dropped: nothing would send their blocks.
+#[test]
+fn reads_queued_for_a_peer_that_left_are_not_made() {
+    let blocks: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 100])).collect();
+    let (mut node, fake, hashes) = holding_one_file("many.bin", &blocks);
+    let want = IWant {
+        folder: folder(),
+        hashes,
+    };
+    fake.send(&mut node, T0, frame(ReplicaMessage::IWant(want)));
+    let reads = block_reads(&drain(&mut node));
+    // At most `requests_outstanding_max` (64) steps are out at once (the state's store may
+    // be one): the rest wait in the queue.
+    let outstanding_max = ReplicaConfig::new(folder(), NodeId::default()).requests_outstanding_max;
+    assert!(reads.len() <= outstanding_max && reads.len() > outstanding_max / 2);
+    node.handle_input(T0, Input::Closed { conn: fake.conn })
+        .unwrap();
+    drain(&mut node);
+    let mut later = Vec::new();
+    for (id, offset) in reads {
+        let block = blocks[(offset / 100) as usize].clone();
+        let result = HostResult::Storage(StorageResult::Block(block));
+        node.handle_input(T0, Input::Completed { id, result })
+            .unwrap();
+        later.extend(block_reads(&drain(&mut node)));
+    }
+    assert!(later.is_empty(), "{} reads made for nobody", later.len());
+    node.check_invariants().unwrap();
+}
+
 /// The folder's state stores among `out`.
 fn stores(out: &[Output]) -> Vec<(weft_engine::RequestId, Bytes)> {
     out.iter()

@@ -165,7 +165,11 @@ impl Fake {
         let mut out = drain(node);
         let node_hello = hello_sent(&out, self.conn);
         let capabilities = CAP_LZ4 | (node_hello.capabilities & CAP_BROADCASTS_UNSIGNED);
-        self.send(node, now, self.hello_full(capabilities, ALL_FAMILIES, dedicated));
+        self.send(
+            node,
+            now,
+            self.hello_full(capabilities, ALL_FAMILIES, dedicated),
+        );
         self.send(node, now, self.ack(&node_hello));
         out.extend(drain(node));
         out

@@ -598,7 +598,10 @@ fn holders_are_kept_only_while_linked() {
     }
     assert!(h.drops.drops[&drop].holders.is_empty());
     assert!(h.drops.drops[&drop].subscribers.is_empty());
-    assert!(h.outputs().iter().all(|o| !matches!(o, ProtocolOutput::Send { .. })));
+    assert!(h
+        .outputs()
+        .iter()
+        .all(|o| !matches!(o, ProtocolOutput::Send { .. })));
     h.drops
         .check_invariants(&Config::from_seed("test-net", 1))
         .expect("invariants");

@@ -437,12 +437,37 @@ impl Replica {
             p.expired.clear();
         }
         self.release_peer(peer);
+        self.drop_queued_reads_for(peer);
         if self.peers.get(&peer).is_some_and(|p| {
             p.index_id == 0 && p.serving == 0 && p.bytes_in_flight == 0 && p.mismatches == 0
         }) {
             self.peers.remove(&peer);
         }
         self.forget_peers_past_the_cap();
+    }
+
+    /// Block reads serving `peer` that still wait in the queue (not handed to the host) are
+    /// dropped: their blocks could not be sent (a peer that asked for 1024 blocks and left,
+    /// again and again under fresh keys, had every one read for nothing).
+    fn drop_queued_reads_for(&mut self, peer: NodeId) {
+        let pending = &self.pending;
+        let mut dropped = Vec::new();
+        self.queued.retain(|(token, _)| {
+            let serves =
+                matches!(pending.get(token), Some(Purpose::Serve { peer: p, .. }) if *p == peer);
+            if serves {
+                dropped.push(*token);
+            }
+            !serves
+        });
+        for token in dropped {
+            if let Some(Purpose::Serve { len, .. }) = self.pending.remove(&token) {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.serving = p.serving.saturating_sub(1);
+                    p.serving_bytes = p.serving_bytes.saturating_sub(u64::from(len));
+                }
+            }
+        }
     }
 
     /// Past `peers_kept_max`, the unlinked peers with nothing under way, linked longest ago
