@@ -725,16 +725,22 @@ fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    let marker = folder
-        .join(crate::folder::RESERVED_DIR)
-        .join(crate::folder::MARKER_FILE);
-    if !fs::symlink_metadata(folder.join(crate::folder::RESERVED_DIR)).is_ok_and(|m| m.is_dir()) {
+    let reserved = folder.join(crate::folder::RESERVED_DIR);
+    if !fs::symlink_metadata(&reserved).is_ok_and(|m| m.is_dir()) {
         return Ok(Some(false));
     }
-    match crate::small_file::read_text_nofollow(&marker, crate::small_file::LINE_FILE_BYTES_MAX) {
-        Ok(text) => Ok(Some(text.trim() == FolderId::from_name(net).to_string())),
-        Err(_) => Ok(Some(false)),
-    }
+    // The marker, else the one a `weft leave --delete` killed partway set aside.
+    let id = FolderId::from_name(net).to_string();
+    let names = |file: &str| {
+        crate::small_file::read_text_nofollow(
+            &reserved.join(file),
+            crate::small_file::LINE_FILE_BYTES_MAX,
+        )
+        .is_ok_and(|text| text.trim() == id)
+    };
+    Ok(Some(
+        names(crate::folder::MARKER_FILE) || names(crate::folder::LEAVING_MARKER_FILE),
+    ))
 }
 
 /// Removes what weft keeps in a shared folder's reserved folder `reserved`, and nothing else
@@ -771,6 +777,9 @@ pub(crate) fn remove_reserved(reserved: &Path) -> io::Result<usize> {
         let _ = fs::remove_dir(&trash);
     }
     gone_is_fine(fs::remove_file(reserved.join(crate::folder::MARKER_FILE)))?;
+    gone_is_fine(fs::remove_file(
+        reserved.join(crate::folder::LEAVING_MARKER_FILE),
+    ))?;
     let part = format!("{}.part", crate::folder::MARKER_FILE);
     gone_is_fine(fs::remove_file(reserved.join(part)))?;
     let _ = fs::remove_dir(reserved);
@@ -782,12 +791,47 @@ pub(crate) fn remove_reserved(reserved: &Path) -> io::Result<usize> {
 /// read through it showed) goes with the folder it leads to, which `remove_dir_all` of the
 /// link alone would leave in place.
 fn delete_folder(folder: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(folder)?.file_type().is_symlink() {
-        let real = folder.canonicalize()?;
-        fs::remove_dir_all(&real)?;
-        return fs::remove_file(folder);
+    let link = fs::symlink_metadata(folder)?.file_type().is_symlink();
+    let root = if link {
+        folder.canonicalize()?
+    } else {
+        folder.to_path_buf()
+    };
+    set_marker_aside(&root)?;
+    // The files first, weft's reserved folder (with the set-aside marker) last.
+    for entry in fs::read_dir(&root)? {
+        let entry = entry?;
+        if entry.file_name() == crate::folder::RESERVED_DIR {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
     }
-    fs::remove_dir_all(folder)
+    fs::remove_dir_all(&root)?;
+    if link {
+        fs::remove_file(folder)?;
+    }
+    Ok(())
+}
+
+/// Renames the marker of the folder at `root` to [`crate::folder::LEAVING_MARKER_FILE`] and
+/// syncs the rename, before anything in the folder is removed: a `weft leave --delete`
+/// killed (or failing) partway never leaves the folder's marker over a folder half deleted,
+/// which the next `weft start` would have taken for the user's deletes and sent to every
+/// peer. Without its marker the folder stops instead (SPEC.md §22.10); a leave run again
+/// still knows it by the set-aside marker. One already set aside stays.
+fn set_marker_aside(root: &Path) -> io::Result<()> {
+    let reserved = root.join(crate::folder::RESERVED_DIR);
+    let leaving = reserved.join(crate::folder::LEAVING_MARKER_FILE);
+    match fs::rename(reserved.join(crate::folder::MARKER_FILE), &leaving) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound && leaving.exists() => {}
+        Err(e) => return Err(e),
+    }
+    fs::File::open(&reserved)?.sync_all()
 }
 
 /// How long `weft leave` waits for a running node to stop.
@@ -958,6 +1002,32 @@ mod tests {
         remove_reserved(&reserved).expect("removed");
         assert!(!reserved.join("tmp/00000000000000ff").exists());
         assert!(reserved.join("tmp/00000000000000FF").exists());
+    }
+
+    /// A `weft leave --delete` first sets the folder's marker aside: stopped there (killed,
+    /// or a file it could not remove), the folder is no node's any more (a node started on
+    /// it stops instead of sending the missing files as deletes), and the leave run again
+    /// still knows it and finishes.
+    #[test]
+    fn a_folder_being_deleted_by_leave_is_no_nodes_and_still_the_networks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let folder = tmp.path().join("shared");
+        let id = FolderId::from_name("net").to_string();
+        let reserved = folder.join(crate::folder::RESERVED_DIR);
+        fs::create_dir_all(reserved.join("tmp")).expect("mkdir");
+        fs::write(reserved.join(crate::folder::MARKER_FILE), format!("{id}\n")).expect("marker");
+        fs::write(folder.join("a.txt"), "a").expect("write");
+        assert_eq!(ours(&folder, "net").expect("read"), Some(true));
+
+        set_marker_aside(&folder).expect("set aside");
+        let marker = reserved.join(crate::folder::MARKER_FILE);
+        assert!(!crate::folder::disk::marker_names(&marker, &id).unwrap_or(false));
+        assert_eq!(ours(&folder, "net").expect("read"), Some(true));
+        assert_eq!(ours(&folder, "other").expect("read"), Some(false));
+        set_marker_aside(&folder).expect("again: already aside");
+
+        delete_folder(&folder).expect("deleted");
+        assert!(!folder.exists());
     }
 
     #[test]

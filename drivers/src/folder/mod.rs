@@ -32,6 +32,11 @@ pub use weft_engine::replicate::paths::RESERVED_DIR;
 /// The marker file, inside [`RESERVED_DIR`].
 pub const MARKER_FILE: &str = "folder";
 
+/// The marker's name while `weft leave --delete` removes the folder, inside
+/// [`RESERVED_DIR`]: set aside so, the folder is no node's (it stops, SPEC.md §22.10), and a
+/// leave run again after a kill still knows it.
+pub const LEAVING_MARKER_FILE: &str = "folder.leaving";
+
 /// The temporary files' folder, inside [`RESERVED_DIR`].
 pub const TEMP_DIR: &str = "tmp";
 
