@@ -68,14 +68,29 @@ pub enum StopSignal {
     Interrupt,
     /// SIGTERM (`kill`, systemd, `docker stop`).
     Terminate,
+    /// SIGHUP (the terminal or SSH session a foreground node ran in closed).
+    Hangup,
 }
 
 impl StopSignal {
+    /// The signals a node stops on: SIGINT, SIGTERM, and SIGHUP unless the process started
+    /// with it ignored (`nohup`, which a handler would undo). Without a handler SIGHUP ended
+    /// the process at once: no BYE, no last state write.
+    pub fn watched() -> Vec<StopSignal> {
+        let mut watched = vec![StopSignal::Interrupt, StopSignal::Terminate];
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if !ignored_in_status(&status, StopSignal::Hangup.number()) {
+            watched.push(StopSignal::Hangup);
+        }
+        watched
+    }
+
     /// The signal's number.
     pub fn number(self) -> u8 {
         match self {
             StopSignal::Interrupt => 2,
             StopSignal::Terminate => 15,
+            StopSignal::Hangup => 1,
         }
     }
 
@@ -84,13 +99,25 @@ impl StopSignal {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
         }
     }
 }
 
+/// Whether signal `number` is ignored by the process whose `/proc/PID/status` is `status`
+/// (its `SigIgn:` mask, hex, bit `number - 1`); not when the line is missing or unreadable.
+fn ignored_in_status(status: &str, number: u8) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| number >= 1 && mask >> (number - 1) & 1 == 1)
+}
+
 impl Exit {
     /// The process exit code for it: 0 when asked, and after a signal 128 plus its number, as
-    /// shells report a process the signal ended (130 after SIGINT, 143 after SIGTERM).
+    /// shells report a process the signal ended (130 after SIGINT, 143 after SIGTERM, 129
+    /// after SIGHUP).
     pub fn code(self) -> u8 {
         match self {
             Exit::Requested => 0,
@@ -555,5 +582,28 @@ impl Host {
         if let HostResult::Failed(why) = store.carry_out(HostRequest::StoreState { name, bytes }) {
             tracing::warn!("folder {folder}: scan cache not stored: {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SIGHUP is watched unless the process started with it ignored (`nohup`): the mask's
+    /// bit `number - 1`, from `/proc/self/status`.
+    #[test]
+    fn a_signal_ignored_at_the_start_is_read_from_the_status_mask() {
+        let status = |mask: &str| {
+            format!("Name:\tweft\nSigBlk:\t0000000000000000\nSigIgn:\t{mask}\nSigCgt:\t0\n")
+        };
+        // nohup: SIGHUP (1) ignored; a shell's background job also ignores SIGINT (2), SIGQUIT (3).
+        assert!(ignored_in_status(&status("0000000000000001"), 1));
+        assert!(ignored_in_status(&status("0000000000000007"), 2));
+        assert!(!ignored_in_status(&status("0000000000000006"), 1));
+        assert!(!ignored_in_status(&status("0000000000001000"), 1));
+        assert!(ignored_in_status(&status("0000000000004000"), 15));
+        assert!(!ignored_in_status("Name:\tweft\n", 1));
+        assert!(!ignored_in_status(&status("not hex"), 1));
+        assert!(!ignored_in_status(&status("ffffffffffffffff"), 0));
     }
 }

@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use weft_engine::ConnId;
 
@@ -80,7 +80,12 @@ impl MioDriver {
         let mut host = Host::new(setup.config, "mio", setup.store, Some(bound_addr));
         host.start_folders(setup.folders, &handle);
         let signals = if setup.signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let numbers = StopSignal::watched().into_iter().map(|s| match s {
+                StopSignal::Interrupt => SIGINT,
+                StopSignal::Terminate => SIGTERM,
+                StopSignal::Hangup => SIGHUP,
+            });
+            let mut signals = Signals::new(numbers)?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
@@ -182,6 +187,7 @@ impl MioDriver {
             .pending()
             .map(|n| match n {
                 SIGTERM => StopSignal::Terminate,
+                SIGHUP => StopSignal::Hangup,
                 _ => StopSignal::Interrupt,
             })
             .collect();

@@ -75,10 +75,16 @@ impl TokioDriver {
         let mut host = Host::new(setup.config, "tokio", setup.store, Some(bound_addr));
         host.start_folders(setup.folders, &handle);
         let signals = if setup.signals {
-            vec![
-                (StopSignal::Interrupt, signal(SignalKind::interrupt())?),
-                (StopSignal::Terminate, signal(SignalKind::terminate())?),
-            ]
+            let mut signals = Vec::new();
+            for s in StopSignal::watched() {
+                let kind = match s {
+                    StopSignal::Interrupt => SignalKind::interrupt(),
+                    StopSignal::Terminate => SignalKind::terminate(),
+                    StopSignal::Hangup => SignalKind::hangup(),
+                };
+                signals.push((s, signal(kind)?));
+            }
+            signals
         } else {
             Vec::new()
         };

@@ -1,5 +1,5 @@
 //! The `weft` command line against real processes: clear one-line errors, and a clean
-//! shutdown on SIGINT/SIGTERM (exit 130 and 143).
+//! shutdown on SIGINT/SIGTERM/SIGHUP (exit 130, 143 and 129).
 
 mod common;
 
@@ -110,6 +110,18 @@ fn sigterm_stops_a_tokio_node_with_bye_and_exit_143() {
 #[test]
 fn sigterm_stops_a_mio_node_with_exit_143() {
     shuts_down_cleanly("TERM", 143, "mio", "tokio");
+}
+
+/// Closing the terminal a foreground node runs in (SIGHUP) stops it as SIGTERM does: BYE to
+/// its peers, its state written, exit 129 (it ended it at once, without either).
+#[test]
+fn sighup_stops_a_tokio_node_with_bye_and_exit_129() {
+    shuts_down_cleanly("HUP", 129, "tokio", "mio");
+}
+
+#[test]
+fn sighup_stops_a_mio_node_with_bye_and_exit_129() {
+    shuts_down_cleanly("HUP", 129, "mio", "tokio");
 }
 
 #[test]
