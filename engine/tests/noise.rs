@@ -222,9 +222,14 @@ fn the_same_seeds_give_the_same_bytes() {
 // ----- real nodes ---------------------------------------------------------------------------
 
 fn node(seed: u64, network_key: NetworkKey) -> Node {
+    node_with(seed, |c| c.network_key = network_key)
+}
+
+/// A node of network "noise", without discovery, its config edited by `edit`.
+fn node_with(seed: u64, edit: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::from_seed("noise", seed);
     c.discovery = false;
-    c.network_key = network_key;
+    edit(&mut c);
     let mut n = Node::new(c);
     // A host that keeps nothing: the start-up gate opens.
     loop {
@@ -539,5 +544,74 @@ fn frames_queued_behind_the_window_are_sealed_together_and_arrive_in_order() {
         batched * 20 < after_window,
         "{after_window} frames after the window went in {batched} transmits"
     );
+    assert!(w.linked());
+}
+
+/// The dialer's HELLO_ACK is sealed alone, never with the frames its new link queues behind
+/// it (the digests, which can reach a whole 64 KiB Noise message): the acceptor holds the
+/// bytes of an unfinished message against the shared bound on handshake bytes
+/// (`handshake_buffered_bytes_max`, SPEC.md §8.4) until the HELLO_ACK in it is whole, so a
+/// large one arriving in pieces closed an honest link (`HandshakeBufferFull`), and sooner
+/// the more of the bound others' unfinished handshakes held.
+#[test]
+fn the_hello_ack_is_sealed_alone_so_an_acceptor_never_holds_a_links_first_frames() {
+    let mut a = node(1, NetworkKey::OPEN);
+    a.handle_input(
+        T0,
+        Input::WallClock {
+            unix_ms: 1_800_000_000_000,
+        },
+    )
+    .unwrap();
+    // Enough keys that the table's digest at link up is some KiB.
+    for k in 0..5000u32 {
+        let set = weft_engine::TableCommand::Set {
+            key: format!("key-{k}").into_bytes(),
+            value: vec![7u8; 20],
+            lease: None,
+        };
+        a.handle_input(T0, Input::Command(Command::Table(set)))
+            .unwrap();
+        drain(&mut a);
+    }
+    let b = node_with(2, |c| c.limits.handshake_buffered_bytes_max = 1024);
+    let mut w = Wire::new(a, b);
+    // As a driver reads: all a node wrote since the last read at once, the acceptor's
+    // reads in pieces of 200 bytes.
+    let transmits = |n: &mut Node, other: &mut Vec<Output>| {
+        let mut bytes = Vec::new();
+        for o in drain(n) {
+            match o {
+                Output::Transmit { bytes: b, .. } => bytes.extend_from_slice(&b),
+                o => other.push(o),
+            }
+        }
+        bytes
+    };
+    for _ in 0..20 {
+        let to_b = transmits(&mut w.a, &mut w.other);
+        for piece in to_b.chunks(200) {
+            let bytes = Bytes::copy_from_slice(piece);
+            let _ = w.b.handle_input(
+                T0,
+                Input::Received {
+                    conn: w.b_conn,
+                    bytes,
+                },
+            );
+        }
+        let to_a = Bytes::from(transmits(&mut w.b, &mut w.other));
+        if !to_a.is_empty() {
+            let _ = w.a.handle_input(
+                T0,
+                Input::Received {
+                    conn: w.a_conn,
+                    bytes: to_a,
+                },
+            );
+        }
+    }
+    let full = |o: &Output| matches!(o, Output::Close { reason, .. } if *reason == CloseReason::HandshakeBufferFull);
+    assert!(!w.other.iter().any(full));
     assert!(w.linked());
 }

@@ -254,7 +254,12 @@ impl Conn {
         }
         let Transmit { frame, bulk } = self.queue.next_transmit(window)?;
         let (code, frames) = self.count_out(&frame, traffic);
-        let coalesces = matches!(self.wire, AnyWire::Noise(_)) && !bulk;
+        // A handshake frame goes in a Noise message of its own: the dialer's HELLO_ACK was
+        // sealed with the frames its new link queued behind it (digests, up to a 64 KiB
+        // message), which the acceptor, not yet established, held against the shared bound
+        // on handshake bytes (SPEC.md §8.4) until the whole message came.
+        let handshake = matches!(code, Code::HELLO | Code::HELLO_ACK);
+        let coalesces = matches!(self.wire, AnyWire::Noise(_)) && !bulk && !handshake;
         let (plain, frames) = if coalesces && frame.len() < PLAINTEXT_BYTES_MAX {
             let (plain, more) = self.coalesce(frame, window, traffic);
             (plain, frames + more)
