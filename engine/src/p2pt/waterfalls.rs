@@ -41,9 +41,13 @@ impl Waterfalls {
     }
 
     /// Marks (id, timestamp) seen unless it was, or the set is full. Prunes first what the
-    /// window has passed (py2p keeps entries whose timestamp is over `now - 60`).
-    pub(super) fn insert(&mut self, id: [u8; 32], timestamp: u64, now_s: u64) -> Seen {
-        self.prune(now_s);
+    /// window has passed at `now_s` (py2p keeps entries whose timestamp is over `now - 60`);
+    /// `None`, no wall clock yet: nothing is pruned (the time would be the message's own,
+    /// and one stamped far ahead wiped the set, every duplicate then passing as new).
+    pub(super) fn insert(&mut self, id: [u8; 32], timestamp: u64, now_s: Option<u64>) -> Seen {
+        if let Some(now_s) = now_s {
+            self.prune(now_s);
+        }
         if self.seen.contains(&(timestamp, id)) {
             Seen::Again
         } else if self.seen.len() >= P2PT_WATERFALLS_MAX {
@@ -90,21 +94,21 @@ mod tests {
     #[test]
     fn a_pair_is_seen_once_and_forgotten_after_the_window() {
         let mut w = Waterfalls::default();
-        assert_eq!(w.insert([1; 32], 1000, 1000), Seen::Fresh);
-        assert_eq!(w.insert([1; 32], 1000, 1010), Seen::Again);
+        assert_eq!(w.insert([1; 32], 1000, Some(1000)), Seen::Fresh);
+        assert_eq!(w.insert([1; 32], 1000, Some(1010)), Seen::Again);
         // Same id, another timestamp: another broadcast to py2p.
-        assert_eq!(w.insert([1; 32], 1001, 1010), Seen::Fresh);
+        assert_eq!(w.insert([1; 32], 1001, Some(1010)), Seen::Fresh);
         assert!(!Waterfalls::is_expired(940, 1000));
         assert!(Waterfalls::is_expired(939, 1000));
         assert!(!Waterfalls::is_expired(1060, 1000));
         assert!(Waterfalls::is_expired(1061, 1000), "as far in the future");
         // At 1061 the entry of 1000 is out of the window and pruned.
-        w.insert([2; 32], 1061, 1061);
-        assert_eq!(w.insert([1; 32], 1000, 1061), Seen::Fresh);
+        w.insert([2; 32], 1061, Some(1061));
+        assert_eq!(w.insert([1; 32], 1000, Some(1061)), Seen::Fresh);
         // One stamped exactly `now - 60` is taken, and seen once.
         assert!(!Waterfalls::is_expired(1001, 1061));
-        assert_eq!(w.insert([3; 32], 1001, 1061), Seen::Fresh);
-        assert_eq!(w.insert([3; 32], 1001, 1061), Seen::Again);
+        assert_eq!(w.insert([3; 32], 1001, Some(1061)), Seen::Fresh);
+        assert_eq!(w.insert([3; 32], 1001, Some(1061)), Seen::Again);
     }
 
     fn id(i: u64) -> [u8; 32] {
@@ -117,21 +121,32 @@ mod tests {
     fn a_full_set_refuses_new_pairs_and_never_forgets_one_in_the_window() {
         let mut w = Waterfalls::default();
         for i in 0..P2PT_WATERFALLS_MAX as u64 {
-            assert_eq!(w.insert(id(i), 5050, 5000), Seen::Fresh);
+            assert_eq!(w.insert(id(i), 5050, Some(5000)), Seen::Fresh);
         }
         // Full of entries still in the window: a new one is refused, every time, and the
         // ones held stay seen (evicting one made its next copy pass as new).
         let new = id(u64::MAX);
-        assert_eq!(w.insert(new, 5000, 5000), Seen::Full);
-        assert_eq!(w.insert(new, 5000, 5000), Seen::Full);
-        assert_eq!(w.insert(id(0), 5050, 5000), Seen::Again);
+        assert_eq!(w.insert(new, 5000, Some(5000)), Seen::Full);
+        assert_eq!(w.insert(new, 5000, Some(5000)), Seen::Full);
+        assert_eq!(w.insert(id(0), 5050, Some(5000)), Seen::Again);
         assert_eq!(w.len(), P2PT_WATERFALLS_MAX);
         // The node's own broadcast takes the oldest entry's place.
         w.insert_own(new, 5000, 5000);
-        assert_eq!(w.insert(new, 5000, 5001), Seen::Again);
+        assert_eq!(w.insert(new, 5000, Some(5001)), Seen::Again);
         assert_eq!(w.len(), P2PT_WATERFALLS_MAX);
         // Once the window has passed them, there is room again.
-        assert_eq!(w.insert(id(1 << 40), 5111, 5111), Seen::Fresh);
+        assert_eq!(w.insert(id(1 << 40), 5111, Some(5111)), Seen::Fresh);
         assert_eq!(w.len(), 1);
+    }
+
+    /// Before the node's first wall clock nothing expires and nothing is pruned: a message
+    /// stamped far ahead (its own time standing in for the clock) wiped the set.
+    #[test]
+    fn without_a_wall_clock_nothing_is_pruned() {
+        let mut w = Waterfalls::default();
+        assert_eq!(w.insert(id(1), 1000, None), Seen::Fresh);
+        assert_eq!(w.insert(id(2), u64::MAX, None), Seen::Fresh);
+        assert_eq!(w.insert(id(1), 1000, None), Seen::Again);
+        assert_eq!(w.len(), 2);
     }
 }

@@ -58,12 +58,13 @@ impl P2ptNode {
             return;
         }
         if m.main_flag == MainFlag::BROADCAST {
-            let now_s = self.now_s().unwrap_or(m.timestamp);
+            let clock_s = self.now_s();
+            let now_s = clock_s.unwrap_or(m.timestamp);
             if Waterfalls::is_expired(m.timestamp, now_s) {
                 self.metrics.broadcasts_expired += 1;
                 return;
             }
-            match self.waterfalls.insert(id, m.timestamp, now_s) {
+            match self.waterfalls.insert(id, m.timestamp, clock_s) {
                 Seen::Fresh => {}
                 Seen::Again => {
                     self.metrics.broadcast_duplicates += 1;
