@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DropError, DropManifest, DROP_FILES_BATCH_BYTES_MAX, DROP_FILES_BATCH_MAX, DROP_FILES_MAX,
-    DROP_ROOT_DOMAIN,
+    DROP_FILE_LIST_BYTES_MAX, DROP_ROOT_DOMAIN,
 };
 use crate::message::put_varint;
 use crate::replica::{Block, FileKind, BLOCK_BYTES_MAX, FILE_BLOCKS_MAX, PATH_BYTES_MAX};
@@ -154,6 +154,8 @@ pub struct RootHasher {
     last_path: String,
     files: u32,
     bytes: u64,
+    /// The files' encodings added up, bytes.
+    encoded_bytes: u64,
     /// Encoded files not yet hashed: BLAKE3 hashes long inputs many times faster than a
     /// file's few dozen bytes at a time.
     pending: Vec<u8>,
@@ -178,12 +180,14 @@ impl RootHasher {
             last_path: String::new(),
             files: 0,
             bytes: 0,
+            encoded_bytes: 0,
             pending: Vec::new(),
         }
     }
 
     /// Adds the next file: refused if it is not strictly after the previous one, if the list
-    /// would exceed [`DROP_FILES_MAX`] files or `u64::MAX` bytes, or if it breaks a rule of
+    /// would exceed [`DROP_FILES_MAX`] files, `u64::MAX` bytes or
+    /// [`DROP_FILE_LIST_BYTES_MAX`] bytes encoded, or if it breaks a rule of
     /// [`DropFile::fault`]. A refused file changes nothing.
     pub fn push(&mut self, file: &DropFile) -> Result<(), DropError> {
         if self.files >= DROP_FILES_MAX {
@@ -204,6 +208,10 @@ impl RootHasher {
             .bytes
             .checked_add(file.size)
             .ok_or(DropError::TooManyBytes)?;
+        let encoded_bytes = self.encoded_bytes + file.encoded_len() as u64;
+        if encoded_bytes > DROP_FILE_LIST_BYTES_MAX {
+            return Err(DropError::FileListTooLarge);
+        }
         file.encode_into(&mut self.pending);
         if self.pending.len() >= HASH_CHUNK_BYTES {
             self.hasher.update(&self.pending);
@@ -213,6 +221,7 @@ impl RootHasher {
         self.last_path.push_str(&file.path);
         self.files += 1;
         self.bytes = bytes;
+        self.encoded_bytes = encoded_bytes;
         Ok(())
     }
 
@@ -368,6 +377,41 @@ mod tests {
         }
         assert!(expected.len() > 4 * HASH_CHUNK_BYTES);
         assert_eq!(h.root(), *blake3::hash(&expected).as_bytes());
+    }
+
+    /// Files of one-byte blocks, `FILE_BLOCKS_MAX` each (some 9 MiB encoded), fit a modest
+    /// manifest's bytes: the list is refused once its encoding would pass
+    /// `DROP_FILE_LIST_BYTES_MAX`, not held on until its root is known.
+    #[test]
+    fn a_list_past_its_encoded_bytes_is_refused() {
+        let size = FILE_BLOCKS_MAX as u64;
+        let blocks = (0..size)
+            .map(|offset| Block {
+                offset,
+                len: 1,
+                hash: [7; 32],
+            })
+            .collect();
+        let mut f = DropFile {
+            path: String::new(),
+            kind: FileKind::File,
+            mode: 6,
+            size,
+            target: None,
+            blocks,
+        };
+        let per_file = f.encoded_len() as u64 + 4;
+        let fit = DROP_FILE_LIST_BYTES_MAX / per_file;
+        let mut h = RootHasher::new();
+        for i in 0..fit {
+            f.path = format!("f{i:04}");
+            h.push(&f).expect("within the bound");
+        }
+        let before = h.root();
+        f.path = format!("f{fit:04}");
+        assert_eq!(h.push(&f), Err(DropError::FileListTooLarge));
+        assert_eq!(h.root(), before, "a refused file changes nothing");
+        assert_eq!(h.files(), fit as u32);
     }
 
     #[test]

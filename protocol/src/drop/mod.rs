@@ -36,6 +36,12 @@ pub const DROP_HEADS_MAX: usize = 16;
 /// Most files one version lists.
 pub const DROP_FILES_MAX: u32 = 1_000_000;
 
+/// Most bytes one version's file list takes encoded (the files' postcard encodings added
+/// up): a list is held whole in memory, and a holder serving one against a real manifest
+/// (the right count, sizes within its bytes) could otherwise make each file's entry up to
+/// `FILE_BLOCKS_MAX` blocks long, gigabytes before the root hash told it apart.
+pub const DROP_FILE_LIST_BYTES_MAX: u64 = 256 << 20;
+
 /// Most files one DROP_FILES carries.
 pub const DROP_FILES_BATCH_MAX: usize = 256;
 
@@ -146,6 +152,9 @@ pub enum DropError {
     /// A manifest announcing more than [`DROP_FILES_MAX`] files.
     #[error("more than DROP_FILES_MAX files")]
     TooManyFiles,
+    /// A file list whose encoding passes [`DROP_FILE_LIST_BYTES_MAX`].
+    #[error("a file list of more than DROP_FILE_LIST_BYTES_MAX bytes")]
+    FileListTooLarge,
     /// `drop` is not [`DropId::derive`] of the primary owner and the nonce.
     #[error("drop id is not derived from the primary owner and the nonce")]
     WrongDropId,
