@@ -35,6 +35,10 @@ use weft_engine::{HostRequest, HostResult};
 /// The store's file in the state folder.
 pub const STORE_FILE: &str = "store.redb";
 
+/// The store's file while it is created, in the state folder: renamed to [`STORE_FILE`] once
+/// its format is recorded.
+const STORE_FILE_NEW: &str = "store.redb.new";
+
 /// The store format this weft writes, and the newest it reads. Raised when what the store
 /// holds changes in a way an older weft would misread.
 pub const STORE_FORMAT: u64 = 1;
@@ -142,12 +146,29 @@ impl Store {
         if let Some(store) = Store::open_existing(state_folder)? {
             return Ok(store);
         }
+        // Made under another name and renamed into place, the rename synced, once its format
+        // is recorded: a kill while it was made (the file grown, its header, the format's
+        // commit) left a store file that is neither absent nor a store, and every later
+        // start refused it as damaged. One such a kill left under the other name goes first.
         let path = store_path(state_folder);
-        let db = guarded(&path, || builder().create(&path))?;
-        fs::set_permissions(&path, Permissions::from_mode(0o600))
-            .map_err(|e| io_error(&path, "cannot make owner-only", &e))?;
-        let store = Store { db, path };
+        let new = state_folder.join(STORE_FILE_NEW);
+        match fs::remove_file(&new) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error(&new, "cannot remove", &e));
+            }
+            _ => {}
+        }
+        let db = guarded(&new, || builder().create(&new))?;
+        fs::set_permissions(&new, Permissions::from_mode(0o600))
+            .map_err(|e| io_error(&new, "cannot make owner-only", &e))?;
+        let store = Store { db, path: new };
         let imported = store.initialize(&state_folder.join(LEGACY_BLOBS_DIR))?;
+        let Store { db, path: new } = store;
+        fs::rename(&new, &path).map_err(|e| io_error(&path, "cannot put in place", &e))?;
+        fs::File::open(state_folder)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(state_folder, "cannot sync", &e))?;
+        let store = Store { db, path };
         if imported > 0 {
             tracing::info!(
                 "imported {imported} state blob(s) from {} into {}",
@@ -677,6 +698,25 @@ mod tests {
         assert_eq!(fs::read(old.join("table")).unwrap(), b"old table");
         let s = Store::open_or_create(folder.path()).unwrap();
         assert_eq!(s.load("table").unwrap().as_deref(), Some(&b"new table"[..]));
+    }
+
+    /// A store is made under another name and renamed into place once its format is
+    /// recorded: a creation killed partway leaves that file alone, which the next start
+    /// replaces (the store file, half made, was refused as damaged for good).
+    #[test]
+    fn a_store_creation_killed_partway_leaves_nothing_a_start_refuses() {
+        let folder = tempfile::tempdir().unwrap();
+        fs::write(folder.path().join(STORE_FILE_NEW), b"half a store header").unwrap();
+        assert!(Store::open_existing(folder.path()).unwrap().is_none());
+        let s = Store::open_or_create(folder.path()).unwrap();
+        s.store("table", b"x").unwrap();
+        assert_eq!(s.path(), folder.path().join(STORE_FILE));
+        assert!(!folder.path().join(STORE_FILE_NEW).exists());
+        drop(s);
+        let s = Store::open_existing(folder.path())
+            .unwrap()
+            .expect("the store");
+        assert_eq!(s.load("table").unwrap().as_deref(), Some(&b"x"[..]));
     }
 
     #[test]
