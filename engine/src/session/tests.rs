@@ -1234,3 +1234,20 @@ fn a_node_refused_as_stale_hears_why() {
         .any(|o| matches!(o, Output::Event(Event::RefusedAsStale { addr }) if addr == "b"));
     assert!(told, "{out:?}");
 }
+
+/// Hearsay (a cascade's addresses, a Chord contact) never replaces a linked node's address,
+/// which its own HELLO gave: any peer could name any address for it, redirecting its
+/// redials. A node not linked is still learned of.
+#[test]
+fn hearsay_never_replaces_a_linked_nodes_address() {
+    let mut a = session(1, "10.0.0.1:7000", MESH_TABLE, |_| {});
+    let mut b = session(2, "10.0.0.2:7000", MESH_TABLE, |_| {});
+    link(&mut a, &mut b);
+    let b_id = b.node_id();
+    assert_eq!(a.book.addr(&b_id), Some("10.0.0.2:7000"));
+    a.learn(T0, b_id, "192.0.2.66:7000");
+    assert_eq!(a.book.addr(&b_id), Some("10.0.0.2:7000"));
+    let stranger = NodeId([9; 32]);
+    a.learn(T0, stranger, "10.0.0.9:7000");
+    assert_eq!(a.book.addr(&stranger), Some("10.0.0.9:7000"));
+}
