@@ -442,6 +442,39 @@ fn a_table_larger_than_the_send_queue_catches_a_new_peer_up_as_it_writes() {
         .eq(net.nodes[0].table_entries()));
 }
 
+/// One host keeps at most `P2PT_INBOUND_PER_HOST_MAX` inbound connections: more are closed
+/// at once (one host held every one of `P2PT_LINKS_MAX`, shutting out every other peer);
+/// another host is still let in.
+#[test]
+fn one_host_cannot_hold_every_connection() {
+    let mut net = Net::new(1, Subnet::Mesh, &[]);
+    for i in 0..P2PT_LINKS_MAX as u64 {
+        net.input(
+            0,
+            Input::Accepted {
+                conn: ConnId::inbound(100 + i),
+                addr: format!("192.0.2.7:{}", 40_000 + i),
+            },
+        );
+    }
+    assert_eq!(net.nodes[0].conn_ids().count(), P2PT_INBOUND_PER_HOST_MAX);
+    assert!(net
+        .closes
+        .iter()
+        .all(|(_, _, r)| *r == CloseReason::TooManyConnections));
+    net.input(
+        0,
+        Input::Accepted {
+            conn: ConnId::inbound(999),
+            addr: "192.0.2.8:40000".into(),
+        },
+    );
+    assert_eq!(
+        net.nodes[0].conn_ids().count(),
+        P2PT_INBOUND_PER_HOST_MAX + 1
+    );
+}
+
 #[test]
 fn a_silent_handshake_times_out_and_a_configured_peer_is_redialed() {
     let mut net = Net::new(2, Subnet::Mesh, &[]);

@@ -13,7 +13,7 @@
 //! known peers' store). This module holds the state, what is read of it, what the host
 //! drains, and the timers with the liveness tick.
 
-mod address;
+pub(crate) mod address;
 mod address_book;
 mod conn;
 mod connections;

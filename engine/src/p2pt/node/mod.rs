@@ -29,6 +29,12 @@ use connections::dial_addr;
 /// closed at once.
 pub const P2PT_LINKS_MAX: usize = 64;
 
+/// Inbound connections from one host (its port ignored) a node keeps at most; one more is
+/// closed at once: one host could otherwise hold every one of [`P2PT_LINKS_MAX`] (the
+/// dialect has no proof of identity, and a handshake costs nothing), shutting out every
+/// other peer.
+pub const P2PT_INBOUND_PER_HOST_MAX: usize = 8;
+
 /// Outbound links at most for which a `peers` list is still dialed: py2p's `max_outgoing`.
 pub const P2PT_OUTGOING_MAX: usize = 4;
 
@@ -282,11 +288,19 @@ impl P2ptNode {
                 if !conn.is_inbound() || self.links.contains_key(&conn) {
                     return Err(Misuse::BadInboundId(conn).into());
                 }
+                let host = crate::session::address::host_of(&addr);
+                let from_host = self
+                    .links
+                    .values()
+                    .filter(|l| !l.outbound && !l.closing)
+                    .filter(|l| crate::session::address::host_of(&l.addr) == host)
+                    .count();
+                let host_full = from_host >= P2PT_INBOUND_PER_HOST_MAX;
                 self.links
                     .insert(conn, Link::new(conn, false, addr, self.now));
                 if self.shut_down {
                     self.close(conn, CloseReason::Shutdown);
-                } else if self.links.len() > P2PT_LINKS_MAX {
+                } else if self.links.len() > P2PT_LINKS_MAX || host_full {
                     self.close(conn, CloseReason::TooManyConnections);
                 } else {
                     self.send_handshake(conn);
