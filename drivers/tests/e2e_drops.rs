@@ -317,6 +317,75 @@ fn a_mapped_drop_the_engine_lost_is_subscribed_again_or_forgotten() {
     assert_eq!(read(&c_own.join("mine.txt")), b"c's own\n");
 }
 
+/// A `weft drop create` or `subscribe` killed while it made the drop's folder (its
+/// `.weft`, its marker, the directory itself) is taken back at the next start, as its
+/// record in the store says: the same command then works (every retry was refused, "not
+/// empty" or "a weft folder already"), and nothing of the user's goes.
+#[test]
+fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start() {
+    let (dir, net) = scratch("drops-pending");
+    let dir = dir.path();
+    let mut c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
+    ok(&c.command("shutdown", &[]));
+    assert!(c.wait_exit().success());
+    drop(c);
+    // `create` of a directory with the user's file: its `.weft` made, the marker written.
+    let own = dir.join("c-own");
+    write(&own.join("mine.txt"), b"c's own\n");
+    let reserved = own.join(".weft");
+    for sub in ["tmp", "trash"] {
+        std::fs::create_dir_all(reserved.join(sub)).expect("mkdir");
+    }
+    write(
+        &reserved.join("folder"),
+        format!("{}\n", "ab".repeat(32)).as_bytes(),
+    );
+    let pending = format!(
+        "{{\"dirs\":[],\"reserved\":{:?}}}",
+        reserved.display().to_string()
+    );
+    let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
+        .expect("c's store")
+        .expect("c's store exists");
+    store
+        .store("drop-folder-pending", pending.as_bytes())
+        .expect("the record a kill left");
+    drop(store);
+    let c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
+    wait_until("the cut-short making taken back", || !reserved.exists());
+    assert_eq!(read(&own.join("mine.txt")), b"c's own\n");
+    let own_path = own.display().to_string();
+    ok(&drop_cmd(&c, "create", &[&own_path]));
+    assert!(reserved.join("folder").is_file());
+    // `subscribe` of a directory it made: the directory goes too.
+    ok(&c.command("shutdown", &[]));
+    let mut c = c;
+    assert!(c.wait_exit().success());
+    drop(c);
+    let sub = dir.join("c-sub");
+    let sub_reserved = sub.join(".weft");
+    for d in ["tmp", "trash"] {
+        std::fs::create_dir_all(sub_reserved.join(d)).expect("mkdir");
+    }
+    let pending = format!(
+        "{{\"dirs\":[{:?}],\"reserved\":{:?}}}",
+        sub.display().to_string(),
+        sub_reserved.display().to_string()
+    );
+    let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
+        .expect("c's store")
+        .expect("c's store exists");
+    store
+        .store("drop-folder-pending", pending.as_bytes())
+        .expect("the record a kill left");
+    drop(store);
+    let c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
+    wait_until("the directory it made is gone", || !sub.exists());
+    // The drop made before is still mapped, its marker untouched.
+    assert!(reserved.join("folder").is_file());
+    assert_eq!(status(&c).len(), 1);
+}
+
 #[test]
 fn bare_weft_drop_lists_its_commands_and_a_node_must_run() {
     let out = run(&["drop"]);

@@ -731,3 +731,36 @@ fn an_acceptors_dedicated_field_does_not_turn_a_dial_into_a_dedicated_connection
     assert_eq!(node.links().count(), 1);
     assert_eq!(node.dedicated_family(conn), None);
 }
+
+/// A new link's first frame can come in the same read as the HELLO_ACK that establishes it,
+/// before the protocols hear of the link: a drops message there is still a linked peer's,
+/// taken and answered (it was ignored as a stranger's on a dedicated connection would be).
+#[test]
+fn a_drop_subscribe_in_the_read_that_links_is_answered() {
+    use weft_engine::protocol::{DropMessage, DropSubscribe};
+    let mut node = node_with(|_| {});
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let create = Command::Drops(weft_engine::drops::DropsCommand::Create);
+    node.handle_input(T0, Input::Command(create)).unwrap();
+    drain(&mut node);
+    let drop = *node.drop_ids().next().expect("the drop created");
+    let fake = Fake::new(9, ConnId::inbound(1));
+    node.handle_input(T0, accepted(fake.conn)).unwrap();
+    let node_hello = hello_sent(&drain(&mut node), fake.conn);
+    let with_drops = ALL_FAMILIES | Family::Drops.bit();
+    fake.send(&mut node, T0, fake.hello_with(with_drops, None));
+    drain(&mut node);
+    let subscribe = Message::Drop(DropMessage::Subscribe(DropSubscribe { drop }));
+    let mut read = fake.ack(&node_hello).to_vec();
+    read.extend_from_slice(&subscribe.to_frame(false).into_bytes());
+    fake.send(&mut node, T0, Bytes::from(read));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, fake.conn), None);
+    assert!(
+        frames_to(&out, fake.conn)
+            .iter()
+            .any(|f| f.code() == Code::DROP_HEADS),
+        "the subscriber is told the heads"
+    );
+}

@@ -32,6 +32,13 @@ use crate::report::{hex_id, DropReport, FileReport, TrackerReport};
 /// The store blob that maps each drop's folder to its directory (JSON, see [`Stored`]).
 pub const DROP_FOLDERS_BLOB: &str = "drop-folders";
 
+/// The store blob that records a drop folder being made (`weft drop create`, `subscribe`;
+/// JSON, a [`MadeForDrop`]): stored before anything is made, removed once the folder is
+/// mapped or what was made is taken back. One found at start is what a kill cut short: it
+/// is taken back then (before, the directory was refused as "not empty" or "a weft folder
+/// already" by every retry).
+const DROP_PENDING_BLOB: &str = "drop-folder-pending";
+
 /// The format of [`DROP_FOLDERS_BLOB`] this weft writes and reads.
 const DROP_FOLDERS_FORMAT: u32 = 1;
 
@@ -83,8 +90,9 @@ pub(super) struct PublishWaiting {
     reply: Sender<Result<DropAnswer, HandleError>>,
 }
 
-/// What [`Host::new_drop_root`] made, taken back if the drop is not made after all.
-#[derive(Debug, Default)]
+/// What [`Host::new_drop_root`] made (or, stored as [`DROP_PENDING_BLOB`] before, is about
+/// to make), taken back if the drop is not made after all.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct MadeForDrop {
     /// The directories it made, deepest first.
     dirs: Vec<PathBuf>,
@@ -93,6 +101,23 @@ struct MadeForDrop {
 }
 
 impl MadeForDrop {
+    /// Removes what was made, each only if still empty (nothing of the user's goes); a
+    /// marker in the reserved folder goes first if it names `unmapped`, a folder no mapped
+    /// drop uses (the marker the cut-short command wrote).
+    fn undo_with_marker(&self, unmapped: impl Fn(&str) -> bool) {
+        if let Some(reserved) = &self.reserved {
+            let marker = reserved.join(MARKER_FILE);
+            let written = crate::small_file::read_text_nofollow(
+                &marker,
+                crate::small_file::LINE_FILE_BYTES_MAX,
+            );
+            if written.is_ok_and(|text| unmapped(text.trim())) {
+                let _ = std::fs::remove_file(&marker);
+            }
+        }
+        self.undo();
+    }
+
     /// Removes what was made, each only if still empty (nothing of the user's goes).
     fn undo(&self) {
         if let Some(reserved) = &self.reserved {
@@ -108,8 +133,17 @@ impl MadeForDrop {
 
 impl Host {
     /// Maps the drop folders the store lists (before the engine restores its drops, whose
-    /// folders it adds itself).
+    /// folders it adds itself), then takes back what a drop folder's making cut short by a
+    /// kill left (not when the map could not be read: what is mapped is not known).
     pub(super) fn start_drop_folders(&mut self, handle: &crate::Handle) {
+        self.map_stored_drop_folders(handle);
+        if self.drop_folders_unreadable.is_none() {
+            self.take_back_pending();
+        }
+    }
+
+    /// Maps the drop folders the store lists.
+    fn map_stored_drop_folders(&mut self, handle: &crate::Handle) {
         let Some(store) = &self.store else {
             return;
         };
@@ -355,6 +389,7 @@ impl Host {
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
         if let Err(e) = self.input(Input::Command(Command::Drops(DropsCommand::Create))) {
             made.undo();
+            self.clear_pending();
             return Err(e.to_string());
         }
         let drop = self
@@ -379,6 +414,7 @@ impl Host {
             // Refused (the drops still loading, say): nothing of the directory is left, or
             // the same command would find it not empty.
             made.undo();
+            self.clear_pending();
             return Err(e.to_string());
         }
         self.map_drop(drop, root, DropRole::Subscriber)?;
@@ -423,24 +459,40 @@ impl Host {
             return Err(format!("{}: a weft folder already", planned.display()));
         }
         let mut made = MadeForDrop::default();
-        match std::fs::read_dir(dir) {
+        let absent = match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if empty && entries.next().is_some() {
                     return Err(format!("{shown}: not empty"));
                 }
+                false
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                made.dirs = dir
-                    .ancestors()
-                    .take_while(|a| std::fs::symlink_metadata(a).is_err())
-                    .map(Path::to_path_buf)
-                    .collect();
-                std::fs::create_dir_all(dir).map_err(|e| format!("{shown}: {e}"))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(format!("{shown}: not a directory"));
             }
             Err(e) => return Err(format!("{shown}: {e}")),
+        };
+        // What is about to be made, stored first: a kill from here on leaves it to be taken
+        // back at the next start.
+        let planned = MadeForDrop {
+            dirs: if absent {
+                dir.ancestors()
+                    .take_while(|a| std::fs::symlink_metadata(a).is_err())
+                    .map(Path::to_path_buf)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            reserved: (!dir.join(RESERVED_DIR).exists()).then(|| dir.join(RESERVED_DIR)),
+        };
+        self.store_pending(&planned)?;
+        if absent {
+            made.dirs = planned.dirs;
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                made.undo();
+                self.clear_pending();
+                return Err(format!("{shown}: {e}"));
+            }
         }
         let checked = std::fs::canonicalize(dir)
             .map_err(|e| format!("{shown}: {e}"))
@@ -455,6 +507,7 @@ impl Host {
             Ok(root) => root,
             Err(e) => {
                 made.undo();
+                self.clear_pending();
                 return Err(e);
             }
         };
@@ -464,9 +517,73 @@ impl Host {
         }
         if let Err(e) = Disk::make_reserved(&root) {
             made.undo();
+            self.clear_pending();
             return Err(format!("cannot share {}: {e}", root.display()));
         }
         Ok((root, made))
+    }
+
+    /// Stores `made` as [`DROP_PENDING_BLOB`] (a node without a store keeps nothing).
+    fn store_pending(&self, made: &MadeForDrop) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec(made).map_err(|e| e.to_string())?;
+        let request = HostRequest::StoreState {
+            name: DROP_PENDING_BLOB.to_owned(),
+            bytes: Bytes::from(bytes),
+        };
+        match store.carry_out(request) {
+            HostResult::Stored => Ok(()),
+            other => Err(format!("the drop's folder could not be begun: {other:?}")),
+        }
+    }
+
+    /// Removes [`DROP_PENDING_BLOB`]: the folder is mapped, or what was made taken back.
+    fn clear_pending(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.remove(&[DROP_PENDING_BLOB]) {
+                tracing::warn!("{DROP_PENDING_BLOB}: {e}");
+            }
+        }
+    }
+
+    /// Takes back what a `weft drop create` or `subscribe` cut short by a kill made (its
+    /// [`DROP_PENDING_BLOB`]), unless its directory is a mapped drop's folder by now.
+    fn take_back_pending(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let name = DROP_PENDING_BLOB.to_owned();
+        let made: MadeForDrop = match store.carry_out(HostRequest::LoadState { name }) {
+            HostResult::Loaded(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::warn!("{DROP_PENDING_BLOB}: {e}: removed");
+                    self.clear_pending();
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let mapped: BTreeSet<String> = self.drop_folders.keys().map(|id| id.to_string()).collect();
+        let in_use = made
+            .reserved
+            .as_deref()
+            .and_then(Path::parent)
+            .is_some_and(|dir| {
+                let dir = crate::folder::apart::real_path(dir);
+                self.drop_folders
+                    .values()
+                    .any(|d| crate::folder::apart::real_path(&d.root) == dir)
+            });
+        if !in_use {
+            made.undo_with_marker(|id| !mapped.contains(id));
+            tracing::warn!(
+                "a weft drop create or subscribe was cut short (a kill): what it made is taken back"
+            );
+        }
+        self.clear_pending();
     }
 
     /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored.
@@ -486,7 +603,9 @@ impl Host {
         tracing::info!("drop {drop}: folder {id} at {}", root.display());
         self.drop_folders
             .insert(id, DropFolder { drop, root, role });
-        self.store_drop_folders()
+        self.store_drop_folders()?;
+        self.clear_pending();
+        Ok(())
     }
 
     /// Writes [`DROP_FOLDERS_BLOB`] (a node without a store keeps nothing, by choice).

@@ -467,7 +467,9 @@ impl Protocol for DropsProtocol {
         // Drops run over links alone (a holder found through the tracker is dialed for a
         // link): a peer on a dedicated connection gets nothing and leaves nothing behind
         // (subscribers are let go when their link goes down, and such a peer has none).
-        if !self.linked.contains(&from.node) {
+        // The session's links too: a new link's first frame can come before its
+        // `LinkNotice::Up` fills `linked`.
+        if !self.linked.contains(&from.node) && !cx.is_linked(&from.node) {
             return Ok(());
         }
         let result = self.on_message(from.node, frame);
