@@ -120,7 +120,11 @@ impl SendQueue {
             return Enqueued::Overflow;
         }
         self.queued_bytes = after;
-        if frame.len() > RUN_FRAME_BYTES_MAX {
+        // A handshake frame is an entry of its own, never in a run: the connection seals it
+        // alone (the acceptor holds every byte of the message it comes in against the bound
+        // on handshake bytes until it has it whole, SPEC.md §8.4).
+        let handshake = matches!(Frame::peek_code(frame), Some(Code::HELLO | Code::HELLO_ACK));
+        if handshake || frame.len() > RUN_FRAME_BYTES_MAX {
             self.close_run();
             if class == Class::Relay && frame.len() < RELAY_SHARED_BYTES_MIN {
                 self.lane.push_back(Bytes::copy_from_slice(frame));
@@ -351,6 +355,33 @@ mod tests {
             0,
             "bulk frames never count toward the slow bound"
         );
+    }
+
+    /// HELLO and HELLO_ACK are entries of their own, never in a run with the small frames
+    /// queued around them: the connection seals each alone (a dialer's HELLO_ACK went out
+    /// in one Noise message with its new link's first frames, up to 64 KiB, which the
+    /// acceptor held against the handshake bound until it had all of it).
+    #[test]
+    fn handshake_frames_never_share_a_run() {
+        let mut q = SendQueue::default();
+        let control = |code| Bytes::from(Frame::build(code, &[7; 100], false).into_bytes());
+        let small = control(Code::PING);
+        let ack = control(Code::HELLO_ACK);
+        for f in [&small, &ack, &small, &small] {
+            assert_eq!(
+                q.enqueue(f, Class::Control, 1 << 20, 1 << 20),
+                Enqueued::Queued
+            );
+        }
+        let codes = |t: Transmit| frames(&t.frame).map(|(c, _)| c).collect::<Vec<_>>();
+        let first = q.next_transmit(usize::MAX).expect("the ping before");
+        assert_eq!(codes(first), [Code::PING]);
+        let second = q.next_transmit(usize::MAX).expect("the ack");
+        assert_eq!(codes(second), [Code::HELLO_ACK]);
+        let third = q
+            .next_transmit(usize::MAX)
+            .expect("the pings after, one run");
+        assert_eq!(codes(third), [Code::PING, Code::PING]);
     }
 
     #[test]
