@@ -729,18 +729,18 @@ fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
     if !fs::symlink_metadata(&reserved).is_ok_and(|m| m.is_dir()) {
         return Ok(Some(false));
     }
-    // The marker, else the one a `weft leave --delete` killed partway set aside.
+    // The marker, else (none there) the one a `weft leave --delete` killed partway set
+    // aside: a marker of another network written since (a `weft create` of the same
+    // directory) wins over it.
     let id = FolderId::from_name(net).to_string();
-    let names = |file: &str| {
-        crate::small_file::read_text_nofollow(
-            &reserved.join(file),
-            crate::small_file::LINE_FILE_BYTES_MAX,
-        )
-        .is_ok_and(|text| text.trim() == id)
+    let marker = reserved.join(crate::folder::MARKER_FILE);
+    let file = if fs::symlink_metadata(&marker).is_ok() {
+        marker
+    } else {
+        reserved.join(crate::folder::LEAVING_MARKER_FILE)
     };
-    Ok(Some(
-        names(crate::folder::MARKER_FILE) || names(crate::folder::LEAVING_MARKER_FILE),
-    ))
+    let text = crate::small_file::read_text_nofollow(&file, crate::small_file::LINE_FILE_BYTES_MAX);
+    Ok(Some(text.is_ok_and(|text| text.trim() == id)))
 }
 
 /// Removes what weft keeps in a shared folder's reserved folder `reserved`, and nothing else
@@ -1025,9 +1025,26 @@ mod tests {
         assert_eq!(ours(&folder, "net").expect("read"), Some(true));
         assert_eq!(ours(&folder, "other").expect("read"), Some(false));
         set_marker_aside(&folder).expect("again: already aside");
+        // The directory shared again by another network since: the set-aside marker is
+        // not this network's claim on it any more.
+        let other = FolderId::from_name("other").to_string();
+        fs::write(&marker, format!("{other}\n")).expect("another network's marker");
+        assert_eq!(ours(&folder, "net").expect("read"), Some(false));
+        assert_eq!(ours(&folder, "other").expect("read"), Some(true));
+        fs::remove_file(&marker).expect("back to the leave's state");
 
         delete_folder(&folder).expect("deleted");
         assert!(!folder.exists());
+
+        // Shared again (a new marker) where a killed leave set one aside: that one goes.
+        let again = tmp.path().join("again");
+        let leaving = again.join(".weft").join(crate::folder::LEAVING_MARKER_FILE);
+        fs::create_dir_all(leaving.parent().expect("its folder")).expect("mkdir");
+        fs::write(&leaving, format!("{id}\n")).expect("a set-aside marker");
+        let other = FolderId::from_name("other").to_string();
+        Disk::init(&again, &other).expect("shared again");
+        assert!(!leaving.exists());
+        assert_eq!(ours(&again, "net").expect("read"), Some(false));
     }
 
     #[test]

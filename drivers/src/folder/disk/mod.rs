@@ -355,6 +355,12 @@ impl Disk {
                 io::Write::write_all(&mut f, format!("{folder_hex}\n").as_bytes())?;
                 f.sync_all()?;
                 std::fs::rename(&part, &marker)?;
+                // A marker a killed `weft leave --delete` set aside names a network this
+                // folder no longer is: it goes with the new marker.
+                match std::fs::remove_file(weft.join(super::LEAVING_MARKER_FILE)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 std::fs::File::open(&weft)?.sync_all()
             }
             Err(e) => Err(e),
