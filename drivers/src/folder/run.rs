@@ -67,8 +67,8 @@ pub fn cache_blob_name(id: &FolderId) -> String {
     format!("scan-{id}")
 }
 
-/// How many local changes a folder keeps while its state has not loaded (SPEC.md §22.8):
-/// past them it stops.
+/// How many local changes a folder keeps while its state has not loaded, beyond one for
+/// each path its scan cache holds (SPEC.md §22.10): past them it stops.
 pub(crate) const EARLY_CHANGES_MAX: usize = 65_536;
 
 /// One storage step for a worker.
@@ -293,6 +293,8 @@ impl Folders {
         records: impl Iterator<Item = &'a Record>,
     ) -> Due {
         match self.running.get_mut(folder) {
+            // A folder stopped while it waited: nothing is fed to the engine.
+            Some(r) if r.stopped.is_some() => Due::default(),
             Some(r) => {
                 r.ready = true;
                 let mut cache = r.disk.cache().lock();
@@ -344,16 +346,24 @@ impl Folders {
                 // A scan that found nothing new adds nothing: while the state does not load
                 // (retried each second for as long as it fails) the list grows only with
                 // what changes on disk, not by a `ScanDone` per scan. A store that never
-                // answers would still let it grow without end: past its limit the folder
-                // stops (its changes are then found again by the scan after a restart).
-                if r.early.changes.len() + changes.len() > EARLY_CHANGES_MAX {
+                // answers would still let it grow without end: past one report of every
+                // path the scanner knows (a first scan of a large folder) and
+                // `EARLY_CHANGES_MAX` more, the folder stops (its changes are then found
+                // again by the scan after a restart).
+                let paths = r.disk.cache().lock().entries.len();
+                if r.early.changes.len() + changes.len() > paths + EARLY_CHANGES_MAX {
                     let why = format!(
                         "its state did not load while more than {EARLY_CHANGES_MAX} local \
-                         changes waited for it (the node's store fails?); start the node again"
+                         changes beyond one of each file waited for it (the node's store \
+                         fails?); start the node again"
                     );
                     tracing::error!("folder {folder} stopped: {why}");
                     r.stopped = Some(why);
                     r.early = Due::default();
+                    if let Some(s) = r.scanner.take() {
+                        s.tell_stop();
+                        self.stopping.push(s);
+                    }
                     return Due::default();
                 }
                 for c in changes {
@@ -945,12 +955,32 @@ mod tests {
     fn changes_waiting_for_a_state_that_never_loads_stop_the_folder_at_their_limit() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (id, mut folders) = loading_folder(dir.path());
+        // The scanner knows 500 paths: a report of each is kept beyond the limit.
+        let known: usize = 500;
+        {
+            let cache = folders.running[&id].disk.cache();
+            let mut cache = cache.lock();
+            for k in 0..known {
+                let entry = crate::folder::cache::CachedEntry {
+                    kind: weft_engine::protocol::FileKind::Directory,
+                    size: 0,
+                    mtime_ns: 0,
+                    ctime_ns: 0,
+                    inode: k as u64,
+                    mode: 7,
+                    target: String::new(),
+                    tier: 0,
+                    blocks: Vec::new(),
+                };
+                cache.entries.insert(format!("known{k}"), entry);
+            }
+        }
         let removed = |k: usize| LocalChange::Removed {
             path: format!("f{k}"),
         };
-        let batch = 1_000;
+        let batch = 500;
         let mut sent = 0;
-        while sent + batch <= EARLY_CHANGES_MAX {
+        while sent + batch <= EARLY_CHANGES_MAX + known {
             let changes = (sent..sent + batch).map(removed).collect();
             assert!(folders.on_changes(&id, changes, None).changes.is_empty());
             sent += batch;
@@ -964,6 +994,9 @@ mod tests {
         let why = r.stopped.as_deref().expect("stopped");
         assert!(why.contains("did not load"), "{why}");
         assert!(folders.list()[0].2.is_some());
+        // The state loading after all feeds nothing to the engine.
+        let due = folders.on_ready(&id, &[], |_: &str| None, std::iter::empty::<&Record>());
+        assert!(due.changes.is_empty() && due.rules.is_none());
     }
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
