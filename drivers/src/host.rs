@@ -55,7 +55,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub enum Exit {
     /// `Handle::shutdown` was called; peers got BYE.
     Requested,
-    /// The first SIGINT/SIGTERM; peers got BYE.
+    /// The first SIGINT, SIGTERM or SIGHUP; peers got BYE.
     Signalled(StopSignal),
     /// A second signal during the shutdown: the loop ended at once.
     Interrupted(StopSignal),

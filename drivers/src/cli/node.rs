@@ -1,4 +1,4 @@
-//! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM or `weft shutdown`
+//! `weft node`: runs a node with the chosen driver until SIGINT/SIGTERM/SIGHUP or `weft shutdown`
 //! (in the foreground, or in the background with `--detach`: see `cli::detach`). `weft
 //! tracker` runs one the same way as a bootstrap and Chord ring member only.
 //!

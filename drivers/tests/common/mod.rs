@@ -394,6 +394,11 @@ impl NodeProc {
         }
     }
 
+    /// Whether the node's process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait node").is_none()
+    }
+
     /// Kills the node at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
