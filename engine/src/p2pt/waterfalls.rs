@@ -79,6 +79,13 @@ impl Waterfalls {
         while self.seen.first().is_some_and(|&(t, _)| t < floor) {
             self.seen.pop_first();
         }
+        // Entries stamped further ahead than a broadcast is taken (marked before the node
+        // had a wall clock): their copies are refused as expired now, and left in place
+        // they would never leave, filling the set for good.
+        let ceiling = now_s.saturating_add(P2PT_WATERFALL_WINDOW_S);
+        while self.seen.last().is_some_and(|&(t, _)| t > ceiling) {
+            self.seen.pop_last();
+        }
     }
 
     /// Entries held.
@@ -148,5 +155,10 @@ mod tests {
         assert_eq!(w.insert(id(2), u64::MAX, None), Seen::Fresh);
         assert_eq!(w.insert(id(1), 1000, None), Seen::Again);
         assert_eq!(w.len(), 2);
+        // Once the clock comes, the entry stamped beyond the window ahead goes (its copies
+        // are refused as expired), the one in the window stays.
+        assert_eq!(w.insert(id(3), 1010, Some(1010)), Seen::Fresh);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.insert(id(1), 1000, Some(1010)), Seen::Again);
     }
 }
