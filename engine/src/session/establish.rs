@@ -172,6 +172,8 @@ impl Session {
         self.arm_redial();
         if let Some(addr) = &listen_addr {
             self.known.linked(node, addr, chosen);
+            // Learned on a link that replaces one too: a peer whose address changed says so.
+            self.book.learn(now, node, addr);
         }
         let restarted =
             self.incarnations.check(node, hello.incarnation) == IncarnationCheck::Restarted;
@@ -206,9 +208,6 @@ impl Session {
             incarnation: hello.incarnation,
             restarted,
         }));
-        if let Some(addr) = &listen_addr {
-            self.book.learn(now, node, addr);
-        }
         self.book.linked(&node);
         self.notices.push_back(Notice::LinkUp {
             node,

@@ -18,16 +18,16 @@ use crate::time::Instant;
 
 impl Session {
     /// Learns an address for `node` from a protocol (a cascade, a Chord contact): hearsay,
-    /// which never replaces the address of a linked node (its own HELLO gave that one, and a
-    /// link outweighs hearsay: any peer could have named any address for it, redirecting
-    /// its redials and every node the address travels on to).
+    /// which never replaces the address a linked node's own HELLO named (a link outweighs
+    /// hearsay: any peer could have named any address for it, redirecting its redials and
+    /// every node the address travels on to).
     pub(crate) fn learn(&mut self, now: Instant, node: NodeId, addr: &str) {
-        if node == self.identity.node_id()
-            || (self.links.contains_key(&node) && self.book.addr(&node).is_some())
-        {
-            return;
+        let named = self
+            .link_peer(&node)
+            .is_some_and(|p| p.listen_addr.is_some());
+        if node != self.identity.node_id() && !named {
+            self.book.learn(now, node, addr);
         }
-        self.book.learn(now, node, addr);
     }
 
     /// Forgets `node`'s address, unless it is linked (a link outweighs hearsay).

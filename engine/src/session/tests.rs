@@ -1250,4 +1250,10 @@ fn hearsay_never_replaces_a_linked_nodes_address() {
     let stranger = NodeId([9; 32]);
     a.learn(T0, stranger, "10.0.0.9:7000");
     assert_eq!(a.book.addr(&stranger), Some("10.0.0.9:7000"));
+    // A linked peer whose HELLO named no address: hearsay is all there is of it.
+    let mut c = session(3, "10.0.0.3:7000", MESH_TABLE, |c| c.listen_addr = None);
+    link_at(&mut c, &mut a, 2, "10.0.0.3");
+    let c_id = c.node_id();
+    a.learn(T0, c_id, "10.0.0.3:7100");
+    assert_eq!(a.book.addr(&c_id), Some("10.0.0.3:7100"));
 }
