@@ -5,6 +5,7 @@
 //! <state>/key           the ed25519 secret key: 64 lowercase hex digits and a newline
 //! <state>/incarnation   the last incarnation started, in decimal and a newline
 //! <state>/store.redb    the node's store: the engine's state (see `storage`)
+//! <state>/store.redb.new  the store while it is first made, renamed to store.redb once made
 //! <state>/config.toml   defaults for `weft node`'s flags, written by hand (see `cli::config`)
 //! <state>/control.sock  the running node's control socket (see `control`)
 //! <state>/node.log      the log of a node started with `--detach`
