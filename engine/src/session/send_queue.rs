@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn handshake_frames_never_share_a_run() {
         let mut q = SendQueue::default();
-        let control = |code| Bytes::from(Frame::build(code, &[7; 100], false).into_bytes());
+        let control = |code| Frame::build(code, &[7; 100], false).into_bytes();
         let small = control(Code::PING);
         let ack = control(Code::HELLO_ACK);
         for f in [&small, &ack, &small, &small] {
