@@ -73,13 +73,14 @@ pub enum StopSignal {
 }
 
 impl StopSignal {
-    /// The signals a node stops on: SIGINT, SIGTERM, and SIGHUP unless the process started
-    /// with it ignored (`nohup`, which a handler would undo). Without a handler SIGHUP ended
-    /// the process at once: no BYE, no last state write.
+    /// The signals a node stops on: SIGINT, SIGTERM, and SIGHUP when the process did not
+    /// start with it ignored (`nohup`, which a handler would undo; where that cannot be
+    /// read, SIGHUP is left as it is). Without a handler SIGHUP ended the process at once:
+    /// no BYE, no last state write.
     pub fn watched() -> Vec<StopSignal> {
         let mut watched = vec![StopSignal::Interrupt, StopSignal::Terminate];
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        if !ignored_in_status(&status, StopSignal::Hangup.number()) {
+        if ignored_in_status(&status, StopSignal::Hangup.number()) == Some(false) {
             watched.push(StopSignal::Hangup);
         }
         watched
@@ -104,14 +105,15 @@ impl StopSignal {
     }
 }
 
-/// Whether signal `number` is ignored by the process whose `/proc/PID/status` is `status`
-/// (its `SigIgn:` mask, hex, bit `number - 1`); not when the line is missing or unreadable.
-fn ignored_in_status(status: &str, number: u8) -> bool {
+/// Whether signal `number` (1 to 64) is ignored by the process whose `/proc/PID/status` is
+/// `status` (its `SigIgn:` mask, hex, bit `number - 1`); `None` if that cannot be read.
+fn ignored_in_status(status: &str, number: u8) -> Option<bool> {
+    let bit = number.checked_sub(1).filter(|b| *b < 64)?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| number >= 1 && mask >> (number - 1) & 1 == 1)
+        .map(|mask| mask >> bit & 1 == 1)
 }
 
 impl Exit {
@@ -597,13 +599,30 @@ mod tests {
             format!("Name:\tweft\nSigBlk:\t0000000000000000\nSigIgn:\t{mask}\nSigCgt:\t0\n")
         };
         // nohup: SIGHUP (1) ignored; a shell's background job also ignores SIGINT (2), SIGQUIT (3).
-        assert!(ignored_in_status(&status("0000000000000001"), 1));
-        assert!(ignored_in_status(&status("0000000000000007"), 2));
-        assert!(!ignored_in_status(&status("0000000000000006"), 1));
-        assert!(!ignored_in_status(&status("0000000000001000"), 1));
-        assert!(ignored_in_status(&status("0000000000004000"), 15));
-        assert!(!ignored_in_status("Name:\tweft\n", 1));
-        assert!(!ignored_in_status(&status("not hex"), 1));
-        assert!(!ignored_in_status(&status("ffffffffffffffff"), 0));
+        assert_eq!(
+            ignored_in_status(&status("0000000000000001"), 1),
+            Some(true)
+        );
+        assert_eq!(
+            ignored_in_status(&status("0000000000000007"), 2),
+            Some(true)
+        );
+        assert_eq!(
+            ignored_in_status(&status("0000000000000006"), 1),
+            Some(false)
+        );
+        assert_eq!(
+            ignored_in_status(&status("0000000000001000"), 1),
+            Some(false)
+        );
+        assert_eq!(
+            ignored_in_status(&status("0000000000004000"), 15),
+            Some(true)
+        );
+        // Unreadable: SIGHUP is left alone (as if ignored).
+        assert_eq!(ignored_in_status("Name:\tweft\n", 1), None);
+        assert_eq!(ignored_in_status(&status("not hex"), 1), None);
+        assert_eq!(ignored_in_status(&status("ffffffffffffffff"), 0), None);
+        assert_eq!(ignored_in_status(&status("ffffffffffffffff"), 65), None);
     }
 }

@@ -340,8 +340,10 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
         &reserved.join("folder"),
         format!("{}\n", "ab".repeat(32)).as_bytes(),
     );
+    let marker = "ab".repeat(32);
     let pending = format!(
-        "{{\"dirs\":[],\"reserved\":{:?}}}",
+        "{{\"dir\":{:?},\"dirs\":[],\"reserved\":{:?},\"marker\":{marker:?}}}",
+        own.display().to_string(),
         reserved.display().to_string()
     );
     let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
@@ -368,7 +370,8 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
         std::fs::create_dir_all(sub_reserved.join(d)).expect("mkdir");
     }
     let pending = format!(
-        "{{\"dirs\":[{:?}],\"reserved\":{:?}}}",
+        "{{\"dir\":{:?},\"dirs\":[{:?}],\"reserved\":{:?},\"marker\":null}}",
+        sub.display().to_string(),
         sub.display().to_string(),
         sub_reserved.display().to_string()
     );
@@ -384,6 +387,44 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
     // The drop made before is still mapped, its marker untouched.
     assert!(reserved.join("folder").is_file());
     assert_eq!(status(&c).len(), 1);
+    // A `.weft` that was there before (what a leave kept: its trash) only loses the marker
+    // the command wrote; a marker naming another folder is never touched.
+    let mut c = c;
+    ok(&c.command("shutdown", &[]));
+    assert!(c.wait_exit().success());
+    drop(c);
+    let kept = dir.join("c-kept");
+    let kept_reserved = kept.join(".weft");
+    write(&kept_reserved.join("trash").join("old.txt"), b"kept\n");
+    let other = dir.join("c-other");
+    write(&other.join(".weft").join("folder"), b"cd\n");
+    for (at, written) in [(&kept, "ab"), (&other, "ef")] {
+        if at == &kept {
+            write(&kept_reserved.join("folder"), b"ab\n");
+        }
+        let pending = format!(
+            "{{\"dir\":{:?},\"dirs\":[],\"reserved\":null,\"marker\":{written:?}}}",
+            at.display().to_string()
+        );
+        let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
+            .expect("c's store")
+            .expect("c's store exists");
+        store
+            .store("drop-folder-pending", pending.as_bytes())
+            .expect("the record a kill left");
+        drop(store);
+        let mut c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
+        // Its start has read the record by the time it answers a command.
+        assert_eq!(status(&c).len(), 1);
+        ok(&c.command("shutdown", &[]));
+        assert!(c.wait_exit().success());
+    }
+    assert!(!kept_reserved.join("folder").exists());
+    assert_eq!(
+        read(&kept_reserved.join("trash").join("old.txt")),
+        b"kept\n"
+    );
+    assert_eq!(read(&other.join(".weft").join("folder")), b"cd\n");
 }
 
 #[test]

@@ -94,28 +94,42 @@ pub(super) struct PublishWaiting {
 /// to make), taken back if the drop is not made after all.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct MadeForDrop {
+    /// The drop's directory, as given.
+    dir: PathBuf,
     /// The directories it made, deepest first.
     dirs: Vec<PathBuf>,
     /// The reserved folder, if it made it.
     reserved: Option<PathBuf>,
+    /// The folder id the marker it writes names, once it is about to write it.
+    marker: Option<String>,
 }
 
 impl MadeForDrop {
-    /// Removes what was made, each only if still empty (nothing of the user's goes); a
-    /// marker in the reserved folder goes first if it names `unmapped`, a folder no mapped
-    /// drop uses (the marker the cut-short command wrote).
-    fn undo_with_marker(&self, unmapped: impl Fn(&str) -> bool) {
-        if let Some(reserved) = &self.reserved {
+    /// Removes all it made, the marker included (only if it names the folder id it wrote,
+    /// with the marker's half-written `.part`), each directory only if empty (nothing of
+    /// the user's goes). Whether anything was removed.
+    fn take_back(&self) -> bool {
+        let mut removed = false;
+        if let Some(id) = &self.marker {
+            let reserved = self.dir.join(RESERVED_DIR);
             let marker = reserved.join(MARKER_FILE);
             let written = crate::small_file::read_text_nofollow(
                 &marker,
                 crate::small_file::LINE_FILE_BYTES_MAX,
             );
-            if written.is_ok_and(|text| unmapped(text.trim())) {
-                let _ = std::fs::remove_file(&marker);
+            if written.is_ok_and(|text| text.trim() == id) {
+                removed |= std::fs::remove_file(&marker).is_ok();
             }
+            let part = reserved.join(format!("{MARKER_FILE}.part"));
+            removed |= std::fs::remove_file(part).is_ok();
         }
+        let existed = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        let before =
+            self.reserved.as_deref().is_some_and(existed) || self.dirs.iter().any(|d| existed(d));
         self.undo();
+        let after =
+            self.reserved.as_deref().is_some_and(existed) || self.dirs.iter().any(|d| existed(d));
+        removed || (before && !after)
     }
 
     /// Removes what was made, each only if still empty (nothing of the user's goes).
@@ -385,20 +399,24 @@ impl Host {
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
         self.drop_folders_readable()?;
-        let (root, made) = self.new_drop_root(dir, false)?;
+        let (root, mut made) = self.new_drop_root(dir, false)?;
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
-        if let Err(e) = self.input(Input::Command(Command::Drops(DropsCommand::Create))) {
-            made.undo();
-            self.clear_pending();
-            return Err(e.to_string());
-        }
-        let drop = self
-            .node
-            .drop_ids()
-            .find(|d| !before.contains(d))
-            .copied()
-            .ok_or("the node created no drop")?;
-        self.map_drop(drop, root, DropRole::Creator)?;
+        let created = self
+            .input(Input::Command(Command::Drops(DropsCommand::Create)))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let new = self.node.drop_ids().find(|d| !before.contains(d)).copied();
+                new.ok_or_else(|| "the node created no drop".to_owned())
+            });
+        let drop = match created {
+            Ok(drop) => drop,
+            Err(e) => {
+                made.undo();
+                self.clear_pending();
+                return Err(e);
+            }
+        };
+        self.map_drop(drop, root, DropRole::Creator, &mut made)?;
         Ok(DropAnswer::Created(drop))
     }
 
@@ -408,7 +426,7 @@ impl Host {
         if self.node.drop_chain(&drop).is_some() {
             return Err(format!("drop {drop} is held already"));
         }
-        let (root, made) = self.new_drop_root(dir, true)?;
+        let (root, mut made) = self.new_drop_root(dir, true)?;
         let subscribe = DropsCommand::Subscribe { drop };
         if let Err(e) = self.input(Input::Command(Command::Drops(subscribe))) {
             // Refused (the drops still loading, say): nothing of the directory is left, or
@@ -417,7 +435,7 @@ impl Host {
             self.clear_pending();
             return Err(e.to_string());
         }
-        self.map_drop(drop, root, DropRole::Subscriber)?;
+        self.map_drop(drop, root, DropRole::Subscriber, &mut made)?;
         Ok(DropAnswer::Subscribed)
     }
 
@@ -475,6 +493,8 @@ impl Host {
         // What is about to be made, stored first: a kill from here on leaves it to be taken
         // back at the next start.
         let planned = MadeForDrop {
+            dir: dir.to_path_buf(),
+            marker: None,
             dirs: if absent {
                 dir.ancestors()
                     .take_while(|a| std::fs::symlink_metadata(a).is_err())
@@ -486,6 +506,7 @@ impl Host {
             reserved: (!dir.join(RESERVED_DIR).exists()).then(|| dir.join(RESERVED_DIR)),
         };
         self.store_pending(&planned)?;
+        made.dir = planned.dir;
         if absent {
             made.dirs = planned.dirs;
             if let Err(e) = std::fs::create_dir_all(dir) {
@@ -566,34 +587,47 @@ impl Host {
             },
             _ => return,
         };
-        let mapped: BTreeSet<String> = self.drop_folders.keys().map(|id| id.to_string()).collect();
-        let in_use = made
-            .reserved
-            .as_deref()
-            .and_then(Path::parent)
-            .is_some_and(|dir| {
-                let dir = crate::folder::apart::real_path(dir);
-                self.drop_folders
-                    .values()
-                    .any(|d| crate::folder::apart::real_path(&d.root) == dir)
-            });
-        if !in_use {
-            made.undo_with_marker(|id| !mapped.contains(id));
+        // A folder of this node at its directory by now (mapped before the kill, or made
+        // since): nothing of it is touched.
+        let dir = crate::folder::apart::real_path(&made.dir);
+        let in_use = self
+            .folders
+            .list()
+            .iter()
+            .any(|(_, root, ..)| crate::folder::apart::real_path(root) == dir);
+        if !in_use && made.take_back() {
             tracing::warn!(
-                "a weft drop create or subscribe was cut short (a kill): what it made is taken back"
+                "a weft drop create or subscribe of {} was cut short (a kill): what it made is taken back",
+                made.dir.display()
             );
         }
         self.clear_pending();
     }
 
-    /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored.
-    fn map_drop(&mut self, drop: DropId, root: PathBuf, role: DropRole) -> Result<(), String> {
-        self.drop_folders_readable()?;
+    /// Maps `drop`'s folder (just added to the node) to `root`: marked, scanned, stored;
+    /// `made`, what was made for it, is taken back if the marker cannot be written. One that
+    /// fails to be stored stays for this run, its pending record kept: the next start takes
+    /// it back (its map was not stored).
+    fn map_drop(
+        &mut self,
+        drop: DropId,
+        root: PathBuf,
+        role: DropRole,
+        made: &mut MadeForDrop,
+    ) -> Result<(), String> {
         let id = drop.folder_id();
         let Some(handle) = self.handle.clone() else {
             return Err("this node keeps no folders".into());
         };
-        Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))?;
+        made.marker = Some(id.to_string());
+        let marked = self.store_pending(made).and_then(|()| {
+            Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))
+        });
+        if let Err(e) = marked {
+            made.take_back();
+            self.clear_pending();
+            return Err(e);
+        }
         let cache = self.scan_cache(&id);
         let spec = FolderSpec {
             id,

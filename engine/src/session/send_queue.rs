@@ -50,6 +50,11 @@ pub(crate) fn frames(bytes: &[u8]) -> impl Iterator<Item = (Code, usize)> + '_ {
     })
 }
 
+/// Whether `frame` (one frame, as queued) is HELLO or HELLO_ACK.
+fn is_handshake(frame: &[u8]) -> bool {
+    matches!(Frame::peek_code(frame), Some(Code::HELLO | Code::HELLO_ACK))
+}
+
 /// Bulk frames a connection holds that are not yet handed to the driver.
 pub(crate) const BULK_QUEUED_MAX: usize = 1;
 
@@ -123,8 +128,7 @@ impl SendQueue {
         // A handshake frame is an entry of its own, never in a run: the connection seals it
         // alone (the acceptor holds every byte of the message it comes in against the bound
         // on handshake bytes until it has it whole, SPEC.md §8.4).
-        let handshake = matches!(Frame::peek_code(frame), Some(Code::HELLO | Code::HELLO_ACK));
-        if handshake || frame.len() > RUN_FRAME_BYTES_MAX {
+        if is_handshake(frame) || frame.len() > RUN_FRAME_BYTES_MAX {
             self.close_run();
             if class == Class::Relay && frame.len() < RELAY_SHARED_BYTES_MIN {
                 self.lane.push_back(Bytes::copy_from_slice(frame));
@@ -180,11 +184,13 @@ impl SendQueue {
         Some(Transmit { frame, bulk: true })
     }
 
-    /// The next control or relay frame (or run), if it is at most `len_max` bytes: to hand
-    /// out with the one [`next_transmit`](Self::next_transmit) just gave, in the same seal.
+    /// The next control or relay frame (or run), if it is at most `len_max` bytes and not a
+    /// handshake frame (sealed alone, see [`enqueue`](Self::enqueue)): to hand out with the
+    /// one [`next_transmit`](Self::next_transmit) just gave, in the same seal.
     #[inline]
     pub(crate) fn next_lane_frame_within(&mut self, len_max: usize) -> Option<Bytes> {
-        if self.lane_front()?.len() > len_max {
+        let front = self.lane_front()?;
+        if front.len() > len_max || is_handshake(front) {
             return None;
         }
         let frame = self.lane.pop_front()?;
@@ -382,6 +388,12 @@ mod tests {
             .next_transmit(usize::MAX)
             .expect("the pings after, one run");
         assert_eq!(codes(third), [Code::PING, Code::PING]);
+        // Nor is one handed out to share the seal of the entry before it.
+        q.enqueue(&small, Class::Control, 1 << 20, 1 << 20);
+        q.enqueue(&ack, Class::Control, 1 << 20, 1 << 20);
+        let first = q.next_transmit(usize::MAX).expect("the ping");
+        assert_eq!(codes(first), [Code::PING]);
+        assert!(q.next_lane_frame_within(usize::MAX).is_none());
     }
 
     #[test]
