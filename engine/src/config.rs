@@ -46,7 +46,10 @@ pub struct Config {
     /// Who may ask this node to run programs (SPEC.md §23): no one by default.
     pub run: crate::run::RunConfig,
     /// `Some`: the node speaks the p2p.today dialect (py2p's protocol, SPEC.md §25) instead
-    /// of weft's own: no Noise, no HELLO, none of weft's protocols.
+    /// of weft's own: no Noise, no HELLO, none of weft's protocols, and no network secret
+    /// (`network_key` is not used: py2p has none, so a dialect node is on an open network
+    /// whatever it says; the `weft` CLI refuses a secret with `--dialect`, an embedder must
+    /// not set both).
     pub p2pt: Option<crate::p2pt::P2ptConfig>,
 }
 

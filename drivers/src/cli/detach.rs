@@ -124,9 +124,11 @@ fn start(path: &Path, argv: Vec<OsString>, waits: Waits) -> Result<String, Strin
         Ok(format!("{line}\n{}", page_line(&log, offset)?))
     });
     if outcome.is_err() && created {
-        // Not from under a node or set-up another command started meanwhile.
+        // Not from under a node or set-up another command started meanwhile; renamed away
+        // first, as `weft leave` does: removed in place, a kill partway could leave a store
+        // without its key, which every later start refuses.
         if let Ok(_lock) = StateLock::take(path) {
-            let _ = fs::remove_dir_all(path);
+            let _ = state::remove_state_folder(path);
         }
     }
     outcome

@@ -625,10 +625,16 @@ impl Protocol for RunProtocol {
     fn handle_message(
         &mut self,
         now: Instant,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
         from: &Peer,
         frame: Frame,
     ) -> Result<(), PeerFault> {
+        // Runs travel over links alone (SPEC.md §23.3): a lost link kills its runs, and a
+        // peer on a dedicated connection has no link to lose, so a run it started would
+        // never be killed. Its messages are ignored.
+        if !cx.is_linked(&from.node) {
+            return Ok(());
+        }
         let payload = frame.payload()?;
         let Message::Run(message) = Message::decode(frame.code(), &payload)? else {
             return Err(PeerFault::Unexpected("not a remote-run message"));

@@ -221,7 +221,9 @@ impl Table {
             public_key: Default::default(),
             signature: Default::default(),
         };
-        if self.bytes + write.encoded_len() > self.limits.bytes_max {
+        // A delete of a held key is never refused for bytes: it is what frees them (its
+        // fold reclaims the key's writes), and a full table refused every delete for good.
+        if !self.frees_bytes(&write) && self.bytes + write.encoded_len() > self.limits.bytes_max {
             return Err(TableRefusal::TooLarge {
                 max: self.limits.bytes_max,
             });
@@ -292,7 +294,8 @@ impl Table {
         }
         let new_key_over = !self.keys.contains_key(&write.key)
             && self.keys.len() >= self.limits.entries_max.saturating_mul(2);
-        let bytes_over = self.bytes + write.encoded_len() > self.limits.bytes_max.saturating_mul(2);
+        let bytes_over = !self.frees_bytes(write)
+            && self.bytes + write.encoded_len() > self.limits.bytes_max.saturating_mul(2);
         let too_long = write.key.len() > self.key_max()
             || write
                 .value
@@ -304,6 +307,12 @@ impl Table {
     /// A write from a peer (flooded, from anti-entropy, or loaded from the host), its
     /// signature already verified: held, judged and observed by the clock if [`Self::admit`]
     /// lets it in.
+    /// Whether `write` deletes a key the table holds: exempt from the byte bounds, as the
+    /// delete's fold frees the key's bytes (the key count bounds what deletes hold).
+    fn frees_bytes(&self, write: &TableWrite) -> bool {
+        write.value.is_none() && self.keys.contains_key(&write.key)
+    }
+
     pub(crate) fn receive(&mut self, write: TableWrite, wall_ms: Option<u64>) -> Received {
         if let Some(refused) = self.admit(&write, wall_ms) {
             return refused;
@@ -504,6 +513,26 @@ mod tests {
         assert!(dropped > 0 && a.bytes() <= 400, "{dropped} {}", a.bytes());
         assert_eq!(
             a.write(Some(1000), b"x".to_vec(), Some(vec![1]), None),
+            Err(TableRefusal::TooLarge { max: 200 })
+        );
+        // A full table still takes a delete of a key it holds, its own and a received one
+        // (refused, nothing could ever be deleted again), and frees the key's bytes.
+        let held: Vec<Vec<u8>> = a.keys.keys().cloned().collect();
+        assert!(held.len() >= 2);
+        assert!(matches!(
+            a.write(Some(1000), held[0].clone(), None, None),
+            Ok(Some(_))
+        ));
+        let delete = b
+            .write(Some(1000), held[1].clone(), None, None)
+            .expect("b deletes")
+            .expect("a delete to send");
+        assert_ne!(a.receive(delete, None), Received::Dropped);
+        assert!(a.current(&held[0]).is_some_and(|w| w.value.is_none()));
+        assert!(a.current(&held[1]).is_some_and(|w| w.value.is_none()));
+        // A delete of a key it does not hold is a new key: bounded as before.
+        assert_eq!(
+            a.write(Some(1000), b"unheld".to_vec(), None, None),
             Err(TableRefusal::TooLarge { max: 200 })
         );
         let long = TableWrite {
