@@ -764,3 +764,71 @@ fn a_drop_subscribe_in_the_read_that_links_is_answered() {
         "the subscriber is told the heads"
     );
 }
+
+/// Runs travel over links alone (SPEC.md §23.3): a RUN_REQUEST on a dedicated connection of
+/// the runs family, even from a peer the runner takes requests from, starts nothing and is
+/// not answered (a lost link kills a run; such a peer has no link, so its run was never
+/// killed). The same request over a link is answered.
+#[test]
+fn a_run_asked_on_a_dedicated_connection_starts_nothing() {
+    use weft_engine::protocol::{RunMessage, RunRequest};
+    let dedicated = Fake::new(9, ConnId::inbound(1));
+    let linked = Fake::new(10, ConnId::inbound(2));
+    let allowed = vec![dedicated.id(), linked.id()];
+    let mut node = node_with(|c| {
+        c.run.allow = true;
+        c.run.allow_from = allowed;
+    });
+    node.handle_timeout(T0);
+    drain(&mut node);
+    let request = Message::Run(RunMessage::Request(RunRequest {
+        run: 1,
+        program: "true".into(),
+        args: Vec::new(),
+        shell: false,
+        folder: None,
+    }))
+    .to_frame(false)
+    .into_bytes();
+    let spawns = |out: &[Output]| {
+        out.iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Request {
+                        request: weft_engine::HostRequest::Process { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let with_runs = ALL_FAMILIES | Family::Remote.bit();
+    node.handle_input(T0, accepted(dedicated.conn)).unwrap();
+    let node_hello = hello_sent(&drain(&mut node), dedicated.conn);
+    let family = Some(Family::Remote.high_byte());
+    dedicated.send(&mut node, T0, dedicated.hello_with(with_runs, family));
+    dedicated.send(&mut node, T0, dedicated.ack(&node_hello));
+    drain(&mut node);
+    dedicated.send(&mut node, T0, request.clone());
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, dedicated.conn), None);
+    assert_eq!(spawns(&out), 0, "nothing started");
+    assert!(
+        frames_to(&out, dedicated.conn).is_empty(),
+        "nothing answered"
+    );
+
+    node.handle_input(T0, accepted(linked.conn)).unwrap();
+    let node_hello = hello_sent(&drain(&mut node), linked.conn);
+    linked.send(&mut node, T0, linked.hello_with(with_runs, None));
+    linked.send(&mut node, T0, linked.ack(&node_hello));
+    drain(&mut node);
+    linked.send(&mut node, T0, request);
+    // Answered over a link: refused here, as these links are plaintext (a run asks for an
+    // encrypted link), where the dedicated connection's got no answer at all.
+    let out = drain(&mut node);
+    assert!(frames_to(&out, linked.conn)
+        .iter()
+        .any(|f| f.code() == Code::RUN_REFUSED));
+}
