@@ -373,6 +373,25 @@ fn sync_runs_inside_the_peers_copy_and_a_second_run_sends_only_what_changed() {
     let missing = dir.path().join("nope").display().to_string();
     let out = weft_run(&a, &b, &["--sync", &missing, "--", "true"]);
     fails_with(&out, 255, "--sync");
+
+    // Nor one inside (or around) another folder of the node, here a drop's: files others
+    // put there would reach the runner's copy and run there.
+    let dropped = dir.path().join("dropped");
+    std::fs::create_dir_all(dropped.join("sub")).expect("mkdir");
+    let state = a.state.display().to_string();
+    let dropped_path = dropped.display().to_string();
+    common::ok(&run(&[
+        "drop",
+        "create",
+        "--name",
+        &a.net,
+        "--state",
+        &state,
+        &dropped_path,
+    ]));
+    let inside = dropped.join("sub").display().to_string();
+    let out = weft_run(&a, &b, &["--sync", &inside, "--", "true"]);
+    fails_with(&out, 255, "overlaps");
 }
 
 /// SPEC.md §23.3, §23.6: `weft run --sync` returns only once what the program wrote in the

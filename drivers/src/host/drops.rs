@@ -439,11 +439,16 @@ impl Host {
         Ok(DropAnswer::Subscribed)
     }
 
-    /// Refuses `root` if it lies inside or around a folder of this node.
-    fn refuse_overlap(&self, root: &Path) -> Result<(), String> {
+    /// Refuses `root` (a real path) if it lies inside or around a folder of this node other
+    /// than `except`.
+    pub(super) fn refuse_overlap(
+        &self,
+        root: &Path,
+        except: Option<&FolderId>,
+    ) -> Result<(), String> {
         for (id, other, ..) in self.folders.list() {
             let other = &crate::folder::apart::real_path(other);
-            if root.starts_with(other) || other.starts_with(root) {
+            if Some(&id) != except && (root.starts_with(other) || other.starts_with(root)) {
                 return Err(format!(
                     "{}: overlaps folder {id} at {}",
                     root.display(),
@@ -472,7 +477,7 @@ impl Host {
             crate::folder::apart::keep_apart(dir, &crate::state::own_folders(state))?;
         }
         let planned = crate::folder::apart::real_path(dir);
-        self.refuse_overlap(&planned)?;
+        self.refuse_overlap(&planned, None)?;
         if planned.join(RESERVED_DIR).join(MARKER_FILE).exists() {
             return Err(format!("{}: a weft folder already", planned.display()));
         }
@@ -521,7 +526,7 @@ impl Host {
                 if root.join(RESERVED_DIR).join(MARKER_FILE).exists() {
                     return Err(format!("{}: a weft folder already", root.display()));
                 }
-                self.refuse_overlap(&root)?;
+                self.refuse_overlap(&root, None)?;
                 Ok(root)
             });
         let root = match checked {

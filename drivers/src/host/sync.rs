@@ -313,9 +313,11 @@ impl Host {
         }
     }
 
-    /// Whether `id` is a folder added for runs and replicated with `peer` alone.
+    /// Whether `id` is a folder added for runs this node carries out (its copy under
+    /// `runs/`, not a directory of this node's own it asked runs in) and replicated with
+    /// `peer` alone.
     fn is_run_folder_of(&self, id: &FolderId, peer: &NodeId) -> bool {
-        self.syncs.is_run_folder(id)
+        self.syncs.folders.get(id).is_some_and(|used| !used.asks)
             && self.node.replica(id).is_some_and(|r| {
                 r.config().only_with.as_deref() == Some(std::slice::from_ref(peer))
             })
@@ -332,9 +334,15 @@ impl Host {
         let since = WallInstant::now();
         let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
         let state = self.store.as_ref().and_then(|s| s.state_folder());
-        let apart = state.map_or(Ok(()), |state| {
-            crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
-        });
+        let apart = state
+            .map_or(Ok(()), |state| {
+                crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
+            })
+            .and_then(|()| {
+                // Files others put in a folder around or inside it would reach the runner's
+                // copy and run; the run's output would spread to them.
+                self.refuse_overlap(&crate::folder::apart::real_path(&dir), Some(&folder))
+            });
         if let Err(why) = apart.and_then(|()| self.add_folder_now(folder, dir, run.peer, true)) {
             let _ = reply.send(Err(HandleError::Sync(why)));
             return;
