@@ -399,6 +399,7 @@ impl Host {
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
         self.drop_folders_readable()?;
+        self.room_for_a_folder()?;
         let (root, mut made) = self.new_drop_root(dir, false)?;
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
         let created = self
@@ -426,6 +427,7 @@ impl Host {
         if self.node.drop_chain(&drop).is_some() {
             return Err(format!("drop {drop} is held already"));
         }
+        self.room_for_a_folder()?;
         let (root, mut made) = self.new_drop_root(dir, true)?;
         let subscribe = DropsCommand::Subscribe { drop };
         if let Err(e) = self.input(Input::Command(Command::Drops(subscribe))) {

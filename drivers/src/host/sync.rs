@@ -313,6 +313,19 @@ impl Host {
         }
     }
 
+    /// Room for one more folder (`weft run --sync`, a drop's): an idle run folder ends to
+    /// make it if need be; `Err` if the node holds [`FOLDERS_MAX`] folders in use (the
+    /// engine would refuse the folder, a drop's silently).
+    pub(super) fn room_for_a_folder(&mut self) -> Result<(), String> {
+        self.make_room_for_a_run_folder();
+        if self.folders.ids().len() >= FOLDERS_MAX {
+            return Err(format!(
+                "this node holds {FOLDERS_MAX} folders already, none of them an idle run's"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `id` is a folder added for runs this node carries out (its copy under
     /// `runs/`, not a directory of this node's own it asked runs in) and replicated with
     /// `peer` alone.
@@ -333,10 +346,18 @@ impl Host {
     ) {
         let since = WallInstant::now();
         let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
+        // A folder held already (the same directory run again) needs no room.
+        let room = if self.folders.holds(&folder) {
+            Ok(())
+        } else {
+            self.room_for_a_folder()
+        };
         let state = self.store.as_ref().and_then(|s| s.state_folder());
-        let apart = state
-            .map_or(Ok(()), |state| {
-                crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
+        let apart = room
+            .and_then(|()| {
+                state.map_or(Ok(()), |state| {
+                    crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
+                })
             })
             .and_then(|()| {
                 // Files others put in a folder around or inside it would reach the runner's
