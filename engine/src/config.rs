@@ -149,7 +149,7 @@ pub struct Limits {
     /// Writes held per key to re-judge late arrivals; older ones are folded.
     pub table_key_writes_max: usize,
     /// Encoded bytes of every table write held; peers' writes may take it to twice this, past
-    /// which they are dropped and counted.
+    /// which they are dropped and counted. A delete of a live key is exempt (one per key).
     pub table_bytes_max: usize,
     /// Dedicated connections (SPEC.md §8.9) open at once; at the bound the idlest is closed.
     pub dedicated_conns_max: usize,

@@ -399,8 +399,12 @@ impl Host {
     /// `weft drop create DIR`.
     fn drop_create(&mut self, dir: &Path) -> Result<DropAnswer, String> {
         self.drop_folders_readable()?;
-        self.room_for_a_folder()?;
         let (root, mut made) = self.new_drop_root(dir, false)?;
+        if let Err(e) = self.room_for_a_folder() {
+            made.undo();
+            self.clear_pending();
+            return Err(e);
+        }
         let before: BTreeSet<DropId> = self.node.drop_ids().copied().collect();
         let created = self
             .input(Input::Command(Command::Drops(DropsCommand::Create)))
@@ -427,8 +431,12 @@ impl Host {
         if self.node.drop_chain(&drop).is_some() {
             return Err(format!("drop {drop} is held already"));
         }
-        self.room_for_a_folder()?;
         let (root, mut made) = self.new_drop_root(dir, true)?;
+        if let Err(e) = self.room_for_a_folder() {
+            made.undo();
+            self.clear_pending();
+            return Err(e);
+        }
         let subscribe = DropsCommand::Subscribe { drop };
         if let Err(e) = self.input(Input::Command(Command::Drops(subscribe))) {
             // Refused (the drops still loading, say): nothing of the directory is left, or
@@ -627,9 +635,21 @@ impl Host {
             return Err("this node keeps no folders".into());
         };
         made.marker = Some(id.to_string());
-        let marked = self.store_pending(made).and_then(|()| {
-            Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))
-        });
+        // The engine adds the drop's folder itself, and refuses it (silently) past
+        // `FOLDERS_MAX`: a drop with no folder replicated is no drop a user can use.
+        let added = if self.node.replica(&id).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "drop {drop}: the node did not add its folder (it holds {} folders)",
+                weft_engine::replicate::FOLDERS_MAX
+            ))
+        };
+        let marked = added
+            .and_then(|()| self.store_pending(made))
+            .and_then(|()| {
+                Disk::init(&root, &id.to_string()).map_err(|e| format!("{}: {e}", root.display()))
+            });
         if let Err(e) = marked {
             made.take_back();
             self.clear_pending();

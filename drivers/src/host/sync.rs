@@ -346,24 +346,34 @@ impl Host {
     ) {
         let since = WallInstant::now();
         let folder = run_folder_id(&self.node.node_id(), &run.peer, &dir);
-        // A folder held already (the same directory run again) needs no room.
-        let room = if self.folders.holds(&folder) {
-            Ok(())
-        } else {
-            self.room_for_a_folder()
-        };
         let state = self.store.as_ref().and_then(|s| s.state_folder());
-        let apart = room
-            .and_then(|()| {
-                state.map_or(Ok(()), |state| {
-                    crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
-                })
+        let checked = state
+            .map_or(Ok(()), |state| {
+                crate::folder::apart::keep_apart(&dir, &crate::state::own_folders(state))
             })
             .and_then(|()| {
                 // Files others put in a folder around or inside it would reach the runner's
                 // copy and run; the run's output would spread to them.
                 self.refuse_overlap(&crate::folder::apart::real_path(&dir), Some(&folder))
+            })
+            .and_then(|()| match self.syncs.folders.get(&folder) {
+                // Held for a peer's runs here (its id learned from an earlier request of
+                // ours): not this directory.
+                Some(used) if !used.asks => Err(format!(
+                    "folder {folder} is held here for {}'s runs",
+                    used.peer
+                )),
+                _ => Ok(()),
             });
+        // Room last, once nothing refuses the run: an idle run folder ends to make it (none
+        // needed for a folder held already, the same directory run again).
+        let apart = checked.and_then(|()| {
+            if self.folders.holds(&folder) {
+                Ok(())
+            } else {
+                self.room_for_a_folder()
+            }
+        });
         if let Err(why) = apart.and_then(|()| self.add_folder_now(folder, dir, run.peer, true)) {
             let _ = reply.send(Err(HandleError::Sync(why)));
             return;

@@ -304,15 +304,21 @@ impl Table {
         (new_key_over || bytes_over || too_long).then_some(Received::Dropped)
     }
 
+    /// Whether `write` turns a key's live value into a tombstone: a delete newer than the
+    /// key's current write, which holds a value. Exempt from the byte bounds (a full table
+    /// refused every delete for good): at most one such delete per live key, as the next
+    /// finds a tombstone, so they take the table at most [`DELETE_BYTES_OVER_KEY_MAX`] plus
+    /// a key per key past its bound.
+    fn frees_bytes(&self, write: &TableWrite) -> bool {
+        write.value.is_none()
+            && self
+                .current(&write.key)
+                .is_some_and(|c| c.value.is_some() && write.id() > c.id())
+    }
+
     /// A write from a peer (flooded, from anti-entropy, or loaded from the host), its
     /// signature already verified: held, judged and observed by the clock if [`Self::admit`]
     /// lets it in.
-    /// Whether `write` deletes a key the table holds: exempt from the byte bounds, as the
-    /// delete's fold frees the key's bytes (the key count bounds what deletes hold).
-    fn frees_bytes(&self, write: &TableWrite) -> bool {
-        write.value.is_none() && self.keys.contains_key(&write.key)
-    }
-
     pub(crate) fn receive(&mut self, write: TableWrite, wall_ms: Option<u64>) -> Received {
         if let Some(refused) = self.admit(&write, wall_ms) {
             return refused;
@@ -408,7 +414,13 @@ impl Table {
 }
 
 /// A table with small limits, for unit tests.
+/// Bytes a delete's encoding takes beyond its key, at most (SPEC.md §19.9: stamp, logical
+/// count, node, incarnation, the key's length, the option tags, key, signature): the margin
+/// per key by which deletes of live keys may take the table past its byte bound.
+pub(crate) const DELETE_BYTES_OVER_KEY_MAX: usize = 160;
+
 #[cfg(test)]
+
 pub(crate) fn test_table(node: u8) -> Table {
     Table::new(test_signer(node), 1, tests::limits())
 }
@@ -530,6 +542,12 @@ mod tests {
         assert_ne!(a.receive(delete, None), Received::Dropped);
         assert!(a.current(&held[0]).is_some_and(|w| w.value.is_none()));
         assert!(a.current(&held[1]).is_some_and(|w| w.value.is_none()));
+        // One per live key: deleting a tombstone again is bounded as any write (a peer's
+        // repeated deletes of held keys took the table far past its bound).
+        assert_eq!(
+            a.write(Some(1000), held[0].clone(), None, None),
+            Err(TableRefusal::TooLarge { max: 200 })
+        );
         // A delete of a key it does not hold is a new key: bounded as before.
         assert_eq!(
             a.write(Some(1000), b"unheld".to_vec(), None, None),

@@ -767,8 +767,13 @@ impl Protocol for TableProtocol {
 
     fn check_invariants(&self, config: &Config) -> Result<(), String> {
         let limits = &config.limits;
+        // Deletes of live keys are exempt from the byte bound, one per key at most.
+        let deletes = self
+            .table
+            .entries_len()
+            .saturating_mul(limits.table_key_bytes_max + super::DELETE_BYTES_OVER_KEY_MAX);
         if self.table.entries_len() > limits.table_entries_max.saturating_mul(2)
-            || self.table.bytes() > limits.table_bytes_max.saturating_mul(2)
+            || self.table.bytes() > limits.table_bytes_max.saturating_mul(2) + deletes
         {
             return Err("the table is over its bound".into());
         }
