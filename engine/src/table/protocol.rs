@@ -593,7 +593,16 @@ impl Protocol for TableProtocol {
 
     fn handle_link(&mut self, _now: Instant, cx: &Context<'_>, notice: LinkNotice<'_>) {
         match notice {
-            LinkNotice::Up { peer, .. } => self.send_digest(peer.node),
+            LinkNotice::Up { peer, .. } => {
+                // A new link, one that replaces another included, is answered afresh: the
+                // answers on the link it replaced (a want, the entries) may have died with
+                // it, and a digest the peer sends at once on the new one was ignored as
+                // within `DIGEST_GAP_MIN` of the last (one node went without a write until
+                // the other's repair timer picked it, two minutes in a swept seed).
+                self.digests_answered.remove(&peer.node);
+                self.wants_answered.remove(&peer.node);
+                self.send_digest(peer.node);
+            }
             LinkNotice::Down { node, .. } => {
                 self.replies.remove(&node);
                 self.digests_answered.remove(&node);

@@ -124,7 +124,7 @@ pub struct TableArgs {
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub safety_ms: u64,
     /// Deadline for convergence after the heal, simulated ms.
-    #[arg(long, default_value_t = crate::scenario::table::TABLE_LIVENESS_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub liveness_ms: u64,
     /// How the links are protected.
     #[command(flatten)]

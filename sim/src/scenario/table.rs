@@ -22,13 +22,6 @@ use crate::scenario::{join, ms_or_never, settle, Cell, Row, RunHeader, Scenario,
 use crate::topology::{self, Topology};
 use crate::world::{World, WorldConfig, MS};
 
-/// The default deadline for convergence after the heal, simulated ms: past the longest
-/// wait between redials of an address (`redial_backoff_max`, 60 s: a link the faults made
-/// fail dials again up to that long after the heal), with 30 s for the repair to bring
-/// every table level. A 60 s deadline failed about one seed in a thousand, converged at
-/// 64 s (seeds 25342, 25493).
-pub const TABLE_LIVENESS_MS: u64 = 90_000;
-
 /// A table run's parameters.
 #[derive(Debug, Clone)]
 pub struct TableParams {
@@ -63,7 +56,7 @@ impl TableParams {
             faults,
             halves: false,
             safety_ms: 20_000,
-            liveness_ms: TABLE_LIVENESS_MS,
+            liveness_ms: 60_000,
             links: LinkSetup::OPEN,
         }
     }
@@ -84,7 +77,7 @@ impl TableParams {
         if self.safety_ms != 20_000 {
             s.push_str(&format!(" --safety-ms {}", self.safety_ms));
         }
-        if self.liveness_ms != TABLE_LIVENESS_MS {
+        if self.liveness_ms != 60_000 {
             s.push_str(&format!(" --liveness-ms {}", self.liveness_ms));
         }
         s.push_str(&self.links.replay_args());
