@@ -413,14 +413,13 @@ impl Table {
     }
 }
 
-/// A table with small limits, for unit tests.
 /// Bytes a delete's encoding takes beyond its key, at most (SPEC.md §19.9: stamp, logical
 /// count, node, incarnation, the key's length, the option tags, key, signature): the margin
 /// per key by which deletes of live keys may take the table past its byte bound.
 pub(crate) const DELETE_BYTES_OVER_KEY_MAX: usize = 160;
 
+/// A table with small limits, for unit tests.
 #[cfg(test)]
-
 pub(crate) fn test_table(node: u8) -> Table {
     Table::new(test_signer(node), 1, tests::limits())
 }
