@@ -317,6 +317,17 @@ fn a_mapped_drop_the_engine_lost_is_subscribed_again_or_forgotten() {
     assert_eq!(read(&c_own.join("mine.txt")), b"c's own\n");
 }
 
+/// Stores `record` as the drop-folder-pending blob of the stopped node whose state folder is
+/// `state`: what a `weft drop create` or `subscribe` killed partway leaves.
+fn leave_pending_record(state: &Path, record: &str) {
+    let store = weft_drivers::storage::Store::open_existing(state)
+        .expect("the node's store")
+        .expect("the node's store exists");
+    store
+        .store("drop-folder-pending", record.as_bytes())
+        .expect("the record a kill left");
+}
+
 /// A `weft drop create` or `subscribe` killed while it made the drop's folder (its
 /// `.weft`, its marker, the directory itself) is taken back at the next start, as its
 /// record in the store says: the same command then works (every retry was refused, "not
@@ -346,13 +357,7 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
         own.display().to_string(),
         reserved.display().to_string()
     );
-    let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
-        .expect("c's store")
-        .expect("c's store exists");
-    store
-        .store("drop-folder-pending", pending.as_bytes())
-        .expect("the record a kill left");
-    drop(store);
+    leave_pending_record(&dir.join("c"), &pending);
     let c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
     wait_until("the cut-short making taken back", || !reserved.exists());
     assert_eq!(read(&own.join("mine.txt")), b"c's own\n");
@@ -375,13 +380,7 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
         sub.display().to_string(),
         sub_reserved.display().to_string()
     );
-    let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
-        .expect("c's store")
-        .expect("c's store exists");
-    store
-        .store("drop-folder-pending", pending.as_bytes())
-        .expect("the record a kill left");
-    drop(store);
+    leave_pending_record(&dir.join("c"), &pending);
     let c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
     wait_until("the directory it made is gone", || !sub.exists());
     // The drop made before is still mapped, its marker untouched.
@@ -406,13 +405,7 @@ fn a_drop_folder_whose_making_a_kill_cut_short_is_taken_back_at_the_next_start()
             "{{\"dir\":{:?},\"dirs\":[],\"reserved\":null,\"marker\":{written:?}}}",
             at.display().to_string()
         );
-        let store = weft_drivers::storage::Store::open_existing(&dir.join("c"))
-            .expect("c's store")
-            .expect("c's store exists");
-        store
-            .store("drop-folder-pending", pending.as_bytes())
-            .expect("the record a kill left");
-        drop(store);
+        leave_pending_record(&dir.join("c"), &pending);
         let mut c = NodeProc::start(dir, &net, "c", "mio", "127.0.0.1:0", &[]);
         // Its start has read the record by the time it answers a command.
         assert_eq!(status(&c).len(), 1);
