@@ -193,6 +193,12 @@ impl Host {
         if self.folders.holds(&id) {
             return Ok(());
         }
+        // One the engine replicates already, though not here (a drop's whose map could not
+        // be read): refused before anything is touched, its saved state above all (the add
+        // would be refused `FolderExists` only after that state was forgotten).
+        if self.node.replica(&id).is_some() {
+            return Err(format!("folder {id} is replicated here already"));
+        }
         let Some(handle) = self.handle.clone() else {
             return Err("this node keeps no folders".into());
         };
