@@ -739,8 +739,9 @@ fn ours(folder: &Path, net: &str) -> io::Result<Option<bool>> {
     } else {
         reserved.join(crate::folder::LEAVING_MARKER_FILE)
     };
-    let text = crate::small_file::read_text_nofollow(&file, crate::small_file::LINE_FILE_BYTES_MAX);
-    Ok(Some(text.is_ok_and(|text| text.trim() == id)))
+    Ok(Some(
+        crate::folder::disk::marker_names(&file, &id).unwrap_or(false),
+    ))
 }
 
 /// Removes what weft keeps in a shared folder's reserved folder `reserved`, and nothing else

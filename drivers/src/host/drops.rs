@@ -113,35 +113,32 @@ impl MadeForDrop {
         if let Some(id) = &self.marker {
             let reserved = self.dir.join(RESERVED_DIR);
             let marker = reserved.join(MARKER_FILE);
-            let written = crate::small_file::read_text_nofollow(
-                &marker,
-                crate::small_file::LINE_FILE_BYTES_MAX,
-            );
-            if written.is_ok_and(|text| text.trim() == id) {
+            if crate::folder::disk::marker_names(&marker, id).unwrap_or(false) {
                 removed |= std::fs::remove_file(&marker).is_ok();
             }
             let part = reserved.join(format!("{MARKER_FILE}.part"));
             removed |= std::fs::remove_file(part).is_ok();
         }
-        let existed = |p: &Path| std::fs::symlink_metadata(p).is_ok();
-        let before =
-            self.reserved.as_deref().is_some_and(existed) || self.dirs.iter().any(|d| existed(d));
-        self.undo();
-        let after =
-            self.reserved.as_deref().is_some_and(existed) || self.dirs.iter().any(|d| existed(d));
-        removed || (before && !after)
+        self.undo() || removed
     }
 
     /// Removes what was made, each only if still empty (nothing of the user's goes).
-    fn undo(&self) {
+    /// Whether anything was removed.
+    fn undo(&self) -> bool {
+        let mut removed = false;
         if let Some(reserved) = &self.reserved {
-            let _ = std::fs::remove_dir(reserved.join(TEMP_DIR));
-            let _ = std::fs::remove_dir(reserved.join(TRASH_DIR));
-            let _ = std::fs::remove_dir(reserved);
+            for dir in [
+                reserved.join(TEMP_DIR),
+                reserved.join(TRASH_DIR),
+                reserved.clone(),
+            ] {
+                removed |= std::fs::remove_dir(dir).is_ok();
+            }
         }
         for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir);
+            removed |= std::fs::remove_dir(dir).is_ok();
         }
+        removed
     }
 }
 

@@ -734,13 +734,9 @@ fn a_record_merged_past_the_counter_limit_is_not_announced() {
     assert!(net.nodes[1].replica.record("p").is_none());
 }
 
-/// A directory deleted at one node while another made a file in it: the deletion cannot go
-/// at the other (a directory goes only empty), and the file outranks it, as a present
-/// record outranks a deletion. The directory stays there, under a newer version, and the
-/// node that deleted it makes it again and takes the file. (The removal was retried for
-/// good, and the file never reached the node that deleted its directory.)
-#[test]
-fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
+/// Two nodes that hold a directory `d` with a file `d/x`, unlinked, `d` and `d/x` deleted at
+/// node 0.
+fn directory_deleted_at_node_0_while_apart() -> Net {
     let mut net = Net::new(2);
     net.link(0, 1);
     let c = net.nodes[0].host.put_item("d", FileKind::Directory, "", 7);
@@ -753,6 +749,17 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
         net.nodes[0].host.items.remove(path);
         net.local(0, LocalChange::Removed { path: path.into() });
     }
+    net
+}
+
+/// A directory deleted at one node while another made a file in it: the deletion cannot go
+/// at the other (a directory goes only empty), and the file outranks it, as a present
+/// record outranks a deletion. The directory stays there, under a newer version, and the
+/// node that deleted it makes it again and takes the file. (The removal was retried for
+/// good, and the file never reached the node that deleted its directory.)
+#[test]
+fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
+    let mut net = directory_deleted_at_node_0_while_apart();
     let new = bytes(2_000, 4);
     net.put(1, "d/new", new.clone(), 200);
     net.settle();
@@ -776,18 +783,7 @@ fn a_file_made_in_a_directory_deleted_elsewhere_keeps_the_directory() {
 /// its node's trash, in no copy.)
 #[test]
 fn a_file_made_in_place_of_a_directory_that_grew_elsewhere_keeps_the_directory() {
-    let mut net = Net::new(2);
-    net.link(0, 1);
-    let c = net.nodes[0].host.put_item("d", FileKind::Directory, "", 7);
-    net.local(0, c);
-    net.put(0, "d/x", bytes(1_000, 3), 100);
-    net.settle();
-    assert!(net.nodes[1].host.data("d/x").is_some());
-    net.unlink(0, 1);
-    for path in ["d/x", "d"] {
-        net.nodes[0].host.items.remove(path);
-        net.local(0, LocalChange::Removed { path: path.into() });
-    }
+    let mut net = directory_deleted_at_node_0_while_apart();
     net.put(0, "d", bytes(500, 9), 150);
     let new = bytes(2_000, 4);
     net.put(1, "d/new", new.clone(), 200);
