@@ -142,6 +142,19 @@ impl Fetch {
     }
 }
 
+/// Whether an apply is in the state the host stored (SPEC.md §22.8, "Persisted before
+/// it acts"): a step that changes the folder waits for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Persisted {
+    /// In a persist the host completed (or loaded from the stored state).
+    #[default]
+    Yes,
+    /// In no persist asked for yet.
+    No,
+    /// In the persist numbered so, not answered yet.
+    Asked(u64),
+}
+
 /// Applying one record to one path.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Apply {
@@ -170,6 +183,13 @@ pub(crate) struct Apply {
     /// A local change overtook it: cancel and apply the origin again.
     #[serde(skip)]
     pub(crate) stale: bool,
+    /// Whether the stored state holds it.
+    #[serde(skip)]
+    pub(crate) persisted: Persisted,
+    /// The scanner found at its path what it installs (its steps were done before a
+    /// crash): it ends as done once no step of it is with the host.
+    #[serde(skip)]
+    pub(crate) landed: bool,
 }
 
 impl Apply {
@@ -186,6 +206,8 @@ impl Apply {
             retry_at: None,
             backoff_ms: 0,
             stale: false,
+            persisted: Persisted::No,
+            landed: false,
         }
     }
 

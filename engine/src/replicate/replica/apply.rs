@@ -7,6 +7,7 @@ use bytes::Bytes;
 use weft_protocol::{FileKind, NodeId, Version, VersionOrder};
 
 use super::{expect_of, Purpose, Replica, BACKOFF_MAX_MS};
+use crate::replicate::conflict;
 use crate::replicate::plan::{Apply, BlockSlot, BlockState, Fetch, Install, Step};
 use crate::replicate::types::{
     Expect, Record, ReplicaEvent, StorageRequest, StorageResult, TempId,
@@ -215,6 +216,10 @@ impl Replica {
         if a.outstanding {
             return;
         }
+        if a.landed {
+            self.land(path);
+            return;
+        }
         if a.stale {
             self.cancel(path);
             return;
@@ -283,6 +288,9 @@ impl Replica {
                 expect,
             },
         };
+        if self.waits_for_persist(path) {
+            return;
+        }
         if let Some(a) = self.applies.get_mut(path) {
             a.outstanding = true;
         }
@@ -356,6 +364,45 @@ impl Replica {
             self.install(i);
         }
         self.release(path, a.fetch.map(|f| f.temp), &a.locks);
+    }
+
+    /// The scanner found at `path` what its apply installs there (`found`, `None` for
+    /// nothing): the apply's steps were done, before a crash whose restored state still
+    /// names the apply (its steps wait for that, [`Replica::waits_for_persist`]). That is
+    /// no local edit: the apply ends as done, at once or when its step with the host is
+    /// answered. Whether it waits for that answer (the index does not hold its records yet).
+    pub(super) fn lands(&mut self, path: &str, found: Option<&Record>) -> bool {
+        let Some(a) = self.applies.get_mut(path).filter(|a| !a.landed) else {
+            return false;
+        };
+        let Some(target) = a.installs.iter().find(|i| i.entry.path == path) else {
+            return false;
+        };
+        let done = match found {
+            Some(r) => !target.deleted && conflict::same_content(&target.record(), r),
+            None => target.deleted,
+        };
+        if !done {
+            return false;
+        }
+        a.landed = true;
+        self.advance(path);
+        self.applies.contains_key(path)
+    }
+
+    /// Ends the landed apply at `path` as done (its temp, if one was made again, discarded).
+    fn land(&mut self, path: &str) {
+        let Some(a) = self.applies.remove(path) else {
+            return;
+        };
+        let temp = a.fetch.as_ref().map(|f| f.temp);
+        if let Some(t) = temp {
+            self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
+        }
+        for i in a.installs {
+            self.install(i);
+        }
+        self.release(path, temp, &a.locks);
     }
 
     pub(super) fn release(&mut self, path: &str, temp: Option<TempId>, locks: &[String]) {
@@ -554,6 +601,9 @@ impl Replica {
         a.outstanding = false;
         // Its blocks may be wanted again (or for the first time, if a fetch comes next).
         self.fetch_dirty = true;
+        if a.landed {
+            return self.advance(path);
+        }
         let Some(step) = a.steps.front().cloned() else {
             return self.advance(path);
         };

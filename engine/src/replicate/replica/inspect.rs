@@ -58,7 +58,10 @@ impl Replica {
             && self.applies.values().all(|a| self.is_stalled(a))
             && self.deferred.keys().all(|p| self.held_by_stalled(p))
             && self.inflight.is_empty()
-            && self.pending.values().all(|p| matches!(p, Purpose::Persist))
+            && self
+                .pending
+                .values()
+                .all(|p| matches!(p, Purpose::Persist(_)))
     }
 
     /// Whether this copy holds everything of `peer`'s up to its sync point: caught up
@@ -81,7 +84,10 @@ impl Replica {
             && self.applies.values().all(|a| self.is_stalled(a))
             && self.deferred.keys().all(|p| self.held_by_stalled(p))
             && self.inflight.is_empty()
-            && self.pending.values().all(|p| matches!(p, Purpose::Persist))
+            && self
+                .pending
+                .values()
+                .all(|p| matches!(p, Purpose::Persist(_)))
             && self.out.is_empty()
             && announced
     }
@@ -136,7 +142,7 @@ impl Replica {
             out.push(format!("{} blocks in flight", self.inflight.len()));
         }
         for p in self.pending.values() {
-            if !matches!(p, Purpose::Persist) {
+            if !matches!(p, Purpose::Persist(_)) {
                 out.push(format!("pending {p:?}"));
             }
         }

@@ -34,6 +34,9 @@ impl Replica {
                     entry: e,
                     deleted: false,
                 };
+                if self.lands(&candidate.entry.path.clone(), Some(&candidate)) {
+                    return;
+                }
                 if self.refuse_local_edit(&candidate.entry.path.clone(), Some(&candidate)) {
                     return;
                 }
@@ -68,7 +71,7 @@ impl Replica {
             }
             LocalChange::Removed { path } => {
                 let path = paths::normalize(&path).into_owned();
-                if self.refuse_local_edit(&path, None) {
+                if self.lands(&path, None) || self.refuse_local_edit(&path, None) {
                     return;
                 }
                 self.disk.remove(&path);

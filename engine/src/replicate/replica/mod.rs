@@ -91,7 +91,8 @@ const BACKOFF_MAX_MS: u64 = 30_000;
 #[derive(Debug)]
 pub(super) enum Purpose {
     Load,
-    Persist,
+    /// The persist numbered so.
+    Persist(u64),
     /// The front step of the apply at this path.
     Step(String),
     /// A piece of block `block` of `temp` (`u32::MAX`: creating an empty temp).
@@ -206,6 +207,10 @@ pub struct Replica {
     pub(super) persist_at: Option<Instant>,
     pub(super) persist_dirty: bool,
     pub(super) persist_outstanding: bool,
+    /// Persists asked for so far (the number of the last).
+    pub(super) persists_asked: u64,
+    /// An apply waits for a persist before its next step: one is asked for at once.
+    pub(super) persist_wanted: bool,
     /// The node is shutting down: every change is persisted once its input is handled.
     pub(super) stopping: bool,
     /// A persist failed and nothing has changed since (during a shutdown: not retried).
@@ -323,6 +328,8 @@ impl Replica {
             persist_at: None,
             persist_dirty: false,
             persist_outstanding: false,
+            persists_asked: 0,
+            persist_wanted: false,
             stopping: false,
             persist_failed: false,
             durable: false,
@@ -639,10 +646,11 @@ impl Replica {
         }
         match purpose {
             Purpose::Load => self.on_loaded(result),
-            Purpose::Persist => {
+            Purpose::Persist(number) => {
                 self.persist_outstanding = false;
                 if result == StorageResult::Done {
                     self.durable = true;
+                    self.on_persisted(number);
                 } else {
                     self.persist_dirty = true;
                     // During a shutdown a failed persist is not tried again at once (a disk
@@ -724,12 +732,8 @@ impl Replica {
 
     /// Announces and schedules fetches; during a shutdown, persists what changed.
     fn pump(&mut self) {
-        if self.stopping
-            && self.ready
-            && self.persist_dirty
-            && !self.persist_outstanding
-            && !self.persist_failed
-        {
+        let stop_persist = self.stopping && self.persist_dirty && !self.persist_failed;
+        if (stop_persist || self.persist_wanted) && self.ready && !self.persist_outstanding {
             self.persist_at = None;
             self.persist();
         }

@@ -9,6 +9,7 @@ use super::{
     SEQUENCE_RESTART_GAP,
 };
 use crate::replicate::paths::IgnoreRules;
+use crate::replicate::plan::Persisted;
 use crate::replicate::state::{PersistedState, STATE_FORMAT};
 use crate::replicate::types::{Record, ReplicaEvent, StorageRequest, StorageResult};
 use crate::time::{Duration, Instant};
@@ -144,6 +145,14 @@ impl Replica {
 
     pub(super) fn persist(&mut self) {
         self.persist_dirty = false;
+        self.persist_wanted = false;
+        self.persists_asked += 1;
+        let number = self.persists_asked;
+        for a in self.applies.values_mut() {
+            if a.persisted != Persisted::Yes {
+                a.persisted = Persisted::Asked(number);
+            }
+        }
         let state = PersistedState {
             format: STATE_FORMAT,
             index_id: self.index_id,
@@ -175,7 +184,46 @@ impl Replica {
         };
         self.persist_outstanding = true;
         let bytes = Bytes::from(state.encode());
-        self.request(Purpose::Persist, StorageRequest::PersistState { bytes });
+        self.request(
+            Purpose::Persist(number),
+            StorageRequest::PersistState { bytes },
+        );
+    }
+
+    /// The host stored the persist numbered `number`: the applies it holds may change the
+    /// folder now.
+    pub(super) fn on_persisted(&mut self, number: u64) {
+        let mut held = Vec::new();
+        for (path, a) in &mut self.applies {
+            if matches!(a.persisted, Persisted::Asked(n) if n <= number) {
+                a.persisted = Persisted::Yes;
+                held.push(path.clone());
+            }
+        }
+        for path in held {
+            self.advance(&path);
+        }
+    }
+
+    /// Whether the apply at `path` must wait before its next step, which changes the folder:
+    /// no stored state holds it yet. A crash after the step would leave the restarted node
+    /// a file its restored index does not explain, taken for a local edit (a version of its
+    /// own, concurrent with whatever the peers did since); a restored apply tells it apart
+    /// ([`Replica::lands`]). A persist is asked for once the input is handled.
+    pub(super) fn waits_for_persist(&mut self, path: &str) -> bool {
+        if self
+            .applies
+            .get(path)
+            .is_none_or(|a| a.persisted == Persisted::Yes)
+        {
+            return false;
+        }
+        self.persist_wanted = true;
+        self.persist_dirty = true;
+        // The storage room its step would take stays free meanwhile: a full scheduling pass
+        // may give it to the blocks that wait (as a commit's answer would have).
+        self.fetch_dirty = true;
+        true
     }
 
     /// The state changed: persist it after `persist_delay`.

@@ -611,3 +611,106 @@ fn an_edit_after_a_store_reset_wins_over_the_nodes_older_versions() {
         );
     }
 }
+
+/// A version applied and committed just before a crash, within the persist delay: the
+/// restored index still names the old version, and the restart's scan finds the new
+/// content. Taken for a local edit, it was announced as a version of this node's,
+/// concurrent with whatever the peer did since: a deletion there lost to it (the present
+/// side wins), and the file came back everywhere.
+#[test]
+fn a_version_committed_just_before_a_crash_is_not_taken_for_a_local_edit() {
+    let (mut net, edit) = crashed_just_after_a_commit();
+    net.restart(1, 80);
+    // Node 0 deletes the file while node 1 is down.
+    net.nodes[0].host.items.remove("a");
+    net.local(0, LocalChange::Removed { path: "a".into() });
+    net.settle();
+    // Node 1's scan after the restart finds the committed content.
+    let found = net.nodes[1].host.put("a", edit, 200);
+    net.local(1, found);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for i in 0..2 {
+        let paths: Vec<&String> = net.nodes[i].host.items.keys().collect();
+        assert!(paths.is_empty(), "node {i} holds {paths:?}");
+        assert_eq!(
+            net.nodes[i].replica.record("a").map(|r| r.deleted),
+            Some(true)
+        );
+    }
+    // Node 1 made no version of its own.
+    let n1 = short_id(&net.nodes[1].id);
+    let versions = net.records(1);
+    assert!(
+        versions.iter().all(|(_, _, v)| v.get(n1) == 0),
+        "{versions:?}"
+    );
+}
+
+/// Node 1 commits node 0's edit of `a` and crashes 50 ms later, well within the persist
+/// delay (500 ms), unlinked: the net and the edit.
+fn crashed_just_after_a_commit() -> (Net, Vec<u8>) {
+    let mut net = pair();
+    net.put(0, "a", bytes(1_000, 80), 100);
+    net.settle();
+    let edit = bytes(1_000, 81);
+    net.put(0, "a", edit.clone(), 200);
+    for _ in 0..50 {
+        net.round();
+    }
+    assert_eq!(net.nodes[1].host.data("a"), Some(edit.as_slice()));
+    net.unlink(0, 1);
+    (net, edit)
+}
+
+/// The same, with the restored apply's step (its commit, sent again) still with the host
+/// when the scan reports the file: the apply ends as done at the answer.
+#[test]
+fn a_restored_apply_found_done_while_its_step_is_out_ends_at_the_answer() {
+    let (mut net, edit) = crashed_just_after_a_commit();
+    net.restart(1, 81);
+    let now = net.now;
+    let node = &mut net.nodes[1];
+    // The load answered, the resumed commit held.
+    let mut held = None;
+    while let Some(o) = node.replica.poll_output() {
+        if let ReplicaOutput::Request { token, request } = o {
+            if matches!(request, StorageRequest::Commit { .. }) {
+                held = Some((token, request));
+            } else {
+                let result = node.host.answer(&request);
+                node.replica.handle_completed(now, token, result);
+            }
+        }
+    }
+    let (token, commit) = held.expect("the commit is sent again");
+    let found = node.host.put("a", edit.clone(), 200);
+    node.replica.handle_local(now, found);
+    assert!(
+        node.replica.applies.contains_key("a"),
+        "it waits for the answer"
+    );
+    let result = node.host.answer(&commit);
+    assert_eq!(
+        result,
+        StorageResult::NotFound,
+        "the temp was renamed before the crash"
+    );
+    node.replica.handle_completed(now, token, result);
+    assert!(!node.replica.applies.contains_key("a"));
+    let ours = net.nodes[0].replica.record("a").cloned();
+    let theirs = net.nodes[1].replica.record("a").cloned();
+    assert_eq!(
+        ours.map(|r| r.entry.version),
+        theirs.map(|r| r.entry.version)
+    );
+    net.settle();
+    assert_eq!(net.nodes[1].host.data("a"), Some(edit.as_slice()));
+    assert!(net.nodes[1].host.temps.is_empty());
+    // Its temp, had the resumed fetch made it again, is discarded.
+    assert_eq!(
+        net.count_requests(1, |r| matches!(r, StorageRequest::DiscardTemp { .. })),
+        1
+    );
+}
