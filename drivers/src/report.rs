@@ -152,6 +152,12 @@ pub struct RefusalCounters {
     pub handshake_buffer_closes: u64,
     /// The most bytes ever held at once for connections still in their handshake.
     pub handshake_buffered_bytes_peak: u64,
+    /// Connections closed because bytes of frames not yet whole went over their bound.
+    #[serde(default)]
+    pub frame_buffer_closes: u64,
+    /// The most bytes ever held at once, all connections together, of frames not yet whole.
+    #[serde(default)]
+    pub frames_buffered_bytes_peak: u64,
     /// Discovery dials not made because of the per-address or per-minute bound.
     pub discovery_dials_refused: u64,
     /// Redials of saved or lost addresses held back or given up by the same bounds.
@@ -200,6 +206,8 @@ impl From<&NodeMetrics> for NodeCounters {
                 inbound_refused_per_address: session.inbound_refused_per_address,
                 handshake_buffer_closes: session.handshake_buffer_closes,
                 handshake_buffered_bytes_peak: session.handshake_buffered_bytes_peak,
+                frame_buffer_closes: session.frame_buffer_closes,
+                frames_buffered_bytes_peak: session.frames_buffered_bytes_peak,
                 discovery_dials_refused: session.discovery_dials_refused,
                 redials_refused: session.redials_refused,
                 inbound_evicted_unproven: session.inbound_evicted_unproven,

@@ -1251,3 +1251,39 @@ fn a_touched_file_takes_a_peers_edit_after_a_restart() {
     put(&da.join("f.txt"), b"second, from a peer");
     converge(&[&da, &db], "a peer's edit after the restart", &[&a, &b]);
 }
+
+/// B takes A's edit and is killed at once, well within the engine's persist delay (500 ms);
+/// A deletes the file while B is down. B's restart must tell the file it committed from a
+/// local edit: taken for one, it was announced as B's own version, concurrent with the
+/// deletion, and the file came back on both.
+#[test]
+fn a_file_received_just_before_a_kill_and_deleted_meanwhile_stays_deleted() {
+    let (dir, net) = scratch("folders-kill-commit");
+    let dir = dir.path();
+    let (da, db) = (dir.join("A"), dir.join("B"));
+    put(&da.join("keep.txt"), b"keep");
+    put(&da.join("f.txt"), b"first");
+    let a = create(dir, &net, "a", &da, "mio");
+    let mut b = join(dir, &net, "b", &db, &a.addr, "tokio");
+    converge(&[&da, &db], "the first sync", &[&a, &b]);
+    // B's state holds the first version.
+    std::thread::sleep(Duration::from_secs(2));
+    put(&da.join("f.txt"), b"second");
+    let deadline = Instant::now() + CONVERGE;
+    while fs::read(db.join("f.txt")).ok().as_deref() != Some(b"second".as_slice()) {
+        assert!(Instant::now() < deadline, "the edit never reached B");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    b.kill();
+    fs::remove_file(da.join("f.txt")).expect("delete at A");
+    wait_for("A takes the deletion", &[&a], || {
+        !String::from_utf8_lossy(&a.command("status", &[]).stdout).contains("f.txt")
+    });
+    let b = start(dir, &net, "b");
+    converge(&[&da, &db], "after B's restart", &[&a, &b]);
+    // B's next scan has run (a file written now reaches A), and the file is still gone.
+    put(&db.join("late.txt"), b"late");
+    converge(&[&da, &db], "a later file", &[&a, &b]);
+    let paths: Vec<String> = tree(&da).into_keys().collect();
+    assert_eq!(paths, ["keep.txt", "late.txt"], "{}", b.log_text());
+}

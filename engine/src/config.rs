@@ -156,6 +156,9 @@ pub struct Limits {
     /// Bytes held, all connections still in their handshake together, past which the
     /// connection whose bytes went over is closed (SPEC.md §8.4).
     pub handshake_buffered_bytes_max: usize,
+    /// Bytes held, all connections together, of frames not yet whole (and undecrypted
+    /// Noise messages), past which the connection holding the most is closed (SPEC.md §8.4).
+    pub frames_buffered_bytes_max: usize,
     /// Inbound connections (handshaking, established or dedicated) from one remote address,
     /// its port ignored; more are refused (SPEC.md §8.4).
     pub inbound_per_address_max: usize,
@@ -219,6 +222,7 @@ impl Default for Limits {
             table_bytes_max: 64 * 1024 * 1024,
             dedicated_conns_max: 64,
             handshake_buffered_bytes_max: 32 * 1024,
+            frames_buffered_bytes_max: 256 * 1024 * 1024,
             inbound_per_address_max: 8,
             dial_address_attempts_max: 8,
             discovery_dials_per_minute: 20,

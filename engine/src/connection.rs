@@ -71,6 +71,9 @@ pub enum CloseReason {
     /// Bytes held for connections still in their handshake went over
     /// `Limits::handshake_buffered_bytes_max` (SPEC.md §8.4).
     HandshakeBufferFull,
+    /// Bytes held, all connections together, of frames not yet whole went over
+    /// `Limits::frames_buffered_bytes_max` (SPEC.md §8.4).
+    FrameBufferFull,
     /// The peer sent a signed message (a table write, or a broadcast with its origin's proof)
     /// that did not verify (SPEC.md §11.8, §19.8).
     BadSignature,

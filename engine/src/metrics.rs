@@ -69,6 +69,12 @@ pub struct SessionMetrics {
     pub handshake_buffered_bytes_peak: u64,
     /// Connections closed because the handshake buffer bound was reached.
     pub handshake_buffer_closes: u64,
+    /// The most bytes ever held at once, all connections together, of frames not yet whole
+    /// (SPEC.md §8.4), as checked after an input that left some: never above
+    /// `Limits::frames_buffered_bytes_max`.
+    pub frames_buffered_bytes_peak: u64,
+    /// Connections closed because the bound on bytes of frames not yet whole was reached.
+    pub frame_buffer_closes: u64,
     /// Inbound connections refused because their address held its share of the slots.
     pub inbound_refused_per_address: u64,
     /// Inbound connections closed, at `inbound_max`, to make room for a new one: the oldest

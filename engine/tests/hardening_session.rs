@@ -604,3 +604,53 @@ fn a_refused_accept_gets_a_bye_only_on_plaintext_links() {
         node.check_invariants().unwrap();
     }
 }
+
+/// Frames not yet whole are bounded in total, over established links too (SPEC.md §8.4):
+/// each link holds at most one frame's worth, but every link the node allows, each sent a
+/// frame short of its last byte, held gigabytes. Over the bound the link holding the most
+/// is closed; the others go on, and a frame completed after is taken.
+#[test]
+fn bytes_of_frames_not_yet_whole_are_bounded_in_total() {
+    let mut node = node_with(|c| c.limits.frames_buffered_bytes_max = 100_000);
+    let fakes: Vec<Fake> = (1..=3u64)
+        .map(|n| Fake::new(n as u8, ConnId::inbound(n)))
+        .collect();
+    for f in &fakes {
+        f.join(&mut node, T0);
+    }
+    let frames: Vec<Bytes> = fakes
+        .iter()
+        .map(|f| common::signed_broadcast_frame(&f.identity, 1, &common::noise(60_000, 7)))
+        .collect();
+    let mut out = Vec::new();
+    for (f, held) in fakes.iter().zip([40_000, 40_000, 30_000]) {
+        f.send(&mut node, T0, frames_part(&frames, f, ..held));
+        out.extend(drain(&mut node));
+    }
+    let reasons: Vec<Option<CloseReason>> = fakes.iter().map(|f| closed(&out, f.conn)).collect();
+    assert_eq!(
+        reasons,
+        [None, Some(CloseReason::FrameBufferFull), None],
+        "of the two holding the most, the later is closed"
+    );
+    let session = node.metrics().session;
+    assert_eq!(session.frame_buffer_closes, 1);
+    assert_eq!(session.frames_buffered_bytes_peak, 80_000);
+    // The first link's frame, completed, is taken (it is relayed to the third).
+    let first = &fakes[0];
+    first.send(&mut node, T0, frames_part(&frames, first, 40_000..));
+    let out = drain(&mut node);
+    assert_eq!(closed(&out, first.conn), None);
+    let relayed = frames_to(&out, fakes[2].conn);
+    assert!(
+        relayed.iter().any(|f| f.code() == Code::BROADCAST),
+        "{relayed:?}"
+    );
+}
+
+/// The bytes in `range` of the frame of `fake` among `frames` (one per fake, in order of
+/// their seeds).
+fn frames_part(frames: &[Bytes], fake: &Fake, range: impl core::ops::RangeBounds<usize>) -> Bytes {
+    let at = usize::from(fake.nonce[0]) - 1;
+    frames[at].slice(range)
+}

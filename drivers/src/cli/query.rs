@@ -145,6 +145,7 @@ fn stats_text(s: &StatsReport) -> String {
         ("table writes too new", r.table_writes_too_new),
         ("inbound over host share", r.inbound_refused_per_address),
         ("handshake buffer closes", r.handshake_buffer_closes),
+        ("frame buffer closes", r.frame_buffer_closes),
         ("discovery dials refused", r.discovery_dials_refused),
         ("redials refused", r.redials_refused),
         ("unproven inbound evicted", r.inbound_evicted_unproven),

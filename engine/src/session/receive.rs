@@ -25,8 +25,43 @@ impl Session {
         let incoming = self.received_frames(now, conn, bytes)?;
         if incoming.is_none() {
             self.check_handshake_buffer(conn);
+            self.check_frame_buffer(conn);
         }
         Ok(incoming)
+    }
+
+    /// Bounds the bytes held, all connections together, of frames not yet whole (SPEC.md
+    /// §8.4), once `conn`'s input is taken and it still holds some: while the total is over
+    /// `Limits::frames_buffered_bytes_max`, the connection holding the most is closed (`conn`
+    /// among those holding as much). Each connection holds at most one frame's worth, but
+    /// every connection the node allows, each sent a frame short of its last byte, held
+    /// gigabytes.
+    pub(super) fn check_frame_buffer(&mut self, conn: ConnId) {
+        if !self.conns.get(&conn).is_some_and(Conn::has_buffered) {
+            return;
+        }
+        loop {
+            // A closing connection takes no more bytes, and goes once the driver closes it.
+            let open = self.conns.iter().filter(|(_, c)| !c.is_closing());
+            let held: usize = open.clone().map(|(_, c)| c.buffered_len()).sum();
+            if held <= self.limits.frames_buffered_bytes_max {
+                let peak = &mut self.metrics.frames_buffered_bytes_peak;
+                *peak = (*peak).max(held as u64);
+                return;
+            }
+            let most = open
+                .max_by_key(|(id, c)| (c.buffered_len(), **id == conn, **id))
+                .map(|(id, _)| *id);
+            let Some(victim) = most else {
+                return;
+            };
+            self.metrics.frame_buffer_closes += 1;
+            let bye = Some(ByeReason::TooManyConnections);
+            self.close(victim, CloseReason::FrameBufferFull, bye);
+            if victim == conn {
+                return;
+            }
+        }
     }
 
     /// Bounds the bytes held for connections still in their handshake (SPEC.md §8.4): while
@@ -119,7 +154,10 @@ impl Session {
             }
             let frame = match c.next_frame(now, &mut self.metrics.traffic) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.check_frame_buffer(conn);
+                    return None;
+                }
                 Err(e) => {
                     let bye = Some(ByeReason::ProtocolViolation);
                     self.close(conn, e.into(), bye);
