@@ -186,8 +186,12 @@ pub(crate) struct Apply {
     /// Whether the stored state holds it.
     #[serde(skip)]
     pub(crate) persisted: Persisted,
+    /// Its next step waits for a persist that holds it.
+    #[serde(skip)]
+    pub(crate) gated: bool,
     /// The scanner found at its path what it installs (its steps were done before a
-    /// crash): it ends as done once no step of it is with the host.
+    /// crash): its records are in, and it holds the path only until the host answers its
+    /// step.
     #[serde(skip)]
     pub(crate) landed: bool,
 }
@@ -207,6 +211,7 @@ impl Apply {
             backoff_ms: 0,
             stale: false,
             persisted: Persisted::No,
+            gated: false,
             landed: false,
         }
     }

@@ -8,7 +8,7 @@ use weft_protocol::{FileKind, NodeId, Version, VersionOrder};
 
 use super::{expect_of, Purpose, Replica, BACKOFF_MAX_MS};
 use crate::replicate::conflict;
-use crate::replicate::plan::{Apply, BlockSlot, BlockState, Fetch, Install, Step};
+use crate::replicate::plan::{Apply, BlockSlot, BlockState, Fetch, Install, Persisted, Step};
 use crate::replicate::types::{
     Expect, Record, ReplicaEvent, StorageRequest, StorageResult, TempId,
 };
@@ -366,15 +366,21 @@ impl Replica {
         self.release(path, a.fetch.map(|f| f.temp), &a.locks);
     }
 
-    /// The scanner found at `path` what its apply installs there (`found`, `None` for
-    /// nothing): the apply's steps were done, before a crash whose restored state still
-    /// names the apply (its steps wait for that, [`Replica::waits_for_persist`]). That is
-    /// no local edit: the apply ends as done, at once or when its step with the host is
-    /// answered. Whether it waits for that answer (the index does not hold its records yet).
-    pub(super) fn lands(&mut self, path: &str, found: Option<&Record>) -> bool {
+    /// The scanner found at `path` what the apply there installs (`found`, `None` for
+    /// nothing): its steps were done, before a crash whose restored state still names the
+    /// apply (its steps wait for that, [`Replica::waits_for_persist`]). That is no local
+    /// edit: the apply's records go in at once (so the report, handled on as usual, finds
+    /// them, and a later edit descends from them), and the apply ends, at once or, with a
+    /// step at the host, at its answer, whatever it is. An apply that also installs at other
+    /// paths (a move's source) lands only if `others_done` (the scanner reported them as the
+    /// apply leaves them). Whether it landed.
+    pub(super) fn lands(&mut self, path: &str, found: Option<&Record>, others_done: bool) -> bool {
         let Some(a) = self.applies.get_mut(path).filter(|a| !a.landed) else {
             return false;
         };
+        if !others_done && a.installs.iter().any(|i| i.entry.path != path) {
+            return false;
+        }
         let Some(target) = a.installs.iter().find(|i| i.entry.path == path) else {
             return false;
         };
@@ -386,11 +392,17 @@ impl Replica {
             return false;
         }
         a.landed = true;
+        let installs = core::mem::take(&mut a.installs);
+        for i in installs {
+            self.install(i);
+        }
         self.advance(path);
-        self.applies.contains_key(path)
+        true
     }
 
-    /// Ends the landed apply at `path` as done (its temp, if one was made again, discarded).
+    /// Ends the landed apply at `path` (its records are in; its temp, if the resumed fetch
+    /// made it again, is discarded). A local change since overtook nothing: it was judged
+    /// against the apply's records.
     fn land(&mut self, path: &str) {
         let Some(a) = self.applies.remove(path) else {
             return;
@@ -398,9 +410,6 @@ impl Replica {
         let temp = a.fetch.as_ref().map(|f| f.temp);
         if let Some(t) = temp {
             self.request(Purpose::Discard, StorageRequest::DiscardTemp { temp: t });
-        }
-        for i in a.installs {
-            self.install(i);
         }
         self.release(path, temp, &a.locks);
     }
@@ -717,6 +726,8 @@ impl Replica {
                 }
                 a.origin.retain(|r| !r.deleted);
                 a.locks.clear();
+                // The stored state holds the move, which a restart's scan would not find.
+                a.persisted = Persisted::No;
                 self.locks.remove(&from);
                 let sources = a.sources.clone();
                 self.start(path.to_string(), a);

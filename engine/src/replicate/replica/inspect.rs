@@ -241,6 +241,17 @@ impl Replica {
         if !consistent {
             return Err("the not-found index by peer differs from the map by block".into());
         }
+        for (path, a) in &self.applies {
+            // A landed apply holds its path only while its step is with the host.
+            if a.landed && !a.outstanding {
+                return Err(format!("{path}: landed, no step out"));
+            }
+            // An apply waiting for a persist has one out, or asked for, or due.
+            let due = self.persist_outstanding || self.persist_wanted || self.persist_at.is_some();
+            if a.gated && !due {
+                return Err(format!("{path}: waits for a persist nobody asked for"));
+            }
+        }
         let outstanding = self.outstanding();
         if outstanding > self.config.requests_outstanding_max {
             return Err(format!(

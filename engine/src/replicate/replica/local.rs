@@ -34,9 +34,8 @@ impl Replica {
                     entry: e,
                     deleted: false,
                 };
-                if self.lands(&candidate.entry.path.clone(), Some(&candidate)) {
-                    return;
-                }
+                // A landed apply's records are in: handled on as any report.
+                self.lands(&candidate.entry.path.clone(), Some(&candidate), false);
                 if self.refuse_local_edit(&candidate.entry.path.clone(), Some(&candidate)) {
                     return;
                 }
@@ -71,7 +70,8 @@ impl Replica {
             }
             LocalChange::Removed { path } => {
                 let path = paths::normalize(&path).into_owned();
-                if self.lands(&path, None) || self.refuse_local_edit(&path, None) {
+                self.lands(&path, None, false);
+                if self.refuse_local_edit(&path, None) {
                     return;
                 }
                 self.disk.remove(&path);
@@ -95,6 +95,16 @@ impl Replica {
             LocalChange::Moved { from, mut to } => {
                 let from = paths::normalize(&from).into_owned();
                 to.path = paths::normalize(&to.path).into_owned();
+                let moved = Record {
+                    entry: to.clone(),
+                    deleted: false,
+                };
+                if self.lands(&to.path.clone(), Some(&moved), true) {
+                    // A move applied before a crash: both ends judged on their own now find
+                    // its records.
+                    self.handle_local(now, LocalChange::Changed(to));
+                    return self.handle_local(now, LocalChange::Removed { path: from });
+                }
                 let read_only = self.config.gate.as_ref().is_some_and(|g| g.read_only);
                 let lf = self.index.get(&from).filter(|l| !l.deleted).cloned();
                 let Some(lf) = lf.filter(|_| !read_only) else {

@@ -209,8 +209,11 @@ pub struct Replica {
     pub(super) persist_outstanding: bool,
     /// Persists asked for so far (the number of the last).
     pub(super) persists_asked: u64,
-    /// An apply waits for a persist before its next step: one is asked for at once.
+    /// An apply waits for a persist before its next step: one is asked for at once (not
+    /// before `persist_retry_at`).
     pub(super) persist_wanted: bool,
+    /// A persist failed: the next is not asked for before then.
+    pub(super) persist_retry_at: Option<Instant>,
     /// The node is shutting down: every change is persisted once its input is handled.
     pub(super) stopping: bool,
     /// A persist failed and nothing has changed since (during a shutdown: not retried).
@@ -330,6 +333,7 @@ impl Replica {
             persist_outstanding: false,
             persists_asked: 0,
             persist_wanted: false,
+            persist_retry_at: None,
             stopping: false,
             persist_failed: false,
             durable: false,
@@ -657,6 +661,7 @@ impl Replica {
                     // that fails every write would have the whole state encoded without
                     // end), only with the next change.
                     self.persist_failed = true;
+                    self.persist_retry_at = Some(now + self.config.persist_delay);
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
                     self.persist_at = Some(now + self.config.persist_delay);
@@ -733,7 +738,9 @@ impl Replica {
     /// Announces and schedules fetches; during a shutdown, persists what changed.
     fn pump(&mut self) {
         let stop_persist = self.stopping && self.persist_dirty && !self.persist_failed;
-        if (stop_persist || self.persist_wanted) && self.ready && !self.persist_outstanding {
+        let gate_persist =
+            self.persist_wanted && self.persist_retry_at.is_none_or(|t| t <= self.now);
+        if (stop_persist || gate_persist) && self.ready && !self.persist_outstanding {
             self.persist_at = None;
             self.persist();
         }

@@ -193,11 +193,14 @@ impl Replica {
     /// The host stored the persist numbered `number`: the applies it holds may change the
     /// folder now.
     pub(super) fn on_persisted(&mut self, number: u64) {
+        self.persist_retry_at = None;
         let mut held = Vec::new();
         for (path, a) in &mut self.applies {
             if matches!(a.persisted, Persisted::Asked(n) if n <= number) {
                 a.persisted = Persisted::Yes;
-                held.push(path.clone());
+                if core::mem::take(&mut a.gated) {
+                    held.push(path.clone());
+                }
             }
         }
         for path in held {
@@ -211,14 +214,18 @@ impl Replica {
     /// own, concurrent with whatever the peers did since); a restored apply tells it apart
     /// ([`Replica::lands`]). A persist is asked for once the input is handled.
     pub(super) fn waits_for_persist(&mut self, path: &str) -> bool {
-        if self
+        let Some(a) = self
             .applies
-            .get(path)
-            .is_none_or(|a| a.persisted == Persisted::Yes)
-        {
+            .get_mut(path)
+            .filter(|a| a.persisted != Persisted::Yes)
+        else {
             return false;
+        };
+        a.gated = true;
+        // One out that holds it frees it when answered.
+        if a.persisted == Persisted::No {
+            self.persist_wanted = true;
         }
-        self.persist_wanted = true;
         self.persist_dirty = true;
         // The storage room its step would take stays free meanwhile: a full scheduling pass
         // may give it to the blocks that wait (as a commit's answer would have).

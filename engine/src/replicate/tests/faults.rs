@@ -669,22 +669,9 @@ fn crashed_just_after_a_commit() -> (Net, Vec<u8>) {
 #[test]
 fn a_restored_apply_found_done_while_its_step_is_out_ends_at_the_answer() {
     let (mut net, edit) = crashed_just_after_a_commit();
-    net.restart(1, 81);
+    let (token, commit) = restart_holding_the_resumed_commit(&mut net);
     let now = net.now;
     let node = &mut net.nodes[1];
-    // The load answered, the resumed commit held.
-    let mut held = None;
-    while let Some(o) = node.replica.poll_output() {
-        if let ReplicaOutput::Request { token, request } = o {
-            if matches!(request, StorageRequest::Commit { .. }) {
-                held = Some((token, request));
-            } else {
-                let result = node.host.answer(&request);
-                node.replica.handle_completed(now, token, result);
-            }
-        }
-    }
-    let (token, commit) = held.expect("the commit is sent again");
     let found = node.host.put("a", edit.clone(), 200);
     node.replica.handle_local(now, found);
     assert!(
@@ -713,4 +700,109 @@ fn a_restored_apply_found_done_while_its_step_is_out_ends_at_the_answer() {
         net.count_requests(1, |r| matches!(r, StorageRequest::DiscardTemp { .. })),
         1
     );
+}
+
+/// Restarts node 1 (seed 81), answering its requests but the resumed commit, returned.
+fn restart_holding_the_resumed_commit(net: &mut Net) -> (u64, StorageRequest) {
+    restart_holding(net, |r| matches!(r, StorageRequest::Commit { .. }))
+}
+
+/// Restarts node 1 (seed 81), answering its requests but the one `held` picks, returned.
+fn restart_holding(net: &mut Net, held: impl Fn(&StorageRequest) -> bool) -> (u64, StorageRequest) {
+    let pick = held;
+    net.restart(1, 81);
+    let now = net.now;
+    let node = &mut net.nodes[1];
+    let mut held = None;
+    while let Some(o) = node.replica.poll_output() {
+        if let ReplicaOutput::Request { token, request } = o {
+            if held.is_none() && pick(&request) {
+                held = Some((token, request));
+            } else {
+                let result = node.host.answer(&request);
+                node.replica.handle_completed(now, token, result);
+            }
+        }
+    }
+    held.expect("the commit is sent again")
+}
+
+/// The user edits the file the restart found committed, before the resumed commit is
+/// answered: the edit is a version of this node's over the peer's (it came after), and
+/// it wins everywhere, no conflict copy made.
+#[test]
+fn an_edit_after_a_landed_apply_descends_from_its_version() {
+    let (mut net, edit) = crashed_just_after_a_commit();
+    let (token, commit) = restart_holding_the_resumed_commit(&mut net);
+    let now = net.now;
+    let node = &mut net.nodes[1];
+    let found = node.host.put("a", edit, 200);
+    node.replica.handle_local(now, found);
+    let mine = bytes(1_000, 82);
+    let change = node.host.put("a", mine.clone(), 300);
+    node.replica.handle_local(now, change);
+    let result = node.host.answer(&commit);
+    node.replica.handle_completed(now, token, result);
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for i in 0..2 {
+        let paths: Vec<&String> = net.nodes[i].host.items.keys().collect();
+        assert_eq!(paths, ["a"], "node {i}");
+        assert_eq!(
+            net.nodes[i].host.data("a"),
+            Some(mine.as_slice()),
+            "node {i}"
+        );
+    }
+}
+
+/// A move applied just before a crash, its rename resumed and still with the host when the
+/// restart's scan reports the move (the scan cache still knew the old path): the move's
+/// records, not a move of this node's, which a deletion made meanwhile would lose to.
+#[test]
+fn a_move_applied_just_before_a_crash_is_not_taken_for_a_local_move() {
+    let mut net = pair();
+    net.put(0, "a", bytes(100_000, 90), 100);
+    net.settle();
+    net.mv(0, "a", "b");
+    for _ in 0..50 {
+        net.round();
+    }
+    assert!(net.nodes[1].host.data("b").is_some() && net.nodes[1].host.data("a").is_none());
+    net.unlink(0, 1);
+    let (token, rename) = restart_holding(&mut net, |r| matches!(r, StorageRequest::Rename { .. }));
+    assert!(net.nodes[1].replica.record("a").is_some_and(|r| !r.deleted));
+    let now = net.now;
+    let node = &mut net.nodes[1];
+    let item = node.host.items.remove("b").expect("moved");
+    let LocalChange::Changed(to) = node.host.put("b", item.data, item.mtime_ms) else {
+        unreachable!("put reports a change")
+    };
+    node.replica.handle_local(
+        now,
+        LocalChange::Moved {
+            from: "a".into(),
+            to,
+        },
+    );
+    let result = node.host.answer(&rename);
+    node.replica.handle_completed(now, token, result);
+    net.settle();
+    let n1 = short_id(&net.nodes[1].id);
+    let versions = net.records(1);
+    assert!(
+        versions.iter().all(|(_, _, v)| v.get(n1) == 0),
+        "{versions:?}"
+    );
+    // Node 0 deletes the moved file while node 1 is down: it stays deleted.
+    net.nodes[0].host.items.remove("b");
+    net.local(0, LocalChange::Removed { path: "b".into() });
+    net.settle();
+    net.link(0, 1);
+    net.settle();
+    for i in 0..2 {
+        let paths: Vec<&String> = net.nodes[i].host.items.keys().collect();
+        assert!(paths.is_empty(), "node {i} holds {paths:?}");
+    }
 }
