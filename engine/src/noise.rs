@@ -346,6 +346,19 @@ impl NoiseLink {
         self.plaintext.clear();
     }
 
+    /// Memory the bytes received and not yet taken hold (their buffers' capacity).
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.inbound.capacity() + self.opened.capacity()
+    }
+
+    /// Frees what was received and not taken (the connection is closing: nothing more is
+    /// read from it).
+    pub(crate) fn drop_received(&mut self) {
+        self.inbound = BytesMut::new();
+        self.opened = BytesMut::new();
+        self.plaintext.clear();
+    }
+
     /// The next handshake message to write, length prefix included.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.outbound.pop_front()

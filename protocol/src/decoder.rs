@@ -57,6 +57,12 @@ impl FrameDecoder {
         self.partial.as_ref().map_or(0, |p| p.bytes.len()) + self.input.len()
     }
 
+    /// Memory those bytes take: a frame being assembled counts its buffer's capacity, which
+    /// grows at most to the frame's length (and to twice the bytes held before that).
+    pub fn buffered_capacity(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.bytes.capacity()) + self.input.len()
+    }
+
     /// The whole length (prefix included) the next frame's length prefix declares, once its
     /// four bytes are in, whether or not the frame has arrived: lets a caller refuse a frame
     /// by its size before its payload is buffered.
@@ -151,6 +157,14 @@ impl FrameDecoder {
             return Ok(None);
         };
         let take = (header.frame_len - partial.bytes.len()).min(self.input.len());
+        let (held, room) = (partial.bytes.len(), partial.bytes.capacity());
+        if room - held < take {
+            // Doubling, but never past the frame's length (`reserve` may go past it).
+            let grown = (held + take).max(room * 2).min(header.frame_len);
+            let mut bytes = BytesMut::with_capacity(grown);
+            bytes.extend_from_slice(&partial.bytes);
+            partial.bytes = bytes;
+        }
         partial.bytes.extend_from_slice(&self.input[..take]);
         self.input.advance(take);
         if partial.bytes.len() < header.frame_len {
@@ -210,6 +224,27 @@ mod tests {
         assert_eq!((a.code(), b.code()), (Code::PING, Code::PONG));
         assert!(dec.next_frame().unwrap().is_none());
         dec.finish().unwrap();
+    }
+
+    #[test]
+    fn a_frame_assembled_from_pieces_holds_at_most_its_length_and_twice_its_bytes() {
+        let wire = frame(Code::BROADCAST, &[9; 100_000]);
+        let mut dec = FrameDecoder::new();
+        let mut got = None;
+        for piece in wire.chunks(7_000) {
+            dec.push(Bytes::copy_from_slice(piece));
+            got = dec.next_frame().unwrap();
+            if got.is_none() {
+                let (held, capacity) = (dec.buffered_len(), dec.buffered_capacity());
+                assert!(
+                    capacity <= wire.len(),
+                    "{capacity} for a {} byte frame",
+                    wire.len()
+                );
+                assert!(capacity <= 2 * held, "{capacity} for {held} bytes");
+            }
+        }
+        assert_eq!(got.map(|f| f.bytes().clone()), Some(wire));
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::time::Instant;
 /// alone would have weft spend on every frame to it.
 pub const P2PT_SEND_METHODS: [Method; 2] = [Method::Zlib, Method::Gzip];
 
+/// A link's receive buffer, emptied, is kept at most this large (SPEC.md §25.8): one
+/// `P2PT_BODY_BYTES_MAX` frame grew it to 8 MiB, kept while the link lived.
+pub const P2PT_BUF_KEPT_BYTES_MAX: usize = 64 * 1024;
+
 /// The peer a handshake named.
 #[derive(Debug, Clone)]
 pub(super) struct PeerInfo {
@@ -173,6 +177,11 @@ impl Link {
         if self.start >= self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            // A large frame's buffer is not kept while the link idles: every link after one
+            // such frame held 512 MiB doing nothing.
+            if self.buf.capacity() > P2PT_BUF_KEPT_BYTES_MAX {
+                self.buf = Vec::new();
+            }
         }
         self.partial_since = if self.buf.is_empty() { None } else { Some(now) };
         decoded.map(Some)
@@ -194,6 +203,30 @@ mod tests {
         assert_eq!(link.send_method(&Method::PREFERENCE), Some(Method::Zlib));
         assert!(link.set_peer_codes(&[0x12, 0x10]));
         assert_eq!(link.send_method(&Method::PREFERENCE), None, "xz, bz2: raw");
+    }
+
+    #[test]
+    fn a_large_frames_buffer_is_not_kept_once_it_is_taken() {
+        let big = "x".repeat(1 << 20);
+        let m = Message::new(
+            MainFlag::WHISPER,
+            b"s".to_vec(),
+            1,
+            SubFlag::WHISPER,
+            vec![big.as_str().into()],
+        );
+        let wire = encode_frame(&m.to_msgpack(), None).unwrap();
+        let mut link = Link::new(ConnId::inbound(1), false, "a".into(), Instant::ZERO);
+        for piece in wire.chunks(1000) {
+            link.push(piece, Instant::ZERO);
+        }
+        assert!(link.buf.capacity() >= wire.len());
+        assert!(matches!(link.next_frame(&[], Instant::ZERO), Ok(Some(_))));
+        assert!(
+            link.buf.capacity() <= P2PT_BUF_KEPT_BYTES_MAX,
+            "{}",
+            link.buf.capacity()
+        );
     }
 
     quickcheck::quickcheck! {

@@ -221,6 +221,16 @@ impl Conn {
         self.wire.buffered_len()
     }
 
+    /// Memory the bytes that do not make a whole frame take.
+    pub(crate) fn buffered_memory(&self) -> usize {
+        self.wire.buffered_memory()
+    }
+
+    /// Frees the bytes received and not taken: the connection is closing.
+    pub(crate) fn drop_received(&mut self) {
+        self.wire.drop_received();
+    }
+
     /// Whether bytes that do not make a whole frame are held.
     pub(crate) fn has_buffered(&self) -> bool {
         self.wire.buffered_len() > 0

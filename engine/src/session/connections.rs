@@ -353,6 +353,8 @@ impl Session {
             }
         }
         c.state = ConnState::Closing;
+        // Nothing more is read from it: what it held goes now, not when the driver closes it.
+        c.drop_received();
         if reason != CloseReason::Lost {
             self.outputs.push_back(Output::Close {
                 conn,

@@ -41,16 +41,16 @@ impl Session {
             return;
         }
         loop {
-            // A closing connection takes no more bytes, and goes once the driver closes it.
+            // A closing connection holds nothing (`close` freed it).
             let open = self.conns.iter().filter(|(_, c)| !c.is_closing());
-            let held: usize = open.clone().map(|(_, c)| c.buffered_len()).sum();
+            let held: usize = open.clone().map(|(_, c)| c.buffered_memory()).sum();
             if held <= self.limits.frames_buffered_bytes_max {
                 let peak = &mut self.metrics.frames_buffered_bytes_peak;
                 *peak = (*peak).max(held as u64);
                 return;
             }
             let most = open
-                .max_by_key(|(id, c)| (c.buffered_len(), **id == conn, **id))
+                .max_by_key(|(id, c)| (c.buffered_memory(), **id == conn, **id))
                 .map(|(id, _)| *id);
             let Some(victim) = most else {
                 return;

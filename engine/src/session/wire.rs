@@ -37,6 +37,10 @@ pub(crate) trait Wire: core::fmt::Debug {
     fn next_frame(&mut self) -> Result<Option<Frame>, WireError>;
     /// Bytes held that do not yet make a whole frame.
     fn buffered_len(&self) -> usize;
+    /// Memory those bytes take (their buffers' capacity).
+    fn buffered_memory(&self) -> usize;
+    /// Frees what was received and not taken: the connection is closing.
+    fn drop_received(&mut self);
     /// The whole length the next frame declares, once its length prefix is in.
     fn next_frame_len(&self) -> Option<u64>;
     /// Turns one encoded frame into the bytes to write; only once [`can_seal`](Self::can_seal).
@@ -90,6 +94,20 @@ impl Wire for AnyWire {
         match self {
             AnyWire::Plain(w) => w.buffered_len(),
             AnyWire::Noise(w) => w.buffered_len(),
+        }
+    }
+
+    fn buffered_memory(&self) -> usize {
+        match self {
+            AnyWire::Plain(w) => w.buffered_memory(),
+            AnyWire::Noise(w) => w.buffered_memory(),
+        }
+    }
+
+    fn drop_received(&mut self) {
+        match self {
+            AnyWire::Plain(w) => w.drop_received(),
+            AnyWire::Noise(w) => w.drop_received(),
         }
     }
 
@@ -164,6 +182,14 @@ impl Wire for PlainWire {
         self.decoder.buffered_len()
     }
 
+    fn buffered_memory(&self) -> usize {
+        self.decoder.buffered_capacity()
+    }
+
+    fn drop_received(&mut self) {
+        self.decoder = FrameDecoder::default();
+    }
+
     #[inline]
     fn next_frame_len(&self) -> Option<u64> {
         self.decoder.next_frame_len()
@@ -227,6 +253,15 @@ impl Wire for NoiseWire {
 
     fn buffered_len(&self) -> usize {
         self.link.buffered_len() + self.decoder.buffered_len()
+    }
+
+    fn buffered_memory(&self) -> usize {
+        self.link.buffered_capacity() + self.decoder.buffered_capacity()
+    }
+
+    fn drop_received(&mut self) {
+        self.link.drop_received();
+        self.decoder = FrameDecoder::default();
     }
 
     fn next_frame_len(&self) -> Option<u64> {
