@@ -30,6 +30,11 @@ pub struct ReplicaConfig {
     /// How long after a change the state is persisted (changes within it are persisted
     /// together).
     pub persist_delay: Duration,
+    /// How fast the stores an apply waits for may follow each other (SPEC.md §22.8): the
+    /// next not before 1 ms per this many bytes of the last one's blob after it was asked
+    /// for (at most `persist_delay`). Each encodes the whole state on the loop: a folder of
+    /// 100,000 files (9 MB) receiving a steady stream stored it back to back.
+    pub write_ahead_bytes_per_ms: usize,
     /// The state blob's name (`[a-z0-9-]`, see [`crate::HostRequest::is_valid_state_name`]).
     pub state_name: String,
     /// Replicate with these peers alone (a remote run's folder: with its requester, SPEC.md
@@ -54,6 +59,7 @@ impl ReplicaConfig {
             mismatches_before_disconnect: 3,
             peers_kept_max: 1024,
             persist_delay: Duration::from_millis(500),
+            write_ahead_bytes_per_ms: 64 * 1024,
             state_name: format!("replica-{folder}"),
             only_with: None,
             gate: None,

@@ -214,6 +214,8 @@ pub struct Replica {
     pub(super) persist_wanted: bool,
     /// A persist failed: the next is not asked for before then.
     pub(super) persist_retry_at: Option<Instant>,
+    /// When the last persist was asked for, and its blob's length.
+    pub(super) last_persist: Option<(Instant, usize)>,
     /// The node is shutting down: every change is persisted once its input is handled.
     pub(super) stopping: bool,
     /// A persist failed and nothing has changed since (during a shutdown: not retried).
@@ -334,6 +336,7 @@ impl Replica {
             persists_asked: 0,
             persist_wanted: false,
             persist_retry_at: None,
+            last_persist: None,
             stopping: false,
             persist_failed: false,
             durable: false,
@@ -737,12 +740,15 @@ impl Replica {
 
     /// Announces and schedules fetches; during a shutdown, persists what changed.
     fn pump(&mut self) {
-        let stop_persist = self.stopping && self.persist_dirty && !self.persist_failed;
-        let gate_persist =
-            self.persist_wanted && self.persist_retry_at.is_none_or(|t| t <= self.now);
-        if (stop_persist || gate_persist) && self.ready && !self.persist_outstanding {
-            self.persist_at = None;
-            self.persist();
+        if self.ready && !self.persist_outstanding {
+            let stop_persist = self.stopping && self.persist_dirty && !self.persist_failed;
+            let write_ahead = self.persist_wanted.then(|| self.write_ahead_at());
+            if stop_persist || write_ahead.is_some_and(|at| at <= self.now) {
+                self.persist_at = None;
+                self.persist();
+            } else if let Some(at) = write_ahead {
+                self.persist_at = Some(self.persist_at.map_or(at, |t| t.min(at)));
+            }
         }
         let room = core::mem::take(&mut self.fetch_room);
         if !self.deferred.is_empty() {

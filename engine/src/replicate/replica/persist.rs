@@ -184,10 +184,27 @@ impl Replica {
         };
         self.persist_outstanding = true;
         let bytes = Bytes::from(state.encode());
+        self.last_persist = Some((self.now, bytes.len()));
         self.request(
             Purpose::Persist(number),
             StorageRequest::PersistState { bytes },
         );
+    }
+
+    /// When the store an apply waits for may be asked for: not before a failed store's
+    /// retry, nor before 1 ms per `write_ahead_bytes_per_ms` of the last store's blob after
+    /// it was asked for (at most `persist_delay`).
+    pub(super) fn write_ahead_at(&self) -> Instant {
+        let rate = self.config.write_ahead_bytes_per_ms.max(1);
+        let gap = self.last_persist.map(|(at, bytes)| {
+            let ms = (bytes / rate) as u64;
+            at + Duration::from_millis(ms).min(self.config.persist_delay)
+        });
+        [gap, self.persist_retry_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.now)
     }
 
     /// The host stored the persist numbered `number`: the applies it holds may change the

@@ -806,3 +806,52 @@ fn a_move_applied_just_before_a_crash_is_not_taken_for_a_local_move() {
         assert!(paths.is_empty(), "node {i} holds {paths:?}");
     }
 }
+
+/// The stores applies wait for (SPEC.md §22.8) follow each other no faster than 1 ms per
+/// `WRITE_AHEAD_BYTES_PER_MS` of the last one's blob: each encodes the whole state on the
+/// loop, and a large folder receiving a steady stream stored it back to back.
+#[test]
+fn write_ahead_stores_are_spaced_by_the_state_they_store() {
+    let mut net = pair();
+    // 1 ms per 256 bytes: the state of 100 files spaces them some 30 ms apart.
+    net.nodes[1].replica.config.write_ahead_bytes_per_ms = 256;
+    for k in 0..100 {
+        net.put(0, &format!("f{k}"), bytes(10, 1000 + k), 100);
+    }
+    net.settle();
+    let stores = |net: &Net| -> Vec<usize> {
+        net.nodes[1]
+            .requests
+            .iter()
+            .filter_map(|r| match r {
+                StorageRequest::PersistState { bytes } => Some(bytes.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut times = Vec::new();
+    let mut seen = stores(&net).len();
+    for k in 0..2 {
+        net.put(0, &format!("x{k}"), bytes(10, 5000 + k), 100);
+        for _ in 0..200 {
+            net.round();
+            let now = stores(&net);
+            if now.len() > seen {
+                seen = now.len();
+                times.push((net.now, now[now.len() - 1]));
+                break;
+            }
+        }
+    }
+    assert_eq!(times.len(), 2, "each file's apply asked for a store");
+    let (first, bytes_first) = times[0];
+    let gap_ms = (bytes_first / 256) as u64;
+    assert!(gap_ms >= 10, "a state of {bytes_first} bytes");
+    assert!(
+        times[1].0 >= first + Duration::from_millis(gap_ms),
+        "{:?} after {:?}, {gap_ms} ms apart at least",
+        times[1].0,
+        first
+    );
+    assert!(net.nodes[1].host.data("x1").is_some());
+}
