@@ -210,10 +210,8 @@ pub struct Replica {
     /// Persists asked for so far (the number of the last).
     pub(super) persists_asked: u64,
     /// An apply waits for a persist before its next step: one is asked for at once (not
-    /// before `persist_retry_at`).
+    /// before [`Replica::write_ahead_at`]).
     pub(super) persist_wanted: bool,
-    /// A persist failed: the next is not asked for before then.
-    pub(super) persist_retry_at: Option<Instant>,
     /// When the last persist was asked for, and its blob's length.
     pub(super) last_persist: Option<(Instant, usize)>,
     /// The node is shutting down: every change is persisted once its input is handled.
@@ -335,7 +333,6 @@ impl Replica {
             persist_outstanding: false,
             persists_asked: 0,
             persist_wanted: false,
-            persist_retry_at: None,
             last_persist: None,
             stopping: false,
             persist_failed: false,
@@ -664,7 +661,6 @@ impl Replica {
                     // that fails every write would have the whole state encoded without
                     // end), only with the next change.
                     self.persist_failed = true;
-                    self.persist_retry_at = Some(now + self.config.persist_delay);
                 }
                 if self.persist_dirty && self.persist_at.is_none() {
                     self.persist_at = Some(now + self.config.persist_delay);

@@ -191,26 +191,21 @@ impl Replica {
         );
     }
 
-    /// When the store an apply waits for may be asked for: not before a failed store's
-    /// retry, nor before 1 ms per `write_ahead_bytes_per_ms` of the last store's blob after
-    /// it was asked for (at most `persist_delay`).
+    /// When the store an apply waits for may be asked for: not before 1 ms per
+    /// `write_ahead_bytes_per_ms` of the last store's blob after it was asked for (at most
+    /// `persist_delay`).
     pub(super) fn write_ahead_at(&self) -> Instant {
         let rate = self.config.write_ahead_bytes_per_ms.max(1);
         let gap = self.last_persist.map(|(at, bytes)| {
             let ms = (bytes / rate) as u64;
             at + Duration::from_millis(ms).min(self.config.persist_delay)
         });
-        [gap, self.persist_retry_at]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(self.now)
+        gap.unwrap_or(self.now)
     }
 
     /// The host stored the persist numbered `number`: the applies it holds may change the
     /// folder now.
     pub(super) fn on_persisted(&mut self, number: u64) {
-        self.persist_retry_at = None;
         let mut held = Vec::new();
         for (path, a) in &mut self.applies {
             if matches!(a.persisted, Persisted::Asked(n) if n <= number) {
